@@ -1,0 +1,1 @@
+//! fota-device: reference LwM2M device client and fleet simulator (being written).

@@ -1,0 +1,1 @@
+//! CoAP message layer (being written).

@@ -1,0 +1,1 @@
+//! LwM2M content formats (placeholder; being written).

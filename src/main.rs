@@ -1,0 +1,2 @@
+//! The `fota` command line.
+fn main() {}
