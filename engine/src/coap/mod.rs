@@ -1,1 +1,23 @@
-//! CoAP message layer (being written).
+//! The CoAP message layer (RFC 7252) with block-wise transfer (RFC 7959), on one tokio UDP
+//! socket per endpoint. coap-lite encodes and decodes packets; everything about exchanges,
+//! retransmission, duplicates, NSTART and blocks is ours. Knows nothing of LwM2M.
+
+pub mod block;
+pub mod blockwise;
+pub mod dedup;
+pub mod endpoint;
+pub mod exchange;
+pub mod message;
+pub mod params;
+pub mod peers;
+pub mod stats;
+
+pub use block::BlockOption;
+pub use coap_lite::{Packet, RequestType, ResponseType};
+pub use endpoint::{
+    CoapError, Endpoint, EndpointConfig, HandlerFuture, IncomingRequest, Observation,
+    RequestHandler,
+};
+pub use message::{OutgoingRequest, PacketExt, Response};
+pub use params::TransmissionParams;
+pub use stats::{StatsSnapshot, WireMeter};

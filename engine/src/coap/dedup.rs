@@ -1,0 +1,129 @@
+//! `DuplicateCache`: which confirmable messages from which peer were already seen within
+//! EXCHANGE_LIFETIME, and what was answered to them (RFC 7252 section 4.5).
+//!
+//! Owns only the bookkeeping; the endpoint decides what a duplicate gets.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+/// Identifies a message: message ids are unique per sender only.
+pub type MessageKey = (SocketAddr, u16);
+
+/// What the cache knows about a message that just arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// First time: process it.
+    New,
+    /// Already being processed: a retransmission that must not be processed again.
+    InProgress,
+    /// Already answered: resend these exact bytes.
+    Answered(Bytes),
+}
+
+/// Recently received message ids with their answers, forgotten after EXCHANGE_LIFETIME.
+#[derive(Debug)]
+pub struct DuplicateCache {
+    /// The answer per message; `None` while the message is still being processed.
+    answers: HashMap<MessageKey, Option<Bytes>>,
+    /// Arrival order, so expiry costs O(1) per message instead of a scan.
+    arrivals: VecDeque<(Instant, MessageKey)>,
+    /// How long a message id stays remembered.
+    lifetime: Duration,
+}
+
+impl DuplicateCache {
+    /// An empty cache that remembers messages for `lifetime`.
+    pub fn new(lifetime: Duration) -> Self {
+        DuplicateCache {
+            answers: HashMap::new(),
+            arrivals: VecDeque::new(),
+            lifetime,
+        }
+    }
+
+    /// Records the arrival of `key` at `now` and says whether it was seen before.
+    pub fn arrive(&mut self, key: MessageKey, now: Instant) -> Seen {
+        self.expire(now);
+        match self.answers.get(&key) {
+            Some(Some(bytes)) => Seen::Answered(bytes.clone()),
+            Some(None) => Seen::InProgress,
+            None => {
+                self.answers.insert(key, None);
+                self.arrivals.push_back((now, key));
+                Seen::New
+            }
+        }
+    }
+
+    /// Stores the answer sent for `key`, so duplicates get the same bytes.
+    pub fn answer(&mut self, key: MessageKey, bytes: Bytes) {
+        if let Some(slot) = self.answers.get_mut(&key) {
+            *slot = Some(bytes);
+        }
+    }
+
+    /// Forgets `key`: used when processing was abandoned, so a retransmission is processed.
+    pub fn forget(&mut self, key: &MessageKey) {
+        self.answers.remove(key);
+    }
+
+    /// Number of remembered messages.
+    pub fn len(&self) -> usize {
+        self.answers.len()
+    }
+
+    /// True when nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.answers.is_empty()
+    }
+
+    /// Drops every message that arrived more than `lifetime` before `now`.
+    pub fn expire(&mut self, now: Instant) {
+        while let Some((arrived, key)) = self.arrivals.front().copied() {
+            if now.saturating_duration_since(arrived) < self.lifetime {
+                break;
+            }
+            self.arrivals.pop_front();
+            self.answers.remove(&key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:5683".parse().unwrap()
+    }
+
+    #[test]
+    fn a_duplicate_gets_the_stored_answer_and_expires_after_the_lifetime() {
+        let mut cache = DuplicateCache::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(cache.arrive((peer(), 1), t0), Seen::New);
+        assert_eq!(cache.arrive((peer(), 1), t0), Seen::InProgress);
+        cache.answer((peer(), 1), Bytes::from_static(b"ack"));
+        assert_eq!(
+            cache.arrive((peer(), 1), t0 + Duration::from_secs(5)),
+            Seen::Answered(Bytes::from_static(b"ack"))
+        );
+        assert_eq!(
+            cache.arrive((peer(), 1), t0 + Duration::from_secs(11)),
+            Seen::New
+        );
+    }
+
+    #[test]
+    fn message_ids_are_per_peer() {
+        let mut cache = DuplicateCache::new(Duration::from_secs(10));
+        let other: SocketAddr = "127.0.0.2:5683".parse().unwrap();
+        let now = Instant::now();
+        assert_eq!(cache.arrive((peer(), 7), now), Seen::New);
+        assert_eq!(cache.arrive((other, 7), now), Seen::New);
+        assert_eq!(cache.len(), 2);
+    }
+}

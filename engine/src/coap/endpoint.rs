@@ -1,0 +1,848 @@
+//! `Endpoint`: one UDP socket speaking CoAP (RFC 7252) as client and server at once.
+//!
+//! Owns the receive loop, confirmable retransmission with exponential back-off, ACK/RST and
+//! token matching, duplicate detection for incoming confirmables, NSTART per peer, and the
+//! dispatch of incoming requests to a [`RequestHandler`]. Knows nothing of LwM2M.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use coap_lite::{MessageClass, MessageType, Packet, RequestType, ResponseType};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use super::block::BlockOption;
+use super::dedup::{DuplicateCache, Seen};
+use super::exchange::{ExchangeEvent, Exchanges, Token};
+use super::message::{OutgoingRequest, PacketExt, Response};
+use super::params::TransmissionParams;
+use super::peers::Peers;
+use super::stats::{EndpointStats, StatsSnapshot, WireMeter, bump};
+
+/// Largest datagram accepted; anything longer is dropped as malformed.
+const MAX_DATAGRAM: usize = 4096;
+
+/// Critical options this endpoint understands (RFC 7252 section 5.4.1): a request carrying any
+/// other critical (odd-numbered) option is answered 4.02 Bad Option.
+const KNOWN_CRITICAL_OPTIONS: [u16; 9] = [1, 3, 5, 7, 11, 15, 17, 23, 27];
+
+/// Proxy-Uri and Proxy-Scheme: understood, and answered 5.05 since this is no proxy.
+const PROXY_OPTIONS: [u16; 2] = [35, 39];
+
+/// The future a request handler returns.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Response> + Send + 'static>>;
+
+/// Answers requests that peers send to this endpoint.
+pub trait RequestHandler: Send + Sync + 'static {
+    /// Produces the response to one request. Runs in its own task.
+    fn handle(&self, request: IncomingRequest) -> HandlerFuture;
+}
+
+/// A request received from a peer.
+#[derive(Debug, Clone)]
+pub struct IncomingRequest {
+    /// Who sent it; answers and later requests to this device go to this address.
+    pub peer: SocketAddr,
+    /// The whole message.
+    pub packet: Packet,
+}
+
+/// Settings of an endpoint beyond the RFC 7252 timers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EndpointConfig {
+    /// Retransmission timers and NSTART.
+    pub params: TransmissionParams,
+    /// Largest Block2 block this endpoint serves; larger representations are sliced.
+    pub max_block_size: usize,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            params: TransmissionParams::default(),
+            max_block_size: 1024,
+        }
+    }
+}
+
+/// Why an exchange with a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CoapError {
+    /// No ACK or response after every retransmission.
+    #[error("no answer from {peer} after {transmissions} transmissions")]
+    Timeout {
+        peer: SocketAddr,
+        transmissions: u32,
+    },
+    /// The peer acknowledged the request but the separate response never came.
+    #[error("{peer} acknowledged the request but sent no response within {waited:?}")]
+    ResponseTimeout { peer: SocketAddr, waited: Duration },
+    /// The peer answered with a Reset message.
+    #[error("{peer} rejected the message with Reset")]
+    Reset { peer: SocketAddr },
+    /// The message could not be encoded (too large, bad option).
+    #[error("cannot encode the message: {0}")]
+    Encode(String),
+    /// A block-wise transfer broke a rule of RFC 7959.
+    #[error("block-wise transfer with {peer}: {reason}")]
+    Blockwise { peer: SocketAddr, reason: String },
+    /// The socket failed.
+    #[error("socket error: {0}")]
+    Io(#[from] io::Error),
+    /// The endpoint was shut down while the exchange was outstanding.
+    #[error("the CoAP endpoint is shut down")]
+    Closed,
+}
+
+/// A CoAP endpoint on one UDP socket. Cheap to clone; the socket closes when the last clone
+/// is dropped.
+#[derive(Clone)]
+pub struct Endpoint {
+    inner: Arc<Inner>,
+}
+
+/// State shared by the endpoint's handles and its background tasks.
+struct Inner {
+    /// The one socket every message goes out of and comes in on: LwM2M clients behind NAT only
+    /// accept requests from the address they registered to.
+    socket: Arc<UdpSocket>,
+    /// The address the socket is bound to.
+    local_addr: SocketAddr,
+    /// Timers, NSTART and block size.
+    config: EndpointConfig,
+    /// Outstanding outgoing exchanges.
+    exchanges: Mutex<Exchanges>,
+    /// Per-peer NSTART permits and message ids.
+    peers: Mutex<Peers>,
+    /// Recently received confirmables, so a retransmission is answered but not processed twice.
+    duplicates: Mutex<DuplicateCache>,
+    /// Who answers incoming requests; set once after binding.
+    handler: OnceLock<Arc<dyn RequestHandler>>,
+    /// Counters for metrics and tests.
+    stats: EndpointStats,
+    /// The receive loop and housekeeping tasks, stopped when the endpoint is dropped.
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for task in self
+            .tasks
+            .get_mut()
+            .map(|t| t.drain(..))
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Endpoint {
+    /// Binds a UDP socket and starts receiving.
+    pub async fn bind(addr: SocketAddr, config: EndpointConfig) -> io::Result<Endpoint> {
+        let socket = UdpSocket::bind(addr).await?;
+        Ok(Endpoint::from_socket(socket, config))
+    }
+
+    /// Starts an endpoint on an already bound socket.
+    pub fn from_socket(socket: UdpSocket, config: EndpointConfig) -> Endpoint {
+        let local_addr = socket.local_addr().expect("a bound socket has an address");
+        let lifetime = config.params.exchange_lifetime();
+        let inner = Arc::new(Inner {
+            socket: Arc::new(socket),
+            local_addr,
+            config,
+            exchanges: Mutex::new(Exchanges::default()),
+            peers: Mutex::new(Peers::new(config.params.nstart)),
+            duplicates: Mutex::new(DuplicateCache::new(lifetime)),
+            handler: OnceLock::new(),
+            stats: EndpointStats::default(),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let receiver = tokio::spawn(receive_loop(Arc::downgrade(&inner), inner.socket.clone()));
+        let housekeeper = tokio::spawn(housekeeping(Arc::downgrade(&inner), lifetime));
+        lock(&inner.tasks).extend([receiver.abort_handle(), housekeeper.abort_handle()]);
+        Endpoint { inner }
+    }
+
+    /// Sets who answers incoming requests. Until then requests get 5.03. Only the first call
+    /// has an effect.
+    pub fn set_handler(&self, handler: Arc<dyn RequestHandler>) {
+        let _ = self.inner.handler.set(handler);
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// The endpoint's settings.
+    pub fn config(&self) -> &EndpointConfig {
+        &self.inner.config
+    }
+
+    /// Counters of everything sent and received.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    /// Outstanding exchange entries (for leak checks in tests).
+    pub fn outstanding(&self) -> usize {
+        lock(&self.inner.exchanges).len()
+    }
+
+    /// Sends a request and waits for its response (any response code).
+    pub async fn request(
+        &self,
+        peer: SocketAddr,
+        request: &OutgoingRequest,
+    ) -> Result<Packet, CoapError> {
+        self.request_metered(peer, request, &WireMeter::default())
+            .await
+    }
+
+    /// Like [`Endpoint::request`], adding the bytes it puts on the wire to `meter`.
+    pub async fn request_metered(
+        &self,
+        peer: SocketAddr,
+        request: &OutgoingRequest,
+        meter: &WireMeter,
+    ) -> Result<Packet, CoapError> {
+        self.exchange(peer, request, meter).await
+    }
+
+    /// Sends an observe registration (`request.observe` should be `Some(0)`); when the peer
+    /// accepts it, the returned [`Observation`] yields the notifications that follow.
+    pub async fn observe(
+        &self,
+        peer: SocketAddr,
+        request: &OutgoingRequest,
+    ) -> Result<(Packet, Option<Observation>), CoapError> {
+        let (events, mut receiver) = mpsc::unbounded_channel();
+        let token = self.new_token();
+        let meter = WireMeter::default();
+        let (response, registration) = self
+            .exchange_with_token(peer, request, &meter, token, events, &mut receiver)
+            .await?;
+        let accepted = response.observe_value().is_some()
+            && response.response_code().is_some_and(|c| !c.is_error());
+        let observation = accepted.then(|| Observation {
+            registration,
+            events: receiver,
+            last: response.observe_value().map(|seq| (seq, Instant::now())),
+        });
+        Ok((response, observation))
+    }
+
+    /// Cancels an observation actively (RFC 7641 section 3.6): a GET with Observe 1 and the
+    /// observation's token.
+    pub async fn cancel_observation(
+        &self,
+        peer: SocketAddr,
+        observation: Observation,
+        request: &OutgoingRequest,
+    ) -> Result<Packet, CoapError> {
+        let mut cancel = request.clone();
+        cancel.observe = Some(1);
+        let token = observation.registration.token;
+        drop(observation);
+        let (events, mut receiver) = mpsc::unbounded_channel();
+        let meter = WireMeter::default();
+        let (response, _) = self
+            .exchange_with_token(peer, &cancel, &meter, token, events, &mut receiver)
+            .await?;
+        Ok(response)
+    }
+
+    /// Sends a notification for an observation this endpoint serves, confirmable or not.
+    /// A Reset from the peer means it lost interest: the caller should drop the observation.
+    pub async fn notify(
+        &self,
+        peer: SocketAddr,
+        token: &[u8],
+        response: &Response,
+        confirmable: bool,
+    ) -> Result<(), CoapError> {
+        let message_id = self.next_message_id(peer);
+        let mut packet = Packet::new();
+        packet.header.set_version(1);
+        packet.header.set_type(if confirmable {
+            MessageType::Confirmable
+        } else {
+            MessageType::NonConfirmable
+        });
+        packet.header.message_id = message_id;
+        packet.set_token(token.to_vec());
+        response.fill_packet(&mut packet, &response.payload, None);
+        let bytes = encode(&packet)?;
+        if !confirmable {
+            self.send(&bytes, peer, &WireMeter::default()).await?;
+            return Ok(());
+        }
+        let (events, mut receiver) = mpsc::unbounded_channel();
+        let _ack = AckWait::register(&self.inner, peer, message_id, None, events);
+        match self
+            .transmit(peer, &bytes, &mut receiver, &WireMeter::default())
+            .await?
+        {
+            ExchangeEvent::Reset => Err(CoapError::Reset { peer }),
+            _ => Ok(()),
+        }
+    }
+
+    fn next_message_id(&self, peer: SocketAddr) -> u16 {
+        lock(&self.inner.peers).next_message_id(peer, Instant::now())
+    }
+
+    /// One request/response exchange under the peer's NSTART limit, on a fresh token.
+    async fn exchange(
+        &self,
+        peer: SocketAddr,
+        request: &OutgoingRequest,
+        meter: &WireMeter,
+    ) -> Result<Packet, CoapError> {
+        let (events, mut receiver) = mpsc::unbounded_channel();
+        let token = self.new_token();
+        let (response, _registration) = self
+            .exchange_with_token(peer, request, meter, token, events, &mut receiver)
+            .await?;
+        Ok(response)
+    }
+
+    /// Sends `request` with `token` and waits for its first response. ACKs, Resets and
+    /// responses all arrive on `receiver`; the returned registration keeps routing responses
+    /// with this token to `events` (an observation's notifications) until it is dropped.
+    async fn exchange_with_token(
+        &self,
+        peer: SocketAddr,
+        request: &OutgoingRequest,
+        meter: &WireMeter,
+        token: Token,
+        events: mpsc::UnboundedSender<ExchangeEvent>,
+        receiver: &mut mpsc::UnboundedReceiver<ExchangeEvent>,
+    ) -> Result<(Packet, TokenRegistration), CoapError> {
+        let permits = lock(&self.inner.peers).permits(peer, Instant::now());
+        let _permit = permits
+            .acquire_owned()
+            .await
+            .map_err(|_| CoapError::Closed)?;
+        let message_id = self.next_message_id(peer);
+        let bytes = encode(&request.to_packet(message_id, &token))?;
+        let registration = TokenRegistration::register(&self.inner, peer, token, events.clone());
+        let response = if request.confirmable {
+            let _ack = AckWait::register(&self.inner, peer, message_id, Some(token), events);
+            match self.transmit(peer, &bytes, receiver, meter).await? {
+                ExchangeEvent::Response(packet) => packet,
+                ExchangeEvent::Acknowledged => self.await_separate_response(peer, receiver).await?,
+                ExchangeEvent::Reset => return Err(CoapError::Reset { peer }),
+            }
+        } else {
+            self.send(&bytes, peer, meter).await?;
+            self.await_separate_response(peer, receiver).await?
+        };
+        Ok((response, registration))
+    }
+
+    /// Sends a confirmable message until an ACK, RST or response arrives, doubling the timeout
+    /// after each silence (RFC 7252 section 4.2).
+    async fn transmit(
+        &self,
+        peer: SocketAddr,
+        bytes: &[u8],
+        receiver: &mut mpsc::UnboundedReceiver<ExchangeEvent>,
+        meter: &WireMeter,
+    ) -> Result<ExchangeEvent, CoapError> {
+        let params = &self.inner.config.params;
+        let mut timeout = params.initial_timeout();
+        for attempt in 0..=params.max_retransmit {
+            if attempt > 0 {
+                bump(&self.inner.stats.retransmissions);
+                bump(&meter.retransmissions);
+            }
+            self.send(bytes, peer, meter).await?;
+            match tokio::time::timeout(timeout, receiver.recv()).await {
+                Ok(Some(event)) => {
+                    count_received(meter, &event);
+                    return Ok(event);
+                }
+                Ok(None) => return Err(CoapError::Closed),
+                Err(_) => timeout *= 2,
+            }
+        }
+        bump(&self.inner.stats.timeouts);
+        Err(CoapError::Timeout {
+            peer,
+            transmissions: params.max_retransmit + 1,
+        })
+    }
+
+    async fn await_separate_response(
+        &self,
+        peer: SocketAddr,
+        receiver: &mut mpsc::UnboundedReceiver<ExchangeEvent>,
+    ) -> Result<Packet, CoapError> {
+        let waited = self.inner.config.params.exchange_lifetime();
+        loop {
+            match tokio::time::timeout(waited, receiver.recv()).await {
+                Ok(Some(ExchangeEvent::Response(packet))) => return Ok(packet),
+                Ok(Some(ExchangeEvent::Reset)) => return Err(CoapError::Reset { peer }),
+                Ok(Some(ExchangeEvent::Acknowledged)) => continue,
+                Ok(None) => return Err(CoapError::Closed),
+                Err(_) => return Err(CoapError::ResponseTimeout { peer, waited }),
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        bytes: &[u8],
+        peer: SocketAddr,
+        meter: &WireMeter,
+    ) -> Result<(), CoapError> {
+        self.inner.socket.send_to(bytes, peer).await?;
+        meter.add_sent(bytes.len());
+        self.inner.count_sent(bytes.len());
+        Ok(())
+    }
+
+    fn new_token(&self) -> Token {
+        let exchanges = lock(&self.inner.exchanges);
+        loop {
+            let token: Token = rand::random();
+            if !exchanges.token_in_use(&token) {
+                return token;
+            }
+        }
+    }
+}
+
+fn count_received(meter: &WireMeter, event: &ExchangeEvent) {
+    let bytes = match event {
+        ExchangeEvent::Response(packet) => 4 + packet.get_token().len() + packet.payload.len(),
+        _ => 4,
+    };
+    meter.add_received(bytes);
+}
+
+/// An active observation: notifications from the peer, freshest first filtered for order.
+pub struct Observation {
+    /// Keeps the token routed to this observation; dropping it stops listening.
+    registration: TokenRegistration,
+    /// Notifications as they arrive.
+    events: mpsc::UnboundedReceiver<ExchangeEvent>,
+    /// Sequence number and arrival time of the freshest notification, to drop reordered ones.
+    last: Option<(u32, Instant)>,
+}
+
+impl Observation {
+    /// The next notification that is fresher than every one before it (RFC 7641 section 3.4);
+    /// `None` when the peer reset the observation or the endpoint closed.
+    pub async fn next(&mut self) -> Option<Packet> {
+        loop {
+            match self.events.recv().await? {
+                ExchangeEvent::Response(packet) => {
+                    let now = Instant::now();
+                    let seq = packet.observe_value();
+                    if seq.is_none_or(|seq| is_fresher(self.last, seq, now)) {
+                        self.last = seq.map(|s| (s, now));
+                        return Some(packet);
+                    }
+                }
+                ExchangeEvent::Reset => return None,
+                ExchangeEvent::Acknowledged => continue,
+            }
+        }
+    }
+
+    /// The token the observation was registered with.
+    pub fn token(&self) -> &[u8] {
+        &self.registration.token
+    }
+}
+
+/// RFC 7641 section 3.4: is a notification with sequence `seq` arriving `now` fresher than the
+/// last one?
+fn is_fresher(last: Option<(u32, Instant)>, seq: u32, now: Instant) -> bool {
+    let Some((last_seq, last_at)) = last else {
+        return true;
+    };
+    let (v1, v2) = (last_seq & 0xFF_FFFF, seq & 0xFF_FFFF);
+    const HALF: u32 = 1 << 23;
+    (v1 < v2 && v2 - v1 < HALF)
+        || (v1 > v2 && v1 - v2 > HALF)
+        || now.saturating_duration_since(last_at) > Duration::from_secs(128)
+}
+
+/// Removes a token route when the exchange or observation that owns it goes away, so a
+/// cancelled future leaves nothing behind.
+struct TokenRegistration {
+    inner: Weak<Inner>,
+    token: Token,
+}
+
+impl TokenRegistration {
+    fn register(
+        inner: &Arc<Inner>,
+        peer: SocketAddr,
+        token: Token,
+        events: mpsc::UnboundedSender<ExchangeEvent>,
+    ) -> Self {
+        lock(&inner.exchanges).await_response(peer, token, events);
+        TokenRegistration {
+            inner: Arc::downgrade(inner),
+            token,
+        }
+    }
+}
+
+impl Drop for TokenRegistration {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.upgrade() {
+            lock(&inner.exchanges).forget_response(&self.token);
+        }
+    }
+}
+
+/// Removes an ACK route when the transmission that owns it ends.
+struct AckWait {
+    inner: Weak<Inner>,
+    peer: SocketAddr,
+    message_id: u16,
+}
+
+impl AckWait {
+    fn register(
+        inner: &Arc<Inner>,
+        peer: SocketAddr,
+        message_id: u16,
+        token: Option<Token>,
+        events: mpsc::UnboundedSender<ExchangeEvent>,
+    ) -> Self {
+        lock(&inner.exchanges).await_ack(peer, message_id, token, events);
+        AckWait {
+            inner: Arc::downgrade(inner),
+            peer,
+            message_id,
+        }
+    }
+}
+
+impl Drop for AckWait {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.upgrade() {
+            lock(&inner.exchanges).forget_ack(self.peer, self.message_id);
+        }
+    }
+}
+
+impl Inner {
+    fn count_sent(&self, bytes: usize) {
+        bump(&self.stats.datagrams_sent);
+        self.stats
+            .bytes_sent
+            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sends without waiting (ACKs, RSTs, responses from the receive path). A full socket
+    /// buffer drops the message, which the peer's retransmission repairs.
+    fn send_now(&self, bytes: &[u8], peer: SocketAddr) {
+        if self.socket.try_send_to(bytes, peer).is_ok() {
+            self.count_sent(bytes.len());
+        }
+    }
+
+    /// Everything a datagram can be, in RFC 7252's terms.
+    fn on_datagram(self: &Arc<Self>, bytes: &[u8], peer: SocketAddr) {
+        bump(&self.stats.datagrams_received);
+        self.stats
+            .bytes_received
+            .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if bytes.len() < 4 || bytes[0] >> 6 != 1 {
+            // Too short to be CoAP, or an unknown version: silently ignored (section 3).
+            bump(&self.stats.malformed);
+            return;
+        }
+        let confirmable = (bytes[0] >> 4) & 0x03 == 0;
+        let message_id = u16::from_be_bytes([bytes[2], bytes[3]]);
+        let packet = match Packet::from_bytes(bytes) {
+            Ok(packet) if well_formed(&packet, bytes) => packet,
+            _ => {
+                bump(&self.stats.malformed);
+                if confirmable {
+                    self.send_now(&empty_message(MessageType::Reset, message_id), peer);
+                }
+                return;
+            }
+        };
+        self.dispatch(packet, peer);
+    }
+
+    fn dispatch(self: &Arc<Self>, packet: Packet, peer: SocketAddr) {
+        let message_type = packet.header.get_type();
+        match (packet.header.code, message_type) {
+            (MessageClass::Empty, MessageType::Confirmable) => {
+                // CoAP ping: answered with Reset (section 4.3).
+                self.send_now(
+                    &empty_message(MessageType::Reset, packet.header.message_id),
+                    peer,
+                );
+            }
+            (_, MessageType::Acknowledgement) | (_, MessageType::Reset) => {
+                let reset = message_type == MessageType::Reset;
+                if reset {
+                    bump(&self.stats.resets_received);
+                }
+                lock(&self.exchanges).on_ack_or_reset(peer, packet, reset);
+            }
+            (MessageClass::Request(_), _) => self.on_request(packet, peer),
+            (MessageClass::Response(_), _) => self.on_response(packet, peer),
+            (MessageClass::Empty, _) | (MessageClass::Reserved(_), _) => {
+                bump(&self.stats.malformed);
+                if message_type == MessageType::Confirmable {
+                    self.send_now(
+                        &empty_message(MessageType::Reset, packet.header.message_id),
+                        peer,
+                    );
+                }
+            }
+        }
+    }
+
+    /// A separate response or a notification: acknowledged once per message id, delivered once.
+    fn on_response(self: &Arc<Self>, packet: Packet, peer: SocketAddr) {
+        let message_id = packet.header.message_id;
+        let confirmable = packet.header.get_type() == MessageType::Confirmable;
+        if confirmable {
+            let seen = lock(&self.duplicates).arrive((peer, message_id), Instant::now());
+            if seen != Seen::New {
+                bump(&self.stats.duplicates);
+                let answer = match seen {
+                    Seen::Answered(bytes) => bytes,
+                    _ => Bytes::from(empty_message(MessageType::Acknowledgement, message_id)),
+                };
+                self.send_now(&answer, peer);
+                return;
+            }
+        }
+        let delivered = lock(&self.exchanges).on_response(peer, packet);
+        let answer_type = if delivered {
+            MessageType::Acknowledgement
+        } else {
+            // Nobody asked for this (e.g. a notification of a cancelled observation): Reset.
+            MessageType::Reset
+        };
+        if confirmable || !delivered {
+            let answer = empty_message(answer_type, message_id);
+            if confirmable {
+                lock(&self.duplicates).answer((peer, message_id), Bytes::from(answer.clone()));
+            }
+            self.send_now(&answer, peer);
+        }
+    }
+
+    fn on_request(self: &Arc<Self>, packet: Packet, peer: SocketAddr) {
+        let key = (peer, packet.header.message_id);
+        match lock(&self.duplicates).arrive(key, Instant::now()) {
+            Seen::New => {}
+            Seen::InProgress => {
+                bump(&self.stats.duplicates);
+                return;
+            }
+            Seen::Answered(bytes) => {
+                bump(&self.stats.duplicates);
+                self.send_now(&bytes, peer);
+                return;
+            }
+        }
+        bump(&self.stats.requests_handled);
+        if let Some(response) = reject_options(&packet) {
+            self.answer(&packet, peer, &response);
+            return;
+        }
+        let Some(handler) = self.handler.get().cloned() else {
+            let response = Response::error(ResponseType::ServiceUnavailable, "not ready");
+            self.answer(&packet, peer, &response);
+            return;
+        };
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let request = IncomingRequest {
+                peer,
+                packet: packet.clone(),
+            };
+            let response = handler.handle(request).await;
+            inner.answer(&packet, peer, &response);
+        });
+    }
+
+    /// Sends `response` to `request`: piggybacked on the ACK of a confirmable, as a NON
+    /// otherwise; remembered for duplicates unless the method is GET, which is safe to repeat and
+    /// whose Block2 answers would otherwise fill memory (RFC 7252 section 4.5 allows this).
+    fn answer(self: &Arc<Self>, request: &Packet, peer: SocketAddr, response: &Response) {
+        let key = (peer, request.header.message_id);
+        let packet = match self.response_packet(request, peer, response) {
+            Ok(packet) => packet,
+            Err(reason) => {
+                let fallback = Response::error(ResponseType::BadOption, reason);
+                self.response_packet(request, peer, &fallback)
+                    .expect("an error response without Block2 always builds")
+            }
+        };
+        let Ok(bytes) = encode(&packet) else {
+            lock(&self.duplicates).forget(&key);
+            tracing::warn!(%peer, "response does not fit in a datagram; dropped");
+            return;
+        };
+        self.send_now(&bytes, peer);
+        let mut duplicates = lock(&self.duplicates);
+        if request.request_method() == Some(RequestType::Get) {
+            duplicates.forget(&key);
+        } else {
+            duplicates.answer(key, Bytes::from(bytes));
+        }
+    }
+
+    fn response_packet(
+        &self,
+        request: &Packet,
+        peer: SocketAddr,
+        response: &Response,
+    ) -> Result<Packet, String> {
+        let mut packet = Packet::new();
+        packet.header.set_version(1);
+        if request.header.get_type() == MessageType::Confirmable {
+            packet.header.set_type(MessageType::Acknowledgement);
+            packet.header.message_id = request.header.message_id;
+        } else {
+            packet.header.set_type(MessageType::NonConfirmable);
+            packet.header.message_id = lock(&self.peers).next_message_id(peer, Instant::now());
+        }
+        packet.set_token(request.get_token().to_vec());
+        let requested = request.block2().and_then(Result::ok);
+        let (block, range) = block2_slice(response, requested, self.config.max_block_size)?;
+        response.fill_packet(&mut packet, &response.payload[range], block);
+        Ok(packet)
+    }
+}
+
+/// Which part of a response's payload goes into this message, and its Block2 option: the block
+/// the client asked for, at most `max_block` bytes, or block 0 when the payload is too large to
+/// send whole (RFC 7959 section 2.4).
+fn block2_slice(
+    response: &Response,
+    requested: Option<BlockOption>,
+    max_block: usize,
+) -> Result<(Option<BlockOption>, std::ops::Range<usize>), String> {
+    let len = response.payload.len();
+    let success = !response.code.is_error();
+    let (offset, size) = match requested {
+        Some(block) if success => (block.offset(), block.size().min(max_block)),
+        None if success && len > max_block => (0, max_block),
+        _ => return Ok((None, 0..len)),
+    };
+    if offset > len || (offset == len && len > 0) {
+        return Err(format!(
+            "block at offset {offset} is past the end ({len} bytes)"
+        ));
+    }
+    let end = (offset + size).min(len);
+    let block =
+        BlockOption::new((offset / size) as u32, end < len, size).map_err(|e| e.to_string())?;
+    Ok((Some(block), offset..end))
+}
+
+/// The answer to a request carrying an option this endpoint must not ignore, if any.
+fn reject_options(packet: &Packet) -> Option<Response> {
+    for (number, _) in packet.options() {
+        if PROXY_OPTIONS.contains(number) {
+            return Some(Response::error(
+                ResponseType::ProxyingNotSupported,
+                "not a proxy",
+            ));
+        }
+        if number % 2 == 1 && !KNOWN_CRITICAL_OPTIONS.contains(number) {
+            return Some(Response::error(
+                ResponseType::BadOption,
+                format!("unknown critical option {number}"),
+            ));
+        }
+    }
+    for block in [packet.block1(), packet.block2()].into_iter().flatten() {
+        if let Err(error) = block {
+            return Some(Response::error(ResponseType::BadOption, error.to_string()));
+        }
+    }
+    None
+}
+
+/// Rules coap-lite does not check: an empty message is only the 4-byte header (section 4.1),
+/// and a payload marker must be followed by a payload (section 3).
+fn well_formed(packet: &Packet, bytes: &[u8]) -> bool {
+    if packet.header.code == MessageClass::Empty {
+        return bytes.len() == 4;
+    }
+    !(bytes.last() == Some(&0xFF) && packet.payload.is_empty())
+}
+
+fn empty_message(message_type: MessageType, message_id: u16) -> Vec<u8> {
+    let mut packet = Packet::new();
+    packet.header.set_version(1);
+    packet.header.set_type(message_type);
+    packet.header.code = MessageClass::Empty;
+    packet.header.message_id = message_id;
+    packet.to_bytes().expect("an empty message always encodes")
+}
+
+fn encode(packet: &Packet) -> Result<Vec<u8>, CoapError> {
+    packet
+        .to_bytes_with_limit(MAX_DATAGRAM)
+        .map_err(|e| CoapError::Encode(format!("{e:?}")))
+}
+
+/// Reads datagrams until the endpoint is dropped.
+async fn receive_loop(inner: Weak<Inner>, socket: Arc<UdpSocket>) {
+    let mut buffer = vec![0u8; MAX_DATAGRAM + 1];
+    loop {
+        let (len, peer) = match socket.recv_from(&mut buffer).await {
+            Ok(received) => received,
+            // ICMP port unreachable from an earlier send surfaces here on Linux: not fatal.
+            Err(error) => {
+                tracing::trace!(%error, "receive error");
+                continue;
+            }
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        if len > MAX_DATAGRAM {
+            bump(&inner.stats.malformed);
+            continue;
+        }
+        inner.on_datagram(&buffer[..len], peer);
+    }
+}
+
+/// Forgets idle peers and expired duplicates now and then.
+async fn housekeeping(inner: Weak<Inner>, lifetime: Duration) {
+    let mut ticks = tokio::time::interval((lifetime / 4).max(Duration::from_millis(100)));
+    loop {
+        ticks.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let now = Instant::now();
+        lock(&inner.peers).forget_idle(now, lifetime);
+        lock(&inner.duplicates).expire(now);
+    }
+}
+
+/// Locks a mutex, recovering from a poisoned lock: the tables stay consistent because every
+/// critical section is a single map operation.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

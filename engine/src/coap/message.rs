@@ -1,0 +1,328 @@
+//! Requests and responses as the rest of the engine sees them, and their mapping to coap-lite
+//! packets. Owns option encoding details (uint options, Uri-Path, Uri-Query, Block options);
+//! knows nothing of sockets or retransmission.
+
+use bytes::Bytes;
+use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
+
+use super::block::{BlockError, BlockOption};
+
+/// Option numbers this layer uses that coap-lite has no name for.
+pub mod option_number {
+    /// Request-Tag (RFC 9175): elective, ignored here but named so it is not "unknown".
+    pub const REQUEST_TAG: u16 = 292;
+}
+
+/// A request this endpoint sends to a peer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutgoingRequest {
+    /// GET, POST, PUT, DELETE, ...
+    pub method: RequestType,
+    /// Uri-Path segments, without slashes.
+    pub path: Vec<String>,
+    /// Uri-Query parameters, `name=value` each.
+    pub query: Vec<String>,
+    /// Content-Format of the payload.
+    pub content_format: Option<u16>,
+    /// Accept: the content format the response should have.
+    pub accept: Option<u16>,
+    /// Observe: 0 registers an observation, 1 cancels it.
+    pub observe: Option<u32>,
+    /// Block1 of a block-wise request body (set by the block-wise sender).
+    pub block1: Option<BlockOption>,
+    /// Block2 asking for one block of a block-wise response.
+    pub block2: Option<BlockOption>,
+    /// Size1: total size of the body being sent block-wise.
+    pub size1: Option<u32>,
+    /// The request body (one block of it when block-wise).
+    pub payload: Bytes,
+    /// Confirmable (retransmitted until acknowledged) or non-confirmable.
+    pub confirmable: bool,
+}
+
+impl OutgoingRequest {
+    /// A confirmable request with no options and no payload.
+    pub fn new(method: RequestType, path: &[&str]) -> Self {
+        OutgoingRequest {
+            method,
+            path: path.iter().map(|s| s.to_string()).collect(),
+            query: Vec::new(),
+            content_format: None,
+            accept: None,
+            observe: None,
+            block1: None,
+            block2: None,
+            size1: None,
+            payload: Bytes::new(),
+            confirmable: true,
+        }
+    }
+
+    /// Sets the payload and its content format.
+    pub fn with_payload(mut self, content_format: u16, payload: impl Into<Bytes>) -> Self {
+        self.content_format = Some(content_format);
+        self.payload = payload.into();
+        self
+    }
+
+    /// Builds the packet to send, with the given message id and token.
+    pub fn to_packet(&self, message_id: u16, token: &[u8]) -> Packet {
+        let mut packet = Packet::new();
+        packet.header.set_version(1);
+        packet.header.set_type(if self.confirmable {
+            MessageType::Confirmable
+        } else {
+            MessageType::NonConfirmable
+        });
+        packet.header.code = MessageClass::Request(self.method);
+        packet.header.message_id = message_id;
+        packet.set_token(token.to_vec());
+        for segment in &self.path {
+            packet.add_option(CoapOption::UriPath, segment.as_bytes().to_vec());
+        }
+        for query in &self.query {
+            packet.add_option(CoapOption::UriQuery, query.as_bytes().to_vec());
+        }
+        set_uint(
+            &mut packet,
+            CoapOption::ContentFormat,
+            self.content_format.map(u32::from),
+        );
+        set_uint(&mut packet, CoapOption::Accept, self.accept.map(u32::from));
+        set_uint(&mut packet, CoapOption::Observe, self.observe);
+        set_uint(&mut packet, CoapOption::Size1, self.size1);
+        set_block(&mut packet, CoapOption::Block1, self.block1);
+        set_block(&mut packet, CoapOption::Block2, self.block2);
+        packet.payload = self.payload.to_vec();
+        packet
+    }
+}
+
+/// A response a request handler gives; the endpoint turns it into one packet (or, for a large
+/// payload, into the Block2 block the request asked for).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    /// Response code (2.05 Content, 4.04 Not Found, ...).
+    pub code: ResponseType,
+    /// Content-Format of the payload.
+    pub content_format: Option<u16>,
+    /// ETag: lets a block-wise client check every block belongs to the same representation.
+    pub etag: Option<Vec<u8>>,
+    /// Location-Path segments (the registration id after a Register).
+    pub location_path: Vec<String>,
+    /// Observe sequence number, when this answers an observe registration.
+    pub observe: Option<u32>,
+    /// Block1 echoed to acknowledge one block of a block-wise request body.
+    pub block1: Option<BlockOption>,
+    /// The whole representation; the endpoint slices it into Block2 blocks when needed.
+    pub payload: Bytes,
+}
+
+impl Response {
+    /// A response with only a code.
+    pub fn new(code: ResponseType) -> Self {
+        Response {
+            code,
+            content_format: None,
+            etag: None,
+            location_path: Vec::new(),
+            observe: None,
+            block1: None,
+            payload: Bytes::new(),
+        }
+    }
+
+    /// An error response with a diagnostic payload (RFC 7252 section 5.5.2).
+    pub fn error(code: ResponseType, diagnostic: impl Into<String>) -> Self {
+        let mut response = Response::new(code);
+        response.payload = Bytes::from(diagnostic.into());
+        response
+    }
+
+    /// A 2.05 Content response.
+    pub fn content(content_format: u16, payload: impl Into<Bytes>) -> Self {
+        let mut response = Response::new(ResponseType::Content);
+        response.content_format = Some(content_format);
+        response.payload = payload.into();
+        response
+    }
+
+    /// Writes this response's options and `payload` into a packet whose header is already set.
+    pub fn fill_packet(&self, packet: &mut Packet, payload: &[u8], block2: Option<BlockOption>) {
+        packet.header.code = MessageClass::Response(self.code);
+        for segment in &self.location_path {
+            packet.add_option(CoapOption::LocationPath, segment.as_bytes().to_vec());
+        }
+        if let Some(etag) = &self.etag {
+            packet.add_option(CoapOption::ETag, etag.clone());
+        }
+        set_uint(
+            packet,
+            CoapOption::ContentFormat,
+            self.content_format.map(u32::from),
+        );
+        set_uint(packet, CoapOption::Observe, self.observe);
+        set_block(packet, CoapOption::Block1, self.block1);
+        if let Some(block2) = block2 {
+            set_block(packet, CoapOption::Block2, Some(block2));
+            if block2.num == 0 {
+                set_uint(
+                    packet,
+                    CoapOption::Size2,
+                    u32::try_from(self.payload.len()).ok(),
+                );
+            }
+        }
+        packet.payload = payload.to_vec();
+    }
+}
+
+/// Encodes an unsigned integer option value in the fewest bytes (RFC 7252 section 3.2).
+pub fn encode_uint(value: u32) -> Vec<u8> {
+    let bytes = value.to_be_bytes();
+    let skip = bytes.iter().take_while(|b| **b == 0).count();
+    bytes[skip..].to_vec()
+}
+
+/// Decodes an unsigned integer option value; `None` when longer than four bytes.
+pub fn decode_uint(value: &[u8]) -> Option<u32> {
+    (value.len() <= 4).then(|| value.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)))
+}
+
+fn set_uint(packet: &mut Packet, option: CoapOption, value: Option<u32>) {
+    if let Some(value) = value {
+        packet.add_option(option, encode_uint(value));
+    }
+}
+
+fn set_block(packet: &mut Packet, option: CoapOption, block: Option<BlockOption>) {
+    if let Some(block) = block {
+        packet.add_option(option, block.encode());
+    }
+}
+
+/// Typed access to the options of a received packet.
+pub trait PacketExt {
+    /// Uri-Path segments (invalid UTF-8 replaced).
+    fn uri_path(&self) -> Vec<String>;
+    /// Uri-Query parameters.
+    fn uri_query(&self) -> Vec<String>;
+    /// Location-Path segments.
+    fn location_path(&self) -> Vec<String>;
+    /// First value of a uint option; `None` if absent or longer than four bytes.
+    fn uint_option(&self, option: CoapOption) -> Option<u32>;
+    /// Content-Format number.
+    fn content_format_number(&self) -> Option<u16>;
+    /// Block1 option, if present.
+    fn block1(&self) -> Option<Result<BlockOption, BlockError>>;
+    /// Block2 option, if present.
+    fn block2(&self) -> Option<Result<BlockOption, BlockError>>;
+    /// Observe option value.
+    fn observe_value(&self) -> Option<u32>;
+    /// The response code, or `None` for requests and empty messages.
+    fn response_code(&self) -> Option<ResponseType>;
+    /// The request method, or `None` for responses and empty messages.
+    fn request_method(&self) -> Option<RequestType>;
+}
+
+impl PacketExt for Packet {
+    fn uri_path(&self) -> Vec<String> {
+        strings(self, CoapOption::UriPath)
+    }
+
+    fn uri_query(&self) -> Vec<String> {
+        strings(self, CoapOption::UriQuery)
+    }
+
+    fn location_path(&self) -> Vec<String> {
+        strings(self, CoapOption::LocationPath)
+    }
+
+    fn uint_option(&self, option: CoapOption) -> Option<u32> {
+        self.get_first_option(option).and_then(|v| decode_uint(v))
+    }
+
+    fn content_format_number(&self) -> Option<u16> {
+        self.uint_option(CoapOption::ContentFormat)
+            .and_then(|v| u16::try_from(v).ok())
+    }
+
+    fn block1(&self) -> Option<Result<BlockOption, BlockError>> {
+        self.get_first_option(CoapOption::Block1)
+            .map(|v| BlockOption::decode(v))
+    }
+
+    fn block2(&self) -> Option<Result<BlockOption, BlockError>> {
+        self.get_first_option(CoapOption::Block2)
+            .map(|v| BlockOption::decode(v))
+    }
+
+    fn observe_value(&self) -> Option<u32> {
+        self.uint_option(CoapOption::Observe)
+    }
+
+    fn response_code(&self) -> Option<ResponseType> {
+        match self.header.code {
+            MessageClass::Response(code) => Some(code),
+            _ => None,
+        }
+    }
+
+    fn request_method(&self) -> Option<RequestType> {
+        match self.header.code {
+            MessageClass::Request(method) => Some(method),
+            _ => None,
+        }
+    }
+}
+
+fn strings(packet: &Packet, option: CoapOption) -> Vec<String> {
+    packet
+        .get_option(option)
+        .map(|values| {
+            values
+                .iter()
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Short name of a response code, as CoAP writes it ("2.05", "4.04").
+pub fn code_name(code: ResponseType) -> String {
+    MessageClass::Response(code).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uint_options_use_the_fewest_bytes() {
+        assert!(encode_uint(0).is_empty());
+        assert_eq!(encode_uint(11542), vec![0x2d, 0x16]);
+        assert_eq!(decode_uint(&[0x2d, 0x16]), Some(11542));
+        assert_eq!(decode_uint(&[1, 2, 3, 4, 5]), None);
+    }
+
+    #[test]
+    fn request_round_trips_through_bytes() {
+        let mut request = OutgoingRequest::new(RequestType::Put, &["5", "0", "0"])
+            .with_payload(42, vec![1u8, 2, 3]);
+        request.block1 = Some(BlockOption::new(2, true, 128).unwrap());
+        request.query.push("ep=dev1".into());
+        let bytes = request.to_packet(7, &[1, 2, 3, 4]).to_bytes().unwrap();
+        let packet = Packet::from_bytes(&bytes).unwrap();
+        assert_eq!(packet.uri_path(), vec!["5", "0", "0"]);
+        assert_eq!(packet.uri_query(), vec!["ep=dev1"]);
+        assert_eq!(packet.content_format_number(), Some(42));
+        assert_eq!(
+            packet.block1(),
+            Some(Ok(BlockOption::new(2, true, 128).unwrap()))
+        );
+        assert_eq!(packet.request_method(), Some(RequestType::Put));
+        assert_eq!(packet.header.message_id, 7);
+        assert_eq!(packet.get_token(), &[1, 2, 3, 4]);
+        assert_eq!(packet.payload, vec![1, 2, 3]);
+    }
+}

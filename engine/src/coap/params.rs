@@ -1,0 +1,103 @@
+//! `TransmissionParams`: the RFC 7252 section 4.8 transmission parameters, tuned for NB-IoT.
+//!
+//! Owns the timer arithmetic (initial timeout, back-off, EXCHANGE_LIFETIME); nothing else.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+/// CoAP transmission parameters of one endpoint.
+///
+/// The defaults suit NB-IoT: a round trip there takes seconds, so ACK_TIMEOUT is 3 s (RFC 7252
+/// says 2 s for ordinary links) and MAX_RETRANSMIT stays 4, which gives a peer about 70 s to answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TransmissionParams {
+    /// Initial time to wait for an ACK before the first retransmission.
+    pub ack_timeout: Duration,
+    /// Initial timeouts are drawn from `[ack_timeout, ack_timeout * ack_random_factor]` so that
+    /// many peers losing the same packet do not retransmit in lockstep.
+    pub ack_random_factor: f64,
+    /// Retransmissions of a confirmable message before the exchange fails.
+    pub max_retransmit: u32,
+    /// Outstanding requests per peer (RFC 7252 NSTART); 1 keeps a constrained device from being
+    /// flooded.
+    pub nstart: usize,
+    /// Longest one-way delay the network is expected to have (MAX_LATENCY).
+    pub max_latency: Duration,
+}
+
+impl Default for TransmissionParams {
+    fn default() -> Self {
+        TransmissionParams {
+            ack_timeout: Duration::from_secs(3),
+            ack_random_factor: 1.5,
+            max_retransmit: 4,
+            nstart: 1,
+            max_latency: Duration::from_secs(100),
+        }
+    }
+}
+
+impl TransmissionParams {
+    /// Parameters for tests and benchmarks on loopback: the same algorithm with short timers.
+    pub fn fast() -> Self {
+        TransmissionParams {
+            ack_timeout: Duration::from_millis(60),
+            ack_random_factor: 1.5,
+            max_retransmit: 6,
+            nstart: 1,
+            max_latency: Duration::from_millis(500),
+        }
+    }
+
+    /// A random initial timeout in `[ACK_TIMEOUT, ACK_TIMEOUT * ACK_RANDOM_FACTOR]`.
+    pub fn initial_timeout(&self) -> Duration {
+        let factor = rand::rng().random_range(1.0..=self.ack_random_factor.max(1.0));
+        self.ack_timeout.mul_f64(factor)
+    }
+
+    /// MAX_TRANSMIT_SPAN: from the first transmission to the last retransmission.
+    pub fn max_transmit_span(&self) -> Duration {
+        let backoffs = (1u64 << self.max_retransmit) - 1;
+        self.ack_timeout
+            .mul_f64(backoffs as f64 * self.ack_random_factor)
+    }
+
+    /// MAX_TRANSMIT_WAIT: from the first transmission until the sender gives up on an ACK.
+    pub fn max_transmit_wait(&self) -> Duration {
+        let backoffs = (1u64 << (self.max_retransmit + 1)) - 1;
+        self.ack_timeout
+            .mul_f64(backoffs as f64 * self.ack_random_factor)
+    }
+
+    /// EXCHANGE_LIFETIME: how long a message id stays in use and a duplicate must be recognised.
+    pub fn exchange_lifetime(&self) -> Duration {
+        // PROCESSING_DELAY is ACK_TIMEOUT, as RFC 7252 assumes.
+        self.max_transmit_span() + self.max_latency * 2 + self.ack_timeout
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc_7252_defaults_give_the_rfc_figures() {
+        let rfc = TransmissionParams {
+            ack_timeout: Duration::from_secs(2),
+            ..TransmissionParams::default()
+        };
+        assert_eq!(rfc.max_transmit_span(), Duration::from_secs(45));
+        assert_eq!(rfc.max_transmit_wait(), Duration::from_secs(93));
+        assert_eq!(rfc.exchange_lifetime(), Duration::from_secs(247));
+    }
+
+    #[test]
+    fn initial_timeout_is_within_the_random_window() {
+        let params = TransmissionParams::default();
+        for _ in 0..100 {
+            let t = params.initial_timeout();
+            assert!(t >= params.ack_timeout && t <= params.ack_timeout.mul_f64(1.5));
+        }
+    }
+}

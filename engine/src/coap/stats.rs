@@ -1,0 +1,105 @@
+//! `EndpointStats`: counters of one CoAP endpoint, and `WireMeter`, the bytes one caller's
+//! exchanges put on the wire. Owns counting only.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of everything an endpoint sent and received; read by metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    /// Datagrams received, parsable or not.
+    pub datagrams_received: AtomicU64,
+    /// Datagrams sent, retransmissions included.
+    pub datagrams_sent: AtomicU64,
+    /// Bytes received (CoAP messages, without UDP/IP headers).
+    pub bytes_received: AtomicU64,
+    /// Bytes sent (CoAP messages, without UDP/IP headers).
+    pub bytes_sent: AtomicU64,
+    /// Datagrams that did not parse as CoAP, or broke a rule of RFC 7252.
+    pub malformed: AtomicU64,
+    /// Confirmable messages received again and answered from the duplicate cache.
+    pub duplicates: AtomicU64,
+    /// Confirmable messages this endpoint sent again because no ACK came in time.
+    pub retransmissions: AtomicU64,
+    /// Exchanges this endpoint gave up on after MAX_RETRANSMIT.
+    pub timeouts: AtomicU64,
+    /// Reset messages received.
+    pub resets_received: AtomicU64,
+    /// Requests given to the request handler.
+    pub requests_handled: AtomicU64,
+}
+
+/// A plain copy of [`EndpointStats`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub datagrams_received: u64,
+    pub datagrams_sent: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub malformed: u64,
+    pub duplicates: u64,
+    pub retransmissions: u64,
+    pub timeouts: u64,
+    pub resets_received: u64,
+    pub requests_handled: u64,
+}
+
+impl EndpointStats {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            datagrams_received: get(&self.datagrams_received),
+            datagrams_sent: get(&self.datagrams_sent),
+            bytes_received: get(&self.bytes_received),
+            bytes_sent: get(&self.bytes_sent),
+            malformed: get(&self.malformed),
+            duplicates: get(&self.duplicates),
+            retransmissions: get(&self.retransmissions),
+            timeouts: get(&self.timeouts),
+            resets_received: get(&self.resets_received),
+            requests_handled: get(&self.requests_handled),
+        }
+    }
+}
+
+/// Adds one to a counter.
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What one caller's exchanges cost on the wire; a transfer keeps one per package delivery.
+#[derive(Debug, Default)]
+pub struct WireMeter {
+    /// Bytes of every request this caller sent, retransmissions included.
+    pub bytes_sent: AtomicU64,
+    /// Bytes of every response and ACK received for this caller's requests.
+    pub bytes_received: AtomicU64,
+    /// Retransmissions of this caller's requests.
+    pub retransmissions: AtomicU64,
+}
+
+impl WireMeter {
+    /// Bytes sent so far.
+    pub fn sent(&self) -> u64 {
+        self.bytes_sent.load(Ordering::Relaxed)
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.bytes_received.load(Ordering::Relaxed)
+    }
+
+    /// Retransmissions so far.
+    pub fn retransmitted(&self) -> u64 {
+        self.retransmissions.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_sent(&self, bytes: usize) {
+        self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_received(&self, bytes: usize) {
+        self.bytes_received
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
