@@ -5,4 +5,6 @@
 
 pub mod coap;
 pub mod lwm2m;
+pub mod package;
+pub mod server;
 pub mod transfer;

@@ -42,10 +42,10 @@ pub struct OutgoingRequest {
 
 impl OutgoingRequest {
     /// A confirmable request with no options and no payload.
-    pub fn new(method: RequestType, path: &[&str]) -> Self {
+    pub fn new<S: AsRef<str>>(method: RequestType, path: &[S]) -> Self {
         OutgoingRequest {
             method,
-            path: path.iter().map(|s| s.to_string()).collect(),
+            path: path.iter().map(|s| s.as_ref().to_string()).collect(),
             query: Vec::new(),
             content_format: None,
             accept: None,

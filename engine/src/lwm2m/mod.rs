@@ -2,6 +2,16 @@
 //! devices, and the content formats they speak. Knows CoAP messages, not UDP or retransmission.
 
 pub mod content;
+pub mod firmware;
+pub mod management;
 pub mod path;
+pub mod registration;
+pub mod registry;
+pub mod server;
 
+pub use content::{ContentError, ContentFormat, Record, Value};
+pub use management::{DeviceManagement, ManagementError};
 pub use path::LwM2mPath;
+pub use registration::{Binding, Registration};
+pub use registry::{RegistrationEvent, Registry};
+pub use server::RegistrationInterface;

@@ -1,0 +1,533 @@
+//! `Device`: the reference LwM2M client. It registers, keeps its registration alive, answers
+//! Read / Write / Execute / Observe on objects 3, 4 and 5, downloads pushed packages block by
+//! block into its [`DeviceSystem`], installs them and reboots into the new version.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use coap_lite::{RequestType, ResponseType};
+use fota_engine::coap::{
+    BlockOption, Endpoint, EndpointConfig, HandlerFuture, IncomingRequest, OutgoingRequest,
+    PacketExt, RequestHandler, Response,
+};
+use fota_engine::lwm2m::firmware::{self, DeliveryMethod, FirmwareState};
+use fota_engine::lwm2m::{ContentFormat, LwM2mPath, Record, Value, content};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::events::McuEvent;
+use crate::firmware_update::{FirmwareUpdate, WriteAnswer};
+use crate::system::DeviceSystem;
+
+/// What a device is and how it behaves on the network.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// Endpoint client name, e.g. `urn:imei:860000000000001`.
+    pub endpoint: String,
+    /// The LwM2M server.
+    pub server: SocketAddr,
+    /// Registration lifetime; the device sends an Update every half lifetime.
+    pub lifetime: Duration,
+    /// "1.0" or "1.1".
+    pub lwm2m_version: &'static str,
+    /// /3/0/0 Manufacturer: the vendor.
+    pub manufacturer: String,
+    /// /3/0/1 Model Number: the module model.
+    pub model: String,
+    /// /4/0/8 Cell ID.
+    pub cell_id: u32,
+    /// Whether /5/0/26500 and /5/0/26501 exist (many clients lack them).
+    pub supports_resume: bool,
+    /// /5/0/9.
+    pub delivery: DeliveryMethod,
+    /// Largest Block1 block the device buffers; larger ones get 4.13 with this size.
+    pub max_block_size: usize,
+    /// How long installing takes.
+    pub install_time: Duration,
+    /// CoAP timers of the device.
+    pub coap: EndpointConfig,
+}
+
+/// Commands to a running device.
+#[derive(Debug)]
+enum Command {
+    /// Reboot: new socket, new registration, RAM state lost, flash kept.
+    Reboot,
+}
+
+/// A running reference device. Cheap to clone.
+pub struct Device<S: DeviceSystem> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S: DeviceSystem> Clone for Device<S> {
+    fn clone(&self) -> Self {
+        Device {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// State shared by the device's tasks and its handle.
+struct Shared<S> {
+    /// Identity and behaviour.
+    config: DeviceConfig,
+    /// Flash, radio and the Firmware Update object, under one lock: a request sees them consistent.
+    core: Mutex<Core<S>>,
+    /// MCU notifications, for tests and the simulator's progress.
+    events: broadcast::Sender<McuEvent>,
+    /// Commands to the run loop.
+    commands: mpsc::UnboundedSender<Command>,
+    /// The socket of the current boot; notifications leave from it.
+    endpoint: Mutex<Option<Endpoint>>,
+    /// Notifications waiting to be sent, in order.
+    notifications: mpsc::UnboundedSender<(Observer, Response)>,
+    /// Observe sequence number of the next notification.
+    observe_sequence: AtomicU32,
+}
+
+/// What the device holds in memory and flash.
+struct Core<S> {
+    /// The system API.
+    system: S,
+    /// Object 5.
+    firmware: FirmwareUpdate,
+    /// Active observations (RAM: lost at reboot).
+    observers: Vec<Observer>,
+}
+
+/// A server observing one resource.
+#[derive(Debug, Clone)]
+struct Observer {
+    peer: SocketAddr,
+    token: Vec<u8>,
+    path: LwM2mPath,
+}
+
+impl<S: DeviceSystem> Device<S> {
+    /// Starts a device: it registers and keeps running until dropped... or until the runtime ends.
+    pub fn start(config: DeviceConfig, system: S) -> Device<S> {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(64);
+        let (notifications, queue) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            config,
+            core: Mutex::new(Core {
+                system,
+                firmware: FirmwareUpdate::default(),
+                observers: Vec::new(),
+            }),
+            events,
+            commands,
+            endpoint: Mutex::new(None),
+            notifications,
+            observe_sequence: AtomicU32::new(1),
+        });
+        tokio::spawn(run(Arc::downgrade(&shared), receiver));
+        tokio::spawn(send_notifications(Arc::downgrade(&shared), queue));
+        Device { shared }
+    }
+
+    /// The device's configuration.
+    pub fn config(&self) -> &DeviceConfig {
+        &self.shared.config
+    }
+
+    /// Receives the MCU notifications from now on.
+    pub fn events(&self) -> broadcast::Receiver<McuEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Reads or changes the system (flash, battery, signal) under the device's lock.
+    pub fn with_system<R>(&self, f: impl FnOnce(&mut S) -> R) -> R {
+        f(&mut lock(&self.shared.core).system)
+    }
+
+    /// Current State of the Firmware Update object.
+    pub fn firmware_state(&self) -> FirmwareState {
+        lock(&self.shared.core).firmware.state
+    }
+
+    /// Reboots the device (power cut): RAM state is lost, flash is kept, it registers again.
+    pub fn reboot(&self) {
+        let _ = self.shared.commands.send(Command::Reboot);
+    }
+}
+
+/// Keeps the device registered, through reboots, until the handle is dropped.
+async fn run<S: DeviceSystem>(
+    shared: std::sync::Weak<Shared<S>>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    loop {
+        let Some(device) = shared.upgrade() else {
+            return;
+        };
+        let config = device.config.clone();
+        let Ok(endpoint) =
+            Endpoint::bind("127.0.0.1:0".parse().expect("address"), config.coap).await
+        else {
+            return;
+        };
+        endpoint.set_handler(Arc::new(DeviceHandler {
+            shared: Arc::downgrade(&device),
+        }));
+        *lock(&device.endpoint) = Some(endpoint.clone());
+        drop(device);
+        let Some(location) = register(&endpoint, &config).await else {
+            return;
+        };
+        let reboot = stay_registered(&endpoint, &config, &location, &mut commands).await;
+        let Some(device) = shared.upgrade() else {
+            return;
+        };
+        let mut core = lock(&device.core);
+        core.observers.clear();
+        core.firmware.after_reboot();
+        drop(core);
+        if !reboot {
+            return;
+        }
+    }
+}
+
+/// Registers, retrying with back-off until the server accepts; the Location-Path comes back.
+async fn register(endpoint: &Endpoint, config: &DeviceConfig) -> Option<Vec<String>> {
+    let mut request = OutgoingRequest::new(RequestType::Post, &["rd"]).with_payload(
+        ContentFormat::LinkFormat.number(),
+        Bytes::from_static(b"</1/0>,</3/0>,</4/0>,</5/0>"),
+    );
+    request.query = vec![
+        format!("ep={}", config.endpoint),
+        format!("lt={}", config.lifetime.as_secs().max(1)),
+        format!("lwm2m={}", config.lwm2m_version),
+        "b=U".to_string(),
+    ];
+    let mut backoff = config.coap.params.ack_timeout;
+    loop {
+        match endpoint.request(config.server, &request).await {
+            Ok(response) if response.response_code() == Some(ResponseType::Created) => {
+                return Some(response.location_path());
+            }
+            Ok(response) => {
+                tracing::warn!(endpoint = %config.endpoint, code = ?response.response_code(), "registration refused")
+            }
+            Err(error) => {
+                tracing::debug!(endpoint = %config.endpoint, %error, "registration failed")
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// Sends Updates every half lifetime. Returns true to reboot (command or lost registration),
+/// false when the device is gone.
+async fn stay_registered(
+    endpoint: &Endpoint,
+    config: &DeviceConfig,
+    location: &[String],
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+) -> bool {
+    let update = OutgoingRequest::new(RequestType::Post, location);
+    loop {
+        tokio::select! {
+            command = commands.recv() => return matches!(command, Some(Command::Reboot)),
+            _ = tokio::time::sleep(config.lifetime / 2) => {
+                match endpoint.request(config.server, &update).await {
+                    Ok(response) if response.response_code() == Some(ResponseType::NotFound) => return true,
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Answers the server's requests.
+struct DeviceHandler<S> {
+    shared: std::sync::Weak<Shared<S>>,
+}
+
+impl<S: DeviceSystem> RequestHandler for DeviceHandler<S> {
+    fn handle(&self, request: IncomingRequest) -> HandlerFuture {
+        let Some(shared) = self.shared.upgrade() else {
+            return Box::pin(async { Response::new(ResponseType::ServiceUnavailable) });
+        };
+        Box::pin(async move { shared.handle(request) })
+    }
+}
+
+impl<S: DeviceSystem> Shared<S> {
+    fn handle(self: &Arc<Self>, request: IncomingRequest) -> Response {
+        let path = match LwM2mPath::from_segments(&request.packet.uri_path()) {
+            Ok(path) => path,
+            Err(error) => return Response::error(ResponseType::NotFound, error.to_string()),
+        };
+        let before = self.watched();
+        let response = match request.packet.request_method() {
+            Some(RequestType::Get) => self.read(&request, path),
+            Some(RequestType::Put) if path == firmware::PACKAGE => self.write_package(&request),
+            Some(RequestType::Put) if path == firmware::PACKAGE_URI => {
+                lock(&self.core).firmware.package_uri =
+                    String::from_utf8_lossy(&request.packet.payload).into_owned();
+                Response::new(ResponseType::Changed)
+            }
+            Some(RequestType::Post) => self.execute(path),
+            _ => Response::error(
+                ResponseType::MethodNotAllowed,
+                "not allowed on this resource",
+            ),
+        };
+        self.notify_changes(before);
+        response
+    }
+
+    fn read(self: &Arc<Self>, request: &IncomingRequest, path: LwM2mPath) -> Response {
+        let mut core = lock(&self.core);
+        let records = core.records(&self.config, path);
+        if records.is_empty() {
+            return Response::error(ResponseType::NotFound, format!("no {path}"));
+        }
+        let mut response = encode(path, &records);
+        match request.packet.observe_value() {
+            Some(0) => {
+                core.observers
+                    .retain(|o| o.token != request.packet.get_token());
+                core.observers.push(Observer {
+                    peer: request.peer,
+                    token: request.packet.get_token().to_vec(),
+                    path,
+                });
+                response.observe = Some(0);
+            }
+            Some(1) => core
+                .observers
+                .retain(|o| o.token != request.packet.get_token()),
+            _ => {}
+        }
+        response
+    }
+
+    fn write_package(self: &Arc<Self>, request: &IncomingRequest) -> Response {
+        let packet = &request.packet;
+        let block = match packet.block1() {
+            Some(Ok(block)) => Some(block),
+            Some(Err(error)) => return Response::error(ResponseType::BadOption, error.to_string()),
+            None => None,
+        };
+        let mut core = lock(&self.core);
+        let Core {
+            system, firmware, ..
+        } = &mut *core;
+        if block.is_none() && packet.payload.is_empty() {
+            firmware.reset(system);
+            return Response::new(ResponseType::Changed);
+        }
+        if block.is_some_and(|b| b.size() > self.config.max_block_size) {
+            let mut response = Response::new(ResponseType::RequestEntityTooLarge);
+            response.block1 = BlockOption::new(0, false, self.config.max_block_size).ok();
+            return response;
+        }
+        let (offset, more) = block.map_or((0, false), |b| (b.offset(), b.more));
+        let total = packet
+            .uint_option(coap_lite::CoapOption::Size1)
+            .map(|s| s as usize);
+        let mut events = Vec::new();
+        let answer = firmware.write(system, offset, &packet.payload, more, total, &mut events);
+        drop(core);
+        self.emit(events);
+        let mut response = match answer {
+            WriteAnswer::Continue => Response::new(ResponseType::Continue),
+            WriteAnswer::Complete => Response::new(ResponseType::Changed),
+            WriteAnswer::Incomplete(reason) => {
+                Response::error(ResponseType::RequestEntityIncomplete, reason)
+            }
+            WriteAnswer::TooLarge => {
+                Response::error(ResponseType::RequestEntityTooLarge, "package does not fit")
+            }
+        };
+        if response.code == ResponseType::Continue || response.code == ResponseType::Changed {
+            response.block1 = block;
+        }
+        response
+    }
+
+    fn execute(self: &Arc<Self>, path: LwM2mPath) -> Response {
+        if path == firmware::UPDATE {
+            let mut events = Vec::new();
+            if !lock(&self.core).firmware.begin_update(&mut events) {
+                return Response::error(ResponseType::MethodNotAllowed, "no downloaded package");
+            }
+            self.emit(events);
+            let device = self.clone();
+            tokio::spawn(async move { device.install().await });
+            return Response::new(ResponseType::Changed);
+        }
+        if path == firmware::SWITCH_TO_DOWNLOAD && self.config.supports_resume {
+            let mut core = lock(&self.core);
+            let Core {
+                system, firmware, ..
+            } = &mut *core;
+            return if firmware.switch_to_download(system) {
+                Response::new(ResponseType::Changed)
+            } else {
+                Response::error(ResponseType::MethodNotAllowed, "nothing to resume")
+            };
+        }
+        Response::error(
+            ResponseType::MethodNotAllowed,
+            format!("{path} is not executable"),
+        )
+    }
+
+    /// Installs the downloaded package, then reboots into it.
+    async fn install(self: Arc<Self>) {
+        tokio::time::sleep(self.config.install_time).await;
+        let before = self.watched();
+        let mut events = Vec::new();
+        {
+            let mut core = lock(&self.core);
+            let Core {
+                system, firmware, ..
+            } = &mut *core;
+            firmware.install(system, &mut events);
+        }
+        self.notify_changes(before);
+        self.emit(events);
+        let _ = self.commands.send(Command::Reboot);
+    }
+
+    fn emit(&self, events: Vec<McuEvent>) {
+        for event in events {
+            let _ = self.events.send(event);
+        }
+    }
+
+    /// State and Update Result, to see what a request changed.
+    fn watched(&self) -> (FirmwareState, i64) {
+        let core = lock(&self.core);
+        (core.firmware.state, core.firmware.result.number())
+    }
+
+    /// Queues a notification to every observer of a value that changed.
+    fn notify_changes(self: &Arc<Self>, before: (FirmwareState, i64)) {
+        if self.watched() == before {
+            return;
+        }
+        let mut core = lock(&self.core);
+        for observer in core.observers.clone() {
+            let records = core.records(&self.config, observer.path);
+            let mut response = encode(observer.path, &records);
+            response.observe = Some(self.observe_sequence.fetch_add(1, Ordering::Relaxed));
+            let _ = self.notifications.send((observer, response));
+        }
+    }
+}
+
+/// Sends queued notifications one after the other (confirmable, so a lossy link does not lose a
+/// state change), from the socket of the current boot.
+async fn send_notifications<S: DeviceSystem>(
+    shared: std::sync::Weak<Shared<S>>,
+    mut queue: mpsc::UnboundedReceiver<(Observer, Response)>,
+) {
+    while let Some((observer, response)) = queue.recv().await {
+        let Some(device) = shared.upgrade() else {
+            return;
+        };
+        let endpoint = lock(&device.endpoint).clone();
+        drop(device);
+        let Some(endpoint) = endpoint else { continue };
+        if let Err(error) = endpoint
+            .notify(observer.peer, &observer.token, &response, true)
+            .await
+        {
+            tracing::debug!(%error, "notification not delivered");
+            if let Some(device) = shared.upgrade() {
+                lock(&device.core)
+                    .observers
+                    .retain(|o| o.token != observer.token);
+            }
+        }
+    }
+}
+
+/// Encodes `records` read at `path`: plain text for one resource, TLV otherwise.
+fn encode(path: LwM2mPath, records: &[Record]) -> Response {
+    let single = records.len() == 1 && records[0].path == path && path.depth() == 3;
+    let format = if single {
+        ContentFormat::TextPlain
+    } else {
+        ContentFormat::Tlv
+    };
+    match content::encode(format, &path, records) {
+        Ok(payload) => Response::content(format.number(), payload),
+        Err(error) => Response::error(ResponseType::InternalServerError, error.to_string()),
+    }
+}
+
+impl<S: DeviceSystem> Core<S> {
+    /// Every readable value at or below `path`.
+    fn records(&mut self, config: &DeviceConfig, path: LwM2mPath) -> Vec<Record> {
+        let system = &self.system;
+        let firmware = &self.firmware;
+        let mut all = vec![
+            (
+                firmware::MANUFACTURER,
+                Value::String(config.manufacturer.clone()),
+            ),
+            (firmware::MODEL_NUMBER, Value::String(config.model.clone())),
+            (
+                firmware::FIRMWARE_VERSION,
+                Value::String(system.firmware_version()),
+            ),
+            (
+                LwM2mPath::resource(3, 0, 7),
+                Value::Integer(system.battery_voltage_mv().into()),
+            ),
+            (
+                firmware::BATTERY_LEVEL,
+                Value::Integer(system.battery_level().into()),
+            ),
+            (
+                firmware::MEMORY_FREE,
+                Value::Integer((system.free_memory() / 1024) as i64),
+            ),
+            (
+                firmware::RADIO_SIGNAL_STRENGTH,
+                Value::Integer(system.signal_strength_dbm().into()),
+            ),
+            (firmware::CELL_ID, Value::Integer(config.cell_id.into())),
+            (
+                firmware::PACKAGE_URI,
+                Value::String(firmware.package_uri.clone()),
+            ),
+            (firmware::STATE, Value::Integer(firmware.state.number())),
+            (
+                firmware::UPDATE_RESULT,
+                Value::Integer(firmware.result.number()),
+            ),
+            (
+                firmware::DELIVERY_METHOD,
+                Value::Integer(config.delivery.number()),
+            ),
+        ];
+        if config.supports_resume {
+            all.push((
+                firmware::TRANSFERRED_BYTES,
+                Value::Integer(system.saved_bytes() as i64),
+            ));
+        }
+        all.into_iter()
+            .filter(|(p, _)| p.starts_with(&path))
+            .map(|(p, v)| Record::new(p, v))
+            .collect()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,166 @@
+//! `FirmwareUpdate`: the device side of the LwM2M Firmware Update object (/5): the State and
+//! Update Result state machine driven by package writes, Update and Switch to Download, on top
+//! of a [`DeviceSystem`]. No I/O: the client turns its answers into CoAP responses.
+
+use fota_engine::lwm2m::firmware::{FirmwareState, UpdateResult};
+
+use crate::events::McuEvent;
+use crate::system::{DeviceSystem, SystemError};
+
+/// How the device answers one write of package bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteAnswer {
+    /// Stored; send the next block (2.31 Continue).
+    Continue,
+    /// The last block was stored and checked (2.04 Changed; a failed check shows in Update Result).
+    Complete,
+    /// The block does not follow what is stored (4.08 Request Entity Incomplete).
+    Incomplete(String),
+    /// The package does not fit (4.13 Request Entity Too Large); Update Result is 2.
+    TooLarge,
+}
+
+/// State of the Firmware Update object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirmwareUpdate {
+    /// /5/0/3.
+    pub state: FirmwareState,
+    /// /5/0/5.
+    pub result: UpdateResult,
+    /// /5/0/1, as last written.
+    pub package_uri: String,
+}
+
+impl Default for FirmwareUpdate {
+    fn default() -> Self {
+        FirmwareUpdate {
+            state: FirmwareState::Idle,
+            result: UpdateResult::Initial,
+            package_uri: String::new(),
+        }
+    }
+}
+
+impl FirmwareUpdate {
+    /// Writes package bytes at `offset`; `more` is false for the last block. `total` is the
+    /// package size when the server announced it (Size1).
+    pub fn write(
+        &mut self,
+        system: &mut dyn DeviceSystem,
+        offset: usize,
+        bytes: &[u8],
+        more: bool,
+        total: Option<usize>,
+        events: &mut Vec<McuEvent>,
+    ) -> WriteAnswer {
+        if offset == 0 {
+            system.erase();
+            self.state = FirmwareState::Downloading;
+            self.result = UpdateResult::Initial;
+            events.push(McuEvent::Downloading);
+            if total.is_some_and(|t| t > system.free_memory()) {
+                return self.fail(
+                    system,
+                    UpdateResult::NotEnoughFlash,
+                    "package larger than free flash",
+                    events,
+                );
+            }
+        } else if self.state != FirmwareState::Downloading {
+            return WriteAnswer::Incomplete(format!("not downloading (state {:?})", self.state));
+        }
+        match system.write_bytes(offset, bytes) {
+            Ok(()) => {}
+            Err(SystemError::NotEnoughFlash { .. }) => {
+                return self.fail(system, UpdateResult::NotEnoughFlash, "flash full", events);
+            }
+            Err(error) => return WriteAnswer::Incomplete(error.to_string()),
+        }
+        if more {
+            return WriteAnswer::Continue;
+        }
+        match system.validate() {
+            Ok(()) => {
+                self.state = FirmwareState::Downloaded;
+                events.push(McuEvent::Downloaded);
+            }
+            Err(error) => {
+                let result = match error {
+                    SystemError::Unsupported(_) => UpdateResult::UnsupportedPackageType,
+                    _ => UpdateResult::IntegrityFailure,
+                };
+                self.fail(system, result, &error.to_string(), events);
+            }
+        }
+        WriteAnswer::Complete
+    }
+
+    fn fail(
+        &mut self,
+        system: &mut dyn DeviceSystem,
+        result: UpdateResult,
+        reason: &str,
+        events: &mut Vec<McuEvent>,
+    ) -> WriteAnswer {
+        system.erase();
+        self.state = FirmwareState::Idle;
+        self.result = result;
+        events.push(McuEvent::DownloadFailed(reason.to_string()));
+        WriteAnswer::TooLarge
+    }
+
+    /// An empty write to /5/0/0: back to Idle, partial package erased.
+    pub fn reset(&mut self, system: &mut dyn DeviceSystem) {
+        system.erase();
+        self.state = FirmwareState::Idle;
+        self.result = UpdateResult::Initial;
+    }
+
+    /// Execute /5/0/26501: go back to Downloading over the bytes already stored. False when
+    /// there is nothing to resume.
+    pub fn switch_to_download(&mut self, system: &dyn DeviceSystem) -> bool {
+        let resumable =
+            self.state != FirmwareState::Downloaded && self.state != FirmwareState::Updating;
+        if !resumable || system.saved_bytes() == 0 {
+            return false;
+        }
+        self.state = FirmwareState::Downloading;
+        self.result = UpdateResult::Initial;
+        true
+    }
+
+    /// Execute /5/0/2 accepted: Downloaded → Updating. False in any other state.
+    pub fn begin_update(&mut self, events: &mut Vec<McuEvent>) -> bool {
+        if self.state != FirmwareState::Downloaded {
+            return false;
+        }
+        self.state = FirmwareState::Updating;
+        events.push(McuEvent::Updating);
+        true
+    }
+
+    /// Installs the package; the caller reboots the device afterwards.
+    pub fn install(&mut self, system: &mut dyn DeviceSystem, events: &mut Vec<McuEvent>) {
+        match system.start_update() {
+            Ok(()) => {
+                self.result = UpdateResult::Success;
+                events.push(McuEvent::UpdateSuccess);
+            }
+            Err(error) => {
+                system.erase();
+                self.result = UpdateResult::UpdateFailed;
+                events.push(McuEvent::UpdateFailed(error.to_string()));
+            }
+        }
+        self.state = FirmwareState::Idle;
+        events.push(McuEvent::UpdateOver);
+    }
+
+    /// After a reboot or power cut: a download in progress stops (its bytes stay in flash, for
+    /// Switch to Download), an install in progress is lost.
+    pub fn after_reboot(&mut self) {
+        if self.state != FirmwareState::Downloaded {
+            self.state = FirmwareState::Idle;
+        }
+    }
+}

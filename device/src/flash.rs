@@ -1,0 +1,181 @@
+//! `SimulatedFlash`: an in-memory [`DeviceSystem`] that really stores the package, checks it, and
+//! installs it, so a test can read back the image a device ended with.
+
+use fota_engine::package::{self, PackageKind};
+use sha2::{Digest, Sha256};
+
+use crate::system::{DeviceSystem, SystemError};
+
+/// A simulated module: firmware image, download partition, battery and radio.
+#[derive(Debug, Clone)]
+pub struct SimulatedFlash {
+    /// The running firmware image.
+    pub image: Vec<u8>,
+    /// Its version string.
+    pub version: String,
+    /// The download partition: package bytes received so far. Kept across reboots.
+    pub download: Vec<u8>,
+    /// Size of the download partition.
+    pub capacity: usize,
+    /// Battery level, percent.
+    pub battery: u8,
+    /// Signal strength, dBm.
+    pub signal_dbm: i32,
+}
+
+impl SimulatedFlash {
+    /// A module running `image` as `version`, with room for `capacity` package bytes.
+    pub fn new(image: Vec<u8>, version: &str, capacity: usize) -> Self {
+        SimulatedFlash {
+            image,
+            version: version.to_string(),
+            download: Vec::new(),
+            capacity,
+            battery: 90,
+            signal_dbm: -85,
+        }
+    }
+
+    /// sha256 of the running image.
+    pub fn image_sha256(&self) -> [u8; 32] {
+        Sha256::digest(&self.image).into()
+    }
+
+    /// The image the stored package produces, checked against its header.
+    fn unpack(&self) -> Result<(String, Vec<u8>), SystemError> {
+        let (header, payload) =
+            package::parse(&self.download).map_err(|e| SystemError::Integrity(e.to_string()))?;
+        let image = match header.kind {
+            PackageKind::Full => payload.to_vec(),
+            PackageKind::Delta => {
+                if header.from_version.as_deref() != Some(self.version.as_str()) {
+                    return Err(SystemError::Unsupported(format!(
+                        "delta from {:?} but this device runs {}",
+                        header.from_version, self.version
+                    )));
+                }
+                return Err(SystemError::Unsupported(
+                    "delta packages need the patcher".into(),
+                ));
+            }
+        };
+        if image.len() != header.image_len as usize
+            || <[u8; 32]>::from(Sha256::digest(&image)) != header.image_sha256
+        {
+            return Err(SystemError::Integrity(
+                "image sha256 does not match the package".into(),
+            ));
+        }
+        Ok((header.to_version, image))
+    }
+}
+
+impl DeviceSystem for SimulatedFlash {
+    fn firmware_version(&self) -> String {
+        self.version.clone()
+    }
+
+    fn battery_voltage_mv(&self) -> u32 {
+        3300 + u32::from(self.battery) * 9
+    }
+
+    fn battery_level(&self) -> u8 {
+        self.battery
+    }
+
+    fn signal_strength_dbm(&self) -> i32 {
+        self.signal_dbm
+    }
+
+    fn free_memory(&self) -> usize {
+        self.capacity
+    }
+
+    fn erase(&mut self) {
+        self.download.clear();
+    }
+
+    fn write_bytes(&mut self, offset: usize, bytes: &[u8]) -> Result<(), SystemError> {
+        let saved = self.download.len();
+        if offset > saved {
+            return Err(SystemError::OutOfOrder { offset, saved });
+        }
+        let end = offset + bytes.len();
+        if end > self.capacity {
+            return Err(SystemError::NotEnoughFlash {
+                needed: end,
+                available: self.capacity,
+            });
+        }
+        // A block written again (a retransmission, or the block before a resume) holds bytes
+        // already stored; only the part past the end is new.
+        if end > saved {
+            self.download.extend_from_slice(&bytes[saved - offset..]);
+        }
+        Ok(())
+    }
+
+    fn saved_bytes(&self) -> usize {
+        self.download.len()
+    }
+
+    fn validate(&self) -> Result<(), SystemError> {
+        self.unpack().map(|_| ())
+    }
+
+    fn start_update(&mut self) -> Result<(), SystemError> {
+        let (version, image) = self
+            .unpack()
+            .map_err(|e| SystemError::UpdateFailed(e.to_string()))?;
+        self.image = image;
+        self.version = version;
+        self.download.clear();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_package_written_in_blocks_validates_and_installs() {
+        let new_image: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        let pkg = package::full(&new_image, "2.0").unwrap();
+        let mut flash = SimulatedFlash::new(vec![0; 100], "1.0", 1 << 20);
+        for (i, chunk) in pkg.chunks(128).enumerate() {
+            flash.write_bytes(i * 128, chunk).unwrap();
+            // A retransmitted block changes nothing.
+            flash.write_bytes(i * 128, chunk).unwrap();
+        }
+        assert_eq!(flash.saved_bytes(), pkg.len());
+        flash.validate().unwrap();
+        flash.start_update().unwrap();
+        assert_eq!(flash.version, "2.0");
+        assert_eq!(flash.image, new_image);
+        assert_eq!(flash.saved_bytes(), 0);
+    }
+
+    #[test]
+    fn holes_overflow_and_corruption_are_refused() {
+        let mut flash = SimulatedFlash::new(vec![], "1.0", 300);
+        assert_eq!(
+            flash.write_bytes(128, &[0; 128]),
+            Err(SystemError::OutOfOrder {
+                offset: 128,
+                saved: 0
+            })
+        );
+        flash.write_bytes(0, &[0; 256]).unwrap();
+        assert!(matches!(
+            flash.write_bytes(256, &[0; 128]),
+            Err(SystemError::NotEnoughFlash { .. })
+        ));
+        let mut pkg = package::full(&[1, 2, 3, 4], "2.0").unwrap();
+        let last = pkg.len() - 1;
+        pkg[last] ^= 0xFF;
+        let mut flash = SimulatedFlash::new(vec![], "1.0", 1000);
+        flash.write_bytes(0, &pkg).unwrap();
+        assert!(matches!(flash.validate(), Err(SystemError::Integrity(_))));
+    }
+}

@@ -1,0 +1,143 @@
+//! `Fleet`: many reference devices in one process, each with its own socket, endpoint name
+//! (urn:imei:...), battery, signal, free flash, cell and firmware, generated from a seed so a run
+//! can be replayed.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fota_engine::coap::{EndpointConfig, TransmissionParams};
+use fota_engine::lwm2m::firmware::DeliveryMethod;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::client::{Device, DeviceConfig};
+use crate::flash::SimulatedFlash;
+
+/// A module model the fleet contains.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    /// /3/0/0.
+    pub manufacturer: String,
+    /// /3/0/1.
+    pub model: String,
+    /// Firmware image the devices of this model run.
+    pub image: Vec<u8>,
+    /// Its version.
+    pub version: String,
+}
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct FleetSpec {
+    /// Number of devices.
+    pub devices: usize,
+    /// Models, assigned round-robin.
+    pub models: Vec<ModelSpec>,
+    /// The engine's CoAP address.
+    pub server: SocketAddr,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Registration lifetime.
+    pub lifetime: Duration,
+    /// Device CoAP timers.
+    pub coap: TransmissionParams,
+    /// Share of devices with a low battery (under 20 %).
+    pub low_battery_share: f64,
+    /// Share of devices with a weak signal (under -110 dBm).
+    pub weak_signal_share: f64,
+    /// Number of cells the devices are spread over.
+    pub cells: u32,
+    /// Largest Block1 block a device buffers.
+    pub max_block_size: usize,
+}
+
+impl FleetSpec {
+    /// A fleet of `devices` running one model, with healthy batteries and signal.
+    pub fn uniform(devices: usize, server: SocketAddr, model: ModelSpec) -> Self {
+        FleetSpec {
+            devices,
+            models: vec![model],
+            server,
+            seed: 1,
+            lifetime: Duration::from_secs(300),
+            coap: TransmissionParams::fast(),
+            low_battery_share: 0.0,
+            weak_signal_share: 0.0,
+            cells: 16,
+            max_block_size: 1024,
+        }
+    }
+}
+
+/// The running devices.
+pub struct Fleet {
+    /// Every device, in creation order.
+    pub devices: Vec<Device<SimulatedFlash>>,
+}
+
+impl Fleet {
+    /// Starts every device of `spec`; they register on their own.
+    pub fn start(spec: &FleetSpec) -> Fleet {
+        let mut rng = SmallRng::seed_from_u64(spec.seed);
+        let devices = (0..spec.devices)
+            .map(|i| {
+                let model = &spec.models[i % spec.models.len()];
+                let (config, flash) = device_of(spec, model, i, &mut rng);
+                Device::start(config, flash)
+            })
+            .collect();
+        Fleet { devices }
+    }
+
+    /// Number of devices.
+    pub fn len(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// True when the fleet is empty.
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+}
+
+/// The IMEI-style endpoint name of device `i`.
+pub fn endpoint_name(i: usize) -> String {
+    format!("urn:imei:{:015}", 860_000_000_000_000u64 + i as u64)
+}
+
+fn device_of(
+    spec: &FleetSpec,
+    model: &ModelSpec,
+    i: usize,
+    rng: &mut SmallRng,
+) -> (DeviceConfig, SimulatedFlash) {
+    let mut flash = SimulatedFlash::new(model.image.clone(), &model.version, 2 * 1024 * 1024);
+    flash.battery = if rng.random_bool(spec.low_battery_share) {
+        rng.random_range(5..20)
+    } else {
+        rng.random_range(40..=100)
+    };
+    flash.signal_dbm = if rng.random_bool(spec.weak_signal_share) {
+        rng.random_range(-125..-110)
+    } else {
+        rng.random_range(-105..-70)
+    };
+    let config = DeviceConfig {
+        endpoint: endpoint_name(i),
+        server: spec.server,
+        lifetime: spec.lifetime,
+        lwm2m_version: if i % 2 == 0 { "1.0" } else { "1.1" },
+        manufacturer: model.manufacturer.clone(),
+        model: model.model.clone(),
+        cell_id: rng.random_range(0..spec.cells.max(1)),
+        supports_resume: true,
+        delivery: DeliveryMethod::Both,
+        max_block_size: spec.max_block_size,
+        install_time: Duration::from_millis(20),
+        coap: EndpointConfig {
+            params: spec.coap,
+            max_block_size: 1024,
+        },
+    };
+    (config, flash)
+}

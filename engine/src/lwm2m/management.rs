@@ -1,0 +1,224 @@
+//! `DeviceManagement`: the LwM2M device management operations (Read, Write, Execute, Observe,
+//! Cancel Observation) as async calls towards a registered device, returning decoded records or
+//! a clear error.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use coap_lite::{Packet, RequestType, ResponseType};
+
+use super::content::{self, ContentError, ContentFormat, Record, Value};
+use super::path::LwM2mPath;
+use crate::coap::blockwise::get_block2;
+use crate::coap::message::code_name;
+use crate::coap::{CoapError, Endpoint, Observation, OutgoingRequest, PacketExt};
+
+/// Largest representation a Read accepts (a Read is for resources, not packages).
+const MAX_READ: usize = 64 * 1024;
+
+/// Why a device management operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagementError {
+    /// The device did not answer, reset the exchange, or the socket failed.
+    #[error(transparent)]
+    Coap(#[from] CoapError),
+    /// The device answered with an error code.
+    #[error("{operation} {path} answered {}", code_name(*code))]
+    Status {
+        /// "Read", "Write", ...
+        operation: &'static str,
+        /// The target.
+        path: LwM2mPath,
+        /// The CoAP response code.
+        code: ResponseType,
+    },
+    /// The payload did not decode.
+    #[error("{path}: {source}")]
+    Content {
+        /// The target.
+        path: LwM2mPath,
+        /// What was wrong.
+        source: ContentError,
+    },
+    /// The device answered in a content format this server does not know.
+    #[error("{path}: unknown content format {number}")]
+    UnknownFormat {
+        /// The target.
+        path: LwM2mPath,
+        /// The Content-Format number.
+        number: u16,
+    },
+    /// The device answered without the value asked for.
+    #[error("{0}: no value in the response")]
+    Missing(LwM2mPath),
+}
+
+impl ManagementError {
+    /// The response code, when the device answered with an error code.
+    pub fn code(&self) -> Option<ResponseType> {
+        match self {
+            ManagementError::Status { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// Sends device management requests from the server's endpoint.
+#[derive(Clone)]
+pub struct DeviceManagement {
+    /// The server's CoAP endpoint: requests must leave from the port devices registered to.
+    endpoint: Endpoint,
+}
+
+impl DeviceManagement {
+    /// Operations sent from `endpoint`.
+    pub fn new(endpoint: Endpoint) -> Self {
+        DeviceManagement { endpoint }
+    }
+
+    /// The endpoint requests leave from.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Read: every record under `path`.
+    pub async fn read(
+        &self,
+        device: SocketAddr,
+        path: LwM2mPath,
+    ) -> Result<Vec<Record>, ManagementError> {
+        let request = OutgoingRequest::new(RequestType::Get, &path.segments());
+        let mut response = self.endpoint.request(device, &request).await?;
+        if response
+            .block2()
+            .and_then(Result::ok)
+            .is_some_and(|b| b.more)
+        {
+            let (last, body) = get_block2(&self.endpoint, device, &request, 1024, MAX_READ).await?;
+            response = last;
+            response.payload = body;
+        }
+        expect_success("Read", path, &response)?;
+        decode(path, &response)
+    }
+
+    /// Read of one resource's value.
+    pub async fn read_value(
+        &self,
+        device: SocketAddr,
+        path: LwM2mPath,
+    ) -> Result<Value, ManagementError> {
+        let records = self.read(device, path).await?;
+        records
+            .into_iter()
+            .find(|r| r.path == path)
+            .map(|r| r.value)
+            .ok_or(ManagementError::Missing(path))
+    }
+
+    /// Write (replace) of one resource with a payload already encoded in `format`.
+    pub async fn write(
+        &self,
+        device: SocketAddr,
+        path: LwM2mPath,
+        format: ContentFormat,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), ManagementError> {
+        let request = OutgoingRequest::new(RequestType::Put, &path.segments())
+            .with_payload(format.number(), payload);
+        let response = self.endpoint.request(device, &request).await?;
+        expect_success("Write", path, &response)
+    }
+
+    /// Write of one resource's value, encoded as plain text (or opaque for bytes).
+    pub async fn write_value(
+        &self,
+        device: SocketAddr,
+        path: LwM2mPath,
+        value: Value,
+    ) -> Result<(), ManagementError> {
+        let format = match value {
+            Value::Opaque(_) => ContentFormat::Opaque,
+            _ => ContentFormat::TextPlain,
+        };
+        let payload = content::encode(format, &path, &[Record::new(path, value)])
+            .map_err(|source| ManagementError::Content { path, source })?;
+        self.write(device, path, format, payload).await
+    }
+
+    /// Execute of a resource, with optional arguments.
+    pub async fn execute(
+        &self,
+        device: SocketAddr,
+        path: LwM2mPath,
+        arguments: Option<&str>,
+    ) -> Result<(), ManagementError> {
+        let mut request = OutgoingRequest::new(RequestType::Post, &path.segments());
+        if let Some(arguments) = arguments {
+            request = request.with_payload(
+                ContentFormat::TextPlain.number(),
+                arguments.as_bytes().to_vec(),
+            );
+        }
+        let response = self.endpoint.request(device, &request).await?;
+        expect_success("Execute", path, &response)
+    }
+
+    /// Observe: the current value and, when the device accepts, an observation of changes.
+    pub async fn observe(
+        &self,
+        device: SocketAddr,
+        path: LwM2mPath,
+    ) -> Result<(Vec<Record>, Option<Observation>), ManagementError> {
+        let mut request = OutgoingRequest::new(RequestType::Get, &path.segments());
+        request.observe = Some(0);
+        let (response, observation) = self.endpoint.observe(device, &request).await?;
+        expect_success("Observe", path, &response)?;
+        Ok((decode(path, &response)?, observation))
+    }
+
+    /// Cancel Observation, actively, so the device stops sending notifications.
+    pub async fn cancel_observation(
+        &self,
+        device: SocketAddr,
+        path: LwM2mPath,
+        observation: Observation,
+    ) -> Result<(), ManagementError> {
+        let request = OutgoingRequest::new(RequestType::Get, &path.segments());
+        let response = self
+            .endpoint
+            .cancel_observation(device, observation, &request)
+            .await?;
+        expect_success("Cancel Observation", path, &response)
+    }
+}
+
+/// Decodes a response to a Read, Observe or notification of `path`.
+pub fn decode(path: LwM2mPath, response: &Packet) -> Result<Vec<Record>, ManagementError> {
+    let number = response
+        .content_format_number()
+        .unwrap_or(ContentFormat::TextPlain.number());
+    let format = ContentFormat::from_number(number)
+        .ok_or(ManagementError::UnknownFormat { path, number })?;
+    content::decode(format, &path, &response.payload)
+        .map_err(|source| ManagementError::Content { path, source })
+}
+
+fn expect_success(
+    operation: &'static str,
+    path: LwM2mPath,
+    response: &Packet,
+) -> Result<(), ManagementError> {
+    match response.response_code() {
+        Some(code) if !code.is_error() => Ok(()),
+        code => {
+            let code = code.unwrap_or(ResponseType::UnKnown);
+            tracing::debug!(%path, code = %code_name(code), "{operation} failed");
+            Err(ManagementError::Status {
+                operation,
+                path,
+                code,
+            })
+        }
+    }
+}

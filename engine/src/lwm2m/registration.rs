@@ -1,0 +1,295 @@
+//! `Registration` and the requests of the LwM2M registration interface (Register, Update,
+//! De-register), parsed and validated from CoAP requests. Invalid input becomes a
+//! `RegistrationError` with a reason the device is told in its 4.00.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use coap_lite::Packet;
+
+use super::content::link_format::{Link, parse_links};
+use super::path::LwM2mPath;
+use crate::coap::PacketExt;
+
+/// Lifetime a device gets when its Register carries no `lt` (LwM2M default: one day).
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(86_400);
+
+/// How the device can be reached (the `b` parameter; `Q` of LwM2M 1.1 folded in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Binding {
+    /// U: reachable over UDP.
+    pub udp: bool,
+    /// Q: queue mode. The device sleeps (PSM) and is reachable only right after it sends an
+    /// Update, so requests to it are queued until then.
+    pub queue_mode: bool,
+}
+
+/// A device's registration, as the Register and later Updates made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registration {
+    /// Registration id: the Location-Path the device sends Updates to (`/rd/{id}`).
+    pub id: String,
+    /// Endpoint client name (`ep`), unique per device, e.g. `urn:imei:...`.
+    pub endpoint: String,
+    /// Where the last Register or Update came from: every request goes to this address.
+    pub address: SocketAddr,
+    /// How long the registration lives without an Update.
+    pub lifetime: Duration,
+    /// LwM2M version the device speaks (`lwm2m`), e.g. "1.0" or "1.1".
+    pub lwm2m_version: String,
+    /// How to reach the device.
+    pub binding: Binding,
+    /// Object instances (and objects) the device announced, e.g. /3/0, /5/0.
+    pub objects: Vec<LwM2mPath>,
+    /// When the device registered.
+    pub registered_at: Instant,
+    /// When the device was last heard from (Register or Update).
+    pub last_update: Instant,
+}
+
+impl Registration {
+    /// When the registration expires without another Update.
+    pub fn expires_at(&self) -> Instant {
+        self.last_update + self.lifetime
+    }
+
+    /// True when the device announced this object (any instance of it).
+    pub fn has_object(&self, object: u16) -> bool {
+        self.objects.iter().any(|p| p.object_id() == Some(object))
+    }
+}
+
+/// Why a registration request is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RegistrationError(pub String);
+
+/// The parameters of a Register request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegisterRequest {
+    /// `ep`: the endpoint client name.
+    pub endpoint: String,
+    /// `lt`: lifetime.
+    pub lifetime: Duration,
+    /// `lwm2m`: version.
+    pub lwm2m_version: String,
+    /// `b` (and `Q`): binding.
+    pub binding: Binding,
+    /// The objects from the link-format payload.
+    pub objects: Vec<LwM2mPath>,
+}
+
+/// The parameters of an Update request; absent ones keep their value.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UpdateRequest {
+    /// New lifetime, if given.
+    pub lifetime: Option<Duration>,
+    /// New binding, if given.
+    pub binding: Option<Binding>,
+    /// New object list, if the Update carried a payload.
+    pub objects: Option<Vec<LwM2mPath>>,
+}
+
+/// Versions of the LwM2M enabler this server accepts.
+const SUPPORTED_VERSIONS: [&str; 3] = ["1.0", "1.1", "1.2"];
+
+/// Longest endpoint name accepted.
+const MAX_ENDPOINT_LEN: usize = 255;
+
+impl RegisterRequest {
+    /// Reads a Register from a `POST /rd` request.
+    pub fn parse(packet: &Packet) -> Result<Self, RegistrationError> {
+        let raw_query = packet.uri_query();
+        let query = Query::parse(&raw_query)?;
+        let endpoint = query
+            .get("ep")
+            .ok_or_else(|| error("missing endpoint name (ep)"))?;
+        if endpoint.is_empty() || endpoint.len() > MAX_ENDPOINT_LEN {
+            return Err(error("endpoint name (ep) must have 1 to 255 characters"));
+        }
+        let lwm2m_version = query.get("lwm2m").unwrap_or("1.0").to_string();
+        if !SUPPORTED_VERSIONS.contains(&lwm2m_version.as_str()) {
+            return Err(error(format!(
+                "unsupported LwM2M version {lwm2m_version:?}"
+            )));
+        }
+        Ok(RegisterRequest {
+            endpoint: endpoint.to_string(),
+            lifetime: query.lifetime()?.unwrap_or(DEFAULT_LIFETIME),
+            lwm2m_version,
+            binding: query.binding()?.unwrap_or(Binding {
+                udp: true,
+                queue_mode: query.has("Q"),
+            }),
+            objects: parse_objects(packet)?.unwrap_or_default(),
+        })
+    }
+}
+
+impl UpdateRequest {
+    /// Reads an Update from a `POST /rd/{id}` request.
+    pub fn parse(packet: &Packet) -> Result<Self, RegistrationError> {
+        let raw_query = packet.uri_query();
+        let query = Query::parse(&raw_query)?;
+        Ok(UpdateRequest {
+            lifetime: query.lifetime()?,
+            binding: query.binding()?,
+            objects: parse_objects(packet)?,
+        })
+    }
+}
+
+fn error(reason: impl Into<String>) -> RegistrationError {
+    RegistrationError(reason.into())
+}
+
+/// The Uri-Query parameters of a registration request.
+struct Query<'a> {
+    params: Vec<(&'a str, Option<&'a str>)>,
+}
+
+impl<'a> Query<'a> {
+    fn parse(raw: &'a [String]) -> Result<Self, RegistrationError> {
+        let params: Vec<_> = raw
+            .iter()
+            .map(|p| match p.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (p.as_str(), None),
+            })
+            .collect();
+        for (i, (key, _)) in params.iter().enumerate() {
+            if params[..i].iter().any(|(k, _)| k == key) {
+                return Err(error(format!("parameter {key} given twice")));
+            }
+        }
+        Ok(Query { params })
+    }
+
+    fn get(&self, key: &str) -> Option<&'a str> {
+        self.params
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.unwrap_or(""))
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.params.iter().any(|(k, _)| *k == key)
+    }
+
+    fn lifetime(&self) -> Result<Option<Duration>, RegistrationError> {
+        let Some(lt) = self.get("lt") else {
+            return Ok(None);
+        };
+        match lt.parse::<u32>() {
+            Ok(seconds) if seconds > 0 => Ok(Some(Duration::from_secs(seconds.into()))),
+            _ => Err(error(format!(
+                "lifetime (lt) must be a positive number of seconds, not {lt:?}"
+            ))),
+        }
+    }
+
+    fn binding(&self) -> Result<Option<Binding>, RegistrationError> {
+        let Some(b) = self.get("b") else {
+            return Ok(None);
+        };
+        if b.is_empty() || !b.chars().all(|c| "UMHTSNQ".contains(c)) {
+            return Err(error(format!("unknown binding (b) {b:?}")));
+        }
+        if !b.contains('U') {
+            return Err(error(format!(
+                "binding {b:?} has no UDP (U): this server speaks CoAP over UDP"
+            )));
+        }
+        Ok(Some(Binding {
+            udp: true,
+            queue_mode: b.contains('Q') || self.has("Q"),
+        }))
+    }
+}
+
+/// The object instances announced in a link-format payload; `None` when there is no payload.
+fn parse_objects(packet: &Packet) -> Result<Option<Vec<LwM2mPath>>, RegistrationError> {
+    if packet.payload.is_empty() {
+        return Ok(None);
+    }
+    if let Some(format) = packet.content_format_number()
+        && format != 40
+    {
+        return Err(error(format!(
+            "payload must be link-format (40), not {format}"
+        )));
+    }
+    let text = std::str::from_utf8(&packet.payload).map_err(|_| error("payload is not UTF-8"))?;
+    let links = parse_links(text).map_err(|e| error(e.to_string()))?;
+    Ok(Some(
+        links
+            .iter()
+            .filter_map(Link::path)
+            .filter(|p| p.depth() >= 1)
+            .collect(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coap::{OutgoingRequest, RequestType};
+
+    fn register(query: &[&str], payload: &str) -> Packet {
+        let mut request = OutgoingRequest::new(RequestType::Post, &["rd"]);
+        request.query = query.iter().map(|s| s.to_string()).collect();
+        if !payload.is_empty() {
+            request = request.with_payload(40, payload.as_bytes().to_vec());
+        }
+        request.to_packet(1, &[1])
+    }
+
+    #[test]
+    fn lwm2m_1_0_and_1_1_registers_parse() {
+        let v10 = RegisterRequest::parse(&register(
+            &["ep=urn:imei:1", "lt=300", "lwm2m=1.0", "b=UQ"],
+            "</1/0>,</3/0>,</5/0>",
+        ))
+        .unwrap();
+        assert_eq!(v10.endpoint, "urn:imei:1");
+        assert_eq!(v10.lifetime, Duration::from_secs(300));
+        assert!(v10.binding.queue_mode);
+        assert_eq!(
+            v10.objects,
+            vec![
+                LwM2mPath::instance(1, 0),
+                LwM2mPath::instance(3, 0),
+                LwM2mPath::instance(5, 0)
+            ]
+        );
+        let v11 = RegisterRequest::parse(&register(
+            &["ep=dev", "lwm2m=1.1", "b=U", "Q"],
+            "</>;rt=\"oma.lwm2m\";ct=11543,</3/0>,</5>;ver=1.1",
+        ))
+        .unwrap();
+        assert!(v11.binding.queue_mode);
+        assert_eq!(v11.lifetime, DEFAULT_LIFETIME);
+        assert_eq!(
+            v11.objects,
+            vec![LwM2mPath::instance(3, 0), LwM2mPath::object(5)]
+        );
+    }
+
+    #[test]
+    fn invalid_registers_are_refused_with_a_reason() {
+        for (query, reason) in [
+            (vec!["lt=10"], "missing endpoint"),
+            (vec!["ep="], "1 to 255"),
+            (vec!["ep=a", "lt=0"], "positive"),
+            (vec!["ep=a", "lt=x"], "positive"),
+            (vec!["ep=a", "lwm2m=9.9"], "unsupported"),
+            (vec!["ep=a", "b=S"], "no UDP"),
+            (vec!["ep=a", "b=X"], "unknown binding"),
+            (vec!["ep=a", "ep=b"], "twice"),
+        ] {
+            let err = RegisterRequest::parse(&register(&query, "")).unwrap_err();
+            assert!(err.0.contains(reason), "{query:?}: {err}");
+        }
+        assert!(RegisterRequest::parse(&register(&["ep=a"], "</3/0")).is_err());
+    }
+}

@@ -1,0 +1,308 @@
+//! `Registry`: the registrations currently alive, by id and by endpoint name, with lifetime
+//! expiry and events. Owns nothing about CoAP; the registration handler and the expiry task
+//! drive it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use tokio::sync::{broadcast, oneshot};
+
+use super::registration::{RegisterRequest, Registration, UpdateRequest};
+use crate::coap::endpoint::lock;
+
+/// Something that happened to a registration.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RegistrationEvent {
+    /// A device registered (possibly replacing its earlier registration).
+    Registered(Registration),
+    /// A device sent an Update: it is awake and reachable right now.
+    Updated(Registration),
+    /// A device de-registered.
+    Deregistered(Registration),
+    /// A registration's lifetime ran out.
+    Expired(Registration),
+}
+
+impl RegistrationEvent {
+    /// The registration the event is about.
+    pub fn registration(&self) -> &Registration {
+        match self {
+            RegistrationEvent::Registered(r)
+            | RegistrationEvent::Updated(r)
+            | RegistrationEvent::Deregistered(r)
+            | RegistrationEvent::Expired(r) => r,
+        }
+    }
+}
+
+/// The live registrations.
+pub struct Registry {
+    /// Everything behind one lock: each operation is a few map updates.
+    state: Mutex<RegistryState>,
+    /// Every event, for whoever listens (campaigns, statistics, the API).
+    events: broadcast::Sender<RegistrationEvent>,
+}
+
+#[derive(Default)]
+struct RegistryState {
+    /// Registrations by id.
+    by_id: HashMap<String, Registration>,
+    /// Registration id by endpoint name: a device has at most one registration.
+    by_endpoint: HashMap<String, String>,
+    /// Expiry deadlines in order, so expiry never scans every registration.
+    deadlines: BTreeSet<(Instant, String)>,
+    /// Callers waiting for a device's next Register or Update.
+    waiting: HashMap<String, Vec<oneshot::Sender<RegistrationEvent>>>,
+    /// Source of registration ids.
+    next_id: u64,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        let (events, _) = broadcast::channel(4096);
+        Registry {
+            state: Mutex::new(RegistryState {
+                next_id: rand::random::<u32>().into(),
+                ..RegistryState::default()
+            }),
+            events,
+        }
+    }
+
+    /// Receives every registration event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<RegistrationEvent> {
+        self.events.subscribe()
+    }
+
+    /// Resolves at the endpoint's next Register or Update (the moment a sleeping device is
+    /// reachable, or a device that installed firmware is back).
+    pub fn next_contact(&self, endpoint: &str) -> oneshot::Receiver<RegistrationEvent> {
+        let (tx, rx) = oneshot::channel();
+        lock(&self.state)
+            .waiting
+            .entry(endpoint.to_string())
+            .or_default()
+            .push(tx);
+        rx
+    }
+
+    /// Adds a registration, replacing any earlier one of the same endpoint.
+    pub fn register(
+        &self,
+        request: RegisterRequest,
+        address: SocketAddr,
+        now: Instant,
+    ) -> Registration {
+        let mut state = lock(&self.state);
+        if let Some(old_id) = state.by_endpoint.get(&request.endpoint).cloned() {
+            state.remove(&old_id);
+        }
+        state.next_id += 1;
+        let registration = Registration {
+            id: format!("{:x}", state.next_id),
+            endpoint: request.endpoint,
+            address,
+            lifetime: request.lifetime,
+            lwm2m_version: request.lwm2m_version,
+            binding: request.binding,
+            objects: request.objects,
+            registered_at: now,
+            last_update: now,
+        };
+        state.insert(registration.clone());
+        self.emit(
+            &mut state,
+            RegistrationEvent::Registered(registration.clone()),
+        );
+        registration
+    }
+
+    /// Applies an Update; `None` when the id is unknown (the device must register again).
+    pub fn update(
+        &self,
+        id: &str,
+        request: UpdateRequest,
+        address: SocketAddr,
+        now: Instant,
+    ) -> Option<Registration> {
+        let mut state = lock(&self.state);
+        let mut registration = state.remove(id)?;
+        registration.address = address;
+        registration.last_update = now;
+        registration.lifetime = request.lifetime.unwrap_or(registration.lifetime);
+        registration.binding = request.binding.unwrap_or(registration.binding);
+        if let Some(objects) = request.objects {
+            registration.objects = objects;
+        }
+        state.insert(registration.clone());
+        self.emit(&mut state, RegistrationEvent::Updated(registration.clone()));
+        Some(registration)
+    }
+
+    /// Removes a registration on De-register; `None` when the id is unknown.
+    pub fn deregister(&self, id: &str) -> Option<Registration> {
+        let mut state = lock(&self.state);
+        let registration = state.remove(id)?;
+        self.emit(
+            &mut state,
+            RegistrationEvent::Deregistered(registration.clone()),
+        );
+        Some(registration)
+    }
+
+    /// Removes every registration whose lifetime ended before `now`.
+    pub fn expire(&self, now: Instant) -> Vec<Registration> {
+        let mut state = lock(&self.state);
+        let mut expired = Vec::new();
+        while let Some((deadline, id)) = state.deadlines.first().cloned() {
+            if deadline > now {
+                break;
+            }
+            if let Some(registration) = state.remove(&id) {
+                self.emit(&mut state, RegistrationEvent::Expired(registration.clone()));
+                expired.push(registration);
+            }
+        }
+        expired
+    }
+
+    /// The registration of an endpoint, if it is registered.
+    pub fn get(&self, endpoint: &str) -> Option<Registration> {
+        let state = lock(&self.state);
+        let id = state.by_endpoint.get(endpoint)?;
+        state.by_id.get(id).cloned()
+    }
+
+    /// Number of live registrations.
+    pub fn len(&self) -> usize {
+        lock(&self.state).by_id.len()
+    }
+
+    /// True when no device is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn emit(&self, state: &mut RegistryState, event: RegistrationEvent) {
+        let contact = matches!(
+            event,
+            RegistrationEvent::Registered(_) | RegistrationEvent::Updated(_)
+        );
+        if contact && let Some(waiters) = state.waiting.remove(&event.registration().endpoint) {
+            for waiter in waiters {
+                let _ = waiter.send(event.clone());
+            }
+        }
+        let _ = self.events.send(event);
+    }
+}
+
+impl RegistryState {
+    fn insert(&mut self, registration: Registration) {
+        self.deadlines
+            .insert((registration.expires_at(), registration.id.clone()));
+        self.by_endpoint
+            .insert(registration.endpoint.clone(), registration.id.clone());
+        self.by_id.insert(registration.id.clone(), registration);
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Registration> {
+        let registration = self.by_id.remove(id)?;
+        self.deadlines
+            .remove(&(registration.expires_at(), registration.id.clone()));
+        self.by_endpoint.remove(&registration.endpoint);
+        Some(registration)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::lwm2m::registration::Binding;
+
+    fn request(endpoint: &str, lifetime: u64) -> RegisterRequest {
+        RegisterRequest {
+            endpoint: endpoint.into(),
+            lifetime: Duration::from_secs(lifetime),
+            lwm2m_version: "1.1".into(),
+            binding: Binding {
+                udp: true,
+                queue_mode: false,
+            },
+            objects: vec![],
+        }
+    }
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:9".parse().unwrap()
+    }
+
+    #[test]
+    fn a_new_registration_replaces_the_old_one_of_the_same_endpoint() {
+        let registry = Registry::new();
+        let now = Instant::now();
+        let first = registry.register(request("dev", 60), addr(), now);
+        let second = registry.register(request("dev", 60), addr(), now);
+        assert_ne!(first.id, second.id);
+        assert_eq!(registry.len(), 1);
+        assert!(
+            registry
+                .update(&first.id, UpdateRequest::default(), addr(), now)
+                .is_none()
+        );
+        assert!(
+            registry
+                .update(&second.id, UpdateRequest::default(), addr(), now)
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn lifetimes_expire_and_updates_extend_them() {
+        let registry = Registry::new();
+        let t0 = Instant::now();
+        let a = registry.register(request("a", 10), addr(), t0);
+        registry.register(request("b", 10), addr(), t0);
+        registry.update(
+            &a.id,
+            UpdateRequest::default(),
+            addr(),
+            t0 + Duration::from_secs(8),
+        );
+        let expired = registry.expire(t0 + Duration::from_secs(11));
+        assert_eq!(
+            expired
+                .iter()
+                .map(|r| r.endpoint.as_str())
+                .collect::<Vec<_>>(),
+            vec!["b"]
+        );
+        assert!(registry.get("a").is_some());
+        assert_eq!(registry.expire(t0 + Duration::from_secs(19)).len(), 1);
+        assert!(registry.is_empty());
+    }
+
+    #[tokio::test]
+    async fn next_contact_resolves_on_update() {
+        let registry = Registry::new();
+        let now = Instant::now();
+        let reg = registry.register(request("dev", 60), addr(), now);
+        let contact = registry.next_contact("dev");
+        registry.update(&reg.id, UpdateRequest::default(), addr(), now);
+        assert!(matches!(
+            contact.await.unwrap(),
+            RegistrationEvent::Updated(_)
+        ));
+    }
+}

@@ -1,0 +1,91 @@
+//! `RegistrationInterface`: the CoAP request handler for /rd (Register, Update, De-register),
+//! delegating every other path to the next handler (the package server). Also the lifetime
+//! expiry task.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coap_lite::{RequestType, ResponseType};
+
+use super::registration::{RegisterRequest, UpdateRequest};
+use super::registry::Registry;
+use crate::coap::{HandlerFuture, IncomingRequest, PacketExt, RequestHandler, Response};
+
+/// Answers the registration interface and passes other requests on.
+pub struct RegistrationInterface {
+    /// Where registrations live.
+    registry: Arc<Registry>,
+    /// Who answers requests outside /rd (package downloads); 4.04 when absent.
+    next: Option<Arc<dyn RequestHandler>>,
+}
+
+impl RegistrationInterface {
+    /// A handler for /rd on `registry`, with `next` for every other path.
+    pub fn new(registry: Arc<Registry>, next: Option<Arc<dyn RequestHandler>>) -> Self {
+        RegistrationInterface { registry, next }
+    }
+
+    fn registration(&self, request: &IncomingRequest) -> Response {
+        let path = request.packet.uri_path();
+        let method = request.packet.request_method();
+        let now = Instant::now();
+        match (method, path.as_slice()) {
+            (Some(RequestType::Post), [_rd]) => match RegisterRequest::parse(&request.packet) {
+                Ok(register) => {
+                    let registration = self.registry.register(register, request.peer, now);
+                    let mut response = Response::new(ResponseType::Created);
+                    response.location_path = vec!["rd".into(), registration.id];
+                    response
+                }
+                Err(error) => Response::error(ResponseType::BadRequest, error.0),
+            },
+            (Some(RequestType::Post), [_rd, id]) => match UpdateRequest::parse(&request.packet) {
+                Ok(update) => match self.registry.update(id, update, request.peer, now) {
+                    Some(_) => Response::new(ResponseType::Changed),
+                    None => Response::error(ResponseType::NotFound, "unknown registration"),
+                },
+                Err(error) => Response::error(ResponseType::BadRequest, error.0),
+            },
+            (Some(RequestType::Delete), [_rd, id]) => match self.registry.deregister(id) {
+                Some(_) => Response::new(ResponseType::Deleted),
+                None => Response::error(ResponseType::NotFound, "unknown registration"),
+            },
+            _ => Response::error(
+                ResponseType::MethodNotAllowed,
+                "registration interface: POST /rd, POST or DELETE /rd/{id}",
+            ),
+        }
+    }
+}
+
+impl RequestHandler for RegistrationInterface {
+    fn handle(&self, request: IncomingRequest) -> HandlerFuture {
+        let is_rd = request.packet.uri_path().first().is_some_and(|s| s == "rd");
+        if is_rd {
+            let response = self.registration(&request);
+            return Box::pin(async move { response });
+        }
+        match &self.next {
+            Some(next) => next.handle(request),
+            None => Box::pin(async { Response::error(ResponseType::NotFound, "no such resource") }),
+        }
+    }
+}
+
+/// Expires registrations whose lifetime ran out, checking every `period`, until the registry
+/// is dropped.
+pub fn spawn_expiry(registry: &Arc<Registry>, period: Duration) -> tokio::task::JoinHandle<()> {
+    let registry = Arc::downgrade(registry);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        loop {
+            ticks.tick().await;
+            let Some(registry) = registry.upgrade() else {
+                return;
+            };
+            for expired in registry.expire(Instant::now()) {
+                tracing::info!(endpoint = %expired.endpoint, "registration expired");
+            }
+        }
+    })
+}

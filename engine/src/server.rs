@@ -1,0 +1,79 @@
+//! `Server`: the engine's layers assembled on one CoAP socket: registration interface, registry
+//! with lifetime expiry, device management and push delivery.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::coap::{Endpoint, EndpointConfig};
+use crate::lwm2m::server::spawn_expiry;
+use crate::lwm2m::{DeviceManagement, RegistrationInterface, Registry};
+use crate::transfer::{PushConfig, PushTransfer};
+
+/// How to run the engine.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServerConfig {
+    /// UDP address for CoAP (LwM2M default port 5683).
+    pub coap_addr: SocketAddr,
+    /// CoAP timers and block size.
+    pub coap: EndpointConfig,
+    /// Push delivery timeouts.
+    pub push: PushConfig,
+    /// How often expired registrations are removed.
+    pub expiry_period: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            coap_addr: "0.0.0.0:5683".parse().expect("address"),
+            coap: EndpointConfig::default(),
+            push: PushConfig::default(),
+            expiry_period: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A running engine.
+pub struct Server {
+    /// The CoAP socket.
+    pub endpoint: Endpoint,
+    /// Live registrations.
+    pub registry: Arc<Registry>,
+    /// Read / Write / Execute / Observe towards devices.
+    pub management: DeviceManagement,
+    /// Push delivery.
+    pub push: PushTransfer,
+    /// Stops expiry when the server is dropped.
+    expiry: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds the CoAP socket and starts serving registrations.
+    pub async fn start(config: ServerConfig) -> std::io::Result<Server> {
+        let endpoint = Endpoint::bind(config.coap_addr, config.coap).await?;
+        let registry = Arc::new(Registry::new());
+        endpoint.set_handler(Arc::new(RegistrationInterface::new(registry.clone(), None)));
+        let management = DeviceManagement::new(endpoint.clone());
+        let push = PushTransfer::new(management.clone(), registry.clone(), config.push);
+        let expiry = spawn_expiry(&registry, config.expiry_period);
+        Ok(Server {
+            endpoint,
+            registry,
+            management,
+            push,
+            expiry,
+        })
+    }
+
+    /// The CoAP address devices register to.
+    pub fn coap_addr(&self) -> SocketAddr {
+        self.endpoint.local_addr()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.expiry.abort();
+    }
+}

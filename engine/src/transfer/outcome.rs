@@ -1,0 +1,63 @@
+//! What delivering a package to a device came to, in terms the task layer acts on, and what it
+//! cost on the wire.
+
+use std::time::Duration;
+
+use crate::lwm2m::firmware::UpdateResult;
+
+/// How one upgrade attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferOutcome {
+    /// The device runs the target version.
+    Upgraded {
+        /// Version read from /3/0/3 after the reboot.
+        version: String,
+    },
+    /// The device reported a failure in Update Result (no flash, integrity, ...).
+    DeviceFailure(UpdateResult),
+    /// The device came back with another version than the package's.
+    WrongVersion {
+        /// What it should run.
+        expected: String,
+        /// What it reports.
+        found: String,
+    },
+    /// The device refused an operation (error response) in a way no retry will fix.
+    Refused(String),
+    /// The link broke (timeouts, not registered, device silent): resume or retry later.
+    Interrupted(String),
+}
+
+impl TransferOutcome {
+    /// True when the device ended on the target version.
+    pub fn is_success(&self) -> bool {
+        matches!(self, TransferOutcome::Upgraded { .. })
+    }
+}
+
+/// Bytes one delivery cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WireCount {
+    /// Package bytes acknowledged by the device for the first time.
+    pub package_first: u64,
+    /// Package bytes sent again (blocks repeated after an interruption or renegotiation).
+    pub package_resent: u64,
+    /// Every byte of every CoAP message the engine sent for this delivery, retransmissions and
+    /// headers included.
+    pub wire_sent: u64,
+    /// CoAP messages retransmitted.
+    pub retransmissions: u64,
+}
+
+/// The full account of one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferReport {
+    /// How it ended.
+    pub outcome: TransferOutcome,
+    /// What it cost.
+    pub wire: WireCount,
+    /// Block size used at the end.
+    pub block_size: usize,
+    /// Wall time from start to end.
+    pub elapsed: Duration,
+}
