@@ -4,4 +4,5 @@
 pub mod content;
 pub mod path;
 
+pub use content::{ContentError, ContentFormat, Record, Value};
 pub use path::LwM2mPath;
