@@ -88,18 +88,18 @@ pub fn parse_links(text: &str) -> Result<Vec<Link>, ContentError> {
     let mut parser = Parser { text, pos: 0 };
     let mut links = Vec::new();
     parser.skip_whitespace();
-    while !parser.at_end() {
+    if parser.at_end() {
+        return Ok(links);
+    }
+    loop {
         links.push(parser.link()?);
         parser.skip_whitespace();
-        if !parser.at_end() {
-            parser.expect(',', "',' between links or ';' before an attribute")?;
-            parser.skip_whitespace();
+        if parser.at_end() {
+            return Ok(links);
         }
-        if parser.at_end() && text.trim_end().ends_with(',') {
-            return Err(parser.error("expected a link after ','".into()));
-        }
+        parser.expect(',', "',' between links or ';' before an attribute")?;
+        parser.skip_whitespace();
     }
-    Ok(links)
 }
 
 /// Prints links as a link-format payload, separated by `,`.
@@ -142,7 +142,7 @@ impl<'a> Parser<'a> {
         let value = if self.eat('"') {
             self.quoted()?
         } else {
-            let token = self.take_while(|c| c != ',' && c != ';' && !c.is_whitespace());
+            let token = self.take_while(|c| !",;\"".contains(c) && !c.is_whitespace());
             if token.is_empty() {
                 return Err(self.unexpected("a value after '='"));
             }
@@ -290,7 +290,10 @@ mod tests {
                 "</1/0>;",
                 "byte 7: expected an attribute name, found the end",
             ),
-            ("</1/0>,", "expected a link after ','"),
+            (
+                "</1/0>, ",
+                "byte 8: expected '<' opening a link, found the end",
+            ),
             ("</1/0>;rt=\"abc", "byte 10: unterminated quoted string"),
             ("</1/0>;=x", "expected an attribute name, found '='"),
             ("</1/0>;ct=", "expected a value after '='"),

@@ -259,7 +259,8 @@ mod tests {
                 ],
                 "out of range",
             ),
-            (vec![0xFF], "invalid CBOR"),
+            (vec![0x1C], "at byte 0: invalid CBOR"),
+            (vec![0xFF], "at byte 0: invalid type: break"),
         ];
         for (payload, expected) in cases {
             let message = decode(&base, &payload).unwrap_err().to_string();

@@ -207,7 +207,7 @@ mod tests {
         let cases = [
             (
                 "[{\"n\":",
-                "malformed application/senml+json payload at byte 6",
+                "malformed application/senml+json payload at byte 5",
             ),
             ("{\"n\":\"/3/0/0\",\"v\":1}", "not a JSON array"),
             ("[1]", "record 0: not a JSON object"),

@@ -162,7 +162,7 @@ fn decode_entry(
     }
     for child in read_entries(payload, entry.value.clone())? {
         if !entry.kind.holds(child.kind) {
-            let reason = format!("{} inside {}", child.kind.name(), describe());
+            let reason = format!("{} {} inside {}", child.kind.name(), child.id, describe());
             return Err(malformed(child.offset, reason));
         }
         decode_entry(payload, base, path, &child, out)?;
@@ -591,7 +591,7 @@ mod tests {
             ),
             (
                 &[0x83, 0x06, 0x41, 0x00, 0x01, 0x41],
-                "byte 6: truncated header",
+                "byte 5: truncated header",
             ),
             (&[0xE1, 0xFF, 0xFF, 0x01], "identifier 65535 is reserved"),
             (
