@@ -126,7 +126,7 @@ fn device_of(
         endpoint: endpoint_name(i),
         server: spec.server,
         lifetime: spec.lifetime,
-        lwm2m_version: if i % 2 == 0 { "1.0" } else { "1.1" },
+        lwm2m_version: if i.is_multiple_of(2) { "1.0" } else { "1.1" },
         manufacturer: model.manufacturer.clone(),
         model: model.model.clone(),
         cell_id: rng.random_range(0..spec.cells.max(1)),

@@ -52,7 +52,7 @@ pub async fn send_block1(
     let len = upload.body.len();
     let mut size = upload.block_size;
     let mut offset = upload.start_offset.min(len);
-    if offset % size != 0 {
+    if !offset.is_multiple_of(size) {
         return Err(fail(format!(
             "start offset {offset} is not a multiple of {size}"
         )));

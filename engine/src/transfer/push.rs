@@ -11,7 +11,7 @@ use coap_lite::RequestType;
 use super::outcome::{TransferOutcome, TransferReport, WireCount};
 use super::watch::FirmwareWatch;
 use crate::coap::blockwise::{Block1Upload, send_block1};
-use crate::coap::{OutgoingRequest, PacketExt, WireMeter};
+use crate::coap::{CoapError, OutgoingRequest, PacketExt, WireMeter};
 use crate::lwm2m::firmware::{self, FirmwareState, UpdateResult};
 use crate::lwm2m::{
     ContentFormat, DeviceManagement, ManagementError, Registration, RegistrationEvent, Registry,
@@ -99,9 +99,11 @@ impl PushTransfer {
         meter: &WireMeter,
         wire: &mut WireCount,
         block_size: &mut usize,
-    ) -> Result<TransferOutcome, ManagementError> {
+    ) -> Result<TransferOutcome, StageError> {
         let device = registration.address;
-        let mut watch = FirmwareWatch::start(&self.management, device).await?;
+        let mut watch = FirmwareWatch::start(&self.management, device)
+            .await
+            .map_err(at("observing State and Update Result"))?;
         if watch.state() != FirmwareState::Idle || watch.result() != UpdateResult::Initial {
             // Leftovers of an earlier attempt: an empty write resets the device and erases them.
             self.management
@@ -111,7 +113,8 @@ impl PushTransfer {
                     ContentFormat::Opaque,
                     Bytes::new(),
                 )
-                .await?;
+                .await
+                .map_err(at("resetting the device"))?;
         }
         let upload = Block1Upload {
             request: OutgoingRequest::new(RequestType::Put, &firmware::PACKAGE.segments())
@@ -132,10 +135,14 @@ impl PushTransfer {
                 high_water = high_water.max(acked);
             },
         )
-        .await?;
+        .await
+        .map_err(|e| at("writing the package")(e.into()))?;
         *block_size = outcome.block_size;
         if let Some(code) = outcome.response.response_code().filter(|c| c.is_error()) {
-            let result = watch.read_result(&self.management).await?;
+            let result = watch
+                .read_result(&self.management)
+                .await
+                .map_err(at("reading Update Result"))?;
             if result != UpdateResult::Initial {
                 return Ok(TransferOutcome::DeviceFailure(result));
             }
@@ -146,14 +153,22 @@ impl PushTransfer {
         }
         let state = watch
             .wait_until_settled(&self.management, self.config.verify_timeout)
-            .await?;
+            .await
+            .map_err(at("waiting for Downloaded"))?;
         if state != FirmwareState::Downloaded {
             return Ok(TransferOutcome::DeviceFailure(watch.result()));
         }
         let back = self.registry.next_contact(&job.endpoint);
-        self.management
+        match self
+            .management
             .execute(device, firmware::UPDATE, None)
-            .await?;
+            .await
+        {
+            // The answer to Update can be lost while the device already reboots into the new
+            // firmware: whether it installed shows when it registers again.
+            Ok(()) | Err(ManagementError::Coap(CoapError::Timeout { .. })) => {}
+            Err(error) => return Err(at("executing Update")(error)),
+        }
         drop(watch);
         self.confirm(job, back).await
     }
@@ -163,7 +178,7 @@ impl PushTransfer {
         &self,
         job: &PushJob,
         mut back: tokio::sync::oneshot::Receiver<RegistrationEvent>,
-    ) -> Result<TransferOutcome, ManagementError> {
+    ) -> Result<TransferOutcome, StageError> {
         let deadline = Instant::now() + self.config.install_timeout;
         let registration = loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -180,16 +195,22 @@ impl PushTransfer {
         let version = self
             .management
             .read_value(registration.address, firmware::FIRMWARE_VERSION)
-            .await?
-            .as_string()
-            .map_err(|source| ManagementError::Content {
-                path: firmware::FIRMWARE_VERSION,
-                source,
-            })?;
+            .await
+            .and_then(|value| {
+                value
+                    .as_string()
+                    .map_err(|source| ManagementError::Content {
+                        path: firmware::FIRMWARE_VERSION,
+                        source,
+                    })
+            })
+            .map_err(at("reading the new version"))?;
         if version == job.target_version {
             return Ok(TransferOutcome::Upgraded { version });
         }
-        let result = read_result(&self.management, registration.address).await?;
+        let result = read_result(&self.management, registration.address)
+            .await
+            .map_err(at("reading Update Result"))?;
         if result != UpdateResult::Success && result != UpdateResult::Initial {
             return Ok(TransferOutcome::DeviceFailure(result));
         }
@@ -215,9 +236,16 @@ pub(crate) async fn read_result(
     UpdateResult::from_number(number).ok_or(ManagementError::Missing(firmware::UPDATE_RESULT))
 }
 
-fn interrupted(error: ManagementError) -> TransferOutcome {
+/// A failed operation and the step of the delivery it belonged to.
+type StageError = (&'static str, ManagementError);
+
+fn at(stage: &'static str) -> impl FnOnce(ManagementError) -> StageError {
+    move |error| (stage, error)
+}
+
+fn interrupted((stage, error): StageError) -> TransferOutcome {
     match error {
-        ManagementError::Coap(error) => TransferOutcome::Interrupted(error.to_string()),
-        other => TransferOutcome::Refused(other.to_string()),
+        ManagementError::Coap(error) => TransferOutcome::Interrupted(format!("{stage}: {error}")),
+        other => TransferOutcome::Refused(format!("{stage}: {other}")),
     }
 }
