@@ -1,0 +1,99 @@
+//! LwM2M device management against the reference device over loopback: Read (plain text and
+//! TLV), Write, Execute, Observe and Cancel Observation, and a registration's lifecycle.
+
+use std::time::Duration;
+
+use fota_device::fleet::{Fleet, FleetSpec, ModelSpec};
+use fota_engine::coap::{EndpointConfig, ResponseType, TransmissionParams};
+use fota_engine::lwm2m::firmware;
+use fota_engine::lwm2m::{LwM2mPath, RegistrationEvent, Value};
+use fota_engine::server::{Server, ServerConfig};
+
+const BOUND: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn read_write_execute_observe_and_cancel_on_the_reference_device() {
+    let server = Server::start(ServerConfig {
+        coap_addr: "127.0.0.1:0".parse().unwrap(),
+        coap: EndpointConfig {
+            params: TransmissionParams::fast(),
+            max_block_size: 1024,
+        },
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut events = server.registry.subscribe();
+    let model = ModelSpec {
+        manufacturer: "Acme".into(),
+        model: "NB-1".into(),
+        image: vec![1, 2, 3],
+        version: "1.0".into(),
+    };
+    let fleet = Fleet::start(&FleetSpec::uniform(1, server.coap_addr(), model));
+    let registration = tokio::time::timeout(BOUND, async {
+        loop {
+            if let Ok(RegistrationEvent::Registered(r)) = events.recv().await {
+                return r;
+            }
+        }
+    })
+    .await
+    .expect("the device registers");
+    assert_eq!(registration.endpoint, fleet.devices[0].config().endpoint);
+    assert!(registration.has_object(5));
+    let device = registration.address;
+    let m = &server.management;
+
+    // Read one resource (plain text) and a whole instance (TLV).
+    let version = m
+        .read_value(device, firmware::FIRMWARE_VERSION)
+        .await
+        .unwrap();
+    assert_eq!(version.as_str().unwrap(), "1.0");
+    let device_object = m.read(device, LwM2mPath::instance(3, 0)).await.unwrap();
+    let manufacturer = device_object
+        .iter()
+        .find(|r| r.path == firmware::MANUFACTURER)
+        .unwrap();
+    assert_eq!(manufacturer.value.as_str().unwrap(), "Acme");
+    assert!(
+        device_object
+            .iter()
+            .any(|r| r.path == firmware::BATTERY_LEVEL)
+    );
+
+    // Write the Package URI and read it back.
+    m.write_value(
+        device,
+        firmware::PACKAGE_URI,
+        Value::String("coap://example/fw/1".into()),
+    )
+    .await
+    .unwrap();
+    let uri = m.read_value(device, firmware::PACKAGE_URI).await.unwrap();
+    assert_eq!(uri.as_str().unwrap(), "coap://example/fw/1");
+
+    // Execute Update with nothing downloaded is refused with a clear code.
+    let refused = m.execute(device, firmware::UPDATE, None).await.unwrap_err();
+    assert_eq!(refused.code(), Some(ResponseType::MethodNotAllowed));
+    // A resource that does not exist.
+    let missing = m
+        .read(device, LwM2mPath::resource(3, 0, 99))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Some(ResponseType::NotFound));
+
+    // Observe State, then cancel actively.
+    let (records, observation) = m.observe(device, firmware::STATE).await.unwrap();
+    assert_eq!(records[0].value.as_i64().unwrap(), 0);
+    let observation = observation.expect("the device accepts the observation");
+    m.cancel_observation(device, firmware::STATE, observation)
+        .await
+        .unwrap();
+    assert_eq!(
+        server.endpoint.outstanding(),
+        0,
+        "no exchange or observation left behind"
+    );
+}
