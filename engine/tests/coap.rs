@@ -89,6 +89,16 @@ impl RawPeer {
     }
 }
 
+/// Sends `request` from `client` in the background, so the test can play the peer.
+fn spawn_request(
+    client: &Endpoint,
+    peer: SocketAddr,
+    request: OutgoingRequest,
+) -> tokio::task::JoinHandle<Result<Packet, CoapError>> {
+    let client = client.clone();
+    tokio::spawn(async move { client.request(peer, &request).await })
+}
+
 fn con_request(method: RequestType, path: &[&str], mid: u16, token: &[u8]) -> Packet {
     let mut request = OutgoingRequest::new(method, path);
     request.confirmable = true;
@@ -141,17 +151,11 @@ async fn a_lost_ack_is_repaired_by_retransmission() {
     let client = endpoint().await;
     let peer = RawPeer::new().await;
     let addr = peer.addr();
-    let task = tokio::spawn({
-        let client = client.clone();
-        async move {
-            client
-                .request(
-                    addr,
-                    &OutgoingRequest::new(RequestType::Get, &["3", "0", "3"]),
-                )
-                .await
-        }
-    });
+    let task = spawn_request(
+        &client,
+        addr,
+        OutgoingRequest::new(RequestType::Get, &["3", "0", "3"]),
+    );
     let lost = peer.recv().await;
     let again = peer.recv().await;
     assert_eq!(
@@ -206,14 +210,11 @@ async fn a_reset_fails_the_request() {
     let client = endpoint().await;
     let peer = RawPeer::new().await;
     let addr = peer.addr();
-    let task = tokio::spawn({
-        let client = client.clone();
-        async move {
-            client
-                .request(addr, &OutgoingRequest::new(RequestType::Get, &["3"]))
-                .await
-        }
-    });
+    let task = spawn_request(
+        &client,
+        addr,
+        OutgoingRequest::new(RequestType::Get, &["3"]),
+    );
     let request = peer.recv().await;
     peer.send(
         &reply(
@@ -234,17 +235,11 @@ async fn an_empty_ack_then_a_separate_response_completes_and_is_acknowledged() {
     let client = endpoint().await;
     let peer = RawPeer::new().await;
     let addr = peer.addr();
-    let task = tokio::spawn({
-        let client = client.clone();
-        async move {
-            client
-                .request(
-                    addr,
-                    &OutgoingRequest::new(RequestType::Post, &["5", "0", "2"]),
-                )
-                .await
-        }
-    });
+    let task = spawn_request(
+        &client,
+        addr,
+        OutgoingRequest::new(RequestType::Post, &["5", "0", "2"]),
+    );
     let request = peer.recv().await;
     peer.send(
         &reply(
