@@ -1,1 +1,3 @@
 //! fota-device: reference LwM2M device client and fleet simulator (being written).
+
+pub mod patch;

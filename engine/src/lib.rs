@@ -5,4 +5,5 @@
 
 pub mod coap;
 pub mod lwm2m;
+pub mod plugin;
 pub mod transfer;
