@@ -10,7 +10,7 @@ use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
 mod policy_world {
-    wasmtime::component::bindgen!({ world: "policy", path: "../wit" });
+    wasmtime::component::bindgen!({ world: "policy", path: "../wit", additional_derives: [PartialEq, Eq] });
 }
 
 mod capability_world {
@@ -50,7 +50,9 @@ pub trait World: Sized + Send + 'static {
     /// Checks the component's exports against the world (fails on the wrong world).
     fn pre(instance: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
     fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self>;
-    fn configure(&self, store: &mut Store<HostState>, settings: &[(String, String)])
+    /// Calls the `config` export (the generated binding takes the settings as a `&Vec`).
+    #[allow(clippy::ptr_arg)]
+    fn configure(&self, store: &mut Store<HostState>, settings: &Vec<(String, String)>)
     -> wasmtime::Result<Result<(), String>>;
 }
 
@@ -73,7 +75,7 @@ macro_rules! world {
             fn configure(
                 &self,
                 store: &mut Store<HostState>,
-                settings: &[(String, String)],
+                settings: &Vec<(String, String)>,
             ) -> wasmtime::Result<Result<(), String>> {
                 self.$config().call_configure(store, settings)
             }

@@ -65,9 +65,11 @@ impl PluginRegistry {
         settings: Settings,
     ) -> Result<(), PluginError> {
         match kind {
-            PluginKind::Differ => self.differ.bind(binding, Plugin::load(&self.host, name, wasm, settings)?),
-            PluginKind::Capability => self.capability.bind(binding, Plugin::load(&self.host, name, wasm, settings)?),
-            PluginKind::Policy => self.policy.bind(binding, Plugin::load(&self.host, name, wasm, settings)?),
+            PluginKind::Differ => self.differ.bind(binding.clone(), Plugin::load(&self.host, name, wasm, settings)?),
+            PluginKind::Capability => {
+                self.capability.bind(binding.clone(), Plugin::load(&self.host, name, wasm, settings)?)
+            }
+            PluginKind::Policy => self.policy.bind(binding.clone(), Plugin::load(&self.host, name, wasm, settings)?),
         }
         tracing::info!(plugin = name, %kind, ?binding, "plugin installed");
         Ok(())
