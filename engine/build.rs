@@ -8,14 +8,19 @@ use std::path::{Path, PathBuf};
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest_dir.parent().expect("engine/ is inside the workspace");
+    let root = manifest_dir
+        .parent()
+        .expect("engine/ is inside the workspace");
     for input in ["plugins", "wit", "delta"] {
         println!("cargo::rerun-if-changed={}", root.join(input).display());
     }
     println!("cargo::rerun-if-changed=build");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
-    let built = wasm_plugins::build_wasm_workspace(&root.join("plugins/Cargo.toml"), &plugins_target_dir(&out_dir))
-        .unwrap_or_else(|e| panic!("reference plugins: {e}"));
+    let built = wasm_plugins::build_wasm_workspace(
+        &root.join("plugins/Cargo.toml"),
+        &plugins_target_dir(&out_dir),
+    )
+    .unwrap_or_else(|e| panic!("reference plugins: {e}"));
     for wasm in built {
         let dest = out_dir.join(wasm.file_name().expect("a file"));
         std::fs::copy(&wasm, &dest).unwrap_or_else(|e| panic!("copy {}: {e}", wasm.display()));
@@ -26,5 +31,9 @@ fn main() {
 /// `<target>/<profile>/build/<crate>/out`), so every profile shares one plugin build, and
 /// outside the directory whose lock the outer cargo holds.
 fn plugins_target_dir(out_dir: &Path) -> PathBuf {
-    out_dir.ancestors().nth(4).expect("OUT_DIR is four levels under the target dir").join("plugins-wasm")
+    out_dir
+        .ancestors()
+        .nth(4)
+        .expect("OUT_DIR is four levels under the target dir")
+        .join("plugins-wasm")
 }

@@ -8,7 +8,8 @@ use std::path::Path;
 /// implements, exports and imports. Fails (with the reason) if the engine would refuse it.
 pub fn check(path: &Path) -> anyhow::Result<()> {
     let wasm = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let report = fota_engine::plugin::check_component(&wasm).with_context(|| format!("checking {}", path.display()))?;
+    let report = fota_engine::plugin::check_component(&wasm)
+        .with_context(|| format!("checking {}", path.display()))?;
     println!("{}: ok ({} bytes)", path.display(), wasm.len());
     print!("{report}");
     Ok(())

@@ -22,13 +22,20 @@ fn plugin_check_accepts_a_reference_plugin_and_refuses_junk() {
     let junk = scratch("junk.wasm");
     std::fs::write(&junk, b"not wasm").unwrap();
     let err = plugin_cmd::check(&junk).unwrap_err();
-    assert!(format!("{err:#}").contains("not a valid WebAssembly component"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("not a valid WebAssembly component"),
+        "{err:#}"
+    );
 }
 
 #[test]
 fn diff_writes_a_patch_that_rebuilds_the_new_image() {
     let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/firmware");
-    let (old, new, out) = (corpus.join("programmer.old"), corpus.join("programmer.new"), scratch("programmer.delta"));
+    let (old, new, out) = (
+        corpus.join("programmer.old"),
+        corpus.join("programmer.new"),
+        scratch("programmer.delta"),
+    );
     diff_cmd::diff(&old, &new, &out).unwrap();
     let patch = std::fs::read(&out).unwrap();
     let rebuilt = fota_delta::apply_patch(&std::fs::read(&old).unwrap(), &patch).unwrap();

@@ -39,9 +39,24 @@ pub struct StreamTuning {
 
 /// Tunings of the control, diff and extra streams, in that order.
 pub const TUNING: [StreamTuning; 3] = [
-    StreamTuning { lc: 1, lp: 0, pb: 0, max_dict: 1 << 14 },
-    StreamTuning { lc: 1, lp: 0, pb: 0, max_dict: 1 << 16 },
-    StreamTuning { lc: 1, lp: 0, pb: 0, max_dict: 1 << 16 },
+    StreamTuning {
+        lc: 1,
+        lp: 0,
+        pb: 0,
+        max_dict: 1 << 14,
+    },
+    StreamTuning {
+        lc: 1,
+        lp: 0,
+        pb: 0,
+        max_dict: 1 << 16,
+    },
+    StreamTuning {
+        lc: 1,
+        lp: 0,
+        pb: 0,
+        max_dict: 1 << 16,
+    },
 ];
 
 /// bsdiff's output, taken apart.
@@ -62,7 +77,10 @@ pub fn encode_tuned(old: &[u8], new: &[u8], tuning: &[StreamTuning; 3], out: &mu
     let mut raw = Vec::with_capacity(new.len() + new.len() / 8);
     bsdiff::diff(old, new, &mut raw).expect("writing to a Vec cannot fail");
     let streams = split(&raw);
-    for (data, tuning) in [&streams.control, &streams.diff, &streams.extra].into_iter().zip(tuning) {
+    for (data, tuning) in [&streams.control, &streams.diff, &streams.extra]
+        .into_iter()
+        .zip(tuning)
+    {
         put_stream(out, data, tuning);
     }
 }
@@ -73,7 +91,11 @@ fn split(raw: &[u8]) -> Streams {
     let mut s = Streams::default();
     let mut rest = raw;
     while !rest.is_empty() {
-        let (mix, copy, seek) = (offtin(&rest[0..8]), offtin(&rest[8..16]), offtin(&rest[16..24]));
+        let (mix, copy, seek) = (
+            offtin(&rest[0..8]),
+            offtin(&rest[8..16]),
+            offtin(&rest[16..24]),
+        );
         let (mix, copy) = (mix as usize, copy as usize);
         varint::put_u64(&mut s.control, mix as u64);
         varint::put_u64(&mut s.control, copy as u64);
@@ -106,7 +128,9 @@ fn put_stream(out: &mut Vec<u8>, data: &[u8], tuning: &StreamTuning) {
         preset_dict: None,
     };
     let mut writer = LzmaWriter::new_no_header(Vec::new(), &options, false).expect("valid options");
-    writer.write_all(data).expect("writing to a Vec cannot fail");
+    writer
+        .write_all(data)
+        .expect("writing to a Vec cannot fail");
     let packed = writer.finish().expect("writing to a Vec cannot fail");
     varint::put_u64(out, data.len() as u64);
     out.push(options.get_props());
@@ -137,7 +161,12 @@ impl<'a> StreamHeader<'a> {
         let dict = u32::try_from(r.u64().ok_or_else(corrupt)?).map_err(|_| corrupt())?;
         let packed_len = usize::try_from(r.u64().ok_or_else(corrupt)?).map_err(|_| corrupt())?;
         let packed = r.bytes(packed_len).ok_or_else(corrupt)?;
-        Ok(StreamHeader { raw_len, props, dict, packed })
+        Ok(StreamHeader {
+            raw_len,
+            props,
+            dict,
+            packed,
+        })
     }
 
     fn reader(&self) -> Result<LzmaReader<&'a [u8]>, DeltaError> {
@@ -156,7 +185,11 @@ impl<'a> StreamHeader<'a> {
 
 fn read_headers(body: &[u8]) -> Result<[StreamHeader<'_>; 3], DeltaError> {
     let mut r = Reader::new(body);
-    let headers = [StreamHeader::read(&mut r)?, StreamHeader::read(&mut r)?, StreamHeader::read(&mut r)?];
+    let headers = [
+        StreamHeader::read(&mut r)?,
+        StreamHeader::read(&mut r)?,
+        StreamHeader::read(&mut r)?,
+    ];
     if !r.is_empty() {
         return Err(DeltaError::Corrupt("trailing bytes"));
     }
@@ -173,7 +206,12 @@ pub fn decoder_ram(body: &[u8]) -> Result<usize, DeltaError> {
 }
 
 /// Rebuilds `new_size` bytes from `old` and the body, writing them to `out` as they come.
-pub fn decode<W: Write>(old: &[u8], body: &[u8], new_size: u64, out: &mut W) -> Result<(), DeltaError> {
+pub fn decode<W: Write>(
+    old: &[u8],
+    body: &[u8],
+    new_size: u64,
+    out: &mut W,
+) -> Result<(), DeltaError> {
     let [control, diff, extra] = read_headers(body)?;
     let mut control = control.reader()?;
     let mut diff = diff.reader()?;
@@ -189,7 +227,12 @@ pub fn decode<W: Write>(old: &[u8], body: &[u8], new_size: u64, out: &mut W) -> 
         }
         let old_end = old_pos.checked_add(mix).filter(|&e| e <= old.len() as u64);
         let old_end = old_end.ok_or(DeltaError::Corrupt("step reads past the old image"))?;
-        mix_from(&old[old_pos as usize..old_end as usize], &mut diff, &mut buf, out)?;
+        mix_from(
+            &old[old_pos as usize..old_end as usize],
+            &mut diff,
+            &mut buf,
+            out,
+        )?;
         copy_from(copy, &mut extra, &mut buf, out)?;
         written += mix + copy;
         old_pos = old_end
@@ -200,7 +243,12 @@ pub fn decode<W: Write>(old: &[u8], body: &[u8], new_size: u64, out: &mut W) -> 
 }
 
 /// Writes `old` plus the next `old.len()` diff bytes.
-fn mix_from<W: Write>(old: &[u8], diff: &mut impl Read, buf: &mut [u8], out: &mut W) -> Result<(), DeltaError> {
+fn mix_from<W: Write>(
+    old: &[u8],
+    diff: &mut impl Read,
+    buf: &mut [u8],
+    out: &mut W,
+) -> Result<(), DeltaError> {
     for old_chunk in old.chunks(buf.len()) {
         let chunk = &mut buf[..old_chunk.len()];
         read_exact(diff, chunk)?;
@@ -213,7 +261,12 @@ fn mix_from<W: Write>(old: &[u8], diff: &mut impl Read, buf: &mut [u8], out: &mu
 }
 
 /// Writes the next `len` extra bytes.
-fn copy_from<W: Write>(mut len: u64, extra: &mut impl Read, buf: &mut [u8], out: &mut W) -> Result<(), DeltaError> {
+fn copy_from<W: Write>(
+    mut len: u64,
+    extra: &mut impl Read,
+    buf: &mut [u8],
+    out: &mut W,
+) -> Result<(), DeltaError> {
     while len > 0 {
         let n = len.min(buf.len() as u64) as usize;
         read_exact(extra, &mut buf[..n])?;
@@ -224,7 +277,8 @@ fn copy_from<W: Write>(mut len: u64, extra: &mut impl Read, buf: &mut [u8], out:
 }
 
 fn read_exact(r: &mut impl Read, buf: &mut [u8]) -> Result<(), DeltaError> {
-    r.read_exact(buf).map_err(|_| DeltaError::Corrupt("stream ended early or is damaged"))
+    r.read_exact(buf)
+        .map_err(|_| DeltaError::Corrupt("stream ended early or is damaged"))
 }
 
 fn read_varint(r: &mut impl Read) -> Result<u64, DeltaError> {

@@ -35,7 +35,8 @@ pub fn make_patch(old: &[u8], new: &[u8]) -> Vec<u8> {
 /// result after.
 pub fn apply_patch(old: &[u8], patch: &[u8]) -> Result<Vec<u8>, DeltaError> {
     let (envelope, _) = Envelope::parse(patch)?;
-    let capacity = usize::try_from(envelope.new_size).map_err(|_| DeltaError::Corrupt("new size"))?;
+    let capacity =
+        usize::try_from(envelope.new_size).map_err(|_| DeltaError::Corrupt("new size"))?;
     let mut new = Vec::with_capacity(capacity);
     apply_patch_to(old, patch, &mut new)?;
     Ok(new)
@@ -49,7 +50,11 @@ pub fn apply_patch(old: &[u8], patch: &[u8]) -> Result<Vec<u8>, DeltaError> {
 pub fn apply_patch_to<W: Write>(old: &[u8], patch: &[u8], out: W) -> Result<(), DeltaError> {
     let (envelope, body) = Envelope::parse(patch)?;
     envelope.check_base(old)?;
-    let mut out = HashingWriter { inner: out, hasher: Sha256::new(), written: 0 };
+    let mut out = HashingWriter {
+        inner: out,
+        hasher: Sha256::new(),
+        written: 0,
+    };
     codec::decode(old, body, envelope.new_size, &mut out)?;
     envelope.check_result(out.written, &out.hasher.finalize().into())
 }

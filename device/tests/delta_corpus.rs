@@ -30,11 +30,21 @@ fn round_trip(name: &str, budget: f64) {
     let (old, new) = pair(name);
     let package = differ().make_patch_blocking(&old, &new).unwrap().unwrap();
     let rebuilt = patch::apply(&old, &package).unwrap();
-    assert_eq!(Sha256::digest(&rebuilt), Sha256::digest(&new), "{name}: rebuilt image differs");
+    assert_eq!(
+        Sha256::digest(&rebuilt),
+        Sha256::digest(&new),
+        "{name}: rebuilt image differs"
+    );
     let percent = 100.0 * package.len() as f64 / new.len() as f64;
-    assert!(percent < budget, "{name}: patch is {percent:.2} % of the new image, budget {budget} %");
+    assert!(
+        percent < budget,
+        "{name}: patch is {percent:.2} % of the new image, budget {budget} %"
+    );
     let ram = patch::ram_needed(&package).unwrap();
-    assert!(ram < 200 * 1024, "{name}: the device needs {ram} bytes of RAM to apply it");
+    assert!(
+        ram < 200 * 1024,
+        "{name}: the device needs {ram} bytes of RAM to apply it"
+    );
 }
 
 #[test]
@@ -57,11 +67,20 @@ fn delta_is_refused_on_the_wrong_base() {
     let (old, new) = pair("programmer");
     let (other_old, _) = pair("pybv11");
     let package = differ().make_patch_blocking(&old, &new).unwrap().unwrap();
-    assert_eq!(patch::apply(&other_old, &package), Err(patch::DeltaError::WrongBase("size differs")));
+    assert_eq!(
+        patch::apply(&other_old, &package),
+        Err(patch::DeltaError::WrongBase("size differs"))
+    );
     let mut tampered = old.clone();
     tampered[100] ^= 0xff;
-    assert_eq!(patch::apply(&tampered, &package), Err(patch::DeltaError::WrongBase("sha256 differs")));
+    assert_eq!(
+        patch::apply(&tampered, &package),
+        Err(patch::DeltaError::WrongBase("sha256 differs"))
+    );
     let mut slot = Vec::new();
     assert!(patch::apply_into(&tampered, &package, &mut slot).is_err());
-    assert!(slot.is_empty(), "bytes were written before the base was checked");
+    assert!(
+        slot.is_empty(),
+        "bytes were written before the base was checked"
+    );
 }

@@ -6,8 +6,8 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use fota_engine::plugin::{
-    CapabilityPlugin, DeliveryMethod, Device, DifferPlugin, FirmwarePackage, HostConfig, PackageKind, Plugin,
-    PluginHost, PolicyPlugin, embedded,
+    CapabilityPlugin, DeliveryMethod, Device, DifferPlugin, FirmwarePackage, HostConfig,
+    PackageKind, Plugin, PluginHost, PolicyPlugin, embedded,
 };
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -30,23 +30,50 @@ fn device() -> Device {
 }
 
 fn package() -> FirmwarePackage {
-    FirmwarePackage { kind: PackageKind::Delta, size: 100 << 10, from_version: Some("1.0.0".into()), to_version: "1.1.0".into() }
+    FirmwarePackage {
+        kind: PackageKind::Delta,
+        size: 100 << 10,
+        from_version: Some("1.0.0".into()),
+        to_version: "1.1.0".into(),
+    }
 }
 
 fn calls(c: &mut Criterion) {
     let host = PluginHost::new(HostConfig::default()).unwrap();
     let policy: Arc<PolicyPlugin> =
         Arc::new(Plugin::load(&host, "policy", embedded::THRESHOLD_POLICY, Vec::new()).unwrap());
-    let capability: CapabilityPlugin =
-        Plugin::load(&host, "capability", embedded::GENERIC_CAPABILITY, Vec::new()).unwrap();
+    let capability: CapabilityPlugin = Plugin::load(
+        &host,
+        "capability",
+        embedded::GENERIC_CAPABILITY,
+        Vec::new(),
+    )
+    .unwrap();
     let (d, p) = (device(), package());
-    c.bench_function("policy call", |b| b.iter(|| policy.decide_blocking(black_box(&d), black_box(&p)).unwrap()));
-    c.bench_function("capability call", |b| {
-        b.iter(|| capability.check_blocking(black_box(&d), black_box(&p)).unwrap())
+    c.bench_function("policy call", |b| {
+        b.iter(|| {
+            policy
+                .decide_blocking(black_box(&d), black_box(&p))
+                .unwrap()
+        })
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    c.bench_function("capability call", |b| {
+        b.iter(|| {
+            capability
+                .check_blocking(black_box(&d), black_box(&p))
+                .unwrap()
+        })
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
     c.bench_function("policy call, async (spawn_blocking)", |b| {
-        b.iter(|| runtime.block_on(policy.decide(d.clone(), p.clone())).unwrap())
+        b.iter(|| {
+            runtime
+                .block_on(policy.decide(d.clone(), p.clone()))
+                .unwrap()
+        })
     });
 }
 
@@ -62,7 +89,11 @@ fn patches(c: &mut Criterion) {
     for name in ["programmer", "pybv11", "esp8266"] {
         let (old, new) = corpus_pair(name);
         let patch = differ.make_patch_blocking(&old, &new).unwrap().unwrap();
-        assert_eq!(patch, fota_delta::make_patch(&old, &new), "Wasm and native patches differ");
+        assert_eq!(
+            patch,
+            fota_delta::make_patch(&old, &new),
+            "Wasm and native patches differ"
+        );
         let ram = fota_delta::applier_ram(&patch).unwrap();
         println!(
             "patch size {name}: {} bytes = {:.2} % of {} bytes; device RAM to apply: {} bytes",
@@ -73,9 +104,13 @@ fn patches(c: &mut Criterion) {
         );
         let mut group = c.benchmark_group(format!("make patch {name}"));
         if new.len() > 100_000 {
-            group.sample_size(10).measurement_time(Duration::from_secs(20));
+            group
+                .sample_size(10)
+                .measurement_time(Duration::from_secs(20));
         }
-        group.bench_function("wasm", |b| b.iter(|| differ.make_patch_blocking(&old, &new).unwrap().unwrap()));
+        group.bench_function("wasm", |b| {
+            b.iter(|| differ.make_patch_blocking(&old, &new).unwrap().unwrap())
+        });
         group.bench_function("native", |b| b.iter(|| fota_delta::make_patch(&old, &new)));
         group.finish();
     }

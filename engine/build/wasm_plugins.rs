@@ -12,12 +12,32 @@ pub const WASM_TARGET: &str = "wasm32-wasip2";
 /// flags (RUSTFLAGS meant for the host), its target directory (whose lock the outer build
 /// holds), its profile, or run clippy over the plugins.
 fn leaks(var: &str) -> bool {
-    let keep = ["CARGO_HOME", "CARGO_MAKEFLAGS", "CARGO_NET_OFFLINE", "CARGO_REGISTRIES_CRATES_IO_PROTOCOL"];
+    let keep = [
+        "CARGO_HOME",
+        "CARGO_MAKEFLAGS",
+        "CARGO_NET_OFFLINE",
+        "CARGO_REGISTRIES_CRATES_IO_PROTOCOL",
+    ];
     (var.starts_with("CARGO_") && !keep.contains(&var))
         || var.starts_with("__CARGO")
-        || ["RUSTFLAGS", "RUSTDOCFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "TARGET", "HOST"]
-            .contains(&var)
-        || ["OUT_DIR", "OPT_LEVEL", "PROFILE", "DEBUG", "NUM_JOBS", "RUSTC_LINKER"].contains(&var)
+        || [
+            "RUSTFLAGS",
+            "RUSTDOCFLAGS",
+            "RUSTC_WRAPPER",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "TARGET",
+            "HOST",
+        ]
+        .contains(&var)
+        || [
+            "OUT_DIR",
+            "OPT_LEVEL",
+            "PROFILE",
+            "DEBUG",
+            "NUM_JOBS",
+            "RUSTC_LINKER",
+        ]
+        .contains(&var)
 }
 
 /// Builds every member of the workspace at `manifest` into `target_dir`; returns the `.wasm`
@@ -30,10 +50,17 @@ pub fn build_wasm_workspace(manifest: &Path, target_dir: &Path) -> Result<Vec<Pa
             cmd.env_remove(var);
         }
     }
-    cmd.args(["build", "--release", "--workspace", "--target", WASM_TARGET, "--manifest-path"])
-        .arg(manifest)
-        .arg("--target-dir")
-        .arg(target_dir);
+    cmd.args([
+        "build",
+        "--release",
+        "--workspace",
+        "--target",
+        WASM_TARGET,
+        "--manifest-path",
+    ])
+    .arg(manifest)
+    .arg("--target-dir")
+    .arg(target_dir);
     let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
         return Err(format!(

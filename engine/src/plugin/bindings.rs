@@ -52,8 +52,11 @@ pub trait World: Sized + Send + 'static {
     fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self>;
     /// Calls the `config` export (the generated binding takes the settings as a `&Vec`).
     #[allow(clippy::ptr_arg)]
-    fn configure(&self, store: &mut Store<HostState>, settings: &Vec<(String, String)>)
-    -> wasmtime::Result<Result<(), String>>;
+    fn configure(
+        &self,
+        store: &mut Store<HostState>,
+        settings: &Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<(), String>>;
 }
 
 /// Implements [`World`] for a generated world; `$config` is its accessor of the `config`
@@ -68,7 +71,10 @@ macro_rules! world {
                 <$pre>::new(instance)
             }
 
-            fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
+            fn instantiate(
+                pre: &Self::Pre,
+                store: &mut Store<HostState>,
+            ) -> wasmtime::Result<Self> {
                 pre.instantiate(store)
             }
 
@@ -83,6 +89,21 @@ macro_rules! world {
     };
 }
 
-world!(Policy, policy_world::PolicyPre<HostState>, PluginKind::Policy, fota_plugin_config);
-world!(Capability, capability_world::CapabilityPre<HostState>, PluginKind::Capability, fota_plugin_config);
-world!(Differ, differ_world::DifferPre<HostState>, PluginKind::Differ, fota_plugin_config);
+world!(
+    Policy,
+    policy_world::PolicyPre<HostState>,
+    PluginKind::Policy,
+    fota_plugin_config
+);
+world!(
+    Capability,
+    capability_world::CapabilityPre<HostState>,
+    PluginKind::Capability,
+    fota_plugin_config
+);
+world!(
+    Differ,
+    differ_world::DifferPre<HostState>,
+    PluginKind::Differ,
+    fota_plugin_config
+);

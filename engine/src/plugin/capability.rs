@@ -19,10 +19,19 @@ impl Plugin<Capability> {
         device: &Device,
         package: &FirmwarePackage,
     ) -> Result<Result<DeliveryPlan, String>, PluginError> {
-        let answer = self.call(|w, store| w.fota_plugin_capability_check().call_check(store, device, package))?;
+        let answer = self.call(|w, store| {
+            w.fota_plugin_capability_check()
+                .call_check(store, device, package)
+        })?;
         match &answer {
-            Ok(plan) if !plan.block_size.is_power_of_two() || !BLOCK_SIZES.contains(&plan.block_size) => {
-                self.invalid(format!("block size {} is not a power of two from 16 to 1024", plan.block_size))
+            Ok(plan)
+                if !plan.block_size.is_power_of_two()
+                    || !BLOCK_SIZES.contains(&plan.block_size) =>
+            {
+                self.invalid(format!(
+                    "block size {} is not a power of two from 16 to 1024",
+                    plan.block_size
+                ))
             }
             Ok(_) => Ok(answer),
             Err(reason) => {

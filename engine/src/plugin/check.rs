@@ -20,7 +20,11 @@ pub struct CheckReport {
 
 impl fmt::Display for CheckReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let worlds: Vec<_> = self.worlds.iter().map(|k| format!("fota:plugin/{}@0.1.0", k.world())).collect();
+        let worlds: Vec<_> = self
+            .worlds
+            .iter()
+            .map(|k| format!("fota:plugin/{}@0.1.0", k.world()))
+            .collect();
         writeln!(f, "implements: {}", worlds.join(", "))?;
         writeln!(f, "exports:")?;
         self.exports.iter().try_for_each(|e| writeln!(f, "  {e}"))?;
@@ -32,23 +36,35 @@ impl fmt::Display for CheckReport {
 /// Checks that `wasm` is a component the engine can load as a plugin: it compiles, the host
 /// provides all its imports, and it implements at least one world. Uses a host of its own.
 pub fn check_component(wasm: &[u8]) -> Result<CheckReport, PluginError> {
-    let host = PluginHost::new(HostConfig::default())
-        .map_err(|e| PluginError::Aborted { plugin: "check".into(), reason: format!("{e:#}") })?;
+    let host = PluginHost::new(HostConfig::default()).map_err(|e| PluginError::Aborted {
+        plugin: "check".into(),
+        reason: format!("{e:#}"),
+    })?;
     host.check(wasm, "component")
 }
 
 impl PluginHost {
     /// [`check_component`] on this host; `name` names the component in errors.
     pub fn check(&self, wasm: &[u8], name: &str) -> Result<CheckReport, PluginError> {
-        let component = self
-            .compile(wasm)
-            .map_err(|e| PluginError::Invalid { plugin: name.into(), reason: format!("{e:#}") })?;
+        let component = self.compile(wasm).map_err(|e| PluginError::Invalid {
+            plugin: name.into(),
+            reason: format!("{e:#}"),
+        })?;
         let ty = component.component_type();
-        let imports = ty.imports(self.engine()).map(|(n, _)| n.to_string()).collect();
-        let exports: Vec<String> = ty.exports(self.engine()).map(|(n, _)| n.to_string()).collect();
+        let imports = ty
+            .imports(self.engine())
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let exports: Vec<String> = ty
+            .exports(self.engine())
+            .map(|(n, _)| n.to_string())
+            .collect();
         let linked = self
             .link(&component)
-            .map_err(|e| PluginError::UnsupportedImport { plugin: name.into(), reason: format!("{e:#}") })?;
+            .map_err(|e| PluginError::UnsupportedImport {
+                plugin: name.into(),
+                reason: format!("{e:#}"),
+            })?;
         let worlds = worlds_of(&linked);
         if worlds.is_empty() {
             let reason = format!("its exports are [{}]", exports.join(", "));
@@ -59,7 +75,11 @@ impl PluginHost {
                 reason,
             });
         }
-        Ok(CheckReport { worlds, imports, exports })
+        Ok(CheckReport {
+            worlds,
+            imports,
+            exports,
+        })
     }
 }
 
@@ -68,8 +88,12 @@ pub(crate) fn worlds_of(linked: &InstancePre<HostState>) -> Vec<PluginKind> {
     fn implements<W: World>(linked: &InstancePre<HostState>) -> Option<PluginKind> {
         W::pre(linked.clone()).ok().map(|_| W::KIND)
     }
-    [implements::<Differ>(linked), implements::<Capability>(linked), implements::<Policy>(linked)]
-        .into_iter()
-        .flatten()
-        .collect()
+    [
+        implements::<Differ>(linked),
+        implements::<Capability>(linked),
+        implements::<Policy>(linked),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }

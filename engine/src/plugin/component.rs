@@ -43,13 +43,22 @@ impl<W: World> Plugin<W> {
     /// Compiles `wasm`, checks that it implements `W`, and makes (and configures) a first
     /// instance, so a bad component or bad settings are refused here and not at the first call.
     /// Compiling takes from milliseconds to seconds: call it off the network path.
-    pub fn load(host: &PluginHost, name: &str, wasm: &[u8], settings: Vec<(String, String)>) -> Result<Self, PluginError> {
-        let component = host
-            .compile(wasm)
-            .map_err(|e| PluginError::Invalid { plugin: name.into(), reason: format!("{e:#}") })?;
+    pub fn load(
+        host: &PluginHost,
+        name: &str,
+        wasm: &[u8],
+        settings: Vec<(String, String)>,
+    ) -> Result<Self, PluginError> {
+        let component = host.compile(wasm).map_err(|e| PluginError::Invalid {
+            plugin: name.into(),
+            reason: format!("{e:#}"),
+        })?;
         let linked = host
             .link(&component)
-            .map_err(|e| PluginError::UnsupportedImport { plugin: name.into(), reason: format!("{e:#}") })?;
+            .map_err(|e| PluginError::UnsupportedImport {
+                plugin: name.into(),
+                reason: format!("{e:#}"),
+            })?;
         let pre = W::pre(linked.clone()).map_err(|e| {
             PluginError::wrong_world(name, W::KIND, &worlds_of(&linked), format!("{e:#}"))
         })?;
@@ -108,20 +117,33 @@ impl<W: World> Plugin<W> {
         self: &Arc<Self>,
         job: impl FnOnce(&Self) -> Result<R, PluginError> + Send + 'static,
     ) -> Result<R, PluginError> {
-        let aborted = |reason: String| PluginError::Aborted { plugin: self.name.to_string(), reason };
-        let _permit = self.permits.acquire().await.map_err(|e| aborted(e.to_string()))?;
+        let aborted = |reason: String| PluginError::Aborted {
+            plugin: self.name.to_string(),
+            reason,
+        };
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| aborted(e.to_string()))?;
         let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || job(&this)).await.map_err(|e| aborted(e.to_string()))?
+        tokio::task::spawn_blocking(move || job(&this))
+            .await
+            .map_err(|e| aborted(e.to_string()))?
     }
 
     /// A new instance of the component, configured with the plugin's settings.
     fn instantiate(&self) -> Result<Warm<W>, PluginError> {
         let mut store = self.host.new_store(&self.name, W::KIND);
         self.host.arm_deadline(&mut store, W::KIND);
-        let bindings = W::instantiate(&self.pre, &mut store).map_err(|e| self.failed(e, store.data()))?;
+        let bindings =
+            W::instantiate(&self.pre, &mut store).map_err(|e| self.failed(e, store.data()))?;
         match bindings.configure(&mut store, &self.settings) {
             Ok(Ok(())) => Ok(Warm { store, bindings }),
-            Ok(Err(message)) => Err(PluginError::Settings { plugin: self.name.to_string(), message }),
+            Ok(Err(message)) => Err(PluginError::Settings {
+                plugin: self.name.to_string(),
+                message,
+            }),
             Err(e) => Err(self.failed(e, store.data())),
         }
     }
@@ -138,9 +160,16 @@ impl<W: World> Plugin<W> {
         let plugin = self.name.to_string();
         let limits = self.limits();
         let err = if let Some(requested) = state.limiter.refused {
-            PluginError::MemoryLimit { plugin, requested, limit: limits.memory_bytes }
+            PluginError::MemoryLimit {
+                plugin,
+                requested,
+                limit: limits.memory_bytes,
+            }
         } else if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-            PluginError::Timeout { plugin, limit: limits.time }
+            PluginError::Timeout {
+                plugin,
+                limit: limits.time,
+            }
         } else {
             let reason = match (error.downcast_ref::<Trap>(), state.stderr_text()) {
                 (Some(trap), said) if !said.is_empty() => format!("{trap}; plugin said: {said}"),
@@ -154,18 +183,31 @@ impl<W: World> Plugin<W> {
     }
 
     /// Fails with [`PluginError::OversizedResult`] if a byte or string answer is too large.
-    pub(crate) fn check_size(&self, what: &'static str, size: usize, limit: usize) -> Result<(), PluginError> {
+    pub(crate) fn check_size(
+        &self,
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    ) -> Result<(), PluginError> {
         if size <= limit {
             return Ok(());
         }
-        let err = PluginError::OversizedResult { plugin: self.name.to_string(), what, size, limit };
+        let err = PluginError::OversizedResult {
+            plugin: self.name.to_string(),
+            what,
+            size,
+            limit,
+        };
         tracing::warn!(plugin = %self.name, kind = %W::KIND, error = %err, "plugin call failed");
         Err(err)
     }
 
     /// Fails with [`PluginError::InvalidResult`], logged.
     pub(crate) fn invalid<R>(&self, reason: String) -> Result<R, PluginError> {
-        let err = PluginError::InvalidResult { plugin: self.name.to_string(), reason };
+        let err = PluginError::InvalidResult {
+            plugin: self.name.to_string(),
+            reason,
+        };
         tracing::warn!(plugin = %self.name, kind = %W::KIND, error = %err, "plugin call failed");
         Err(err)
     }

@@ -1,8 +1,8 @@
 //! Differ plugins: make delta packages, and check them by applying them.
 
+use super::PluginError;
 use super::bindings::Differ;
 use super::component::{MAX_TEXT_BYTES, Plugin};
-use super::PluginError;
 use std::sync::Arc;
 
 /// A loaded differ plugin.
@@ -21,27 +21,46 @@ impl Plugin<Differ> {
 
     /// A delta package from `old` to `new`, or the plugin's reason why not; on this thread
     /// (blocks for as long as the diff takes, up to the time limit).
-    pub fn make_patch_blocking(&self, old: &[u8], new: &[u8]) -> Result<Result<Vec<u8>, String>, PluginError> {
-        let answer = self.call(|w, store| w.fota_plugin_delta().call_make_patch(store, old, new))?;
+    pub fn make_patch_blocking(
+        &self,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<Result<Vec<u8>, String>, PluginError> {
+        let answer =
+            self.call(|w, store| w.fota_plugin_delta().call_make_patch(store, old, new))?;
         let limit = self.max_result_bytes().min(new.len() + PATCH_SLACK);
         self.check_answer(answer, "patch", limit)
     }
 
     /// The new image rebuilt from `old` and `patch`, or the plugin's reason why not (wrong
     /// base, damaged patch); on this thread.
-    pub fn apply_patch_blocking(&self, old: &[u8], patch: &[u8]) -> Result<Result<Vec<u8>, String>, PluginError> {
-        let answer = self.call(|w, store| w.fota_plugin_delta().call_apply_patch(store, old, patch))?;
+    pub fn apply_patch_blocking(
+        &self,
+        old: &[u8],
+        patch: &[u8],
+    ) -> Result<Result<Vec<u8>, String>, PluginError> {
+        let answer =
+            self.call(|w, store| w.fota_plugin_delta().call_apply_patch(store, old, patch))?;
         self.check_answer(answer, "rebuilt image", self.max_result_bytes())
     }
 
     /// [`Self::make_patch_blocking`] on the blocking pool.
-    pub async fn make_patch(self: &Arc<Self>, old: Arc<[u8]>, new: Arc<[u8]>) -> Result<Result<Vec<u8>, String>, PluginError> {
+    pub async fn make_patch(
+        self: &Arc<Self>,
+        old: Arc<[u8]>,
+        new: Arc<[u8]>,
+    ) -> Result<Result<Vec<u8>, String>, PluginError> {
         self.run(move |p| p.make_patch_blocking(&old, &new)).await
     }
 
     /// [`Self::apply_patch_blocking`] on the blocking pool.
-    pub async fn apply_patch(self: &Arc<Self>, old: Arc<[u8]>, patch: Arc<[u8]>) -> Result<Result<Vec<u8>, String>, PluginError> {
-        self.run(move |p| p.apply_patch_blocking(&old, &patch)).await
+    pub async fn apply_patch(
+        self: &Arc<Self>,
+        old: Arc<[u8]>,
+        patch: Arc<[u8]>,
+    ) -> Result<Result<Vec<u8>, String>, PluginError> {
+        self.run(move |p| p.apply_patch_blocking(&old, &patch))
+            .await
     }
 
     fn check_answer(

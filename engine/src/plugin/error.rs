@@ -16,7 +16,12 @@ pub enum PluginError {
     UnsupportedImport { plugin: String, reason: String },
     /// The component does not implement the world it was installed as.
     #[error("plugin {plugin}: does not implement world `{expected}` ({found}): {reason}")]
-    WrongWorld { plugin: String, expected: String, found: String, reason: String },
+    WrongWorld {
+        plugin: String,
+        expected: String,
+        found: String,
+        reason: String,
+    },
     /// `configure` refused the settings.
     #[error("plugin {plugin}: settings refused: {message}")]
     Settings { plugin: String, message: String },
@@ -25,13 +30,22 @@ pub enum PluginError {
     Timeout { plugin: String, limit: Duration },
     /// The call asked for more linear memory than its limit.
     #[error("plugin {plugin}: memory limit hit: asked for {requested} bytes, limit {limit} bytes")]
-    MemoryLimit { plugin: String, requested: usize, limit: usize },
+    MemoryLimit {
+        plugin: String,
+        requested: usize,
+        limit: usize,
+    },
     /// The guest trapped (a panic, an `unreachable`, an out-of-bounds access, ...).
     #[error("plugin {plugin}: trapped: {reason}")]
     Trap { plugin: String, reason: String },
     /// The answer is larger than a plugin of this kind may give.
     #[error("plugin {plugin}: oversized result: {what} is {size} bytes, limit {limit} bytes")]
-    OversizedResult { plugin: String, what: &'static str, size: usize, limit: usize },
+    OversizedResult {
+        plugin: String,
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    },
     /// The answer breaks the contract (for example a block size that is not a power of two).
     #[error("plugin {plugin}: invalid result: {reason}")]
     InvalidResult { plugin: String, reason: String },
@@ -58,7 +72,12 @@ impl PluginError {
     }
 
     /// An error for a plugin that was never loaded as a kind it claimed to be.
-    pub(crate) fn wrong_world(plugin: &str, expected: PluginKind, found: &[PluginKind], reason: String) -> Self {
+    pub(crate) fn wrong_world(
+        plugin: &str,
+        expected: PluginKind,
+        found: &[PluginKind],
+        reason: String,
+    ) -> Self {
         let found = match found {
             [] => "it implements none of the fota:plugin worlds".to_string(),
             kinds => {
@@ -66,6 +85,11 @@ impl PluginError {
                 format!("it implements {}", names.join(", "))
             }
         };
-        PluginError::WrongWorld { plugin: plugin.into(), expected: expected.world().into(), found, reason }
+        PluginError::WrongWorld {
+            plugin: plugin.into(),
+            expected: expected.world().into(),
+            found,
+            reason,
+        }
     }
 }

@@ -108,7 +108,14 @@ impl PluginHost {
         host_log::add_to_linker::<HostState, Data>(&mut linker, |s| s)?;
         types::add_to_linker::<HostState, Data>(&mut linker, |s| s)?;
         let ticker = spawn_ticker(engine.clone(), config.epoch_tick);
-        Ok(PluginHost { inner: Arc::new(Inner { engine, linker, config, _ticker: ticker }) })
+        Ok(PluginHost {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                config,
+                _ticker: ticker,
+            }),
+        })
     }
 
     pub fn config(&self) -> &HostConfig {
@@ -136,7 +143,10 @@ impl PluginHost {
         let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
         let state = HostState {
             plugin: plugin.clone(),
-            limiter: MemoryLimiter { limit: limits.memory_bytes, refused: None },
+            limiter: MemoryLimiter {
+                limit: limits.memory_bytes,
+                refused: None,
+            },
             wasi,
             table: ResourceTable::new(),
             stderr,
@@ -149,7 +159,13 @@ impl PluginHost {
     /// Sets the store's deadline to the kind's time limit from now, in epoch ticks.
     pub(crate) fn arm_deadline(&self, store: &mut Store<HostState>, kind: PluginKind) {
         let tick = self.inner.config.epoch_tick.as_nanos().max(1);
-        let ticks = self.inner.config.limits(kind).time.as_nanos().div_ceil(tick);
+        let ticks = self
+            .inner
+            .config
+            .limits(kind)
+            .time
+            .as_nanos()
+            .div_ceil(tick);
         // One more tick: the current one may be about to end.
         store.set_epoch_deadline(ticks as u64 + 1);
     }
@@ -186,13 +202,18 @@ pub struct HostState {
 impl HostState {
     /// What the plugin wrote to stderr, as text (the panic message of a Rust plugin).
     pub(crate) fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents()).trim().to_string()
+        String::from_utf8_lossy(&self.stderr.contents())
+            .trim()
+            .to_string()
     }
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -231,15 +252,28 @@ pub(crate) struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.limit {
             self.refused = Some(desired);
-            wasmtime::bail!("memory limit of {} bytes hit (asked for {desired})", self.limit);
+            wasmtime::bail!(
+                "memory limit of {} bytes hit (asked for {desired})",
+                self.limit
+            );
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }

@@ -14,7 +14,11 @@ pub enum PluginKind {
 }
 
 impl PluginKind {
-    pub const ALL: [PluginKind; 3] = [PluginKind::Differ, PluginKind::Capability, PluginKind::Policy];
+    pub const ALL: [PluginKind; 3] = [
+        PluginKind::Differ,
+        PluginKind::Capability,
+        PluginKind::Policy,
+    ];
 
     /// The world's name in the WIT package.
     pub fn world(self) -> &'static str {

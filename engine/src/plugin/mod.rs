@@ -30,7 +30,8 @@ pub mod policy;
 pub mod registry;
 
 pub use bindings::types::{
-    DeliveryMethod, DeliveryPlan, Decision, Device, FirmwarePackage, PackageKind, TransferMethod, Wait,
+    Decision, DeliveryMethod, DeliveryPlan, Device, FirmwarePackage, PackageKind, TransferMethod,
+    Wait,
 };
 pub use capability::CapabilityPlugin;
 pub use check::{CheckReport, check_component};

@@ -10,18 +10,34 @@ pub type PolicyPlugin = Plugin<Policy>;
 
 impl Plugin<Policy> {
     /// Go, wait or skip for `device` and `package`, on this thread (blocks up to the time limit).
-    pub fn decide_blocking(&self, device: &Device, package: &FirmwarePackage) -> Result<Decision, PluginError> {
-        let decision = self.call(|w, store| w.fota_plugin_upgrade_policy().call_decide(store, device, package))?;
+    pub fn decide_blocking(
+        &self,
+        device: &Device,
+        package: &FirmwarePackage,
+    ) -> Result<Decision, PluginError> {
+        let decision = self.call(|w, store| {
+            w.fota_plugin_upgrade_policy()
+                .call_decide(store, device, package)
+        })?;
         match &decision {
-            Decision::Wait(wait) => self.check_size("wait reason", wait.reason.len(), MAX_TEXT_BYTES)?,
-            Decision::Skip(reason) => self.check_size("skip reason", reason.len(), MAX_TEXT_BYTES)?,
+            Decision::Wait(wait) => {
+                self.check_size("wait reason", wait.reason.len(), MAX_TEXT_BYTES)?
+            }
+            Decision::Skip(reason) => {
+                self.check_size("skip reason", reason.len(), MAX_TEXT_BYTES)?
+            }
             Decision::Go => {}
         }
         Ok(decision)
     }
 
     /// [`Self::decide_blocking`] on the blocking pool: never blocks the async runtime.
-    pub async fn decide(self: &Arc<Self>, device: Device, package: FirmwarePackage) -> Result<Decision, PluginError> {
-        self.run(move |p| p.decide_blocking(&device, &package)).await
+    pub async fn decide(
+        self: &Arc<Self>,
+        device: Device,
+        package: FirmwarePackage,
+    ) -> Result<Decision, PluginError> {
+        self.run(move |p| p.decide_blocking(&device, &package))
+            .await
     }
 }

@@ -6,8 +6,8 @@ use super::bindings::{Capability, Differ, Policy, World};
 use super::component::Plugin;
 use super::embedded;
 use super::{
-    CapabilityPlugin, Decision, DeliveryPlan, Device, DifferPlugin, FirmwarePackage, PluginError, PluginHost,
-    PluginKind, PolicyPlugin,
+    CapabilityPlugin, Decision, DeliveryPlan, Device, DifferPlugin, FirmwarePackage, PluginError,
+    PluginHost, PluginKind, PolicyPlugin,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -38,9 +38,18 @@ impl PluginRegistry {
     /// moment, call it at start-up.
     pub fn new(host: PluginHost) -> Result<Self, PluginError> {
         let differ = Plugin::load(&host, embedded::BSDIFF_NAME, embedded::BSDIFF, Vec::new())?;
-        let capability =
-            Plugin::load(&host, embedded::GENERIC_CAPABILITY_NAME, embedded::GENERIC_CAPABILITY, Vec::new())?;
-        let policy = Plugin::load(&host, embedded::THRESHOLD_POLICY_NAME, embedded::THRESHOLD_POLICY, Vec::new())?;
+        let capability = Plugin::load(
+            &host,
+            embedded::GENERIC_CAPABILITY_NAME,
+            embedded::GENERIC_CAPABILITY,
+            Vec::new(),
+        )?;
+        let policy = Plugin::load(
+            &host,
+            embedded::THRESHOLD_POLICY_NAME,
+            embedded::THRESHOLD_POLICY,
+            Vec::new(),
+        )?;
         Ok(PluginRegistry {
             host,
             differ: Table::new(differ),
@@ -65,11 +74,18 @@ impl PluginRegistry {
         settings: Settings,
     ) -> Result<(), PluginError> {
         match kind {
-            PluginKind::Differ => self.differ.bind(binding.clone(), Plugin::load(&self.host, name, wasm, settings)?),
-            PluginKind::Capability => {
-                self.capability.bind(binding.clone(), Plugin::load(&self.host, name, wasm, settings)?)
-            }
-            PluginKind::Policy => self.policy.bind(binding.clone(), Plugin::load(&self.host, name, wasm, settings)?),
+            PluginKind::Differ => self.differ.bind(
+                binding.clone(),
+                Plugin::load(&self.host, name, wasm, settings)?,
+            ),
+            PluginKind::Capability => self.capability.bind(
+                binding.clone(),
+                Plugin::load(&self.host, name, wasm, settings)?,
+            ),
+            PluginKind::Policy => self.policy.bind(
+                binding.clone(),
+                Plugin::load(&self.host, name, wasm, settings)?,
+            ),
         }
         tracing::info!(plugin = name, %kind, ?binding, "plugin installed");
         Ok(())
@@ -105,8 +121,14 @@ impl PluginRegistry {
     }
 
     /// The decision of the policy plugin bound to the device's manufacturer and model.
-    pub async fn decide(&self, device: Device, package: FirmwarePackage) -> Result<Decision, PluginError> {
-        self.policy(&device.manufacturer, &device.model).decide(device, package).await
+    pub async fn decide(
+        &self,
+        device: Device,
+        package: FirmwarePackage,
+    ) -> Result<Decision, PluginError> {
+        self.policy(&device.manufacturer, &device.model)
+            .decide(device, package)
+            .await
     }
 
     /// The delivery plan of the capability plugin bound to the device's manufacturer and model.
@@ -115,7 +137,9 @@ impl PluginRegistry {
         device: Device,
         package: FirmwarePackage,
     ) -> Result<Result<DeliveryPlan, String>, PluginError> {
-        self.capability(&device.manufacturer, &device.model).check(device, package).await
+        self.capability(&device.manufacturer, &device.model)
+            .check(device, package)
+            .await
     }
 
     /// A delta package made by the differ bound to `vendor` and `model`.
@@ -144,12 +168,20 @@ struct Bound<W: World> {
 
 impl<W: World> Table<W> {
     fn new(default: Plugin<W>) -> Self {
-        Table { bound: RwLock::new(Bound { default: Arc::new(default), models: HashMap::new() }) }
+        Table {
+            bound: RwLock::new(Bound {
+                default: Arc::new(default),
+                models: HashMap::new(),
+            }),
+        }
     }
 
     fn get(&self, vendor: &str, model: &str) -> Arc<Plugin<W>> {
         let bound = self.bound.read().expect("registry lock");
-        let by_model = bound.models.get(vendor).and_then(|models| models.get(model));
+        let by_model = bound
+            .models
+            .get(vendor)
+            .and_then(|models| models.get(model));
         Arc::clone(by_model.unwrap_or(&bound.default))
     }
 
@@ -159,14 +191,22 @@ impl<W: World> Table<W> {
         match binding {
             Binding::Default => bound.default = plugin,
             Binding::Model { vendor, model } => {
-                bound.models.entry(vendor).or_default().insert(model, plugin);
+                bound
+                    .models
+                    .entry(vendor)
+                    .or_default()
+                    .insert(model, plugin);
             }
         }
     }
 
     fn unbind(&self, vendor: &str, model: &str) -> bool {
         let mut bound = self.bound.write().expect("registry lock");
-        bound.models.get_mut(vendor).and_then(|models| models.remove(model)).is_some()
+        bound
+            .models
+            .get_mut(vendor)
+            .and_then(|models| models.remove(model))
+            .is_some()
     }
 
     fn list(&self) -> Vec<(PluginKind, Binding, String)> {
@@ -174,7 +214,10 @@ impl<W: World> Table<W> {
         let mut all = vec![(W::KIND, Binding::Default, bound.default.name().to_string())];
         for (vendor, models) in &bound.models {
             for (model, plugin) in models {
-                let binding = Binding::Model { vendor: vendor.clone(), model: model.clone() };
+                let binding = Binding::Model {
+                    vendor: vendor.clone(),
+                    model: model.clone(),
+                };
                 all.push((W::KIND, binding, plugin.name().to_string()));
             }
         }

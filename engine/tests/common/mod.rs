@@ -43,7 +43,10 @@ pub fn package() -> FirmwarePackage {
 /// A host whose policy calls may run for `policy_time` (the other limits are the defaults).
 pub fn host_with_policy_time(policy_time: Duration) -> PluginHost {
     let mut config = HostConfig::default();
-    config.policy = CallLimits { time: policy_time, ..config.policy };
+    config.policy = CallLimits {
+        time: policy_time,
+        ..config.policy
+    };
     PluginHost::new(config).expect("plugin host")
 }
 
@@ -51,12 +54,17 @@ pub fn host_with_policy_time(policy_time: Duration) -> PluginHost {
 pub fn hostile(name: &str) -> Vec<u8> {
     static BUILT: OnceLock<HashMap<String, Vec<u8>>> = OnceLock::new();
     let built = BUILT.get_or_init(|| build("engine/tests/hostile"));
-    built.get(&format!("hostile_{}", name.replace('-', "_"))).unwrap_or_else(|| panic!("no hostile plugin {name}")).clone()
+    built
+        .get(&format!("hostile_{}", name.replace('-', "_")))
+        .unwrap_or_else(|| panic!("no hostile plugin {name}"))
+        .clone()
 }
 
 /// The vendor plugin template (examples/vendor-plugin), as component bytes.
 pub fn vendor_template() -> Vec<u8> {
-    build("examples/vendor-plugin").remove("acme_policy").expect("acme_policy.wasm")
+    build("examples/vendor-plugin")
+        .remove("acme_policy")
+        .expect("acme_policy.wasm")
 }
 
 /// Builds the plugin workspace at `dir` (relative to the repository) for wasm32-wasip2; returns
@@ -68,6 +76,11 @@ fn build(dir: &str) -> HashMap<String, Vec<u8>> {
         .unwrap_or_else(|e| panic!("building {dir}: {e}"));
     files
         .into_iter()
-        .map(|f| (f.file_stem().unwrap().to_string_lossy().into_owned(), std::fs::read(&f).unwrap()))
+        .map(|f| {
+            (
+                f.file_stem().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&f).unwrap(),
+            )
+        })
         .collect()
 }

@@ -17,7 +17,10 @@ use fota::plugin::types::{Decision, Device, FirmwarePackage, Wait};
 use std::sync::Mutex;
 
 /// The settings, parsed once by `configure` (called once per instance, before any `decide`).
-static SETTINGS: Mutex<Settings> = Mutex::new(Settings { min_battery: 40, max_attempts: 5 });
+static SETTINGS: Mutex<Settings> = Mutex::new(Settings {
+    min_battery: 40,
+    max_attempts: 5,
+});
 
 #[derive(Clone, Copy)]
 struct Settings {
@@ -47,7 +50,13 @@ impl upgrade_policy::Guest for AcmePolicy {
     fn decide(device: Device, _pkg: FirmwarePackage) -> Decision {
         let s = *SETTINGS.lock().unwrap();
         if device.attempt >= s.max_attempts {
-            host_log::log(Level::Info, &format!("{}: giving up after {} tries", device.endpoint, device.attempt));
+            host_log::log(
+                Level::Info,
+                &format!(
+                    "{}: giving up after {} tries",
+                    device.endpoint, device.attempt
+                ),
+            );
             return Decision::Skip(format!("{} failed tries", device.attempt));
         }
         match device.battery_level {

@@ -14,7 +14,9 @@
 wit_bindgen::generate!({ world: "capability", path: "../../wit" });
 
 use exports::fota::plugin::{capability_check, config};
-use fota::plugin::types::{DeliveryMethod, DeliveryPlan, Device, FirmwarePackage, PackageKind, TransferMethod};
+use fota::plugin::types::{
+    DeliveryMethod, DeliveryPlan, Device, FirmwarePackage, PackageKind, TransferMethod,
+};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -25,18 +27,24 @@ const KEYS: [&str; 4] = ["block-size", "resume", "prefer", "delta"];
 
 /// The value of `key` for `model`: `key@model` first, then `key`.
 fn lookup<'a>(settings: &'a HashMap<String, String>, key: &str, model: &str) -> Option<&'a str> {
-    settings.get(&format!("{key}@{model}")).or_else(|| settings.get(key)).map(String::as_str)
+    settings
+        .get(&format!("{key}@{model}"))
+        .or_else(|| settings.get(key))
+        .map(String::as_str)
 }
 
 fn parse_block_size(v: &str) -> Result<u16, String> {
     match v.parse::<u16>() {
         Ok(n) if n.is_power_of_two() && (16..=1024).contains(&n) => Ok(n),
-        _ => Err(format!("block-size {v:?}: must be a power of two from 16 to 1024")),
+        _ => Err(format!(
+            "block-size {v:?}: must be a power of two from 16 to 1024"
+        )),
     }
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
-    v.parse().map_err(|_| format!("{key} {v:?}: must be true or false"))
+    v.parse()
+        .map_err(|_| format!("{key} {v:?}: must be true or false"))
 }
 
 fn parse_method(v: &str) -> Result<TransferMethod, String> {
@@ -53,11 +61,18 @@ fn validate(key: &str, value: &str) -> Result<(), String> {
         "block-size" => parse_block_size(value).map(drop),
         "resume" | "delta" => parse_bool(key, value).map(drop),
         "prefer" => parse_method(value).map(drop),
-        _ => Err(format!("unknown setting {key:?} (known: {})", KEYS.join(", "))),
+        _ => Err(format!(
+            "unknown setting {key:?} (known: {})",
+            KEYS.join(", ")
+        )),
     }
 }
 
-fn plan(s: &HashMap<String, String>, d: &Device, p: &FirmwarePackage) -> Result<DeliveryPlan, String> {
+fn plan(
+    s: &HashMap<String, String>,
+    d: &Device,
+    p: &FirmwarePackage,
+) -> Result<DeliveryPlan, String> {
     let model = d.model.as_str();
     let get = |key| lookup(s, key, model);
     if p.kind == PackageKind::Delta && !parse_bool("delta", get("delta").unwrap_or("true"))? {

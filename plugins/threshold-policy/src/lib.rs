@@ -30,11 +30,16 @@ struct Thresholds {
 }
 
 impl Thresholds {
-    const DEFAULT: Self =
-        Thresholds { min_battery: 20, min_signal_dbm: -110, check_free_memory: true, retry_seconds: 3600 };
+    const DEFAULT: Self = Thresholds {
+        min_battery: 20,
+        min_signal_dbm: -110,
+        check_free_memory: true,
+        retry_seconds: 3600,
+    };
 
     fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
-        let bad = |e: &dyn std::fmt::Display| format!("setting {key:?}: {value:?} is not valid: {e}");
+        let bad =
+            |e: &dyn std::fmt::Display| format!("setting {key:?}: {value:?} is not valid: {e}");
         match key {
             "min-battery" => self.min_battery = value.parse().map_err(|e| bad(&e))?,
             "min-signal-dbm" => self.min_signal_dbm = value.parse().map_err(|e| bad(&e))?,
@@ -46,11 +51,16 @@ impl Thresholds {
     }
 
     fn decide(&self, d: &Device, p: &FirmwarePackage) -> Decision {
-        let wait = |reason: String| Decision::Wait(Wait { seconds: self.retry_seconds, reason });
-        if let Some(kb) = d.memory_free_kb.filter(|_| self.check_free_memory) {
-            if u64::from(kb) * 1024 < p.size {
-                return Decision::Skip(format!("free memory {kb} KiB < package {} KiB", p.size.div_ceil(1024)));
-            }
+        let wait = |reason: String| {
+            Decision::Wait(Wait {
+                seconds: self.retry_seconds,
+                reason,
+            })
+        };
+        let too_small = |kb: &u32| self.check_free_memory && u64::from(*kb) * 1024 < p.size;
+        if let Some(kb) = d.memory_free_kb.filter(too_small) {
+            let package_kb = p.size.div_ceil(1024);
+            return Decision::Skip(format!("free memory {kb} KiB < package {package_kb} KiB"));
         }
         if let Some(b) = d.battery_level.filter(|&b| b < self.min_battery) {
             return wait(format!("battery {b} % < {} %", self.min_battery));
