@@ -49,6 +49,7 @@ pub trait World: Sized + Send + 'static {
 
     /// Checks the component's exports against the world (fails on the wrong world).
     fn pre(instance: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
+    /// A new instance in `store` (no compilation: the component is pre-instantiated).
     fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self>;
     /// Calls the `config` export (the generated binding takes the settings as a `&Vec`).
     #[allow(clippy::ptr_arg)]

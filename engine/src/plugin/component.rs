@@ -35,7 +35,9 @@ pub struct Plugin<W: World> {
 
 /// An instance with its store.
 struct Warm<W> {
+    /// Holds the instance's memory and its limits; dropped with the instance after a failure.
     store: Store<HostState>,
+    /// The instance's typed exports.
     bindings: W,
 }
 

@@ -41,8 +41,11 @@ pub struct CallLimits {
 pub struct HostConfig {
     /// How often the epoch advances: the resolution of every time limit.
     pub epoch_tick: Duration,
+    /// A diff holds two images, a suffix array and a compressor: hundreds of MiB, seconds.
     pub differ: CallLimits,
+    /// A capability check is a lookup: little memory, milliseconds at most.
     pub capability: CallLimits,
+    /// A policy decision is a few comparisons: little memory, milliseconds at most.
     pub policy: CallLimits,
 }
 
@@ -91,6 +94,7 @@ struct Inner {
     engine: Engine,
     /// WASI (an empty sandbox) and `host-log`, set up once for all plugins.
     linker: Linker<HostState>,
+    /// The limits of each kind, read where stores are made and calls armed.
     config: HostConfig,
     /// Dropping it stops the ticker thread.
     _ticker: mpsc::Sender<()>,
