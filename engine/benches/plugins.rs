@@ -102,6 +102,11 @@ fn patches(c: &mut Criterion) {
             new.len(),
             ram
         );
+        let rounds = if new.len() > 100_000 { 9 } else { 41 };
+        let (wasm, native, ratio) = interleaved(&differ, &old, &new, rounds);
+        println!(
+            "make patch {name}, {rounds} alternating rounds: median wasm {wasm:.2?}, native {native:.2?}, median ratio {ratio:.2}"
+        );
         let mut group = c.benchmark_group(format!("make patch {name}"));
         if new.len() > 100_000 {
             group
@@ -114,6 +119,32 @@ fn patches(c: &mut Criterion) {
         group.bench_function("native", |b| b.iter(|| fota_delta::make_patch(&old, &new)));
         group.finish();
     }
+}
+
+/// Times `rounds` Wasm and native patches of one pair, alternating so that both see the same
+/// machine load; returns the medians and the median of the per-round ratios.
+fn interleaved(
+    differ: &DifferPlugin,
+    old: &[u8],
+    new: &[u8],
+    rounds: usize,
+) -> (Duration, Duration, f64) {
+    let (mut wasm, mut native, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let started = std::time::Instant::now();
+        black_box(differ.make_patch_blocking(old, new).unwrap().unwrap());
+        let w = started.elapsed();
+        let started = std::time::Instant::now();
+        black_box(fota_delta::make_patch(old, new));
+        let n = started.elapsed();
+        wasm.push(w);
+        native.push(n);
+        ratios.push(w.as_secs_f64() / n.as_secs_f64());
+    }
+    wasm.sort();
+    native.sort();
+    ratios.sort_by(f64::total_cmp);
+    (wasm[rounds / 2], native[rounds / 2], ratios[rounds / 2])
 }
 
 criterion_group!(benches, calls, patches);

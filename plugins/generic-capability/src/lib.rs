@@ -20,18 +20,67 @@ use fota::plugin::types::{
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Settings as given, checked by `configure` and read per call (per model).
-static SETTINGS: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
+/// The rules, resolved per model by `configure` so a call only looks its model up.
+static RULES: Mutex<Option<Rules>> = Mutex::new(None);
+
+/// What the settings say about one model (or about every other model).
+#[derive(Clone, Copy)]
+struct Rule {
+    block_size: u16,
+    resume: bool,
+    prefer: TransferMethod,
+    delta: bool,
+}
+
+struct Rules {
+    /// For models without settings of their own.
+    default: Rule,
+    /// For models named in `key@MODEL` settings, with the plain keys filled in.
+    models: HashMap<String, Rule>,
+}
+
+impl Rule {
+    const DEFAULT: Rule = Rule {
+        block_size: 512,
+        resume: false,
+        prefer: TransferMethod::Push,
+        delta: true,
+    };
+
+    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "block-size" => self.block_size = parse_block_size(value)?,
+            "resume" => self.resume = parse_bool(key, value)?,
+            "delta" => self.delta = parse_bool(key, value)?,
+            "prefer" => self.prefer = parse_method(value)?,
+            _ => {
+                return Err(format!(
+                    "unknown setting {key:?} (known: {})",
+                    KEYS.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn plan(&self, model: &str, d: &Device, p: &FirmwarePackage) -> Result<DeliveryPlan, String> {
+        if p.kind == PackageKind::Delta && !self.delta {
+            return Err(format!("model {model} does not install delta packages"));
+        }
+        let method = match d.delivery_method {
+            Some(DeliveryMethod::Push) => TransferMethod::Push,
+            Some(DeliveryMethod::Pull) => TransferMethod::Pull,
+            Some(DeliveryMethod::Both) | None => self.prefer,
+        };
+        Ok(DeliveryPlan {
+            method,
+            block_size: self.block_size,
+            resume: self.resume,
+        })
+    }
+}
 
 const KEYS: [&str; 4] = ["block-size", "resume", "prefer", "delta"];
-
-/// The value of `key` for `model`: `key@model` first, then `key`.
-fn lookup<'a>(settings: &'a HashMap<String, String>, key: &str, model: &str) -> Option<&'a str> {
-    settings
-        .get(&format!("{key}@{model}"))
-        .or_else(|| settings.get(key))
-        .map(String::as_str)
-}
 
 fn parse_block_size(v: &str) -> Result<u16, String> {
     match v.parse::<u16>() {
@@ -55,58 +104,40 @@ fn parse_method(v: &str) -> Result<TransferMethod, String> {
     }
 }
 
-/// Checks one setting's value, so a bad one refuses installation instead of failing calls.
-fn validate(key: &str, value: &str) -> Result<(), String> {
-    match key.split('@').next().unwrap_or_default() {
-        "block-size" => parse_block_size(value).map(drop),
-        "resume" | "delta" => parse_bool(key, value).map(drop),
-        "prefer" => parse_method(value).map(drop),
-        _ => Err(format!(
-            "unknown setting {key:?} (known: {})",
-            KEYS.join(", ")
-        )),
+/// Plain keys make the default rule; `key@MODEL` keys then override it for their model.
+fn resolve(settings: &[(String, String)]) -> Result<Rules, String> {
+    let mut default = Rule::DEFAULT;
+    for (key, value) in settings.iter().filter(|(k, _)| !k.contains('@')) {
+        default.set(key, value)?;
     }
-}
-
-fn plan(
-    s: &HashMap<String, String>,
-    d: &Device,
-    p: &FirmwarePackage,
-) -> Result<DeliveryPlan, String> {
-    let model = d.model.as_str();
-    let get = |key| lookup(s, key, model);
-    if p.kind == PackageKind::Delta && !parse_bool("delta", get("delta").unwrap_or("true"))? {
-        return Err(format!("model {model} does not install delta packages"));
+    let mut models = HashMap::new();
+    for (key, value) in settings {
+        if let Some((key, model)) = key.split_once('@') {
+            models
+                .entry(model.to_string())
+                .or_insert(default)
+                .set(key, value)?;
+        }
     }
-    let preferred = parse_method(get("prefer").unwrap_or("push"))?;
-    let method = match d.delivery_method {
-        Some(DeliveryMethod::Push) => TransferMethod::Push,
-        Some(DeliveryMethod::Pull) => TransferMethod::Pull,
-        Some(DeliveryMethod::Both) | None => preferred,
-    };
-    Ok(DeliveryPlan {
-        method,
-        block_size: parse_block_size(get("block-size").unwrap_or("512"))?,
-        resume: parse_bool("resume", get("resume").unwrap_or("false"))?,
-    })
+    Ok(Rules { default, models })
 }
 
 struct GenericCapability;
 
 impl config::Guest for GenericCapability {
     fn configure(settings: Vec<(String, String)>) -> Result<(), String> {
-        for (key, value) in &settings {
-            validate(key, value)?;
-        }
-        *SETTINGS.lock().unwrap() = Some(settings.into_iter().collect());
+        *RULES.lock().unwrap() = Some(resolve(&settings)?);
         Ok(())
     }
 }
 
 impl capability_check::Guest for GenericCapability {
     fn check(device: Device, pkg: FirmwarePackage) -> Result<DeliveryPlan, String> {
-        let settings = SETTINGS.lock().unwrap();
-        plan(settings.as_ref().ok_or("not configured")?, &device, &pkg)
+        let rules = RULES.lock().unwrap();
+        let rules = rules.as_ref().ok_or("not configured")?;
+        let model = device.model.as_str();
+        let rule = rules.models.get(model).unwrap_or(&rules.default);
+        rule.plan(model, &device, &pkg)
     }
 }
 
