@@ -48,10 +48,14 @@ fn main() {
             .map(|(_, old, new)| {
                 let mut out = Vec::new();
                 codec::encode_tuned(old, new, &tuning, &mut out);
-                format!(
-                    "{:.2}%",
-                    100.0 * (out.len() + fota_delta::ENVELOPE_LEN) as f64 / new.len() as f64
-                )
+                let bytes = out.len() + fota_delta::ENVELOPE_LEN;
+                let percent = 100.0 * bytes as f64 / new.len() as f64;
+                if grid {
+                    format!("{percent:.2}%")
+                } else {
+                    let ram = codec::decoder_ram(&out).unwrap();
+                    format!("{percent:.2}% ({bytes} B, RAM {ram} B)")
+                }
             })
             .collect();
         println!("{name:28} {}", sizes.join("  "));

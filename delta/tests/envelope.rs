@@ -76,5 +76,5 @@ fn applier_ram_does_not_grow_with_the_image() {
     let (old4, new4) = (old.repeat(4), new.repeat(4));
     let large = applier_ram(&make_patch(&old4, &new4)).unwrap();
     assert_eq!(small, large, "RAM grew from {small} to {large} bytes");
-    assert!(large < 200 * 1024, "applier needs {large} bytes");
+    assert!(large < 96 * 1024, "applier needs {large} bytes");
 }

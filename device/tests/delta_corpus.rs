@@ -42,7 +42,7 @@ fn round_trip(name: &str, budget: f64) {
     );
     let ram = patch::ram_needed(&package).unwrap();
     assert!(
-        ram < 200 * 1024,
+        ram < 96 * 1024,
         "{name}: the device needs {ram} bytes of RAM to apply it"
     );
 }
