@@ -11,8 +11,8 @@ fn main() {
     let root = manifest_dir
         .parent()
         .expect("engine/ is inside the workspace");
-    for input in ["plugins", "wit", "delta"] {
-        println!("cargo::rerun-if-changed={}", root.join(input).display());
+    for input in inputs(root) {
+        println!("cargo::rerun-if-changed={}", input.display());
     }
     println!("cargo::rerun-if-changed=build");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
@@ -25,6 +25,22 @@ fn main() {
         let dest = out_dir.join(wasm.file_name().expect("a file"));
         std::fs::copy(&wasm, &dest).unwrap_or_else(|e| panic!("copy {}: {e}", wasm.display()));
     }
+}
+
+/// What the plugins are built from: `plugins/` (but a `target/` a developer may have built
+/// there), the WIT contract, and the delta codec the differ plugin compiles in.
+fn inputs(root: &Path) -> Vec<PathBuf> {
+    let plugins = std::fs::read_dir(root.join("plugins")).expect("plugins/ exists");
+    let mut inputs: Vec<PathBuf> = plugins
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| !path.ends_with("target"))
+        .collect();
+    inputs.extend([
+        root.join("wit"),
+        root.join("delta/src"),
+        root.join("delta/Cargo.toml"),
+    ]);
+    inputs
 }
 
 /// `<target>/plugins-wasm`: beside the outer build's profile directories (OUT_DIR is
