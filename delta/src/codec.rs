@@ -65,8 +65,11 @@ pub const TUNING: [StreamTuning; 3] = [
 /// bsdiff's output, taken apart.
 #[derive(Default)]
 struct Streams {
+    /// Per step: varint mix length, varint copy length, zigzag varint seek.
     control: Vec<u8>,
+    /// Bytes added to the old image's bytes: mostly zero where code only moved.
     diff: Vec<u8>,
+    /// Bytes of the new image with no counterpart in the old one.
     extra: Vec<u8>,
 }
 
@@ -150,9 +153,13 @@ fn dict_size_for(len: usize, cap: u32) -> u32 {
 
 /// One stream's header and packed bytes, as read from the body.
 struct StreamHeader<'a> {
+    /// Length of the stream once decoded: where the decoder stops.
     raw_len: u64,
+    /// LZMA's lc/lp/pb byte.
     props: u8,
+    /// Dictionary size the encoder used: what the decoder must allocate (at most `raw_len`).
     dict: u32,
+    /// The compressed bytes.
     packed: &'a [u8],
 }
 

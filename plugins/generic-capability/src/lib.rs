@@ -26,9 +26,13 @@ static RULES: Mutex<Option<Rules>> = Mutex::new(None);
 /// What the settings say about one model (or about every other model).
 #[derive(Clone, Copy)]
 struct Rule {
+    /// CoAP block size the model takes.
     block_size: u16,
+    /// The model supports breakpoint resume.
     resume: bool,
+    /// Method for devices that support both (or do not say).
     prefer: TransferMethod,
+    /// The model installs delta packages.
     delta: bool,
 }
 

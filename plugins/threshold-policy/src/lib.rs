@@ -23,9 +23,13 @@ static SETTINGS: Mutex<Thresholds> = Mutex::new(Thresholds::DEFAULT);
 
 #[derive(Clone, Copy)]
 struct Thresholds {
+    /// Battery percent below which a device waits (an upgrade must not brown out).
     min_battery: u8,
+    /// Signal below which a device waits (a weak link makes a transfer break and resend).
     min_signal_dbm: i32,
+    /// Skip devices whose free memory cannot hold the package.
     check_free_memory: bool,
+    /// How long a waiting device waits before it is asked again.
     retry_seconds: u32,
 }
 
