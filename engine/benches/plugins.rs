@@ -75,6 +75,10 @@ fn calls(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    let batch: Vec<_> = (0..100).map(|_| (d.clone(), p.clone())).collect();
+    c.bench_function("policy calls, async batch of 100", |b| {
+        b.iter(|| runtime.block_on(policy.decide_all(batch.clone())).unwrap())
+    });
 }
 
 fn corpus_pair(name: &str) -> (Vec<u8>, Vec<u8>) {

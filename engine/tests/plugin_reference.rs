@@ -197,3 +197,23 @@ async fn async_calls_answer_like_blocking_ones() {
         Decision::Go
     );
 }
+
+#[tokio::test]
+async fn a_batch_of_decisions_comes_back_in_order() {
+    let policy = std::sync::Arc::new(threshold_policy(&[]));
+    let mut weak = device("d2", "m");
+    weak.battery_level = Some(5);
+    let batch = vec![
+        (device("d1", "m"), package()),
+        (weak, package()),
+        (device("d3", "m"), package()),
+    ];
+    let decisions = policy.decide_all(batch).await.unwrap();
+    assert!(
+        matches!(
+            decisions.as_slice(),
+            [Decision::Go, Decision::Wait(_), Decision::Go]
+        ),
+        "{decisions:?}"
+    );
+}

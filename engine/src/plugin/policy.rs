@@ -40,4 +40,20 @@ impl Plugin<Policy> {
         self.run(move |p| p.decide_blocking(&device, &package))
             .await
     }
+
+    /// Decisions for many devices in one hand-off to the blocking pool (the hand-off costs
+    /// more than a decision). Stops at the first failed call: a plugin that fails on one device
+    /// is not run on the rest of the batch.
+    pub async fn decide_all(
+        self: &Arc<Self>,
+        requests: Vec<(Device, FirmwarePackage)>,
+    ) -> Result<Vec<Decision>, PluginError> {
+        self.run(move |p| {
+            requests
+                .iter()
+                .map(|(d, pkg)| p.decide_blocking(d, pkg))
+                .collect()
+        })
+        .await
+    }
 }
