@@ -1,7 +1,11 @@
 //! The `fota` command line: run the engine, or the end-to-end demo.
 
 mod demo;
+mod diff_cmd;
+mod plugin_cmd;
 mod serve;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +24,27 @@ enum Command {
     /// Run an engine and a simulated fleet on loopback, push one package to every device, and
     /// print what it cost.
     Demo(demo::DemoArgs),
+    /// Plugins: check a component against the fota:plugin worlds.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Make a delta (OLD → NEW) with the built-in bsdiff differ plugin, offline, and check it.
+    Diff {
+        /// The firmware image devices run now.
+        old: PathBuf,
+        /// The firmware image they should run.
+        new: PathBuf,
+        /// Where to write the delta.
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Validate a WebAssembly component and say which plugin world it implements.
+    Check {
+        /// The component (.wasm).
+        file: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,11 +55,17 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Plugin(PluginCommand::Check { file }) => return plugin_cmd::check(file),
+        Command::Diff { old, new, out } => return diff_cmd::diff(old, new, out),
+        _ => {}
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Plugin(_) | Command::Diff { .. } => unreachable!("handled without a runtime"),
         }
     })
 }

@@ -54,9 +54,8 @@ impl SimulatedFlash {
                         header.from_version, self.version
                     )));
                 }
-                return Err(SystemError::Unsupported(
-                    "delta packages need the patcher".into(),
-                ));
+                crate::patch::apply(&self.image, payload)
+                    .map_err(|e| SystemError::Integrity(e.to_string()))?
             }
         };
         if image.len() != header.image_len as usize
@@ -154,6 +153,36 @@ mod tests {
         assert_eq!(flash.version, "2.0");
         assert_eq!(flash.image, new_image);
         assert_eq!(flash.saved_bytes(), 0);
+    }
+
+    #[test]
+    fn a_delta_package_installs_on_its_base_and_is_refused_on_another() {
+        let old: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        let mut new = old.clone();
+        new[5_000..5_100].fill(7);
+        let header = package::PackageHeader {
+            kind: PackageKind::Delta,
+            to_version: "1.1".into(),
+            from_version: Some("1.0".into()),
+            image_len: new.len() as u32,
+            image_sha256: Sha256::digest(&new).into(),
+        };
+        let pkg = package::build(&header, &fota_delta::make_patch(&old, &new)).unwrap();
+        assert!(
+            pkg.len() < new.len() / 10,
+            "a delta is small: {} bytes",
+            pkg.len()
+        );
+        let mut flash = SimulatedFlash::new(old.clone(), "1.0", 1 << 20);
+        flash.write_bytes(0, &pkg).unwrap();
+        flash.start_update().unwrap();
+        assert_eq!((flash.version.as_str(), flash.image == new), ("1.1", true));
+        let mut other_base = SimulatedFlash::new(vec![9; 20_000], "1.0", 1 << 20);
+        other_base.write_bytes(0, &pkg).unwrap();
+        assert!(
+            other_base.validate().is_err(),
+            "a patch for another image is refused"
+        );
     }
 
     #[test]

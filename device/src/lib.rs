@@ -7,6 +7,7 @@ pub mod events;
 pub mod firmware_update;
 pub mod flash;
 pub mod fleet;
+pub mod patch;
 pub mod system;
 
 pub use client::{Device, DeviceConfig};

@@ -6,5 +6,6 @@
 pub mod coap;
 pub mod lwm2m;
 pub mod package;
+pub mod plugin;
 pub mod server;
 pub mod transfer;

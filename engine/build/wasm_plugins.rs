@@ -1,0 +1,79 @@
+//! Builds a cargo workspace of plugin crates for wasm32-wasip2 (release), with an inner cargo
+//! that runs in its own target directory and an environment cleaned of the outer build's
+//! settings. Shared by `build.rs` (the reference plugins) and the tests (hostile plugins).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The target every plugin is built for.
+pub const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// Variables of the outer cargo that must not leak into the inner one: they would change its
+/// flags (RUSTFLAGS meant for the host), its target directory (whose lock the outer build
+/// holds), its profile, or run clippy over the plugins.
+fn leaks(var: &str) -> bool {
+    let keep = [
+        "CARGO_HOME",
+        "CARGO_MAKEFLAGS",
+        "CARGO_NET_OFFLINE",
+        "CARGO_REGISTRIES_CRATES_IO_PROTOCOL",
+    ];
+    (var.starts_with("CARGO_") && !keep.contains(&var))
+        || var.starts_with("__CARGO")
+        || [
+            "RUSTFLAGS",
+            "RUSTDOCFLAGS",
+            "RUSTC_WRAPPER",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "TARGET",
+            "HOST",
+        ]
+        .contains(&var)
+        || [
+            "OUT_DIR",
+            "OPT_LEVEL",
+            "PROFILE",
+            "DEBUG",
+            "NUM_JOBS",
+            "RUSTC_LINKER",
+        ]
+        .contains(&var)
+}
+
+/// Builds every member of the workspace at `manifest` into `target_dir`; returns the `.wasm`
+/// files made.
+pub fn build_wasm_workspace(manifest: &Path, target_dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    for (var, _) in std::env::vars_os() {
+        if var.to_str().is_some_and(leaks) {
+            cmd.env_remove(var);
+        }
+    }
+    cmd.args([
+        "build",
+        "--release",
+        "--workspace",
+        "--target",
+        WASM_TARGET,
+        "--manifest-path",
+    ])
+    .arg(manifest)
+    .arg("--target-dir")
+    .arg(target_dir);
+    let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "building {} for {WASM_TARGET} failed ({status}); is the target installed? \
+             (rustup target add {WASM_TARGET}, or see rust-toolchain.toml)",
+            manifest.display()
+        ));
+    }
+    let out = target_dir.join(WASM_TARGET).join("release");
+    let entries = std::fs::read_dir(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let wasm = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .collect();
+    Ok(wasm)
+}

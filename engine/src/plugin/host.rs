@@ -1,0 +1,283 @@
+//! The wasmtime side: one [`Engine`] and one [`Linker`] for all plugins, the epoch ticker that
+//! enforces time limits, the limits of each plugin kind, and the per-store state ([`HostState`])
+//! with its memory limiter, its WASI sandbox and the `host-log` import.
+//!
+//! Every store is made by [`PluginHost::new_store`]: that is the one place where a call's limits
+//! are set.
+
+use super::PluginKind;
+use super::bindings::{host_log, types};
+use std::sync::{Arc, mpsc};
+use std::thread;
+use std::time::Duration;
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter, Store};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// Longest log message a plugin may write; longer ones are cut.
+const MAX_LOG_MESSAGE: usize = 1024;
+/// Bytes of a plugin's stderr kept to explain a trap (Rust panics print there).
+const STDERR_CAPTURE: usize = 4096;
+
+/// The limits every call of one plugin kind runs under.
+#[derive(Debug, Clone)]
+pub struct CallLimits {
+    /// Most linear memory an instance may have, in bytes: growing past it traps the call.
+    pub memory_bytes: usize,
+    /// Longest a call may run; it is stopped at the next epoch tick after that.
+    pub time: Duration,
+    /// Calls of one plugin running at once; more wait (back-pressure, not failure).
+    pub max_concurrent: usize,
+    /// Keep instances that answered for later calls (cheap calls) or use a fresh one per call
+    /// (a differ's instance holds megabytes after a diff).
+    pub reuse_instances: bool,
+    /// Largest byte result (a patch, a rebuilt image) a call may return.
+    pub max_result_bytes: usize,
+}
+
+/// The host's settings: time granularity and the limits of each plugin kind.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// How often the epoch advances: the resolution of every time limit.
+    pub epoch_tick: Duration,
+    /// A diff holds two images, a suffix array and a compressor: hundreds of MiB, seconds.
+    pub differ: CallLimits,
+    /// A capability check is a lookup: little memory, milliseconds at most.
+    pub capability: CallLimits,
+    /// A policy decision is a few comparisons: little memory, milliseconds at most.
+    pub policy: CallLimits,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        let cheap = CallLimits {
+            memory_bytes: 16 << 20,
+            time: Duration::from_millis(100),
+            max_concurrent: 64,
+            reuse_instances: true,
+            max_result_bytes: 64 << 10,
+        };
+        HostConfig {
+            epoch_tick: Duration::from_millis(5),
+            differ: CallLimits {
+                memory_bytes: 1 << 30,
+                time: Duration::from_secs(120),
+                max_concurrent: 1,
+                reuse_instances: false,
+                max_result_bytes: 256 << 20,
+            },
+            capability: cheap.clone(),
+            policy: cheap,
+        }
+    }
+}
+
+impl HostConfig {
+    pub fn limits(&self, kind: PluginKind) -> &CallLimits {
+        match kind {
+            PluginKind::Differ => &self.differ,
+            PluginKind::Capability => &self.capability,
+            PluginKind::Policy => &self.policy,
+        }
+    }
+}
+
+/// The plugin host: cheap to clone, shared by every plugin.
+#[derive(Clone)]
+pub struct PluginHost {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Compiles components; its epoch, advanced by the ticker, is what stops long calls.
+    engine: Engine,
+    /// WASI (an empty sandbox) and `host-log`, set up once for all plugins.
+    linker: Linker<HostState>,
+    /// The limits of each kind, read where stores are made and calls armed.
+    config: HostConfig,
+    /// Dropping it stops the ticker thread.
+    _ticker: mpsc::Sender<()>,
+}
+
+impl PluginHost {
+    pub fn new(config: HostConfig) -> wasmtime::Result<Self> {
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true);
+        wasm.wasm_component_model(true);
+        let engine = Engine::new(&wasm)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        type Data = wasmtime::component::HasSelf<HostState>;
+        host_log::add_to_linker::<HostState, Data>(&mut linker, |s| s)?;
+        types::add_to_linker::<HostState, Data>(&mut linker, |s| s)?;
+        let ticker = spawn_ticker(engine.clone(), config.epoch_tick);
+        Ok(PluginHost {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                config,
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &HostConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Compiles a component and links its imports (without instantiating it).
+    pub(crate) fn compile(&self, wasm: &[u8]) -> wasmtime::Result<Component> {
+        Component::new(&self.inner.engine, wasm)
+    }
+
+    pub(crate) fn link(&self, component: &Component) -> wasmtime::Result<InstancePre<HostState>> {
+        self.inner.linker.instantiate_pre(component)
+    }
+
+    /// A store for one plugin of `kind`, with that kind's memory limit; the time limit is set
+    /// per call by [`PluginHost::arm_deadline`].
+    pub(crate) fn new_store(&self, plugin: &Arc<str>, kind: PluginKind) -> Store<HostState> {
+        let limits = self.inner.config.limits(kind);
+        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
+        let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
+        let state = HostState {
+            plugin: plugin.clone(),
+            limiter: MemoryLimiter {
+                limit: limits.memory_bytes,
+                refused: None,
+            },
+            wasi,
+            table: ResourceTable::new(),
+            stderr,
+        };
+        let mut store = Store::new(&self.inner.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store
+    }
+
+    /// Sets the store's deadline to the kind's time limit from now, in epoch ticks.
+    pub(crate) fn arm_deadline(&self, store: &mut Store<HostState>, kind: PluginKind) {
+        let tick = self.inner.config.epoch_tick.as_nanos().max(1);
+        let ticks = self
+            .inner
+            .config
+            .limits(kind)
+            .time
+            .as_nanos()
+            .div_ceil(tick);
+        // One more tick: the current one may be about to end.
+        store.set_epoch_deadline(ticks as u64 + 1);
+    }
+}
+
+/// Advances the engine's epoch every `tick` until the host is dropped.
+fn spawn_ticker(engine: Engine, tick: Duration) -> mpsc::Sender<()> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    thread::Builder::new()
+        .name("plugin-epoch".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
+                engine.increment_epoch();
+            }
+        })
+        .expect("spawn the plugin epoch ticker");
+    stop
+}
+
+/// The data of one plugin store.
+pub struct HostState {
+    /// Which plugin this store runs: tags its log lines.
+    plugin: Arc<str>,
+    /// Enforces the kind's memory limit and remembers a refusal, to name it in the error.
+    pub(crate) limiter: MemoryLimiter,
+    /// WASI for Rust's std on wasip2: no files, no network, no environment.
+    wasi: WasiCtx,
+    /// WASI's resource handles (streams).
+    table: ResourceTable,
+    /// The plugin's stderr, where a Rust panic message lands: quoted when the call traps.
+    stderr: MemoryOutputPipe,
+}
+
+impl HostState {
+    /// What the plugin wrote to stderr, as text (the panic message of a Rust plugin).
+    pub(crate) fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.contents())
+            .trim()
+            .to_string()
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl host_log::Host for HostState {
+    fn log(&mut self, level: host_log::Level, message: String) {
+        let message = truncate(&message, MAX_LOG_MESSAGE);
+        let plugin = &*self.plugin;
+        match level {
+            host_log::Level::Trace => tracing::trace!(plugin, "{message}"),
+            host_log::Level::Debug => tracing::debug!(plugin, "{message}"),
+            host_log::Level::Info => tracing::info!(plugin, "{message}"),
+            host_log::Level::Warn => tracing::warn!(plugin, "{message}"),
+            host_log::Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+/// Cuts `s` to at most `max` bytes, on a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A memory limit that traps the growing call (instead of letting `memory.grow` return -1,
+/// which a Rust guest turns into an abort with no word of why) and remembers the request.
+pub(crate) struct MemoryLimiter {
+    /// Most bytes of linear memory an instance of this store may have.
+    pub(crate) limit: usize,
+    /// The request that was refused, if one was: turns a trap into a "memory limit" error.
+    pub(crate) refused: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.refused = Some(desired);
+            wasmtime::bail!(
+                "memory limit of {} bytes hit (asked for {desired})",
+                self.limit
+            );
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}

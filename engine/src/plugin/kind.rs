@@ -1,0 +1,37 @@
+//! The three kinds of plugin, one per world of the WIT package.
+
+use std::fmt;
+
+/// A kind of plugin: which world of `fota:plugin` a component implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PluginKind {
+    /// World `differ`: makes and checks delta packages.
+    Differ,
+    /// World `capability`: how (and whether) a device model takes a package.
+    Capability,
+    /// World `policy`: whether a device may start an upgrade now.
+    Policy,
+}
+
+impl PluginKind {
+    pub const ALL: [PluginKind; 3] = [
+        PluginKind::Differ,
+        PluginKind::Capability,
+        PluginKind::Policy,
+    ];
+
+    /// The world's name in the WIT package.
+    pub fn world(self) -> &'static str {
+        match self {
+            PluginKind::Differ => "differ",
+            PluginKind::Capability => "capability",
+            PluginKind::Policy => "policy",
+        }
+    }
+}
+
+impl fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.world())
+    }
+}

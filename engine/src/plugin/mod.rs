@@ -1,0 +1,44 @@
+//! The plugin host: loads, validates, limits and calls WebAssembly components that implement
+//! the `fota:plugin` worlds in `wit/` (differ, capability, policy), and binds them to vendors
+//! and module models.
+//!
+//! Owns: the wasmtime engine and linker ([`host`]), compiled and pre-instantiated plugins with
+//! their instance pools ([`component`]), the per-kind calls and the checks of their answers
+//! ([`policy`], [`capability`], [`differ`]), the binding of plugins to vendor + model with
+//! atomic replacement ([`registry`]), the reference plugins built into the engine
+//! ([`embedded`]) and the `fota plugin check` validation ([`check`]).
+//!
+//! Must not touch: anything of `transfer`, `lwm2m` or `coap`. Callers (`catalog` for diffs,
+//! `campaign`/`transfer` for policy and capability) call in; the plugin module calls nothing
+//! of theirs.
+//!
+//! Failures: a trap, a timeout, a limit hit or an invalid or oversized answer is a
+//! [`PluginError`] of that call, logged with the plugin's name; it never takes the engine down.
+//! A plugin's own refusal (a WIT `result` error) is a value, kept apart: calls that have one
+//! return `Result<Result<T, String>, PluginError>`.
+
+mod bindings;
+pub mod capability;
+mod check;
+pub mod component;
+pub mod differ;
+pub mod embedded;
+mod error;
+pub mod host;
+mod kind;
+pub mod policy;
+pub mod registry;
+
+pub use bindings::types::{
+    Decision, DeliveryMethod, DeliveryPlan, Device, FirmwarePackage, PackageKind, TransferMethod,
+    Wait,
+};
+pub use capability::CapabilityPlugin;
+pub use check::{CheckReport, check_component};
+pub use component::Plugin;
+pub use differ::DifferPlugin;
+pub use error::PluginError;
+pub use host::{CallLimits, HostConfig, PluginHost};
+pub use kind::PluginKind;
+pub use policy::PolicyPlugin;
+pub use registry::{Binding, PluginRegistry, Settings};

@@ -1,0 +1,226 @@
+//! Which plugin serves which devices: each kind has a default and may have a plugin bound to a
+//! vendor + module model. Binding replaces atomically: a call looks its plugin up once and holds
+//! an `Arc` to it, so calls in flight finish on the old plugin while new calls get the new one.
+
+use super::bindings::{Capability, Differ, Policy, World};
+use super::component::Plugin;
+use super::embedded;
+use super::{
+    CapabilityPlugin, Decision, DeliveryPlan, Device, DifferPlugin, FirmwarePackage, PluginError,
+    PluginHost, PluginKind, PolicyPlugin,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// Plugin settings: key-value pairs given to the plugin's `configure`.
+pub type Settings = Vec<(String, String)>;
+
+/// The devices a plugin serves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Binding {
+    /// Every device no model binding covers.
+    Default,
+    /// Devices of one manufacturer (/3/0/0) and model (/3/0/1).
+    Model { vendor: String, model: String },
+}
+
+/// The plugins in use, per kind.
+pub struct PluginRegistry {
+    /// Loads the components installed here.
+    host: PluginHost,
+    differ: Table<Differ>,
+    capability: Table<Capability>,
+    policy: Table<Policy>,
+}
+
+impl PluginRegistry {
+    /// A registry with the embedded reference plugins as defaults. Compiles them: takes a
+    /// moment, call it at start-up.
+    pub fn new(host: PluginHost) -> Result<Self, PluginError> {
+        let differ = Plugin::load(&host, embedded::BSDIFF_NAME, embedded::BSDIFF, Vec::new())?;
+        let capability = Plugin::load(
+            &host,
+            embedded::GENERIC_CAPABILITY_NAME,
+            embedded::GENERIC_CAPABILITY,
+            Vec::new(),
+        )?;
+        let policy = Plugin::load(
+            &host,
+            embedded::THRESHOLD_POLICY_NAME,
+            embedded::THRESHOLD_POLICY,
+            Vec::new(),
+        )?;
+        Ok(PluginRegistry {
+            host,
+            differ: Table::new(differ),
+            capability: Table::new(capability),
+            policy: Table::new(policy),
+        })
+    }
+
+    pub fn host(&self) -> &PluginHost {
+        &self.host
+    }
+
+    /// Loads `wasm` as a plugin of `kind` named `name` (refused if it does not implement that
+    /// world, imports what the host does not give, or refuses `settings`) and binds it,
+    /// replacing what was bound there. Compiles: blocks, call it off the network path.
+    pub fn install(
+        &self,
+        kind: PluginKind,
+        binding: Binding,
+        name: &str,
+        wasm: &[u8],
+        settings: Settings,
+    ) -> Result<(), PluginError> {
+        match kind {
+            PluginKind::Differ => self.differ.bind(
+                binding.clone(),
+                Plugin::load(&self.host, name, wasm, settings)?,
+            ),
+            PluginKind::Capability => self.capability.bind(
+                binding.clone(),
+                Plugin::load(&self.host, name, wasm, settings)?,
+            ),
+            PluginKind::Policy => self.policy.bind(
+                binding.clone(),
+                Plugin::load(&self.host, name, wasm, settings)?,
+            ),
+        }
+        tracing::info!(plugin = name, %kind, ?binding, "plugin installed");
+        Ok(())
+    }
+
+    /// Removes a model's binding of `kind`, so its devices get the default again.
+    pub fn unbind(&self, kind: PluginKind, vendor: &str, model: &str) -> bool {
+        match kind {
+            PluginKind::Differ => self.differ.unbind(vendor, model),
+            PluginKind::Capability => self.capability.unbind(vendor, model),
+            PluginKind::Policy => self.policy.unbind(vendor, model),
+        }
+    }
+
+    /// Every binding: kind, devices served, plugin name.
+    pub fn bindings(&self) -> Vec<(PluginKind, Binding, String)> {
+        let mut all = self.differ.list();
+        all.extend(self.capability.list());
+        all.extend(self.policy.list());
+        all
+    }
+
+    pub fn differ(&self, vendor: &str, model: &str) -> Arc<DifferPlugin> {
+        self.differ.get(vendor, model)
+    }
+
+    pub fn capability(&self, vendor: &str, model: &str) -> Arc<CapabilityPlugin> {
+        self.capability.get(vendor, model)
+    }
+
+    pub fn policy(&self, vendor: &str, model: &str) -> Arc<PolicyPlugin> {
+        self.policy.get(vendor, model)
+    }
+
+    /// The decision of the policy plugin bound to the device's manufacturer and model.
+    pub async fn decide(
+        &self,
+        device: Device,
+        package: FirmwarePackage,
+    ) -> Result<Decision, PluginError> {
+        self.policy(&device.manufacturer, &device.model)
+            .decide(device, package)
+            .await
+    }
+
+    /// The delivery plan of the capability plugin bound to the device's manufacturer and model.
+    pub async fn check_capability(
+        &self,
+        device: Device,
+        package: FirmwarePackage,
+    ) -> Result<Result<DeliveryPlan, String>, PluginError> {
+        self.capability(&device.manufacturer, &device.model)
+            .check(device, package)
+            .await
+    }
+
+    /// A delta package made by the differ bound to `vendor` and `model`.
+    pub async fn make_patch(
+        &self,
+        vendor: &str,
+        model: &str,
+        old: Arc<[u8]>,
+        new: Arc<[u8]>,
+    ) -> Result<Result<Vec<u8>, String>, PluginError> {
+        self.differ(vendor, model).make_patch(old, new).await
+    }
+}
+
+/// The bindings of one kind.
+struct Table<W: World> {
+    /// Read on every call (one lookup, then the lock is released), written on install.
+    bound: RwLock<Bound<W>>,
+}
+
+struct Bound<W: World> {
+    default: Arc<Plugin<W>>,
+    /// vendor → model → plugin: looked up with `&str`s, no allocation per call.
+    models: HashMap<String, HashMap<String, Arc<Plugin<W>>>>,
+}
+
+impl<W: World> Table<W> {
+    fn new(default: Plugin<W>) -> Self {
+        Table {
+            bound: RwLock::new(Bound {
+                default: Arc::new(default),
+                models: HashMap::new(),
+            }),
+        }
+    }
+
+    fn get(&self, vendor: &str, model: &str) -> Arc<Plugin<W>> {
+        let bound = self.bound.read().expect("registry lock");
+        let by_model = bound
+            .models
+            .get(vendor)
+            .and_then(|models| models.get(model));
+        Arc::clone(by_model.unwrap_or(&bound.default))
+    }
+
+    fn bind(&self, binding: Binding, plugin: Plugin<W>) {
+        let plugin = Arc::new(plugin);
+        let mut bound = self.bound.write().expect("registry lock");
+        match binding {
+            Binding::Default => bound.default = plugin,
+            Binding::Model { vendor, model } => {
+                bound
+                    .models
+                    .entry(vendor)
+                    .or_default()
+                    .insert(model, plugin);
+            }
+        }
+    }
+
+    fn unbind(&self, vendor: &str, model: &str) -> bool {
+        let mut bound = self.bound.write().expect("registry lock");
+        bound
+            .models
+            .get_mut(vendor)
+            .and_then(|models| models.remove(model))
+            .is_some()
+    }
+
+    fn list(&self) -> Vec<(PluginKind, Binding, String)> {
+        let bound = self.bound.read().expect("registry lock");
+        let mut all = vec![(W::KIND, Binding::Default, bound.default.name().to_string())];
+        for (vendor, models) in &bound.models {
+            for (model, plugin) in models {
+                let binding = Binding::Model {
+                    vendor: vendor.clone(),
+                    model: model.clone(),
+                };
+                all.push((W::KIND, binding, plugin.name().to_string()));
+            }
+        }
+        all
+    }
+}
