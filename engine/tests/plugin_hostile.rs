@@ -1,9 +1,7 @@
 //! Hostile plugins, each a real component built from tests/hostile/: whatever one does, its call
 //! fails with a clear error naming it and the reason, and calls of other plugins made at the
 //! same time complete meanwhile.
-//!
-//! (The same scenario end to end, with devices upgrading over CoAP while a hostile plugin runs,
-//! waits for the transfer layer; here it is shown at the plugin host.)
+//! The last test plays it end to end: a fleet upgrades over CoAP while a plugin loops forever.
 
 mod common;
 
@@ -195,4 +193,81 @@ fn bytes_that_are_no_component_are_refused() {
         check_component(embedded::BSDIFF).unwrap().worlds,
         vec![PluginKind::Differ]
     );
+}
+
+/// End to end: devices upgrade over CoAP while a plugin loops forever in the same process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_upgrade_over_coap_while_a_plugin_loops_forever() {
+    use fota_device::fleet::{Fleet, FleetSpec, ModelSpec};
+    use fota_engine::coap::{EndpointConfig, TransmissionParams};
+    use fota_engine::lwm2m::RegistrationEvent;
+    use fota_engine::server::{Server, ServerConfig};
+    use fota_engine::transfer::{PushJob, TransferOutcome};
+
+    let server = Server::start(ServerConfig {
+        coap_addr: "127.0.0.1:0".parse().unwrap(),
+        coap: EndpointConfig {
+            params: TransmissionParams::fast(),
+            max_block_size: 1024,
+        },
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut registrations = server.registry.subscribe();
+    let model = ModelSpec {
+        manufacturer: "Acme".into(),
+        model: "NB-1".into(),
+        image: vec![0; 1000],
+        version: "1.0".into(),
+    };
+    let fleet = Fleet::start(&FleetSpec::uniform(20, server.coap_addr(), model));
+    let mut registered = std::collections::HashSet::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while registered.len() < fleet.len() {
+            if let Ok(RegistrationEvent::Registered(r)) = registrations.recv().await {
+                registered.insert(r.endpoint);
+            }
+        }
+    })
+    .await
+    .expect("the fleet registers");
+
+    let host = host_with_policy_time(Duration::from_secs(3));
+    let spin = Arc::new(PolicyPlugin::load(&host, "spin", &hostile("spin"), Vec::new()).unwrap());
+    let spinning = tokio::spawn(async move { spin.decide(device("victim", "m"), package()).await });
+    let image: Vec<u8> = (0..30_000u32).map(|i| (i % 253) as u8).collect();
+    let pkg = bytes::Bytes::from(fota_engine::package::full(&image, "2.0").unwrap());
+    let pushes: Vec<_> = fleet
+        .devices
+        .iter()
+        .map(|d| {
+            let push = server.push.clone();
+            let job = PushJob {
+                endpoint: d.config().endpoint.clone(),
+                package: pkg.clone(),
+                target_version: "2.0".into(),
+                block_size: 256,
+            };
+            tokio::spawn(async move { push.run(&job).await })
+        })
+        .collect();
+    for push in pushes {
+        let report = tokio::time::timeout(Duration::from_secs(120), push)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            report.outcome,
+            TransferOutcome::Upgraded {
+                version: "2.0".into()
+            }
+        );
+    }
+    let err = tokio::time::timeout(Duration::from_secs(30), spinning)
+        .await
+        .expect("the time limit stops the loop")
+        .unwrap()
+        .expect_err("an endless loop cannot answer");
+    assert!(matches!(err, PluginError::Timeout { .. }), "{err}");
 }
