@@ -60,6 +60,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let reports = push_all(&server, &fleet, &pkg, args.block_size).await?;
     print_table(&reports, pkg.len(), args.block_size, started.elapsed());
+    let coap = server.endpoint.stats();
+    println!("{:<34} {:>14}", "engine CoAP timeouts", coap.timeouts);
+    println!(
+        "{:<34} {:>14}",
+        "engine CoAP retransmissions", coap.retransmissions
+    );
     for failed in reports.iter().filter(|r| !r.outcome.is_success()) {
         eprintln!("not upgraded: {:?}", failed.outcome);
     }
