@@ -4,12 +4,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
-use fota_device::fleet::{Fleet, FleetSpec, ModelSpec};
-use fota_engine::coap::{EndpointConfig, TransmissionParams};
-use fota_engine::lwm2m::RegistrationEvent;
+use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
 use fota_engine::package;
 use fota_engine::server::{Server, ServerConfig};
 use fota_engine::transfer::{PushJob, TransferReport};
@@ -32,15 +29,7 @@ pub struct DemoArgs {
 /// Runs the demo; fails unless every device ends on the new version.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (old, new) = firmware_pair(&args.corpus);
-    let server = Server::start(ServerConfig {
-        coap_addr: "127.0.0.1:0".parse()?,
-        coap: EndpointConfig {
-            params: TransmissionParams::fast(),
-            max_block_size: 1024,
-        },
-        ..ServerConfig::default()
-    })
-    .await?;
+    let server = Server::start(ServerConfig::loopback()).await?;
     println!("engine: CoAP on udp://{}", server.coap_addr());
     let registrations = server.registry.subscribe();
     let spec = FleetSpec::uniform(
@@ -54,7 +43,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         },
     );
     let fleet = Fleet::start(&spec);
-    wait_registered(registrations, fleet.len()).await?;
+    let registered = wait_registered(registrations, fleet.len(), Duration::from_secs(60)).await;
+    anyhow::ensure!(registered, "devices did not register within a minute");
     println!("fleet: {} devices registered", fleet.len());
     let pkg = Bytes::from(package::full(&new, "0.9.0")?);
     let started = Instant::now();
@@ -93,22 +83,6 @@ fn firmware_pair(corpus: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
             (make(3), make(5))
         }
     }
-}
-
-async fn wait_registered(
-    mut events: tokio::sync::broadcast::Receiver<RegistrationEvent>,
-    count: usize,
-) -> anyhow::Result<()> {
-    let mut seen = std::collections::HashSet::new();
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while seen.len() < count {
-            if let Ok(RegistrationEvent::Registered(r)) = events.recv().await {
-                seen.insert(r.endpoint);
-            }
-        }
-    })
-    .await
-    .context("devices did not register within a minute")
 }
 
 async fn push_all(

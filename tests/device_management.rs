@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use fota_device::fleet::{Fleet, FleetSpec, ModelSpec};
-use fota_engine::coap::{EndpointConfig, ResponseType, TransmissionParams};
+use fota_engine::coap::ResponseType;
 use fota_engine::lwm2m::firmware;
 use fota_engine::lwm2m::{LwM2mPath, RegistrationEvent, Value};
 use fota_engine::server::{Server, ServerConfig};
@@ -13,16 +13,7 @@ const BOUND: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn read_write_execute_observe_and_cancel_on_the_reference_device() {
-    let server = Server::start(ServerConfig {
-        coap_addr: "127.0.0.1:0".parse().unwrap(),
-        coap: EndpointConfig {
-            params: TransmissionParams::fast(),
-            max_block_size: 1024,
-        },
-        ..ServerConfig::default()
-    })
-    .await
-    .unwrap();
+    let server = Server::start(ServerConfig::loopback()).await.unwrap();
     let mut events = server.registry.subscribe();
     let model = ModelSpec {
         manufacturer: "Acme".into(),

@@ -2,13 +2,10 @@
 //! Given a fleet running 1.0, when the engine pushes an 80 KB package to each in 128-byte
 //! blocks, then every device runs 2.0 with exactly the image the package carried.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fota_device::fleet::{Fleet, FleetSpec, ModelSpec};
-use fota_engine::coap::{EndpointConfig, TransmissionParams};
-use fota_engine::lwm2m::{RegistrationEvent, Registry};
+use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
 use fota_engine::package;
 use fota_engine::server::{Server, ServerConfig};
 use fota_engine::transfer::{PushJob, TransferOutcome};
@@ -16,44 +13,15 @@ use sha2::{Digest, Sha256};
 
 const BOUND: Duration = Duration::from_secs(120);
 
-fn test_server_config() -> ServerConfig {
-    ServerConfig {
-        coap_addr: "127.0.0.1:0".parse().unwrap(),
-        coap: EndpointConfig {
-            params: TransmissionParams::fast(),
-            max_block_size: 1024,
-        },
-        ..ServerConfig::default()
-    }
-}
-
 fn image(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
         .collect()
 }
 
-/// Waits until `count` distinct endpoints have registered.
-async fn registered(
-    registry: &Registry,
-    mut events: tokio::sync::broadcast::Receiver<RegistrationEvent>,
-    count: usize,
-) {
-    let mut seen = HashSet::new();
-    tokio::time::timeout(BOUND, async {
-        while seen.len() < count && registry.len() < count {
-            if let Ok(RegistrationEvent::Registered(r)) = events.recv().await {
-                seen.insert(r.endpoint);
-            }
-        }
-    })
-    .await
-    .expect("every device registers");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_devices_take_an_80_kb_package_in_128_byte_blocks() {
-    let server = Server::start(test_server_config()).await.unwrap();
+    let server = Server::start(ServerConfig::loopback()).await.unwrap();
     let events = server.registry.subscribe();
     let old = image(60_000, 1);
     let new = image(80 * 1024 - 100, 2);
@@ -69,7 +37,10 @@ async fn fifty_devices_take_an_80_kb_package_in_128_byte_blocks() {
         },
     );
     let fleet = Fleet::start(&spec);
-    registered(&server.registry, events, fleet.len()).await;
+    assert!(
+        wait_registered(events, fleet.len(), BOUND).await,
+        "every device registers"
+    );
 
     let reports = futures_join(&server, &fleet, &pkg).await;
     let mut wire_sent = 0;

@@ -2,13 +2,16 @@
 //! (urn:imei:...), battery, signal, free flash, cell and firmware, generated from a seed so a run
 //! can be replayed.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use fota_engine::coap::{EndpointConfig, TransmissionParams};
+use fota_engine::lwm2m::RegistrationEvent;
 use fota_engine::lwm2m::firmware::DeliveryMethod;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use tokio::sync::broadcast;
 
 use crate::client::{Device, DeviceConfig};
 use crate::flash::SimulatedFlash;
@@ -98,6 +101,30 @@ impl Fleet {
     pub fn is_empty(&self) -> bool {
         self.devices.is_empty()
     }
+}
+
+/// Waits until `count` distinct endpoints have registered, reading `events` (subscribe before
+/// the fleet starts); false when `bound` passes first.
+pub async fn wait_registered(
+    mut events: broadcast::Receiver<RegistrationEvent>,
+    count: usize,
+    bound: Duration,
+) -> bool {
+    let mut seen = HashSet::new();
+    tokio::time::timeout(bound, async {
+        while seen.len() < count {
+            match events.recv().await {
+                Ok(RegistrationEvent::Registered(registration)) => {
+                    seen.insert(registration.endpoint);
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+        && seen.len() >= count
 }
 
 /// The IMEI-style endpoint name of device `i`.

@@ -23,6 +23,21 @@ pub struct ServerConfig {
     pub expiry_period: Duration,
 }
 
+impl ServerConfig {
+    /// An engine on an ephemeral loopback port with loopback timers, for tests, the demo and
+    /// benchmarks.
+    pub fn loopback() -> Self {
+        ServerConfig {
+            coap_addr: "127.0.0.1:0".parse().expect("address"),
+            coap: EndpointConfig {
+                params: crate::coap::TransmissionParams::fast(),
+                max_block_size: 1024,
+            },
+            ..ServerConfig::default()
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {

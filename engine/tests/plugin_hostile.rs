@@ -198,23 +198,12 @@ fn bytes_that_are_no_component_are_refused() {
 /// End to end: devices upgrade over CoAP while a plugin loops forever in the same process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_upgrade_over_coap_while_a_plugin_loops_forever() {
-    use fota_device::fleet::{Fleet, FleetSpec, ModelSpec};
-    use fota_engine::coap::{EndpointConfig, TransmissionParams};
-    use fota_engine::lwm2m::RegistrationEvent;
+    use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
     use fota_engine::server::{Server, ServerConfig};
     use fota_engine::transfer::{PushJob, TransferOutcome};
 
-    let server = Server::start(ServerConfig {
-        coap_addr: "127.0.0.1:0".parse().unwrap(),
-        coap: EndpointConfig {
-            params: TransmissionParams::fast(),
-            max_block_size: 1024,
-        },
-        ..ServerConfig::default()
-    })
-    .await
-    .unwrap();
-    let mut registrations = server.registry.subscribe();
+    let server = Server::start(ServerConfig::loopback()).await.unwrap();
+    let registrations = server.registry.subscribe();
     let model = ModelSpec {
         manufacturer: "Acme".into(),
         model: "NB-1".into(),
@@ -222,16 +211,8 @@ async fn devices_upgrade_over_coap_while_a_plugin_loops_forever() {
         version: "1.0".into(),
     };
     let fleet = Fleet::start(&FleetSpec::uniform(20, server.coap_addr(), model));
-    let mut registered = std::collections::HashSet::new();
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while registered.len() < fleet.len() {
-            if let Ok(RegistrationEvent::Registered(r)) = registrations.recv().await {
-                registered.insert(r.endpoint);
-            }
-        }
-    })
-    .await
-    .expect("the fleet registers");
+    let registered = wait_registered(registrations, fleet.len(), Duration::from_secs(60)).await;
+    assert!(registered, "the fleet registers");
 
     let host = host_with_policy_time(Duration::from_secs(3));
     let spin = Arc::new(PolicyPlugin::load(&host, "spin", &hostile("spin"), Vec::new()).unwrap());
