@@ -9,7 +9,7 @@ use clap::Args;
 use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
 use fota_engine::package;
 use fota_engine::server::{Server, ServerConfig};
-use fota_engine::transfer::{PushJob, TransferReport};
+use fota_engine::transfer::{Method, TransferReport};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Options of `fota demo`.
@@ -42,7 +42,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             version: "0.8.0".into(),
         },
     );
-    let fleet = Fleet::start(&spec);
+    let fleet = Fleet::start(&spec).await?;
     let registered = wait_registered(registrations, fleet.len(), Duration::from_secs(60)).await;
     anyhow::ensure!(registered, "devices did not register within a minute");
     println!("fleet: {} devices registered", fleet.len());
@@ -97,22 +97,9 @@ async fn push_all(
         )?
         .progress_chars("=> "),
     );
-    let mut tasks = tokio::task::JoinSet::new();
-    for device in &fleet.devices {
-        let push = server.push.clone();
-        let job = PushJob {
-            endpoint: device.config().endpoint.clone(),
-            package: pkg.clone(),
-            target_version: "0.9.0".into(),
-            block_size,
-        };
-        tasks.spawn(async move { push.run(&job).await });
-    }
-    let mut reports = Vec::new();
-    while let Some(report) = tasks.join_next().await {
-        reports.push(report?);
-        bar.inc(1);
-    }
+    let package = server.shelf.put(pkg.clone());
+    let jobs = fleet.jobs(&package, "0.9.0", block_size, Method::Push);
+    let reports = server.delivery.run_all(jobs, |_| bar.inc(1)).await;
     bar.finish();
     Ok(reports)
 }

@@ -1,5 +1,6 @@
 //! The `fota` command line: run the engine, or the end-to-end demo.
 
+mod bench;
 mod demo;
 mod diff_cmd;
 mod plugin_cmd;
@@ -24,6 +25,9 @@ enum Command {
     /// Run an engine and a simulated fleet on loopback, push one package to every device, and
     /// print what it cost.
     Demo(demo::DemoArgs),
+    /// Benchmarks: the real engine against the fleet simulator on loopback (BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Plugins: check a component against the fota:plugin worlds.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -65,6 +69,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Bench(command) => bench::run(command).await,
             Command::Plugin(_) | Command::Diff { .. } => unreachable!("handled without a runtime"),
         }
     })

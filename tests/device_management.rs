@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use fota_device::fleet::{Fleet, FleetSpec, ModelSpec};
 use fota_engine::coap::ResponseType;
-use fota_engine::lwm2m::firmware;
+use fota_engine::lwm2m::firmware::{self, UpdateResult};
 use fota_engine::lwm2m::{LwM2mPath, RegistrationEvent, Value};
 use fota_engine::server::{Server, ServerConfig};
 
@@ -21,7 +21,9 @@ async fn read_write_execute_observe_and_cancel_on_the_reference_device() {
         image: vec![1, 2, 3],
         version: "1.0".into(),
     };
-    let fleet = Fleet::start(&FleetSpec::uniform(1, server.coap_addr(), model));
+    let fleet = Fleet::start(&FleetSpec::uniform(1, server.coap_addr(), model))
+        .await
+        .unwrap();
     let registration = tokio::time::timeout(BOUND, async {
         loop {
             if let Ok(RegistrationEvent::Registered(r)) = events.recv().await {
@@ -54,7 +56,7 @@ async fn read_write_execute_observe_and_cancel_on_the_reference_device() {
             .any(|r| r.path == firmware::BATTERY_LEVEL)
     );
 
-    // Write the Package URI and read it back.
+    // Write a Package URI this device cannot resolve: it is kept, and Update Result says 7.
     m.write_value(
         device,
         firmware::PACKAGE_URI,
@@ -64,6 +66,8 @@ async fn read_write_execute_observe_and_cancel_on_the_reference_device() {
     .unwrap();
     let uri = m.read_value(device, firmware::PACKAGE_URI).await.unwrap();
     assert_eq!(uri.as_str().unwrap(), "coap://example/fw/1");
+    let result = m.read_value(device, firmware::UPDATE_RESULT).await.unwrap();
+    assert_eq!(result.as_i64().unwrap(), UpdateResult::InvalidUri.number());
 
     // Execute Update with nothing downloaded is refused with a clear code.
     let refused = m.execute(device, firmware::UPDATE, None).await.unwrap_err();

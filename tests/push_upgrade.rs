@@ -8,7 +8,7 @@ use bytes::Bytes;
 use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
 use fota_engine::package;
 use fota_engine::server::{Server, ServerConfig};
-use fota_engine::transfer::{PushJob, TransferOutcome};
+use fota_engine::transfer::{Method, TransferOutcome};
 use sha2::{Digest, Sha256};
 
 const BOUND: Duration = Duration::from_secs(120);
@@ -36,7 +36,7 @@ async fn fifty_devices_take_an_80_kb_package_in_128_byte_blocks() {
             version: "1.0".into(),
         },
     );
-    let fleet = Fleet::start(&spec);
+    let fleet = Fleet::start(&spec).await.unwrap();
     assert!(
         wait_registered(events, fleet.len(), BOUND).await,
         "every device registers"
@@ -74,28 +74,9 @@ async fn futures_join(
     fleet: &Fleet,
     pkg: &Bytes,
 ) -> Vec<fota_engine::transfer::TransferReport> {
-    let tasks: Vec<_> = fleet
-        .devices
-        .iter()
-        .map(|device| {
-            let push = server.push.clone();
-            let job = PushJob {
-                endpoint: device.config().endpoint.clone(),
-                package: pkg.clone(),
-                target_version: "2.0".into(),
-                block_size: 128,
-            };
-            tokio::spawn(async move { push.run(&job).await })
-        })
-        .collect();
-    let mut reports = Vec::new();
-    for task in tasks {
-        reports.push(
-            tokio::time::timeout(BOUND, task)
-                .await
-                .expect("transfer ends in time")
-                .unwrap(),
-        );
-    }
-    reports
+    let package = server.shelf.put(pkg.clone());
+    let jobs = fleet.jobs(&package, "2.0", 128, Method::Push);
+    tokio::time::timeout(BOUND, server.delivery.run_all(jobs, |_| {}))
+        .await
+        .expect("every delivery ends in time")
 }

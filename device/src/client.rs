@@ -13,12 +13,13 @@ use fota_engine::coap::{
     BlockOption, Endpoint, EndpointConfig, HandlerFuture, IncomingRequest, OutgoingRequest,
     PacketExt, RequestHandler, Response,
 };
-use fota_engine::lwm2m::firmware::{self, DeliveryMethod, FirmwareState};
+use fota_engine::lwm2m::firmware::{self, DeliveryMethod, FirmwareState, UpdateResult};
 use fota_engine::lwm2m::{ContentFormat, LwM2mPath, Record, Value, content};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::events::McuEvent;
-use crate::firmware_update::{FirmwareUpdate, WriteAnswer};
+use crate::firmware_update::{FirmwareUpdate, PullStart, WriteAnswer};
+use crate::pull::parse_uri;
 use crate::system::DeviceSystem;
 
 /// What a device is and how it behaves on the network.
@@ -48,6 +49,19 @@ pub struct DeviceConfig {
     pub install_time: Duration,
     /// CoAP timers of the device.
     pub coap: EndpointConfig,
+    /// Queue mode (binding UQ): the device sleeps in PSM and is reachable only for a while
+    /// after each Update. `None`: always reachable (binding U).
+    pub sleep: Option<SleepCycle>,
+}
+
+/// A device in power saving mode: awake for `awake` after each Update, then radio off (its
+/// socket closed, so whatever the server sends is lost) for `asleep`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SleepCycle {
+    /// Time reachable after each wake-up Update.
+    pub awake: Duration,
+    /// Time in PSM between two wake-ups.
+    pub asleep: Duration,
 }
 
 /// Commands to a running device.
@@ -71,17 +85,17 @@ impl<S: DeviceSystem> Clone for Device<S> {
 }
 
 /// State shared by the device's tasks and its handle.
-struct Shared<S> {
+pub(crate) struct Shared<S> {
     /// Identity and behaviour.
-    config: DeviceConfig,
+    pub(crate) config: DeviceConfig,
     /// Flash, radio and the Firmware Update object, under one lock: a request sees them consistent.
-    core: Mutex<Core<S>>,
+    pub(crate) core: Mutex<Core<S>>,
     /// MCU notifications, for tests and the simulator's progress.
     events: broadcast::Sender<McuEvent>,
     /// Commands to the run loop.
     commands: mpsc::UnboundedSender<Command>,
     /// The socket of the current boot; notifications leave from it.
-    endpoint: Mutex<Option<Endpoint>>,
+    pub(crate) endpoint: Mutex<Option<Endpoint>>,
     /// Notifications waiting to be sent, in order.
     notifications: mpsc::UnboundedSender<(Observer, Response)>,
     /// Observe sequence number of the next notification.
@@ -89,11 +103,11 @@ struct Shared<S> {
 }
 
 /// What the device holds in memory and flash.
-struct Core<S> {
+pub(crate) struct Core<S> {
     /// The system API.
-    system: S,
+    pub(crate) system: S,
     /// Object 5.
-    firmware: FirmwareUpdate,
+    pub(crate) firmware: FirmwareUpdate,
     /// Active observations (RAM: lost at reboot).
     observers: Vec<Observer>,
 }
@@ -166,23 +180,19 @@ async fn run<S: DeviceSystem>(
             return;
         };
         let config = device.config.clone();
-        let Ok(endpoint) =
-            Endpoint::bind("127.0.0.1:0".parse().expect("address"), config.coap).await
+        drop(device);
+        let Some(endpoint) = radio_on(&shared, "127.0.0.1:0".parse().expect("address")).await
         else {
             return;
         };
-        endpoint.set_handler(Arc::new(DeviceHandler {
-            shared: Arc::downgrade(&device),
-        }));
-        *lock(&device.endpoint) = Some(endpoint.clone());
-        drop(device);
         let Some(location) = register(&endpoint, &config).await else {
             return;
         };
-        let reboot = stay_registered(&endpoint, &config, &location, &mut commands).await;
+        let reboot = stay_registered(&shared, endpoint, &location, &mut commands).await;
         let Some(device) = shared.upgrade() else {
             return;
         };
+        *lock(&device.endpoint) = None;
         let mut core = lock(&device.core);
         core.observers.clear();
         core.firmware.after_reboot();
@@ -193,17 +203,47 @@ async fn run<S: DeviceSystem>(
     }
 }
 
+/// Opens the device's socket on `addr` and answers requests on it. Binding the port of a
+/// socket just closed (waking from PSM) can fail until the old socket's tasks have stopped,
+/// so that is tried again for a while.
+async fn radio_on<S: DeviceSystem>(
+    shared: &std::sync::Weak<Shared<S>>,
+    addr: SocketAddr,
+) -> Option<Endpoint> {
+    let device = shared.upgrade()?;
+    let mut tries = 0;
+    let endpoint = loop {
+        match Endpoint::bind(addr, device.config.coap).await {
+            Ok(endpoint) => break endpoint,
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && tries < 3000 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(error) => {
+                tracing::warn!(%addr, %error, "device cannot open its socket");
+                return None;
+            }
+        }
+    };
+    endpoint.set_handler(Arc::new(DeviceHandler {
+        shared: Arc::downgrade(&device),
+    }));
+    *lock(&device.endpoint) = Some(endpoint.clone());
+    Some(endpoint)
+}
+
 /// Registers, retrying with back-off until the server accepts; the Location-Path comes back.
 async fn register(endpoint: &Endpoint, config: &DeviceConfig) -> Option<Vec<String>> {
     let mut request = OutgoingRequest::new(RequestType::Post, &["rd"]).with_payload(
         ContentFormat::LinkFormat.number(),
         Bytes::from_static(b"</1/0>,</3/0>,</4/0>,</5/0>"),
     );
+    let binding = if config.sleep.is_some() { "UQ" } else { "U" };
     request.query = vec![
         format!("ep={}", config.endpoint),
         format!("lt={}", config.lifetime.as_secs().max(1)),
         format!("lwm2m={}", config.lwm2m_version),
-        "b=U".to_string(),
+        format!("b={binding}"),
     ];
     let mut backoff = config.coap.params.ack_timeout;
     loop {
@@ -223,25 +263,56 @@ async fn register(endpoint: &Endpoint, config: &DeviceConfig) -> Option<Vec<Stri
     }
 }
 
-/// Sends Updates every half lifetime. Returns true to reboot (command or lost registration),
-/// false when the device is gone.
-async fn stay_registered(
-    endpoint: &Endpoint,
-    config: &DeviceConfig,
+/// Sends an Update every half lifetime, or, in queue mode, sleeps and wakes with an Update.
+/// Returns true to reboot (command or lost registration), false when the device is gone.
+async fn stay_registered<S: DeviceSystem>(
+    shared: &std::sync::Weak<Shared<S>>,
+    mut endpoint: Endpoint,
     location: &[String],
     commands: &mut mpsc::UnboundedReceiver<Command>,
 ) -> bool {
+    let Some(config) = shared.upgrade().map(|device| device.config.clone()) else {
+        return false;
+    };
     let update = OutgoingRequest::new(RequestType::Post, location);
     loop {
-        tokio::select! {
-            command = commands.recv() => return matches!(command, Some(Command::Reboot)),
-            _ = tokio::time::sleep(config.lifetime / 2) => {
-                match endpoint.request(config.server, &update).await {
-                    Ok(response) if response.response_code() == Some(ResponseType::NotFound) => return true,
-                    _ => {}
-                }
-            }
+        let awake = config
+            .sleep
+            .map_or(config.lifetime / 2, |cycle| cycle.awake);
+        if let Some(command) = wait_or_command(awake, commands).await {
+            return command;
         }
+        if let Some(cycle) = config.sleep {
+            let addr = endpoint.local_addr();
+            drop(endpoint);
+            if let Some(device) = shared.upgrade() {
+                *lock(&device.endpoint) = None;
+            }
+            if let Some(command) = wait_or_command(cycle.asleep, commands).await {
+                return command;
+            }
+            let Some(woken) = radio_on(shared, addr).await else {
+                return false;
+            };
+            endpoint = woken;
+        }
+        if let Ok(response) = endpoint.request(config.server, &update).await
+            && response.response_code() == Some(ResponseType::NotFound)
+        {
+            return true;
+        }
+    }
+}
+
+/// Waits `duration` unless a command comes first: `Some(true)` to reboot, `Some(false)` when
+/// the device is gone.
+async fn wait_or_command(
+    duration: Duration,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+) -> Option<bool> {
+    tokio::select! {
+        command = commands.recv() => Some(matches!(command, Some(Command::Reboot))),
+        _ = tokio::time::sleep(duration) => None,
     }
 }
 
@@ -270,9 +341,7 @@ impl<S: DeviceSystem> Shared<S> {
             Some(RequestType::Get) => self.read(&request, path),
             Some(RequestType::Put) if path == firmware::PACKAGE => self.write_package(&request),
             Some(RequestType::Put) if path == firmware::PACKAGE_URI => {
-                lock(&self.core).firmware.package_uri =
-                    String::from_utf8_lossy(&request.packet.payload).into_owned();
-                Response::new(ResponseType::Changed)
+                self.write_package_uri(&request.packet.payload)
             }
             Some(RequestType::Post) => self.execute(path),
             _ => Response::error(
@@ -354,6 +423,40 @@ impl<S: DeviceSystem> Shared<S> {
         response
     }
 
+    /// A Package URI write: starts (or resumes, or cancels) a pull.
+    fn write_package_uri(self: &Arc<Self>, payload: &[u8]) -> Response {
+        if self.config.delivery == DeliveryMethod::Push {
+            return Response::error(
+                ResponseType::MethodNotAllowed,
+                "this device takes push only",
+            );
+        }
+        let Ok(uri) = std::str::from_utf8(payload) else {
+            return Response::error(ResponseType::BadRequest, "the URI is not UTF-8");
+        };
+        let location = parse_uri(uri);
+        let mut core = lock(&self.core);
+        if location.is_none() && !uri.is_empty() {
+            core.firmware.package_uri = uri.to_string();
+            core.firmware.result = UpdateResult::InvalidUri;
+            return Response::new(ResponseType::Changed);
+        }
+        let Core {
+            system, firmware, ..
+        } = &mut *core;
+        match (firmware.start_pull(system, uri), location) {
+            (PullStart::Fetch { generation, from }, Some(location)) => {
+                tokio::spawn(self.clone().fetch(generation, location, from));
+                Response::new(ResponseType::Changed)
+            }
+            (PullStart::Busy, _) => Response::error(
+                ResponseType::MethodNotAllowed,
+                "a package is already downloaded",
+            ),
+            _ => Response::new(ResponseType::Changed),
+        }
+    }
+
     fn execute(self: &Arc<Self>, path: LwM2mPath) -> Response {
         if path == firmware::UPDATE {
             let mut events = Vec::new();
@@ -399,20 +502,20 @@ impl<S: DeviceSystem> Shared<S> {
         let _ = self.commands.send(Command::Reboot);
     }
 
-    fn emit(&self, events: Vec<McuEvent>) {
+    pub(crate) fn emit(&self, events: Vec<McuEvent>) {
         for event in events {
             let _ = self.events.send(event);
         }
     }
 
     /// State and Update Result, to see what a request changed.
-    fn watched(&self) -> (FirmwareState, i64) {
+    pub(crate) fn watched(&self) -> (FirmwareState, i64) {
         let core = lock(&self.core);
         (core.firmware.state, core.firmware.result.number())
     }
 
     /// Queues a notification to every observer of a value that changed.
-    fn notify_changes(self: &Arc<Self>, before: (FirmwareState, i64)) {
+    pub(crate) fn notify_changes(&self, before: (FirmwareState, i64)) {
         if self.watched() == before {
             return;
         }
@@ -526,7 +629,7 @@ impl<S: DeviceSystem> Core<S> {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -29,6 +29,27 @@ pub struct FirmwareUpdate {
     pub result: UpdateResult,
     /// /5/0/1, as last written.
     pub package_uri: String,
+    /// ETag of the package being pulled, kept with its bytes: a resumed pull continues only
+    /// if the server still serves the same package.
+    pub package_etag: Option<Vec<u8>>,
+    /// Counts pulls started; a fetch whose number is no longer current stops.
+    pub pull_generation: u64,
+}
+
+/// What writing a Package URI starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullStart {
+    /// Fetch the package, from `from` (bytes already stored of the same URI) onwards.
+    Fetch {
+        /// The pull this fetch belongs to.
+        generation: u64,
+        /// Package bytes already stored.
+        from: usize,
+    },
+    /// An empty URI: download cancelled, partial package erased.
+    Cancelled,
+    /// A package is downloaded or installing: the URI is refused.
+    Busy,
 }
 
 impl Default for FirmwareUpdate {
@@ -37,6 +58,8 @@ impl Default for FirmwareUpdate {
             state: FirmwareState::Idle,
             result: UpdateResult::Initial,
             package_uri: String::new(),
+            package_etag: None,
+            pull_generation: 0,
         }
     }
 }
@@ -116,6 +139,70 @@ impl FirmwareUpdate {
         self.result = UpdateResult::Initial;
     }
 
+    /// A write of /5/0/1. Writing again the URI a pull was interrupted on resumes it over the
+    /// bytes already stored; another URI starts from scratch.
+    pub fn start_pull(&mut self, system: &mut dyn DeviceSystem, uri: &str) -> PullStart {
+        if matches!(
+            self.state,
+            FirmwareState::Downloaded | FirmwareState::Updating
+        ) {
+            return PullStart::Busy;
+        }
+        self.pull_generation += 1;
+        if uri.is_empty() {
+            self.reset(system);
+            self.package_uri.clear();
+            self.package_etag = None;
+            return PullStart::Cancelled;
+        }
+        if uri != self.package_uri {
+            system.erase();
+            self.package_etag = None;
+            self.package_uri = uri.to_string();
+        }
+        self.state = FirmwareState::Downloading;
+        self.result = UpdateResult::Initial;
+        PullStart::Fetch {
+            generation: self.pull_generation,
+            from: system.saved_bytes(),
+        }
+    }
+
+    /// Checks a fetched block's ETag against the package's. False when the server now serves
+    /// another package: what is stored is erased and the pull starts over.
+    pub fn same_package(&mut self, system: &mut dyn DeviceSystem, etag: &[u8]) -> bool {
+        match &self.package_etag {
+            Some(known) if known.as_slice() == etag => true,
+            None => {
+                self.package_etag = Some(etag.to_vec());
+                true
+            }
+            Some(_) => {
+                system.erase();
+                self.package_etag = Some(etag.to_vec());
+                false
+            }
+        }
+    }
+
+    /// A pull that cannot go on: back to Idle with `result`. A lost connection keeps the
+    /// stored bytes, so writing the URI again resumes.
+    pub fn abandon_pull(
+        &mut self,
+        system: &mut dyn DeviceSystem,
+        result: UpdateResult,
+        events: &mut Vec<McuEvent>,
+    ) {
+        if result != UpdateResult::ConnectionLost {
+            system.erase();
+        }
+        self.state = FirmwareState::Idle;
+        self.result = result;
+        events.push(McuEvent::DownloadFailed(format!(
+            "pull abandoned: {result:?}"
+        )));
+    }
+
     /// Execute /5/0/26501: go back to Downloading over the bytes already stored. False when
     /// there is nothing to resume.
     pub fn switch_to_download(&mut self, system: &dyn DeviceSystem) -> bool {
@@ -159,6 +246,7 @@ impl FirmwareUpdate {
     /// After a reboot or power cut: a download in progress stops (its bytes stay in flash, for
     /// Switch to Download), an install in progress is lost.
     pub fn after_reboot(&mut self) {
+        self.pull_generation += 1;
         if self.state != FirmwareState::Downloaded {
             self.state = FirmwareState::Idle;
         }

@@ -4,16 +4,19 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fota_engine::coap::{EndpointConfig, TransmissionParams};
 use fota_engine::lwm2m::RegistrationEvent;
 use fota_engine::lwm2m::firmware::DeliveryMethod;
+use fota_engine::transfer::{DeliveryJob, Method, ShelvedPackage};
+use fota_impair::{Impairment, Link};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::broadcast;
 
-use crate::client::{Device, DeviceConfig};
+use crate::client::{Device, DeviceConfig, SleepCycle};
 use crate::flash::SimulatedFlash;
 
 /// A module model the fleet contains.
@@ -52,6 +55,15 @@ pub struct FleetSpec {
     pub cells: u32,
     /// Largest Block1 block a device buffers.
     pub max_block_size: usize,
+    /// /5/0/9 of every device.
+    pub delivery: DeliveryMethod,
+    /// Share of devices that implement /5/0/26500 and /5/0/26501 (breakpoint resume).
+    pub resume_share: f64,
+    /// Queue mode: every device sleeps in PSM on this cycle.
+    pub sleep: Option<SleepCycle>,
+    /// When set, every device reaches the engine through its own impaired link, seeded from
+    /// `seed` and the device's index.
+    pub link: Option<Impairment>,
 }
 
 impl FleetSpec {
@@ -68,6 +80,10 @@ impl FleetSpec {
             weak_signal_share: 0.0,
             cells: 16,
             max_block_size: 1024,
+            delivery: DeliveryMethod::Both,
+            resume_share: 1.0,
+            sleep: None,
+            link: None,
         }
     }
 }
@@ -76,25 +92,53 @@ impl FleetSpec {
 pub struct Fleet {
     /// Every device, in creation order.
     pub devices: Vec<Device<SimulatedFlash>>,
+    /// Each device's impaired link, in the same order (empty without `FleetSpec::link`).
+    pub links: Vec<Link>,
 }
 
 impl Fleet {
-    /// Starts every device of `spec`; they register on their own.
-    pub fn start(spec: &FleetSpec) -> Fleet {
+    /// Starts every device of `spec` (and its link); they register on their own.
+    pub async fn start(spec: &FleetSpec) -> std::io::Result<Fleet> {
         let mut rng = SmallRng::seed_from_u64(spec.seed);
-        let devices = (0..spec.devices)
-            .map(|i| {
-                let model = &spec.models[i % spec.models.len()];
-                let (config, flash) = device_of(spec, model, i, &mut rng);
-                Device::start(config, flash)
-            })
-            .collect();
-        Fleet { devices }
+        let mut devices = Vec::with_capacity(spec.devices);
+        let mut links = Vec::new();
+        for i in 0..spec.devices {
+            let model = &spec.models[i % spec.models.len()];
+            let (mut config, flash) = device_of(spec, model, i, &mut rng);
+            if let Some(impairment) = &spec.link {
+                let seed = spec.seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
+                let link = Link::start(spec.server, impairment.clone(), seed).await?;
+                config.server = link.local_addr();
+                links.push(link);
+            }
+            devices.push(Device::start(config, flash));
+        }
+        Ok(Fleet { devices, links })
     }
 
     /// Number of devices.
     pub fn len(&self) -> usize {
         self.devices.len()
+    }
+
+    /// One delivery job per device: `package` to `target_version` by `method`.
+    pub fn jobs(
+        &self,
+        package: &Arc<ShelvedPackage>,
+        target_version: &str,
+        block_size: usize,
+        method: Method,
+    ) -> Vec<DeliveryJob> {
+        self.devices
+            .iter()
+            .map(|device| DeliveryJob {
+                endpoint: device.config().endpoint.clone(),
+                package: package.clone(),
+                target_version: target_version.to_string(),
+                block_size,
+                method,
+            })
+            .collect()
     }
 
     /// True when the fleet is empty.
@@ -157,14 +201,15 @@ fn device_of(
         manufacturer: model.manufacturer.clone(),
         model: model.model.clone(),
         cell_id: rng.random_range(0..spec.cells.max(1)),
-        supports_resume: true,
-        delivery: DeliveryMethod::Both,
+        supports_resume: rng.random_bool(spec.resume_share),
+        delivery: spec.delivery,
         max_block_size: spec.max_block_size,
         install_time: Duration::from_millis(20),
         coap: EndpointConfig {
             params: spec.coap,
             max_block_size: 1024,
         },
+        sleep: spec.sleep,
     };
     (config, flash)
 }

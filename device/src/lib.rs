@@ -8,6 +8,7 @@ pub mod firmware_update;
 pub mod flash;
 pub mod fleet;
 pub mod patch;
+pub mod pull;
 pub mod system;
 
 pub use client::{Device, DeviceConfig};

@@ -1,5 +1,6 @@
 //! `Server`: the engine's layers assembled on one CoAP socket: registration interface, registry
-//! with lifetime expiry, device management and push delivery.
+//! with lifetime expiry, device management, the package server for pulling devices, and
+//! delivery (push or pull, with breakpoint resume).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,17 +9,17 @@ use std::time::Duration;
 use crate::coap::{Endpoint, EndpointConfig};
 use crate::lwm2m::server::spawn_expiry;
 use crate::lwm2m::{DeviceManagement, RegistrationInterface, Registry};
-use crate::transfer::{PushConfig, PushTransfer};
+use crate::transfer::{Delivery, DeliveryConfig, PackageServer, PackageShelf, ResumeBook};
 
 /// How to run the engine.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     /// UDP address for CoAP (LwM2M default port 5683).
     pub coap_addr: SocketAddr,
     /// CoAP timers and block size.
     pub coap: EndpointConfig,
-    /// Push delivery timeouts.
-    pub push: PushConfig,
+    /// Delivery timers. An empty `package_authority` means the bound CoAP address.
+    pub delivery: DeliveryConfig,
     /// How often expired registrations are removed.
     pub expiry_period: Duration,
 }
@@ -33,6 +34,12 @@ impl ServerConfig {
                 params: crate::coap::TransmissionParams::fast(),
                 max_block_size: 1024,
             },
+            delivery: DeliveryConfig {
+                retry_backoff: (Duration::from_millis(50), Duration::from_secs(1)),
+                suspend_limit: Duration::from_secs(600),
+                package_authority: String::new(),
+                ..DeliveryConfig::default()
+            },
             ..ServerConfig::default()
         }
     }
@@ -43,7 +50,10 @@ impl Default for ServerConfig {
         ServerConfig {
             coap_addr: "0.0.0.0:5683".parse().expect("address"),
             coap: EndpointConfig::default(),
-            push: PushConfig::default(),
+            delivery: DeliveryConfig {
+                package_authority: String::new(),
+                ..DeliveryConfig::default()
+            },
             expiry_period: Duration::from_secs(1),
         }
     }
@@ -57,8 +67,10 @@ pub struct Server {
     pub registry: Arc<Registry>,
     /// Read / Write / Execute / Observe towards devices.
     pub management: DeviceManagement,
-    /// Push delivery.
-    pub push: PushTransfer,
+    /// The packages the engine delivers and serves at their Package URI.
+    pub shelf: PackageShelf,
+    /// Push and pull delivery, with breakpoint resume.
+    pub delivery: Delivery,
     /// Stops expiry when the server is dropped.
     expiry: tokio::task::JoinHandle<()>,
 }
@@ -68,15 +80,31 @@ impl Server {
     pub async fn start(config: ServerConfig) -> std::io::Result<Server> {
         let endpoint = Endpoint::bind(config.coap_addr, config.coap).await?;
         let registry = Arc::new(Registry::new());
-        endpoint.set_handler(Arc::new(RegistrationInterface::new(registry.clone(), None)));
+        let shelf = PackageShelf::new();
+        let packages = PackageServer::new(shelf.clone(), config.coap.max_block_size);
+        endpoint.set_handler(Arc::new(RegistrationInterface::new(
+            registry.clone(),
+            Some(Arc::new(packages)),
+        )));
         let management = DeviceManagement::new(endpoint.clone());
-        let push = PushTransfer::new(management.clone(), registry.clone(), config.push);
+        let mut delivery_config = config.delivery;
+        if delivery_config.package_authority.is_empty() {
+            delivery_config.package_authority = endpoint.local_addr().to_string();
+        }
+        let delivery = Delivery::new(
+            management.clone(),
+            registry.clone(),
+            ResumeBook::new(),
+            shelf.clone(),
+            delivery_config,
+        );
         let expiry = spawn_expiry(&registry, config.expiry_period);
         Ok(Server {
             endpoint,
             registry,
             management,
-            push,
+            shelf,
+            delivery,
             expiry,
         })
     }

@@ -200,7 +200,7 @@ fn bytes_that_are_no_component_are_refused() {
 async fn devices_upgrade_over_coap_while_a_plugin_loops_forever() {
     use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
     use fota_engine::server::{Server, ServerConfig};
-    use fota_engine::transfer::{PushJob, TransferOutcome};
+    use fota_engine::transfer::{Method, TransferOutcome};
 
     let server = Server::start(ServerConfig::loopback()).await.unwrap();
     let registrations = server.registry.subscribe();
@@ -210,7 +210,9 @@ async fn devices_upgrade_over_coap_while_a_plugin_loops_forever() {
         image: vec![0; 1000],
         version: "1.0".into(),
     };
-    let fleet = Fleet::start(&FleetSpec::uniform(20, server.coap_addr(), model));
+    let fleet = Fleet::start(&FleetSpec::uniform(20, server.coap_addr(), model))
+        .await
+        .unwrap();
     let registered = wait_registered(registrations, fleet.len(), Duration::from_secs(60)).await;
     assert!(registered, "the fleet registers");
 
@@ -219,25 +221,15 @@ async fn devices_upgrade_over_coap_while_a_plugin_loops_forever() {
     let spinning = tokio::spawn(async move { spin.decide(device("victim", "m"), package()).await });
     let image: Vec<u8> = (0..30_000u32).map(|i| (i % 253) as u8).collect();
     let pkg = bytes::Bytes::from(fota_engine::package::full(&image, "2.0").unwrap());
-    let pushes: Vec<_> = fleet
-        .devices
-        .iter()
-        .map(|d| {
-            let push = server.push.clone();
-            let job = PushJob {
-                endpoint: d.config().endpoint.clone(),
-                package: pkg.clone(),
-                target_version: "2.0".into(),
-                block_size: 256,
-            };
-            tokio::spawn(async move { push.run(&job).await })
-        })
-        .collect();
-    for push in pushes {
-        let report = tokio::time::timeout(Duration::from_secs(120), push)
-            .await
-            .unwrap()
-            .unwrap();
+    let package = server.shelf.put(pkg);
+    let jobs = fleet.jobs(&package, "2.0", 256, Method::Push);
+    let reports = tokio::time::timeout(
+        Duration::from_secs(120),
+        server.delivery.run_all(jobs, |_| {}),
+    )
+    .await
+    .expect("every delivery ends in time");
+    for report in reports {
         assert_eq!(
             report.outcome,
             TransferOutcome::Upgraded {

@@ -36,16 +36,26 @@ pub struct Block1Outcome {
     pub block_size: usize,
 }
 
-/// Sends `upload` to `peer` block by block, each a confirmable request. `on_block` is told the
-/// acknowledged offset after every block the peer accepts. Ends at the last block or at the
-/// first error response, which is returned, not raised: the caller decides what 4.13, 4.08 or
-/// 5.03 mean for it.
+/// Progress of a Block1 upload, told to the caller as it happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Block1Progress {
+    /// A block request for `len` body bytes at `offset` goes out (once per block, however
+    /// often the message layer retransmits it).
+    Sending { offset: usize, len: usize },
+    /// The peer accepted every byte before this offset.
+    Acknowledged(usize),
+}
+
+/// Sends `upload` to `peer` block by block, each a confirmable request, telling `progress`
+/// what goes out and what the peer accepted. Ends at the last block or at the first error
+/// response, which is returned, not raised: the caller decides what 4.13, 4.08 or 5.03 mean
+/// for it.
 pub async fn send_block1(
     endpoint: &Endpoint,
     peer: SocketAddr,
     upload: &Block1Upload,
     meter: &WireMeter,
-    mut on_block: impl FnMut(usize),
+    mut progress: impl FnMut(Block1Progress),
 ) -> Result<Block1Outcome, CoapError> {
     let fail = |reason: String| CoapError::Blockwise { peer, reason };
     size_exponent(upload.block_size).map_err(|e| fail(e.to_string()))?;
@@ -68,6 +78,10 @@ pub async fn send_block1(
         request.size1 = first.then_some(len as u32);
         request.payload = upload.body.slice(offset..end);
         first = false;
+        progress(Block1Progress::Sending {
+            offset,
+            len: end - offset,
+        });
         let response = endpoint.request_metered(peer, &request, meter).await?;
         let code = response.response_code().unwrap_or(ResponseType::UnKnown);
         let peer_block = response
@@ -95,7 +109,7 @@ pub async fn send_block1(
             )));
         }
         offset = end;
-        on_block(offset);
+        progress(Block1Progress::Acknowledged(offset));
         if !more {
             return Ok(outcome(response, offset, size));
         }

@@ -1,9 +1,19 @@
-//! Delivering one package to one device: push with Block1 to /5/0/0, the Firmware Update state
-//! machine seen from the server, Update, and the version check after the device comes back.
+//! Delivering one package to one device: push with Block1 to /5/0/0 or pull through the
+//! Package URI, breakpoint resume via /5/0/26500 after every interruption, queue-mode windows,
+//! the Firmware Update state machine seen from the server, Update, and the version check after
+//! the device comes back.
 
+pub mod delivery;
+mod install;
 pub mod outcome;
+mod pull;
 pub mod push;
+pub mod resume;
+pub mod shelf;
+mod steps;
 pub mod watch;
 
+pub use delivery::{Delivery, DeliveryConfig, DeliveryJob, Method};
 pub use outcome::{TransferOutcome, TransferReport, WireCount};
-pub use push::{PushConfig, PushJob, PushTransfer};
+pub use resume::{ResumeBook, ResumePoint};
+pub use shelf::{PackageServer, PackageShelf, ShelvedPackage};

@@ -38,9 +38,10 @@ impl TransferOutcome {
 /// Bytes one delivery cost.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WireCount {
-    /// Package bytes acknowledged by the device for the first time.
+    /// Package bytes sent for the first time (each block counted once, however often the
+    /// message layer retransmitted it).
     pub package_first: u64,
-    /// Package bytes sent again (blocks repeated after an interruption or renegotiation).
+    /// Package bytes sent again: blocks repeated after an interruption or a renegotiation.
     pub package_resent: u64,
     /// Every byte of every CoAP message the engine sent for this delivery, retransmissions and
     /// headers included.
@@ -58,6 +59,8 @@ pub struct TransferReport {
     pub wire: WireCount,
     /// Block size used at the end.
     pub block_size: usize,
+    /// Attempts that ended in an interruption and were resumed.
+    pub interruptions: u32,
     /// Wall time from start to end.
     pub elapsed: Duration,
 }

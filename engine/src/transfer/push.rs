@@ -1,111 +1,46 @@
-//! Push delivery of one package to one device: Block1 writes to /5/0/0, the State and Update
-//! Result observed, Update executed once Downloaded, and the new version confirmed after the
-//! device registers again.
+//! The push download step: the package written to /5/0/0 with Block1, from byte 0 or, when the
+//! device kept part of it (/5/0/26500), from the block of its first missing byte after Switch to
+//! Download (/5/0/26501); then the wait for the device to verify it.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
 
 use bytes::Bytes;
-use coap_lite::RequestType;
+use coap_lite::{RequestType, ResponseType};
 
-use super::outcome::{TransferOutcome, TransferReport, WireCount};
+use super::delivery::Delivery;
+use super::outcome::TransferOutcome;
+use super::resume::{ResumePoint, resume_offset};
+use super::steps::{Attempt, StageError, at, device_failure};
 use super::watch::FirmwareWatch;
-use crate::coap::blockwise::{Block1Upload, send_block1};
-use crate::coap::{CoapError, OutgoingRequest, PacketExt, WireMeter};
+use crate::coap::blockwise::{Block1Progress, Block1Upload, send_block1};
+use crate::coap::{OutgoingRequest, PacketExt, WireMeter};
 use crate::lwm2m::firmware::{self, FirmwareState, UpdateResult};
-use crate::lwm2m::{
-    ContentFormat, DeviceManagement, ManagementError, Registration, RegistrationEvent, Registry,
-};
+use crate::lwm2m::{ContentFormat, DeviceManagement, ManagementError};
 
-/// Limits of a push delivery.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PushConfig {
-    /// How long a device may take to verify a downloaded package and report Downloaded.
-    pub verify_timeout: Duration,
-    /// How long a device may take to install and register again.
-    pub install_timeout: Duration,
-}
-
-impl Default for PushConfig {
-    fn default() -> Self {
-        PushConfig {
-            verify_timeout: Duration::from_secs(120),
-            install_timeout: Duration::from_secs(600),
-        }
-    }
-}
-
-/// One package to push to one device.
-#[derive(Debug, Clone)]
-pub struct PushJob {
-    /// The device's endpoint name.
-    pub endpoint: String,
-    /// The package bytes (shared between every device, never copied per device).
-    pub package: Bytes,
-    /// Version the device must report afterwards.
-    pub target_version: String,
-    /// Block size to start with.
-    pub block_size: usize,
-}
-
-/// Pushes packages to registered devices.
-#[derive(Clone)]
-pub struct PushTransfer {
-    /// Device management requests.
-    management: DeviceManagement,
-    /// Where registrations and re-registrations are seen.
-    registry: Arc<Registry>,
-    /// Timeouts.
-    config: PushConfig,
-}
-
-impl PushTransfer {
-    /// Pushes through `management` to devices in `registry`.
-    pub fn new(management: DeviceManagement, registry: Arc<Registry>, config: PushConfig) -> Self {
-        PushTransfer {
-            management,
-            registry,
-            config,
-        }
-    }
-
-    /// Delivers and installs `job`'s package, start to end.
-    pub async fn run(&self, job: &PushJob) -> TransferReport {
-        let started = Instant::now();
-        let meter = WireMeter::default();
-        let mut wire = WireCount::default();
-        let mut block_size = job.block_size;
-        let outcome = match self.registry.get(&job.endpoint) {
-            None => TransferOutcome::Interrupted("device not registered".into()),
-            Some(registration) => self
-                .deliver(job, &registration, &meter, &mut wire, &mut block_size)
-                .await
-                .unwrap_or_else(interrupted),
-        };
-        wire.wire_sent = meter.sent();
-        wire.retransmissions = meter.retransmitted();
-        TransferReport {
-            outcome,
-            wire,
-            block_size,
-            elapsed: started.elapsed(),
-        }
-    }
-
-    async fn deliver(
+impl Delivery {
+    /// Brings the package onto the device by push. `None` once the device reports Downloaded;
+    /// otherwise the outcome that ends the attempt.
+    pub(super) async fn push(
         &self,
-        job: &PushJob,
-        registration: &Registration,
+        attempt: &mut Attempt<'_>,
+        watch: &mut FirmwareWatch,
+        device: SocketAddr,
         meter: &WireMeter,
-        wire: &mut WireCount,
-        block_size: &mut usize,
-    ) -> Result<TransferOutcome, StageError> {
-        let device = registration.address;
-        let mut watch = FirmwareWatch::start(&self.management, device)
-            .await
-            .map_err(at("observing State and Update Result"))?;
-        if watch.state() != FirmwareState::Idle || watch.result() != UpdateResult::Initial {
-            // Leftovers of an earlier attempt: an empty write resets the device and erases them.
+    ) -> Result<Option<TransferOutcome>, StageError> {
+        let job = attempt.job;
+        let known = self.book.get(&job.endpoint, &job.package.sha256);
+        if let Some(point) = known {
+            attempt.block_size = point.block_size;
+        }
+        let start = match known {
+            Some(_) => self.resume_at(device, attempt).await?,
+            None => None,
+        };
+        if start.is_none()
+            && (watch.state() != FirmwareState::Idle || watch.result() != UpdateResult::Initial)
+        {
+            // Leftovers of an earlier attempt or another package: an empty write resets the
+            // device and erases them.
             self.management
                 .write(
                     device,
@@ -116,115 +51,159 @@ impl PushTransfer {
                 .await
                 .map_err(at("resetting the device"))?;
         }
+        let mut point = known.unwrap_or(ResumePoint {
+            package: job.package.sha256,
+            acknowledged: 0,
+            high_water: 0,
+            block_size: attempt.block_size,
+        });
+        let response = self
+            .send_package(attempt, &mut point, device, start.unwrap_or(0), meter)
+            .await?;
+        if let Some(code) = response.filter(|c| c.is_error()) {
+            return self.refused_write(watch, code).await;
+        }
+        match watch
+            .wait_until_settled(&self.management, self.config.verify_timeout)
+            .await
+        {
+            Ok(FirmwareState::Downloaded) => Ok(None),
+            Ok(_) => Ok(Some(device_failure(watch.result()))),
+            Err(ManagementError::Missing(_)) => Ok(Some(TransferOutcome::Interrupted(
+                "the device did not report Downloaded in time".into(),
+            ))),
+            Err(error) => Err(at("waiting for Downloaded")(error)),
+        }
+    }
+
+    /// Where to go on from when the device kept part of the package: reads Transferred Bytes,
+    /// and switches the device back to Downloading over them. `None` to start over (the device
+    /// has no 26500, holds too little, or refuses to switch).
+    async fn resume_at(
+        &self,
+        device: SocketAddr,
+        attempt: &Attempt<'_>,
+    ) -> Result<Option<usize>, StageError> {
+        let stored = match self
+            .management
+            .read_value(device, firmware::TRANSFERRED_BYTES)
+            .await
+        {
+            Ok(value) => value.as_i64().ok().and_then(|n| usize::try_from(n).ok()),
+            Err(ManagementError::Status { .. }) => None,
+            Err(error) => return Err(at("reading Transferred Bytes")(error)),
+        };
+        let package_len = attempt.job.package.len();
+        let Some(offset) = stored.and_then(|n| resume_offset(n, package_len, attempt.block_size))
+        else {
+            return Ok(None);
+        };
+        match self
+            .management
+            .execute(device, firmware::SWITCH_TO_DOWNLOAD, None)
+            .await
+        {
+            Ok(()) => Ok(Some(offset)),
+            Err(ManagementError::Status { .. }) => Ok(None),
+            Err(error) => Err(at("switching back to Downloading")(error)),
+        }
+    }
+
+    /// Writes the package from `start` with Block1, keeping the wire account and the resume
+    /// point current after every block. Returns the code of the device's last answer.
+    async fn send_package(
+        &self,
+        attempt: &mut Attempt<'_>,
+        point: &mut ResumePoint,
+        device: SocketAddr,
+        start: usize,
+        meter: &WireMeter,
+    ) -> Result<Option<ResponseType>, StageError> {
+        let job = attempt.job;
+        point.acknowledged = start;
+        point.block_size = attempt.block_size;
+        self.book.record(&job.endpoint, *point);
         let upload = Block1Upload {
             request: OutgoingRequest::new(RequestType::Put, &firmware::PACKAGE.segments())
                 .with_payload(ContentFormat::Opaque.number(), Bytes::new()),
-            body: job.package.clone(),
-            block_size: job.block_size,
-            start_offset: 0,
+            body: job.package.bytes.clone(),
+            block_size: attempt.block_size,
+            start_offset: start,
         };
-        let mut high_water = 0usize;
-        let outcome = send_block1(
+        let wire = &mut attempt.wire;
+        let result = send_block1(
             self.management.endpoint(),
             device,
             &upload,
             meter,
-            |acked| {
-                let new = acked.saturating_sub(high_water);
-                wire.package_first += new as u64;
-                high_water = high_water.max(acked);
+            |progress| {
+                match progress {
+                    Block1Progress::Sending { offset, len } => {
+                        let end = offset + len;
+                        let fresh = end.saturating_sub(point.high_water.max(offset));
+                        wire.package_first += fresh as u64;
+                        wire.package_resent += (len - fresh) as u64;
+                        point.high_water = point.high_water.max(end);
+                        // Recorded before the answer: an attempt cut here must not count the
+                        // block as fresh again.
+                        self.book.record(&job.endpoint, *point);
+                    }
+                    Block1Progress::Acknowledged(acked) => {
+                        point.acknowledged = acked;
+                        self.book.record(&job.endpoint, *point);
+                    }
+                }
             },
         )
-        .await
-        .map_err(|e| at("writing the package")(e.into()))?;
-        *block_size = outcome.block_size;
-        if let Some(code) = outcome.response.response_code().filter(|c| c.is_error()) {
-            let result = watch
-                .read_result(&self.management)
-                .await
-                .map_err(at("reading Update Result"))?;
-            if result != UpdateResult::Initial {
-                return Ok(TransferOutcome::DeviceFailure(result));
-            }
-            return Ok(TransferOutcome::Refused(format!(
-                "package write answered {}",
-                crate::coap::message::code_name(code)
-            )));
-        }
-        let state = watch
-            .wait_until_settled(&self.management, self.config.verify_timeout)
-            .await
-            .map_err(at("waiting for Downloaded"))?;
-        if state != FirmwareState::Downloaded {
-            return Ok(TransferOutcome::DeviceFailure(watch.result()));
-        }
-        let back = self.registry.next_contact(&job.endpoint);
-        match self
-            .management
-            .execute(device, firmware::UPDATE, None)
-            .await
-        {
-            // The answer to Update can be lost while the device already reboots into the new
-            // firmware: whether it installed shows when it registers again.
-            Ok(()) | Err(ManagementError::Coap(CoapError::Timeout { .. })) => {}
-            Err(error) => return Err(at("executing Update")(error)),
-        }
-        drop(watch);
-        self.confirm(job, back).await
+        .await;
+        self.book.record(&job.endpoint, *point);
+        let outcome = result.map_err(|e| at("writing the package")(e.into()))?;
+        attempt.block_size = outcome.block_size;
+        point.block_size = outcome.block_size;
+        self.book.record(&job.endpoint, *point);
+        Ok(outcome.response.response_code())
     }
 
-    /// Waits for the device to register again after installing, then checks its version.
-    async fn confirm(
+    /// The device answered a package block with an error: a failure it reports in Update
+    /// Result, a device too busy for now, one that lost what it stored, or a refusal.
+    async fn refused_write(
         &self,
-        job: &PushJob,
-        mut back: tokio::sync::oneshot::Receiver<RegistrationEvent>,
-    ) -> Result<TransferOutcome, StageError> {
-        let deadline = Instant::now() + self.config.install_timeout;
-        let registration = loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(remaining, back).await {
-                Ok(Ok(RegistrationEvent::Registered(registration))) => break registration,
-                Ok(Ok(_)) => back = self.registry.next_contact(&job.endpoint),
-                Ok(Err(_)) | Err(_) => {
-                    return Ok(TransferOutcome::Interrupted(
-                        "device did not come back after the update".into(),
-                    ));
-                }
+        watch: &mut FirmwareWatch,
+        code: ResponseType,
+    ) -> Result<Option<TransferOutcome>, StageError> {
+        let answered = crate::coap::message::code_name(code);
+        match code {
+            ResponseType::ServiceUnavailable => {
+                return Ok(Some(TransferOutcome::Interrupted(format!(
+                    "the device is busy: package write answered {answered}"
+                ))));
             }
-        };
-        let version = self
-            .management
-            .read_value(registration.address, firmware::FIRMWARE_VERSION)
-            .await
-            .and_then(|value| {
-                value
-                    .as_string()
-                    .map_err(|source| ManagementError::Content {
-                        path: firmware::FIRMWARE_VERSION,
-                        source,
-                    })
-            })
-            .map_err(at("reading the new version"))?;
-        if version == job.target_version {
-            return Ok(TransferOutcome::Upgraded { version });
+            ResponseType::RequestEntityIncomplete => {
+                // The device does not hold what the block continues (it rebooted in between,
+                // or lost bytes): the next attempt asks it (26500) where to go on from.
+                return Ok(Some(TransferOutcome::Interrupted(format!(
+                    "the device is not where the engine left it: package write answered {answered}"
+                ))));
+            }
+            _ => {}
         }
-        let result = read_result(&self.management, registration.address)
+        let result = watch
+            .read_result(&self.management)
             .await
             .map_err(at("reading Update Result"))?;
-        if result != UpdateResult::Success && result != UpdateResult::Initial {
-            return Ok(TransferOutcome::DeviceFailure(result));
+        if result != UpdateResult::Initial {
+            return Ok(Some(device_failure(result)));
         }
-        Ok(TransferOutcome::WrongVersion {
-            expected: job.target_version.clone(),
-            found: version,
-        })
+        Ok(Some(TransferOutcome::Refused(format!(
+            "package write answered {answered}"
+        ))))
     }
 }
 
 /// Reads /5/0/5.
 pub(crate) async fn read_result(
     management: &DeviceManagement,
-    device: std::net::SocketAddr,
+    device: SocketAddr,
 ) -> Result<UpdateResult, ManagementError> {
     let value = management
         .read_value(device, firmware::UPDATE_RESULT)
@@ -234,18 +213,4 @@ pub(crate) async fn read_result(
         source,
     })?;
     UpdateResult::from_number(number).ok_or(ManagementError::Missing(firmware::UPDATE_RESULT))
-}
-
-/// A failed operation and the step of the delivery it belonged to.
-type StageError = (&'static str, ManagementError);
-
-fn at(stage: &'static str) -> impl FnOnce(ManagementError) -> StageError {
-    move |error| (stage, error)
-}
-
-fn interrupted((stage, error): StageError) -> TransferOutcome {
-    match error {
-        ManagementError::Coap(error) => TransferOutcome::Interrupted(format!("{stage}: {error}")),
-        other => TransferOutcome::Refused(format!("{stage}: {other}")),
-    }
 }

@@ -1,0 +1,67 @@
+//! The install step of a delivery: Execute Update (/5/0/2) once the device holds the package,
+//! then wait for the device to register again and check the version it runs.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::delivery::{Delivery, DeliveryJob};
+use super::outcome::TransferOutcome;
+use super::push::read_result;
+use super::steps::{StageError, at};
+use crate::coap::CoapError;
+use crate::lwm2m::firmware::{self, UpdateResult};
+use crate::lwm2m::{ManagementError, RegistrationEvent};
+
+/// Executes Update. The answer can be lost while the device already reboots into the new
+/// firmware: whether it installed shows when it registers again, so a timeout is no error.
+pub(super) async fn execute_update(
+    delivery: &Delivery,
+    device: SocketAddr,
+) -> Result<(), StageError> {
+    match delivery
+        .management
+        .execute(device, firmware::UPDATE, None)
+        .await
+    {
+        Ok(()) | Err(ManagementError::Coap(CoapError::Timeout { .. })) => Ok(()),
+        Err(error) => Err(at("executing Update")(error)),
+    }
+}
+
+/// Waits (through `back`, subscribed before Update) for the device to register again after
+/// installing, then checks its version.
+pub(super) async fn confirm(
+    delivery: &Delivery,
+    job: &DeliveryJob,
+    mut back: oneshot::Receiver<RegistrationEvent>,
+) -> Result<TransferOutcome, StageError> {
+    let deadline = Instant::now() + delivery.config.install_timeout;
+    let registration = loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, back).await {
+            Ok(Ok(RegistrationEvent::Registered(registration))) => break registration,
+            Ok(Ok(_)) => back = delivery.registry.next_contact(&job.endpoint),
+            Ok(Err(_)) | Err(_) => {
+                return Ok(TransferOutcome::Interrupted(
+                    "device did not come back after the update".into(),
+                ));
+            }
+        }
+    };
+    let version = delivery.read_version(registration.address).await?;
+    if version == job.target_version {
+        return Ok(TransferOutcome::Upgraded { version });
+    }
+    let result = read_result(&delivery.management, registration.address)
+        .await
+        .map_err(at("reading Update Result"))?;
+    if result != UpdateResult::Success && result != UpdateResult::Initial {
+        return Ok(TransferOutcome::DeviceFailure(result));
+    }
+    Ok(TransferOutcome::WrongVersion {
+        expected: job.target_version.clone(),
+        found: version,
+    })
+}

@@ -1,0 +1,89 @@
+//! The pull download step: the package's URI written to /5/0/1, the device fetching it with
+//! Block2 from the engine's package server, and the wait for the device to verify it. A device
+//! interrupted in the middle resumes by asking for its next block; the engine only writes the
+//! URI again when the device gave up.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+use super::delivery::Delivery;
+use super::outcome::TransferOutcome;
+use super::resume::ResumePoint;
+use super::steps::{Attempt, StageError, at, device_failure};
+use super::watch::FirmwareWatch;
+use crate::lwm2m::firmware::{self, FirmwareState, UpdateResult};
+use crate::lwm2m::{ContentFormat, ManagementError};
+
+impl Delivery {
+    /// Has the device fetch the package. `None` once it reports Downloaded; otherwise the
+    /// outcome that ends the attempt.
+    pub(super) async fn pull(
+        &self,
+        attempt: &mut Attempt<'_>,
+        watch: &mut FirmwareWatch,
+        device: SocketAddr,
+    ) -> Result<Option<TransferOutcome>, StageError> {
+        let job = attempt.job;
+        let known = self.book.get(&job.endpoint, &job.package.sha256);
+        let still_fetching = known.is_some() && watch.state() == FirmwareState::Downloading;
+        if !still_fetching {
+            if known.is_none()
+                && (watch.state() != FirmwareState::Idle || watch.result() != UpdateResult::Initial)
+            {
+                self.management
+                    .write(
+                        device,
+                        firmware::PACKAGE,
+                        ContentFormat::Opaque,
+                        Bytes::new(),
+                    )
+                    .await
+                    .map_err(at("resetting the device"))?;
+            }
+            let uri = job.package.uri(&self.config.package_authority);
+            self.management
+                .write(device, firmware::PACKAGE_URI, ContentFormat::TextPlain, uri)
+                .await
+                .map_err(at("writing the Package URI"))?;
+        }
+        if known.is_none() {
+            self.book.record(
+                &job.endpoint,
+                ResumePoint {
+                    package: job.package.sha256,
+                    acknowledged: 0,
+                    high_water: 0,
+                    block_size: attempt.block_size,
+                },
+            );
+        }
+        match watch
+            .wait_until_settled(&self.management, self.config.pull_timeout)
+            .await
+        {
+            Ok(FirmwareState::Downloaded) => Ok(None),
+            Ok(_) => Ok(Some(device_failure(watch.result()))),
+            Err(ManagementError::Missing(_)) => Ok(Some(TransferOutcome::Interrupted(
+                "the device did not finish fetching in time".into(),
+            ))),
+            Err(error) => Err(at("waiting for the device to fetch the package")(error)),
+        }
+    }
+
+    /// Adds what the package server sent to `device` (the address of one attempt) to the
+    /// delivery's account.
+    pub(super) fn account_served(&self, attempt: &mut Attempt<'_>, device: SocketAddr) {
+        let job = attempt.job;
+        let served = self.shelf.take_served(device, &job.package.id);
+        let Some(mut point) = self.book.get(&job.endpoint, &job.package.sha256) else {
+            return;
+        };
+        let fresh = served.high_water.saturating_sub(point.high_water) as u64;
+        attempt.wire.package_first += fresh;
+        attempt.wire.package_resent += served.bytes.saturating_sub(fresh);
+        point.high_water = point.high_water.max(served.high_water);
+        point.acknowledged = point.high_water;
+        self.book.record(&job.endpoint, point);
+    }
+}

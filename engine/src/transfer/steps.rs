@@ -1,0 +1,64 @@
+//! What the steps of one delivery attempt share: the attempt's running account, and how a
+//! failed operation becomes an outcome (an interruption to resume from, or a refusal).
+
+use coap_lite::ResponseType;
+
+use super::delivery::DeliveryJob;
+use super::outcome::{TransferOutcome, WireCount};
+use crate::lwm2m::ManagementError;
+use crate::lwm2m::firmware::UpdateResult;
+
+/// A delivery's state across its attempts.
+pub(super) struct Attempt<'a> {
+    /// What is delivered to whom.
+    pub job: &'a DeliveryJob,
+    /// Package bytes sent so far, first time and again.
+    pub wire: WireCount,
+    /// Block size in use (a device may have asked for smaller blocks).
+    pub block_size: usize,
+    /// Attempts that ended in an interruption.
+    pub interruptions: u32,
+}
+
+impl<'a> Attempt<'a> {
+    /// The first attempt at `job`.
+    pub fn new(job: &'a DeliveryJob) -> Self {
+        Attempt {
+            job,
+            wire: WireCount::default(),
+            block_size: job.block_size,
+            interruptions: 0,
+        }
+    }
+}
+
+/// A failed operation and the step of the delivery it belonged to.
+pub(super) type StageError = (&'static str, ManagementError);
+
+/// Tags an error with its step.
+pub(super) fn at(stage: &'static str) -> impl FnOnce(ManagementError) -> StageError {
+    move |error| (stage, error)
+}
+
+/// A failed step as an outcome: a broken link or a busy device is an interruption (resume
+/// later); any other error answer is a refusal no retry fixes.
+pub(super) fn interrupted((stage, error): StageError) -> TransferOutcome {
+    match error {
+        ManagementError::Coap(error) => TransferOutcome::Interrupted(format!("{stage}: {error}")),
+        ManagementError::Status {
+            code: ResponseType::ServiceUnavailable,
+            ..
+        } => TransferOutcome::Interrupted(format!("{stage}: {error}")),
+        other => TransferOutcome::Refused(format!("{stage}: {other}")),
+    }
+}
+
+/// A device that gave up a download because its link broke has not failed: resume later.
+pub(super) fn device_failure(result: UpdateResult) -> TransferOutcome {
+    match result {
+        UpdateResult::ConnectionLost => {
+            TransferOutcome::Interrupted("the device lost the connection while downloading".into())
+        }
+        other => TransferOutcome::DeviceFailure(other),
+    }
+}

@@ -1,0 +1,148 @@
+//! `fota bench`: the benchmark harness. Each subcommand runs the real engine against the fleet
+//! simulator on loopback and prints one figure of BENCHMARKS.md.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
+use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
+use fota_engine::coap::message::encode_uint;
+use fota_engine::coap::{BlockOption, TransmissionParams};
+use fota_engine::package;
+use fota_engine::server::{Server, ServerConfig};
+use fota_engine::transfer::{Method, TransferReport};
+use fota_impair::Impairment;
+
+/// The figures `fota bench` measures.
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Bytes on the wire per package byte for each block size and loss rate, against the
+    /// minimum a CoAP Block1 exchange needs.
+    Wire(WireArgs),
+}
+
+/// Options of `fota bench wire`.
+#[derive(Args)]
+pub struct WireArgs {
+    /// Devices per run, each behind its own impaired link.
+    #[arg(long, default_value_t = 20)]
+    devices: usize,
+    /// Block sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "64,128,256,512,1024")]
+    block_sizes: Vec<usize>,
+    /// Loss rates (each direction) to measure.
+    #[arg(long, value_delimiter = ',', default_value = "0,0.2")]
+    loss: Vec<f64>,
+    /// Package size in KiB.
+    #[arg(long, default_value_t = 80)]
+    package_kib: usize,
+    /// Seed of the links' decisions.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
+/// Runs one bench subcommand.
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Wire(args) => wire(args).await,
+    }
+}
+
+async fn wire(args: WireArgs) -> anyhow::Result<()> {
+    let image: Vec<u8> = (0..args.package_kib * 1024)
+        .map(|i| (i as u8).wrapping_mul(13) ^ (i >> 9) as u8)
+        .collect();
+    let pkg = Bytes::from(package::full(&image, "2.0")?);
+    println!(
+        "{} devices, {} byte package, engine bytes sent (CoAP, retransmissions included) per package byte",
+        args.devices,
+        pkg.len()
+    );
+    println!(
+        "{:>6} {:>6} {:>9} {:>9} {:>9} {:>7} {:>9} {:>8}",
+        "block", "loss", "wire/B", "minimum", "ideal", "ratio", "resent B", "seconds"
+    );
+    for &loss in &args.loss {
+        for &block_size in &args.block_sizes {
+            let (reports, elapsed) = run_wire(&args, &pkg, block_size, loss).await?;
+            let failed = reports.iter().filter(|r| !r.outcome.is_success()).count();
+            anyhow::ensure!(failed == 0, "{failed} devices were not upgraded");
+            let wire: u64 = reports.iter().map(|r| r.wire.wire_sent).sum();
+            let resent: u64 = reports.iter().map(|r| r.wire.package_resent).sum();
+            let per_byte = wire as f64 / (pkg.len() * reports.len()) as f64;
+            let minimum = minimum_per_byte(pkg.len(), block_size);
+            // Stop-and-wait needs the request and its ACK through: 1 / (1 - loss)² tries.
+            let ideal = minimum / (1.0 - loss).powi(2);
+            println!(
+                "{block_size:>6} {loss:>6.2} {per_byte:>9.3} {minimum:>9.3} {ideal:>9.3} {:>7.3} {resent:>9} {:>8.1}",
+                per_byte / ideal,
+                elapsed.as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One engine, one fleet behind links losing `loss`, one push of `pkg` to every device.
+async fn run_wire(
+    args: &WireArgs,
+    pkg: &Bytes,
+    block_size: usize,
+    loss: f64,
+) -> anyhow::Result<(Vec<TransferReport>, Duration)> {
+    let mut config = ServerConfig::loopback();
+    config.coap.params = TransmissionParams {
+        ack_timeout: Duration::from_millis(20),
+        ..TransmissionParams::fast()
+    };
+    let server = Server::start(config).await?;
+    let mut spec = FleetSpec::uniform(
+        args.devices,
+        server.coap_addr(),
+        ModelSpec {
+            manufacturer: "Acme".into(),
+            model: "NB-1".into(),
+            image: vec![0; 1024],
+            version: "1.0".into(),
+        },
+    );
+    spec.link = Some(Impairment::lossy(loss));
+    spec.seed = args.seed;
+    let events = server.registry.subscribe();
+    let fleet = Fleet::start(&spec).await?;
+    let registered = wait_registered(events, fleet.len(), Duration::from_secs(120)).await;
+    anyhow::ensure!(registered, "the fleet did not register within two minutes");
+    let package = server.shelf.put(pkg.clone());
+    let jobs = fleet.jobs(&package, "2.0", block_size, Method::Push);
+    let started = Instant::now();
+    let reports = server.delivery.run_all(jobs, |_| {}).await;
+    Ok((reports, started.elapsed()))
+}
+
+/// The fewest bytes per package byte a Block1 upload of `len` bytes to /5/0/0 can put on the
+/// wire: each block a confirmable PUT with no token, the three Uri-Path segments, Block1, the
+/// payload marker and the payload (Size1 on the first block), sent once.
+fn minimum_per_byte(len: usize, block_size: usize) -> f64 {
+    let blocks = len.div_ceil(block_size);
+    let total: usize = (0..blocks)
+        .map(|num| {
+            let offset = num * block_size;
+            let end = (offset + block_size).min(len);
+            let mut packet = Packet::new();
+            packet.header.set_type(MessageType::Confirmable);
+            packet.header.code = MessageClass::Request(RequestType::Put);
+            for segment in ["5", "0", "0"] {
+                packet.add_option(CoapOption::UriPath, segment.as_bytes().to_vec());
+            }
+            let block = BlockOption::new(num as u32, end < len, block_size).expect("valid block");
+            packet.add_option(CoapOption::Block1, block.encode());
+            if num == 0 {
+                packet.add_option(CoapOption::Size1, encode_uint(len as u32));
+            }
+            packet.payload = vec![0; end - offset];
+            packet.to_bytes().expect("encodes").len()
+        })
+        .sum();
+    total as f64 / len as f64
+}

@@ -1,0 +1,179 @@
+//! Breakpoint resume, pull, and queue mode end to end: a real engine, simulated devices over
+//! loopback UDP, and interruptions in the middle of transfers (reboots, blackouts, PSM sleep).
+//! A device that resumes is sent at most one block again per interruption.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fota_device::client::{Device, SleepCycle};
+use fota_device::flash::SimulatedFlash;
+use fota_device::fleet::Fleet;
+use fota_engine::coap::TransmissionParams;
+use fota_engine::lwm2m::firmware::DeliveryMethod;
+use fota_engine::server::{Server, ServerConfig};
+use fota_engine::transfer::{Method, TransferReport};
+use fota_impair::Impairment;
+use support::*;
+
+const BOUND: Duration = Duration::from_secs(180);
+
+/// Delivers the 80 KB package to the whole fleet while `interrupt` runs against each device.
+async fn deliver_interrupted<F, Fut>(
+    server: &Server,
+    fleet: &Arc<Fleet>,
+    block_size: usize,
+    method: Method,
+    interrupt: F,
+) -> (Vec<TransferReport>, usize, Vec<u8>)
+where
+    F: Fn(Arc<Fleet>, usize) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (pkg, new) = package_80k();
+    let package = server.shelf.put(pkg.clone());
+    let jobs = fleet.jobs(&package, "2.0", block_size, method);
+    let interruptions: Vec<_> = (0..fleet.len())
+        .map(|i| tokio::spawn(interrupt(fleet.clone(), i)))
+        .collect();
+    let reports = within(
+        BOUND,
+        "every delivery",
+        server.delivery.run_all(jobs, |_| {}),
+    )
+    .await;
+    for interruption in interruptions {
+        interruption.await.unwrap();
+    }
+    (reports, pkg.len(), new)
+}
+
+/// Package bytes sent to each device are at most the package plus one block per interruption,
+/// and every byte of the package was sent at least once.
+fn assert_resumed(reports: &[TransferReport], package_len: usize, block_size: usize) {
+    for report in reports {
+        let sent = report.wire.package_first + report.wire.package_resent;
+        let limit = package_len as u64 + u64::from(report.interruptions) * block_size as u64;
+        assert_eq!(report.wire.package_first, package_len as u64, "{report:?}");
+        assert!(sent <= limit, "sent {sent} > {limit}: {report:?}");
+    }
+}
+
+/// Waits for the device to hold `fraction` of the package, then reboots it.
+async fn reboot_at(device: &Device<SimulatedFlash>, fraction: f64) {
+    let bytes = (80.0 * 1024.0 * fraction) as usize;
+    within(BOUND, "the download", stored_at_least(device, bytes)).await;
+    device.reboot();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_rebooted_twice_mid_push_resume_from_their_stored_offset() {
+    let server = engine(ServerConfig::loopback()).await;
+    let fleet = Arc::new(registered_fleet(&server, 10, |_| {}).await);
+    let (reports, len, new) =
+        deliver_interrupted(&server, &fleet, 128, Method::Push, |fleet, i| async move {
+            reboot_at(&fleet.devices[i], 0.3).await;
+            reboot_at(&fleet.devices[i], 0.6).await;
+        })
+        .await;
+    assert_all_upgraded(&fleet, &reports, &new);
+    assert_resumed(&reports, len, 128);
+    for report in &reports {
+        assert!(report.interruptions >= 2, "{report:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_blacked_out_mid_push_resume_from_their_stored_offset() {
+    let mut config = ServerConfig::loopback();
+    // Give up on a silent device within a second, so a 2 s blackout breaks the transfer.
+    config.coap.params = TransmissionParams {
+        ack_timeout: Duration::from_millis(40),
+        max_retransmit: 3,
+        ..TransmissionParams::fast()
+    };
+    let server = engine(config).await;
+    let fleet =
+        Arc::new(registered_fleet(&server, 10, |spec| spec.link = Some(Impairment::none())).await);
+    let (reports, len, new) =
+        deliver_interrupted(&server, &fleet, 128, Method::Push, |fleet, i| async move {
+            let bytes = 80 * 1024 * 4 / 10;
+            within(
+                BOUND,
+                "the download",
+                stored_at_least(&fleet.devices[i], bytes),
+            )
+            .await;
+            fleet.links[i].blackout(Duration::from_secs(2));
+        })
+        .await;
+    assert_all_upgraded(&fleet, &reports, &new);
+    assert_resumed(&reports, len, 128);
+    for report in &reports {
+        assert!(report.interruptions >= 1, "{report:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_without_26500_starts_over_and_still_finishes() {
+    let server = engine(ServerConfig::loopback()).await;
+    let fleet = Arc::new(registered_fleet(&server, 5, |spec| spec.resume_share = 0.0).await);
+    let (reports, len, new) =
+        deliver_interrupted(&server, &fleet, 128, Method::Push, |fleet, i| async move {
+            reboot_at(&fleet.devices[i], 0.5).await;
+        })
+        .await;
+    assert_all_upgraded(&fleet, &reports, &new);
+    for report in &reports {
+        assert!(report.interruptions >= 1, "{report:?}");
+        assert!(
+            report.wire.package_resent as usize >= len / 2 - 128,
+            "the first half is sent again: {report:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulling_devices_fetch_by_block2_and_resume_after_a_reboot() {
+    let server = engine(ServerConfig::loopback()).await;
+    let fleet = Arc::new(
+        registered_fleet(&server, 10, |spec| {
+            spec.delivery = DeliveryMethod::Pull;
+            spec.max_block_size = 512;
+        })
+        .await,
+    );
+    let (reports, len, new) =
+        deliver_interrupted(&server, &fleet, 512, Method::Pull, |fleet, i| async move {
+            reboot_at(&fleet.devices[i], 0.4).await;
+        })
+        .await;
+    assert_all_upgraded(&fleet, &reports, &new);
+    assert_resumed(&reports, len, 512);
+    for report in &reports {
+        assert!(report.interruptions >= 1, "{report:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleeping_devices_finish_over_several_wake_ups() {
+    let mut config = ServerConfig::loopback();
+    config.delivery.queue_window = Duration::from_millis(100);
+    let server = engine(config).await;
+    let cycle = SleepCycle {
+        awake: Duration::from_millis(150),
+        asleep: Duration::from_millis(400),
+    };
+    let fleet = Arc::new(registered_fleet(&server, 10, |spec| spec.sleep = Some(cycle)).await);
+    let (reports, len, new) =
+        deliver_interrupted(&server, &fleet, 64, Method::Push, |_, _| async {}).await;
+    assert_all_upgraded(&fleet, &reports, &new);
+    assert_resumed(&reports, len, 64);
+    for report in &reports {
+        assert!(
+            report.interruptions >= 1,
+            "1,280 blocks do not fit in one 100 ms window: {report:?}"
+        );
+    }
+}

@@ -1,0 +1,106 @@
+//! What the end-to-end tests share: an engine on loopback, a fleet on version 1.0 registered
+//! to it, packages, bounded waits, and the checks every upgrade must pass.
+
+#![allow(dead_code)] // each test file uses its own part
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fota_device::client::Device;
+use fota_device::flash::SimulatedFlash;
+use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
+use fota_engine::package;
+use fota_engine::server::{Server, ServerConfig};
+use fota_engine::transfer::{TransferOutcome, TransferReport};
+use sha2::{Digest, Sha256};
+
+/// Longest any fleet may take to register.
+pub const REGISTER_BOUND: Duration = Duration::from_secs(120);
+
+/// Deterministic image bytes.
+pub fn image(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
+        .collect()
+}
+
+/// The model every test fleet runs, on version 1.0.
+pub fn model() -> ModelSpec {
+    ModelSpec {
+        manufacturer: "Acme".into(),
+        model: "NB-1".into(),
+        image: image(60_000, 1),
+        version: "1.0".into(),
+    }
+}
+
+/// A full package of an 80 KB image, version 2.0, and that image.
+pub fn package_80k() -> (Bytes, Vec<u8>) {
+    let new = image(80 * 1024 - 100, 2);
+    (Bytes::from(package::full(&new, "2.0").unwrap()), new)
+}
+
+/// An engine on loopback.
+pub async fn engine(config: ServerConfig) -> Server {
+    Server::start(config).await.expect("the engine starts")
+}
+
+/// Starts the fleet `adjust` makes of a uniform one and waits until every device registered.
+pub async fn registered_fleet(
+    server: &Server,
+    devices: usize,
+    adjust: impl FnOnce(&mut FleetSpec),
+) -> Fleet {
+    let mut spec = FleetSpec::uniform(devices, server.coap_addr(), model());
+    adjust(&mut spec);
+    let events = server.registry.subscribe();
+    let fleet = Fleet::start(&spec).await.expect("the fleet starts");
+    assert!(
+        wait_registered(events, fleet.len(), REGISTER_BOUND).await,
+        "every device registers"
+    );
+    fleet
+}
+
+/// Runs `future`, failing the test if it takes longer than `bound`.
+pub async fn within<T>(bound: Duration, what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(bound, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not happen within {bound:?}"))
+}
+
+/// Waits until `device` has stored at least `bytes` package bytes.
+pub async fn stored_at_least(device: &Device<SimulatedFlash>, bytes: usize) {
+    loop {
+        if device.with_system(|flash| flash.download.len()) >= bytes {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Every device ran the delivery to 2.0 and now runs exactly `new_image`.
+pub fn assert_all_upgraded(fleet: &Fleet, reports: &[TransferReport], new_image: &[u8]) {
+    assert_eq!(reports.len(), fleet.len());
+    let expected: [u8; 32] = Sha256::digest(new_image).into();
+    for (device, report) in fleet.devices.iter().zip(reports) {
+        let endpoint = &device.config().endpoint;
+        assert_eq!(
+            report.outcome,
+            TransferOutcome::Upgraded {
+                version: "2.0".into()
+            },
+            "{endpoint}"
+        );
+        let (version, sha) = device.with_system(|s| (s.version.clone(), s.image_sha256()));
+        assert_eq!(version, "2.0", "{endpoint}");
+        assert_eq!(sha, expected, "{endpoint}: image sha256");
+    }
+}
+
+/// Bytes on the wire per package byte, over every report.
+pub fn wire_per_package_byte(reports: &[TransferReport], package_len: usize) -> f64 {
+    let wire: u64 = reports.iter().map(|r| r.wire.wire_sent).sum();
+    wire as f64 / (package_len * reports.len()) as f64
+}
