@@ -1,10 +1,10 @@
-//! `fota bench`: the benchmark harness. Each subcommand runs the real engine against the fleet
-//! simulator on loopback and prints one figure of BENCHMARKS.md.
+//! `fota bench wire`: bytes the engine puts on the wire per package byte, for each block size
+//! and loss rate, against the minimum a CoAP Block1 exchange of that block size needs.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use clap::{Args, Subcommand};
+use clap::Args;
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
 use fota_engine::coap::message::encode_uint;
@@ -13,14 +13,6 @@ use fota_engine::package;
 use fota_engine::server::{Server, ServerConfig};
 use fota_engine::transfer::{Method, TransferReport};
 use fota_impair::Impairment;
-
-/// The figures `fota bench` measures.
-#[derive(Subcommand)]
-pub enum BenchCommand {
-    /// Bytes on the wire per package byte for each block size and loss rate, against the
-    /// minimum a CoAP Block1 exchange needs.
-    Wire(WireArgs),
-}
 
 /// Options of `fota bench wire`.
 #[derive(Args)]
@@ -42,14 +34,8 @@ pub struct WireArgs {
     seed: u64,
 }
 
-/// Runs one bench subcommand.
-pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
-    match command {
-        BenchCommand::Wire(args) => wire(args).await,
-    }
-}
-
-async fn wire(args: WireArgs) -> anyhow::Result<()> {
+/// Measures every block size at every loss rate and prints the table.
+pub async fn run(args: WireArgs) -> anyhow::Result<()> {
     let image: Vec<u8> = (0..args.package_kib * 1024)
         .map(|i| (i as u8).wrapping_mul(13) ^ (i >> 9) as u8)
         .collect();
