@@ -131,12 +131,15 @@ impl Fleet {
     ) -> Vec<DeliveryJob> {
         self.devices
             .iter()
-            .map(|device| DeliveryJob {
-                endpoint: device.config().endpoint.clone(),
-                package: package.clone(),
-                target_version: target_version.to_string(),
-                block_size,
-                method,
+            .map(|device| {
+                let endpoint = &device.config().endpoint;
+                DeliveryJob::new(
+                    endpoint,
+                    package.clone(),
+                    target_version,
+                    block_size,
+                    method,
+                )
             })
             .collect()
     }

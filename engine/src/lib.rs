@@ -3,9 +3,14 @@
 //! Data flows one way: `transfer` → `lwm2m` → `coap`. Lower layers never call upward; they
 //! return values or report through channels.
 
+pub mod campaign;
+pub mod catalog;
+pub mod clock;
 pub mod coap;
 pub mod lwm2m;
 pub mod package;
+pub mod platform;
 pub mod plugin;
 pub mod server;
+pub mod store;
 pub mod transfer;

@@ -76,8 +76,16 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the CoAP socket and starts serving registrations.
+    /// Binds the CoAP socket and starts serving registrations, with resume points in memory.
     pub async fn start(config: ServerConfig) -> std::io::Result<Server> {
+        Server::start_with_book(config, ResumeBook::new()).await
+    }
+
+    /// Binds the CoAP socket and starts serving registrations, resuming deliveries from `book`.
+    pub async fn start_with_book(
+        config: ServerConfig,
+        book: ResumeBook,
+    ) -> std::io::Result<Server> {
         let endpoint = Endpoint::bind(config.coap_addr, config.coap).await?;
         let registry = Arc::new(Registry::new());
         let shelf = PackageShelf::new();
@@ -94,7 +102,7 @@ impl Server {
         let delivery = Delivery::new(
             management.clone(),
             registry.clone(),
-            ResumeBook::new(),
+            book,
             shelf.clone(),
             delivery_config,
         );

@@ -5,7 +5,10 @@
 //! delivery; the steps of one attempt live in `push`, `pull` and `install`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use super::install::{confirm, execute_update};
 use super::outcome::{TransferOutcome, TransferReport, WireCount};
@@ -39,6 +42,60 @@ pub struct DeliveryJob {
     pub block_size: usize,
     /// Push or pull.
     pub method: Method,
+    /// While it reads false, a device holding the package waits before the update step (a
+    /// paused task); `None`: never held.
+    pub install_gate: Option<watch::Receiver<bool>>,
+    /// Stop resuming after this instant (a task's deadline); `None`: the suspend limit.
+    pub give_up_at: Option<Instant>,
+    /// Told each stage the delivery reaches, for live progress.
+    pub stages: Option<mpsc::UnboundedSender<(String, Stage)>>,
+}
+
+impl DeliveryJob {
+    /// `package` to `endpoint`, never held, under the suspend limit, reporting to nobody.
+    pub fn new(
+        endpoint: &str,
+        package: Arc<ShelvedPackage>,
+        target_version: &str,
+        block_size: usize,
+        method: Method,
+    ) -> Self {
+        DeliveryJob {
+            endpoint: endpoint.to_string(),
+            package,
+            target_version: target_version.to_string(),
+            block_size,
+            method,
+            install_gate: None,
+            give_up_at: None,
+            stages: None,
+        }
+    }
+
+    fn report(&self, stage: Stage) {
+        if let Some(stages) = &self.stages {
+            let _ = stages.send((self.endpoint.clone(), stage));
+        }
+    }
+
+    /// Waits until the update step is allowed.
+    async fn wait_for_install_gate(&self) {
+        if let Some(gate) = &self.install_gate {
+            let mut gate = gate.clone();
+            let _ = gate.wait_for(|open| *open).await;
+        }
+    }
+}
+
+/// Stages of a delivery, as reported to [`DeliveryJob::stages`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Package bytes are on their way.
+    Downloading,
+    /// The device holds and verified the package.
+    Downloaded,
+    /// Update executed; waiting for the device to come back.
+    Installing,
 }
 
 /// Limits and timers of a delivery.
@@ -109,6 +166,11 @@ impl Delivery {
         }
     }
 
+    /// Device management requests, for callers that read devices before delivering.
+    pub fn management(&self) -> &DeviceManagement {
+        &self.management
+    }
+
     /// The timers in use.
     pub fn config(&self) -> &DeliveryConfig {
         &self.config
@@ -118,7 +180,9 @@ impl Delivery {
     /// or stays suspended longer than the suspend limit.
     pub async fn run(&self, job: &DeliveryJob) -> TransferReport {
         let started = Instant::now();
-        let give_up = started + self.config.suspend_limit;
+        let give_up = job
+            .give_up_at
+            .unwrap_or(started + self.config.suspend_limit);
         let meter = WireMeter::default();
         let mut attempt = Attempt::new(job);
         let mut backoff = self.config.retry_backoff.0;
@@ -196,9 +260,9 @@ impl Delivery {
     /// Until when a device can be reached: the end of its queue-mode window, or never.
     fn window_end(&self, registration: &Registration) -> Instant {
         if registration.binding.queue_mode {
-            registration.last_update + self.config.queue_window
+            Instant::from_std(registration.last_update) + self.config.queue_window
         } else {
-            registration.last_update + Duration::from_secs(86_400 * 365 * 30)
+            Instant::from_std(registration.last_update) + Duration::from_secs(86_400 * 365 * 30)
         }
     }
 
@@ -252,9 +316,16 @@ impl Delivery {
         let known = self.book.get(&job.endpoint, &job.package.sha256).is_some();
         let mut back = self.registry.next_contact(&job.endpoint);
         match watch.state() {
-            FirmwareState::Updating => {}
-            FirmwareState::Downloaded if known => execute_update(self, device).await?,
+            FirmwareState::Updating => job.report(Stage::Installing),
+            FirmwareState::Downloaded if known => {
+                job.report(Stage::Downloaded);
+                job.wait_for_install_gate().await;
+                back = self.registry.next_contact(&job.endpoint);
+                job.report(Stage::Installing);
+                execute_update(self, device).await?;
+            }
             _ => {
+                job.report(Stage::Downloading);
                 let download = async {
                     match job.method {
                         Method::Push => self.push(attempt, &mut watch, device, meter).await,
@@ -270,7 +341,10 @@ impl Delivery {
                 if let Some(failure) = downloaded {
                     return Ok(failure);
                 }
+                job.report(Stage::Downloaded);
+                job.wait_for_install_gate().await;
                 back = self.registry.next_contact(&job.endpoint);
+                job.report(Stage::Installing);
                 execute_update(self, device).await?;
             }
         }

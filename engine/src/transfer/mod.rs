@@ -13,7 +13,7 @@ pub mod shelf;
 mod steps;
 pub mod watch;
 
-pub use delivery::{Delivery, DeliveryConfig, DeliveryJob, Method};
+pub use delivery::{Delivery, DeliveryConfig, DeliveryJob, Method, Stage};
 pub use outcome::{TransferOutcome, TransferReport, WireCount};
 pub use resume::{ResumeBook, ResumePoint};
 pub use shelf::{PackageServer, PackageShelf, ShelvedPackage};

@@ -1,13 +1,22 @@
 //! `ResumeBook`: per device, which package the engine was delivering and how far the device
 //! acknowledged it, so a broken transfer is suspended rather than failed and continues where it
-//! stood (breakpoint resume). Owns the bookkeeping and the rule that picks where a resumed push
-//! starts; the transfer asks the device (/5/0/26500) and decides.
+//! stood (breakpoint resume), also after an engine restart when the book is kept in a store.
+//! Owns the bookkeeping and the rule that picks where a resumed push starts; the transfer asks
+//! the device (/5/0/26500) and decides.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::store::{Batch, Store, StoreError, StoreExt};
+
+/// Key prefix of resume points in a store.
+const PREFIX: &str = "resume/";
+/// A kept point is rewritten once the device acknowledged this much more: the device's own
+/// count (26500) is what a resume trusts, the book only has to know the delivery exists.
+const PERSIST_EVERY: usize = 16 * 1024;
+
 /// Where one device stands with one package.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResumePoint {
     /// sha256 of the package being delivered.
     pub package: [u8; 32],
@@ -21,15 +30,53 @@ pub struct ResumePoint {
 }
 
 /// Resume points of every device with a delivery under way. Cheap to clone.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ResumeBook {
     points: Arc<Mutex<HashMap<String, ResumePoint>>>,
+    /// Where the points are kept across restarts.
+    kept: Option<Kept>,
+}
+
+/// A book's store, and the acknowledged offset last written there per device.
+#[derive(Clone)]
+struct Kept {
+    store: Arc<dyn Store>,
+    written: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl std::fmt::Debug for ResumeBook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResumeBook")
+            .field("devices", &self.lock().len())
+            .field("kept", &self.kept.is_some())
+            .finish()
+    }
 }
 
 impl ResumeBook {
-    /// An empty book.
+    /// An empty book, in memory only.
     pub fn new() -> Self {
         ResumeBook::default()
+    }
+
+    /// A book kept in `store`, starting with the points it holds.
+    pub fn kept_in(store: Arc<dyn Store>) -> Result<Self, StoreError> {
+        let mut points = HashMap::new();
+        let mut written = HashMap::new();
+        for (key, _) in store.scan_raw(PREFIX)? {
+            let endpoint = key[PREFIX.len()..].to_string();
+            if let Some(point) = store.get::<ResumePoint>(&key)? {
+                written.insert(endpoint.clone(), point.acknowledged);
+                points.insert(endpoint, point);
+            }
+        }
+        Ok(ResumeBook {
+            points: Arc::new(Mutex::new(points)),
+            kept: Some(Kept {
+                store,
+                written: Arc::new(Mutex::new(written)),
+            }),
+        })
     }
 
     /// Where `endpoint` stands with `package`, if it was being delivered that package.
@@ -43,17 +90,58 @@ impl ResumeBook {
     /// Records progress of `endpoint`.
     pub fn record(&self, endpoint: &str, point: ResumePoint) {
         let mut points = self.lock();
-        match points.get_mut(endpoint) {
-            Some(slot) => *slot = point,
+        let new_package = match points.get_mut(endpoint) {
+            Some(slot) => {
+                let new_package = slot.package != point.package;
+                *slot = point;
+                new_package
+            }
             None => {
                 points.insert(endpoint.to_string(), point);
+                true
+            }
+        };
+        drop(points);
+        self.keep(endpoint, &point, new_package);
+    }
+
+    /// Forgets `endpoint` (delivery over).
+    pub fn clear(&self, endpoint: &str) {
+        self.lock().remove(endpoint);
+        if let Some(Kept { store, written }) = &self.kept {
+            written
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(endpoint);
+            let mut batch = Batch::new();
+            batch.remove(format!("{PREFIX}{endpoint}"));
+            if let Err(error) = store.apply(batch) {
+                tracing::warn!(%endpoint, %error, "resume point not removed");
             }
         }
     }
 
-    /// Forgets `endpoint` (delivery over, or the device erased what it had).
-    pub fn clear(&self, endpoint: &str) {
-        self.lock().remove(endpoint);
+    /// Writes a point to the store: a new delivery at once and durably, progress now and then.
+    fn keep(&self, endpoint: &str, point: &ResumePoint, new_package: bool) {
+        let Some(Kept { store, written }) = &self.kept else {
+            return;
+        };
+        let mut written = written.lock().unwrap_or_else(|e| e.into_inner());
+        let last = written.get(endpoint).copied().unwrap_or(0);
+        if !new_package && point.acknowledged < last + PERSIST_EVERY {
+            return;
+        }
+        written.insert(endpoint.to_string(), point.acknowledged);
+        drop(written);
+        let key = format!("{PREFIX}{endpoint}");
+        let saved = if new_package {
+            store.put_durable(&key, point)
+        } else {
+            store.put(&key, point)
+        };
+        if let Err(error) = saved {
+            tracing::warn!(%endpoint, %error, "resume point not kept");
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ResumePoint>> {
@@ -112,5 +200,30 @@ mod tests {
         assert_eq!(book.get("dev", &[2; 32]), None);
         book.clear("dev");
         assert_eq!(book.get("dev", &[1; 32]), None);
+    }
+
+    #[test]
+    fn a_kept_book_comes_back_after_a_restart() {
+        let store: Arc<dyn Store> = Arc::new(crate::store::SledStore::temporary().unwrap());
+        let point = ResumePoint {
+            package: [7; 32],
+            acknowledged: 40_000,
+            high_water: 40_128,
+            block_size: 128,
+        };
+        let book = ResumeBook::kept_in(store.clone()).unwrap();
+        book.record(
+            "dev",
+            ResumePoint {
+                acknowledged: 0,
+                ..point
+            },
+        );
+        book.record("dev", point);
+        book.record("gone", point);
+        book.clear("gone");
+        let reopened = ResumeBook::kept_in(store).unwrap();
+        assert_eq!(reopened.get("dev", &[7; 32]), Some(point));
+        assert_eq!(reopened.get("gone", &[7; 32]), None);
     }
 }

@@ -1,0 +1,274 @@
+//! One attempt at upgrading one device of a task: survey the device (version, battery, signal,
+//! free memory, cell), apply the task's rules (already on the target, not on a delta's base,
+//! weak cell), ask the vendor's capability and policy plugins, then deliver. Owns that sequence;
+//! the scheduler decides when attempts run and what their outcomes mean for the task.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+
+use super::progress::DeviceResult;
+use super::task::Task;
+use crate::catalog::devices::{Survey, survey};
+use crate::catalog::{Catalog, PackageKind, PackageRecord};
+use crate::clock::{Clock, UnixMillis};
+use crate::lwm2m::Registry;
+use crate::lwm2m::firmware::DeliveryMethod;
+use crate::plugin::{self, Decision, PluginRegistry, TransferMethod};
+use crate::transfer::{Delivery, DeliveryJob, Method, Stage, WireCount};
+
+/// How one attempt ended, for the scheduler.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptOutcome {
+    /// The device is not registered: tried again once it is; no retry used.
+    Offline,
+    /// Not now (the policy said wait, or a plugin failed): tried again at `until`; no retry
+    /// used.
+    Postponed {
+        /// When to try again.
+        until: UnixMillis,
+        /// Why.
+        note: String,
+    },
+    /// The device's cell has a weaker signal than the task allows: pause the cell.
+    WeakCell {
+        /// The cell.
+        cell: u32,
+        /// What was measured.
+        note: String,
+    },
+    /// The device does not belong in the task (its version is not the delta's base).
+    Removed(String),
+    /// The attempt ran: `result` is final if it succeeded, otherwise it uses a retry.
+    Ran {
+        /// How it ended.
+        result: DeviceResult,
+        /// Why, when it failed.
+        note: Option<String>,
+        /// Bytes it cost.
+        wire: WireCount,
+        /// The device's cell, as surveyed.
+        cell: Option<u32>,
+    },
+}
+
+/// What an attempt needs to know.
+#[derive(Clone)]
+pub struct AttemptRequest {
+    /// The task.
+    pub task: Task,
+    /// The device.
+    pub endpoint: String,
+    /// Retries used so far (the plugins' `attempt`).
+    pub attempt: u32,
+    /// Open while the task may enter the update step.
+    pub install_gate: watch::Receiver<bool>,
+    /// Where the delivery reports its stages.
+    pub stages: mpsc::UnboundedSender<(String, Stage)>,
+}
+
+/// Runs attempts. The engine's is [`DeviceAttempts`]; scheduler tests script their own.
+pub trait Attempts: Send + Sync + 'static {
+    /// Runs one attempt.
+    fn attempt(
+        &self,
+        request: AttemptRequest,
+    ) -> Pin<Box<dyn Future<Output = AttemptOutcome> + Send>>;
+}
+
+/// Attempts on real devices.
+#[derive(Clone)]
+pub struct DeviceAttempts {
+    /// Devices, packages.
+    pub catalog: Catalog,
+    /// Registrations.
+    pub registry: Arc<Registry>,
+    /// Delivery.
+    pub delivery: Delivery,
+    /// Capability and policy plugins.
+    pub plugins: Arc<PluginRegistry>,
+    /// Time.
+    pub clock: Clock,
+}
+
+impl Attempts for DeviceAttempts {
+    fn attempt(
+        &self,
+        request: AttemptRequest,
+    ) -> Pin<Box<dyn Future<Output = AttemptOutcome> + Send>> {
+        let this = self.clone();
+        Box::pin(async move { this.run(request).await })
+    }
+}
+
+impl DeviceAttempts {
+    async fn run(&self, request: AttemptRequest) -> AttemptOutcome {
+        let Some(registration) = self.registry.get(&request.endpoint) else {
+            return AttemptOutcome::Offline;
+        };
+        let package = match self.catalog.package(&request.task.spec.package_id) {
+            Ok(package) => package,
+            Err(error) => return self.postpone(&request, error.to_string()),
+        };
+        let survey = match survey(self.delivery.management(), registration.address).await {
+            Ok(survey) => survey,
+            Err(error) => {
+                return ran(
+                    DeviceResult::LinkBroke,
+                    Some(format!("survey: {error}")),
+                    None,
+                );
+            }
+        };
+        let _ = self.catalog.device_surveyed(&request.endpoint, &survey);
+        if let Some(outcome) = task_rules(&request.task, &package, &survey) {
+            return outcome;
+        }
+        let device = plugin_device(&request, &survey);
+        let firmware = plugin_package(&package);
+        let plan = match self
+            .plugins
+            .check_capability(device.clone(), firmware.clone())
+            .await
+        {
+            Ok(Ok(plan)) => plan,
+            Ok(Err(refusal)) => {
+                return ran(DeviceResult::NotSupported, Some(refusal), survey.cell_id);
+            }
+            Err(error) => return self.postpone(&request, error.to_string()),
+        };
+        match self.plugins.decide(device, firmware).await {
+            Ok(Decision::Go) => {}
+            Ok(Decision::Wait(wait)) => {
+                let until = self.clock.now() + u64::from(wait.seconds) * 1000;
+                return AttemptOutcome::Postponed {
+                    until,
+                    note: wait.reason,
+                };
+            }
+            Ok(Decision::Skip(reason)) => {
+                return ran(skip_result(&reason), Some(reason), survey.cell_id);
+            }
+            Err(error) => return self.postpone(&request, error.to_string()),
+        }
+        self.deliver(&request, &package, &plan, survey.cell_id)
+            .await
+    }
+
+    async fn deliver(
+        &self,
+        request: &AttemptRequest,
+        package: &PackageRecord,
+        plan: &plugin::DeliveryPlan,
+        cell: Option<u32>,
+    ) -> AttemptOutcome {
+        let Ok(shelved) = self.catalog.package_bytes(&package.id) else {
+            return self.postpone(request, format!("package {} is not loaded", package.id));
+        };
+        let method = match plan.method {
+            TransferMethod::Push => Method::Push,
+            TransferMethod::Pull => Method::Pull,
+        };
+        let mut job = DeliveryJob::new(
+            &request.endpoint,
+            shelved,
+            &package.to_version,
+            usize::from(plan.block_size).clamp(16, 1024),
+            method,
+        );
+        job.install_gate = Some(request.install_gate.clone());
+        job.give_up_at = request.task.spec.deadline.map(|d| self.clock.instant_at(d));
+        job.stages = Some(request.stages.clone());
+        let report = self.delivery.run(&job).await;
+        let result = DeviceResult::of(&report.outcome);
+        AttemptOutcome::Ran {
+            result,
+            note: (result != DeviceResult::Successful).then(|| format!("{:?}", report.outcome)),
+            wire: report.wire,
+            cell,
+        }
+    }
+
+    fn postpone(&self, request: &AttemptRequest, note: String) -> AttemptOutcome {
+        AttemptOutcome::Postponed {
+            until: self.clock.now() + request.task.spec.retry_interval_secs * 1000,
+            note,
+        }
+    }
+}
+
+/// The task's own rules, before any plugin is asked.
+fn task_rules(task: &Task, package: &PackageRecord, survey: &Survey) -> Option<AttemptOutcome> {
+    let version = survey.firmware_version.as_deref().unwrap_or("");
+    if version == package.to_version {
+        return Some(ran(DeviceResult::Successful, None, survey.cell_id));
+    }
+    if package.kind == PackageKind::Delta && package.from_version.as_deref() != Some(version) {
+        return Some(AttemptOutcome::Removed(format!(
+            "runs {version}, the delta applies to {}",
+            package.from_version.as_deref().unwrap_or("?")
+        )));
+    }
+    match (task.spec.min_signal_dbm, survey.signal_dbm, survey.cell_id) {
+        (Some(min), Some(signal), Some(cell)) if signal < min => Some(AttemptOutcome::WeakCell {
+            cell,
+            note: format!("signal {signal} dBm < {min} dBm"),
+        }),
+        _ => None,
+    }
+}
+
+fn ran(result: DeviceResult, note: Option<String>, cell: Option<u32>) -> AttemptOutcome {
+    AttemptOutcome::Ran {
+        result,
+        note,
+        wire: WireCount::default(),
+        cell,
+    }
+}
+
+/// A policy's skip, in the seed's results: space when it says so, otherwise not supported.
+fn skip_result(reason: &str) -> DeviceResult {
+    let reason = reason.to_ascii_lowercase();
+    if ["memory", "space", "flash"]
+        .iter()
+        .any(|w| reason.contains(w))
+    {
+        DeviceResult::InsufficientSpace
+    } else {
+        DeviceResult::NotSupported
+    }
+}
+
+fn plugin_device(request: &AttemptRequest, survey: &Survey) -> plugin::Device {
+    plugin::Device {
+        endpoint: request.endpoint.clone(),
+        manufacturer: survey.manufacturer.clone().unwrap_or_default(),
+        model: survey.model.clone().unwrap_or_default(),
+        firmware_version: survey.firmware_version.clone().unwrap_or_default(),
+        battery_level: survey.battery,
+        memory_free_kb: survey.memory_free_kb,
+        signal_dbm: survey.signal_dbm,
+        cell_id: survey.cell_id,
+        delivery_method: survey.delivery.map(|d| match d {
+            DeliveryMethod::Pull => plugin::DeliveryMethod::Pull,
+            DeliveryMethod::Push => plugin::DeliveryMethod::Push,
+            DeliveryMethod::Both => plugin::DeliveryMethod::Both,
+        }),
+        attempt: request.attempt,
+    }
+}
+
+fn plugin_package(package: &PackageRecord) -> plugin::FirmwarePackage {
+    plugin::FirmwarePackage {
+        kind: match package.kind {
+            PackageKind::Full => plugin::PackageKind::Full,
+            PackageKind::Delta => plugin::PackageKind::Delta,
+        },
+        size: package.size,
+        from_version: package.from_version.clone(),
+        to_version: package.to_version.clone(),
+    }
+}

@@ -1,0 +1,407 @@
+//! Upgrade tasks over groups (DESIGN.md "Upgrade tasks"): creation and the operator's actions
+//! under the status rules, the scheduler that starts tasks at their execution time, runs
+//! attempts within the pacing limits, retries failed devices after the retry interval until
+//! the retries or the deadline run out, pauses cells with a weak signal and whole tasks whose
+//! failure rate crosses their threshold, holds downloaded devices while a task is paused, and
+//! completes tasks. Every change is in the store, so a restarted engine resumes every task.
+
+pub mod attempt;
+pub mod progress;
+mod schedule;
+pub mod task;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc, watch};
+
+pub use attempt::{AttemptOutcome, AttemptRequest, Attempts, DeviceAttempts};
+pub use progress::{DeviceProgress, DeviceResult, DownloadStatus, Phase, UpgradeStatus};
+pub use task::{Action, CellPause, Pacing, Refused, Task, TaskSpec, TaskStatus};
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::clock::Clock;
+use crate::store::{Batch, Store, StoreError, StoreExt};
+use crate::transfer::Stage;
+
+/// Why a task operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CampaignError {
+    /// No such task.
+    #[error("task {0} does not exist")]
+    NotFound(String),
+    /// The status rules forbid it.
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// The request is invalid (unknown group, a package of another model, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// The catalog refused.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How often the scheduler looks at every task when nothing wakes it.
+const TICK: Duration = Duration::from_millis(500);
+
+/// A task with its devices, as the scheduler holds it.
+pub(crate) struct Running {
+    pub task: Task,
+    pub devices: BTreeMap<String, DeviceProgress>,
+    /// Attempts under way, to abort on cancel.
+    pub active: HashMap<String, tokio::task::AbortHandle>,
+    /// Open while the task may enter the update step.
+    pub gate: watch::Sender<bool>,
+}
+
+/// Shared state of the campaign service.
+pub(crate) struct Inner {
+    pub store: Arc<dyn Store>,
+    pub catalog: Catalog,
+    pub attempts: Arc<dyn Attempts>,
+    pub clock: Clock,
+    pub tasks: Mutex<BTreeMap<String, Running>>,
+    pub wake: Notify,
+    pub stages: mpsc::UnboundedSender<(String, Stage)>,
+    /// Task changes, for live progress (the API's event stream).
+    pub events: tokio::sync::broadcast::Sender<CampaignEvent>,
+}
+
+/// Something that changed in a task, for live progress.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CampaignEvent {
+    /// A task's status changed.
+    Task(Task),
+    /// A device's progress in a task changed.
+    Device(DeviceProgress),
+}
+
+/// The campaign service. Cheap to clone; the scheduler stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct Campaigns {
+    inner: Arc<Inner>,
+}
+
+impl Campaigns {
+    /// Loads every task from the store (attempts that were running when the engine stopped
+    /// are due again) and starts the scheduler.
+    pub fn start(
+        store: Arc<dyn Store>,
+        catalog: Catalog,
+        attempts: Arc<dyn Attempts>,
+        clock: Clock,
+    ) -> Result<Campaigns, CampaignError> {
+        let (stages, stage_updates) = mpsc::unbounded_channel();
+        let (events, _) = tokio::sync::broadcast::channel(1024);
+        let inner = Arc::new(Inner {
+            store,
+            catalog,
+            attempts,
+            clock,
+            tasks: Mutex::new(BTreeMap::new()),
+            wake: Notify::new(),
+            stages,
+            events,
+        });
+        inner.load()?;
+        tokio::spawn(schedule::run(Arc::downgrade(&inner)));
+        tokio::spawn(schedule::follow_stages(
+            Arc::downgrade(&inner),
+            stage_updates,
+        ));
+        Ok(Campaigns { inner })
+    }
+
+    /// Receives task and device changes from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<CampaignEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Creates a task; it starts at its execution time (now when unset).
+    pub fn create(&self, spec: TaskSpec) -> Result<Task, CampaignError> {
+        self.validate(&spec)?;
+        let task = Task {
+            id: crate::catalog::new_id("task"),
+            spec,
+            status: TaskStatus::NotStarted,
+            pause_reason: None,
+            paused_cells: BTreeMap::new(),
+            created_at: self.inner.clock.now(),
+            started_at: None,
+            finished_at: None,
+        };
+        self.inner.store.put_durable(&task_key(&task.id), &task)?;
+        self.inner
+            .lock()
+            .insert(task.id.clone(), Running::new(task.clone()));
+        self.inner.wake.notify_one();
+        Ok(task)
+    }
+
+    /// Changes a task that has not started.
+    pub fn edit(&self, id: &str, spec: TaskSpec) -> Result<Task, CampaignError> {
+        self.validate(&spec)?;
+        self.act(id, Action::Edit, |task| task.spec = spec)
+    }
+
+    /// Starts a not-started task whose execution time has come (or is unset) now.
+    pub fn start_now(&self, id: &str) -> Result<Task, CampaignError> {
+        let now = self.inner.clock.now();
+        let mut tasks = self.inner.lock();
+        let running = tasks
+            .get_mut(id)
+            .ok_or_else(|| CampaignError::NotFound(id.into()))?;
+        running.task.check(Action::Start, now)?;
+        self.inner.begin(running)?;
+        let task = running.task.clone();
+        drop(tasks);
+        self.inner.wake.notify_one();
+        Ok(task)
+    }
+
+    /// Pauses an upgrading task.
+    pub fn pause(&self, id: &str) -> Result<Task, CampaignError> {
+        self.act(id, Action::Pause, |task| {
+            task.status = TaskStatus::Paused;
+            task.pause_reason = Some("paused by an operator".into());
+        })
+    }
+
+    /// Resumes a paused task (also clearing its automatic cell pauses).
+    pub fn resume(&self, id: &str) -> Result<Task, CampaignError> {
+        self.act(id, Action::Resume, |task| {
+            task.status = TaskStatus::Upgrading;
+            task.pause_reason = None;
+            task.paused_cells.clear();
+        })
+    }
+
+    /// Cancels a task: attempts under way stop; the task is final.
+    pub fn cancel(&self, id: &str) -> Result<Task, CampaignError> {
+        let now = self.inner.clock.now();
+        self.act(id, Action::Cancel, |task| {
+            task.status = TaskStatus::Stopped;
+            task.finished_at = Some(now);
+        })
+    }
+
+    /// Deletes a task that is not running, with its progress records.
+    pub fn delete(&self, id: &str) -> Result<(), CampaignError> {
+        let now = self.inner.clock.now();
+        let mut tasks = self.inner.lock();
+        let running = tasks
+            .get(id)
+            .ok_or_else(|| CampaignError::NotFound(id.into()))?;
+        running.task.check(Action::Delete, now)?;
+        let mut batch = Batch::new();
+        batch.remove(task_key(id));
+        for endpoint in running.devices.keys() {
+            batch.remove(progress_key(id, endpoint));
+        }
+        self.inner.store.apply(batch)?;
+        self.inner.store.flush()?;
+        tasks.remove(id);
+        Ok(())
+    }
+
+    /// The task `id`.
+    pub fn task(&self, id: &str) -> Result<Task, CampaignError> {
+        let tasks = self.inner.lock();
+        let running = tasks
+            .get(id)
+            .ok_or_else(|| CampaignError::NotFound(id.into()))?;
+        Ok(running.task.clone())
+    }
+
+    /// Every task.
+    pub fn tasks(&self) -> Vec<Task> {
+        self.inner.lock().values().map(|r| r.task.clone()).collect()
+    }
+
+    /// The devices of task `id` and their progress.
+    pub fn devices(&self, id: &str) -> Result<Vec<DeviceProgress>, CampaignError> {
+        let tasks = self.inner.lock();
+        let running = tasks
+            .get(id)
+            .ok_or_else(|| CampaignError::NotFound(id.into()))?;
+        Ok(running.devices.values().cloned().collect())
+    }
+
+    /// True when a task that is not final uses group `group_id` or package `package_id`.
+    pub fn in_use(&self, group_id: Option<&str>, package_id: Option<&str>) -> bool {
+        self.inner.lock().values().any(|running| {
+            let spec = &running.task.spec;
+            !running.task.status.is_final()
+                && (group_id == Some(spec.group_id.as_str())
+                    || package_id == Some(spec.package_id.as_str()))
+        })
+    }
+
+    /// Every device progress of every task (for statistics).
+    pub fn all_progress(&self) -> Vec<(Task, Vec<DeviceProgress>)> {
+        self.inner
+            .lock()
+            .values()
+            .map(|r| (r.task.clone(), r.devices.values().cloned().collect()))
+            .collect()
+    }
+
+    fn validate(&self, spec: &TaskSpec) -> Result<(), CampaignError> {
+        let catalog = &self.inner.catalog;
+        let group = catalog.group(&spec.group_id)?;
+        let package = catalog.package(&spec.package_id)?;
+        if (group.vendor.as_str(), group.model.as_str()) != (&package.vendor, &package.model) {
+            return Err(CampaignError::Invalid(format!(
+                "package {} is for {} {}, group {} is {} {}",
+                package.id, package.vendor, package.model, group.id, group.vendor, group.model
+            )));
+        }
+        if spec.name.trim().is_empty() {
+            return Err(CampaignError::Invalid("a task needs a name".into()));
+        }
+        if spec.pacing.max_concurrent == 0 || spec.pacing.max_per_cell == 0 {
+            return Err(CampaignError::Invalid(
+                "pacing limits must be at least 1".into(),
+            ));
+        }
+        if let (Some(start), Some(deadline)) = (spec.execution_time, spec.deadline)
+            && deadline <= start
+        {
+            return Err(CampaignError::Invalid(
+                "the deadline must come after the execution time".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks `action` and applies `change` to the task, durably.
+    fn act(
+        &self,
+        id: &str,
+        action: Action,
+        change: impl FnOnce(&mut Task),
+    ) -> Result<Task, CampaignError> {
+        let now = self.inner.clock.now();
+        let mut tasks = self.inner.lock();
+        let running = tasks
+            .get_mut(id)
+            .ok_or_else(|| CampaignError::NotFound(id.into()))?;
+        running.task.check(action, now)?;
+        let mut task = running.task.clone();
+        change(&mut task);
+        self.inner.store.put_durable(&task_key(id), &task)?;
+        running.task = task.clone();
+        running.apply_status();
+        drop(tasks);
+        let _ = self.inner.events.send(CampaignEvent::Task(task.clone()));
+        self.inner.wake.notify_one();
+        Ok(task)
+    }
+}
+
+impl Running {
+    fn new(task: Task) -> Self {
+        let (gate, _) = watch::channel(task.status == TaskStatus::Upgrading);
+        Running {
+            task,
+            devices: BTreeMap::new(),
+            active: HashMap::new(),
+            gate,
+        }
+    }
+
+    /// Opens or closes the install gate, and stops attempts of a stopped task.
+    pub(crate) fn apply_status(&mut self) {
+        self.gate
+            .send_replace(self.task.status == TaskStatus::Upgrading);
+        if self.task.status == TaskStatus::Stopped {
+            for (_, attempt) in self.active.drain() {
+                attempt.abort();
+            }
+        }
+    }
+}
+
+impl Inner {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Running>> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads every task and its devices back; attempts cut by a stop are due again.
+    fn load(&self) -> Result<(), CampaignError> {
+        let tasks: Vec<Task> = self.store.scan(TASKS)?;
+        let mut loaded = self.lock();
+        for task in tasks {
+            let mut running = Running::new(task);
+            let devices: Vec<DeviceProgress> = self
+                .store
+                .scan(&format!("{PROGRESS}{}/", running.task.id))?;
+            for mut progress in devices {
+                if progress.phase == Phase::Active {
+                    progress.phase = Phase::Waiting;
+                    progress.attempts = progress.attempts.saturating_sub(1);
+                }
+                running.devices.insert(progress.endpoint.clone(), progress);
+            }
+            loaded.insert(running.task.id.clone(), running);
+        }
+        Ok(())
+    }
+
+    /// Moves a task to Upgrading with a progress record for each device of its group.
+    pub(crate) fn begin(&self, running: &mut Running) -> Result<(), CampaignError> {
+        let now = self.clock.now();
+        let group = self.catalog.group(&running.task.spec.group_id)?;
+        let mut task = running.task.clone();
+        task.status = TaskStatus::Upgrading;
+        task.started_at = Some(now);
+        let mut batch = Batch::new();
+        batch.put(task_key(&task.id), &task);
+        for endpoint in &group.devices {
+            let mut progress = DeviceProgress::new(&task.id, endpoint, now);
+            progress.cell_id = self.catalog.device(endpoint).ok().and_then(|d| d.cell_id);
+            batch.put(progress_key(&task.id, endpoint), &progress);
+            running.devices.insert(endpoint.clone(), progress);
+        }
+        self.store.apply(batch)?;
+        self.store.flush()?;
+        running.task = task.clone();
+        running.apply_status();
+        let _ = self.events.send(CampaignEvent::Task(task));
+        Ok(())
+    }
+
+    /// Saves a task's record.
+    pub(crate) fn save_task(&self, task: &Task) {
+        if let Err(error) = self.store.put(&task_key(&task.id), task) {
+            tracing::error!(task = %task.id, %error, "task not saved");
+        }
+        let _ = self.events.send(CampaignEvent::Task(task.clone()));
+    }
+
+    /// Saves a device's progress.
+    pub(crate) fn save_progress(&self, progress: &DeviceProgress) {
+        let key = progress_key(&progress.task_id, &progress.endpoint);
+        if let Err(error) = self.store.put(&key, progress) {
+            tracing::error!(%key, %error, "progress not saved");
+        }
+        let _ = self.events.send(CampaignEvent::Device(progress.clone()));
+    }
+}
+
+/// Key prefix of tasks.
+const TASKS: &str = "task/";
+/// Key prefix of device progress.
+const PROGRESS: &str = "prog/";
+
+fn task_key(id: &str) -> String {
+    format!("{TASKS}{id}")
+}
+
+fn progress_key(task: &str, endpoint: &str) -> String {
+    format!("{PROGRESS}{task}/{endpoint}")
+}

@@ -1,0 +1,174 @@
+//! One device's progress in one task: retries, download and upgrade status, and its result in
+//! the seed's terms, mapped from Update Result and from the engine's own outcomes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::UnixMillis;
+use crate::lwm2m::firmware::UpdateResult;
+use crate::transfer::{TransferOutcome, WireCount};
+
+/// How a device ended (or how its last attempt ended).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceResult {
+    /// Runs the target version.
+    Successful,
+    /// Not enough flash for the package.
+    InsufficientSpace,
+    /// Out of RAM.
+    OutOfMemory,
+    /// The link broke and did not come back in time.
+    LinkBroke,
+    /// The package failed the device's integrity check.
+    IntegrityFailed,
+    /// The device cannot take this package or protocol.
+    NotSupported,
+    /// Installing failed (or it came back on another version).
+    UpgradeFailed,
+    /// The deadline passed first.
+    TaskExpired,
+    /// The download failed (bad URI, refused write).
+    DownloadFailed,
+}
+
+impl DeviceResult {
+    /// The result a delivery outcome stands for.
+    pub fn of(outcome: &TransferOutcome) -> DeviceResult {
+        match outcome {
+            TransferOutcome::Upgraded { .. } => DeviceResult::Successful,
+            TransferOutcome::DeviceFailure(result) => DeviceResult::of_update_result(*result),
+            TransferOutcome::WrongVersion { .. } => DeviceResult::UpgradeFailed,
+            TransferOutcome::Refused(_) => DeviceResult::DownloadFailed,
+            TransferOutcome::Interrupted(_) => DeviceResult::LinkBroke,
+        }
+    }
+
+    /// The result a device's Update Result (/5/0/5) stands for.
+    pub fn of_update_result(result: UpdateResult) -> DeviceResult {
+        match result {
+            UpdateResult::Success | UpdateResult::Initial => DeviceResult::Successful,
+            UpdateResult::NotEnoughFlash => DeviceResult::InsufficientSpace,
+            UpdateResult::OutOfRam => DeviceResult::OutOfMemory,
+            UpdateResult::ConnectionLost => DeviceResult::LinkBroke,
+            UpdateResult::IntegrityFailure => DeviceResult::IntegrityFailed,
+            UpdateResult::UnsupportedPackageType | UpdateResult::UnsupportedProtocol => {
+                DeviceResult::NotSupported
+            }
+            UpdateResult::InvalidUri => DeviceResult::DownloadFailed,
+            UpdateResult::UpdateFailed => DeviceResult::UpgradeFailed,
+        }
+    }
+}
+
+/// Where a device stands in the task's schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// To be tried at `next_try_at`.
+    Waiting,
+    /// An attempt is running.
+    Active,
+    /// Done: `result` is final.
+    Finished,
+    /// Taken out of the task (its version is not the delta's base).
+    Removed,
+}
+
+/// Download status, as shown per device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DownloadStatus {
+    NotStarted,
+    Downloading,
+    Downloaded,
+    Failed,
+}
+
+/// Upgrade status, as shown per device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpgradeStatus {
+    NotStarted,
+    Upgrading,
+    Upgraded,
+    Failed,
+}
+
+/// One device in one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceProgress {
+    /// The task.
+    pub task_id: String,
+    /// The device.
+    pub endpoint: String,
+    /// Attempts made (retry X of `retries + 1`).
+    pub attempts: u32,
+    /// Schedule.
+    pub phase: Phase,
+    /// When a waiting device is tried next.
+    pub next_try_at: UnixMillis,
+    /// Download status.
+    pub download: DownloadStatus,
+    /// Upgrade status.
+    pub upgrade: UpgradeStatus,
+    /// Final result, or the last attempt's while retries remain.
+    pub result: Option<DeviceResult>,
+    /// Why the last attempt did not succeed, or why the device waits or was removed.
+    pub note: Option<String>,
+    /// The device's cell, as last surveyed.
+    pub cell_id: Option<u32>,
+    /// Package bytes sent for the first time, over every attempt.
+    pub bytes_first: u64,
+    /// Package bytes sent again.
+    pub bytes_resent: u64,
+    /// CoAP bytes on the wire.
+    pub wire_bytes: u64,
+}
+
+impl DeviceProgress {
+    /// A device just added to a task.
+    pub fn new(task_id: &str, endpoint: &str, now: UnixMillis) -> Self {
+        DeviceProgress {
+            task_id: task_id.to_string(),
+            endpoint: endpoint.to_string(),
+            attempts: 0,
+            phase: Phase::Waiting,
+            next_try_at: now,
+            download: DownloadStatus::NotStarted,
+            upgrade: UpgradeStatus::NotStarted,
+            result: None,
+            note: None,
+            cell_id: None,
+            bytes_first: 0,
+            bytes_resent: 0,
+            wire_bytes: 0,
+        }
+    }
+
+    /// True once nothing more happens to this device in this task.
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Finished | Phase::Removed)
+    }
+
+    /// Adds one delivery's bytes.
+    pub fn add_wire(&mut self, wire: &WireCount) {
+        self.bytes_first += wire.package_first;
+        self.bytes_resent += wire.package_resent;
+        self.wire_bytes += wire.wire_sent;
+    }
+
+    /// Ends the device with `result`.
+    pub fn finish(&mut self, result: DeviceResult, note: Option<String>) {
+        self.phase = Phase::Finished;
+        self.result = Some(result);
+        self.note = note;
+        if result == DeviceResult::Successful {
+            self.download = DownloadStatus::Downloaded;
+            self.upgrade = UpgradeStatus::Upgraded;
+        } else if self.upgrade == UpgradeStatus::Upgrading {
+            self.upgrade = UpgradeStatus::Failed;
+        } else if self.download != DownloadStatus::Downloaded {
+            self.download = DownloadStatus::Failed;
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! An upgrade task (campaign) and its status rules: which transitions an operator may make,
+//! which only the system makes, and when a task may be edited or deleted.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::UnixMillis;
+
+/// Where a task stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Waiting for its execution time.
+    NotStarted,
+    /// Devices are being upgraded.
+    Upgrading,
+    /// Paused: downloads under way finish, nothing enters the update step.
+    Paused,
+    /// Cancelled: final.
+    Stopped,
+    /// Every device finished: final.
+    Completed,
+}
+
+impl TaskStatus {
+    /// True for Stopped and Completed.
+    pub fn is_final(self) -> bool {
+        matches!(self, TaskStatus::Stopped | TaskStatus::Completed)
+    }
+}
+
+/// What an operator asks of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Start now (only a not-started task whose execution time has come or is unset).
+    Start,
+    /// Pause an upgrading task.
+    Pause,
+    /// Resume a paused task.
+    Resume,
+    /// Cancel an upgrading or paused task.
+    Cancel,
+    /// Change name, retries, times or limits (only before it starts).
+    Edit,
+    /// Delete (not while upgrading or paused).
+    Delete,
+}
+
+/// Limits on how many devices transfer at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pacing {
+    /// Devices of the task transferring at once.
+    pub max_concurrent: usize,
+    /// Devices of one cell transferring at once (an NB-IoT cell has little downlink).
+    pub max_per_cell: usize,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Pacing {
+            max_concurrent: 1000,
+            max_per_cell: 50,
+        }
+    }
+}
+
+/// What a task is asked to do, as given at creation or edit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// Name.
+    pub name: String,
+    /// The group whose devices are upgraded.
+    pub group_id: String,
+    /// The package they receive.
+    pub package_id: String,
+    /// Retries after the first attempt.
+    pub retries: u32,
+    /// Wait before a failed device is tried again, in seconds.
+    pub retry_interval_secs: u64,
+    /// When the system starts the task; `None` = now.
+    pub execution_time: Option<UnixMillis>,
+    /// After it, devices not upgraded end as "task expired".
+    pub deadline: Option<UnixMillis>,
+    /// Concurrency limits.
+    #[serde(default)]
+    pub pacing: Pacing,
+    /// A cell whose devices report a weaker signal than this pauses there automatically.
+    pub min_signal_dbm: Option<i32>,
+    /// The task pauses itself when this share of finished devices failed...
+    pub max_failure_rate: Option<f64>,
+    /// ...once at least this many devices finished.
+    #[serde(default = "default_failure_sample")]
+    pub failure_sample: u32,
+}
+
+fn default_failure_sample() -> u32 {
+    20
+}
+
+/// A cell paused automatically, until when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellPause {
+    /// Why.
+    pub reason: String,
+    /// When the cell is tried again.
+    pub until: UnixMillis,
+}
+
+/// An upgrade task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// Id.
+    pub id: String,
+    /// What it does.
+    pub spec: TaskSpec,
+    /// Where it stands.
+    pub status: TaskStatus,
+    /// Why it is paused, when the system paused it.
+    pub pause_reason: Option<String>,
+    /// Cells paused automatically for weak signal.
+    pub paused_cells: BTreeMap<u32, CellPause>,
+    /// Creation time.
+    pub created_at: UnixMillis,
+    /// When it started upgrading.
+    pub started_at: Option<UnixMillis>,
+    /// When it became Stopped or Completed.
+    pub finished_at: Option<UnixMillis>,
+}
+
+/// Why an action was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot {action} a task that is {status}: {why}")]
+pub struct Refused {
+    /// The action, in words.
+    pub action: &'static str,
+    /// The status it was refused in.
+    pub status: &'static str,
+    /// The rule.
+    pub why: &'static str,
+}
+
+impl Task {
+    /// Checks an operator's action against the status rules; `now` decides whether a
+    /// not-started task may be started.
+    pub fn check(&self, action: Action, now: UnixMillis) -> Result<(), Refused> {
+        use Action::*;
+        use TaskStatus::*;
+        let refuse = |why| {
+            Err(Refused {
+                action: action_name(action),
+                status: status_name(self.status),
+                why,
+            })
+        };
+        match (action, self.status) {
+            (Start, NotStarted) if self.spec.execution_time.is_none_or(|t| t <= now) => Ok(()),
+            (Start, NotStarted) => refuse("the system starts it at its execution time"),
+            (Pause, Upgrading) | (Resume, Paused) | (Cancel, Upgrading | Paused) => Ok(()),
+            (Cancel, NotStarted) => refuse("a task that has not started is deleted, not cancelled"),
+            (Edit, NotStarted) => Ok(()),
+            (Edit, _) => refuse("only a task that has not started can be edited"),
+            (Delete, NotStarted | Stopped | Completed) => Ok(()),
+            (Delete, _) => refuse("cancel it first"),
+            (_, Stopped | Completed) => refuse("it is finished"),
+            _ => refuse("that is not a transition of this status"),
+        }
+    }
+
+    /// Cells paused at `now`.
+    pub fn cell_paused(&self, cell: Option<u32>, now: UnixMillis) -> bool {
+        cell.and_then(|c| self.paused_cells.get(&c))
+            .is_some_and(|pause| pause.until > now)
+    }
+}
+
+fn action_name(action: Action) -> &'static str {
+    match action {
+        Action::Start => "start",
+        Action::Pause => "pause",
+        Action::Resume => "resume",
+        Action::Cancel => "cancel",
+        Action::Edit => "edit",
+        Action::Delete => "delete",
+    }
+}
+
+/// The status in words.
+pub fn status_name(status: TaskStatus) -> &'static str {
+    match status {
+        TaskStatus::NotStarted => "not started",
+        TaskStatus::Upgrading => "upgrading",
+        TaskStatus::Paused => "paused",
+        TaskStatus::Stopped => "stopped",
+        TaskStatus::Completed => "completed",
+    }
+}

@@ -1,0 +1,203 @@
+//! Devices as the catalog knows them: created at their first registration, kept current by
+//! later registrations and by surveys (reads of /3/0 and /4/0), marked offline when their
+//! registration ends.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Catalog, CatalogError};
+use crate::clock::UnixMillis;
+use crate::lwm2m::firmware::{self, DeliveryMethod};
+use crate::lwm2m::{DeviceManagement, LwM2mPath, ManagementError, Record, Registration};
+use crate::store::{Batch, StoreExt};
+
+/// Key prefix of device records.
+const PREFIX: &str = "dev/";
+
+/// One device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// LwM2M endpoint client name: the device's id.
+    pub endpoint: String,
+    /// A name an operator gave it (the endpoint until then).
+    pub name: String,
+    /// IMEI, from a `urn:imei:` endpoint name.
+    pub imei: Option<String>,
+    /// /3/0/0.
+    pub manufacturer: Option<String>,
+    /// /3/0/1.
+    pub model: Option<String>,
+    /// /3/0/3.
+    pub firmware_version: Option<String>,
+    /// Last Register or Update.
+    pub last_seen: UnixMillis,
+    /// Registered now.
+    pub online: bool,
+    /// /3/0/9, percent.
+    pub battery: Option<u8>,
+    /// /4/0/2, dBm.
+    pub signal_dbm: Option<i32>,
+    /// /3/0/10, KiB.
+    pub memory_free_kb: Option<u32>,
+    /// /4/0/8.
+    pub cell_id: Option<u32>,
+    /// /5/0/9.
+    pub delivery: Option<DeliveryMethod>,
+}
+
+impl DeviceRecord {
+    fn new(endpoint: &str, now: UnixMillis) -> Self {
+        DeviceRecord {
+            endpoint: endpoint.to_string(),
+            name: endpoint.to_string(),
+            imei: endpoint.strip_prefix("urn:imei:").map(str::to_string),
+            manufacturer: None,
+            model: None,
+            firmware_version: None,
+            last_seen: now,
+            online: true,
+            battery: None,
+            signal_dbm: None,
+            memory_free_kb: None,
+            cell_id: None,
+            delivery: None,
+        }
+    }
+
+    /// Takes the values a survey read (a value it did not get stays as it was).
+    pub fn apply(&mut self, survey: &Survey) {
+        fn merge<T: Clone>(field: &mut Option<T>, value: &Option<T>) {
+            if value.is_some() {
+                field.clone_from(value);
+            }
+        }
+        merge(&mut self.manufacturer, &survey.manufacturer);
+        merge(&mut self.model, &survey.model);
+        merge(&mut self.firmware_version, &survey.firmware_version);
+        merge(&mut self.battery, &survey.battery);
+        merge(&mut self.signal_dbm, &survey.signal_dbm);
+        merge(&mut self.memory_free_kb, &survey.memory_free_kb);
+        merge(&mut self.cell_id, &survey.cell_id);
+        merge(&mut self.delivery, &survey.delivery);
+    }
+}
+
+/// What one round of reads learned about a device.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Survey {
+    pub manufacturer: Option<String>,
+    pub model: Option<String>,
+    pub firmware_version: Option<String>,
+    pub battery: Option<u8>,
+    pub signal_dbm: Option<i32>,
+    pub memory_free_kb: Option<u32>,
+    pub cell_id: Option<u32>,
+    pub delivery: Option<DeliveryMethod>,
+}
+
+/// Reads the Device (/3/0), Connectivity Monitoring (/4/0) and Firmware Update (/5/0) object
+/// instances. A device without /4 still answers for the rest.
+pub async fn survey(
+    management: &DeviceManagement,
+    device: SocketAddr,
+) -> Result<Survey, ManagementError> {
+    let mut records = management.read(device, LwM2mPath::instance(3, 0)).await?;
+    for object in [4, 5] {
+        match management
+            .read(device, LwM2mPath::instance(object, 0))
+            .await
+        {
+            Ok(more) => records.extend(more),
+            Err(ManagementError::Status { .. }) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(Survey::from_records(&records))
+}
+
+impl Survey {
+    fn from_records(records: &[Record]) -> Self {
+        let find = |path: LwM2mPath| records.iter().find(|r| r.path == path).map(|r| &r.value);
+        let text = |path| find(path).and_then(|v| v.as_string().ok());
+        let number = |path| find(path).and_then(|v| v.as_i64().ok());
+        Survey {
+            manufacturer: text(firmware::MANUFACTURER),
+            model: text(firmware::MODEL_NUMBER),
+            firmware_version: text(firmware::FIRMWARE_VERSION),
+            battery: number(firmware::BATTERY_LEVEL).and_then(|n| u8::try_from(n).ok()),
+            signal_dbm: number(firmware::RADIO_SIGNAL_STRENGTH).and_then(|n| i32::try_from(n).ok()),
+            memory_free_kb: number(firmware::MEMORY_FREE).and_then(|n| u32::try_from(n).ok()),
+            cell_id: number(firmware::CELL_ID).and_then(|n| u32::try_from(n).ok()),
+            delivery: number(firmware::DELIVERY_METHOD).and_then(DeliveryMethod::from_number),
+        }
+    }
+}
+
+impl Catalog {
+    /// The device `endpoint`.
+    pub fn device(&self, endpoint: &str) -> Result<DeviceRecord, CatalogError> {
+        self.store
+            .get(&device_key(endpoint))?
+            .ok_or_else(|| CatalogError::NotFound {
+                kind: "device",
+                id: endpoint.to_string(),
+            })
+    }
+
+    /// Every device, in endpoint order.
+    pub fn devices(&self) -> Result<Vec<DeviceRecord>, CatalogError> {
+        Ok(self.store.scan(PREFIX)?)
+    }
+
+    /// A registration or an Update arrived: the device exists and is online.
+    pub fn device_seen(&self, registration: &Registration) -> Result<DeviceRecord, CatalogError> {
+        self.update_device(&registration.endpoint, |device| {
+            device.online = true;
+        })
+    }
+
+    /// The device's registration ended (de-registered or expired).
+    pub fn device_gone(&self, endpoint: &str) -> Result<DeviceRecord, CatalogError> {
+        self.update_device(endpoint, |device| device.online = false)
+    }
+
+    /// Records what a survey read.
+    pub fn device_surveyed(
+        &self,
+        endpoint: &str,
+        survey: &Survey,
+    ) -> Result<DeviceRecord, CatalogError> {
+        self.update_device(endpoint, |device| device.apply(survey))
+    }
+
+    /// Renames a device.
+    pub fn rename_device(&self, endpoint: &str, name: &str) -> Result<DeviceRecord, CatalogError> {
+        self.device(endpoint)?;
+        self.update_device(endpoint, |device| device.name = name.to_string())
+    }
+
+    fn update_device(
+        &self,
+        endpoint: &str,
+        change: impl FnOnce(&mut DeviceRecord),
+    ) -> Result<DeviceRecord, CatalogError> {
+        let _serialized = self.device_writes.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.clock.now();
+        let key = device_key(endpoint);
+        let mut device = self
+            .store
+            .get(&key)?
+            .unwrap_or_else(|| DeviceRecord::new(endpoint, now));
+        device.last_seen = now;
+        change(&mut device);
+        let mut batch = Batch::new();
+        batch.put(key, &device);
+        self.store.apply(batch)?;
+        Ok(device)
+    }
+}
+
+fn device_key(endpoint: &str) -> String {
+    format!("{PREFIX}{endpoint}")
+}

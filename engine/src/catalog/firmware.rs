@@ -1,0 +1,141 @@
+//! Firmware versions per vendor and module model. The image bytes are stored once per content
+//! hash, however many versions or packages refer to them.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Catalog, CatalogError, new_id};
+use crate::clock::UnixMillis;
+use crate::store::{Batch, StoreExt};
+
+/// Key prefix of firmware records.
+const PREFIX: &str = "fw/";
+/// Key prefix of image bytes, by sha256.
+const IMAGES: &str = "img/";
+
+/// One firmware version of one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Firmware {
+    /// Id.
+    pub id: String,
+    /// Manufacturer.
+    pub vendor: String,
+    /// Module model.
+    pub model: String,
+    /// Version string, as the device reports it in /3/0/3.
+    pub version: String,
+    /// sha256 of the image, hex.
+    pub sha256: String,
+    /// Image size in bytes.
+    pub size: u64,
+    /// Upload time.
+    pub created_at: UnixMillis,
+}
+
+impl Catalog {
+    /// Adds a firmware version; refuses an empty image or a version the model already has.
+    pub fn add_firmware(
+        &self,
+        vendor: &str,
+        model: &str,
+        version: &str,
+        image: &[u8],
+    ) -> Result<Firmware, CatalogError> {
+        if image.is_empty() || version.trim().is_empty() || version.len() > 255 {
+            return Err(CatalogError::Invalid(
+                "firmware needs a non-empty image and a version of 1 to 255 bytes".into(),
+            ));
+        }
+        if self.find_firmware(vendor, model, version)?.is_some() {
+            return Err(CatalogError::Invalid(format!(
+                "{vendor} {model} already has a firmware version {version}"
+            )));
+        }
+        let sha256 = hex::encode(Sha256::digest(image));
+        let firmware = Firmware {
+            id: new_id("fw"),
+            vendor: vendor.to_string(),
+            model: model.to_string(),
+            version: version.to_string(),
+            sha256: sha256.clone(),
+            size: image.len() as u64,
+            created_at: self.clock.now(),
+        };
+        let mut batch = Batch::new();
+        batch
+            .put(firmware_key(&firmware.id), &firmware)
+            .put_bytes(format!("{IMAGES}{sha256}"), image.to_vec());
+        self.store.apply(batch)?;
+        self.store.flush()?;
+        Ok(firmware)
+    }
+
+    /// The firmware `id`.
+    pub fn firmware(&self, id: &str) -> Result<Firmware, CatalogError> {
+        self.store
+            .get(&firmware_key(id))?
+            .ok_or_else(|| CatalogError::NotFound {
+                kind: "firmware",
+                id: id.to_string(),
+            })
+    }
+
+    /// Every firmware version.
+    pub fn firmwares(&self) -> Result<Vec<Firmware>, CatalogError> {
+        Ok(self.store.scan(PREFIX)?)
+    }
+
+    /// The firmware of `vendor` `model` at `version`, if uploaded.
+    pub fn find_firmware(
+        &self,
+        vendor: &str,
+        model: &str,
+        version: &str,
+    ) -> Result<Option<Firmware>, CatalogError> {
+        Ok(self
+            .firmwares()?
+            .into_iter()
+            .find(|f| f.vendor == vendor && f.model == model && f.version == version))
+    }
+
+    /// The image of firmware `firmware`.
+    pub fn image(&self, firmware: &Firmware) -> Result<Vec<u8>, CatalogError> {
+        self.store
+            .get_raw(&format!("{IMAGES}{}", firmware.sha256))?
+            .ok_or_else(|| CatalogError::NotFound {
+                kind: "image",
+                id: firmware.sha256.clone(),
+            })
+    }
+
+    /// Deletes a firmware version no package uses; its image goes when no version uses it.
+    pub fn delete_firmware(&self, id: &str) -> Result<(), CatalogError> {
+        let firmware = self.firmware(id)?;
+        if let Some(package) = self
+            .packages()?
+            .into_iter()
+            .find(|p| p.to_firmware == id || p.from_firmware.as_deref() == Some(id))
+        {
+            return Err(CatalogError::InUse(format!(
+                "firmware {id} is used by package {}",
+                package.id
+            )));
+        }
+        let image_shared = self
+            .firmwares()?
+            .iter()
+            .any(|f| f.id != id && f.sha256 == firmware.sha256);
+        let mut batch = Batch::new();
+        batch.remove(firmware_key(id));
+        if !image_shared {
+            batch.remove(format!("{IMAGES}{}", firmware.sha256));
+        }
+        self.store.apply(batch)?;
+        self.store.flush()?;
+        Ok(())
+    }
+}
+
+fn firmware_key(id: &str) -> String {
+    format!("{PREFIX}{id}")
+}

@@ -1,0 +1,86 @@
+//! The catalog: devices (learned from registrations and reads), groups (vendor + module model,
+//! locked at creation), firmware versions (images stored once by content hash) and packages
+//! (full or delta, made by the vendor's differ plugin). Owns these records and their rules;
+//! persistence is the store's, delivery the transfer's.
+
+pub mod devices;
+pub mod firmware;
+pub mod groups;
+pub mod packages;
+
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::plugin::PluginRegistry;
+use crate::store::{Store, StoreError};
+use crate::transfer::PackageShelf;
+
+pub use devices::DeviceRecord;
+pub use firmware::Firmware;
+pub use groups::Group;
+pub use packages::{PackageKind, PackageRecord};
+
+/// Why a catalog operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// No record with that id.
+    #[error("{kind} {id} does not exist")]
+    NotFound {
+        /// "group", "firmware", ...
+        kind: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// The request breaks a rule (another vendor's device in a group, a duplicate version...).
+    #[error("{0}")]
+    Invalid(String),
+    /// The record is in use (firmware a package was made from, a group a task upgrades...).
+    #[error("{0}")]
+    InUse(String),
+    /// A plugin failed or refused.
+    #[error("{0}")]
+    Plugin(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The catalog over a store. Cheap to clone.
+#[derive(Clone)]
+pub struct Catalog {
+    /// Where records live.
+    pub(crate) store: Arc<dyn Store>,
+    /// Packages ready to deliver (loaded from the store at start).
+    pub(crate) shelf: PackageShelf,
+    /// Differ plugins, for delta packages.
+    pub(crate) plugins: Arc<PluginRegistry>,
+    /// Creation times and last-seen stamps.
+    pub(crate) clock: Clock,
+    /// Serializes read-modify-write of device records (registrations and surveys race).
+    pub(crate) device_writes: Arc<std::sync::Mutex<()>>,
+}
+
+impl Catalog {
+    /// A catalog on `store`, putting every stored package on `shelf`.
+    pub fn open(
+        store: Arc<dyn Store>,
+        shelf: PackageShelf,
+        plugins: Arc<PluginRegistry>,
+        clock: Clock,
+    ) -> Result<Self, CatalogError> {
+        let catalog = Catalog {
+            store,
+            shelf,
+            plugins,
+            clock,
+            device_writes: Arc::default(),
+        };
+        catalog.shelve_all()?;
+        Ok(catalog)
+    }
+}
+
+/// A new random id, `prefix-` and 12 hex digits.
+pub(crate) fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{:012x}", rand::random::<u64>() >> 16)
+}

@@ -1,0 +1,113 @@
+//! Persistence behind a trait: typed records under namespaced keys, written alone or in atomic
+//! batches, with sled as the embedded default. Owns the on-disk layout (namespaces, the value
+//! envelope with its format version, the schema check at open); not what the records mean.
+
+mod record;
+mod sled_store;
+
+pub use record::{FORMAT_VERSION, Record, decode, encode};
+pub use sled_store::SledStore;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or written.
+    #[error("store: {0}")]
+    Io(String),
+    /// The data was written by a release this one cannot read.
+    #[error(
+        "store holds data of format version {found}, this release reads version {FORMAT_VERSION}: \
+         use the release that wrote it, or migrate"
+    )]
+    UnknownVersion {
+        /// The version found.
+        found: u8,
+    },
+    /// A value did not decode.
+    #[error("store: record {key} is corrupt: {reason}")]
+    Corrupt {
+        /// Its key.
+        key: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// A group of writes applied together or not at all.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    /// Keys to set, with their encoded values.
+    pub puts: Vec<(String, Vec<u8>)>,
+    /// Keys to remove.
+    pub removes: Vec<String>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Batch::default()
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put<T: Record>(&mut self, key: impl Into<String>, value: &T) -> &mut Self {
+        self.puts.push((key.into(), encode(value)));
+        self
+    }
+
+    /// Sets `key` to raw bytes (images, packages).
+    pub fn put_bytes(&mut self, key: impl Into<String>, bytes: Vec<u8>) -> &mut Self {
+        self.puts.push((key.into(), bytes));
+        self
+    }
+
+    /// Removes `key`.
+    pub fn remove(&mut self, key: impl Into<String>) -> &mut Self {
+        self.removes.push(key.into());
+        self
+    }
+}
+
+/// Where the engine keeps what must survive a restart. Keys are `namespace/id` strings.
+pub trait Store: Send + Sync + 'static {
+    /// The raw value at `key`.
+    fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every `(key, raw value)` whose key starts with `prefix`, in key order.
+    fn scan_raw(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Applies `batch` atomically.
+    fn apply(&self, batch: Batch) -> Result<(), StoreError>;
+    /// Makes every applied write durable (returns once it is on disk).
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// Typed access on top of any [`Store`].
+pub trait StoreExt: Store {
+    /// The record at `key`.
+    fn get<T: Record>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        self.get_raw(key)?
+            .map(|bytes| decode(key, &bytes))
+            .transpose()
+    }
+
+    /// Every record under `prefix`, in key order.
+    fn scan<T: Record>(&self, prefix: &str) -> Result<Vec<T>, StoreError> {
+        self.scan_raw(prefix)?
+            .into_iter()
+            .map(|(key, bytes)| decode(&key, &bytes))
+            .collect()
+    }
+
+    /// Writes one record.
+    fn put<T: Record>(&self, key: &str, value: &T) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        batch.put(key, value);
+        self.apply(batch)
+    }
+
+    /// Writes one record and makes it durable: for what a caller is told is saved.
+    fn put_durable<T: Record>(&self, key: &str, value: &T) -> Result<(), StoreError> {
+        self.put(key, value)?;
+        self.flush()
+    }
+}
+
+impl<S: Store + ?Sized> StoreExt for S {}

@@ -1,0 +1,428 @@
+//! The task scheduler on tokio's paused clock: execution time, retries and their interval, the
+//! deadline, status transitions, pause semantics and the automatic pauses, with attempts
+//! scripted per device (the real attempts talk to devices over UDP, which paused time cannot
+//! drive; the end-to-end tests run those).
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fota_engine::campaign::{
+    AttemptOutcome, AttemptRequest, Attempts, CampaignError, Campaigns, DeviceResult, Pacing,
+    Phase, Task, TaskSpec, TaskStatus,
+};
+use fota_engine::catalog::Catalog;
+use fota_engine::catalog::devices::Survey;
+use fota_engine::clock::{Clock, UnixMillis};
+use fota_engine::plugin::{HostConfig, PluginHost, PluginRegistry};
+use fota_engine::store::{SledStore, Store};
+use fota_engine::transfer::{PackageShelf, WireCount};
+
+const T0: UnixMillis = 1_800_000_000_000;
+
+/// One scripted step of a device's attempts.
+#[derive(Clone)]
+enum Step {
+    /// The attempt ends with this outcome after `took`.
+    End(Duration, AttemptOutcome),
+    /// The attempt "downloads" for 10 s, then waits for the install gate, then succeeds.
+    HeldAtGate,
+}
+
+/// Attempts that follow a script per device and record when each started.
+#[derive(Default)]
+struct Script {
+    steps: Mutex<HashMap<String, VecDeque<Step>>>,
+    started: Mutex<Vec<(String, UnixMillis)>>,
+    clock: Mutex<Option<Clock>>,
+}
+
+impl Script {
+    fn plan(&self, endpoint: &str, steps: Vec<Step>) {
+        self.steps
+            .lock()
+            .unwrap()
+            .insert(endpoint.into(), steps.into());
+    }
+
+    fn starts_of(&self, endpoint: &str) -> Vec<UnixMillis> {
+        let started = self.started.lock().unwrap();
+        started
+            .iter()
+            .filter(|(e, _)| e == endpoint)
+            .map(|(_, t)| *t)
+            .collect()
+    }
+}
+
+impl Attempts for Script {
+    fn attempt(
+        &self,
+        request: AttemptRequest,
+    ) -> Pin<Box<dyn Future<Output = AttemptOutcome> + Send>> {
+        let now = self.clock.lock().unwrap().expect("clock set").now();
+        self.started
+            .lock()
+            .unwrap()
+            .push((request.endpoint.clone(), now));
+        let step = self
+            .steps
+            .lock()
+            .unwrap()
+            .get_mut(&request.endpoint)
+            .and_then(VecDeque::pop_front)
+            .unwrap_or(Step::End(Duration::from_secs(1), success()));
+        Box::pin(async move {
+            match step {
+                Step::End(took, outcome) => {
+                    tokio::time::sleep(took).await;
+                    outcome
+                }
+                Step::HeldAtGate => {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    let mut gate = request.install_gate.clone();
+                    let _ = gate.wait_for(|open| *open).await;
+                    success()
+                }
+            }
+        })
+    }
+}
+
+fn success() -> AttemptOutcome {
+    ran(DeviceResult::Successful)
+}
+
+fn ran(result: DeviceResult) -> AttemptOutcome {
+    AttemptOutcome::Ran {
+        result,
+        note: None,
+        wire: WireCount::default(),
+        cell: None,
+    }
+}
+
+fn fail() -> Step {
+    Step::End(Duration::from_secs(1), ran(DeviceResult::IntegrityFailed))
+}
+
+/// A campaign service on a temporary store with a group of `devices` (cells: index % 4) and a
+/// full package.
+struct Bench {
+    campaigns: Campaigns,
+    script: Arc<Script>,
+    group: String,
+    package: String,
+}
+
+async fn bench(devices: usize) -> Bench {
+    let clock = Clock::starting_at(T0);
+    let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+    let plugins =
+        Arc::new(PluginRegistry::new(PluginHost::new(HostConfig::default()).unwrap()).unwrap());
+    let catalog = Catalog::open(store.clone(), PackageShelf::new(), plugins, clock).unwrap();
+    let firmware = catalog
+        .add_firmware("Acme", "NB-1", "2.0", &[7; 4096])
+        .unwrap();
+    let package = catalog.create_full_package(&firmware.id).unwrap();
+    let group = catalog.create_group("all", "Acme", "NB-1").unwrap();
+    let endpoints: Vec<String> = (0..devices).map(endpoint).collect();
+    for (i, e) in endpoints.iter().enumerate() {
+        let survey = Survey {
+            manufacturer: Some("Acme".into()),
+            model: Some("NB-1".into()),
+            cell_id: Some(i as u32 % 4),
+            ..Survey::default()
+        };
+        catalog.device_surveyed(e, &survey).unwrap();
+    }
+    catalog.add_to_group(&group.id, &endpoints).unwrap();
+    let script = Arc::new(Script::default());
+    *script.clock.lock().unwrap() = Some(clock);
+    let campaigns = Campaigns::start(store, catalog, script.clone(), clock).unwrap();
+    Bench {
+        campaigns,
+        script,
+        group: group.id,
+        package: package.id,
+    }
+}
+
+fn endpoint(i: usize) -> String {
+    format!("dev-{i}")
+}
+
+impl Bench {
+    fn spec(&self) -> TaskSpec {
+        TaskSpec {
+            name: "upgrade".into(),
+            group_id: self.group.clone(),
+            package_id: self.package.clone(),
+            retries: 3,
+            retry_interval_secs: 30,
+            execution_time: None,
+            deadline: None,
+            pacing: Pacing::default(),
+            min_signal_dbm: None,
+            max_failure_rate: None,
+            failure_sample: 20,
+        }
+    }
+
+    /// Waits (in paused time, so instantly) until the task satisfies `done`.
+    async fn until(&self, id: &str, what: &str, done: impl Fn(&Task) -> bool) -> Task {
+        for _ in 0..100_000 {
+            let task = self.campaigns.task(id).unwrap();
+            if done(&task) {
+                return task;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("task never reached: {what}");
+    }
+
+    async fn finished(&self, id: &str) -> Task {
+        self.until(id, "a final status", |t| t.status.is_final())
+            .await
+    }
+
+    fn device(&self, id: &str, i: usize) -> fota_engine::campaign::DeviceProgress {
+        let devices = self.campaigns.devices(id).unwrap();
+        devices
+            .into_iter()
+            .find(|d| d.endpoint == endpoint(i))
+            .unwrap()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_starts_at_its_execution_time_and_not_before() {
+    let b = bench(3).await;
+    let mut spec = b.spec();
+    spec.execution_time = Some(T0 + 3_600_000);
+    let task = b.campaigns.create(spec).unwrap();
+    assert_eq!(task.status, TaskStatus::NotStarted);
+    let refused = b.campaigns.start_now(&task.id).unwrap_err();
+    assert!(refused.to_string().contains("execution time"), "{refused}");
+    let done = b.finished(&task.id).await;
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert!(done.started_at.unwrap() >= T0 + 3_600_000);
+    for i in 0..3 {
+        assert!(b.script.starts_of(&endpoint(i))[0] >= T0 + 3_600_000);
+        assert_eq!(b.device(&task.id, i).result, Some(DeviceResult::Successful));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_device_is_retried_after_the_interval_until_it_succeeds() {
+    let b = bench(1).await;
+    b.script.plan(&endpoint(0), vec![fail(), fail()]);
+    let task = b.campaigns.create(b.spec()).unwrap();
+    b.finished(&task.id).await;
+    let starts = b.script.starts_of(&endpoint(0));
+    assert_eq!(starts.len(), 3, "{starts:?}");
+    for pair in starts.windows(2) {
+        // One second of attempt, then the 30 s interval.
+        assert!(pair[1] - pair[0] >= 31_000, "{starts:?}");
+    }
+    let device = b.device(&task.id, 0);
+    assert_eq!(
+        (device.attempts, device.result),
+        (3, Some(DeviceResult::Successful))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_retries_are_spent_the_last_failure_is_the_result() {
+    let b = bench(1).await;
+    b.script
+        .plan(&endpoint(0), vec![fail(), fail(), fail(), fail(), fail()]);
+    let mut spec = b.spec();
+    spec.retries = 2;
+    let task = b.campaigns.create(spec).unwrap();
+    assert_eq!(b.finished(&task.id).await.status, TaskStatus::Completed);
+    assert_eq!(b.script.starts_of(&endpoint(0)).len(), 3);
+    let device = b.device(&task.id, 0);
+    assert_eq!(device.result, Some(DeviceResult::IntegrityFailed));
+    assert_eq!(device.phase, Phase::Finished);
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_deadline_a_failing_device_ends_as_task_expired() {
+    let b = bench(1).await;
+    b.script
+        .plan(&endpoint(0), vec![fail(), fail(), fail(), fail()]);
+    let mut spec = b.spec();
+    spec.retries = 10;
+    spec.retry_interval_secs = 60;
+    spec.deadline = Some(T0 + 90_000);
+    let task = b.campaigns.create(spec).unwrap();
+    b.finished(&task.id).await;
+    assert_eq!(
+        b.script.starts_of(&endpoint(0)).len(),
+        2,
+        "tries at 0 s and 61 s only"
+    );
+    assert_eq!(
+        b.device(&task.id, 0).result,
+        Some(DeviceResult::TaskExpired)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_status_allows_exactly_its_transitions() {
+    let b = bench(2).await;
+    let mut spec = b.spec();
+    spec.execution_time = Some(T0 + 60_000);
+    let task = b.campaigns.create(spec.clone()).unwrap();
+    // Not started: edit and delete only.
+    assert!(b.campaigns.pause(&task.id).is_err());
+    assert!(b.campaigns.resume(&task.id).is_err());
+    assert!(b.campaigns.cancel(&task.id).is_err());
+    spec.name = "renamed".into();
+    assert_eq!(
+        b.campaigns.edit(&task.id, spec.clone()).unwrap().spec.name,
+        "renamed"
+    );
+    // Upgrading: pause and cancel; no edit, delete or resume.
+    b.script.plan(
+        &endpoint(0),
+        vec![Step::End(Duration::from_secs(600), success())],
+    );
+    b.until(&task.id, "upgrading", |t| t.status == TaskStatus::Upgrading)
+        .await;
+    assert!(matches!(
+        b.campaigns.edit(&task.id, spec.clone()),
+        Err(CampaignError::Refused(_))
+    ));
+    assert!(matches!(
+        b.campaigns.delete(&task.id),
+        Err(CampaignError::Refused(_))
+    ));
+    assert!(b.campaigns.resume(&task.id).is_err());
+    assert!(b.campaigns.start_now(&task.id).is_err());
+    // Paused: resume and cancel.
+    assert_eq!(
+        b.campaigns.pause(&task.id).unwrap().status,
+        TaskStatus::Paused
+    );
+    assert!(b.campaigns.pause(&task.id).is_err());
+    assert!(b.campaigns.delete(&task.id).is_err());
+    assert_eq!(
+        b.campaigns.resume(&task.id).unwrap().status,
+        TaskStatus::Upgrading
+    );
+    // Stopped: final; only delete.
+    assert_eq!(
+        b.campaigns.cancel(&task.id).unwrap().status,
+        TaskStatus::Stopped
+    );
+    assert!(b.campaigns.resume(&task.id).is_err());
+    assert!(b.campaigns.pause(&task.id).is_err());
+    assert!(b.campaigns.cancel(&task.id).is_err());
+    b.campaigns.delete(&task.id).unwrap();
+    assert!(matches!(
+        b.campaigns.task(&task.id),
+        Err(CampaignError::NotFound(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_task_holds_downloaded_devices_before_the_update_and_starts_no_others() {
+    let b = bench(3).await;
+    b.script.plan(&endpoint(0), vec![Step::HeldAtGate]);
+    let mut spec = b.spec();
+    spec.pacing.max_concurrent = 1;
+    let task = b.campaigns.create(spec).unwrap();
+    let active = |_: &Task| {
+        let devices = b.campaigns.devices(&task.id).unwrap();
+        devices
+            .iter()
+            .any(|d| d.endpoint == endpoint(0) && d.phase == Phase::Active)
+    };
+    b.until(&task.id, "device 0 active", active).await;
+    b.campaigns.pause(&task.id).unwrap();
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(
+        b.device(&task.id, 0).phase,
+        Phase::Active,
+        "held before the update step"
+    );
+    assert!(
+        b.script.starts_of(&endpoint(1)).is_empty(),
+        "nothing new starts while paused"
+    );
+    b.campaigns.resume(&task.id).unwrap();
+    assert_eq!(b.finished(&task.id).await.status, TaskStatus::Completed);
+    for i in 0..3 {
+        assert_eq!(b.device(&task.id, i).result, Some(DeviceResult::Successful));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cell_with_a_weak_signal_pauses_there_and_the_rest_goes_on() {
+    let b = bench(8).await;
+    let weak = AttemptOutcome::WeakCell {
+        cell: 1,
+        note: "signal -120 dBm < -110 dBm".into(),
+    };
+    for i in [1, 5] {
+        b.script
+            .plan(&endpoint(i), vec![Step::End(Duration::ZERO, weak.clone())]);
+    }
+    let mut spec = b.spec();
+    spec.retry_interval_secs = 600;
+    spec.pacing.max_concurrent = 1;
+    let task = b.campaigns.create(spec).unwrap();
+    let paused = b
+        .until(&task.id, "cell 1 paused", |t| {
+            t.paused_cells.contains_key(&1)
+        })
+        .await;
+    assert_eq!(paused.status, TaskStatus::Upgrading, "only the cell pauses");
+    let until = paused.paused_cells[&1].until;
+    b.finished(&task.id).await;
+    for i in [0, 2, 3, 4, 6, 7] {
+        assert_eq!(b.device(&task.id, i).result, Some(DeviceResult::Successful));
+    }
+    for i in [1, 5] {
+        let starts = b.script.starts_of(&endpoint(i));
+        assert!(starts.len() >= 2, "{starts:?}");
+        assert!(
+            starts[1..].iter().all(|t| *t >= until),
+            "cell 1 waits out its pause"
+        );
+        assert_eq!(b.device(&task.id, i).result, Some(DeviceResult::Successful));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_pauses_itself_when_its_failure_rate_crosses_the_threshold() {
+    let b = bench(10).await;
+    for i in 0..10 {
+        b.script.plan(&endpoint(i), vec![fail()]);
+    }
+    let mut spec = b.spec();
+    spec.retries = 0;
+    spec.max_failure_rate = Some(0.5);
+    spec.failure_sample = 4;
+    spec.pacing.max_concurrent = 2;
+    let task = b.campaigns.create(spec).unwrap();
+    let paused = b
+        .until(&task.id, "paused", |t| t.status == TaskStatus::Paused)
+        .await;
+    assert!(paused.pause_reason.unwrap().contains("failure rate"));
+    let finished = b
+        .campaigns
+        .devices(&task.id)
+        .unwrap()
+        .iter()
+        .filter(|d| d.phase == Phase::Finished)
+        .count();
+    assert!(
+        (4..10).contains(&finished),
+        "paused after the sample: {finished}"
+    );
+}
