@@ -12,5 +12,6 @@ pub mod package;
 pub mod platform;
 pub mod plugin;
 pub mod server;
+pub mod stats;
 pub mod store;
 pub mod transfer;
