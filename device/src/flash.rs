@@ -17,6 +17,8 @@ pub struct SimulatedFlash {
     pub download: Vec<u8>,
     /// Size of the download partition.
     pub capacity: usize,
+    /// Package bytes the device was given, repeats included: what a resume must keep small.
+    pub received: u64,
     /// Battery level, percent.
     pub battery: u8,
     /// Signal strength, dBm.
@@ -31,6 +33,7 @@ impl SimulatedFlash {
             version: version.to_string(),
             download: Vec::new(),
             capacity,
+            received: 0,
             battery: 90,
             signal_dbm: -85,
         }
@@ -95,6 +98,7 @@ impl DeviceSystem for SimulatedFlash {
     }
 
     fn write_bytes(&mut self, offset: usize, bytes: &[u8]) -> Result<(), SystemError> {
+        self.received += bytes.len() as u64;
         let saved = self.download.len();
         if offset > saved {
             return Err(SystemError::OutOfOrder { offset, saved });

@@ -1,0 +1,222 @@
+//! Restart safety: a real `fota serve` process is killed with SIGKILL in the middle of a task
+//! and started again on the same data directory. The task completes, and no device is sent
+//! again bytes it had stored, beyond one block per interruption.
+
+mod support;
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fota_device::fleet::{Fleet, FleetSpec, endpoint_name};
+use fota_engine::campaign::{
+    AttemptOutcome, AttemptRequest, Attempts, Campaigns, Pacing, TaskSpec, TaskStatus,
+};
+use fota_engine::catalog::Catalog;
+use fota_engine::catalog::devices::Survey;
+use fota_engine::clock::Clock;
+use fota_engine::plugin::{HostConfig, PluginHost, PluginRegistry};
+use fota_engine::store::{SledStore, Store};
+use fota_engine::transfer::PackageShelf;
+use fota_impair::Impairment;
+use support::{image, model, within};
+use tokio::sync::mpsc;
+
+const DEVICES: usize = 30;
+/// The block size the default capability plugin chooses.
+const BLOCK: u64 = 512;
+
+/// Never runs: the setup only records the task; the engine process runs it.
+struct NotHere;
+
+impl Attempts for NotHere {
+    fn attempt(&self, _: AttemptRequest) -> Pin<Box<dyn Future<Output = AttemptOutcome> + Send>> {
+        Box::pin(async { AttemptOutcome::Offline })
+    }
+}
+
+/// Opens the catalog and the task service on `dir`, as the engine would.
+fn open(dir: &Path) -> (Arc<dyn Store>, Catalog, Campaigns) {
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir).unwrap());
+    let plugins = PluginRegistry::new(PluginHost::new(HostConfig::default()).unwrap()).unwrap();
+    let clock = Clock::system();
+    let catalog =
+        Catalog::open(store.clone(), PackageShelf::new(), Arc::new(plugins), clock).unwrap();
+    let campaigns = Campaigns::start(store.clone(), catalog.clone(), Arc::new(NotHere), clock);
+    (store, catalog, campaigns.unwrap())
+}
+
+/// Records firmware 2.0, a full package, the devices, a group and a task starting in 3 s.
+fn set_up(dir: &Path, image: &[u8]) -> (String, u64) {
+    let (_store, catalog, campaigns) = open(dir);
+    let firmware = catalog.add_firmware("Acme", "NB-1", "2.0", image).unwrap();
+    let package = catalog.create_full_package(&firmware.id).unwrap();
+    let endpoints: Vec<String> = (0..DEVICES).map(endpoint_name).collect();
+    let survey = Survey {
+        manufacturer: Some("Acme".into()),
+        model: Some("NB-1".into()),
+        ..Survey::default()
+    };
+    for endpoint in &endpoints {
+        catalog.device_surveyed(endpoint, &survey).unwrap();
+    }
+    let group = catalog.create_group("all", "Acme", "NB-1").unwrap();
+    catalog.add_to_group(&group.id, &endpoints).unwrap();
+    let task = campaigns
+        .create(TaskSpec {
+            name: "survive a kill".into(),
+            group_id: group.id,
+            package_id: package.id,
+            retries: 3,
+            retry_interval_secs: 1,
+            execution_time: Some(Clock::system().now() + 3_000),
+            deadline: None,
+            pacing: Pacing::default(),
+            min_signal_dbm: None,
+            max_failure_rate: None,
+            failure_sample: 20,
+        })
+        .unwrap();
+    (task.id, package.size)
+}
+
+/// Waits until nothing holds the store's lock any more.
+async fn store_released(dir: &Path) {
+    while SledStore::open(dir).is_err() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Starts `fota serve` on `dir`; its stderr lines arrive on the receiver.
+fn serve(dir: &Path, port: u16) -> (Child, mpsc::UnboundedReceiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fota"))
+        .args(["serve", "--loopback-timers", "--coap-addr"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("fota serve starts");
+    let stderr = child.stderr.take().expect("piped");
+    let (lines, receiver) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    (child, receiver)
+}
+
+/// Waits for a line of the engine's log containing `text`.
+async fn logged(lines: &mut mpsc::UnboundedReceiver<String>, text: &str) {
+    while let Some(line) = lines.recv().await {
+        if line.contains(text) {
+            return;
+        }
+    }
+    panic!("the engine stopped before logging {text:?}");
+}
+
+fn free_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_survives_sigkill_and_resumes_from_the_stored_offsets() {
+    let dir: PathBuf = std::env::temp_dir().join(format!("fota-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let new_image = image(80_000, 5);
+    let (task_id, package_size) = set_up(&dir, &new_image);
+    within(
+        Duration::from_secs(30),
+        "the store is released",
+        store_released(&dir),
+    )
+    .await;
+
+    let port = free_port();
+    let (mut engine, _log) = serve(&dir, port);
+    let mut spec = FleetSpec::uniform(
+        DEVICES,
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        model(),
+    );
+    spec.lifetime = Duration::from_secs(4);
+    // A few milliseconds each way, so a transfer lasts long enough to be cut.
+    spec.link =
+        Some(Impairment::none().with_delay(Duration::from_millis(3), Duration::from_millis(2)));
+    let fleet = Fleet::start(&spec).await.unwrap();
+
+    let partly = |fleet: &Fleet| {
+        fleet
+            .devices
+            .iter()
+            .filter(|d| d.with_system(|s| !s.download.is_empty() && s.version == "1.0"))
+            .count()
+    };
+    within(Duration::from_secs(120), "transfers under way", async {
+        while partly(&fleet) < DEVICES / 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    engine.kill().unwrap(); // SIGKILL
+    engine.wait().unwrap();
+    let cut = partly(&fleet);
+    let (mut engine, mut log) = serve(&dir, port);
+
+    within(Duration::from_secs(180), "every device on 2.0", async {
+        while fleet
+            .devices
+            .iter()
+            .any(|d| d.with_system(|s| s.version != "2.0"))
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    for device in &fleet.devices {
+        let received = device.with_system(|s| s.received);
+        assert!(
+            received <= package_size + 2 * BLOCK,
+            "{} received {received} bytes of a {package_size}-byte package",
+            device.config().endpoint
+        );
+    }
+    let completed = format!("task {task_id} is completed");
+    within(
+        Duration::from_secs(60),
+        "the task completes",
+        logged(&mut log, &completed),
+    )
+    .await;
+    terminate(&engine);
+    engine.wait().unwrap();
+    within(
+        Duration::from_secs(30),
+        "the store is released",
+        store_released(&dir),
+    )
+    .await;
+    let (_store, _catalog, campaigns) = open(&dir);
+    let task = campaigns.task(&task_id).unwrap();
+    assert_eq!(task.status, TaskStatus::Completed, "{task:?}");
+    assert!(cut > 0, "the kill cut transfers");
+    drop(campaigns);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Asks the engine to stop (SIGTERM), so it flushes its store.
+fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
