@@ -231,6 +231,20 @@ impl Campaigns {
         Ok(running.devices.values().cloned().collect())
     }
 
+    /// The progress of device `endpoint` in every task it is in.
+    pub fn progress_of(&self, endpoint: &str) -> Vec<DeviceProgress> {
+        let tasks = self.inner.lock();
+        tasks
+            .values()
+            .filter_map(|running| running.devices.get(endpoint).cloned())
+            .collect()
+    }
+
+    /// Attempts running now, over every task.
+    pub fn attempts_under_way(&self) -> usize {
+        self.inner.lock().values().map(|r| r.active.len()).sum()
+    }
+
     /// True when a task that is not final uses group `group_id` or package `package_id`.
     pub fn in_use(&self, group_id: Option<&str>, package_id: Option<&str>) -> bool {
         self.inner.lock().values().any(|running| {
