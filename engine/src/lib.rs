@@ -3,6 +3,7 @@
 //! Data flows one way: `transfer` → `lwm2m` → `coap`. Lower layers never call upward; they
 //! return values or report through channels.
 
+pub mod api;
 pub mod campaign;
 pub mod catalog;
 pub mod clock;

@@ -1,0 +1,190 @@
+//! Authentication and authorization of the HTTP API: bearer tokens from the configuration,
+//! each with a role. An operator may do everything; a viewer may only read (GET). A request
+//! without a token, or with one the configuration does not hold, is answered 401 with a
+//! `WWW-Authenticate` challenge; a viewer's write is answered 403. Owns the check only: which
+//! routes it guards is the router's business.
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::problem::{Kind, Problem};
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything.
+    Operator,
+    /// Reads only (GET).
+    Viewer,
+}
+
+impl Role {
+    /// True when this role may make a request with `method`.
+    pub fn allows(self, method: &Method) -> bool {
+        self == Role::Operator || method == Method::GET || method == Method::HEAD
+    }
+}
+
+/// A bearer token and its role, as configured (`[[tokens]]` in `fota.toml`).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+pub struct Token {
+    /// The secret a client sends as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// What it may do.
+    pub role: Role,
+}
+
+impl fmt::Debug for Token {
+    /// Never prints the secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("token", &"<redacted>")
+            .field("role", &self.role)
+            .finish()
+    }
+}
+
+/// The tokens the API accepts, held as sha256 digests and compared in constant time, so
+/// neither a memory dump nor response timing gives a token away.
+pub struct Tokens {
+    /// Digest of each token, with its role.
+    known: Vec<([u8; 32], Role)>,
+}
+
+impl Tokens {
+    /// The accepted tokens (an empty secret is never accepted).
+    pub fn new(tokens: &[Token]) -> Self {
+        let known = tokens
+            .iter()
+            .filter(|t| !t.token.is_empty())
+            .map(|t| (Sha256::digest(t.token.as_bytes()).into(), t.role))
+            .collect();
+        Tokens { known }
+    }
+
+    /// The role of `presented`, if it is an accepted token. Looks at every token whatever
+    /// matches, so the time taken does not say which one did.
+    pub fn role_of(&self, presented: &str) -> Option<Role> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        self.known.iter().fold(None, |found, (known, role)| {
+            let same = known
+                .iter()
+                .zip(&digest)
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0;
+            if same { Some(*role) } else { found }
+        })
+    }
+}
+
+/// Challenge of a request without a token.
+const CHALLENGE: &str = "Bearer realm=\"fota\"";
+/// Challenge of a request with a token that is not accepted.
+const CHALLENGE_INVALID: &str = "Bearer realm=\"fota\", error=\"invalid_token\"";
+
+/// Middleware: lets the request through when its token's role allows its method.
+pub async fn authorize(
+    State(tokens): State<Arc<Tokens>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match check(&tokens, &request) {
+        Ok(()) => next.run(request).await,
+        Err(problem) => problem.into_response(),
+    }
+}
+
+fn check(tokens: &Tokens, request: &Request) -> Result<(), Problem> {
+    let Some(presented) = bearer(request) else {
+        return Err(Problem::unauthorized(
+            "send a token as `Authorization: Bearer <token>`",
+            CHALLENGE,
+        ));
+    };
+    let Some(role) = tokens.role_of(presented) else {
+        return Err(Problem::unauthorized(
+            "the token is not one this engine accepts",
+            CHALLENGE_INVALID,
+        ));
+    };
+    if !role.allows(request.method()) {
+        return Err(Problem::new(
+            Kind::Forbidden,
+            format!(
+                "a viewer token may only read; {} needs an operator token",
+                request.method()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The token of an `Authorization: Bearer` header (the scheme is case-insensitive).
+fn bearer(request: &Request) -> Option<&str> {
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens() -> Tokens {
+        Tokens::new(&[
+            Token {
+                token: "op-secret".into(),
+                role: Role::Operator,
+            },
+            Token {
+                token: "view-secret".into(),
+                role: Role::Viewer,
+            },
+            Token {
+                token: String::new(),
+                role: Role::Operator,
+            },
+        ])
+    }
+
+    #[test]
+    fn tokens_are_known_by_their_exact_secret() {
+        let tokens = tokens();
+        assert_eq!(tokens.role_of("op-secret"), Some(Role::Operator));
+        assert_eq!(tokens.role_of("view-secret"), Some(Role::Viewer));
+        assert_eq!(tokens.role_of("op-secre"), None);
+        assert_eq!(tokens.role_of(""), None, "an empty secret is never a token");
+    }
+
+    #[test]
+    fn viewers_only_read() {
+        assert!(Role::Viewer.allows(&Method::GET));
+        assert!(!Role::Viewer.allows(&Method::POST));
+        assert!(!Role::Viewer.allows(&Method::DELETE));
+        assert!(Role::Operator.allows(&Method::PATCH));
+    }
+
+    #[test]
+    fn debug_output_hides_the_secret() {
+        let token = Token {
+            token: "op-secret".into(),
+            role: Role::Operator,
+        };
+        assert!(!format!("{token:?}").contains("op-secret"));
+    }
+}

@@ -1,0 +1,139 @@
+//! Devices routes: the catalog's devices with filters and paging, and one device with its
+//! live registration (registered now, address, binding, last update) and its progress in
+//! every task it is in. Devices are created by their registrations, never by the API.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::{Deserialize, Serialize};
+
+use super::ApiState;
+use super::extract::Checked;
+use super::paging::{Page, Paging};
+use super::problem::ApiResult;
+use crate::campaign::DeviceProgress;
+use crate::catalog::DeviceRecord;
+use crate::clock::{Clock, UnixMillis};
+use crate::lwm2m::Registration;
+
+/// Filters of `GET /v1/devices`; each one given must match.
+#[derive(Debug, Default, Deserialize)]
+pub struct DeviceFilter {
+    /// Manufacturer (/3/0/0).
+    vendor: Option<String>,
+    /// Module model (/3/0/1).
+    model: Option<String>,
+    /// Registered now or not.
+    online: Option<bool>,
+    /// Firmware version (/3/0/3).
+    version: Option<String>,
+}
+
+impl DeviceFilter {
+    fn matches(&self, device: &DeviceRecord) -> bool {
+        let same = |wanted: &Option<String>, value: &Option<String>| {
+            wanted.is_none() || wanted.as_deref() == value.as_deref()
+        };
+        same(&self.vendor, &device.manufacturer)
+            && same(&self.model, &device.model)
+            && same(&self.version, &device.firmware_version)
+            && self.online.is_none_or(|online| online == device.online)
+    }
+}
+
+/// `GET /v1/devices`.
+pub async fn list(
+    State(state): State<ApiState>,
+    Checked(Query(filter)): Checked<Query<DeviceFilter>>,
+    Checked(Query(paging)): Checked<Query<Paging>>,
+) -> ApiResult<Json<Page<DeviceRecord>>> {
+    let devices: Vec<_> = state
+        .platform
+        .catalog
+        .devices()?
+        .into_iter()
+        .filter(|device| filter.matches(device))
+        .collect();
+    Ok(Json(paging.page(devices.into_iter())?))
+}
+
+/// One device, as `GET /v1/devices/{endpoint}` shows it.
+#[derive(Debug, Serialize)]
+pub struct DeviceDetail {
+    /// The catalog's record.
+    #[serde(flatten)]
+    device: DeviceRecord,
+    /// True while the device has a live registration.
+    registered: bool,
+    /// Its live registration.
+    registration: Option<RegistrationView>,
+    /// Its progress in every task it is in.
+    tasks: Vec<DeviceProgress>,
+}
+
+/// A live registration, with its times as wall-clock milliseconds.
+#[derive(Debug, Serialize)]
+struct RegistrationView {
+    /// Registration id (`/rd/{id}`).
+    id: String,
+    /// Where the device's last Register or Update came from.
+    address: String,
+    /// `U` or `UQ` (queue mode: reachable only right after an Update).
+    binding: &'static str,
+    /// LwM2M version.
+    lwm2m_version: String,
+    /// Lifetime in seconds.
+    lifetime_secs: u64,
+    /// When it registered.
+    registered_at: UnixMillis,
+    /// When it was last heard from (Register or Update).
+    last_update: UnixMillis,
+    /// Objects and instances it announced.
+    objects: Vec<String>,
+}
+
+impl RegistrationView {
+    fn new(registration: &Registration, clock: Clock) -> Self {
+        let now = clock.now();
+        let at = |instant: std::time::Instant| {
+            now.saturating_sub(instant.elapsed().as_millis() as UnixMillis)
+        };
+        RegistrationView {
+            id: registration.id.clone(),
+            address: registration.address.to_string(),
+            binding: if registration.binding.queue_mode {
+                "UQ"
+            } else {
+                "U"
+            },
+            lwm2m_version: registration.lwm2m_version.clone(),
+            lifetime_secs: registration.lifetime.as_secs(),
+            registered_at: at(registration.registered_at),
+            last_update: at(registration.last_update),
+            objects: registration
+                .objects
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        }
+    }
+}
+
+/// `GET /v1/devices/{endpoint}`.
+pub async fn one(
+    State(state): State<ApiState>,
+    Checked(Path(endpoint)): Checked<Path<String>>,
+) -> ApiResult<Json<DeviceDetail>> {
+    let platform = &state.platform;
+    let device = platform.catalog.device(&endpoint)?;
+    let registration = platform
+        .server
+        .registry
+        .get(&endpoint)
+        .map(|r| RegistrationView::new(&r, platform.catalog.clock));
+    Ok(Json(DeviceDetail {
+        device,
+        registered: registration.is_some(),
+        registration,
+        tasks: platform.campaigns.progress_of(&endpoint),
+    }))
+}

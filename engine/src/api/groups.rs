@@ -1,0 +1,113 @@
+//! Groups routes: create (vendor and model locked), list, read, rename, delete (refused while
+//! a task that is not final uses the group), and add or remove devices (refused, naming the
+//! device, when one is unknown or of another vendor or model).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use super::ApiState;
+use super::extract::Checked;
+use super::problem::{ApiResult, Problem};
+use crate::catalog::Group;
+
+/// Body of `POST /v1/groups`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewGroup {
+    /// Name, editable later.
+    name: String,
+    /// Manufacturer (/3/0/0) of every device of the group.
+    vendor: String,
+    /// Module model (/3/0/1) of every device of the group.
+    model: String,
+}
+
+/// Body of `PATCH /v1/groups/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rename {
+    /// The new name.
+    name: String,
+}
+
+/// Body of `POST` and `DELETE /v1/groups/{id}/devices`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Members {
+    /// Endpoint names of the devices.
+    endpoints: Vec<String>,
+}
+
+/// `POST /v1/groups`.
+pub async fn create(
+    State(state): State<ApiState>,
+    Checked(Json(new)): Checked<Json<NewGroup>>,
+) -> ApiResult<(StatusCode, Json<Group>)> {
+    let catalog = &state.platform.catalog;
+    let group = catalog.create_group(&new.name, &new.vendor, &new.model)?;
+    Ok((StatusCode::CREATED, Json(group)))
+}
+
+/// `GET /v1/groups`.
+pub async fn list(State(state): State<ApiState>) -> ApiResult<Json<Vec<Group>>> {
+    Ok(Json(state.platform.catalog.groups()?))
+}
+
+/// `GET /v1/groups/{id}`.
+pub async fn one(
+    State(state): State<ApiState>,
+    Checked(Path(id)): Checked<Path<String>>,
+) -> ApiResult<Json<Group>> {
+    Ok(Json(state.platform.catalog.group(&id)?))
+}
+
+/// `PATCH /v1/groups/{id}`.
+pub async fn rename(
+    State(state): State<ApiState>,
+    Checked(Path(id)): Checked<Path<String>>,
+    Checked(Json(rename)): Checked<Json<Rename>>,
+) -> ApiResult<Json<Group>> {
+    Ok(Json(
+        state.platform.catalog.rename_group(&id, &rename.name)?,
+    ))
+}
+
+/// `DELETE /v1/groups/{id}`.
+pub async fn delete(
+    State(state): State<ApiState>,
+    Checked(Path(id)): Checked<Path<String>>,
+) -> ApiResult<StatusCode> {
+    let platform = &state.platform;
+    platform.catalog.group(&id)?;
+    if platform.campaigns.in_use(Some(&id), None) {
+        return Err(Problem::used_by_task("group", &id));
+    }
+    platform.catalog.delete_group(&id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/groups/{id}/devices`.
+pub async fn add_devices(
+    State(state): State<ApiState>,
+    Checked(Path(id)): Checked<Path<String>>,
+    Checked(Json(members)): Checked<Json<Members>>,
+) -> ApiResult<Json<Group>> {
+    let catalog = &state.platform.catalog;
+    catalog.group(&id)?;
+    let group = catalog
+        .add_to_group(&id, &members.endpoints)
+        .map_err(Problem::referenced)?;
+    Ok(Json(group))
+}
+
+/// `DELETE /v1/groups/{id}/devices`.
+pub async fn remove_devices(
+    State(state): State<ApiState>,
+    Checked(Path(id)): Checked<Path<String>>,
+    Checked(Json(members)): Checked<Json<Members>>,
+) -> ApiResult<Json<Group>> {
+    let catalog = &state.platform.catalog;
+    Ok(Json(catalog.remove_from_group(&id, &members.endpoints)?))
+}

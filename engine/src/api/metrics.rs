@@ -1,0 +1,148 @@
+//! `GET /metrics`: the engine's gauges and counters in the Prometheus text format (0.0.4):
+//! devices registered, attempts (transfers) under way, the CoAP endpoint's datagrams, bytes,
+//! retransmissions, timeouts, malformed and duplicate messages, and tasks per status. Owns the
+//! exposition only; the numbers are read from the registry, the endpoint and the campaigns.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use super::ApiState;
+use crate::campaign::TaskStatus;
+
+/// Media type of the Prometheus text format.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Every status a task can have, so each one is reported, at zero too.
+const STATUSES: [TaskStatus; 5] = [
+    TaskStatus::NotStarted,
+    TaskStatus::Upgrading,
+    TaskStatus::Paused,
+    TaskStatus::Stopped,
+    TaskStatus::Completed,
+];
+
+/// `GET /metrics`.
+pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    let platform = &state.platform;
+    let coap = platform.server.endpoint.stats();
+    let mut out = Exposition::default();
+    out.gauge(
+        "fota_devices_registered",
+        "Devices with a live LwM2M registration.",
+        [(None, platform.server.registry.len() as u64)],
+    );
+    out.gauge(
+        "fota_transfers_active",
+        "Upgrade attempts (package transfers and installs) under way.",
+        [(None, platform.campaigns.attempts_under_way() as u64)],
+    );
+    out.counter(
+        "fota_coap_datagrams_total",
+        "CoAP datagrams, retransmissions included.",
+        directions(coap.datagrams_received, coap.datagrams_sent),
+    );
+    out.counter(
+        "fota_coap_bytes_total",
+        "CoAP message bytes, without UDP/IP headers.",
+        directions(coap.bytes_received, coap.bytes_sent),
+    );
+    out.counter(
+        "fota_coap_retransmissions_total",
+        "Confirmable messages sent again because no ACK came in time.",
+        [(None, coap.retransmissions)],
+    );
+    out.counter(
+        "fota_coap_timeouts_total",
+        "Exchanges given up after MAX_RETRANSMIT.",
+        [(None, coap.timeouts)],
+    );
+    out.counter(
+        "fota_coap_malformed_total",
+        "Datagrams that were not valid CoAP.",
+        [(None, coap.malformed)],
+    );
+    out.counter(
+        "fota_coap_duplicates_total",
+        "Confirmable messages received again and answered from the duplicate cache.",
+        [(None, coap.duplicates)],
+    );
+    let tasks = tasks_by_status(&state);
+    out.gauge(
+        "fota_tasks",
+        "Upgrade tasks per status.",
+        tasks
+            .iter()
+            .map(|(status, count)| (Some(("status", status.as_str())), *count)),
+    );
+    ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], out.text)
+}
+
+/// The samples of a counter per direction.
+fn directions(received: u64, sent: u64) -> [Sample<'static>; 2] {
+    [
+        (Some(("direction", "received")), received),
+        (Some(("direction", "sent")), sent),
+    ]
+}
+
+/// Number of tasks per status, named as in the API's JSON; every status present.
+fn tasks_by_status(state: &ApiState) -> BTreeMap<String, u64> {
+    let mut counts: BTreeMap<_, _> = STATUSES.iter().map(|s| (label(*s), 0)).collect();
+    for task in state.platform.campaigns.tasks() {
+        *counts.entry(label(task.status)).or_default() += 1;
+    }
+    counts
+}
+
+/// A status as the API's JSON names it (`not_started`, `upgrading`, ...).
+fn label(status: TaskStatus) -> String {
+    match serde_json::to_value(status) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => unreachable!("a task status serializes as a string"),
+    }
+}
+
+/// One sample: its label, if any, and its value.
+type Sample<'a> = (Option<(&'static str, &'a str)>, u64);
+
+/// The text being written.
+#[derive(Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    fn gauge<'a>(&mut self, name: &str, help: &str, samples: impl IntoIterator<Item = Sample<'a>>) {
+        self.family(name, "gauge", help, samples);
+    }
+
+    fn counter<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = Sample<'a>>,
+    ) {
+        self.family(name, "counter", help, samples);
+    }
+
+    fn family<'a>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = Sample<'a>>,
+    ) {
+        let text = &mut self.text;
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (label, value) in samples {
+            let _ = match label {
+                Some((key, label)) => writeln!(text, "{name}{{{key}=\"{label}\"}} {value}"),
+                None => writeln!(text, "{name} {value}"),
+            };
+        }
+    }
+}

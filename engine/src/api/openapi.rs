@@ -1,0 +1,624 @@
+//! `GET /v1/openapi.json`: the OpenAPI 3.1 document of the API, built from the route table
+//! ([`super::router::ROUTES`]) and the JSON Schemas of the bodies, written here by hand. Owns
+//! the document only.
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Map, Value, json};
+
+use super::ApiState;
+use super::problem::{Kind, PROBLEM_JSON};
+use super::router::{Content, Payload, ROUTES, Route};
+
+/// `GET /v1/openapi.json`.
+pub async fn serve(State(state): State<ApiState>) -> Json<Value> {
+    Json(state.openapi.as_ref().clone())
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for route in ROUTES {
+        let item = paths
+            .entry(route.path)
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .expect("a path item is an object");
+        item.insert(route.verb.openapi_name().into(), operation(route));
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "fota engine",
+            "version": "1",
+            "description": "The integrator API of the fota engine: devices, groups, firmware, \
+                packages, upgrade tasks, statistics, plugins and live progress. Every route but \
+                /healthz needs `Authorization: Bearer <token>`; a viewer token may only GET. \
+                Errors are RFC 9457 problem details.",
+        },
+        "security": [{ "bearer": [] }],
+        "paths": paths,
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": schemas(),
+        },
+    })
+}
+
+fn operation(route: &Route) -> Value {
+    let mut operation = json!({
+        "operationId": operation_id(route),
+        "summary": route.summary,
+        "responses": responses(route),
+    });
+    let parameters = parameters(route);
+    if !parameters.is_empty() {
+        operation["parameters"] = Value::Array(parameters);
+    }
+    match route.payload {
+        Payload::None => {}
+        Payload::Json(schema) => {
+            operation["requestBody"] = body("application/json", reference(schema))
+        }
+        Payload::Binary => operation["requestBody"] = body("application/octet-stream", binary()),
+    }
+    if route.public {
+        operation["security"] = json!([]);
+    }
+    operation
+}
+
+/// `get_v1_groups_id` for `GET /v1/groups/{id}`.
+fn operation_id(route: &Route) -> String {
+    let path = route
+        .path
+        .replace(['{', '}', '.'], "")
+        .replace(['/', '-'], "_");
+    format!("{}{path}", route.verb.openapi_name())
+}
+
+fn parameters(route: &Route) -> Vec<Value> {
+    let in_path = route
+        .path
+        .split('/')
+        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": string() }));
+    let in_query = route.query.iter().map(|param| {
+        json!({
+            "name": param.name,
+            "in": "query",
+            "required": param.required,
+            "description": param.description,
+            "schema": { "type": param.type_ },
+        })
+    });
+    in_path.chain(in_query).collect()
+}
+
+fn body(media: &str, schema: Value) -> Value {
+    json!({ "required": true, "content": { media: { "schema": schema } } })
+}
+
+fn responses(route: &Route) -> Value {
+    let mut responses = Map::new();
+    responses.insert(route.status.to_string(), success(route.content));
+    for kind in route.problems() {
+        let problem = json!({
+            "description": kind.title(),
+            "content": { PROBLEM_JSON: { "schema": reference("Problem") } },
+        });
+        responses.insert(kind.status().as_u16().to_string(), problem);
+    }
+    Value::Object(responses)
+}
+
+fn success(content: Content) -> Value {
+    let (media, schema) = match content {
+        Content::None => return json!({ "description": "Done." }),
+        Content::Json(name) => ("application/json", reference(name)),
+        Content::JsonList(name) => ("application/json", array(reference(name))),
+        Content::Binary => ("application/octet-stream", binary()),
+        Content::EventStream => ("text/event-stream", string()),
+        Content::Prometheus => ("text/plain", string()),
+    };
+    json!({ "description": "Done.", "content": { media: { "schema": schema } } })
+}
+
+fn reference(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn string() -> Value {
+    json!({ "type": "string" })
+}
+
+fn integer() -> Value {
+    json!({ "type": "integer", "minimum": 0 })
+}
+
+fn binary() -> Value {
+    json!({ "type": "string", "contentMediaType": "application/octet-stream" })
+}
+
+fn array(items: Value) -> Value {
+    json!({ "type": "array", "items": items })
+}
+
+/// `type` or null.
+fn nullable(type_: &str) -> Value {
+    json!({ "type": [type_, "null"] })
+}
+
+/// Milliseconds since the Unix epoch.
+fn millis() -> Value {
+    json!({ "type": "integer", "minimum": 0, "description": "Milliseconds since the Unix epoch." })
+}
+
+fn nullable_millis() -> Value {
+    let mut millis = millis();
+    millis["type"] = json!(["integer", "null"]);
+    millis
+}
+
+fn one_of(values: &[&str]) -> Value {
+    json!({ "type": "string", "enum": values })
+}
+
+fn nullable_one_of(values: &[&str]) -> Value {
+    let mut values: Vec<Value> = values.iter().map(|v| json!(v)).collect();
+    values.push(Value::Null);
+    json!({ "enum": values })
+}
+
+/// An object with `properties`, the `required` ones listed.
+fn object(required: &[&str], properties: Value) -> Value {
+    json!({ "type": "object", "required": required, "properties": properties })
+}
+
+/// Values of the enums, as the engine's records serialize them.
+const TASK_STATUSES: &[&str] = &["not_started", "upgrading", "paused", "stopped", "completed"];
+const PHASES: &[&str] = &["waiting", "active", "finished", "removed"];
+const DOWNLOAD_STATUSES: &[&str] = &["not_started", "downloading", "downloaded", "failed"];
+const UPGRADE_STATUSES: &[&str] = &["not_started", "upgrading", "upgraded", "failed"];
+const RESULTS: &[&str] = &[
+    "successful",
+    "insufficient_space",
+    "out_of_memory",
+    "link_broke",
+    "integrity_failed",
+    "not_supported",
+    "upgrade_failed",
+    "task_expired",
+    "download_failed",
+];
+const PACKAGE_KINDS: &[&str] = &["full", "delta"];
+const PLUGIN_KINDS: &[&str] = &["differ", "capability", "policy"];
+
+fn counters() -> Value {
+    json!({
+        "devices": integer(),
+        "successes": integer(),
+        "failures": integer(),
+        "bytes_first": integer(),
+        "bytes_resent": integer(),
+        "wire_bytes": integer(),
+        "downloads_not_installed": integer(),
+    })
+}
+
+/// Counters with more properties, all required.
+fn with_counters(more: Value) -> Value {
+    let mut properties = counters();
+    properties
+        .as_object_mut()
+        .expect("an object")
+        .extend(more.as_object().expect("an object").clone());
+    let required: Vec<&String> = properties.as_object().expect("an object").keys().collect();
+    json!({ "type": "object", "required": required, "properties": properties })
+}
+
+fn page(items: &str) -> Value {
+    object(
+        &["total", "offset", "limit", "items"],
+        json!({
+            "total": integer(),
+            "offset": integer(),
+            "limit": integer(),
+            "items": array(reference(items)),
+        }),
+    )
+}
+
+/// Every schema the routes refer to.
+fn schemas() -> Value {
+    let mut all = Map::new();
+    for part in [
+        general_schemas(),
+        device_schemas(),
+        catalog_schemas(),
+        task_schemas(),
+    ] {
+        all.extend(part.as_object().expect("an object").clone());
+    }
+    Value::Object(all)
+}
+
+/// Health, the document itself, problems, statistics and plugin bindings.
+fn general_schemas() -> Value {
+    let problem_types: Vec<String> = Kind::ALL.iter().map(|k| k.type_uri()).collect();
+    json!({
+        "Health": object(&["status"], json!({ "status": one_of(&["ok"]) })),
+        "OpenApi": { "type": "object", "description": "An OpenAPI 3.1 document." },
+        "Problem": object(
+            &["type", "title", "status", "detail"],
+            json!({
+                "type": { "type": "string", "enum": problem_types },
+                "title": string(),
+                "status": integer(),
+                "detail": string(),
+            }),
+        ),
+        "PackageStats": with_counters(json!({
+            "package_id": string(),
+            "vendor": string(),
+            "model": string(),
+            "to_version": string(),
+        })),
+        "ModelStats": with_counters(json!({ "vendor": string(), "model": string() })),
+        "Statistics": object(
+            &["packages", "models"],
+            json!({
+                "packages": array(reference("PackageStats")),
+                "models": array(reference("ModelStats")),
+            }),
+        ),
+        "PluginBinding": object(
+            &["kind", "vendor", "model", "name"],
+            json!({
+                "kind": one_of(PLUGIN_KINDS),
+                "vendor": nullable("string"),
+                "model": nullable("string"),
+                "name": string(),
+            }),
+        ),
+    })
+}
+
+/// Devices, their registrations and their progress in tasks.
+fn device_schemas() -> Value {
+    json!({
+        "Device": object(
+            &["endpoint", "name", "last_seen", "online"],
+            json!({
+                "endpoint": string(),
+                "name": string(),
+                "imei": nullable("string"),
+                "manufacturer": nullable("string"),
+                "model": nullable("string"),
+                "firmware_version": nullable("string"),
+                "last_seen": millis(),
+                "online": { "type": "boolean" },
+                "battery": nullable("integer"),
+                "signal_dbm": nullable("integer"),
+                "memory_free_kb": nullable("integer"),
+                "cell_id": nullable("integer"),
+                "delivery": nullable_one_of(&["Pull", "Push", "Both"]),
+            }),
+        ),
+        "DevicePage": page("Device"),
+        "Registration": object(
+            &[
+                "id",
+                "address",
+                "binding",
+                "lwm2m_version",
+                "lifetime_secs",
+                "registered_at",
+                "last_update",
+                "objects",
+            ],
+            json!({
+                "id": string(),
+                "address": string(),
+                "binding": one_of(&["U", "UQ"]),
+                "lwm2m_version": string(),
+                "lifetime_secs": integer(),
+                "registered_at": millis(),
+                "last_update": millis(),
+                "objects": array(string()),
+            }),
+        ),
+        "DeviceDetail": { "allOf": [
+            reference("Device"),
+            object(
+                &["registered", "registration", "tasks"],
+                json!({
+                    "registered": { "type": "boolean" },
+                    "registration": { "oneOf": [reference("Registration"), { "type": "null" }] },
+                    "tasks": array(reference("DeviceProgress")),
+                }),
+            ),
+        ] },
+        "DeviceProgress": object(
+            &[
+                "task_id",
+                "endpoint",
+                "attempts",
+                "phase",
+                "next_try_at",
+                "download",
+                "upgrade",
+                "bytes_first",
+                "bytes_resent",
+                "wire_bytes",
+            ],
+            json!({
+                "task_id": string(),
+                "endpoint": string(),
+                "attempts": integer(),
+                "phase": one_of(PHASES),
+                "next_try_at": millis(),
+                "download": one_of(DOWNLOAD_STATUSES),
+                "upgrade": one_of(UPGRADE_STATUSES),
+                "result": nullable_one_of(RESULTS),
+                "note": nullable("string"),
+                "cell_id": nullable("integer"),
+                "bytes_first": integer(),
+                "bytes_resent": integer(),
+                "wire_bytes": integer(),
+            }),
+        ),
+        "TaskDevice": { "allOf": [
+            reference("DeviceProgress"),
+            object(
+                &["retry", "online"],
+                json!({
+                    "retry": {
+                        "type": "string",
+                        "description": "Attempts made / attempts allowed (retries + 1).",
+                    },
+                    "online": { "type": "boolean" },
+                }),
+            ),
+        ] },
+        "TaskDevicePage": page("TaskDevice"),
+    })
+}
+
+/// Groups, firmware and packages, and the bodies that make them.
+fn catalog_schemas() -> Value {
+    json!({
+        "Group": object(
+            &["id", "name", "vendor", "model", "devices", "created_at"],
+            json!({
+                "id": string(),
+                "name": string(),
+                "vendor": string(),
+                "model": string(),
+                "devices": array(string()),
+                "created_at": millis(),
+            }),
+        ),
+        "NewGroup": object(
+            &["name", "vendor", "model"],
+            json!({ "name": string(), "vendor": string(), "model": string() }),
+        ),
+        "Rename": object(&["name"], json!({ "name": string() })),
+        "Members": object(&["endpoints"], json!({ "endpoints": array(string()) })),
+        "Firmware": object(
+            &["id", "vendor", "model", "version", "sha256", "size", "created_at"],
+            json!({
+                "id": string(),
+                "vendor": string(),
+                "model": string(),
+                "version": string(),
+                "sha256": string(),
+                "size": integer(),
+                "created_at": millis(),
+            }),
+        ),
+        "Package": object(
+            &[
+                "id",
+                "kind",
+                "vendor",
+                "model",
+                "to_version",
+                "to_firmware",
+                "size",
+                "sha256",
+                "created_at",
+            ],
+            json!({
+                "id": string(),
+                "kind": one_of(PACKAGE_KINDS),
+                "vendor": string(),
+                "model": string(),
+                "from_version": nullable("string"),
+                "to_version": string(),
+                "from_firmware": nullable("string"),
+                "to_firmware": string(),
+                "size": integer(),
+                "sha256": string(),
+                "created_at": millis(),
+            }),
+        ),
+        "NewPackage": { "oneOf": [
+            object(
+                &["kind", "to_firmware"],
+                json!({ "kind": { "const": "full" }, "to_firmware": string() }),
+            ),
+            object(
+                &["kind", "from_firmware", "to_firmware"],
+                json!({
+                    "kind": { "const": "delta" },
+                    "from_firmware": string(),
+                    "to_firmware": string(),
+                }),
+            ),
+        ] },
+    })
+}
+
+/// Tasks and their specs.
+fn task_schemas() -> Value {
+    json!({
+        "Pacing": object(
+            &["max_concurrent", "max_per_cell"],
+            json!({ "max_concurrent": integer(), "max_per_cell": integer() }),
+        ),
+        "TaskSpec": object(
+            &["name", "group_id", "package_id", "retries", "retry_interval_secs"],
+            json!({
+                "name": string(),
+                "group_id": string(),
+                "package_id": string(),
+                "retries": integer(),
+                "retry_interval_secs": integer(),
+                "execution_time": nullable_millis(),
+                "deadline": nullable_millis(),
+                "pacing": reference("Pacing"),
+                "min_signal_dbm": nullable("integer"),
+                "max_failure_rate": nullable("number"),
+                "failure_sample": integer(),
+            }),
+        ),
+        "CellPause": object(&["reason", "until"], json!({ "reason": string(), "until": millis() })),
+        "Task": object(
+            &["id", "spec", "status", "paused_cells", "created_at"],
+            json!({
+                "id": string(),
+                "spec": reference("TaskSpec"),
+                "status": one_of(TASK_STATUSES),
+                "pause_reason": nullable("string"),
+                "paused_cells": {
+                    "type": "object",
+                    "additionalProperties": reference("CellPause"),
+                },
+                "created_at": millis(),
+                "started_at": nullable_millis(),
+                "finished_at": nullable_millis(),
+            }),
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde::Serialize;
+
+    use super::*;
+    use crate::campaign::{DeviceResult, DownloadStatus, Phase, TaskStatus, UpgradeStatus};
+    use crate::catalog::PackageKind;
+    use crate::plugin::PluginKind;
+
+    /// Every `$ref` in `value`.
+    fn references(value: &Value, found: &mut BTreeSet<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(target)) = map.get("$ref") {
+                    found.insert(target.clone());
+                }
+                map.values().for_each(|v| references(v, found));
+            }
+            Value::Array(values) => values.iter().for_each(|v| references(v, found)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_reference_names_a_schema_and_every_schema_is_referenced() {
+        let document = document();
+        let mut found = BTreeSet::new();
+        references(&document, &mut found);
+        let defined: BTreeSet<String> = document["components"]["schemas"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|name| format!("#/components/schemas/{name}"))
+            .collect();
+        assert_eq!(found, defined);
+    }
+
+    #[test]
+    fn every_route_is_one_operation_of_the_document() {
+        let document = document();
+        let operations: usize = document["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|item| item.as_object().unwrap().len())
+            .sum();
+        assert_eq!(
+            operations,
+            ROUTES.len(),
+            "two routes share a method and path"
+        );
+        for route in ROUTES {
+            let operation = &document["paths"][route.path][route.verb.openapi_name()];
+            assert_eq!(operation["summary"], route.summary, "{}", route.path);
+        }
+    }
+
+    fn names<T: Serialize>(values: &[T]) -> Vec<String> {
+        values
+            .iter()
+            .map(|v| {
+                serde_json::to_value(v)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn schema_enums_are_what_the_records_serialize_to() {
+        use TaskStatus::*;
+        assert_eq!(
+            names(&[NotStarted, Upgrading, Paused, Stopped, Completed]),
+            TASK_STATUSES
+        );
+        assert_eq!(
+            names(&[
+                Phase::Waiting,
+                Phase::Active,
+                Phase::Finished,
+                Phase::Removed
+            ]),
+            PHASES
+        );
+        use DownloadStatus as D;
+        assert_eq!(
+            names(&[D::NotStarted, D::Downloading, D::Downloaded, D::Failed]),
+            DOWNLOAD_STATUSES
+        );
+        use UpgradeStatus as U;
+        assert_eq!(
+            names(&[U::NotStarted, U::Upgrading, U::Upgraded, U::Failed]),
+            UPGRADE_STATUSES
+        );
+        use DeviceResult as R;
+        let results = [
+            R::Successful,
+            R::InsufficientSpace,
+            R::OutOfMemory,
+            R::LinkBroke,
+            R::IntegrityFailed,
+            R::NotSupported,
+            R::UpgradeFailed,
+            R::TaskExpired,
+            R::DownloadFailed,
+        ];
+        assert_eq!(names(&results), RESULTS);
+        assert_eq!(
+            names(&[PackageKind::Full, PackageKind::Delta]),
+            PACKAGE_KINDS
+        );
+        let kinds: Vec<_> = PluginKind::ALL.iter().map(|k| k.world()).collect();
+        assert_eq!(kinds, PLUGIN_KINDS);
+    }
+}

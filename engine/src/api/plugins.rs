@@ -1,0 +1,159 @@
+//! Plugins routes: upload a WebAssembly component and bind it to a vendor and model (or as the
+//! default of its kind), list the bindings, and unbind a model so its devices get the default
+//! again. The component is the body; kind, vendor, model, name and settings are in the query,
+//! each setting as a `setting=key=value` pair (repeated; encode the inner `=` as `%3D` or not).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Serialize;
+
+use super::ApiState;
+use super::extract::Checked;
+use super::problem::{ApiResult, Kind, Problem};
+use crate::plugin::{Binding, PluginKind, Settings};
+
+/// A plugin bound to devices, as the API shows it.
+#[derive(Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PluginBinding {
+    /// `differ`, `capability` or `policy`.
+    kind: &'static str,
+    /// Manufacturer of the devices it serves; absent for the default of its kind.
+    vendor: Option<String>,
+    /// Module model of the devices it serves; absent for the default of its kind.
+    model: Option<String>,
+    /// Name given at upload.
+    name: String,
+}
+
+impl PluginBinding {
+    fn new(kind: PluginKind, binding: Binding, name: String) -> Self {
+        let (vendor, model) = match binding {
+            Binding::Default => (None, None),
+            Binding::Model { vendor, model } => (Some(vendor), Some(model)),
+        };
+        PluginBinding {
+            kind: kind.world(),
+            vendor,
+            model,
+            name,
+        }
+    }
+}
+
+/// What `POST /v1/plugins` asks, read from its query.
+struct Installation {
+    kind: PluginKind,
+    binding: Binding,
+    name: String,
+    settings: Settings,
+}
+
+impl Installation {
+    /// Reads `kind`, `name`, `vendor` and `model` (both or neither) and `setting=key=value`
+    /// pairs; any other parameter is refused.
+    fn from_query(pairs: Vec<(String, String)>) -> Result<Self, Problem> {
+        let (mut kind, mut name, mut vendor, mut model) = (None, None, None, None);
+        let mut settings = Settings::new();
+        for (key, value) in pairs {
+            match key.as_str() {
+                "kind" => kind = Some(kind_named(&value, Kind::BadRequest)?),
+                "name" => name = Some(value),
+                "vendor" => vendor = Some(value),
+                "model" => model = Some(value),
+                "setting" => settings.push(setting(&value)?),
+                other => return Err(bad(format!("unknown query parameter `{other}`"))),
+            }
+        }
+        let binding = match (vendor, model) {
+            (Some(vendor), Some(model)) => Binding::Model { vendor, model },
+            (None, None) => Binding::Default,
+            _ => {
+                return Err(bad(
+                    "give both vendor and model, or neither for the default".into(),
+                ));
+            }
+        };
+        Ok(Installation {
+            kind: kind
+                .ok_or_else(|| bad("the query needs kind=policy|capability|differ".into()))?,
+            binding,
+            name: name
+                .filter(|n| !n.trim().is_empty())
+                .ok_or_else(|| bad("the query needs a name".into()))?,
+            settings,
+        })
+    }
+}
+
+fn bad(detail: String) -> Problem {
+    Problem::new(Kind::BadRequest, detail)
+}
+
+/// The kind named `name`; `otherwise` is the problem's kind when there is none.
+fn kind_named(name: &str, otherwise: Kind) -> Result<PluginKind, Problem> {
+    PluginKind::ALL
+        .into_iter()
+        .find(|kind| kind.world() == name)
+        .ok_or_else(|| {
+            Problem::new(
+                otherwise,
+                format!("no plugin kind `{name}`: policy, capability or differ"),
+            )
+        })
+}
+
+/// A `key=value` setting.
+fn setting(pair: &str) -> Result<(String, String), Problem> {
+    match pair.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.into(), value.into())),
+        _ => Err(bad(format!("setting `{pair}` is not key=value"))),
+    }
+}
+
+/// `POST /v1/plugins`: compiles and checks the component off the async threads, then binds it.
+pub async fn install(
+    State(state): State<ApiState>,
+    Checked(Query(pairs)): Checked<Query<Vec<(String, String)>>>,
+    Checked(wasm): Checked<Bytes>,
+) -> ApiResult<(StatusCode, Json<PluginBinding>)> {
+    let wanted = Installation::from_query(pairs)?;
+    let plugins = state.platform.plugins.clone();
+    let (kind, binding, name) = (wanted.kind, wanted.binding.clone(), wanted.name.clone());
+    tokio::task::spawn_blocking(move || {
+        plugins.install(kind, binding, &name, &wasm, wanted.settings)
+    })
+    .await
+    .map_err(|e| Problem::internal(&e))??;
+    let installed = PluginBinding::new(wanted.kind, wanted.binding, wanted.name);
+    Ok((StatusCode::CREATED, Json(installed)))
+}
+
+/// `GET /v1/plugins`: every binding, defaults included, in kind, vendor and model order.
+pub async fn list(State(state): State<ApiState>) -> Json<Vec<PluginBinding>> {
+    let mut all: Vec<_> = state
+        .platform
+        .plugins
+        .bindings()
+        .into_iter()
+        .map(|(kind, binding, name)| PluginBinding::new(kind, binding, name))
+        .collect();
+    all.sort();
+    Json(all)
+}
+
+/// `DELETE /v1/plugins/{kind}/{vendor}/{model}`.
+pub async fn unbind(
+    State(state): State<ApiState>,
+    Checked(Path((kind, vendor, model))): Checked<Path<(String, String, String)>>,
+) -> ApiResult<StatusCode> {
+    let kind = kind_named(&kind, Kind::NotFound)?;
+    if !state.platform.plugins.unbind(kind, &vendor, &model) {
+        return Err(Problem::new(
+            Kind::NotFound,
+            format!("no {kind} plugin is bound to {vendor} {model}"),
+        ));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,586 @@
+//! The route table: every route of the API once, with what the router needs (method, path,
+//! handler, body limit, whether it needs a token) and what the OpenAPI document says of it
+//! (summary, query, body, answer, problems). Both are built from this table, so the document
+//! cannot list a route the router does not serve, nor miss one it does.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{MethodFilter, MethodRouter, on};
+
+use super::auth::{Tokens, authorize};
+use super::problem::{Kind, method_not_allowed, no_such_route};
+use super::{
+    ApiConfig, ApiState, devices, events, firmware, groups, health, metrics, openapi, packages,
+    plugins, statistics, tasks,
+};
+
+/// An HTTP method the API uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verb {
+    Get,
+    Post,
+    Patch,
+    Delete,
+}
+
+impl Verb {
+    /// The method's name in an OpenAPI path item.
+    pub fn openapi_name(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::Post => "post",
+            Verb::Patch => "patch",
+            Verb::Delete => "delete",
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            Verb::Get => MethodFilter::GET,
+            Verb::Post => MethodFilter::POST,
+            Verb::Patch => MethodFilter::PATCH,
+            Verb::Delete => MethodFilter::DELETE,
+        }
+    }
+}
+
+/// A query parameter.
+#[derive(Debug, Clone, Copy)]
+pub struct Param {
+    /// Its name.
+    pub name: &'static str,
+    /// JSON Schema type of its value: `string`, `integer` or `boolean`.
+    pub type_: &'static str,
+    /// True when the request must carry it.
+    pub required: bool,
+    /// What it means.
+    pub description: &'static str,
+}
+
+/// What a request carries as its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    /// Nothing.
+    None,
+    /// JSON of the named schema (`components.schemas`), at most `max_json_bytes`.
+    Json(&'static str),
+    /// Raw bytes (`application/octet-stream`), at most `max_upload_bytes`.
+    Binary,
+}
+
+/// What a successful answer carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    /// Nothing (204).
+    None,
+    /// JSON of the named schema.
+    Json(&'static str),
+    /// A JSON array of the named schema.
+    JsonList(&'static str),
+    /// Raw bytes.
+    Binary,
+    /// Server-sent events.
+    EventStream,
+    /// The Prometheus text format.
+    Prometheus,
+}
+
+/// One route.
+pub struct Route {
+    /// Its method.
+    pub verb: Verb,
+    /// Its path, with `{name}` parameters (the same syntax for axum and OpenAPI).
+    pub path: &'static str,
+    /// What it does, in one line.
+    pub summary: &'static str,
+    /// True for the one route anybody may call (`/healthz`).
+    pub public: bool,
+    /// Its query parameters.
+    pub query: &'static [Param],
+    /// Its request body.
+    pub payload: Payload,
+    /// Status of a successful answer.
+    pub status: u16,
+    /// Body of a successful answer.
+    pub content: Content,
+    /// Problems of this route beyond those every route of its shape has (see [`Route::problems`]).
+    pub refusals: &'static [Kind],
+    /// Makes its handler for a method.
+    handler: fn(MethodFilter) -> MethodRouter<ApiState>,
+}
+
+impl Route {
+    /// A route needing a token, without query or body, answering 200.
+    const fn new(
+        verb: Verb,
+        path: &'static str,
+        summary: &'static str,
+        content: Content,
+        handler: fn(MethodFilter) -> MethodRouter<ApiState>,
+    ) -> Route {
+        Route {
+            verb,
+            path,
+            summary,
+            public: false,
+            query: &[],
+            payload: Payload::None,
+            status: 200,
+            content,
+            refusals: &[],
+            handler,
+        }
+    }
+
+    const fn query(mut self, query: &'static [Param]) -> Route {
+        self.query = query;
+        self
+    }
+
+    const fn payload(mut self, payload: Payload) -> Route {
+        self.payload = payload;
+        self
+    }
+
+    const fn status(mut self, status: u16) -> Route {
+        self.status = status;
+        self
+    }
+
+    const fn refusals(mut self, refusals: &'static [Kind]) -> Route {
+        self.refusals = refusals;
+        self
+    }
+
+    const fn public(mut self) -> Route {
+        self.public = true;
+        self
+    }
+
+    /// Every problem this route may answer: the auth problems of a guarded route, 404 for an
+    /// unknown id in the path, 400 for a bad query or body, the body problems, its refusals.
+    pub fn problems(&self) -> Vec<Kind> {
+        let mut kinds = Vec::new();
+        if !self.public {
+            kinds.push(Kind::Unauthorized);
+            if self.verb != Verb::Get {
+                kinds.push(Kind::Forbidden);
+            }
+        }
+        if self.path.contains('{') {
+            kinds.push(Kind::NotFound);
+        }
+        if !self.query.is_empty() || self.payload != Payload::None {
+            kinds.push(Kind::BadRequest);
+        }
+        match self.payload {
+            Payload::Json(_) => {
+                kinds.extend([Kind::TooLarge, Kind::UnsupportedMediaType, Kind::Invalid])
+            }
+            Payload::Binary => kinds.push(Kind::TooLarge),
+            Payload::None => {}
+        }
+        kinds.extend(self.refusals);
+        if !self.public {
+            kinds.push(Kind::Internal);
+        }
+        kinds.sort_by_key(|kind| kind.status());
+        kinds.dedup_by_key(|kind| kind.status());
+        kinds
+    }
+
+    /// The handler, with the body limit of its payload.
+    fn method_router(&self, config: &ApiConfig) -> MethodRouter<ApiState> {
+        let limit = match self.payload {
+            Payload::Binary => config.max_upload_bytes,
+            Payload::Json(_) | Payload::None => config.max_json_bytes,
+        };
+        (self.handler)(self.verb.filter()).layer(DefaultBodyLimit::max(limit))
+    }
+}
+
+const PAGING: [Param; 2] = [
+    Param {
+        name: "limit",
+        type_: "integer",
+        required: false,
+        description: "Items on the page, 1 to 1000 (default 100).",
+    },
+    Param {
+        name: "offset",
+        type_: "integer",
+        required: false,
+        description: "Items skipped before the page (default 0).",
+    },
+];
+
+const fn param(name: &'static str, type_: &'static str, description: &'static str) -> Param {
+    Param {
+        name,
+        type_,
+        required: false,
+        description,
+    }
+}
+
+const fn required(name: &'static str, description: &'static str) -> Param {
+    Param {
+        name,
+        type_: "string",
+        required: true,
+        description,
+    }
+}
+
+const DEVICE_QUERY: [Param; 6] = [
+    param(
+        "vendor",
+        "string",
+        "Only devices of this manufacturer (/3/0/0).",
+    ),
+    param(
+        "model",
+        "string",
+        "Only devices of this module model (/3/0/1).",
+    ),
+    param(
+        "online",
+        "boolean",
+        "Only devices registered now (true) or not (false).",
+    ),
+    param(
+        "version",
+        "string",
+        "Only devices on this firmware version (/3/0/3).",
+    ),
+    PAGING[0],
+    PAGING[1],
+];
+
+const FIRMWARE_QUERY: [Param; 3] = [
+    required("vendor", "Manufacturer (/3/0/0)."),
+    required("model", "Module model (/3/0/1)."),
+    required("version", "Version, as devices report it in /3/0/3."),
+];
+
+const PLUGIN_QUERY: [Param; 5] = [
+    required("kind", "policy, capability or differ."),
+    required("name", "A name for logs and errors."),
+    param(
+        "vendor",
+        "string",
+        "Manufacturer of the devices it serves (with model; neither = the default of its kind).",
+    ),
+    param(
+        "model",
+        "string",
+        "Module model of the devices it serves (with vendor).",
+    ),
+    param(
+        "setting",
+        "string",
+        "A setting given to the plugin, as key=value; repeat for more.",
+    ),
+];
+
+use Content::{Binary, EventStream, Json, JsonList, Prometheus};
+use Kind::{Conflict, Invalid};
+use Verb::{Delete, Get, Patch, Post};
+
+/// Every route of the API.
+pub static ROUTES: &[Route] = &[
+    Route::new(
+        Get,
+        "/healthz",
+        "Answers while the API serves; needs no token.",
+        Json("Health"),
+        |m| on(m, health::healthz),
+    )
+    .public(),
+    Route::new(
+        Get,
+        "/metrics",
+        "Gauges and counters in the Prometheus text format.",
+        Prometheus,
+        |m| on(m, metrics::metrics),
+    ),
+    Route::new(
+        Get,
+        "/v1/openapi.json",
+        "This document.",
+        Json("OpenApi"),
+        |m| on(m, openapi::serve),
+    ),
+    Route::new(
+        Get,
+        "/v1/events",
+        "Task status and device progress as server-sent events (`task`, `device`, `lagged`), \
+         numbered; resumes after a Last-Event-ID.",
+        EventStream,
+        |m| on(m, events::stream),
+    ),
+    Route::new(
+        Get,
+        "/v1/devices",
+        "Devices, filtered and paged.",
+        Json("DevicePage"),
+        |m| on(m, devices::list),
+    )
+    .query(&DEVICE_QUERY),
+    Route::new(
+        Get,
+        "/v1/devices/{endpoint}",
+        "A device, its live registration and its progress in every task it is in.",
+        Json("DeviceDetail"),
+        |m| on(m, devices::one),
+    ),
+    Route::new(
+        Post,
+        "/v1/groups",
+        "Creates a group; its vendor and model are locked.",
+        Json("Group"),
+        |m| on(m, groups::create),
+    )
+    .payload(Payload::Json("NewGroup"))
+    .status(201),
+    Route::new(Get, "/v1/groups", "Every group.", JsonList("Group"), |m| {
+        on(m, groups::list)
+    }),
+    Route::new(Get, "/v1/groups/{id}", "A group.", Json("Group"), |m| {
+        on(m, groups::one)
+    }),
+    Route::new(
+        Patch,
+        "/v1/groups/{id}",
+        "Renames a group.",
+        Json("Group"),
+        |m| on(m, groups::rename),
+    )
+    .payload(Payload::Json("Rename")),
+    Route::new(
+        Delete,
+        "/v1/groups/{id}",
+        "Deletes a group no unfinished task uses.",
+        Content::None,
+        |m| on(m, groups::delete),
+    )
+    .status(204)
+    .refusals(&[Conflict]),
+    Route::new(
+        Post,
+        "/v1/groups/{id}/devices",
+        "Adds devices of the group's vendor and model.",
+        Json("Group"),
+        |m| on(m, groups::add_devices),
+    )
+    .payload(Payload::Json("Members")),
+    Route::new(
+        Delete,
+        "/v1/groups/{id}/devices",
+        "Removes devices from a group.",
+        Json("Group"),
+        |m| on(m, groups::remove_devices),
+    )
+    .payload(Payload::Json("Members")),
+    Route::new(
+        Post,
+        "/v1/firmware",
+        "Uploads a firmware image (the body).",
+        Json("Firmware"),
+        |m| on(m, firmware::upload),
+    )
+    .query(&FIRMWARE_QUERY)
+    .payload(Payload::Binary)
+    .status(201)
+    .refusals(&[Invalid]),
+    Route::new(
+        Get,
+        "/v1/firmware",
+        "Every firmware version.",
+        JsonList("Firmware"),
+        |m| on(m, firmware::list),
+    ),
+    Route::new(
+        Get,
+        "/v1/firmware/{id}",
+        "A firmware version.",
+        Json("Firmware"),
+        |m| on(m, firmware::one),
+    ),
+    Route::new(
+        Delete,
+        "/v1/firmware/{id}",
+        "Deletes a firmware version no package is made from.",
+        Content::None,
+        |m| on(m, firmware::delete),
+    )
+    .status(204)
+    .refusals(&[Conflict]),
+    Route::new(
+        Post,
+        "/v1/packages",
+        "Makes a full or a delta package.",
+        Json("Package"),
+        |m| on(m, packages::create),
+    )
+    .payload(Payload::Json("NewPackage"))
+    .status(201),
+    Route::new(
+        Get,
+        "/v1/packages",
+        "Every package.",
+        JsonList("Package"),
+        |m| on(m, packages::list),
+    ),
+    Route::new(
+        Get,
+        "/v1/packages/{id}",
+        "A package.",
+        Json("Package"),
+        |m| on(m, packages::one),
+    ),
+    Route::new(
+        Get,
+        "/v1/packages/{id}/download",
+        "The bytes devices receive; the ETag is their sha256.",
+        Binary,
+        |m| on(m, packages::download),
+    ),
+    Route::new(
+        Delete,
+        "/v1/packages/{id}",
+        "Deletes a package no unfinished task uses.",
+        Content::None,
+        |m| on(m, packages::delete),
+    )
+    .status(204)
+    .refusals(&[Conflict]),
+    Route::new(
+        Post,
+        "/v1/tasks",
+        "Creates an upgrade task; it starts at its execution time (now when unset).",
+        Json("Task"),
+        |m| on(m, tasks::create),
+    )
+    .payload(Payload::Json("TaskSpec"))
+    .status(201),
+    Route::new(Get, "/v1/tasks", "Every task.", JsonList("Task"), |m| {
+        on(m, tasks::list)
+    }),
+    Route::new(Get, "/v1/tasks/{id}", "A task.", Json("Task"), |m| {
+        on(m, tasks::one)
+    }),
+    Route::new(
+        Patch,
+        "/v1/tasks/{id}",
+        "Replaces the spec of a task that has not started.",
+        Json("Task"),
+        |m| on(m, tasks::edit),
+    )
+    .payload(Payload::Json("TaskSpec"))
+    .refusals(&[Conflict]),
+    Route::new(
+        Post,
+        "/v1/tasks/{id}/start",
+        "Starts a not-started task whose execution time is unset or past.",
+        Json("Task"),
+        |m| on(m, tasks::start),
+    )
+    .refusals(&[Conflict]),
+    Route::new(
+        Post,
+        "/v1/tasks/{id}/pause",
+        "Pauses an upgrading task: downloads finish, nothing is installed.",
+        Json("Task"),
+        |m| on(m, tasks::pause),
+    )
+    .refusals(&[Conflict]),
+    Route::new(
+        Post,
+        "/v1/tasks/{id}/resume",
+        "Resumes a paused task.",
+        Json("Task"),
+        |m| on(m, tasks::resume),
+    )
+    .refusals(&[Conflict]),
+    Route::new(
+        Post,
+        "/v1/tasks/{id}/cancel",
+        "Cancels an upgrading or paused task, for good.",
+        Json("Task"),
+        |m| on(m, tasks::cancel),
+    )
+    .refusals(&[Conflict]),
+    Route::new(
+        Delete,
+        "/v1/tasks/{id}",
+        "Deletes a task that is not upgrading or paused.",
+        Content::None,
+        |m| on(m, tasks::delete),
+    )
+    .status(204)
+    .refusals(&[Conflict]),
+    Route::new(
+        Get,
+        "/v1/tasks/{id}/devices",
+        "A task's devices: retry X/XX, online, download and upgrade status, result.",
+        Json("TaskDevicePage"),
+        |m| on(m, tasks::devices),
+    )
+    .query(&PAGING),
+    Route::new(
+        Get,
+        "/v1/stats",
+        "Statistics per package and per vendor and model.",
+        Json("Statistics"),
+        |m| on(m, statistics::statistics),
+    ),
+    Route::new(
+        Post,
+        "/v1/plugins",
+        "Uploads a WebAssembly component (the body) and binds it.",
+        Json("PluginBinding"),
+        |m| on(m, plugins::install),
+    )
+    .query(&PLUGIN_QUERY)
+    .payload(Payload::Binary)
+    .status(201)
+    .refusals(&[Invalid]),
+    Route::new(
+        Get,
+        "/v1/plugins",
+        "Every plugin binding, defaults included.",
+        JsonList("PluginBinding"),
+        |m| on(m, plugins::list),
+    ),
+    Route::new(
+        Delete,
+        "/v1/plugins/{kind}/{vendor}/{model}",
+        "Unbinds a model's plugin of a kind; its devices get the default.",
+        Content::None,
+        |m| on(m, plugins::unbind),
+    )
+    .status(204),
+];
+
+/// The API's router over `state`: every route of [`ROUTES`], those needing a token behind
+/// [`authorize`], and problem answers for unknown paths and methods.
+pub(super) fn router(state: ApiState, config: &ApiConfig) -> Router {
+    let tokens = Arc::new(Tokens::new(&config.tokens));
+    let add = |router: Router<ApiState>, route: &Route| {
+        router.route(route.path, route.method_router(config))
+    };
+    let open = ROUTES.iter().filter(|r| r.public).fold(Router::new(), add);
+    let guarded = ROUTES
+        .iter()
+        .filter(|r| !r.public)
+        .fold(Router::new(), add)
+        .route_layer(from_fn_with_state(tokens, authorize));
+    open.merge(guarded)
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(no_such_route)
+        .with_state(state)
+}
