@@ -1,6 +1,7 @@
 //! The `fota` command line: run the engine, or the end-to-end demo.
 
 mod bench;
+mod config;
 mod demo;
 mod diff_cmd;
 mod plugin_cmd;
@@ -20,7 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the engine: CoAP on UDP 5683, devices register and are upgraded.
+    /// Run the engine: CoAP on UDP 5683 (devices register and are upgraded), the HTTP API on
+    /// TCP 8080; settings from flags, environment and ./fota.toml.
     Serve(serve::ServeArgs),
     /// Run an engine and a simulated fleet on loopback, push one package to every device, and
     /// print what it cost.

@@ -1,51 +1,92 @@
-//! `fota serve`: the platform (CoAP engine, store, plugins, catalog, tasks) until SIGINT or
-//! SIGTERM. Tasks and deliveries under way when it stops (or is killed) resume at the next
-//! start on the same data directory.
+//! `fota serve`: the platform (CoAP engine, store, plugins, catalog, tasks) and its HTTP API
+//! until SIGINT or SIGTERM. Tasks and deliveries under way when it stops (or is killed) resume
+//! at the next start on the same data directory. Settings come from flags, environment
+//! variables and `fota.toml` (see [`crate::config`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
+use fota_engine::api;
 use fota_engine::campaign::CampaignEvent;
 use fota_engine::campaign::task::status_name;
 use fota_engine::lwm2m::RegistrationEvent;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::HostConfig;
 use fota_engine::server::ServerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 
-/// Options of `fota serve`.
+use crate::config::{ConfigFile, Overrides, Settings};
+
+/// How long requests under way may take to finish once the engine is asked to stop.
+const API_DRAIN: Duration = Duration::from_secs(5);
+
+/// Options of `fota serve`; each overrides the configuration file.
 #[derive(Args)]
 pub struct ServeArgs {
-    /// UDP address for CoAP.
-    #[arg(long, env = "FOTA_COAP_ADDR", default_value = "0.0.0.0:5683")]
-    coap_addr: SocketAddr,
-    /// Where the store lives.
-    #[arg(long, env = "FOTA_DATA_DIR", default_value = "./fota-data")]
-    data_dir: PathBuf,
+    /// Configuration file [default: ./fota.toml when it exists].
+    #[arg(long, env = "FOTA_CONFIG")]
+    config: Option<PathBuf>,
+    /// UDP address for CoAP [default: 0.0.0.0:5683].
+    #[arg(long, env = "FOTA_COAP_ADDR")]
+    coap_addr: Option<SocketAddr>,
+    /// TCP address of the HTTP API [default: 0.0.0.0:8080].
+    #[arg(long, env = "FOTA_HTTP_ADDR")]
+    http_addr: Option<SocketAddr>,
+    /// Where the store lives [default: ./fota-data].
+    #[arg(long, env = "FOTA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Largest firmware image or plugin the API accepts [default: 33554432].
+    #[arg(long, env = "FOTA_MAX_UPLOAD_BYTES")]
+    max_upload_bytes: Option<usize>,
     /// CoAP timers for a loopback test bed (ACK timeout 60 ms) instead of NB-IoT's (3 s).
     #[arg(long)]
     loopback_timers: bool,
 }
 
-/// Serves until interrupted, logging registrations.
+impl ServeArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            coap_addr: self.coap_addr,
+            http_addr: self.http_addr,
+            data_dir: self.data_dir.clone(),
+            max_upload_bytes: self.max_upload_bytes,
+        }
+    }
+}
+
+/// Serves until interrupted, logging registrations and task status changes.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let (file, read) = ConfigFile::load(args.config.as_deref())?;
+    let settings = Settings::resolve(args.overrides(), file);
     let mut server = if args.loopback_timers {
         ServerConfig::loopback()
     } else {
         ServerConfig::default()
     };
-    server.coap_addr = args.coap_addr;
-    let platform = Platform::start(PlatformConfig {
-        server,
-        data_dir: Some(args.data_dir.clone()),
-        plugins: HostConfig::default(),
-    })
-    .await?;
-    eprintln!(
-        "fota engine: CoAP on udp://{}, data in {}",
-        platform.server.coap_addr(),
-        args.data_dir.display()
+    server.coap_addr = settings.coap_addr;
+    let platform = Arc::new(
+        Platform::start(PlatformConfig {
+            server,
+            data_dir: Some(settings.data_dir.clone()),
+            plugins: HostConfig::default(),
+        })
+        .await?,
     );
+    let listener = TcpListener::bind(settings.http_addr).await?;
+    announce(&platform, &listener, &settings, read)?;
+    let (stop_api, api_stopped) = oneshot::channel::<()>();
+    let mut api = tokio::spawn(api::serve(
+        listener,
+        platform.clone(),
+        settings.api,
+        async move {
+            let _ = api_stopped.await;
+        },
+    ));
     let mut events = platform.server.registry.subscribe();
     let mut tasks = platform.campaigns.subscribe();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -53,6 +94,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
+            served = &mut api => {
+                served??;
+                anyhow::bail!("the HTTP API stopped");
+            }
             event = events.recv() => {
                 if let Ok(event) = event {
                     log_event(&event);
@@ -65,8 +110,40 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         }
     }
+    let _ = stop_api.send(());
+    if tokio::time::timeout(API_DRAIN, api).await.is_err() {
+        tracing::warn!("HTTP requests still under way after {API_DRAIN:?}; stopping anyway");
+    }
     platform.store.flush()?;
     eprintln!("fota engine: stopped");
+    Ok(())
+}
+
+/// Says where the engine listens and what it read.
+fn announce(
+    platform: &Platform,
+    listener: &TcpListener,
+    settings: &Settings,
+    config: Option<PathBuf>,
+) -> std::io::Result<()> {
+    if let Some(config) = config {
+        eprintln!("fota engine: configuration from {}", config.display());
+    }
+    eprintln!(
+        "fota engine: CoAP on udp://{}, data in {}",
+        platform.server.coap_addr(),
+        settings.data_dir.display()
+    );
+    eprintln!(
+        "fota engine: HTTP API on http://{}/v1 (OpenAPI document at /v1/openapi.json)",
+        listener.local_addr()?
+    );
+    if settings.api.tokens.is_empty() {
+        eprintln!(
+            "fota engine: no API tokens configured: every route but /healthz answers 401 \
+             (add [[tokens]] to fota.toml)"
+        );
+    }
     Ok(())
 }
 

@@ -94,7 +94,13 @@ async fn store_released(dir: &Path) {
 /// Starts `fota serve` on `dir`; its stderr lines arrive on the receiver.
 fn serve(dir: &Path, port: u16) -> (Child, mpsc::UnboundedReceiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fota"))
-        .args(["serve", "--loopback-timers", "--coap-addr"])
+        .args([
+            "serve",
+            "--loopback-timers",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--coap-addr",
+        ])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
         .arg(dir)
