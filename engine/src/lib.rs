@@ -8,4 +8,5 @@ pub mod lwm2m;
 pub mod package;
 pub mod plugin;
 pub mod server;
+pub mod signing;
 pub mod transfer;
