@@ -64,6 +64,9 @@ pub struct FleetSpec {
     /// When set, every device reaches the engine through its own impaired link, seeded from
     /// `seed` and the device's index.
     pub link: Option<Impairment>,
+    /// The platform key every device requires packages to be signed with; `None`: devices take
+    /// unsigned packages.
+    pub trusted_key: Option<fota_engine::signing::PlatformPublicKey>,
 }
 
 impl FleetSpec {
@@ -84,6 +87,7 @@ impl FleetSpec {
             resume_share: 1.0,
             sleep: None,
             link: None,
+            trusted_key: None,
         }
     }
 }
@@ -196,6 +200,7 @@ fn device_of(
     } else {
         rng.random_range(-105..-70)
     };
+    flash.trusted_key = spec.trusted_key;
     let config = DeviceConfig {
         endpoint: endpoint_name(i),
         server: spec.server,
