@@ -1,143 +1,309 @@
-//! `fota demo`: an engine and a simulated fleet on loopback; one package pushed to every device
-//! with a progress bar, then a table of what it cost.
+//! `fota demo`: the whole platform on loopback with a simulated fleet: two module models, some
+//! devices with a low battery or a weak signal (they wait, and recover as the simulation goes
+//! on), some behind lossy links; two firmware versions per model, delta packages made by the
+//! bsdiff plugin, one upgrade task per model with live progress, and the statistics at the end.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use clap::Args;
 use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
-use fota_engine::package;
-use fota_engine::server::{Server, ServerConfig};
-use fota_engine::transfer::{Method, TransferReport};
-use indicatif::{ProgressBar, ProgressStyle};
+use fota_engine::campaign::{Pacing, Task, TaskSpec, TaskStatus};
+use fota_engine::catalog::Catalog;
+use fota_engine::platform::{Platform, PlatformConfig};
+use fota_engine::plugin::{Binding, HostConfig, PluginKind, embedded};
+use fota_engine::server::ServerConfig;
+use fota_engine::stats;
+use fota_impair::Impairment;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 /// Options of `fota demo`.
 #[derive(Args)]
 pub struct DemoArgs {
     /// Simulated devices.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 1000)]
     devices: usize,
-    /// Block size of the push (16 to 1024).
-    #[arg(long, default_value_t = 128)]
-    block_size: usize,
-    /// Directory with `programmer.old` and `programmer.new` firmware images.
+    /// Directory with the `programmer` and `pybv11` firmware pairs (`NAME.old`, `NAME.new`).
     #[arg(long, default_value = "../shared/corpus/firmware")]
     corpus: PathBuf,
+    /// Share of devices behind a link losing 10 % of datagrams.
+    #[arg(long, default_value_t = 0.1)]
+    lossy_share: f64,
 }
 
-/// Runs the demo; fails unless every device ends on the new version.
+/// One module model of the demo and its two firmware images.
+struct Model {
+    name: &'static str,
+    old: Vec<u8>,
+    new: Vec<u8>,
+}
+
+/// Runs the demo; fails unless both tasks complete.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let (old, new) = firmware_pair(&args.corpus);
-    let server = Server::start(ServerConfig::loopback()).await?;
-    println!("engine: CoAP on udp://{}", server.coap_addr());
-    let registrations = server.registry.subscribe();
-    let spec = FleetSpec::uniform(
-        args.devices,
-        server.coap_addr(),
-        ModelSpec {
-            manufacturer: "Acme".into(),
-            model: "NB-IoT-1".into(),
-            image: old,
-            version: "0.8.0".into(),
-        },
-    );
-    let fleet = Fleet::start(&spec).await?;
-    let registered = wait_registered(registrations, fleet.len(), Duration::from_secs(60)).await;
-    anyhow::ensure!(registered, "devices did not register within a minute");
-    println!("fleet: {} devices registered", fleet.len());
-    let pkg = Bytes::from(package::full(&new, "0.9.0")?);
+    let models = [
+        model("NB-IoT-A", &args.corpus, "programmer", 3),
+        model("NB-IoT-B", &args.corpus, "pybv11", 5),
+    ];
+    let platform = start_platform().await?;
+    println!("engine: CoAP on udp://{}", platform.server.coap_addr());
+    let fleet = start_fleet(&platform, &models, &args).await?;
+    println!("fleet: {} devices registered and surveyed", fleet.len());
+    let tasks = create_tasks(&platform, &models).await?;
+    let recovery = tokio::spawn(recover_over_time(fleet.clone()));
     let started = Instant::now();
-    let reports = push_all(&server, &fleet, &pkg, args.block_size).await?;
-    print_table(&reports, pkg.len(), args.block_size, started.elapsed());
-    let coap = server.endpoint.stats();
-    println!("{:<34} {:>14}", "engine CoAP timeouts", coap.timeouts);
-    println!(
-        "{:<34} {:>14}",
-        "engine CoAP retransmissions", coap.retransmissions
-    );
-    for failed in reports.iter().filter(|r| !r.outcome.is_success()) {
-        eprintln!("not upgraded: {:?}", failed.outcome);
+    follow(&platform, &tasks).await;
+    recovery.abort();
+    print_statistics(&platform, started.elapsed())?;
+    for task in &tasks {
+        let task = platform.campaigns.task(&task.id)?;
+        anyhow::ensure!(
+            task.status == TaskStatus::Completed,
+            "task {} ended {:?}",
+            task.spec.name,
+            task.status
+        );
     }
-    let upgraded = reports.iter().filter(|r| r.outcome.is_success()).count();
-    anyhow::ensure!(
-        upgraded == fleet.len(),
-        "{} of {} devices were not upgraded",
-        fleet.len() - upgraded,
-        fleet.len()
-    );
     Ok(())
 }
 
-/// The corpus pair if present, otherwise two generated 24 KB images.
-fn firmware_pair(corpus: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
-    let read = |name: &str| std::fs::read(corpus.join(name)).ok();
-    match (read("programmer.old"), read("programmer.new")) {
+/// The corpus pair `name` if present, otherwise two generated images.
+fn model(name: &'static str, corpus: &Path, pair: &str, seed: u8) -> Model {
+    let read = |suffix: &str| std::fs::read(corpus.join(format!("{pair}.{suffix}"))).ok();
+    let (old, new) = match (read("old"), read("new")) {
         (Some(old), Some(new)) => (old, new),
         _ => {
-            let make = |seed: u8| {
+            // The new image differs from the old in one byte of every 97.
+            let make = |salt: u8| -> Vec<u8> {
                 (0..24_000u32)
-                    .map(|i| (i as u8).wrapping_mul(seed) ^ (i >> 7) as u8)
+                    .map(|i| {
+                        let changed = if i % 97 == 0 { salt } else { 0 };
+                        (i as u8).wrapping_mul(seed) ^ (i >> 7) as u8 ^ changed
+                    })
                     .collect()
             };
-            (make(3), make(5))
+            (make(0), make(1))
+        }
+    };
+    Model { name, old, new }
+}
+
+/// A platform on loopback; the policy asks a waiting device again after 2 s.
+async fn start_platform() -> anyhow::Result<Platform> {
+    let platform = Platform::start(PlatformConfig {
+        server: ServerConfig::loopback(),
+        data_dir: None,
+        plugins: HostConfig::default(),
+    })
+    .await?;
+    let settings = vec![("retry-seconds".to_string(), "2".to_string())];
+    platform.plugins.install(
+        PluginKind::Policy,
+        Binding::Default,
+        embedded::THRESHOLD_POLICY_NAME,
+        embedded::THRESHOLD_POLICY,
+        settings,
+    )?;
+    let settings = vec![
+        ("block-size".to_string(), "128".to_string()),
+        ("resume".to_string(), "true".to_string()),
+    ];
+    platform.plugins.install(
+        PluginKind::Capability,
+        Binding::Default,
+        embedded::GENERIC_CAPABILITY_NAME,
+        embedded::GENERIC_CAPABILITY,
+        settings,
+    )?;
+    Ok(platform)
+}
+
+/// Starts the fleet, every device behind its own link (a share of them lossy), and waits until
+/// the catalog knows every device's model.
+async fn start_fleet(
+    platform: &Platform,
+    models: &[Model],
+    args: &DemoArgs,
+) -> anyhow::Result<Arc<Fleet>> {
+    let specs: Vec<ModelSpec> = models
+        .iter()
+        .map(|m| ModelSpec {
+            manufacturer: "Acme".into(),
+            model: m.name.into(),
+            image: m.old.clone(),
+            version: "0.8.0".into(),
+        })
+        .collect();
+    let mut spec = FleetSpec::uniform(args.devices, platform.server.coap_addr(), specs[0].clone());
+    spec.models = specs;
+    spec.low_battery_share = 0.05;
+    spec.weak_signal_share = 0.05;
+    spec.link = Some(Impairment::none());
+    spec.trusted_key = Some(platform.catalog.public_key());
+    let registrations = platform.server.registry.subscribe();
+    let fleet = Fleet::start(&spec).await?;
+    for (i, link) in fleet.links.iter().enumerate() {
+        if (i as f64 / fleet.len() as f64) < args.lossy_share {
+            link.set_impairment(Impairment::lossy(0.1));
+        }
+    }
+    let registered = wait_registered(registrations, fleet.len(), Duration::from_secs(120)).await;
+    anyhow::ensure!(registered, "devices did not register within two minutes");
+    wait_surveyed(&platform.catalog, fleet.len()).await?;
+    Ok(Arc::new(fleet))
+}
+
+async fn wait_surveyed(catalog: &Catalog, count: usize) -> anyhow::Result<()> {
+    let surveyed = async {
+        while catalog
+            .devices()?
+            .iter()
+            .filter(|d| d.model.is_some())
+            .count()
+            < count
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(120), surveyed)
+        .await
+        .map_err(|_| anyhow::anyhow!("devices were not surveyed within two minutes"))?
+}
+
+/// Per model: both firmware versions, a delta package, a group and a task.
+async fn create_tasks(platform: &Platform, models: &[Model]) -> anyhow::Result<Vec<Task>> {
+    let catalog = &platform.catalog;
+    let mut tasks = Vec::new();
+    for model in models {
+        let old = catalog.add_firmware("Acme", model.name, "0.8.0", &model.old)?;
+        let new = catalog.add_firmware("Acme", model.name, "0.9.0", &model.new)?;
+        let delta = catalog.create_delta_package(&old.id, &new.id).await?;
+        println!(
+            "{}: firmware {} bytes, delta package {} bytes ({:.1} %)",
+            model.name,
+            model.new.len(),
+            delta.size,
+            100.0 * delta.size as f64 / model.new.len() as f64
+        );
+        let group = catalog.create_group(&format!("{} fleet", model.name), "Acme", model.name)?;
+        let members: Vec<String> = catalog
+            .devices()?
+            .into_iter()
+            .filter(|d| d.model.as_deref() == Some(model.name))
+            .map(|d| d.endpoint)
+            .collect();
+        catalog.add_to_group(&group.id, &members)?;
+        tasks.push(platform.campaigns.create(TaskSpec {
+            name: format!("{} 0.8.0 → 0.9.0", model.name),
+            group_id: group.id,
+            package_id: delta.id,
+            retries: 5,
+            retry_interval_secs: 2,
+            execution_time: None,
+            deadline: None,
+            pacing: Pacing {
+                max_concurrent: 300,
+                max_per_cell: 40,
+            },
+            min_signal_dbm: None,
+            max_failure_rate: Some(0.5),
+            failure_sample: 50,
+        })?);
+    }
+    Ok(tasks)
+}
+
+/// The simulation goes on: batteries charge and weak signals improve a little every second,
+/// so devices the policy held back are upgraded later.
+async fn recover_over_time(fleet: Arc<Fleet>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticks.tick().await;
+        for device in &fleet.devices {
+            device.with_system(|s| {
+                s.battery = s.battery.saturating_add(3).min(100);
+                s.signal_dbm = (s.signal_dbm + 3).min(-70);
+            });
         }
     }
 }
 
-async fn push_all(
-    server: &Server,
-    fleet: &Fleet,
-    pkg: &Bytes,
-    block_size: usize,
-) -> anyhow::Result<Vec<TransferReport>> {
-    let bar = ProgressBar::new(fleet.len() as u64).with_style(
-        ProgressStyle::with_template(
-            "{spinner} upgrading [{bar:40}] {pos}/{len} devices {elapsed}",
-        )?
-        .progress_chars("=> "),
-    );
-    let package = server.shelf.put(pkg.clone());
-    let jobs = fleet.jobs(&package, "0.9.0", block_size, Method::Push);
-    let reports = server.delivery.run_all(jobs, |_| bar.inc(1)).await;
-    bar.finish();
-    Ok(reports)
+/// One progress bar per task until every task is final.
+async fn follow(platform: &Platform, tasks: &[Task]) {
+    let bars = MultiProgress::new();
+    let style = ProgressStyle::with_template("{prefix:>22} [{bar:32}] {pos}/{len} {msg}")
+        .expect("a valid template")
+        .progress_chars("=> ");
+    let progress: Vec<ProgressBar> = tasks
+        .iter()
+        .map(|task| {
+            let bar = bars.add(ProgressBar::new(0).with_style(style.clone()));
+            bar.set_prefix(task.spec.name.clone());
+            bar
+        })
+        .collect();
+    loop {
+        let mut all_final = true;
+        for (task, bar) in tasks.iter().zip(&progress) {
+            let Ok(task) = platform.campaigns.task(&task.id) else {
+                continue;
+            };
+            let devices = platform.campaigns.devices(&task.id).unwrap_or_default();
+            let done = devices.iter().filter(|d| d.is_done()).count();
+            let active = devices
+                .iter()
+                .filter(|d| !d.is_done() && d.attempts > 0)
+                .count();
+            bar.set_length(devices.len() as u64);
+            bar.set_position(done as u64);
+            bar.set_message(format!("{:?}, {active} in progress", task.status));
+            all_final &= task.status.is_final();
+        }
+        if all_final {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for bar in progress {
+        bar.finish();
+    }
 }
 
-fn print_table(
-    reports: &[TransferReport],
-    package_len: usize,
-    block_size: usize,
-    elapsed: Duration,
-) {
-    let upgraded = reports.iter().filter(|r| r.outcome.is_success()).count();
-    let wire: u64 = reports.iter().map(|r| r.wire.wire_sent).sum();
-    let first: u64 = reports.iter().map(|r| r.wire.package_first).sum();
-    let retransmissions: u64 = reports.iter().map(|r| r.wire.retransmissions).sum();
-    let blocks = first as f64 / block_size as f64;
+fn print_statistics(platform: &Platform, elapsed: Duration) -> anyhow::Result<()> {
+    let statistics = stats::compute(&platform.campaigns, &platform.catalog)?;
     println!();
     println!(
-        "{:<34} {:>14}",
-        "devices upgraded",
-        format!("{upgraded}/{}", reports.len())
+        "{:<12} {:>8} {:>9} {:>8} {:>12} {:>10} {:>10} {:>13}",
+        "model",
+        "devices",
+        "upgraded",
+        "failed",
+        "bytes sent",
+        "re-sent",
+        "wire/B",
+        "not installed"
     );
-    println!("{:<34} {:>14}", "package size (bytes)", package_len);
-    println!("{:<34} {:>14}", "block size (bytes)", block_size);
-    println!("{:<34} {:>14}", "package bytes delivered", first);
+    for model in &statistics.models {
+        let c = &model.counters;
+        println!(
+            "{:<12} {:>8} {:>9} {:>8} {:>12} {:>10} {:>10.3} {:>13}",
+            model.model,
+            c.devices,
+            c.successes,
+            c.failures,
+            c.bytes_first,
+            c.bytes_resent,
+            c.wire_bytes as f64 / c.bytes_first.max(1) as f64,
+            c.downloads_not_installed
+        );
+    }
+    let coap = platform.server.endpoint.stats();
+    println!();
+    println!("elapsed: {:.1} s", elapsed.as_secs_f64());
     println!(
-        "{:<34} {:>14}",
-        "bytes on the wire (engine → devices)", wire
+        "engine CoAP: {} datagrams sent, {} retransmissions, {} timeouts",
+        coap.datagrams_sent, coap.retransmissions, coap.timeouts
     );
-    println!(
-        "{:<34} {:>14.3}",
-        "wire bytes per package byte",
-        wire as f64 / first.max(1) as f64
-    );
-    println!("{:<34} {:>14}", "retransmissions", retransmissions);
-    println!("{:<34} {:>14.1}", "elapsed (s)", elapsed.as_secs_f64());
-    println!(
-        "{:<34} {:>14.0}",
-        "blocks per second",
-        blocks / elapsed.as_secs_f64()
-    );
+    Ok(())
 }

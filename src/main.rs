@@ -1,11 +1,14 @@
-//! The `fota` command line: run the engine, or the end-to-end demo.
+//! The `fota` command line: run the engine, the demo, a simulated fleet or the benchmarks, and
+//! drive a running engine over its HTTP API.
 
 mod bench;
 mod config;
 mod demo;
 mod diff_cmd;
 mod plugin_cmd;
+mod remote;
 mod serve;
+mod sim;
 
 use std::path::PathBuf;
 
@@ -17,20 +20,39 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Where the commands that drive a running engine find its HTTP API.
+    #[command(flatten)]
+    api: remote::ApiArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the engine: CoAP on UDP 5683 (devices register and are upgraded), the HTTP API on
-    /// TCP 8080; settings from flags, environment and ./fota.toml.
+    /// Run the platform: CoAP on UDP 5683, the HTTP API on TCP 8080, a store in the data
+    /// directory, the task scheduler; settings from flags, environment and ./fota.toml.
     Serve(serve::ServeArgs),
-    /// Run an engine and a simulated fleet on loopback, push one package to every device, and
-    /// print what it cost.
+    /// Run the whole platform and 1,000 simulated devices on loopback: a delta task per model,
+    /// live progress, statistics.
     Demo(demo::DemoArgs),
     /// Benchmarks: the real engine against the fleet simulator on loopback (BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
-    /// Plugins: check a component against the fota:plugin worlds.
+    /// Run a simulated fleet against a running engine until interrupted.
+    Sim(sim::SimArgs),
+    /// Firmware versions of a running engine.
+    #[command(subcommand)]
+    Firmware(remote::FirmwareCommand),
+    /// Packages of a running engine.
+    #[command(subcommand)]
+    Package(remote::PackageCommand),
+    /// Device groups of a running engine.
+    #[command(subcommand)]
+    Group(remote::GroupCommand),
+    /// Upgrade tasks of a running engine.
+    #[command(subcommand)]
+    Task(remote::TaskCommand),
+    /// Statistics of a running engine.
+    Stats,
+    /// Plugins: check a component, or add one to a running engine.
     #[command(subcommand)]
     Plugin(PluginCommand),
     /// Make a delta (OLD → NEW) with the built-in bsdiff differ plugin, offline, and check it.
@@ -51,6 +73,8 @@ enum PluginCommand {
         /// The component (.wasm).
         file: PathBuf,
     },
+    /// Upload a component to a running engine and bind it to a vendor and model.
+    Add(remote::PluginAdd),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,18 +85,26 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match &cli.command {
-        Command::Plugin(PluginCommand::Check { file }) => return plugin_cmd::check(file),
-        Command::Diff { old, new, out } => return diff_cmd::diff(old, new, out),
-        _ => {}
-    }
+    let api = cli.api.api();
+    let command = match cli.command {
+        Command::Plugin(PluginCommand::Check { file }) => return plugin_cmd::check(&file),
+        Command::Plugin(PluginCommand::Add(args)) => return remote::plugin_add(&api, args),
+        Command::Diff { old, new, out } => return diff_cmd::diff(&old, &new, &out),
+        Command::Firmware(command) => return remote::firmware(&api, command),
+        Command::Package(command) => return remote::package(&api, command),
+        Command::Group(command) => return remote::group(&api, command),
+        Command::Task(command) => return remote::task(&api, command),
+        Command::Stats => return remote::stats(&api),
+        command => command,
+    };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Serve(args) => serve::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(command) => bench::run(command).await,
-            Command::Plugin(_) | Command::Diff { .. } => unreachable!("handled without a runtime"),
+            Command::Sim(args) => sim::run(args).await,
+            _ => unreachable!("the other commands run without a runtime"),
         }
     })
 }

@@ -124,6 +124,8 @@ async fn five_hundred_devices_two_models_a_delta_task_and_a_full_task() {
         FleetSpec::uniform(DEVICES, platform.server.coap_addr(), models()[0].clone());
     fleet_spec.models = models();
     fleet_spec.link = Some(Impairment::none());
+    // Devices install only what the platform signed.
+    fleet_spec.trusted_key = Some(platform.catalog.public_key());
     let registered = platform.server.registry.subscribe();
     let fleet = Arc::new(Fleet::start(&fleet_spec).await.unwrap());
     assert!(wait_registered(registered, DEVICES, Duration::from_secs(120)).await);

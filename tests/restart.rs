@@ -20,6 +20,7 @@ use fota_engine::catalog::Catalog;
 use fota_engine::catalog::devices::Survey;
 use fota_engine::clock::Clock;
 use fota_engine::plugin::{HostConfig, PluginHost, PluginRegistry};
+use fota_engine::signing::PlatformPublicKey;
 use fota_engine::store::{SledStore, Store};
 use fota_engine::transfer::PackageShelf;
 use fota_impair::Impairment;
@@ -50,8 +51,9 @@ fn open(dir: &Path) -> (Arc<dyn Store>, Catalog, Campaigns) {
     (store, catalog, campaigns.unwrap())
 }
 
-/// Records firmware 2.0, a full package, the devices, a group and a task starting in 3 s.
-fn set_up(dir: &Path, image: &[u8]) -> (String, u64) {
+/// Records firmware 2.0, a full package, the devices, a group and a task starting in 3 s;
+/// returns the task, the package size and the key the package is signed with.
+fn set_up(dir: &Path, image: &[u8]) -> (String, u64, PlatformPublicKey) {
     let (_store, catalog, campaigns) = open(dir);
     let firmware = catalog.add_firmware("Acme", "NB-1", "2.0", image).unwrap();
     let package = catalog.create_full_package(&firmware.id).unwrap();
@@ -81,7 +83,7 @@ fn set_up(dir: &Path, image: &[u8]) -> (String, u64) {
             failure_sample: 20,
         })
         .unwrap();
-    (task.id, package.size)
+    (task.id, package.size, catalog.public_key())
 }
 
 /// Waits until nothing holds the store's lock any more.
@@ -137,7 +139,7 @@ async fn a_task_survives_sigkill_and_resumes_from_the_stored_offsets() {
     let dir: PathBuf = std::env::temp_dir().join(format!("fota-restart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let new_image = image(80_000, 5);
-    let (task_id, package_size) = set_up(&dir, &new_image);
+    let (task_id, package_size, key) = set_up(&dir, &new_image);
     within(
         Duration::from_secs(30),
         "the store is released",
@@ -153,6 +155,7 @@ async fn a_task_survives_sigkill_and_resumes_from_the_stored_offsets() {
         model(),
     );
     spec.lifetime = Duration::from_secs(4);
+    spec.trusted_key = Some(key);
     // A few milliseconds each way, so a transfer lasts long enough to be cut.
     spec.link =
         Some(Impairment::none().with_delay(Duration::from_millis(3), Duration::from_millis(2)));

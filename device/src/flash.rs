@@ -1,7 +1,9 @@
-//! `SimulatedFlash`: an in-memory [`DeviceSystem`] that really stores the package, checks it, and
+//! `SimulatedFlash`: an in-memory [`DeviceSystem`] that really stores the package, checks it (the
+//! platform's signature when it trusts a key, then format, hashes and a delta's base), and
 //! installs it, so a test can read back the image a device ended with.
 
-use fota_engine::package::{self, PackageKind};
+use fota_engine::package::{self, PackageError, PackageHeader, PackageKind};
+use fota_engine::signing::PlatformPublicKey;
 use sha2::{Digest, Sha256};
 
 use crate::system::{DeviceSystem, SystemError};
@@ -23,6 +25,9 @@ pub struct SimulatedFlash {
     pub battery: u8,
     /// Signal strength, dBm.
     pub signal_dbm: i32,
+    /// The platform key packages must be signed with; `None` accepts unsigned packages (and
+    /// signed ones unchecked), as a device built before signing did.
+    pub trusted_key: Option<PlatformPublicKey>,
 }
 
 impl SimulatedFlash {
@@ -36,6 +41,7 @@ impl SimulatedFlash {
             received: 0,
             battery: 90,
             signal_dbm: -85,
+            trusted_key: None,
         }
     }
 
@@ -44,10 +50,20 @@ impl SimulatedFlash {
         Sha256::digest(&self.image).into()
     }
 
+    /// Header and payload of the stored package, once its signature verifies with the trusted
+    /// key (when there is one).
+    fn open(&self) -> Result<(PackageHeader, &[u8]), PackageError> {
+        match &self.trusted_key {
+            Some(key) => package::verify(&self.download, key),
+            None => package::parse(&self.download),
+        }
+    }
+
     /// The image the stored package produces, checked against its header.
     fn unpack(&self) -> Result<(String, Vec<u8>), SystemError> {
-        let (header, payload) =
-            package::parse(&self.download).map_err(|e| SystemError::Integrity(e.to_string()))?;
+        let (header, payload) = self
+            .open()
+            .map_err(|e| SystemError::Integrity(e.to_string()))?;
         let image = match header.kind {
             PackageKind::Full => payload.to_vec(),
             PackageKind::Delta => {
@@ -139,6 +155,8 @@ impl DeviceSystem for SimulatedFlash {
 
 #[cfg(test)]
 mod tests {
+    use fota_engine::signing::PlatformKey;
+
     use super::*;
 
     #[test]
@@ -210,5 +228,60 @@ mod tests {
         let mut flash = SimulatedFlash::new(vec![], "1.0", 1000);
         flash.write_bytes(0, &pkg).unwrap();
         assert!(matches!(flash.validate(), Err(SystemError::Integrity(_))));
+    }
+
+    /// A device on 1.0 trusting `key`, holding `pkg`.
+    fn trusting(key: &PlatformKey, pkg: &[u8]) -> SimulatedFlash {
+        let mut flash = SimulatedFlash::new(vec![0; 100], "1.0", 1 << 20);
+        flash.trusted_key = Some(key.public());
+        flash.write_bytes(0, pkg).unwrap();
+        flash
+    }
+
+    /// Validating and installing both fail on integrity, and the device still runs 1.0.
+    fn assert_refused(mut flash: SimulatedFlash, why: &str) {
+        match flash.validate() {
+            Err(SystemError::Integrity(message)) => assert!(message.contains(why), "{message}"),
+            other => panic!("expected an integrity failure ({why}), got {other:?}"),
+        }
+        assert!(flash.start_update().is_err());
+        assert_eq!((flash.version.as_str(), flash.image.len()), ("1.0", 100));
+    }
+
+    /// An unsigned full package of 2000 bytes, version 2.0, and its image.
+    fn unsigned_2000() -> (Vec<u8>, Vec<u8>) {
+        let image = vec![3; 2000];
+        (package::full(&image, "2.0").unwrap(), image)
+    }
+
+    #[test]
+    fn a_package_signed_with_the_trusted_key_validates_and_installs() {
+        let key = PlatformKey::generate();
+        let (unsigned, image) = unsigned_2000();
+        let mut flash = trusting(&key, &package::sign(&unsigned, &key).unwrap());
+        flash.validate().unwrap();
+        flash.start_update().unwrap();
+        assert_eq!(
+            (flash.version.as_str(), flash.image == image),
+            ("2.0", true)
+        );
+    }
+
+    #[test]
+    fn a_tampered_or_foreign_package_is_an_integrity_failure_and_does_not_install() {
+        let key = PlatformKey::generate();
+        let (unsigned, _) = unsigned_2000();
+        let mut tampered = package::sign(&unsigned, &key).unwrap();
+        tampered[1000] ^= 0x01;
+        assert_refused(trusting(&key, &tampered), "signature");
+        let foreign = package::sign(&unsigned, &PlatformKey::generate()).unwrap();
+        assert_refused(trusting(&key, &foreign), "signature");
+    }
+
+    #[test]
+    fn an_unsigned_package_is_refused_when_a_key_is_trusted() {
+        let key = PlatformKey::generate();
+        let (unsigned, _) = unsigned_2000();
+        assert_refused(trusting(&key, &unsigned), "not signed");
     }
 }

@@ -37,6 +37,9 @@ pub struct ModelSpec {
 pub struct FleetSpec {
     /// Number of devices.
     pub devices: usize,
+    /// Index of the first device: its endpoint name is `endpoint_name(first_index)`, so fleets
+    /// run side by side never share a name.
+    pub first_index: usize,
     /// Models, assigned round-robin.
     pub models: Vec<ModelSpec>,
     /// The engine's CoAP address.
@@ -64,6 +67,9 @@ pub struct FleetSpec {
     /// When set, every device reaches the engine through its own impaired link, seeded from
     /// `seed` and the device's index.
     pub link: Option<Impairment>,
+    /// The platform key every device requires packages to be signed with; `None`: devices take
+    /// unsigned packages.
+    pub trusted_key: Option<fota_engine::signing::PlatformPublicKey>,
 }
 
 impl FleetSpec {
@@ -71,6 +77,7 @@ impl FleetSpec {
     pub fn uniform(devices: usize, server: SocketAddr, model: ModelSpec) -> Self {
         FleetSpec {
             devices,
+            first_index: 0,
             models: vec![model],
             server,
             seed: 1,
@@ -84,6 +91,7 @@ impl FleetSpec {
             resume_share: 1.0,
             sleep: None,
             link: None,
+            trusted_key: None,
         }
     }
 }
@@ -196,8 +204,9 @@ fn device_of(
     } else {
         rng.random_range(-105..-70)
     };
+    flash.trusted_key = spec.trusted_key;
     let config = DeviceConfig {
-        endpoint: endpoint_name(i),
+        endpoint: endpoint_name(spec.first_index + i),
         server: spec.server,
         lifetime: spec.lifetime,
         lwm2m_version: if i.is_multiple_of(2) { "1.0" } else { "1.1" },

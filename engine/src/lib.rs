@@ -1,7 +1,9 @@
 //! fota-engine: a firmware-over-the-air server for constrained cellular (NB-IoT) devices.
 //!
-//! Data flows one way: `transfer` → `lwm2m` → `coap`. Lower layers never call upward; they
-//! return values or report through channels.
+//! Data flows one way: `platform` assembles; `campaign`/`catalog` → `transfer` → `lwm2m` →
+//! `coap`. Lower layers never call upward; they return values or report through channels.
+//! `plugin`, `store`, `signing` and `clock` are called by the layers above and call nothing of
+//! theirs.
 
 pub mod api;
 pub mod campaign;
@@ -13,6 +15,7 @@ pub mod package;
 pub mod platform;
 pub mod plugin;
 pub mod server;
+pub mod signing;
 pub mod stats;
 pub mod store;
 pub mod transfer;

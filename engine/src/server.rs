@@ -97,7 +97,15 @@ impl Server {
         let management = DeviceManagement::new(endpoint.clone());
         let mut delivery_config = config.delivery;
         if delivery_config.package_authority.is_empty() {
-            delivery_config.package_authority = endpoint.local_addr().to_string();
+            let bound = endpoint.local_addr();
+            if bound.ip().is_unspecified() {
+                tracing::warn!(
+                    %bound,
+                    "no package authority configured: pulling devices are given {bound}, \
+                     which they cannot reach; set the host:port devices reach the engine at"
+                );
+            }
+            delivery_config.package_authority = bound.to_string();
         }
         let delivery = Delivery::new(
             management.clone(),

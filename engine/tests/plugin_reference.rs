@@ -111,7 +111,7 @@ fn generic_capability_follows_delivery_method_and_model_settings() {
     let pairs = [
         ("block-size", "256"),
         ("block-size@nb-2", "128"),
-        ("resume@nb-2", "true"),
+        ("resume@nb-2", "false"),
         ("prefer", "pull"),
     ];
     let capability = Plugin::load(
@@ -129,7 +129,7 @@ fn generic_capability_follows_delivery_method_and_model_settings() {
         Ok(DeliveryPlan {
             method: TransferMethod::Pull,
             block_size: 256,
-            resume: false
+            resume: true
         })
     );
     let mut push_only = device("d2", "nb-2");
@@ -139,7 +139,7 @@ fn generic_capability_follows_delivery_method_and_model_settings() {
         Ok(DeliveryPlan {
             method: TransferMethod::Push,
             block_size: 128,
-            resume: true
+            resume: false
         })
     );
 }

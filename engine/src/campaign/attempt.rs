@@ -181,6 +181,7 @@ impl DeviceAttempts {
         job.install_gate = Some(request.install_gate.clone());
         job.give_up_at = request.task.spec.deadline.map(|d| self.clock.instant_at(d));
         job.stages = Some(request.stages.clone());
+        job.resume = plan.resume;
         let report = self.delivery.run(&job).await;
         let result = DeviceResult::of(&report.outcome);
         AttemptOutcome::Ran {

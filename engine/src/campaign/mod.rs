@@ -310,8 +310,8 @@ impl Campaigns {
         self.inner.store.put_durable(&task_key(id), &task)?;
         running.task = task.clone();
         running.apply_status();
-        drop(tasks);
         let _ = self.inner.events.send(CampaignEvent::Task(task.clone()));
+        drop(tasks);
         self.inner.wake.notify_one();
         Ok(task)
     }

@@ -210,9 +210,9 @@ fn finish_attempt(inner: &Inner, task_id: &str, endpoint: &str, outcome: Attempt
             settle(progress, result, note, now, interval, retries, deadline);
         }
     }
-    let progress = progress.clone();
+    // Saved (and announced) under the lock, so events leave in the order the changes happened.
+    inner.save_progress(progress);
     drop(tasks);
-    inner.save_progress(&progress);
     inner.wake.notify_one();
 }
 
@@ -285,8 +285,7 @@ pub(super) async fn follow_stages(
             Stage::Downloaded => progress.download = DownloadStatus::Downloaded,
             Stage::Installing => progress.upgrade = UpgradeStatus::Upgrading,
         }
-        let progress = progress.clone();
+        inner.save_progress(progress);
         drop(tasks);
-        inner.save_progress(&progress);
     }
 }

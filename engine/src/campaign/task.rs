@@ -195,3 +195,99 @@ pub fn status_name(status: TaskStatus) -> &'static str {
         TaskStatus::Completed => "completed",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(status: TaskStatus, execution_time: Option<UnixMillis>) -> Task {
+        Task {
+            id: "t".into(),
+            spec: TaskSpec {
+                name: "t".into(),
+                group_id: "g".into(),
+                package_id: "p".into(),
+                retries: 0,
+                retry_interval_secs: 0,
+                execution_time,
+                deadline: None,
+                pacing: Pacing::default(),
+                min_signal_dbm: None,
+                max_failure_rate: None,
+                failure_sample: 1,
+            },
+            status,
+            pause_reason: None,
+            paused_cells: BTreeMap::new(),
+            created_at: 0,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn every_action_in_every_status_is_allowed_or_refused_as_the_seed_says() {
+        use Action::*;
+        use TaskStatus::*;
+        let allowed = |status, action| task(status, None).check(action, 0).is_ok();
+        let table = [
+            (
+                NotStarted,
+                [Start, Edit, Delete],
+                [Pause, Resume, Cancel].as_slice(),
+            ),
+            (
+                Upgrading,
+                [Pause, Cancel, Cancel],
+                [Start, Resume, Edit, Delete].as_slice(),
+            ),
+            (
+                Paused,
+                [Resume, Cancel, Cancel],
+                [Start, Pause, Edit, Delete].as_slice(),
+            ),
+            (
+                Stopped,
+                [Delete, Delete, Delete],
+                [Start, Pause, Resume, Cancel, Edit].as_slice(),
+            ),
+            (
+                Completed,
+                [Delete, Delete, Delete],
+                [Start, Pause, Resume, Cancel, Edit].as_slice(),
+            ),
+        ];
+        for (status, yes, no) in table {
+            for action in yes {
+                assert!(allowed(status, action), "{status:?} allows {action:?}");
+            }
+            for &action in no {
+                assert!(!allowed(status, action), "{status:?} refuses {action:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_task_is_started_by_hand_only_once_its_execution_time_has_come() {
+        let waiting = task(TaskStatus::NotStarted, Some(1_000));
+        let refused = waiting.check(Action::Start, 999).unwrap_err();
+        assert!(refused.to_string().contains("execution time"), "{refused}");
+        assert!(waiting.check(Action::Start, 1_000).is_ok());
+    }
+
+    #[test]
+    fn a_paused_cell_is_skipped_until_its_pause_ends() {
+        let mut t = task(TaskStatus::Upgrading, None);
+        t.paused_cells.insert(
+            7,
+            CellPause {
+                reason: "weak".into(),
+                until: 5_000,
+            },
+        );
+        assert!(t.cell_paused(Some(7), 4_999));
+        assert!(!t.cell_paused(Some(7), 5_000));
+        assert!(!t.cell_paused(Some(8), 0));
+        assert!(!t.cell_paused(None, 0));
+    }
+}

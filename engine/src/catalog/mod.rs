@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::plugin::PluginRegistry;
-use crate::store::{Store, StoreError};
+use crate::signing::{PlatformKey, PlatformPublicKey};
+use crate::store::{Store, StoreError, StoreExt};
 use crate::transfer::PackageShelf;
 
 pub use devices::DeviceRecord;
@@ -58,6 +59,8 @@ pub struct Catalog {
     pub(crate) clock: Clock,
     /// Serializes read-modify-write of device records (registrations and surveys race).
     pub(crate) device_writes: Arc<std::sync::Mutex<()>>,
+    /// Signs every package; devices trust its public half.
+    pub(crate) key: Arc<PlatformKey>,
 }
 
 impl Catalog {
@@ -68,16 +71,43 @@ impl Catalog {
         plugins: Arc<PluginRegistry>,
         clock: Clock,
     ) -> Result<Self, CatalogError> {
+        let key = Arc::new(platform_key(store.as_ref())?);
         let catalog = Catalog {
             store,
             shelf,
             plugins,
             clock,
             device_writes: Arc::default(),
+            key,
         };
         catalog.shelve_all()?;
         Ok(catalog)
     }
+
+    /// The key devices must trust: every package is signed with its private half.
+    pub fn public_key(&self) -> PlatformPublicKey {
+        self.key.public()
+    }
+}
+
+/// Key of the platform's signing key in the store.
+const KEY: &str = "key/platform";
+
+/// The platform's signing key: made at the first start and kept in the store.
+fn platform_key(store: &dyn Store) -> Result<PlatformKey, CatalogError> {
+    if let Some(secret) = store.get::<String>(KEY)? {
+        let bytes: [u8; 32] = hex::decode(&secret)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| StoreError::Corrupt {
+                key: KEY.into(),
+                reason: "not a 32-byte hex key".into(),
+            })?;
+        return Ok(PlatformKey::from_bytes(&bytes));
+    }
+    let key = PlatformKey::generate();
+    store.put_durable(KEY, &hex::encode(key.to_bytes()))?;
+    Ok(key)
 }
 
 /// A new random id, `prefix-` and 12 hex digits.

@@ -1,7 +1,8 @@
 //! Packages: what devices receive. A full package carries a whole image and fits any device of
 //! the model ("all historical versions"); a delta package takes devices from one base version to
 //! one target version and is made by the differ plugin bound to the vendor and model. Every
-//! package is kept in the store and put on the shelf the engine delivers from.
+//! package is signed with the platform key, kept in the store and put on the shelf the engine
+//! delivers from.
 
 use std::sync::Arc;
 
@@ -145,9 +146,11 @@ impl Catalog {
         kind: PackageKind,
         base: Option<&Firmware>,
         target: &Firmware,
-        bytes: Vec<u8>,
+        unsigned: Vec<u8>,
     ) -> Result<PackageRecord, CatalogError> {
-        let shelved = self.shelf.put(Bytes::from(bytes));
+        let signed = package::sign(&unsigned, &self.key)
+            .map_err(|e| CatalogError::Invalid(e.to_string()))?;
+        let shelved = self.shelf.put(Bytes::from(signed));
         let record = PackageRecord {
             id: shelved.id.clone(),
             kind,

@@ -49,10 +49,14 @@ pub struct DeliveryJob {
     pub give_up_at: Option<Instant>,
     /// Told each stage the delivery reaches, for live progress.
     pub stages: Option<mpsc::UnboundedSender<(String, Stage)>>,
+    /// Whether the device supports breakpoint resume (26500/26501); when false a broken push
+    /// starts over without asking.
+    pub resume: bool,
 }
 
 impl DeliveryJob {
-    /// `package` to `endpoint`, never held, under the suspend limit, reporting to nobody.
+    /// `package` to `endpoint`, never held, under the suspend limit, reporting to nobody,
+    /// resuming where the device supports it.
     pub fn new(
         endpoint: &str,
         package: Arc<ShelvedPackage>,
@@ -69,6 +73,7 @@ impl DeliveryJob {
             install_gate: None,
             give_up_at: None,
             stages: None,
+            resume: true,
         }
     }
 

@@ -33,8 +33,8 @@ impl Delivery {
             attempt.block_size = point.block_size;
         }
         let start = match known {
-            Some(_) => self.resume_at(device, attempt).await?,
-            None => None,
+            Some(_) if job.resume => self.resume_at(device, attempt).await?,
+            _ => None,
         };
         if start.is_none()
             && (watch.state() != FirmwareState::Idle || watch.result() != UpdateResult::Initial)

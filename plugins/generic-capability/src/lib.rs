@@ -7,7 +7,7 @@
 //! | key | default | meaning |
 //! |---|---|---|
 //! | `block-size` | 512 | CoAP block size: a power of two from 16 to 1024 |
-//! | `resume` | false | the model supports breakpoint resume (/5/0/26500, /5/0/26501) |
+//! | `resume` | true | the model supports breakpoint resume (/5/0/26500, /5/0/26501); when false the engine restarts a broken push from 0 without asking |
 //! | `prefer` | push | method when the device supports both (or does not say) |
 //! | `delta` | true | the model can install delta packages |
 
@@ -46,7 +46,7 @@ struct Rules {
 impl Rule {
     const DEFAULT: Rule = Rule {
         block_size: 512,
-        resume: false,
+        resume: true,
         prefer: TransferMethod::Push,
         delta: true,
     };
