@@ -6,6 +6,7 @@
 //! http_addr = "0.0.0.0:8080"         # TCP address of the HTTP API
 //! data_dir = "./fota-data"           # where the store lives
 //! max_upload_bytes = 33554432        # largest firmware image or plugin upload (413 above)
+//! package_authority = "fota.example.net:5683"  # host:port in Package URIs (pulling devices)
 //!
 //! [[tokens]]                         # bearer tokens of the HTTP API, one table each
 //! token = "a long random secret"
@@ -40,6 +41,8 @@ pub struct ConfigFile {
     pub data_dir: Option<PathBuf>,
     /// Largest firmware image or plugin component the API accepts.
     pub max_upload_bytes: Option<usize>,
+    /// The `host:port` devices reach the engine at, put in Package URIs.
+    pub package_authority: Option<String>,
     /// Bearer tokens of the HTTP API (only here: a secret on a command line shows in `ps`).
     #[serde(default)]
     pub tokens: Vec<Token>,
@@ -81,6 +84,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--max-upload-bytes` or `FOTA_MAX_UPLOAD_BYTES`.
     pub max_upload_bytes: Option<usize>,
+    /// `--package-authority` or `FOTA_PACKAGE_AUTHORITY`.
+    pub package_authority: Option<String>,
 }
 
 /// Everything `fota serve` runs with.
@@ -92,6 +97,8 @@ pub struct Settings {
     pub http_addr: SocketAddr,
     /// Where the store lives.
     pub data_dir: PathBuf,
+    /// The `host:port` in Package URIs; `None`: the CoAP address bound.
+    pub package_authority: Option<String>,
     /// Tokens and limits of the HTTP API.
     pub api: ApiConfig,
 }
@@ -113,6 +120,7 @@ impl Settings {
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            package_authority: overrides.package_authority.or(file.package_authority),
             api: ApiConfig {
                 tokens: file.tokens,
                 max_upload_bytes: overrides
@@ -136,6 +144,7 @@ mod tests {
         http_addr = "127.0.0.1:8700"
         data_dir = "/var/lib/fota"
         max_upload_bytes = 1024
+        package_authority = "fota.example.net:5683"
 
         [[tokens]]
         token = "op"
@@ -153,6 +162,10 @@ mod tests {
         assert_eq!(settings.http_addr, "127.0.0.1:8700".parse().unwrap());
         assert_eq!(settings.data_dir, PathBuf::from("/var/lib/fota"));
         assert_eq!(settings.api.max_upload_bytes, 1024);
+        assert_eq!(
+            settings.package_authority.as_deref(),
+            Some("fota.example.net:5683")
+        );
         let roles: Vec<_> = settings.api.tokens.iter().map(|t| t.role).collect();
         assert_eq!(roles, [Role::Operator, Role::Viewer]);
     }
@@ -171,6 +184,7 @@ mod tests {
         assert_eq!(settings.data_dir, PathBuf::from("/srv/fota"));
         assert_eq!(settings.coap_addr, DEFAULT_COAP_ADDR.parse().unwrap());
         assert!(settings.api.tokens.is_empty());
+        assert_eq!(settings.package_authority, None);
     }
 
     #[test]

@@ -2,13 +2,17 @@
 //! devices with a low battery or a weak signal (they wait, and recover as the simulation goes
 //! on), some behind lossy links; two firmware versions per model, delta packages made by the
 //! bsdiff plugin, one upgrade task per model with live progress, and the statistics at the end.
+//! The HTTP API is served the whole time (and after the end with `--keep-serving`), so the demo
+//! can be explored with curl or the `fota` client commands while it runs.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
+use fota_engine::api::{self, ApiConfig, Role, Token};
 use fota_engine::campaign::{Pacing, Task, TaskSpec, TaskStatus};
 use fota_engine::catalog::Catalog;
 use fota_engine::platform::{Platform, PlatformConfig};
@@ -17,6 +21,7 @@ use fota_engine::server::ServerConfig;
 use fota_engine::stats;
 use fota_impair::Impairment;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use tokio::net::TcpListener;
 
 /// Options of `fota demo`.
 #[derive(Args)]
@@ -30,6 +35,15 @@ pub struct DemoArgs {
     /// Share of devices behind a link losing 10 % of datagrams.
     #[arg(long, default_value_t = 0.1)]
     lossy_share: f64,
+    /// TCP address of the HTTP API (any free port when this one is taken).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http_addr: SocketAddr,
+    /// Bearer token of the HTTP API (operator role).
+    #[arg(long, default_value = "demo")]
+    token: String,
+    /// After the statistics, keep the engine and its HTTP API up until SIGINT or SIGTERM.
+    #[arg(long)]
+    keep_serving: bool,
 }
 
 /// One module model of the demo and its two firmware images.
@@ -45,8 +59,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         model("NB-IoT-A", &args.corpus, "programmer", 3),
         model("NB-IoT-B", &args.corpus, "pybv11", 5),
     ];
-    let platform = start_platform().await?;
+    let platform = Arc::new(start_platform().await?);
+    let http = serve_api(&platform, &args).await?;
     println!("engine: CoAP on udp://{}", platform.server.coap_addr());
+    println!(
+        "HTTP API on http://{http}/v1, token {:?}; try: curl -H 'Authorization: Bearer {}' \
+         http://{http}/v1/tasks",
+        args.token, args.token
+    );
     let fleet = start_fleet(&platform, &models, &args).await?;
     println!("fleet: {} devices registered and surveyed", fleet.len());
     let tasks = create_tasks(&platform, &models).await?;
@@ -55,6 +75,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     follow(&platform, &tasks).await;
     recovery.abort();
     print_statistics(&platform, started.elapsed())?;
+    if args.keep_serving {
+        println!("the HTTP API stays up on http://{http}/v1 until SIGINT or SIGTERM");
+        stopped().await?;
+    }
     for task in &tasks {
         let task = platform.campaigns.task(&task.id)?;
         anyhow::ensure!(
@@ -63,6 +87,38 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             task.spec.name,
             task.status
         );
+    }
+    Ok(())
+}
+
+/// Serves the HTTP API for the rest of the process; returns its address.
+async fn serve_api(platform: &Arc<Platform>, args: &DemoArgs) -> anyhow::Result<SocketAddr> {
+    let listener = match TcpListener::bind(args.http_addr).await {
+        Ok(listener) => listener,
+        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+            TcpListener::bind(SocketAddr::new(args.http_addr.ip(), 0)).await?
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let addr = listener.local_addr()?;
+    let config = ApiConfig {
+        tokens: vec![Token {
+            token: args.token.clone(),
+            role: Role::Operator,
+        }],
+        ..ApiConfig::default()
+    };
+    let forever = std::future::pending::<()>();
+    tokio::spawn(api::serve(listener, platform.clone(), config, forever));
+    Ok(addr)
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn stopped() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        interrupted = tokio::signal::ctrl_c() => interrupted?,
+        _ = terminate.recv() => {}
     }
     Ok(())
 }

@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// Largest firmware image or plugin the API accepts [default: 33554432].
     #[arg(long, env = "FOTA_MAX_UPLOAD_BYTES")]
     max_upload_bytes: Option<usize>,
+    /// The host:port devices reach the engine at, given in Package URIs to pulling devices
+    /// [default: the CoAP address bound].
+    #[arg(long, env = "FOTA_PACKAGE_AUTHORITY")]
+    package_authority: Option<String>,
     /// CoAP timers for a loopback test bed (ACK timeout 60 ms) instead of NB-IoT's (3 s).
     #[arg(long)]
     loopback_timers: bool,
@@ -54,6 +58,7 @@ impl ServeArgs {
             http_addr: self.http_addr,
             data_dir: self.data_dir.clone(),
             max_upload_bytes: self.max_upload_bytes,
+            package_authority: self.package_authority.clone(),
         }
     }
 }
@@ -68,6 +73,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ServerConfig::default()
     };
     server.coap_addr = settings.coap_addr;
+    if let Some(authority) = &settings.package_authority {
+        server.delivery.package_authority = authority.clone();
+    }
     let platform = Arc::new(
         Platform::start(PlatformConfig {
             server,

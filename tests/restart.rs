@@ -4,11 +4,10 @@
 
 mod support;
 
+use std::ffi::OsStr;
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,8 +23,8 @@ use fota_engine::signing::PlatformPublicKey;
 use fota_engine::store::{SledStore, Store};
 use fota_engine::transfer::PackageShelf;
 use fota_impair::Impairment;
+use support::process::FotaProcess;
 use support::{image, model, within};
-use tokio::sync::mpsc;
 
 const DEVICES: usize = 30;
 /// The block size the default capability plugin chooses.
@@ -93,40 +92,24 @@ async fn store_released(dir: &Path) {
     }
 }
 
-/// Starts `fota serve` on `dir`; its stderr lines arrive on the receiver.
-fn serve(dir: &Path, port: u16) -> (Child, mpsc::UnboundedReceiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fota"))
-        .args([
-            "serve",
-            "--loopback-timers",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--coap-addr",
-        ])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(dir)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("fota serve starts");
-    let stderr = child.stderr.take().expect("piped");
-    let (lines, receiver) = mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
-    (child, receiver)
-}
-
-/// Waits for a line of the engine's log containing `text`.
-async fn logged(lines: &mut mpsc::UnboundedReceiver<String>, text: &str) {
-    while let Some(line) = lines.recv().await {
-        if line.contains(text) {
-            return;
-        }
-    }
-    panic!("the engine stopped before logging {text:?}");
+/// Starts `fota serve` on `dir` with CoAP on `port`.
+fn serve(dir: &Path, port: u16) -> FotaProcess {
+    let coap = format!("127.0.0.1:{port}");
+    let args = [
+        "serve",
+        "--loopback-timers",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--coap-addr",
+    ];
+    FotaProcess::spawn(
+        args.iter().map(OsStr::new).chain([
+            OsStr::new(&coap),
+            OsStr::new("--data-dir"),
+            dir.as_os_str(),
+        ]),
+        &[],
+    )
 }
 
 fn free_port() -> u16 {
@@ -148,7 +131,7 @@ async fn a_task_survives_sigkill_and_resumes_from_the_stored_offsets() {
     .await;
 
     let port = free_port();
-    let (mut engine, _log) = serve(&dir, port);
+    let mut engine = serve(&dir, port);
     let mut spec = FleetSpec::uniform(
         DEVICES,
         format!("127.0.0.1:{port}").parse().unwrap(),
@@ -174,10 +157,10 @@ async fn a_task_survives_sigkill_and_resumes_from_the_stored_offsets() {
         }
     })
     .await;
-    engine.kill().unwrap(); // SIGKILL
-    engine.wait().unwrap();
+    engine.child.kill().unwrap(); // SIGKILL
+    engine.child.wait().unwrap();
     let cut = partly(&fleet);
-    let (mut engine, mut log) = serve(&dir, port);
+    let mut engine = serve(&dir, port);
 
     within(Duration::from_secs(180), "every device on 2.0", async {
         while fleet
@@ -198,14 +181,8 @@ async fn a_task_survives_sigkill_and_resumes_from_the_stored_offsets() {
         );
     }
     let completed = format!("task {task_id} is completed");
-    within(
-        Duration::from_secs(60),
-        "the task completes",
-        logged(&mut log, &completed),
-    )
-    .await;
-    terminate(&engine);
-    engine.wait().unwrap();
+    tokio::task::block_in_place(|| engine.logged(&completed, Duration::from_secs(60)));
+    engine.terminate();
     within(
         Duration::from_secs(30),
         "the store is released",
@@ -218,14 +195,4 @@ async fn a_task_survives_sigkill_and_resumes_from_the_stored_offsets() {
     assert!(cut > 0, "the kill cut transfers");
     drop(campaigns);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Asks the engine to stop (SIGTERM), so it flushes its store.
-fn terminate(child: &Child) {
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
 }

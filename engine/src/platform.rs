@@ -12,7 +12,9 @@ use crate::catalog::devices::survey;
 use crate::catalog::{Catalog, CatalogError};
 use crate::clock::Clock;
 use crate::lwm2m::{DeviceManagement, RegistrationEvent};
-use crate::plugin::{HostConfig, PluginError, PluginHost, PluginRegistry};
+use crate::plugin::{
+    HostConfig, KeptPlugins, PluginError, PluginHost, PluginRegistry, RestoreError,
+};
 use crate::server::{Server, ServerConfig};
 use crate::store::{SledStore, Store, StoreError};
 use crate::transfer::ResumeBook;
@@ -40,6 +42,8 @@ pub enum PlatformError {
     Plugin(#[from] PluginError),
     #[error("plugin host: {0}")]
     Host(String),
+    #[error("{0}: the engine does not start without a plugin it was given")]
+    KeptPlugin(#[from] RestoreError),
     #[error("CoAP socket: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -56,6 +60,8 @@ pub struct Platform {
     pub store: Arc<dyn Store>,
     /// Plugins per vendor and model.
     pub plugins: Arc<PluginRegistry>,
+    /// The plugins installed at run time, bound again at every start.
+    pub kept_plugins: KeptPlugins,
     /// Devices, groups, firmware, packages.
     pub catalog: Catalog,
     /// Upgrade tasks.
@@ -74,7 +80,8 @@ impl Platform {
         });
         let book = ResumeBook::kept_in(store.clone())?;
         let server = Server::start_with_book(config.server, book).await?;
-        let plugins = load_plugins(config.plugins).await?;
+        let kept_plugins = KeptPlugins::new(store.clone());
+        let plugins = load_plugins(config.plugins, kept_plugins.clone()).await?;
         let clock = Clock::system();
         let catalog = Catalog::open(store.clone(), server.shelf.clone(), plugins.clone(), clock)?;
         let attempts = DeviceAttempts {
@@ -96,6 +103,7 @@ impl Platform {
             server,
             store,
             plugins,
+            kept_plugins,
             catalog,
             campaigns,
             follower,
@@ -109,11 +117,19 @@ impl Drop for Platform {
     }
 }
 
-/// Compiles the embedded plugins off the async threads.
-async fn load_plugins(config: HostConfig) -> Result<Arc<PluginRegistry>, PlatformError> {
+/// Compiles the embedded plugins and binds the kept ones again, off the async threads.
+async fn load_plugins(
+    config: HostConfig,
+    kept: KeptPlugins,
+) -> Result<Arc<PluginRegistry>, PlatformError> {
     tokio::task::spawn_blocking(move || {
         let host = PluginHost::new(config).map_err(|e| PlatformError::Host(e.to_string()))?;
-        Ok(Arc::new(PluginRegistry::new(host)?))
+        let registry = PluginRegistry::new(host)?;
+        let restored = kept.restore(&registry)?;
+        if restored > 0 {
+            tracing::info!(restored, "plugins installed earlier are bound again");
+        }
+        Ok(Arc::new(registry))
     })
     .await
     .map_err(|e| PlatformError::Host(e.to_string()))?

@@ -102,7 +102,8 @@ impl Server {
                 tracing::warn!(
                     %bound,
                     "no package authority configured: pulling devices are given {bound}, \
-                     which they cannot reach; set the host:port devices reach the engine at"
+                     which they cannot reach; set the host:port devices reach the engine at \
+                     (fota serve --package-authority)"
                 );
             }
             delivery_config.package_authority = bound.to_string();

@@ -1,7 +1,10 @@
 //! What the end-to-end tests share: an engine on loopback, a fleet on version 1.0 registered
-//! to it, packages, bounded waits, and the checks every upgrade must pass.
+//! to it, packages, bounded waits, the checks every upgrade must pass, and the `fota` binary as
+//! a child process.
 
 #![allow(dead_code)] // each test file uses its own part
+
+pub mod process;
 
 use std::future::Future;
 use std::time::Duration;

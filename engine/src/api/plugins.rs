@@ -119,10 +119,15 @@ pub async fn install(
     Checked(wasm): Checked<Bytes>,
 ) -> ApiResult<(StatusCode, Json<PluginBinding>)> {
     let wanted = Installation::from_query(pairs)?;
-    let plugins = state.platform.plugins.clone();
+    let (plugins, kept) = (
+        state.platform.plugins.clone(),
+        state.platform.kept_plugins.clone(),
+    );
     let (kind, binding, name) = (wanted.kind, wanted.binding.clone(), wanted.name.clone());
     tokio::task::spawn_blocking(move || {
-        plugins.install(kind, binding, &name, &wasm, wanted.settings)
+        plugins.install(kind, binding.clone(), &name, &wasm, wanted.settings.clone())?;
+        kept.keep(kind, &binding, &name, &wasm, &wanted.settings)
+            .map_err(|e| Problem::internal(&e))
     })
     .await
     .map_err(|e| Problem::internal(&e))??;
@@ -155,5 +160,10 @@ pub async fn unbind(
             format!("no {kind} plugin is bound to {vendor} {model}"),
         ));
     }
+    state
+        .platform
+        .kept_plugins
+        .forget(kind, &vendor, &model)
+        .map_err(|e| Problem::internal(&e))?;
     Ok(StatusCode::NO_CONTENT)
 }

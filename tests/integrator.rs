@@ -1,0 +1,314 @@
+//! The integrator's path, end to end over real processes and real HTTP: `fota serve` reading its
+//! tokens from a fota.toml, two `fota sim` fleets, then one campaign driven by the `fota` CLI
+//! (firmware add, package create, group create and add, task create, pause, resume and watch,
+//! stats) and one by `examples/integrator/campaign.py` (Python standard library, the HTTP API
+//! only). Each campaign ends with every device of its model upgraded. A plugin added with
+//! `fota plugin add` is still bound after the engine is stopped and started again.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::image;
+use support::process::FotaProcess;
+
+const OPERATOR: &str = "integrator-test-operator";
+const VIEWER: &str = "integrator-test-viewer";
+const DEVICES: usize = 20;
+const BOUND: Duration = Duration::from_secs(120);
+
+/// The running engine, as an integrator reaches it.
+struct Engine {
+    http: String,
+    coap: String,
+}
+
+impl Engine {
+    /// Runs a `fota` client command with `token`.
+    fn fota(&self, token: &str, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_fota"))
+            .args(args)
+            .env("FOTA_API", &self.http)
+            .env("FOTA_TOKEN", token)
+            .output()
+            .expect("fota runs")
+    }
+
+    /// Runs a `fota` client command as the operator; it must succeed. Returns its stdout.
+    fn operate(&self, args: &[&str]) -> String {
+        let output = self.fota(OPERATOR, args);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "fota {args:?} failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    }
+
+    /// Runs a command that prints a JSON object; returns its `id`.
+    fn created(&self, args: &[&str]) -> String {
+        let answer: Value = serde_json::from_str(&self.operate(args)).expect("JSON");
+        answer["id"].as_str().expect("an id").to_string()
+    }
+
+    /// GET `path` as the viewer.
+    fn get(&self, path: &str) -> Value {
+        ureq::get(&format!("{}{path}", self.http))
+            .set("Authorization", &format!("Bearer {VIEWER}"))
+            .call()
+            .expect("GET answers")
+            .into_json()
+            .expect("JSON")
+    }
+
+    /// Waits until `check` holds for the answer to GET `path`.
+    fn wait_for(&self, path: &str, what: &str, check: impl Fn(&Value) -> bool) {
+        let deadline = Instant::now() + BOUND;
+        while !check(&self.get(path)) {
+            assert!(Instant::now() < deadline, "{what}: not within {BOUND:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A scratch directory of this test.
+fn scratch() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("integrator");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes the old and new images of a model; returns their paths.
+fn images(dir: &Path, model: &str, seed: u8) -> (PathBuf, PathBuf) {
+    let old = image(24_000, seed);
+    let mut new = old.clone();
+    new[1_000..1_400].fill(0xA5);
+    new.extend_from_slice(&image(2_000, seed.wrapping_add(1)));
+    let (old_path, new_path) = (
+        dir.join(format!("{model}-old")),
+        dir.join(format!("{model}-new")),
+    );
+    std::fs::write(&old_path, old).unwrap();
+    std::fs::write(&new_path, new).unwrap();
+    (old_path, new_path)
+}
+
+/// Starts `fota serve` from a fota.toml in `dir`; returns the process and its addresses.
+fn serve(dir: &Path) -> (FotaProcess, Engine) {
+    let config = dir.join("fota.toml");
+    let data = dir.join("data");
+    std::fs::write(
+        &config,
+        format!(
+            "coap_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ndata_dir = {data:?}\n\
+             [[tokens]]\ntoken = \"{OPERATOR}\"\nrole = \"operator\"\n\
+             [[tokens]]\ntoken = \"{VIEWER}\"\nrole = \"viewer\"\n"
+        ),
+    )
+    .unwrap();
+    let mut process = FotaProcess::spawn(
+        [
+            "serve".as_ref(),
+            "--loopback-timers".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ],
+        &[],
+    );
+    let coap = after(&process.logged("CoAP on udp://", BOUND), "udp://", ",");
+    let http = after(&process.logged("HTTP API on http://", BOUND), "on ", "/v1");
+    (process, Engine { http, coap })
+}
+
+/// The text of `line` between `start` and the next `end`.
+fn after(line: &str, start: &str, end: &str) -> String {
+    let rest = &line[line.find(start).expect("the marker") + start.len()..];
+    rest[..rest.find(end).expect("the end")].to_string()
+}
+
+/// Starts a fleet of `DEVICES` devices of `model` on version 0.8.0 of `old`.
+fn sim(engine: &Engine, model: &str, old: &Path, first_index: usize) -> FotaProcess {
+    let (devices, first) = (DEVICES.to_string(), first_index.to_string());
+    let args = [
+        "sim",
+        "--server",
+        &engine.coap,
+        "--devices",
+        &devices,
+        "--first-index",
+        &first,
+        "--model",
+        model,
+        "--loss",
+        "0.05",
+        "--image",
+    ];
+    FotaProcess::spawn(
+        args.iter().map(|a| a.as_ref()).chain([old.as_os_str()]),
+        &[],
+    )
+}
+
+/// Waits until the engine knows all `DEVICES` devices of `model`.
+fn wait_for_fleet(engine: &Engine, model: &str) {
+    let path = format!("/v1/devices?vendor=Acme&model={model}&limit=1");
+    engine.wait_for(&path, "the fleet registered", |page| {
+        page["total"] == DEVICES
+    });
+}
+
+/// The campaign a platform host runs with the `fota` CLI.
+fn cli_campaign(engine: &Engine, old: &Path, new: &Path) {
+    let (old, new) = (old.to_str().unwrap(), new.to_str().unwrap());
+    let add = [
+        "firmware",
+        "add",
+        "--vendor",
+        "Acme",
+        "--model",
+        "NB-IoT-A",
+        "--version",
+    ];
+    let refused = engine.fota(VIEWER, &[&add[..], &["0.8.0", old]].concat());
+    assert!(!refused.status.success(), "a viewer cannot upload");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("403"));
+
+    let from = engine.created(&[&add[..], &["0.8.0", old]].concat());
+    let to = engine.created(&[&add[..], &["0.9.0", new]].concat());
+    let package = engine.created(&["package", "create", "--from", &from, "--to", &to]);
+    let group = engine.created(&[
+        "group", "create", "--name", "A fleet", "--vendor", "Acme", "--model", "NB-IoT-A",
+    ]);
+    engine.operate(&["group", "add", &group, "--all"]);
+    let task = engine.created(&[
+        "task",
+        "create",
+        "--name",
+        "A to 0.9.0",
+        "--group",
+        &group,
+        "--package",
+        &package,
+        "--retry-interval",
+        "2",
+        "--max-concurrent",
+        "4",
+    ]);
+    let task_path = format!("/v1/tasks/{task}");
+    engine.wait_for(&task_path, "the task started", |t| {
+        t["status"] == "upgrading"
+    });
+    assert!(
+        engine
+            .operate(&["task", "pause", &task])
+            .contains("\"paused\"")
+    );
+    assert!(
+        engine
+            .operate(&["task", "resume", &task])
+            .contains("\"upgrading\"")
+    );
+
+    let watched = engine.operate(&["task", "watch", &task]);
+    let done = format!("task {task} is completed: {DEVICES} of {DEVICES} devices upgraded");
+    assert!(watched.contains(&done), "{watched}");
+    let stats = engine.operate(&["stats"]);
+    let row = stats
+        .lines()
+        .find(|l| l.starts_with("Acme NB-IoT-A"))
+        .expect("a row");
+    let counts: Vec<&str> = row.split_whitespace().skip(2).take(2).collect();
+    assert_eq!(
+        counts,
+        [DEVICES.to_string(), DEVICES.to_string()],
+        "{stats}"
+    );
+}
+
+/// The campaign an integrator's back office runs with the Python example.
+fn python_campaign(engine: &Engine, old: &Path, new: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/integrator/campaign.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .args([
+            "--vendor",
+            "Acme",
+            "--model",
+            "NB-IoT-B",
+            "--old-version",
+            "0.8.0",
+        ])
+        .args(["--new-version", "0.9.0", "--timeout", "300", "--old"])
+        .arg(old)
+        .arg("--new")
+        .arg(new)
+        .env("FOTA_API", &engine.http)
+        .env("FOTA_TOKEN", OPERATOR)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "campaign.py failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("completed: every device upgraded"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&format!(": {DEVICES} devices")), "{stdout}");
+}
+
+/// Binds the reference policy to model A with `fota plugin add`, restarts the engine on the same
+/// data, and finds the binding listed by the new process.
+fn plugin_outlives_a_restart(dir: &Path, engine_process: FotaProcess, engine: &Engine) {
+    let wasm = dir.join("policy.wasm");
+    std::fs::write(&wasm, fota_engine::plugin::embedded::THRESHOLD_POLICY).unwrap();
+    let add = [
+        "plugin", "add", "--kind", "policy", "--name", "strict", "--vendor", "Acme",
+    ];
+    let more = [
+        "--model",
+        "NB-IoT-A",
+        "--setting",
+        "min-battery=50",
+        wasm.to_str().unwrap(),
+    ];
+    engine.operate(&[&add[..], &more[..]].concat());
+    assert!(engine_process.terminate().success());
+
+    let (engine_process, engine) = serve(dir);
+    let listed = engine.get("/v1/plugins");
+    let strict = serde_json::json!({
+        "kind": "policy", "vendor": "Acme", "model": "NB-IoT-A", "name": "strict"
+    });
+    assert!(listed.as_array().unwrap().contains(&strict), "{listed}");
+    assert!(engine_process.terminate().success());
+}
+
+#[test]
+fn the_cli_and_the_python_example_each_run_a_whole_campaign_and_plugins_are_kept() {
+    let dir = scratch();
+    let (engine_process, engine) = serve(&dir);
+    let (old_a, new_a) = images(&dir, "NB-IoT-A", 3);
+    let (old_b, new_b) = images(&dir, "NB-IoT-B", 7);
+    let fleets = [
+        sim(&engine, "NB-IoT-A", &old_a, 0),
+        sim(&engine, "NB-IoT-B", &old_b, 1_000),
+    ];
+    wait_for_fleet(&engine, "NB-IoT-A");
+    wait_for_fleet(&engine, "NB-IoT-B");
+
+    cli_campaign(&engine, &old_a, &new_a);
+    python_campaign(&engine, &old_b, &new_b);
+
+    for fleet in fleets {
+        assert!(fleet.terminate().success());
+    }
+    plugin_outlives_a_restart(&dir, engine_process, &engine);
+}
