@@ -1,8 +1,9 @@
 //! The CoAP message layer against a raw UDP peer on loopback: duplicates, lost ACKs, Reset,
-//! separate responses, NSTART, block size negotiation and malformed datagrams.
+//! separate responses, NSTART, block size negotiation, malformed datagrams, and the wire probe.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, Resp
 use fota_engine::coap::blockwise::{Block1Upload, get_block2, send_block1};
 use fota_engine::coap::{
     BlockOption, CoapError, Endpoint, EndpointConfig, HandlerFuture, IncomingRequest,
-    OutgoingRequest, PacketExt, RequestHandler, Response, TransmissionParams, WireMeter,
+    OutgoingRequest, PacketExt, RequestHandler, Response, TransmissionParams, WireMeter, WireProbe,
 };
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
@@ -571,4 +572,47 @@ async fn observe_delivers_fresh_notifications_and_resets_unknown_ones() {
         (answer.header.get_type(), answer.header.message_id),
         (MessageType::Reset, 103)
     );
+}
+
+/// Records the first byte (version and type) and message id of every datagram it sees.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(&'static str, SocketAddr, u8, u16)>>);
+
+impl WireProbe for Recorder {
+    fn received(&self, peer: SocketAddr, datagram: &[u8]) {
+        let mid = u16::from_be_bytes([datagram[2], datagram[3]]);
+        self.0
+            .lock()
+            .unwrap()
+            .push(("in", peer, datagram[0] >> 4, mid));
+    }
+
+    fn sent(&self, peer: SocketAddr, datagram: &[u8]) {
+        let mid = u16::from_be_bytes([datagram[2], datagram[3]]);
+        self.0
+            .lock()
+            .unwrap()
+            .push(("out", peer, datagram[0] >> 4, mid));
+    }
+}
+
+#[tokio::test]
+async fn a_probe_sees_each_request_and_its_answer_and_the_answer_is_remembered() {
+    let server = endpoint().await;
+    let recorder = Arc::new(Recorder::default());
+    server.set_probe(recorder.clone());
+    server.set_handler(Arc::new(Counting(Arc::new(AtomicUsize::new(0)))));
+    let peer = RawPeer::new().await;
+    peer.send(
+        &con_request(RequestType::Post, &["5", "0", "2"], 41, &[1]),
+        server.local_addr(),
+    )
+    .await;
+    peer.recv().await;
+    // Version 1 with type CON (0x4) in, type ACK (0x6) out, same message id.
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        vec![("in", peer.addr(), 0x4, 41), ("out", peer.addr(), 0x6, 41)]
+    );
+    assert_eq!(server.remembered(), 1);
 }

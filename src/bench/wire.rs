@@ -6,13 +6,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::Args;
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
-use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
+use fota_device::fleet::{Fleet, FleetSpec, wait_registered};
 use fota_engine::coap::message::encode_uint;
 use fota_engine::coap::{BlockOption, TransmissionParams};
-use fota_engine::package;
 use fota_engine::server::{Server, ServerConfig};
 use fota_engine::transfer::{Method, TransferReport};
 use fota_impair::Impairment;
+
+use super::harness;
 
 /// Options of `fota bench wire`.
 #[derive(Args)]
@@ -32,14 +33,19 @@ pub struct WireArgs {
     /// Seed of the links' decisions.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Seconds, not minutes: 3 devices, 256-byte blocks, no loss, an 8 KiB package (overrides
+    /// those).
+    #[arg(long)]
+    quick: bool,
 }
 
 /// Measures every block size at every loss rate and prints the table.
-pub async fn run(args: WireArgs) -> anyhow::Result<()> {
-    let image: Vec<u8> = (0..args.package_kib * 1024)
-        .map(|i| (i as u8).wrapping_mul(13) ^ (i >> 9) as u8)
-        .collect();
-    let pkg = Bytes::from(package::full(&image, "2.0")?);
+pub async fn run(mut args: WireArgs) -> anyhow::Result<()> {
+    if args.quick {
+        (args.devices, args.block_sizes, args.loss, args.package_kib) =
+            (3, vec![256], vec![0.0], 8);
+    }
+    let pkg = harness::package(args.package_kib)?;
     println!(
         "{} devices, {} byte package, engine bytes sent (CoAP, retransmissions included) per package byte",
         args.devices,
@@ -83,16 +89,7 @@ async fn run_wire(
         ..TransmissionParams::fast()
     };
     let server = Server::start(config).await?;
-    let mut spec = FleetSpec::uniform(
-        args.devices,
-        server.coap_addr(),
-        ModelSpec {
-            manufacturer: "Acme".into(),
-            model: "NB-1".into(),
-            image: vec![0; 1024],
-            version: "1.0".into(),
-        },
-    );
+    let mut spec = FleetSpec::uniform(args.devices, server.coap_addr(), harness::model());
     spec.link = Some(Impairment::lossy(loss));
     spec.seed = args.seed;
     let events = server.registry.subscribe();

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+/// Capacity the cache keeps however quiet it gets: giving back less is not worth a rehash.
+const KEPT_CAPACITY: usize = 1024;
+
 /// Identifies a message: message ids are unique per sender only.
 pub type MessageKey = (SocketAddr, u16);
 
@@ -89,6 +92,20 @@ impl DuplicateCache {
             self.arrivals.pop_front();
             self.answers.remove(&key);
         }
+        self.shrink_after_burst();
+    }
+
+    /// Gives back the room a burst (a registration storm) needed once it has expired: the
+    /// tables never shrink by themselves. Shrinking to twice the content only when the room is
+    /// over four times it keeps this amortised O(1).
+    fn shrink_after_burst(&mut self) {
+        let keep = KEPT_CAPACITY.max(2 * self.arrivals.len());
+        if self.answers.capacity() > 2 * keep {
+            self.answers.shrink_to(keep);
+        }
+        if self.arrivals.capacity() > 2 * keep {
+            self.arrivals.shrink_to(keep);
+        }
     }
 }
 
@@ -115,6 +132,21 @@ mod tests {
             cache.arrive((peer(), 1), t0 + Duration::from_secs(11)),
             Seen::New
         );
+    }
+
+    #[test]
+    fn the_room_of_a_burst_is_given_back_once_it_expired() {
+        let mut cache = DuplicateCache::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        for id in 0..50_000u32 {
+            let peer = SocketAddr::from(([127, 0, 0, 1], (id / 1000) as u16));
+            cache.arrive((peer, id as u16), t0);
+        }
+        assert!(cache.answers.capacity() >= 50_000);
+        cache.expire(t0 + Duration::from_secs(11));
+        assert!(cache.is_empty());
+        assert!(cache.answers.capacity() <= 2 * KEPT_CAPACITY);
+        assert!(cache.arrivals.capacity() <= 2 * KEPT_CAPACITY);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use coap_lite::{MessageClass, MessageType, Packet, RequestType, ResponseType};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -23,10 +24,17 @@ use super::exchange::{ExchangeEvent, Exchanges, Token};
 use super::message::{OutgoingRequest, PacketExt, Response};
 use super::params::TransmissionParams;
 use super::peers::Peers;
+use super::probe::WireProbe;
 use super::stats::{EndpointStats, StatsSnapshot, WireMeter, bump};
 
 /// Largest datagram accepted; anything longer is dropped as malformed.
 const MAX_DATAGRAM: usize = 4096;
+
+/// Receive buffer asked of the kernel for every socket. Linux's default (about 208 KiB) holds
+/// a few hundred small datagrams: a server whose thousands of devices each answer one block at
+/// the same moment, or register at once, loses the rest and waits ACK_TIMEOUT for each. The
+/// kernel caps the request at `net.core.rmem_max`, which a server host should raise to match.
+const RECEIVE_BUFFER: usize = 4 << 20;
 
 /// Critical options this endpoint understands (RFC 7252 section 5.4.1): a request carrying any
 /// other critical (odd-numbered) option is answered 4.02 Bad Option.
@@ -124,6 +132,8 @@ struct Inner {
     duplicates: Mutex<DuplicateCache>,
     /// Who answers incoming requests; set once after binding.
     handler: OnceLock<Arc<dyn RequestHandler>>,
+    /// Who watches every datagram (benchmarks); unset in normal operation.
+    probe: OnceLock<Arc<dyn WireProbe>>,
     /// Counters for metrics and tests.
     stats: EndpointStats,
     /// The receive loop and housekeeping tasks, stopped when the endpoint is dropped.
@@ -145,9 +155,14 @@ impl Drop for Inner {
 }
 
 impl Endpoint {
-    /// Binds a UDP socket and starts receiving.
+    /// Binds a UDP socket with a large receive buffer (`RECEIVE_BUFFER`) and starts
+    /// receiving.
     pub async fn bind(addr: SocketAddr, config: EndpointConfig) -> io::Result<Endpoint> {
-        let socket = UdpSocket::bind(addr).await?;
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        socket.set_recv_buffer_size(RECEIVE_BUFFER)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        let socket = UdpSocket::from_std(socket.into())?;
         Ok(Endpoint::from_socket(socket, config))
     }
 
@@ -163,6 +178,7 @@ impl Endpoint {
             peers: Mutex::new(Peers::new(config.params.nstart)),
             duplicates: Mutex::new(DuplicateCache::new(lifetime)),
             handler: OnceLock::new(),
+            probe: OnceLock::new(),
             stats: EndpointStats::default(),
             tasks: Mutex::new(Vec::new()),
         });
@@ -178,9 +194,21 @@ impl Endpoint {
         let _ = self.inner.handler.set(handler);
     }
 
+    /// Sets who sees every datagram this endpoint reads and sends (benchmarks). Only the first
+    /// call has an effect.
+    pub fn set_probe(&self, probe: Arc<dyn WireProbe>) {
+        let _ = self.inner.probe.set(probe);
+    }
+
     /// The address the socket is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr
+    }
+
+    /// The socket's receive buffer as the kernel granted it, in bytes (its own bookkeeping
+    /// included: Linux doubles what it was asked and caps it at `net.core.rmem_max`).
+    pub fn receive_buffer_size(&self) -> io::Result<usize> {
+        SockRef::from(&*self.inner.socket).recv_buffer_size()
     }
 
     /// The endpoint's settings.
@@ -196,6 +224,12 @@ impl Endpoint {
     /// Outstanding exchange entries (for leak checks in tests).
     pub fn outstanding(&self) -> usize {
         lock(&self.inner.exchanges).len()
+    }
+
+    /// Messages remembered for duplicate detection; each is forgotten EXCHANGE_LIFETIME after
+    /// it arrived (memory checks).
+    pub fn remembered(&self) -> usize {
+        lock(&self.inner.duplicates).len()
     }
 
     /// Sends a request and waits for its response (any response code).
@@ -408,7 +442,7 @@ impl Endpoint {
     ) -> Result<(), CoapError> {
         self.inner.socket.send_to(bytes, peer).await?;
         meter.add_sent(bytes.len());
-        self.inner.count_sent(bytes.len());
+        self.inner.count_sent(bytes, peer);
         Ok(())
     }
 
@@ -543,23 +577,29 @@ impl Drop for AckWait {
 }
 
 impl Inner {
-    fn count_sent(&self, bytes: usize) {
+    fn count_sent(&self, bytes: &[u8], peer: SocketAddr) {
         bump(&self.stats.datagrams_sent);
         self.stats
             .bytes_sent
-            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if let Some(probe) = self.probe.get() {
+            probe.sent(peer, bytes);
+        }
     }
 
     /// Sends without waiting (ACKs, RSTs, responses from the receive path). A full socket
     /// buffer drops the message, which the peer's retransmission repairs.
     fn send_now(&self, bytes: &[u8], peer: SocketAddr) {
         if self.socket.try_send_to(bytes, peer).is_ok() {
-            self.count_sent(bytes.len());
+            self.count_sent(bytes, peer);
         }
     }
 
     /// Everything a datagram can be, in RFC 7252's terms.
     fn on_datagram(self: &Arc<Self>, bytes: &[u8], peer: SocketAddr) {
+        if let Some(probe) = self.probe.get() {
+            probe.received(peer, bytes);
+        }
         bump(&self.stats.datagrams_received);
         self.stats
             .bytes_received

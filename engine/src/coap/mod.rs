@@ -10,6 +10,7 @@ pub mod exchange;
 pub mod message;
 pub mod params;
 pub mod peers;
+pub mod probe;
 pub mod stats;
 
 pub use block::BlockOption;
@@ -20,4 +21,5 @@ pub use endpoint::{
 };
 pub use message::{OutgoingRequest, PacketExt, Response};
 pub use params::TransmissionParams;
+pub use probe::WireProbe;
 pub use stats::{StatsSnapshot, WireMeter};

@@ -45,14 +45,17 @@ pub struct Registry {
     events: broadcast::Sender<RegistrationEvent>,
 }
 
+/// The indexes hold numbers, not copies of the id string, and the registrations are boxed so
+/// a table's spare capacity (up to half its slots right after it grows) costs 16 bytes a slot,
+/// not a whole registration: an idle device must cost well under 1 KiB at a million devices.
 #[derive(Default)]
 struct RegistryState {
-    /// Registrations by id.
-    by_id: HashMap<String, Registration>,
-    /// Registration id by endpoint name: a device has at most one registration.
-    by_endpoint: HashMap<String, String>,
+    /// Registrations by the number their id is the hex form of.
+    by_id: HashMap<u64, Box<Registration>>,
+    /// Registration number by endpoint name: a device has at most one registration.
+    by_endpoint: HashMap<String, u64>,
     /// Expiry deadlines in order, so expiry never scans every registration.
-    deadlines: BTreeSet<(Instant, String)>,
+    deadlines: BTreeSet<(Instant, u64)>,
     /// Callers waiting for a device's next Register or Update.
     waiting: HashMap<String, Vec<oneshot::Sender<RegistrationEvent>>>,
     /// Source of registration ids.
@@ -103,8 +106,8 @@ impl Registry {
         now: Instant,
     ) -> Registration {
         let mut state = lock(&self.state);
-        if let Some(old_id) = state.by_endpoint.get(&request.endpoint).cloned() {
-            state.remove(&old_id);
+        if let Some(old) = state.by_endpoint.get(&request.endpoint).copied() {
+            state.remove(old);
         }
         state.next_id += 1;
         let registration = Registration {
@@ -118,7 +121,8 @@ impl Registry {
             registered_at: now,
             last_update: now,
         };
-        state.insert(registration.clone());
+        let number = state.next_id;
+        state.insert(number, registration.clone());
         self.emit(
             &mut state,
             RegistrationEvent::Registered(registration.clone()),
@@ -135,7 +139,8 @@ impl Registry {
         now: Instant,
     ) -> Option<Registration> {
         let mut state = lock(&self.state);
-        let mut registration = state.remove(id)?;
+        let number = state.number(id)?;
+        let mut registration = state.remove(number)?;
         registration.address = address;
         registration.last_update = now;
         registration.lifetime = request.lifetime.unwrap_or(registration.lifetime);
@@ -143,7 +148,7 @@ impl Registry {
         if let Some(objects) = request.objects {
             registration.objects = objects;
         }
-        state.insert(registration.clone());
+        state.insert(number, registration.clone());
         self.emit(&mut state, RegistrationEvent::Updated(registration.clone()));
         Some(registration)
     }
@@ -151,7 +156,8 @@ impl Registry {
     /// Removes a registration on De-register; `None` when the id is unknown.
     pub fn deregister(&self, id: &str) -> Option<Registration> {
         let mut state = lock(&self.state);
-        let registration = state.remove(id)?;
+        let number = state.number(id)?;
+        let registration = state.remove(number)?;
         self.emit(
             &mut state,
             RegistrationEvent::Deregistered(registration.clone()),
@@ -163,11 +169,11 @@ impl Registry {
     pub fn expire(&self, now: Instant) -> Vec<Registration> {
         let mut state = lock(&self.state);
         let mut expired = Vec::new();
-        while let Some((deadline, id)) = state.deadlines.first().cloned() {
+        while let Some(&(deadline, number)) = state.deadlines.first() {
             if deadline > now {
                 break;
             }
-            if let Some(registration) = state.remove(&id) {
+            if let Some(registration) = state.remove(number) {
                 self.emit(&mut state, RegistrationEvent::Expired(registration.clone()));
                 expired.push(registration);
             }
@@ -178,8 +184,11 @@ impl Registry {
     /// The registration of an endpoint, if it is registered.
     pub fn get(&self, endpoint: &str) -> Option<Registration> {
         let state = lock(&self.state);
-        let id = state.by_endpoint.get(endpoint)?;
-        state.by_id.get(id).cloned()
+        let number = state.by_endpoint.get(endpoint)?;
+        state
+            .by_id
+            .get(number)
+            .map(|registration| (**registration).clone())
     }
 
     /// Number of live registrations.
@@ -207,20 +216,25 @@ impl Registry {
 }
 
 impl RegistryState {
-    fn insert(&mut self, registration: Registration) {
-        self.deadlines
-            .insert((registration.expires_at(), registration.id.clone()));
-        self.by_endpoint
-            .insert(registration.endpoint.clone(), registration.id.clone());
-        self.by_id.insert(registration.id.clone(), registration);
+    /// The number of registration `id`, if it is live (and `id` is its canonical hex form).
+    fn number(&self, id: &str) -> Option<u64> {
+        let number = u64::from_str_radix(id, 16).ok()?;
+        let registration = self.by_id.get(&number)?;
+        (registration.id == id).then_some(number)
     }
 
-    fn remove(&mut self, id: &str) -> Option<Registration> {
-        let registration = self.by_id.remove(id)?;
-        self.deadlines
-            .remove(&(registration.expires_at(), registration.id.clone()));
+    fn insert(&mut self, number: u64, registration: Registration) {
+        self.deadlines.insert((registration.expires_at(), number));
+        self.by_endpoint
+            .insert(registration.endpoint.clone(), number);
+        self.by_id.insert(number, Box::new(registration));
+    }
+
+    fn remove(&mut self, number: u64) -> Option<Registration> {
+        let registration = self.by_id.remove(&number)?;
+        self.deadlines.remove(&(registration.expires_at(), number));
         self.by_endpoint.remove(&registration.endpoint);
-        Some(registration)
+        Some(*registration)
     }
 }
 
@@ -290,6 +304,23 @@ mod tests {
         );
         assert!(registry.get("a").is_some());
         assert_eq!(registry.expire(t0 + Duration::from_secs(19)).len(), 1);
+        assert!(registry.is_empty());
+    }
+
+    #[test]
+    fn an_id_is_known_only_in_the_form_it_was_given() {
+        let registry = Registry::new();
+        let registration = registry.register(request("dev", 60), addr(), Instant::now());
+        assert!(
+            registry
+                .deregister(&format!("0{}", registration.id))
+                .is_none()
+        );
+        assert!(registry.deregister("not hex").is_none());
+        assert_eq!(
+            registry.deregister(&registration.id).map(|r| r.endpoint),
+            Some("dev".into())
+        );
         assert!(registry.is_empty());
     }
 

@@ -1,0 +1,108 @@
+//! `fota bench` kept working: the real binary runs every figure in quick mode (seconds, a small
+//! fleet), exits 0, and prints `name = value unit` lines whose values are numbers, including the
+//! figures BENCHMARKS.md quotes (`wire` prints its table of numbers).
+
+use std::collections::HashMap;
+use std::process::Command;
+
+/// Runs `fota bench ARGS` and returns its figures by name.
+fn bench(args: &[&str]) -> HashMap<String, f64> {
+    let output = Command::new(env!("CARGO_BIN_EXE_fota"))
+        .arg("bench")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("fota runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "fota bench {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .filter_map(|line| line.split_once(" = "))
+        .map(|(name, rest)| {
+            let value = rest.split_whitespace().next().unwrap_or_default();
+            let number = value
+                .parse()
+                .unwrap_or_else(|_| panic!("{name} = {value:?} is not a number:\n{stdout}"));
+            (name.to_string(), number)
+        })
+        .collect()
+}
+
+/// Asserts every one of `names` was printed.
+fn assert_figures(figures: &HashMap<String, f64>, names: &[&str]) {
+    for name in names {
+        assert!(figures.contains_key(*name), "no {name} in {figures:?}");
+    }
+}
+
+#[test]
+fn throughput_quick_prints_rate_cpu_and_latency() {
+    let figures = bench(&["throughput", "--quick"]);
+    assert_figures(
+        &figures,
+        &[
+            "blocks_per_second",
+            "engine_cpu_per_block",
+            "engine_turnaround.median",
+            "engine_turnaround.p99",
+        ],
+    );
+    assert_eq!(figures["devices_upgraded"], figures["devices"]);
+    assert!(figures["blocks_per_second"] > 0.0);
+}
+
+#[test]
+fn peer_quick_compares_the_engine_with_libcoap() {
+    if Command::new("coap-server-notls")
+        .arg("-?")
+        .output()
+        .is_err()
+    {
+        eprintln!("coap-server-notls is not installed (Debian: libcoap3-bin): skipped");
+        return;
+    }
+    let figures = bench(&["peer", "--quick"]);
+    assert_figures(&figures, &["completion_ratio.median", "cpu_ratio.median"]);
+    assert!(figures["completion_ratio.median"] > 0.0);
+}
+
+#[test]
+fn scale_quick_counts_memory_and_loses_no_registration() {
+    let figures = bench(&["scale", "--quick"]);
+    assert_figures(
+        &figures,
+        &[
+            "registrations_per_second",
+            "bytes_per_idle_device",
+            "active_transfer_growth_per_package_byte",
+        ],
+    );
+    assert_eq!(figures["registrations_lost"], 0.0);
+    assert!(figures["bytes_per_idle_device"] > 0.0);
+}
+
+#[test]
+fn wire_quick_prints_a_row_of_numbers() {
+    let output = Command::new(env!("CARGO_BIN_EXE_fota"))
+        .args(["bench", "wire", "--quick"])
+        .output()
+        .expect("fota runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The table: a title, a header, one row per block size and loss rate.
+    let row = stdout.lines().nth(2).expect("a row");
+    let numbers: Vec<f64> = row
+        .split_whitespace()
+        .map(|cell| cell.parse().expect("a number"))
+        .collect();
+    assert_eq!(numbers.len(), 8, "{stdout}");
+    assert_eq!(numbers[0], 256.0);
+}
