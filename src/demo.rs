@@ -209,7 +209,8 @@ async fn start_fleet(
     Ok(Arc::new(fleet))
 }
 
-async fn wait_surveyed(catalog: &Catalog, count: usize) -> anyhow::Result<()> {
+/// Waits (two minutes at most) until the catalog knows the model of `count` devices.
+pub(crate) async fn wait_surveyed(catalog: &Catalog, count: usize) -> anyhow::Result<()> {
     let surveyed = async {
         while catalog
             .devices()?

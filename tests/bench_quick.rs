@@ -86,6 +86,17 @@ fn scale_quick_counts_memory_and_loses_no_registration() {
 }
 
 #[test]
+fn nbiot_quick_upgrades_every_sleeping_device_and_compares_with_the_bound() {
+    let figures = bench(&["nbiot", "--quick"]);
+    assert_figures(
+        &figures,
+        &["lower_bound", "time_to_finish", "time_to_finish_over_bound"],
+    );
+    assert_eq!(figures["devices_upgraded"], figures["devices"]);
+    assert!(figures["time_to_finish_over_bound"] >= 1.0, "{figures:?}");
+}
+
+#[test]
 fn wire_quick_prints_a_row_of_numbers() {
     let output = Command::new(env!("CARGO_BIN_EXE_fota"))
         .args(["bench", "wire", "--quick"])

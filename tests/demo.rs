@@ -62,7 +62,7 @@ fn the_demo_upgrades_every_device_with_its_api_up_and_exits_zero() {
         .unwrap()
         .to_string();
     let tasks = get(&http, "/tasks");
-    assert!(tasks["total"].as_u64().is_some(), "{tasks}");
+    assert!(tasks.is_array(), "{tasks}");
 
     let printed = demo.lines_until("the HTTP API stays up", Duration::from_secs(600));
     let rows = table_rows(&printed);

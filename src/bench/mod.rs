@@ -3,6 +3,7 @@
 
 mod alloc;
 mod harness;
+mod nbiot;
 mod peer;
 mod probe;
 mod procfs;
@@ -29,6 +30,10 @@ pub enum BenchCommand {
     /// Engine memory per registered idle device and per active transfer, and a registration
     /// storm: registrations per second, none lost.
     Scale(scale::ScaleArgs),
+    /// A fleet behind an emulated NB-IoT link (round trip of a second, loss, sleep windows)
+    /// upgraded with a delta package under per-cell pacing: time to finish against the lower
+    /// bound the link model allows.
+    Nbiot(nbiot::NbIotArgs),
 }
 
 /// Runs one bench subcommand.
@@ -38,5 +43,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Throughput(args) => throughput::run(args).await,
         BenchCommand::Peer(args) => peer::run(args).await,
         BenchCommand::Scale(args) => scale::run(args).await,
+        BenchCommand::Nbiot(args) => nbiot::run(args).await,
     }
 }

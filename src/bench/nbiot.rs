@@ -1,0 +1,294 @@
+//! `fota bench nbiot`: a fleet behind an emulated NB-IoT link (a round trip of about a second,
+//! loss each way, devices in PSM most of the time and reachable only in their awake windows)
+//! upgraded by one task with per-cell pacing, with a delta package of about 80 KB made by the
+//! bsdiff plugin. The figure is the time to finish against the lower bound the link model and
+//! the pacing allow.
+//!
+//! The lower bound: a push is stop-and-wait (one Block1 exchange per round trip), so a device
+//! needs at least `blocks × rtt` of awake time, which takes `blocks × rtt / duty` of wall time
+//! when it is awake `duty` of the time; a cell takes its devices `max_per_cell` at a time, so the
+//! busiest cell needs `ceil(devices / max_per_cell)` such rounds. Management exchanges, loss,
+//! retransmission timers and the install are all on top of it.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use fota_device::client::SleepCycle;
+use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
+use fota_engine::campaign::{DeviceResult, Pacing, TaskSpec, TaskStatus};
+use fota_engine::coap::TransmissionParams;
+use fota_engine::platform::{Platform, PlatformConfig};
+use fota_engine::plugin::{Binding, HostConfig, PluginKind, embedded};
+use fota_engine::server::ServerConfig;
+use fota_impair::Impairment;
+use rand::{Rng, SeedableRng};
+
+use super::harness;
+use super::stats::{figure, figure_spread, summarize};
+
+/// Options of `fota bench nbiot`.
+#[derive(Args)]
+pub struct NbIotArgs {
+    /// Simulated devices.
+    #[arg(long, default_value_t = 10_000)]
+    devices: usize,
+    /// Cells they are spread over (at random).
+    #[arg(long, default_value_t = 200)]
+    cells: u32,
+    /// Devices of one cell upgraded at once (the task's per-cell pacing).
+    #[arg(long, default_value_t = 25)]
+    max_per_cell: usize,
+    /// Round trip of the link in milliseconds (half each way), before jitter.
+    #[arg(long, default_value_t = 1000)]
+    rtt_ms: u64,
+    /// Share of datagrams lost, each way.
+    #[arg(long, default_value_t = 0.1)]
+    loss: f64,
+    /// Seconds a device is reachable after each wake-up.
+    #[arg(long, default_value_t = 60)]
+    awake_secs: u64,
+    /// Seconds in PSM between two wake-ups.
+    #[arg(long, default_value_t = 30)]
+    asleep_secs: u64,
+    /// Bytes of new code in the new image (the delta package is about this size).
+    #[arg(long, default_value_t = 80_000)]
+    delta_bytes: usize,
+    /// Block size of the push.
+    #[arg(long, default_value_t = 512)]
+    block_size: usize,
+    /// Seconds, not tens of minutes: 30 devices in 3 cells, a 0.2 s round trip, a 4 KB delta.
+    #[arg(long)]
+    quick: bool,
+}
+
+impl NbIotArgs {
+    fn quick(&mut self) {
+        self.devices = 30;
+        self.cells = 3;
+        self.max_per_cell = 5;
+        self.rtt_ms = 200;
+        self.awake_secs = 6;
+        self.asleep_secs = 3;
+        self.delta_bytes = 4_000;
+    }
+
+    fn rtt(&self) -> Duration {
+        Duration::from_millis(self.rtt_ms)
+    }
+
+    fn duty(&self) -> f64 {
+        self.awake_secs as f64 / (self.awake_secs + self.asleep_secs) as f64
+    }
+}
+
+/// Runs the fleet's upgrade and prints the figures.
+pub async fn run(mut args: NbIotArgs) -> anyhow::Result<()> {
+    if args.quick {
+        args.quick();
+    }
+    harness::raise_open_files(3 * args.devices as u64)?;
+    let platform = start_platform(&args).await?;
+    let (old, new) = images(args.delta_bytes);
+    let catalog = &platform.catalog;
+    let from = catalog.add_firmware("Acme", "NB-1", "1.0", &old)?;
+    let to = catalog.add_firmware("Acme", "NB-1", "2.0", &new)?;
+    let package = catalog.create_delta_package(&from.id, &to.id).await?;
+    let fleet = start_fleet(&platform, &args, old).await?;
+    let busiest_cell = busiest_cell(&fleet);
+    println!(
+        "nbiot: {} devices in {} cells (busiest {busiest_cell}), rtt {} ms, loss {}, awake {} s \
+         of {} s, delta package {} bytes in {}-byte blocks, {} per cell at once",
+        args.devices,
+        args.cells,
+        args.rtt_ms,
+        args.loss,
+        args.awake_secs,
+        args.awake_secs + args.asleep_secs,
+        package.size,
+        args.block_size,
+        args.max_per_cell
+    );
+    let endpoints: Vec<String> = fleet
+        .devices
+        .iter()
+        .map(|d| d.config().endpoint.clone())
+        .collect();
+    let group = catalog.create_group("fleet", "Acme", "NB-1")?;
+    catalog.add_to_group(&group.id, &endpoints)?;
+    let started = Instant::now();
+    let task = platform
+        .campaigns
+        .create(task_spec(&args, group.id, package.id))?;
+    let finished = follow(&platform, &task.id, started).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let blocks = package.size.div_ceil(args.block_size as u64) as f64;
+    let rounds = busiest_cell.div_ceil(args.max_per_cell) as f64;
+    let bound = rounds * blocks * args.rtt().as_secs_f64() / args.duty();
+    figure("devices", args.devices as f64, "");
+    figure("devices_upgraded", finished.len() as f64, "");
+    figure("package_bytes", package.size as f64, "B");
+    figure("lower_bound", bound, "s");
+    figure("time_to_finish", elapsed, "s");
+    figure("time_to_finish_over_bound", elapsed / bound, "");
+    let mut each: Vec<f64> = finished.values().copied().collect();
+    figure_spread("device_finished_after", &summarize(&mut each), "s");
+    let stats = fota_engine::stats::compute(&platform.campaigns, &platform.catalog)?;
+    for model in &stats.models {
+        let c = &model.counters;
+        figure(
+            "wire_bytes_per_package_byte",
+            c.wire_bytes as f64 / c.bytes_first.max(1) as f64,
+            "",
+        );
+        figure("package_bytes_sent_again", c.bytes_resent as f64, "B");
+    }
+    anyhow::ensure!(
+        finished.len() == args.devices,
+        "{} devices were not upgraded",
+        args.devices - finished.len()
+    );
+    Ok(())
+}
+
+/// The platform with NB-IoT timers on loopback: the engine only talks to a device in the window
+/// after its Update, as long as the device stays awake; pushes of `block_size`.
+async fn start_platform(args: &NbIotArgs) -> anyhow::Result<Platform> {
+    let mut server = ServerConfig::loopback();
+    server.coap.params = nb_iot_timers(args);
+    server.delivery.queue_window = Duration::from_secs(args.awake_secs);
+    let platform = Platform::start(PlatformConfig {
+        server,
+        data_dir: None,
+        plugins: HostConfig::default(),
+    })
+    .await?;
+    let settings = vec![
+        ("block-size".to_string(), args.block_size.to_string()),
+        ("resume".to_string(), "true".to_string()),
+    ];
+    platform.plugins.install(
+        PluginKind::Capability,
+        Binding::Default,
+        embedded::GENERIC_CAPABILITY_NAME,
+        embedded::GENERIC_CAPABILITY,
+        settings,
+    )?;
+    Ok(platform)
+}
+
+/// RFC 7252's timers with an ACK timeout of twice the round trip (3 s at least on a real
+/// NB-IoT link; scaled with the quick run's shorter one).
+fn nb_iot_timers(args: &NbIotArgs) -> TransmissionParams {
+    TransmissionParams {
+        ack_timeout: (args.rtt() * 2).min(Duration::from_secs(3)),
+        ..TransmissionParams::default()
+    }
+}
+
+/// An old image and a new one that keeps it and adds `delta_bytes` of new (incompressible)
+/// code in the middle, so the delta package is about that size.
+fn images(delta_bytes: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let old: Vec<u8> = (0..4 * delta_bytes).map(|_| rng.random()).collect();
+    let added: Vec<u8> = (0..delta_bytes).map(|_| rng.random()).collect();
+    let middle = old.len() / 2;
+    let new = [&old[..middle], &added[..], &old[middle..]].concat();
+    (old, new)
+}
+
+/// The fleet, every device behind its own NB-IoT link and sleeping, registered and surveyed.
+async fn start_fleet(platform: &Platform, args: &NbIotArgs, old: Vec<u8>) -> anyhow::Result<Fleet> {
+    let model = ModelSpec {
+        manufacturer: "Acme".into(),
+        model: "NB-1".into(),
+        image: old,
+        version: "1.0".into(),
+    };
+    let mut spec = FleetSpec::uniform(args.devices, platform.server.coap_addr(), model);
+    spec.cells = args.cells;
+    spec.coap = nb_iot_timers(args);
+    spec.lifetime = Duration::from_secs(10 * (args.awake_secs + args.asleep_secs));
+    spec.sleep = Some(SleepCycle {
+        awake: Duration::from_secs(args.awake_secs),
+        asleep: Duration::from_secs(args.asleep_secs),
+    });
+    let one_way = args.rtt() / 2;
+    spec.link = Some(Impairment::lossy(args.loss).with_delay(one_way, one_way / 5));
+    spec.trusted_key = Some(platform.catalog.public_key());
+    let registrations = platform.server.registry.subscribe();
+    let fleet = Fleet::start(&spec).await?;
+    let bound = Duration::from_secs(600);
+    anyhow::ensure!(
+        wait_registered(registrations, fleet.len(), bound).await,
+        "the fleet did not register within {bound:?}"
+    );
+    crate::demo::wait_surveyed(&platform.catalog, fleet.len()).await?;
+    Ok(fleet)
+}
+
+/// Devices in the cell that has the most.
+fn busiest_cell(fleet: &Fleet) -> usize {
+    let mut cells: HashMap<u32, usize> = HashMap::new();
+    for device in &fleet.devices {
+        *cells.entry(device.config().cell_id).or_default() += 1;
+    }
+    cells.into_values().max().unwrap_or(0)
+}
+
+fn task_spec(args: &NbIotArgs, group_id: String, package_id: String) -> TaskSpec {
+    TaskSpec {
+        name: "NB-IoT fleet to 2.0".into(),
+        group_id,
+        package_id,
+        retries: 10,
+        retry_interval_secs: args.asleep_secs.max(1),
+        execution_time: None,
+        deadline: None,
+        pacing: Pacing {
+            max_concurrent: args.devices,
+            max_per_cell: args.max_per_cell,
+        },
+        min_signal_dbm: None,
+        max_failure_rate: None,
+        failure_sample: 20,
+    }
+}
+
+/// Follows the task until it is final, printing progress every ten seconds; returns the
+/// seconds after `started` at which each upgraded device was first seen finished.
+async fn follow(
+    platform: &Platform,
+    task_id: &str,
+    started: Instant,
+) -> anyhow::Result<HashMap<String, f64>> {
+    let mut finished = HashMap::new();
+    let mut last_report = Instant::now();
+    loop {
+        let task = platform.campaigns.task(task_id)?;
+        for device in platform.campaigns.devices(task_id)? {
+            if device.is_done() && device.result == Some(DeviceResult::Successful) {
+                let at = started.elapsed().as_secs_f64();
+                finished.entry(device.endpoint).or_insert(at);
+            }
+        }
+        if task.status.is_final() {
+            anyhow::ensure!(
+                task.status == TaskStatus::Completed,
+                "the task ended {:?}",
+                task.status
+            );
+            return Ok(finished);
+        }
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            last_report = Instant::now();
+            eprintln!(
+                "nbiot: {:.0} s, {} devices upgraded",
+                started.elapsed().as_secs_f64(),
+                finished.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
