@@ -1,6 +1,7 @@
 //! `GET /metrics`: the engine's gauges and counters in the Prometheus text format (0.0.4):
 //! devices registered, attempts (transfers) under way, the CoAP endpoint's datagrams, bytes,
-//! retransmissions, timeouts, malformed and duplicate messages, and tasks per status. Owns the
+//! retransmissions, timeouts, malformed and duplicate messages, package blocks sent, plugin
+//! calls and failures, and tasks per status. Owns the
 //! exposition only; the numbers are read from the registry, the endpoint and the campaigns.
 
 use std::collections::BTreeMap;
@@ -69,6 +70,38 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
         "fota_coap_duplicates_total",
         "Confirmable messages received again and answered from the duplicate cache.",
         [(None, coap.duplicates)],
+    );
+    let blocks = platform.server.shelf.block_counts();
+    out.counter(
+        "fota_package_blocks_total",
+        "Package blocks sent: Block1 writes (push) and Block2 answers at Package URIs (pull).",
+        [
+            (Some(("method", "push")), blocks.pushed),
+            (Some(("method", "pull")), blocks.served),
+        ],
+    );
+    out.counter(
+        "fota_package_block_bytes_total",
+        "Payload bytes of those blocks.",
+        [
+            (Some(("method", "push")), blocks.pushed_bytes),
+            (Some(("method", "pull")), blocks.served_bytes),
+        ],
+    );
+    let plugin_calls = platform.plugins.host().counters().snapshot();
+    out.counter(
+        "fota_plugin_calls_total",
+        "Plugin calls, per plugin kind.",
+        plugin_calls
+            .iter()
+            .map(|c| (Some(("kind", c.kind.world())), c.calls)),
+    );
+    out.counter(
+        "fota_plugin_call_failures_total",
+        "Plugin calls that failed (trap, time or memory limit, invalid answer), per kind.",
+        plugin_calls
+            .iter()
+            .map(|c| (Some(("kind", c.kind.world())), c.failures)),
     );
     let tasks = tasks_by_status(&state);
     out.gauge(

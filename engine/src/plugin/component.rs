@@ -99,6 +99,7 @@ impl<W: World> Plugin<W> {
         &self,
         f: impl FnOnce(&W, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
+        self.host.counters().called(W::KIND);
         let mut warm = match self.idle.lock().expect("pool lock").pop() {
             Some(warm) => warm,
             None => self.instantiate()?,
@@ -180,6 +181,12 @@ impl<W: World> Plugin<W> {
             };
             PluginError::Trap { plugin, reason }
         };
+        self.report(err)
+    }
+
+    /// Logs and counts a failed call.
+    fn report(&self, err: PluginError) -> PluginError {
+        self.host.counters().failed(W::KIND);
         tracing::warn!(plugin = %self.name, kind = %W::KIND, error = %err, "plugin call failed");
         err
     }
@@ -200,8 +207,7 @@ impl<W: World> Plugin<W> {
             size,
             limit,
         };
-        tracing::warn!(plugin = %self.name, kind = %W::KIND, error = %err, "plugin call failed");
-        Err(err)
+        Err(self.report(err))
     }
 
     /// Fails with [`PluginError::InvalidResult`], logged.
@@ -210,8 +216,7 @@ impl<W: World> Plugin<W> {
             plugin: self.name.to_string(),
             reason,
         };
-        tracing::warn!(plugin = %self.name, kind = %W::KIND, error = %err, "plugin call failed");
-        Err(err)
+        Err(self.report(err))
     }
 
     /// The byte-result limit of this kind.

@@ -7,6 +7,7 @@
 
 use super::PluginKind;
 use super::bindings::{host_log, types};
+use super::counters::CallCounters;
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
@@ -96,6 +97,8 @@ struct Inner {
     linker: Linker<HostState>,
     /// The limits of each kind, read where stores are made and calls armed.
     config: HostConfig,
+    /// Calls and failures of every plugin this host loaded.
+    counters: CallCounters,
     /// Dropping it stops the ticker thread.
     _ticker: mpsc::Sender<()>,
 }
@@ -117,6 +120,7 @@ impl PluginHost {
                 engine,
                 linker,
                 config,
+                counters: CallCounters::default(),
                 _ticker: ticker,
             }),
         })
@@ -124,6 +128,11 @@ impl PluginHost {
 
     pub fn config(&self) -> &HostConfig {
         &self.inner.config
+    }
+
+    /// Calls and failures of the plugins this host loaded.
+    pub fn counters(&self) -> &CallCounters {
+        &self.inner.counters
     }
 
     pub(crate) fn engine(&self) -> &Engine {

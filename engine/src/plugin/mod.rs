@@ -21,6 +21,7 @@ mod bindings;
 pub mod capability;
 mod check;
 pub mod component;
+pub mod counters;
 pub mod differ;
 pub mod embedded;
 mod error;
@@ -37,6 +38,7 @@ pub use bindings::types::{
 pub use capability::CapabilityPlugin;
 pub use check::{CheckReport, check_component};
 pub use component::Plugin;
+pub use counters::{CallCounters, CallCounts};
 pub use differ::DifferPlugin;
 pub use error::PluginError;
 pub use host::{CallLimits, HostConfig, PluginHost};

@@ -16,4 +16,4 @@ pub mod watch;
 pub use delivery::{Delivery, DeliveryConfig, DeliveryJob, Method, Stage};
 pub use outcome::{TransferOutcome, TransferReport, WireCount};
 pub use resume::{ResumeBook, ResumePoint};
-pub use shelf::{PackageServer, PackageShelf, ShelvedPackage};
+pub use shelf::{BlockCounts, PackageServer, PackageShelf, ShelvedPackage};

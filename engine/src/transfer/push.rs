@@ -139,6 +139,7 @@ impl Delivery {
             |progress| {
                 match progress {
                     Block1Progress::Sending { offset, len } => {
+                        self.shelf.record_pushed(len);
                         let end = offset + len;
                         let fresh = end.saturating_sub(point.high_water.max(offset));
                         wire.package_first += fresh as u64;

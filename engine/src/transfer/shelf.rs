@@ -1,10 +1,12 @@
 //! `PackageShelf`: the packages the engine can deliver, by id, each held once in memory and
 //! shared by every transfer; and `PackageServer`, which serves them at their Package URI
-//! (`/fw/{id}`) for devices that pull. Owns package identity (id, sha256, ETag); not where
-//! packages come from (the catalog) nor how they reach a device (push, pull).
+//! (`/fw/{id}`) for devices that pull. Owns package identity (id, sha256, ETag) and the count
+//! of package blocks that went out (pushed or served); not where packages come from (the
+//! catalog) nor how they reach a device (push, pull).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -71,12 +73,26 @@ pub struct Served {
     pub high_water: usize,
 }
 
-/// Packages by id, and what was served of them to whom. Cheap to clone; every clone sees the
-/// same shelf.
+/// Package blocks that went out since the engine started, retransmissions not included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlockCounts {
+    /// Block1 blocks written to devices (push).
+    pub pushed: u64,
+    /// Their payload bytes.
+    pub pushed_bytes: u64,
+    /// Block2 blocks served at Package URIs (pull).
+    pub served: u64,
+    /// Their payload bytes.
+    pub served_bytes: u64,
+}
+
+/// Packages by id, what was served of them to whom, and how many blocks went out. Cheap to
+/// clone; every clone sees the same shelf.
 #[derive(Debug, Clone, Default)]
 pub struct PackageShelf {
     packages: Arc<RwLock<HashMap<String, Arc<ShelvedPackage>>>>,
     served: Arc<Mutex<HashMap<(SocketAddr, String), Served>>>,
+    blocks: Arc<[AtomicU64; 4]>,
 }
 
 impl PackageShelf {
@@ -113,7 +129,27 @@ impl PackageShelf {
         served.remove(&(peer, id.to_string())).unwrap_or_default()
     }
 
+    /// Counts a package block written to a device.
+    pub fn record_pushed(&self, len: usize) {
+        self.blocks[0].fetch_add(1, Ordering::Relaxed);
+        self.blocks[1].fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    /// The blocks that went out so far.
+    pub fn block_counts(&self) -> BlockCounts {
+        let [pushed, pushed_bytes, served, served_bytes] =
+            [0, 1, 2, 3].map(|i| self.blocks[i].load(Ordering::Relaxed));
+        BlockCounts {
+            pushed,
+            pushed_bytes,
+            served,
+            served_bytes,
+        }
+    }
+
     fn record_served(&self, peer: SocketAddr, id: &str, offset: usize, len: usize) {
+        self.blocks[2].fetch_add(1, Ordering::Relaxed);
+        self.blocks[3].fetch_add(len as u64, Ordering::Relaxed);
         let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
         let entry = served.entry((peer, id.to_string())).or_default();
         entry.bytes += len as u64;

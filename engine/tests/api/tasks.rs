@@ -277,6 +277,21 @@ async fn a_task_runs_over_http_and_its_events_arrive_in_order() {
         .find_map(|l| l.strip_prefix("fota_coap_bytes_total{direction=\"sent\"} "))
         .unwrap();
     assert!(sent.parse::<u64>().unwrap() > 3 * 24_000, "{sent}");
+    let counter = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    assert!(counter("fota_package_block_bytes_total{method=\"push\"}") >= 3 * 24_000);
+    assert!(counter("fota_package_blocks_total{method=\"push\"}") > 0);
+    assert!(
+        counter("fota_plugin_calls_total{kind=\"policy\"}") >= 3,
+        "one policy decision per device at least"
+    );
+    assert_eq!(
+        counter("fota_plugin_call_failures_total{kind=\"policy\"}"),
+        0
+    );
 
     // A second task to 3.0: paused at once, then cancelled for good, then deleted.
     let package = full_package(&bed, "3.0", 6).await;
