@@ -205,12 +205,16 @@ async fn start_fleet(
     }
     let registered = wait_registered(registrations, fleet.len(), Duration::from_secs(120)).await;
     anyhow::ensure!(registered, "devices did not register within two minutes");
-    wait_surveyed(&platform.catalog, fleet.len()).await?;
+    wait_surveyed(&platform.catalog, fleet.len(), Duration::from_secs(120)).await?;
     Ok(Arc::new(fleet))
 }
 
-/// Waits (two minutes at most) until the catalog knows the model of `count` devices.
-pub(crate) async fn wait_surveyed(catalog: &Catalog, count: usize) -> anyhow::Result<()> {
+/// Waits (`bound` at most) until the catalog knows the model of `count` devices.
+pub(crate) async fn wait_surveyed(
+    catalog: &Catalog,
+    count: usize,
+    bound: Duration,
+) -> anyhow::Result<()> {
     let surveyed = async {
         while catalog
             .devices()?
@@ -223,9 +227,9 @@ pub(crate) async fn wait_surveyed(catalog: &Catalog, count: usize) -> anyhow::Re
         }
         anyhow::Ok(())
     };
-    tokio::time::timeout(Duration::from_secs(120), surveyed)
+    tokio::time::timeout(bound, surveyed)
         .await
-        .map_err(|_| anyhow::anyhow!("devices were not surveyed within two minutes"))?
+        .map_err(|_| anyhow::anyhow!("devices were not surveyed within {bound:?}"))?
 }
 
 /// Per model: both firmware versions, a delta package, a group and a task.

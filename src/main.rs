@@ -5,6 +5,7 @@ mod bench;
 mod config;
 mod demo;
 mod diff_cmd;
+mod open_files;
 mod plugin_cmd;
 mod remote;
 mod serve;

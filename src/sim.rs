@@ -1,5 +1,6 @@
 //! `fota sim`: a simulated fleet of reference devices against a running engine, until SIGINT or
-//! SIGTERM; then a count of the versions the devices run.
+//! SIGTERM; then a count of the versions the devices run. Devices can sit behind lossy, slow
+//! links and sleep in PSM (queue mode), as NB-IoT modules do.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -7,7 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use fota_device::client::SleepCycle;
 use fota_device::fleet::{Fleet, FleetSpec, ModelSpec};
+use fota_engine::coap::TransmissionParams;
 use fota_impair::Impairment;
 
 /// Options of `fota sim`.
@@ -38,6 +41,23 @@ pub struct SimArgs {
     /// Share of datagrams each device's link loses, each way.
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
+    /// Round trip each device's link adds, in milliseconds (half each way, a fifth of that
+    /// as jitter): 1000 or more for NB-IoT.
+    #[arg(long, default_value_t = 0)]
+    rtt_ms: u64,
+    /// Queue mode (binding UQ): seconds a device stays awake after each wake-up...
+    #[arg(long, requires = "asleep_secs")]
+    awake_secs: Option<u64>,
+    /// ...and seconds it then spends in PSM, unreachable.
+    #[arg(long, requires = "awake_secs")]
+    asleep_secs: Option<u64>,
+    /// Cells the devices are spread over, at random.
+    #[arg(long, default_value_t = 16)]
+    cells: u32,
+    /// The devices' CoAP ACK timeout in milliseconds, with RFC 7252's other timers; without
+    /// it, short timers made for loopback.
+    #[arg(long)]
+    ack_timeout_ms: Option<u64>,
     /// Registration lifetime in seconds (an Update every half).
     #[arg(long, default_value_t = 60)]
     lifetime: u64,
@@ -62,9 +82,25 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     spec.first_index = args.first_index;
     spec.seed = args.seed;
     spec.lifetime = Duration::from_secs(args.lifetime);
-    if args.loss > 0.0 {
-        spec.link = Some(Impairment::lossy(args.loss));
+    spec.cells = args.cells;
+    if args.loss > 0.0 || args.rtt_ms > 0 {
+        let one_way = Duration::from_millis(args.rtt_ms) / 2;
+        spec.link = Some(Impairment::lossy(args.loss).with_delay(one_way, one_way / 5));
     }
+    if let (Some(awake), Some(asleep)) = (args.awake_secs, args.asleep_secs) {
+        spec.sleep = Some(SleepCycle {
+            awake: Duration::from_secs(awake),
+            asleep: Duration::from_secs(asleep),
+        });
+    }
+    if let Some(ack_timeout) = args.ack_timeout_ms {
+        spec.coap = TransmissionParams {
+            ack_timeout: Duration::from_millis(ack_timeout),
+            ..TransmissionParams::default()
+        };
+    }
+    let sockets_each = if spec.link.is_some() { 3 } else { 1 };
+    crate::open_files::raise(sockets_each * args.devices as u64)?;
     let fleet = Fleet::start(&spec).await?;
     eprintln!(
         "fota sim: {} {} {} devices on {} talking to udp://{}",

@@ -7,13 +7,18 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use coap_lite::{RequestType, ResponseType};
 use fota_device::client::{Device, SleepCycle};
+use fota_device::events::McuEvent;
 use fota_device::flash::SimulatedFlash;
 use fota_device::fleet::Fleet;
-use fota_engine::coap::TransmissionParams;
+use fota_engine::coap::{
+    BlockOption, Endpoint, EndpointConfig, OutgoingRequest, PacketExt, TransmissionParams,
+};
 use fota_engine::lwm2m::firmware::DeliveryMethod;
 use fota_engine::server::{Server, ServerConfig};
-use fota_engine::transfer::{Method, TransferReport};
+use fota_engine::transfer::{Method, TransferOutcome, TransferReport};
 use fota_impair::Impairment;
 use support::*;
 
@@ -132,6 +137,58 @@ async fn a_device_without_26500_starts_over_and_still_finishes() {
             "the first half is sent again: {report:?}"
         );
     }
+}
+
+/// Waits for the device's next `wanted` event.
+async fn next_event(events: &mut tokio::sync::broadcast::Receiver<McuEvent>, wanted: McuEvent) {
+    while events.recv().await.expect("the device runs") != wanted {}
+}
+
+/// A late duplicate of an old write of block 0 (its message id forgotten by the device) can
+/// restart a download after the device reported Downloaded; Update then answers 4.05. The
+/// engine reads State, sees the package is gone, and the next attempt brings it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_lost_its_package_before_update_gets_it_again() {
+    let server = engine(ServerConfig::loopback()).await;
+    let fleet = registered_fleet(&server, 1, |_| {}).await;
+    let device = &fleet.devices[0];
+    let (pkg, new) = package_80k();
+    let package = server.shelf.put(pkg.clone());
+    let mut job = fleet.jobs(&package, "2.0", 128, Method::Push).remove(0);
+    let (gate, closed) = tokio::sync::watch::channel(false);
+    job.install_gate = Some(closed);
+    let mut events = device.events();
+    let delivery = server.delivery.clone();
+    let run = tokio::spawn(async move { delivery.run(&job).await });
+    within(
+        BOUND,
+        "Downloaded",
+        next_event(&mut events, McuEvent::Downloaded),
+    )
+    .await;
+
+    let stray = Endpoint::bind("127.0.0.1:0".parse().unwrap(), EndpointConfig::default())
+        .await
+        .unwrap();
+    let mut write = OutgoingRequest::new(RequestType::Put, &["5", "0", "0"]);
+    write.block1 = Some(BlockOption::new(0, true, 128).unwrap());
+    write.payload = Bytes::copy_from_slice(&pkg[..128]);
+    let device_addr = server
+        .registry
+        .get(&device.config().endpoint)
+        .unwrap()
+        .address;
+    let answer = stray.request(device_addr, &write).await.unwrap();
+    assert_eq!(answer.response_code(), Some(ResponseType::Continue));
+    gate.send(true).unwrap();
+
+    let report = within(BOUND, "the delivery", run).await.unwrap();
+    assert!(
+        matches!(report.outcome, TransferOutcome::Upgraded { .. }),
+        "{report:?}"
+    );
+    assert!(report.interruptions >= 1, "{report:?}");
+    assert_all_upgraded(&fleet, &[report], &new);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,12 +1,11 @@
 //! What the `fota bench` figures share: the engine on its own tokio runtime with named threads
 //! (so its CPU time and allocations can be told from the simulated fleet's, which runs on the
 //! command's runtime in the same process), a fleet registered to it, the package every figure
-//! delivers, the open-files limit a large fleet needs, and bounded waits.
+//! delivers, and bounded waits.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use bytes::Bytes;
 use fota_device::fleet::{Fleet, FleetSpec, ModelSpec};
 use fota_engine::lwm2m::Registry;
@@ -18,12 +17,10 @@ use tokio::task::JoinHandle;
 
 use super::alloc;
 use super::procfs::{self, ThreadTimes};
+use crate::open_files;
 
 /// Name of every thread of the engine's runtime (at most 15 bytes: the kernel's `comm`).
 pub const ENGINE_THREAD: &str = "fota-engine";
-
-/// Open files a run needs beyond one socket per simulated device.
-const SPARE_FILES: u64 = 256;
 
 /// The engine, serving on loopback from its own runtime.
 pub struct Engine {
@@ -96,7 +93,7 @@ pub fn model() -> ModelSpec {
 /// Starts `devices` reference devices on the calling runtime and waits until every one is
 /// registered to `engine`.
 pub async fn registered_fleet(engine: &Engine, devices: usize) -> anyhow::Result<Fleet> {
-    raise_open_files(devices as u64)?;
+    open_files::raise(devices as u64)?;
     let spec = FleetSpec::uniform(devices, engine.server.coap_addr(), model());
     let registry = &engine.server.registry;
     let events = registry.subscribe();
@@ -129,36 +126,6 @@ async fn wait_registered(
     .await
     .is_ok()
         && registry.len() >= count
-}
-
-/// Raises the soft limit of open files to what `sockets` UDP sockets need, up to the hard
-/// limit; fails, saying how to fix it, when the hard limit is too low.
-pub fn raise_open_files(sockets: u64) -> anyhow::Result<()> {
-    let needed = sockets + SPARE_FILES;
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("reading the open-files limit");
-    }
-    if limit.rlim_cur >= needed {
-        return Ok(());
-    }
-    anyhow::ensure!(
-        limit.rlim_max >= needed,
-        "this run needs {needed} open files (one UDP socket per simulated device) but the hard \
-         limit is {}: raise it (`ulimit -Hn` as root, LimitNOFILE= under systemd, nofile in \
-         /etc/security/limits.conf) or simulate fewer devices",
-        limit.rlim_max
-    );
-    limit.rlim_cur = needed;
-    // SAFETY: setrlimit only reads the struct it is given.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("raising the open-files limit");
-    }
-    Ok(())
 }
 
 /// Checks `done` every few milliseconds until it holds; fails after `bound`, naming `what`.

@@ -13,19 +13,21 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::Context;
 use clap::Args;
-use fota_device::client::SleepCycle;
-use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
+use fota_device::fleet::{endpoint_name, wait_registered};
 use fota_engine::campaign::{DeviceResult, Pacing, TaskSpec, TaskStatus};
 use fota_engine::coap::TransmissionParams;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{Binding, HostConfig, PluginKind, embedded};
 use fota_engine::server::ServerConfig;
-use fota_impair::Impairment;
 use rand::{Rng, SeedableRng};
 
-use super::harness;
 use super::stats::{figure, figure_spread, summarize};
+use crate::open_files;
 
 /// Options of `fota bench nbiot`.
 #[derive(Args)]
@@ -87,15 +89,14 @@ pub async fn run(mut args: NbIotArgs) -> anyhow::Result<()> {
     if args.quick {
         args.quick();
     }
-    harness::raise_open_files(3 * args.devices as u64)?;
     let platform = start_platform(&args).await?;
     let (old, new) = images(args.delta_bytes);
     let catalog = &platform.catalog;
     let from = catalog.add_firmware("Acme", "NB-1", "1.0", &old)?;
     let to = catalog.add_firmware("Acme", "NB-1", "2.0", &new)?;
     let package = catalog.create_delta_package(&from.id, &to.id).await?;
-    let fleet = start_fleet(&platform, &args, old).await?;
-    let busiest_cell = busiest_cell(&fleet);
+    let fleet = SimulatedFleet::start(&platform, &args, &old).await?;
+    let busiest_cell = busiest_cell(&platform)?;
     println!(
         "nbiot: {} devices in {} cells (busiest {busiest_cell}), rtt {} ms, loss {}, awake {} s \
          of {} s, delta package {} bytes in {}-byte blocks, {} per cell at once",
@@ -109,11 +110,7 @@ pub async fn run(mut args: NbIotArgs) -> anyhow::Result<()> {
         args.block_size,
         args.max_per_cell
     );
-    let endpoints: Vec<String> = fleet
-        .devices
-        .iter()
-        .map(|d| d.config().endpoint.clone())
-        .collect();
+    let endpoints = fleet.endpoints.clone();
     let group = catalog.create_group("fleet", "Acme", "NB-1")?;
     catalog.add_to_group(&group.id, &endpoints)?;
     let started = Instant::now();
@@ -198,43 +195,104 @@ fn images(delta_bytes: usize) -> (Vec<u8>, Vec<u8>) {
     (old, new)
 }
 
-/// The fleet, every device behind its own NB-IoT link and sleeping, registered and surveyed.
-async fn start_fleet(platform: &Platform, args: &NbIotArgs, old: Vec<u8>) -> anyhow::Result<Fleet> {
-    let model = ModelSpec {
-        manufacturer: "Acme".into(),
-        model: "NB-1".into(),
-        image: old,
-        version: "1.0".into(),
-    };
-    let mut spec = FleetSpec::uniform(args.devices, platform.server.coap_addr(), model);
-    spec.cells = args.cells;
-    spec.coap = nb_iot_timers(args);
-    spec.lifetime = Duration::from_secs(10 * (args.awake_secs + args.asleep_secs));
-    spec.sleep = Some(SleepCycle {
-        awake: Duration::from_secs(args.awake_secs),
-        asleep: Duration::from_secs(args.asleep_secs),
-    });
-    let one_way = args.rtt() / 2;
-    spec.link = Some(Impairment::lossy(args.loss).with_delay(one_way, one_way / 5));
-    spec.trusted_key = Some(platform.catalog.public_key());
-    let registrations = platform.server.registry.subscribe();
-    let fleet = Fleet::start(&spec).await?;
-    let bound = Duration::from_secs(600);
-    anyhow::ensure!(
-        wait_registered(registrations, fleet.len(), bound).await,
-        "the fleet did not register within {bound:?}"
-    );
-    crate::demo::wait_surveyed(&platform.catalog, fleet.len()).await?;
-    Ok(fleet)
+/// The fleet, run by `fota sim` processes: every device sleeps in PSM and sits behind its own
+/// NB-IoT link, which takes three sockets, so one process's open-files limit caps the devices
+/// it can run. Dropping it stops them.
+struct SimulatedFleet {
+    /// Every device's endpoint name.
+    endpoints: Vec<String>,
+    /// The `fota sim` processes, killed on drop.
+    _processes: Vec<tokio::process::Child>,
+    /// The image file they were started from, removed on drop.
+    image: PathBuf,
 }
 
-/// Devices in the cell that has the most.
-fn busiest_cell(fleet: &Fleet) -> usize {
-    let mut cells: HashMap<u32, usize> = HashMap::new();
-    for device in &fleet.devices {
-        *cells.entry(device.config().cell_id).or_default() += 1;
+impl SimulatedFleet {
+    /// Starts the fleet in as many processes as the open-files limit needs, and waits until
+    /// every device is registered and surveyed.
+    async fn start(platform: &Platform, args: &NbIotArgs, old: &[u8]) -> anyhow::Result<Self> {
+        let image = std::env::temp_dir().join(format!("fota-nbiot-{}.bin", std::process::id()));
+        std::fs::write(&image, old)?;
+        let per_process = (open_files::hard_limit()?.saturating_sub(open_files::SPARE) / 3).max(1);
+        let processes = args.devices.div_ceil(per_process as usize);
+        let registrations = platform.server.registry.subscribe();
+        let mut children = Vec::new();
+        for part in 0..processes {
+            let first = part * args.devices / processes;
+            let count = (part + 1) * args.devices / processes - first;
+            children.push(sim_process(platform, args, &image, part, first, count)?);
+        }
+        let fleet = SimulatedFleet {
+            endpoints: (0..args.devices).map(endpoint_name).collect(),
+            _processes: children,
+            image,
+        };
+        let bound = Duration::from_secs(600);
+        anyhow::ensure!(
+            wait_registered(registrations, args.devices, bound).await,
+            "the fleet did not register within {bound:?}"
+        );
+        crate::demo::wait_surveyed(&platform.catalog, args.devices, bound).await?;
+        Ok(fleet)
     }
-    cells.into_values().max().unwrap_or(0)
+}
+
+impl Drop for SimulatedFleet {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+/// `fota sim` running devices `first..first + count` of the fleet.
+fn sim_process(
+    platform: &Platform,
+    args: &NbIotArgs,
+    image: &Path,
+    part: usize,
+    first: usize,
+    count: usize,
+) -> anyhow::Result<tokio::process::Child> {
+    let ack_timeout = nb_iot_timers(args).ack_timeout;
+    let lifetime = 10 * (args.awake_secs + args.asleep_secs);
+    let flags = [
+        ("--server", platform.server.coap_addr().to_string()),
+        ("--devices", count.to_string()),
+        ("--first-index", first.to_string()),
+        ("--seed", (part + 1).to_string()),
+        ("--vendor", "Acme".into()),
+        ("--model", "NB-1".into()),
+        ("--version", "1.0".into()),
+        ("--image", image.display().to_string()),
+        ("--loss", args.loss.to_string()),
+        ("--rtt-ms", args.rtt_ms.to_string()),
+        ("--awake-secs", args.awake_secs.to_string()),
+        ("--asleep-secs", args.asleep_secs.to_string()),
+        ("--cells", args.cells.to_string()),
+        ("--ack-timeout-ms", ack_timeout.as_millis().to_string()),
+        ("--lifetime", lifetime.to_string()),
+    ];
+    let mut command = tokio::process::Command::new(std::env::current_exe()?);
+    command.arg("sim");
+    for (flag, value) in flags {
+        command.args([flag, &value]);
+    }
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting a fota sim process")
+}
+
+/// Devices in the cell that has the most, as the engine surveyed them.
+fn busiest_cell(platform: &Platform) -> anyhow::Result<usize> {
+    let mut cells: HashMap<u32, usize> = HashMap::new();
+    for device in platform.catalog.devices()? {
+        if let Some(cell) = device.cell_id {
+            *cells.entry(cell).or_default() += 1;
+        }
+    }
+    Ok(cells.into_values().max().unwrap_or(0))
 }
 
 fn task_spec(args: &NbIotArgs, group_id: String, package_id: String) -> TaskSpec {

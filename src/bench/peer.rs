@@ -208,7 +208,7 @@ struct Downloaders {
 
 impl Downloaders {
     async fn bind(devices: usize) -> anyhow::Result<Downloaders> {
-        harness::raise_open_files(devices as u64)?;
+        crate::open_files::raise(devices as u64)?;
         let mut endpoints = Vec::with_capacity(devices);
         for _ in 0..devices {
             endpoints.push(Endpoint::bind(loopback(), device_config()).await?);

@@ -320,41 +320,50 @@ impl Delivery {
             .map_err(at("observing State and Update Result"))?;
         let known = self.book.get(&job.endpoint, &job.package.sha256).is_some();
         let mut back = self.registry.next_contact(&job.endpoint);
-        match watch.state() {
-            FirmwareState::Updating => job.report(Stage::Installing),
-            FirmwareState::Downloaded if known => {
-                job.report(Stage::Downloaded);
-                job.wait_for_install_gate().await;
-                back = self.registry.next_contact(&job.endpoint);
-                job.report(Stage::Installing);
-                execute_update(self, device).await?;
-            }
-            _ => {
+        let state = watch.state();
+        if state == FirmwareState::Updating {
+            job.report(Stage::Installing);
+        } else {
+            if !(state == FirmwareState::Downloaded && known) {
                 job.report(Stage::Downloading);
-                let download = async {
-                    match job.method {
-                        Method::Push => self.push(attempt, &mut watch, device, meter).await,
-                        Method::Pull => self.pull(attempt, &mut watch, device).await,
-                    }
-                };
-                let downloaded = tokio::select! {
-                    downloaded = download => downloaded?,
-                    () = self.registered_again(&job.endpoint) => Some(TransferOutcome::Interrupted(
-                        "the device rebooted and registered again".into(),
-                    )),
-                };
-                if let Some(failure) = downloaded {
+                if let Some(failure) = self.download(attempt, &mut watch, device, meter).await? {
                     return Ok(failure);
                 }
-                job.report(Stage::Downloaded);
-                job.wait_for_install_gate().await;
-                back = self.registry.next_contact(&job.endpoint);
-                job.report(Stage::Installing);
-                execute_update(self, device).await?;
+            }
+            job.report(Stage::Downloaded);
+            job.wait_for_install_gate().await;
+            back = self.registry.next_contact(&job.endpoint);
+            job.report(Stage::Installing);
+            if let Some(outcome) = execute_update(self, &mut watch, device).await? {
+                return Ok(outcome);
             }
         }
         drop(watch);
         confirm(self, job, back).await
+    }
+
+    /// Brings the package onto the device by push or pull; `Some` when the attempt ends
+    /// without it (a device failure, a refusal, a reboot).
+    async fn download(
+        &self,
+        attempt: &mut Attempt<'_>,
+        watch: &mut FirmwareWatch,
+        device: std::net::SocketAddr,
+        meter: &WireMeter,
+    ) -> Result<Option<TransferOutcome>, StageError> {
+        let endpoint = &attempt.job.endpoint;
+        let download = async {
+            match attempt.job.method {
+                Method::Push => self.push(attempt, watch, device, meter).await,
+                Method::Pull => self.pull(attempt, watch, device).await,
+            }
+        };
+        tokio::select! {
+            downloaded = download => downloaded,
+            () = self.registered_again(endpoint) => Ok(Some(TransferOutcome::Interrupted(
+                "the device rebooted and registered again".into(),
+            ))),
+        }
     }
 
     /// Resolves when the device sends a new Register (it rebooted: the address the attempt

@@ -4,29 +4,52 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use coap_lite::ResponseType;
 use tokio::sync::oneshot;
 
 use super::delivery::{Delivery, DeliveryJob};
 use super::outcome::TransferOutcome;
 use super::push::read_result;
 use super::steps::{StageError, at};
+use super::watch::FirmwareWatch;
 use crate::coap::CoapError;
-use crate::lwm2m::firmware::{self, UpdateResult};
+use crate::lwm2m::firmware::{self, FirmwareState, UpdateResult};
 use crate::lwm2m::{ManagementError, RegistrationEvent};
 
-/// Executes Update. The answer can be lost while the device already reboots into the new
-/// firmware: whether it installed shows when it registers again, so a timeout is no error.
+/// Executes Update; `Some` when the attempt ends here. The answer can be lost while the device
+/// already reboots into the new firmware: whether it installed shows when it registers again,
+/// so a timeout is no error. A device that refuses (4.05) is asked its State: Updating means an
+/// earlier Update got through; anything but Downloaded means it no longer holds the package (a
+/// late duplicate of an old write restarted its download), which the next attempt repairs.
 pub(super) async fn execute_update(
     delivery: &Delivery,
+    watch: &mut FirmwareWatch,
     device: SocketAddr,
-) -> Result<(), StageError> {
-    match delivery
+) -> Result<Option<TransferOutcome>, StageError> {
+    let refusal = match delivery
         .management
         .execute(device, firmware::UPDATE, None)
         .await
     {
-        Ok(()) | Err(ManagementError::Coap(CoapError::Timeout { .. })) => Ok(()),
-        Err(error) => Err(at("executing Update")(error)),
+        Ok(()) | Err(ManagementError::Coap(CoapError::Timeout { .. })) => return Ok(None),
+        Err(
+            refusal @ ManagementError::Status {
+                code: ResponseType::MethodNotAllowed,
+                ..
+            },
+        ) => refusal,
+        Err(error) => return Err(at("executing Update")(error)),
+    };
+    let state = watch
+        .read_now(&delivery.management)
+        .await
+        .map_err(at("reading State after Update was refused"))?;
+    match state {
+        FirmwareState::Updating => Ok(None),
+        FirmwareState::Downloaded => Err(at("executing Update")(refusal)),
+        other => Ok(Some(TransferOutcome::Interrupted(format!(
+            "executing Update: the device no longer holds the package (State {other:?})"
+        )))),
     }
 }
 

@@ -97,9 +97,11 @@ impl FirmwareWatch {
                     // The device dropped an observation: read from now on.
                     self.state_observation = None;
                     self.result_observation = None;
-                    self.poll(management).await?;
+                    self.read_now(management).await?;
                 }
-                Err(_) => self.poll(management).await?,
+                Err(_) => {
+                    self.read_now(management).await?;
+                }
             }
         }
         Ok(self.state)
@@ -110,12 +112,16 @@ impl FirmwareWatch {
             || (self.state == FirmwareState::Idle && self.result != UpdateResult::Initial)
     }
 
-    async fn poll(&mut self, management: &DeviceManagement) -> Result<(), ManagementError> {
+    /// Reads State and Update Result now; returns the State.
+    pub async fn read_now(
+        &mut self,
+        management: &DeviceManagement,
+    ) -> Result<FirmwareState, ManagementError> {
         let records = management
             .read(self.device, LwM2mPath::instance(5, 0))
             .await?;
         self.apply(&records);
-        Ok(())
+        Ok(self.state)
     }
 
     fn apply(&mut self, records: &[Record]) {
