@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
 use fota_device::client::SleepCycle;
 use fota_device::fleet::{Fleet, FleetSpec, ModelSpec};
@@ -101,7 +102,10 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     }
     let sockets_each = if spec.link.is_some() { 3 } else { 1 };
     crate::open_files::raise(sockets_each * args.devices as u64)?;
-    let fleet = Fleet::start(&spec).await?;
+    let fleet = Fleet::start(&spec).await.context(
+        "starting the devices: each takes a UDP port (three behind a link), so a large fleet \
+         may need a wider net.ipv4.ip_local_port_range",
+    )?;
     eprintln!(
         "fota sim: {} {} {} devices on {} talking to udp://{}",
         fleet.len(),

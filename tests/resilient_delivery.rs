@@ -188,7 +188,52 @@ async fn a_device_that_lost_its_package_before_update_gets_it_again() {
         "{report:?}"
     );
     assert!(report.interruptions >= 1, "{report:?}");
-    assert_all_upgraded(&fleet, &[report], &new);
+    assert_all_upgraded(&fleet, std::slice::from_ref(&report), &new);
+}
+
+/// The answer to Execute Update is lost (and the device's first Registers after its reboot):
+/// the delivery ends when the device comes back on the new firmware, without waiting out the
+/// Execute exchange's retransmissions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_to_update_does_not_hold_the_delivery() {
+    let server = engine(ServerConfig::loopback()).await;
+    let fleet = registered_fleet(&server, 1, |spec| spec.link = Some(Impairment::none())).await;
+    let (device, link) = (&fleet.devices[0], &fleet.links[0]);
+    let (pkg, new) = package_80k();
+    let package = server.shelf.put(pkg);
+    let mut job = fleet.jobs(&package, "2.0", 512, Method::Push).remove(0);
+    let (gate, closed) = tokio::sync::watch::channel(false);
+    job.install_gate = Some(closed);
+    let mut events = device.events();
+    let delivery = server.delivery.clone();
+    let run = tokio::spawn(async move { delivery.run(&job).await });
+    within(
+        BOUND,
+        "Downloaded",
+        next_event(&mut events, McuEvent::Downloaded),
+    )
+    .await;
+
+    // 200 ms each way: the answer to Execute is due out of the link 200 ms after the device
+    // took the Execute, and the link is down by then.
+    let one_way = Duration::from_millis(200);
+    link.set_impairment(Impairment::none().with_delay(one_way, Duration::ZERO));
+    gate.send(true).unwrap();
+    within(
+        BOUND,
+        "Updating",
+        next_event(&mut events, McuEvent::Updating),
+    )
+    .await;
+    link.blackout(2 * one_way);
+
+    let report = within(BOUND, "the delivery", run).await.unwrap();
+    assert_all_upgraded(&fleet, std::slice::from_ref(&report), &new);
+    let execute_gives_up = TransmissionParams::fast().max_transmit_span();
+    assert!(
+        report.elapsed < execute_gives_up,
+        "the delivery waited for the lost answer: {report:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -202,7 +202,7 @@ struct SimulatedFleet {
     /// Every device's endpoint name.
     endpoints: Vec<String>,
     /// The `fota sim` processes, killed on drop.
-    _processes: Vec<tokio::process::Child>,
+    processes: Vec<tokio::process::Child>,
     /// The image file they were started from, removed on drop.
     image: PathBuf,
 }
@@ -222,18 +222,29 @@ impl SimulatedFleet {
             let count = (part + 1) * args.devices / processes - first;
             children.push(sim_process(platform, args, &image, part, first, count)?);
         }
-        let fleet = SimulatedFleet {
+        let mut fleet = SimulatedFleet {
             endpoints: (0..args.devices).map(endpoint_name).collect(),
-            _processes: children,
+            processes: children,
             image,
         };
         let bound = Duration::from_secs(600);
-        anyhow::ensure!(
-            wait_registered(registrations, args.devices, bound).await,
-            "the fleet did not register within {bound:?}"
-        );
+        tokio::select! {
+            registered = wait_registered(registrations, args.devices, bound) => {
+                anyhow::ensure!(registered, "the fleet did not register within {bound:?}");
+            }
+            exited = fleet.first_exit() => anyhow::bail!("a fota sim process ended: {exited:?}"),
+        }
         crate::demo::wait_surveyed(&platform.catalog, args.devices, bound).await?;
         Ok(fleet)
+    }
+
+    /// Resolves when one of the `fota sim` processes ends (it failed: they run until killed).
+    async fn first_exit(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        let waits = self
+            .processes
+            .iter_mut()
+            .map(|child| Box::pin(child.wait()));
+        futures_util::future::select_all(waits).await.0
     }
 }
 

@@ -143,6 +143,17 @@ fn print_figures(args: &ThroughputArgs, run: &Run, package_len: usize) {
         "blocks/s (first request to last confirmation)",
     );
     figure("elapsed", run.elapsed.as_secs_f64(), "s");
+    let mut deliveries: Vec<f64> = run
+        .reports
+        .iter()
+        .map(|r| r.elapsed.as_secs_f64())
+        .collect();
+    figure_spread("delivery_time", &summarize(&mut deliveries), "s");
+    figure(
+        "deliveries_interrupted",
+        run.reports.iter().filter(|r| r.interruptions > 0).count() as f64,
+        "deliveries (an exchange timed out; the delivery resumed)",
+    );
     let per_block_us = |cpu: Duration| cpu.as_secs_f64() * 1e6 / blocks.max(1.0);
     figure("engine_cpu_per_block", per_block_us(run.engine.cpu), "us");
     figure(

@@ -334,8 +334,15 @@ impl Delivery {
             job.wait_for_install_gate().await;
             back = self.registry.next_contact(&job.endpoint);
             job.report(Stage::Installing);
-            if let Some(outcome) = execute_update(self, &mut watch, device).await? {
-                return Ok(outcome);
+            tokio::select! {
+                executed = execute_update(self, &mut watch, device) => {
+                    if let Some(outcome) = executed? {
+                        return Ok(outcome);
+                    }
+                }
+                // Back from the update before its answer came (the answer was lost): no need to
+                // wait out the exchange's timeout.
+                () = self.registered_again(&job.endpoint) => {}
             }
         }
         drop(watch);
