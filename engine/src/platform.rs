@@ -19,8 +19,10 @@ use crate::server::{Server, ServerConfig};
 use crate::store::{SledStore, Store, StoreError};
 use crate::transfer::ResumeBook;
 
-/// Surveys of newly registered devices running at once.
-const SURVEYS_AT_ONCE: usize = 64;
+/// Surveys of newly registered devices running at once. A survey is a few round trips, which
+/// take seconds on NB-IoT: after a registration storm (a cell back from an outage) this is what
+/// lets thousands of devices be surveyed inside their first awake window.
+const SURVEYS_AT_ONCE: usize = 1024;
 
 /// How to run the platform.
 #[derive(Debug, Clone)]
@@ -136,7 +138,7 @@ async fn load_plugins(
 }
 
 /// Keeps the catalog's devices current: seen at every Register and Update, surveyed at every
-/// Register, offline when their registration ends.
+/// Register (and at an Update until a survey succeeded), offline when their registration ends.
 async fn follow_registrations(
     mut events: broadcast::Receiver<RegistrationEvent>,
     catalog: Catalog,
@@ -158,7 +160,13 @@ async fn follow_registrations(
                 spawn_survey(&catalog, &management, &surveys, &registration);
                 catalog.device_seen(&registration)
             }
-            RegistrationEvent::Updated(_) => catalog.device_seen(&registration),
+            // A device whose survey failed (asleep before it ran, a lost answer) or whose
+            // Register this follower missed is surveyed at its next Update, in its window.
+            RegistrationEvent::Updated(_) => catalog.device_seen(&registration).inspect(|device| {
+                if device.model.is_none() {
+                    spawn_survey(&catalog, &management, &surveys, &registration);
+                }
+            }),
             RegistrationEvent::Deregistered(_) | RegistrationEvent::Expired(_) => {
                 catalog.device_gone(&registration.endpoint)
             }

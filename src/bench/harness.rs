@@ -110,7 +110,7 @@ pub async fn registered_fleet(engine: &Engine, devices: usize) -> anyhow::Result
 
 /// Waits until `registry` holds `count` registrations, woken by its events; a burst larger than
 /// the event channel only makes the receiver lag, which wakes it too. False after `bound`.
-async fn wait_registered(
+pub async fn wait_registered(
     registry: &Registry,
     mut events: tokio::sync::broadcast::Receiver<fota_engine::lwm2m::RegistrationEvent>,
     count: usize,

@@ -18,7 +18,7 @@ use std::process::Stdio;
 
 use anyhow::Context;
 use clap::Args;
-use fota_device::fleet::{endpoint_name, wait_registered};
+use fota_device::fleet::endpoint_name;
 use fota_engine::campaign::{DeviceResult, Pacing, TaskSpec, TaskStatus};
 use fota_engine::coap::TransmissionParams;
 use fota_engine::platform::{Platform, PlatformConfig};
@@ -26,6 +26,7 @@ use fota_engine::plugin::{Binding, HostConfig, PluginKind, embedded};
 use fota_engine::server::ServerConfig;
 use rand::{Rng, SeedableRng};
 
+use super::harness;
 use super::stats::{figure, figure_spread, summarize};
 use crate::open_files;
 
@@ -229,7 +230,12 @@ impl SimulatedFleet {
         };
         let bound = Duration::from_secs(600);
         tokio::select! {
-            registered = wait_registered(registrations, args.devices, bound) => {
+            registered = harness::wait_registered(
+                &platform.server.registry,
+                registrations,
+                args.devices,
+                bound,
+            ) => {
                 anyhow::ensure!(registered, "the fleet did not register within {bound:?}");
             }
             exited = fleet.first_exit() => anyhow::bail!("a fota sim process ended: {exited:?}"),
