@@ -17,7 +17,6 @@ use exports::fota::plugin::{capability_check, config};
 use fota::plugin::types::{
     DeliveryMethod, DeliveryPlan, Device, FirmwarePackage, PackageKind, TransferMethod,
 };
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 /// The rules, resolved per model by `configure` so a call only looks its model up.
@@ -39,8 +38,9 @@ struct Rule {
 struct Rules {
     /// For models without settings of their own.
     default: Rule,
-    /// For models named in `key@MODEL` settings, with the plain keys filled in.
-    models: HashMap<String, Rule>,
+    /// For models named in `key@MODEL` settings, with the plain keys filled in. A plugin is
+    /// bound to one vendor's models, a handful: a scan beats hashing the name on every call.
+    models: Vec<(String, Rule)>,
 }
 
 impl Rule {
@@ -114,13 +114,17 @@ fn resolve(settings: &[(String, String)]) -> Result<Rules, String> {
     for (key, value) in settings.iter().filter(|(k, _)| !k.contains('@')) {
         default.set(key, value)?;
     }
-    let mut models = HashMap::new();
+    let mut models: Vec<(String, Rule)> = Vec::new();
     for (key, value) in settings {
         if let Some((key, model)) = key.split_once('@') {
-            models
-                .entry(model.to_string())
-                .or_insert(default)
-                .set(key, value)?;
+            let at = match models.iter().position(|(m, _)| m == model) {
+                Some(at) => at,
+                None => {
+                    models.push((model.to_string(), default));
+                    models.len() - 1
+                }
+            };
+            models[at].1.set(key, value)?;
         }
     }
     Ok(Rules { default, models })
@@ -140,7 +144,11 @@ impl capability_check::Guest for GenericCapability {
         let rules = RULES.lock().unwrap();
         let rules = rules.as_ref().ok_or("not configured")?;
         let model = device.model.as_str();
-        let rule = rules.models.get(model).unwrap_or(&rules.default);
+        let rule = rules
+            .models
+            .iter()
+            .find(|(m, _)| m == model)
+            .map_or(&rules.default, |(_, rule)| rule);
         rule.plan(model, &device, &pkg)
     }
 }
