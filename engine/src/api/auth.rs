@@ -1,8 +1,8 @@
 //! Authentication and authorization of the HTTP API: bearer tokens from the configuration,
 //! each with a role. An operator may do everything; a viewer may only read (GET). A request
 //! without a token, or with one the configuration does not hold, is answered 401 with a
-//! `WWW-Authenticate` challenge; a viewer's write is answered 403. Owns the check only: which
-//! routes it guards is the router's business.
+//! `WWW-Authenticate` challenge; a viewer's write is answered 403. Owns the checks only
+//! (authentication, then the role's): which routes they guard is the router's business.
 
 use std::fmt;
 use std::sync::Arc;
@@ -102,19 +102,37 @@ pub async fn authorize(
     }
 }
 
-fn check(tokens: &Tokens, request: &Request) -> Result<(), Problem> {
+/// Middleware: lets the request through when it carries an accepted token, whatever its role
+/// (for the answers to paths and methods no route has).
+pub async fn authenticate(
+    State(tokens): State<Arc<Tokens>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match identify(&tokens, &request) {
+        Ok(_) => next.run(request).await,
+        Err(problem) => problem.into_response(),
+    }
+}
+
+/// The role of the request's token; a 401 without an accepted one.
+fn identify(tokens: &Tokens, request: &Request) -> Result<Role, Problem> {
     let Some(presented) = bearer(request) else {
         return Err(Problem::unauthorized(
             "send a token as `Authorization: Bearer <token>`",
             CHALLENGE,
         ));
     };
-    let Some(role) = tokens.role_of(presented) else {
-        return Err(Problem::unauthorized(
+    tokens.role_of(presented).ok_or_else(|| {
+        Problem::unauthorized(
             "the token is not one this engine accepts",
             CHALLENGE_INVALID,
-        ));
-    };
+        )
+    })
+}
+
+fn check(tokens: &Tokens, request: &Request) -> Result<(), Problem> {
+    let role = identify(tokens, request)?;
     if !role.allows(request.method()) {
         return Err(Problem::new(
             Kind::Forbidden,
