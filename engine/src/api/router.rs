@@ -12,7 +12,7 @@ use axum::http::Method;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
-use super::auth::{Tokens, authenticate, authorize};
+use super::auth::{Guard, authenticate, authorize};
 use super::problem::{Kind, method_not_allowed, no_such_route};
 use super::{
     ApiConfig, ApiState, devices, events, firmware, groups, health, metrics, openapi, packages,
@@ -614,7 +614,8 @@ pub fn operations() -> Vec<Operation> {
 /// [`authorize`], and problem answers for unknown paths and methods, given only to a request
 /// with a valid token (so without one, nothing says which paths exist).
 pub(super) fn router(state: ApiState, config: &ApiConfig) -> Router {
-    let tokens = Arc::new(Tokens::new(&config.tokens));
+    let largest_body = config.max_upload_bytes.max(config.max_json_bytes);
+    let guard = Arc::new(Guard::new(&config.tokens, largest_body));
     let add = |router: Router<ApiState>, route: &Route| {
         router.route(route.path, route.method_router(config))
     };
@@ -623,8 +624,8 @@ pub(super) fn router(state: ApiState, config: &ApiConfig) -> Router {
         .iter()
         .filter(|r| !r.public)
         .fold(Router::new(), add)
-        .route_layer(from_fn_with_state(tokens.clone(), authorize));
-    let authenticated = || from_fn_with_state(tokens.clone(), authenticate);
+        .route_layer(from_fn_with_state(guard.clone(), authorize));
+    let authenticated = || from_fn_with_state(guard.clone(), authenticate);
     open.merge(guarded)
         .method_not_allowed_fallback(method_not_allowed.layer(authenticated()))
         .fallback(no_such_route.layer(authenticated()))
