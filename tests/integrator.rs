@@ -2,8 +2,10 @@
 //! tokens from a fota.toml, two `fota sim` fleets, then one campaign driven by the `fota` CLI
 //! (firmware add, package create, group create and add, task create, pause, resume and watch,
 //! stats) and one by `examples/integrator/campaign.py` (Python standard library, the HTTP API
-//! only). Each campaign ends with every device of its model upgraded. A plugin added with
-//! `fota plugin add` is still bound after the engine is stopped and started again.
+//! only). Each campaign ends with every device of its model upgraded. The CLI's lists show what
+//! its campaign made, `fota task start` starts a due task (and is refused one not due yet), and
+//! `fota task cancel` stops an upgrading one. A plugin added with `fota plugin add` is still
+//! bound after the engine is stopped and started again.
 
 mod support;
 
@@ -49,10 +51,36 @@ impl Engine {
         stdout
     }
 
+    /// Runs a command that prints JSON; returns it.
+    fn printed(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.operate(args)).expect("JSON")
+    }
+
     /// Runs a command that prints a JSON object; returns its `id`.
     fn created(&self, args: &[&str]) -> String {
-        let answer: Value = serde_json::from_str(&self.operate(args)).expect("JSON");
-        answer["id"].as_str().expect("an id").to_string()
+        self.printed(args)["id"]
+            .as_str()
+            .expect("an id")
+            .to_string()
+    }
+
+    /// Runs a command as the operator that must be refused with `status`; returns its stderr.
+    fn refused(&self, args: &[&str], status: &str) -> String {
+        let output = self.fota(OPERATOR, args);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!output.status.success(), "fota {args:?} was not refused");
+        assert!(stderr.contains(status), "fota {args:?}: {stderr}");
+        stderr
+    }
+
+    /// POST `path` with a JSON body as the operator.
+    fn post(&self, path: &str, body: &Value) -> Value {
+        ureq::post(&format!("{}{path}", self.http))
+            .set("Authorization", &format!("Bearer {OPERATOR}"))
+            .send_json(body)
+            .expect("POST answers")
+            .into_json()
+            .expect("JSON")
     }
 
     /// GET `path` as the viewer.
@@ -162,8 +190,16 @@ fn wait_for_fleet(engine: &Engine, model: &str) {
     });
 }
 
+/// What the CLI campaign made.
+struct Made {
+    firmware: [String; 2],
+    package: String,
+    group: String,
+    task: String,
+}
+
 /// The campaign a platform host runs with the `fota` CLI.
-fn cli_campaign(engine: &Engine, old: &Path, new: &Path) {
+fn cli_campaign(engine: &Engine, old: &Path, new: &Path) -> Made {
     let (old, new) = (old.to_str().unwrap(), new.to_str().unwrap());
     let add = [
         "firmware",
@@ -228,6 +264,119 @@ fn cli_campaign(engine: &Engine, old: &Path, new: &Path) {
         [DEVICES.to_string(), DEVICES.to_string()],
         "{stats}"
     );
+    Made {
+        firmware: [from, to],
+        package,
+        group,
+        task,
+    }
+}
+
+/// The ids of the items `fota LIST...` prints.
+fn listed(engine: &Engine, list: &[&str]) -> Vec<String> {
+    let items = engine.printed(list);
+    let items = items.as_array().expect("a list");
+    items
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The CLI's lists show what its campaign made; `fota task start` is refused a task not due
+/// yet and starts a due one; `fota task cancel` is refused a task that has not started and
+/// stops an upgrading one.
+fn cli_lists_and_task_actions(engine: &Engine, made: &Made, image: &Path) {
+    let firmware = listed(engine, &["firmware", "list"]);
+    assert!(
+        made.firmware.iter().all(|f| firmware.contains(f)),
+        "{firmware:?}"
+    );
+    assert!(listed(engine, &["package", "list"]).contains(&made.package));
+    assert!(listed(engine, &["group", "list"]).contains(&made.group));
+    let tasks = engine.printed(&["task", "list"]);
+    let task = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == *made.task);
+    assert_eq!(
+        task.expect("the task listed")["status"],
+        "completed",
+        "{tasks}"
+    );
+
+    // A full package to 1.0.0, for tasks the weak signal holds: every device reports less
+    // than 0 dBm, so its cell is paused and it waits, and the task stays upgrading.
+    let image = image.to_str().unwrap();
+    let add = ["firmware", "add", "--vendor", "Acme", "--model", "NB-IoT-A"];
+    let firmware = engine.created(&[&add[..], &["--version", "1.0.0", image]].concat());
+    let package = engine.created(&["package", "create", "--to", &firmware]);
+    let later = engine.created(&[
+        "task",
+        "create",
+        "--name",
+        "later",
+        "--group",
+        &made.group,
+        "--package",
+        &package,
+        "--start-in",
+        "3600",
+        "--min-signal",
+        "0",
+    ]);
+    let detail = engine.refused(&["task", "start", &later], "409");
+    assert!(detail.contains("execution time"), "{detail}");
+    let detail = engine.refused(&["task", "cancel", &later], "409");
+    assert!(detail.contains("not started"), "{detail}");
+
+    let started = start_by_hand(engine, &made.group, &package);
+    assert_eq!(started["status"], "upgrading", "{started}");
+    let id = started["id"].as_str().unwrap();
+    let cancelled = engine.printed(&["task", "cancel", id]);
+    assert_eq!(cancelled["status"], "stopped", "{cancelled}");
+    engine.refused(&["task", "cancel", id], "409");
+}
+
+/// Creates a task due in a moment and, once it is due, starts it with `fota task start`;
+/// returns what that prints. The system starts a due task itself at its next look (at once
+/// after a change, then every 500 ms), so the start by hand comes just after the due time;
+/// should the system win all the same, the task is cancelled and the start tried again with a
+/// new task, a few times.
+fn start_by_hand(engine: &Engine, group: &str, package: &str) -> Value {
+    for _ in 0..4 {
+        let due = now_millis() + 200;
+        let task = engine.post(
+            "/v1/tasks",
+            &serde_json::json!({
+                "name": "started by hand",
+                "group_id": group,
+                "package_id": package,
+                "retries": 1,
+                "retry_interval_secs": 1,
+                "execution_time": due,
+                "min_signal_dbm": 0,
+            }),
+        );
+        let id = task["id"].as_str().unwrap();
+        std::thread::sleep(Duration::from_millis(due.saturating_sub(now_millis()) + 20));
+        let output = engine.fota(OPERATOR, &["task", "start", id]);
+        if output.status.success() {
+            return serde_json::from_slice(&output.stdout).expect("JSON");
+        }
+        let task = engine.get(&format!("/v1/tasks/{id}"));
+        assert_ne!(task["status"], "not_started", "a due task refused: {task}");
+        engine.operate(&["task", "cancel", id]);
+    }
+    panic!("the system started the task before `fota task start` every time");
+}
+
+/// The system time, in milliseconds since the Unix epoch.
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 /// The campaign an integrator's back office runs with the Python example.
@@ -304,7 +453,8 @@ fn the_cli_and_the_python_example_each_run_a_whole_campaign_and_plugins_are_kept
     wait_for_fleet(&engine, "NB-IoT-A");
     wait_for_fleet(&engine, "NB-IoT-B");
 
-    cli_campaign(&engine, &old_a, &new_a);
+    let made = cli_campaign(&engine, &old_a, &new_a);
+    cli_lists_and_task_actions(&engine, &made, &old_b);
     python_campaign(&engine, &old_b, &new_b);
 
     for fleet in fleets {

@@ -1,8 +1,8 @@
 //! Authentication and authorization of the HTTP API: bearer tokens from the configuration,
 //! each with a role. An operator may do everything; a viewer may only read (GET). A request
 //! without a token, or with one the configuration does not hold, is answered 401 with a
-//! `WWW-Authenticate` challenge; a viewer's write is answered 403. Owns the check only: which
-//! routes it guards is the router's business.
+//! `WWW-Authenticate` challenge; a viewer's write is answered 403. Owns the checks only
+//! (authentication, then the role's): which routes they guard is the router's business.
 
 use std::fmt;
 use std::sync::Arc;
@@ -85,36 +85,78 @@ impl Tokens {
     }
 }
 
+/// What the checks hold: the tokens, and how much of a refused request's body is read before
+/// the answer.
+pub struct Guard {
+    /// The accepted tokens.
+    tokens: Tokens,
+    /// The largest body a route takes: a refused request's body is read up to this before the
+    /// answer, so a client still sending it gets the answer instead of a connection reset (a
+    /// server that answers and closes while the body is still coming resets the connection,
+    /// and clients that write the whole body before they read lose the answer).
+    drain_limit: usize,
+}
+
+impl Guard {
+    /// Checks of `tokens`; bodies read up to `drain_limit` bytes before a refusal.
+    pub fn new(tokens: &[Token], drain_limit: usize) -> Self {
+        Guard {
+            tokens: Tokens::new(tokens),
+            drain_limit,
+        }
+    }
+
+    /// Answers `problem` once the request's body is read (up to the drain limit).
+    async fn refuse(&self, problem: Problem, request: Request) -> Response {
+        let _ = axum::body::to_bytes(request.into_body(), self.drain_limit).await;
+        problem.into_response()
+    }
+}
+
 /// Challenge of a request without a token.
 const CHALLENGE: &str = "Bearer realm=\"fota\"";
 /// Challenge of a request with a token that is not accepted.
 const CHALLENGE_INVALID: &str = "Bearer realm=\"fota\", error=\"invalid_token\"";
 
 /// Middleware: lets the request through when its token's role allows its method.
-pub async fn authorize(
-    State(tokens): State<Arc<Tokens>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match check(&tokens, &request) {
+pub async fn authorize(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+    match check(&guard.tokens, &request) {
         Ok(()) => next.run(request).await,
-        Err(problem) => problem.into_response(),
+        Err(problem) => guard.refuse(problem, request).await,
     }
 }
 
-fn check(tokens: &Tokens, request: &Request) -> Result<(), Problem> {
+/// Middleware: lets the request through when it carries an accepted token, whatever its role
+/// (for the answers to paths and methods no route has).
+pub async fn authenticate(
+    State(guard): State<Arc<Guard>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match identify(&guard.tokens, &request) {
+        Ok(_) => next.run(request).await,
+        Err(problem) => guard.refuse(problem, request).await,
+    }
+}
+
+/// The role of the request's token; a 401 without an accepted one.
+fn identify(tokens: &Tokens, request: &Request) -> Result<Role, Problem> {
     let Some(presented) = bearer(request) else {
         return Err(Problem::unauthorized(
             "send a token as `Authorization: Bearer <token>`",
             CHALLENGE,
         ));
     };
-    let Some(role) = tokens.role_of(presented) else {
-        return Err(Problem::unauthorized(
+    tokens.role_of(presented).ok_or_else(|| {
+        Problem::unauthorized(
             "the token is not one this engine accepts",
             CHALLENGE_INVALID,
-        ));
-    };
+        )
+    })
+}
+
+fn check(tokens: &Tokens, request: &Request) -> Result<(), Problem> {
+    let role = identify(tokens, request)?;
     if !role.allows(request.method()) {
         return Err(Problem::new(
             Kind::Forbidden,

@@ -1,8 +1,11 @@
 //! `GET /v1/events`: live progress as server-sent events. One relay numbers every
 //! [`CampaignEvent`] once (ids increase by one, in the order the campaigns sent them) and keeps
 //! the last [`REPLAYED`] of them, so a client that reconnects with `Last-Event-ID` gets what it
-//! missed; each client then follows the relay. Owns numbering, replay and the stream; the
-//! events themselves are the campaigns'.
+//! missed; each client then follows the relay. Nothing is lost unannounced: when the relay
+//! itself falls behind the campaigns, it numbers a `lagged` event in the feed where the lost
+//! events were, and a client that falls behind the feed (or asks for events no longer kept)
+//! gets a `lagged` event too; either tells the client to read the tasks it follows again. Owns
+//! numbering, replay and the stream; the events themselves are the campaigns'.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -27,7 +30,8 @@ const LIVE_BUFFER: usize = 4096;
 pub struct Numbered {
     /// Position in the feed: 1, 2, 3, ...
     pub id: u64,
-    /// SSE event name: `task` (a task's status) or `device` (a device's progress in a task).
+    /// SSE event name: `task` (a task's status), `device` (a device's progress in a task) or
+    /// `lagged` (campaign events the relay missed).
     pub name: &'static str,
     /// The task or device progress, as JSON.
     pub data: String,
@@ -71,6 +75,11 @@ struct Start {
 impl EventFeed {
     /// A feed of `campaigns`' events from now on, relayed by a task that ends with the feed.
     pub fn start(campaigns: &Campaigns) -> Arc<EventFeed> {
+        EventFeed::relaying(campaigns.subscribe())
+    }
+
+    /// A feed of what `events` receives.
+    fn relaying(events: broadcast::Receiver<CampaignEvent>) -> Arc<EventFeed> {
         let feed = Arc::new(EventFeed {
             state: Mutex::new(FeedState {
                 last_id: 0,
@@ -78,7 +87,7 @@ impl EventFeed {
             }),
             live: broadcast::channel(LIVE_BUFFER).0,
         });
-        tokio::spawn(relay(Arc::downgrade(&feed), campaigns.subscribe()));
+        tokio::spawn(relay(Arc::downgrade(&feed), events));
         feed
     }
 
@@ -86,12 +95,16 @@ impl EventFeed {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn publish(&self, event: &CampaignEvent) {
+    fn publish_campaign(&self, event: &CampaignEvent) {
         let (name, data) = match event {
             CampaignEvent::Task(task) => ("task", serde_json::to_string(task)),
             CampaignEvent::Device(progress) => ("device", serde_json::to_string(progress)),
         };
-        let data = data.expect("tasks and progress serialize");
+        self.publish(name, data.expect("tasks and progress serialize"));
+    }
+
+    /// Numbers and keeps one event, and sends it to every follower.
+    fn publish(&self, name: &'static str, data: String) {
         let mut state = self.lock();
         state.last_id += 1;
         let numbered = Arc::new(Numbered {
@@ -132,19 +145,20 @@ impl EventFeed {
     }
 }
 
-/// Numbers every campaign event into the feed until the feed or the campaigns go.
+/// Numbers every campaign event into the feed until the feed or the campaigns go; events it
+/// fell too far behind to receive become one numbered `lagged` event in their place.
 async fn relay(feed: Weak<EventFeed>, mut events: broadcast::Receiver<CampaignEvent>) {
     loop {
-        let event = match events.recv().await {
-            Ok(event) => event,
+        let received = events.recv().await;
+        let Some(feed) = feed.upgrade() else { return };
+        match received {
+            Ok(event) => feed.publish_campaign(&event),
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "campaign events missed by the API's event feed");
-                continue;
+                feed.publish(LAGGED, lagged_data(missed));
             }
             Err(broadcast::error::RecvError::Closed) => return,
-        };
-        let Some(feed) = feed.upgrade() else { return };
-        feed.publish(&event);
+        }
     }
 }
 
@@ -197,10 +211,72 @@ impl Follower {
     }
 }
 
-/// Tells a client it cannot get `missed` events (it fell too far behind): it should re-read
-/// the tasks it follows.
+/// Name of the event that tells a client it missed events: it should read the tasks it
+/// follows again.
+const LAGGED: &str = "lagged";
+
+/// Data of a `lagged` event: how many events were missed.
+fn lagged_data(missed: u64) -> String {
+    format!("{{\"missed\":{missed}}}")
+}
+
+/// Tells one client it cannot get `missed` events (it fell too far behind the feed).
 fn lagged(missed: u64) -> Event {
-    Event::default()
-        .event("lagged")
-        .data(format!("{{\"missed\":{missed}}}"))
+    Event::default().event(LAGGED).data(lagged_data(missed))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::campaign::DeviceProgress;
+
+    fn progress(endpoint: &str) -> CampaignEvent {
+        CampaignEvent::Device(DeviceProgress::new("task-1", endpoint, 0))
+    }
+
+    async fn next(live: &mut broadcast::Receiver<Arc<Numbered>>) -> Arc<Numbered> {
+        tokio::time::timeout(Duration::from_secs(5), live.recv())
+            .await
+            .expect("an event in time")
+            .expect("an event")
+    }
+
+    #[tokio::test]
+    async fn events_the_relay_missed_are_a_numbered_lagged_event_in_their_place() {
+        let (campaigns, events) = broadcast::channel(4);
+        for i in 0..10 {
+            campaigns.send(progress(&format!("dev-{i}"))).unwrap();
+        }
+        let feed = EventFeed::relaying(events);
+        let mut live = feed.follow(None).live;
+
+        let first = next(&mut live).await;
+        assert_eq!((first.id, first.name), (1, LAGGED));
+        assert_eq!(first.data, r#"{"missed":6}"#);
+        for (id, endpoint) in (2..).zip(6..10) {
+            let event = next(&mut live).await;
+            assert_eq!((event.id, event.name), (id, "device"));
+            assert!(
+                event.data.contains(&format!("dev-{endpoint}")),
+                "{}",
+                event.data
+            );
+        }
+
+        let replayed = feed.follow(Some(0));
+        assert_eq!(replayed.missed, 0);
+        let names: Vec<_> = replayed.backlog.iter().map(|e| (e.id, e.name)).collect();
+        assert_eq!(
+            names,
+            [
+                (1, LAGGED),
+                (2, "device"),
+                (3, "device"),
+                (4, "device"),
+                (5, "device")
+            ]
+        );
+    }
 }

@@ -36,6 +36,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use auth::{Role, Token};
+pub use router::{Operation, operations};
 
 use crate::platform::Platform;
 use events::EventFeed;

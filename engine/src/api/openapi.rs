@@ -32,9 +32,10 @@ pub fn document() -> Value {
             "title": "fota engine",
             "version": "1",
             "description": "The integrator API of the fota engine: devices, groups, firmware, \
-                packages, upgrade tasks, statistics, plugins and live progress. Every route but \
-                /healthz needs `Authorization: Bearer <token>`; a viewer token may only GET. \
-                Errors are RFC 9457 problem details.",
+                packages, upgrade tasks, statistics, plugins and live progress. Every request but \
+                GET /healthz needs `Authorization: Bearer <token>` (without one, even an unknown \
+                path is answered 401); a viewer token may only GET. Errors are RFC 9457 \
+                problem details.",
         },
         "security": [{ "bearer": [] }],
         "paths": paths,

@@ -1,7 +1,8 @@
 //! Plugins routes: upload a WebAssembly component and bind it to a vendor and model (or as the
-//! default of its kind), list the bindings, and unbind a model so its devices get the default
-//! again. The component is the body; kind, vendor, model, name and settings are in the query,
-//! each setting as a `setting=key=value` pair (repeated; encode the inner `=` as `%3D` or not).
+//! default of its kind), list the bindings, unbind a model so its devices get the default
+//! again, and make the embedded reference plugin a kind's default again. The component is the
+//! body; kind, vendor, model, name and settings are in the query, each setting as a
+//! `setting=key=value` pair (repeated; encode the inner `=` as `%3D` or not).
 
 use axum::Json;
 use axum::body::Bytes;
@@ -12,7 +13,7 @@ use serde::Serialize;
 use super::ApiState;
 use super::extract::Checked;
 use super::problem::{ApiResult, Kind, Problem};
-use crate::plugin::{Binding, PluginKind, Settings};
+use crate::plugin::{Binding, InstallError, PluginKind, Settings};
 
 /// A plugin bound to devices, as the API shows it.
 #[derive(Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -112,25 +113,28 @@ fn setting(pair: &str) -> Result<(String, String), Problem> {
     }
 }
 
-/// `POST /v1/plugins`: compiles and checks the component off the async threads, then binds it.
+/// `POST /v1/plugins`: compiles and checks the component off the async threads, keeps it in
+/// the store, then binds it (so a store failure leaves the bindings as they were).
 pub async fn install(
     State(state): State<ApiState>,
     Checked(Query(pairs)): Checked<Query<Vec<(String, String)>>>,
     Checked(wasm): Checked<Bytes>,
 ) -> ApiResult<(StatusCode, Json<PluginBinding>)> {
     let wanted = Installation::from_query(pairs)?;
-    let (plugins, kept) = (
-        state.platform.plugins.clone(),
-        state.platform.kept_plugins.clone(),
-    );
     let (kind, binding, name) = (wanted.kind, wanted.binding.clone(), wanted.name.clone());
+    let platform = state.platform.clone();
     tokio::task::spawn_blocking(move || {
-        plugins.install(kind, binding.clone(), &name, &wasm, wanted.settings.clone())?;
-        kept.keep(kind, &binding, &name, &wasm, &wanted.settings)
-            .map_err(|e| Problem::internal(&e))
+        let registry = &platform.plugins;
+        platform
+            .kept_plugins
+            .install(registry, kind, binding, &name, &wasm, wanted.settings)
     })
     .await
-    .map_err(|e| Problem::internal(&e))??;
+    .map_err(|e| Problem::internal(&e))?
+    .map_err(|error| match error {
+        InstallError::Plugin(error) => error.into(),
+        InstallError::Store(error) => Problem::internal(&error),
+    })?;
     let installed = PluginBinding::new(wanted.kind, wanted.binding, wanted.name);
     Ok((StatusCode::CREATED, Json(installed)))
 }
@@ -154,16 +158,30 @@ pub async fn unbind(
     Checked(Path((kind, vendor, model))): Checked<Path<(String, String, String)>>,
 ) -> ApiResult<StatusCode> {
     let kind = kind_named(&kind, Kind::NotFound)?;
-    if !state.platform.plugins.unbind(kind, &vendor, &model) {
+    let platform = &state.platform;
+    let unbound = platform
+        .kept_plugins
+        .unbind(&platform.plugins, kind, &vendor, &model)
+        .map_err(|e| Problem::internal(&e))?;
+    if !unbound {
         return Err(Problem::new(
             Kind::NotFound,
             format!("no {kind} plugin is bound to {vendor} {model}"),
         ));
     }
-    state
-        .platform
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /v1/plugins/{kind}`: the embedded reference plugin is the kind's default again.
+pub async fn reset_default(
+    State(state): State<ApiState>,
+    Checked(Path(kind)): Checked<Path<String>>,
+) -> ApiResult<StatusCode> {
+    let kind = kind_named(&kind, Kind::NotFound)?;
+    let platform = &state.platform;
+    platform
         .kept_plugins
-        .forget(kind, &vendor, &model)
+        .reset_default(&platform.plugins, kind)
         .map_err(|e| Problem::internal(&e))?;
     Ok(StatusCode::NO_CONTENT)
 }

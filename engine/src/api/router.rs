@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler;
+use axum::http::Method;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
-use super::auth::{Tokens, authorize};
+use super::auth::{Guard, authenticate, authorize};
 use super::problem::{Kind, method_not_allowed, no_such_route};
 use super::{
     ApiConfig, ApiState, devices, events, firmware, groups, health, metrics, openapi, packages,
@@ -34,6 +36,16 @@ impl Verb {
             Verb::Post => "post",
             Verb::Patch => "patch",
             Verb::Delete => "delete",
+        }
+    }
+
+    /// The HTTP method.
+    pub fn method(self) -> Method {
+        match self {
+            Verb::Get => Method::GET,
+            Verb::Post => Method::POST,
+            Verb::Patch => Method::PATCH,
+            Verb::Delete => Method::DELETE,
         }
     }
 
@@ -564,12 +576,46 @@ pub static ROUTES: &[Route] = &[
         |m| on(m, plugins::unbind),
     )
     .status(204),
+    Route::new(
+        Delete,
+        "/v1/plugins/{kind}",
+        "Makes the embedded reference plugin the default of a kind again.",
+        Content::None,
+        |m| on(m, plugins::reset_default),
+    )
+    .status(204),
 ];
 
+/// One operation the API serves, as the route table holds it: for clients and tests that walk
+/// the whole API.
+#[derive(Debug, Clone)]
+pub struct Operation {
+    /// Its method.
+    pub method: Method,
+    /// Its path, with `{name}` parameters as in the OpenAPI document.
+    pub path: &'static str,
+    /// False only for the one route anybody may call (`/healthz`).
+    pub needs_token: bool,
+}
+
+/// Every operation of [`ROUTES`], in table order.
+pub fn operations() -> Vec<Operation> {
+    ROUTES
+        .iter()
+        .map(|route| Operation {
+            method: route.verb.method(),
+            path: route.path,
+            needs_token: !route.public,
+        })
+        .collect()
+}
+
 /// The API's router over `state`: every route of [`ROUTES`], those needing a token behind
-/// [`authorize`], and problem answers for unknown paths and methods.
+/// [`authorize`], and problem answers for unknown paths and methods, given only to a request
+/// with a valid token (so without one, nothing says which paths exist).
 pub(super) fn router(state: ApiState, config: &ApiConfig) -> Router {
-    let tokens = Arc::new(Tokens::new(&config.tokens));
+    let largest_body = config.max_upload_bytes.max(config.max_json_bytes);
+    let guard = Arc::new(Guard::new(&config.tokens, largest_body));
     let add = |router: Router<ApiState>, route: &Route| {
         router.route(route.path, route.method_router(config))
     };
@@ -578,9 +624,10 @@ pub(super) fn router(state: ApiState, config: &ApiConfig) -> Router {
         .iter()
         .filter(|r| !r.public)
         .fold(Router::new(), add)
-        .route_layer(from_fn_with_state(tokens, authorize));
+        .route_layer(from_fn_with_state(guard.clone(), authorize));
+    let authenticated = || from_fn_with_state(guard.clone(), authenticate);
     open.merge(guarded)
-        .method_not_allowed_fallback(method_not_allowed)
-        .fallback(no_such_route)
+        .method_not_allowed_fallback(method_not_allowed.layer(authenticated()))
+        .fallback(no_such_route.layer(authenticated()))
         .with_state(state)
 }

@@ -1,7 +1,8 @@
 //! Plugins installed at run time (through the API), kept in the store: each binding's kind,
 //! the devices it serves, its name, settings and component, so an engine started again on the
-//! same data binds them again before it serves a device. Owns that record and its keys only;
-//! installing is the registry's.
+//! same data binds them again before it serves a device. Owns that record, its keys, and the
+//! order of a change: the store is written first and the registry changed after, so a store
+//! failure leaves the bindings in force as they were. Loading and binding are the registry's.
 
 use std::sync::Arc;
 
@@ -30,6 +31,17 @@ struct KeptBinding {
     component: String,
 }
 
+/// Why a plugin was not installed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// The component or its settings were refused.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// The binding could not be kept; nothing changed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// The kept plugins of one store.
 #[derive(Clone)]
 pub struct KeptPlugins {
@@ -52,9 +64,57 @@ impl KeptPlugins {
         KeptPlugins { store }
     }
 
-    /// Records that `wasm` is bound as `name` for `kind` and `binding`, durably (the caller
-    /// tells its client it is installed).
-    pub fn keep(
+    /// Loads `wasm` as a plugin of `kind` (refused as the registry refuses it), keeps it, then
+    /// binds it in `registry` for `binding`. Compiles: blocks.
+    pub fn install(
+        &self,
+        registry: &PluginRegistry,
+        kind: PluginKind,
+        binding: Binding,
+        name: &str,
+        wasm: &[u8],
+        settings: Settings,
+    ) -> Result<(), InstallError> {
+        let loaded = registry.load(kind, name, wasm, settings.clone())?;
+        self.keep(kind, &binding, name, wasm, &settings)?;
+        registry.bind(binding, loaded);
+        Ok(())
+    }
+
+    /// Removes the binding of `kind` to `vendor` and `model`, from the store and then from
+    /// `registry`; false when there is none.
+    pub fn unbind(
+        &self,
+        registry: &PluginRegistry,
+        kind: PluginKind,
+        vendor: &str,
+        model: &str,
+    ) -> Result<bool, StoreError> {
+        if !registry.is_bound(kind, vendor, model) {
+            return Ok(false);
+        }
+        let binding = Binding::Model {
+            vendor: vendor.into(),
+            model: model.into(),
+        };
+        self.forget(kind, &binding)?;
+        Ok(registry.unbind(kind, vendor, model))
+    }
+
+    /// Makes the embedded reference plugin the default of `kind` again: the kept default is
+    /// forgotten, then `registry` reset.
+    pub fn reset_default(
+        &self,
+        registry: &PluginRegistry,
+        kind: PluginKind,
+    ) -> Result<(), StoreError> {
+        self.forget(kind, &Binding::Default)?;
+        registry.reset_default(kind);
+        Ok(())
+    }
+
+    /// Records that `wasm` is bound as `name` for `kind` and `binding`, durably.
+    fn keep(
         &self,
         kind: PluginKind,
         binding: &Binding,
@@ -84,14 +144,10 @@ impl KeptPlugins {
         self.store.flush()
     }
 
-    /// Forgets the binding of `kind` to `vendor` and `model`.
-    pub fn forget(&self, kind: PluginKind, vendor: &str, model: &str) -> Result<(), StoreError> {
-        let binding = Binding::Model {
-            vendor: vendor.into(),
-            model: model.into(),
-        };
+    /// Forgets the binding of `kind` for `binding`, durably.
+    fn forget(&self, kind: PluginKind, binding: &Binding) -> Result<(), StoreError> {
         let mut batch = Batch::new();
-        batch.remove(binding_key(kind, &binding));
+        batch.remove(binding_key(kind, binding));
         self.store.apply(batch)?;
         self.collect_unused()?;
         self.store.flush()
@@ -206,9 +262,174 @@ mod tests {
         assert!(names.contains(&"strict".to_string()), "{names:?}");
         assert!(names.contains(&"lenient".to_string()), "{names:?}");
 
-        kept.forget(PluginKind::Policy, "Acme/EU", "NB-1").unwrap();
+        kept.forget(PluginKind::Policy, &acme).unwrap();
         assert_eq!(kept.restore(&registry()).unwrap(), 1);
         assert_eq!(store.scan_raw(COMPONENTS).unwrap().len(), 1, "still used");
+    }
+
+    /// A store whose writes fail while `failing` is set.
+    struct Flaky {
+        inner: SledStore,
+        failing: std::sync::atomic::AtomicBool,
+    }
+
+    impl Flaky {
+        fn new() -> Arc<Flaky> {
+            Arc::new(Flaky {
+                inner: SledStore::temporary().unwrap(),
+                failing: false.into(),
+            })
+        }
+
+        fn fail(&self, failing: bool) {
+            self.failing
+                .store(failing, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl Store for Flaky {
+        fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get_raw(key)
+        }
+        fn scan_raw(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+            self.inner.scan_raw(prefix)
+        }
+        fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+            if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(StoreError::Io("disk full".into()));
+            }
+            self.inner.apply(batch)
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            self.inner.flush()
+        }
+    }
+
+    fn policy_names(registry: &PluginRegistry) -> Vec<(Binding, String)> {
+        let mut names: Vec<_> = registry
+            .bindings()
+            .into_iter()
+            .filter(|(kind, _, _)| *kind == PluginKind::Policy)
+            .map(|(_, binding, name)| (binding, name))
+            .collect();
+        names.sort_by(|a, b| a.1.cmp(&b.1));
+        names
+    }
+
+    #[test]
+    fn a_change_the_store_refuses_leaves_the_bindings_in_force_as_they_were() {
+        let store = Flaky::new();
+        let kept = KeptPlugins::new(store.clone());
+        let plugins = registry();
+        let acme = Binding::Model {
+            vendor: "Acme".into(),
+            model: "NB-1".into(),
+        };
+        let policy = embedded::THRESHOLD_POLICY;
+        let before = policy_names(&plugins);
+
+        store.fail(true);
+        let refused = kept.install(
+            &plugins,
+            PluginKind::Policy,
+            acme.clone(),
+            "strict",
+            policy,
+            vec![],
+        );
+        assert!(
+            matches!(refused, Err(InstallError::Store(_))),
+            "{refused:?}"
+        );
+        let refused = kept.install(
+            &plugins,
+            PluginKind::Policy,
+            Binding::Default,
+            "lenient",
+            policy,
+            vec![],
+        );
+        assert!(
+            matches!(refused, Err(InstallError::Store(_))),
+            "{refused:?}"
+        );
+        assert_eq!(policy_names(&plugins), before, "nothing bound");
+
+        store.fail(false);
+        kept.install(
+            &plugins,
+            PluginKind::Policy,
+            acme.clone(),
+            "strict",
+            policy,
+            vec![],
+        )
+        .unwrap();
+        kept.install(
+            &plugins,
+            PluginKind::Policy,
+            Binding::Default,
+            "lenient",
+            policy,
+            vec![],
+        )
+        .unwrap();
+        let installed = policy_names(&plugins);
+        assert_eq!(installed.len(), 2, "{installed:?}");
+
+        store.fail(true);
+        assert!(
+            kept.unbind(&plugins, PluginKind::Policy, "Acme", "NB-1")
+                .is_err()
+        );
+        assert!(kept.reset_default(&plugins, PluginKind::Policy).is_err());
+        assert_eq!(policy_names(&plugins), installed, "nothing unbound");
+        assert_eq!(kept.restore(&registry()).unwrap(), 2);
+    }
+
+    #[test]
+    fn an_unbound_model_and_a_reset_default_are_gone_after_a_restart() {
+        let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+        let kept = KeptPlugins::new(store.clone());
+        let plugins = registry();
+        let before = policy_names(&plugins);
+        let acme = Binding::Model {
+            vendor: "Acme".into(),
+            model: "NB-1".into(),
+        };
+        let policy = embedded::THRESHOLD_POLICY;
+        kept.install(&plugins, PluginKind::Policy, acme, "strict", policy, vec![])
+            .unwrap();
+        kept.install(
+            &plugins,
+            PluginKind::Policy,
+            Binding::Default,
+            "lenient",
+            policy,
+            vec![],
+        )
+        .unwrap();
+
+        assert!(
+            kept.unbind(&plugins, PluginKind::Policy, "Acme", "NB-1")
+                .unwrap()
+        );
+        assert!(
+            !kept
+                .unbind(&plugins, PluginKind::Policy, "Acme", "NB-1")
+                .unwrap()
+        );
+        kept.reset_default(&plugins, PluginKind::Policy).unwrap();
+        assert_eq!(policy_names(&plugins), before);
+        assert_eq!(
+            policy_names(&plugins),
+            [(
+                Binding::Default,
+                embedded::THRESHOLD_POLICY_NAME.to_string()
+            )]
+        );
+        assert_eq!(kept.restore(&registry()).unwrap(), 0);
+        assert!(store.scan_raw(COMPONENTS).unwrap().is_empty());
     }
 
     #[test]

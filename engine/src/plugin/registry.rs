@@ -73,22 +73,49 @@ impl PluginRegistry {
         wasm: &[u8],
         settings: Settings,
     ) -> Result<(), PluginError> {
-        match kind {
-            PluginKind::Differ => self.differ.bind(
-                binding.clone(),
-                Plugin::load(&self.host, name, wasm, settings)?,
-            ),
-            PluginKind::Capability => self.capability.bind(
-                binding.clone(),
-                Plugin::load(&self.host, name, wasm, settings)?,
-            ),
-            PluginKind::Policy => self.policy.bind(
-                binding.clone(),
-                Plugin::load(&self.host, name, wasm, settings)?,
-            ),
+        let loaded = self.load(kind, name, wasm, settings)?;
+        self.bind(binding, loaded);
+        Ok(())
+    }
+
+    /// Loads `wasm` as a plugin of `kind` named `name`, refused as [`Self::install`] refuses
+    /// it, without binding it: a caller that must record the binding first binds it after.
+    /// Compiles: blocks.
+    pub fn load(
+        &self,
+        kind: PluginKind,
+        name: &str,
+        wasm: &[u8],
+        settings: Settings,
+    ) -> Result<Loaded, PluginError> {
+        let host = &self.host;
+        Ok(Loaded(match kind {
+            PluginKind::Differ => LoadedKind::Differ(Plugin::load(host, name, wasm, settings)?),
+            PluginKind::Capability => {
+                LoadedKind::Capability(Plugin::load(host, name, wasm, settings)?)
+            }
+            PluginKind::Policy => LoadedKind::Policy(Plugin::load(host, name, wasm, settings)?),
+        }))
+    }
+
+    /// Binds a loaded plugin, replacing what was bound there.
+    pub fn bind(&self, binding: Binding, loaded: Loaded) {
+        let (kind, name) = (loaded.kind(), loaded.name().to_string());
+        match loaded.0 {
+            LoadedKind::Differ(plugin) => self.differ.bind(binding.clone(), plugin),
+            LoadedKind::Capability(plugin) => self.capability.bind(binding.clone(), plugin),
+            LoadedKind::Policy(plugin) => self.policy.bind(binding.clone(), plugin),
         }
         tracing::info!(plugin = name, %kind, ?binding, "plugin installed");
-        Ok(())
+    }
+
+    /// True when a plugin of `kind` is bound to `vendor` and `model`.
+    pub fn is_bound(&self, kind: PluginKind, vendor: &str, model: &str) -> bool {
+        match kind {
+            PluginKind::Differ => self.differ.is_bound(vendor, model),
+            PluginKind::Capability => self.capability.is_bound(vendor, model),
+            PluginKind::Policy => self.policy.is_bound(vendor, model),
+        }
     }
 
     /// Removes a model's binding of `kind`, so its devices get the default again.
@@ -98,6 +125,17 @@ impl PluginRegistry {
             PluginKind::Capability => self.capability.unbind(vendor, model),
             PluginKind::Policy => self.policy.unbind(vendor, model),
         }
+    }
+
+    /// Makes the embedded reference plugin the default of `kind` again (as loaded at start,
+    /// without settings).
+    pub fn reset_default(&self, kind: PluginKind) {
+        match kind {
+            PluginKind::Differ => self.differ.reset_default(),
+            PluginKind::Capability => self.capability.reset_default(),
+            PluginKind::Policy => self.policy.reset_default(),
+        }
+        tracing::info!(%kind, "default plugin reset to the embedded one");
     }
 
     /// Every binding: kind, devices served, plugin name.
@@ -154,10 +192,42 @@ impl PluginRegistry {
     }
 }
 
+/// A plugin loaded and checked as one of its kind, not bound yet.
+pub struct Loaded(LoadedKind);
+
+enum LoadedKind {
+    Differ(Plugin<Differ>),
+    Capability(Plugin<Capability>),
+    Policy(Plugin<Policy>),
+}
+
+impl Loaded {
+    /// Its kind.
+    pub fn kind(&self) -> PluginKind {
+        match &self.0 {
+            LoadedKind::Differ(_) => PluginKind::Differ,
+            LoadedKind::Capability(_) => PluginKind::Capability,
+            LoadedKind::Policy(_) => PluginKind::Policy,
+        }
+    }
+
+    /// The name it was loaded under.
+    pub fn name(&self) -> &str {
+        match &self.0 {
+            LoadedKind::Differ(plugin) => plugin.name(),
+            LoadedKind::Capability(plugin) => plugin.name(),
+            LoadedKind::Policy(plugin) => plugin.name(),
+        }
+    }
+}
+
 /// The bindings of one kind.
 struct Table<W: World> {
     /// Read on every call (one lookup, then the lock is released), written on install.
     bound: RwLock<Bound<W>>,
+    /// The embedded reference plugin, the default until another is bound and again after
+    /// a reset.
+    reference: Arc<Plugin<W>>,
 }
 
 struct Bound<W: World> {
@@ -168,12 +238,26 @@ struct Bound<W: World> {
 
 impl<W: World> Table<W> {
     fn new(default: Plugin<W>) -> Self {
+        let reference = Arc::new(default);
         Table {
             bound: RwLock::new(Bound {
-                default: Arc::new(default),
+                default: Arc::clone(&reference),
                 models: HashMap::new(),
             }),
+            reference,
         }
+    }
+
+    fn reset_default(&self) {
+        self.bound.write().expect("registry lock").default = Arc::clone(&self.reference);
+    }
+
+    fn is_bound(&self, vendor: &str, model: &str) -> bool {
+        let bound = self.bound.read().expect("registry lock");
+        bound
+            .models
+            .get(vendor)
+            .is_some_and(|models| models.contains_key(model))
     }
 
     fn get(&self, vendor: &str, model: &str) -> Arc<Plugin<W>> {

@@ -10,10 +10,12 @@ use fota_engine::api::{self, ApiConfig, Role, Token};
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::HostConfig;
 use fota_engine::server::ServerConfig;
-use serde_json::Value;
+use hyper::{Method, StatusCode};
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::client::Client;
+use crate::contract::Contract;
 
 /// The operator's token.
 pub const OPERATOR: &str = "operator-token-0123456789";
@@ -23,6 +25,21 @@ pub const VIEWER: &str = "viewer-token-0123456789";
 pub const MAX_UPLOAD: usize = 256 * 1024;
 /// Longest a fleet may take to register and be surveyed, or a task to complete.
 pub const BOUND: Duration = Duration::from_secs(120);
+/// How soon a task [`Bed::start_by_hand`] creates is due.
+const DUE_IN: Duration = Duration::from_millis(200);
+/// Waited past a due time, for the engine's clock (the system time read once, then advanced
+/// monotonically) and the test's to agree.
+const CLOCK_MARGIN_MS: u64 = 20;
+/// Tasks [`Bed::start_by_hand`] creates before it gives up.
+const START_TRIES: usize = 4;
+
+/// The system time, in milliseconds since the Unix epoch.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
 
 /// A platform with its API.
 pub struct Bed {
@@ -90,22 +107,36 @@ impl Bed {
         tokio::spawn(
             async move { api::serve(listener, served, config, std::future::pending()).await },
         );
+        let mut api = Client {
+            addr,
+            token: Some(OPERATOR.into()),
+            contract: None,
+        };
+        let document = api.get("/v1/openapi.json").await.json();
+        api.contract = Some(Arc::new(Contract { document }));
         Bed {
             platform,
-            api: Client {
-                addr,
-                token: Some(OPERATOR.into()),
-            },
+            api,
             fleet: None,
         }
     }
 
     /// A platform with `devices` devices of `models` (round-robin), registered and surveyed.
     pub async fn with_fleet(devices: usize, models: Vec<ModelSpec>) -> Bed {
+        Bed::with_fleet_spec(devices, models, |_| {}).await
+    }
+
+    /// As [`Bed::with_fleet`], the fleet's spec changed by `adjust` first.
+    pub async fn with_fleet_spec(
+        devices: usize,
+        models: Vec<ModelSpec>,
+        adjust: impl FnOnce(&mut FleetSpec),
+    ) -> Bed {
         let mut bed = Bed::start().await;
         let mut spec =
             FleetSpec::uniform(devices, bed.platform.server.coap_addr(), models[0].clone());
         spec.models = models;
+        adjust(&mut spec);
         let registered = bed.platform.server.registry.subscribe();
         let fleet = Fleet::start(&spec).await.expect("the fleet starts");
         assert!(wait_registered(registered, devices, BOUND).await);
@@ -145,13 +176,97 @@ impl Bed {
             .collect()
     }
 
+    /// The value of the Prometheus sample `name` (with its labels, if any) at `/metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self.api.get("/metrics").await.expect(StatusCode::OK).body;
+        let text = String::from_utf8(text.to_vec()).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    }
+
+    /// Creates a group of Acme `model` holding `endpoints`; returns its id.
+    pub async fn group(&self, model: &str, endpoints: &[String]) -> String {
+        let group = self
+            .api
+            .post(
+                "/v1/groups",
+                &json!({ "name": model, "vendor": "Acme", "model": model }),
+            )
+            .await
+            .expect(StatusCode::CREATED)
+            .json();
+        let id = group["id"].as_str().unwrap().to_string();
+        self.api
+            .post(
+                &format!("/v1/groups/{id}/devices"),
+                &json!({ "endpoints": endpoints }),
+            )
+            .await
+            .expect(StatusCode::OK);
+        id
+    }
+
+    /// Uploads `version` of `model` and makes a full package of it; returns the package id.
+    pub async fn full_package(&self, model: &str, version: &str, seed: u8) -> String {
+        let firmware = self.firmware(model, version, &image(24_000, seed)).await;
+        let package = self
+            .api
+            .post(
+                "/v1/packages",
+                &json!({ "kind": "full", "to_firmware": firmware["id"] }),
+            )
+            .await
+            .expect(StatusCode::CREATED)
+            .json();
+        package["id"].as_str().unwrap().to_string()
+    }
+
+    /// Creates a task of `spec` due in a moment and, once it is due, starts it by hand; returns
+    /// the answer to `POST /v1/tasks/{id}/start` (the task, upgrading).
+    ///
+    /// The system starts a due task itself at its next look, which comes at once after a
+    /// change and then every 500 ms: a task created due in [`DUE_IN`] is started by hand just
+    /// after it is due and well before that look. Should the system win all the same (a
+    /// stalled machine), the task is found upgrading; it is cancelled and the start tried again
+    /// with a new task, a few times.
+    pub async fn start_by_hand(&self, mut spec: Value) -> Value {
+        for _ in 0..START_TRIES {
+            let due = now_millis() + DUE_IN.as_millis() as u64;
+            spec["execution_time"] = json!(due);
+            let task = self
+                .api
+                .post("/v1/tasks", &spec)
+                .await
+                .expect(StatusCode::CREATED)
+                .json();
+            let path = format!("/v1/tasks/{}", task["id"].as_str().unwrap());
+            let wait = due.saturating_sub(now_millis()) + CLOCK_MARGIN_MS;
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            let answer = self
+                .api
+                .send(Method::POST, &format!("{path}/start"), None)
+                .await;
+            if answer.status == StatusCode::OK {
+                return answer.json();
+            }
+            answer.problem(StatusCode::CONFLICT, "conflict");
+            let task = self.api.get(&path).await.json();
+            assert_ne!(task["status"], "not_started", "a due task refused: {task}");
+            self.api
+                .send(Method::POST, &format!("{path}/cancel"), None)
+                .await;
+        }
+        panic!("the system started the task before the operator {START_TRIES} times");
+    }
+
     /// Uploads `image` as Acme `model` `version`; returns the firmware record.
     pub async fn firmware(&self, model: &str, version: &str, image: &[u8]) -> Value {
         let path = format!("/v1/firmware?vendor=Acme&model={model}&version={version}");
         self.api
             .upload(path, image.to_vec())
             .await
-            .expect(hyper::StatusCode::CREATED)
+            .expect(StatusCode::CREATED)
             .json()
     }
 }

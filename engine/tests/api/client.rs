@@ -1,7 +1,10 @@
 //! A small HTTP/1.1 client over hyper, one connection per request, for the API tests: JSON,
-//! raw bodies, problem details, and a reader of server-sent events.
+//! raw bodies, problem details, and a reader of server-sent events. Once it holds the API's
+//! OpenAPI document, every answer and event it receives is checked against it
+//! ([`crate::contract`]).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +16,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
+use crate::contract::Contract;
+
 /// Longest any single request may take.
 const REQUEST_BOUND: Duration = Duration::from_secs(30);
 
@@ -23,6 +28,8 @@ pub struct Client {
     pub addr: SocketAddr,
     /// Sent as `Authorization: Bearer`, when set.
     pub token: Option<String>,
+    /// The document every answer is checked against; none while it is being fetched.
+    pub contract: Option<Arc<Contract>>,
 }
 
 /// A complete answer.
@@ -85,6 +92,7 @@ impl Client {
         Client {
             addr: self.addr,
             token: token.map(str::to_string),
+            contract: self.contract.clone(),
         }
     }
 
@@ -124,9 +132,20 @@ impl Client {
             .expect("an answer")
     }
 
-    /// Sends a request and reads the whole answer.
+    /// Sends a request and reads the whole answer, checked against the document.
     pub async fn send(&self, method: Method, path: &str, body: Option<(&str, Bytes)>) -> Answer {
-        read(self.open(method, path, body, &[]).await).await
+        let answer = read(self.open(method.clone(), path, body, &[]).await).await;
+        if let Some(contract) = &self.contract {
+            contract.check(&method, path, answer.status, &answer.headers, &answer.body);
+        }
+        answer
+    }
+
+    /// Checks the head of an answer whose body is still streaming.
+    pub fn check_head(&self, method: &Method, path: &str, response: &Response<Incoming>) {
+        if let Some(contract) = &self.contract {
+            contract.check_head(method, path, response.status(), response.headers());
+        }
     }
 
     pub async fn get(&self, path: &str) -> Answer {
@@ -163,6 +182,7 @@ impl Client {
             .collect();
         let response = self.open(Method::GET, "/v1/events", None, &headers).await;
         assert_eq!(response.status(), StatusCode::OK);
+        self.check_head(&Method::GET, "/v1/events", &response);
         let content_type = response.headers()[CONTENT_TYPE].to_str().unwrap();
         assert!(
             content_type.starts_with("text/event-stream"),
@@ -171,6 +191,7 @@ impl Client {
         EventStream {
             body: response.into_body(),
             buffer: String::new(),
+            contract: self.contract.clone(),
         }
     }
 }
@@ -206,6 +227,8 @@ pub struct EventStream {
     body: Incoming,
     /// Text received and not yet parsed into events.
     buffer: String,
+    /// What each event's data is checked against.
+    contract: Option<Arc<Contract>>,
 }
 
 impl EventStream {
@@ -221,6 +244,9 @@ impl EventStream {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
                 if let Some(event) = parse(&block) {
+                    if let Some(contract) = &self.contract {
+                        contract.check_event(&event.name, &event.data);
+                    }
                     return event;
                 }
                 continue;

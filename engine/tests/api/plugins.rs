@@ -1,6 +1,7 @@
 //! Given the reference policy component: it is uploaded with settings and bound to a model,
 //! listed with the defaults, refused when it is not what the query says (wrong kind, bad
-//! settings, not a component, too large, a malformed query) and unbound.
+//! settings, not a component, too large, a malformed query) and unbound; bound as the default
+//! of its kind, and the embedded default put back.
 
 use fota_engine::plugin::embedded;
 use hyper::StatusCode;
@@ -135,4 +136,30 @@ async fn plugins_are_uploaded_bound_listed_refused_and_unbound() {
             .len(),
         3
     );
+
+    let lenient = install(
+        "kind=policy&name=lenient&setting=min-battery=5",
+        policy.clone(),
+    )
+    .await
+    .expect(StatusCode::CREATED)
+    .json();
+    let lenient_default =
+        json!({ "kind": "policy", "vendor": null, "model": null, "name": "lenient" });
+    assert_eq!(lenient, lenient_default);
+    let listed = api.get("/v1/plugins").await.json();
+    assert!(
+        listed.as_array().unwrap().contains(&lenient_default),
+        "{listed}"
+    );
+    assert!(!listed.as_array().unwrap().contains(&default), "{listed}");
+    api.delete("/v1/plugins/magic")
+        .await
+        .problem(StatusCode::NOT_FOUND, "not-found");
+    api.delete("/v1/plugins/policy")
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    let listed = api.get("/v1/plugins").await.json();
+    assert!(listed.as_array().unwrap().contains(&default), "{listed}");
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::bed::{BOUND, Bed, image, model, within};
+use crate::bed::{BOUND, Bed, model, within};
 use crate::client::{Client, EventStream, SseEvent};
 
 const DEVICES: usize = 3;
@@ -32,21 +32,6 @@ fn spec(name: &str, group: &str, package: &str) -> Value {
         "retry_interval_secs": 1,
         "execution_time": in_an_hour,
     })
-}
-
-/// Uploads `version` of NB-1 and makes a full package of it; returns the package id.
-async fn full_package(bed: &Bed, version: &str, seed: u8) -> String {
-    let firmware = bed.firmware("NB-1", version, &image(24_000, seed)).await;
-    let package = bed
-        .api
-        .post(
-            "/v1/packages",
-            &json!({ "kind": "full", "to_firmware": firmware["id"] }),
-        )
-        .await
-        .expect(StatusCode::CREATED)
-        .json();
-    package["id"].as_str().unwrap().to_string()
 }
 
 /// Reads events into `seen` until `done` holds of them.
@@ -105,21 +90,8 @@ async fn a_task_runs_over_http_and_its_events_arrive_in_order() {
     let bed = Bed::with_fleet(DEVICES, vec![model("NB-1", 1)]).await;
     let api = &bed.api;
     let endpoints = bed.endpoints("NB-1").await;
-    let package = full_package(&bed, "2.0", 5).await;
-    let group = api
-        .post(
-            "/v1/groups",
-            &json!({ "name": "all", "vendor": "Acme", "model": "NB-1" }),
-        )
-        .await
-        .json();
-    let group = group["id"].as_str().unwrap().to_string();
-    api.post(
-        &format!("/v1/groups/{group}/devices"),
-        &json!({ "endpoints": endpoints }),
-    )
-    .await
-    .expect(StatusCode::OK);
+    let package = bed.full_package("NB-1", "2.0", 5).await;
+    let group = bed.group("NB-1", &endpoints).await;
     let mut events = api.events(None).await;
 
     // Created in an hour: the operator may edit it, neither start nor cancel it.
@@ -277,24 +249,28 @@ async fn a_task_runs_over_http_and_its_events_arrive_in_order() {
         .find_map(|l| l.strip_prefix("fota_coap_bytes_total{direction=\"sent\"} "))
         .unwrap();
     assert!(sent.parse::<u64>().unwrap() > 3 * 24_000, "{sent}");
-    let counter = |name: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-    };
-    assert!(counter("fota_package_block_bytes_total{method=\"push\"}") >= 3 * 24_000);
-    assert!(counter("fota_package_blocks_total{method=\"push\"}") > 0);
     assert!(
-        counter("fota_plugin_calls_total{kind=\"policy\"}") >= 3,
+        bed.metric("fota_package_block_bytes_total{method=\"push\"}")
+            .await
+            >= 3 * 24_000
+    );
+    assert!(
+        bed.metric("fota_package_blocks_total{method=\"push\"}")
+            .await
+            > 0
+    );
+    assert!(
+        bed.metric("fota_plugin_calls_total{kind=\"policy\"}").await >= 3,
         "one policy decision per device at least"
     );
     assert_eq!(
-        counter("fota_plugin_call_failures_total{kind=\"policy\"}"),
+        bed.metric("fota_plugin_call_failures_total{kind=\"policy\"}")
+            .await,
         0
     );
 
     // A second task to 3.0: paused at once, then cancelled for good, then deleted.
-    let package = full_package(&bed, "3.0", 6).await;
+    let package = bed.full_package("NB-1", "3.0", 6).await;
     let mut second = spec("second", &group, &package);
     second["execution_time"] = Value::Null;
     let task = api
@@ -322,4 +298,62 @@ async fn a_task_runs_over_http_and_its_events_arrive_in_order() {
     api.get(&format!("/v1/tasks/{id}"))
         .await
         .problem(StatusCode::NOT_FOUND, "not-found");
+}
+
+/// The spec of a task that stays upgrading: every device reports a signal under 0 dBm, so each
+/// one's cell is paused and the device waits, over and over.
+fn never_ending(group: &str, package: &str) -> Value {
+    let mut spec = spec("held by weak cells", group, package);
+    spec["min_signal_dbm"] = json!(0);
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_task_is_started_by_hand_and_while_upgrading_refuses_edits_and_deletes() {
+    let bed = Bed::with_fleet(2, vec![model("NB-1", 1)]).await;
+    let api = &bed.api;
+    let group = bed.group("NB-1", &bed.endpoints("NB-1").await).await;
+    let package = bed.full_package("NB-1", "2.0", 5).await;
+
+    let started = bed.start_by_hand(never_ending(&group, &package)).await;
+    assert_eq!(started["status"], "upgrading", "{started}");
+    assert!(started["started_at"].as_u64().is_some(), "{started}");
+    let id = started["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/tasks/{id}");
+    within(BOUND, "a device's cell paused", async {
+        while api.get(&path).await.json()["paused_cells"] == json!({}) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    // Upgrading: neither edited nor deleted nor started again, and left as it was.
+    let upgrading = api.get(&path).await.json();
+    assert_eq!(upgrading["status"], "upgrading");
+    let mut edit = upgrading["spec"].clone();
+    edit["name"] = json!("renamed while upgrading");
+    edit["retries"] = json!(9);
+    let detail = api
+        .json(Method::PATCH, &path, &edit)
+        .await
+        .problem(StatusCode::CONFLICT, "conflict");
+    assert!(detail.contains("upgrading"), "{detail}");
+    let detail = api
+        .delete(&path)
+        .await
+        .problem(StatusCode::CONFLICT, "conflict");
+    assert!(detail.contains("upgrading"), "{detail}");
+    act(api, &id, "start")
+        .await
+        .problem(StatusCode::CONFLICT, "conflict");
+    let after = api.get(&path).await.json();
+    assert_eq!(after["spec"], upgrading["spec"], "the spec is unchanged");
+    assert_eq!(after["status"], "upgrading");
+    assert_eq!(after["started_at"], upgrading["started_at"]);
+    let listed = api.get("/v1/tasks").await.json();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+
+    let cancelled = act(api, &id, "cancel").await.expect(StatusCode::OK).json();
+    assert_eq!(cancelled["status"], "stopped");
+    api.delete(&path).await.expect(StatusCode::NO_CONTENT);
 }
