@@ -12,8 +12,9 @@ use tokio::sync::mpsc;
 pub enum ExchangeEvent {
     /// An empty ACK: the peer has the request; a separate response follows.
     Acknowledged,
-    /// A response: piggybacked on the ACK, separate, or an observe notification.
-    Response(Packet),
+    /// A response: piggybacked on the ACK, separate, or an observe notification, with the
+    /// size of the datagram it came in (for the wire account of whoever waits for it).
+    Response(Packet, usize),
     /// The peer rejected the message with RST.
     Reset,
 }
@@ -87,8 +88,15 @@ impl Exchanges {
         self.by_token.contains_key(token)
     }
 
-    /// Routes an ACK or RST; returns false when nothing waited for it.
-    pub fn on_ack_or_reset(&mut self, peer: SocketAddr, packet: Packet, reset: bool) -> bool {
+    /// Routes an ACK or RST that came in a datagram of `len` bytes; returns false when nothing
+    /// waited for it.
+    pub fn on_ack_or_reset(
+        &mut self,
+        peer: SocketAddr,
+        packet: Packet,
+        len: usize,
+        reset: bool,
+    ) -> bool {
         let key = (peer, packet.header.message_id);
         let Some(waiting) = self.by_message_id.get(&key) else {
             return false;
@@ -101,7 +109,7 @@ impl Exchanges {
             .token
             .is_some_and(|t| t.as_slice() == packet.get_token())
         {
-            ExchangeEvent::Response(packet)
+            ExchangeEvent::Response(packet, len)
         } else {
             // A piggybacked response whose token does not match: not ours (RFC 7252 5.3.2).
             return false;
@@ -110,14 +118,18 @@ impl Exchanges {
         waiting.events.send(event).is_ok()
     }
 
-    /// Routes a separate response or notification; returns false when no one waits for it.
-    pub fn on_response(&mut self, peer: SocketAddr, packet: Packet) -> bool {
+    /// Routes a separate response or notification that came in a datagram of `len` bytes;
+    /// returns false when no one waits for it.
+    pub fn on_response(&mut self, peer: SocketAddr, packet: Packet, len: usize) -> bool {
         let Ok(token) = Token::try_from(packet.get_token()) else {
             return false;
         };
         match self.by_token.get(&token) {
             Some(waiting) if waiting.peer == peer => {
-                waiting.events.send(ExchangeEvent::Response(packet)).is_ok()
+                waiting
+                .events
+                .send(ExchangeEvent::Response(packet, len))
+                .is_ok()
             }
             _ => false,
         }

@@ -1,6 +1,8 @@
 //! `EndpointStats`: counters of one CoAP endpoint, and `WireMeter`, the bytes one caller's
-//! exchanges put on the wire. Owns counting only.
+//! exchanges put on the wire (and `Charge`, a meter handed along with a response). Owns
+//! counting only.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Counters of everything an endpoint sent and received; read by metrics and benchmarks.
@@ -101,5 +103,16 @@ impl WireMeter {
     pub(crate) fn add_received(&self, bytes: usize) {
         self.bytes_received
             .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+/// A shared meter that a response's bytes are charged to: the request it answers (received)
+/// and every datagram of the answer (sent). Two charges are equal when they share the meter.
+#[derive(Debug, Clone)]
+pub struct Charge(pub Arc<WireMeter>);
+
+impl PartialEq for Charge {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }

@@ -71,18 +71,20 @@ impl Delivery {
         }
     }
 
-    /// Adds what the package server sent to `device` (the address of one attempt) to the
-    /// delivery's account.
-    pub(super) fn account_served(&self, attempt: &mut Attempt<'_>, device: SocketAddr) {
+    /// Adds what the package server sent the device since the last call (at any address it
+    /// pulled from) to the delivery's account of package bytes.
+    pub(super) fn account_served(&self, attempt: &mut Attempt<'_>) {
         let job = attempt.job;
-        let served = self.shelf.take_served(device, &job.package.id);
         let Some(mut point) = self.book.get(&job.endpoint, &job.package.sha256) else {
             return;
         };
-        let fresh = served.high_water.saturating_sub(point.high_water) as u64;
-        attempt.wire.package_first += fresh;
-        attempt.wire.package_resent += served.bytes.saturating_sub(fresh);
-        point.high_water = point.high_water.max(served.high_water);
+        for account in &attempt.pulls {
+            let served = account.take();
+            let fresh = served.high_water.saturating_sub(point.high_water) as u64;
+            attempt.wire.package_first += fresh;
+            attempt.wire.package_resent += served.bytes.saturating_sub(fresh);
+            point.high_water = point.high_water.max(served.high_water);
+        }
         point.acknowledged = point.high_water;
         self.book.record(&job.endpoint, point);
     }

@@ -13,7 +13,7 @@ use super::resume::{ResumePoint, resume_offset};
 use super::steps::{Attempt, StageError, at, device_failure};
 use super::watch::FirmwareWatch;
 use crate::coap::blockwise::{Block1Progress, Block1Upload, send_block1};
-use crate::coap::{OutgoingRequest, PacketExt, WireMeter};
+use crate::coap::{OutgoingRequest, PacketExt};
 use crate::lwm2m::firmware::{self, FirmwareState, UpdateResult};
 use crate::lwm2m::{ContentFormat, DeviceManagement, ManagementError};
 
@@ -25,7 +25,6 @@ impl Delivery {
         attempt: &mut Attempt<'_>,
         watch: &mut FirmwareWatch,
         device: SocketAddr,
-        meter: &WireMeter,
     ) -> Result<Option<TransferOutcome>, StageError> {
         let job = attempt.job;
         let known = self.book.get(&job.endpoint, &job.package.sha256);
@@ -58,7 +57,7 @@ impl Delivery {
             block_size: attempt.block_size,
         });
         let response = self
-            .send_package(attempt, &mut point, device, start.unwrap_or(0), meter)
+            .send_package(attempt, &mut point, device, start.unwrap_or(0))
             .await?;
         if let Some(code) = response.filter(|c| c.is_error()) {
             return self.refused_write(watch, code).await;
@@ -117,7 +116,6 @@ impl Delivery {
         point: &mut ResumePoint,
         device: SocketAddr,
         start: usize,
-        meter: &WireMeter,
     ) -> Result<Option<ResponseType>, StageError> {
         let job = attempt.job;
         point.acknowledged = start;
@@ -135,7 +133,7 @@ impl Delivery {
             self.management.endpoint(),
             device,
             &upload,
-            meter,
+            &attempt.meter,
             |progress| {
                 match progress {
                     Block1Progress::Sending { offset, len } => {
