@@ -410,16 +410,25 @@ async fn block2_read_between_two_endpoints_at_several_sizes() {
         let request = OutgoingRequest::new(RequestType::Get, &["fw", "1"]);
         let meter = WireMeter::default();
         let before = client.stats();
-        let (response, read) =
-            get_block2(&client, server.local_addr(), &request, size, 1 << 20, &meter)
-                .await
-                .unwrap();
+        let (response, read) = get_block2(
+            &client,
+            server.local_addr(),
+            &request,
+            size,
+            1 << 20,
+            &meter,
+        )
+        .await
+        .unwrap();
         assert_eq!(read, body.to_vec(), "block size {size}");
         assert_eq!(response.response_code(), Some(ResponseType::Content));
         // The meter holds every byte of the read, each way, headers included.
         let after = client.stats();
         assert_eq!(meter.sent(), after.bytes_sent - before.bytes_sent);
-        assert_eq!(meter.received(), after.bytes_received - before.bytes_received);
+        assert_eq!(
+            meter.received(),
+            after.bytes_received - before.bytes_received
+        );
     }
     // Without a Block2 option the server starts block-wise by itself at its largest block.
     let whole = client

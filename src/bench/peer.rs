@@ -232,8 +232,7 @@ impl Downloaders {
             let (endpoint, request, file) = (endpoint.clone(), request.clone(), file.clone());
             let server = target.addr;
             downloads.spawn(async move {
-                let (response, body) =
-                    get_block2(
+                let (response, body) = get_block2(
                     &endpoint,
                     server,
                     &request,

@@ -25,7 +25,7 @@ use super::message::{OutgoingRequest, PacketExt, Response};
 use super::params::TransmissionParams;
 use super::peers::Peers;
 use super::probe::WireProbe;
-use super::stats::{Charge, EndpointStats, StatsSnapshot, WireMeter, bump};
+use super::stats::{Charge, EMPTY_MESSAGE_LEN, EndpointStats, StatsSnapshot, WireMeter, bump};
 
 /// Largest datagram accepted; anything longer is dropped as malformed.
 const MAX_DATAGRAM: usize = 4096;
@@ -263,8 +263,8 @@ impl Endpoint {
     }
 
     /// Like [`Endpoint::observe`], adding to `meter` the bytes of the registration and of
-    /// every notification (and of the ACK each confirmable one gets), for as long as the
-    /// observation lives.
+    /// every notification as it arrives (and of the ACK each confirmable one gets), read or
+    /// not, for as long as the observation lives.
     pub async fn observe_metered(
         &self,
         peer: SocketAddr,
@@ -296,11 +296,13 @@ impl Endpoint {
             .await?;
         let accepted = response.observe_value().is_some()
             && response.response_code().is_some_and(|c| !c.is_error());
+        if accepted && let Some(meter) = meter {
+            lock(&self.inner.exchanges).meter_responses(&token, meter);
+        }
         let observation = accepted.then(|| Observation {
             registration,
             events: receiver,
             last: response.observe_value().map(|seq| (seq, Instant::now())),
-            meter,
         });
         Ok((response, observation))
     }
@@ -495,18 +497,11 @@ impl Endpoint {
 }
 
 /// Adds what the peer sent to `meter`, and the empty ACK the receive path answers a
-/// confirmable response with. ACK and Reset are empty messages: 4 bytes.
+/// confirmable response with. ACK and Reset are empty messages.
 fn count_answer(meter: &WireMeter, event: &ExchangeEvent) {
     match event {
-        ExchangeEvent::Response(packet, len) => {
-            meter.add_received(*len);
-            if packet.header.get_type() == MessageType::Confirmable {
-                meter.add_sent(EMPTY_MESSAGE_LEN);
-            }
-        }
-        ExchangeEvent::Acknowledged | ExchangeEvent::Reset => {
-            meter.add_received(EMPTY_MESSAGE_LEN)
-        }
+        ExchangeEvent::Response(packet, len) => meter.add_response(packet, *len),
+        ExchangeEvent::Acknowledged | ExchangeEvent::Reset => meter.add_received(EMPTY_MESSAGE_LEN),
     }
 }
 
@@ -518,8 +513,6 @@ pub struct Observation {
     events: mpsc::UnboundedReceiver<ExchangeEvent>,
     /// Sequence number and arrival time of the freshest notification, to drop reordered ones.
     last: Option<(u32, Instant)>,
-    /// Where the notifications' bytes are counted, when the observer keeps an account.
-    meter: Option<Arc<WireMeter>>,
 }
 
 impl Observation {
@@ -527,11 +520,7 @@ impl Observation {
     /// `None` when the peer reset the observation or the endpoint closed.
     pub async fn next(&mut self) -> Option<Packet> {
         loop {
-            let event = self.events.recv().await?;
-            if let Some(meter) = &self.meter {
-                count_answer(meter, &event);
-            }
-            match event {
+            match self.events.recv().await? {
                 ExchangeEvent::Response(packet, _) => {
                     let now = Instant::now();
                     let seq = packet.observe_value();
@@ -721,6 +710,7 @@ impl Inner {
                     Seen::Answered(bytes) => bytes,
                     _ => Bytes::from(empty_message(MessageType::Acknowledgement, message_id)),
                 };
+                lock(&self.exchanges).count_duplicate(peer, &packet, len);
                 self.send_now(&answer, peer);
                 return;
             }
@@ -879,9 +869,6 @@ fn well_formed(packet: &Packet, bytes: &[u8]) -> bool {
     }
     !(bytes.last() == Some(&0xFF) && packet.payload.is_empty())
 }
-
-/// Length of an empty message (ACK, Reset, ping): the 4-byte header alone.
-const EMPTY_MESSAGE_LEN: usize = 4;
 
 fn empty_message(message_type: MessageType, message_id: u16) -> Vec<u8> {
     let mut packet = Packet::new();

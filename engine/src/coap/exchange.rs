@@ -3,9 +3,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use coap_lite::Packet;
 use tokio::sync::mpsc;
+
+use super::stats::WireMeter;
 
 /// What an outstanding exchange learns from its peer.
 #[derive(Debug)]
@@ -43,6 +46,9 @@ struct AwaitingResponse {
     peer: SocketAddr,
     /// The exchange to tell.
     events: EventSender,
+    /// Where the responses routed here are counted as they arrive (an observation's
+    /// notifications, read or not); `None` when the exchange counts its own.
+    meter: Option<Arc<WireMeter>>,
 }
 
 /// Outstanding exchanges of one endpoint.
@@ -74,8 +80,34 @@ impl Exchanges {
 
     /// Waits for responses carrying `token` from `peer`.
     pub fn await_response(&mut self, peer: SocketAddr, token: Token, events: EventSender) {
-        self.by_token
-            .insert(token, AwaitingResponse { peer, events });
+        let waiting = AwaitingResponse {
+            peer,
+            events,
+            meter: None,
+        };
+        self.by_token.insert(token, waiting);
+    }
+
+    /// Counts every response carrying `token` in `meter` from now on (an observation's
+    /// notifications).
+    pub fn meter_responses(&mut self, token: &Token, meter: Arc<WireMeter>) {
+        if let Some(waiting) = self.by_token.get_mut(token) {
+            waiting.meter = Some(meter);
+        }
+    }
+
+    /// Counts a repeat of a response already routed (answered from the duplicate cache) in
+    /// the meter of its route, if it has one.
+    pub fn count_duplicate(&self, peer: SocketAddr, packet: &Packet, len: usize) {
+        if let Some(meter) = self.route_meter(peer, packet) {
+            meter.add_response(packet, len);
+        }
+    }
+
+    fn route_meter(&self, peer: SocketAddr, packet: &Packet) -> Option<&WireMeter> {
+        let token = Token::try_from(packet.get_token()).ok()?;
+        let waiting = self.by_token.get(&token).filter(|w| w.peer == peer)?;
+        waiting.meter.as_deref()
     }
 
     /// Stops waiting for responses carrying `token`.
@@ -126,10 +158,13 @@ impl Exchanges {
         };
         match self.by_token.get(&token) {
             Some(waiting) if waiting.peer == peer => {
+                if let Some(meter) = &waiting.meter {
+                    meter.add_response(&packet, len);
+                }
                 waiting
-                .events
-                .send(ExchangeEvent::Response(packet, len))
-                .is_ok()
+                    .events
+                    .send(ExchangeEvent::Response(packet, len))
+                    .is_ok()
             }
             _ => false,
         }

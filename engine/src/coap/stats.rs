@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use coap_lite::{MessageType, Packet};
+
 /// Counters of everything an endpoint sent and received; read by metrics and benchmarks.
 #[derive(Debug, Default)]
 pub struct EndpointStats {
@@ -104,7 +106,19 @@ impl WireMeter {
         self.bytes_received
             .fetch_add(bytes as u64, Ordering::Relaxed);
     }
+
+    /// Adds a response that came in a datagram of `len` bytes, and the empty ACK the receive
+    /// path answers it with when it is confirmable (a separate response, a notification).
+    pub(crate) fn add_response(&self, packet: &Packet, len: usize) {
+        self.add_received(len);
+        if packet.header.get_type() == MessageType::Confirmable {
+            self.add_sent(EMPTY_MESSAGE_LEN);
+        }
+    }
 }
+
+/// Length of an empty message (ACK, Reset, ping): the 4-byte header alone.
+pub(crate) const EMPTY_MESSAGE_LEN: usize = 4;
 
 /// A shared meter that a response's bytes are charged to: the request it answers (received)
 /// and every datagram of the answer (sent). Two charges are equal when they share the meter.

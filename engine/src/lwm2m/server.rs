@@ -33,23 +33,28 @@ impl RegistrationInterface {
         let method = request.packet.request_method();
         let now = Instant::now();
         match (method, path.as_slice()) {
-            (Some(RequestType::Post), [rd]) if rd == RD => match RegisterRequest::parse(&request.packet) {
-                Ok(register) => {
-                    let registration = self.registry.register(register, request.peer, now);
-                    let mut response = Response::new(ResponseType::Created);
-                    response.location_path = vec![RD.into(), registration.id];
-                    response
+            (Some(RequestType::Post), [rd]) if rd == RD => {
+                match RegisterRequest::parse(&request.packet) {
+                    Ok(register) => {
+                        let registration = self.registry.register(register, request.peer, now);
+                        let mut response = Response::new(ResponseType::Created);
+                        response.location_path = vec![RD.into(), registration.id];
+                        response
+                    }
+                    Err(error) => Response::error(ResponseType::BadRequest, error.0),
                 }
-                Err(error) => Response::error(ResponseType::BadRequest, error.0),
-            },
-            (Some(RequestType::Post), [rd, id]) if rd == RD => match UpdateRequest::parse(&request.packet) {
-                Ok(update) => match self.registry.update(id, update, request.peer, now) {
-                    Some(_) => Response::new(ResponseType::Changed),
-                    None => Response::error(ResponseType::NotFound, "unknown registration"),
-                },
-                Err(error) => Response::error(ResponseType::BadRequest, error.0),
-            },
-            (Some(RequestType::Delete), [rd, id]) if rd == RD => match self.registry.deregister(id) {
+            }
+            (Some(RequestType::Post), [rd, id]) if rd == RD => {
+                match UpdateRequest::parse(&request.packet) {
+                    Ok(update) => match self.registry.update(id, update, request.peer, now) {
+                        Some(_) => Response::new(ResponseType::Changed),
+                        None => Response::error(ResponseType::NotFound, "unknown registration"),
+                    },
+                    Err(error) => Response::error(ResponseType::BadRequest, error.0),
+                }
+            }
+            (Some(RequestType::Delete), [rd, id]) if rd == RD => match self.registry.deregister(id)
+            {
                 Some(_) => Response::new(ResponseType::Deleted),
                 None => Response::error(ResponseType::NotFound, "unknown registration"),
             },
@@ -117,7 +122,11 @@ mod tests {
         let interface = RegistrationInterface::new(registry.clone(), None);
         for elsewhere in [&["rdx"][..], &["fw"], &["rd", "a", "b"]] {
             let response = interface.handle(post(elsewhere)).await;
-            assert!(response.code.is_error(), "{elsewhere:?}: {:?}", response.code);
+            assert!(
+                response.code.is_error(),
+                "{elsewhere:?}: {:?}",
+                response.code
+            );
         }
         assert!(registry.is_empty());
         let response = interface.handle(post(&["rd"])).await;

@@ -418,8 +418,11 @@ impl Delivery {
                 again = contacts.registered_anew(&registration.id) => back = Some(again),
             }
         }
+        // The watch lives until the device is back: the notifications of its install still
+        // arrive on it (and are counted on the delivery's account).
+        let confirmed = confirm(self, job, contacts, registration, back).await;
         drop(watch);
-        confirm(self, job, contacts, registration, back).await
+        confirmed
     }
 
     /// Everything before Update: checks the version, watches State and Update Result, brings

@@ -5,14 +5,12 @@
 
 use std::net::SocketAddr;
 
-use bytes::Bytes;
-
 use super::delivery::Delivery;
 use super::outcome::TransferOutcome;
 use super::resume::ResumePoint;
 use super::steps::{Attempt, StageError, at, device_failure};
 use super::watch::FirmwareWatch;
-use crate::lwm2m::firmware::{self, FirmwareState, UpdateResult};
+use crate::lwm2m::firmware::{self, FirmwareState};
 use crate::lwm2m::{ContentFormat, ManagementError};
 
 impl Delivery {
@@ -28,16 +26,9 @@ impl Delivery {
         let known = self.book.get(&job.endpoint, &job.package.sha256);
         let still_fetching = known.is_some() && watch.state() == FirmwareState::Downloading;
         if !still_fetching {
-            if known.is_none()
-                && (watch.state() != FirmwareState::Idle || watch.result() != UpdateResult::Initial)
-            {
-                self.management
-                    .write(
-                        device,
-                        firmware::PACKAGE,
-                        ContentFormat::Opaque,
-                        Bytes::new(),
-                    )
+            if known.is_none() {
+                watch
+                    .reset_unless_idle(&self.management)
                     .await
                     .map_err(at("resetting the device"))?;
             }

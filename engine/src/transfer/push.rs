@@ -35,18 +35,9 @@ impl Delivery {
             Some(_) if job.resume => self.resume_at(device, attempt).await?,
             _ => None,
         };
-        if start.is_none()
-            && (watch.state() != FirmwareState::Idle || watch.result() != UpdateResult::Initial)
-        {
-            // Leftovers of an earlier attempt or another package: an empty write resets the
-            // device and erases them.
-            self.management
-                .write(
-                    device,
-                    firmware::PACKAGE,
-                    ContentFormat::Opaque,
-                    Bytes::new(),
-                )
+        if start.is_none() {
+            watch
+                .reset_unless_idle(&self.management)
                 .await
                 .map_err(at("resetting the device"))?;
         }
