@@ -311,6 +311,21 @@ mod tests {
     }
 
     #[test]
+    fn every_block2_answer_carries_size2() {
+        let response = Response::content(42, vec![7u8; 5000]);
+        for num in [0, 3] {
+            let mut packet = Packet::new();
+            let block = BlockOption::new(num, true, 1024).unwrap();
+            response.fill_packet(&mut packet, &response.payload[..1024], Some(block));
+            assert_eq!(
+                packet.uint_option(CoapOption::Size2),
+                Some(5000),
+                "block {num}"
+            );
+        }
+    }
+
+    #[test]
     fn request_round_trips_through_bytes() {
         let mut request = OutgoingRequest::new(RequestType::Put, &["5", "0", "0"])
             .with_payload(42, vec![1u8, 2, 3]);

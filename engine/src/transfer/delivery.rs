@@ -476,3 +476,51 @@ impl Delivery {
             .map_err(at("reading the firmware version"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::lwm2m::Binding;
+
+    fn registration(id: &str, port: u16) -> Registration {
+        Registration {
+            id: id.into(),
+            endpoint: "dev".into(),
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            lifetime: Duration::from_secs(60),
+            lwm2m_version: "1.1".into(),
+            binding: Binding {
+                udp: true,
+                queue_mode: false,
+            },
+            objects: vec![],
+            registered_at: Instant::now(),
+            last_update: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn an_attempt_ends_when_the_device_leaves_its_registration_or_address() {
+        use RegistrationEvent::*;
+        let current = registration("a", 1000);
+        let ends = |event| gone(&current, &event).is_some();
+        assert!(ends(Registered(registration("b", 1000))), "rebooted");
+        assert!(
+            ends(Updated(registration("a", 2000))),
+            "moved (NAT rebinding)"
+        );
+        assert!(ends(Deregistered(registration("a", 1000))));
+        assert!(ends(Expired(registration("a", 1000))));
+        assert!(!ends(Updated(registration("a", 1000))), "awake, same place");
+        assert!(
+            !ends(Registered(registration("a", 1000))),
+            "the registration itself"
+        );
+        assert!(
+            !ends(Expired(registration("old", 1000))),
+            "an older registration"
+        );
+    }
+}
