@@ -114,6 +114,6 @@ fn wire_quick_prints_a_row_of_numbers() {
         .split_whitespace()
         .map(|cell| cell.parse().expect("a number"))
         .collect();
-    assert_eq!(numbers.len(), 8, "{stdout}");
+    assert_eq!(numbers.len(), 9, "{stdout}");
     assert_eq!(numbers[0], 256.0);
 }

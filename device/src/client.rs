@@ -1,9 +1,10 @@
-//! `Device`: the reference LwM2M client. It registers, keeps its registration alive, answers
-//! Read / Write / Execute / Observe on objects 3, 4 and 5, downloads pushed packages block by
-//! block into its [`DeviceSystem`], installs them and reboots into the new version.
+//! `Device`: the reference LwM2M client. It registers, keeps its registration alive (or, in
+//! queue mode, sleeps and wakes with an Update), de-registers when told, answers Read / Write /
+//! Execute / Observe on objects 3, 4 and 5, downloads pushed packages block by block into its
+//! [`DeviceSystem`], installs them and reboots into the new version.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +16,9 @@ use fota_engine::coap::{
 };
 use fota_engine::lwm2m::firmware::{self, DeliveryMethod, FirmwareState, UpdateResult};
 use fota_engine::lwm2m::{ContentFormat, LwM2mPath, Record, Value, content};
+use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
 
 use crate::events::McuEvent;
 use crate::firmware_update::{FirmwareUpdate, PullStart, WriteAnswer};
@@ -55,7 +58,8 @@ pub struct DeviceConfig {
 }
 
 /// A device in power saving mode: awake for `awake` after each Update, then radio off (its
-/// socket closed, so whatever the server sends is lost) for `asleep`.
+/// socket closed, so whatever the server sends is lost, and counted in
+/// [`Device::missed_while_asleep`]) for `asleep`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SleepCycle {
     /// Time reachable after each wake-up Update.
@@ -69,6 +73,22 @@ pub struct SleepCycle {
 enum Command {
     /// Reboot: new socket, new registration, RAM state lost, flash kept.
     Reboot,
+    /// De-register, stay unregistered (still answering on the same socket) for this long, then
+    /// register again; RAM state kept.
+    Deregister(Duration),
+    /// Send no Update for this long (the server may let the registration expire), then one.
+    SkipUpdates(Duration),
+}
+
+/// What comes after a registration ends, seen from the device.
+enum Next {
+    /// Register again from the same socket, RAM state kept (it de-registered, or the server
+    /// no longer knew its registration).
+    Register(Endpoint),
+    /// Reboot: new socket, RAM state lost.
+    Reboot,
+    /// The device is gone.
+    Stop,
 }
 
 /// A running reference device. Cheap to clone.
@@ -100,6 +120,11 @@ pub(crate) struct Shared<S> {
     notifications: mpsc::UnboundedSender<(Observer, Response)>,
     /// Observe sequence number of the next notification.
     observe_sequence: AtomicU32,
+    /// Datagrams that reached the device's port while its radio was off in PSM: what a real
+    /// module would have missed. A server that honours queue mode sends none.
+    missed_while_asleep: AtomicU64,
+    /// True while the radio is off in PSM.
+    asleep: AtomicBool,
 }
 
 /// What the device holds in memory and flash.
@@ -138,6 +163,8 @@ impl<S: DeviceSystem> Device<S> {
             endpoint: Mutex::new(None),
             notifications,
             observe_sequence: AtomicU32::new(1),
+            missed_while_asleep: AtomicU64::new(0),
+            asleep: AtomicBool::new(false),
         });
         tokio::spawn(run(Arc::downgrade(&shared), receiver));
         tokio::spawn(send_notifications(Arc::downgrade(&shared), queue));
@@ -168,6 +195,29 @@ impl<S: DeviceSystem> Device<S> {
     pub fn reboot(&self) {
         let _ = self.shared.commands.send(Command::Reboot);
     }
+
+    /// De-registers now, stays unregistered for `pause` (its socket open, answering whatever
+    /// still comes), then registers again, RAM state kept.
+    pub fn deregister_for(&self, pause: Duration) {
+        let _ = self.shared.commands.send(Command::Deregister(pause));
+    }
+
+    /// Sends no Update for `pause` (a registration whose lifetime is shorter expires on the
+    /// server), still answering requests; then sends one, and registers again if the server
+    /// no longer knows it.
+    pub fn skip_updates_for(&self, pause: Duration) {
+        let _ = self.shared.commands.send(Command::SkipUpdates(pause));
+    }
+
+    /// Datagrams that reached the device while it slept in PSM (queue mode).
+    pub fn missed_while_asleep(&self) -> u64 {
+        self.shared.missed_while_asleep.load(Ordering::Relaxed)
+    }
+
+    /// True while the device sleeps in PSM with its radio off (queue mode).
+    pub fn is_asleep(&self) -> bool {
+        self.shared.asleep.load(Ordering::Relaxed)
+    }
 }
 
 /// Keeps the device registered, through reboots, until the handle is dropped.
@@ -181,14 +231,19 @@ async fn run<S: DeviceSystem>(
         };
         let config = device.config.clone();
         drop(device);
-        let Some(endpoint) = radio_on(&shared, "127.0.0.1:0".parse().expect("address")).await
+        let Some(mut endpoint) = radio_on(&shared, "127.0.0.1:0".parse().expect("address")).await
         else {
             return;
         };
-        let Some(location) = register(&endpoint, &config).await else {
-            return;
+        let next = loop {
+            let Some(location) = register(&endpoint, &config).await else {
+                return;
+            };
+            match stay_registered(&shared, endpoint, &location, &mut commands).await {
+                Next::Register(same) => endpoint = same,
+                other => break other,
+            }
         };
-        let reboot = stay_registered(&shared, endpoint, &location, &mut commands).await;
         let Some(device) = shared.upgrade() else {
             return;
         };
@@ -197,7 +252,7 @@ async fn run<S: DeviceSystem>(
         core.observers.clear();
         core.firmware.after_reboot();
         drop(core);
-        if !reboot {
+        if matches!(next, Next::Stop) {
             return;
         }
     }
@@ -263,24 +318,39 @@ async fn register(endpoint: &Endpoint, config: &DeviceConfig) -> Option<Vec<Stri
     }
 }
 
-/// Sends an Update every half lifetime, or, in queue mode, sleeps and wakes with an Update.
-/// Returns true to reboot (command or lost registration), false when the device is gone.
+/// Sends an Update every half lifetime, or, in queue mode, sleeps and wakes with an Update;
+/// de-registers or skips Updates when told.
 async fn stay_registered<S: DeviceSystem>(
     shared: &std::sync::Weak<Shared<S>>,
     mut endpoint: Endpoint,
     location: &[String],
     commands: &mut mpsc::UnboundedReceiver<Command>,
-) -> bool {
+) -> Next {
     let Some(config) = shared.upgrade().map(|device| device.config.clone()) else {
-        return false;
+        return Next::Stop;
     };
     let update = OutgoingRequest::new(RequestType::Post, location);
     loop {
         let awake = config
             .sleep
             .map_or(config.lifetime / 2, |cycle| cycle.awake);
-        if let Some(command) = wait_or_command(awake, commands).await {
-            return command;
+        match wait_or_command(awake, commands).await {
+            Wait::Elapsed => {}
+            Wait::Over(next) => return next,
+            Wait::Command(Command::Deregister(pause)) => {
+                let delete = OutgoingRequest::new(RequestType::Delete, location);
+                let _ = endpoint.request(config.server, &delete).await;
+                return match pause_for(pause, commands).await {
+                    Some(next) => next,
+                    None => Next::Register(endpoint),
+                };
+            }
+            Wait::Command(Command::SkipUpdates(pause)) => {
+                if let Some(next) = pause_for(pause, commands).await {
+                    return next;
+                }
+            }
+            Wait::Command(Command::Reboot) => return Next::Reboot,
         }
         if let Some(cycle) = config.sleep {
             let addr = endpoint.local_addr();
@@ -288,31 +358,131 @@ async fn stay_registered<S: DeviceSystem>(
             if let Some(device) = shared.upgrade() {
                 *lock(&device.endpoint) = None;
             }
-            if let Some(command) = wait_or_command(cycle.asleep, commands).await {
-                return command;
+            if let Some(next) = sleep_in_psm(shared, addr, cycle.asleep, commands).await {
+                return next;
             }
             let Some(woken) = radio_on(shared, addr).await else {
-                return false;
+                return Next::Stop;
             };
             endpoint = woken;
         }
         if let Ok(response) = endpoint.request(config.server, &update).await
             && response.response_code() == Some(ResponseType::NotFound)
         {
-            return true;
+            return Next::Register(endpoint);
         }
     }
 }
 
-/// Waits `duration` unless a command comes first: `Some(true)` to reboot, `Some(false)` when
-/// the device is gone.
+/// How a wait ended.
+enum Wait {
+    /// The time passed.
+    Elapsed,
+    /// A command came.
+    Command(Command),
+    /// The device is gone.
+    Over(Next),
+}
+
+/// Waits `duration` unless a command comes first.
 async fn wait_or_command(
     duration: Duration,
     commands: &mut mpsc::UnboundedReceiver<Command>,
-) -> Option<bool> {
+) -> Wait {
     tokio::select! {
-        command = commands.recv() => Some(matches!(command, Some(Command::Reboot))),
-        _ = tokio::time::sleep(duration) => None,
+        command = commands.recv() => match command {
+            Some(command) => Wait::Command(command),
+            None => Wait::Over(Next::Stop),
+        },
+        _ = tokio::time::sleep(duration) => Wait::Elapsed,
+    }
+}
+
+/// Waits `duration`; only a reboot (or the device's end) cuts it short, and is returned.
+async fn pause_for(
+    duration: Duration,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+) -> Option<Next> {
+    let deadline = Instant::now() + duration;
+    loop {
+        match wait_or_command(deadline.saturating_duration_since(Instant::now()), commands).await {
+            Wait::Elapsed => return None,
+            Wait::Over(next) => return Some(next),
+            Wait::Command(Command::Reboot) => return Some(Next::Reboot),
+            Wait::Command(_) => {}
+        }
+    }
+}
+
+/// Sleeps in PSM for `duration` with the radio off. The device's port is watched meanwhile
+/// so that whatever reaches it is counted as missed. `Some` when a reboot (or the device's
+/// end) cut the sleep short.
+async fn sleep_in_psm<S: DeviceSystem>(
+    shared: &std::sync::Weak<Shared<S>>,
+    addr: SocketAddr,
+    duration: Duration,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+) -> Option<Next> {
+    let deadline = Instant::now() + duration;
+    let port = watch_port(addr, deadline).await;
+    let Some(device) = shared.upgrade() else {
+        return Some(Next::Stop);
+    };
+    device.asleep.store(true, Ordering::Relaxed);
+    drop(device);
+    let woken = match port {
+        Some(port) => psm(shared, &port, deadline, commands).await,
+        None => pause_for(deadline.saturating_duration_since(Instant::now()), commands).await,
+    };
+    if let Some(device) = shared.upgrade() {
+        device.asleep.store(false, Ordering::Relaxed);
+    }
+    woken
+}
+
+/// The radio off until `deadline`, counting what reaches `port`; `Some` when a reboot (or the
+/// device's end) cuts it short.
+async fn psm<S: DeviceSystem>(
+    shared: &std::sync::Weak<Shared<S>>,
+    port: &UdpSocket,
+    deadline: Instant,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+) -> Option<Next> {
+    let mut datagram = [0u8; 64];
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => return None,
+            command = commands.recv() => match command {
+                Some(Command::Reboot) => return Some(Next::Reboot),
+                None => return Some(Next::Stop),
+                Some(_) => {}
+            },
+            received = port.recv_from(&mut datagram) => {
+                let Some(device) = shared.upgrade() else {
+                    return Some(Next::Stop);
+                };
+                if received.is_ok() {
+                    device.missed_while_asleep.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// A plain socket on the port of the endpoint just closed (its tasks may hold it for a moment
+/// longer), or `None` if it cannot be had before `deadline`.
+async fn watch_port(addr: SocketAddr, deadline: Instant) -> Option<UdpSocket> {
+    loop {
+        match UdpSocket::bind(addr).await {
+            Ok(socket) => return Some(socket),
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+                if Instant::now() >= deadline {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(_) => return None,
+        }
     }
 }
 
@@ -391,7 +561,10 @@ impl<S: DeviceSystem> Shared<S> {
             system, firmware, ..
         } = &mut *core;
         if block.is_none() && packet.payload.is_empty() {
-            firmware.reset(system);
+            let mut events = Vec::new();
+            firmware.reset(system, &mut events);
+            drop(core);
+            self.emit(events);
             return Response::new(ResponseType::Changed);
         }
         if block.is_some_and(|b| b.size() > self.config.max_block_size) {
@@ -444,7 +617,11 @@ impl<S: DeviceSystem> Shared<S> {
         let Core {
             system, firmware, ..
         } = &mut *core;
-        match (firmware.start_pull(system, uri), location) {
+        let mut events = Vec::new();
+        let start = firmware.start_pull(system, uri, &mut events);
+        drop(core);
+        self.emit(events);
+        match (start, location) {
             (PullStart::Fetch { generation, from }, Some(location)) => {
                 tokio::spawn(self.clone().fetch(generation, location, from));
                 Response::new(ResponseType::Changed)

@@ -1,6 +1,6 @@
 //! `McuEvent`: the notifications the FOTA client gives the device's MCU (white paper: downloading,
-//! download failed, downloaded, updating, update success, update failed, update over), readable by
-//! tests as a stream.
+//! download failed, downloaded, updating, update success, update failed, update over; and the
+//! server cancelling a download), readable by tests as a stream.
 
 /// One notification to the MCU.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -9,6 +9,9 @@ pub enum McuEvent {
     Downloading,
     /// The download failed (integrity, space, abandoned).
     DownloadFailed(String),
+    /// The server reset the Firmware Update object (an empty package write or Package URI):
+    /// the stored package, partial or whole, is erased.
+    DownloadCancelled,
     /// The whole package is stored and verified.
     Downloaded,
     /// Installing started.

@@ -132,16 +132,23 @@ impl FirmwareUpdate {
         WriteAnswer::TooLarge
     }
 
-    /// An empty write to /5/0/0: back to Idle, partial package erased.
-    pub fn reset(&mut self, system: &mut dyn DeviceSystem) {
+    /// An empty write to /5/0/0 (or an empty Package URI): back to Idle, whatever package is
+    /// stored, partial or whole, erased.
+    pub fn reset(&mut self, system: &mut dyn DeviceSystem, events: &mut Vec<McuEvent>) {
         system.erase();
         self.state = FirmwareState::Idle;
         self.result = UpdateResult::Initial;
+        events.push(McuEvent::DownloadCancelled);
     }
 
     /// A write of /5/0/1. Writing again the URI a pull was interrupted on resumes it over the
     /// bytes already stored; another URI starts from scratch.
-    pub fn start_pull(&mut self, system: &mut dyn DeviceSystem, uri: &str) -> PullStart {
+    pub fn start_pull(
+        &mut self,
+        system: &mut dyn DeviceSystem,
+        uri: &str,
+        events: &mut Vec<McuEvent>,
+    ) -> PullStart {
         if matches!(
             self.state,
             FirmwareState::Downloaded | FirmwareState::Updating
@@ -150,7 +157,7 @@ impl FirmwareUpdate {
         }
         self.pull_generation += 1;
         if uri.is_empty() {
-            self.reset(system);
+            self.reset(system, events);
             self.package_uri.clear();
             self.package_etag = None;
             return PullStart::Cancelled;
@@ -250,5 +257,30 @@ impl FirmwareUpdate {
         if self.state != FirmwareState::Downloaded {
             self.state = FirmwareState::Idle;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flash::SimulatedFlash;
+
+    #[test]
+    fn a_reset_erases_what_is_stored_and_tells_the_mcu() {
+        let mut flash = SimulatedFlash::new(vec![], "1.0", 1000);
+        let mut firmware = FirmwareUpdate::default();
+        let mut events = Vec::new();
+        firmware.write(&mut flash, 0, &[7; 100], true, None, &mut events);
+        firmware.result = UpdateResult::UpdateFailed;
+        firmware.reset(&mut flash, &mut events);
+        assert_eq!(flash.saved_bytes(), 0);
+        assert_eq!(
+            (firmware.state, firmware.result),
+            (FirmwareState::Idle, UpdateResult::Initial)
+        );
+        assert_eq!(
+            events,
+            vec![McuEvent::Downloading, McuEvent::DownloadCancelled]
+        );
     }
 }

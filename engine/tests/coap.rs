@@ -408,11 +408,27 @@ async fn block2_read_between_two_endpoints_at_several_sizes() {
     let client = endpoint().await;
     for size in [16, 128, 1024] {
         let request = OutgoingRequest::new(RequestType::Get, &["fw", "1"]);
-        let (response, read) = get_block2(&client, server.local_addr(), &request, size, 1 << 20)
-            .await
-            .unwrap();
+        let meter = WireMeter::default();
+        let before = client.stats();
+        let (response, read) = get_block2(
+            &client,
+            server.local_addr(),
+            &request,
+            size,
+            1 << 20,
+            &meter,
+        )
+        .await
+        .unwrap();
         assert_eq!(read, body.to_vec(), "block size {size}");
         assert_eq!(response.response_code(), Some(ResponseType::Content));
+        // The meter holds every byte of the read, each way, headers included.
+        let after = client.stats();
+        assert_eq!(meter.sent(), after.bytes_sent - before.bytes_sent);
+        assert_eq!(
+            meter.received(),
+            after.bytes_received - before.bytes_received
+        );
     }
     // Without a Block2 option the server starts block-wise by itself at its largest block.
     let whole = client

@@ -232,8 +232,15 @@ impl Downloaders {
             let (endpoint, request, file) = (endpoint.clone(), request.clone(), file.clone());
             let server = target.addr;
             downloads.spawn(async move {
-                let (response, body) =
-                    get_block2(&endpoint, server, &request, block_size, file.len()).await?;
+                let (response, body) = get_block2(
+                    &endpoint,
+                    server,
+                    &request,
+                    block_size,
+                    file.len(),
+                    &WireMeter::default(),
+                )
+                .await?;
                 anyhow::ensure!(
                     body == file,
                     "got {} bytes ({:?}), not the file",

@@ -1,5 +1,6 @@
 //! `fota bench wire`: bytes the engine puts on the wire per package byte, for each block size
-//! and loss rate, against the minimum a CoAP Block1 exchange of that block size needs.
+//! and loss rate, against the minimum a CoAP Block1 exchange of that block size needs; and the
+//! bytes it receives from the devices.
 
 use std::time::{Duration, Instant};
 
@@ -47,13 +48,14 @@ pub async fn run(mut args: WireArgs) -> anyhow::Result<()> {
     }
     let pkg = harness::package(args.package_kib)?;
     println!(
-        "{} devices, {} byte package, engine bytes sent (CoAP, retransmissions included) per package byte",
+        "{} devices, {} byte package; per package byte: every CoAP byte the engine sent each device \
+         for its delivery (retransmissions, reads, observations included), and received from it",
         args.devices,
         pkg.len()
     );
     println!(
-        "{:>6} {:>6} {:>9} {:>9} {:>9} {:>7} {:>9} {:>8}",
-        "block", "loss", "wire/B", "minimum", "ideal", "ratio", "resent B", "seconds"
+        "{:>6} {:>6} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8}",
+        "block", "loss", "wire/B", "minimum", "ideal", "ratio", "recv/B", "resent B", "seconds"
     );
     for &loss in &args.loss {
         for &block_size in &args.block_sizes {
@@ -61,13 +63,16 @@ pub async fn run(mut args: WireArgs) -> anyhow::Result<()> {
             let failed = reports.iter().filter(|r| !r.outcome.is_success()).count();
             anyhow::ensure!(failed == 0, "{failed} devices were not upgraded");
             let wire: u64 = reports.iter().map(|r| r.wire.wire_sent).sum();
+            let received: u64 = reports.iter().map(|r| r.wire.wire_received).sum();
             let resent: u64 = reports.iter().map(|r| r.wire.package_resent).sum();
-            let per_byte = wire as f64 / (pkg.len() * reports.len()) as f64;
+            let package_bytes = (pkg.len() * reports.len()) as f64;
+            let per_byte = wire as f64 / package_bytes;
+            let received_per_byte = received as f64 / package_bytes;
             let minimum = minimum_per_byte(pkg.len(), block_size);
             // Stop-and-wait needs the request and its ACK through: 1 / (1 - loss)² tries.
             let ideal = minimum / (1.0 - loss).powi(2);
             println!(
-                "{block_size:>6} {loss:>6.2} {per_byte:>9.3} {minimum:>9.3} {ideal:>9.3} {:>7.3} {resent:>9} {:>8.1}",
+                "{block_size:>6} {loss:>6.2} {per_byte:>9.3} {minimum:>9.3} {ideal:>9.3} {:>7.3} {received_per_byte:>9.3} {resent:>9} {:>8.1}",
                 per_byte / ideal,
                 elapsed.as_secs_f64()
             );

@@ -40,8 +40,13 @@ pub fn model() -> ModelSpec {
 
 /// A full package of an 80 KB image, version 2.0, and that image.
 pub fn package_80k() -> (Bytes, Vec<u8>) {
-    let new = image(80 * 1024 - 100, 2);
-    (Bytes::from(package::full(&new, "2.0").unwrap()), new)
+    full_package(80 * 1024 - 100, 2, "2.0")
+}
+
+/// A full package of an image of `len` bytes made from `seed`, as `version`, and that image.
+pub fn full_package(len: usize, seed: u8, version: &str) -> (Bytes, Vec<u8>) {
+    let new = image(len, seed);
+    (Bytes::from(package::full(&new, version).unwrap()), new)
 }
 
 /// An engine on loopback.
@@ -99,6 +104,24 @@ pub fn assert_all_upgraded(fleet: &Fleet, reports: &[TransferReport], new_image:
         let (version, sha) = device.with_system(|s| (s.version.clone(), s.image_sha256()));
         assert_eq!(version, "2.0", "{endpoint}");
         assert_eq!(sha, expected, "{endpoint}: image sha256");
+    }
+}
+
+/// Package bytes sent to each device are at most the package plus one block per interruption,
+/// by the engine's count and by the device's own (what its flash was given, repeats included),
+/// and the engine sent every byte of the package at least once.
+pub fn assert_resumed(fleet: &Fleet, reports: &[TransferReport], package_len: usize, block: usize) {
+    for (device, report) in fleet.devices.iter().zip(reports) {
+        let limit = package_len as u64 + u64::from(report.interruptions) * block as u64;
+        let sent = report.wire.package_first + report.wire.package_resent;
+        assert_eq!(report.wire.package_first, package_len as u64, "{report:?}");
+        assert!(sent <= limit, "engine sent {sent} > {limit}: {report:?}");
+        let received = device.with_system(|flash| flash.received);
+        assert!(
+            received <= limit,
+            "{}: the device was given {received} package bytes > {limit}: {report:?}",
+            device.config().endpoint
+        );
     }
 }
 

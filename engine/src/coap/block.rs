@@ -29,6 +29,14 @@ pub enum BlockError {
     /// A block size that is not a power of two from 16 to 1024.
     #[error("block size {0} is not a power of two from 16 to 1024")]
     InvalidSize(usize),
+    /// A Block2 request for a block that starts past the end of the representation.
+    #[error("block at offset {offset} is past the end ({len} bytes)")]
+    PastTheEnd {
+        /// Where the requested block starts.
+        offset: usize,
+        /// Length of the representation.
+        len: usize,
+    },
 }
 
 /// Largest block number a 3-byte option can carry.
@@ -83,6 +91,30 @@ impl BlockOption {
     }
 }
 
+/// The Block2 block a server sends of a `len`-byte representation, and the bytes it carries:
+/// the block `requested` asks for, cut to `max_block` bytes (a server may answer with a
+/// smaller block; the offset stays, RFC 7959 section 2.4), or block 0 when nothing was asked
+/// and the representation does not fit in one block. `None`: the whole representation in one
+/// message, without Block2. Both the endpoint that sends a block and whoever accounts for it
+/// cut it here, so they never disagree.
+pub fn block2_slice(
+    len: usize,
+    requested: Option<BlockOption>,
+    max_block: usize,
+) -> Result<Option<(BlockOption, std::ops::Range<usize>)>, BlockError> {
+    let (offset, size) = match requested {
+        Some(block) => (block.offset(), block.size().min(max_block)),
+        None if len > max_block => (0, max_block),
+        None => return Ok(None),
+    };
+    if offset > len || (offset == len && len > 0) {
+        return Err(BlockError::PastTheEnd { offset, len });
+    }
+    let end = (offset + size).min(len);
+    let block = BlockOption::new((offset / size) as u32, end < len, size)?;
+    Ok(Some((block, offset..end)))
+}
+
 /// The size exponent of a block size: 16 → 0, ..., 1024 → 6.
 pub fn size_exponent(size: usize) -> Result<u8, BlockError> {
     if !(16..=1024).contains(&size) || !size.is_power_of_two() {
@@ -135,6 +167,25 @@ mod tests {
         assert_eq!(
             BlockOption::new(0, false, 2048),
             Err(BlockError::InvalidSize(2048))
+        );
+    }
+
+    #[test]
+    fn a_block_larger_than_the_servers_is_cut_at_the_same_offset() {
+        let asked = BlockOption::new(3, false, 1024).unwrap();
+        let (block, range) = block2_slice(10_000, Some(asked), 512).unwrap().unwrap();
+        assert_eq!((block.num, block.size(), block.more), (6, 512, true));
+        assert_eq!(range, 3072..3584);
+        let last = BlockOption::new(9, false, 1024).unwrap();
+        let (block, range) = block2_slice(10_000, Some(last), 1024).unwrap().unwrap();
+        assert_eq!((block.more, range), (false, 9216..10_000));
+        assert_eq!(block2_slice(100, None, 512), Ok(None));
+        assert_eq!(
+            block2_slice(1024, Some(BlockOption::new(1, false, 1024).unwrap()), 1024),
+            Err(BlockError::PastTheEnd {
+                offset: 1024,
+                len: 1024
+            })
         );
     }
 

@@ -131,13 +131,15 @@ fn outcome(response: Packet, acknowledged: usize, block_size: usize) -> Block1Ou
 /// Reads a resource with Block2, from block 0, asking for `block_size` blocks (the peer may
 /// answer with smaller ones). Checks that every block is the one asked for and carries the same
 /// ETag, and stops at `max_body` bytes. Returns the last response and the whole body; an error
-/// response ends the read and is returned with what was read before it.
+/// response ends the read and is returned with what was read before it. The bytes of every
+/// exchange go to `meter`.
 pub async fn get_block2(
     endpoint: &Endpoint,
     peer: SocketAddr,
     request: &OutgoingRequest,
     block_size: usize,
     max_body: usize,
+    meter: &WireMeter,
 ) -> Result<(Packet, Vec<u8>), CoapError> {
     let fail = |reason: String| CoapError::Blockwise { peer, reason };
     let mut size = block_size;
@@ -149,7 +151,9 @@ pub async fn get_block2(
             BlockOption::new((body.len() / size) as u32, false, size)
                 .map_err(|e| fail(e.to_string()))?,
         );
-        let response = endpoint.request(peer, &block_request).await?;
+        let response = endpoint
+            .request_metered(peer, &block_request, meter)
+            .await?;
         if response.response_code().is_none_or(|c| c.is_error()) {
             return Ok((response, body));
         }

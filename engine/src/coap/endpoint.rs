@@ -18,14 +18,14 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use super::block::BlockOption;
+use super::block::block2_slice;
 use super::dedup::{DuplicateCache, Seen};
 use super::exchange::{ExchangeEvent, Exchanges, Token};
 use super::message::{OutgoingRequest, PacketExt, Response};
 use super::params::TransmissionParams;
 use super::peers::Peers;
 use super::probe::WireProbe;
-use super::stats::{EndpointStats, StatsSnapshot, WireMeter, bump};
+use super::stats::{Charge, EMPTY_MESSAGE_LEN, EndpointStats, StatsSnapshot, WireMeter, bump};
 
 /// Largest datagram accepted; anything longer is dropped as malformed.
 const MAX_DATAGRAM: usize = 4096;
@@ -259,14 +259,46 @@ impl Endpoint {
         peer: SocketAddr,
         request: &OutgoingRequest,
     ) -> Result<(Packet, Option<Observation>), CoapError> {
+        self.observe_charged(peer, request, None).await
+    }
+
+    /// Like [`Endpoint::observe`], adding to `meter` the bytes of the registration and of
+    /// every notification as it arrives (and of the ACK each confirmable one gets), read or
+    /// not, for as long as the observation lives.
+    pub async fn observe_metered(
+        &self,
+        peer: SocketAddr,
+        request: &OutgoingRequest,
+        meter: &Arc<WireMeter>,
+    ) -> Result<(Packet, Option<Observation>), CoapError> {
+        self.observe_charged(peer, request, Some(meter.clone()))
+            .await
+    }
+
+    async fn observe_charged(
+        &self,
+        peer: SocketAddr,
+        request: &OutgoingRequest,
+        meter: Option<Arc<WireMeter>>,
+    ) -> Result<(Packet, Option<Observation>), CoapError> {
         let (events, mut receiver) = mpsc::unbounded_channel();
         let token = self.new_token();
-        let meter = WireMeter::default();
+        let unmetered = WireMeter::default();
         let (response, registration) = self
-            .exchange_with_token(peer, request, &meter, token, events, &mut receiver)
+            .exchange_with_token(
+                peer,
+                request,
+                meter.as_deref().unwrap_or(&unmetered),
+                token,
+                events,
+                &mut receiver,
+            )
             .await?;
         let accepted = response.observe_value().is_some()
             && response.response_code().is_some_and(|c| !c.is_error());
+        if accepted && let Some(meter) = meter {
+            lock(&self.inner.exchanges).meter_responses(&token, meter);
+        }
         let observation = accepted.then(|| Observation {
             registration,
             events: receiver,
@@ -373,13 +405,15 @@ impl Endpoint {
         let response = if request.confirmable {
             let _ack = AckWait::register(&self.inner, peer, message_id, Some(token), events);
             match self.transmit(peer, &bytes, receiver, meter).await? {
-                ExchangeEvent::Response(packet) => packet,
-                ExchangeEvent::Acknowledged => self.await_separate_response(peer, receiver).await?,
+                ExchangeEvent::Response(packet, _) => packet,
+                ExchangeEvent::Acknowledged => {
+                    self.await_separate_response(peer, receiver, meter).await?
+                }
                 ExchangeEvent::Reset => return Err(CoapError::Reset { peer }),
             }
         } else {
             self.send(&bytes, peer, meter).await?;
-            self.await_separate_response(peer, receiver).await?
+            self.await_separate_response(peer, receiver, meter).await?
         };
         Ok((response, registration))
     }
@@ -403,7 +437,7 @@ impl Endpoint {
             self.send(bytes, peer, meter).await?;
             match tokio::time::timeout(timeout, receiver.recv()).await {
                 Ok(Some(event)) => {
-                    count_received(meter, &event);
+                    count_answer(meter, &event);
                     return Ok(event);
                 }
                 Ok(None) => return Err(CoapError::Closed),
@@ -421,15 +455,20 @@ impl Endpoint {
         &self,
         peer: SocketAddr,
         receiver: &mut mpsc::UnboundedReceiver<ExchangeEvent>,
+        meter: &WireMeter,
     ) -> Result<Packet, CoapError> {
         let waited = self.inner.config.params.exchange_lifetime();
         loop {
-            match tokio::time::timeout(waited, receiver.recv()).await {
-                Ok(Some(ExchangeEvent::Response(packet))) => return Ok(packet),
-                Ok(Some(ExchangeEvent::Reset)) => return Err(CoapError::Reset { peer }),
-                Ok(Some(ExchangeEvent::Acknowledged)) => continue,
+            let event = match tokio::time::timeout(waited, receiver.recv()).await {
+                Ok(Some(event)) => event,
                 Ok(None) => return Err(CoapError::Closed),
                 Err(_) => return Err(CoapError::ResponseTimeout { peer, waited }),
+            };
+            count_answer(meter, &event);
+            match event {
+                ExchangeEvent::Response(packet, _) => return Ok(packet),
+                ExchangeEvent::Reset => return Err(CoapError::Reset { peer }),
+                ExchangeEvent::Acknowledged => continue,
             }
         }
     }
@@ -457,12 +496,13 @@ impl Endpoint {
     }
 }
 
-fn count_received(meter: &WireMeter, event: &ExchangeEvent) {
-    let bytes = match event {
-        ExchangeEvent::Response(packet) => 4 + packet.get_token().len() + packet.payload.len(),
-        _ => 4,
-    };
-    meter.add_received(bytes);
+/// Adds what the peer sent to `meter`, and the empty ACK the receive path answers a
+/// confirmable response with. ACK and Reset are empty messages.
+fn count_answer(meter: &WireMeter, event: &ExchangeEvent) {
+    match event {
+        ExchangeEvent::Response(packet, len) => meter.add_response(packet, *len),
+        ExchangeEvent::Acknowledged | ExchangeEvent::Reset => meter.add_received(EMPTY_MESSAGE_LEN),
+    }
 }
 
 /// An active observation: notifications from the peer, freshest first filtered for order.
@@ -481,7 +521,7 @@ impl Observation {
     pub async fn next(&mut self) -> Option<Packet> {
         loop {
             match self.events.recv().await? {
-                ExchangeEvent::Response(packet) => {
+                ExchangeEvent::Response(packet, _) => {
                     let now = Instant::now();
                     let seq = packet.observe_value();
                     if seq.is_none_or(|seq| is_fresher(self.last, seq, now)) {
@@ -588,11 +628,13 @@ impl Inner {
     }
 
     /// Sends without waiting (ACKs, RSTs, responses from the receive path). A full socket
-    /// buffer drops the message, which the peer's retransmission repairs.
-    fn send_now(&self, bytes: &[u8], peer: SocketAddr) {
-        if self.socket.try_send_to(bytes, peer).is_ok() {
+    /// buffer drops the message, which the peer's retransmission repairs; false then.
+    fn send_now(&self, bytes: &[u8], peer: SocketAddr) -> bool {
+        let sent = self.socket.try_send_to(bytes, peer).is_ok();
+        if sent {
             self.count_sent(bytes, peer);
         }
+        sent
     }
 
     /// Everything a datagram can be, in RFC 7252's terms.
@@ -621,10 +663,11 @@ impl Inner {
                 return;
             }
         };
-        self.dispatch(packet, peer);
+        self.dispatch(packet, peer, bytes.len());
     }
 
-    fn dispatch(self: &Arc<Self>, packet: Packet, peer: SocketAddr) {
+    /// Routes a message that came in a datagram of `len` bytes.
+    fn dispatch(self: &Arc<Self>, packet: Packet, peer: SocketAddr, len: usize) {
         let message_type = packet.header.get_type();
         match (packet.header.code, message_type) {
             (MessageClass::Empty, MessageType::Confirmable) => {
@@ -639,10 +682,10 @@ impl Inner {
                 if reset {
                     bump(&self.stats.resets_received);
                 }
-                lock(&self.exchanges).on_ack_or_reset(peer, packet, reset);
+                lock(&self.exchanges).on_ack_or_reset(peer, packet, len, reset);
             }
-            (MessageClass::Request(_), _) => self.on_request(packet, peer),
-            (MessageClass::Response(_), _) => self.on_response(packet, peer),
+            (MessageClass::Request(_), _) => self.on_request(packet, peer, len),
+            (MessageClass::Response(_), _) => self.on_response(packet, peer, len),
             (MessageClass::Empty, _) | (MessageClass::Reserved(_), _) => {
                 bump(&self.stats.malformed);
                 if message_type == MessageType::Confirmable {
@@ -656,7 +699,7 @@ impl Inner {
     }
 
     /// A separate response or a notification: acknowledged once per message id, delivered once.
-    fn on_response(self: &Arc<Self>, packet: Packet, peer: SocketAddr) {
+    fn on_response(self: &Arc<Self>, packet: Packet, peer: SocketAddr, len: usize) {
         let message_id = packet.header.message_id;
         let confirmable = packet.header.get_type() == MessageType::Confirmable;
         if confirmable {
@@ -667,11 +710,12 @@ impl Inner {
                     Seen::Answered(bytes) => bytes,
                     _ => Bytes::from(empty_message(MessageType::Acknowledgement, message_id)),
                 };
+                lock(&self.exchanges).count_duplicate(peer, &packet, len);
                 self.send_now(&answer, peer);
                 return;
             }
         }
-        let delivered = lock(&self.exchanges).on_response(peer, packet);
+        let delivered = lock(&self.exchanges).on_response(peer, packet, len);
         let answer_type = if delivered {
             MessageType::Acknowledgement
         } else {
@@ -687,7 +731,8 @@ impl Inner {
         }
     }
 
-    fn on_request(self: &Arc<Self>, packet: Packet, peer: SocketAddr) {
+    /// A request that came in a datagram of `len` bytes.
+    fn on_request(self: &Arc<Self>, packet: Packet, peer: SocketAddr, len: usize) {
         let key = (peer, packet.header.message_id);
         match lock(&self.duplicates).arrive(key, Instant::now()) {
             Seen::New => {}
@@ -703,12 +748,12 @@ impl Inner {
         }
         bump(&self.stats.requests_handled);
         if let Some(response) = reject_options(&packet) {
-            self.answer(&packet, peer, &response);
+            self.answer(&packet, peer, len, &response);
             return;
         }
         let Some(handler) = self.handler.get().cloned() else {
             let response = Response::error(ResponseType::ServiceUnavailable, "not ready");
-            self.answer(&packet, peer, &response);
+            self.answer(&packet, peer, len, &response);
             return;
         };
         let inner = self.clone();
@@ -718,14 +763,21 @@ impl Inner {
                 packet: packet.clone(),
             };
             let response = handler.handle(request).await;
-            inner.answer(&packet, peer, &response);
+            inner.answer(&packet, peer, len, &response);
         });
     }
 
     /// Sends `response` to `request`: piggybacked on the ACK of a confirmable, as a NON
     /// otherwise; remembered for duplicates unless the method is GET, which is safe to repeat and
     /// whose Block2 answers would otherwise fill memory (RFC 7252 section 4.5 allows this).
-    fn answer(self: &Arc<Self>, request: &Packet, peer: SocketAddr, response: &Response) {
+    /// The request (`request_len` bytes) and the answer go to the response's charge.
+    fn answer(
+        self: &Arc<Self>,
+        request: &Packet,
+        peer: SocketAddr,
+        request_len: usize,
+        response: &Response,
+    ) {
         let key = (peer, request.header.message_id);
         let packet = match self.response_packet(request, peer, response) {
             Ok(packet) => packet,
@@ -740,7 +792,14 @@ impl Inner {
             tracing::warn!(%peer, "response does not fit in a datagram; dropped");
             return;
         };
-        self.send_now(&bytes, peer);
+        if let Some(Charge(meter)) = &response.charge {
+            meter.add_received(request_len);
+            if self.send_now(&bytes, peer) {
+                meter.add_sent(bytes.len());
+            }
+        } else {
+            self.send_now(&bytes, peer);
+        }
         let mut duplicates = lock(&self.duplicates);
         if request.request_method() == Some(RequestType::Get) {
             duplicates.forget(&key);
@@ -765,37 +824,17 @@ impl Inner {
             packet.header.message_id = lock(&self.peers).next_message_id(peer, Instant::now());
         }
         packet.set_token(request.get_token().to_vec());
-        let requested = request.block2().and_then(Result::ok);
-        let (block, range) = block2_slice(response, requested, self.config.max_block_size)?;
+        let len = response.payload.len();
+        // An error answer goes whole: its payload is a diagnostic, not a representation.
+        let slice = match request.block2().and_then(Result::ok) {
+            _ if response.code.is_error() => None,
+            requested => block2_slice(len, requested, self.config.max_block_size)
+                .map_err(|e| e.to_string())?,
+        };
+        let (block, range) = slice.map_or((None, 0..len), |(b, r)| (Some(b), r));
         response.fill_packet(&mut packet, &response.payload[range], block);
         Ok(packet)
     }
-}
-
-/// Which part of a response's payload goes into this message, and its Block2 option: the block
-/// the client asked for, at most `max_block` bytes, or block 0 when the payload is too large to
-/// send whole (RFC 7959 section 2.4).
-fn block2_slice(
-    response: &Response,
-    requested: Option<BlockOption>,
-    max_block: usize,
-) -> Result<(Option<BlockOption>, std::ops::Range<usize>), String> {
-    let len = response.payload.len();
-    let success = !response.code.is_error();
-    let (offset, size) = match requested {
-        Some(block) if success => (block.offset(), block.size().min(max_block)),
-        None if success && len > max_block => (0, max_block),
-        _ => return Ok((None, 0..len)),
-    };
-    if offset > len || (offset == len && len > 0) {
-        return Err(format!(
-            "block at offset {offset} is past the end ({len} bytes)"
-        ));
-    }
-    let end = (offset + size).min(len);
-    let block =
-        BlockOption::new((offset / size) as u32, end < len, size).map_err(|e| e.to_string())?;
-    Ok((Some(block), offset..end))
 }
 
 /// The answer to a request carrying an option this endpoint must not ignore, if any.

@@ -3,17 +3,21 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use coap_lite::Packet;
 use tokio::sync::mpsc;
+
+use super::stats::WireMeter;
 
 /// What an outstanding exchange learns from its peer.
 #[derive(Debug)]
 pub enum ExchangeEvent {
     /// An empty ACK: the peer has the request; a separate response follows.
     Acknowledged,
-    /// A response: piggybacked on the ACK, separate, or an observe notification.
-    Response(Packet),
+    /// A response: piggybacked on the ACK, separate, or an observe notification, with the
+    /// size of the datagram it came in (for the wire account of whoever waits for it).
+    Response(Packet, usize),
     /// The peer rejected the message with RST.
     Reset,
 }
@@ -42,6 +46,9 @@ struct AwaitingResponse {
     peer: SocketAddr,
     /// The exchange to tell.
     events: EventSender,
+    /// Where the responses routed here are counted as they arrive (an observation's
+    /// notifications, read or not); `None` when the exchange counts its own.
+    meter: Option<Arc<WireMeter>>,
 }
 
 /// Outstanding exchanges of one endpoint.
@@ -73,8 +80,34 @@ impl Exchanges {
 
     /// Waits for responses carrying `token` from `peer`.
     pub fn await_response(&mut self, peer: SocketAddr, token: Token, events: EventSender) {
-        self.by_token
-            .insert(token, AwaitingResponse { peer, events });
+        let waiting = AwaitingResponse {
+            peer,
+            events,
+            meter: None,
+        };
+        self.by_token.insert(token, waiting);
+    }
+
+    /// Counts every response carrying `token` in `meter` from now on (an observation's
+    /// notifications).
+    pub fn meter_responses(&mut self, token: &Token, meter: Arc<WireMeter>) {
+        if let Some(waiting) = self.by_token.get_mut(token) {
+            waiting.meter = Some(meter);
+        }
+    }
+
+    /// Counts a repeat of a response already routed (answered from the duplicate cache) in
+    /// the meter of its route, if it has one.
+    pub fn count_duplicate(&self, peer: SocketAddr, packet: &Packet, len: usize) {
+        if let Some(meter) = self.route_meter(peer, packet) {
+            meter.add_response(packet, len);
+        }
+    }
+
+    fn route_meter(&self, peer: SocketAddr, packet: &Packet) -> Option<&WireMeter> {
+        let token = Token::try_from(packet.get_token()).ok()?;
+        let waiting = self.by_token.get(&token).filter(|w| w.peer == peer)?;
+        waiting.meter.as_deref()
     }
 
     /// Stops waiting for responses carrying `token`.
@@ -87,8 +120,15 @@ impl Exchanges {
         self.by_token.contains_key(token)
     }
 
-    /// Routes an ACK or RST; returns false when nothing waited for it.
-    pub fn on_ack_or_reset(&mut self, peer: SocketAddr, packet: Packet, reset: bool) -> bool {
+    /// Routes an ACK or RST that came in a datagram of `len` bytes; returns false when nothing
+    /// waited for it.
+    pub fn on_ack_or_reset(
+        &mut self,
+        peer: SocketAddr,
+        packet: Packet,
+        len: usize,
+        reset: bool,
+    ) -> bool {
         let key = (peer, packet.header.message_id);
         let Some(waiting) = self.by_message_id.get(&key) else {
             return false;
@@ -101,7 +141,7 @@ impl Exchanges {
             .token
             .is_some_and(|t| t.as_slice() == packet.get_token())
         {
-            ExchangeEvent::Response(packet)
+            ExchangeEvent::Response(packet, len)
         } else {
             // A piggybacked response whose token does not match: not ours (RFC 7252 5.3.2).
             return false;
@@ -110,14 +150,21 @@ impl Exchanges {
         waiting.events.send(event).is_ok()
     }
 
-    /// Routes a separate response or notification; returns false when no one waits for it.
-    pub fn on_response(&mut self, peer: SocketAddr, packet: Packet) -> bool {
+    /// Routes a separate response or notification that came in a datagram of `len` bytes;
+    /// returns false when no one waits for it.
+    pub fn on_response(&mut self, peer: SocketAddr, packet: Packet, len: usize) -> bool {
         let Ok(token) = Token::try_from(packet.get_token()) else {
             return false;
         };
         match self.by_token.get(&token) {
             Some(waiting) if waiting.peer == peer => {
-                waiting.events.send(ExchangeEvent::Response(packet)).is_ok()
+                if let Some(meter) = &waiting.meter {
+                    meter.add_response(&packet, len);
+                }
+                waiting
+                    .events
+                    .send(ExchangeEvent::Response(packet, len))
+                    .is_ok()
             }
             _ => false,
         }

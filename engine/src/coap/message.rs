@@ -6,6 +6,7 @@ use bytes::Bytes;
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
 
 use super::block::{BlockError, BlockOption};
+use super::stats::Charge;
 
 /// Option numbers this layer uses that coap-lite has no name for.
 pub mod option_number {
@@ -116,6 +117,9 @@ pub struct Response {
     pub block1: Option<BlockOption>,
     /// The whole representation; the endpoint slices it into Block2 blocks when needed.
     pub payload: Bytes,
+    /// Whose wire account the request and this answer go to (a delivery's, for the blocks
+    /// the package server serves to its device); `None`: nobody's.
+    pub charge: Option<Charge>,
 }
 
 impl Response {
@@ -129,6 +133,7 @@ impl Response {
             observe: None,
             block1: None,
             payload: Bytes::new(),
+            charge: None,
         }
     }
 
@@ -164,14 +169,14 @@ impl Response {
         set_uint(packet, CoapOption::Observe, self.observe);
         set_block(packet, CoapOption::Block1, self.block1);
         if let Some(block2) = block2 {
+            // Size2 on every block (RFC 7959 section 4 allows it): a client resuming from
+            // block N learns the size too.
             set_block(packet, CoapOption::Block2, Some(block2));
-            if block2.num == 0 {
-                set_uint(
-                    packet,
-                    CoapOption::Size2,
-                    u32::try_from(self.payload.len()).ok(),
-                );
-            }
+            set_uint(
+                packet,
+                CoapOption::Size2,
+                u32::try_from(self.payload.len()).ok(),
+            );
         }
         packet.payload = payload.to_vec();
     }
@@ -303,6 +308,21 @@ mod tests {
         assert_eq!(encode_uint(11542), vec![0x2d, 0x16]);
         assert_eq!(decode_uint(&[0x2d, 0x16]), Some(11542));
         assert_eq!(decode_uint(&[1, 2, 3, 4, 5]), None);
+    }
+
+    #[test]
+    fn every_block2_answer_carries_size2() {
+        let response = Response::content(42, vec![7u8; 5000]);
+        for num in [0, 3] {
+            let mut packet = Packet::new();
+            let block = BlockOption::new(num, true, 1024).unwrap();
+            response.fill_packet(&mut packet, &response.payload[..1024], Some(block));
+            assert_eq!(
+                packet.uint_option(CoapOption::Size2),
+                Some(5000),
+                "block {num}"
+            );
+        }
     }
 
     #[test]

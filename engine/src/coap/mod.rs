@@ -22,4 +22,4 @@ pub use endpoint::{
 pub use message::{OutgoingRequest, PacketExt, Response};
 pub use params::TransmissionParams;
 pub use probe::WireProbe;
-pub use stats::{StatsSnapshot, WireMeter};
+pub use stats::{Charge, StatsSnapshot, WireMeter};

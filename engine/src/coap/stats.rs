@@ -1,7 +1,11 @@
 //! `EndpointStats`: counters of one CoAP endpoint, and `WireMeter`, the bytes one caller's
-//! exchanges put on the wire. Owns counting only.
+//! exchanges put on the wire (and `Charge`, a meter handed along with a response). Owns
+//! counting only.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use coap_lite::{MessageType, Packet};
 
 /// Counters of everything an endpoint sent and received; read by metrics and benchmarks.
 #[derive(Debug, Default)]
@@ -101,5 +105,28 @@ impl WireMeter {
     pub(crate) fn add_received(&self, bytes: usize) {
         self.bytes_received
             .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Adds a response that came in a datagram of `len` bytes, and the empty ACK the receive
+    /// path answers it with when it is confirmable (a separate response, a notification).
+    pub(crate) fn add_response(&self, packet: &Packet, len: usize) {
+        self.add_received(len);
+        if packet.header.get_type() == MessageType::Confirmable {
+            self.add_sent(EMPTY_MESSAGE_LEN);
+        }
+    }
+}
+
+/// Length of an empty message (ACK, Reset, ping): the 4-byte header alone.
+pub(crate) const EMPTY_MESSAGE_LEN: usize = 4;
+
+/// A shared meter that a response's bytes are charged to: the request it answers (received)
+/// and every datagram of the answer (sent). Two charges are equal when they share the meter.
+#[derive(Debug, Clone)]
+pub struct Charge(pub Arc<WireMeter>);
+
+impl PartialEq for Charge {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }

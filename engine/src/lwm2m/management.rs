@@ -1,8 +1,9 @@
 //! `DeviceManagement`: the LwM2M device management operations (Read, Write, Execute, Observe,
 //! Cancel Observation) as async calls towards a registered device, returning decoded records or
-//! a clear error.
+//! a clear error; optionally charging every byte they put on the wire to one account.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use coap_lite::{Packet, RequestType, ResponseType};
@@ -11,7 +12,7 @@ use super::content::{self, ContentError, ContentFormat, Record, Value};
 use super::path::LwM2mPath;
 use crate::coap::blockwise::get_block2;
 use crate::coap::message::code_name;
-use crate::coap::{CoapError, Endpoint, Observation, OutgoingRequest, PacketExt};
+use crate::coap::{CoapError, Endpoint, Observation, OutgoingRequest, PacketExt, WireMeter};
 
 /// Largest representation a Read accepts (a Read is for resources, not packages).
 const MAX_READ: usize = 64 * 1024;
@@ -68,12 +69,39 @@ impl ManagementError {
 pub struct DeviceManagement {
     /// The server's CoAP endpoint: requests must leave from the port devices registered to.
     endpoint: Endpoint,
+    /// Where the bytes of every operation (and of the notifications of its observations) are
+    /// counted: a delivery's wire account. `None`: not counted.
+    meter: Option<Arc<WireMeter>>,
 }
 
 impl DeviceManagement {
     /// Operations sent from `endpoint`.
     pub fn new(endpoint: Endpoint) -> Self {
-        DeviceManagement { endpoint }
+        DeviceManagement {
+            endpoint,
+            meter: None,
+        }
+    }
+
+    /// The same operations, each charged to `meter`: requests and their retransmissions,
+    /// responses, and the notifications of observations it starts.
+    pub fn metered(&self, meter: Arc<WireMeter>) -> Self {
+        DeviceManagement {
+            endpoint: self.endpoint.clone(),
+            meter: Some(meter),
+        }
+    }
+
+    /// One exchange, charged to the meter if there is one.
+    async fn request(
+        &self,
+        device: SocketAddr,
+        request: &OutgoingRequest,
+    ) -> Result<Packet, CoapError> {
+        match &self.meter {
+            Some(meter) => self.endpoint.request_metered(device, request, meter).await,
+            None => self.endpoint.request(device, request).await,
+        }
     }
 
     /// The endpoint requests leave from.
@@ -88,13 +116,16 @@ impl DeviceManagement {
         path: LwM2mPath,
     ) -> Result<Vec<Record>, ManagementError> {
         let request = OutgoingRequest::new(RequestType::Get, &path.segments());
-        let mut response = self.endpoint.request(device, &request).await?;
+        let mut response = self.request(device, &request).await?;
         if response
             .block2()
             .and_then(Result::ok)
             .is_some_and(|b| b.more)
         {
-            let (last, body) = get_block2(&self.endpoint, device, &request, 1024, MAX_READ).await?;
+            let unmetered = WireMeter::default();
+            let meter = self.meter.as_deref().unwrap_or(&unmetered);
+            let (last, body) =
+                get_block2(&self.endpoint, device, &request, 1024, MAX_READ, meter).await?;
             response = last;
             response.payload = body;
         }
@@ -126,7 +157,7 @@ impl DeviceManagement {
     ) -> Result<(), ManagementError> {
         let request = OutgoingRequest::new(RequestType::Put, &path.segments())
             .with_payload(format.number(), payload);
-        let response = self.endpoint.request(device, &request).await?;
+        let response = self.request(device, &request).await?;
         expect_success("Write", path, &response)
     }
 
@@ -160,7 +191,7 @@ impl DeviceManagement {
                 arguments.as_bytes().to_vec(),
             );
         }
-        let response = self.endpoint.request(device, &request).await?;
+        let response = self.request(device, &request).await?;
         expect_success("Execute", path, &response)
     }
 
@@ -172,7 +203,14 @@ impl DeviceManagement {
     ) -> Result<(Vec<Record>, Option<Observation>), ManagementError> {
         let mut request = OutgoingRequest::new(RequestType::Get, &path.segments());
         request.observe = Some(0);
-        let (response, observation) = self.endpoint.observe(device, &request).await?;
+        let (response, observation) = match &self.meter {
+            Some(meter) => {
+                self.endpoint
+                    .observe_metered(device, &request, meter)
+                    .await?
+            }
+            None => self.endpoint.observe(device, &request).await?,
+        };
         expect_success("Observe", path, &response)?;
         Ok((decode(path, &response)?, observation))
     }

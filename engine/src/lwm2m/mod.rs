@@ -13,5 +13,5 @@ pub use content::{ContentError, ContentFormat, Record, Value};
 pub use management::{DeviceManagement, ManagementError};
 pub use path::LwM2mPath;
 pub use registration::{Binding, Registration};
-pub use registry::{RegistrationEvent, Registry};
+pub use registry::{EndpointEvents, RegistrationEvent, Registry};
 pub use server::RegistrationInterface;

@@ -1,13 +1,13 @@
 //! `Registry`: the registrations currently alive, by id and by endpoint name, with lifetime
-//! expiry and events. Owns nothing about CoAP; the registration handler and the expiry task
-//! drive it.
+//! expiry and events (for everyone, and per endpoint for whoever follows one device). Owns
+//! nothing about CoAP; the registration handler and the expiry task drive it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::registration::{RegisterRequest, Registration, UpdateRequest};
 use crate::coap::endpoint::lock;
@@ -58,8 +58,83 @@ struct RegistryState {
     deadlines: BTreeSet<(Instant, u64)>,
     /// Callers waiting for a device's next Register or Update.
     waiting: HashMap<String, Vec<oneshot::Sender<RegistrationEvent>>>,
+    /// Followers of one endpoint's every event ([`EndpointEvents`]), by follower number.
+    followers: HashMap<String, Vec<(u64, mpsc::UnboundedSender<RegistrationEvent>)>>,
+    /// Source of follower numbers.
+    next_follower: u64,
     /// Source of registration ids.
     next_id: u64,
+}
+
+/// Every event of one endpoint's registrations from the moment [`Registry::follow`] was
+/// called until this is dropped: one subscription for as long as the follower needs, so no
+/// event falls between two waits.
+pub struct EndpointEvents {
+    /// The events, in order.
+    events: mpsc::UnboundedReceiver<RegistrationEvent>,
+    /// Where to unsubscribe on drop.
+    registry: Weak<Registry>,
+    /// The endpoint followed.
+    endpoint: String,
+    /// This follower's number.
+    number: u64,
+}
+
+impl EndpointEvents {
+    /// The next event; pending forever once the registry is gone.
+    pub async fn next(&mut self) -> RegistrationEvent {
+        match self.events.recv().await {
+            Some(event) => event,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The next Register or Update: the device is reachable right now.
+    pub async fn next_contact(&mut self) -> Registration {
+        loop {
+            match self.next().await {
+                RegistrationEvent::Registered(r) | RegistrationEvent::Updated(r) => return r,
+                _ => {}
+            }
+        }
+    }
+
+    /// The next Register of a registration other than `id`: the device is back after a
+    /// reboot.
+    pub async fn registered_anew(&mut self, id: &str) -> Registration {
+        loop {
+            if let RegistrationEvent::Registered(r) = self.next().await
+                && r.id != id
+            {
+                return r;
+            }
+        }
+    }
+
+    /// The endpoint followed.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Forgets the events received so far.
+    pub fn clear(&mut self) {
+        while self.events.try_recv().is_ok() {}
+    }
+}
+
+impl Drop for EndpointEvents {
+    fn drop(&mut self) {
+        let Some(registry) = self.registry.upgrade() else {
+            return;
+        };
+        let mut state = lock(&registry.state);
+        if let Some(followers) = state.followers.get_mut(&self.endpoint) {
+            followers.retain(|(number, _)| *number != self.number);
+            if followers.is_empty() {
+                state.followers.remove(&self.endpoint);
+            }
+        }
+    }
 }
 
 impl Default for Registry {
@@ -96,6 +171,25 @@ impl Registry {
             .or_default()
             .push(tx);
         rx
+    }
+
+    /// Follows every event of `endpoint` from now on.
+    pub fn follow(self: &Arc<Self>, endpoint: &str) -> EndpointEvents {
+        let (sender, events) = mpsc::unbounded_channel();
+        let mut state = lock(&self.state);
+        state.next_follower += 1;
+        let number = state.next_follower;
+        state
+            .followers
+            .entry(endpoint.to_string())
+            .or_default()
+            .push((number, sender));
+        EndpointEvents {
+            events,
+            registry: Arc::downgrade(self),
+            endpoint: endpoint.to_string(),
+            number,
+        }
     }
 
     /// Adds a registration, replacing any earlier one of the same endpoint.
@@ -202,14 +296,18 @@ impl Registry {
     }
 
     fn emit(&self, state: &mut RegistryState, event: RegistrationEvent) {
+        let endpoint = &event.registration().endpoint;
         let contact = matches!(
             event,
             RegistrationEvent::Registered(_) | RegistrationEvent::Updated(_)
         );
-        if contact && let Some(waiters) = state.waiting.remove(&event.registration().endpoint) {
+        if contact && let Some(waiters) = state.waiting.remove(endpoint) {
             for waiter in waiters {
                 let _ = waiter.send(event.clone());
             }
+        }
+        for (_, follower) in state.followers.get(endpoint).into_iter().flatten() {
+            let _ = follower.send(event.clone());
         }
         let _ = self.events.send(event);
     }
@@ -322,6 +420,43 @@ mod tests {
             Some("dev".into())
         );
         assert!(registry.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_follower_sees_every_event_of_its_endpoint_until_dropped() {
+        let registry = Arc::new(Registry::new());
+        let now = Instant::now();
+        let mut events = registry.follow("dev");
+        let first = registry.register(request("dev", 10), addr(), now);
+        registry.register(request("other", 10), addr(), now);
+        registry.update(&first.id, UpdateRequest::default(), addr(), now);
+        let second = registry.register(request("dev", 10), addr(), now);
+        registry.deregister(&second.id);
+        let third = registry.register(request("dev", 10), addr(), now);
+        registry.expire(now + Duration::from_secs(11));
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            seen.push(match events.next().await {
+                RegistrationEvent::Registered(r) => ("registered", r.id),
+                RegistrationEvent::Updated(r) => ("updated", r.id),
+                RegistrationEvent::Deregistered(r) => ("deregistered", r.id),
+                RegistrationEvent::Expired(r) => ("expired", r.id),
+            });
+        }
+        let expected = [
+            ("registered", &first.id),
+            ("updated", &first.id),
+            ("registered", &second.id),
+            ("deregistered", &second.id),
+            ("registered", &third.id),
+            ("expired", &third.id),
+        ];
+        assert_eq!(
+            seen.iter().map(|(k, id)| (*k, id)).collect::<Vec<_>>(),
+            expected
+        );
+        drop(events);
+        assert!(lock(&registry.state).followers.is_empty(), "unsubscribed");
     }
 
     #[tokio::test]

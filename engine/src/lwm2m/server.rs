@@ -11,6 +11,9 @@ use super::registration::{RegisterRequest, UpdateRequest};
 use super::registry::Registry;
 use crate::coap::{HandlerFuture, IncomingRequest, PacketExt, RequestHandler, Response};
 
+/// The path of the registration interface (LwM2M's default, which this server uses).
+const RD: &str = "rd";
+
 /// Answers the registration interface and passes other requests on.
 pub struct RegistrationInterface {
     /// Where registrations live.
@@ -30,23 +33,28 @@ impl RegistrationInterface {
         let method = request.packet.request_method();
         let now = Instant::now();
         match (method, path.as_slice()) {
-            (Some(RequestType::Post), [_rd]) => match RegisterRequest::parse(&request.packet) {
-                Ok(register) => {
-                    let registration = self.registry.register(register, request.peer, now);
-                    let mut response = Response::new(ResponseType::Created);
-                    response.location_path = vec!["rd".into(), registration.id];
-                    response
+            (Some(RequestType::Post), [rd]) if rd == RD => {
+                match RegisterRequest::parse(&request.packet) {
+                    Ok(register) => {
+                        let registration = self.registry.register(register, request.peer, now);
+                        let mut response = Response::new(ResponseType::Created);
+                        response.location_path = vec![RD.into(), registration.id];
+                        response
+                    }
+                    Err(error) => Response::error(ResponseType::BadRequest, error.0),
                 }
-                Err(error) => Response::error(ResponseType::BadRequest, error.0),
-            },
-            (Some(RequestType::Post), [_rd, id]) => match UpdateRequest::parse(&request.packet) {
-                Ok(update) => match self.registry.update(id, update, request.peer, now) {
-                    Some(_) => Response::new(ResponseType::Changed),
-                    None => Response::error(ResponseType::NotFound, "unknown registration"),
-                },
-                Err(error) => Response::error(ResponseType::BadRequest, error.0),
-            },
-            (Some(RequestType::Delete), [_rd, id]) => match self.registry.deregister(id) {
+            }
+            (Some(RequestType::Post), [rd, id]) if rd == RD => {
+                match UpdateRequest::parse(&request.packet) {
+                    Ok(update) => match self.registry.update(id, update, request.peer, now) {
+                        Some(_) => Response::new(ResponseType::Changed),
+                        None => Response::error(ResponseType::NotFound, "unknown registration"),
+                    },
+                    Err(error) => Response::error(ResponseType::BadRequest, error.0),
+                }
+            }
+            (Some(RequestType::Delete), [rd, id]) if rd == RD => match self.registry.deregister(id)
+            {
                 Some(_) => Response::new(ResponseType::Deleted),
                 None => Response::error(ResponseType::NotFound, "unknown registration"),
             },
@@ -60,7 +68,7 @@ impl RegistrationInterface {
 
 impl RequestHandler for RegistrationInterface {
     fn handle(&self, request: IncomingRequest) -> HandlerFuture {
-        let is_rd = request.packet.uri_path().first().is_some_and(|s| s == "rd");
+        let is_rd = request.packet.uri_path().first().is_some_and(|s| s == RD);
         if is_rd {
             let response = self.registration(&request);
             return Box::pin(async move { response });
@@ -88,4 +96,41 @@ pub fn spawn_expiry(registry: &Arc<Registry>, period: Duration) -> tokio::task::
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use coap_lite::Packet;
+
+    use super::*;
+    use crate::coap::OutgoingRequest;
+
+    fn post(path: &[&str]) -> IncomingRequest {
+        let mut request = OutgoingRequest::new(RequestType::Post, path)
+            .with_payload(40, Bytes::from_static(b"</5/0>"));
+        request.query = vec!["ep=dev".into(), "lt=60".into()];
+        IncomingRequest {
+            peer: "127.0.0.1:9".parse().unwrap(),
+            packet: Packet::from_bytes(&request.to_packet(1, &[1]).to_bytes().unwrap()).unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_a_post_to_rd_registers() {
+        let registry = Arc::new(Registry::new());
+        let interface = RegistrationInterface::new(registry.clone(), None);
+        for elsewhere in [&["rdx"][..], &["fw"], &["rd", "a", "b"]] {
+            let response = interface.handle(post(elsewhere)).await;
+            assert!(
+                response.code.is_error(),
+                "{elsewhere:?}: {:?}",
+                response.code
+            );
+        }
+        assert!(registry.is_empty());
+        let response = interface.handle(post(&["rd"])).await;
+        assert_eq!(response.code, ResponseType::Created);
+        assert_eq!(registry.len(), 1);
+    }
 }

@@ -1,9 +1,12 @@
 //! `Delivery`: takes one package to one device, start to end, through every interruption. An
-//! attempt runs while the device is reachable; when the link breaks (timeouts, reboot, PSM
-//! sleep) the delivery is suspended, not failed, and the next attempt resumes where the device
-//! stands. Owns the attempt loop, the queue-mode window and the wire account of the whole
+//! attempt runs while the device is reachable; when the link breaks (timeouts, reboot,
+//! de-registration, lifetime expiry, PSM sleep) the delivery is suspended, not failed, and the
+//! next attempt resumes where the device stands. Owns the attempt loop, what makes a device
+//! reachable (its registration, the queue-mode window), and the wire account of the whole
 //! delivery; the steps of one attempt live in `push`, `pull` and `install`.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,14 +14,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::install::{confirm, execute_update};
-use super::outcome::{TransferOutcome, TransferReport, WireCount};
+use super::outcome::{TransferOutcome, TransferReport};
 use super::resume::ResumeBook;
 use super::shelf::{PackageShelf, ShelvedPackage};
 use super::steps::{Attempt, StageError, at, interrupted};
 use super::watch::FirmwareWatch;
 use crate::coap::WireMeter;
 use crate::lwm2m::firmware::{self, FirmwareState};
-use crate::lwm2m::{DeviceManagement, ManagementError, Registration, RegistrationEvent, Registry};
+use crate::lwm2m::{
+    DeviceManagement, EndpointEvents, ManagementError, Registration, RegistrationEvent, Registry,
+};
 
 /// How the package reaches the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +142,35 @@ impl Default for DeliveryConfig {
     }
 }
 
+/// Where an attempt stands when the device is ready for Update.
+enum Prepared {
+    /// The attempt is over (already upgraded, or the download failed).
+    Finished(TransferOutcome),
+    /// The device holds the package; Update is next.
+    Install(FirmwareWatch),
+    /// An earlier Update got through: the device is installing.
+    Installing,
+}
+
+/// Why an event about the device ends an attempt at `current`, if it does.
+fn gone(current: &Registration, event: &RegistrationEvent) -> Option<&'static str> {
+    match event {
+        RegistrationEvent::Registered(r) if r.id != current.id => {
+            Some("the device rebooted and registered again")
+        }
+        RegistrationEvent::Updated(r) if r.id == current.id && r.address != current.address => {
+            Some("the device sent an Update from another address")
+        }
+        RegistrationEvent::Deregistered(r) if r.id == current.id => {
+            Some("the device de-registered")
+        }
+        RegistrationEvent::Expired(r) if r.id == current.id => {
+            Some("the device's registration expired")
+        }
+        _ => None,
+    }
+}
+
 /// Delivers packages to registered devices. Cheap to clone.
 #[derive(Clone)]
 pub struct Delivery {
@@ -188,12 +222,17 @@ impl Delivery {
         let give_up = job
             .give_up_at
             .unwrap_or(started + self.config.suspend_limit);
-        let meter = WireMeter::default();
         let mut attempt = Attempt::new(job);
+        let delivery = self.charged_to(attempt.meter.clone());
+        let mut contacts = self.registry.follow(&job.endpoint);
         let mut backoff = self.config.retry_backoff.0;
         let outcome = loop {
-            let outcome = match self.wait_reachable(&job.endpoint, give_up).await {
-                Some(registration) => self.attempt(&mut attempt, &registration, &meter).await,
+            let outcome = match delivery.wait_reachable(&mut contacts, give_up).await {
+                Some(registration) => {
+                    delivery
+                        .attempt(&mut attempt, &registration, &mut contacts)
+                        .await
+                }
                 None => TransferOutcome::Interrupted("device unreachable too long".into()),
             };
             let TransferOutcome::Interrupted(reason) = &outcome else {
@@ -204,7 +243,7 @@ impl Delivery {
             }
             attempt.interruptions += 1;
             tracing::debug!(endpoint = %job.endpoint, %reason, "delivery suspended");
-            self.pause_before_retry(&job.endpoint, backoff).await;
+            let _ = tokio::time::timeout(backoff, contacts.next_contact()).await;
             backoff = (backoff * 2).min(self.config.retry_backoff.1);
         };
         if !matches!(outcome, TransferOutcome::Interrupted(_)) {
@@ -212,14 +251,18 @@ impl Delivery {
         }
         TransferReport {
             outcome,
-            wire: WireCount {
-                wire_sent: meter.sent(),
-                retransmissions: meter.retransmitted(),
-                ..attempt.wire
-            },
+            wire: attempt.wire_count(),
             block_size: attempt.block_size,
             interruptions: attempt.interruptions,
             elapsed: started.elapsed(),
+        }
+    }
+
+    /// This delivery with every device management request charged to `meter`.
+    fn charged_to(&self, meter: Arc<WireMeter>) -> Delivery {
+        Delivery {
+            management: self.management.metered(meter),
+            ..self.clone()
         }
     }
 
@@ -245,151 +288,180 @@ impl Delivery {
         reports.into_iter().flatten().collect()
     }
 
-    /// The device's registration once it is reachable: now for a device in UDP binding, in the
-    /// window after its next Update for a device in queue mode. `None` past `give_up`.
-    async fn wait_reachable(&self, endpoint: &str, give_up: Instant) -> Option<Registration> {
+    /// The device's current registration once it is reachable: now for a device in UDP
+    /// binding, in the window after its next Update for a device in queue mode. `None` past
+    /// `give_up`.
+    async fn wait_reachable(
+        &self,
+        contacts: &mut EndpointEvents,
+        give_up: Instant,
+    ) -> Option<Registration> {
         loop {
-            let contact = self.registry.next_contact(endpoint);
-            if let Some(registration) = self.registry.get(endpoint)
-                && self.window_end(&registration) > Instant::now()
+            // What happened so far is in the registry now; only later events are news.
+            contacts.clear();
+            if let Some(registration) = self.registry.get(contacts.endpoint())
+                && self
+                    .window_end(&registration)
+                    .is_none_or(|end| end > Instant::now())
             {
                 return Some(registration);
             }
             let remaining = give_up.saturating_duration_since(Instant::now());
-            if tokio::time::timeout(remaining, contact).await.is_err() {
-                return None;
+            tokio::time::timeout(remaining, contacts.next_contact())
+                .await
+                .ok()?;
+        }
+    }
+
+    /// Until when a device can be reached: the end of its queue-mode window, or `None`
+    /// (always, in UDP binding).
+    fn window_end(&self, registration: &Registration) -> Option<Instant> {
+        registration
+            .binding
+            .queue_mode
+            .then(|| Instant::from_std(registration.last_update) + self.config.queue_window)
+    }
+
+    /// Runs `work` while the device stays reachable where `registration` says. It ends as an
+    /// interruption when the device registers anew (it rebooted), sends an Update from another
+    /// address, de-registers, lets its registration expire, or (queue mode) its window closes;
+    /// an Update keeps the window open longer.
+    async fn while_reachable<T>(
+        &self,
+        contacts: &mut EndpointEvents,
+        registration: &Registration,
+        work: impl Future<Output = T>,
+    ) -> Result<T, TransferOutcome> {
+        let mut work = std::pin::pin!(work);
+        let mut window_end = self.window_end(registration);
+        loop {
+            let window_closes = async {
+                match window_end {
+                    Some(end) => tokio::time::sleep_until(end).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                done = &mut work => return Ok(done),
+                () = window_closes => {
+                    return Err(TransferOutcome::Interrupted("the device went back to sleep".into()));
+                }
+                event = contacts.next() => {
+                    if let Some(reason) = gone(registration, &event) {
+                        return Err(TransferOutcome::Interrupted(reason.into()));
+                    }
+                    if let RegistrationEvent::Updated(update) = &event {
+                        window_end = self.window_end(update);
+                    }
+                }
             }
         }
     }
 
-    /// Until when a device can be reached: the end of its queue-mode window, or never.
-    fn window_end(&self, registration: &Registration) -> Instant {
-        if registration.binding.queue_mode {
-            Instant::from_std(registration.last_update) + self.config.queue_window
-        } else {
-            Instant::from_std(registration.last_update) + Duration::from_secs(86_400 * 365 * 30)
-        }
-    }
-
-    /// After an interruption: the back-off, cut short when the device gets in touch (it
-    /// rebooted, or woke up).
-    async fn pause_before_retry(&self, endpoint: &str, backoff: Duration) {
-        let contact = self.registry.next_contact(endpoint);
-        let _ = tokio::time::timeout(backoff, contact).await;
-    }
-
-    /// One attempt, cut at the end of a queue-mode device's window.
+    /// One attempt at the device's current `registration`.
     async fn attempt(
         &self,
         attempt: &mut Attempt<'_>,
         registration: &Registration,
-        meter: &WireMeter,
+        contacts: &mut EndpointEvents,
     ) -> TransferOutcome {
-        let remaining = self
-            .window_end(registration)
-            .saturating_duration_since(Instant::now());
-        let outcome =
-            match tokio::time::timeout(remaining, self.try_deliver(attempt, registration, meter))
-                .await
-            {
-                Ok(result) => result.unwrap_or_else(interrupted),
-                Err(_) => TransferOutcome::Interrupted("the device went back to sleep".into()),
-            };
-        if attempt.job.method == Method::Pull {
-            self.account_served(attempt, registration.address);
+        let pulling = attempt.job.method == Method::Pull;
+        let device = registration.address;
+        if pulling && attempt.pulls.iter().all(|account| account.peer() != device) {
+            let account =
+                self.shelf
+                    .account_pulls(device, &attempt.job.package, attempt.meter.clone());
+            attempt.pulls.push(account);
+        }
+        let outcome = self
+            .try_deliver(attempt, registration, contacts)
+            .await
+            .unwrap_or_else(interrupted);
+        if pulling {
+            self.account_served(attempt);
         }
         outcome
     }
 
-    /// Checks the version, brings the package onto the device (or finds it there), and
-    /// installs it.
+    /// Brings the package onto the device (or finds it there) while the device stays
+    /// reachable, then installs it.
     async fn try_deliver(
         &self,
         attempt: &mut Attempt<'_>,
         registration: &Registration,
-        meter: &WireMeter,
+        contacts: &mut EndpointEvents,
     ) -> Result<TransferOutcome, StageError> {
-        let device = registration.address;
         let job = attempt.job;
-        let version = self.read_version(device).await?;
-        if version == job.target_version {
-            return Ok(TransferOutcome::Upgraded { version });
-        }
-        let mut watch = FirmwareWatch::start(&self.management, device)
-            .await
-            .map_err(at("observing State and Update Result"))?;
-        let known = self.book.get(&job.endpoint, &job.package.sha256).is_some();
-        let mut back = self.registry.next_contact(&job.endpoint);
-        let state = watch.state();
-        if state == FirmwareState::Updating {
-            job.report(Stage::Installing);
-        } else {
-            if !(state == FirmwareState::Downloaded && known) {
-                job.report(Stage::Downloading);
-                if let Some(failure) = self.download(attempt, &mut watch, device, meter).await? {
-                    return Ok(failure);
-                }
-            }
-            job.report(Stage::Downloaded);
-            job.wait_for_install_gate().await;
-            back = self.registry.next_contact(&job.endpoint);
-            job.report(Stage::Installing);
+        let device = registration.address;
+        let ready = self
+            .while_reachable(contacts, registration, self.prepare(attempt, device))
+            .await;
+        let mut watch = match ready {
+            Err(gone) => return Ok(gone),
+            Ok(prepared) => match prepared? {
+                Prepared::Finished(outcome) => return Ok(outcome),
+                Prepared::Installing => None,
+                Prepared::Install(watch) => Some(watch),
+            },
+        };
+        job.report(Stage::Installing);
+        let mut back = None;
+        if let Some(watch) = &mut watch {
             tokio::select! {
-                executed = execute_update(self, &mut watch, device) => {
+                executed = execute_update(self, watch, device) => {
                     if let Some(outcome) = executed? {
                         return Ok(outcome);
                     }
                 }
                 // Back from the update before its answer came (the answer was lost): no need to
                 // wait out the exchange's timeout.
-                () = self.registered_again(&job.endpoint) => {}
+                again = contacts.registered_anew(&registration.id) => back = Some(again),
             }
         }
+        // The watch lives until the device is back: the notifications of its install still
+        // arrive on it (and are counted on the delivery's account).
+        let confirmed = confirm(self, job, contacts, registration, back).await;
         drop(watch);
-        confirm(self, job, back).await
+        confirmed
     }
 
-    /// Brings the package onto the device by push or pull; `Some` when the attempt ends
-    /// without it (a device failure, a refusal, a reboot).
-    async fn download(
+    /// Everything before Update: checks the version, watches State and Update Result, brings
+    /// the package onto the device unless it holds it, and waits for the install gate.
+    async fn prepare(
         &self,
         attempt: &mut Attempt<'_>,
-        watch: &mut FirmwareWatch,
-        device: std::net::SocketAddr,
-        meter: &WireMeter,
-    ) -> Result<Option<TransferOutcome>, StageError> {
-        let endpoint = &attempt.job.endpoint;
-        let download = async {
-            match attempt.job.method {
-                Method::Push => self.push(attempt, watch, device, meter).await,
-                Method::Pull => self.pull(attempt, watch, device).await,
-            }
-        };
-        tokio::select! {
-            downloaded = download => downloaded,
-            () = self.registered_again(endpoint) => Ok(Some(TransferOutcome::Interrupted(
-                "the device rebooted and registered again".into(),
-            ))),
+        device: SocketAddr,
+    ) -> Result<Prepared, StageError> {
+        let job = attempt.job;
+        let version = self.read_version(device).await?;
+        if version == job.target_version {
+            return Ok(Prepared::Finished(TransferOutcome::Upgraded { version }));
         }
-    }
-
-    /// Resolves when the device sends a new Register (it rebooted: the address the attempt
-    /// talks to is dead); Updates do not count.
-    async fn registered_again(&self, endpoint: &str) {
-        loop {
-            match self.registry.next_contact(endpoint).await {
-                Ok(RegistrationEvent::Registered(_)) => return,
-                Ok(_) => {}
-                Err(_) => std::future::pending().await,
+        let mut watch = FirmwareWatch::start(&self.management, device)
+            .await
+            .map_err(at("observing State and Update Result"))?;
+        let state = watch.state();
+        if state == FirmwareState::Updating {
+            return Ok(Prepared::Installing);
+        }
+        let known = self.book.get(&job.endpoint, &job.package.sha256).is_some();
+        if !(state == FirmwareState::Downloaded && known) {
+            job.report(Stage::Downloading);
+            let failure = match job.method {
+                Method::Push => self.push(attempt, &mut watch, device).await?,
+                Method::Pull => self.pull(attempt, &mut watch, device).await?,
+            };
+            if let Some(failure) = failure {
+                return Ok(Prepared::Finished(failure));
             }
         }
+        job.report(Stage::Downloaded);
+        job.wait_for_install_gate().await;
+        Ok(Prepared::Install(watch))
     }
 
     /// Reads /3/0/3.
-    pub(super) async fn read_version(
-        &self,
-        device: std::net::SocketAddr,
-    ) -> Result<String, StageError> {
+    pub(super) async fn read_version(&self, device: SocketAddr) -> Result<String, StageError> {
         self.management
             .read_value(device, firmware::FIRMWARE_VERSION)
             .await
@@ -402,5 +474,53 @@ impl Delivery {
                     })
             })
             .map_err(at("reading the firmware version"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::lwm2m::Binding;
+
+    fn registration(id: &str, port: u16) -> Registration {
+        Registration {
+            id: id.into(),
+            endpoint: "dev".into(),
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            lifetime: Duration::from_secs(60),
+            lwm2m_version: "1.1".into(),
+            binding: Binding {
+                udp: true,
+                queue_mode: false,
+            },
+            objects: vec![],
+            registered_at: Instant::now(),
+            last_update: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn an_attempt_ends_when_the_device_leaves_its_registration_or_address() {
+        use RegistrationEvent::*;
+        let current = registration("a", 1000);
+        let ends = |event| gone(&current, &event).is_some();
+        assert!(ends(Registered(registration("b", 1000))), "rebooted");
+        assert!(
+            ends(Updated(registration("a", 2000))),
+            "moved (NAT rebinding)"
+        );
+        assert!(ends(Deregistered(registration("a", 1000))));
+        assert!(ends(Expired(registration("a", 1000))));
+        assert!(!ends(Updated(registration("a", 1000))), "awake, same place");
+        assert!(
+            !ends(Registered(registration("a", 1000))),
+            "the registration itself"
+        );
+        assert!(
+            !ends(Expired(registration("old", 1000))),
+            "an older registration"
+        );
     }
 }

@@ -2,10 +2,8 @@
 //! then wait for the device to register again and check the version it runs.
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use coap_lite::ResponseType;
-use tokio::sync::oneshot;
 
 use super::delivery::{Delivery, DeliveryJob};
 use super::outcome::TransferOutcome;
@@ -14,7 +12,7 @@ use super::steps::{StageError, at};
 use super::watch::FirmwareWatch;
 use crate::coap::CoapError;
 use crate::lwm2m::firmware::{self, FirmwareState, UpdateResult};
-use crate::lwm2m::{ManagementError, RegistrationEvent};
+use crate::lwm2m::{EndpointEvents, ManagementError, Registration};
 
 /// Executes Update; `Some` when the attempt ends here. The answer can be lost while the device
 /// already reboots into the new firmware: whether it installed shows when it registers again,
@@ -53,23 +51,26 @@ pub(super) async fn execute_update(
     }
 }
 
-/// Waits (through `back`, subscribed before Update) for the device to register again after
-/// installing, then checks its version.
+/// Waits for the device to register again after installing (unless it already did: `back`),
+/// then checks its version. `left` is the registration the device installed from.
 pub(super) async fn confirm(
     delivery: &Delivery,
     job: &DeliveryJob,
-    mut back: oneshot::Receiver<RegistrationEvent>,
+    contacts: &mut EndpointEvents,
+    left: &Registration,
+    back: Option<Registration>,
 ) -> Result<TransferOutcome, StageError> {
-    let deadline = Instant::now() + delivery.config.install_timeout;
-    let registration = loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(remaining, back).await {
-            Ok(Ok(RegistrationEvent::Registered(registration))) => break registration,
-            Ok(Ok(_)) => back = delivery.registry.next_contact(&job.endpoint),
-            Ok(Err(_)) | Err(_) => {
-                return Ok(TransferOutcome::Interrupted(
-                    "device did not come back after the update".into(),
-                ));
+    let registration = match back {
+        Some(registration) => registration,
+        None => {
+            let timeout = delivery.config.install_timeout;
+            match tokio::time::timeout(timeout, contacts.registered_anew(&left.id)).await {
+                Ok(registration) => registration,
+                Err(_) => {
+                    return Ok(TransferOutcome::Interrupted(
+                        "device did not come back after the update".into(),
+                    ));
+                }
             }
         }
     };

@@ -43,10 +43,15 @@ pub struct WireCount {
     pub package_first: u64,
     /// Package bytes sent again: blocks repeated after an interruption or a renegotiation.
     pub package_resent: u64,
-    /// Every byte of every CoAP message the engine sent for this delivery, retransmissions and
-    /// headers included.
+    /// Every byte of every CoAP message the engine sent the device for this delivery, headers
+    /// and retransmissions included: the package's Block1 requests, the reads, writes,
+    /// executes and observe registrations around them, the ACKs of the device's
+    /// notifications, and for pull the package server's Block2 answers. No UDP/IP headers.
     pub wire_sent: u64,
-    /// CoAP messages retransmitted.
+    /// Every byte of every CoAP message the engine received from the device for this
+    /// delivery: its answers, notifications and (pull) Block2 requests.
+    pub wire_received: u64,
+    /// CoAP messages the engine retransmitted.
     pub retransmissions: u64,
 }
 

@@ -5,14 +5,12 @@
 
 use std::net::SocketAddr;
 
-use bytes::Bytes;
-
 use super::delivery::Delivery;
 use super::outcome::TransferOutcome;
 use super::resume::ResumePoint;
 use super::steps::{Attempt, StageError, at, device_failure};
 use super::watch::FirmwareWatch;
-use crate::lwm2m::firmware::{self, FirmwareState, UpdateResult};
+use crate::lwm2m::firmware::{self, FirmwareState};
 use crate::lwm2m::{ContentFormat, ManagementError};
 
 impl Delivery {
@@ -28,16 +26,9 @@ impl Delivery {
         let known = self.book.get(&job.endpoint, &job.package.sha256);
         let still_fetching = known.is_some() && watch.state() == FirmwareState::Downloading;
         if !still_fetching {
-            if known.is_none()
-                && (watch.state() != FirmwareState::Idle || watch.result() != UpdateResult::Initial)
-            {
-                self.management
-                    .write(
-                        device,
-                        firmware::PACKAGE,
-                        ContentFormat::Opaque,
-                        Bytes::new(),
-                    )
+            if known.is_none() {
+                watch
+                    .reset_unless_idle(&self.management)
                     .await
                     .map_err(at("resetting the device"))?;
             }
@@ -71,18 +62,20 @@ impl Delivery {
         }
     }
 
-    /// Adds what the package server sent to `device` (the address of one attempt) to the
-    /// delivery's account.
-    pub(super) fn account_served(&self, attempt: &mut Attempt<'_>, device: SocketAddr) {
+    /// Adds what the package server sent the device since the last call (at any address it
+    /// pulled from) to the delivery's account of package bytes.
+    pub(super) fn account_served(&self, attempt: &mut Attempt<'_>) {
         let job = attempt.job;
-        let served = self.shelf.take_served(device, &job.package.id);
         let Some(mut point) = self.book.get(&job.endpoint, &job.package.sha256) else {
             return;
         };
-        let fresh = served.high_water.saturating_sub(point.high_water) as u64;
-        attempt.wire.package_first += fresh;
-        attempt.wire.package_resent += served.bytes.saturating_sub(fresh);
-        point.high_water = point.high_water.max(served.high_water);
+        for account in &attempt.pulls {
+            let served = account.take();
+            let fresh = served.high_water.saturating_sub(point.high_water) as u64;
+            attempt.wire.package_first += fresh;
+            attempt.wire.package_resent += served.bytes.saturating_sub(fresh);
+            point.high_water = point.high_water.max(served.high_water);
+        }
         point.acknowledged = point.high_water;
         self.book.record(&job.endpoint, point);
     }

@@ -13,7 +13,7 @@ use super::resume::{ResumePoint, resume_offset};
 use super::steps::{Attempt, StageError, at, device_failure};
 use super::watch::FirmwareWatch;
 use crate::coap::blockwise::{Block1Progress, Block1Upload, send_block1};
-use crate::coap::{OutgoingRequest, PacketExt, WireMeter};
+use crate::coap::{OutgoingRequest, PacketExt};
 use crate::lwm2m::firmware::{self, FirmwareState, UpdateResult};
 use crate::lwm2m::{ContentFormat, DeviceManagement, ManagementError};
 
@@ -25,7 +25,6 @@ impl Delivery {
         attempt: &mut Attempt<'_>,
         watch: &mut FirmwareWatch,
         device: SocketAddr,
-        meter: &WireMeter,
     ) -> Result<Option<TransferOutcome>, StageError> {
         let job = attempt.job;
         let known = self.book.get(&job.endpoint, &job.package.sha256);
@@ -36,18 +35,9 @@ impl Delivery {
             Some(_) if job.resume => self.resume_at(device, attempt).await?,
             _ => None,
         };
-        if start.is_none()
-            && (watch.state() != FirmwareState::Idle || watch.result() != UpdateResult::Initial)
-        {
-            // Leftovers of an earlier attempt or another package: an empty write resets the
-            // device and erases them.
-            self.management
-                .write(
-                    device,
-                    firmware::PACKAGE,
-                    ContentFormat::Opaque,
-                    Bytes::new(),
-                )
+        if start.is_none() {
+            watch
+                .reset_unless_idle(&self.management)
                 .await
                 .map_err(at("resetting the device"))?;
         }
@@ -58,7 +48,7 @@ impl Delivery {
             block_size: attempt.block_size,
         });
         let response = self
-            .send_package(attempt, &mut point, device, start.unwrap_or(0), meter)
+            .send_package(attempt, &mut point, device, start.unwrap_or(0))
             .await?;
         if let Some(code) = response.filter(|c| c.is_error()) {
             return self.refused_write(watch, code).await;
@@ -117,7 +107,6 @@ impl Delivery {
         point: &mut ResumePoint,
         device: SocketAddr,
         start: usize,
-        meter: &WireMeter,
     ) -> Result<Option<ResponseType>, StageError> {
         let job = attempt.job;
         point.acknowledged = start;
@@ -135,7 +124,7 @@ impl Delivery {
             self.management.endpoint(),
             device,
             &upload,
-            meter,
+            &attempt.meter,
             |progress| {
                 match progress {
                     Block1Progress::Sending { offset, len } => {

@@ -1,8 +1,9 @@
 //! `PackageShelf`: the packages the engine can deliver, by id, each held once in memory and
 //! shared by every transfer; and `PackageServer`, which serves them at their Package URI
-//! (`/fw/{id}`) for devices that pull. Owns package identity (id, sha256, ETag) and the count
-//! of package blocks that went out (pushed or served); not where packages come from (the
-//! catalog) nor how they reach a device (push, pull).
+//! (`/fw/{id}`) for devices that pull. Owns package identity (id, sha256, ETag), the count
+//! of package blocks that went out (pushed or served), and what was served to a device whose
+//! delivery keeps an account ([`PullAccount`]); not where packages come from (the catalog)
+//! nor how they reach a device (push, pull).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,7 +14,10 @@ use bytes::Bytes;
 use coap_lite::{RequestType, ResponseType};
 use sha2::{Digest, Sha256};
 
-use crate::coap::{HandlerFuture, IncomingRequest, PacketExt, RequestHandler, Response};
+use crate::coap::block::block2_slice;
+use crate::coap::{
+    Charge, HandlerFuture, IncomingRequest, PacketExt, RequestHandler, Response, WireMeter,
+};
 use crate::lwm2m::ContentFormat;
 
 /// First Uri-Path segment of every Package URI.
@@ -67,10 +71,65 @@ impl ShelvedPackage {
 /// Package bytes served to one device address, for the wire account of a pull.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Served {
-    /// Payload bytes of every block served.
+    /// Payload bytes of every block served, a block served again to a retransmitted request
+    /// not counted (its bytes are on the wire account, not the package's).
     pub bytes: u64,
     /// End of the furthest block served.
     pub high_water: usize,
+}
+
+/// What the server sent to one device address of one package, for the delivery that asked.
+#[derive(Debug)]
+struct Pulled {
+    /// The delivery's wire account: every request of this address for the package, and
+    /// every answer.
+    charge: Charge,
+    /// Package bytes served since the delivery last took them.
+    served: Served,
+    /// Message id of the last request served: the same id again is the device retransmitting
+    /// (its ACK was lost), not asking for the block again.
+    last_message_id: Option<u16>,
+}
+
+/// A delivery's account with the package server for one device address and package: while
+/// it lives, what the server sends there is counted for the delivery. Dropping it stops that.
+#[derive(Debug)]
+pub struct PullAccount {
+    /// Where the counts are.
+    served: Arc<Mutex<HashMap<PullKey, Pulled>>>,
+    /// Which device address and package.
+    key: PullKey,
+}
+
+/// A device address and a package's sha256.
+type PullKey = (SocketAddr, [u8; 32]);
+
+impl PullAccount {
+    /// The device address the account is for.
+    pub fn peer(&self) -> SocketAddr {
+        self.key.0
+    }
+
+    /// Package bytes served since the last call (the furthest block stays).
+    pub fn take(&self) -> Served {
+        let mut served = lock(&self.served);
+        let Some(pulled) = served.get_mut(&self.key) else {
+            return Served::default();
+        };
+        let taken = pulled.served;
+        pulled.served.bytes = 0;
+        taken
+    }
+}
+
+impl Drop for PullAccount {
+    fn drop(&mut self) {
+        lock(&self.served).remove(&self.key);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Package blocks that went out since the engine started, retransmissions not included.
@@ -90,8 +149,12 @@ pub struct BlockCounts {
 /// clone; every clone sees the same shelf.
 #[derive(Debug, Clone, Default)]
 pub struct PackageShelf {
+    /// The packages, by id.
     packages: Arc<RwLock<HashMap<String, Arc<ShelvedPackage>>>>,
-    served: Arc<Mutex<HashMap<(SocketAddr, String), Served>>>,
+    /// What was served to the device addresses deliveries keep an account for; nothing for
+    /// anyone else (a `coap-client`, a device pulling on its own), so nothing piles up.
+    served: Arc<Mutex<HashMap<PullKey, Pulled>>>,
+    /// Blocks pushed, their bytes, blocks served, their bytes.
     blocks: Arc<[AtomicU64; 4]>,
 }
 
@@ -123,10 +186,25 @@ impl PackageShelf {
         packages.remove(id)
     }
 
-    /// What was served of package `id` to `peer` since the last call, forgotten now.
-    pub fn take_served(&self, peer: SocketAddr, id: &str) -> Served {
-        let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
-        served.remove(&(peer, id.to_string())).unwrap_or_default()
+    /// Counts what the package server sends `peer` of `package` from now on, and charges
+    /// the bytes of those exchanges to `meter`, until the account is dropped.
+    pub fn account_pulls(
+        &self,
+        peer: SocketAddr,
+        package: &ShelvedPackage,
+        meter: Arc<WireMeter>,
+    ) -> PullAccount {
+        let key = (peer, package.sha256);
+        let pulled = Pulled {
+            charge: Charge(meter),
+            served: Served::default(),
+            last_message_id: None,
+        };
+        lock(&self.served).insert(key, pulled);
+        PullAccount {
+            served: self.served.clone(),
+            key,
+        }
     }
 
     /// Counts a package block written to a device.
@@ -147,13 +225,31 @@ impl PackageShelf {
         }
     }
 
-    fn record_served(&self, peer: SocketAddr, id: &str, offset: usize, len: usize) {
-        self.blocks[2].fetch_add(1, Ordering::Relaxed);
-        self.blocks[3].fetch_add(len as u64, Ordering::Relaxed);
-        let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = served.entry((peer, id.to_string())).or_default();
-        entry.bytes += len as u64;
-        entry.high_water = entry.high_water.max(offset + len);
+    /// Counts the bytes `range` of `package` served to a request from `peer` with
+    /// `message_id`; the charge of the delivery that keeps an account for them, if any.
+    fn record_served(
+        &self,
+        peer: SocketAddr,
+        message_id: u16,
+        package: &ShelvedPackage,
+        range: std::ops::Range<usize>,
+    ) -> Option<Charge> {
+        let mut served = lock(&self.served);
+        let pulled = served.get_mut(&(peer, package.sha256));
+        let again = pulled
+            .as_ref()
+            .is_some_and(|p| p.last_message_id == Some(message_id));
+        if !again && !range.is_empty() {
+            self.blocks[2].fetch_add(1, Ordering::Relaxed);
+            self.blocks[3].fetch_add(range.len() as u64, Ordering::Relaxed);
+        }
+        let pulled = pulled?;
+        if !again {
+            pulled.served.bytes += range.len() as u64;
+            pulled.served.high_water = pulled.served.high_water.max(range.end);
+        }
+        pulled.last_message_id = Some(message_id);
+        Some(pulled.charge.clone())
     }
 }
 
@@ -174,16 +270,22 @@ impl PackageServer {
         }
     }
 
-    /// Notes the block this request gets (the endpoint cuts it the same way).
-    fn count(&self, request: &IncomingRequest, package: &ShelvedPackage) {
+    /// Notes the block this request gets, cut as the endpoint cuts it; the charge of the
+    /// delivery that accounts for it, if any. A block past the end is no block (the endpoint
+    /// answers it with an error) but the exchange is still charged.
+    fn count(&self, request: &IncomingRequest, package: &ShelvedPackage) -> Option<Charge> {
         let requested = request.packet.block2().and_then(Result::ok);
-        let size = requested
-            .map_or(self.max_block_size, |b| b.size())
-            .min(self.max_block_size);
-        let offset = requested.map_or(0, |b| b.num as usize * size);
-        let len = size.min(package.len().saturating_sub(offset));
-        self.shelf
-            .record_served(request.peer, &package.id, offset, len);
+        let range = match block2_slice(package.len(), requested, self.max_block_size) {
+            Ok(Some((_, range))) => range,
+            Ok(None) => 0..package.len(),
+            Err(_) => 0..0,
+        };
+        self.shelf.record_served(
+            request.peer,
+            request.packet.header.message_id,
+            package,
+            range,
+        )
     }
 
     fn answer(&self, request: &IncomingRequest) -> Response {
@@ -200,9 +302,10 @@ impl PackageServer {
         let Some(package) = self.shelf.get(id) else {
             return Response::error(ResponseType::NotFound, format!("no package {id}"));
         };
-        self.count(request, &package);
+        let charge = self.count(request, &package);
         let mut response = Response::content(ContentFormat::Opaque.number(), package.bytes.clone());
         response.etag = Some(package.etag());
+        response.charge = charge;
         response
     }
 }

@@ -1,10 +1,14 @@
 //! What the steps of one delivery attempt share: the attempt's running account, and how a
 //! failed operation becomes an outcome (an interruption to resume from, or a refusal).
 
+use std::sync::Arc;
+
 use coap_lite::ResponseType;
 
 use super::delivery::DeliveryJob;
 use super::outcome::{TransferOutcome, WireCount};
+use super::shelf::PullAccount;
+use crate::coap::WireMeter;
 use crate::lwm2m::ManagementError;
 use crate::lwm2m::firmware::UpdateResult;
 
@@ -14,6 +18,11 @@ pub(super) struct Attempt<'a> {
     pub job: &'a DeliveryJob,
     /// Package bytes sent so far, first time and again.
     pub wire: WireCount,
+    /// Every byte each way of every exchange of the delivery.
+    pub meter: Arc<WireMeter>,
+    /// The package server's accounts of what it serves this device, one per address the
+    /// device pulled from (it moves when it reboots).
+    pub pulls: Vec<PullAccount>,
     /// Block size in use (a device may have asked for smaller blocks).
     pub block_size: usize,
     /// Attempts that ended in an interruption.
@@ -26,8 +35,20 @@ impl<'a> Attempt<'a> {
         Attempt {
             job,
             wire: WireCount::default(),
+            meter: Arc::default(),
+            pulls: Vec::new(),
             block_size: job.block_size,
             interruptions: 0,
+        }
+    }
+
+    /// The package bytes counted, and the meter's totals.
+    pub fn wire_count(&self) -> WireCount {
+        WireCount {
+            wire_sent: self.meter.sent(),
+            wire_received: self.meter.received(),
+            retransmissions: self.meter.retransmitted(),
+            ..self.wire
         }
     }
 }

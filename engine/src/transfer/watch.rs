@@ -5,11 +5,13 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use super::push::read_result;
 use crate::coap::{Observation, Packet};
 use crate::lwm2m::firmware::{self, FirmwareState, UpdateResult};
 use crate::lwm2m::management::decode;
-use crate::lwm2m::{DeviceManagement, LwM2mPath, ManagementError, Record};
+use crate::lwm2m::{ContentFormat, DeviceManagement, LwM2mPath, ManagementError, Record};
 
 /// How often to read State when no notification comes.
 const POLL_EVERY: Duration = Duration::from_secs(5);
@@ -58,6 +60,30 @@ impl FirmwareWatch {
     /// Last known Update Result.
     pub fn result(&self) -> UpdateResult {
         self.result
+    }
+
+    /// Unless the device is Idle with no Update Result, resets it with an empty write of
+    /// Package (/5/0/0): whatever an earlier attempt or another package left is erased and
+    /// the upgrade starts clean. The device is then Idle with result 0, as the object
+    /// defines, whenever its notification of that comes.
+    pub async fn reset_unless_idle(
+        &mut self,
+        management: &DeviceManagement,
+    ) -> Result<(), ManagementError> {
+        if self.state == FirmwareState::Idle && self.result == UpdateResult::Initial {
+            return Ok(());
+        }
+        management
+            .write(
+                self.device,
+                firmware::PACKAGE,
+                ContentFormat::Opaque,
+                Bytes::new(),
+            )
+            .await?;
+        self.state = FirmwareState::Idle;
+        self.result = UpdateResult::Initial;
+        Ok(())
     }
 
     /// Reads Update Result now.
