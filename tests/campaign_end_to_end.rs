@@ -15,7 +15,6 @@ use fota_engine::coap::TransmissionParams;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{Binding, HostConfig, PluginKind, embedded};
 use fota_engine::server::ServerConfig;
-use fota_engine::stats;
 use fota_impair::Impairment;
 use sha2::{Digest, Sha256};
 use support::{image, within};
@@ -97,6 +96,7 @@ fn spec(name: &str, group: &str, package: &str) -> TaskSpec {
             max_per_cell: 40,
         },
         min_signal_dbm: None,
+        cell_pause_secs: fota_engine::campaign::DEFAULT_CELL_PAUSE_SECS,
         max_failure_rate: None,
         failure_sample: 20,
     }
@@ -271,7 +271,7 @@ async fn five_hundred_devices_two_models_a_delta_task_and_a_full_task() {
     }
 
     // The statistics add up.
-    let statistics = stats::compute(campaigns, catalog).unwrap();
+    let statistics = campaigns.statistics();
     for package in [&delta, &full] {
         let counted = statistics
             .packages

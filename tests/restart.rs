@@ -78,6 +78,7 @@ fn set_up(dir: &Path, image: &[u8]) -> (String, u64, PlatformPublicKey) {
             deadline: None,
             pacing: Pacing::default(),
             min_signal_dbm: None,
+            cell_pause_secs: fota_engine::campaign::DEFAULT_CELL_PAUSE_SECS,
             max_failure_rate: None,
             failure_sample: 20,
         })

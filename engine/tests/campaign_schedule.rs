@@ -166,6 +166,7 @@ impl Bench {
             deadline: None,
             pacing: Pacing::default(),
             min_signal_dbm: None,
+            cell_pause_secs: fota_engine::campaign::DEFAULT_CELL_PAUSE_SECS,
             max_failure_rate: None,
             failure_sample: 20,
         }

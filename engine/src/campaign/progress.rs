@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixMillis;
 use crate::lwm2m::firmware::UpdateResult;
+use crate::stats::Counters;
 use crate::transfer::{TransferOutcome, WireCount};
 
 /// How a device ended (or how its last attempt ended).
@@ -32,21 +33,24 @@ pub enum DeviceResult {
 }
 
 impl DeviceResult {
-    /// The result a delivery outcome stands for.
+    /// The result a delivery outcome stands for. Only a delivery that confirmed the target
+    /// version is successful.
     pub fn of(outcome: &TransferOutcome) -> DeviceResult {
         match outcome {
             TransferOutcome::Upgraded { .. } => DeviceResult::Successful,
-            TransferOutcome::DeviceFailure(result) => DeviceResult::of_update_result(*result),
+            TransferOutcome::DeviceFailure(result) => DeviceResult::of_failure(*result),
             TransferOutcome::WrongVersion { .. } => DeviceResult::UpgradeFailed,
             TransferOutcome::Refused(_) => DeviceResult::DownloadFailed,
             TransferOutcome::Interrupted(_) => DeviceResult::LinkBroke,
         }
     }
 
-    /// The result a device's Update Result (/5/0/5) stands for.
-    pub fn of_update_result(result: UpdateResult) -> DeviceResult {
+    /// The result a failed delivery's Update Result (/5/0/5) stands for. A device that shows
+    /// no failure (Initial, or a Success left from an earlier upgrade) while the delivery did
+    /// not see it on the target version did not upgrade.
+    pub fn of_failure(result: UpdateResult) -> DeviceResult {
         match result {
-            UpdateResult::Success | UpdateResult::Initial => DeviceResult::Successful,
+            UpdateResult::Success | UpdateResult::Initial => DeviceResult::UpgradeFailed,
             UpdateResult::NotEnoughFlash => DeviceResult::InsufficientSpace,
             UpdateResult::OutOfRam => DeviceResult::OutOfMemory,
             UpdateResult::ConnectionLost => DeviceResult::LinkBroke,
@@ -123,6 +127,9 @@ pub struct DeviceProgress {
     pub bytes_resent: u64,
     /// CoAP bytes on the wire.
     pub wire_bytes: u64,
+    /// When the device finished (the failure-rate window counts devices by it).
+    #[serde(default)]
+    pub finished_at: Option<UnixMillis>,
 }
 
 impl DeviceProgress {
@@ -142,6 +149,7 @@ impl DeviceProgress {
             bytes_first: 0,
             bytes_resent: 0,
             wire_bytes: 0,
+            finished_at: None,
         }
     }
 
@@ -157,11 +165,33 @@ impl DeviceProgress {
         self.wire_bytes += wire.wire_sent;
     }
 
-    /// Ends the device with `result`.
-    pub fn finish(&mut self, result: DeviceResult, note: Option<String>) {
+    /// What this device adds to its package's statistics.
+    pub fn share(&self) -> Counters {
+        if self.phase == Phase::Removed {
+            return Counters::default();
+        }
+        let finished = self.phase == Phase::Finished;
+        let successful = self.result == Some(DeviceResult::Successful);
+        Counters {
+            devices: 1,
+            successes: u64::from(finished && successful),
+            failures: u64::from(finished && !successful),
+            bytes_first: self.bytes_first,
+            bytes_resent: self.bytes_resent,
+            wire_bytes: self.wire_bytes,
+            downloads_not_installed: u64::from(
+                self.download == DownloadStatus::Downloaded
+                    && self.upgrade != UpgradeStatus::Upgraded,
+            ),
+        }
+    }
+
+    /// Ends the device with `result` at `now`.
+    pub fn finish(&mut self, result: DeviceResult, note: Option<String>, now: UnixMillis) {
         self.phase = Phase::Finished;
         self.result = Some(result);
         self.note = note;
+        self.finished_at = Some(now);
         if result == DeviceResult::Successful {
             self.download = DownloadStatus::Downloaded;
             self.upgrade = UpgradeStatus::Upgraded;

@@ -150,16 +150,27 @@ impl Catalog {
         Ok(self.store.scan(PREFIX)?)
     }
 
-    /// A registration or an Update arrived: the device exists and is online.
+    /// A registration or an Update arrived: the device exists, is online, and was seen now.
     pub fn device_seen(&self, registration: &Registration) -> Result<DeviceRecord, CatalogError> {
+        let now = self.clock.now();
         self.update_device(&registration.endpoint, |device| {
             device.online = true;
+            device.last_seen = now;
         })
     }
 
-    /// The device's registration ended (de-registered or expired).
-    pub fn device_gone(&self, endpoint: &str) -> Result<DeviceRecord, CatalogError> {
+    /// The device's registration ended (de-registered or expired): it is offline. An
+    /// endpoint the catalog never recorded stays unknown (`None`).
+    pub fn device_gone(&self, endpoint: &str) -> Result<Option<DeviceRecord>, CatalogError> {
+        if self
+            .store
+            .get::<DeviceRecord>(&device_key(endpoint))?
+            .is_none()
+        {
+            return Ok(None);
+        }
         self.update_device(endpoint, |device| device.online = false)
+            .map(Some)
     }
 
     /// Records what a survey read.
@@ -183,13 +194,11 @@ impl Catalog {
         change: impl FnOnce(&mut DeviceRecord),
     ) -> Result<DeviceRecord, CatalogError> {
         let _serialized = self.device_writes.lock().unwrap_or_else(|e| e.into_inner());
-        let now = self.clock.now();
         let key = device_key(endpoint);
         let mut device = self
             .store
             .get(&key)?
-            .unwrap_or_else(|| DeviceRecord::new(endpoint, now));
-        device.last_seen = now;
+            .unwrap_or_else(|| DeviceRecord::new(endpoint, self.clock.now()));
         change(&mut device);
         let mut batch = Batch::new();
         batch.put(key, &device);

@@ -101,6 +101,18 @@ pub enum Stage {
     Downloaded,
     /// Update executed; waiting for the device to come back.
     Installing,
+    /// The link broke; the delivery waits to resume. `wire`: what the whole delivery cost
+    /// so far, so a caller can count it before the delivery ends (or never does).
+    Suspended { wire: WireCount },
+}
+
+/// What a delivery cost so far.
+fn wire_so_far(attempt: &Attempt<'_>, meter: &WireMeter) -> WireCount {
+    WireCount {
+        wire_sent: meter.sent(),
+        retransmissions: meter.retransmitted(),
+        ..attempt.wire
+    }
 }
 
 /// Limits and timers of a delivery.
@@ -203,6 +215,9 @@ impl Delivery {
                 break outcome;
             }
             attempt.interruptions += 1;
+            job.report(Stage::Suspended {
+                wire: wire_so_far(&attempt, &meter),
+            });
             tracing::debug!(endpoint = %job.endpoint, %reason, "delivery suspended");
             self.pause_before_retry(&job.endpoint, backoff).await;
             backoff = (backoff * 2).min(self.config.retry_backoff.1);
@@ -212,11 +227,7 @@ impl Delivery {
         }
         TransferReport {
             outcome,
-            wire: WireCount {
-                wire_sent: meter.sent(),
-                retransmissions: meter.retransmitted(),
-                ..attempt.wire
-            },
+            wire: wire_so_far(&attempt, &meter),
             block_size: attempt.block_size,
             interruptions: attempt.interruptions,
             elapsed: started.elapsed(),
@@ -247,7 +258,7 @@ impl Delivery {
 
     /// The device's registration once it is reachable: now for a device in UDP binding, in the
     /// window after its next Update for a device in queue mode. `None` past `give_up`.
-    async fn wait_reachable(&self, endpoint: &str, give_up: Instant) -> Option<Registration> {
+    pub async fn wait_reachable(&self, endpoint: &str, give_up: Instant) -> Option<Registration> {
         loop {
             let contact = self.registry.next_contact(endpoint);
             if let Some(registration) = self.registry.get(endpoint)
@@ -263,7 +274,7 @@ impl Delivery {
     }
 
     /// Until when a device can be reached: the end of its queue-mode window, or never.
-    fn window_end(&self, registration: &Registration) -> Instant {
+    pub fn window_end(&self, registration: &Registration) -> Instant {
         if registration.binding.queue_mode {
             Instant::from_std(registration.last_update) + self.config.queue_window
         } else {
