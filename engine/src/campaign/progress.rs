@@ -202,3 +202,102 @@ impl DeviceProgress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_confirmed_target_version_is_successful() {
+        let upgraded = TransferOutcome::Upgraded {
+            version: "2.0".into(),
+        };
+        assert_eq!(DeviceResult::of(&upgraded), DeviceResult::Successful);
+        for stale in [UpdateResult::Success, UpdateResult::Initial] {
+            assert_eq!(
+                DeviceResult::of(&TransferOutcome::DeviceFailure(stale)),
+                DeviceResult::UpgradeFailed,
+                "{stale:?} without the new version"
+            );
+        }
+        let cases = [
+            (
+                UpdateResult::NotEnoughFlash,
+                DeviceResult::InsufficientSpace,
+            ),
+            (UpdateResult::OutOfRam, DeviceResult::OutOfMemory),
+            (UpdateResult::ConnectionLost, DeviceResult::LinkBroke),
+            (
+                UpdateResult::IntegrityFailure,
+                DeviceResult::IntegrityFailed,
+            ),
+            (
+                UpdateResult::UnsupportedPackageType,
+                DeviceResult::NotSupported,
+            ),
+            (
+                UpdateResult::UnsupportedProtocol,
+                DeviceResult::NotSupported,
+            ),
+            (UpdateResult::InvalidUri, DeviceResult::DownloadFailed),
+            (UpdateResult::UpdateFailed, DeviceResult::UpgradeFailed),
+        ];
+        for (update_result, expected) in cases {
+            assert_eq!(DeviceResult::of_failure(update_result), expected);
+        }
+    }
+
+    #[test]
+    fn a_device_counts_once_with_its_result_its_bytes_and_an_uninstalled_download() {
+        let mut progress = DeviceProgress::new("t", "dev", 0);
+        progress.add_wire(&WireCount {
+            package_first: 1_000,
+            package_resent: 200,
+            wire_sent: 1_500,
+            retransmissions: 3,
+        });
+        let waiting = progress.share();
+        assert_eq!(
+            (waiting.devices, waiting.successes, waiting.failures),
+            (1, 0, 0)
+        );
+        assert_eq!(
+            (
+                waiting.bytes_first,
+                waiting.bytes_resent,
+                waiting.wire_bytes
+            ),
+            (1_000, 200, 1_500)
+        );
+        progress.download = DownloadStatus::Downloaded;
+        progress.upgrade = UpgradeStatus::Upgrading;
+        progress.finish(DeviceResult::UpgradeFailed, None, 7);
+        let failed = progress.share();
+        assert_eq!((failed.failures, failed.downloads_not_installed), (1, 1));
+        assert_eq!(progress.finished_at, Some(7));
+        progress.finish(DeviceResult::Successful, None, 8);
+        let upgraded = progress.share();
+        assert_eq!(
+            (
+                upgraded.successes,
+                upgraded.failures,
+                upgraded.downloads_not_installed
+            ),
+            (1, 0, 0)
+        );
+        progress.phase = Phase::Removed;
+        assert_eq!(
+            progress.share(),
+            Counters::default(),
+            "removed: not counted"
+        );
+    }
+
+    #[test]
+    fn progress_recorded_before_finished_at_existed_reads_back() {
+        let mut recorded = serde_json::to_value(DeviceProgress::new("t", "dev", 5)).unwrap();
+        recorded.as_object_mut().unwrap().remove("finished_at");
+        let read: DeviceProgress = serde_json::from_value(recorded).unwrap();
+        assert_eq!(read, DeviceProgress::new("t", "dev", 5));
+    }
+}

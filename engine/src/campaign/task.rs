@@ -312,4 +312,19 @@ mod tests {
         assert!(!t.cell_paused(Some(8), 0));
         assert!(!t.cell_paused(None, 0));
     }
+
+    #[test]
+    fn a_task_recorded_before_the_newer_fields_reads_back_with_their_defaults() {
+        let mut recorded = serde_json::to_value(task(TaskStatus::Upgrading, None)).unwrap();
+        recorded["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("cell_pause_secs");
+        for field in ["failures_counted_since", "success_rate"] {
+            recorded.as_object_mut().unwrap().remove(field);
+        }
+        let read: Task = serde_json::from_value(recorded).unwrap();
+        assert_eq!(read, task(TaskStatus::Upgrading, None));
+        assert_eq!(read.spec.cell_pause_secs, DEFAULT_CELL_PAUSE_SECS);
+    }
 }
