@@ -43,6 +43,8 @@ struct Script {
     started: Mutex<Vec<(String, UnixMillis)>>,
     clock: Mutex<Option<Clock>>,
     cells: Arc<Mutex<CellLoad>>,
+    /// The deliveries the service asked to forget: (package, endpoints).
+    forgotten: Mutex<Vec<(String, Vec<String>)>>,
 }
 
 /// Attempts under way per cell, and the most there ever were.
@@ -103,6 +105,13 @@ impl Script {
 }
 
 impl Attempts for Script {
+    fn forget_deliveries(&self, package_id: &str, endpoints: &[String]) {
+        self.forgotten
+            .lock()
+            .unwrap()
+            .push((package_id.to_string(), endpoints.to_vec()));
+    }
+
     fn attempt(
         &self,
         request: AttemptRequest,
@@ -795,4 +804,28 @@ async fn a_task_shows_its_success_rate_as_devices_finish() {
         .await;
     assert_eq!(half.status, TaskStatus::Upgrading, "device 3 retries");
     assert_eq!(b.finished(&task.id).await.success_rate, Some(1.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn deleting_a_task_forgets_its_deliveries_but_not_those_another_task_still_runs() {
+    let b = bench(3).await;
+    for i in 0..3 {
+        b.script.plan(
+            &endpoint(i),
+            vec![Step::End(Duration::from_secs(3_600), success())],
+        );
+    }
+    let mut spec = b.spec();
+    let first = b.campaigns.create(spec.clone()).unwrap();
+    // The second task takes devices 1 and 2 with the same package.
+    spec.group_id = group_of(&b.catalog, "overlap", 1..3);
+    let second = b.campaigns.create(spec).unwrap();
+    b.until(&second.id, "both upgrading", |t| {
+        t.status == TaskStatus::Upgrading
+    })
+    .await;
+    b.campaigns.cancel(&first.id).unwrap();
+    b.campaigns.delete(&first.id).unwrap();
+    let forgotten = b.script.forgotten.lock().unwrap().clone();
+    assert_eq!(forgotten, [(b.package.clone(), vec![endpoint(0)])]);
 }
