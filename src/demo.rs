@@ -13,12 +13,11 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
 use fota_engine::api::{self, ApiConfig, Role, Token};
-use fota_engine::campaign::{Pacing, Task, TaskSpec, TaskStatus};
+use fota_engine::campaign::{DEFAULT_CELL_PAUSE_SECS, Pacing, Task, TaskSpec, TaskStatus};
 use fota_engine::catalog::Catalog;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{Binding, HostConfig, PluginKind, embedded};
 use fota_engine::server::ServerConfig;
-use fota_engine::stats;
 use fota_impair::Impairment;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio::net::TcpListener;
@@ -268,6 +267,7 @@ async fn create_tasks(platform: &Platform, models: &[Model]) -> anyhow::Result<V
                 max_per_cell: 40,
             },
             min_signal_dbm: None,
+            cell_pause_secs: DEFAULT_CELL_PAUSE_SECS,
             max_failure_rate: Some(0.5),
             failure_sample: 50,
         })?);
@@ -332,7 +332,7 @@ async fn follow(platform: &Platform, tasks: &[Task]) {
 }
 
 fn print_statistics(platform: &Platform, elapsed: Duration) -> anyhow::Result<()> {
-    let statistics = stats::compute(&platform.campaigns, &platform.catalog)?;
+    let statistics = platform.campaigns.statistics();
     println!();
     println!(
         "{:<12} {:>8} {:>9} {:>8} {:>12} {:>10} {:>10} {:>13}",

@@ -28,6 +28,9 @@ pub struct SimulatedFlash {
     /// The platform key packages must be signed with; `None` accepts unsigned packages (and
     /// signed ones unchecked), as a device built before signing did.
     pub trusted_key: Option<PlatformPublicKey>,
+    /// When set, installing fails for this reason (a flash that cannot be written): the
+    /// package checks out, the update does not (Update Result 8).
+    pub install_fault: Option<String>,
 }
 
 impl SimulatedFlash {
@@ -42,6 +45,7 @@ impl SimulatedFlash {
             battery: 90,
             signal_dbm: -85,
             trusted_key: None,
+            install_fault: None,
         }
     }
 
@@ -143,6 +147,9 @@ impl DeviceSystem for SimulatedFlash {
     }
 
     fn start_update(&mut self) -> Result<(), SystemError> {
+        if let Some(fault) = &self.install_fault {
+            return Err(SystemError::UpdateFailed(fault.clone()));
+        }
         let (version, image) = self
             .unpack()
             .map_err(|e| SystemError::UpdateFailed(e.to_string()))?;

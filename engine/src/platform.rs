@@ -81,7 +81,7 @@ impl Platform {
             None => SledStore::temporary()?,
         });
         let book = ResumeBook::kept_in(store.clone())?;
-        let server = Server::start_with_book(config.server, book).await?;
+        let server = Server::start_with_book(config.server, book.clone()).await?;
         let kept_plugins = KeptPlugins::new(store.clone());
         let plugins = load_plugins(config.plugins, kept_plugins.clone()).await?;
         let clock = Clock::system();
@@ -90,6 +90,7 @@ impl Platform {
             catalog: catalog.clone(),
             registry: server.registry.clone(),
             delivery: server.delivery.clone(),
+            book,
             plugins: plugins.clone(),
             clock,
         };
@@ -158,17 +159,17 @@ async fn follow_registrations(
         let recorded = match event {
             RegistrationEvent::Registered(_) => {
                 spawn_survey(&catalog, &management, &surveys, &registration);
-                catalog.device_seen(&registration)
+                catalog.device_seen(&registration).map(|_| ())
             }
             // A device whose survey failed (asleep before it ran, a lost answer) or whose
             // Register this follower missed is surveyed at its next Update, in its window.
-            RegistrationEvent::Updated(_) => catalog.device_seen(&registration).inspect(|device| {
+            RegistrationEvent::Updated(_) => catalog.device_seen(&registration).map(|device| {
                 if device.model.is_none() {
                     spawn_survey(&catalog, &management, &surveys, &registration);
                 }
             }),
             RegistrationEvent::Deregistered(_) | RegistrationEvent::Expired(_) => {
-                catalog.device_gone(&registration.endpoint)
+                catalog.device_gone(&registration.endpoint).map(|_| ())
             }
         };
         if let Err(error) = recorded {

@@ -1,7 +1,8 @@
 //! The task scheduler on tokio's paused clock: execution time, retries and their interval, the
-//! deadline, status transitions, pause semantics and the automatic pauses, with attempts
-//! scripted per device (the real attempts talk to devices over UDP, which paused time cannot
-//! drive; the end-to-end tests run those).
+//! deadline, status transitions, pause semantics and the automatic pauses, pacing per cell over
+//! every task, the success rate and the cumulative statistics, with attempts scripted per
+//! device (the real attempts talk to devices over UDP, which paused time cannot drive; the
+//! end-to-end tests run those).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -10,15 +11,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fota_engine::campaign::{
-    AttemptOutcome, AttemptRequest, Attempts, CampaignError, Campaigns, DeviceResult, Pacing,
-    Phase, Task, TaskSpec, TaskStatus,
+    AttemptOutcome, AttemptRequest, Attempts, CampaignError, Campaigns, DEFAULT_CELL_PAUSE_SECS,
+    DeviceResult, Pacing, Phase, Task, TaskSpec, TaskStatus,
 };
 use fota_engine::catalog::Catalog;
 use fota_engine::catalog::devices::Survey;
 use fota_engine::clock::{Clock, UnixMillis};
 use fota_engine::plugin::{HostConfig, PluginHost, PluginRegistry};
+use fota_engine::stats::Counters;
 use fota_engine::store::{SledStore, Store};
-use fota_engine::transfer::{PackageShelf, WireCount};
+use fota_engine::transfer::{PackageShelf, Stage, WireCount};
 
 const T0: UnixMillis = 1_800_000_000_000;
 
@@ -29,14 +31,59 @@ enum Step {
     End(Duration, AttemptOutcome),
     /// The attempt "downloads" for 10 s, then waits for the install gate, then succeeds.
     HeldAtGate,
+    /// The delivery is suspended after 1 s having cost `wire`, and never comes back.
+    SuspendedForever(WireCount),
 }
 
-/// Attempts that follow a script per device and record when each started.
+/// Attempts that follow a script per device and record when each started, and how many ran
+/// at once in each cell (device `dev-i` is in cell `i % 4`).
 #[derive(Default)]
 struct Script {
     steps: Mutex<HashMap<String, VecDeque<Step>>>,
     started: Mutex<Vec<(String, UnixMillis)>>,
     clock: Mutex<Option<Clock>>,
+    cells: Arc<Mutex<CellLoad>>,
+    /// The deliveries the service asked to forget: (package, endpoints).
+    forgotten: Mutex<Vec<(String, Vec<String>)>>,
+}
+
+/// Attempts under way per cell, and the most there ever were.
+#[derive(Default)]
+struct CellLoad {
+    now: HashMap<u32, usize>,
+    peak: HashMap<u32, usize>,
+}
+
+/// Counts an attempt in its cell while it lives.
+struct InCell {
+    cells: Arc<Mutex<CellLoad>>,
+    cell: u32,
+}
+
+impl InCell {
+    fn enter(cells: &Arc<Mutex<CellLoad>>, endpoint: &str) -> InCell {
+        let cell = cell_of(endpoint);
+        let mut load = cells.lock().unwrap();
+        let now = load.now.entry(cell).or_default();
+        *now += 1;
+        let now = *now;
+        let peak = load.peak.entry(cell).or_default();
+        *peak = (*peak).max(now);
+        InCell {
+            cells: cells.clone(),
+            cell,
+        }
+    }
+}
+
+impl Drop for InCell {
+    fn drop(&mut self) {
+        *self.cells.lock().unwrap().now.entry(self.cell).or_default() -= 1;
+    }
+}
+
+fn cell_of(endpoint: &str) -> u32 {
+    endpoint["dev-".len()..].parse::<u32>().unwrap() % 4
 }
 
 impl Script {
@@ -58,6 +105,13 @@ impl Script {
 }
 
 impl Attempts for Script {
+    fn forget_deliveries(&self, package_id: &str, endpoints: &[String]) {
+        self.forgotten
+            .lock()
+            .unwrap()
+            .push((package_id.to_string(), endpoints.to_vec()));
+    }
+
     fn attempt(
         &self,
         request: AttemptRequest,
@@ -74,7 +128,9 @@ impl Attempts for Script {
             .get_mut(&request.endpoint)
             .and_then(VecDeque::pop_front)
             .unwrap_or(Step::End(Duration::from_secs(1), success()));
+        let in_cell = InCell::enter(&self.cells, &request.endpoint);
         Box::pin(async move {
+            let _in_cell = in_cell;
             match step {
                 Step::End(took, outcome) => {
                     tokio::time::sleep(took).await;
@@ -85,6 +141,13 @@ impl Attempts for Script {
                     let mut gate = request.install_gate.clone();
                     let _ = gate.wait_for(|open| *open).await;
                     success()
+                }
+                Step::SuspendedForever(wire) => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let _ = request
+                        .stages
+                        .send((request.endpoint.clone(), Stage::Suspended { wire }));
+                    std::future::pending().await
                 }
             }
         })
@@ -115,6 +178,9 @@ struct Bench {
     script: Arc<Script>,
     group: String,
     package: String,
+    store: Arc<dyn Store>,
+    catalog: Catalog,
+    clock: Clock,
 }
 
 async fn bench(devices: usize) -> Bench {
@@ -127,27 +193,37 @@ async fn bench(devices: usize) -> Bench {
         .add_firmware("Acme", "NB-1", "2.0", &[7; 4096])
         .unwrap();
     let package = catalog.create_full_package(&firmware.id).unwrap();
-    let group = catalog.create_group("all", "Acme", "NB-1").unwrap();
-    let endpoints: Vec<String> = (0..devices).map(endpoint).collect();
-    for (i, e) in endpoints.iter().enumerate() {
+    let group = group_of(&catalog, "all", 0..devices);
+    let script = Arc::new(Script::default());
+    *script.clock.lock().unwrap() = Some(clock);
+    let campaigns =
+        Campaigns::start(store.clone(), catalog.clone(), script.clone(), clock).unwrap();
+    Bench {
+        campaigns,
+        script,
+        group,
+        package: package.id,
+        store,
+        catalog,
+        clock,
+    }
+}
+
+/// A group of devices `dev-i` for `i` in `indexes`, device `i` in cell `i % 4`.
+fn group_of(catalog: &Catalog, name: &str, indexes: std::ops::Range<usize>) -> String {
+    let group = catalog.create_group(name, "Acme", "NB-1").unwrap();
+    let endpoints: Vec<String> = indexes.map(endpoint).collect();
+    for e in &endpoints {
         let survey = Survey {
             manufacturer: Some("Acme".into()),
             model: Some("NB-1".into()),
-            cell_id: Some(i as u32 % 4),
+            cell_id: Some(cell_of(e)),
             ..Survey::default()
         };
         catalog.device_surveyed(e, &survey).unwrap();
     }
     catalog.add_to_group(&group.id, &endpoints).unwrap();
-    let script = Arc::new(Script::default());
-    *script.clock.lock().unwrap() = Some(clock);
-    let campaigns = Campaigns::start(store, catalog, script.clone(), clock).unwrap();
-    Bench {
-        campaigns,
-        script,
-        group: group.id,
-        package: package.id,
-    }
+    group.id
 }
 
 fn endpoint(i: usize) -> String {
@@ -166,6 +242,7 @@ impl Bench {
             deadline: None,
             pacing: Pacing::default(),
             min_signal_dbm: None,
+            cell_pause_secs: DEFAULT_CELL_PAUSE_SECS,
             max_failure_rate: None,
             failure_sample: 20,
         }
@@ -180,12 +257,53 @@ impl Bench {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("task never reached: {what}");
+        let task = self.campaigns.task(id).unwrap();
+        let devices = self.campaigns.devices(id).unwrap();
+        panic!("task never reached: {what}: {task:?} {devices:#?}");
     }
 
     async fn finished(&self, id: &str) -> Task {
         self.until(id, "a final status", |t| t.status.is_final())
             .await
+    }
+
+    /// A new campaign service on the same store, as after a restart.
+    fn restart(&mut self) {
+        self.campaigns = Campaigns::start(
+            self.store.clone(),
+            self.catalog.clone(),
+            self.script.clone(),
+            self.clock,
+        )
+        .unwrap();
+    }
+
+    /// The statistics of the bench's package.
+    fn counters(&self) -> Counters {
+        let statistics = self.campaigns.statistics();
+        let package = statistics
+            .packages
+            .iter()
+            .find(|p| p.package_id == self.package)
+            .expect("the package is counted");
+        let model = &statistics.models[0];
+        assert_eq!(
+            (model.vendor.as_str(), model.model.as_str()),
+            ("Acme", "NB-1")
+        );
+        assert_eq!(model.counters, package.counters, "one package of one model");
+        package.counters
+    }
+
+    /// True once device `i` of task `id` satisfies `test`.
+    fn device_is(
+        &self,
+        id: &str,
+        i: usize,
+        test: impl Fn(&fota_engine::campaign::DeviceProgress) -> bool,
+    ) -> bool {
+        let devices = self.campaigns.devices(id).unwrap();
+        devices.iter().any(|d| d.endpoint == endpoint(i) && test(d))
     }
 
     fn device(&self, id: &str, i: usize) -> fota_engine::campaign::DeviceProgress {
@@ -425,4 +543,289 @@ async fn a_task_pauses_itself_when_its_failure_rate_crosses_the_threshold() {
         (4..10).contains(&finished),
         "paused after the sample: {finished}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_resumed_after_its_failure_rate_paused_it_counts_failures_afresh() {
+    let b = bench(12).await;
+    // Devices start in endpoint order, four at a time: dev-0, dev-1, dev-10, dev-11 first.
+    let failing = [0, 1, 10, 11];
+    for i in failing {
+        b.script.plan(&endpoint(i), vec![fail()]);
+    }
+    let mut spec = b.spec();
+    spec.retries = 0;
+    spec.max_failure_rate = Some(0.5);
+    spec.failure_sample = 4;
+    spec.pacing.max_concurrent = 4;
+    let task = b.campaigns.create(spec).unwrap();
+    b.until(&task.id, "paused", |t| t.status == TaskStatus::Paused)
+        .await;
+    // The four failures stay; the devices after them succeed, and the task does not pause
+    // again on the old results.
+    b.campaigns.resume(&task.id).unwrap();
+    let done = b.finished(&task.id).await;
+    assert_eq!(
+        done.status,
+        TaskStatus::Completed,
+        "{:?}",
+        done.pause_reason
+    );
+    for i in 0..12 {
+        let expected = if failing.contains(&i) {
+            DeviceResult::IntegrityFailed
+        } else {
+            DeviceResult::Successful
+        };
+        assert_eq!(b.device(&task.id, i).result, Some(expected));
+    }
+    assert_eq!(done.success_rate, Some(8.0 / 12.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_resume_new_failures_pause_the_task_again() {
+    let b = bench(12).await;
+    for i in 0..12 {
+        b.script.plan(&endpoint(i), vec![fail()]);
+    }
+    let mut spec = b.spec();
+    spec.retries = 0;
+    spec.max_failure_rate = Some(0.5);
+    spec.failure_sample = 4;
+    spec.pacing.max_concurrent = 4;
+    let task = b.campaigns.create(spec).unwrap();
+    let first = b
+        .until(&task.id, "paused", |t| t.status == TaskStatus::Paused)
+        .await;
+    let failed_first = b.counters().failures;
+    b.campaigns.resume(&task.id).unwrap();
+    let second = b
+        .until(&task.id, "paused again", |t| t.status == TaskStatus::Paused)
+        .await;
+    assert!(second.failures_counted_since > first.failures_counted_since);
+    assert!(
+        b.counters().failures >= failed_first + 4,
+        "paused again only once four new devices failed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_per_cell_limit_is_shared_by_every_task() {
+    let b = bench(16).await;
+    let other_group = group_of(&b.catalog, "more", 100..116);
+    for i in (0..16).chain(100..116) {
+        b.script.plan(
+            &endpoint(i),
+            vec![Step::End(Duration::from_secs(5), success())],
+        );
+    }
+    let mut spec = b.spec();
+    spec.pacing.max_per_cell = 2;
+    let first = b.campaigns.create(spec.clone()).unwrap();
+    spec.group_id = other_group;
+    let second = b.campaigns.create(spec).unwrap();
+    b.finished(&first.id).await;
+    b.finished(&second.id).await;
+    let load = b.script.cells.lock().unwrap();
+    for cell in 0..4 {
+        assert_eq!(
+            load.peak.get(&cell),
+            Some(&2),
+            "cell {cell}: two transfers at once over both tasks"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_task_past_its_deadline_ends_its_devices_as_task_expired() {
+    let b = bench(3).await;
+    b.script.plan(&endpoint(0), vec![Step::HeldAtGate]);
+    let mut spec = b.spec();
+    spec.pacing.max_concurrent = 1;
+    spec.deadline = Some(T0 + 600_000);
+    let task = b.campaigns.create(spec).unwrap();
+    b.until(&task.id, "device 0 active", |_| {
+        b.device_is(&task.id, 0, |d| d.phase == Phase::Active)
+    })
+    .await;
+    b.campaigns.pause(&task.id).unwrap();
+    let done = b.finished(&task.id).await;
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert!(done.finished_at.unwrap() >= T0 + 600_000);
+    for i in 0..3 {
+        let device = b.device(&task.id, i);
+        assert_eq!(device.result, Some(DeviceResult::TaskExpired), "{device:?}");
+    }
+    assert_eq!(b.script.starts_of(&endpoint(1)).len(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_weak_cell_pauses_for_its_own_duration_even_with_no_retry_interval() {
+    let b = bench(1).await;
+    let weak = AttemptOutcome::WeakCell {
+        cell: 0,
+        note: "signal -120 dBm < -110 dBm".into(),
+    };
+    b.script.plan(
+        &endpoint(0),
+        vec![
+            Step::End(Duration::ZERO, weak.clone()),
+            Step::End(Duration::ZERO, weak),
+        ],
+    );
+    let mut spec = b.spec();
+    spec.retry_interval_secs = 0;
+    spec.cell_pause_secs = 300;
+    let task = b.campaigns.create(spec).unwrap();
+    b.finished(&task.id).await;
+    let starts = b.script.starts_of(&endpoint(0));
+    assert_eq!(starts.len(), 3, "{starts:?}");
+    for pair in starts.windows(2) {
+        assert!(pair[1] - pair[0] >= 300_000, "{starts:?}");
+    }
+    let device = b.device(&task.id, 0);
+    assert_eq!(
+        (device.attempts, device.result),
+        (1, Some(DeviceResult::Successful))
+    );
+}
+
+fn wire(first: u64, resent: u64) -> WireCount {
+    WireCount {
+        package_first: first,
+        package_resent: resent,
+        wire_sent: first + resent + 100,
+        retransmissions: 0,
+    }
+}
+
+fn ran_with(result: DeviceResult, wire: WireCount) -> Step {
+    Step::End(
+        Duration::from_secs(1),
+        AttemptOutcome::Ran {
+            result,
+            note: None,
+            wire,
+            cell: None,
+        },
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn statistics_add_up_and_survive_the_deletion_of_the_task_and_a_restart() {
+    let mut b = bench(4).await;
+    b.script.plan(
+        &endpoint(0),
+        vec![ran_with(DeviceResult::Successful, wire(4_000, 0))],
+    );
+    b.script.plan(
+        &endpoint(1),
+        vec![
+            ran_with(DeviceResult::IntegrityFailed, wire(4_000, 0)),
+            ran_with(DeviceResult::Successful, wire(4_000, 512)),
+        ],
+    );
+    b.script.plan(
+        &endpoint(2),
+        vec![ran_with(DeviceResult::UpgradeFailed, wire(4_000, 0))],
+    );
+    b.script.plan(
+        &endpoint(3),
+        vec![Step::End(
+            Duration::from_secs(1),
+            AttemptOutcome::Removed("not on the base".into()),
+        )],
+    );
+    let mut spec = b.spec();
+    spec.retries = 1;
+    spec.retry_interval_secs = 1;
+    b.script.plan(
+        &endpoint(2),
+        vec![
+            ran_with(DeviceResult::UpgradeFailed, wire(4_000, 0)),
+            ran_with(DeviceResult::UpgradeFailed, wire(4_000, 0)),
+        ],
+    );
+    let task = b.campaigns.create(spec).unwrap();
+    let done = b.finished(&task.id).await;
+    assert_eq!(done.success_rate, Some(2.0 / 3.0));
+    let expected = Counters {
+        devices: 3,
+        successes: 2,
+        failures: 1,
+        bytes_first: 5 * 4_000,
+        bytes_resent: 512,
+        wire_bytes: 5 * 100 + 5 * 4_000 + 512,
+        downloads_not_installed: 0,
+    };
+    assert_eq!(b.counters(), expected);
+    let devices = b.campaigns.devices(&task.id).unwrap();
+    let bytes_first: u64 = devices.iter().map(|d| d.bytes_first).sum();
+    assert_eq!(
+        bytes_first, expected.bytes_first,
+        "they are the devices' bytes"
+    );
+    b.campaigns.delete(&task.id).unwrap();
+    assert_eq!(b.counters(), expected, "deleting a task keeps its counts");
+    b.restart();
+    assert_eq!(b.counters(), expected, "the counts are in the store");
+}
+
+#[tokio::test(start_paused = true)]
+async fn bytes_of_a_suspended_delivery_are_counted_even_if_it_never_ends() {
+    let mut b = bench(1).await;
+    b.script
+        .plan(&endpoint(0), vec![Step::SuspendedForever(wire(1_536, 512))]);
+    let task = b.campaigns.create(b.spec()).unwrap();
+    b.until(&task.id, "bytes counted", |_| {
+        b.device_is(&task.id, 0, |d| d.bytes_first == 1_536)
+    })
+    .await;
+    b.campaigns.cancel(&task.id).unwrap();
+    let counted = b.counters();
+    assert_eq!(
+        (counted.devices, counted.bytes_first, counted.bytes_resent),
+        (1, 1_536, 512)
+    );
+    b.restart();
+    assert_eq!(b.counters(), counted);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_shows_its_success_rate_as_devices_finish() {
+    let b = bench(4).await;
+    let mut spec = b.spec();
+    spec.execution_time = Some(T0 + 60_000);
+    let task = b.campaigns.create(spec).unwrap();
+    assert_eq!(task.success_rate, None, "no devices before it starts");
+    b.script.plan(&endpoint(3), vec![fail()]);
+    let half = b
+        .until(&task.id, "three upgraded", |t| t.success_rate == Some(0.75))
+        .await;
+    assert_eq!(half.status, TaskStatus::Upgrading, "device 3 retries");
+    assert_eq!(b.finished(&task.id).await.success_rate, Some(1.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn deleting_a_task_forgets_its_deliveries_but_not_those_another_task_still_runs() {
+    let b = bench(3).await;
+    for i in 0..3 {
+        b.script.plan(
+            &endpoint(i),
+            vec![Step::End(Duration::from_secs(3_600), success())],
+        );
+    }
+    let mut spec = b.spec();
+    let first = b.campaigns.create(spec.clone()).unwrap();
+    // The second task takes devices 1 and 2 with the same package.
+    spec.group_id = group_of(&b.catalog, "overlap", 1..3);
+    let second = b.campaigns.create(spec).unwrap();
+    b.until(&second.id, "both upgrading", |t| {
+        t.status == TaskStatus::Upgrading
+    })
+    .await;
+    b.campaigns.cancel(&first.id).unwrap();
+    b.campaigns.delete(&first.id).unwrap();
+    let forgotten = b.script.forgotten.lock().unwrap().clone();
+    assert_eq!(forgotten, [(b.package.clone(), vec![endpoint(0)])]);
 }

@@ -19,7 +19,7 @@ use std::process::Stdio;
 use anyhow::Context;
 use clap::Args;
 use fota_device::fleet::endpoint_name;
-use fota_engine::campaign::{DeviceResult, Pacing, TaskSpec, TaskStatus};
+use fota_engine::campaign::{DEFAULT_CELL_PAUSE_SECS, DeviceResult, Pacing, TaskSpec, TaskStatus};
 use fota_engine::coap::TransmissionParams;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{Binding, HostConfig, PluginKind, embedded};
@@ -132,7 +132,7 @@ pub async fn run(mut args: NbIotArgs) -> anyhow::Result<()> {
     figure("time_to_finish_over_bound", elapsed / bound, "");
     let mut each: Vec<f64> = finished.values().copied().collect();
     figure_spread("device_finished_after", &summarize(&mut each), "s");
-    let stats = fota_engine::stats::compute(&platform.campaigns, &platform.catalog)?;
+    let stats = platform.campaigns.statistics();
     for model in &stats.models {
         let c = &model.counters;
         figure(
@@ -326,6 +326,7 @@ fn task_spec(args: &NbIotArgs, group_id: String, package_id: String) -> TaskSpec
             max_per_cell: args.max_per_cell,
         },
         min_signal_dbm: None,
+        cell_pause_secs: DEFAULT_CELL_PAUSE_SECS,
         max_failure_rate: None,
         failure_sample: 20,
     }

@@ -367,6 +367,7 @@ fn device_schemas() -> Value {
                 "bytes_first": integer(),
                 "bytes_resent": integer(),
                 "wire_bytes": integer(),
+                "finished_at": nullable_millis(),
             }),
         ),
         "TaskDevice": { "allOf": [
@@ -480,6 +481,7 @@ fn task_schemas() -> Value {
                 "deadline": nullable_millis(),
                 "pacing": reference("Pacing"),
                 "min_signal_dbm": nullable("integer"),
+                "cell_pause_secs": integer(),
                 "max_failure_rate": nullable("number"),
                 "failure_sample": integer(),
             }),
@@ -495,6 +497,13 @@ fn task_schemas() -> Value {
                 "paused_cells": {
                     "type": "object",
                     "additionalProperties": reference("CellPause"),
+                },
+                "failures_counted_since": millis(),
+                "success_rate": {
+                    "type": ["number", "null"],
+                    "minimum": 0,
+                    "maximum": 1,
+                    "description": "Share of the task's devices (removed ones excluded) upgraded so far.",
                 },
                 "created_at": millis(),
                 "started_at": nullable_millis(),

@@ -1,13 +1,16 @@
 //! One attempt at upgrading one device of a task: survey the device (version, battery, signal,
-//! free memory, cell), apply the task's rules (already on the target, not on a delta's base,
-//! weak cell), ask the vendor's capability and policy plugins, then deliver. Owns that sequence;
-//! the scheduler decides when attempts run and what their outcomes mean for the task.
+//! free memory, cell) when it is reachable (a sleeping queue-mode device in the window after
+//! its next Update), apply the task's rules (already on the target, not on a delta's base,
+//! weak cell), ask the vendor's capability and policy plugins, then deliver unless the task
+//! was paused meanwhile. Owns that sequence; the scheduler decides when attempts run and what
+//! their outcomes mean for the task.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use super::progress::DeviceResult;
 use super::task::Task;
@@ -17,7 +20,7 @@ use crate::clock::{Clock, UnixMillis};
 use crate::lwm2m::Registry;
 use crate::lwm2m::firmware::DeliveryMethod;
 use crate::plugin::{self, Decision, PluginRegistry, TransferMethod};
-use crate::transfer::{Delivery, DeliveryJob, Method, Stage, WireCount};
+use crate::transfer::{Delivery, DeliveryJob, Method, ResumeBook, Stage, WireCount};
 
 /// How one attempt ended, for the scheduler.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +79,10 @@ pub trait Attempts: Send + Sync + 'static {
         &self,
         request: AttemptRequest,
     ) -> Pin<Box<dyn Future<Output = AttemptOutcome> + Send>>;
+
+    /// A task delivering `package_id` to `endpoints` was deleted: forget what was kept to
+    /// resume those deliveries.
+    fn forget_deliveries(&self, _package_id: &str, _endpoints: &[String]) {}
 }
 
 /// Attempts on real devices.
@@ -87,6 +94,8 @@ pub struct DeviceAttempts {
     pub registry: Arc<Registry>,
     /// Delivery.
     pub delivery: Delivery,
+    /// The delivery's resume points, forgotten with a deleted task.
+    pub book: ResumeBook,
     /// Capability and policy plugins.
     pub plugins: Arc<PluginRegistry>,
     /// Time.
@@ -101,26 +110,31 @@ impl Attempts for DeviceAttempts {
         let this = self.clone();
         Box::pin(async move { this.run(request).await })
     }
+
+    fn forget_deliveries(&self, package_id: &str, endpoints: &[String]) {
+        let Ok(package) = self.catalog.package_bytes(package_id) else {
+            return;
+        };
+        for endpoint in endpoints {
+            if self.book.get(endpoint, &package.sha256).is_some() {
+                self.book.clear(endpoint);
+            }
+        }
+    }
 }
 
 impl DeviceAttempts {
     async fn run(&self, request: AttemptRequest) -> AttemptOutcome {
-        let Some(registration) = self.registry.get(&request.endpoint) else {
+        if self.registry.get(&request.endpoint).is_none() {
             return AttemptOutcome::Offline;
-        };
+        }
         let package = match self.catalog.package(&request.task.spec.package_id) {
             Ok(package) => package,
             Err(error) => return self.postpone(&request, error.to_string()),
         };
-        let survey = match survey(self.delivery.management(), registration.address).await {
+        let survey = match self.survey_when_reachable(&request).await {
             Ok(survey) => survey,
-            Err(error) => {
-                return ran(
-                    DeviceResult::LinkBroke,
-                    Some(format!("survey: {error}")),
-                    None,
-                );
-            }
+            Err(outcome) => return outcome,
         };
         let _ = self.catalog.device_surveyed(&request.endpoint, &survey);
         if let Some(outcome) = task_rules(&request.task, &package, &survey) {
@@ -153,8 +167,57 @@ impl DeviceAttempts {
             }
             Err(error) => return self.postpone(&request, error.to_string()),
         }
+        if !*request.install_gate.borrow() {
+            // Paused while the device was surveyed: nothing starts downloading; the device is
+            // surveyed again when the task resumes.
+            return AttemptOutcome::Postponed {
+                until: self.clock.now(),
+                note: "the task was paused before the download".into(),
+            };
+        }
         self.deliver(&request, &package, &plan, survey.cell_id)
             .await
+    }
+
+    /// Surveys the device where it can answer: at once in binding U; in queue mode in the
+    /// window after its next Update, however many windows that takes until the task's
+    /// deadline. A survey cut by the end of a window waits for the next one and spends no
+    /// retry; one that fails while the device should be awake is a broken link.
+    async fn survey_when_reachable(
+        &self,
+        request: &AttemptRequest,
+    ) -> Result<Survey, AttemptOutcome> {
+        let give_up = match request.task.spec.deadline {
+            Some(deadline) => self.clock.instant_at(deadline),
+            None => Instant::now() + self.delivery.config().suspend_limit,
+        };
+        loop {
+            let Some(registration) = self
+                .delivery
+                .when_reachable(&request.endpoint, give_up)
+                .await
+            else {
+                return Err(AttemptOutcome::Offline);
+            };
+            match survey(self.delivery.management(), registration.address).await {
+                Ok(survey) => return Ok(survey),
+                Err(error)
+                    if self
+                        .delivery
+                        .window_end(&registration)
+                        .is_some_and(|end| end <= Instant::now()) =>
+                {
+                    tracing::debug!(endpoint = %request.endpoint, %error, "survey cut by sleep");
+                }
+                Err(error) => {
+                    return Err(ran(
+                        DeviceResult::LinkBroke,
+                        Some(format!("survey: {error}")),
+                        None,
+                    ));
+                }
+            }
+        }
     }
 
     async fn deliver(

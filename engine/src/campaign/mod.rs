@@ -1,9 +1,11 @@
 //! Upgrade tasks over groups (DESIGN.md "Upgrade tasks"): creation and the operator's actions
 //! under the status rules, the scheduler that starts tasks at their execution time, runs
-//! attempts within the pacing limits, retries failed devices after the retry interval until
-//! the retries or the deadline run out, pauses cells with a weak signal and whole tasks whose
-//! failure rate crosses their threshold, holds downloaded devices while a task is paused, and
-//! completes tasks. Every change is in the store, so a restarted engine resumes every task.
+//! attempts within the pacing limits (per task, and per cell over every task), retries failed
+//! devices after the retry interval until the retries or the deadline run out, pauses cells
+//! with a weak signal and whole tasks whose failure rate crosses their threshold, holds
+//! downloaded devices while a task is paused, and completes tasks. Every change is in the
+//! store, with the statistics it moves in the same batch, so a restarted engine resumes every
+//! task and the statistics stay whole.
 
 pub mod attempt;
 pub mod progress;
@@ -14,16 +16,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 
 pub use attempt::{AttemptOutcome, AttemptRequest, Attempts, DeviceAttempts};
 pub use progress::{DeviceProgress, DeviceResult, DownloadStatus, Phase, UpgradeStatus};
-pub use task::{Action, CellPause, Pacing, Refused, Task, TaskSpec, TaskStatus};
+pub use task::{
+    Action, CellPause, DEFAULT_CELL_PAUSE_SECS, Pacing, Refused, Task, TaskSpec, TaskStatus,
+};
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::clock::Clock;
+use crate::stats::{Counters, Ledger, Statistics, Subject};
 use crate::store::{Batch, Store, StoreError, StoreExt};
-use crate::transfer::Stage;
+use crate::transfer::WireCount;
 
 /// Why a task operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +61,15 @@ pub(crate) struct Running {
     pub active: HashMap<String, tokio::task::AbortHandle>,
     /// Open while the task may enter the update step.
     pub gate: watch::Sender<bool>,
+    /// Where the task's devices are counted in the statistics (its package, vendor and
+    /// model); `None` before it starts, or when its package is gone.
+    pub subject: Option<Subject>,
+    /// Each device's share of the statistics as last written with its progress record, so a
+    /// change moves the counters by exactly its difference.
+    pub counted: HashMap<String, Counters>,
+    /// Bytes each attempt under way reported so far (at its suspensions) and that are
+    /// already in its device's progress: the attempt's final count adds only the rest.
+    pub attempt_wire: HashMap<String, WireCount>,
 }
 
 /// Shared state of the campaign service.
@@ -66,9 +80,10 @@ pub(crate) struct Inner {
     pub clock: Clock,
     pub tasks: Mutex<BTreeMap<String, Running>>,
     pub wake: Notify,
-    pub stages: mpsc::UnboundedSender<(String, Stage)>,
     /// Task changes, for live progress (the API's event stream).
     pub events: tokio::sync::broadcast::Sender<CampaignEvent>,
+    /// The cumulative statistics, moved with every progress record.
+    pub ledger: Ledger,
 }
 
 /// Something that changed in a task, for live progress.
@@ -95,8 +110,8 @@ impl Campaigns {
         attempts: Arc<dyn Attempts>,
         clock: Clock,
     ) -> Result<Campaigns, CampaignError> {
-        let (stages, stage_updates) = mpsc::unbounded_channel();
         let (events, _) = tokio::sync::broadcast::channel(1024);
+        let ledger = Ledger::open(store.as_ref())?;
         let inner = Arc::new(Inner {
             store,
             catalog,
@@ -104,15 +119,11 @@ impl Campaigns {
             clock,
             tasks: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
-            stages,
             events,
+            ledger,
         });
         inner.load()?;
         tokio::spawn(schedule::run(Arc::downgrade(&inner)));
-        tokio::spawn(schedule::follow_stages(
-            Arc::downgrade(&inner),
-            stage_updates,
-        ));
         Ok(Campaigns { inner })
     }
 
@@ -130,6 +141,8 @@ impl Campaigns {
             status: TaskStatus::NotStarted,
             pause_reason: None,
             paused_cells: BTreeMap::new(),
+            failures_counted_since: 0,
+            success_rate: None,
             created_at: self.inner.clock.now(),
             started_at: None,
             finished_at: None,
@@ -157,7 +170,7 @@ impl Campaigns {
             .ok_or_else(|| CampaignError::NotFound(id.into()))?;
         running.task.check(Action::Start, now)?;
         self.inner.begin(running)?;
-        let task = running.task.clone();
+        let task = running.view();
         drop(tasks);
         self.inner.wake.notify_one();
         Ok(task)
@@ -171,12 +184,15 @@ impl Campaigns {
         })
     }
 
-    /// Resumes a paused task (also clearing its automatic cell pauses).
+    /// Resumes a paused task (also clearing its automatic cell pauses). The failure rate
+    /// counts afresh from now: the results that paused the task do not pause it again.
     pub fn resume(&self, id: &str) -> Result<Task, CampaignError> {
+        let now = self.inner.clock.now();
         self.act(id, Action::Resume, |task| {
             task.status = TaskStatus::Upgrading;
             task.pause_reason = None;
             task.paused_cells.clear();
+            task.failures_counted_since = now;
         })
     }
 
@@ -189,7 +205,8 @@ impl Campaigns {
         })
     }
 
-    /// Deletes a task that is not running, with its progress records.
+    /// Deletes a task that is not running, with its progress records and what was kept to
+    /// resume its deliveries. Its devices stay in the statistics.
     pub fn delete(&self, id: &str) -> Result<(), CampaignError> {
         let now = self.inner.clock.now();
         let mut tasks = self.inner.lock();
@@ -204,7 +221,25 @@ impl Campaigns {
         }
         self.inner.store.apply(batch)?;
         self.inner.store.flush()?;
-        tasks.remove(id);
+        let Some(deleted) = tasks.remove(id) else {
+            return Ok(());
+        };
+        let package = &deleted.task.spec.package_id;
+        let delivered_elsewhere = |endpoint: &String| {
+            tasks.values().any(|other| {
+                !other.task.status.is_final()
+                    && &other.task.spec.package_id == package
+                    && other.devices.contains_key(endpoint)
+            })
+        };
+        let endpoints: Vec<String> = deleted
+            .devices
+            .keys()
+            .filter(|e| !delivered_elsewhere(e))
+            .cloned()
+            .collect();
+        drop(tasks);
+        self.inner.attempts.forget_deliveries(package, &endpoints);
         Ok(())
     }
 
@@ -214,12 +249,12 @@ impl Campaigns {
         let running = tasks
             .get(id)
             .ok_or_else(|| CampaignError::NotFound(id.into()))?;
-        Ok(running.task.clone())
+        Ok(running.view())
     }
 
     /// Every task.
     pub fn tasks(&self) -> Vec<Task> {
-        self.inner.lock().values().map(|r| r.task.clone()).collect()
+        self.inner.lock().values().map(Running::view).collect()
     }
 
     /// The devices of task `id` and their progress.
@@ -255,13 +290,18 @@ impl Campaigns {
         })
     }
 
-    /// Every device progress of every task (for statistics).
+    /// Every device progress of every task.
     pub fn all_progress(&self) -> Vec<(Task, Vec<DeviceProgress>)> {
         self.inner
             .lock()
             .values()
-            .map(|r| (r.task.clone(), r.devices.values().cloned().collect()))
+            .map(|r| (r.view(), r.devices.values().cloned().collect()))
             .collect()
+    }
+
+    /// The cumulative statistics per package and per vendor and model, as stored.
+    pub fn statistics(&self) -> Statistics {
+        self.inner.ledger.statistics()
     }
 
     fn validate(&self, spec: &TaskSpec) -> Result<(), CampaignError> {
@@ -280,6 +320,11 @@ impl Campaigns {
         if spec.pacing.max_concurrent == 0 || spec.pacing.max_per_cell == 0 {
             return Err(CampaignError::Invalid(
                 "pacing limits must be at least 1".into(),
+            ));
+        }
+        if spec.cell_pause_secs == 0 {
+            return Err(CampaignError::Invalid(
+                "a weak cell pauses for at least 1 second".into(),
             ));
         }
         if let (Some(start), Some(deadline)) = (spec.execution_time, spec.deadline)
@@ -308,8 +353,9 @@ impl Campaigns {
         let mut task = running.task.clone();
         change(&mut task);
         self.inner.store.put_durable(&task_key(id), &task)?;
-        running.task = task.clone();
+        running.task = task;
         running.apply_status();
+        let task = running.view();
         let _ = self.inner.events.send(CampaignEvent::Task(task.clone()));
         drop(tasks);
         self.inner.wake.notify_one();
@@ -325,7 +371,26 @@ impl Running {
             devices: BTreeMap::new(),
             active: HashMap::new(),
             gate,
+            subject: None,
+            counted: HashMap::new(),
+            attempt_wire: HashMap::new(),
         }
+    }
+
+    /// The task as shown: with its success rate.
+    pub(crate) fn view(&self) -> Task {
+        let taken: Vec<&DeviceProgress> = self
+            .devices
+            .values()
+            .filter(|p| p.phase != Phase::Removed)
+            .collect();
+        let upgraded = taken
+            .iter()
+            .filter(|p| p.phase == Phase::Finished && p.result == Some(DeviceResult::Successful))
+            .count();
+        let mut task = self.task.clone();
+        task.success_rate = (!taken.is_empty()).then(|| upgraded as f64 / taken.len() as f64);
+        task
     }
 
     /// Opens or closes the install gate, and stops attempts of a stopped task.
@@ -351,10 +416,16 @@ impl Inner {
         let mut loaded = self.lock();
         for task in tasks {
             let mut running = Running::new(task);
+            if running.task.status != TaskStatus::NotStarted {
+                running.subject = self.subject(&running.task.spec.package_id);
+            }
             let devices: Vec<DeviceProgress> = self
                 .store
                 .scan(&format!("{PROGRESS}{}/", running.task.id))?;
             for mut progress in devices {
+                running
+                    .counted
+                    .insert(progress.endpoint.clone(), progress.share());
                 if progress.phase == Phase::Active {
                     progress.phase = Phase::Waiting;
                     progress.attempts = progress.attempts.saturating_sub(1);
@@ -366,41 +437,81 @@ impl Inner {
         Ok(())
     }
 
-    /// Moves a task to Upgrading with a progress record for each device of its group.
+    /// Where the devices of a task delivering `package_id` are counted.
+    fn subject(&self, package_id: &str) -> Option<Subject> {
+        let package = self.catalog.package(package_id).ok()?;
+        Some(Subject {
+            package_id: package.id,
+            vendor: package.vendor,
+            model: package.model,
+            to_version: package.to_version,
+        })
+    }
+
+    /// Moves a task to Upgrading with a progress record for each device of its group, and
+    /// counts those devices in the statistics, in one batch.
     pub(crate) fn begin(&self, running: &mut Running) -> Result<(), CampaignError> {
         let now = self.clock.now();
         let group = self.catalog.group(&running.task.spec.group_id)?;
+        let subject = self.subject(&running.task.spec.package_id);
         let mut task = running.task.clone();
         task.status = TaskStatus::Upgrading;
         task.started_at = Some(now);
         let mut batch = Batch::new();
         batch.put(task_key(&task.id), &task);
+        let mut devices = BTreeMap::new();
+        let mut added = Counters::default();
         for endpoint in &group.devices {
             let mut progress = DeviceProgress::new(&task.id, endpoint, now);
             progress.cell_id = self.catalog.device(endpoint).ok().and_then(|d| d.cell_id);
             batch.put(progress_key(&task.id, endpoint), &progress);
-            running.devices.insert(endpoint.clone(), progress);
+            added.shift(&Counters::default(), &progress.share());
+            devices.insert(endpoint.clone(), progress);
+        }
+        if let Some(subject) = &subject {
+            self.ledger
+                .shift(&mut batch, subject, &Counters::default(), &added);
         }
         self.store.apply(batch)?;
         self.store.flush()?;
-        running.task = task.clone();
+        running.counted = devices
+            .iter()
+            .map(|(endpoint, progress)| (endpoint.clone(), progress.share()))
+            .collect();
+        running.devices = devices;
+        running.subject = subject;
+        running.task = task;
         running.apply_status();
-        let _ = self.events.send(CampaignEvent::Task(task));
+        let _ = self.events.send(CampaignEvent::Task(running.view()));
         Ok(())
     }
 
-    /// Saves a task's record.
-    pub(crate) fn save_task(&self, task: &Task) {
-        if let Err(error) = self.store.put(&task_key(&task.id), task) {
+    /// Saves a task's record, durably: its status is what an operator acts on.
+    pub(crate) fn save_task(&self, running: &Running) {
+        let task = &running.task;
+        if let Err(error) = self.store.put_durable(&task_key(&task.id), task) {
             tracing::error!(task = %task.id, %error, "task not saved");
         }
-        let _ = self.events.send(CampaignEvent::Task(task.clone()));
+        let _ = self.events.send(CampaignEvent::Task(running.view()));
     }
 
-    /// Saves a device's progress.
-    pub(crate) fn save_progress(&self, progress: &DeviceProgress) {
+    /// Saves a device's progress with what it changed in the statistics, and whatever else
+    /// `batch` holds, in one batch.
+    pub(crate) fn save_device(&self, running: &mut Running, endpoint: &str, mut batch: Batch) {
+        let Some(progress) = running.devices.get(endpoint) else {
+            return;
+        };
+        let share = progress.share();
+        let before = running
+            .counted
+            .insert(endpoint.to_string(), share)
+            .unwrap_or_default();
+        if let Some(subject) = &running.subject {
+            self.ledger.shift(&mut batch, subject, &before, &share);
+        }
         let key = progress_key(&progress.task_id, &progress.endpoint);
-        if let Err(error) = self.store.put(&key, progress) {
+        batch.put(key.as_str(), progress);
+        if let Err(error) = self.store.apply(batch) {
             tracing::error!(%key, %error, "progress not saved");
         }
         let _ = self.events.send(CampaignEvent::Device(progress.clone()));
@@ -412,7 +523,7 @@ const TASKS: &str = "task/";
 /// Key prefix of device progress.
 const PROGRESS: &str = "prog/";
 
-fn task_key(id: &str) -> String {
+pub(crate) fn task_key(id: &str) -> String {
     format!("{TASKS}{id}")
 }
 

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixMillis;
 use crate::lwm2m::firmware::UpdateResult;
+use crate::stats::Counters;
 use crate::transfer::{TransferOutcome, WireCount};
 
 /// How a device ended (or how its last attempt ended).
@@ -32,21 +33,24 @@ pub enum DeviceResult {
 }
 
 impl DeviceResult {
-    /// The result a delivery outcome stands for.
+    /// The result a delivery outcome stands for. Only a delivery that confirmed the target
+    /// version is successful.
     pub fn of(outcome: &TransferOutcome) -> DeviceResult {
         match outcome {
             TransferOutcome::Upgraded { .. } => DeviceResult::Successful,
-            TransferOutcome::DeviceFailure(result) => DeviceResult::of_update_result(*result),
+            TransferOutcome::DeviceFailure(result) => DeviceResult::of_failure(*result),
             TransferOutcome::WrongVersion { .. } => DeviceResult::UpgradeFailed,
             TransferOutcome::Refused(_) => DeviceResult::DownloadFailed,
             TransferOutcome::Interrupted(_) => DeviceResult::LinkBroke,
         }
     }
 
-    /// The result a device's Update Result (/5/0/5) stands for.
-    pub fn of_update_result(result: UpdateResult) -> DeviceResult {
+    /// The result a failed delivery's Update Result (/5/0/5) stands for. A device that shows
+    /// no failure (Initial, or a Success left from an earlier upgrade) while the delivery did
+    /// not see it on the target version did not upgrade.
+    pub fn of_failure(result: UpdateResult) -> DeviceResult {
         match result {
-            UpdateResult::Success | UpdateResult::Initial => DeviceResult::Successful,
+            UpdateResult::Success | UpdateResult::Initial => DeviceResult::UpgradeFailed,
             UpdateResult::NotEnoughFlash => DeviceResult::InsufficientSpace,
             UpdateResult::OutOfRam => DeviceResult::OutOfMemory,
             UpdateResult::ConnectionLost => DeviceResult::LinkBroke,
@@ -123,6 +127,9 @@ pub struct DeviceProgress {
     pub bytes_resent: u64,
     /// CoAP bytes on the wire.
     pub wire_bytes: u64,
+    /// When the device finished (the failure-rate window counts devices by it).
+    #[serde(default)]
+    pub finished_at: Option<UnixMillis>,
 }
 
 impl DeviceProgress {
@@ -142,6 +149,7 @@ impl DeviceProgress {
             bytes_first: 0,
             bytes_resent: 0,
             wire_bytes: 0,
+            finished_at: None,
         }
     }
 
@@ -157,11 +165,33 @@ impl DeviceProgress {
         self.wire_bytes += wire.wire_sent;
     }
 
-    /// Ends the device with `result`.
-    pub fn finish(&mut self, result: DeviceResult, note: Option<String>) {
+    /// What this device adds to its package's statistics.
+    pub fn share(&self) -> Counters {
+        if self.phase == Phase::Removed {
+            return Counters::default();
+        }
+        let finished = self.phase == Phase::Finished;
+        let successful = self.result == Some(DeviceResult::Successful);
+        Counters {
+            devices: 1,
+            successes: u64::from(finished && successful),
+            failures: u64::from(finished && !successful),
+            bytes_first: self.bytes_first,
+            bytes_resent: self.bytes_resent,
+            wire_bytes: self.wire_bytes,
+            downloads_not_installed: u64::from(
+                self.download == DownloadStatus::Downloaded
+                    && self.upgrade != UpgradeStatus::Upgraded,
+            ),
+        }
+    }
+
+    /// Ends the device with `result` at `now`.
+    pub fn finish(&mut self, result: DeviceResult, note: Option<String>, now: UnixMillis) {
         self.phase = Phase::Finished;
         self.result = Some(result);
         self.note = note;
+        self.finished_at = Some(now);
         if result == DeviceResult::Successful {
             self.download = DownloadStatus::Downloaded;
             self.upgrade = UpgradeStatus::Upgraded;
@@ -170,5 +200,104 @@ impl DeviceProgress {
         } else if self.download != DownloadStatus::Downloaded {
             self.download = DownloadStatus::Failed;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_confirmed_target_version_is_successful() {
+        let upgraded = TransferOutcome::Upgraded {
+            version: "2.0".into(),
+        };
+        assert_eq!(DeviceResult::of(&upgraded), DeviceResult::Successful);
+        for stale in [UpdateResult::Success, UpdateResult::Initial] {
+            assert_eq!(
+                DeviceResult::of(&TransferOutcome::DeviceFailure(stale)),
+                DeviceResult::UpgradeFailed,
+                "{stale:?} without the new version"
+            );
+        }
+        let cases = [
+            (
+                UpdateResult::NotEnoughFlash,
+                DeviceResult::InsufficientSpace,
+            ),
+            (UpdateResult::OutOfRam, DeviceResult::OutOfMemory),
+            (UpdateResult::ConnectionLost, DeviceResult::LinkBroke),
+            (
+                UpdateResult::IntegrityFailure,
+                DeviceResult::IntegrityFailed,
+            ),
+            (
+                UpdateResult::UnsupportedPackageType,
+                DeviceResult::NotSupported,
+            ),
+            (
+                UpdateResult::UnsupportedProtocol,
+                DeviceResult::NotSupported,
+            ),
+            (UpdateResult::InvalidUri, DeviceResult::DownloadFailed),
+            (UpdateResult::UpdateFailed, DeviceResult::UpgradeFailed),
+        ];
+        for (update_result, expected) in cases {
+            assert_eq!(DeviceResult::of_failure(update_result), expected);
+        }
+    }
+
+    #[test]
+    fn a_device_counts_once_with_its_result_its_bytes_and_an_uninstalled_download() {
+        let mut progress = DeviceProgress::new("t", "dev", 0);
+        progress.add_wire(&WireCount {
+            package_first: 1_000,
+            package_resent: 200,
+            wire_sent: 1_500,
+            retransmissions: 3,
+        });
+        let waiting = progress.share();
+        assert_eq!(
+            (waiting.devices, waiting.successes, waiting.failures),
+            (1, 0, 0)
+        );
+        assert_eq!(
+            (
+                waiting.bytes_first,
+                waiting.bytes_resent,
+                waiting.wire_bytes
+            ),
+            (1_000, 200, 1_500)
+        );
+        progress.download = DownloadStatus::Downloaded;
+        progress.upgrade = UpgradeStatus::Upgrading;
+        progress.finish(DeviceResult::UpgradeFailed, None, 7);
+        let failed = progress.share();
+        assert_eq!((failed.failures, failed.downloads_not_installed), (1, 1));
+        assert_eq!(progress.finished_at, Some(7));
+        progress.finish(DeviceResult::Successful, None, 8);
+        let upgraded = progress.share();
+        assert_eq!(
+            (
+                upgraded.successes,
+                upgraded.failures,
+                upgraded.downloads_not_installed
+            ),
+            (1, 0, 0)
+        );
+        progress.phase = Phase::Removed;
+        assert_eq!(
+            progress.share(),
+            Counters::default(),
+            "removed: not counted"
+        );
+    }
+
+    #[test]
+    fn progress_recorded_before_finished_at_existed_reads_back() {
+        let mut recorded = serde_json::to_value(DeviceProgress::new("t", "dev", 5)).unwrap();
+        recorded.as_object_mut().unwrap().remove("finished_at");
+        let read: DeviceProgress = serde_json::from_value(recorded).unwrap();
+        assert_eq!(read, DeviceProgress::new("t", "dev", 5));
     }
 }

@@ -1,9 +1,11 @@
 //! The scheduler: every tick (or when woken) it starts tasks at their execution time, expires
 //! devices past the deadline, pauses tasks whose failure rate crosses their threshold, starts
-//! due attempts within the pacing limits, applies each attempt's outcome (retry, postpone,
-//! pause a cell, remove, finish), and completes tasks whose devices are all done.
+//! due attempts within the pacing limits, follows each attempt's stages, applies its outcome
+//! (retry, postpone, pause a cell, remove, finish), and completes tasks whose devices are all
+//! done.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::{Arc, Weak};
 
 use tokio::sync::mpsc;
@@ -11,9 +13,10 @@ use tokio::sync::mpsc;
 use super::attempt::{AttemptOutcome, AttemptRequest};
 use super::progress::{DeviceProgress, DeviceResult, DownloadStatus, Phase, UpgradeStatus};
 use super::task::{CellPause, TaskStatus};
-use super::{Inner, Running, TICK};
+use super::{Inner, Running, TICK, task_key};
 use crate::clock::UnixMillis;
-use crate::transfer::Stage;
+use crate::store::Batch;
+use crate::transfer::{Stage, WireCount};
 
 /// How soon an offline device is looked at again, at most.
 const OFFLINE_RECHECK_MS: u64 = 5_000;
@@ -34,6 +37,7 @@ pub(super) async fn run(inner: Weak<Inner>) {
 fn tick(inner: &Arc<Inner>) {
     let now = inner.clock.now();
     let mut tasks = inner.lock();
+    let mut cells = transfers_per_cell(&tasks);
     for running in tasks.values_mut() {
         let status = running.task.status;
         let due = running.task.spec.execution_time.is_none_or(|t| t <= now);
@@ -43,40 +47,79 @@ fn tick(inner: &Arc<Inner>) {
         {
             tracing::error!(task = %running.task.id, %error, "task did not start");
         }
-        if running.task.status == TaskStatus::Upgrading {
+        if matches!(
+            running.task.status,
+            TaskStatus::Upgrading | TaskStatus::Paused
+        ) {
             expire_past_deadline(inner, running, now);
+        }
+        if running.task.status == TaskStatus::Upgrading {
             pause_on_failure_rate(inner, running);
         }
         if running.task.status == TaskStatus::Upgrading {
-            launch_due(inner, running, now);
+            launch_due(inner, running, now, &mut cells);
         }
         complete_if_done(inner, running, now);
     }
 }
 
-/// Past the deadline, devices waiting for a retry end as "task expired".
+/// Attempts under way in each cell, over every task: a cell's downlink is shared by all.
+fn transfers_per_cell(tasks: &BTreeMap<String, Running>) -> HashMap<u32, usize> {
+    let mut cells: HashMap<u32, usize> = HashMap::new();
+    let active = tasks
+        .values()
+        .flat_map(|running| running.devices.values())
+        .filter(|p| p.phase == Phase::Active);
+    for cell in active.filter_map(|p| p.cell_id) {
+        *cells.entry(cell).or_default() += 1;
+    }
+    cells
+}
+
+/// Past the deadline, devices not finished end as "task expired": those waiting for a try,
+/// and, in a paused task, attempts held before the update step (a resume would come too
+/// late). Attempts of an upgrading task end by themselves, at the deadline at the latest;
+/// a device already updating finishes.
 fn expire_past_deadline(inner: &Inner, running: &mut Running, now: UnixMillis) {
     if running.task.spec.deadline.is_none_or(|d| d > now) {
         return;
     }
-    for progress in running.devices.values_mut() {
-        if progress.phase == Phase::Waiting {
-            let note = progress.note.take();
-            progress.finish(DeviceResult::TaskExpired, note);
-            inner.save_progress(progress);
+    let paused = running.task.status == TaskStatus::Paused;
+    let expiring: Vec<String> = running
+        .devices
+        .values()
+        .filter(|p| match p.phase {
+            Phase::Waiting => true,
+            Phase::Active => paused && p.upgrade != UpgradeStatus::Upgrading,
+            Phase::Finished | Phase::Removed => false,
+        })
+        .map(|p| p.endpoint.clone())
+        .collect();
+    for endpoint in expiring {
+        if let Some(attempt) = running.active.remove(&endpoint) {
+            attempt.abort();
         }
+        running.attempt_wire.remove(&endpoint);
+        let progress = running
+            .devices
+            .get_mut(&endpoint)
+            .expect("expiring a device of the task");
+        let note = progress.note.take();
+        progress.finish(DeviceResult::TaskExpired, note, now);
+        inner.save_device(running, &endpoint, Batch::new());
     }
 }
 
-/// Pauses the task when too many of its finished devices failed.
+/// Pauses the task when too many of the devices finished since it last resumed failed.
 fn pause_on_failure_rate(inner: &Inner, running: &mut Running) {
     let Some(max_rate) = running.task.spec.max_failure_rate else {
         return;
     };
+    let since = running.task.failures_counted_since;
     let finished: Vec<_> = running
         .devices
         .values()
-        .filter(|p| p.phase == Phase::Finished)
+        .filter(|p| p.phase == Phase::Finished && p.finished_at.unwrap_or(0) >= since)
         .collect();
     let failed = finished
         .iter()
@@ -95,23 +138,19 @@ fn pause_on_failure_rate(inner: &Inner, running: &mut Running) {
             max_rate * 100.0
         ));
         running.apply_status();
-        inner.save_task(&running.task);
+        inner.save_task(running);
     }
 }
 
-/// Starts every due device the pacing limits allow.
-fn launch_due(inner: &Arc<Inner>, running: &mut Running, now: UnixMillis) {
+/// Starts every due device the pacing limits allow: the task's own, and each cell's over
+/// every task (`cells` counts the attempts under way per cell).
+fn launch_due(
+    inner: &Arc<Inner>,
+    running: &mut Running,
+    now: UnixMillis,
+    cells: &mut HashMap<u32, usize>,
+) {
     let pacing = running.task.spec.pacing;
-    let mut per_cell: HashMap<u32, usize> = HashMap::new();
-    for progress in running
-        .devices
-        .values()
-        .filter(|p| p.phase == Phase::Active)
-    {
-        if let Some(cell) = progress.cell_id {
-            *per_cell.entry(cell).or_default() += 1;
-        }
-    }
     let due: Vec<String> = running
         .devices
         .values()
@@ -123,9 +162,8 @@ fn launch_due(inner: &Arc<Inner>, running: &mut Running, now: UnixMillis) {
         if running.active.len() >= pacing.max_concurrent {
             return;
         }
-        let cell = running.devices[&endpoint].cell_id;
-        if let Some(cell) = cell {
-            let count = per_cell.entry(cell).or_default();
+        if let Some(cell) = running.devices[&endpoint].cell_id {
+            let count = cells.entry(cell).or_default();
             if *count >= pacing.max_per_cell {
                 continue;
             }
@@ -135,7 +173,7 @@ fn launch_due(inner: &Arc<Inner>, running: &mut Running, now: UnixMillis) {
     }
 }
 
-/// Starts one attempt.
+/// Starts one attempt, and follows its stages until its outcome.
 fn launch(inner: &Arc<Inner>, running: &mut Running, endpoint: &str) {
     let progress = running
         .devices
@@ -143,19 +181,29 @@ fn launch(inner: &Arc<Inner>, running: &mut Running, endpoint: &str) {
         .expect("launching a device of the task");
     progress.phase = Phase::Active;
     progress.attempts += 1;
-    inner.save_progress(progress);
+    let attempt_number = progress.attempts - 1;
+    inner.save_device(running, endpoint, Batch::new());
+    running
+        .attempt_wire
+        .insert(endpoint.to_string(), WireCount::default());
+    let (stages, reported) = mpsc::unbounded_channel();
     let request = AttemptRequest {
         task: running.task.clone(),
         endpoint: endpoint.to_string(),
-        attempt: progress.attempts - 1,
+        attempt: attempt_number,
         install_gate: running.gate.subscribe(),
-        stages: inner.stages.clone(),
+        stages,
     };
     let attempt = inner.attempts.attempt(request);
     let weak = Arc::downgrade(inner);
     let (task_id, device) = (running.task.id.clone(), endpoint.to_string());
     let handle = tokio::spawn(async move {
-        let outcome = attempt.await;
+        let outcome = follow(attempt, reported, |stage| {
+            if let Some(inner) = weak.upgrade() {
+                show_stage(&inner, &task_id, &device, stage);
+            }
+        })
+        .await;
         if let Some(inner) = weak.upgrade() {
             finish_attempt(&inner, &task_id, &device, outcome);
         }
@@ -165,18 +213,87 @@ fn launch(inner: &Arc<Inner>, running: &mut Running, endpoint: &str) {
         .insert(endpoint.to_string(), handle.abort_handle());
 }
 
-/// Applies an attempt's outcome to the device and, for a weak cell, to the task.
+/// Runs `attempt`, handing each stage it reports to `show` in order, the last ones before
+/// its outcome is returned.
+async fn follow(
+    attempt: impl Future<Output = AttemptOutcome>,
+    mut reported: mpsc::UnboundedReceiver<(String, Stage)>,
+    mut show: impl FnMut(Stage),
+) -> AttemptOutcome {
+    tokio::pin!(attempt);
+    let outcome = loop {
+        tokio::select! {
+            biased;
+            Some((_, stage)) = reported.recv() => show(stage),
+            outcome = &mut attempt => break outcome,
+        }
+    };
+    while let Ok((_, stage)) = reported.try_recv() {
+        show(stage);
+    }
+    outcome
+}
+
+/// Shows a delivery's stage in its device's progress; a suspended delivery's bytes are
+/// counted at once, so they stay counted if the attempt never ends (cancel, kill).
+fn show_stage(inner: &Inner, task_id: &str, endpoint: &str, stage: Stage) {
+    let mut tasks = inner.lock();
+    let Some(running) = tasks.get_mut(task_id) else {
+        return;
+    };
+    if !running.active.contains_key(endpoint) {
+        return;
+    }
+    let Some(progress) = running.devices.get_mut(endpoint) else {
+        return;
+    };
+    match stage {
+        Stage::Downloading => progress.download = DownloadStatus::Downloading,
+        Stage::Downloaded => progress.download = DownloadStatus::Downloaded,
+        Stage::Installing => progress.upgrade = UpgradeStatus::Upgrading,
+        Stage::Suspended { wire } => {
+            let counted = running
+                .attempt_wire
+                .entry(endpoint.to_string())
+                .or_default();
+            progress.add_wire(&wire_since(&wire, counted));
+            *counted = wire;
+        }
+    }
+    inner.save_device(running, endpoint, Batch::new());
+}
+
+/// What `now` counts beyond `before` (both counts of one delivery, `now` the later).
+fn wire_since(now: &WireCount, before: &WireCount) -> WireCount {
+    WireCount {
+        package_first: now.package_first.saturating_sub(before.package_first),
+        package_resent: now.package_resent.saturating_sub(before.package_resent),
+        wire_sent: now.wire_sent.saturating_sub(before.wire_sent),
+        wire_received: now.wire_received.saturating_sub(before.wire_received),
+        retransmissions: now.retransmissions.saturating_sub(before.retransmissions),
+    }
+}
+
+/// Applies an attempt's outcome to the device and, for a weak cell, to the task, in one
+/// batch. An attempt that was aborted (the task stopped, or it expired) changes nothing.
 fn finish_attempt(inner: &Inner, task_id: &str, endpoint: &str, outcome: AttemptOutcome) {
     let now = inner.clock.now();
     let mut tasks = inner.lock();
     let Some(running) = tasks.get_mut(task_id) else {
         return;
     };
-    running.active.remove(endpoint);
-    let interval = running.task.spec.retry_interval_secs * 1000;
+    if running.active.remove(endpoint).is_none() {
+        return;
+    }
+    let counted = running.attempt_wire.remove(endpoint).unwrap_or_default();
+    let spec = &running.task.spec;
+    let interval = spec.retry_interval_secs * 1000;
+    let (retries, deadline, cell_pause) = (spec.retries, spec.deadline, spec.cell_pause_secs);
     let Some(progress) = running.devices.get_mut(endpoint) else {
         return;
     };
+    let mut batch = Batch::new();
+    let mut task_changed = false;
     match outcome {
         AttemptOutcome::Offline => {
             let recheck = interval.clamp(1, OFFLINE_RECHECK_MS);
@@ -184,14 +301,16 @@ fn finish_attempt(inner: &Inner, task_id: &str, endpoint: &str, outcome: Attempt
         }
         AttemptOutcome::Postponed { until, note } => postpone(progress, until, note),
         AttemptOutcome::WeakCell { cell, note } => {
+            let until = now + cell_pause * 1000;
             progress.cell_id = Some(cell);
-            postpone(progress, now + interval, note.clone());
+            postpone(progress, until, note.clone());
             let pause = CellPause {
                 reason: note,
-                until: now + interval,
+                until,
             };
             running.task.paused_cells.insert(cell, pause);
-            inner.save_task(&running.task);
+            batch.put(task_key(task_id), &running.task);
+            task_changed = true;
         }
         AttemptOutcome::Removed(reason) => {
             progress.phase = Phase::Removed;
@@ -203,15 +322,18 @@ fn finish_attempt(inner: &Inner, task_id: &str, endpoint: &str, outcome: Attempt
             wire,
             cell,
         } => {
-            progress.add_wire(&wire);
+            progress.add_wire(&wire_since(&wire, &counted));
             progress.cell_id = cell.or(progress.cell_id);
-            let retries = running.task.spec.retries;
-            let deadline = running.task.spec.deadline;
             settle(progress, result, note, now, interval, retries, deadline);
         }
     }
     // Saved (and announced) under the lock, so events leave in the order the changes happened.
-    inner.save_progress(progress);
+    inner.save_device(running, endpoint, batch);
+    if task_changed {
+        let _ = inner
+            .events
+            .send(super::CampaignEvent::Task(running.view()));
+    }
     drop(tasks);
     inner.wake.notify_one();
 }
@@ -236,7 +358,7 @@ fn settle(
     deadline: Option<UnixMillis>,
 ) {
     if result == DeviceResult::Successful {
-        progress.finish(result, note);
+        progress.finish(result, note, now);
         return;
     }
     let next = now + interval;
@@ -247,9 +369,9 @@ fn settle(
         progress.result = Some(result);
         progress.note = note;
     } else if past_deadline {
-        progress.finish(DeviceResult::TaskExpired, note);
+        progress.finish(DeviceResult::TaskExpired, note, now);
     } else {
-        progress.finish(result, note);
+        progress.finish(result, note, now);
     }
 }
 
@@ -263,29 +385,6 @@ fn complete_if_done(inner: &Inner, running: &mut Running, now: UnixMillis) {
         running.task.status = TaskStatus::Completed;
         running.task.finished_at = Some(now);
         running.apply_status();
-        inner.save_task(&running.task);
-    }
-}
-
-/// Shows each delivery's stage in its device's progress.
-pub(super) async fn follow_stages(
-    inner: Weak<Inner>,
-    mut stages: mpsc::UnboundedReceiver<(String, Stage)>,
-) {
-    while let Some((endpoint, stage)) = stages.recv().await {
-        let Some(inner) = inner.upgrade() else { return };
-        let mut tasks = inner.lock();
-        let progress = tasks
-            .values_mut()
-            .filter(|running| running.active.contains_key(&endpoint))
-            .find_map(|running| running.devices.get_mut(&endpoint));
-        let Some(progress) = progress else { continue };
-        match stage {
-            Stage::Downloading => progress.download = DownloadStatus::Downloading,
-            Stage::Downloaded => progress.download = DownloadStatus::Downloaded,
-            Stage::Installing => progress.upgrade = UpgradeStatus::Upgrading,
-        }
-        inner.save_progress(progress);
-        drop(tasks);
+        inner.save_task(running);
     }
 }

@@ -87,6 +87,10 @@ pub struct TaskSpec {
     pub pacing: Pacing,
     /// A cell whose devices report a weaker signal than this pauses there automatically.
     pub min_signal_dbm: Option<i32>,
+    /// How long such a cell stays paused, in seconds: its own setting, so a short retry
+    /// interval does not keep hammering a cell whose radio is bad.
+    #[serde(default = "default_cell_pause_secs")]
+    pub cell_pause_secs: u64,
     /// The task pauses itself when this share of finished devices failed...
     pub max_failure_rate: Option<f64>,
     /// ...once at least this many devices finished.
@@ -97,6 +101,13 @@ pub struct TaskSpec {
 fn default_failure_sample() -> u32 {
     20
 }
+
+fn default_cell_pause_secs() -> u64 {
+    DEFAULT_CELL_PAUSE_SECS
+}
+
+/// How long a weak cell pauses unless the task says otherwise: ten minutes.
+pub const DEFAULT_CELL_PAUSE_SECS: u64 = 600;
 
 /// A cell paused automatically, until when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +131,14 @@ pub struct Task {
     pub pause_reason: Option<String>,
     /// Cells paused automatically for weak signal.
     pub paused_cells: BTreeMap<u32, CellPause>,
+    /// The failure rate counts devices finished since then: the last resume (or 0), so a
+    /// task paused for its failure rate and resumed is judged on new results only.
+    #[serde(default)]
+    pub failures_counted_since: UnixMillis,
+    /// Share of the task's devices (removed ones excluded) upgraded so far; `None` while it
+    /// has none. Derived from the devices' progress each time the task is shown.
+    #[serde(default)]
+    pub success_rate: Option<f64>,
     /// Creation time.
     pub created_at: UnixMillis,
     /// When it started upgrading.
@@ -213,12 +232,15 @@ mod tests {
                 deadline: None,
                 pacing: Pacing::default(),
                 min_signal_dbm: None,
+                cell_pause_secs: DEFAULT_CELL_PAUSE_SECS,
                 max_failure_rate: None,
                 failure_sample: 1,
             },
             status,
             pause_reason: None,
             paused_cells: BTreeMap::new(),
+            failures_counted_since: 0,
+            success_rate: None,
             created_at: 0,
             started_at: None,
             finished_at: None,
@@ -289,5 +311,20 @@ mod tests {
         assert!(!t.cell_paused(Some(7), 5_000));
         assert!(!t.cell_paused(Some(8), 0));
         assert!(!t.cell_paused(None, 0));
+    }
+
+    #[test]
+    fn a_task_recorded_before_the_newer_fields_reads_back_with_their_defaults() {
+        let mut recorded = serde_json::to_value(task(TaskStatus::Upgrading, None)).unwrap();
+        recorded["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("cell_pause_secs");
+        for field in ["failures_counted_since", "success_rate"] {
+            recorded.as_object_mut().unwrap().remove(field);
+        }
+        let read: Task = serde_json::from_value(recorded).unwrap();
+        assert_eq!(read, task(TaskStatus::Upgrading, None));
+        assert_eq!(read.spec.cell_pause_secs, DEFAULT_CELL_PAUSE_SECS);
     }
 }

@@ -150,16 +150,27 @@ impl Catalog {
         Ok(self.store.scan(PREFIX)?)
     }
 
-    /// A registration or an Update arrived: the device exists and is online.
+    /// A registration or an Update arrived: the device exists, is online, and was seen now.
     pub fn device_seen(&self, registration: &Registration) -> Result<DeviceRecord, CatalogError> {
+        let now = self.clock.now();
         self.update_device(&registration.endpoint, |device| {
             device.online = true;
+            device.last_seen = now;
         })
     }
 
-    /// The device's registration ended (de-registered or expired).
-    pub fn device_gone(&self, endpoint: &str) -> Result<DeviceRecord, CatalogError> {
+    /// The device's registration ended (de-registered or expired): it is offline. An
+    /// endpoint the catalog never recorded stays unknown (`None`).
+    pub fn device_gone(&self, endpoint: &str) -> Result<Option<DeviceRecord>, CatalogError> {
+        if self
+            .store
+            .get::<DeviceRecord>(&device_key(endpoint))?
+            .is_none()
+        {
+            return Ok(None);
+        }
         self.update_device(endpoint, |device| device.online = false)
+            .map(Some)
     }
 
     /// Records what a survey read.
@@ -183,13 +194,11 @@ impl Catalog {
         change: impl FnOnce(&mut DeviceRecord),
     ) -> Result<DeviceRecord, CatalogError> {
         let _serialized = self.device_writes.lock().unwrap_or_else(|e| e.into_inner());
-        let now = self.clock.now();
         let key = device_key(endpoint);
         let mut device = self
             .store
             .get(&key)?
-            .unwrap_or_else(|| DeviceRecord::new(endpoint, now));
-        device.last_seen = now;
+            .unwrap_or_else(|| DeviceRecord::new(endpoint, self.clock.now()));
         change(&mut device);
         let mut batch = Batch::new();
         batch.put(key, &device);
@@ -200,4 +209,110 @@ impl Catalog {
 
 fn device_key(endpoint: &str) -> String {
     format!("{PREFIX}{endpoint}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::catalog::test_catalog;
+    use crate::clock::Clock;
+    use crate::lwm2m::Binding;
+
+    const T0: UnixMillis = 1_800_000_000_000;
+    const IMEI: &str = "urn:imei:356938035643809";
+
+    fn registration(endpoint: &str) -> Registration {
+        let now = std::time::Instant::now();
+        Registration {
+            id: "r1".into(),
+            endpoint: endpoint.into(),
+            address: "127.0.0.1:5684".parse().unwrap(),
+            lifetime: Duration::from_secs(300),
+            lwm2m_version: "1.1".into(),
+            binding: Binding {
+                udp: true,
+                queue_mode: false,
+            },
+            objects: vec![],
+            registered_at: now,
+            last_update: now,
+        }
+    }
+
+    fn survey() -> Survey {
+        Survey {
+            manufacturer: Some("Acme".into()),
+            model: Some("NB-1".into()),
+            firmware_version: Some("1.0".into()),
+            battery: Some(80),
+            signal_dbm: Some(-95),
+            memory_free_kb: Some(512),
+            cell_id: Some(4_711),
+            delivery: Some(DeliveryMethod::Both),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_device_is_learned_from_its_registration_and_its_survey() {
+        let catalog = test_catalog(Clock::starting_at(T0));
+        let seen = catalog.device_seen(&registration(IMEI)).unwrap();
+        assert_eq!(seen.imei.as_deref(), Some("356938035643809"));
+        assert_eq!(
+            (seen.name.as_str(), seen.online, seen.last_seen),
+            (IMEI, true, T0)
+        );
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let surveyed = catalog.device_surveyed(IMEI, &survey()).unwrap();
+        assert_eq!(surveyed.manufacturer.as_deref(), Some("Acme"));
+        assert_eq!(surveyed.model.as_deref(), Some("NB-1"));
+        assert_eq!(surveyed.firmware_version.as_deref(), Some("1.0"));
+        assert_eq!(
+            (
+                surveyed.battery,
+                surveyed.signal_dbm,
+                surveyed.memory_free_kb,
+                surveyed.cell_id
+            ),
+            (Some(80), Some(-95), Some(512), Some(4_711))
+        );
+        assert_eq!(surveyed.last_seen, T0, "a survey is no Register or Update");
+        // A later survey that did not get a value keeps the one known.
+        let partial = Survey {
+            battery: Some(40),
+            ..Survey::default()
+        };
+        let again = catalog.device_surveyed(IMEI, &partial).unwrap();
+        assert_eq!((again.battery, again.cell_id), (Some(40), Some(4_711)));
+        assert_eq!(catalog.device(IMEI).unwrap(), again, "it is in the store");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn last_seen_moves_only_with_register_and_update_and_online_follows_the_registration() {
+        let catalog = test_catalog(Clock::starting_at(T0));
+        catalog.device_seen(&registration("plain-name")).unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let renamed = catalog.rename_device("plain-name", "pump 7").unwrap();
+        assert_eq!((renamed.name.as_str(), renamed.last_seen), ("pump 7", T0));
+        assert_eq!(renamed.imei, None, "not a urn:imei endpoint");
+        let gone = catalog.device_gone("plain-name").unwrap().unwrap();
+        assert_eq!((gone.online, gone.last_seen), (false, T0));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let back = catalog.device_seen(&registration("plain-name")).unwrap();
+        assert_eq!((back.online, back.last_seen), (true, T0 + 10_000));
+        assert_eq!(back.name, "pump 7");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unknown_device_going_away_stays_unknown() {
+        let catalog = test_catalog(Clock::starting_at(T0));
+        assert_eq!(catalog.device_gone("never-seen").unwrap(), None);
+        assert!(matches!(
+            catalog.device("never-seen"),
+            Err(CatalogError::NotFound { .. })
+        ));
+        assert!(catalog.rename_device("never-seen", "x").is_err());
+        assert!(catalog.devices().unwrap().is_empty());
+    }
 }

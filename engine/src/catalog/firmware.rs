@@ -139,3 +139,48 @@ impl Catalog {
 fn firmware_key(id: &str) -> String {
     format!("{PREFIX}{id}")
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::catalog::test_catalog;
+    use crate::clock::Clock;
+
+    use super::*;
+
+    fn images(catalog: &Catalog) -> usize {
+        catalog.store.scan_raw(IMAGES).unwrap().len()
+    }
+
+    #[test]
+    fn an_image_is_stored_once_however_many_versions_use_it_and_goes_with_the_last() {
+        let catalog = test_catalog(Clock::starting_at(0));
+        let image = vec![42; 10_000];
+        let nb1 = catalog.add_firmware("Acme", "NB-1", "2.0", &image).unwrap();
+        let nb2 = catalog.add_firmware("Acme", "NB-2", "2.0", &image).unwrap();
+        let other = catalog
+            .add_firmware("Acme", "NB-1", "2.1", &[7; 100])
+            .unwrap();
+        assert_eq!(nb1.sha256, nb2.sha256);
+        assert_eq!((nb1.size, other.size), (10_000, 100));
+        assert_eq!(images(&catalog), 2, "one record per content hash");
+        catalog.delete_firmware(&nb1.id).unwrap();
+        assert_eq!(catalog.image(&nb2).unwrap(), image, "still used by NB-2");
+        catalog.delete_firmware(&nb2.id).unwrap();
+        assert_eq!(images(&catalog), 1);
+        assert!(catalog.image(&nb2).is_err());
+    }
+
+    #[test]
+    fn a_duplicate_version_or_an_empty_image_is_refused() {
+        let catalog = test_catalog(Clock::starting_at(0));
+        catalog
+            .add_firmware("Acme", "NB-1", "2.0", &[1; 10])
+            .unwrap();
+        assert!(matches!(
+            catalog.add_firmware("Acme", "NB-1", "2.0", &[2; 10]),
+            Err(CatalogError::Invalid(_))
+        ));
+        assert!(catalog.add_firmware("Acme", "NB-1", "2.1", &[]).is_err());
+        assert_eq!(catalog.firmwares().unwrap().len(), 1);
+    }
+}

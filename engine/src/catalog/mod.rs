@@ -114,3 +114,14 @@ fn platform_key(store: &dyn Store) -> Result<PlatformKey, CatalogError> {
 pub(crate) fn new_id(prefix: &str) -> String {
     format!("{prefix}-{:012x}", rand::random::<u64>() >> 16)
 }
+
+/// A catalog on a temporary store, for the catalog's unit tests.
+#[cfg(test)]
+pub(crate) fn test_catalog(clock: Clock) -> Catalog {
+    use crate::plugin::{HostConfig, PluginHost};
+    let store: Arc<dyn Store> =
+        Arc::new(crate::store::SledStore::temporary().expect("a temporary store"));
+    let host = PluginHost::new(HostConfig::default()).expect("a plugin host");
+    let plugins = Arc::new(PluginRegistry::new(host).expect("the embedded plugins"));
+    Catalog::open(store, PackageShelf::new(), plugins, clock).expect("a catalog")
+}

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 
 use super::registration::{RegisterRequest, Registration, UpdateRequest};
 use crate::coap::endpoint::lock;
@@ -56,8 +56,6 @@ struct RegistryState {
     by_endpoint: HashMap<String, u64>,
     /// Expiry deadlines in order, so expiry never scans every registration.
     deadlines: BTreeSet<(Instant, u64)>,
-    /// Callers waiting for a device's next Register or Update.
-    waiting: HashMap<String, Vec<oneshot::Sender<RegistrationEvent>>>,
     /// Followers of one endpoint's every event ([`EndpointEvents`]), by follower number.
     followers: HashMap<String, Vec<(u64, mpsc::UnboundedSender<RegistrationEvent>)>>,
     /// Source of follower numbers.
@@ -159,18 +157,6 @@ impl Registry {
     /// Receives every registration event from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<RegistrationEvent> {
         self.events.subscribe()
-    }
-
-    /// Resolves at the endpoint's next Register or Update (the moment a sleeping device is
-    /// reachable, or a device that installed firmware is back).
-    pub fn next_contact(&self, endpoint: &str) -> oneshot::Receiver<RegistrationEvent> {
-        let (tx, rx) = oneshot::channel();
-        lock(&self.state)
-            .waiting
-            .entry(endpoint.to_string())
-            .or_default()
-            .push(tx);
-        rx
     }
 
     /// Follows every event of `endpoint` from now on.
@@ -297,15 +283,6 @@ impl Registry {
 
     fn emit(&self, state: &mut RegistryState, event: RegistrationEvent) {
         let endpoint = &event.registration().endpoint;
-        let contact = matches!(
-            event,
-            RegistrationEvent::Registered(_) | RegistrationEvent::Updated(_)
-        );
-        if contact && let Some(waiters) = state.waiting.remove(endpoint) {
-            for waiter in waiters {
-                let _ = waiter.send(event.clone());
-            }
-        }
         for (_, follower) in state.followers.get(endpoint).into_iter().flatten() {
             let _ = follower.send(event.clone());
         }
@@ -457,18 +434,5 @@ mod tests {
         );
         drop(events);
         assert!(lock(&registry.state).followers.is_empty(), "unsubscribed");
-    }
-
-    #[tokio::test]
-    async fn next_contact_resolves_on_update() {
-        let registry = Registry::new();
-        let now = Instant::now();
-        let reg = registry.register(request("dev", 60), addr(), now);
-        let contact = registry.next_contact("dev");
-        registry.update(&reg.id, UpdateRequest::default(), addr(), now);
-        assert!(matches!(
-            contact.await.unwrap(),
-            RegistrationEvent::Updated(_)
-        ));
     }
 }

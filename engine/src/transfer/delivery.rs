@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::install::{confirm, execute_update};
-use super::outcome::{TransferOutcome, TransferReport};
+use super::outcome::{TransferOutcome, TransferReport, WireCount};
 use super::resume::ResumeBook;
 use super::shelf::{PackageShelf, ShelvedPackage};
 use super::steps::{Attempt, StageError, at, interrupted};
@@ -106,6 +106,9 @@ pub enum Stage {
     Downloaded,
     /// Update executed; waiting for the device to come back.
     Installing,
+    /// The link broke; the delivery waits to resume. `wire`: what the whole delivery cost
+    /// so far, so a caller can count it before the delivery ends (or never does).
+    Suspended { wire: WireCount },
 }
 
 /// Limits and timers of a delivery.
@@ -242,6 +245,9 @@ impl Delivery {
                 break outcome;
             }
             attempt.interruptions += 1;
+            job.report(Stage::Suspended {
+                wire: attempt.wire_count(),
+            });
             tracing::debug!(endpoint = %job.endpoint, %reason, "delivery suspended");
             let _ = tokio::time::timeout(backoff, contacts.next_contact()).await;
             backoff = (backoff * 2).min(self.config.retry_backoff.1);
@@ -288,6 +294,13 @@ impl Delivery {
         reports.into_iter().flatten().collect()
     }
 
+    /// `endpoint`'s registration once it is reachable (see [`Self::wait_reachable`]): for a
+    /// caller that talks to the device outside a delivery, such as a campaign's survey.
+    pub async fn when_reachable(&self, endpoint: &str, give_up: Instant) -> Option<Registration> {
+        self.wait_reachable(&mut self.registry.follow(endpoint), give_up)
+            .await
+    }
+
     /// The device's current registration once it is reachable: now for a device in UDP
     /// binding, in the window after its next Update for a device in queue mode. `None` past
     /// `give_up`.
@@ -315,7 +328,7 @@ impl Delivery {
 
     /// Until when a device can be reached: the end of its queue-mode window, or `None`
     /// (always, in UDP binding).
-    fn window_end(&self, registration: &Registration) -> Option<Instant> {
+    pub fn window_end(&self, registration: &Registration) -> Option<Instant> {
         registration
             .binding
             .queue_mode

@@ -40,6 +40,12 @@ impl Delivery {
                 .reset_unless_idle(&self.management)
                 .await
                 .map_err(at("resetting the device"))?;
+            // What the watch saw is gone with them: an old failure left in Update Result
+            // must not pass for this download's.
+            watch
+                .read_now(&self.management)
+                .await
+                .map_err(at("reading State after the reset"))?;
         }
         let mut point = known.unwrap_or(ResumePoint {
             package: job.package.sha256,
