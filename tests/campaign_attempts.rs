@@ -143,7 +143,10 @@ async fn sleeping_devices_are_surveyed_in_their_windows_and_spend_no_retry() {
     within(Duration::from_secs(10), "every device asleep", async {
         while fleet.devices.iter().any(|device| {
             let registration = server.registry.get(&device.config().endpoint).unwrap();
-            server.delivery.window_end(&registration) > tokio::time::Instant::now()
+            server
+                .delivery
+                .window_end(&registration)
+                .is_some_and(|end| end > tokio::time::Instant::now())
         }) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

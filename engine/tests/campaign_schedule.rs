@@ -695,6 +695,7 @@ fn wire(first: u64, resent: u64) -> WireCount {
         package_first: first,
         package_resent: resent,
         wire_sent: first + resent + 100,
+        wire_received: 50,
         retransmissions: 0,
     }
 }

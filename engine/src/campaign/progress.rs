@@ -254,6 +254,7 @@ mod tests {
             package_first: 1_000,
             package_resent: 200,
             wire_sent: 1_500,
+            wire_received: 400,
             retransmissions: 3,
         });
         let waiting = progress.share();
