@@ -1,6 +1,6 @@
 //! A validator for the subset of JSON Schema (2020-12) the API's OpenAPI document uses: `$ref`
 //! into the document, `type` (one or a list), `enum`, `const`, `properties`, `required`,
-//! `additionalProperties`, `items`, `allOf`, `oneOf` and `minimum`; `description` and
+//! `additionalProperties`, `items`, `allOf`, `oneOf`, `minimum` and `maximum`; `description` and
 //! `contentMediaType` are annotations. A keyword outside the subset is an error, never
 //! ignored, so the document cannot grow a rule this validator would not check.
 //!
@@ -45,12 +45,15 @@ impl Validator<'_> {
                 "const" if value != rule => {
                     return Err(format!("{at}: {value} is not {rule}"));
                 }
-                "minimum" => {
-                    let (Some(number), Some(minimum)) = (value.as_f64(), rule.as_f64()) else {
+                "minimum" | "maximum" => {
+                    let (Some(number), Some(bound)) = (value.as_f64(), rule.as_f64()) else {
                         continue; // `type` decides what a non-number may be.
                     };
-                    if number < minimum {
+                    if keyword == "minimum" && number < bound {
                         return Err(format!("{at}: {value} is under the minimum {rule}"));
+                    }
+                    if keyword == "maximum" && number > bound {
+                        return Err(format!("{at}: {value} is over the maximum {rule}"));
                     }
                 }
                 "required" => check_required(rule, value, at)?,
@@ -252,7 +255,7 @@ mod tests {
             "Base": {
                 "type": "object",
                 "required": ["id"],
-                "properties": { "id": { "type": "string" }, "n": { "type": "integer", "minimum": 0 } },
+                "properties": { "id": { "type": "string" }, "n": { "type": "integer", "minimum": 0, "maximum": 10 } },
             },
             "More": { "allOf": [
                 { "$ref": "#/components/schemas/Base" },
@@ -287,6 +290,7 @@ mod tests {
             ("Base", json!({ "n": 3 }), "`id` is required"),
             ("Base", json!({ "id": 1 }), "/id"),
             ("Base", json!({ "id": "a", "n": -1 }), "minimum"),
+            ("Base", json!({ "id": "a", "n": 11 }), "maximum"),
             ("Base", json!({ "id": "a", "n": 1.5 }), "/n"),
             ("Base", json!({ "id": "a", "renamed": 1 }), "`renamed`"),
             ("More", json!({ "id": "a", "state": "c" }), "/state"),
