@@ -18,7 +18,7 @@ use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::HostConfig;
 use fota_engine::server::ServerConfig;
 use fota_impair::Impairment;
-use support::{REGISTER_BOUND, image, model, within};
+use support::{REGISTER_BOUND, image, model, wait_surveyed, within};
 
 /// A platform on loopback with `server`'s settings.
 async fn platform(server: ServerConfig) -> Platform {
@@ -44,19 +44,7 @@ async fn fleet_and_task(
     let fleet = Fleet::start(&spec).await.unwrap();
     assert!(wait_registered(registered, devices, REGISTER_BOUND).await);
     let catalog = &platform.catalog;
-    within(REGISTER_BOUND, "every device surveyed", async {
-        while catalog
-            .devices()
-            .unwrap()
-            .iter()
-            .filter(|d| d.model.is_some())
-            .count()
-            < devices
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    wait_surveyed(catalog, devices, REGISTER_BOUND).await;
     let firmware = catalog
         .add_firmware("Acme", "NB-1", "2.0", &image(20_000, 7))
         .unwrap();

@@ -24,7 +24,7 @@ use fota_engine::server::ServerConfig;
 use fota_engine::signing::PlatformKey;
 use fota_impair::Impairment;
 use sha2::{Digest, Sha256};
-use support::{image, within};
+use support::{image, wait_surveyed, within};
 
 const DEVICES: usize = 500;
 /// The block size the capability plugin is set to.
@@ -209,19 +209,7 @@ async fn five_hundred_devices_two_models_a_delta_task_and_a_full_task() {
     let fleet = Arc::new(Fleet::start(&fleet_spec).await.unwrap());
     assert!(wait_registered(registered, DEVICES, Duration::from_secs(120)).await);
     let catalog = &platform.catalog;
-    within(Duration::from_secs(120), "every device surveyed", async {
-        while catalog
-            .devices()
-            .unwrap()
-            .iter()
-            .filter(|d| d.model.is_some())
-            .count()
-            < DEVICES
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    wait_surveyed(catalog, DEVICES, Duration::from_secs(120)).await;
 
     // Firmware, packages, groups, tasks.
     let (nb1_new, nb2_new) = new_images();

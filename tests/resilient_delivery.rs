@@ -304,38 +304,14 @@ fn slow_link() -> Impairment {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_that_deregister_mid_push_are_suspended_and_resume_when_back() {
     let server = engine(ServerConfig::loopback()).await;
-    let fleet = Arc::new(registered_fleet(&server, 5, |spec| spec.link = Some(slow_link())).await);
-    let registry = server.registry.clone();
-    let (reports, len, new) =
-        deliver_interrupted(&server, &fleet, 128, Method::Push, move |fleet, i| {
-            let registry = registry.clone();
-            async move {
-                let device = &fleet.devices[i];
-                within(
-                    BOUND,
-                    "the download",
-                    stored_at_least(device, 80 * 1024 * 3 / 10),
-                )
-                .await;
-                let given = given_while_away(
-                    registry,
-                    device,
-                    |e| matches!(e, RegistrationEvent::Deregistered(_)),
-                    || device.deregister_for(Duration::from_secs(1)),
-                )
-                .await;
-                assert!(
-                    given <= 128,
-                    "{given} package bytes sent while de-registered"
-                );
-            }
-        })
-        .await;
-    assert_all_upgraded(&fleet, &reports, &new);
-    assert_resumed(&fleet, &reports, len, 128);
-    for report in &reports {
-        assert!(report.interruptions >= 1, "{report:?}");
-    }
+    let fleet = registered_fleet(&server, 5, |spec| spec.link = Some(slow_link())).await;
+    away_mid_push_suspends(
+        &server,
+        fleet,
+        |e| matches!(e, RegistrationEvent::Deregistered(_)),
+        |device| device.deregister_for(Duration::from_secs(1)),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,17 +319,36 @@ async fn devices_whose_registration_expires_mid_push_are_suspended_and_resume_wh
     let mut config = ServerConfig::loopback();
     config.expiry_period = Duration::from_millis(100);
     let server = engine(config).await;
-    let fleet = Arc::new(
-        registered_fleet(&server, 5, |spec| {
-            spec.link = Some(slow_link());
-            // An Update every second; two seconds without one and the registration expires.
-            spec.lifetime = Duration::from_secs(2);
-        })
-        .await,
-    );
+    let fleet = registered_fleet(&server, 5, |spec| {
+        spec.link = Some(slow_link());
+        // An Update every second; two seconds without one and the registration expires.
+        spec.lifetime = Duration::from_secs(2);
+    })
+    .await;
+    // The device still answers every request; only its Updates stop.
+    away_mid_push_suspends(
+        &server,
+        fleet,
+        |e| matches!(e, RegistrationEvent::Expired(_)),
+        |device| device.skip_updates_for(Duration::from_secs(3)),
+    )
+    .await;
+}
+
+/// Pushes to every device of `fleet`; 30 % into the download each one's registration ends
+/// (`leave` makes it end, `ended` is the registry's event for it). Then: it was given at most
+/// the block on its way, each delivery was suspended at least once, resumed from the device's
+/// stored offset, and every device runs the new version.
+async fn away_mid_push_suspends(
+    server: &Server,
+    fleet: Fleet,
+    ended: fn(&RegistrationEvent) -> bool,
+    leave: fn(&Device<SimulatedFlash>),
+) {
+    let fleet = Arc::new(fleet);
     let registry = server.registry.clone();
     let (reports, len, new) =
-        deliver_interrupted(&server, &fleet, 128, Method::Push, move |fleet, i| {
+        deliver_interrupted(server, &fleet, 128, Method::Push, move |fleet, i| {
             let registry = registry.clone();
             async move {
                 let device = &fleet.devices[i];
@@ -363,15 +358,8 @@ async fn devices_whose_registration_expires_mid_push_are_suspended_and_resume_wh
                     stored_at_least(device, 80 * 1024 * 3 / 10),
                 )
                 .await;
-                // The device still answers every request; only its Updates stop.
-                let given = given_while_away(
-                    registry,
-                    device,
-                    |e| matches!(e, RegistrationEvent::Expired(_)),
-                    || device.skip_updates_for(Duration::from_secs(3)),
-                )
-                .await;
-                assert!(given <= 128, "{given} package bytes sent after the expiry");
+                let given = given_while_away(registry, device, ended, || leave(device)).await;
+                assert!(given <= 128, "{given} package bytes sent while away");
             }
         })
         .await;

@@ -231,6 +231,17 @@ fn endpoint(i: usize) -> String {
 }
 
 impl Bench {
+    /// A task without retries that pauses when half of a sample of four devices failed,
+    /// `concurrent` devices at a time.
+    fn failure_rate_spec(&self, concurrent: usize) -> TaskSpec {
+        let mut spec = self.spec();
+        spec.retries = 0;
+        spec.max_failure_rate = Some(0.5);
+        spec.failure_sample = 4;
+        spec.pacing.max_concurrent = concurrent;
+        spec
+    }
+
     fn spec(&self) -> TaskSpec {
         TaskSpec {
             name: "upgrade".into(),
@@ -522,12 +533,7 @@ async fn a_task_pauses_itself_when_its_failure_rate_crosses_the_threshold() {
     for i in 0..10 {
         b.script.plan(&endpoint(i), vec![fail()]);
     }
-    let mut spec = b.spec();
-    spec.retries = 0;
-    spec.max_failure_rate = Some(0.5);
-    spec.failure_sample = 4;
-    spec.pacing.max_concurrent = 2;
-    let task = b.campaigns.create(spec).unwrap();
+    let task = b.campaigns.create(b.failure_rate_spec(2)).unwrap();
     let paused = b
         .until(&task.id, "paused", |t| t.status == TaskStatus::Paused)
         .await;
@@ -553,12 +559,7 @@ async fn a_task_resumed_after_its_failure_rate_paused_it_counts_failures_afresh(
     for i in failing {
         b.script.plan(&endpoint(i), vec![fail()]);
     }
-    let mut spec = b.spec();
-    spec.retries = 0;
-    spec.max_failure_rate = Some(0.5);
-    spec.failure_sample = 4;
-    spec.pacing.max_concurrent = 4;
-    let task = b.campaigns.create(spec).unwrap();
+    let task = b.campaigns.create(b.failure_rate_spec(4)).unwrap();
     b.until(&task.id, "paused", |t| t.status == TaskStatus::Paused)
         .await;
     // The four failures stay; the devices after them succeed, and the task does not pause
@@ -588,12 +589,7 @@ async fn after_a_resume_new_failures_pause_the_task_again() {
     for i in 0..12 {
         b.script.plan(&endpoint(i), vec![fail()]);
     }
-    let mut spec = b.spec();
-    spec.retries = 0;
-    spec.max_failure_rate = Some(0.5);
-    spec.failure_sample = 4;
-    spec.pacing.max_concurrent = 4;
-    let task = b.campaigns.create(spec).unwrap();
+    let task = b.campaigns.create(b.failure_rate_spec(4)).unwrap();
     let first = b
         .until(&task.id, "paused", |t| t.status == TaskStatus::Paused)
         .await;

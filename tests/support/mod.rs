@@ -13,6 +13,7 @@ use bytes::Bytes;
 use fota_device::client::Device;
 use fota_device::flash::SimulatedFlash;
 use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
+use fota_engine::catalog::Catalog;
 use fota_engine::package;
 use fota_engine::server::{Server, ServerConfig};
 use fota_engine::transfer::{TransferOutcome, TransferReport};
@@ -79,6 +80,21 @@ pub async fn within<T>(bound: Duration, what: &str, future: impl Future<Output =
 }
 
 /// Waits until `device` has stored at least `bytes` package bytes.
+/// Waits (`bound` at most) until the catalog knows the model of `count` devices: their
+/// surveys after registering are done.
+pub async fn wait_surveyed(catalog: &Catalog, count: usize, bound: Duration) {
+    within(bound, "every device surveyed", async {
+        let surveyed = || {
+            let devices = catalog.devices().expect("the catalog reads");
+            devices.iter().filter(|d| d.model.is_some()).count()
+        };
+        while surveyed() < count {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
 pub async fn stored_at_least(device: &Device<SimulatedFlash>, bytes: usize) {
     loop {
         if device.with_system(|flash| flash.download.len()) >= bytes {
