@@ -233,6 +233,44 @@ async fn a_lost_answer_to_update_does_not_hold_the_delivery() {
     );
 }
 
+/// Execute Update is lost on its way, every transmission of it (the link is down longer than
+/// the exchange's retransmission span): the device, still Downloaded when the engine asks, gets
+/// it again, instead of the delivery waiting out the install timeout for a reboot that never
+/// comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_update_request_is_sent_again() {
+    let server = engine(ServerConfig::loopback()).await;
+    let fleet = registered_fleet(&server, 1, |spec| spec.link = Some(Impairment::none())).await;
+    let link = &fleet.links[0];
+    let (pkg, new) = package_80k();
+    let package = server.shelf.put(pkg);
+    let mut job = fleet.jobs(&package, "2.0", 512, Method::Push).remove(0);
+    let (gate, closed) = tokio::sync::watch::channel(false);
+    job.install_gate = Some(closed);
+    let (stages, mut reached) = tokio::sync::mpsc::unbounded_channel();
+    job.stages = Some(stages);
+    let delivery = server.delivery.clone();
+    let run = tokio::spawn(async move { delivery.run(&job).await });
+    // The engine saw Downloaded: the package write is over, Update comes next.
+    within(BOUND, "Downloaded", async {
+        while reached.recv().await.expect("the delivery runs").1 != Stage::Downloaded {}
+    })
+    .await;
+
+    let params = TransmissionParams::fast();
+    link.blackout(params.max_transmit_span() + Duration::from_millis(500));
+    gate.send(true).unwrap();
+
+    let report = within(BOUND, "the delivery", run).await.unwrap();
+    assert_all_upgraded(&fleet, std::slice::from_ref(&report), &new);
+    assert!(
+        report.elapsed < 3 * params.max_transmit_wait(),
+        "the delivery waited for a reboot that was never asked for: {report:?}"
+    );
+    assert_eq!(report.interruptions, 0, "{report:?}");
+    assert!(link.stats().downlink.blacked_out >= 7, "every Update lost");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pulling_devices_fetch_by_block2_and_resume_after_a_reboot() {
     let server = engine(ServerConfig::loopback()).await;

@@ -259,19 +259,25 @@ async fn run<S: DeviceSystem>(
 }
 
 /// Opens the device's socket on `addr` and answers requests on it. Binding the port of a
-/// socket just closed (waking from PSM) can fail until the old socket's tasks have stopped,
-/// so that is tried again for a while.
+/// socket just closed (waking from PSM) can fail until the old socket's tasks have stopped, so
+/// that is tried again for a while; a port that another socket took meanwhile is given up for a
+/// new one, as a NAT gives a device that slept a new mapping (the server sees the Update come
+/// from a new address).
 async fn radio_on<S: DeviceSystem>(
     shared: &std::sync::Weak<Shared<S>>,
-    addr: SocketAddr,
+    mut addr: SocketAddr,
 ) -> Option<Endpoint> {
     let device = shared.upgrade()?;
     let mut tries = 0;
     let endpoint = loop {
         match Endpoint::bind(addr, device.config.coap).await {
             Ok(endpoint) => break endpoint,
-            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && tries < 3000 => {
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && addr.port() != 0 => {
                 tries += 1;
+                if tries == REBIND_TRIES {
+                    tracing::debug!(%addr, "the device's port was taken while it slept: a new one");
+                    addr.set_port(0);
+                }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             Err(error) => {
@@ -286,6 +292,9 @@ async fn radio_on<S: DeviceSystem>(
     *lock(&device.endpoint) = Some(endpoint.clone());
     Some(endpoint)
 }
+
+/// Binds of a just-closed port tried (10 ms apart) before the device takes another port.
+const REBIND_TRIES: u32 = 300;
 
 /// Registers, retrying with back-off until the server accepts; the Location-Path comes back.
 async fn register(endpoint: &Endpoint, config: &DeviceConfig) -> Option<Vec<String>> {

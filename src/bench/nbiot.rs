@@ -229,6 +229,7 @@ impl SimulatedFleet {
             image,
         };
         let bound = Duration::from_secs(600);
+        let started = Instant::now();
         tokio::select! {
             registered = harness::wait_registered(
                 &platform.server.registry,
@@ -240,7 +241,10 @@ impl SimulatedFleet {
             }
             exited = fleet.first_exit() => anyhow::bail!("a fota sim process ended: {exited:?}"),
         }
+        let registered = started.elapsed().as_secs_f64();
         crate::demo::wait_surveyed(&platform.catalog, args.devices, bound).await?;
+        figure("fleet_registered_after", registered, "s");
+        figure("fleet_surveyed_after", started.elapsed().as_secs_f64(), "s");
         Ok(fleet)
     }
 

@@ -14,30 +14,55 @@ use crate::coap::CoapError;
 use crate::lwm2m::firmware::{self, FirmwareState, UpdateResult};
 use crate::lwm2m::{EndpointEvents, ManagementError, Registration};
 
+/// Times Execute Update is sent while the device answers, after each exchange timed out, that
+/// it still holds the package untouched (Downloaded): the request itself was lost every time.
+const EXECUTE_TRIES: usize = 3;
+
 /// Executes Update; `Some` when the attempt ends here. The answer can be lost while the device
 /// already reboots into the new firmware: whether it installed shows when it registers again,
-/// so a timeout is no error. A device that refuses (4.05) is asked its State: Updating means an
-/// earlier Update got through; anything but Downloaded means it no longer holds the package (a
-/// late duplicate of an old write restarted its download), which the next attempt repairs.
+/// so a timeout is no error. After a timeout State tells which was lost: a device still
+/// Downloaded never took the request, and gets it again; one that does not answer (rebooting)
+/// or answers Updating took it. A device that refuses (4.05) is asked its State too.
 pub(super) async fn execute_update(
     delivery: &Delivery,
     watch: &mut FirmwareWatch,
     device: SocketAddr,
 ) -> Result<Option<TransferOutcome>, StageError> {
-    let refusal = match delivery
-        .management
-        .execute(device, firmware::UPDATE, None)
-        .await
-    {
-        Ok(()) | Err(ManagementError::Coap(CoapError::Timeout { .. })) => return Ok(None),
-        Err(
-            refusal @ ManagementError::Status {
-                code: ResponseType::MethodNotAllowed,
-                ..
-            },
-        ) => refusal,
-        Err(error) => return Err(at("executing Update")(error)),
-    };
+    for _ in 0..EXECUTE_TRIES {
+        match delivery
+            .management
+            .execute(device, firmware::UPDATE, None)
+            .await
+        {
+            Ok(()) => return Ok(None),
+            Err(ManagementError::Coap(CoapError::Timeout { .. })) => {
+                match watch.read_now(&delivery.management).await {
+                    Ok(FirmwareState::Downloaded) => {
+                        tracing::debug!(%device, "Update was lost on its way: sent again");
+                    }
+                    _ => return Ok(None),
+                }
+            }
+            Err(
+                refusal @ ManagementError::Status {
+                    code: ResponseType::MethodNotAllowed,
+                    ..
+                },
+            ) => return refused(delivery, watch, refusal).await,
+            Err(error) => return Err(at("executing Update")(error)),
+        }
+    }
+    Ok(None)
+}
+
+/// The device refused Update: Updating means an earlier Update got through; anything but
+/// Downloaded means it no longer holds the package (a late duplicate of an old write restarted
+/// its download), which the next attempt repairs.
+async fn refused(
+    delivery: &Delivery,
+    watch: &mut FirmwareWatch,
+    refusal: ManagementError,
+) -> Result<Option<TransferOutcome>, StageError> {
     let state = watch
         .read_now(&delivery.management)
         .await
