@@ -1,7 +1,8 @@
 //! Hostile plugins, each a real component built from tests/hostile/: whatever one does, its call
 //! fails with a clear error naming it and the reason, and calls of other plugins made at the
 //! same time complete meanwhile.
-//! The last test plays it end to end: a fleet upgrades over CoAP while a plugin loops forever.
+//! The last test plays it end to end: a fleet upgrades over CoAP while every hostile plugin
+//! fails again and again beside it.
 
 mod common;
 
@@ -195,12 +196,38 @@ fn bytes_that_are_no_component_are_refused() {
     );
 }
 
-/// End to end: devices upgrade over CoAP while a plugin loops forever in the same process.
+/// Calls the hostile policy `name` again and again until `done`, each call on its own: every
+/// one must fail as `expected` says. Returns how many calls were made.
+fn keep_failing(
+    host: &PluginHost,
+    name: &'static str,
+    done: Arc<std::sync::atomic::AtomicBool>,
+    expected: fn(&PluginError) -> bool,
+) -> tokio::task::JoinHandle<usize> {
+    let plugin = Arc::new(PolicyPlugin::load(host, name, &hostile(name), Vec::new()).unwrap());
+    tokio::spawn(async move {
+        let mut calls = 0;
+        while calls == 0 || !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let err = plugin
+                .decide(device("victim", "m"), package())
+                .await
+                .expect_err("a hostile call answered");
+            assert!(expected(&err), "{name}: unexpected error {err}");
+            calls += 1;
+        }
+        calls
+    })
+}
+
+/// End to end: devices upgrade over CoAP while, in the same process, one plugin loops forever,
+/// one bombs its memory, one traps and one answers too much, each called again as soon as its
+/// call failed, and a component of the wrong world is offered meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn devices_upgrade_over_coap_while_a_plugin_loops_forever() {
+async fn devices_upgrade_over_coap_while_hostile_plugins_fail_beside_them() {
     use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
     use fota_engine::server::{Server, ServerConfig};
     use fota_engine::transfer::{Method, TransferOutcome};
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     let server = Server::start(ServerConfig::loopback()).await.unwrap();
     let registrations = server.registry.subscribe();
@@ -216,19 +243,37 @@ async fn devices_upgrade_over_coap_while_a_plugin_loops_forever() {
     let registered = wait_registered(registrations, fleet.len(), Duration::from_secs(60)).await;
     assert!(registered, "the fleet registers");
 
-    let host = host_with_policy_time(Duration::from_secs(3));
-    let spin = Arc::new(PolicyPlugin::load(&host, "spin", &hostile("spin"), Vec::new()).unwrap());
-    let spinning = tokio::spawn(async move { spin.decide(device("victim", "m"), package()).await });
+    let host = host_with_policy_time(Duration::from_secs(1));
+    let done = Arc::new(AtomicBool::new(false));
+    let hostile_calls = [
+        keep_failing(&host, "spin", done.clone(), |e| {
+            matches!(e, PluginError::Timeout { .. })
+        }),
+        keep_failing(&host, "memory-bomb", done.clone(), |e| {
+            matches!(e, PluginError::MemoryLimit { .. })
+        }),
+        keep_failing(&host, "panic", done.clone(), |e| {
+            matches!(e, PluginError::Trap { .. })
+        }),
+        keep_failing(&host, "huge-answer", done.clone(), |e| {
+            matches!(e, PluginError::OversizedResult { .. })
+        }),
+    ];
     let image: Vec<u8> = (0..30_000u32).map(|i| (i % 253) as u8).collect();
     let pkg = bytes::Bytes::from(fota_engine::package::full(&image, "2.0").unwrap());
     let package = server.shelf.put(pkg);
     let jobs = fleet.jobs(&package, "2.0", 256, Method::Push);
-    let reports = tokio::time::timeout(
-        Duration::from_secs(120),
-        server.delivery.run_all(jobs, |_| {}),
-    )
-    .await
-    .expect("every delivery ends in time");
+    let upgrade = tokio::spawn(async move {
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            server.delivery.run_all(jobs, |_| {}),
+        )
+        .await
+    });
+    let wrong_world = PolicyPlugin::load(&host, "greeter", &hostile("wrong-world"), Vec::new());
+    assert!(matches!(wrong_world, Err(PluginError::WrongWorld { .. })));
+    let reports = upgrade.await.unwrap().expect("every delivery ends in time");
+    done.store(true, Ordering::SeqCst);
     for report in reports {
         assert_eq!(
             report.outcome,
@@ -237,10 +282,11 @@ async fn devices_upgrade_over_coap_while_a_plugin_loops_forever() {
             }
         );
     }
-    let err = tokio::time::timeout(Duration::from_secs(30), spinning)
-        .await
-        .expect("the time limit stops the loop")
-        .unwrap()
-        .expect_err("an endless loop cannot answer");
-    assert!(matches!(err, PluginError::Timeout { .. }), "{err}");
+    for calls in hostile_calls {
+        let calls = tokio::time::timeout(Duration::from_secs(30), calls)
+            .await
+            .expect("every hostile call is stopped")
+            .unwrap();
+        assert!(calls >= 1);
+    }
 }

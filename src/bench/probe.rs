@@ -13,6 +13,9 @@ use fota_engine::coap::WireProbe;
 
 /// Width of one bucket of the acknowledgement count.
 pub const BUCKET: Duration = Duration::from_millis(100);
+/// A turnaround at least this long is also kept with when it happened, to tell where slow
+/// ones come from.
+const SLOW: Duration = Duration::from_millis(100);
 
 /// CoAP message type of a confirmable message (RFC 7252 section 3).
 const CONFIRMABLE: u8 = 0;
@@ -38,15 +41,29 @@ pub struct Timings {
     peers: HashMap<SocketAddr, PeerClock>,
     /// Engine turnarounds, in nanoseconds.
     pub turnaround_ns: Vec<u32>,
+    /// Turnarounds of at least `SLOW`: when the next block went out, since the clock started,
+    /// and how many of the device's blocks were acknowledged before it.
+    pub slow: Vec<SlowTurnaround>,
     /// Round trips from first transmission to ACK, in nanoseconds.
     pub round_trip_ns: Vec<u32>,
     /// Blocks acknowledged in each `BUCKET` since the clock started.
     pub acked_per_bucket: Vec<u64>,
 }
 
+/// One turnaround of at least `SLOW`.
+#[derive(Debug, Clone, Copy)]
+pub struct SlowTurnaround {
+    /// When the block after it went out, since the clock started.
+    pub at: Duration,
+    /// Blocks of this device acknowledged before it.
+    pub block: u32,
+}
+
 /// The block exchange with one device.
 #[derive(Debug, Default)]
 struct PeerClock {
+    /// Blocks acknowledged so far.
+    acked: u32,
     /// Message id and first transmission of the block in flight.
     in_flight: Option<(u16, Instant)>,
     /// When the last block was acknowledged, until the next one goes out.
@@ -99,6 +116,7 @@ impl WireProbe for BlockClock {
         let Timings {
             peers,
             turnaround_ns,
+            slow,
             ..
         } = &mut *state;
         let clock = peers.entry(peer).or_default();
@@ -112,6 +130,12 @@ impl WireProbe for BlockClock {
         }
         if let Some(acked) = clock.acked_at.take() {
             turnaround_ns.push(nanos(now - acked));
+            if now - acked >= SLOW {
+                slow.push(SlowTurnaround {
+                    at: now - self.started,
+                    block: clock.acked,
+                });
+            }
         }
         clock.in_flight = Some((id, now));
     }
@@ -139,6 +163,7 @@ impl WireProbe for BlockClock {
             return;
         }
         clock.acked_at = Some(now);
+        clock.acked += 1;
         round_trip_ns.push(nanos(now - sent));
         let bucket = ((now - self.started).as_nanos() / BUCKET.as_nanos()) as usize;
         if acked_per_bucket.len() <= bucket {

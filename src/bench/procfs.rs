@@ -4,7 +4,7 @@
 //! system's UDP receive-buffer drops. Linux only, like the rest of the harness.
 
 use std::fs;
-use std::ops::Sub;
+use std::ops::{AddAssign, Sub};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -29,6 +29,13 @@ impl Sub for ThreadTimes {
     }
 }
 
+impl AddAssign for ThreadTimes {
+    fn add_assign(&mut self, other: ThreadTimes) {
+        self.cpu += other.cpu;
+        self.waiting += other.waiting;
+    }
+}
+
 /// Scheduler times of the threads of process `pid` ("self" or a number) whose name `pick`
 /// accepts, from each thread's schedstat (nanoseconds). Threads that already exited are not
 /// counted: the harness only reads threads that live for the whole measurement.
@@ -45,10 +52,8 @@ pub fn threads_times(pid: &str, pick: impl Fn(&str) -> bool) -> anyhow::Result<T
             continue;
         }
         if let Ok(schedstat) = fs::read_to_string(dir.join("schedstat")) {
-            let times = parse_schedstat(&schedstat)
+            total += parse_schedstat(&schedstat)
                 .with_context(|| format!("parsing {}", dir.display()))?;
-            total.cpu += times.cpu;
-            total.waiting += times.waiting;
         }
     }
     Ok(total)

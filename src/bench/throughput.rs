@@ -11,7 +11,7 @@ use fota_engine::server::ServerConfig;
 use fota_engine::transfer::{Method, TransferReport};
 
 use super::harness::{self, Engine};
-use super::probe::{BUCKET, BlockClock, Timings};
+use super::probe::{BUCKET, BlockClock, SlowTurnaround, Timings};
 use super::procfs::{self, ThreadTimes};
 use super::stats::{figure, figure_spread, summarize};
 
@@ -173,6 +173,7 @@ fn print_figures(args: &ThroughputArgs, run: &Run, package_len: usize) {
         &micros(&run.timings.turnaround_ns),
         "us",
     );
+    report_slow_turnarounds(&run.timings.slow, run.elapsed);
     figure_spread("round_trip", &micros(&run.timings.round_trip_ns), "us");
     figure("engine_retransmissions", run.retransmissions as f64, "");
     figure(
@@ -184,6 +185,23 @@ fn print_figures(args: &ThroughputArgs, run: &Run, package_len: usize) {
         "udp_receive_buffer_drops",
         run.receive_buffer_drops as f64,
         "datagrams (whole machine)",
+    );
+}
+
+/// How many turnarounds were slow, and where in the run and in the devices' pushes they were.
+fn report_slow_turnarounds(slow: &[SlowTurnaround], elapsed: Duration) {
+    figure("engine_turnarounds_over_100ms", slow.len() as f64, "");
+    let mut by_tenth = [0usize; 10];
+    for turnaround in slow {
+        let tenth = (turnaround.at.as_secs_f64() / elapsed.as_secs_f64() * 10.0) as usize;
+        by_tenth[tenth.min(9)] += 1;
+    }
+    println!("engine turnarounds over 100 ms, per tenth of the run: {by_tenth:?}");
+    let mut blocks: Vec<f64> = slow.iter().map(|t| f64::from(t.block)).collect();
+    figure_spread(
+        "slow_turnaround_after_block",
+        &summarize(&mut blocks),
+        "(blocks of the device acknowledged before it)",
     );
 }
 
