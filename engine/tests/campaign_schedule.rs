@@ -4,7 +4,7 @@
 //! device (the real attempts talk to devices over UDP, which paused time cannot drive; the
 //! end-to-end tests run those).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -45,6 +45,8 @@ struct Script {
     cells: Arc<Mutex<CellLoad>>,
     /// The deliveries the service asked to forget: (package, endpoints).
     forgotten: Mutex<Vec<(String, Vec<String>)>>,
+    /// Devices that cannot be reached now (asleep).
+    asleep: Mutex<HashSet<String>>,
 }
 
 /// Attempts under way per cell, and the most there ever were.
@@ -94,6 +96,13 @@ impl Script {
             .insert(endpoint.into(), steps.into());
     }
 
+    /// Every device of `indexes` succeeds after `took`.
+    fn each_succeeds_after(&self, indexes: impl IntoIterator<Item = usize>, took: Duration) {
+        for i in indexes {
+            self.plan(&endpoint(i), vec![Step::End(took, success())]);
+        }
+    }
+
     fn starts_of(&self, endpoint: &str) -> Vec<UnixMillis> {
         let started = self.started.lock().unwrap();
         started
@@ -105,6 +114,10 @@ impl Script {
 }
 
 impl Attempts for Script {
+    fn reachable_now(&self, endpoint: &str) -> bool {
+        !self.asleep.lock().unwrap().contains(endpoint)
+    }
+
     fn forget_deliveries(&self, package_id: &str, endpoints: &[String]) {
         self.forgotten
             .lock()
@@ -609,12 +622,8 @@ async fn after_a_resume_new_failures_pause_the_task_again() {
 async fn the_per_cell_limit_is_shared_by_every_task() {
     let b = bench(16).await;
     let other_group = group_of(&b.catalog, "more", 100..116);
-    for i in (0..16).chain(100..116) {
-        b.script.plan(
-            &endpoint(i),
-            vec![Step::End(Duration::from_secs(5), success())],
-        );
-    }
+    b.script
+        .each_succeeds_after((0..16).chain(100..116), Duration::from_secs(5));
     let mut spec = b.spec();
     spec.pacing.max_per_cell = 2;
     let first = b.campaigns.create(spec.clone()).unwrap();
@@ -628,6 +637,33 @@ async fn the_per_cell_limit_is_shared_by_every_task() {
             load.peak.get(&cell),
             Some(&2),
             "cell {cell}: two transfers at once over both tasks"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_free_slot_goes_to_a_device_awake_now_before_a_sleeping_one() {
+    // Cell c holds dev-c (asleep, first in order) and dev-(c+4) (awake); one at a time per cell.
+    let b = bench(8).await;
+    b.script.each_succeeds_after(0..8, Duration::from_secs(5));
+    b.script.asleep.lock().unwrap().extend((0..4).map(endpoint));
+    let mut spec = b.spec();
+    spec.pacing.max_per_cell = 1;
+    let task = b.campaigns.create(spec).unwrap();
+    let task = b.finished(&task.id).await;
+    assert_eq!(
+        task.success_rate,
+        Some(1.0),
+        "the sleeping devices are upgraded too"
+    );
+    for cell in 0..4 {
+        let (asleep, awake) = (
+            b.script.starts_of(&endpoint(cell)),
+            b.script.starts_of(&endpoint(cell + 4)),
+        );
+        assert!(
+            awake[0] < asleep[0],
+            "cell {cell}: the awake device started at {awake:?}, the sleeping one at {asleep:?}"
         );
     }
 }
@@ -806,12 +842,8 @@ async fn a_task_shows_its_success_rate_as_devices_finish() {
 #[tokio::test(start_paused = true)]
 async fn deleting_a_task_forgets_its_deliveries_but_not_those_another_task_still_runs() {
     let b = bench(3).await;
-    for i in 0..3 {
-        b.script.plan(
-            &endpoint(i),
-            vec![Step::End(Duration::from_secs(3_600), success())],
-        );
-    }
+    b.script
+        .each_succeeds_after(0..3, Duration::from_secs(3_600));
     let mut spec = b.spec();
     let first = b.campaigns.create(spec.clone()).unwrap();
     // The second task takes devices 1 and 2 with the same package.

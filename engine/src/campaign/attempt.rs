@@ -83,6 +83,12 @@ pub trait Attempts: Send + Sync + 'static {
     /// A task delivering `package_id` to `endpoints` was deleted: forget what was kept to
     /// resume those deliveries.
     fn forget_deliveries(&self, _package_id: &str, _endpoints: &[String]) {}
+
+    /// Whether `endpoint` can be talked to now (not asleep in PSM, not away): the scheduler
+    /// gives a free slot to such a device before one that would hold it until it wakes.
+    fn reachable_now(&self, _endpoint: &str) -> bool {
+        true
+    }
 }
 
 /// Attempts on real devices.
@@ -109,6 +115,15 @@ impl Attempts for DeviceAttempts {
     ) -> Pin<Box<dyn Future<Output = AttemptOutcome> + Send>> {
         let this = self.clone();
         Box::pin(async move { this.run(request).await })
+    }
+
+    /// Registered, and in UDP binding or inside its queue-mode window.
+    fn reachable_now(&self, endpoint: &str) -> bool {
+        self.registry.get(endpoint).is_some_and(|registration| {
+            self.delivery
+                .window_end(&registration)
+                .is_none_or(|end| end > Instant::now())
+        })
     }
 
     fn forget_deliveries(&self, package_id: &str, endpoints: &[String]) {

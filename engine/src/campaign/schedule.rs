@@ -143,14 +143,14 @@ fn pause_on_failure_rate(inner: &Inner, running: &mut Running) {
 }
 
 /// Starts every due device the pacing limits allow: the task's own, and each cell's over
-/// every task (`cells` counts the attempts under way per cell).
+/// every task (`cells` counts the attempts under way per cell). Devices that can be reached now
+/// go first: a device asleep in PSM would hold its slot until it wakes.
 fn launch_due(
     inner: &Arc<Inner>,
     running: &mut Running,
     now: UnixMillis,
     cells: &mut HashMap<u32, usize>,
 ) {
-    let pacing = running.task.spec.pacing;
     let due: Vec<String> = running
         .devices
         .values()
@@ -158,18 +158,34 @@ fn launch_due(
         .filter(|p| !running.task.cell_paused(p.cell_id, now))
         .map(|p| p.endpoint.clone())
         .collect();
-    for endpoint in due {
-        if running.active.len() >= pacing.max_concurrent {
-            return;
-        }
-        if let Some(cell) = running.devices[&endpoint].cell_id {
-            let count = cells.entry(cell).or_default();
-            if *count >= pacing.max_per_cell {
-                continue;
+    for reachable_only in [true, false] {
+        for endpoint in &due {
+            if running.active.len() >= running.task.spec.pacing.max_concurrent {
+                return;
             }
-            *count += 1;
+            let waiting = running.devices[endpoint].phase == Phase::Waiting;
+            if waiting
+                && cell_has_room(running, endpoint, cells)
+                && (!reachable_only || inner.attempts.reachable_now(endpoint))
+            {
+                take_cell_slot(running, endpoint, cells);
+                launch(inner, running, endpoint);
+            }
         }
-        launch(inner, running, &endpoint);
+    }
+}
+
+/// Whether `endpoint`'s cell (if it is known) runs fewer attempts than the task allows.
+fn cell_has_room(running: &Running, endpoint: &str, cells: &HashMap<u32, usize>) -> bool {
+    running.devices[endpoint].cell_id.is_none_or(|cell| {
+        cells.get(&cell).copied().unwrap_or(0) < running.task.spec.pacing.max_per_cell
+    })
+}
+
+/// Counts an attempt of `endpoint` in its cell.
+fn take_cell_slot(running: &Running, endpoint: &str, cells: &mut HashMap<u32, usize>) {
+    if let Some(cell) = running.devices[endpoint].cell_id {
+        *cells.entry(cell).or_default() += 1;
     }
 }
 
