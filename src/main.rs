@@ -56,7 +56,8 @@ enum Command {
     /// Plugins: check a component, or add one to a running engine.
     #[command(subcommand)]
     Plugin(PluginCommand),
-    /// Make a delta (OLD → NEW) with the built-in bsdiff differ plugin, offline, and check it.
+    /// Make a delta (OLD → NEW) with a differ plugin (the built-in bsdiff one unless --plugin
+    /// names a vendor's), offline, and check it.
     Diff {
         /// The firmware image devices run now.
         old: PathBuf,
@@ -64,6 +65,9 @@ enum Command {
         new: PathBuf,
         /// Where to write the delta.
         out: PathBuf,
+        /// A differ plugin component (.wasm) to use instead of the built-in one.
+        #[arg(long)]
+        plugin: Option<PathBuf>,
     },
 }
 
@@ -90,7 +94,12 @@ fn main() -> anyhow::Result<()> {
     let command = match cli.command {
         Command::Plugin(PluginCommand::Check { file }) => return plugin_cmd::check(&file),
         Command::Plugin(PluginCommand::Add(args)) => return remote::plugin_add(&api, args),
-        Command::Diff { old, new, out } => return diff_cmd::diff(&old, &new, &out),
+        Command::Diff {
+            old,
+            new,
+            out,
+            plugin,
+        } => return diff_cmd::diff(&old, &new, &out, plugin.as_deref()),
         Command::Firmware(command) => return remote::firmware(&api, command),
         Command::Package(command) => return remote::package(&api, command),
         Command::Group(command) => return remote::group(&api, command),
