@@ -39,6 +39,24 @@ fn newer_store(dir: &std::path::Path) {
     batch.put_bytes("meta/schema", vec![FORMAT_VERSION + 1]);
     store.apply(batch).unwrap();
     store.flush().unwrap();
+    drop(store);
+    wait_released(dir);
+}
+
+/// Waits (up to 10 s) until no store holds `dir`: sled's background flusher lets go of the
+/// database's file lock shortly after the store is dropped, not at once.
+fn wait_released(dir: &std::path::Path) {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let db = std::fs::File::open(dir.join("db")).expect("the store's db file");
+    while db.try_lock().is_err() {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "{} stays locked",
+            dir.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    db.unlock().unwrap();
 }
 
 #[tokio::test]
@@ -52,6 +70,7 @@ async fn a_store_of_an_unknown_format_version_stops_the_engine() {
         "{message}"
     );
     // Refused, not rewritten: it still carries the newer version.
+    wait_released(&dir);
     let again = SledStore::open(&dir).err().expect("still refused");
     assert!(again.to_string().contains("format version"), "{again}");
     std::fs::remove_dir_all(dir).unwrap();
