@@ -286,9 +286,27 @@ struct LibcoapServer {
     addr: SocketAddr,
 }
 
+/// Tries at starting libcoap's server: the free port it is given can be taken by another
+/// program before the server binds it.
+const SERVER_STARTS: usize = 3;
+
 impl LibcoapServer {
-    /// Starts `program` on a free loopback port and PUTs `file` into `/fw`.
+    /// Starts `program` on a free loopback port and PUTs `file` into `/fw`, on another port if
+    /// the server does not answer on the first.
     async fn start(program: &str, file: &Bytes) -> anyhow::Result<LibcoapServer> {
+        let mut tries = 1;
+        loop {
+            match Self::start_once(program, file).await {
+                Err(error) if tries < SERVER_STARTS => {
+                    eprintln!("peer: {error:#}; starting it again on another port");
+                    tries += 1;
+                }
+                started => return started,
+            }
+        }
+    }
+
+    async fn start_once(program: &str, file: &Bytes) -> anyhow::Result<LibcoapServer> {
         let addr = std::net::UdpSocket::bind(loopback())?.local_addr()?;
         let child = Command::new(program)
             .args(["-A", "127.0.0.1", "-p", &addr.port().to_string(), "-d", "1"])
