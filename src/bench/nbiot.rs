@@ -133,9 +133,12 @@ pub async fn run(mut args: NbIotArgs) -> anyhow::Result<()> {
 
     let blocks = package.size.div_ceil(args.block_size as u64) as f64;
     let rounds = busiest_cell.div_ceil(args.max_per_cell) as f64;
-    let bound = rounds * blocks * args.rtt().as_secs_f64() / args.duty();
-    let bound_at_loss = bound / (1.0 - args.loss).powi(2);
-    let with_timers = rounds * blocks * block_time_with_timers(&args) / args.duty();
+    // What the campaign takes when every block takes `per_block` of awake time.
+    let campaign = |per_block: f64| rounds * blocks * per_block / args.duty();
+    let rtt = args.rtt().as_secs_f64();
+    let bound = campaign(rtt);
+    let bound_at_loss = campaign(rtt / (1.0 - args.loss).powi(2));
+    let with_timers = campaign(block_time_with_timers(&args));
     figure("devices", args.devices as f64, "");
     figure("devices_upgraded", finished.len() as f64, "");
     figure("package_bytes", package.size as f64, "B");

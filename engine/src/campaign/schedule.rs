@@ -151,41 +151,32 @@ fn launch_due(
     now: UnixMillis,
     cells: &mut HashMap<u32, usize>,
 ) {
-    let due: Vec<String> = running
+    let pacing = running.task.spec.pacing;
+    let due: Vec<(String, Option<u32>)> = running
         .devices
         .values()
         .filter(|p| p.phase == Phase::Waiting && p.next_try_at <= now)
         .filter(|p| !running.task.cell_paused(p.cell_id, now))
-        .map(|p| p.endpoint.clone())
+        .map(|p| (p.endpoint.clone(), p.cell_id))
         .collect();
     for reachable_only in [true, false] {
-        for endpoint in &due {
-            if running.active.len() >= running.task.spec.pacing.max_concurrent {
+        for (endpoint, cell) in &due {
+            if running.active.len() >= pacing.max_concurrent {
                 return;
             }
-            let waiting = running.devices[endpoint].phase == Phase::Waiting;
-            if waiting
-                && cell_has_room(running, endpoint, cells)
+            let cell_has_room =
+                cell.is_none_or(|c| cells.get(&c).copied().unwrap_or(0) < pacing.max_per_cell);
+            let not_launched_yet = running.devices[endpoint].phase == Phase::Waiting;
+            if not_launched_yet
+                && cell_has_room
                 && (!reachable_only || inner.attempts.reachable_now(endpoint))
             {
-                take_cell_slot(running, endpoint, cells);
+                if let Some(cell) = cell {
+                    *cells.entry(*cell).or_default() += 1;
+                }
                 launch(inner, running, endpoint);
             }
         }
-    }
-}
-
-/// Whether `endpoint`'s cell (if it is known) runs fewer attempts than the task allows.
-fn cell_has_room(running: &Running, endpoint: &str, cells: &HashMap<u32, usize>) -> bool {
-    running.devices[endpoint].cell_id.is_none_or(|cell| {
-        cells.get(&cell).copied().unwrap_or(0) < running.task.spec.pacing.max_per_cell
-    })
-}
-
-/// Counts an attempt of `endpoint` in its cell.
-fn take_cell_slot(running: &Running, endpoint: &str, cells: &mut HashMap<u32, usize>) {
-    if let Some(cell) = running.devices[endpoint].cell_id {
-        *cells.entry(cell).or_default() += 1;
     }
 }
 
