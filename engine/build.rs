@@ -28,7 +28,8 @@ fn main() {
 }
 
 /// What the plugins are built from: `plugins/` (but a `target/` a developer may have built
-/// there), the WIT contract, and the delta codec the differ plugin compiles in.
+/// there), the WIT contract, the delta codec the differ plugin compiles in, and the patched
+/// LZMA crate under it.
 fn inputs(root: &Path) -> Vec<PathBuf> {
     let plugins = std::fs::read_dir(root.join("plugins")).expect("plugins/ exists");
     let mut inputs: Vec<PathBuf> = plugins
@@ -39,6 +40,8 @@ fn inputs(root: &Path) -> Vec<PathBuf> {
         root.join("wit"),
         root.join("delta/src"),
         root.join("delta/Cargo.toml"),
+        root.join("vendor/lzma-rust2/src"),
+        root.join("vendor/lzma-rust2/Cargo.toml"),
     ]);
     inputs
 }

@@ -61,6 +61,10 @@ pub fn build_wasm_workspace(manifest: &Path, target_dir: &Path) -> Result<Vec<Pa
     .arg(manifest)
     .arg("--target-dir")
     .arg(target_dir);
+    // From the workspace's own directory, so its `.cargo/config.toml` (build flags) applies.
+    if let Some(dir) = manifest.parent() {
+        cmd.current_dir(dir);
+    }
     let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
         return Err(format!(

@@ -3,7 +3,8 @@
 //!
 //! A call takes an idle instance (or makes one: instantiate, then `configure` with the
 //! plugin's settings), arms the time limit, runs, and gives the instance back only if it
-//! answered; an instance whose call failed is dropped with its store.
+//! answered and its memory is small enough to keep; an instance whose call failed is dropped
+//! with its store.
 
 use super::bindings::World;
 use super::check::worlds_of;
@@ -151,8 +152,9 @@ impl<W: World> Plugin<W> {
         }
     }
 
+    /// Keeps an instance that answered for the next call, unless its memory grew too large.
     fn give_back(&self, warm: Warm<W>) {
-        if self.limits().reuse_instances {
+        if warm.store.data().limiter.largest <= self.limits().reuse_up_to_bytes {
             self.idle.lock().expect("pool lock").push(warm);
         }
     }
@@ -222,5 +224,49 @@ impl<W: World> Plugin<W> {
     /// The byte-result limit of this kind.
     pub(crate) fn max_result_bytes(&self) -> usize {
         self.limits().max_result_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::{DifferPlugin, HostConfig, embedded};
+
+    fn differ_keeping_up_to(bytes: usize) -> DifferPlugin {
+        let mut config = HostConfig::default();
+        config.differ.reuse_up_to_bytes = bytes;
+        let host = PluginHost::new(config).unwrap();
+        Plugin::load(&host, "bsdiff", embedded::BSDIFF, Vec::new()).unwrap()
+    }
+
+    /// Makes a patch from `old` to `new`; returns how many instances are idle afterwards.
+    fn idle_after_diff(differ: &DifferPlugin, old: &[u8], new: &[u8]) -> usize {
+        differ.make_patch_blocking(old, new).unwrap().unwrap();
+        differ.idle.lock().unwrap().len()
+    }
+
+    #[test]
+    fn an_instance_serves_the_next_call_only_while_its_memory_is_small() {
+        let (small_old, small_new) = ([1; 64], [2; 64]);
+        // A 1 MiB diff grows the instance's memory well past 4 MiB (suffix arrays, images).
+        let big: Vec<u8> = (0..1u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+
+        let differ = differ_keeping_up_to(4 << 20);
+        assert_eq!(differ.idle.lock().unwrap().len(), 1, "made at load, kept");
+        assert_eq!(idle_after_diff(&differ, &small_old, &small_new), 1);
+        assert_eq!(idle_after_diff(&differ, &big, &big[1..]), 0, "dropped");
+        assert_eq!(
+            idle_after_diff(&differ, &small_old, &small_new),
+            1,
+            "a fresh instance, small again, is kept"
+        );
+
+        let fresh_every_call = differ_keeping_up_to(0);
+        assert_eq!(
+            idle_after_diff(&fresh_every_call, &small_old, &small_new),
+            0
+        );
     }
 }

@@ -30,9 +30,11 @@ pub struct CallLimits {
     pub time: Duration,
     /// Calls of one plugin running at once; more wait (back-pressure, not failure).
     pub max_concurrent: usize,
-    /// Keep instances that answered for later calls (cheap calls) or use a fresh one per call
-    /// (a differ's instance holds megabytes after a diff).
-    pub reuse_instances: bool,
+    /// An instance that answered serves later calls while its linear memory is at most this
+    /// many bytes; a larger one is dropped with its store (Wasm memory never shrinks, and a
+    /// differ's grows with the images: 8 MiB for the 600 KB corpus pair). 0: a fresh instance
+    /// for every call.
+    pub reuse_up_to_bytes: usize,
     /// Largest byte result (a patch, a rebuilt image) a call may return.
     pub max_result_bytes: usize,
 }
@@ -56,7 +58,7 @@ impl Default for HostConfig {
             memory_bytes: 16 << 20,
             time: Duration::from_millis(100),
             max_concurrent: 64,
-            reuse_instances: true,
+            reuse_up_to_bytes: 16 << 20,
             max_result_bytes: 64 << 10,
         };
         HostConfig {
@@ -65,7 +67,9 @@ impl Default for HostConfig {
                 memory_bytes: 1 << 30,
                 time: Duration::from_secs(120),
                 max_concurrent: 1,
-                reuse_instances: false,
+                // Images up to a few MB: the next diff skips a fresh memory's page faults
+                // (4 % of the time to make a 23 KB image's patch; BENCHMARKS.md, section 6).
+                reuse_up_to_bytes: 32 << 20,
                 max_result_bytes: 256 << 20,
             },
             capability: cheap.clone(),
@@ -159,6 +163,7 @@ impl PluginHost {
             limiter: MemoryLimiter {
                 limit: limits.memory_bytes,
                 refused: None,
+                largest: 0,
             },
             wasi,
             table: ResourceTable::new(),
@@ -262,6 +267,8 @@ pub(crate) struct MemoryLimiter {
     pub(crate) limit: usize,
     /// The request that was refused, if one was: turns a trap into a "memory limit" error.
     pub(crate) refused: Option<usize>,
+    /// Bytes of the instance's largest linear memory: whether it is small enough to keep.
+    pub(crate) largest: usize,
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -278,6 +285,7 @@ impl ResourceLimiter for MemoryLimiter {
                 self.limit
             );
         }
+        self.largest = self.largest.max(desired);
         Ok(true)
     }
 
