@@ -41,7 +41,7 @@ fn leaks(var: &str) -> bool {
 }
 
 /// Builds every member of the workspace at `manifest` into `target_dir`; returns the `.wasm`
-/// files made.
+/// files made. Both paths must be absolute: the inner cargo runs in the manifest's directory.
 pub fn build_wasm_workspace(manifest: &Path, target_dir: &Path) -> Result<Vec<PathBuf>, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
