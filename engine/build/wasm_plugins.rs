@@ -1,6 +1,7 @@
 //! Builds a cargo workspace of plugin crates for wasm32-wasip2 (release), with an inner cargo
 //! that runs in its own target directory and an environment cleaned of the outer build's
-//! settings. Shared by `build.rs` (the reference plugins) and the tests (hostile plugins).
+//! settings; adds the target to the toolchain first when it is missing. Shared by `build.rs`
+//! (the reference plugins) and the tests (hostile plugins, the vendor template).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,6 +44,7 @@ fn leaks(var: &str) -> bool {
 /// Builds every member of the workspace at `manifest` into `target_dir`; returns the `.wasm`
 /// files made. Both paths must be absolute: the inner cargo runs in the manifest's directory.
 pub fn build_wasm_workspace(manifest: &Path, target_dir: &Path) -> Result<Vec<PathBuf>, String> {
+    ensure_target_installed()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     for (var, _) in std::env::vars_os() {
@@ -80,4 +82,56 @@ pub fn build_wasm_workspace(manifest: &Path, target_dir: &Path) -> Result<Vec<Pa
         .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
         .collect();
     Ok(wasm)
+}
+
+/// Makes sure the toolchain that builds the plugins has the standard library for
+/// [`WASM_TARGET`]. rustup adds a `rust-toolchain.toml`'s targets only when it installs the
+/// toolchain, so a machine that already had 1.95.0 lacks it: add it through rustup then, for
+/// the very toolchain this build runs on, or say what to do where rustup is not there.
+fn ensure_target_installed() -> Result<(), String> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = sysroot(&rustc)?;
+    let target_lib = sysroot.join("lib/rustlib").join(WASM_TARGET);
+    if target_lib.is_dir() {
+        return Ok(());
+    }
+    let toolchain = std::env::var("RUSTUP_TOOLCHAIN").ok();
+    println!(
+        "cargo::warning=the {WASM_TARGET} target is not installed for the toolchain at {}: \
+         adding it with rustup (once)",
+        sysroot.display()
+    );
+    let mut rustup = Command::new("rustup");
+    rustup.args(["target", "add", WASM_TARGET]);
+    if let Some(toolchain) = &toolchain {
+        rustup.args(["--toolchain", toolchain]);
+    }
+    let how = format!(
+        "the {WASM_TARGET} target, which the plugins are built for, is not installed for the \
+         toolchain at {}: run `rustup target add {WASM_TARGET}{}` (or, without rustup, install \
+         the {WASM_TARGET} standard library for this rustc)",
+        sysroot.display(),
+        toolchain
+            .as_deref()
+            .map(|t| format!(" --toolchain {t}"))
+            .unwrap_or_default(),
+    );
+    match rustup.status() {
+        Ok(status) if status.success() && target_lib.is_dir() => Ok(()),
+        Ok(status) => Err(format!("{how}; `rustup target add` failed ({status})")),
+        Err(e) => Err(format!("{how}; rustup could not be run ({e})")),
+    }
+}
+
+/// The sysroot of `rustc`: where its standard libraries, one folder per target, are.
+fn sysroot(rustc: &str) -> Result<PathBuf, String> {
+    let out = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .map_err(|e| format!("cannot run {rustc}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{rustc} --print sysroot failed ({})", out.status));
+    }
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    Ok(PathBuf::from(path))
 }
