@@ -14,7 +14,7 @@ use clap::Args;
 use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
 use fota_engine::api::{self, ApiConfig, Role, Token};
 use fota_engine::campaign::{DEFAULT_CELL_PAUSE_SECS, Pacing, Task, TaskSpec, TaskStatus};
-use fota_engine::catalog::Catalog;
+use fota_engine::catalog::{Catalog, PackageFormat};
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{Binding, HostConfig, PluginKind, embedded};
 use fota_engine::server::ServerConfig;
@@ -238,7 +238,9 @@ async fn create_tasks(platform: &Platform, models: &[Model]) -> anyhow::Result<V
     for model in models {
         let old = catalog.add_firmware("Acme", model.name, "0.8.0", &model.old)?;
         let new = catalog.add_firmware("Acme", model.name, "0.9.0", &model.new)?;
-        let delta = catalog.create_delta_package(&old.id, &new.id).await?;
+        // The simulated modules verify the platform's signed container.
+        catalog.set_package_format("Acme", model.name, PackageFormat::Signed)?;
+        let delta = catalog.create_delta_package(&old.id, &new.id, None).await?;
         println!(
             "{}: firmware {} bytes, delta package {} bytes ({:.1} %)",
             model.name,

@@ -13,6 +13,7 @@ use fota_engine::campaign::{
     Campaigns, DEFAULT_CELL_PAUSE_SECS, DeviceProgress, DeviceResult, Pacing, Phase, TaskSpec,
     TaskStatus,
 };
+use fota_engine::catalog::PackageFormat;
 use fota_engine::coap::TransmissionParams;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::HostConfig;
@@ -48,7 +49,10 @@ async fn fleet_and_task(
     let firmware = catalog
         .add_firmware("Acme", "NB-1", "2.0", &image(20_000, 7))
         .unwrap();
-    let package = catalog.create_full_package(&firmware.id).unwrap();
+    let package = catalog
+        .create_full_package(&firmware.id, Some(PackageFormat::Signed))
+        .await
+        .unwrap();
     let group = catalog.create_group("all", "Acme", "NB-1").unwrap();
     let endpoints: Vec<String> = catalog
         .devices()

@@ -17,6 +17,7 @@ use fota_engine::campaign::{
     Campaigns, DeviceProgress, DeviceResult, DownloadStatus, Pacing, Phase, TaskSpec, TaskStatus,
     UpgradeStatus,
 };
+use fota_engine::catalog::PackageFormat;
 use fota_engine::coap::TransmissionParams;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{Binding, HostConfig, PluginKind, embedded};
@@ -82,7 +83,12 @@ async fn platform() -> Platform {
         PluginKind::Policy,
         embedded::THRESHOLD_POLICY_NAME,
         embedded::THRESHOLD_POLICY,
-        &[("min-battery", "20"), ("retry-seconds", "1")],
+        // The reference device's Memory Free is its free flash.
+        &[
+            ("min-battery", "20"),
+            ("retry-seconds", "1"),
+            ("memory-free-is-storage", "true"),
+        ],
     );
     install(
         PluginKind::Capability,
@@ -223,10 +229,13 @@ async fn five_hundred_devices_two_models_a_delta_task_and_a_full_task() {
         .add_firmware("Acme", "NB-2", "2.0", &nb2_new)
         .unwrap();
     let delta = catalog
-        .create_delta_package(&nb1_old.id, &nb1_two.id)
+        .create_delta_package(&nb1_old.id, &nb1_two.id, Some(PackageFormat::Signed))
         .await
         .unwrap();
-    let full = catalog.create_full_package(&nb2_two.id).unwrap();
+    let full = catalog
+        .create_full_package(&nb2_two.id, Some(PackageFormat::Signed))
+        .await
+        .unwrap();
     assert!(
         delta.size < nb1_new.len() as u64 / 5,
         "a delta is small: {}",

@@ -11,21 +11,18 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::image;
 use support::process::FotaProcess;
+use support::served::{OPERATOR, Served, VIEWER, scratch, serve};
 
-const OPERATOR: &str = "integrator-test-operator";
-const VIEWER: &str = "integrator-test-viewer";
 const DEVICES: usize = 20;
-const BOUND: Duration = Duration::from_secs(120);
 
 /// The running engine, as an integrator reaches it.
 struct Engine {
-    http: String,
-    coap: String,
+    served: Served,
 }
 
 impl Engine {
@@ -33,7 +30,7 @@ impl Engine {
     fn fota(&self, token: &str, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_fota"))
             .args(args)
-            .env("FOTA_API", &self.http)
+            .env("FOTA_API", &self.served.http)
             .env("FOTA_TOKEN", token)
             .output()
             .expect("fota runs")
@@ -75,40 +72,18 @@ impl Engine {
 
     /// POST `path` with a JSON body as the operator.
     fn post(&self, path: &str, body: &Value) -> Value {
-        ureq::post(&format!("{}{path}", self.http))
-            .set("Authorization", &format!("Bearer {OPERATOR}"))
-            .send_json(body)
-            .expect("POST answers")
-            .into_json()
-            .expect("JSON")
+        self.served.ok("POST", path, Some(body))
     }
 
     /// GET `path` as the viewer.
     fn get(&self, path: &str) -> Value {
-        ureq::get(&format!("{}{path}", self.http))
-            .set("Authorization", &format!("Bearer {VIEWER}"))
-            .call()
-            .expect("GET answers")
-            .into_json()
-            .expect("JSON")
+        self.served.get(path)
     }
 
     /// Waits until `check` holds for the answer to GET `path`.
     fn wait_for(&self, path: &str, what: &str, check: impl Fn(&Value) -> bool) {
-        let deadline = Instant::now() + BOUND;
-        while !check(&self.get(path)) {
-            assert!(Instant::now() < deadline, "{what}: not within {BOUND:?}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.served.wait_for(path, what, check);
     }
-}
-
-/// A scratch directory of this test.
-fn scratch() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("integrator");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Writes the old and new images of a model; returns their paths.
@@ -126,37 +101,11 @@ fn images(dir: &Path, model: &str, seed: u8) -> (PathBuf, PathBuf) {
     (old_path, new_path)
 }
 
-/// Starts `fota serve` from a fota.toml in `dir`; returns the process and its addresses.
-fn serve(dir: &Path) -> (FotaProcess, Engine) {
-    let config = dir.join("fota.toml");
-    let data = dir.join("data");
-    std::fs::write(
-        &config,
-        format!(
-            "coap_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ndata_dir = {data:?}\n\
-             [[tokens]]\ntoken = \"{OPERATOR}\"\nrole = \"operator\"\n\
-             [[tokens]]\ntoken = \"{VIEWER}\"\nrole = \"viewer\"\n"
-        ),
-    )
-    .unwrap();
-    let mut process = FotaProcess::spawn(
-        [
-            "serve".as_ref(),
-            "--loopback-timers".as_ref(),
-            "--config".as_ref(),
-            config.as_os_str(),
-        ],
-        &[],
-    );
-    let coap = after(&process.logged("CoAP on udp://", BOUND), "udp://", ",");
-    let http = after(&process.logged("HTTP API on http://", BOUND), "on ", "/v1");
-    (process, Engine { http, coap })
-}
-
-/// The text of `line` between `start` and the next `end`.
-fn after(line: &str, start: &str, end: &str) -> String {
-    let rest = &line[line.find(start).expect("the marker") + start.len()..];
-    rest[..rest.find(end).expect("the end")].to_string()
+/// Starts `fota serve` from a fota.toml in `dir`.
+fn start_engine(dir: &Path) -> Engine {
+    Engine {
+        served: serve(dir, &[]),
+    }
 }
 
 /// Starts a fleet of `DEVICES` devices of `model` on version 0.8.0 of `old`.
@@ -165,7 +114,7 @@ fn sim(engine: &Engine, model: &str, old: &Path, first_index: usize) -> FotaProc
     let args = [
         "sim",
         "--server",
-        &engine.coap,
+        &engine.served.coap.to_string(),
         "--devices",
         &devices,
         "--first-index",
@@ -216,7 +165,10 @@ fn cli_campaign(engine: &Engine, old: &Path, new: &Path) -> Made {
 
     let from = engine.created(&[&add[..], &["0.8.0", old]].concat());
     let to = engine.created(&[&add[..], &["0.9.0", new]].concat());
-    let package = engine.created(&["package", "create", "--from", &from, "--to", &to]);
+    // `fota sim`'s devices are reference devices: they verify the platform's signed container.
+    let package = engine.created(&[
+        "package", "create", "--from", &from, "--to", &to, "--format", "signed",
+    ]);
     let group = engine.created(&[
         "group", "create", "--name", "A fleet", "--vendor", "Acme", "--model", "NB-IoT-A",
     ]);
@@ -392,11 +344,19 @@ fn python_campaign(engine: &Engine, old: &Path, new: &Path) {
             "--old-version",
             "0.8.0",
         ])
-        .args(["--new-version", "0.9.0", "--timeout", "300", "--old"])
+        .args([
+            "--new-version",
+            "0.9.0",
+            "--timeout",
+            "300",
+            "--format",
+            "signed",
+        ])
+        .arg("--old")
         .arg(old)
         .arg("--new")
         .arg(new)
-        .env("FOTA_API", &engine.http)
+        .env("FOTA_API", &engine.served.http)
         .env("FOTA_TOKEN", OPERATOR)
         .output()
         .expect("python3 runs");
@@ -415,7 +375,7 @@ fn python_campaign(engine: &Engine, old: &Path, new: &Path) {
 
 /// Binds the reference policy to model A with `fota plugin add`, restarts the engine on the same
 /// data, and finds the binding listed by the new process.
-fn plugin_outlives_a_restart(dir: &Path, engine_process: FotaProcess, engine: &Engine) {
+fn plugin_outlives_a_restart(dir: &Path, engine: Engine) {
     let wasm = dir.join("policy.wasm");
     std::fs::write(&wasm, fota_engine::plugin::embedded::THRESHOLD_POLICY).unwrap();
     let add = [
@@ -429,21 +389,22 @@ fn plugin_outlives_a_restart(dir: &Path, engine_process: FotaProcess, engine: &E
         wasm.to_str().unwrap(),
     ];
     engine.operate(&[&add[..], &more[..]].concat());
-    assert!(engine_process.terminate().success());
+    assert!(engine.served.process.terminate().success());
 
-    let (engine_process, engine) = serve(dir);
+    let engine = start_engine(dir);
     let listed = engine.get("/v1/plugins");
     let strict = serde_json::json!({
-        "kind": "policy", "vendor": "Acme", "model": "NB-IoT-A", "name": "strict"
+        "kind": "policy", "vendor": "Acme", "model": "NB-IoT-A", "name": "strict",
+        "settings": { "min-battery": "50" },
     });
     assert!(listed.as_array().unwrap().contains(&strict), "{listed}");
-    assert!(engine_process.terminate().success());
+    assert!(engine.served.process.terminate().success());
 }
 
 #[test]
 fn the_cli_and_the_python_example_each_run_a_whole_campaign_and_plugins_are_kept() {
-    let dir = scratch();
-    let (engine_process, engine) = serve(&dir);
+    let dir = scratch("integrator");
+    let engine = start_engine(&dir);
     let (old_a, new_a) = images(&dir, "NB-IoT-A", 3);
     let (old_b, new_b) = images(&dir, "NB-IoT-B", 7);
     let fleets = [
@@ -460,5 +421,5 @@ fn the_cli_and_the_python_example_each_run_a_whole_campaign_and_plugins_are_kept
     for fleet in fleets {
         assert!(fleet.terminate().success());
     }
-    plugin_outlives_a_restart(&dir, engine_process, &engine);
+    plugin_outlives_a_restart(&dir, engine);
 }

@@ -16,8 +16,8 @@ use fota_device::fleet::{Fleet, FleetSpec, endpoint_name};
 use fota_engine::campaign::{
     AttemptOutcome, AttemptRequest, Attempts, Campaigns, Pacing, TaskSpec, TaskStatus,
 };
-use fota_engine::catalog::Catalog;
 use fota_engine::catalog::devices::Survey;
+use fota_engine::catalog::{Catalog, PackageFormat};
 use fota_engine::clock::Clock;
 use fota_engine::plugin::{HostConfig, PluginHost, PluginRegistry};
 use fota_engine::signing::PlatformPublicKey;
@@ -53,10 +53,13 @@ fn open(dir: &Path) -> (Arc<dyn Store>, Catalog, Campaigns) {
 
 /// Records firmware 2.0, a full package, the devices, a group and a task starting in 3 s;
 /// returns the task, the package size and the key the package is signed with.
-fn set_up(dir: &Path, image: &[u8]) -> (String, u64, PlatformPublicKey) {
+async fn set_up(dir: &Path, image: &[u8]) -> (String, u64, PlatformPublicKey) {
     let (_store, catalog, campaigns) = open(dir);
     let firmware = catalog.add_firmware("Acme", "NB-1", "2.0", image).unwrap();
-    let package = catalog.create_full_package(&firmware.id).unwrap();
+    let package = catalog
+        .create_full_package(&firmware.id, Some(PackageFormat::Signed))
+        .await
+        .unwrap();
     let endpoints: Vec<String> = (0..DEVICES).map(endpoint_name).collect();
     let survey = Survey {
         manufacturer: Some("Acme".into()),
@@ -124,7 +127,7 @@ async fn a_task_survives_sigkill_and_resumes_from_the_stored_offsets() {
     let dir: PathBuf = std::env::temp_dir().join(format!("fota-restart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let new_image = image(80_000, 5);
-    let (task_id, package_size, key) = set_up(&dir, &new_image);
+    let (task_id, package_size, key) = set_up(&dir, &new_image).await;
     within(
         Duration::from_secs(30),
         "the store is released",

@@ -569,7 +569,8 @@ impl<S: DeviceSystem> Shared<S> {
         let Core {
             system, firmware, ..
         } = &mut *core;
-        if block.is_none() && packet.payload.is_empty() {
+        // OMA's reset is one '\0' byte; the white paper's devices also reset on zero bytes.
+        if block.is_none() && matches!(packet.payload.as_slice(), [] | [0]) {
             let mut events = Vec::new();
             firmware.reset(system, &mut events);
             drop(core);
@@ -779,6 +780,8 @@ impl<S: DeviceSystem> Core<S> {
                 firmware::BATTERY_LEVEL,
                 Value::Integer(system.battery_level().into()),
             ),
+            // Available Power Sources, instance 0: an internal battery.
+            (LwM2mPath::resource_instance(3, 0, 6, 0), Value::Integer(1)),
             (
                 firmware::MEMORY_FREE,
                 Value::Integer((system.free_memory() / 1024) as i64),

@@ -22,6 +22,7 @@ fn device() -> Device {
         model: "nb-2".into(),
         firmware_version: "1.0.0".into(),
         battery_level: Some(80),
+        power_sources: vec![1],
         memory_free_kb: Some(512),
         signal_dbm: Some(-90),
         cell_id: Some(4711),

@@ -231,6 +231,46 @@ async fn a_reset_fails_the_request() {
     assert!(matches!(result, Err(CoapError::Reset { .. })), "{result:?}");
 }
 
+/// An answer whose last byte is 0xFF because its token ends so (random tokens do, once in 256)
+/// is an answer, not a message with an empty payload after its marker: dropping it as
+/// malformed left the request to time out after every retransmission (issue 26, defect 9).
+#[tokio::test]
+async fn an_answer_whose_token_ends_in_0xff_is_not_taken_for_a_bare_payload_marker() {
+    let client = endpoint().await;
+    let peer = RawPeer::new().await;
+    let mut ending_in_ff = 0;
+    for _ in 0..5_000 {
+        let task = spawn_request(
+            &client,
+            peer.addr(),
+            OutgoingRequest::new(RequestType::Get, &["5", "0", "26500"]),
+        );
+        let request = peer.recv().await;
+        let mut answer = reply(
+            &request,
+            MessageType::Acknowledgement,
+            MessageClass::Response(ResponseType::NotFound),
+            request.header.message_id,
+        );
+        answer.payload.clear();
+        let bytes = answer.to_bytes().unwrap();
+        peer.send_bytes(&bytes, client.local_addr()).await;
+        let answered = timeout(BOUND, task).await.unwrap().unwrap().unwrap();
+        assert_eq!(
+            answered.header.code,
+            MessageClass::Response(ResponseType::NotFound)
+        );
+        if bytes.last() == Some(&0xFF) {
+            ending_in_ff += 1;
+            if ending_in_ff == 3 {
+                break;
+            }
+        }
+    }
+    assert_eq!(ending_in_ff, 3, "three answers ending in 0xFF were tried");
+    assert_eq!(client.stats().malformed, 0);
+}
+
 #[tokio::test]
 async fn an_empty_ack_then_a_separate_response_completes_and_is_acknowledged() {
     let client = endpoint().await;

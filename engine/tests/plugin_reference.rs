@@ -6,7 +6,7 @@ mod common;
 use common::{device, package};
 use fota_engine::plugin::{
     Decision, DeliveryMethod, DeliveryPlan, HostConfig, PackageKind, Plugin, PluginError,
-    PluginHost, PolicyPlugin, TransferMethod, embedded,
+    PluginHost, PolicyPlugin, ResetMethod, Skip, SkipReason, TransferMethod, embedded,
 };
 
 fn host() -> PluginHost {
@@ -67,20 +67,50 @@ fn threshold_policy_makes_a_weak_device_wait_with_the_reason() {
 }
 
 #[test]
-fn threshold_policy_skips_a_device_without_room_for_the_package() {
-    let policy = threshold_policy(&[]);
+fn threshold_policy_checks_memory_free_only_where_the_model_says_it_is_storage() {
     let mut full = device("d1", "m");
     full.memory_free_kb = Some(64);
-    let decision = policy.decide_blocking(&full, &package()).unwrap();
+    let stock = threshold_policy(&[]);
     assert_eq!(
-        decision,
-        Decision::Skip("free memory 64 KiB < package 100 KiB".into())
+        stock.decide_blocking(&full, &package()).unwrap(),
+        Decision::Go,
+        "/3/0/10 is RAM on most stacks"
     );
-    let lenient = threshold_policy(&[("check-free-memory", "false")]);
+    let storage = threshold_policy(&[("memory-free-is-storage", "true")]);
     assert_eq!(
-        lenient.decide_blocking(&full, &package()).unwrap(),
+        storage.decide_blocking(&full, &package()).unwrap(),
+        Decision::Skip(Skip {
+            why: SkipReason::InsufficientSpace,
+            reason: "free memory 64 KiB < package 100 KiB".into()
+        })
+    );
+}
+
+#[test]
+fn threshold_policy_checks_the_battery_only_of_a_device_that_runs_on_one() {
+    let policy = threshold_policy(&[]);
+    let mut mains = device("d1", "m");
+    mains.battery_level = Some(0);
+    mains.power_sources = vec![6];
+    assert_eq!(
+        policy.decide_blocking(&mains, &package()).unwrap(),
         Decision::Go
     );
+    let mut silent = device("d2", "m");
+    silent.battery_level = Some(0);
+    silent.power_sources = vec![];
+    assert_eq!(
+        policy.decide_blocking(&silent, &package()).unwrap(),
+        Decision::Go,
+        "a device that answers is not at 0 %"
+    );
+    let mut low = device("d3", "m");
+    low.battery_level = Some(10);
+    low.power_sources = vec![1];
+    assert!(matches!(
+        policy.decide_blocking(&low, &package()).unwrap(),
+        Decision::Wait(_)
+    ));
 }
 
 #[test]
@@ -129,7 +159,8 @@ fn generic_capability_follows_delivery_method_and_model_settings() {
         Ok(DeliveryPlan {
             method: TransferMethod::Pull,
             block_size: 256,
-            resume: true
+            resume: true,
+            reset: ResetMethod::EmptyUri,
         })
     );
     let mut push_only = device("d2", "nb-2");
@@ -139,7 +170,8 @@ fn generic_capability_follows_delivery_method_and_model_settings() {
         Ok(DeliveryPlan {
             method: TransferMethod::Push,
             block_size: 128,
-            resume: false
+            resume: false,
+            reset: ResetMethod::NullByte,
         })
     );
 }

@@ -69,7 +69,7 @@ fn defaults_of_every_kind_are_the_embedded_plugins() {
     let mut names: Vec<_> = registry
         .bindings()
         .into_iter()
-        .map(|(kind, binding, name)| (kind.world(), binding, name))
+        .map(|(kind, binding, name, _)| (kind.world(), binding, name))
         .collect();
     names.sort_by_key(|(world, ..)| *world);
     assert_eq!(
@@ -84,6 +84,11 @@ fn defaults_of_every_kind_are_the_embedded_plugins() {
                 "differ",
                 Binding::Default,
                 embedded::BSDIFF_NAME.to_string()
+            ),
+            (
+                "packager",
+                Binding::Default,
+                embedded::CRC_CONTAINER_NAME.to_string()
             ),
             (
                 "policy",

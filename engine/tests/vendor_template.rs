@@ -5,7 +5,7 @@ mod common;
 
 use common::{device, package, vendor_template};
 use fota_engine::plugin::{
-    Decision, HostConfig, PluginHost, PluginKind, PolicyPlugin, check_component,
+    Decision, HostConfig, PluginHost, PluginKind, PolicyPlugin, Skip, SkipReason, check_component,
 };
 
 #[test]
@@ -33,6 +33,9 @@ fn vendor_template_is_a_working_policy_plugin() {
     tired.attempt = 3;
     assert_eq!(
         policy.decide_blocking(&tired, &package()).unwrap(),
-        Decision::Skip("3 failed tries".into())
+        Decision::Skip(Skip {
+            why: SkipReason::NotSupported,
+            reason: "3 failed tries".into()
+        })
     );
 }

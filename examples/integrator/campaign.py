@@ -71,12 +71,17 @@ def main():
     for option in ("vendor", "model", "old", "old-version", "new", "new-version"):
         parser.add_argument("--" + option, required=True)
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the task")
+    parser.add_argument("--format", choices=("raw", "signed", "packager"),
+                        help="how the package is framed (default: the model's format, raw "
+                             "unless bound); fota sim's devices verify the signed container")
     args = parser.parse_args()
 
     old = upload(args.vendor, args.model, args.old_version, args.old)
     new = upload(args.vendor, args.model, args.new_version, args.new)
-    package = call("POST", "/v1/packages",
-                   {"kind": "delta", "from_firmware": old["id"], "to_firmware": new["id"]})
+    wanted = {"kind": "delta", "from_firmware": old["id"], "to_firmware": new["id"]}
+    if args.format:
+        wanted["format"] = args.format
+    package = call("POST", "/v1/packages", wanted)
     print(f"delta package {package['id']}: {package['size']} bytes")
 
     group = call("POST", "/v1/groups",

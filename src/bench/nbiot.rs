@@ -25,6 +25,7 @@ use anyhow::Context;
 use clap::Args;
 use fota_device::fleet::endpoint_name;
 use fota_engine::campaign::{DEFAULT_CELL_PAUSE_SECS, DeviceResult, Pacing, TaskSpec, TaskStatus};
+use fota_engine::catalog::PackageFormat;
 use fota_engine::coap::TransmissionParams;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{Binding, HostConfig, PluginKind, embedded};
@@ -100,7 +101,9 @@ pub async fn run(mut args: NbIotArgs) -> anyhow::Result<()> {
     let catalog = &platform.catalog;
     let from = catalog.add_firmware("Acme", "NB-1", "1.0", &old)?;
     let to = catalog.add_firmware("Acme", "NB-1", "2.0", &new)?;
-    let package = catalog.create_delta_package(&from.id, &to.id).await?;
+    let package = catalog
+        .create_delta_package(&from.id, &to.id, Some(PackageFormat::Signed))
+        .await?;
     let fleet = SimulatedFleet::start(&platform, &args, &old).await?;
     let busiest_cell = busiest_cell(&platform)?;
     println!(

@@ -57,6 +57,10 @@ pub enum PackageCommand {
         /// Firmware id a delta starts from (none: a full package).
         #[arg(long)]
         from: Option<String>,
+        /// How the package is framed: raw, signed or packager (default: the model's format,
+        /// raw unless bound with PUT /v1/formats/{vendor}/{model}).
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Lists packages.
     List,
@@ -140,7 +144,7 @@ pub struct TaskArgs {
 /// `fota plugin add`
 #[derive(Args)]
 pub struct PluginAdd {
-    /// policy, capability or differ.
+    /// policy, capability, differ or packager.
     #[arg(long)]
     kind: String,
     #[arg(long)]
@@ -188,16 +192,17 @@ pub fn firmware(api: &Api, command: FirmwareCommand) -> anyhow::Result<()> {
 /// Runs a package command.
 pub fn package(api: &Api, command: PackageCommand) -> anyhow::Result<()> {
     match command {
-        PackageCommand::Create { to, from: None } => {
-            print(api.post("/v1/packages", &json!({"kind": "full", "to_firmware": to}))?)
+        PackageCommand::Create { to, from, format } => {
+            let mut body = json!({"kind": "full", "to_firmware": to});
+            if let Some(from) = from {
+                body["kind"] = json!("delta");
+                body["from_firmware"] = json!(from);
+            }
+            if let Some(format) = format {
+                body["format"] = json!(format);
+            }
+            print(api.post("/v1/packages", &body)?)
         }
-        PackageCommand::Create {
-            to,
-            from: Some(from),
-        } => print(api.post(
-            "/v1/packages",
-            &json!({"kind": "delta", "from_firmware": from, "to_firmware": to}),
-        )?),
         PackageCommand::List => print(api.get("/v1/packages")?),
     }
 }

@@ -5,6 +5,8 @@
 #![allow(dead_code)] // each test file uses its own part
 
 pub mod process;
+pub mod served;
+pub mod stock_device;
 
 use std::future::Future;
 use std::time::Duration;
@@ -145,4 +147,24 @@ pub fn assert_resumed(fleet: &Fleet, reports: &[TransferReport], package_len: us
 pub fn wire_per_package_byte(reports: &[TransferReport], package_len: usize) -> f64 {
     let wire: u64 = reports.iter().map(|r| r.wire.wire_sent).sum();
     wire as f64 / (package_len * reports.len()) as f64
+}
+
+#[path = "../../engine/build/wasm_plugins.rs"]
+mod wasm_plugins;
+
+/// The packager template (examples/vendor-packager: the ACME container), built for
+/// wasm32-wasip2 into this test's target directory; the component's bytes.
+pub fn vendor_packager() -> Vec<u8> {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("vendor-packager");
+    let built = wasm_plugins::build_wasm_workspace(
+        &repo.join("examples/vendor-packager/Cargo.toml"),
+        &target,
+    )
+    .unwrap_or_else(|e| panic!("building the packager template: {e}"));
+    let wasm = built
+        .iter()
+        .find(|path| path.ends_with("acme_packager.wasm"))
+        .expect("acme_packager.wasm");
+    std::fs::read(wasm).unwrap()
 }

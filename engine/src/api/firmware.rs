@@ -1,5 +1,6 @@
 //! Firmware routes: upload an image (the raw bytes as the body, vendor, model and version in
-//! the query), list, read, and delete (refused while a package is made from it).
+//! the query), list, read, set the /3/0/3 string devices report on it, and delete (refused
+//! while a package is made from it).
 
 use axum::Json;
 use axum::body::Bytes;
@@ -11,6 +12,7 @@ use super::ApiState;
 use super::extract::Checked;
 use super::problem::ApiResult;
 use crate::catalog::Firmware;
+use crate::catalog::firmware::check_reported_version;
 
 /// Query of `POST /v1/firmware`.
 #[derive(Debug, Deserialize)]
@@ -19,8 +21,18 @@ pub struct Upload {
     vendor: String,
     /// Module model (/3/0/1).
     model: String,
-    /// Version, as devices report it in /3/0/3.
+    /// Version, unique per model.
     version: String,
+    /// The /3/0/3 string devices report on it, when not `version`.
+    reported_version: Option<String>,
+}
+
+/// Body of `PATCH /v1/firmware/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reported {
+    /// The /3/0/3 string devices report on it; null: the version itself.
+    reported_version: Option<String>,
 }
 
 /// `POST /v1/firmware`.
@@ -30,8 +42,25 @@ pub async fn upload(
     Checked(image): Checked<Bytes>,
 ) -> ApiResult<(StatusCode, Json<Firmware>)> {
     let catalog = &state.platform.catalog;
-    let firmware = catalog.add_firmware(&upload.vendor, &upload.model, &upload.version, &image)?;
+    check_reported_version(upload.reported_version.as_deref())?;
+    let mut firmware =
+        catalog.add_firmware(&upload.vendor, &upload.model, &upload.version, &image)?;
+    if upload.reported_version.is_some() {
+        firmware = catalog.set_reported_version(&firmware.id, upload.reported_version)?;
+    }
     Ok((StatusCode::CREATED, Json(firmware)))
+}
+
+/// `PATCH /v1/firmware/{id}`: the /3/0/3 string that confirms an upgrade to it.
+pub async fn set_reported(
+    State(state): State<ApiState>,
+    Checked(Path(id)): Checked<Path<String>>,
+    Checked(Json(reported)): Checked<Json<Reported>>,
+) -> ApiResult<Json<Firmware>> {
+    let catalog = &state.platform.catalog;
+    Ok(Json(
+        catalog.set_reported_version(&id, reported.reported_version)?,
+    ))
 }
 
 /// `GET /v1/firmware`.

@@ -3,7 +3,7 @@
 //! and the OpenAPI document, versioned under `/v1`, JSON in and out, on axum.
 //!
 //! Owns: the route table and router (`router`), one module of handlers per resource
-//! (`devices`, `groups`, `firmware`, `packages`, `tasks`, `plugins`, `statistics`),
+//! (`devices`, `groups`, `firmware`, `formats`, `packages`, `tasks`, `plugins`, `statistics`),
 //! authentication (`auth`), problem details (`problem`), the event feed (`events`), the
 //! Prometheus exposition (`metrics`) and the OpenAPI document (`openapi`).
 //!
@@ -16,6 +16,7 @@ mod devices;
 mod events;
 mod extract;
 mod firmware;
+mod formats;
 mod groups;
 mod health;
 mod metrics;

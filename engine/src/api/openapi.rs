@@ -141,6 +141,11 @@ fn binary() -> Value {
     json!({ "type": "string", "contentMediaType": "application/octet-stream" })
 }
 
+/// An object mapping strings to strings (plugin settings).
+fn string_map() -> Value {
+    json!({ "type": "object", "additionalProperties": string() })
+}
+
 fn array(items: Value) -> Value {
     json!({ "type": "array", "items": items })
 }
@@ -189,11 +194,13 @@ const RESULTS: &[&str] = &[
     "integrity_failed",
     "not_supported",
     "upgrade_failed",
+    "unexpected_version",
     "task_expired",
     "download_failed",
 ];
 const PACKAGE_KINDS: &[&str] = &["full", "delta"];
-const PLUGIN_KINDS: &[&str] = &["differ", "capability", "policy"];
+const PLUGIN_KINDS: &[&str] = &["differ", "capability", "policy", "packager"];
+const PACKAGE_FORMATS: &[&str] = &["raw", "signed", "packager"];
 
 fn counters() -> Value {
     json!({
@@ -274,14 +281,16 @@ fn general_schemas() -> Value {
             }),
         ),
         "PluginBinding": object(
-            &["kind", "vendor", "model", "name"],
+            &["kind", "vendor", "model", "name", "settings"],
             json!({
                 "kind": one_of(PLUGIN_KINDS),
                 "vendor": nullable("string"),
                 "model": nullable("string"),
                 "name": string(),
+                "settings": string_map(),
             }),
         ),
+        "PluginSettings": object(&["settings"], json!({ "settings": string_map() })),
     })
 }
 
@@ -300,6 +309,7 @@ fn device_schemas() -> Value {
                 "last_seen": millis(),
                 "online": { "type": "boolean" },
                 "battery": nullable("integer"),
+                "power_sources": array(integer()),
                 "signal_dbm": nullable("integer"),
                 "memory_free_kb": nullable("integer"),
                 "cell_id": nullable("integer"),
@@ -414,6 +424,7 @@ fn catalog_schemas() -> Value {
                 "vendor": string(),
                 "model": string(),
                 "version": string(),
+                "reported_version": nullable("string"),
                 "sha256": string(),
                 "size": integer(),
                 "created_at": millis(),
@@ -427,6 +438,7 @@ fn catalog_schemas() -> Value {
                 "model",
                 "to_version",
                 "to_firmware",
+                "format",
                 "size",
                 "sha256",
                 "created_at",
@@ -439,7 +451,17 @@ fn catalog_schemas() -> Value {
                 "from_version": nullable("string"),
                 "to_version": string(),
                 "from_firmware": nullable("string"),
-                "to_firmware": string(),
+                "to_firmware": nullable("string"),
+                "reported_version": nullable("string"),
+                "format": one_of(PACKAGE_FORMATS),
+                "packager": nullable("string"),
+                "uploaded": { "oneOf": [
+                    object(
+                        &["verified", "check"],
+                        json!({ "verified": { "type": "boolean" }, "check": string() }),
+                    ),
+                    { "type": "null" },
+                ] },
                 "size": integer(),
                 "sha256": string(),
                 "created_at": millis(),
@@ -448,7 +470,11 @@ fn catalog_schemas() -> Value {
         "NewPackage": { "oneOf": [
             object(
                 &["kind", "to_firmware"],
-                json!({ "kind": { "const": "full" }, "to_firmware": string() }),
+                json!({
+                    "kind": { "const": "full" },
+                    "to_firmware": string(),
+                    "format": one_of(PACKAGE_FORMATS),
+                }),
             ),
             object(
                 &["kind", "from_firmware", "to_firmware"],
@@ -456,9 +482,19 @@ fn catalog_schemas() -> Value {
                     "kind": { "const": "delta" },
                     "from_firmware": string(),
                     "to_firmware": string(),
+                    "format": one_of(PACKAGE_FORMATS),
                 }),
             ),
         ] },
+        "ReportedVersion": object(
+            &["reported_version"],
+            json!({ "reported_version": nullable("string") }),
+        ),
+        "ModelFormat": object(
+            &["vendor", "model", "format"],
+            json!({ "vendor": string(), "model": string(), "format": one_of(PACKAGE_FORMATS) }),
+        ),
+        "NewFormat": object(&["format"], json!({ "format": one_of(PACKAGE_FORMATS) })),
     })
 }
 
@@ -620,10 +656,13 @@ mod tests {
             R::IntegrityFailed,
             R::NotSupported,
             R::UpgradeFailed,
+            R::UnexpectedVersion,
             R::TaskExpired,
             R::DownloadFailed,
         ];
         assert_eq!(names(&results), RESULTS);
+        use crate::catalog::PackageFormat as F;
+        assert_eq!(names(&[F::Raw, F::Signed, F::Packager]), PACKAGE_FORMATS);
         assert_eq!(
             names(&[PackageKind::Full, PackageKind::Delta]),
             PACKAGE_KINDS

@@ -1,35 +1,35 @@
 //! Packages routes: make a full package of a firmware or a delta between two firmware
-//! versions of one model (by the differ plugin bound to it), list, read, download the bytes
-//! devices receive, and delete (refused while a task that is not final uses the package).
+//! versions of one model (by the differ plugin bound to it, in the model's format or the one
+//! asked), upload one a module maker made (sent as is, checked where the bound differ can read
+//! it), list, read, download the bytes devices receive, and delete (refused while a task that
+//! is not final uses the package).
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::ApiState;
 use super::extract::Checked;
-use super::problem::{ApiResult, Problem};
-use crate::catalog::PackageRecord;
+use super::problem::{ApiResult, Kind, Problem};
+use crate::catalog::{PackageFormat, PackageKind, PackageRecord, UploadedPackage};
 
 /// Body of `POST /v1/packages`.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum NewPackage {
-    /// The whole image of `to_firmware`: fits any device of the model.
-    Full {
-        /// Firmware id.
-        to_firmware: String,
-    },
-    /// From `from_firmware` to `to_firmware`: fits devices running the first.
-    Delta {
-        /// Firmware id of the base version.
-        from_firmware: String,
-        /// Firmware id of the target version.
-        to_firmware: String,
-    },
+#[serde(deny_unknown_fields)]
+pub struct NewPackage {
+    /// `full` or `delta`.
+    kind: PackageKind,
+    /// Firmware id of a delta's base version.
+    #[serde(default)]
+    from_firmware: Option<String>,
+    /// Firmware id of the target version.
+    to_firmware: String,
+    /// The format, when not the model's.
+    #[serde(default)]
+    format: Option<PackageFormat>,
 }
 
 /// `POST /v1/packages`.
@@ -38,18 +38,72 @@ pub async fn create(
     Checked(Json(new)): Checked<Json<NewPackage>>,
 ) -> ApiResult<(StatusCode, Json<PackageRecord>)> {
     let catalog = &state.platform.catalog;
-    let made = match new {
-        NewPackage::Full { to_firmware } => catalog.create_full_package(&to_firmware),
-        NewPackage::Delta {
-            from_firmware,
-            to_firmware,
-        } => {
+    let made = match (new.kind, new.from_firmware) {
+        (PackageKind::Full, None) => {
             catalog
-                .create_delta_package(&from_firmware, &to_firmware)
+                .create_full_package(&new.to_firmware, new.format)
                 .await
+        }
+        (PackageKind::Delta, Some(from)) => {
+            catalog
+                .create_delta_package(&from, &new.to_firmware, new.format)
+                .await
+        }
+        (PackageKind::Full, Some(_)) => {
+            return Err(Problem::new(
+                Kind::Invalid,
+                String::from("a full package has no from_firmware"),
+            ));
+        }
+        (PackageKind::Delta, None) => {
+            return Err(Problem::new(
+                Kind::Invalid,
+                String::from("a delta package needs from_firmware"),
+            ));
         }
     };
     let package = made.map_err(Problem::referenced)?;
+    Ok((StatusCode::CREATED, Json(package)))
+}
+
+/// Query of `POST /v1/packages/upload`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upload {
+    /// Manufacturer (/3/0/0).
+    vendor: String,
+    /// Module model (/3/0/1).
+    model: String,
+    /// `full` or `delta`.
+    kind: PackageKind,
+    /// A delta's base version.
+    from_version: Option<String>,
+    /// The version devices run afterwards.
+    to_version: String,
+    /// The /3/0/3 string devices report on it, when not `to_version` and the firmware is not
+    /// in the catalog.
+    reported_version: Option<String>,
+}
+
+/// `POST /v1/packages/upload`: a package a module maker made, kept and sent as is.
+pub async fn upload(
+    State(state): State<ApiState>,
+    Checked(Query(upload)): Checked<Query<Upload>>,
+    Checked(bytes): Checked<Bytes>,
+) -> ApiResult<(StatusCode, Json<PackageRecord>)> {
+    let uploaded = UploadedPackage {
+        vendor: upload.vendor,
+        model: upload.model,
+        kind: upload.kind,
+        from_version: upload.from_version,
+        to_version: upload.to_version,
+        reported_version: upload.reported_version,
+    };
+    let package = state
+        .platform
+        .catalog
+        .upload_package(uploaded, bytes.to_vec())
+        .await?;
     Ok((StatusCode::CREATED, Json(package)))
 }
 

@@ -1,14 +1,17 @@
 //! Plugins routes: upload a WebAssembly component and bind it to a vendor and model (or as the
-//! default of its kind), list the bindings, unbind a model so its devices get the default
-//! again, and make the embedded reference plugin a kind's default again. The component is the
-//! body; kind, vendor, model, name and settings are in the query, each setting as a
-//! `setting=key=value` pair (repeated; encode the inner `=` as `%3D` or not).
+//! default of its kind), list the bindings with their settings, change the settings of the
+//! plugin serving a model (or of a kind's default) without uploading it again, unbind a model
+//! so its devices get the default again, and make the embedded reference plugin a kind's
+//! default again. The component is the body of an upload; kind, vendor, model, name and
+//! settings are in its query, each setting as a `setting=key=value` pair (repeated; encode the
+//! inner `=` as `%3D` or not).
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 use super::ApiState;
 use super::extract::Checked;
@@ -26,10 +29,12 @@ pub struct PluginBinding {
     model: Option<String>,
     /// Name given at upload.
     name: String,
+    /// The settings its `configure` got.
+    settings: BTreeMap<String, String>,
 }
 
 impl PluginBinding {
-    fn new(kind: PluginKind, binding: Binding, name: String) -> Self {
+    fn new(kind: PluginKind, binding: Binding, name: String, settings: Settings) -> Self {
         let (vendor, model) = match binding {
             Binding::Default => (None, None),
             Binding::Model { vendor, model } => (Some(vendor), Some(model)),
@@ -39,8 +44,17 @@ impl PluginBinding {
             vendor,
             model,
             name,
+            settings: settings.into_iter().collect(),
         }
     }
+}
+
+/// Body of `PATCH /v1/plugins/{kind}` and `PATCH /v1/plugins/{kind}/{vendor}/{model}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSettings {
+    /// Every setting, replacing the ones given before.
+    settings: BTreeMap<String, String>,
 }
 
 /// What `POST /v1/plugins` asks, read from its query.
@@ -77,8 +91,9 @@ impl Installation {
             }
         };
         Ok(Installation {
-            kind: kind
-                .ok_or_else(|| bad("the query needs kind=policy|capability|differ".into()))?,
+            kind: kind.ok_or_else(|| {
+                bad("the query needs kind=policy|capability|differ|packager".into())
+            })?,
             binding,
             name: name
                 .filter(|n| !n.trim().is_empty())
@@ -100,7 +115,7 @@ fn kind_named(name: &str, otherwise: Kind) -> Result<PluginKind, Problem> {
         .ok_or_else(|| {
             Problem::new(
                 otherwise,
-                format!("no plugin kind `{name}`: policy, capability or differ"),
+                format!("no plugin kind `{name}`: policy, capability, differ or packager"),
             )
         })
 }
@@ -121,7 +136,13 @@ pub async fn install(
     Checked(wasm): Checked<Bytes>,
 ) -> ApiResult<(StatusCode, Json<PluginBinding>)> {
     let wanted = Installation::from_query(pairs)?;
+    if wanted.name.starts_with("builtin/") {
+        return Err(bad(
+            "names starting with builtin/ are the embedded plugins'".into(),
+        ));
+    }
     let (kind, binding, name) = (wanted.kind, wanted.binding.clone(), wanted.name.clone());
+    let settings = wanted.settings.clone();
     let platform = state.platform.clone();
     tokio::task::spawn_blocking(move || {
         let registry = &platform.plugins;
@@ -135,8 +156,59 @@ pub async fn install(
         InstallError::Plugin(error) => error.into(),
         InstallError::Store(error) => Problem::internal(&error),
     })?;
-    let installed = PluginBinding::new(wanted.kind, wanted.binding, wanted.name);
+    let installed = PluginBinding::new(wanted.kind, wanted.binding, wanted.name, settings);
     Ok((StatusCode::CREATED, Json(installed)))
+}
+
+/// `PATCH /v1/plugins/{kind}`: new settings for the kind's default.
+pub async fn configure_default(
+    State(state): State<ApiState>,
+    Checked(Path(kind)): Checked<Path<String>>,
+    Checked(Json(new)): Checked<Json<NewSettings>>,
+) -> ApiResult<Json<PluginBinding>> {
+    let kind = kind_named(&kind, Kind::NotFound)?;
+    configure(state, kind, Binding::Default, new).await
+}
+
+/// `PATCH /v1/plugins/{kind}/{vendor}/{model}`: new settings for the plugin serving a model
+/// (the default's component, bound to the model with these settings, when it has none).
+pub async fn configure_model(
+    State(state): State<ApiState>,
+    Checked(Path((kind, vendor, model))): Checked<Path<(String, String, String)>>,
+    Checked(Json(new)): Checked<Json<NewSettings>>,
+) -> ApiResult<Json<PluginBinding>> {
+    let kind = kind_named(&kind, Kind::NotFound)?;
+    configure(state, kind, Binding::Model { vendor, model }, new).await
+}
+
+/// Configures the plugin of `kind` serving `binding` off the async threads (instantiating
+/// it checks the settings), keeps the change, then binds it.
+async fn configure(
+    state: ApiState,
+    kind: PluginKind,
+    binding: Binding,
+    new: NewSettings,
+) -> ApiResult<Json<PluginBinding>> {
+    let settings: Settings = new.settings.into_iter().collect();
+    let platform = state.platform.clone();
+    let (bound, kept) = (binding.clone(), settings.clone());
+    tokio::task::spawn_blocking(move || {
+        platform
+            .kept_plugins
+            .configure(&platform.plugins, kind, bound, kept)
+    })
+    .await
+    .map_err(|e| Problem::internal(&e))?
+    .map_err(|error| match error {
+        InstallError::Plugin(error) => error.into(),
+        InstallError::Store(error) => Problem::internal(&error),
+    })?;
+    let (vendor, model) = match &binding {
+        Binding::Default => ("", ""),
+        Binding::Model { vendor, model } => (vendor.as_str(), model.as_str()),
+    };
+    let name = state.platform.plugins.serving(kind, vendor, model).name;
+    Ok(Json(PluginBinding::new(kind, binding, name, settings)))
 }
 
 /// `GET /v1/plugins`: every binding, defaults included, in kind, vendor and model order.
@@ -146,7 +218,7 @@ pub async fn list(State(state): State<ApiState>) -> Json<Vec<PluginBinding>> {
         .plugins
         .bindings()
         .into_iter()
-        .map(|(kind, binding, name)| PluginBinding::new(kind, binding, name))
+        .map(|(kind, binding, name, settings)| PluginBinding::new(kind, binding, name, settings))
         .collect();
     all.sort();
     Json(all)

@@ -15,8 +15,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use super::auth::{Guard, authenticate, authorize};
 use super::problem::{Kind, method_not_allowed, no_such_route};
 use super::{
-    ApiConfig, ApiState, devices, events, firmware, groups, health, metrics, openapi, packages,
-    plugins, statistics, tasks,
+    ApiConfig, ApiState, devices, events, firmware, formats, groups, health, metrics, openapi,
+    packages, plugins, statistics, tasks,
 };
 
 /// An HTTP method the API uses.
@@ -24,6 +24,7 @@ use super::{
 pub enum Verb {
     Get,
     Post,
+    Put,
     Patch,
     Delete,
 }
@@ -34,6 +35,7 @@ impl Verb {
         match self {
             Verb::Get => "get",
             Verb::Post => "post",
+            Verb::Put => "put",
             Verb::Patch => "patch",
             Verb::Delete => "delete",
         }
@@ -44,6 +46,7 @@ impl Verb {
         match self {
             Verb::Get => Method::GET,
             Verb::Post => Method::POST,
+            Verb::Put => Method::PUT,
             Verb::Patch => Method::PATCH,
             Verb::Delete => Method::DELETE,
         }
@@ -53,6 +56,7 @@ impl Verb {
         match self {
             Verb::Get => MethodFilter::GET,
             Verb::Post => MethodFilter::POST,
+            Verb::Put => MethodFilter::PUT,
             Verb::Patch => MethodFilter::PATCH,
             Verb::Delete => MethodFilter::DELETE,
         }
@@ -272,14 +276,33 @@ const DEVICE_QUERY: [Param; 6] = [
     PAGING[1],
 ];
 
-const FIRMWARE_QUERY: [Param; 3] = [
+const FIRMWARE_QUERY: [Param; 4] = [
     required("vendor", "Manufacturer (/3/0/0)."),
     required("model", "Module model (/3/0/1)."),
-    required("version", "Version, as devices report it in /3/0/3."),
+    required("version", "Version, unique per model."),
+    param(
+        "reported_version",
+        "string",
+        "The /3/0/3 string devices report on it, when not the version (1 to 255 bytes).",
+    ),
+];
+
+const UPLOAD_QUERY: [Param; 6] = [
+    required("vendor", "Manufacturer (/3/0/0)."),
+    required("model", "Module model (/3/0/1)."),
+    required("kind", "full or delta."),
+    param("from_version", "string", "A delta's base version."),
+    required("to_version", "The version devices run afterwards."),
+    param(
+        "reported_version",
+        "string",
+        "The /3/0/3 string devices report on it, when not to_version and no firmware of that \
+         version is in the catalog.",
+    ),
 ];
 
 const PLUGIN_QUERY: [Param; 5] = [
-    required("kind", "policy, capability or differ."),
+    required("kind", "policy, capability, differ or packager."),
     required("name", "A name for logs and errors."),
     param(
         "vendor",
@@ -300,7 +323,7 @@ const PLUGIN_QUERY: [Param; 5] = [
 
 use Content::{Binary, EventStream, Json, JsonList, Prometheus};
 use Kind::{Conflict, Invalid};
-use Verb::{Delete, Get, Patch, Post};
+use Verb::{Delete, Get, Patch, Post, Put};
 
 /// Every route of the API.
 pub static ROUTES: &[Route] = &[
@@ -423,6 +446,15 @@ pub static ROUTES: &[Route] = &[
         |m| on(m, firmware::one),
     ),
     Route::new(
+        Patch,
+        "/v1/firmware/{id}",
+        "Sets the /3/0/3 string that confirms an upgrade to this firmware.",
+        Json("Firmware"),
+        |m| on(m, firmware::set_reported),
+    )
+    .payload(Payload::Json("ReportedVersion"))
+    .refusals(&[Invalid]),
+    Route::new(
         Delete,
         "/v1/firmware/{id}",
         "Deletes a firmware version no package is made from.",
@@ -440,6 +472,41 @@ pub static ROUTES: &[Route] = &[
     )
     .payload(Payload::Json("NewPackage"))
     .status(201),
+    Route::new(
+        Post,
+        "/v1/packages/upload",
+        "Keeps a package a module maker made (the body), sent to devices as is; a delta is \
+         checked with the model's differ where it can read it.",
+        Json("Package"),
+        |m| on(m, packages::upload),
+    )
+    .query(&UPLOAD_QUERY)
+    .payload(Payload::Binary)
+    .status(201)
+    .refusals(&[Invalid]),
+    Route::new(
+        Get,
+        "/v1/formats",
+        "The package format bound to each model (a model not listed gets raw).",
+        JsonList("ModelFormat"),
+        |m| on(m, formats::list),
+    ),
+    Route::new(
+        Put,
+        "/v1/formats/{vendor}/{model}",
+        "Binds the format the model's packages are made in: raw, signed or packager.",
+        Json("ModelFormat"),
+        |m| on(m, formats::set),
+    )
+    .payload(Payload::Json("NewFormat")),
+    Route::new(
+        Delete,
+        "/v1/formats/{vendor}/{model}",
+        "Unbinds a model's format: its packages are made raw again.",
+        Content::None,
+        |m| on(m, formats::unbind),
+    )
+    .status(204),
     Route::new(
         Get,
         "/v1/packages",
@@ -568,6 +635,25 @@ pub static ROUTES: &[Route] = &[
         JsonList("PluginBinding"),
         |m| on(m, plugins::list),
     ),
+    Route::new(
+        Patch,
+        "/v1/plugins/{kind}/{vendor}/{model}",
+        "Replaces the settings of the plugin serving a model (the default's, bound to the \
+         model, when it has none of its own).",
+        Json("PluginBinding"),
+        |m| on(m, plugins::configure_model),
+    )
+    .payload(Payload::Json("PluginSettings"))
+    .refusals(&[Invalid]),
+    Route::new(
+        Patch,
+        "/v1/plugins/{kind}",
+        "Replaces the settings of a kind's default plugin.",
+        Json("PluginBinding"),
+        |m| on(m, plugins::configure_default),
+    )
+    .payload(Payload::Json("PluginSettings"))
+    .refusals(&[Invalid]),
     Route::new(
         Delete,
         "/v1/plugins/{kind}/{vendor}/{model}",

@@ -18,8 +18,8 @@ use crate::catalog::devices::{Survey, survey};
 use crate::catalog::{Catalog, PackageKind, PackageRecord};
 use crate::clock::{Clock, UnixMillis};
 use crate::lwm2m::Registry;
-use crate::lwm2m::firmware::DeliveryMethod;
-use crate::plugin::{self, Decision, PluginRegistry, TransferMethod};
+use crate::lwm2m::firmware::{DeliveryMethod, ResetMethod};
+use crate::plugin::{self, Decision, PluginRegistry, SkipReason, TransferMethod};
 use crate::transfer::{Delivery, DeliveryJob, Method, ResumeBook, Stage, WireCount};
 
 /// How one attempt ended, for the scheduler.
@@ -113,8 +113,15 @@ impl Attempts for DeviceAttempts {
         &self,
         request: AttemptRequest,
     ) -> Pin<Box<dyn Future<Output = AttemptOutcome> + Send>> {
+        use tracing::Instrument;
         let this = self.clone();
-        Box::pin(async move { this.run(request).await })
+        let span = tracing::info_span!(
+            "attempt",
+            task = %request.task.id,
+            endpoint = %request.endpoint,
+            try_number = request.attempt + 1,
+        );
+        Box::pin(async move { this.run(request).await }.instrument(span))
     }
 
     /// Registered, and in UDP binding or inside its queue-mode window.
@@ -152,7 +159,9 @@ impl DeviceAttempts {
             Err(outcome) => return outcome,
         };
         let _ = self.catalog.device_surveyed(&request.endpoint, &survey);
-        if let Some(outcome) = task_rules(&request.task, &package, &survey) {
+        let reported = self.catalog.reported_version(&package);
+        if let Some(outcome) = task_rules(&request.task, &package, &reported, &survey) {
+            tracing::info!(?outcome, "the task's rules decide");
             return outcome;
         }
         let device = plugin_device(&request, &survey);
@@ -164,6 +173,7 @@ impl DeviceAttempts {
         {
             Ok(Ok(plan)) => plan,
             Ok(Err(refusal)) => {
+                tracing::warn!(%refusal, "the capability plugin refused the device");
                 return ran(DeviceResult::NotSupported, Some(refusal), survey.cell_id);
             }
             Err(error) => return self.postpone(&request, error.to_string()),
@@ -171,16 +181,25 @@ impl DeviceAttempts {
         match self.plugins.decide(device, firmware).await {
             Ok(Decision::Go) => {}
             Ok(Decision::Wait(wait)) => {
+                tracing::info!(reason = %wait.reason, seconds = wait.seconds, "the policy says wait");
                 let until = self.clock.now() + u64::from(wait.seconds) * 1000;
                 return AttemptOutcome::Postponed {
                     until,
                     note: wait.reason,
                 };
             }
-            Ok(Decision::Skip(reason)) => {
-                return ran(skip_result(&reason), Some(reason), survey.cell_id);
+            Ok(Decision::Skip(skip)) => {
+                tracing::warn!(reason = %skip.reason, why = ?skip.why, "the policy skips the device");
+                let result = match skip.why {
+                    SkipReason::InsufficientSpace => DeviceResult::InsufficientSpace,
+                    SkipReason::NotSupported => DeviceResult::NotSupported,
+                };
+                return ran(result, Some(skip.reason), survey.cell_id);
             }
-            Err(error) => return self.postpone(&request, error.to_string()),
+            Err(error) => {
+                tracing::warn!(%error, "the policy plugin failed: the device waits");
+                return self.postpone(&request, error.to_string());
+            }
         }
         if !*request.install_gate.borrow() {
             // Paused while the device was surveyed: nothing starts downloading; the device is
@@ -252,7 +271,7 @@ impl DeviceAttempts {
         let mut job = DeliveryJob::new(
             &request.endpoint,
             shelved,
-            &package.to_version,
+            &self.catalog.reported_version(package),
             usize::from(plan.block_size).clamp(16, 1024),
             method,
         );
@@ -260,11 +279,16 @@ impl DeviceAttempts {
         job.give_up_at = request.task.spec.deadline.map(|d| self.clock.instant_at(d));
         job.stages = Some(request.stages.clone());
         job.resume = plan.resume;
+        job.reset = match plan.reset {
+            plugin::ResetMethod::NullByte => ResetMethod::NullByte,
+            plugin::ResetMethod::EmptyUri => ResetMethod::EmptyUri,
+            plugin::ResetMethod::EmptyWrite => ResetMethod::EmptyWrite,
+        };
         let report = self.delivery.run(&job).await;
         let result = DeviceResult::of(&report.outcome);
         AttemptOutcome::Ran {
             result,
-            note: (result != DeviceResult::Successful).then(|| format!("{:?}", report.outcome)),
+            note: (result != DeviceResult::Successful).then(|| report.outcome.to_string()),
             wire: report.wire,
             cell,
         }
@@ -278,10 +302,16 @@ impl DeviceAttempts {
     }
 }
 
-/// The task's own rules, before any plugin is asked.
-fn task_rules(task: &Task, package: &PackageRecord, survey: &Survey) -> Option<AttemptOutcome> {
+/// The task's own rules, before any plugin is asked. `reported` is the /3/0/3 string of the
+/// package's version.
+fn task_rules(
+    task: &Task,
+    package: &PackageRecord,
+    reported: &str,
+    survey: &Survey,
+) -> Option<AttemptOutcome> {
     let version = survey.firmware_version.as_deref().unwrap_or("");
-    if version == package.to_version {
+    if version == reported {
         return Some(ran(DeviceResult::Successful, None, survey.cell_id));
     }
     if package.kind == PackageKind::Delta && package.from_version.as_deref() != Some(version) {
@@ -308,19 +338,6 @@ fn ran(result: DeviceResult, note: Option<String>, cell: Option<u32>) -> Attempt
     }
 }
 
-/// A policy's skip, in the seed's results: space when it says so, otherwise not supported.
-fn skip_result(reason: &str) -> DeviceResult {
-    let reason = reason.to_ascii_lowercase();
-    if ["memory", "space", "flash"]
-        .iter()
-        .any(|w| reason.contains(w))
-    {
-        DeviceResult::InsufficientSpace
-    } else {
-        DeviceResult::NotSupported
-    }
-}
-
 fn plugin_device(request: &AttemptRequest, survey: &Survey) -> plugin::Device {
     plugin::Device {
         endpoint: request.endpoint.clone(),
@@ -328,6 +345,7 @@ fn plugin_device(request: &AttemptRequest, survey: &Survey) -> plugin::Device {
         model: survey.model.clone().unwrap_or_default(),
         firmware_version: survey.firmware_version.clone().unwrap_or_default(),
         battery_level: survey.battery,
+        power_sources: survey.power_sources.clone(),
         memory_free_kb: survey.memory_free_kb,
         signal_dbm: survey.signal_dbm,
         cell_id: survey.cell_id,

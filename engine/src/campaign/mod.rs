@@ -70,6 +70,9 @@ pub(crate) struct Running {
     /// Bytes each attempt under way reported so far (at its suspensions) and that are
     /// already in its device's progress: the attempt's final count adds only the rest.
     pub attempt_wire: HashMap<String, WireCount>,
+    /// Size of the task's package: a device's first-time bytes stop there (`u64::MAX` while
+    /// unknown).
+    pub package_size: u64,
 }
 
 /// Shared state of the campaign service.
@@ -161,13 +164,18 @@ impl Campaigns {
         self.act(id, Action::Edit, |task| task.spec = spec)
     }
 
-    /// Starts a not-started task whose execution time has come (or is unset) now.
+    /// Starts a not-started task whose execution time has come (or is unset) now. A task the
+    /// scheduler already started at its execution time is upgrading as asked: it is returned
+    /// as it is, so "create, then start" works whoever comes first.
     pub fn start_now(&self, id: &str) -> Result<Task, CampaignError> {
         let now = self.inner.clock.now();
         let mut tasks = self.inner.lock();
         let running = tasks
             .get_mut(id)
             .ok_or_else(|| CampaignError::NotFound(id.into()))?;
+        if running.task.status == TaskStatus::Upgrading {
+            return Ok(running.view());
+        }
         running.task.check(Action::Start, now)?;
         self.inner.begin(running)?;
         let task = running.view();
@@ -374,6 +382,7 @@ impl Running {
             subject: None,
             counted: HashMap::new(),
             attempt_wire: HashMap::new(),
+            package_size: u64::MAX,
         }
     }
 
@@ -419,6 +428,7 @@ impl Inner {
             if running.task.status != TaskStatus::NotStarted {
                 running.subject = self.subject(&running.task.spec.package_id);
             }
+            running.package_size = self.package_size(&running.task.spec.package_id);
             let devices: Vec<DeviceProgress> = self
                 .store
                 .scan(&format!("{PROGRESS}{}/", running.task.id))?;
@@ -446,6 +456,13 @@ impl Inner {
             model: package.model,
             to_version: package.to_version,
         })
+    }
+
+    /// The size of package `package_id`; `u64::MAX` when it is gone.
+    fn package_size(&self, package_id: &str) -> u64 {
+        self.catalog
+            .package(package_id)
+            .map_or(u64::MAX, |package| package.size)
     }
 
     /// Moves a task to Upgrading with a progress record for each device of its group, and
@@ -480,6 +497,7 @@ impl Inner {
             .collect();
         running.devices = devices;
         running.subject = subject;
+        running.package_size = self.package_size(&running.task.spec.package_id);
         running.task = task;
         running.apply_status();
         let _ = self.events.send(CampaignEvent::Task(running.view()));

@@ -24,8 +24,11 @@ pub enum DeviceResult {
     IntegrityFailed,
     /// The device cannot take this package or protocol.
     NotSupported,
-    /// Installing failed (or it came back on another version).
+    /// Installing failed (or it came back on its old version).
     UpgradeFailed,
+    /// The device reported the update a success, but another version than the firmware's
+    /// expected /3/0/3 string: final, the package is not sent again; shown to the operator.
+    UnexpectedVersion,
     /// The deadline passed first.
     TaskExpired,
     /// The download failed (bad URI, refused write).
@@ -39,6 +42,7 @@ impl DeviceResult {
         match outcome {
             TransferOutcome::Upgraded { .. } => DeviceResult::Successful,
             TransferOutcome::DeviceFailure(result) => DeviceResult::of_failure(*result),
+            TransferOutcome::UnexpectedVersion { .. } => DeviceResult::UnexpectedVersion,
             TransferOutcome::WrongVersion { .. } => DeviceResult::UpgradeFailed,
             TransferOutcome::Refused(_) => DeviceResult::DownloadFailed,
             TransferOutcome::Interrupted(_) => DeviceResult::LinkBroke,
@@ -158,10 +162,15 @@ impl DeviceProgress {
         matches!(self.phase, Phase::Finished | Phase::Removed)
     }
 
-    /// Adds one delivery's bytes.
-    pub fn add_wire(&mut self, wire: &WireCount) {
-        self.bytes_first += wire.package_first;
-        self.bytes_resent += wire.package_resent;
+    /// Adds one delivery's bytes. A package's bytes are sent for the first time once per
+    /// device and task: what a later delivery sends of a `package_size` package beyond that
+    /// (a retry after a failure starts over) counts as sent again.
+    pub fn add_wire(&mut self, wire: &WireCount, package_size: u64) {
+        let first = wire
+            .package_first
+            .min(package_size.saturating_sub(self.bytes_first));
+        self.bytes_first += first;
+        self.bytes_resent += wire.package_resent + (wire.package_first - first);
         self.wire_bytes += wire.wire_sent;
     }
 
@@ -250,13 +259,16 @@ mod tests {
     #[test]
     fn a_device_counts_once_with_its_result_its_bytes_and_an_uninstalled_download() {
         let mut progress = DeviceProgress::new("t", "dev", 0);
-        progress.add_wire(&WireCount {
-            package_first: 1_000,
-            package_resent: 200,
-            wire_sent: 1_500,
-            wire_received: 400,
-            retransmissions: 3,
-        });
+        progress.add_wire(
+            &WireCount {
+                package_first: 1_000,
+                package_resent: 200,
+                wire_sent: 1_500,
+                wire_received: 400,
+                retransmissions: 3,
+            },
+            5_000,
+        );
         let waiting = progress.share();
         assert_eq!(
             (waiting.devices, waiting.successes, waiting.failures),
@@ -291,6 +303,26 @@ mod tests {
             progress.share(),
             Counters::default(),
             "removed: not counted"
+        );
+    }
+
+    #[test]
+    fn a_package_sent_again_by_a_later_delivery_counts_as_sent_again() {
+        let mut progress = DeviceProgress::new("t", "dev", 0);
+        let whole = |bytes| WireCount {
+            package_first: bytes,
+            ..WireCount::default()
+        };
+        progress.add_wire(&whole(4_000), 5_000);
+        progress.add_wire(&whole(3_000), 5_000);
+        assert_eq!(
+            (progress.bytes_first, progress.bytes_resent),
+            (5_000, 2_000)
+        );
+        progress.add_wire(&whole(5_000), 5_000);
+        assert_eq!(
+            (progress.bytes_first, progress.bytes_resent),
+            (5_000, 7_000)
         );
     }
 

@@ -263,7 +263,7 @@ fn show_stage(inner: &Inner, task_id: &str, endpoint: &str, stage: Stage) {
                 .attempt_wire
                 .entry(endpoint.to_string())
                 .or_default();
-            progress.add_wire(&wire_since(&wire, counted));
+            progress.add_wire(&wire_since(&wire, counted), running.package_size);
             *counted = wire;
         }
     }
@@ -293,6 +293,7 @@ fn finish_attempt(inner: &Inner, task_id: &str, endpoint: &str, outcome: Attempt
         return;
     }
     let counted = running.attempt_wire.remove(endpoint).unwrap_or_default();
+    let package_size = running.package_size;
     let spec = &running.task.spec;
     let interval = spec.retry_interval_secs * 1000;
     let (retries, deadline, cell_pause) = (spec.retries, spec.deadline, spec.cell_pause_secs);
@@ -329,7 +330,7 @@ fn finish_attempt(inner: &Inner, task_id: &str, endpoint: &str, outcome: Attempt
             wire,
             cell,
         } => {
-            progress.add_wire(&wire_since(&wire, &counted));
+            progress.add_wire(&wire_since(&wire, &counted), package_size);
             progress.cell_id = cell.or(progress.cell_id);
             settle(progress, result, note, now, interval, retries, deadline);
         }
@@ -353,8 +354,9 @@ fn postpone(progress: &mut DeviceProgress, until: UnixMillis, note: String) {
     progress.note = Some(note);
 }
 
-/// A finished attempt: success is final; a failure waits for a retry while retries and the
-/// deadline allow, and is final otherwise.
+/// A finished attempt: success is final, and so is an upgrade to an unexpected version (the
+/// device installed something: sending the same package again would not help); a failure
+/// waits for a retry while retries and the deadline allow, and is final otherwise.
 fn settle(
     progress: &mut DeviceProgress,
     result: DeviceResult,
@@ -364,7 +366,10 @@ fn settle(
     retries: u32,
     deadline: Option<UnixMillis>,
 ) {
-    if result == DeviceResult::Successful {
+    if matches!(
+        result,
+        DeviceResult::Successful | DeviceResult::UnexpectedVersion
+    ) {
         progress.finish(result, note, now);
         return;
     }

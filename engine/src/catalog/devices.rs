@@ -36,6 +36,9 @@ pub struct DeviceRecord {
     pub online: bool,
     /// /3/0/9, percent.
     pub battery: Option<u8>,
+    /// /3/0/6, the power sources (empty: not reported).
+    #[serde(default)]
+    pub power_sources: Vec<u8>,
     /// /4/0/2, dBm.
     pub signal_dbm: Option<i32>,
     /// /3/0/10, KiB.
@@ -58,6 +61,7 @@ impl DeviceRecord {
             last_seen: now,
             online: true,
             battery: None,
+            power_sources: Vec::new(),
             signal_dbm: None,
             memory_free_kb: None,
             cell_id: None,
@@ -76,6 +80,9 @@ impl DeviceRecord {
         merge(&mut self.model, &survey.model);
         merge(&mut self.firmware_version, &survey.firmware_version);
         merge(&mut self.battery, &survey.battery);
+        if !survey.power_sources.is_empty() {
+            self.power_sources.clone_from(&survey.power_sources);
+        }
         merge(&mut self.signal_dbm, &survey.signal_dbm);
         merge(&mut self.memory_free_kb, &survey.memory_free_kb);
         merge(&mut self.cell_id, &survey.cell_id);
@@ -90,6 +97,8 @@ pub struct Survey {
     pub model: Option<String>,
     pub firmware_version: Option<String>,
     pub battery: Option<u8>,
+    /// /3/0/6, every instance (empty: not reported).
+    pub power_sources: Vec<u8>,
     pub signal_dbm: Option<i32>,
     pub memory_free_kb: Option<u32>,
     pub cell_id: Option<u32>,
@@ -126,6 +135,12 @@ impl Survey {
             model: text(firmware::MODEL_NUMBER),
             firmware_version: text(firmware::FIRMWARE_VERSION),
             battery: number(firmware::BATTERY_LEVEL).and_then(|n| u8::try_from(n).ok()),
+            power_sources: records
+                .iter()
+                .filter(|r| r.path.starts_with(&firmware::POWER_SOURCES))
+                .filter_map(|r| r.value.as_i64().ok())
+                .filter_map(|n| u8::try_from(n).ok())
+                .collect(),
             signal_dbm: number(firmware::RADIO_SIGNAL_STRENGTH).and_then(|n| i32::try_from(n).ok()),
             memory_free_kb: number(firmware::MEMORY_FREE).and_then(|n| u32::try_from(n).ok()),
             cell_id: number(firmware::CELL_ID).and_then(|n| u32::try_from(n).ok()),
@@ -247,6 +262,7 @@ mod tests {
             model: Some("NB-1".into()),
             firmware_version: Some("1.0".into()),
             battery: Some(80),
+            power_sources: vec![1, 5],
             signal_dbm: Some(-95),
             memory_free_kb: Some(512),
             cell_id: Some(4_711),

@@ -22,14 +22,25 @@ pub struct Firmware {
     pub vendor: String,
     /// Module model.
     pub model: String,
-    /// Version string, as the device reports it in /3/0/3.
+    /// Version, as the operator names it (unique per model).
     pub version: String,
+    /// The /3/0/3 string a device reports once it runs this firmware, when it is not
+    /// `version` (a device may report "2.2-build7" for "2.2").
+    #[serde(default)]
+    pub reported_version: Option<String>,
     /// sha256 of the image, hex.
     pub sha256: String,
     /// Image size in bytes.
     pub size: u64,
     /// Upload time.
     pub created_at: UnixMillis,
+}
+
+impl Firmware {
+    /// The /3/0/3 string a device reports once it runs this firmware.
+    pub fn reported(&self) -> &str {
+        self.reported_version.as_deref().unwrap_or(&self.version)
+    }
 }
 
 impl Catalog {
@@ -57,6 +68,7 @@ impl Catalog {
             vendor: vendor.to_string(),
             model: model.to_string(),
             version: version.to_string(),
+            reported_version: None,
             sha256: sha256.clone(),
             size: image.len() as u64,
             created_at: self.clock.now(),
@@ -67,6 +79,19 @@ impl Catalog {
             .put_bytes(format!("{IMAGES}{sha256}"), image.to_vec());
         self.store.apply(batch)?;
         self.store.flush()?;
+        Ok(firmware)
+    }
+
+    /// Sets the /3/0/3 string devices report on firmware `id` (`None`: its version).
+    pub fn set_reported_version(
+        &self,
+        id: &str,
+        reported: Option<String>,
+    ) -> Result<Firmware, CatalogError> {
+        check_reported_version(reported.as_deref())?;
+        let mut firmware = self.firmware(id)?;
+        firmware.reported_version = reported.filter(|r| *r != firmware.version);
+        self.store.put_durable(&firmware_key(id), &firmware)?;
         Ok(firmware)
     }
 
@@ -111,11 +136,9 @@ impl Catalog {
     /// Deletes a firmware version no package uses; its image goes when no version uses it.
     pub fn delete_firmware(&self, id: &str) -> Result<(), CatalogError> {
         let firmware = self.firmware(id)?;
-        if let Some(package) = self
-            .packages()?
-            .into_iter()
-            .find(|p| p.to_firmware == id || p.from_firmware.as_deref() == Some(id))
-        {
+        if let Some(package) = self.packages()?.into_iter().find(|p| {
+            p.to_firmware.as_deref() == Some(id) || p.from_firmware.as_deref() == Some(id)
+        }) {
             return Err(CatalogError::InUse(format!(
                 "firmware {id} is used by package {}",
                 package.id
@@ -133,6 +156,16 @@ impl Catalog {
         self.store.apply(batch)?;
         self.store.flush()?;
         Ok(())
+    }
+}
+
+/// A reported version (/3/0/3 string) has 1 to 255 bytes.
+pub fn check_reported_version(reported: Option<&str>) -> Result<(), CatalogError> {
+    match reported {
+        Some(r) if r.trim().is_empty() || r.len() > 255 => Err(CatalogError::Invalid(
+            "a reported version has 1 to 255 bytes".into(),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -1,10 +1,12 @@
 //! The catalog: devices (learned from registrations and reads), groups (vendor + module model,
-//! locked at creation), firmware versions (images stored once by content hash) and packages
-//! (full or delta, made by the vendor's differ plugin). Owns these records and their rules;
+//! locked at creation), firmware versions (images stored once by content hash), package formats
+//! per model, and packages (full or delta, made by the vendor's differ plugin in the model's
+//! format, or uploaded as the module maker made them). Owns these records and their rules;
 //! persistence is the store's, delivery the transfer's.
 
 pub mod devices;
 pub mod firmware;
+pub mod formats;
 pub mod groups;
 pub mod packages;
 
@@ -18,8 +20,9 @@ use crate::transfer::PackageShelf;
 
 pub use devices::DeviceRecord;
 pub use firmware::Firmware;
+pub use formats::{ModelFormat, PackageFormat};
 pub use groups::Group;
-pub use packages::{PackageKind, PackageRecord};
+pub use packages::{PackageKind, PackageRecord, UploadCheck, UploadedPackage};
 
 /// Why a catalog operation was refused.
 #[derive(Debug, thiserror::Error)]

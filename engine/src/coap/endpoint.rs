@@ -867,7 +867,39 @@ fn well_formed(packet: &Packet, bytes: &[u8]) -> bool {
     if packet.header.code == MessageClass::Empty {
         return bytes.len() == 4;
     }
-    !(bytes.last() == Some(&0xFF) && packet.payload.is_empty())
+    payload_marker_followed(bytes)
+}
+
+/// Whether a payload marker, if the message has one, is followed by at least one byte. The
+/// marker is found by walking the options: a last byte of 0xFF may as well end the token or an
+/// option's value (a random token does once in 256 messages), which is no marker at all.
+fn payload_marker_followed(bytes: &[u8]) -> bool {
+    let token_len = usize::from(bytes.first().map_or(0, |b| b & 0x0F));
+    let mut at = 4 + token_len;
+    while let Some(&byte) = bytes.get(at) {
+        if byte == 0xFF {
+            return at + 1 < bytes.len();
+        }
+        at += 1;
+        let (delta, len) = (byte >> 4, byte & 0x0F);
+        // An extended delta or length takes 1 (13) or 2 (14) more bytes; 15 is reserved, and
+        // coap-lite refuses it before this is asked.
+        let extended = |nibble: u8| match nibble {
+            13 => 1,
+            14 => 2,
+            _ => 0,
+        };
+        at += extended(delta);
+        let value_len = match len {
+            13 => bytes.get(at).map_or(0, |b| usize::from(*b) + 13),
+            14 => bytes
+                .get(at..at + 2)
+                .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])) + 269),
+            n => usize::from(n),
+        };
+        at += extended(len) + value_len;
+    }
+    true
 }
 
 fn empty_message(message_type: MessageType, message_id: u16) -> Vec<u8> {
@@ -924,4 +956,36 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::payload_marker_followed;
+
+    #[test]
+    fn a_last_byte_of_0xff_is_a_payload_marker_only_where_the_options_end() {
+        // ACK 4.04, message id 0x1234, token a1 b2 c3 ff: the token's last byte, no marker.
+        assert!(payload_marker_followed(&[
+            0x64, 0x84, 0x12, 0x34, 0xA1, 0xB2, 0xC3, 0xFF
+        ]));
+        // 2.05 with Observe (6) = 255, no payload: the option value's last byte.
+        assert!(payload_marker_followed(&[
+            0x61, 0x45, 0x00, 0x01, 0x07, 0x61, 0xFF
+        ]));
+        // Content-Format 0 then a real marker with nothing after it.
+        assert!(!payload_marker_followed(&[
+            0x61, 0x45, 0x00, 0x01, 0x07, 0xC0, 0xFF
+        ]));
+        // A marker followed by a payload.
+        assert!(payload_marker_followed(&[
+            0x60, 0x45, 0x00, 0x01, 0xFF, b'x'
+        ]));
+        // A GET whose option value (13 + 2 extended bytes long) ends in 0xFF.
+        let mut long = vec![0x40, 0x01, 0x00, 0x01, 0xBD, 0x02];
+        long.extend([0x41; 14]);
+        long.push(0xFF);
+        assert!(payload_marker_followed(&long));
+        long.push(0xFF);
+        assert!(!payload_marker_followed(&long));
+    }
 }

@@ -9,6 +9,9 @@ pub const MANUFACTURER: LwM2mPath = LwM2mPath::resource(3, 0, 0);
 pub const MODEL_NUMBER: LwM2mPath = LwM2mPath::resource(3, 0, 1);
 /// /3/0/3 Firmware Version.
 pub const FIRMWARE_VERSION: LwM2mPath = LwM2mPath::resource(3, 0, 3);
+/// /3/0/6 Available Power Sources (multiple instances): 0 DC, 1 internal battery, 2 external
+/// battery, 3 fuel cell, 4 power over Ethernet, 5 USB, 6 AC (mains), 7 solar.
+pub const POWER_SOURCES: LwM2mPath = LwM2mPath::resource(3, 0, 6);
 /// /3/0/9 Battery Level, percent.
 pub const BATTERY_LEVEL: LwM2mPath = LwM2mPath::resource(3, 0, 9);
 /// /3/0/10 Memory Free, KB.
@@ -35,6 +38,19 @@ pub const DELIVERY_METHOD: LwM2mPath = LwM2mPath::resource(5, 0, 9);
 pub const TRANSFERRED_BYTES: LwM2mPath = LwM2mPath::resource(5, 0, 26500);
 /// /5/0/26501 Switch to Download State (OneNET extension): resume a push where it stopped.
 pub const SWITCH_TO_DOWNLOAD: LwM2mPath = LwM2mPath::resource(5, 0, 26501);
+
+/// How a device's Firmware Update object is put back to Idle (State 0, Update Result 0,
+/// package erased) before a new download.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResetMethod {
+    /// OMA's: a single '\0' byte written to Package (/5/0/0).
+    NullByte,
+    /// OMA's other: an empty string written to Package URI (/5/0/1); pull-only devices may
+    /// refuse every write to Package.
+    EmptyUri,
+    /// The white paper's: zero bytes written to Package. Stock devices do not reset on it.
+    EmptyWrite,
+}
 
 /// /5/0/3 State.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

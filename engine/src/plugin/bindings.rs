@@ -1,7 +1,7 @@
-//! Typed bindings of the three worlds, generated from `wit/` by wasmtime's `bindgen!`, and the
+//! Typed bindings of the four worlds, generated from `wit/` by wasmtime's `bindgen!`, and the
 //! [`World`] trait that lets [`super::component::Plugin`] treat them alike.
 //!
-//! The `policy` bindings own the shared `types` and `host-log` interfaces; the other two worlds
+//! The `policy` bindings own the shared `types` and `host-log` interfaces; the other worlds
 //! reuse them (`with:`), so a `Device` is one Rust type whatever the plugin kind.
 
 use super::PluginKind;
@@ -35,8 +35,20 @@ mod differ_world {
     });
 }
 
+mod packager_world {
+    wasmtime::component::bindgen!({
+        world: "packager",
+        path: "../wit",
+        with: {
+            "fota:plugin/types": super::policy_world::fota::plugin::types,
+            "fota:plugin/host-log": super::policy_world::fota::plugin::host_log,
+        },
+    });
+}
+
 pub use capability_world::Capability;
 pub use differ_world::Differ;
+pub use packager_world::Packager;
 pub use policy_world::Policy;
 pub use policy_world::fota::plugin::{host_log, types};
 
@@ -45,7 +57,7 @@ pub trait World: Sized + Send + 'static {
     /// Which kind of plugin this world is.
     const KIND: PluginKind;
     /// The world's pre-instantiated form: the component checked against the world's exports.
-    type Pre: Send + Sync + 'static;
+    type Pre: Clone + Send + Sync + 'static;
 
     /// Checks the component's exports against the world (fails on the wrong world).
     fn pre(instance: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
@@ -106,5 +118,11 @@ world!(
     Differ,
     differ_world::DifferPre<HostState>,
     PluginKind::Differ,
+    fota_plugin_config
+);
+world!(
+    Packager,
+    packager_world::PackagerPre<HostState>,
+    PluginKind::Packager,
     fota_plugin_config
 );

@@ -1,7 +1,7 @@
 //! Validation of a component against the worlds, without installing it: what
 //! `fota plugin check FILE.wasm` shows a vendor.
 
-use super::bindings::{Capability, Differ, Policy, World};
+use super::bindings::{Capability, Differ, Packager, Policy, World};
 use super::host::{HostConfig, HostState, PluginHost};
 use super::{PluginError, PluginKind};
 use std::fmt;
@@ -23,7 +23,7 @@ impl fmt::Display for CheckReport {
         let worlds: Vec<_> = self
             .worlds
             .iter()
-            .map(|k| format!("fota:plugin/{}@0.1.0", k.world()))
+            .map(|k| format!("fota:plugin/{}@{}", k.world(), super::WIT_VERSION))
             .collect();
         writeln!(f, "implements: {}", worlds.join(", "))?;
         writeln!(f, "exports:")?;
@@ -61,16 +61,13 @@ impl PluginHost {
             .collect();
         let linked = self
             .link(&component)
-            .map_err(|e| PluginError::UnsupportedImport {
-                plugin: name.into(),
-                reason: format!("{e:#}"),
-            })?;
+            .map_err(|e| PluginError::unsupported_import(name, &e))?;
         let worlds = worlds_of(&linked);
         if worlds.is_empty() {
             let reason = format!("its exports are [{}]", exports.join(", "));
             return Err(PluginError::WrongWorld {
                 plugin: name.into(),
-                expected: "differ, capability or policy".into(),
+                expected: "differ, capability, policy or packager".into(),
                 found: "it implements none of the fota:plugin worlds".into(),
                 reason,
             });
@@ -92,6 +89,7 @@ pub(crate) fn worlds_of(linked: &InstancePre<HostState>) -> Vec<PluginKind> {
         implements::<Differ>(linked),
         implements::<Capability>(linked),
         implements::<Policy>(linked),
+        implements::<Packager>(linked),
     ]
     .into_iter()
     .flatten()

@@ -58,10 +58,7 @@ impl<W: World> Plugin<W> {
         })?;
         let linked = host
             .link(&component)
-            .map_err(|e| PluginError::UnsupportedImport {
-                plugin: name.into(),
-                reason: format!("{e:#}"),
-            })?;
+            .map_err(|e| PluginError::unsupported_import(name, &e))?;
         let pre = W::pre(linked.clone()).map_err(|e| {
             PluginError::wrong_world(name, W::KIND, &worlds_of(&linked), format!("{e:#}"))
         })?;
@@ -72,6 +69,22 @@ impl<W: World> Plugin<W> {
             settings,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(host.config().limits(W::KIND).max_concurrent),
+        };
+        let first = plugin.instantiate()?;
+        plugin.give_back(first);
+        Ok(plugin)
+    }
+
+    /// The same component under the same name with other settings: no compilation, a fresh
+    /// pool; refused as [`Self::load`] refuses bad settings. Blocks: instantiates.
+    pub fn reconfigured(&self, settings: Vec<(String, String)>) -> Result<Self, PluginError> {
+        let plugin = Plugin {
+            name: self.name.clone(),
+            host: self.host.clone(),
+            pre: self.pre.clone(),
+            settings,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(self.host.config().limits(W::KIND).max_concurrent),
         };
         let first = plugin.instantiate()?;
         plugin.give_back(first);

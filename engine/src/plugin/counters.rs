@@ -8,8 +8,8 @@ use super::PluginKind;
 /// Calls and failures per kind.
 #[derive(Debug, Default)]
 pub struct CallCounters {
-    calls: [AtomicU64; 3],
-    failures: [AtomicU64; 3],
+    calls: [AtomicU64; 4],
+    failures: [AtomicU64; 4],
 }
 
 /// One kind's counts.
@@ -49,5 +49,6 @@ fn slot(kind: PluginKind) -> usize {
         PluginKind::Differ => 0,
         PluginKind::Capability => 1,
         PluginKind::Policy => 2,
+        PluginKind::Packager => 3,
     }
 }

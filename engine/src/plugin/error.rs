@@ -71,6 +71,22 @@ impl PluginError {
         }
     }
 
+    /// An error for a component whose imports the host cannot give: a component built against
+    /// another version of the contract imports that version's `host-log`, which is named.
+    pub(crate) fn unsupported_import(plugin: &str, error: &wasmtime::Error) -> Self {
+        let mut reason = format!("{error:#}");
+        if reason.contains("fota:plugin/") && !reason.contains(super::WIT_VERSION) {
+            reason.push_str(&format!(
+                " (this engine implements fota:plugin@{}: rebuild the plugin against wit/)",
+                super::WIT_VERSION
+            ));
+        }
+        PluginError::UnsupportedImport {
+            plugin: plugin.into(),
+            reason,
+        }
+    }
+
     /// An error for a plugin that was never loaded as a kind it claimed to be.
     pub(crate) fn wrong_world(
         plugin: &str,

@@ -50,6 +50,9 @@ pub struct HostConfig {
     pub capability: CallLimits,
     /// A policy decision is a few comparisons: little memory, milliseconds at most.
     pub policy: CallLimits,
+    /// Framing a package copies it once or twice and sums or signs it: the package's size in
+    /// memory a few times over, well under a second.
+    pub packager: CallLimits,
 }
 
 impl Default for HostConfig {
@@ -74,6 +77,13 @@ impl Default for HostConfig {
             },
             capability: cheap.clone(),
             policy: cheap,
+            packager: CallLimits {
+                memory_bytes: 256 << 20,
+                time: Duration::from_secs(10),
+                max_concurrent: 2,
+                reuse_up_to_bytes: 8 << 20,
+                max_result_bytes: 64 << 20,
+            },
         }
     }
 }
@@ -84,6 +94,7 @@ impl HostConfig {
             PluginKind::Differ => &self.differ,
             PluginKind::Capability => &self.capability,
             PluginKind::Policy => &self.policy,
+            PluginKind::Packager => &self.packager,
         }
     }
 }

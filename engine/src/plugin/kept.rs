@@ -1,6 +1,7 @@
 //! Plugins installed at run time (through the API), kept in the store: each binding's kind,
-//! the devices it serves, its name, settings and component, so an engine started again on the
-//! same data binds them again before it serves a device. Owns that record, its keys, and the
+//! the devices it serves, its name, settings and component (or a mark that it is the
+//! embedded reference component, when only its settings were changed), so an engine started
+//! again on the same data binds them again before it serves a device. Owns that record, its keys, and the
 //! order of a change: the store is written first and the registry changed after, so a store
 //! failure leaves the bindings in force as they were. Loading and binding are the registry's.
 
@@ -9,13 +10,16 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Binding, PluginError, PluginKind, PluginRegistry, Settings};
+use super::{Binding, PluginError, PluginKind, PluginRegistry, Settings, embedded};
 use crate::store::{Batch, Store, StoreError, StoreExt};
 
 /// Namespace of the binding records.
 const BINDINGS: &str = "plugin/";
 /// Namespace of the components, by sha256 (a component bound twice is kept once).
 const COMPONENTS: &str = "plugin-wasm/";
+/// The `component` of a binding that uses the engine's embedded reference component of its
+/// kind (whichever version the engine carries), with settings of the operator's.
+const EMBEDDED: &str = "embedded";
 
 /// One kept binding.
 #[derive(Debug, Serialize, Deserialize)]
@@ -27,7 +31,7 @@ struct KeptBinding {
     model: Option<String>,
     name: String,
     settings: Settings,
-    /// Hex sha256 of the component.
+    /// Hex sha256 of the component, or [`EMBEDDED`].
     component: String,
 }
 
@@ -81,6 +85,72 @@ impl KeptPlugins {
         Ok(())
     }
 
+    /// Gives the plugin of `kind` that serves `binding` new `settings` (refused as its
+    /// `configure` refuses them): the same component, bound to `binding` with them. For a
+    /// model without a binding of its own, the default's component is bound to it. Kept, then
+    /// bound. Blocks: instantiates.
+    pub fn configure(
+        &self,
+        registry: &PluginRegistry,
+        kind: PluginKind,
+        binding: Binding,
+        settings: Settings,
+    ) -> Result<(), InstallError> {
+        let source = match &binding {
+            Binding::Model { vendor, model } if registry.is_bound(kind, vendor, model) => {
+                binding.clone()
+            }
+            _ => Binding::Default,
+        };
+        let loaded = registry.reconfigured(kind, &source, settings.clone())?;
+        let component = match self.record(kind, &source)? {
+            Some(record) => record.component,
+            None => EMBEDDED.into(),
+        };
+        let record = KeptBinding {
+            settings,
+            ..self.binding_record(kind, &binding, loaded.name(), component)
+        };
+        let mut batch = Batch::new();
+        batch.put(binding_key(kind, &binding), &record);
+        self.store.apply(batch)?;
+        self.collect_unused()?;
+        self.store.flush()?;
+        registry.bind(binding, loaded);
+        Ok(())
+    }
+
+    /// The kept record of `kind` for `binding`, if the operator changed it.
+    fn record(
+        &self,
+        kind: PluginKind,
+        binding: &Binding,
+    ) -> Result<Option<KeptBinding>, StoreError> {
+        self.store.get(&binding_key(kind, binding))
+    }
+
+    /// A record of `name` bound to `binding` with `component` and no settings.
+    fn binding_record(
+        &self,
+        kind: PluginKind,
+        binding: &Binding,
+        name: &str,
+        component: String,
+    ) -> KeptBinding {
+        let (vendor, model) = match binding {
+            Binding::Default => (None, None),
+            Binding::Model { vendor, model } => (Some(vendor.clone()), Some(model.clone())),
+        };
+        KeptBinding {
+            kind: kind.world().into(),
+            vendor,
+            model,
+            name: name.into(),
+            settings: Settings::new(),
+            component,
+        }
+    }
+
     /// Removes the binding of `kind` to `vendor` and `model`, from the store and then from
     /// `registry`; false when there is none.
     pub fn unbind(
@@ -123,17 +193,9 @@ impl KeptPlugins {
         settings: &Settings,
     ) -> Result<(), StoreError> {
         let component = hex::encode(Sha256::digest(wasm));
-        let (vendor, model) = match binding {
-            Binding::Default => (None, None),
-            Binding::Model { vendor, model } => (Some(vendor.clone()), Some(model.clone())),
-        };
         let record = KeptBinding {
-            kind: kind.world().into(),
-            vendor,
-            model,
-            name: name.into(),
             settings: settings.clone(),
-            component: component.clone(),
+            ..self.binding_record(kind, binding, name, component.clone())
         };
         let mut batch = Batch::new();
         batch
@@ -170,10 +232,13 @@ impl KeptPlugins {
                 (Some(vendor), Some(model)) => Binding::Model { vendor, model },
                 _ => Binding::Default,
             };
-            let wasm = self
-                .store
-                .get_raw(&format!("{COMPONENTS}{}", record.component))?
-                .ok_or_else(|| unusable("its component is missing"))?;
+            let wasm = match record.component.as_str() {
+                EMBEDDED => embedded::reference(kind).1.to_vec(),
+                sha256 => self
+                    .store
+                    .get_raw(&format!("{COMPONENTS}{sha256}"))?
+                    .ok_or_else(|| unusable("its component is missing"))?,
+            };
             registry
                 .install(kind, binding, &record.name, &wasm, record.settings)
                 .map_err(|error| RestoreError::Plugin {
@@ -256,8 +321,8 @@ mod tests {
         let names: Vec<String> = again
             .bindings()
             .into_iter()
-            .filter(|(kind, _, _)| *kind == PluginKind::Policy)
-            .map(|(_, _, name)| name)
+            .filter(|(kind, _, _, _)| *kind == PluginKind::Policy)
+            .map(|(_, _, name, _)| name)
             .collect();
         assert!(names.contains(&"strict".to_string()), "{names:?}");
         assert!(names.contains(&"lenient".to_string()), "{names:?}");
@@ -309,8 +374,8 @@ mod tests {
         let mut names: Vec<_> = registry
             .bindings()
             .into_iter()
-            .filter(|(kind, _, _)| *kind == PluginKind::Policy)
-            .map(|(_, binding, name)| (binding, name))
+            .filter(|(kind, _, _, _)| *kind == PluginKind::Policy)
+            .map(|(_, binding, name, _)| (binding, name))
             .collect();
         names.sort_by(|a, b| a.1.cmp(&b.1));
         names

@@ -1,4 +1,4 @@
-//! The three kinds of plugin, one per world of the WIT package.
+//! The four kinds of plugin, one per world of the WIT package.
 
 use std::fmt;
 
@@ -11,13 +11,16 @@ pub enum PluginKind {
     Capability,
     /// World `policy`: whether a device may start an upgrade now.
     Policy,
+    /// World `packager`: frames a package in the byte layout a vendor's updater expects.
+    Packager,
 }
 
 impl PluginKind {
-    pub const ALL: [PluginKind; 3] = [
+    pub const ALL: [PluginKind; 4] = [
         PluginKind::Differ,
         PluginKind::Capability,
         PluginKind::Policy,
+        PluginKind::Packager,
     ];
 
     /// The world's name in the WIT package.
@@ -26,6 +29,7 @@ impl PluginKind {
             PluginKind::Differ => "differ",
             PluginKind::Capability => "capability",
             PluginKind::Policy => "policy",
+            PluginKind::Packager => "packager",
         }
     }
 }

@@ -23,8 +23,8 @@ impl Plugin<Policy> {
             Decision::Wait(wait) => {
                 self.check_size("wait reason", wait.reason.len(), MAX_TEXT_BYTES)?
             }
-            Decision::Skip(reason) => {
-                self.check_size("skip reason", reason.len(), MAX_TEXT_BYTES)?
+            Decision::Skip(skip) => {
+                self.check_size("skip reason", skip.reason.len(), MAX_TEXT_BYTES)?
             }
             Decision::Go => {}
         }

@@ -2,12 +2,12 @@
 //! vendor + module model. Binding replaces atomically: a call looks its plugin up once and holds
 //! an `Arc` to it, so calls in flight finish on the old plugin while new calls get the new one.
 
-use super::bindings::{Capability, Differ, Policy, World};
+use super::bindings::{Capability, Differ, Packager, Policy, World};
 use super::component::Plugin;
 use super::embedded;
 use super::{
-    CapabilityPlugin, Decision, DeliveryPlan, Device, DifferPlugin, FirmwarePackage, PluginError,
-    PluginHost, PluginKind, PolicyPlugin,
+    CapabilityPlugin, Decision, DeliveryPlan, Device, DifferPlugin, FirmwarePackage,
+    PackageContents, PackagerPlugin, PluginError, PluginHost, PluginKind, PolicyPlugin,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -31,6 +31,7 @@ pub struct PluginRegistry {
     differ: Table<Differ>,
     capability: Table<Capability>,
     policy: Table<Policy>,
+    packager: Table<Packager>,
 }
 
 impl PluginRegistry {
@@ -50,11 +51,18 @@ impl PluginRegistry {
             embedded::THRESHOLD_POLICY,
             Vec::new(),
         )?;
+        let packager = Plugin::load(
+            &host,
+            embedded::CRC_CONTAINER_NAME,
+            embedded::CRC_CONTAINER,
+            Vec::new(),
+        )?;
         Ok(PluginRegistry {
             host,
             differ: Table::new(differ),
             capability: Table::new(capability),
             policy: Table::new(policy),
+            packager: Table::new(packager),
         })
     }
 
@@ -95,6 +103,45 @@ impl PluginRegistry {
                 LoadedKind::Capability(Plugin::load(host, name, wasm, settings)?)
             }
             PluginKind::Policy => LoadedKind::Policy(Plugin::load(host, name, wasm, settings)?),
+            PluginKind::Packager => LoadedKind::Packager(Plugin::load(host, name, wasm, settings)?),
+        }))
+    }
+
+    /// The plugin of `kind` serving `vendor` and `model` (or the default, for
+    /// [`Binding::Default`]), loaded again with `settings` (no compilation; refused as
+    /// [`Self::load`] refuses bad settings), not bound yet. Blocks: instantiates.
+    pub fn reconfigured(
+        &self,
+        kind: PluginKind,
+        binding: &Binding,
+        settings: Settings,
+    ) -> Result<Loaded, PluginError> {
+        let (vendor, model) = match binding {
+            Binding::Default => ("", ""),
+            Binding::Model { vendor, model } => (vendor.as_str(), model.as_str()),
+        };
+        let default = matches!(binding, Binding::Default);
+        Ok(Loaded(match kind {
+            PluginKind::Differ => LoadedKind::Differ(
+                self.differ
+                    .pick(vendor, model, default)
+                    .reconfigured(settings)?,
+            ),
+            PluginKind::Capability => LoadedKind::Capability(
+                self.capability
+                    .pick(vendor, model, default)
+                    .reconfigured(settings)?,
+            ),
+            PluginKind::Policy => LoadedKind::Policy(
+                self.policy
+                    .pick(vendor, model, default)
+                    .reconfigured(settings)?,
+            ),
+            PluginKind::Packager => LoadedKind::Packager(
+                self.packager
+                    .pick(vendor, model, default)
+                    .reconfigured(settings)?,
+            ),
         }))
     }
 
@@ -105,6 +152,7 @@ impl PluginRegistry {
             LoadedKind::Differ(plugin) => self.differ.bind(binding.clone(), plugin),
             LoadedKind::Capability(plugin) => self.capability.bind(binding.clone(), plugin),
             LoadedKind::Policy(plugin) => self.policy.bind(binding.clone(), plugin),
+            LoadedKind::Packager(plugin) => self.packager.bind(binding.clone(), plugin),
         }
         tracing::info!(plugin = name, %kind, ?binding, "plugin installed");
     }
@@ -115,6 +163,7 @@ impl PluginRegistry {
             PluginKind::Differ => self.differ.is_bound(vendor, model),
             PluginKind::Capability => self.capability.is_bound(vendor, model),
             PluginKind::Policy => self.policy.is_bound(vendor, model),
+            PluginKind::Packager => self.packager.is_bound(vendor, model),
         }
     }
 
@@ -124,6 +173,7 @@ impl PluginRegistry {
             PluginKind::Differ => self.differ.unbind(vendor, model),
             PluginKind::Capability => self.capability.unbind(vendor, model),
             PluginKind::Policy => self.policy.unbind(vendor, model),
+            PluginKind::Packager => self.packager.unbind(vendor, model),
         }
     }
 
@@ -134,16 +184,29 @@ impl PluginRegistry {
             PluginKind::Differ => self.differ.reset_default(),
             PluginKind::Capability => self.capability.reset_default(),
             PluginKind::Policy => self.policy.reset_default(),
+            PluginKind::Packager => self.packager.reset_default(),
         }
         tracing::info!(%kind, "default plugin reset to the embedded one");
     }
 
-    /// Every binding: kind, devices served, plugin name.
-    pub fn bindings(&self) -> Vec<(PluginKind, Binding, String)> {
+    /// Every binding: kind, devices served, plugin name, settings.
+    pub fn bindings(&self) -> Vec<(PluginKind, Binding, String, Settings)> {
         let mut all = self.differ.list();
         all.extend(self.capability.list());
         all.extend(self.policy.list());
+        all.extend(self.packager.list());
         all
+    }
+
+    /// The plugin of `kind` serving `vendor` and `model` (its model binding, else the kind's
+    /// default): its name and settings, and whether it is bound to the model.
+    pub fn serving(&self, kind: PluginKind, vendor: &str, model: &str) -> Serving {
+        match kind {
+            PluginKind::Differ => self.differ.serving(vendor, model),
+            PluginKind::Capability => self.capability.serving(vendor, model),
+            PluginKind::Policy => self.policy.serving(vendor, model),
+            PluginKind::Packager => self.packager.serving(vendor, model),
+        }
     }
 
     pub fn differ(&self, vendor: &str, model: &str) -> Arc<DifferPlugin> {
@@ -156,6 +219,21 @@ impl PluginRegistry {
 
     pub fn policy(&self, vendor: &str, model: &str) -> Arc<PolicyPlugin> {
         self.policy.get(vendor, model)
+    }
+
+    pub fn packager(&self, vendor: &str, model: &str) -> Arc<PackagerPlugin> {
+        self.packager.get(vendor, model)
+    }
+
+    /// `payload` framed by the packager bound to the package's manufacturer and model.
+    pub async fn frame(
+        &self,
+        contents: PackageContents,
+        payload: Arc<[u8]>,
+    ) -> Result<Result<Vec<u8>, String>, PluginError> {
+        self.packager(&contents.manufacturer, &contents.model)
+            .frame(contents, payload)
+            .await
     }
 
     /// The decision of the policy plugin bound to the device's manufacturer and model.
@@ -192,6 +270,17 @@ impl PluginRegistry {
     }
 }
 
+/// The plugin serving one binding, as [`PluginRegistry::serving`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Serving {
+    /// Its name.
+    pub name: String,
+    /// The settings it was configured with.
+    pub settings: Settings,
+    /// Whether it is bound to the model (not the kind's default).
+    pub model_bound: bool,
+}
+
 /// A plugin loaded and checked as one of its kind, not bound yet.
 pub struct Loaded(LoadedKind);
 
@@ -199,6 +288,7 @@ enum LoadedKind {
     Differ(Plugin<Differ>),
     Capability(Plugin<Capability>),
     Policy(Plugin<Policy>),
+    Packager(Plugin<Packager>),
 }
 
 impl Loaded {
@@ -208,6 +298,7 @@ impl Loaded {
             LoadedKind::Differ(_) => PluginKind::Differ,
             LoadedKind::Capability(_) => PluginKind::Capability,
             LoadedKind::Policy(_) => PluginKind::Policy,
+            LoadedKind::Packager(_) => PluginKind::Packager,
         }
     }
 
@@ -217,6 +308,7 @@ impl Loaded {
             LoadedKind::Differ(plugin) => plugin.name(),
             LoadedKind::Capability(plugin) => plugin.name(),
             LoadedKind::Policy(plugin) => plugin.name(),
+            LoadedKind::Packager(plugin) => plugin.name(),
         }
     }
 }
@@ -260,6 +352,24 @@ impl<W: World> Table<W> {
             .is_some_and(|models| models.contains_key(model))
     }
 
+    fn serving(&self, vendor: &str, model: &str) -> Serving {
+        let plugin = self.get(vendor, model);
+        Serving {
+            name: plugin.name().to_string(),
+            settings: plugin.settings().to_vec(),
+            model_bound: self.is_bound(vendor, model),
+        }
+    }
+
+    /// The default when `default`, else what serves `vendor` and `model`.
+    fn pick(&self, vendor: &str, model: &str, default: bool) -> Arc<Plugin<W>> {
+        if default {
+            Arc::clone(&self.bound.read().expect("registry lock").default)
+        } else {
+            self.get(vendor, model)
+        }
+    }
+
     fn get(&self, vendor: &str, model: &str) -> Arc<Plugin<W>> {
         let bound = self.bound.read().expect("registry lock");
         let by_model = bound
@@ -293,16 +403,20 @@ impl<W: World> Table<W> {
             .is_some()
     }
 
-    fn list(&self) -> Vec<(PluginKind, Binding, String)> {
+    fn list(&self) -> Vec<(PluginKind, Binding, String, Settings)> {
         let bound = self.bound.read().expect("registry lock");
-        let mut all = vec![(W::KIND, Binding::Default, bound.default.name().to_string())];
+        let described =
+            |plugin: &Plugin<W>| (plugin.name().to_string(), plugin.settings().to_vec());
+        let (name, settings) = described(&bound.default);
+        let mut all = vec![(W::KIND, Binding::Default, name, settings)];
         for (vendor, models) in &bound.models {
             for (model, plugin) in models {
                 let binding = Binding::Model {
                     vendor: vendor.clone(),
                     model: model.clone(),
                 };
-                all.push((W::KIND, binding, plugin.name().to_string()));
+                let (name, settings) = described(plugin);
+                all.push((W::KIND, binding, name, settings));
             }
         }
         all

@@ -20,7 +20,7 @@ use super::shelf::{PackageShelf, ShelvedPackage};
 use super::steps::{Attempt, StageError, at, interrupted};
 use super::watch::FirmwareWatch;
 use crate::coap::WireMeter;
-use crate::lwm2m::firmware::{self, FirmwareState};
+use crate::lwm2m::firmware::{self, FirmwareState, ResetMethod};
 use crate::lwm2m::{
     DeviceManagement, EndpointEvents, ManagementError, Registration, RegistrationEvent, Registry,
 };
@@ -57,11 +57,14 @@ pub struct DeliveryJob {
     /// Whether the device supports breakpoint resume (26500/26501); when false a broken push
     /// starts over without asking.
     pub resume: bool,
+    /// How the device's Firmware Update object is reset before a fresh download.
+    pub reset: ResetMethod,
 }
 
 impl DeliveryJob {
     /// `package` to `endpoint`, never held, under the suspend limit, reporting to nobody,
-    /// resuming where the device supports it.
+    /// resuming where the device supports it, reset as OMA says (a '\0' to Package for a
+    /// push, an empty Package URI for a pull).
     pub fn new(
         endpoint: &str,
         package: Arc<ShelvedPackage>,
@@ -79,6 +82,10 @@ impl DeliveryJob {
             give_up_at: None,
             stages: None,
             resume: true,
+            reset: match method {
+                Method::Push => ResetMethod::NullByte,
+                Method::Pull => ResetMethod::EmptyUri,
+            },
         }
     }
 
@@ -150,7 +157,7 @@ enum Prepared {
     /// The attempt is over (already upgraded, or the download failed).
     Finished(TransferOutcome),
     /// The device holds the package; Update is next.
-    Install(FirmwareWatch),
+    Install,
     /// An earlier Update got through: the device is installing.
     Installing,
 }
@@ -229,6 +236,10 @@ impl Delivery {
         let delivery = self.charged_to(attempt.meter.clone());
         let mut contacts = self.registry.follow(&job.endpoint);
         let mut backoff = self.config.retry_backoff.0;
+        tracing::info!(
+            endpoint = %job.endpoint, package = %job.package.id, size = job.package.len(),
+            method = ?job.method, block_size = job.block_size, "delivery starts"
+        );
         let outcome = loop {
             let outcome = match delivery.wait_reachable(&mut contacts, give_up).await {
                 Some(registration) => {
@@ -248,19 +259,40 @@ impl Delivery {
             job.report(Stage::Suspended {
                 wire: attempt.wire_count(),
             });
-            tracing::debug!(endpoint = %job.endpoint, %reason, "delivery suspended");
+            tracing::info!(
+                endpoint = %job.endpoint, %reason, interruptions = attempt.interruptions,
+                "delivery suspended"
+            );
             let _ = tokio::time::timeout(backoff, contacts.next_contact()).await;
             backoff = (backoff * 2).min(self.config.retry_backoff.1);
         };
         if !matches!(outcome, TransferOutcome::Interrupted(_)) {
             self.book.clear(&job.endpoint);
         }
+        delivery.release(&job.endpoint, attempt.watch.take()).await;
+        log_end(job, &outcome, &attempt);
         TransferReport {
             outcome,
             wire: attempt.wire_count(),
             block_size: attempt.block_size,
             interruptions: attempt.interruptions,
             elapsed: started.elapsed(),
+        }
+    }
+
+    /// Cancels the observations of a delivery that is over, where the device still holds
+    /// them: registered as when they were made (a device that registered anew dropped them),
+    /// and reachable now (a sleeping device resets their next notification instead).
+    async fn release(&self, endpoint: &str, watch: Option<FirmwareWatch>) {
+        let Some(watch) = watch else { return };
+        let reachable = self.registry.get(endpoint).filter(|registration| {
+            watch.serves(registration)
+                && self
+                    .window_end(registration)
+                    .is_none_or(|end| end > Instant::now())
+        });
+        if reachable.is_some() {
+            watch.cancel(&self.management).await;
         }
     }
 
@@ -407,19 +439,20 @@ impl Delivery {
         let job = attempt.job;
         let device = registration.address;
         let ready = self
-            .while_reachable(contacts, registration, self.prepare(attempt, device))
+            .while_reachable(contacts, registration, self.prepare(attempt, registration))
             .await;
-        let mut watch = match ready {
+        let install = match ready {
             Err(gone) => return Ok(gone),
             Ok(prepared) => match prepared? {
                 Prepared::Finished(outcome) => return Ok(outcome),
-                Prepared::Installing => None,
-                Prepared::Install(watch) => Some(watch),
+                Prepared::Installing => false,
+                Prepared::Install => true,
             },
         };
         job.report(Stage::Installing);
+        tracing::info!(endpoint = %job.endpoint, "executing Update");
         let mut back = None;
-        if let Some(watch) = &mut watch {
+        if let (true, Some(watch)) = (install, attempt.watch.as_mut()) {
             tokio::select! {
                 executed = execute_update(self, watch, device) => {
                     if let Some(outcome) = executed? {
@@ -433,26 +466,26 @@ impl Delivery {
         }
         // The watch lives until the device is back: the notifications of its install still
         // arrive on it (and are counted on the delivery's account).
-        let confirmed = confirm(self, job, contacts, registration, back).await;
-        drop(watch);
-        confirmed
+        let before = attempt.version_before.clone();
+        confirm(self, job, contacts, registration, back, before.as_deref()).await
     }
 
-    /// Everything before Update: checks the version, watches State and Update Result, brings
-    /// the package onto the device unless it holds it, and waits for the install gate.
+    /// Everything before Update: checks the version, watches State and Update Result (with
+    /// the watch of an earlier attempt in the same registration, read again, or a new one),
+    /// brings the package onto the device unless it holds it, and waits for the install gate.
     async fn prepare(
         &self,
         attempt: &mut Attempt<'_>,
-        device: SocketAddr,
+        registration: &Registration,
     ) -> Result<Prepared, StageError> {
         let job = attempt.job;
+        let device = registration.address;
         let version = self.read_version(device).await?;
         if version == job.target_version {
             return Ok(Prepared::Finished(TransferOutcome::Upgraded { version }));
         }
-        let mut watch = FirmwareWatch::start(&self.management, device)
-            .await
-            .map_err(at("observing State and Update Result"))?;
+        attempt.version_before.get_or_insert(version);
+        let watch = self.watch(&mut attempt.watch, registration).await?;
         let state = watch.state();
         if state == FirmwareState::Updating {
             return Ok(Prepared::Installing);
@@ -461,16 +494,43 @@ impl Delivery {
         if !(state == FirmwareState::Downloaded && known) {
             job.report(Stage::Downloading);
             let failure = match job.method {
-                Method::Push => self.push(attempt, &mut watch, device).await?,
-                Method::Pull => self.pull(attempt, &mut watch, device).await?,
+                Method::Push => self.push(attempt, device).await?,
+                Method::Pull => self.pull(attempt, device).await?,
             };
             if let Some(failure) = failure {
                 return Ok(Prepared::Finished(failure));
             }
         }
         job.report(Stage::Downloaded);
+        tracing::info!(endpoint = %job.endpoint, "the device holds the package");
         job.wait_for_install_gate().await;
-        Ok(Prepared::Install(watch))
+        Ok(Prepared::Install)
+    }
+
+    /// The watch of the device in `registration`: the one in `kept` when it serves that
+    /// registration (read again: notifications may have been missed while the link was
+    /// down), else a new one (the old one's observations are gone with the old registration,
+    /// or reach the engine from an address it no longer listens to).
+    async fn watch<'w>(
+        &self,
+        kept: &'w mut Option<FirmwareWatch>,
+        registration: &Registration,
+    ) -> Result<&'w mut FirmwareWatch, StageError> {
+        match kept.take() {
+            Some(mut watch) if watch.serves(registration) => {
+                watch
+                    .read_now(&self.management)
+                    .await
+                    .map_err(at("reading State and Update Result"))?;
+                Ok(kept.insert(watch))
+            }
+            _ => {
+                let watch = FirmwareWatch::start(&self.management, registration)
+                    .await
+                    .map_err(at("observing State and Update Result"))?;
+                Ok(kept.insert(watch))
+            }
+        }
     }
 
     /// Reads /3/0/3.
@@ -487,6 +547,23 @@ impl Delivery {
                     })
             })
             .map_err(at("reading the firmware version"))
+    }
+}
+
+/// The delivery's end, in the log: an upgrade at info, anything else at warn with its reason.
+fn log_end(job: &DeliveryJob, outcome: &TransferOutcome, attempt: &Attempt<'_>) {
+    let wire = attempt.wire_count();
+    let (endpoint, interruptions) = (&job.endpoint, attempt.interruptions);
+    let (first, resent) = (wire.package_first, wire.package_resent);
+    match outcome {
+        TransferOutcome::Upgraded { version } => tracing::info!(
+            %endpoint, %version, interruptions, bytes_first = first, bytes_resent = resent,
+            "delivery ended: upgraded"
+        ),
+        other => tracing::warn!(
+            %endpoint, outcome = %other, interruptions, bytes_first = first,
+            bytes_resent = resent, "delivery ended without the upgrade"
+        ),
     }
 }
 

@@ -77,13 +77,19 @@ async fn refused(
 }
 
 /// Waits for the device to register again after installing (unless it already did: `back`),
-/// then checks its version. `left` is the registration the device installed from.
+/// then checks its version as devices report it: the target's /3/0/3 string is an upgrade;
+/// Update Result 1 (success) with another string, or a version that moved to something else,
+/// is an upgrade to an unexpected version (never to be pushed again blindly); a failure in
+/// Update Result is the device's failure; the old version back with no result is an install
+/// that did not happen. `left` is the registration the device installed from, `before` the
+/// version it ran then.
 pub(super) async fn confirm(
     delivery: &Delivery,
     job: &DeliveryJob,
     contacts: &mut EndpointEvents,
     left: &Registration,
     back: Option<Registration>,
+    before: Option<&str>,
 ) -> Result<TransferOutcome, StageError> {
     let registration = match back {
         Some(registration) => registration,
@@ -106,11 +112,22 @@ pub(super) async fn confirm(
     let result = read_result(&delivery.management, registration.address)
         .await
         .map_err(at("reading Update Result"))?;
-    if result != UpdateResult::Success && result != UpdateResult::Initial {
-        return Ok(TransferOutcome::DeviceFailure(result));
-    }
-    Ok(TransferOutcome::WrongVersion {
-        expected: job.target_version.clone(),
-        found: version,
+    let expected = job.target_version.clone();
+    Ok(match result {
+        UpdateResult::Success => TransferOutcome::UnexpectedVersion {
+            expected,
+            found: version,
+        },
+        UpdateResult::Initial if before.is_some_and(|before| before != version) => {
+            TransferOutcome::UnexpectedVersion {
+                expected,
+                found: version,
+            }
+        }
+        UpdateResult::Initial => TransferOutcome::WrongVersion {
+            expected,
+            found: version,
+        },
+        failure => TransferOutcome::DeviceFailure(failure),
     })
 }

@@ -15,7 +15,18 @@ pub enum TransferOutcome {
     },
     /// The device reported a failure in Update Result (no flash, integrity, ...).
     DeviceFailure(UpdateResult),
-    /// The device came back with another version than the package's.
+    /// The device reported the update a success (or came back on a new version), but runs
+    /// another version than the one expected: it installed something, so the same package
+    /// is not sent again; an operator looks at it (the firmware's reported version may be
+    /// set wrong).
+    UnexpectedVersion {
+        /// The /3/0/3 string expected.
+        expected: String,
+        /// What it reports.
+        found: String,
+    },
+    /// The device came back still on its old version, with no failure reported: the install
+    /// did not happen.
     WrongVersion {
         /// What it should run.
         expected: String,
@@ -26,6 +37,27 @@ pub enum TransferOutcome {
     Refused(String),
     /// The link broke (timeouts, not registered, device silent): resume or retry later.
     Interrupted(String),
+}
+
+impl std::fmt::Display for TransferOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransferOutcome::Upgraded { version } => write!(f, "upgraded to {version}"),
+            TransferOutcome::DeviceFailure(result) => {
+                write!(f, "the device reported Update Result {result:?}")
+            }
+            TransferOutcome::UnexpectedVersion { expected, found } => write!(
+                f,
+                "the device reports version {found:?} after the update, expected {expected:?}"
+            ),
+            TransferOutcome::WrongVersion { expected, found } => write!(
+                f,
+                "the device came back on {found:?}, not {expected:?}: the update did not happen"
+            ),
+            TransferOutcome::Refused(reason) => write!(f, "refused: {reason}"),
+            TransferOutcome::Interrupted(reason) => write!(f, "interrupted: {reason}"),
+        }
+    }
 }
 
 impl TransferOutcome {

@@ -9,7 +9,6 @@ use super::delivery::Delivery;
 use super::outcome::TransferOutcome;
 use super::resume::ResumePoint;
 use super::steps::{Attempt, StageError, at, device_failure};
-use super::watch::FirmwareWatch;
 use crate::lwm2m::firmware::{self, FirmwareState};
 use crate::lwm2m::{ContentFormat, ManagementError};
 
@@ -19,16 +18,17 @@ impl Delivery {
     pub(super) async fn pull(
         &self,
         attempt: &mut Attempt<'_>,
-        watch: &mut FirmwareWatch,
         device: SocketAddr,
     ) -> Result<Option<TransferOutcome>, StageError> {
         let job = attempt.job;
         let known = self.book.get(&job.endpoint, &job.package.sha256);
-        let still_fetching = known.is_some() && watch.state() == FirmwareState::Downloading;
+        let still_fetching =
+            known.is_some() && attempt.watch().state() == FirmwareState::Downloading;
         if !still_fetching {
             if known.is_none() {
-                watch
-                    .reset_unless_idle(&self.management)
+                attempt
+                    .watch()
+                    .reset_unless_idle(&self.management, job.reset)
                     .await
                     .map_err(at("resetting the device"))?;
             }
@@ -49,6 +49,7 @@ impl Delivery {
                 },
             );
         }
+        let watch = attempt.watch();
         match watch
             .wait_until_settled(&self.management, self.config.pull_timeout)
             .await

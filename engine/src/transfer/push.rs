@@ -23,7 +23,6 @@ impl Delivery {
     pub(super) async fn push(
         &self,
         attempt: &mut Attempt<'_>,
-        watch: &mut FirmwareWatch,
         device: SocketAddr,
     ) -> Result<Option<TransferOutcome>, StageError> {
         let job = attempt.job;
@@ -35,9 +34,12 @@ impl Delivery {
             Some(_) if job.resume => self.resume_at(device, attempt).await?,
             _ => None,
         };
-        if start.is_none() {
+        if let Some(offset) = start {
+            tracing::info!(endpoint = %job.endpoint, offset, "resuming the push where the device stands");
+        } else {
+            let watch = attempt.watch();
             watch
-                .reset_unless_idle(&self.management)
+                .reset_unless_idle(&self.management, job.reset)
                 .await
                 .map_err(at("resetting the device"))?;
             // What the watch saw is gone with them: an old failure left in Update Result
@@ -56,6 +58,7 @@ impl Delivery {
         let response = self
             .send_package(attempt, &mut point, device, start.unwrap_or(0))
             .await?;
+        let watch = attempt.watch();
         if let Some(code) = response.filter(|c| c.is_error()) {
             return self.refused_write(watch, code).await;
         }

@@ -8,6 +8,7 @@ use coap_lite::ResponseType;
 use super::delivery::DeliveryJob;
 use super::outcome::{TransferOutcome, WireCount};
 use super::shelf::PullAccount;
+use super::watch::FirmwareWatch;
 use crate::coap::WireMeter;
 use crate::lwm2m::ManagementError;
 use crate::lwm2m::firmware::UpdateResult;
@@ -27,6 +28,12 @@ pub(super) struct Attempt<'a> {
     pub block_size: usize,
     /// Attempts that ended in an interruption.
     pub interruptions: u32,
+    /// The device's Firmware Update state, observed; kept from one attempt to the next while
+    /// the device stays in the same registration.
+    pub watch: Option<FirmwareWatch>,
+    /// The version the device ran when the delivery first read it: a device that comes back
+    /// from Update still on it did not install.
+    pub version_before: Option<String>,
 }
 
 impl<'a> Attempt<'a> {
@@ -39,7 +46,16 @@ impl<'a> Attempt<'a> {
             pulls: Vec::new(),
             block_size: job.block_size,
             interruptions: 0,
+            watch: None,
+            version_before: None,
         }
+    }
+
+    /// The watch the attempt made before its download step.
+    pub fn watch(&mut self) -> &mut FirmwareWatch {
+        self.watch
+            .as_mut()
+            .expect("the attempt watches the device before it downloads")
     }
 
     /// The package bytes counted, and the meter's totals.

@@ -1,6 +1,9 @@
 //! `FirmwareWatch`: the server's view of a device's Firmware Update state machine, kept current
 //! by observing State (/5/0/3) and Update Result (/5/0/5), with reads as a fallback when a
-//! device does not notify.
+//! device does not notify; and the reset of that state machine to Idle. A watch is made once
+//! per registration of the device and re-used by the attempts that follow; it cancels its
+//! observations when the delivery is done with it, so a device never holds more than one of
+//! each from the engine.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -9,9 +12,11 @@ use bytes::Bytes;
 
 use super::push::read_result;
 use crate::coap::{Observation, Packet};
-use crate::lwm2m::firmware::{self, FirmwareState, UpdateResult};
+use crate::lwm2m::firmware::{self, FirmwareState, ResetMethod, UpdateResult};
 use crate::lwm2m::management::decode;
-use crate::lwm2m::{ContentFormat, DeviceManagement, LwM2mPath, ManagementError, Record};
+use crate::lwm2m::{
+    ContentFormat, DeviceManagement, LwM2mPath, ManagementError, Record, Registration,
+};
 
 /// How often to read State when no notification comes.
 const POLL_EVERY: Duration = Duration::from_secs(5);
@@ -20,6 +25,9 @@ const POLL_EVERY: Duration = Duration::from_secs(5);
 pub struct FirmwareWatch {
     /// The device.
     device: SocketAddr,
+    /// The registration the observations were made in: a device that registers anew has
+    /// dropped them (LwM2M), one that moved sends its notifications from elsewhere.
+    registration: String,
     /// Last known State.
     state: FirmwareState,
     /// Last known Update Result.
@@ -31,17 +39,26 @@ pub struct FirmwareWatch {
 }
 
 impl FirmwareWatch {
-    /// Observes State and Update Result, learning their current values.
+    /// Observes State and Update Result of the device `registration` is of, learning their
+    /// current values.
     pub async fn start(
         management: &DeviceManagement,
-        device: SocketAddr,
+        registration: &Registration,
     ) -> Result<Self, ManagementError> {
+        let device = registration.address;
         let (state_records, state_observation) =
             management.observe(device, firmware::STATE).await?;
         let (result_records, result_observation) =
-            management.observe(device, firmware::UPDATE_RESULT).await?;
+            match management.observe(device, firmware::UPDATE_RESULT).await {
+                Ok(observed) => observed,
+                Err(error) => {
+                    cancel(management, device, firmware::STATE, state_observation).await;
+                    return Err(error);
+                }
+            };
         let mut watch = FirmwareWatch {
             device,
+            registration: registration.id.clone(),
             state: FirmwareState::Idle,
             result: UpdateResult::Initial,
             state_observation,
@@ -50,6 +67,32 @@ impl FirmwareWatch {
         watch.apply(&state_records);
         watch.apply(&result_records);
         Ok(watch)
+    }
+
+    /// Whether this watch still serves the device where `registration` says it is: the same
+    /// registration, at the same address.
+    pub fn serves(&self, registration: &Registration) -> bool {
+        self.registration == registration.id && self.device == registration.address
+    }
+
+    /// Cancels the observations the device still holds (GET with Observe 1, RFC 7641 section
+    /// 3.6), so they do not pile up on it; a device that does not answer has dropped them or
+    /// will reset their next notification.
+    pub async fn cancel(self, management: &DeviceManagement) {
+        let FirmwareWatch {
+            device,
+            state_observation,
+            result_observation,
+            ..
+        } = self;
+        cancel(management, device, firmware::STATE, state_observation).await;
+        cancel(
+            management,
+            device,
+            firmware::UPDATE_RESULT,
+            result_observation,
+        )
+        .await;
     }
 
     /// Last known State.
@@ -62,25 +105,30 @@ impl FirmwareWatch {
         self.result
     }
 
-    /// Unless the device is Idle with no Update Result, resets it with an empty write of
-    /// Package (/5/0/0): whatever an earlier attempt or another package left is erased and
-    /// the upgrade starts clean. The device is then Idle with result 0, as the object
-    /// defines, whenever its notification of that comes.
+    /// Unless the device is Idle with no Update Result, resets it with `method`: whatever an
+    /// earlier attempt or another package left is erased and the upgrade starts clean. A
+    /// device that refuses that write (a pull-only device refusing writes to Package, say)
+    /// gets OMA's other reset. The device is then Idle with result 0, as the object defines,
+    /// whenever its notification of that comes.
     pub async fn reset_unless_idle(
         &mut self,
         management: &DeviceManagement,
+        method: ResetMethod,
     ) -> Result<(), ManagementError> {
         if self.state == FirmwareState::Idle && self.result == UpdateResult::Initial {
             return Ok(());
         }
-        management
-            .write(
-                self.device,
-                firmware::PACKAGE,
-                ContentFormat::Opaque,
-                Bytes::new(),
-            )
-            .await?;
+        let otherwise = match method {
+            ResetMethod::EmptyUri => ResetMethod::NullByte,
+            ResetMethod::NullByte | ResetMethod::EmptyWrite => ResetMethod::EmptyUri,
+        };
+        match reset(management, self.device, method).await {
+            Err(ManagementError::Status { code, .. }) if code.is_error() => {
+                tracing::debug!(device = %self.device, ?method, ?otherwise, "reset refused");
+                reset(management, self.device, otherwise).await?;
+            }
+            done => done?,
+        }
         self.state = FirmwareState::Idle;
         self.result = UpdateResult::Initial;
         Ok(())
@@ -161,6 +209,40 @@ impl FirmwareWatch {
                 self.result = UpdateResult::from_number(number).unwrap_or(self.result);
             }
         }
+    }
+}
+
+/// Writes the reset `method` stands for.
+async fn reset(
+    management: &DeviceManagement,
+    device: SocketAddr,
+    method: ResetMethod,
+) -> Result<(), ManagementError> {
+    let (path, format, payload) = match method {
+        ResetMethod::NullByte => (firmware::PACKAGE, ContentFormat::Opaque, &b"\0"[..]),
+        ResetMethod::EmptyUri => (firmware::PACKAGE_URI, ContentFormat::TextPlain, &b""[..]),
+        ResetMethod::EmptyWrite => (firmware::PACKAGE, ContentFormat::Opaque, &b""[..]),
+    };
+    management
+        .write(device, path, format, Bytes::from_static(payload))
+        .await
+}
+
+/// Cancels `observation` of `path`, if there is one; a failure is logged, not returned.
+async fn cancel(
+    management: &DeviceManagement,
+    device: SocketAddr,
+    path: LwM2mPath,
+    observation: Option<Observation>,
+) {
+    let Some(observation) = observation else {
+        return;
+    };
+    if let Err(error) = management
+        .cancel_observation(device, path, observation)
+        .await
+    {
+        tracing::debug!(%device, %path, %error, "observation not cancelled");
     }
 }
 

@@ -4,7 +4,7 @@
 //! of its kind, and the embedded default put back.
 
 use fota_engine::plugin::embedded;
-use hyper::StatusCode;
+use hyper::{Method, StatusCode};
 use serde_json::json;
 
 use crate::bed::{Bed, MAX_UPLOAD, VIEWER};
@@ -24,7 +24,10 @@ async fn plugins_are_uploaded_bound_listed_refused_and_unbound() {
     .await
     .expect(StatusCode::CREATED)
     .json();
-    let strict = json!({ "kind": "policy", "vendor": "Acme", "model": "NB-1", "name": "strict" });
+    let strict = json!({
+        "kind": "policy", "vendor": "Acme", "model": "NB-1", "name": "strict",
+        "settings": { "min-battery": "50", "retry-seconds": "60" },
+    });
     assert_eq!(installed, strict);
     let listed = bed
         .api
@@ -34,17 +37,14 @@ async fn plugins_are_uploaded_bound_listed_refused_and_unbound() {
         .expect(StatusCode::OK)
         .json();
     let listed = listed.as_array().unwrap();
-    assert_eq!(
-        listed.len(),
-        4,
-        "three defaults and the binding: {listed:?}"
-    );
+    assert_eq!(listed.len(), 5, "four defaults and the binding: {listed:?}");
     assert!(listed.contains(&strict));
     let default = json!({
         "kind": "policy",
         "vendor": null,
         "model": null,
         "name": embedded::THRESHOLD_POLICY_NAME,
+        "settings": {},
     });
     assert!(listed.contains(&default));
 
@@ -114,9 +114,35 @@ async fn plugins_are_uploaded_bound_listed_refused_and_unbound() {
     let listed = api.get("/v1/plugins").await.json();
     assert_eq!(
         listed.as_array().unwrap().len(),
-        4,
+        5,
         "refused uploads bound nothing"
     );
+
+    // Settings change without an upload: refused ones change nothing.
+    let path = "/v1/plugins/policy/Acme/NB-1";
+    let settings = json!({ "settings": { "min-battery": "70" } });
+    let changed = api
+        .json(Method::PATCH, path, &settings)
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(changed["name"], "strict");
+    assert_eq!(changed["settings"], json!({ "min-battery": "70" }));
+    let bad = json!({ "settings": { "min-battery": "many" } });
+    let detail = api
+        .json(Method::PATCH, path, &bad)
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    assert!(detail.contains("min-battery"), "{detail}");
+    api.json(Method::PATCH, "/v1/plugins/magic/Acme/NB-1", &settings)
+        .await
+        .problem(StatusCode::NOT_FOUND, "not-found");
+    let listed = api.get("/v1/plugins").await.json();
+    let strict = json!({
+        "kind": "policy", "vendor": "Acme", "model": "NB-1", "name": "strict",
+        "settings": { "min-battery": "70" },
+    });
+    assert!(listed.as_array().unwrap().contains(&strict), "{listed}");
 
     api.delete("/v1/plugins/policy/Acme/NB-1")
         .await
@@ -134,7 +160,7 @@ async fn plugins_are_uploaded_bound_listed_refused_and_unbound() {
             .as_array()
             .unwrap()
             .len(),
-        3
+        4
     );
 
     let lenient = install(
@@ -144,8 +170,10 @@ async fn plugins_are_uploaded_bound_listed_refused_and_unbound() {
     .await
     .expect(StatusCode::CREATED)
     .json();
-    let lenient_default =
-        json!({ "kind": "policy", "vendor": null, "model": null, "name": "lenient" });
+    let lenient_default = json!({
+        "kind": "policy", "vendor": null, "model": null, "name": "lenient",
+        "settings": { "min-battery": "5" },
+    });
     assert_eq!(lenient, lenient_default);
     let listed = api.get("/v1/plugins").await.json();
     assert!(
@@ -161,5 +189,5 @@ async fn plugins_are_uploaded_bound_listed_refused_and_unbound() {
         .expect(StatusCode::NO_CONTENT);
     let listed = api.get("/v1/plugins").await.json();
     assert!(listed.as_array().unwrap().contains(&default), "{listed}");
-    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
+    assert_eq!(listed.as_array().unwrap().len(), 4, "{listed}");
 }

@@ -280,6 +280,33 @@ async fn every_operation_answers_its_documented_success() {
     );
     let answer = api.get(&format!("{package_path}/download")).await;
     tour.saw(Method::GET, "/v1/packages/{id}/download", answer);
+    let answer = api
+        .json(
+            Method::PATCH,
+            &firmware_path,
+            &json!({ "reported_version": "2.0-build7" }),
+        )
+        .await;
+    tour.saw(Method::PATCH, "/v1/firmware/{id}", answer);
+    let path = "/v1/packages/upload?vendor=Acme&model=NB-1&kind=full&to_version=2.1".to_string();
+    let uploaded = json(tour.saw(
+        Method::POST,
+        "/v1/packages/upload",
+        api.upload(path, image(2_000, 9)).await,
+    ));
+
+    // Formats: bound, listed, unbound.
+    let answer = api
+        .json(
+            Method::PUT,
+            "/v1/formats/Acme/NB-1",
+            &json!({ "format": "signed" }),
+        )
+        .await;
+    tour.saw(Method::PUT, "/v1/formats/{vendor}/{model}", answer);
+    tour.saw(Method::GET, "/v1/formats", api.get("/v1/formats").await);
+    let answer = api.delete("/v1/formats/Acme/NB-1").await;
+    tour.saw(Method::DELETE, "/v1/formats/{vendor}/{model}", answer);
 
     // Tasks: one edited and deleted before it starts; one started by hand, paused, resumed,
     // cancelled and deleted (weak cells keep it upgrading).
@@ -337,6 +364,15 @@ async fn every_operation_answers_its_documented_success() {
         tour.saw(Method::POST, "/v1/plugins", answer);
     }
     tour.saw(Method::GET, "/v1/plugins", api.get("/v1/plugins").await);
+    let settings = json!({ "settings": { "min-battery": "40" } });
+    let answer = api
+        .json(Method::PATCH, "/v1/plugins/policy/Acme/NB-1", &settings)
+        .await;
+    tour.saw(Method::PATCH, "/v1/plugins/{kind}/{vendor}/{model}", answer);
+    let answer = api
+        .json(Method::PATCH, "/v1/plugins/policy", &settings)
+        .await;
+    tour.saw(Method::PATCH, "/v1/plugins/{kind}", answer);
     let answer = api.delete("/v1/plugins/policy/Acme/NB-1").await;
     tour.saw(
         Method::DELETE,
@@ -361,6 +397,8 @@ async fn every_operation_answers_its_documented_success() {
         "/v1/packages/{id}",
         api.delete(&package_path).await,
     );
+    let answer = api.delete(&format!("/v1/packages/{}", id(&uploaded))).await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
     tour.saw(
         Method::DELETE,
         "/v1/firmware/{id}",

@@ -22,6 +22,7 @@ pub fn device(endpoint: &str, model: &str) -> Device {
         model: model.into(),
         firmware_version: "1.0.0".into(),
         battery_level: Some(80),
+        power_sources: vec![1],
         memory_free_kb: Some(512),
         signal_dbm: Some(-90),
         cell_id: Some(4711),

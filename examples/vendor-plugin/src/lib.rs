@@ -5,15 +5,18 @@
 //!
 //! | key | default | meaning |
 //! |---|---|---|
-//! | `min-battery` | 40 | percent; below it the device waits |
-//! | `max-attempts` | 5 | tries after which the device is skipped |
+//! | `min-battery` | 40 | percent; below it a device without mains power waits |
+//! | `max-attempts` | 5 | tries after which the device is skipped (not supported) |
+//!
+//! A device on mains is one whose power sources (/3/0/6) include DC power (0) or AC mains (6):
+//! such devices often report a battery level of 0, which must not hold them back.
 
 // Generates the Rust side of the `policy` world from wit/ (the engine's contract).
 wit_bindgen::generate!({ world: "policy", path: "wit" });
 
 use exports::fota::plugin::{config, upgrade_policy};
 use fota::plugin::host_log::{self, Level};
-use fota::plugin::types::{Decision, Device, FirmwarePackage, Wait};
+use fota::plugin::types::{Decision, Device, FirmwarePackage, Skip, SkipReason, Wait};
 use std::sync::Mutex;
 
 /// The settings, parsed once by `configure` (called once per instance, before any `decide`).
@@ -27,6 +30,9 @@ struct Settings {
     min_battery: u8,
     max_attempts: u32,
 }
+
+/// /3/0/6 power sources that mean "on mains": 0 DC power, 6 AC (mains).
+const MAINS: [u8; 2] = [0, 6];
 
 struct AcmePolicy;
 
@@ -57,7 +63,13 @@ impl upgrade_policy::Guest for AcmePolicy {
                     device.endpoint, device.attempt
                 ),
             );
-            return Decision::Skip(format!("{} failed tries", device.attempt));
+            return Decision::Skip(Skip {
+                why: SkipReason::NotSupported,
+                reason: format!("{} failed tries", device.attempt),
+            });
+        }
+        if device.power_sources.iter().any(|s| MAINS.contains(s)) {
+            return Decision::Go;
         }
         match device.battery_level {
             Some(level) if level < s.min_battery => Decision::Wait(Wait {
@@ -70,3 +82,51 @@ impl upgrade_policy::Guest for AcmePolicy {
 }
 
 export!(AcmePolicy);
+
+// The rules run natively too: `cargo test` (without `--target`). Only `host_log` needs the
+// engine: natively, a call to it panics.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fota::plugin::types::PackageKind;
+
+    fn device(power_sources: &[u8], battery_level: Option<u8>) -> Device {
+        Device {
+            endpoint: "d1".into(),
+            manufacturer: "acme".into(),
+            model: "NB-1".into(),
+            firmware_version: "1.0".into(),
+            battery_level,
+            power_sources: power_sources.to_vec(),
+            memory_free_kb: None,
+            signal_dbm: None,
+            cell_id: None,
+            delivery_method: None,
+            attempt: 0,
+        }
+    }
+
+    fn decide(d: Device) -> Decision {
+        let pkg = FirmwarePackage {
+            kind: PackageKind::Full,
+            size: 1024,
+            from_version: None,
+            to_version: "1.1".into(),
+        };
+        <AcmePolicy as upgrade_policy::Guest>::decide(d, pkg)
+    }
+
+    #[test]
+    fn mains_goes_whatever_its_battery_says() {
+        assert!(matches!(decide(device(&[6], Some(0))), Decision::Go));
+    }
+
+    #[test]
+    fn a_low_battery_waits() {
+        let Decision::Wait(wait) = decide(device(&[1], Some(10))) else {
+            panic!("not a wait")
+        };
+        assert_eq!(wait.reason, "battery 10 % < 40 %");
+        assert!(matches!(decide(device(&[1], Some(40))), Decision::Go));
+    }
+}

@@ -10,12 +10,13 @@
 //! | `resume` | true | the model supports breakpoint resume (/5/0/26500, /5/0/26501); when false the engine restarts a broken push from 0 without asking |
 //! | `prefer` | push | method when the device supports both (or does not say) |
 //! | `delta` | true | the model can install delta packages |
+//! | `reset` | auto | how the engine puts the model's Firmware Update object back to Idle: `null-byte` (a '\0' written to /5/0/0), `empty-uri` (an empty string written to /5/0/1), `empty-write` (zero bytes written to /5/0/0: only for models known to reset on it), or `auto`: `null-byte` for a push, `empty-uri` for a pull |
 
 wit_bindgen::generate!({ world: "capability", path: "../../wit" });
 
 use exports::fota::plugin::{capability_check, config};
 use fota::plugin::types::{
-    DeliveryMethod, DeliveryPlan, Device, FirmwarePackage, PackageKind, TransferMethod,
+    DeliveryMethod, DeliveryPlan, Device, FirmwarePackage, PackageKind, ResetMethod, TransferMethod,
 };
 use std::sync::Mutex;
 
@@ -33,6 +34,8 @@ struct Rule {
     prefer: TransferMethod,
     /// The model installs delta packages.
     delta: bool,
+    /// How the model resets; none for `auto` (by the method of each delivery).
+    reset: Option<ResetMethod>,
 }
 
 struct Rules {
@@ -49,6 +52,7 @@ impl Rule {
         resume: true,
         prefer: TransferMethod::Push,
         delta: true,
+        reset: None,
     };
 
     fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
@@ -57,6 +61,7 @@ impl Rule {
             "resume" => self.resume = parse_bool(key, value)?,
             "delta" => self.delta = parse_bool(key, value)?,
             "prefer" => self.prefer = parse_method(value)?,
+            "reset" => self.reset = parse_reset(value)?,
             _ => {
                 return Err(format!(
                     "unknown setting {key:?} (known: {})",
@@ -76,15 +81,20 @@ impl Rule {
             Some(DeliveryMethod::Pull) => TransferMethod::Pull,
             Some(DeliveryMethod::Both) | None => self.prefer,
         };
+        let reset = self.reset.unwrap_or(match method {
+            TransferMethod::Push => ResetMethod::NullByte,
+            TransferMethod::Pull => ResetMethod::EmptyUri,
+        });
         Ok(DeliveryPlan {
             method,
             block_size: self.block_size,
             resume: self.resume,
+            reset,
         })
     }
 }
 
-const KEYS: [&str; 4] = ["block-size", "resume", "prefer", "delta"];
+const KEYS: [&str; 5] = ["block-size", "resume", "prefer", "delta", "reset"];
 
 fn parse_block_size(v: &str) -> Result<u16, String> {
     match v.parse::<u16>() {
@@ -105,6 +115,19 @@ fn parse_method(v: &str) -> Result<TransferMethod, String> {
         "push" => Ok(TransferMethod::Push),
         "pull" => Ok(TransferMethod::Pull),
         _ => Err(format!("prefer {v:?}: must be push or pull")),
+    }
+}
+
+/// The reset method, none for `auto`.
+fn parse_reset(v: &str) -> Result<Option<ResetMethod>, String> {
+    match v {
+        "auto" => Ok(None),
+        "null-byte" => Ok(Some(ResetMethod::NullByte)),
+        "empty-uri" => Ok(Some(ResetMethod::EmptyUri)),
+        "empty-write" => Ok(Some(ResetMethod::EmptyWrite)),
+        _ => Err(format!(
+            "reset {v:?}: must be null-byte, empty-uri, empty-write or auto"
+        )),
     }
 }
 
@@ -130,6 +153,19 @@ fn resolve(settings: &[(String, String)]) -> Result<Rules, String> {
     Ok(Rules { default, models })
 }
 
+impl Rules {
+    /// The plan for `d` under its model's rule.
+    fn check(&self, d: &Device, p: &FirmwarePackage) -> Result<DeliveryPlan, String> {
+        let model = d.model.as_str();
+        let rule = self
+            .models
+            .iter()
+            .find(|(m, _)| m == model)
+            .map_or(&self.default, |(_, rule)| rule);
+        rule.plan(model, d, p)
+    }
+}
+
 struct GenericCapability;
 
 impl config::Guest for GenericCapability {
@@ -142,15 +178,155 @@ impl config::Guest for GenericCapability {
 impl capability_check::Guest for GenericCapability {
     fn check(device: Device, pkg: FirmwarePackage) -> Result<DeliveryPlan, String> {
         let rules = RULES.lock().unwrap();
-        let rules = rules.as_ref().ok_or("not configured")?;
-        let model = device.model.as_str();
-        let rule = rules
-            .models
-            .iter()
-            .find(|(m, _)| m == model)
-            .map_or(&rules.default, |(_, rule)| rule);
-        rule.plan(model, &device, &pkg)
+        rules.as_ref().ok_or("not configured")?.check(&device, &pkg)
     }
 }
 
 export!(GenericCapability);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(pairs: &[(&str, &str)]) -> Result<Rules, String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        resolve(&pairs)
+    }
+
+    fn device(model: &str, method: Option<DeliveryMethod>) -> Device {
+        Device {
+            endpoint: "d1".into(),
+            manufacturer: "acme".into(),
+            model: model.into(),
+            firmware_version: "1.0.0".into(),
+            battery_level: None,
+            power_sources: Vec::new(),
+            memory_free_kb: None,
+            signal_dbm: None,
+            cell_id: None,
+            delivery_method: method,
+            attempt: 0,
+        }
+    }
+
+    fn package(kind: PackageKind) -> FirmwarePackage {
+        FirmwarePackage {
+            kind,
+            size: 4096,
+            from_version: (kind == PackageKind::Delta).then(|| "1.0.0".into()),
+            to_version: "1.1.0".into(),
+        }
+    }
+
+    fn plan(r: &Rules, model: &str, method: Option<DeliveryMethod>) -> DeliveryPlan {
+        r.check(&device(model, method), &package(PackageKind::Full))
+            .unwrap()
+    }
+
+    #[test]
+    fn defaults_follow_the_device_and_reset_by_method() {
+        let r = rules(&[]).unwrap();
+        let p = plan(&r, "m", Some(DeliveryMethod::Pull));
+        assert_eq!(
+            (p.method, p.block_size, p.resume, p.reset),
+            (TransferMethod::Pull, 512, true, ResetMethod::EmptyUri)
+        );
+        let p = plan(&r, "m", Some(DeliveryMethod::Push));
+        assert_eq!(
+            (p.method, p.reset),
+            (TransferMethod::Push, ResetMethod::NullByte)
+        );
+        let p = plan(&r, "m", Some(DeliveryMethod::Both));
+        assert_eq!(
+            (p.method, p.reset),
+            (TransferMethod::Push, ResetMethod::NullByte)
+        );
+        let p = plan(&r, "m", None);
+        assert_eq!(
+            (p.method, p.reset),
+            (TransferMethod::Push, ResetMethod::NullByte)
+        );
+    }
+
+    #[test]
+    fn auto_reset_follows_the_preferred_method() {
+        let r = rules(&[("prefer", "pull"), ("reset", "auto")]).unwrap();
+        let p = plan(&r, "m", Some(DeliveryMethod::Both));
+        assert_eq!(
+            (p.method, p.reset),
+            (TransferMethod::Pull, ResetMethod::EmptyUri)
+        );
+        let p = plan(&r, "m", Some(DeliveryMethod::Push));
+        assert_eq!(
+            (p.method, p.reset),
+            (TransferMethod::Push, ResetMethod::NullByte)
+        );
+    }
+
+    #[test]
+    fn reset_is_set_for_every_model_or_per_model() {
+        let r = rules(&[
+            ("reset", "empty-uri"),
+            ("reset@WP-1", "empty-write"),
+            ("reset@auto-model", "auto"),
+            ("block-size@WP-1", "128"),
+        ])
+        .unwrap();
+        let p = plan(&r, "other", Some(DeliveryMethod::Push));
+        assert_eq!(
+            (p.method, p.reset),
+            (TransferMethod::Push, ResetMethod::EmptyUri)
+        );
+        let p = plan(&r, "WP-1", Some(DeliveryMethod::Pull));
+        assert_eq!(
+            (p.method, p.block_size, p.reset),
+            (TransferMethod::Pull, 128, ResetMethod::EmptyWrite)
+        );
+        let p = plan(&r, "auto-model", Some(DeliveryMethod::Pull));
+        assert_eq!(p.reset, ResetMethod::EmptyUri);
+        let p = plan(&r, "auto-model", Some(DeliveryMethod::Push));
+        assert_eq!(p.reset, ResetMethod::NullByte);
+        let r = rules(&[("reset", "null-byte")]).unwrap();
+        assert_eq!(
+            plan(&r, "m", Some(DeliveryMethod::Pull)).reset,
+            ResetMethod::NullByte
+        );
+    }
+
+    #[test]
+    fn other_settings_still_apply_per_model() {
+        let r = rules(&[
+            ("delta@old", "false"),
+            ("resume", "false"),
+            ("block-size", "256"),
+        ])
+        .unwrap();
+        let p = plan(&r, "new", Some(DeliveryMethod::Push));
+        assert_eq!((p.block_size, p.resume), (256, false));
+        let err = r
+            .check(&device("old", None), &package(PackageKind::Delta))
+            .unwrap_err();
+        assert_eq!(err, "model old does not install delta packages");
+        assert!(
+            r.check(&device("new", None), &package(PackageKind::Delta))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        let err = rules(&[("reset", "zero")]).err().unwrap();
+        assert!(err.contains("reset \"zero\""), "{err}");
+        assert!(rules(&[("reset@m", "twice")]).is_err());
+        assert!(rules(&[("block-size", "100")]).is_err());
+        assert!(rules(&[("prefer", "both")]).is_err());
+        let err = rules(&[("resets", "auto")]).err().unwrap();
+        assert!(
+            err.contains("unknown setting \"resets\"") && err.contains("reset"),
+            "{err}"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 wit_bindgen::generate!({ world: "policy", path: "../../../../wit" });
 
 use exports::fota::plugin::{config, upgrade_policy};
-use fota::plugin::types::{Decision, Device, FirmwarePackage};
+use fota::plugin::types::{Decision, Device, FirmwarePackage, Skip, SkipReason};
 
 struct Hostile;
 
@@ -15,7 +15,10 @@ impl config::Guest for Hostile {
 
 impl upgrade_policy::Guest for Hostile {
     fn decide(_: Device, _: FirmwarePackage) -> Decision {
-        Decision::Skip("x".repeat(8 << 20))
+        Decision::Skip(Skip {
+            why: SkipReason::NotSupported,
+            reason: "x".repeat(8 << 20),
+        })
     }
 }
 

@@ -1,0 +1,153 @@
+//! `fota serve` as a platform host runs it: a child process reading its tokens from a fota.toml
+//! in a scratch directory, on free loopback ports, and its HTTP API as an integrator calls it
+//! (ureq, a bearer token, JSON), with bounded waits on what the API answers.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::process::FotaProcess;
+
+/// The operator token every served engine accepts.
+pub const OPERATOR: &str = "served-test-operator";
+/// The viewer token every served engine accepts.
+pub const VIEWER: &str = "served-test-viewer";
+/// Longest the engine may take to start, and a wait on the API to come true.
+pub const BOUND: Duration = Duration::from_secs(120);
+
+/// A running `fota serve` and where it answers.
+pub struct Served {
+    /// The process; its lines (stdout and stderr) are there to wait on.
+    pub process: FotaProcess,
+    /// `http://127.0.0.1:PORT`.
+    pub http: String,
+    /// The UDP address devices register to.
+    pub coap: SocketAddr,
+}
+
+/// A scratch directory named `name` under the test target's temporary directory, emptied.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts `fota serve --loopback-timers` on a fota.toml in `dir` (its data directory inside),
+/// with `envs` added to its environment (`RUST_LOG`, say).
+pub fn serve(dir: &Path, envs: &[(&str, &str)]) -> Served {
+    let config = dir.join("fota.toml");
+    let data = dir.join("data");
+    std::fs::write(
+        &config,
+        format!(
+            "coap_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ndata_dir = {data:?}\n\
+             [[tokens]]\ntoken = \"{OPERATOR}\"\nrole = \"operator\"\n\
+             [[tokens]]\ntoken = \"{VIEWER}\"\nrole = \"viewer\"\n"
+        ),
+    )
+    .unwrap();
+    let mut process = FotaProcess::spawn(
+        [
+            "serve".as_ref(),
+            "--loopback-timers".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ],
+        envs,
+    );
+    let coap = between(&process.logged("CoAP on udp://", BOUND), "udp://", ",");
+    let http = between(&process.logged("HTTP API on http://", BOUND), "on ", "/v1");
+    Served {
+        process,
+        http,
+        coap: coap.parse().expect("a socket address"),
+    }
+}
+
+/// The text of `line` between `start` and the next `end`.
+fn between(line: &str, start: &str, end: &str) -> String {
+    let rest = &line[line.find(start).expect("the marker") + start.len()..];
+    rest[..rest.find(end).expect("the end")].to_string()
+}
+
+impl Served {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.http)
+    }
+
+    /// `method path` with a JSON body (or none) as the operator; the answer's status and JSON
+    /// (null when it has none), whatever the status.
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let request = ureq::request(method, &self.url(path))
+            .set("Authorization", &format!("Bearer {OPERATOR}"));
+        let answer = match body {
+            Some(body) => request.send_json(body),
+            None => request.call(),
+        };
+        read(answer)
+    }
+
+    /// `method path` as the operator, which must succeed; its JSON.
+    pub fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let (status, json) = self.call(method, path, body);
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {json}"
+        );
+        json
+    }
+
+    /// POST `bytes` to `path` with `query` as the operator, which must succeed; its JSON.
+    pub fn upload(&self, path: &str, query: &[(&str, &str)], bytes: &[u8]) -> Value {
+        let mut request = ureq::post(&self.url(path))
+            .set("Authorization", &format!("Bearer {OPERATOR}"))
+            .set("Content-Type", "application/octet-stream");
+        for (key, value) in query {
+            request = request.query(key, value);
+        }
+        let (status, json) = read(request.send_bytes(bytes));
+        assert!((200..300).contains(&status), "POST {path}: {status} {json}");
+        json
+    }
+
+    /// GET `path` as the viewer; its JSON.
+    pub fn get(&self, path: &str) -> Value {
+        let answer = ureq::get(&self.url(path))
+            .set("Authorization", &format!("Bearer {VIEWER}"))
+            .call();
+        let (status, json) = read(answer);
+        assert_eq!(status, 200, "GET {path}: {json}");
+        json
+    }
+
+    /// Waits up to [`BOUND`] until `check` holds for the answer to GET `path`; returns it.
+    pub fn wait_for(&self, path: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let answer = self.get(path);
+            if check(&answer) {
+                return answer;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {BOUND:?}; last answer {answer}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Status and JSON body of an answer, error statuses included.
+fn read(answer: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
+    let response = match answer {
+        Ok(response) => response,
+        Err(ureq::Error::Status(_, response)) => response,
+        Err(error) => panic!("the API did not answer: {error}"),
+    };
+    let status = response.status();
+    let text = response.into_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
