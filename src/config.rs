@@ -11,13 +11,29 @@
 //! [[tokens]]                         # bearer tokens of the HTTP API, one table each
 //! token = "a long random secret"
 //! role = "operator"                  # operator: everything; viewer: GET only
+//!
+//! [edge]                             # what unauthenticated peers may make the engine do
+//! max_lifetime_secs = 604800         # a longer registration lifetime is cut to this
+//! max_object_links = 128             # more object links in a Register: 4.00
+//! max_endpoint_len = 128             # bytes of an endpoint name (printable, no whitespace)
+//! register_burst = 200               # Registers per source address at once ...
+//! registers_per_second = 20.0        # ... then this many a second (5.03 with Max-Age)
+//! surveys_per_source = 128           # surveys per source address under way at once
+//! unproven_ttl_secs = 300            # a registration whose device never answered ends then
+//! patient_surveys_per_source = 8     # first surveys per source with every retransmission ...
+//! first_contact_retransmit = 1       # ... beyond them, this many retransmissions
+//! packages_to_anyone = false         # package blocks to any source with the URI
+//! dedup_cache_bytes = 16777216       # the duplicate cache's budget
 //! ```
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use anyhow::Context;
 use fota_engine::api::{ApiConfig, DEFAULT_MAX_UPLOAD_BYTES, Token};
+use fota_engine::edge::EdgeLimits;
 use serde::Deserialize;
 
 /// The file read when `--config` is not given, if it exists.
@@ -46,6 +62,54 @@ pub struct ConfigFile {
     /// Bearer tokens of the HTTP API (only here: a secret on a command line shows in `ps`).
     #[serde(default)]
     pub tokens: Vec<Token>,
+    /// The limits unauthenticated peers meet; unset ones keep their default.
+    #[serde(default)]
+    pub edge: EdgeFile,
+}
+
+/// The `[edge]` table: [`EdgeLimits`] as keys, each optional.
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeFile {
+    max_lifetime_secs: Option<u64>,
+    max_object_links: Option<usize>,
+    max_endpoint_len: Option<usize>,
+    register_burst: Option<u32>,
+    registers_per_second: Option<f64>,
+    surveys_per_source: Option<usize>,
+    unproven_ttl_secs: Option<u64>,
+    patient_surveys_per_source: Option<usize>,
+    first_contact_retransmit: Option<u32>,
+    packages_to_anyone: Option<bool>,
+    dedup_cache_bytes: Option<usize>,
+}
+
+impl EdgeFile {
+    /// The limits: the defaults with what the table sets.
+    pub fn limits(&self) -> EdgeLimits {
+        let d = EdgeLimits::default();
+        EdgeLimits {
+            max_lifetime: self
+                .max_lifetime_secs
+                .map_or(d.max_lifetime, Duration::from_secs),
+            max_object_links: self.max_object_links.unwrap_or(d.max_object_links),
+            max_endpoint_len: self.max_endpoint_len.unwrap_or(d.max_endpoint_len),
+            register_burst: self.register_burst.unwrap_or(d.register_burst),
+            registers_per_second: self.registers_per_second.unwrap_or(d.registers_per_second),
+            surveys_per_source: self.surveys_per_source.unwrap_or(d.surveys_per_source),
+            unproven_ttl: self
+                .unproven_ttl_secs
+                .map_or(d.unproven_ttl, Duration::from_secs),
+            patient_surveys_per_source: self
+                .patient_surveys_per_source
+                .unwrap_or(d.patient_surveys_per_source),
+            first_contact_retransmit: self
+                .first_contact_retransmit
+                .unwrap_or(d.first_contact_retransmit),
+            packages_to_anyone: self.packages_to_anyone.unwrap_or(d.packages_to_anyone),
+            dedup_cache_bytes: self.dedup_cache_bytes.unwrap_or(d.dedup_cache_bytes),
+        }
+    }
 }
 
 impl ConfigFile {
@@ -101,6 +165,8 @@ pub struct Settings {
     pub package_authority: Option<String>,
     /// Tokens and limits of the HTTP API.
     pub api: ApiConfig,
+    /// The limits unauthenticated CoAP peers meet.
+    pub edge: EdgeLimits,
 }
 
 impl Settings {
@@ -121,6 +187,7 @@ impl Settings {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             package_authority: overrides.package_authority.or(file.package_authority),
+            edge: file.edge.limits(),
             api: ApiConfig {
                 tokens: file.tokens,
                 max_upload_bytes: overrides
@@ -153,6 +220,10 @@ mod tests {
         [[tokens]]
         token = "view"
         role = "viewer"
+
+        [edge]
+        max_lifetime_secs = 3600
+        packages_to_anyone = true
     "#;
 
     #[test]
@@ -168,6 +239,13 @@ mod tests {
         );
         let roles: Vec<_> = settings.api.tokens.iter().map(|t| t.role).collect();
         assert_eq!(roles, [Role::Operator, Role::Viewer]);
+        assert_eq!(settings.edge.max_lifetime, Duration::from_secs(3600));
+        assert!(settings.edge.packages_to_anyone);
+        assert_eq!(
+            settings.edge.max_object_links,
+            EdgeLimits::default().max_object_links,
+            "unset: the default"
+        );
     }
 
     #[test]
@@ -190,6 +268,7 @@ mod tests {
     #[test]
     fn unknown_keys_bad_roles_and_empty_tokens_are_refused() {
         assert!(ConfigFile::parse("http_adr = \"0.0.0.0:1\"").is_err());
+        assert!(ConfigFile::parse("[edge]\nmax_links = 3").is_err());
         assert!(ConfigFile::parse("[[tokens]]\ntoken = \"x\"\nrole = \"admin\"").is_err());
         assert!(ConfigFile::parse("[[tokens]]\ntoken = \" \"\nrole = \"viewer\"").is_err());
     }

@@ -1,6 +1,7 @@
 //! The `fota` command line: run the engine, the demo, a simulated fleet or the benchmarks, and
 //! drive a running engine over its HTTP API.
 
+mod attack;
 mod bench;
 mod config;
 mod demo;
@@ -39,6 +40,10 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Run a simulated fleet against a running engine until interrupted.
     Sim(sim::SimArgs),
+    /// Replay what a stranger on the network can send against a running engine on this
+    /// machine (survey starvation, guessed locations, floods, amplification, log injection,
+    /// HTTP abuse) and print what each attack achieved.
+    Attack(attack::AttackArgs),
     /// Firmware versions of a running engine.
     #[command(subcommand)]
     Firmware(remote::FirmwareCommand),
@@ -114,6 +119,7 @@ fn main() -> anyhow::Result<()> {
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(command) => bench::run(command).await,
             Command::Sim(args) => sim::run(args).await,
+            Command::Attack(args) => attack::run(args).await,
             _ => unreachable!("the other commands run without a runtime"),
         }
     })

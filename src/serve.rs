@@ -73,6 +73,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ServerConfig::default()
     };
     server.coap_addr = settings.coap_addr;
+    server.edge = settings.edge.clone();
     if let Some(authority) = &settings.package_authority {
         server.delivery.package_authority = authority.clone();
     }

@@ -1,6 +1,7 @@
 //! Interoperability with a CoAP implementation nobody here wrote: libcoap's `coap-client`
-//! downloads a package from the engine's Package URI with Block2, and the file it writes has
-//! the package's sha256. Needs Debian's libcoap3-bin (`.ci/run` installs it and sets
+//! registers (POST /rd) from a fixed local port and then downloads a package from the engine's
+//! Package URI with Block2 from there, and the file it writes has the package's sha256; before
+//! it registered, that source got no package byte. Needs Debian's libcoap3-bin (`.ci/run` installs it and sets
 //! FOTA_REQUIRE_LIBCOAP=1, so CI fails rather than skips when it is missing).
 
 use std::process::Command;
@@ -25,8 +26,32 @@ fn libcoap_present() -> bool {
     present
 }
 
+/// Runs `coap-client-notls ARGS` from local port `port`; its output.
+async fn coap_client(port: u16, args: &[&str]) -> std::process::Output {
+    let mut command = tokio::process::Command::new(CLIENT);
+    command
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("coap-client finishes in time")
+        .expect("coap-client runs")
+}
+
+/// A local UDP port free a moment ago, for coap-client to send from.
+fn free_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap().port()
+}
+
+/// What coap-client printed, both streams.
+fn shown(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn libcoap_downloads_a_package_from_its_uri_with_block2() {
+async fn libcoap_registers_then_downloads_a_package_from_its_uri_with_block2() {
     if !libcoap_present() {
         return;
     }
@@ -38,18 +63,29 @@ async fn libcoap_downloads_a_package_from_its_uri_with_block2() {
         .shelf
         .put(Bytes::from(package::full(&image, "2.0").unwrap()));
     let uri = shelved.uri(&server.coap_addr().to_string());
+
+    // Unregistered, the source gets no package byte: a forged one must not be amplified.
+    let port = free_port();
+    let refused = coap_client(port, &["-m", "get", &uri]).await;
+    assert!(shown(&refused).contains("4.01"), "{}", shown(&refused));
+
+    // A pulling device is registered from the port it fetches from.
+    let rd = format!(
+        "coap://{}/rd?ep=libcoap-client&lt=120&b=U",
+        server.coap_addr()
+    );
+    let registered = coap_client(port, &["-m", "post", "-t", "40", "-e", "</5/0>", &rd]).await;
+    assert!(registered.status.success(), "{}", shown(&registered));
+    assert!(server.registry.get("libcoap-client").is_some());
+
     let dir = std::env::temp_dir().join(format!("fota-libcoap-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut downloads = Vec::new();
     for block_size in [64, 512, 1024] {
         let file = dir.join(format!("package-{block_size}.bin"));
-        let args = ["-m", "get", "-b", &block_size.to_string(), "-o"];
-        let mut command = tokio::process::Command::new(CLIENT);
-        command.args(args).arg(&file).arg(&uri).kill_on_drop(true);
-        let output = tokio::time::timeout(Duration::from_secs(60), command.output())
-            .await
-            .expect("coap-client finishes in time")
-            .expect("coap-client runs");
+        let size = block_size.to_string();
+        let file_arg = file.to_str().unwrap();
+        let output = coap_client(port, &["-m", "get", "-b", &size, "-o", file_arg, &uri]).await;
         assert!(output.status.success(), "coap-client failed: {output:?}");
         downloads.push((block_size, std::fs::read(&file).unwrap()));
     }
@@ -62,23 +98,9 @@ async fn libcoap_downloads_a_package_from_its_uri_with_block2() {
             "{block_size}-byte blocks"
         );
     }
-}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn libcoap_gets_not_found_for_an_unknown_package() {
-    if !libcoap_present() {
-        return;
-    }
-    let server = Server::start(ServerConfig::loopback()).await.unwrap();
-    let uri = format!("coap://{}/fw/0000000000000000", server.coap_addr());
-    let output = tokio::process::Command::new(CLIENT)
-        .args(["-m", "get", &uri])
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(60), output)
-        .await
-        .expect("coap-client finishes in time")
-        .expect("coap-client runs");
-    let shown = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
-    assert!(shown.contains("4.04"), "coap-client shows 4.04: {shown}");
+    // A registered device asking for a package that is not there gets 4.04.
+    let unknown = format!("coap://{}/fw/{}", server.coap_addr(), "0".repeat(32));
+    let output = coap_client(port, &["-m", "get", &unknown]).await;
+    assert!(shown(&output).contains("4.04"), "{}", shown(&output));
 }

@@ -220,6 +220,7 @@ fn device_of(
         coap: EndpointConfig {
             params: spec.coap,
             max_block_size: 1024,
+            ..EndpointConfig::default()
         },
         sleep: spec.sleep,
     };

@@ -2,15 +2,17 @@
 //!
 //! Data flows one way: `platform` assembles; `campaign`/`catalog` → `transfer` → `lwm2m` →
 //! `coap`. Lower layers never call upward; they return values or report through channels.
-//! `plugin`, `store`, `signing` and `clock` are called by the layers above and call nothing of
-//! theirs.
+//! `plugin`, `store`, `signing`, `clock` and `edge` (the limits of the unauthenticated edge and
+//! their counters) are called by the layers above and call nothing of theirs.
 
 pub mod api;
 pub mod campaign;
 pub mod catalog;
 pub mod clock;
 pub mod coap;
+pub mod edge;
 pub mod lwm2m;
+pub mod onboarding;
 pub mod package;
 pub mod platform;
 pub mod plugin;

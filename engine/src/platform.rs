@@ -1,28 +1,20 @@
 //! `Platform`: the whole engine a host runs: the CoAP server, the store in the data directory,
-//! the plugin registry, the catalog, the campaign scheduler, and the follower that keeps the
-//! catalog's devices current from registrations (surveying each device that registers).
+//! the plugin registry, the catalog, the campaign scheduler, and onboarding (the follower that
+//! keeps the catalog's devices current from registrations).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::sync::{Semaphore, broadcast};
-
 use crate::campaign::{CampaignError, Campaigns, DeviceAttempts};
-use crate::catalog::devices::survey;
 use crate::catalog::{Catalog, CatalogError};
 use crate::clock::Clock;
-use crate::lwm2m::{DeviceManagement, RegistrationEvent};
+use crate::onboarding::follow_registrations;
 use crate::plugin::{
     HostConfig, KeptPlugins, PluginError, PluginHost, PluginRegistry, RestoreError,
 };
 use crate::server::{Server, ServerConfig};
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{SledStore, Store, StoreError, StoreExt};
 use crate::transfer::ResumeBook;
-
-/// Surveys of newly registered devices running at once. A survey is a few round trips, which
-/// take seconds on NB-IoT: after a registration storm (a cell back from an outage) this is what
-/// lets thousands of devices be surveyed inside their first awake window.
-const SURVEYS_AT_ONCE: usize = 1024;
 
 /// How to run the platform.
 #[derive(Debug, Clone)]
@@ -81,7 +73,9 @@ impl Platform {
             None => SledStore::temporary()?,
         });
         let book = ResumeBook::kept_in(store.clone())?;
-        let server = Server::start_with_book(config.server, book.clone()).await?;
+        let mut server_config = config.server;
+        server_config.package_uri_secret = Some(package_uri_secret(store.as_ref())?);
+        let server = Server::start_with_book(server_config, book.clone()).await?;
         let kept_plugins = KeptPlugins::new(store.clone());
         let plugins = load_plugins(config.plugins, kept_plugins.clone()).await?;
         let clock = Clock::system();
@@ -97,9 +91,11 @@ impl Platform {
         let campaigns =
             Campaigns::start(store.clone(), catalog.clone(), Arc::new(attempts), clock)?;
         let follower = tokio::spawn(follow_registrations(
-            server.registry.subscribe(),
+            server.registry.clone(),
             catalog.clone(),
             server.management.clone(),
+            server.edge_limits.clone(),
+            server.edge.clone(),
         ))
         .abort_handle();
         Ok(Platform {
@@ -138,65 +134,22 @@ async fn load_plugins(
     .map_err(|e| PlatformError::Host(e.to_string()))?
 }
 
-/// Keeps the catalog's devices current: seen at every Register and Update, surveyed at every
-/// Register (and at an Update until a survey succeeded), offline when their registration ends.
-async fn follow_registrations(
-    mut events: broadcast::Receiver<RegistrationEvent>,
-    catalog: Catalog,
-    management: DeviceManagement,
-) {
-    let surveys = Arc::new(Semaphore::new(SURVEYS_AT_ONCE));
-    loop {
-        let event = match events.recv().await {
-            Ok(event) => event,
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "registration events missed by the catalog");
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        let registration = event.registration().clone();
-        let recorded = match event {
-            RegistrationEvent::Registered(_) => {
-                spawn_survey(&catalog, &management, &surveys, &registration);
-                catalog.device_seen(&registration).map(|_| ())
-            }
-            // A device whose survey failed (asleep before it ran, a lost answer) or whose
-            // Register this follower missed is surveyed at its next Update, in its window.
-            RegistrationEvent::Updated(_) => catalog.device_seen(&registration).map(|device| {
-                if device.model.is_none() {
-                    spawn_survey(&catalog, &management, &surveys, &registration);
-                }
-            }),
-            RegistrationEvent::Deregistered(_) | RegistrationEvent::Expired(_) => {
-                catalog.device_gone(&registration.endpoint).map(|_| ())
-            }
-        };
-        if let Err(error) = recorded {
-            tracing::error!(endpoint = %registration.endpoint, %error, "device not recorded");
-        }
-    }
-}
+/// Key of the Package URI secret in the store.
+const URI_SECRET: &str = "key/package-uri";
 
-fn spawn_survey(
-    catalog: &Catalog,
-    management: &DeviceManagement,
-    surveys: &Arc<Semaphore>,
-    registration: &crate::lwm2m::Registration,
-) {
-    let (catalog, management, surveys) = (catalog.clone(), management.clone(), surveys.clone());
-    let (endpoint, address) = (registration.endpoint.clone(), registration.address);
-    tokio::spawn(async move {
-        let Ok(_permit) = surveys.acquire().await else {
-            return;
-        };
-        match survey(&management, address).await {
-            Ok(found) => {
-                if let Err(error) = catalog.device_surveyed(&endpoint, &found) {
-                    tracing::error!(%endpoint, %error, "survey not recorded");
-                }
-            }
-            Err(error) => tracing::debug!(%endpoint, %error, "survey failed"),
-        }
-    });
+/// The secret Package URI tokens are derived from: made at the first start and kept, so a
+/// device pulling a package goes on at the same URI after a restart.
+fn package_uri_secret(store: &dyn Store) -> Result<[u8; 32], StoreError> {
+    if let Some(secret) = store.get::<String>(URI_SECRET)? {
+        return hex::decode(&secret)
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or_else(|| StoreError::Corrupt {
+                key: URI_SECRET.into(),
+                reason: "not a 32-byte hex secret".into(),
+            });
+    }
+    let secret: [u8; 32] = rand::random();
+    store.put_durable(URI_SECRET, &hex::encode(secret))?;
+    Ok(secret)
 }

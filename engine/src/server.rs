@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::coap::{Endpoint, EndpointConfig};
+use crate::edge::{EdgeCounters, EdgeLimits};
 use crate::lwm2m::server::spawn_expiry;
 use crate::lwm2m::{DeviceManagement, RegistrationInterface, Registry};
 use crate::transfer::{Delivery, DeliveryConfig, PackageServer, PackageShelf, ResumeBook};
@@ -22,6 +23,11 @@ pub struct ServerConfig {
     pub delivery: DeliveryConfig,
     /// How often expired registrations are removed.
     pub expiry_period: Duration,
+    /// What an unauthenticated peer may make the engine do.
+    pub edge: EdgeLimits,
+    /// The secret Package URI tokens are derived from; `None`: a random one (URIs then change
+    /// when the engine starts again).
+    pub package_uri_secret: Option<[u8; 32]>,
 }
 
 impl ServerConfig {
@@ -32,7 +38,7 @@ impl ServerConfig {
             coap_addr: "127.0.0.1:0".parse().expect("address"),
             coap: EndpointConfig {
                 params: crate::coap::TransmissionParams::fast(),
-                max_block_size: 1024,
+                ..EndpointConfig::default()
             },
             delivery: DeliveryConfig {
                 retry_backoff: (Duration::from_millis(50), Duration::from_secs(1)),
@@ -40,6 +46,7 @@ impl ServerConfig {
                 package_authority: String::new(),
                 ..DeliveryConfig::default()
             },
+            edge: EdgeLimits::loopback(),
             ..ServerConfig::default()
         }
     }
@@ -55,6 +62,8 @@ impl Default for ServerConfig {
                 ..DeliveryConfig::default()
             },
             expiry_period: Duration::from_secs(1),
+            edge: EdgeLimits::default(),
+            package_uri_secret: None,
         }
     }
 }
@@ -71,6 +80,10 @@ pub struct Server {
     pub shelf: PackageShelf,
     /// Push and pull delivery, with breakpoint resume.
     pub delivery: Delivery,
+    /// The edge's limits, as configured.
+    pub edge_limits: EdgeLimits,
+    /// What the edge's defences did.
+    pub edge: Arc<EdgeCounters>,
     /// Stops expiry when the server is dropped.
     expiry: tokio::task::JoinHandle<()>,
 }
@@ -86,13 +99,24 @@ impl Server {
         config: ServerConfig,
         book: ResumeBook,
     ) -> std::io::Result<Server> {
-        let endpoint = Endpoint::bind(config.coap_addr, config.coap).await?;
-        let registry = Arc::new(Registry::new());
-        let shelf = PackageShelf::new();
-        let packages = PackageServer::new(shelf.clone(), config.coap.max_block_size);
+        let mut coap = config.coap;
+        coap.dedup_cache_bytes = config.edge.dedup_cache_bytes;
+        let endpoint = Endpoint::bind(config.coap_addr, coap).await?;
+        let registry = Arc::new(Registry::with_unproven_ttl(config.edge.unproven_ttl));
+        let edge = Arc::new(EdgeCounters::default());
+        let secret = config.package_uri_secret.unwrap_or_else(rand::random);
+        let shelf = PackageShelf::with_uri_secret(secret);
+        let packages = PackageServer::new(
+            shelf.clone(),
+            config.coap.max_block_size,
+            (!config.edge.packages_to_anyone).then(|| registry.clone()),
+            edge.clone(),
+        );
         endpoint.set_handler(Arc::new(RegistrationInterface::new(
             registry.clone(),
             Some(Arc::new(packages)),
+            config.edge.clone(),
+            edge.clone(),
         )));
         let management = DeviceManagement::new(endpoint.clone());
         let mut delivery_config = config.delivery;
@@ -122,6 +146,8 @@ impl Server {
             management,
             shelf,
             delivery,
+            edge_limits: config.edge,
+            edge,
             expiry,
         })
     }

@@ -26,7 +26,7 @@ fn config() -> EndpointConfig {
             max_retransmit: 3,
             ..TransmissionParams::fast()
         },
-        max_block_size: 1024,
+        ..EndpointConfig::default()
     }
 }
 

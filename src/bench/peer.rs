@@ -86,7 +86,11 @@ pub async fn run(mut args: PeerArgs) -> anyhow::Result<()> {
         args.block_size,
         args.rounds
     );
-    let engine = Engine::start(args.engine_threads, ServerConfig::loopback()).await?;
+    // The downloaders are not registered devices: the engine serves them as libcoap's server
+    // does, to anyone with the URI (a deployment serves packages to registered devices only).
+    let mut config = ServerConfig::loopback();
+    config.edge.packages_to_anyone = true;
+    let engine = Engine::start(args.engine_threads, config).await?;
     let shelved = engine.server.shelf.put(file.clone());
     let libcoap = LibcoapServer::start(&args.coap_server, &file).await?;
     let fleet = Downloaders::bind(args.devices).await?;
@@ -94,7 +98,7 @@ pub async fn run(mut args: PeerArgs) -> anyhow::Result<()> {
         Target {
             name: "engine",
             addr: engine.server.coap_addr(),
-            path: vec!["fw".into(), shelved.id.clone()],
+            path: vec!["fw".into(), shelved.token.clone()],
             cpu: Box::new(|| Ok(engine.times()?.cpu)),
         },
         Target {
@@ -276,7 +280,7 @@ fn device_config() -> EndpointConfig {
             ack_timeout: Duration::from_secs(1),
             ..TransmissionParams::fast()
         },
-        max_block_size: 1024,
+        ..EndpointConfig::default()
     }
 }
 

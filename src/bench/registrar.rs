@@ -50,7 +50,7 @@ impl Registrar {
                 nstart: in_flight,
                 ..TransmissionParams::default()
             },
-            max_block_size: 1024,
+            ..EndpointConfig::default()
         };
         let mut endpoints = Vec::with_capacity(sockets);
         for _ in 0..sockets {

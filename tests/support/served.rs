@@ -38,6 +38,11 @@ pub fn scratch(name: &str) -> PathBuf {
 /// Starts `fota serve --loopback-timers` on a fota.toml in `dir` (its data directory inside),
 /// with `envs` added to its environment (`RUST_LOG`, say).
 pub fn serve(dir: &Path, envs: &[(&str, &str)]) -> Served {
+    serve_with(dir, envs, "")
+}
+
+/// [`serve`], with `tables` (TOML tables such as `[edge]`) added to its fota.toml.
+pub fn serve_with(dir: &Path, envs: &[(&str, &str)], tables: &str) -> Served {
     let config = dir.join("fota.toml");
     let data = dir.join("data");
     std::fs::write(
@@ -45,7 +50,7 @@ pub fn serve(dir: &Path, envs: &[(&str, &str)]) -> Served {
         format!(
             "coap_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ndata_dir = {data:?}\n\
              [[tokens]]\ntoken = \"{OPERATOR}\"\nrole = \"operator\"\n\
-             [[tokens]]\ntoken = \"{VIEWER}\"\nrole = \"viewer\"\n"
+             [[tokens]]\ntoken = \"{VIEWER}\"\nrole = \"viewer\"\n{tables}\n"
         ),
     )
     .unwrap();

@@ -1,7 +1,7 @@
 //! `GET /metrics`: the engine's gauges and counters in the Prometheus text format (0.0.4):
 //! devices registered, attempts (transfers) under way, the CoAP endpoint's datagrams, bytes,
-//! retransmissions, timeouts, malformed and duplicate messages, package blocks sent, plugin
-//! calls and failures, and tasks per status. Owns the
+//! retransmissions, timeouts, malformed and duplicate messages, duplicate-cache evictions, what
+//! the edge's defences did, package blocks sent, plugin calls and failures, and tasks per status. Owns the
 //! exposition only; the numbers are read from the registry, the endpoint and the campaigns.
 
 use std::collections::BTreeMap;
@@ -70,6 +70,20 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
         "fota_coap_duplicates_total",
         "Confirmable messages received again and answered from the duplicate cache.",
         [(None, coap.duplicates)],
+    );
+    out.counter(
+        "fota_coap_dedup_evicted_total",
+        "Duplicate-cache entries dropped before their lifetime to keep within its bytes.",
+        [(None, coap.dedup_evicted)],
+    );
+    out.counter(
+        "fota_edge_defences_total",
+        "What the edge's defences did to unauthenticated peers, per defence.",
+        platform
+            .server
+            .edge
+            .snapshot()
+            .map(|(defence, count)| (Some(("defence", defence)), count)),
     );
     let blocks = platform.server.shelf.block_counts();
     out.counter(

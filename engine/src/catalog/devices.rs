@@ -105,20 +105,23 @@ pub struct Survey {
     pub delivery: Option<DeliveryMethod>,
 }
 
+/// The resources a survey needs of each object, read one by one from a device that does not
+/// read whole instances.
+const SURVEYED: [(u16, &[u16]); 3] = [(3, &[0, 1, 3, 6, 9, 10]), (4, &[2, 8]), (5, &[9])];
+
 /// Reads the Device (/3/0), Connectivity Monitoring (/4/0) and Firmware Update (/5/0) object
-/// instances. A device without /4 still answers for the rest.
+/// instances (or their resources one by one, from a device that reads no whole instance). A
+/// device without /4 still answers for the rest.
 pub async fn survey(
     management: &DeviceManagement,
     device: SocketAddr,
 ) -> Result<Survey, ManagementError> {
-    let mut records = management.read(device, LwM2mPath::instance(3, 0)).await?;
-    for object in [4, 5] {
-        match management
-            .read(device, LwM2mPath::instance(object, 0))
-            .await
-        {
+    let mut records = Vec::new();
+    for (object, resources) in SURVEYED {
+        let instance = LwM2mPath::instance(object, 0);
+        match management.read_instance(device, instance, resources).await {
             Ok(more) => records.extend(more),
-            Err(ManagementError::Status { .. }) => {}
+            Err(ManagementError::Status { .. }) if object != 3 => {}
             Err(error) => return Err(error),
         }
     }
@@ -188,6 +191,24 @@ impl Catalog {
             .map(Some)
     }
 
+    /// Removes `endpoint`'s record if the device never answered a survey (its model is not
+    /// known, so no group holds it): what a registration that ended left of a device that may
+    /// never have existed (a forged Register). True when removed.
+    pub fn forget_unsurveyed_device(&self, endpoint: &str) -> Result<bool, CatalogError> {
+        let _serialized = self.device_writes.lock().unwrap_or_else(|e| e.into_inner());
+        let key = device_key(endpoint);
+        let unsurveyed = self
+            .store
+            .get::<DeviceRecord>(&key)?
+            .is_some_and(|device| device.model.is_none());
+        if unsurveyed {
+            let mut batch = Batch::new();
+            batch.remove(key);
+            self.store.apply(batch)?;
+        }
+        Ok(unsurveyed)
+    }
+
     /// Records what a survey read.
     pub fn device_surveyed(
         &self,
@@ -253,6 +274,7 @@ mod tests {
             objects: vec![],
             registered_at: now,
             last_update: now,
+            proven: true,
         }
     }
 
@@ -318,6 +340,24 @@ mod tests {
         let back = catalog.device_seen(&registration("plain-name")).unwrap();
         assert_eq!((back.online, back.last_seen), (true, T0 + 10_000));
         assert_eq!(back.name, "pump 7");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_device_never_surveyed_is_forgotten() {
+        let catalog = test_catalog(Clock::starting_at(T0));
+        catalog.device_seen(&registration("forged")).unwrap();
+        catalog.device_seen(&registration(IMEI)).unwrap();
+        catalog.device_surveyed(IMEI, &survey()).unwrap();
+        assert!(catalog.forget_unsurveyed_device("forged").unwrap());
+        assert!(!catalog.forget_unsurveyed_device(IMEI).unwrap());
+        assert!(!catalog.forget_unsurveyed_device("never-seen").unwrap());
+        let left: Vec<String> = catalog
+            .devices()
+            .unwrap()
+            .into_iter()
+            .map(|d| d.endpoint)
+            .collect();
+        assert_eq!(left, vec![IMEI.to_string()]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,5 +1,7 @@
 //! `DuplicateCache`: which confirmable messages from which peer were already seen within
-//! EXCHANGE_LIFETIME, and what was answered to them (RFC 7252 section 4.5).
+//! EXCHANGE_LIFETIME, and what was answered to them (RFC 7252 section 4.5), within a budget of
+//! bytes: a flood of requests pushes the oldest entries out before their lifetime instead of
+//! growing the cache without end.
 //!
 //! Owns only the bookkeeping; the endpoint decides what a duplicate gets.
 
@@ -11,6 +13,10 @@ use bytes::Bytes;
 
 /// Capacity the cache keeps however quiet it gets: giving back less is not worth a rehash.
 const KEPT_CAPACITY: usize = 1024;
+
+/// What one entry costs beyond its answer's bytes: its slot in the table (key, answer handle,
+/// control byte, spare room) and in the arrival queue.
+const ENTRY_COST: usize = 104;
 
 /// Identifies a message: message ids are unique per sender only.
 pub type MessageKey = (SocketAddr, u16);
@@ -35,15 +41,24 @@ pub struct DuplicateCache {
     arrivals: VecDeque<(Instant, MessageKey)>,
     /// How long a message id stays remembered.
     lifetime: Duration,
+    /// Most bytes the entries may cost together.
+    max_bytes: usize,
+    /// What the entries cost now.
+    bytes: usize,
+    /// Entries dropped before their lifetime to stay within `max_bytes`, not yet taken.
+    evicted: u64,
 }
 
 impl DuplicateCache {
-    /// An empty cache that remembers messages for `lifetime`.
-    pub fn new(lifetime: Duration) -> Self {
+    /// An empty cache that remembers messages for `lifetime`, in at most `max_bytes`.
+    pub fn new(lifetime: Duration, max_bytes: usize) -> Self {
         DuplicateCache {
             answers: HashMap::new(),
             arrivals: VecDeque::new(),
             lifetime,
+            max_bytes,
+            bytes: 0,
+            evicted: 0,
         }
     }
 
@@ -56,6 +71,8 @@ impl DuplicateCache {
             None => {
                 self.answers.insert(key, None);
                 self.arrivals.push_back((now, key));
+                self.bytes += ENTRY_COST;
+                self.stay_within_budget();
                 Seen::New
             }
         }
@@ -64,13 +81,41 @@ impl DuplicateCache {
     /// Stores the answer sent for `key`, so duplicates get the same bytes.
     pub fn answer(&mut self, key: MessageKey, bytes: Bytes) {
         if let Some(slot) = self.answers.get_mut(&key) {
+            let before = slot.as_ref().map_or(0, Bytes::len);
+            self.bytes = self.bytes + bytes.len() - before;
             *slot = Some(bytes);
+            self.stay_within_budget();
         }
     }
 
     /// Forgets `key`: used when processing was abandoned, so a retransmission is processed.
     pub fn forget(&mut self, key: &MessageKey) {
-        self.answers.remove(key);
+        if let Some(answer) = self.answers.remove(key) {
+            self.bytes -= ENTRY_COST + answer.map_or(0, |a| a.len());
+        }
+    }
+
+    /// Entries dropped for room since the last call.
+    pub fn take_evicted(&mut self) -> u64 {
+        std::mem::take(&mut self.evicted)
+    }
+
+    /// What the entries cost now, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Drops the oldest entries until the cache is within its budget.
+    fn stay_within_budget(&mut self) {
+        while self.bytes > self.max_bytes {
+            let Some((_, key)) = self.arrivals.pop_front() else {
+                break;
+            };
+            if self.answers.contains_key(&key) {
+                self.forget(&key);
+                self.evicted += 1;
+            }
+        }
     }
 
     /// Number of remembered messages.
@@ -90,7 +135,7 @@ impl DuplicateCache {
                 break;
             }
             self.arrivals.pop_front();
-            self.answers.remove(&key);
+            self.forget(&key);
         }
         self.shrink_after_burst();
     }
@@ -119,7 +164,7 @@ mod tests {
 
     #[test]
     fn a_duplicate_gets_the_stored_answer_and_expires_after_the_lifetime() {
-        let mut cache = DuplicateCache::new(Duration::from_secs(10));
+        let mut cache = DuplicateCache::new(Duration::from_secs(10), usize::MAX);
         let t0 = Instant::now();
         assert_eq!(cache.arrive((peer(), 1), t0), Seen::New);
         assert_eq!(cache.arrive((peer(), 1), t0), Seen::InProgress);
@@ -136,7 +181,7 @@ mod tests {
 
     #[test]
     fn the_room_of_a_burst_is_given_back_once_it_expired() {
-        let mut cache = DuplicateCache::new(Duration::from_secs(10));
+        let mut cache = DuplicateCache::new(Duration::from_secs(10), usize::MAX);
         let t0 = Instant::now();
         for id in 0..50_000u32 {
             let peer = SocketAddr::from(([127, 0, 0, 1], (id / 1000) as u16));
@@ -150,8 +195,28 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_pushes_the_oldest_entries_out_and_the_bytes_stay_within_the_budget() {
+        let budget = 100 * (ENTRY_COST + 16);
+        let mut cache = DuplicateCache::new(Duration::from_secs(300), budget);
+        let t0 = Instant::now();
+        for id in 0..10_000u32 {
+            let peer = SocketAddr::from(([10, 0, (id >> 8) as u8, id as u8], 5683));
+            let key = (peer, id as u16);
+            cache.arrive(key, t0);
+            cache.answer(key, Bytes::from(vec![0; 16]));
+            assert!(cache.bytes() <= budget);
+        }
+        assert!(cache.len() >= 99, "the newest are kept: {}", cache.len());
+        assert_eq!(cache.take_evicted() as usize + cache.len(), 10_000);
+        let newest = (SocketAddr::from(([10, 0, 39, 15], 5683)), 9_999u16);
+        assert!(matches!(cache.arrive(newest, t0), Seen::Answered(_)));
+        cache.expire(t0 + Duration::from_secs(301));
+        assert_eq!((cache.len(), cache.bytes()), (0, 0));
+    }
+
+    #[test]
     fn message_ids_are_per_peer() {
-        let mut cache = DuplicateCache::new(Duration::from_secs(10));
+        let mut cache = DuplicateCache::new(Duration::from_secs(10), usize::MAX);
         let other: SocketAddr = "127.0.0.2:5683".parse().unwrap();
         let now = Instant::now();
         assert_eq!(cache.arrive((peer(), 7), now), Seen::New);

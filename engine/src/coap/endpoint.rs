@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::block::block2_slice;
-use super::dedup::{DuplicateCache, Seen};
+use super::dedup::{DuplicateCache, MessageKey, Seen};
 use super::exchange::{ExchangeEvent, Exchanges, Token};
 use super::message::{OutgoingRequest, PacketExt, Response};
 use super::params::TransmissionParams;
@@ -68,6 +68,8 @@ pub struct EndpointConfig {
     pub params: TransmissionParams,
     /// Largest Block2 block this endpoint serves; larger representations are sliced.
     pub max_block_size: usize,
+    /// Bytes the duplicate cache may hold (see `edge::EdgeLimits::dedup_cache_bytes`).
+    pub dedup_cache_bytes: usize,
 }
 
 impl Default for EndpointConfig {
@@ -75,6 +77,7 @@ impl Default for EndpointConfig {
         EndpointConfig {
             params: TransmissionParams::default(),
             max_block_size: 1024,
+            dedup_cache_bytes: 16 << 20,
         }
     }
 }
@@ -176,7 +179,7 @@ impl Endpoint {
             config,
             exchanges: Mutex::new(Exchanges::default()),
             peers: Mutex::new(Peers::new(config.params.nstart)),
-            duplicates: Mutex::new(DuplicateCache::new(lifetime)),
+            duplicates: Mutex::new(DuplicateCache::new(lifetime, config.dedup_cache_bytes)),
             handler: OnceLock::new(),
             probe: OnceLock::new(),
             stats: EndpointStats::default(),
@@ -355,7 +358,7 @@ impl Endpoint {
         let (events, mut receiver) = mpsc::unbounded_channel();
         let _ack = AckWait::register(&self.inner, peer, message_id, None, events);
         match self
-            .transmit(peer, &bytes, &mut receiver, &WireMeter::default())
+            .transmit(peer, &bytes, None, &mut receiver, &WireMeter::default())
             .await?
         {
             ExchangeEvent::Reset => Err(CoapError::Reset { peer }),
@@ -404,7 +407,11 @@ impl Endpoint {
         let registration = TokenRegistration::register(&self.inner, peer, token, events.clone());
         let response = if request.confirmable {
             let _ack = AckWait::register(&self.inner, peer, message_id, Some(token), events);
-            match self.transmit(peer, &bytes, receiver, meter).await? {
+            let retransmits = request.max_retransmit;
+            match self
+                .transmit(peer, &bytes, retransmits, receiver, meter)
+                .await?
+            {
                 ExchangeEvent::Response(packet, _) => packet,
                 ExchangeEvent::Acknowledged => {
                     self.await_separate_response(peer, receiver, meter).await?
@@ -419,17 +426,20 @@ impl Endpoint {
     }
 
     /// Sends a confirmable message until an ACK, RST or response arrives, doubling the timeout
-    /// after each silence (RFC 7252 section 4.2).
+    /// after each silence (RFC 7252 section 4.2), at most MAX_RETRANSMIT times (or `limit`,
+    /// when lower).
     async fn transmit(
         &self,
         peer: SocketAddr,
         bytes: &[u8],
+        limit: Option<u32>,
         receiver: &mut mpsc::UnboundedReceiver<ExchangeEvent>,
         meter: &WireMeter,
     ) -> Result<ExchangeEvent, CoapError> {
         let params = &self.inner.config.params;
+        let retransmits = limit.map_or(params.max_retransmit, |n| n.min(params.max_retransmit));
         let mut timeout = params.initial_timeout();
-        for attempt in 0..=params.max_retransmit {
+        for attempt in 0..=retransmits {
             if attempt > 0 {
                 bump(&self.inner.stats.retransmissions);
                 bump(&meter.retransmissions);
@@ -447,7 +457,7 @@ impl Endpoint {
         bump(&self.inner.stats.timeouts);
         Err(CoapError::Timeout {
             peer,
-            transmissions: params.max_retransmit + 1,
+            transmissions: retransmits + 1,
         })
     }
 
@@ -617,6 +627,20 @@ impl Drop for AckWait {
 }
 
 impl Inner {
+    /// Records the arrival of a confirmable message in the duplicate cache, counting the
+    /// entries its budget pushed out.
+    fn arrive(&self, key: MessageKey) -> Seen {
+        let mut duplicates = lock(&self.duplicates);
+        let seen = duplicates.arrive(key, Instant::now());
+        let evicted = duplicates.take_evicted();
+        if evicted > 0 {
+            self.stats
+                .dedup_evicted
+                .fetch_add(evicted, std::sync::atomic::Ordering::Relaxed);
+        }
+        seen
+    }
+
     fn count_sent(&self, bytes: &[u8], peer: SocketAddr) {
         bump(&self.stats.datagrams_sent);
         self.stats
@@ -703,7 +727,7 @@ impl Inner {
         let message_id = packet.header.message_id;
         let confirmable = packet.header.get_type() == MessageType::Confirmable;
         if confirmable {
-            let seen = lock(&self.duplicates).arrive((peer, message_id), Instant::now());
+            let seen = self.arrive((peer, message_id));
             if seen != Seen::New {
                 bump(&self.stats.duplicates);
                 let answer = match seen {
@@ -734,7 +758,7 @@ impl Inner {
     /// A request that came in a datagram of `len` bytes.
     fn on_request(self: &Arc<Self>, packet: Packet, peer: SocketAddr, len: usize) {
         let key = (peer, packet.header.message_id);
-        match lock(&self.duplicates).arrive(key, Instant::now()) {
+        match self.arrive(key) {
             Seen::New => {}
             Seen::InProgress => {
                 bump(&self.stats.duplicates);
@@ -770,7 +794,9 @@ impl Inner {
     /// Sends `response` to `request`: piggybacked on the ACK of a confirmable, as a NON
     /// otherwise; remembered for duplicates unless the method is GET, which is safe to repeat and
     /// whose Block2 answers would otherwise fill memory (RFC 7252 section 4.5 allows this).
-    /// The request (`request_len` bytes) and the answer go to the response's charge.
+    /// An error answer is never larger than its request: its diagnostic is cut to fit, so a
+    /// forged source gets no amplification out of a refusal. The request (`request_len` bytes)
+    /// and the answer go to the response's charge.
     fn answer(
         self: &Arc<Self>,
         request: &Packet,
@@ -779,7 +805,7 @@ impl Inner {
         response: &Response,
     ) {
         let key = (peer, request.header.message_id);
-        let packet = match self.response_packet(request, peer, response) {
+        let mut packet = match self.response_packet(request, peer, response) {
             Ok(packet) => packet,
             Err(reason) => {
                 let fallback = Response::error(ResponseType::BadOption, reason);
@@ -787,6 +813,9 @@ impl Inner {
                     .expect("an error response without Block2 always builds")
             }
         };
+        if response.code.is_error() {
+            cut_diagnostic(&mut packet, request_len);
+        }
         let Ok(bytes) = encode(&packet) else {
             lock(&self.duplicates).forget(&key);
             tracing::warn!(%peer, "response does not fit in a datagram; dropped");
@@ -835,6 +864,25 @@ impl Inner {
         response.fill_packet(&mut packet, &response.payload[range], block);
         Ok(packet)
     }
+}
+
+/// Cuts the diagnostic payload of an error answer until the answer is at most `limit` bytes
+/// long (on a character boundary; wholly when nothing of it fits).
+fn cut_diagnostic(packet: &mut Packet, limit: usize) {
+    let Ok(encoded) = packet.to_bytes() else {
+        return;
+    };
+    let excess = encoded.len().saturating_sub(limit);
+    if excess == 0 || packet.payload.is_empty() {
+        return;
+    }
+    // A payload cut to nothing takes its marker byte with it.
+    let keep = packet.payload.len().saturating_sub(excess);
+    let end = match std::str::from_utf8(&packet.payload[..keep]) {
+        Ok(_) => keep,
+        Err(error) => error.valid_up_to(),
+    };
+    packet.payload.truncate(end);
 }
 
 /// The answer to a request carrying an option this endpoint must not ignore, if any.

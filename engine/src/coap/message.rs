@@ -39,6 +39,9 @@ pub struct OutgoingRequest {
     pub payload: Bytes,
     /// Confirmable (retransmitted until acknowledged) or non-confirmable.
     pub confirmable: bool,
+    /// At most this many retransmissions, when fewer than the endpoint's own: a peer that
+    /// never answered anything is not sent the same request seven times.
+    pub max_retransmit: Option<u32>,
 }
 
 impl OutgoingRequest {
@@ -56,6 +59,7 @@ impl OutgoingRequest {
             size1: None,
             payload: Bytes::new(),
             confirmable: true,
+            max_retransmit: None,
         }
     }
 
@@ -115,6 +119,8 @@ pub struct Response {
     pub observe: Option<u32>,
     /// Block1 echoed to acknowledge one block of a block-wise request body.
     pub block1: Option<BlockOption>,
+    /// Max-Age in seconds: with 5.03, when the client may try again (RFC 7252 section 5.9.3.4).
+    pub max_age: Option<u32>,
     /// The whole representation; the endpoint slices it into Block2 blocks when needed.
     pub payload: Bytes,
     /// Whose wire account the request and this answer go to (a delivery's, for the blocks
@@ -132,6 +138,7 @@ impl Response {
             location_path: Vec::new(),
             observe: None,
             block1: None,
+            max_age: None,
             payload: Bytes::new(),
             charge: None,
         }
@@ -167,6 +174,7 @@ impl Response {
             self.content_format.map(u32::from),
         );
         set_uint(packet, CoapOption::Observe, self.observe);
+        set_uint(packet, CoapOption::MaxAge, self.max_age);
         set_block(packet, CoapOption::Block1, self.block1);
         if let Some(block2) = block2 {
             // Size2 on every block (RFC 7959 section 4 allows it): a client resuming from

@@ -30,6 +30,8 @@ pub struct EndpointStats {
     pub resets_received: AtomicU64,
     /// Requests given to the request handler.
     pub requests_handled: AtomicU64,
+    /// Duplicate-cache entries dropped before their lifetime to keep within its bytes.
+    pub dedup_evicted: AtomicU64,
 }
 
 /// A plain copy of [`EndpointStats`] at one moment.
@@ -45,6 +47,7 @@ pub struct StatsSnapshot {
     pub timeouts: u64,
     pub resets_received: u64,
     pub requests_handled: u64,
+    pub dedup_evicted: u64,
 }
 
 impl EndpointStats {
@@ -62,6 +65,7 @@ impl EndpointStats {
             timeouts: get(&self.timeouts),
             resets_received: get(&self.resets_received),
             requests_handled: get(&self.requests_handled),
+            dedup_evicted: get(&self.dedup_evicted),
         }
     }
 }

@@ -72,6 +72,9 @@ pub struct DeviceManagement {
     /// Where the bytes of every operation (and of the notifications of its observations) are
     /// counted: a delivery's wire account. `None`: not counted.
     meter: Option<Arc<WireMeter>>,
+    /// Retransmissions each request is limited to, for a device that has not answered the
+    /// engine yet; `None`: the endpoint's own.
+    max_retransmit: Option<u32>,
 }
 
 impl DeviceManagement {
@@ -80,6 +83,7 @@ impl DeviceManagement {
         DeviceManagement {
             endpoint,
             meter: None,
+            max_retransmit: None,
         }
     }
 
@@ -87,8 +91,18 @@ impl DeviceManagement {
     /// responses, and the notifications of observations it starts.
     pub fn metered(&self, meter: Arc<WireMeter>) -> Self {
         DeviceManagement {
-            endpoint: self.endpoint.clone(),
             meter: Some(meter),
+            ..self.clone()
+        }
+    }
+
+    /// The same operations towards a device met for the first time (its source may be
+    /// forged): each request is retransmitted at most `retransmits` times, so silence costs
+    /// a few datagrams and seconds.
+    pub fn first_contact(&self, retransmits: u32) -> Self {
+        DeviceManagement {
+            max_retransmit: Some(retransmits),
+            ..self.clone()
         }
     }
 
@@ -98,6 +112,17 @@ impl DeviceManagement {
         device: SocketAddr,
         request: &OutgoingRequest,
     ) -> Result<Packet, CoapError> {
+        let limited;
+        let request = match self.max_retransmit {
+            Some(limit) => {
+                limited = OutgoingRequest {
+                    max_retransmit: Some(limit),
+                    ..request.clone()
+                };
+                &limited
+            }
+            None => request,
+        };
         match &self.meter {
             Some(meter) => self.endpoint.request_metered(device, request, meter).await,
             None => self.endpoint.request(device, request).await,
@@ -131,6 +156,30 @@ impl DeviceManagement {
         }
         expect_success("Read", path, &response)?;
         decode(path, &response)
+    }
+
+    /// Read of object instance `instance`, or, from a device that refuses to read a whole
+    /// instance (LwM2M 1.0 clients that speak only text/plain answer 4.04 or 4.06), of each of
+    /// its `resources` one by one, those the device does not have left out.
+    pub async fn read_instance(
+        &self,
+        device: SocketAddr,
+        instance: LwM2mPath,
+        resources: &[u16],
+    ) -> Result<Vec<Record>, ManagementError> {
+        match self.read(device, instance).await {
+            Err(ManagementError::Status { .. }) => {}
+            answered => return answered,
+        }
+        let mut records = Vec::new();
+        for resource in resources.iter().filter_map(|id| instance.child(*id)) {
+            match self.read(device, resource).await {
+                Ok(found) => records.extend(found),
+                Err(ManagementError::Status { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(records)
     }
 
     /// Read of one resource's value.

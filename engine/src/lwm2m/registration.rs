@@ -10,6 +10,7 @@ use coap_lite::Packet;
 use super::content::link_format::{Link, parse_links};
 use super::path::LwM2mPath;
 use crate::coap::PacketExt;
+use crate::edge::{EdgeLimits, endpoint_name_ok};
 
 /// Lifetime a device gets when its Register carries no `lt` (LwM2M default: one day).
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(86_400);
@@ -45,6 +46,10 @@ pub struct Registration {
     pub registered_at: Instant,
     /// When the device was last heard from (Register or Update).
     pub last_update: Instant,
+    /// Whether the device proved it receives at its address: it answered the engine, or sent
+    /// an Update to the location only the Register's answer told it. Until then its source
+    /// may be forged, and the registration lives a short while only.
+    pub proven: bool,
 }
 
 impl Registration {
@@ -93,19 +98,21 @@ pub struct UpdateRequest {
 /// Versions of the LwM2M enabler this server accepts.
 const SUPPORTED_VERSIONS: [&str; 3] = ["1.0", "1.1", "1.2"];
 
-/// Longest endpoint name accepted.
-const MAX_ENDPOINT_LEN: usize = 255;
-
 impl RegisterRequest {
-    /// Reads a Register from a `POST /rd` request.
-    pub fn parse(packet: &Packet) -> Result<Self, RegistrationError> {
+    /// Reads a Register from a `POST /rd` request, refusing a name or an object list beyond
+    /// `limits`.
+    pub fn parse(packet: &Packet, limits: &EdgeLimits) -> Result<Self, RegistrationError> {
         let raw_query = packet.uri_query();
         let query = Query::parse(&raw_query)?;
         let endpoint = query
             .get("ep")
             .ok_or_else(|| error("missing endpoint name (ep)"))?;
-        if endpoint.is_empty() || endpoint.len() > MAX_ENDPOINT_LEN {
-            return Err(error("endpoint name (ep) must have 1 to 255 characters"));
+        if !endpoint_name_ok(endpoint, limits.max_endpoint_len) {
+            return Err(error(format!(
+                "endpoint name (ep) must have 1 to {} bytes, no control characters and no \
+                 whitespace",
+                limits.max_endpoint_len
+            )));
         }
         let lwm2m_version = query.get("lwm2m").unwrap_or("1.0").to_string();
         if !SUPPORTED_VERSIONS.contains(&lwm2m_version.as_str()) {
@@ -121,20 +128,21 @@ impl RegisterRequest {
                 udp: true,
                 queue_mode: query.has("Q"),
             }),
-            objects: parse_objects(packet)?.unwrap_or_default(),
+            objects: parse_objects(packet, limits)?.unwrap_or_default(),
         })
     }
 }
 
 impl UpdateRequest {
-    /// Reads an Update from a `POST /rd/{id}` request.
-    pub fn parse(packet: &Packet) -> Result<Self, RegistrationError> {
+    /// Reads an Update from a `POST /rd/{id}` request, refusing an object list beyond
+    /// `limits`.
+    pub fn parse(packet: &Packet, limits: &EdgeLimits) -> Result<Self, RegistrationError> {
         let raw_query = packet.uri_query();
         let query = Query::parse(&raw_query)?;
         Ok(UpdateRequest {
             lifetime: query.lifetime()?,
             binding: query.binding()?,
-            objects: parse_objects(packet)?,
+            objects: parse_objects(packet, limits)?,
         })
     }
 }
@@ -208,7 +216,10 @@ impl<'a> Query<'a> {
 }
 
 /// The object instances announced in a link-format payload; `None` when there is no payload.
-fn parse_objects(packet: &Packet) -> Result<Option<Vec<LwM2mPath>>, RegistrationError> {
+fn parse_objects(
+    packet: &Packet,
+    limits: &EdgeLimits,
+) -> Result<Option<Vec<LwM2mPath>>, RegistrationError> {
     if packet.payload.is_empty() {
         return Ok(None);
     }
@@ -221,6 +232,13 @@ fn parse_objects(packet: &Packet) -> Result<Option<Vec<LwM2mPath>>, Registration
     }
     let text = std::str::from_utf8(&packet.payload).map_err(|_| error("payload is not UTF-8"))?;
     let links = parse_links(text).map_err(|e| error(e.to_string()))?;
+    if links.len() > limits.max_object_links {
+        return Err(error(format!(
+            "{} object links: at most {} are kept",
+            links.len(),
+            limits.max_object_links
+        )));
+    }
     Ok(Some(
         links
             .iter()
@@ -235,6 +253,10 @@ mod tests {
     use super::*;
     use crate::coap::{OutgoingRequest, RequestType};
 
+    fn parse(packet: Packet) -> Result<RegisterRequest, RegistrationError> {
+        RegisterRequest::parse(&packet, &EdgeLimits::default())
+    }
+
     fn register(query: &[&str], payload: &str) -> Packet {
         let mut request = OutgoingRequest::new(RequestType::Post, &["rd"]);
         request.query = query.iter().map(|s| s.to_string()).collect();
@@ -246,7 +268,7 @@ mod tests {
 
     #[test]
     fn lwm2m_1_0_and_1_1_registers_parse() {
-        let v10 = RegisterRequest::parse(&register(
+        let v10 = parse(register(
             &["ep=urn:imei:1", "lt=300", "lwm2m=1.0", "b=UQ"],
             "</1/0>,</3/0>,</5/0>",
         ))
@@ -262,7 +284,7 @@ mod tests {
                 LwM2mPath::instance(5, 0)
             ]
         );
-        let v11 = RegisterRequest::parse(&register(
+        let v11 = parse(register(
             &["ep=dev", "lwm2m=1.1", "b=U", "Q"],
             "</>;rt=\"oma.lwm2m\";ct=11543,</3/0>,</5>;ver=1.1",
         ))
@@ -279,7 +301,9 @@ mod tests {
     fn invalid_registers_are_refused_with_a_reason() {
         for (query, reason) in [
             (vec!["lt=10"], "missing endpoint"),
-            (vec!["ep="], "1 to 255"),
+            (vec!["ep="], "1 to 128"),
+            (vec!["ep=a\nERROR forged"], "no control"),
+            (vec!["ep=a b"], "whitespace"),
             (vec!["ep=a", "lt=0"], "positive"),
             (vec!["ep=a", "lt=x"], "positive"),
             (vec!["ep=a", "lwm2m=9.9"], "unsupported"),
@@ -287,9 +311,12 @@ mod tests {
             (vec!["ep=a", "b=X"], "unknown binding"),
             (vec!["ep=a", "ep=b"], "twice"),
         ] {
-            let err = RegisterRequest::parse(&register(&query, "")).unwrap_err();
+            let err = parse(register(&query, "")).unwrap_err();
             assert!(err.0.contains(reason), "{query:?}: {err}");
         }
-        assert!(RegisterRequest::parse(&register(&["ep=a"], "</3/0")).is_err());
+        assert!(parse(register(&["ep=a"], "</3/0")).is_err());
+        let links: Vec<String> = (0..129).map(|i| format!("</{i}/0>")).collect();
+        let err = parse(register(&["ep=a"], &links.join(","))).unwrap_err();
+        assert!(err.0.contains("at most 128"), "{err}");
     }
 }

@@ -1,9 +1,11 @@
-//! `Registry`: the registrations currently alive, by id and by endpoint name, with lifetime
-//! expiry and events (for everyone, and per endpoint for whoever follows one device). Owns
-//! nothing about CoAP; the registration handler and the expiry task drive it.
+//! `Registry`: the registrations currently alive, by id, by endpoint name and by host, with
+//! lifetime expiry and events (for everyone, and per endpoint for whoever follows one device).
+//! Registration ids (the location a device sends its Updates and De-register to) are 128
+//! random bits: nobody off the path guesses another device's. Owns nothing about CoAP; the
+//! registration handler and the expiry task drive it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
@@ -51,17 +53,20 @@ pub struct Registry {
 #[derive(Default)]
 struct RegistryState {
     /// Registrations by the number their id is the hex form of.
-    by_id: HashMap<u64, Box<Registration>>,
+    by_id: HashMap<u128, Box<Registration>>,
     /// Registration number by endpoint name: a device has at most one registration.
-    by_endpoint: HashMap<String, u64>,
+    by_endpoint: HashMap<String, u128>,
+    /// Registrations per host the devices last spoke from: which hosts hold devices (a
+    /// client may fetch a package from another port of its host than it registered from).
+    by_host: HashMap<IpAddr, u32>,
     /// Expiry deadlines in order, so expiry never scans every registration.
-    deadlines: BTreeSet<(Instant, u64)>,
+    deadlines: BTreeSet<(Instant, u128)>,
     /// Followers of one endpoint's every event ([`EndpointEvents`]), by follower number.
     followers: HashMap<String, Vec<(u64, mpsc::UnboundedSender<RegistrationEvent>)>>,
     /// Source of follower numbers.
     next_follower: u64,
-    /// Source of registration ids.
-    next_id: u64,
+    /// How long an unproven registration lives at most.
+    unproven_ttl: std::time::Duration,
 }
 
 /// Every event of one endpoint's registrations from the moment [`Registry::follow`] was
@@ -142,15 +147,36 @@ impl Default for Registry {
 }
 
 impl Registry {
-    /// An empty registry.
+    /// An empty registry whose unproven registrations live as long as they ask.
     pub fn new() -> Self {
+        Registry::with_unproven_ttl(std::time::Duration::MAX)
+    }
+
+    /// An empty registry whose registrations live at most `ttl` until their device proves
+    /// its address (see [`Registration::proven`]).
+    pub fn with_unproven_ttl(ttl: std::time::Duration) -> Self {
         let (events, _) = broadcast::channel(4096);
         Registry {
             state: Mutex::new(RegistryState {
-                next_id: rand::random::<u32>().into(),
+                unproven_ttl: ttl,
                 ..RegistryState::default()
             }),
             events,
+        }
+    }
+
+    /// The device of `endpoint` answered the engine: its registration lives its whole
+    /// lifetime from now on.
+    pub fn prove(&self, endpoint: &str) {
+        let mut state = lock(&self.state);
+        let Some(&number) = state.by_endpoint.get(endpoint) else {
+            return;
+        };
+        if state.by_id.get(&number).is_some_and(|r| !r.proven)
+            && let Some(mut registration) = state.remove(number)
+        {
+            registration.proven = true;
+            state.insert(number, registration);
         }
     }
 
@@ -189,9 +215,9 @@ impl Registry {
         if let Some(old) = state.by_endpoint.get(&request.endpoint).copied() {
             state.remove(old);
         }
-        state.next_id += 1;
+        let number = state.new_number();
         let registration = Registration {
-            id: format!("{:x}", state.next_id),
+            id: format!("{number:032x}"),
             endpoint: request.endpoint,
             address,
             lifetime: request.lifetime,
@@ -200,8 +226,8 @@ impl Registry {
             objects: request.objects,
             registered_at: now,
             last_update: now,
+            proven: false,
         };
-        let number = state.next_id;
         state.insert(number, registration.clone());
         self.emit(
             &mut state,
@@ -223,6 +249,7 @@ impl Registry {
         let mut registration = state.remove(number)?;
         registration.address = address;
         registration.last_update = now;
+        registration.proven = true;
         registration.lifetime = request.lifetime.unwrap_or(registration.lifetime);
         registration.binding = request.binding.unwrap_or(registration.binding);
         if let Some(objects) = request.objects {
@@ -261,6 +288,12 @@ impl Registry {
         expired
     }
 
+    /// Whether a device is registered from `host` (its last Register or Update came from
+    /// there, from any port).
+    pub fn is_registered_host(&self, host: IpAddr) -> bool {
+        lock(&self.state).by_host.contains_key(&host)
+    }
+
     /// The registration of an endpoint, if it is registered.
     pub fn get(&self, endpoint: &str) -> Option<Registration> {
         let state = lock(&self.state);
@@ -292,23 +325,52 @@ impl Registry {
 
 impl RegistryState {
     /// The number of registration `id`, if it is live (and `id` is its canonical hex form).
-    fn number(&self, id: &str) -> Option<u64> {
-        let number = u64::from_str_radix(id, 16).ok()?;
+    fn number(&self, id: &str) -> Option<u128> {
+        let number = u128::from_str_radix(id, 16).ok()?;
         let registration = self.by_id.get(&number)?;
         (registration.id == id).then_some(number)
     }
 
-    fn insert(&mut self, number: u64, registration: Registration) {
-        self.deadlines.insert((registration.expires_at(), number));
+    /// A random number no live registration has.
+    fn new_number(&self) -> u128 {
+        loop {
+            let number: u128 = rand::random();
+            if !self.by_id.contains_key(&number) {
+                return number;
+            }
+        }
+    }
+
+    /// When `registration` ends: at the end of its lifetime, or sooner while unproven.
+    fn deadline(&self, registration: &Registration) -> Instant {
+        if registration.proven {
+            return registration.expires_at();
+        }
+        let lifetime = registration.lifetime.min(self.unproven_ttl);
+        registration.last_update + lifetime
+    }
+
+    fn insert(&mut self, number: u128, registration: Registration) {
+        self.deadlines
+            .insert((self.deadline(&registration), number));
         self.by_endpoint
             .insert(registration.endpoint.clone(), number);
+        *self.by_host.entry(registration.address.ip()).or_default() += 1;
         self.by_id.insert(number, Box::new(registration));
     }
 
-    fn remove(&mut self, number: u64) -> Option<Registration> {
+    fn remove(&mut self, number: u128) -> Option<Registration> {
         let registration = self.by_id.remove(&number)?;
-        self.deadlines.remove(&(registration.expires_at(), number));
+        self.deadlines
+            .remove(&(self.deadline(&registration), number));
         self.by_endpoint.remove(&registration.endpoint);
+        let host = registration.address.ip();
+        if let Some(count) = self.by_host.get_mut(&host) {
+            *count -= 1;
+            if *count == 0 {
+                self.by_host.remove(&host);
+            }
+        }
         Some(*registration)
     }
 }
@@ -397,6 +459,39 @@ mod tests {
             Some("dev".into())
         );
         assert!(registry.is_empty());
+    }
+
+    #[test]
+    fn ids_are_128_random_bits_and_the_registered_addresses_are_known() {
+        let registry = Registry::new();
+        let now = Instant::now();
+        let ids: Vec<String> = (0..100)
+            .map(|i| {
+                registry
+                    .register(request(&format!("d{i}"), 60), addr(), now)
+                    .id
+            })
+            .collect();
+        assert!(
+            ids.iter()
+                .all(|id| id.len() == 32 && u128::from_str_radix(id, 16).is_ok())
+        );
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_ne!(sorted, ids, "not handed out in order");
+        sorted.dedup();
+        assert_eq!(sorted.len(), ids.len());
+        let moved: SocketAddr = "127.0.0.2:9999".parse().unwrap();
+        let last = ids.last().unwrap();
+        assert!(!registry.is_registered_host(moved.ip()));
+        registry.update(last, UpdateRequest::default(), moved, now);
+        assert!(registry.is_registered_host(moved.ip()));
+        assert!(
+            registry.is_registered_host(addr().ip()),
+            "99 are still there"
+        );
+        registry.deregister(last);
+        assert!(!registry.is_registered_host(moved.ip()));
     }
 
     #[tokio::test]

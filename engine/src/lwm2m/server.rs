@@ -1,6 +1,7 @@
 //! `RegistrationInterface`: the CoAP request handler for /rd (Register, Update, De-register),
-//! delegating every other path to the next handler (the package server). Also the lifetime
-//! expiry task.
+//! delegating every other path to the next handler (the package server), within the edge's
+//! limits: names, lifetimes and object lists bounded, Registers per source rate-limited (5.03
+//! with Max-Age, smaller than the request). Also the lifetime expiry task.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use coap_lite::{RequestType, ResponseType};
 use super::registration::{RegisterRequest, UpdateRequest};
 use super::registry::Registry;
 use crate::coap::{HandlerFuture, IncomingRequest, PacketExt, RequestHandler, Response};
+use crate::edge::{EdgeCounters, EdgeLimits, RateLimit};
 
 /// The path of the registration interface (LwM2M's default, which this server uses).
 const RD: &str = "rd";
@@ -20,12 +22,64 @@ pub struct RegistrationInterface {
     registry: Arc<Registry>,
     /// Who answers requests outside /rd (package downloads); 4.04 when absent.
     next: Option<Arc<dyn RequestHandler>>,
+    /// What a registration may hold.
+    limits: EdgeLimits,
+    /// Registers per source address.
+    registers: RateLimit,
+    /// Where refusals are counted.
+    counters: Arc<EdgeCounters>,
 }
 
 impl RegistrationInterface {
-    /// A handler for /rd on `registry`, with `next` for every other path.
-    pub fn new(registry: Arc<Registry>, next: Option<Arc<dyn RequestHandler>>) -> Self {
-        RegistrationInterface { registry, next }
+    /// A handler for /rd on `registry` within `limits`, counting in `counters`, with `next`
+    /// for every other path.
+    pub fn new(
+        registry: Arc<Registry>,
+        next: Option<Arc<dyn RequestHandler>>,
+        limits: EdgeLimits,
+        counters: Arc<EdgeCounters>,
+    ) -> Self {
+        let registers = RateLimit::new(limits.register_burst, limits.registers_per_second);
+        RegistrationInterface {
+            registry,
+            next,
+            limits,
+            registers,
+            counters,
+        }
+    }
+
+    /// A Register from `request`'s source, unless that source sent too many.
+    fn register(&self, request: &IncomingRequest, now: Instant) -> Response {
+        if let Err(wait) = self.registers.take(request.peer.ip(), now) {
+            EdgeCounters::bump(&self.counters.registers_rate_limited);
+            let mut response = Response::new(ResponseType::ServiceUnavailable);
+            response.max_age = Some(wait.as_secs().max(1) as u32);
+            return response;
+        }
+        match RegisterRequest::parse(&request.packet, &self.limits) {
+            Ok(mut register) => {
+                register.lifetime = self.cut(register.lifetime);
+                let registration = self.registry.register(register, request.peer, now);
+                let mut response = Response::new(ResponseType::Created);
+                response.location_path = vec![RD.into(), registration.id];
+                response
+            }
+            Err(error) => {
+                EdgeCounters::bump(&self.counters.registers_refused);
+                tracing::debug!(peer = %request.peer, reason = %error.0, "Register refused");
+                Response::error(ResponseType::BadRequest, error.0)
+            }
+        }
+    }
+
+    /// `lifetime`, or the longest a registration keeps when it is longer.
+    fn cut(&self, lifetime: Duration) -> Duration {
+        if lifetime > self.limits.max_lifetime {
+            EdgeCounters::bump(&self.counters.lifetimes_cut);
+            return self.limits.max_lifetime;
+        }
+        lifetime
     }
 
     fn registration(&self, request: &IncomingRequest) -> Response {
@@ -33,23 +87,16 @@ impl RegistrationInterface {
         let method = request.packet.request_method();
         let now = Instant::now();
         match (method, path.as_slice()) {
-            (Some(RequestType::Post), [rd]) if rd == RD => {
-                match RegisterRequest::parse(&request.packet) {
-                    Ok(register) => {
-                        let registration = self.registry.register(register, request.peer, now);
-                        let mut response = Response::new(ResponseType::Created);
-                        response.location_path = vec![RD.into(), registration.id];
-                        response
-                    }
-                    Err(error) => Response::error(ResponseType::BadRequest, error.0),
-                }
-            }
+            (Some(RequestType::Post), [rd]) if rd == RD => self.register(request, now),
             (Some(RequestType::Post), [rd, id]) if rd == RD => {
-                match UpdateRequest::parse(&request.packet) {
-                    Ok(update) => match self.registry.update(id, update, request.peer, now) {
-                        Some(_) => Response::new(ResponseType::Changed),
-                        None => Response::error(ResponseType::NotFound, "unknown registration"),
-                    },
+                match UpdateRequest::parse(&request.packet, &self.limits) {
+                    Ok(mut update) => {
+                        update.lifetime = update.lifetime.map(|lifetime| self.cut(lifetime));
+                        match self.registry.update(id, update, request.peer, now) {
+                            Some(_) => Response::new(ResponseType::Changed),
+                            None => Response::error(ResponseType::NotFound, "unknown registration"),
+                        }
+                    }
                     Err(error) => Response::error(ResponseType::BadRequest, error.0),
                 }
             }
@@ -119,7 +166,12 @@ mod tests {
     #[tokio::test]
     async fn only_a_post_to_rd_registers() {
         let registry = Arc::new(Registry::new());
-        let interface = RegistrationInterface::new(registry.clone(), None);
+        let interface = RegistrationInterface::new(
+            registry.clone(),
+            None,
+            EdgeLimits::default(),
+            Arc::default(),
+        );
         for elsewhere in [&["rdx"][..], &["fw"], &["rd", "a", "b"]] {
             let response = interface.handle(post(elsewhere)).await;
             assert!(

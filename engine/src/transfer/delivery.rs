@@ -25,6 +25,10 @@ use crate::lwm2m::{
     DeviceManagement, EndpointEvents, ManagementError, Registration, RegistrationEvent, Registry,
 };
 
+/// Longest the end of a delivery waits for the device to confirm its observations are
+/// cancelled: an exchange and a retransmission on an NB-IoT link.
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
+
 /// How the package reaches the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -282,7 +286,10 @@ impl Delivery {
 
     /// Cancels the observations of a delivery that is over, where the device still holds
     /// them: registered as when they were made (a device that registered anew dropped them),
-    /// and reachable now (a sleeping device resets their next notification instead).
+    /// and reachable now (a sleeping device resets their next notification instead). A device
+    /// that never answers a cancellation (one stack only acknowledges it) does not hold the
+    /// delivery's end: the wait is [`CANCEL_WAIT`] at most, and its next notification gets a
+    /// Reset all the same.
     async fn release(&self, endpoint: &str, watch: Option<FirmwareWatch>) {
         let Some(watch) = watch else { return };
         let reachable = self.registry.get(endpoint).filter(|registration| {
@@ -292,7 +299,10 @@ impl Delivery {
                     .is_none_or(|end| end > Instant::now())
         });
         if reachable.is_some() {
-            watch.cancel(&self.management).await;
+            let cancelled = watch.cancel(&self.management);
+            if tokio::time::timeout(CANCEL_WAIT, cancelled).await.is_err() {
+                tracing::debug!(%endpoint, "observations not cancelled in time");
+            }
         }
     }
 
@@ -557,7 +567,7 @@ fn log_end(job: &DeliveryJob, outcome: &TransferOutcome, attempt: &Attempt<'_>) 
     let (first, resent) = (wire.package_first, wire.package_resent);
     match outcome {
         TransferOutcome::Upgraded { version } => tracing::info!(
-            %endpoint, %version, interruptions, bytes_first = first, bytes_resent = resent,
+            %endpoint, ?version, interruptions, bytes_first = first, bytes_resent = resent,
             "delivery ended: upgraded"
         ),
         other => tracing::warn!(
@@ -588,6 +598,7 @@ mod tests {
             objects: vec![],
             registered_at: Instant::now(),
             last_update: Instant::now(),
+            proven: true,
         }
     }
 

@@ -1,9 +1,11 @@
 //! `PackageShelf`: the packages the engine can deliver, by id, each held once in memory and
 //! shared by every transfer; and `PackageServer`, which serves them at their Package URI
-//! (`/fw/{id}`) for devices that pull. Owns package identity (id, sha256, ETag), the count
-//! of package blocks that went out (pushed or served), and what was served to a device whose
-//! delivery keeps an account ([`PullAccount`]); not where packages come from (the catalog)
-//! nor how they reach a device (push, pull).
+//! (`/fw/{token}`, a token of 128 bits derived from the package and a secret, so a URI cannot
+//! be guessed) for devices that pull, and only to hosts with a registered device unless
+//! configured otherwise. Owns package identity (id, token, sha256, ETag), the count of package blocks
+//! that went out (pushed or served), and what was served to a device whose delivery keeps an
+//! account ([`PullAccount`]); not where packages come from (the catalog) nor how they reach a
+//! device (push, pull).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,7 +20,8 @@ use crate::coap::block::block2_slice;
 use crate::coap::{
     Charge, HandlerFuture, IncomingRequest, PacketExt, RequestHandler, Response, WireMeter,
 };
-use crate::lwm2m::ContentFormat;
+use crate::edge::EdgeCounters;
+use crate::lwm2m::{ContentFormat, Registry};
 
 /// First Uri-Path segment of every Package URI.
 pub const PACKAGE_PATH: &str = "fw";
@@ -26,8 +29,11 @@ pub const PACKAGE_PATH: &str = "fw";
 /// One deliverable package.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ShelvedPackage {
-    /// Id in the Package URI: the first 16 hex digits of the sha256.
+    /// Id: the first 16 hex digits of the sha256.
     pub id: String,
+    /// The last segment of its Package URI: 32 hex digits of a hash of the package and the
+    /// shelf's secret, which nobody without the URI can guess.
+    pub token: String,
     /// The bytes every device receives; slices of it go on the wire, never copies of the whole.
     pub bytes: Bytes,
     /// sha256 of `bytes`.
@@ -35,11 +41,17 @@ pub struct ShelvedPackage {
 }
 
 impl ShelvedPackage {
-    /// Identifies `bytes` by their hash.
-    pub fn new(bytes: Bytes) -> Self {
+    /// Identifies `bytes` by their hash, and gives them a URI token from `secret`.
+    fn new(bytes: Bytes, secret: &[u8; 32]) -> Self {
         let sha256: [u8; 32] = Sha256::digest(&bytes).into();
+        let token: [u8; 32] = Sha256::new()
+            .chain_update(secret)
+            .chain_update(sha256)
+            .finalize()
+            .into();
         ShelvedPackage {
             id: hex::encode(&sha256[..8]),
+            token: hex::encode(&token[..16]),
             bytes,
             sha256,
         }
@@ -61,10 +73,10 @@ impl ShelvedPackage {
         self.bytes.is_empty()
     }
 
-    /// `coap://{authority}/fw/{id}`: the URI a pulling device is given. `authority` is how
+    /// `coap://{authority}/fw/{token}`: the URI a pulling device is given. `authority` is how
     /// devices reach the engine (host:port), which a server behind NAT cannot guess.
     pub fn uri(&self, authority: &str) -> String {
-        format!("coap://{authority}/{PACKAGE_PATH}/{}", self.id)
+        format!("coap://{authority}/{PACKAGE_PATH}/{}", self.token)
     }
 }
 
@@ -145,12 +157,16 @@ pub struct BlockCounts {
     pub served_bytes: u64,
 }
 
-/// Packages by id, what was served of them to whom, and how many blocks went out. Cheap to
-/// clone; every clone sees the same shelf.
+/// Packages by id and by URI token, what was served of them to whom, and how many blocks went
+/// out. Cheap to clone; every clone sees the same shelf.
 #[derive(Debug, Clone, Default)]
 pub struct PackageShelf {
     /// The packages, by id.
     packages: Arc<RwLock<HashMap<String, Arc<ShelvedPackage>>>>,
+    /// Package ids by URI token.
+    tokens: Arc<RwLock<HashMap<String, String>>>,
+    /// What URI tokens are derived from.
+    secret: [u8; 32],
     /// What was served to the device addresses deliveries keep an account for; nothing for
     /// anyone else (a `coap-client`, a device pulling on its own), so nothing piles up.
     served: Arc<Mutex<HashMap<PullKey, Pulled>>>,
@@ -159,19 +175,40 @@ pub struct PackageShelf {
 }
 
 impl PackageShelf {
-    /// An empty shelf.
+    /// An empty shelf whose URI tokens come from a random secret.
     pub fn new() -> Self {
-        PackageShelf::default()
+        PackageShelf::with_uri_secret(rand::random())
+    }
+
+    /// An empty shelf whose URI tokens come from `secret`: the same package gets the same
+    /// URI every time the engine starts, so a pull survives a restart.
+    pub fn with_uri_secret(secret: [u8; 32]) -> Self {
+        PackageShelf {
+            secret,
+            ..PackageShelf::default()
+        }
     }
 
     /// Puts `bytes` on the shelf (once: the same bytes give the same entry).
     pub fn put(&self, bytes: Bytes) -> Arc<ShelvedPackage> {
-        let package = ShelvedPackage::new(bytes);
+        let package = ShelvedPackage::new(bytes, &self.secret);
         let mut packages = self.packages.write().unwrap_or_else(|e| e.into_inner());
-        packages
+        let shelved = packages
             .entry(package.id.clone())
             .or_insert_with(|| Arc::new(package))
-            .clone()
+            .clone();
+        let mut tokens = self.tokens.write().unwrap_or_else(|e| e.into_inner());
+        tokens.insert(shelved.token.clone(), shelved.id.clone());
+        shelved
+    }
+
+    /// The package whose URI token is `token`.
+    fn by_token(&self, token: &str) -> Option<Arc<ShelvedPackage>> {
+        let id = {
+            let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
+            tokens.get(token)?.clone()
+        };
+        self.get(&id)
     }
 
     /// The package with this id.
@@ -183,7 +220,10 @@ impl PackageShelf {
     /// Takes a package off the shelf; transfers holding it finish with their copy.
     pub fn remove(&self, id: &str) -> Option<Arc<ShelvedPackage>> {
         let mut packages = self.packages.write().unwrap_or_else(|e| e.into_inner());
-        packages.remove(id)
+        let removed = packages.remove(id)?;
+        let mut tokens = self.tokens.write().unwrap_or_else(|e| e.into_inner());
+        tokens.remove(&removed.token);
+        Some(removed)
     }
 
     /// Counts what the package server sends `peer` of `package` from now on, and charges
@@ -253,20 +293,35 @@ impl PackageShelf {
     }
 }
 
-/// Answers `GET /fw/{id}` with the package; the endpoint slices it into the Block2 block the
-/// device asks for, so a device resumes a download by asking for its next block number.
+/// Answers `GET /fw/{token}` with the package; the endpoint slices it into the Block2 block
+/// the device asks for, so a device resumes a download by asking for its next block number.
 pub struct PackageServer {
     shelf: PackageShelf,
     /// The endpoint's largest Block2 block: what a larger request is cut to.
     max_block_size: usize,
+    /// When set, only a source on a host with a registered device gets package bytes (a
+    /// client may fetch from another port than it registered from): anyone else gets 4.01
+    /// with no payload, smaller than its request, so the server amplifies nothing for a
+    /// forged source.
+    registered_only: Option<Arc<Registry>>,
+    /// Where refusals are counted.
+    counters: Arc<EdgeCounters>,
 }
 
 impl PackageServer {
-    /// Serves what is on `shelf`, in blocks of at most `max_block_size`.
-    pub fn new(shelf: PackageShelf, max_block_size: usize) -> Self {
+    /// Serves what is on `shelf`, in blocks of at most `max_block_size`, to the devices in
+    /// `registered_only` when given (to any source otherwise).
+    pub fn new(
+        shelf: PackageShelf,
+        max_block_size: usize,
+        registered_only: Option<Arc<Registry>>,
+        counters: Arc<EdgeCounters>,
+    ) -> Self {
         PackageServer {
             shelf,
             max_block_size,
+            registered_only,
+            counters,
         }
     }
 
@@ -297,10 +352,16 @@ impl PackageServer {
             return Response::error(ResponseType::NotFound, "no such resource");
         }
         if request.packet.request_method() != Some(RequestType::Get) {
-            return Response::error(ResponseType::MethodNotAllowed, "packages are read-only");
+            return Response::new(ResponseType::MethodNotAllowed);
         }
-        let Some(package) = self.shelf.get(id) else {
-            return Response::error(ResponseType::NotFound, format!("no package {id}"));
+        if let Some(registry) = &self.registered_only
+            && !registry.is_registered_host(request.peer.ip())
+        {
+            EdgeCounters::bump(&self.counters.packages_refused);
+            return Response::new(ResponseType::Unauthorized);
+        }
+        let Some(package) = self.shelf.by_token(id) else {
+            return Response::new(ResponseType::NotFound);
         };
         let charge = self.count(request, &package);
         let mut response = Response::content(ContentFormat::Opaque.number(), package.bytes.clone());
@@ -333,7 +394,17 @@ mod tests {
         assert_eq!(shelf.get(&a.id).as_deref(), Some(&*a));
         assert_eq!(
             a.uri("10.0.0.1:5683"),
-            format!("coap://10.0.0.1:5683/fw/{}", a.id)
+            format!("coap://10.0.0.1:5683/fw/{}", a.token)
+        );
+        assert_eq!(a.token.len(), 32);
+        assert_eq!(shelf.by_token(&a.token).as_deref(), Some(&*a));
+        let other = PackageShelf::new().put(Bytes::from_static(b"package one"));
+        assert_ne!(other.token, a.token, "another secret, another token");
+        let same =
+            PackageShelf::with_uri_secret(shelf.secret).put(Bytes::from_static(b"package one"));
+        assert_eq!(
+            same.token, a.token,
+            "the same secret, the same URI after a restart"
         );
         assert!(shelf.remove(&a.id).is_some());
         assert!(shelf.get(&a.id).is_none());

@@ -192,7 +192,7 @@ impl FirmwareWatch {
         management: &DeviceManagement,
     ) -> Result<FirmwareState, ManagementError> {
         let records = management
-            .read(self.device, LwM2mPath::instance(5, 0))
+            .read_instance(self.device, LwM2mPath::instance(5, 0), &[3, 5])
             .await?;
         self.apply(&records);
         Ok(self.state)

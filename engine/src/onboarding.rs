@@ -1,0 +1,170 @@
+//! Onboarding: keeping the catalog's devices current from registrations. A device is seen at
+//! every Register and Update, surveyed at every Register (and at an Update until a survey
+//! succeeded), offline when its registration ends, and forgotten then if it never answered a
+//! survey; a device that answered proves its registration. Surveys are engine-initiated work
+//! any source can ask for with one datagram, so they are bounded: a share of the slots per
+//! source address (more wait for the device's next Update), and beyond a few per source, a
+//! device met for the first time gets few retransmissions, so a source that never answers
+//! holds a slot for seconds, not minutes.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Semaphore, broadcast};
+
+use crate::catalog::Catalog;
+use crate::catalog::devices::survey;
+use crate::edge::{EdgeCounters, EdgeLimits};
+use crate::lwm2m::{DeviceManagement, Registration, RegistrationEvent, Registry};
+
+/// Surveys of newly registered devices running at once. A survey is a few round trips, which
+/// take seconds on NB-IoT: after a registration storm (a cell back from an outage) this is what
+/// lets thousands of devices be surveyed inside their first awake window.
+const SURVEYS_AT_ONCE: usize = 1024;
+
+/// Who surveys, within which bounds.
+struct Surveyor {
+    catalog: Catalog,
+    management: DeviceManagement,
+    /// Told when a device answered a survey: its registration is proven.
+    registry: Arc<Registry>,
+    /// Surveys running at once, over every source.
+    running: Semaphore,
+    /// Surveys under way or waiting, per source address.
+    per_source: Mutex<HashMap<IpAddr, usize>>,
+    /// Surveys per source, first-contact retransmissions.
+    limits: EdgeLimits,
+    /// Where skipped surveys and forgotten devices are counted.
+    counters: Arc<EdgeCounters>,
+}
+
+/// Keeps the catalog's devices current from `registry`'s events, surveying through
+/// `management` within `limits`, until the registry closes.
+pub async fn follow_registrations(
+    registry: Arc<Registry>,
+    catalog: Catalog,
+    management: DeviceManagement,
+    limits: EdgeLimits,
+    counters: Arc<EdgeCounters>,
+) {
+    let mut events = registry.subscribe();
+    let surveyor = Arc::new(Surveyor {
+        catalog,
+        management,
+        registry,
+        running: Semaphore::new(SURVEYS_AT_ONCE),
+        per_source: Mutex::new(HashMap::new()),
+        limits,
+        counters,
+    });
+    loop {
+        let event = match events.recv().await {
+            Ok(event) => event,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "registration events missed by the catalog");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let registration = event.registration();
+        if let Err(error) = surveyor.record(&event) {
+            tracing::error!(endpoint = %registration.endpoint, %error, "device not recorded");
+        }
+    }
+}
+
+impl Surveyor {
+    /// What `event` changes in the catalog, and the survey it starts.
+    fn record(
+        self: &Arc<Self>,
+        event: &RegistrationEvent,
+    ) -> Result<(), crate::catalog::CatalogError> {
+        let registration = event.registration();
+        let catalog = &self.catalog;
+        match event {
+            RegistrationEvent::Registered(_) => {
+                let device = catalog.device_seen(registration)?;
+                self.spawn(registration, device.model.is_none());
+            }
+            // A device whose survey failed (asleep before it ran, a lost answer) or whose
+            // Register this follower missed is surveyed at its next Update, in its window.
+            RegistrationEvent::Updated(_) => {
+                let device = catalog.device_seen(registration)?;
+                if device.model.is_none() {
+                    self.spawn(registration, true);
+                }
+            }
+            RegistrationEvent::Deregistered(_) | RegistrationEvent::Expired(_) => {
+                if catalog.forget_unsurveyed_device(&registration.endpoint)? {
+                    EdgeCounters::bump(&self.counters.unsurveyed_forgotten);
+                } else {
+                    catalog.device_gone(&registration.endpoint)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Surveys `registration`'s device unless its source has enough surveys under way; a
+    /// device never surveyed (`first_contact`) from a source with many under way is given few
+    /// retransmissions.
+    fn spawn(self: &Arc<Self>, registration: &Registration, first_contact: bool) {
+        let source = registration.address.ip();
+        let Some(under_way) = self.enter(source) else {
+            EdgeCounters::bump(&self.counters.surveys_skipped);
+            tracing::debug!(endpoint = ?registration.endpoint, %source, "survey left to the next Update");
+            return;
+        };
+        let hasty = first_contact && under_way > self.limits.patient_surveys_per_source;
+        let surveyor = self.clone();
+        let (endpoint, address) = (registration.endpoint.clone(), registration.address);
+        tokio::spawn(async move {
+            if let Ok(_running) = surveyor.running.acquire().await {
+                surveyor.survey(&endpoint, address, hasty).await;
+            }
+            surveyor.leave(source);
+        });
+    }
+
+    /// Surveys the device at `address`, with few retransmissions when `hasty`.
+    async fn survey(&self, endpoint: &str, address: std::net::SocketAddr, hasty: bool) {
+        let management = match hasty {
+            true => self
+                .management
+                .first_contact(self.limits.first_contact_retransmit),
+            false => self.management.clone(),
+        };
+        match survey(&management, address).await {
+            Ok(found) => {
+                self.registry.prove(endpoint);
+                if let Err(error) = self.catalog.device_surveyed(endpoint, &found) {
+                    tracing::error!(?endpoint, %error, "survey not recorded");
+                }
+            }
+            Err(error) => tracing::debug!(?endpoint, %error, "survey failed"),
+        }
+    }
+
+    /// Counts a survey of `source` in, unless it has its share; how many it has then.
+    fn enter(&self, source: IpAddr) -> Option<usize> {
+        let mut per_source = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
+        let count = per_source.entry(source).or_default();
+        if *count >= self.limits.surveys_per_source {
+            return None;
+        }
+        *count += 1;
+        Some(*count)
+    }
+
+    /// Counts a survey of `source` out.
+    fn leave(&self, source: IpAddr) {
+        let mut per_source = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = per_source.get_mut(&source) {
+            *count -= 1;
+            if *count == 0 {
+                per_source.remove(&source);
+            }
+        }
+    }
+}
