@@ -157,10 +157,11 @@ async fn follow_registrations(
         };
         let registration = event.registration().clone();
         let recorded = match event {
-            RegistrationEvent::Registered(_) => {
-                spawn_survey(&catalog, &management, &surveys, &registration);
-                catalog.device_seen(&registration).map(|_| ())
-            }
+            // Recorded before the survey starts: a survey only records a device the catalog
+            // knows, so that one under way when the device is deleted does not bring it back.
+            RegistrationEvent::Registered(_) => catalog
+                .device_seen(&registration)
+                .map(|_| spawn_survey(&catalog, &management, &surveys, &registration)),
             // A device whose survey failed (asleep before it ran, a lost answer) or whose
             // Register this follower missed is surveyed at its next Update, in its window.
             RegistrationEvent::Updated(_) => catalog.device_seen(&registration).map(|device| {
@@ -192,7 +193,7 @@ fn spawn_survey(
         };
         match survey(&management, address).await {
             Ok(found) => {
-                if let Err(error) = catalog.device_surveyed(&endpoint, &found) {
+                if let Err(error) = catalog.known_device_surveyed(&endpoint, &found) {
                     tracing::error!(%endpoint, %error, "survey not recorded");
                 }
             }

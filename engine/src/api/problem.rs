@@ -172,7 +172,7 @@ impl Problem {
         Problem::new(Kind::Internal, "the engine failed; see its log")
     }
 
-    /// A 409 for deleting a group or package that a task that is not finished uses.
+    /// A 409 for deleting a group, package or device that a task that is not finished uses.
     pub fn used_by_task(what: &str, id: &str) -> Self {
         Problem::new(
             Kind::Conflict,

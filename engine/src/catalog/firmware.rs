@@ -52,9 +52,11 @@ impl Catalog {
         version: &str,
         image: &[u8],
     ) -> Result<Firmware, CatalogError> {
-        if image.is_empty() || version.trim().is_empty() || version.len() > 255 {
+        if image.is_empty() || !version_ok(version) || is_blank(vendor) || is_blank(model) {
             return Err(CatalogError::Invalid(
-                "firmware needs a non-empty image and a version of 1 to 255 bytes".into(),
+                "firmware needs a non-empty image, a vendor, a model and a version of 1 to 255 \
+                 bytes"
+                    .into(),
             ));
         }
         if self.find_firmware(vendor, model, version)?.is_some() {
@@ -159,10 +161,24 @@ impl Catalog {
     }
 }
 
+/// Longest version or reported version, in bytes: the signed container gives it one length
+/// byte.
+pub const MAX_VERSION_BYTES: usize = 255;
+
+/// True for a version string the catalog takes: not blank, at most [`MAX_VERSION_BYTES`].
+pub fn version_ok(version: &str) -> bool {
+    !is_blank(version) && version.len() <= MAX_VERSION_BYTES
+}
+
+/// True for a string with nothing but white space (or nothing at all).
+pub fn is_blank(text: &str) -> bool {
+    text.trim().is_empty()
+}
+
 /// A reported version (/3/0/3 string) has 1 to 255 bytes.
 pub fn check_reported_version(reported: Option<&str>) -> Result<(), CatalogError> {
     match reported {
-        Some(r) if r.trim().is_empty() || r.len() > 255 => Err(CatalogError::Invalid(
+        Some(r) if !version_ok(r) => Err(CatalogError::Invalid(
             "a reported version has 1 to 255 bytes".into(),
         )),
         _ => Ok(()),
