@@ -29,7 +29,8 @@ pub enum Kind {
     NoSuchRoute,
     /// The path exists, not with this method.
     MethodNotAllowed,
-    /// The record's state forbids it (a running task uses it, the task has started...).
+    /// The record's state forbids it (a running task uses it, the task has started, the
+    /// version exists...).
     Conflict,
     /// The body is larger than this route takes.
     TooLarge,
@@ -206,7 +207,7 @@ impl From<CatalogError> for Problem {
         let kind = match &error {
             CatalogError::NotFound { .. } => Kind::NotFound,
             CatalogError::Invalid(_) | CatalogError::Plugin(_) => Kind::Invalid,
-            CatalogError::InUse(_) => Kind::Conflict,
+            CatalogError::InUse(_) | CatalogError::Duplicate(_) => Kind::Conflict,
             CatalogError::Store(store) => return Problem::internal(store),
         };
         Problem::new(kind, error.to_string())

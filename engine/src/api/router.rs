@@ -493,14 +493,14 @@ pub static ROUTES: &[Route] = &[
     Route::new(
         Post,
         "/v1/firmware",
-        "Uploads a firmware image (the body).",
+        "Uploads a firmware image (the body); 409 when the model has that version.",
         Json("Firmware"),
         |m| on(m, firmware::upload),
     )
     .query(&FIRMWARE_QUERY)
     .payload(Payload::Binary)
     .status(201)
-    .refusals(&[Invalid]),
+    .refusals(&[Invalid, Conflict]),
     Route::new(
         Get,
         "/v1/firmware",

@@ -60,7 +60,7 @@ impl Catalog {
             ));
         }
         if self.find_firmware(vendor, model, version)?.is_some() {
-            return Err(CatalogError::Invalid(format!(
+            return Err(CatalogError::Duplicate(format!(
                 "{vendor} {model} already has a firmware version {version}"
             )));
         }
@@ -220,16 +220,26 @@ mod tests {
     }
 
     #[test]
-    fn a_duplicate_version_or_an_empty_image_is_refused() {
+    fn a_duplicate_version_an_empty_image_or_a_blank_name_is_refused() {
         let catalog = test_catalog(Clock::starting_at(0));
         catalog
             .add_firmware("Acme", "NB-1", "2.0", &[1; 10])
             .unwrap();
         assert!(matches!(
             catalog.add_firmware("Acme", "NB-1", "2.0", &[2; 10]),
-            Err(CatalogError::Invalid(_))
+            Err(CatalogError::Duplicate(_))
         ));
         assert!(catalog.add_firmware("Acme", "NB-1", "2.1", &[]).is_err());
+        for (vendor, model, version) in [
+            (" ", "NB-1", "2.1"),
+            ("Acme", "", "2.1"),
+            ("Acme", "NB-1", "\t"),
+        ] {
+            assert!(matches!(
+                catalog.add_firmware(vendor, model, version, &[2; 10]),
+                Err(CatalogError::Invalid(_))
+            ));
+        }
         assert_eq!(catalog.firmwares().unwrap().len(), 1);
     }
 }

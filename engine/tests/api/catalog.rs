@@ -206,7 +206,7 @@ async fn firmware_and_packages_are_checked_made_downloaded_and_kept_while_used()
     let upload = |query: &str, bytes: Vec<u8>| api.upload(format!("/v1/firmware{query}"), bytes);
     let detail = upload("?vendor=Acme&model=NB-1&version=2.0", new.clone())
         .await
-        .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+        .problem(StatusCode::CONFLICT, "conflict");
     assert!(detail.contains("already"), "{detail}");
     upload("?vendor=Acme&model=NB-1", new.clone())
         .await
