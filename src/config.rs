@@ -7,6 +7,9 @@
 //! data_dir = "./fota-data"           # where the store lives
 //! max_upload_bytes = 33554432        # largest firmware image or plugin upload (413 above)
 //! package_authority = "fota.example.net:5683"  # host:port in Package URIs (pulling devices)
+//! http_max_connections = 256         # HTTP connections served at once (503 and closed above)
+//! http_header_timeout_secs = 10      # time to send a request head, then the connection closes
+//! http_idle_timeout_secs = 60        # time a kept-alive connection may wait for a request
 //!
 //! [[tokens]]                         # bearer tokens of the HTTP API, one table each
 //! token = "a long random secret"
@@ -28,11 +31,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-
 use std::time::Duration;
 
 use anyhow::Context;
-use fota_engine::api::{ApiConfig, DEFAULT_MAX_UPLOAD_BYTES, Token};
+use fota_engine::api::{
+    ApiConfig, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_UPLOAD_BYTES, Token,
+};
 use fota_engine::edge::EdgeLimits;
 use serde::Deserialize;
 
@@ -59,6 +64,12 @@ pub struct ConfigFile {
     pub max_upload_bytes: Option<usize>,
     /// The `host:port` devices reach the engine at, put in Package URIs.
     pub package_authority: Option<String>,
+    /// HTTP connections served at once.
+    pub http_max_connections: Option<usize>,
+    /// Seconds a client has to send a request head.
+    pub http_header_timeout_secs: Option<u64>,
+    /// Seconds a kept-alive HTTP connection may wait for its next request.
+    pub http_idle_timeout_secs: Option<u64>,
     /// Bearer tokens of the HTTP API (only here: a secret on a command line shows in `ps`).
     #[serde(default)]
     pub tokens: Vec<Token>,
@@ -133,6 +144,20 @@ impl ConfigFile {
         if let Some(empty) = file.tokens.iter().position(|t| t.token.trim().is_empty()) {
             anyhow::bail!("tokens[{empty}] has an empty token");
         }
+        let zero = [
+            ("http_max_connections", file.http_max_connections == Some(0)),
+            (
+                "http_header_timeout_secs",
+                file.http_header_timeout_secs == Some(0),
+            ),
+            (
+                "http_idle_timeout_secs",
+                file.http_idle_timeout_secs == Some(0),
+            ),
+        ];
+        if let Some((key, _)) = zero.iter().find(|(_, zero)| *zero) {
+            anyhow::bail!("{key} must be at least 1");
+        }
         Ok(file)
     }
 }
@@ -194,6 +219,13 @@ impl Settings {
                     .max_upload_bytes
                     .or(file.max_upload_bytes)
                     .unwrap_or(DEFAULT_MAX_UPLOAD_BYTES),
+                max_connections: file.http_max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+                header_timeout: file
+                    .http_header_timeout_secs
+                    .map_or(DEFAULT_HEADER_TIMEOUT, Duration::from_secs),
+                idle_timeout: file
+                    .http_idle_timeout_secs
+                    .map_or(DEFAULT_IDLE_TIMEOUT, Duration::from_secs),
                 ..ApiConfig::default()
             },
         }
@@ -212,6 +244,9 @@ mod tests {
         data_dir = "/var/lib/fota"
         max_upload_bytes = 1024
         package_authority = "fota.example.net:5683"
+        http_max_connections = 32
+        http_header_timeout_secs = 5
+        http_idle_timeout_secs = 30
 
         [[tokens]]
         token = "op"
@@ -246,6 +281,9 @@ mod tests {
             EdgeLimits::default().max_object_links,
             "unset: the default"
         );
+        assert_eq!(settings.api.max_connections, 32);
+        assert_eq!(settings.api.header_timeout, Duration::from_secs(5));
+        assert_eq!(settings.api.idle_timeout, Duration::from_secs(30));
     }
 
     #[test]
@@ -263,6 +301,9 @@ mod tests {
         assert_eq!(settings.coap_addr, DEFAULT_COAP_ADDR.parse().unwrap());
         assert!(settings.api.tokens.is_empty());
         assert_eq!(settings.package_authority, None);
+        assert_eq!(settings.api.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(settings.api.header_timeout, DEFAULT_HEADER_TIMEOUT);
+        assert_eq!(settings.api.idle_timeout, DEFAULT_IDLE_TIMEOUT);
     }
 
     #[test]
@@ -271,6 +312,14 @@ mod tests {
         assert!(ConfigFile::parse("[edge]\nmax_links = 3").is_err());
         assert!(ConfigFile::parse("[[tokens]]\ntoken = \"x\"\nrole = \"admin\"").is_err());
         assert!(ConfigFile::parse("[[tokens]]\ntoken = \" \"\nrole = \"viewer\"").is_err());
+        for key in [
+            "http_max_connections",
+            "http_header_timeout_secs",
+            "http_idle_timeout_secs",
+        ] {
+            let error = ConfigFile::parse(&format!("{key} = 0")).unwrap_err();
+            assert!(error.to_string().contains(key), "{error}");
+        }
     }
 
     #[test]

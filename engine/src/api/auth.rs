@@ -1,19 +1,23 @@
 //! Authentication and authorization of the HTTP API: bearer tokens from the configuration,
 //! each with a role. An operator may do everything; a viewer may only read (GET). A request
 //! without a token, or with one the configuration does not hold, is answered 401 with a
-//! `WWW-Authenticate` challenge; a viewer's write is answered 403. Owns the checks only
-//! (authentication, then the role's): which routes they guard is the router's business.
+//! `WWW-Authenticate` challenge; a viewer's write is answered 403. Both are decided from the
+//! request's head: a refused request's body is never read (see [`Guard::refuse`]). Owns the
+//! checks only (authentication, then the role's): which routes they guard is the router's
+//! business.
 
 use std::fmt;
 use std::sync::Arc;
 
+use axum::body::HttpBody;
 use axum::extract::{Request, State};
-use axum::http::{Method, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::connections::HttpCounters;
 use super::problem::{Kind, Problem};
 
 /// What a token may do.
@@ -85,31 +89,44 @@ impl Tokens {
     }
 }
 
-/// What the checks hold: the tokens, and how much of a refused request's body is read before
-/// the answer.
+/// What the checks hold: the tokens, and where their refusals are counted.
 pub struct Guard {
     /// The accepted tokens.
     tokens: Tokens,
-    /// The largest body a route takes: a refused request's body is read up to this before the
-    /// answer, so a client still sending it gets the answer instead of a connection reset (a
-    /// server that answers and closes while the body is still coming resets the connection,
-    /// and clients that write the whole body before they read lose the answer).
-    drain_limit: usize,
+    /// Counts the requests refused 401 and 403, for `/metrics`.
+    counters: Arc<HttpCounters>,
 }
 
 impl Guard {
-    /// Checks of `tokens`; bodies read up to `drain_limit` bytes before a refusal.
-    pub fn new(tokens: &[Token], drain_limit: usize) -> Self {
+    /// Checks of `tokens`, their refusals counted in `counters`.
+    pub fn new(tokens: &[Token], counters: Arc<HttpCounters>) -> Self {
         Guard {
             tokens: Tokens::new(tokens),
-            drain_limit,
+            counters,
         }
     }
 
-    /// Answers `problem` once the request's body is read (up to the drain limit).
-    async fn refuse(&self, problem: Problem, request: Request) -> Response {
-        let _ = axum::body::to_bytes(request.into_body(), self.drain_limit).await;
-        problem.into_response()
+    /// Answers `problem` without reading the request's body: a client without a token must
+    /// not make the engine hold (or wait for) up to the largest upload. hyper takes what has
+    /// already arrived of the body without waiting for more, and the connection closes after
+    /// the answer (which says `Connection: close` when the request has a body); the connection
+    /// layer then lingers a moment, reading and dropping what the client still sends, so a
+    /// client that writes its whole body before it reads gets the answer, not a reset.
+    fn refuse(&self, problem: Problem, request: Request) -> Response {
+        let counter = match problem.kind {
+            Kind::Forbidden => &self.counters.forbidden,
+            _ => &self.counters.unauthenticated,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let has_body = !request.body().is_end_stream();
+        drop(request);
+        let mut response = problem.into_response();
+        if has_body {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 
@@ -122,7 +139,7 @@ const CHALLENGE_INVALID: &str = "Bearer realm=\"fota\", error=\"invalid_token\""
 pub async fn authorize(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
     match check(&guard.tokens, &request) {
         Ok(()) => next.run(request).await,
-        Err(problem) => guard.refuse(problem, request).await,
+        Err(problem) => guard.refuse(problem, request),
     }
 }
 
@@ -135,7 +152,7 @@ pub async fn authenticate(
 ) -> Response {
     match identify(&guard.tokens, &request) {
         Ok(_) => next.run(request).await,
-        Err(problem) => guard.refuse(problem, request).await,
+        Err(problem) => guard.refuse(problem, request),
     }
 }
 

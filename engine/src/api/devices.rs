@@ -1,15 +1,23 @@
-//! Devices routes: the catalog's devices with filters and paging, and one device with its
-//! live registration (registered now, address, binding, last update) and its progress in
-//! every task it is in. Devices are created by their registrations, never by the API.
+//! Devices routes: the catalog's devices with filters and paging, one device with its live
+//! registration (registered now, address, binding, last update) and its progress in every task
+//! it is in, and deleting a device. Devices are created by their registrations, never by the
+//! API.
+//!
+//! Deleting a device forgets it: its record goes, it leaves every group, and a live
+//! registration is ended as a De-register would end it (a registration flood's devices go with
+//! one request each). A device still running answers nothing of this: its next Update is
+//! answered 4.04, so it registers again and is created again, as new. A device a task that is
+//! not final holds (in its group, or among its devices once started) is not deleted (409).
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::ApiState;
 use super::extract::Checked;
 use super::paging::{Page, Paging};
-use super::problem::ApiResult;
+use super::problem::{ApiResult, Problem};
 use crate::campaign::DeviceProgress;
 use crate::catalog::DeviceRecord;
 use crate::clock::{Clock, UnixMillis};
@@ -136,4 +144,28 @@ pub async fn one(
         registration,
         tasks: platform.campaigns.progress_of(&endpoint),
     }))
+}
+
+/// `DELETE /v1/devices/{endpoint}`.
+pub async fn delete(
+    State(state): State<ApiState>,
+    Checked(Path(endpoint)): Checked<Path<String>>,
+) -> ApiResult<StatusCode> {
+    let platform = &state.platform;
+    platform.catalog.device(&endpoint)?;
+    let groups: Vec<String> = platform
+        .catalog
+        .groups_of(&endpoint)?
+        .into_iter()
+        .map(|group| group.id)
+        .collect();
+    if platform.campaigns.holds_device(&endpoint, &groups) {
+        return Err(Problem::used_by_task("device", &endpoint));
+    }
+    let registry = &platform.server.registry;
+    if let Some(registration) = registry.get(&endpoint) {
+        registry.deregister(&registration.id);
+    }
+    platform.catalog.delete_device(&endpoint)?;
+    Ok(StatusCode::NO_CONTENT)
 }

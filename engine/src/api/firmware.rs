@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::ApiState;
-use super::extract::Checked;
+use super::extract::{Checked, JsonBody};
 use super::problem::ApiResult;
 use crate::catalog::Firmware;
 use crate::catalog::firmware::check_reported_version;
@@ -55,7 +55,7 @@ pub async fn upload(
 pub async fn set_reported(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
-    Checked(Json(reported)): Checked<Json<Reported>>,
+    JsonBody(reported): JsonBody<Reported>,
 ) -> ApiResult<Json<Firmware>> {
     let catalog = &state.platform.catalog;
     Ok(Json(

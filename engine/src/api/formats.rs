@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::ApiState;
-use super::extract::Checked;
+use super::extract::{Checked, JsonBody};
 use super::problem::{ApiResult, Kind, Problem};
 use crate::catalog::{ModelFormat, PackageFormat};
 
@@ -30,7 +30,7 @@ pub async fn list(State(state): State<ApiState>) -> ApiResult<Json<Vec<ModelForm
 pub async fn set(
     State(state): State<ApiState>,
     Checked(Path((vendor, model))): Checked<Path<(String, String)>>,
-    Checked(Json(new)): Checked<Json<NewFormat>>,
+    JsonBody(new): JsonBody<NewFormat>,
 ) -> ApiResult<Json<ModelFormat>> {
     let catalog = &state.platform.catalog;
     Ok(Json(

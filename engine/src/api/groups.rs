@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::ApiState;
-use super::extract::Checked;
+use super::extract::{Checked, JsonBody};
 use super::problem::{ApiResult, Problem};
 use crate::catalog::Group;
 
@@ -43,7 +43,7 @@ pub struct Members {
 /// `POST /v1/groups`.
 pub async fn create(
     State(state): State<ApiState>,
-    Checked(Json(new)): Checked<Json<NewGroup>>,
+    JsonBody(new): JsonBody<NewGroup>,
 ) -> ApiResult<(StatusCode, Json<Group>)> {
     let catalog = &state.platform.catalog;
     let group = catalog.create_group(&new.name, &new.vendor, &new.model)?;
@@ -67,7 +67,7 @@ pub async fn one(
 pub async fn rename(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
-    Checked(Json(rename)): Checked<Json<Rename>>,
+    JsonBody(rename): JsonBody<Rename>,
 ) -> ApiResult<Json<Group>> {
     Ok(Json(
         state.platform.catalog.rename_group(&id, &rename.name)?,
@@ -92,7 +92,7 @@ pub async fn delete(
 pub async fn add_devices(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
-    Checked(Json(members)): Checked<Json<Members>>,
+    JsonBody(members): JsonBody<Members>,
 ) -> ApiResult<Json<Group>> {
     let catalog = &state.platform.catalog;
     catalog.group(&id)?;
@@ -106,7 +106,7 @@ pub async fn add_devices(
 pub async fn remove_devices(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
-    Checked(Json(members)): Checked<Json<Members>>,
+    JsonBody(members): JsonBody<Members>,
 ) -> ApiResult<Json<Group>> {
     let catalog = &state.platform.catalog;
     Ok(Json(catalog.remove_from_group(&id, &members.endpoints)?))

@@ -1,11 +1,14 @@
 //! `GET /metrics`: the engine's gauges and counters in the Prometheus text format (0.0.4):
 //! devices registered, attempts (transfers) under way, the CoAP endpoint's datagrams, bytes,
 //! retransmissions, timeouts, malformed and duplicate messages, duplicate-cache evictions, what
-//! the edge's defences did, package blocks sent, plugin calls and failures, and tasks per status. Owns the
-//! exposition only; the numbers are read from the registry, the endpoint and the campaigns.
+//! the edge's defences did, package blocks sent, plugin calls and failures, tasks per status,
+//! and the HTTP API's own defences at work (connections open, requests and connections
+//! refused, idle connections closed). Owns the exposition only; the numbers are read from the
+//! registry, the endpoint, the campaigns and the connections.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::State;
 use axum::http::header;
@@ -124,6 +127,39 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
         tasks
             .iter()
             .map(|(status, count)| (Some(("status", status.as_str())), *count)),
+    );
+    let http = &state.counters;
+    let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    out.gauge(
+        "fota_http_connections_open",
+        "HTTP connections being served (at most max_connections).",
+        [(None, read(&http.open))],
+    );
+    out.counter(
+        "fota_http_rejected_total",
+        "HTTP requests refused from their head, their bodies not read (unauthenticated: 401, \
+         forbidden: 403), and connections closed by the API's limits (connection_limit: over \
+         max_connections, header_timeout: no request head within header_timeout).",
+        [
+            (
+                Some(("reason", "unauthenticated")),
+                read(&http.unauthenticated),
+            ),
+            (Some(("reason", "forbidden")), read(&http.forbidden)),
+            (
+                Some(("reason", "connection_limit")),
+                read(&http.connection_limit),
+            ),
+            (
+                Some(("reason", "header_timeout")),
+                read(&http.header_timeout),
+            ),
+        ],
+    );
+    out.counter(
+        "fota_http_idle_closed_total",
+        "Kept-alive HTTP connections closed after idle_timeout without a request.",
+        [(None, read(&http.idle_closed))],
     );
     ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], out.text)
 }

@@ -2,16 +2,24 @@
 //! packages, upgrade tasks, statistics, plugins, live progress as server-sent events, metrics
 //! and the OpenAPI document, versioned under `/v1`, JSON in and out, on axum.
 //!
-//! Owns: the route table and router (`router`), one module of handlers per resource
-//! (`devices`, `groups`, `firmware`, `formats`, `packages`, `tasks`, `plugins`, `statistics`),
-//! authentication (`auth`), problem details (`problem`), the event feed (`events`), the
-//! Prometheus exposition (`metrics`) and the OpenAPI document (`openapi`).
+//! Owns: the connections and their limits (`connections`), the route table and router
+//! (`router`), one module of handlers per resource (`devices`, `groups`, `firmware`,
+//! `formats`, `packages`, `tasks`, `plugins`, `statistics`), authentication (`auth`), problem
+//! details (`problem`), the event feed (`events`), the Prometheus exposition (`metrics`) and
+//! the OpenAPI document (`openapi`).
+//!
+//! Defences against clients that hold resources without a token: a request's token is checked
+//! from its head before any of its body is read; at most `max_connections` connections are
+//! served at once; a request head must come within `header_timeout`, and a kept-alive
+//! connection is closed after `idle_timeout` without a request. `/metrics` counts each of them
+//! at work (`fota_http_rejected_total`, `fota_http_idle_closed_total`).
 //!
 //! Must not touch: the rules of tasks and records. Handlers call the platform's `catalog`,
 //! `campaigns`, `plugins` and `server.registry` and map their errors; nothing below calls the
 //! API. A refused request changes nothing: every check runs before the one call that writes.
 
 mod auth;
+mod connections;
 mod devices;
 mod events;
 mod extract;
@@ -31,6 +39,7 @@ mod tasks;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -40,12 +49,19 @@ pub use auth::{Role, Token};
 pub use router::{Operation, operations};
 
 use crate::platform::Platform;
+use connections::{HttpCounters, Limits};
 use events::EventFeed;
 
 /// Largest firmware image or plugin component accepted by default (32 MiB).
 pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 32 << 20;
 /// Largest JSON body accepted (64 KiB): a task spec or a list of endpoints.
 pub const DEFAULT_MAX_JSON_BYTES: usize = 64 << 10;
+/// Connections served at once by default; more are answered 503 and closed.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Time a client has by default to send a request head.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a kept-alive connection may wait for its next request by default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How the API runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +72,15 @@ pub struct ApiConfig {
     pub max_upload_bytes: usize,
     /// Largest JSON body; larger ones are answered 413.
     pub max_json_bytes: usize,
+    /// Connections served at once (each holds a socket, buffers and a task); more are answered
+    /// 503 and closed at once.
+    pub max_connections: usize,
+    /// Longest a client may take to send a request head, from its connection (or from the
+    /// first byte of a later head on a kept-alive connection); then the connection is closed.
+    /// Without it a client could hold a connection by sending a head a byte at a time.
+    pub header_timeout: Duration,
+    /// Longest a kept-alive connection may wait for its next request; then it is closed.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -64,6 +89,9 @@ impl Default for ApiConfig {
             tokens: Vec::new(),
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             max_json_bytes: DEFAULT_MAX_JSON_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -79,6 +107,8 @@ struct ApiState {
     openapi: Arc<Value>,
     /// Turns true when the API stops, so event streams end and connections close.
     shutdown: watch::Receiver<bool>,
+    /// What the connection limits and the token checks refused, for `/metrics`.
+    counters: Arc<HttpCounters>,
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then stops accepting, ends the
@@ -90,17 +120,23 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop, stopped) = watch::channel(false);
+    let counters = Arc::new(HttpCounters::default());
     let state = ApiState {
         feed: EventFeed::start(&platform.campaigns),
         platform,
         openapi: Arc::new(openapi::document()),
-        shutdown: stopped,
+        shutdown: stopped.clone(),
+        counters: counters.clone(),
     };
-    let app = router::router(state, &config);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop.send(true);
-        })
-        .await
+    let app = router::router(state, &config, counters.clone());
+    let limits = Limits {
+        max_connections: config.max_connections,
+        header_timeout: config.header_timeout,
+        idle_timeout: config.idle_timeout,
+    };
+    let stopping = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    connections::serve(listener, app, limits, counters, stopped, stopping).await
 }

@@ -1,6 +1,14 @@
 //! `GET /v1/openapi.json`: the OpenAPI 3.1 document of the API, built from the route table
 //! ([`super::router::ROUTES`]) and the JSON Schemas of the bodies, written here by hand. Owns
 //! the document only.
+//!
+//! The schemas of what a client sends say exactly what the server takes: bounds of integers,
+//! names that must not be blank, the enums, `additionalProperties: false` on the bodies whose
+//! structs deny unknown fields (and only on them), `null` where the server takes it. A request
+//! the document allows is then never refused as malformed, and one it forbids always is. What
+//! a schema cannot say (a record the request names must exist, a delta needs its base, a
+//! deadline comes after the execution time, a plugin takes only its own settings) is a 409 or
+//! 422 the operation lists.
 
 use axum::Json;
 use axum::extract::State;
@@ -8,7 +16,9 @@ use serde_json::{Map, Value, json};
 
 use super::ApiState;
 use super::problem::{Kind, PROBLEM_JSON};
-use super::router::{Content, Payload, ROUTES, Route};
+use super::router::{Accepts, Content, Payload, ROUTES, Route};
+use crate::campaign::task::MAX_WAIT_SECS;
+use crate::catalog::firmware::MAX_VERSION_BYTES;
 
 /// `GET /v1/openapi.json`.
 pub async fn serve(State(state): State<ApiState>) -> Json<Value> {
@@ -61,7 +71,7 @@ fn operation(route: &Route) -> Value {
         Payload::Json(schema) => {
             operation["requestBody"] = body("application/json", reference(schema))
         }
-        Payload::Binary => operation["requestBody"] = body("application/octet-stream", binary()),
+        Payload::Binary => operation["requestBody"] = body("application/octet-stream", upload()),
     }
     if route.public {
         operation["security"] = json!([]);
@@ -83,17 +93,42 @@ fn parameters(route: &Route) -> Vec<Value> {
         .path
         .split('/')
         .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
-        .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": string() }));
+        .map(|name| {
+            // A path segment is never empty; `{kind}` is always a plugin kind.
+            let schema = match name {
+                "kind" => one_of(PLUGIN_KINDS),
+                _ => json!({ "type": "string", "minLength": 1 }),
+            };
+            json!({ "name": name, "in": "path", "required": true, "schema": schema })
+        });
     let in_query = route.query.iter().map(|param| {
         json!({
             "name": param.name,
             "in": "query",
             "required": param.required,
             "description": param.description,
-            "schema": { "type": param.type_ },
+            "schema": accepts(param.accepts),
         })
     });
     in_path.chain(in_query).collect()
+}
+
+/// The schema of a query parameter's values.
+fn accepts(accepts: Accepts) -> Value {
+    match accepts {
+        Accepts::Text => string(),
+        Accepts::Name { max_bytes } => {
+            let mut name = not_blank();
+            if let Some(max) = max_bytes {
+                name["maxLength"] = json!(max);
+            }
+            name
+        }
+        Accepts::Integer { min, max } => bounded(min, max),
+        Accepts::Boolean => json!({ "type": "boolean" }),
+        Accepts::OneOf(values) => one_of(values),
+        Accepts::Settings => array(json!({ "type": "string", "pattern": SETTING })),
+    }
 }
 
 fn body(media: &str, schema: Value) -> Value {
@@ -141,6 +176,46 @@ fn binary() -> Value {
     json!({ "type": "string", "contentMediaType": "application/octet-stream" })
 }
 
+/// An uploaded image, package or component: never empty.
+fn upload() -> Value {
+    let mut upload = binary();
+    upload["format"] = json!("binary");
+    upload["minLength"] = json!(1);
+    upload
+}
+
+/// A character that is not white space, as `char::is_whitespace` (and so `str::trim`) has it:
+/// a name, vendor, model or version holds one (the engine refuses blank ones).
+pub const NOT_BLANK: &str = "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+
+/// A plugin setting: `key=value` with a key.
+const SETTING: &str = "^[^=]+=";
+
+/// A string that is not blank.
+fn not_blank() -> Value {
+    json!({ "type": "string", "minLength": 1, "pattern": NOT_BLANK })
+}
+
+/// A version: not blank, at most 255 bytes (of UTF-8: the schema can only count characters).
+fn version() -> Value {
+    let mut version = not_blank();
+    version["maxLength"] = json!(MAX_VERSION_BYTES);
+    version["description"] = json!("1 to 255 bytes of UTF-8.");
+    version
+}
+
+/// An integer from `min` to `max`.
+fn bounded(min: u64, max: u64) -> Value {
+    json!({ "type": "integer", "minimum": min, "maximum": max })
+}
+
+/// An object of a request body whose struct denies unknown fields.
+fn closed(required: &[&str], properties: Value) -> Value {
+    let mut object = object(required, properties);
+    object["additionalProperties"] = json!(false);
+    object
+}
+
 /// An object mapping strings to strings (plugin settings).
 fn string_map() -> Value {
     json!({ "type": "object", "additionalProperties": string() })
@@ -157,7 +232,12 @@ fn nullable(type_: &str) -> Value {
 
 /// Milliseconds since the Unix epoch.
 fn millis() -> Value {
-    json!({ "type": "integer", "minimum": 0, "description": "Milliseconds since the Unix epoch." })
+    json!({
+        "type": "integer",
+        "minimum": 0,
+        "maximum": u64::MAX,
+        "description": "Milliseconds since the Unix epoch.",
+    })
 }
 
 fn nullable_millis() -> Value {
@@ -198,8 +278,8 @@ const RESULTS: &[&str] = &[
     "task_expired",
     "download_failed",
 ];
-const PACKAGE_KINDS: &[&str] = &["full", "delta"];
-const PLUGIN_KINDS: &[&str] = &["differ", "capability", "policy", "packager"];
+pub const PACKAGE_KINDS: &[&str] = &["full", "delta"];
+pub const PLUGIN_KINDS: &[&str] = &["differ", "capability", "policy", "packager"];
 const PACKAGE_FORMATS: &[&str] = &["raw", "signed", "packager"];
 
 fn counters() -> Value {
@@ -290,7 +370,7 @@ fn general_schemas() -> Value {
                 "settings": string_map(),
             }),
         ),
-        "PluginSettings": object(&["settings"], json!({ "settings": string_map() })),
+        "PluginSettings": closed(&["settings"], json!({ "settings": string_map() })),
     })
 }
 
@@ -411,12 +491,12 @@ fn catalog_schemas() -> Value {
                 "created_at": millis(),
             }),
         ),
-        "NewGroup": object(
+        "NewGroup": closed(
             &["name", "vendor", "model"],
-            json!({ "name": string(), "vendor": string(), "model": string() }),
+            json!({ "name": not_blank(), "vendor": not_blank(), "model": not_blank() }),
         ),
-        "Rename": object(&["name"], json!({ "name": string() })),
-        "Members": object(&["endpoints"], json!({ "endpoints": array(string()) })),
+        "Rename": closed(&["name"], json!({ "name": not_blank() })),
+        "Members": closed(&["endpoints"], json!({ "endpoints": array(string()) })),
         "Firmware": object(
             &["id", "vendor", "model", "version", "sha256", "size", "created_at"],
             json!({
@@ -468,33 +548,37 @@ fn catalog_schemas() -> Value {
             }),
         ),
         "NewPackage": { "oneOf": [
-            object(
+            closed(
                 &["kind", "to_firmware"],
                 json!({
                     "kind": { "const": "full" },
+                    "from_firmware": { "type": "null" },
                     "to_firmware": string(),
-                    "format": one_of(PACKAGE_FORMATS),
+                    "format": nullable_one_of(PACKAGE_FORMATS),
                 }),
             ),
-            object(
+            closed(
                 &["kind", "from_firmware", "to_firmware"],
                 json!({
                     "kind": { "const": "delta" },
                     "from_firmware": string(),
                     "to_firmware": string(),
-                    "format": one_of(PACKAGE_FORMATS),
+                    "format": nullable_one_of(PACKAGE_FORMATS),
                 }),
             ),
         ] },
-        "ReportedVersion": object(
-            &["reported_version"],
-            json!({ "reported_version": nullable("string") }),
+        "ReportedVersion": closed(
+            &[],
+            json!({ "reported_version": {
+                "oneOf": [version(), { "type": "null" }],
+                "description": "The /3/0/3 string; null or absent: the version itself.",
+            } }),
         ),
         "ModelFormat": object(
             &["vendor", "model", "format"],
             json!({ "vendor": string(), "model": string(), "format": one_of(PACKAGE_FORMATS) }),
         ),
-        "NewFormat": object(&["format"], json!({ "format": one_of(PACKAGE_FORMATS) })),
+        "NewFormat": closed(&["format"], json!({ "format": one_of(PACKAGE_FORMATS) })),
     })
 }
 
@@ -503,23 +587,37 @@ fn task_schemas() -> Value {
     json!({
         "Pacing": object(
             &["max_concurrent", "max_per_cell"],
-            json!({ "max_concurrent": integer(), "max_per_cell": integer() }),
+            json!({
+                "max_concurrent": bounded(1, usize::MAX as u64),
+                "max_per_cell": bounded(1, usize::MAX as u64),
+            }),
         ),
+        // Not closed: a task spec with a field the engine does not know is taken (the field
+        // ignored), as records kept in the store are read.
         "TaskSpec": object(
             &["name", "group_id", "package_id", "retries", "retry_interval_secs"],
             json!({
-                "name": string(),
+                "name": not_blank(),
                 "group_id": string(),
                 "package_id": string(),
-                "retries": integer(),
-                "retry_interval_secs": integer(),
+                "retries": bounded(0, u32::MAX.into()),
+                "retry_interval_secs": bounded(0, MAX_WAIT_SECS),
                 "execution_time": nullable_millis(),
-                "deadline": nullable_millis(),
+                "deadline": {
+                    "type": ["integer", "null"],
+                    "minimum": 0,
+                    "maximum": u64::MAX,
+                    "description": "Milliseconds since the Unix epoch, after the execution time.",
+                },
                 "pacing": reference("Pacing"),
-                "min_signal_dbm": nullable("integer"),
-                "cell_pause_secs": integer(),
+                "min_signal_dbm": {
+                    "type": ["integer", "null"],
+                    "minimum": i32::MIN,
+                    "maximum": i32::MAX,
+                },
+                "cell_pause_secs": bounded(1, MAX_WAIT_SECS),
                 "max_failure_rate": nullable("number"),
-                "failure_sample": integer(),
+                "failure_sample": bounded(0, u32::MAX.into()),
             }),
         ),
         "CellPause": object(&["reason", "until"], json!({ "reason": string(), "until": millis() })),

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::ApiState;
-use super::extract::Checked;
+use super::extract::{Checked, JsonBody};
 use super::problem::{ApiResult, Kind, Problem};
 use crate::catalog::{PackageFormat, PackageKind, PackageRecord, UploadedPackage};
 
@@ -35,7 +35,7 @@ pub struct NewPackage {
 /// `POST /v1/packages`.
 pub async fn create(
     State(state): State<ApiState>,
-    Checked(Json(new)): Checked<Json<NewPackage>>,
+    JsonBody(new): JsonBody<NewPackage>,
 ) -> ApiResult<(StatusCode, Json<PackageRecord>)> {
     let catalog = &state.platform.catalog;
     let made = match (new.kind, new.from_firmware) {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use super::ApiState;
-use super::extract::Checked;
+use super::extract::{Checked, JsonBody};
 use super::problem::{ApiResult, Kind, Problem};
 use crate::plugin::{Binding, InstallError, PluginKind, Settings};
 
@@ -164,7 +164,7 @@ pub async fn install(
 pub async fn configure_default(
     State(state): State<ApiState>,
     Checked(Path(kind)): Checked<Path<String>>,
-    Checked(Json(new)): Checked<Json<NewSettings>>,
+    JsonBody(new): JsonBody<NewSettings>,
 ) -> ApiResult<Json<PluginBinding>> {
     let kind = kind_named(&kind, Kind::NotFound)?;
     configure(state, kind, Binding::Default, new).await
@@ -175,7 +175,7 @@ pub async fn configure_default(
 pub async fn configure_model(
     State(state): State<ApiState>,
     Checked(Path((kind, vendor, model))): Checked<Path<(String, String, String)>>,
-    Checked(Json(new)): Checked<Json<NewSettings>>,
+    JsonBody(new): JsonBody<NewSettings>,
 ) -> ApiResult<Json<PluginBinding>> {
     let kind = kind_named(&kind, Kind::NotFound)?;
     configure(state, kind, Binding::Model { vendor, model }, new).await

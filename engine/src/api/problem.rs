@@ -29,7 +29,8 @@ pub enum Kind {
     NoSuchRoute,
     /// The path exists, not with this method.
     MethodNotAllowed,
-    /// The record's state forbids it (a running task uses it, the task has started...).
+    /// The record's state forbids it (a running task uses it, the task has started, the
+    /// version exists...).
     Conflict,
     /// The body is larger than this route takes.
     TooLarge,
@@ -172,7 +173,7 @@ impl Problem {
         Problem::new(Kind::Internal, "the engine failed; see its log")
     }
 
-    /// A 409 for deleting a group or package that a task that is not finished uses.
+    /// A 409 for deleting a group, package or device that a task that is not finished uses.
     pub fn used_by_task(what: &str, id: &str) -> Self {
         Problem::new(
             Kind::Conflict,
@@ -206,7 +207,7 @@ impl From<CatalogError> for Problem {
         let kind = match &error {
             CatalogError::NotFound { .. } => Kind::NotFound,
             CatalogError::Invalid(_) | CatalogError::Plugin(_) => Kind::Invalid,
-            CatalogError::InUse(_) => Kind::Conflict,
+            CatalogError::InUse(_) | CatalogError::Duplicate(_) => Kind::Conflict,
             CatalogError::Store(store) => return Problem::internal(store),
         };
         Problem::new(kind, error.to_string())

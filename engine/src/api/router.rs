@@ -13,11 +13,15 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::auth::{Guard, authenticate, authorize};
+use super::connections::HttpCounters;
+use super::openapi::{PACKAGE_KINDS, PLUGIN_KINDS};
+use super::paging::MAX_LIMIT;
 use super::problem::{Kind, method_not_allowed, no_such_route};
 use super::{
     ApiConfig, ApiState, devices, events, firmware, formats, groups, health, metrics, openapi,
     packages, plugins, statistics, tasks,
 };
+use crate::catalog::firmware::MAX_VERSION_BYTES;
 
 /// An HTTP method the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -68,12 +72,33 @@ impl Verb {
 pub struct Param {
     /// Its name.
     pub name: &'static str,
-    /// JSON Schema type of its value: `string`, `integer` or `boolean`.
-    pub type_: &'static str,
+    /// The values the server takes (its schema in the document).
+    pub accepts: Accepts,
     /// True when the request must carry it.
     pub required: bool,
     /// What it means.
     pub description: &'static str,
+}
+
+/// The values a query parameter takes: exactly what the server accepts, so the document's
+/// schema and the server agree on every request (a value the schema allows is not refused as
+/// malformed, one it forbids is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepts {
+    /// Any string (a filter: one no record has matches nothing).
+    Text,
+    /// A string with a character that is not white space, of at most `max_bytes` bytes of
+    /// UTF-8 when bounded (the document says `maxLength`, in characters, and the description
+    /// says bytes).
+    Name { max_bytes: Option<u64> },
+    /// An integer from `min` to `max`.
+    Integer { min: u64, max: u64 },
+    /// `true` or `false`.
+    Boolean,
+    /// One of these words.
+    OneOf(&'static [&'static str]),
+    /// `key=value` settings with a key, the parameter repeated for more.
+    Settings,
 }
 
 /// What a request carries as its body.
@@ -218,34 +243,45 @@ impl Route {
     }
 }
 
+/// Longest version string, in bytes (a version is one length byte in the signed container).
+const VERSION: Accepts = Accepts::Name {
+    max_bytes: Some(MAX_VERSION_BYTES as u64),
+};
+/// A vendor, model or name.
+const NAME: Accepts = Accepts::Name { max_bytes: None };
+
 const PAGING: [Param; 2] = [
-    Param {
-        name: "limit",
-        type_: "integer",
-        required: false,
-        description: "Items on the page, 1 to 1000 (default 100).",
-    },
-    Param {
-        name: "offset",
-        type_: "integer",
-        required: false,
-        description: "Items skipped before the page (default 0).",
-    },
+    param(
+        "limit",
+        Accepts::Integer {
+            min: 1,
+            max: MAX_LIMIT as u64,
+        },
+        "Items on the page, 1 to 1000 (default 100).",
+    ),
+    param(
+        "offset",
+        Accepts::Integer {
+            min: 0,
+            max: usize::MAX as u64,
+        },
+        "Items skipped before the page (default 0).",
+    ),
 ];
 
-const fn param(name: &'static str, type_: &'static str, description: &'static str) -> Param {
+const fn param(name: &'static str, accepts: Accepts, description: &'static str) -> Param {
     Param {
         name,
-        type_,
+        accepts,
         required: false,
         description,
     }
 }
 
-const fn required(name: &'static str, description: &'static str) -> Param {
+const fn required(name: &'static str, accepts: Accepts, description: &'static str) -> Param {
     Param {
         name,
-        type_: "string",
+        accepts,
         required: true,
         description,
     }
@@ -254,22 +290,22 @@ const fn required(name: &'static str, description: &'static str) -> Param {
 const DEVICE_QUERY: [Param; 6] = [
     param(
         "vendor",
-        "string",
+        Accepts::Text,
         "Only devices of this manufacturer (/3/0/0).",
     ),
     param(
         "model",
-        "string",
+        Accepts::Text,
         "Only devices of this module model (/3/0/1).",
     ),
     param(
         "online",
-        "boolean",
+        Accepts::Boolean,
         "Only devices registered now (true) or not (false).",
     ),
     param(
         "version",
-        "string",
+        Accepts::Text,
         "Only devices on this firmware version (/3/0/3).",
     ),
     PAGING[0],
@@ -277,46 +313,70 @@ const DEVICE_QUERY: [Param; 6] = [
 ];
 
 const FIRMWARE_QUERY: [Param; 4] = [
-    required("vendor", "Manufacturer (/3/0/0)."),
-    required("model", "Module model (/3/0/1)."),
-    required("version", "Version, unique per model."),
+    required("vendor", NAME, "Manufacturer (/3/0/0)."),
+    required("model", NAME, "Module model (/3/0/1)."),
+    required(
+        "version",
+        VERSION,
+        "Version, unique per model (1 to 255 bytes).",
+    ),
     param(
         "reported_version",
-        "string",
+        VERSION,
         "The /3/0/3 string devices report on it, when not the version (1 to 255 bytes).",
     ),
 ];
 
 const UPLOAD_QUERY: [Param; 6] = [
-    required("vendor", "Manufacturer (/3/0/0)."),
-    required("model", "Module model (/3/0/1)."),
-    required("kind", "full or delta."),
-    param("from_version", "string", "A delta's base version."),
-    required("to_version", "The version devices run afterwards."),
+    required("vendor", NAME, "Manufacturer (/3/0/0)."),
+    required("model", NAME, "Module model (/3/0/1)."),
+    required(
+        "kind",
+        Accepts::OneOf(PACKAGE_KINDS),
+        "full, or delta (which needs from_version).",
+    ),
+    param(
+        "from_version",
+        VERSION,
+        "A delta's base version (1 to 255 bytes); a full package has none.",
+    ),
+    required(
+        "to_version",
+        VERSION,
+        "The version devices run afterwards (1 to 255 bytes).",
+    ),
     param(
         "reported_version",
-        "string",
+        VERSION,
         "The /3/0/3 string devices report on it, when not to_version and no firmware of that \
-         version is in the catalog.",
+         version is in the catalog (1 to 255 bytes).",
     ),
 ];
 
 const PLUGIN_QUERY: [Param; 5] = [
-    required("kind", "policy, capability, differ or packager."),
-    required("name", "A name for logs and errors."),
+    required(
+        "kind",
+        Accepts::OneOf(PLUGIN_KINDS),
+        "policy, capability, differ or packager.",
+    ),
+    required(
+        "name",
+        NAME,
+        "A name for logs and errors (not starting with builtin/, the embedded plugins').",
+    ),
     param(
         "vendor",
-        "string",
+        Accepts::Text,
         "Manufacturer of the devices it serves (with model; neither = the default of its kind).",
     ),
     param(
         "model",
-        "string",
+        Accepts::Text,
         "Module model of the devices it serves (with vendor).",
     ),
     param(
         "setting",
-        "string",
+        Accepts::Settings,
         "A setting given to the plugin, as key=value; repeat for more.",
     ),
 ];
@@ -373,6 +433,16 @@ pub static ROUTES: &[Route] = &[
         |m| on(m, devices::one),
     ),
     Route::new(
+        Delete,
+        "/v1/devices/{endpoint}",
+        "Forgets a device no unfinished task holds and takes it out of its groups; a live \
+         registration is ended (a device still running registers again, as new).",
+        Content::None,
+        |m| on(m, devices::delete),
+    )
+    .status(204)
+    .refusals(&[Conflict]),
+    Route::new(
         Post,
         "/v1/groups",
         "Creates a group; its vendor and model are locked.",
@@ -423,14 +493,14 @@ pub static ROUTES: &[Route] = &[
     Route::new(
         Post,
         "/v1/firmware",
-        "Uploads a firmware image (the body).",
+        "Uploads a firmware image (the body); 409 when the model has that version.",
         Json("Firmware"),
         |m| on(m, firmware::upload),
     )
     .query(&FIRMWARE_QUERY)
     .payload(Payload::Binary)
     .status(201)
-    .refusals(&[Invalid]),
+    .refusals(&[Invalid, Conflict]),
     Route::new(
         Get,
         "/v1/firmware",
@@ -699,9 +769,12 @@ pub fn operations() -> Vec<Operation> {
 /// The API's router over `state`: every route of [`ROUTES`], those needing a token behind
 /// [`authorize`], and problem answers for unknown paths and methods, given only to a request
 /// with a valid token (so without one, nothing says which paths exist).
-pub(super) fn router(state: ApiState, config: &ApiConfig) -> Router {
-    let largest_body = config.max_upload_bytes.max(config.max_json_bytes);
-    let guard = Arc::new(Guard::new(&config.tokens, largest_body));
+///
+/// The token checks run before anything reads the body: `authorize` is a route layer, outside
+/// each route's `DefaultBodyLimit` (which only tells the handler's extractor how much it may
+/// read), and neither it nor `authenticate` reads the body of a request they refuse.
+pub(super) fn router(state: ApiState, config: &ApiConfig, counters: Arc<HttpCounters>) -> Router {
+    let guard = Arc::new(Guard::new(&config.tokens, counters));
     let add = |router: Router<ApiState>, route: &Route| {
         router.route(route.path, route.method_router(config))
     };

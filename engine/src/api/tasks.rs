@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 
 use super::ApiState;
-use super::extract::Checked;
+use super::extract::{Checked, JsonBody};
 use super::paging::{Page, Paging};
 use super::problem::{ApiResult, Problem};
 use crate::campaign::{Action, CampaignError, Campaigns, DeviceProgress, Task, TaskSpec};
@@ -16,7 +16,7 @@ use crate::campaign::{Action, CampaignError, Campaigns, DeviceProgress, Task, Ta
 /// `POST /v1/tasks`.
 pub async fn create(
     State(state): State<ApiState>,
-    Checked(Json(spec)): Checked<Json<TaskSpec>>,
+    JsonBody(spec): JsonBody<TaskSpec>,
 ) -> ApiResult<(StatusCode, Json<Task>)> {
     let task = state
         .platform
@@ -44,7 +44,7 @@ pub async fn one(
 pub async fn edit(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
-    Checked(Json(spec)): Checked<Json<TaskSpec>>,
+    JsonBody(spec): JsonBody<TaskSpec>,
 ) -> ApiResult<Json<Task>> {
     let platform = &state.platform;
     let task = platform.campaigns.task(&id)?;

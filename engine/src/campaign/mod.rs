@@ -298,6 +298,17 @@ impl Campaigns {
         })
     }
 
+    /// True when a task that is not final holds device `endpoint`: it is among the devices
+    /// of a started task, or in the group of a task (started or not) whose id is in `groups`
+    /// (the groups the device is in).
+    pub fn holds_device(&self, endpoint: &str, groups: &[String]) -> bool {
+        self.inner.lock().values().any(|running| {
+            !running.task.status.is_final()
+                && (running.devices.contains_key(endpoint)
+                    || groups.contains(&running.task.spec.group_id))
+        })
+    }
+
     /// Every device progress of every task.
     pub fn all_progress(&self) -> Vec<(Task, Vec<DeviceProgress>)> {
         self.inner
@@ -334,6 +345,14 @@ impl Campaigns {
             return Err(CampaignError::Invalid(
                 "a weak cell pauses for at least 1 second".into(),
             ));
+        }
+        if spec.cell_pause_secs > task::MAX_WAIT_SECS
+            || spec.retry_interval_secs > task::MAX_WAIT_SECS
+        {
+            return Err(CampaignError::Invalid(format!(
+                "a retry interval or a cell pause is at most {} seconds (a year)",
+                task::MAX_WAIT_SECS
+            )));
         }
         if let (Some(start), Some(deadline)) = (spec.execution_time, spec.deadline)
             && deadline <= start

@@ -109,6 +109,10 @@ fn default_cell_pause_secs() -> u64 {
 /// How long a weak cell pauses unless the task says otherwise: ten minutes.
 pub const DEFAULT_CELL_PAUSE_SECS: u64 = 600;
 
+/// Longest retry interval or cell pause a task may ask for: a year. Longer ones mean nothing
+/// to a campaign, and times computed from them would overflow.
+pub const MAX_WAIT_SECS: u64 = 365 * 24 * 3600;
+
 /// A cell paused automatically, until when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellPause {

@@ -1,11 +1,13 @@
 //! Devices as the catalog knows them: created at their first registration, kept current by
 //! later registrations and by surveys (reads of /3/0 and /4/0), marked offline when their
-//! registration ends.
+//! registration ends, and forgotten when an operator deletes them (a device that registers
+//! again is created again).
 
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::groups::{self, Group};
 use super::{Catalog, CatalogError};
 use crate::clock::UnixMillis;
 use crate::lwm2m::firmware::{self, DeliveryMethod};
@@ -178,17 +180,9 @@ impl Catalog {
     }
 
     /// The device's registration ended (de-registered or expired): it is offline. An
-    /// endpoint the catalog never recorded stays unknown (`None`).
+    /// endpoint the catalog does not know (never recorded, or deleted) stays unknown (`None`).
     pub fn device_gone(&self, endpoint: &str) -> Result<Option<DeviceRecord>, CatalogError> {
-        if self
-            .store
-            .get::<DeviceRecord>(&device_key(endpoint))?
-            .is_none()
-        {
-            return Ok(None);
-        }
-        self.update_device(endpoint, |device| device.online = false)
-            .map(Some)
+        self.update_known_device(endpoint, |device| device.online = false)
     }
 
     /// Removes `endpoint`'s record if the device never answered a survey (its model is not
@@ -209,7 +203,7 @@ impl Catalog {
         Ok(unsurveyed)
     }
 
-    /// Records what a survey read.
+    /// Records what a survey read (creating the device if the catalog does not know it).
     pub fn device_surveyed(
         &self,
         endpoint: &str,
@@ -218,12 +212,65 @@ impl Catalog {
         self.update_device(endpoint, |device| device.apply(survey))
     }
 
+    /// Records what a survey of a registered device read, unless the device was deleted while
+    /// the survey ran (`None`: a deleted device is not brought back by its survey).
+    pub fn known_device_surveyed(
+        &self,
+        endpoint: &str,
+        survey: &Survey,
+    ) -> Result<Option<DeviceRecord>, CatalogError> {
+        self.update_known_device(endpoint, |device| device.apply(survey))
+    }
+
+    /// Forgets the device `endpoint` and takes it out of every group, in one write. The caller
+    /// checks that no task that is not final holds it.
+    pub fn delete_device(&self, endpoint: &str) -> Result<(), CatalogError> {
+        let _serialized = self.device_writes.lock().unwrap_or_else(|e| e.into_inner());
+        self.device(endpoint)?;
+        let mut batch = Batch::new();
+        batch.remove(device_key(endpoint));
+        for mut group in self.groups()? {
+            if group.devices.remove(endpoint) {
+                batch.put(groups::group_key(&group.id), &group);
+            }
+        }
+        self.store.apply(batch)?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    /// The groups device `endpoint` is in.
+    pub fn groups_of(&self, endpoint: &str) -> Result<Vec<Group>, CatalogError> {
+        let mut groups = self.groups()?;
+        groups.retain(|group| group.devices.contains(endpoint));
+        Ok(groups)
+    }
+
     /// Renames a device.
     pub fn rename_device(&self, endpoint: &str, name: &str) -> Result<DeviceRecord, CatalogError> {
         self.device(endpoint)?;
         self.update_device(endpoint, |device| device.name = name.to_string())
     }
 
+    /// Changes a device the catalog knows; `None` (nothing written) for one it does not.
+    fn update_known_device(
+        &self,
+        endpoint: &str,
+        change: impl FnOnce(&mut DeviceRecord),
+    ) -> Result<Option<DeviceRecord>, CatalogError> {
+        let _serialized = self.device_writes.lock().unwrap_or_else(|e| e.into_inner());
+        let key = device_key(endpoint);
+        let Some(mut device) = self.store.get::<DeviceRecord>(&key)? else {
+            return Ok(None);
+        };
+        change(&mut device);
+        let mut batch = Batch::new();
+        batch.put(key, &device);
+        self.store.apply(batch)?;
+        Ok(Some(device))
+    }
+
+    /// Changes a device, creating it first if the catalog does not know it.
     fn update_device(
         &self,
         endpoint: &str,
@@ -358,6 +405,40 @@ mod tests {
             .map(|d| d.endpoint)
             .collect();
         assert_eq!(left, vec![IMEI.to_string()]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deleted_device_leaves_its_groups_and_only_its_registration_brings_it_back() {
+        let catalog = test_catalog(Clock::starting_at(T0));
+        catalog.device_seen(&registration(IMEI)).unwrap();
+        catalog.device_surveyed(IMEI, &survey()).unwrap();
+        let group = catalog.create_group("g", "Acme", "NB-1").unwrap();
+        catalog
+            .add_to_group(&group.id, &[IMEI.to_string()])
+            .unwrap();
+        assert_eq!(catalog.groups_of(IMEI).unwrap().len(), 1);
+
+        catalog.delete_device(IMEI).unwrap();
+        assert!(matches!(
+            catalog.device(IMEI),
+            Err(CatalogError::NotFound { .. })
+        ));
+        assert!(catalog.group(&group.id).unwrap().devices.is_empty());
+        assert!(catalog.groups_of(IMEI).unwrap().is_empty());
+        assert!(matches!(
+            catalog.delete_device(IMEI),
+            Err(CatalogError::NotFound { .. })
+        ));
+        // What was under way when it was deleted does not bring it back...
+        assert_eq!(catalog.device_gone(IMEI).unwrap(), None);
+        assert_eq!(
+            catalog.known_device_surveyed(IMEI, &survey()).unwrap(),
+            None
+        );
+        assert!(catalog.devices().unwrap().is_empty());
+        // ...a new registration does.
+        let back = catalog.device_seen(&registration(IMEI)).unwrap();
+        assert_eq!((back.online, back.model), (true, None));
     }
 
     #[tokio::test(start_paused = true)]

@@ -52,13 +52,15 @@ impl Catalog {
         version: &str,
         image: &[u8],
     ) -> Result<Firmware, CatalogError> {
-        if image.is_empty() || version.trim().is_empty() || version.len() > 255 {
+        if image.is_empty() || !version_ok(version) || is_blank(vendor) || is_blank(model) {
             return Err(CatalogError::Invalid(
-                "firmware needs a non-empty image and a version of 1 to 255 bytes".into(),
+                "firmware needs a non-empty image, a vendor, a model and a version of 1 to 255 \
+                 bytes"
+                    .into(),
             ));
         }
         if self.find_firmware(vendor, model, version)?.is_some() {
-            return Err(CatalogError::Invalid(format!(
+            return Err(CatalogError::Duplicate(format!(
                 "{vendor} {model} already has a firmware version {version}"
             )));
         }
@@ -159,10 +161,24 @@ impl Catalog {
     }
 }
 
+/// Longest version or reported version, in bytes: the signed container gives it one length
+/// byte.
+pub const MAX_VERSION_BYTES: usize = 255;
+
+/// True for a version string the catalog takes: not blank, at most [`MAX_VERSION_BYTES`].
+pub fn version_ok(version: &str) -> bool {
+    !is_blank(version) && version.len() <= MAX_VERSION_BYTES
+}
+
+/// True for a string with nothing but white space (or nothing at all).
+pub fn is_blank(text: &str) -> bool {
+    text.trim().is_empty()
+}
+
 /// A reported version (/3/0/3 string) has 1 to 255 bytes.
 pub fn check_reported_version(reported: Option<&str>) -> Result<(), CatalogError> {
     match reported {
-        Some(r) if r.trim().is_empty() || r.len() > 255 => Err(CatalogError::Invalid(
+        Some(r) if !version_ok(r) => Err(CatalogError::Invalid(
             "a reported version has 1 to 255 bytes".into(),
         )),
         _ => Ok(()),
@@ -204,16 +220,26 @@ mod tests {
     }
 
     #[test]
-    fn a_duplicate_version_or_an_empty_image_is_refused() {
+    fn a_duplicate_version_an_empty_image_or_a_blank_name_is_refused() {
         let catalog = test_catalog(Clock::starting_at(0));
         catalog
             .add_firmware("Acme", "NB-1", "2.0", &[1; 10])
             .unwrap();
         assert!(matches!(
             catalog.add_firmware("Acme", "NB-1", "2.0", &[2; 10]),
-            Err(CatalogError::Invalid(_))
+            Err(CatalogError::Duplicate(_))
         ));
         assert!(catalog.add_firmware("Acme", "NB-1", "2.1", &[]).is_err());
+        for (vendor, model, version) in [
+            (" ", "NB-1", "2.1"),
+            ("Acme", "", "2.1"),
+            ("Acme", "NB-1", "\t"),
+        ] {
+            assert!(matches!(
+                catalog.add_firmware(vendor, model, version, &[2; 10]),
+                Err(CatalogError::Invalid(_))
+            ));
+        }
         assert_eq!(catalog.firmwares().unwrap().len(), 1);
     }
 }

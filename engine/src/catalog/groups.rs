@@ -129,6 +129,6 @@ impl Catalog {
     }
 }
 
-fn group_key(id: &str) -> String {
+pub(super) fn group_key(id: &str) -> String {
     format!("{PREFIX}{id}")
 }

@@ -41,6 +41,9 @@ pub enum CatalogError {
     /// The record is in use (firmware a package was made from, a group a task upgrades...).
     #[error("{0}")]
     InUse(String),
+    /// A record with that identity already exists (a version the model already has).
+    #[error("{0}")]
+    Duplicate(String),
     /// A plugin failed or refused.
     #[error("{0}")]
     Plugin(String),

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::firmware::{is_blank, version_ok};
 use super::formats::{Framing, PackageFormat};
 use super::{Catalog, CatalogError, Firmware, new_id};
 use crate::clock::UnixMillis;
@@ -444,10 +445,9 @@ fn validate_upload(upload: &UploadedPackage, bytes: &[u8]) -> Result<(), Catalog
     if bytes.is_empty() {
         return invalid("an uploaded package needs its bytes");
     }
-    if upload.vendor.trim().is_empty() || upload.model.trim().is_empty() {
+    if is_blank(&upload.vendor) || is_blank(&upload.model) {
         return invalid("an uploaded package names its vendor and model");
     }
-    let version_ok = |v: &str| !v.trim().is_empty() && v.len() <= 255;
     if !version_ok(&upload.to_version)
         || upload
             .from_version

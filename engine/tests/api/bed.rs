@@ -13,6 +13,8 @@ use fota_engine::server::ServerConfig;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::client::Client;
 use crate::contract::Contract;
@@ -42,6 +44,10 @@ pub struct Bed {
     pub api: Client,
     /// Devices registered to the engine, when asked for.
     pub fleet: Option<Fleet>,
+    /// Stops the API (its graceful shutdown) when sent to or dropped.
+    pub stop_api: Option<oneshot::Sender<()>>,
+    /// The API's `serve`, which returns once it has stopped.
+    pub served: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 /// Deterministic image bytes.
@@ -71,6 +77,11 @@ pub async fn within<T>(bound: Duration, what: &str, future: impl Future<Output =
 impl Bed {
     /// A platform and its API, no devices.
     pub async fn start() -> Bed {
+        Bed::start_with(|_| {}).await
+    }
+
+    /// As [`Bed::start`], the API's configuration changed by `adjust` first.
+    pub async fn start_with(adjust: impl FnOnce(&mut ApiConfig)) -> Bed {
         let platform = Arc::new(
             Platform::start(PlatformConfig {
                 server: ServerConfig::loopback(),
@@ -94,12 +105,15 @@ impl Bed {
             max_upload_bytes: MAX_UPLOAD,
             ..ApiConfig::default()
         };
+        let mut config = config;
+        adjust(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let served = platform.clone();
-        tokio::spawn(
-            async move { api::serve(listener, served, config, std::future::pending()).await },
-        );
+        let (stop_api, stop) = oneshot::channel::<()>();
+        let stopping = async move {
+            let _ = stop.await;
+        };
+        let served = tokio::spawn(api::serve(listener, platform.clone(), config, stopping));
         let mut api = Client {
             addr,
             token: Some(OPERATOR.into()),
@@ -111,6 +125,8 @@ impl Bed {
             platform,
             api,
             fleet: None,
+            stop_api: Some(stop_api),
+            served: Some(served),
         }
     }
 

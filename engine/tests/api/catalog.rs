@@ -1,5 +1,6 @@
 //! Given a fleet of two Acme models registered to the engine: devices are listed with filters
-//! and paging and shown with their live registration; groups take devices of their model only;
+//! and paging, shown with their live registration, and deleted (de-registered too) unless a
+//! task that is not final holds them; groups take devices of their model only;
 //! firmware uploads are checked (size, duplicates, query); packages are made, downloaded and
 //! protected while in use. Every refused request leaves the records as they were.
 
@@ -7,7 +8,7 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::bed::{Bed, MAX_UPLOAD, image, model};
+use crate::bed::{Bed, MAX_UPLOAD, image, model, now_millis};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_are_filtered_paged_and_shown_live() {
@@ -205,7 +206,7 @@ async fn firmware_and_packages_are_checked_made_downloaded_and_kept_while_used()
     let upload = |query: &str, bytes: Vec<u8>| api.upload(format!("/v1/firmware{query}"), bytes);
     let detail = upload("?vendor=Acme&model=NB-1&version=2.0", new.clone())
         .await
-        .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+        .problem(StatusCode::CONFLICT, "conflict");
     assert!(detail.contains("already"), "{detail}");
     upload("?vendor=Acme&model=NB-1", new.clone())
         .await
@@ -320,4 +321,107 @@ async fn firmware_and_packages_are_checked_made_downloaded_and_kept_while_used()
     api.delete(&format!("/v1/firmware/{target_id}"))
         .await
         .problem(StatusCode::NOT_FOUND, "not-found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_is_deleted_unless_a_task_that_is_not_final_holds_it() {
+    let bed = Bed::with_fleet(3, vec![model("NB-1", 1)]).await;
+    let api = &bed.api;
+    let registry = &bed.platform.server.registry;
+    let endpoints = bed.endpoints("NB-1").await;
+    let [waiting, upgrading, loose] = [0, 1, 2].map(|i| endpoints[i].clone());
+    let path = |endpoint: &str| format!("/v1/devices/{endpoint}");
+    api.delete("/v1/devices/no-such-device")
+        .await
+        .problem(StatusCode::NOT_FOUND, "not-found");
+
+    // A device no task holds goes: from the catalog, from its groups, from the registry.
+    let spare = bed.group("NB-1", std::slice::from_ref(&loose)).await;
+    assert!(registry.get(&loose).is_some());
+    api.delete(&path(&loose))
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    api.get(&path(&loose))
+        .await
+        .problem(StatusCode::NOT_FOUND, "not-found");
+    assert!(registry.get(&loose).is_none(), "de-registered");
+    let group = api.get(&format!("/v1/groups/{spare}")).await.json();
+    assert_eq!(group["devices"], json!([]));
+    assert_eq!(api.get("/v1/devices").await.json()["total"], 2);
+
+    // A task that has not started holds the devices of its group.
+    let package = bed.full_package("NB-1", "2.0", 5).await;
+    let later_group = bed.group("NB-1", std::slice::from_ref(&waiting)).await;
+    let later = api
+        .post(
+            "/v1/tasks",
+            &json!({
+                "name": "later",
+                "group_id": later_group,
+                "package_id": package,
+                "retries": 0,
+                "retry_interval_secs": 1,
+                "execution_time": now_millis() + 3_600_000,
+            }),
+        )
+        .await
+        .expect(StatusCode::CREATED)
+        .json();
+    let detail = api
+        .delete(&path(&waiting))
+        .await
+        .problem(StatusCode::CONFLICT, "conflict");
+    assert!(detail.contains(&waiting), "{detail}");
+    api.get(&path(&waiting)).await.expect(StatusCode::OK);
+    assert!(
+        registry.get(&waiting).is_some(),
+        "a refusal changes nothing"
+    );
+
+    // An upgrading task holds its devices, even once they left its group (weak cells keep it
+    // upgrading).
+    let now_group = bed.group("NB-1", std::slice::from_ref(&upgrading)).await;
+    let task = bed
+        .start_by_hand(json!({
+            "name": "now",
+            "group_id": now_group,
+            "package_id": package,
+            "retries": 0,
+            "retry_interval_secs": 1,
+            "min_signal_dbm": 0,
+        }))
+        .await;
+    let members = serde_json::to_vec(&json!({ "endpoints": [upgrading] })).unwrap();
+    api.send(
+        Method::DELETE,
+        &format!("/v1/groups/{now_group}/devices"),
+        Some(("application/json", members.into())),
+    )
+    .await
+    .expect(StatusCode::OK);
+    api.delete(&path(&upgrading))
+        .await
+        .problem(StatusCode::CONFLICT, "conflict");
+
+    // Once the tasks are final or gone, their devices go too.
+    let id = |task: &Value| task["id"].as_str().unwrap().to_string();
+    api.send(
+        Method::POST,
+        &format!("/v1/tasks/{}/cancel", id(&task)),
+        None,
+    )
+    .await
+    .expect(StatusCode::OK);
+    api.delete(&path(&upgrading))
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    api.delete(&format!("/v1/tasks/{}", id(&later)))
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    api.delete(&path(&waiting))
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    let group = api.get(&format!("/v1/groups/{later_group}")).await.json();
+    assert_eq!(group["devices"], json!([]));
+    assert_eq!(api.get("/v1/devices").await.json()["total"], 0);
 }

@@ -239,6 +239,17 @@ impl EventStream {
             .unwrap_or_else(|_| panic!("no event within {bound:?}"))
     }
 
+    /// Waits for the server to end the stream; an event before the end fails the test.
+    pub async fn end(mut self) {
+        while let Some(Ok(frame)) = self.body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                self.buffer.push_str(std::str::from_utf8(&data).unwrap());
+            }
+        }
+        let events: Vec<_> = self.buffer.split("\n\n").filter_map(parse).collect();
+        assert!(events.is_empty(), "events before the end: {events:?}");
+    }
+
     async fn next(&mut self) -> SseEvent {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {

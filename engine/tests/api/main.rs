@@ -1,15 +1,17 @@
 //! The integrator HTTP API over real HTTP: a real platform on loopback with a temporary store,
 //! its API on a TCP listener, a hyper client, and for the task scenarios a simulated fleet.
 //! Each scenario module is one family: the route table against the OpenAPI document and the
-//! tokens every route needs, tokens and roles, the catalog (devices, groups, firmware,
-//! packages), tasks with their live events, plugins, and metrics. Every answer any of them
-//! receives is checked against the OpenAPI document the API serves (`contract`, `schema`).
+//! tokens every route needs, tokens and roles, the connection limits, the catalog (devices,
+//! groups, firmware, packages), tasks with their live events, plugins, and metrics. Every
+//! answer any of them receives is checked against the OpenAPI document the API serves
+//! (`contract`, `schema`).
 
 mod auth;
 mod bed;
 mod catalog;
 mod client;
 mod contract;
+mod limits;
 mod metrics;
 mod plugins;
 mod routes;

@@ -404,6 +404,9 @@ async fn every_operation_answers_its_documented_success() {
         "/v1/firmware/{id}",
         api.delete(&firmware_path).await,
     );
+    // The device last: no task holds it any more.
+    let answer = api.delete(&format!("/v1/devices/{endpoint}")).await;
+    tour.saw(Method::DELETE, "/v1/devices/{endpoint}", answer);
     drop(events);
 
     let missed: Vec<String> = operations()
@@ -423,4 +426,38 @@ fn members_body(members: &Value) -> (&'static str, Bytes) {
         "application/json",
         Bytes::from(serde_json::to_vec(members).unwrap()),
     )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_integer_bounds_the_document_gives_are_the_servers() {
+    let bed = Bed::start().await;
+    let document = bed.api.get("/v1/openapi.json").await.json();
+    let mut probed = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        // Reads of paths without parameters: nothing to set up, nothing changed.
+        let Some(operation) = item.get("get").filter(|_| !path.contains('{')) else {
+            continue;
+        };
+        let parameters = operation["parameters"].as_array().into_iter().flatten();
+        for parameter in parameters {
+            let schema = &parameter["schema"];
+            if parameter["in"] != "query" || schema["type"] != "integer" {
+                continue;
+            }
+            let name = parameter["name"].as_str().unwrap();
+            let bound = |key: &str| i128::from(schema[key].as_u64().expect("a bound"));
+            let (min, max) = (bound("minimum"), bound("maximum"));
+            for (value, taken) in [(min, true), (max, true), (min - 1, false), (max + 1, false)] {
+                let answer = bed.api.get(&format!("{path}?{name}={value}")).await;
+                match taken {
+                    true => assert_eq!(answer.status, StatusCode::OK, "{path}?{name}={value}"),
+                    false => {
+                        answer.problem(StatusCode::BAD_REQUEST, "bad-request");
+                    }
+                }
+            }
+            probed.push(format!("{path}?{name}"));
+        }
+    }
+    assert_eq!(probed, ["/v1/devices?limit", "/v1/devices?offset"]);
 }

@@ -1,8 +1,10 @@
 //! A validator for the subset of JSON Schema (2020-12) the API's OpenAPI document uses: `$ref`
 //! into the document, `type` (one or a list), `enum`, `const`, `properties`, `required`,
-//! `additionalProperties`, `items`, `allOf`, `oneOf`, `minimum` and `maximum`; `description` and
-//! `contentMediaType` are annotations. A keyword outside the subset is an error, never
-//! ignored, so the document cannot grow a rule this validator would not check.
+//! `additionalProperties`, `items`, `allOf`, `oneOf`, `minimum`, `maximum`, `minLength`,
+//! `maxLength` (in characters) and `pattern` (only the document's one pattern of answers: a
+//! character that is not white space); `description`, `format` and `contentMediaType` are
+//! annotations. A keyword outside the subset is an error, never ignored, so the document
+//! cannot grow a rule this validator would not check.
 //!
 //! Stricter than JSON Schema in one way, on purpose: an object may only carry the properties its
 //! schema declares (with those of its `allOf` parts), unless `additionalProperties` says what
@@ -14,7 +16,11 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value};
 
 /// Annotations: they say what a value means, not what it must be.
-const ANNOTATIONS: [&str; 2] = ["description", "contentMediaType"];
+const ANNOTATIONS: [&str; 3] = ["description", "contentMediaType", "format"];
+
+/// The one pattern the document's answers use: a character that is not white space (as
+/// `char::is_whitespace` has it).
+const NOT_BLANK: &str = "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
 
 /// Validates values against schemas of one document (where `$ref`s point).
 pub struct Validator<'a> {
@@ -54,6 +60,28 @@ impl Validator<'_> {
                     }
                     if keyword == "maximum" && number > bound {
                         return Err(format!("{at}: {value} is over the maximum {rule}"));
+                    }
+                }
+                "minLength" | "maxLength" => {
+                    let (Some(text), Some(bound)) = (value.as_str(), rule.as_u64()) else {
+                        continue; // `type` decides what a non-string may be.
+                    };
+                    let length = text.chars().count() as u64;
+                    if keyword == "minLength" && length < bound {
+                        return Err(format!("{at}: {value} is shorter than {rule}"));
+                    }
+                    if keyword == "maxLength" && length > bound {
+                        return Err(format!("{at}: {value} is longer than {rule}"));
+                    }
+                }
+                "pattern" => {
+                    if rule != NOT_BLANK {
+                        return Err(format!("{at}: the validator does not know pattern {rule}"));
+                    }
+                    if let Some(text) = value.as_str()
+                        && text.chars().all(char::is_whitespace)
+                    {
+                        return Err(format!("{at}: {value} is blank"));
                     }
                 }
                 "required" => check_required(rule, value, at)?,
@@ -255,7 +283,11 @@ mod tests {
             "Base": {
                 "type": "object",
                 "required": ["id"],
-                "properties": { "id": { "type": "string" }, "n": { "type": "integer", "minimum": 0, "maximum": 10 } },
+                "properties": {
+                    "id": { "type": "string" },
+                    "n": { "type": "integer", "minimum": 0, "maximum": 10 },
+                    "name": { "type": "string", "minLength": 1, "maxLength": 3, "pattern": NOT_BLANK },
+                },
             },
             "More": { "allOf": [
                 { "$ref": "#/components/schemas/Base" },
@@ -278,6 +310,7 @@ mod tests {
     #[test]
     fn values_the_schemas_describe_pass() {
         check("Base", json!({ "id": "a", "n": 3 })).unwrap();
+        check("Base", json!({ "id": "a", "name": " é " })).unwrap();
         check("More", json!({ "id": "a", "state": null })).unwrap();
         check("Either", json!({ "kind": "x" })).unwrap();
         check("Either", json!(null)).unwrap();
@@ -292,6 +325,9 @@ mod tests {
             ("Base", json!({ "id": "a", "n": -1 }), "minimum"),
             ("Base", json!({ "id": "a", "n": 11 }), "maximum"),
             ("Base", json!({ "id": "a", "n": 1.5 }), "/n"),
+            ("Base", json!({ "id": "a", "name": "" }), "shorter"),
+            ("Base", json!({ "id": "a", "name": "abcd" }), "longer"),
+            ("Base", json!({ "id": "a", "name": " \u{3000}" }), "blank"),
             ("Base", json!({ "id": "a", "renamed": 1 }), "`renamed`"),
             ("More", json!({ "id": "a", "state": "c" }), "/state"),
             ("More", json!({ "id": "a", "other": 1 }), "`other`"),
@@ -307,7 +343,7 @@ mod tests {
     #[test]
     fn a_keyword_outside_the_subset_is_an_error() {
         let root = json!({});
-        let schema = json!({ "type": "string", "pattern": "^a" });
+        let schema = json!({ "type": "string", "pattern": "^a", "minLength": 1 });
         let error = Validator { root: &root }
             .validate(&schema, &json!("a"))
             .unwrap_err();
