@@ -54,6 +54,15 @@ fn firmware(engine: &Served, model: &str, version: &str, image: &[u8]) -> String
     id(&engine.upload("/v1/firmware", &query, image))
 }
 
+/// A full package of firmware `to`, in `format` (the model's when `None`).
+fn full_package(engine: &Served, to: &str, format: Option<&str>) -> Value {
+    let mut body = json!({ "kind": "full", "to_firmware": to });
+    if let Some(format) = format {
+        body["format"] = json!(format);
+    }
+    engine.ok("POST", "/v1/packages", Some(&body))
+}
+
 fn id(record: &Value) -> String {
     record["id"].as_str().expect("an id").to_string()
 }
@@ -160,11 +169,7 @@ fn a_stock_fleet_installs_the_uploaded_image_byte_for_byte() {
     let devices = fleet(&engine, "stock", &profiles);
     let image = raw_image("2.0", 100_000, 3);
     let to = firmware(&engine, MODEL, "2.0", &image);
-    let package = engine.ok(
-        "POST",
-        "/v1/packages",
-        Some(&json!({ "kind": "full", "to_firmware": to })),
-    );
+    let package = full_package(&engine, &to, None);
     assert_eq!(
         package["format"], "raw",
         "a model nobody configured: {package}"
@@ -220,11 +225,7 @@ fn devices_killed_mid_push_resume_at_26500_or_start_over_once() {
     );
     let image = raw_image("2.0", 300_000, 5);
     let to = firmware(&engine, MODEL, "2.0", &image);
-    let package = id(&engine.ok(
-        "POST",
-        "/v1/packages",
-        Some(&json!({ "kind": "full", "to_firmware": to })),
-    ));
+    let package = id(&full_package(&engine, &to, None));
     let task = task(&engine, MODEL, &devices, &package, 2);
     let block = 512;
     for (index, device) in devices.iter_mut().enumerate() {
@@ -322,11 +323,7 @@ fn a_version_string_with_a_suffix_is_confirmed_only_as_the_firmware_says() {
     let mut devices = fleet(&engine, "build7", &[suffixed, suffixed]);
     let image = raw_image("2.2", 40_000, 9);
     let firmware_id = firmware(&engine, MODEL, "2.2", &image);
-    let package = id(&engine.ok(
-        "POST",
-        "/v1/packages",
-        Some(&json!({ "kind": "full", "to_firmware": firmware_id })),
-    ));
+    let package = id(&full_package(&engine, &firmware_id, None));
 
     // Reported "2.2-build7" with Update Result 1, expected "2.2": shown as such, final.
     let first = devices.remove(0);
@@ -368,11 +365,7 @@ fn a_failed_device_is_reset_with_a_null_byte_and_holds_no_stale_observations() {
     let device = &devices[0];
     let image = raw_image("2.0", 30_000, 11);
     let to = firmware(&engine, MODEL, "2.0", &image);
-    let signed = engine.ok(
-        "POST",
-        "/v1/packages",
-        Some(&json!({ "kind": "full", "to_firmware": to, "format": "signed" })),
-    );
+    let signed = full_package(&engine, &to, Some("signed"));
     let task_id = task(&engine, MODEL, &devices, &id(&signed), 1);
     let results = completed(&engine, &task_id);
     let done = progress(&results, device.endpoint());
@@ -386,11 +379,7 @@ fn a_failed_device_is_reset_with_a_null_byte_and_holds_no_stale_observations() {
         );
     }
 
-    let raw = engine.ok(
-        "POST",
-        "/v1/packages",
-        Some(&json!({ "kind": "full", "to_firmware": to, "format": "raw" })),
-    );
+    let raw = full_package(&engine, &to, Some("raw"));
     let task_id = task(&engine, MODEL, &devices, &id(&raw), 0);
     let results = completed(&engine, &task_id);
     assert_eq!(
@@ -421,11 +410,7 @@ fn policy_settings_change_through_the_api_without_a_new_upload() {
     assert_eq!(bound["name"], "builtin/threshold-policy", "{bound}");
     let image = raw_image("2.0", 20_000, 13);
     let to = firmware(&engine, MODEL, "2.0", &image);
-    let package = id(&engine.ok(
-        "POST",
-        "/v1/packages",
-        Some(&json!({ "kind": "full", "to_firmware": to })),
-    ));
+    let package = id(&full_package(&engine, &to, None));
     let task_id = task(&engine, MODEL, &devices, &package, 0);
     let endpoint = devices[0].endpoint();
     engine.wait_for(

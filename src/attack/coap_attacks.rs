@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
+use fota_engine::coap::OutgoingRequest;
 use tokio::net::UdpSocket;
 
 /// Bytes and datagrams one way.
@@ -42,7 +43,7 @@ impl Attacker {
     pub async fn send(&mut self, request: &Request) -> anyhow::Result<u16> {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        let bytes = request.encode(id)?;
+        let bytes = encode(request, id)?;
         self.socket.send_to(&bytes, self.target).await?;
         self.sent.datagrams += 1;
         self.sent.bytes += bytes.len() as u64;
@@ -90,88 +91,45 @@ impl Attacker {
     }
 }
 
-/// One request an attack sends.
-pub struct Request {
-    pub method: RequestType,
-    pub path: Vec<String>,
-    pub query: Vec<String>,
-    pub payload: Vec<u8>,
-    pub confirmable: bool,
-}
+/// One request an attack sends: the engine's own request type, encoded whatever its size
+/// (coap-lite refuses to encode more than 1,280 bytes; an attacker's datagram may be as large
+/// as UDP allows).
+pub type Request = OutgoingRequest;
 
-impl Request {
-    /// The datagram, whatever its size (coap-lite refuses to encode more than 1,280 bytes;
-    /// an attacker's datagram may be as large as UDP allows).
-    fn encode(&self, id: u16) -> anyhow::Result<Vec<u8>> {
-        let mut packet = self.packet(id);
-        let payload = std::mem::take(&mut packet.payload);
-        let mut bytes = packet.to_bytes()?;
-        if !payload.is_empty() {
-            bytes.push(0xFF);
-            bytes.extend_from_slice(&payload);
-        }
-        Ok(bytes)
+fn encode(request: &Request, id: u16) -> anyhow::Result<Vec<u8>> {
+    let mut packet = request.to_packet(id, &id.to_be_bytes());
+    let payload = std::mem::take(&mut packet.payload);
+    let mut bytes = packet.to_bytes()?;
+    if !payload.is_empty() {
+        bytes.push(0xFF);
+        bytes.extend_from_slice(&payload);
     }
-
-    fn packet(&self, id: u16) -> Packet {
-        let mut packet = Packet::new();
-        packet.header.set_version(1);
-        packet.header.set_type(if self.confirmable {
-            MessageType::Confirmable
-        } else {
-            MessageType::NonConfirmable
-        });
-        packet.header.code = MessageClass::Request(self.method);
-        packet.header.message_id = id;
-        packet.set_token(id.to_be_bytes().to_vec());
-        for segment in &self.path {
-            packet.add_option(CoapOption::UriPath, segment.as_bytes().to_vec());
-        }
-        for query in &self.query {
-            packet.add_option(CoapOption::UriQuery, query.as_bytes().to_vec());
-        }
-        if !self.payload.is_empty() {
-            packet.add_option(CoapOption::ContentFormat, vec![40]);
-            packet.payload = self.payload.clone();
-        }
-        packet
-    }
+    Ok(bytes)
 }
 
 /// A Register of endpoint `name` with lifetime `lifetime` and `links` object links.
 pub fn register(name: &str, lifetime: u64, links: usize) -> Request {
-    let payload: Vec<String> = (0..links)
+    let links: Vec<String> = (0..links)
         .map(|i| format!("</{}/{}>", 3 + i / 100, i % 100))
         .collect();
-    Request {
-        method: RequestType::Post,
-        path: vec!["rd".into()],
-        query: vec![format!("ep={name}"), format!("lt={lifetime}"), "b=U".into()],
-        payload: payload.join(",").into_bytes(),
-        confirmable: true,
+    let mut request = OutgoingRequest::new(RequestType::Post, &["rd"]);
+    if !links.is_empty() {
+        request = request.with_payload(40, links.join(",").into_bytes());
     }
+    request.query = vec![format!("ep={name}"), format!("lt={lifetime}"), "b=U".into()];
+    request
 }
 
 /// An Update of registration `id`.
 pub fn update(id: &str) -> Request {
-    Request {
-        method: RequestType::Post,
-        path: vec!["rd".into(), id.into()],
-        query: Vec::new(),
-        payload: Vec::new(),
-        confirmable: true,
-    }
+    OutgoingRequest::new(RequestType::Post, &["rd", id])
 }
 
 /// A non-confirmable GET of `path`.
 pub fn get_non(path: &[&str]) -> Request {
-    Request {
-        method: RequestType::Get,
-        path: path.iter().map(|s| s.to_string()).collect(),
-        query: Vec::new(),
-        payload: Vec::new(),
-        confirmable: false,
-    }
+    let mut request = OutgoingRequest::new(RequestType::Get, path);
+    request.confirmable = false;
+    request
 }
 
 /// The registration id in a 2.01's Location-Path, after a Register `ask`ed on `attacker`.

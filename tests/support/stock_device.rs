@@ -232,30 +232,6 @@ impl StockDevice {
         }
     }
 
-    /// [`StockDevice::wait_for`] for async tests: sleeps on the tokio timer, not the thread.
-    pub async fn wait_for_async(
-        &mut self,
-        what: &str,
-        pred: impl Fn(&Value) -> bool,
-        bound: Duration,
-    ) -> Value {
-        let deadline = Instant::now() + bound;
-        loop {
-            if let Some(status) = self.current(&pred) {
-                return status;
-            }
-            self.check_alive(what);
-            if Instant::now() >= deadline {
-                panic!(
-                    "{}: no {what} within {bound:?}\n{}",
-                    self.endpoint,
-                    self.shown()
-                );
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
     /// Waits until the current process is registered.
     pub fn wait_registered(&mut self, bound: Duration) -> Value {
         self.wait_for("registration", |s| s["registered"] == true, bound)

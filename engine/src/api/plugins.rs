@@ -143,19 +143,13 @@ pub async fn install(
     }
     let (kind, binding, name) = (wanted.kind, wanted.binding.clone(), wanted.name.clone());
     let settings = wanted.settings.clone();
-    let platform = state.platform.clone();
-    tokio::task::spawn_blocking(move || {
+    off_the_runtime(&state, move |platform| {
         let registry = &platform.plugins;
         platform
             .kept_plugins
             .install(registry, kind, binding, &name, &wasm, wanted.settings)
     })
-    .await
-    .map_err(|e| Problem::internal(&e))?
-    .map_err(|error| match error {
-        InstallError::Plugin(error) => error.into(),
-        InstallError::Store(error) => Problem::internal(&error),
-    })?;
+    .await?;
     let installed = PluginBinding::new(wanted.kind, wanted.binding, wanted.name, settings);
     Ok((StatusCode::CREATED, Json(installed)))
 }
@@ -190,25 +184,35 @@ async fn configure(
     new: NewSettings,
 ) -> ApiResult<Json<PluginBinding>> {
     let settings: Settings = new.settings.into_iter().collect();
-    let platform = state.platform.clone();
     let (bound, kept) = (binding.clone(), settings.clone());
-    tokio::task::spawn_blocking(move || {
+    off_the_runtime(&state, move |platform| {
         platform
             .kept_plugins
             .configure(&platform.plugins, kind, bound, kept)
     })
-    .await
-    .map_err(|e| Problem::internal(&e))?
-    .map_err(|error| match error {
-        InstallError::Plugin(error) => error.into(),
-        InstallError::Store(error) => Problem::internal(&error),
-    })?;
+    .await?;
     let (vendor, model) = match &binding {
         Binding::Default => ("", ""),
         Binding::Model { vendor, model } => (vendor.as_str(), model.as_str()),
     };
     let name = state.platform.plugins.serving(kind, vendor, model).name;
     Ok(Json(PluginBinding::new(kind, binding, name, settings)))
+}
+
+/// Runs a change of the kept plugins (it compiles or instantiates: blocks) on the blocking
+/// pool; a refused component or setting is the client's problem, a store failure the engine's.
+async fn off_the_runtime(
+    state: &ApiState,
+    change: impl FnOnce(&crate::platform::Platform) -> Result<(), InstallError> + Send + 'static,
+) -> ApiResult<()> {
+    let platform = state.platform.clone();
+    tokio::task::spawn_blocking(move || change(&platform))
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .map_err(|error| match error {
+            InstallError::Plugin(error) => error.into(),
+            InstallError::Store(error) => Problem::internal(&error),
+        })
 }
 
 /// `GET /v1/plugins`: every binding, defaults included, in kind, vendor and model order.
