@@ -126,11 +126,9 @@ impl Attempts for DeviceAttempts {
 
     /// Registered, and in UDP binding or inside its queue-mode window.
     fn reachable_now(&self, endpoint: &str) -> bool {
-        self.registry.get(endpoint).is_some_and(|registration| {
-            self.delivery
-                .window_end(&registration)
-                .is_none_or(|end| end > Instant::now())
-        })
+        self.registry
+            .get(endpoint)
+            .is_some_and(|registration| self.delivery.awake(&registration))
     }
 
     fn forget_deliveries(&self, package_id: &str, endpoints: &[String]) {
@@ -235,12 +233,7 @@ impl DeviceAttempts {
             };
             match survey(self.delivery.management(), registration.address).await {
                 Ok(survey) => return Ok(survey),
-                Err(error)
-                    if self
-                        .delivery
-                        .window_end(&registration)
-                        .is_some_and(|end| end <= Instant::now()) =>
-                {
+                Err(error) if !self.delivery.awake(&registration) => {
                     tracing::debug!(endpoint = %request.endpoint, %error, "survey cut by sleep");
                 }
                 Err(error) => {

@@ -292,13 +292,11 @@ impl Delivery {
     /// Reset all the same.
     async fn release(&self, endpoint: &str, watch: Option<FirmwareWatch>) {
         let Some(watch) = watch else { return };
-        let reachable = self.registry.get(endpoint).filter(|registration| {
-            watch.serves(registration)
-                && self
-                    .window_end(registration)
-                    .is_none_or(|end| end > Instant::now())
-        });
-        if reachable.is_some() {
+        let reachable = self
+            .registry
+            .get(endpoint)
+            .is_some_and(|registration| watch.serves(&registration) && self.awake(&registration));
+        if reachable {
             let cancelled = watch.cancel(&self.management);
             if tokio::time::timeout(CANCEL_WAIT, cancelled).await.is_err() {
                 tracing::debug!(%endpoint, "observations not cancelled in time");
@@ -355,9 +353,7 @@ impl Delivery {
             // What happened so far is in the registry now; only later events are news.
             contacts.clear();
             if let Some(registration) = self.registry.get(contacts.endpoint())
-                && self
-                    .window_end(&registration)
-                    .is_none_or(|end| end > Instant::now())
+                && self.awake(&registration)
             {
                 return Some(registration);
             }
@@ -366,6 +362,13 @@ impl Delivery {
                 .await
                 .ok()?;
         }
+    }
+
+    /// Whether the device of `registration` can be reached now: in UDP binding, or inside its
+    /// queue-mode window.
+    pub fn awake(&self, registration: &Registration) -> bool {
+        self.window_end(registration)
+            .is_none_or(|end| end > Instant::now())
     }
 
     /// Until when a device can be reached: the end of its queue-mode window, or `None`
