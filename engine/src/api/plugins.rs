@@ -185,26 +185,21 @@ async fn configure(
 ) -> ApiResult<Json<PluginBinding>> {
     let settings: Settings = new.settings.into_iter().collect();
     let (bound, kept) = (binding.clone(), settings.clone());
-    off_the_runtime(&state, move |platform| {
+    let name = off_the_runtime(&state, move |platform| {
         platform
             .kept_plugins
             .configure(&platform.plugins, kind, bound, kept)
     })
     .await?;
-    let (vendor, model) = match &binding {
-        Binding::Default => ("", ""),
-        Binding::Model { vendor, model } => (vendor.as_str(), model.as_str()),
-    };
-    let name = state.platform.plugins.serving(kind, vendor, model).name;
     Ok(Json(PluginBinding::new(kind, binding, name, settings)))
 }
 
 /// Runs a change of the kept plugins (it compiles or instantiates: blocks) on the blocking
 /// pool; a refused component or setting is the client's problem, a store failure the engine's.
-async fn off_the_runtime(
+async fn off_the_runtime<T: Send + 'static>(
     state: &ApiState,
-    change: impl FnOnce(&crate::platform::Platform) -> Result<(), InstallError> + Send + 'static,
-) -> ApiResult<()> {
+    change: impl FnOnce(&crate::platform::Platform) -> Result<T, InstallError> + Send + 'static,
+) -> ApiResult<T> {
     let platform = state.platform.clone();
     tokio::task::spawn_blocking(move || change(&platform))
         .await

@@ -88,14 +88,14 @@ impl KeptPlugins {
     /// Gives the plugin of `kind` that serves `binding` new `settings` (refused as its
     /// `configure` refuses them): the same component, bound to `binding` with them. For a
     /// model without a binding of its own, the default's component is bound to it. Kept, then
-    /// bound. Blocks: instantiates.
+    /// bound; returns the plugin's name. Blocks: instantiates.
     pub fn configure(
         &self,
         registry: &PluginRegistry,
         kind: PluginKind,
         binding: Binding,
         settings: Settings,
-    ) -> Result<(), InstallError> {
+    ) -> Result<String, InstallError> {
         let source = match &binding {
             Binding::Model { vendor, model } if registry.is_bound(kind, vendor, model) => {
                 binding.clone()
@@ -107,9 +107,10 @@ impl KeptPlugins {
             Some(record) => record.component,
             None => EMBEDDED.into(),
         };
+        let name = loaded.name().to_string();
         let record = KeptBinding {
             settings,
-            ..self.binding_record(kind, &binding, loaded.name(), component)
+            ..self.binding_record(kind, &binding, &name, component)
         };
         let mut batch = Batch::new();
         batch.put(binding_key(kind, &binding), &record);
@@ -117,7 +118,7 @@ impl KeptPlugins {
         self.collect_unused()?;
         self.store.flush()?;
         registry.bind(binding, loaded);
-        Ok(())
+        Ok(name)
     }
 
     /// The kept record of `kind` for `binding`, if the operator changed it.

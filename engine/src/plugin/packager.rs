@@ -13,13 +13,6 @@ pub type PackagerPlugin = Plugin<Packager>;
 const FRAME_SLACK: usize = 64 << 10;
 
 impl Plugin<Packager> {
-    /// The format's name, as the plugin gives it.
-    pub fn format_name(&self) -> Result<String, PluginError> {
-        let name = self.call(|w, store| w.fota_plugin_packaging().call_name(store))?;
-        self.check_size("format name", name.len(), MAX_TEXT_BYTES)?;
-        Ok(name)
-    }
-
     /// The bytes a device receives for `payload`, or the plugin's reason why not; on this
     /// thread.
     pub fn frame_blocking(

@@ -198,17 +198,6 @@ impl PluginRegistry {
         all
     }
 
-    /// The plugin of `kind` serving `vendor` and `model` (its model binding, else the kind's
-    /// default): its name and settings, and whether it is bound to the model.
-    pub fn serving(&self, kind: PluginKind, vendor: &str, model: &str) -> Serving {
-        match kind {
-            PluginKind::Differ => self.differ.serving(vendor, model),
-            PluginKind::Capability => self.capability.serving(vendor, model),
-            PluginKind::Policy => self.policy.serving(vendor, model),
-            PluginKind::Packager => self.packager.serving(vendor, model),
-        }
-    }
-
     pub fn differ(&self, vendor: &str, model: &str) -> Arc<DifferPlugin> {
         self.differ.get(vendor, model)
     }
@@ -268,17 +257,6 @@ impl PluginRegistry {
     ) -> Result<Result<Vec<u8>, String>, PluginError> {
         self.differ(vendor, model).make_patch(old, new).await
     }
-}
-
-/// The plugin serving one binding, as [`PluginRegistry::serving`] finds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Serving {
-    /// Its name.
-    pub name: String,
-    /// The settings it was configured with.
-    pub settings: Settings,
-    /// Whether it is bound to the model (not the kind's default).
-    pub model_bound: bool,
 }
 
 /// A plugin loaded and checked as one of its kind, not bound yet.
@@ -350,15 +328,6 @@ impl<W: World> Table<W> {
             .models
             .get(vendor)
             .is_some_and(|models| models.contains_key(model))
-    }
-
-    fn serving(&self, vendor: &str, model: &str) -> Serving {
-        let plugin = self.get(vendor, model);
-        Serving {
-            name: plugin.name().to_string(),
-            settings: plugin.settings().to_vec(),
-            model_bound: self.is_bound(vendor, model),
-        }
     }
 
     /// The default when `default`, else what serves `vendor` and `model`.
