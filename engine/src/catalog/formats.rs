@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::{Catalog, CatalogError};
 use crate::package::{self, PackageHeader};
 use crate::plugin::{self, PackageContents};
-use crate::store::{Batch, StoreExt};
+use crate::store::{Batch, StoreExt, key_segment};
 
 /// Key prefix of format bindings.
 const PREFIX: &str = "format/";
@@ -187,8 +187,7 @@ impl Catalog {
 
 /// `format/{vendor}/{model}`, each escaped so no name reaches another key.
 fn format_key(vendor: &str, model: &str) -> String {
-    let escape = |text: &str| text.replace('%', "%25").replace('/', "%2F");
-    format!("{PREFIX}{}/{}", escape(vendor), escape(model))
+    format!("{PREFIX}{}/{}", key_segment(vendor), key_segment(model))
 }
 
 #[cfg(test)]

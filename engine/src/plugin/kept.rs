@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{Binding, PluginError, PluginKind, PluginRegistry, Settings, embedded};
-use crate::store::{Batch, Store, StoreError, StoreExt};
+use crate::store::{Batch, Store, StoreError, StoreExt, key_segment};
 
 /// Namespace of the binding records.
 const BINDINGS: &str = "plugin/";
@@ -274,15 +274,10 @@ fn binding_key(kind: PluginKind, binding: &Binding) -> String {
         Binding::Default => format!("{BINDINGS}{kind}/default"),
         Binding::Model { vendor, model } => format!(
             "{BINDINGS}{kind}/model/{}/{}",
-            escape(vendor),
-            escape(model)
+            key_segment(vendor),
+            key_segment(model)
         ),
     }
-}
-
-/// `text` with `%` and `/` percent-encoded, so no vendor or model name can reach another key.
-fn escape(text: &str) -> String {
-    text.replace('%', "%25").replace('/', "%2F")
 }
 
 #[cfg(test)]

@@ -8,6 +8,12 @@ mod sled_store;
 pub use record::{FORMAT_VERSION, Record, decode, encode};
 pub use sled_store::SledStore;
 
+/// `text` with `%` and `/` percent-encoded, to stand as one segment of a key: no name a client
+/// gives (a vendor, a model) can reach another key by holding a `/`.
+pub fn key_segment(text: &str) -> String {
+    text.replace('%', "%25").replace('/', "%2F")
+}
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
