@@ -207,7 +207,7 @@ impl DeviceAttempts {
                 note: "the task was paused before the download".into(),
             };
         }
-        self.deliver(&request, &package, &plan, survey.cell_id)
+        self.deliver(&request, &package, &reported, &plan, survey.cell_id)
             .await
     }
 
@@ -247,10 +247,12 @@ impl DeviceAttempts {
         }
     }
 
+    /// Delivers `package` as `plan` says; the device must then report `reported` in /3/0/3.
     async fn deliver(
         &self,
         request: &AttemptRequest,
         package: &PackageRecord,
+        reported: &str,
         plan: &plugin::DeliveryPlan,
         cell: Option<u32>,
     ) -> AttemptOutcome {
@@ -264,7 +266,7 @@ impl DeviceAttempts {
         let mut job = DeliveryJob::new(
             &request.endpoint,
             shelved,
-            &self.catalog.reported_version(package),
+            reported,
             usize::from(plan.block_size).clamp(16, 1024),
             method,
         );

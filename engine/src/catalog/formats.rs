@@ -139,49 +139,56 @@ impl Catalog {
         framing: Framing<'_>,
         payload: Vec<u8>,
     ) -> Result<(Vec<u8>, Option<String>), CatalogError> {
-        let image_sha256: [u8; 32] = Sha256::digest(framing.image).into();
-        let image_len = u32::try_from(framing.image.len())
-            .map_err(|_| CatalogError::Invalid("an image over 4 GiB".into()))?;
         match format {
             PackageFormat::Raw => Ok((payload, None)),
-            PackageFormat::Signed => {
-                let header = PackageHeader {
-                    kind: framing.kind,
-                    to_version: framing.to_version.into(),
-                    from_version: framing.from_version.map(Into::into),
-                    image_len,
-                    image_sha256,
-                };
-                let unsigned = package::build(&header, &payload)
-                    .map_err(|e| CatalogError::Invalid(e.to_string()))?;
-                let signed = package::sign(&unsigned, &self.key)
-                    .map_err(|e| CatalogError::Invalid(e.to_string()))?;
-                Ok((signed, None))
-            }
+            PackageFormat::Signed => Ok((self.signed(&framing, &payload)?, None)),
             PackageFormat::Packager => {
-                let packager = self.plugins.packager(framing.vendor, framing.model);
-                let contents = PackageContents {
-                    manufacturer: framing.vendor.into(),
-                    model: framing.model.into(),
-                    kind: match framing.kind {
-                        package::PackageKind::Full => plugin::PackageKind::Full,
-                        package::PackageKind::Delta => plugin::PackageKind::Delta,
-                    },
-                    from_version: framing.from_version.map(Into::into),
-                    to_version: framing.to_version.into(),
-                    image_size: framing.image.len() as u64,
-                    image_sha256: image_sha256.to_vec(),
-                };
-                let framed = packager
-                    .frame(contents, Arc::from(payload))
-                    .await
-                    .map_err(|e| CatalogError::Plugin(e.to_string()))?
-                    .map_err(|refusal| {
-                        CatalogError::Plugin(format!("the packager refused: {refusal}"))
-                    })?;
-                Ok((framed, Some(packager.name().to_string())))
+                let (framed, packager) = self.packaged(&framing, payload).await?;
+                Ok((framed, Some(packager)))
             }
         }
+    }
+
+    /// `payload` in the platform's container, signed with the platform key.
+    fn signed(&self, framing: &Framing<'_>, payload: &[u8]) -> Result<Vec<u8>, CatalogError> {
+        let header = PackageHeader {
+            kind: framing.kind,
+            to_version: framing.to_version.into(),
+            from_version: framing.from_version.map(Into::into),
+            image_len: u32::try_from(framing.image.len())
+                .map_err(|_| CatalogError::Invalid("an image over 4 GiB".into()))?,
+            image_sha256: Sha256::digest(framing.image).into(),
+        };
+        let unsigned =
+            package::build(&header, payload).map_err(|e| CatalogError::Invalid(e.to_string()))?;
+        package::sign(&unsigned, &self.key).map_err(|e| CatalogError::Invalid(e.to_string()))
+    }
+
+    /// `payload` framed by the packager bound to the model, and that packager's name.
+    async fn packaged(
+        &self,
+        framing: &Framing<'_>,
+        payload: Vec<u8>,
+    ) -> Result<(Vec<u8>, String), CatalogError> {
+        let packager = self.plugins.packager(framing.vendor, framing.model);
+        let contents = PackageContents {
+            manufacturer: framing.vendor.into(),
+            model: framing.model.into(),
+            kind: match framing.kind {
+                package::PackageKind::Full => plugin::PackageKind::Full,
+                package::PackageKind::Delta => plugin::PackageKind::Delta,
+            },
+            from_version: framing.from_version.map(Into::into),
+            to_version: framing.to_version.into(),
+            image_size: framing.image.len() as u64,
+            image_sha256: Sha256::digest(framing.image).to_vec(),
+        };
+        let framed = packager
+            .frame(contents, Arc::from(payload))
+            .await
+            .map_err(|e| CatalogError::Plugin(e.to_string()))?
+            .map_err(|refusal| CatalogError::Plugin(format!("the packager refused: {refusal}")))?;
+        Ok((framed, packager.name().to_string()))
     }
 }
 
