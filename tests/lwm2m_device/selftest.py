@@ -485,6 +485,15 @@ async def check_update_404(server):
         d.close()
 
 
+async def restart_on_same_port(d):
+    """Kills the device (a power cut) and starts it again on its port; its status once it
+    registered again."""
+    port = d.port
+    d.kill()
+    d.spawn(bind=f"127.0.0.1:{port}")
+    return await d.wait("registered after restart", lambda s: s["registered"])
+
+
 async def check_kill_restart_blocks(server):
     new = image("5.0", 10000, seed=5)
     d = await registered(server, "--profile", "blocks")
@@ -492,10 +501,7 @@ async def check_kill_restart_blocks(server):
         r = await server.push_blocks(d, new, 512, stop_after=7)
         assert r.code == Code.CONTINUE, r
         await d.wait("7 blocks", lambda s: s["stored_bytes"] == 3584)
-        port = d.port
-        d.kill()
-        d.spawn(bind=f"127.0.0.1:{port}")
-        s = await d.wait("registered after restart", lambda s: s["registered"])
+        s = await restart_on_same_port(d)
         assert s["state"] == 1 and s["stored_bytes"] == 3584 and s["boots"] == 2, s
         r = await server.request(d, Code.GET, "/5/0/26500")
         assert r.payload == b"3584", r
@@ -517,10 +523,7 @@ async def check_kill_restart_ram(server):
         r = await server.push_blocks(d, image("6.0", 10000), 512, stop_after=5)
         assert r.code == Code.CONTINUE, r
         await d.wait("Downloading", lambda s: s["state"] == 1)
-        port = d.port
-        d.kill()
-        d.spawn(bind=f"127.0.0.1:{port}")
-        s = await d.wait("registered after restart", lambda s: s["registered"])
+        s = await restart_on_same_port(d)
         assert s["state"] == 0 and s["result"] == 0 and s["stored_bytes"] == 0, s
         r = await server.request(d, Code.GET, "/5/0/26500")
         assert r.code == Code.NOT_FOUND, r
