@@ -108,11 +108,6 @@ pub struct EdgeCounters {
 }
 
 impl EdgeCounters {
-    /// Adds one to `counter`.
-    pub fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
     /// Every counter with its metric name, for the exposition.
     pub fn snapshot(&self) -> [(&'static str, u64); 6] {
         let read = |c: &AtomicU64| c.load(Ordering::Relaxed);

@@ -15,6 +15,7 @@ use tokio::sync::{Semaphore, broadcast};
 
 use crate::catalog::Catalog;
 use crate::catalog::devices::survey;
+use crate::coap::stats::bump;
 use crate::edge::{EdgeCounters, EdgeLimits};
 use crate::lwm2m::{DeviceManagement, Registration, RegistrationEvent, Registry};
 
@@ -97,7 +98,7 @@ impl Surveyor {
             }
             RegistrationEvent::Deregistered(_) | RegistrationEvent::Expired(_) => {
                 if catalog.forget_unsurveyed_device(&registration.endpoint)? {
-                    EdgeCounters::bump(&self.counters.unsurveyed_forgotten);
+                    bump(&self.counters.unsurveyed_forgotten);
                 } else {
                     catalog.device_gone(&registration.endpoint)?;
                 }
@@ -112,7 +113,7 @@ impl Surveyor {
     fn spawn(self: &Arc<Self>, registration: &Registration, first_contact: bool) {
         let source = registration.address.ip();
         let Some(under_way) = self.enter(source) else {
-            EdgeCounters::bump(&self.counters.surveys_skipped);
+            bump(&self.counters.surveys_skipped);
             tracing::debug!(endpoint = ?registration.endpoint, %source, "survey left to the next Update");
             return;
         };

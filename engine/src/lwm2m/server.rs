@@ -10,6 +10,7 @@ use coap_lite::{RequestType, ResponseType};
 
 use super::registration::{RegisterRequest, UpdateRequest};
 use super::registry::Registry;
+use crate::coap::stats::bump;
 use crate::coap::{HandlerFuture, IncomingRequest, PacketExt, RequestHandler, Response};
 use crate::edge::{EdgeCounters, EdgeLimits, RateLimit};
 
@@ -52,7 +53,7 @@ impl RegistrationInterface {
     /// A Register from `request`'s source, unless that source sent too many.
     fn register(&self, request: &IncomingRequest, now: Instant) -> Response {
         if let Err(wait) = self.registers.take(request.peer.ip(), now) {
-            EdgeCounters::bump(&self.counters.registers_rate_limited);
+            bump(&self.counters.registers_rate_limited);
             let mut response = Response::new(ResponseType::ServiceUnavailable);
             response.max_age = Some(wait.as_secs().max(1) as u32);
             return response;
@@ -66,7 +67,7 @@ impl RegistrationInterface {
                 response
             }
             Err(error) => {
-                EdgeCounters::bump(&self.counters.registers_refused);
+                bump(&self.counters.registers_refused);
                 tracing::debug!(peer = %request.peer, reason = %error.0, "Register refused");
                 Response::error(ResponseType::BadRequest, error.0)
             }
@@ -76,7 +77,7 @@ impl RegistrationInterface {
     /// `lifetime`, or the longest a registration keeps when it is longer.
     fn cut(&self, lifetime: Duration) -> Duration {
         if lifetime > self.limits.max_lifetime {
-            EdgeCounters::bump(&self.counters.lifetimes_cut);
+            bump(&self.counters.lifetimes_cut);
             return self.limits.max_lifetime;
         }
         lifetime

@@ -17,6 +17,7 @@ use coap_lite::{RequestType, ResponseType};
 use sha2::{Digest, Sha256};
 
 use crate::coap::block::block2_slice;
+use crate::coap::stats::bump;
 use crate::coap::{
     Charge, HandlerFuture, IncomingRequest, PacketExt, RequestHandler, Response, WireMeter,
 };
@@ -357,7 +358,7 @@ impl PackageServer {
         if let Some(registry) = &self.registered_only
             && !registry.is_registered_host(request.peer.ip())
         {
-            EdgeCounters::bump(&self.counters.packages_refused);
+            bump(&self.counters.packages_refused);
             return Response::new(ResponseType::Unauthorized);
         }
         let Some(package) = self.shelf.by_token(id) else {
