@@ -11,12 +11,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use coap_lite::{RequestType, ResponseType};
 use fota_engine::coap::{
-    BlockOption, Endpoint, EndpointConfig, HandlerFuture, IncomingRequest, OutgoingRequest,
-    PacketExt, RequestHandler, Response,
+    BlockOption, DatagramSocket, Endpoint, EndpointConfig, HandlerFuture, IncomingRequest, Network,
+    OutgoingRequest, PacketExt, RequestHandler, Response,
 };
 use fota_engine::lwm2m::firmware::{self, DeliveryMethod, FirmwareState, UpdateResult};
 use fota_engine::lwm2m::{ContentFormat, LwM2mPath, Record, Value, content};
-use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
@@ -52,6 +51,8 @@ pub struct DeviceConfig {
     pub install_time: Duration,
     /// CoAP timers of the device.
     pub coap: EndpointConfig,
+    /// The network its sockets are bound on: real UDP, or a simulated one.
+    pub network: Network,
     /// Queue mode (binding UQ): the device sleeps in PSM and is reachable only for a while
     /// after each Update. `None`: always reachable (binding U).
     pub sleep: Option<SleepCycle>,
@@ -270,7 +271,7 @@ async fn radio_on<S: DeviceSystem>(
     let device = shared.upgrade()?;
     let mut tries = 0;
     let endpoint = loop {
-        match Endpoint::bind(addr, device.config.coap).await {
+        match Endpoint::bind_on(&device.config.network, addr, device.config.coap).await {
             Ok(endpoint) => break endpoint,
             Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && addr.port() != 0 => {
                 tries += 1;
@@ -433,14 +434,18 @@ async fn sleep_in_psm<S: DeviceSystem>(
     commands: &mut mpsc::UnboundedReceiver<Command>,
 ) -> Option<Next> {
     let deadline = Instant::now() + duration;
-    let port = watch_port(addr, deadline).await;
+    let network = match shared.upgrade() {
+        Some(device) => device.config.network.clone(),
+        None => return Some(Next::Stop),
+    };
+    let port = watch_port(&network, addr, deadline).await;
     let Some(device) = shared.upgrade() else {
         return Some(Next::Stop);
     };
     device.asleep.store(true, Ordering::Relaxed);
     drop(device);
     let woken = match port {
-        Some(port) => psm(shared, &port, deadline, commands).await,
+        Some(port) => psm(shared, port.as_ref(), deadline, commands).await,
         None => pause_for(deadline.saturating_duration_since(Instant::now()), commands).await,
     };
     if let Some(device) = shared.upgrade() {
@@ -453,7 +458,7 @@ async fn sleep_in_psm<S: DeviceSystem>(
 /// device's end) cuts it short.
 async fn psm<S: DeviceSystem>(
     shared: &std::sync::Weak<Shared<S>>,
-    port: &UdpSocket,
+    port: &dyn DatagramSocket,
     deadline: Instant,
     commands: &mut mpsc::UnboundedReceiver<Command>,
 ) -> Option<Next> {
@@ -480,9 +485,13 @@ async fn psm<S: DeviceSystem>(
 
 /// A plain socket on the port of the endpoint just closed (its tasks may hold it for a moment
 /// longer), or `None` if it cannot be had before `deadline`.
-async fn watch_port(addr: SocketAddr, deadline: Instant) -> Option<UdpSocket> {
+async fn watch_port(
+    network: &Network,
+    addr: SocketAddr,
+    deadline: Instant,
+) -> Option<Arc<dyn DatagramSocket>> {
     loop {
-        match UdpSocket::bind(addr).await {
+        match network.bind(addr).await {
             Ok(socket) => return Some(socket),
             Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
                 if Instant::now() >= deadline {

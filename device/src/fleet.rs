@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fota_engine::coap::{EndpointConfig, TransmissionParams};
+use fota_engine::coap::{EndpointConfig, Network, TransmissionParams};
 use fota_engine::lwm2m::RegistrationEvent;
 use fota_engine::lwm2m::firmware::DeliveryMethod;
 use fota_engine::transfer::{DeliveryJob, Method, ShelvedPackage};
@@ -44,6 +44,8 @@ pub struct FleetSpec {
     pub models: Vec<ModelSpec>,
     /// The engine's CoAP address.
     pub server: SocketAddr,
+    /// The network the devices' sockets are bound on: real UDP, or a simulated one.
+    pub network: Network,
     /// Seed of every random choice.
     pub seed: u64,
     /// Registration lifetime.
@@ -80,6 +82,7 @@ impl FleetSpec {
             first_index: 0,
             models: vec![model],
             server,
+            network: Network::udp(),
             seed: 1,
             lifetime: Duration::from_secs(300),
             coap: TransmissionParams::fast(),
@@ -223,6 +226,7 @@ fn device_of(
             ..EndpointConfig::default()
         },
         sleep: spec.sleep,
+        network: spec.network.clone(),
     };
     (config, flash)
 }

@@ -16,7 +16,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// The bounds, each with a safe default for an LwM2M server on the open Internet.
 #[derive(Debug, Clone, PartialEq)]

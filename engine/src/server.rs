@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::coap::{Endpoint, EndpointConfig};
+use crate::coap::{Endpoint, EndpointConfig, Network};
 use crate::edge::{EdgeCounters, EdgeLimits};
 use crate::lwm2m::server::spawn_expiry;
 use crate::lwm2m::{DeviceManagement, RegistrationInterface, Registry};
@@ -17,6 +17,8 @@ use crate::transfer::{Delivery, DeliveryConfig, PackageServer, PackageShelf, Res
 pub struct ServerConfig {
     /// UDP address for CoAP (LwM2M default port 5683).
     pub coap_addr: SocketAddr,
+    /// The network the CoAP socket is bound on: real UDP, or a simulated one in tests.
+    pub network: Network,
     /// CoAP timers and block size.
     pub coap: EndpointConfig,
     /// Delivery timers. An empty `package_authority` means the bound CoAP address.
@@ -56,6 +58,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             coap_addr: "0.0.0.0:5683".parse().expect("address"),
+            network: Network::udp(),
             coap: EndpointConfig::default(),
             delivery: DeliveryConfig {
                 package_authority: String::new(),
@@ -101,7 +104,7 @@ impl Server {
     ) -> std::io::Result<Server> {
         let mut coap = config.coap;
         coap.dedup_cache_bytes = config.edge.dedup_cache_bytes;
-        let endpoint = Endpoint::bind(config.coap_addr, coap).await?;
+        let endpoint = Endpoint::bind_on(&config.network, config.coap_addr, coap).await?;
         let registry = Arc::new(Registry::with_unproven_ttl(config.edge.unproven_ttl));
         let edge = Arc::new(EdgeCounters::default());
         let secret = config.package_uri_secret.unwrap_or_else(rand::random);

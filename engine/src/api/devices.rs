@@ -102,7 +102,7 @@ struct RegistrationView {
 impl RegistrationView {
     fn new(registration: &Registration, clock: Clock) -> Self {
         let now = clock.now();
-        let at = |instant: std::time::Instant| {
+        let at = |instant: tokio::time::Instant| {
             now.saturating_sub(instant.elapsed().as_millis() as UnixMillis)
         };
         RegistrationView {

@@ -307,7 +307,7 @@ mod tests {
     const IMEI: &str = "urn:imei:356938035643809";
 
     fn registration(endpoint: &str) -> Registration {
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         Registration {
             id: "r1".into(),
             endpoint: endpoint.into(),

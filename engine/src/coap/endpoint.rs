@@ -1,4 +1,5 @@
-//! `Endpoint`: one UDP socket speaking CoAP (RFC 7252) as client and server at once.
+//! `Endpoint`: one datagram socket (real UDP, or simulated: see [`super::transport`]) speaking
+//! CoAP (RFC 7252) as client and server at once.
 //!
 //! Owns the receive loop, confirmable retransmission with exponential back-off, ACK/RST and
 //! token matching, duplicate detection for incoming confirmables, NSTART per peer, and the
@@ -9,12 +10,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use coap_lite::{MessageClass, MessageType, Packet, RequestType, ResponseType};
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
@@ -26,15 +27,10 @@ use super::params::TransmissionParams;
 use super::peers::Peers;
 use super::probe::WireProbe;
 use super::stats::{Charge, EMPTY_MESSAGE_LEN, EndpointStats, StatsSnapshot, WireMeter, bump};
+use super::transport::{DatagramSocket, Network};
 
 /// Largest datagram accepted; anything longer is dropped as malformed.
 const MAX_DATAGRAM: usize = 4096;
-
-/// Receive buffer asked of the kernel for every socket. Linux's default (about 208 KiB) holds
-/// a few hundred small datagrams: a server whose thousands of devices each answer one block at
-/// the same moment, or register at once, loses the rest and waits ACK_TIMEOUT for each. The
-/// kernel caps the request at `net.core.rmem_max`, which a server host should raise to match.
-const RECEIVE_BUFFER: usize = 4 << 20;
 
 /// Critical options this endpoint understands (RFC 7252 section 5.4.1): a request carrying any
 /// other critical (odd-numbered) option is answered 4.02 Bad Option.
@@ -122,7 +118,7 @@ pub struct Endpoint {
 struct Inner {
     /// The one socket every message goes out of and comes in on: LwM2M clients behind NAT only
     /// accept requests from the address they registered to.
-    socket: Arc<UdpSocket>,
+    socket: Arc<dyn DatagramSocket>,
     /// The address the socket is bound to.
     local_addr: SocketAddr,
     /// Timers, NSTART and block size.
@@ -158,23 +154,26 @@ impl Drop for Inner {
 }
 
 impl Endpoint {
-    /// Binds a UDP socket with a large receive buffer (`RECEIVE_BUFFER`) and starts
-    /// receiving.
+    /// Binds a real UDP socket (with a large receive buffer) and starts receiving.
     pub async fn bind(addr: SocketAddr, config: EndpointConfig) -> io::Result<Endpoint> {
-        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-        socket.set_recv_buffer_size(RECEIVE_BUFFER)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&addr.into())?;
-        let socket = UdpSocket::from_std(socket.into())?;
-        Ok(Endpoint::from_socket(socket, config))
+        Endpoint::bind_on(&Network::udp(), addr, config).await
+    }
+
+    /// Binds a socket on `network` and starts receiving.
+    pub async fn bind_on(
+        network: &Network,
+        addr: SocketAddr,
+        config: EndpointConfig,
+    ) -> io::Result<Endpoint> {
+        Ok(Endpoint::from_socket(network.bind(addr).await?, config))
     }
 
     /// Starts an endpoint on an already bound socket.
-    pub fn from_socket(socket: UdpSocket, config: EndpointConfig) -> Endpoint {
-        let local_addr = socket.local_addr().expect("a bound socket has an address");
+    pub fn from_socket(socket: Arc<dyn DatagramSocket>, config: EndpointConfig) -> Endpoint {
+        let local_addr = socket.local_addr();
         let lifetime = config.params.exchange_lifetime();
         let inner = Arc::new(Inner {
-            socket: Arc::new(socket),
+            socket,
             local_addr,
             config,
             exchanges: Mutex::new(Exchanges::default()),
@@ -211,7 +210,7 @@ impl Endpoint {
     /// The socket's receive buffer as the kernel granted it, in bytes (its own bookkeeping
     /// included: Linux doubles what it was asked and caps it at `net.core.rmem_max`).
     pub fn receive_buffer_size(&self) -> io::Result<usize> {
-        SockRef::from(&*self.inner.socket).recv_buffer_size()
+        self.inner.socket.receive_buffer_size()
     }
 
     /// The endpoint's settings.
@@ -966,7 +965,7 @@ fn encode(packet: &Packet) -> Result<Vec<u8>, CoapError> {
 }
 
 /// Reads datagrams until the endpoint is dropped.
-async fn receive_loop(inner: Weak<Inner>, socket: Arc<UdpSocket>) {
+async fn receive_loop(inner: Weak<Inner>, socket: Arc<dyn DatagramSocket>) {
     let mut buffer = vec![0u8; MAX_DATAGRAM + 1];
     loop {
         let (len, peer) = match socket.recv_from(&mut buffer).await {

@@ -1,5 +1,5 @@
-//! The CoAP message layer (RFC 7252) with block-wise transfer (RFC 7959), on one tokio UDP
-//! socket per endpoint. coap-lite encodes and decodes packets; everything about exchanges,
+//! The CoAP message layer (RFC 7252) with block-wise transfer (RFC 7959), on one datagram
+//! socket per endpoint (real UDP, or a simulated network's). coap-lite encodes and decodes packets; everything about exchanges,
 //! retransmission, duplicates, NSTART and blocks is ours. Knows nothing of LwM2M.
 
 pub mod block;
@@ -12,6 +12,7 @@ pub mod params;
 pub mod peers;
 pub mod probe;
 pub mod stats;
+pub mod transport;
 
 pub use block::BlockOption;
 pub use coap_lite::{Packet, RequestType, ResponseType};
@@ -23,3 +24,4 @@ pub use message::{OutgoingRequest, PacketExt, Response};
 pub use params::TransmissionParams;
 pub use probe::WireProbe;
 pub use stats::{Charge, StatsSnapshot, WireMeter};
+pub use transport::{DatagramSocket, Network};

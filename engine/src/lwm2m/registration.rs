@@ -3,7 +3,9 @@
 //! `RegistrationError` with a reason the device is told in its 4.00.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use coap_lite::Packet;
 

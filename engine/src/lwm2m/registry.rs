@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
+use tokio::time::Instant;
 
 use tokio::sync::{broadcast, mpsc};
 

@@ -4,7 +4,9 @@
 //! with Max-Age, smaller than the request). Also the lifetime expiry task.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use coap_lite::{RequestType, ResponseType};
 

@@ -377,7 +377,7 @@ impl Delivery {
         registration
             .binding
             .queue_mode
-            .then(|| Instant::from_std(registration.last_update) + self.config.queue_window)
+            .then(|| registration.last_update + self.config.queue_window)
     }
 
     /// Runs `work` while the device stays reachable where `registration` says. It ends as an
@@ -582,8 +582,6 @@ fn log_end(job: &DeliveryJob, outcome: &TransferOutcome, attempt: &Attempt<'_>) 
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use super::*;
     use crate::lwm2m::Binding;
 
