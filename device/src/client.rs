@@ -215,6 +215,13 @@ impl<S: DeviceSystem> Device<S> {
         self.shared.missed_while_asleep.load(Ordering::Relaxed)
     }
 
+    /// The address its socket is bound to, while its radio is on.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        lock(&self.shared.endpoint)
+            .as_ref()
+            .map(Endpoint::local_addr)
+    }
+
     /// True while the device sleeps in PSM with its radio off (queue mode).
     pub fn is_asleep(&self) -> bool {
         self.shared.asleep.load(Ordering::Relaxed)
@@ -400,6 +407,7 @@ async fn wait_or_command(
     commands: &mut mpsc::UnboundedReceiver<Command>,
 ) -> Wait {
     tokio::select! {
+        biased;
         command = commands.recv() => match command {
             Some(command) => Wait::Command(command),
             None => Wait::Over(Next::Stop),
@@ -465,6 +473,7 @@ async fn psm<S: DeviceSystem>(
     let mut datagram = [0u8; 64];
     loop {
         tokio::select! {
+            biased;
             () = tokio::time::sleep_until(deadline) => return None,
             command = commands.recv() => match command {
                 Some(Command::Reboot) => return Some(Next::Reboot),

@@ -21,6 +21,11 @@ pub struct SimulatedFlash {
     pub capacity: usize,
     /// Package bytes the device was given, repeats included: what a resume must keep small.
     pub received: u64,
+    /// Writes that started before the end of what was stored: a block given again (after a
+    /// reboot lost the message layer's duplicate cache, or a resume).
+    pub rewrites: u64,
+    /// The most stored bytes one write started before: what one resume sent again.
+    pub largest_rewind: usize,
     /// Battery level, percent.
     pub battery: u8,
     /// Signal strength, dBm.
@@ -42,6 +47,8 @@ impl SimulatedFlash {
             download: Vec::new(),
             capacity,
             received: 0,
+            rewrites: 0,
+            largest_rewind: 0,
             battery: 90,
             signal_dbm: -85,
             trusted_key: None,
@@ -122,6 +129,10 @@ impl DeviceSystem for SimulatedFlash {
         let saved = self.download.len();
         if offset > saved {
             return Err(SystemError::OutOfOrder { offset, saved });
+        }
+        if offset < saved {
+            self.rewrites += 1;
+            self.largest_rewind = self.largest_rewind.max(saved - offset);
         }
         let end = offset + bytes.len();
         if end > self.capacity {

@@ -2,7 +2,7 @@
 //!
 //! Data flows one way: `platform` assembles; `campaign`/`catalog` → `transfer` → `lwm2m` →
 //! `coap`. Lower layers never call upward; they return values or report through channels.
-//! `plugin`, `store`, `signing`, `clock` and `edge` (the limits of the unauthenticated edge and
+//! `plugin`, `store`, `signing`, `clock`, `entropy` and `edge` (the limits of the unauthenticated edge and
 //! their counters) are called by the layers above and call nothing of theirs.
 
 pub mod api;
@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod clock;
 pub mod coap;
 pub mod edge;
+pub mod entropy;
 pub mod lwm2m;
 pub mod onboarding;
 pub mod package;

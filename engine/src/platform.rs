@@ -68,6 +68,18 @@ impl Platform {
     /// Opens the store (refusing data it cannot read), loads the plugins, binds CoAP, and
     /// resumes every task where it stood.
     pub async fn start(config: PlatformConfig) -> Result<Platform, PlatformError> {
+        let host = PluginHost::new(config.plugins.clone())
+            .map_err(|e| PlatformError::Host(e.to_string()))?;
+        Platform::start_on(host, config).await
+    }
+
+    /// Like [`Platform::start`], with plugins compiled by `host` (which compiles each
+    /// component once: an engine started again on the same host starts at once). The host's
+    /// own limits apply, not `config.plugins`.
+    pub async fn start_on(
+        host: PluginHost,
+        config: PlatformConfig,
+    ) -> Result<Platform, PlatformError> {
         let store: Arc<dyn Store> = Arc::new(match &config.data_dir {
             Some(dir) => SledStore::open(dir)?,
             None => SledStore::temporary()?,
@@ -77,7 +89,7 @@ impl Platform {
         server_config.package_uri_secret = Some(package_uri_secret(store.as_ref())?);
         let server = Server::start_with_book(server_config, book.clone()).await?;
         let kept_plugins = KeptPlugins::new(store.clone());
-        let plugins = load_plugins(config.plugins, kept_plugins.clone()).await?;
+        let plugins = load_plugins(host, kept_plugins.clone()).await?;
         let clock = Clock::system();
         let catalog = Catalog::open(store.clone(), server.shelf.clone(), plugins.clone(), clock)?;
         let attempts = DeviceAttempts {
@@ -116,22 +128,30 @@ impl Drop for Platform {
     }
 }
 
-/// Compiles the embedded plugins and binds the kept ones again, off the async threads.
+/// Compiles the embedded plugins and binds the kept ones again, off the async threads (on
+/// this one when the host runs its calls inline: deterministic simulation).
 async fn load_plugins(
-    config: HostConfig,
+    host: PluginHost,
     kept: KeptPlugins,
 ) -> Result<Arc<PluginRegistry>, PlatformError> {
-    tokio::task::spawn_blocking(move || {
-        let host = PluginHost::new(config).map_err(|e| PlatformError::Host(e.to_string()))?;
-        let registry = PluginRegistry::new(host)?;
-        let restored = kept.restore(&registry)?;
-        if restored > 0 {
-            tracing::info!(restored, "plugins installed earlier are bound again");
-        }
-        Ok(Arc::new(registry))
-    })
-    .await
-    .map_err(|e| PlatformError::Host(e.to_string()))?
+    if host.config().calls_inline {
+        return bind_plugins(host, &kept);
+    }
+    tokio::task::spawn_blocking(move || bind_plugins(host, &kept))
+        .await
+        .map_err(|e| PlatformError::Host(e.to_string()))?
+}
+
+fn bind_plugins(
+    host: PluginHost,
+    kept: &KeptPlugins,
+) -> Result<Arc<PluginRegistry>, PlatformError> {
+    let registry = PluginRegistry::new(host)?;
+    let restored = kept.restore(&registry)?;
+    if restored > 0 {
+        tracing::info!(restored, "plugins installed earlier are bound again");
+    }
+    Ok(Arc::new(registry))
 }
 
 /// Key of the Package URI secret in the store.
@@ -149,7 +169,7 @@ fn package_uri_secret(store: &dyn Store) -> Result<[u8; 32], StoreError> {
                 reason: "not a 32-byte hex secret".into(),
             });
     }
-    let secret: [u8; 32] = rand::random();
+    let secret: [u8; 32] = crate::entropy::random();
     store.put_durable(URI_SECRET, &hex::encode(secret))?;
     Ok(secret)
 }

@@ -107,7 +107,9 @@ impl Server {
         let endpoint = Endpoint::bind_on(&config.network, config.coap_addr, coap).await?;
         let registry = Arc::new(Registry::with_unproven_ttl(config.edge.unproven_ttl));
         let edge = Arc::new(EdgeCounters::default());
-        let secret = config.package_uri_secret.unwrap_or_else(rand::random);
+        let secret = config
+            .package_uri_secret
+            .unwrap_or_else(crate::entropy::random);
         let shelf = PackageShelf::with_uri_secret(secret);
         let packages = PackageServer::new(
             shelf.clone(),

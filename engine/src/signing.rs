@@ -17,7 +17,7 @@ pub struct PlatformKey(SigningKey);
 impl PlatformKey {
     /// A new key from 32 random bytes of the thread-local CSPRNG (seeded by the OS).
     pub fn generate() -> Self {
-        PlatformKey::from_bytes(&rand::random())
+        PlatformKey::from_bytes(&crate::entropy::random())
     }
 
     /// The key whose secret bytes are `secret`, as [`PlatformKey::to_bytes`] gave them.

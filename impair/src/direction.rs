@@ -2,7 +2,7 @@
 
 /// Which way a datagram travels through a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Direction {
+pub enum Direction {
     /// From a client (device) to the upstream (engine).
     Uplink,
     /// From the upstream (engine) back to a client (device).

@@ -16,7 +16,7 @@ use crate::impairment::Impairment;
 
 /// What happens to one datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fate {
+pub enum Fate {
     /// Lost.
     Drop,
     /// Delivered after `delay`; twice if `duplicate`; held back for the next one to overtake
@@ -30,20 +30,20 @@ pub(crate) enum Fate {
 
 /// The seeded decision stream of one direction of one flow.
 #[derive(Debug)]
-pub(crate) struct Decisions {
+pub struct Decisions {
     rng: StdRng,
 }
 
 impl Decisions {
     /// The stream of the given direction of the flow with the given ordinal.
-    pub(crate) fn new(seed: u64, direction: Direction, flow: u64) -> Self {
+    pub fn new(seed: u64, direction: Direction, flow: u64) -> Self {
         let lane = flow.wrapping_mul(2) + direction_index(direction);
         let rng = StdRng::seed_from_u64(mix(seed ^ mix(lane)));
         Self { rng }
     }
 
     /// The fate of the next datagram under `impairment`.
-    pub(crate) fn next(&mut self, impairment: &Impairment) -> Fate {
+    pub fn next(&mut self, impairment: &Impairment) -> Fate {
         let [loss, duplicate, reorder, jitter]: [f64; 4] = self.rng.random();
         if loss < impairment.loss {
             return Fate::Drop;

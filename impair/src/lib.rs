@@ -81,6 +81,15 @@ mod schedule;
 mod stats;
 mod task;
 
+/// The impairment model without sockets: seeded per-datagram decisions and the delay queue of
+/// one direction of one flow. The [`Link`] runs it on real UDP; a simulated network (fota-sim)
+/// runs the same model in process, on tokio's clock.
+pub mod model {
+    pub use crate::direction::Direction;
+    pub use crate::fate::{Decisions, Fate};
+    pub use crate::schedule::{DelayQueue, Scheduled};
+}
+
 pub use flow::FLOW_IDLE_TIMEOUT;
 pub use impairment::{Blackout, Impairment};
 pub use link::Link;

@@ -22,10 +22,13 @@ pub(crate) fn after(at: Instant, delay: Duration) -> Instant {
 
 /// A datagram to deliver: `copies` times, when `due`.
 #[derive(Debug)]
-pub(crate) struct Scheduled {
-    pub(crate) payload: Bytes,
-    pub(crate) copies: usize,
-    pub(crate) due: Instant,
+pub struct Scheduled {
+    /// The datagram.
+    pub payload: Bytes,
+    /// How many times it is delivered (2: duplicated).
+    pub copies: usize,
+    /// When it is delivered.
+    pub due: Instant,
 }
 
 /// One copy waiting in the heap; ordered by due time, then by when it was queued.
@@ -45,7 +48,7 @@ struct Held {
 
 /// Datagrams waiting to be delivered, earliest first.
 #[derive(Debug, Default)]
-pub(crate) struct DelayQueue {
+pub struct DelayQueue {
     heap: BinaryHeap<Reverse<Entry>>,
     held: Option<Held>,
     queued: u64,
@@ -55,7 +58,7 @@ impl DelayQueue {
     /// Queues `datagram`, or holds it back if `hold_back` and nothing is held yet. A datagram
     /// held earlier is queued right behind this one; returns whether that happened (the held
     /// datagram has been overtaken).
-    pub(crate) fn push(&mut self, datagram: Scheduled, hold_back: bool) -> bool {
+    pub fn push(&mut self, datagram: Scheduled, hold_back: bool) -> bool {
         if hold_back && self.held.is_none() {
             let deadline = after(datagram.due, REORDER_HOLD);
             self.held = Some(Held { datagram, deadline });
@@ -74,14 +77,14 @@ impl DelayQueue {
     }
 
     /// When the next datagram falls due or the held one stops waiting, if anything is waiting.
-    pub(crate) fn next_wakeup(&self) -> Option<Instant> {
+    pub fn next_wakeup(&self) -> Option<Instant> {
         let next_due = self.heap.peek().map(|Reverse(entry)| entry.due);
         let deadline = self.held.as_ref().map(|held| held.deadline);
         next_due.into_iter().chain(deadline).min()
     }
 
     /// The next copy due by `now`, if any; a held datagram whose wait is over is queued first.
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Bytes> {
+    pub fn pop_due(&mut self, now: Instant) -> Option<Bytes> {
         if let Some(held) = self.held.take_if(|held| held.deadline <= now) {
             self.enqueue(held.datagram);
         }

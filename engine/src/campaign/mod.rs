@@ -82,11 +82,23 @@ pub(crate) struct Inner {
     pub attempts: Arc<dyn Attempts>,
     pub clock: Clock,
     pub tasks: Mutex<BTreeMap<String, Running>>,
-    pub wake: Notify,
+    /// Wakes the scheduler; its own `Arc`, so the waiting scheduler holds no `Inner`.
+    pub wake: Arc<Notify>,
     /// Task changes, for live progress (the API's event stream).
     pub events: tokio::sync::broadcast::Sender<CampaignEvent>,
     /// The cumulative statistics, moved with every progress record.
     pub ledger: Ledger,
+}
+
+impl Drop for Inner {
+    /// The campaign service is gone (the engine stops): its attempts stop with it, so none
+    /// talks to a device or writes the store on behalf of a scheduler that no longer exists.
+    fn drop(&mut self) {
+        let tasks = self.tasks.get_mut().unwrap_or_else(|p| p.into_inner());
+        for attempt in tasks.values().flat_map(|running| running.active.values()) {
+            attempt.abort();
+        }
+    }
 }
 
 /// Something that changed in a task, for live progress.
@@ -121,7 +133,7 @@ impl Campaigns {
             attempts,
             clock,
             tasks: Mutex::new(BTreeMap::new()),
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
             events,
             ledger,
         });

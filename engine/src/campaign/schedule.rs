@@ -21,13 +21,19 @@ use crate::transfer::{Stage, WireCount};
 /// How soon an offline device is looked at again, at most.
 const OFFLINE_RECHECK_MS: u64 = 5_000;
 
-/// Runs the scheduler until the campaign service is dropped.
+/// Runs the scheduler until the campaign service is dropped. It holds the service only while
+/// it looks at the tasks, never while it waits: the service's drop is what stops it (and its
+/// attempts).
 pub(super) async fn run(inner: Weak<Inner>) {
     loop {
-        let Some(inner) = inner.upgrade() else { return };
-        tick(&inner);
+        let wake = {
+            let Some(inner) = inner.upgrade() else { return };
+            tick(&inner);
+            inner.wake.clone()
+        };
         tokio::select! {
-            () = inner.wake.notified() => {}
+            biased;
+            () = wake.notified() => {}
             () = tokio::time::sleep(TICK) => {}
         }
     }

@@ -118,7 +118,7 @@ fn platform_key(store: &dyn Store) -> Result<PlatformKey, CatalogError> {
 
 /// A new random id, `prefix-` and 12 hex digits.
 pub(crate) fn new_id(prefix: &str) -> String {
-    format!("{prefix}-{:012x}", rand::random::<u64>() >> 16)
+    format!("{prefix}-{:012x}", crate::entropy::random::<u64>() >> 16)
 }
 
 /// A catalog on a temporary store, for the catalog's unit tests.

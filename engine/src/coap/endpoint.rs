@@ -497,7 +497,7 @@ impl Endpoint {
     fn new_token(&self) -> Token {
         let exchanges = lock(&self.inner.exchanges);
         loop {
-            let token: Token = rand::random();
+            let token: Token = crate::entropy::random();
             if !exchanges.token_in_use(&token) {
                 return token;
             }

@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use rand::Rng;
-
 /// CoAP transmission parameters of one endpoint.
 ///
 /// The defaults suit NB-IoT: a round trip there takes seconds, so ACK_TIMEOUT is 3 s (RFC 7252
@@ -52,7 +50,8 @@ impl TransmissionParams {
 
     /// A random initial timeout in `[ACK_TIMEOUT, ACK_TIMEOUT * ACK_RANDOM_FACTOR]`.
     pub fn initial_timeout(&self) -> Duration {
-        let factor = rand::rng().random_range(1.0..=self.ack_random_factor.max(1.0));
+        let spread = self.ack_random_factor.max(1.0) - 1.0;
+        let factor = 1.0 + spread * crate::entropy::random::<f64>();
         self.ack_timeout.mul_f64(factor)
     }
 

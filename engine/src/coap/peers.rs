@@ -76,7 +76,7 @@ impl Peers {
         let nstart = self.nstart;
         self.states.entry(peer).or_insert_with(|| PeerState {
             permits: Arc::new(Semaphore::new(nstart)),
-            next_message_id: rand::random(),
+            next_message_id: crate::entropy::random(),
             last_used: now,
         })
     }

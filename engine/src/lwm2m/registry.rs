@@ -334,7 +334,7 @@ impl RegistryState {
     /// A random number no live registration has.
     fn new_number(&self) -> u128 {
         loop {
-            let number: u128 = rand::random();
+            let number: u128 = crate::entropy::random();
             if !self.by_id.contains_key(&number) {
                 return number;
             }

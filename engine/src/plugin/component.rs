@@ -129,7 +129,8 @@ impl<W: World> Plugin<W> {
     }
 
     /// Runs `job` (which makes calls of this plugin) on the blocking pool, after waiting for a
-    /// permit, so neither the wait for a slow plugin nor its run blocks async tasks.
+    /// permit, so neither the wait for a slow plugin nor its run blocks async tasks (inline
+    /// when the host says so: [`HostConfig::calls_inline`](super::HostConfig::calls_inline)).
     pub(crate) async fn run<R: Send + 'static>(
         self: &Arc<Self>,
         job: impl FnOnce(&Self) -> Result<R, PluginError> + Send + 'static,
@@ -143,6 +144,9 @@ impl<W: World> Plugin<W> {
             .acquire()
             .await
             .map_err(|e| aborted(e.to_string()))?;
+        if self.host.config().calls_inline {
+            return job(self);
+        }
         let this = Arc::clone(self);
         tokio::task::spawn_blocking(move || job(&this))
             .await

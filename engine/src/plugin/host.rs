@@ -8,13 +8,23 @@
 use super::PluginKind;
 use super::bindings::{host_log, types};
 use super::counters::CallCounters;
-use std::sync::{Arc, mpsc};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread;
 use std::time::Duration;
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// The compiled components; a holder that panicked left the map whole (one insert or get).
+fn compiled(inner: &Inner) -> MutexGuard<'_, HashMap<[u8; 32], Component>> {
+    inner
+        .compiled
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Longest log message a plugin may write; longer ones are cut.
 const MAX_LOG_MESSAGE: usize = 1024;
@@ -53,6 +63,11 @@ pub struct HostConfig {
     /// Framing a package copies it once or twice and sums or signs it: the package's size in
     /// memory a few times over, well under a second.
     pub packager: CallLimits,
+    /// Runs calls on the calling task instead of tokio's blocking pool. Only for deterministic
+    /// simulation (one thread, a paused clock), where a call ending on another thread would
+    /// make the order of events depend on thread timing; it blocks the async thread for as
+    /// long as the call runs.
+    pub calls_inline: bool,
 }
 
 impl Default for HostConfig {
@@ -84,6 +99,7 @@ impl Default for HostConfig {
                 reuse_up_to_bytes: 8 << 20,
                 max_result_bytes: 64 << 20,
             },
+            calls_inline: false,
         }
     }
 }
@@ -114,6 +130,10 @@ struct Inner {
     config: HostConfig,
     /// Calls and failures of every plugin this host loaded.
     counters: CallCounters,
+    /// Every component this host compiled, by the sha256 of its bytes: a component loaded
+    /// again (an engine started again on the same host, a plugin installed twice) is not
+    /// compiled again.
+    compiled: Mutex<HashMap<[u8; 32], Component>>,
     /// Dropping it stops the ticker thread.
     _ticker: mpsc::Sender<()>,
 }
@@ -136,6 +156,7 @@ impl PluginHost {
                 linker,
                 config,
                 counters: CallCounters::default(),
+                compiled: Mutex::new(HashMap::new()),
                 _ticker: ticker,
             }),
         })
@@ -154,9 +175,15 @@ impl PluginHost {
         &self.inner.engine
     }
 
-    /// Compiles a component and links its imports (without instantiating it).
+    /// Compiles a component (once per distinct bytes), without linking or instantiating it.
     pub(crate) fn compile(&self, wasm: &[u8]) -> wasmtime::Result<Component> {
-        Component::new(&self.inner.engine, wasm)
+        let key: [u8; 32] = Sha256::digest(wasm).into();
+        if let Some(component) = compiled(&self.inner).get(&key) {
+            return Ok(component.clone());
+        }
+        let component = Component::new(&self.inner.engine, wasm)?;
+        compiled(&self.inner).insert(key, component.clone());
+        Ok(component)
     }
 
     pub(crate) fn link(&self, component: &Component) -> wasmtime::Result<InstancePre<HostState>> {

@@ -400,6 +400,7 @@ impl Delivery {
                 }
             };
             tokio::select! {
+                biased;
                 done = &mut work => return Ok(done),
                 () = window_closes => {
                     return Err(TransferOutcome::Interrupted("the device went back to sleep".into()));
@@ -467,6 +468,7 @@ impl Delivery {
         let mut back = None;
         if let (true, Some(watch)) = (install, attempt.watch.as_mut()) {
             tokio::select! {
+                biased;
                 executed = execute_update(self, watch, device) => {
                     if let Some(outcome) = executed? {
                         return Ok(outcome);

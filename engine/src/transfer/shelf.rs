@@ -178,7 +178,7 @@ pub struct PackageShelf {
 impl PackageShelf {
     /// An empty shelf whose URI tokens come from a random secret.
     pub fn new() -> Self {
-        PackageShelf::with_uri_secret(rand::random())
+        PackageShelf::with_uri_secret(crate::entropy::random())
     }
 
     /// An empty shelf whose URI tokens come from `secret`: the same package gets the same

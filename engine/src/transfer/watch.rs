@@ -269,6 +269,7 @@ async fn next_notification(
         }
     };
     tokio::select! {
+        biased;
         next = state_next => next,
         next = result_next => next,
     }

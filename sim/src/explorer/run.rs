@@ -1,0 +1,412 @@
+//! One seed's run: the engine (a real platform on a store in a scratch directory) and the fleet
+//! on a simulated network, an upgrade task, the faults at their times, until the task ends.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
+use fota_engine::campaign::{Pacing, TaskSpec, TaskStatus};
+use fota_engine::catalog::PackageFormat;
+use fota_engine::coap::TransmissionParams;
+use fota_engine::platform::{Platform, PlatformConfig};
+use fota_engine::plugin::{Binding, PluginHost, PluginKind};
+use fota_engine::server::ServerConfig;
+use fota_engine::store::Store;
+use tokio::time::Instant;
+
+use super::checks::{self, Expected};
+use super::scenario::{Fault, Scenario};
+use super::{Failure, Outcome};
+use crate::SimNetwork;
+
+/// Where the engine listens on the simulated network.
+const ENGINE: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5683);
+
+/// Longest the fleet may take to register and be surveyed (simulated time).
+const ONBOARDING_BOUND: Duration = Duration::from_secs(3600);
+
+/// Longest the task may take (simulated time); its deadline is later still, so a task that
+/// does not end by then is stuck, not slow.
+const TASK_BOUND: Duration = Duration::from_secs(6 * 3600);
+
+/// Longest the tasks of a crashed engine may go on holding its store (simulated time).
+const RELEASE_BOUND: Duration = Duration::from_secs(60);
+
+/// Starts tried while a crashed engine's store is still locked (10 ms of wall time apart).
+const STORE_RELEASE_TRIES: usize = 500;
+
+/// The model the fleet runs.
+const VENDOR: &str = "Acme";
+const MODEL: &str = "NB-1";
+
+/// What a run came to, before it is judged.
+pub struct Finished {
+    pub outcome: Outcome,
+    /// Invariants broken.
+    pub problems: Vec<String>,
+    /// The network's last events.
+    pub recent: Vec<String>,
+}
+
+impl Finished {
+    /// Ok when no invariant was broken.
+    pub fn into_result(self, seed: u64) -> Result<Outcome, Failure> {
+        if self.problems.is_empty() {
+            return Ok(self.outcome);
+        }
+        Err(Failure {
+            seed,
+            problems: self.problems,
+            recent: self.recent,
+        })
+    }
+}
+
+/// Runs `scenario` to the end of its task and checks the invariants; the engine's plugins
+/// come from `host` (compiled once for every run on it).
+pub async fn run(scenario: Scenario, host: &PluginHost) -> Finished {
+    let network = SimNetwork::new(scenario.seed);
+    let dir = scratch_dir(scenario.seed);
+    let started = Instant::now();
+    let mut problems = Vec::new();
+    let engine = Engine {
+        network: &network,
+        host,
+        dir: &dir,
+        block: scenario.block,
+    };
+    let outcome = match drive(&scenario, &engine).await {
+        Ok(result) => {
+            problems.extend(result.problems);
+            result.outcome
+        }
+        Err(problem) => {
+            problems.push(problem);
+            Outcome {
+                seed: scenario.seed,
+                digest: String::new(),
+                events: 0,
+                upgraded: 0,
+                not_upgraded: Vec::new(),
+                simulated: started.elapsed(),
+            }
+        }
+    };
+    let trace = network.trace();
+    let _ = std::fs::remove_dir_all(&dir);
+    Finished {
+        outcome: Outcome {
+            digest: trace.digest(),
+            events: trace.events(),
+            simulated: started.elapsed(),
+            ..outcome
+        },
+        problems,
+        recent: trace.recent().map(str::to_string).collect(),
+    }
+}
+
+/// A directory of its own for the engine's store, in memory where the system has a tmpfs (the
+/// store syncs often; a disk would make each run wait for it).
+fn scratch_dir(seed: u64) -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let root = match shm.is_dir() {
+        true => shm.to_path_buf(),
+        false => std::env::temp_dir(),
+    };
+    root.join(format!(
+        "fota-sim-{}-{seed}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ))
+}
+
+/// How the engine of a run is started (again).
+struct Engine<'a> {
+    network: &'a SimNetwork,
+    host: &'a PluginHost,
+    dir: &'a Path,
+    block: usize,
+}
+
+/// The run proper; `Err` when it could not get as far as judging the task.
+async fn drive(scenario: &Scenario, engine: &Engine<'_>) -> Result<checks::Judged, String> {
+    let network = engine.network;
+    let mut platform = start_engine(engine).await?;
+    let (old_image, new_image) = images(scenario);
+    let fleets = start_fleet(scenario, network, &platform, &old_image).await?;
+    network.set_impairment(scenario.impairment.clone());
+    let task_id = create_task(scenario, &platform, &old_image, &new_image).await?;
+    let task_started = Instant::now();
+    for (at, fault) in &scenario.faults {
+        tokio::time::sleep_until(task_started + *at).await;
+        network.note(format!("fault: {fault:?}"));
+        platform = inject(fault, engine, platform, &fleets).await?;
+    }
+    let ended = tokio::time::timeout_at(task_started + TASK_BOUND, async {
+        let completed = |p: &Platform| {
+            p.campaigns
+                .task(&task_id)
+                .is_ok_and(|t| t.status == TaskStatus::Completed)
+        };
+        while !completed(&platform) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+    .await;
+    if ended.is_err() {
+        return Err(format!(
+            "the task did not end within {TASK_BOUND:?} of simulated time"
+        ));
+    }
+    let expected = Expected {
+        new_image: &new_image,
+        block: scenario.block,
+        resuming: resuming_devices(scenario),
+    };
+    Ok(checks::judge(
+        scenario.seed,
+        &platform,
+        &task_id,
+        &fleets,
+        &expected,
+    ))
+}
+
+/// Starts the engine on `dir`, trying again while the store or the address is still held by
+/// an engine that just crashed (its last tasks are ending).
+async fn start_engine(engine: &Engine<'_>) -> Result<Platform, String> {
+    let mut server = ServerConfig::loopback();
+    server.network = engine.network.handle();
+    server.coap_addr = ENGINE;
+    // RFC 7252's timers: simulated time costs nothing.
+    server.coap.params = TransmissionParams::default();
+    server.delivery.suspend_limit = Duration::from_secs(1800);
+    let config = PlatformConfig {
+        server,
+        data_dir: Some(engine.dir.to_path_buf()),
+        plugins: engine.host.config().clone(),
+    };
+    let mut last_error = String::new();
+    for _ in 0..STORE_RELEASE_TRIES {
+        match Platform::start_on(engine.host.clone(), config.clone()).await {
+            Ok(platform) => {
+                configure_plugins(&platform, engine.block)?;
+                return Ok(platform);
+            }
+            Err(error) => last_error = error.to_string(),
+        }
+        // sled releases a closed store's lock on a thread of its own: wait for it on the
+        // wall clock, without moving simulated time, so the run stays the same.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(format!("the engine did not start: {last_error}"))
+}
+
+/// The reference policy reads Memory Free as free flash (as the reference device reports it);
+/// the capability plugin sets the block size and resume.
+fn configure_plugins(platform: &Platform, block: usize) -> Result<(), String> {
+    let settings = |pairs: &[(&str, String)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    };
+    let configure = |kind, pairs: &[(&str, String)]| {
+        platform
+            .kept_plugins
+            .configure(&platform.plugins, kind, Binding::Default, settings(pairs))
+            .map(drop)
+            .map_err(|e| format!("configuring the {kind:?} plugin: {e}"))
+    };
+    configure(
+        PluginKind::Policy,
+        &[
+            ("memory-free-is-storage", "true".into()),
+            ("retry-seconds", "30".into()),
+        ],
+    )?;
+    configure(
+        PluginKind::Capability,
+        &[("block-size", block.to_string()), ("resume", "true".into())],
+    )
+}
+
+/// The image the fleet runs and the one the task brings.
+fn images(scenario: &Scenario) -> (Vec<u8>, Vec<u8>) {
+    let old = image(scenario.image_len, 1);
+    let mut new = old.clone();
+    let at = scenario.image_len / 3;
+    new[at..at + scenario.image_len / 10].fill(0x5A);
+    new.extend_from_slice(&image(scenario.image_len / 5, 9));
+    (old, new)
+}
+
+/// Deterministic image bytes.
+fn image(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
+        .collect()
+}
+
+/// Starts every group of the fleet and waits until each device registered and was surveyed.
+async fn start_fleet(
+    scenario: &Scenario,
+    network: &SimNetwork,
+    platform: &Platform,
+    old_image: &[u8],
+) -> Result<Vec<Fleet>, String> {
+    let registered = platform.server.registry.subscribe();
+    let model = ModelSpec {
+        manufacturer: VENDOR.into(),
+        model: MODEL.into(),
+        image: old_image.to_vec(),
+        version: "1.0".into(),
+    };
+    let mut fleets = Vec::new();
+    let mut first_index = 0;
+    for group in &scenario.groups {
+        let mut spec = FleetSpec::uniform(group.devices, ENGINE, model.clone());
+        spec.first_index = first_index;
+        spec.network = network.handle();
+        spec.seed = scenario.seed;
+        spec.lifetime = Duration::from_secs(120);
+        spec.coap = TransmissionParams::default();
+        spec.delivery = group.delivery;
+        spec.resume_share = if group.resume { 1.0 } else { 0.0 };
+        spec.sleep = group.sleep;
+        spec.max_block_size = 1024;
+        first_index += group.devices;
+        fleets.push(Fleet::start(&spec).await.map_err(|e| e.to_string())?);
+    }
+    let devices = scenario.devices();
+    if !wait_registered(registered, devices, ONBOARDING_BOUND).await {
+        return Err("the fleet did not register".into());
+    }
+    tokio::time::timeout(ONBOARDING_BOUND, async {
+        while surveyed(platform) < devices {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+    .await
+    .map_err(|_| format!("{} of {devices} devices surveyed", surveyed(platform)))?;
+    Ok(fleets)
+}
+
+fn surveyed(platform: &Platform) -> usize {
+    let devices = platform.catalog.devices().unwrap_or_default();
+    devices.iter().filter(|d| d.model.is_some()).count()
+}
+
+/// Firmware, the package, a group of every device, and the task.
+async fn create_task(
+    scenario: &Scenario,
+    platform: &Platform,
+    old_image: &[u8],
+    new_image: &[u8],
+) -> Result<String, String> {
+    let catalog = &platform.catalog;
+    let error = |e: fota_engine::catalog::CatalogError| e.to_string();
+    let old = catalog
+        .add_firmware(VENDOR, MODEL, "1.0", old_image)
+        .map_err(error)?;
+    let new = catalog
+        .add_firmware(VENDOR, MODEL, "2.0", new_image)
+        .map_err(error)?;
+    let package = if scenario.delta {
+        catalog
+            .create_delta_package(&old.id, &new.id, Some(PackageFormat::Signed))
+            .await
+    } else {
+        catalog
+            .create_full_package(&new.id, Some(PackageFormat::Signed))
+            .await
+    }
+    .map_err(error)?;
+    let group = catalog
+        .create_group("fleet", VENDOR, MODEL)
+        .map_err(error)?;
+    let endpoints: Vec<String> = (0..scenario.devices())
+        .map(fota_device::fleet::endpoint_name)
+        .collect();
+    catalog.add_to_group(&group.id, &endpoints).map_err(error)?;
+    let spec = TaskSpec {
+        name: format!("seed {}", scenario.seed),
+        group_id: group.id,
+        package_id: package.id,
+        retries: 3,
+        retry_interval_secs: 60,
+        execution_time: None,
+        deadline: None,
+        pacing: Pacing::default(),
+        min_signal_dbm: None,
+        cell_pause_secs: fota_engine::campaign::DEFAULT_CELL_PAUSE_SECS,
+        max_failure_rate: None,
+        failure_sample: 20,
+    };
+    let task = platform.campaigns.create(spec).map_err(|e| e.to_string())?;
+    Ok(task.id)
+}
+
+/// The devices whose resumes must send at most one block again: push devices with /5/0/26500.
+fn resuming_devices(scenario: &Scenario) -> Vec<bool> {
+    use fota_engine::lwm2m::firmware::DeliveryMethod;
+    scenario
+        .groups
+        .iter()
+        .flat_map(|g| {
+            let resuming = g.resume && g.delivery == DeliveryMethod::Push;
+            std::iter::repeat_n(resuming, g.devices)
+        })
+        .collect()
+}
+
+/// Waits (in simulated time) until the last task of a crashed engine let go of its store.
+async fn released(store: Weak<dyn Store>) -> Result<(), String> {
+    let waited = tokio::time::timeout(RELEASE_BOUND, async {
+        while store.strong_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    waited.map_err(|_| format!("a crashed engine's tasks held its store for {RELEASE_BOUND:?}"))
+}
+
+/// Applies `fault`; an engine restart hands back the new engine.
+async fn inject(
+    fault: &Fault,
+    engine: &Engine<'_>,
+    platform: Platform,
+    fleets: &[Fleet],
+) -> Result<Platform, String> {
+    let network = engine.network;
+    let device = |i: usize| {
+        fleets
+            .iter()
+            .flat_map(|fleet| &fleet.devices)
+            .nth(i)
+            .expect("a fault names a device of the fleet")
+    };
+    match fault {
+        Fault::Blackout(length) => network.black_out(*length),
+        Fault::LossBurst { length, loss } => network.loss_burst(*length, *loss),
+        Fault::Reboot(i) => device(*i).reboot(),
+        Fault::Deregister { device: i, pause } => device(*i).deregister_for(*pause),
+        Fault::Rebind(i) => {
+            if let Some(local) = device(*i).local_addr() {
+                network.rebind(local);
+            }
+        }
+        Fault::EngineRestart => {
+            let store = Arc::downgrade(&platform.store);
+            network.close(ENGINE);
+            drop(platform);
+            released(store).await?;
+            return start_engine(engine).await;
+        }
+    }
+    Ok(platform)
+}
