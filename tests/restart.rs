@@ -1,7 +1,9 @@
-//! Restart safety: a real `fota serve` process is killed with SIGKILL in the middle of a task
-//! and started again on the same data directory. The task completes, no device is sent again
-//! bytes it had stored, beyond one block per interruption, and the statistics count every
-//! device once.
+//! Restart safety: the engine dies in the middle of a task and starts again on the same data
+//! directory. The task completes, no device is sent again bytes it had stored, beyond one
+//! block per interruption, and the statistics count every device once. Once in simulated
+//! time (the whole engine crashed and started again on a simulated network, run twice from
+//! its seed with the same trace), and once as a real `fota serve` process killed with SIGKILL,
+//! which no simulation stands in for: only a real kill loses what the store had not synced.
 
 mod support;
 
@@ -12,20 +14,24 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fota_device::fleet::wait_registered;
 use fota_device::fleet::{Fleet, FleetSpec, endpoint_name};
 use fota_engine::campaign::{
-    AttemptOutcome, AttemptRequest, Attempts, Campaigns, Pacing, TaskSpec, TaskStatus,
+    AttemptOutcome, AttemptRequest, Attempts, Campaigns, TaskSpec, TaskStatus,
 };
 use fota_engine::catalog::devices::Survey;
 use fota_engine::catalog::{Catalog, PackageFormat};
 use fota_engine::clock::Clock;
+use fota_engine::platform::PlatformConfig;
 use fota_engine::plugin::{HostConfig, PluginHost, PluginRegistry};
+use fota_engine::server::ServerConfig;
 use fota_engine::signing::PlatformPublicKey;
 use fota_engine::store::{SledStore, Store};
 use fota_engine::transfer::PackageShelf;
 use fota_impair::Impairment;
+use fota_sim::replay;
 use support::process::FotaProcess;
-use support::{image, model, within};
+use support::{REGISTER_BOUND, image, model, wait_surveyed, within};
 
 const DEVICES: usize = 30;
 /// The block size the default capability plugin chooses.
@@ -73,18 +79,9 @@ async fn set_up(dir: &Path, image: &[u8]) -> (String, u64, PlatformPublicKey) {
     catalog.add_to_group(&group.id, &endpoints).unwrap();
     let task = campaigns
         .create(TaskSpec {
-            name: "survive a kill".into(),
-            group_id: group.id,
-            package_id: package.id,
-            retries: 3,
             retry_interval_secs: 1,
             execution_time: Some(Clock::system().now() + 3_000),
-            deadline: None,
-            pacing: Pacing::default(),
-            min_signal_dbm: None,
-            cell_pause_secs: fota_engine::campaign::DEFAULT_CELL_PAUSE_SECS,
-            max_failure_rate: None,
-            failure_sample: 20,
+            ..TaskSpec::new("survive a kill", &group.id, &package.id)
         })
         .unwrap();
     (task.id, package.size, catalog.public_key())
@@ -149,13 +146,6 @@ async fn a_task_survives_sigkill_and_resumes_from_the_stored_offsets() {
         Some(Impairment::none().with_delay(Duration::from_millis(3), Duration::from_millis(2)));
     let fleet = Fleet::start(&spec).await.unwrap();
 
-    let partly = |fleet: &Fleet| {
-        fleet
-            .devices
-            .iter()
-            .filter(|d| d.with_system(|s| !s.download.is_empty() && s.version == "1.0"))
-            .count()
-    };
     within(Duration::from_secs(120), "transfers under way", async {
         while partly(&fleet) < DEVICES / 3 {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -211,4 +201,98 @@ async fn a_task_survives_sigkill_and_resumes_from_the_stored_offsets() {
     assert!(cut > 0, "the kill cut transfers");
     drop(campaigns);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The devices that hold part of the package and still run 1.0.
+fn partly(fleet: &Fleet) -> usize {
+    fleet
+        .devices
+        .iter()
+        .filter(|d| d.with_system(|s| !s.download.is_empty() && s.version == "1.0"))
+        .count()
+}
+
+#[test]
+fn a_task_survives_an_engine_crash_in_simulated_time() {
+    let cut = replay::twice(11, |network| async move {
+        let dir = std::env::temp_dir().join(format!("fota-sim-restart-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let host = replay::plugin_host();
+        let mut server = ServerConfig::loopback();
+        server.network = network.handle();
+        server.coap_addr = replay::ENGINE;
+        let config = PlatformConfig {
+            server,
+            data_dir: Some(dir.clone()),
+            plugins: host.config().clone(),
+        };
+        let platform = replay::platform(&host, config.clone()).await.unwrap();
+        // A few milliseconds each way, so a transfer lasts long enough to be cut.
+        network.set_impairment(
+            Impairment::none().with_delay(Duration::from_millis(3), Duration::from_millis(2)),
+        );
+        let mut spec = FleetSpec::uniform(DEVICES, replay::ENGINE, model());
+        spec.network = network.handle();
+        spec.lifetime = Duration::from_secs(4);
+        spec.trusted_key = Some(platform.catalog.public_key());
+        let registered = platform.server.registry.subscribe();
+        let fleet = Fleet::start(&spec).await.unwrap();
+        assert!(wait_registered(registered, DEVICES, REGISTER_BOUND).await);
+        wait_surveyed(&platform.catalog, DEVICES, REGISTER_BOUND).await;
+
+        let catalog = &platform.catalog;
+        let firmware = catalog
+            .add_firmware("Acme", "NB-1", "2.0", &image(80_000, 5))
+            .unwrap();
+        let package = catalog
+            .create_full_package(&firmware.id, Some(PackageFormat::Signed))
+            .await
+            .unwrap();
+        let endpoints: Vec<String> = (0..DEVICES).map(endpoint_name).collect();
+        let group = catalog.create_group("all", "Acme", "NB-1").unwrap();
+        catalog.add_to_group(&group.id, &endpoints).unwrap();
+        let spec = TaskSpec {
+            retry_interval_secs: 1,
+            ..TaskSpec::new("survive a crash", &group.id, &package.id)
+        };
+        let task_id = platform.campaigns.create(spec).unwrap().id;
+        within(Duration::from_secs(600), "transfers under way", async {
+            while partly(&fleet) < DEVICES / 3 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        replay::crash(&network, platform).await.unwrap();
+        let cut = partly(&fleet);
+        let platform = replay::platform(&host, config).await.unwrap();
+
+        within(Duration::from_secs(3600), "the task completes", async {
+            while platform.campaigns.task(&task_id).unwrap().status != TaskStatus::Completed {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+        .await;
+        // The crash is the one interruption: the engine started again reads /5/0/26500 and
+        // goes on from there, so at most the block in flight when it died comes again.
+        for device in &fleet.devices {
+            let (version, received) = device.with_system(|s| (s.version.clone(), s.received));
+            let endpoint = &device.config().endpoint;
+            assert_eq!(version, "2.0", "{endpoint}");
+            assert!(
+                received <= package.size + BLOCK,
+                "{endpoint} received {received} bytes of a {}-byte package",
+                package.size
+            );
+        }
+        let counted = platform.campaigns.statistics().packages[0].counters;
+        assert_eq!(
+            (counted.devices, counted.successes, counted.failures),
+            (DEVICES as u64, DEVICES as u64, 0),
+            "{counted:?}"
+        );
+        drop(platform);
+        let _ = std::fs::remove_dir_all(&dir);
+        cut
+    });
+    assert!(cut > 0, "the crash cut transfers");
 }

@@ -75,6 +75,8 @@ impl Default for ServerConfig {
 pub struct Server {
     /// The CoAP socket.
     pub endpoint: Endpoint,
+    /// The network it is bound on (devices simulated beside the engine bind theirs there too).
+    pub network: Network,
     /// Live registrations.
     pub registry: Arc<Registry>,
     /// Read / Write / Execute / Observe towards devices.
@@ -147,6 +149,7 @@ impl Server {
         let expiry = spawn_expiry(&registry, config.expiry_period);
         Ok(Server {
             endpoint,
+            network: config.network,
             registry,
             management,
             shelf,

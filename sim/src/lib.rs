@@ -8,7 +8,8 @@
 
 pub mod explorer;
 pub mod network;
+pub mod replay;
 pub mod trace;
 
-pub use network::SimNetwork;
+pub use network::{NetworkCounts, SimNetwork};
 pub use trace::{Trace, TraceEvent};

@@ -27,6 +27,23 @@ use tokio::time::Instant;
 
 use crate::trace::{Trace, TraceEvent};
 
+/// What a network did with the datagrams sent on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetworkCounts {
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Lost to the impairment's loss (or a burst).
+    pub lost: u64,
+    /// Dropped by a blackout (the network's or a socket's own link).
+    pub down: u64,
+    /// Sent twice by the impairment.
+    pub duplicated: u64,
+    /// Put in a mailbox (each copy).
+    pub delivered: u64,
+    /// Sent to an address nobody holds, or to a full mailbox.
+    pub unreachable: u64,
+}
+
 /// Datagrams a mailbox holds before it drops more, as a full socket buffer does.
 const MAILBOX_DATAGRAMS: usize = 1024;
 
@@ -73,8 +90,11 @@ struct State {
     down_until: Option<Instant>,
     /// A burst of loss: until when, and the share lost meanwhile.
     burst: Option<(Instant, f64)>,
-    /// Sockets' mailboxes by the address others reach them at.
-    ports: BTreeMap<SocketAddr, Weak<Mailbox>>,
+    /// Sockets (their id and mailbox) by the address others reach them at.
+    ports: BTreeMap<SocketAddr, (u64, Weak<Mailbox>)>,
+    /// Sockets whose own link is down, until when.
+    socket_down: BTreeMap<u64, Instant>,
+    counts: NetworkCounts,
     /// Sockets by the address they are bound to.
     bound: BTreeMap<SocketAddr, Bound>,
     next_port: u16,
@@ -105,6 +125,8 @@ impl SimNetwork {
                 burst: None,
                 ports: BTreeMap::new(),
                 bound: BTreeMap::new(),
+                socket_down: BTreeMap::new(),
+                counts: NetworkCounts::default(),
                 next_port: FIRST_EPHEMERAL_PORT,
                 next_socket: 0,
                 flows: BTreeMap::new(),
@@ -139,6 +161,24 @@ impl SimNetwork {
     /// Loses at least `loss` of every datagram sent during the next `length`.
     pub fn loss_burst(&self, length: Duration, loss: f64) {
         self.state().burst = Some((Instant::now() + length, loss));
+    }
+
+    /// Takes the link of the socket bound at `local` down for `length`: nothing it sends or
+    /// is sent gets through (one device out of coverage). False if nothing is bound there.
+    pub fn black_out_socket(&self, local: SocketAddr, length: Duration) -> bool {
+        let mut state = self.state();
+        let Some(bound) = state.bound.get(&local).copied() else {
+            return false;
+        };
+        let until = Instant::now() + length;
+        let down = state.socket_down.entry(bound.id).or_insert(until);
+        *down = (*down).max(until);
+        true
+    }
+
+    /// What the network did so far.
+    pub fn counts(&self) -> NetworkCounts {
+        self.state().counts
     }
 
     /// Gives the socket bound at `local` a new address as others see it (NAT rebinding):
@@ -215,7 +255,7 @@ impl Bind for SimNetwork {
             };
             let id = state.next_socket;
             state.next_socket += 1;
-            state.ports.insert(local, Arc::downgrade(&mailbox));
+            state.ports.insert(local, (id, Arc::downgrade(&mailbox)));
             state.bound.insert(local, Bound { id, public: local });
             Ok(Arc::new(SimSocket {
                 network: self.shared.clone(),
@@ -260,7 +300,10 @@ impl State {
             return false;
         };
         let payload = Bytes::copy_from_slice(payload);
-        if self.is_down(now) {
+        self.counts.sent += 1;
+        let own_link_down = self.socket_down.get(&id).is_some_and(|until| now < *until);
+        if own_link_down || self.is_down(now) {
+            self.counts.down += 1;
             self.trace
                 .record(now, TraceEvent::Down { from, to, payload });
             return true;
@@ -281,15 +324,18 @@ impl State {
             None => flow.decisions.next(&self.impairment),
         };
         match fate {
-            Fate::Drop => self
-                .trace
-                .record(now, TraceEvent::Lost { from, to, payload }),
+            Fate::Drop => {
+                self.counts.lost += 1;
+                self.trace
+                    .record(now, TraceEvent::Lost { from, to, payload });
+            }
             Fate::Deliver {
                 delay,
                 duplicate,
                 hold_back,
             } => {
                 let copies = if duplicate { 2 } else { 1 };
+                self.counts.duplicated += u64::from(duplicate);
                 flow.queue.push(
                     Scheduled {
                         payload: payload.clone(),
@@ -351,11 +397,26 @@ impl State {
     }
 
     fn hand_over(&mut self, now: Instant, (from, to): (SocketAddr, SocketAddr), payload: Bytes) {
-        let mailbox = self.ports.get(&to).and_then(Weak::upgrade);
-        let taken = mailbox.is_some_and(|mailbox| mailbox.put(from, payload.clone()));
+        let Some((id, mailbox)) = self.ports.get(&to) else {
+            self.counts.unreachable += 1;
+            return self
+                .trace
+                .record(now, TraceEvent::Unreachable { from, to, payload });
+        };
+        if self.socket_down.get(id).is_some_and(|until| now < *until) {
+            self.counts.down += 1;
+            return self
+                .trace
+                .record(now, TraceEvent::Down { from, to, payload });
+        }
+        let taken = mailbox
+            .upgrade()
+            .is_some_and(|mailbox| mailbox.put(from, payload.clone()));
         let event = if taken {
+            self.counts.delivered += 1;
             TraceEvent::Delivered { from, to, payload }
         } else {
+            self.counts.unreachable += 1;
             TraceEvent::Unreachable { from, to, payload }
         };
         self.trace.record(now, event);

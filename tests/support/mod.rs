@@ -22,7 +22,7 @@ use fota_engine::transfer::{TransferOutcome, TransferReport};
 use sha2::{Digest, Sha256};
 
 /// Longest any fleet may take to register.
-pub const REGISTER_BOUND: Duration = Duration::from_secs(120);
+pub const REGISTER_BOUND: Duration = Duration::from_secs(900);
 
 /// Deterministic image bytes.
 pub fn image(len: usize, seed: u8) -> Vec<u8> {
@@ -64,6 +64,7 @@ pub async fn registered_fleet(
     adjust: impl FnOnce(&mut FleetSpec),
 ) -> Fleet {
     let mut spec = FleetSpec::uniform(devices, server.coap_addr(), model());
+    spec.network = server.network.clone();
     adjust(&mut spec);
     let events = server.registry.subscribe();
     let fleet = Fleet::start(&spec).await.expect("the fleet starts");

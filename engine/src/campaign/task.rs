@@ -98,6 +98,27 @@ pub struct TaskSpec {
     pub failure_sample: u32,
 }
 
+impl TaskSpec {
+    /// A task upgrading `group_id` with `package_id`, starting now, with no deadline: three
+    /// retries a minute apart, default pacing, no signal or failure-rate pause.
+    pub fn new(name: &str, group_id: &str, package_id: &str) -> TaskSpec {
+        TaskSpec {
+            name: name.to_string(),
+            group_id: group_id.to_string(),
+            package_id: package_id.to_string(),
+            retries: 3,
+            retry_interval_secs: 60,
+            execution_time: None,
+            deadline: None,
+            pacing: Pacing::default(),
+            min_signal_dbm: None,
+            cell_pause_secs: DEFAULT_CELL_PAUSE_SECS,
+            max_failure_rate: None,
+            failure_sample: default_failure_sample(),
+        }
+    }
+}
+
 fn default_failure_sample() -> u32 {
     20
 }

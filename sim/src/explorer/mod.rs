@@ -15,8 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
-use fota_engine::plugin::{HostConfig, PluginHost};
-
 pub use run::{Finished, run};
 pub use scenario::{DeviceGroup, Fault, Scenario};
 
@@ -81,17 +79,11 @@ pub fn run_seed(seed: u64) -> Result<Outcome, Failure> {
     count_panics();
     PANICS.set(0);
     fota_engine::entropy::seed_this_thread(Some(seed));
-    // Time only: nothing in a run does real I/O through tokio, and without the I/O driver an
-    // idle runtime advances its paused clock without a system call.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("a runtime");
-    let finished = HOST.with(|host| runtime.block_on(run(Scenario::from_seed(seed), host)));
+    let runtime = crate::replay::runtime();
+    let host = crate::replay::plugin_host();
+    let mut finished = runtime.block_on(run(Scenario::from_seed(seed), &host));
     drop(runtime);
     fota_engine::entropy::seed_this_thread(None);
-    let mut finished = finished;
     let panics = PANICS.get();
     if panics > 0 {
         finished.problems.push(format!(
@@ -184,13 +176,7 @@ fn check(seed: u64, twice: bool) -> Result<Outcome, Failure> {
 thread_local! {
     /// Panics on this thread since its run started.
     static PANICS: Cell<u32> = const { Cell::new(0) };
-    /// The plugin host of every run on this thread: the reference plugins are compiled once,
-    /// and calls run on the runtime's one thread, so no call's end races the simulation.
-    static HOST: PluginHost = PluginHost::new(HostConfig {
-        calls_inline: true,
-        ..HostConfig::default()
-    })
-    .expect("a plugin host");
+
 }
 
 /// Installs (once) a panic hook that counts panics per thread, then reports as before: a

@@ -1,29 +1,23 @@
 //! One seed's run: the engine (a real platform on a store in a scratch directory) and the fleet
 //! on a simulated network, an upgrade task, the faults at their times, until the task ends.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
-use fota_engine::campaign::{Pacing, TaskSpec, TaskStatus};
+use fota_engine::campaign::{TaskSpec, TaskStatus};
 use fota_engine::catalog::PackageFormat;
 use fota_engine::coap::TransmissionParams;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{Binding, PluginHost, PluginKind};
 use fota_engine::server::ServerConfig;
-use fota_engine::store::Store;
 use tokio::time::Instant;
 
 use super::checks::{self, Expected};
 use super::scenario::{Fault, Scenario};
 use super::{Failure, Outcome};
 use crate::SimNetwork;
-
-/// Where the engine listens on the simulated network.
-const ENGINE: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5683);
+use crate::replay::{self, ENGINE};
 
 /// Longest the fleet may take to register and be surveyed (simulated time).
 const ONBOARDING_BOUND: Duration = Duration::from_secs(3600);
@@ -31,12 +25,6 @@ const ONBOARDING_BOUND: Duration = Duration::from_secs(3600);
 /// Longest the task may take (simulated time); its deadline is later still, so a task that
 /// does not end by then is stuck, not slow.
 const TASK_BOUND: Duration = Duration::from_secs(6 * 3600);
-
-/// Longest the tasks of a crashed engine may go on holding its store (simulated time).
-const RELEASE_BOUND: Duration = Duration::from_secs(60);
-
-/// Starts tried while a crashed engine's store is still locked (10 ms of wall time apart).
-const STORE_RELEASE_TRIES: usize = 500;
 
 /// The model the fleet runs.
 const VENDOR: &str = "Acme";
@@ -190,20 +178,9 @@ async fn start_engine(engine: &Engine<'_>) -> Result<Platform, String> {
         data_dir: Some(engine.dir.to_path_buf()),
         plugins: engine.host.config().clone(),
     };
-    let mut last_error = String::new();
-    for _ in 0..STORE_RELEASE_TRIES {
-        match Platform::start_on(engine.host.clone(), config.clone()).await {
-            Ok(platform) => {
-                configure_plugins(&platform, engine.block)?;
-                return Ok(platform);
-            }
-            Err(error) => last_error = error.to_string(),
-        }
-        // sled releases a closed store's lock on a thread of its own: wait for it on the
-        // wall clock, without moving simulated time, so the run stays the same.
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Err(format!("the engine did not start: {last_error}"))
+    let platform = replay::platform(engine.host, config).await?;
+    configure_plugins(&platform, engine.block)?;
+    Ok(platform)
 }
 
 /// The reference policy reads Memory Free as free flash (as the reference device reports it);
@@ -333,20 +310,7 @@ async fn create_task(
         .map(fota_device::fleet::endpoint_name)
         .collect();
     catalog.add_to_group(&group.id, &endpoints).map_err(error)?;
-    let spec = TaskSpec {
-        name: format!("seed {}", scenario.seed),
-        group_id: group.id,
-        package_id: package.id,
-        retries: 3,
-        retry_interval_secs: 60,
-        execution_time: None,
-        deadline: None,
-        pacing: Pacing::default(),
-        min_signal_dbm: None,
-        cell_pause_secs: fota_engine::campaign::DEFAULT_CELL_PAUSE_SECS,
-        max_failure_rate: None,
-        failure_sample: 20,
-    };
+    let spec = TaskSpec::new(&format!("seed {}", scenario.seed), &group.id, &package.id);
     let task = platform.campaigns.create(spec).map_err(|e| e.to_string())?;
     Ok(task.id)
 }
@@ -362,17 +326,6 @@ fn resuming_devices(scenario: &Scenario) -> Vec<bool> {
             std::iter::repeat_n(resuming, g.devices)
         })
         .collect()
-}
-
-/// Waits (in simulated time) until the last task of a crashed engine let go of its store.
-async fn released(store: Weak<dyn Store>) -> Result<(), String> {
-    let waited = tokio::time::timeout(RELEASE_BOUND, async {
-        while store.strong_count() > 0 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    waited.map_err(|_| format!("a crashed engine's tasks held its store for {RELEASE_BOUND:?}"))
 }
 
 /// Applies `fault`; an engine restart hands back the new engine.
@@ -401,10 +354,7 @@ async fn inject(
             }
         }
         Fault::EngineRestart => {
-            let store = Arc::downgrade(&platform.store);
-            network.close(ENGINE);
-            drop(platform);
-            released(store).await?;
+            replay::crash(network, platform).await?;
             return start_engine(engine).await;
         }
     }

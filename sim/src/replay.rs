@@ -1,0 +1,122 @@
+//! Running a scenario deterministically: on a fresh [`SimNetwork`] in a single-thread runtime
+//! whose clock is paused (it jumps to the next timer whenever every task waits), with the
+//! engine's randomness seeded, and, for [`twice`], a second time to require the same trace.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use fota_engine::platform::{Platform, PlatformConfig};
+use fota_engine::plugin::{HostConfig, PluginHost};
+use fota_engine::server::{Server, ServerConfig};
+
+use crate::SimNetwork;
+
+/// Where the engine listens on a simulated network.
+pub const ENGINE: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5683);
+
+/// A single-thread runtime with a paused clock and no I/O driver (nothing in a simulation does
+/// real I/O through tokio; without the driver an idle runtime moves its clock without a system
+/// call).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a runtime")
+}
+
+/// Runs `scenario` once on a network seeded with `seed`; its result and the trace's digest.
+pub fn once<T, F, Fut>(seed: u64, scenario: F) -> (T, String)
+where
+    F: FnOnce(SimNetwork) -> Fut,
+    Fut: Future<Output = T>,
+{
+    fota_engine::entropy::seed_this_thread(Some(seed));
+    let result = runtime().block_on(async {
+        let network = SimNetwork::new(seed);
+        let result = scenario(network.clone()).await;
+        (result, network.trace().digest())
+    });
+    fota_engine::entropy::seed_this_thread(None);
+    result
+}
+
+/// Runs `scenario` twice from `seed` and panics unless both runs did exactly the same on the
+/// network; the second run's result.
+pub fn twice<T, F, Fut>(seed: u64, scenario: F) -> T
+where
+    F: Fn(SimNetwork) -> Fut,
+    Fut: Future<Output = T>,
+{
+    let (_, first) = once(seed, &scenario);
+    let (result, second) = once(seed, &scenario);
+    assert_eq!(
+        first, second,
+        "seed {seed}: two runs of the same scenario left different network traces"
+    );
+    result
+}
+
+/// Starts the engine's CoAP side on `network`, at [`ENGINE`].
+pub async fn engine(network: &SimNetwork, mut config: ServerConfig) -> Server {
+    config.network = network.handle();
+    config.coap_addr = ENGINE;
+    Server::start(config).await.expect("the engine starts")
+}
+
+/// Longest the tasks of a crashed engine may go on holding its store (simulated time).
+const RELEASE_BOUND: Duration = Duration::from_secs(60);
+
+/// Starts tried while a crashed engine's store is still locked (10 ms of wall time apart).
+const STORE_RELEASE_TRIES: usize = 500;
+
+thread_local! {
+    /// The plugin host of every simulated engine on this thread: the reference plugins are
+    /// compiled once, and calls run on the runtime's one thread, so no call's end races the
+    /// simulation.
+    static HOST: PluginHost = PluginHost::new(HostConfig {
+        calls_inline: true,
+        ..HostConfig::default()
+    })
+    .expect("a plugin host");
+}
+
+/// This thread's plugin host for simulated engines.
+pub fn plugin_host() -> PluginHost {
+    HOST.with(PluginHost::clone)
+}
+
+/// Starts a whole engine (its store, plugins from `host`, campaigns) as `config` says; its
+/// server should be on a simulated network. A store still locked by an engine that just
+/// crashed is waited for on the wall clock, simulated time standing still, so the run stays
+/// the same.
+pub async fn platform(host: &PluginHost, config: PlatformConfig) -> Result<Platform, String> {
+    let mut last_error = String::new();
+    for _ in 0..STORE_RELEASE_TRIES {
+        match Platform::start_on(host.clone(), config.clone()).await {
+            Ok(platform) => return Ok(platform),
+            Err(error) => last_error = error.to_string(),
+        }
+        // sled releases a closed store's lock on a thread of its own.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(format!("the engine did not start: {last_error}"))
+}
+
+/// Crashes `platform`: its socket on `network` closes at once (nothing more goes out or comes
+/// in), it is dropped, and this waits in simulated time until its last task let go of its
+/// store, so an engine can start again on it.
+pub async fn crash(network: &SimNetwork, platform: Platform) -> Result<(), String> {
+    let store = std::sync::Arc::downgrade(&platform.store);
+    network.close(platform.server.coap_addr());
+    network.note("engine crashed");
+    drop(platform);
+    let released = tokio::time::timeout(RELEASE_BOUND, async {
+        while store.strong_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    released.map_err(|_| format!("a crashed engine's tasks held its store for {RELEASE_BOUND:?}"))
+}
