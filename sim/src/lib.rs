@@ -9,6 +9,7 @@
 pub mod explorer;
 pub mod network;
 pub mod replay;
+pub mod support;
 pub mod trace;
 
 pub use network::{NetworkCounts, SimNetwork};

@@ -18,6 +18,7 @@ use super::scenario::{Fault, Scenario};
 use super::{Failure, Outcome};
 use crate::SimNetwork;
 use crate::replay::{self, ENGINE};
+use crate::support::image;
 
 /// Longest the fleet may take to register and be surveyed (simulated time).
 const ONBOARDING_BOUND: Duration = Duration::from_secs(3600);
@@ -220,13 +221,6 @@ fn images(scenario: &Scenario) -> (Vec<u8>, Vec<u8>) {
     new[at..at + scenario.image_len / 10].fill(0x5A);
     new.extend_from_slice(&image(scenario.image_len / 5, 9));
     (old, new)
-}
-
-/// Deterministic image bytes.
-fn image(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
-        .collect()
 }
 
 /// Starts every group of the fleet and waits until each device registered and was surveyed.

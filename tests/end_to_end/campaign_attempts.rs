@@ -1,0 +1,206 @@
+//! What an attempt does before the download, end to end (a real platform, simulated devices
+//! over loopback UDP): a sleeping queue-mode device is surveyed in the window after its next
+//! Update and spends no retry for being asleep; a device still being surveyed when its task is
+//! paused starts no download until the task resumes.
+
+use std::time::Duration;
+
+use crate::support::{REGISTER_BOUND, image, model, wait_surveyed, within};
+use fota_device::client::SleepCycle;
+use fota_device::fleet::{Fleet, FleetSpec, wait_registered};
+use fota_engine::campaign::{
+    Campaigns, DEFAULT_CELL_PAUSE_SECS, DeviceProgress, DeviceResult, Pacing, Phase, TaskSpec,
+    TaskStatus,
+};
+use fota_engine::catalog::PackageFormat;
+use fota_engine::coap::TransmissionParams;
+use fota_engine::platform::{Platform, PlatformConfig};
+use fota_engine::plugin::HostConfig;
+use fota_engine::server::ServerConfig;
+use fota_impair::Impairment;
+
+/// A platform on loopback with `server`'s settings.
+async fn platform(server: ServerConfig) -> Platform {
+    let config = PlatformConfig {
+        server,
+        data_dir: None,
+        plugins: HostConfig::default(),
+    };
+    Platform::start(config).await.unwrap()
+}
+
+/// Starts the fleet `adjust` makes, waits until the catalog surveyed every device, and
+/// returns it with a task, no retries, taking them all to 2.0 with a full package.
+async fn fleet_and_task(
+    platform: &Platform,
+    devices: usize,
+    adjust: impl FnOnce(&mut FleetSpec),
+) -> (Fleet, TaskSpec) {
+    let mut spec = FleetSpec::uniform(devices, platform.server.coap_addr(), model());
+    spec.trusted_key = Some(platform.catalog.public_key());
+    adjust(&mut spec);
+    let registered = platform.server.registry.subscribe();
+    let fleet = Fleet::start(&spec).await.unwrap();
+    assert!(wait_registered(registered, devices, REGISTER_BOUND).await);
+    let catalog = &platform.catalog;
+    wait_surveyed(catalog, devices, REGISTER_BOUND).await;
+    let firmware = catalog
+        .add_firmware("Acme", "NB-1", "2.0", &image(20_000, 7))
+        .unwrap();
+    let package = catalog
+        .create_full_package(&firmware.id, Some(PackageFormat::Signed))
+        .await
+        .unwrap();
+    let group = catalog.create_group("all", "Acme", "NB-1").unwrap();
+    let endpoints: Vec<String> = catalog
+        .devices()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.endpoint)
+        .collect();
+    catalog.add_to_group(&group.id, &endpoints).unwrap();
+    let task = TaskSpec {
+        name: "to 2.0".into(),
+        group_id: group.id,
+        package_id: package.id,
+        retries: 0,
+        retry_interval_secs: 1,
+        execution_time: None,
+        deadline: None,
+        pacing: Pacing::default(),
+        min_signal_dbm: None,
+        cell_pause_secs: DEFAULT_CELL_PAUSE_SECS,
+        max_failure_rate: None,
+        failure_sample: 20,
+    };
+    (fleet, task)
+}
+
+/// Waits until the task completes.
+async fn completed(campaigns: &Campaigns, task: &str) {
+    within(Duration::from_secs(120), "the task completes", async {
+        while campaigns.task(task).unwrap().status != TaskStatus::Completed {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// Waits until the only device of `task` satisfies `test`, and returns its progress.
+async fn device_until(
+    campaigns: &Campaigns,
+    task: &str,
+    what: &str,
+    test: impl Fn(&DeviceProgress) -> bool,
+) -> DeviceProgress {
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Some(progress) = campaigns.devices(task).unwrap().into_iter().find(&test) {
+                return progress;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| {
+        let devices = campaigns.devices(task).unwrap();
+        let task = campaigns.task(task).unwrap();
+        panic!("{what} did not happen within 30 s: {task:?} {devices:?}")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleeping_devices_are_surveyed_in_their_windows_and_spend_no_retry() {
+    let mut server = ServerConfig::loopback();
+    server.delivery.queue_window = Duration::from_millis(300);
+    // A request gives up well within a sleep (350 ms of retransmissions against 900 ms), as
+    // one to a module in PSM for hours does: nothing reaches a sleeping device by luck.
+    server.coap.params = TransmissionParams {
+        ack_timeout: Duration::from_millis(50),
+        ack_random_factor: 1.0,
+        max_retransmit: 2,
+        ..TransmissionParams::fast()
+    };
+    let platform = platform(server).await;
+    // Awake a quarter of the time, as long as the engine's queue window.
+    let cycle = SleepCycle {
+        awake: Duration::from_millis(300),
+        asleep: Duration::from_millis(900),
+    };
+    let (fleet, task) = fleet_and_task(&platform, 20, |spec| spec.sleep = Some(cycle)).await;
+    // The task starts once every device went back to sleep after its registration.
+    let server = &platform.server;
+    within(Duration::from_secs(10), "every device asleep", async {
+        while fleet.devices.iter().any(|device| {
+            let registration = server.registry.get(&device.config().endpoint).unwrap();
+            server
+                .delivery
+                .window_end(&registration)
+                .is_some_and(|end| end > tokio::time::Instant::now())
+        }) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let task = platform.campaigns.create(task).unwrap().id;
+    completed(&platform.campaigns, &task).await;
+    for progress in platform.campaigns.devices(&task).unwrap() {
+        assert_eq!(
+            (progress.result, progress.attempts),
+            (Some(DeviceResult::Successful), 1),
+            "upgraded at the first try, retries 0: {progress:?}"
+        );
+    }
+    for device in &fleet.devices {
+        assert_eq!(device.with_system(|s| s.version.clone()), "2.0");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_being_surveyed_when_the_task_pauses_downloads_nothing_until_it_resumes() {
+    let mut server = ServerConfig::loopback();
+    // Requests are retransmitted for several seconds: a survey outlives a short blackout.
+    server.coap.params = TransmissionParams {
+        ack_timeout: Duration::from_millis(500),
+        ack_random_factor: 1.0,
+        max_retransmit: 4,
+        ..TransmissionParams::fast()
+    };
+    let platform = platform(server).await;
+    let (fleet, task) = fleet_and_task(&platform, 1, |spec| {
+        spec.link = Some(Impairment::none());
+    })
+    .await;
+    let campaigns = &platform.campaigns;
+    // The task starts with the device's link down: its survey waits in retransmissions.
+    fleet.links[0].blackout(Duration::from_secs(2));
+    let task = campaigns.create(task).unwrap().id;
+    device_until(campaigns, &task, "the attempt", |d| {
+        d.phase == Phase::Active
+    })
+    .await;
+    campaigns.pause(&task).unwrap();
+    let held = device_until(campaigns, &task, "held before the download", |d| {
+        d.phase == Phase::Waiting
+    })
+    .await;
+    assert!(
+        held.note.as_deref().is_some_and(|n| n.contains("paused")),
+        "{held:?}"
+    );
+    assert_eq!(held.attempts, 0, "the attempt gave its retry back");
+    let device = &fleet.devices[0];
+    assert_eq!(
+        device.with_system(|s| s.received),
+        0,
+        "no package byte sent"
+    );
+    campaigns.resume(&task).unwrap();
+    completed(campaigns, &task).await;
+    let done = campaigns.devices(&task).unwrap().remove(0);
+    assert_eq!(
+        (done.result, done.attempts),
+        (Some(DeviceResult::Successful), 1)
+    );
+    assert_eq!(device.with_system(|s| s.version.clone()), "2.0");
+}

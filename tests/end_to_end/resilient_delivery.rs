@@ -1,0 +1,708 @@
+//! Breakpoint resume, pull, and queue mode end to end: a real engine and reference devices on
+//! a simulated network in simulated time, and interruptions in the middle of transfers
+//! (reboots, blackouts, de-registrations, lifetime expiry, PSM sleep). Every test runs twice
+//! from its seed and must leave the same network trace both times. A device that resumes is sent at most one
+//! block again per interruption, by the engine's count and by its own. A device left in the
+//! middle of another upgrade is reset first. The wire account of a delivery holds every byte
+//! the engine exchanged with the device.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::support::*;
+use bytes::Bytes;
+use coap_lite::{MessageType, Packet, RequestType, ResponseType};
+use fota_device::client::{Device, SleepCycle};
+use fota_device::events::McuEvent;
+use fota_device::flash::SimulatedFlash;
+use fota_device::fleet::Fleet;
+use fota_engine::coap::{
+    BlockOption, Endpoint, EndpointConfig, OutgoingRequest, PacketExt, TransmissionParams,
+    WireProbe,
+};
+use fota_engine::lwm2m::firmware::{self, DeliveryMethod, FirmwareState, UpdateResult};
+use fota_engine::lwm2m::{Registration, RegistrationEvent, Registry};
+use fota_engine::server::{Server, ServerConfig};
+use fota_engine::transfer::{Method, Stage, TransferOutcome, TransferReport};
+use fota_impair::Impairment;
+use fota_sim::{SimNetwork, replay};
+
+const BOUND: Duration = Duration::from_secs(180);
+
+/// Delivers the 80 KB package to the whole fleet while `interrupt` runs against each device.
+async fn deliver_interrupted<F, Fut>(
+    server: &Server,
+    fleet: &Arc<Fleet>,
+    block_size: usize,
+    method: Method,
+    interrupt: F,
+) -> (Vec<TransferReport>, usize, Vec<u8>)
+where
+    F: Fn(Arc<Fleet>, usize) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (pkg, new) = package_80k();
+    let package = server.shelf.put(pkg.clone());
+    let jobs = fleet.jobs(&package, "2.0", block_size, method);
+    let interruptions: Vec<_> = (0..fleet.len())
+        .map(|i| tokio::spawn(interrupt(fleet.clone(), i)))
+        .collect();
+    let reports = within(
+        BOUND,
+        "every delivery",
+        server.delivery.run_all(jobs, |_| {}),
+    )
+    .await;
+    for interruption in interruptions {
+        interruption.await.unwrap();
+    }
+    (reports, pkg.len(), new)
+}
+
+/// The engine on `network`, 5 ms from every device each way: a transfer takes (simulated)
+/// time, so an interruption can land in its middle.
+async fn engine_on(network: &SimNetwork, config: ServerConfig) -> Server {
+    network.set_impairment(slow_link());
+    replay::engine(network, config).await
+}
+
+/// Takes the device's own link down for `length` (it is out of coverage).
+fn black_out(network: &SimNetwork, device: &Device<SimulatedFlash>, length: Duration) {
+    let local = device.local_addr().expect("the device's radio is on");
+    assert!(network.black_out_socket(local, length));
+}
+
+/// Waits for the device to hold `fraction` of the package, then reboots it.
+async fn reboot_at(device: &Device<SimulatedFlash>, fraction: f64) {
+    let bytes = (80.0 * 1024.0 * fraction) as usize;
+    within(BOUND, "the download", stored_at_least(device, bytes)).await;
+    device.reboot();
+}
+
+#[test]
+fn devices_rebooted_twice_mid_push_resume_from_their_stored_offset() {
+    replay::twice(1, |network| async move {
+        let server = engine_on(&network, ServerConfig::loopback()).await;
+        let fleet = Arc::new(registered_fleet(&server, 10, |_| {}).await);
+        let (reports, len, new) =
+            deliver_interrupted(&server, &fleet, 128, Method::Push, |fleet, i| async move {
+                reboot_at(&fleet.devices[i], 0.3).await;
+                reboot_at(&fleet.devices[i], 0.6).await;
+            })
+            .await;
+        assert_all_upgraded(&fleet, &reports, &new);
+        assert_resumed(&fleet, &reports, len, 128);
+        for report in &reports {
+            assert!(report.interruptions >= 2, "{report:?}");
+        }
+    });
+}
+
+#[test]
+fn devices_blacked_out_mid_push_resume_from_their_stored_offset() {
+    replay::twice(2, |network| async move {
+        let mut config = ServerConfig::loopback();
+        // Give up on a silent device within a second, so a 2 s blackout breaks the transfer.
+        config.coap.params = TransmissionParams {
+            ack_timeout: Duration::from_millis(40),
+            max_retransmit: 3,
+            ..TransmissionParams::fast()
+        };
+        let server = engine_on(&network, config).await;
+        let fleet = Arc::new(registered_fleet(&server, 10, |_| {}).await);
+        let (reports, len, new) =
+            deliver_interrupted(&server, &fleet, 128, Method::Push, |fleet, i| {
+                let network = network.clone();
+                async move {
+                    let device = &fleet.devices[i];
+                    within(
+                        BOUND,
+                        "the download",
+                        stored_at_least(device, 80 * 1024 * 4 / 10),
+                    )
+                    .await;
+                    black_out(&network, device, Duration::from_secs(2));
+                }
+            })
+            .await;
+        assert_all_upgraded(&fleet, &reports, &new);
+        assert_resumed(&fleet, &reports, len, 128);
+        for report in &reports {
+            assert!(report.interruptions >= 1, "{report:?}");
+        }
+    });
+}
+
+#[test]
+fn a_device_without_26500_starts_over_and_still_finishes() {
+    replay::twice(3, |network| async move {
+        let server = engine_on(&network, ServerConfig::loopback()).await;
+        let fleet = Arc::new(registered_fleet(&server, 5, |spec| spec.resume_share = 0.0).await);
+        let (reports, len, new) =
+            deliver_interrupted(&server, &fleet, 128, Method::Push, |fleet, i| async move {
+                reboot_at(&fleet.devices[i], 0.5).await;
+            })
+            .await;
+        assert_all_upgraded(&fleet, &reports, &new);
+        for report in &reports {
+            assert!(report.interruptions >= 1, "{report:?}");
+            assert!(
+                report.wire.package_resent as usize >= len / 2 - 128,
+                "the first half is sent again: {report:?}"
+            );
+        }
+    });
+}
+
+/// Waits for the device's next `wanted` event.
+async fn next_event(events: &mut tokio::sync::broadcast::Receiver<McuEvent>, wanted: McuEvent) {
+    while events.recv().await.expect("the device runs") != wanted {}
+}
+
+/// A late duplicate of an old write of block 0 (its message id forgotten by the device) can
+/// restart a download after the device reported Downloaded; Update then answers 4.05. The
+/// engine reads State, sees the package is gone, and the next attempt brings it back.
+#[test]
+fn a_device_that_lost_its_package_before_update_gets_it_again() {
+    replay::twice(4, |network| async move {
+        let server = engine_on(&network, ServerConfig::loopback()).await;
+        let fleet = registered_fleet(&server, 1, |_| {}).await;
+        let device = &fleet.devices[0];
+        let (pkg, new) = package_80k();
+        let package = server.shelf.put(pkg.clone());
+        let mut job = fleet.jobs(&package, "2.0", 128, Method::Push).remove(0);
+        let (gate, closed) = tokio::sync::watch::channel(false);
+        job.install_gate = Some(closed);
+        let (stages, mut reached) = tokio::sync::mpsc::unbounded_channel();
+        job.stages = Some(stages);
+        let delivery = server.delivery.clone();
+        let run = tokio::spawn(async move { delivery.run(&job).await });
+        // The engine saw Downloaded (the stray write must not come before it did).
+        within(BOUND, "Downloaded", async {
+            while reached.recv().await.expect("the delivery runs").1 != Stage::Downloaded {}
+        })
+        .await;
+
+        let stray = Endpoint::bind_on(
+            &server.network,
+            "127.0.0.1:0".parse().unwrap(),
+            EndpointConfig::default(),
+        )
+        .await
+        .unwrap();
+        let mut write = OutgoingRequest::new(RequestType::Put, &["5", "0", "0"]);
+        write.block1 = Some(BlockOption::new(0, true, 128).unwrap());
+        write.payload = Bytes::copy_from_slice(&pkg[..128]);
+        let device_addr = server
+            .registry
+            .get(&device.config().endpoint)
+            .unwrap()
+            .address;
+        let answer = stray.request(device_addr, &write).await.unwrap();
+        assert_eq!(answer.response_code(), Some(ResponseType::Continue));
+        gate.send(true).unwrap();
+
+        let report = within(BOUND, "the delivery", run).await.unwrap();
+        assert!(
+            matches!(report.outcome, TransferOutcome::Upgraded { .. }),
+            "{report:?}"
+        );
+        assert!(report.interruptions >= 1, "{report:?}");
+        assert_all_upgraded(&fleet, std::slice::from_ref(&report), &new);
+    });
+}
+
+/// The answer to Execute Update is lost (and the device's first Registers after its reboot):
+/// the delivery ends when the device comes back on the new firmware, without waiting out the
+/// Execute exchange's retransmissions.
+#[test]
+fn a_lost_answer_to_update_does_not_hold_the_delivery() {
+    replay::twice(5, |network| async move {
+        let server = engine_on(&network, ServerConfig::loopback()).await;
+        let fleet = registered_fleet(&server, 1, |_| {}).await;
+        let device = &fleet.devices[0];
+        let (pkg, new) = package_80k();
+        let package = server.shelf.put(pkg);
+        let mut job = fleet.jobs(&package, "2.0", 512, Method::Push).remove(0);
+        let (gate, closed) = tokio::sync::watch::channel(false);
+        job.install_gate = Some(closed);
+        let mut events = device.events();
+        let delivery = server.delivery.clone();
+        let run = tokio::spawn(async move { delivery.run(&job).await });
+        within(
+            BOUND,
+            "Downloaded",
+            next_event(&mut events, McuEvent::Downloaded),
+        )
+        .await;
+
+        // 200 ms each way: the answer to Execute is due out of the link 200 ms after the device
+        // took the Execute, and the link is down by then.
+        let one_way = Duration::from_millis(200);
+        network.set_impairment(Impairment::none().with_delay(one_way, Duration::ZERO));
+        gate.send(true).unwrap();
+        within(
+            BOUND,
+            "Updating",
+            next_event(&mut events, McuEvent::Updating),
+        )
+        .await;
+        black_out(&network, device, 2 * one_way);
+
+        let report = within(BOUND, "the delivery", run).await.unwrap();
+        assert_all_upgraded(&fleet, std::slice::from_ref(&report), &new);
+        let execute_gives_up = TransmissionParams::fast().max_transmit_span();
+        assert!(
+            report.elapsed < execute_gives_up,
+            "the delivery waited for the lost answer: {report:?}"
+        );
+    });
+}
+
+/// Execute Update is lost on its way, every transmission of it (the link is down longer than
+/// the exchange's retransmission span): the device, still Downloaded when the engine asks, gets
+/// it again, instead of the delivery waiting out the install timeout for a reboot that never
+/// comes.
+#[test]
+fn a_lost_update_request_is_sent_again() {
+    replay::twice(6, |network| async move {
+        let server = engine_on(&network, ServerConfig::loopback()).await;
+        let fleet = registered_fleet(&server, 1, |_| {}).await;
+        let (pkg, new) = package_80k();
+        let package = server.shelf.put(pkg);
+        let mut job = fleet.jobs(&package, "2.0", 512, Method::Push).remove(0);
+        let (gate, closed) = tokio::sync::watch::channel(false);
+        job.install_gate = Some(closed);
+        let (stages, mut reached) = tokio::sync::mpsc::unbounded_channel();
+        job.stages = Some(stages);
+        let delivery = server.delivery.clone();
+        let run = tokio::spawn(async move { delivery.run(&job).await });
+        // The engine saw Downloaded: the package write is over, Update comes next.
+        within(BOUND, "Downloaded", async {
+            while reached.recv().await.expect("the delivery runs").1 != Stage::Downloaded {}
+        })
+        .await;
+
+        let params = TransmissionParams::fast();
+        let length = params.max_transmit_span() + Duration::from_millis(500);
+        black_out(&network, &fleet.devices[0], length);
+        gate.send(true).unwrap();
+
+        let report = within(BOUND, "the delivery", run).await.unwrap();
+        assert_all_upgraded(&fleet, std::slice::from_ref(&report), &new);
+        assert!(
+            report.elapsed < 3 * params.max_transmit_wait(),
+            "the delivery waited for a reboot that was never asked for: {report:?}"
+        );
+        assert_eq!(report.interruptions, 0, "{report:?}");
+        assert!(network.counts().down >= 7, "every Update lost");
+    });
+}
+
+#[test]
+fn pulling_devices_fetch_by_block2_and_resume_after_a_reboot() {
+    replay::twice(7, |network| async move {
+        let server = engine_on(&network, ServerConfig::loopback()).await;
+        let fleet = Arc::new(
+            registered_fleet(&server, 10, |spec| {
+                spec.delivery = DeliveryMethod::Pull;
+                spec.max_block_size = 512;
+            })
+            .await,
+        );
+        let (reports, len, new) =
+            deliver_interrupted(&server, &fleet, 512, Method::Pull, |fleet, i| async move {
+                reboot_at(&fleet.devices[i], 0.4).await;
+            })
+            .await;
+        assert_all_upgraded(&fleet, &reports, &new);
+        assert_resumed(&fleet, &reports, len, 512);
+        for report in &reports {
+            assert!(report.interruptions >= 1, "{report:?}");
+        }
+    });
+}
+
+/// Waits for the first event `wanted` accepts.
+async fn until(
+    events: &mut tokio::sync::broadcast::Receiver<RegistrationEvent>,
+    wanted: impl Fn(&RegistrationEvent) -> bool,
+) {
+    while !wanted(&events.recv().await.expect("the registry runs")) {}
+}
+
+/// Package bytes the device is given from the moment its registration ends (`ended` accepts
+/// the event) to its next Register. A suspended delivery sends nothing, so at most the one
+/// block that was on its way when the registration ended arrives.
+async fn given_while_away(
+    registry: Arc<Registry>,
+    device: &Device<SimulatedFlash>,
+    ended: impl Fn(&RegistrationEvent) -> bool,
+    away: impl FnOnce(),
+) -> u64 {
+    let endpoint = device.config().endpoint.clone();
+    let ours = |r: &Registration| r.endpoint == endpoint;
+    let mut events = registry.subscribe();
+    away();
+    within(
+        BOUND,
+        "the end of the registration",
+        until(&mut events, |e| ended(e) && ours(e.registration())),
+    )
+    .await;
+    let at_leave = device.with_system(|flash| flash.received);
+    within(
+        BOUND,
+        "the next Register",
+        until(
+            &mut events,
+            |e| matches!(e, RegistrationEvent::Registered(r) if ours(r)),
+        ),
+    )
+    .await;
+    device.with_system(|flash| flash.received) - at_leave
+}
+
+/// 5 ms each way: an 80 KB push in 128-byte blocks takes seconds, so it is still running when
+/// a device leaves in the middle.
+fn slow_link() -> Impairment {
+    Impairment::none().with_delay(Duration::from_millis(5), Duration::ZERO)
+}
+
+#[test]
+fn devices_that_deregister_mid_push_are_suspended_and_resume_when_back() {
+    replay::twice(8, |network| async move {
+        let server = engine_on(&network, ServerConfig::loopback()).await;
+        let fleet = registered_fleet(&server, 5, |_| {}).await;
+        away_mid_push_suspends(
+            &server,
+            fleet,
+            |e| matches!(e, RegistrationEvent::Deregistered(_)),
+            |device| device.deregister_for(Duration::from_secs(1)),
+        )
+        .await;
+    });
+}
+
+#[test]
+fn devices_whose_registration_expires_mid_push_are_suspended_and_resume_when_back() {
+    replay::twice(9, |network| async move {
+        let mut config = ServerConfig::loopback();
+        config.expiry_period = Duration::from_millis(100);
+        let server = engine_on(&network, config).await;
+        let fleet = registered_fleet(&server, 5, |spec| {
+            // An Update every second; two seconds without one and the registration expires.
+            spec.lifetime = Duration::from_secs(2);
+        })
+        .await;
+        // The device still answers every request; only its Updates stop.
+        away_mid_push_suspends(
+            &server,
+            fleet,
+            |e| matches!(e, RegistrationEvent::Expired(_)),
+            |device| device.skip_updates_for(Duration::from_secs(3)),
+        )
+        .await;
+    });
+}
+
+/// Pushes to every device of `fleet`; 30 % into the download each one's registration ends
+/// (`leave` makes it end, `ended` is the registry's event for it). Then: it was given at most
+/// the block on its way, each delivery was suspended at least once, resumed from the device's
+/// stored offset, and every device runs the new version.
+async fn away_mid_push_suspends(
+    server: &Server,
+    fleet: Fleet,
+    ended: fn(&RegistrationEvent) -> bool,
+    leave: fn(&Device<SimulatedFlash>),
+) {
+    let fleet = Arc::new(fleet);
+    let registry = server.registry.clone();
+    let (reports, len, new) =
+        deliver_interrupted(server, &fleet, 128, Method::Push, move |fleet, i| {
+            let registry = registry.clone();
+            async move {
+                let device = &fleet.devices[i];
+                within(
+                    BOUND,
+                    "the download",
+                    stored_at_least(device, 80 * 1024 * 3 / 10),
+                )
+                .await;
+                let given = given_while_away(registry, device, ended, || leave(device)).await;
+                assert!(given <= 128, "{given} package bytes sent while away");
+            }
+        })
+        .await;
+    assert_all_upgraded(&fleet, &reports, &new);
+    assert_resumed(&fleet, &reports, len, 128);
+    for report in &reports {
+        assert!(report.interruptions >= 1, "{report:?}");
+    }
+}
+
+/// Every MCU event the device has told so far.
+fn told(events: &mut tokio::sync::broadcast::Receiver<McuEvent>) -> Vec<McuEvent> {
+    std::iter::from_fn(|| events.try_recv().ok()).collect()
+}
+
+/// What a device tells its MCU through a reset and a whole upgrade after it.
+fn reset_then_upgraded() -> Vec<McuEvent> {
+    vec![
+        McuEvent::DownloadCancelled,
+        McuEvent::Downloading,
+        McuEvent::Downloaded,
+        McuEvent::Updating,
+        McuEvent::UpdateSuccess,
+        McuEvent::UpdateOver,
+    ]
+}
+
+/// Starts delivering `package` (version 1.5) to the fleet's one device with the install
+/// step held, and waits until the device holds it (State Downloaded). Opening the returned
+/// gate lets the delivery go on.
+async fn downloaded_and_held(
+    server: &Server,
+    fleet: &Fleet,
+    package: Bytes,
+    method: Method,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<TransferReport>,
+) {
+    let package = server.shelf.put(package);
+    let mut job = fleet.jobs(&package, "1.5", 512, method).remove(0);
+    let (gate, closed) = tokio::sync::watch::channel(false);
+    job.install_gate = Some(closed);
+    let mut events = fleet.devices[0].events();
+    let delivery = server.delivery.clone();
+    let run = tokio::spawn(async move { delivery.run(&job).await });
+    within(
+        BOUND,
+        "Downloaded",
+        next_event(&mut events, McuEvent::Downloaded),
+    )
+    .await;
+    (gate, run)
+}
+
+#[test]
+fn a_device_holding_another_package_is_reset_before_the_push() {
+    replay::twice(10, |network| async move {
+        let server = engine_on(&network, ServerConfig::loopback()).await;
+        let fleet = registered_fleet(&server, 1, |_| {}).await;
+        let device = &fleet.devices[0];
+        // An earlier delivery of another package stopped with the device holding it.
+        let (other, _) = full_package(20_000, 5, "1.5");
+        let (_gate, earlier) = downloaded_and_held(&server, &fleet, other, Method::Push).await;
+        earlier.abort();
+        assert_eq!(device.firmware_state(), FirmwareState::Downloaded);
+        let given_before = device.with_system(|flash| flash.received);
+        let mut events = device.events();
+
+        let (pkg, new) = package_80k();
+        let package = server.shelf.put(pkg.clone());
+        let jobs = fleet.jobs(&package, "2.0", 512, Method::Push);
+        let reports = within(BOUND, "the delivery", server.delivery.run_all(jobs, |_| {})).await;
+        assert_all_upgraded(&fleet, &reports, &new);
+        assert_eq!(told(&mut events), reset_then_upgraded());
+        let given = device.with_system(|flash| flash.received) - given_before;
+        assert_eq!(
+            given,
+            pkg.len() as u64,
+            "nothing of the other package was kept"
+        );
+    });
+}
+
+#[test]
+fn a_device_whose_last_update_failed_is_reset_before_the_pull() {
+    replay::twice(11, |network| async move {
+        let server = engine_on(&network, ServerConfig::loopback()).await;
+        let fleet = registered_fleet(&server, 1, |spec| spec.max_block_size = 512).await;
+        let device = &fleet.devices[0];
+        // An earlier upgrade failed while installing: Update Result 8.
+        let (other, _) = full_package(20_000, 5, "1.5");
+        let (gate, earlier) = downloaded_and_held(&server, &fleet, other, Method::Pull).await;
+        device.with_system(|flash| flash.download[200] ^= 0xFF);
+        gate.send(true).unwrap();
+        let failed = within(BOUND, "the failed upgrade", earlier).await.unwrap();
+        assert_eq!(
+            failed.outcome,
+            TransferOutcome::DeviceFailure(UpdateResult::UpdateFailed)
+        );
+        let mut events = device.events();
+
+        let (pkg, new) = package_80k();
+        let package = server.shelf.put(pkg.clone());
+        let jobs = fleet.jobs(&package, "2.0", 512, Method::Pull);
+        let reports = within(BOUND, "the delivery", server.delivery.run_all(jobs, |_| {})).await;
+        assert_all_upgraded(&fleet, &reports, &new);
+        assert_eq!(told(&mut events), reset_then_upgraded());
+    });
+}
+
+#[test]
+fn sleeping_devices_are_sent_nothing_while_asleep_and_finish_over_several_wake_ups() {
+    replay::twice(12, |network| async move {
+        let mut config = ServerConfig::loopback();
+        config.delivery.queue_window = Duration::from_millis(800);
+        let server = engine_on(&network, config).await;
+        // A scaled-down PSM: awake a second after each Update, asleep 2.5 s.
+        let cycle = SleepCycle {
+            awake: Duration::from_secs(1),
+            asleep: Duration::from_millis(2500),
+        };
+        let fleet = registered_fleet(&server, 4, |spec| spec.sleep = Some(cycle)).await;
+        // 128 blocks at 10 ms a round trip: more than one 0.8 s window.
+        let (pkg, new) = full_package(16 * 1024, 3, "2.0");
+        let package = server.shelf.put(pkg.clone());
+        let jobs = fleet.jobs(&package, "2.0", 128, Method::Push);
+        let reports = within(
+            BOUND,
+            "every delivery",
+            server.delivery.run_all(jobs, |_| {}),
+        )
+        .await;
+        assert_all_upgraded(&fleet, &reports, &new);
+        assert_resumed(&fleet, &reports, pkg.len(), 128);
+        for (device, report) in fleet.devices.iter().zip(&reports) {
+            assert!(
+                report.interruptions >= 1,
+                "one window is not enough: {report:?}"
+            );
+            let missed = device.missed_while_asleep();
+            assert_eq!(
+                missed, 0,
+                "{missed} datagrams sent to a sleeping device: {report:?}"
+            );
+        }
+
+        // What a sleeping device is sent is seen: a request at the start of its next sleep.
+        let device = &fleet.devices[0];
+        within(BOUND, "a wake-up", poll(|| !device.is_asleep())).await;
+        within(BOUND, "the next sleep", poll(|| device.is_asleep())).await;
+        let address = server
+            .registry
+            .get(&device.config().endpoint)
+            .unwrap()
+            .address;
+        let management = server.management.clone();
+        let read = tokio::spawn(async move {
+            let _ = management
+                .read_value(address, firmware::FIRMWARE_VERSION)
+                .await;
+        });
+        within(
+            BOUND,
+            "the missed request",
+            poll(|| device.missed_while_asleep() > 0),
+        )
+        .await;
+        read.abort();
+    });
+}
+
+/// Waits until `done` holds.
+async fn poll(done: impl Fn() -> bool) {
+    while !done() {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Every byte the engine's socket exchanged with devices, their registrations left out, and
+/// so are notifications the engine refused with Reset (those of an observation it no longer
+/// holds, which can arrive after the delivery ended), with their Resets.
+#[derive(Default)]
+struct DeliveryTraffic {
+    sent: AtomicU64,
+    received: AtomicU64,
+    /// Confirmable responses received (notifications), by peer and message id, with their
+    /// length, until the engine answers them.
+    notifications: Mutex<HashMap<(SocketAddr, u16), u64>>,
+}
+
+impl WireProbe for DeliveryTraffic {
+    fn received(&self, peer: SocketAddr, datagram: &[u8]) {
+        let Ok(packet) = Packet::from_bytes(datagram) else {
+            return;
+        };
+        if packet.uri_path().first().is_some_and(|s| s == "rd") {
+            return;
+        }
+        let len = datagram.len() as u64;
+        if packet.response_code().is_some() && packet.header.get_type() == MessageType::Confirmable
+        {
+            let key = (peer, packet.header.message_id);
+            self.notifications.lock().unwrap().insert(key, len);
+        }
+        self.received.fetch_add(len, Ordering::Relaxed);
+    }
+
+    fn sent(&self, peer: SocketAddr, datagram: &[u8]) {
+        let Ok(packet) = Packet::from_bytes(datagram) else {
+            return;
+        };
+        if packet.location_path().first().is_some_and(|s| s == "rd") {
+            return;
+        }
+        if packet.header.get_type() == MessageType::Reset
+            && let Some(len) = self
+                .notifications
+                .lock()
+                .unwrap()
+                .remove(&(peer, packet.header.message_id))
+        {
+            self.received.fetch_sub(len, Ordering::Relaxed);
+            return;
+        }
+        self.sent
+            .fetch_add(datagram.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Delivers the 80 KB package to one device by `method` and checks the wire account against
+/// what the engine's socket saw: every byte each way, headers, observations and (pull) the
+/// package server's answers included.
+async fn wire_account_holds_every_byte(network: SimNetwork, method: Method) {
+    let server = engine_on(&network, ServerConfig::loopback()).await;
+    let fleet = registered_fleet(&server, 1, |spec| spec.max_block_size = 512).await;
+    let traffic = Arc::new(DeliveryTraffic::default());
+    server.endpoint.set_probe(traffic.clone());
+    let (pkg, new) = package_80k();
+    let package = server.shelf.put(pkg.clone());
+    let jobs = fleet.jobs(&package, "2.0", 512, method);
+    let reports = within(BOUND, "the delivery", server.delivery.run_all(jobs, |_| {})).await;
+    assert_all_upgraded(&fleet, &reports, &new);
+    let wire = reports[0].wire;
+    assert_eq!(wire.package_first, pkg.len() as u64, "{wire:?}");
+    assert_eq!(wire.package_resent, 0, "{wire:?}");
+    assert_eq!(
+        wire.wire_sent,
+        traffic.sent.load(Ordering::Relaxed),
+        "{wire:?}"
+    );
+    assert_eq!(
+        wire.wire_received,
+        traffic.received.load(Ordering::Relaxed),
+        "{wire:?}"
+    );
+    assert!(wire.wire_sent > pkg.len() as u64, "{wire:?}");
+}
+
+#[test]
+fn the_wire_account_of_a_push_holds_every_byte_each_way() {
+    replay::twice(13, |network| async move {
+        wire_account_holds_every_byte(network, Method::Push).await;
+    });
+}
+
+#[test]
+fn the_wire_account_of_a_pull_holds_every_byte_each_way() {
+    replay::twice(14, |network| async move {
+        wire_account_holds_every_byte(network, Method::Pull).await;
+    });
+}
