@@ -11,6 +11,8 @@ use fota_engine::coap::TransmissionParams;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{Binding, PluginHost, PluginKind};
 use fota_engine::server::ServerConfig;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
 use tokio::time::Instant;
 
 use super::checks::{self, Expected};
@@ -215,11 +217,16 @@ fn configure_plugins(platform: &Platform, block: usize) -> Result<(), String> {
 
 /// The image the fleet runs and the one the task brings.
 fn images(scenario: &Scenario) -> (Vec<u8>, Vec<u8>) {
-    let old = image(scenario.image_len, 1);
+    let len = scenario.image_len;
+    let old = image(len, 1);
+    // A quarter of it rewritten and an eighth added, with bytes no compressor shrinks, so a
+    // delta is a third of the image or so and a transfer lasts long enough to be cut.
+    let mut fresh = StdRng::seed_from_u64(scenario.seed);
     let mut new = old.clone();
-    let at = scenario.image_len / 3;
-    new[at..at + scenario.image_len / 10].fill(0x5A);
-    new.extend_from_slice(&image(scenario.image_len / 5, 9));
+    fresh.fill_bytes(&mut new[len / 3..len / 3 + len / 4]);
+    let mut tail = vec![0; len / 8];
+    fresh.fill_bytes(&mut tail);
+    new.extend_from_slice(&tail);
     (old, new)
 }
 

@@ -58,8 +58,8 @@ pub struct Scenario {
     pub faults: Vec<(Duration, Fault)>,
 }
 
-/// Longest a fault schedule runs after the task starts.
-pub const FAULT_WINDOW: Duration = Duration::from_secs(600);
+/// Longest a fault schedule runs after the task starts: about as long as the transfers.
+pub const FAULT_WINDOW: Duration = Duration::from_secs(180);
 
 impl Scenario {
     /// The scenario of `seed`.
@@ -73,7 +73,7 @@ impl Scenario {
         Scenario {
             seed,
             groups,
-            image_len: rng.random_range(2_000..12_000),
+            image_len: rng.random_range(3_000..16_000),
             delta: rng.random_bool(0.5),
             block: [64, 128, 256, 512][rng.random_range(0..4)],
             impairment: impairment(&mut rng),
@@ -115,7 +115,7 @@ fn impairment(rng: &mut StdRng) -> Impairment {
 }
 
 fn faults(rng: &mut StdRng, devices: usize) -> Vec<(Duration, Fault)> {
-    let mut faults: Vec<(Duration, Fault)> = (0..rng.random_range(0..=6))
+    let mut faults: Vec<(Duration, Fault)> = (0..rng.random_range(1..=6))
         .map(|_| {
             let at = Duration::from_millis(rng.random_range(0..FAULT_WINDOW.as_millis() as u64));
             (at, fault(rng, devices))
