@@ -2,8 +2,9 @@
 //!
 //! Data flows one way: `platform` assembles; `campaign`/`catalog` → `transfer` → `lwm2m` →
 //! `coap`. Lower layers never call upward; they return values or report through channels.
-//! `plugin`, `store`, `signing`, `clock` and `edge` (the limits of the unauthenticated edge and
-//! their counters) are called by the layers above and call nothing of theirs.
+//! `plugin`, `store`, `signing`, `clock`, `sync` (the one rule for poisoned locks) and `edge`
+//! (the limits of the unauthenticated edge and their counters) are called by the layers above
+//! and call nothing of theirs.
 
 pub mod api;
 pub mod campaign;
@@ -20,4 +21,5 @@ pub mod server;
 pub mod signing;
 pub mod stats;
 pub mod store;
+pub(crate) mod sync;
 pub mod transfer;

@@ -10,6 +10,7 @@ use super::bindings::World;
 use super::check::worlds_of;
 use super::host::{CallLimits, HostState, PluginHost};
 use super::{PluginError, PluginKind};
+use crate::sync::lock;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 use wasmtime::{Store, Trap};
@@ -114,7 +115,7 @@ impl<W: World> Plugin<W> {
         f: impl FnOnce(&W, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         self.host.counters().called(W::KIND);
-        let mut warm = match self.idle.lock().expect("pool lock").pop() {
+        let mut warm = match lock(&self.idle).pop() {
             Some(warm) => warm,
             None => self.instantiate()?,
         };
@@ -168,7 +169,7 @@ impl<W: World> Plugin<W> {
     /// Keeps an instance that answered for the next call, unless its memory grew too large.
     fn give_back(&self, warm: Warm<W>) {
         if warm.store.data().limiter.largest <= self.limits().reuse_up_to_bytes {
-            self.idle.lock().expect("pool lock").push(warm);
+            lock(&self.idle).push(warm);
         }
     }
 
@@ -255,7 +256,7 @@ mod tests {
     /// Makes a patch from `old` to `new`; returns how many instances are idle afterwards.
     fn idle_after_diff(differ: &DifferPlugin, old: &[u8], new: &[u8]) -> usize {
         differ.make_patch_blocking(old, new).unwrap().unwrap();
-        differ.idle.lock().unwrap().len()
+        lock(&differ.idle).len()
     }
 
     #[test]
@@ -267,7 +268,7 @@ mod tests {
             .collect();
 
         let differ = differ_keeping_up_to(4 << 20);
-        assert_eq!(differ.idle.lock().unwrap().len(), 1, "made at load, kept");
+        assert_eq!(lock(&differ.idle).len(), 1, "made at load, kept");
         assert_eq!(idle_after_diff(&differ, &small_old, &small_new), 1);
         assert_eq!(idle_after_diff(&differ, &big, &big[1..]), 0, "dropped");
         assert_eq!(
