@@ -508,7 +508,7 @@ async fn a_device_whose_last_update_failed_is_reset_before_the_pull() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sleeping_devices_are_sent_nothing_while_asleep_and_finish_over_several_wake_ups() {
     let mut config = ServerConfig::loopback();
-    config.delivery.queue_window = Duration::from_millis(800);
+    config.queue_window = Duration::from_millis(800);
     let server = engine(config).await;
     // A scaled-down PSM: awake a second after each Update, asleep 2.5 s.
     let cycle = SleepCycle {

@@ -82,7 +82,7 @@ impl Platform {
         let catalog = Catalog::open(store.clone(), server.shelf.clone(), plugins.clone(), clock)?;
         let attempts = DeviceAttempts {
             catalog: catalog.clone(),
-            registry: server.registry.clone(),
+            presence: server.presence.clone(),
             delivery: server.delivery.clone(),
             book,
             plugins: plugins.clone(),

@@ -1,9 +1,10 @@
 //! `Delivery`: takes one package to one device, start to end, through every interruption. An
 //! attempt runs while the device is reachable; when the link breaks (timeouts, reboot,
 //! de-registration, lifetime expiry, PSM sleep) the delivery is suspended, not failed, and the
-//! next attempt resumes where the device stands. Owns the attempt loop, what makes a device
-//! reachable (its registration, the queue-mode window), and the wire account of the whole
-//! delivery; the steps of one attempt live in `push`, `pull` and `install`.
+//! next attempt resumes where the device stands. Owns the attempt loop, what ends an attempt
+//! (the device leaves its registration or address, or falls asleep), and the wire account of
+//! the whole delivery; whether a device is reachable is `lwm2m::Presence`'s to say, and the
+//! steps of one attempt live in `push`, `pull` and `install`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use super::steps::{Attempt, StageError, Steps, at, interrupted};
 use super::watch::FirmwareWatch;
 use crate::coap::WireMeter;
 use crate::lwm2m::firmware::FirmwareState;
-use crate::lwm2m::{DeviceManagement, EndpointEvents, Registration, RegistrationEvent, Registry};
+use crate::lwm2m::{DeviceManagement, EndpointEvents, Presence, Registration, RegistrationEvent};
 
 /// Longest the end of a delivery waits for the device to confirm its observations are
 /// cancelled: an exchange and a retransmission on an NB-IoT link.
@@ -59,16 +60,16 @@ fn gone(current: &Registration, event: &RegistrationEvent) -> Option<&'static st
 pub struct Delivery {
     /// Device management, the resume book, the package shelf and the timers.
     steps: Steps,
-    /// Where registrations and re-registrations are seen.
-    registry: Arc<Registry>,
+    /// Where registrations and re-registrations are seen, and whether the device is awake.
+    presence: Presence,
 }
 
 impl Delivery {
-    /// Delivers through `management` to devices in `registry`, keeping progress in `book`;
-    /// pulling devices fetch from `shelf`.
+    /// Delivers through `management` to devices while `presence` says they are reachable,
+    /// keeping progress in `book`; pulling devices fetch from `shelf`.
     pub fn new(
         management: DeviceManagement,
-        registry: Arc<Registry>,
+        presence: Presence,
         book: ResumeBook,
         shelf: PackageShelf,
         config: DeliveryConfig,
@@ -80,7 +81,7 @@ impl Delivery {
                 shelf,
                 config,
             },
-            registry,
+            presence,
         }
     }
 
@@ -103,14 +104,14 @@ impl Delivery {
             .unwrap_or(started + self.steps.config.suspend_limit);
         let mut attempt = Attempt::new(job);
         let delivery = self.charged_to(attempt.meter.clone());
-        let mut contacts = self.registry.follow(&job.endpoint);
+        let mut contacts = self.presence.registry().follow(&job.endpoint);
         let mut backoff = self.steps.config.retry_backoff.0;
         tracing::info!(
             endpoint = %job.endpoint, package = %job.package.id, size = job.package.len(),
             method = ?job.method, block_size = job.block_size, "delivery starts"
         );
         let outcome = loop {
-            let outcome = match delivery.wait_reachable(&mut contacts, give_up).await {
+            let outcome = match self.presence.wait_reachable(&mut contacts, give_up).await {
                 Some(registration) => {
                     delivery
                         .attempt(&mut attempt, &registration, &mut contacts)
@@ -158,9 +159,12 @@ impl Delivery {
     async fn release(&self, endpoint: &str, watch: Option<FirmwareWatch>) {
         let Some(watch) = watch else { return };
         let reachable = self
-            .registry
+            .presence
+            .registry()
             .get(endpoint)
-            .is_some_and(|registration| watch.serves(&registration) && self.awake(&registration));
+            .is_some_and(|registration| {
+                watch.serves(&registration) && self.presence.awake(&registration)
+            });
         if reachable {
             let cancelled = watch.cancel(&self.steps.management);
             if tokio::time::timeout(CANCEL_WAIT, cancelled).await.is_err() {
@@ -199,52 +203,6 @@ impl Delivery {
         reports.into_iter().flatten().collect()
     }
 
-    /// `endpoint`'s registration once it is reachable (see [`Self::wait_reachable`]): for a
-    /// caller that talks to the device outside a delivery, such as a campaign's survey.
-    pub async fn when_reachable(&self, endpoint: &str, give_up: Instant) -> Option<Registration> {
-        self.wait_reachable(&mut self.registry.follow(endpoint), give_up)
-            .await
-    }
-
-    /// The device's current registration once it is reachable: now for a device in UDP
-    /// binding, in the window after its next Update for a device in queue mode. `None` past
-    /// `give_up`.
-    async fn wait_reachable(
-        &self,
-        contacts: &mut EndpointEvents,
-        give_up: Instant,
-    ) -> Option<Registration> {
-        loop {
-            // What happened so far is in the registry now; only later events are news.
-            contacts.clear();
-            if let Some(registration) = self.registry.get(contacts.endpoint())
-                && self.awake(&registration)
-            {
-                return Some(registration);
-            }
-            let remaining = give_up.saturating_duration_since(Instant::now());
-            tokio::time::timeout(remaining, contacts.next_contact())
-                .await
-                .ok()?;
-        }
-    }
-
-    /// Whether the device of `registration` can be reached now: in UDP binding, or inside its
-    /// queue-mode window.
-    pub fn awake(&self, registration: &Registration) -> bool {
-        self.window_end(registration)
-            .is_none_or(|end| end > Instant::now())
-    }
-
-    /// Until when a device can be reached: the end of its queue-mode window, or `None`
-    /// (always, in UDP binding).
-    pub fn window_end(&self, registration: &Registration) -> Option<Instant> {
-        registration
-            .binding
-            .queue_mode
-            .then(|| registration.last_update + self.steps.config.queue_window)
-    }
-
     /// Runs `work` while the device stays reachable where `registration` says. It ends as an
     /// interruption when the device registers anew (it rebooted), sends an Update from another
     /// address, de-registers, lets its registration expire, or (queue mode) its window closes;
@@ -256,7 +214,7 @@ impl Delivery {
         work: impl Future<Output = T>,
     ) -> Result<T, TransferOutcome> {
         let mut work = std::pin::pin!(work);
-        let mut window_end = self.window_end(registration);
+        let mut window_end = self.presence.window_end(registration);
         loop {
             let window_closes = async {
                 match window_end {
@@ -274,7 +232,7 @@ impl Delivery {
                         return Err(TransferOutcome::Interrupted(reason.into()));
                     }
                     if let RegistrationEvent::Updated(update) = &event {
-                        window_end = self.window_end(update);
+                        window_end = self.presence.window_end(update);
                     }
                 }
             }

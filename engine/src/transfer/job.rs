@@ -117,8 +117,6 @@ pub struct DeliveryConfig {
     pub suspend_limit: Duration,
     /// Wait before retrying a reachable device after an interruption; doubles up to `.1`.
     pub retry_backoff: (Duration, Duration),
-    /// How long a queue-mode device stays reachable after its last Register or Update.
-    pub queue_window: Duration,
     /// host:port devices reach the engine at, for Package URIs (pull).
     pub package_authority: String,
 }
@@ -131,8 +129,6 @@ impl Default for DeliveryConfig {
             install_timeout: Duration::from_secs(600),
             suspend_limit: Duration::from_secs(7 * 86_400),
             retry_backoff: (Duration::from_secs(10), Duration::from_secs(600)),
-            // LwM2M 1.1's default client awake time: CoAP MAX_TRANSMIT_WAIT.
-            queue_window: Duration::from_secs(93),
             package_authority: "localhost:5683".into(),
         }
     }
