@@ -57,9 +57,7 @@ impl<W: World> Plugin<W> {
             plugin: name.into(),
             reason: format!("{e:#}"),
         })?;
-        let linked = host
-            .link(&component)
-            .map_err(|e| PluginError::unsupported_import(name, &e))?;
+        let linked = host.link(name, &component)?;
         let pre = W::pre(linked.clone()).map_err(|e| {
             PluginError::wrong_world(name, W::KIND, &worlds_of(&linked), format!("{e:#}"))
         })?;

@@ -5,9 +5,9 @@
 //! Every store is made by [`PluginHost::new_store`]: that is the one place where a call's limits
 //! are set.
 
-use super::PluginKind;
 use super::bindings::{host_log, types};
 use super::counters::CallCounters;
+use super::{PluginError, PluginKind};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
@@ -159,8 +159,28 @@ impl PluginHost {
         Component::new(&self.inner.engine, wasm)
     }
 
-    pub(crate) fn link(&self, component: &Component) -> wasmtime::Result<InstancePre<HostState>> {
-        self.inner.linker.instantiate_pre(component)
+    /// Links `component`'s imports (named `name` in errors), refusing one that imports what the
+    /// host does not give plugins.
+    pub(crate) fn link(
+        &self,
+        name: &str,
+        component: &Component,
+    ) -> Result<InstancePre<HostState>, PluginError> {
+        self.inner
+            .linker
+            .instantiate_pre(component)
+            .map_err(|error| {
+                PluginError::unsupported_import(name, &self.imports(component), &error)
+            })
+    }
+
+    /// The names of what `component` imports.
+    pub(crate) fn imports(&self, component: &Component) -> Vec<String> {
+        component
+            .component_type()
+            .imports(self.engine())
+            .map(|(name, _)| name.to_string())
+            .collect()
     }
 
     /// A store for one plugin of `kind`, with that kind's memory limit; the time limit is set
