@@ -113,7 +113,10 @@ impl<W: World> Plugin<W> {
         f: impl FnOnce(&W, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         self.host.counters().called(W::KIND);
-        let mut warm = match lock(&self.idle).pop() {
+        // Popped in a statement of its own: the pool's lock is not held while a new instance
+        // is made (a match on `lock(..).pop()` would hold it through the arms).
+        let idle = lock(&self.idle).pop();
+        let mut warm = match idle {
             Some(warm) => warm,
             None => self.instantiate()?,
         };
