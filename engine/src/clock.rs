@@ -29,9 +29,15 @@ impl Clock {
 
     /// A clock that reads `millis` now (tests pin the date).
     pub fn starting_at(millis: UnixMillis) -> Self {
+        Clock::anchored(millis, Instant::now())
+    }
+
+    /// A clock that read `millis` at `at`: every clock anchored alike reads the same (a
+    /// simulated engine started again goes on from where the one before it stood).
+    pub fn anchored(millis: UnixMillis, at: Instant) -> Self {
         Clock {
             base_millis: millis,
-            base: Instant::now(),
+            base: at,
         }
     }
 

@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::sync::lock;
+
 /// The bounds, each with a safe default for an LwM2M server on the open Internet.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EdgeLimits {
@@ -152,7 +154,7 @@ impl RateLimit {
     /// Takes a token of `source` at `now`: `Ok` when there was one, otherwise how long until
     /// there is.
     pub fn take(&self, source: IpAddr, now: Instant) -> Result<(), Duration> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = lock(&self.buckets);
         if buckets.len() >= MAX_TRACKED_SOURCES {
             let full =
                 |(tokens, at): &(f64, Instant)| self.refilled(*tokens, *at, now) >= self.burst;

@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: `platform` assembles; `campaign`/`catalog` → `transfer` → `lwm2m` →
 //! `coap`. Lower layers never call upward; they return values or report through channels.
-//! `plugin`, `store`, `signing`, `clock`, `entropy` and `edge` (the limits of the unauthenticated edge and
+//! `plugin`, `store`, `signing`, `clock`, `entropy` (where random numbers come from), `sync`
+//! (the one rule for poisoned locks) and `edge` (the limits of the unauthenticated edge and
 //! their counters) are called by the layers above and call nothing of theirs.
 
 pub mod api;
@@ -21,4 +22,5 @@ pub mod server;
 pub mod signing;
 pub mod stats;
 pub mod store;
+pub(crate) mod sync;
 pub mod transfer;

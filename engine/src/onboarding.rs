@@ -18,6 +18,7 @@ use crate::catalog::devices::survey;
 use crate::coap::stats::bump;
 use crate::edge::{EdgeCounters, EdgeLimits};
 use crate::lwm2m::{DeviceManagement, Registration, RegistrationEvent, Registry};
+use crate::sync::lock;
 
 /// Surveys of newly registered devices running at once. A survey is a few round trips, which
 /// take seconds on NB-IoT: after a registration storm (a cell back from an outage) this is what
@@ -149,7 +150,7 @@ impl Surveyor {
 
     /// Counts a survey of `source` in, unless it has its share; how many it has then.
     fn enter(&self, source: IpAddr) -> Option<usize> {
-        let mut per_source = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
+        let mut per_source = lock(&self.per_source);
         let count = per_source.entry(source).or_default();
         if *count >= self.limits.surveys_per_source {
             return None;
@@ -160,7 +161,7 @@ impl Surveyor {
 
     /// Counts a survey of `source` out.
     fn leave(&self, source: IpAddr) {
-        let mut per_source = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
+        let mut per_source = lock(&self.per_source);
         if let Some(count) = per_source.get_mut(&source) {
             *count -= 1;
             if *count == 0 {

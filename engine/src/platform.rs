@@ -70,14 +70,16 @@ impl Platform {
     pub async fn start(config: PlatformConfig) -> Result<Platform, PlatformError> {
         let host = PluginHost::new(config.plugins.clone())
             .map_err(|e| PlatformError::Host(e.to_string()))?;
-        Platform::start_on(host, config).await
+        Platform::start_on(host, Clock::system(), config).await
     }
 
     /// Like [`Platform::start`], with plugins compiled by `host` (which compiles each
-    /// component once: an engine started again on the same host starts at once). The host's
-    /// own limits apply, not `config.plugins`.
+    /// component once: an engine started again on the same host starts at once) and the
+    /// wall time read from `clock` (a simulation pins the date, so a run does not depend on
+    /// when it is made). The host's own limits apply, not `config.plugins`.
     pub async fn start_on(
         host: PluginHost,
+        clock: Clock,
         config: PlatformConfig,
     ) -> Result<Platform, PlatformError> {
         let store: Arc<dyn Store> = Arc::new(match &config.data_dir {
@@ -90,11 +92,10 @@ impl Platform {
         let server = Server::start_with_book(server_config, book.clone()).await?;
         let kept_plugins = KeptPlugins::new(store.clone());
         let plugins = load_plugins(host, kept_plugins.clone()).await?;
-        let clock = Clock::system();
         let catalog = Catalog::open(store.clone(), server.shelf.clone(), plugins.clone(), clock)?;
         let attempts = DeviceAttempts {
             catalog: catalog.clone(),
-            registry: server.registry.clone(),
+            presence: server.presence.clone(),
             delivery: server.delivery.clone(),
             book,
             plugins: plugins.clone(),

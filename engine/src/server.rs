@@ -1,6 +1,6 @@
 //! `Server`: the engine's layers assembled on one CoAP socket: registration interface, registry
-//! with lifetime expiry, device management, the package server for pulling devices, and
-//! delivery (push or pull, with breakpoint resume).
+//! with lifetime expiry, presence (which devices are reachable now), device management, the
+//! package server for pulling devices, and delivery (push or pull, with breakpoint resume).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use crate::coap::{Endpoint, EndpointConfig, Network};
 use crate::edge::{EdgeCounters, EdgeLimits};
+use crate::lwm2m::presence::DEFAULT_QUEUE_WINDOW;
 use crate::lwm2m::server::spawn_expiry;
-use crate::lwm2m::{DeviceManagement, RegistrationInterface, Registry};
+use crate::lwm2m::{DeviceManagement, Presence, RegistrationInterface, Registry};
 use crate::transfer::{Delivery, DeliveryConfig, PackageServer, PackageShelf, ResumeBook};
 
 /// How to run the engine.
@@ -23,6 +24,8 @@ pub struct ServerConfig {
     pub coap: EndpointConfig,
     /// Delivery timers. An empty `package_authority` means the bound CoAP address.
     pub delivery: DeliveryConfig,
+    /// How long a queue-mode device stays reachable after its last Register or Update.
+    pub queue_window: Duration,
     /// How often expired registrations are removed.
     pub expiry_period: Duration,
     /// What an unauthenticated peer may make the engine do.
@@ -64,6 +67,7 @@ impl Default for ServerConfig {
                 package_authority: String::new(),
                 ..DeliveryConfig::default()
             },
+            queue_window: DEFAULT_QUEUE_WINDOW,
             expiry_period: Duration::from_secs(1),
             edge: EdgeLimits::default(),
             package_uri_secret: None,
@@ -79,6 +83,8 @@ pub struct Server {
     pub network: Network,
     /// Live registrations.
     pub registry: Arc<Registry>,
+    /// Whether registered devices are reachable now (queue mode).
+    pub presence: Presence,
     /// Read / Write / Execute / Observe towards devices.
     pub management: DeviceManagement,
     /// The packages the engine delivers and serves at their Package URI.
@@ -139,9 +145,10 @@ impl Server {
             }
             delivery_config.package_authority = bound.to_string();
         }
+        let presence = Presence::new(registry.clone(), config.queue_window);
         let delivery = Delivery::new(
             management.clone(),
-            registry.clone(),
+            presence.clone(),
             book,
             shelf.clone(),
             delivery_config,
@@ -151,6 +158,7 @@ impl Server {
             endpoint,
             network: config.network,
             registry,
+            presence,
             management,
             shelf,
             delivery,

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use fota_engine::clock::{Clock, UnixMillis};
 use fota_engine::coap::Network;
 use fota_engine::coap::transport::{Bind, DatagramSocket, IoFuture};
 use fota_impair::Impairment;
@@ -26,6 +27,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::trace::{Trace, TraceEvent};
+
+/// The wall time every simulated network starts at: 2026-01-01T00:00:00Z.
+pub const SIMULATED_DATE: UnixMillis = 1_767_225_600_000;
 
 /// What a network did with the datagrams sent on it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -223,6 +227,12 @@ impl SimNetwork {
         self.state()
             .trace
             .record(Instant::now(), TraceEvent::Note(note.into()));
+    }
+
+    /// The wall clock of everything on this network: [`SIMULATED_DATE`] when the network was
+    /// made, moving with simulated time. A run does not depend on when it is made.
+    pub fn clock(&self) -> Clock {
+        Clock::anchored(SIMULATED_DATE, self.state().started)
     }
 
     /// The trace so far.

@@ -87,14 +87,21 @@ pub fn plugin_host() -> PluginHost {
     HOST.with(PluginHost::clone)
 }
 
-/// Starts a whole engine (its store, plugins from `host`, campaigns) as `config` says; its
-/// server should be on a simulated network. A store still locked by an engine that just
-/// crashed is waited for on the wall clock, simulated time standing still, so the run stays
-/// the same.
-pub async fn platform(host: &PluginHost, config: PlatformConfig) -> Result<Platform, String> {
+/// Starts a whole engine (its store, plugins from `host`, campaigns) as `config` says, on
+/// `network` at [`ENGINE`], reading the network's wall clock (records and signed packages
+/// carry the date: a run must not depend on when it is made). A store still locked by an
+/// engine that just crashed is waited for on the wall clock, simulated time standing still, so
+/// the run stays the same.
+pub async fn platform(
+    network: &SimNetwork,
+    host: &PluginHost,
+    mut config: PlatformConfig,
+) -> Result<Platform, String> {
+    config.server.network = network.handle();
+    config.server.coap_addr = ENGINE;
     let mut last_error = String::new();
     for _ in 0..STORE_RELEASE_TRIES {
-        match Platform::start_on(host.clone(), config.clone()).await {
+        match Platform::start_on(host.clone(), network.clock(), config.clone()).await {
             Ok(platform) => return Ok(platform),
             Err(error) => last_error = error.to_string(),
         }

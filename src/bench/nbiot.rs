@@ -188,7 +188,7 @@ pub async fn run(mut args: NbIotArgs) -> anyhow::Result<()> {
 async fn start_platform(args: &NbIotArgs) -> anyhow::Result<Platform> {
     let mut server = ServerConfig::loopback();
     server.coap.params = nb_iot_timers(args);
-    server.delivery.queue_window = Duration::from_secs(args.awake_secs);
+    server.queue_window = Duration::from_secs(args.awake_secs);
     let platform = Platform::start(PlatformConfig {
         server,
         data_dir: None,

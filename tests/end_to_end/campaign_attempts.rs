@@ -112,7 +112,7 @@ async fn device_until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sleeping_devices_are_surveyed_in_their_windows_and_spend_no_retry() {
     let mut server = ServerConfig::loopback();
-    server.delivery.queue_window = Duration::from_millis(300);
+    server.queue_window = Duration::from_millis(300);
     // A request gives up well within a sleep (350 ms of retransmissions against 900 ms), as
     // one to a module in PSM for hours does: nothing reaches a sleeping device by luck.
     server.coap.params = TransmissionParams {
@@ -134,7 +134,7 @@ async fn sleeping_devices_are_surveyed_in_their_windows_and_spend_no_retry() {
         while fleet.devices.iter().any(|device| {
             let registration = server.registry.get(&device.config().endpoint).unwrap();
             server
-                .delivery
+                .presence
                 .window_end(&registration)
                 .is_some_and(|end| end > tokio::time::Instant::now())
         }) {

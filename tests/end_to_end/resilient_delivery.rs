@@ -549,7 +549,7 @@ fn a_device_whose_last_update_failed_is_reset_before_the_pull() {
 fn sleeping_devices_are_sent_nothing_while_asleep_and_finish_over_several_wake_ups() {
     replay::twice(12, |network| async move {
         let mut config = ServerConfig::loopback();
-        config.delivery.queue_window = Duration::from_millis(800);
+        config.queue_window = Duration::from_millis(800);
         let server = engine_on(&network, config).await;
         // A scaled-down PSM: awake a second after each Update, asleep 2.5 s.
         let cycle = SleepCycle {

@@ -216,15 +216,14 @@ fn a_task_survives_an_engine_crash_in_simulated_time() {
         let dir = std::env::temp_dir().join(format!("fota-sim-restart-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let host = replay::plugin_host();
-        let mut server = ServerConfig::loopback();
-        server.network = network.handle();
-        server.coap_addr = replay::ENGINE;
         let config = PlatformConfig {
-            server,
+            server: ServerConfig::loopback(),
             data_dir: Some(dir.clone()),
             plugins: host.config().clone(),
         };
-        let platform = replay::platform(&host, config.clone()).await.unwrap();
+        let platform = replay::platform(&network, &host, config.clone())
+            .await
+            .unwrap();
         // A few milliseconds each way, so a transfer lasts long enough to be cut.
         network.set_impairment(
             Impairment::none().with_delay(Duration::from_millis(3), Duration::from_millis(2)),
@@ -262,7 +261,7 @@ fn a_task_survives_an_engine_crash_in_simulated_time() {
         .await;
         replay::crash(&network, platform).await.unwrap();
         let cut = partly(&fleet);
-        let platform = replay::platform(&host, config).await.unwrap();
+        let platform = replay::platform(&network, &host, config).await.unwrap();
 
         within(Duration::from_secs(3600), "the task completes", async {
             while platform.campaigns.task(&task_id).unwrap().status != TaskStatus::Completed {

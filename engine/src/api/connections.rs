@@ -38,6 +38,8 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+use crate::sync::lock;
+
 /// How long a connection the server ends after an answer keeps reading (and dropping) what the
 /// client still sends: a client that writes a whole refused body before it reads gets the
 /// answer, not a reset (closing a socket with unread bytes resets it).
@@ -313,7 +315,7 @@ impl Activity {
     }
 
     fn phase(&self) -> MutexGuard<'_, Phase> {
-        self.phase.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.phase)
     }
 
     fn set(&self, phase: &mut Phase, new: Phase) {

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -19,6 +19,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::ApiState;
 use crate::campaign::{CampaignEvent, Campaigns};
+use crate::sync::lock;
 
 /// Events kept for clients that reconnect.
 pub const REPLAYED: usize = 1024;
@@ -91,10 +92,6 @@ impl EventFeed {
         feed
     }
 
-    fn lock(&self) -> MutexGuard<'_, FeedState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn publish_campaign(&self, event: &CampaignEvent) {
         let (name, data) = match event {
             CampaignEvent::Task(task) => ("task", serde_json::to_string(task)),
@@ -105,7 +102,7 @@ impl EventFeed {
 
     /// Numbers and keeps one event, and sends it to every follower.
     fn publish(&self, name: &'static str, data: String) {
-        let mut state = self.lock();
+        let mut state = lock(&self.state);
         state.last_id += 1;
         let numbered = Arc::new(Numbered {
             id: state.last_id,
@@ -122,7 +119,7 @@ impl EventFeed {
     /// Follows the feed from now on, after replaying what came after `after` (a client's
     /// `Last-Event-ID`).
     fn follow(&self, after: Option<u64>) -> Start {
-        let state = self.lock();
+        let state = lock(&self.state);
         let live = self.live.subscribe();
         let Some(after) = after.filter(|after| *after < state.last_id) else {
             return Start {

@@ -17,7 +17,7 @@ use super::task::Task;
 use crate::catalog::devices::{Survey, survey};
 use crate::catalog::{Catalog, PackageKind, PackageRecord};
 use crate::clock::{Clock, UnixMillis};
-use crate::lwm2m::Registry;
+use crate::lwm2m::Presence;
 use crate::lwm2m::firmware::{DeliveryMethod, ResetMethod};
 use crate::plugin::{self, Decision, PluginRegistry, SkipReason, TransferMethod};
 use crate::transfer::{Delivery, DeliveryJob, Method, ResumeBook, Stage, WireCount};
@@ -96,8 +96,8 @@ pub trait Attempts: Send + Sync + 'static {
 pub struct DeviceAttempts {
     /// Devices, packages.
     pub catalog: Catalog,
-    /// Registrations.
-    pub registry: Arc<Registry>,
+    /// Registrations, and whether their devices are reachable now.
+    pub presence: Presence,
     /// Delivery.
     pub delivery: Delivery,
     /// The delivery's resume points, forgotten with a deleted task.
@@ -126,9 +126,7 @@ impl Attempts for DeviceAttempts {
 
     /// Registered, and in UDP binding or inside its queue-mode window.
     fn reachable_now(&self, endpoint: &str) -> bool {
-        self.registry
-            .get(endpoint)
-            .is_some_and(|registration| self.delivery.awake(&registration))
+        self.presence.reachable_now(endpoint)
     }
 
     fn forget_deliveries(&self, package_id: &str, endpoints: &[String]) {
@@ -145,7 +143,7 @@ impl Attempts for DeviceAttempts {
 
 impl DeviceAttempts {
     async fn run(&self, request: AttemptRequest) -> AttemptOutcome {
-        if self.registry.get(&request.endpoint).is_none() {
+        if self.presence.registry().get(&request.endpoint).is_none() {
             return AttemptOutcome::Offline;
         }
         let package = match self.catalog.package(&request.task.spec.package_id) {
@@ -225,7 +223,7 @@ impl DeviceAttempts {
         };
         loop {
             let Some(registration) = self
-                .delivery
+                .presence
                 .when_reachable(&request.endpoint, give_up)
                 .await
             else {
@@ -233,7 +231,7 @@ impl DeviceAttempts {
             };
             match survey(self.delivery.management(), registration.address).await {
                 Ok(survey) => return Ok(survey),
-                Err(error) if !self.delivery.awake(&registration) => {
+                Err(error) if !self.presence.awake(&registration) => {
                     tracing::debug!(endpoint = %request.endpoint, %error, "survey cut by sleep");
                 }
                 Err(error) => {

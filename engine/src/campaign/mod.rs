@@ -13,7 +13,7 @@ mod schedule;
 pub mod task;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
@@ -28,6 +28,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::clock::Clock;
 use crate::stats::{Counters, Ledger, Statistics, Subject};
 use crate::store::{Batch, Store, StoreError, StoreExt};
+use crate::sync::lock;
 use crate::transfer::WireCount;
 
 /// Why a task operation failed.
@@ -94,7 +95,7 @@ impl Drop for Inner {
     /// The campaign service is gone (the engine stops): its attempts stop with it, so none
     /// talks to a device or writes the store on behalf of a scheduler that no longer exists.
     fn drop(&mut self) {
-        let tasks = self.tasks.get_mut().unwrap_or_else(|p| p.into_inner());
+        let tasks = crate::sync::lock(&self.tasks);
         for attempt in tasks.values().flat_map(|running| running.active.values()) {
             attempt.abort();
         }
@@ -163,9 +164,7 @@ impl Campaigns {
             finished_at: None,
         };
         self.inner.store.put_durable(&task_key(&task.id), &task)?;
-        self.inner
-            .lock()
-            .insert(task.id.clone(), Running::new(task.clone()));
+        lock(&self.inner.tasks).insert(task.id.clone(), Running::new(task.clone()));
         self.inner.wake.notify_one();
         Ok(task)
     }
@@ -181,7 +180,7 @@ impl Campaigns {
     /// as it is, so "create, then start" works whoever comes first.
     pub fn start_now(&self, id: &str) -> Result<Task, CampaignError> {
         let now = self.inner.clock.now();
-        let mut tasks = self.inner.lock();
+        let mut tasks = lock(&self.inner.tasks);
         let running = tasks
             .get_mut(id)
             .ok_or_else(|| CampaignError::NotFound(id.into()))?;
@@ -229,7 +228,7 @@ impl Campaigns {
     /// resume its deliveries. Its devices stay in the statistics.
     pub fn delete(&self, id: &str) -> Result<(), CampaignError> {
         let now = self.inner.clock.now();
-        let mut tasks = self.inner.lock();
+        let mut tasks = lock(&self.inner.tasks);
         let running = tasks
             .get(id)
             .ok_or_else(|| CampaignError::NotFound(id.into()))?;
@@ -265,7 +264,7 @@ impl Campaigns {
 
     /// The task `id`.
     pub fn task(&self, id: &str) -> Result<Task, CampaignError> {
-        let tasks = self.inner.lock();
+        let tasks = lock(&self.inner.tasks);
         let running = tasks
             .get(id)
             .ok_or_else(|| CampaignError::NotFound(id.into()))?;
@@ -274,12 +273,15 @@ impl Campaigns {
 
     /// Every task.
     pub fn tasks(&self) -> Vec<Task> {
-        self.inner.lock().values().map(Running::view).collect()
+        lock(&self.inner.tasks)
+            .values()
+            .map(Running::view)
+            .collect()
     }
 
     /// The devices of task `id` and their progress.
     pub fn devices(&self, id: &str) -> Result<Vec<DeviceProgress>, CampaignError> {
-        let tasks = self.inner.lock();
+        let tasks = lock(&self.inner.tasks);
         let running = tasks
             .get(id)
             .ok_or_else(|| CampaignError::NotFound(id.into()))?;
@@ -288,7 +290,7 @@ impl Campaigns {
 
     /// The progress of device `endpoint` in every task it is in.
     pub fn progress_of(&self, endpoint: &str) -> Vec<DeviceProgress> {
-        let tasks = self.inner.lock();
+        let tasks = lock(&self.inner.tasks);
         tasks
             .values()
             .filter_map(|running| running.devices.get(endpoint).cloned())
@@ -297,12 +299,15 @@ impl Campaigns {
 
     /// Attempts running now, over every task.
     pub fn attempts_under_way(&self) -> usize {
-        self.inner.lock().values().map(|r| r.active.len()).sum()
+        lock(&self.inner.tasks)
+            .values()
+            .map(|r| r.active.len())
+            .sum()
     }
 
     /// True when a task that is not final uses group `group_id` or package `package_id`.
     pub fn in_use(&self, group_id: Option<&str>, package_id: Option<&str>) -> bool {
-        self.inner.lock().values().any(|running| {
+        lock(&self.inner.tasks).values().any(|running| {
             let spec = &running.task.spec;
             !running.task.status.is_final()
                 && (group_id == Some(spec.group_id.as_str())
@@ -314,7 +319,7 @@ impl Campaigns {
     /// of a started task, or in the group of a task (started or not) whose id is in `groups`
     /// (the groups the device is in).
     pub fn holds_device(&self, endpoint: &str, groups: &[String]) -> bool {
-        self.inner.lock().values().any(|running| {
+        lock(&self.inner.tasks).values().any(|running| {
             !running.task.status.is_final()
                 && (running.devices.contains_key(endpoint)
                     || groups.contains(&running.task.spec.group_id))
@@ -323,8 +328,7 @@ impl Campaigns {
 
     /// Every device progress of every task.
     pub fn all_progress(&self) -> Vec<(Task, Vec<DeviceProgress>)> {
-        self.inner
-            .lock()
+        lock(&self.inner.tasks)
             .values()
             .map(|r| (r.view(), r.devices.values().cloned().collect()))
             .collect()
@@ -384,7 +388,7 @@ impl Campaigns {
         change: impl FnOnce(&mut Task),
     ) -> Result<Task, CampaignError> {
         let now = self.inner.clock.now();
-        let mut tasks = self.inner.lock();
+        let mut tasks = lock(&self.inner.tasks);
         let running = tasks
             .get_mut(id)
             .ok_or_else(|| CampaignError::NotFound(id.into()))?;
@@ -446,14 +450,10 @@ impl Running {
 }
 
 impl Inner {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Running>> {
-        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Reads every task and its devices back; attempts cut by a stop are due again.
     fn load(&self) -> Result<(), CampaignError> {
         let tasks: Vec<Task> = self.store.scan(TASKS)?;
-        let mut loaded = self.lock();
+        let mut loaded = lock(&self.tasks);
         for task in tasks {
             let mut running = Running::new(task);
             if running.task.status != TaskStatus::NotStarted {

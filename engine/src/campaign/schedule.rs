@@ -16,6 +16,7 @@ use super::task::{CellPause, TaskStatus};
 use super::{Inner, Running, TICK, task_key};
 use crate::clock::UnixMillis;
 use crate::store::Batch;
+use crate::sync::lock;
 use crate::transfer::{Stage, WireCount};
 
 /// How soon an offline device is looked at again, at most.
@@ -42,7 +43,7 @@ pub(super) async fn run(inner: Weak<Inner>) {
 /// One look at every task.
 fn tick(inner: &Arc<Inner>) {
     let now = inner.clock.now();
-    let mut tasks = inner.lock();
+    let mut tasks = lock(&inner.tasks);
     let mut cells = transfers_per_cell(&tasks);
     for running in tasks.values_mut() {
         let status = running.task.status;
@@ -250,7 +251,7 @@ async fn follow(
 /// Shows a delivery's stage in its device's progress; a suspended delivery's bytes are
 /// counted at once, so they stay counted if the attempt never ends (cancel, kill).
 fn show_stage(inner: &Inner, task_id: &str, endpoint: &str, stage: Stage) {
-    let mut tasks = inner.lock();
+    let mut tasks = lock(&inner.tasks);
     let Some(running) = tasks.get_mut(task_id) else {
         return;
     };
@@ -291,7 +292,7 @@ fn wire_since(now: &WireCount, before: &WireCount) -> WireCount {
 /// batch. An attempt that was aborted (the task stopped, or it expired) changes nothing.
 fn finish_attempt(inner: &Inner, task_id: &str, endpoint: &str, outcome: AttemptOutcome) {
     let now = inner.clock.now();
-    let mut tasks = inner.lock();
+    let mut tasks = lock(&inner.tasks);
     let Some(running) = tasks.get_mut(task_id) else {
         return;
     };

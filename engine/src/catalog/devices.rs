@@ -13,6 +13,7 @@ use crate::clock::UnixMillis;
 use crate::lwm2m::firmware::{self, DeliveryMethod};
 use crate::lwm2m::{DeviceManagement, LwM2mPath, ManagementError, Record, Registration};
 use crate::store::{Batch, StoreExt};
+use crate::sync::lock;
 
 /// Key prefix of device records.
 const PREFIX: &str = "dev/";
@@ -189,7 +190,7 @@ impl Catalog {
     /// known, so no group holds it): what a registration that ended left of a device that may
     /// never have existed (a forged Register). True when removed.
     pub fn forget_unsurveyed_device(&self, endpoint: &str) -> Result<bool, CatalogError> {
-        let _serialized = self.device_writes.lock().unwrap_or_else(|e| e.into_inner());
+        let _serialized = lock(&self.device_writes);
         let key = device_key(endpoint);
         let unsurveyed = self
             .store
@@ -225,7 +226,7 @@ impl Catalog {
     /// Forgets the device `endpoint` and takes it out of every group, in one write. The caller
     /// checks that no task that is not final holds it.
     pub fn delete_device(&self, endpoint: &str) -> Result<(), CatalogError> {
-        let _serialized = self.device_writes.lock().unwrap_or_else(|e| e.into_inner());
+        let _serialized = lock(&self.device_writes);
         self.device(endpoint)?;
         let mut batch = Batch::new();
         batch.remove(device_key(endpoint));
@@ -258,7 +259,7 @@ impl Catalog {
         endpoint: &str,
         change: impl FnOnce(&mut DeviceRecord),
     ) -> Result<Option<DeviceRecord>, CatalogError> {
-        let _serialized = self.device_writes.lock().unwrap_or_else(|e| e.into_inner());
+        let _serialized = lock(&self.device_writes);
         let key = device_key(endpoint);
         let Some(mut device) = self.store.get::<DeviceRecord>(&key)? else {
             return Ok(None);
@@ -276,7 +277,7 @@ impl Catalog {
         endpoint: &str,
         change: impl FnOnce(&mut DeviceRecord),
     ) -> Result<DeviceRecord, CatalogError> {
-        let _serialized = self.device_writes.lock().unwrap_or_else(|e| e.into_inner());
+        let _serialized = lock(&self.device_writes);
         let key = device_key(endpoint);
         let mut device = self
             .store

@@ -28,6 +28,7 @@ use super::peers::Peers;
 use super::probe::WireProbe;
 use super::stats::{Charge, EMPTY_MESSAGE_LEN, EndpointStats, StatsSnapshot, WireMeter, bump};
 use super::transport::{DatagramSocket, Network};
+use crate::sync::lock;
 
 /// Largest datagram accepted; anything longer is dropped as malformed.
 const MAX_DATAGRAM: usize = 4096;
@@ -995,14 +996,6 @@ async fn housekeeping(inner: Weak<Inner>, lifetime: Duration) {
         lock(&inner.peers).forget_idle(now, lifetime);
         lock(&inner.duplicates).expire(now);
     }
-}
-
-/// Locks a mutex, recovering from a poisoned lock: the tables stay consistent because every
-/// critical section is a single map operation.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
-//! The LwM2M server: registration interface, device management operations towards registered
-//! devices, and the content formats they speak. Knows CoAP messages, not UDP or retransmission.
+//! The LwM2M server: registration interface, whether registered devices are reachable now
+//! (presence, queue mode), device management operations towards registered devices, and the
+//! content formats they speak. Knows CoAP messages, not UDP or retransmission.
 
 pub mod content;
 pub mod firmware;
 pub mod management;
 pub mod path;
+pub mod presence;
 pub mod registration;
 pub mod registry;
 pub mod server;
@@ -12,6 +14,7 @@ pub mod server;
 pub use content::{ContentError, ContentFormat, Record, Value};
 pub use management::{DeviceManagement, ManagementError};
 pub use path::LwM2mPath;
+pub use presence::Presence;
 pub use registration::{Binding, Registration};
 pub use registry::{EndpointEvents, RegistrationEvent, Registry};
 pub use server::RegistrationInterface;

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio::sync::{broadcast, mpsc};
 
 use super::registration::{RegisterRequest, Registration, UpdateRequest};
-use crate::coap::endpoint::lock;
+use crate::sync::lock;
 
 /// Something that happened to a registration.
 #[derive(Debug, Clone, PartialEq)]

@@ -51,17 +51,12 @@ impl PluginHost {
             reason: format!("{e:#}"),
         })?;
         let ty = component.component_type();
-        let imports = ty
-            .imports(self.engine())
-            .map(|(n, _)| n.to_string())
-            .collect();
+        let imports = self.imports(&component);
         let exports: Vec<String> = ty
             .exports(self.engine())
             .map(|(n, _)| n.to_string())
             .collect();
-        let linked = self
-            .link(&component)
-            .map_err(|e| PluginError::unsupported_import(name, &e))?;
+        let linked = self.link(name, &component)?;
         let worlds = worlds_of(&linked);
         if worlds.is_empty() {
             let reason = format!("its exports are [{}]", exports.join(", "));

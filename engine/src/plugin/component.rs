@@ -10,6 +10,7 @@ use super::bindings::World;
 use super::check::worlds_of;
 use super::host::{CallLimits, HostState, PluginHost};
 use super::{PluginError, PluginKind};
+use crate::sync::lock;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 use wasmtime::{Store, Trap};
@@ -56,9 +57,7 @@ impl<W: World> Plugin<W> {
             plugin: name.into(),
             reason: format!("{e:#}"),
         })?;
-        let linked = host
-            .link(&component)
-            .map_err(|e| PluginError::unsupported_import(name, &e))?;
+        let linked = host.link(name, &component)?;
         let pre = W::pre(linked.clone()).map_err(|e| {
             PluginError::wrong_world(name, W::KIND, &worlds_of(&linked), format!("{e:#}"))
         })?;
@@ -114,7 +113,10 @@ impl<W: World> Plugin<W> {
         f: impl FnOnce(&W, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         self.host.counters().called(W::KIND);
-        let mut warm = match self.idle.lock().expect("pool lock").pop() {
+        // Popped in a statement of its own: the pool's lock is not held while a new instance
+        // is made (a match on `lock(..).pop()` would hold it through the arms).
+        let idle = lock(&self.idle).pop();
+        let mut warm = match idle {
             Some(warm) => warm,
             None => self.instantiate()?,
         };
@@ -172,7 +174,7 @@ impl<W: World> Plugin<W> {
     /// Keeps an instance that answered for the next call, unless its memory grew too large.
     fn give_back(&self, warm: Warm<W>) {
         if warm.store.data().limiter.largest <= self.limits().reuse_up_to_bytes {
-            self.idle.lock().expect("pool lock").push(warm);
+            lock(&self.idle).push(warm);
         }
     }
 
@@ -259,7 +261,7 @@ mod tests {
     /// Makes a patch from `old` to `new`; returns how many instances are idle afterwards.
     fn idle_after_diff(differ: &DifferPlugin, old: &[u8], new: &[u8]) -> usize {
         differ.make_patch_blocking(old, new).unwrap().unwrap();
-        differ.idle.lock().unwrap().len()
+        lock(&differ.idle).len()
     }
 
     #[test]
@@ -271,7 +273,7 @@ mod tests {
             .collect();
 
         let differ = differ_keeping_up_to(4 << 20);
-        assert_eq!(differ.idle.lock().unwrap().len(), 1, "made at load, kept");
+        assert_eq!(lock(&differ.idle).len(), 1, "made at load, kept");
         assert_eq!(idle_after_diff(&differ, &small_old, &small_new), 1);
         assert_eq!(idle_after_diff(&differ, &big, &big[1..]), 0, "dropped");
         assert_eq!(

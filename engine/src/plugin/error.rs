@@ -71,11 +71,16 @@ impl PluginError {
         }
     }
 
-    /// An error for a component whose imports the host cannot give: a component built against
-    /// another version of the contract imports that version's `host-log`, which is named.
-    pub(crate) fn unsupported_import(plugin: &str, error: &wasmtime::Error) -> Self {
+    /// An error for a component whose imports (named in `imports`) the host cannot give: a
+    /// component built against another version of the contract (one of its imports is a
+    /// `fota:plugin` interface of another version) is told which version to rebuild against.
+    pub(crate) fn unsupported_import(
+        plugin: &str,
+        imports: &[String],
+        error: &wasmtime::Error,
+    ) -> Self {
         let mut reason = format!("{error:#}");
-        if reason.contains("fota:plugin/") && !reason.contains(super::WIT_VERSION) {
+        if imports.iter().any(|name| of_another_contract(name)) {
             reason.push_str(&format!(
                 " (this engine implements fota:plugin@{}: rebuild the plugin against wit/)",
                 super::WIT_VERSION
@@ -107,5 +112,29 @@ impl PluginError {
             found,
             reason,
         }
+    }
+}
+
+/// Whether the import `name` (`namespace:package/interface@version`) is an interface of the
+/// `fota:plugin` package of another version than the one this engine implements.
+fn of_another_contract(name: &str) -> bool {
+    name.strip_prefix("fota:plugin/").is_some_and(|interface| {
+        interface
+            .split_once('@')
+            .is_none_or(|(_, version)| version != super::WIT_VERSION)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_import_of_another_contract_version_is_told_apart() {
+        let ours = format!("fota:plugin/host-log@{}", super::super::WIT_VERSION);
+        assert!(!of_another_contract(&ours));
+        assert!(of_another_contract("fota:plugin/host-log@0.1.0"));
+        assert!(of_another_contract("fota:plugin/host-log"));
+        assert!(!of_another_contract("wasi:cli/environment@0.2.0"));
     }
 }

@@ -5,26 +5,19 @@
 //! Every store is made by [`PluginHost::new_store`]: that is the one place where a call's limits
 //! are set.
 
-use super::PluginKind;
 use super::bindings::{host_log, types};
 use super::counters::CallCounters;
+use super::{PluginError, PluginKind};
+use crate::sync::lock;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-
-/// The compiled components; a holder that panicked left the map whole (one insert or get).
-fn compiled(inner: &Inner) -> MutexGuard<'_, HashMap<[u8; 32], Component>> {
-    inner
-        .compiled
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-}
 
 /// Longest log message a plugin may write; longer ones are cut.
 const MAX_LOG_MESSAGE: usize = 1024;
@@ -178,16 +171,36 @@ impl PluginHost {
     /// Compiles a component (once per distinct bytes), without linking or instantiating it.
     pub(crate) fn compile(&self, wasm: &[u8]) -> wasmtime::Result<Component> {
         let key: [u8; 32] = Sha256::digest(wasm).into();
-        if let Some(component) = compiled(&self.inner).get(&key) {
+        if let Some(component) = lock(&self.inner.compiled).get(&key) {
             return Ok(component.clone());
         }
         let component = Component::new(&self.inner.engine, wasm)?;
-        compiled(&self.inner).insert(key, component.clone());
+        lock(&self.inner.compiled).insert(key, component.clone());
         Ok(component)
     }
 
-    pub(crate) fn link(&self, component: &Component) -> wasmtime::Result<InstancePre<HostState>> {
-        self.inner.linker.instantiate_pre(component)
+    /// Links `component`'s imports (named `name` in errors), refusing one that imports what the
+    /// host does not give plugins.
+    pub(crate) fn link(
+        &self,
+        name: &str,
+        component: &Component,
+    ) -> Result<InstancePre<HostState>, PluginError> {
+        self.inner
+            .linker
+            .instantiate_pre(component)
+            .map_err(|error| {
+                PluginError::unsupported_import(name, &self.imports(component), &error)
+            })
+    }
+
+    /// The names of what `component` imports.
+    pub(crate) fn imports(&self, component: &Component) -> Vec<String> {
+        component
+            .component_type()
+            .imports(self.engine())
+            .map(|(name, _)| name.to_string())
+            .collect()
     }
 
     /// A store for one plugin of `kind`, with that kind's memory limit; the time limit is set

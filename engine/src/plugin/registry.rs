@@ -9,6 +9,7 @@ use super::{
     CapabilityPlugin, Decision, DeliveryPlan, Device, DifferPlugin, FirmwarePackage,
     PackageContents, PackagerPlugin, PluginError, PluginHost, PluginKind, PolicyPlugin,
 };
+use crate::sync::{read, write};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -319,11 +320,11 @@ impl<W: World> Table<W> {
     }
 
     fn reset_default(&self) {
-        self.bound.write().expect("registry lock").default = Arc::clone(&self.reference);
+        write(&self.bound).default = Arc::clone(&self.reference);
     }
 
     fn is_bound(&self, vendor: &str, model: &str) -> bool {
-        let bound = self.bound.read().expect("registry lock");
+        let bound = read(&self.bound);
         bound
             .models
             .get(vendor)
@@ -333,14 +334,14 @@ impl<W: World> Table<W> {
     /// The default when `default`, else what serves `vendor` and `model`.
     fn pick(&self, vendor: &str, model: &str, default: bool) -> Arc<Plugin<W>> {
         if default {
-            Arc::clone(&self.bound.read().expect("registry lock").default)
+            Arc::clone(&read(&self.bound).default)
         } else {
             self.get(vendor, model)
         }
     }
 
     fn get(&self, vendor: &str, model: &str) -> Arc<Plugin<W>> {
-        let bound = self.bound.read().expect("registry lock");
+        let bound = read(&self.bound);
         let by_model = bound
             .models
             .get(vendor)
@@ -350,7 +351,7 @@ impl<W: World> Table<W> {
 
     fn bind(&self, binding: Binding, plugin: Plugin<W>) {
         let plugin = Arc::new(plugin);
-        let mut bound = self.bound.write().expect("registry lock");
+        let mut bound = write(&self.bound);
         match binding {
             Binding::Default => bound.default = plugin,
             Binding::Model { vendor, model } => {
@@ -364,7 +365,7 @@ impl<W: World> Table<W> {
     }
 
     fn unbind(&self, vendor: &str, model: &str) -> bool {
-        let mut bound = self.bound.write().expect("registry lock");
+        let mut bound = write(&self.bound);
         bound
             .models
             .get_mut(vendor)
@@ -373,7 +374,7 @@ impl<W: World> Table<W> {
     }
 
     fn list(&self) -> Vec<(PluginKind, Binding, String, Settings)> {
-        let bound = self.bound.read().expect("registry lock");
+        let bound = read(&self.bound);
         let described =
             |plugin: &Plugin<W>| (plugin.name().to_string(), plugin.settings().to_vec());
         let (name, settings) = described(&bound.default);

@@ -6,11 +6,12 @@
 //! arithmetic; what one device's progress counts for is the campaign's to say.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 use crate::store::{Batch, Store, StoreError, StoreExt};
+use crate::sync::lock;
 
 /// Counters of one package, or of one vendor and model. Also one device's share of them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,7 +145,7 @@ impl Ledger {
         if before == after {
             return;
         }
-        let mut kept = self.lock();
+        let mut kept = lock(&self.kept);
         let package = kept
             .packages
             .entry(subject.package_id.clone())
@@ -169,15 +170,11 @@ impl Ledger {
 
     /// Every counter now.
     pub fn statistics(&self) -> Statistics {
-        let kept = self.lock();
+        let kept = lock(&self.kept);
         Statistics {
             packages: kept.packages.values().cloned().collect(),
             models: kept.models.values().cloned().collect(),
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Kept> {
-        self.kept.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -1,160 +1,30 @@
 //! `Delivery`: takes one package to one device, start to end, through every interruption. An
 //! attempt runs while the device is reachable; when the link breaks (timeouts, reboot,
 //! de-registration, lifetime expiry, PSM sleep) the delivery is suspended, not failed, and the
-//! next attempt resumes where the device stands. Owns the attempt loop, what makes a device
-//! reachable (its registration, the queue-mode window), and the wire account of the whole
-//! delivery; the steps of one attempt live in `push`, `pull` and `install`.
+//! next attempt resumes where the device stands. Owns the attempt loop, what ends an attempt
+//! (the device leaves its registration or address, or falls asleep), and the wire account of
+//! the whole delivery; whether a device is reachable is `lwm2m::Presence`'s to say, and the
+//! steps of one attempt live in `push`, `pull` and `install`.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::install::{confirm, execute_update};
-use super::outcome::{TransferOutcome, TransferReport, WireCount};
+use super::job::{DeliveryConfig, DeliveryJob, Method, Stage};
+use super::outcome::{TransferOutcome, TransferReport};
 use super::resume::ResumeBook;
-use super::shelf::{PackageShelf, ShelvedPackage};
-use super::steps::{Attempt, StageError, at, interrupted};
+use super::shelf::PackageShelf;
+use super::steps::{Attempt, StageError, Steps, at, interrupted};
 use super::watch::FirmwareWatch;
 use crate::coap::WireMeter;
-use crate::lwm2m::firmware::{self, FirmwareState, ResetMethod};
-use crate::lwm2m::{
-    DeviceManagement, EndpointEvents, ManagementError, Registration, RegistrationEvent, Registry,
-};
+use crate::lwm2m::firmware::FirmwareState;
+use crate::lwm2m::{DeviceManagement, EndpointEvents, Presence, Registration, RegistrationEvent};
 
 /// Longest the end of a delivery waits for the device to confirm its observations are
 /// cancelled: an exchange and a retransmission on an NB-IoT link.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
-
-/// How the package reaches the device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    /// The engine writes it to /5/0/0 with Block1.
-    Push,
-    /// The engine writes its Package URI to /5/0/1 and the device fetches it with Block2.
-    Pull,
-}
-
-/// One package for one device.
-#[derive(Debug, Clone)]
-pub struct DeliveryJob {
-    /// The device's endpoint name.
-    pub endpoint: String,
-    /// The package, shared between every device.
-    pub package: Arc<ShelvedPackage>,
-    /// Version the device must report afterwards.
-    pub target_version: String,
-    /// Block size to start with (push) or to announce (pull).
-    pub block_size: usize,
-    /// Push or pull.
-    pub method: Method,
-    /// While it reads false, a device holding the package waits before the update step (a
-    /// paused task); `None`: never held.
-    pub install_gate: Option<watch::Receiver<bool>>,
-    /// Stop resuming after this instant (a task's deadline); `None`: the suspend limit.
-    pub give_up_at: Option<Instant>,
-    /// Told each stage the delivery reaches, for live progress.
-    pub stages: Option<mpsc::UnboundedSender<(String, Stage)>>,
-    /// Whether the device supports breakpoint resume (26500/26501); when false a broken push
-    /// starts over without asking.
-    pub resume: bool,
-    /// How the device's Firmware Update object is reset before a fresh download.
-    pub reset: ResetMethod,
-}
-
-impl DeliveryJob {
-    /// `package` to `endpoint`, never held, under the suspend limit, reporting to nobody,
-    /// resuming where the device supports it, reset as OMA says (a '\0' to Package for a
-    /// push, an empty Package URI for a pull).
-    pub fn new(
-        endpoint: &str,
-        package: Arc<ShelvedPackage>,
-        target_version: &str,
-        block_size: usize,
-        method: Method,
-    ) -> Self {
-        DeliveryJob {
-            endpoint: endpoint.to_string(),
-            package,
-            target_version: target_version.to_string(),
-            block_size,
-            method,
-            install_gate: None,
-            give_up_at: None,
-            stages: None,
-            resume: true,
-            reset: match method {
-                Method::Push => ResetMethod::NullByte,
-                Method::Pull => ResetMethod::EmptyUri,
-            },
-        }
-    }
-
-    fn report(&self, stage: Stage) {
-        if let Some(stages) = &self.stages {
-            let _ = stages.send((self.endpoint.clone(), stage));
-        }
-    }
-
-    /// Waits until the update step is allowed.
-    async fn wait_for_install_gate(&self) {
-        if let Some(gate) = &self.install_gate {
-            let mut gate = gate.clone();
-            let _ = gate.wait_for(|open| *open).await;
-        }
-    }
-}
-
-/// Stages of a delivery, as reported to [`DeliveryJob::stages`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// Package bytes are on their way.
-    Downloading,
-    /// The device holds and verified the package.
-    Downloaded,
-    /// Update executed; waiting for the device to come back.
-    Installing,
-    /// The link broke; the delivery waits to resume. `wire`: what the whole delivery cost
-    /// so far, so a caller can count it before the delivery ends (or never does).
-    Suspended { wire: WireCount },
-}
-
-/// Limits and timers of a delivery.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeliveryConfig {
-    /// How long a device may take to verify a downloaded package and report Downloaded.
-    pub verify_timeout: Duration,
-    /// How long a pulling device may take to fetch the package before the attempt ends.
-    pub pull_timeout: Duration,
-    /// How long a device may take to install and register again.
-    pub install_timeout: Duration,
-    /// How long a delivery stays suspended without finishing before it gives up.
-    pub suspend_limit: Duration,
-    /// Wait before retrying a reachable device after an interruption; doubles up to `.1`.
-    pub retry_backoff: (Duration, Duration),
-    /// How long a queue-mode device stays reachable after its last Register or Update.
-    pub queue_window: Duration,
-    /// host:port devices reach the engine at, for Package URIs (pull).
-    pub package_authority: String,
-}
-
-impl Default for DeliveryConfig {
-    fn default() -> Self {
-        DeliveryConfig {
-            verify_timeout: Duration::from_secs(120),
-            pull_timeout: Duration::from_secs(3600),
-            install_timeout: Duration::from_secs(600),
-            suspend_limit: Duration::from_secs(7 * 86_400),
-            retry_backoff: (Duration::from_secs(10), Duration::from_secs(600)),
-            // LwM2M 1.1's default client awake time: CoAP MAX_TRANSMIT_WAIT.
-            queue_window: Duration::from_secs(93),
-            package_authority: "localhost:5683".into(),
-        }
-    }
-}
 
 /// Where an attempt stands when the device is ready for Update.
 enum Prepared {
@@ -188,45 +58,41 @@ fn gone(current: &Registration, event: &RegistrationEvent) -> Option<&'static st
 /// Delivers packages to registered devices. Cheap to clone.
 #[derive(Clone)]
 pub struct Delivery {
-    /// Device management requests.
-    pub(super) management: DeviceManagement,
-    /// Where registrations and re-registrations are seen.
-    pub(super) registry: Arc<Registry>,
-    /// How far each device got.
-    pub(super) book: ResumeBook,
-    /// The packages, and what the package server sent of them.
-    pub(super) shelf: PackageShelf,
-    /// Timers.
-    pub(super) config: DeliveryConfig,
+    /// Device management, the resume book, the package shelf and the timers.
+    steps: Steps,
+    /// Where registrations and re-registrations are seen, and whether the device is awake.
+    presence: Presence,
 }
 
 impl Delivery {
-    /// Delivers through `management` to devices in `registry`, keeping progress in `book`;
-    /// pulling devices fetch from `shelf`.
+    /// Delivers through `management` to devices while `presence` says they are reachable,
+    /// keeping progress in `book`; pulling devices fetch from `shelf`.
     pub fn new(
         management: DeviceManagement,
-        registry: Arc<Registry>,
+        presence: Presence,
         book: ResumeBook,
         shelf: PackageShelf,
         config: DeliveryConfig,
     ) -> Self {
         Delivery {
-            management,
-            registry,
-            book,
-            shelf,
-            config,
+            steps: Steps {
+                management,
+                book,
+                shelf,
+                config,
+            },
+            presence,
         }
     }
 
     /// Device management requests, for callers that read devices before delivering.
     pub fn management(&self) -> &DeviceManagement {
-        &self.management
+        &self.steps.management
     }
 
     /// The timers in use.
     pub fn config(&self) -> &DeliveryConfig {
-        &self.config
+        &self.steps.config
     }
 
     /// Delivers and installs `job`'s package, resuming after every interruption until it ends
@@ -235,17 +101,17 @@ impl Delivery {
         let started = Instant::now();
         let give_up = job
             .give_up_at
-            .unwrap_or(started + self.config.suspend_limit);
+            .unwrap_or(started + self.steps.config.suspend_limit);
         let mut attempt = Attempt::new(job);
         let delivery = self.charged_to(attempt.meter.clone());
-        let mut contacts = self.registry.follow(&job.endpoint);
-        let mut backoff = self.config.retry_backoff.0;
+        let mut contacts = self.presence.registry().follow(&job.endpoint);
+        let mut backoff = self.steps.config.retry_backoff.0;
         tracing::info!(
             endpoint = %job.endpoint, package = %job.package.id, size = job.package.len(),
             method = ?job.method, block_size = job.block_size, "delivery starts"
         );
         let outcome = loop {
-            let outcome = match delivery.wait_reachable(&mut contacts, give_up).await {
+            let outcome = match self.presence.wait_reachable(&mut contacts, give_up).await {
                 Some(registration) => {
                     delivery
                         .attempt(&mut attempt, &registration, &mut contacts)
@@ -268,10 +134,10 @@ impl Delivery {
                 "delivery suspended"
             );
             let _ = tokio::time::timeout(backoff, contacts.next_contact()).await;
-            backoff = (backoff * 2).min(self.config.retry_backoff.1);
+            backoff = (backoff * 2).min(self.steps.config.retry_backoff.1);
         };
         if !matches!(outcome, TransferOutcome::Interrupted(_)) {
-            self.book.clear(&job.endpoint);
+            self.steps.book.clear(&job.endpoint);
         }
         delivery.release(&job.endpoint, attempt.watch.take()).await;
         log_end(job, &outcome, &attempt);
@@ -293,11 +159,14 @@ impl Delivery {
     async fn release(&self, endpoint: &str, watch: Option<FirmwareWatch>) {
         let Some(watch) = watch else { return };
         let reachable = self
-            .registry
+            .presence
+            .registry()
             .get(endpoint)
-            .is_some_and(|registration| watch.serves(&registration) && self.awake(&registration));
+            .is_some_and(|registration| {
+                watch.serves(&registration) && self.presence.awake(&registration)
+            });
         if reachable {
-            let cancelled = watch.cancel(&self.management);
+            let cancelled = watch.cancel(&self.steps.management);
             if tokio::time::timeout(CANCEL_WAIT, cancelled).await.is_err() {
                 tracing::debug!(%endpoint, "observations not cancelled in time");
             }
@@ -307,7 +176,7 @@ impl Delivery {
     /// This delivery with every device management request charged to `meter`.
     fn charged_to(&self, meter: Arc<WireMeter>) -> Delivery {
         Delivery {
-            management: self.management.metered(meter),
+            steps: self.steps.charged_to(meter),
             ..self.clone()
         }
     }
@@ -334,52 +203,6 @@ impl Delivery {
         reports.into_iter().flatten().collect()
     }
 
-    /// `endpoint`'s registration once it is reachable (see [`Self::wait_reachable`]): for a
-    /// caller that talks to the device outside a delivery, such as a campaign's survey.
-    pub async fn when_reachable(&self, endpoint: &str, give_up: Instant) -> Option<Registration> {
-        self.wait_reachable(&mut self.registry.follow(endpoint), give_up)
-            .await
-    }
-
-    /// The device's current registration once it is reachable: now for a device in UDP
-    /// binding, in the window after its next Update for a device in queue mode. `None` past
-    /// `give_up`.
-    async fn wait_reachable(
-        &self,
-        contacts: &mut EndpointEvents,
-        give_up: Instant,
-    ) -> Option<Registration> {
-        loop {
-            // What happened so far is in the registry now; only later events are news.
-            contacts.clear();
-            if let Some(registration) = self.registry.get(contacts.endpoint())
-                && self.awake(&registration)
-            {
-                return Some(registration);
-            }
-            let remaining = give_up.saturating_duration_since(Instant::now());
-            tokio::time::timeout(remaining, contacts.next_contact())
-                .await
-                .ok()?;
-        }
-    }
-
-    /// Whether the device of `registration` can be reached now: in UDP binding, or inside its
-    /// queue-mode window.
-    pub fn awake(&self, registration: &Registration) -> bool {
-        self.window_end(registration)
-            .is_none_or(|end| end > Instant::now())
-    }
-
-    /// Until when a device can be reached: the end of its queue-mode window, or `None`
-    /// (always, in UDP binding).
-    pub fn window_end(&self, registration: &Registration) -> Option<Instant> {
-        registration
-            .binding
-            .queue_mode
-            .then(|| registration.last_update + self.config.queue_window)
-    }
-
     /// Runs `work` while the device stays reachable where `registration` says. It ends as an
     /// interruption when the device registers anew (it rebooted), sends an Update from another
     /// address, de-registers, lets its registration expire, or (queue mode) its window closes;
@@ -391,7 +214,7 @@ impl Delivery {
         work: impl Future<Output = T>,
     ) -> Result<T, TransferOutcome> {
         let mut work = std::pin::pin!(work);
-        let mut window_end = self.window_end(registration);
+        let mut window_end = self.presence.window_end(registration);
         loop {
             let window_closes = async {
                 match window_end {
@@ -410,7 +233,7 @@ impl Delivery {
                         return Err(TransferOutcome::Interrupted(reason.into()));
                     }
                     if let RegistrationEvent::Updated(update) = &event {
-                        window_end = self.window_end(update);
+                        window_end = self.presence.window_end(update);
                     }
                 }
             }
@@ -428,7 +251,8 @@ impl Delivery {
         let device = registration.address;
         if pulling && attempt.pulls.iter().all(|account| account.peer() != device) {
             let account =
-                self.shelf
+                self.steps
+                    .shelf
                     .account_pulls(device, &attempt.job.package, attempt.meter.clone());
             attempt.pulls.push(account);
         }
@@ -437,7 +261,7 @@ impl Delivery {
             .await
             .unwrap_or_else(interrupted);
         if pulling {
-            self.account_served(attempt);
+            self.steps.account_served(attempt);
         }
         outcome
     }
@@ -469,7 +293,7 @@ impl Delivery {
         if let (true, Some(watch)) = (install, attempt.watch.as_mut()) {
             tokio::select! {
                 biased;
-                executed = execute_update(self, watch, device) => {
+                executed = self.steps.execute_update(watch, device) => {
                     if let Some(outcome) = executed? {
                         return Ok(outcome);
                     }
@@ -482,7 +306,9 @@ impl Delivery {
         // The watch lives until the device is back: the notifications of its install still
         // arrive on it (and are counted on the delivery's account).
         let before = attempt.version_before.clone();
-        confirm(self, job, contacts, registration, back, before.as_deref()).await
+        self.steps
+            .confirm(job, contacts, registration, back, before.as_deref())
+            .await
     }
 
     /// Everything before Update: checks the version, watches State and Update Result (with
@@ -495,7 +321,7 @@ impl Delivery {
     ) -> Result<Prepared, StageError> {
         let job = attempt.job;
         let device = registration.address;
-        let version = self.read_version(device).await?;
+        let version = self.steps.read_version(device).await?;
         if version == job.target_version {
             return Ok(Prepared::Finished(TransferOutcome::Upgraded { version }));
         }
@@ -505,12 +331,16 @@ impl Delivery {
         if state == FirmwareState::Updating {
             return Ok(Prepared::Installing);
         }
-        let known = self.book.get(&job.endpoint, &job.package.sha256).is_some();
+        let known = self
+            .steps
+            .book
+            .get(&job.endpoint, &job.package.sha256)
+            .is_some();
         if !(state == FirmwareState::Downloaded && known) {
             job.report(Stage::Downloading);
             let failure = match job.method {
-                Method::Push => self.push(attempt, device).await?,
-                Method::Pull => self.pull(attempt, device).await?,
+                Method::Push => self.steps.push(attempt, device).await?,
+                Method::Pull => self.steps.pull(attempt, device).await?,
             };
             if let Some(failure) = failure {
                 return Ok(Prepared::Finished(failure));
@@ -534,34 +364,18 @@ impl Delivery {
         match kept.take() {
             Some(mut watch) if watch.serves(registration) => {
                 watch
-                    .read_now(&self.management)
+                    .read_now(&self.steps.management)
                     .await
                     .map_err(at("reading State and Update Result"))?;
                 Ok(kept.insert(watch))
             }
             _ => {
-                let watch = FirmwareWatch::start(&self.management, registration)
+                let watch = FirmwareWatch::start(&self.steps.management, registration)
                     .await
                     .map_err(at("observing State and Update Result"))?;
                 Ok(kept.insert(watch))
             }
         }
-    }
-
-    /// Reads /3/0/3.
-    pub(super) async fn read_version(&self, device: SocketAddr) -> Result<String, StageError> {
-        self.management
-            .read_value(device, firmware::FIRMWARE_VERSION)
-            .await
-            .and_then(|value| {
-                value
-                    .as_string()
-                    .map_err(|source| ManagementError::Content {
-                        path: firmware::FIRMWARE_VERSION,
-                        source,
-                    })
-            })
-            .map_err(at("reading the firmware version"))
     }
 }
 
@@ -586,6 +400,7 @@ fn log_end(job: &DeliveryJob, outcome: &TransferOutcome, attempt: &Attempt<'_>) 
 mod tests {
     use super::*;
     use crate::lwm2m::Binding;
+    use std::net::SocketAddr;
 
     fn registration(id: &str, port: u16) -> Registration {
         Registration {

@@ -5,11 +5,10 @@ use std::net::SocketAddr;
 
 use coap_lite::ResponseType;
 
-use super::delivery::{Delivery, DeliveryJob};
+use super::job::DeliveryJob;
 use super::outcome::TransferOutcome;
-use super::push::read_result;
-use super::steps::{StageError, at};
-use super::watch::FirmwareWatch;
+use super::steps::{StageError, Steps, at};
+use super::watch::{FirmwareWatch, read_result};
 use crate::coap::CoapError;
 use crate::lwm2m::firmware::{self, FirmwareState, UpdateResult};
 use crate::lwm2m::{EndpointEvents, ManagementError, Registration};
@@ -18,116 +17,118 @@ use crate::lwm2m::{EndpointEvents, ManagementError, Registration};
 /// it still holds the package untouched (Downloaded): the request itself was lost every time.
 const EXECUTE_TRIES: usize = 3;
 
-/// Executes Update; `Some` when the attempt ends here. The answer can be lost while the device
-/// already reboots into the new firmware: whether it installed shows when it registers again,
-/// so a timeout is no error. After a timeout State tells which was lost: a device still
-/// Downloaded never took the request, and gets it again; one that does not answer (rebooting)
-/// or answers Updating took it. A device that refuses (4.05) is asked its State too.
-pub(super) async fn execute_update(
-    delivery: &Delivery,
-    watch: &mut FirmwareWatch,
-    device: SocketAddr,
-) -> Result<Option<TransferOutcome>, StageError> {
-    for _ in 0..EXECUTE_TRIES {
-        match delivery
-            .management
-            .execute(device, firmware::UPDATE, None)
-            .await
-        {
-            Ok(()) => return Ok(None),
-            Err(ManagementError::Coap(CoapError::Timeout { .. })) => {
-                match watch.read_now(&delivery.management).await {
-                    Ok(FirmwareState::Downloaded) => {
-                        tracing::debug!(%device, "Update was lost on its way: sent again");
+impl Steps {
+    /// Executes Update; `Some` when the attempt ends here. The answer can be lost while the device
+    /// already reboots into the new firmware: whether it installed shows when it registers again,
+    /// so a timeout is no error. After a timeout State tells which was lost: a device still
+    /// Downloaded never took the request, and gets it again; one that does not answer (rebooting)
+    /// or answers Updating took it. A device that refuses (4.05) is asked its State too.
+    pub(super) async fn execute_update(
+        &self,
+        watch: &mut FirmwareWatch,
+        device: SocketAddr,
+    ) -> Result<Option<TransferOutcome>, StageError> {
+        for _ in 0..EXECUTE_TRIES {
+            match self
+                .management
+                .execute(device, firmware::UPDATE, None)
+                .await
+            {
+                Ok(()) => return Ok(None),
+                Err(ManagementError::Coap(CoapError::Timeout { .. })) => {
+                    match watch.read_now(&self.management).await {
+                        Ok(FirmwareState::Downloaded) => {
+                            tracing::debug!(%device, "Update was lost on its way: sent again");
+                        }
+                        _ => return Ok(None),
                     }
-                    _ => return Ok(None),
                 }
-            }
-            Err(
-                refusal @ ManagementError::Status {
-                    code: ResponseType::MethodNotAllowed,
-                    ..
-                },
-            ) => return refused(delivery, watch, refusal).await,
-            Err(error) => return Err(at("executing Update")(error)),
-        }
-    }
-    Ok(None)
-}
-
-/// The device refused Update: Updating means an earlier Update got through; anything but
-/// Downloaded means it no longer holds the package (a late duplicate of an old write restarted
-/// its download), which the next attempt repairs.
-async fn refused(
-    delivery: &Delivery,
-    watch: &mut FirmwareWatch,
-    refusal: ManagementError,
-) -> Result<Option<TransferOutcome>, StageError> {
-    let state = watch
-        .read_now(&delivery.management)
-        .await
-        .map_err(at("reading State after Update was refused"))?;
-    match state {
-        FirmwareState::Updating => Ok(None),
-        FirmwareState::Downloaded => Err(at("executing Update")(refusal)),
-        other => Ok(Some(TransferOutcome::Interrupted(format!(
-            "executing Update: the device no longer holds the package (State {other:?})"
-        )))),
-    }
-}
-
-/// Waits for the device to register again after installing (unless it already did: `back`),
-/// then checks its version as devices report it: the target's /3/0/3 string is an upgrade;
-/// Update Result 1 (success) with another string, or a version that moved to something else,
-/// is an upgrade to an unexpected version (never to be pushed again blindly); a failure in
-/// Update Result is the device's failure; the old version back with no result is an install
-/// that did not happen. `left` is the registration the device installed from, `before` the
-/// version it ran then.
-pub(super) async fn confirm(
-    delivery: &Delivery,
-    job: &DeliveryJob,
-    contacts: &mut EndpointEvents,
-    left: &Registration,
-    back: Option<Registration>,
-    before: Option<&str>,
-) -> Result<TransferOutcome, StageError> {
-    let registration = match back {
-        Some(registration) => registration,
-        None => {
-            let timeout = delivery.config.install_timeout;
-            match tokio::time::timeout(timeout, contacts.registered_anew(&left.id)).await {
-                Ok(registration) => registration,
-                Err(_) => {
-                    return Ok(TransferOutcome::Interrupted(
-                        "device did not come back after the update".into(),
-                    ));
-                }
+                Err(
+                    refusal @ ManagementError::Status {
+                        code: ResponseType::MethodNotAllowed,
+                        ..
+                    },
+                ) => return self.refused(watch, refusal).await,
+                Err(error) => return Err(at("executing Update")(error)),
             }
         }
-    };
-    let version = delivery.read_version(registration.address).await?;
-    if version == job.target_version {
-        return Ok(TransferOutcome::Upgraded { version });
+        Ok(None)
     }
-    let result = read_result(&delivery.management, registration.address)
-        .await
-        .map_err(at("reading Update Result"))?;
-    let expected = job.target_version.clone();
-    Ok(match result {
-        UpdateResult::Success => TransferOutcome::UnexpectedVersion {
-            expected,
-            found: version,
-        },
-        UpdateResult::Initial if before.is_some_and(|before| before != version) => {
-            TransferOutcome::UnexpectedVersion {
+
+    /// The device refused Update: Updating means an earlier Update got through; anything but
+    /// Downloaded means it no longer holds the package (a late duplicate of an old write restarted
+    /// its download), which the next attempt repairs.
+    async fn refused(
+        &self,
+        watch: &mut FirmwareWatch,
+        refusal: ManagementError,
+    ) -> Result<Option<TransferOutcome>, StageError> {
+        let state = watch
+            .read_now(&self.management)
+            .await
+            .map_err(at("reading State after Update was refused"))?;
+        match state {
+            FirmwareState::Updating => Ok(None),
+            FirmwareState::Downloaded => Err(at("executing Update")(refusal)),
+            other => Ok(Some(TransferOutcome::Interrupted(format!(
+                "executing Update: the device no longer holds the package (State {other:?})"
+            )))),
+        }
+    }
+
+    /// Waits for the device to register again after installing (unless it already did: `back`),
+    /// then checks its version as devices report it: the target's /3/0/3 string is an upgrade;
+    /// Update Result 1 (success) with another string, or a version that moved to something else,
+    /// is an upgrade to an unexpected version (never to be pushed again blindly); a failure in
+    /// Update Result is the device's failure; the old version back with no result is an install
+    /// that did not happen. `left` is the registration the device installed from, `before` the
+    /// version it ran then.
+    pub(super) async fn confirm(
+        &self,
+        job: &DeliveryJob,
+        contacts: &mut EndpointEvents,
+        left: &Registration,
+        back: Option<Registration>,
+        before: Option<&str>,
+    ) -> Result<TransferOutcome, StageError> {
+        let registration = match back {
+            Some(registration) => registration,
+            None => {
+                let timeout = self.config.install_timeout;
+                match tokio::time::timeout(timeout, contacts.registered_anew(&left.id)).await {
+                    Ok(registration) => registration,
+                    Err(_) => {
+                        return Ok(TransferOutcome::Interrupted(
+                            "device did not come back after the update".into(),
+                        ));
+                    }
+                }
+            }
+        };
+        let version = self.read_version(registration.address).await?;
+        if version == job.target_version {
+            return Ok(TransferOutcome::Upgraded { version });
+        }
+        let result = read_result(&self.management, registration.address)
+            .await
+            .map_err(at("reading Update Result"))?;
+        let expected = job.target_version.clone();
+        Ok(match result {
+            UpdateResult::Success => TransferOutcome::UnexpectedVersion {
                 expected,
                 found: version,
+            },
+            UpdateResult::Initial if before.is_some_and(|before| before != version) => {
+                TransferOutcome::UnexpectedVersion {
+                    expected,
+                    found: version,
+                }
             }
-        }
-        UpdateResult::Initial => TransferOutcome::WrongVersion {
-            expected,
-            found: version,
-        },
-        failure => TransferOutcome::DeviceFailure(failure),
-    })
+            UpdateResult::Initial => TransferOutcome::WrongVersion {
+                expected,
+                found: version,
+            },
+            failure => TransferOutcome::DeviceFailure(failure),
+        })
+    }
 }

@@ -5,15 +5,17 @@
 
 pub mod delivery;
 mod install;
+pub mod job;
 pub mod outcome;
 mod pull;
-pub mod push;
+mod push;
 pub mod resume;
 pub mod shelf;
 mod steps;
 pub mod watch;
 
-pub use delivery::{Delivery, DeliveryConfig, DeliveryJob, Method, Stage};
+pub use delivery::Delivery;
+pub use job::{DeliveryConfig, DeliveryJob, Method, Stage};
 pub use outcome::{TransferOutcome, TransferReport, WireCount};
 pub use resume::{ResumeBook, ResumePoint};
 pub use shelf::{BlockCounts, PackageServer, PackageShelf, ShelvedPackage};

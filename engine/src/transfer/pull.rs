@@ -5,14 +5,13 @@
 
 use std::net::SocketAddr;
 
-use super::delivery::Delivery;
 use super::outcome::TransferOutcome;
 use super::resume::ResumePoint;
-use super::steps::{Attempt, StageError, at, device_failure};
+use super::steps::{Attempt, StageError, Steps, at, device_failure};
 use crate::lwm2m::firmware::{self, FirmwareState};
 use crate::lwm2m::{ContentFormat, ManagementError};
 
-impl Delivery {
+impl Steps {
     /// Has the device fetch the package. `None` once it reports Downloaded; otherwise the
     /// outcome that ends the attempt.
     pub(super) async fn pull(

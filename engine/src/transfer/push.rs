@@ -7,17 +7,16 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use coap_lite::{RequestType, ResponseType};
 
-use super::delivery::Delivery;
 use super::outcome::TransferOutcome;
 use super::resume::{ResumePoint, resume_offset};
-use super::steps::{Attempt, StageError, at, device_failure};
+use super::steps::{Attempt, StageError, Steps, at, device_failure};
 use super::watch::FirmwareWatch;
 use crate::coap::blockwise::{Block1Progress, Block1Upload, send_block1};
 use crate::coap::{OutgoingRequest, PacketExt};
 use crate::lwm2m::firmware::{self, FirmwareState, UpdateResult};
-use crate::lwm2m::{ContentFormat, DeviceManagement, ManagementError};
+use crate::lwm2m::{ContentFormat, ManagementError};
 
-impl Delivery {
+impl Steps {
     /// Brings the package onto the device by push. `None` once the device reports Downloaded;
     /// otherwise the outcome that ends the attempt.
     pub(super) async fn push(
@@ -197,19 +196,4 @@ impl Delivery {
             "package write answered {answered}"
         ))))
     }
-}
-
-/// Reads /5/0/5.
-pub(crate) async fn read_result(
-    management: &DeviceManagement,
-    device: SocketAddr,
-) -> Result<UpdateResult, ManagementError> {
-    let value = management
-        .read_value(device, firmware::UPDATE_RESULT)
-        .await?;
-    let number = value.as_i64().map_err(|source| ManagementError::Content {
-        path: firmware::UPDATE_RESULT,
-        source,
-    })?;
-    UpdateResult::from_number(number).ok_or(ManagementError::Missing(firmware::UPDATE_RESULT))
 }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::store::{Batch, Store, StoreError, StoreExt};
+use crate::sync::lock;
 
 /// Key prefix of resume points in a store.
 const PREFIX: &str = "resume/";
@@ -47,7 +48,7 @@ struct Kept {
 impl std::fmt::Debug for ResumeBook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResumeBook")
-            .field("devices", &self.lock().len())
+            .field("devices", &lock(&self.points).len())
             .field("kept", &self.kept.is_some())
             .finish()
     }
@@ -81,7 +82,7 @@ impl ResumeBook {
 
     /// Where `endpoint` stands with `package`, if it was being delivered that package.
     pub fn get(&self, endpoint: &str, package: &[u8; 32]) -> Option<ResumePoint> {
-        self.lock()
+        lock(&self.points)
             .get(endpoint)
             .filter(|point| &point.package == package)
             .copied()
@@ -89,7 +90,7 @@ impl ResumeBook {
 
     /// Records progress of `endpoint`.
     pub fn record(&self, endpoint: &str, point: ResumePoint) {
-        let mut points = self.lock();
+        let mut points = lock(&self.points);
         let new_package = match points.get_mut(endpoint) {
             Some(slot) => {
                 let new_package = slot.package != point.package;
@@ -107,12 +108,9 @@ impl ResumeBook {
 
     /// Forgets `endpoint` (delivery over).
     pub fn clear(&self, endpoint: &str) {
-        self.lock().remove(endpoint);
+        lock(&self.points).remove(endpoint);
         if let Some(Kept { store, written }) = &self.kept {
-            written
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(endpoint);
+            lock(written).remove(endpoint);
             let mut batch = Batch::new();
             batch.remove(format!("{PREFIX}{endpoint}"));
             if let Err(error) = store.apply(batch) {
@@ -126,7 +124,7 @@ impl ResumeBook {
         let Some(Kept { store, written }) = &self.kept else {
             return;
         };
-        let mut written = written.lock().unwrap_or_else(|e| e.into_inner());
+        let mut written = lock(written);
         let last = written.get(endpoint).copied().unwrap_or(0);
         if !new_package && point.acknowledged < last + PERSIST_EVERY {
             return;
@@ -142,10 +140,6 @@ impl ResumeBook {
         if let Err(error) = saved {
             tracing::warn!(%endpoint, %error, "resume point not kept");
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ResumePoint>> {
-        self.points.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

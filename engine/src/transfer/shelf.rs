@@ -23,6 +23,7 @@ use crate::coap::{
 };
 use crate::edge::EdgeCounters;
 use crate::lwm2m::{ContentFormat, Registry};
+use crate::sync::{lock, read, write};
 
 /// First Uri-Path segment of every Package URI.
 pub const PACKAGE_PATH: &str = "fw";
@@ -141,10 +142,6 @@ impl Drop for PullAccount {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Package blocks that went out since the engine started, retransmissions not included.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BlockCounts {
@@ -193,12 +190,12 @@ impl PackageShelf {
     /// Puts `bytes` on the shelf (once: the same bytes give the same entry).
     pub fn put(&self, bytes: Bytes) -> Arc<ShelvedPackage> {
         let package = ShelvedPackage::new(bytes, &self.secret);
-        let mut packages = self.packages.write().unwrap_or_else(|e| e.into_inner());
+        let mut packages = write(&self.packages);
         let shelved = packages
             .entry(package.id.clone())
             .or_insert_with(|| Arc::new(package))
             .clone();
-        let mut tokens = self.tokens.write().unwrap_or_else(|e| e.into_inner());
+        let mut tokens = write(&self.tokens);
         tokens.insert(shelved.token.clone(), shelved.id.clone());
         shelved
     }
@@ -206,7 +203,7 @@ impl PackageShelf {
     /// The package whose URI token is `token`.
     fn by_token(&self, token: &str) -> Option<Arc<ShelvedPackage>> {
         let id = {
-            let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
+            let tokens = read(&self.tokens);
             tokens.get(token)?.clone()
         };
         self.get(&id)
@@ -214,15 +211,15 @@ impl PackageShelf {
 
     /// The package with this id.
     pub fn get(&self, id: &str) -> Option<Arc<ShelvedPackage>> {
-        let packages = self.packages.read().unwrap_or_else(|e| e.into_inner());
+        let packages = read(&self.packages);
         packages.get(id).cloned()
     }
 
     /// Takes a package off the shelf; transfers holding it finish with their copy.
     pub fn remove(&self, id: &str) -> Option<Arc<ShelvedPackage>> {
-        let mut packages = self.packages.write().unwrap_or_else(|e| e.into_inner());
+        let mut packages = write(&self.packages);
         let removed = packages.remove(id)?;
-        let mut tokens = self.tokens.write().unwrap_or_else(|e| e.into_inner());
+        let mut tokens = write(&self.tokens);
         tokens.remove(&removed.token);
         Some(removed)
     }

@@ -1,17 +1,59 @@
-//! What the steps of one delivery attempt share: the attempt's running account, and how a
+//! What the steps of one delivery attempt share: what they act with ([`Steps`], whose methods
+//! the `push`, `pull` and `install` modules define), the attempt's running account, and how a
 //! failed operation becomes an outcome (an interruption to resume from, or a refusal).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use coap_lite::ResponseType;
 
-use super::delivery::DeliveryJob;
+use super::job::{DeliveryConfig, DeliveryJob};
 use super::outcome::{TransferOutcome, WireCount};
-use super::shelf::PullAccount;
+use super::resume::ResumeBook;
+use super::shelf::{PackageShelf, PullAccount};
 use super::watch::FirmwareWatch;
 use crate::coap::WireMeter;
-use crate::lwm2m::ManagementError;
-use crate::lwm2m::firmware::UpdateResult;
+use crate::lwm2m::firmware::{self, UpdateResult};
+use crate::lwm2m::{DeviceManagement, ManagementError};
+
+/// What the steps of an attempt act with. Cheap to clone.
+#[derive(Clone)]
+pub(super) struct Steps {
+    /// Device management requests.
+    pub management: DeviceManagement,
+    /// How far each device got.
+    pub book: ResumeBook,
+    /// The packages, and what the package server sent of them.
+    pub shelf: PackageShelf,
+    /// Timers.
+    pub config: DeliveryConfig,
+}
+
+impl Steps {
+    /// These steps with every device management request charged to `meter`.
+    pub fn charged_to(&self, meter: Arc<WireMeter>) -> Steps {
+        Steps {
+            management: self.management.metered(meter),
+            ..self.clone()
+        }
+    }
+
+    /// Reads /3/0/3.
+    pub async fn read_version(&self, device: SocketAddr) -> Result<String, StageError> {
+        self.management
+            .read_value(device, firmware::FIRMWARE_VERSION)
+            .await
+            .and_then(|value| {
+                value
+                    .as_string()
+                    .map_err(|source| ManagementError::Content {
+                        path: firmware::FIRMWARE_VERSION,
+                        source,
+                    })
+            })
+            .map_err(at("reading the firmware version"))
+    }
+}
 
 /// A delivery's state across its attempts.
 pub(super) struct Attempt<'a> {

@@ -12,7 +12,6 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 
-use super::push::read_result;
 use crate::coap::{Observation, Packet};
 use crate::lwm2m::firmware::{self, FirmwareState, ResetMethod, UpdateResult};
 use crate::lwm2m::management::decode;
@@ -273,4 +272,19 @@ async fn next_notification(
         next = state_next => next,
         next = result_next => next,
     }
+}
+
+/// Reads /5/0/5.
+pub(super) async fn read_result(
+    management: &DeviceManagement,
+    device: SocketAddr,
+) -> Result<UpdateResult, ManagementError> {
+    let value = management
+        .read_value(device, firmware::UPDATE_RESULT)
+        .await?;
+    let number = value.as_i64().map_err(|source| ManagementError::Content {
+        path: firmware::UPDATE_RESULT,
+        source,
+    })?;
+    UpdateResult::from_number(number).ok_or(ManagementError::Missing(firmware::UPDATE_RESULT))
 }

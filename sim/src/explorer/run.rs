@@ -171,8 +171,6 @@ async fn drive(scenario: &Scenario, engine: &Engine<'_>) -> Result<checks::Judge
 /// an engine that just crashed (its last tasks are ending).
 async fn start_engine(engine: &Engine<'_>) -> Result<Platform, String> {
     let mut server = ServerConfig::loopback();
-    server.network = engine.network.handle();
-    server.coap_addr = ENGINE;
     // RFC 7252's timers: simulated time costs nothing.
     server.coap.params = TransmissionParams::default();
     server.delivery.suspend_limit = Duration::from_secs(1800);
@@ -181,7 +179,7 @@ async fn start_engine(engine: &Engine<'_>) -> Result<Platform, String> {
         data_dir: Some(engine.dir.to_path_buf()),
         plugins: engine.host.config().clone(),
     };
-    let platform = replay::platform(engine.host, config).await?;
+    let platform = replay::platform(engine.network, engine.host, config).await?;
     configure_plugins(&platform, engine.block)?;
     Ok(platform)
 }

@@ -1,0 +1,135 @@
+//! `Presence`: whether a registered device can be talked to now, as Leshan's `PresenceService`
+//! knows it. A device in UDP binding is reachable while it is registered; one in queue mode
+//! (binding UQ) sleeps between contacts and is reachable only in a window after its last
+//! Register or Update. Owns the length of that window, when a device's window ends, and the
+//! bounded wait for a sleeping device to wake; the `Registry` owns the registrations and their
+//! events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::registration::Registration;
+use super::registry::{EndpointEvents, Registry};
+
+/// How long a queue-mode device stays reachable after its last Register or Update by default:
+/// LwM2M 1.1's default client awake time, CoAP MAX_TRANSMIT_WAIT.
+pub const DEFAULT_QUEUE_WINDOW: Duration = Duration::from_secs(93);
+
+/// Whether the devices of a registry are reachable now. Cheap to clone.
+#[derive(Clone)]
+pub struct Presence {
+    /// The registrations.
+    registry: Arc<Registry>,
+    /// How long a queue-mode device stays reachable after its last Register or Update.
+    queue_window: Duration,
+}
+
+impl Presence {
+    /// The presence of `registry`'s devices, a queue-mode device being reachable for
+    /// `queue_window` after its last Register or Update.
+    pub fn new(registry: Arc<Registry>, queue_window: Duration) -> Self {
+        Presence {
+            registry,
+            queue_window,
+        }
+    }
+
+    /// The registrations presence is told from.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Whether `endpoint` is registered and can be reached now.
+    pub fn reachable_now(&self, endpoint: &str) -> bool {
+        self.registry
+            .get(endpoint)
+            .is_some_and(|registration| self.awake(&registration))
+    }
+
+    /// Whether the device of `registration` can be reached now: in UDP binding, or inside its
+    /// queue-mode window.
+    pub fn awake(&self, registration: &Registration) -> bool {
+        self.window_end(registration)
+            .is_none_or(|end| end > Instant::now())
+    }
+
+    /// Until when a device can be reached: the end of its queue-mode window, or `None`
+    /// (always, in UDP binding).
+    pub fn window_end(&self, registration: &Registration) -> Option<Instant> {
+        registration
+            .binding
+            .queue_mode
+            .then(|| registration.last_update + self.queue_window)
+    }
+
+    /// `endpoint`'s registration once it is reachable (see [`Self::wait_reachable`]).
+    pub async fn when_reachable(&self, endpoint: &str, give_up: Instant) -> Option<Registration> {
+        self.wait_reachable(&mut self.registry.follow(endpoint), give_up)
+            .await
+    }
+
+    /// The current registration of the device `contacts` follows once it is reachable: now
+    /// for a device in UDP binding, in the window after its next Update for a device in queue
+    /// mode. `None` past `give_up`.
+    pub async fn wait_reachable(
+        &self,
+        contacts: &mut EndpointEvents,
+        give_up: Instant,
+    ) -> Option<Registration> {
+        loop {
+            // What happened so far is in the registry now; only later events are news.
+            contacts.clear();
+            if let Some(registration) = self.registry.get(contacts.endpoint())
+                && self.awake(&registration)
+            {
+                return Some(registration);
+            }
+            let remaining = give_up.saturating_duration_since(Instant::now());
+            tokio::time::timeout(remaining, contacts.next_contact())
+                .await
+                .ok()?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lwm2m::Binding;
+
+    fn registration(queue_mode: bool, updated_ago: Duration) -> Registration {
+        let last_update = Instant::now() - updated_ago;
+        Registration {
+            id: "a".into(),
+            endpoint: "dev".into(),
+            address: ([127, 0, 0, 1], 1000).into(),
+            lifetime: Duration::from_secs(3600),
+            lwm2m_version: "1.1".into(),
+            binding: Binding {
+                udp: true,
+                queue_mode,
+            },
+            objects: vec![],
+            registered_at: last_update,
+            last_update,
+            proven: true,
+        }
+    }
+
+    #[test]
+    fn a_queue_mode_device_is_reachable_in_its_window_only() {
+        let presence = Presence::new(Arc::new(Registry::new()), Duration::from_secs(60));
+        let dozing = registration(true, Duration::from_secs(10));
+        assert_eq!(
+            presence.window_end(&dozing),
+            Some(dozing.last_update + Duration::from_secs(60))
+        );
+        assert!(presence.awake(&dozing));
+        assert!(!presence.awake(&registration(true, Duration::from_secs(61))));
+        let always = registration(false, Duration::from_secs(3000));
+        assert_eq!(presence.window_end(&always), None);
+        assert!(presence.awake(&always));
+    }
+}

@@ -1,0 +1,135 @@
+//! What a delivery is asked to do and under which limits: the job (one package for one
+//! device, pushed or pulled), the stages it reports, and the timers every delivery runs by.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::outcome::WireCount;
+use super::shelf::ShelvedPackage;
+use crate::lwm2m::firmware::ResetMethod;
+
+/// How the package reaches the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// The engine writes it to /5/0/0 with Block1.
+    Push,
+    /// The engine writes its Package URI to /5/0/1 and the device fetches it with Block2.
+    Pull,
+}
+
+/// One package for one device.
+#[derive(Debug, Clone)]
+pub struct DeliveryJob {
+    /// The device's endpoint name.
+    pub endpoint: String,
+    /// The package, shared between every device.
+    pub package: Arc<ShelvedPackage>,
+    /// Version the device must report afterwards.
+    pub target_version: String,
+    /// Block size to start with (push) or to announce (pull).
+    pub block_size: usize,
+    /// Push or pull.
+    pub method: Method,
+    /// While it reads false, a device holding the package waits before the update step (a
+    /// paused task); `None`: never held.
+    pub install_gate: Option<watch::Receiver<bool>>,
+    /// Stop resuming after this instant (a task's deadline); `None`: the suspend limit.
+    pub give_up_at: Option<Instant>,
+    /// Told each stage the delivery reaches, for live progress.
+    pub stages: Option<mpsc::UnboundedSender<(String, Stage)>>,
+    /// Whether the device supports breakpoint resume (26500/26501); when false a broken push
+    /// starts over without asking.
+    pub resume: bool,
+    /// How the device's Firmware Update object is reset before a fresh download.
+    pub reset: ResetMethod,
+}
+
+impl DeliveryJob {
+    /// `package` to `endpoint`, never held, under the suspend limit, reporting to nobody,
+    /// resuming where the device supports it, reset as OMA says (a '\0' to Package for a
+    /// push, an empty Package URI for a pull).
+    pub fn new(
+        endpoint: &str,
+        package: Arc<ShelvedPackage>,
+        target_version: &str,
+        block_size: usize,
+        method: Method,
+    ) -> Self {
+        DeliveryJob {
+            endpoint: endpoint.to_string(),
+            package,
+            target_version: target_version.to_string(),
+            block_size,
+            method,
+            install_gate: None,
+            give_up_at: None,
+            stages: None,
+            resume: true,
+            reset: match method {
+                Method::Push => ResetMethod::NullByte,
+                Method::Pull => ResetMethod::EmptyUri,
+            },
+        }
+    }
+
+    pub(super) fn report(&self, stage: Stage) {
+        if let Some(stages) = &self.stages {
+            let _ = stages.send((self.endpoint.clone(), stage));
+        }
+    }
+
+    /// Waits until the update step is allowed.
+    pub(super) async fn wait_for_install_gate(&self) {
+        if let Some(gate) = &self.install_gate {
+            let mut gate = gate.clone();
+            let _ = gate.wait_for(|open| *open).await;
+        }
+    }
+}
+
+/// Stages of a delivery, as reported to [`DeliveryJob::stages`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Package bytes are on their way.
+    Downloading,
+    /// The device holds and verified the package.
+    Downloaded,
+    /// Update executed; waiting for the device to come back.
+    Installing,
+    /// The link broke; the delivery waits to resume. `wire`: what the whole delivery cost
+    /// so far, so a caller can count it before the delivery ends (or never does).
+    Suspended { wire: WireCount },
+}
+
+/// Limits and timers of a delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryConfig {
+    /// How long a device may take to verify a downloaded package and report Downloaded.
+    pub verify_timeout: Duration,
+    /// How long a pulling device may take to fetch the package before the attempt ends.
+    pub pull_timeout: Duration,
+    /// How long a device may take to install and register again.
+    pub install_timeout: Duration,
+    /// How long a delivery stays suspended without finishing before it gives up.
+    pub suspend_limit: Duration,
+    /// Wait before retrying a reachable device after an interruption; doubles up to `.1`.
+    pub retry_backoff: (Duration, Duration),
+    /// host:port devices reach the engine at, for Package URIs (pull).
+    pub package_authority: String,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            verify_timeout: Duration::from_secs(120),
+            pull_timeout: Duration::from_secs(3600),
+            install_timeout: Duration::from_secs(600),
+            suspend_limit: Duration::from_secs(7 * 86_400),
+            retry_backoff: (Duration::from_secs(10), Duration::from_secs(600)),
+            package_authority: "localhost:5683".into(),
+        }
+    }
+}
