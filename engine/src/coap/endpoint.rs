@@ -21,9 +21,10 @@ use tokio::task::AbortHandle;
 
 use super::block::block2_slice;
 use super::dedup::{DuplicateCache, MessageKey, Seen};
+use super::error::CoapError;
 use super::exchange::{ExchangeEvent, Exchanges, Token};
-use super::message::{OutgoingRequest, PacketExt, Response};
-use super::params::TransmissionParams;
+use super::message::{IncomingRequest, OutgoingRequest, PacketExt, Response};
+use super::params::EndpointConfig;
 use super::peers::Peers;
 use super::probe::WireProbe;
 use super::stats::{Charge, EMPTY_MESSAGE_LEN, EndpointStats, StatsSnapshot, WireMeter, bump};
@@ -46,65 +47,6 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = Response> + Send + 'static>
 pub trait RequestHandler: Send + Sync + 'static {
     /// Produces the response to one request. Runs in its own task.
     fn handle(&self, request: IncomingRequest) -> HandlerFuture;
-}
-
-/// A request received from a peer.
-#[derive(Debug, Clone)]
-pub struct IncomingRequest {
-    /// Who sent it; answers and later requests to this device go to this address.
-    pub peer: SocketAddr,
-    /// The whole message.
-    pub packet: Packet,
-}
-
-/// Settings of an endpoint beyond the RFC 7252 timers.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct EndpointConfig {
-    /// Retransmission timers and NSTART.
-    pub params: TransmissionParams,
-    /// Largest Block2 block this endpoint serves; larger representations are sliced.
-    pub max_block_size: usize,
-    /// Bytes the duplicate cache may hold (see `edge::EdgeLimits::dedup_cache_bytes`).
-    pub dedup_cache_bytes: usize,
-}
-
-impl Default for EndpointConfig {
-    fn default() -> Self {
-        EndpointConfig {
-            params: TransmissionParams::default(),
-            max_block_size: 1024,
-            dedup_cache_bytes: 16 << 20,
-        }
-    }
-}
-
-/// Why an exchange with a peer failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CoapError {
-    /// No ACK or response after every retransmission.
-    #[error("no answer from {peer} after {transmissions} transmissions")]
-    Timeout {
-        peer: SocketAddr,
-        transmissions: u32,
-    },
-    /// The peer acknowledged the request but the separate response never came.
-    #[error("{peer} acknowledged the request but sent no response within {waited:?}")]
-    ResponseTimeout { peer: SocketAddr, waited: Duration },
-    /// The peer answered with a Reset message.
-    #[error("{peer} rejected the message with Reset")]
-    Reset { peer: SocketAddr },
-    /// The message could not be encoded (too large, bad option).
-    #[error("cannot encode the message: {0}")]
-    Encode(String),
-    /// A block-wise transfer broke a rule of RFC 7959.
-    #[error("block-wise transfer with {peer}: {reason}")]
-    Blockwise { peer: SocketAddr, reason: String },
-    /// The socket failed.
-    #[error("socket error: {0}")]
-    Io(#[from] io::Error),
-    /// The endpoint was shut down while the exchange was outstanding.
-    #[error("the CoAP endpoint is shut down")]
-    Closed,
 }
 
 /// A CoAP endpoint on one UDP socket. Cheap to clone; the socket closes when the last clone
@@ -177,7 +119,7 @@ impl Endpoint {
             local_addr,
             config,
             exchanges: Mutex::new(Exchanges::default()),
-            peers: Mutex::new(Peers::new(config.params.nstart)),
+            peers: Mutex::new(Peers::new(config.params.nstart, rand::random())),
             duplicates: Mutex::new(DuplicateCache::new(lifetime, config.dedup_cache_bytes)),
             handler: OnceLock::new(),
             probe: OnceLock::new(),
@@ -437,7 +379,7 @@ impl Endpoint {
     ) -> Result<ExchangeEvent, CoapError> {
         let params = &self.inner.config.params;
         let retransmits = limit.map_or(params.max_retransmit, |n| n.min(params.max_retransmit));
-        let mut timeout = params.initial_timeout();
+        let mut timeout = params.initial_timeout(&mut rand::rng());
         for attempt in 0..=retransmits {
             if attempt > 0 {
                 bump(&self.inner.stats.retransmissions);

@@ -6,6 +6,7 @@ pub mod block;
 pub mod blockwise;
 pub mod dedup;
 pub mod endpoint;
+pub mod error;
 pub mod exchange;
 pub mod message;
 pub mod params;
@@ -16,12 +17,10 @@ pub mod transport;
 
 pub use block::BlockOption;
 pub use coap_lite::{Packet, RequestType, ResponseType};
-pub use endpoint::{
-    CoapError, Endpoint, EndpointConfig, HandlerFuture, IncomingRequest, Observation,
-    RequestHandler,
-};
-pub use message::{OutgoingRequest, PacketExt, Response};
-pub use params::TransmissionParams;
+pub use endpoint::{Endpoint, HandlerFuture, Observation, RequestHandler};
+pub use error::CoapError;
+pub use message::{IncomingRequest, OutgoingRequest, PacketExt, Response};
+pub use params::{EndpointConfig, TransmissionParams};
 pub use probe::WireProbe;
 pub use stats::{Charge, StatsSnapshot, WireMeter};
 pub use transport::{DatagramSocket, Network};
