@@ -1,17 +1,16 @@
 //! The CoAP message layer (RFC 7252) with block-wise transfer (RFC 7959), on one datagram
 //! socket per endpoint (real UDP, or a simulated network's). coap-lite encodes and decodes packets; everything about exchanges,
-//! retransmission, duplicates, NSTART and blocks is ours. Knows nothing of LwM2M.
+//! retransmission, duplicates, NSTART and blocks is ours. The protocol itself lives in
+//! [`proto`], free of I/O and clocks; [`endpoint`] drives it on a socket. Knows nothing of LwM2M.
 
 pub mod block;
 pub mod blockwise;
-pub mod dedup;
 pub mod endpoint;
 pub mod error;
-pub mod exchange;
 pub mod message;
 pub mod params;
-pub mod peers;
 pub mod probe;
+pub mod proto;
 pub mod stats;
 pub mod transport;
 
