@@ -18,6 +18,9 @@ mod retransmission;
 mod rules;
 mod timers;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
