@@ -122,11 +122,6 @@ impl EndpointCore {
         }
     }
 
-    /// The endpoint's settings.
-    pub fn config(&self) -> &EndpointConfig {
-        &self.config
-    }
-
     /// The counters, shared with whoever sends the datagrams.
     pub fn stats(&self) -> &Arc<EndpointStats> {
         &self.stats
