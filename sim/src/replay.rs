@@ -11,6 +11,7 @@ use fota_engine::plugin::{HostConfig, PluginHost};
 use fota_engine::server::{Server, ServerConfig};
 
 use crate::SimNetwork;
+use crate::trace::{FULL_TRACE, Trace};
 
 /// Where the engine listens on a simulated network.
 pub const ENGINE: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5683);
@@ -26,8 +27,8 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("a runtime")
 }
 
-/// Runs `scenario` once on a network seeded with `seed`; its result and the trace's digest.
-pub fn once<T, F, Fut>(seed: u64, scenario: F) -> (T, String)
+/// Runs `scenario` once on a network seeded with `seed`; its result and the network's trace.
+pub fn once<T, F, Fut>(seed: u64, scenario: F) -> (T, Trace)
 where
     F: FnOnce(SimNetwork) -> Fut,
     Fut: Future<Output = T>,
@@ -36,14 +37,15 @@ where
     let result = runtime().block_on(async {
         let network = SimNetwork::new(seed);
         let result = scenario(network.clone()).await;
-        (result, network.trace().digest())
+        (result, network.trace())
     });
     fota_engine::entropy::seed_this_thread(None);
     result
 }
 
 /// Runs `scenario` twice from `seed` and panics unless both runs did exactly the same on the
-/// network; the second run's result.
+/// network (with `FOTA_SIM_FULL_TRACE=1`, the panic shows where they parted); the second
+/// run's result.
 pub fn twice<T, F, Fut>(seed: u64, scenario: F) -> T
 where
     F: Fn(SimNetwork) -> Fut,
@@ -51,11 +53,31 @@ where
 {
     let (_, first) = once(seed, &scenario);
     let (result, second) = once(seed, &scenario);
-    assert_eq!(
-        first, second,
-        "seed {seed}: two runs of the same scenario left different network traces"
-    );
+    if first.digest() != second.digest() {
+        panic!(
+            "seed {seed}: two runs of the same scenario left different network traces \
+             ({} events, then {}){}",
+            first.events(),
+            second.events(),
+            parting(&first, &second)
+        );
+    }
     result
+}
+
+/// Where two full traces part, with the events just before; a hint to keep them otherwise.
+fn parting(first: &Trace, second: &Trace) -> String {
+    let (Some(one), Some(two)) = (first.all(), second.all()) else {
+        return format!("; run with {FULL_TRACE}=1 to see where they part");
+    };
+    let at = one.iter().zip(two).take_while(|(a, b)| a == b).count();
+    let from = at.saturating_sub(5);
+    let show = |lines: &[String]| lines[from..(at + 3).min(lines.len())].join("\n    ");
+    format!(
+        "; they part at event {at}:\n  first run:\n    {}\n  second run:\n    {}",
+        show(one),
+        show(two)
+    )
 }
 
 /// Starts the engine's CoAP side on `network`, at [`ENGINE`].

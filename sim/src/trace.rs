@@ -59,7 +59,13 @@ pub struct Trace {
     events: u64,
     started: Option<Instant>,
     recent: VecDeque<String>,
+    /// Every event, when [`FULL_TRACE`] is set in the environment (to find where two runs
+    /// part).
+    all: Option<Vec<String>>,
 }
+
+/// The environment variable that makes a trace keep every event.
+pub const FULL_TRACE: &str = "FOTA_SIM_FULL_TRACE";
 
 impl Default for Trace {
     fn default() -> Self {
@@ -68,6 +74,7 @@ impl Default for Trace {
             events: 0,
             started: None,
             recent: VecDeque::with_capacity(RECENT),
+            all: std::env::var_os(FULL_TRACE).map(|_| Vec::new()),
         }
     }
 }
@@ -86,6 +93,9 @@ impl Trace {
         if self.recent.len() == RECENT {
             self.recent.pop_front();
         }
+        if let Some(all) = &mut self.all {
+            all.push(line.clone());
+        }
         self.recent.push_back(line);
     }
 
@@ -98,6 +108,11 @@ impl Trace {
     /// How many events were recorded.
     pub fn events(&self) -> u64 {
         self.events
+    }
+
+    /// Every event, if the trace kept them ([`FULL_TRACE`]).
+    pub fn all(&self) -> Option<&[String]> {
+        self.all.as_deref()
     }
 
     /// The last events, oldest first.

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use coap_lite::{CoapOption, Packet, ResponseType};
 
 use super::block::{BlockOption, size_exponent};
-use super::endpoint::{CoapError, Endpoint};
+use super::endpoint::Endpoint;
+use super::error::CoapError;
 use super::message::{OutgoingRequest, PacketExt};
 use super::stats::WireMeter;
 

@@ -1,10 +1,14 @@
 //! `Endpoint`: one datagram socket (real UDP, or simulated: see [`super::transport`]) speaking
-//! CoAP (RFC 7252) as client and server at once.
+//! CoAP (RFC 7252) as client and server at once; the async driver of an [`EndpointCore`].
 //!
-//! Owns the receive loop, confirmable retransmission with exponential back-off, ACK/RST and
-//! token matching, duplicate detection for incoming confirmables, NSTART per peer, and the
-//! dispatch of incoming requests to a [`RequestHandler`]. Knows nothing of LwM2M.
+//! The core holds every protocol rule and all protocol state; this driver owns the I/O around
+//! it: one task reads the socket and sleeps until the core's next deadline, feeding both in
+//! and sending what comes out; request futures wait for their exchange's events (and send their
+//! own retransmissions, so they go to the caller's wire account); incoming requests run in
+//! tasks of the [`RequestHandler`]. NSTART is a semaphore per peer, handed out by the core and
+//! held here by the request future. Knows nothing of LwM2M.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -12,33 +16,23 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use bytes::Bytes;
-use coap_lite::{MessageClass, MessageType, Packet, RequestType, ResponseType};
-use tokio::sync::mpsc;
+use coap_lite::{Packet, ResponseType};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::AbortHandle;
+use tokio::time::{Instant, Sleep};
 
-use super::block::block2_slice;
-use super::dedup::{DuplicateCache, MessageKey, Seen};
-use super::exchange::{ExchangeEvent, Exchanges, Token};
-use super::message::{OutgoingRequest, PacketExt, Response};
-use super::params::TransmissionParams;
-use super::peers::Peers;
+use super::error::CoapError;
+use super::message::{IncomingRequest, OutgoingRequest, PacketExt, Response};
+use super::params::EndpointConfig;
 use super::probe::WireProbe;
-use super::stats::{Charge, EMPTY_MESSAGE_LEN, EndpointStats, StatsSnapshot, WireMeter, bump};
+use super::proto::exchange::{ExchangeEvent, ExchangeId, ExchangeKey, Token};
+use super::proto::{EndpointCore, Event, MAX_DATAGRAM, Started, Transmit};
+use super::stats::{EMPTY_MESSAGE_LEN, EndpointStats, StatsSnapshot, WireMeter, bump};
 use super::transport::{DatagramSocket, Network};
 use crate::sync::lock;
-
-/// Largest datagram accepted; anything longer is dropped as malformed.
-const MAX_DATAGRAM: usize = 4096;
-
-/// Critical options this endpoint understands (RFC 7252 section 5.4.1): a request carrying any
-/// other critical (odd-numbered) option is answered 4.02 Bad Option.
-const KNOWN_CRITICAL_OPTIONS: [u16; 9] = [1, 3, 5, 7, 11, 15, 17, 23, 27];
-
-/// Proxy-Uri and Proxy-Scheme: understood, and answered 5.05 since this is no proxy.
-const PROXY_OPTIONS: [u16; 2] = [35, 39];
 
 /// The future a request handler returns.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Response> + Send + 'static>>;
@@ -49,65 +43,6 @@ pub trait RequestHandler: Send + Sync + 'static {
     fn handle(&self, request: IncomingRequest) -> HandlerFuture;
 }
 
-/// A request received from a peer.
-#[derive(Debug, Clone)]
-pub struct IncomingRequest {
-    /// Who sent it; answers and later requests to this device go to this address.
-    pub peer: SocketAddr,
-    /// The whole message.
-    pub packet: Packet,
-}
-
-/// Settings of an endpoint beyond the RFC 7252 timers.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct EndpointConfig {
-    /// Retransmission timers and NSTART.
-    pub params: TransmissionParams,
-    /// Largest Block2 block this endpoint serves; larger representations are sliced.
-    pub max_block_size: usize,
-    /// Bytes the duplicate cache may hold (see `edge::EdgeLimits::dedup_cache_bytes`).
-    pub dedup_cache_bytes: usize,
-}
-
-impl Default for EndpointConfig {
-    fn default() -> Self {
-        EndpointConfig {
-            params: TransmissionParams::default(),
-            max_block_size: 1024,
-            dedup_cache_bytes: 16 << 20,
-        }
-    }
-}
-
-/// Why an exchange with a peer failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CoapError {
-    /// No ACK or response after every retransmission.
-    #[error("no answer from {peer} after {transmissions} transmissions")]
-    Timeout {
-        peer: SocketAddr,
-        transmissions: u32,
-    },
-    /// The peer acknowledged the request but the separate response never came.
-    #[error("{peer} acknowledged the request but sent no response within {waited:?}")]
-    ResponseTimeout { peer: SocketAddr, waited: Duration },
-    /// The peer answered with a Reset message.
-    #[error("{peer} rejected the message with Reset")]
-    Reset { peer: SocketAddr },
-    /// The message could not be encoded (too large, bad option).
-    #[error("cannot encode the message: {0}")]
-    Encode(String),
-    /// A block-wise transfer broke a rule of RFC 7959.
-    #[error("block-wise transfer with {peer}: {reason}")]
-    Blockwise { peer: SocketAddr, reason: String },
-    /// The socket failed.
-    #[error("socket error: {0}")]
-    Io(#[from] io::Error),
-    /// The endpoint was shut down while the exchange was outstanding.
-    #[error("the CoAP endpoint is shut down")]
-    Closed,
-}
-
 /// A CoAP endpoint on one UDP socket. Cheap to clone; the socket closes when the last clone
 /// is dropped.
 #[derive(Clone)]
@@ -115,41 +50,53 @@ pub struct Endpoint {
     inner: Arc<Inner>,
 }
 
-/// State shared by the endpoint's handles and its background tasks.
+/// State shared by the endpoint's handles and its driver task.
 struct Inner {
     /// The one socket every message goes out of and comes in on: LwM2M clients behind NAT only
     /// accept requests from the address they registered to.
     socket: Arc<dyn DatagramSocket>,
     /// The address the socket is bound to.
     local_addr: SocketAddr,
-    /// Timers, NSTART and block size.
+    /// Timers, NSTART and block size (the core's own copy, kept here to lend out).
     config: EndpointConfig,
-    /// Outstanding outgoing exchanges.
-    exchanges: Mutex<Exchanges>,
-    /// Per-peer NSTART permits and message ids.
-    peers: Mutex<Peers>,
-    /// Recently received confirmables, so a retransmission is answered but not processed twice.
-    duplicates: Mutex<DuplicateCache>,
+    /// The protocol and who waits for its exchanges: one lock per datagram.
+    state: Mutex<State>,
+    /// The core's counters, read without the lock.
+    stats: Arc<EndpointStats>,
+    /// Wakes the driver when an exchange starts with a deadline before the one it sleeps to.
+    wake: Arc<Notify>,
     /// Who answers incoming requests; set once after binding.
     handler: OnceLock<Arc<dyn RequestHandler>>,
     /// Who watches every datagram (benchmarks); unset in normal operation.
     probe: OnceLock<Arc<dyn WireProbe>>,
-    /// Counters for metrics and tests.
-    stats: EndpointStats,
-    /// The receive loop and housekeeping tasks, stopped when the endpoint is dropped.
-    tasks: Mutex<Vec<AbortHandle>>,
+    /// The driver task, stopped when the endpoint is dropped.
+    driver: Mutex<Option<AbortHandle>>,
+}
+
+/// What the lock guards.
+struct State {
+    /// Every protocol rule and all protocol state.
+    core: EndpointCore,
+    /// Where each outstanding exchange's events go.
+    waiters: HashMap<ExchangeId, mpsc::UnboundedSender<ExchangeEvent>>,
+    /// The deadline the driver sleeps until.
+    armed: Instant,
+}
+
+/// What one turn of the core left the driver to do once the lock is released; kept by the
+/// driver across turns so the receive path does not allocate for it.
+#[derive(Default)]
+struct Work {
+    /// Datagrams to send.
+    transmits: Vec<Transmit>,
+    /// Requests for the handler, with the length of their datagrams.
+    requests: Vec<(IncomingRequest, usize)>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        for task in self
-            .tasks
-            .get_mut()
-            .map(|t| t.drain(..))
-            .into_iter()
-            .flatten()
-        {
-            task.abort();
+        if let Some(driver) = self.driver.get_mut().ok().and_then(Option::take) {
+            driver.abort();
         }
     }
 }
@@ -171,23 +118,34 @@ impl Endpoint {
 
     /// Starts an endpoint on an already bound socket.
     pub fn from_socket(socket: Arc<dyn DatagramSocket>, config: EndpointConfig) -> Endpoint {
-        let local_addr = socket.local_addr();
-        let lifetime = config.params.exchange_lifetime();
+        let now = Instant::now();
+        // Tokens, first message ids and initial timeouts: unpredictable in production, and
+        // replayed by a seeded simulation (crate::entropy).
+        let rng = StdRng::from_seed(crate::entropy::random());
+        let mut core = EndpointCore::new(config, rng, now);
+        let stats = core.stats().clone();
+        let armed = core.poll_timeout();
         let inner = Arc::new(Inner {
+            local_addr: socket.local_addr(),
             socket,
-            local_addr,
             config,
-            exchanges: Mutex::new(Exchanges::default()),
-            peers: Mutex::new(Peers::new(config.params.nstart)),
-            duplicates: Mutex::new(DuplicateCache::new(lifetime, config.dedup_cache_bytes)),
+            state: Mutex::new(State {
+                core,
+                waiters: HashMap::new(),
+                armed,
+            }),
+            stats,
+            wake: Arc::new(Notify::new()),
             handler: OnceLock::new(),
             probe: OnceLock::new(),
-            stats: EndpointStats::default(),
-            tasks: Mutex::new(Vec::new()),
+            driver: Mutex::new(None),
         });
-        let receiver = tokio::spawn(receive_loop(Arc::downgrade(&inner), inner.socket.clone()));
-        let housekeeper = tokio::spawn(housekeeping(Arc::downgrade(&inner), lifetime));
-        lock(&inner.tasks).extend([receiver.abort_handle(), housekeeper.abort_handle()]);
+        let driver = tokio::spawn(drive(
+            Arc::downgrade(&inner),
+            inner.socket.clone(),
+            inner.wake.clone(),
+        ));
+        *lock(&inner.driver) = Some(driver.abort_handle());
         Endpoint { inner }
     }
 
@@ -226,13 +184,13 @@ impl Endpoint {
 
     /// Outstanding exchange entries (for leak checks in tests).
     pub fn outstanding(&self) -> usize {
-        lock(&self.inner.exchanges).len()
+        lock(&self.inner.state).core.outstanding()
     }
 
     /// Messages remembered for duplicate detection; each is forgotten EXCHANGE_LIFETIME after
     /// it arrived (memory checks).
     pub fn remembered(&self) -> usize {
-        lock(&self.inner.duplicates).len()
+        lock(&self.inner.state).core.remembered()
     }
 
     /// Sends a request and waits for its response (any response code).
@@ -252,7 +210,8 @@ impl Endpoint {
         request: &OutgoingRequest,
         meter: &WireMeter,
     ) -> Result<Packet, CoapError> {
-        self.exchange(peer, request, meter).await
+        let (response, _exchange) = self.exchange(peer, request, meter, None).await?;
+        Ok(response)
     }
 
     /// Sends an observe registration (`request.observe` should be `Some(0)`); when the peer
@@ -284,27 +243,17 @@ impl Endpoint {
         request: &OutgoingRequest,
         meter: Option<Arc<WireMeter>>,
     ) -> Result<(Packet, Option<Observation>), CoapError> {
-        let (events, mut receiver) = mpsc::unbounded_channel();
-        let token = self.new_token();
         let unmetered = WireMeter::default();
-        let (response, registration) = self
-            .exchange_with_token(
-                peer,
-                request,
-                meter.as_deref().unwrap_or(&unmetered),
-                token,
-                events,
-                &mut receiver,
-            )
-            .await?;
+        let charged = meter.as_deref().unwrap_or(&unmetered);
+        let (response, exchange) = self.exchange(peer, request, charged, None).await?;
         let accepted = response.observe_value().is_some()
             && response.response_code().is_some_and(|c| !c.is_error());
+        let token = exchange.token();
         if accepted && let Some(meter) = meter {
-            lock(&self.inner.exchanges).meter_responses(&token, meter);
+            lock(&self.inner.state).core.meter_responses(&token, meter);
         }
         let observation = accepted.then(|| Observation {
-            registration,
-            events: receiver,
+            exchange,
             last: response.observe_value().map(|seq| (seq, Instant::now())),
         });
         Ok((response, observation))
@@ -320,13 +269,10 @@ impl Endpoint {
     ) -> Result<Packet, CoapError> {
         let mut cancel = request.clone();
         cancel.observe = Some(1);
-        let token = observation.registration.token;
+        let token = observation.exchange.token();
         drop(observation);
-        let (events, mut receiver) = mpsc::unbounded_channel();
         let meter = WireMeter::default();
-        let (response, _) = self
-            .exchange_with_token(peer, &cancel, &meter, token, events, &mut receiver)
-            .await?;
+        let (response, _exchange) = self.exchange(peer, &cancel, &meter, Some(token)).await?;
         Ok(response)
     }
 
@@ -339,150 +285,90 @@ impl Endpoint {
         response: &Response,
         confirmable: bool,
     ) -> Result<(), CoapError> {
-        let message_id = self.next_message_id(peer);
-        let mut packet = Packet::new();
-        packet.header.set_version(1);
-        packet.header.set_type(if confirmable {
-            MessageType::Confirmable
-        } else {
-            MessageType::NonConfirmable
-        });
-        packet.header.message_id = message_id;
-        packet.set_token(token.to_vec());
-        response.fill_packet(&mut packet, &response.payload, None);
-        let bytes = encode(&packet)?;
+        let meter = WireMeter::default();
         if !confirmable {
-            self.send(&bytes, peer, &WireMeter::default()).await?;
-            return Ok(());
+            let datagram = lock(&self.inner.state).core.non_confirmable_notification(
+                Instant::now(),
+                peer,
+                token,
+                response,
+            )?;
+            return self.send(&datagram, peer, &meter).await;
         }
-        let (events, mut receiver) = mpsc::unbounded_channel();
-        let _ack = AckWait::register(&self.inner, peer, message_id, None, events);
-        match self
-            .transmit(peer, &bytes, None, &mut receiver, &WireMeter::default())
-            .await?
-        {
-            ExchangeEvent::Reset => Err(CoapError::Reset { peer }),
-            _ => Ok(()),
-        }
+        let (mut exchange, datagram) = self
+            .inner
+            .start(|core, now| core.start_notification(now, peer, token, response))?;
+        self.send(&datagram, peer, &meter).await?;
+        self.next_answer(peer, &mut exchange, &meter).await?;
+        Ok(())
     }
 
-    fn next_message_id(&self, peer: SocketAddr) -> u16 {
-        lock(&self.inner.peers).next_message_id(peer, Instant::now())
-    }
-
-    /// One request/response exchange under the peer's NSTART limit, on a fresh token.
+    /// One request/response exchange under the peer's NSTART limit, on `token` or a fresh
+    /// one: the first response, and the exchange, which keeps routing responses with its
+    /// token (an observation's notifications) until it is dropped.
     async fn exchange(
         &self,
         peer: SocketAddr,
         request: &OutgoingRequest,
         meter: &WireMeter,
-    ) -> Result<Packet, CoapError> {
-        let (events, mut receiver) = mpsc::unbounded_channel();
-        let token = self.new_token();
-        let (response, _registration) = self
-            .exchange_with_token(peer, request, meter, token, events, &mut receiver)
-            .await?;
-        Ok(response)
-    }
-
-    /// Sends `request` with `token` and waits for its first response. ACKs, Resets and
-    /// responses all arrive on `receiver`; the returned registration keeps routing responses
-    /// with this token to `events` (an observation's notifications) until it is dropped.
-    async fn exchange_with_token(
-        &self,
-        peer: SocketAddr,
-        request: &OutgoingRequest,
-        meter: &WireMeter,
-        token: Token,
-        events: mpsc::UnboundedSender<ExchangeEvent>,
-        receiver: &mut mpsc::UnboundedReceiver<ExchangeEvent>,
-    ) -> Result<(Packet, TokenRegistration), CoapError> {
-        let permits = lock(&self.inner.peers).permits(peer, Instant::now());
+        token: Option<Token>,
+    ) -> Result<(Packet, Exchange), CoapError> {
+        let permits = lock(&self.inner.state).core.permits(peer, Instant::now());
         let _permit = permits
             .acquire_owned()
             .await
             .map_err(|_| CoapError::Closed)?;
-        let message_id = self.next_message_id(peer);
-        let bytes = encode(&request.to_packet(message_id, &token))?;
-        let registration = TokenRegistration::register(&self.inner, peer, token, events.clone());
-        let response = if request.confirmable {
-            let _ack = AckWait::register(&self.inner, peer, message_id, Some(token), events);
-            let retransmits = request.max_retransmit;
-            match self
-                .transmit(peer, &bytes, retransmits, receiver, meter)
-                .await?
-            {
-                ExchangeEvent::Response(packet, _) => packet,
-                ExchangeEvent::Acknowledged => {
-                    self.await_separate_response(peer, receiver, meter).await?
-                }
-                ExchangeEvent::Reset => return Err(CoapError::Reset { peer }),
-            }
-        } else {
-            self.send(&bytes, peer, meter).await?;
-            self.await_separate_response(peer, receiver, meter).await?
-        };
-        Ok((response, registration))
-    }
-
-    /// Sends a confirmable message until an ACK, RST or response arrives, doubling the timeout
-    /// after each silence (RFC 7252 section 4.2), at most MAX_RETRANSMIT times (or `limit`,
-    /// when lower).
-    async fn transmit(
-        &self,
-        peer: SocketAddr,
-        bytes: &[u8],
-        limit: Option<u32>,
-        receiver: &mut mpsc::UnboundedReceiver<ExchangeEvent>,
-        meter: &WireMeter,
-    ) -> Result<ExchangeEvent, CoapError> {
-        let params = &self.inner.config.params;
-        let retransmits = limit.map_or(params.max_retransmit, |n| n.min(params.max_retransmit));
-        let mut timeout = params.initial_timeout();
-        for attempt in 0..=retransmits {
-            if attempt > 0 {
-                bump(&self.inner.stats.retransmissions);
-                bump(&meter.retransmissions);
-            }
-            self.send(bytes, peer, meter).await?;
-            match tokio::time::timeout(timeout, receiver.recv()).await {
-                Ok(Some(event)) => {
-                    count_answer(meter, &event);
-                    return Ok(event);
-                }
-                Ok(None) => return Err(CoapError::Closed),
-                Err(_) => timeout *= 2,
-            }
-        }
-        bump(&self.inner.stats.timeouts);
-        Err(CoapError::Timeout {
-            peer,
-            transmissions: retransmits + 1,
-        })
-    }
-
-    async fn await_separate_response(
-        &self,
-        peer: SocketAddr,
-        receiver: &mut mpsc::UnboundedReceiver<ExchangeEvent>,
-        meter: &WireMeter,
-    ) -> Result<Packet, CoapError> {
-        let waited = self.inner.config.params.exchange_lifetime();
+        let (mut exchange, datagram) = self
+            .inner
+            .start(|core, now| core.start_request(now, peer, request, token))?;
+        self.send(&datagram, peer, meter).await?;
         loop {
-            let event = match tokio::time::timeout(waited, receiver.recv()).await {
-                Ok(Some(event)) => event,
-                Ok(None) => return Err(CoapError::Closed),
-                Err(_) => return Err(CoapError::ResponseTimeout { peer, waited }),
-            };
-            count_answer(meter, &event);
-            match event {
-                ExchangeEvent::Response(packet, _) => return Ok(packet),
-                ExchangeEvent::Reset => return Err(CoapError::Reset { peer }),
-                ExchangeEvent::Acknowledged => continue,
+            if let Some(response) = self.next_answer(peer, &mut exchange, meter).await? {
+                return Ok((response, exchange));
             }
         }
     }
 
+    /// Waits for the next answer of the peer: a response, or `None` for an empty ACK. Sends
+    /// the retransmissions the core asks for meanwhile; everything goes to `meter`.
+    async fn next_answer(
+        &self,
+        peer: SocketAddr,
+        exchange: &mut Exchange,
+        meter: &WireMeter,
+    ) -> Result<Option<Packet>, CoapError> {
+        loop {
+            match exchange.events.recv().await.ok_or(CoapError::Closed)? {
+                ExchangeEvent::Retransmit(datagram) => {
+                    bump(&meter.retransmissions);
+                    self.send(&datagram, peer, meter).await?;
+                }
+                ExchangeEvent::Acknowledged => {
+                    meter.add_received(EMPTY_MESSAGE_LEN);
+                    return Ok(None);
+                }
+                ExchangeEvent::Response(packet, len) => {
+                    meter.add_response(&packet, len);
+                    return Ok(Some(packet));
+                }
+                ExchangeEvent::Reset => {
+                    meter.add_received(EMPTY_MESSAGE_LEN);
+                    return Err(CoapError::Reset { peer });
+                }
+                ExchangeEvent::TimedOut { transmissions } => {
+                    return Err(CoapError::Timeout {
+                        peer,
+                        transmissions,
+                    });
+                }
+                ExchangeEvent::ResponseTimedOut { waited } => {
+                    return Err(CoapError::ResponseTimeout { peer, waited });
+                }
+            }
+        }
+    }
+
+    /// Sends a datagram of this endpoint's own exchanges, waiting for room in the socket.
     async fn send(
         &self,
         bytes: &[u8],
@@ -494,60 +380,70 @@ impl Endpoint {
         self.inner.count_sent(bytes, peer);
         Ok(())
     }
+}
 
-    fn new_token(&self) -> Token {
-        let exchanges = lock(&self.inner.exchanges);
-        loop {
-            let token: Token = crate::entropy::random();
-            if !exchanges.token_in_use(&token) {
-                return token;
-            }
-        }
+/// An exchange this endpoint started: its events, until it is dropped, which ends it in the
+/// core, so a cancelled future leaves nothing behind.
+struct Exchange {
+    /// What the exchange learns.
+    events: mpsc::UnboundedReceiver<ExchangeEvent>,
+    /// What it is filed under.
+    key: ExchangeKey,
+    /// The endpoint to end it in.
+    inner: Weak<Inner>,
+}
+
+impl Exchange {
+    /// The token of a request's exchange.
+    fn token(&self) -> Token {
+        self.key.token.unwrap_or_default()
     }
 }
 
-/// Adds what the peer sent to `meter`, and the empty ACK the receive path answers a
-/// confirmable response with. ACK and Reset are empty messages.
-fn count_answer(meter: &WireMeter, event: &ExchangeEvent) {
-    match event {
-        ExchangeEvent::Response(packet, len) => meter.add_response(packet, *len),
-        ExchangeEvent::Acknowledged | ExchangeEvent::Reset => meter.add_received(EMPTY_MESSAGE_LEN),
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.upgrade() {
+            let mut state = lock(&inner.state);
+            state.core.end(&self.key);
+            state.waiters.remove(&self.key.id);
+        }
     }
 }
 
 /// An active observation: notifications from the peer, freshest first filtered for order.
 pub struct Observation {
-    /// Keeps the token routed to this observation; dropping it stops listening.
-    registration: TokenRegistration,
-    /// Notifications as they arrive.
-    events: mpsc::UnboundedReceiver<ExchangeEvent>,
+    /// The registration's exchange, which keeps its token routed here until dropped.
+    exchange: Exchange,
     /// Sequence number and arrival time of the freshest notification, to drop reordered ones.
     last: Option<(u32, Instant)>,
 }
 
 impl Observation {
     /// The next notification that is fresher than every one before it (RFC 7641 section 3.4);
-    /// `None` when the peer reset the observation or the endpoint closed.
+    /// `None` when the endpoint closed.
     pub async fn next(&mut self) -> Option<Packet> {
         loop {
-            match self.events.recv().await? {
-                ExchangeEvent::Response(packet, _) => {
-                    let now = Instant::now();
-                    let seq = packet.observe_value();
-                    if seq.is_none_or(|seq| is_fresher(self.last, seq, now)) {
-                        self.last = seq.map(|s| (s, now));
-                        return Some(packet);
-                    }
-                }
-                ExchangeEvent::Reset => return None,
-                ExchangeEvent::Acknowledged => continue,
+            // The registration's ACK, Reset and deadlines ended with its response: only
+            // notifications follow.
+            let ExchangeEvent::Response(packet, _) = self.exchange.events.recv().await? else {
+                return None;
+            };
+            let now = Instant::now();
+            let seq = packet.observe_value();
+            if seq.is_none_or(|seq| is_fresher(self.last, seq, now)) {
+                self.last = seq.map(|s| (s, now));
+                return Some(packet);
             }
         }
     }
 
     /// The token the observation was registered with.
     pub fn token(&self) -> &[u8] {
-        &self.registration.token
+        self.exchange
+            .key
+            .token
+            .as_ref()
+            .map_or(&[], |t| t.as_slice())
     }
 }
 
@@ -564,412 +460,153 @@ fn is_fresher(last: Option<(u32, Instant)>, seq: u32, now: Instant) -> bool {
         || now.saturating_duration_since(last_at) > Duration::from_secs(128)
 }
 
-/// Removes a token route when the exchange or observation that owns it goes away, so a
-/// cancelled future leaves nothing behind.
-struct TokenRegistration {
-    inner: Weak<Inner>,
-    token: Token,
-}
-
-impl TokenRegistration {
-    fn register(
-        inner: &Arc<Inner>,
-        peer: SocketAddr,
-        token: Token,
-        events: mpsc::UnboundedSender<ExchangeEvent>,
-    ) -> Self {
-        lock(&inner.exchanges).await_response(peer, token, events);
-        TokenRegistration {
-            inner: Arc::downgrade(inner),
-            token,
+impl State {
+    /// Hands the core's exchange events to their waiters and leaves the rest in `work`.
+    fn drain(&mut self, work: &mut Work) {
+        while let Some(event) = self.core.poll_event() {
+            match event {
+                Event::Exchange(id, event) => {
+                    if let Some(waiter) = self.waiters.get(&id) {
+                        let _ = waiter.send(event);
+                    }
+                }
+                Event::Request { request, len } => work.requests.push((request, len)),
+            }
         }
+        work.transmits
+            .extend(std::iter::from_fn(|| self.core.poll_transmit()));
     }
-}
 
-impl Drop for TokenRegistration {
-    fn drop(&mut self) {
-        if let Some(inner) = self.inner.upgrade() {
-            lock(&inner.exchanges).forget_response(&self.token);
-        }
-    }
-}
-
-/// Removes an ACK route when the transmission that owns it ends.
-struct AckWait {
-    inner: Weak<Inner>,
-    peer: SocketAddr,
-    message_id: u16,
-}
-
-impl AckWait {
-    fn register(
-        inner: &Arc<Inner>,
-        peer: SocketAddr,
-        message_id: u16,
-        token: Option<Token>,
-        events: mpsc::UnboundedSender<ExchangeEvent>,
-    ) -> Self {
-        lock(&inner.exchanges).await_ack(peer, message_id, token, events);
-        AckWait {
-            inner: Arc::downgrade(inner),
-            peer,
-            message_id,
-        }
-    }
-}
-
-impl Drop for AckWait {
-    fn drop(&mut self) {
-        if let Some(inner) = self.inner.upgrade() {
-            lock(&inner.exchanges).forget_ack(self.peer, self.message_id);
-        }
+    /// The core's next deadline, which the driver sleeps until from now on.
+    fn arm(&mut self) -> Instant {
+        self.armed = self.core.poll_timeout();
+        self.armed
     }
 }
 
 impl Inner {
-    /// Records the arrival of a confirmable message in the duplicate cache, counting the
-    /// entries its budget pushed out.
-    fn arrive(&self, key: MessageKey) -> Seen {
-        let mut duplicates = lock(&self.duplicates);
-        let seen = duplicates.arrive(key, Instant::now());
-        let evicted = duplicates.take_evicted();
-        if evicted > 0 {
-            self.stats
-                .dedup_evicted
-                .fetch_add(evicted, std::sync::atomic::Ordering::Relaxed);
+    /// Starts an exchange in the core and routes its events to the returned [`Exchange`];
+    /// wakes the driver if the exchange's first deadline comes before the one it sleeps to.
+    fn start(
+        self: &Arc<Self>,
+        start: impl FnOnce(&mut EndpointCore, Instant) -> Result<Started, CoapError>,
+    ) -> Result<(Exchange, Bytes), CoapError> {
+        let (sender, events) = mpsc::unbounded_channel();
+        let mut state = lock(&self.state);
+        let started = start(&mut state.core, Instant::now())?;
+        state.waiters.insert(started.exchange.id, sender);
+        if state.core.poll_timeout() < state.armed {
+            self.wake.notify_one();
         }
-        seen
-    }
-
-    fn count_sent(&self, bytes: &[u8], peer: SocketAddr) {
-        bump(&self.stats.datagrams_sent);
-        self.stats
-            .bytes_sent
-            .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        if let Some(probe) = self.probe.get() {
-            probe.sent(peer, bytes);
-        }
-    }
-
-    /// Sends without waiting (ACKs, RSTs, responses from the receive path). A full socket
-    /// buffer drops the message, which the peer's retransmission repairs; false then.
-    fn send_now(&self, bytes: &[u8], peer: SocketAddr) -> bool {
-        let sent = self.socket.try_send_to(bytes, peer).is_ok();
-        if sent {
-            self.count_sent(bytes, peer);
-        }
-        sent
-    }
-
-    /// Everything a datagram can be, in RFC 7252's terms.
-    fn on_datagram(self: &Arc<Self>, bytes: &[u8], peer: SocketAddr) {
-        if let Some(probe) = self.probe.get() {
-            probe.received(peer, bytes);
-        }
-        bump(&self.stats.datagrams_received);
-        self.stats
-            .bytes_received
-            .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        if bytes.len() < 4 || bytes[0] >> 6 != 1 {
-            // Too short to be CoAP, or an unknown version: silently ignored (section 3).
-            bump(&self.stats.malformed);
-            return;
-        }
-        let confirmable = (bytes[0] >> 4) & 0x03 == 0;
-        let message_id = u16::from_be_bytes([bytes[2], bytes[3]]);
-        let packet = match Packet::from_bytes(bytes) {
-            Ok(packet) if well_formed(&packet, bytes) => packet,
-            _ => {
-                bump(&self.stats.malformed);
-                if confirmable {
-                    self.send_now(&empty_message(MessageType::Reset, message_id), peer);
-                }
-                return;
-            }
+        drop(state);
+        let exchange = Exchange {
+            events,
+            key: started.exchange,
+            inner: Arc::downgrade(self),
         };
-        self.dispatch(packet, peer, bytes.len());
+        Ok((exchange, started.datagram))
     }
 
-    /// Routes a message that came in a datagram of `len` bytes.
-    fn dispatch(self: &Arc<Self>, packet: Packet, peer: SocketAddr, len: usize) {
-        let message_type = packet.header.get_type();
-        match (packet.header.code, message_type) {
-            (MessageClass::Empty, MessageType::Confirmable) => {
-                // CoAP ping: answered with Reset (section 4.3).
-                self.send_now(
-                    &empty_message(MessageType::Reset, packet.header.message_id),
-                    peer,
-                );
-            }
-            (_, MessageType::Acknowledgement) | (_, MessageType::Reset) => {
-                let reset = message_type == MessageType::Reset;
-                if reset {
-                    bump(&self.stats.resets_received);
-                }
-                lock(&self.exchanges).on_ack_or_reset(peer, packet, len, reset);
-            }
-            (MessageClass::Request(_), _) => self.on_request(packet, peer, len),
-            (MessageClass::Response(_), _) => self.on_response(packet, peer, len),
-            (MessageClass::Empty, _) | (MessageClass::Reserved(_), _) => {
-                bump(&self.stats.malformed);
-                if message_type == MessageType::Confirmable {
-                    self.send_now(
-                        &empty_message(MessageType::Reset, packet.header.message_id),
-                        peer,
-                    );
-                }
-            }
-        }
-    }
-
-    /// A separate response or a notification: acknowledged once per message id, delivered once.
-    fn on_response(self: &Arc<Self>, packet: Packet, peer: SocketAddr, len: usize) {
-        let message_id = packet.header.message_id;
-        let confirmable = packet.header.get_type() == MessageType::Confirmable;
-        if confirmable {
-            let seen = self.arrive((peer, message_id));
-            if seen != Seen::New {
-                bump(&self.stats.duplicates);
-                let answer = match seen {
-                    Seen::Answered(bytes) => bytes,
-                    _ => Bytes::from(empty_message(MessageType::Acknowledgement, message_id)),
-                };
-                lock(&self.exchanges).count_duplicate(peer, &packet, len);
-                self.send_now(&answer, peer);
-                return;
-            }
-        }
-        let delivered = lock(&self.exchanges).on_response(peer, packet, len);
-        let answer_type = if delivered {
-            MessageType::Acknowledgement
-        } else {
-            // Nobody asked for this (e.g. a notification of a cancelled observation): Reset.
-            MessageType::Reset
+    /// Feeds the core one input (`feed`, given the current instant), sends what came out and
+    /// hands the requests to the handler; the core's next deadline, which the driver sleeps to.
+    fn turn(
+        self: &Arc<Self>,
+        work: &mut Work,
+        feed: impl FnOnce(&mut EndpointCore, Instant),
+    ) -> Instant {
+        let deadline = {
+            let mut state = lock(&self.state);
+            feed(&mut state.core, Instant::now());
+            state.drain(work);
+            state.arm()
         };
-        if confirmable || !delivered {
-            let answer = empty_message(answer_type, message_id);
-            if confirmable {
-                lock(&self.duplicates).answer((peer, message_id), Bytes::from(answer.clone()));
-            }
-            self.send_now(&answer, peer);
+        for transmit in work.transmits.drain(..) {
+            self.send_now(&transmit);
         }
+        for (request, len) in work.requests.drain(..) {
+            self.dispatch(request, len);
+        }
+        deadline
     }
 
-    /// A request that came in a datagram of `len` bytes.
-    fn on_request(self: &Arc<Self>, packet: Packet, peer: SocketAddr, len: usize) {
-        let key = (peer, packet.header.message_id);
-        match self.arrive(key) {
-            Seen::New => {}
-            Seen::InProgress => {
-                bump(&self.stats.duplicates);
-                return;
-            }
-            Seen::Answered(bytes) => {
-                bump(&self.stats.duplicates);
-                self.send_now(&bytes, peer);
-                return;
-            }
-        }
-        bump(&self.stats.requests_handled);
-        if let Some(response) = reject_options(&packet) {
-            self.answer(&packet, peer, len, &response);
-            return;
-        }
+    /// Hands a request to the handler in its own task (or answers 5.03 when there is none yet)
+    /// and sends its answer.
+    fn dispatch(self: &Arc<Self>, request: IncomingRequest, len: usize) {
         let Some(handler) = self.handler.get().cloned() else {
             let response = Response::error(ResponseType::ServiceUnavailable, "not ready");
-            self.answer(&packet, peer, len, &response);
+            self.answer(&request.packet, request.peer, len, &response);
             return;
         };
         let inner = self.clone();
         tokio::spawn(async move {
-            let request = IncomingRequest {
-                peer,
-                packet: packet.clone(),
-            };
+            let (packet, peer) = (request.packet.clone(), request.peer);
             let response = handler.handle(request).await;
             inner.answer(&packet, peer, len, &response);
         });
     }
 
-    /// Sends `response` to `request`: piggybacked on the ACK of a confirmable, as a NON
-    /// otherwise; remembered for duplicates unless the method is GET, which is safe to repeat and
-    /// whose Block2 answers would otherwise fill memory (RFC 7252 section 4.5 allows this).
-    /// An error answer is never larger than its request: its diagnostic is cut to fit, so a
-    /// forged source gets no amplification out of a refusal. The request (`request_len` bytes)
-    /// and the answer go to the response's charge.
-    fn answer(
-        self: &Arc<Self>,
-        request: &Packet,
-        peer: SocketAddr,
-        request_len: usize,
-        response: &Response,
-    ) {
-        let key = (peer, request.header.message_id);
-        let mut packet = match self.response_packet(request, peer, response) {
-            Ok(packet) => packet,
-            Err(reason) => {
-                let fallback = Response::error(ResponseType::BadOption, reason);
-                self.response_packet(request, peer, &fallback)
-                    .expect("an error response without Block2 always builds")
+    fn answer(&self, request: &Packet, peer: SocketAddr, len: usize, response: &Response) {
+        let answer = lock(&self.state)
+            .core
+            .answer(Instant::now(), request, peer, len, response);
+        if let Some(transmit) = answer {
+            self.send_now(&transmit);
+        }
+    }
+
+    /// Sends without waiting (ACKs, RSTs, answers). A full socket buffer drops the message,
+    /// which the peer's retransmission repairs.
+    fn send_now(&self, transmit: &Transmit) {
+        let datagram = &transmit.datagram;
+        if self.socket.try_send_to(datagram, transmit.peer).is_ok() {
+            self.count_sent(datagram, transmit.peer);
+            if let Some(meter) = &transmit.charge {
+                meter.add_sent(datagram.len());
             }
-        };
-        if response.code.is_error() {
-            cut_diagnostic(&mut packet, request_len);
-        }
-        let Ok(bytes) = encode(&packet) else {
-            lock(&self.duplicates).forget(&key);
-            tracing::warn!(%peer, "response does not fit in a datagram; dropped");
-            return;
-        };
-        if let Some(Charge(meter)) = &response.charge {
-            meter.add_received(request_len);
-            if self.send_now(&bytes, peer) {
-                meter.add_sent(bytes.len());
-            }
-        } else {
-            self.send_now(&bytes, peer);
-        }
-        let mut duplicates = lock(&self.duplicates);
-        if request.request_method() == Some(RequestType::Get) {
-            duplicates.forget(&key);
-        } else {
-            duplicates.answer(key, Bytes::from(bytes));
         }
     }
 
-    fn response_packet(
-        &self,
-        request: &Packet,
-        peer: SocketAddr,
-        response: &Response,
-    ) -> Result<Packet, String> {
-        let mut packet = Packet::new();
-        packet.header.set_version(1);
-        if request.header.get_type() == MessageType::Confirmable {
-            packet.header.set_type(MessageType::Acknowledgement);
-            packet.header.message_id = request.header.message_id;
-        } else {
-            packet.header.set_type(MessageType::NonConfirmable);
-            packet.header.message_id = lock(&self.peers).next_message_id(peer, Instant::now());
-        }
-        packet.set_token(request.get_token().to_vec());
-        let len = response.payload.len();
-        // An error answer goes whole: its payload is a diagnostic, not a representation.
-        let slice = match request.block2().and_then(Result::ok) {
-            _ if response.code.is_error() => None,
-            requested => block2_slice(len, requested, self.config.max_block_size)
-                .map_err(|e| e.to_string())?,
-        };
-        let (block, range) = slice.map_or((None, 0..len), |(b, r)| (Some(b), r));
-        response.fill_packet(&mut packet, &response.payload[range], block);
-        Ok(packet)
-    }
-}
-
-/// Cuts the diagnostic payload of an error answer until the answer is at most `limit` bytes
-/// long (on a character boundary; wholly when nothing of it fits).
-fn cut_diagnostic(packet: &mut Packet, limit: usize) {
-    let Ok(encoded) = packet.to_bytes() else {
-        return;
-    };
-    let excess = encoded.len().saturating_sub(limit);
-    if excess == 0 || packet.payload.is_empty() {
-        return;
-    }
-    // A payload cut to nothing takes its marker byte with it.
-    let keep = packet.payload.len().saturating_sub(excess);
-    let end = match std::str::from_utf8(&packet.payload[..keep]) {
-        Ok(_) => keep,
-        Err(error) => error.valid_up_to(),
-    };
-    packet.payload.truncate(end);
-}
-
-/// The answer to a request carrying an option this endpoint must not ignore, if any.
-fn reject_options(packet: &Packet) -> Option<Response> {
-    for (number, _) in packet.options() {
-        if PROXY_OPTIONS.contains(number) {
-            return Some(Response::error(
-                ResponseType::ProxyingNotSupported,
-                "not a proxy",
-            ));
-        }
-        if number % 2 == 1 && !KNOWN_CRITICAL_OPTIONS.contains(number) {
-            return Some(Response::error(
-                ResponseType::BadOption,
-                format!("unknown critical option {number}"),
-            ));
+    fn count_sent(&self, bytes: &[u8], peer: SocketAddr) {
+        self.stats.sent(bytes.len());
+        if let Some(probe) = self.probe.get() {
+            probe.sent(peer, bytes);
         }
     }
-    for block in [packet.block1(), packet.block2()].into_iter().flatten() {
-        if let Err(error) = block {
-            return Some(Response::error(ResponseType::BadOption, error.to_string()));
-        }
-    }
-    None
 }
 
-/// Rules coap-lite does not check: an empty message is only the 4-byte header (section 4.1),
-/// and a payload marker must be followed by a payload (section 3).
-fn well_formed(packet: &Packet, bytes: &[u8]) -> bool {
-    if packet.header.code == MessageClass::Empty {
-        return bytes.len() == 4;
-    }
-    payload_marker_followed(bytes)
-}
-
-/// Whether a payload marker, if the message has one, is followed by at least one byte. The
-/// marker is found by walking the options: a last byte of 0xFF may as well end the token or an
-/// option's value (a random token does once in 256 messages), which is no marker at all.
-fn payload_marker_followed(bytes: &[u8]) -> bool {
-    let token_len = usize::from(bytes.first().map_or(0, |b| b & 0x0F));
-    let mut at = 4 + token_len;
-    while let Some(&byte) = bytes.get(at) {
-        if byte == 0xFF {
-            return at + 1 < bytes.len();
-        }
-        at += 1;
-        let (delta, len) = (byte >> 4, byte & 0x0F);
-        // An extended delta or length takes 1 (13) or 2 (14) more bytes; 15 is reserved, and
-        // coap-lite refuses it before this is asked.
-        let extended = |nibble: u8| match nibble {
-            13 => 1,
-            14 => 2,
-            _ => 0,
-        };
-        at += extended(delta);
-        let value_len = match len {
-            13 => bytes.get(at).map_or(0, |b| usize::from(*b) + 13),
-            14 => bytes
-                .get(at..at + 2)
-                .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])) + 269),
-            n => usize::from(n),
-        };
-        at += extended(len) + value_len;
-    }
-    true
-}
-
-fn empty_message(message_type: MessageType, message_id: u16) -> Vec<u8> {
-    let mut packet = Packet::new();
-    packet.header.set_version(1);
-    packet.header.set_type(message_type);
-    packet.header.code = MessageClass::Empty;
-    packet.header.message_id = message_id;
-    packet.to_bytes().expect("an empty message always encodes")
-}
-
-fn encode(packet: &Packet) -> Result<Vec<u8>, CoapError> {
-    packet
-        .to_bytes_with_limit(MAX_DATAGRAM)
-        .map_err(|e| CoapError::Encode(format!("{e:?}")))
-}
-
-/// Reads datagrams until the endpoint is dropped.
-async fn receive_loop(inner: Weak<Inner>, socket: Arc<dyn DatagramSocket>) {
+/// The driver: reads datagrams and sleeps until the core's next deadline, feeding both to the
+/// core, until the endpoint is dropped. The read in progress survives every wake-up.
+async fn drive(inner: Weak<Inner>, socket: Arc<dyn DatagramSocket>, wake: Arc<Notify>) {
     let mut buffer = vec![0u8; MAX_DATAGRAM + 1];
+    let mut work = Work::default();
+    let Some(first) = inner.upgrade().map(|inner| lock(&inner.state).arm()) else {
+        return;
+    };
+    let sleep = tokio::time::sleep_until(first);
+    tokio::pin!(sleep);
     loop {
-        let (len, peer) = match socket.recv_from(&mut buffer).await {
+        let received = {
+            let mut receive = socket.recv_from(&mut buffer);
+            loop {
+                // Biased, so that what is ready at once is taken in the same order every time
+                // (a simulated run replays; an unbiased select draws the order): a deadline
+                // first, so a flood of datagrams cannot hold back retransmissions.
+                let deadline = tokio::select! {
+                    biased;
+                    () = &mut sleep => {
+                        let Some(inner) = inner.upgrade() else { return };
+                        inner.turn(&mut work, |core, now| core.handle_timeout(now))
+                    }
+                    received = &mut receive => break received,
+                    () = wake.notified() => {
+                        let Some(inner) = inner.upgrade() else { return };
+                        lock(&inner.state).arm()
+                    }
+                };
+                rearm(sleep.as_mut(), deadline);
+            }
+        };
+        let (len, peer) = match received {
             Ok(received) => received,
             // ICMP port unreachable from an earlier send surfaces here on Linux: not fatal.
             Err(error) => {
@@ -978,54 +615,20 @@ async fn receive_loop(inner: Weak<Inner>, socket: Arc<dyn DatagramSocket>) {
             }
         };
         let Some(inner) = inner.upgrade() else { return };
-        if len > MAX_DATAGRAM {
-            bump(&inner.stats.malformed);
-            continue;
+        let datagram = &buffer[..len];
+        if let Some(probe) = inner.probe.get() {
+            probe.received(peer, datagram);
         }
-        inner.on_datagram(&buffer[..len], peer);
+        let deadline = inner.turn(&mut work, |core, now| {
+            core.handle_datagram(now, peer, datagram);
+        });
+        rearm(sleep.as_mut(), deadline);
     }
 }
 
-/// Forgets idle peers and expired duplicates now and then.
-async fn housekeeping(inner: Weak<Inner>, lifetime: Duration) {
-    let mut ticks = tokio::time::interval((lifetime / 4).max(Duration::from_millis(100)));
-    loop {
-        ticks.tick().await;
-        let Some(inner) = inner.upgrade() else { return };
-        let now = Instant::now();
-        lock(&inner.peers).forget_idle(now, lifetime);
-        lock(&inner.duplicates).expire(now);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::payload_marker_followed;
-
-    #[test]
-    fn a_last_byte_of_0xff_is_a_payload_marker_only_where_the_options_end() {
-        // ACK 4.04, message id 0x1234, token a1 b2 c3 ff: the token's last byte, no marker.
-        assert!(payload_marker_followed(&[
-            0x64, 0x84, 0x12, 0x34, 0xA1, 0xB2, 0xC3, 0xFF
-        ]));
-        // 2.05 with Observe (6) = 255, no payload: the option value's last byte.
-        assert!(payload_marker_followed(&[
-            0x61, 0x45, 0x00, 0x01, 0x07, 0x61, 0xFF
-        ]));
-        // Content-Format 0 then a real marker with nothing after it.
-        assert!(!payload_marker_followed(&[
-            0x61, 0x45, 0x00, 0x01, 0x07, 0xC0, 0xFF
-        ]));
-        // A marker followed by a payload.
-        assert!(payload_marker_followed(&[
-            0x60, 0x45, 0x00, 0x01, 0xFF, b'x'
-        ]));
-        // A GET whose option value (13 + 2 extended bytes long) ends in 0xFF.
-        let mut long = vec![0x40, 0x01, 0x00, 0x01, 0xBD, 0x02];
-        long.extend([0x41; 14]);
-        long.push(0xFF);
-        assert!(payload_marker_followed(&long));
-        long.push(0xFF);
-        assert!(!payload_marker_followed(&long));
+/// Moves the driver's sleep to `deadline`, leaving the timer alone when it is already there.
+fn rearm(sleep: Pin<&mut Sleep>, deadline: Instant) {
+    if sleep.deadline() != deadline {
+        sleep.reset(deadline);
     }
 }

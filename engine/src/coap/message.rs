@@ -2,6 +2,8 @@
 //! packets. Owns option encoding details (uint options, Uri-Path, Uri-Query, Block options);
 //! knows nothing of sockets or retransmission.
 
+use std::net::SocketAddr;
+
 use bytes::Bytes;
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
 
@@ -101,6 +103,15 @@ impl OutgoingRequest {
         packet.payload = self.payload.to_vec();
         packet
     }
+}
+
+/// A request received from a peer.
+#[derive(Debug, Clone)]
+pub struct IncomingRequest {
+    /// Who sent it; answers and later requests to this device go to this address.
+    pub peer: SocketAddr,
+    /// The whole message.
+    pub packet: Packet,
 }
 
 /// A response a request handler gives; the endpoint turns it into one packet (or, for a large

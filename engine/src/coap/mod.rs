@@ -1,27 +1,25 @@
 //! The CoAP message layer (RFC 7252) with block-wise transfer (RFC 7959), on one datagram
 //! socket per endpoint (real UDP, or a simulated network's). coap-lite encodes and decodes packets; everything about exchanges,
-//! retransmission, duplicates, NSTART and blocks is ours. Knows nothing of LwM2M.
+//! retransmission, duplicates, NSTART and blocks is ours. The protocol itself lives in
+//! [`proto`], free of I/O and clocks; [`endpoint`] drives it on a socket. Knows nothing of LwM2M.
 
 pub mod block;
 pub mod blockwise;
-pub mod dedup;
 pub mod endpoint;
-pub mod exchange;
+pub mod error;
 pub mod message;
 pub mod params;
-pub mod peers;
 pub mod probe;
+pub mod proto;
 pub mod stats;
 pub mod transport;
 
 pub use block::BlockOption;
 pub use coap_lite::{Packet, RequestType, ResponseType};
-pub use endpoint::{
-    CoapError, Endpoint, EndpointConfig, HandlerFuture, IncomingRequest, Observation,
-    RequestHandler,
-};
-pub use message::{OutgoingRequest, PacketExt, Response};
-pub use params::TransmissionParams;
+pub use endpoint::{Endpoint, HandlerFuture, Observation, RequestHandler};
+pub use error::CoapError;
+pub use message::{IncomingRequest, OutgoingRequest, PacketExt, Response};
+pub use params::{EndpointConfig, TransmissionParams};
 pub use probe::WireProbe;
 pub use stats::{Charge, StatsSnapshot, WireMeter};
 pub use transport::{DatagramSocket, Network};

@@ -1,8 +1,32 @@
-//! `TransmissionParams`: the RFC 7252 section 4.8 transmission parameters, tuned for NB-IoT.
+//! `TransmissionParams`: the RFC 7252 section 4.8 transmission parameters, tuned for NB-IoT,
+//! and `EndpointConfig`, the settings of one endpoint around them.
 //!
 //! Owns the timer arithmetic (initial timeout, back-off, EXCHANGE_LIFETIME); nothing else.
 
 use std::time::Duration;
+
+use rand::Rng;
+
+/// Settings of an endpoint beyond the RFC 7252 timers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EndpointConfig {
+    /// Retransmission timers and NSTART.
+    pub params: TransmissionParams,
+    /// Largest Block2 block this endpoint serves; larger representations are sliced.
+    pub max_block_size: usize,
+    /// Bytes the duplicate cache may hold (see `edge::EdgeLimits::dedup_cache_bytes`).
+    pub dedup_cache_bytes: usize,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            params: TransmissionParams::default(),
+            max_block_size: 1024,
+            dedup_cache_bytes: 16 << 20,
+        }
+    }
+}
 
 /// CoAP transmission parameters of one endpoint.
 ///
@@ -48,10 +72,10 @@ impl TransmissionParams {
         }
     }
 
-    /// A random initial timeout in `[ACK_TIMEOUT, ACK_TIMEOUT * ACK_RANDOM_FACTOR]`.
-    pub fn initial_timeout(&self) -> Duration {
-        let spread = self.ack_random_factor.max(1.0) - 1.0;
-        let factor = 1.0 + spread * crate::entropy::random::<f64>();
+    /// A random initial timeout in `[ACK_TIMEOUT, ACK_TIMEOUT * ACK_RANDOM_FACTOR]`, drawn
+    /// from `rng`.
+    pub fn initial_timeout(&self, rng: &mut impl Rng) -> Duration {
+        let factor = rng.random_range(1.0..=self.ack_random_factor.max(1.0));
         self.ack_timeout.mul_f64(factor)
     }
 
@@ -94,8 +118,9 @@ mod tests {
     #[test]
     fn initial_timeout_is_within_the_random_window() {
         let params = TransmissionParams::default();
+        let mut rng = rand::rng();
         for _ in 0..100 {
-            let t = params.initial_timeout();
+            let t = params.initial_timeout(&mut rng);
             assert!(t >= params.ack_timeout && t <= params.ack_timeout.mul_f64(1.5));
         }
     }

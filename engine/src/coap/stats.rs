@@ -68,6 +68,18 @@ impl EndpointStats {
             dedup_evicted: get(&self.dedup_evicted),
         }
     }
+
+    /// Counts a datagram of `len` bytes read from the socket.
+    pub(crate) fn received(&self, len: usize) {
+        bump(&self.datagrams_received);
+        self.bytes_received.fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a datagram of `len` bytes handed to the socket.
+    pub(crate) fn sent(&self, len: usize) {
+        bump(&self.datagrams_sent);
+        self.bytes_sent.fetch_add(len as u64, Ordering::Relaxed);
+    }
 }
 
 /// Adds one to a counter.

@@ -3,7 +3,7 @@
 //! bytes: a flood of requests pushes the oldest entries out before their lifetime instead of
 //! growing the cache without end.
 //!
-//! Owns only the bookkeeping; the endpoint decides what a duplicate gets.
+//! Owns only the bookkeeping; the core ([`super::EndpointCore`]) decides what a duplicate gets.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

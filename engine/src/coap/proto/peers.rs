@@ -1,14 +1,16 @@
 //! `Peers`: per-peer sender state: the NSTART limit on outstanding requests and the message-id
 //! sequence. Idle peers are forgotten after EXCHANGE_LIFETIME, when reusing an id is safe again.
+//! A peer's first message id is random, from a generator the table is seeded with.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 /// What this endpoint keeps about one peer it sends to.
 #[derive(Debug)]
@@ -28,14 +30,18 @@ pub struct Peers {
     states: HashMap<SocketAddr, PeerState>,
     /// NSTART: permits per peer.
     nstart: usize,
+    /// Where a new peer's first message id comes from.
+    first_ids: SmallRng,
 }
 
 impl Peers {
-    /// No peers yet; each new peer gets `nstart` permits.
-    pub fn new(nstart: usize) -> Self {
+    /// No peers yet; each new peer gets `nstart` permits and a first message id drawn from a
+    /// generator seeded with `seed`.
+    pub fn new(nstart: usize, seed: u64) -> Self {
         Peers {
             states: HashMap::new(),
             nstart: nstart.max(1),
+            first_ids: SmallRng::seed_from_u64(seed),
         }
     }
 
@@ -74,9 +80,10 @@ impl Peers {
 
     fn state(&mut self, peer: SocketAddr, now: Instant) -> &mut PeerState {
         let nstart = self.nstart;
+        let first_ids = &mut self.first_ids;
         self.states.entry(peer).or_insert_with(|| PeerState {
             permits: Arc::new(Semaphore::new(nstart)),
-            next_message_id: crate::entropy::random(),
+            next_message_id: first_ids.random(),
             last_used: now,
         })
     }
@@ -88,7 +95,7 @@ mod tests {
 
     #[test]
     fn message_ids_increase_per_peer_and_idle_peers_are_forgotten() {
-        let mut peers = Peers::new(1);
+        let mut peers = Peers::new(1, 7);
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let now = Instant::now();
         let first = peers.next_message_id(a, now);
@@ -101,7 +108,7 @@ mod tests {
 
     #[test]
     fn a_busy_peer_is_kept() {
-        let mut peers = Peers::new(1);
+        let mut peers = Peers::new(1, 7);
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let now = Instant::now();
         let permit = peers.permits(a, now).try_acquire_owned().unwrap();
