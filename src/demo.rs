@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
 use fota_engine::api::{self, ApiConfig, Role, Token};
-use fota_engine::campaign::{DEFAULT_CELL_PAUSE_SECS, Pacing, Task, TaskSpec, TaskStatus};
+use fota_engine::campaign::{Pacing, Task, TaskSpec, TaskStatus};
 use fota_engine::catalog::{Catalog, PackageFormat};
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{Binding, HostConfig, PluginKind, embedded};
@@ -256,22 +256,17 @@ async fn create_tasks(platform: &Platform, models: &[Model]) -> anyhow::Result<V
             .map(|d| d.endpoint)
             .collect();
         catalog.add_to_group(&group.id, &members)?;
+        let name = format!("{} 0.8.0 → 0.9.0", model.name);
         tasks.push(platform.campaigns.create(TaskSpec {
-            name: format!("{} 0.8.0 → 0.9.0", model.name),
-            group_id: group.id,
-            package_id: delta.id,
             retries: 5,
             retry_interval_secs: 2,
-            execution_time: None,
-            deadline: None,
             pacing: Pacing {
                 max_concurrent: 300,
                 max_per_cell: 40,
             },
-            min_signal_dbm: None,
-            cell_pause_secs: DEFAULT_CELL_PAUSE_SECS,
             max_failure_rate: Some(0.5),
             failure_sample: 50,
+            ..TaskSpec::new(&name, &group.id, &delta.id)
         })?);
     }
     Ok(tasks)

@@ -24,7 +24,7 @@ use std::process::Stdio;
 use anyhow::Context;
 use clap::Args;
 use fota_device::fleet::endpoint_name;
-use fota_engine::campaign::{DEFAULT_CELL_PAUSE_SECS, DeviceResult, Pacing, TaskSpec, TaskStatus};
+use fota_engine::campaign::{DeviceResult, Pacing, TaskSpec, TaskStatus};
 use fota_engine::catalog::PackageFormat;
 use fota_engine::coap::TransmissionParams;
 use fota_engine::platform::{Platform, PlatformConfig};
@@ -372,21 +372,13 @@ fn busiest_cell(platform: &Platform) -> anyhow::Result<usize> {
 
 fn task_spec(args: &NbIotArgs, group_id: String, package_id: String) -> TaskSpec {
     TaskSpec {
-        name: "NB-IoT fleet to 2.0".into(),
-        group_id,
-        package_id,
         retries: 10,
         retry_interval_secs: args.asleep_secs.max(1),
-        execution_time: None,
-        deadline: None,
         pacing: Pacing {
             max_concurrent: args.devices,
             max_per_cell: args.max_per_cell,
         },
-        min_signal_dbm: None,
-        cell_pause_secs: DEFAULT_CELL_PAUSE_SECS,
-        max_failure_rate: None,
-        failure_sample: 20,
+        ..TaskSpec::new("NB-IoT fleet to 2.0", &group_id, &package_id)
     }
 }
 

@@ -8,10 +8,7 @@ use std::time::Duration;
 use crate::support::{REGISTER_BOUND, image, model, wait_surveyed, within};
 use fota_device::client::SleepCycle;
 use fota_device::fleet::{Fleet, FleetSpec, wait_registered};
-use fota_engine::campaign::{
-    Campaigns, DEFAULT_CELL_PAUSE_SECS, DeviceProgress, DeviceResult, Pacing, Phase, TaskSpec,
-    TaskStatus,
-};
+use fota_engine::campaign::{Campaigns, DeviceProgress, DeviceResult, Phase, TaskSpec, TaskStatus};
 use fota_engine::catalog::PackageFormat;
 use fota_engine::coap::TransmissionParams;
 use fota_engine::platform::{Platform, PlatformConfig};
@@ -60,18 +57,9 @@ async fn fleet_and_task(
         .collect();
     catalog.add_to_group(&group.id, &endpoints).unwrap();
     let task = TaskSpec {
-        name: "to 2.0".into(),
-        group_id: group.id,
-        package_id: package.id,
         retries: 0,
         retry_interval_secs: 1,
-        execution_time: None,
-        deadline: None,
-        pacing: Pacing::default(),
-        min_signal_dbm: None,
-        cell_pause_secs: DEFAULT_CELL_PAUSE_SECS,
-        max_failure_rate: None,
-        failure_sample: 20,
+        ..TaskSpec::new("to 2.0", &group.id, &package.id)
     };
     (fleet, task)
 }

@@ -99,21 +99,13 @@ async fn platform() -> Platform {
 
 fn spec(name: &str, group: &str, package: &str) -> TaskSpec {
     TaskSpec {
-        name: name.into(),
-        group_id: group.into(),
-        package_id: package.into(),
         retries: 5,
         retry_interval_secs: 1,
-        execution_time: None,
-        deadline: None,
         pacing: Pacing {
             max_concurrent: 150,
             max_per_cell: 40,
         },
-        min_signal_dbm: None,
-        cell_pause_secs: fota_engine::campaign::DEFAULT_CELL_PAUSE_SECS,
-        max_failure_rate: None,
-        failure_sample: 20,
+        ..TaskSpec::new(name, group, package)
     }
 }
 

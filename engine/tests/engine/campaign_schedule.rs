@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fota_engine::campaign::{
-    AttemptOutcome, AttemptRequest, Attempts, CampaignError, Campaigns, DEFAULT_CELL_PAUSE_SECS,
-    DeviceResult, Pacing, Phase, Task, TaskSpec, TaskStatus,
+    AttemptOutcome, AttemptRequest, Attempts, CampaignError, Campaigns, DeviceResult, Phase, Task,
+    TaskSpec, TaskStatus,
 };
 use fota_engine::catalog::Catalog;
 use fota_engine::catalog::devices::Survey;
@@ -260,18 +260,8 @@ impl Bench {
 
     fn spec(&self) -> TaskSpec {
         TaskSpec {
-            name: "upgrade".into(),
-            group_id: self.group.clone(),
-            package_id: self.package.clone(),
-            retries: 3,
             retry_interval_secs: 30,
-            execution_time: None,
-            deadline: None,
-            pacing: Pacing::default(),
-            min_signal_dbm: None,
-            cell_pause_secs: DEFAULT_CELL_PAUSE_SECS,
-            max_failure_rate: None,
-            failure_sample: 20,
+            ..TaskSpec::new("upgrade", &self.group, &self.package)
         }
     }
 
