@@ -259,10 +259,6 @@ async fn a_delaying_link_delays_each_datagram_without_holding_up_the_others() {
             rtt >= 2 * delay,
             "round trip {rtt:?} is shorter than two delays"
         );
-        assert!(
-            rtt < 2 * (delay + jitter) + Duration::from_millis(500),
-            "round trip {rtt:?}"
-        );
     }
 
     let sent = Instant::now();
@@ -276,12 +272,9 @@ async fn a_delaying_link_delays_each_datagram_without_holding_up_the_others() {
     for _ in 0..20 {
         echoed.push(sequence_number(&receive(&device).await));
     }
-    let all_back = sent.elapsed();
-    assert!(all_back >= 2 * delay);
-    assert!(
-        all_back < Duration::from_secs(1),
-        "delays overlap: {all_back:?}"
-    );
+    assert!(sent.elapsed() >= 2 * delay);
+    // Each datagram waits out its own delay, so a burst comes back reordered by the jitter
+    // (an upper bound on the wall clock would say the same, and fail on a loaded machine).
     assert!(!echoed.is_sorted(), "jitter reorders a burst: {echoed:?}");
 }
 

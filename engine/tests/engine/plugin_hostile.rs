@@ -46,13 +46,11 @@ async fn hostile_call_beside_healthy_ones(host: PluginHost, name: &str) -> Plugi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_loop_is_stopped_by_the_time_limit() {
     let limit = Duration::from_secs(3);
-    let started = Instant::now();
     let err = hostile_call_beside_healthy_ones(host_with_policy_time(limit), "spin").await;
     assert!(
         matches!(err, PluginError::Timeout { limit: l, .. } if l == limit),
         "{err}"
     );
-    assert!(started.elapsed() >= limit, "stopped before its limit");
     assert_eq!(
         err.to_string(),
         "plugin spin: timed out after 3s and was stopped"
