@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Semaphore, broadcast};
+use tokio::task::JoinSet;
 
 use crate::catalog::Catalog;
 use crate::catalog::devices::survey;
@@ -60,7 +61,11 @@ pub async fn follow_registrations(
         limits,
         counters,
     });
+    // The surveys under way: dropped with the follower (the platform stops), they stop too,
+    // instead of holding the catalog and the store for as long as their exchanges last.
+    let mut surveys = JoinSet::new();
     loop {
+        while surveys.try_join_next().is_some() {}
         let event = match events.recv().await {
             Ok(event) => event,
             Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -70,7 +75,7 @@ pub async fn follow_registrations(
             Err(broadcast::error::RecvError::Closed) => return,
         };
         let registration = event.registration();
-        if let Err(error) = surveyor.record(&event) {
+        if let Err(error) = surveyor.record(&event, &mut surveys) {
             tracing::error!(endpoint = %registration.endpoint, %error, "device not recorded");
         }
     }
@@ -81,20 +86,21 @@ impl Surveyor {
     fn record(
         self: &Arc<Self>,
         event: &RegistrationEvent,
+        surveys: &mut JoinSet<()>,
     ) -> Result<(), crate::catalog::CatalogError> {
         let registration = event.registration();
         let catalog = &self.catalog;
         match event {
             RegistrationEvent::Registered(_) => {
                 let device = catalog.device_seen(registration)?;
-                self.spawn(registration, device.model.is_none());
+                self.spawn(registration, device.model.is_none(), surveys);
             }
             // A device whose survey failed (asleep before it ran, a lost answer) or whose
             // Register this follower missed is surveyed at its next Update, in its window.
             RegistrationEvent::Updated(_) => {
                 let device = catalog.device_seen(registration)?;
                 if device.model.is_none() {
-                    self.spawn(registration, true);
+                    self.spawn(registration, true, surveys);
                 }
             }
             RegistrationEvent::Deregistered(_) | RegistrationEvent::Expired(_) => {
@@ -111,7 +117,12 @@ impl Surveyor {
     /// Surveys `registration`'s device unless its source has enough surveys under way; a
     /// device never surveyed (`first_contact`) from a source with many under way is given few
     /// retransmissions.
-    fn spawn(self: &Arc<Self>, registration: &Registration, first_contact: bool) {
+    fn spawn(
+        self: &Arc<Self>,
+        registration: &Registration,
+        first_contact: bool,
+        surveys: &mut JoinSet<()>,
+    ) {
         let source = registration.address.ip();
         let Some(under_way) = self.enter(source) else {
             bump(&self.counters.surveys_skipped);
@@ -121,7 +132,7 @@ impl Surveyor {
         let hasty = first_contact && under_way > self.limits.patient_surveys_per_source;
         let surveyor = self.clone();
         let (endpoint, address) = (registration.endpoint.clone(), registration.address);
-        tokio::spawn(async move {
+        surveys.spawn(async move {
             if let Ok(_running) = surveyor.running.acquire().await {
                 surveyor.survey(&endpoint, address, hasty).await;
             }
