@@ -10,7 +10,7 @@ use fota_engine::plugin::{
     embedded,
 };
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Runs the hostile policy `name` while 200 decisions of the reference policy are made for
 /// other devices; checks those all complete (with Go) while the hostile call is still running
