@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
+use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered, wait_surveyed};
 use fota_engine::api::{self, ApiConfig, Role, Token};
 use fota_engine::campaign::{Pacing, Task, TaskSpec, TaskStatus};
-use fota_engine::catalog::{Catalog, PackageFormat};
+use fota_engine::catalog::PackageFormat;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{Binding, HostConfig, PluginKind, embedded};
 use fota_engine::server::ServerConfig;
@@ -204,31 +204,9 @@ async fn start_fleet(
     }
     let registered = wait_registered(registrations, fleet.len(), Duration::from_secs(120)).await;
     anyhow::ensure!(registered, "devices did not register within two minutes");
-    wait_surveyed(&platform.catalog, fleet.len(), Duration::from_secs(120)).await?;
+    let surveyed = wait_surveyed(&platform.catalog, fleet.len(), Duration::from_secs(120)).await;
+    anyhow::ensure!(surveyed, "devices were not surveyed within two minutes");
     Ok(Arc::new(fleet))
-}
-
-/// Waits (`bound` at most) until the catalog knows the model of `count` devices.
-pub(crate) async fn wait_surveyed(
-    catalog: &Catalog,
-    count: usize,
-    bound: Duration,
-) -> anyhow::Result<()> {
-    let surveyed = async {
-        while catalog
-            .devices()?
-            .iter()
-            .filter(|d| d.model.is_some())
-            .count()
-            < count
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        anyhow::Ok(())
-    };
-    tokio::time::timeout(bound, surveyed)
-        .await
-        .map_err(|_| anyhow::anyhow!("devices were not surveyed within {bound:?}"))?
 }
 
 /// Per model: both firmware versions, a delta package, a group and a task.

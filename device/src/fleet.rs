@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fota_engine::catalog::Catalog;
 use fota_engine::coap::{EndpointConfig, Network, TransmissionParams};
 use fota_engine::lwm2m::RegistrationEvent;
 use fota_engine::lwm2m::firmware::DeliveryMethod;
@@ -183,6 +184,22 @@ pub async fn wait_registered(
     .await
     .is_ok()
         && seen.len() >= count
+}
+
+/// Waits until the catalog knows the model of `count` devices (their surveys after
+/// registering are done); false when `bound` passes first.
+pub async fn wait_surveyed(catalog: &Catalog, count: usize, bound: Duration) -> bool {
+    let surveyed = || {
+        let devices = catalog.devices().unwrap_or_default();
+        devices.iter().filter(|d| d.model.is_some()).count()
+    };
+    tokio::time::timeout(bound, async {
+        while surveyed() < count {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .is_ok()
 }
 
 /// The IMEI-style endpoint name of device `i`.

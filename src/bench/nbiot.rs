@@ -23,7 +23,7 @@ use std::process::Stdio;
 
 use anyhow::Context;
 use clap::Args;
-use fota_device::fleet::endpoint_name;
+use fota_device::fleet::{endpoint_name, wait_surveyed};
 use fota_engine::campaign::{DeviceResult, Pacing, TaskSpec, TaskStatus};
 use fota_engine::catalog::PackageFormat;
 use fota_engine::coap::TransmissionParams;
@@ -287,7 +287,8 @@ impl SimulatedFleet {
             exited = fleet.first_exit() => anyhow::bail!("a fota sim process ended: {exited:?}"),
         }
         let registered = started.elapsed().as_secs_f64();
-        crate::demo::wait_surveyed(&platform.catalog, args.devices, bound).await?;
+        let surveyed = wait_surveyed(&platform.catalog, args.devices, bound).await;
+        anyhow::ensure!(surveyed, "devices were not surveyed within {bound:?}");
         figure("fleet_registered_after", registered, "s");
         figure("fleet_surveyed_after", started.elapsed().as_secs_f64(), "s");
         Ok(fleet)

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
+use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered, wait_surveyed};
 use fota_engine::campaign::{TaskSpec, TaskStatus};
 use fota_engine::catalog::PackageFormat;
 use fota_engine::coap::TransmissionParams;
@@ -62,40 +62,30 @@ pub async fn run(scenario: Scenario, host: &PluginHost) -> Finished {
     let network = SimNetwork::new(scenario.seed);
     let dir = scratch_dir(scenario.seed);
     let started = Instant::now();
-    let mut problems = Vec::new();
     let engine = Engine {
         network: &network,
         host,
         dir: &dir,
         block: scenario.block,
     };
-    let outcome = match drive(&scenario, &engine).await {
-        Ok(result) => {
-            problems.extend(result.problems);
-            result.outcome
-        }
-        Err(problem) => {
-            problems.push(problem);
-            Outcome {
-                seed: scenario.seed,
-                digest: String::new(),
-                events: 0,
-                upgraded: 0,
-                not_upgraded: Vec::new(),
-                simulated: started.elapsed(),
-            }
-        }
-    };
+    let judged = drive(&scenario, &engine)
+        .await
+        .unwrap_or_else(|problem| checks::Judged {
+            problems: vec![problem],
+            ..checks::Judged::default()
+        });
     let trace = network.trace();
     let _ = std::fs::remove_dir_all(&dir);
     Finished {
         outcome: Outcome {
+            seed: scenario.seed,
             digest: trace.digest(),
             events: trace.events(),
+            upgraded: judged.upgraded,
+            not_upgraded: judged.not_upgraded,
             simulated: started.elapsed(),
-            ..outcome
         },
-        problems,
+        problems: judged.problems,
         recent: trace.recent().map(str::to_string).collect(),
     }
 }
@@ -158,13 +148,7 @@ async fn drive(scenario: &Scenario, engine: &Engine<'_>) -> Result<checks::Judge
         block: scenario.block,
         resuming: resuming_devices(scenario),
     };
-    Ok(checks::judge(
-        scenario.seed,
-        &platform,
-        &task_id,
-        &fleets,
-        &expected,
-    ))
+    Ok(checks::judge(&platform, &task_id, &fleets, &expected))
 }
 
 /// Starts the engine on `dir`, trying again while the store or the address is still held by
@@ -262,19 +246,10 @@ async fn start_fleet(
     if !wait_registered(registered, devices, ONBOARDING_BOUND).await {
         return Err("the fleet did not register".into());
     }
-    tokio::time::timeout(ONBOARDING_BOUND, async {
-        while surveyed(platform) < devices {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    })
-    .await
-    .map_err(|_| format!("{} of {devices} devices surveyed", surveyed(platform)))?;
+    if !wait_surveyed(&platform.catalog, devices, ONBOARDING_BOUND).await {
+        return Err("the fleet was not surveyed".into());
+    }
     Ok(fleets)
-}
-
-fn surveyed(platform: &Platform) -> usize {
-    let devices = platform.catalog.devices().unwrap_or_default();
-    devices.iter().filter(|d| d.model.is_some()).count()
 }
 
 /// Firmware, the package, a group of every device, and the task.

@@ -69,22 +69,14 @@ pub async fn registered_fleet(
     fleet
 }
 
-/// Waits until `device` has stored at least `bytes` package bytes.
 /// Waits (`bound` at most) until the catalog knows the model of `count` devices: their
 /// surveys after registering are done.
 pub async fn wait_surveyed(catalog: &Catalog, count: usize, bound: Duration) {
-    within(bound, "every device surveyed", async {
-        let surveyed = || {
-            let devices = catalog.devices().expect("the catalog reads");
-            devices.iter().filter(|d| d.model.is_some()).count()
-        };
-        while surveyed() < count {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let surveyed = fota_device::fleet::wait_surveyed(catalog, count, bound).await;
+    assert!(surveyed, "every device surveyed within {bound:?}");
 }
 
+/// Waits until `device` has stored at least `bytes` package bytes.
 pub async fn stored_at_least(device: &Device<SimulatedFlash>, bytes: usize) {
     loop {
         if device.with_system(|flash| flash.download.len()) >= bytes {
