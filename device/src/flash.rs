@@ -26,6 +26,9 @@ pub struct SimulatedFlash {
     pub rewrites: u64,
     /// The most stored bytes one write started before: what one resume sent again.
     pub largest_rewind: usize,
+    /// Whole packages erased (an install that failed, a reset after the download): the next
+    /// transfer sends such a package again from its start, by design, not for want of resume.
+    pub whole_packages_erased: u32,
     /// Battery level, percent.
     pub battery: u8,
     /// Signal strength, dBm.
@@ -49,6 +52,7 @@ impl SimulatedFlash {
             received: 0,
             rewrites: 0,
             largest_rewind: 0,
+            whole_packages_erased: 0,
             battery: 90,
             signal_dbm: -85,
             trusted_key: None,
@@ -121,6 +125,9 @@ impl DeviceSystem for SimulatedFlash {
     }
 
     fn erase(&mut self) {
+        if self.open().is_ok() {
+            self.whole_packages_erased += 1;
+        }
         self.download.clear();
     }
 

@@ -22,5 +22,5 @@ pub mod server;
 pub mod signing;
 pub mod stats;
 pub mod store;
-pub(crate) mod sync;
+pub mod sync;
 pub mod transfer;

@@ -70,22 +70,24 @@ impl Platform {
     pub async fn start(config: PlatformConfig) -> Result<Platform, PlatformError> {
         let host = PluginHost::new(config.plugins.clone())
             .map_err(|e| PlatformError::Host(e.to_string()))?;
-        Platform::start_on(host, Clock::system(), config).await
-    }
-
-    /// Like [`Platform::start`], with plugins compiled by `host` (which compiles each
-    /// component once: an engine started again on the same host starts at once) and the
-    /// wall time read from `clock` (a simulation pins the date, so a run does not depend on
-    /// when it is made). The host's own limits apply, not `config.plugins`.
-    pub async fn start_on(
-        host: PluginHost,
-        clock: Clock,
-        config: PlatformConfig,
-    ) -> Result<Platform, PlatformError> {
         let store: Arc<dyn Store> = Arc::new(match &config.data_dir {
             Some(dir) => SledStore::open(dir)?,
             None => SledStore::temporary()?,
         });
+        Platform::start_on(host, Clock::system(), store, config).await
+    }
+
+    /// Like [`Platform::start`], with plugins compiled by `host` (which compiles each
+    /// component once: an engine started again on the same host starts at once), the wall
+    /// time read from `clock` (a simulation pins the date, so a run does not depend on when it
+    /// is made) and `store` in place of `config.data_dir`. The host's own limits apply, not
+    /// `config.plugins`.
+    pub async fn start_on(
+        host: PluginHost,
+        clock: Clock,
+        store: Arc<dyn Store>,
+        config: PlatformConfig,
+    ) -> Result<Platform, PlatformError> {
         let book = ResumeBook::kept_in(store.clone())?;
         let mut server_config = config.server;
         server_config.package_uri_secret = Some(package_uri_secret(store.as_ref())?);

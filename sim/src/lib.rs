@@ -9,8 +9,10 @@
 pub mod explorer;
 pub mod network;
 pub mod replay;
+pub mod store;
 pub mod support;
 pub mod trace;
 
 pub use network::{NetworkCounts, SimNetwork};
+pub use store::SimStore;
 pub use trace::{Trace, TraceEvent};

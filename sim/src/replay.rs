@@ -11,6 +11,7 @@ use fota_engine::plugin::{HostConfig, PluginHost};
 use fota_engine::server::{Server, ServerConfig};
 
 use crate::SimNetwork;
+use crate::store::SimStore;
 use crate::trace::{FULL_TRACE, Trace};
 
 /// Where the engine listens on a simulated network.
@@ -87,11 +88,9 @@ pub async fn engine(network: &SimNetwork, mut config: ServerConfig) -> Server {
     Server::start(config).await.expect("the engine starts")
 }
 
-/// Longest the tasks of a crashed engine may go on holding its store (simulated time).
-const RELEASE_BOUND: Duration = Duration::from_secs(60);
-
-/// Starts tried while a crashed engine's store is still locked (10 ms of wall time apart).
-const STORE_RELEASE_TRIES: usize = 500;
+/// Longest the tasks of a crashed engine may go on running (simulated time): a platform that
+/// is dropped stops what it started within an exchange's lifetime.
+const WIND_DOWN_BOUND: Duration = Duration::from_secs(60);
 
 thread_local! {
     /// The plugin host of every simulated engine on this thread: the reference plugins are
@@ -109,43 +108,40 @@ pub fn plugin_host() -> PluginHost {
     HOST.with(PluginHost::clone)
 }
 
-/// Starts a whole engine (its store, plugins from `host`, campaigns) as `config` says, on
+/// Starts a whole engine (plugins from `host`, campaigns) on `store` as `config` says, on
 /// `network` at [`ENGINE`], reading the network's wall clock (records and signed packages
-/// carry the date: a run must not depend on when it is made). A store still locked by an
-/// engine that just crashed is waited for on the wall clock, simulated time standing still, so
-/// the run stays the same.
+/// carry the date: a run must not depend on when it is made).
 pub async fn platform(
     network: &SimNetwork,
     host: &PluginHost,
+    store: &SimStore,
     mut config: PlatformConfig,
 ) -> Result<Platform, String> {
     config.server.network = network.handle();
     config.server.coap_addr = ENGINE;
-    let mut last_error = String::new();
-    for _ in 0..STORE_RELEASE_TRIES {
-        match Platform::start_on(host.clone(), network.clock(), config.clone()).await {
-            Ok(platform) => return Ok(platform),
-            Err(error) => last_error = error.to_string(),
-        }
-        // sled releases a closed store's lock on a thread of its own.
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Err(format!("the engine did not start: {last_error}"))
+    Platform::start_on(host.clone(), network.clock(), store.open(), config)
+        .await
+        .map_err(|error| format!("the engine did not start: {error}"))
 }
 
 /// Crashes `platform`: its socket on `network` closes at once (nothing more goes out or comes
-/// in), it is dropped, and this waits in simulated time until its last task let go of its
-/// store, so an engine can start again on it.
-pub async fn crash(network: &SimNetwork, platform: Platform) -> Result<(), String> {
-    let store = std::sync::Arc::downgrade(&platform.store);
+/// in), its store loses what was not durable and refuses it from then on, it is dropped, and
+/// this waits in simulated time until its last task ended.
+pub async fn crash(
+    network: &SimNetwork,
+    store: &SimStore,
+    platform: Platform,
+) -> Result<(), String> {
+    let handle = std::sync::Arc::downgrade(&platform.store);
     network.close(platform.server.coap_addr());
+    store.crash();
     network.note("engine crashed");
     drop(platform);
-    let released = tokio::time::timeout(RELEASE_BOUND, async {
-        while store.strong_count() > 0 {
+    let ended = tokio::time::timeout(WIND_DOWN_BOUND, async {
+        while handle.strong_count() > 0 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
     .await;
-    released.map_err(|_| format!("a crashed engine's tasks held its store for {RELEASE_BOUND:?}"))
+    ended.map_err(|_| format!("a crashed engine's tasks ran on for {WIND_DOWN_BOUND:?}"))
 }

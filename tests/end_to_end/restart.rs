@@ -29,7 +29,7 @@ use fota_engine::signing::PlatformPublicKey;
 use fota_engine::store::{SledStore, Store};
 use fota_engine::transfer::PackageShelf;
 use fota_impair::Impairment;
-use fota_sim::replay;
+use fota_sim::{SimStore, replay};
 
 const DEVICES: usize = 30;
 /// The block size the default capability plugin chooses.
@@ -213,15 +213,14 @@ fn partly(fleet: &Fleet) -> usize {
 #[test]
 fn a_task_survives_an_engine_crash_in_simulated_time() {
     let cut = replay::twice(11, |network| async move {
-        let dir = std::env::temp_dir().join(format!("fota-sim-restart-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let store = SimStore::new();
         let host = replay::plugin_host();
         let config = PlatformConfig {
             server: ServerConfig::loopback(),
-            data_dir: Some(dir.clone()),
+            data_dir: None,
             plugins: host.config().clone(),
         };
-        let platform = replay::platform(&network, &host, config.clone())
+        let platform = replay::platform(&network, &host, &store, config.clone())
             .await
             .unwrap();
         // A few milliseconds each way, so a transfer lasts long enough to be cut.
@@ -259,9 +258,11 @@ fn a_task_survives_an_engine_crash_in_simulated_time() {
             }
         })
         .await;
-        replay::crash(&network, platform).await.unwrap();
+        replay::crash(&network, &store, platform).await.unwrap();
         let cut = partly(&fleet);
-        let platform = replay::platform(&network, &host, config).await.unwrap();
+        let platform = replay::platform(&network, &host, &store, config)
+            .await
+            .unwrap();
 
         within(Duration::from_secs(3600), "the task completes", async {
             while platform.campaigns.task(&task_id).unwrap().status != TaskStatus::Completed {
@@ -288,7 +289,6 @@ fn a_task_survives_an_engine_crash_in_simulated_time() {
             "{counted:?}"
         );
         drop(platform);
-        let _ = std::fs::remove_dir_all(&dir);
         cut
     });
     assert!(cut > 0, "the crash cut transfers");

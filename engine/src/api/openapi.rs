@@ -441,6 +441,7 @@ fn device_schemas() -> Value {
                 "upgrade",
                 "bytes_first",
                 "bytes_resent",
+                "interruptions",
                 "wire_bytes",
             ],
             json!({
@@ -456,6 +457,7 @@ fn device_schemas() -> Value {
                 "cell_id": nullable("integer"),
                 "bytes_first": integer(),
                 "bytes_resent": integer(),
+                "interruptions": integer(),
                 "wire_bytes": integer(),
                 "finished_at": nullable_millis(),
             }),

@@ -468,8 +468,10 @@ impl Inner {
                     .counted
                     .insert(progress.endpoint.clone(), progress.share());
                 if progress.phase == Phase::Active {
+                    // Stopped mid-attempt: tried again, the retry given back.
                     progress.phase = Phase::Waiting;
                     progress.attempts = progress.attempts.saturating_sub(1);
+                    progress.interruptions += 1;
                 }
                 running.devices.insert(progress.endpoint.clone(), progress);
             }

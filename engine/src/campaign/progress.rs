@@ -129,6 +129,12 @@ pub struct DeviceProgress {
     pub bytes_first: u64,
     /// Package bytes sent again.
     pub bytes_resent: u64,
+    /// Times the package's transfer to the device was cut short: a delivery suspended (the
+    /// device out of reach, a link that broke), an attempt that failed part way, the engine
+    /// stopped mid-attempt. With /5/0/26500 the next attempt picks up where the device's
+    /// flash stands, so each costs at most one block sent again.
+    #[serde(default)]
+    pub interruptions: u32,
     /// CoAP bytes on the wire.
     pub wire_bytes: u64,
     /// When the device finished (the failure-rate window counts devices by it).
@@ -152,6 +158,7 @@ impl DeviceProgress {
             cell_id: None,
             bytes_first: 0,
             bytes_resent: 0,
+            interruptions: 0,
             wire_bytes: 0,
             finished_at: None,
         }

@@ -266,6 +266,7 @@ fn show_stage(inner: &Inner, task_id: &str, endpoint: &str, stage: Stage) {
         Stage::Downloaded => progress.download = DownloadStatus::Downloaded,
         Stage::Installing => progress.upgrade = UpgradeStatus::Upgrading,
         Stage::Suspended { wire } => {
+            progress.interruptions += 1;
             let counted = running
                 .attempt_wire
                 .entry(endpoint.to_string())
@@ -337,6 +338,13 @@ fn finish_attempt(inner: &Inner, task_id: &str, endpoint: &str, outcome: Attempt
             wire,
             cell,
         } => {
+            let sent = wire.package_first + wire.package_resent > 0;
+            if sent
+                && result != DeviceResult::Successful
+                && progress.download != DownloadStatus::Downloaded
+            {
+                progress.interruptions += 1;
+            }
             progress.add_wire(&wire_since(&wire, &counted), package_size);
             progress.cell_id = cell.or(progress.cell_id);
             settle(progress, result, note, now, interval, retries, deadline);

@@ -3,7 +3,9 @@
 //! - every device ends on the target image with the task's result Successful, or off it with
 //!   a recorded result and reason, and never one without the other;
 //! - a push device with /5/0/26500 is never sent again more than one block of what it had
-//!   stored (by the device's own count of what its flash was given);
+//!   stored (by the device's own count of what its flash was given), and the engine's count
+//!   of package bytes it sent again is at most a block per interruption it counted, plus the
+//!   whole package each time the device erased it whole (a failed install);
 //! - the statistics add up: the package's and the model's counters are the sum of the
 //!   devices' shares.
 
@@ -21,6 +23,8 @@ pub struct Expected<'a> {
     pub new_image: &'a [u8],
     /// The block size of the task.
     pub block: usize,
+    /// The package's size.
+    pub package_len: u64,
     /// Per device (in fleet order): whether its resumes are bounded to one block.
     pub resuming: Vec<bool>,
 }
@@ -55,20 +59,18 @@ pub fn judge(
             problems.push(format!("{endpoint}: not in the task"));
             continue;
         };
-        let (on_target, rewind) = device.with_system(|s| {
-            (
-                s.version == "2.0" && s.image_sha256() == target,
-                s.largest_rewind,
-            )
+        let (on_target, resumes) = device.with_system(|s| {
+            let resumes = Resumes {
+                largest_rewind: s.largest_rewind,
+                whole_packages_erased: s.whole_packages_erased,
+            };
+            (s.version == "2.0" && s.image_sha256() == target, resumes)
         });
         if let Some(problem) = ending_problem(progress, on_target) {
             problems.push(format!("{endpoint}: {problem}"));
         }
-        if expected.resuming[i] && rewind > expected.block {
-            problems.push(format!(
-                "{endpoint}: a resume sent {rewind} stored bytes again (block {})",
-                expected.block
-            ));
+        if expected.resuming[i] {
+            problems.extend(resume_problem(progress, &resumes, expected));
         }
         match on_target {
             true => upgraded += 1,
@@ -105,6 +107,39 @@ fn ending_problem(progress: &DeviceProgress, on_target: bool) -> Option<String> 
         )),
         (false, false) => None,
     }
+}
+
+/// What a device's flash counted of the package given to it again.
+struct Resumes {
+    /// The most stored bytes one write gave it again.
+    largest_rewind: usize,
+    /// Whole packages it erased, to be sent again in full.
+    whole_packages_erased: u32,
+}
+
+/// What is wrong with how a device with /5/0/26500 was resumed, if anything: by the device's
+/// count or by the engine's.
+fn resume_problem(
+    progress: &DeviceProgress,
+    resumes: &Resumes,
+    expected: &Expected<'_>,
+) -> Option<String> {
+    let (endpoint, block) = (&progress.endpoint, expected.block);
+    if resumes.largest_rewind > block {
+        return Some(format!(
+            "{endpoint}: a resume sent {} stored bytes again (block {block})",
+            resumes.largest_rewind
+        ));
+    }
+    let allowed = block as u64 * u64::from(progress.interruptions)
+        + expected.package_len * u64::from(resumes.whole_packages_erased);
+    (progress.bytes_resent > allowed).then(|| {
+        format!(
+            "{endpoint}: the engine sent {} package bytes again over {} interruptions and {} \
+             whole packages erased (block {block})",
+            progress.bytes_resent, progress.interruptions, resumes.whole_packages_erased
+        )
+    })
 }
 
 /// Where the statistics differ from the sum of the devices' shares.

@@ -1,7 +1,6 @@
-//! One seed's run: the engine (a real platform on a store in a scratch directory) and the fleet
+//! One seed's run: the engine (a real platform on a simulated store) and the fleet
 //! on a simulated network, an upgrade task, the faults at their times, until the task ends.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered, wait_surveyed};
@@ -20,6 +19,7 @@ use super::scenario::{Fault, Scenario};
 use super::{Failure, Outcome};
 use crate::SimNetwork;
 use crate::replay::{self, ENGINE};
+use crate::store::SimStore;
 use crate::support::image;
 
 /// Longest the fleet may take to register and be surveyed (simulated time).
@@ -60,12 +60,11 @@ impl Finished {
 /// come from `host` (compiled once for every run on it).
 pub async fn run(scenario: Scenario, host: &PluginHost) -> Finished {
     let network = SimNetwork::new(scenario.seed);
-    let dir = scratch_dir(scenario.seed);
     let started = Instant::now();
     let engine = Engine {
         network: &network,
         host,
-        dir: &dir,
+        store: SimStore::new(),
         block: scenario.block,
     };
     let judged = drive(&scenario, &engine)
@@ -75,7 +74,6 @@ pub async fn run(scenario: Scenario, host: &PluginHost) -> Finished {
             ..checks::Judged::default()
         });
     let trace = network.trace();
-    let _ = std::fs::remove_dir_all(&dir);
     Finished {
         outcome: Outcome {
             seed: scenario.seed,
@@ -90,26 +88,11 @@ pub async fn run(scenario: Scenario, host: &PluginHost) -> Finished {
     }
 }
 
-/// A directory of its own for the engine's store, in memory where the system has a tmpfs (the
-/// store syncs often; a disk would make each run wait for it).
-fn scratch_dir(seed: u64) -> PathBuf {
-    let shm = Path::new("/dev/shm");
-    let root = match shm.is_dir() {
-        true => shm.to_path_buf(),
-        false => std::env::temp_dir(),
-    };
-    root.join(format!(
-        "fota-sim-{}-{seed}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ))
-}
-
 /// How the engine of a run is started (again).
 struct Engine<'a> {
     network: &'a SimNetwork,
     host: &'a PluginHost,
-    dir: &'a Path,
+    store: SimStore,
     block: usize,
 }
 
@@ -120,7 +103,7 @@ async fn drive(scenario: &Scenario, engine: &Engine<'_>) -> Result<checks::Judge
     let (old_image, new_image) = images(scenario);
     let fleets = start_fleet(scenario, network, &platform, &old_image).await?;
     network.set_impairment(scenario.impairment.clone());
-    let task_id = create_task(scenario, &platform, &old_image, &new_image).await?;
+    let (task_id, package_len) = create_task(scenario, &platform, &old_image, &new_image).await?;
     let task_started = Instant::now();
     for (at, fault) in &scenario.faults {
         tokio::time::sleep_until(task_started + *at).await;
@@ -146,13 +129,13 @@ async fn drive(scenario: &Scenario, engine: &Engine<'_>) -> Result<checks::Judge
     let expected = Expected {
         new_image: &new_image,
         block: scenario.block,
+        package_len,
         resuming: resuming_devices(scenario),
     };
     Ok(checks::judge(&platform, &task_id, &fleets, &expected))
 }
 
-/// Starts the engine on `dir`, trying again while the store or the address is still held by
-/// an engine that just crashed (its last tasks are ending).
+/// Starts the engine on the run's store.
 async fn start_engine(engine: &Engine<'_>) -> Result<Platform, String> {
     let mut server = ServerConfig::loopback();
     // RFC 7252's timers: simulated time costs nothing.
@@ -160,10 +143,10 @@ async fn start_engine(engine: &Engine<'_>) -> Result<Platform, String> {
     server.delivery.suspend_limit = Duration::from_secs(1800);
     let config = PlatformConfig {
         server,
-        data_dir: Some(engine.dir.to_path_buf()),
+        data_dir: None,
         plugins: engine.host.config().clone(),
     };
-    let platform = replay::platform(engine.network, engine.host, config).await?;
+    let platform = replay::platform(engine.network, engine.host, &engine.store, config).await?;
     configure_plugins(&platform, engine.block)?;
     Ok(platform)
 }
@@ -258,7 +241,7 @@ async fn create_task(
     platform: &Platform,
     old_image: &[u8],
     new_image: &[u8],
-) -> Result<String, String> {
+) -> Result<(String, u64), String> {
     let catalog = &platform.catalog;
     let error = |e: fota_engine::catalog::CatalogError| e.to_string();
     let old = catalog
@@ -286,7 +269,7 @@ async fn create_task(
     catalog.add_to_group(&group.id, &endpoints).map_err(error)?;
     let spec = TaskSpec::new(&format!("seed {}", scenario.seed), &group.id, &package.id);
     let task = platform.campaigns.create(spec).map_err(|e| e.to_string())?;
-    Ok(task.id)
+    Ok((task.id, package.size))
 }
 
 /// The devices whose resumes must send at most one block again: push devices with /5/0/26500.
@@ -328,7 +311,7 @@ async fn inject(
             }
         }
         Fault::EngineRestart => {
-            replay::crash(network, platform).await?;
+            replay::crash(network, &engine.store, platform).await?;
             return start_engine(engine).await;
         }
     }
