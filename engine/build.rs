@@ -18,7 +18,7 @@ fn main() {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
     let built = wasm_plugins::build_wasm_workspace(
         &root.join("plugins/Cargo.toml"),
-        &plugins_target_dir(&out_dir),
+        &wasm_plugins::plugins_target_dir(&cargo_target_dir(&out_dir)),
     )
     .unwrap_or_else(|e| panic!("reference plugins: {e}"));
     for wasm in built {
@@ -46,13 +46,11 @@ fn inputs(root: &Path) -> Vec<PathBuf> {
     inputs
 }
 
-/// `<target>/plugins-wasm`: beside the outer build's profile directories (OUT_DIR is
-/// `<target>/<profile>/build/<crate>/out`), so every profile shares one plugin build, and
-/// outside the directory whose lock the outer cargo holds.
-fn plugins_target_dir(out_dir: &Path) -> PathBuf {
+/// The outer build's target directory: OUT_DIR is `<target>/<profile>/build/<crate>/out`, so
+/// every profile shares one plugin build.
+fn cargo_target_dir(out_dir: &Path) -> &Path {
     out_dir
         .ancestors()
         .nth(4)
         .expect("OUT_DIR is four levels under the target dir")
-        .join("plugins-wasm")
 }

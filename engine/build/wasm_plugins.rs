@@ -4,7 +4,7 @@
 //! (the reference plugins) and the tests (hostile plugins, the vendor template).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 /// The target every plugin is built for.
 pub const WASM_TARGET: &str = "wasm32-wasip2";
@@ -41,8 +41,17 @@ fn leaks(var: &str) -> bool {
         .contains(&var)
 }
 
+/// The target directory every plugin workspace builds in (the reference plugins, the vendor
+/// templates, the test plugins), so their common dependencies are built once:
+/// `<target>/plugins-wasm`, beside the outer build's profile directories and outside the
+/// directory whose lock the outer cargo holds.
+pub fn plugins_target_dir(cargo_target_dir: &Path) -> PathBuf {
+    cargo_target_dir.join("plugins-wasm")
+}
+
 /// Builds every member of the workspace at `manifest` into `target_dir`; returns the `.wasm`
-/// files made. Both paths must be absolute: the inner cargo runs in the manifest's directory.
+/// files of its members. Both paths must be absolute: the inner cargo runs in the manifest's
+/// directory.
 pub fn build_wasm_workspace(manifest: &Path, target_dir: &Path) -> Result<Vec<PathBuf>, String> {
     ensure_target_installed()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -67,21 +76,37 @@ pub fn build_wasm_workspace(manifest: &Path, target_dir: &Path) -> Result<Vec<Pa
     if let Some(dir) = manifest.parent() {
         cmd.current_dir(dir);
     }
-    let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
+    // Cargo names every artifact it built (or found fresh) on stdout; its diagnostics go to
+    // stderr as usual. Several workspaces share one target directory (their common
+    // dependencies are built once), so the output directory holds other workspaces' too.
+    cmd.arg("--message-format=json-render-diagnostics")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let output = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !output.status.success() {
         return Err(format!(
-            "building {} for {WASM_TARGET} failed ({status}); is the target installed? \
+            "building {} for {WASM_TARGET} failed ({}); is the target installed? \
              (rustup target add {WASM_TARGET}, or see rust-toolchain.toml)",
-            manifest.display()
+            manifest.display(),
+            output.status
         ));
     }
-    let out = target_dir.join(WASM_TARGET).join("release");
-    let entries = std::fs::read_dir(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let wasm = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+    Ok(wasm_artifacts(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// The `.wasm` files named in cargo's JSON messages (a path is a JSON string: the text
+/// between two quotes, ending in `.wasm`).
+fn wasm_artifacts(messages: &str) -> Vec<PathBuf> {
+    let mut wasm: Vec<PathBuf> = messages
+        .lines()
+        .filter(|line| line.contains("\"reason\":\"compiler-artifact\""))
+        .flat_map(|line| line.split('"'))
+        .filter(|text| text.ends_with(".wasm"))
+        .map(PathBuf::from)
         .collect();
-    Ok(wasm)
+    wasm.sort();
+    wasm.dedup();
+    wasm
 }
 
 /// Makes sure the toolchain that builds the plugins has the standard library for

@@ -9,6 +9,9 @@ use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 use fota_engine::coap::OutgoingRequest;
 use tokio::net::UdpSocket;
 
+/// How long nothing coming back means the engine has answered everything.
+const QUIET: Duration = Duration::from_millis(500);
+
 /// Bytes and datagrams one way.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Traffic {
@@ -68,6 +71,21 @@ impl Attacker {
             }
         }
         answers
+    }
+
+    /// Like [`Attacker::listen`], but done once nothing came for [`QUIET`]: for answers the
+    /// engine gives at once, not its retransmissions.
+    pub async fn listen_until_quiet(&mut self, window: Duration) -> BTreeMap<u16, MessageClass> {
+        let deadline = Instant::now() + window;
+        let mut answers = BTreeMap::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let before = self.received.datagrams;
+            answers.append(&mut self.listen(left.min(QUIET)).await);
+            if self.received.datagrams == before || left <= QUIET {
+                return answers;
+            }
+        }
     }
 
     /// Sends `request` and waits up to `wait` for its answer's code.

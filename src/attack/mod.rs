@@ -123,7 +123,7 @@ async fn starve(args: &AttackArgs, count: usize) -> anyhow::Result<Row> {
             .send(&register(&format!("starve-{tag}-{i}"), 86_400, 3))
             .await?;
     }
-    let answers = socket.listen(Duration::from_secs(2)).await;
+    let answers = socket.listen_until_quiet(Duration::from_secs(2)).await;
     let (ms, said) = probed(probe(args, "starve").await?);
     let created = count_code(&answers, ResponseType::Created);
     let limited = count_code(&answers, ResponseType::ServiceUnavailable);
@@ -197,7 +197,7 @@ async fn flood(args: &AttackArgs, count: usize) -> anyhow::Result<Row> {
             ))
             .await?;
     }
-    let answers = socket.listen(Duration::from_secs(3)).await;
+    let answers = socket.listen_until_quiet(Duration::from_secs(3)).await;
     let after = resident(args.pid);
     let (ms, said) = probed(probe(args, "flood").await?);
     let created = count_code(&answers, ResponseType::Created);
@@ -293,7 +293,7 @@ async fn dedup(args: &AttackArgs, count: usize) -> anyhow::Result<Row> {
             .send(&update(&format!("{:032x}", rand::random::<u128>())))
             .await?;
     }
-    socket.listen(Duration::from_secs(2)).await;
+    socket.listen_until_quiet(Duration::from_secs(2)).await;
     let after = resident(args.pid);
     let grown = match (before, after) {
         (Some(before), Some(after)) => after.saturating_sub(before) as f64,

@@ -133,10 +133,11 @@ pub fn wire_per_package_byte(reports: &[TransferReport], package_len: usize) -> 
 mod wasm_plugins;
 
 /// The packager template (examples/vendor-packager: the ACME container), built for
-/// wasm32-wasip2 into this test's target directory; the component's bytes.
+/// wasm32-wasip2 beside the other plugins; the component's bytes.
 pub fn vendor_packager() -> Vec<u8> {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("vendor-packager");
+    let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let target = wasm_plugins::plugins_target_dir(tmp.parent().expect("<target>/tmp"));
     let built = wasm_plugins::build_wasm_workspace(
         &repo.join("examples/vendor-packager/Cargo.toml"),
         &target,

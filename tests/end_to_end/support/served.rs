@@ -41,16 +41,17 @@ pub fn serve(dir: &Path, envs: &[(&str, &str)]) -> Served {
     serve_with(dir, envs, "")
 }
 
-/// [`serve`], with `tables` (TOML tables such as `[edge]`) added to its fota.toml.
-pub fn serve_with(dir: &Path, envs: &[(&str, &str)], tables: &str) -> Served {
+/// [`serve`], with `settings` (keys, then tables such as `[edge]`) added to its fota.toml.
+pub fn serve_with(dir: &Path, envs: &[(&str, &str)], settings: &str) -> Served {
     let config = dir.join("fota.toml");
     let data = dir.join("data");
     std::fs::write(
         &config,
         format!(
             "coap_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ndata_dir = {data:?}\n\
+             {settings}\n\
              [[tokens]]\ntoken = \"{OPERATOR}\"\nrole = \"operator\"\n\
-             [[tokens]]\ntoken = \"{VIEWER}\"\nrole = \"viewer\"\n{tables}\n"
+             [[tokens]]\ntoken = \"{VIEWER}\"\nrole = \"viewer\"\n"
         ),
     )
     .unwrap();

@@ -72,7 +72,8 @@ pub fn vendor_template() -> Vec<u8> {
 /// its components by file stem.
 fn build(dir: &str) -> HashMap<String, Vec<u8>> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-plugins-wasm");
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let target = wasm_plugins::plugins_target_dir(tmp.parent().expect("<target>/tmp"));
     let files = wasm_plugins::build_wasm_workspace(&repo.join(dir).join("Cargo.toml"), &target)
         .unwrap_or_else(|e| panic!("building {dir}: {e}"));
     files
