@@ -18,7 +18,7 @@ fn main() {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
     let built = wasm_plugins::build_wasm_workspace(
         &root.join("plugins/Cargo.toml"),
-        &wasm_plugins::plugins_target_dir(&cargo_target_dir(&out_dir)),
+        &wasm_plugins::plugins_target_dir(cargo_target_dir(&out_dir)),
     )
     .unwrap_or_else(|e| panic!("reference plugins: {e}"));
     for wasm in built {
