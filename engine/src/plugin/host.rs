@@ -1,6 +1,7 @@
-//! The wasmtime side: one [`Engine`] and one [`Linker`] for all plugins, the epoch ticker that
-//! enforces time limits, the limits of each plugin kind, and the per-store state ([`HostState`])
-//! with its memory limiter, its WASI sandbox and the `host-log` import.
+//! The wasmtime side: one [`Engine`] per process (per epoch tick) with the epoch ticker that
+//! enforces time limits and the components it compiled, one [`Linker`] per host, the limits of
+//! each plugin kind, and the per-store state ([`HostState`]) with its memory limiter, its WASI
+//! sandbox and the `host-log` import.
 //!
 //! Every store is made by [`PluginHost::new_store`]: that is the one place where a call's limits
 //! are set.
@@ -11,7 +12,7 @@ use super::{PluginError, PluginKind};
 use crate::sync::lock;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::thread;
 use std::time::Duration;
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
@@ -116,41 +117,62 @@ pub struct PluginHost {
 
 struct Inner {
     /// Compiles components; its epoch, advanced by the ticker, is what stops long calls.
-    engine: Engine,
+    engine: Arc<SharedEngine>,
     /// WASI (an empty sandbox) and `host-log`, set up once for all plugins.
     linker: Linker<HostState>,
     /// The limits of each kind, read where stores are made and calls armed.
     config: HostConfig,
     /// Calls and failures of every plugin this host loaded.
     counters: CallCounters,
-    /// Every component this host compiled, by the sha256 of its bytes: a component loaded
-    /// again (an engine started again on the same host, a plugin installed twice) is not
-    /// compiled again.
+}
+
+/// A wasmtime engine shared by every host of the process with the same epoch tick (wasmtime
+/// means an engine to be shared), with its ticker and what it compiled.
+struct SharedEngine {
+    engine: Engine,
+    /// Every component compiled, by the sha256 of its bytes: a component loaded again (an
+    /// engine started again, a plugin installed twice, another host) is not compiled again.
     compiled: Mutex<HashMap<[u8; 32], Component>>,
-    /// Dropping it stops the ticker thread.
-    _ticker: mpsc::Sender<()>,
+}
+
+/// The shared engines, by epoch tick.
+static ENGINES: LazyLock<Mutex<HashMap<Duration, Arc<SharedEngine>>>> =
+    LazyLock::new(Mutex::default);
+
+/// The process's engine for `tick`, made (with its ticker, which runs as long as the process)
+/// on first use.
+fn shared_engine(tick: Duration) -> wasmtime::Result<Arc<SharedEngine>> {
+    let mut engines = lock(&ENGINES);
+    if let Some(shared) = engines.get(&tick) {
+        return Ok(shared.clone());
+    }
+    let mut wasm = Config::new();
+    wasm.epoch_interruption(true);
+    wasm.wasm_component_model(true);
+    let engine = Engine::new(&wasm)?;
+    spawn_ticker(engine.clone(), tick);
+    let shared = Arc::new(SharedEngine {
+        engine,
+        compiled: Mutex::default(),
+    });
+    engines.insert(tick, shared.clone());
+    Ok(shared)
 }
 
 impl PluginHost {
     pub fn new(config: HostConfig) -> wasmtime::Result<Self> {
-        let mut wasm = Config::new();
-        wasm.epoch_interruption(true);
-        wasm.wasm_component_model(true);
-        let engine = Engine::new(&wasm)?;
-        let mut linker = Linker::new(&engine);
+        let shared = shared_engine(config.epoch_tick)?;
+        let mut linker = Linker::new(&shared.engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         type Data = wasmtime::component::HasSelf<HostState>;
         host_log::add_to_linker::<HostState, Data>(&mut linker, |s| s)?;
         types::add_to_linker::<HostState, Data>(&mut linker, |s| s)?;
-        let ticker = spawn_ticker(engine.clone(), config.epoch_tick);
         Ok(PluginHost {
             inner: Arc::new(Inner {
-                engine,
+                engine: shared,
                 linker,
                 config,
                 counters: CallCounters::default(),
-                compiled: Mutex::new(HashMap::new()),
-                _ticker: ticker,
             }),
         })
     }
@@ -165,17 +187,19 @@ impl PluginHost {
     }
 
     pub(crate) fn engine(&self) -> &Engine {
-        &self.inner.engine
+        &self.inner.engine.engine
     }
 
-    /// Compiles a component (once per distinct bytes), without linking or instantiating it.
+    /// Compiles a component (once per distinct bytes in the process), without linking or
+    /// instantiating it.
     pub(crate) fn compile(&self, wasm: &[u8]) -> wasmtime::Result<Component> {
         let key: [u8; 32] = Sha256::digest(wasm).into();
-        if let Some(component) = lock(&self.inner.compiled).get(&key) {
+        let compiled = &self.inner.engine.compiled;
+        if let Some(component) = lock(compiled).get(&key) {
             return Ok(component.clone());
         }
-        let component = Component::new(&self.inner.engine, wasm)?;
-        lock(&self.inner.compiled).insert(key, component.clone());
+        let component = Component::new(self.engine(), wasm)?;
+        lock(compiled).insert(key, component.clone());
         Ok(component)
     }
 
@@ -220,7 +244,7 @@ impl PluginHost {
             table: ResourceTable::new(),
             stderr,
         };
-        let mut store = Store::new(&self.inner.engine, state);
+        let mut store = Store::new(self.engine(), state);
         store.limiter(|s| &mut s.limiter);
         store
     }
@@ -240,18 +264,17 @@ impl PluginHost {
     }
 }
 
-/// Advances the engine's epoch every `tick` until the host is dropped.
-fn spawn_ticker(engine: Engine, tick: Duration) -> mpsc::Sender<()> {
-    let (stop, stopped) = mpsc::channel::<()>();
+/// Advances the engine's epoch every `tick`, for as long as the process runs.
+fn spawn_ticker(engine: Engine, tick: Duration) {
     thread::Builder::new()
         .name("plugin-epoch".into())
         .spawn(move || {
-            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
+            loop {
+                thread::sleep(tick);
                 engine.increment_epoch();
             }
         })
         .expect("spawn the plugin epoch ticker");
-    stop
 }
 
 /// The data of one plugin store.

@@ -60,7 +60,7 @@ async fn an_endless_loop_is_stopped_by_the_time_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_calls_are_not_held_up_by_an_endless_loop() {
     // The healthy calls must finish while the hostile one is still running: nothing waits on it.
-    let host = host_with_policy_time(Duration::from_secs(10));
+    let host = host_with_policy_time(Duration::from_secs(4));
     let bad = Arc::new(PolicyPlugin::load(&host, "spin", &hostile("spin"), Vec::new()).unwrap());
     let good = Arc::new(
         PolicyPlugin::load(&host, "reference", embedded::THRESHOLD_POLICY, Vec::new()).unwrap(),
