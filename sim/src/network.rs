@@ -212,10 +212,9 @@ impl SimNetwork {
     /// and receives nothing more, and `local` may be bound again. False if nothing was bound.
     pub fn close(&self, local: SocketAddr) -> bool {
         let mut state = self.state();
-        let Some(bound) = state.bound.remove(&local) else {
+        if !state.unbind(local) {
             return false;
-        };
-        state.ports.remove(&bound.public);
+        }
         state
             .trace
             .record(Instant::now(), TraceEvent::Note(format!("closed {local}")));
@@ -377,6 +376,17 @@ impl State {
             .filter(|bound| bound.id == id)
     }
 
+    /// Forgets the socket bound at `local`: its address, its public port and its link's
+    /// blackout. False if nothing was bound there.
+    fn unbind(&mut self, local: SocketAddr) -> bool {
+        let Some(bound) = self.bound.remove(&local) else {
+            return false;
+        };
+        self.ports.remove(&bound.public);
+        self.socket_down.remove(&bound.id);
+        true
+    }
+
     /// When the delivery task must next look.
     fn next_wakeup(&self) -> Option<Instant> {
         self.pending
@@ -534,9 +544,8 @@ impl DatagramSocket for SimSocket {
 impl Drop for SimSocket {
     fn drop(&mut self) {
         let mut state = self.network.state();
-        if let Some(bound) = state.bound_as(self.id, self.local) {
-            state.bound.remove(&self.local);
-            state.ports.remove(&bound.public);
+        if state.bound_as(self.id, self.local).is_some() {
+            state.unbind(self.local);
         }
     }
 }

@@ -826,6 +826,39 @@ async fn bytes_of_a_suspended_delivery_are_counted_even_if_it_never_ends() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn interruptions_count_suspensions_failures_part_way_and_a_restart_mid_attempt() {
+    let mut b = bench(3).await;
+    b.script
+        .plan(&endpoint(0), vec![Step::SuspendedForever(wire(1_536, 0))]);
+    b.script.plan(
+        &endpoint(1),
+        vec![ran_with(DeviceResult::LinkBroke, wire(2_048, 0))],
+    );
+    b.script.plan(
+        &endpoint(2),
+        vec![ran_with(DeviceResult::LinkBroke, wire(0, 0))],
+    );
+    let mut spec = b.spec();
+    spec.retry_interval_secs = 1;
+    let task = b.campaigns.create(spec).unwrap();
+    b.until(&task.id, "a suspension counted", |_| {
+        b.device_is(&task.id, 0, |d| d.interruptions == 1)
+    })
+    .await;
+    b.restart();
+    let done = b.finished(&task.id).await;
+    assert_eq!(done.success_rate, Some(1.0));
+    let interruptions = |i| b.device(&task.id, i).interruptions;
+    // Device 0: suspended, then the engine stopped while its attempt ran. Device 1: an
+    // attempt failed after it sent part of the package. Device 2: one failed before it sent
+    // any, which cut nothing.
+    assert_eq!(
+        (interruptions(0), interruptions(1), interruptions(2)),
+        (2, 1, 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_task_shows_its_success_rate_as_devices_finish() {
     let b = bench(4).await;
     let mut spec = b.spec();
