@@ -96,7 +96,9 @@ impl Delivery {
     }
 
     /// Delivers and installs `job`'s package, resuming after every interruption until it ends
-    /// or stays suspended longer than the suspend limit.
+    /// or stays suspended past the job's end (its give-up time, else the suspend limit); a
+    /// device that took Update is waited for until the install timeout from then, whichever
+    /// is later.
     pub async fn run(&self, job: &DeliveryJob) -> TransferReport {
         let started = Instant::now();
         let give_up = job
@@ -111,7 +113,8 @@ impl Delivery {
             method = ?job.method, block_size = job.block_size, "delivery starts"
         );
         let outcome = loop {
-            let outcome = match self.presence.wait_reachable(&mut contacts, give_up).await {
+            let until = attempt.gives_up_at(give_up);
+            let outcome = match self.presence.wait_reachable(&mut contacts, until).await {
                 Some(registration) => {
                     delivery
                         .attempt(&mut attempt, &registration, &mut contacts)
@@ -122,7 +125,7 @@ impl Delivery {
             let TransferOutcome::Interrupted(reason) = &outcome else {
                 break outcome;
             };
-            if Instant::now() >= give_up {
+            if Instant::now() >= attempt.gives_up_at(give_up) {
                 break outcome;
             }
             attempt.interruptions += 1;
@@ -288,6 +291,9 @@ impl Delivery {
             },
         };
         job.report(Stage::Installing);
+        attempt
+            .confirm_by
+            .get_or_insert(Instant::now() + self.steps.config.install_timeout);
         tracing::info!(endpoint = %job.endpoint, "executing Update");
         let mut back = None;
         if let (true, Some(watch)) = (install, attempt.watch.as_mut()) {

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use coap_lite::ResponseType;
+use tokio::time::Instant;
 
 use super::job::{DeliveryConfig, DeliveryJob};
 use super::outcome::{TransferOutcome, WireCount};
@@ -76,6 +77,9 @@ pub(super) struct Attempt<'a> {
     /// The version the device ran when the delivery first read it: a device that comes back
     /// from Update still on it did not install.
     pub version_before: Option<String>,
+    /// Set when the device first installs: until then the delivery waits for it to confirm
+    /// its version, past the delivery's own end if need be.
+    pub confirm_by: Option<Instant>,
 }
 
 impl<'a> Attempt<'a> {
@@ -90,7 +94,16 @@ impl<'a> Attempt<'a> {
             interruptions: 0,
             watch: None,
             version_before: None,
+            confirm_by: None,
         }
+    }
+
+    /// When the delivery gives up, ending `planned` unless the device installs: a device that
+    /// took Update is waited for up to the install timeout from then, so a link that broke
+    /// while it rebooted (or the answer to the version read lost) does not record an install
+    /// in flight as a broken link.
+    pub fn gives_up_at(&self, planned: Instant) -> Instant {
+        self.confirm_by.map_or(planned, |by| by.max(planned))
     }
 
     /// The watch the attempt made before its download step.

@@ -1,11 +1,13 @@
 //! `fota-explore`: runs the seeded fault explorer over a range of seeds (in parallel, one
 //! current-thread runtime per seed), or one seed with the engine's logs, and reports every
-//! seed that broke an invariant with the command that replays it.
+//! seed that broke an invariant, as it ends, with the command that replays it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use clap::Parser;
-use fota_sim::explorer::{explore, run_seed};
+use fota_sim::explorer::{Failure, Outcome, explore, run_seed};
+use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
 #[command(about = "Seeded fault explorer: the engine and a fleet on a simulated network")]
@@ -47,11 +49,28 @@ fn main() {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let started = Instant::now();
-    let exploration = explore(args.from..args.from + args.seeds, threads, args.twice);
+    let progress = ProgressBar::new(args.seeds).with_style(
+        ProgressStyle::with_template("{pos}/{len} seeds, {msg} [{elapsed}, about {eta} to go]")
+            .expect("a valid template"),
+    );
+    let failed = AtomicU64::new(0);
+    progress.set_message("none failed");
+    let on_seed = |result: &Result<Outcome, Failure>| {
+        if let Err(failure) = result {
+            let failed = failed.fetch_add(1, Ordering::Relaxed) + 1;
+            progress.set_message(format!("{failed} failed"));
+            progress.suspend(|| eprintln!("{failure}\n"));
+        }
+        progress.inc(1);
+    };
+    let exploration = explore(
+        args.from..args.from + args.seeds,
+        threads,
+        args.twice,
+        &on_seed,
+    );
+    progress.finish_and_clear();
     let elapsed = started.elapsed();
-    for failure in &exploration.failures {
-        eprintln!("{failure}\n");
-    }
     println!(
         "{} seeds from {}: {} passed, {} failed, in {:.1} s on {threads} threads ({:.0} ms per seed per thread)",
         args.seeds,

@@ -128,8 +128,13 @@ impl Exploration {
 }
 
 /// Runs every seed of `seeds` on `threads` threads (each seed alone in its own runtime), each
-/// twice when `twice`, requiring the same trace.
-pub fn explore(seeds: Range<u64>, threads: usize, twice: bool) -> Exploration {
+/// twice when `twice`, requiring the same trace; `on_seed` sees each seed's result as it ends.
+pub fn explore(
+    seeds: Range<u64>,
+    threads: usize,
+    twice: bool,
+    on_seed: &(dyn Fn(&Result<Outcome, Failure>) + Sync),
+) -> Exploration {
     let next = AtomicU64::new(seeds.start);
     let exploration = Mutex::new(Exploration::default());
     std::thread::scope(|scope| {
@@ -141,6 +146,7 @@ pub fn explore(seeds: Range<u64>, threads: usize, twice: bool) -> Exploration {
                         return;
                     }
                     let result = check(seed, twice);
+                    on_seed(&result);
                     exploration
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
