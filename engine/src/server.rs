@@ -6,11 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::coap::{Endpoint, EndpointConfig, Network};
+use crate::coap::dtls::{DtlsConfig, DtlsCounters, DtlsSocket, PlainAndSecure, PskKeys};
+use crate::coap::{DatagramSocket, Endpoint, EndpointConfig, Network};
 use crate::edge::{EdgeCounters, EdgeLimits};
 use crate::lwm2m::presence::DEFAULT_QUEUE_WINDOW;
 use crate::lwm2m::server::spawn_expiry;
-use crate::lwm2m::{DeviceManagement, Presence, RegistrationInterface, Registry};
+use crate::lwm2m::{
+    Admission, DeviceManagement, IdentityBinding, Presence, RegistrationInterface, Registry,
+};
 use crate::transfer::{Delivery, DeliveryConfig, PackageServer, PackageShelf, ResumeBook};
 
 /// How to run the engine.
@@ -33,6 +36,56 @@ pub struct ServerConfig {
     /// The secret Package URI tokens are derived from; `None`: a random one (URIs then change
     /// when the engine starts again).
     pub package_uri_secret: Option<[u8; 32]>,
+    /// coaps (CoAP over DTLS with pre-shared keys) beside plain CoAP; `None`: plain only.
+    pub coaps: Option<CoapsConfig>,
+    /// The devices' keys and the endpoints their identities are bound to; needed with coaps.
+    pub credentials: Option<Credentials>,
+}
+
+/// How the engine serves coaps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoapsConfig {
+    /// UDP address for coaps (LwM2M default port 5684).
+    pub addr: SocketAddr,
+    /// Suites, limits and timers of the DTLS server.
+    pub dtls: DtlsConfig,
+    /// Refuse every registration over plain CoAP (the plain socket still serves nothing else
+    /// to unregistered sources than before).
+    pub require: bool,
+    /// host:port pulling devices on coaps reach the engine at; empty: the bound address.
+    pub package_authority: String,
+}
+
+impl Default for CoapsConfig {
+    fn default() -> Self {
+        CoapsConfig {
+            addr: "0.0.0.0:5684".parse().expect("address"),
+            dtls: DtlsConfig::default(),
+            require: false,
+            package_authority: String::new(),
+        }
+    }
+}
+
+/// What the DTLS server and the registration rules read of the devices' credentials.
+pub trait DeviceCredentials: PskKeys + IdentityBinding {}
+
+impl<T: PskKeys + IdentityBinding> DeviceCredentials for T {}
+
+/// The devices' credentials, shared. Two are equal when they are the same store.
+#[derive(Clone)]
+pub struct Credentials(pub Arc<dyn DeviceCredentials>);
+
+impl PartialEq for Credentials {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(..)")
+    }
 }
 
 impl ServerConfig {
@@ -71,6 +124,8 @@ impl Default for ServerConfig {
             expiry_period: Duration::from_secs(1),
             edge: EdgeLimits::default(),
             package_uri_secret: None,
+            coaps: None,
+            credentials: None,
         }
     }
 }
@@ -95,6 +150,8 @@ pub struct Server {
     pub edge_limits: EdgeLimits,
     /// What the edge's defences did.
     pub edge: Arc<EdgeCounters>,
+    /// The DTLS server, when coaps is on.
+    pub dtls: Option<Arc<DtlsSocket>>,
     /// Stops expiry when the server is dropped.
     expiry: tokio::task::JoinHandle<()>,
 }
@@ -112,7 +169,8 @@ impl Server {
     ) -> std::io::Result<Server> {
         let mut coap = config.coap;
         coap.dedup_cache_bytes = config.edge.dedup_cache_bytes;
-        let endpoint = Endpoint::bind_on(&config.network, config.coap_addr, coap).await?;
+        let (socket, dtls) = bind_sockets(&config).await?;
+        let endpoint = Endpoint::from_socket(socket, coap);
         let registry = Arc::new(Registry::with_unproven_ttl(config.edge.unproven_ttl));
         let edge = Arc::new(EdgeCounters::default());
         let secret = config
@@ -130,9 +188,16 @@ impl Server {
             Some(Arc::new(packages)),
             config.edge.clone(),
             edge.clone(),
+            admission(&config),
         )));
         let management = DeviceManagement::new(endpoint.clone());
         let mut delivery_config = config.delivery;
+        if let (Some(coaps), Some(dtls)) = (&config.coaps, &dtls) {
+            delivery_config.secure_package_authority = match coaps.package_authority.as_str() {
+                "" => dtls.local_addr().to_string(),
+                authority => authority.to_string(),
+            };
+        }
         if delivery_config.package_authority.is_empty() {
             let bound = endpoint.local_addr();
             if bound.ip().is_unspecified() {
@@ -164,6 +229,7 @@ impl Server {
             delivery,
             edge_limits: config.edge,
             edge,
+            dtls,
             expiry,
         })
     }
@@ -172,10 +238,52 @@ impl Server {
     pub fn coap_addr(&self) -> SocketAddr {
         self.endpoint.local_addr()
     }
+
+    /// The coaps address devices register to, when coaps is on.
+    pub fn coaps_addr(&self) -> Option<SocketAddr> {
+        self.dtls.as_ref().map(|dtls| dtls.local_addr())
+    }
+
+    /// What the DTLS server did, when coaps is on.
+    pub fn dtls_counters(&self) -> Option<Arc<DtlsCounters>> {
+        self.dtls.as_ref().map(|dtls| dtls.counters())
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         self.expiry.abort();
+    }
+}
+
+/// The endpoint's socket: plain CoAP, or plain and coaps seen as one.
+async fn bind_sockets(
+    config: &ServerConfig,
+) -> std::io::Result<(Arc<dyn DatagramSocket>, Option<Arc<DtlsSocket>>)> {
+    let plain = config.network.bind(config.coap_addr).await?;
+    let Some(coaps) = &config.coaps else {
+        return Ok((plain, None));
+    };
+    let Some(credentials) = &config.credentials else {
+        return Err(std::io::Error::other(
+            "coaps needs the devices' credentials",
+        ));
+    };
+    let raw = config.network.bind(coaps.addr).await?;
+    let keys: Arc<dyn PskKeys> = credentials.0.clone();
+    let secure = Arc::new(DtlsSocket::new(raw, keys, coaps.dtls.clone())?);
+    let both = Arc::new(PlainAndSecure::new(plain, secure.clone()));
+    Ok((both, Some(secure)))
+}
+
+/// The registration rules: identities bound to endpoints when the devices have credentials.
+fn admission(config: &ServerConfig) -> Admission {
+    match &config.credentials {
+        Some(credentials) => {
+            let binding: Arc<dyn IdentityBinding> = credentials.0.clone();
+            let require = config.coaps.as_ref().is_some_and(|coaps| coaps.require);
+            Admission::new(binding, require)
+        }
+        None => Admission::default(),
     }
 }

@@ -1,58 +1,25 @@
 //! Interoperability with a CoAP implementation nobody here wrote: libcoap's `coap-client`
 //! registers (POST /rd) from a fixed local port and then downloads a package from the engine's
 //! Package URI with Block2 from there, and the file it writes has the package's sha256; before
-//! it registered, that source got no package byte. Needs Debian's libcoap3-bin (`.ci/run` installs it and sets
-//! FOTA_REQUIRE_LIBCOAP=1, so CI fails rather than skips when it is missing).
-
-use std::process::Command;
-use std::time::Duration;
+//! it registered, that source got no package byte. Needs Debian's libcoap3-bin (see `support::libcoap`).
 
 use bytes::Bytes;
 use fota_engine::package;
 use fota_engine::server::{Server, ServerConfig};
 use sha2::{Digest, Sha256};
 
+use crate::support::libcoap::{self, free_port, shown};
+
 const CLIENT: &str = "coap-client-notls";
 
-fn libcoap_present() -> bool {
-    let present = Command::new(CLIENT).arg("-h").output().is_ok();
-    if !present {
-        assert!(
-            std::env::var_os("FOTA_REQUIRE_LIBCOAP").is_none(),
-            "{CLIENT} is not installed (apt-get install libcoap3-bin)"
-        );
-        eprintln!("skipped: {CLIENT} is not installed (apt-get install libcoap3-bin)");
-    }
-    present
-}
-
-/// Runs `coap-client-notls ARGS` from local port `port`; its output.
+/// Runs the plain client from `port`.
 async fn coap_client(port: u16, args: &[&str]) -> std::process::Output {
-    let mut command = tokio::process::Command::new(CLIENT);
-    command
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .kill_on_drop(true);
-    tokio::time::timeout(Duration::from_secs(60), command.output())
-        .await
-        .expect("coap-client finishes in time")
-        .expect("coap-client runs")
-}
-
-/// A local UDP port free a moment ago, for coap-client to send from.
-fn free_port() -> u16 {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap().port()
-}
-
-/// What coap-client printed, both streams.
-fn shown(output: &std::process::Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+    libcoap::run(CLIENT, port, args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libcoap_registers_then_downloads_a_package_from_its_uri_with_block2() {
-    if !libcoap_present() {
+    if !libcoap::present(CLIENT) {
         return;
     }
     let server = Server::start(ServerConfig::loopback()).await.unwrap();
@@ -62,7 +29,7 @@ async fn libcoap_registers_then_downloads_a_package_from_its_uri_with_block2() {
     let shelved = server
         .shelf
         .put(Bytes::from(package::full(&image, "2.0").unwrap()));
-    let uri = shelved.uri(&server.coap_addr().to_string());
+    let uri = shelved.uri("coap", &server.coap_addr().to_string());
 
     // Unregistered, the source gets no package byte: a forged one must not be amplified.
     let port = free_port();

@@ -12,6 +12,7 @@ mod campaign_end_to_end;
 mod demo;
 mod device_management;
 mod device_survey;
+mod dtls;
 mod edge_attacks;
 mod integrator;
 mod libcoap_interop;

@@ -323,6 +323,7 @@ mod tests {
             registered_at: now,
             last_update: now,
             proven: true,
+            identity: None,
         }
     }
 

@@ -531,7 +531,10 @@ impl Inner {
 
     /// Hands a request to the handler in its own task (or answers 5.03 when there is none yet)
     /// and sends its answer.
-    fn dispatch(self: &Arc<Self>, request: IncomingRequest, len: usize) {
+    /// The sender's identity is taken here, in the turn that received the request: the socket
+    /// cannot have changed its sessions since.
+    fn dispatch(self: &Arc<Self>, mut request: IncomingRequest, len: usize) {
+        request.identity = self.socket.peer_identity(request.peer);
         let Some(handler) = self.handler.get().cloned() else {
             let response = Response::error(ResponseType::ServiceUnavailable, "not ready");
             self.answer(&request.packet, request.peer, len, &response);

@@ -3,6 +3,7 @@
 //! knows nothing of sockets or retransmission.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
@@ -110,6 +111,8 @@ impl OutgoingRequest {
 pub struct IncomingRequest {
     /// Who sent it; answers and later requests to this device go to this address.
     pub peer: SocketAddr,
+    /// The identity the sender proved (its DTLS PSK identity); `None` over plain CoAP.
+    pub identity: Option<Arc<str>>,
     /// The whole message.
     pub packet: Packet,
 }

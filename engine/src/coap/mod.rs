@@ -5,6 +5,7 @@
 
 pub mod block;
 pub mod blockwise;
+pub mod dtls;
 pub mod endpoint;
 pub mod error;
 pub mod message;

@@ -34,6 +34,11 @@ pub trait DatagramSocket: Send + Sync + 'static {
     /// Waits for the next datagram; its length (cut to `buffer`) and sender.
     fn recv_from<'a>(&'a self, buffer: &'a mut [u8]) -> IoFuture<'a, (usize, SocketAddr)>;
 
+    /// The identity `peer` proved on this socket (its DTLS PSK identity), if it proved one.
+    fn peer_identity(&self, _peer: SocketAddr) -> Option<Arc<str>> {
+        None
+    }
+
     /// The kernel's receive buffer, where there is one.
     fn receive_buffer_size(&self) -> io::Result<usize> {
         Err(io::Error::new(

@@ -2,6 +2,7 @@
 //! (presence, queue mode), device management operations towards registered devices, and the
 //! content formats they speak. Knows CoAP messages, not UDP or retransmission.
 
+pub mod admission;
 pub mod content;
 pub mod firmware;
 pub mod management;
@@ -11,6 +12,7 @@ pub mod registration;
 pub mod registry;
 pub mod server;
 
+pub use admission::{Admission, IdentityBinding};
 pub use content::{ContentError, ContentFormat, Record, Value};
 pub use management::{DeviceManagement, ManagementError};
 pub use path::LwM2mPath;

@@ -115,6 +115,7 @@ mod tests {
             registered_at: last_update,
             last_update,
             proven: true,
+            identity: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! `RegistrationError` with a reason the device is told in its 4.00.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -52,6 +53,9 @@ pub struct Registration {
     /// an Update to the location only the Register's answer told it. Until then its source
     /// may be forged, and the registration lives a short while only.
     pub proven: bool,
+    /// The identity the device proved on its link (DTLS PSK identity); `None` over plain CoAP.
+    /// Updates and De-registers come with the same one.
+    pub identity: Option<Arc<str>>,
 }
 
 impl Registration {
@@ -84,6 +88,8 @@ pub struct RegisterRequest {
     pub binding: Binding,
     /// The objects from the link-format payload.
     pub objects: Vec<LwM2mPath>,
+    /// The identity the request came with (not a query parameter: the link's).
+    pub identity: Option<Arc<str>>,
 }
 
 /// The parameters of an Update request; absent ones keep their value.
@@ -131,6 +137,7 @@ impl RegisterRequest {
                 queue_mode: query.has("Q"),
             }),
             objects: parse_objects(packet, limits)?.unwrap_or_default(),
+            identity: None,
         })
     }
 }

@@ -227,6 +227,7 @@ impl Registry {
             registered_at: now,
             last_update: now,
             proven: false,
+            identity: request.identity,
         };
         state.insert(number, registration.clone());
         self.emit(
@@ -302,6 +303,13 @@ impl Registry {
             .by_id
             .get(number)
             .map(|registration| (**registration).clone())
+    }
+
+    /// The registration whose id is `id`.
+    pub fn by_id(&self, id: &str) -> Option<Registration> {
+        let state = lock(&self.state);
+        let number = state.number(id)?;
+        state.by_id.get(&number).map(|r| (**r).clone())
     }
 
     /// Number of live registrations.
@@ -392,6 +400,7 @@ mod tests {
                 queue_mode: false,
             },
             objects: vec![],
+            identity: None,
         }
     }
 

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use coap_lite::{RequestType, ResponseType};
 
+use super::admission::{Admission, Refusal};
 use super::registration::{RegisterRequest, UpdateRequest};
 use super::registry::Registry;
 use crate::coap::stats::bump;
@@ -31,16 +32,19 @@ pub struct RegistrationInterface {
     registers: RateLimit,
     /// Where refusals are counted.
     counters: Arc<EdgeCounters>,
+    /// Which identity registers as which endpoint.
+    admission: Admission,
 }
 
 impl RegistrationInterface {
-    /// A handler for /rd on `registry` within `limits`, counting in `counters`, with `next`
-    /// for every other path.
+    /// A handler for /rd on `registry` within `limits` and `admission`'s rules, counting in
+    /// `counters`, with `next` for every other path.
     pub fn new(
         registry: Arc<Registry>,
         next: Option<Arc<dyn RequestHandler>>,
         limits: EdgeLimits,
         counters: Arc<EdgeCounters>,
+        admission: Admission,
     ) -> Self {
         let registers = RateLimit::new(limits.register_burst, limits.registers_per_second);
         RegistrationInterface {
@@ -49,10 +53,12 @@ impl RegistrationInterface {
             limits,
             registers,
             counters,
+            admission,
         }
     }
 
-    /// A Register from `request`'s source, unless that source sent too many.
+    /// A Register from `request`'s source, unless that source sent too many or its identity
+    /// may not register as the endpoint it names.
     fn register(&self, request: &IncomingRequest, now: Instant) -> Response {
         if let Err(wait) = self.registers.take(request.peer.ip(), now) {
             bump(&self.counters.registers_rate_limited);
@@ -60,20 +66,46 @@ impl RegistrationInterface {
             response.max_age = Some(wait.as_secs().max(1) as u32);
             return response;
         }
-        match RegisterRequest::parse(&request.packet, &self.limits) {
-            Ok(mut register) => {
-                register.lifetime = self.cut(register.lifetime);
-                let registration = self.registry.register(register, request.peer, now);
-                let mut response = Response::new(ResponseType::Created);
-                response.location_path = vec![RD.into(), registration.id];
-                response
-            }
+        let mut register = match RegisterRequest::parse(&request.packet, &self.limits) {
+            Ok(register) => register,
             Err(error) => {
                 bump(&self.counters.registers_refused);
                 tracing::debug!(peer = %request.peer, reason = %error.0, "Register refused");
-                Response::error(ResponseType::BadRequest, error.0)
+                return Response::error(ResponseType::BadRequest, error.0);
             }
+        };
+        let identity = request.identity.as_deref();
+        if let Err(refusal) = self.admission.register(&register.endpoint, identity) {
+            return self.refused(request, "Register", refusal);
         }
+        register.lifetime = self.cut(register.lifetime);
+        register.identity = request.identity.clone();
+        let registration = self.registry.register(register, request.peer, now);
+        let mut response = Response::new(ResponseType::Created);
+        response.location_path = vec![RD.into(), registration.id];
+        response
+    }
+
+    /// Counts and logs a refused registration request, and answers it (no reason in the
+    /// answer: the log has it, the sender may be anyone).
+    fn refused(&self, request: &IncomingRequest, what: &str, refusal: Refusal) -> Response {
+        bump(&self.counters.registers_refused);
+        let (code, reason) = match refusal {
+            Refusal::Unauthenticated(reason) => (ResponseType::Unauthorized, reason),
+            Refusal::Forbidden(reason) => (ResponseType::Forbidden, reason),
+        };
+        tracing::warn!(
+            peer = %request.peer, identity = ?request.identity, %reason, "{what} refused"
+        );
+        Response::new(code)
+    }
+
+    /// An Update or De-register of registration `id`, when `request` comes with the identity
+    /// it was made with.
+    fn owned(&self, request: &IncomingRequest, id: &str, what: &str) -> Option<Response> {
+        let registration = self.registry.by_id(id)?;
+        let refusal = Admission::owns(&registration, request.identity.as_deref()).err()?;
+        Some(self.refused(request, what, refusal))
     }
 
     /// `lifetime`, or the longest a registration keeps when it is longer.
@@ -85,29 +117,40 @@ impl RegistrationInterface {
         lifetime
     }
 
+    /// An Update of registration `id`.
+    fn update(&self, request: &IncomingRequest, id: &str, now: Instant) -> Response {
+        match UpdateRequest::parse(&request.packet, &self.limits) {
+            Ok(mut update) => {
+                update.lifetime = update.lifetime.map(|lifetime| self.cut(lifetime));
+                match self.registry.update(id, update, request.peer, now) {
+                    Some(_) => Response::new(ResponseType::Changed),
+                    None => Response::error(ResponseType::NotFound, "unknown registration"),
+                }
+            }
+            Err(error) => Response::error(ResponseType::BadRequest, error.0),
+        }
+    }
+
+    /// A De-register of registration `id`.
+    fn deregister(&self, id: &str) -> Response {
+        match self.registry.deregister(id) {
+            Some(_) => Response::new(ResponseType::Deleted),
+            None => Response::error(ResponseType::NotFound, "unknown registration"),
+        }
+    }
+
     fn registration(&self, request: &IncomingRequest) -> Response {
         let path = request.packet.uri_path();
         let method = request.packet.request_method();
         let now = Instant::now();
         match (method, path.as_slice()) {
             (Some(RequestType::Post), [rd]) if rd == RD => self.register(request, now),
-            (Some(RequestType::Post), [rd, id]) if rd == RD => {
-                match UpdateRequest::parse(&request.packet, &self.limits) {
-                    Ok(mut update) => {
-                        update.lifetime = update.lifetime.map(|lifetime| self.cut(lifetime));
-                        match self.registry.update(id, update, request.peer, now) {
-                            Some(_) => Response::new(ResponseType::Changed),
-                            None => Response::error(ResponseType::NotFound, "unknown registration"),
-                        }
-                    }
-                    Err(error) => Response::error(ResponseType::BadRequest, error.0),
-                }
-            }
-            (Some(RequestType::Delete), [rd, id]) if rd == RD => match self.registry.deregister(id)
-            {
-                Some(_) => Response::new(ResponseType::Deleted),
-                None => Response::error(ResponseType::NotFound, "unknown registration"),
-            },
+            (Some(RequestType::Post), [rd, id]) if rd == RD => self
+                .owned(request, id, "Update")
+                .unwrap_or_else(|| self.update(request, id, now)),
+            (Some(RequestType::Delete), [rd, id]) if rd == RD => self
+                .owned(request, id, "De-register")
+                .unwrap_or_else(|| self.deregister(id)),
             _ => Response::error(
                 ResponseType::MethodNotAllowed,
                 "registration interface: POST /rd, POST or DELETE /rd/{id}",
@@ -162,6 +205,7 @@ mod tests {
         request.query = vec!["ep=dev".into(), "lt=60".into()];
         IncomingRequest {
             peer: "127.0.0.1:9".parse().unwrap(),
+            identity: None,
             packet: Packet::from_bytes(&request.to_packet(1, &[1]).to_bytes().unwrap()).unwrap(),
         }
     }
@@ -174,6 +218,7 @@ mod tests {
             None,
             EdgeLimits::default(),
             Arc::default(),
+            Admission::default(),
         );
         for elsewhere in [&["rdx"][..], &["fw"], &["rd", "a", "b"]] {
             let response = interface.handle(post(elsewhere)).await;

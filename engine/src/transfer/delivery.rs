@@ -346,7 +346,10 @@ impl Delivery {
             job.report(Stage::Downloading);
             let failure = match job.method {
                 Method::Push => self.steps.push(attempt, device).await?,
-                Method::Pull => self.steps.pull(attempt, device).await?,
+                Method::Pull => {
+                    let secure = registration.identity.is_some();
+                    self.steps.pull(attempt, device, secure).await?
+                }
             };
             if let Some(failure) = failure {
                 return Ok(Prepared::Finished(failure));
@@ -423,6 +426,7 @@ mod tests {
             registered_at: Instant::now(),
             last_update: Instant::now(),
             proven: true,
+            identity: None,
         }
     }
 

@@ -119,6 +119,8 @@ pub struct DeliveryConfig {
     pub retry_backoff: (Duration, Duration),
     /// host:port devices reach the engine at, for Package URIs (pull).
     pub package_authority: String,
+    /// host:port devices on DTLS reach the engine's coaps socket at; empty without coaps.
+    pub secure_package_authority: String,
 }
 
 impl Default for DeliveryConfig {
@@ -130,6 +132,7 @@ impl Default for DeliveryConfig {
             suspend_limit: Duration::from_secs(7 * 86_400),
             retry_backoff: (Duration::from_secs(10), Duration::from_secs(600)),
             package_authority: "localhost:5683".into(),
+            secure_package_authority: String::new(),
         }
     }
 }

@@ -12,12 +12,13 @@ use crate::lwm2m::firmware::{self, FirmwareState};
 use crate::lwm2m::{ContentFormat, ManagementError};
 
 impl Steps {
-    /// Has the device fetch the package. `None` once it reports Downloaded; otherwise the
-    /// outcome that ends the attempt.
+    /// Has the device fetch the package (over coaps when it is `secure`: on DTLS). `None` once
+    /// it reports Downloaded; otherwise the outcome that ends the attempt.
     pub(super) async fn pull(
         &self,
         attempt: &mut Attempt<'_>,
         device: SocketAddr,
+        secure: bool,
     ) -> Result<Option<TransferOutcome>, StageError> {
         let job = attempt.job;
         let known = self.book.get(&job.endpoint, &job.package.sha256);
@@ -31,7 +32,12 @@ impl Steps {
                     .await
                     .map_err(at("resetting the device"))?;
             }
-            let uri = job.package.uri(&self.config.package_authority);
+            let uri = match secure {
+                true => job
+                    .package
+                    .uri("coaps", &self.config.secure_package_authority),
+                false => job.package.uri("coap", &self.config.package_authority),
+            };
             self.management
                 .write(device, firmware::PACKAGE_URI, ContentFormat::TextPlain, uri)
                 .await

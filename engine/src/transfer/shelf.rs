@@ -75,10 +75,11 @@ impl ShelvedPackage {
         self.bytes.is_empty()
     }
 
-    /// `coap://{authority}/fw/{token}`: the URI a pulling device is given. `authority` is how
-    /// devices reach the engine (host:port), which a server behind NAT cannot guess.
-    pub fn uri(&self, authority: &str) -> String {
-        format!("coap://{authority}/{PACKAGE_PATH}/{}", self.token)
+    /// `{scheme}://{authority}/fw/{token}`: the URI a pulling device is given (scheme coap,
+    /// or coaps for a device on DTLS). `authority` is how devices reach the engine
+    /// (host:port), which a server behind NAT cannot guess.
+    pub fn uri(&self, scheme: &str, authority: &str) -> String {
+        format!("{scheme}://{authority}/{PACKAGE_PATH}/{}", self.token)
     }
 }
 
@@ -391,7 +392,7 @@ mod tests {
         assert_eq!(a.id.len(), 16);
         assert_eq!(shelf.get(&a.id).as_deref(), Some(&*a));
         assert_eq!(
-            a.uri("10.0.0.1:5683"),
+            a.uri("coap", "10.0.0.1:5683"),
             format!("coap://10.0.0.1:5683/fw/{}", a.token)
         );
         assert_eq!(a.token.len(), 32);

@@ -448,7 +448,11 @@ impl EndpointCore {
             self.transmits.extend(answer);
             return;
         }
-        let request = IncomingRequest { peer, packet };
+        let request = IncomingRequest {
+            peer,
+            identity: None,
+            packet,
+        };
         self.events.push_back(Event::Request { request, len });
     }
 

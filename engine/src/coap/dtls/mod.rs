@@ -1,0 +1,485 @@
+//! CoAP over DTLS 1.2 with pre-shared keys ("coaps", RFC 7252 section 9.1; LwM2M's
+//! `TLS_PSK_WITH_AES_128_CCM_8`): a [`DtlsSocket`] is a [`DatagramSocket`] over a raw one
+//! that serves every peer on its one port, so the CoAP endpoint above sees plaintext CoAP
+//! datagrams and, per peer, the PSK identity it proved. Owns the peers' sessions: cookies
+//! before any state (the stateless front in `listen`), the handshake and records (OpenSSL, in
+//! `session`), resumption by session tickets (nothing kept per idle device), and the limits: how
+//! many handshakes and sessions, and when an idle session is freed (the device's next datagram
+//! resumes it). Where keys come from is [`PskKeys`]'s to say.
+//!
+//! OpenSSL was chosen on evidence: the most deployed DTLS 1.2 server there is (libcoap, the
+//! LwM2M stacks built on it), PSK with CCM_8, CCM, GCM and CBC suites, RFC 5077 tickets, and a
+//! stateless cookie exchange (`DTLSv1_listen`); Debian keeps it patched. It has no Connection ID
+//! (RFC 9146): a device whose NAT binding moved after sleep resumes its session with an
+//! abbreviated handshake (one round trip, no key exchange) instead.
+
+mod dual;
+mod listen;
+mod pipe;
+mod session;
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use openssl::error::ErrorStack;
+use openssl::ssl::{
+    Ssl, SslContext, SslMethod, SslMode, SslOptions, SslRef, SslSessionCacheMode, SslVersion,
+};
+use tokio::time::Instant;
+use zeroize::Zeroizing;
+
+use self::listen::{CookieKey, Listened, PEER};
+use self::session::{Session, Step};
+use super::stats::bump;
+use super::transport::{DatagramSocket, IoFuture};
+
+pub use self::dual::PlainAndSecure;
+
+/// Largest datagram read from the raw socket: a CoAP datagram and a record's overhead.
+const MAX_RECORD_DATAGRAM: usize = 2048;
+
+/// How often idle sessions and stalled handshakes are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The pre-shared keys of devices, by PSK identity.
+pub trait PskKeys: Send + Sync + 'static {
+    /// The key of `identity`; `None` for an identity the engine does not know.
+    fn psk(&self, identity: &str) -> Option<Zeroizing<Vec<u8>>>;
+}
+
+/// How the DTLS server runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DtlsConfig {
+    /// The suites offered, in OpenSSL's cipher-list syntax: LwM2M's mandatory CCM_8 first,
+    /// then the PSK suites modules commonly use.
+    pub ciphers: String,
+    /// A session with no datagram either way for this long is freed; the device's next
+    /// handshake resumes it from its ticket.
+    pub idle_timeout: Duration,
+    /// A handshake not complete this long after its verified ClientHello is dropped.
+    pub handshake_timeout: Duration,
+    /// Handshakes going on at once (past the cookie); more ClientHellos are dropped, and
+    /// their clients retransmit.
+    pub max_handshakes: usize,
+    /// Sessions kept at once; at the limit the least recently active one is freed.
+    pub max_sessions: usize,
+    /// Largest datagram the server sends (its handshake flights are cut to it).
+    pub mtu: u32,
+}
+
+impl Default for DtlsConfig {
+    fn default() -> Self {
+        DtlsConfig {
+            ciphers: [
+                "PSK-AES128-CCM8",
+                "PSK-AES128-CCM",
+                "PSK-AES128-GCM-SHA256",
+                "PSK-AES128-CBC-SHA256",
+                "ECDHE-PSK-AES128-CBC-SHA256",
+                "PSK-AES256-CCM8",
+            ]
+            .join(":"),
+            idle_timeout: Duration::from_secs(600),
+            handshake_timeout: Duration::from_secs(60),
+            max_handshakes: 1024,
+            max_sessions: 100_000,
+            mtu: 1280,
+        }
+    }
+}
+
+/// What the DTLS server did, since it started.
+#[derive(Debug, Default)]
+pub struct DtlsCounters {
+    /// ClientHellos answered with a cookie (nothing kept).
+    pub challenges: AtomicU64,
+    /// Handshakes completed, full or abbreviated.
+    pub handshakes: AtomicU64,
+    /// Of those, sessions resumed from a ticket.
+    pub resumed: AtomicU64,
+    /// Handshakes that failed (wrong key, unknown identity, bad messages) or stalled.
+    pub handshakes_failed: AtomicU64,
+    /// Handshakes refused for an identity the engine does not know.
+    pub unknown_identities: AtomicU64,
+    /// Verified ClientHellos dropped because too many handshakes were going on.
+    pub handshakes_over_limit: AtomicU64,
+    /// Datagrams that were not DTLS, or not for any session.
+    pub dropped: AtomicU64,
+    /// Sessions freed for idleness or to make room.
+    pub sessions_freed: AtomicU64,
+}
+
+/// Peers' sessions, and records opened but not yet read by the endpoint.
+struct State {
+    sessions: HashMap<SocketAddr, Session>,
+    opened: VecDeque<(SocketAddr, Vec<u8>)>,
+    next_sweep: Instant,
+}
+
+/// A DTLS server on a raw datagram socket.
+pub struct DtlsSocket {
+    raw: Arc<dyn DatagramSocket>,
+    context: SslContext,
+    config: DtlsConfig,
+    keys: Arc<dyn PskKeys>,
+    state: Mutex<State>,
+    counters: Arc<DtlsCounters>,
+}
+
+impl DtlsSocket {
+    /// A DTLS server on `raw`, with the keys `keys` holds.
+    pub fn new(
+        raw: Arc<dyn DatagramSocket>,
+        keys: Arc<dyn PskKeys>,
+        config: DtlsConfig,
+    ) -> io::Result<DtlsSocket> {
+        let counters = Arc::new(DtlsCounters::default());
+        let context = server_context(&config, keys.clone(), counters.clone())
+            .map_err(|error| io::Error::other(format!("DTLS server context: {error}")))?;
+        Ok(DtlsSocket {
+            raw,
+            context,
+            config,
+            keys,
+            state: Mutex::new(State {
+                sessions: HashMap::new(),
+                opened: VecDeque::new(),
+                next_sweep: Instant::now(),
+            }),
+            counters,
+        })
+    }
+
+    /// What the server did.
+    pub fn counters(&self) -> Arc<DtlsCounters> {
+        self.counters.clone()
+    }
+
+    /// Sessions held now (established or handshaking).
+    pub fn sessions(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    /// Whether `peer` has a session (established or handshaking).
+    pub fn has_session(&self, peer: SocketAddr) -> bool {
+        self.lock().sessions.contains_key(&peer)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes one datagram from `peer`; returns what goes back to it (handshake flights,
+    /// cookies, alerts). Opened CoAP datagrams wait in the state for the endpoint.
+    fn take_in(&self, datagram: &[u8], peer: SocketAddr) -> Vec<Vec<u8>> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        if now >= state.next_sweep {
+            state.next_sweep = now + SWEEP_EVERY;
+            self.sweep(&mut state.sessions, now);
+        }
+        if !record::is_dtls(datagram) {
+            bump(&self.counters.dropped);
+            return Vec::new();
+        }
+        let established = state.sessions.get(&peer).map(Session::established);
+        if record::is_initial_client_hello(datagram) && established != Some(false) {
+            return self.hello(&mut state.sessions, datagram, peer, now);
+        }
+        let Some(session) = state.sessions.get_mut(&peer) else {
+            bump(&self.counters.dropped);
+            return Vec::new();
+        };
+        let mut opened = Vec::new();
+        let encrypted = record::has_later_epoch(datagram);
+        let step = session.receive(datagram, encrypted, now, &mut opened);
+        let replies = session.take_sent();
+        self.after(&mut state.sessions, peer, step);
+        state.opened.extend(opened.into_iter().map(|d| (peer, d)));
+        replies
+    }
+
+    /// A ClientHello from a peer without a handshake going on: a cookie goes back unless it
+    /// returned a valid one; then its handshake starts (replacing an established session: the
+    /// device restarted, RFC 6347 section 4.2.8).
+    fn hello(
+        &self,
+        sessions: &mut HashMap<SocketAddr, Session>,
+        datagram: &[u8],
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Vec<Vec<u8>> {
+        let ssl = match self.new_ssl() {
+            Ok(ssl) => ssl,
+            Err(error) => {
+                tracing::error!(%error, "no DTLS connection could be made");
+                return Vec::new();
+            }
+        };
+        let stream = match listen::listen(ssl, peer, datagram) {
+            Listened::Challenge(cookie) if cookie.len() <= datagram.len() => {
+                bump(&self.counters.challenges);
+                return vec![cookie];
+            }
+            Listened::Verified(stream) => stream,
+            Listened::Challenge(_) | Listened::Dropped => {
+                bump(&self.counters.dropped);
+                return Vec::new();
+            }
+        };
+        let handshaking = sessions.values().filter(|s| !s.established()).count();
+        if handshaking >= self.config.max_handshakes {
+            bump(&self.counters.handshakes_over_limit);
+            return Vec::new();
+        }
+        if sessions.remove(&peer).is_none() && sessions.len() >= self.config.max_sessions {
+            self.free_least_recent(sessions);
+        }
+        let mut session = Session::accept(stream, now);
+        let step = session.handshake();
+        let replies = session.take_sent();
+        sessions.insert(peer, session);
+        self.after(sessions, peer, step);
+        replies
+    }
+
+    /// A fresh server-side connection.
+    fn new_ssl(&self) -> Result<Ssl, ErrorStack> {
+        let mut ssl = Ssl::new(&self.context)?;
+        ssl.set_mtu(self.config.mtu)?;
+        Ok(ssl)
+    }
+
+    /// Acts on what a datagram did to `peer`'s session.
+    fn after(&self, sessions: &mut HashMap<SocketAddr, Session>, peer: SocketAddr, step: Step) {
+        let Some(session) = sessions.get(&peer) else {
+            return;
+        };
+        match step {
+            Step::Continue => {}
+            Step::Established => self.established(sessions, peer),
+            Step::Closed => {
+                tracing::debug!(%peer, "DTLS session closed by the peer");
+                sessions.remove(&peer);
+            }
+            Step::Failed(reason) => {
+                bump(&self.counters.handshakes_failed);
+                let identity = session.identity().cloned();
+                tracing::warn!(%peer, ?identity, %reason, "DTLS session failed and was dropped");
+                sessions.remove(&peer);
+            }
+        }
+    }
+
+    /// A completed handshake. A resumed one proves the identity's key as it stood when the
+    /// ticket was issued: it stands only while the identity still has a key.
+    fn established(&self, sessions: &mut HashMap<SocketAddr, Session>, peer: SocketAddr) {
+        let Some(session) = sessions.get(&peer) else {
+            return;
+        };
+        let identity = session.identity().cloned().unwrap_or_default();
+        if session.resumed() && self.keys.psk(&identity).is_none() {
+            bump(&self.counters.handshakes_failed);
+            tracing::warn!(%peer, ?identity, "DTLS resumption refused: the identity no longer has a key");
+            sessions.remove(&peer);
+            return;
+        }
+        bump(&self.counters.handshakes);
+        if session.resumed() {
+            bump(&self.counters.resumed);
+        }
+        tracing::info!(
+            %peer, ?identity, cipher = session.cipher(), resumed = session.resumed(),
+            "DTLS session established"
+        );
+    }
+
+    /// Frees idle sessions and drops stalled handshakes.
+    fn sweep(&self, sessions: &mut HashMap<SocketAddr, Session>, now: Instant) {
+        sessions.retain(|peer, session| {
+            if session.established() {
+                let idle = now.duration_since(session.last_active) < self.config.idle_timeout;
+                if !idle {
+                    bump(&self.counters.sessions_freed);
+                    tracing::debug!(%peer, "idle DTLS session freed");
+                }
+                return idle;
+            }
+            let live = now.duration_since(session.started) < self.config.handshake_timeout;
+            if !live {
+                bump(&self.counters.handshakes_failed);
+                tracing::warn!(
+                    %peer,
+                    "DTLS handshake did not complete in time and was dropped (a wrong key \
+                     shows so with clients that do not send an alert)"
+                );
+            }
+            live
+        });
+    }
+
+    /// Frees the established session that was active least recently.
+    fn free_least_recent(&self, sessions: &mut HashMap<SocketAddr, Session>) {
+        let oldest = sessions
+            .iter()
+            .filter(|(_, session)| session.established())
+            .min_by_key(|(_, session)| session.last_active)
+            .map(|(peer, _)| *peer);
+        if let Some(peer) = oldest {
+            sessions.remove(&peer);
+            bump(&self.counters.sessions_freed);
+        }
+    }
+
+    /// Seals `datagram` for `to`: the records to send.
+    fn seal(&self, datagram: &[u8], to: SocketAddr) -> io::Result<Vec<Vec<u8>>> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let Some(session) = state.sessions.get_mut(&to).filter(|s| s.established()) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("no DTLS session with {to}: the device must connect first"),
+            ));
+        };
+        session.seal(datagram, now)?;
+        Ok(session.take_sent())
+    }
+
+    /// Reads raw datagrams until one opens into a CoAP datagram for the endpoint.
+    async fn next_opened(&self, buffer: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let mut raw = vec![0u8; MAX_RECORD_DATAGRAM];
+        loop {
+            if let Some((peer, datagram)) = self.lock().opened.pop_front() {
+                let len = datagram.len().min(buffer.len());
+                buffer[..len].copy_from_slice(&datagram[..len]);
+                return Ok((len, peer));
+            }
+            let (len, peer) = self.raw.recv_from(&mut raw).await?;
+            for reply in self.take_in(&raw[..len], peer) {
+                // A full socket drops it; the peer's retransmission repairs that.
+                let _ = self.raw.try_send_to(&reply, peer);
+            }
+        }
+    }
+}
+
+impl DatagramSocket for DtlsSocket {
+    fn local_addr(&self) -> SocketAddr {
+        self.raw.local_addr()
+    }
+
+    fn send_to<'a>(&'a self, datagram: &'a [u8], to: SocketAddr) -> IoFuture<'a, ()> {
+        Box::pin(async move {
+            for record in self.seal(datagram, to)? {
+                self.raw.send_to(&record, to).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn try_send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+        for record in self.seal(datagram, to)? {
+            self.raw.try_send_to(&record, to)?;
+        }
+        Ok(())
+    }
+
+    fn recv_from<'a>(&'a self, buffer: &'a mut [u8]) -> IoFuture<'a, (usize, SocketAddr)> {
+        Box::pin(self.next_opened(buffer))
+    }
+
+    fn receive_buffer_size(&self) -> io::Result<usize> {
+        self.raw.receive_buffer_size()
+    }
+
+    fn peer_identity(&self, peer: SocketAddr) -> Option<Arc<str>> {
+        self.lock().sessions.get(&peer)?.identity().cloned()
+    }
+}
+
+/// The server's OpenSSL context: DTLS 1.2 only, the configured PSK suites, keys from `keys`,
+/// cookies, tickets and no server-side session cache (nothing kept per idle device).
+fn server_context(
+    config: &DtlsConfig,
+    keys: Arc<dyn PskKeys>,
+    counters: Arc<DtlsCounters>,
+) -> Result<SslContext, ErrorStack> {
+    let mut builder = SslContext::builder(SslMethod::dtls_server())?;
+    builder.set_min_proto_version(Some(SslVersion::DTLS1_2))?;
+    builder.set_cipher_list(&config.ciphers)?;
+    builder.set_options(
+        SslOptions::NO_RENEGOTIATION | SslOptions::NO_QUERY_MTU | SslOptions::COOKIE_EXCHANGE,
+    );
+    builder.set_mode(SslMode::RELEASE_BUFFERS);
+    builder.set_session_cache_mode(SslSessionCacheMode::OFF);
+    builder.set_psk_server_callback(move |ssl, identity, out| {
+        Ok(psk_of(&*keys, &counters, ssl, identity, out))
+    });
+    let cookies = Arc::new(CookieKey::random()?);
+    let verifier = cookies.clone();
+    builder.set_cookie_generate_cb(move |ssl, out| cookies.generate(ssl, out));
+    builder.set_cookie_verify_cb(move |ssl, cookie| verifier.verify(ssl, cookie));
+    Ok(builder.build())
+}
+
+/// The PSK callback: writes `identity`'s key to `out` and gives its length; 0 (the handshake
+/// fails with an unknown_psk_identity alert) for an identity without one.
+fn psk_of(
+    keys: &dyn PskKeys,
+    counters: &DtlsCounters,
+    ssl: &mut SslRef,
+    identity: Option<&[u8]>,
+    out: &mut [u8],
+) -> usize {
+    let name = identity.and_then(|identity| std::str::from_utf8(identity).ok());
+    if let Some(key) = name.and_then(|name| keys.psk(name))
+        && key.len() <= out.len()
+    {
+        out[..key.len()].copy_from_slice(&key);
+        return key.len();
+    }
+    bump(&counters.unknown_identities);
+    let peer = ssl.ex_data(*PEER).copied();
+    let shown = identity.map(String::from_utf8_lossy);
+    tracing::warn!(?peer, identity = ?shown, "DTLS handshake refused: unknown PSK identity");
+    0
+}
+
+/// Just enough of the DTLS record format (RFC 6347 section 4.1) to route a datagram.
+mod record {
+    /// Content types: change_cipher_spec 20, alert 21, handshake 22, application_data 23,
+    /// heartbeat 24, tls12_cid 25.
+    const CONTENT_TYPES: std::ops::RangeInclusive<u8> = 20..=25;
+    /// Record header: type 1, version 2, epoch 2, sequence number 6, length 2.
+    const HEADER: usize = 13;
+
+    /// Whether `datagram` starts like a DTLS 1.x record.
+    pub fn is_dtls(datagram: &[u8]) -> bool {
+        datagram.len() >= HEADER && CONTENT_TYPES.contains(&datagram[0]) && datagram[1] == 0xfe
+    }
+
+    /// Whether any record of `datagram` is of an epoch after 0 (encrypted).
+    pub fn has_later_epoch(datagram: &[u8]) -> bool {
+        let mut rest = datagram;
+        while is_dtls(rest) {
+            if rest[3..5] != [0, 0] {
+                return true;
+            }
+            let len = usize::from(u16::from_be_bytes([rest[11], rest[12]]));
+            rest = rest.get(HEADER + len..).unwrap_or_default();
+        }
+        false
+    }
+
+    /// Whether `datagram` starts with a ClientHello in epoch 0: a new handshake.
+    pub fn is_initial_client_hello(datagram: &[u8]) -> bool {
+        is_dtls(datagram)
+            && datagram[0] == 22
+            && datagram[3..5] == [0, 0]
+            && datagram.get(HEADER) == Some(&1)
+    }
+}

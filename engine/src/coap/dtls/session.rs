@@ -1,0 +1,157 @@
+//! `Session`: one peer's DTLS connection on the shared socket, from the verified ClientHello
+//! to its end: the handshake, then records opened into CoAP datagrams and CoAP datagrams
+//! sealed into records. Knows nothing of other peers or of the socket.
+
+use std::io;
+use std::sync::Arc;
+
+use openssl::ssl::{ErrorCode, SslStream};
+use tokio::time::Instant;
+
+use super::pipe::Pipe;
+
+/// Largest plaintext of one record the engine reads (a CoAP datagram is at most 1,152 B).
+const MAX_PLAINTEXT: usize = 2048;
+
+/// Encrypted flights that leave a handshake where it was before it fails: OpenSSL drops a
+/// record that does not authenticate without a word (RFC 6347 section 4.1.2.7), so a client
+/// with a wrong key only shows as its Finished, sent again, never completing the handshake.
+/// One such flight may be a Finished that overtook its ClientKeyExchange; two are a wrong key.
+const UNAUTHENTICATED_FLIGHTS: u32 = 2;
+
+/// What a datagram did to a session.
+#[derive(Debug, PartialEq)]
+pub(super) enum Step {
+    /// Nothing the socket must act on (a handshake goes on, or records were opened).
+    Continue,
+    /// The handshake just completed.
+    Established,
+    /// The peer closed the connection (close_notify).
+    Closed,
+    /// The handshake or the connection failed: the session is over.
+    Failed(String),
+}
+
+/// One peer's connection.
+pub(super) struct Session {
+    /// OpenSSL's connection over the peer's pipe.
+    stream: Box<SslStream<Pipe>>,
+    /// The PSK identity the peer proved, once the handshake completed.
+    identity: Option<Arc<str>>,
+    /// When the handshake started.
+    pub started: Instant,
+    /// When the last datagram came from the peer or went to it.
+    pub last_active: Instant,
+    /// Encrypted flights that did not move the handshake on.
+    unauthenticated: u32,
+}
+
+impl Session {
+    /// A handshake going on from a verified ClientHello (already in `stream`'s pipe).
+    pub fn accept(stream: Box<SslStream<Pipe>>, now: Instant) -> Session {
+        Session {
+            stream,
+            identity: None,
+            started: now,
+            last_active: now,
+            unauthenticated: 0,
+        }
+    }
+
+    /// Whether the handshake completed.
+    pub fn established(&self) -> bool {
+        self.identity.is_some()
+    }
+
+    /// The identity the peer proved, once established.
+    pub fn identity(&self) -> Option<&Arc<str>> {
+        self.identity.as_ref()
+    }
+
+    /// Whether the session was resumed (abbreviated handshake).
+    pub fn resumed(&self) -> bool {
+        self.stream.ssl().session_reused()
+    }
+
+    /// The suite in use.
+    pub fn cipher(&self) -> &'static str {
+        self.stream
+            .ssl()
+            .current_cipher()
+            .map_or("none", |cipher| cipher.name())
+    }
+
+    /// Takes one datagram from the peer; CoAP datagrams it carried go to `opened`. `encrypted`:
+    /// the datagram holds a record of a later epoch than 0.
+    pub fn receive(
+        &mut self,
+        datagram: &[u8],
+        encrypted: bool,
+        now: Instant,
+        opened: &mut Vec<Vec<u8>>,
+    ) -> Step {
+        self.last_active = now;
+        self.stream.get_mut().push(datagram);
+        if self.established() {
+            return self.open(opened);
+        }
+        let step = self.handshake();
+        if step == Step::Continue && encrypted {
+            self.unauthenticated += 1;
+            if self.unauthenticated >= UNAUTHENTICATED_FLIGHTS {
+                return Step::Failed(
+                    "the client's Finished does not authenticate: its key is not the one \
+                     its identity has"
+                        .into(),
+                );
+            }
+        }
+        step
+    }
+
+    /// Drives the handshake with what OpenSSL and the pipe hold.
+    pub fn handshake(&mut self) -> Step {
+        match self.stream.accept() {
+            Ok(()) => match self.stream.ssl().psk_identity() {
+                Some(identity) => {
+                    self.identity = Some(String::from_utf8_lossy(identity).into());
+                    Step::Established
+                }
+                None => Step::Failed("the handshake named no PSK identity".into()),
+            },
+            Err(error) if error.code() == ErrorCode::WANT_READ => Step::Continue,
+            Err(error) => Step::Failed(error.to_string()),
+        }
+    }
+
+    /// Opens every record the pipe holds. OpenSSL drops records that fail authentication or
+    /// replay a sequence number (its replay window) without a word.
+    fn open(&mut self, opened: &mut Vec<Vec<u8>>) -> Step {
+        let mut plaintext = [0u8; MAX_PLAINTEXT];
+        loop {
+            match self.stream.ssl_read(&mut plaintext) {
+                Ok(len) => opened.push(plaintext[..len].to_vec()),
+                Err(error) if error.code() == ErrorCode::WANT_READ => return Step::Continue,
+                Err(error) if error.code() == ErrorCode::ZERO_RETURN => return Step::Closed,
+                Err(error) => {
+                    self.stream.get_mut().clear();
+                    return Step::Failed(error.to_string());
+                }
+            }
+        }
+    }
+
+    /// Seals one CoAP datagram; the records to send come from [`Session::take_sent`].
+    pub fn seal(&mut self, datagram: &[u8], now: Instant) -> io::Result<()> {
+        self.last_active = now;
+        self.stream
+            .ssl_write(datagram)
+            .map(drop)
+            .map_err(|error| io::Error::other(error.to_string()))
+    }
+
+    /// The datagrams OpenSSL wrote for the peer since the last call.
+    pub fn take_sent(&mut self) -> Vec<Vec<u8>> {
+        self.stream.get_mut().take_sent()
+    }
+}

@@ -1,0 +1,201 @@
+//! coaps with pre-shared keys against DTLS clients nobody here wrote: libcoap's
+//! `coap-client-openssl` and `coap-client-gnutls` register over DTLS (POST /rd) and download
+//! a package from its coaps Package URI with Block2, sha256 intact; and what must be refused
+//! is, with nothing kept: a wrong key, an unknown identity, an identity registering as another
+//! endpoint, a plain-CoAP registration of an endpoint that has credentials, and any plain one
+//! when DTLS is required.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fota_engine::coap::dtls::PskKeys;
+use fota_engine::lwm2m::IdentityBinding;
+use fota_engine::package;
+use fota_engine::server::{CoapsConfig, Credentials, Server, ServerConfig};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::support::libcoap::{self, free_port, shown};
+
+/// Devices' credentials: identity -> (endpoint, key).
+struct Keys(HashMap<&'static str, (&'static str, &'static str)>);
+
+impl PskKeys for Keys {
+    fn psk(&self, identity: &str) -> Option<Zeroizing<Vec<u8>>> {
+        let (_, key) = self.0.get(identity)?;
+        Some(Zeroizing::new(key.as_bytes().to_vec()))
+    }
+}
+
+impl IdentityBinding for Keys {
+    fn endpoint_of(&self, identity: &str) -> Option<String> {
+        self.0
+            .get(identity)
+            .map(|(endpoint, _)| endpoint.to_string())
+    }
+
+    fn identity_of(&self, endpoint: &str) -> Option<String> {
+        let found = self.0.iter().find(|(_, (bound, _))| *bound == endpoint);
+        found.map(|(identity, _)| identity.to_string())
+    }
+}
+
+/// libcoap 4.3's `-k` takes the key as it is written: these keys are ASCII.
+fn keys() -> Keys {
+    Keys(HashMap::from([
+        ("id-openssl", ("dev-openssl", "secret-openssl-1")),
+        ("id-gnutls", ("dev-gnutls", "secret-gnutls-22")),
+    ]))
+}
+
+/// An engine on loopback with coaps beside plain CoAP.
+async fn engine(require: bool) -> Server {
+    let mut config = ServerConfig::loopback();
+    config.coaps = Some(CoapsConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        require,
+        ..CoapsConfig::default()
+    });
+    config.credentials = Some(Credentials(Arc::new(keys())));
+    Server::start(config).await.unwrap()
+}
+
+/// Runs `client` over DTLS with `identity` and `key` from `port`.
+async fn dtls_client(
+    client: &str,
+    port: u16,
+    (identity, key): (&str, &str),
+    args: &[&str],
+) -> std::process::Output {
+    let mut all = vec!["-u", identity, "-k", key];
+    all.extend_from_slice(args);
+    libcoap::run(client, port, &all).await
+}
+
+/// A Register of `endpoint` at `authority` (scheme included).
+fn register_uri(authority: &str, endpoint: &str) -> String {
+    format!("{authority}/rd?ep={endpoint}&lt=120&b=U")
+}
+
+/// Waits (bounded) until `counter` reaches `at_least`.
+async fn counted(counter: &AtomicU64, at_least: u64) {
+    let reached = async {
+        while counter.load(Ordering::Relaxed) < at_least {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let within = tokio::time::timeout(Duration::from_secs(10), reached).await;
+    assert!(within.is_ok(), "counter reached {at_least}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libcoap_over_dtls_registers_and_downloads_a_package_with_block2() {
+    let clients = ["coap-client-openssl", "coap-client-gnutls"];
+    if !clients.iter().all(|client| libcoap::present(client)) {
+        return;
+    }
+    let server = engine(false).await;
+    let coaps = format!("coaps://{}", server.coaps_addr().unwrap());
+    let image: Vec<u8> = (0..48 * 1024u32)
+        .map(|i| (i * 13 + (i >> 7)) as u8)
+        .collect();
+    let shelved = server
+        .shelf
+        .put(Bytes::from(package::full(&image, "2.0").unwrap()));
+    let uri = shelved.uri("coaps", &server.coaps_addr().unwrap().to_string());
+    let dir = std::env::temp_dir().join(format!("fota-dtls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let credentials = [
+        ("dev-openssl", ("id-openssl", "secret-openssl-1")),
+        ("dev-gnutls", ("id-gnutls", "secret-gnutls-22")),
+    ];
+    for (client, (endpoint, credential)) in clients.into_iter().zip(credentials) {
+        let port = free_port();
+        let rd = register_uri(&coaps, endpoint);
+        let args = ["-m", "post", "-t", "40", "-e", "</5/0>", &rd];
+        let registered = dtls_client(client, port, credential, &args).await;
+        let registration = server.registry.get(endpoint);
+        let registration = registration.unwrap_or_else(|| panic!("{}", shown(&registered)));
+        assert_eq!(registration.identity.as_deref(), Some(credential.0));
+
+        let file = dir.join(format!("{endpoint}.bin"));
+        let args = [
+            "-m",
+            "get",
+            "-b",
+            "1024",
+            "-o",
+            file.to_str().unwrap(),
+            &uri,
+        ];
+        let fetched = dtls_client(client, port, credential, &args).await;
+        assert!(fetched.status.success(), "{client}: {}", shown(&fetched));
+        let bytes = std::fs::read(&file).unwrap();
+        assert_eq!(bytes.len(), shelved.len(), "{client}");
+        assert_eq!(<[u8; 32]>::from(Sha256::digest(&bytes)), shelved.sha256);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    let counters = server.dtls_counters().unwrap();
+    assert!(
+        counters.challenges.load(Ordering::Relaxed) >= 4,
+        "a cookie before every handshake"
+    );
+    assert!(counters.handshakes.load(Ordering::Relaxed) >= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtls_refuses_a_wrong_key_an_unknown_identity_and_another_endpoints_name() {
+    let client = "coap-client-openssl";
+    if !libcoap::present(client) {
+        return;
+    }
+    let server = engine(false).await;
+    let counters = server.dtls_counters().unwrap();
+    let coaps = format!("coaps://{}", server.coaps_addr().unwrap());
+
+    let rd = register_uri(&coaps, "dev-openssl");
+    let args = ["-m", "post", "-t", "40", "-e", "</5/0>", &rd];
+    let wrong_key = ("id-openssl", "not-the-key-0000");
+    dtls_client(client, free_port(), wrong_key, &args).await;
+    counted(&counters.handshakes_failed, 1).await;
+    let stranger = ("id-stranger", "secret-openssl-1");
+    dtls_client(client, free_port(), stranger, &args).await;
+    counted(&counters.unknown_identities, 1).await;
+    assert!(
+        server.registry.get("dev-openssl").is_none(),
+        "no key, no registration"
+    );
+
+    // A proven identity naming another device's endpoint, to take it over.
+    let rd = register_uri(&coaps, "dev-gnutls");
+    let args = ["-m", "post", "-t", "40", "-e", "</5/0>", &rd];
+    let own = ("id-openssl", "secret-openssl-1");
+    let refused = dtls_client(client, free_port(), own, &args).await;
+    assert!(shown(&refused).contains("4.03"), "{}", shown(&refused));
+    assert!(server.registry.get("dev-gnutls").is_none());
+
+    // The same endpoint over plain CoAP: it has credentials, so DTLS only.
+    let plain = register_uri(&format!("coap://{}", server.coap_addr()), "dev-gnutls");
+    let args = ["-m", "post", "-t", "40", "-e", "</5/0>", &plain];
+    let refused = libcoap::run("coap-client-notls", free_port(), &args).await;
+    assert!(shown(&refused).contains("4.01"), "{}", shown(&refused));
+    assert!(server.registry.get("dev-gnutls").is_none());
+    // Refused handshakes left nothing; the client answered 4.03 closed its session.
+    assert_eq!(server.dtls.as_ref().unwrap().sessions(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_registrations_are_refused_when_dtls_is_required() {
+    if !libcoap::present("coap-client-notls") {
+        return;
+    }
+    let server = engine(true).await;
+    let plain = register_uri(&format!("coap://{}", server.coap_addr()), "no-credentials");
+    let args = ["-m", "post", "-t", "40", "-e", "</5/0>", &plain];
+    let refused = libcoap::run("coap-client-notls", free_port(), &args).await;
+    assert!(shown(&refused).contains("4.01"), "{}", shown(&refused));
+    assert!(server.registry.is_empty());
+}
