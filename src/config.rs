@@ -5,7 +5,7 @@
 //! coap_addr = "0.0.0.0:5683"         # UDP address devices register to
 //! http_addr = "0.0.0.0:8080"         # TCP address of the HTTP API
 //! data_dir = "./fota-data"           # where the store lives
-//! max_upload_bytes = 33554432        # largest firmware image or plugin upload (413 above)
+//! max_upload_bytes = 33554432        # largest image, plugin or credential batch (413 above)
 //! package_authority = "fota.example.net:5683"  # host:port in Package URIs (pulling devices)
 //! http_max_connections = 256         # HTTP connections served at once (503 and closed above)
 //! http_header_timeout_secs = 10      # time to send a request head, then the connection closes
@@ -60,7 +60,7 @@ pub struct ConfigFile {
     pub http_addr: Option<SocketAddr>,
     /// Where the store lives.
     pub data_dir: Option<PathBuf>,
-    /// Largest firmware image or plugin component the API accepts.
+    /// Largest firmware image, plugin component or credential batch the API accepts.
     pub max_upload_bytes: Option<usize>,
     /// The `host:port` devices reach the engine at, put in Package URIs.
     pub package_authority: Option<String>,

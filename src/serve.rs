@@ -39,7 +39,7 @@ pub struct ServeArgs {
     /// Where the store lives [default: ./fota-data].
     #[arg(long, env = "FOTA_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Largest firmware image or plugin the API accepts [default: 33554432].
+    /// Largest firmware image, plugin or credential batch the API accepts [default: 33554432].
     #[arg(long, env = "FOTA_MAX_UPLOAD_BYTES")]
     max_upload_bytes: Option<usize>,
     /// The host:port devices reach the engine at, given in Package URIs to pulling devices

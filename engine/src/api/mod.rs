@@ -1,12 +1,13 @@
-//! The HTTP API for integrators (DESIGN.md, "Who uses it"): devices, groups, firmware,
-//! packages, upgrade tasks, statistics, plugins, live progress as server-sent events, metrics
-//! and the OpenAPI document, versioned under `/v1`, JSON in and out, on axum.
+//! The HTTP API for integrators (DESIGN.md, "Who uses it"): devices and their DTLS
+//! credentials, groups, firmware, packages, upgrade tasks, statistics, plugins, live progress
+//! as server-sent events, metrics and the OpenAPI document, versioned under `/v1`, JSON in and
+//! out, on axum.
 //!
 //! Owns: the connections and their limits (`connections`), the route table and router
-//! (`router`), one module of handlers per resource (`devices`, `groups`, `firmware`,
-//! `formats`, `packages`, `tasks`, `plugins`, `statistics`), authentication (`auth`), problem
-//! details (`problem`), the event feed (`events`), the Prometheus exposition (`metrics`) and
-//! the OpenAPI document (`openapi`).
+//! (`router`), one module of handlers per resource (`devices`, `credentials`, `groups`,
+//! `firmware`, `formats`, `packages`, `tasks`, `plugins`, `statistics`), authentication
+//! (`auth`), problem details (`problem`), the event feed (`events`), the Prometheus exposition
+//! (`metrics`) and the OpenAPI document (`openapi`).
 //!
 //! Defences against clients that hold resources without a token: a request's token is checked
 //! from its head before any of its body is read; at most `max_connections` connections are
@@ -20,6 +21,7 @@
 
 mod auth;
 mod connections;
+mod credentials;
 mod devices;
 mod events;
 mod extract;
@@ -52,7 +54,7 @@ use crate::platform::Platform;
 use connections::{HttpCounters, Limits};
 use events::EventFeed;
 
-/// Largest firmware image or plugin component accepted by default (32 MiB).
+/// Largest firmware image, plugin component or credential batch accepted by default (32 MiB).
 pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 32 << 20;
 /// Largest JSON body accepted (64 KiB): a task spec or a list of endpoints.
 pub const DEFAULT_MAX_JSON_BYTES: usize = 64 << 10;
@@ -68,7 +70,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct ApiConfig {
     /// The bearer tokens it accepts; none means every route but `/healthz` answers 401.
     pub tokens: Vec<Token>,
-    /// Largest firmware image or plugin component; larger uploads are answered 413.
+    /// Largest firmware image, plugin component or credential batch; larger uploads are
+    /// answered 413.
     pub max_upload_bytes: usize,
     /// Largest JSON body; larger ones are answered 413.
     pub max_json_bytes: usize,

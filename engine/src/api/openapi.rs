@@ -18,6 +18,7 @@ use super::ApiState;
 use super::problem::{Kind, PROBLEM_JSON};
 use super::router::{Accepts, Content, Payload, ROUTES, Route};
 use crate::campaign::task::MAX_WAIT_SECS;
+use crate::catalog::credentials::{MAX_ENDPOINT_BYTES, MAX_IDENTITY_BYTES};
 use crate::catalog::firmware::MAX_VERSION_BYTES;
 
 /// `GET /v1/openapi.json`.
@@ -41,11 +42,11 @@ pub fn document() -> Value {
         "info": {
             "title": "fota engine",
             "version": "1",
-            "description": "The integrator API of the fota engine: devices, groups, firmware, \
-                packages, upgrade tasks, statistics, plugins and live progress. Every request but \
-                GET /healthz needs `Authorization: Bearer <token>` (without one, even an unknown \
-                path is answered 401); a viewer token may only GET. Errors are RFC 9457 \
-                problem details.",
+            "description": "The integrator API of the fota engine: devices and their DTLS \
+                credentials, groups, firmware, packages, upgrade tasks, statistics, plugins and \
+                live progress. Every request but GET /healthz needs `Authorization: Bearer \
+                <token>` (without one, even an unknown path is answered 401); a viewer token \
+                may only GET. Errors are RFC 9457 problem details.",
         },
         "security": [{ "bearer": [] }],
         "paths": paths,
@@ -72,6 +73,7 @@ fn operation(route: &Route) -> Value {
             operation["requestBody"] = body("application/json", reference(schema))
         }
         Payload::Binary => operation["requestBody"] = body("application/octet-stream", upload()),
+        Payload::Batch(schema) => operation["requestBody"] = batch(schema),
     }
     if route.public {
         operation["security"] = json!([]);
@@ -135,6 +137,22 @@ fn body(media: &str, schema: Value) -> Value {
     json!({ "required": true, "content": { media: { "schema": schema } } })
 }
 
+/// A batch of rows of the schema `row`: a JSON array, or CSV.
+fn batch(row: &str) -> Value {
+    let csv = json!({
+        "type": "string",
+        "contentMediaType": "text/csv",
+        "description": format!(
+            "RFC 4180 CSV: a header line naming the properties of {row} (all of them, in its \
+             order), then a row a line."
+        ),
+    });
+    json!({ "required": true, "content": {
+        "application/json": { "schema": array(reference(row)) },
+        "text/csv": { "schema": csv },
+    } })
+}
+
 fn responses(route: &Route) -> Value {
     let mut responses = Map::new();
     responses.insert(route.status.to_string(), success(route.content));
@@ -184,9 +202,33 @@ fn upload() -> Value {
     upload
 }
 
+/// The white space characters of `char::is_whitespace` (and so `str::trim`), as the body of a
+/// regular expression's character class.
+macro_rules! white_space {
+    () => {
+        "\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+    };
+}
+
+/// The control characters of `char::is_control`, as the body of a character class.
+macro_rules! control {
+    () => {
+        "\\u0000-\\u001f\\u007f-\\u009f"
+    };
+}
+
 /// A character that is not white space, as `char::is_whitespace` (and so `str::trim`) has it:
 /// a name, vendor, model or version holds one (the engine refuses blank ones).
-pub const NOT_BLANK: &str = "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+pub const NOT_BLANK: &str = concat!("[^", white_space!(), "]");
+
+/// A PSK identity: no control characters.
+const IDENTITY: &str = concat!("^[^", control!(), "]+$");
+
+/// An endpoint name, as a registration's: no control characters, no white space.
+const ENDPOINT: &str = concat!("^[^", control!(), white_space!(), "]+$");
+
+/// A key: hex digits, two a byte, 1 to 64 bytes.
+const KEY_HEX: &str = "^([0-9a-fA-F]{2}){1,64}$";
 
 /// A plugin setting: `key=value` with a key.
 const SETTING: &str = "^[^=]+=";
@@ -323,6 +365,7 @@ fn schemas() -> Value {
     for part in [
         general_schemas(),
         device_schemas(),
+        credential_schemas(),
         catalog_schemas(),
         task_schemas(),
     ] {
@@ -476,6 +519,48 @@ fn device_schemas() -> Value {
             ),
         ] },
         "TaskDevicePage": page("TaskDevice"),
+    })
+}
+
+/// Devices' PSK credentials (never with their keys) and the bodies that set them.
+fn credential_schemas() -> Value {
+    let endpoint = json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_ENDPOINT_BYTES,
+        "pattern": ENDPOINT,
+        "description": "The device's endpoint name: 1 to 255 bytes of UTF-8, no control \
+            characters or white space.",
+    });
+    let identity = json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_IDENTITY_BYTES,
+        "pattern": IDENTITY,
+        "description": "The PSK identity the device sends in its DTLS handshake: 1 to 128 \
+            bytes of UTF-8, no control characters; bound to one device at most.",
+    });
+    let key_hex = json!({
+        "type": "string",
+        "pattern": KEY_HEX,
+        "description": "The pre-shared key as hex digits, two a byte: 1 to 64 bytes (16 for \
+            most LwM2M modules). Write-only: never answered.",
+    });
+    json!({
+        "Credential": object(
+            &["endpoint", "identity", "updated_at"],
+            json!({ "endpoint": string(), "identity": string(), "updated_at": millis() }),
+        ),
+        "CredentialPage": page("Credential"),
+        "NewCredential": closed(
+            &["identity", "key_hex"],
+            json!({ "identity": identity, "key_hex": key_hex }),
+        ),
+        "CredentialRow": closed(
+            &["endpoint", "identity", "key_hex"],
+            json!({ "endpoint": endpoint, "identity": identity, "key_hex": key_hex }),
+        ),
+        "Imported": object(&["imported"], json!({ "imported": integer() })),
     })
 }
 
@@ -706,6 +791,15 @@ mod tests {
             let operation = &document["paths"][route.path][route.verb.openapi_name()];
             assert_eq!(operation["summary"], route.summary, "{}", route.path);
         }
+    }
+
+    #[test]
+    fn the_key_pattern_takes_the_catalogs_key_lengths() {
+        use crate::catalog::credentials::MAX_KEY_BYTES;
+        assert!(
+            KEY_HEX.ends_with(&format!("{{1,{MAX_KEY_BYTES}}}$")),
+            "{KEY_HEX}"
+        );
     }
 
     fn names<T: Serialize>(values: &[T]) -> Vec<String> {

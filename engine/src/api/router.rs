@@ -18,8 +18,8 @@ use super::openapi::{PACKAGE_KINDS, PLUGIN_KINDS};
 use super::paging::MAX_LIMIT;
 use super::problem::{Kind, method_not_allowed, no_such_route};
 use super::{
-    ApiConfig, ApiState, devices, events, firmware, formats, groups, health, metrics, openapi,
-    packages, plugins, statistics, tasks,
+    ApiConfig, ApiState, credentials, devices, events, firmware, formats, groups, health, metrics,
+    openapi, packages, plugins, statistics, tasks,
 };
 use crate::catalog::firmware::MAX_VERSION_BYTES;
 
@@ -110,6 +110,9 @@ pub enum Payload {
     Json(&'static str),
     /// Raw bytes (`application/octet-stream`), at most `max_upload_bytes`.
     Binary,
+    /// A batch of rows, at most `max_upload_bytes`: a JSON array of the named schema
+    /// (`application/json`), or CSV with a header line (`text/csv`).
+    Batch(&'static str),
 }
 
 /// What a successful answer carries.
@@ -218,7 +221,7 @@ impl Route {
             kinds.push(Kind::BadRequest);
         }
         match self.payload {
-            Payload::Json(_) => {
+            Payload::Json(_) | Payload::Batch(_) => {
                 kinds.extend([Kind::TooLarge, Kind::UnsupportedMediaType, Kind::Invalid])
             }
             Payload::Binary => kinds.push(Kind::TooLarge),
@@ -236,7 +239,7 @@ impl Route {
     /// The handler, with the body limit of its payload.
     fn method_router(&self, config: &ApiConfig) -> MethodRouter<ApiState> {
         let limit = match self.payload {
-            Payload::Binary => config.max_upload_bytes,
+            Payload::Binary | Payload::Batch(_) => config.max_upload_bytes,
             Payload::Json(_) | Payload::None => config.max_json_bytes,
         };
         (self.handler)(self.verb.filter()).layer(DefaultBodyLimit::max(limit))
@@ -441,6 +444,50 @@ pub static ROUTES: &[Route] = &[
         |m| on(m, devices::delete),
     )
     .status(204)
+    .refusals(&[Conflict]),
+    Route::new(
+        Put,
+        "/v1/devices/{endpoint}/credentials",
+        "Sets or replaces a device's DTLS pre-shared key credential (it need not have \
+         registered yet); 409 when another device has the identity. The key is never answered.",
+        Json("Credential"),
+        |m| on(m, credentials::set),
+    )
+    .payload(Payload::Json("NewCredential"))
+    .refusals(&[Conflict]),
+    Route::new(
+        Get,
+        "/v1/devices/{endpoint}/credentials",
+        "A device's credential: its PSK identity, without the key.",
+        Json("Credential"),
+        |m| on(m, credentials::one),
+    ),
+    Route::new(
+        Delete,
+        "/v1/devices/{endpoint}/credentials",
+        "Removes a device's credential: its identity no longer completes a handshake.",
+        Content::None,
+        |m| on(m, credentials::remove),
+    )
+    .status(204),
+    Route::new(
+        Get,
+        "/v1/credentials",
+        "Every device's credential without its key, in endpoint order, paged.",
+        Json("CredentialPage"),
+        |m| on(m, credentials::list),
+    )
+    .query(&PAGING),
+    Route::new(
+        Post,
+        "/v1/credentials/import",
+        "Sets a batch of credentials (a factory batch), all or none, as a JSON array or as \
+         CSV with the header endpoint,identity,key_hex; a refusal names the first bad row \
+         (`line N` of the CSV, `[N]` of the array).",
+        Json("Imported"),
+        |m| on(m, credentials::import),
+    )
+    .payload(Payload::Batch("CredentialRow"))
     .refusals(&[Conflict]),
     Route::new(
         Post,

@@ -1,9 +1,11 @@
-//! The catalog: devices (learned from registrations and reads), groups (vendor + module model,
-//! locked at creation), firmware versions (images stored once by content hash), package formats
-//! per model, and packages (full or delta, made by the vendor's differ plugin in the model's
-//! format, or uploaded as the module maker made them). Owns these records and their rules;
-//! persistence is the store's, delivery the transfer's.
+//! The catalog: devices (learned from registrations and reads), their DTLS pre-shared key
+//! credentials, groups (vendor + module model, locked at creation), firmware versions (images
+//! stored once by content hash), package formats per model, and packages (full or delta, made
+//! by the vendor's differ plugin in the model's format, or uploaded as the module maker made
+//! them). Owns these records and their rules; persistence is the store's, delivery the
+//! transfer's.
 
+pub mod credentials;
 pub mod devices;
 pub mod firmware;
 pub mod formats;
@@ -18,6 +20,7 @@ use crate::signing::{PlatformKey, PlatformPublicKey};
 use crate::store::{Store, StoreError, StoreExt};
 use crate::transfer::PackageShelf;
 
+pub use credentials::{CredentialSummary, Credentials, NewCredential};
 pub use devices::DeviceRecord;
 pub use firmware::Firmware;
 pub use formats::{ModelFormat, PackageFormat};
@@ -67,10 +70,13 @@ pub struct Catalog {
     pub(crate) device_writes: Arc<std::sync::Mutex<()>>,
     /// Signs every package; devices trust its public half.
     pub(crate) key: Arc<PlatformKey>,
+    /// Devices' PSK credentials, which the DTLS handshake looks up.
+    pub(crate) credentials: Credentials,
 }
 
 impl Catalog {
-    /// A catalog on `store`, putting every stored package on `shelf`.
+    /// A catalog on `store`, putting every stored package on `shelf` and loading every
+    /// device's credential.
     pub fn open(
         store: Arc<dyn Store>,
         shelf: PackageShelf,
@@ -78,6 +84,7 @@ impl Catalog {
         clock: Clock,
     ) -> Result<Self, CatalogError> {
         let key = Arc::new(platform_key(store.as_ref())?);
+        let credentials = Credentials::open(store.clone(), clock)?;
         let catalog = Catalog {
             store,
             shelf,
@@ -85,6 +92,7 @@ impl Catalog {
             clock,
             device_writes: Arc::default(),
             key,
+            credentials,
         };
         catalog.shelve_all()?;
         Ok(catalog)
@@ -93,6 +101,12 @@ impl Catalog {
     /// The key devices must trust: every package is signed with its private half.
     pub fn public_key(&self) -> PlatformPublicKey {
         self.key.public()
+    }
+
+    /// Devices' PSK credentials: the handle the DTLS layer looks identities up in (clone it;
+    /// every clone sees every write).
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
     }
 }
 

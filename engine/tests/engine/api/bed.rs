@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
 use fota_engine::api::{self, ApiConfig, Role, Token};
+use fota_engine::clock::Clock;
 use fota_engine::platform::{Platform, PlatformConfig};
-use fota_engine::plugin::HostConfig;
+use fota_engine::plugin::{HostConfig, PluginHost};
 use fota_engine::server::ServerConfig;
+use fota_engine::store::Store;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -51,6 +53,15 @@ pub struct Bed {
     pub served: Option<JoinHandle<std::io::Result<()>>>,
 }
 
+/// A platform on loopback, its store temporary.
+fn platform_config() -> PlatformConfig {
+    PlatformConfig {
+        server: ServerConfig::loopback(),
+        data_dir: None,
+        plugins: HostConfig::default(),
+    }
+}
+
 /// A model of vendor Acme on version 1.0.
 pub fn model(name: &str, seed: u8) -> ModelSpec {
     ModelSpec {
@@ -69,15 +80,21 @@ impl Bed {
 
     /// As [`Bed::start`], the API's configuration changed by `adjust` first.
     pub async fn start_with(adjust: impl FnOnce(&mut ApiConfig)) -> Bed {
-        let platform = Arc::new(
-            Platform::start(PlatformConfig {
-                server: ServerConfig::loopback(),
-                data_dir: None,
-                plugins: HostConfig::default(),
-            })
-            .await
-            .expect("the platform starts"),
-        );
+        let platform = Platform::start(platform_config()).await;
+        Bed::serve(platform.expect("the platform starts"), adjust).await
+    }
+
+    /// A platform on `store`, which outlasts it as a data directory does (engines are started
+    /// on it one after another), and its API.
+    pub async fn on_store(store: Arc<dyn Store>) -> Bed {
+        let host = PluginHost::new(HostConfig::default()).expect("a plugin host");
+        let platform = Platform::start_on(host, Clock::system(), store, platform_config()).await;
+        Bed::serve(platform.expect("the platform starts"), |_| {}).await
+    }
+
+    /// Serves `platform`'s API, its configuration changed by `adjust` first.
+    async fn serve(platform: Platform, adjust: impl FnOnce(&mut ApiConfig)) -> Bed {
+        let platform = Arc::new(platform);
         let config = ApiConfig {
             tokens: vec![
                 Token {

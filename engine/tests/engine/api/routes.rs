@@ -226,6 +226,27 @@ async fn every_operation_answers_its_documented_success() {
     let answer = api.get(&format!("/v1/devices/{endpoint}")).await;
     tour.saw(Method::GET, "/v1/devices/{endpoint}", answer);
 
+    // Credentials: set, read, imported, listed, removed.
+    let credentials_path = format!("/v1/devices/{endpoint}/credentials");
+    let psk = json!({ "identity": "psk-1", "key_hex": "00112233445566778899aabbccddeeff" });
+    let answer = api.json(Method::PUT, &credentials_path, &psk).await;
+    tour.saw(Method::PUT, "/v1/devices/{endpoint}/credentials", answer);
+    let answer = api.get(&credentials_path).await;
+    tour.saw(Method::GET, "/v1/devices/{endpoint}/credentials", answer);
+    let batch = "endpoint,identity,key_hex\nurn:imei:2,psk-2,0011\n";
+    let answer = api
+        .send(
+            Method::POST,
+            "/v1/credentials/import",
+            Some(("text/csv", batch.into())),
+        )
+        .await;
+    tour.saw(Method::POST, "/v1/credentials/import", answer);
+    let answer = api.get("/v1/credentials").await;
+    tour.saw(Method::GET, "/v1/credentials", answer);
+    let answer = api.delete(&credentials_path).await;
+    tour.saw(Method::DELETE, "/v1/devices/{endpoint}/credentials", answer);
+
     // Groups.
     let group = json(
         tour.saw(
@@ -459,5 +480,13 @@ async fn the_integer_bounds_the_document_gives_are_the_servers() {
             probed.push(format!("{path}?{name}"));
         }
     }
-    assert_eq!(probed, ["/v1/devices?limit", "/v1/devices?offset"]);
+    assert_eq!(
+        probed,
+        [
+            "/v1/credentials?limit",
+            "/v1/credentials?offset",
+            "/v1/devices?limit",
+            "/v1/devices?offset"
+        ]
+    );
 }
