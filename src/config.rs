@@ -27,6 +27,16 @@
 //! first_contact_retransmit = 1       # ... beyond them, this many retransmissions
 //! packages_to_anyone = false         # package blocks to any source with the URI
 //! dedup_cache_bytes = 16777216       # the duplicate cache's budget
+//!
+//! [coaps]                            # CoAP over DTLS 1.2 with pre-shared keys (devices'
+//! addr = "0.0.0.0:5684"              # keys: PUT /v1/devices/{endpoint}/credentials)
+//! require = false                    # true: every plain CoAP Register is refused (4.01)
+//! package_authority = "fota.example.net:5684"  # host:port in coaps Package URIs
+//! idle_timeout_secs = 600            # a session idle this long is freed (resumed by ticket)
+//! handshake_timeout_secs = 60        # a handshake not done by then is dropped
+//! max_handshakes = 1024              # handshakes past the cookie at once
+//! max_sessions = 100000              # sessions kept; the least recently active goes first
+//! ciphers = "PSK-AES128-CCM8:PSK-AES128-CCM:PSK-AES128-GCM-SHA256:PSK-AES128-CBC-SHA256"
 //! ```
 
 use std::net::SocketAddr;
@@ -38,7 +48,9 @@ use fota_engine::api::{
     ApiConfig, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_UPLOAD_BYTES, Token,
 };
+use fota_engine::coap::dtls::DtlsConfig;
 use fota_engine::edge::EdgeLimits;
+use fota_engine::server::CoapsConfig;
 use serde::Deserialize;
 
 /// The file read when `--config` is not given, if it exists.
@@ -76,6 +88,47 @@ pub struct ConfigFile {
     /// The limits unauthenticated peers meet; unset ones keep their default.
     #[serde(default)]
     pub edge: EdgeFile,
+    /// coaps beside plain CoAP, when the table is there.
+    pub coaps: Option<CoapsFile>,
+}
+
+/// The `[coaps]` table: [`CoapsConfig`] as keys, each optional.
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoapsFile {
+    addr: Option<SocketAddr>,
+    require: Option<bool>,
+    package_authority: Option<String>,
+    idle_timeout_secs: Option<u64>,
+    handshake_timeout_secs: Option<u64>,
+    max_handshakes: Option<usize>,
+    max_sessions: Option<usize>,
+    ciphers: Option<String>,
+}
+
+impl CoapsFile {
+    /// The coaps settings: the defaults with what the table sets.
+    pub fn config(&self) -> CoapsConfig {
+        let d = CoapsConfig::default();
+        let dtls = DtlsConfig::default();
+        let seconds = |secs: Option<u64>, default| secs.map_or(default, Duration::from_secs);
+        CoapsConfig {
+            addr: self.addr.unwrap_or(d.addr),
+            require: self.require.unwrap_or(d.require),
+            package_authority: self
+                .package_authority
+                .clone()
+                .unwrap_or(d.package_authority),
+            dtls: DtlsConfig {
+                idle_timeout: seconds(self.idle_timeout_secs, dtls.idle_timeout),
+                handshake_timeout: seconds(self.handshake_timeout_secs, dtls.handshake_timeout),
+                max_handshakes: self.max_handshakes.unwrap_or(dtls.max_handshakes),
+                max_sessions: self.max_sessions.unwrap_or(dtls.max_sessions),
+                ciphers: self.ciphers.clone().unwrap_or(dtls.ciphers),
+                ..dtls
+            },
+        }
+    }
 }
 
 /// The `[edge]` table: [`EdgeLimits`] as keys, each optional.
@@ -192,6 +245,8 @@ pub struct Settings {
     pub api: ApiConfig,
     /// The limits unauthenticated CoAP peers meet.
     pub edge: EdgeLimits,
+    /// coaps, when configured.
+    pub coaps: Option<CoapsConfig>,
 }
 
 impl Settings {
@@ -213,6 +268,7 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             package_authority: overrides.package_authority.or(file.package_authority),
             edge: file.edge.limits(),
+            coaps: file.coaps.as_ref().map(CoapsFile::config),
             api: ApiConfig {
                 tokens: file.tokens,
                 max_upload_bytes: overrides
@@ -259,6 +315,11 @@ mod tests {
         [edge]
         max_lifetime_secs = 3600
         packages_to_anyone = true
+
+        [coaps]
+        addr = "127.0.0.1:5701"
+        require = true
+        idle_timeout_secs = 120
     "#;
 
     #[test]
@@ -284,6 +345,11 @@ mod tests {
         assert_eq!(settings.api.max_connections, 32);
         assert_eq!(settings.api.header_timeout, Duration::from_secs(5));
         assert_eq!(settings.api.idle_timeout, Duration::from_secs(30));
+        let coaps = settings.coaps.expect("the [coaps] table turns coaps on");
+        assert_eq!(coaps.addr, "127.0.0.1:5701".parse().unwrap());
+        assert!(coaps.require);
+        assert_eq!(coaps.dtls.idle_timeout, Duration::from_secs(120));
+        assert_eq!(coaps.dtls.max_sessions, DtlsConfig::default().max_sessions);
     }
 
     #[test]
@@ -301,6 +367,7 @@ mod tests {
         assert_eq!(settings.coap_addr, DEFAULT_COAP_ADDR.parse().unwrap());
         assert!(settings.api.tokens.is_empty());
         assert_eq!(settings.package_authority, None);
+        assert_eq!(settings.coaps, None, "no [coaps] table: plain CoAP only");
         assert_eq!(settings.api.max_connections, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(settings.api.header_timeout, DEFAULT_HEADER_TIMEOUT);
         assert_eq!(settings.api.idle_timeout, DEFAULT_IDLE_TIMEOUT);

@@ -74,6 +74,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     server.coap_addr = settings.coap_addr;
     server.edge = settings.edge.clone();
+    server.coaps = settings.coaps.clone();
     if let Some(authority) = &settings.package_authority {
         server.delivery.package_authority = authority.clone();
     }
@@ -143,6 +144,9 @@ fn announce(
         platform.server.coap_addr(),
         settings.data_dir.display()
     );
+    if let Some(coaps) = platform.server.coaps_addr() {
+        eprintln!("fota engine: coaps (DTLS 1.2, pre-shared keys) on udp://{coaps}");
+    }
     eprintln!(
         "fota engine: HTTP API on http://{}/v1 (OpenAPI document at /v1/openapi.json)",
         listener.local_addr()?

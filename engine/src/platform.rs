@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::campaign::{CampaignError, Campaigns, DeviceAttempts};
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::{Catalog, CatalogError, Credentials};
 use crate::clock::Clock;
 use crate::onboarding::follow_registrations;
 use crate::plugin::{
     HostConfig, KeptPlugins, PluginError, PluginHost, PluginRegistry, RestoreError,
 };
-use crate::server::{Server, ServerConfig};
+use crate::server::{DeviceKeys, Server, ServerConfig};
 use crate::store::{SledStore, Store, StoreError, StoreExt};
 use crate::transfer::ResumeBook;
 
@@ -89,12 +89,16 @@ impl Platform {
         config: PlatformConfig,
     ) -> Result<Platform, PlatformError> {
         let book = ResumeBook::kept_in(store.clone())?;
+        let credentials = Credentials::open(store.clone(), clock)?;
         let mut server_config = config.server;
         server_config.package_uri_secret = Some(package_uri_secret(store.as_ref())?);
+        server_config.credentials = Some(DeviceKeys(Arc::new(credentials.clone())));
         let server = Server::start_with_book(server_config, book.clone()).await?;
         let kept_plugins = KeptPlugins::new(store.clone());
         let plugins = load_plugins(host, kept_plugins.clone()).await?;
-        let catalog = Catalog::open(store.clone(), server.shelf.clone(), plugins.clone(), clock)?;
+        let shelf = server.shelf.clone();
+        let catalog =
+            Catalog::open_with(store.clone(), shelf, plugins.clone(), clock, credentials)?;
         let attempts = DeviceAttempts {
             catalog: catalog.clone(),
             presence: server.presence.clone(),

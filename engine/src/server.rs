@@ -39,7 +39,7 @@ pub struct ServerConfig {
     /// coaps (CoAP over DTLS with pre-shared keys) beside plain CoAP; `None`: plain only.
     pub coaps: Option<CoapsConfig>,
     /// The devices' keys and the endpoints their identities are bound to; needed with coaps.
-    pub credentials: Option<Credentials>,
+    pub credentials: Option<DeviceKeys>,
 }
 
 /// How the engine serves coaps.
@@ -74,17 +74,17 @@ impl<T: PskKeys + IdentityBinding> DeviceCredentials for T {}
 
 /// The devices' credentials, shared. Two are equal when they are the same store.
 #[derive(Clone)]
-pub struct Credentials(pub Arc<dyn DeviceCredentials>);
+pub struct DeviceKeys(pub Arc<dyn DeviceCredentials>);
 
-impl PartialEq for Credentials {
+impl PartialEq for DeviceKeys {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
-impl std::fmt::Debug for Credentials {
+impl std::fmt::Debug for DeviceKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Credentials(..)")
+        f.write_str("DeviceKeys(..)")
     }
 }
 

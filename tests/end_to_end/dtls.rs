@@ -14,7 +14,7 @@ use bytes::Bytes;
 use fota_engine::coap::dtls::PskKeys;
 use fota_engine::lwm2m::IdentityBinding;
 use fota_engine::package;
-use fota_engine::server::{CoapsConfig, Credentials, Server, ServerConfig};
+use fota_engine::server::{CoapsConfig, DeviceKeys, Server, ServerConfig};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -59,7 +59,7 @@ async fn engine(require: bool) -> Server {
         require,
         ..CoapsConfig::default()
     });
-    config.credentials = Some(Credentials(Arc::new(keys())));
+    config.credentials = Some(DeviceKeys(Arc::new(keys())));
     Server::start(config).await.unwrap()
 }
 

@@ -18,7 +18,9 @@ use zeroize::Zeroizing;
 
 use super::CatalogError;
 use crate::clock::{Clock, UnixMillis};
+use crate::coap::dtls::PskKeys;
 use crate::edge::endpoint_name_ok;
+use crate::lwm2m::IdentityBinding;
 use crate::store::{Batch, Store, StoreError, StoreExt, key_segment};
 use crate::sync::{lock, read, write};
 
@@ -419,6 +421,22 @@ fn decode_key(hex: &str) -> Option<Zeroizing<Vec<u8>>> {
 /// `cred/{endpoint}`, escaped so no name reaches another key.
 fn credential_key(endpoint: &str) -> String {
     format!("{PREFIX}{}", key_segment(endpoint))
+}
+
+impl PskKeys for Credentials {
+    fn psk(&self, identity: &str) -> Option<Zeroizing<Vec<u8>>> {
+        Credentials::psk(self, identity)
+    }
+}
+
+impl IdentityBinding for Credentials {
+    fn endpoint_of(&self, identity: &str) -> Option<String> {
+        Credentials::endpoint_of(self, identity)
+    }
+
+    fn identity_of(&self, endpoint: &str) -> Option<String> {
+        Credentials::identity_of(self, endpoint)
+    }
 }
 
 #[cfg(test)]

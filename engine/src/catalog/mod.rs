@@ -83,8 +83,20 @@ impl Catalog {
         plugins: Arc<PluginRegistry>,
         clock: Clock,
     ) -> Result<Self, CatalogError> {
-        let key = Arc::new(platform_key(store.as_ref())?);
         let credentials = Credentials::open(store.clone(), clock)?;
+        Catalog::open_with(store, shelf, plugins, clock, credentials)
+    }
+
+    /// Like [`Catalog::open`], with the devices' credentials already loaded from `store` (the
+    /// DTLS server, started first, holds the same handle).
+    pub fn open_with(
+        store: Arc<dyn Store>,
+        shelf: PackageShelf,
+        plugins: Arc<PluginRegistry>,
+        clock: Clock,
+        credentials: Credentials,
+    ) -> Result<Self, CatalogError> {
+        let key = Arc::new(platform_key(store.as_ref())?);
         let catalog = Catalog {
             store,
             shelf,
