@@ -11,14 +11,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fota_engine::coap::dtls::PskKeys;
+use coap_lite::{MessageType, Packet, RequestType, ResponseType};
+use fota_engine::coap::dtls::{DtlsConfig, PskKeys};
+use fota_engine::coap::{OutgoingRequest, PacketExt};
 use fota_engine::lwm2m::IdentityBinding;
 use fota_engine::package;
 use fota_engine::server::{CoapsConfig, DeviceKeys, Server, ServerConfig};
+use fota_engine::transfer::{DeliveryJob, Method};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::support::dtls_client::DtlsClient;
 use crate::support::libcoap::{self, free_port, shown};
+use crate::support::{assert_all_upgraded, package_80k, registered_fleet};
 
 /// Devices' credentials: identity -> (endpoint, key).
 struct Keys(HashMap<&'static str, (&'static str, &'static str)>);
@@ -53,10 +58,16 @@ fn keys() -> Keys {
 
 /// An engine on loopback with coaps beside plain CoAP.
 async fn engine(require: bool) -> Server {
+    engine_with(require, DtlsConfig::default()).await
+}
+
+/// An engine on loopback with coaps as `dtls` says beside plain CoAP.
+async fn engine_with(require: bool, dtls: DtlsConfig) -> Server {
     let mut config = ServerConfig::loopback();
     config.coaps = Some(CoapsConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
         require,
+        dtls,
         ..CoapsConfig::default()
     });
     config.credentials = Some(DeviceKeys(Arc::new(keys())));
@@ -198,4 +209,134 @@ async fn plain_registrations_are_refused_when_dtls_is_required() {
     let refused = libcoap::run("coap-client-notls", free_port(), &args).await;
     assert!(shown(&refused).contains("4.01"), "{}", shown(&refused));
     assert!(server.registry.is_empty());
+}
+
+/// A confirmable request to `path` with `query`, message id and token `id`.
+fn request(method: RequestType, path: &[&str], query: &[&str], id: u16) -> Packet {
+    let mut request = OutgoingRequest::new(method, path);
+    request.query = query.iter().map(|q| q.to_string()).collect();
+    let mut packet = request.to_packet(id, &id.to_be_bytes());
+    packet.header.set_type(MessageType::Confirmable);
+    packet
+}
+
+/// The attacks a stranger can make on coaps, and one a device's own traffic allows (a
+/// replayed record), with what stops each; run while plain devices upgrade beside them.
+fn attack_coaps(coaps: std::net::SocketAddr, max_handshakes: usize) {
+    let own = ("id-openssl", b"secret-openssl-1".as_slice());
+    // A flood of ClientHellos from 20 sources that never return the cookie.
+    for _ in 0..20 {
+        let mut client = DtlsClient::new(coaps, own, None);
+        let hello = client.first_hello();
+        for _ in 0..50 {
+            client.send_raw(&hello);
+        }
+    }
+    // Garbage, and garbage that looks like DTLS records.
+    let client = DtlsClient::new(coaps, own, None);
+    for i in 0..500u32 {
+        let noise: Vec<u8> = (0..40 + i % 60).map(|j| (i * 31 + j * 7) as u8).collect();
+        client.send_raw(&noise);
+        let mut record = noise.clone();
+        record[..3].copy_from_slice(&[23, 0xfe, 0xfd]);
+        client.send_raw(&record);
+    }
+    // More handshakes past the cookie than the server holds at once, never finished: they
+    // make room for each other, and for the device that completes its handshake next.
+    let half_open: Vec<DtlsClient> = (0..max_handshakes + 12)
+        .map(|_| {
+            let mut client = DtlsClient::new(coaps, own, None);
+            client.stop_after_cookie();
+            client
+        })
+        .collect();
+    drop(half_open);
+}
+
+/// A device registers over DTLS, its Register record is replayed, its session resumed.
+fn register_replay_and_resume(coaps: std::net::SocketAddr) -> (Packet, bool, Packet) {
+    let own = ("id-openssl", b"secret-openssl-1".as_slice());
+    let mut device = DtlsClient::new(coaps, own, None);
+    device.connect().expect("the handshake completes");
+    let register = request(RequestType::Post, &["rd"], &["ep=dev-openssl", "lt=120"], 1);
+    let created = device
+        .exchange(&register)
+        .expect("an answer to the Register");
+    let location = created.location_path();
+    let location: Vec<&str> = location.iter().map(String::as_str).collect();
+    let replayed = device.sent.last().unwrap().clone();
+    device.send_raw(&replayed);
+    let update = request(RequestType::Post, &location, &[], 2);
+    let updated = device.exchange(&update).expect("an answer to the Update");
+
+    let mut resumed = DtlsClient::new(coaps, own, Some(&device.session()));
+    resumed
+        .connect()
+        .expect("the abbreviated handshake completes");
+    let update = request(RequestType::Post, &location, &[], 3);
+    let after_resumption = resumed.exchange(&update).expect("an answer after resuming");
+    (updated, resumed.resumed(), after_resumption)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtls_attacks_are_refused_while_a_fleet_beside_them_upgrades() {
+    let dtls = DtlsConfig {
+        max_handshakes: 8,
+        ..DtlsConfig::default()
+    };
+    let server = engine_with(false, dtls).await;
+    let counters = server.dtls_counters().unwrap();
+    let coaps = server.coaps_addr().unwrap();
+    let fleet = registered_fleet(&server, 10, |_| {}).await;
+    let (package, new_image) = package_80k();
+    let jobs = fleet
+        .devices
+        .iter()
+        .map(|device| {
+            let endpoint = &device.config().endpoint;
+            DeliveryJob::new(
+                endpoint,
+                server.shelf.put(package.clone()),
+                "2.0",
+                256,
+                Method::Push,
+            )
+        })
+        .collect();
+    let upgrade = server.delivery.run_all(jobs, |_| {});
+    let attacks = tokio::task::spawn_blocking(move || attack_coaps(coaps, 8));
+    let (reports, attacked) = tokio::join!(upgrade, attacks);
+    attacked.unwrap();
+    assert_all_upgraded(&fleet, &reports, &new_image);
+
+    counted(&counters.challenges, 1000).await;
+    counted(&counters.dropped, 1000).await;
+    counted(&counters.handshakes_evicted, 12).await;
+    let dtls = server.dtls.as_ref().unwrap();
+    assert!(
+        dtls.sessions() <= 8,
+        "at most max_handshakes held: {}",
+        dtls.sessions()
+    );
+    assert_eq!(
+        counters.handshakes.load(Ordering::Relaxed),
+        0,
+        "no attack got a session"
+    );
+
+    let (updated, resumed, after_resumption) =
+        tokio::task::spawn_blocking(move || register_replay_and_resume(coaps))
+            .await
+            .unwrap();
+    // The replayed Register never reached CoAP: the next answer is the Update's.
+    assert_eq!(updated.response_code(), Some(ResponseType::Changed));
+    assert_eq!(updated.get_token(), &2u16.to_be_bytes());
+    assert!(resumed, "the session was resumed from its ticket");
+    assert_eq!(
+        after_resumption.response_code(),
+        Some(ResponseType::Changed)
+    );
+    assert_eq!(counters.resumed.load(Ordering::Relaxed), 1);
+    let registration = server.registry.get("dev-openssl").unwrap();
+    assert_eq!(registration.identity.as_deref(), Some("id-openssl"));
 }

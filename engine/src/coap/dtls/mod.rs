@@ -20,7 +20,7 @@ mod session;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -62,8 +62,9 @@ pub struct DtlsConfig {
     pub idle_timeout: Duration,
     /// A handshake not complete this long after its verified ClientHello is dropped.
     pub handshake_timeout: Duration,
-    /// Handshakes going on at once (past the cookie); more ClientHellos are dropped, and
-    /// their clients retransmit.
+    /// Handshakes going on at once (past the cookie). A new one past the limit takes the
+    /// place of the least recently active handshake of the source address holding the most:
+    /// half-open handshakes cannot starve the devices that complete theirs.
     pub max_handshakes: usize,
     /// Sessions kept at once; at the limit the least recently active one is freed.
     pub max_sessions: usize,
@@ -105,8 +106,8 @@ pub struct DtlsCounters {
     pub handshakes_failed: AtomicU64,
     /// Handshakes refused for an identity the engine does not know.
     pub unknown_identities: AtomicU64,
-    /// Verified ClientHellos dropped because too many handshakes were going on.
-    pub handshakes_over_limit: AtomicU64,
+    /// Handshakes dropped to make room for a new one (at the handshake limit).
+    pub handshakes_evicted: AtomicU64,
     /// Datagrams that were not DTLS, or not for any session.
     pub dropped: AtomicU64,
     /// Sessions freed for idleness or to make room.
@@ -233,8 +234,7 @@ impl DtlsSocket {
         };
         let handshaking = sessions.values().filter(|s| !s.established()).count();
         if handshaking >= self.config.max_handshakes {
-            bump(&self.counters.handshakes_over_limit);
-            return Vec::new();
+            self.evict_handshake(sessions);
         }
         if sessions.remove(&peer).is_none() && sessions.len() >= self.config.max_sessions {
             self.free_least_recent(sessions);
@@ -320,6 +320,27 @@ impl DtlsSocket {
             }
             live
         });
+    }
+
+    /// Drops the least recently active handshake of the source address that holds the most.
+    fn evict_handshake(&self, sessions: &mut HashMap<SocketAddr, Session>) {
+        let mut per_source: HashMap<IpAddr, usize> = HashMap::new();
+        for (peer, _) in sessions.iter().filter(|(_, s)| !s.established()) {
+            *per_source.entry(peer.ip()).or_default() += 1;
+        }
+        let Some((busiest, _)) = per_source.into_iter().max_by_key(|(_, count)| *count) else {
+            return;
+        };
+        let victim = sessions
+            .iter()
+            .filter(|(peer, s)| !s.established() && peer.ip() == busiest)
+            .min_by_key(|(_, s)| s.last_active)
+            .map(|(peer, _)| *peer);
+        if let Some(peer) = victim {
+            sessions.remove(&peer);
+            bump(&self.counters.handshakes_evicted);
+            tracing::debug!(%peer, "DTLS handshake dropped for a newer one (handshake limit)");
+        }
     }
 
     /// Frees the established session that was active least recently.

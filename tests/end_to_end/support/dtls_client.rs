@@ -1,0 +1,180 @@
+//! A DTLS 1.2 PSK client for tests that need to act on single records: OpenSSL's client over
+//! a blocking loopback UDP socket, where the test sees every datagram it sends (to replay
+//! one) and can stop a handshake half way (to hold a server's handshake slot). No
+//! retransmission: loopback loses nothing.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use coap_lite::Packet;
+use openssl::ssl::{ErrorCode, Ssl, SslContext, SslMethod, SslSession, SslStream, SslVersion};
+
+/// Longest a read waits for the server.
+const READ_BOUND: Duration = Duration::from_secs(5);
+
+/// Datagrams in from the server and out to it, kept for the test.
+#[derive(Default)]
+struct Wire {
+    inbound: VecDeque<Vec<u8>>,
+    outbound: Vec<Vec<u8>>,
+}
+
+impl Read for Wire {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let datagram = self.inbound.pop_front().ok_or(io::ErrorKind::WouldBlock)?;
+        buffer[..datagram.len()].copy_from_slice(&datagram);
+        Ok(datagram.len())
+    }
+}
+
+impl Write for Wire {
+    fn write(&mut self, datagram: &[u8]) -> io::Result<usize> {
+        self.outbound.push(datagram.to_vec());
+        Ok(datagram.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One client connection to a coaps server.
+pub struct DtlsClient {
+    socket: UdpSocket,
+    stream: SslStream<Wire>,
+    /// Every datagram sent, in order.
+    pub sent: Vec<Vec<u8>>,
+}
+
+impl DtlsClient {
+    /// A client of `server` with `identity` and `key`, resuming `session` if given; not yet
+    /// connected.
+    pub fn new(
+        server: SocketAddr,
+        (identity, key): (&str, &[u8]),
+        session: Option<&SslSession>,
+    ) -> DtlsClient {
+        let mut context = SslContext::builder(SslMethod::dtls_client()).unwrap();
+        context
+            .set_min_proto_version(Some(SslVersion::DTLS1_2))
+            .unwrap();
+        context.set_cipher_list("PSK-AES128-CCM8").unwrap();
+        let (identity, key) = (identity.to_string(), key.to_vec());
+        context.set_psk_client_callback(move |_, _hint, identity_out, key_out| {
+            identity_out[..identity.len()].copy_from_slice(identity.as_bytes());
+            identity_out[identity.len()] = 0;
+            key_out[..key.len()].copy_from_slice(&key);
+            Ok(key.len())
+        });
+        let mut ssl = Ssl::new(&context.build()).unwrap();
+        ssl.set_connect_state();
+        if let Some(session) = session {
+            unsafe { ssl.set_session(session).unwrap() };
+        }
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.connect(server).unwrap();
+        socket.set_read_timeout(Some(READ_BOUND)).unwrap();
+        DtlsClient {
+            socket,
+            stream: SslStream::new(ssl, Wire::default()).unwrap(),
+            sent: Vec::new(),
+        }
+    }
+
+    /// Sends what OpenSSL wrote.
+    fn flush(&mut self) {
+        for datagram in std::mem::take(&mut self.stream.get_mut().outbound) {
+            self.socket.send(&datagram).unwrap();
+            self.sent.push(datagram);
+        }
+    }
+
+    /// Waits for one datagram from the server and hands it to OpenSSL; false on timeout.
+    fn take_one(&mut self) -> bool {
+        let mut buffer = [0u8; 2048];
+        match self.socket.recv(&mut buffer) {
+            Ok(len) => {
+                self.stream
+                    .get_mut()
+                    .inbound
+                    .push_back(buffer[..len].to_vec());
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Runs the handshake to its end; an error when the server ends it or stops answering.
+    pub fn connect(&mut self) -> Result<(), String> {
+        loop {
+            match self.stream.connect() {
+                Ok(()) => return Ok(()),
+                Err(error) if error.code() == ErrorCode::WANT_READ => {
+                    self.flush();
+                    if !self.take_one() {
+                        return Err("the server stopped answering the handshake".into());
+                    }
+                }
+                Err(error) => {
+                    self.flush();
+                    return Err(error.to_string());
+                }
+            }
+        }
+    }
+
+    /// The first ClientHello of the handshake (not sent).
+    pub fn first_hello(&mut self) -> Vec<u8> {
+        let _ = self.stream.connect();
+        let mut written = std::mem::take(&mut self.stream.get_mut().outbound);
+        written.remove(0)
+    }
+
+    /// Sends the first ClientHello, returns the server's cookie, and stops there: the server
+    /// holds a handshake for this client that never completes (when it has room for one).
+    pub fn stop_after_cookie(&mut self) {
+        let _ = self.stream.connect();
+        self.flush();
+        assert!(
+            self.take_one(),
+            "the server answers a ClientHello with a cookie"
+        );
+        let _ = self.stream.connect();
+        self.flush();
+    }
+
+    /// Sends `request` sealed, and the CoAP answer to it.
+    pub fn exchange(&mut self, request: &Packet) -> Option<Packet> {
+        self.stream.ssl_write(&request.to_bytes().unwrap()).unwrap();
+        self.flush();
+        let mut plaintext = [0u8; 2048];
+        loop {
+            match self.stream.ssl_read(&mut plaintext) {
+                Ok(len) => return Packet::from_bytes(&plaintext[..len]).ok(),
+                Err(error) if error.code() == ErrorCode::WANT_READ => {
+                    if !self.take_one() {
+                        return None;
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Sends `datagram` as it is, outside the connection (a replay, or garbage).
+    pub fn send_raw(&self, datagram: &[u8]) {
+        self.socket.send(datagram).unwrap();
+    }
+
+    /// The session, to resume.
+    pub fn session(&self) -> SslSession {
+        self.stream.ssl().session().unwrap().to_owned()
+    }
+
+    /// Whether the handshake was abbreviated (a resumed session).
+    pub fn resumed(&self) -> bool {
+        self.stream.ssl().session_reused()
+    }
+}
