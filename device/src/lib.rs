@@ -3,6 +3,7 @@
 //! of such devices in one process.
 
 pub mod client;
+pub mod dtls_client;
 pub mod events;
 pub mod firmware_update;
 pub mod flash;

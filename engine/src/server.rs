@@ -152,7 +152,7 @@ pub struct Server {
     pub edge: Arc<EdgeCounters>,
     /// The DTLS server, when coaps is on.
     pub dtls: Option<Arc<DtlsSocket>>,
-    /// Stops expiry when the server is dropped.
+    /// Stops expiry (and the DTLS sweep) when the server is dropped.
     expiry: tokio::task::JoinHandle<()>,
 }
 
@@ -218,7 +218,7 @@ impl Server {
             shelf.clone(),
             delivery_config,
         );
-        let expiry = spawn_expiry(&registry, config.expiry_period);
+        let expiry = spawn_housekeeping(&registry, dtls.clone(), config.expiry_period);
         Ok(Server {
             endpoint,
             network: config.network,
@@ -285,5 +285,35 @@ fn admission(config: &ServerConfig) -> Admission {
             Admission::new(binding, require)
         }
         None => Admission::default(),
+    }
+}
+
+/// Expires registrations and frees idle DTLS sessions every `period`, until the server is
+/// dropped.
+fn spawn_housekeeping(
+    registry: &Arc<Registry>,
+    dtls: Option<Arc<DtlsSocket>>,
+    period: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let expiry = spawn_expiry(registry, period);
+    tokio::spawn(async move {
+        let _stop_expiry = AbortOnDrop(expiry);
+        let Some(dtls) = dtls else {
+            return std::future::pending().await;
+        };
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            dtls.sweep();
+        }
+    })
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -2,6 +2,7 @@
 //! devices on loopback and prints one figure of BENCHMARKS.md as `name = value unit` lines.
 
 mod alloc;
+mod dtls;
 mod harness;
 mod nbiot;
 mod peer;
@@ -34,6 +35,9 @@ pub enum BenchCommand {
     /// upgraded with a delta package under per-cell pacing: time to finish against the lower
     /// bound the link model allows.
     Nbiot(nbiot::NbIotArgs),
+    /// What coaps costs: full and resumed DTLS handshakes per second, resident memory per idle
+    /// session, and Block2 blocks per second over coaps against plain CoAP.
+    Dtls(dtls::DtlsArgs),
 }
 
 /// Runs one bench subcommand.
@@ -44,5 +48,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Peer(args) => peer::run(args).await,
         BenchCommand::Scale(args) => scale::run(args).await,
         BenchCommand::Nbiot(args) => nbiot::run(args).await,
+        BenchCommand::Dtls(args) => dtls::run(args).await,
     }
 }

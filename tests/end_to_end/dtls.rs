@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use coap_lite::{MessageType, Packet, RequestType, ResponseType};
+use fota_device::dtls_client::DtlsClient;
 use fota_engine::coap::dtls::{DtlsConfig, PskKeys};
 use fota_engine::coap::{OutgoingRequest, PacketExt};
 use fota_engine::lwm2m::IdentityBinding;
@@ -21,7 +22,6 @@ use fota_engine::transfer::{DeliveryJob, Method};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::support::dtls_client::DtlsClient;
 use crate::support::libcoap::{self, free_port, shown};
 use crate::support::{assert_all_upgraded, package_80k, registered_fleet};
 

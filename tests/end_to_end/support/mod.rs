@@ -4,7 +4,6 @@
 
 #![allow(dead_code)] // each test file uses its own part
 
-pub mod dtls_client;
 pub mod libcoap;
 pub mod process;
 pub mod served;

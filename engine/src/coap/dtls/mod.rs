@@ -170,6 +170,14 @@ impl DtlsSocket {
         self.lock().sessions.contains_key(&peer)
     }
 
+    /// Frees idle sessions and drops stalled handshakes now (also done as datagrams come).
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.next_sweep = now + SWEEP_EVERY;
+        self.sweep_sessions(&mut state.sessions, now);
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -181,7 +189,7 @@ impl DtlsSocket {
         let mut state = self.lock();
         if now >= state.next_sweep {
             state.next_sweep = now + SWEEP_EVERY;
-            self.sweep(&mut state.sessions, now);
+            self.sweep_sessions(&mut state.sessions, now);
         }
         if !record::is_dtls(datagram) {
             bump(&self.counters.dropped);
@@ -193,6 +201,7 @@ impl DtlsSocket {
         }
         let Some(session) = state.sessions.get_mut(&peer) else {
             bump(&self.counters.dropped);
+            tracing::trace!(%peer, len = datagram.len(), first = datagram[0], "DTLS record from a peer without a session dropped");
             return Vec::new();
         };
         let mut opened = Vec::new();
@@ -227,7 +236,13 @@ impl DtlsSocket {
                 return vec![cookie];
             }
             Listened::Verified(stream) => stream,
-            Listened::Challenge(_) | Listened::Dropped => {
+            Listened::Challenge(c) => {
+                tracing::trace!(%peer, len = datagram.len(), challenge = c.len(), "ClientHello smaller than its cookie answer: dropped");
+                bump(&self.counters.dropped);
+                return Vec::new();
+            }
+            Listened::Dropped => {
+                tracing::trace!(%peer, len = datagram.len(), head = %hex::encode(&datagram[..datagram.len().min(40)]), "ClientHello the listener dropped (fragmented, malformed or not DTLS 1.2)");
                 bump(&self.counters.dropped);
                 return Vec::new();
             }
@@ -299,7 +314,7 @@ impl DtlsSocket {
     }
 
     /// Frees idle sessions and drops stalled handshakes.
-    fn sweep(&self, sessions: &mut HashMap<SocketAddr, Session>, now: Instant) {
+    fn sweep_sessions(&self, sessions: &mut HashMap<SocketAddr, Session>, now: Instant) {
         sessions.retain(|peer, session| {
             if session.established() {
                 let idle = now.duration_since(session.last_active) < self.config.idle_timeout;

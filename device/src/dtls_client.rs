@@ -1,7 +1,8 @@
-//! A DTLS 1.2 PSK client for tests that need to act on single records: OpenSSL's client over
-//! a blocking loopback UDP socket, where the test sees every datagram it sends (to replay
-//! one) and can stop a handshake half way (to hold a server's handshake slot). No
-//! retransmission: loopback loses nothing.
+//! A blocking DTLS 1.2 PSK client (OpenSSL's, suite PSK-AES128-CCM8) for tests and benchmarks
+//! that act on single records: over a loopback UDP socket, where the caller sees every
+//! datagram it sends (to replay one) and can stop a handshake half way (to hold a server's
+//! handshake slot), resume a session from its ticket, or drop the connection and keep the
+//! socket (the server's session stays). No retransmission: loopback loses nothing.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -9,7 +10,13 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use coap_lite::Packet;
-use openssl::ssl::{ErrorCode, Ssl, SslContext, SslMethod, SslSession, SslStream, SslVersion};
+use foreign_types::ForeignTypeRef;
+use openssl::ssl::{
+    ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslSession, SslStream, SslVersion,
+};
+
+/// Largest datagram the client sends.
+const MTU: u32 = 1280;
 
 /// Longest a read waits for the server.
 const READ_BOUND: Duration = Duration::from_secs(5);
@@ -68,7 +75,12 @@ impl DtlsClient {
             key_out[..key.len()].copy_from_slice(&key);
             Ok(key.len())
         });
+        // A path MTU as on a real link: OpenSSL cannot ask a memory pipe, and with its minimum
+        // it would cut a ClientHello that carries a ticket into fragments, which servers'
+        // stateless cookie exchange (OpenSSL's DTLSv1_listen among them) drops.
+        context.set_options(SslOptions::NO_QUERY_MTU);
         let mut ssl = Ssl::new(&context.build()).unwrap();
+        ssl.set_mtu(MTU).unwrap();
         ssl.set_connect_state();
         if let Some(session) = session {
             unsafe { ssl.set_session(session).unwrap() };
@@ -110,7 +122,11 @@ impl DtlsClient {
     pub fn connect(&mut self) -> Result<(), String> {
         loop {
             match self.stream.connect() {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    // A resumed handshake ends with the client's flight.
+                    self.flush();
+                    return Ok(());
+                }
                 Err(error) if error.code() == ErrorCode::WANT_READ => {
                     self.flush();
                     if !self.take_one() {
@@ -168,6 +184,11 @@ impl DtlsClient {
         self.socket.send(datagram).unwrap();
     }
 
+    /// Drops the connection's state and keeps the socket: the server still holds the session.
+    pub fn into_socket(self) -> UdpSocket {
+        self.socket.try_clone().expect("a socket handle")
+    }
+
     /// The session, to resume.
     pub fn session(&self) -> SslSession {
         self.stream.ssl().session().unwrap().to_owned()
@@ -176,5 +197,16 @@ impl DtlsClient {
     /// Whether the handshake was abbreviated (a resumed session).
     pub fn resumed(&self) -> bool {
         self.stream.ssl().session_reused()
+    }
+}
+
+impl Drop for DtlsClient {
+    /// Leaves as a device going to sleep does: no close_notify, and the session stays
+    /// resumable (OpenSSL marks a session freed without a shutdown as not resumable).
+    fn drop(&mut self) {
+        let ssl = self.stream.ssl().as_ptr();
+        let quiet = openssl_sys::SSL_SENT_SHUTDOWN | openssl_sys::SSL_RECEIVED_SHUTDOWN;
+        // SAFETY: `ssl` is the live connection `self.stream` owns.
+        unsafe { openssl_sys::SSL_set_shutdown(ssl, quiet) };
     }
 }
