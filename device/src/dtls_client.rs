@@ -4,13 +4,12 @@
 //! handshake slot), resume a session from its ticket, or drop the connection and keep the
 //! socket (the server's session stays). No retransmission: loopback loses nothing.
 
-use std::collections::VecDeque;
-use std::io::{self, Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use coap_lite::Packet;
 use foreign_types::ForeignTypeRef;
+use fota_engine::coap::dtls::Pipe;
 use openssl::ssl::{
     ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslSession, SslStream, SslVersion,
 };
@@ -21,36 +20,10 @@ const MTU: u32 = 1280;
 /// Longest a read waits for the server.
 const READ_BOUND: Duration = Duration::from_secs(5);
 
-/// Datagrams in from the server and out to it, kept for the test.
-#[derive(Default)]
-struct Wire {
-    inbound: VecDeque<Vec<u8>>,
-    outbound: Vec<Vec<u8>>,
-}
-
-impl Read for Wire {
-    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
-        let datagram = self.inbound.pop_front().ok_or(io::ErrorKind::WouldBlock)?;
-        buffer[..datagram.len()].copy_from_slice(&datagram);
-        Ok(datagram.len())
-    }
-}
-
-impl Write for Wire {
-    fn write(&mut self, datagram: &[u8]) -> io::Result<usize> {
-        self.outbound.push(datagram.to_vec());
-        Ok(datagram.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// One client connection to a coaps server.
 pub struct DtlsClient {
     socket: UdpSocket,
-    stream: SslStream<Wire>,
+    stream: SslStream<Pipe>,
     /// Every datagram sent, in order.
     pub sent: Vec<Vec<u8>>,
 }
@@ -90,14 +63,14 @@ impl DtlsClient {
         socket.set_read_timeout(Some(READ_BOUND)).unwrap();
         DtlsClient {
             socket,
-            stream: SslStream::new(ssl, Wire::default()).unwrap(),
+            stream: SslStream::new(ssl, Pipe::default()).unwrap(),
             sent: Vec::new(),
         }
     }
 
     /// Sends what OpenSSL wrote.
     fn flush(&mut self) {
-        for datagram in std::mem::take(&mut self.stream.get_mut().outbound) {
+        for datagram in self.stream.get_mut().take_sent() {
             self.socket.send(&datagram).unwrap();
             self.sent.push(datagram);
         }
@@ -108,10 +81,7 @@ impl DtlsClient {
         let mut buffer = [0u8; 2048];
         match self.socket.recv(&mut buffer) {
             Ok(len) => {
-                self.stream
-                    .get_mut()
-                    .inbound
-                    .push_back(buffer[..len].to_vec());
+                self.stream.get_mut().push(&buffer[..len]);
                 true
             }
             Err(_) => false,
@@ -144,7 +114,7 @@ impl DtlsClient {
     /// The first ClientHello of the handshake (not sent).
     pub fn first_hello(&mut self) -> Vec<u8> {
         let _ = self.stream.connect();
-        let mut written = std::mem::take(&mut self.stream.get_mut().outbound);
+        let mut written = self.stream.get_mut().take_sent();
         written.remove(0)
     }
 

@@ -38,6 +38,7 @@ use super::stats::bump;
 use super::transport::{DatagramSocket, IoFuture};
 
 pub use self::dual::PlainAndSecure;
+pub use self::pipe::Pipe;
 
 /// Largest datagram read from the raw socket: a CoAP datagram and a record's overhead.
 const MAX_RECORD_DATAGRAM: usize = 2048;

@@ -2,13 +2,14 @@
 //! one socket serves every peer: the socket hands each peer's datagrams in, and sends what the
 //! connection wrote. Every read takes exactly one datagram and every write is one (DTLS records
 //! never span datagrams); an empty pipe answers "would block", which OpenSSL takes as "wait".
+//! The reference DTLS client (fota-device) reads and writes through one too.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 
 /// Datagrams in from the peer and out to it.
 #[derive(Debug, Default)]
-pub(super) struct Pipe {
+pub struct Pipe {
     /// Received, not yet read by OpenSSL.
     inbound: VecDeque<Vec<u8>>,
     /// Written by OpenSSL, not yet sent.
