@@ -12,12 +12,13 @@
 //! model whose format is a vendor container, then the device stores exactly the bytes the
 //! engine made. And the defects stock stacks found are gone: a version string with a suffix,
 //! the reset, observations piling up, settings that needed a new upload, a start right after
-//! creating a task, pulled bytes missing from the statistics.
+//! creating a task, pulled bytes missing from the statistics. Over coaps, a device with its
+//! pre-shared key (aiocoap's tinydtls transport) registers and takes a push upgrade.
 
 use std::time::Duration;
 
-use crate::support::served::{Served, scratch, serve};
-use crate::support::stock_device::{StockDevice, aiocoap_present, raw_image};
+use crate::support::served::{Served, scratch, serve, serve_with};
+use crate::support::stock_device::{StockDevice, aiocoap_dtls_present, aiocoap_present, raw_image};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -442,4 +443,47 @@ fn the_stock_test_device_passes_its_own_checks_against_a_plain_aiocoap_server() 
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+fn a_stock_device_over_dtls_registers_with_its_key_and_takes_a_push_upgrade() {
+    if !aiocoap_dtls_present() {
+        return;
+    }
+    let settings = "[coaps]\naddr = \"127.0.0.1:0\"\n";
+    let mut engine = serve_with(&scratch("stock-dtls"), &[("RUST_LOG", "info")], settings);
+    let coaps = engine.coaps.expect("coaps is on");
+    let (identity, key) = ("stock-dtls-id", "stock-dtls-key-1");
+    let credential = json!({ "identity": identity, "key_hex": hex::encode(key) });
+    engine.ok("PUT", "/v1/devices/dtls-0/credentials", Some(&credential));
+    let args = [
+        "--psk-identity",
+        identity,
+        "--psk-key",
+        key,
+        "--profile",
+        "blocks",
+        "--delivery",
+        "push",
+    ];
+    let mut device = StockDevice::start(coaps, "dtls-0", &args);
+    device.wait_registered(BOUND);
+    let registered = engine.process.logged("DTLS session established", BOUND);
+    assert!(registered.contains(identity), "{registered}");
+
+    let image = raw_image("2.0", 40_000, 5);
+    let to = firmware(&engine, MODEL, "2.0", &image);
+    let package = full_package(&engine, &to, None);
+    let task = task(
+        &engine,
+        MODEL,
+        std::slice::from_ref(&device),
+        &id(&package),
+        2,
+    );
+    let results = completed(&engine, &task);
+    let done = progress(&results, device.endpoint());
+    assert_eq!(done["result"], "successful", "{done}");
+    assert_eq!(device.firmware().as_deref(), Some(&image[..]));
+    assert_eq!(device.status()["version"], "2.0");
 }

@@ -21,7 +21,12 @@ both profiles (aiocoap downloads it into RAM).
 
 Firmware Update: State 0 Idle, 1 Downloading, 2 Downloaded, 3 Updating; Update Result 0..9.
 A Package URI the fetch gets 4.04 for ends with Update Result 7 (invalid URI, as Anjay maps
-it), any other failure of the fetch with 4 (connection lost); a scheme other than coap with 9.
+it), any other failure of the fetch with 4 (connection lost); a scheme it does not speak with 9
+(coaps only with a key).
+
+With --psk-identity and --psk-key the device speaks coaps to the server: DTLS 1.2 with that
+pre-shared key over aiocoap's tinydtls transport (DTLSSocket, PyPI), as a DTLS client whose
+connection the server's requests come back over.
 The raw updater finds FWVER:<version> anywhere in the image, so an image wrapped whole in a
 container still passes (the client that "stored it blindly"); --raw-version-at OFFSET makes it
 a bootloader that reads the version from a fixed header field and refuses anything else with 6.
@@ -233,6 +238,7 @@ class Device:
     def __init__(self, args):
         self.args = args
         self.ep = args.endpoint
+        self.scheme = "coaps" if args.psk_identity else "coap"
         self.dir = args.dir
         os.makedirs(self.dir, exist_ok=True)
         self.updater = UPDATERS[args.updater]
@@ -576,7 +582,7 @@ class Device:
             self.event(f"invalid URI {uri!r}", error_=True)
             self.set_fu(IDLE, R_INVALID_URI)
             return reply(Code.CHANGED)
-        if parsed.scheme.lower() != "coap":
+        if parsed.scheme.lower() != self.scheme:
             self.event(f"unsupported protocol {parsed.scheme!r}", error_=True)
             self.set_fu(IDLE, R_PROTOCOL)
             return reply(Code.CHANGED)
@@ -832,7 +838,8 @@ class Device:
         return f"{root},</1/0>,</3/0>,</4/0>,{five}"
 
     def server_request(self, code, path, query=(), payload=b"", **options):
-        message = Message(code=code, uri=f"coap://{self.args.server}", payload=payload, **options)
+        message = Message(code=code, uri=f"{self.scheme}://{self.args.server}", payload=payload,
+                          **options)
         message.opt.uri_path = list(path)
         message.opt.uri_query = list(query)
         return message
@@ -892,8 +899,13 @@ class Device:
             self.load()
             site = self.build_site()
             self.spool = Block1Spool()  # RAM: gone with every reboot
+            transports = ["udp6", "tinydtls"] if self.scheme == "coaps" else ["udp6"]
             self.ctx = await aiocoap.Context.create_server_context(
-                site, bind=(self.bind[0], self.port or self.bind[1]), transports=["udp6"])
+                site, bind=(self.bind[0], self.port or self.bind[1]), transports=transports)
+            if self.scheme == "coaps":
+                self.ctx.client_credentials.load_from_dict({f"coaps://{self.args.server}/*": {
+                    "dtls": {"psk": self.args.psk_key.encode(),
+                             "client-identity": self.args.psk_identity.encode()}}})
             sock = self.ctx.request_interfaces[0].token_interface.message_interface.transport
             self.port = sock.get_extra_info("socket").getsockname()[1]
             self.event(f"up: version {self.version}, state {self.state}, result {self.result}, "
@@ -937,6 +949,8 @@ def parse_args(argv=None):
     p.add_argument("--raw-version-at", type=int, default=None, metavar="OFFSET",
                    help="raw updater: FWVER: must sit at this offset (default: anywhere)")
     p.add_argument("--max-block", type=int, default=1024)
+    p.add_argument("--psk-identity", help="DTLS PSK identity: speak coaps")
+    p.add_argument("--psk-key", help="DTLS pre-shared key (as text)")
     p.add_argument("--install-seconds", type=float, default=0.5,
                    help="how long Updating lasts before the reboot")
     p.add_argument("--fetch-timeout", type=float, default=300.0,

@@ -25,6 +25,8 @@ pub struct Served {
     pub http: String,
     /// The UDP address devices register to.
     pub coap: SocketAddr,
+    /// The coaps address, when `settings` had a `[coaps]` table.
+    pub coaps: Option<SocketAddr>,
 }
 
 /// A scratch directory named `name` under the test target's temporary directory, emptied.
@@ -65,11 +67,17 @@ pub fn serve_with(dir: &Path, envs: &[(&str, &str)], settings: &str) -> Served {
         envs,
     );
     let coap = between(&process.logged("CoAP on udp://", BOUND), "udp://", ",");
+    let coaps = settings.contains("[coaps]").then(|| {
+        let line = process.logged("coaps (DTLS 1.2, pre-shared keys) on udp://", BOUND);
+        let rest = &line[line.find("udp://").expect("the marker") + "udp://".len()..];
+        rest.trim().parse().expect("a socket address")
+    });
     let http = between(&process.logged("HTTP API on http://", BOUND), "on ", "/v1");
     Served {
         process,
         http,
         coap: coap.parse().expect("a socket address"),
+        coaps,
     }
 }
 

@@ -65,6 +65,31 @@ pub fn aiocoap_present() -> bool {
     present
 }
 
+/// What `pip install` must be given for the device to speak coaps (tinydtls; building it needs
+/// autoconf, automake and libtool).
+pub const DTLS_PIP_REQUIREMENT: &str = "DTLSSocket==0.2.3";
+
+/// Whether aiocoap's DTLS transport (DTLSSocket) is there too; skips or fails as
+/// [`aiocoap_present`] does.
+pub fn aiocoap_dtls_present() -> bool {
+    if !aiocoap_present() {
+        return false;
+    }
+    let present = Command::new("python3")
+        .args(["-c", "import DTLSSocket"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !present {
+        assert!(
+            std::env::var_os("FOTA_REQUIRE_AIOCOAP").is_none(),
+            "python3 without DTLSSocket (pip install {DTLS_PIP_REQUIREMENT})"
+        );
+        eprintln!("skipped: python3 without DTLSSocket (pip install {DTLS_PIP_REQUIREMENT})");
+    }
+    present
+}
+
 /// One device process, restartable over the same flash directory.
 pub struct StockDevice {
     endpoint: String,
