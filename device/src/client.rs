@@ -19,6 +19,7 @@ use fota_engine::lwm2m::{ContentFormat, LwM2mPath, Record, Value, content};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
+use crate::dtls_socket::{DtlsClientSocket, Psk};
 use crate::events::McuEvent;
 use crate::firmware_update::{FirmwareUpdate, PullStart, WriteAnswer};
 use crate::pull::parse_uri;
@@ -56,6 +57,8 @@ pub struct DeviceConfig {
     /// Queue mode (binding UQ): the device sleeps in PSM and is reachable only for a while
     /// after each Update. `None`: always reachable (binding U).
     pub sleep: Option<SleepCycle>,
+    /// When set, the device speaks coaps (DTLS with this pre-shared key) to the server.
+    pub psk: Option<Psk>,
 }
 
 /// A device in power saving mode: awake for `awake` after each Update, then radio off (its
@@ -278,7 +281,7 @@ async fn radio_on<S: DeviceSystem>(
     let device = shared.upgrade()?;
     let mut tries = 0;
     let endpoint = loop {
-        match Endpoint::bind_on(&device.config.network, addr, device.config.coap).await {
+        match bind_endpoint(&device.config, addr).await {
             Ok(endpoint) => break endpoint,
             Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && addr.port() != 0 => {
                 tries += 1;
@@ -299,6 +302,16 @@ async fn radio_on<S: DeviceSystem>(
     }));
     *lock(&device.endpoint) = Some(endpoint.clone());
     Some(endpoint)
+}
+
+/// The device's endpoint on a socket bound at `addr`: plain, or coaps with its key.
+async fn bind_endpoint(config: &DeviceConfig, addr: SocketAddr) -> std::io::Result<Endpoint> {
+    let raw = config.network.bind(addr).await?;
+    let socket: Arc<dyn DatagramSocket> = match &config.psk {
+        Some(psk) => Arc::new(DtlsClientSocket::new(raw, psk, None)?),
+        None => raw,
+    };
+    Ok(Endpoint::from_socket(socket, config.coap))
 }
 
 /// Binds of a just-closed port tried (10 ms apart) before the device takes another port.

@@ -18,6 +18,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::broadcast;
 
 use crate::client::{Device, DeviceConfig, SleepCycle};
+use crate::dtls_socket::Psk;
 use crate::flash::SimulatedFlash;
 
 /// A module model the fleet contains.
@@ -73,6 +74,9 @@ pub struct FleetSpec {
     /// The platform key every device requires packages to be signed with; `None`: devices take
     /// unsigned packages.
     pub trusted_key: Option<fota_engine::signing::PlatformPublicKey>,
+    /// When set, every device speaks coaps to `server` with the key [`Psk::derived`] gives it
+    /// from this secret (its endpoint name as identity).
+    pub psk_secret: Option<Vec<u8>>,
 }
 
 impl FleetSpec {
@@ -96,6 +100,7 @@ impl FleetSpec {
             sleep: None,
             link: None,
             trusted_key: None,
+            psk_secret: None,
         }
     }
 }
@@ -225,8 +230,13 @@ fn device_of(
         rng.random_range(-105..-70)
     };
     flash.trusted_key = spec.trusted_key;
+    let endpoint = endpoint_name(spec.first_index + i);
     let config = DeviceConfig {
-        endpoint: endpoint_name(spec.first_index + i),
+        psk: spec
+            .psk_secret
+            .as_ref()
+            .map(|secret| Psk::derived(secret, &endpoint)),
+        endpoint,
         server: spec.server,
         lifetime: spec.lifetime,
         lwm2m_version: if i.is_multiple_of(2) { "1.0" } else { "1.1" },

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod dtls_client;
+pub mod dtls_socket;
 pub mod events;
 pub mod firmware_update;
 pub mod flash;

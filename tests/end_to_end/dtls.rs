@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use coap_lite::{MessageType, Packet, RequestType, ResponseType};
 use fota_device::dtls_client::DtlsClient;
+use fota_device::dtls_socket::Psk;
 use fota_engine::coap::dtls::{DtlsConfig, PskKeys};
 use fota_engine::coap::{OutgoingRequest, PacketExt};
 use fota_engine::lwm2m::IdentityBinding;
@@ -339,4 +340,62 @@ async fn dtls_attacks_are_refused_while_a_fleet_beside_them_upgrades() {
     assert_eq!(counters.resumed.load(Ordering::Relaxed), 1);
     let registration = server.registry.get("dev-openssl").unwrap();
     assert_eq!(registration.identity.as_deref(), Some("id-openssl"));
+}
+
+/// A simulated fleet's credentials: each device's endpoint is its identity, its key derived
+/// from the fleet's secret.
+struct FleetKeys(Vec<u8>);
+
+impl PskKeys for FleetKeys {
+    fn psk(&self, identity: &str) -> Option<Zeroizing<Vec<u8>>> {
+        Some(Zeroizing::new(Psk::derived(&self.0, identity).key))
+    }
+}
+
+impl IdentityBinding for FleetKeys {
+    fn endpoint_of(&self, identity: &str) -> Option<String> {
+        Some(identity.to_string())
+    }
+
+    fn identity_of(&self, endpoint: &str) -> Option<String> {
+        Some(endpoint.to_string())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_fleet_registers_over_coaps_and_takes_a_push() {
+    let secret = b"factory batch 7".to_vec();
+    let mut config = ServerConfig::loopback();
+    config.coaps = Some(CoapsConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        require: true,
+        ..CoapsConfig::default()
+    });
+    config.credentials = Some(DeviceKeys(Arc::new(FleetKeys(secret.clone()))));
+    let server = Server::start(config).await.unwrap();
+    let coaps = server.coaps_addr().unwrap();
+    let fleet = registered_fleet(&server, 10, |spec| {
+        spec.server = coaps;
+        spec.psk_secret = Some(secret);
+    })
+    .await;
+    let (package, new_image) = package_80k();
+    let jobs = fleet
+        .devices
+        .iter()
+        .map(|device| {
+            let endpoint = &device.config().endpoint;
+            let shelved = server.shelf.put(package.clone());
+            DeliveryJob::new(endpoint, shelved, "2.0", 512, Method::Push)
+        })
+        .collect();
+    let reports = server.delivery.run_all(jobs, |_| {}).await;
+    assert_all_upgraded(&fleet, &reports, &new_image);
+    for device in &fleet.devices {
+        let endpoint = &device.config().endpoint;
+        let registration = server.registry.get(endpoint).unwrap();
+        assert_eq!(registration.identity.as_deref(), Some(endpoint.as_str()));
+    }
+    let counters = server.dtls_counters().unwrap();
+    assert!(counters.handshakes.load(Ordering::Relaxed) >= 10);
 }
