@@ -14,6 +14,8 @@ use bytes::Bytes;
 use coap_lite::{MessageType, Packet, RequestType, ResponseType};
 use fota_device::dtls_client::DtlsClient;
 use fota_device::dtls_socket::Psk;
+use fota_device::fleet::Fleet;
+use fota_device::{Device, SimulatedFlash};
 use fota_engine::coap::dtls::{DtlsConfig, PskKeys};
 use fota_engine::coap::{OutgoingRequest, PacketExt};
 use fota_engine::lwm2m::IdentityBinding;
@@ -212,6 +214,21 @@ async fn plain_registrations_are_refused_when_dtls_is_required() {
     assert!(server.registry.is_empty());
 }
 
+/// A push of `package` (to version 2.0) in `block`-byte blocks to every device of `fleet`.
+fn push_jobs(server: &Server, fleet: &Fleet, package: &Bytes, block: usize) -> Vec<DeliveryJob> {
+    let job = |device: &Device<SimulatedFlash>| {
+        let shelved = server.shelf.put(package.clone());
+        DeliveryJob::new(
+            &device.config().endpoint,
+            shelved,
+            "2.0",
+            block,
+            Method::Push,
+        )
+    };
+    fleet.devices.iter().map(job).collect()
+}
+
 /// A confirmable request to `path` with `query`, message id and token `id`.
 fn request(method: RequestType, path: &[&str], query: &[&str], id: u16) -> Packet {
     let mut request = OutgoingRequest::new(method, path);
@@ -290,20 +307,7 @@ async fn dtls_attacks_are_refused_while_a_fleet_beside_them_upgrades() {
     let coaps = server.coaps_addr().unwrap();
     let fleet = registered_fleet(&server, 10, |_| {}).await;
     let (package, new_image) = package_80k();
-    let jobs = fleet
-        .devices
-        .iter()
-        .map(|device| {
-            let endpoint = &device.config().endpoint;
-            DeliveryJob::new(
-                endpoint,
-                server.shelf.put(package.clone()),
-                "2.0",
-                256,
-                Method::Push,
-            )
-        })
-        .collect();
+    let jobs = push_jobs(&server, &fleet, &package, 256);
     let upgrade = server.delivery.run_all(jobs, |_| {});
     let attacks = tokio::task::spawn_blocking(move || attack_coaps(coaps, 8));
     let (reports, attacked) = tokio::join!(upgrade, attacks);
@@ -380,15 +384,7 @@ async fn the_reference_fleet_registers_over_coaps_and_takes_a_push() {
     })
     .await;
     let (package, new_image) = package_80k();
-    let jobs = fleet
-        .devices
-        .iter()
-        .map(|device| {
-            let endpoint = &device.config().endpoint;
-            let shelved = server.shelf.put(package.clone());
-            DeliveryJob::new(endpoint, shelved, "2.0", 512, Method::Push)
-        })
-        .collect();
+    let jobs = push_jobs(&server, &fleet, &package, 512);
     let reports = server.delivery.run_all(jobs, |_| {}).await;
     assert_all_upgraded(&fleet, &reports, &new_image);
     for device in &fleet.devices {
