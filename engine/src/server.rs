@@ -152,8 +152,10 @@ pub struct Server {
     pub edge: Arc<EdgeCounters>,
     /// The DTLS server, when coaps is on.
     pub dtls: Option<Arc<DtlsSocket>>,
-    /// Stops expiry (and the DTLS sweep) when the server is dropped.
+    /// Stops expiry when the server is dropped.
     expiry: tokio::task::JoinHandle<()>,
+    /// Stops freeing idle DTLS sessions when the server is dropped.
+    sweeper: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -218,7 +220,10 @@ impl Server {
             shelf.clone(),
             delivery_config,
         );
-        let expiry = spawn_housekeeping(&registry, dtls.clone(), config.expiry_period);
+        let expiry = spawn_expiry(&registry, config.expiry_period);
+        let sweeper = dtls
+            .clone()
+            .map(|dtls| spawn_sweeper(dtls, config.expiry_period));
         Ok(Server {
             endpoint,
             network: config.network,
@@ -231,6 +236,7 @@ impl Server {
             edge,
             dtls,
             expiry,
+            sweeper,
         })
     }
 
@@ -253,6 +259,9 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.expiry.abort();
+        if let Some(sweeper) = &self.sweeper {
+            sweeper.abort();
+        }
     }
 }
 
@@ -288,32 +297,13 @@ fn admission(config: &ServerConfig) -> Admission {
     }
 }
 
-/// Expires registrations and frees idle DTLS sessions every `period`, until the server is
-/// dropped.
-fn spawn_housekeeping(
-    registry: &Arc<Registry>,
-    dtls: Option<Arc<DtlsSocket>>,
-    period: Duration,
-) -> tokio::task::JoinHandle<()> {
-    let expiry = spawn_expiry(registry, period);
+/// Frees idle DTLS sessions every `period`, until aborted.
+fn spawn_sweeper(dtls: Arc<DtlsSocket>, period: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let _stop_expiry = AbortOnDrop(expiry);
-        let Some(dtls) = dtls else {
-            return std::future::pending().await;
-        };
         let mut tick = tokio::time::interval(period);
         loop {
             tick.tick().await;
             dtls.sweep();
         }
     })
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
