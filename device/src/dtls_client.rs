@@ -1,8 +1,8 @@
 //! A blocking DTLS 1.2 PSK client (OpenSSL's, suite PSK-AES128-CCM8) for tests and benchmarks
 //! that act on single records: over a loopback UDP socket, where the caller sees every
 //! datagram it sends (to replay one) and can stop a handshake half way (to hold a server's
-//! handshake slot), resume a session from its ticket, or drop the connection and keep the
-//! socket (the server's session stays). No retransmission: loopback loses nothing.
+//! handshake slot), resume a session from its ticket, close it with a close_notify, or drop the
+//! connection and keep the socket (the server's session stays). No retransmission: loopback loses nothing.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -152,6 +152,12 @@ impl DtlsClient {
     /// Sends `datagram` as it is, outside the connection (a replay, or garbage).
     pub fn send_raw(&self, datagram: &[u8]) {
         self.socket.send(datagram).unwrap();
+    }
+
+    /// Ends the session as a client shutting down does: a close_notify alert.
+    pub fn close(&mut self) {
+        let _ = self.stream.shutdown();
+        self.flush();
     }
 
     /// Drops the connection's state and keeps the socket: the server still holds the session.

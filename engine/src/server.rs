@@ -171,9 +171,9 @@ impl Server {
     ) -> std::io::Result<Server> {
         let mut coap = config.coap;
         coap.dedup_cache_bytes = config.edge.dedup_cache_bytes;
-        let (socket, dtls) = bind_sockets(&config).await?;
-        let endpoint = Endpoint::from_socket(socket, coap);
         let registry = Arc::new(Registry::with_unproven_ttl(config.edge.unproven_ttl));
+        let (socket, dtls) = bind_sockets(&config, &registry).await?;
+        let endpoint = Endpoint::from_socket(socket, coap);
         let edge = Arc::new(EdgeCounters::default());
         let secret = config
             .package_uri_secret
@@ -265,9 +265,11 @@ impl Drop for Server {
     }
 }
 
-/// The endpoint's socket: plain CoAP, or plain and coaps seen as one.
+/// The endpoint's socket: plain CoAP, or plain and coaps seen as one (the devices `registry`
+/// holds as registered over coaps never spoken to in plain).
 async fn bind_sockets(
     config: &ServerConfig,
+    registry: &Arc<Registry>,
 ) -> std::io::Result<(Arc<dyn DatagramSocket>, Option<Arc<DtlsSocket>>)> {
     let plain = config.network.bind(config.coap_addr).await?;
     let Some(coaps) = &config.coaps else {
@@ -281,7 +283,7 @@ async fn bind_sockets(
     let raw = config.network.bind(coaps.addr).await?;
     let keys: Arc<dyn PskKeys> = credentials.0.clone();
     let secure = Arc::new(DtlsSocket::new(raw, keys, coaps.dtls.clone())?);
-    let both = Arc::new(PlainAndSecure::new(plain, secure.clone()));
+    let both = Arc::new(PlainAndSecure::new(plain, secure.clone(), registry.clone()));
     Ok((both, Some(secure)))
 }
 

@@ -3,9 +3,11 @@
 //! a package from its coaps Package URI with Block2, sha256 intact; and what must be refused
 //! is, with nothing kept: a wrong key, an unknown identity, an identity registering as another
 //! endpoint, a plain-CoAP registration of an endpoint that has credentials, and any plain one
-//! when DTLS is required.
+//! when DTLS is required. A device registered over coaps is never spoken to in plain, even
+//! once its session is gone, nor is plain CoAP from its address taken for it.
 
 use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -18,7 +20,7 @@ use fota_device::fleet::Fleet;
 use fota_device::{Device, SimulatedFlash};
 use fota_engine::coap::dtls::{DtlsConfig, PskKeys};
 use fota_engine::coap::{OutgoingRequest, PacketExt};
-use fota_engine::lwm2m::IdentityBinding;
+use fota_engine::lwm2m::{IdentityBinding, LwM2mPath};
 use fota_engine::package;
 use fota_engine::server::{CoapsConfig, DeviceKeys, Server, ServerConfig};
 use fota_engine::transfer::{DeliveryJob, Method};
@@ -344,6 +346,70 @@ async fn dtls_attacks_are_refused_while_a_fleet_beside_them_upgrades() {
     assert_eq!(counters.resumed.load(Ordering::Relaxed), 1);
     let registration = server.registry.get("dev-openssl").unwrap();
     assert_eq!(registration.identity.as_deref(), Some("id-openssl"));
+}
+
+/// A device registers over DTLS and closes its session (as aiocoap's tinydtls client does when
+/// it drops a connection): the socket it registered from, rebound without a connection.
+fn register_then_close(coaps: SocketAddr) -> UdpSocket {
+    let own = ("id-openssl", b"secret-openssl-1".as_slice());
+    let mut device = DtlsClient::new(coaps, own, None);
+    device.connect().expect("the handshake completes");
+    let register = request(RequestType::Post, &["rd"], &["ep=dev-openssl", "lt=120"], 1);
+    let created = device.exchange(&register).expect("an answer");
+    assert_eq!(created.response_code(), Some(ResponseType::Created));
+    device.close();
+    let socket = device.into_socket();
+    let address = socket.local_addr().unwrap();
+    drop(socket);
+    UdpSocket::bind(address).expect("the device's address again")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_registered_over_coaps_is_never_spoken_to_in_plain() {
+    let server = engine(false).await;
+    let counters = server.dtls_counters().unwrap();
+    let coaps = server.coaps_addr().unwrap();
+    let device = tokio::task::spawn_blocking(move || register_then_close(coaps))
+        .await
+        .unwrap();
+    let registration = server.registry.get("dev-openssl").expect("registered");
+    assert_eq!(registration.address, device.local_addr().unwrap());
+    let dtls = server.dtls.as_ref().unwrap();
+    let closed = async {
+        while dtls.sessions() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let within = tokio::time::timeout(Duration::from_secs(10), closed).await;
+    assert!(within.is_ok(), "the close_notify ends it");
+
+    // With no session, the engine's requests fail at once instead of going out in plain.
+    let read = server
+        .management
+        .read(registration.address, LwM2mPath::instance(3, 0))
+        .await;
+    let refused = read.expect_err("no plain Read").to_string();
+    assert!(refused.contains("registered over coaps"), "{refused}");
+    assert_eq!(counters.sends_refused.load(Ordering::Relaxed), 1);
+    device.set_nonblocking(true).unwrap();
+    let mut buffer = [0u8; 1500];
+    let nothing = device.recv_from(&mut buffer).map(|(_, from)| from);
+    assert_eq!(
+        nothing.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock),
+        "nothing reached the device in plain"
+    );
+
+    // And nothing in plain from its address is taken for it: an Update with its location.
+    let location: Vec<String> = vec!["rd".into(), registration.id.clone()];
+    let location: Vec<&str> = location.iter().map(String::as_str).collect();
+    let update = request(RequestType::Post, &location, &[], 2);
+    device
+        .send_to(&update.to_bytes().unwrap(), server.coap_addr())
+        .unwrap();
+    counted(&counters.plain_refused, 1).await;
+    let unchanged = server.registry.get("dev-openssl").unwrap();
+    assert_eq!(unchanged.last_update, registration.last_update);
 }
 
 /// A simulated fleet's credentials: each device's endpoint is its identity, its key derived

@@ -456,9 +456,6 @@ fn a_stock_device_over_dtls_registers_with_its_key_and_takes_a_push_upgrade() {
     let (identity, key) = ("stock-dtls-id", "stock-dtls-key-1");
     let credential = json!({ "identity": identity, "key_hex": hex::encode(key) });
     engine.ok("PUT", "/v1/devices/dtls-0/credentials", Some(&credential));
-    // Updates every 10 s: the engine surveys again at each Update until a survey is answered.
-    // Over tinydtls the first survey's answers are sometimes lost (seen in 1 of 6 runs:
-    // registered, never surveyed; not yet explained), so one survey is not enough here.
     let args = [
         "--psk-identity",
         identity,
@@ -468,8 +465,6 @@ fn a_stock_device_over_dtls_registers_with_its_key_and_takes_a_push_upgrade() {
         "blocks",
         "--delivery",
         "push",
-        "--lifetime",
-        "20",
     ];
     let mut device = StockDevice::start(coaps, "dtls-0", &args);
     device.wait_registered(BOUND);
@@ -491,4 +486,12 @@ fn a_stock_device_over_dtls_registers_with_its_key_and_takes_a_push_upgrade() {
     assert_eq!(done["result"], "successful", "{done}");
     assert_eq!(device.firmware().as_deref(), Some(&image[..]));
     assert_eq!(device.status()["version"], "2.0");
+    let handshakes = engine.metric("fota_dtls_events_total{event=\"handshakes\"}");
+    assert!(handshakes.expect("coaps counted in /metrics") >= 1);
+    let plain = engine.metric("fota_dtls_events_total{event=\"sends_refused\"}");
+    assert_eq!(
+        plain,
+        Some(0),
+        "every request went over the device's session"
+    );
 }

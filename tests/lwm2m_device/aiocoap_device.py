@@ -26,7 +26,8 @@ it), any other failure of the fetch with 4 (connection lost); a scheme it does n
 
 With --psk-identity and --psk-key the device speaks coaps to the server: DTLS 1.2 with that
 pre-shared key over aiocoap's tinydtls transport (DTLSSocket, PyPI), as a DTLS client whose
-connection the server's requests come back over.
+connection the server's requests come back over; the device holds that connection while it is
+registered.
 The raw updater finds FWVER:<version> anywhere in the image, so an image wrapped whole in a
 container still passes (the client that "stored it blindly"); --raw-version-at OFFSET makes it
 a bootloader that reads the version from a fixed header field and refuses anything else with 6.
@@ -309,7 +310,7 @@ class Device:
             self.counters[name] = int(saved.get("counters", {}).get(name, 0))
         self.resets = list(saved.get("resets", []))
         self.counters["boots"] += 1
-        self.registered, self.location = False, None
+        self.registered, self.location, self.server_link = False, None, None
         firmware = self.read_file("firmware.bin")
         self.firmware_sha = None if firmware is None else hashlib.sha256(firmware).hexdigest()
         package = self.read_file("stored.bin")
@@ -844,6 +845,13 @@ class Device:
         message.opt.uri_query = list(query)
         return message
 
+    def hold_link(self, response):
+        """Keeps the link the server answered over for as long as the device is registered.
+        aiocoap keeps a tinydtls connection only while something refers to it and closes it
+        (close_notify) when the garbage collector finds it unused, after which the server's
+        requests would have nowhere to go: a device holds its DTLS session."""
+        self.server_link = response.remote
+
     async def register(self):
         query = [f"ep={self.ep}", f"lt={self.args.lifetime}", f"lwm2m={self.args.lwm2m}", "b=U"]
         request = self.server_request(Code.POST, ["rd"], query, self.links().encode(),
@@ -851,6 +859,7 @@ class Device:
         response = await self.ctx.request(request).response
         if response.code != Code.CREATED:
             raise RuntimeError(f"Register answered {response.code}")
+        self.hold_link(response)
         self.location = "/" + "/".join(response.opt.location_path)
         self.registered = True
         self.count("registrations")
@@ -886,12 +895,13 @@ class Device:
                     self.event(f"Update got no answer ({e!r}): registering anew", error_=True)
                     break
                 if response.code == Code.CHANGED:
+                    self.hold_link(response)
                     self.count("updates_sent")
                     self.write_status()
                     continue
                 self.event(f"Update answered {response.code}: registering anew")
                 break
-            self.registered, self.location = False, None
+            self.registered, self.location, self.server_link = False, None, None
             self.write_status()
 
     async def run(self):

@@ -1,7 +1,7 @@
 //! `GET /metrics`: the engine's gauges and counters in the Prometheus text format (0.0.4):
 //! devices registered, attempts (transfers) under way, the CoAP endpoint's datagrams, bytes,
 //! retransmissions, timeouts, malformed and duplicate messages, duplicate-cache evictions, what
-//! the edge's defences did, package blocks sent, plugin calls and failures, tasks per status,
+//! the edge's defences did, DTLS sessions and what coaps did, package blocks sent, plugin calls and failures, tasks per status,
 //! and the HTTP API's own defences at work (connections open, requests and connections
 //! refused, idle connections closed). Owns the exposition only; the numbers are read from the
 //! registry, the endpoint, the campaigns and the connections.
@@ -88,6 +88,21 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
             .snapshot()
             .map(|(defence, count)| (Some(("defence", defence)), count)),
     );
+    if let Some(dtls) = &platform.server.dtls {
+        out.gauge(
+            "fota_dtls_sessions",
+            "DTLS sessions held on coaps, established or handshaking.",
+            [(None, dtls.sessions() as u64)],
+        );
+        out.counter(
+            "fota_dtls_events_total",
+            "What coaps did: cookies sent, handshakes (full, resumed, failed, evicted), \
+             identities refused, datagrams dropped, sessions freed, plain CoAP refused.",
+            dtls.counters()
+                .snapshot()
+                .map(|(event, count)| (Some(("event", event)), count)),
+        );
+    }
     let blocks = platform.server.shelf.block_counts();
     out.counter(
         "fota_package_blocks_total",

@@ -59,6 +59,9 @@ struct RegistryState {
     /// Registrations per host the devices last spoke from: which hosts hold devices (a
     /// client may fetch a package from another port of its host than it registered from).
     by_host: HashMap<IpAddr, u32>,
+    /// Registrations per address made over coaps (with an identity): those addresses are
+    /// spoken to over DTLS only. Empty in a fleet on plain CoAP.
+    by_secure_address: HashMap<SocketAddr, u32>,
     /// Expiry deadlines in order, so expiry never scans every registration.
     deadlines: BTreeSet<(Instant, u128)>,
     /// Followers of one endpoint's every event ([`EndpointEvents`]), by follower number.
@@ -295,6 +298,11 @@ impl Registry {
         lock(&self.state).by_host.contains_key(&host)
     }
 
+    /// Whether a device registered over coaps (with an identity) from `address`.
+    pub fn is_secure_address(&self, address: SocketAddr) -> bool {
+        lock(&self.state).by_secure_address.contains_key(&address)
+    }
+
     /// The registration of an endpoint, if it is registered.
     pub fn get(&self, endpoint: &str) -> Option<Registration> {
         let state = lock(&self.state);
@@ -364,6 +372,12 @@ impl RegistryState {
         self.by_endpoint
             .insert(registration.endpoint.clone(), number);
         *self.by_host.entry(registration.address.ip()).or_default() += 1;
+        if registration.identity.is_some() {
+            *self
+                .by_secure_address
+                .entry(registration.address)
+                .or_default() += 1;
+        }
         self.by_id.insert(number, Box::new(registration));
     }
 
@@ -372,14 +386,27 @@ impl RegistryState {
         self.deadlines
             .remove(&(self.deadline(&registration), number));
         self.by_endpoint.remove(&registration.endpoint);
-        let host = registration.address.ip();
-        if let Some(count) = self.by_host.get_mut(&host) {
-            *count -= 1;
-            if *count == 0 {
-                self.by_host.remove(&host);
-            }
+        release(&mut self.by_host, registration.address.ip());
+        if registration.identity.is_some() {
+            release(&mut self.by_secure_address, registration.address);
         }
         Some(*registration)
+    }
+}
+
+/// Takes one off `key`'s count, forgetting the key at zero.
+fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, u32>, key: K) {
+    if let Some(count) = counts.get_mut(&key) {
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(&key);
+        }
+    }
+}
+
+impl crate::coap::dtls::SecurePeers for Registry {
+    fn registered_securely(&self, peer: SocketAddr) -> bool {
+        self.is_secure_address(peer)
     }
 }
 
@@ -501,6 +528,29 @@ mod tests {
         );
         registry.deregister(last);
         assert!(!registry.is_registered_host(moved.ip()));
+    }
+
+    #[test]
+    fn addresses_registered_over_coaps_are_known_until_the_registration_moves_or_ends() {
+        let registry = Registry::new();
+        let now = Instant::now();
+        let (first, moved): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:5000".parse().unwrap(),
+            "127.0.0.1:5001".parse().unwrap(),
+        );
+        registry.register(request("plain", 60), addr(), now);
+        assert!(!registry.is_secure_address(addr()), "plain CoAP is not");
+        let mut secure = request("secure", 60);
+        secure.identity = Some("id-secure".into());
+        let registration = registry.register(secure.clone(), first, now);
+        assert!(registry.is_secure_address(first));
+        registry.update(&registration.id, UpdateRequest::default(), moved, now);
+        assert!(!registry.is_secure_address(first), "the device left it");
+        assert!(registry.is_secure_address(moved));
+        let again = registry.register(secure, moved, now);
+        assert!(registry.is_secure_address(moved), "replaced, still there");
+        registry.deregister(&again.id);
+        assert!(!registry.is_secure_address(moved));
     }
 
     #[tokio::test]

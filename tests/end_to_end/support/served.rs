@@ -137,6 +137,21 @@ impl Served {
         json
     }
 
+    /// The value of the metric sample `sample` (name and labels as exposed) in `/metrics`, read
+    /// as the viewer; `None` when it is not there.
+    pub fn metric(&self, sample: &str) -> Option<u64> {
+        let metrics = ureq::get(&format!("{}/metrics", self.http))
+            .set("Authorization", &format!("Bearer {VIEWER}"))
+            .call()
+            .expect("metrics")
+            .into_string()
+            .unwrap();
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+    }
+
     /// Waits up to [`BOUND`] until `check` holds for the answer to GET `path`; returns it.
     pub fn wait_for(&self, path: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + BOUND;

@@ -21,7 +21,7 @@ mod session;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -37,7 +37,7 @@ use self::session::{Session, Step};
 use super::stats::bump;
 use super::transport::{DatagramSocket, IoFuture};
 
-pub use self::dual::PlainAndSecure;
+pub use self::dual::{PlainAndSecure, SecurePeers};
 pub use self::pipe::Pipe;
 
 /// Largest datagram read from the raw socket: a CoAP datagram and a record's overhead.
@@ -113,6 +113,30 @@ pub struct DtlsCounters {
     pub dropped: AtomicU64,
     /// Sessions freed for idleness or to make room.
     pub sessions_freed: AtomicU64,
+    /// Plain CoAP datagrams dropped because their source address speaks DTLS (it has a
+    /// session, or a device registered from it over coaps).
+    pub plain_refused: AtomicU64,
+    /// Datagrams not sent at all: their peer registered over coaps and had no session.
+    pub sends_refused: AtomicU64,
+}
+
+impl DtlsCounters {
+    /// Every counter with its name, for `/metrics`.
+    pub fn snapshot(&self) -> [(&'static str, u64); 10] {
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("challenges", read(&self.challenges)),
+            ("handshakes", read(&self.handshakes)),
+            ("resumed", read(&self.resumed)),
+            ("handshakes_failed", read(&self.handshakes_failed)),
+            ("unknown_identities", read(&self.unknown_identities)),
+            ("handshakes_evicted", read(&self.handshakes_evicted)),
+            ("dropped", read(&self.dropped)),
+            ("sessions_freed", read(&self.sessions_freed)),
+            ("plain_refused", read(&self.plain_refused)),
+            ("sends_refused", read(&self.sends_refused)),
+        ]
+    }
 }
 
 /// Peers' sessions, and records opened but not yet read by the endpoint.
