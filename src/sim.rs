@@ -1,6 +1,7 @@
 //! `fota sim`: a simulated fleet of reference devices against a running engine, until SIGINT or
 //! SIGTERM; then a count of the versions the devices run. Devices can sit behind lossy, slow
-//! links and sleep in PSM (queue mode), as NB-IoT modules do.
+//! links and sleep in PSM (queue mode), as NB-IoT modules do, and speak coaps with keys derived
+//! from one secret, whose batch it writes for the engine's credential import.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use fota_device::client::SleepCycle;
+use fota_device::dtls_socket::Psk;
 use fota_device::fleet::{Fleet, FleetSpec, ModelSpec};
 use fota_engine::coap::TransmissionParams;
 use fota_impair::Impairment;
@@ -65,6 +67,26 @@ pub struct SimArgs {
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Speak coaps (DTLS 1.2, pre-shared keys) to --server, the engine's coaps address: each
+    /// device's identity is its endpoint name, its key 16 bytes of SHA-256 over this secret
+    /// and the name.
+    #[arg(long)]
+    psk_secret: Option<String>,
+    /// With --psk-secret: first write the devices' credentials to this file as CSV
+    /// (endpoint,identity,key_hex), for the engine's `POST /v1/credentials/import`.
+    #[arg(long, requires = "psk_secret")]
+    credentials_out: Option<PathBuf>,
+}
+
+/// `credentials` as a batch for `POST /v1/credentials/import`. Endpoint names of a simulated
+/// fleet (`urn:imei:` and digits) need no quoting.
+fn credentials_csv(credentials: &[Psk]) -> String {
+    let mut csv = String::from("endpoint,identity,key_hex\n");
+    for psk in credentials {
+        let identity = &psk.identity;
+        csv += &format!("{identity},{identity},{}\n", hex::encode(&psk.key));
+    }
+    csv
 }
 
 /// Runs the fleet until interrupted.
@@ -100,6 +122,17 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
             ..TransmissionParams::default()
         };
     }
+    spec.psk_secret = args.psk_secret.as_ref().map(|s| s.as_bytes().to_vec());
+    if let Some(path) = &args.credentials_out {
+        std::fs::write(path, credentials_csv(&spec.credentials()))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "fota sim: credentials of {} devices in {}: import them with POST \
+             /v1/credentials/import (text/csv); the devices register once they are there",
+            args.devices,
+            path.display()
+        );
+    }
     let sockets_each = if spec.link.is_some() { 3 } else { 1 };
     crate::open_files::raise(sockets_each * args.devices as u64)?;
     let fleet = Fleet::start(&spec).await.context(
@@ -107,11 +140,16 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
          may need a wider net.ipv4.ip_local_port_range",
     )?;
     eprintln!(
-        "fota sim: {} {} {} devices on {} talking to udp://{}",
+        "fota sim: {} {} {} devices on {} talking to {}://{}",
         fleet.len(),
         args.vendor,
         args.model,
         args.version,
+        if args.psk_secret.is_some() {
+            "coaps"
+        } else {
+            "udp"
+        },
         args.server
     );
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -19,7 +19,7 @@ use fota_engine::lwm2m::{ContentFormat, LwM2mPath, Record, Value, content};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
-use crate::dtls_socket::{DtlsClientSocket, Psk};
+use crate::dtls_socket::{DtlsClientSocket, DtlsState, Psk};
 use crate::events::McuEvent;
 use crate::firmware_update::{FirmwareUpdate, PullStart, WriteAnswer};
 use crate::pull::parse_uri;
@@ -129,6 +129,8 @@ pub(crate) struct Shared<S> {
     missed_while_asleep: AtomicU64,
     /// True while the radio is off in PSM.
     asleep: AtomicBool,
+    /// The coaps connection in RAM: kept through PSM, lost at reboot.
+    dtls: Mutex<Arc<DtlsState>>,
 }
 
 /// What the device holds in memory and flash.
@@ -169,6 +171,7 @@ impl<S: DeviceSystem> Device<S> {
             observe_sequence: AtomicU32::new(1),
             missed_while_asleep: AtomicU64::new(0),
             asleep: AtomicBool::new(false),
+            dtls: Mutex::default(),
         });
         tokio::spawn(run(Arc::downgrade(&shared), receiver));
         tokio::spawn(send_notifications(Arc::downgrade(&shared), queue));
@@ -259,6 +262,7 @@ async fn run<S: DeviceSystem>(
             return;
         };
         *lock(&device.endpoint) = None;
+        *lock(&device.dtls) = Arc::default();
         let mut core = lock(&device.core);
         core.observers.clear();
         core.firmware.after_reboot();
@@ -281,7 +285,8 @@ async fn radio_on<S: DeviceSystem>(
     let device = shared.upgrade()?;
     let mut tries = 0;
     let endpoint = loop {
-        match bind_endpoint(&device.config, addr).await {
+        let dtls = lock(&device.dtls).clone();
+        match bind_endpoint(&device.config, addr, dtls).await {
             Ok(endpoint) => break endpoint,
             Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && addr.port() != 0 => {
                 tries += 1;
@@ -304,11 +309,16 @@ async fn radio_on<S: DeviceSystem>(
     Some(endpoint)
 }
 
-/// The device's endpoint on a socket bound at `addr`: plain, or coaps with its key.
-async fn bind_endpoint(config: &DeviceConfig, addr: SocketAddr) -> std::io::Result<Endpoint> {
+/// The device's endpoint on a socket bound at `addr`: plain, or coaps with its key, going on
+/// with the connection `dtls` holds.
+async fn bind_endpoint(
+    config: &DeviceConfig,
+    addr: SocketAddr,
+    dtls: Arc<DtlsState>,
+) -> std::io::Result<Endpoint> {
     let raw = config.network.bind(addr).await?;
     let socket: Arc<dyn DatagramSocket> = match &config.psk {
-        Some(psk) => Arc::new(DtlsClientSocket::new(raw, psk, None)?),
+        Some(psk) => Arc::new(DtlsClientSocket::new(raw, psk, dtls)?),
         None => raw,
     };
     Ok(Endpoint::from_socket(socket, config.coap))

@@ -8,7 +8,6 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use coap_lite::Packet;
-use foreign_types::ForeignTypeRef;
 use fota_engine::coap::dtls::Pipe;
 use openssl::ssl::{
     ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslSession, SslStream, SslVersion,
@@ -32,6 +31,17 @@ impl DtlsClient {
     /// A client of `server` with `identity` and `key`, resuming `session` if given; not yet
     /// connected.
     pub fn new(
+        server: SocketAddr,
+        credential: (&str, &[u8]),
+        session: Option<&SslSession>,
+    ) -> DtlsClient {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        DtlsClient::on_socket(socket, server, credential, session)
+    }
+
+    /// As [`DtlsClient::new`], from `socket` (another client's: the same address).
+    pub fn on_socket(
+        socket: UdpSocket,
         server: SocketAddr,
         (identity, key): (&str, &[u8]),
         session: Option<&SslSession>,
@@ -58,7 +68,6 @@ impl DtlsClient {
         if let Some(session) = session {
             unsafe { ssl.set_session(session).unwrap() };
         }
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket.connect(server).unwrap();
         socket.set_read_timeout(Some(READ_BOUND)).unwrap();
         DtlsClient {
@@ -180,9 +189,6 @@ impl Drop for DtlsClient {
     /// Leaves as a device going to sleep does: no close_notify, and the session stays
     /// resumable (OpenSSL marks a session freed without a shutdown as not resumable).
     fn drop(&mut self) {
-        let ssl = self.stream.ssl().as_ptr();
-        let quiet = openssl_sys::SSL_SENT_SHUTDOWN | openssl_sys::SSL_RECEIVED_SHUTDOWN;
-        // SAFETY: `ssl` is the live connection `self.stream` owns.
-        unsafe { openssl_sys::SSL_set_shutdown(ssl, quiet) };
+        crate::dtls_socket::keep_resumable(self.stream.ssl());
     }
 }

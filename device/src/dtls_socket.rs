@@ -2,20 +2,26 @@
 //! 1.2 with a pre-shared key (OpenSSL's client, LwM2M's PSK-AES128-CCM8 first) to the one server
 //! it sends to, so the device's CoAP endpoint runs over it unchanged and the server's requests
 //! come back over the same session. The handshake starts with the first datagram the device
-//! sends and goes on as the server answers; what the device sends before it completes is lost,
-//! as on a link that is not up yet, and CoAP's retransmission sends it again. A session is
-//! resumed from its ticket when the device opens its socket again (waking from PSM).
+//! sends and goes on as the server answers; the last datagram the device sent meanwhile goes
+//! out sealed the moment it completes.
+//!
+//! The connection lives in a [`DtlsState`], the module's RAM, which outlives the socket: a
+//! device waking from PSM opens its socket again and goes on with the same session, no
+//! handshake, as NB-IoT modules do. When the server stops answering (it freed the session, or
+//! the device now reaches it from another address) the device starts over, resuming the
+//! session from its ticket in an abbreviated handshake.
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use foreign_types::ForeignTypeRef;
 use fota_engine::coap::DatagramSocket;
 use fota_engine::coap::dtls::Pipe;
 use fota_engine::coap::transport::IoFuture;
 use openssl::ssl::{
-    ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslSession, SslStream, SslVersion,
+    ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslRef, SslSession, SslStream, SslVersion,
 };
 use sha2::{Digest, Sha256};
 
@@ -54,6 +60,16 @@ impl Psk {
     }
 }
 
+/// Datagrams sent with no datagram from the server since, after which the device takes the
+/// session (or the handshake) for lost and starts over: a request and two retransmissions
+/// unanswered. At 10 % loss each way about 4 % of exchanges lose three tries and cost an
+/// abbreviated handshake for nothing; a server that freed the session costs two ACK timeouts.
+const SILENCE_BEFORE_RESTART: u32 = 3;
+
+/// The device's DTLS connection in RAM, kept across PSM and lost at reboot.
+#[derive(Default)]
+pub struct DtlsState(Mutex<Link>);
+
 /// The connection to the server, and what it opened that the endpoint has not read yet.
 #[derive(Default)]
 struct Link {
@@ -65,54 +81,73 @@ struct Link {
     session: Option<SslSession>,
     /// CoAP datagrams opened, in order.
     opened: VecDeque<Vec<u8>>,
+    /// The last CoAP datagram sent while the handshake went on: sealed and sent the moment it
+    /// completes, rather than a retransmission later.
+    pending: Option<Vec<u8>>,
+    /// Datagrams sent since the server last sent anything.
+    unanswered: u32,
+}
+
+impl Link {
+    /// Starts a connection to `to` from `context`, resuming the last session. The connection
+    /// it replaces is let go without a close_notify: its session stays resumable.
+    fn start(&mut self, context: &SslContext, to: SocketAddr) -> io::Result<()> {
+        if let Some((_, old)) = self.connection.take() {
+            keep_resumable(old.ssl());
+        }
+        let stream = connection(context, self.session.as_ref())?;
+        self.connection = Some((to, stream));
+        self.up = false;
+        self.unanswered = 0;
+        Ok(())
+    }
 }
 
 /// A DTLS client on a raw datagram socket.
 pub struct DtlsClientSocket {
     raw: Arc<dyn DatagramSocket>,
     context: SslContext,
-    link: Mutex<Link>,
+    state: Arc<DtlsState>,
 }
 
 impl DtlsClientSocket {
-    /// A client proving `psk` over `raw`, resuming `session` if given.
+    /// A client proving `psk` over `raw`, going on with the connection `state` holds.
     pub fn new(
         raw: Arc<dyn DatagramSocket>,
         psk: &Psk,
-        session: Option<SslSession>,
+        state: Arc<DtlsState>,
     ) -> io::Result<DtlsClientSocket> {
         let context = client_context(psk).map_err(io::Error::other)?;
         Ok(DtlsClientSocket {
             raw,
             context,
-            link: Mutex::new(Link {
-                session,
-                ..Link::default()
-            }),
+            state,
         })
     }
 
-    /// The session of the last completed handshake, to resume after the socket is closed.
-    pub fn session(&self) -> Option<SslSession> {
-        self.lock().session.clone()
-    }
-
     fn lock(&self) -> MutexGuard<'_, Link> {
-        self.link.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Seals `datagram` for `to` when the session is up; otherwise starts (or goes on with)
-    /// the handshake and drops the datagram. The records or flights to send.
+    /// the handshake and keeps the datagram for when it completes. The records or flights to
+    /// send.
     fn seal(&self, datagram: &[u8], to: SocketAddr) -> io::Result<Vec<Vec<u8>>> {
         let mut link = self.lock();
         let same_server = link
             .connection
             .as_ref()
             .is_some_and(|(peer, _)| *peer == to);
-        if !same_server {
-            let stream = self.connection(link.session.as_ref())?;
-            link.connection = Some((to, stream));
-            link.up = false;
+        let silent = link.unanswered >= SILENCE_BEFORE_RESTART;
+        if silent {
+            tracing::debug!(server = %to, up = link.up, "no answer over DTLS: starting over");
+        }
+        if !same_server || silent {
+            link.start(&self.context, to)?;
+        }
+        link.unanswered += 1;
+        if !link.up {
+            link.pending = Some(datagram.to_vec());
         }
         let up = link.up;
         let (_, stream) = link.connection.as_mut().expect("a connection");
@@ -132,18 +167,6 @@ impl DtlsClientSocket {
         Ok(sent)
     }
 
-    /// A new connection, resuming `session` if given.
-    fn connection(&self, session: Option<&SslSession>) -> io::Result<SslStream<Pipe>> {
-        let mut ssl = Ssl::new(&self.context).map_err(io::Error::other)?;
-        ssl.set_mtu(MTU).map_err(io::Error::other)?;
-        ssl.set_connect_state();
-        if let Some(session) = session {
-            // SAFETY: the session was made by a connection of this same context.
-            unsafe { ssl.set_session(session) }.map_err(io::Error::other)?;
-        }
-        SslStream::new(ssl, Pipe::default()).map_err(io::Error::other)
-    }
-
     /// Takes one datagram from `from`: handshake messages, or records to open. What goes back.
     fn take_in(&self, datagram: &[u8], from: SocketAddr) -> Vec<Vec<u8>> {
         let mut link = self.lock();
@@ -152,10 +175,13 @@ impl DtlsClientSocket {
             up,
             session,
             opened,
+            pending,
+            unanswered,
         } = &mut *link;
         let Some((server, stream)) = connection.as_mut().filter(|(peer, _)| *peer == from) else {
             return Vec::new();
         };
+        *unanswered = 0;
         let server = *server;
         stream.get_mut().push(datagram);
         if !*up {
@@ -164,6 +190,9 @@ impl DtlsClientSocket {
                     *up = true;
                     *session = stream.ssl().session().map(|s| s.to_owned());
                     tracing::debug!(%server, resumed = stream.ssl().session_reused(), "DTLS up");
+                    if let Some(datagram) = pending.take() {
+                        let _ = stream.ssl_write(&datagram);
+                    }
                 }
                 Ok(false) => {}
                 Err(reason) => {
@@ -199,6 +228,27 @@ impl DtlsClientSocket {
             }
         }
     }
+}
+
+/// Marks `ssl` as shut down without a close_notify, as a device going to sleep or starting
+/// over leaves: freed so, its session stays resumable (OpenSSL takes a session freed without
+/// a shutdown for a broken one and will not resume it).
+pub fn keep_resumable(ssl: &SslRef) {
+    let quiet = openssl_sys::SSL_SENT_SHUTDOWN | openssl_sys::SSL_RECEIVED_SHUTDOWN;
+    // SAFETY: `ssl` is a live connection; this only sets its shutdown flags.
+    unsafe { openssl_sys::SSL_set_shutdown(ssl.as_ptr(), quiet) };
+}
+
+/// A new connection from `context`, resuming `session` if given.
+fn connection(context: &SslContext, session: Option<&SslSession>) -> io::Result<SslStream<Pipe>> {
+    let mut ssl = Ssl::new(context).map_err(io::Error::other)?;
+    ssl.set_mtu(MTU).map_err(io::Error::other)?;
+    ssl.set_connect_state();
+    if let Some(session) = session {
+        // SAFETY: the session was made by a connection of this same context.
+        unsafe { ssl.set_session(session) }.map_err(io::Error::other)?;
+    }
+    SslStream::new(ssl, Pipe::default()).map_err(io::Error::other)
 }
 
 /// Drives the handshake: `Ok(true)` once complete.

@@ -103,6 +103,15 @@ impl FleetSpec {
             psk_secret: None,
         }
     }
+
+    /// Every device's credential, whose identity is its endpoint name (none without a
+    /// `psk_secret`): the factory batch an engine is given for the fleet to register over coaps.
+    pub fn credentials(&self) -> Vec<Psk> {
+        let Some(secret) = &self.psk_secret else {
+            return Vec::new();
+        };
+        fleet_credentials(secret, self.first_index..self.first_index + self.devices)
+    }
 }
 
 /// The running devices.
@@ -205,6 +214,13 @@ pub async fn wait_surveyed(catalog: &Catalog, count: usize, bound: Duration) -> 
     })
     .await
     .is_ok()
+}
+
+/// The credentials [`Psk::derived`] gives devices `indexes` of a fleet made from `secret`.
+pub fn fleet_credentials(secret: &[u8], indexes: std::ops::Range<usize>) -> Vec<Psk> {
+    indexes
+        .map(|i| Psk::derived(secret, &endpoint_name(i)))
+        .collect()
 }
 
 /// The IMEI-style endpoint name of device `i`.

@@ -13,7 +13,7 @@
 //! RFC 7252's timers cost more: a lost exchange waits its ACK timeout (drawn between
 //! `ack_timeout` and 1.5 times it), doubled at each further loss, before it is sent again: the
 //! bench prints the time that takes as an estimate. Management exchanges and the install are on
-//! top of all.
+//! top of all. With `--coaps` the devices speak DTLS 1.2 PSK to an engine that requires it.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -23,18 +23,21 @@ use std::process::Stdio;
 
 use anyhow::Context;
 use clap::Args;
-use fota_device::fleet::{endpoint_name, wait_surveyed};
+use fota_device::fleet::{endpoint_name, fleet_credentials, wait_surveyed};
 use fota_engine::campaign::{DeviceResult, Pacing, TaskSpec, TaskStatus};
-use fota_engine::catalog::PackageFormat;
+use fota_engine::catalog::{NewCredential, PackageFormat};
 use fota_engine::coap::TransmissionParams;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{Binding, HostConfig, PluginKind, embedded};
-use fota_engine::server::ServerConfig;
+use fota_engine::server::{CoapsConfig, ServerConfig};
 use rand::{Rng, SeedableRng};
 
 use super::stats::{figure, figure_spread, summarize};
 use super::{harness, procfs};
 use crate::open_files;
+
+/// The secret the fleet's keys are derived from over coaps.
+const PSK_SECRET: &str = "fota bench nbiot";
 
 /// Options of `fota bench nbiot`.
 #[derive(Args)]
@@ -66,6 +69,9 @@ pub struct NbIotArgs {
     /// Block size of the push.
     #[arg(long, default_value_t = 512)]
     block_size: usize,
+    /// Devices speak coaps (DTLS 1.2, pre-shared keys) to an engine that requires it.
+    #[arg(long)]
+    coaps: bool,
     /// Seconds, not tens of minutes: 20 devices in 2 cells, 10 at once in each, a 0.1 s round
     /// trip, a 4 KB delta.
     #[arg(long)]
@@ -85,6 +91,10 @@ impl NbIotArgs {
 
     fn rtt(&self) -> Duration {
         Duration::from_millis(self.rtt_ms)
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.coaps { "coaps" } else { "coap" }
     }
 
     fn duty(&self) -> f64 {
@@ -108,9 +118,10 @@ pub async fn run(mut args: NbIotArgs) -> anyhow::Result<()> {
     let fleet = SimulatedFleet::start(&platform, &args, &old).await?;
     let busiest_cell = busiest_cell(&platform)?;
     println!(
-        "nbiot: {} devices in {} cells (busiest {busiest_cell}), rtt {} ms, loss {}, awake {} s \
-         of {} s, delta package {} bytes in {}-byte blocks, {} per cell at once",
+        "nbiot: {} devices in {} cells (busiest {busiest_cell}) over {}, rtt {} ms, loss {}, \
+         awake {} s of {} s, delta package {} bytes in {}-byte blocks, {} per cell at once",
         args.devices,
+        args.scheme(),
         args.cells,
         args.rtt_ms,
         args.loss,
@@ -189,6 +200,13 @@ pub async fn run(mut args: NbIotArgs) -> anyhow::Result<()> {
 async fn start_platform(args: &NbIotArgs) -> anyhow::Result<Platform> {
     let mut server = ServerConfig::loopback();
     server.coap.params = nb_iot_timers(args);
+    if args.coaps {
+        server.coaps = Some(CoapsConfig {
+            addr: "127.0.0.1:0".parse()?,
+            require: true,
+            ..CoapsConfig::default()
+        });
+    }
     server.queue_window = Duration::from_secs(args.awake_secs);
     let platform = Platform::start(PlatformConfig {
         server,
@@ -207,6 +225,16 @@ async fn start_platform(args: &NbIotArgs) -> anyhow::Result<Platform> {
         embedded::GENERIC_CAPABILITY,
         settings,
     )?;
+    if args.coaps {
+        let batch = fleet_credentials(PSK_SECRET.as_bytes(), 0..args.devices)
+            .into_iter()
+            .map(|psk| NewCredential::new(psk.identity.clone(), psk.identity, psk.key.into()))
+            .collect::<Result<Vec<_>, _>>()?;
+        platform
+            .catalog
+            .credentials()
+            .import(batch, |row| format!("device {row}"))?;
+    }
     Ok(platform)
 }
 
@@ -331,8 +359,12 @@ fn sim_process(
 ) -> anyhow::Result<tokio::process::Child> {
     let ack_timeout = nb_iot_timers(args).ack_timeout;
     let lifetime = 10 * (args.awake_secs + args.asleep_secs);
-    let flags = [
-        ("--server", platform.server.coap_addr().to_string()),
+    let server = match platform.server.coaps_addr() {
+        Some(coaps) => coaps,
+        None => platform.server.coap_addr(),
+    };
+    let mut flags = vec![
+        ("--server", server.to_string()),
         ("--devices", count.to_string()),
         ("--first-index", first.to_string()),
         ("--seed", (part + 1).to_string()),
@@ -348,6 +380,9 @@ fn sim_process(
         ("--ack-timeout-ms", ack_timeout.as_millis().to_string()),
         ("--lifetime", lifetime.to_string()),
     ];
+    if args.coaps {
+        flags.push(("--psk-secret", PSK_SECRET.to_string()));
+    }
     let mut command = tokio::process::Command::new(std::env::current_exe()?);
     command.arg("sim");
     for (flag, value) in flags {

@@ -14,20 +14,24 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use coap_lite::{MessageType, Packet, RequestType, ResponseType};
+use fota_device::client::SleepCycle;
 use fota_device::dtls_client::DtlsClient;
 use fota_device::dtls_socket::Psk;
 use fota_device::fleet::Fleet;
 use fota_device::{Device, SimulatedFlash};
 use fota_engine::coap::dtls::{DtlsConfig, PskKeys};
 use fota_engine::coap::{OutgoingRequest, PacketExt};
-use fota_engine::lwm2m::{IdentityBinding, LwM2mPath};
+use fota_engine::lwm2m::{IdentityBinding, LwM2mPath, RegistrationEvent};
 use fota_engine::package;
 use fota_engine::server::{CoapsConfig, DeviceKeys, Server, ServerConfig};
 use fota_engine::transfer::{DeliveryJob, Method};
 use sha2::{Digest, Sha256};
+use tokio::sync::broadcast;
 use zeroize::Zeroizing;
 
 use crate::support::libcoap::{self, free_port, shown};
+use crate::support::process::FotaProcess;
+use crate::support::served::{BOUND, OPERATOR, scratch, serve_with};
 use crate::support::{assert_all_upgraded, package_80k, registered_fleet};
 
 /// Devices' credentials: identity -> (endpoint, key).
@@ -348,6 +352,26 @@ async fn dtls_attacks_are_refused_while_a_fleet_beside_them_upgrades() {
     assert_eq!(registration.identity.as_deref(), Some("id-openssl"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_gave_up_a_handshake_starts_another_at_once() {
+    let server = engine(false).await;
+    let coaps = server.coaps_addr().unwrap();
+    let own = ("id-openssl", b"secret-openssl-1".as_slice());
+    let again = tokio::task::spawn_blocking(move || {
+        // A handshake past the cookie that the device leaves (it went to sleep, rebooted)...
+        let mut first = DtlsClient::new(coaps, own, None);
+        first.stop_after_cookie();
+        let socket = first.into_socket();
+        let mut flight = [0u8; 2048];
+        socket.recv(&mut flight).expect("the server's flight, left unread");
+        // ...does not hold up the next one from the same address until it times out.
+        let mut again = DtlsClient::on_socket(socket, coaps, own, None);
+        again.connect()
+    });
+    again.await.unwrap().expect("the new handshake completes");
+    assert_eq!(server.dtls.as_ref().unwrap().sessions(), 1);
+}
+
 /// A device registers over DTLS and closes its session (as aiocoap's tinydtls client does when
 /// it drops a connection): the socket it registered from, rebound without a connection.
 fn register_then_close(coaps: SocketAddr) -> UdpSocket {
@@ -432,23 +456,84 @@ impl IdentityBinding for FleetKeys {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_reference_fleet_registers_over_coaps_and_takes_a_push() {
-    let secret = b"factory batch 7".to_vec();
+/// The secret simulated fleets' keys are derived from.
+const FLEET_SECRET: &[u8] = b"factory batch 7";
+
+/// An engine on loopback that requires coaps, with `dtls`, knowing the keys of fleets made
+/// from [`FLEET_SECRET`].
+async fn fleet_engine(dtls: DtlsConfig) -> Server {
     let mut config = ServerConfig::loopback();
     config.coaps = Some(CoapsConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
         require: true,
+        dtls,
         ..CoapsConfig::default()
     });
-    config.credentials = Some(DeviceKeys(Arc::new(FleetKeys(secret.clone()))));
-    let server = Server::start(config).await.unwrap();
+    config.credentials = Some(DeviceKeys(Arc::new(FleetKeys(FLEET_SECRET.to_vec()))));
+    Server::start(config).await.unwrap()
+}
+
+/// `devices` reference devices registered over coaps, sleeping in PSM on `sleep` if given.
+async fn coaps_fleet(server: &Server, devices: usize, sleep: Option<SleepCycle>) -> Fleet {
     let coaps = server.coaps_addr().unwrap();
-    let fleet = registered_fleet(&server, 10, |spec| {
+    registered_fleet(server, devices, |spec| {
         spec.server = coaps;
-        spec.psk_secret = Some(secret);
+        spec.psk_secret = Some(FLEET_SECRET.to_vec());
+        spec.sleep = sleep;
     })
-    .await;
+    .await
+}
+
+/// Waits (bounded) until `updates` more Updates have come.
+async fn updates(events: &mut broadcast::Receiver<RegistrationEvent>, updates: usize) {
+    let counted = async {
+        let mut seen = 0;
+        while seen < updates {
+            if let Ok(RegistrationEvent::Updated(_)) = events.recv().await {
+                seen += 1;
+            }
+        }
+    };
+    let within = tokio::time::timeout(Duration::from_secs(60), counted).await;
+    assert!(within.is_ok(), "{updates} Updates came");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleeping_devices_keep_their_session_through_psm_and_resume_it_once_freed() {
+    let cycle = SleepCycle {
+        awake: Duration::from_millis(300),
+        asleep: Duration::from_millis(700),
+    };
+    // Sessions outlive a sleep: every wake-up's Update goes over the session made at first.
+    let server = fleet_engine(DtlsConfig::default()).await;
+    let mut events = server.registry.subscribe();
+    let _fleet = coaps_fleet(&server, 5, Some(cycle)).await;
+    updates(&mut events, 15).await;
+    let counters = server.dtls_counters().unwrap();
+    assert_eq!(counters.handshakes.load(Ordering::Relaxed), 5, "one each");
+
+    // Sessions freed while the devices sleep: each finds its records unanswered and resumes
+    // its session from its ticket, then goes on updating.
+    let idle = DtlsConfig {
+        idle_timeout: Duration::from_millis(400),
+        ..DtlsConfig::default()
+    };
+    let server = fleet_engine(idle).await;
+    let mut events = server.registry.subscribe();
+    let _fleet = coaps_fleet(&server, 5, Some(cycle)).await;
+    updates(&mut events, 15).await;
+    let counters = server.dtls_counters().unwrap();
+    assert!(counters.sessions_freed.load(Ordering::Relaxed) >= 5);
+    assert!(
+        counters.resumed.load(Ordering::Relaxed) >= 5,
+        "{counters:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_fleet_registers_over_coaps_and_takes_a_push() {
+    let server = fleet_engine(DtlsConfig::default()).await;
+    let fleet = coaps_fleet(&server, 10, None).await;
     let (package, new_image) = package_80k();
     let jobs = push_jobs(&server, &fleet, &package, 512);
     let reports = server.delivery.run_all(jobs, |_| {}).await;
@@ -460,4 +545,48 @@ async fn the_reference_fleet_registers_over_coaps_and_takes_a_push() {
     }
     let counters = server.dtls_counters().unwrap();
     assert!(counters.handshakes.load(Ordering::Relaxed) >= 10);
+}
+
+#[test]
+fn a_simulated_fleet_registers_over_coaps_once_its_batch_is_imported() {
+    let dir = scratch("sim-coaps");
+    let settings = "[coaps]\naddr = \"127.0.0.1:0\"\nrequire = true\n";
+    let engine = serve_with(&dir, &[], settings);
+    let coaps = engine.coaps.expect("coaps is on").to_string();
+    let batch = dir.join("batch.csv");
+    let args = [
+        "sim",
+        "--server",
+        &coaps,
+        "--devices",
+        "20",
+        "--psk-secret",
+        "factory batch 9",
+        "--credentials-out",
+        batch.to_str().unwrap(),
+    ];
+    let mut sim = FotaProcess::spawn(args, &[]);
+    sim.logged("import them with POST /v1/credentials/import", BOUND);
+
+    let csv = std::fs::read(&batch).unwrap();
+    assert_eq!(
+        csv.iter().filter(|&&b| b == b'\n').count(),
+        21,
+        "a header and 20 rows"
+    );
+    let imported: serde_json::Value = ureq::post(&format!("{}/v1/credentials/import", engine.http))
+        .set("Authorization", &format!("Bearer {OPERATOR}"))
+        .set("Content-Type", "text/csv")
+        .send_bytes(&csv)
+        .expect("the batch is imported")
+        .into_json()
+        .unwrap();
+    assert_eq!(imported["imported"], 20);
+    engine.wait_for(
+        "/v1/devices?limit=1",
+        "the fleet registered over coaps",
+        |page| page["total"] == 20,
+    );
+    let handshakes = engine.metric("fota_dtls_events_total{event=\"handshakes\"}");
+    assert!(handshakes.expect("counted") >= 20);
 }

@@ -220,9 +220,13 @@ impl DtlsSocket {
             bump(&self.counters.dropped);
             return Vec::new();
         }
-        let established = state.sessions.get(&peer).map(Session::established);
-        if record::is_initial_client_hello(datagram) && established != Some(false) {
-            return self.hello(&mut state.sessions, datagram, peer, now);
+        // A ClientHello goes on with the handshake it started (sent again: the server's flight
+        // was lost); any other starts anew (the device restarted, or gave up a handshake).
+        if record::is_initial_client_hello(datagram) {
+            let started_it = |s: &Session| !s.established() && s.started_by(datagram);
+            if !state.sessions.get(&peer).is_some_and(started_it) {
+                return self.hello(&mut state.sessions, datagram, peer, now);
+            }
         }
         let Some(session) = state.sessions.get_mut(&peer) else {
             bump(&self.counters.dropped);
@@ -230,17 +234,17 @@ impl DtlsSocket {
             return Vec::new();
         };
         let mut opened = Vec::new();
-        let encrypted = record::has_later_epoch(datagram);
-        let step = session.receive(datagram, encrypted, now, &mut opened);
+        let sealed_handshake = record::has_sealed_handshake(datagram);
+        let step = session.receive(datagram, sealed_handshake, now, &mut opened);
         let replies = session.take_sent();
         self.after(&mut state.sessions, peer, step);
         state.opened.extend(opened.into_iter().map(|d| (peer, d)));
         replies
     }
 
-    /// A ClientHello from a peer without a handshake going on: a cookie goes back unless it
-    /// returned a valid one; then its handshake starts (replacing an established session: the
-    /// device restarted, RFC 6347 section 4.2.8).
+    /// A ClientHello that starts a handshake: a cookie goes back unless it returned a valid
+    /// one; then its handshake starts, replacing the peer's session or handshake (the device
+    /// restarted, RFC 6347 section 4.2.8, or gave up a handshake it began before it slept).
     fn hello(
         &self,
         sessions: &mut HashMap<SocketAddr, Session>,
@@ -279,7 +283,7 @@ impl DtlsSocket {
         if sessions.remove(&peer).is_none() && sessions.len() >= self.config.max_sessions {
             self.free_least_recent(sessions);
         }
-        let mut session = Session::accept(stream, now);
+        let mut session = Session::accept(stream, record::client_random(datagram), now);
         let step = session.handshake();
         let replies = session.take_sent();
         sessions.insert(peer, session);
@@ -523,11 +527,12 @@ mod record {
         datagram.len() >= HEADER && CONTENT_TYPES.contains(&datagram[0]) && datagram[1] == 0xfe
     }
 
-    /// Whether any record of `datagram` is of an epoch after 0 (encrypted).
-    pub fn has_later_epoch(datagram: &[u8]) -> bool {
+    /// Whether any record of `datagram` is a handshake record of an epoch after 0 (sealed: a
+    /// Finished).
+    pub fn has_sealed_handshake(datagram: &[u8]) -> bool {
         let mut rest = datagram;
         while is_dtls(rest) {
-            if rest[3..5] != [0, 0] {
+            if rest[0] == 22 && rest[3..5] != [0, 0] {
                 return true;
             }
             let len = usize::from(u16::from_be_bytes([rest[11], rest[12]]));
@@ -536,11 +541,67 @@ mod record {
         false
     }
 
+    /// The client random of the ClientHello `datagram` starts with (after the record header,
+    /// the handshake header and the client version), zeros if it is too short.
+    pub fn client_random(datagram: &[u8]) -> [u8; 32] {
+        const AT: usize = HEADER + 12 + 2;
+        let mut random = [0u8; 32];
+        if let Some(bytes) = datagram.get(AT..AT + 32) {
+            random.copy_from_slice(bytes);
+        }
+        random
+    }
+
     /// Whether `datagram` starts with a ClientHello in epoch 0: a new handshake.
     pub fn is_initial_client_hello(datagram: &[u8]) -> bool {
         is_dtls(datagram)
             && datagram[0] == 22
             && datagram[3..5] == [0, 0]
             && datagram.get(HEADER) == Some(&1)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// A record header of `kind` and `epoch` with `body`.
+        fn record(kind: u8, epoch: u16, body: &[u8]) -> Vec<u8> {
+            let mut record = vec![kind, 0xfe, 0xfd];
+            record.extend_from_slice(&epoch.to_be_bytes());
+            record.extend_from_slice(&[0; 6]);
+            record.extend_from_slice(&(body.len() as u16).to_be_bytes());
+            record.extend_from_slice(body);
+            record
+        }
+
+        #[test]
+        fn only_a_sealed_handshake_record_is_taken_for_a_finished() {
+            let finished = record(22, 1, &[0; 40]);
+            let data = record(23, 1, &[0; 40]);
+            let hello = record(22, 0, &[1; 60]);
+            assert!(has_sealed_handshake(&finished));
+            assert!(
+                !has_sealed_handshake(&data),
+                "application data of a client ahead"
+            );
+            assert!(!has_sealed_handshake(&hello));
+            let flight = [record(22, 0, &[16; 20]), record(20, 0, &[1]), finished].concat();
+            assert!(
+                has_sealed_handshake(&flight),
+                "found after the records before it"
+            );
+        }
+
+        #[test]
+        fn a_client_hello_is_known_by_its_random() {
+            let mut body = vec![1, 0, 0, 60, 0, 0, 0, 0, 0, 0, 0, 60, 0xfe, 0xfd];
+            body.extend((0..32).map(|i| i as u8));
+            body.extend_from_slice(&[0; 14]);
+            let hello = record(22, 0, &body);
+            assert!(is_initial_client_hello(&hello));
+            let random: Vec<u8> = (0..32).collect();
+            assert_eq!(client_random(&hello).to_vec(), random);
+            assert_eq!(client_random(&hello[..30]), [0; 32], "too short: zeros");
+        }
     }
 }

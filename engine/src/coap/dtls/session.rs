@@ -13,11 +13,15 @@ use super::pipe::Pipe;
 /// Largest plaintext of one record the engine reads (a CoAP datagram is at most 1,152 B).
 const MAX_PLAINTEXT: usize = 2048;
 
-/// Encrypted flights that leave a handshake where it was before it fails: OpenSSL drops a
-/// record that does not authenticate without a word (RFC 6347 section 4.1.2.7), so a client
-/// with a wrong key only shows as its Finished, sent again, never completing the handshake.
-/// One such flight may be a Finished that overtook its ClientKeyExchange; two are a wrong key.
-const UNAUTHENTICATED_FLIGHTS: u32 = 2;
+/// OpenSSL's short name of a server's state once it has read the client's ChangeCipherSpec:
+/// the next handshake record, the client's Finished, is the first sealed with keys from the
+/// PSK. OpenSSL drops a record that does not authenticate without a word (RFC 6347 section
+/// 4.1.2.7), so a client with a wrong key shows only as a sealed handshake record that leaves
+/// the server in this state. A Finished that overtook its ClientKeyExchange (or came after
+/// the client's first flight was lost in part) arrives before this state and is kept by
+/// OpenSSL for its epoch; application data sent by a client whose Finished was lost is not a
+/// handshake record: neither is taken for a wrong key.
+const READ_CHANGE_CIPHER_SPEC: &str = "TRCCS";
 
 /// What a datagram did to a session.
 #[derive(Debug, PartialEq)]
@@ -42,20 +46,26 @@ pub(super) struct Session {
     pub started: Instant,
     /// When the last datagram came from the peer or went to it.
     pub last_active: Instant,
-    /// Encrypted flights that did not move the handshake on.
-    unauthenticated: u32,
+    /// The random of the ClientHello that started the handshake, to know it when it comes again.
+    client_random: [u8; 32],
 }
 
 impl Session {
-    /// A handshake going on from a verified ClientHello (already in `stream`'s pipe).
-    pub fn accept(stream: Box<SslStream<Pipe>>, now: Instant) -> Session {
+    /// A handshake going on from a verified ClientHello (already in `stream`'s pipe) whose
+    /// random is `client_random`.
+    pub fn accept(stream: Box<SslStream<Pipe>>, client_random: [u8; 32], now: Instant) -> Session {
         Session {
             stream,
             identity: None,
             started: now,
             last_active: now,
-            unauthenticated: 0,
+            client_random,
         }
+    }
+
+    /// Whether the ClientHello `datagram` starts with is the one that started this handshake.
+    pub fn started_by(&self, datagram: &[u8]) -> bool {
+        super::record::client_random(datagram) == self.client_random
     }
 
     /// Whether the handshake completed.
@@ -81,12 +91,12 @@ impl Session {
             .map_or("none", |cipher| cipher.name())
     }
 
-    /// Takes one datagram from the peer; CoAP datagrams it carried go to `opened`. `encrypted`:
-    /// the datagram holds a record of a later epoch than 0.
+    /// Takes one datagram from the peer; CoAP datagrams it carried go to `opened`.
+    /// `sealed_handshake`: the datagram holds a handshake record of a later epoch than 0.
     pub fn receive(
         &mut self,
         datagram: &[u8],
-        encrypted: bool,
+        sealed_handshake: bool,
         now: Instant,
         opened: &mut Vec<Vec<u8>>,
     ) -> Step {
@@ -96,15 +106,13 @@ impl Session {
             return self.open(opened);
         }
         let step = self.handshake();
-        if step == Step::Continue && encrypted {
-            self.unauthenticated += 1;
-            if self.unauthenticated >= UNAUTHENTICATED_FLIGHTS {
-                return Step::Failed(
-                    "the client's Finished does not authenticate: its key is not the one \
-                     its identity has"
-                        .into(),
-                );
-            }
+        let waiting_for_finished = self.stream.ssl().state_string() == READ_CHANGE_CIPHER_SPEC;
+        if step == Step::Continue && sealed_handshake && waiting_for_finished {
+            return Step::Failed(
+                "the client's Finished does not authenticate: its key is not the one its \
+                 identity has"
+                    .into(),
+            );
         }
         step
     }
