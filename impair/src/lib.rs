@@ -37,7 +37,8 @@
 //! [`queue_limit`](Rate::queue_limit) ([`DEFAULT_QUEUE_LIMIT`], 2 s, unless set) for its turn is
 //! dropped (drop-tail) and counted in [`DirectionStats::queue_dropped`]; a datagram lost to
 //! `loss` has taken its time on the link all the same. [`DirectionStats::bytes_forwarded`] and
-//! [`DirectionStats::max_queue_delay`] show the rate at work.
+//! [`DirectionStats::max_queue_delay`] show the rate at work. Only the flows of one link share
+//! its rate: to model a cell, put the cell's devices behind one link.
 //!
 //! # Bursty loss
 //!
@@ -111,8 +112,8 @@ mod stats;
 mod task;
 
 /// The impairment model without sockets: seeded per-datagram decisions and the delay queue of
-/// one direction of one flow. The [`Link`] runs it on real UDP; a simulated network (fota-sim)
-/// runs the same model in process, on tokio's clock.
+/// one direction of one flow, and the bandwidth queue of one direction. The [`Link`] runs it on
+/// real UDP; a simulated network (fota-sim) runs the same model in process, on tokio's clock.
 pub mod model {
     pub use crate::direction::Direction;
     pub use crate::fate::{Decisions, Fate};
