@@ -59,8 +59,9 @@ impl Conditions {
     }
 }
 
-/// Locks `mutex`; its data stays consistent even if a holder panicked, so poisoning is ignored.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `mutex`; the link's shared data stays consistent even if a holder panicked, so
+/// poisoning is ignored.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

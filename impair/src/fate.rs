@@ -4,13 +4,16 @@
 //! and the flow's ordinal (0 for the first client address the link saw, 1 for the next, ...).
 //! Every datagram draws the same four numbers whatever the impairment, so the n-th datagram's
 //! fate depends only on that stream and the impairment in force when it arrives: the same seed
-//! and the same datagrams replay the same decisions.
+//! and the same datagrams replay the same decisions. Bursty loss draws from a second stream of
+//! the same lane (see [`crate::bursty`]), so the four draws of a seed are those they were
+//! before bursty loss existed.
 
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::bursty::Chain;
 use crate::direction::Direction;
 use crate::impairment::Impairment;
 
@@ -32,20 +35,26 @@ pub enum Fate {
 #[derive(Debug)]
 pub struct Decisions {
     rng: StdRng,
+    /// The Gilbert–Elliott chain of this direction and flow, on its own stream.
+    chain: Chain,
 }
 
 impl Decisions {
     /// The stream of the given direction of the flow with the given ordinal.
     pub fn new(seed: u64, direction: Direction, flow: u64) -> Self {
         let lane = flow.wrapping_mul(2) + direction_index(direction);
-        let rng = StdRng::seed_from_u64(mix(seed ^ mix(lane)));
-        Self { rng }
+        let lane_seed = mix(seed ^ mix(lane));
+        Self {
+            rng: StdRng::seed_from_u64(lane_seed),
+            chain: Chain::new(mix(lane_seed)),
+        }
     }
 
     /// The fate of the next datagram under `impairment`.
     pub fn next(&mut self, impairment: &Impairment) -> Fate {
         let [loss, duplicate, reorder, jitter]: [f64; 4] = self.rng.random();
-        if loss < impairment.loss {
+        let lost_in_burst = self.chain.next_lost(impairment.bursty_loss.as_ref());
+        if loss < impairment.loss || lost_in_burst {
             return Fate::Drop;
         }
         Fate::Deliver {
@@ -76,6 +85,7 @@ fn mix(value: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bursty::GilbertElliott;
 
     fn fates(seed: u64, direction: Direction, flow: u64, impairment: &Impairment) -> Vec<Fate> {
         let mut decisions = Decisions::new(seed, direction, flow);
@@ -142,5 +152,42 @@ mod tests {
         lossless.next(&Impairment::none());
         lossy.next(&Impairment::lossy(1.0));
         assert_eq!(lossless.next(&busy()), lossy.next(&busy()));
+    }
+
+    fn bursty() -> Impairment {
+        busy().with_bursty_loss(GilbertElliott::from_mean(0.3, 4.0).unwrap())
+    }
+
+    #[test]
+    fn bursty_loss_only_adds_drops() {
+        let plain = fates(6, Direction::Downlink, 2, &busy());
+        let with_bursts = fates(6, Direction::Downlink, 2, &bursty());
+        assert_eq!(with_bursts, fates(6, Direction::Downlink, 2, &bursty()));
+        let changed: Vec<Fate> = plain
+            .iter()
+            .zip(&with_bursts)
+            .filter(|(plain, bursty)| plain != bursty)
+            .map(|(_, bursty)| *bursty)
+            .collect();
+        assert!(!changed.is_empty(), "bursts lose datagrams");
+        assert!(changed.iter().all(|fate| *fate == Fate::Drop));
+    }
+
+    #[test]
+    fn losses_come_in_runs_of_the_configured_length() {
+        let model = GilbertElliott::from_mean(0.2, 5.0).unwrap();
+        let impairment = Impairment::none().with_bursty_loss(model);
+        let mut decisions = Decisions::new(11, Direction::Uplink, 0);
+        let lost: Vec<bool> = (0..100_000)
+            .map(|_| decisions.next(&impairment) == Fate::Drop)
+            .collect();
+        let count = lost.iter().filter(|&&lost| lost).count() as f64;
+        let runs = lost.windows(2).filter(|w| w == &[false, true]).count() as f64;
+        assert!((count / 100_000.0 - 0.2).abs() < 0.01, "loss {count}");
+        assert!(
+            (count / runs - 5.0).abs() < 0.25,
+            "mean run {}",
+            count / runs
+        );
     }
 }

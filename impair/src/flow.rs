@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
@@ -15,6 +15,7 @@ use crate::conditions::Conditions;
 use crate::direction::Direction;
 use crate::fate::Decisions;
 use crate::pipe::{Arrival, Egress, Pipe};
+use crate::rate::Bottleneck;
 use crate::stats::LinkCounters;
 use crate::task::AbortOnDrop;
 
@@ -35,6 +36,10 @@ pub(crate) struct LinkContext {
     pub(crate) seed: u64,
     pub(crate) conditions: Arc<Conditions>,
     pub(crate) counters: Arc<LinkCounters>,
+    /// The bandwidth queue from clients to the upstream, shared by every flow.
+    pub(crate) uplink_queue: Arc<Mutex<Bottleneck>>,
+    /// The bandwidth queue from the upstream to clients, shared by every flow.
+    pub(crate) downlink_queue: Arc<Mutex<Bottleneck>>,
 }
 
 impl LinkContext {
@@ -44,7 +49,15 @@ impl LinkContext {
             Decisions::new(self.seed, direction, ordinal),
             Arc::clone(&self.conditions),
             Arc::clone(&self.counters),
+            Arc::clone(self.queue(direction)),
         )
+    }
+
+    fn queue(&self, direction: Direction) -> &Arc<Mutex<Bottleneck>> {
+        match direction {
+            Direction::Uplink => &self.uplink_queue,
+            Direction::Downlink => &self.downlink_queue,
+        }
     }
 }
 

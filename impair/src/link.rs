@@ -60,6 +60,8 @@ impl Link {
             seed,
             conditions: Arc::new(Conditions::new(impairment)),
             counters: Arc::default(),
+            uplink_queue: Arc::default(),
+            downlink_queue: Arc::default(),
         };
         Ok(Self {
             local_addr,

@@ -1,8 +1,9 @@
-//! One direction of one flow: decides each arriving datagram's fate, delays it and sends it on.
+//! One direction of one flow: decides each arriving datagram's fate, takes it through the
+//! bandwidth queue its direction shares with the other flows, delays it and sends it on.
 
 use std::future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::net::UdpSocket;
@@ -10,9 +11,10 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{Instant, sleep_until};
 use tracing::debug;
 
-use crate::conditions::Conditions;
+use crate::conditions::{Conditions, lock};
 use crate::direction::Direction;
 use crate::fate::{Decisions, Fate};
+use crate::rate::{Admission, Bottleneck, Rate};
 use crate::schedule::{DelayQueue, Scheduled, after};
 use crate::stats::{Counters, LinkCounters};
 
@@ -49,15 +51,19 @@ pub(crate) struct Pipe {
     queue: DelayQueue,
     conditions: Arc<Conditions>,
     counters: Arc<LinkCounters>,
+    /// The bandwidth queue of this direction, shared with every other flow's pipe of it.
+    bottleneck: Arc<Mutex<Bottleneck>>,
 }
 
 impl Pipe {
-    /// The stage for `direction` whose decisions come from `decisions`.
+    /// The stage for `direction` whose decisions come from `decisions` and whose datagrams
+    /// queue for bandwidth in `bottleneck`.
     pub(crate) fn new(
         direction: Direction,
         decisions: Decisions,
         conditions: Arc<Conditions>,
         counters: Arc<LinkCounters>,
+        bottleneck: Arc<Mutex<Bottleneck>>,
     ) -> Self {
         Self {
             direction,
@@ -65,6 +71,7 @@ impl Pipe {
             queue: DelayQueue::default(),
             conditions,
             counters,
+            bottleneck,
         }
     }
 
@@ -86,15 +93,24 @@ impl Pipe {
         self.counters.of(self.direction)
     }
 
-    /// Decides `arrival`'s fate and queues it if it survives.
+    /// Decides `arrival`'s fate, takes it through the bandwidth queue and queues it for
+    /// delivery if it survives.
     fn admit(&mut self, arrival: Arrival) {
         self.counters().received.bump();
-        // Draw first, so that a blackout does not shift the decisions of later datagrams.
-        let fate = self.decisions.next(&self.conditions.impairment());
+        let impairment = self.conditions.impairment();
+        // Draw first, so that a blackout or a full queue does not shift the decisions of later
+        // datagrams.
+        let fate = self.decisions.next(&impairment);
         if self.conditions.is_down(arrival.at) {
             self.counters().blacked_out.bump();
             return;
         }
+        // Through the queue before the loss: a datagram lost on the way took its time on the
+        // link all the same, as on a radio.
+        let Some(departs) = self.through_bottleneck(&arrival, impairment.rate(self.direction))
+        else {
+            return;
+        };
         let Fate::Deliver {
             delay,
             duplicate,
@@ -110,10 +126,30 @@ impl Pipe {
         let datagram = Scheduled {
             payload: arrival.payload,
             copies: 1 + usize::from(duplicate),
-            due: after(arrival.at, delay),
+            due: after(departs, delay),
         };
         if self.queue.push(datagram, hold_back) {
             self.counters().reordered.bump();
+        }
+    }
+
+    /// When `arrival` has left the bandwidth queue, at `rate`: as it arrives if the direction is
+    /// unlimited, never if the queue is full. A duplicate is made past the queue: the link
+    /// carries the datagram once.
+    fn through_bottleneck(&self, arrival: &Arrival, rate: Option<Rate>) -> Option<Instant> {
+        let Some(rate) = rate else {
+            return Some(arrival.at);
+        };
+        let admission = lock(&self.bottleneck).admit(arrival.at, arrival.payload.len(), &rate);
+        match admission {
+            Admission::Departs { at, waited } => {
+                self.counters().queue_delay.see(waited);
+                Some(at)
+            }
+            Admission::QueueFull => {
+                self.counters().queue_dropped.bump();
+                None
+            }
         }
     }
 
@@ -130,7 +166,10 @@ impl Pipe {
             return;
         }
         match egress.socket.send_to(payload, egress.to).await {
-            Ok(_) => self.counters().forwarded.bump(),
+            Ok(sent) => {
+                self.counters().forwarded.bump();
+                self.counters().bytes_forwarded.add(sent as u64);
+            }
             Err(error) => {
                 self.counters().send_errors.bump();
                 debug!(direction = ?self.direction, to = %egress.to, %error, "impaired link: send failed");
@@ -144,5 +183,154 @@ async fn sleep_until_some(wakeup: Option<Instant>) {
     match wakeup {
         Some(wakeup) => sleep_until(wakeup).await,
         None => future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::impairment::Impairment;
+    use crate::stats::DirectionStats;
+
+    const MS: Duration = Duration::from_millis(1);
+    /// With the headers, 400 bytes: 50 ms at 64 kbit/s.
+    const PAYLOAD: usize = 372;
+
+    /// The pipes of one direction's flows, sharing their link's conditions, counters and
+    /// bandwidth queue.
+    struct Flows {
+        conditions: Arc<Conditions>,
+        counters: Arc<LinkCounters>,
+        bottleneck: Arc<Mutex<Bottleneck>>,
+    }
+
+    impl Flows {
+        fn new(impairment: Impairment) -> Self {
+            Self {
+                conditions: Arc::new(Conditions::new(impairment)),
+                counters: Arc::default(),
+                bottleneck: Arc::default(),
+            }
+        }
+
+        fn pipe(&self, direction: Direction, flow: u64) -> Pipe {
+            Pipe::new(
+                direction,
+                Decisions::new(1, direction, flow),
+                Arc::clone(&self.conditions),
+                Arc::clone(&self.counters),
+                Arc::clone(&self.bottleneck),
+            )
+        }
+
+        fn uplink(&self, flow: u64) -> Pipe {
+            self.pipe(Direction::Uplink, flow)
+        }
+
+        fn stats(&self) -> DirectionStats {
+            self.counters.snapshot().uplink
+        }
+    }
+
+    fn arrival(at: Instant) -> Arrival {
+        Arrival {
+            at,
+            payload: Bytes::from(vec![0; PAYLOAD]),
+        }
+    }
+
+    fn uplink_at_64_kbit(queue_limit: Duration) -> Impairment {
+        Impairment::none().with_uplink_rate(Rate::new(64_000).with_queue_limit(queue_limit))
+    }
+
+    /// When each datagram queued in `pipe` falls due, earliest first.
+    fn due_times(pipe: &mut Pipe) -> Vec<Instant> {
+        let mut due = Vec::new();
+        while let Some(wakeup) = pipe.queue.next_wakeup() {
+            while pipe.queue.pop_due(wakeup).is_some() {
+                due.push(wakeup);
+            }
+        }
+        due
+    }
+
+    #[test]
+    fn two_flows_share_their_directions_bandwidth() {
+        let t = Instant::now();
+        let uplink = Flows::new(uplink_at_64_kbit(Duration::from_secs(2)));
+        let (mut alice, mut bob) = (uplink.uplink(0), uplink.uplink(1));
+        for _ in 0..2 {
+            alice.admit(arrival(t));
+            bob.admit(arrival(t));
+        }
+        assert_eq!(due_times(&mut alice), [t + 50 * MS, t + 150 * MS]);
+        assert_eq!(due_times(&mut bob), [t + 100 * MS, t + 200 * MS]);
+        assert_eq!(uplink.stats().max_queue_delay, 150 * MS);
+    }
+
+    #[test]
+    fn a_rate_on_the_uplink_leaves_the_downlink_unlimited() {
+        let t = Instant::now();
+        let impairment = uplink_at_64_kbit(Duration::from_secs(2));
+        let downlink = Flows::new(impairment);
+        let mut pipe = downlink.pipe(Direction::Downlink, 0);
+        pipe.admit(arrival(t));
+        pipe.admit(arrival(t));
+        assert_eq!(due_times(&mut pipe), [t, t], "the downlink is unlimited");
+    }
+
+    #[test]
+    fn the_queue_limit_drops_the_tail_and_counts_it() {
+        let t = Instant::now();
+        let uplink = Flows::new(uplink_at_64_kbit(100 * MS));
+        let (mut alice, mut bob) = (uplink.uplink(0), uplink.uplink(1));
+        for _ in 0..3 {
+            alice.admit(arrival(t));
+        }
+        bob.admit(arrival(t));
+        bob.admit(arrival(t + 160 * MS));
+        assert_eq!(
+            due_times(&mut alice),
+            [t + 50 * MS, t + 100 * MS, t + 150 * MS]
+        );
+        assert_eq!(
+            due_times(&mut bob),
+            [t + 210 * MS],
+            "the drained queue takes more"
+        );
+        let stats = uplink.stats();
+        assert_eq!((stats.received, stats.queue_dropped), (5, 1));
+        assert_eq!(stats.max_queue_delay, 100 * MS);
+    }
+
+    #[test]
+    fn the_propagation_delay_counts_from_the_departure() {
+        let t = Instant::now();
+        let impairment =
+            uplink_at_64_kbit(Duration::from_secs(2)).with_delay(20 * MS, Duration::ZERO);
+        let uplink = Flows::new(impairment);
+        let mut pipe = uplink.uplink(0);
+        pipe.admit(arrival(t));
+        pipe.admit(arrival(t));
+        assert_eq!(due_times(&mut pipe), [t + 70 * MS, t + 120 * MS]);
+    }
+
+    #[test]
+    fn a_lost_datagram_took_its_time_on_the_link() {
+        let t = Instant::now();
+        let uplink = Flows::new(Impairment {
+            loss: 1.0,
+            ..uplink_at_64_kbit(Duration::from_secs(2))
+        });
+        let mut pipe = uplink.uplink(0);
+        pipe.admit(arrival(t));
+        uplink
+            .conditions
+            .set_impairment(uplink_at_64_kbit(Duration::from_secs(2)));
+        pipe.admit(arrival(t));
+        assert_eq!(due_times(&mut pipe), [t + 100 * MS]);
+        assert_eq!(uplink.stats().dropped, 1);
     }
 }

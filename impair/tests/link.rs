@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fota_impair::{Impairment, Link, LinkStats};
+use fota_impair::{GilbertElliott, Impairment, Link, LinkStats, Rate};
 use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
@@ -465,4 +465,87 @@ async fn each_client_address_gets_its_own_upstream_address() {
     let rebooted = device().await;
     assert_eq!(round_trip(&rebooted, &link, b"again").await, b"again");
     assert_eq!(upstream.sources().len(), 3, "a new socket is a new mapping");
+}
+
+#[tokio::test]
+async fn a_bursty_link_loses_datagrams_in_runs() {
+    let sink = Upstream::sink().await;
+    let model = GilbertElliott::from_mean(0.2, 4.0).unwrap();
+    let link = Link::start(sink.addr(), Impairment::none().with_bursty_loss(model), 15)
+        .await
+        .unwrap();
+    let device = device().await;
+    send_numbered(&device, &link, 2000, BATCH, uplink_settled(&sink)).await;
+
+    let up = link.stats().uplink;
+    assert!(
+        (300..=500).contains(&up.dropped),
+        "dropped {} of 2000",
+        up.dropped
+    );
+    let arrived = sink.sequence_numbers();
+    let gaps = arrived.windows(2).filter(|w| w[1] != w[0] + 1).count() as u64;
+    let runs = gaps + u64::from(arrived[0] != 0) + u64::from(arrived.last() != Some(&1999));
+    let mean_run = up.dropped as f64 / runs as f64;
+    assert!(
+        (3.0..=5.0).contains(&mean_run),
+        "losses in runs of {mean_run} on average"
+    );
+}
+
+#[tokio::test]
+async fn a_rate_limited_link_carries_everything_in_order_and_counts_the_bytes() {
+    let upstream = Upstream::echo().await;
+    let link = Link::start(upstream.addr(), Impairment::none().with_rate(1_000_000), 16)
+        .await
+        .unwrap();
+    let device = device().await;
+    let mut echoed = Vec::new();
+    for first in (0..200u32).step_by(BATCH as usize) {
+        for n in first..first + BATCH {
+            device
+                .send_to(&n.to_be_bytes(), link.local_addr())
+                .await
+                .unwrap();
+        }
+        for _ in 0..BATCH {
+            echoed.push(sequence_number(&receive(&device).await));
+        }
+    }
+    assert_eq!(echoed, (0..200).collect::<Vec<_>>());
+    let stats = link.stats();
+    for direction in [stats.uplink, stats.downlink] {
+        assert_eq!(direction.forwarded, 200);
+        assert_eq!(direction.bytes_forwarded, 800);
+        assert_eq!(direction.queue_dropped, 0);
+    }
+}
+
+#[tokio::test]
+async fn the_flows_of_a_rate_limited_link_share_its_queue() {
+    // 972 bytes and 28 of headers at 800 bit/s: 10 s on the link each. A queue of 25 s takes
+    // three datagrams offered at once (waiting 0, 10 and 20 s), from whichever flow.
+    let sink = Upstream::sink().await;
+    let rate = Rate::new(800).with_queue_limit(Duration::from_secs(25));
+    let link = Link::start(sink.addr(), Impairment::none().with_uplink_rate(rate), 17)
+        .await
+        .unwrap();
+    let (alice, bob) = (device().await, device().await);
+    for _ in 0..10 {
+        alice
+            .send_to(&[b'a'; 972], link.local_addr())
+            .await
+            .unwrap();
+        bob.send_to(&[b'b'; 972], link.local_addr()).await.unwrap();
+    }
+    wait_until(
+        "17 of the 20 datagrams to be dropped at the queue's tail",
+        || link.stats().uplink.queue_dropped == 17,
+    )
+    .await;
+    let up = link.stats().uplink;
+    assert_eq!(up.received, 20);
+    assert_eq!(up.dropped + up.forwarded, 0, "the rest are on the link");
+    assert!(up.max_queue_delay > Duration::from_secs(15));
+    assert!(up.max_queue_delay <= rate.queue_limit);
 }
