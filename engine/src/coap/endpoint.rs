@@ -187,6 +187,12 @@ impl Endpoint {
         lock(&self.inner.state).core.outstanding()
     }
 
+    /// The RTO CoCoA estimates for `peer` now; `None` before a round trip with it was measured,
+    /// and always under RFC 7252's timers.
+    pub fn rto(&self, peer: SocketAddr) -> Option<Duration> {
+        lock(&self.inner.state).core.rto(peer, Instant::now())
+    }
+
     /// Messages remembered for duplicate detection; each is forgotten EXCHANGE_LIFETIME after
     /// it arrived (memory checks).
     pub fn remembered(&self) -> usize {

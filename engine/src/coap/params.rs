@@ -1,7 +1,8 @@
 //! `TransmissionParams`: the RFC 7252 section 4.8 transmission parameters, tuned for NB-IoT,
 //! and `EndpointConfig`, the settings of one endpoint around them.
 //!
-//! Owns the timer arithmetic (initial timeout, back-off, EXCHANGE_LIFETIME); nothing else.
+//! Owns the timer arithmetic (initial timeout, back-off, EXCHANGE_LIFETIME) and the choice of
+//! [`Congestion`] control; nothing else.
 
 use std::time::Duration;
 
@@ -46,6 +47,26 @@ pub struct TransmissionParams {
     pub nstart: usize,
     /// Longest one-way delay the network is expected to have (MAX_LATENCY).
     pub max_latency: Duration,
+    /// Where a confirmable message's first wait comes from and how it grows.
+    pub congestion: Congestion,
+}
+
+/// How the retransmission timeouts of confirmable messages are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Congestion {
+    /// RFC 7252 section 4.2: every message starts from ACK_TIMEOUT and doubles its wait after
+    /// each silence, whatever its peer's round trips.
+    #[default]
+    Rfc7252,
+    /// CoCoA (draft-ietf-core-cocoa-03): a message starts from its peer's RTO, estimated from
+    /// the round trips measured with that peer (ACK_TIMEOUT until the first), and its wait grows
+    /// by a factor that depends on the RTO; retransmissions stop after MAX_TRANSMIT_SPAN and the
+    /// exchange fails by MAX_TRANSMIT_WAIT at the latest. See `proto::rto`.
+    Cocoa {
+        /// Floor under every RTO a message starts from, so an operator can keep timeouts above
+        /// what a cell needs; `Duration::ZERO` leaves the estimate alone (the draft sets none).
+        min_rto: Duration,
+    },
 }
 
 impl Default for TransmissionParams {
@@ -56,6 +77,7 @@ impl Default for TransmissionParams {
             max_retransmit: 4,
             nstart: 1,
             max_latency: Duration::from_secs(100),
+            congestion: Congestion::Rfc7252,
         }
     }
 }
@@ -69,14 +91,19 @@ impl TransmissionParams {
             max_retransmit: 6,
             nstart: 1,
             max_latency: Duration::from_millis(500),
+            congestion: Congestion::Rfc7252,
         }
     }
 
     /// A random initial timeout in `[ACK_TIMEOUT, ACK_TIMEOUT * ACK_RANDOM_FACTOR]`, drawn
     /// from `rng`.
     pub fn initial_timeout(&self, rng: &mut impl Rng) -> Duration {
-        let factor = rng.random_range(1.0..=self.ack_random_factor.max(1.0));
-        self.ack_timeout.mul_f64(factor)
+        self.ack_timeout.mul_f64(self.random_factor(rng))
+    }
+
+    /// A factor in `[1, ACK_RANDOM_FACTOR]` drawn from `rng`, which spreads one message's waits.
+    pub fn random_factor(&self, rng: &mut impl Rng) -> f64 {
+        rng.random_range(1.0..=self.ack_random_factor.max(1.0))
     }
 
     /// MAX_TRANSMIT_SPAN: from the first transmission to the last retransmission.

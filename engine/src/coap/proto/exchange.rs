@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::dedup::MessageKey;
 use super::retransmission::Retransmission;
+use super::rto::RoundTrip;
 use super::timers::Timers;
 use crate::coap::stats::WireMeter;
 
@@ -220,7 +221,8 @@ impl Exchanges {
     }
 
     /// Routes an ACK or RST that came at `now` in a datagram of `len` bytes: the exchange it
-    /// ends the wait of and what it learns, or `None` when nothing waited for it.
+    /// ends the wait of, what it learns, and the round trip of the message it answers; `None`
+    /// when nothing waited for it (a duplicate, for one).
     pub fn on_ack_or_reset(
         &mut self,
         peer: SocketAddr,
@@ -228,10 +230,11 @@ impl Exchanges {
         len: usize,
         reset: bool,
         now: Instant,
-    ) -> Option<(ExchangeId, ExchangeEvent)> {
+    ) -> Option<(ExchangeId, ExchangeEvent, RoundTrip)> {
         let key = (peer, packet.header.message_id);
         let waiting = self.by_message_id.get(&key)?;
         let (exchange, token) = (waiting.exchange, waiting.token);
+        let round_trip = waiting.retransmission.round_trip(now);
         let event = if reset {
             ExchangeEvent::Reset
         } else if packet.header.code == MessageClass::Empty {
@@ -246,7 +249,7 @@ impl Exchanges {
         if let Some(token) = token {
             self.after_ack(token, exchange, &event, now);
         }
-        Some((exchange, event))
+        Some((exchange, event, round_trip))
     }
 
     /// What the ACK or RST of a request means for its token route: a Reset ends it, an empty

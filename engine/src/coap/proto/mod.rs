@@ -6,15 +6,17 @@
 //! ([`Transmit`]), the next deadline ([`EndpointCore::poll_timeout`]) and [`Event`]s: what an
 //! outstanding exchange learns (ACK, response, Reset, a retransmission to send, a timeout) and
 //! the requests for the request handler. Owns exchange and token matching, confirmable
-//! retransmission with its timing and counters, duplicate detection, message ids, the
-//! server-side rules for answers (piggybacking, Block2 slicing, option refusal) and the
-//! housekeeping of its tables. Its randomness (initial timeouts, tokens, first message ids)
-//! comes from the generator it is given, so it is deterministic under test.
+//! retransmission with its timing and counters (RFC 7252's timers, or CoCoA's RTOs measured per
+//! peer: see `rto`), duplicate detection, message ids, the server-side rules for answers
+//! (piggybacking, Block2 slicing, option refusal) and the housekeeping of its tables. Its
+//! randomness (initial timeouts, tokens, first message ids) comes from the generator it is
+//! given, so it is deterministic under test.
 
 pub mod dedup;
 pub mod exchange;
 pub mod peers;
 mod retransmission;
+mod rto;
 mod rules;
 mod timers;
 
@@ -37,12 +39,13 @@ use tokio::time::Instant;
 use super::block::block2_slice;
 use super::error::CoapError;
 use super::message::{IncomingRequest, OutgoingRequest, PacketExt, Response};
-use super::params::EndpointConfig;
+use super::params::{Congestion, EndpointConfig};
 use super::stats::{Charge, EndpointStats, WireMeter, bump};
 use dedup::{DuplicateCache, MessageKey, Seen};
 use exchange::{ExchangeEvent, ExchangeId, ExchangeKey, Exchanges, Token};
 use peers::Peers;
 use retransmission::Retransmission;
+use rto::RoundTrip;
 pub use rules::MAX_DATAGRAM;
 use rules::{cut_diagnostic, empty_message, encode, reject_options, well_formed};
 
@@ -86,7 +89,7 @@ pub struct EndpointCore {
     config: EndpointConfig,
     /// Outstanding outgoing exchanges and their deadlines.
     exchanges: Exchanges,
-    /// Per-peer NSTART permits and message ids.
+    /// Per-peer NSTART permits, message ids and RTO estimates.
     peers: Peers,
     /// Recently received confirmables, so a retransmission is answered but not processed twice.
     duplicates: DuplicateCache,
@@ -141,6 +144,12 @@ impl EndpointCore {
     /// transmission to its final response.
     pub fn permits(&mut self, peer: SocketAddr, now: Instant) -> Arc<Semaphore> {
         self.peers.permits(peer, now)
+    }
+
+    /// The RTO CoCoA estimates for `peer` at `now`, before any floor; `None` before a round
+    /// trip with it was measured, and always under RFC 7252's timers.
+    pub fn rto(&self, peer: SocketAddr, now: Instant) -> Option<Duration> {
+        self.peers.rto(peer, now)
     }
 
     /// Starts a request to `peer` at `now` on `token`, or on a fresh one when `None`; the
@@ -241,10 +250,41 @@ impl EndpointCore {
         datagram: &Bytes,
         limit: Option<u32>,
     ) {
-        let params = &self.config.params;
-        let retransmission =
-            Retransmission::start(datagram.clone(), params, limit, now, &mut self.rng);
+        let params = self.config.params;
+        let datagram = datagram.clone();
+        let retransmission = match params.congestion {
+            Congestion::Rfc7252 => {
+                Retransmission::start(datagram, &params, limit, now, &mut self.rng)
+            }
+            Congestion::Cocoa { min_rto } => {
+                let rto = self.initial_rto(key.0, now).max(min_rto);
+                Retransmission::start_from_rto(datagram, &params, limit, rto, now, &mut self.rng)
+            }
+        };
         self.exchanges.await_ack(key, id, token, retransmission);
+    }
+
+    /// The RTO a confirmable message to `peer` starts from under CoCoA: the peer's estimate, or
+    /// without one the blind estimate, ACK_TIMEOUT times the requests in flight to the peer
+    /// (draft-ietf-core-cocoa-03 section 4.1).
+    fn initial_rto(&self, peer: SocketAddr, now: Instant) -> Duration {
+        self.peers.rto(peer, now).unwrap_or_else(|| {
+            let parallel = self.peers.in_flight(peer).max(1);
+            self.config
+                .params
+                .ack_timeout
+                .saturating_mul(parallel as u32)
+        })
+    }
+
+    /// Feeds the round trip of a message `peer` acknowledged at `now` into its RTO estimate,
+    /// under CoCoA. Only ACKs are measured, empty or carrying the response: not a Reset, which
+    /// refuses the message, nor a separate response, which took the peer's handler its time.
+    fn measure(&mut self, peer: SocketAddr, round_trip: RoundTrip, now: Instant) {
+        if let Congestion::Cocoa { .. } = self.config.params.congestion {
+            let blind = self.config.params.ack_timeout;
+            self.peers.on_round_trip(peer, round_trip, blind, now);
+        }
     }
 
     fn new_token(&mut self) -> Token {
@@ -382,10 +422,13 @@ impl EndpointCore {
         if reset {
             bump(&self.stats.resets_received);
         }
-        if let Some((id, event)) = self
+        let answered = self
             .exchanges
-            .on_ack_or_reset(peer, packet, len, reset, now)
-        {
+            .on_ack_or_reset(peer, packet, len, reset, now);
+        if let Some((id, event, round_trip)) = answered {
+            if !reset {
+                self.measure(peer, round_trip, now);
+            }
             self.events.push_back(Event::Exchange(id, event));
         }
     }

@@ -1,5 +1,6 @@
-//! `Peers`: per-peer sender state: the NSTART limit on outstanding requests and the message-id
-//! sequence. Idle peers are forgotten after EXCHANGE_LIFETIME, when reusing an id is safe again.
+//! `Peers`: per-peer sender state: the NSTART limit on outstanding requests, the message-id
+//! sequence and, under CoCoA, the RTO estimated from the peer's round trips. Idle peers are
+//! forgotten after EXCHANGE_LIFETIME, when reusing an id is safe again, and their RTO with them.
 //! A peer's first message id is random, from a generator the table is seeded with.
 
 use std::collections::HashMap;
@@ -12,6 +13,8 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use super::rto::{RoundTrip, RtoEstimator};
+
 /// What this endpoint keeps about one peer it sends to.
 #[derive(Debug)]
 struct PeerState {
@@ -21,6 +24,10 @@ struct PeerState {
     next_message_id: u16,
     /// Last time a message id was taken, to forget idle peers.
     last_used: Instant,
+    /// CoCoA's estimate of the peer's RTO, so its messages wait as long as its round trips
+    /// need; `None` until a round trip with it is measured (and always under RFC 7252 timers).
+    /// Boxed, so a peer without one costs 8 bytes, not 48.
+    rto: Option<Box<RtoEstimator>>,
 }
 
 /// Sender state of every peer.
@@ -59,6 +66,41 @@ impl Peers {
         id
     }
 
+    /// Requests outstanding towards `peer`: the NSTART permits taken.
+    pub fn in_flight(&self, peer: SocketAddr) -> usize {
+        self.states.get(&peer).map_or(0, |state| {
+            self.nstart
+                .saturating_sub(state.permits.available_permits())
+        })
+    }
+
+    /// The RTO estimated for `peer` at `now`; `None` before a round trip with it was measured.
+    pub fn rto(&self, peer: SocketAddr, now: Instant) -> Option<Duration> {
+        let estimator = self.states.get(&peer)?.rto.as_ref()?;
+        Some(estimator.rto(now))
+    }
+
+    /// Feeds the round trip of a message `peer` acknowledged at `now` into its RTO estimate,
+    /// which starts from `blind` (ACK_TIMEOUT) at the first round trip that counts. A peer
+    /// already forgotten learns nothing.
+    pub fn on_round_trip(
+        &mut self,
+        peer: SocketAddr,
+        round_trip: RoundTrip,
+        blind: Duration,
+        now: Instant,
+    ) {
+        let Some(state) = self.states.get_mut(&peer) else {
+            return;
+        };
+        if round_trip.counts() {
+            state
+                .rto
+                .get_or_insert_with(|| Box::new(RtoEstimator::new(blind, now)))
+                .on_round_trip(round_trip, now);
+        }
+    }
+
     /// Forgets peers idle for longer than `lifetime` with no request outstanding.
     pub fn forget_idle(&mut self, now: Instant, lifetime: Duration) {
         let nstart = self.nstart;
@@ -85,6 +127,7 @@ impl Peers {
             permits: Arc::new(Semaphore::new(nstart)),
             next_message_id: first_ids.random(),
             last_used: now,
+            rto: None,
         })
     }
 }
@@ -104,6 +147,44 @@ mod tests {
         assert_eq!(peers.len(), 1);
         peers.forget_idle(now + Duration::from_secs(11), Duration::from_secs(10));
         assert!(peers.is_empty());
+    }
+
+    #[test]
+    fn the_rto_of_a_peer_is_measured_from_its_first_round_trip_and_forgotten_with_it() {
+        let mut peers = Peers::new(1, 7);
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let now = Instant::now();
+        let blind = Duration::from_secs(2);
+        let strong = RoundTrip {
+            rtt: Duration::from_millis(400),
+            retransmissions: 0,
+        };
+        // Unknown peers learn nothing; a round trip after three retransmissions counts not.
+        peers.on_round_trip(a, strong, blind, now);
+        assert!(peers.is_empty());
+        peers.next_message_id(a, now);
+        let late = RoundTrip {
+            retransmissions: 3,
+            ..strong
+        };
+        peers.on_round_trip(a, late, blind, now);
+        assert_eq!(peers.rto(a, now), None);
+        peers.on_round_trip(a, strong, blind, now);
+        assert_eq!(peers.rto(a, now), Some(Duration::from_millis(1600)));
+        peers.forget_idle(now + Duration::from_secs(11), Duration::from_secs(10));
+        assert_eq!(peers.rto(a, now), None);
+    }
+
+    #[test]
+    fn requests_in_flight_are_the_permits_taken() {
+        let mut peers = Peers::new(3, 7);
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let now = Instant::now();
+        assert_eq!(peers.in_flight(a), 0);
+        let permits = peers.permits(a, now);
+        let _first = permits.clone().try_acquire_owned().unwrap();
+        let _second = permits.try_acquire_owned().unwrap();
+        assert_eq!(peers.in_flight(a), 2);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::{EndpointCore, Event, ExchangeEvent, ExchangeKey};
 use crate::coap::message::{OutgoingRequest, Response};
-use crate::coap::params::{EndpointConfig, TransmissionParams};
+use crate::coap::params::{Congestion, EndpointConfig, TransmissionParams};
 
 const PEER: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 5683));
 
@@ -28,6 +28,7 @@ fn config() -> EndpointConfig {
             max_retransmit: 3,
             nstart: 1,
             max_latency: Duration::from_secs(100),
+            congestion: Congestion::Rfc7252,
         },
         ..EndpointConfig::default()
     }
@@ -563,4 +564,148 @@ fn the_same_seed_gives_the_same_ids_and_timeouts_within_the_random_window() {
         deadlines.iter().any(|d| *d != deadlines[0]),
         "{deadlines:?}"
     );
+}
+
+/// [`config`] with CoCoA's RTOs under a floor of `min_rto`: a peer without measurement starts
+/// at ACK_TIMEOUT (1 s); MAX_TRANSMIT_SPAN is 7 s and MAX_TRANSMIT_WAIT 15 s.
+fn cocoa(min_rto: Duration) -> EndpointConfig {
+    let mut config = config();
+    config.params.congestion = Congestion::Cocoa { min_rto };
+    config
+}
+
+/// Two requests each answered in 100 ms: the RTO goes from 1 s to 0.5 * (0.1 + 4 * 0.05) +
+/// 0.5 * 1 = 0.65 s, then to 0.5 * (0.1 + 4 * 0.0375) + 0.5 * 0.65 = 0.45 s.
+#[rustfmt::skip]
+const TWO_ROUND_TRIPS_OF_100_MS: [Row; 4] = [
+    Row { at: 0, input: Input::Start(get), sent: &["CON 0.01 mid={mid} tok={tok}"], events: &[], deadline: 1000 },
+    Row { at: 100, input: Input::Datagram(piggybacked), sent: &[], events: &["Response 2.05"], deadline: IDLE },
+    Row { at: 1000, input: Input::Start(get), sent: &["CON 0.01 mid={mid} tok={tok}"], events: &[], deadline: 1650 },
+    Row { at: 1100, input: Input::Datagram(piggybacked), sent: &[], events: &["Response 2.05"], deadline: IDLE },
+];
+
+#[test]
+#[rustfmt::skip]
+fn with_cocoa_a_peer_answering_in_100_ms_is_retransmitted_to_after_its_round_trips() {
+    let mut core = Harness::new(cocoa(Duration::ZERO), 31);
+    core.run(&TWO_ROUND_TRIPS_OF_100_MS);
+    assert_eq!(core.core.rto(PEER, core.at(2000)), Some(Duration::from_millis(450)));
+    core.run(&[
+        // Waits of 0.45 s, then 1.35 s (tripled below 1 s), 2.7 s and 5.4 s (doubled from 1
+        // to 3 s), where RFC 7252 waits 1, 2, 4 and 8 s.
+        Row { at: 2000, input: Input::Start(get), sent: &["CON 0.01 mid={mid} tok={tok}"], events: &[], deadline: 2450 },
+        Row { at: 2450, input: Input::Tick, sent: &[], events: &["Retransmit CON 0.01 mid={mid} tok={tok}"], deadline: 3800 },
+        Row { at: 3800, input: Input::Tick, sent: &[], events: &["Retransmit CON 0.01 mid={mid} tok={tok}"], deadline: 6500 },
+        Row { at: 6500, input: Input::Tick, sent: &[], events: &["Retransmit CON 0.01 mid={mid} tok={tok}"], deadline: 11_900 },
+        Row { at: 11_900, input: Input::Tick, sent: &[], events: &["TimedOut 4"], deadline: IDLE },
+    ]);
+}
+
+#[test]
+#[rustfmt::skip]
+fn with_cocoa_a_floor_keeps_the_rto_a_message_starts_from_above_it() {
+    let mut core = Harness::new(cocoa(Duration::from_millis(500)), 32);
+    // The estimate of 0.65 s is above the floor of 0.5 s (the second request waits 0.65 s);
+    // the next, 0.45 s, is not.
+    core.run(&TWO_ROUND_TRIPS_OF_100_MS);
+    core.run(&[
+        Row { at: 2000, input: Input::Start(get), sent: &["CON 0.01 mid={mid} tok={tok}"], events: &[], deadline: 2500 },
+    ]);
+    assert_eq!(core.core.rto(PEER, core.at(2000)), Some(Duration::from_millis(450)));
+}
+
+#[test]
+#[rustfmt::skip]
+fn with_cocoa_a_duplicate_ack_measures_nothing_more() {
+    let mut core = Harness::new(cocoa(Duration::ZERO), 33);
+    core.run(&[
+        Row { at: 0, input: Input::Start(get), sent: &["CON 0.01 mid={mid} tok={tok}"], events: &[], deadline: 1000 },
+        Row { at: 100, input: Input::Datagram(piggybacked), sent: &[], events: &["Response 2.05"], deadline: IDLE },
+        Row { at: 900, input: Input::Datagram(piggybacked), sent: &[], events: &[], deadline: IDLE },
+    ]);
+    assert_eq!(core.core.rto(PEER, core.at(1000)), Some(Duration::from_millis(650)));
+}
+
+#[test]
+#[rustfmt::skip]
+fn with_cocoa_the_empty_ack_of_a_separate_response_is_measured_not_the_response() {
+    let mut core = Harness::new(cocoa(Duration::ZERO), 34);
+    core.run(&[
+        Row { at: 0, input: Input::Start(get), sent: &["CON 0.01 mid={mid} tok={tok}"], events: &[], deadline: 1000 },
+        Row { at: 200, input: Input::Datagram(empty_ack), sent: &[], events: &["Acknowledged"], deadline: IDLE },
+        Row { at: 5000, input: Input::Datagram(separate), sent: &["ACK 0.00 mid=5001"], events: &["Response 2.05"], deadline: IDLE },
+    ]);
+    // 0.5 * (0.2 + 4 * 0.1) + 0.5 * 1.
+    assert_eq!(core.core.rto(PEER, core.at(5000)), Some(Duration::from_millis(800)));
+    let mut unacknowledged = Harness::new(cocoa(Duration::ZERO), 35);
+    unacknowledged.run(&[
+        Row { at: 0, input: Input::Start(get), sent: &["CON 0.01 mid={mid} tok={tok}"], events: &[], deadline: 1000 },
+        Row { at: 600, input: Input::Datagram(separate), sent: &["ACK 0.00 mid=5001"], events: &["Response 2.05"], deadline: IDLE },
+    ]);
+    assert_eq!(unacknowledged.core.rto(PEER, unacknowledged.at(600)), None);
+}
+
+#[test]
+#[rustfmt::skip]
+fn with_cocoa_an_answer_after_one_retransmission_is_a_weak_round_trip_after_three_none() {
+    let mut core = Harness::new(cocoa(Duration::ZERO), 36);
+    core.run(&[
+        Row { at: 0, input: Input::Start(get), sent: &["CON 0.01 mid={mid} tok={tok}"], events: &[], deadline: 1000 },
+        Row { at: 1000, input: Input::Tick, sent: &[], events: &["Retransmit CON 0.01 mid={mid} tok={tok}"], deadline: 3000 },
+        Row { at: 1500, input: Input::Datagram(piggybacked), sent: &[], events: &["Response 2.05"], deadline: IDLE },
+    ]);
+    // Measured from the first transmission: 0.25 * (1.5 + 1 * 0.75) + 0.75 * 1.
+    assert_eq!(core.core.rto(PEER, core.at(1500)), Some(Duration::from_micros(1_312_500)));
+    let mut late = Harness::new(cocoa(Duration::ZERO), 37);
+    late.run(&[
+        Row { at: 0, input: Input::Start(get), sent: &["CON 0.01 mid={mid} tok={tok}"], events: &[], deadline: 1000 },
+        Row { at: 1000, input: Input::Tick, sent: &[], events: &["Retransmit CON 0.01 mid={mid} tok={tok}"], deadline: 3000 },
+        Row { at: 3000, input: Input::Tick, sent: &[], events: &["Retransmit CON 0.01 mid={mid} tok={tok}"], deadline: 7000 },
+        // Above 3 s the wait grows by half: 6 s.
+        Row { at: 7000, input: Input::Tick, sent: &[], events: &["Retransmit CON 0.01 mid={mid} tok={tok}"], deadline: 13_000 },
+        Row { at: 7100, input: Input::Datagram(piggybacked), sent: &[], events: &["Response 2.05"], deadline: IDLE },
+    ]);
+    assert_eq!(late.core.rto(PEER, late.at(7100)), None);
+}
+
+#[test]
+fn with_cocoa_a_peer_without_measurement_gets_the_rfc_7252_initial_timeout() {
+    let first_deadline = |congestion, seed| {
+        let mut config = config();
+        config.params.ack_random_factor = 1.5;
+        config.params.congestion = congestion;
+        let mut core = Harness::new(config, seed);
+        core.step(0, &Input::Start(get)).2
+    };
+    let cocoa = Congestion::Cocoa {
+        min_rto: Duration::ZERO,
+    };
+    for seed in 0..20 {
+        let deadline = first_deadline(cocoa, seed);
+        assert_eq!(deadline, first_deadline(Congestion::Rfc7252, seed));
+        assert!((1000..=1500).contains(&deadline), "{deadline}");
+    }
+}
+
+#[test]
+fn with_cocoa_and_no_measurement_parallel_requests_start_from_ack_timeout_times_their_number() {
+    let mut config = cocoa(Duration::ZERO);
+    config.params.nstart = 3;
+    let mut core = Harness::new(config, 38);
+    // The request about to start holds one permit, another request the other.
+    let permits = core.core.permits(PEER, core.at(0));
+    let _first = permits.clone().try_acquire_owned().unwrap();
+    let _second = permits.try_acquire_owned().unwrap();
+    assert_eq!(core.step(0, &Input::Start(get)).2, 2000);
+}
+
+#[test]
+#[rustfmt::skip]
+fn rfc_7252_timers_measure_nothing() {
+    let mut core = Harness::new(config(), 39);
+    core.run(&TWO_ROUND_TRIPS_OF_100_MS[..2]);
+    core.run(&[
+        Row { at: 1000, input: Input::Start(get), sent: &["CON 0.01 mid={mid} tok={tok}"], events: &[], deadline: 2000 },
+    ]);
+    assert_eq!(core.core.rto(PEER, core.at(1000)), None);
 }
