@@ -28,6 +28,12 @@
 //! packages_to_anyone = false         # package blocks to any source with the URI
 //! dedup_cache_bytes = 16777216       # the duplicate cache's budget
 //!
+//! [coap]                             # the engine's CoAP retransmission (RFC 7252 section 4.8)
+//! ack_timeout_ms = 3000              # first wait for an ACK, for a peer with no measurement
+//! max_retransmit = 4                 # retransmissions before an exchange fails
+//! congestion = "rfc7252"             # or "cocoa": each device's RTO from its round trips
+//! min_rto_ms = 0                     # with cocoa, a floor under every RTO (fit for the cell)
+//!
 //! [coaps]                            # CoAP over DTLS 1.2 with pre-shared keys (devices'
 //! addr = "0.0.0.0:5684"              # keys: PUT /v1/devices/{endpoint}/credentials)
 //! require = false                    # true: every plain CoAP Register is refused (4.01)
@@ -49,6 +55,7 @@ use fota_engine::api::{
     DEFAULT_MAX_UPLOAD_BYTES, Token,
 };
 use fota_engine::coap::dtls::DtlsConfig;
+use fota_engine::coap::{Congestion, TransmissionParams};
 use fota_engine::edge::EdgeLimits;
 use fota_engine::server::CoapsConfig;
 use serde::Deserialize;
@@ -88,8 +95,51 @@ pub struct ConfigFile {
     /// The limits unauthenticated peers meet; unset ones keep their default.
     #[serde(default)]
     pub edge: EdgeFile,
+    /// The engine's CoAP timers; unset ones keep their default.
+    #[serde(default)]
+    pub coap: CoapFile,
     /// coaps beside plain CoAP, when the table is there.
     pub coaps: Option<CoapsFile>,
+}
+
+/// The `[coap]` table: the engine's [`TransmissionParams`] as keys, each optional.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoapFile {
+    ack_timeout_ms: Option<u64>,
+    max_retransmit: Option<u32>,
+    congestion: Option<CongestionName>,
+    min_rto_ms: Option<u64>,
+}
+
+/// How retransmission timeouts are set, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum CongestionName {
+    /// RFC 7252's fixed timers.
+    Rfc7252,
+    /// CoCoA's per-peer RTO.
+    Cocoa,
+}
+
+impl CoapFile {
+    /// `base` with what the table sets.
+    pub fn params(&self, base: TransmissionParams) -> TransmissionParams {
+        let min_rto = Duration::from_millis(self.min_rto_ms.unwrap_or(0));
+        let congestion = match self.congestion {
+            None => base.congestion,
+            Some(CongestionName::Rfc7252) => Congestion::Rfc7252,
+            Some(CongestionName::Cocoa) => Congestion::Cocoa { min_rto },
+        };
+        TransmissionParams {
+            ack_timeout: self
+                .ack_timeout_ms
+                .map_or(base.ack_timeout, Duration::from_millis),
+            max_retransmit: self.max_retransmit.unwrap_or(base.max_retransmit),
+            congestion,
+            ..base
+        }
+    }
 }
 
 /// The `[coaps]` table: [`CoapsConfig`] as keys, each optional.
@@ -245,6 +295,8 @@ pub struct Settings {
     pub api: ApiConfig,
     /// The limits unauthenticated CoAP peers meet.
     pub edge: EdgeLimits,
+    /// The engine's CoAP timers, over the defaults (or the loopback ones).
+    pub coap: CoapFile,
     /// coaps, when configured.
     pub coaps: Option<CoapsConfig>,
 }
@@ -268,6 +320,7 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             package_authority: overrides.package_authority.or(file.package_authority),
             edge: file.edge.limits(),
+            coap: file.coap.clone(),
             coaps: file.coaps.as_ref().map(CoapsFile::config),
             api: ApiConfig {
                 tokens: file.tokens,
@@ -316,6 +369,11 @@ mod tests {
         max_lifetime_secs = 3600
         packages_to_anyone = true
 
+        [coap]
+        ack_timeout_ms = 2500
+        congestion = "cocoa"
+        min_rto_ms = 400
+
         [coaps]
         addr = "127.0.0.1:5701"
         require = true
@@ -345,6 +403,11 @@ mod tests {
         assert_eq!(settings.api.max_connections, 32);
         assert_eq!(settings.api.header_timeout, Duration::from_secs(5));
         assert_eq!(settings.api.idle_timeout, Duration::from_secs(30));
+        let coap = settings.coap.params(TransmissionParams::default());
+        assert_eq!(coap.ack_timeout, Duration::from_millis(2500));
+        assert_eq!(coap.max_retransmit, 4, "unset: the default");
+        let min_rto = Duration::from_millis(400);
+        assert_eq!(coap.congestion, Congestion::Cocoa { min_rto });
         let coaps = settings.coaps.expect("the [coaps] table turns coaps on");
         assert_eq!(coaps.addr, "127.0.0.1:5701".parse().unwrap());
         assert!(coaps.require);

@@ -72,6 +72,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         ServerConfig::default()
     };
+    server.coap.params = settings.coap.params(server.coap.params);
     server.coap_addr = settings.coap_addr;
     server.edge = settings.edge.clone();
     server.coaps = settings.coaps.clone();

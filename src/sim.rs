@@ -14,7 +14,7 @@ use fota_device::client::SleepCycle;
 use fota_device::dtls_socket::Psk;
 use fota_device::fleet::{Fleet, FleetSpec, ModelSpec};
 use fota_engine::coap::TransmissionParams;
-use fota_impair::Impairment;
+use fota_impair::{GilbertElliott, Impairment, Rate};
 
 /// Options of `fota sim`.
 #[derive(Args)]
@@ -44,6 +44,17 @@ pub struct SimArgs {
     /// Share of datagrams each device's link loses, each way.
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
+    /// Mean length of a run of lost datagrams (Gilbert–Elliott bursts): --loss is then the
+    /// loss over the run; 1: each datagram lost on its own.
+    #[arg(long, default_value_t = 1.0)]
+    burst: f64,
+    /// Rate of each device's downlink (engine to device) in kbit/s, its datagrams queued
+    /// behind each other; 0: unlimited. Cat-NB1 modules get about 26.
+    #[arg(long, default_value_t = 0)]
+    down_kbps: u64,
+    /// Rate of each device's uplink in kbit/s; 0: unlimited.
+    #[arg(long, default_value_t = 0)]
+    up_kbps: u64,
     /// Round trip each device's link adds, in milliseconds (half each way, a fifth of that
     /// as jitter): 1000 or more for NB-IoT.
     #[arg(long, default_value_t = 0)]
@@ -78,6 +89,29 @@ pub struct SimArgs {
     credentials_out: Option<PathBuf>,
 }
 
+/// Each device's link, when anything impairs it.
+fn link(args: &SimArgs) -> anyhow::Result<Option<Impairment>> {
+    let impaired = args.loss > 0.0 || args.rtt_ms > 0 || args.down_kbps > 0 || args.up_kbps > 0;
+    if !impaired {
+        return Ok(None);
+    }
+    let one_way = Duration::from_millis(args.rtt_ms) / 2;
+    let mut link = if args.burst > 1.0 {
+        let bursts = GilbertElliott::from_mean(args.loss, args.burst)?;
+        Impairment::none().with_bursty_loss(bursts)
+    } else {
+        Impairment::lossy(args.loss)
+    };
+    link = link.with_delay(one_way, one_way / 5);
+    if args.down_kbps > 0 {
+        link = link.with_downlink_rate(Rate::new(args.down_kbps * 1000));
+    }
+    if args.up_kbps > 0 {
+        link = link.with_uplink_rate(Rate::new(args.up_kbps * 1000));
+    }
+    Ok(Some(link))
+}
+
 /// `credentials` as a batch for `POST /v1/credentials/import`. Endpoint names of a simulated
 /// fleet (`urn:imei:` and digits) need no quoting.
 fn credentials_csv(credentials: &[Psk]) -> String {
@@ -106,10 +140,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     spec.seed = args.seed;
     spec.lifetime = Duration::from_secs(args.lifetime);
     spec.cells = args.cells;
-    if args.loss > 0.0 || args.rtt_ms > 0 {
-        let one_way = Duration::from_millis(args.rtt_ms) / 2;
-        spec.link = Some(Impairment::lossy(args.loss).with_delay(one_way, one_way / 5));
-    }
+    spec.link = link(&args)?;
     if let (Some(awake), Some(asleep)) = (args.awake_secs, args.asleep_secs) {
         spec.sleep = Some(SleepCycle {
             awake: Duration::from_secs(awake),

@@ -14,6 +14,10 @@
 //! `ack_timeout` and 1.5 times it), doubled at each further loss, before it is sent again: the
 //! bench prints the time that takes as an estimate. Management exchanges and the install are on
 //! top of all. With `--coaps` the devices speak DTLS 1.2 PSK to an engine that requires it.
+//! Each device's link may also have a rate each way (`--down-kbps`, `--up-kbps`: a block then
+//! takes its serialization on top of the round trip, in the bound too) and lose datagrams in
+//! bursts (`--burst`, Gilbert–Elliott with the same mean loss); `--timers cocoa` gives the
+//! engine CoCoA's per-device RTO instead of RFC 7252's fixed timers.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -26,7 +30,7 @@ use clap::Args;
 use fota_device::fleet::{endpoint_name, fleet_credentials, wait_surveyed};
 use fota_engine::campaign::{DeviceResult, Pacing, TaskSpec, TaskStatus};
 use fota_engine::catalog::{NewCredential, PackageFormat};
-use fota_engine::coap::TransmissionParams;
+use fota_engine::coap::{Congestion, TransmissionParams};
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{Binding, HostConfig, PluginKind, embedded};
 use fota_engine::server::{CoapsConfig, ServerConfig};
@@ -38,6 +42,15 @@ use crate::open_files;
 
 /// The secret the fleet's keys are derived from over coaps.
 const PSK_SECRET: &str = "fota bench nbiot";
+
+/// How the engine sets its retransmission timeouts.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Timers {
+    /// RFC 7252: ACK_TIMEOUT and doubling.
+    Rfc7252,
+    /// CoCoA: each device's RTO from its round trips.
+    Cocoa,
+}
 
 /// Options of `fota bench nbiot`.
 #[derive(Args)]
@@ -57,6 +70,22 @@ pub struct NbIotArgs {
     /// Share of datagrams lost, each way.
     #[arg(long, default_value_t = 0.1)]
     loss: f64,
+    /// Mean length of a run of lost datagrams (Gilbert–Elliott); 1: independent losses.
+    #[arg(long, default_value_t = 1.0)]
+    burst: f64,
+    /// Each device's downlink rate in kbit/s (0: unlimited).
+    #[arg(long, default_value_t = 0)]
+    down_kbps: u64,
+    /// Each device's uplink rate in kbit/s (0: unlimited).
+    #[arg(long, default_value_t = 0)]
+    up_kbps: u64,
+    /// The engine's retransmission timeouts: RFC 7252's fixed timers, or CoCoA's per-device
+    /// RTO from measured round trips.
+    #[arg(long, value_enum, default_value_t = Timers::Rfc7252)]
+    timers: Timers,
+    /// With CoCoA, the floor under every RTO, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    min_rto_ms: u64,
     /// Seconds a device is reachable after each wake-up.
     #[arg(long, default_value_t = 60)]
     awake_secs: u64,
@@ -150,7 +179,7 @@ pub async fn run(mut args: NbIotArgs) -> anyhow::Result<()> {
     let rounds = busiest_cell.div_ceil(args.max_per_cell) as f64;
     // What the campaign takes when every block takes `per_block` of awake time.
     let campaign = |per_block: f64| rounds * blocks * per_block / args.duty();
-    let rtt = args.rtt().as_secs_f64();
+    let rtt = exchange_time(&args);
     let bound = campaign(rtt);
     let bound_at_loss = campaign(rtt / (1.0 - args.loss).powi(2));
     let with_timers = campaign(block_time_with_timers(&args));
@@ -199,7 +228,7 @@ pub async fn run(mut args: NbIotArgs) -> anyhow::Result<()> {
 /// after its Update, as long as the device stays awake; pushes of `block_size`.
 async fn start_platform(args: &NbIotArgs) -> anyhow::Result<Platform> {
     let mut server = ServerConfig::loopback();
-    server.coap.params = nb_iot_timers(args);
+    server.coap.params = engine_timers(args);
     if args.coaps {
         server.coaps = Some(CoapsConfig {
             addr: "127.0.0.1:0".parse()?,
@@ -239,11 +268,26 @@ async fn start_platform(args: &NbIotArgs) -> anyhow::Result<Platform> {
 }
 
 /// RFC 7252's timers with an ACK timeout of twice the round trip (3 s at least on a real
-/// NB-IoT link; scaled with the quick run's shorter one).
+/// NB-IoT link; scaled with the quick run's shorter one): the devices' timers, and the
+/// engine's with `--timers rfc7252`.
 fn nb_iot_timers(args: &NbIotArgs) -> TransmissionParams {
     TransmissionParams {
         ack_timeout: (args.rtt() * 2).min(Duration::from_secs(3)),
         ..TransmissionParams::default()
+    }
+}
+
+/// The engine's timers: the devices' ones, with CoCoA's RTO if asked.
+fn engine_timers(args: &NbIotArgs) -> TransmissionParams {
+    let congestion = match args.timers {
+        Timers::Rfc7252 => Congestion::Rfc7252,
+        Timers::Cocoa => Congestion::Cocoa {
+            min_rto: Duration::from_millis(args.min_rto_ms),
+        },
+    };
+    TransmissionParams {
+        congestion,
+        ..nb_iot_timers(args)
     }
 }
 
@@ -256,7 +300,35 @@ fn block_time_with_timers(args: &NbIotArgs) -> f64 {
     let timers = nb_iot_timers(args);
     let mean_timeout = timers.ack_timeout.as_secs_f64() * (1.0 + timers.ack_random_factor) / 2.0;
     let q = 1.0 - (1.0 - args.loss).powi(2);
-    args.rtt().as_secs_f64() + mean_timeout * q / (1.0 - 2.0 * q).max(f64::EPSILON)
+    exchange_time(args) + mean_timeout * q / (1.0 - 2.0 * q).max(f64::EPSILON)
+}
+
+/// Bytes a Block1 request carries besides its block: CoAP header, token, Uri-Path, Block1,
+/// Content-Format.
+const BLOCK_REQUEST_OVERHEAD: f64 = 30.0;
+/// Bytes of a Block1 request's answer (2.31 Continue or 2.04 Changed with its Block1).
+const BLOCK_ANSWER: f64 = 15.0;
+/// Bytes a DTLS 1.2 record adds with CCM_8: a 13-byte header, an 8-byte explicit nonce and an
+/// 8-byte tag.
+const DTLS_RECORD_OVERHEAD: f64 = 29.0;
+
+/// One Block1 exchange on the link when nothing is lost: the round trip, and the time the
+/// request and its answer take at the link's rates (with UDP/IP headers).
+fn exchange_time(args: &NbIotArgs) -> f64 {
+    let dtls = if args.coaps {
+        DTLS_RECORD_OVERHEAD
+    } else {
+        0.0
+    };
+    let headers = fota_impair::DATAGRAM_OVERHEAD as f64 + dtls;
+    let on_link = |bytes: f64, kbps: u64| match kbps {
+        0 => 0.0,
+        kbps => bytes * 8.0 / (kbps as f64 * 1000.0),
+    };
+    let request = args.block_size as f64 + BLOCK_REQUEST_OVERHEAD + headers;
+    args.rtt().as_secs_f64()
+        + on_link(request, args.down_kbps)
+        + on_link(BLOCK_ANSWER + headers, args.up_kbps)
 }
 
 /// An old image and a new one that keeps it and adds `delta_bytes` of new (incompressible)
@@ -373,6 +445,9 @@ fn sim_process(
         ("--version", "1.0".into()),
         ("--image", image.display().to_string()),
         ("--loss", args.loss.to_string()),
+        ("--burst", args.burst.to_string()),
+        ("--down-kbps", args.down_kbps.to_string()),
+        ("--up-kbps", args.up_kbps.to_string()),
         ("--rtt-ms", args.rtt_ms.to_string()),
         ("--awake-secs", args.awake_secs.to_string()),
         ("--asleep-secs", args.asleep_secs.to_string()),

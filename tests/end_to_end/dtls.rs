@@ -363,7 +363,9 @@ async fn a_device_that_gave_up_a_handshake_starts_another_at_once() {
         first.stop_after_cookie();
         let socket = first.into_socket();
         let mut flight = [0u8; 2048];
-        socket.recv(&mut flight).expect("the server's flight, left unread");
+        socket
+            .recv(&mut flight)
+            .expect("the server's flight, left unread");
         // ...does not hold up the next one from the same address until it times out.
         let mut again = DtlsClient::on_socket(socket, coaps, own, None);
         again.connect()
