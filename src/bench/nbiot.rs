@@ -52,6 +52,15 @@ enum Timers {
     Cocoa,
 }
 
+impl Timers {
+    fn name(self) -> &'static str {
+        match self {
+            Timers::Rfc7252 => "RFC 7252",
+            Timers::Cocoa => "CoCoA",
+        }
+    }
+}
+
 /// Options of `fota bench nbiot`.
 #[derive(Args)]
 pub struct NbIotArgs {
@@ -147,13 +156,17 @@ pub async fn run(mut args: NbIotArgs) -> anyhow::Result<()> {
     let fleet = SimulatedFleet::start(&platform, &args, &old).await?;
     let busiest_cell = busiest_cell(&platform)?;
     println!(
-        "nbiot: {} devices in {} cells (busiest {busiest_cell}) over {}, rtt {} ms, loss {}, \
-         awake {} s of {} s, delta package {} bytes in {}-byte blocks, {} per cell at once",
+        "nbiot: {} devices in {} cells (busiest {busiest_cell}) over {}, rtt {} ms, loss {} \
+         (bursts of {}), {} kbit/s down, {} up (0: unlimited), engine timers {}, awake {} s of {} s, delta package {} bytes in {}-byte blocks, {} per cell at once",
         args.devices,
-        args.scheme(),
         args.cells,
+        args.scheme(),
         args.rtt_ms,
         args.loss,
+        args.burst,
+        args.down_kbps,
+        args.up_kbps,
+        args.timers.name(),
         args.awake_secs,
         args.awake_secs + args.asleep_secs,
         package.size,
