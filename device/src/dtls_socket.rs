@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use foreign_types::ForeignTypeRef;
 use fota_engine::coap::DatagramSocket;
-use fota_engine::coap::dtls::Pipe;
+use fota_engine::coap::dtls::{FlightTimer, Pipe, set_flight_timer};
 use fota_engine::coap::transport::IoFuture;
 use openssl::ssl::{
     ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslRef, SslSession, SslStream, SslVersion,
@@ -243,6 +243,7 @@ pub fn keep_resumable(ssl: &SslRef) {
 fn connection(context: &SslContext, session: Option<&SslSession>) -> io::Result<SslStream<Pipe>> {
     let mut ssl = Ssl::new(context).map_err(io::Error::other)?;
     ssl.set_mtu(MTU).map_err(io::Error::other)?;
+    set_flight_timer(&ssl, FlightTimer::Client);
     ssl.set_connect_state();
     if let Some(session) = session {
         // SAFETY: the session was made by a connection of this same context.

@@ -17,6 +17,7 @@ mod dual;
 mod listen;
 mod pipe;
 mod session;
+mod timer;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -39,6 +40,7 @@ use super::transport::{DatagramSocket, IoFuture};
 
 pub use self::dual::{PlainAndSecure, SecurePeers};
 pub use self::pipe::Pipe;
+pub use self::timer::{FlightTimer, set_flight_timer};
 
 /// Largest datagram read from the raw socket: a CoAP datagram and a record's overhead.
 const MAX_RECORD_DATAGRAM: usize = 2048;
@@ -264,7 +266,10 @@ impl DtlsSocket {
                 bump(&self.counters.challenges);
                 return vec![cookie];
             }
-            Listened::Verified(stream) => stream,
+            Listened::Verified(mut stream) => {
+                stream.get_mut().set_mtu(self.config.mtu as usize);
+                stream
+            }
             Listened::Challenge(c) => {
                 tracing::trace!(%peer, len = datagram.len(), challenge = c.len(), "ClientHello smaller than its cookie answer: dropped");
                 bump(&self.counters.dropped);
@@ -295,6 +300,7 @@ impl DtlsSocket {
     fn new_ssl(&self) -> Result<Ssl, ErrorStack> {
         let mut ssl = Ssl::new(&self.context)?;
         ssl.set_mtu(self.config.mtu)?;
+        set_flight_timer(&ssl, FlightTimer::Server);
         Ok(ssl)
     }
 

@@ -1,19 +1,36 @@
 //! `Pipe`: the in-memory datagram stream an OpenSSL DTLS connection reads and writes, so that
 //! one socket serves every peer: the socket hands each peer's datagrams in, and sends what the
-//! connection wrote. Every read takes exactly one datagram and every write is one (DTLS records
-//! never span datagrams); an empty pipe answers "would block", which OpenSSL takes as "wait".
-//! The reference DTLS client (fota-device) reads and writes through one too.
+//! connection wrote. Every read takes exactly one datagram (OpenSSL reads every record in it);
+//! an empty pipe answers "would block", which OpenSSL takes as "wait". OpenSSL writes a record
+//! at a time: what it wrote in one go (a handshake flight) leaves packed into as few datagrams
+//! as the path MTU allows (RFC 6347 section 4.1.1), so a flight is lost or delivered whole and
+//! in order, not record by record. The reference DTLS client (fota-device) uses one too.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 
+/// The largest datagram records are packed into unless [`Pipe::set_mtu`] says otherwise.
+pub const DEFAULT_MTU: usize = 1280;
+
 /// Datagrams in from the peer and out to it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pipe {
     /// Received, not yet read by OpenSSL.
     inbound: VecDeque<Vec<u8>>,
-    /// Written by OpenSSL, not yet sent.
+    /// Records written by OpenSSL, not yet sent.
     outbound: Vec<Vec<u8>>,
+    /// The largest datagram records are packed into.
+    mtu: usize,
+}
+
+impl Default for Pipe {
+    fn default() -> Self {
+        Pipe {
+            inbound: VecDeque::new(),
+            outbound: Vec::new(),
+            mtu: DEFAULT_MTU,
+        }
+    }
 }
 
 impl Pipe {
@@ -24,14 +41,27 @@ impl Pipe {
         pipe
     }
 
+    /// Packs records into datagrams of at most `mtu` bytes (OpenSSL's own MTU: no record is
+    /// larger).
+    pub fn set_mtu(&mut self, mtu: usize) {
+        self.mtu = mtu;
+    }
+
     /// Hands OpenSSL a received datagram.
     pub fn push(&mut self, datagram: &[u8]) {
         self.inbound.push_back(datagram.to_vec());
     }
 
-    /// What OpenSSL wrote since the last call, one datagram each.
+    /// What OpenSSL wrote since the last call: its records in order, packed into datagrams.
     pub fn take_sent(&mut self) -> Vec<Vec<u8>> {
-        std::mem::take(&mut self.outbound)
+        let mut datagrams: Vec<Vec<u8>> = Vec::new();
+        for record in std::mem::take(&mut self.outbound) {
+            match datagrams.last_mut() {
+                Some(last) if last.len() + record.len() <= self.mtu => last.extend(record),
+                _ => datagrams.push(record),
+            }
+        }
+        datagrams
     }
 
     /// Drops received datagrams OpenSSL did not read (a connection being torn down).
@@ -80,5 +110,16 @@ mod tests {
         pipe.write_all(b"out").unwrap();
         assert_eq!(pipe.take_sent(), vec![b"out".to_vec()]);
         assert!(pipe.take_sent().is_empty());
+    }
+
+    #[test]
+    fn records_written_in_one_go_leave_packed_up_to_the_mtu() {
+        let mut pipe = Pipe::default();
+        pipe.set_mtu(10);
+        for record in [&b"abcd"[..], b"efg", b"hijk", b"lmnopqrs", b"t"] {
+            pipe.write_all(record).unwrap();
+        }
+        let packed: Vec<&[u8]> = vec![b"abcdefg", b"hijk", b"lmnopqrst"];
+        assert_eq!(pipe.take_sent(), packed);
     }
 }
