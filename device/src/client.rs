@@ -42,7 +42,10 @@ pub struct DeviceConfig {
     pub model: String,
     /// /4/0/8 Cell ID.
     pub cell_id: u32,
-    /// Whether /5/0/26500 and /5/0/26501 exist (many clients lack them).
+    /// Whether /5/0/26500 and /5/0/26501 exist (many clients lack them). Without them the
+    /// device takes a pushed package as a stock client reassembling Block1 in RAM does: block
+    /// 0, or the block right after what it holds (from any exchange), until it reboots; 4.08
+    /// for any other. With them a block may also start over bytes already stored (a resume).
     pub supports_resume: bool,
     /// /5/0/9.
     pub delivery: DeliveryMethod,
@@ -141,6 +144,11 @@ pub(crate) struct Core<S> {
     pub(crate) firmware: FirmwareUpdate,
     /// Active observations (RAM: lost at reboot).
     observers: Vec<Observer>,
+    /// The message id and offset of the last pushed block taken (RAM: lost at reboot). A
+    /// device without 26500 takes that block again when it comes with the same message id (a
+    /// retransmission its message layer no longer knows, its socket re-opened after PSM), as
+    /// Wakaama's client does; the same block in a new exchange it refuses.
+    last_block: Option<(u16, usize)>,
 }
 
 /// A server observing one resource.
@@ -163,6 +171,7 @@ impl<S: DeviceSystem> Device<S> {
                 system,
                 firmware: FirmwareUpdate::default(),
                 observers: Vec::new(),
+                last_block: None,
             }),
             events,
             commands,
@@ -265,6 +274,7 @@ async fn run<S: DeviceSystem>(
         *lock(&device.dtls) = Arc::default();
         let mut core = lock(&device.core);
         core.observers.clear();
+        core.last_block = None;
         core.firmware.after_reboot();
         drop(core);
         if matches!(next, Next::Stop) {
@@ -608,7 +618,10 @@ impl<S: DeviceSystem> Shared<S> {
         };
         let mut core = lock(&self.core);
         let Core {
-            system, firmware, ..
+            system,
+            firmware,
+            last_block,
+            ..
         } = &mut *core;
         // OMA's reset is one '\0' byte; the white paper's devices also reset on zero bytes.
         if block.is_none() && matches!(packet.payload.as_slice(), [] | [0]) {
@@ -624,11 +637,21 @@ impl<S: DeviceSystem> Shared<S> {
             return response;
         }
         let (offset, more) = block.map_or((0, false), |b| (b.offset(), b.more));
+        let this_block = (packet.header.message_id, offset);
+        if !self.config.supports_resume
+            && *last_block != Some(this_block)
+            && let Err(reason) = firmware.continues_body(system, offset)
+        {
+            return Response::error(ResponseType::RequestEntityIncomplete, reason);
+        }
         let total = packet
             .uint_option(coap_lite::CoapOption::Size1)
             .map(|s| s as usize);
         let mut events = Vec::new();
         let answer = firmware.write(system, offset, &packet.payload, more, total, &mut events);
+        if matches!(answer, WriteAnswer::Continue | WriteAnswer::Complete) {
+            *last_block = Some(this_block);
+        }
         drop(core);
         self.emit(events);
         let mut response = match answer {

@@ -118,6 +118,26 @@ impl FirmwareUpdate {
         WriteAnswer::Complete
     }
 
+    /// Whether a pushed block at `offset` continues the body of a device that reassembles
+    /// Block1 in order, as stock clients keeping it in RAM do (Wakaama, aiocoap): block 0
+    /// starts a new body; any other block must start right where what it holds ends, in this
+    /// exchange or a new one, while it is Downloading. A block it holds already (only the
+    /// answer to it was lost) or one past a gap does not: 4.08 (RFC 7959 section 2.5 lets a
+    /// server refuse any block not in sequence), with the reason.
+    pub fn continues_body(&self, system: &dyn DeviceSystem, offset: usize) -> Result<(), String> {
+        let held = system.saved_bytes();
+        match self.state {
+            _ if offset == 0 => Ok(()),
+            FirmwareState::Downloading if offset == held => Ok(()),
+            FirmwareState::Downloading => Err(format!(
+                "a block at {offset} does not follow the {held} bytes held"
+            )),
+            state => Err(format!(
+                "a block at {offset} while not downloading ({state:?})"
+            )),
+        }
+    }
+
     fn fail(
         &mut self,
         system: &mut dyn DeviceSystem,
@@ -264,6 +284,32 @@ impl FirmwareUpdate {
 mod tests {
     use super::*;
     use crate::flash::SimulatedFlash;
+
+    #[test]
+    fn an_in_order_body_takes_block_0_or_the_next_block_only() {
+        let mut flash = SimulatedFlash::new(vec![], "1.0", 1000);
+        let mut firmware = FirmwareUpdate::default();
+        let mut events = Vec::new();
+        assert!(firmware.continues_body(&flash, 0).is_ok());
+        assert!(
+            firmware.continues_body(&flash, 128).is_err(),
+            "not downloading"
+        );
+        firmware.write(&mut flash, 0, &[7; 128], true, None, &mut events);
+        firmware.write(&mut flash, 128, &[7; 128], true, None, &mut events);
+        assert!(
+            firmware.continues_body(&flash, 256).is_ok(),
+            "the next block"
+        );
+        assert!(
+            firmware.continues_body(&flash, 128).is_err(),
+            "held already"
+        );
+        assert!(firmware.continues_body(&flash, 384).is_err(), "past a gap");
+        assert!(firmware.continues_body(&flash, 0).is_ok(), "a new body");
+        firmware.after_reboot();
+        assert!(firmware.continues_body(&flash, 256).is_err(), "RAM lost");
+    }
 
     #[test]
     fn a_reset_erases_what_is_stored_and_tells_the_mcu() {

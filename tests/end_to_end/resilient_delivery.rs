@@ -2,8 +2,9 @@
 //! a simulated network in simulated time, and interruptions in the middle of transfers
 //! (reboots, blackouts, de-registrations, lifetime expiry, PSM sleep). Every test runs twice
 //! from its seed and must leave the same network trace both times. A device that resumes is sent at most one
-//! block again per interruption, by the engine's count and by its own. A device left in the
-//! middle of another upgrade is reset first. The wire account of a delivery holds every byte
+//! block again per interruption, by the engine's count and by its own; so is a device without
+//! 26500 that keeps the sequence in RAM, the write going on from the block in flight in a new
+//! exchange, until it reboots. A device left in the middle of another upgrade is reset first. The wire account of a delivery holds every byte
 //! the engine exchanged with the device.
 
 use std::collections::HashMap;
@@ -154,6 +155,144 @@ fn a_device_without_26500_starts_over_and_still_finishes() {
                 "the first half is sent again: {report:?}"
             );
         }
+    });
+}
+
+/// Long enough for a package write's exchange to give up on a device out of reach (RFC 7252's
+/// retransmissions, at the loopback timers), far shorter than its registration.
+fn one_exchange_lost() -> Duration {
+    TransmissionParams::fast().max_transmit_span() + Duration::from_millis(500)
+}
+
+/// Starts pushing the 80 KB package in 128-byte blocks to the fleet's one device, without
+/// /5/0/26500 (`resume`: whether the job lets the engine ask for it), and waits until the device
+/// holds 40 % of it. Returns the delivery, the package's length and its image.
+async fn pushing_to_a_device_without_26500(
+    server: &Server,
+    fleet: &Fleet,
+    resume: bool,
+) -> (tokio::task::JoinHandle<TransferReport>, usize, Vec<u8>) {
+    let device = &fleet.devices[0];
+    assert!(!device.config().supports_resume);
+    let (pkg, new) = package_80k();
+    let package = server.shelf.put(pkg.clone());
+    let mut job = fleet.jobs(&package, "2.0", 128, Method::Push).remove(0);
+    job.resume = resume;
+    let delivery = server.delivery.clone();
+    let run = tokio::spawn(async move { delivery.run(&job).await });
+    within(
+        BOUND,
+        "the download",
+        stored_at_least(device, pkg.len() * 4 / 10),
+    )
+    .await;
+    (run, pkg.len(), new)
+}
+
+/// A device without 26500 (it reassembles the package in RAM, as stock clients do) out of
+/// coverage mid-push long enough for the write's exchange to give up, though not for its
+/// registration to end. The engine, told nothing of 26500, asks for it once the attempt broke,
+/// learns there is none and goes on from the block in flight, in a new exchange: that block is
+/// all it sends again, and the device is given every byte once. (It started over from block 0
+/// before: the 32 KB the device held, sent again.)
+#[test]
+fn a_device_without_26500_out_of_reach_mid_push_is_sent_only_the_block_in_flight_again() {
+    replay::twice(15, |network| async move {
+        let server = engine_on(&network, ServerConfig::loopback()).await;
+        let fleet = registered_fleet(&server, 1, |spec| spec.resume_share = 0.0).await;
+        let device = &fleet.devices[0];
+        let (run, len, new) = pushing_to_a_device_without_26500(&server, &fleet, true).await;
+        black_out(&network, device, one_exchange_lost());
+
+        let report = within(BOUND, "the delivery", run).await.unwrap();
+        assert_all_upgraded(&fleet, std::slice::from_ref(&report), &new);
+        assert!(report.interruptions >= 1, "{report:?}");
+        assert!(report.wire.package_resent <= 128, "{report:?}");
+        let given = device.with_system(|flash| flash.received);
+        assert_eq!(given, len as u64, "every byte given once: {report:?}");
+    });
+}
+
+/// The device took the block in flight but its answer was lost (the engine's side of the link
+/// went down just then). Told the device has no 26500, the engine goes on in the same attempt:
+/// the block in flight again is refused (4.08: the device takes only the block after what it
+/// holds, as Wakaama and aiocoap do), so the engine sends the one after it, which the device
+/// takes. One block sent again, nothing given twice.
+#[test]
+fn a_device_that_took_the_block_whose_answer_was_lost_is_sent_the_next_one() {
+    replay::twice(16, |network| async move {
+        let server = engine_on(&network, ServerConfig::loopback()).await;
+        let fleet = registered_fleet(&server, 1, |spec| spec.resume_share = 0.0).await;
+        let device = &fleet.devices[0];
+        let (run, len, new) = pushing_to_a_device_without_26500(&server, &fleet, false).await;
+        assert!(network.black_out_socket(server.coap_addr(), one_exchange_lost()));
+
+        let report = within(BOUND, "the delivery", run).await.unwrap();
+        assert_all_upgraded(&fleet, std::slice::from_ref(&report), &new);
+        assert_eq!(
+            report.interruptions, 1,
+            "continued in the attempt: {report:?}"
+        );
+        assert_eq!(report.wire.package_resent, 128, "{report:?}");
+        let given = device.with_system(|flash| flash.received);
+        assert_eq!(given, len as u64, "every byte given once: {report:?}");
+    });
+}
+
+/// The first Block1 number of a package write the engine sent each device address.
+#[derive(Default)]
+struct FirstPackageBlock(Mutex<HashMap<SocketAddr, u32>>);
+
+impl WireProbe for FirstPackageBlock {
+    fn received(&self, _: SocketAddr, _: &[u8]) {}
+
+    fn sent(&self, peer: SocketAddr, datagram: &[u8]) {
+        if let Ok(packet) = Packet::from_bytes(datagram)
+            && packet.uri_path() == ["5", "0", "0"]
+            && let Some(Ok(block)) = packet.block1()
+        {
+            self.0.lock().unwrap().entry(peer).or_insert(block.num);
+        }
+    }
+}
+
+/// The device reboots while out of coverage mid-push, and the sequence it held in RAM goes
+/// with it. Back (registered anew, from a new socket), it reads State Idle: the engine writes
+/// the package from block 0 at once, without trying the block in flight first, and the
+/// upgrade completes.
+#[test]
+fn a_device_without_26500_rebooted_out_of_reach_gets_the_package_from_block_0() {
+    replay::twice(17, |network| async move {
+        let server = engine_on(&network, ServerConfig::loopback()).await;
+        let fleet = registered_fleet(&server, 1, |spec| spec.resume_share = 0.0).await;
+        let device = &fleet.devices[0];
+        let endpoint = device.config().endpoint.clone();
+        let blocks = Arc::new(FirstPackageBlock::default());
+        server.endpoint.set_probe(blocks.clone());
+        let (run, len, new) = pushing_to_a_device_without_26500(&server, &fleet, false).await;
+        let mut events = server.registry.subscribe();
+        let held = device.with_system(|flash| flash.download.len());
+        black_out(&network, device, one_exchange_lost());
+        device.reboot();
+        within(
+            BOUND,
+            "the device's Register after its reboot",
+            until(
+                &mut events,
+                |e| matches!(e, RegistrationEvent::Registered(r) if r.endpoint == endpoint),
+            ),
+        )
+        .await;
+        let back = server.registry.get(&endpoint).unwrap().address;
+
+        let report = within(BOUND, "the delivery", run).await.unwrap();
+        assert_all_upgraded(&fleet, std::slice::from_ref(&report), &new);
+        let first = blocks.0.lock().unwrap().get(&back).copied();
+        assert_eq!(first, Some(0), "block 0 first after the reboot: {report:?}");
+        let again = report.wire.package_resent as usize;
+        assert!(again + 128 >= held, "{held} bytes held, {again} sent again");
+        let given = device.with_system(|flash| flash.received) as usize;
+        assert!(given >= len + held - 128, "from block 0 again: {given}");
     });
 }
 

@@ -13,9 +13,17 @@
 //! engine made. And the defects stock stacks found are gone: a version string with a suffix,
 //! the reset, observations piling up, settings that needed a new upload, a start right after
 //! creating a task, pulled bytes missing from the statistics. Over coaps, a device with its
-//! pre-shared key (aiocoap's tinydtls transport) registers and takes a push upgrade.
+//! pre-shared key (aiocoap's tinydtls transport) registers and takes a push upgrade. And given
+//! a device reassembling the push in RAM with aiocoap's own Block1 code, out of reach long
+//! enough for an exchange to give up (the engine in-process, on short timers), then the write
+//! goes on in a new exchange and only the block in flight is sent again.
 
 use std::time::Duration;
+
+use bytes::Bytes;
+use fota_engine::coap::TransmissionParams;
+use fota_engine::server::{Server, ServerConfig};
+use fota_engine::transfer::{DeliveryJob, Method, Stage, TransferOutcome};
 
 use crate::support::served::{Served, scratch, serve, serve_with};
 use crate::support::stock_device::{StockDevice, aiocoap_dtls_present, aiocoap_present, raw_image};
@@ -494,4 +502,65 @@ fn a_stock_device_over_dtls_registers_with_its_key_and_takes_a_push_upgrade() {
         Some(0),
         "every request went over the device's session"
     );
+}
+
+/// A stock device keeping the pushed package in RAM with aiocoap's Block1 reassembly (profile
+/// `ram`: no /5/0/26500) is frozen mid-push until the engine's exchange gives up: it then
+/// answers the block in flight late, holding it. aiocoap ties a Block1 body to the peer and the
+/// request's options, not the token: the block in flight again, in a new exchange, is refused
+/// (its overlap check; the script answers 4.08), and the block after it, in another, is taken.
+/// One block sent again, and the device stores the image byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ram_device_out_of_reach_mid_push_takes_the_rest_in_new_exchanges() {
+    if !aiocoap_present() {
+        return;
+    }
+    let mut config = ServerConfig::loopback();
+    // An exchange gives up within 3 s; a read after it waits 1.9 s or more for the device.
+    config.coap.params = TransmissionParams {
+        max_retransmit: 4,
+        ..TransmissionParams::fast()
+    };
+    let server = Server::start(config).await.unwrap();
+    let mut device = StockDevice::start(
+        server.coap_addr(),
+        "frozen-0",
+        &["--profile", "ram", "--delivery", "push"],
+    );
+    tokio::task::block_in_place(|| device.wait_registered(BOUND));
+    let image = raw_image("2.0", 60_000, 11);
+    let package = server.shelf.put(Bytes::from(image.clone()));
+    let block = 512;
+    let mut job = DeliveryJob::new(device.endpoint(), package, "2.0", block, Method::Push);
+    job.resume = false;
+    let (stages, mut reached) = tokio::sync::mpsc::unbounded_channel();
+    job.stages = Some(stages);
+    let delivery = server.delivery.clone();
+    let run = tokio::spawn(async move { delivery.run(&job).await });
+
+    let a_third = |s: &Value| s["blocks_received"].as_u64().unwrap_or(0) >= 40;
+    tokio::task::block_in_place(|| device.wait_for("a third of the package", a_third, BOUND));
+    device.freeze();
+    let gave_up =
+        async { while !matches!(reached.recv().await, Some((_, Stage::Suspended { .. }))) {} };
+    let waited = tokio::time::timeout(BOUND, gave_up).await;
+    device.thaw();
+    waited.expect("the exchange in flight gives up");
+
+    let report = tokio::time::timeout(BOUND, run).await.unwrap().unwrap();
+    assert_eq!(
+        report.outcome,
+        TransferOutcome::Upgraded {
+            version: "2.0".into()
+        },
+        "{report:?}"
+    );
+    assert_eq!(report.wire.package_resent, block as u64, "{report:?}");
+    assert_eq!(device.stored_package().as_deref(), Some(&image[..]));
+    assert_eq!(device.firmware().as_deref(), Some(&image[..]));
+    let refused = device
+        .log()
+        .iter()
+        .any(|line| line.contains("does not continue the package"));
+    assert!(refused, "the block in flight, held already, was refused");
 }

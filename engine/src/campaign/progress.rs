@@ -130,9 +130,11 @@ pub struct DeviceProgress {
     /// Package bytes sent again.
     pub bytes_resent: u64,
     /// Times the package's transfer to the device was cut short: a delivery suspended (the
-    /// device out of reach, a link that broke), an attempt that failed part way, the engine
-    /// stopped mid-attempt. With /5/0/26500 the next attempt picks up where the device's
-    /// flash stands, so each costs at most one block sent again.
+    /// device out of reach, a link that broke), a package write whose exchange gave up and
+    /// was continued in a new one, an attempt that failed part way, the engine stopped
+    /// mid-attempt. With /5/0/26500 the next attempt picks up where the device's flash
+    /// stands, and without it from the block in flight while the device holds the sequence
+    /// in RAM, so each costs at most one block sent again.
     #[serde(default)]
     pub interruptions: u32,
     /// CoAP bytes on the wire.

@@ -128,10 +128,7 @@ impl Delivery {
             if Instant::now() >= attempt.gives_up_at(give_up) {
                 break outcome;
             }
-            attempt.interruptions += 1;
-            job.report(Stage::Suspended {
-                wire: attempt.wire_count(),
-            });
+            attempt.interrupted();
             tracing::info!(
                 endpoint = %job.endpoint, %reason, interruptions = attempt.interruptions,
                 "delivery suspended"

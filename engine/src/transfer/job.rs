@@ -99,8 +99,9 @@ pub enum Stage {
     Downloaded,
     /// Update executed; waiting for the device to come back.
     Installing,
-    /// The link broke; the delivery waits to resume. `wire`: what the whole delivery cost
-    /// so far, so a caller can count it before the delivery ends (or never does).
+    /// The link broke: the delivery waits to resume, or (a device without 26500) goes on
+    /// with the package write in a new exchange. `wire`: what the whole delivery cost so far,
+    /// so a caller can count it before the delivery ends (or never does).
     Suspended { wire: WireCount },
 }
 

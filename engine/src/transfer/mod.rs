@@ -1,8 +1,10 @@
 //! Delivering one package to one device: push with Block1 to /5/0/0 or pull through the
-//! Package URI, breakpoint resume via /5/0/26500 after every interruption, queue-mode windows,
-//! the Firmware Update state machine seen from the server, Update, and the version check after
-//! the device comes back.
+//! Package URI, breakpoint resume via /5/0/26500 after every interruption (or, on a device
+//! without it, the Block1 sequence continued in a new exchange), queue-mode windows, the
+//! Firmware Update state machine seen from the server, Update, and the version check after the
+//! device comes back.
 
+mod continuation;
 pub mod delivery;
 mod install;
 pub mod job;

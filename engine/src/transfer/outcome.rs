@@ -96,7 +96,8 @@ pub struct TransferReport {
     pub wire: WireCount,
     /// Block size used at the end.
     pub block_size: usize,
-    /// Attempts that ended in an interruption and were resumed.
+    /// Attempts that ended in an interruption and were resumed, and package writes whose
+    /// exchange gave up and were continued in a new one (a device without 26500).
     pub interruptions: u32,
     /// Wall time from start to end.
     pub elapsed: Duration,

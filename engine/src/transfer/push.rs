@@ -1,18 +1,22 @@
 //! The push download step: the package written to /5/0/0 with Block1, from byte 0 or, when the
 //! device kept part of it (/5/0/26500), from the block of its first missing byte after Switch to
-//! Download (/5/0/26501); then the wait for the device to verify it.
+//! Download (/5/0/26501), or, on a device without 26500 still holding the sequence in RAM, from
+//! the block in flight when an exchange gave up (`continuation`); then the wait for the device
+//! to verify it.
 
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 use coap_lite::{RequestType, ResponseType};
 
+use super::continuation::{CONTINUATIONS_PER_PUSH, Start, after_cut, refuses_block};
 use super::outcome::TransferOutcome;
 use super::resume::{ResumePoint, resume_offset};
 use super::steps::{Attempt, StageError, Steps, at, device_failure};
 use super::watch::FirmwareWatch;
 use crate::coap::blockwise::{Block1Progress, Block1Upload, send_block1};
-use crate::coap::{OutgoingRequest, PacketExt};
+use crate::coap::message::code_name;
+use crate::coap::{CoapError, OutgoingRequest, PacketExt};
 use crate::lwm2m::firmware::{self, FirmwareState, UpdateResult};
 use crate::lwm2m::{ContentFormat, ManagementError};
 
@@ -30,24 +34,9 @@ impl Steps {
             attempt.block_size = point.block_size;
         }
         let start = match known {
-            Some(_) if job.resume => self.resume_at(device, attempt).await?,
-            _ => None,
+            Some(point) => self.go_on_from(attempt, device, point.acknowledged).await?,
+            None => Start::Over,
         };
-        if let Some(offset) = start {
-            tracing::info!(endpoint = %job.endpoint, offset, "resuming the push where the device stands");
-        } else {
-            let watch = attempt.watch();
-            watch
-                .reset_unless_idle(&self.management, job.reset)
-                .await
-                .map_err(at("resetting the device"))?;
-            // What the watch saw is gone with them: an old failure left in Update Result
-            // must not pass for this download's.
-            watch
-                .read_now(&self.management)
-                .await
-                .map_err(at("reading State after the reset"))?;
-        }
         let mut point = known.unwrap_or(ResumePoint {
             package: job.package.sha256,
             acknowledged: 0,
@@ -55,7 +44,7 @@ impl Steps {
             block_size: attempt.block_size,
         });
         let response = self
-            .send_package(attempt, &mut point, device, start.unwrap_or(0))
+            .write_package(attempt, &mut point, device, start)
             .await?;
         let watch = attempt.watch();
         if let Some(code) = response.filter(|c| c.is_error()) {
@@ -74,13 +63,44 @@ impl Steps {
         }
     }
 
+    /// Where a push the device saw part of goes on from, `acknowledged` bytes taken: over the
+    /// bytes its flash kept (26500), after Switch to Download; from the block in flight of a
+    /// sequence cut on a device without 26500 that still says Downloading (`after_cut`); else
+    /// from block 0.
+    async fn go_on_from(
+        &self,
+        attempt: &mut Attempt<'_>,
+        device: SocketAddr,
+        acknowledged: usize,
+    ) -> Result<Start, StageError> {
+        let job = attempt.job;
+        if job.resume
+            && !attempt.lacks_26500
+            && let Some(offset) = self.resume_at(device, attempt).await?
+        {
+            let endpoint = &job.endpoint;
+            tracing::info!(%endpoint, offset, "resuming the push where the device stands");
+            return Ok(Start::Resumed(offset));
+        }
+        if !std::mem::take(&mut attempt.sequence_cut) || !attempt.lacks_26500 {
+            return Ok(Start::Over);
+        }
+        let watch = attempt.watch();
+        let state = watch.state();
+        let start = after_cut(state, watch.result(), acknowledged).unwrap_or(Start::Over);
+        let why = format!("the attempt before was cut; State {state:?}");
+        log_continuation(attempt, start, &why);
+        Ok(start)
+    }
+
     /// Where to go on from when the device kept part of the package: reads Transferred Bytes,
     /// and switches the device back to Downloading over them. `None` to start over (the device
-    /// has no 26500, holds too little, or refuses to switch).
+    /// has no 26500, holds too little, or refuses to switch); a device that answers the read
+    /// with 4.04 is taken to have no 26500 from then on.
     async fn resume_at(
         &self,
         device: SocketAddr,
-        attempt: &Attempt<'_>,
+        attempt: &mut Attempt<'_>,
     ) -> Result<Option<usize>, StageError> {
         let stored = match self
             .management
@@ -88,7 +108,10 @@ impl Steps {
             .await
         {
             Ok(value) => value.as_i64().ok().and_then(|n| usize::try_from(n).ok()),
-            Err(ManagementError::Status { .. }) => None,
+            Err(ManagementError::Status { code, .. }) => {
+                attempt.lacks_26500 |= code == ResponseType::NotFound;
+                None
+            }
             Err(error) => return Err(at("reading Transferred Bytes")(error)),
         };
         let package_len = attempt.job.package.len();
@@ -105,6 +128,98 @@ impl Steps {
             Err(ManagementError::Status { .. }) => Ok(None),
             Err(error) => Err(at("switching back to Downloading")(error)),
         }
+    }
+
+    /// Writes the package from `start` and returns the code of the device's last answer;
+    /// `None` when a device whose exchange gave up had settled the download meanwhile. On a
+    /// device without 26500, an exchange that gives up is continued, up to
+    /// [`CONTINUATIONS_PER_PUSH`] times and each counted as an interruption, from where the
+    /// device's State says (`after_cut`); a continued block refused is followed as
+    /// `Start::after_refusal` says. The sequence stays cut (for the next attempt to go on
+    /// from) when its last exchange gave up, or when the attempt ends around it.
+    async fn write_package(
+        &self,
+        attempt: &mut Attempt<'_>,
+        point: &mut ResumePoint,
+        device: SocketAddr,
+        mut start: Start,
+    ) -> Result<Option<ResponseType>, StageError> {
+        let mut continuations = 0;
+        loop {
+            if start == Start::Over {
+                self.reset_for_download(attempt).await?;
+            }
+            attempt.sequence_cut = true;
+            let written = self
+                .send_package(attempt, point, device, start.offset())
+                .await;
+            let gave_up = matches!(&written, Err((_, error)) if exchange_gave_up(error));
+            attempt.sequence_cut = gave_up;
+            let next = match written {
+                Err(_)
+                    if gave_up && attempt.lacks_26500 && continuations < CONTINUATIONS_PER_PUSH =>
+                {
+                    continuations += 1;
+                    match self.after_give_up(attempt, point.acknowledged).await? {
+                        Some(next) => next,
+                        None => return Ok(None),
+                    }
+                }
+                Ok(Some(code)) if refuses_block(code) && point.acknowledged == start.offset() => {
+                    let len = attempt.job.package.len();
+                    let Some(next) = start.after_refusal(point.block_size, len) else {
+                        return Ok(Some(code));
+                    };
+                    let why = format!("the device answered {}", code_name(code));
+                    log_continuation(attempt, next, &why);
+                    next
+                }
+                other => return other,
+            };
+            start = next;
+        }
+    }
+
+    /// After an exchange of the write gave up on a device without 26500, `acknowledged` bytes
+    /// taken: counts the interruption, reads State and Update Result, and says where to go on
+    /// from (`after_cut`); `None` when the device settled the download meanwhile.
+    async fn after_give_up(
+        &self,
+        attempt: &mut Attempt<'_>,
+        acknowledged: usize,
+    ) -> Result<Option<Start>, StageError> {
+        attempt.interrupted();
+        let watch = attempt.watch();
+        let state = watch
+            .read_now(&self.management)
+            .await
+            .map_err(at("reading State after a package write gave up"))?;
+        let next = after_cut(state, watch.result(), acknowledged);
+        if let Some(next) = next {
+            log_continuation(
+                attempt,
+                next,
+                &format!("an exchange gave up; State {state:?}"),
+            );
+        }
+        Ok(next)
+    }
+
+    /// Before a download from block 0: unless the device is Idle with no result, it is reset,
+    /// and State and Update Result are read again, so an old failure left in Update Result
+    /// does not pass for this download's.
+    async fn reset_for_download(&self, attempt: &mut Attempt<'_>) -> Result<(), StageError> {
+        let reset = attempt.job.reset;
+        let watch = attempt.watch();
+        watch
+            .reset_unless_idle(&self.management, reset)
+            .await
+            .map_err(at("resetting the device"))?;
+        watch
+            .read_now(&self.management)
+            .await
+            .map_err(at("reading State after the reset"))?;
+        Ok(())
     }
 
     /// Writes the package from `start` with Block1, keeping the wire account and the resume
@@ -195,5 +310,31 @@ impl Steps {
         Ok(Some(TransferOutcome::Refused(format!(
             "package write answered {answered}"
         ))))
+    }
+}
+
+/// Whether a failed exchange gave up on the device's answer (RFC 7252's MAX_RETRANSMIT spent,
+/// or an acknowledged request whose response never came), rather than failing otherwise.
+fn exchange_gave_up(error: &ManagementError) -> bool {
+    matches!(
+        error,
+        ManagementError::Coap(CoapError::Timeout { .. } | CoapError::ResponseTimeout { .. })
+    )
+}
+
+/// Tells the log where a cut push goes on from, and `why`.
+fn log_continuation(attempt: &Attempt<'_>, start: Start, why: &str) {
+    let endpoint = &attempt.job.endpoint;
+    match start {
+        Start::InFlight(offset) | Start::AfterInFlight(offset) => tracing::info!(
+            %endpoint, block = offset / attempt.block_size, offset, why,
+            interruptions = attempt.interruptions, ?start,
+            "continuing the Block1 sequence in a new exchange"
+        ),
+        Start::Over => tracing::info!(
+            %endpoint, why, interruptions = attempt.interruptions,
+            "the device lost the Block1 sequence: writing the package from block 0"
+        ),
+        Start::Resumed(_) => {}
     }
 }

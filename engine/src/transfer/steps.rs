@@ -8,7 +8,7 @@ use std::sync::Arc;
 use coap_lite::ResponseType;
 use tokio::time::Instant;
 
-use super::job::{DeliveryConfig, DeliveryJob};
+use super::job::{DeliveryConfig, DeliveryJob, Stage};
 use super::outcome::{TransferOutcome, WireCount};
 use super::resume::ResumeBook;
 use super::shelf::{PackageShelf, PullAccount};
@@ -69,8 +69,17 @@ pub(super) struct Attempt<'a> {
     pub pulls: Vec<PullAccount>,
     /// Block size in use (a device may have asked for smaller blocks).
     pub block_size: usize,
-    /// Attempts that ended in an interruption.
+    /// Attempts that ended in an interruption, and package writes whose exchange gave up and
+    /// were continued in a new one.
     pub interruptions: u32,
+    /// The device has no Transferred Bytes (/5/0/26500): the job says so, or the device
+    /// answered a read of it with 4.04. A push cut short is continued (`continuation`), not
+    /// resumed.
+    pub lacks_26500: bool,
+    /// A push left its Block1 sequence without the device's answer to the block in flight
+    /// (the exchange gave up, or the attempt ended around it): the next push may go on from
+    /// that block.
+    pub sequence_cut: bool,
     /// The device's Firmware Update state, observed; kept from one attempt to the next while
     /// the device stays in the same registration.
     pub watch: Option<FirmwareWatch>,
@@ -92,6 +101,8 @@ impl<'a> Attempt<'a> {
             pulls: Vec::new(),
             block_size: job.block_size,
             interruptions: 0,
+            lacks_26500: !job.resume,
+            sequence_cut: false,
             watch: None,
             version_before: None,
             confirm_by: None,
@@ -104,6 +115,14 @@ impl<'a> Attempt<'a> {
     /// in flight as a broken link.
     pub fn gives_up_at(&self, planned: Instant) -> Instant {
         self.confirm_by.map_or(planned, |by| by.max(planned))
+    }
+
+    /// Counts an interruption, and reports the delivery suspended with what it cost so far.
+    pub fn interrupted(&mut self) {
+        self.interruptions += 1;
+        self.job.report(Stage::Suspended {
+            wire: self.wire_count(),
+        });
     }
 
     /// The watch the attempt made before its download step.

@@ -297,6 +297,25 @@ impl StockDevice {
         }
     }
 
+    /// Stops the process (SIGSTOP) until [`StockDevice::thaw`]: the device is out of reach, what
+    /// is sent to it meanwhile waits in its socket's buffer, and it answers it late.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen process go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([signal, &self.pid.to_string()])
+            .status()
+            .is_ok_and(|status| status.success());
+        assert!(sent, "{}: kill {signal} {}", self.endpoint, self.pid);
+    }
+
     /// Kills the process if it runs and starts it again over the same flash, as a rebooted
     /// device: on the port it had (`same_port`) or on a new one (a new NAT binding). Returns
     /// once the new process is up; it registers anew by itself.
