@@ -60,11 +60,16 @@ impl Psk {
     }
 }
 
-/// Datagrams sent with no datagram from the server since, after which the device takes the
-/// session (or the handshake) for lost and starts over: a request and two retransmissions
-/// unanswered. At 10 % loss each way about 4 % of exchanges lose three tries and cost an
-/// abbreviated handshake for nothing; a server that freed the session costs two ACK timeouts.
+/// Datagrams sent with no datagram from the server since, after which the device takes its
+/// session for lost and starts over: a request and two retransmissions unanswered. At 10 %
+/// loss each way about 4 % of exchanges lose three tries and cost an abbreviated handshake for
+/// nothing; a server that freed the session costs two ACK timeouts.
 const SILENCE_BEFORE_RESTART: u32 = 3;
+
+/// The same for a handshake under way: a whole CoAP exchange's transmissions (RFC 7252's
+/// five). Starting over sooner puts a new handshake on the server while the old one's flights
+/// are still on their way on a slow link, and a stale Finished looks like a wrong key.
+const SILENCE_BEFORE_NEW_HANDSHAKE: u32 = 5;
 
 /// The device's DTLS connection in RAM, kept across PSM and lost at reboot.
 #[derive(Default)]
@@ -138,7 +143,11 @@ impl DtlsClientSocket {
             .connection
             .as_ref()
             .is_some_and(|(peer, _)| *peer == to);
-        let silent = link.unanswered >= SILENCE_BEFORE_RESTART;
+        let patience = match link.up {
+            true => SILENCE_BEFORE_RESTART,
+            false => SILENCE_BEFORE_NEW_HANDSHAKE,
+        };
+        let silent = link.unanswered >= patience;
         if silent {
             tracing::debug!(server = %to, up = link.up, "no answer over DTLS: starting over");
         }
