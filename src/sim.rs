@@ -44,17 +44,9 @@ pub struct SimArgs {
     /// Share of datagrams each device's link loses, each way.
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
-    /// Mean length of a run of lost datagrams (Gilbert–Elliott bursts): --loss is then the
-    /// loss over the run; 1: each datagram lost on its own.
-    #[arg(long, default_value_t = 1.0)]
-    burst: f64,
-    /// Rate of each device's downlink (engine to device) in kbit/s, its datagrams queued
-    /// behind each other; 0: unlimited. Cat-NB1 modules get about 26.
-    #[arg(long, default_value_t = 0)]
-    down_kbps: u64,
-    /// Rate of each device's uplink in kbit/s; 0: unlimited.
-    #[arg(long, default_value_t = 0)]
-    up_kbps: u64,
+    /// How the losses come, and the link's rates.
+    #[command(flatten)]
+    shape: LinkShape,
     /// Round trip each device's link adds, in milliseconds (half each way, a fifth of that
     /// as jitter): 1000 or more for NB-IoT.
     #[arg(long, default_value_t = 0)]
@@ -89,27 +81,64 @@ pub struct SimArgs {
     credentials_out: Option<PathBuf>,
 }
 
+/// How a device's link loses datagrams beyond its loss rate, and its rates: the options
+/// `fota sim` and `fota bench nbiot` (which hands them on to its `fota sim` processes) share.
+#[derive(Args, Clone, Copy)]
+pub struct LinkShape {
+    /// Mean length of a run of lost datagrams (Gilbert–Elliott bursts): --loss is then the
+    /// loss over the run; 1: each datagram lost on its own.
+    #[arg(long, default_value_t = 1.0)]
+    pub burst: f64,
+    /// Rate of each device's downlink (engine to device) in kbit/s, its datagrams queued
+    /// behind each other; 0: unlimited. Cat-NB1 modules get about 26.
+    #[arg(long, default_value_t = 0)]
+    pub down_kbps: u64,
+    /// Rate of each device's uplink in kbit/s; 0: unlimited.
+    #[arg(long, default_value_t = 0)]
+    pub up_kbps: u64,
+}
+
+impl LinkShape {
+    /// The options as `fota sim` flags.
+    pub fn flags(&self) -> [(&'static str, String); 3] {
+        [
+            ("--burst", self.burst.to_string()),
+            ("--down-kbps", self.down_kbps.to_string()),
+            ("--up-kbps", self.up_kbps.to_string()),
+        ]
+    }
+
+    /// Whether the link has a rate either way.
+    fn limited(&self) -> bool {
+        self.down_kbps > 0 || self.up_kbps > 0
+    }
+
+    /// A link losing `loss` of its datagrams, in runs and at rates as these options say.
+    fn impairment(&self, loss: f64) -> anyhow::Result<Impairment> {
+        let mut link = if self.burst > 1.0 {
+            let bursts = GilbertElliott::from_mean(loss, self.burst)?;
+            Impairment::none().with_bursty_loss(bursts)
+        } else {
+            Impairment::lossy(loss)
+        };
+        if self.down_kbps > 0 {
+            link = link.with_downlink_rate(Rate::new(self.down_kbps * 1000));
+        }
+        if self.up_kbps > 0 {
+            link = link.with_uplink_rate(Rate::new(self.up_kbps * 1000));
+        }
+        Ok(link)
+    }
+}
+
 /// Each device's link, when anything impairs it.
 fn link(args: &SimArgs) -> anyhow::Result<Option<Impairment>> {
-    let impaired = args.loss > 0.0 || args.rtt_ms > 0 || args.down_kbps > 0 || args.up_kbps > 0;
-    if !impaired {
+    if args.loss == 0.0 && args.rtt_ms == 0 && !args.shape.limited() {
         return Ok(None);
     }
     let one_way = Duration::from_millis(args.rtt_ms) / 2;
-    let mut link = if args.burst > 1.0 {
-        let bursts = GilbertElliott::from_mean(args.loss, args.burst)?;
-        Impairment::none().with_bursty_loss(bursts)
-    } else {
-        Impairment::lossy(args.loss)
-    };
-    link = link.with_delay(one_way, one_way / 5);
-    if args.down_kbps > 0 {
-        link = link.with_downlink_rate(Rate::new(args.down_kbps * 1000));
-    }
-    if args.up_kbps > 0 {
-        link = link.with_uplink_rate(Rate::new(args.up_kbps * 1000));
-    }
-    Ok(Some(link))
+    let link = args.shape.impairment(args.loss)?;
+    Ok(Some(link.with_delay(one_way, one_way / 5)))
 }
 
 /// `credentials` as a batch for `POST /v1/credentials/import`. Endpoint names of a simulated

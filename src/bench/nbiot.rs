@@ -39,6 +39,7 @@ use rand::{Rng, SeedableRng};
 use super::stats::{figure, figure_spread, summarize};
 use super::{harness, procfs};
 use crate::open_files;
+use crate::sim::LinkShape;
 
 /// The secret the fleet's keys are derived from over coaps.
 const PSK_SECRET: &str = "fota bench nbiot";
@@ -79,15 +80,9 @@ pub struct NbIotArgs {
     /// Share of datagrams lost, each way.
     #[arg(long, default_value_t = 0.1)]
     loss: f64,
-    /// Mean length of a run of lost datagrams (Gilbert–Elliott); 1: independent losses.
-    #[arg(long, default_value_t = 1.0)]
-    burst: f64,
-    /// Each device's downlink rate in kbit/s (0: unlimited).
-    #[arg(long, default_value_t = 0)]
-    down_kbps: u64,
-    /// Each device's uplink rate in kbit/s (0: unlimited).
-    #[arg(long, default_value_t = 0)]
-    up_kbps: u64,
+    /// How the losses come, and each device's link rates.
+    #[command(flatten)]
+    shape: LinkShape,
     /// The engine's retransmission timeouts: RFC 7252's fixed timers, or CoCoA's per-device
     /// RTO from measured round trips.
     #[arg(long, value_enum, default_value_t = Timers::Rfc7252)]
@@ -163,9 +158,9 @@ pub async fn run(mut args: NbIotArgs) -> anyhow::Result<()> {
         args.scheme(),
         args.rtt_ms,
         args.loss,
-        args.burst,
-        args.down_kbps,
-        args.up_kbps,
+        args.shape.burst,
+        args.shape.down_kbps,
+        args.shape.up_kbps,
         args.timers.name(),
         args.awake_secs,
         args.awake_secs + args.asleep_secs,
@@ -340,8 +335,8 @@ fn exchange_time(args: &NbIotArgs) -> f64 {
     };
     let request = args.block_size as f64 + BLOCK_REQUEST_OVERHEAD + headers;
     args.rtt().as_secs_f64()
-        + on_link(request, args.down_kbps)
-        + on_link(BLOCK_ANSWER + headers, args.up_kbps)
+        + on_link(request, args.shape.down_kbps)
+        + on_link(BLOCK_ANSWER + headers, args.shape.up_kbps)
 }
 
 /// An old image and a new one that keeps it and adds `delta_bytes` of new (incompressible)
@@ -458,9 +453,6 @@ fn sim_process(
         ("--version", "1.0".into()),
         ("--image", image.display().to_string()),
         ("--loss", args.loss.to_string()),
-        ("--burst", args.burst.to_string()),
-        ("--down-kbps", args.down_kbps.to_string()),
-        ("--up-kbps", args.up_kbps.to_string()),
         ("--rtt-ms", args.rtt_ms.to_string()),
         ("--awake-secs", args.awake_secs.to_string()),
         ("--asleep-secs", args.asleep_secs.to_string()),
@@ -468,6 +460,7 @@ fn sim_process(
         ("--ack-timeout-ms", ack_timeout.as_millis().to_string()),
         ("--lifetime", lifetime.to_string()),
     ];
+    flags.extend(args.shape.flags());
     if args.coaps {
         flags.push(("--psk-secret", PSK_SECRET.to_string()));
     }
