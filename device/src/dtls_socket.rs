@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use foreign_types::ForeignTypeRef;
 use fota_engine::coap::DatagramSocket;
-use fota_engine::coap::dtls::{FlightTimer, Pipe, set_flight_timer};
+use fota_engine::coap::dtls::{FlightTimer, Pipe, send_sealed, set_flight_timer, try_send_sealed};
 use fota_engine::coap::transport::IoFuture;
 use openssl::ssl::{
     ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslRef, SslSession, SslStream, SslVersion,
@@ -284,19 +284,11 @@ impl DatagramSocket for DtlsClientSocket {
     }
 
     fn send_to<'a>(&'a self, datagram: &'a [u8], to: SocketAddr) -> IoFuture<'a, ()> {
-        Box::pin(async move {
-            for record in self.seal(datagram, to)? {
-                self.raw.send_to(&record, to).await?;
-            }
-            Ok(())
-        })
+        Box::pin(async move { send_sealed(&*self.raw, self.seal(datagram, to)?, to).await })
     }
 
     fn try_send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
-        for record in self.seal(datagram, to)? {
-            self.raw.try_send_to(&record, to)?;
-        }
-        Ok(())
+        try_send_sealed(&*self.raw, self.seal(datagram, to)?, to)
     }
 
     fn recv_from<'a>(&'a self, buffer: &'a mut [u8]) -> IoFuture<'a, (usize, SocketAddr)> {

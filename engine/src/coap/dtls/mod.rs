@@ -438,25 +438,42 @@ impl DtlsSocket {
     }
 }
 
+/// Sends the datagrams a DTLS connection sealed for `to` over `raw`, in order, each waiting for
+/// room in the socket. For the engine's server and the reference device's client alike.
+pub async fn send_sealed(
+    raw: &dyn DatagramSocket,
+    sealed: Vec<Vec<u8>>,
+    to: SocketAddr,
+) -> io::Result<()> {
+    for datagram in sealed {
+        raw.send_to(&datagram, to).await?;
+    }
+    Ok(())
+}
+
+/// As [`send_sealed`], without waiting: a full socket is an error.
+pub fn try_send_sealed(
+    raw: &dyn DatagramSocket,
+    sealed: Vec<Vec<u8>>,
+    to: SocketAddr,
+) -> io::Result<()> {
+    for datagram in sealed {
+        raw.try_send_to(&datagram, to)?;
+    }
+    Ok(())
+}
+
 impl DatagramSocket for DtlsSocket {
     fn local_addr(&self) -> SocketAddr {
         self.raw.local_addr()
     }
 
     fn send_to<'a>(&'a self, datagram: &'a [u8], to: SocketAddr) -> IoFuture<'a, ()> {
-        Box::pin(async move {
-            for record in self.seal(datagram, to)? {
-                self.raw.send_to(&record, to).await?;
-            }
-            Ok(())
-        })
+        Box::pin(async move { send_sealed(&*self.raw, self.seal(datagram, to)?, to).await })
     }
 
     fn try_send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
-        for record in self.seal(datagram, to)? {
-            self.raw.try_send_to(&record, to)?;
-        }
-        Ok(())
+        try_send_sealed(&*self.raw, self.seal(datagram, to)?, to)
     }
 
     fn recv_from<'a>(&'a self, buffer: &'a mut [u8]) -> IoFuture<'a, (usize, SocketAddr)> {
