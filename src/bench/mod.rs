@@ -3,6 +3,7 @@
 
 mod alloc;
 mod dtls;
+mod exchanges;
 mod harness;
 mod nbiot;
 mod peer;

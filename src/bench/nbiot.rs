@@ -36,6 +36,7 @@ use fota_engine::plugin::{Binding, HostConfig, PluginKind, embedded};
 use fota_engine::server::{CoapsConfig, ServerConfig};
 use rand::{Rng, SeedableRng};
 
+use super::exchanges::ExchangeCount;
 use super::stats::{figure, figure_spread, summarize};
 use super::{harness, procfs};
 use crate::open_files;
@@ -173,6 +174,7 @@ pub async fn run(mut args: NbIotArgs) -> anyhow::Result<()> {
     catalog.add_to_group(&group.id, &endpoints)?;
     let started = Instant::now();
     let cpu_before = (procfs::process_times("self")?, fleet.times()?);
+    let exchanges = ExchangeCount::start(&platform);
     let task = platform
         .campaigns
         .create(task_spec(&args, group.id, package.id))?;
@@ -214,6 +216,7 @@ pub async fn run(mut args: NbIotArgs) -> anyhow::Result<()> {
     figure("fleet_busy", fleet_cpu / elapsed, "cores");
     let mut each: Vec<f64> = finished.values().copied().collect();
     figure_spread("device_finished_after", &summarize(&mut each), "s");
+    exchanges.print(&platform, &platform.campaigns.devices(&task.id)?);
     let stats = platform.campaigns.statistics();
     for model in &stats.models {
         let c = &model.counters;

@@ -55,6 +55,11 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
         directions(coap.bytes_received, coap.bytes_sent),
     );
     out.counter(
+        "fota_coap_requests_sent_total",
+        "Requests the engine sent to devices, each once (retransmissions not counted).",
+        [(None, coap.requests_sent)],
+    );
+    out.counter(
         "fota_coap_retransmissions_total",
         "Confirmable messages sent again because no ACK came in time.",
         [(None, coap.retransmissions)],

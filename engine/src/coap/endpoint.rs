@@ -327,6 +327,7 @@ impl Endpoint {
         let (mut exchange, datagram) = self
             .inner
             .start(|core, now| core.start_request(now, peer, request, token))?;
+        bump(&self.inner.stats.requests_sent);
         self.send(&datagram, peer, meter).await?;
         loop {
             if let Some(response) = self.next_answer(peer, &mut exchange, meter).await? {

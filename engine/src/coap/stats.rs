@@ -24,6 +24,8 @@ pub struct EndpointStats {
     pub duplicates: AtomicU64,
     /// Confirmable messages this endpoint sent again because no ACK came in time.
     pub retransmissions: AtomicU64,
+    /// Requests this endpoint sent (each exchange once, its retransmissions not counted).
+    pub requests_sent: AtomicU64,
     /// Exchanges this endpoint gave up on after MAX_RETRANSMIT.
     pub timeouts: AtomicU64,
     /// Reset messages received.
@@ -44,6 +46,7 @@ pub struct StatsSnapshot {
     pub malformed: u64,
     pub duplicates: u64,
     pub retransmissions: u64,
+    pub requests_sent: u64,
     pub timeouts: u64,
     pub resets_received: u64,
     pub requests_handled: u64,
@@ -62,6 +65,7 @@ impl EndpointStats {
             malformed: get(&self.malformed),
             duplicates: get(&self.duplicates),
             retransmissions: get(&self.retransmissions),
+            requests_sent: get(&self.requests_sent),
             timeouts: get(&self.timeouts),
             resets_received: get(&self.resets_received),
             requests_handled: get(&self.requests_handled),
