@@ -34,6 +34,12 @@
 //! congestion = "rfc7252"             # or "cocoa": each device's RTO from its round trips
 //! min_rto_ms = 0                     # with cocoa, a floor under every RTO (fit for the cell)
 //!
+//! [blocks]                           # package blocks pushed to devices
+//! max = 1024                         # the largest, a power of two from 16 to 1024: the engine
+//!                                    # starts there (or at the capability plugin's size, if
+//!                                    # smaller) and takes a device's smaller size when it asks
+//! cells = { 4711 = 256 }             # the largest in the cells named (/4/0/8), instead of max
+//!
 //! [coaps]                            # CoAP over DTLS 1.2 with pre-shared keys (devices'
 //! addr = "0.0.0.0:5684"              # keys: PUT /v1/devices/{endpoint}/credentials)
 //! require = false                    # true: every plain CoAP Register is refused (4.01)
@@ -45,6 +51,7 @@
 //! ciphers = "PSK-AES128-CCM8:PSK-AES128-CCM:PSK-AES128-GCM-SHA256:PSK-AES128-CBC-SHA256"
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -58,6 +65,7 @@ use fota_engine::coap::dtls::DtlsConfig;
 use fota_engine::coap::{Congestion, TransmissionParams};
 use fota_engine::edge::EdgeLimits;
 use fota_engine::server::CoapsConfig;
+use fota_engine::transfer::BlockLimits;
 use serde::Deserialize;
 
 /// The file read when `--config` is not given, if it exists.
@@ -100,6 +108,44 @@ pub struct ConfigFile {
     pub coap: CoapFile,
     /// coaps beside plain CoAP, when the table is there.
     pub coaps: Option<CoapsFile>,
+    /// The largest blocks pushed; unset ones keep their default.
+    #[serde(default)]
+    pub blocks: BlocksFile,
+}
+
+/// The `[blocks]` table: [`BlockLimits`] as keys, each optional.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlocksFile {
+    max: Option<usize>,
+    /// Cell id (as TOML keys are: text) to the largest block there.
+    #[serde(default)]
+    cells: BTreeMap<String, usize>,
+}
+
+impl BlocksFile {
+    /// The limits: the defaults with what the table sets; an error names a cell that is not
+    /// a number, or a size CoAP has no block of.
+    pub fn limits(&self) -> anyhow::Result<BlockLimits> {
+        let cells = self
+            .cells
+            .iter()
+            .map(|(cell, size)| {
+                let id = cell
+                    .parse::<u32>()
+                    .map_err(|_| anyhow::anyhow!("[blocks] cells: {cell:?} is not a cell id"))?;
+                Ok((id, *size))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let limits = BlockLimits {
+            max: self.max.unwrap_or(BlockLimits::default().max),
+            cells,
+        };
+        limits
+            .validate()
+            .map_err(|reason| anyhow::anyhow!("[blocks] {reason}"))?;
+        Ok(limits)
+    }
 }
 
 /// The `[coap]` table: the engine's [`TransmissionParams`] as keys, each optional.
@@ -261,6 +307,7 @@ impl ConfigFile {
         if let Some((key, _)) = zero.iter().find(|(_, zero)| *zero) {
             anyhow::bail!("{key} must be at least 1");
         }
+        file.blocks.limits()?;
         Ok(file)
     }
 }
@@ -299,6 +346,8 @@ pub struct Settings {
     pub coap: CoapFile,
     /// coaps, when configured.
     pub coaps: Option<CoapsConfig>,
+    /// The largest blocks pushed.
+    pub blocks: BlockLimits,
 }
 
 impl Settings {
@@ -322,6 +371,7 @@ impl Settings {
             edge: file.edge.limits(),
             coap: file.coap.clone(),
             coaps: file.coaps.as_ref().map(CoapsFile::config),
+            blocks: file.blocks.limits().unwrap_or_default(),
             api: ApiConfig {
                 tokens: file.tokens,
                 max_upload_bytes: overrides
@@ -378,6 +428,10 @@ mod tests {
         addr = "127.0.0.1:5701"
         require = true
         idle_timeout_secs = 120
+
+        [blocks]
+        max = 512
+        cells = { 4711 = 128 }
     "#;
 
     #[test]
@@ -413,6 +467,12 @@ mod tests {
         assert!(coaps.require);
         assert_eq!(coaps.dtls.idle_timeout, Duration::from_secs(120));
         assert_eq!(coaps.dtls.max_sessions, DtlsConfig::default().max_sessions);
+        let blocks = &settings.blocks;
+        assert_eq!(blocks.for_cell(Some(4711)), 128);
+        assert_eq!(
+            (blocks.for_cell(Some(1)), blocks.for_cell(None)),
+            (512, 512)
+        );
     }
 
     #[test]
@@ -440,6 +500,15 @@ mod tests {
     fn unknown_keys_bad_roles_and_empty_tokens_are_refused() {
         assert!(ConfigFile::parse("http_adr = \"0.0.0.0:1\"").is_err());
         assert!(ConfigFile::parse("[edge]\nmax_links = 3").is_err());
+        for (blocks, named) in [
+            ("max = 1000", "max: 1000"),
+            ("max = 2048", "max: 2048"),
+            ("cells = { 7 = 8 }", "cell 7: 8"),
+            ("cells = { north = 64 }", "\"north\""),
+        ] {
+            let error = ConfigFile::parse(&format!("[blocks]\n{blocks}")).unwrap_err();
+            assert!(error.to_string().contains(named), "{blocks}: {error}");
+        }
         assert!(ConfigFile::parse("[[tokens]]\ntoken = \"x\"\nrole = \"admin\"").is_err());
         assert!(ConfigFile::parse("[[tokens]]\ntoken = \" \"\nrole = \"viewer\"").is_err());
         for key in [

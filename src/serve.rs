@@ -76,6 +76,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     server.coap_addr = settings.coap_addr;
     server.edge = settings.edge.clone();
     server.coaps = settings.coaps.clone();
+    server.delivery.blocks = settings.blocks.clone();
     if let Some(authority) = &settings.package_authority {
         server.delivery.package_authority = authority.clone();
     }

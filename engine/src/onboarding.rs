@@ -131,27 +131,31 @@ impl Surveyor {
         };
         let hasty = first_contact && under_way > self.limits.patient_surveys_per_source;
         let surveyor = self.clone();
-        let (endpoint, address) = (registration.endpoint.clone(), registration.address);
+        let registration = registration.clone();
         surveys.spawn(async move {
             if let Ok(_running) = surveyor.running.acquire().await {
-                surveyor.survey(&endpoint, address, hasty).await;
+                surveyor.survey(&registration, hasty).await;
             }
             surveyor.leave(source);
         });
     }
 
-    /// Surveys the device at `address`, with few retransmissions when `hasty`.
-    async fn survey(&self, endpoint: &str, address: std::net::SocketAddr, hasty: bool) {
+    /// Surveys the device of `registration`, with few retransmissions when `hasty`.
+    async fn survey(&self, registration: &Registration, hasty: bool) {
+        let endpoint = &registration.endpoint;
         let management = match hasty {
             true => self
                 .management
                 .first_contact(self.limits.first_contact_retransmit),
             false => self.management.clone(),
         };
-        match survey(&management, address).await {
+        match survey(&management, registration.address).await {
             Ok(found) => {
                 self.registry.prove(endpoint);
-                if let Err(error) = self.catalog.device_surveyed(endpoint, &found) {
+                if let Err(error) = self
+                    .catalog
+                    .registered_device_surveyed(registration, &found)
+                {
                     tracing::error!(?endpoint, %error, "survey not recorded");
                 }
             }

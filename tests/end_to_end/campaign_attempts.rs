@@ -1,7 +1,8 @@
 //! What an attempt does before the download, end to end (a real platform, simulated devices
 //! over loopback UDP): a sleeping queue-mode device is surveyed in the window after its next
 //! Update and spends no retry for being asleep; a device still being surveyed when its task is
-//! paused starts no download until the task resumes.
+//! paused starts no download until the task resumes; a device its Register just surveyed is
+//! not asked the same again.
 
 use std::time::Duration;
 
@@ -154,6 +155,8 @@ async fn a_device_being_surveyed_when_the_task_pauses_downloads_nothing_until_it
         max_retransmit: 4,
         ..TransmissionParams::fast()
     };
+    // The attempt surveys the device itself, as it does once its Register's survey is old.
+    server.delivery.survey_max_age = Duration::ZERO;
     let platform = platform(server).await;
     let (fleet, task) = fleet_and_task(&platform, 1, |spec| {
         spec.link = Some(Impairment::none());
@@ -191,4 +194,29 @@ async fn a_device_being_surveyed_when_the_task_pauses_downloads_nothing_until_it
         (Some(DeviceResult::Successful), 1)
     );
     assert_eq!(device.with_system(|s| s.version.clone()), "2.0");
+}
+
+/// A task started right after its device registered takes the survey the Register started,
+/// and the delivery reads nothing that survey or the observations already told: an upgrade
+/// costs its blocks and a handful of other requests (before: 12 or more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_right_after_the_register_asks_the_device_nothing_twice() {
+    let platform = platform(ServerConfig::loopback()).await;
+    let (fleet, task) = fleet_and_task(&platform, 1, |_| {}).await;
+    let requests = || platform.server.endpoint.stats().requests_sent;
+    let blocks = || platform.server.shelf.block_counts().pushed;
+    let before = (requests(), blocks());
+    let task = platform.campaigns.create(task).unwrap().id;
+    completed(&platform.campaigns, &task).await;
+    assert_eq!(fleet.devices[0].with_system(|s| s.version.clone()), "2.0");
+    let (sent, pushed) = (requests() - before.0, blocks() - before.1);
+    assert_eq!(
+        pushed, 20,
+        "20,000 bytes in blocks of 1,024: the model's largest"
+    );
+    // The observations of State and Update Result, Execute Update, the version read once the
+    // device is back, and the survey (three reads) its new Register starts; a read of State
+    // if its notification of Downloaded is slow.
+    let others = sent - pushed;
+    assert!(others <= 8, "{others} requests besides the blocks");
 }

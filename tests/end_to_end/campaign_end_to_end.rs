@@ -61,6 +61,9 @@ async fn platform() -> Platform {
     };
     // A device whose Update request was lost does not come back: try again soon.
     server.delivery.install_timeout = Duration::from_secs(10);
+    // The devices' batteries and flash change after their Register (as over hours on a real
+    // fleet): every attempt surveys them again.
+    server.delivery.survey_max_age = Duration::ZERO;
     let config = PlatformConfig {
         server,
         data_dir: None,

@@ -437,6 +437,8 @@ fn device_schemas() -> Value {
                 "memory_free_kb": nullable("integer"),
                 "cell_id": nullable("integer"),
                 "delivery": nullable_one_of(&["Pull", "Push", "Both"]),
+                "last_surveyed": nullable("integer"),
+                "surveyed_registration": nullable("string"),
             }),
         ),
         "DevicePage": page("Device"),

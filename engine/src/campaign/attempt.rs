@@ -20,7 +20,10 @@ use crate::clock::{Clock, UnixMillis};
 use crate::lwm2m::Presence;
 use crate::lwm2m::firmware::{DeliveryMethod, ResetMethod};
 use crate::plugin::{self, Decision, PluginRegistry, SkipReason, TransferMethod};
-use crate::transfer::{Delivery, DeliveryJob, Method, ResumeBook, Stage, WireCount};
+use crate::transfer::{
+    Delivery, DeliveryJob, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, Method, ResumeBook, Stage,
+    SurveyedVersion, WireCount,
+};
 
 /// How one attempt ended, for the scheduler.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,11 +153,10 @@ impl DeviceAttempts {
             Ok(package) => package,
             Err(error) => return self.postpone(&request, error.to_string()),
         };
-        let survey = match self.survey_when_reachable(&request).await {
-            Ok(survey) => survey,
+        let (survey, surveyed_in) = match self.survey_when_reachable(&request).await {
+            Ok(surveyed) => surveyed,
             Err(outcome) => return outcome,
         };
-        let _ = self.catalog.device_surveyed(&request.endpoint, &survey);
         let reported = self.catalog.reported_version(&package);
         if let Some(outcome) = task_rules(&request.task, &package, &reported, &survey) {
             tracing::info!(?outcome, "the task's rules decide");
@@ -205,18 +207,28 @@ impl DeviceAttempts {
                 note: "the task was paused before the download".into(),
             };
         }
-        self.deliver(&request, &package, &reported, &plan, survey.cell_id)
+        let surveyed = survey
+            .firmware_version
+            .clone()
+            .map(|version| SurveyedVersion {
+                registration: surveyed_in,
+                version,
+            });
+        self.deliver(&request, &package, &reported, &plan, &survey, surveyed)
             .await
     }
 
     /// Surveys the device where it can answer: at once in binding U; in queue mode in the
     /// window after its next Update, however many windows that takes until the task's
-    /// deadline. A survey cut by the end of a window waits for the next one and spends no
-    /// retry; one that fails while the device should be awake is a broken link.
+    /// deadline. The survey its Register started stands instead, once, while it is younger
+    /// than the delivery's `survey_max_age` and of the same registration. A survey cut
+    /// by the end of a window waits for the next one and spends no retry; one that fails
+    /// while the device should be awake is a broken link. The survey, and the registration it
+    /// was made in.
     async fn survey_when_reachable(
         &self,
         request: &AttemptRequest,
-    ) -> Result<Survey, AttemptOutcome> {
+    ) -> Result<(Survey, String), AttemptOutcome> {
         let give_up = match request.task.spec.deadline {
             Some(deadline) => self.clock.instant_at(deadline),
             None => Instant::now() + self.delivery.config().suspend_limit,
@@ -229,8 +241,16 @@ impl DeviceAttempts {
             else {
                 return Err(AttemptOutcome::Offline);
             };
+            let max_age = self.delivery.config().survey_max_age;
+            if let Some(fresh) = self.catalog.take_fresh_survey(&registration, max_age) {
+                tracing::debug!(endpoint = %request.endpoint, "the survey of the Register stands");
+                return Ok((fresh, registration.id));
+            }
             match survey(self.delivery.management(), registration.address).await {
-                Ok(survey) => return Ok(survey),
+                Ok(survey) => {
+                    let _ = self.catalog.device_surveyed(&request.endpoint, &survey);
+                    return Ok((survey, registration.id));
+                }
                 Err(error) if !self.presence.awake(&registration) => {
                     tracing::debug!(endpoint = %request.endpoint, %error, "survey cut by sleep");
                 }
@@ -252,8 +272,10 @@ impl DeviceAttempts {
         package: &PackageRecord,
         reported: &str,
         plan: &plugin::DeliveryPlan,
-        cell: Option<u32>,
+        survey: &Survey,
+        surveyed: Option<SurveyedVersion>,
     ) -> AttemptOutcome {
+        let cell = survey.cell_id;
         let Ok(shelved) = self.catalog.package_bytes(&package.id) else {
             return self.postpone(request, format!("package {} is not loaded", package.id));
         };
@@ -265,13 +287,14 @@ impl DeviceAttempts {
             &request.endpoint,
             shelved,
             reported,
-            usize::from(plan.block_size).clamp(16, 1024),
+            self.block_size(plan, cell),
             method,
         );
         job.install_gate = Some(request.install_gate.clone());
         job.give_up_at = request.task.spec.deadline.map(|d| self.clock.instant_at(d));
         job.stages = Some(request.stages.clone());
         job.resume = plan.resume;
+        job.surveyed = surveyed;
         job.reset = match plan.reset {
             plugin::ResetMethod::NullByte => ResetMethod::NullByte,
             plugin::ResetMethod::EmptyUri => ResetMethod::EmptyUri,
@@ -285,6 +308,16 @@ impl DeviceAttempts {
             wire: report.wire,
             cell,
         }
+    }
+
+    /// The block size to start with: what the capability plugin's plan allows the model
+    /// (a size CoAP has at most), within the configured limit of the device's cell. The
+    /// device may ask for smaller.
+    fn block_size(&self, plan: &plugin::DeliveryPlan, cell: Option<u32>) -> usize {
+        let cap = self.delivery.config().blocks.for_cell(cell);
+        let allowed = usize::from(plan.block_size).clamp(MIN_BLOCK_SIZE, MAX_BLOCK_SIZE);
+        let block_size = 1 << allowed.ilog2();
+        block_size.min(cap)
     }
 
     fn postpone(&self, request: &AttemptRequest, note: String) -> AttemptOutcome {

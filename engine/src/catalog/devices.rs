@@ -4,6 +4,7 @@
 //! again is created again).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +51,12 @@ pub struct DeviceRecord {
     pub cell_id: Option<u32>,
     /// /5/0/9.
     pub delivery: Option<DeliveryMethod>,
+    /// When the last survey of a registered device answered.
+    #[serde(default)]
+    pub last_surveyed: Option<UnixMillis>,
+    /// The registration that survey was made in: its values stand for that registration only.
+    #[serde(default)]
+    pub surveyed_registration: Option<String>,
 }
 
 impl DeviceRecord {
@@ -69,6 +76,8 @@ impl DeviceRecord {
             memory_free_kb: None,
             cell_id: None,
             delivery: None,
+            last_surveyed: None,
+            surveyed_registration: None,
         }
     }
 
@@ -132,6 +141,21 @@ pub async fn survey(
 }
 
 impl Survey {
+    /// What `device` holds of its surveys.
+    fn from_device(device: &DeviceRecord) -> Self {
+        Survey {
+            manufacturer: device.manufacturer.clone(),
+            model: device.model.clone(),
+            firmware_version: device.firmware_version.clone(),
+            battery: device.battery,
+            power_sources: device.power_sources.clone(),
+            signal_dbm: device.signal_dbm,
+            memory_free_kb: device.memory_free_kb,
+            cell_id: device.cell_id,
+            delivery: device.delivery,
+        }
+    }
+
     fn from_records(records: &[Record]) -> Self {
         let find = |path: LwM2mPath| records.iter().find(|r| r.path == path).map(|r| &r.value);
         let text = |path| find(path).and_then(|v| v.as_string().ok());
@@ -221,6 +245,45 @@ impl Catalog {
         survey: &Survey,
     ) -> Result<Option<DeviceRecord>, CatalogError> {
         self.update_known_device(endpoint, |device| device.apply(survey))
+    }
+
+    /// Records what the survey a Register started read of the device in `registration`, now:
+    /// until it is older than a caller's limit, [`Catalog::take_fresh_survey`] gives it back,
+    /// once, instead of a new one.
+    pub fn registered_device_surveyed(
+        &self,
+        registration: &Registration,
+        survey: &Survey,
+    ) -> Result<DeviceRecord, CatalogError> {
+        let now = self.clock.now();
+        self.update_device(&registration.endpoint, |device| {
+            device.apply(survey);
+            device.last_surveyed = Some(now);
+            device.surveyed_registration = Some(registration.id.clone());
+        })
+    }
+
+    /// The values the survey a Register started read, if it was of `registration` and made
+    /// no longer than `max_age` ago, and no one took them yet: they are given once (a device
+    /// asked to wait, or that failed, is surveyed again), and a device that registered since,
+    /// or was surveyed long ago, is surveyed again.
+    pub fn take_fresh_survey(
+        &self,
+        registration: &Registration,
+        max_age: Duration,
+    ) -> Option<Survey> {
+        let device = self.device(&registration.endpoint).ok()?;
+        let surveyed = device.last_surveyed?;
+        let max_age = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
+        let fresh = self.clock.now().saturating_sub(surveyed) < max_age;
+        if !fresh || device.surveyed_registration.as_deref() != Some(registration.id.as_str()) {
+            return None;
+        }
+        self.update_known_device(&registration.endpoint, |device| {
+            device.last_surveyed = None;
+        })
+        .ok()?;
+        Some(Survey::from_device(&device))
     }
 
     /// Forgets the device `endpoint` and takes it out of every group, in one write. The caller

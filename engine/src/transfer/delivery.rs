@@ -324,7 +324,10 @@ impl Delivery {
     ) -> Result<Prepared, StageError> {
         let job = attempt.job;
         let device = registration.address;
-        let version = self.steps.read_version(device).await?;
+        let version = match attempt.known_version(registration) {
+            Some(version) => version,
+            None => self.steps.read_version(device).await?,
+        };
         if version == job.target_version {
             return Ok(Prepared::Finished(TransferOutcome::Upgraded { version }));
         }

@@ -1,6 +1,7 @@
 //! What a delivery is asked to do and under which limits: the job (one package for one
 //! device, pushed or pulled), the stages it reports, and the timers every delivery runs by.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +46,18 @@ pub struct DeliveryJob {
     pub resume: bool,
     /// How the device's Firmware Update object is reset before a fresh download.
     pub reset: ResetMethod,
+    /// The version a survey just read: the first attempt in that registration takes it
+    /// instead of reading /3/0/3 again.
+    pub surveyed: Option<SurveyedVersion>,
+}
+
+/// The firmware version a survey read in one registration of the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SurveyedVersion {
+    /// The registration's id.
+    pub registration: String,
+    /// /3/0/3 as read.
+    pub version: String,
 }
 
 impl DeliveryJob {
@@ -72,6 +85,7 @@ impl DeliveryJob {
                 Method::Push => ResetMethod::NullByte,
                 Method::Pull => ResetMethod::EmptyUri,
             },
+            surveyed: None,
         }
     }
 
@@ -122,7 +136,64 @@ pub struct DeliveryConfig {
     pub package_authority: String,
     /// host:port devices on DTLS reach the engine's coaps socket at; empty without coaps.
     pub secure_package_authority: String,
+    /// The largest package blocks pushed, per cell.
+    pub blocks: BlockLimits,
+    /// How long the survey a device's Register started stands for the first attempt in that
+    /// registration, instead of a second survey (its values are what a task started right
+    /// after needs); zero: every attempt surveys.
+    pub survey_max_age: Duration,
 }
+
+/// The largest package blocks the engine pushes, whatever a capability plugin allows: one
+/// size for every cell, and another for the cells named (deep-coverage cells, say, where
+/// each repetition of a large block costs airtime and a lost one costs more). A device
+/// that takes smaller blocks says so and gets them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockLimits {
+    /// For cells not named: 1,024, CoAP's largest block.
+    pub max: usize,
+    /// Per cell id (/4/0/8).
+    pub cells: HashMap<u32, usize>,
+}
+
+impl Default for BlockLimits {
+    fn default() -> Self {
+        BlockLimits {
+            max: MAX_BLOCK_SIZE,
+            cells: HashMap::new(),
+        }
+    }
+}
+
+impl BlockLimits {
+    /// The largest block for a device in `cell` (not known: the default).
+    pub fn for_cell(&self, cell: Option<u32>) -> usize {
+        cell.and_then(|cell| self.cells.get(&cell))
+            .copied()
+            .unwrap_or(self.max)
+    }
+
+    /// Checks every size is a block size CoAP has (a power of two from 16 to 1,024).
+    pub fn validate(&self) -> Result<(), String> {
+        let named = self
+            .cells
+            .iter()
+            .map(|(cell, size)| (format!("cell {cell}"), *size));
+        for (what, size) in std::iter::once(("max".to_string(), self.max)).chain(named) {
+            if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&size) || !size.is_power_of_two() {
+                return Err(format!(
+                    "block size of {what}: {size} is not a power of two from 16 to 1024"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// CoAP's smallest block (SZX 0).
+pub const MIN_BLOCK_SIZE: usize = 16;
+/// CoAP's largest block (SZX 6).
+pub const MAX_BLOCK_SIZE: usize = 1024;
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
@@ -134,6 +205,8 @@ impl Default for DeliveryConfig {
             retry_backoff: (Duration::from_secs(10), Duration::from_secs(600)),
             package_authority: "localhost:5683".into(),
             secure_package_authority: String::new(),
+            blocks: BlockLimits::default(),
+            survey_max_age: Duration::from_secs(60),
         }
     }
 }

@@ -17,7 +17,10 @@ mod steps;
 pub mod watch;
 
 pub use delivery::Delivery;
-pub use job::{DeliveryConfig, DeliveryJob, Method, Stage};
+pub use job::{
+    BlockLimits, DeliveryConfig, DeliveryJob, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, Method, Stage,
+    SurveyedVersion,
+};
 pub use outcome::{TransferOutcome, TransferReport, WireCount};
 pub use resume::{ResumeBook, ResumePoint};
 pub use shelf::{BlockCounts, PackageServer, PackageShelf, ShelvedPackage};

@@ -93,32 +93,28 @@ impl Steps {
         Ok(start)
     }
 
-    /// Where to go on from when the device kept part of the package: reads Transferred Bytes,
-    /// and switches the device back to Downloading over them. `None` to start over (the device
-    /// has no 26500, holds too little, or refuses to switch); a device that answers the read
-    /// with 4.04 is taken to have no 26500 from then on.
+    /// Where to go on from when the device kept part of the package: Transferred Bytes (as
+    /// the watch's read of the instance just brought it, or read now), and the device
+    /// switched back to Downloading over them unless it still is. `None` to start over (the
+    /// device has no 26500, holds too little, or refuses to switch); a device that answers
+    /// the read with 4.04 is taken to have no 26500 from then on.
     async fn resume_at(
         &self,
         device: SocketAddr,
         attempt: &mut Attempt<'_>,
     ) -> Result<Option<usize>, StageError> {
-        let stored = match self
-            .management
-            .read_value(device, firmware::TRANSFERRED_BYTES)
-            .await
-        {
-            Ok(value) => value.as_i64().ok().and_then(|n| usize::try_from(n).ok()),
-            Err(ManagementError::Status { code, .. }) => {
-                attempt.lacks_26500 |= code == ResponseType::NotFound;
-                None
-            }
-            Err(error) => return Err(at("reading Transferred Bytes")(error)),
+        let stored = match attempt.watch().take_transferred() {
+            Some(stored) => Some(stored),
+            None => self.read_transferred(device, attempt).await?,
         };
         let package_len = attempt.job.package.len();
         let Some(offset) = stored.and_then(|n| resume_offset(n, package_len, attempt.block_size))
         else {
             return Ok(None);
         };
+        if attempt.watch().state() == FirmwareState::Downloading {
+            return Ok(Some(offset));
+        }
         match self
             .management
             .execute(device, firmware::SWITCH_TO_DOWNLOAD, None)
@@ -127,6 +123,27 @@ impl Steps {
             Ok(()) => Ok(Some(offset)),
             Err(ManagementError::Status { .. }) => Ok(None),
             Err(error) => Err(at("switching back to Downloading")(error)),
+        }
+    }
+
+    /// Reads Transferred Bytes; `None` when the device answers with an error (4.04: it has
+    /// no 26500, which the attempt remembers).
+    async fn read_transferred(
+        &self,
+        device: SocketAddr,
+        attempt: &mut Attempt<'_>,
+    ) -> Result<Option<usize>, StageError> {
+        match self
+            .management
+            .read_value(device, firmware::TRANSFERRED_BYTES)
+            .await
+        {
+            Ok(value) => Ok(value.as_i64().ok().and_then(|n| usize::try_from(n).ok())),
+            Err(ManagementError::Status { code, .. }) => {
+                attempt.lacks_26500 |= code == ResponseType::NotFound;
+                Ok(None)
+            }
+            Err(error) => Err(at("reading Transferred Bytes")(error)),
         }
     }
 
@@ -155,6 +172,9 @@ impl Steps {
                 .await;
             let gave_up = matches!(&written, Err((_, error)) if exchange_gave_up(error));
             attempt.sequence_cut = gave_up;
+            if gave_up {
+                attempt.write_gave_up();
+            }
             let next = match written {
                 Err(_)
                     if gave_up && attempt.lacks_26500 && continuations < CONTINUATIONS_PER_PUSH =>
@@ -205,20 +225,22 @@ impl Steps {
         Ok(next)
     }
 
-    /// Before a download from block 0: unless the device is Idle with no result, it is reset,
-    /// and State and Update Result are read again, so an old failure left in Update Result
-    /// does not pass for this download's.
+    /// Before a download from block 0: unless the device is Idle with no result (as the watch
+    /// just learned), it is reset, and State and Update Result are read again, so an old
+    /// failure left in Update Result does not pass for this download's.
     async fn reset_for_download(&self, attempt: &mut Attempt<'_>) -> Result<(), StageError> {
         let reset = attempt.job.reset;
         let watch = attempt.watch();
-        watch
+        let was_reset = watch
             .reset_unless_idle(&self.management, reset)
             .await
             .map_err(at("resetting the device"))?;
-        watch
-            .read_now(&self.management)
-            .await
-            .map_err(at("reading State after the reset"))?;
+        if was_reset {
+            watch
+                .read_now(&self.management)
+                .await
+                .map_err(at("reading State after the reset"))?;
+        }
         Ok(())
     }
 
@@ -232,6 +254,7 @@ impl Steps {
         start: usize,
     ) -> Result<Option<ResponseType>, StageError> {
         let job = attempt.job;
+        attempt.shrink_suspect_block_size();
         point.acknowledged = start;
         point.block_size = attempt.block_size;
         self.book.record(&job.endpoint, *point);
@@ -243,6 +266,7 @@ impl Steps {
             start_offset: start,
         };
         let wire = &mut attempt.wire;
+        let size_answered = &mut attempt.block_size_answered;
         let result = send_block1(
             self.management.endpoint(),
             device,
@@ -262,6 +286,7 @@ impl Steps {
                         self.book.record(&job.endpoint, *point);
                     }
                     Block1Progress::Acknowledged(acked) => {
+                        *size_answered = true;
                         point.acknowledged = acked;
                         self.book.record(&job.endpoint, *point);
                     }

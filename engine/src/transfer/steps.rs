@@ -8,14 +8,14 @@ use std::sync::Arc;
 use coap_lite::ResponseType;
 use tokio::time::Instant;
 
-use super::job::{DeliveryConfig, DeliveryJob, Stage};
+use super::job::{DeliveryConfig, DeliveryJob, MIN_BLOCK_SIZE, Stage, SurveyedVersion};
 use super::outcome::{TransferOutcome, WireCount};
 use super::resume::ResumeBook;
 use super::shelf::{PackageShelf, PullAccount};
 use super::watch::FirmwareWatch;
 use crate::coap::WireMeter;
 use crate::lwm2m::firmware::{self, UpdateResult};
-use crate::lwm2m::{DeviceManagement, ManagementError};
+use crate::lwm2m::{DeviceManagement, ManagementError, Registration};
 
 /// What the steps of an attempt act with. Cheap to clone.
 #[derive(Clone)]
@@ -69,6 +69,12 @@ pub(super) struct Attempt<'a> {
     pub pulls: Vec<PullAccount>,
     /// Block size in use (a device may have asked for smaller blocks).
     pub block_size: usize,
+    /// The device answered a block of `block_size`.
+    pub block_size_answered: bool,
+    /// A package write gave up on a block of `block_size` before the device ever answered
+    /// one: it may drop datagrams that large. The next write, once the device has answered
+    /// smaller requests since, sends half.
+    pub block_size_suspect: bool,
     /// Attempts that ended in an interruption, and package writes whose exchange gave up and
     /// were continued in a new one.
     pub interruptions: u32,
@@ -89,6 +95,8 @@ pub(super) struct Attempt<'a> {
     /// Set when the device first installs: until then the delivery waits for it to confirm
     /// its version, past the delivery's own end if need be.
     pub confirm_by: Option<Instant>,
+    /// The job's surveyed version, until the first attempt takes it.
+    surveyed: Option<SurveyedVersion>,
 }
 
 impl<'a> Attempt<'a> {
@@ -100,13 +108,33 @@ impl<'a> Attempt<'a> {
             meter: Arc::default(),
             pulls: Vec::new(),
             block_size: job.block_size,
+            block_size_answered: false,
+            block_size_suspect: false,
             interruptions: 0,
             lacks_26500: !job.resume,
             sequence_cut: false,
             watch: None,
             version_before: None,
             confirm_by: None,
+            surveyed: job.surveyed.clone(),
         }
+    }
+
+    /// The version the device runs, when no reboot can have changed it since it was read:
+    /// the job's survey, to the first attempt, in the registration it was read in; the
+    /// version this delivery read, while the device stays in the registration (and at the
+    /// address) the attempt before watched it in. `None`: read it.
+    pub fn known_version(&mut self, registration: &Registration) -> Option<String> {
+        let surveyed = self
+            .surveyed
+            .take()
+            .filter(|surveyed| surveyed.registration == registration.id)
+            .map(|surveyed| surveyed.version);
+        let same_boot = self
+            .watch
+            .as_ref()
+            .is_some_and(|watch| watch.serves(registration));
+        surveyed.or_else(|| self.version_before.clone().filter(|_| same_boot))
     }
 
     /// When the delivery gives up, ending `planned` unless the device installs: a device that
@@ -123,6 +151,26 @@ impl<'a> Attempt<'a> {
         self.job.report(Stage::Suspended {
             wire: self.wire_count(),
         });
+    }
+
+    /// A package write gave up: if no block of the size in use was ever answered, that size
+    /// is suspect.
+    pub fn write_gave_up(&mut self) {
+        self.block_size_suspect |= !self.block_size_answered;
+    }
+
+    /// Before a package write: halves a suspect block size (the device answered the smaller
+    /// requests since, so the link works).
+    pub fn shrink_suspect_block_size(&mut self) {
+        if !std::mem::take(&mut self.block_size_suspect) || self.block_size <= MIN_BLOCK_SIZE {
+            return;
+        }
+        let (endpoint, from) = (&self.job.endpoint, self.block_size);
+        self.block_size /= 2;
+        tracing::warn!(
+            %endpoint, from, to = self.block_size,
+            "the device never answered a block this large: trying smaller blocks"
+        );
     }
 
     /// The watch the attempt made before its download step.

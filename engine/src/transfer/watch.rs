@@ -21,6 +21,8 @@ use crate::lwm2m::{
 
 /// How often to read State when no notification comes.
 const POLL_EVERY: Duration = Duration::from_secs(5);
+/// The first read of State, after the package, of a device whose round trips are not measured.
+const FIRST_POLL: Duration = Duration::from_secs(1);
 
 /// Observed State and Update Result of one device.
 pub struct FirmwareWatch {
@@ -37,6 +39,9 @@ pub struct FirmwareWatch {
     state_observation: Option<Observation>,
     /// Notifications of Update Result, when the device accepted the observation.
     result_observation: Option<Observation>,
+    /// Transferred Bytes (/5/0/26500), when the last read of the instance carried it: until
+    /// taken, what the device stores now.
+    transferred: Option<usize>,
 }
 
 impl FirmwareWatch {
@@ -64,6 +69,7 @@ impl FirmwareWatch {
             result: UpdateResult::Initial,
             state_observation,
             result_observation,
+            transferred: None,
         };
         watch.apply(&state_records);
         watch.apply(&result_records);
@@ -110,14 +116,14 @@ impl FirmwareWatch {
     /// earlier attempt or another package left is erased and the upgrade starts clean. A
     /// device that refuses that write (a pull-only device refusing writes to Package, say)
     /// gets OMA's other reset. The device is then Idle with result 0, as the object defines,
-    /// whenever its notification of that comes.
+    /// whenever its notification of that comes. Whether a reset was sent.
     pub async fn reset_unless_idle(
         &mut self,
         management: &DeviceManagement,
         method: ResetMethod,
-    ) -> Result<(), ManagementError> {
+    ) -> Result<bool, ManagementError> {
         if self.state == FirmwareState::Idle && self.result == UpdateResult::Initial {
-            return Ok(());
+            return Ok(false);
         }
         let otherwise = match method {
             ResetMethod::EmptyUri => ResetMethod::NullByte,
@@ -132,7 +138,7 @@ impl FirmwareWatch {
         }
         self.state = FirmwareState::Idle;
         self.result = UpdateResult::Initial;
-        Ok(())
+        Ok(true)
     }
 
     /// Reads Update Result now.
@@ -145,18 +151,27 @@ impl FirmwareWatch {
     }
 
     /// Waits until the device has verified the package (Downloaded) or given up on it (Idle
-    /// with a failure in Update Result); returns the State then.
+    /// with a failure in Update Result); returns the State then. State is read when no
+    /// notification came: first after the device's retransmission timeout (a notification
+    /// sent as the last block was answered has crossed the link by then; [`FIRST_POLL`] for
+    /// a device not measured), then every [`POLL_EVERY`].
     pub async fn wait_until_settled(
         &mut self,
         management: &DeviceManagement,
         timeout: Duration,
     ) -> Result<FirmwareState, ManagementError> {
         let deadline = Instant::now() + timeout;
+        let mut poll = management
+            .endpoint()
+            .rto(self.device)
+            .unwrap_or(FIRST_POLL)
+            .min(POLL_EVERY);
         while !self.settled() {
             if Instant::now() >= deadline {
                 return Err(ManagementError::Missing(firmware::STATE));
             }
-            let wait = POLL_EVERY.min(deadline.saturating_duration_since(Instant::now()));
+            let wait = poll.min(deadline.saturating_duration_since(Instant::now()));
+            poll = POLL_EVERY;
             match tokio::time::timeout(
                 wait,
                 next_notification(&mut self.state_observation, &mut self.result_observation),
@@ -187,7 +202,8 @@ impl FirmwareWatch {
             || (self.state == FirmwareState::Idle && self.result != UpdateResult::Initial)
     }
 
-    /// Reads State and Update Result now; returns the State.
+    /// Reads State and Update Result now (in one read of the instance where the device
+    /// allows it, which brings Transferred Bytes along); returns the State.
     pub async fn read_now(
         &mut self,
         management: &DeviceManagement,
@@ -196,7 +212,18 @@ impl FirmwareWatch {
             .read_instance(self.device, LwM2mPath::instance(5, 0), &[3, 5])
             .await?;
         self.apply(&records);
+        self.transferred = records
+            .iter()
+            .find(|record| record.path == firmware::TRANSFERRED_BYTES)
+            .and_then(|record| record.value.as_i64().ok())
+            .and_then(|bytes| usize::try_from(bytes).ok());
         Ok(self.state)
+    }
+
+    /// Transferred Bytes as the last read of State brought it, once: a caller that needs it
+    /// later reads it again.
+    pub fn take_transferred(&mut self) -> Option<usize> {
+        self.transferred.take()
     }
 
     fn apply(&mut self, records: &[Record]) {

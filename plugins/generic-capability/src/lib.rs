@@ -6,7 +6,7 @@
 //!
 //! | key | default | meaning |
 //! |---|---|---|
-//! | `block-size` | 512 | CoAP block size: a power of two from 16 to 1024 |
+//! | `block-size` | 1024 | largest CoAP block the model takes: a power of two from 16 to 1024 (the engine starts there, within its own per-cell limit, and takes a smaller size when the device asks) |
 //! | `resume` | true | the model supports breakpoint resume (/5/0/26500, /5/0/26501); when false the engine restarts a broken push from 0 without asking |
 //! | `prefer` | push | method when the device supports both (or does not say) |
 //! | `delta` | true | the model can install delta packages |
@@ -48,7 +48,7 @@ struct Rules {
 
 impl Rule {
     const DEFAULT: Rule = Rule {
-        block_size: 512,
+        block_size: 1024,
         resume: true,
         prefer: TransferMethod::Push,
         delta: true,
@@ -232,7 +232,7 @@ mod tests {
         let p = plan(&r, "m", Some(DeliveryMethod::Pull));
         assert_eq!(
             (p.method, p.block_size, p.resume, p.reset),
-            (TransferMethod::Pull, 512, true, ResetMethod::EmptyUri)
+            (TransferMethod::Pull, 1024, true, ResetMethod::EmptyUri)
         );
         let p = plan(&r, "m", Some(DeliveryMethod::Push));
         assert_eq!(
