@@ -57,6 +57,42 @@ impl IdentityBinding for Keys {
     }
 }
 
+/// [`Keys`] an operator replaces: the generation [`PskKeys`] reports moves with each change.
+struct Replaceable {
+    keys: std::sync::Mutex<Keys>,
+    generation: AtomicU64,
+}
+
+impl Replaceable {
+    /// `identity`'s key is `key` from now on.
+    fn replace(&self, identity: &'static str, key: &'static str) {
+        let mut keys = self.keys.lock().unwrap();
+        let (_, old) = keys.0.get_mut(identity).unwrap();
+        *old = key;
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl PskKeys for Replaceable {
+    fn psk(&self, identity: &str) -> Option<Zeroizing<Vec<u8>>> {
+        self.keys.lock().unwrap().psk(identity)
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+}
+
+impl IdentityBinding for Replaceable {
+    fn endpoint_of(&self, identity: &str) -> Option<String> {
+        self.keys.lock().unwrap().endpoint_of(identity)
+    }
+
+    fn identity_of(&self, endpoint: &str) -> Option<String> {
+        self.keys.lock().unwrap().identity_of(endpoint)
+    }
+}
+
 /// libcoap 4.3's `-k` takes the key as it is written: these keys are ASCII.
 fn keys() -> Keys {
     Keys(HashMap::from([
@@ -72,6 +108,11 @@ async fn engine(require: bool) -> Server {
 
 /// An engine on loopback with coaps as `dtls` says beside plain CoAP.
 async fn engine_with(require: bool, dtls: DtlsConfig) -> Server {
+    engine_keyed(require, dtls, DeviceKeys(Arc::new(keys()))).await
+}
+
+/// As [`engine_with`], with `keys`.
+async fn engine_keyed(require: bool, dtls: DtlsConfig, keys: DeviceKeys) -> Server {
     let mut config = ServerConfig::loopback();
     config.coaps = Some(CoapsConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
@@ -79,7 +120,7 @@ async fn engine_with(require: bool, dtls: DtlsConfig) -> Server {
         dtls,
         ..CoapsConfig::default()
     });
-    config.credentials = Some(DeviceKeys(Arc::new(keys())));
+    config.credentials = Some(keys);
     Server::start(config).await.unwrap()
 }
 
@@ -350,6 +391,54 @@ async fn dtls_attacks_are_refused_while_a_fleet_beside_them_upgrades() {
     assert_eq!(counters.resumed.load(Ordering::Relaxed), 1);
     let registration = server.registry.get("dev-openssl").unwrap();
     assert_eq!(registration.identity.as_deref(), Some("id-openssl"));
+}
+
+/// A key replaced (as `PUT .../credentials` does): the session made with the old key is
+/// dropped, and the ticket it got no longer resumes, so the device proves the new key in a
+/// full handshake; the old key gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_key_ends_the_sessions_and_tickets_it_proved() {
+    let keys = Arc::new(Replaceable {
+        keys: std::sync::Mutex::new(keys()),
+        generation: AtomicU64::new(0),
+    });
+    let server = engine_keyed(false, DtlsConfig::default(), DeviceKeys(keys.clone())).await;
+    let (coaps, dtls) = (server.coaps_addr().unwrap(), server.dtls.clone().unwrap());
+    let old = ("id-openssl", b"secret-openssl-1".as_slice());
+    let (address, ticket) = tokio::task::spawn_blocking(move || {
+        let mut device = DtlsClient::new(coaps, old, None);
+        device
+            .connect()
+            .expect("the handshake with the key completes");
+        let register = request(RequestType::Post, &["rd"], &["ep=dev-openssl", "lt=120"], 1);
+        let created = device.exchange(&register).expect("an answer");
+        assert_eq!(created.response_code(), Some(ResponseType::Created));
+        let ticket = device.session();
+        (device.into_socket().local_addr().unwrap(), ticket)
+    })
+    .await
+    .unwrap();
+    assert!(dtls.has_session(address));
+
+    keys.replace("id-openssl", "secret-openssl-2");
+    dtls.sweep();
+    assert!(!dtls.has_session(address), "the old key's session is gone");
+    assert_eq!(dtls.counters().revoked.load(Ordering::Relaxed), 1);
+
+    let (resumed, with_old_key) = tokio::task::spawn_blocking(move || {
+        let new = ("id-openssl", b"secret-openssl-2".as_slice());
+        let mut device = DtlsClient::new(coaps, new, Some(&ticket));
+        device.connect().expect("a full handshake with the new key");
+        let with_old_key = DtlsClient::new(coaps, old, None).connect();
+        (device.resumed(), with_old_key)
+    })
+    .await
+    .unwrap();
+    assert!(
+        !resumed,
+        "a ticket from before the key changed does not resume"
+    );
+    assert!(with_old_key.is_err(), "the old key completes no handshake");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

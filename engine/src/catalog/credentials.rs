@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -154,22 +155,28 @@ struct Index {
 
 impl Index {
     /// Sets `endpoint`'s entry, freeing the identity its previous one had.
-    fn insert(&mut self, endpoint: String, entry: Entry) {
+    /// Sets `endpoint`'s entry; whether it replaced one with another identity or key.
+    fn insert(&mut self, endpoint: String, entry: Entry) -> bool {
+        let replaced = self.by_endpoint.get(&endpoint).is_some_and(|old| {
+            old.identity != entry.identity || old.key.as_slice() != entry.key.as_slice()
+        });
         self.remove(&endpoint);
         self.by_identity
             .insert(entry.identity.clone(), endpoint.clone());
         self.by_endpoint.insert(endpoint, entry);
+        replaced
     }
 
     /// Removes `endpoint`'s entry and frees its identity, unless a batch already gave that
-    /// identity to another endpoint.
-    fn remove(&mut self, endpoint: &str) {
+    /// identity to another endpoint; whether there was one.
+    fn remove(&mut self, endpoint: &str) -> bool {
         let Some(old) = self.by_endpoint.remove(endpoint) else {
-            return;
+            return false;
         };
         if self.by_identity.get(&old.identity).map(String::as_str) == Some(endpoint) {
             self.by_identity.remove(&old.identity);
         }
+        true
     }
 
     /// The entry bound to `identity`.
@@ -230,6 +237,8 @@ struct Shared {
     /// Serializes writers, so the checks a write made against the index still hold when its
     /// entries go in, without holding the index while the store writes.
     writes: Mutex<()>,
+    /// Bumped whenever a key is replaced or removed ([`PskKeys::generation`]).
+    generation: AtomicU64,
 }
 
 impl Credentials {
@@ -254,6 +263,7 @@ impl Credentials {
                 clock,
                 index: RwLock::new(index),
                 writes: Mutex::new(()),
+                generation: AtomicU64::new(0),
             }),
         })
     }
@@ -336,6 +346,7 @@ impl Credentials {
         self.shared.store.apply(batch)?;
         self.shared.store.flush()?;
         write(&self.shared.index).remove(endpoint);
+        self.shared.generation.fetch_add(1, Ordering::Relaxed);
         tracing::info!(endpoint, "PSK credential removed");
         Ok(())
     }
@@ -378,7 +389,9 @@ impl Credentials {
                 key,
                 updated_at,
             };
-            index.insert(endpoint, entry);
+            if index.insert(endpoint, entry) {
+                self.shared.generation.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Ok(updated_at)
     }
@@ -426,6 +439,10 @@ fn credential_key(endpoint: &str) -> String {
 impl PskKeys for Credentials {
     fn psk(&self, identity: &str) -> Option<Zeroizing<Vec<u8>>> {
         Credentials::psk(self, identity)
+    }
+
+    fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::Relaxed)
     }
 }
 
@@ -564,6 +581,28 @@ mod tests {
             credentials.summary("urn:imei:2"),
             Err(CatalogError::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn the_generation_moves_when_a_key_is_replaced_or_removed_only() {
+        let (_store, credentials) = temporary();
+        let generation = || PskKeys::generation(&credentials);
+        credentials.set(credential("dev-a", "id-a", 1)).unwrap();
+        let batch = vec![
+            credential("dev-b", "id-b", 2),
+            credential("dev-c", "id-c", 3),
+        ];
+        credentials
+            .import(batch, |row| format!("row {row}"))
+            .unwrap();
+        credentials.set(credential("dev-a", "id-a", 1)).unwrap();
+        assert_eq!(generation(), 0, "new keys, and a key set again as it was");
+        credentials.set(credential("dev-a", "id-a", 9)).unwrap();
+        assert_eq!(generation(), 1, "a key replaced");
+        credentials.set(credential("dev-b", "id-b2", 2)).unwrap();
+        assert_eq!(generation(), 2, "an identity replaced");
+        credentials.remove("dev-c").unwrap();
+        assert_eq!(generation(), 3, "a key removed");
     }
 
     #[test]

@@ -30,6 +30,7 @@ use openssl::error::ErrorStack;
 use openssl::ssl::{
     Ssl, SslContext, SslMethod, SslMode, SslOptions, SslRef, SslSessionCacheMode, SslVersion,
 };
+use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
@@ -52,6 +53,13 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 pub trait PskKeys: Send + Sync + 'static {
     /// The key of `identity`; `None` for an identity the engine does not know.
     fn psk(&self, identity: &str) -> Option<Zeroizing<Vec<u8>>>;
+
+    /// Bumped whenever a key that was set is replaced or removed: what it proved may no longer
+    /// stand. The server then issues tickets under new keys (older tickets no longer resume)
+    /// and drops the sessions whose identity's key changed. Keys that never change keep 0.
+    fn generation(&self) -> u64 {
+        0
+    }
 }
 
 /// How the DTLS server runs.
@@ -120,11 +128,13 @@ pub struct DtlsCounters {
     pub plain_refused: AtomicU64,
     /// Datagrams not sent at all: their peer registered over coaps and had no session.
     pub sends_refused: AtomicU64,
+    /// Sessions dropped because their identity's key was replaced or removed.
+    pub revoked: AtomicU64,
 }
 
 impl DtlsCounters {
     /// Every counter with its name, for `/metrics`.
-    pub fn snapshot(&self) -> [(&'static str, u64); 10] {
+    pub fn snapshot(&self) -> [(&'static str, u64); 11] {
         let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("challenges", read(&self.challenges)),
@@ -137,21 +147,24 @@ impl DtlsCounters {
             ("sessions_freed", read(&self.sessions_freed)),
             ("plain_refused", read(&self.plain_refused)),
             ("sends_refused", read(&self.sends_refused)),
+            ("revoked", read(&self.revoked)),
         ]
     }
 }
 
-/// Peers' sessions, and records opened but not yet read by the endpoint.
+/// Peers' sessions, records opened but not yet read by the endpoint, and the OpenSSL context
+/// new handshakes start from, made at the keys' `generation`.
 struct State {
     sessions: HashMap<SocketAddr, Session>,
     opened: VecDeque<(SocketAddr, Vec<u8>)>,
     next_sweep: Instant,
+    context: SslContext,
+    generation: u64,
 }
 
 /// A DTLS server on a raw datagram socket.
 pub struct DtlsSocket {
     raw: Arc<dyn DatagramSocket>,
-    context: SslContext,
     config: DtlsConfig,
     keys: Arc<dyn PskKeys>,
     state: Mutex<State>,
@@ -166,17 +179,19 @@ impl DtlsSocket {
         config: DtlsConfig,
     ) -> io::Result<DtlsSocket> {
         let counters = Arc::new(DtlsCounters::default());
+        let generation = keys.generation();
         let context = server_context(&config, keys.clone(), counters.clone())
             .map_err(|error| io::Error::other(format!("DTLS server context: {error}")))?;
         Ok(DtlsSocket {
             raw,
-            context,
             config,
             keys,
             state: Mutex::new(State {
                 sessions: HashMap::new(),
                 opened: VecDeque::new(),
                 next_sweep: Instant::now(),
+                context,
+                generation,
             }),
             counters,
         })
@@ -197,12 +212,14 @@ impl DtlsSocket {
         self.lock().sessions.contains_key(&peer)
     }
 
-    /// Frees idle sessions and drops stalled handshakes now (also done as datagrams come).
+    /// Frees idle sessions, drops stalled handshakes and the sessions of replaced keys now
+    /// (also done as datagrams come).
     pub fn sweep(&self) {
         let now = Instant::now();
         let mut state = self.lock();
         state.next_sweep = now + SWEEP_EVERY;
         self.sweep_sessions(&mut state.sessions, now);
+        self.follow_key_changes(&mut state);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -213,11 +230,13 @@ impl DtlsSocket {
     /// cookies, alerts). Opened CoAP datagrams wait in the state for the endpoint.
     fn take_in(&self, datagram: &[u8], peer: SocketAddr) -> Vec<Vec<u8>> {
         let now = Instant::now();
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         if now >= state.next_sweep {
             state.next_sweep = now + SWEEP_EVERY;
             self.sweep_sessions(&mut state.sessions, now);
         }
+        self.follow_key_changes(state);
         if !record::is_dtls(datagram) {
             bump(&self.counters.dropped);
             return Vec::new();
@@ -227,7 +246,8 @@ impl DtlsSocket {
         if record::is_initial_client_hello(datagram) {
             let started_it = |s: &Session| !s.established() && s.started_by(datagram);
             if !state.sessions.get(&peer).is_some_and(started_it) {
-                return self.hello(&mut state.sessions, datagram, peer, now);
+                let ssl = self.new_ssl(&state.context);
+                return self.hello(&mut state.sessions, ssl, datagram, peer, now);
             }
         }
         let Some(session) = state.sessions.get_mut(&peer) else {
@@ -250,11 +270,12 @@ impl DtlsSocket {
     fn hello(
         &self,
         sessions: &mut HashMap<SocketAddr, Session>,
+        ssl: Result<Ssl, ErrorStack>,
         datagram: &[u8],
         peer: SocketAddr,
         now: Instant,
     ) -> Vec<Vec<u8>> {
-        let ssl = match self.new_ssl() {
+        let ssl = match ssl {
             Ok(ssl) => ssl,
             Err(error) => {
                 tracing::error!(%error, "no DTLS connection could be made");
@@ -296,9 +317,9 @@ impl DtlsSocket {
         replies
     }
 
-    /// A fresh server-side connection.
-    fn new_ssl(&self) -> Result<Ssl, ErrorStack> {
-        let mut ssl = Ssl::new(&self.context)?;
+    /// A fresh server-side connection from `context`.
+    fn new_ssl(&self, context: &SslContext) -> Result<Ssl, ErrorStack> {
+        let mut ssl = Ssl::new(context)?;
         ssl.set_mtu(self.config.mtu)?;
         set_flight_timer(&ssl, FlightTimer::Server);
         Ok(ssl)
@@ -325,14 +346,48 @@ impl DtlsSocket {
         }
     }
 
+    /// After a key was replaced or removed (the keys' generation moved): new handshakes start
+    /// from a new context, whose ticket keys are new (a ticket issued before no longer
+    /// resumes: the device proves its key in a full handshake; the ticket keys are the
+    /// server's, so every device pays one full handshake, which a rare replacement affords),
+    /// and the sessions whose
+    /// identity's key changed are dropped (the device's next datagram finds no session, and
+    /// it connects again).
+    fn follow_key_changes(&self, state: &mut State) {
+        let generation = self.keys.generation();
+        if generation == state.generation {
+            return;
+        }
+        match server_context(&self.config, self.keys.clone(), self.counters.clone()) {
+            Ok(context) => state.context = context,
+            Err(error) => {
+                tracing::error!(%error, "no new DTLS context: tickets issued before still resume");
+            }
+        }
+        state.generation = generation;
+        state.sessions.retain(|peer, session| {
+            let Some(identity) = session.identity() else {
+                return true;
+            };
+            let stands = session.key_digest == key_digest(&*self.keys, identity);
+            if !stands {
+                bump(&self.counters.revoked);
+                tracing::warn!(%peer, ?identity, "DTLS session dropped: its identity's key was replaced or removed");
+            }
+            stands
+        });
+    }
+
     /// A completed handshake. A resumed one proves the identity's key as it stood when the
-    /// ticket was issued: it stands only while the identity still has a key.
+    /// ticket was issued (tickets from before a key changed do not resume): it stands only
+    /// while the identity still has a key.
     fn established(&self, sessions: &mut HashMap<SocketAddr, Session>, peer: SocketAddr) {
-        let Some(session) = sessions.get(&peer) else {
+        let Some(session) = sessions.get_mut(&peer) else {
             return;
         };
         let identity = session.identity().cloned().unwrap_or_default();
-        if session.resumed() && self.keys.psk(&identity).is_none() {
+        session.key_digest = key_digest(&*self.keys, &identity);
+        if session.resumed() && session.key_digest.is_none() {
             bump(&self.counters.handshakes_failed);
             tracing::warn!(%peer, ?identity, "DTLS resumption refused: the identity no longer has a key");
             sessions.remove(&peer);
@@ -487,6 +542,12 @@ impl DatagramSocket for DtlsSocket {
     fn peer_identity(&self, peer: SocketAddr) -> Option<Arc<str>> {
         self.lock().sessions.get(&peer)?.identity().cloned()
     }
+}
+
+/// SHA-256 of `identity`'s key now; `None` for an identity without one.
+fn key_digest(keys: &dyn PskKeys, identity: &str) -> Option<[u8; 32]> {
+    keys.psk(identity)
+        .map(|key| Sha256::digest(key.as_slice()).into())
 }
 
 /// The server's OpenSSL context: DTLS 1.2 only, the configured PSK suites, keys from `keys`,

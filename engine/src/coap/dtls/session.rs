@@ -56,6 +56,9 @@ pub(super) struct Session {
     client_random: [u8; 32],
     /// Finished records that did not authenticate.
     unauthenticated: u32,
+    /// SHA-256 of the identity's key when the handshake completed: a session whose identity's
+    /// key changed since is dropped.
+    pub key_digest: Option<[u8; 32]>,
 }
 
 impl Session {
@@ -69,6 +72,7 @@ impl Session {
             last_active: now,
             client_random,
             unauthenticated: 0,
+            key_digest: None,
         }
     }
 
