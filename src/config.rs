@@ -31,8 +31,9 @@
 //! [coap]                             # the engine's CoAP retransmission (RFC 7252 section 4.8)
 //! ack_timeout_ms = 3000              # first wait for an ACK, for a peer with no measurement
 //! max_retransmit = 4                 # retransmissions before an exchange fails
-//! congestion = "rfc7252"             # or "cocoa": each device's RTO from its round trips
-//! min_rto_ms = 0                     # with cocoa, a floor under every RTO (fit for the cell)
+//! congestion = "rfc7252"             # or each device's RTO from its round trips: "rfc6298"
+//!                                    # (TCP's, Karn's rule: for radio loss) or "cocoa"
+//! min_rto_ms = 0                     # with those, a floor under every RTO (fit for the cell)
 //!
 //! [blocks]                           # package blocks pushed to devices
 //! max = 1024                         # the largest, a power of two from 16 to 1024: the engine
@@ -166,6 +167,8 @@ enum CongestionName {
     Rfc7252,
     /// CoCoA's per-peer RTO.
     Cocoa,
+    /// RFC 6298's per-peer RTO with Karn's algorithm.
+    Rfc6298,
 }
 
 impl CoapFile {
@@ -176,6 +179,7 @@ impl CoapFile {
             None => base.congestion,
             Some(CongestionName::Rfc7252) => Congestion::Rfc7252,
             Some(CongestionName::Cocoa) => Congestion::Cocoa { min_rto },
+            Some(CongestionName::Rfc6298) => Congestion::Rfc6298 { min_rto },
         };
         TransmissionParams {
             ack_timeout: self
@@ -519,6 +523,14 @@ mod tests {
             let error = ConfigFile::parse(&format!("{key} = 0")).unwrap_err();
             assert!(error.to_string().contains(key), "{error}");
         }
+    }
+
+    #[test]
+    fn rfc6298_timers_are_named_with_their_floor() {
+        let file = ConfigFile::parse("[coap]\ncongestion = \"rfc6298\"\nmin_rto_ms = 250").unwrap();
+        let coap = file.coap.params(TransmissionParams::default());
+        let min_rto = Duration::from_millis(250);
+        assert_eq!(coap.congestion, Congestion::Rfc6298 { min_rto });
     }
 
     #[test]

@@ -67,6 +67,28 @@ pub enum Congestion {
         /// what a cell needs; `Duration::ZERO` leaves the estimate alone (the draft sets none).
         min_rto: Duration,
     },
+    /// RFC 6298's RTO per peer, as TCP keeps it: SRTT + 4 * RTTVAR from the round trips of
+    /// messages answered at their first transmission only (Karn's algorithm: a message
+    /// answered after a retransmission gives no sample, and the backed-off RTO stays until one
+    /// answered at once does), ACK_TIMEOUT until the first; a message's wait doubles after each
+    /// silence, within RFC 7252's MAX_TRANSMIT_SPAN and MAX_TRANSMIT_WAIT. For links whose
+    /// losses are radio, not congestion (an NB-IoT cell the engine paces): CoCoA's weak
+    /// estimator takes such a loss for a longer round trip and keeps the RTO seconds above it.
+    Rfc6298 {
+        /// Floor under every RTO (RFC 6298 says 1 s for TCP; a cell whose round trip is
+        /// 0.3 s wants less): fit for the cell.
+        min_rto: Duration,
+    },
+}
+
+impl Congestion {
+    /// The floor under the RTOs of an estimating algorithm; `None` under RFC 7252's timers.
+    pub fn min_rto(&self) -> Option<Duration> {
+        match self {
+            Congestion::Rfc7252 => None,
+            Congestion::Cocoa { min_rto } | Congestion::Rfc6298 { min_rto } => Some(*min_rto),
+        }
+    }
 }
 
 impl Default for TransmissionParams {

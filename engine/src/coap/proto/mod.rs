@@ -45,7 +45,7 @@ use dedup::{DuplicateCache, MessageKey, Seen};
 use exchange::{ExchangeEvent, ExchangeId, ExchangeKey, Exchanges, Token};
 use peers::Peers;
 use retransmission::Retransmission;
-use rto::RoundTrip;
+use rto::{Estimation, RoundTrip};
 pub use rules::MAX_DATAGRAM;
 use rules::{cut_diagnostic, empty_message, encode, reject_options, well_formed};
 
@@ -256,9 +256,17 @@ impl EndpointCore {
             Congestion::Rfc7252 => {
                 Retransmission::start(datagram, &params, limit, now, &mut self.rng)
             }
-            Congestion::Cocoa { min_rto } => {
+            Congestion::Cocoa { min_rto } | Congestion::Rfc6298 { min_rto } => {
                 let rto = self.initial_rto(key.0, now).max(min_rto);
-                Retransmission::start_from_rto(datagram, &params, limit, rto, now, &mut self.rng)
+                let doubling = matches!(params.congestion, Congestion::Rfc6298 { .. });
+                Retransmission::start_from_rto(
+                    datagram,
+                    (&params, doubling),
+                    limit,
+                    rto,
+                    now,
+                    &mut self.rng,
+                )
             }
         };
         self.exchanges.await_ack(key, id, token, retransmission);
@@ -281,10 +289,14 @@ impl EndpointCore {
     /// under CoCoA. Only ACKs are measured, empty or carrying the response: not a Reset, which
     /// refuses the message, nor a separate response, which took the peer's handler its time.
     fn measure(&mut self, peer: SocketAddr, round_trip: RoundTrip, now: Instant) {
-        if let Congestion::Cocoa { .. } = self.config.params.congestion {
-            let blind = self.config.params.ack_timeout;
-            self.peers.on_round_trip(peer, round_trip, blind, now);
-        }
+        let estimation = match self.config.params.congestion {
+            Congestion::Rfc7252 => return,
+            Congestion::Cocoa { .. } => Estimation::Cocoa,
+            Congestion::Rfc6298 { .. } => Estimation::Karn,
+        };
+        let blind = self.config.params.ack_timeout;
+        self.peers
+            .on_round_trip(peer, round_trip, (blind, estimation), now);
     }
 
     fn new_token(&mut self) -> Token {

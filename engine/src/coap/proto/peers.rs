@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::rto::{RoundTrip, RtoEstimator};
+use super::rto::{Estimation, RoundTrip, RtoEstimator};
 
 /// What this endpoint keeps about one peer it sends to.
 #[derive(Debug)]
@@ -87,16 +87,16 @@ impl Peers {
         &mut self,
         peer: SocketAddr,
         round_trip: RoundTrip,
-        blind: Duration,
+        (blind, estimation): (Duration, Estimation),
         now: Instant,
     ) {
         let Some(state) = self.states.get_mut(&peer) else {
             return;
         };
-        if round_trip.counts() {
+        if round_trip.counts(estimation) {
             state
                 .rto
-                .get_or_insert_with(|| Box::new(RtoEstimator::new(blind, now)))
+                .get_or_insert_with(|| Box::new(RtoEstimator::new(blind, now, estimation)))
                 .on_round_trip(round_trip, now);
         }
     }
@@ -160,16 +160,16 @@ mod tests {
             retransmissions: 0,
         };
         // Unknown peers learn nothing; a round trip after three retransmissions counts not.
-        peers.on_round_trip(a, strong, blind, now);
+        peers.on_round_trip(a, strong, (blind, Estimation::Cocoa), now);
         assert!(peers.is_empty());
         peers.next_message_id(a, now);
         let late = RoundTrip {
             retransmissions: 3,
             ..strong
         };
-        peers.on_round_trip(a, late, blind, now);
+        peers.on_round_trip(a, late, (blind, Estimation::Cocoa), now);
         assert_eq!(peers.rto(a, now), None);
-        peers.on_round_trip(a, strong, blind, now);
+        peers.on_round_trip(a, strong, (blind, Estimation::Cocoa), now);
         assert_eq!(peers.rto(a, now), Some(Duration::from_millis(1600)));
         peers.forget_idle(now + Duration::from_secs(11), Duration::from_secs(10));
         assert_eq!(peers.rto(a, now), None);

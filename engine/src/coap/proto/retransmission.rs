@@ -40,11 +40,14 @@ enum Backoff {
     /// RFC 7252: the wait doubles.
     Doubling,
     /// CoCoA: the wait is `rto` times the message's random factor, and `rto` grows by the
-    /// variable back-off factor; RFC 7252's bounds on a message's life hold.
+    /// variable back-off factor (or doubles, as RFC 6298 has it, when `doubling`); RFC 7252's
+    /// bounds on a message's life hold.
     Variable {
         /// The RTO of the current wait, before the random factor: the back-off factor depends on
         /// it.
         rto: Duration,
+        /// The RTO doubles after a silence, whatever its size.
+        doubling: bool,
         /// Drawn from `[1, ACK_RANDOM_FACTOR]` once for the message.
         random_factor: f64,
         /// MAX_TRANSMIT_SPAN after the first transmission: no retransmission goes out later.
@@ -68,11 +71,12 @@ impl Retransmission {
         Self::new(datagram, params, limit, now, timeout, Backoff::Doubling)
     }
 
-    /// `datagram` was first sent at `now` under CoCoA, its first wait `rto` times a random factor
-    /// in `[1, ACK_RANDOM_FACTOR]`; repeated as [`Retransmission::start`] says.
+    /// `datagram` was first sent at `now` from its peer's estimated `rto` (CoCoA, or RFC 6298
+    /// when `doubling`), its first wait `rto` times a random factor in `[1,
+    /// ACK_RANDOM_FACTOR]`; repeated as [`Retransmission::start`] says.
     pub fn start_from_rto(
         datagram: Bytes,
-        params: &TransmissionParams,
+        (params, doubling): (&TransmissionParams, bool),
         limit: Option<u32>,
         rto: Duration,
         now: Instant,
@@ -81,6 +85,7 @@ impl Retransmission {
         let random_factor = params.random_factor(rng);
         let backoff = Backoff::Variable {
             rto,
+            doubling,
             random_factor,
             last_retransmission: now + params.max_transmit_span(),
             give_up: now + params.max_transmit_wait(),
@@ -146,9 +151,15 @@ impl Backoff {
         match self {
             Backoff::Doubling => timeout.saturating_mul(2),
             Backoff::Variable {
-                rto, random_factor, ..
+                rto,
+                doubling,
+                random_factor,
+                ..
             } => {
-                *rto = back_off(*rto);
+                *rto = match doubling {
+                    true => rto.saturating_mul(2),
+                    false => back_off(*rto),
+                };
                 rto.mul_f64(*random_factor)
             }
         }
@@ -208,7 +219,7 @@ mod tests {
     fn cocoa(rto: Duration, t0: Instant) -> Retransmission {
         let mut rng = StdRng::seed_from_u64(1);
         let datagram = Bytes::from_static(b"CON");
-        Retransmission::start_from_rto(datagram, &params(), None, rto, t0, &mut rng)
+        Retransmission::start_from_rto(datagram, (&params(), false), None, rto, t0, &mut rng)
     }
 
     #[test]

@@ -88,9 +88,10 @@ impl RoundTrip {
         }
     }
 
-    /// Whether this round trip updates an estimator.
-    pub fn counts(&self) -> bool {
-        self.strength().is_some()
+    /// Whether this round trip updates a CoCoA estimator (Karn's takes every one: those with
+    /// retransmissions keep the RTO backed off).
+    pub fn counts(&self, estimation: Estimation) -> bool {
+        estimation == Estimation::Karn || self.strength().is_some()
     }
 }
 
@@ -124,6 +125,16 @@ impl Smoothed {
     }
 }
 
+/// Which round trips an estimator takes, and how it sets the RTO from them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Estimation {
+    /// CoCoA: strong and weak estimators blended into the overall RTO.
+    Cocoa,
+    /// RFC 6298 with Karn's algorithm: the strong estimator alone sets the RTO; a round trip
+    /// with retransmissions keeps the RTO it backed off to.
+    Karn,
+}
+
 /// CoCoA's RTO state for one peer, from its first measured round trip on: 48 bytes.
 #[derive(Debug, Clone)]
 pub struct RtoEstimator {
@@ -135,17 +146,20 @@ pub struct RtoEstimator {
     rto: f32,
     /// When `rto` was last set by a round trip: it ages from here.
     updated: Instant,
+    /// How round trips set `rto`.
+    estimation: Estimation,
 }
 
 impl RtoEstimator {
     /// An estimator that has measured nothing yet at `now`: its RTO is the blind estimate
     /// `initial` (ACK_TIMEOUT), which the first round trips blend with.
-    pub fn new(initial: Duration, now: Instant) -> Self {
+    pub fn new(initial: Duration, now: Instant, estimation: Estimation) -> Self {
         RtoEstimator {
             strong: None,
             weak: None,
             rto: initial.as_secs_f32(),
             updated: now,
+            estimation,
         }
     }
 
@@ -154,6 +168,9 @@ impl RtoEstimator {
     /// variance multiplier K of the strong (0.5, 4) or weak (0.25, 1) estimator. A round trip
     /// that does not count (see [`RoundTrip::counts`]) changes nothing.
     pub fn on_round_trip(&mut self, trip: RoundTrip, now: Instant) {
+        if self.estimation == Estimation::Karn {
+            return self.karn(trip, now);
+        }
         let Some(strength) = trip.strength() else {
             return;
         };
@@ -163,6 +180,18 @@ impl RtoEstimator {
         };
         let estimate = sample(estimator, trip.rtt.as_secs_f32()).estimate(k);
         let rto = w * estimate + (1.0 - w) * self.aged(now);
+        self.rto = rto.clamp(GRANULARITY, MAX_RTO);
+        self.updated = now;
+    }
+
+    /// RFC 6298 with Karn's algorithm: a round trip answered at the first transmission sets
+    /// the RTO to SRTT + max(G, 4 * RTTVAR); one answered after `n` retransmissions gives no
+    /// sample, and the RTO stays at what the message backed off to, the RTO doubled `n` times.
+    fn karn(&mut self, trip: RoundTrip, now: Instant) {
+        let rto = match trip.retransmissions {
+            0 => sample(&mut self.strong, trip.rtt.as_secs_f32()).estimate(K_STRONG),
+            n => self.aged(now) * 2f32.powi(n.min(16) as i32),
+        };
         self.rto = rto.clamp(GRANULARITY, MAX_RTO);
         self.updated = now;
     }
@@ -232,7 +261,7 @@ mod tests {
     #[test]
     fn the_first_strong_round_trip_sets_srtt_and_rttvar_and_weighs_half() {
         let t0 = Instant::now();
-        let mut estimator = RtoEstimator::new(secs(2.0), t0);
+        let mut estimator = RtoEstimator::new(secs(2.0), t0, Estimation::Cocoa);
         estimator.on_round_trip(trip(0.4, 0), t0);
         let strong = Smoothed {
             srtt: 0.4,
@@ -247,7 +276,7 @@ mod tests {
     #[test]
     fn a_later_strong_round_trip_updates_rttvar_from_the_old_srtt() {
         let t0 = Instant::now();
-        let mut estimator = RtoEstimator::new(secs(2.0), t0);
+        let mut estimator = RtoEstimator::new(secs(2.0), t0, Estimation::Cocoa);
         estimator.on_round_trip(trip(0.4, 0), t0);
         let t1 = t0 + secs(1.0);
         estimator.on_round_trip(trip(0.8, 0), t1);
@@ -263,12 +292,12 @@ mod tests {
     fn a_weak_round_trip_has_k_1_and_weighs_a_quarter_as_in_the_drafts_example_a1() {
         // Example A.1: RTO 1.5 s, then a weak RTT of 2 s with RTTVAR 1 s gives 1.875 s.
         let t0 = Instant::now();
-        let mut weak = RtoEstimator::new(secs(1.5), t0);
+        let mut weak = RtoEstimator::new(secs(1.5), t0, Estimation::Cocoa);
         weak.on_round_trip(trip(2.0, 1), t0);
         assert_eq!(weak.strong, None);
         assert_rto(weak.rto(t0), 0.25 * (2.0 + 1.0) + 0.75 * 1.5);
         // The same round trip unretransmitted is strong: K = 4, weight 0.5.
-        let mut strong = RtoEstimator::new(secs(1.5), t0);
+        let mut strong = RtoEstimator::new(secs(1.5), t0, Estimation::Cocoa);
         strong.on_round_trip(trip(2.0, 0), t0);
         assert_rto(strong.rto(t0), 0.5 * (2.0 + 4.0) + 0.5 * 1.5);
     }
@@ -276,13 +305,14 @@ mod tests {
     #[test]
     fn two_retransmissions_still_count_three_do_not() {
         let t0 = Instant::now();
-        let mut estimator = RtoEstimator::new(secs(2.0), t0);
+        let mut estimator = RtoEstimator::new(secs(2.0), t0, Estimation::Cocoa);
         estimator.on_round_trip(trip(5.0, 2), t0);
         assert_rto(estimator.rto(t0), 0.25 * (5.0 + 2.5) + 0.75 * 2.0);
         let before = (estimator.weak, estimator.rto);
         estimator.on_round_trip(trip(9.0, 3), t0 + secs(1.0));
         assert_eq!((estimator.weak, estimator.rto), before);
-        assert!(trip(9.0, 2).counts() && !trip(9.0, 3).counts());
+        let cocoa = Estimation::Cocoa;
+        assert!(trip(9.0, 2).counts(cocoa) && !trip(9.0, 3).counts(cocoa));
     }
 
     #[test]
@@ -310,7 +340,7 @@ mod tests {
         let t0 = Instant::now();
         let estimator = RtoEstimator {
             rto: 0.25,
-            ..RtoEstimator::new(Duration::ZERO, t0)
+            ..RtoEstimator::new(Duration::ZERO, t0, Estimation::Cocoa)
         };
         assert_rto(estimator.rto(t0 + secs(4.0)), 0.25);
         assert_rto(estimator.rto(t0 + secs(4.01)), 0.5);
@@ -324,10 +354,10 @@ mod tests {
     fn a_large_rto_decays_towards_2_s_for_each_4_times_itself_without_update() {
         // Example A.2: an RTO of 4 s is 3 s after 16 s.
         let t0 = Instant::now();
-        let estimator = RtoEstimator::new(secs(4.0), t0);
+        let estimator = RtoEstimator::new(secs(4.0), t0, Estimation::Cocoa);
         assert_rto(estimator.rto(t0 + secs(15.9)), 4.0);
         assert_rto(estimator.rto(t0 + secs(16.1)), 3.0);
-        let estimator = RtoEstimator::new(secs(8.0), t0);
+        let estimator = RtoEstimator::new(secs(8.0), t0, Estimation::Cocoa);
         assert_rto(estimator.rto(t0 + secs(32.1)), 5.0);
         assert_rto(estimator.rto(t0 + secs(52.1)), 3.5);
         assert_rto(estimator.rto(t0 + secs(66.1)), 2.75);
@@ -337,14 +367,14 @@ mod tests {
     #[test]
     fn an_rto_between_1_and_3_s_does_not_age() {
         let t0 = Instant::now();
-        let estimator = RtoEstimator::new(secs(2.0), t0);
+        let estimator = RtoEstimator::new(secs(2.0), t0, Estimation::Cocoa);
         assert_rto(estimator.rto(t0 + secs(3600.0)), 2.0);
     }
 
     #[test]
     fn a_round_trip_blends_with_the_aged_rto() {
         let t0 = Instant::now();
-        let mut estimator = RtoEstimator::new(secs(0.5), t0);
+        let mut estimator = RtoEstimator::new(secs(0.5), t0, Estimation::Cocoa);
         let t1 = t0 + secs(8.1);
         estimator.on_round_trip(trip(0.1, 0), t1);
         // Aged from 0.5 s to 1 s first; E_strong = 0.1 + 4 * 0.05 = 0.3.
@@ -354,12 +384,35 @@ mod tests {
     #[test]
     fn the_rto_stays_between_the_clock_granularity_and_60_s() {
         let t0 = Instant::now();
-        let mut slow = RtoEstimator::new(secs(3.0), t0);
+        let mut slow = RtoEstimator::new(secs(3.0), t0, Estimation::Cocoa);
         slow.on_round_trip(trip(100.0, 0), t0);
         assert_eq!(slow.rto(t0), Duration::from_secs(60));
-        let mut instant = RtoEstimator::new(Duration::ZERO, t0);
+        let mut instant = RtoEstimator::new(Duration::ZERO, t0, Estimation::Cocoa);
         instant.on_round_trip(trip(0.0, 0), t0);
         assert_eq!(instant.rto(t0), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn karn_sets_the_rto_from_first_transmissions_and_keeps_a_backed_off_one() {
+        let t0 = Instant::now();
+        let mut estimator = RtoEstimator::new(secs(3.0), t0, Estimation::Karn);
+        // RFC 6298 section 2.2: the first sample sets the RTO alone, no blend with 3 s.
+        estimator.on_round_trip(trip(0.4, 0), t0);
+        assert_rto(estimator.rto(t0), 0.4 + 4.0 * 0.2);
+        estimator.on_round_trip(trip(0.4, 0), t0);
+        assert_rto(estimator.rto(t0), 0.4 + 4.0 * 0.15);
+        // Answered after two retransmissions: no sample (the weak estimator stays empty), the
+        // RTO stays where the message backed off to.
+        estimator.on_round_trip(trip(5.0, 2), t0);
+        assert_rto(estimator.rto(t0), 4.0 * (0.4 + 4.0 * 0.15));
+        assert_eq!(estimator.weak, None);
+        // The next message answered at once brings it back down.
+        estimator.on_round_trip(trip(0.4, 0), t0);
+        assert_rto(estimator.rto(t0), 0.4 + 4.0 * 0.1125);
+        assert!(
+            trip(9.0, 5).counts(Estimation::Karn),
+            "even a late answer backs off"
+        );
     }
 
     #[test]
