@@ -31,9 +31,11 @@
 //! [coap]                             # the engine's CoAP retransmission (RFC 7252 section 4.8)
 //! ack_timeout_ms = 3000              # first wait for an ACK, for a peer with no measurement
 //! max_retransmit = 4                 # retransmissions before an exchange fails
-//! congestion = "rfc7252"             # or each device's RTO from its round trips: "rfc6298"
-//!                                    # (TCP's, Karn's rule: for radio loss) or "cocoa"
-//! min_rto_ms = 0                     # with those, a floor under every RTO (fit for the cell)
+//! congestion = "round-trip"          # each device's RTO from its round trips (RFC 6298's
+//!                                    # estimate, Karn's sampling: for radio loss); "cocoa"
+//!                                    # (CoCoA's), or "rfc7252" (fixed: ACK_TIMEOUT, doubled)
+//! min_rto_ms = 250                   # a floor under every measured RTO (fit for the cell;
+//!                                    # 250 for round-trip, 0 for cocoa)
 //!
 //! [blocks]                           # package blocks pushed to devices
 //! max = 1024                         # the largest, a power of two from 16 to 1024: the engine
@@ -63,7 +65,7 @@ use fota_engine::api::{
     DEFAULT_MAX_UPLOAD_BYTES, Token,
 };
 use fota_engine::coap::dtls::DtlsConfig;
-use fota_engine::coap::{Congestion, TransmissionParams};
+use fota_engine::coap::{Congestion, DEFAULT_MIN_RTO, TransmissionParams};
 use fota_engine::edge::EdgeLimits;
 use fota_engine::server::CoapsConfig;
 use fota_engine::transfer::BlockLimits;
@@ -167,19 +169,24 @@ enum CongestionName {
     Rfc7252,
     /// CoCoA's per-peer RTO.
     Cocoa,
-    /// RFC 6298's per-peer RTO with Karn's algorithm.
-    Rfc6298,
+    /// RFC 6298's per-peer RTO estimate with Karn's sampling rule.
+    #[serde(rename = "round-trip")]
+    RoundTrip,
 }
 
 impl CoapFile {
     /// `base` with what the table sets.
     pub fn params(&self, base: TransmissionParams) -> TransmissionParams {
-        let min_rto = Duration::from_millis(self.min_rto_ms.unwrap_or(0));
+        let min_rto = self.min_rto_ms.map(Duration::from_millis);
         let congestion = match self.congestion {
-            None => base.congestion,
+            None => base.congestion.with_min_rto(min_rto),
             Some(CongestionName::Rfc7252) => Congestion::Rfc7252,
-            Some(CongestionName::Cocoa) => Congestion::Cocoa { min_rto },
-            Some(CongestionName::Rfc6298) => Congestion::Rfc6298 { min_rto },
+            Some(CongestionName::Cocoa) => Congestion::Cocoa {
+                min_rto: min_rto.unwrap_or(Duration::ZERO),
+            },
+            Some(CongestionName::RoundTrip) => Congestion::RoundTrip {
+                min_rto: min_rto.unwrap_or(DEFAULT_MIN_RTO),
+            },
         };
         TransmissionParams {
             ack_timeout: self
@@ -526,11 +533,24 @@ mod tests {
     }
 
     #[test]
-    fn rfc6298_timers_are_named_with_their_floor() {
-        let file = ConfigFile::parse("[coap]\ncongestion = \"rfc6298\"\nmin_rto_ms = 250").unwrap();
-        let coap = file.coap.params(TransmissionParams::default());
-        let min_rto = Duration::from_millis(250);
-        assert_eq!(coap.congestion, Congestion::Rfc6298 { min_rto });
+    fn round_trip_timers_are_named_with_their_floor() {
+        let floor = |text: &str| {
+            let file = ConfigFile::parse(text).unwrap();
+            file.coap.params(TransmissionParams::default()).congestion
+        };
+        let min_rto = Duration::from_millis(400);
+        let named = floor("[coap]\ncongestion = \"round-trip\"\nmin_rto_ms = 400");
+        assert_eq!(named, Congestion::RoundTrip { min_rto });
+        let unnamed = floor("[coap]\nmin_rto_ms = 400");
+        assert_eq!(
+            unnamed,
+            Congestion::RoundTrip { min_rto },
+            "the default's floor"
+        );
+        let default = floor("[coap]\ncongestion = \"round-trip\"");
+        let min_rto = DEFAULT_MIN_RTO;
+        assert_eq!(default, Congestion::RoundTrip { min_rto });
+        assert_eq!(default, TransmissionParams::default().congestion);
     }
 
     #[test]

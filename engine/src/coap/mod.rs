@@ -20,7 +20,7 @@ pub use coap_lite::{Packet, RequestType, ResponseType};
 pub use endpoint::{Endpoint, HandlerFuture, Observation, RequestHandler};
 pub use error::CoapError;
 pub use message::{IncomingRequest, OutgoingRequest, PacketExt, Response};
-pub use params::{Congestion, EndpointConfig, TransmissionParams};
+pub use params::{Congestion, DEFAULT_MIN_RTO, EndpointConfig, TransmissionParams};
 pub use probe::WireProbe;
 pub use stats::{Charge, StatsSnapshot, WireMeter};
 pub use transport::{DatagramSocket, Network};

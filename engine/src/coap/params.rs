@@ -31,8 +31,10 @@ impl Default for EndpointConfig {
 
 /// CoAP transmission parameters of one endpoint.
 ///
-/// The defaults suit NB-IoT: a round trip there takes seconds, so ACK_TIMEOUT is 3 s (RFC 7252
-/// says 2 s for ordinary links) and MAX_RETRANSMIT stays 4, which gives a peer about 70 s to answer.
+/// The defaults suit NB-IoT: a round trip there takes seconds, so ACK_TIMEOUT, the first wait for
+/// a device not yet measured, is 3 s (RFC 7252 says 2 s for ordinary links), and MAX_RETRANSMIT
+/// stays 4, which gives a peer about 70 s to answer; once a device's round trips are measured
+/// its waits follow them ([`Congestion::RoundTrip`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TransmissionParams {
     /// Initial time to wait for an ACK before the first retransmission.
@@ -52,11 +54,10 @@ pub struct TransmissionParams {
 }
 
 /// How the retransmission timeouts of confirmable messages are chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Congestion {
     /// RFC 7252 section 4.2: every message starts from ACK_TIMEOUT and doubles its wait after
     /// each silence, whatever its peer's round trips.
-    #[default]
     Rfc7252,
     /// CoCoA (draft-ietf-core-cocoa-03): a message starts from its peer's RTO, estimated from
     /// the round trips measured with that peer (ACK_TIMEOUT until the first), and its wait grows
@@ -67,14 +68,14 @@ pub enum Congestion {
         /// what a cell needs; `Duration::ZERO` leaves the estimate alone (the draft sets none).
         min_rto: Duration,
     },
-    /// RFC 6298's RTO per peer, as TCP keeps it: SRTT + 4 * RTTVAR from the round trips of
-    /// messages answered at their first transmission only (Karn's algorithm: a message
-    /// answered after a retransmission gives no sample, and the backed-off RTO stays until one
-    /// answered at once does), ACK_TIMEOUT until the first; a message's wait doubles after each
-    /// silence, within RFC 7252's MAX_TRANSMIT_SPAN and MAX_TRANSMIT_WAIT. For links whose
-    /// losses are radio, not congestion (an NB-IoT cell the engine paces): CoCoA's weak
-    /// estimator takes such a loss for a longer round trip and keeps the RTO seconds above it.
-    Rfc6298 {
+    /// Each peer's RTO from its round trips, as RFC 6298 computes TCP's: SRTT + 4 * RTTVAR from
+    /// messages answered at their first transmission (Karn's sampling rule: one answered after
+    /// a retransmission is ambiguous and gives no sample), ACK_TIMEOUT until the first; a
+    /// message's wait doubles after each silence, within RFC 7252's MAX_TRANSMIT_SPAN and
+    /// MAX_TRANSMIT_WAIT. For links whose losses are radio, not congestion (an NB-IoT cell the
+    /// engine paces per cell): CoCoA's weak estimator takes such a loss for a longer round
+    /// trip and keeps the RTO seconds above it. The default.
+    RoundTrip {
         /// Floor under every RTO (RFC 6298 says 1 s for TCP; a cell whose round trip is
         /// 0.3 s wants less): fit for the cell.
         min_rto: Duration,
@@ -82,14 +83,19 @@ pub enum Congestion {
 }
 
 impl Congestion {
-    /// The floor under the RTOs of an estimating algorithm; `None` under RFC 7252's timers.
-    pub fn min_rto(&self) -> Option<Duration> {
-        match self {
-            Congestion::Rfc7252 => None,
-            Congestion::Cocoa { min_rto } | Congestion::Rfc6298 { min_rto } => Some(*min_rto),
+    /// The same algorithm with the floor `min_rto` when given (RFC 7252's timers have none).
+    pub fn with_min_rto(self, min_rto: Option<Duration>) -> Self {
+        match (self, min_rto) {
+            (Congestion::Cocoa { .. }, Some(min_rto)) => Congestion::Cocoa { min_rto },
+            (Congestion::RoundTrip { .. }, Some(min_rto)) => Congestion::RoundTrip { min_rto },
+            (unchanged, _) => unchanged,
         }
     }
 }
+
+/// The floor under a measured RTO by default: below any NB-IoT or LTE-M round trip, so it only
+/// keeps a device on a fast link from being retransmitted to within milliseconds.
+pub const DEFAULT_MIN_RTO: Duration = Duration::from_millis(250);
 
 impl Default for TransmissionParams {
     fn default() -> Self {
@@ -99,7 +105,9 @@ impl Default for TransmissionParams {
             max_retransmit: 4,
             nstart: 1,
             max_latency: Duration::from_secs(100),
-            congestion: Congestion::Rfc7252,
+            congestion: Congestion::RoundTrip {
+                min_rto: DEFAULT_MIN_RTO,
+            },
         }
     }
 }

@@ -256,9 +256,9 @@ impl EndpointCore {
             Congestion::Rfc7252 => {
                 Retransmission::start(datagram, &params, limit, now, &mut self.rng)
             }
-            Congestion::Cocoa { min_rto } | Congestion::Rfc6298 { min_rto } => {
+            Congestion::Cocoa { min_rto } | Congestion::RoundTrip { min_rto } => {
                 let rto = self.initial_rto(key.0, now).max(min_rto);
-                let doubling = matches!(params.congestion, Congestion::Rfc6298 { .. });
+                let doubling = matches!(params.congestion, Congestion::RoundTrip { .. });
                 Retransmission::start_from_rto(
                     datagram,
                     (&params, doubling),
@@ -292,7 +292,7 @@ impl EndpointCore {
         let estimation = match self.config.params.congestion {
             Congestion::Rfc7252 => return,
             Congestion::Cocoa { .. } => Estimation::Cocoa,
-            Congestion::Rfc6298 { .. } => Estimation::Karn,
+            Congestion::RoundTrip { .. } => Estimation::Karn,
         };
         let blind = self.config.params.ack_timeout;
         self.peers
