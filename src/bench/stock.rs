@@ -27,6 +27,10 @@
 //! longer: `max(N·size·8/rate/(1−p), blocks·(RTT + (block+28)·8/rate)/(1−p)²)` for N devices, a
 //! package of `size` bytes, a downlink of `rate` bit/s, a loss `p` each way and RTT twice the
 //! one-way delay (jitter left out).
+//!
+//! **Where the time goes**: a [`Timeline`] on the engine's socket splits each device's time
+//! into before its first block, the blocks, and after the last; `--wire-log` keeps every
+//! message.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -35,7 +39,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-
 use clap::Args;
 use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_surveyed};
 use fota_engine::campaign::{DeviceProgress, DeviceResult, TaskSpec};
@@ -238,7 +241,9 @@ async fn measure(args: &StockArgs) -> anyhow::Result<()> {
         std::fs::write(path, timeline.log())
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    clients.check_upgraded(&platform, &ended, &args.target_version)
+    clients
+        .check_upgraded(&platform, &ended, &args.target_version)
+        .await
 }
 
 /// One task of `package` over `endpoints` at the task defaults, followed to its end.
@@ -479,8 +484,10 @@ impl Clients {
     }
 
     /// Fails unless every device of the task ended upgraded and reports `target`: as the
-    /// reference device's own flash says, or as the engine read it from a program.
-    fn check_upgraded(
+    /// reference device's own flash says, or as the engine's catalog says of a program once it
+    /// surveyed the device's new registration (waited for, bounded: the task counts a device
+    /// upgraded when it read the version after the install, before that survey is done).
+    async fn check_upgraded(
         &self,
         platform: &Platform,
         ended: &Ended,
@@ -492,24 +499,11 @@ impl Clients {
             .filter(|d| d.result != Some(DeviceResult::Successful))
             .collect();
         anyhow::ensure!(failed.is_empty(), "not upgraded: {failed:?}");
-        let versions: HashMap<String, String> = match self {
-            Clients::Reference(fleet) => fleet
-                .devices
-                .iter()
-                .map(|d| {
-                    (
-                        d.config().endpoint.clone(),
-                        d.with_system(|s| s.version.clone()),
-                    )
-                })
-                .collect(),
-            Clients::External(_) => platform
-                .catalog
-                .devices()?
-                .into_iter()
-                .map(|d| (d.endpoint, d.firmware_version.unwrap_or_default()))
-                .collect(),
-        };
+        if let Clients::External(_) = self {
+            let surveyed = || self.versions(platform).values().all(|v| v == target);
+            let _ = harness::poll_until(READY_BOUND, "the survey", surveyed).await;
+        }
+        let versions = self.versions(platform);
         let behind: Vec<_> = versions.iter().filter(|(_, v)| *v != target).collect();
         anyhow::ensure!(
             behind.is_empty() && versions.len() == ended.devices.len(),
@@ -518,6 +512,28 @@ impl Clients {
             versions.len()
         );
         Ok(())
+    }
+
+    /// The version each client reports, by endpoint: the reference device's flash, or the
+    /// engine's catalog for a program.
+    fn versions(&self, platform: &Platform) -> HashMap<String, String> {
+        match self {
+            Clients::Reference(fleet) => fleet
+                .devices
+                .iter()
+                .map(|d| {
+                    let version = d.with_system(|s| s.version.clone());
+                    (d.config().endpoint.clone(), version)
+                })
+                .collect(),
+            Clients::External(_) => platform
+                .catalog
+                .devices()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| (d.endpoint, d.firmware_version.unwrap_or_default()))
+                .collect(),
+        }
     }
 }
 

@@ -286,7 +286,8 @@ pub struct Phase {
     pub retransmissions: u32,
     /// Seconds from a request's first transmission to its last: waits for ACK timeouts.
     pub retransmission_wait: f64,
-    /// Seconds no request of the engine waited for its answer.
+    /// Seconds no request of the engine waited for its answer (one never answered counts as
+    /// waiting until the engine's next request).
     pub idle: f64,
     /// What the engine asked, in order (a `*` per retransmission).
     pub asked: Vec<String>,
@@ -300,8 +301,10 @@ impl Phase {
             .collect();
         let mut busy = Duration::ZERO;
         let mut covered_until = from;
-        for exchange in &inside {
-            let done = exchange.answered.unwrap_or(exchange.last_sent).min(to);
+        for (i, exchange) in inside.iter().enumerate() {
+            // One never answered was waited for until the engine asked something else.
+            let next = inside.get(i + 1).map_or(to, |e| e.first_sent);
+            let done = exchange.answered.unwrap_or(next).min(to);
             let begin = exchange.first_sent.max(covered_until);
             busy += done.saturating_sub(begin);
             covered_until = covered_until.max(done);
@@ -436,13 +439,19 @@ mod tests {
                 false,
                 answer(ResponseType::Changed, 3, Some((1, false))),
             ),
-            // The engine waits a second for a notification, then executes Update.
+            // The engine waits a second for a notification, then executes Update, whose
+            // answer is lost: the device is back, and its version read.
             (
                 5_900,
                 true,
                 request(RequestType::Post, 4, &["5", "0", "2"], None),
             ),
-            (6_200, false, answer(ResponseType::Changed, 4, None)),
+            (
+                6_200,
+                true,
+                request(RequestType::Get, 5, &["3", "0", "3"], None),
+            ),
+            (6_500, false, answer(ResponseType::Content, 5, None)),
         ];
         for (ms, sent, bytes) in events {
             timeline.keep_at(at(ms), sent, device, &bytes);
@@ -461,8 +470,8 @@ mod tests {
         assert_eq!(blocks.asked, ["PUT /5/0/0 block 0", "PUT /5/0/0 block 1"]);
         assert!((blocks.seconds - 0.6).abs() < 1e-9, "{blocks:?}");
         let after = &phases.after_last_block;
-        assert_eq!(after.asked, ["POST /5/0/2"]);
-        assert!((after.idle - 1.8).abs() < 1e-9, "{after:?}");
+        assert_eq!(after.asked, ["POST /5/0/2", "GET /3/0/3"]);
+        assert!((after.idle - 1.5).abs() < 1e-9, "{after:?}");
         assert!(
             timeline
                 .log()
