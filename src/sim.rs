@@ -82,7 +82,8 @@ pub struct SimArgs {
 }
 
 /// How a device's link loses datagrams beyond its loss rate, and its rates: the options
-/// `fota sim` and `fota bench nbiot` (which hands them on to its `fota sim` processes) share.
+/// `fota sim` and `fota bench nbiot` (which hands them on to its `fota sim` processes) share,
+/// and `fota bench stock` gives its cell's one shared link.
 #[derive(Args, Clone, Copy)]
 pub struct LinkShape {
     /// Mean length of a run of lost datagrams (Gilbert–Elliott bursts): --loss is then the
@@ -114,7 +115,7 @@ impl LinkShape {
     }
 
     /// A link losing `loss` of its datagrams, in runs and at rates as these options say.
-    fn impairment(&self, loss: f64) -> anyhow::Result<Impairment> {
+    pub fn impairment(&self, loss: f64) -> anyhow::Result<Impairment> {
         let mut link = if self.burst > 1.0 {
             let bursts = GilbertElliott::from_mean(loss, self.burst)?;
             Impairment::none().with_bursty_loss(bursts)

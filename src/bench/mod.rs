@@ -2,6 +2,8 @@
 //! devices on loopback and prints one figure of BENCHMARKS.md as `name = value unit` lines.
 
 mod alloc;
+mod campaign;
+mod clients;
 mod dtls;
 mod exchanges;
 mod harness;
@@ -12,7 +14,10 @@ mod procfs;
 mod registrar;
 mod scale;
 mod stats;
+mod stock;
 mod throughput;
+mod timeline;
+mod timers;
 mod wire;
 
 use clap::Subcommand;
@@ -36,6 +41,11 @@ pub enum BenchCommand {
     /// upgraded with a delta package under per-cell pacing: time to finish against the lower
     /// bound the link model allows.
     Nbiot(nbiot::NbIotArgs),
+    /// Devices that behave like stock clients (the whole package in RAM, no /5/0/26500, blocks
+    /// of at most 1 KiB, RFC 7252's timers), or external client programs, in one NB-IoT cell
+    /// (a shared, rate-limited, lossy link) upgraded by the engine at its defaults: time to
+    /// finish against a stop-and-wait oracle, per-device spread, bytes sent again (issue 28).
+    Stock(stock::StockArgs),
     /// What coaps costs: full and resumed DTLS handshakes per second, resident memory per idle
     /// session, and Block2 blocks per second over coaps against plain CoAP.
     Dtls(dtls::DtlsArgs),
@@ -49,6 +59,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Peer(args) => peer::run(args).await,
         BenchCommand::Scale(args) => scale::run(args).await,
         BenchCommand::Nbiot(args) => nbiot::run(args).await,
+        BenchCommand::Stock(args) => stock::run(args).await,
         BenchCommand::Dtls(args) => dtls::run(args).await,
     }
 }

@@ -16,8 +16,9 @@
 //! top of all. With `--coaps` the devices speak DTLS 1.2 PSK to an engine that requires it.
 //! Each device's link may also have a rate each way (`--down-kbps`, `--up-kbps`: a block then
 //! takes its serialization on top of the round trip, in the bound too) and lose datagrams in
-//! bursts (`--burst`, Gilbert–Elliott with the same mean loss); `--timers cocoa` gives the
-//! engine CoCoA's per-device RTO instead of RFC 7252's fixed timers.
+//! bursts (`--burst`, Gilbert–Elliott with the same mean loss); `--timers` chooses the engine's
+//! retransmission timeouts (each device's from its round trips by default, CoCoA's, or RFC
+//! 7252's fixed ones).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -28,40 +29,24 @@ use std::process::Stdio;
 use anyhow::Context;
 use clap::Args;
 use fota_device::fleet::{endpoint_name, fleet_credentials, wait_surveyed};
-use fota_engine::campaign::{DeviceResult, Pacing, TaskSpec, TaskStatus};
+use fota_engine::campaign::{Pacing, TaskSpec};
 use fota_engine::catalog::{NewCredential, PackageFormat};
 use fota_engine::coap::{Congestion, TransmissionParams};
 use fota_engine::platform::{Platform, PlatformConfig};
-use fota_engine::plugin::{Binding, HostConfig, PluginKind, embedded};
+use fota_engine::plugin::{HostConfig, PluginKind};
 use fota_engine::server::{CoapsConfig, ServerConfig};
 use rand::{Rng, SeedableRng};
 
+use super::campaign::{self, bind_reference};
 use super::exchanges::ExchangeCount;
 use super::stats::{figure, figure_spread, summarize};
+use super::timers::EngineTimers;
 use super::{harness, procfs};
 use crate::open_files;
 use crate::sim::LinkShape;
 
 /// The secret the fleet's keys are derived from over coaps.
 const PSK_SECRET: &str = "fota bench nbiot";
-
-/// How the engine sets its retransmission timeouts.
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Timers {
-    /// RFC 7252: ACK_TIMEOUT and doubling.
-    Rfc7252,
-    /// CoCoA: each device's RTO from its round trips.
-    Cocoa,
-}
-
-impl Timers {
-    fn name(self) -> &'static str {
-        match self {
-            Timers::Rfc7252 => "RFC 7252",
-            Timers::Cocoa => "CoCoA",
-        }
-    }
-}
 
 /// Options of `fota bench nbiot`.
 #[derive(Args)]
@@ -84,13 +69,9 @@ pub struct NbIotArgs {
     /// How the losses come, and each device's link rates.
     #[command(flatten)]
     shape: LinkShape,
-    /// The engine's retransmission timeouts: RFC 7252's fixed timers, or CoCoA's per-device
-    /// RTO from measured round trips.
-    #[arg(long, value_enum, default_value_t = Timers::Rfc7252)]
-    timers: Timers,
-    /// With CoCoA, the floor under every RTO, in milliseconds.
-    #[arg(long, default_value_t = 0)]
-    min_rto_ms: u64,
+    /// The engine's retransmission timeouts.
+    #[command(flatten)]
+    timers: EngineTimers,
     /// Seconds a device is reachable after each wake-up.
     #[arg(long, default_value_t = 60)]
     awake_secs: u64,
@@ -178,7 +159,8 @@ pub async fn run(mut args: NbIotArgs) -> anyhow::Result<()> {
     let task = platform
         .campaigns
         .create(task_spec(&args, group.id, package.id))?;
-    let finished = follow(&platform, &task.id, started).await?;
+    let ended = campaign::follow(&platform, &task.id, "nbiot").await?;
+    let finished = ended.upgraded_after();
     let elapsed = started.elapsed().as_secs_f64();
     let engine_cpu = (procfs::process_times("self")? - cpu_before.0)
         .cpu
@@ -254,17 +236,11 @@ async fn start_platform(args: &NbIotArgs) -> anyhow::Result<Platform> {
         plugins: HostConfig::default(),
     })
     .await?;
-    let settings = vec![
-        ("block-size".to_string(), args.block_size.to_string()),
-        ("resume".to_string(), "true".to_string()),
+    let settings = [
+        ("block-size", args.block_size.to_string()),
+        ("resume", "true".to_string()),
     ];
-    platform.plugins.install(
-        PluginKind::Capability,
-        Binding::Default,
-        embedded::GENERIC_CAPABILITY_NAME,
-        embedded::GENERIC_CAPABILITY,
-        settings,
-    )?;
+    bind_reference(&platform, PluginKind::Capability, &settings)?;
     if args.coaps {
         let batch = fleet_credentials(PSK_SECRET.as_bytes(), 0..args.devices)
             .into_iter()
@@ -284,22 +260,14 @@ async fn start_platform(args: &NbIotArgs) -> anyhow::Result<Platform> {
 fn nb_iot_timers(args: &NbIotArgs) -> TransmissionParams {
     TransmissionParams {
         ack_timeout: (args.rtt() * 2).min(Duration::from_secs(3)),
+        congestion: Congestion::Rfc7252,
         ..TransmissionParams::default()
     }
 }
 
-/// The engine's timers: the devices' ones, with CoCoA's RTO if asked.
+/// The engine's timers: the devices' ones, with the RTOs `--timers` chooses.
 fn engine_timers(args: &NbIotArgs) -> TransmissionParams {
-    let congestion = match args.timers {
-        Timers::Rfc7252 => Congestion::Rfc7252,
-        Timers::Cocoa => Congestion::Cocoa {
-            min_rto: Duration::from_millis(args.min_rto_ms),
-        },
-    };
-    TransmissionParams {
-        congestion,
-        ..nb_iot_timers(args)
-    }
+    args.timers.over(nb_iot_timers(args))
 }
 
 /// Expected awake time a block takes with RFC 7252's timers: a round trip, plus for each lost
@@ -500,42 +468,5 @@ fn task_spec(args: &NbIotArgs, group_id: String, package_id: String) -> TaskSpec
             max_per_cell: args.max_per_cell,
         },
         ..TaskSpec::new("NB-IoT fleet to 2.0", &group_id, &package_id)
-    }
-}
-
-/// Follows the task until it is final, printing progress every ten seconds; returns the
-/// seconds after `started` at which each upgraded device was first seen finished.
-async fn follow(
-    platform: &Platform,
-    task_id: &str,
-    started: Instant,
-) -> anyhow::Result<HashMap<String, f64>> {
-    let mut finished = HashMap::new();
-    let mut last_report = Instant::now();
-    loop {
-        let task = platform.campaigns.task(task_id)?;
-        for device in platform.campaigns.devices(task_id)? {
-            if device.is_done() && device.result == Some(DeviceResult::Successful) {
-                let at = started.elapsed().as_secs_f64();
-                finished.entry(device.endpoint).or_insert(at);
-            }
-        }
-        if task.status.is_final() {
-            anyhow::ensure!(
-                task.status == TaskStatus::Completed,
-                "the task ended {:?}",
-                task.status
-            );
-            return Ok(finished);
-        }
-        if last_report.elapsed() >= Duration::from_secs(10) {
-            last_report = Instant::now();
-            eprintln!(
-                "nbiot: {:.0} s, {} devices upgraded",
-                started.elapsed().as_secs_f64(),
-                finished.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::process::Command;
 
+use crate::support::stock_device::{aiocoap_present, script};
+
 /// Runs `fota bench ARGS` and returns its figures by name.
 fn bench(args: &[&str]) -> HashMap<String, f64> {
     let output = Command::new(env!("CARGO_BIN_EXE_fota"))
@@ -106,6 +108,48 @@ fn nbiot_quick_upgrades_every_sleeping_device_and_compares_with_the_bound() {
         figures["time_to_finish_over_bound_at_loss"] >= 1.0,
         "{figures:?}"
     );
+}
+
+/// The figures `fota bench stock` must print, for BENCHMARKS.md.
+const STOCK_FIGURES: &[&str] = &[
+    "oracle_bound",
+    "time_to_finish",
+    "time_to_finish_over_oracle_bound",
+    "device_finished_after.median",
+    "device_finished_after.p99",
+    "device_finished_after.p99_over_median",
+    "package_bytes_sent_again",
+    "whole_package_resends",
+    "engine_retransmissions",
+    "cell.downlink.lost",
+    "cell.uplink.max_queue_delay",
+];
+
+#[test]
+fn stock_quick_upgrades_a_stock_profile_device_and_compares_with_the_oracle() {
+    let figures = bench(&["stock", "--quick"]);
+    assert_figures(&figures, STOCK_FIGURES);
+    assert_eq!(figures["clients"], 1.0);
+    let blocks = (figures["package_bytes"] / 1024.0).ceil();
+    assert_eq!(figures["blocks"], blocks, "{figures:?}");
+    assert!(figures["oracle_bound"] > 0.0, "{figures:?}");
+}
+
+/// The same bench with the client an external program: the aiocoap device, reassembling the
+/// push in RAM with aiocoap's own Block1 code.
+#[test]
+fn stock_quick_upgrades_an_external_client() {
+    if !aiocoap_present() {
+        return;
+    }
+    let command = format!(
+        "python3 {} --server {{host}}:{{port}} --endpoint {{endpoint}} --dir {{dir}} \
+         --profile ram --max-block 1024",
+        script().display()
+    );
+    let figures = bench(&["stock", "--quick", "--client-cmd", &command]);
+    assert_figures(&figures, STOCK_FIGURES);
+    assert_eq!(figures["clients"], 1.0);
 }
 
 #[test]
