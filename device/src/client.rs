@@ -687,16 +687,7 @@ impl<S: DeviceSystem> Shared<S> {
         }
         drop(core);
         self.emit(events);
-        let mut response = match answer {
-            WriteAnswer::Continue => Response::new(ResponseType::Continue),
-            WriteAnswer::Complete => Response::new(ResponseType::Changed),
-            WriteAnswer::Incomplete(reason) => {
-                Response::error(ResponseType::RequestEntityIncomplete, reason)
-            }
-            WriteAnswer::TooLarge => {
-                Response::error(ResponseType::RequestEntityTooLarge, "package does not fit")
-            }
-        };
+        let mut response = answer.response();
         if response.code == ResponseType::Continue || response.code == ResponseType::Changed {
             response.block1 = block;
         }

@@ -212,7 +212,7 @@ impl QBlock1Receiver {
         }
         let new = match self.store(firmware, system, &payload, events) {
             Ok(new) => new,
-            Err(answer) => return Verdict::Answer(answer),
+            Err(refused) => return Verdict::Answer(refused.response()),
         };
         if new {
             self.generation += 1;
@@ -261,14 +261,14 @@ impl QBlock1Receiver {
 
     /// Writes the payload to flash if it is next, with the blocks waiting after it, or keeps
     /// it in RAM if the set's window has room. `Ok(false)` when it was held already; `Err`
-    /// with the answer when the flash refuses it.
+    /// with why when the flash refuses it.
     fn store(
         &mut self,
         firmware: &mut FirmwareUpdate,
         system: &mut dyn DeviceSystem,
         payload: &Payload<'_>,
         events: &mut Vec<McuEvent>,
-    ) -> Result<bool, Response> {
+    ) -> Result<bool, WriteAnswer> {
         let block = payload.block;
         let held = system.saved_bytes();
         let starts_body = block.num == 0 && firmware.state != FirmwareState::Downloading;
@@ -401,7 +401,7 @@ fn fits(payload: &Payload<'_>, total: Option<usize>) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes `bytes` at `offset` through the Firmware Update object; `Err` with the answer when
+/// Writes `bytes` at `offset` through the Firmware Update object; `Err` with its answer when
 /// it refuses them.
 fn firmware_write(
     firmware: &mut FirmwareUpdate,
@@ -411,17 +411,10 @@ fn firmware_write(
     more: bool,
     total: Option<usize>,
     events: &mut Vec<McuEvent>,
-) -> Result<(), Response> {
+) -> Result<(), WriteAnswer> {
     match firmware.write(system, offset, bytes, more, total, events) {
         WriteAnswer::Continue | WriteAnswer::Complete => Ok(()),
-        WriteAnswer::Incomplete(reason) => Err(Response::error(
-            ResponseType::RequestEntityIncomplete,
-            reason,
-        )),
-        WriteAnswer::TooLarge => Err(Response::error(
-            ResponseType::RequestEntityTooLarge,
-            "package does not fit",
-        )),
+        refused => Err(refused),
     }
 }
 

@@ -198,7 +198,7 @@ async fn q_block1_through_20_percent_loss_each_way_sends_again_exactly_the_missi
     assert_all_upgraded(&fleet, &reports, &new);
     assert_one_set_per_interruption(&fleet, &reports, pkg.len());
     let traffic = traffic.0.lock().unwrap();
-    let mut lists = 0;
+    let (mut lists, mut probes, mut recovered) = (0, 0, 0);
     for ((device, report), address) in fleet.devices.iter().zip(&reports).zip(&addresses) {
         let seen = traffic.get(address).expect("the engine pushed to it");
         let stats = device.q_block1_stats().unwrap();
@@ -220,8 +220,15 @@ async fn q_block1_through_20_percent_loss_each_way_sends_again_exactly_the_missi
             "the device was given a block it held only by probes: {stats:?} {seen:?}"
         );
         lists += seen.lists_received;
+        probes += seen.probes;
+        recovered += report.wire.package_recovered;
     }
     assert!(lists > 0, "20 % loss made the devices list missing blocks");
+    eprintln!(
+        "Q-Block1 at 20 % loss each way: {lists} lists of missing blocks answered, {probes} \
+         probes, {recovered} package bytes sent again within uploads for {} devices",
+        fleet.len()
+    );
 }
 
 /// The engine on `network`, 5 ms from every device each way, so an interruption lands in the
@@ -313,6 +320,45 @@ fn q_block1_devices_blacked_out_mid_burst_resume_from_26500_within_one_set() {
         for report in &reports {
             assert!(report.interruptions >= 1, "{report:?}");
         }
+    });
+}
+
+/// A device without 26500 that takes Q-Block1 (its sequence in RAM, as a stock client keeps
+/// it) out of coverage mid-burst long enough for the probe of the set in flight to give up,
+/// though not for its registration to end: the engine goes on, in the same attempt, from what
+/// the device confirmed; the device's first answer says it holds more, and the engine goes on
+/// from there. At most one set is sent again, and the flash is given every byte once.
+#[test]
+fn a_q_block1_device_without_26500_out_of_reach_mid_burst_goes_on_from_what_it_holds() {
+    replay::twice(44, |network| async move {
+        let server = engine_on(&network, ServerConfig::loopback()).await;
+        let fleet = Arc::new(
+            registered_fleet(&server, 1, |spec| {
+                spec.resume_share = 0.0;
+                spec.q_block1_share = 1.0;
+            })
+            .await,
+        );
+        let out_of_reach =
+            TransmissionParams::fast().max_transmit_span() + Duration::from_millis(500);
+        let (reports, len, new) = push_interrupted(&server, &fleet, |fleet, i| {
+            let network = network.clone();
+            async move {
+                let device = &fleet.devices[i];
+                within(
+                    BOUND,
+                    "the download",
+                    stored_at_least(device, 80 * 1024 * 4 / 10),
+                )
+                .await;
+                let local = device.local_addr().expect("the device's radio is on");
+                assert!(network.black_out_socket(local, out_of_reach));
+            }
+        })
+        .await;
+        assert_all_upgraded(&fleet, &reports, &new);
+        assert_one_set_per_interruption(&fleet, &reports, len);
+        assert!(reports[0].interruptions >= 1, "{:?}", reports[0]);
     });
 }
 

@@ -70,8 +70,11 @@ async fn send(client: &Endpoint, peer: SocketAddr) -> (Result<Packet, CoapError>
     (result.map(|o| o.response), confirmed.into_inner().unwrap())
 }
 
-/// Answers Q-Block1 payloads as `answer` says (`None`: no answer).
-struct Scripted(Box<dyn Fn(&Packet, BlockOption) -> Option<Response> + Send + Sync>);
+/// How a scripted server answers a payload with its Q-Block1 (`None`: not at all).
+type Script = Box<dyn Fn(&Packet, BlockOption) -> Option<Response> + Send + Sync>;
+
+/// Answers Q-Block1 payloads as its script says.
+struct Scripted(Script);
 
 impl RequestHandler for Scripted {
     fn handle(&self, request: IncomingRequest) -> HandlerFuture {

@@ -23,7 +23,7 @@ use crate::coap::stats::WireMeter;
 /// the device listed missing, or the probe of a set left unanswered) and every block the
 /// device confirmed with every block before it. Ends at 2.04, or at the first answer that is
 /// not Q-Block1's to handle (4.02 Bad Option from a device without it, 4.08 without a list,
-/// 5.03, ...), which is returned for the caller to decide, as [`super::super::blockwise::send_block1`]
+/// 5.03, ...), which is returned for the caller to decide, as [`crate::coap::blockwise::send_block1`]
 /// does. `Err` when the device breaks the protocol (the reason says how), an exchange gives
 /// up, or [`MAX_RECOVERY_ROUNDS`] pass without progress.
 pub async fn send_q_block1(
