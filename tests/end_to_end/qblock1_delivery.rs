@@ -169,22 +169,21 @@ fn lossy_link(loss: f64, delay: Duration) -> Impairment {
     Impairment::lossy(loss).with_delay(delay, Duration::ZERO)
 }
 
-/// Five devices that take Q-Block1, each behind its own link losing 20 % each way, over real
-/// UDP: every delivery completes; the devices listed missing blocks, and the engine sent again
-/// those blocks and nothing else but probes of sets whose answer was lost; what it counted as
-/// recovered is exactly what its socket sent a second time, and the rest of what it sent again
-/// stays within one set per interruption.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn q_block1_through_20_percent_loss_each_way_sends_again_exactly_the_missing_blocks() {
-    let server = engine(ServerConfig::loopback()).await;
-    let traffic = Arc::new(QBlock1Traffic::default());
-    server.endpoint.set_probe(traffic.clone());
-    let fleet = registered_fleet(&server, 5, |spec| {
-        spec.seed = 20;
-        spec.q_block1_share = 1.0;
-        spec.link = Some(lossy_link(0.2, Duration::from_millis(5)));
-    })
-    .await;
+/// Pushes the 80 KB package in bursts to every device of `fleet` (registered to `server`,
+/// whose socket `traffic` watches) and checks that every delivery completes, within one set
+/// per interruption; that the engine sent again no block but those the device listed missing
+/// and the probes of unanswered sets; that what it counted as recovered is exactly what its
+/// socket sent a second time within an upload; and that the devices sent at least the lists
+/// the engine got. `exact`: also that a device was given a block it held only by a probe (the
+/// lists it made were right: on real UDP a loaded machine may deliver a payload after the
+/// device's reorder wait, and a block on its way is listed). Returns the lists, the probes and
+/// the bytes recovered, over the fleet.
+async fn push_through_loss(
+    server: &Server,
+    fleet: &Fleet,
+    traffic: &QBlock1Traffic,
+    exact: bool,
+) -> (u64, u64, u64) {
     let (pkg, new) = package_80k();
     // Where the engine reaches each device before the push (the install moves it).
     let addresses: Vec<SocketAddr> = fleet
@@ -192,11 +191,9 @@ async fn q_block1_through_20_percent_loss_each_way_sends_again_exactly_the_missi
         .iter()
         .map(|d| server.registry.get(&d.config().endpoint).unwrap().address)
         .collect();
-
-    let reports = push_in_bursts(&server, &fleet, &pkg).await;
-
-    assert_all_upgraded(&fleet, &reports, &new);
-    assert_one_set_per_interruption(&fleet, &reports, pkg.len());
+    let reports = push_in_bursts(server, fleet, &pkg).await;
+    assert_all_upgraded(fleet, &reports, &new);
+    assert_one_set_per_interruption(fleet, &reports, pkg.len());
     let traffic = traffic.0.lock().unwrap();
     let (mut lists, mut probes, mut recovered) = (0, 0, 0);
     for ((device, report), address) in fleet.devices.iter().zip(&reports).zip(&addresses) {
@@ -216,19 +213,51 @@ async fn q_block1_through_20_percent_loss_each_way_sends_again_exactly_the_missi
             "the device sent at least the lists the engine got: {stats:?} {seen:?}"
         );
         assert!(
-            stats.held_again <= seen.probes,
-            "the device was given a block it held only by probes: {stats:?} {seen:?}"
+            !exact || stats.held_again <= seen.probes,
+            "the device was given a block it held other than by a probe: {stats:?} {seen:?}"
         );
         lists += seen.lists_received;
         probes += seen.probes;
         recovered += report.wire.package_recovered;
     }
     assert!(lists > 0, "20 % loss made the devices list missing blocks");
+    (lists, probes, recovered)
+}
+
+/// Five devices that take Q-Block1, each behind its own link losing 20 % each way, over real
+/// UDP (`fota-impair`, seeded): see [`push_through_loss`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn q_block1_through_20_percent_loss_each_way_sends_again_exactly_the_missing_blocks() {
+    let server = engine(ServerConfig::loopback()).await;
+    let traffic = Arc::new(QBlock1Traffic::default());
+    server.endpoint.set_probe(traffic.clone());
+    let fleet = registered_fleet(&server, 5, |spec| {
+        spec.seed = 20;
+        spec.q_block1_share = 1.0;
+        spec.link = Some(lossy_link(0.2, Duration::from_millis(5)));
+    })
+    .await;
+    let (lists, probes, recovered) = push_through_loss(&server, &fleet, &traffic, false).await;
     eprintln!(
         "Q-Block1 at 20 % loss each way: {lists} lists of missing blocks answered, {probes} \
          probes, {recovered} package bytes sent again within uploads for {} devices",
         fleet.len()
     );
+}
+
+/// The same in simulated time, every datagram of the network lost at 20 %, twice from its
+/// seed: here the devices' lists are exact too (a device is given a block it holds only by a
+/// probe).
+#[test]
+fn q_block1_through_20_percent_loss_in_simulated_time_lists_and_sends_exactly_what_is_missing() {
+    replay::twice(40, |network| async move {
+        network.set_impairment(lossy_link(0.2, Duration::from_millis(5)));
+        let server = replay::engine(&network, ServerConfig::loopback()).await;
+        let traffic = Arc::new(QBlock1Traffic::default());
+        server.endpoint.set_probe(traffic.clone());
+        let fleet = registered_fleet(&server, 5, |spec| spec.q_block1_share = 1.0).await;
+        push_through_loss(&server, &fleet, &traffic, true).await;
+    });
 }
 
 /// The engine on `network`, 5 ms from every device each way, so an interruption lands in the
