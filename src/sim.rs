@@ -60,6 +60,10 @@ pub struct SimArgs {
     /// Cells the devices are spread over, at random.
     #[arg(long, default_value_t = 16)]
     cells: u32,
+    /// The devices take Q-Block1 pushes (RFC 9177) in sets of this many payloads (their
+    /// MAX_PAYLOADS; alone, 10, RFC 9177's default); 0: Block1 only, as stock clients.
+    #[arg(long, default_value_t = 0, num_args = 0..=1, default_missing_value = "10")]
+    qblock1: usize,
     /// The devices' CoAP ACK timeout in milliseconds, with RFC 7252's other timers; without
     /// it, short timers made for loopback.
     #[arg(long)]
@@ -170,6 +174,10 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     spec.seed = args.seed;
     spec.lifetime = Duration::from_secs(args.lifetime);
     spec.cells = args.cells;
+    if args.qblock1 > 0 {
+        spec.q_block1_share = 1.0;
+        spec.max_payloads = args.qblock1;
+    }
     spec.link = link(&args)?;
     if let (Some(awake), Some(asleep)) = (args.awake_secs, args.asleep_secs) {
         spec.sleep = Some(SleepCycle {

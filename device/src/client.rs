@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use coap_lite::{RequestType, ResponseType};
+use fota_engine::coap::block::BlockError;
 use fota_engine::coap::{
     BlockOption, DatagramSocket, Endpoint, EndpointConfig, HandlerFuture, IncomingRequest, Network,
     OutgoingRequest, PacketExt, RequestHandler, Response,
@@ -23,6 +24,9 @@ use crate::dtls_socket::{DtlsClientSocket, DtlsState, Psk};
 use crate::events::McuEvent;
 use crate::firmware_update::{FirmwareUpdate, PullStart, WriteAnswer};
 use crate::pull::parse_uri;
+use crate::qblock1::{
+    Payload, QBlock1Config, QBlock1Receiver, QBlock1Stats, ReceiveTimer, Verdict,
+};
 use crate::system::DeviceSystem;
 
 /// What a device is and how it behaves on the network.
@@ -51,6 +55,9 @@ pub struct DeviceConfig {
     pub delivery: DeliveryMethod,
     /// Largest Block1 block the device buffers; larger ones get 4.13 with this size.
     pub max_block_size: usize,
+    /// Q-Block1 (RFC 9177): a pushed package may come in sets of payloads, with or without
+    /// 26500 (`crate::qblock1`). `None`: the device has none and answers it 4.02 Bad Option.
+    pub q_block1: Option<QBlock1Config>,
     /// How long installing takes.
     pub install_time: Duration,
     /// CoAP timers of the device.
@@ -149,6 +156,8 @@ pub(crate) struct Core<S> {
     /// retransmission its message layer no longer knows, its socket re-opened after PSM), as
     /// Wakaama's client does; the same block in a new exchange it refuses.
     last_block: Option<(u16, usize)>,
+    /// The Q-Block1 body being received (RAM: lost at reboot); `None` without Q-Block1.
+    q_block1: Option<QBlock1Receiver>,
 }
 
 /// A server observing one resource.
@@ -165,6 +174,7 @@ impl<S: DeviceSystem> Device<S> {
         let (commands, receiver) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(64);
         let (notifications, queue) = mpsc::unbounded_channel();
+        let q_block1 = config.q_block1.map(QBlock1Receiver::new);
         let shared = Arc::new(Shared {
             config,
             core: Mutex::new(Core {
@@ -172,6 +182,7 @@ impl<S: DeviceSystem> Device<S> {
                 firmware: FirmwareUpdate::default(),
                 observers: Vec::new(),
                 last_block: None,
+                q_block1,
             }),
             events,
             commands,
@@ -237,6 +248,14 @@ impl<S: DeviceSystem> Device<S> {
             .map(Endpoint::local_addr)
     }
 
+    /// What the device counted of the Q-Block1 bodies it was sent; `None` without Q-Block1.
+    pub fn q_block1_stats(&self) -> Option<QBlock1Stats> {
+        lock(&self.shared.core)
+            .q_block1
+            .as_ref()
+            .map(QBlock1Receiver::stats)
+    }
+
     /// True while the device sleeps in PSM with its radio off (queue mode).
     pub fn is_asleep(&self) -> bool {
         self.shared.asleep.load(Ordering::Relaxed)
@@ -275,6 +294,9 @@ async fn run<S: DeviceSystem>(
         let mut core = lock(&device.core);
         core.observers.clear();
         core.last_block = None;
+        if let Some(receiver) = &mut core.q_block1 {
+            receiver.forget();
+        }
         core.firmware.after_reboot();
         drop(core);
         if matches!(next, Next::Stop) {
@@ -331,8 +353,16 @@ async fn bind_endpoint(
         Some(psk) => Arc::new(DtlsClientSocket::new(raw, psk, dtls)?),
         None => raw,
     };
-    Ok(Endpoint::from_socket(socket, config.coap))
+    let coap = EndpointConfig {
+        q_block1: config.q_block1.is_some(),
+        ..config.coap
+    };
+    Ok(Endpoint::from_socket(socket, coap))
 }
+
+/// Late 4.08s a device sends for one set while nothing new comes (RFC 9177 has the server
+/// repeat its request for missing payloads); the client's probe takes over after that.
+const MISSING_LIST_REPEATS: u32 = 3;
 
 /// Binds of a just-closed port tried (10 ms apart) before the device takes another port.
 const REBIND_TRIES: u32 = 300;
@@ -611,6 +641,9 @@ impl<S: DeviceSystem> Shared<S> {
 
     fn write_package(self: &Arc<Self>, request: &IncomingRequest) -> Response {
         let packet = &request.packet;
+        if let Some(block) = packet.q_block1() {
+            return self.write_package_q_block1(request, block);
+        }
         let block = match packet.block1() {
             Some(Ok(block)) => Some(block),
             Some(Err(error)) => return Response::error(ResponseType::BadOption, error.to_string()),
@@ -654,20 +687,108 @@ impl<S: DeviceSystem> Shared<S> {
         }
         drop(core);
         self.emit(events);
-        let mut response = match answer {
-            WriteAnswer::Continue => Response::new(ResponseType::Continue),
-            WriteAnswer::Complete => Response::new(ResponseType::Changed),
-            WriteAnswer::Incomplete(reason) => {
-                Response::error(ResponseType::RequestEntityIncomplete, reason)
-            }
-            WriteAnswer::TooLarge => {
-                Response::error(ResponseType::RequestEntityTooLarge, "package does not fit")
-            }
-        };
+        let mut response = answer.response();
         if response.code == ResponseType::Continue || response.code == ResponseType::Changed {
             response.block1 = block;
         }
         response
+    }
+
+    /// A payload of a package pushed with Q-Block1: into flash or RAM, answered as the
+    /// receiver says; a payload left unanswered arms the receive timer.
+    fn write_package_q_block1(
+        self: &Arc<Self>,
+        request: &IncomingRequest,
+        block: Result<BlockOption, BlockError>,
+    ) -> Response {
+        let packet = &request.packet;
+        let block = match block {
+            Ok(block) => block,
+            Err(error) => {
+                return Response::error(ResponseType::BadOption, format!("Q-Block1: {error}"));
+            }
+        };
+        if block.size() > self.config.max_block_size {
+            let mut response = Response::new(ResponseType::RequestEntityTooLarge);
+            response.q_block1 = BlockOption::new(0, false, self.config.max_block_size).ok();
+            return response;
+        }
+        let payload = Payload {
+            block,
+            bytes: &packet.payload,
+            size1: packet
+                .uint_option(coap_lite::CoapOption::Size1)
+                .map(|s| s as usize),
+            request_tag: packet.request_tag(),
+            confirmable: packet.header.get_type() == coap_lite::MessageType::Confirmable,
+            peer: request.peer,
+            token: packet.get_token(),
+        };
+        let mut core = lock(&self.core);
+        let Core {
+            system,
+            firmware,
+            q_block1,
+            ..
+        } = &mut *core;
+        let Some(receiver) = q_block1 else {
+            return Response::error(ResponseType::BadOption, "no Q-Block1");
+        };
+        let mut events = Vec::new();
+        let verdict = receiver.take(firmware, system, payload, &mut events);
+        drop(core);
+        self.emit(events);
+        match verdict {
+            Verdict::Answer(response) => response,
+            Verdict::Silent(armed) => {
+                if let Some(timer) = armed {
+                    self.arm_receive_timer(timer);
+                }
+                Response::silence()
+            }
+        }
+    }
+
+    /// Unless a new payload comes first, lists what the set misses when `timer` runs out, in
+    /// a separate 4.08 to whoever sent the last payload; again after NON_RECEIVE_TIMEOUT, then
+    /// twice that, up to [`MISSING_LIST_REPEATS`] lists, while nothing new comes.
+    fn arm_receive_timer(self: &Arc<Self>, timer: ReceiveTimer) {
+        let Some(config) = self.config.q_block1 else {
+            return;
+        };
+        let shared = Arc::downgrade(self);
+        let generation = timer.generation;
+        tokio::spawn(async move {
+            let mut wait = timer.wait;
+            let mut then = config.receive_timeout;
+            for _ in 0..MISSING_LIST_REPEATS {
+                tokio::time::sleep(wait).await;
+                wait = then;
+                then *= 2;
+                let Some(device) = shared.upgrade() else {
+                    return;
+                };
+                let late = {
+                    let mut core = lock(&device.core);
+                    let Core {
+                        system,
+                        firmware,
+                        q_block1,
+                        ..
+                    } = &mut *core;
+                    q_block1
+                        .as_mut()
+                        .and_then(|r| r.timed_out(generation, firmware, system))
+                };
+                let Some((peer, token, response)) = late else {
+                    return;
+                };
+                let Some(endpoint) = lock(&device.endpoint).clone() else {
+                    return;
+                };
+                let _ = endpoint.respond_later(peer, &token, &response).await;
+            }
+        });
     }
 
     /// A Package URI write: starts (or resumes, or cancels) a pull.

@@ -1,7 +1,10 @@
 //! `FirmwareUpdate`: the device side of the LwM2M Firmware Update object (/5): the State and
 //! Update Result state machine driven by package writes, Update and Switch to Download, on top
-//! of a [`DeviceSystem`]. No I/O: the client turns its answers into CoAP responses.
+//! of a [`DeviceSystem`]. No I/O: the client sends the CoAP answer each write gets
+//! ([`WriteAnswer::response`]).
 
+use coap_lite::ResponseType;
+use fota_engine::coap::Response;
 use fota_engine::lwm2m::firmware::{FirmwareState, UpdateResult};
 
 use crate::events::McuEvent;
@@ -18,6 +21,22 @@ pub enum WriteAnswer {
     Incomplete(String),
     /// The package does not fit (4.13 Request Entity Too Large); Update Result is 2.
     TooLarge,
+}
+
+impl WriteAnswer {
+    /// The answer to the write: 2.31, 2.04, 4.08 with the reason, or 4.13.
+    pub fn response(self) -> Response {
+        match self {
+            WriteAnswer::Continue => Response::new(ResponseType::Continue),
+            WriteAnswer::Complete => Response::new(ResponseType::Changed),
+            WriteAnswer::Incomplete(reason) => {
+                Response::error(ResponseType::RequestEntityIncomplete, reason)
+            }
+            WriteAnswer::TooLarge => {
+                Response::error(ResponseType::RequestEntityTooLarge, "package does not fit")
+            }
+        }
+    }
 }
 
 /// State of the Firmware Update object.

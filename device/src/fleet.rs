@@ -20,6 +20,7 @@ use tokio::sync::broadcast;
 use crate::client::{Device, DeviceConfig, SleepCycle};
 use crate::dtls_socket::Psk;
 use crate::flash::SimulatedFlash;
+use crate::qblock1::QBlock1Config;
 
 /// A module model the fleet contains.
 #[derive(Debug, Clone)]
@@ -66,6 +67,11 @@ pub struct FleetSpec {
     pub delivery: DeliveryMethod,
     /// Share of devices that implement /5/0/26500 and /5/0/26501 (breakpoint resume).
     pub resume_share: f64,
+    /// Share of devices that take Q-Block1 (RFC 9177) pushes; drawn from a generator of its
+    /// own, so the rest of a fleet stays what its seed makes it.
+    pub q_block1_share: f64,
+    /// MAX_PAYLOADS of the devices that take Q-Block1.
+    pub max_payloads: usize,
     /// Queue mode: every device sleeps in PSM on this cycle.
     pub sleep: Option<SleepCycle>,
     /// When set, every device reaches the engine through its own impaired link, seeded from
@@ -97,6 +103,8 @@ impl FleetSpec {
             max_block_size: 1024,
             delivery: DeliveryMethod::Both,
             resume_share: 1.0,
+            q_block1_share: 0.0,
+            max_payloads: fota_engine::coap::qblock1::DEFAULT_MAX_PAYLOADS,
             sleep: None,
             link: None,
             trusted_key: None,
@@ -114,6 +122,9 @@ impl FleetSpec {
     }
 }
 
+/// Mixed into the fleet's seed for the generator that picks its Q-Block1 devices.
+const Q_BLOCK1_STREAM: u64 = 0x5142_4C4B_3137;
+
 /// The running devices.
 pub struct Fleet {
     /// Every device, in creation order.
@@ -126,11 +137,18 @@ impl Fleet {
     /// Starts every device of `spec` (and its link); they register on their own.
     pub async fn start(spec: &FleetSpec) -> std::io::Result<Fleet> {
         let mut rng = SmallRng::seed_from_u64(spec.seed);
+        let mut q_block1 = SmallRng::seed_from_u64(spec.seed ^ Q_BLOCK1_STREAM);
         let mut devices = Vec::with_capacity(spec.devices);
         let mut links = Vec::new();
         for i in 0..spec.devices {
             let model = &spec.models[i % spec.models.len()];
             let (mut config, flash) = device_of(spec, model, i, &mut rng);
+            config.q_block1 = q_block1
+                .random_bool(spec.q_block1_share)
+                .then(|| QBlock1Config {
+                    max_payloads: spec.max_payloads,
+                    ..QBlock1Config::for_ack_timeout(spec.coap.ack_timeout)
+                });
             if let Some(impairment) = &spec.link {
                 let seed = spec.seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
                 let link = Link::start(spec.server, impairment.clone(), seed).await?;
@@ -262,6 +280,7 @@ fn device_of(
         supports_resume: rng.random_bool(spec.resume_share),
         delivery: spec.delivery,
         max_block_size: spec.max_block_size,
+        q_block1: None,
         install_time: Duration::from_millis(20),
         coap: EndpointConfig {
             params: spec.coap,

@@ -11,6 +11,7 @@ pub mod flash;
 pub mod fleet;
 pub mod patch;
 pub mod pull;
+pub mod qblock1;
 pub mod system;
 
 pub use client::{Device, DeviceConfig};

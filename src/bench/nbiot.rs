@@ -18,7 +18,9 @@
 //! takes its serialization on top of the round trip, in the bound too) and lose datagrams in
 //! bursts (`--burst`, Gilbert–Elliott with the same mean loss); `--timers` chooses the engine's
 //! retransmission timeouts (each device's from its round trips by default, CoCoA's, or RFC
-//! 7252's fixed ones).
+//! 7252's fixed ones). With `--qblock1` the devices take Q-Block1 bursts and the plan asks for
+//! them: stop-and-wait's bound no longer binds, and the bench prints the bound of bursts
+//! (`print_burst_bound`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -87,6 +89,11 @@ pub struct NbIotArgs {
     /// Devices speak coaps (DTLS 1.2, pre-shared keys) to an engine that requires it.
     #[arg(long)]
     coaps: bool,
+    /// Devices take Q-Block1 (RFC 9177) in sets of this many payloads (alone: 10, RFC 9177's
+    /// default MAX_PAYLOADS), and the capability plugin's plan says so (`burst`): pushes go in
+    /// bursts, and the bench also prints the bound bursts have on this link; 0: Block1.
+    #[arg(long, default_value_t = 0, num_args = 0..=1, default_missing_value = "10")]
+    qblock1: usize,
     /// Seconds, not tens of minutes: 20 devices in 2 cells, 10 at once in each, a 0.1 s round
     /// trip, a 4 KB delta.
     #[arg(long)]
@@ -175,6 +182,9 @@ pub async fn run(mut args: NbIotArgs) -> anyhow::Result<()> {
     let bound = campaign(rtt);
     let bound_at_loss = campaign(rtt / (1.0 - args.loss).powi(2));
     let with_timers = campaign(block_time_with_timers(&args));
+    if args.qblock1 > 0 {
+        print_burst_bound(&args, blocks, &campaign, elapsed);
+    }
     figure("devices", args.devices as f64, "");
     figure("devices_upgraded", finished.len() as f64, "");
     figure("package_bytes", package.size as f64, "B");
@@ -236,10 +246,13 @@ async fn start_platform(args: &NbIotArgs) -> anyhow::Result<Platform> {
         plugins: HostConfig::default(),
     })
     .await?;
-    let settings = [
+    let mut settings = vec![
         ("block-size", args.block_size.to_string()),
         ("resume", "true".to_string()),
     ];
+    if args.qblock1 > 0 {
+        settings.push(("burst", args.qblock1.to_string()));
+    }
     bind_reference(&platform, PluginKind::Capability, &settings)?;
     if args.coaps {
         let batch = fleet_credentials(PSK_SECRET.as_bytes(), 0..args.devices)
@@ -294,20 +307,55 @@ const DTLS_RECORD_OVERHEAD: f64 = 29.0;
 /// One Block1 exchange on the link when nothing is lost: the round trip, and the time the
 /// request and its answer take at the link's rates (with UDP/IP headers).
 fn exchange_time(args: &NbIotArgs) -> f64 {
+    let request = args.block_size as f64 + BLOCK_REQUEST_OVERHEAD + headers(args);
+    args.rtt().as_secs_f64()
+        + on_link(request, args.shape.down_kbps)
+        + on_link(BLOCK_ANSWER + headers(args), args.shape.up_kbps)
+}
+
+/// Bytes UDP/IP (and DTLS with `--coaps`) add to every datagram.
+fn headers(args: &NbIotArgs) -> f64 {
     let dtls = if args.coaps {
         DTLS_RECORD_OVERHEAD
     } else {
         0.0
     };
-    let headers = fota_impair::DATAGRAM_OVERHEAD as f64 + dtls;
-    let on_link = |bytes: f64, kbps: u64| match kbps {
+    fota_impair::DATAGRAM_OVERHEAD as f64 + dtls
+}
+
+/// Seconds `bytes` take at `kbps` (nothing on a link without a rate).
+fn on_link(bytes: f64, kbps: u64) -> f64 {
+    match kbps {
         0 => 0.0,
         kbps => bytes * 8.0 / (kbps as f64 * 1000.0),
-    };
-    let request = args.block_size as f64 + BLOCK_REQUEST_OVERHEAD + headers;
-    args.rtt().as_secs_f64()
-        + on_link(request, args.shape.down_kbps)
-        + on_link(BLOCK_ANSWER + headers, args.shape.up_kbps)
+    }
+}
+
+/// Bytes a Q-Block1 payload carries beyond a Block1 request's: Size1 and the Request-Tag.
+const Q_BLOCK1_EXTRA: f64 = 9.0;
+
+/// Prints the bound bursts have: the awake time a device pushed in sets of `--qblock1`
+/// payloads needs at least, as the link allows rather than one round trip per block. Its
+/// downlink carries every one of the `blocks`, each `1 / (1 - p)` times on average at a loss
+/// `p`, at the link's rate (nothing without one); and a set takes a round trip at least
+/// (`ceil(blocks / burst)` of them: one set is outstanding at a time). The longer of the two,
+/// over the campaign (`campaign` takes a time per block), and the time to finish over it.
+fn print_burst_bound(args: &NbIotArgs, blocks: f64, campaign: &dyn Fn(f64) -> f64, elapsed: f64) {
+    let payload = args.block_size as f64 + BLOCK_REQUEST_OVERHEAD + Q_BLOCK1_EXTRA;
+    let downlink =
+        blocks * on_link(payload + headers(args), args.shape.down_kbps) / (1.0 - args.loss);
+    let sets = (blocks / args.qblock1 as f64).ceil();
+    let round_trips = sets * args.rtt().as_secs_f64();
+    let bound = campaign(downlink.max(round_trips) / blocks);
+    figure("burst_payloads_per_set", args.qblock1 as f64, "");
+    figure("burst_bound_downlink", campaign(downlink / blocks), "s");
+    figure(
+        "burst_bound_round_trips",
+        campaign(round_trips / blocks),
+        "s",
+    );
+    figure("burst_bound", bound, "s");
+    figure("time_to_finish_over_burst_bound", elapsed / bound, "");
 }
 
 /// An old image and a new one that keeps it and adds `delta_bytes` of new (incompressible)
@@ -434,6 +482,9 @@ fn sim_process(
     flags.extend(args.shape.flags());
     if args.coaps {
         flags.push(("--psk-secret", PSK_SECRET.to_string()));
+    }
+    if args.qblock1 > 0 {
+        flags.push(("--qblock1", args.qblock1.to_string()));
     }
     let mut command = tokio::process::Command::new(std::env::current_exe()?);
     command.arg("sim");

@@ -153,6 +153,30 @@ fn stock_quick_upgrades_an_external_client() {
 }
 
 #[test]
+fn nbiot_quick_with_q_block1_pushes_in_bursts_and_compares_with_their_bound() {
+    let figures = bench(&["nbiot", "--quick", "--qblock1"]);
+    assert_figures(
+        &figures,
+        &[
+            "burst_bound",
+            "burst_bound_downlink",
+            "burst_bound_round_trips",
+            "time_to_finish_over_burst_bound",
+        ],
+    );
+    assert_eq!(figures["devices_upgraded"], figures["devices"]);
+    assert_eq!(figures["burst_payloads_per_set"], 10.0);
+    assert!(
+        figures["burst_bound"] < figures["lower_bound"],
+        "bursts need fewer round trips than blocks: {figures:?}"
+    );
+    assert!(
+        figures["time_to_finish_over_burst_bound"] >= 1.0,
+        "{figures:?}"
+    );
+}
+
+#[test]
 fn wire_quick_prints_a_row_of_numbers() {
     let output = Command::new(env!("CARGO_BIN_EXE_fota"))
         .args(["bench", "wire", "--quick"])

@@ -20,6 +20,7 @@ mod lossy_fleet;
 mod lwm2m_node_interop;
 mod plugin_commands;
 mod push_upgrade;
+mod qblock1_delivery;
 mod resilient_delivery;
 mod restart;
 mod signed_packages;

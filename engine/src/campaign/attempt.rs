@@ -294,6 +294,7 @@ impl DeviceAttempts {
         job.give_up_at = request.task.spec.deadline.map(|d| self.clock.instant_at(d));
         job.stages = Some(request.stages.clone());
         job.resume = plan.resume;
+        job.burst = usize::from(plan.burst).max(1);
         job.surveyed = surveyed;
         job.reset = match plan.reset {
             plugin::ResetMethod::NullByte => ResetMethod::NullByte,

@@ -275,6 +275,7 @@ mod tests {
                 wire_sent: 1_500,
                 wire_received: 400,
                 retransmissions: 3,
+                ..WireCount::default()
             },
             5_000,
         );

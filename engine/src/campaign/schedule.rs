@@ -283,6 +283,9 @@ fn wire_since(now: &WireCount, before: &WireCount) -> WireCount {
     WireCount {
         package_first: now.package_first.saturating_sub(before.package_first),
         package_resent: now.package_resent.saturating_sub(before.package_resent),
+        package_recovered: now
+            .package_recovered
+            .saturating_sub(before.package_recovered),
         wire_sent: now.wire_sent.saturating_sub(before.wire_sent),
         wire_received: now.wire_received.saturating_sub(before.wire_received),
         retransmissions: now.retransmissions.saturating_sub(before.retransmissions),

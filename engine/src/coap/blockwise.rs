@@ -1,6 +1,7 @@
 //! Client side of block-wise transfer (RFC 7959): sending a large body with Block1 and reading a
 //! large resource with Block2, honouring the peer's block size. (The server side, slicing a
-//! response into Block2 blocks, lives in the endpoint's response path.)
+//! response into Block2 blocks, lives in the endpoint's response path; bodies sent in bursts,
+//! Q-Block1, in [`super::qblock1`].)
 
 use std::net::SocketAddr;
 
@@ -41,8 +42,14 @@ pub struct Block1Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Block1Progress {
     /// A block request for `len` body bytes at `offset` goes out (once per block, however
-    /// often the message layer retransmits it).
-    Sending { offset: usize, len: usize },
+    /// often the message layer retransmits it); `again` when this upload sent that block
+    /// before (Q-Block1 only: a block the peer listed missing, or the probe of a set left
+    /// unanswered).
+    Sending {
+        offset: usize,
+        len: usize,
+        again: bool,
+    },
     /// The peer accepted every byte before this offset.
     Acknowledged(usize),
 }
@@ -82,6 +89,7 @@ pub async fn send_block1(
         progress(Block1Progress::Sending {
             offset,
             len: end - offset,
+            again: false,
         });
         let response = endpoint.request_metered(peer, &request, meter).await?;
         let code = response.response_code().unwrap_or(ResponseType::UnKnown);

@@ -8,7 +8,7 @@
 //! tasks of the [`RequestHandler`]. NSTART is a semaphore per peer, handed out by the core and
 //! held here by the request future. Knows nothing of LwM2M.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -20,7 +20,7 @@ use bytes::Bytes;
 use coap_lite::{Packet, ResponseType};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, Sleep};
 
@@ -282,6 +282,18 @@ impl Endpoint {
         Ok(response)
     }
 
+    /// Sends a non-confirmable response carrying `token` on its own, outside any exchange: a
+    /// server's late answer to a request it left unanswered (RFC 9177's 4.08 listing the
+    /// payloads of a set that never came, after NON_RECEIVE_TIMEOUT).
+    pub async fn respond_later(
+        &self,
+        peer: SocketAddr,
+        token: &[u8],
+        response: &Response,
+    ) -> Result<(), CoapError> {
+        self.notify(peer, token, response, false).await
+    }
+
     /// Sends a notification for an observation this endpoint serves, confirmable or not.
     /// A Reset from the peer means it lost interest: the caller should drop the observation.
     pub async fn notify(
@@ -319,11 +331,24 @@ impl Endpoint {
         meter: &WireMeter,
         token: Option<Token>,
     ) -> Result<(Packet, Exchange), CoapError> {
+        let _permit = self.permit(peer).await?;
+        self.exchange_permitted(peer, request, meter, token).await
+    }
+
+    /// One of `peer`'s NSTART permits, once one is free.
+    async fn permit(&self, peer: SocketAddr) -> Result<OwnedSemaphorePermit, CoapError> {
         let permits = lock(&self.inner.state).core.permits(peer, Instant::now());
-        let _permit = permits
-            .acquire_owned()
-            .await
-            .map_err(|_| CoapError::Closed)?;
+        permits.acquire_owned().await.map_err(|_| CoapError::Closed)
+    }
+
+    /// [`Endpoint::exchange`] for a caller that holds one of the peer's permits already.
+    async fn exchange_permitted(
+        &self,
+        peer: SocketAddr,
+        request: &OutgoingRequest,
+        meter: &WireMeter,
+        token: Option<Token>,
+    ) -> Result<(Packet, Exchange), CoapError> {
         let (mut exchange, datagram) = self
             .inner
             .start(|core, now| core.start_request(now, peer, request, token))?;
@@ -386,6 +411,135 @@ impl Endpoint {
         meter.add_sent(bytes.len());
         self.inner.count_sent(bytes, peer);
         Ok(())
+    }
+}
+
+impl Endpoint {
+    /// Opens a [`Burst`] of requests to `peer`, once one of its NSTART permits is free.
+    pub async fn burst(&self, peer: SocketAddr) -> Result<Burst, CoapError> {
+        let permit = self.permit(peer).await?;
+        let (sender, events) = mpsc::unbounded_channel();
+        let id = {
+            let mut state = lock(&self.inner.state);
+            let id = state.core.open_exchange();
+            state.waiters.insert(id, sender);
+            id
+        };
+        Ok(Burst {
+            endpoint: self.clone(),
+            peer,
+            id,
+            events,
+            routes: VecDeque::new(),
+            _permit: permit,
+        })
+    }
+}
+
+/// Non-confirmable requests to one peer sent back to back, without waiting for each other's
+/// answers, each on a token of its own, whose responses all come out of here in the order they
+/// arrive: the sets of payloads of a Q-Block1 body (RFC 9177). Holds one of the peer's NSTART
+/// permits while it lives (the body is one interaction with the peer), under which it may also
+/// send a confirmable request and wait for it ([`Burst::request`]). Dropping it ends every
+/// route, so late answers are refused as answers to nothing.
+pub struct Burst {
+    /// Where the requests go out.
+    endpoint: Endpoint,
+    /// Who they go to.
+    peer: SocketAddr,
+    /// The exchange every non-confirmable request joins, so their responses share one queue.
+    id: ExchangeId,
+    /// Responses to the non-confirmable requests.
+    events: mpsc::UnboundedReceiver<ExchangeEvent>,
+    /// The routes of the requests sent, oldest first, until forgotten.
+    routes: VecDeque<ExchangeKey>,
+    /// The NSTART permit the burst holds.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Burst {
+    /// Sends non-confirmable `request` on a fresh token, which it returns: the token tells
+    /// which request a response answers. Its bytes go to `meter`.
+    pub async fn send(
+        &mut self,
+        request: &OutgoingRequest,
+        meter: &WireMeter,
+    ) -> Result<Token, CoapError> {
+        let mut request = request.clone();
+        request.confirmable = false;
+        let inner = &self.endpoint.inner;
+        let started = {
+            let mut state = lock(&inner.state);
+            let started = state
+                .core
+                .join_request(Instant::now(), self.peer, &request, self.id)?;
+            if state.core.poll_timeout() < state.armed {
+                inner.wake.notify_one();
+            }
+            started
+        };
+        bump(&inner.stats.requests_sent);
+        self.routes.push_back(started.exchange);
+        self.endpoint
+            .send(&started.datagram, self.peer, meter)
+            .await?;
+        Ok(started.exchange.token.unwrap_or_default())
+    }
+
+    /// Sends a confirmable `request` under the burst's permit and waits for its response,
+    /// retransmitted as any confirmable request is; responses to the burst's other requests
+    /// wait meanwhile. Its bytes go to `meter`.
+    pub async fn request(
+        &mut self,
+        request: &OutgoingRequest,
+        meter: &WireMeter,
+    ) -> Result<Packet, CoapError> {
+        let mut request = request.clone();
+        request.confirmable = true;
+        let endpoint = &self.endpoint;
+        let (response, _exchange) = endpoint
+            .exchange_permitted(self.peer, &request, meter, None)
+            .await?;
+        Ok(response)
+    }
+
+    /// The next response to one of the burst's non-confirmable requests, its bytes added to
+    /// `meter`; `None` when none came by `deadline`.
+    pub async fn next_response(
+        &mut self,
+        deadline: Instant,
+        meter: &WireMeter,
+    ) -> Result<Option<Packet>, CoapError> {
+        loop {
+            let event = tokio::select! {
+                biased;
+                event = self.events.recv() => event.ok_or(CoapError::Closed)?,
+                () = tokio::time::sleep_until(deadline) => return Ok(None),
+            };
+            // Non-confirmable requests wait for no ACK: only responses, and the end of a
+            // route's wait (EXCHANGE_LIFETIME), which the caller's own deadline makes moot.
+            if let ExchangeEvent::Response(packet, len) = event {
+                meter.add_response(&packet, len);
+                return Ok(Some(packet));
+            }
+        }
+    }
+
+    /// Ends the routes of every request sent but the `keep` latest: answers to the older ones
+    /// are no longer waited for.
+    pub fn forget_all_but(&mut self, keep: usize) {
+        let excess = self.routes.len().saturating_sub(keep);
+        let mut state = lock(&self.endpoint.inner.state);
+        for key in self.routes.drain(..excess) {
+            state.core.end(&key);
+        }
+    }
+}
+
+impl Drop for Burst {
+    fn drop(&mut self) {
+        self.forget_all_but(0);
+        lock(&self.endpoint.inner.state).waiters.remove(&self.id);
     }
 }
 

@@ -13,7 +13,11 @@ use super::stats::Charge;
 
 /// Option numbers this layer uses that coap-lite has no name for.
 pub mod option_number {
-    /// Request-Tag (RFC 9175): elective, ignored here but named so it is not "unknown".
+    /// Q-Block1 (RFC 9177): critical and unsafe, the value of a Block1 option; a body sent in
+    /// sets of non-confirmable payloads.
+    pub const Q_BLOCK1: u16 = 19;
+    /// Request-Tag (RFC 9175): elective; sets the payloads of one Q-Block1 body apart from
+    /// another's.
     pub const REQUEST_TAG: u16 = 292;
 }
 
@@ -36,6 +40,10 @@ pub struct OutgoingRequest {
     pub block1: Option<BlockOption>,
     /// Block2 asking for one block of a block-wise response.
     pub block2: Option<BlockOption>,
+    /// Q-Block1 of a body sent in sets of payloads (set by the Q-Block1 sender).
+    pub q_block1: Option<BlockOption>,
+    /// Request-Tag: the same on every payload of one Q-Block1 body.
+    pub request_tag: Option<Vec<u8>>,
     /// Size1: total size of the body being sent block-wise.
     pub size1: Option<u32>,
     /// The request body (one block of it when block-wise).
@@ -59,6 +67,8 @@ impl OutgoingRequest {
             observe: None,
             block1: None,
             block2: None,
+            q_block1: None,
+            request_tag: None,
             size1: None,
             payload: Bytes::new(),
             confirmable: true,
@@ -101,6 +111,10 @@ impl OutgoingRequest {
         set_uint(&mut packet, CoapOption::Size1, self.size1);
         set_block(&mut packet, CoapOption::Block1, self.block1);
         set_block(&mut packet, CoapOption::Block2, self.block2);
+        set_block(&mut packet, Q_BLOCK1, self.q_block1);
+        if let Some(tag) = &self.request_tag {
+            packet.add_option(REQUEST_TAG, tag.clone());
+        }
         packet.payload = self.payload.to_vec();
         packet
     }
@@ -133,6 +147,12 @@ pub struct Response {
     pub observe: Option<u32>,
     /// Block1 echoed to acknowledge one block of a block-wise request body.
     pub block1: Option<BlockOption>,
+    /// Q-Block1 of a Q-Block1 body's answer: the last block held with every block before it
+    /// (2.31, 2.04), or the size the server takes (4.13).
+    pub q_block1: Option<BlockOption>,
+    /// Nothing goes back: a non-confirmable request gets no answer at all, a confirmable one
+    /// its empty ACK (RFC 9177: a server answers a set of payloads, not each one).
+    pub silent: bool,
     /// Max-Age in seconds: with 5.03, when the client may try again (RFC 7252 section 5.9.3.4).
     pub max_age: Option<u32>,
     /// The whole representation; the endpoint slices it into Block2 blocks when needed.
@@ -152,9 +172,19 @@ impl Response {
             location_path: Vec::new(),
             observe: None,
             block1: None,
+            q_block1: None,
+            silent: false,
             max_age: None,
             payload: Bytes::new(),
             charge: None,
+        }
+    }
+
+    /// No answer to a non-confirmable request, the empty ACK to a confirmable one.
+    pub fn silence() -> Self {
+        Response {
+            silent: true,
+            ..Response::new(ResponseType::Continue)
         }
     }
 
@@ -190,6 +220,7 @@ impl Response {
         set_uint(packet, CoapOption::Observe, self.observe);
         set_uint(packet, CoapOption::MaxAge, self.max_age);
         set_block(packet, CoapOption::Block1, self.block1);
+        set_block(packet, Q_BLOCK1, self.q_block1);
         if let Some(block2) = block2 {
             // Size2 on every block (RFC 7959 section 4 allows it): a client resuming from
             // block N learns the size too.
@@ -222,6 +253,11 @@ fn set_uint(packet: &mut Packet, option: CoapOption, value: Option<u32>) {
     }
 }
 
+/// Q-Block1 as coap-lite names an option it does not know.
+const Q_BLOCK1: CoapOption = CoapOption::Unknown(option_number::Q_BLOCK1);
+/// Request-Tag, likewise.
+const REQUEST_TAG: CoapOption = CoapOption::Unknown(option_number::REQUEST_TAG);
+
 fn set_block(packet: &mut Packet, option: CoapOption, block: Option<BlockOption>) {
     if let Some(block) = block {
         packet.add_option(option, block.encode());
@@ -244,6 +280,10 @@ pub trait PacketExt {
     fn block1(&self) -> Option<Result<BlockOption, BlockError>>;
     /// Block2 option, if present.
     fn block2(&self) -> Option<Result<BlockOption, BlockError>>;
+    /// Q-Block1 option, if present.
+    fn q_block1(&self) -> Option<Result<BlockOption, BlockError>>;
+    /// Request-Tag option, if present.
+    fn request_tag(&self) -> Option<&[u8]>;
     /// Observe option value.
     fn observe_value(&self) -> Option<u32>;
     /// The response code, or `None` for requests and empty messages.
@@ -282,6 +322,15 @@ impl PacketExt for Packet {
     fn block2(&self) -> Option<Result<BlockOption, BlockError>> {
         self.get_first_option(CoapOption::Block2)
             .map(|v| BlockOption::decode(v))
+    }
+
+    fn q_block1(&self) -> Option<Result<BlockOption, BlockError>> {
+        self.get_first_option(Q_BLOCK1)
+            .map(|v| BlockOption::decode(v))
+    }
+
+    fn request_tag(&self) -> Option<&[u8]> {
+        self.get_first_option(REQUEST_TAG).map(Vec::as_slice)
     }
 
     fn observe_value(&self) -> Option<u32> {
@@ -348,6 +397,27 @@ mod tests {
     }
 
     #[test]
+    fn q_block1_and_request_tag_round_trip_through_bytes() {
+        let mut request = OutgoingRequest::new(RequestType::Put, &["5", "0", "0"]);
+        request.q_block1 = Some(BlockOption::new(33, true, 512).unwrap());
+        request.request_tag = Some(vec![9, 8, 7, 6]);
+        request.confirmable = false;
+        let bytes = request.to_packet(7, &[1, 2, 3, 4]).to_bytes().unwrap();
+        let packet = Packet::from_bytes(&bytes).unwrap();
+        assert_eq!(packet.q_block1(), Some(Ok(request.q_block1.unwrap())));
+        assert_eq!(packet.request_tag(), Some(&[9u8, 8, 7, 6][..]));
+        assert_eq!(packet.block1(), None, "Q-Block1 is not Block1");
+        assert_eq!(packet.header.get_type(), MessageType::NonConfirmable);
+
+        let mut answer = Response::new(ResponseType::Continue);
+        answer.q_block1 = Some(BlockOption::new(39, true, 512).unwrap());
+        let mut packet = Packet::new();
+        answer.fill_packet(&mut packet, &[], None);
+        let packet = Packet::from_bytes(&packet.to_bytes().unwrap()).unwrap();
+        assert_eq!(packet.q_block1(), Some(Ok(answer.q_block1.unwrap())));
+    }
+
+    #[test]
     fn request_round_trips_through_bytes() {
         let mut request = OutgoingRequest::new(RequestType::Put, &["5", "0", "0"])
             .with_payload(42, vec![1u8, 2, 3]);
@@ -363,6 +433,8 @@ mod tests {
             Some(Ok(BlockOption::new(2, true, 128).unwrap()))
         );
         assert_eq!(packet.request_method(), Some(RequestType::Put));
+        assert_eq!(packet.q_block1(), None);
+        assert_eq!(packet.request_tag(), None);
         assert_eq!(packet.header.message_id, 7);
         assert_eq!(packet.get_token(), &[1, 2, 3, 4]);
         assert_eq!(packet.payload, vec![1, 2, 3]);

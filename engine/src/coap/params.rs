@@ -17,6 +17,10 @@ pub struct EndpointConfig {
     pub max_block_size: usize,
     /// Bytes the duplicate cache may hold (see `edge::EdgeLimits::dedup_cache_bytes`).
     pub dedup_cache_bytes: usize,
+    /// The request handler takes Q-Block1 bodies (RFC 9177): requests carrying Q-Block1 reach
+    /// it. False: they are answered 4.02 Bad Option, as any unknown critical option is, which
+    /// tells a client to fall back to Block1.
+    pub q_block1: bool,
 }
 
 impl Default for EndpointConfig {
@@ -25,6 +29,7 @@ impl Default for EndpointConfig {
             params: TransmissionParams::default(),
             max_block_size: 1024,
             dedup_cache_bytes: 16 << 20,
+            q_block1: false,
         }
     }
 }

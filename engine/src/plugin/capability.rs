@@ -3,6 +3,7 @@
 use super::bindings::Capability;
 use super::component::{MAX_TEXT_BYTES, Plugin};
 use super::{DeliveryPlan, Device, FirmwarePackage, PluginError};
+use crate::coap::qblock1::MAX_BURST;
 use std::sync::Arc;
 
 /// A loaded capability plugin.
@@ -33,6 +34,10 @@ impl Plugin<Capability> {
                     plan.block_size
                 ))
             }
+            Ok(plan) if usize::from(plan.burst) > MAX_BURST => self.invalid(format!(
+                "burst {} is more than {MAX_BURST} payloads per set",
+                plan.burst
+            )),
             Ok(_) => Ok(answer),
             Err(reason) => {
                 self.check_size("refusal reason", reason.len(), MAX_TEXT_BYTES)?;

@@ -50,4 +50,4 @@ pub use policy::PolicyPlugin;
 pub use registry::{Binding, Loaded, PluginRegistry, Settings};
 
 /// The version of the `fota:plugin` WIT package this engine implements (`wit/plugin.wit`).
-pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSION: &str = "0.3.0";

@@ -46,6 +46,9 @@ pub struct DeliveryJob {
     pub resume: bool,
     /// How the device's Firmware Update object is reset before a fresh download.
     pub reset: ResetMethod,
+    /// Payloads per Q-Block1 set (RFC 9177's MAX_PAYLOADS, the device's) for a push; 1:
+    /// stop-and-wait Block1. A device that answers Q-Block1 with 4.02 gets Block1 anyway.
+    pub burst: usize,
     /// The version a survey just read: the first attempt in that registration takes it
     /// instead of reading /3/0/3 again.
     pub surveyed: Option<SurveyedVersion>,
@@ -63,7 +66,7 @@ pub struct SurveyedVersion {
 impl DeliveryJob {
     /// `package` to `endpoint`, never held, under the suspend limit, reporting to nobody,
     /// resuming where the device supports it, reset as OMA says (a '\0' to Package for a
-    /// push, an empty Package URI for a pull).
+    /// push, an empty Package URI for a pull), pushed stop-and-wait.
     pub fn new(
         endpoint: &str,
         package: Arc<ShelvedPackage>,
@@ -85,6 +88,7 @@ impl DeliveryJob {
                 Method::Push => ResetMethod::NullByte,
                 Method::Pull => ResetMethod::EmptyUri,
             },
+            burst: 1,
             surveyed: None,
         }
     }

@@ -73,8 +73,14 @@ pub struct WireCount {
     /// Package bytes sent for the first time (each block counted once, however often the
     /// message layer retransmitted it).
     pub package_first: u64,
-    /// Package bytes sent again: blocks repeated after an interruption or a renegotiation.
+    /// Package bytes sent again: blocks repeated after an interruption or a renegotiation,
+    /// and (Q-Block1) those the device listed missing and the probes of unanswered sets.
     pub package_resent: u64,
+    /// The part of `package_resent` a Q-Block1 upload sent again within itself: blocks the
+    /// device listed missing (4.08) and probes of sets left unanswered, what stop-and-wait
+    /// leaves to the message layer's retransmissions. What remains of `package_resent` is
+    /// what interruptions (and renegotiations) cost.
+    pub package_recovered: u64,
     /// Every byte of every CoAP message the engine sent the device for this delivery, headers
     /// and retransmissions included: the package's Block1 requests, the reads, writes,
     /// executes and observe registrations around them, the ACKs of the device's

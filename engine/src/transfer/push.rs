@@ -14,8 +14,9 @@ use super::outcome::TransferOutcome;
 use super::resume::{ResumePoint, resume_offset};
 use super::steps::{Attempt, StageError, Steps, at, device_failure};
 use super::watch::FirmwareWatch;
-use crate::coap::blockwise::{Block1Progress, Block1Upload, send_block1};
+use crate::coap::blockwise::{Block1Outcome, Block1Progress, Block1Upload, send_block1};
 use crate::coap::message::code_name;
+use crate::coap::qblock1::send_q_block1;
 use crate::coap::{CoapError, OutgoingRequest, PacketExt};
 use crate::lwm2m::firmware::{self, FirmwareState, UpdateResult};
 use crate::lwm2m::{ContentFormat, ManagementError};
@@ -244,8 +245,11 @@ impl Steps {
         Ok(())
     }
 
-    /// Writes the package from `start` with Block1, keeping the wire account and the resume
-    /// point current after every block. Returns the code of the device's last answer.
+    /// Writes the package from `start` with Block1, or with Q-Block1 in sets of the
+    /// delivery's burst (a device that answers its first payload 4.02 Bad Option has no
+    /// Q-Block1: it is sent the same bytes with Block1 at once, and stop-and-wait for the rest
+    /// of the delivery), keeping the wire account and the resume point current after every
+    /// block. Returns the code of the device's last answer.
     async fn send_package(
         &self,
         attempt: &mut Attempt<'_>,
@@ -267,33 +271,48 @@ impl Steps {
         };
         let wire = &mut attempt.wire;
         let size_answered = &mut attempt.block_size_answered;
-        let result = send_block1(
-            self.management.endpoint(),
-            device,
-            &upload,
-            &attempt.meter,
-            |progress| {
-                match progress {
-                    Block1Progress::Sending { offset, len } => {
-                        self.shelf.record_pushed(len);
-                        let end = offset + len;
-                        let fresh = end.saturating_sub(point.high_water.max(offset));
-                        wire.package_first += fresh as u64;
-                        wire.package_resent += (len - fresh) as u64;
-                        point.high_water = point.high_water.max(end);
-                        // Recorded before the answer: an attempt cut here must not count the
-                        // block as fresh again.
-                        self.book.record(&job.endpoint, *point);
-                    }
-                    Block1Progress::Acknowledged(acked) => {
-                        *size_answered = true;
-                        point.acknowledged = acked;
-                        self.book.record(&job.endpoint, *point);
-                    }
+        let mut record = |progress| match progress {
+            Block1Progress::Sending { offset, len, again } => {
+                self.shelf.record_pushed(len);
+                let end = offset + len;
+                let fresh = end.saturating_sub(point.high_water.max(offset));
+                wire.package_first += fresh as u64;
+                wire.package_resent += (len - fresh) as u64;
+                if again {
+                    wire.package_recovered += len as u64;
                 }
-            },
-        )
-        .await;
+                point.high_water = point.high_water.max(end);
+                // Recorded before the answer: an attempt cut here must not count the
+                // block as fresh again.
+                self.book.record(&job.endpoint, *point);
+            }
+            Block1Progress::Acknowledged(acked) => {
+                *size_answered = true;
+                point.acknowledged = acked;
+                self.book.record(&job.endpoint, *point);
+            }
+        };
+        let endpoint = self.management.endpoint();
+        let meter = &attempt.meter;
+        let result = match attempt.burst {
+            1 => send_block1(endpoint, device, &upload, meter, &mut record).await,
+            burst => {
+                let sent =
+                    send_q_block1(endpoint, device, &upload, burst, meter, &mut record).await;
+                match sent {
+                    Ok(outcome) if refuses_q_block1(&outcome, start) => {
+                        let endpoint_name = &job.endpoint;
+                        tracing::info!(
+                            endpoint = %endpoint_name,
+                            "the device refused Q-Block1 (4.02): stop-and-wait from now on"
+                        );
+                        attempt.burst = 1;
+                        send_block1(endpoint, device, &upload, meter, &mut record).await
+                    }
+                    other => other,
+                }
+            }
+        };
         self.book.record(&job.endpoint, *point);
         let outcome = result.map_err(|e| at("writing the package")(e.into()))?;
         attempt.block_size = outcome.block_size;
@@ -336,6 +355,13 @@ impl Steps {
             "package write answered {answered}"
         ))))
     }
+}
+
+/// Whether a Q-Block1 upload from `start` ended because the device has no Q-Block1: it
+/// answered the first payload 4.02 Bad Option and took nothing.
+fn refuses_q_block1(outcome: &Block1Outcome, start: usize) -> bool {
+    outcome.acknowledged == start
+        && outcome.response.response_code() == Some(ResponseType::BadOption)
 }
 
 /// Whether a failed exchange gave up on the device's answer (RFC 7252's MAX_RETRANSMIT spent,

@@ -71,6 +71,9 @@ pub(super) struct Attempt<'a> {
     pub block_size: usize,
     /// The device answered a block of `block_size`.
     pub block_size_answered: bool,
+    /// Payloads per Q-Block1 set; 1: stop-and-wait. The job's, until the device refuses
+    /// Q-Block1 (4.02): then 1 for the rest of the delivery.
+    pub burst: usize,
     /// A package write gave up on a block of `block_size` before the device ever answered
     /// one: it may drop datagrams that large. The next write, once the device has answered
     /// smaller requests since, sends half.
@@ -109,6 +112,7 @@ impl<'a> Attempt<'a> {
             pulls: Vec::new(),
             block_size: job.block_size,
             block_size_answered: false,
+            burst: job.burst.max(1),
             block_size_suspect: false,
             interruptions: 0,
             lacks_26500: !job.resume,

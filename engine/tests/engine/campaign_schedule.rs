@@ -728,6 +728,7 @@ fn wire(first: u64, resent: u64) -> WireCount {
         wire_sent: first + resent + 100,
         wire_received: 50,
         retransmissions: 0,
+        ..WireCount::default()
     }
 }
 

@@ -11,4 +11,5 @@ mod coap;
 mod plugin_hostile;
 mod plugin_reference;
 mod plugin_registry;
+mod qblock1;
 mod vendor_template;

@@ -141,6 +141,7 @@ fn generic_capability_follows_delivery_method_and_model_settings() {
         ("block-size@nb-2", "128"),
         ("resume@nb-2", "false"),
         ("prefer", "pull"),
+        ("burst@nb-2", "10"),
     ];
     let capability = Plugin::load(
         &host(),
@@ -159,6 +160,7 @@ fn generic_capability_follows_delivery_method_and_model_settings() {
             block_size: 256,
             resume: true,
             reset: ResetMethod::EmptyUri,
+            burst: 0,
         })
     );
     let mut push_only = device("d2", "nb-2");
@@ -170,6 +172,7 @@ fn generic_capability_follows_delivery_method_and_model_settings() {
             block_size: 128,
             resume: false,
             reset: ResetMethod::NullByte,
+            burst: 10,
         })
     );
 }

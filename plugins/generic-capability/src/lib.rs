@@ -1,5 +1,5 @@
 //! Reference capability plugin: the delivery method comes from the device's /5/0/9, the block
-//! size and resume support from settings, per model where given.
+//! size, resume support and bursts from settings, per model where given.
 //!
 //! Settings (all optional); a key may be suffixed with `@MODEL` to apply to one model only,
 //! which wins over the plain key:
@@ -11,6 +11,7 @@
 //! | `prefer` | push | method when the device supports both (or does not say) |
 //! | `delta` | true | the model can install delta packages |
 //! | `reset` | auto | how the engine puts the model's Firmware Update object back to Idle: `null-byte` (a '\0' written to /5/0/0), `empty-uri` (an empty string written to /5/0/1), `empty-write` (zero bytes written to /5/0/0: only for models known to reset on it), or `auto`: `null-byte` for a push, `empty-uri` for a pull |
+//! | `burst` | 0 | payloads per Q-Block1 set (RFC 9177) the model takes, from 2 to 32 (10 is RFC 9177's default MAX_PAYLOADS): a push goes in sets sent back to back, and the device lists what it missed; 0 or 1: stop-and-wait Block1. Only for models that implement Q-Block1 (one that answers it with 4.02 gets Block1 anyway, after one refused payload) |
 
 wit_bindgen::generate!({ world: "capability", path: "../../wit" });
 
@@ -36,6 +37,8 @@ struct Rule {
     delta: bool,
     /// How the model resets; none for `auto` (by the method of each delivery).
     reset: Option<ResetMethod>,
+    /// Payloads per Q-Block1 set; 0: none (stop-and-wait).
+    burst: u8,
 }
 
 struct Rules {
@@ -53,6 +56,7 @@ impl Rule {
         prefer: TransferMethod::Push,
         delta: true,
         reset: None,
+        burst: 0,
     };
 
     fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
@@ -62,6 +66,7 @@ impl Rule {
             "delta" => self.delta = parse_bool(key, value)?,
             "prefer" => self.prefer = parse_method(value)?,
             "reset" => self.reset = parse_reset(value)?,
+            "burst" => self.burst = parse_burst(value)?,
             _ => {
                 return Err(format!(
                     "unknown setting {key:?} (known: {})",
@@ -90,17 +95,30 @@ impl Rule {
             block_size: self.block_size,
             resume: self.resume,
             reset,
+            burst: self.burst,
         })
     }
 }
 
-const KEYS: [&str; 5] = ["block-size", "resume", "prefer", "delta", "reset"];
+const KEYS: [&str; 6] = ["block-size", "resume", "prefer", "delta", "reset", "burst"];
+
+/// The largest set the engine takes (`fota_engine::coap::qblock1::MAX_BURST`).
+const MAX_BURST: u8 = 32;
 
 fn parse_block_size(v: &str) -> Result<u16, String> {
     match v.parse::<u16>() {
         Ok(n) if n.is_power_of_two() && (16..=1024).contains(&n) => Ok(n),
         _ => Err(format!(
             "block-size {v:?}: must be a power of two from 16 to 1024"
+        )),
+    }
+}
+
+fn parse_burst(v: &str) -> Result<u8, String> {
+    match v.parse::<u8>() {
+        Ok(n) if n <= MAX_BURST => Ok(n),
+        _ => Err(format!(
+            "burst {v:?}: must be a number of payloads per set from 0 to {MAX_BURST}"
         )),
     }
 }
@@ -317,12 +335,27 @@ mod tests {
     }
 
     #[test]
+    fn bursts_are_off_unless_set_for_every_model_or_per_model() {
+        let r = rules(&[]).unwrap();
+        assert_eq!(plan(&r, "m", None).burst, 0);
+        let r = rules(&[("burst@NB-Q", "10")]).unwrap();
+        assert_eq!(plan(&r, "NB-Q", None).burst, 10);
+        assert_eq!(plan(&r, "other", None).burst, 0);
+        let r = rules(&[("burst", "16"), ("burst@old", "0")]).unwrap();
+        assert_eq!(plan(&r, "new", None).burst, 16);
+        assert_eq!(plan(&r, "old", None).burst, 0);
+    }
+
+    #[test]
     fn bad_settings_are_refused() {
         let err = rules(&[("reset", "zero")]).err().unwrap();
         assert!(err.contains("reset \"zero\""), "{err}");
         assert!(rules(&[("reset@m", "twice")]).is_err());
         assert!(rules(&[("block-size", "100")]).is_err());
         assert!(rules(&[("prefer", "both")]).is_err());
+        let err = rules(&[("burst", "33")]).err().unwrap();
+        assert!(err.contains("burst \"33\""), "{err}");
+        assert!(rules(&[("burst@m", "many")]).is_err());
         let err = rules(&[("resets", "auto")]).err().unwrap();
         assert!(
             err.contains("unknown setting \"resets\"") && err.contains("reset"),

@@ -46,6 +46,7 @@ use exchange::{ExchangeEvent, ExchangeId, ExchangeKey, Exchanges, Token};
 use peers::Peers;
 use retransmission::Retransmission;
 use rto::{Estimation, RoundTrip};
+pub use rto::RoundTripEstimate;
 pub use rules::MAX_DATAGRAM;
 use rules::{cut_diagnostic, empty_message, encode, reject_options, well_formed};
 
@@ -163,9 +164,40 @@ impl EndpointCore {
         token: Option<Token>,
     ) -> Result<Started, CoapError> {
         let token = token.unwrap_or_else(|| self.new_token());
+        let id = self.new_exchange_id();
+        self.start_request_as(now, peer, request, token, id)
+    }
+
+    /// An exchange that requests join later ([`EndpointCore::join_request`]): its id, for
+    /// the caller to route its events and to end its requests by.
+    pub fn open_exchange(&mut self) -> ExchangeId {
+        self.new_exchange_id()
+    }
+
+    /// Starts a request of `exchange` (from [`EndpointCore::open_exchange`]) to `peer` at
+    /// `now` on a fresh token: its responses go to that exchange beside those of the requests
+    /// that joined it before (the payloads of a Q-Block1 set, answered together).
+    pub fn join_request(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        request: &OutgoingRequest,
+        exchange: ExchangeId,
+    ) -> Result<Started, CoapError> {
+        let token = self.new_token();
+        self.start_request_as(now, peer, request, token, exchange)
+    }
+
+    fn start_request_as(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        request: &OutgoingRequest,
+        token: Token,
+        id: ExchangeId,
+    ) -> Result<Started, CoapError> {
         let message_id = self.peers.next_message_id(peer, now);
         let datagram = encode(&request.to_packet(message_id, &token))?;
-        let id = self.new_exchange_id();
         let unacknowledged = request.confirmable.then_some(message_id);
         self.exchanges
             .await_response(peer, token, id, unacknowledged, now);
@@ -498,7 +530,7 @@ impl EndpointCore {
             }
         }
         bump(&self.stats.requests_handled);
-        if let Some(response) = reject_options(&packet) {
+        if let Some(response) = reject_options(&packet, self.config.q_block1) {
             let answer = self.answer(now, &packet, peer, len, &response);
             self.transmits.extend(answer);
             return;
@@ -538,6 +570,9 @@ impl EndpointCore {
         response: &Response,
     ) -> Option<Transmit> {
         let key = (peer, request.header.message_id);
+        if response.silent {
+            return self.silence(request, peer, request_len, response);
+        }
         let mut packet = self.response_packet(now, request, peer, response);
         if response.code.is_error() {
             cut_diagnostic(&mut packet, request_len);
@@ -560,6 +595,31 @@ impl EndpointCore {
             peer,
             datagram,
             charge,
+        })
+    }
+
+    /// What a silent answer sends: the empty ACK of a confirmable request (remembered for its
+    /// duplicates), nothing for a non-confirmable one, whose duplicates stay unanswered too.
+    fn silence(
+        &mut self,
+        request: &Packet,
+        peer: SocketAddr,
+        request_len: usize,
+        response: &Response,
+    ) -> Option<Transmit> {
+        if let Some(Charge(meter)) = &response.charge {
+            meter.add_received(request_len);
+        }
+        if request.header.get_type() != MessageType::Confirmable {
+            return None;
+        }
+        let message_id = request.header.message_id;
+        let datagram = empty_message(MessageType::Acknowledgement, message_id);
+        self.duplicates.answer((peer, message_id), datagram.clone());
+        Some(Transmit {
+            peer,
+            datagram,
+            charge: response.charge.as_ref().map(|Charge(meter)| meter.clone()),
         })
     }
 

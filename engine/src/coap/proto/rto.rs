@@ -231,6 +231,25 @@ impl RtoEstimator {
     }
 }
 
+/// One RFC 6298 estimator on its own, for a round trip that is not one message's (a Q-Block1
+/// set's, from its last payload to the peer's answer): the strong estimator's arithmetic,
+/// without CoCoA's blending and aging.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RoundTripEstimate(Option<Smoothed>);
+
+impl RoundTripEstimate {
+    /// Feeds a measured round trip.
+    pub fn sample(&mut self, rtt: Duration) {
+        sample(&mut self.0, rtt.as_secs_f32());
+    }
+
+    /// SRTT + max(G, 4 RTTVAR), within RFC 6298's 60 s ceiling; `None` before a sample.
+    pub fn timeout(&self) -> Option<Duration> {
+        let seconds = self.0?.estimate(K_STRONG).clamp(GRANULARITY, MAX_RTO);
+        Some(Duration::from_secs_f32(seconds))
+    }
+}
+
 /// Feeds the sample `r` into `estimator`, starting it if it had none.
 fn sample(estimator: &mut Option<Smoothed>, r: f32) -> Smoothed {
     match estimator {
@@ -262,6 +281,17 @@ mod tests {
     fn assert_rto(rto: Duration, expected: f64) {
         let error = (rto.as_secs_f64() - expected).abs();
         assert!(error < 2e-6, "RTO {rto:?}, expected {expected} s");
+    }
+
+    #[test]
+    fn a_round_trip_estimate_is_srtt_plus_four_rttvar() {
+        let mut estimate = RoundTripEstimate::default();
+        assert_eq!(estimate.timeout(), None);
+        estimate.sample(secs(1.0));
+        assert_rto(estimate.timeout().unwrap(), 3.0);
+        estimate.sample(secs(1.0));
+        // RTTVAR 0.375, SRTT 1.
+        assert_rto(estimate.timeout().unwrap(), 2.5);
     }
 
     #[test]

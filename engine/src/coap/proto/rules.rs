@@ -17,6 +17,11 @@ pub const MAX_DATAGRAM: usize = 4096;
 /// other critical (odd-numbered) option is answered 4.02 Bad Option.
 const KNOWN_CRITICAL_OPTIONS: [u16; 9] = [1, 3, 5, 7, 11, 15, 17, 23, 27];
 
+/// Q-Block1 (RFC 9177): understood only by an endpoint whose request handler takes Q-Block1
+/// bodies ([`crate::coap::EndpointConfig::q_block1`]); otherwise refused like any unknown
+/// critical option, which is how a client learns the server has none.
+const Q_BLOCK1: u16 = crate::coap::message::option_number::Q_BLOCK1;
+
 /// Proxy-Uri and Proxy-Scheme: understood, and answered 5.05 since this is no proxy.
 const PROXY_OPTIONS: [u16; 2] = [35, 39];
 
@@ -39,9 +44,13 @@ pub fn cut_diagnostic(packet: &mut Packet, limit: usize) {
     packet.payload.truncate(end);
 }
 
-/// The answer to a request carrying an option this endpoint must not ignore, if any.
-pub fn reject_options(packet: &Packet) -> Option<Response> {
+/// The answer to a request carrying an option this endpoint must not ignore, if any;
+/// `q_block1`: whether Q-Block1 is among the options it understands.
+pub fn reject_options(packet: &Packet, q_block1: bool) -> Option<Response> {
     for (number, _) in packet.options() {
+        if *number == Q_BLOCK1 && q_block1 {
+            continue;
+        }
         if PROXY_OPTIONS.contains(number) {
             return Some(Response::error(
                 ResponseType::ProxyingNotSupported,
@@ -55,9 +64,13 @@ pub fn reject_options(packet: &Packet) -> Option<Response> {
             ));
         }
     }
-    for block in [packet.block1(), packet.block2()].into_iter().flatten() {
-        if let Err(error) = block {
-            return Some(Response::error(ResponseType::BadOption, error.to_string()));
+    let blocks = [packet.block1(), packet.block2(), packet.q_block1()];
+    for (name, block) in ["Block1", "Block2", "Q-Block1"].into_iter().zip(blocks) {
+        if let Some(Err(error)) = block {
+            return Some(Response::error(
+                ResponseType::BadOption,
+                format!("{name}: {error}"),
+            ));
         }
     }
     None
@@ -153,6 +166,26 @@ mod tests {
         assert!(payload_marker_followed(&long));
         long.push(0xFF);
         assert!(!payload_marker_followed(&long));
+    }
+
+    #[test]
+    fn q_block1_is_refused_unless_the_endpoint_takes_it_and_then_checked() {
+        use crate::coap::message::OutgoingRequest;
+        use coap_lite::RequestType;
+        let mut request = OutgoingRequest::new(RequestType::Put, &["5", "0", "0"]);
+        request.q_block1 = Some(crate::coap::BlockOption::new(3, true, 512).unwrap());
+        let packet = request.to_packet(1, &[1]);
+        let refused = reject_options(&packet, false).expect("4.02 without Q-Block1");
+        assert_eq!(refused.code, ResponseType::BadOption);
+        assert!(String::from_utf8_lossy(&refused.payload).contains("19"));
+        assert_eq!(reject_options(&packet, true), None);
+        let mut bad = request.to_packet(1, &[1]);
+        bad.clear_option(coap_lite::CoapOption::Unknown(Q_BLOCK1));
+        bad.add_option(coap_lite::CoapOption::Unknown(Q_BLOCK1), vec![1, 2, 3, 4]);
+        let refused = reject_options(&bad, true).expect("a 4-byte Q-Block1");
+        assert_eq!(refused.code, ResponseType::BadOption);
+        let diagnostic = String::from_utf8_lossy(&refused.payload).into_owned();
+        assert!(diagnostic.starts_with("Q-Block1: "), "{diagnostic}");
     }
 
     #[test]

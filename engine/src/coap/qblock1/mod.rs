@@ -1,0 +1,114 @@
+//! Q-Block1 (RFC 9177): a request body sent in sets of non-confirmable payloads, several per
+//! round trip, the payloads the peer did not get sent again when it lists them, for devices
+//! that take it; Block1 stop-and-wait ([`super::blockwise`]) stays for those that do not.
+//! Owns the client side (sending a body: [`send_q_block1`]), the set arithmetic both sides use
+//! ([`set_end`]), the missing-blocks payload ([`missing`]) and the transmission parameters.
+//!
+//! How a body goes (the client side, this engine):
+//! - every payload carries Q-Block1 (NUM, M, SZX, as Block1), Size1 (so a device learns the
+//!   body's end from any payload) and the body's Request-Tag;
+//! - the first payload of an upload goes alone and confirmable: its answer says whether the
+//!   device takes Q-Block1 at all (4.02 Bad Option: it does not; the caller falls back to
+//!   Block1) and where it stands (2.31 Continue with the last block it holds);
+//! - then sets: the payloads from the first block the device has not confirmed to the end of
+//!   its set, back to back, non-confirmable. Sets are aligned on block numbers (set `k` is
+//!   blocks `k * MAX_PAYLOADS ..`), so both ends agree where one ends without saying so;
+//! - the device answers a set once it is complete: 2.31 Continue with Q-Block1 naming the
+//!   last block it holds with every block before it, or 2.04 Changed once the whole body is
+//!   there. Otherwise, when nothing new came for a while (a short reorder wait after the set's
+//!   last payload, NON_RECEIVE_TIMEOUT without it), 4.08 Request Entity Incomplete with the
+//!   missing blocks (Content-Format 272, a CBOR Sequence of block numbers); and at once to a
+//!   confirmable payload;
+//! - the engine sends the listed blocks again, each once for each list that was made after it
+//!   last went out (a list carries the token of the last payload the device had seen), and
+//!   goes on to the next set only after the 2.31 for this one: one set at most is ever on the
+//!   link beyond what the device confirmed, so an interruption costs at most one set again.
+//!
+//! Congestion control (RFC 9177 section 7.2), set for NB-IoT:
+//! - MAX_PAYLOADS is the device model's, from the capability plugin's plan (RFC 9177's
+//!   default is 10; a plan above [`MAX_BURST`] is refused): the device buffers a set's
+//!   payloads ahead of what its flash holds, so the set may not be larger than its RAM takes.
+//!   One set outstanding at a time keeps the link's queue to one set.
+//! - NON_TIMEOUT, the wait for a set's answer after its last payload: at least what a
+//!   confirmable request to this device waits first (its CoCoA RTO, measured per device, or
+//!   ACK_TIMEOUT when there is none; RFC 9177's default NON_TIMEOUT is ACK_TIMEOUT too), and
+//!   at least SRTT + 4 RTTVAR of the set answers measured so far (RFC 6298 over this upload's
+//!   sets): on a rate-limited NB-IoT downlink the last payload of a set queues behind the
+//!   others (10 blocks of 512 bytes take 1.7 s at 26 kbit/s), which a one-message RTO does not
+//!   see. Drawn up to ACK_RANDOM_FACTOR times that (NON_TIMEOUT_RANDOM).
+//! - A set left unanswered that long is probed with a confirmable request (its last payload
+//!   again), never with more non-confirmable ones: from there RFC 7252's (or CoCoA's)
+//!   retransmission, NSTART and MAX_RETRANSMIT govern, so a device that fell silent (asleep in
+//!   PSM, out of coverage) is sent one set and one confirmable message's retransmissions, far
+//!   below PROBING_RATE over NON_PROBING_WAIT, and the upload ends as any exchange that gives
+//!   up does (an interruption the delivery resumes from 26500).
+//! - NON_RECEIVE_TIMEOUT, the device's: twice its ACK_TIMEOUT, the ratio of RFC 9177's
+//!   defaults (4 s and 2 s), for a set whose tail was lost (the client's probe usually comes
+//!   first); after the set's last payload the device waits far less (an eighth of its
+//!   ACK_TIMEOUT) for payloads it overtook, so a loss costs about a round trip, not a timeout.
+//! - NSTART: the upload holds one of the device's permits from its first payload to its last
+//!   answer ([`super::Burst`]).
+//!
+//! Not covered: Q-Block2 (responses in sets: the engine's Block2 package server and reads do
+//! not use it, though RFC 9177 asks an endpoint to implement both or neither), the M-bit
+//! recovery variant, bodies sent wholly confirmable, and a server side in the engine (only the
+//! reference device takes Q-Block1 bodies).
+
+pub mod missing;
+mod sender;
+mod set;
+
+pub use sender::send_q_block1;
+
+/// RFC 9177's default MAX_PAYLOADS: what the capability plugin's `burst` setting suggests
+/// and the reference device takes unless told otherwise.
+pub const DEFAULT_MAX_PAYLOADS: usize = 10;
+
+/// The largest set a plan may ask for: a set goes back to back, unpaced, so its size bounds
+/// what one round puts on the link at once and what one interruption costs.
+pub const MAX_BURST: usize = 32;
+
+/// Content-Format of a 4.08 listing missing blocks: application/missing-blocks+cbor-seq.
+pub const MISSING_BLOCKS_CBOR_SEQ: u16 = 272;
+
+/// Rounds of recovery (a 4.08 answered, or a set probed) one set may take without the device
+/// confirming anything more before the upload gives up: a device that lists blocks again and
+/// again without ever taking them is not sent the set for ever.
+pub const MAX_RECOVERY_ROUNDS: u32 = 16;
+
+/// One past the last block of the set that block `num` belongs to, in a body of `blocks`
+/// blocks sent in sets of `max_payloads`: sets are aligned on block numbers, so the sender and
+/// the receiver agree on where one ends.
+pub fn set_end(num: u32, max_payloads: usize, blocks: u32) -> u32 {
+    let per_set = max_payloads.max(1) as u64;
+    let end = (u64::from(num) / per_set + 1) * per_set;
+    end.min(u64::from(blocks)) as u32
+}
+
+/// Blocks of `size` bytes a body of `len` bytes takes (one, empty, for an empty body).
+pub fn blocks_of(len: usize, size: usize) -> u32 {
+    len.div_ceil(size).max(1) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_are_aligned_on_block_numbers_and_end_with_the_body() {
+        assert_eq!(set_end(0, 10, 41), 10);
+        assert_eq!(set_end(9, 10, 41), 10);
+        assert_eq!(set_end(10, 10, 41), 20);
+        assert_eq!(
+            set_end(13, 10, 41),
+            20,
+            "a set resumed mid-way ends where it would"
+        );
+        assert_eq!(set_end(40, 10, 41), 41, "the last set is short");
+        assert_eq!(set_end(0, 10, 1), 1);
+        assert_eq!(set_end(5, 0, 41), 6, "no set smaller than one payload");
+        assert_eq!(blocks_of(20_589, 512), 41);
+        assert_eq!(blocks_of(1024, 512), 2);
+        assert_eq!(blocks_of(0, 512), 1);
+    }
+}

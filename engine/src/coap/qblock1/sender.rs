@@ -1,0 +1,306 @@
+//! `send_q_block1`: sends one body to a peer with Q-Block1, a [`Set`] at a time on a
+//! [`Burst`], as the module documentation (`super`) describes, keeping the caller told what
+//! goes out and what the device confirmed ([`Block1Progress`]).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use coap_lite::Packet;
+use tokio::time::Instant;
+
+use super::set::{Reaction, Set};
+use super::{MAX_RECOVERY_ROUNDS, blocks_of};
+use crate::coap::block::{BlockOption, size_exponent};
+use crate::coap::blockwise::{Block1Outcome, Block1Progress, Block1Upload};
+use crate::coap::endpoint::{Burst, Endpoint};
+use crate::coap::error::CoapError;
+use crate::coap::message::OutgoingRequest;
+use crate::coap::proto::RoundTripEstimate;
+use crate::coap::stats::WireMeter;
+
+/// Sends `upload` to `peer` with Q-Block1 in sets of `max_payloads` (at least 2), telling
+/// `progress` every payload that goes out (`again` for a block this upload sent before: one
+/// the device listed missing, or the probe of a set left unanswered) and every block the
+/// device confirmed with every block before it. Ends at 2.04, or at the first answer that is
+/// not Q-Block1's to handle (4.02 Bad Option from a device without it, 4.08 without a list,
+/// 5.03, ...), which is returned for the caller to decide, as [`crate::coap::blockwise::send_block1`]
+/// does. `Err` when the device breaks the protocol (the reason says how), an exchange gives
+/// up, or [`MAX_RECOVERY_ROUNDS`] pass without progress.
+pub async fn send_q_block1(
+    endpoint: &Endpoint,
+    peer: SocketAddr,
+    upload: &Block1Upload,
+    max_payloads: usize,
+    meter: &WireMeter,
+    progress: impl FnMut(Block1Progress),
+) -> Result<Block1Outcome, CoapError> {
+    let fail = |reason: String| CoapError::Blockwise { peer, reason };
+    size_exponent(upload.block_size).map_err(|e| fail(e.to_string()))?;
+    let (len, size) = (upload.body.len(), upload.block_size);
+    let start = upload.start_offset.min(len);
+    if !start.is_multiple_of(size) {
+        return Err(fail(format!(
+            "start offset {start} is not a multiple of {size}"
+        )));
+    }
+    if max_payloads < 2 {
+        return Err(fail(format!(
+            "sets of {max_payloads} payload are no bursts"
+        )));
+    }
+    let first = (start / size) as u32;
+    let set = Set::new(first, blocks_of(len, size), size, max_payloads);
+    let mut sending = Sending {
+        peer,
+        burst: endpoint.burst(peer).await?,
+        upload,
+        request: tagged(&upload.request, len),
+        set,
+        meter,
+        progress,
+        acknowledged: start,
+        sent_to: start,
+        timing: Timing::new(endpoint, peer),
+        rounds: 0,
+    };
+    sending.run().await
+}
+
+/// The request every payload is made from: non-confirmable, Size1 the whole body, a fresh
+/// Request-Tag for this upload.
+fn tagged(request: &OutgoingRequest, len: usize) -> OutgoingRequest {
+    let mut request = request.clone();
+    request.confirmable = false;
+    request.block1 = None;
+    request.size1 = u32::try_from(len).ok();
+    request.request_tag = Some(crate::entropy::random::<[u8; 4]>().to_vec());
+    request
+}
+
+/// One upload under way.
+struct Sending<'a, P> {
+    /// The device.
+    peer: SocketAddr,
+    /// The payloads' requests and their answers.
+    burst: Burst,
+    /// The body.
+    upload: &'a Block1Upload,
+    /// What every payload's request is made from.
+    request: OutgoingRequest,
+    /// The payloads beyond what the device confirmed.
+    set: Set,
+    /// Where every byte each way is counted.
+    meter: &'a WireMeter,
+    /// Told what goes out and what the device confirmed.
+    progress: P,
+    /// Bytes the device confirmed it holds, with everything before.
+    acknowledged: usize,
+    /// One past the last byte this upload sent: a block below it goes out again.
+    sent_to: usize,
+    /// NON_TIMEOUT.
+    timing: Timing,
+    /// Recovery rounds since the device last confirmed a block.
+    rounds: u32,
+}
+
+/// An answer of the device.
+struct Answer {
+    /// The response.
+    packet: Packet,
+    /// The sequence number of the payload it answers.
+    seq: u64,
+    /// How long after the payloads last sent it came, when it came to them (not to a probe,
+    /// whose round trip is one message's).
+    took: Option<Duration>,
+}
+
+impl<P: FnMut(Block1Progress)> Sending<'_, P> {
+    /// The first payload alone and confirmable, then set after set until the body is done.
+    async fn run(&mut self) -> Result<Block1Outcome, CoapError> {
+        let mut answer = Some(self.probe(self.set.first()).await?);
+        let mut due: Vec<u32> = Vec::new();
+        let mut waiting: Option<(Instant, Instant)> = None;
+        loop {
+            if let Some(Answer { packet, seq, took }) = answer.take() {
+                let reaction = self.set.react(&packet, seq).map_err(|r| self.fail(r))?;
+                if let Some(took) = took.filter(|_| reaction != Reaction::Stale) {
+                    self.timing.answers.sample(took);
+                }
+                match reaction {
+                    Reaction::Done => return Ok(self.done(packet)),
+                    Reaction::Stop => return Ok(self.outcome(packet)),
+                    Reaction::Stale => {}
+                    Reaction::Continue(held) => due = self.confirmed(held)?,
+                    Reaction::Resend(blocks) => {
+                        self.recovery_round()?;
+                        due = blocks;
+                    }
+                    Reaction::Smaller(size) => {
+                        self.resize(size);
+                        answer = Some(self.probe(self.set.first()).await?);
+                        continue;
+                    }
+                }
+            }
+            if !due.is_empty() || waiting.is_none() {
+                for block in std::mem::take(&mut due) {
+                    self.send(block).await?;
+                }
+                let sent = Instant::now();
+                waiting = Some((sent, sent + self.timing.non_timeout()));
+            }
+            let (sent, deadline) = waiting.expect("set just above");
+            answer = match self.burst.next_response(deadline, self.meter).await? {
+                Some(packet) => {
+                    let seq = self.set.seq_of(&packet);
+                    let took = Some(sent.elapsed());
+                    Some(Answer { packet, seq, took })
+                }
+                None => {
+                    self.recovery_round()?;
+                    waiting = None;
+                    Some(self.probe(self.set.end() - 1).await?)
+                }
+            };
+        }
+    }
+
+    /// The device holds every block before `held`: the account moves on, and the blocks of
+    /// the set `held` starts that were not sent yet are due.
+    fn confirmed(&mut self, held: u32) -> Result<Vec<u32>, CoapError> {
+        if held >= self.set.blocks() {
+            return Err(self.fail(format!(
+                "2.31 Continue for block {}, the body's last: 2.04 was due",
+                held - 1
+            )));
+        }
+        self.rounds = 0;
+        self.acknowledged = (held as usize * self.set.size()).min(self.upload.body.len());
+        (self.progress)(Block1Progress::Acknowledged(self.acknowledged));
+        if held >= self.set.end() {
+            // A new set: answers about the last one's payloads are no longer waited for.
+            self.burst.forget_all_but(0);
+        }
+        self.set.advance(held);
+        let set = &self.set;
+        Ok((held..set.end()).filter(|b| !set.was_sent(*b)).collect())
+    }
+
+    /// Counts a round of recovery; `Err` past [`MAX_RECOVERY_ROUNDS`].
+    fn recovery_round(&mut self) -> Result<(), CoapError> {
+        self.rounds += 1;
+        if self.rounds > MAX_RECOVERY_ROUNDS {
+            return Err(self.fail(format!(
+                "{MAX_RECOVERY_ROUNDS} rounds of recovery without the device confirming a block \
+                 past {}",
+                self.acknowledged
+            )));
+        }
+        Ok(())
+    }
+
+    /// Goes on in blocks of `size` from what the device confirmed (4.13).
+    fn resize(&mut self, size: usize) {
+        let len = self.upload.body.len();
+        let first = (self.acknowledged / size) as u32;
+        self.set.resize(size, first, blocks_of(len, size));
+        self.burst.forget_all_but(0);
+    }
+
+    /// Sends `block` non-confirmable.
+    async fn send(&mut self, block: u32) -> Result<(), CoapError> {
+        let request = self.payload(block)?;
+        let token = self.burst.send(&request, self.meter).await?;
+        self.set.sent(block, Some(token));
+        Ok(())
+    }
+
+    /// Sends `block` confirmable and waits for its answer: the first payload of the upload,
+    /// and the probe of a set whose answer did not come.
+    async fn probe(&mut self, block: u32) -> Result<Answer, CoapError> {
+        let mut request = self.payload(block)?;
+        request.confirmable = true;
+        let seq = self.set.sent(block, None);
+        let packet = self.burst.request(&request, self.meter).await?;
+        Ok(Answer {
+            packet,
+            seq,
+            took: None,
+        })
+    }
+
+    /// The request carrying `block`, told to `progress` as it goes out.
+    fn payload(&mut self, block: u32) -> Result<OutgoingRequest, CoapError> {
+        let (size, body) = (self.set.size(), &self.upload.body);
+        let offset = block as usize * size;
+        let end = (offset + size).min(body.len());
+        let option = BlockOption::new(block, end < body.len(), size)
+            .map_err(|e| self.fail(e.to_string()))?;
+        let mut request = self.request.clone();
+        request.q_block1 = Some(option);
+        request.payload = body.slice(offset..end);
+        let again = offset < self.sent_to;
+        self.sent_to = self.sent_to.max(end);
+        (self.progress)(Block1Progress::Sending {
+            offset,
+            len: end - offset,
+            again,
+        });
+        Ok(request)
+    }
+
+    /// The body is complete.
+    fn done(&mut self, response: Packet) -> Block1Outcome {
+        self.acknowledged = self.upload.body.len();
+        (self.progress)(Block1Progress::Acknowledged(self.acknowledged));
+        self.outcome(response)
+    }
+
+    fn outcome(&self, response: Packet) -> Block1Outcome {
+        Block1Outcome {
+            response,
+            acknowledged: self.acknowledged,
+            block_size: self.set.size(),
+        }
+    }
+
+    fn fail(&self, reason: String) -> CoapError {
+        CoapError::Blockwise {
+            peer: self.peer,
+            reason: format!("Q-Block1: {reason}"),
+        }
+    }
+}
+
+/// NON_TIMEOUT: how long a set's answer is waited for after its last payload went out.
+struct Timing {
+    /// The wait a confirmable request to this peer starts with: its CoCoA RTO when measured,
+    /// ACK_TIMEOUT otherwise.
+    base: Duration,
+    /// ACK_RANDOM_FACTOR, which spreads each wait.
+    random_factor: f64,
+    /// The round trips of this upload's set answers, from the last payload sent.
+    answers: RoundTripEstimate,
+}
+
+impl Timing {
+    fn new(endpoint: &Endpoint, peer: SocketAddr) -> Self {
+        let params = endpoint.config().params;
+        Timing {
+            base: endpoint.rto(peer).unwrap_or(params.ack_timeout),
+            random_factor: params.ack_random_factor.max(1.0),
+            answers: RoundTripEstimate::default(),
+        }
+    }
+
+    /// The next wait: the larger of the base and SRTT + 4 RTTVAR of the answers so far, drawn
+    /// up to ACK_RANDOM_FACTOR times that (NON_TIMEOUT_RANDOM).
+    fn non_timeout(&self) -> Duration {
+        let wait = self
+            .answers
+            .timeout()
+            .map_or(self.base, |t| t.max(self.base));
+        let spread = crate::entropy::random::<f64>() * (self.random_factor - 1.0);
+        wait.mul_f64(1.0 + spread)
+    }
+}

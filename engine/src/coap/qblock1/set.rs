@@ -1,0 +1,389 @@
+//! `Set`: the payloads of a Q-Block1 body the client has sent beyond what the device confirmed,
+//! and what each of the device's answers means for them ([`Set::react`]). Pure bookkeeping:
+//! the sender (`super::sender`) sends and waits; this decides.
+//!
+//! Every payload sent gets a sequence number, and the set remembers the number each of its
+//! blocks last went out with and each payload's token. A list of missing blocks carries the
+//! token of the last payload the device had got when it made the list, so a block sent again
+//! after that payload is on its way already and is not sent a second time for the same list.
+
+use std::collections::HashMap;
+
+use coap_lite::{Packet, ResponseType};
+
+use super::{MISSING_BLOCKS_CBOR_SEQ, missing, set_end};
+use crate::coap::block::BlockOption;
+use crate::coap::message::PacketExt;
+use crate::coap::proto::exchange::Token;
+
+/// What an answer of the device means for the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reaction {
+    /// The body is complete (2.04 Changed, or another success): the upload ends with it.
+    Done,
+    /// The device holds every block before this one (2.31 Continue): the next set starts
+    /// here.
+    Continue(u32),
+    /// Send these blocks again (4.08 with the missing blocks), then wait for the answer.
+    Resend(Vec<u32>),
+    /// An answer about blocks the device confirmed since, or a list of blocks already sent
+    /// again since it was made: nothing to do.
+    Stale,
+    /// The device takes blocks of this size at most (4.13 Request Entity Too Large): the
+    /// body goes on from what it confirmed in blocks of that size.
+    Smaller(usize),
+    /// Any other answer (an error: 4.02 Bad Option from a device without Q-Block1, 4.08
+    /// without a list from one that lost the body, 5.03, ...): the upload ends with it, for
+    /// the caller to decide.
+    Stop,
+}
+
+/// The set of payloads in flight.
+#[derive(Debug)]
+pub struct Set {
+    /// Blocks in the body.
+    blocks: u32,
+    /// Payloads per set (MAX_PAYLOADS).
+    max_payloads: usize,
+    /// Block size of every payload.
+    size: usize,
+    /// The first block the device has not confirmed.
+    first: u32,
+    /// One past the last block of the set `first` belongs to.
+    end: u32,
+    /// The sequence number each block of the set last went out with.
+    sent: HashMap<u32, u64>,
+    /// The sequence number of each payload's token.
+    tokens: HashMap<Token, u64>,
+    /// The sequence number of the next payload.
+    next_seq: u64,
+}
+
+impl Set {
+    /// The set from block `first` of a body of `blocks` blocks of `size` bytes, sent in sets
+    /// of `max_payloads`; nothing sent yet.
+    pub fn new(first: u32, blocks: u32, size: usize, max_payloads: usize) -> Self {
+        Set {
+            blocks,
+            max_payloads,
+            size,
+            first,
+            end: set_end(first, max_payloads, blocks),
+            sent: HashMap::new(),
+            tokens: HashMap::new(),
+            next_seq: 0,
+        }
+    }
+
+    /// The first block the device has not confirmed.
+    pub fn first(&self) -> u32 {
+        self.first
+    }
+
+    /// One past the set's last block.
+    pub fn end(&self) -> u32 {
+        self.end
+    }
+
+    /// Block size in use.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Blocks in the body.
+    pub fn blocks(&self) -> u32 {
+        self.blocks
+    }
+
+    /// Moves on to the set holding block `first`, the blocks before it confirmed; what was
+    /// sent of the old set is forgotten, so a late answer about it is stale.
+    pub fn advance(&mut self, first: u32) {
+        self.first = first;
+        self.end = set_end(first, self.max_payloads, self.blocks);
+        self.sent.retain(|block, _| *block >= first);
+        self.tokens.clear();
+    }
+
+    /// Goes on in blocks of `size` from the same byte: a body of `blocks` blocks, the
+    /// first unconfirmed one `first`.
+    pub fn resize(&mut self, size: usize, first: u32, blocks: u32) {
+        self.size = size;
+        self.blocks = blocks;
+        self.sent.clear();
+        self.advance(first);
+    }
+
+    /// Notes that block `block` went out, on `token` when it was non-confirmable (a
+    /// confirmable one's answer comes back with it: [`Set::react`] is told its sequence).
+    /// Its sequence number.
+    pub fn sent(&mut self, block: u32, token: Option<Token>) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.sent.insert(block, seq);
+        if let Some(token) = token {
+            self.tokens.insert(token, seq);
+        }
+        seq
+    }
+
+    /// Whether `block` of this set went out already.
+    pub fn was_sent(&self, block: u32) -> bool {
+        self.sent.contains_key(&block)
+    }
+
+    /// The sequence number of the payload a response carrying `packet`'s token answers; the
+    /// latest when the token is not one of this set's.
+    pub fn seq_of(&self, packet: &Packet) -> u64 {
+        Token::try_from(packet.get_token())
+            .ok()
+            .and_then(|token| self.tokens.get(&token).copied())
+            .unwrap_or(self.next_seq.saturating_sub(1))
+    }
+
+    /// What `packet`, the answer to the payload sent with sequence number `seq`, means.
+    /// `Err` with the reason when it breaks RFC 9177: it names blocks the body does not have
+    /// or that were never sent, or its options or list do not read.
+    pub fn react(&self, packet: &Packet, seq: u64) -> Result<Reaction, String> {
+        let code = packet.response_code().unwrap_or(ResponseType::UnKnown);
+        match code {
+            ResponseType::Continue => self.continued(packet),
+            ResponseType::RequestEntityIncomplete
+                if packet.content_format_number() == Some(MISSING_BLOCKS_CBOR_SEQ) =>
+            {
+                self.missing(packet, seq)
+            }
+            ResponseType::RequestEntityTooLarge => Ok(self.too_large(packet)),
+            code if code.is_error() || code == ResponseType::UnKnown => Ok(Reaction::Stop),
+            _ => self.completed(packet),
+        }
+    }
+
+    /// 2.31 Continue: the device holds every block up to its Q-Block1's NUM.
+    fn continued(&self, packet: &Packet) -> Result<Reaction, String> {
+        let block = answered_block(packet)?.ok_or("2.31 Continue without Q-Block1")?;
+        if block.size() != self.size {
+            return Err(format!(
+                "2.31 Continue for a block of {} bytes, not {}",
+                block.size(),
+                self.size
+            ));
+        }
+        let held = block.num + 1;
+        if held <= self.first {
+            return Ok(Reaction::Stale);
+        }
+        let sent_to = self.sent.keys().max().map_or(self.first, |b| b + 1);
+        if held > sent_to {
+            return Err(format!(
+                "2.31 Continue confirms block {}, which was never sent",
+                block.num
+            ));
+        }
+        Ok(Reaction::Continue(held))
+    }
+
+    /// 4.08 with the missing blocks: those of this set that went out before the payload the
+    /// list answers are sent again; blocks confirmed since, or not sent yet, are not.
+    fn missing(&self, packet: &Packet, seq: u64) -> Result<Reaction, String> {
+        let listed = missing::decode(&packet.payload)
+            .map_err(|error| format!("4.08 with a bad list of missing blocks: {error}"))?;
+        if let Some(past) = listed.iter().find(|b| **b >= self.blocks) {
+            return Err(format!(
+                "4.08 lists block {past} missing, but the body has {} blocks",
+                self.blocks
+            ));
+        }
+        let mut again: Vec<u32> = listed
+            .into_iter()
+            .filter(|block| self.sent.get(block).is_some_and(|at| *at <= seq))
+            .collect();
+        again.sort_unstable();
+        again.dedup();
+        Ok(if again.is_empty() {
+            Reaction::Stale
+        } else {
+            Reaction::Resend(again)
+        })
+    }
+
+    /// 4.13: the size the device takes, from its Q-Block1 (or Block1) option.
+    fn too_large(&self, packet: &Packet) -> Reaction {
+        let hinted = answered_block(packet)
+            .ok()
+            .flatten()
+            .or_else(|| packet.block1().and_then(Result::ok))
+            .map(|b| b.size());
+        match hinted {
+            Some(size) if size < self.size => Reaction::Smaller(size),
+            Some(_) => Reaction::Stale,
+            None => Reaction::Stop,
+        }
+    }
+
+    /// 2.04 (or another success): the device took the whole body, which it can only have if
+    /// its last block went out.
+    fn completed(&self, packet: &Packet) -> Result<Reaction, String> {
+        let last = self.blocks - 1;
+        if !self.sent.contains_key(&last) {
+            return Err(format!(
+                "the device said the body is complete before block {last}, its last, was sent"
+            ));
+        }
+        match answered_block(packet)? {
+            Some(block) if block.num != last && block.size() == self.size => Err(format!(
+                "the body completed at block {}, not at its last, {last}",
+                block.num
+            )),
+            _ => Ok(Reaction::Done),
+        }
+    }
+}
+
+/// The Q-Block1 option of an answer; `Err` when it does not read.
+fn answered_block(packet: &Packet) -> Result<Option<BlockOption>, String> {
+    packet
+        .q_block1()
+        .transpose()
+        .map_err(|error| format!("the answer's Q-Block1 does not read: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use coap_lite::{CoapOption, MessageClass};
+
+    use super::*;
+    use crate::coap::message::encode_uint;
+
+    /// A 41-block body of 512-byte blocks in sets of 10, the first set sent whole.
+    fn first_set_sent() -> (Set, Vec<Token>) {
+        let mut set = Set::new(0, 41, 512, 10);
+        let tokens: Vec<Token> = (0..10u8).map(|i| [i, 0, 0, 1]).collect();
+        for (block, token) in tokens.iter().enumerate() {
+            set.sent(block as u32, Some(*token));
+        }
+        (set, tokens)
+    }
+
+    fn answer(code: ResponseType, token: Token) -> Packet {
+        let mut packet = Packet::new();
+        packet.header.code = MessageClass::Response(code);
+        packet.set_token(token.to_vec());
+        packet
+    }
+
+    fn continued(num: u32, token: Token) -> Packet {
+        let mut packet = answer(ResponseType::Continue, token);
+        let block = BlockOption::new(num, true, 512).unwrap();
+        packet.add_option(CoapOption::Unknown(19), block.encode());
+        packet
+    }
+
+    fn missing(blocks: &[u32], token: Token) -> Packet {
+        let mut packet = answer(ResponseType::RequestEntityIncomplete, token);
+        let format = encode_uint(u32::from(MISSING_BLOCKS_CBOR_SEQ));
+        packet.add_option(CoapOption::ContentFormat, format);
+        packet.payload = missing::encode(blocks);
+        packet
+    }
+
+    fn react(set: &Set, packet: &Packet) -> Result<Reaction, String> {
+        set.react(packet, set.seq_of(packet))
+    }
+
+    #[test]
+    fn a_complete_set_confirmed_moves_on_to_the_next_and_a_late_copy_is_stale() {
+        let (mut set, tokens) = first_set_sent();
+        assert_eq!((set.first(), set.end()), (0, 10));
+        let done = continued(9, tokens[9]);
+        assert_eq!(react(&set, &done), Ok(Reaction::Continue(10)));
+        set.advance(10);
+        assert_eq!((set.first(), set.end()), (10, 20));
+        assert!(!set.was_sent(10));
+        assert_eq!(react(&set, &done), Ok(Reaction::Stale));
+    }
+
+    #[test]
+    fn listed_blocks_are_sent_again_once_per_list_made_after_they_went_out() {
+        let (mut set, tokens) = first_set_sent();
+        // The device got up to block 9 (its token) without 3 and 7.
+        let list = missing(&[3, 7], tokens[9]);
+        assert_eq!(react(&set, &list), Ok(Reaction::Resend(vec![3, 7])));
+        let resent_3 = set.sent(3, Some([3, 0, 0, 2]));
+        set.sent(7, Some([7, 0, 0, 2]));
+        // The same list again (the device's timer, or a duplicate): both are on their way.
+        assert_eq!(react(&set, &list), Ok(Reaction::Stale));
+        // A list made after block 3 came again, still without 7: 7 only... once it was
+        // sent before the payload that list answers.
+        let later = missing(&[7], [3, 0, 0, 2]);
+        assert_eq!(set.seq_of(&later), resent_3);
+        assert_eq!(react(&set, &later), Ok(Reaction::Stale), "7 went after 3");
+        let after_both = missing(&[7], [7, 0, 0, 2]);
+        assert_eq!(react(&set, &after_both), Ok(Reaction::Resend(vec![7])));
+    }
+
+    #[test]
+    fn blocks_not_sent_yet_or_confirmed_are_not_sent_again_and_duplicates_once() {
+        let mut set = Set::new(10, 41, 512, 10);
+        set.sent(10, Some([1; 4]));
+        set.sent(11, Some([2; 4]));
+        let list = missing(&[5, 11, 11, 12, 19], [2; 4]);
+        assert_eq!(react(&set, &list), Ok(Reaction::Resend(vec![11])));
+    }
+
+    #[test]
+    fn answers_that_break_the_protocol_are_errors_that_say_how() {
+        let (set, tokens) = first_set_sent();
+        let past = react(&set, &missing(&[41], tokens[9])).unwrap_err();
+        assert!(
+            past.contains("block 41") && past.contains("41 blocks"),
+            "{past}"
+        );
+        let mut garbage = missing(&[1], tokens[9]);
+        garbage.payload = b"not cbor".to_vec();
+        let bad = react(&set, &garbage).unwrap_err();
+        assert!(
+            bad.starts_with("4.08 with a bad list of missing blocks"),
+            "{bad}"
+        );
+        let never = react(&set, &continued(12, tokens[9])).unwrap_err();
+        assert!(never.contains("never sent"), "{never}");
+        let bare = react(&set, &answer(ResponseType::Continue, tokens[9])).unwrap_err();
+        assert!(bare.contains("without Q-Block1"), "{bare}");
+        let mut unreadable = answer(ResponseType::Continue, tokens[9]);
+        unreadable.add_option(CoapOption::Unknown(19), vec![0x07]);
+        let unreadable = react(&set, &unreadable).unwrap_err();
+        assert!(
+            unreadable.contains("Q-Block1 does not read"),
+            "{unreadable}"
+        );
+        let early = react(&set, &answer(ResponseType::Changed, tokens[9])).unwrap_err();
+        assert!(early.contains("before block 40"), "{early}");
+    }
+
+    #[test]
+    fn other_answers_end_the_upload_for_the_caller() {
+        let (mut set, tokens) = first_set_sent();
+        for code in [
+            ResponseType::BadOption,
+            ResponseType::ServiceUnavailable,
+            ResponseType::RequestEntityIncomplete,
+        ] {
+            assert_eq!(react(&set, &answer(code, tokens[0])), Ok(Reaction::Stop));
+        }
+        let mut smaller = answer(ResponseType::RequestEntityTooLarge, tokens[0]);
+        let hint = BlockOption::new(0, false, 128).unwrap();
+        smaller.add_option(CoapOption::Unknown(19), hint.encode());
+        assert_eq!(react(&set, &smaller), Ok(Reaction::Smaller(128)));
+        set.resize(128, 0, 161);
+        assert_eq!(
+            react(&set, &smaller),
+            Ok(Reaction::Stale),
+            "already that size"
+        );
+        set.sent(160, Some([9; 4]));
+        assert_eq!(
+            react(&set, &answer(ResponseType::Changed, [9; 4])),
+            Ok(Reaction::Done)
+        );
+    }
+}

@@ -1,0 +1,241 @@
+//! The Q-Block1 sender against peers on loopback UDP that break RFC 9177 or do not speak it:
+//! a server without Q-Block1 (4.02, nothing taken), a list of missing blocks that is not a CBOR
+//! Sequence of block numbers or names blocks the body does not have, a 2.31 whose Q-Block1
+//! does not read. Each ends the upload with the reason, never a panic, and with what the peer
+//! confirmed before, so nothing it holds is lost.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
+use fota_engine::coap::blockwise::{Block1Progress, Block1Upload};
+use fota_engine::coap::qblock1::{MISSING_BLOCKS_CBOR_SEQ, missing, send_q_block1};
+use fota_engine::coap::{
+    BlockOption, CoapError, Endpoint, EndpointConfig, HandlerFuture, IncomingRequest,
+    OutgoingRequest, PacketExt, RequestHandler, Response, TransmissionParams, WireMeter,
+};
+use tokio::net::UdpSocket;
+use tokio::time::timeout;
+
+const BOUND: Duration = Duration::from_secs(10);
+
+/// Blocks of the bodies sent here.
+const SIZE: usize = 64;
+
+/// Payloads per set.
+const BURST: usize = 4;
+
+fn config(q_block1: bool) -> EndpointConfig {
+    EndpointConfig {
+        params: TransmissionParams {
+            ack_timeout: Duration::from_millis(100),
+            max_retransmit: 3,
+            ..TransmissionParams::fast()
+        },
+        q_block1,
+        ..EndpointConfig::default()
+    }
+}
+
+async fn endpoint(q_block1: bool) -> Endpoint {
+    Endpoint::bind("127.0.0.1:0".parse().unwrap(), config(q_block1))
+        .await
+        .unwrap()
+}
+
+/// A 10-block body written to /5/0/0.
+fn upload() -> Block1Upload {
+    Block1Upload {
+        request: OutgoingRequest::new(RequestType::Put, &["5", "0", "0"]),
+        body: Bytes::from(vec![7u8; 10 * SIZE - 20]),
+        block_size: SIZE,
+        start_offset: 0,
+    }
+}
+
+/// Sends [`upload`] to `peer` in sets of [`BURST`]; the result and every byte count the
+/// upload reported as confirmed.
+async fn send(client: &Endpoint, peer: SocketAddr) -> (Result<Packet, CoapError>, Vec<usize>) {
+    let confirmed = Mutex::new(Vec::new());
+    let record = |progress| {
+        if let Block1Progress::Acknowledged(bytes) = progress {
+            confirmed.lock().unwrap().push(bytes);
+        }
+    };
+    let (meter, upload) = (WireMeter::default(), upload());
+    let sent = send_q_block1(client, peer, &upload, BURST, &meter, record);
+    let result = timeout(BOUND, sent).await.expect("the upload ends");
+    (result.map(|o| o.response), confirmed.into_inner().unwrap())
+}
+
+/// How a scripted server answers a payload with its Q-Block1 (`None`: not at all).
+type Script = Box<dyn Fn(&Packet, BlockOption) -> Option<Response> + Send + Sync>;
+
+/// Answers Q-Block1 payloads as its script says.
+struct Scripted(Script);
+
+impl RequestHandler for Scripted {
+    fn handle(&self, request: IncomingRequest) -> HandlerFuture {
+        let block = request
+            .packet
+            .q_block1()
+            .expect("Q-Block1")
+            .expect("readable");
+        let answer = (self.0)(&request.packet, block).unwrap_or_else(Response::silence);
+        Box::pin(async move { answer })
+    }
+}
+
+/// 2.31 Continue confirming every block up to `num`.
+fn continued(num: u32) -> Response {
+    let mut answer = Response::new(ResponseType::Continue);
+    answer.q_block1 = Some(BlockOption::new(num, true, SIZE).unwrap());
+    answer
+}
+
+/// A server that confirms the first payload, then answers the last payload of the first set
+/// (block 3) with a 4.08 carrying `list` as its missing blocks.
+async fn listing(list: &'static [u8]) -> Endpoint {
+    let server = endpoint(true).await;
+    server.set_handler(Arc::new(Scripted(Box::new(move |packet, block| {
+        let confirmable = packet.header.get_type() == MessageType::Confirmable;
+        match block.num {
+            0 if confirmable => Some(continued(0)),
+            3 => {
+                let mut incomplete = Response::new(ResponseType::RequestEntityIncomplete);
+                incomplete.content_format = Some(MISSING_BLOCKS_CBOR_SEQ);
+                incomplete.payload = Bytes::from_static(list);
+                Some(incomplete)
+            }
+            _ => None,
+        }
+    }))));
+    server
+}
+
+/// The reason of a Q-Block1 error.
+fn reason(result: Result<Packet, CoapError>) -> String {
+    match result {
+        Err(CoapError::Blockwise { reason, .. }) => reason,
+        other => panic!("not a Q-Block1 error: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_server_without_q_block1_answers_4_02_and_the_upload_ends_with_nothing_taken() {
+    let (client, server) = (endpoint(false).await, endpoint(false).await);
+    server.set_handler(Arc::new(Scripted(Box::new(|_, _| {
+        panic!("a request with Q-Block1 never reaches the handler of a server without it")
+    }))));
+    let (result, confirmed) = send(&client, server.local_addr()).await;
+    let answer = result.unwrap();
+    assert_eq!(answer.response_code(), Some(ResponseType::BadOption));
+    assert!(String::from_utf8_lossy(&answer.payload).contains("19"));
+    assert!(confirmed.is_empty());
+}
+
+#[tokio::test]
+async fn a_list_of_missing_blocks_that_is_not_cbor_ends_the_upload_with_why() {
+    let client = endpoint(false).await;
+    let server = listing(b"\xff\xfe garbage").await;
+    let (result, confirmed) = send(&client, server.local_addr()).await;
+    let reason = reason(result);
+    assert!(
+        reason.contains("Q-Block1: 4.08 with a bad list of missing blocks: item 0 (byte 0)"),
+        "{reason}"
+    );
+    assert_eq!(
+        confirmed,
+        vec![SIZE],
+        "the first block, confirmed, stays confirmed"
+    );
+}
+
+#[tokio::test]
+async fn a_list_naming_a_block_past_the_body_ends_the_upload_with_why() {
+    let client = endpoint(false).await;
+    let list: &'static [u8] = Box::leak(missing::encode(&[2, 999]).into_boxed_slice());
+    let server = listing(list).await;
+    let (result, confirmed) = send(&client, server.local_addr()).await;
+    let reason = reason(result);
+    assert!(
+        reason.contains("4.08 lists block 999 missing, but the body has 10 blocks"),
+        "{reason}"
+    );
+    assert_eq!(confirmed, vec![SIZE]);
+}
+
+#[tokio::test]
+async fn a_list_of_blocks_sent_is_answered_with_those_blocks_and_the_set_confirmed_after() {
+    let client = endpoint(false).await;
+    let server = endpoint(true).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    server.set_handler(Arc::new(Scripted(Box::new(move |packet, block| {
+        let confirmable = packet.header.get_type() == MessageType::Confirmable;
+        let mut seen = log.lock().unwrap();
+        seen.push((block.num, confirmable));
+        let resent_2 = seen.iter().filter(|(num, _)| *num == 2).count() == 2;
+        match block.num {
+            0 if confirmable => Some(continued(0)),
+            // The first time round, 1 and 2 "did not come".
+            3 if !resent_2 => {
+                let mut incomplete = Response::new(ResponseType::RequestEntityIncomplete);
+                incomplete.content_format = Some(MISSING_BLOCKS_CBOR_SEQ);
+                incomplete.payload = missing::encode(&[1, 2]).into();
+                Some(incomplete)
+            }
+            2 if resent_2 => Some(continued(3)),
+            7 => Some(continued(7)),
+            9 => {
+                let mut done = Response::new(ResponseType::Changed);
+                done.q_block1 = Some(BlockOption::new(9, false, SIZE).unwrap());
+                Some(done)
+            }
+            _ => None,
+        }
+    }))));
+    let (result, confirmed) = send(&client, server.local_addr()).await;
+    assert_eq!(result.unwrap().response_code(), Some(ResponseType::Changed));
+    assert_eq!(confirmed, vec![SIZE, 4 * SIZE, 8 * SIZE, 10 * SIZE - 20]);
+    let seen = seen.lock().unwrap();
+    let order: Vec<u32> = seen.iter().map(|(num, _)| *num).collect();
+    assert_eq!(order, [0, 1, 2, 3, 1, 2, 4, 5, 6, 7, 8, 9], "{seen:?}");
+    assert_eq!(seen[0], (0, true), "the first payload alone, confirmable");
+    assert!(
+        seen[1..].iter().all(|(_, con)| !con),
+        "then sets, non-confirmable"
+    );
+}
+
+#[tokio::test]
+async fn a_continue_whose_q_block1_does_not_read_ends_the_upload_with_why() {
+    let client = endpoint(false).await;
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server = peer.local_addr().unwrap();
+    let answering = tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        let (len, from) = peer.recv_from(&mut buf).await.unwrap();
+        let request = Packet::from_bytes(&buf[..len]).unwrap();
+        let mut answer = Packet::new();
+        answer.header.set_version(1);
+        answer.header.set_type(MessageType::Acknowledgement);
+        answer.header.code = MessageClass::Response(ResponseType::Continue);
+        answer.header.message_id = request.header.message_id;
+        answer.set_token(request.get_token().to_vec());
+        answer.add_option(CoapOption::Unknown(19), vec![1, 2, 3, 4]);
+        peer.send_to(&answer.to_bytes().unwrap(), from)
+            .await
+            .unwrap();
+    });
+    let (result, confirmed) = send(&client, server).await;
+    let reason = reason(result);
+    assert!(
+        reason.contains("the answer's Q-Block1 does not read: block option longer than 3 bytes"),
+        "{reason}"
+    );
+    assert!(confirmed.is_empty());
+    answering.await.unwrap();
+}
