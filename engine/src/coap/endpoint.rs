@@ -6,7 +6,8 @@
 //! and sending what comes out; request futures wait for their exchange's events (and send their
 //! own retransmissions, so they go to the caller's wire account); incoming requests run in
 //! tasks of the [`RequestHandler`]. NSTART is a semaphore per peer, handed out by the core and
-//! held here by the request future. Knows nothing of LwM2M.
+//! held here by the request future, or by a [`Burst`] of non-confirmable requests sent back to
+//! back (Q-Block1's sets). Knows nothing of LwM2M.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -473,9 +474,7 @@ impl Burst {
             let started = state
                 .core
                 .join_request(Instant::now(), self.peer, &request, self.id)?;
-            if state.core.poll_timeout() < state.armed {
-                inner.wake.notify_one();
-            }
+            inner.wake_if_sooner(&mut state);
             started
         };
         bump(&inner.stats.requests_sent);
@@ -656,9 +655,7 @@ impl Inner {
         let mut state = lock(&self.state);
         let started = start(&mut state.core, Instant::now())?;
         state.waiters.insert(started.exchange.id, sender);
-        if state.core.poll_timeout() < state.armed {
-            self.wake.notify_one();
-        }
+        self.wake_if_sooner(&mut state);
         drop(state);
         let exchange = Exchange {
             events,
@@ -666,6 +663,14 @@ impl Inner {
             inner: Arc::downgrade(self),
         };
         Ok((exchange, started.datagram))
+    }
+
+    /// Wakes the driver if the core's next deadline comes before the one it sleeps to (an
+    /// exchange just started).
+    fn wake_if_sooner(&self, state: &mut State) {
+        if state.core.poll_timeout() < state.armed {
+            self.wake.notify_one();
+        }
     }
 
     /// Feeds the core one input (`feed`, given the current instant), sends what came out and
