@@ -185,13 +185,16 @@ impl Server {
             (!config.edge.packages_to_anyone).then(|| registry.clone()),
             edge.clone(),
         );
-        endpoint.set_handler(Arc::new(RegistrationInterface::new(
-            registry.clone(),
-            Some(Arc::new(packages)),
-            config.edge.clone(),
-            edge.clone(),
-            admission(&config),
-        )));
+        endpoint.set_handler(Arc::new(
+            RegistrationInterface::new(
+                registry.clone(),
+                Some(Arc::new(packages)),
+                config.edge.clone(),
+                edge.clone(),
+                admission(&config),
+            )
+            .carrying_estimates(endpoint.downgrade()),
+        ));
         let management = DeviceManagement::new(endpoint.clone());
         let mut delivery_config = config.delivery;
         if let (Some(coaps), Some(dtls)) = (&config.coaps, &dtls) {

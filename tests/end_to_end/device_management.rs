@@ -1,13 +1,17 @@
 //! LwM2M device management against the reference device over loopback: Read (plain text and
-//! TLV), Write, Execute, Observe and Cancel Observation, and a registration's lifecycle.
+//! TLV), Write, Execute, Observe and Cancel Observation, and a registration's lifecycle; a
+//! device's RTO estimate follows it to a new port.
 
 use std::time::Duration;
 
 use fota_device::fleet::{Fleet, FleetSpec, ModelSpec};
-use fota_engine::coap::ResponseType;
+use fota_engine::coap::{Congestion, ResponseType};
 use fota_engine::lwm2m::firmware::{self, UpdateResult};
-use fota_engine::lwm2m::{LwM2mPath, RegistrationEvent, Value};
+use fota_engine::lwm2m::{LwM2mPath, Registration, RegistrationEvent, Value};
 use fota_engine::server::{Server, ServerConfig};
+use tokio::sync::broadcast;
+
+use crate::support::within;
 
 const BOUND: Duration = Duration::from_secs(30);
 
@@ -24,15 +28,7 @@ async fn read_write_execute_observe_and_cancel_on_the_reference_device() {
     let fleet = Fleet::start(&FleetSpec::uniform(1, server.coap_addr(), model))
         .await
         .unwrap();
-    let registration = tokio::time::timeout(BOUND, async {
-        loop {
-            if let Ok(RegistrationEvent::Registered(r)) = events.recv().await {
-                return r;
-            }
-        }
-    })
-    .await
-    .expect("the device registers");
+    let registration = within(BOUND, "the Register", registered(&mut events)).await;
     assert_eq!(registration.endpoint, fleet.devices[0].config().endpoint);
     assert!(registration.has_object(5));
     let device = registration.address;
@@ -91,4 +87,60 @@ async fn read_write_execute_observe_and_cancel_on_the_reference_device() {
         0,
         "no exchange or observation left behind"
     );
+}
+
+/// A device back from a reboot on another port keeps the RTO its round trips set at the old
+/// one: its first loss there waits as long as its link needs, not the blind ACK_TIMEOUT.
+#[tokio::test]
+async fn a_device_back_on_another_port_keeps_its_measured_rto() {
+    let mut config = ServerConfig::loopback();
+    config.coap.params.congestion = Congestion::RoundTrip {
+        min_rto: Duration::from_millis(10),
+    };
+    let server = Server::start(config).await.unwrap();
+    let mut events = server.registry.subscribe();
+    let model = ModelSpec {
+        manufacturer: "Acme".into(),
+        model: "NB-1".into(),
+        image: vec![1, 2, 3],
+        version: "1.0".into(),
+    };
+    let fleet = Fleet::start(&FleetSpec::uniform(1, server.coap_addr(), model))
+        .await
+        .unwrap();
+    let first = within(BOUND, "the Register", registered(&mut events)).await;
+    server
+        .management
+        .read_value(first.address, firmware::FIRMWARE_VERSION)
+        .await
+        .unwrap();
+    assert!(server.endpoint.rto(first.address).is_some(), "measured");
+
+    fleet.devices[0].reboot();
+    let back = within(
+        BOUND,
+        "the Register after the reboot",
+        registered(&mut events),
+    )
+    .await;
+    assert_ne!(
+        back.address, first.address,
+        "the reboot opened another port"
+    );
+    // Nothing was asked at the new address (a bare server surveys nobody): only the carried
+    // estimate can be there, and it is there before anyone learns of the Register (a delivery
+    // waiting for it asks at once).
+    assert!(
+        server.endpoint.rto(back.address).is_some(),
+        "the estimate came along"
+    );
+}
+
+/// The next Register among `events`.
+async fn registered(events: &mut broadcast::Receiver<RegistrationEvent>) -> Registration {
+    loop {
+        if let Ok(RegistrationEvent::Registered(r)) = events.recv().await {
+            return r;
+        }
+    }
 }

@@ -51,6 +51,20 @@ pub struct Endpoint {
     inner: Arc<Inner>,
 }
 
+/// A handle that does not keep its endpoint open: for what the endpoint itself holds (its
+/// request handler), which a full handle would keep alive forever.
+#[derive(Clone)]
+pub struct WeakEndpoint {
+    inner: Weak<Inner>,
+}
+
+impl WeakEndpoint {
+    /// The endpoint, while it is open.
+    pub fn upgrade(&self) -> Option<Endpoint> {
+        self.inner.upgrade().map(|inner| Endpoint { inner })
+    }
+}
+
 /// State shared by the endpoint's handles and its driver task.
 struct Inner {
     /// The one socket every message goes out of and comes in on: LwM2M clients behind NAT only
@@ -192,6 +206,23 @@ impl Endpoint {
     /// and always under RFC 7252's timers.
     pub fn rto(&self, peer: SocketAddr) -> Option<Duration> {
         lock(&self.inner.state).core.rto(peer, Instant::now())
+    }
+
+    /// Starts the RTO estimate of `to` from that of `from`, when `to` has none: the same
+    /// device at a new address (see [`Peers::carry_estimate`]).
+    ///
+    /// [`Peers::carry_estimate`]: super::proto::peers::Peers::carry_estimate
+    pub fn carry_estimate(&self, from: SocketAddr, to: SocketAddr) {
+        lock(&self.inner.state)
+            .core
+            .carry_estimate(from, to, Instant::now());
+    }
+
+    /// A handle that does not keep this endpoint open.
+    pub fn downgrade(&self) -> WeakEndpoint {
+        WeakEndpoint {
+            inner: Arc::downgrade(&self.inner),
+        }
     }
 
     /// Messages remembered for duplicate detection; each is forgotten EXCHANGE_LIFETIME after

@@ -19,7 +19,7 @@ pub mod transport;
 
 pub use block::BlockOption;
 pub use coap_lite::{Packet, RequestType, ResponseType};
-pub use endpoint::{Burst, Endpoint, HandlerFuture, Observation, RequestHandler};
+pub use endpoint::{Burst, Endpoint, HandlerFuture, Observation, RequestHandler, WeakEndpoint};
 pub use error::CoapError;
 pub use message::{IncomingRequest, OutgoingRequest, PacketExt, Response};
 pub use params::{Congestion, DEFAULT_MIN_RTO, EndpointConfig, TransmissionParams};

@@ -76,7 +76,8 @@ pub enum Congestion {
     /// Each peer's RTO from its round trips, as RFC 6298 computes TCP's: SRTT + 4 * RTTVAR from
     /// messages answered at their first transmission (Karn's sampling rule: one answered after
     /// a retransmission is ambiguous and gives no sample), ACK_TIMEOUT until the first; a
-    /// message's wait doubles after each silence, within RFC 7252's MAX_TRANSMIT_SPAN and
+    /// message's wait doubles after a silence, once (to a second at least; see
+    /// `proto::retransmission::DOUBLINGS`), within RFC 7252's MAX_TRANSMIT_SPAN and
     /// MAX_TRANSMIT_WAIT. For links whose losses are radio, not congestion (an NB-IoT cell the
     /// engine paces per cell): CoCoA's weak estimator takes such a loss for a longer round
     /// trip and keeps the RTO seconds above it. The default.

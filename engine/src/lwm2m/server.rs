@@ -1,8 +1,10 @@
 //! `RegistrationInterface`: the CoAP request handler for /rd (Register, Update, De-register),
 //! delegating every other path to the next handler (the package server), within the edge's
 //! limits: names, lifetimes and object lists bounded, Registers per source rate-limited (5.03
-//! with Max-Age, smaller than the request). Also the lifetime expiry task.
+//! with Max-Age, smaller than the request). A device that registers or updates from a new
+//! address takes its RTO estimate along. Also the lifetime expiry task.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +16,9 @@ use super::admission::{Admission, Refusal};
 use super::registration::{RegisterRequest, UpdateRequest};
 use super::registry::Registry;
 use crate::coap::stats::bump;
-use crate::coap::{HandlerFuture, IncomingRequest, PacketExt, RequestHandler, Response};
+use crate::coap::{
+    HandlerFuture, IncomingRequest, PacketExt, RequestHandler, Response, WeakEndpoint,
+};
 use crate::edge::{EdgeCounters, EdgeLimits, RateLimit};
 
 /// The path of the registration interface (LwM2M's default, which this server uses).
@@ -34,6 +38,9 @@ pub struct RegistrationInterface {
     counters: Arc<EdgeCounters>,
     /// Which identity registers as which endpoint.
     admission: Admission,
+    /// The endpoint whose RTO estimates follow a device to its new address; none in tests of
+    /// the interface alone.
+    estimates: Option<WeakEndpoint>,
 }
 
 impl RegistrationInterface {
@@ -54,6 +61,24 @@ impl RegistrationInterface {
             registers,
             counters,
             admission,
+            estimates: None,
+        }
+    }
+
+    /// This interface, carrying a device's RTO estimate on `endpoint` from its old address to
+    /// the one it registers or updates from.
+    pub fn carrying_estimates(mut self, endpoint: WeakEndpoint) -> Self {
+        self.estimates = Some(endpoint);
+        self
+    }
+
+    /// Carries the RTO estimate of a device that was at `before` to `now_at`.
+    fn carry_estimate(&self, before: Option<SocketAddr>, now_at: SocketAddr) {
+        let Some(before) = before.filter(|before| *before != now_at) else {
+            return;
+        };
+        if let Some(endpoint) = self.estimates.as_ref().and_then(WeakEndpoint::upgrade) {
+            endpoint.carry_estimate(before, now_at);
         }
     }
 
@@ -80,6 +105,9 @@ impl RegistrationInterface {
         }
         register.lifetime = self.cut(register.lifetime);
         register.identity = request.identity.clone();
+        // Carried before the registration exists: whoever waits for it asks at once.
+        let before = self.registry.get(&register.endpoint).map(|r| r.address);
+        self.carry_estimate(before, request.peer);
         let registration = self.registry.register(register, request.peer, now);
         let mut response = Response::new(ResponseType::Created);
         response.location_path = vec![RD.into(), registration.id];
@@ -122,6 +150,8 @@ impl RegistrationInterface {
         match UpdateRequest::parse(&request.packet, &self.limits) {
             Ok(mut update) => {
                 update.lifetime = update.lifetime.map(|lifetime| self.cut(lifetime));
+                let before = self.registry.by_id(id).map(|r| r.address);
+                self.carry_estimate(before, request.peer);
                 match self.registry.update(id, update, request.peer, now) {
                     Some(_) => Response::new(ResponseType::Changed),
                     None => Response::error(ResponseType::NotFound, "unknown registration"),

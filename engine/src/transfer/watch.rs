@@ -152,32 +152,33 @@ impl FirmwareWatch {
 
     /// Waits until the device has verified the package (Downloaded) or given up on it (Idle
     /// with a failure in Update Result); returns the State then. State is read when no
-    /// notification came: first after the device's retransmission timeout (a notification
+    /// notification settled it: first after the device's retransmission timeout (a notification
     /// sent as the last block was answered has crossed the link by then; [`FIRST_POLL`] for
-    /// a device not measured), then every [`POLL_EVERY`].
+    /// a device not measured), then every [`POLL_EVERY`]. The time of a read is kept whatever
+    /// notifications arrive before it (those queued during the transfer, of Downloading, come
+    /// at once and settle nothing).
     pub async fn wait_until_settled(
         &mut self,
         management: &DeviceManagement,
         timeout: Duration,
     ) -> Result<FirmwareState, ManagementError> {
         let deadline = Instant::now() + timeout;
-        let mut poll = management
+        let first_poll = management
             .endpoint()
             .rto(self.device)
             .unwrap_or(FIRST_POLL)
             .min(POLL_EVERY);
+        let mut poll_at = Instant::now() + first_poll;
         while !self.settled() {
             if Instant::now() >= deadline {
                 return Err(ManagementError::Missing(firmware::STATE));
             }
-            let wait = poll.min(deadline.saturating_duration_since(Instant::now()));
-            poll = POLL_EVERY;
-            match tokio::time::timeout(
-                wait,
+            let notified = tokio::time::timeout_at(
+                poll_at.min(deadline),
                 next_notification(&mut self.state_observation, &mut self.result_observation),
             )
-            .await
-            {
+            .await;
+            match notified {
                 Ok(Some((path, packet))) => {
                     if let Ok(records) = decode(path, &packet) {
                         self.apply(&records);
@@ -188,9 +189,11 @@ impl FirmwareWatch {
                     self.state_observation = None;
                     self.result_observation = None;
                     self.read_now(management).await?;
+                    poll_at = Instant::now() + POLL_EVERY;
                 }
                 Err(_) => {
                     self.read_now(management).await?;
+                    poll_at = Instant::now() + POLL_EVERY;
                 }
             }
         }

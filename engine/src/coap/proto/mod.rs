@@ -153,6 +153,11 @@ impl EndpointCore {
         self.peers.rto(peer, now)
     }
 
+    /// Starts the RTO estimate of `to` from `from`'s (see [`Peers::carry_estimate`]).
+    pub fn carry_estimate(&mut self, from: SocketAddr, to: SocketAddr, now: Instant) {
+        self.peers.carry_estimate(from, to, now);
+    }
+
     /// Starts a request to `peer` at `now` on `token`, or on a fresh one when `None`; the
     /// caller sends the returned datagram and then hears of the exchange through
     /// [`Event::Exchange`] until it ends it.
@@ -289,8 +294,16 @@ impl EndpointCore {
                 Retransmission::start(datagram, &params, limit, now, &mut self.rng)
             }
             Congestion::Cocoa { min_rto } | Congestion::RoundTrip { min_rto } => {
-                let rto = self.initial_rto(key.0, now).max(min_rto);
                 let doubling = matches!(params.congestion, Congestion::RoundTrip { .. });
+                let rto = match self.peers.rto(key.0, now) {
+                    Some(rto) => rto,
+                    // Round-trip timers spread only the blind estimate, as RFC 7252 does.
+                    None if doubling => self
+                        .blind_rto(key.0)
+                        .mul_f64(params.random_factor(&mut self.rng)),
+                    None => self.blind_rto(key.0),
+                }
+                .max(min_rto);
                 Retransmission::start_from_rto(
                     datagram,
                     (&params, doubling),
@@ -304,17 +317,14 @@ impl EndpointCore {
         self.exchanges.await_ack(key, id, token, retransmission);
     }
 
-    /// The RTO a confirmable message to `peer` starts from under CoCoA: the peer's estimate, or
-    /// without one the blind estimate, ACK_TIMEOUT times the requests in flight to the peer
-    /// (draft-ietf-core-cocoa-03 section 4.1).
-    fn initial_rto(&self, peer: SocketAddr, now: Instant) -> Duration {
-        self.peers.rto(peer, now).unwrap_or_else(|| {
-            let parallel = self.peers.in_flight(peer).max(1);
-            self.config
-                .params
-                .ack_timeout
-                .saturating_mul(parallel as u32)
-        })
+    /// The RTO a confirmable message to a peer with no estimate starts from: ACK_TIMEOUT times
+    /// the requests in flight to it (draft-ietf-core-cocoa-03 section 4.1).
+    fn blind_rto(&self, peer: SocketAddr) -> Duration {
+        let parallel = self.peers.in_flight(peer).max(1);
+        self.config
+            .params
+            .ack_timeout
+            .saturating_mul(parallel as u32)
     }
 
     /// Feeds the round trip of a message `peer` acknowledged at `now` into its RTO estimate,

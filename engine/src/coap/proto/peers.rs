@@ -101,6 +101,20 @@ impl Peers {
         }
     }
 
+    /// Starts `to`'s RTO estimate from `from`'s, when `to` has none: the same device, reached
+    /// at a new address (it registered again from another port after a reboot, or its NAT
+    /// mapping moved), crosses the same radio link, so its first losses there wait as long
+    /// as its round trips need instead of the blind ACK_TIMEOUT.
+    pub fn carry_estimate(&mut self, from: SocketAddr, to: SocketAddr, now: Instant) {
+        let Some(estimate) = self.states.get(&from).and_then(|state| state.rto.clone()) else {
+            return;
+        };
+        let state = self.state(to, now);
+        if state.rto.is_none() {
+            state.rto = Some(estimate);
+        }
+    }
+
     /// Forgets peers idle for longer than `lifetime` with no request outstanding.
     pub fn forget_idle(&mut self, now: Instant, lifetime: Duration) {
         let nstart = self.nstart;
