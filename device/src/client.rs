@@ -252,6 +252,15 @@ impl<S: DeviceSystem> Device<S> {
         self.shared.missed_while_asleep.load(Ordering::Relaxed)
     }
 
+    /// The paths servers observe now, one per observation.
+    pub fn observed(&self) -> Vec<LwM2mPath> {
+        let core = lock(&self.shared.core);
+        core.observers
+            .iter()
+            .map(|observer| observer.path)
+            .collect()
+    }
+
     /// The address its socket is bound to, while its radio is on.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         lock(&self.shared.endpoint)

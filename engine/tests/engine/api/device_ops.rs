@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use fota_device::client::SleepCycle;
-use fota_engine::lwm2m::RegistrationEvent;
+use fota_engine::lwm2m::{LwM2mPath, RegistrationEvent};
 use fota_sim::SimStore;
 use hyper::header::LOCATION;
 use hyper::{Method, StatusCode};
@@ -130,26 +130,38 @@ async fn a_device_is_read_written_executed_and_observed_through_the_api() {
         json!({ "type": "integer", "value": 1 })
     );
 
-    // An observation: the value now, then the value a write gives it.
+    // An observation shared by two clients: the value now, then the value a write gives it;
+    // cancelled on the device when the last client goes.
+    let device = &bed.fleet.as_ref().unwrap().devices[0];
     let observe = format!("/v1/devices/{endpoint}/observe?path=/3/0/15");
     let mut notifications = api.stream(&observe, &[]).await;
-    let first = notifications.next_within(BOUND).await;
-    assert_eq!(first.name, "notification");
-    assert_eq!(first.data["value"], "Etc/UTC");
-    write(
-        api,
-        &endpoint,
-        "/3/0/15",
-        json!({ "value": "Europe/Berlin" }),
-    )
-    .await
-    .expect(StatusCode::NO_CONTENT);
-    let changed = notifications.next_within(BOUND).await;
-    assert_eq!(
-        changed.data,
-        json!({ "path": "/3/0/15", "type": "string", "value": "Europe/Berlin" })
-    );
+    let mut second = api.stream(&observe, &[]).await;
+    for stream in [&mut notifications, &mut second] {
+        let first = stream.next_within(BOUND).await;
+        assert_eq!(first.name, "notification");
+        assert_eq!(first.data["value"], "Etc/UTC");
+    }
+    assert_eq!(device.observed(), [LwM2mPath::resource(3, 0, 15)]);
+    let berlin = json!({ "value": "Europe/Berlin" });
+    write(api, &endpoint, "/3/0/15", berlin)
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    for stream in [&mut notifications, &mut second] {
+        let changed = stream.next_within(BOUND).await;
+        assert_eq!(
+            changed.data,
+            json!({ "path": "/3/0/15", "type": "string", "value": "Europe/Berlin" })
+        );
+    }
     drop(notifications);
+    assert_eq!(device.observed().len(), 1, "one client still watches");
+    drop(second);
+    within(BOUND, "the observation is cancelled on the device", async {
+        while !device.observed().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 
     // An instance write replaces the resources it carries.
     let both = json!({ "resources": {
