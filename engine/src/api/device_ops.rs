@@ -81,6 +81,7 @@ fn parse_path(text: &str) -> ApiResult<LwM2mPath> {
 /// A device's objects, as `GET /v1/devices/{endpoint}/objects` shows them.
 #[derive(Debug, Serialize)]
 pub struct DeviceObjects {
+    /// The device.
     endpoint: String,
     /// LwM2M version of its registration.
     lwm2m_version: String,
@@ -97,6 +98,7 @@ pub struct DeviceObjects {
 /// One object and its instances.
 #[derive(Debug, Serialize)]
 struct ObjectView {
+    /// The object id (3 for Device, 5 for Firmware Update, ...).
     id: u16,
     /// Instance ids; empty when the device announced the object without instances.
     instances: Vec<u16>,
@@ -196,12 +198,18 @@ async fn run(
 /// Refuses an operation for a device nobody knows, and a write or execute on object 5 of a
 /// device being upgraded.
 fn admit(platform: &Platform, endpoint: &str, operation: &DeviceOperation) -> ApiResult<()> {
-    if platform.server.registry.get(endpoint).is_none() {
-        platform.catalog.device(endpoint)?;
-    }
+    known(platform, endpoint)?;
     operation
         .check_upgrade(endpoint, &platform.campaigns)
         .map_err(|upgrading| Problem::new(Kind::Conflict, upgrading.to_string()))
+}
+
+/// Refuses a device that is neither registered nor in the catalog (404).
+fn known(platform: &Platform, endpoint: &str) -> ApiResult<()> {
+    if platform.server.registry.get(endpoint).is_none() {
+        platform.catalog.device(endpoint)?;
+    }
+    Ok(())
 }
 
 /// What `act` makes of `endpoint`'s registration once the device is reachable, all within
@@ -343,6 +351,7 @@ pub struct NewOperation {
     arguments: Option<String>,
 }
 
+/// What a queued operation does.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum OperationKind {
@@ -375,12 +384,19 @@ impl NewOperation {
 /// A queued operation, as the API shows it.
 #[derive(Debug, Serialize)]
 pub struct OperationView {
+    /// Its id in the device's queue (`Location` ends with it).
     id: String,
+    /// The device.
     endpoint: String,
+    /// `read`, `write` or `execute`.
     kind: &'static str,
+    /// Its target.
     path: String,
+    /// Pending, succeeded or failed.
     status: OperationStatus,
+    /// When it was queued.
     created_at: UnixMillis,
+    /// When it succeeded or failed.
     finished_at: Option<UnixMillis>,
     /// Times it was sent to the device.
     attempts: u32,
@@ -437,12 +453,9 @@ pub async fn list(
     Checked(Path(endpoint)): Checked<Path<String>>,
 ) -> ApiResult<Json<Vec<OperationView>>> {
     let platform = &state.platform;
-    let operations = platform
-        .operations
-        .list(&endpoint)
-        .map_err(|e| Problem::internal(&e))?;
-    if operations.is_empty() && platform.server.registry.get(&endpoint).is_none() {
-        platform.catalog.device(&endpoint)?;
+    let operations = platform.operations.list(&endpoint)?;
+    if operations.is_empty() {
+        known(platform, &endpoint)?;
     }
     Ok(Json(operations.into_iter().map(Into::into).collect()))
 }
@@ -452,11 +465,7 @@ pub async fn one(
     State(state): State<ApiState>,
     Checked(Path((endpoint, id))): Checked<Path<(String, String)>>,
 ) -> ApiResult<Json<OperationView>> {
-    let found = state
-        .platform
-        .operations
-        .get(&endpoint, &id)
-        .map_err(|e| Problem::internal(&e))?;
+    let found = state.platform.operations.get(&endpoint, &id)?;
     found
         .map(|queued| Json(queued.into()))
         .ok_or_else(|| no_operation(&endpoint, &id))
@@ -467,12 +476,7 @@ pub async fn remove(
     State(state): State<ApiState>,
     Checked(Path((endpoint, id))): Checked<Path<(String, String)>>,
 ) -> ApiResult<StatusCode> {
-    let removed = state
-        .platform
-        .operations
-        .remove(&endpoint, &id)
-        .map_err(|e| Problem::internal(&e))?;
-    match removed {
+    match state.platform.operations.remove(&endpoint, &id)? {
         true => Ok(StatusCode::NO_CONTENT),
         false => Err(no_operation(&endpoint, &id)),
     }

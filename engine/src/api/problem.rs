@@ -16,6 +16,7 @@ use crate::coap::CoapError;
 use crate::coap::message::code_name;
 use crate::lwm2m::{ContentError, ManagementError, QueueError};
 use crate::plugin::PluginError;
+use crate::store::StoreError;
 
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -279,11 +280,17 @@ impl From<&ManagementError> for Problem {
     }
 }
 
+impl From<StoreError> for Problem {
+    fn from(error: StoreError) -> Self {
+        Problem::internal(&error)
+    }
+}
+
 impl From<QueueError> for Problem {
     fn from(error: QueueError) -> Self {
         match error {
             QueueError::Full(_) => Problem::new(Kind::Conflict, error.to_string()),
-            QueueError::Store(store) => Problem::internal(&store),
+            QueueError::Store(store) => store.into(),
         }
     }
 }

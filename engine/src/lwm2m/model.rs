@@ -35,21 +35,6 @@ impl ResourceType {
         ResourceType::Objlnk,
     ];
 
-    /// The type a typed value has; `None` for untyped TLV bytes.
-    pub fn of(value: &Value) -> Option<ResourceType> {
-        Some(match value {
-            Value::String(_) => ResourceType::String,
-            Value::Integer(_) => ResourceType::Integer,
-            Value::UnsignedInteger(_) => ResourceType::UnsignedInteger,
-            Value::Float(_) => ResourceType::Float,
-            Value::Boolean(_) => ResourceType::Boolean,
-            Value::Opaque(_) => ResourceType::Opaque,
-            Value::Time(_) => ResourceType::Time,
-            Value::ObjectLink(..) => ResourceType::Objlnk,
-            Value::Untyped(_) => return None,
-        })
-    }
-
     /// `value` read as this type (untyped bytes and text as the LwM2M rules say).
     pub fn read(self, value: &Value) -> Result<Value, ContentError> {
         Ok(match self {

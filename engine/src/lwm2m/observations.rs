@@ -150,8 +150,11 @@ impl Observations {
 
 /// The task behind one observation.
 struct Observer {
+    /// Sends the Observe and the Cancel Observation.
     management: DeviceManagement,
+    /// Tells when the device can be reached.
     presence: Presence,
+    /// What is observed.
     path: LwM2mPath,
     /// Where its values go.
     values: watch::Sender<Latest>,
