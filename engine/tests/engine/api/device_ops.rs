@@ -186,7 +186,11 @@ async fn a_device_is_read_written_executed_and_observed_through_the_api() {
         .await
         .problem(StatusCode::CONFLICT, "device-refused");
 
-    // Execute Reboot: the device answers, then registers anew.
+    // Execute Reboot: the device answers, then registers anew, and an observation open
+    // through the reboot is made again on the new registration.
+    let observe = format!("/v1/devices/{endpoint}/observe?path=/3/0/14");
+    let mut offsets = api.stream(&observe, &[]).await;
+    assert_eq!(offsets.next_within(BOUND).await.data["value"], "+01:00");
     let mut events = bed.platform.server.registry.follow(&endpoint);
     execute(api, &endpoint, "/3/0/4")
         .await
@@ -195,6 +199,12 @@ async fn a_device_is_read_written_executed_and_observed_through_the_api() {
         while !matches!(events.next().await, RegistrationEvent::Registered(_)) {}
     })
     .await;
+    let observed_again = offsets.next_within(BOUND).await;
+    assert_eq!(observed_again.data["value"], "+01:00");
+    write(api, &endpoint, "/3/0/14", json!({ "value": "+02:00" }))
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    assert_eq!(offsets.next_within(BOUND).await.data["value"], "+02:00");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
