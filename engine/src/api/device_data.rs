@@ -298,6 +298,64 @@ mod tests {
         );
     }
 
+    /// A JSON value of the shapes' words and scalars, nested up to `depth`.
+    fn random_json(rng: &mut rand::rngs::SmallRng, depth: u32) -> Json {
+        use rand::Rng;
+        const KEYS: [&str; 9] = [
+            "type",
+            "value",
+            "values",
+            "resources",
+            "instances",
+            "0",
+            "9",
+            "65535",
+            "x",
+        ];
+        match rng.random_range(0..if depth == 0 { 6 } else { 8 }) {
+            0 => Json::Null,
+            1 => json!(rng.random::<bool>()),
+            2 => json!(rng.random::<i64>()),
+            3 => json!(rng.random::<f64>() * 1e6),
+            4 => json!(
+                ["integer", "opaque", "objlnk", "time", "3:0", "AP8=", "?"][rng.random_range(0..7)]
+            ),
+            5 => json!(rng.random::<u64>()),
+            6 => Json::Array(
+                (0..rng.random_range(0..3))
+                    .map(|_| random_json(rng, depth - 1))
+                    .collect(),
+            ),
+            _ => Json::Object(
+                (0..rng.random_range(0..4))
+                    .map(|_| {
+                        (
+                            KEYS[rng.random_range(0..KEYS.len())].to_string(),
+                            random_json(rng, depth - 1),
+                        )
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    #[test]
+    fn no_body_makes_a_write_panic() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(21);
+        let paths = [
+            LwM2mPath::object(3),
+            LwM2mPath::instance(3, 0),
+            LwM2mPath::resource(3, 0, 9),
+            LwM2mPath::resource(3, 0, 22),
+            LwM2mPath::resource_instance(3, 0, 6, 0),
+        ];
+        for round in 0..20_000 {
+            let body = random_json(&mut rng, 4);
+            let _ = from_json(paths[round % paths.len()], &body);
+        }
+    }
+
     #[test]
     fn bodies_that_do_not_fit_their_path_are_refused_with_a_reason() {
         let battery = LwM2mPath::resource(3, 0, 9);

@@ -29,6 +29,8 @@ pub const MAX_PENDING: usize = 64;
 pub const KEEP_FINISHED: usize = 32;
 /// Wake-ups a device may stay silent to an operation before it fails.
 pub const MAX_ATTEMPTS: u32 = 3;
+/// Hex digits of an id: ids sort as the numbers they are.
+const ID_DIGITS: usize = 16;
 
 /// Where a queued operation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,7 +173,7 @@ impl OperationQueue {
                 return Err(QueueError::Full(endpoint.to_string()));
             }
             let queued = QueuedOperation {
-                id: format!("{:016x}", state.next_id),
+                id: format!("{:0width$x}", state.next_id, width = ID_DIGITS),
                 endpoint: endpoint.to_string(),
                 operation,
                 status: OperationStatus::Pending,
@@ -195,8 +197,12 @@ impl OperationQueue {
         self.inner.store.scan(&device_prefix(endpoint))
     }
 
-    /// Operation `id` of `endpoint`.
+    /// Operation `id` of `endpoint` (none for an id in any other form than the one given).
     pub fn get(&self, endpoint: &str, id: &str) -> Result<Option<QueuedOperation>, StoreError> {
+        let given = id.len() == ID_DIGITS && id.bytes().all(|b| b.is_ascii_hexdigit());
+        if !given {
+            return Ok(None);
+        }
         self.inner
             .store
             .get(&format!("{}{id}", device_prefix(endpoint)))
