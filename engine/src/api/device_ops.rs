@@ -40,7 +40,7 @@ pub const MAX_TIMEOUT_SECS: u64 = 600;
 pub struct Target {
     /// The LwM2M path, e.g. `/3/0/9`.
     path: String,
-    /// Seconds to wait for the device to wake up and answer.
+    /// Seconds to wait for the device to wake up (or register).
     timeout: Option<u64>,
     /// Execute's arguments.
     arguments: Option<String>,
@@ -212,8 +212,8 @@ fn known(platform: &Platform, endpoint: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// What `act` makes of `endpoint`'s registration once the device is reachable, all within
-/// `wait`.
+/// What `act` makes of `endpoint`'s registration once the device is reachable, waiting up to
+/// `wait` for it (the exchange itself is bounded by CoAP's retransmissions).
 async fn when_reachable<T, F>(
     platform: &Platform,
     endpoint: &str,
@@ -223,30 +223,24 @@ async fn when_reachable<T, F>(
 where
     F: Future<Output = Result<T, ManagementError>>,
 {
-    let presence = &platform.server.presence;
     let give_up = tokio::time::Instant::now() + wait;
-    let answered = tokio::time::timeout_at(give_up, async {
-        match presence.when_reachable(endpoint, give_up).await {
-            Some(registration) => Some(act(registration).await),
-            None => None,
-        }
-    })
-    .await;
-    match answered {
-        Ok(Some(Ok(done))) => Ok(done),
-        Ok(Some(Err(error))) => Err(Problem::from(&error)),
-        Ok(None) | Err(_) => Err(unreachable(endpoint, wait)),
-    }
+    let presence = &platform.server.presence;
+    let registration = presence
+        .when_reachable(endpoint, give_up)
+        .await
+        .ok_or_else(|| asleep(endpoint, wait))?;
+    act(registration)
+        .await
+        .map_err(|error| Problem::from(&error))
 }
 
-/// The 504 of a device that did not wake up or answer within `wait`.
-fn unreachable(endpoint: &str, wait: Duration) -> Problem {
+/// The 504 of a device that did not wake up (or register) within `wait`.
+fn asleep(endpoint: &str, wait: Duration) -> Problem {
     Problem::new(
         Kind::DeviceUnreachable,
         format!(
-            "{endpoint} did not wake up and answer within {} s (a write may still have reached \
-             it); queue the operation (POST /v1/devices/{{endpoint}}/operations) to run it at \
-             its next wake-up",
+            "{endpoint} did not wake up within {} s; queue the operation (POST \
+             /v1/devices/{{endpoint}}/operations) to run it at its next wake-up",
             wait.as_secs()
         ),
     )
@@ -267,7 +261,7 @@ pub async fn observe(
     let first = tokio::time::timeout(wait, watcher.next()).await;
     let first = match first.ok().flatten() {
         Some(first) => first,
-        None => return Err(unreachable(&endpoint, wait)),
+        None => return Err(asleep(&endpoint, wait)),
     };
     match &*first {
         Observed::Value(_) => {}

@@ -394,8 +394,8 @@ const TIMEOUT: Param = param(
         min: 0,
         max: MAX_TIMEOUT_SECS,
     },
-    "Seconds to wait for the device to wake up (queue mode) or register and answer, 0 to \
-     600 (default 30); 504 after.",
+    "Seconds to wait for the device to wake up (queue mode) or register, 0 to 600 (default \
+     30); 504 after.",
 );
 
 const DATA_QUERY: [Param; 2] = [
@@ -531,8 +531,9 @@ pub static ROUTES: &[Route] = &[
     Route::new(
         Get,
         "/v1/devices/{endpoint}/observe",
-        "Observes a path: its value now, then every change, as server-sent events \
-         (`notification`, and `error` before the end); cancelled when the last client goes.",
+        "Observes a path: its value now (within the timeout), then every change, as \
+         server-sent events (`notification`, and `error` before the end); cancelled when the \
+         last client goes.",
         EventStream,
         |m| on(m, device_ops::observe),
     )
