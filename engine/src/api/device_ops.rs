@@ -78,6 +78,17 @@ fn parse_path(text: &str) -> ApiResult<LwM2mPath> {
     Ok(path)
 }
 
+/// `path`, if it names a resource: Execute targets nothing else (422).
+fn executable(path: LwM2mPath) -> ApiResult<LwM2mPath> {
+    if path.depth() != 3 {
+        return Err(Problem::new(
+            Kind::Invalid,
+            format!("{path} is not a resource: Execute targets a resource"),
+        ));
+    }
+    Ok(path)
+}
+
 /// A device's objects, as `GET /v1/devices/{endpoint}/objects` shows them.
 #[derive(Debug, Serialize)]
 pub struct DeviceObjects {
@@ -173,7 +184,7 @@ pub async fn execute(
     Checked(Query(target)): Checked<Query<Target>>,
 ) -> ApiResult<StatusCode> {
     let operation = DeviceOperation::Execute {
-        path: target.path()?,
+        path: executable(target.path()?)?,
         arguments: target.arguments.clone(),
     };
     run(&state.platform, &endpoint, &operation, target.wait()?).await?;
@@ -364,9 +375,10 @@ impl NewOperation {
                 let records = from_json(path, &content).map_err(|r| invalid(&r))?;
                 Ok(DeviceOperation::Write { path, records })
             }
-            (OperationKind::Execute, None, arguments) => {
-                Ok(DeviceOperation::Execute { path, arguments })
-            }
+            (OperationKind::Execute, None, arguments) => Ok(DeviceOperation::Execute {
+                path: executable(path)?,
+                arguments,
+            }),
             (OperationKind::Write, None, _) => Err(invalid("a write needs its content")),
             _ => Err(invalid(
                 "only a write has content, and only an execute has arguments",

@@ -239,6 +239,9 @@ async fn bad_paths_and_bodies_are_problems_and_a_viewer_reads_but_does_not_write
             .await
             .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid");
     }
+    execute(api, &endpoint, "/3/0")
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid");
     let not_json = Some(("application/json", bytes::Bytes::from_static(b"{")));
     api.send(Method::PUT, &format!("{data}?path=/3/0/15"), not_json)
         .await
@@ -247,6 +250,7 @@ async fn bad_paths_and_bodies_are_problems_and_a_viewer_reads_but_does_not_write
         json!({ "kind": "write", "path": "/3/0/15" }),
         json!({ "kind": "read", "path": "/3/0/15", "content": { "value": "x" } }),
         json!({ "kind": "read", "path": "/3/0/15", "priority": 1 }),
+        json!({ "kind": "execute", "path": "/3/0/4/0" }),
     ] {
         enqueue(api, &endpoint, operation)
             .await
