@@ -1,6 +1,7 @@
 //! `Device`: the reference LwM2M client. It registers, keeps its registration alive (or, in
 //! queue mode, sleeps and wakes with an Update), de-registers when told, answers Read / Write /
-//! Execute / Observe on objects 3, 4 and 5, downloads pushed packages block by block into its
+//! Execute / Observe on objects 3, 4 and 5 (its writable Device resources are `Settings`; an
+//! Execute of /3/0/4 reboots it), downloads pushed packages block by block into its
 //! [`DeviceSystem`], installs them and reboots into the new version.
 
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use crate::pull::parse_uri;
 use crate::qblock1::{
     Payload, QBlock1Config, QBlock1Receiver, QBlock1Stats, ReceiveTimer, Verdict,
 };
+use crate::settings::{self, Settings};
 use crate::system::DeviceSystem;
 
 /// What a device is and how it behaves on the network.
@@ -158,7 +160,15 @@ pub(crate) struct Core<S> {
     last_block: Option<(u16, usize)>,
     /// The Q-Block1 body being received (RAM: lost at reboot); `None` without Q-Block1.
     q_block1: Option<QBlock1Receiver>,
+    /// The Device object's writable values (flash: kept at reboot).
+    settings: Settings,
 }
+
+/// What observers are notified of when it changes: State, Update Result, the settings.
+pub(crate) type Watched = (FirmwareState, i64, Settings);
+
+/// How long after answering an Execute of Reboot the device reboots (its answer goes first).
+const REBOOT_DELAY: Duration = Duration::from_millis(50);
 
 /// A server observing one resource.
 #[derive(Debug, Clone)]
@@ -183,6 +193,7 @@ impl<S: DeviceSystem> Device<S> {
                 observers: Vec::new(),
                 last_block: None,
                 q_block1,
+                settings: Settings::default(),
             }),
             events,
             commands,
@@ -239,6 +250,15 @@ impl<S: DeviceSystem> Device<S> {
     /// Datagrams that reached the device while it slept in PSM (queue mode).
     pub fn missed_while_asleep(&self) -> u64 {
         self.shared.missed_while_asleep.load(Ordering::Relaxed)
+    }
+
+    /// The paths servers observe now, one per observation.
+    pub fn observed(&self) -> Vec<LwM2mPath> {
+        let core = lock(&self.shared.core);
+        core.observers
+            .iter()
+            .map(|observer| observer.path)
+            .collect()
     }
 
     /// The address its socket is bound to, while its radio is on.
@@ -603,6 +623,14 @@ impl<S: DeviceSystem> Shared<S> {
             Some(RequestType::Put) if path == firmware::PACKAGE_URI => {
                 self.write_package_uri(&request.packet.payload)
             }
+            Some(RequestType::Put | RequestType::Post) if Settings::writable(path) => {
+                let packet = &request.packet;
+                lock(&self.core).settings.write(
+                    path,
+                    packet.content_format_number(),
+                    &packet.payload,
+                )
+            }
             Some(RequestType::Post) => self.execute(path),
             _ => Response::error(
                 ResponseType::MethodNotAllowed,
@@ -830,6 +858,14 @@ impl<S: DeviceSystem> Shared<S> {
     }
 
     fn execute(self: &Arc<Self>, path: LwM2mPath) -> Response {
+        if path == settings::REBOOT {
+            let commands = self.commands.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(REBOOT_DELAY).await;
+                let _ = commands.send(Command::Reboot);
+            });
+            return Response::new(ResponseType::Changed);
+        }
         if path == firmware::UPDATE {
             let mut events = Vec::new();
             if !lock(&self.core).firmware.begin_update(&mut events) {
@@ -880,14 +916,19 @@ impl<S: DeviceSystem> Shared<S> {
         }
     }
 
-    /// State and Update Result, to see what a request changed.
-    pub(crate) fn watched(&self) -> (FirmwareState, i64) {
+    /// State, Update Result and the settings, to see what a request changed.
+    pub(crate) fn watched(&self) -> Watched {
         let core = lock(&self.core);
-        (core.firmware.state, core.firmware.result.number())
+        let firmware = &core.firmware;
+        (
+            firmware.state,
+            firmware.result.number(),
+            core.settings.clone(),
+        )
     }
 
     /// Queues a notification to every observer of a value that changed.
-    pub(crate) fn notify_changes(&self, before: (FirmwareState, i64)) {
+    pub(crate) fn notify_changes(&self, before: Watched) {
         if self.watched() == before {
             return;
         }
@@ -990,6 +1031,7 @@ impl<S: DeviceSystem> Core<S> {
                 Value::Integer(config.delivery.number()),
             ),
         ];
+        all.extend(self.settings.records());
         if config.supports_resume {
             all.push((
                 firmware::TRANSFERRED_BYTES,

@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod patch;
 pub mod pull;
 pub mod qblock1;
+pub mod settings;
 pub mod system;
 
 pub use client::{Device, DeviceConfig};

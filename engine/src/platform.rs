@@ -1,6 +1,7 @@
 //! `Platform`: the whole engine a host runs: the CoAP server, the store in the data directory,
-//! the plugin registry, the catalog, the campaign scheduler, and onboarding (the follower that
-//! keeps the catalog's devices current from registrations).
+//! the plugin registry, the catalog, the campaign scheduler, the operations queued for devices
+//! and the shared observations, and onboarding (the follower that keeps the catalog's devices
+//! current from registrations).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use crate::campaign::{CampaignError, Campaigns, DeviceAttempts};
 use crate::catalog::{Catalog, CatalogError, Credentials};
 use crate::clock::Clock;
+use crate::lwm2m::{Observations, OperationQueue};
 use crate::onboarding::follow_registrations;
 use crate::plugin::{
     HostConfig, KeptPlugins, PluginError, PluginHost, PluginRegistry, RestoreError,
@@ -60,6 +62,10 @@ pub struct Platform {
     pub catalog: Catalog,
     /// Upgrade tasks.
     pub campaigns: Campaigns,
+    /// Operations integrators queued for devices.
+    pub operations: OperationQueue,
+    /// Observations integrators watch.
+    pub observations: Observations,
     /// Stops the registration follower with the platform.
     follower: tokio::task::AbortHandle,
 }
@@ -109,6 +115,14 @@ impl Platform {
         };
         let campaigns =
             Campaigns::start(store.clone(), catalog.clone(), Arc::new(attempts), clock)?;
+        let operations = OperationQueue::open(
+            store.clone(),
+            server.management.clone(),
+            server.presence.clone(),
+            Arc::new(campaigns.clone()),
+            clock,
+        )?;
+        let observations = Observations::new(server.management.clone(), server.presence.clone());
         let follower = tokio::spawn(follow_registrations(
             server.registry.clone(),
             catalog.clone(),
@@ -124,6 +138,8 @@ impl Platform {
             kept_plugins,
             catalog,
             campaigns,
+            operations,
+            observations,
             follower,
         })
     }

@@ -3,7 +3,8 @@
 
 What an integrator's back office does: upload two firmware versions of a module model, have the
 engine make a delta package (with the model's differ plugin), put every device of the model in
-a group, run an upgrade task, follow it to the end and read the statistics.
+a group (reading the version one of them reports from the device itself), run an upgrade task,
+follow it to the end and read the statistics.
 
 Standard library only. Usage:
 
@@ -66,6 +67,14 @@ def upload(vendor, model, version, path):
     return firmware
 
 
+def reported_version(endpoint):
+    """One device read: the firmware version (/3/0/3) the device reports, waiting up to a
+    minute for a device asleep in PSM to wake."""
+    device = urllib.parse.quote(endpoint, safe=":")
+    data = call("GET", f"/v1/devices/{device}/data", query={"path": "/3/0/3", "timeout": 60})
+    return data["value"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for option in ("vendor", "model", "old", "old-version", "new", "new-version"):
@@ -90,6 +99,8 @@ def main():
     endpoints = [device["endpoint"] for device in devices]
     call("POST", f"/v1/groups/{group['id']}/devices", {"endpoints": endpoints})
     print(f"group {group['id']}: {len(endpoints)} devices")
+    if endpoints:
+        print(f"{endpoints[0]} reports version {reported_version(endpoints[0])}")
 
     task = call("POST", "/v1/tasks", {
         "name": f"{args.model} {args.old_version} to {args.new_version}",

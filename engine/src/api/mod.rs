@@ -1,11 +1,13 @@
-//! The HTTP API for integrators (DESIGN.md, "Who uses it"): devices and their DTLS
-//! credentials, groups, firmware, packages, upgrade tasks, statistics, plugins, live progress
+//! The HTTP API for integrators (DESIGN.md, "Who uses it"): devices, their data (LwM2M
+//! operations) and their DTLS credentials, groups, firmware, packages, upgrade tasks, statistics, plugins, live progress
 //! as server-sent events, metrics and the OpenAPI document, versioned under `/v1`, JSON in and
 //! out, on axum.
 //!
 //! Owns: the connections and their limits (`connections`), the route table and router
-//! (`router`), one module of handlers per resource (`devices`, `credentials`, `groups`,
-//! `firmware`, `formats`, `packages`, `tasks`, `plugins`, `statistics`), authentication
+//! (`router`), one module of handlers per resource (`devices`, `device_ops` (a device's data:
+//! read, write, execute, observe, queued operations) with `device_data` (their JSON),
+//! `credentials`, `groups`, `firmware`, `formats`, `packages`, `tasks`, `plugins`,
+//! `statistics`), authentication
 //! (`auth`), problem details (`problem`), the event feed (`events`), the Prometheus exposition
 //! (`metrics`) and the OpenAPI document (`openapi`).
 //!
@@ -22,6 +24,8 @@
 mod auth;
 mod connections;
 mod credentials;
+mod device_data;
+mod device_ops;
 mod devices;
 mod events;
 mod extract;

@@ -130,6 +130,7 @@ fn accepts(accepts: Accepts) -> Value {
         Accepts::Boolean => json!({ "type": "boolean" }),
         Accepts::OneOf(values) => one_of(values),
         Accepts::Settings => array(json!({ "type": "string", "pattern": SETTING })),
+        Accepts::LwM2mPath => lwm2m_path(),
     }
 }
 
@@ -233,6 +234,21 @@ const KEY_HEX: &str = "^([0-9a-fA-F]{2}){1,64}$";
 /// A plugin setting: `key=value` with a key.
 const SETTING: &str = "^[^=]+=";
 
+/// An LwM2M id, 0 to 65534, with any leading zeros.
+macro_rules! lwm2m_id {
+    () => {
+        "0*(6553[0-4]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+    };
+}
+
+/// An LwM2M path below the root: one to four ids, a trailing `/` allowed.
+const LWM2M_PATH: &str = concat!("^(/", lwm2m_id!(), "){1,4}/?$");
+
+/// An LwM2M path below the root.
+fn lwm2m_path() -> Value {
+    json!({ "type": "string", "pattern": LWM2M_PATH })
+}
+
 /// A string that is not blank.
 fn not_blank() -> Value {
     json!({ "type": "string", "minLength": 1, "pattern": NOT_BLANK })
@@ -321,6 +337,18 @@ const RESULTS: &[&str] = &[
     "download_failed",
 ];
 pub const PACKAGE_KINDS: &[&str] = &["full", "delta"];
+const RESOURCE_TYPES: &[&str] = &[
+    "string",
+    "integer",
+    "unsigned_integer",
+    "float",
+    "boolean",
+    "opaque",
+    "time",
+    "objlnk",
+];
+const OPERATION_KINDS: &[&str] = &["read", "write", "execute"];
+const OPERATION_STATUSES: &[&str] = &["pending", "succeeded", "failed"];
 pub const PLUGIN_KINDS: &[&str] = &["differ", "capability", "policy", "packager"];
 const PACKAGE_FORMATS: &[&str] = &["raw", "signed", "packager"];
 
@@ -365,6 +393,7 @@ fn schemas() -> Value {
     for part in [
         general_schemas(),
         device_schemas(),
+        device_data_schemas(),
         credential_schemas(),
         catalog_schemas(),
         task_schemas(),
@@ -521,6 +550,107 @@ fn device_schemas() -> Value {
             ),
         ] },
         "TaskDevicePage": page("TaskDevice"),
+    })
+}
+
+/// A JSON scalar: what a resource value is written as.
+fn scalar() -> Value {
+    json!({ "type": ["string", "integer", "number", "boolean"] })
+}
+
+/// An object mapping ids (as strings) to `schema`.
+fn id_map(schema: &str) -> Value {
+    json!({
+        "type": "object",
+        "description": "Keyed by id, 0 to 65534.",
+        "additionalProperties": reference(schema),
+    })
+}
+
+/// A device's objects, its data as read and written, and queued operations.
+fn device_data_schemas() -> Value {
+    let typed = json!({ "type": one_of(RESOURCE_TYPES), "value": scalar() });
+    let with_path = |required: &[&str], properties: Value| {
+        let mut properties = properties;
+        properties["path"] = string();
+        let mut required = required.to_vec();
+        required.push("path");
+        object(&required, properties)
+    };
+    json!({
+        "DeviceObjects": object(
+            &["endpoint", "lwm2m_version", "binding", "awake", "multi_value_format", "objects"],
+            json!({
+                "endpoint": string(),
+                "lwm2m_version": string(),
+                "binding": one_of(&["U", "UQ"]),
+                "awake": { "type": "boolean" },
+                "multi_value_format": string(),
+                "objects": array(object(
+                    &["id", "instances"],
+                    json!({ "id": integer(), "instances": array(integer()) }),
+                )),
+            }),
+        ),
+        "TypedValue": object(&["type", "value"], typed.clone()),
+        "ResourceData": { "oneOf": [
+            reference("TypedValue"),
+            object(&["values"], json!({ "values": id_map("TypedValue") })),
+        ] },
+        "InstanceData": object(&["resources"], json!({ "resources": id_map("ResourceData") })),
+        "DeviceData": { "oneOf": [
+            with_path(&["type", "value"], typed),
+            with_path(&["values"], json!({ "values": id_map("TypedValue") })),
+            with_path(&["resources"], json!({ "resources": id_map("ResourceData") })),
+            with_path(&["instances"], json!({ "instances": id_map("InstanceData") })),
+        ] },
+        "NewValue": closed(
+            &["value"],
+            json!({ "type": one_of(RESOURCE_TYPES), "value": scalar() }),
+        ),
+        "NewResource": { "oneOf": [
+            reference("NewValue"),
+            closed(&["values"], json!({ "values": id_map("NewValue") })),
+        ] },
+        "NewDeviceData": { "oneOf": [
+            reference("NewResource"),
+            closed(&["resources"], json!({ "resources": id_map("NewResource") })),
+        ] },
+        "NewOperation": closed(
+            &["kind", "path"],
+            json!({
+                "kind": one_of(OPERATION_KINDS),
+                "path": lwm2m_path(),
+                "content": reference("NewDeviceData"),
+                "arguments": string(),
+            }),
+        ),
+        "QueuedOperation": object(
+            &[
+                "id",
+                "endpoint",
+                "kind",
+                "path",
+                "status",
+                "created_at",
+                "finished_at",
+                "attempts",
+                "result",
+                "error",
+            ],
+            json!({
+                "id": string(),
+                "endpoint": string(),
+                "kind": one_of(OPERATION_KINDS),
+                "path": string(),
+                "status": one_of(OPERATION_STATUSES),
+                "created_at": millis(),
+                "finished_at": nullable_millis(),
+                "attempts": integer(),
+                "result": { "oneOf": [reference("DeviceData"), { "type": "null" }] },
+                "error": nullable("string"),
+            }),
+        ),
     })
 }
 
@@ -745,6 +875,7 @@ mod tests {
     use super::*;
     use crate::campaign::{DeviceResult, DownloadStatus, Phase, TaskStatus, UpgradeStatus};
     use crate::catalog::PackageKind;
+    use crate::lwm2m::{OperationStatus, ResourceType};
     use crate::plugin::PluginKind;
 
     /// Every `$ref` in `value`.
@@ -865,5 +996,11 @@ mod tests {
         );
         let kinds: Vec<_> = PluginKind::ALL.iter().map(|k| k.world()).collect();
         assert_eq!(kinds, PLUGIN_KINDS);
+        assert_eq!(names(&ResourceType::ALL), RESOURCE_TYPES);
+        use OperationStatus as S;
+        assert_eq!(
+            names(&[S::Pending, S::Succeeded, S::Failed]),
+            OPERATION_STATUSES
+        );
     }
 }

@@ -1,15 +1,22 @@
 //! Errors of the HTTP API as RFC 9457 problem details (`application/problem+json` with type,
 //! title, status and detail), and how the engine's errors map to them: unknown ids are 404,
 //! a rule of the status or of the catalog is 409 or 422, a malformed request is 400, a store
-//! failure is 500 (logged, with a generic detail). Owns the mapping only, never the rules.
+//! failure is 500 (logged, with a generic detail). A device's own answer to an operation: 4.04
+//! is 404, another 4.xx 409 (the device refused), 5.xx or an unreadable answer 502, silence
+//! 504. Owns the mapping only, never the rules.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use coap_lite::ResponseType;
 use serde::Serialize;
 
 use crate::campaign::CampaignError;
 use crate::catalog::CatalogError;
+use crate::coap::CoapError;
+use crate::coap::message::code_name;
+use crate::lwm2m::{ContentError, ManagementError, QueueError};
 use crate::plugin::PluginError;
+use crate::store::StoreError;
 
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -40,11 +47,18 @@ pub enum Kind {
     Invalid,
     /// The engine failed.
     Internal,
+    /// The device answered the operation with an error other than 4.04 (4.05 Method Not
+    /// Allowed, 4.00 Bad Request, ...).
+    DeviceRefused,
+    /// The device answered with a server error (5.xx), or an answer that does not read.
+    DeviceFailed,
+    /// The device did not answer, or did not wake up, in time.
+    DeviceUnreachable,
 }
 
 impl Kind {
     /// Every kind, for the OpenAPI document.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 14] = [
         Kind::BadRequest,
         Kind::Unauthorized,
         Kind::Forbidden,
@@ -56,6 +70,9 @@ impl Kind {
         Kind::UnsupportedMediaType,
         Kind::Invalid,
         Kind::Internal,
+        Kind::DeviceRefused,
+        Kind::DeviceFailed,
+        Kind::DeviceUnreachable,
     ];
 
     /// The HTTP status.
@@ -66,11 +83,13 @@ impl Kind {
             Kind::Forbidden => StatusCode::FORBIDDEN,
             Kind::NotFound | Kind::NoSuchRoute => StatusCode::NOT_FOUND,
             Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Kind::Conflict => StatusCode::CONFLICT,
+            Kind::Conflict | Kind::DeviceRefused => StatusCode::CONFLICT,
             Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Kind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Kind::DeviceFailed => StatusCode::BAD_GATEWAY,
+            Kind::DeviceUnreachable => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -88,6 +107,9 @@ impl Kind {
             Kind::UnsupportedMediaType => "unsupported-media-type",
             Kind::Invalid => "invalid",
             Kind::Internal => "internal",
+            Kind::DeviceRefused => "device-refused",
+            Kind::DeviceFailed => "device-failed",
+            Kind::DeviceUnreachable => "device-unreachable",
         }
     }
 
@@ -109,6 +131,9 @@ impl Kind {
             Kind::UnsupportedMediaType => "The body has the wrong media type",
             Kind::Invalid => "The request breaks a rule",
             Kind::Internal => "The engine failed",
+            Kind::DeviceRefused => "The device refused the operation",
+            Kind::DeviceFailed => "The device failed the operation",
+            Kind::DeviceUnreachable => "The device did not answer in time",
         }
     }
 
@@ -224,6 +249,49 @@ impl From<CampaignError> for Problem {
             CampaignError::Store(store) => return Problem::internal(&store),
         };
         Problem::new(kind, error.to_string())
+    }
+}
+
+impl From<&ManagementError> for Problem {
+    fn from(error: &ManagementError) -> Self {
+        let kind = match error {
+            ManagementError::Status {
+                code: ResponseType::NotFound,
+                ..
+            } => Kind::NotFound,
+            ManagementError::Status { code, .. } if code_name(*code).starts_with('4') => {
+                Kind::DeviceRefused
+            }
+            ManagementError::Coap(
+                CoapError::Timeout { .. }
+                | CoapError::ResponseTimeout { .. }
+                | CoapError::Reset { .. },
+            ) => Kind::DeviceUnreachable,
+            ManagementError::Coap(CoapError::Encode(_) | CoapError::Io(_) | CoapError::Closed) => {
+                return Problem::internal(error);
+            }
+            ManagementError::Content {
+                source: ContentError::Encode { .. },
+                ..
+            } => Kind::Invalid,
+            _ => Kind::DeviceFailed,
+        };
+        Problem::new(kind, error.to_string())
+    }
+}
+
+impl From<StoreError> for Problem {
+    fn from(error: StoreError) -> Self {
+        Problem::internal(&error)
+    }
+}
+
+impl From<QueueError> for Problem {
+    fn from(error: QueueError) -> Self {
+        match error {
+            QueueError::Full(_) => Problem::new(Kind::Conflict, error.to_string()),
+            QueueError::Store(store) => store.into(),
+        }
     }
 }
 

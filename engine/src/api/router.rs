@@ -14,12 +14,13 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::auth::{Guard, authenticate, authorize};
 use super::connections::HttpCounters;
+use super::device_ops::MAX_TIMEOUT_SECS;
 use super::openapi::{PACKAGE_KINDS, PLUGIN_KINDS};
 use super::paging::MAX_LIMIT;
 use super::problem::{Kind, method_not_allowed, no_such_route};
 use super::{
-    ApiConfig, ApiState, credentials, devices, events, firmware, formats, groups, health, metrics,
-    openapi, packages, plugins, statistics, tasks,
+    ApiConfig, ApiState, credentials, device_ops, devices, events, firmware, formats, groups,
+    health, metrics, openapi, packages, plugins, statistics, tasks,
 };
 use crate::catalog::firmware::MAX_VERSION_BYTES;
 
@@ -99,6 +100,8 @@ pub enum Accepts {
     OneOf(&'static [&'static str]),
     /// `key=value` settings with a key, the parameter repeated for more.
     Settings,
+    /// An LwM2M path below the root: `/object`, `/object/instance`, ... (ids 0 to 65534).
+    LwM2mPath,
 }
 
 /// What a request carries as its body.
@@ -384,8 +387,49 @@ const PLUGIN_QUERY: [Param; 5] = [
     ),
 ];
 
+/// The waiting of a synchronous device operation.
+const TIMEOUT: Param = param(
+    "timeout",
+    Accepts::Integer {
+        min: 0,
+        max: MAX_TIMEOUT_SECS,
+    },
+    "Seconds to wait for the device to wake up (queue mode) or register, 0 to 600 (default \
+     30); 504 after.",
+);
+
+const DATA_QUERY: [Param; 2] = [
+    required(
+        "path",
+        Accepts::LwM2mPath,
+        "The LwM2M path: /object, /object/instance, /object/instance/resource or \
+         /object/instance/resource/instance.",
+    ),
+    TIMEOUT,
+];
+
+const EXECUTE_QUERY: [Param; 3] = [
+    DATA_QUERY[0],
+    TIMEOUT,
+    param(
+        "arguments",
+        Accepts::Text,
+        "Execute's arguments, as LwM2M writes them (0='a',1).",
+    ),
+];
+
+/// What the device may answer to an operation beyond success.
+const DEVICE_ANSWERS: [Kind; 3] = [DeviceRefused, DeviceFailed, DeviceUnreachable];
+const DEVICE_CHANGES: [Kind; 5] = [
+    Conflict,
+    Invalid,
+    DeviceRefused,
+    DeviceFailed,
+    DeviceUnreachable,
+];
+
 use Content::{Binary, EventStream, Json, JsonList, Prometheus};
-use Kind::{Conflict, Invalid};
+use Kind::{Conflict, DeviceFailed, DeviceRefused, DeviceUnreachable, Invalid};
 use Verb::{Delete, Get, Patch, Post, Put};
 
 /// Every route of the API.
@@ -445,6 +489,89 @@ pub static ROUTES: &[Route] = &[
     )
     .status(204)
     .refusals(&[Conflict]),
+    Route::new(
+        Get,
+        "/v1/devices/{endpoint}/objects",
+        "A registered device's objects and their instances, from its registration.",
+        Json("DeviceObjects"),
+        |m| on(m, device_ops::objects),
+    ),
+    Route::new(
+        Get,
+        "/v1/devices/{endpoint}/data",
+        "Reads an object, instance or resource of a device (waiting for a sleeping device \
+         up to the timeout); typed values, opaque as base64.",
+        Json("DeviceData"),
+        |m| on(m, device_ops::read),
+    )
+    .query(&DATA_QUERY)
+    .refusals(&DEVICE_ANSWERS),
+    Route::new(
+        Put,
+        "/v1/devices/{endpoint}/data",
+        "Writes a resource (replaced) or an instance (the resources given replaced); 409 for \
+         object 5 of a device being upgraded.",
+        Content::None,
+        |m| on(m, device_ops::write),
+    )
+    .query(&DATA_QUERY)
+    .payload(Payload::Json("NewDeviceData"))
+    .status(204)
+    .refusals(&DEVICE_CHANGES),
+    Route::new(
+        Post,
+        "/v1/devices/{endpoint}/execute",
+        "Executes a resource; 409 for object 5 of a device being upgraded.",
+        Content::None,
+        |m| on(m, device_ops::execute),
+    )
+    .query(&EXECUTE_QUERY)
+    .status(204)
+    .refusals(&DEVICE_CHANGES),
+    Route::new(
+        Get,
+        "/v1/devices/{endpoint}/observe",
+        "Observes a path: its value now (within the timeout), then every change, as \
+         server-sent events (`notification`, and `error` before the end); cancelled when the \
+         last client goes.",
+        EventStream,
+        |m| on(m, device_ops::observe),
+    )
+    .query(&DATA_QUERY)
+    .refusals(&DEVICE_ANSWERS),
+    Route::new(
+        Post,
+        "/v1/devices/{endpoint}/operations",
+        "Queues a read, write or execute for the device's next wake-up (kept across \
+         restarts); 202 with the operation's Location.",
+        Json("QueuedOperation"),
+        |m| on(m, device_ops::enqueue),
+    )
+    .payload(Payload::Json("NewOperation"))
+    .status(202)
+    .refusals(&[Conflict, Invalid]),
+    Route::new(
+        Get,
+        "/v1/devices/{endpoint}/operations",
+        "A device's queued operations, oldest first: pending, and the last finished.",
+        JsonList("QueuedOperation"),
+        |m| on(m, device_ops::list),
+    ),
+    Route::new(
+        Get,
+        "/v1/devices/{endpoint}/operations/{id}",
+        "A queued operation: its status, and its result or error.",
+        Json("QueuedOperation"),
+        |m| on(m, device_ops::one),
+    ),
+    Route::new(
+        Delete,
+        "/v1/devices/{endpoint}/operations/{id}",
+        "Cancels a pending operation, or forgets a finished one.",
+        Content::None,
+        |m| on(m, device_ops::remove),
+    )
+    .status(204),
     Route::new(
         Put,
         "/v1/devices/{endpoint}/credentials",

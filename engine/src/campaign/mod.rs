@@ -117,6 +117,12 @@ pub struct Campaigns {
     inner: Arc<Inner>,
 }
 
+impl crate::lwm2m::Upgrades for Campaigns {
+    fn upgrading(&self, endpoint: &str) -> bool {
+        Campaigns::upgrading(self, endpoint)
+    }
+}
+
 impl Campaigns {
     /// Loads every task from the store (attempts that were running when the engine stopped
     /// are due again) and starts the scheduler.
@@ -324,6 +330,13 @@ impl Campaigns {
                 && (running.devices.contains_key(endpoint)
                     || groups.contains(&running.task.spec.group_id))
         })
+    }
+
+    /// True while an attempt of a task upgrades device `endpoint`.
+    pub fn upgrading(&self, endpoint: &str) -> bool {
+        lock(&self.inner.tasks)
+            .values()
+            .any(|running| running.active.contains_key(endpoint))
     }
 
     /// Every device progress of every task.

@@ -383,6 +383,7 @@ mod tests {
                 queue_mode: false,
             },
             objects: vec![],
+            announced_format: None,
             registered_at: now,
             last_update: now,
             proven: true,

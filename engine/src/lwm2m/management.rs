@@ -204,8 +204,34 @@ impl DeviceManagement {
         format: ContentFormat,
         payload: impl Into<Bytes>,
     ) -> Result<(), ManagementError> {
-        let request = OutgoingRequest::new(RequestType::Put, &path.segments())
-            .with_payload(format.number(), payload);
+        self.send_write(RequestType::Put, device, path, format, payload.into())
+            .await
+    }
+
+    /// Write (partial update) of object instance `path` with a payload already encoded in
+    /// `format`: the resources it carries are replaced, the instance's others kept.
+    pub async fn write_update(
+        &self,
+        device: SocketAddr,
+        path: LwM2mPath,
+        format: ContentFormat,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), ManagementError> {
+        self.send_write(RequestType::Post, device, path, format, payload.into())
+            .await
+    }
+
+    /// A Write as `method`: PUT replaces, POST updates.
+    async fn send_write(
+        &self,
+        method: RequestType,
+        device: SocketAddr,
+        path: LwM2mPath,
+        format: ContentFormat,
+        payload: Bytes,
+    ) -> Result<(), ManagementError> {
+        let request =
+            OutgoingRequest::new(method, &path.segments()).with_payload(format.number(), payload);
         let response = self.request(device, &request).await?;
         expect_success("Write", path, &response)
     }
@@ -278,6 +304,12 @@ impl DeviceManagement {
             .await?;
         expect_success("Cancel Observation", path, &response)
     }
+}
+
+/// The records of a notification of an observation of `path`, or the error it carries.
+pub fn notification(path: LwM2mPath, packet: &Packet) -> Result<Vec<Record>, ManagementError> {
+    expect_success("Observe", path, packet)?;
+    decode(path, packet)
 }
 
 /// Decodes a response to a Read, Observe or notification of `path`.

@@ -171,6 +171,20 @@ impl FromStr for LwM2mPath {
     }
 }
 
+/// A path is kept (in the store) as its text, `/3/0/9`.
+impl serde::Serialize for LwM2mPath {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LwM2mPath {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for LwM2mPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.depth() == 0 {
@@ -217,6 +231,15 @@ mod tests {
                 "{text} should be rejected"
             );
         }
+    }
+
+    #[test]
+    fn a_path_is_kept_as_its_text() {
+        let path = LwM2mPath::resource(5, 0, 3);
+        let json = serde_json::to_string(&path).unwrap();
+        assert_eq!(json, "\"/5/0/3\"");
+        assert_eq!(serde_json::from_str::<LwM2mPath>(&json).unwrap(), path);
+        assert!(serde_json::from_str::<LwM2mPath>("\"/a\"").is_err());
     }
 
     #[test]

@@ -112,6 +112,7 @@ mod tests {
                 queue_mode,
             },
             objects: vec![],
+            announced_format: None,
             registered_at: last_update,
             last_update,
             proven: true,

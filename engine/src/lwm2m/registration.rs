@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use coap_lite::Packet;
 
+use super::content::ContentFormat;
 use super::content::link_format::{Link, parse_links};
 use super::path::LwM2mPath;
 use crate::coap::PacketExt;
@@ -45,6 +46,9 @@ pub struct Registration {
     pub binding: Binding,
     /// Object instances (and objects) the device announced, e.g. /3/0, /5/0.
     pub objects: Vec<LwM2mPath>,
+    /// The format of several values the device named first in the `ct` of its root link
+    /// (`</>;ct=112`), among those this server writes; `None` when it named none.
+    pub announced_format: Option<ContentFormat>,
     /// When the device registered.
     pub registered_at: Instant,
     /// When the device was last heard from (Register or Update).
@@ -68,6 +72,13 @@ impl Registration {
     pub fn has_object(&self, object: u16) -> bool {
         self.objects.iter().any(|p| p.object_id() == Some(object))
     }
+
+    /// The format the device takes several values in (an instance, a multiple-instance
+    /// resource): the one it announced, else TLV, which LwM2M 1.0 makes mandatory and 1.1
+    /// clients commonly keep.
+    pub fn multi_value_format(&self) -> ContentFormat {
+        self.announced_format.unwrap_or(ContentFormat::Tlv)
+    }
 }
 
 /// Why a registration request is refused.
@@ -88,6 +99,8 @@ pub struct RegisterRequest {
     pub binding: Binding,
     /// The objects from the link-format payload.
     pub objects: Vec<LwM2mPath>,
+    /// The multi-value format the payload's root link names first (`ct`).
+    pub announced_format: Option<ContentFormat>,
     /// The identity the request came with (not a query parameter: the link's).
     pub identity: Option<Arc<str>>,
 }
@@ -101,6 +114,8 @@ pub struct UpdateRequest {
     pub binding: Option<Binding>,
     /// New object list, if the Update carried a payload.
     pub objects: Option<Vec<LwM2mPath>>,
+    /// The multi-value format the new payload's root link names first, if it carried one.
+    pub announced_format: Option<ContentFormat>,
 }
 
 /// Versions of the LwM2M enabler this server accepts.
@@ -128,6 +143,7 @@ impl RegisterRequest {
                 "unsupported LwM2M version {lwm2m_version:?}"
             )));
         }
+        let announced = parse_payload(packet, limits)?.unwrap_or_default();
         Ok(RegisterRequest {
             endpoint: endpoint.to_string(),
             lifetime: query.lifetime()?.unwrap_or(DEFAULT_LIFETIME),
@@ -136,7 +152,8 @@ impl RegisterRequest {
                 udp: true,
                 queue_mode: query.has("Q"),
             }),
-            objects: parse_objects(packet, limits)?.unwrap_or_default(),
+            objects: announced.objects,
+            announced_format: announced.format,
             identity: None,
         })
     }
@@ -148,10 +165,12 @@ impl UpdateRequest {
     pub fn parse(packet: &Packet, limits: &EdgeLimits) -> Result<Self, RegistrationError> {
         let raw_query = packet.uri_query();
         let query = Query::parse(&raw_query)?;
+        let announced = parse_payload(packet, limits)?;
         Ok(UpdateRequest {
             lifetime: query.lifetime()?,
             binding: query.binding()?,
-            objects: parse_objects(packet, limits)?,
+            announced_format: announced.as_ref().and_then(|a| a.format),
+            objects: announced.map(|a| a.objects),
         })
     }
 }
@@ -224,11 +243,20 @@ impl<'a> Query<'a> {
     }
 }
 
-/// The object instances announced in a link-format payload; `None` when there is no payload.
-fn parse_objects(
+/// What a registration payload announces.
+#[derive(Default)]
+struct Announced {
+    /// The objects and object instances.
+    objects: Vec<LwM2mPath>,
+    /// The first multi-value format the root link's `ct` names.
+    format: Option<ContentFormat>,
+}
+
+/// What a link-format payload announces; `None` when there is no payload.
+fn parse_payload(
     packet: &Packet,
     limits: &EdgeLimits,
-) -> Result<Option<Vec<LwM2mPath>>, RegistrationError> {
+) -> Result<Option<Announced>, RegistrationError> {
     if packet.payload.is_empty() {
         return Ok(None);
     }
@@ -248,13 +276,31 @@ fn parse_objects(
             limits.max_object_links
         )));
     }
-    Ok(Some(
-        links
+    Ok(Some(Announced {
+        objects: links
             .iter()
             .filter_map(Link::path)
             .filter(|p| p.depth() >= 1)
             .collect(),
-    ))
+        format: links
+            .iter()
+            .find(|link| link.target == "/")
+            .and_then(|root| root.attribute("ct"))
+            .and_then(first_multi_value_format),
+    }))
+}
+
+/// The first of the space-separated Content-Format numbers in `ct` that carries several
+/// values and that this server writes (SenML CBOR, SenML JSON, TLV).
+fn first_multi_value_format(ct: &str) -> Option<ContentFormat> {
+    ct.split_whitespace()
+        .filter_map(|number| ContentFormat::from_number(number.parse().ok()?))
+        .find(|format| {
+            matches!(
+                format,
+                ContentFormat::SenmlCbor | ContentFormat::SenmlJson | ContentFormat::Tlv
+            )
+        })
 }
 
 #[cfg(test)]
@@ -299,11 +345,28 @@ mod tests {
         ))
         .unwrap();
         assert!(v11.binding.queue_mode);
+        assert_eq!(
+            v11.announced_format, None,
+            "11543 is not a format it writes"
+        );
+        assert_eq!(v10.announced_format, None);
         assert_eq!(v11.lifetime, DEFAULT_LIFETIME);
         assert_eq!(
             v11.objects,
             vec![LwM2mPath::instance(3, 0), LwM2mPath::object(5)]
         );
+    }
+
+    #[test]
+    fn the_first_multi_value_format_of_the_root_links_ct_is_kept() {
+        let v12 = parse(register(
+            &["ep=dev", "lwm2m=1.2"],
+            "</>;rt=\"oma.lwm2m\";ct=\"60 110 112 11542\",</3/0>",
+        ))
+        .unwrap();
+        assert_eq!(v12.announced_format, Some(ContentFormat::SenmlJson));
+        let tlv = parse(register(&["ep=dev"], "</>;ct=11542,</3/0>")).unwrap();
+        assert_eq!(tlv.announced_format, Some(ContentFormat::Tlv));
     }
 
     #[test]

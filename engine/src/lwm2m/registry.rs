@@ -227,6 +227,7 @@ impl Registry {
             lwm2m_version: request.lwm2m_version,
             binding: request.binding,
             objects: request.objects,
+            announced_format: request.announced_format,
             registered_at: now,
             last_update: now,
             proven: false,
@@ -258,6 +259,7 @@ impl Registry {
         registration.binding = request.binding.unwrap_or(registration.binding);
         if let Some(objects) = request.objects {
             registration.objects = objects;
+            registration.announced_format = request.announced_format;
         }
         state.insert(number, registration.clone());
         self.emit(&mut state, RegistrationEvent::Updated(registration.clone()));
@@ -427,6 +429,7 @@ mod tests {
                 queue_mode: false,
             },
             objects: vec![],
+            announced_format: None,
             identity: None,
         }
     }

@@ -423,6 +423,7 @@ mod tests {
                 queue_mode: false,
             },
             objects: vec![],
+            announced_format: None,
             registered_at: Instant::now(),
             last_update: Instant::now(),
             proven: true,

@@ -89,7 +89,7 @@ impl fmt::Display for ContentFormat {
 }
 
 /// One value at one path: a resource or a resource instance.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Record {
     /// Where the value lives (absolute, not relative to the request path).
     pub path: LwM2mPath,

@@ -3,8 +3,8 @@
 
 use super::ContentError;
 
-/// One LwM2M resource value.
-#[derive(Debug, Clone, PartialEq)]
+/// One LwM2M resource value (kept in the store as serde writes it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Value {
     /// Signed integer.
     Integer(i64),

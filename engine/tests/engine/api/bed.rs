@@ -1,13 +1,14 @@
 //! The test bed: a real platform on loopback with a temporary store, its API on a real TCP
 //! listener on 127.0.0.1:0, and optionally a simulated fleet registered to it.
 
+use std::io::ErrorKind;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fota_device::fleet::{Fleet, FleetSpec, ModelSpec, wait_registered};
 use fota_engine::api::{self, ApiConfig, Role, Token};
 use fota_engine::clock::Clock;
-use fota_engine::platform::{Platform, PlatformConfig};
+use fota_engine::platform::{Platform, PlatformConfig, PlatformError};
 use fota_engine::plugin::{HostConfig, PluginHost};
 use fota_engine::server::ServerConfig;
 use fota_engine::store::Store;
@@ -78,6 +79,14 @@ impl Bed {
         Bed::start_with(|_| {}).await
     }
 
+    /// A platform whose CoAP side's configuration `adjust` changed, and its API, no devices.
+    pub async fn start_platform(adjust: impl FnOnce(&mut ServerConfig)) -> Bed {
+        let mut config = platform_config();
+        adjust(&mut config.server);
+        let platform = Platform::start(config).await;
+        Bed::serve(platform.expect("the platform starts"), |_| {}).await
+    }
+
     /// As [`Bed::start`], the API's configuration changed by `adjust` first.
     pub async fn start_with(adjust: impl FnOnce(&mut ApiConfig)) -> Bed {
         let platform = Platform::start(platform_config()).await;
@@ -87,9 +96,32 @@ impl Bed {
     /// A platform on `store`, which outlasts it as a data directory does (engines are started
     /// on it one after another), and its API.
     pub async fn on_store(store: Arc<dyn Store>) -> Bed {
-        let host = PluginHost::new(HostConfig::default()).expect("a plugin host");
-        let platform = Platform::start_on(host, Clock::system(), store, platform_config()).await;
-        Bed::serve(platform.expect("the platform starts"), |_| {}).await
+        Bed::on_store_with(store, |_| {}).await
+    }
+
+    /// As [`Bed::on_store`], the CoAP side's configuration changed by `adjust` first. A CoAP
+    /// address an engine just left is bound again as soon as it is free.
+    pub async fn on_store_with(
+        store: Arc<dyn Store>,
+        adjust: impl FnOnce(&mut ServerConfig),
+    ) -> Bed {
+        let mut config = platform_config();
+        adjust(&mut config.server);
+        let platform = within(BOUND, "the platform starts", async {
+            loop {
+                let host = PluginHost::new(HostConfig::default()).expect("a plugin host");
+                let started =
+                    Platform::start_on(host, Clock::system(), store.clone(), config.clone()).await;
+                match started {
+                    Err(PlatformError::Io(error)) if error.kind() == ErrorKind::AddrInUse => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    started => return started.expect("the platform starts"),
+                }
+            }
+        })
+        .await;
+        Bed::serve(platform, |_| {}).await
     }
 
     /// Serves `platform`'s API, its configuration changed by `adjust` first.
@@ -146,21 +178,32 @@ impl Bed {
         adjust: impl FnOnce(&mut FleetSpec),
     ) -> Bed {
         let mut bed = Bed::start().await;
+        bed.add_fleet(devices, models, adjust).await;
+        bed
+    }
+
+    /// Registers `devices` devices of `models` (round-robin) to this platform, their spec
+    /// changed by `adjust` first, and waits until each is surveyed.
+    pub async fn add_fleet(
+        &mut self,
+        devices: usize,
+        models: Vec<ModelSpec>,
+        adjust: impl FnOnce(&mut FleetSpec),
+    ) {
         let mut spec =
-            FleetSpec::uniform(devices, bed.platform.server.coap_addr(), models[0].clone());
+            FleetSpec::uniform(devices, self.platform.server.coap_addr(), models[0].clone());
         spec.models = models;
         adjust(&mut spec);
-        let registered = bed.platform.server.registry.subscribe();
+        let registered = self.platform.server.registry.subscribe();
         let fleet = Fleet::start(&spec).await.expect("the fleet starts");
         assert!(wait_registered(registered, devices, BOUND).await);
         within(BOUND, "every device surveyed", async {
-            while bed.surveyed().await < devices {
+            while self.surveyed().await < devices {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
         .await;
-        bed.fleet = Some(fleet);
-        bed
+        self.fleet = Some(fleet);
     }
 
     /// Devices whose model the catalog knows, as the API shows them.

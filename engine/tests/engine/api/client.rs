@@ -180,9 +180,14 @@ impl Client {
             .iter()
             .map(|id| (HeaderName::from_static("last-event-id"), id.as_str()))
             .collect();
-        let response = self.open(Method::GET, "/v1/events", None, &headers).await;
-        assert_eq!(response.status(), StatusCode::OK);
-        self.check_head(&Method::GET, "/v1/events", &response);
+        self.stream("/v1/events", &headers).await
+    }
+
+    /// Follows the server-sent events `GET path` answers (200, `text/event-stream`).
+    pub async fn stream(&self, path: &str, headers: &[(HeaderName, &str)]) -> EventStream {
+        let response = self.open(Method::GET, path, None, headers).await;
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        self.check_head(&Method::GET, path, &response);
         let content_type = response.headers()[CONTENT_TYPE].to_str().unwrap();
         assert!(
             content_type.starts_with("text/event-stream"),

@@ -1,8 +1,8 @@
 //! The OpenAPI document as a contract every answer of the API tests is held to: the answer's
 //! status is one its operation lists, its media type the one listed for that status, and its
 //! JSON body valid against the listed schema (see [`crate::api::schema`]). Paths and methods no
-//! operation has must be answered with a problem. Events of `/v1/events` are held to the
-//! schemas of what they carry (a task, a device's progress).
+//! operation has must be answered with a problem. Events of `/v1/events` and of observations
+//! are held to the schemas of what they carry (a task, a device's progress, a device's data).
 
 use hyper::header::CONTENT_TYPE;
 use hyper::{HeaderMap, Method, StatusCode};
@@ -107,17 +107,23 @@ impl Contract {
             .unwrap_or_else(|e| panic!("{method} {target} {status} breaks the document: {e}"));
     }
 
-    /// Checks the data of an event of `/v1/events` named `name`.
+    /// Checks the data of an event named `name` (of `/v1/events`, or of an observation).
     pub fn check_event(&self, name: &str, data: &Value) {
         let schema = match name {
             "task" => json!({ "$ref": "#/components/schemas/Task" }),
             "device" => json!({ "$ref": "#/components/schemas/DeviceProgress" }),
+            "notification" => json!({ "$ref": "#/components/schemas/DeviceData" }),
+            "error" => json!({
+                "type": "object",
+                "required": ["detail"],
+                "properties": { "detail": { "type": "string" } },
+            }),
             "lagged" => json!({
                 "type": "object",
                 "required": ["missed"],
                 "properties": { "missed": { "type": "integer", "minimum": 1 } },
             }),
-            other => panic!("/v1/events sent an event named `{other}`"),
+            other => panic!("an event stream sent an event named `{other}`"),
         };
         self.validate(&schema, data)
             .unwrap_or_else(|e| panic!("a `{name}` event breaks the document: {e}"));

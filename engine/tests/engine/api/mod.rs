@@ -2,7 +2,9 @@
 //! its API on a TCP listener, a hyper client, and for the task scenarios a simulated fleet.
 //! Each scenario module is one family: the route table against the OpenAPI document and the
 //! tokens every route needs, tokens and roles, the connection limits, the catalog (devices,
-//! groups, firmware, packages), devices' DTLS credentials, tasks with their live events, plugins, and metrics. Every
+//! groups, firmware, packages), devices' DTLS credentials, device operations (read, write,
+//! execute, observe, queued for sleeping devices), tasks with their live events, plugins, and
+//! metrics. Every
 //! answer any of them receives is checked against the OpenAPI document the API serves
 //! (`contract`, `schema`).
 
@@ -12,6 +14,7 @@ mod catalog;
 mod client;
 mod contract;
 mod credentials;
+mod device_ops;
 mod limits;
 mod metrics;
 mod plugins;

@@ -247,6 +247,48 @@ async fn every_operation_answers_its_documented_success() {
     let answer = api.delete(&credentials_path).await;
     tour.saw(Method::DELETE, "/v1/devices/{endpoint}/credentials", answer);
 
+    // Device operations: objects, read, write, observe, queued (execute comes last: a reboot).
+    let device_path = format!("/v1/devices/{endpoint}");
+    let answer = api.get(&format!("{device_path}/objects")).await;
+    tour.saw(Method::GET, "/v1/devices/{endpoint}/objects", answer);
+    let answer = api.get(&format!("{device_path}/data?path=/3/0/9")).await;
+    tour.saw(Method::GET, "/v1/devices/{endpoint}/data", answer);
+    let timezone = json!({ "value": "UTC" });
+    let answer = api
+        .json(
+            Method::PUT,
+            &format!("{device_path}/data?path=/3/0/15"),
+            &timezone,
+        )
+        .await;
+    tour.saw(Method::PUT, "/v1/devices/{endpoint}/data", answer);
+    let observation = api
+        .stream(&format!("{device_path}/observe?path=/3/0/15"), &[])
+        .await;
+    tour.seen
+        .insert(("GET".into(), "/v1/devices/{endpoint}/observe"));
+    drop(observation);
+    let queued = json!({ "kind": "read", "path": "/3/0/9" });
+    let answer = api
+        .post(&format!("{device_path}/operations"), &queued)
+        .await;
+    let answer = tour.saw(Method::POST, "/v1/devices/{endpoint}/operations", answer);
+    let operation = answer.headers["location"].to_str().unwrap().to_string();
+    let answer = api.get(&format!("{device_path}/operations")).await;
+    tour.saw(Method::GET, "/v1/devices/{endpoint}/operations", answer);
+    let answer = api.get(&operation).await;
+    tour.saw(
+        Method::GET,
+        "/v1/devices/{endpoint}/operations/{id}",
+        answer,
+    );
+    let answer = api.delete(&operation).await;
+    tour.saw(
+        Method::DELETE,
+        "/v1/devices/{endpoint}/operations/{id}",
+        answer,
+    );
+
     // Groups.
     let group = json(
         tour.saw(
@@ -425,7 +467,15 @@ async fn every_operation_answers_its_documented_success() {
         "/v1/firmware/{id}",
         api.delete(&firmware_path).await,
     );
-    // The device last: no task holds it any more.
+    // The device last: no task holds it any more; it reboots first.
+    let answer = api
+        .send(
+            Method::POST,
+            &format!("{device_path}/execute?path=/3/0/4"),
+            None,
+        )
+        .await;
+    tour.saw(Method::POST, "/v1/devices/{endpoint}/execute", answer);
     let answer = api.delete(&format!("/v1/devices/{endpoint}")).await;
     tour.saw(Method::DELETE, "/v1/devices/{endpoint}", answer);
     drop(events);
