@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::campaign::{CampaignError, Campaigns, DeviceAttempts};
 use crate::catalog::{Catalog, CatalogError, Credentials};
 use crate::clock::Clock;
+use crate::journal::Journal;
 use crate::onboarding::follow_registrations;
 use crate::plugin::{
     HostConfig, KeptPlugins, PluginError, PluginHost, PluginRegistry, RestoreError,
@@ -15,6 +16,8 @@ use crate::plugin::{
 use crate::server::{DeviceKeys, Server, ServerConfig};
 use crate::store::{SledStore, Store, StoreError, StoreExt};
 use crate::transfer::ResumeBook;
+use crate::webhooks::registrations::journal_registrations;
+use crate::webhooks::{WebhookConfig, Webhooks};
 
 /// How to run the platform.
 #[derive(Debug, Clone)]
@@ -25,6 +28,8 @@ pub struct PlatformConfig {
     pub data_dir: Option<PathBuf>,
     /// Plugin limits.
     pub plugins: HostConfig,
+    /// Webhook deliveries.
+    pub webhooks: WebhookConfig,
 }
 
 /// Why the platform did not start.
@@ -60,8 +65,13 @@ pub struct Platform {
     pub catalog: Catalog,
     /// Upgrade tasks.
     pub campaigns: Campaigns,
-    /// Stops the registration follower with the platform.
-    follower: tokio::task::AbortHandle,
+    /// The numbered events integrators read (`/v1/events`, webhooks).
+    pub journal: Journal,
+    /// Integrators' subscriptions to the journal, and their deliveries.
+    pub webhooks: Webhooks,
+    /// Stop with the platform: the registration follower (onboarding) and the one that
+    /// journals registrations.
+    followers: [tokio::task::AbortHandle; 2],
 }
 
 impl Platform {
@@ -107,8 +117,21 @@ impl Platform {
             plugins: plugins.clone(),
             clock,
         };
-        let campaigns =
-            Campaigns::start(store.clone(), catalog.clone(), Arc::new(attempts), clock)?;
+        let journal = Journal::open(store.clone(), clock)?;
+        let campaigns = Campaigns::start(
+            store.clone(),
+            catalog.clone(),
+            Arc::new(attempts),
+            clock,
+            journal.clone(),
+        )?;
+        let webhooks = Webhooks::start(store.clone(), journal.clone(), clock, config.webhooks)?;
+        let journaling = tokio::spawn(journal_registrations(
+            server.registry.clone(),
+            journal.clone(),
+            webhooks.clone(),
+        ))
+        .abort_handle();
         let follower = tokio::spawn(follow_registrations(
             server.registry.clone(),
             catalog.clone(),
@@ -124,14 +147,18 @@ impl Platform {
             kept_plugins,
             catalog,
             campaigns,
-            follower,
+            journal,
+            webhooks,
+            followers: [follower, journaling],
         })
     }
 }
 
 impl Drop for Platform {
     fn drop(&mut self) {
-        self.follower.abort();
+        for follower in &self.followers {
+            follower.abort();
+        }
     }
 }
 

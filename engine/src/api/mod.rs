@@ -5,7 +5,7 @@
 //!
 //! Owns: the connections and their limits (`connections`), the route table and router
 //! (`router`), one module of handlers per resource (`devices`, `credentials`, `groups`,
-//! `firmware`, `formats`, `packages`, `tasks`, `plugins`, `statistics`), authentication
+//! `firmware`, `formats`, `packages`, `tasks`, `plugins`, `statistics`, `webhooks`), authentication
 //! (`auth`), problem details (`problem`), the event feed (`events`), the Prometheus exposition
 //! (`metrics`) and the OpenAPI document (`openapi`).
 //!
@@ -38,6 +38,7 @@ mod problem;
 mod router;
 mod statistics;
 mod tasks;
+mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -52,7 +53,6 @@ pub use router::{Operation, operations};
 
 use crate::platform::Platform;
 use connections::{HttpCounters, Limits};
-use events::EventFeed;
 
 /// Largest firmware image, plugin component or credential batch accepted by default (32 MiB).
 pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 32 << 20;
@@ -104,8 +104,6 @@ impl Default for ApiConfig {
 struct ApiState {
     /// The engine the API drives.
     platform: Arc<Platform>,
-    /// Numbered campaign events for `/v1/events`.
-    feed: Arc<EventFeed>,
     /// The OpenAPI document, built once.
     openapi: Arc<Value>,
     /// Turns true when the API stops, so event streams end and connections close.
@@ -125,7 +123,6 @@ pub async fn serve(
     let (stop, stopped) = watch::channel(false);
     let counters = Arc::new(HttpCounters::default());
     let state = ApiState {
-        feed: EventFeed::start(&platform.campaigns),
         platform,
         openapi: Arc::new(openapi::document()),
         shutdown: stopped.clone(),

@@ -2,7 +2,7 @@
 //! status is one its operation lists, its media type the one listed for that status, and its
 //! JSON body valid against the listed schema (see [`crate::api::schema`]). Paths and methods no
 //! operation has must be answered with a problem. Events of `/v1/events` are held to the
-//! schemas of what they carry (a task, a device's progress).
+//! schemas of what they carry (a task, a device's progress, an alarm, a registration).
 
 use hyper::header::CONTENT_TYPE;
 use hyper::{HeaderMap, Method, StatusCode};
@@ -111,7 +111,10 @@ impl Contract {
     pub fn check_event(&self, name: &str, data: &Value) {
         let schema = match name {
             "task" => json!({ "$ref": "#/components/schemas/Task" }),
-            "device" => json!({ "$ref": "#/components/schemas/DeviceProgress" }),
+            "device" | "device_failed" => json!({ "$ref": "#/components/schemas/DeviceProgress" }),
+            "failure_rate_alarm" => json!({ "$ref": "#/components/schemas/FailureRateAlarm" }),
+            "cell_paused" => json!({ "$ref": "#/components/schemas/CellPaused" }),
+            "registration" => json!({ "$ref": "#/components/schemas/RegistrationEvent" }),
             "lagged" => json!({
                 "type": "object",
                 "required": ["missed"],

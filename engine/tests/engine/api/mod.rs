@@ -2,7 +2,7 @@
 //! its API on a TCP listener, a hyper client, and for the task scenarios a simulated fleet.
 //! Each scenario module is one family: the route table against the OpenAPI document and the
 //! tokens every route needs, tokens and roles, the connection limits, the catalog (devices,
-//! groups, firmware, packages), devices' DTLS credentials, tasks with their live events, plugins, and metrics. Every
+//! groups, firmware, packages), devices' DTLS credentials, tasks with their live events, plugins, webhooks and metrics. Every
 //! answer any of them receives is checked against the OpenAPI document the API serves
 //! (`contract`, `schema`).
 
@@ -18,3 +18,4 @@ mod plugins;
 mod routes;
 mod schema;
 mod tasks;
+mod webhooks;
