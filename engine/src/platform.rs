@@ -118,6 +118,8 @@ impl Platform {
             clock,
         };
         let journal = Journal::open(store.clone(), clock)?;
+        // Before anything can write an event: every one goes to the outboxes that want it.
+        let webhooks = Webhooks::start(store.clone(), journal.clone(), clock, config.webhooks)?;
         let campaigns = Campaigns::start(
             store.clone(),
             catalog.clone(),
@@ -125,7 +127,6 @@ impl Platform {
             clock,
             journal.clone(),
         )?;
-        let webhooks = Webhooks::start(store.clone(), journal.clone(), clock, config.webhooks)?;
         let journaling = tokio::spawn(journal_registrations(
             server.registry.clone(),
             journal.clone(),

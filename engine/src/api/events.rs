@@ -38,8 +38,8 @@ pub async fn stream(
         shutdown: state.shutdown.clone(),
     };
     let events = futures_util::stream::unfold(follower, |mut follower| async move {
-        let event = follower.next().await?;
-        Some((Ok(event), follower))
+        let next = follower.next().await?;
+        Some((Ok(next.to_sse()), follower))
     });
     Sse::new(events).keep_alive(KeepAlive::default())
 }
@@ -66,20 +66,29 @@ struct Follower {
     shutdown: watch::Receiver<bool>,
 }
 
+/// What a client is sent next.
+#[derive(Debug, PartialEq)]
+enum Next {
+    /// An event of the journal.
+    Event(Event),
+    /// This many events are no longer kept.
+    Lagged(u64),
+}
+
 impl Follower {
-    /// The next event for this client: a `lagged` notice for events no longer kept, else the
-    /// next event of the journal once it is on disk; `None` when the stream ends.
-    async fn next(&mut self) -> Option<SseEvent> {
+    /// The next thing for this client: a notice of events no longer kept, else the next
+    /// event of the journal once it is on disk; `None` when the stream ends.
+    async fn next(&mut self) -> Option<Next> {
         loop {
             if let Some(event) = self.page.front() {
                 let missed = event.id.saturating_sub(self.after + 1);
                 self.after = event.id - 1;
                 if missed > 0 {
-                    return Some(lagged(missed));
+                    return Some(Next::Lagged(missed));
                 }
                 let event = self.page.pop_front()?;
                 self.after = event.id;
-                return Some(to_sse(&event));
+                return Some(Next::Event(event));
             }
             match self.journal.read_after(self.after, PAGE) {
                 Ok(events) if !events.is_empty() => {
@@ -100,20 +109,67 @@ impl Follower {
     }
 }
 
-fn to_sse(event: &Event) -> SseEvent {
-    SseEvent::default()
-        .id(event.id.to_string())
-        .event(&event.kind)
-        .data(event.data.to_string())
+impl Next {
+    fn to_sse(&self) -> SseEvent {
+        match self {
+            Next::Event(event) => SseEvent::default()
+                .id(event.id.to_string())
+                .event(&event.kind)
+                .data(event.data.to_string()),
+            Next::Lagged(missed) => SseEvent::default()
+                .event(LAGGED)
+                .data(format!("{{\"missed\":{missed}}}")),
+        }
+    }
 }
 
 /// Name of the event that tells a client it missed events: it should read the tasks it
 /// follows again.
 const LAGGED: &str = "lagged";
 
-/// Tells one client it cannot get `missed` events (no longer kept).
-fn lagged(missed: u64) -> SseEvent {
-    SseEvent::default()
-        .event(LAGGED)
-        .data(format!("{{\"missed\":{missed}}}"))
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::journal::NewEvent;
+    use crate::store::{Batch, SledStore, Store};
+
+    fn ids(nexts: &[Next]) -> Vec<String> {
+        nexts
+            .iter()
+            .map(|next| match next {
+                Next::Event(event) => event.id.to_string(),
+                Next::Lagged(missed) => format!("lagged {missed}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_client_behind_the_journals_retention_is_told_what_it_missed_then_gets_the_rest() {
+        let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+        let journal = Journal::keeping(store, Clock::starting_at(0), 3).unwrap();
+        for n in 0..6 {
+            let event = NewEvent {
+                kind: "task",
+                data: json!({ "n": n }),
+            };
+            journal.append(Batch::new(), vec![event]).unwrap();
+        }
+        let (_stop, shutdown) = watch::channel(false);
+        let mut follower = Follower {
+            journal,
+            after: 1,
+            page: VecDeque::new(),
+            shutdown,
+        };
+        let mut nexts = Vec::new();
+        for _ in 0..4 {
+            nexts.push(follower.next().await.unwrap());
+        }
+        assert_eq!(ids(&nexts), ["lagged 2", "4", "5", "6"]);
+    }
 }

@@ -1,13 +1,13 @@
 //! The HTTP API for integrators (DESIGN.md, "Who uses it"): devices and their DTLS
-//! credentials, groups, firmware, packages, upgrade tasks, statistics, plugins, live progress
-//! as server-sent events, metrics and the OpenAPI document, versioned under `/v1`, JSON in and
-//! out, on axum.
+//! credentials, groups, firmware, packages, upgrade tasks, statistics, plugins, webhook
+//! subscriptions, live progress as server-sent events, metrics and the OpenAPI document,
+//! versioned under `/v1`, JSON in and out, on axum.
 //!
 //! Owns: the connections and their limits (`connections`), the route table and router
 //! (`router`), one module of handlers per resource (`devices`, `credentials`, `groups`,
-//! `firmware`, `formats`, `packages`, `tasks`, `plugins`, `statistics`, `webhooks`), authentication
-//! (`auth`), problem details (`problem`), the event feed (`events`), the Prometheus exposition
-//! (`metrics`) and the OpenAPI document (`openapi`).
+//! `firmware`, `formats`, `packages`, `tasks`, `plugins`, `statistics`, `webhooks`),
+//! authentication (`auth`), problem details (`problem`), the event stream (`events`), the
+//! Prometheus exposition (`metrics`) and the OpenAPI document (`openapi`).
 //!
 //! Defences against clients that hold resources without a token: a request's token is checked
 //! from its head before any of its body is read; at most `max_connections` connections are
@@ -16,7 +16,7 @@
 //! at work (`fota_http_rejected_total`, `fota_http_idle_closed_total`).
 //!
 //! Must not touch: the rules of tasks and records. Handlers call the platform's `catalog`,
-//! `campaigns`, `plugins` and `server.registry` and map their errors; nothing below calls the
+//! `campaigns`, `plugins`, `journal`, `webhooks` and `server.registry` and map their errors; nothing below calls the
 //! API. A refused request changes nothing: every check runs before the one call that writes.
 
 mod auth;

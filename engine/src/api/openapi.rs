@@ -775,7 +775,7 @@ fn event_schemas() -> Value {
                 },
                 "kind": event_kinds(),
                 "time": millis(),
-                "data": { "anyOf": [
+                "data": { "oneOf": [
                     reference("Task"),
                     reference("DeviceProgress"),
                     reference("FailureRateAlarm"),

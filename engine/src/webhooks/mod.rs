@@ -343,12 +343,15 @@ impl Webhooks {
 }
 
 impl Shared {
-    /// Starts the worker of `subscription`, whose outbox holds `pending` events.
+    /// Starts the worker of `subscription`, whose outbox holds `pending` events. The worker
+    /// is spawned under the lock it is inserted under, so it finds its subscription.
     fn add(self: &Arc<Self>, subscription: Subscription, secret: String, pending: usize) {
         let wake = Arc::new(Notify::new());
+        let id = subscription.id.clone();
+        let mut subscribers = write(&self.subscribers);
         let worker = tokio::spawn(delivery::run(
             Arc::downgrade(self),
-            subscription.id.clone(),
+            id.clone(),
             wake.clone(),
         ))
         .abort_handle();
@@ -360,8 +363,7 @@ impl Shared {
             wake,
             worker,
         };
-        let id = subscriber.subscription.id.clone();
-        write(&self.subscribers).insert(id, subscriber);
+        subscribers.insert(id, subscriber);
     }
 
     /// The URL and secret of subscription `id`, while it exists.

@@ -86,15 +86,17 @@ impl Receiver {
 
     /// Closes its port: connections are refused until [`Receiver::restart`].
     pub fn stop(&mut self) {
+        let Some(accepting) = self.accepting.take() else {
+            return;
+        };
         self.stopping.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect(self.addr); // wakes the accepting thread
-        if let Some(accepting) = self.accepting.take() {
-            accepting.join().unwrap();
-        }
+        accepting.join().unwrap();
     }
 
-    /// Listens again on the same port, keeping what it received.
-    pub fn restart(self) -> Receiver {
+    /// Listens again on the same port (after [`Receiver::stop`]), keeping what it received.
+    pub fn restart(mut self) -> Receiver {
+        self.stop();
         Receiver::listen(self.addr, self.log.clone())
     }
 
