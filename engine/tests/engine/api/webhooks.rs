@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use fota_engine::webhooks::WebhookConfig;
+use fota_engine::webhooks::backoff::Backoff;
 use fota_engine::webhooks::signature;
 use hyper::StatusCode;
 use serde_json::{Value, json};
@@ -115,10 +116,16 @@ async fn hook_when(bed: &Bed, path: &str, check: impl Fn(&Value) -> bool) -> Val
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_after_the_last_attempt_come_back_when_redelivered() {
-    let mut config = WebhookConfig::default();
-    config.max_attempts = 2;
-    config.backoff.first = Duration::from_millis(10);
-    let bed = Bed::with_webhooks(config).await;
+    let defaults = WebhookConfig::default();
+    let bed = Bed::with_webhooks(WebhookConfig {
+        max_attempts: 2,
+        backoff: Backoff {
+            first: Duration::from_millis(10),
+            ..defaults.backoff
+        },
+        ..defaults
+    })
+    .await;
     let api = &bed.api;
     let answer = Arc::new(AtomicU16::new(503));
     let (url, mut received) = receiver(answer.clone()).await;
