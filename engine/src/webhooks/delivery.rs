@@ -9,7 +9,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Weak;
-use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -195,21 +194,20 @@ fn settle(
         Answer::Status(status) => (Some(status), Some(format!("answered {status}"))),
         Answer::Failed(error) => (None, Some(error)),
     };
-    let attempt = Attempt {
-        event_id: pending.event.id,
-        kind: pending.event.kind.clone(),
-        at: now,
-        status,
-        error: error.clone(),
-    };
-    let key = entry_key(&outbox(id), pending.event.id);
     let mut batch = Batch::new();
-    let mut log: VecDeque<Attempt> = shared.store.get(&attempts_key(id))?.unwrap_or_default();
-    if log.len() == ATTEMPTS_KEPT {
-        log.pop_front();
-    }
-    log.push_back(attempt);
-    batch.put(attempts_key(id), &log);
+    log_attempt(
+        shared,
+        id,
+        &mut batch,
+        Attempt {
+            event_id: pending.event.id,
+            kind: pending.event.kind.clone(),
+            at: now,
+            status,
+            error: error.clone(),
+        },
+    )?;
+    let key = entry_key(&outbox(id), pending.event.id);
     let left_outbox = match error {
         None => {
             batch.remove(key);
@@ -219,14 +217,7 @@ fn settle(
             pending.failures += 1;
             if pending.failures >= shared.config.max_attempts {
                 batch.remove(key);
-                let dead = DeadLetter {
-                    event: pending.event.clone(),
-                    attempts: pending.failures,
-                    error,
-                    dead_at: now,
-                };
-                batch.put(entry_key(&dead_letters(id), pending.event.id), &dead);
-                tracing::warn!(subscription = %id, event = pending.event.id, "webhook delivery dead-lettered");
+                bury(id, pending, error, now, &mut batch);
                 true
             } else {
                 let wait = shared.config.backoff.jittered(pending.failures);
@@ -238,9 +229,39 @@ fn settle(
     };
     shared.store.apply(batch)?;
     if left_outbox {
-        shared.outbox_left(id);
+        shared.outbox_changed(id, -1);
     }
     Ok(())
+}
+
+/// Adds `attempt` to subscription `id`'s log in `batch`, the oldest going past
+/// [`ATTEMPTS_KEPT`].
+fn log_attempt(
+    shared: &Shared,
+    id: &str,
+    batch: &mut Batch,
+    attempt: Attempt,
+) -> Result<(), StoreError> {
+    let mut log: VecDeque<Attempt> = shared.store.get(&attempts_key(id))?.unwrap_or_default();
+    if log.len() == ATTEMPTS_KEPT {
+        log.pop_front();
+    }
+    log.push_back(attempt);
+    batch.put(attempts_key(id), &log);
+    Ok(())
+}
+
+/// Dead-letters `pending` after its last attempt failed with `error`, in `batch`.
+fn bury(id: &str, pending: Pending, error: String, now: UnixMillis, batch: &mut Batch) {
+    tracing::warn!(subscription = %id, event = pending.event.id, %error, "webhook delivery dead-lettered");
+    let key = entry_key(&dead_letters(id), pending.event.id);
+    let dead = DeadLetter {
+        event: pending.event,
+        attempts: pending.failures,
+        error,
+        dead_at: now,
+    };
+    batch.put(key, &dead);
 }
 
 /// Moves every dead letter of subscription `id` back to its outbox, due now; returns how
@@ -261,9 +282,6 @@ pub(super) fn requeue(shared: &Shared, id: &str, now: UnixMillis) -> Result<usiz
         batch.put(entry_key(&outbox(id), letter.event.id), &pending);
     }
     shared.store.apply(batch)?;
-    if let Some(subscriber) = crate::sync::read(&shared.subscribers).get(id) {
-        subscriber.pending.fetch_add(dead.len(), Ordering::Relaxed);
-        subscriber.wake.notify_one();
-    }
+    shared.outbox_changed(id, dead.len() as isize);
     Ok(dead.len())
 }

@@ -100,22 +100,30 @@ pub struct NewSubscription {
     pub description: Option<String>,
 }
 
-/// A change to a subscription: what is given is replaced.
+/// A change to a subscription: what is given is replaced, the rest kept.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionChange {
+    /// A new receiver (its outbox goes there from the next attempt).
     pub url: Option<String>,
+    /// New kinds (for events from now on).
     pub kinds: Option<Vec<String>>,
+    /// New free text.
     pub description: Option<String>,
 }
 
 /// A subscription, as kept and shown (without its secret).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subscription {
+    /// Its id in the API.
     pub id: String,
+    /// Where its events are POSTed.
     pub url: String,
+    /// The kinds of events it gets.
     pub kinds: Vec<String>,
+    /// Free text for the integrator.
     pub description: Option<String>,
+    /// When it was made: it gets the events written after.
     pub created_at: UnixMillis,
 }
 
@@ -135,17 +143,22 @@ pub struct SubscriptionStatus {
 /// A subscription with its secret, as stored.
 #[derive(Serialize, Deserialize)]
 struct Stored {
+    /// What is shown.
     subscription: Subscription,
+    /// The HMAC key, never shown.
     secret: String,
 }
 
 /// Why a webhook operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
+    /// No such subscription.
     #[error("webhook {0} does not exist")]
     NotFound(String),
+    /// A URL, secret or kind the engine does not take.
     #[error("{0}")]
     Invalid(String),
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -161,10 +174,15 @@ pub struct Webhooks {
 
 /// What the service and its workers share.
 pub(crate) struct Shared {
+    /// Subscriptions, outboxes, dead letters and logs.
     store: Arc<dyn Store>,
+    /// Made durable up to an event before it is posted: an id once sent is never reused.
     journal: Journal,
+    /// Times of attempts and the signature's timestamp.
     clock: Clock,
+    /// Attempts, backoff, timeouts, backlog.
     config: WebhookConfig,
+    /// Posts the deliveries; its connections are shared by every worker.
     client: http::Client,
     /// Every subscription with its worker, by id: read by every journal append.
     subscribers: RwLock<BTreeMap<String, Subscriber>>,
@@ -172,7 +190,9 @@ pub(crate) struct Shared {
 
 /// One subscription at work.
 struct Subscriber {
+    /// What is shown.
     subscription: Subscription,
+    /// The HMAC key its deliveries are signed with.
     secret: String,
     /// The kinds it wants, to match events fast.
     kinds: BTreeSet<String>,
@@ -376,12 +396,16 @@ impl Shared {
         ))
     }
 
-    /// An event left subscription `id`'s outbox (acknowledged or dead-lettered).
-    fn outbox_left(&self, id: &str) {
+    /// Subscription `id`'s outbox grew (events redelivered) or shrank (an event acknowledged
+    /// or dead-lettered) by `by` events; its worker looks again.
+    fn outbox_changed(&self, id: &str, by: isize) {
         if let Some(subscriber) = read(&self.subscribers).get(id) {
             let _ = subscriber
                 .pending
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    n.checked_add_signed(by)
+                });
+            subscriber.wake.notify_one();
         }
     }
 }
