@@ -52,6 +52,16 @@
 //! max_handshakes = 1024              # handshakes past the cookie at once
 //! max_sessions = 100000              # sessions kept; the least recently active goes first
 //! ciphers = "PSK-AES128-CCM8:PSK-AES128-CCM:PSK-AES128-GCM-SHA256:PSK-AES128-CBC-SHA256"
+//!
+//! [webhooks]                         # deliveries to integrators' URLs (POST /v1/webhooks)
+//! max_attempts = 12                  # attempts per event, then it is dead-lettered
+//! backoff_first_ms = 1000            # wait after the first failure, doubled each time ...
+//! backoff_max_ms = 600000            # ... up to this; each wait is jittered (half to all)
+//! connect_timeout_ms = 5000          # to connect to a receiver (TCP and TLS)
+//! request_timeout_ms = 10000         # for a whole delivery
+//! forbid_private = false             # true: never connect to loopback, private, link-local
+//!                                    # or unique-local addresses (wherever a name resolves)
+//! max_pending = 100000               # events waiting per subscription; more: dead-lettered
 //! ```
 
 use std::collections::BTreeMap;
@@ -69,6 +79,9 @@ use fota_engine::coap::{Congestion, DEFAULT_MIN_RTO, TransmissionParams};
 use fota_engine::edge::EdgeLimits;
 use fota_engine::server::CoapsConfig;
 use fota_engine::transfer::BlockLimits;
+use fota_engine::webhooks::WebhookConfig;
+use fota_engine::webhooks::backoff::Backoff;
+use fota_engine::webhooks::http::HttpLimits;
 use serde::Deserialize;
 
 /// The file read when `--config` is not given, if it exists.
@@ -114,6 +127,43 @@ pub struct ConfigFile {
     /// The largest blocks pushed; unset ones keep their default.
     #[serde(default)]
     pub blocks: BlocksFile,
+    /// Webhook deliveries; unset keys keep their default.
+    #[serde(default)]
+    pub webhooks: WebhooksFile,
+}
+
+/// The `[webhooks]` table: [`WebhookConfig`] as keys, each optional.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksFile {
+    max_attempts: Option<u32>,
+    backoff_first_ms: Option<u64>,
+    backoff_max_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    forbid_private: Option<bool>,
+    max_pending: Option<usize>,
+}
+
+impl WebhooksFile {
+    /// The delivery settings: the defaults with what the table sets.
+    pub fn config(&self) -> WebhookConfig {
+        let d = WebhookConfig::default();
+        let millis = |ms: Option<u64>, default| ms.map_or(default, Duration::from_millis);
+        WebhookConfig {
+            max_attempts: self.max_attempts.unwrap_or(d.max_attempts).max(1),
+            backoff: Backoff {
+                first: millis(self.backoff_first_ms, d.backoff.first),
+                max: millis(self.backoff_max_ms, d.backoff.max),
+            },
+            http: HttpLimits {
+                connect_timeout: millis(self.connect_timeout_ms, d.http.connect_timeout),
+                request_timeout: millis(self.request_timeout_ms, d.http.request_timeout),
+                forbid_private: self.forbid_private.unwrap_or(d.http.forbid_private),
+            },
+            max_pending: self.max_pending.unwrap_or(d.max_pending),
+        }
+    }
 }
 
 /// The `[blocks]` table: [`BlockLimits`] as keys, each optional.
@@ -359,6 +409,8 @@ pub struct Settings {
     pub coaps: Option<CoapsConfig>,
     /// The largest blocks pushed.
     pub blocks: BlockLimits,
+    /// Webhook deliveries.
+    pub webhooks: WebhookConfig,
 }
 
 impl Settings {
@@ -383,6 +435,7 @@ impl Settings {
             coap: file.coap.clone(),
             coaps: file.coaps.as_ref().map(CoapsFile::config),
             blocks: file.blocks.limits().unwrap_or_default(),
+            webhooks: file.webhooks.config(),
             api: ApiConfig {
                 tokens: file.tokens,
                 max_upload_bytes: overrides
@@ -443,6 +496,11 @@ mod tests {
         [blocks]
         max = 512
         cells = { 4711 = 128 }
+
+        [webhooks]
+        max_attempts = 3
+        backoff_first_ms = 50
+        forbid_private = true
     "#;
 
     #[test]
@@ -484,6 +542,16 @@ mod tests {
             (blocks.for_cell(Some(1)), blocks.for_cell(None)),
             (512, 512)
         );
+        let webhooks = &settings.webhooks;
+        assert_eq!(webhooks.max_attempts, 3);
+        assert_eq!(webhooks.backoff.first, Duration::from_millis(50));
+        assert!(webhooks.http.forbid_private);
+        let defaults = WebhookConfig::default();
+        assert_eq!(
+            webhooks.backoff.max, defaults.backoff.max,
+            "unset: the default"
+        );
+        assert_eq!(webhooks.max_pending, defaults.max_pending);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use fota_engine::catalog::PackageFormat;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{Binding, HostConfig, PluginKind, embedded};
 use fota_engine::server::ServerConfig;
+use fota_engine::webhooks::WebhookConfig;
 use fota_impair::Impairment;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio::net::TcpListener;
@@ -149,6 +150,7 @@ async fn start_platform() -> anyhow::Result<Platform> {
         server: ServerConfig::loopback(),
         data_dir: None,
         plugins: HostConfig::default(),
+        webhooks: WebhookConfig::default(),
     })
     .await?;
     let settings = vec![("retry-seconds".to_string(), "2".to_string())];

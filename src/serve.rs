@@ -85,6 +85,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             server,
             data_dir: Some(settings.data_dir.clone()),
             plugins: HostConfig::default(),
+            webhooks: settings.webhooks.clone(),
         })
         .await?,
     );

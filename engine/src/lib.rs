@@ -2,9 +2,11 @@
 //!
 //! Data flows one way: `platform` assembles; `campaign`/`catalog` → `transfer` → `lwm2m` →
 //! `coap`. Lower layers never call upward; they return values or report through channels.
-//! `plugin`, `store`, `signing`, `clock`, `entropy` (where random numbers come from), `sync`
-//! (the one rule for poisoned locks) and `edge` (the limits of the unauthenticated edge and
-//! their counters) are called by the layers above and call nothing of theirs.
+//! `plugin`, `store`, `journal` (the numbered events integrators are told of), `signing`,
+//! `clock`, `entropy` (where random numbers come from), `sync` (the one rule for poisoned
+//! locks) and `edge` (the limits of the unauthenticated edge and their counters) are called by
+//! the layers above and call nothing of theirs. `webhooks` delivers the journal's events to
+//! integrators' URLs; `api` reads it.
 
 pub mod api;
 pub mod campaign;
@@ -13,6 +15,7 @@ pub mod clock;
 pub mod coap;
 pub mod edge;
 pub mod entropy;
+pub mod journal;
 pub mod lwm2m;
 pub mod onboarding;
 pub mod package;
@@ -24,3 +27,4 @@ pub mod stats;
 pub mod store;
 pub mod sync;
 pub mod transfer;
+pub mod webhooks;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::campaign::{CampaignError, Campaigns, DeviceAttempts};
 use crate::catalog::{Catalog, CatalogError, Credentials};
 use crate::clock::Clock;
+use crate::journal::Journal;
 use crate::lwm2m::{Observations, OperationQueue};
 use crate::onboarding::follow_registrations;
 use crate::plugin::{
@@ -17,6 +18,8 @@ use crate::plugin::{
 use crate::server::{DeviceKeys, Server, ServerConfig};
 use crate::store::{SledStore, Store, StoreError, StoreExt};
 use crate::transfer::ResumeBook;
+use crate::webhooks::registrations::journal_registrations;
+use crate::webhooks::{WebhookConfig, Webhooks};
 
 /// How to run the platform.
 #[derive(Debug, Clone)]
@@ -27,6 +30,8 @@ pub struct PlatformConfig {
     pub data_dir: Option<PathBuf>,
     /// Plugin limits.
     pub plugins: HostConfig,
+    /// Webhook deliveries.
+    pub webhooks: WebhookConfig,
 }
 
 /// Why the platform did not start.
@@ -66,8 +71,13 @@ pub struct Platform {
     pub operations: OperationQueue,
     /// Observations integrators watch.
     pub observations: Observations,
-    /// Stops the registration follower with the platform.
-    follower: tokio::task::AbortHandle,
+    /// The numbered events integrators read (`/v1/events`, webhooks).
+    pub journal: Journal,
+    /// Integrators' subscriptions to the journal, and their deliveries.
+    pub webhooks: Webhooks,
+    /// Stop with the platform: the registration follower (onboarding) and the one that
+    /// journals registrations.
+    followers: [tokio::task::AbortHandle; 2],
 }
 
 impl Platform {
@@ -113,8 +123,16 @@ impl Platform {
             plugins: plugins.clone(),
             clock,
         };
-        let campaigns =
-            Campaigns::start(store.clone(), catalog.clone(), Arc::new(attempts), clock)?;
+        let journal = Journal::open(store.clone(), clock)?;
+        // Before anything can write an event: every one goes to the outboxes that want it.
+        let webhooks = Webhooks::start(store.clone(), journal.clone(), clock, config.webhooks)?;
+        let campaigns = Campaigns::start(
+            store.clone(),
+            catalog.clone(),
+            Arc::new(attempts),
+            clock,
+            journal.clone(),
+        )?;
         let operations = OperationQueue::open(
             store.clone(),
             server.management.clone(),
@@ -123,6 +141,12 @@ impl Platform {
             clock,
         )?;
         let observations = Observations::new(server.management.clone(), server.presence.clone());
+        let journaling = tokio::spawn(journal_registrations(
+            server.registry.clone(),
+            journal.clone(),
+            webhooks.clone(),
+        ))
+        .abort_handle();
         let follower = tokio::spawn(follow_registrations(
             server.registry.clone(),
             catalog.clone(),
@@ -140,14 +164,18 @@ impl Platform {
             campaigns,
             operations,
             observations,
-            follower,
+            journal,
+            webhooks,
+            followers: [follower, journaling],
         })
     }
 }
 
 impl Drop for Platform {
     fn drop(&mut self) {
-        self.follower.abort();
+        for follower in &self.followers {
+            follower.abort();
+        }
     }
 }
 

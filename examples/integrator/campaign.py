@@ -6,19 +6,30 @@ engine make a delta package (with the model's differ plugin), put every device o
 a group (reading the version one of them reports from the device itself), run an upgrade task,
 follow it to the end and read the statistics.
 
+With --webhook-listen HOST:PORT it follows the task through webhooks instead of polling: it
+receives the engine's deliveries on that address (the engine must reach it), checks each one's
+signature, drops repeats by event id, and waits for the task's events.
+
 Standard library only. Usage:
 
     FOTA_API=http://127.0.0.1:8080 FOTA_TOKEN=... \\
         python3 examples/integrator/campaign.py --vendor Acme --model NB-IoT-A \\
-        --old old.bin --old-version 0.8.0 --new new.bin --new-version 0.9.0
+        --old old.bin --old-version 0.8.0 --new new.bin --new-version 0.9.0 \\
+        [--webhook-listen 127.0.0.1:9090]
 
 Exits 0 when the task completed and every device in it was upgraded.
 """
 
 import argparse
+import hashlib
+import hmac
+import http.server
 import json
 import os
+import queue
+import secrets
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -75,6 +86,98 @@ def reported_version(endpoint):
     return data["value"]
 
 
+def verified(secret, header, body, tolerance=300):
+    """True when a Fota-Signature header signs this body with the secret, recently."""
+    try:
+        fields = dict(part.split("=", 1) for part in header.split(","))
+        sent = int(fields["t"])
+    except (KeyError, ValueError):
+        return False
+    expected = hmac.new(secret, fields["t"].encode() + b"." + body, hashlib.sha256).hexdigest()
+    return abs(time.time() - sent) <= tolerance and hmac.compare_digest(expected, fields.get("v1", ""))
+
+
+class Webhooks:
+    """Receives the engine's webhook deliveries on an address: answers 401 to a delivery whose
+    signature does not verify (the engine tries it again), 204 to the others, and queues each
+    event once (deliveries are at least once: a repeat has the same id). One request at a time,
+    so events queue in the order they come, which is the order they happened."""
+
+    def __init__(self, listen):
+        host, port = listen.rsplit(":", 1)
+        self.secret = secrets.token_hex(32)
+        self.events = queue.Queue()
+        self.seen = set()
+        hooks = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = min(int(self.headers.get("Content-Length", 0)), 1 << 20)
+                body = self.rfile.read(length)
+                signature = self.headers.get("Fota-Signature", "")
+                if not verified(hooks.secret.encode(), signature, body):
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                event = json.loads(body)
+                if event["id"] not in hooks.seen:
+                    hooks.seen.add(event["id"])
+                    hooks.events.put(event)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer((host, int(port)), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        address, bound = self.server.server_address[:2]
+        self.subscription = call("POST", "/v1/webhooks", {
+            "url": f"http://{address}:{bound}/fota",
+            "secret": self.secret,
+            "kinds": ["task", "device_failed", "failure_rate_alarm", "cell_paused"],
+            "description": "examples/integrator/campaign.py",
+        })
+        print(f"webhook {self.subscription['id']}: events to {self.subscription['url']}")
+
+    def follow(self, task_id, deadline):
+        """The task's events until it is completed or stopped; returns its last status."""
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                event = self.events.get(timeout=max(left, 0.1))
+            except queue.Empty:
+                return None
+            data = event["data"]
+            if data.get("task_id", data.get("id")) != task_id:
+                continue
+            if event["kind"] == "task":
+                print(f"  event {event['id']}: task {data['status']}")
+                if data["status"] in ("completed", "stopped"):
+                    return data
+            elif event["kind"] == "device_failed":
+                print(f"  event {event['id']}: {data['endpoint']} {data['result']}: {data['note']}")
+            else:
+                print(f"  event {event['id']}: {event['kind']} {data}")
+
+    def close(self):
+        call("DELETE", f"/v1/webhooks/{self.subscription['id']}")
+        self.server.shutdown()
+
+
+def poll(task, deadline, timeout):
+    """Reads the task until it is completed or stopped; returns it."""
+    while task["status"] not in ("completed", "stopped"):
+        if time.monotonic() > deadline:
+            sys.exit(f"task {task['id']} still {task['status']} after {timeout} s")
+        time.sleep(1)
+        task = call("GET", f"/v1/tasks/{task['id']}")
+        rows = all_items(f"/v1/tasks/{task['id']}/devices", {})
+        upgraded = sum(1 for row in rows if row.get("result") == "successful")
+        print(f"  {task['status']}: {upgraded}/{len(rows)} upgraded")
+    return task
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for option in ("vendor", "model", "old", "old-version", "new", "new-version"):
@@ -83,7 +186,10 @@ def main():
     parser.add_argument("--format", choices=("raw", "signed", "packager"),
                         help="how the package is framed (default: the model's format, raw "
                              "unless bound); fota sim's devices verify the signed container")
+    parser.add_argument("--webhook-listen", metavar="HOST:PORT",
+                        help="follow the task through webhooks received here (port 0: any)")
     args = parser.parse_args()
+    hooks = Webhooks(args.webhook_listen) if args.webhook_listen else None
 
     old = upload(args.vendor, args.model, args.old_version, args.old)
     new = upload(args.vendor, args.model, args.new_version, args.new)
@@ -118,14 +224,12 @@ def main():
     print(f"task {task['id']} created")
 
     deadline = time.monotonic() + args.timeout
-    while task["status"] not in ("completed", "stopped"):
-        if time.monotonic() > deadline:
-            sys.exit(f"task {task['id']} still {task['status']} after {args.timeout} s")
-        time.sleep(1)
-        task = call("GET", f"/v1/tasks/{task['id']}")
-        rows = all_items(f"/v1/tasks/{task['id']}/devices", {})
-        upgraded = sum(1 for row in rows if row.get("result") == "successful")
-        print(f"  {task['status']}: {upgraded}/{len(rows)} upgraded")
+    if hooks:
+        task = hooks.follow(task["id"], deadline) or sys.exit(
+            f"task {task['id']}: no final status by webhook after {args.timeout} s")
+        hooks.close()
+    else:
+        task = poll(task, deadline, args.timeout)
 
     rows = all_items(f"/v1/tasks/{task['id']}/devices", {})
     failed = [row for row in rows if row.get("result") != "successful"]

@@ -37,6 +37,7 @@ use fota_engine::coap::{Congestion, TransmissionParams};
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{HostConfig, PluginKind};
 use fota_engine::server::{CoapsConfig, ServerConfig};
+use fota_engine::webhooks::WebhookConfig;
 use rand::{Rng, SeedableRng};
 
 use super::campaign::{self, bind_reference};
@@ -244,6 +245,7 @@ async fn start_platform(args: &NbIotArgs) -> anyhow::Result<Platform> {
         server,
         data_dir: None,
         plugins: HostConfig::default(),
+        webhooks: WebhookConfig::default(),
     })
     .await?;
     let mut settings = vec![

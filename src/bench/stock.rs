@@ -48,6 +48,7 @@ use fota_engine::edge::EdgeLimits;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{HostConfig, PluginKind};
 use fota_engine::server::ServerConfig;
+use fota_engine::webhooks::WebhookConfig;
 use fota_impair::{DATAGRAM_OVERHEAD, DirectionStats, Impairment, Link, LinkStats};
 use rand::{Rng, SeedableRng};
 
@@ -315,6 +316,7 @@ async fn start_platform(args: &StockArgs) -> anyhow::Result<Platform> {
         server,
         data_dir: None,
         plugins: HostConfig::default(),
+        webhooks: WebhookConfig::default(),
     })
     .await?;
     let capability = [

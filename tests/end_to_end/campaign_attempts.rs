@@ -15,6 +15,7 @@ use fota_engine::coap::TransmissionParams;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::HostConfig;
 use fota_engine::server::ServerConfig;
+use fota_engine::webhooks::WebhookConfig;
 use fota_impair::Impairment;
 
 /// A platform on loopback with `server`'s settings.
@@ -23,6 +24,7 @@ async fn platform(server: ServerConfig) -> Platform {
         server,
         data_dir: None,
         plugins: HostConfig::default(),
+        webhooks: WebhookConfig::default(),
     };
     Platform::start(config).await.unwrap()
 }

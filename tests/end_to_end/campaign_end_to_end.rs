@@ -22,6 +22,7 @@ use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{Binding, HostConfig, PluginKind, embedded};
 use fota_engine::server::ServerConfig;
 use fota_engine::signing::PlatformKey;
+use fota_engine::webhooks::WebhookConfig;
 use fota_impair::Impairment;
 use sha2::{Digest, Sha256};
 
@@ -68,6 +69,7 @@ async fn platform() -> Platform {
         server,
         data_dir: None,
         plugins: HostConfig::default(),
+        webhooks: WebhookConfig::default(),
     };
     let platform = Platform::start(config).await.unwrap();
     let install = |kind, name, wasm: &[u8], settings: &[(&str, &str)]| {

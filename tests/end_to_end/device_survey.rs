@@ -12,6 +12,7 @@ use fota_engine::lwm2m::RegistrationEvent;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::HostConfig;
 use fota_engine::server::ServerConfig;
+use fota_engine::webhooks::WebhookConfig;
 use fota_impair::Impairment;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,6 +30,7 @@ async fn a_device_whose_survey_failed_is_surveyed_at_its_next_update() {
         server,
         data_dir: None,
         plugins: HostConfig::default(),
+        webhooks: WebhookConfig::default(),
     })
     .await
     .unwrap();

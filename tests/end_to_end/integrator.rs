@@ -2,7 +2,7 @@
 //! tokens from a fota.toml, two `fota sim` fleets, then one campaign driven by the `fota` CLI
 //! (firmware add, package create, group create and add, task create, pause, resume and watch,
 //! stats) and one by `examples/integrator/campaign.py` (Python standard library, the HTTP API
-//! only). Each campaign ends with every device of its model upgraded. The CLI's lists show what
+//! only, following its task through signed webhooks). Each campaign ends with every device of its model upgraded. The CLI's lists show what
 //! its campaign made, `fota task start` starts a due task (and is refused one not due yet), and
 //! `fota task cancel` stops an upgrading one. A plugin added with `fota plugin add` is still
 //! bound after the engine is stopped and started again.
@@ -349,6 +349,8 @@ fn python_campaign(engine: &Engine, old: &Path, new: &Path) {
             "300",
             "--format",
             "signed",
+            "--webhook-listen",
+            "127.0.0.1:0",
         ])
         .arg("--old")
         .arg(old)
@@ -369,6 +371,15 @@ fn python_campaign(engine: &Engine, old: &Path, new: &Path) {
         "{stdout}"
     );
     assert!(stdout.contains(&format!(": {DEVICES} devices")), "{stdout}");
+    assert!(
+        stdout.contains(": task completed\n"),
+        "followed through webhooks: {stdout}"
+    );
+    assert_eq!(
+        engine.get("/v1/webhooks"),
+        serde_json::json!([]),
+        "unsubscribed"
+    );
 }
 
 /// Binds the reference policy to model A with `fota plugin add`, restarts the engine on the same

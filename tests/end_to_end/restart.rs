@@ -22,12 +22,14 @@ use fota_engine::campaign::{
 use fota_engine::catalog::devices::Survey;
 use fota_engine::catalog::{Catalog, PackageFormat};
 use fota_engine::clock::Clock;
+use fota_engine::journal::Journal;
 use fota_engine::platform::PlatformConfig;
 use fota_engine::plugin::{HostConfig, PluginHost, PluginRegistry};
 use fota_engine::server::ServerConfig;
 use fota_engine::signing::PlatformPublicKey;
 use fota_engine::store::{SledStore, Store};
 use fota_engine::transfer::PackageShelf;
+use fota_engine::webhooks::WebhookConfig;
 use fota_impair::Impairment;
 use fota_sim::{SimStore, replay};
 
@@ -51,7 +53,14 @@ fn open(dir: &Path) -> (Arc<dyn Store>, Catalog, Campaigns) {
     let clock = Clock::system();
     let catalog =
         Catalog::open(store.clone(), PackageShelf::new(), Arc::new(plugins), clock).unwrap();
-    let campaigns = Campaigns::start(store.clone(), catalog.clone(), Arc::new(NotHere), clock);
+    let journal = Journal::open(store.clone(), clock).unwrap();
+    let campaigns = Campaigns::start(
+        store.clone(),
+        catalog.clone(),
+        Arc::new(NotHere),
+        clock,
+        journal,
+    );
     (store, catalog, campaigns.unwrap())
 }
 
@@ -219,6 +228,7 @@ fn a_task_survives_an_engine_crash_in_simulated_time() {
             server: ServerConfig::loopback(),
             data_dir: None,
             plugins: host.config().clone(),
+            webhooks: WebhookConfig::default(),
         };
         let platform = replay::platform(&network, &host, &store, config.clone())
             .await

@@ -9,6 +9,7 @@ use fota_engine::platform::{Platform, PlatformConfig, PlatformError};
 use fota_engine::plugin::HostConfig;
 use fota_engine::server::ServerConfig;
 use fota_engine::store::{Batch, FORMAT_VERSION, SledStore, Store};
+use fota_engine::webhooks::WebhookConfig;
 
 /// A fresh path under the temporary directory.
 fn scratch(name: &str) -> PathBuf {
@@ -24,6 +25,7 @@ async fn refusal(dir: &std::path::Path) -> String {
         server: ServerConfig::loopback(),
         data_dir: Some(dir.to_path_buf()),
         plugins: HostConfig::default(),
+        webhooks: WebhookConfig::default(),
     };
     match Platform::start(config).await {
         Ok(_) => panic!("the platform started on {}", dir.display()),

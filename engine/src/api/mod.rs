@@ -1,15 +1,15 @@
 //! The HTTP API for integrators (DESIGN.md, "Who uses it"): devices, their data (LwM2M
-//! operations) and their DTLS credentials, groups, firmware, packages, upgrade tasks, statistics, plugins, live progress
-//! as server-sent events, metrics and the OpenAPI document, versioned under `/v1`, JSON in and
-//! out, on axum.
+//! operations) and their DTLS credentials, groups, firmware, packages, upgrade tasks,
+//! statistics, plugins, webhook subscriptions, live progress as server-sent events, metrics and
+//! the OpenAPI document, versioned under `/v1`, JSON in and out, on axum.
 //!
 //! Owns: the connections and their limits (`connections`), the route table and router
 //! (`router`), one module of handlers per resource (`devices`, `device_ops` (a device's data:
 //! read, write, execute, observe, queued operations) with `device_data` (their JSON),
 //! `credentials`, `groups`, `firmware`, `formats`, `packages`, `tasks`, `plugins`,
-//! `statistics`), authentication
-//! (`auth`), problem details (`problem`), the event feed (`events`), the Prometheus exposition
-//! (`metrics`) and the OpenAPI document (`openapi`).
+//! `statistics`, `webhooks`), authentication (`auth`), problem details (`problem`), the event
+//! stream (`events`), the Prometheus exposition (`metrics`) and the OpenAPI document
+//! (`openapi`).
 //!
 //! Defences against clients that hold resources without a token: a request's token is checked
 //! from its head before any of its body is read; at most `max_connections` connections are
@@ -18,7 +18,7 @@
 //! at work (`fota_http_rejected_total`, `fota_http_idle_closed_total`).
 //!
 //! Must not touch: the rules of tasks and records. Handlers call the platform's `catalog`,
-//! `campaigns`, `plugins` and `server.registry` and map their errors; nothing below calls the
+//! `campaigns`, `plugins`, `journal`, `webhooks` and `server.registry` and map their errors; nothing below calls the
 //! API. A refused request changes nothing: every check runs before the one call that writes.
 
 mod auth;
@@ -42,6 +42,7 @@ mod problem;
 mod router;
 mod statistics;
 mod tasks;
+mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -56,7 +57,6 @@ pub use router::{Operation, operations};
 
 use crate::platform::Platform;
 use connections::{HttpCounters, Limits};
-use events::EventFeed;
 
 /// Largest firmware image, plugin component or credential batch accepted by default (32 MiB).
 pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 32 << 20;
@@ -108,8 +108,6 @@ impl Default for ApiConfig {
 struct ApiState {
     /// The engine the API drives.
     platform: Arc<Platform>,
-    /// Numbered campaign events for `/v1/events`.
-    feed: Arc<EventFeed>,
     /// The OpenAPI document, built once.
     openapi: Arc<Value>,
     /// Turns true when the API stops, so event streams end and connections close.
@@ -129,7 +127,6 @@ pub async fn serve(
     let (stop, stopped) = watch::channel(false);
     let counters = Arc::new(HttpCounters::default());
     let state = ApiState {
-        feed: EventFeed::start(&platform.campaigns),
         platform,
         openapi: Arc::new(openapi::document()),
         shutdown: stopped.clone(),

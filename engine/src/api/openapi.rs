@@ -20,6 +20,7 @@ use super::router::{Accepts, Content, Payload, ROUTES, Route};
 use crate::campaign::task::MAX_WAIT_SECS;
 use crate::catalog::credentials::{MAX_ENDPOINT_BYTES, MAX_IDENTITY_BYTES};
 use crate::catalog::firmware::MAX_VERSION_BYTES;
+use crate::webhooks::{MAX_SECRET_BYTES, MAX_URL_BYTES, MIN_SECRET_BYTES};
 
 /// `GET /v1/openapi.json`.
 pub async fn serve(State(state): State<ApiState>) -> Json<Value> {
@@ -397,6 +398,7 @@ fn schemas() -> Value {
         credential_schemas(),
         catalog_schemas(),
         task_schemas(),
+        event_schemas(),
     ] {
         all.extend(part.as_object().expect("an object").clone());
     }
@@ -863,6 +865,141 @@ fn task_schemas() -> Value {
                 "finished_at": nullable_millis(),
             }),
         ),
+    })
+}
+
+/// The kinds of events, as the journal names them.
+fn event_kinds() -> Value {
+    let kinds: Vec<&str> = crate::webhooks::kinds().collect();
+    one_of(&kinds)
+}
+
+/// The events of the journal (`/v1/events`, webhook deliveries), webhook subscriptions and
+/// their deliveries.
+fn event_schemas() -> Value {
+    let url = json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_URL_BYTES,
+        "pattern": "^https?://[^/?#]+",
+        "description": "Where events are POSTed: an http or https URL with a host, at most \
+            2048 bytes.",
+    });
+    let kinds = json!({
+        "type": ["array", "null"],
+        "minItems": 1,
+        "items": event_kinds(),
+        "description": "The kinds of events delivered; absent or null on creation: task, \
+            device_failed, failure_rate_alarm and cell_paused.",
+    });
+    json!({
+        "Event": object(
+            &["id", "kind", "time", "data"],
+            json!({
+                "id": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "The event's number, in the order events happened; never \
+                        given to another event, across restarts too. Receivers de-duplicate \
+                        by it.",
+                },
+                "kind": event_kinds(),
+                "time": millis(),
+                "data": { "oneOf": [
+                    reference("Task"),
+                    reference("DeviceProgress"),
+                    reference("FailureRateAlarm"),
+                    reference("CellPaused"),
+                    reference("RegistrationEvent"),
+                ] },
+            }),
+        ),
+        "FailureRateAlarm": object(
+            &["task_id", "finished", "failed", "failure_rate", "threshold"],
+            json!({
+                "task_id": string(),
+                "finished": integer(),
+                "failed": integer(),
+                "failure_rate": { "type": "number", "minimum": 0, "maximum": 1 },
+                "threshold": { "type": "number" },
+            }),
+        ),
+        "CellPaused": object(
+            &["task_id", "cell_id", "reason", "until"],
+            json!({
+                "task_id": string(),
+                "cell_id": integer(),
+                "reason": string(),
+                "until": millis(),
+            }),
+        ),
+        "RegistrationEvent": object(
+            &["endpoint", "event", "address", "binding", "lifetime_secs"],
+            json!({
+                "endpoint": string(),
+                "event": one_of(&["registered", "deregistered", "expired"]),
+                "address": string(),
+                "binding": one_of(&["U", "UQ"]),
+                "lifetime_secs": integer(),
+            }),
+        ),
+        "NewWebhook": closed(
+            &["url", "secret"],
+            json!({
+                "url": url,
+                "secret": {
+                    "type": "string",
+                    "minLength": MIN_SECRET_BYTES,
+                    "maxLength": MAX_SECRET_BYTES,
+                    "description": "The HMAC-SHA256 key deliveries are signed with: 16 to 256 \
+                        bytes. Write-only: never answered.",
+                },
+                "kinds": kinds,
+                "description": nullable("string"),
+            }),
+        ),
+        "WebhookChange": closed(
+            &[],
+            json!({
+                "url": { "oneOf": [url, { "type": "null" }] },
+                "kinds": kinds,
+                "description": nullable("string"),
+            }),
+        ),
+        "WebhookAttempt": object(
+            &["event_id", "kind", "at"],
+            json!({
+                "event_id": integer(),
+                "kind": event_kinds(),
+                "at": millis(),
+                "status": nullable("integer"),
+                "error": nullable("string"),
+            }),
+        ),
+        "Webhook": object(
+            &["id", "url", "kinds", "created_at", "pending", "dead_letters", "attempts"],
+            json!({
+                "id": string(),
+                "url": string(),
+                "kinds": array(event_kinds()),
+                "description": nullable("string"),
+                "created_at": millis(),
+                "pending": integer(),
+                "dead_letters": integer(),
+                "attempts": array(reference("WebhookAttempt")),
+            }),
+        ),
+        "DeadLetter": object(
+            &["event", "attempts", "error", "dead_at"],
+            json!({
+                "event": reference("Event"),
+                "attempts": integer(),
+                "error": string(),
+                "dead_at": millis(),
+            }),
+        ),
+        "DeadLetterPage": page("DeadLetter"),
+        "Redelivered": object(&["requeued"], json!({ "requeued": integer() })),
     })
 }
 

@@ -20,7 +20,7 @@ use super::paging::MAX_LIMIT;
 use super::problem::{Kind, method_not_allowed, no_such_route};
 use super::{
     ApiConfig, ApiState, credentials, device_ops, devices, events, firmware, formats, groups,
-    health, metrics, openapi, packages, plugins, statistics, tasks,
+    health, metrics, openapi, packages, plugins, statistics, tasks, webhooks,
 };
 use crate::catalog::firmware::MAX_VERSION_BYTES;
 
@@ -459,8 +459,9 @@ pub static ROUTES: &[Route] = &[
     Route::new(
         Get,
         "/v1/events",
-        "Task status and device progress as server-sent events (`task`, `device`, `lagged`), \
-         numbered; resumes after a Last-Event-ID.",
+        "The engine's events as server-sent events (`task`, `device`, `device_failed`, \
+         `failure_rate_alarm`, `cell_paused`, `registration`, `lagged`), numbered; resumes \
+         after a Last-Event-ID, also across a restart of the engine.",
         EventStream,
         |m| on(m, events::stream),
     ),
@@ -854,6 +855,61 @@ pub static ROUTES: &[Route] = &[
         |m| on(m, tasks::devices),
     )
     .query(&PAGING),
+    Route::new(
+        Post,
+        "/v1/webhooks",
+        "Subscribes a URL to kinds of events: each is POSTed to it, signed with the secret \
+         (never answered again), retried until the receiver answers 2xx.",
+        Json("Webhook"),
+        |m| on(m, webhooks::create),
+    )
+    .payload(Payload::Json("NewWebhook"))
+    .status(201),
+    Route::new(
+        Get,
+        "/v1/webhooks",
+        "Every webhook subscription, with how its deliveries stand.",
+        JsonList("Webhook"),
+        |m| on(m, webhooks::list),
+    ),
+    Route::new(
+        Get,
+        "/v1/webhooks/{id}",
+        "A webhook subscription: events pending, dead letters, the last attempts.",
+        Json("Webhook"),
+        |m| on(m, webhooks::one),
+    ),
+    Route::new(
+        Patch,
+        "/v1/webhooks/{id}",
+        "Changes a subscription's URL, kinds or description (its secret stays).",
+        Json("Webhook"),
+        |m| on(m, webhooks::change),
+    )
+    .payload(Payload::Json("WebhookChange")),
+    Route::new(
+        Delete,
+        "/v1/webhooks/{id}",
+        "Unsubscribes: its pending deliveries and dead letters go.",
+        Content::None,
+        |m| on(m, webhooks::delete),
+    )
+    .status(204),
+    Route::new(
+        Get,
+        "/v1/webhooks/{id}/dead-letters",
+        "Events the receiver did not take within the attempts allowed, oldest first, paged.",
+        Json("DeadLetterPage"),
+        |m| on(m, webhooks::dead_letters),
+    )
+    .query(&PAGING),
+    Route::new(
+        Post,
+        "/v1/webhooks/{id}/redeliver",
+        "Puts every dead letter back to be delivered now, in id order, before later events.",
+        Json("Redelivered"),
+        |m| on(m, webhooks::redeliver),
+    ),
     Route::new(
         Get,
         "/v1/stats",

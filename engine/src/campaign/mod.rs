@@ -24,8 +24,12 @@ pub use task::{
     Action, CellPause, DEFAULT_CELL_PAUSE_SECS, Pacing, Refused, Task, TaskSpec, TaskStatus,
 };
 
+use serde::Serialize;
+use serde_json::Value;
+
 use crate::catalog::{Catalog, CatalogError};
 use crate::clock::Clock;
+use crate::journal::{Journal, NewEvent};
 use crate::stats::{Counters, Ledger, Statistics, Subject};
 use crate::store::{Batch, Store, StoreError, StoreExt};
 use crate::sync::lock;
@@ -85,8 +89,10 @@ pub(crate) struct Inner {
     pub tasks: Mutex<BTreeMap<String, Running>>,
     /// Wakes the scheduler; its own `Arc`, so the waiting scheduler holds no `Inner`.
     pub wake: Arc<Notify>,
-    /// Task changes, for live progress (the API's event stream).
+    /// Task changes as they happen, in memory (the engine's log).
     pub events: tokio::sync::broadcast::Sender<CampaignEvent>,
+    /// Task changes as integrators read them: numbered, written with the change they report.
+    pub journal: Journal,
     /// The cumulative statistics, moved with every progress record.
     pub ledger: Ledger,
 }
@@ -105,10 +111,87 @@ impl Drop for Inner {
 /// Something that changed in a task, for live progress.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CampaignEvent {
-    /// A task's status changed.
+    /// A task's status changed (or its paused cells).
     Task(Task),
     /// A device's progress in a task changed.
     Device(DeviceProgress),
+    /// A device ended in a task without being upgraded; its result and note say why.
+    DeviceFailed(DeviceProgress),
+    /// A task's failure rate reached its threshold: the task paused itself.
+    FailureRateAlarm(FailureRateAlarm),
+    /// A cell's devices are not tried for a while: one reported a signal below the task's
+    /// minimum.
+    CellPaused(CellPaused),
+}
+
+/// What a failure-rate alarm says.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FailureRateAlarm {
+    /// The task, now paused.
+    pub task_id: String,
+    /// Devices finished since the task last resumed.
+    pub finished: usize,
+    /// Of them, those not upgraded.
+    pub failed: usize,
+    /// `failed / finished`.
+    pub failure_rate: f64,
+    /// The task's `max_failure_rate`.
+    pub threshold: f64,
+}
+
+/// What a cell pause says.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CellPaused {
+    /// The task whose attempts in the cell wait.
+    pub task_id: String,
+    /// The cell (/4/0/8).
+    pub cell_id: u32,
+    /// Why, and until when.
+    #[serde(flatten)]
+    pub pause: CellPause,
+}
+
+impl CampaignEvent {
+    /// Every kind of event, as named in the journal.
+    pub const KINDS: [&'static str; 5] = [
+        "task",
+        "device",
+        "device_failed",
+        "failure_rate_alarm",
+        "cell_paused",
+    ];
+
+    /// Its kind, as named in the journal (and so in `/v1/events` and webhooks).
+    pub fn kind(&self) -> &'static str {
+        let index = match self {
+            CampaignEvent::Task(_) => 0,
+            CampaignEvent::Device(_) => 1,
+            CampaignEvent::DeviceFailed(_) => 2,
+            CampaignEvent::FailureRateAlarm(_) => 3,
+            CampaignEvent::CellPaused(_) => 4,
+        };
+        CampaignEvent::KINDS[index]
+    }
+
+    /// What it says, as JSON.
+    pub fn data(&self) -> Value {
+        let data = match self {
+            CampaignEvent::Task(task) => serde_json::to_value(task),
+            CampaignEvent::Device(progress) | CampaignEvent::DeviceFailed(progress) => {
+                serde_json::to_value(progress)
+            }
+            CampaignEvent::FailureRateAlarm(alarm) => serde_json::to_value(alarm),
+            CampaignEvent::CellPaused(pause) => serde_json::to_value(pause),
+        };
+        data.expect("campaign events serialize")
+    }
+
+    fn journaled(&self) -> NewEvent {
+        NewEvent {
+            kind: self.kind(),
+            data: self.data(),
+        }
+    }
 }
 
 /// The campaign service. Cheap to clone; the scheduler stops when the last clone is dropped.
@@ -125,12 +208,13 @@ impl crate::lwm2m::Upgrades for Campaigns {
 
 impl Campaigns {
     /// Loads every task from the store (attempts that were running when the engine stopped
-    /// are due again) and starts the scheduler.
+    /// are due again) and starts the scheduler; every change is reported in `journal`.
     pub fn start(
         store: Arc<dyn Store>,
         catalog: Catalog,
         attempts: Arc<dyn Attempts>,
         clock: Clock,
+        journal: Journal,
     ) -> Result<Campaigns, CampaignError> {
         let (events, _) = tokio::sync::broadcast::channel(1024);
         let ledger = Ledger::open(store.as_ref())?;
@@ -142,6 +226,7 @@ impl Campaigns {
             tasks: Mutex::new(BTreeMap::new()),
             wake: Arc::new(Notify::new()),
             events,
+            journal,
             ledger,
         });
         inner.load()?;
@@ -408,14 +493,18 @@ impl Campaigns {
         running.task.check(action, now)?;
         let mut task = running.task.clone();
         change(&mut task);
-        self.inner.store.put_durable(&task_key(id), &task)?;
+        let shown = running.shown(&task);
+        let mut batch = Batch::new();
+        batch.put(task_key(id), &task);
+        let events = [CampaignEvent::Task(shown.clone())];
+        self.inner.write(batch, &events)?;
+        self.inner.store.flush()?;
         running.task = task;
         running.apply_status();
-        let task = running.view();
-        let _ = self.inner.events.send(CampaignEvent::Task(task.clone()));
+        self.inner.announce(events);
         drop(tasks);
         self.inner.wake.notify_one();
-        Ok(task)
+        Ok(shown)
     }
 }
 
@@ -436,18 +525,15 @@ impl Running {
 
     /// The task as shown: with its success rate.
     pub(crate) fn view(&self) -> Task {
-        let taken: Vec<&DeviceProgress> = self
-            .devices
-            .values()
-            .filter(|p| p.phase != Phase::Removed)
-            .collect();
-        let upgraded = taken
-            .iter()
-            .filter(|p| p.phase == Phase::Finished && p.result == Some(DeviceResult::Successful))
-            .count();
-        let mut task = self.task.clone();
-        task.success_rate = (!taken.is_empty()).then(|| upgraded as f64 / taken.len() as f64);
-        task
+        self.shown(&self.task)
+    }
+
+    /// `task` (this one, changed) as shown, with the success rate of this task's devices.
+    fn shown(&self, task: &Task) -> Task {
+        Task {
+            success_rate: success_rate(&self.devices),
+            ..task.clone()
+        }
     }
 
     /// Opens or closes the install gate, and stops attempts of a stopped task.
@@ -462,7 +548,33 @@ impl Running {
     }
 }
 
+/// Share of `devices` (removed ones excluded) upgraded; `None` while there are none.
+fn success_rate(devices: &BTreeMap<String, DeviceProgress>) -> Option<f64> {
+    let taken: Vec<&DeviceProgress> = devices
+        .values()
+        .filter(|p| p.phase != Phase::Removed)
+        .collect();
+    let upgraded = taken
+        .iter()
+        .filter(|p| p.phase == Phase::Finished && p.result == Some(DeviceResult::Successful))
+        .count();
+    (!taken.is_empty()).then(|| upgraded as f64 / taken.len() as f64)
+}
+
 impl Inner {
+    /// Writes `batch` with the journal's record of `events`, in one batch.
+    pub(crate) fn write(&self, batch: Batch, events: &[CampaignEvent]) -> Result<(), StoreError> {
+        let journaled = events.iter().map(CampaignEvent::journaled).collect();
+        self.journal.append(batch, journaled)
+    }
+
+    /// Tells the engine's own followers of `events` (after they are written).
+    pub(crate) fn announce(&self, events: impl IntoIterator<Item = CampaignEvent>) {
+        for event in events {
+            let _ = self.events.send(event);
+        }
+    }
+
     /// Reads every task and its devices back; attempts cut by a stop are due again.
     fn load(&self) -> Result<(), CampaignError> {
         let tasks: Vec<Task> = self.store.scan(TASKS)?;
@@ -535,7 +647,12 @@ impl Inner {
             self.ledger
                 .shift(&mut batch, subject, &Counters::default(), &added);
         }
-        self.store.apply(batch)?;
+        let shown = Task {
+            success_rate: success_rate(&devices),
+            ..task.clone()
+        };
+        let events = [CampaignEvent::Task(shown)];
+        self.write(batch, &events)?;
         self.store.flush()?;
         running.counted = devices
             .iter()
@@ -546,22 +663,34 @@ impl Inner {
         running.package_size = self.package_size(&running.task.spec.package_id);
         running.task = task;
         running.apply_status();
-        let _ = self.events.send(CampaignEvent::Task(running.view()));
+        self.announce(events);
         Ok(())
     }
 
-    /// Saves a task's record, durably: its status is what an operator acts on.
-    pub(crate) fn save_task(&self, running: &Running) {
+    /// Saves a task's record, durably (its status is what an operator acts on), with the
+    /// event of its status and `also`.
+    pub(crate) fn save_task(&self, running: &Running, also: Vec<CampaignEvent>) {
         let task = &running.task;
-        if let Err(error) = self.store.put_durable(&task_key(&task.id), task) {
+        let mut batch = Batch::new();
+        batch.put(task_key(&task.id), task);
+        let mut events = vec![CampaignEvent::Task(running.view())];
+        events.extend(also);
+        if let Err(error) = self.write(batch, &events).and_then(|()| self.store.flush()) {
             tracing::error!(task = %task.id, %error, "task not saved");
         }
-        let _ = self.events.send(CampaignEvent::Task(running.view()));
+        self.announce(events);
     }
 
     /// Saves a device's progress with what it changed in the statistics, and whatever else
-    /// `batch` holds, in one batch.
-    pub(crate) fn save_device(&self, running: &mut Running, endpoint: &str, mut batch: Batch) {
+    /// `batch` holds, in one batch, with the events of its progress (and of its failure when
+    /// it just ended not upgraded) and `also`.
+    pub(crate) fn save_device(
+        &self,
+        running: &mut Running,
+        endpoint: &str,
+        mut batch: Batch,
+        also: Vec<CampaignEvent>,
+    ) {
         let Some(progress) = running.devices.get(endpoint) else {
             return;
         };
@@ -575,10 +704,15 @@ impl Inner {
         }
         let key = progress_key(&progress.task_id, &progress.endpoint);
         batch.put(key.as_str(), progress);
-        if let Err(error) = self.store.apply(batch) {
+        let mut events = vec![CampaignEvent::Device(progress.clone())];
+        if share.failures > before.failures {
+            events.push(CampaignEvent::DeviceFailed(progress.clone()));
+        }
+        events.extend(also);
+        if let Err(error) = self.write(batch, &events) {
             tracing::error!(%key, %error, "progress not saved");
         }
-        let _ = self.events.send(CampaignEvent::Device(progress.clone()));
+        self.announce(events);
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::attempt::{AttemptOutcome, AttemptRequest};
 use super::progress::{DeviceProgress, DeviceResult, DownloadStatus, Phase, UpgradeStatus};
 use super::task::{CellPause, TaskStatus};
-use super::{Inner, Running, TICK, task_key};
+use super::{CampaignEvent, CellPaused, FailureRateAlarm, Inner, Running, TICK, task_key};
 use crate::clock::UnixMillis;
 use crate::store::Batch;
 use crate::sync::lock;
@@ -113,7 +113,7 @@ fn expire_past_deadline(inner: &Inner, running: &mut Running, now: UnixMillis) {
             .expect("expiring a device of the task");
         let note = progress.note.take();
         progress.finish(DeviceResult::TaskExpired, note, now);
-        inner.save_device(running, &endpoint, Batch::new());
+        inner.save_device(running, &endpoint, Batch::new(), Vec::new());
     }
 }
 
@@ -145,7 +145,14 @@ fn pause_on_failure_rate(inner: &Inner, running: &mut Running) {
             max_rate * 100.0
         ));
         running.apply_status();
-        inner.save_task(running);
+        let alarm = FailureRateAlarm {
+            task_id: running.task.id.clone(),
+            finished: sample,
+            failed,
+            failure_rate: rate,
+            threshold: max_rate,
+        };
+        inner.save_task(running, vec![CampaignEvent::FailureRateAlarm(alarm)]);
     }
 }
 
@@ -196,7 +203,7 @@ fn launch(inner: &Arc<Inner>, running: &mut Running, endpoint: &str) {
     progress.phase = Phase::Active;
     progress.attempts += 1;
     let attempt_number = progress.attempts - 1;
-    inner.save_device(running, endpoint, Batch::new());
+    inner.save_device(running, endpoint, Batch::new(), Vec::new());
     running
         .attempt_wire
         .insert(endpoint.to_string(), WireCount::default());
@@ -275,7 +282,7 @@ fn show_stage(inner: &Inner, task_id: &str, endpoint: &str, stage: Stage) {
             *counted = wire;
         }
     }
-    inner.save_device(running, endpoint, Batch::new());
+    inner.save_device(running, endpoint, Batch::new(), Vec::new());
 }
 
 /// What `now` counts beyond `before` (both counts of one delivery, `now` the later).
@@ -312,7 +319,7 @@ fn finish_attempt(inner: &Inner, task_id: &str, endpoint: &str, outcome: Attempt
         return;
     };
     let mut batch = Batch::new();
-    let mut task_changed = false;
+    let mut cell_paused = None;
     match outcome {
         AttemptOutcome::Offline => {
             let recheck = interval.clamp(1, OFFLINE_RECHECK_MS);
@@ -327,9 +334,13 @@ fn finish_attempt(inner: &Inner, task_id: &str, endpoint: &str, outcome: Attempt
                 reason: note,
                 until,
             };
-            running.task.paused_cells.insert(cell, pause);
+            running.task.paused_cells.insert(cell, pause.clone());
             batch.put(task_key(task_id), &running.task);
-            task_changed = true;
+            cell_paused = Some(CellPaused {
+                task_id: task_id.to_string(),
+                cell_id: cell,
+                pause,
+            });
         }
         AttemptOutcome::Removed(reason) => {
             progress.phase = Phase::Removed;
@@ -354,12 +365,14 @@ fn finish_attempt(inner: &Inner, task_id: &str, endpoint: &str, outcome: Attempt
         }
     }
     // Saved (and announced) under the lock, so events leave in the order the changes happened.
-    inner.save_device(running, endpoint, batch);
-    if task_changed {
-        let _ = inner
-            .events
-            .send(super::CampaignEvent::Task(running.view()));
-    }
+    let also = match cell_paused {
+        Some(paused) => vec![
+            CampaignEvent::Task(running.view()),
+            CampaignEvent::CellPaused(paused),
+        ],
+        None => Vec::new(),
+    };
+    inner.save_device(running, endpoint, batch, also);
     drop(tasks);
     inner.wake.notify_one();
 }
@@ -415,6 +428,6 @@ fn complete_if_done(inner: &Inner, running: &mut Running, now: UnixMillis) {
         running.task.status = TaskStatus::Completed;
         running.task.finished_at = Some(now);
         running.apply_status();
-        inner.save_task(running);
+        inner.save_task(running, Vec::new());
     }
 }

@@ -79,6 +79,23 @@ pub trait Store: Send + Sync + 'static {
     fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every `(key, raw value)` whose key starts with `prefix`, in key order.
     fn scan_raw(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Up to `limit` `(key, raw value)` whose key starts with `prefix` and sorts after `after`
+    /// (from the first when `None`), in key order: a page of a long list.
+    fn scan_after_raw(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut entries = self.scan_raw(prefix)?;
+        entries.retain(|(key, _)| after.is_none_or(|after| key.as_str() > after));
+        entries.truncate(limit);
+        Ok(entries)
+    }
+    /// The last `(key, raw value)` whose key starts with `prefix`.
+    fn last_raw(&self, prefix: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        Ok(self.scan_raw(prefix)?.pop())
+    }
     /// Applies `batch` atomically.
     fn apply(&self, batch: Batch) -> Result<(), StoreError>;
     /// Makes every applied write durable (returns once it is on disk).
@@ -100,6 +117,26 @@ pub trait StoreExt: Store {
             .into_iter()
             .map(|(key, bytes)| decode(&key, &bytes))
             .collect()
+    }
+
+    /// Up to `limit` records under `prefix` after the key `after`, with their keys.
+    fn scan_after<T: Record>(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        self.scan_after_raw(prefix, after, limit)?
+            .into_iter()
+            .map(|(key, bytes)| Ok((key.clone(), decode(&key, &bytes)?)))
+            .collect()
+    }
+
+    /// The last record under `prefix`, with its key.
+    fn last<T: Record>(&self, prefix: &str) -> Result<Option<(String, T)>, StoreError> {
+        self.last_raw(prefix)?
+            .map(|(key, bytes)| Ok((key.clone(), decode(&key, &bytes)?)))
+            .transpose()
     }
 
     /// Writes one record.

@@ -1,6 +1,7 @@
 //! `SledStore`: the embedded default store, one sled database in a data directory. Opening it
 //! checks the schema version kept under `meta/schema` and refuses data it cannot read.
 
+use std::ops::Bound;
 use std::path::Path;
 
 use super::{Batch, FORMAT_VERSION, Store, StoreError};
@@ -56,13 +57,37 @@ impl Store for SledStore {
     }
 
     fn scan_raw(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.db.scan_prefix(prefix).map(entry).collect()
+    }
+
+    fn scan_after_raw(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let start = match after {
+            Some(after) => Bound::Excluded(after.as_bytes()),
+            None => Bound::Included(prefix.as_bytes()),
+        };
+        self.db
+            .range::<&[u8], _>((start, Bound::Unbounded))
+            .take_while(|entry| {
+                entry
+                    .as_ref()
+                    .map_or(true, |(key, _)| key.starts_with(prefix.as_bytes()))
+            })
+            .take(limit)
+            .map(entry)
+            .collect()
+    }
+
+    fn last_raw(&self, prefix: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
         self.db
             .scan_prefix(prefix)
-            .map(|entry| {
-                let (key, value) = entry.map_err(io)?;
-                Ok((String::from_utf8_lossy(&key).into_owned(), value.to_vec()))
-            })
-            .collect()
+            .next_back()
+            .map(entry)
+            .transpose()
     }
 
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
@@ -79,6 +104,12 @@ impl Store for SledStore {
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(io)
     }
+}
+
+/// One entry of a scan, its key as text.
+fn entry(entry: sled::Result<(sled::IVec, sled::IVec)>) -> Result<(String, Vec<u8>), StoreError> {
+    let (key, value) = entry.map_err(io)?;
+    Ok((String::from_utf8_lossy(&key).into_owned(), value.to_vec()))
 }
 
 fn io(error: sled::Error) -> StoreError {
@@ -128,6 +159,22 @@ mod tests {
         store.apply(batch).unwrap();
         let things: Vec<Thing> = store.scan("thing/").unwrap();
         assert_eq!(things, vec![thing("new", 1)]);
+    }
+
+    #[test]
+    fn a_page_after_a_key_and_the_last_key_stay_under_their_prefix() {
+        let store = SledStore::temporary().unwrap();
+        for (key, count) in [("a/1", 1), ("b/1", 2), ("b/2", 3), ("b/3", 4), ("c/1", 5)] {
+            store.put(key, &thing(key, count)).unwrap();
+        }
+        let page: Vec<(String, Thing)> = store.scan_after("b/", Some("b/1"), 5).unwrap();
+        let keys: Vec<&str> = page.iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!(keys, ["b/2", "b/3"]);
+        let first: Vec<(String, Thing)> = store.scan_after("b/", None, 1).unwrap();
+        assert_eq!(first[0].1, thing("b/1", 2));
+        let last: Option<(String, Thing)> = store.last("b/").unwrap();
+        assert_eq!(last.map(|(key, _)| key).as_deref(), Some("b/3"));
+        assert!(store.last::<Thing>("d/").unwrap().is_none());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use fota_engine::campaign::{
 use fota_engine::catalog::Catalog;
 use fota_engine::catalog::devices::Survey;
 use fota_engine::clock::{Clock, UnixMillis};
+use fota_engine::journal::Journal;
 use fota_engine::plugin::{HostConfig, PluginHost, PluginRegistry};
 use fota_engine::stats::Counters;
 use fota_engine::store::{SledStore, Store};
@@ -212,8 +213,14 @@ async fn bench(devices: usize) -> Bench {
     let group = group_of(&catalog, "all", 0..devices);
     let script = Arc::new(Script::default());
     *script.clock.lock().unwrap() = Some(clock);
-    let campaigns =
-        Campaigns::start(store.clone(), catalog.clone(), script.clone(), clock).unwrap();
+    let campaigns = Campaigns::start(
+        store.clone(),
+        catalog.clone(),
+        script.clone(),
+        clock,
+        Journal::open(store.clone(), clock).unwrap(),
+    )
+    .unwrap();
     Bench {
         campaigns,
         script,
@@ -291,6 +298,7 @@ impl Bench {
             self.catalog.clone(),
             self.script.clone(),
             self.clock,
+            Journal::open(self.store.clone(), self.clock).unwrap(),
         )
         .unwrap();
     }

@@ -10,6 +10,7 @@ use fota_engine::coap::TransmissionParams;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{Binding, PluginHost, PluginKind};
 use fota_engine::server::ServerConfig;
+use fota_engine::webhooks::WebhookConfig;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use tokio::time::Instant;
@@ -145,6 +146,7 @@ async fn start_engine(engine: &Engine<'_>) -> Result<Platform, String> {
         server,
         data_dir: None,
         plugins: engine.host.config().clone(),
+        webhooks: WebhookConfig::default(),
     };
     let platform = replay::platform(engine.network, engine.host, &engine.store, config).await?;
     configure_plugins(&platform, engine.block)?;

@@ -6,6 +6,7 @@
 
 pub mod libcoap;
 pub mod process;
+pub mod receiver;
 pub mod served;
 pub mod stock_device;
 

@@ -2,6 +2,7 @@
 //! in a scratch directory, on free loopback ports, and its HTTP API as an integrator calls it
 //! (ureq, a bearer token, JSON), with bounded waits on what the API answers.
 
+use std::io::{BufRead, BufReader, Lines, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -179,4 +180,72 @@ fn read(answer: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
     let status = response.status();
     let text = response.into_string().unwrap_or_default();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// One server-sent event of `/v1/events`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseEvent {
+    /// Its id (`lagged` has none).
+    pub id: Option<u64>,
+    /// Its name.
+    pub name: String,
+    /// Its data, as JSON.
+    pub data: Value,
+}
+
+/// An open `/v1/events` stream, read with a bound on every wait.
+pub struct EventStream {
+    lines: Lines<BufReader<Box<dyn Read + Send + Sync>>>,
+}
+
+impl Served {
+    /// Follows `/v1/events` as the viewer, after `last_event_id` when given.
+    pub fn events(&self, last_event_id: Option<u64>) -> EventStream {
+        let agent = ureq::AgentBuilder::new().timeout_read(BOUND).build();
+        let mut request = agent
+            .get(&self.url("/v1/events"))
+            .set("Authorization", &format!("Bearer {VIEWER}"));
+        if let Some(id) = last_event_id {
+            request = request.set("Last-Event-ID", &id.to_string());
+        }
+        let response = request.call().expect("the event stream opens");
+        EventStream {
+            lines: BufReader::new(response.into_reader()).lines(),
+        }
+    }
+}
+
+impl EventStream {
+    /// The next event; panics when none comes within [`BOUND`].
+    pub fn next(&mut self) -> SseEvent {
+        let (mut id, mut name, mut data) = (None, String::new(), String::new());
+        loop {
+            let line = self
+                .lines
+                .next()
+                .expect("the stream goes on")
+                .expect("an event within the bound");
+            if line.is_empty() {
+                if !name.is_empty() {
+                    let data = serde_json::from_str(&data).expect("JSON data");
+                    return SseEvent { id, name, data };
+                }
+                continue;
+            }
+            if let Some((field, value)) = line.split_once(':') {
+                let value = value.strip_prefix(' ').unwrap_or(value);
+                match field {
+                    "id" => id = value.parse().ok(),
+                    "event" => name = value.to_string(),
+                    "data" => data.push_str(value),
+                    _ => {} // a comment: keep-alive
+                }
+            }
+        }
+    }
+
+    /// The next `count` events.
+    pub fn take(&mut self, count: usize) -> Vec<SseEvent> {
+        (0..count).map(|_| self.next()).collect()
+    }
 }

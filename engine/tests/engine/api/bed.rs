@@ -12,6 +12,7 @@ use fota_engine::platform::{Platform, PlatformConfig, PlatformError};
 use fota_engine::plugin::{HostConfig, PluginHost};
 use fota_engine::server::ServerConfig;
 use fota_engine::store::Store;
+use fota_engine::webhooks::WebhookConfig;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -60,6 +61,7 @@ fn platform_config() -> PlatformConfig {
         server: ServerConfig::loopback(),
         data_dir: None,
         plugins: HostConfig::default(),
+        webhooks: WebhookConfig::default(),
     }
 }
 
@@ -91,6 +93,16 @@ impl Bed {
     pub async fn start_with(adjust: impl FnOnce(&mut ApiConfig)) -> Bed {
         let platform = Platform::start(platform_config()).await;
         Bed::serve(platform.expect("the platform starts"), adjust).await
+    }
+
+    /// A platform whose webhooks are delivered as `webhooks` says, and its API.
+    pub async fn with_webhooks(webhooks: WebhookConfig) -> Bed {
+        let config = PlatformConfig {
+            webhooks,
+            ..platform_config()
+        };
+        let platform = Platform::start(config).await;
+        Bed::serve(platform.expect("the platform starts"), |_| {}).await
     }
 
     /// A platform on `store`, which outlasts it as a data directory does (engines are started

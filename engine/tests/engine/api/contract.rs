@@ -2,7 +2,8 @@
 //! status is one its operation lists, its media type the one listed for that status, and its
 //! JSON body valid against the listed schema (see [`crate::api::schema`]). Paths and methods no
 //! operation has must be answered with a problem. Events of `/v1/events` and of observations
-//! are held to the schemas of what they carry (a task, a device's progress, a device's data).
+//! are held to the schemas of what they carry (a task, a device's progress, an alarm, a
+//! registration, a device's data).
 
 use hyper::header::CONTENT_TYPE;
 use hyper::{HeaderMap, Method, StatusCode};
@@ -111,7 +112,10 @@ impl Contract {
     pub fn check_event(&self, name: &str, data: &Value) {
         let schema = match name {
             "task" => json!({ "$ref": "#/components/schemas/Task" }),
-            "device" => json!({ "$ref": "#/components/schemas/DeviceProgress" }),
+            "device" | "device_failed" => json!({ "$ref": "#/components/schemas/DeviceProgress" }),
+            "failure_rate_alarm" => json!({ "$ref": "#/components/schemas/FailureRateAlarm" }),
+            "cell_paused" => json!({ "$ref": "#/components/schemas/CellPaused" }),
+            "registration" => json!({ "$ref": "#/components/schemas/RegistrationEvent" }),
             "notification" => json!({ "$ref": "#/components/schemas/DeviceData" }),
             "error" => json!({
                 "type": "object",

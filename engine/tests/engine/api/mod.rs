@@ -3,8 +3,8 @@
 //! Each scenario module is one family: the route table against the OpenAPI document and the
 //! tokens every route needs, tokens and roles, the connection limits, the catalog (devices,
 //! groups, firmware, packages), devices' DTLS credentials, device operations (read, write,
-//! execute, observe, queued for sleeping devices), tasks with their live events, plugins, and
-//! metrics. Every
+//! execute, observe, queued for sleeping devices), tasks with their live events, plugins,
+//! webhooks and metrics. Every
 //! answer any of them receives is checked against the OpenAPI document the API serves
 //! (`contract`, `schema`).
 
@@ -21,3 +21,4 @@ mod plugins;
 mod routes;
 mod schema;
 mod tasks;
+mod webhooks;

@@ -445,6 +445,33 @@ async fn every_operation_answers_its_documented_success() {
     let answer = api.delete("/v1/plugins/policy").await;
     tour.saw(Method::DELETE, "/v1/plugins/{kind}", answer);
 
+    // Webhooks: subscribed, listed, read, changed, dead letters listed and redelivered,
+    // unsubscribed.
+    let new = json!({ "url": "http://127.0.0.1:9/hooks", "secret": "0123456789abcdef" });
+    let hook = json(tour.saw(
+        Method::POST,
+        "/v1/webhooks",
+        api.post("/v1/webhooks", &new).await,
+    ));
+    let hook_path = format!("/v1/webhooks/{}", id(&hook));
+    tour.saw(Method::GET, "/v1/webhooks", api.get("/v1/webhooks").await);
+    tour.saw(Method::GET, "/v1/webhooks/{id}", api.get(&hook_path).await);
+    let answer = api
+        .json(Method::PATCH, &hook_path, &json!({ "kinds": ["task"] }))
+        .await;
+    tour.saw(Method::PATCH, "/v1/webhooks/{id}", answer);
+    let answer = api.get(&format!("{hook_path}/dead-letters")).await;
+    tour.saw(Method::GET, "/v1/webhooks/{id}/dead-letters", answer);
+    let answer = api
+        .send(Method::POST, &format!("{hook_path}/redeliver"), None)
+        .await;
+    tour.saw(Method::POST, "/v1/webhooks/{id}/redeliver", answer);
+    tour.saw(
+        Method::DELETE,
+        "/v1/webhooks/{id}",
+        api.delete(&hook_path).await,
+    );
+
     // What is no longer used goes.
     let answer = api
         .send(Method::DELETE, &members_path, Some(members_body(&members)))

@@ -1,0 +1,61 @@
+//! Registrations as events of the journal (`registration`): a device registered, de-registered
+//! or its registration expired (not every Update: a device in queue mode sends one at every
+//! wake-up). Opt-in: they are written only while a webhook subscription asks for them, so a
+//! registration storm costs the journal nothing otherwise.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{REGISTRATION, Webhooks};
+use crate::journal::{Journal, NewEvent};
+use crate::lwm2m::{RegistrationEvent, Registry};
+use crate::store::Batch;
+
+/// Writes `registry`'s registrations to `journal` while `webhooks` asks for them, until the
+/// registry closes.
+pub async fn journal_registrations(registry: Arc<Registry>, journal: Journal, webhooks: Webhooks) {
+    let mut events = registry.subscribe();
+    loop {
+        let event = match events.recv().await {
+            Ok(event) => event,
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "registration events missed by the journal");
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        let Some(data) = data(&event).filter(|_| webhooks.wanted(REGISTRATION)) else {
+            continue;
+        };
+        let written = journal.append(
+            Batch::new(),
+            vec![NewEvent {
+                kind: REGISTRATION,
+                data,
+            }],
+        );
+        if let Err(error) = written {
+            tracing::error!(%error, "registration event not written");
+        }
+    }
+}
+
+/// What a registration event says; `None` for an Update.
+fn data(event: &RegistrationEvent) -> Option<Value> {
+    let what = match event {
+        RegistrationEvent::Registered(_) => "registered",
+        RegistrationEvent::Deregistered(_) => "deregistered",
+        RegistrationEvent::Expired(_) => "expired",
+        RegistrationEvent::Updated(_) => return None,
+    };
+    let registration = event.registration();
+    Some(json!({
+        "endpoint": registration.endpoint,
+        "event": what,
+        "address": registration.address.to_string(),
+        "binding": if registration.binding.queue_mode { "UQ" } else { "U" },
+        "lifetime_secs": registration.lifetime.as_secs(),
+    }))
+}
