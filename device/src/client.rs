@@ -619,6 +619,11 @@ impl<S: DeviceSystem> Shared<S> {
         let before = self.watched();
         let response = match request.packet.request_method() {
             Some(RequestType::Get) => self.read(&request, path),
+            Some(RequestType::Fetch)
+                if path == LwM2mPath::ROOT && self.config.lwm2m_version != "1.0" =>
+            {
+                self.read_composite(&request)
+            }
             Some(RequestType::Put) if path == firmware::PACKAGE => self.write_package(&request),
             Some(RequestType::Put) if path == firmware::PACKAGE_URI => {
                 self.write_package_uri(&request.packet.payload)
@@ -665,6 +670,35 @@ impl<S: DeviceSystem> Shared<S> {
             _ => {}
         }
         response
+    }
+
+    /// Read-Composite (LwM2M 1.1): the values under every path the SenML body names, those
+    /// the device does not have left out, answered in the body's format.
+    fn read_composite(self: &Arc<Self>, request: &IncomingRequest) -> Response {
+        let packet = &request.packet;
+        let Some(format) = packet
+            .content_format_number()
+            .and_then(ContentFormat::from_number)
+        else {
+            let reason = "name the paths in SenML JSON or CBOR";
+            return Response::error(ResponseType::UnsupportedContentFormat, reason);
+        };
+        let paths = match content::decode_paths(format, &packet.payload) {
+            Ok(paths) => paths,
+            Err(error) => return Response::error(ResponseType::BadRequest, error.to_string()),
+        };
+        let mut core = lock(&self.core);
+        let records: Vec<Record> = paths
+            .into_iter()
+            .flat_map(|path| core.records(&self.config, path))
+            .collect();
+        if records.is_empty() {
+            return Response::error(ResponseType::NotFound, "none of the paths");
+        }
+        match content::encode(format, &LwM2mPath::ROOT, &records) {
+            Ok(payload) => Response::content(format.number(), payload),
+            Err(error) => Response::error(ResponseType::InternalServerError, error.to_string()),
+        }
     }
 
     fn write_package(self: &Arc<Self>, request: &IncomingRequest) -> Response {

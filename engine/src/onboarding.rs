@@ -149,7 +149,7 @@ impl Surveyor {
                 .first_contact(self.limits.first_contact_retransmit),
             false => self.management.clone(),
         };
-        match survey(&management, registration.address).await {
+        match survey(&management, registration).await {
             Ok(found) => {
                 self.registry.prove(endpoint);
                 if let Err(error) = self

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::support::{model, within};
 use fota_device::client::SleepCycle;
 use fota_device::fleet::{Fleet, FleetSpec};
+use fota_engine::catalog::devices::survey;
 use fota_engine::coap::TransmissionParams;
 use fota_engine::lwm2m::RegistrationEvent;
 use fota_engine::platform::{Platform, PlatformConfig};
@@ -84,4 +85,68 @@ async fn a_device_whose_survey_failed_is_surveyed_at_its_next_update() {
         "the first survey was lost: {:?}",
         fleet.links[0].stats()
     );
+}
+
+/// A device of LwM2M 1.1 is surveyed in one Read-Composite of /3/0, /4/0 and /5/0; one of 1.0
+/// in a Read of each instance; both are known alike. On an NB-IoT link each exchange saved is a
+/// round trip and a chance of loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lwm2m_1_1_device_is_surveyed_in_one_read_composite() {
+    let platform = Platform::start(PlatformConfig {
+        server: ServerConfig::loopback(),
+        data_dir: None,
+        plugins: HostConfig::default(),
+        webhooks: WebhookConfig::default(),
+    })
+    .await
+    .unwrap();
+    // Fleets alternate: the first device speaks LwM2M 1.0, the second 1.1.
+    let spec = FleetSpec::uniform(2, platform.server.coap_addr(), model());
+    let fleet = Fleet::start(&spec).await.unwrap();
+    crate::support::wait_surveyed(&platform.catalog, 2, Duration::from_secs(20)).await;
+
+    let management = &platform.server.management;
+    let mut surveys = Vec::new();
+    for device in &fleet.devices {
+        let endpoint = &device.config().endpoint;
+        let registration = platform.server.registry.get(endpoint).unwrap();
+        let before = management.endpoint().stats().requests_sent;
+        let found = survey(management, &registration).await.unwrap();
+        let requests = management.endpoint().stats().requests_sent - before;
+        surveys.push((registration.lwm2m_version, requests, found));
+    }
+    assert_eq!((surveys[0].0.as_str(), surveys[0].1), ("1.0", 3));
+    assert_eq!((surveys[1].0.as_str(), surveys[1].1), ("1.1", 1));
+    let (composite, instances) = (&surveys[1].2, &surveys[0].2);
+    assert_eq!(composite.model.as_deref(), Some("NB-1"));
+    assert_eq!(composite.firmware_version.as_deref(), Some("1.0"));
+    for (what, one, other) in [
+        (
+            "battery",
+            composite.battery.is_some(),
+            instances.battery.is_some(),
+        ),
+        (
+            "signal",
+            composite.signal_dbm.is_some(),
+            instances.signal_dbm.is_some(),
+        ),
+        (
+            "cell",
+            composite.cell_id.is_some(),
+            instances.cell_id.is_some(),
+        ),
+        (
+            "delivery",
+            composite.delivery.is_some(),
+            instances.delivery.is_some(),
+        ),
+        (
+            "memory",
+            composite.memory_free_kb.is_some(),
+            instances.memory_free_kb.is_some(),
+        ),
+    ] {
+        assert!(one && other, "{what}: composite {one}, instances {other}");
+    }
 }

@@ -391,7 +391,7 @@ async fn the_survey_of_a_text_only_client_reads_single_resources() {
         return;
     }
     let (server, _client, registration, _) = registered("survey", &[]).await;
-    let found = survey(&server.management, registration.address)
+    let found = survey(&server.management, &registration)
         .await
         .expect("the survey of a text-only client");
     assert_eq!(found.manufacturer.as_deref(), Some("Acme"));

@@ -246,7 +246,7 @@ impl DeviceAttempts {
                 tracing::debug!(endpoint = %request.endpoint, "the survey of the Register stands");
                 return Ok((fresh, registration.id));
             }
-            match survey(self.delivery.management(), registration.address).await {
+            match survey(self.delivery.management(), &registration).await {
                 Ok(survey) => {
                     let _ = self.catalog.device_surveyed(&request.endpoint, &survey);
                     return Ok((survey, registration.id));

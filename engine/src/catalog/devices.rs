@@ -3,7 +3,6 @@
 //! registration ends, and forgotten when an operator deletes them (a device that registers
 //! again is created again).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -12,7 +11,9 @@ use super::groups::{self, Group};
 use super::{Catalog, CatalogError};
 use crate::clock::UnixMillis;
 use crate::lwm2m::firmware::{self, DeliveryMethod};
-use crate::lwm2m::{DeviceManagement, LwM2mPath, ManagementError, Record, Registration};
+use crate::lwm2m::{
+    ContentFormat, DeviceManagement, LwM2mPath, ManagementError, Record, Registration,
+};
 use crate::store::{Batch, StoreExt};
 use crate::sync::lock;
 
@@ -122,12 +123,31 @@ pub struct Survey {
 const SURVEYED: [(u16, &[u16]); 3] = [(3, &[0, 1, 3, 6, 9, 10]), (4, &[2, 8]), (5, &[9])];
 
 /// Reads the Device (/3/0), Connectivity Monitoring (/4/0) and Firmware Update (/5/0) object
-/// instances (or their resources one by one, from a device that reads no whole instance). A
-/// device without /4 still answers for the rest.
+/// instances of the device of `registration`: in one Read-Composite from a device of LwM2M
+/// 1.1 or later, else (or when it refuses one) each instance, or each of their resources one
+/// by one from a device that reads no whole instance. A device without /4 still answers for
+/// the rest.
 pub async fn survey(
     management: &DeviceManagement,
-    device: SocketAddr,
+    registration: &Registration,
 ) -> Result<Survey, ManagementError> {
+    let device = registration.address;
+    if registration.lwm2m_version.as_str() != "1.0" {
+        let instances = SURVEYED.map(|(object, _)| LwM2mPath::instance(object, 0));
+        let format = match registration.announced_format {
+            Some(ContentFormat::SenmlJson) => ContentFormat::SenmlJson,
+            _ => ContentFormat::SenmlCbor,
+        };
+        match management.read_composite(device, &instances, format).await {
+            Ok(records) if records.iter().any(|r| r.path.starts_with(&instances[0])) => {
+                return Ok(Survey::from_records(&records));
+            }
+            Ok(_) | Err(ManagementError::Status { .. } | ManagementError::Content { .. }) => {
+                tracing::debug!(endpoint = %registration.endpoint, "no Read-Composite: reading instances");
+            }
+            Err(error) => return Err(error),
+        }
+    }
     let mut records = Vec::new();
     for (object, resources) in SURVEYED {
         let instance = LwM2mPath::instance(object, 0);

@@ -189,6 +189,32 @@ pub fn encode(
     }
 }
 
+/// Encodes the paths a composite request (Read-Composite) names, in `format`: SenML JSON or
+/// SenML CBOR, the formats LwM2M 1.1 gives composite operations.
+pub fn encode_paths(format: ContentFormat, paths: &[LwM2mPath]) -> Result<Vec<u8>, ContentError> {
+    match format {
+        ContentFormat::SenmlJson => senml_json::encode_paths(paths),
+        ContentFormat::SenmlCbor => senml_cbor::encode_paths(paths),
+        _ => Err(not_composite(format)),
+    }
+}
+
+/// Decodes the paths a composite request names, from a `format` payload.
+pub fn decode_paths(format: ContentFormat, payload: &[u8]) -> Result<Vec<LwM2mPath>, ContentError> {
+    match format {
+        ContentFormat::SenmlJson => senml_json::decode_paths(payload),
+        ContentFormat::SenmlCbor => senml_cbor::decode_paths(payload),
+        _ => Err(not_composite(format)),
+    }
+}
+
+fn not_composite(format: ContentFormat) -> ContentError {
+    ContentError::Unsupported {
+        format,
+        reason: "composite requests name their paths in SenML JSON or SenML CBOR",
+    }
+}
+
 fn unsupported(format: ContentFormat) -> ContentError {
     let reason = match format {
         ContentFormat::LinkFormat => {

@@ -64,6 +64,47 @@ pub(super) fn to_records(
     Ok(records)
 }
 
+/// Resolves the records of a composite request into the paths they name: each is the base
+/// name in force concatenated with the record's name, an object, instance, resource or
+/// resource instance path; a record holding a value is refused (a request names, it does not
+/// write).
+pub(super) fn to_paths(
+    format: ContentFormat,
+    senml: Vec<SenmlRecord>,
+) -> Result<Vec<LwM2mPath>, ContentError> {
+    let mut base_name = String::new();
+    let mut paths = Vec::with_capacity(senml.len());
+    for (index, record) in senml.into_iter().enumerate() {
+        let invalid = |reason| invalid(format, index, reason);
+        if let Some(bn) = record.base_name {
+            base_name = bn;
+        }
+        if !record.values.is_empty() {
+            return Err(invalid(
+                "a composite request names paths and holds no value".into(),
+            ));
+        }
+        let name = format!("{base_name}{}", record.name.unwrap_or_default());
+        let path: LwM2mPath = name.parse().map_err(|e| invalid(format!("{e}")))?;
+        if path.depth() == 0 {
+            return Err(invalid("no name".into()));
+        }
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+/// The wire records of a composite request naming `paths`: a full path each, no value.
+pub(super) fn from_paths(paths: &[LwM2mPath]) -> Vec<SenmlRecord> {
+    paths
+        .iter()
+        .map(|path| SenmlRecord {
+            name: Some(path.to_string()),
+            ..SenmlRecord::default()
+        })
+        .collect()
+}
+
 /// The error for record `index` of a SenML payload.
 pub(super) fn invalid(format: ContentFormat, index: usize, reason: String) -> ContentError {
     ContentError::Invalid {
@@ -212,6 +253,27 @@ pub(super) mod test_support {
         let decoded = decode(&single[0].path, &payload).unwrap();
         assert_eq!(decoded[0].path, single[0].path);
         assert_eq!(decoded[0].value, Value::Integer(1_700_000_000));
+    }
+
+    /// The paths of a composite request round trip; a record holding a value is refused.
+    pub fn paths_round_trip(
+        decode_paths: fn(&[u8]) -> Result<Vec<LwM2mPath>, ContentError>,
+        encode_paths: fn(&[LwM2mPath]) -> Result<Vec<u8>, ContentError>,
+        encode: Encode,
+    ) {
+        let paths = [
+            LwM2mPath::object(5),
+            LwM2mPath::instance(3, 0),
+            LwM2mPath::resource(4, 0, 8),
+            LwM2mPath::resource_instance(3, 0, 6, 1),
+        ];
+        assert_eq!(decode_paths(&encode_paths(&paths).unwrap()).unwrap(), paths);
+        let valued = [Record::new(
+            LwM2mPath::resource(3, 0, 9),
+            Value::Integer(80),
+        )];
+        let error = decode_paths(&encode(&LwM2mPath::ROOT, &valued).unwrap()).unwrap_err();
+        assert!(error.to_string().contains("holds no value"), "{error}");
     }
 
     /// Records that cannot be encoded are errors.

@@ -29,6 +29,16 @@ fn malformed(offset: usize, reason: String) -> ContentError {
 /// resource paths under `base`, one value per record; `bt` (-3), `t` (6) and unknown labels
 /// are ignored, text labels ending in `_` are errors). The payload must be exactly one item.
 pub fn decode(base: &LwM2mPath, payload: &[u8]) -> Result<Vec<Record>, ContentError> {
+    senml::to_records(FORMAT, base, parse(payload)?)
+}
+
+/// Decodes the paths a composite request names (records with names and no values).
+pub fn decode_paths(payload: &[u8]) -> Result<Vec<LwM2mPath>, ContentError> {
+    senml::to_paths(FORMAT, parse(payload)?)
+}
+
+/// The records of a SenML CBOR array, as on the wire.
+fn parse(payload: &[u8]) -> Result<Vec<SenmlRecord>, ContentError> {
     let mut rest = payload;
     let cbor: Cbor = ciborium::from_reader(&mut rest).map_err(|e| read_error(payload, e))?;
     if !rest.is_empty() {
@@ -44,12 +54,11 @@ pub fn decode(base: &LwM2mPath, payload: &[u8]) -> Result<Vec<Record>, ContentEr
             reason: "the payload is not a CBOR array of records".into(),
         });
     };
-    let senml = items
+    items
         .iter()
         .enumerate()
         .map(|(index, item)| parse_record(item).map_err(|r| senml::invalid(FORMAT, index, r)))
-        .collect::<Result<Vec<_>, _>>()?;
-    senml::to_records(FORMAT, base, senml)
+        .collect()
 }
 
 fn read_error(payload: &[u8], error: ciborium::de::Error<std::io::Error>) -> ContentError {
@@ -122,7 +131,16 @@ fn number(field: &Cbor) -> Result<SenmlValue, String> {
 
 /// Encodes records, all at or below `base`, as a SenML CBOR array.
 pub fn encode(base: &LwM2mPath, records: &[Record]) -> Result<Vec<u8>, ContentError> {
-    let senml = senml::from_records(FORMAT, base, records)?;
+    write(&senml::from_records(FORMAT, base, records)?)
+}
+
+/// Encodes the paths a composite request names, as records with names and no values.
+pub fn encode_paths(paths: &[LwM2mPath]) -> Result<Vec<u8>, ContentError> {
+    write(&senml::from_paths(paths))
+}
+
+/// A SenML CBOR array of `senml`.
+fn write(senml: &[SenmlRecord]) -> Result<Vec<u8>, ContentError> {
     let items = Cbor::Array(senml.iter().map(to_cbor).collect());
     let mut out = Vec::new();
     ciborium::into_writer(&items, &mut out).map_err(|e| ContentError::Encode {
@@ -209,6 +227,11 @@ mod tests {
     fn every_value_round_trips() {
         test_support::round_trips(decode, encode);
         test_support::encode_errors(encode);
+    }
+
+    #[test]
+    fn composite_request_paths_round_trip() {
+        test_support::paths_round_trip(decode_paths, encode_paths, encode);
     }
 
     #[test]

@@ -23,6 +23,16 @@ const BASE64URL: GeneralPurpose = GeneralPurpose::new(
 /// resource paths under `base`, one value per record; `bt`, `t` and unknown labels are
 /// ignored, labels ending in `_` are errors).
 pub fn decode(base: &LwM2mPath, payload: &[u8]) -> Result<Vec<Record>, ContentError> {
+    senml::to_records(FORMAT, base, parse(payload)?)
+}
+
+/// Decodes the paths a composite request names (records with names and no values).
+pub fn decode_paths(payload: &[u8]) -> Result<Vec<LwM2mPath>, ContentError> {
+    senml::to_paths(FORMAT, parse(payload)?)
+}
+
+/// The records of a SenML JSON array, as on the wire.
+fn parse(payload: &[u8]) -> Result<Vec<SenmlRecord>, ContentError> {
     let json: Json = serde_json::from_slice(payload).map_err(|e| ContentError::Malformed {
         format: FORMAT,
         offset: byte_offset(payload, e.line(), e.column()),
@@ -34,12 +44,11 @@ pub fn decode(base: &LwM2mPath, payload: &[u8]) -> Result<Vec<Record>, ContentEr
             reason: "the payload is not a JSON array of records".into(),
         });
     };
-    let senml = items
+    items
         .iter()
         .enumerate()
         .map(|(index, item)| parse_record(item).map_err(|r| senml::invalid(FORMAT, index, r)))
-        .collect::<Result<Vec<_>, _>>()?;
-    senml::to_records(FORMAT, base, senml)
+        .collect()
 }
 
 /// The byte offset of a 1-based line and column (serde_json counts columns in bytes).
@@ -108,7 +117,16 @@ fn number(field: &Json) -> Result<SenmlValue, String> {
 
 /// Encodes records, all at or below `base`, as a SenML JSON array.
 pub fn encode(base: &LwM2mPath, records: &[Record]) -> Result<Vec<u8>, ContentError> {
-    let senml = senml::from_records(FORMAT, base, records)?;
+    write(&senml::from_records(FORMAT, base, records)?)
+}
+
+/// Encodes the paths a composite request names, as records with names and no values.
+pub fn encode_paths(paths: &[LwM2mPath]) -> Result<Vec<u8>, ContentError> {
+    write(&senml::from_paths(paths))
+}
+
+/// A SenML JSON array of `senml`.
+fn write(senml: &[SenmlRecord]) -> Result<Vec<u8>, ContentError> {
     let items: Vec<Json> = senml.iter().map(to_json).collect();
     serde_json::to_vec(&items).map_err(|e| ContentError::Encode {
         format: FORMAT,
@@ -199,6 +217,25 @@ mod tests {
     fn every_value_round_trips() {
         test_support::round_trips(decode, encode);
         test_support::encode_errors(encode);
+    }
+
+    #[test]
+    fn composite_request_paths_round_trip() {
+        test_support::paths_round_trip(decode_paths, encode_paths, encode);
+    }
+
+    #[test]
+    fn base_names_resolve_in_a_composite_request() {
+        // LwM2M 1.1.1 Transport, Read-Composite: names under a base name, then a new one.
+        let payload = r#"[{"bn":"/3/0/","n":"0"},{"n":"9"},{"bn":"/1/0/","n":"1"}]"#;
+        let paths = decode_paths(payload.as_bytes()).unwrap();
+        let expected = [
+            LwM2mPath::resource(3, 0, 0),
+            LwM2mPath::resource(3, 0, 9),
+            LwM2mPath::resource(1, 0, 1),
+        ];
+        assert_eq!(paths, expected);
+        assert!(decode_paths(br#"[{"v":1}]"#).is_err());
     }
 
     #[test]
