@@ -1,4 +1,5 @@
-//! Groups routes: create (vendor and model locked), list, read, rename, delete (refused while
+//! Groups routes: create (vendor and model locked), list, read, rename or set whether devices
+//! join by themselves, delete (refused while
 //! a task that is not final uses the group), and add or remove devices (refused, naming the
 //! device, when one is unknown or of another vendor or model).
 
@@ -22,14 +23,19 @@ pub struct NewGroup {
     vendor: String,
     /// Module model (/3/0/1) of every device of the group.
     model: String,
+    /// Whether devices of that vendor and model join by themselves when first surveyed.
+    #[serde(default)]
+    auto_join: bool,
 }
 
-/// Body of `PATCH /v1/groups/{id}`.
+/// Body of `PATCH /v1/groups/{id}`: what is given changes.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Rename {
-    /// The new name.
-    name: String,
+pub struct GroupChange {
+    /// A new name.
+    name: Option<String>,
+    /// Whether devices join by themselves from now on.
+    auto_join: Option<bool>,
 }
 
 /// Body of `POST` and `DELETE /v1/groups/{id}/devices`.
@@ -46,7 +52,10 @@ pub async fn create(
     JsonBody(new): JsonBody<NewGroup>,
 ) -> ApiResult<(StatusCode, Json<Group>)> {
     let catalog = &state.platform.catalog;
-    let group = catalog.create_group(&new.name, &new.vendor, &new.model)?;
+    let mut group = catalog.create_group(&new.name, &new.vendor, &new.model)?;
+    if new.auto_join {
+        group = catalog.set_auto_join(&group.id, true)?;
+    }
     Ok((StatusCode::CREATED, Json(group)))
 }
 
@@ -64,14 +73,20 @@ pub async fn one(
 }
 
 /// `PATCH /v1/groups/{id}`.
-pub async fn rename(
+pub async fn change(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
-    JsonBody(rename): JsonBody<Rename>,
+    JsonBody(change): JsonBody<GroupChange>,
 ) -> ApiResult<Json<Group>> {
-    Ok(Json(
-        state.platform.catalog.rename_group(&id, &rename.name)?,
-    ))
+    let catalog = &state.platform.catalog;
+    let mut group = catalog.group(&id)?;
+    if let Some(name) = &change.name {
+        group = catalog.rename_group(&id, name)?;
+    }
+    if let Some(auto_join) = change.auto_join {
+        group = catalog.set_auto_join(&id, auto_join)?;
+    }
+    Ok(Json(group))
 }
 
 /// `DELETE /v1/groups/{id}`.

@@ -188,6 +188,10 @@ fn string() -> Value {
     json!({ "type": "string" })
 }
 
+fn boolean() -> Value {
+    json!({ "type": "boolean" })
+}
+
 fn integer() -> Value {
     json!({ "type": "integer", "minimum": 0 })
 }
@@ -702,21 +706,27 @@ fn credential_schemas() -> Value {
 fn catalog_schemas() -> Value {
     json!({
         "Group": object(
-            &["id", "name", "vendor", "model", "devices", "created_at"],
+            &["id", "name", "vendor", "model", "devices", "auto_join", "created_at"],
             json!({
                 "id": string(),
                 "name": string(),
                 "vendor": string(),
                 "model": string(),
                 "devices": array(string()),
+                "auto_join": boolean(),
                 "created_at": millis(),
             }),
         ),
         "NewGroup": closed(
             &["name", "vendor", "model"],
-            json!({ "name": not_blank(), "vendor": not_blank(), "model": not_blank() }),
+            json!({
+                "name": not_blank(),
+                "vendor": not_blank(),
+                "model": not_blank(),
+                "auto_join": boolean(),
+            }),
         ),
-        "Rename": closed(&["name"], json!({ "name": not_blank() })),
+        "GroupChange": closed(&[], json!({ "name": not_blank(), "auto_join": boolean() })),
         "Members": closed(&["endpoints"], json!({ "endpoints": array(string()) })),
         "Firmware": object(
             &["id", "vendor", "model", "version", "sha256", "size", "created_at"],
@@ -839,6 +849,7 @@ fn task_schemas() -> Value {
                 "cell_pause_secs": bounded(1, MAX_WAIT_SECS),
                 "max_failure_rate": nullable("number"),
                 "failure_sample": bounded(0, u32::MAX.into()),
+                "start_jitter_secs": bounded(0, MAX_WAIT_SECS),
             }),
         ),
         "CellPause": object(&["reason", "until"], json!({ "reason": string(), "until": millis() })),

@@ -635,11 +635,11 @@ pub static ROUTES: &[Route] = &[
     Route::new(
         Patch,
         "/v1/groups/{id}",
-        "Renames a group.",
+        "Renames a group, or sets whether devices join it by themselves.",
         Json("Group"),
-        |m| on(m, groups::rename),
+        |m| on(m, groups::change),
     )
-    .payload(Payload::Json("Rename")),
+    .payload(Payload::Json("GroupChange")),
     Route::new(
         Delete,
         "/v1/groups/{id}",

@@ -8,6 +8,7 @@
 //! task and the statistics stay whole.
 
 pub mod attempt;
+mod joining;
 pub mod progress;
 mod schedule;
 pub mod task;
@@ -16,6 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rand::Rng;
 use tokio::sync::{Notify, watch};
 
 pub use attempt::{AttemptOutcome, AttemptRequest, Attempts, DeviceAttempts};
@@ -28,7 +30,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::catalog::{Catalog, CatalogError};
-use crate::clock::Clock;
+use crate::clock::{Clock, UnixMillis};
 use crate::journal::{Journal, NewEvent};
 use crate::stats::{Counters, Ledger, Statistics, Subject};
 use crate::store::{Batch, Store, StoreError, StoreExt};
@@ -229,7 +231,11 @@ impl Campaigns {
             journal,
             ledger,
         });
+        let joins = inner.catalog.subscribe_joins();
         inner.load()?;
+        // Devices that joined while the engine was down, or between a join and its enrolment.
+        inner.enrol_missing();
+        tokio::spawn(joining::follow(Arc::downgrade(&inner), joins));
         tokio::spawn(schedule::run(Arc::downgrade(&inner)));
         Ok(Campaigns { inner })
     }
@@ -462,9 +468,10 @@ impl Campaigns {
         }
         if spec.cell_pause_secs > task::MAX_WAIT_SECS
             || spec.retry_interval_secs > task::MAX_WAIT_SECS
+            || spec.start_jitter_secs > task::MAX_WAIT_SECS
         {
             return Err(CampaignError::Invalid(format!(
-                "a retry interval or a cell pause is at most {} seconds (a year)",
+                "a retry interval, a cell pause or a start jitter is at most {} seconds (a year)",
                 task::MAX_WAIT_SECS
             )));
         }
@@ -637,8 +644,7 @@ impl Inner {
         let mut devices = BTreeMap::new();
         let mut added = Counters::default();
         for endpoint in &group.devices {
-            let mut progress = DeviceProgress::new(&task.id, endpoint, now);
-            progress.cell_id = self.catalog.device(endpoint).ok().and_then(|d| d.cell_id);
+            let progress = self.first_progress(&task, endpoint, now);
             batch.put(progress_key(&task.id, endpoint), &progress);
             added.shift(&Counters::default(), &progress.share());
             devices.insert(endpoint.clone(), progress);
@@ -665,6 +671,21 @@ impl Inner {
         running.apply_status();
         self.announce(events);
         Ok(())
+    }
+
+    /// The progress of `endpoint` entering `task` at `now`: waiting, due after the task's
+    /// start jitter, in the cell the catalog last knew it in.
+    pub(crate) fn first_progress(
+        &self,
+        task: &Task,
+        endpoint: &str,
+        now: UnixMillis,
+    ) -> DeviceProgress {
+        let mut progress = DeviceProgress::new(&task.id, endpoint, now);
+        let jitter_ms = task.spec.start_jitter_secs.saturating_mul(1000);
+        progress.next_try_at = now + rand::rng().random_range(0..=jitter_ms);
+        progress.cell_id = self.catalog.device(endpoint).ok().and_then(|d| d.cell_id);
+        progress
     }
 
     /// Saves a task's record, durably (its status is what an operator acts on), with the

@@ -96,6 +96,11 @@ pub struct TaskSpec {
     /// ...once at least this many devices finished.
     #[serde(default = "default_failure_sample")]
     pub failure_sample: u32,
+    /// Each device's first attempt waits a random time up to this, in seconds, from when the
+    /// task starts or the device joins it: a large fleet's first requests are spread out
+    /// instead of landing in one tick (0: no wait).
+    #[serde(default)]
+    pub start_jitter_secs: u64,
 }
 
 impl TaskSpec {
@@ -115,6 +120,7 @@ impl TaskSpec {
             cell_pause_secs: DEFAULT_CELL_PAUSE_SECS,
             max_failure_rate: None,
             failure_sample: default_failure_sample(),
+            start_jitter_secs: 0,
         }
     }
 }
@@ -260,6 +266,7 @@ mod tests {
                 cell_pause_secs: DEFAULT_CELL_PAUSE_SECS,
                 max_failure_rate: None,
                 failure_sample: 1,
+                start_jitter_secs: 0,
             },
             status,
             pause_reason: None,

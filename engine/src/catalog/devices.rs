@@ -269,18 +269,26 @@ impl Catalog {
 
     /// Records what the survey a Register started read of the device in `registration`, now:
     /// until it is older than a caller's limit, [`Catalog::take_fresh_survey`] gives it back,
-    /// once, instead of a new one.
+    /// once, instead of a new one. A device whose vendor and model this survey learned first
+    /// joins the groups that take such devices by themselves.
     pub fn registered_device_surveyed(
         &self,
         registration: &Registration,
         survey: &Survey,
     ) -> Result<DeviceRecord, CatalogError> {
         let now = self.clock.now();
-        self.update_device(&registration.endpoint, |device| {
+        let mut first_learned = false;
+        let device = self.update_device(&registration.endpoint, |device| {
+            let unknown = device.manufacturer.is_none() || device.model.is_none();
             device.apply(survey);
+            first_learned = unknown && device.manufacturer.is_some() && device.model.is_some();
             device.last_surveyed = Some(now);
             device.surveyed_registration = Some(registration.id.clone());
-        })
+        })?;
+        if first_learned {
+            self.auto_join(&device)?;
+        }
+        Ok(device)
     }
 
     /// The values the survey a Register started read, if it was of `registration` and made
@@ -537,5 +545,39 @@ mod tests {
         ));
         assert!(catalog.rename_device("never-seen", "x").is_err());
         assert!(catalog.devices().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_device_first_surveyed_joins_the_groups_that_take_its_model_once() {
+        let catalog = test_catalog(Clock::starting_at(T0));
+        let takes = catalog.create_group("auto", "Acme", "NB-1").unwrap();
+        catalog.set_auto_join(&takes.id, true).unwrap();
+        let manual = catalog.create_group("manual", "Acme", "NB-1").unwrap();
+        let other = catalog.create_group("other", "Acme", "NB-2").unwrap();
+        catalog.set_auto_join(&other.id, true).unwrap();
+        let mut joins = catalog.subscribe_joins();
+
+        catalog.device_seen(&registration(IMEI)).unwrap();
+        catalog
+            .registered_device_surveyed(&registration(IMEI), &survey())
+            .unwrap();
+        let join = joins.try_recv().unwrap();
+        assert_eq!(
+            (join.group_id, join.endpoints),
+            (takes.id.clone(), vec![IMEI.to_string()])
+        );
+        assert!(joins.try_recv().is_err(), "one join only");
+        let member = |id: &str| catalog.group(id).unwrap().devices.contains(IMEI);
+        assert!(member(&takes.id) && !member(&manual.id) && !member(&other.id));
+
+        // Taken out by the operator, it stays out when surveyed again.
+        catalog
+            .remove_from_group(&takes.id, &[IMEI.to_string()])
+            .unwrap();
+        catalog
+            .registered_device_surveyed(&registration(IMEI), &survey())
+            .unwrap();
+        assert!(!member(&takes.id));
+        assert!(joins.try_recv().is_err());
     }
 }

@@ -1,13 +1,18 @@
 //! Groups: a vendor and a module model chosen at creation and locked, a name, and the devices
-//! in it (only devices of that vendor and model).
+//! in it (only devices of that vendor and model), added by the operator or, in a group that
+//! takes them automatically, when a device's vendor and model are first learned. Every device
+//! that joins is announced ([`GroupJoin`]), so a running task picks it up.
 
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Catalog, CatalogError, new_id};
+use tokio::sync::broadcast;
+
+use super::{Catalog, CatalogError, DeviceRecord, new_id};
 use crate::clock::UnixMillis;
 use crate::store::{Batch, StoreExt};
+use crate::sync::lock;
 
 /// Key prefix of group records.
 const PREFIX: &str = "grp/";
@@ -25,8 +30,21 @@ pub struct Group {
     pub model: String,
     /// Endpoints of its devices.
     pub devices: BTreeSet<String>,
+    /// Whether a device of its vendor and model joins it by itself, when its first survey
+    /// learns them (a device the operator removes later stays out).
+    #[serde(default)]
+    pub auto_join: bool,
     /// Creation time.
     pub created_at: UnixMillis,
+}
+
+/// Devices that joined a group (announced after the group was saved).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupJoin {
+    /// The group.
+    pub group_id: String,
+    /// The endpoints that were not in it before.
+    pub endpoints: Vec<String>,
 }
 
 impl Catalog {
@@ -48,6 +66,7 @@ impl Catalog {
             vendor: vendor.to_string(),
             model: model.to_string(),
             devices: BTreeSet::new(),
+            auto_join: false,
             created_at: self.clock.now(),
         };
         self.save_group(&group)?;
@@ -74,6 +93,7 @@ impl Catalog {
         if name.trim().is_empty() {
             return Err(CatalogError::Invalid("a group needs a name".into()));
         }
+        let _serialized = lock(&self.group_writes);
         let mut group = self.group(id)?;
         group.name = name.to_string();
         self.save_group(&group)?;
@@ -83,6 +103,7 @@ impl Catalog {
     /// Adds devices; refuses the whole request, naming the device, if one is unknown or of
     /// another vendor or model.
     pub fn add_to_group(&self, id: &str, endpoints: &[String]) -> Result<Group, CatalogError> {
+        let _serialized = lock(&self.group_writes);
         let mut group = self.group(id)?;
         for endpoint in endpoints {
             let device = self.device(endpoint)?;
@@ -99,13 +120,62 @@ impl Catalog {
                 )));
             }
         }
-        group.devices.extend(endpoints.iter().cloned());
+        let joined = endpoints
+            .iter()
+            .filter(|endpoint| group.devices.insert((*endpoint).clone()))
+            .cloned()
+            .collect();
+        self.save_group(&group)?;
+        self.announce_join(&group.id, joined);
+        Ok(group)
+    }
+
+    /// Whether devices of group `id` join it by themselves when first surveyed.
+    pub fn set_auto_join(&self, id: &str, auto_join: bool) -> Result<Group, CatalogError> {
+        let _serialized = lock(&self.group_writes);
+        let mut group = self.group(id)?;
+        group.auto_join = auto_join;
         self.save_group(&group)?;
         Ok(group)
     }
 
+    /// Puts `device`, whose vendor and model its first survey just learned, in every group of
+    /// that vendor and model that takes devices by itself.
+    pub(super) fn auto_join(&self, device: &DeviceRecord) -> Result<(), CatalogError> {
+        let (Some(vendor), Some(model)) = (&device.manufacturer, &device.model) else {
+            return Ok(());
+        };
+        let _serialized = lock(&self.group_writes);
+        let groups: Vec<Group> = self.store.scan(PREFIX)?;
+        for mut group in groups {
+            let takes = group.auto_join && &group.vendor == vendor && &group.model == model;
+            if takes && group.devices.insert(device.endpoint.clone()) {
+                self.save_group(&group)?;
+                self.announce_join(&group.id, vec![device.endpoint.clone()]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every later join, as it happens.
+    pub fn subscribe_joins(&self) -> broadcast::Receiver<GroupJoin> {
+        self.joins.subscribe()
+    }
+
+    fn announce_join(&self, group_id: &str, endpoints: Vec<String>) {
+        if !endpoints.is_empty() {
+            let join = GroupJoin {
+                group_id: group_id.to_string(),
+                endpoints,
+            };
+            // Nobody listening (no campaigns) is fine.
+            let _ = self.joins.send(join);
+        }
+    }
+
     /// Removes devices from a group (absent ones are ignored).
     pub fn remove_from_group(&self, id: &str, endpoints: &[String]) -> Result<Group, CatalogError> {
+        let _serialized = lock(&self.group_writes);
         let mut group = self.group(id)?;
         for endpoint in endpoints {
             group.devices.remove(endpoint);

@@ -24,7 +24,7 @@ pub use credentials::{CredentialSummary, Credentials, NewCredential};
 pub use devices::DeviceRecord;
 pub use firmware::Firmware;
 pub use formats::{ModelFormat, PackageFormat};
-pub use groups::Group;
+pub use groups::{Group, GroupJoin};
 pub use packages::{PackageKind, PackageRecord, UploadCheck, UploadedPackage};
 
 /// Why a catalog operation was refused.
@@ -55,6 +55,10 @@ pub enum CatalogError {
     Store(#[from] StoreError),
 }
 
+/// Joins announced and not yet read by a slow subscriber before it lags (it then looks at
+/// every group again).
+const JOINS_QUEUED: usize = 1024;
+
 /// The catalog over a store. Cheap to clone.
 #[derive(Clone)]
 pub struct Catalog {
@@ -72,6 +76,10 @@ pub struct Catalog {
     pub(crate) key: Arc<PlatformKey>,
     /// Devices' PSK credentials, which the DTLS handshake looks up.
     pub(crate) credentials: Credentials,
+    /// Serializes read-modify-write of group records (the API and auto-joins race).
+    pub(crate) group_writes: Arc<std::sync::Mutex<()>>,
+    /// Announces devices joining groups, so running tasks take them.
+    pub(crate) joins: tokio::sync::broadcast::Sender<GroupJoin>,
 }
 
 impl Catalog {
@@ -105,6 +113,8 @@ impl Catalog {
             device_writes: Arc::default(),
             key,
             credentials,
+            group_writes: Arc::default(),
+            joins: tokio::sync::broadcast::channel(JOINS_QUEUED).0,
         };
         catalog.shelve_all()?;
         Ok(catalog)

@@ -253,6 +253,18 @@ fn endpoint(i: usize) -> String {
     format!("dev-{i}")
 }
 
+/// Device `i`, surveyed as an Acme NB-1 in cell `i % 4`, joins group `group`.
+fn join(catalog: &Catalog, group: &str, i: usize) {
+    let survey = Survey {
+        manufacturer: Some("Acme".into()),
+        model: Some("NB-1".into()),
+        cell_id: Some(cell_of(&endpoint(i))),
+        ..Survey::default()
+    };
+    catalog.device_surveyed(&endpoint(i), &survey).unwrap();
+    catalog.add_to_group(group, &[endpoint(i)]).unwrap();
+}
+
 impl Bench {
     /// A task without retries that pauses when half of a sample of four devices failed,
     /// `concurrent` devices at a time.
@@ -900,4 +912,77 @@ async fn deleting_a_task_forgets_its_deliveries_but_not_those_another_task_still
     b.campaigns.delete(&first.id).unwrap();
     let forgotten = b.script.forgotten.lock().unwrap().clone();
     assert_eq!(forgotten, [(b.package.clone(), vec![endpoint(0)])]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn devices_that_join_the_group_of_a_running_task_are_upgraded_and_counted_once() {
+    let b = bench(2).await;
+    b.script.each_succeeds_after(0..2, Duration::from_secs(600));
+    let task = b.campaigns.create(b.spec()).unwrap();
+    b.until(&task.id, "upgrading", |t| t.status == TaskStatus::Upgrading)
+        .await;
+    join(&b.catalog, &b.group, 5);
+    // Added again: already a member, no second enrolment.
+    b.catalog.add_to_group(&b.group, &[endpoint(5)]).unwrap();
+    // Another group's device is no business of this task.
+    let other = group_of(&b.catalog, "other", 7..8);
+    b.until(&task.id, "the newcomer enrolled", |_| {
+        b.device_is(&task.id, 5, |_| true)
+    })
+    .await;
+    let done = b.finished(&task.id).await;
+    assert_eq!(done.status, TaskStatus::Completed);
+    let devices = b.campaigns.devices(&task.id).unwrap();
+    let endpoints: Vec<&str> = devices.iter().map(|d| d.endpoint.as_str()).collect();
+    assert_eq!(
+        endpoints,
+        ["dev-0", "dev-1", "dev-5"],
+        "not dev-7 of {other}"
+    );
+    assert_eq!(b.device(&task.id, 5).result, Some(DeviceResult::Successful));
+    assert_eq!(b.script.starts_of(&endpoint(5)).len(), 1);
+    let counted = b.counters();
+    assert_eq!((counted.devices, counted.successes), (3, 3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follower_that_falls_behind_the_joins_still_enrols_every_device() {
+    let b = bench(1).await;
+    b.script.each_succeeds_after(0..1, Duration::from_secs(600));
+    let task = b.campaigns.create(b.spec()).unwrap();
+    b.until(&task.id, "upgrading", |t| t.status == TaskStatus::Upgrading)
+        .await;
+    // More joins than the catalog queues, with no await between them: the follower cannot
+    // read them as they come, lags, and looks at the whole group instead.
+    for i in 1..=1_100 {
+        join(&b.catalog, &b.group, i);
+    }
+    b.until(&task.id, "every newcomer enrolled", |_| {
+        b.campaigns.devices(&task.id).unwrap().len() == 1_101
+    })
+    .await;
+    let done = b.finished(&task.id).await;
+    assert_eq!(done.success_rate, Some(1.0));
+    assert_eq!(b.counters().devices, 1_101);
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_jitter_spreads_first_attempts_within_its_bound() {
+    let b = bench(40).await;
+    let mut spec = b.spec();
+    spec.start_jitter_secs = 100;
+    let task = b.campaigns.create(spec).unwrap();
+    let done = b.finished(&task.id).await;
+    assert_eq!(done.success_rate, Some(1.0));
+    let started = done.started_at.expect("started");
+    let firsts: Vec<UnixMillis> = (0..40)
+        .map(|i| b.script.starts_of(&endpoint(i))[0] - started)
+        .collect();
+    let (earliest, latest) = (firsts.iter().min().unwrap(), firsts.iter().max().unwrap());
+    // A tick of the scheduler past the bound at most.
+    assert!(*latest <= 101_000, "{firsts:?}");
+    assert!(
+        latest - earliest >= 50_000,
+        "spread over the 100 s: {firsts:?}"
+    );
 }
