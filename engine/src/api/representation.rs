@@ -25,6 +25,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::ApiState;
+use super::keyed_lock::KeyedLocks;
 use super::problem::{ApiResult, Kind, Problem};
 
 /// A resource's JSON as answered, and its entity tag.
@@ -254,12 +255,23 @@ impl ApiState {
         current: impl FnOnce() -> ApiResult<T>,
         change: impl FnOnce() -> ApiResult<R>,
     ) -> ApiResult<R> {
-        let _writing = self.writes.lock(location).await;
-        if conditions.has_if_match() {
-            conditions.check(&current()?)?;
-        }
-        change()
+        change_under(&self.writes, location, conditions, current, change).await
     }
+}
+
+/// [`ApiState::change`] under the locks `writes`.
+async fn change_under<T: Serialize, R>(
+    writes: &KeyedLocks,
+    location: &str,
+    conditions: &Conditions,
+    current: impl FnOnce() -> ApiResult<T>,
+    change: impl FnOnce() -> ApiResult<R>,
+) -> ApiResult<R> {
+    let _writing = writes.lock(location).await;
+    if conditions.has_if_match() {
+        conditions.check(&current()?)?;
+    }
+    change()
 }
 
 #[cfg(test)]
@@ -300,6 +312,39 @@ mod tests {
         assert_eq!(read.headers()[header::ETAG], etag.as_str());
         let read = conditions("", "\"other\"").unwrap().read(&value);
         assert_eq!(read.status(), StatusCode::OK);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn of_two_writers_with_one_etag_only_the_first_changes() {
+        use std::sync::{Arc, Mutex};
+        let value = Arc::new(Mutex::new(String::from("v0")));
+        let writes = Arc::new(KeyedLocks::default());
+        let seen = Representation::of(&"v0").etag;
+        let writers: Vec<_> = ["v1", "v2"]
+            .into_iter()
+            .map(|new| {
+                let (value, writes, seen) = (value.clone(), writes.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let conditions = conditions(&seen, "").unwrap();
+                    let current = || {
+                        let read = value.lock().unwrap().clone();
+                        // Both writers read before either writes, unless they take turns.
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        Ok(read)
+                    };
+                    let change = || Ok(*value.lock().unwrap() = new.into());
+                    change_under(&writes, "/v1/x", &conditions, current, change).await
+                })
+            })
+            .collect();
+        let mut refused = 0;
+        for writer in writers {
+            if let Err(problem) = writer.await.unwrap() {
+                assert_eq!(problem.kind, Kind::PreconditionFailed);
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, 1, "one writer wins, the other sees its change");
     }
 
     #[test]
