@@ -48,7 +48,10 @@ pub fn document() -> Value {
                 credentials, groups, firmware, packages, upgrade tasks, statistics, plugins and \
                 live progress. Every request but GET /healthz needs `Authorization: Bearer \
                 <token>` (without one, even an unknown path is answered 401); a viewer token \
-                may only GET. Errors are RFC 9457 problem details.",
+                may only GET. Errors are RFC 9457 problem details. A 201 carries the new \
+                resource's Location; single resources carry an ETag (If-Match on writes: 412 \
+                when stale; If-None-Match on reads: 304); creating POSTs honour an \
+                Idempotency-Key; long lists page with a sort and a cursor (next_cursor, Link).",
         },
         "security": [{ "bearer": [] }],
         "paths": paths,
