@@ -61,12 +61,16 @@ def call(method, path, body=None, query=None, raw=None):
 
 
 def all_items(path, query):
-    """Every item of a paged list."""
-    items = []
+    """Every item of a paged list, following each page's cursor to the next."""
+    items, cursor = [], None
     while True:
-        page = call("GET", path, query=dict(query, limit=1000, offset=len(items)))
+        page_query = dict(query, limit=1000)
+        if cursor:
+            page_query["cursor"] = cursor
+        page = call("GET", path, query=page_query)
         items += page["items"]
-        if not page["items"] or len(items) >= page["total"]:
+        cursor = page["next_cursor"]
+        if cursor is None:
             return items
 
 

@@ -25,22 +25,24 @@ impl Api {
         self.send(self.request("GET", path), None)
     }
 
-    /// Every item of the paged list at `path`, filtered by `query`.
+    /// Every item of the paged list at `path`, filtered by `query`, following the pages'
+    /// cursors (no item twice and none missed while the list grows).
     pub fn get_all(&self, path: &str, query: &[(&str, &str)]) -> anyhow::Result<Vec<Value>> {
         let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
         loop {
-            let offset = items.len().to_string();
             let mut request = self.request("GET", path).query("limit", "1000");
-            for (key, value) in query.iter().chain([&("offset", offset.as_str())]) {
+            for (key, value) in query {
                 request = request.query(key, value);
             }
+            if let Some(cursor) = &cursor {
+                request = request.query("cursor", cursor);
+            }
             let page = self.send(request, None)?;
-            let more = page["items"].as_array().cloned().unwrap_or_default();
-            let total = page["total"].as_u64().unwrap_or(0) as usize;
-            let empty = more.is_empty();
-            items.extend(more);
-            if empty || items.len() >= total {
-                return Ok(items);
+            items.extend(page["items"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => return Ok(items),
             }
         }
     }

@@ -251,7 +251,7 @@ pub fn task(api: &Api, command: TaskCommand) -> anyhow::Result<()> {
         TaskCommand::Resume { id } => print(act(&id, "resume")?),
         TaskCommand::Cancel { id } => print(act(&id, "cancel")?),
         TaskCommand::Watch { id } => watch::watch(api, &id),
-        TaskCommand::List => print(api.get("/v1/tasks")?),
+        TaskCommand::List => print(Value::Array(api.get_all("/v1/tasks", &[])?)),
     }
 }
 

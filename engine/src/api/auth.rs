@@ -135,10 +135,23 @@ const CHALLENGE: &str = "Bearer realm=\"fota\"";
 /// Challenge of a request with a token that is not accepted.
 const CHALLENGE_INVALID: &str = "Bearer realm=\"fota\", error=\"invalid_token\"";
 
-/// Middleware: lets the request through when its token's role allows its method.
-pub async fn authorize(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+/// Who sent a request: the hex sha256 of its token, so what is kept per caller (idempotency
+/// keys) never holds a token. Put in the request's extensions by [`authorize`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller(pub String);
+
+/// Middleware: lets the request through when its token's role allows its method, with its
+/// [`Caller`].
+pub async fn authorize(
+    State(guard): State<Arc<Guard>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     match check(&guard.tokens, &request) {
-        Ok(()) => next.run(request).await,
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
         Err(problem) => guard.refuse(problem, request),
     }
 }
@@ -172,7 +185,8 @@ fn identify(tokens: &Tokens, request: &Request) -> Result<Role, Problem> {
     })
 }
 
-fn check(tokens: &Tokens, request: &Request) -> Result<(), Problem> {
+/// The caller of a request its token's role allows; a 401 or 403 otherwise.
+fn check(tokens: &Tokens, request: &Request) -> Result<Caller, Problem> {
     let role = identify(tokens, request)?;
     if !role.allows(request.method()) {
         return Err(Problem::new(
@@ -183,7 +197,8 @@ fn check(tokens: &Tokens, request: &Request) -> Result<(), Problem> {
             ),
         ));
     }
-    Ok(())
+    let token = bearer(request).unwrap_or_default();
+    Ok(Caller(hex::encode(Sha256::digest(token.as_bytes()))))
 }
 
 /// The token of an `Authorization: Bearer` header (the scheme is case-insensitive).

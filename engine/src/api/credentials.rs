@@ -12,15 +12,17 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
 use zeroize::Zeroizing;
 
 use super::ApiState;
 use super::extract::{Checked, JsonBody};
-use super::paging::{Page, Paging};
+use super::paging::{Paging, SortBy, SortKey};
 use super::problem::{ApiResult, Kind, Problem};
+use super::representation::{self, Conditions, made_if_absent, tagged};
 use crate::catalog::credentials::in_row;
 use crate::catalog::{CredentialSummary, NewCredential};
 
@@ -59,42 +61,68 @@ pub struct Imported {
     imported: usize,
 }
 
-/// `PUT /v1/devices/{endpoint}/credentials`: sets or replaces the device's credential.
+/// The URL of `endpoint`'s credential.
+fn location(endpoint: &str) -> String {
+    representation::location("/v1/devices", &[endpoint]) + "/credentials"
+}
+
+/// `PUT /v1/devices/{endpoint}/credentials`: sets or replaces the device's credential; with
+/// an `If-Match`, only the credential it names is replaced (none is set where there is none).
 pub async fn set(
     State(state): State<ApiState>,
     Checked(Path(endpoint)): Checked<Path<String>>,
+    conditions: Conditions,
     JsonBody(psk): JsonBody<NewPsk>,
-) -> ApiResult<Json<CredentialSummary>> {
-    let credential = NewCredential::with_hex_key(endpoint, psk.identity, &psk.key_hex)?;
+) -> ApiResult<Response> {
+    let credential = NewCredential::with_hex_key(&endpoint, psk.identity, &psk.key_hex)?;
     let credentials = state.platform.catalog.credentials();
-    Ok(Json(credentials.set(credential)?))
+    let current = || made_if_absent(Ok(credentials.summary(&endpoint)?));
+    let set = || Ok(credentials.set(credential)?);
+    let summary = state
+        .change(&location(&endpoint), &conditions, current, set)
+        .await?;
+    Ok(tagged(&summary))
 }
 
 /// `GET /v1/devices/{endpoint}/credentials`: the device's credential, without its key.
 pub async fn one(
     State(state): State<ApiState>,
     Checked(Path(endpoint)): Checked<Path<String>>,
-) -> ApiResult<Json<CredentialSummary>> {
+    conditions: Conditions,
+) -> ApiResult<Response> {
     let credentials = state.platform.catalog.credentials();
-    Ok(Json(credentials.summary(&endpoint)?))
+    Ok(conditions.read(&credentials.summary(&endpoint)?))
 }
 
 /// `DELETE /v1/devices/{endpoint}/credentials`: the device can no longer complete a handshake.
 pub async fn remove(
     State(state): State<ApiState>,
     Checked(Path(endpoint)): Checked<Path<String>>,
+    conditions: Conditions,
 ) -> ApiResult<StatusCode> {
-    state.platform.catalog.credentials().remove(&endpoint)?;
+    let credentials = state.platform.catalog.credentials();
+    let current = || Ok(credentials.summary(&endpoint)?);
+    let remove = || Ok(credentials.remove(&endpoint)?);
+    state
+        .change(&location(&endpoint), &conditions, current, remove)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// The orders `GET /v1/credentials` sorts in: by endpoint name.
+const ORDERS: [SortBy<CredentialSummary>; 1] = [SortBy {
+    name: "endpoint",
+    key: |credential| SortKey(0, credential.endpoint.clone()),
+}];
 
 /// `GET /v1/credentials`: every credential without its key, in endpoint order, paged.
 pub async fn list(
     State(state): State<ApiState>,
     Checked(Query(paging)): Checked<Query<Paging>>,
-) -> ApiResult<Json<Page<CredentialSummary>>> {
+    uri: Uri,
+) -> ApiResult<Response> {
     let summaries = state.platform.catalog.credentials().summaries();
-    Ok(Json(paging.page(summaries.into_iter())?))
+    Ok(paging.page(summaries, &ORDERS)?.linked(&uri))
 }
 
 /// `POST /v1/credentials/import`: a batch as a JSON array of rows or as CSV, set whole or not

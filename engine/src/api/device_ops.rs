@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,7 @@ use super::ApiState;
 use super::device_data::{from_json, to_json};
 use super::extract::{Checked, JsonBody};
 use super::problem::{ApiResult, Kind, Problem};
+use super::representation::{Conditions, accepted, location};
 use crate::clock::UnixMillis;
 use crate::lwm2m::{
     DeviceOperation, LwM2mPath, ManagementError, Observed, OperationStatus, QueuedOperation,
@@ -442,15 +443,8 @@ pub async fn enqueue(
     let platform = &state.platform;
     admit(platform, &endpoint, &operation)?;
     let queued = platform.operations.enqueue(&endpoint, operation)?;
-    let location = format!(
-        "/v1/devices/{}/operations/{}",
-        path_segment(&endpoint),
-        queued.id
-    );
-    let mut response = (StatusCode::ACCEPTED, Json(OperationView::from(queued))).into_response();
-    let location = HeaderValue::from_str(&location).map_err(|e| Problem::internal(&e))?;
-    response.headers_mut().insert(header::LOCATION, location);
-    Ok(response)
+    let location = location("/v1/devices", &[&endpoint, "operations", &queued.id]);
+    Ok(accepted(&location, &OperationView::from(queued)))
 }
 
 /// `GET /v1/devices/{endpoint}/operations`: oldest first.
@@ -466,15 +460,16 @@ pub async fn list(
     Ok(Json(operations.into_iter().map(Into::into).collect()))
 }
 
-/// `GET /v1/devices/{endpoint}/operations/{id}`.
+/// `GET /v1/devices/{endpoint}/operations/{id}`: with `If-None-Match`, 304 while it is as the
+/// client last saw it (a cheap poll for its end).
 pub async fn one(
     State(state): State<ApiState>,
     Checked(Path((endpoint, id))): Checked<Path<(String, String)>>,
-) -> ApiResult<Json<OperationView>> {
+    conditions: Conditions,
+) -> ApiResult<Response> {
     let found = state.platform.operations.get(&endpoint, &id)?;
-    found
-        .map(|queued| Json(queued.into()))
-        .ok_or_else(|| no_operation(&endpoint, &id))
+    let queued = found.ok_or_else(|| no_operation(&endpoint, &id))?;
+    Ok(conditions.read(&OperationView::from(queued)))
 }
 
 /// `DELETE /v1/devices/{endpoint}/operations/{id}`: cancels it, or forgets it once finished.
@@ -490,17 +485,4 @@ pub async fn remove(
 
 fn no_operation(endpoint: &str, id: &str) -> Problem {
     Problem::new(Kind::NotFound, format!("{endpoint} has no operation {id}"))
-}
-
-/// `text` as one segment of a URI path: every byte but RFC 3986's unreserved characters and
-/// `:` percent-encoded.
-fn path_segment(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => {
-                (byte as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
 }

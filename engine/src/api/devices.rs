@@ -11,12 +11,13 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
 use super::ApiState;
 use super::extract::Checked;
-use super::paging::{Page, Paging};
+use super::paging::{Paging, SortBy, SortKey};
 use super::problem::{ApiResult, Problem};
 use crate::campaign::DeviceProgress;
 use crate::catalog::DeviceRecord;
@@ -48,12 +49,19 @@ impl DeviceFilter {
     }
 }
 
+/// The orders `GET /v1/devices` sorts in: by endpoint name.
+const ORDERS: [SortBy<DeviceRecord>; 1] = [SortBy {
+    name: "endpoint",
+    key: |device| SortKey(0, device.endpoint.clone()),
+}];
+
 /// `GET /v1/devices`.
 pub async fn list(
     State(state): State<ApiState>,
     Checked(Query(filter)): Checked<Query<DeviceFilter>>,
     Checked(Query(paging)): Checked<Query<Paging>>,
-) -> ApiResult<Json<Page<DeviceRecord>>> {
+    uri: Uri,
+) -> ApiResult<Response> {
     let devices: Vec<_> = state
         .platform
         .catalog
@@ -61,7 +69,7 @@ pub async fn list(
         .into_iter()
         .filter(|device| filter.matches(device))
         .collect();
-    Ok(Json(paging.page(devices.into_iter())?))
+    Ok(paging.page(devices, &ORDERS)?.linked(&uri))
 }
 
 /// One device, as `GET /v1/devices/{endpoint}` shows it.

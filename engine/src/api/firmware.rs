@@ -6,11 +6,13 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use serde::Deserialize;
 
 use super::ApiState;
 use super::extract::{Checked, JsonBody};
 use super::problem::ApiResult;
+use super::representation::{self, Conditions, created, tagged};
 use crate::catalog::Firmware;
 use crate::catalog::firmware::check_reported_version;
 
@@ -35,12 +37,17 @@ pub struct Reported {
     reported_version: Option<String>,
 }
 
+/// The URL of firmware `id`.
+fn location(id: &str) -> String {
+    representation::location("/v1/firmware", &[id])
+}
+
 /// `POST /v1/firmware`.
 pub async fn upload(
     State(state): State<ApiState>,
     Checked(Query(upload)): Checked<Query<Upload>>,
     Checked(image): Checked<Bytes>,
-) -> ApiResult<(StatusCode, Json<Firmware>)> {
+) -> ApiResult<Response> {
     let catalog = &state.platform.catalog;
     check_reported_version(upload.reported_version.as_deref())?;
     let mut firmware =
@@ -48,19 +55,23 @@ pub async fn upload(
     if upload.reported_version.is_some() {
         firmware = catalog.set_reported_version(&firmware.id, upload.reported_version)?;
     }
-    Ok((StatusCode::CREATED, Json(firmware)))
+    Ok(created(&location(&firmware.id), &firmware))
 }
 
 /// `PATCH /v1/firmware/{id}`: the /3/0/3 string that confirms an upgrade to it.
 pub async fn set_reported(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
+    conditions: Conditions,
     JsonBody(reported): JsonBody<Reported>,
-) -> ApiResult<Json<Firmware>> {
+) -> ApiResult<Response> {
     let catalog = &state.platform.catalog;
-    Ok(Json(
-        catalog.set_reported_version(&id, reported.reported_version)?,
-    ))
+    let current = || Ok(catalog.firmware(&id)?);
+    let set = || Ok(catalog.set_reported_version(&id, reported.reported_version)?);
+    let firmware = state
+        .change(&location(&id), &conditions, current, set)
+        .await?;
+    Ok(tagged(&firmware))
 }
 
 /// `GET /v1/firmware`.
@@ -72,15 +83,22 @@ pub async fn list(State(state): State<ApiState>) -> ApiResult<Json<Vec<Firmware>
 pub async fn one(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
-) -> ApiResult<Json<Firmware>> {
-    Ok(Json(state.platform.catalog.firmware(&id)?))
+    conditions: Conditions,
+) -> ApiResult<Response> {
+    Ok(conditions.read(&state.platform.catalog.firmware(&id)?))
 }
 
 /// `DELETE /v1/firmware/{id}`.
 pub async fn delete(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
+    conditions: Conditions,
 ) -> ApiResult<StatusCode> {
-    state.platform.catalog.delete_firmware(&id)?;
+    let catalog = &state.platform.catalog;
+    let current = || Ok(catalog.firmware(&id)?);
+    let delete = || Ok(catalog.delete_firmware(&id)?);
+    state
+        .change(&location(&id), &conditions, current, delete)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -6,12 +6,14 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use serde::Deserialize;
 
 use super::ApiState;
 use super::extract::{Checked, JsonBody};
 use super::problem::{ApiResult, Problem};
-use crate::catalog::Group;
+use super::representation::{self, Conditions, created, tagged};
+use crate::catalog::{Catalog, CatalogError, Group};
 
 /// Body of `POST /v1/groups`.
 #[derive(Debug, Deserialize)]
@@ -46,17 +48,22 @@ pub struct Members {
     endpoints: Vec<String>,
 }
 
+/// The URL of group `id`.
+fn location(id: &str) -> String {
+    representation::location("/v1/groups", &[id])
+}
+
 /// `POST /v1/groups`.
 pub async fn create(
     State(state): State<ApiState>,
     JsonBody(new): JsonBody<NewGroup>,
-) -> ApiResult<(StatusCode, Json<Group>)> {
+) -> ApiResult<Response> {
     let catalog = &state.platform.catalog;
     let mut group = catalog.create_group(&new.name, &new.vendor, &new.model)?;
     if new.auto_join {
         group = catalog.set_auto_join(&group.id, true)?;
     }
-    Ok((StatusCode::CREATED, Json(group)))
+    Ok(created(&location(&group.id), &group))
 }
 
 /// `GET /v1/groups`.
@@ -68,38 +75,65 @@ pub async fn list(State(state): State<ApiState>) -> ApiResult<Json<Vec<Group>>> 
 pub async fn one(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
-) -> ApiResult<Json<Group>> {
-    Ok(Json(state.platform.catalog.group(&id)?))
+    conditions: Conditions,
+) -> ApiResult<Response> {
+    Ok(conditions.read(&state.platform.catalog.group(&id)?))
+}
+
+/// Changes group `id` with `change` when the request's conditions hold; answers the group as
+/// it is after.
+async fn revise(
+    state: &ApiState,
+    id: &str,
+    conditions: &Conditions,
+    change: impl FnOnce(&Catalog) -> Result<Group, CatalogError>,
+) -> ApiResult<Response> {
+    let catalog = &state.platform.catalog;
+    let current = || Ok(catalog.group(id)?);
+    let group = state
+        .change(&location(id), conditions, current, || Ok(change(catalog)?))
+        .await?;
+    Ok(tagged(&group))
 }
 
 /// `PATCH /v1/groups/{id}`.
 pub async fn change(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
+    conditions: Conditions,
     JsonBody(change): JsonBody<GroupChange>,
-) -> ApiResult<Json<Group>> {
-    let catalog = &state.platform.catalog;
-    let mut group = catalog.group(&id)?;
-    if let Some(name) = &change.name {
-        group = catalog.rename_group(&id, name)?;
-    }
-    if let Some(auto_join) = change.auto_join {
-        group = catalog.set_auto_join(&id, auto_join)?;
-    }
-    Ok(Json(group))
+) -> ApiResult<Response> {
+    revise(&state, &id, &conditions, |catalog| {
+        let mut group = catalog.group(&id)?;
+        if let Some(name) = &change.name {
+            group = catalog.rename_group(&id, name)?;
+        }
+        if let Some(auto_join) = change.auto_join {
+            group = catalog.set_auto_join(&id, auto_join)?;
+        }
+        Ok(group)
+    })
+    .await
 }
 
 /// `DELETE /v1/groups/{id}`.
 pub async fn delete(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
+    conditions: Conditions,
 ) -> ApiResult<StatusCode> {
     let platform = &state.platform;
-    platform.catalog.group(&id)?;
-    if platform.campaigns.in_use(Some(&id), None) {
-        return Err(Problem::used_by_task("group", &id));
-    }
-    platform.catalog.delete_group(&id)?;
+    let current = || Ok(platform.catalog.group(&id)?);
+    let delete = || {
+        platform.catalog.group(&id)?;
+        if platform.campaigns.in_use(Some(&id), None) {
+            return Err(Problem::used_by_task("group", &id));
+        }
+        Ok(platform.catalog.delete_group(&id)?)
+    };
+    state
+        .change(&location(&id), &conditions, current, delete)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -107,22 +141,32 @@ pub async fn delete(
 pub async fn add_devices(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
+    conditions: Conditions,
     JsonBody(members): JsonBody<Members>,
-) -> ApiResult<Json<Group>> {
+) -> ApiResult<Response> {
     let catalog = &state.platform.catalog;
     catalog.group(&id)?;
-    let group = catalog
-        .add_to_group(&id, &members.endpoints)
-        .map_err(Problem::referenced)?;
-    Ok(Json(group))
+    let add = || {
+        catalog
+            .add_to_group(&id, &members.endpoints)
+            .map_err(Problem::referenced)
+    };
+    let current = || Ok(catalog.group(&id)?);
+    let group = state
+        .change(&location(&id), &conditions, current, add)
+        .await?;
+    Ok(tagged(&group))
 }
 
 /// `DELETE /v1/groups/{id}/devices`.
 pub async fn remove_devices(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
+    conditions: Conditions,
     JsonBody(members): JsonBody<Members>,
-) -> ApiResult<Json<Group>> {
-    let catalog = &state.platform.catalog;
-    Ok(Json(catalog.remove_from_group(&id, &members.endpoints)?))
+) -> ApiResult<Response> {
+    revise(&state, &id, &conditions, |catalog| {
+        catalog.remove_from_group(&id, &members.endpoints)
+    })
+    .await
 }

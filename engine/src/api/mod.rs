@@ -11,6 +11,10 @@
 //! stream (`events`), the Prometheus exposition (`metrics`) and the OpenAPI document
 //! (`openapi`).
 //!
+//! The conventions every resource follows: a `Location` on every 201, ETags with `If-Match`
+//! and `If-None-Match` (`representation`, over `keyed_lock`), `Idempotency-Key` on creating
+//! POSTs (`idempotency`), and cursor paging in a sort order on long lists (`paging`).
+//!
 //! Defences against clients that hold resources without a token: a request's token is checked
 //! from its head before any of its body is read; at most `max_connections` connections are
 //! served at once; a request head must come within `header_timeout`, and a kept-alive
@@ -33,12 +37,15 @@ mod firmware;
 mod formats;
 mod groups;
 mod health;
+mod idempotency;
+mod keyed_lock;
 mod metrics;
 mod openapi;
 mod packages;
 mod paging;
 mod plugins;
 mod problem;
+mod representation;
 mod router;
 mod statistics;
 mod tasks;
@@ -57,6 +64,8 @@ pub use router::{Operation, operations};
 
 use crate::platform::Platform;
 use connections::{HttpCounters, Limits};
+use idempotency::Idempotency;
+use keyed_lock::KeyedLocks;
 
 /// Largest firmware image, plugin component or credential batch accepted by default (32 MiB).
 pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 32 << 20;
@@ -114,6 +123,11 @@ struct ApiState {
     shutdown: watch::Receiver<bool>,
     /// What the connection limits and the token checks refused, for `/metrics`.
     counters: Arc<HttpCounters>,
+    /// One write of the API at a time per resource (keyed by its URL), so a conditional
+    /// write's check and change are not split by another's.
+    writes: Arc<KeyedLocks>,
+    /// Answers of creating POSTs kept under their `Idempotency-Key`.
+    idempotency: Arc<Idempotency>,
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then stops accepting, ends the
@@ -126,11 +140,15 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (stop, stopped) = watch::channel(false);
     let counters = Arc::new(HttpCounters::default());
+    let idempotency = Idempotency::open(platform.store.clone(), platform.catalog.clock)
+        .map_err(std::io::Error::other)?;
     let state = ApiState {
         platform,
         openapi: Arc::new(openapi::document()),
         shutdown: stopped.clone(),
         counters: counters.clone(),
+        writes: Arc::default(),
+        idempotency: Arc::new(idempotency),
     };
     let app = router::router(state, &config, counters.clone());
     let limits = Limits {

@@ -15,8 +15,9 @@ use axum::extract::State;
 use serde_json::{Map, Value, json};
 
 use super::ApiState;
+use super::idempotency::MAX_KEY_BYTES;
 use super::problem::{Kind, PROBLEM_JSON};
-use super::router::{Accepts, Content, Payload, ROUTES, Route};
+use super::router::{Accepts, Content, Payload, ROUTES, Route, Verb};
 use crate::campaign::task::MAX_WAIT_SECS;
 use crate::catalog::credentials::{MAX_ENDPOINT_BYTES, MAX_IDENTITY_BYTES};
 use crate::catalog::firmware::MAX_VERSION_BYTES;
@@ -47,7 +48,10 @@ pub fn document() -> Value {
                 credentials, groups, firmware, packages, upgrade tasks, statistics, plugins and \
                 live progress. Every request but GET /healthz needs `Authorization: Bearer \
                 <token>` (without one, even an unknown path is answered 401); a viewer token \
-                may only GET. Errors are RFC 9457 problem details.",
+                may only GET. Errors are RFC 9457 problem details. A 201 carries the new \
+                resource's Location; single resources carry an ETag (If-Match on writes: 412 \
+                when stale; If-None-Match on reads: 304); creating POSTs honour an \
+                Idempotency-Key; long lists page with a sort and a cursor (next_cursor, Link).",
         },
         "security": [{ "bearer": [] }],
         "paths": paths,
@@ -113,7 +117,47 @@ fn parameters(route: &Route) -> Vec<Value> {
             "schema": accepts(param.accepts),
         })
     });
-    in_path.chain(in_query).collect()
+    in_path.chain(in_query).chain(headers(route)).collect()
+}
+
+/// The request headers a route honours: `If-None-Match` on a conditional GET, `If-Match` on
+/// a conditional write, `Idempotency-Key` on a creating POST.
+fn headers(route: &Route) -> Vec<Value> {
+    let mut headers = Vec::new();
+    let header = |name: &str, schema: Value, description: &str| {
+        json!({
+            "name": name,
+            "in": "header",
+            "required": false,
+            "description": description,
+            "schema": schema,
+        })
+    };
+    let tags = json!({ "type": "string", "pattern": ENTITY_TAGS });
+    if route.conditional && route.verb == Verb::Get {
+        let description = "Answer 304 without a body when the resource's ETag is one of these \
+            (weak comparison).";
+        headers.push(header("If-None-Match", tags.clone(), description));
+    }
+    if route.conditional && route.verb != Verb::Get {
+        let description = "Act only when the resource's ETag is one of these (strong \
+            comparison; * = it exists); 412 otherwise. Absent: unconditional.";
+        headers.push(header("If-Match", tags, description));
+    }
+    if route.idempotent {
+        let key = json!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_KEY_BYTES,
+            "pattern": "^[!-~]+$",
+        });
+        let description = "A key the client makes (a UUID) for this request: sent again with \
+            the same request within 24 hours (also after a restart of the engine), the first \
+            success is answered again (with Idempotent-Replayed: true) and nothing is created \
+            twice; with another request, 422. Scoped to the token.";
+        headers.push(header("Idempotency-Key", key, description));
+    }
+    headers
 }
 
 /// The schema of a query parameter's values.
@@ -157,7 +201,19 @@ fn batch(row: &str) -> Value {
 
 fn responses(route: &Route) -> Value {
     let mut responses = Map::new();
-    responses.insert(route.status.to_string(), success(route.content));
+    let mut success = success(route.content);
+    let answered = answered_headers(route);
+    if !answered.is_empty() {
+        success["headers"] = Value::Object(answered);
+    }
+    responses.insert(route.status.to_string(), success);
+    if route.conditional && route.verb == Verb::Get {
+        let not_modified = json!({
+            "description": "The client's copy (If-None-Match) is current.",
+            "headers": { "ETag": etag_header() },
+        });
+        responses.insert("304".into(), not_modified);
+    }
     for kind in route.problems() {
         let problem = json!({
             "description": kind.title(),
@@ -167,6 +223,57 @@ fn responses(route: &Route) -> Value {
     }
     Value::Object(responses)
 }
+
+/// The headers of a route's success: `Location` of what it made, `ETag` of the
+/// representation it answers, `Link` to the next page.
+fn answered_headers(route: &Route) -> Map<String, Value> {
+    let mut headers = Map::new();
+    if route.makes() {
+        let location = json!({
+            "required": true,
+            "description": "The URL of the resource made (a GET reads it there).",
+            "schema": { "type": "string" },
+        });
+        headers.insert("Location".into(), location);
+    }
+    if route.tagged() {
+        headers.insert("ETag".into(), etag_header());
+    }
+    if route.pages() {
+        let link = json!({
+            "description": "<the next page's URL>; rel=\"next\" (absent on the last page).",
+            "schema": { "type": "string" },
+        });
+        headers.insert("Link".into(), link);
+    }
+    headers
+}
+
+fn etag_header() -> Value {
+    json!({
+        "required": true,
+        "description": "A strong entity tag of the representation: send it as If-Match to \
+            change the resource only as seen, or If-None-Match to read it only when changed.",
+        "schema": { "type": "string" },
+    })
+}
+
+/// An entity tag: `"opaque"` or `W/"opaque"`, the opaque part visible ASCII but `"`, or
+/// beyond ASCII.
+macro_rules! entity_tag {
+    () => {
+        "(W/)?\"[^\"\\x00-\\x20\\x7f]*\""
+    };
+}
+
+/// A list of entity tags, or `*`.
+const ENTITY_TAGS: &str = concat!(
+    "^(\\*|",
+    entity_tag!(),
+    "([ \\t]*,[ \\t]*",
+    entity_tag!(),
+    ")*)$"
+);
 
 fn success(content: Content) -> Value {
     let (media, schema) = match content {
@@ -382,11 +489,15 @@ fn with_counters(more: Value) -> Value {
 
 fn page(items: &str) -> Value {
     object(
-        &["total", "offset", "limit", "items"],
+        &["total", "offset", "limit", "next_cursor", "items"],
         json!({
             "total": integer(),
             "offset": integer(),
             "limit": integer(),
+            "next_cursor": {
+                "type": ["string", "null"],
+                "description": "The cursor of the next page; null on the last page.",
+            },
             "items": array(reference(items)),
         }),
     )
@@ -852,6 +963,7 @@ fn task_schemas() -> Value {
                 "start_jitter_secs": bounded(0, MAX_WAIT_SECS),
             }),
         ),
+        "TaskPage": page("Task"),
         "CellPause": object(&["reason", "until"], json!({ "reason": string(), "until": millis() })),
         "Task": object(
             &["id", "spec", "status", "paused_cells", "created_at"],

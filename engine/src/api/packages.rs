@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::ApiState;
 use super::extract::{Checked, JsonBody};
 use super::problem::{ApiResult, Kind, Problem};
+use super::representation::{self, Conditions, created};
 use crate::catalog::{PackageFormat, PackageKind, PackageRecord, UploadedPackage};
 
 /// Body of `POST /v1/packages`.
@@ -32,11 +33,16 @@ pub struct NewPackage {
     format: Option<PackageFormat>,
 }
 
+/// The URL of package `id`.
+fn location(id: &str) -> String {
+    representation::location("/v1/packages", &[id])
+}
+
 /// `POST /v1/packages`.
 pub async fn create(
     State(state): State<ApiState>,
     JsonBody(new): JsonBody<NewPackage>,
-) -> ApiResult<(StatusCode, Json<PackageRecord>)> {
+) -> ApiResult<Response> {
     let catalog = &state.platform.catalog;
     let made = match (new.kind, new.from_firmware) {
         (PackageKind::Full, None) => {
@@ -63,7 +69,7 @@ pub async fn create(
         }
     };
     let package = made.map_err(Problem::referenced)?;
-    Ok((StatusCode::CREATED, Json(package)))
+    Ok(created(&location(&package.id), &package))
 }
 
 /// Query of `POST /v1/packages/upload`.
@@ -90,7 +96,7 @@ pub async fn upload(
     State(state): State<ApiState>,
     Checked(Query(upload)): Checked<Query<Upload>>,
     Checked(bytes): Checked<Bytes>,
-) -> ApiResult<(StatusCode, Json<PackageRecord>)> {
+) -> ApiResult<Response> {
     let uploaded = UploadedPackage {
         vendor: upload.vendor,
         model: upload.model,
@@ -104,7 +110,7 @@ pub async fn upload(
         .catalog
         .upload_package(uploaded, bytes.to_vec())
         .await?;
-    Ok((StatusCode::CREATED, Json(package)))
+    Ok(created(&location(&package.id), &package))
 }
 
 /// `GET /v1/packages`.
@@ -116,8 +122,9 @@ pub async fn list(State(state): State<ApiState>) -> ApiResult<Json<Vec<PackageRe
 pub async fn one(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
-) -> ApiResult<Json<PackageRecord>> {
-    Ok(Json(state.platform.catalog.package(&id)?))
+    conditions: Conditions,
+) -> ApiResult<Response> {
+    Ok(conditions.read(&state.platform.catalog.package(&id)?))
 }
 
 /// `GET /v1/packages/{id}/download`: the bytes, with their sha256 as the ETag.
@@ -143,12 +150,19 @@ pub async fn download(
 pub async fn delete(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
+    conditions: Conditions,
 ) -> ApiResult<StatusCode> {
     let platform = &state.platform;
-    platform.catalog.package(&id)?;
-    if platform.campaigns.in_use(None, Some(&id)) {
-        return Err(Problem::used_by_task("package", &id));
-    }
-    platform.catalog.delete_package(&id)?;
+    let current = || Ok(platform.catalog.package(&id)?);
+    let delete = || {
+        platform.catalog.package(&id)?;
+        if platform.campaigns.in_use(None, Some(&id)) {
+            return Err(Problem::used_by_task("package", &id));
+        }
+        Ok(platform.catalog.delete_package(&id)?)
+    };
+    state
+        .change(&location(&id), &conditions, current, delete)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,12 +10,14 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use super::ApiState;
 use super::extract::{Checked, JsonBody};
 use super::problem::{ApiResult, Kind, Problem};
+use super::representation::{self, Conditions, created, made_if_absent, tagged};
 use crate::plugin::{Binding, InstallError, PluginKind, Settings};
 
 /// A plugin bound to devices, as the API shows it.
@@ -134,7 +136,7 @@ pub async fn install(
     State(state): State<ApiState>,
     Checked(Query(pairs)): Checked<Query<Vec<(String, String)>>>,
     Checked(wasm): Checked<Bytes>,
-) -> ApiResult<(StatusCode, Json<PluginBinding>)> {
+) -> ApiResult<Response> {
     let wanted = Installation::from_query(pairs)?;
     if wanted.name.starts_with("builtin/") {
         return Err(bad(
@@ -143,6 +145,7 @@ pub async fn install(
     }
     let (kind, binding, name) = (wanted.kind, wanted.binding.clone(), wanted.name.clone());
     let settings = wanted.settings.clone();
+    let location = location(kind, &binding);
     off_the_runtime(&state, move |platform| {
         let registry = &platform.plugins;
         platform
@@ -151,17 +154,73 @@ pub async fn install(
     })
     .await?;
     let installed = PluginBinding::new(wanted.kind, wanted.binding, wanted.name, settings);
-    Ok((StatusCode::CREATED, Json(installed)))
+    Ok(created(&location, &installed))
+}
+
+/// The URL of the plugin of `kind` bound as `binding`.
+fn location(kind: PluginKind, binding: &Binding) -> String {
+    match binding {
+        Binding::Default => representation::location("/v1/plugins", &[kind.world()]),
+        Binding::Model { vendor, model } => {
+            representation::location("/v1/plugins", &[kind.world(), vendor, model])
+        }
+    }
+}
+
+/// The plugin of `kind` bound as `binding`; 404 when there is none.
+fn bound(state: &ApiState, kind: PluginKind, binding: &Binding) -> ApiResult<PluginBinding> {
+    let found = state.platform.plugins.bindings().into_iter().find(|bound| {
+        let (bound_kind, bound_as, ..) = bound;
+        *bound_kind == kind && bound_as == binding
+    });
+    let (kind, binding, name, settings) = found.ok_or_else(|| {
+        Problem::new(
+            Kind::NotFound,
+            format!("no {kind} plugin is bound at {}", location(kind, binding)),
+        )
+    })?;
+    Ok(PluginBinding::new(kind, binding, name, settings))
+}
+
+/// The kind named in a path, and the binding of the vendor and model after it (if any).
+fn addressed(kind: &str, model: Option<(String, String)>) -> ApiResult<(PluginKind, Binding)> {
+    let kind = kind_named(kind, Kind::NotFound)?;
+    let binding = match model {
+        Some((vendor, model)) => Binding::Model { vendor, model },
+        None => Binding::Default,
+    };
+    Ok((kind, binding))
+}
+
+/// `GET /v1/plugins/{kind}`: the kind's default.
+pub async fn one_default(
+    State(state): State<ApiState>,
+    Checked(Path(kind)): Checked<Path<String>>,
+    conditions: Conditions,
+) -> ApiResult<Response> {
+    let (kind, binding) = addressed(&kind, None)?;
+    Ok(conditions.read(&bound(&state, kind, &binding)?))
+}
+
+/// `GET /v1/plugins/{kind}/{vendor}/{model}`: the plugin bound to a model.
+pub async fn one_of_model(
+    State(state): State<ApiState>,
+    Checked(Path((kind, vendor, model))): Checked<Path<(String, String, String)>>,
+    conditions: Conditions,
+) -> ApiResult<Response> {
+    let (kind, binding) = addressed(&kind, Some((vendor, model)))?;
+    Ok(conditions.read(&bound(&state, kind, &binding)?))
 }
 
 /// `PATCH /v1/plugins/{kind}`: new settings for the kind's default.
 pub async fn configure_default(
     State(state): State<ApiState>,
     Checked(Path(kind)): Checked<Path<String>>,
+    conditions: Conditions,
     JsonBody(new): JsonBody<NewSettings>,
-) -> ApiResult<Json<PluginBinding>> {
-    let kind = kind_named(&kind, Kind::NotFound)?;
-    configure(state, kind, Binding::Default, new).await
+) -> ApiResult<Response> {
+    let (kind, binding) = addressed(&kind, None)?;
+    configure(state, kind, binding, conditions, new).await
 }
 
 /// `PATCH /v1/plugins/{kind}/{vendor}/{model}`: new settings for the plugin serving a model
@@ -169,21 +228,30 @@ pub async fn configure_default(
 pub async fn configure_model(
     State(state): State<ApiState>,
     Checked(Path((kind, vendor, model))): Checked<Path<(String, String, String)>>,
+    conditions: Conditions,
     JsonBody(new): JsonBody<NewSettings>,
-) -> ApiResult<Json<PluginBinding>> {
-    let kind = kind_named(&kind, Kind::NotFound)?;
-    configure(state, kind, Binding::Model { vendor, model }, new).await
+) -> ApiResult<Response> {
+    let (kind, binding) = addressed(&kind, Some((vendor, model)))?;
+    configure(state, kind, binding, conditions, new).await
 }
 
 /// Configures the plugin of `kind` serving `binding` off the async threads (instantiating
-/// it checks the settings), keeps the change, then binds it.
+/// it checks the settings), keeps the change, then binds it; when the request's conditions
+/// hold for the binding as it was (a model without its own binding has none to match).
 async fn configure(
     state: ApiState,
     kind: PluginKind,
     binding: Binding,
+    conditions: Conditions,
     new: NewSettings,
-) -> ApiResult<Json<PluginBinding>> {
+) -> ApiResult<Response> {
     let settings: Settings = new.settings.into_iter().collect();
+    let url = location(kind, &binding);
+    let _writing = state.writes.lock(&url).await;
+    if conditions.has_if_match() {
+        let current = made_if_absent(bound(&state, kind, &binding));
+        conditions.check(&current?)?;
+    }
     let (bound, kept) = (binding.clone(), settings.clone());
     let name = off_the_runtime(&state, move |platform| {
         platform
@@ -191,7 +259,7 @@ async fn configure(
             .configure(&platform.plugins, kind, bound, kept)
     })
     .await?;
-    Ok(Json(PluginBinding::new(kind, binding, name, settings)))
+    Ok(tagged(&PluginBinding::new(kind, binding, name, settings)))
 }
 
 /// Runs a change of the kept plugins (it compiles or instantiates: blocks) on the blocking
@@ -227,19 +295,24 @@ pub async fn list(State(state): State<ApiState>) -> Json<Vec<PluginBinding>> {
 pub async fn unbind(
     State(state): State<ApiState>,
     Checked(Path((kind, vendor, model))): Checked<Path<(String, String, String)>>,
+    conditions: Conditions,
 ) -> ApiResult<StatusCode> {
-    let kind = kind_named(&kind, Kind::NotFound)?;
+    let (kind, binding) = addressed(&kind, Some((vendor.clone(), model.clone())))?;
     let platform = &state.platform;
-    let unbound = platform
-        .kept_plugins
-        .unbind(&platform.plugins, kind, &vendor, &model)
-        .map_err(|e| Problem::internal(&e))?;
-    if !unbound {
-        return Err(Problem::new(
-            Kind::NotFound,
-            format!("no {kind} plugin is bound to {vendor} {model}"),
-        ));
-    }
+    let current = || bound(&state, kind, &binding);
+    let unbind = || {
+        let kept = &platform.kept_plugins;
+        let unbound = kept.unbind(&platform.plugins, kind, &vendor, &model);
+        match unbound.map_err(|e| Problem::internal(&e))? {
+            true => Ok(()),
+            false => Err(Problem::new(
+                Kind::NotFound,
+                format!("no {kind} plugin is bound to {vendor} {model}"),
+            )),
+        }
+    };
+    let url = location(kind, &binding);
+    state.change(&url, &conditions, current, unbind).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -247,12 +320,17 @@ pub async fn unbind(
 pub async fn reset_default(
     State(state): State<ApiState>,
     Checked(Path(kind)): Checked<Path<String>>,
+    conditions: Conditions,
 ) -> ApiResult<StatusCode> {
-    let kind = kind_named(&kind, Kind::NotFound)?;
+    let (kind, binding) = addressed(&kind, None)?;
     let platform = &state.platform;
-    platform
-        .kept_plugins
-        .reset_default(&platform.plugins, kind)
-        .map_err(|e| Problem::internal(&e))?;
+    let current = || bound(&state, kind, &binding);
+    let reset = || {
+        let kept = &platform.kept_plugins;
+        kept.reset_default(&platform.plugins, kind)
+            .map_err(|e| Problem::internal(&e))
+    };
+    let url = location(kind, &binding);
+    state.change(&url, &conditions, current, reset).await?;
     Ok(StatusCode::NO_CONTENT)
 }

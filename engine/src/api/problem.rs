@@ -54,11 +54,15 @@ pub enum Kind {
     DeviceFailed,
     /// The device did not answer, or did not wake up, in time.
     DeviceUnreachable,
+    /// The resource is not as the request's `If-Match` saw it.
+    PreconditionFailed,
+    /// The request's `Idempotency-Key` was used before with another request.
+    KeyReused,
 }
 
 impl Kind {
     /// Every kind, for the OpenAPI document.
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 16] = [
         Kind::BadRequest,
         Kind::Unauthorized,
         Kind::Forbidden,
@@ -73,6 +77,8 @@ impl Kind {
         Kind::DeviceRefused,
         Kind::DeviceFailed,
         Kind::DeviceUnreachable,
+        Kind::PreconditionFailed,
+        Kind::KeyReused,
     ];
 
     /// The HTTP status.
@@ -86,7 +92,8 @@ impl Kind {
             Kind::Conflict | Kind::DeviceRefused => StatusCode::CONFLICT,
             Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Kind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+            Kind::Invalid | Kind::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Kind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Kind::DeviceFailed => StatusCode::BAD_GATEWAY,
             Kind::DeviceUnreachable => StatusCode::GATEWAY_TIMEOUT,
@@ -110,6 +117,8 @@ impl Kind {
             Kind::DeviceRefused => "device-refused",
             Kind::DeviceFailed => "device-failed",
             Kind::DeviceUnreachable => "device-unreachable",
+            Kind::PreconditionFailed => "precondition-failed",
+            Kind::KeyReused => "idempotency-key-reused",
         }
     }
 
@@ -134,6 +143,8 @@ impl Kind {
             Kind::DeviceRefused => "The device refused the operation",
             Kind::DeviceFailed => "The device failed the operation",
             Kind::DeviceUnreachable => "The device did not answer in time",
+            Kind::PreconditionFailed => "The resource changed since the client read it",
+            Kind::KeyReused => "The Idempotency-Key was used with another request",
         }
     }
 

@@ -20,7 +20,7 @@ use super::paging::MAX_LIMIT;
 use super::problem::{Kind, method_not_allowed, no_such_route};
 use super::{
     ApiConfig, ApiState, credentials, device_ops, devices, events, firmware, formats, groups,
-    health, metrics, openapi, packages, plugins, statistics, tasks, webhooks,
+    health, idempotency, metrics, openapi, packages, plugins, statistics, tasks, webhooks,
 };
 use crate::catalog::firmware::MAX_VERSION_BYTES;
 
@@ -155,6 +155,11 @@ pub struct Route {
     pub content: Content,
     /// Problems of this route beyond those every route of its shape has (see [`Route::problems`]).
     pub refusals: &'static [Kind],
+    /// A single resource's GET that answers its ETag (and 304 to `If-None-Match`), or a write
+    /// of one that takes `If-Match` (412 when it does not hold).
+    pub conditional: bool,
+    /// A creating POST that honours `Idempotency-Key`.
+    pub idempotent: bool,
     /// Makes its handler for a method.
     handler: fn(MethodFilter) -> MethodRouter<ApiState>,
 }
@@ -178,6 +183,8 @@ impl Route {
             status: 200,
             content,
             refusals: &[],
+            conditional: false,
+            idempotent: false,
             handler,
         }
     }
@@ -207,8 +214,45 @@ impl Route {
         self
     }
 
+    const fn conditional(mut self) -> Route {
+        self.conditional = true;
+        self
+    }
+
+    /// A creating POST: answers 201 (with the new resource's `Location`) and honours
+    /// `Idempotency-Key`.
+    const fn creates(mut self) -> Route {
+        self.status = 201;
+        self.idempotent = true;
+        self
+    }
+
+    /// True when the route makes a resource (its answer carries the `Location`).
+    pub fn makes(&self) -> bool {
+        matches!(self.status, 201 | 202)
+    }
+
+    /// True when the route's answer is a representation of a resource with ETags (the schema a
+    /// conditional GET answers), made or changed by it or read, and carries its `ETag`.
+    pub fn tagged(&self) -> bool {
+        let Content::Json(schema) = self.content else {
+            return false;
+        };
+        let read_with_etag = |route: &Route| {
+            route.conditional && route.verb == Verb::Get && route.content == Content::Json(schema)
+        };
+        (self.conditional || self.makes()) && ROUTES.iter().any(read_with_etag)
+    }
+
+    /// True when the route pages its list with cursors (its answer may carry a `Link`).
+    pub fn pages(&self) -> bool {
+        self.query.iter().any(|param| param.name == "cursor")
+    }
+
     /// Every problem this route may answer: the auth problems of a guarded route, 404 for an
-    /// unknown id in the path, 400 for a bad query or body, the body problems, its refusals.
+    /// unknown id in the path, 400 for a bad query, body or condition header, the body
+    /// problems, 412 for a write's `If-Match` that does not hold, 422 for an `Idempotency-Key`
+    /// used with another request, its refusals.
     pub fn problems(&self) -> Vec<Kind> {
         let mut kinds = Vec::new();
         if !self.public {
@@ -220,8 +264,12 @@ impl Route {
         if self.path.contains('{') {
             kinds.push(Kind::NotFound);
         }
-        if !self.query.is_empty() || self.payload != Payload::None {
+        let headers = self.conditional || self.idempotent;
+        if headers || !self.query.is_empty() || self.payload != Payload::None {
             kinds.push(Kind::BadRequest);
+        }
+        if self.conditional && self.verb != Verb::Get {
+            kinds.push(Kind::PreconditionFailed);
         }
         match self.payload {
             Payload::Json(_) | Payload::Batch(_) => {
@@ -231,6 +279,9 @@ impl Route {
             Payload::None => {}
         }
         kinds.extend(self.refusals);
+        if self.idempotent {
+            kinds.push(Kind::KeyReused);
+        }
         if !self.public {
             kinds.push(Kind::Internal);
         }
@@ -239,13 +290,19 @@ impl Route {
         kinds
     }
 
-    /// The handler, with the body limit of its payload.
-    fn method_router(&self, config: &ApiConfig) -> MethodRouter<ApiState> {
+    /// The handler, with the body limit of its payload, and the keeping of its answers per
+    /// `Idempotency-Key` when it creates.
+    fn method_router(&self, config: &ApiConfig, state: &ApiState) -> MethodRouter<ApiState> {
         let limit = match self.payload {
             Payload::Binary | Payload::Batch(_) => config.max_upload_bytes,
             Payload::Json(_) | Payload::None => config.max_json_bytes,
         };
-        (self.handler)(self.verb.filter()).layer(DefaultBodyLimit::max(limit))
+        let handler = (self.handler)(self.verb.filter()).layer(DefaultBodyLimit::max(limit));
+        if !self.idempotent {
+            return handler;
+        }
+        let kept = (state.idempotency.clone(), limit);
+        handler.layer(from_fn_with_state(kept, idempotency::honour))
     }
 }
 
@@ -256,24 +313,50 @@ const VERSION: Accepts = Accepts::Name {
 /// A vendor, model or name.
 const NAME: Accepts = Accepts::Name { max_bytes: None };
 
-const PAGING: [Param; 2] = [
-    param(
-        "limit",
-        Accepts::Integer {
-            min: 1,
-            max: MAX_LIMIT as u64,
-        },
-        "Items on the page, 1 to 1000 (default 100).",
-    ),
-    param(
-        "offset",
-        Accepts::Integer {
-            min: 0,
-            max: usize::MAX as u64,
-        },
-        "Items skipped before the page (default 0).",
-    ),
-];
+/// `limit`, `offset`, `cursor` and `sort` of a list sorted in one of `sorts` (each also
+/// descending, `-` before it; the first ascending is the default).
+const fn paging(sorts: &'static [&'static str]) -> [Param; 4] {
+    [
+        param(
+            "limit",
+            Accepts::Integer {
+                min: 1,
+                max: MAX_LIMIT as u64,
+            },
+            "Items on the page, 1 to 1000 (default 100).",
+        ),
+        param(
+            "offset",
+            Accepts::Integer {
+                min: 0,
+                max: usize::MAX as u64,
+            },
+            "Items skipped before the page (default 0); not with a cursor. Prefer cursors: an \
+             offset shifts when items come and go.",
+        ),
+        param(
+            "cursor",
+            Accepts::Text,
+            "Start after the item this names: the next_cursor of the page before (opaque; it \
+             keeps the sort order). Following cursors walks the list with no item twice and \
+             none missed while items are added.",
+        ),
+        param(
+            "sort",
+            Accepts::OneOf(sorts),
+            "The order: a field ascending, or descending with - before it (the first listed \
+             is the default).",
+        ),
+    ]
+}
+
+const BY_ENDPOINT: [&str; 2] = ["endpoint", "-endpoint"];
+/// Paging of a list of devices or credentials, by endpoint name.
+const ENDPOINT_PAGING: [Param; 4] = paging(&BY_ENDPOINT);
+/// Paging of tasks, by creation time (ties by id).
+const TASK_PAGING: [Param; 4] = paging(&["created_at", "-created_at"]);
+/// Paging of dead letters, by event id.
+const EVENT_PAGING: [Param; 4] = paging(&["id", "-id"]);
 
 const fn param(name: &'static str, accepts: Accepts, description: &'static str) -> Param {
     Param {
@@ -293,7 +376,7 @@ const fn required(name: &'static str, accepts: Accepts, description: &'static st
     }
 }
 
-const DEVICE_QUERY: [Param; 6] = [
+const DEVICE_QUERY: [Param; 8] = [
     param(
         "vendor",
         Accepts::Text,
@@ -314,8 +397,10 @@ const DEVICE_QUERY: [Param; 6] = [
         Accepts::Text,
         "Only devices on this firmware version (/3/0/3).",
     ),
-    PAGING[0],
-    PAGING[1],
+    ENDPOINT_PAGING[0],
+    ENDPOINT_PAGING[1],
+    ENDPOINT_PAGING[2],
+    ENDPOINT_PAGING[3],
 ];
 
 const FIRMWARE_QUERY: [Param; 4] = [
@@ -549,6 +634,7 @@ pub static ROUTES: &[Route] = &[
         |m| on(m, device_ops::enqueue),
     )
     .payload(Payload::Json("NewOperation"))
+    .creates()
     .status(202)
     .refusals(&[Conflict, Invalid]),
     Route::new(
@@ -564,7 +650,8 @@ pub static ROUTES: &[Route] = &[
         "A queued operation: its status, and its result or error.",
         Json("QueuedOperation"),
         |m| on(m, device_ops::one),
-    ),
+    )
+    .conditional(),
     Route::new(
         Delete,
         "/v1/devices/{endpoint}/operations/{id}",
@@ -582,14 +669,16 @@ pub static ROUTES: &[Route] = &[
         |m| on(m, credentials::set),
     )
     .payload(Payload::Json("NewCredential"))
-    .refusals(&[Conflict]),
+    .refusals(&[Conflict])
+    .conditional(),
     Route::new(
         Get,
         "/v1/devices/{endpoint}/credentials",
         "A device's credential: its PSK identity, without the key.",
         Json("Credential"),
         |m| on(m, credentials::one),
-    ),
+    )
+    .conditional(),
     Route::new(
         Delete,
         "/v1/devices/{endpoint}/credentials",
@@ -597,7 +686,8 @@ pub static ROUTES: &[Route] = &[
         Content::None,
         |m| on(m, credentials::remove),
     )
-    .status(204),
+    .status(204)
+    .conditional(),
     Route::new(
         Get,
         "/v1/credentials",
@@ -605,7 +695,7 @@ pub static ROUTES: &[Route] = &[
         Json("CredentialPage"),
         |m| on(m, credentials::list),
     )
-    .query(&PAGING),
+    .query(&ENDPOINT_PAGING),
     Route::new(
         Post,
         "/v1/credentials/import",
@@ -625,13 +715,14 @@ pub static ROUTES: &[Route] = &[
         |m| on(m, groups::create),
     )
     .payload(Payload::Json("NewGroup"))
-    .status(201),
+    .creates(),
     Route::new(Get, "/v1/groups", "Every group.", JsonList("Group"), |m| {
         on(m, groups::list)
     }),
     Route::new(Get, "/v1/groups/{id}", "A group.", Json("Group"), |m| {
         on(m, groups::one)
-    }),
+    })
+    .conditional(),
     Route::new(
         Patch,
         "/v1/groups/{id}",
@@ -639,7 +730,8 @@ pub static ROUTES: &[Route] = &[
         Json("Group"),
         |m| on(m, groups::change),
     )
-    .payload(Payload::Json("GroupChange")),
+    .payload(Payload::Json("GroupChange"))
+    .conditional(),
     Route::new(
         Delete,
         "/v1/groups/{id}",
@@ -648,7 +740,8 @@ pub static ROUTES: &[Route] = &[
         |m| on(m, groups::delete),
     )
     .status(204)
-    .refusals(&[Conflict]),
+    .refusals(&[Conflict])
+    .conditional(),
     Route::new(
         Post,
         "/v1/groups/{id}/devices",
@@ -656,7 +749,8 @@ pub static ROUTES: &[Route] = &[
         Json("Group"),
         |m| on(m, groups::add_devices),
     )
-    .payload(Payload::Json("Members")),
+    .payload(Payload::Json("Members"))
+    .conditional(),
     Route::new(
         Delete,
         "/v1/groups/{id}/devices",
@@ -664,7 +758,8 @@ pub static ROUTES: &[Route] = &[
         Json("Group"),
         |m| on(m, groups::remove_devices),
     )
-    .payload(Payload::Json("Members")),
+    .payload(Payload::Json("Members"))
+    .conditional(),
     Route::new(
         Post,
         "/v1/firmware",
@@ -674,7 +769,7 @@ pub static ROUTES: &[Route] = &[
     )
     .query(&FIRMWARE_QUERY)
     .payload(Payload::Binary)
-    .status(201)
+    .creates()
     .refusals(&[Invalid, Conflict]),
     Route::new(
         Get,
@@ -689,7 +784,8 @@ pub static ROUTES: &[Route] = &[
         "A firmware version.",
         Json("Firmware"),
         |m| on(m, firmware::one),
-    ),
+    )
+    .conditional(),
     Route::new(
         Patch,
         "/v1/firmware/{id}",
@@ -698,7 +794,8 @@ pub static ROUTES: &[Route] = &[
         |m| on(m, firmware::set_reported),
     )
     .payload(Payload::Json("ReportedVersion"))
-    .refusals(&[Invalid]),
+    .refusals(&[Invalid])
+    .conditional(),
     Route::new(
         Delete,
         "/v1/firmware/{id}",
@@ -707,7 +804,8 @@ pub static ROUTES: &[Route] = &[
         |m| on(m, firmware::delete),
     )
     .status(204)
-    .refusals(&[Conflict]),
+    .refusals(&[Conflict])
+    .conditional(),
     Route::new(
         Post,
         "/v1/packages",
@@ -716,7 +814,7 @@ pub static ROUTES: &[Route] = &[
         |m| on(m, packages::create),
     )
     .payload(Payload::Json("NewPackage"))
-    .status(201),
+    .creates(),
     Route::new(
         Post,
         "/v1/packages/upload",
@@ -727,7 +825,7 @@ pub static ROUTES: &[Route] = &[
     )
     .query(&UPLOAD_QUERY)
     .payload(Payload::Binary)
-    .status(201)
+    .creates()
     .refusals(&[Invalid]),
     Route::new(
         Get,
@@ -765,7 +863,8 @@ pub static ROUTES: &[Route] = &[
         "A package.",
         Json("Package"),
         |m| on(m, packages::one),
-    ),
+    )
+    .conditional(),
     Route::new(
         Get,
         "/v1/packages/{id}/download",
@@ -781,7 +880,8 @@ pub static ROUTES: &[Route] = &[
         |m| on(m, packages::delete),
     )
     .status(204)
-    .refusals(&[Conflict]),
+    .refusals(&[Conflict])
+    .conditional(),
     Route::new(
         Post,
         "/v1/tasks",
@@ -790,13 +890,19 @@ pub static ROUTES: &[Route] = &[
         |m| on(m, tasks::create),
     )
     .payload(Payload::Json("TaskSpec"))
-    .status(201),
-    Route::new(Get, "/v1/tasks", "Every task.", JsonList("Task"), |m| {
-        on(m, tasks::list)
-    }),
+    .creates(),
+    Route::new(
+        Get,
+        "/v1/tasks",
+        "Every task, sorted and paged.",
+        Json("TaskPage"),
+        |m| on(m, tasks::list),
+    )
+    .query(&TASK_PAGING),
     Route::new(Get, "/v1/tasks/{id}", "A task.", Json("Task"), |m| {
         on(m, tasks::one)
-    }),
+    })
+    .conditional(),
     Route::new(
         Patch,
         "/v1/tasks/{id}",
@@ -805,7 +911,8 @@ pub static ROUTES: &[Route] = &[
         |m| on(m, tasks::edit),
     )
     .payload(Payload::Json("TaskSpec"))
-    .refusals(&[Conflict]),
+    .refusals(&[Conflict])
+    .conditional(),
     Route::new(
         Post,
         "/v1/tasks/{id}/start",
@@ -813,7 +920,8 @@ pub static ROUTES: &[Route] = &[
         Json("Task"),
         |m| on(m, tasks::start),
     )
-    .refusals(&[Conflict]),
+    .refusals(&[Conflict])
+    .conditional(),
     Route::new(
         Post,
         "/v1/tasks/{id}/pause",
@@ -821,7 +929,8 @@ pub static ROUTES: &[Route] = &[
         Json("Task"),
         |m| on(m, tasks::pause),
     )
-    .refusals(&[Conflict]),
+    .refusals(&[Conflict])
+    .conditional(),
     Route::new(
         Post,
         "/v1/tasks/{id}/resume",
@@ -829,7 +938,8 @@ pub static ROUTES: &[Route] = &[
         Json("Task"),
         |m| on(m, tasks::resume),
     )
-    .refusals(&[Conflict]),
+    .refusals(&[Conflict])
+    .conditional(),
     Route::new(
         Post,
         "/v1/tasks/{id}/cancel",
@@ -837,7 +947,8 @@ pub static ROUTES: &[Route] = &[
         Json("Task"),
         |m| on(m, tasks::cancel),
     )
-    .refusals(&[Conflict]),
+    .refusals(&[Conflict])
+    .conditional(),
     Route::new(
         Delete,
         "/v1/tasks/{id}",
@@ -846,7 +957,8 @@ pub static ROUTES: &[Route] = &[
         |m| on(m, tasks::delete),
     )
     .status(204)
-    .refusals(&[Conflict]),
+    .refusals(&[Conflict])
+    .conditional(),
     Route::new(
         Get,
         "/v1/tasks/{id}/devices",
@@ -854,7 +966,7 @@ pub static ROUTES: &[Route] = &[
         Json("TaskDevicePage"),
         |m| on(m, tasks::devices),
     )
-    .query(&PAGING),
+    .query(&ENDPOINT_PAGING),
     Route::new(
         Post,
         "/v1/webhooks",
@@ -864,7 +976,7 @@ pub static ROUTES: &[Route] = &[
         |m| on(m, webhooks::create),
     )
     .payload(Payload::Json("NewWebhook"))
-    .status(201),
+    .creates(),
     Route::new(
         Get,
         "/v1/webhooks",
@@ -878,7 +990,8 @@ pub static ROUTES: &[Route] = &[
         "A webhook subscription: events pending, dead letters, the last attempts.",
         Json("Webhook"),
         |m| on(m, webhooks::one),
-    ),
+    )
+    .conditional(),
     Route::new(
         Patch,
         "/v1/webhooks/{id}",
@@ -886,7 +999,8 @@ pub static ROUTES: &[Route] = &[
         Json("Webhook"),
         |m| on(m, webhooks::change),
     )
-    .payload(Payload::Json("WebhookChange")),
+    .payload(Payload::Json("WebhookChange"))
+    .conditional(),
     Route::new(
         Delete,
         "/v1/webhooks/{id}",
@@ -894,7 +1008,8 @@ pub static ROUTES: &[Route] = &[
         Content::None,
         |m| on(m, webhooks::delete),
     )
-    .status(204),
+    .status(204)
+    .conditional(),
     Route::new(
         Get,
         "/v1/webhooks/{id}/dead-letters",
@@ -902,14 +1017,15 @@ pub static ROUTES: &[Route] = &[
         Json("DeadLetterPage"),
         |m| on(m, webhooks::dead_letters),
     )
-    .query(&PAGING),
+    .query(&EVENT_PAGING),
     Route::new(
         Post,
         "/v1/webhooks/{id}/redeliver",
         "Puts every dead letter back to be delivered now, in id order, before later events.",
         Json("Redelivered"),
         |m| on(m, webhooks::redeliver),
-    ),
+    )
+    .conditional(),
     Route::new(
         Get,
         "/v1/stats",
@@ -926,7 +1042,7 @@ pub static ROUTES: &[Route] = &[
     )
     .query(&PLUGIN_QUERY)
     .payload(Payload::Binary)
-    .status(201)
+    .creates()
     .refusals(&[Invalid]),
     Route::new(
         Get,
@@ -936,6 +1052,22 @@ pub static ROUTES: &[Route] = &[
         |m| on(m, plugins::list),
     ),
     Route::new(
+        Get,
+        "/v1/plugins/{kind}/{vendor}/{model}",
+        "The plugin of a kind bound to a model (404 when the model has none of its own).",
+        Json("PluginBinding"),
+        |m| on(m, plugins::one_of_model),
+    )
+    .conditional(),
+    Route::new(
+        Get,
+        "/v1/plugins/{kind}",
+        "A kind's default plugin.",
+        Json("PluginBinding"),
+        |m| on(m, plugins::one_default),
+    )
+    .conditional(),
+    Route::new(
         Patch,
         "/v1/plugins/{kind}/{vendor}/{model}",
         "Replaces the settings of the plugin serving a model (the default's, bound to the \
@@ -944,7 +1076,8 @@ pub static ROUTES: &[Route] = &[
         |m| on(m, plugins::configure_model),
     )
     .payload(Payload::Json("PluginSettings"))
-    .refusals(&[Invalid]),
+    .refusals(&[Invalid])
+    .conditional(),
     Route::new(
         Patch,
         "/v1/plugins/{kind}",
@@ -953,7 +1086,8 @@ pub static ROUTES: &[Route] = &[
         |m| on(m, plugins::configure_default),
     )
     .payload(Payload::Json("PluginSettings"))
-    .refusals(&[Invalid]),
+    .refusals(&[Invalid])
+    .conditional(),
     Route::new(
         Delete,
         "/v1/plugins/{kind}/{vendor}/{model}",
@@ -961,7 +1095,8 @@ pub static ROUTES: &[Route] = &[
         Content::None,
         |m| on(m, plugins::unbind),
     )
-    .status(204),
+    .status(204)
+    .conditional(),
     Route::new(
         Delete,
         "/v1/plugins/{kind}",
@@ -969,7 +1104,8 @@ pub static ROUTES: &[Route] = &[
         Content::None,
         |m| on(m, plugins::reset_default),
     )
-    .status(204),
+    .status(204)
+    .conditional(),
 ];
 
 /// One operation the API serves, as the route table holds it: for clients and tests that walk
@@ -1006,7 +1142,7 @@ pub fn operations() -> Vec<Operation> {
 pub(super) fn router(state: ApiState, config: &ApiConfig, counters: Arc<HttpCounters>) -> Router {
     let guard = Arc::new(Guard::new(&config.tokens, counters));
     let add = |router: Router<ApiState>, route: &Route| {
-        router.route(route.path, route.method_router(config))
+        router.route(route.path, route.method_router(config, &state))
     };
     let open = ROUTES.iter().filter(|r| r.public).fold(Router::new(), add);
     let guarded = ROUTES

@@ -2,41 +2,74 @@
 //! (start, pause, resume, cancel) under the status rules, delete, and a task's devices with
 //! retry X/XX, online, download and upgrade status and result.
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
+use axum::response::Response;
 use serde::Serialize;
 
 use super::ApiState;
 use super::extract::{Checked, JsonBody};
-use super::paging::{Page, Paging};
+use super::paging::{Paging, SortBy, SortKey};
 use super::problem::{ApiResult, Problem};
+use super::representation::{self, Conditions, created, tagged};
 use crate::campaign::{Action, CampaignError, Campaigns, DeviceProgress, Task, TaskSpec};
+
+/// The URL of task `id`.
+fn location(id: &str) -> String {
+    representation::location("/v1/tasks", &[id])
+}
 
 /// `POST /v1/tasks`.
 pub async fn create(
     State(state): State<ApiState>,
     JsonBody(spec): JsonBody<TaskSpec>,
-) -> ApiResult<(StatusCode, Json<Task>)> {
+) -> ApiResult<Response> {
     let task = state
         .platform
         .campaigns
         .create(spec)
         .map_err(Problem::of_spec)?;
-    Ok((StatusCode::CREATED, Json(task)))
+    Ok(created(&location(&task.id), &task))
 }
 
+/// The orders `GET /v1/tasks` sorts in: by creation time, ties by id.
+const TASK_ORDERS: [SortBy<Task>; 1] = [SortBy {
+    name: "created_at",
+    key: |task| SortKey(task.created_at, task.id.clone()),
+}];
+
 /// `GET /v1/tasks`.
-pub async fn list(State(state): State<ApiState>) -> Json<Vec<Task>> {
-    Json(state.platform.campaigns.tasks())
+pub async fn list(
+    State(state): State<ApiState>,
+    Checked(Query(paging)): Checked<Query<Paging>>,
+    uri: Uri,
+) -> ApiResult<Response> {
+    let tasks = state.platform.campaigns.tasks();
+    Ok(paging.page(tasks, &TASK_ORDERS)?.linked(&uri))
 }
 
 /// `GET /v1/tasks/{id}`.
 pub async fn one(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
-) -> ApiResult<Json<Task>> {
-    Ok(Json(state.platform.campaigns.task(&id)?))
+    conditions: Conditions,
+) -> ApiResult<Response> {
+    Ok(conditions.read(&state.platform.campaigns.task(&id)?))
+}
+
+/// Runs `change` on task `id` when the request's conditions hold; answers the task after.
+async fn act(
+    state: &ApiState,
+    id: &str,
+    conditions: &Conditions,
+    change: impl FnOnce(&Campaigns) -> ApiResult<Task>,
+) -> ApiResult<Response> {
+    let campaigns = &state.platform.campaigns;
+    let current = || Ok(campaigns.task(id)?);
+    let task = state
+        .change(&location(id), conditions, current, || change(campaigns))
+        .await?;
+    Ok(tagged(&task))
 }
 
 /// `PATCH /v1/tasks/{id}`: replaces the spec of a task that has not started. The status rule
@@ -44,64 +77,82 @@ pub async fn one(
 pub async fn edit(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
+    conditions: Conditions,
     JsonBody(spec): JsonBody<TaskSpec>,
-) -> ApiResult<Json<Task>> {
-    let platform = &state.platform;
-    let task = platform.campaigns.task(&id)?;
-    task.check(Action::Edit, platform.catalog.clock.now())
-        .map_err(CampaignError::from)?;
-    let edited = platform
-        .campaigns
-        .edit(&id, spec)
-        .map_err(Problem::of_spec)?;
-    Ok(Json(edited))
+) -> ApiResult<Response> {
+    let now = state.platform.catalog.clock.now();
+    act(&state, &id, &conditions, |campaigns| {
+        let task = campaigns.task(&id)?;
+        task.check(Action::Edit, now).map_err(CampaignError::from)?;
+        campaigns.edit(&id, spec).map_err(Problem::of_spec)
+    })
+    .await
 }
 
 /// One of the operator's actions on a task.
 type TaskAction = fn(&Campaigns, &str) -> Result<Task, CampaignError>;
 
-fn act(state: &ApiState, id: &str, action: TaskAction) -> ApiResult<Json<Task>> {
-    Ok(Json(action(&state.platform.campaigns, id)?))
+/// Runs `action` on task `id` when the request's conditions hold.
+async fn operate(
+    state: ApiState,
+    id: String,
+    conditions: Conditions,
+    action: TaskAction,
+) -> ApiResult<Response> {
+    act(&state, &id, &conditions, |campaigns| {
+        Ok(action(campaigns, &id)?)
+    })
+    .await
 }
 
 /// `POST /v1/tasks/{id}/start`.
 pub async fn start(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
-) -> ApiResult<Json<Task>> {
-    act(&state, &id, Campaigns::start_now)
+    conditions: Conditions,
+) -> ApiResult<Response> {
+    operate(state, id, conditions, Campaigns::start_now).await
 }
 
 /// `POST /v1/tasks/{id}/pause`.
 pub async fn pause(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
-) -> ApiResult<Json<Task>> {
-    act(&state, &id, Campaigns::pause)
+    conditions: Conditions,
+) -> ApiResult<Response> {
+    operate(state, id, conditions, Campaigns::pause).await
 }
 
 /// `POST /v1/tasks/{id}/resume`.
 pub async fn resume(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
-) -> ApiResult<Json<Task>> {
-    act(&state, &id, Campaigns::resume)
+    conditions: Conditions,
+) -> ApiResult<Response> {
+    operate(state, id, conditions, Campaigns::resume).await
 }
 
 /// `POST /v1/tasks/{id}/cancel`.
 pub async fn cancel(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
-) -> ApiResult<Json<Task>> {
-    act(&state, &id, Campaigns::cancel)
+    conditions: Conditions,
+) -> ApiResult<Response> {
+    operate(state, id, conditions, Campaigns::cancel).await
 }
 
 /// `DELETE /v1/tasks/{id}`.
 pub async fn delete(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
+    conditions: Conditions,
 ) -> ApiResult<StatusCode> {
-    state.platform.campaigns.delete(&id)?;
+    let campaigns = &state.platform.campaigns;
+    let current = || Ok(campaigns.task(&id)?);
+    let delete = || Ok(campaigns.delete(&id)?);
+    state
+        .change(&location(&id), &conditions, current, delete)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -117,22 +168,29 @@ pub struct TaskDevice {
     online: bool,
 }
 
+/// The orders a task's devices sort in: by endpoint name.
+const DEVICE_ORDERS: [SortBy<DeviceProgress>; 1] = [SortBy {
+    name: "endpoint",
+    key: |device| SortKey(0, device.endpoint.clone()),
+}];
+
 /// `GET /v1/tasks/{id}/devices`.
 pub async fn devices(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
     Checked(Query(paging)): Checked<Query<Paging>>,
-) -> ApiResult<Json<Page<TaskDevice>>> {
+    uri: Uri,
+) -> ApiResult<Response> {
     let platform = &state.platform;
     let task = platform.campaigns.task(&id)?;
     let devices = platform.campaigns.devices(&id)?;
     let allowed = task.spec.retries + 1;
     let page = paging
-        .page(devices.into_iter())?
+        .page(devices, &DEVICE_ORDERS)?
         .map(|progress| TaskDevice {
             retry: format!("{}/{allowed}", progress.attempts),
             online: platform.server.registry.get(&progress.endpoint).is_some(),
             progress,
         });
-    Ok(Json(page))
+    Ok(page.linked(&uri))
 }

@@ -52,6 +52,11 @@ impl Answer {
         })
     }
 
+    /// The header `name`, as text; empty when absent.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", |v| v.to_str().unwrap())
+    }
+
     /// The `Content-Type` header.
     pub fn content_type(&self) -> &str {
         self.headers
@@ -134,11 +139,35 @@ impl Client {
 
     /// Sends a request and reads the whole answer, checked against the document.
     pub async fn send(&self, method: Method, path: &str, body: Option<(&str, Bytes)>) -> Answer {
-        let answer = read(self.open(method.clone(), path, body, &[]).await).await;
+        self.send_with(method, path, body, &[]).await
+    }
+
+    /// As [`Client::send`], with more request headers (`If-Match`, `Idempotency-Key`...).
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Bytes)>,
+        headers: &[(HeaderName, &str)],
+    ) -> Answer {
+        let answer = read(self.open(method.clone(), path, body, headers).await).await;
         if let Some(contract) = &self.contract {
             contract.check(&method, path, answer.status, &answer.headers, &answer.body);
         }
         answer
+    }
+
+    /// A request with a JSON body and more request headers.
+    pub async fn json_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Value,
+        headers: &[(HeaderName, &str)],
+    ) -> Answer {
+        let bytes = Bytes::from(serde_json::to_vec(body).unwrap());
+        self.send_with(method, path, Some(("application/json", bytes)), headers)
+            .await
     }
 
     /// Checks the head of an answer whose body is still streaming.

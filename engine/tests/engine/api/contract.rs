@@ -1,5 +1,6 @@
 //! The OpenAPI document as a contract every answer of the API tests is held to: the answer's
-//! status is one its operation lists, its media type the one listed for that status, and its
+//! status is one its operation lists, it carries the headers listed as required for that
+//! status (`Location`, `ETag`), its media type is the one listed for that status, and its
 //! JSON body valid against the listed schema (see [`crate::api::schema`]). Paths and methods no
 //! operation has must be answered with a problem. Events of `/v1/events` and of observations
 //! are held to the schemas of what they carry (a task, a device's progress, an alarm, a
@@ -53,6 +54,7 @@ impl Contract {
                     response.is_object(),
                     "{method} {path} answered {status}, which its operation does not list"
                 );
+                check_headers(method, path, status, response, headers);
                 response.clone()
             }
             Lookup::NoSuchMethod | Lookup::NoSuchPath => {
@@ -154,6 +156,28 @@ impl Contract {
         match item.get(method.as_str().to_ascii_lowercase()) {
             Some(operation) => Lookup::Operation(operation),
             None => Lookup::NoSuchMethod,
+        }
+    }
+}
+
+/// Checks that an answer carries every header its response requires (`Location` of a 201,
+/// `ETag` of a tagged representation).
+fn check_headers(
+    method: &Method,
+    path: &str,
+    status: StatusCode,
+    response: &Value,
+    headers: &HeaderMap,
+) {
+    let Some(listed) = response.get("headers").and_then(Value::as_object) else {
+        return;
+    };
+    for (name, header) in listed {
+        if header["required"] == true {
+            assert!(
+                headers.contains_key(name.as_str()),
+                "{method} {path} {status} lacks its {name} header"
+            );
         }
     }
 }

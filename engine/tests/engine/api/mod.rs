@@ -4,7 +4,8 @@
 //! tokens every route needs, tokens and roles, the connection limits, the catalog (devices,
 //! groups, firmware, packages), devices' DTLS credentials, device operations (read, write,
 //! execute, observe, queued for sleeping devices), tasks with their live events, plugins,
-//! webhooks and metrics. Every
+//! webhooks and metrics, and the conventions they all follow (`Location`, ETags and
+//! conditional requests, `Idempotency-Key`, cursor paging). Every
 //! answer any of them receives is checked against the OpenAPI document the API serves
 //! (`contract`, `schema`).
 
@@ -13,6 +14,7 @@ mod bed;
 mod catalog;
 mod client;
 mod contract;
+mod conventions;
 mod credentials;
 mod device_ops;
 mod limits;

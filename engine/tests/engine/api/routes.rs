@@ -427,6 +427,10 @@ async fn every_operation_answers_its_documented_success() {
         tour.saw(Method::POST, "/v1/plugins", answer);
     }
     tour.saw(Method::GET, "/v1/plugins", api.get("/v1/plugins").await);
+    let answer = api.get("/v1/plugins/policy/Acme/NB-1").await;
+    tour.saw(Method::GET, "/v1/plugins/{kind}/{vendor}/{model}", answer);
+    let answer = api.get("/v1/plugins/policy").await;
+    tour.saw(Method::GET, "/v1/plugins/{kind}", answer);
     let settings = json!({ "settings": { "min-battery": "40" } });
     let answer = api
         .json(Method::PATCH, "/v1/plugins/policy/Acme/NB-1", &settings)
@@ -563,7 +567,9 @@ async fn the_integer_bounds_the_document_gives_are_the_servers() {
             "/v1/credentials?limit",
             "/v1/credentials?offset",
             "/v1/devices?limit",
-            "/v1/devices?offset"
+            "/v1/devices?offset",
+            "/v1/tasks?limit",
+            "/v1/tasks?offset"
         ]
     );
 }
