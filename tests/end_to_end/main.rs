@@ -19,6 +19,7 @@ mod integrator;
 mod libcoap_interop;
 mod lossy_fleet;
 mod lwm2m_node_interop;
+mod metrics_and_logs;
 mod plugin_commands;
 mod push_upgrade;
 mod qblock1_delivery;
