@@ -34,7 +34,7 @@ const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_co
 /// The operations not fuzzed: the event streams.
 const STREAMS: &str = "^/v1/events$|/observe$";
 /// Devices of the fleet.
-const DEVICES: &str = "2";
+const DEVICES: u64 = 2;
 /// What schemathesis reads from its working directory: the device operations' parameters.
 const SETTINGS: &str = "[parameters]\n\
                         \"path.endpoint\" = \"urn:imei:860000000000000\"\n\
@@ -71,11 +71,12 @@ fn every_operation_answers_as_the_served_document_says_and_never_with_a_server_e
     let dir = scratch("api-fuzz");
     let engine = serve(&dir, &[]);
     let coap = engine.coap.to_string();
-    let _fleet = FotaProcess::spawn(["sim", "--server", &coap, "--devices", DEVICES], &[]);
+    let devices = DEVICES.to_string();
+    let _fleet = FotaProcess::spawn(["sim", "--server", &coap, "--devices", &devices], &[]);
     engine.wait_for(
         "/v1/devices?online=true&limit=1",
         "the fleet registered",
-        |page| page["total"].to_string() == DEVICES,
+        |page| page["total"] == DEVICES,
     );
     std::fs::write(dir.join("schemathesis.toml"), SETTINGS).expect("the settings");
     let seed = std::env::var("FOTA_SCHEMATHESIS_SEED").unwrap_or_else(|_| SEED.into());
