@@ -1,5 +1,6 @@
 //! `fota serve`: the platform (CoAP engine, store, plugins, catalog, tasks) and its HTTP API
-//! until SIGINT or SIGTERM. Tasks and deliveries under way when it stops (or is killed) resume
+//! (and, with `metrics_addr`, `/metrics` without a token on an address of its own) until
+//! SIGINT or SIGTERM. Tasks and deliveries under way when it stops (or is killed) resume
 //! at the next start on the same data directory. Settings come from flags, environment
 //! variables and `fota.toml` (see [`crate::config`]).
 
