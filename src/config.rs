@@ -4,6 +4,8 @@
 //! ```toml
 //! coap_addr = "0.0.0.0:5683"         # UDP address devices register to
 //! http_addr = "0.0.0.0:8080"         # TCP address of the HTTP API
+//! metrics_addr = "127.0.0.1:9464"    # GET /metrics without a token, for a scraper (unset:
+//!                                    # none; the API's /metrics, with a token, stays)
 //! data_dir = "./fota-data"           # where the store lives
 //! max_upload_bytes = 33554432        # largest image, plugin or credential batch (413 above)
 //! package_authority = "fota.example.net:5683"  # host:port in Package URIs (pulling devices)
@@ -101,6 +103,8 @@ pub struct ConfigFile {
     pub coap_addr: Option<SocketAddr>,
     /// TCP address of the HTTP API.
     pub http_addr: Option<SocketAddr>,
+    /// TCP address serving `/metrics` without a token.
+    pub metrics_addr: Option<SocketAddr>,
     /// Where the store lives.
     pub data_dir: Option<PathBuf>,
     /// Largest firmware image, plugin component or credential batch the API accepts.
@@ -380,6 +384,8 @@ pub struct Overrides {
     pub coap_addr: Option<SocketAddr>,
     /// `--http-addr` or `FOTA_HTTP_ADDR`.
     pub http_addr: Option<SocketAddr>,
+    /// `--metrics-addr` or `FOTA_METRICS_ADDR`.
+    pub metrics_addr: Option<SocketAddr>,
     /// `--data-dir` or `FOTA_DATA_DIR`.
     pub data_dir: Option<PathBuf>,
     /// `--max-upload-bytes` or `FOTA_MAX_UPLOAD_BYTES`.
@@ -395,6 +401,8 @@ pub struct Settings {
     pub coap_addr: SocketAddr,
     /// TCP address of the HTTP API.
     pub http_addr: SocketAddr,
+    /// TCP address serving `/metrics` without a token; `None`: only the API's, with one.
+    pub metrics_addr: Option<SocketAddr>,
     /// Where the store lives.
     pub data_dir: PathBuf,
     /// The `host:port` in Package URIs; `None`: the CoAP address bound.
@@ -426,6 +434,7 @@ impl Settings {
                 .http_addr
                 .or(file.http_addr)
                 .unwrap_or_else(|| address(DEFAULT_HTTP_ADDR)),
+            metrics_addr: overrides.metrics_addr.or(file.metrics_addr),
             data_dir: overrides
                 .data_dir
                 .or(file.data_dir)
@@ -464,6 +473,7 @@ mod tests {
     const FILE: &str = r#"
         coap_addr = "127.0.0.1:5700"
         http_addr = "127.0.0.1:8700"
+        metrics_addr = "127.0.0.1:9464"
         data_dir = "/var/lib/fota"
         max_upload_bytes = 1024
         package_authority = "fota.example.net:5683"
@@ -508,6 +518,10 @@ mod tests {
         let settings = Settings::resolve(Overrides::default(), ConfigFile::parse(FILE).unwrap());
         assert_eq!(settings.coap_addr, "127.0.0.1:5700".parse().unwrap());
         assert_eq!(settings.http_addr, "127.0.0.1:8700".parse().unwrap());
+        assert_eq!(
+            settings.metrics_addr,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
         assert_eq!(settings.data_dir, PathBuf::from("/var/lib/fota"));
         assert_eq!(settings.api.max_upload_bytes, 1024);
         assert_eq!(
@@ -569,6 +583,10 @@ mod tests {
         assert_eq!(settings.coap_addr, DEFAULT_COAP_ADDR.parse().unwrap());
         assert!(settings.api.tokens.is_empty());
         assert_eq!(settings.package_authority, None);
+        assert_eq!(
+            settings.metrics_addr, None,
+            "no scrape address unless asked"
+        );
         assert_eq!(settings.coaps, None, "no [coaps] table: plain CoAP only");
         assert_eq!(settings.api.max_connections, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(settings.api.header_timeout, DEFAULT_HEADER_TIMEOUT);

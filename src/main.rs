@@ -6,6 +6,7 @@ mod bench;
 mod config;
 mod demo;
 mod diff_cmd;
+mod logging;
 mod open_files;
 mod plugin_cmd;
 mod remote;
@@ -25,6 +26,15 @@ struct Cli {
     /// Where the commands that drive a running engine find its HTTP API.
     #[command(flatten)]
     api: remote::ApiArgs,
+    /// The shape of log lines on stderr: human text, or one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        env = "FOTA_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    log_format: logging::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -88,13 +98,8 @@ enum PluginCommand {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    logging::init(cli.log_format);
     let api = cli.api.api();
     let command = match cli.command {
         Command::Plugin(PluginCommand::Check { file }) => return plugin_cmd::check(&file),

@@ -1,5 +1,6 @@
 //! `fota serve`: the platform (CoAP engine, store, plugins, catalog, tasks) and its HTTP API
-//! until SIGINT or SIGTERM. Tasks and deliveries under way when it stops (or is killed) resume
+//! (and, with `metrics_addr`, `/metrics` without a token on an address of its own) until
+//! SIGINT or SIGTERM. Tasks and deliveries under way when it stops (or is killed) resume
 //! at the next start on the same data directory. Settings come from flags, environment
 //! variables and `fota.toml` (see [`crate::config`]).
 
@@ -20,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::config::{ConfigFile, Overrides, Settings};
+use crate::logging::CONSOLE;
 
 /// How long requests under way may take to finish once the engine is asked to stop.
 const API_DRAIN: Duration = Duration::from_secs(5);
@@ -36,6 +38,11 @@ pub struct ServeArgs {
     /// TCP address of the HTTP API [default: 0.0.0.0:8080].
     #[arg(long, env = "FOTA_HTTP_ADDR")]
     http_addr: Option<SocketAddr>,
+    /// TCP address serving GET /metrics without a token, for a Prometheus scraper (keep it on
+    /// a loopback or management network); the API's /metrics still takes a token [default:
+    /// none].
+    #[arg(long, env = "FOTA_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
     /// Where the store lives [default: ./fota-data].
     #[arg(long, env = "FOTA_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -56,6 +63,7 @@ impl ServeArgs {
         Overrides {
             coap_addr: self.coap_addr,
             http_addr: self.http_addr,
+            metrics_addr: self.metrics_addr,
             data_dir: self.data_dir.clone(),
             max_upload_bytes: self.max_upload_bytes,
             package_authority: self.package_authority.clone(),
@@ -89,11 +97,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
         .await?,
     );
-    let listener = TcpListener::bind(settings.http_addr).await?;
-    announce(&platform, &listener, &settings, read)?;
+    let listeners = api::Listeners {
+        api: TcpListener::bind(settings.http_addr).await?,
+        metrics: match settings.metrics_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        },
+    };
+    announce(&platform, &listeners, &settings, read)?;
     let (stop_api, api_stopped) = oneshot::channel::<()>();
     let mut api = tokio::spawn(api::serve(
-        listener,
+        listeners,
         platform.clone(),
         settings.api,
         async move {
@@ -118,7 +132,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
             event = tasks.recv() => {
                 if let Ok(CampaignEvent::Task(task)) = event {
-                    eprintln!("fota engine: task {} is {}", task.id, status_name(task.status));
+                    let status = status_name(task.status);
+                    tracing::info!(target: CONSOLE, task = %task.id, "task {} is {status}", task.id);
                 }
             }
         }
@@ -128,36 +143,46 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("HTTP requests still under way after {API_DRAIN:?}; stopping anyway");
     }
     platform.store.flush()?;
-    eprintln!("fota engine: stopped");
+    tracing::info!(target: CONSOLE, "stopped");
     Ok(())
 }
 
 /// Says where the engine listens and what it read.
 fn announce(
     platform: &Platform,
-    listener: &TcpListener,
+    listeners: &api::Listeners,
     settings: &Settings,
     config: Option<PathBuf>,
 ) -> std::io::Result<()> {
     if let Some(config) = config {
-        eprintln!("fota engine: configuration from {}", config.display());
+        tracing::info!(target: CONSOLE, "configuration from {}", config.display());
     }
-    eprintln!(
-        "fota engine: CoAP on udp://{}, data in {}",
+    tracing::info!(
+        target: CONSOLE,
+        "CoAP on udp://{}, data in {}",
         platform.server.coap_addr(),
         settings.data_dir.display()
     );
     if let Some(coaps) = platform.server.coaps_addr() {
-        eprintln!("fota engine: coaps (DTLS 1.2, pre-shared keys) on udp://{coaps}");
+        tracing::info!(target: CONSOLE, "coaps (DTLS 1.2, pre-shared keys) on udp://{coaps}");
     }
-    eprintln!(
-        "fota engine: HTTP API on http://{}/v1 (OpenAPI document at /v1/openapi.json)",
-        listener.local_addr()?
+    tracing::info!(
+        target: CONSOLE,
+        "HTTP API on http://{}/v1 (OpenAPI document at /v1/openapi.json)",
+        listeners.api.local_addr()?
     );
+    if let Some(metrics) = &listeners.metrics {
+        tracing::info!(
+            target: CONSOLE,
+            "metrics without a token on http://{}/metrics",
+            metrics.local_addr()?
+        );
+    }
     if settings.api.tokens.is_empty() {
-        eprintln!(
-            "fota engine: no API tokens configured: every route but /healthz answers 401 \
-             (add [[tokens]] to fota.toml)"
+        tracing::warn!(
+            target: CONSOLE,
+            "no API tokens configured: every route but /healthz answers 401 (add [[tokens]] \
+             to fota.toml)"
         );
     }
     Ok(())

@@ -4,9 +4,9 @@
 //! `coap`. Lower layers never call upward; they return values or report through channels.
 //! `plugin`, `store`, `journal` (the numbered events integrators are told of), `signing`,
 //! `clock`, `entropy` (where random numbers come from), `sync` (the one rule for poisoned
-//! locks) and `edge` (the limits of the unauthenticated edge and their counters) are called by
-//! the layers above and call nothing of theirs. `webhooks` delivers the journal's events to
-//! integrators' URLs; `api` reads it.
+//! locks), `histogram` (durations counted for `/metrics`) and `edge` (the limits of the
+//! unauthenticated edge and their counters) are called by the layers above and call nothing of
+//! theirs. `webhooks` delivers the journal's events to integrators' URLs; `api` reads it.
 
 pub mod api;
 pub mod campaign;
@@ -15,6 +15,7 @@ pub mod clock;
 pub mod coap;
 pub mod edge;
 pub mod entropy;
+pub mod histogram;
 pub mod journal;
 pub mod lwm2m;
 pub mod onboarding;

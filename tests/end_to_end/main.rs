@@ -6,6 +6,7 @@
 
 mod support;
 
+mod api_fuzz;
 mod bench_quick;
 mod campaign_attempts;
 mod campaign_end_to_end;
@@ -19,6 +20,7 @@ mod integrator;
 mod libcoap_interop;
 mod lossy_fleet;
 mod lwm2m_node_interop;
+mod metrics_and_logs;
 mod plugin_commands;
 mod push_upgrade;
 mod qblock1_delivery;

@@ -1,21 +1,34 @@
-//! `GET /metrics`: the engine's gauges and counters in the Prometheus text format (0.0.4):
-//! devices registered, attempts (transfers) under way, the CoAP endpoint's datagrams, bytes,
-//! retransmissions, timeouts, malformed and duplicate messages, duplicate-cache evictions, what
-//! the edge's defences did, DTLS sessions and what coaps did, package blocks sent, plugin calls and failures, tasks per status,
-//! and the HTTP API's own defences at work (connections open, requests and connections
-//! refused, idle connections closed). Owns the exposition only; the numbers are read from the
-//! registry, the endpoint, the campaigns and the connections.
+//! `GET /metrics`: the engine's gauges, counters and histograms in the Prometheus text format
+//! (0.0.4): the build, devices registered, attempts (transfers) under way, the CoAP endpoint's
+//! datagrams, bytes, retransmissions, timeouts, malformed and duplicate messages,
+//! duplicate-cache evictions and round trips, what the edge's defences did, DTLS sessions and
+//! what coaps did, package blocks sent, plugin calls, failures and call times, tasks per
+//! status, the HTTP API's request times and its own defences at work (connections open,
+//! requests and connections refused, idle connections closed). Owns the exposition only (and
+//! the scrape address's one-route router); the numbers are read from the registry, the
+//! endpoint, the plugin host, the campaigns, the connections and the request times.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use axum::routing::get;
 
 use super::ApiState;
 use crate::campaign::TaskStatus;
+use crate::histogram::HistogramSnapshot;
+
+/// The engine's version, in `fota_build_info`.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit built, in `fota_build_info`, when the build was given `FOTA_GIT_COMMIT`.
+const GIT_COMMIT: &str = match option_env!("FOTA_GIT_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};
 
 /// Media type of the Prometheus text format.
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -29,11 +42,24 @@ const STATUSES: [TaskStatus; 5] = [
     TaskStatus::Completed,
 ];
 
+/// The router of the scrape address: `GET /metrics` and nothing else, without a token.
+pub(super) fn scrape_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     let platform = &state.platform;
     let coap = platform.server.endpoint.stats();
     let mut out = Exposition::default();
+    out.gauge(
+        "fota_build_info",
+        "The engine's build: its version and the commit built (unknown unless the build \
+         was given FOTA_GIT_COMMIT). Always 1.",
+        [(&[("version", VERSION), ("git_commit", GIT_COMMIT)][..], 1)],
+    );
     out.gauge(
         "fota_devices_registered",
         "Devices with a live LwM2M registration.",
@@ -68,6 +94,24 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
         "fota_coap_timeouts_total",
         "Exchanges given up after MAX_RETRANSMIT.",
         [(None, coap.timeouts)],
+    );
+    let round_trips = platform.server.endpoint.round_trips();
+    out.histogram(
+        "fota_coap_exchange_round_trip_seconds",
+        "Confirmable messages sent to devices, from their first transmission to the ACK \
+         (empty or with the response) that matched them. retransmitted=\"false\": answered at \
+         the first try, unambiguous (Karn's rule); \"true\": answered after retransmissions, \
+         the waits before them included.",
+        [
+            (
+                &[("retransmitted", "false")][..],
+                round_trips.first_try.snapshot(),
+            ),
+            (
+                &[("retransmitted", "true")][..],
+                round_trips.retransmitted.snapshot(),
+            ),
+        ],
     );
     out.counter(
         "fota_coap_malformed_total",
@@ -140,6 +184,17 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
             .iter()
             .map(|c| (Some(("kind", c.kind.world())), c.failures)),
     );
+    out.histogram(
+        "fota_plugin_call_seconds",
+        "Plugin calls, per plugin kind: from taking an instance (a new one made and \
+         configured if none was idle) to the answer or the failure.",
+        platform
+            .plugins
+            .host()
+            .counters()
+            .times()
+            .map(|(kind, times)| (vec![("kind", kind.world())], times)),
+    );
     let tasks = tasks_by_status(&state);
     out.gauge(
         "fota_tasks",
@@ -181,11 +236,25 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
         "Kept-alive HTTP connections closed after idle_timeout without a request.",
         [(None, read(&http.idle_closed))],
     );
+    out.histogram(
+        "fota_http_request_seconds",
+        "HTTP API requests, per route template, method and status class, from routing to the \
+         answer's head (a body streamed after it not counted); requests no route takes under \
+         route=\"unmatched\". Series appear with their first request.",
+        state.request_times.snapshot().map(|series| {
+            let labels = vec![
+                ("route", series.route),
+                ("method", series.method),
+                ("status", series.class),
+            ];
+            (labels, series.times)
+        }),
+    );
     ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], out.text)
 }
 
 /// The samples of a counter per direction.
-fn directions(received: u64, sent: u64) -> [Sample<'static>; 2] {
+fn directions(received: u64, sent: u64) -> [Sample<Option<(&'static str, &'static str)>>; 2] {
     [
         (Some(("direction", "received")), received),
         (Some(("direction", "sent")), sent),
@@ -209,8 +278,31 @@ fn label(status: TaskStatus) -> String {
     }
 }
 
-/// One sample: its label, if any, and its value.
-type Sample<'a> = (Option<(&'static str, &'a str)>, u64);
+/// One sample: its labels and its value.
+type Sample<L> = (L, u64);
+
+/// The labels of a sample: none, one, or several.
+trait Labels {
+    fn pairs(&self) -> &[(&'static str, &str)];
+}
+
+impl Labels for Option<(&'static str, &str)> {
+    fn pairs(&self) -> &[(&'static str, &str)] {
+        self.as_slice()
+    }
+}
+
+impl Labels for &[(&'static str, &str)] {
+    fn pairs(&self) -> &[(&'static str, &str)] {
+        self
+    }
+}
+
+impl Labels for Vec<(&'static str, &str)> {
+    fn pairs(&self) -> &[(&'static str, &str)] {
+        self
+    }
+}
 
 /// The text being written.
 #[derive(Default)]
@@ -219,33 +311,128 @@ struct Exposition {
 }
 
 impl Exposition {
-    fn gauge<'a>(&mut self, name: &str, help: &str, samples: impl IntoIterator<Item = Sample<'a>>) {
-        self.family(name, "gauge", help, samples);
-    }
-
-    fn counter<'a>(
+    fn gauge<L: Labels>(
         &mut self,
         name: &str,
         help: &str,
-        samples: impl IntoIterator<Item = Sample<'a>>,
+        samples: impl IntoIterator<Item = Sample<L>>,
+    ) {
+        self.family(name, "gauge", help, samples);
+    }
+
+    fn counter<L: Labels>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = Sample<L>>,
     ) {
         self.family(name, "counter", help, samples);
     }
 
-    fn family<'a>(
+    fn family<L: Labels>(
         &mut self,
         name: &str,
         kind: &str,
         help: &str,
-        samples: impl IntoIterator<Item = Sample<'a>>,
+        samples: impl IntoIterator<Item = Sample<L>>,
+    ) {
+        self.header(name, kind, help);
+        for (labels, value) in samples {
+            self.sample(name, labels.pairs(), None, value);
+        }
+    }
+
+    /// A histogram per label set: its cumulative buckets (`le` in seconds, `+Inf` last), sum
+    /// and count.
+    fn histogram<L: Labels>(
+        &mut self,
+        name: &str,
+        help: &str,
+        series: impl IntoIterator<Item = (L, HistogramSnapshot)>,
+    ) {
+        self.header(name, "histogram", help);
+        let bucket = format!("{name}_bucket");
+        for (labels, times) in series {
+            let labels = labels.pairs();
+            for (bound, count) in &times.buckets {
+                let le = bound.as_secs_f64().to_string();
+                self.sample(&bucket, labels, Some(&le), *count);
+            }
+            self.sample(&bucket, labels, Some("+Inf"), times.count);
+            let sum = times.sum.as_secs_f64();
+            self.sample(&format!("{name}_sum"), labels, None, sum);
+            self.sample(&format!("{name}_count"), labels, None, times.count);
+        }
+    }
+
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// One line: `name{labels,le="..."} value`, the braces left out when there is no label.
+    fn sample(
+        &mut self,
+        name: &str,
+        labels: &[(&'static str, &str)],
+        le: Option<&str>,
+        value: impl std::fmt::Display,
     ) {
         let text = &mut self.text;
-        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (label, value) in samples {
-            let _ = match label {
-                Some((key, label)) => writeln!(text, "{name}{{{key}=\"{label}\"}} {value}"),
-                None => writeln!(text, "{name} {value}"),
-            };
+        text.push_str(name);
+        let le = le.map(|le| ("le", le));
+        for (at, (key, label)) in labels.iter().copied().chain(le).enumerate() {
+            text.push(if at == 0 { '{' } else { ',' });
+            let _ = write!(text, "{key}=\"{}\"", escape(label));
         }
+        if !labels.is_empty() || le.is_some() {
+            text.push('}');
+        }
+        let _ = writeln!(text, " {value}");
+    }
+}
+
+/// A label value as the text format quotes it: backslash, double quote and line feed escaped.
+fn escape(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return value.into();
+    }
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_histogram_is_written_with_cumulative_buckets_sum_count_and_escaped_labels() {
+        let mut out = Exposition::default();
+        let times = HistogramSnapshot {
+            buckets: vec![
+                (Duration::from_micros(2500), 1),
+                (Duration::from_secs(1), 3),
+            ],
+            count: 4,
+            sum: Duration::from_millis(2250),
+        };
+        out.histogram(
+            "t_seconds",
+            "Times.",
+            [(&[("route", "/a/{id}\"")][..], times)],
+        );
+        assert_eq!(
+            out.text,
+            "# HELP t_seconds Times.\n# TYPE t_seconds histogram\n\
+             t_seconds_bucket{route=\"/a/{id}\\\"\",le=\"0.0025\"} 1\n\
+             t_seconds_bucket{route=\"/a/{id}\\\"\",le=\"1\"} 3\n\
+             t_seconds_bucket{route=\"/a/{id}\\\"\",le=\"+Inf\"} 4\n\
+             t_seconds_sum{route=\"/a/{id}\\\"\"} 2.25\n\
+             t_seconds_count{route=\"/a/{id}\\\"\"} 4\n"
+        );
     }
 }

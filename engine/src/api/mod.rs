@@ -8,8 +8,9 @@
 //! read, write, execute, observe, queued operations) with `device_data` (their JSON),
 //! `credentials`, `groups`, `firmware`, `formats`, `packages`, `tasks`, `plugins`,
 //! `statistics`, `webhooks`), authentication (`auth`), problem details (`problem`), the event
-//! stream (`events`), the Prometheus exposition (`metrics`) and the OpenAPI document
-//! (`openapi`).
+//! stream (`events`), the Prometheus exposition (`metrics`, also served without a token on a
+//! scrape address of its own when one is given), the time each request took
+//! (`request_times`) and the OpenAPI document (`openapi`).
 //!
 //! The conventions every resource follows: a `Location` on every 201, ETags with `If-Match`
 //! and `If-None-Match` (`representation`, over `keyed_lock`), `Idempotency-Key` on creating
@@ -46,6 +47,7 @@ mod paging;
 mod plugins;
 mod problem;
 mod representation;
+mod request_times;
 mod router;
 mod statistics;
 mod tasks;
@@ -66,6 +68,7 @@ use crate::platform::Platform;
 use connections::{HttpCounters, Limits};
 use idempotency::Idempotency;
 use keyed_lock::KeyedLocks;
+use request_times::RequestTimes;
 
 /// Largest firmware image, plugin component or credential batch accepted by default (32 MiB).
 pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 32 << 20;
@@ -77,6 +80,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a kept-alive connection may wait for its next request by default.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections served at once on the scrape address: a scraper or two, and a person's curl.
+const SCRAPE_CONNECTIONS: usize = 16;
 
 /// How the API runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,16 +133,35 @@ struct ApiState {
     writes: Arc<KeyedLocks>,
     /// Answers of creating POSTs kept under their `Idempotency-Key`.
     idempotency: Arc<Idempotency>,
+    /// How long requests took, per route, for `/metrics`.
+    request_times: Arc<RequestTimes>,
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then stops accepting, ends the
-/// event streams and waits for requests under way.
+/// Where the API answers.
+pub struct Listeners {
+    /// The API itself: every route, `/metrics` among them, behind the tokens.
+    pub api: TcpListener,
+    /// `GET /metrics` alone, without a token: for a Prometheus scraper on an address only it
+    /// reaches (a loopback or management network), so the scraper holds no API token.
+    pub metrics: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    /// The API alone.
+    fn from(api: TcpListener) -> Listeners {
+        Listeners { api, metrics: None }
+    }
+}
+
+/// Serves the API on `listeners` until `shutdown` completes, then stops accepting (on both
+/// addresses), ends the event streams and waits for requests under way.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     platform: Arc<Platform>,
     config: ApiConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let listeners = listeners.into();
     let (stop, stopped) = watch::channel(false);
     let counters = Arc::new(HttpCounters::default());
     let idempotency = Idempotency::open(platform.store.clone(), platform.catalog.clock)
@@ -149,16 +173,35 @@ pub async fn serve(
         counters: counters.clone(),
         writes: Arc::default(),
         idempotency: Arc::new(idempotency),
+        request_times: Arc::new(RequestTimes::new(&operations())),
     };
-    let app = router::router(state, &config, counters.clone());
     let limits = Limits {
         max_connections: config.max_connections,
         header_timeout: config.header_timeout,
         idle_timeout: config.idle_timeout,
     };
+    let scrape = listeners.metrics.map(|listener| {
+        let limits = Limits {
+            max_connections: limits.max_connections.min(SCRAPE_CONNECTIONS),
+            ..limits
+        };
+        let mut watching = stopped.clone();
+        let stopping = async move {
+            let _ = watching.wait_for(|stopped| *stopped).await;
+        };
+        // Its connections are not the API's: counted apart, and not exported.
+        let counters = Arc::new(HttpCounters::default());
+        let app = metrics::scrape_router(state.clone());
+        connections::serve(listener, app, limits, counters, stopped.clone(), stopping)
+    });
+    let app = router::router(state, &config, counters.clone());
     let stopping = async move {
         shutdown.await;
         let _ = stop.send(true);
     };
-    connections::serve(listener, app, limits, counters, stopped, stopping).await
+    let api = connections::serve(listeners.api, app, limits, counters, stopped, stopping);
+    match scrape {
+        Some(scrape) => tokio::try_join!(api, scrape).map(|_| ()),
+        None => api.await,
+    }
 }

@@ -21,7 +21,7 @@ use super::router::{Accepts, Content, Payload, ROUTES, Route, Verb};
 use crate::campaign::task::MAX_WAIT_SECS;
 use crate::catalog::credentials::{MAX_ENDPOINT_BYTES, MAX_IDENTITY_BYTES};
 use crate::catalog::firmware::MAX_VERSION_BYTES;
-use crate::webhooks::{MAX_SECRET_BYTES, MAX_URL_BYTES, MIN_SECRET_BYTES};
+use crate::webhooks::{MAX_SECRET_BYTES, MAX_URL_BYTES, MIN_SECRET_CHARS};
 
 /// `GET /v1/openapi.json`.
 pub async fn serve(State(state): State<ApiState>) -> Json<Value> {
@@ -1072,10 +1072,10 @@ fn event_schemas() -> Value {
                 "url": url,
                 "secret": {
                     "type": "string",
-                    "minLength": MIN_SECRET_BYTES,
+                    "minLength": MIN_SECRET_CHARS,
                     "maxLength": MAX_SECRET_BYTES,
-                    "description": "The HMAC-SHA256 key deliveries are signed with: 16 to 256 \
-                        bytes. Write-only: never answered.",
+                    "description": "The HMAC-SHA256 key deliveries are signed with: at least 16 \
+                        characters, at most 256 bytes of UTF-8. Write-only: never answered.",
                 },
                 "kinds": kinds,
                 "description": nullable("string"),

@@ -20,7 +20,8 @@ use super::paging::MAX_LIMIT;
 use super::problem::{Kind, method_not_allowed, no_such_route};
 use super::{
     ApiConfig, ApiState, credentials, device_ops, devices, events, firmware, formats, groups,
-    health, idempotency, metrics, openapi, packages, plugins, statistics, tasks, webhooks,
+    health, idempotency, metrics, openapi, packages, plugins, request_times, statistics, tasks,
+    webhooks,
 };
 use crate::catalog::firmware::MAX_VERSION_BYTES;
 
@@ -43,6 +44,17 @@ impl Verb {
             Verb::Put => "put",
             Verb::Patch => "patch",
             Verb::Delete => "delete",
+        }
+    }
+
+    /// The method's name, as HTTP spells it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Verb::Get => "GET",
+            Verb::Post => "POST",
+            Verb::Put => "PUT",
+            Verb::Patch => "PATCH",
+            Verb::Delete => "DELETE",
         }
     }
 
@@ -1139,6 +1151,9 @@ pub fn operations() -> Vec<Operation> {
 /// The token checks run before anything reads the body: `authorize` is a route layer, outside
 /// each route's `DefaultBodyLimit` (which only tells the handler's extractor how much it may
 /// read), and neither it nor `authenticate` reads the body of a request they refuse.
+///
+/// Every answer, refusals included, is timed by [`request_times::time`], the outermost layer
+/// of each route and fallback (after routing, so it sees the route template matched).
 pub(super) fn router(state: ApiState, config: &ApiConfig, counters: Arc<HttpCounters>) -> Router {
     let guard = Arc::new(Guard::new(&config.tokens, counters));
     let add = |router: Router<ApiState>, route: &Route| {
@@ -1154,5 +1169,9 @@ pub(super) fn router(state: ApiState, config: &ApiConfig, counters: Arc<HttpCoun
     open.merge(guarded)
         .method_not_allowed_fallback(method_not_allowed.layer(authenticated()))
         .fallback(no_such_route.layer(authenticated()))
+        .layer(from_fn_with_state(
+            state.request_times.clone(),
+            request_times::time,
+        ))
         .with_state(state)
 }

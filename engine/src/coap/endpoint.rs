@@ -31,7 +31,7 @@ use super::params::EndpointConfig;
 use super::probe::WireProbe;
 use super::proto::exchange::{ExchangeEvent, ExchangeId, ExchangeKey, Token};
 use super::proto::{EndpointCore, Event, MAX_DATAGRAM, Started, Transmit};
-use super::stats::{EMPTY_MESSAGE_LEN, EndpointStats, StatsSnapshot, WireMeter, bump};
+use super::stats::{EMPTY_MESSAGE_LEN, EndpointStats, RoundTrips, StatsSnapshot, WireMeter, bump};
 use super::transport::{DatagramSocket, Network};
 use crate::sync::lock;
 
@@ -195,6 +195,11 @@ impl Endpoint {
     /// Counters of everything sent and received.
     pub fn stats(&self) -> StatsSnapshot {
         self.inner.stats.snapshot()
+    }
+
+    /// The round trips of the confirmable messages it sent.
+    pub fn round_trips(&self) -> &RoundTrips {
+        &self.inner.stats.round_trips
     }
 
     /// Outstanding exchange entries (for leak checks in tests).

@@ -24,5 +24,5 @@ pub use error::CoapError;
 pub use message::{IncomingRequest, OutgoingRequest, PacketExt, Response};
 pub use params::{Congestion, DEFAULT_MIN_RTO, EndpointConfig, TransmissionParams};
 pub use probe::WireProbe;
-pub use stats::{Charge, StatsSnapshot, WireMeter};
+pub use stats::{Charge, RoundTrips, StatsSnapshot, WireMeter};
 pub use transport::{DatagramSocket, Network};

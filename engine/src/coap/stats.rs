@@ -1,11 +1,34 @@
-//! `EndpointStats`: counters of one CoAP endpoint, and `WireMeter`, the bytes one caller's
-//! exchanges put on the wire (and `Charge`, a meter handed along with a response). Owns
-//! counting only.
+//! `EndpointStats`: counters of one CoAP endpoint and the round trips of its confirmable
+//! messages (`RoundTrips`), and `WireMeter`, the bytes one caller's exchanges put on the wire
+//! (and `Charge`, a meter handed along with a response). Owns counting only.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use coap_lite::{MessageType, Packet};
+
+use crate::histogram::Histogram;
+
+/// Bucket bounds of the round trips: a loopback or LAN peer answers in milliseconds, an LTE-M
+/// one in a tenth of a second, an NB-IoT one in 0.1 s to several seconds (coverage extension
+/// repeats every transmission), and the RTO may grow to a minute.
+static ROUND_TRIP_BOUNDS: [Duration; 14] = [
+    Duration::from_millis(10),
+    Duration::from_millis(25),
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+    Duration::from_secs(16),
+    Duration::from_secs(30),
+    Duration::from_secs(60),
+    Duration::from_secs(120),
+];
 
 /// Counters of everything an endpoint sent and received; read by metrics and benchmarks.
 #[derive(Debug, Default)]
@@ -34,6 +57,42 @@ pub struct EndpointStats {
     pub requests_handled: AtomicU64,
     /// Duplicate-cache entries dropped before their lifetime to keep within its bytes.
     pub dedup_evicted: AtomicU64,
+    /// How long the confirmable messages this endpoint sent took to be acknowledged: the
+    /// latency a device's link and stack add to every operation, per link.
+    pub round_trips: RoundTrips,
+}
+
+/// The round trips of confirmable messages, from their first transmission to the ACK (empty,
+/// or carrying the response) that matched them; a Reset, which refuses a message, is not one.
+#[derive(Debug)]
+pub struct RoundTrips {
+    /// Messages acknowledged without a retransmission: unambiguous samples (Karn's rule), the
+    /// link's and the peer's own latency.
+    pub first_try: Histogram,
+    /// Messages acknowledged after one or more retransmissions, measured from the first: which
+    /// copy the ACK answers is unknown, so these hold the waits before the retransmissions too
+    /// (what the exchange cost its caller, not the link's latency).
+    pub retransmitted: Histogram,
+}
+
+impl RoundTrips {
+    /// Counts a message acknowledged `rtt` after its first transmission, after
+    /// `retransmissions` retransmissions.
+    pub(crate) fn observe(&self, rtt: Duration, retransmissions: u32) {
+        match retransmissions {
+            0 => self.first_try.observe(rtt),
+            _ => self.retransmitted.observe(rtt),
+        }
+    }
+}
+
+impl Default for RoundTrips {
+    fn default() -> Self {
+        RoundTrips {
+            first_try: Histogram::new(&ROUND_TRIP_BOUNDS),
+            retransmitted: Histogram::new(&ROUND_TRIP_BOUNDS),
+        }
+    }
 }
 
 /// A plain copy of [`EndpointStats`] at one moment.

@@ -12,6 +12,7 @@ use super::host::{CallLimits, HostState, PluginHost};
 use super::{PluginError, PluginKind};
 use crate::sync::lock;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::sync::Semaphore;
 use wasmtime::{Store, Trap};
 
@@ -112,7 +113,19 @@ impl<W: World> Plugin<W> {
         &self,
         f: impl FnOnce(&W, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
-        self.host.counters().called(W::KIND);
+        let counters = self.host.counters();
+        counters.called(W::KIND);
+        let started = Instant::now();
+        let answer = self.call_warm(f);
+        counters.took(W::KIND, started.elapsed());
+        answer
+    }
+
+    /// [`Plugin::call`] on an idle instance, or a new one.
+    fn call_warm<R>(
+        &self,
+        f: impl FnOnce(&W, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
         // Popped in a statement of its own: the pool's lock is not held while a new instance
         // is made (a match on `lock(..).pop()` would hold it through the arms).
         let idle = lock(&self.idle).pop();

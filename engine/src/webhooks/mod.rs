@@ -48,8 +48,9 @@ pub const REGISTRATION: &str = "registration";
 /// Kinds of a subscription that names none: statuses and alarms, not every device's progress.
 pub const DEFAULT_KINDS: [&str; 4] = ["task", "device_failed", "failure_rate_alarm", "cell_paused"];
 
-/// Shortest secret taken, in bytes.
-pub const MIN_SECRET_BYTES: usize = 16;
+/// Shortest secret taken, in characters (so at least as many bytes): counted as the OpenAPI
+/// document's `minLength` counts, so that a secret the document refuses is refused here too.
+pub const MIN_SECRET_CHARS: usize = 16;
 /// Longest secret taken, in bytes.
 pub const MAX_SECRET_BYTES: usize = 256;
 /// Longest URL taken, in bytes.
@@ -482,9 +483,10 @@ fn check_url(url: &str) -> Result<(), WebhookError> {
 }
 
 fn check_secret(secret: &str) -> Result<(), WebhookError> {
-    if !(MIN_SECRET_BYTES..=MAX_SECRET_BYTES).contains(&secret.len()) {
+    if secret.chars().count() < MIN_SECRET_CHARS || secret.len() > MAX_SECRET_BYTES {
         return Err(WebhookError::Invalid(format!(
-            "a secret is {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} bytes"
+            "a secret is at least {MIN_SECRET_CHARS} characters and at most \
+             {MAX_SECRET_BYTES} bytes"
         )));
     }
     Ok(())
@@ -535,6 +537,20 @@ mod tests {
         ] {
             assert!(check_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_secret_has_as_many_characters_as_the_document_asks_and_bytes_within_the_limit() {
+        let ascii = "s".repeat(MIN_SECRET_CHARS);
+        assert!(check_secret(&ascii).is_ok());
+        // 15 characters, 30 bytes: the document's minLength counts characters, so do we
+        // (schemathesis found a secret the document refuses taken).
+        let short = "é".repeat(MIN_SECRET_CHARS - 1);
+        assert!(short.len() >= MIN_SECRET_CHARS);
+        assert!(check_secret(&short).is_err());
+        let long = "é".repeat(MAX_SECRET_BYTES / 2 + 1);
+        assert!(long.chars().count() <= MAX_SECRET_BYTES);
+        assert!(check_secret(&long).is_err(), "bytes bound the length");
     }
 
     #[test]

@@ -81,13 +81,18 @@ impl FotaProcess {
 
     /// Asks the process to stop (SIGTERM); returns how it exited.
     pub fn terminate(mut self) -> ExitStatus {
+        self.ask_to_stop();
+        self.child.wait().expect("fota exits")
+    }
+
+    /// Sends SIGTERM, without waiting: what it prints while it stops is there to wait on.
+    pub fn ask_to_stop(&self) {
         let status = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status()
             .expect("kill runs");
         assert!(status.success());
-        self.child.wait().expect("fota exits")
     }
 }
 

@@ -2,6 +2,7 @@
 //! in a scratch directory, on free loopback ports, and its HTTP API as an integrator calls it
 //! (ureq, a bearer token, JSON), with bounded waits on what the API answers.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Lines, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,12 @@ pub fn serve(dir: &Path, envs: &[(&str, &str)]) -> Served {
 
 /// [`serve`], with `settings` (keys, then tables such as `[edge]`) added to its fota.toml.
 pub fn serve_with(dir: &Path, envs: &[(&str, &str)], settings: &str) -> Served {
+    serve_with_args(dir, envs, settings, &[])
+}
+
+/// [`serve_with`], with `args` added to `fota serve`'s command line (before `serve`, so global
+/// flags such as `--log-format` go there too).
+pub fn serve_with_args(dir: &Path, envs: &[(&str, &str)], settings: &str, args: &[&str]) -> Served {
     let config = dir.join("fota.toml");
     let data = dir.join("data");
     std::fs::write(
@@ -58,15 +65,14 @@ pub fn serve_with(dir: &Path, envs: &[(&str, &str)], settings: &str) -> Served {
         ),
     )
     .unwrap();
-    let mut process = FotaProcess::spawn(
-        [
-            "serve".as_ref(),
-            "--loopback-timers".as_ref(),
-            "--config".as_ref(),
-            config.as_os_str(),
-        ],
-        envs,
-    );
+    let serve = [
+        OsStr::new("serve"),
+        OsStr::new("--loopback-timers"),
+        OsStr::new("--config"),
+        config.as_os_str(),
+    ];
+    let args = args.iter().map(OsStr::new).chain(serve);
+    let mut process = FotaProcess::spawn(args, envs);
     let coap = between(&process.logged("CoAP on udp://", BOUND), "udp://", ",");
     let coaps = settings.contains("[coaps]").then(|| {
         let line = process.logged("coaps (DTLS 1.2, pre-shared keys) on udp://", BOUND);

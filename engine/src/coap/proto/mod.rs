@@ -481,6 +481,8 @@ impl EndpointCore {
             .on_ack_or_reset(peer, packet, len, reset, now);
         if let Some((id, event, round_trip)) = answered {
             if !reset {
+                let stats = &self.stats.round_trips;
+                stats.observe(round_trip.rtt, round_trip.retransmissions);
                 self.measure(peer, round_trip, now);
             }
             self.events.push_back(Event::Exchange(id, event));
