@@ -295,7 +295,7 @@ impl EndpointCore {
             }
             Congestion::Cocoa { min_rto } | Congestion::RoundTrip { min_rto } => {
                 let doubling = matches!(params.congestion, Congestion::RoundTrip { .. });
-                let rto = match self.peers.rto(key.0, now) {
+                let rto = match self.peers.sending_rto(key.0, now) {
                     Some(rto) => rto,
                     // Round-trip timers spread only the blind estimate, as RFC 7252 does.
                     None if doubling => self

@@ -1,10 +1,12 @@
 //! `Peers`: per-peer sender state: the NSTART limit on outstanding requests, the message-id
-//! sequence and, under CoCoA, the RTO estimated from the peer's round trips. Idle peers are
-//! forgotten after EXCHANGE_LIFETIME, when reusing an id is safe again, and their RTO with them.
-//! A peer's first message id is random, from a generator the table is seeded with.
+//! sequence and, under CoCoA or round-trip timers, the RTO estimated from the peer's round
+//! trips, with, for a peer not measured yet, the estimate of the last peer measured on its
+//! host. Idle peers are forgotten after EXCHANGE_LIFETIME, when reusing an id is safe again,
+//! and their RTO with them. A peer's first message id is random, from a generator the table is
+//! seeded with.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +37,9 @@ struct PeerState {
 pub struct Peers {
     /// State by peer address.
     states: HashMap<SocketAddr, PeerState>,
+    /// The peer of each host whose round trip was measured last: a peer not measured yet
+    /// starts from its estimate.
+    measured_on_host: HashMap<IpAddr, SocketAddr>,
     /// NSTART: permits per peer.
     nstart: usize,
     /// Where a new peer's first message id comes from.
@@ -47,6 +52,7 @@ impl Peers {
     pub fn new(nstart: usize, seed: u64) -> Self {
         Peers {
             states: HashMap::new(),
+            measured_on_host: HashMap::new(),
             nstart: nstart.max(1),
             first_ids: SmallRng::seed_from_u64(seed),
         }
@@ -80,6 +86,19 @@ impl Peers {
         Some(estimator.rto(now))
     }
 
+    /// The RTO to send to `peer` with: its own estimate, or before it has one, that of the
+    /// peer on the same host measured last (RFC 9040's sharing of TCP's round-trip state
+    /// between connections to one host): devices behind one carrier NAT, or a device on a new
+    /// port, cross the same kind of radio link, so a first exchange lost (whose round trip
+    /// Karn's rule then leaves unmeasured) waits as long as those round trips need rather
+    /// than the blind ACK_TIMEOUT. `None` when no peer of the host was measured.
+    pub fn sending_rto(&self, peer: SocketAddr, now: Instant) -> Option<Duration> {
+        self.rto(peer, now).or_else(|| {
+            let measured = self.measured_on_host.get(&peer.ip())?;
+            self.rto(*measured, now)
+        })
+    }
+
     /// Feeds the round trip of a message `peer` acknowledged at `now` into its RTO estimate,
     /// which starts from `blind` (ACK_TIMEOUT) at the first round trip that counts. A peer
     /// already forgotten learns nothing.
@@ -98,6 +117,7 @@ impl Peers {
                 .rto
                 .get_or_insert_with(|| Box::new(RtoEstimator::new(blind, now, estimation)))
                 .on_round_trip(round_trip, now);
+            self.measured_on_host.insert(peer.ip(), peer);
         }
     }
 
@@ -122,6 +142,9 @@ impl Peers {
             let busy = state.permits.available_permits() < nstart;
             busy || now.saturating_duration_since(state.last_used) < lifetime
         });
+        let states = &self.states;
+        self.measured_on_host
+            .retain(|_, peer| states.contains_key(peer));
     }
 
     /// Number of peers remembered.
@@ -187,6 +210,32 @@ mod tests {
         assert_eq!(peers.rto(a, now), Some(Duration::from_millis(1600)));
         peers.forget_idle(now + Duration::from_secs(11), Duration::from_secs(10));
         assert_eq!(peers.rto(a, now), None);
+    }
+
+    #[test]
+    fn a_peer_not_measured_yet_sends_with_the_estimate_of_its_host() {
+        let mut peers = Peers::new(1, 7);
+        let measured: SocketAddr = "10.0.0.1:5683".parse().unwrap();
+        let same_host: SocketAddr = "10.0.0.1:40000".parse().unwrap();
+        let other_host: SocketAddr = "10.0.0.2:5683".parse().unwrap();
+        let now = Instant::now();
+        let blind = Duration::from_secs(2);
+        let round_trip = RoundTrip {
+            rtt: Duration::from_millis(400),
+            retransmissions: 0,
+        };
+        assert_eq!(peers.sending_rto(same_host, now), None);
+        peers.next_message_id(measured, now);
+        peers.on_round_trip(measured, round_trip, (blind, Estimation::Karn), now);
+        let estimate = peers.rto(measured, now);
+        assert!(estimate.is_some());
+        assert_eq!(peers.sending_rto(same_host, now), estimate);
+        assert_eq!(peers.rto(same_host, now), None, "not its own");
+        assert_eq!(peers.sending_rto(other_host, now), None);
+        // Once the measured peer is forgotten, so is its host's estimate.
+        peers.forget_idle(now + Duration::from_secs(11), Duration::from_secs(10));
+        assert_eq!(peers.sending_rto(same_host, now), None);
+        assert!(peers.measured_on_host.is_empty());
     }
 
     #[test]
