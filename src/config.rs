@@ -12,6 +12,9 @@
 //! http_max_connections = 256         # HTTP connections served at once (503 and closed above)
 //! http_header_timeout_secs = 10      # time to send a request head, then the connection closes
 //! http_idle_timeout_secs = 60        # time a kept-alive connection may wait for a request
+//! cell_airtime_bytes_per_sec = 6250  # package bytes a second each cell's downlink carries,
+//!                                    # over every task (unset: no cap; 6250 is a quarter of
+//!                                    # 200 kbit/s); a task may set a lower one for itself
 //!
 //! [[tokens]]                         # bearer tokens of the HTTP API, one table each
 //! token = "a long random secret"
@@ -117,6 +120,8 @@ pub struct ConfigFile {
     pub http_header_timeout_secs: Option<u64>,
     /// Seconds a kept-alive HTTP connection may wait for its next request.
     pub http_idle_timeout_secs: Option<u64>,
+    /// Package bytes per second each cell's downlink carries, over every task.
+    pub cell_airtime_bytes_per_sec: Option<u32>,
     /// Bearer tokens of the HTTP API (only here: a secret on a command line shows in `ps`).
     #[serde(default)]
     pub tokens: Vec<Token>,
@@ -368,6 +373,10 @@ impl ConfigFile {
                 "http_idle_timeout_secs",
                 file.http_idle_timeout_secs == Some(0),
             ),
+            (
+                "cell_airtime_bytes_per_sec",
+                file.cell_airtime_bytes_per_sec == Some(0),
+            ),
         ];
         if let Some((key, _)) = zero.iter().find(|(_, zero)| *zero) {
             anyhow::bail!("{key} must be at least 1");
@@ -417,6 +426,8 @@ pub struct Settings {
     pub coaps: Option<CoapsConfig>,
     /// The largest blocks pushed.
     pub blocks: BlockLimits,
+    /// Package bytes per second each cell carries over every task; `None`: no cap.
+    pub cell_airtime_bytes_per_sec: Option<u32>,
     /// Webhook deliveries.
     pub webhooks: WebhookConfig,
 }
@@ -444,6 +455,7 @@ impl Settings {
             coap: file.coap.clone(),
             coaps: file.coaps.as_ref().map(CoapsFile::config),
             blocks: file.blocks.limits().unwrap_or_default(),
+            cell_airtime_bytes_per_sec: file.cell_airtime_bytes_per_sec,
             webhooks: file.webhooks.config(),
             api: ApiConfig {
                 tokens: file.tokens,
@@ -480,6 +492,7 @@ mod tests {
         http_max_connections = 32
         http_header_timeout_secs = 5
         http_idle_timeout_secs = 30
+        cell_airtime_bytes_per_sec = 6250
 
         [[tokens]]
         token = "op"
@@ -538,6 +551,7 @@ mod tests {
             "unset: the default"
         );
         assert_eq!(settings.api.max_connections, 32);
+        assert_eq!(settings.cell_airtime_bytes_per_sec, Some(6250));
         assert_eq!(settings.api.header_timeout, Duration::from_secs(5));
         assert_eq!(settings.api.idle_timeout, Duration::from_secs(30));
         let coap = settings.coap.params(TransmissionParams::default());
@@ -612,6 +626,7 @@ mod tests {
             "http_max_connections",
             "http_header_timeout_secs",
             "http_idle_timeout_secs",
+            "cell_airtime_bytes_per_sec",
         ] {
             let error = ConfigFile::parse(&format!("{key} = 0")).unwrap_err();
             assert!(error.to_string().contains(key), "{error}");

@@ -337,6 +337,7 @@ impl LibcoapServer {
             body: file.clone(),
             block_size: 1024,
             start_offset: 0,
+            pacer: None,
         };
         let outcome =
             send_block1(&endpoint, self.addr, &upload, &WireMeter::default(), |_| {}).await?;

@@ -2,7 +2,7 @@
 //! over loopback UDP): a sleeping queue-mode device is surveyed in the window after its next
 //! Update and spends no retry for being asleep; a device still being surveyed when its task is
 //! paused starts no download until the task resumes; a device its Register just surveyed is
-//! not asked the same again.
+//! not asked the same again; a task capped in a cell's airtime paces its pushes.
 
 use std::time::Duration;
 
@@ -221,4 +221,30 @@ async fn an_upgrade_right_after_the_register_asks_the_device_nothing_twice() {
     // if its notification of Downloaded is slow.
     let others = sent - pushed;
     assert!(others <= 8, "{others} requests besides the blocks");
+}
+
+/// Two devices in one cell, a task that may put 8 KB a second of package data on a cell: every
+/// package byte the devices took went through the cell's budget, and the pushes waited for it
+/// (40 KB at 8 KB/s, a second's worth at once: about 4 s held in all, counted over both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_capped_in_a_cells_airtime_paces_its_pushes() {
+    let platform = platform(ServerConfig::loopback()).await;
+    let (_fleet, mut task) = fleet_and_task(&platform, 2, |spec| spec.cells = 1).await;
+    task.cell_airtime_bytes_per_sec = Some(8_000);
+    let task = platform.campaigns.create(task).unwrap();
+    completed(&platform.campaigns, &task.id).await;
+    let devices = platform.campaigns.devices(&task.id).unwrap();
+    assert!(
+        devices
+            .iter()
+            .all(|d| d.result == Some(DeviceResult::Successful)),
+        "{devices:?}"
+    );
+    let package_bytes: u64 = devices.iter().map(|d| d.bytes_first).sum();
+    let taken = platform.server.delivery.airtime().taken();
+    assert!(
+        taken.bytes >= package_bytes,
+        "{taken:?} for {package_bytes} B"
+    );
+    assert!(taken.waited >= Duration::from_secs(2), "{taken:?}");
 }

@@ -961,6 +961,12 @@ fn task_schemas() -> Value {
                 "max_failure_rate": nullable("number"),
                 "failure_sample": bounded(0, u32::MAX.into()),
                 "start_jitter_secs": bounded(0, MAX_WAIT_SECS),
+                "cell_airtime_bytes_per_sec": {
+                    "type": ["integer", "null"],
+                    "minimum": 1,
+                    "maximum": u32::MAX,
+                    "description": "Package bytes per second this task may put on each cell's downlink.",
+                },
             }),
         ),
         "TaskPage": page("Task"),

@@ -296,6 +296,12 @@ impl DeviceAttempts {
         job.resume = plan.resume;
         job.burst = usize::from(plan.burst).max(1);
         job.surveyed = surveyed;
+        let task = &request.task;
+        let task_rate = task.spec.cell_airtime_bytes_per_sec;
+        job.pacer = cell.and_then(|cell| {
+            let task_budget = task_rate.map(|rate| (task.id.as_str(), rate));
+            self.delivery.airtime().pacer(cell, task_budget)
+        });
         job.reset = match plan.reset {
             plugin::ResetMethod::NullByte => ResetMethod::NullByte,
             plugin::ResetMethod::EmptyUri => ResetMethod::EmptyUri,

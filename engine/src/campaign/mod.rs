@@ -475,6 +475,11 @@ impl Campaigns {
                 task::MAX_WAIT_SECS
             )));
         }
+        if spec.cell_airtime_bytes_per_sec == Some(0) {
+            return Err(CampaignError::Invalid(
+                "a cell's airtime is at least 1 byte per second".into(),
+            ));
+        }
         if let (Some(start), Some(deadline)) = (spec.execution_time, spec.deadline)
             && deadline <= start
         {

@@ -101,6 +101,11 @@ pub struct TaskSpec {
     /// instead of landing in one tick (0: no wait).
     #[serde(default)]
     pub start_jitter_secs: u64,
+    /// Package bytes per second this task's pushes may put on each cell's downlink, below the
+    /// platform's cap for every task (`cell_airtime_bytes_per_sec` in fota.toml); `None`: the
+    /// platform's only.
+    #[serde(default)]
+    pub cell_airtime_bytes_per_sec: Option<u32>,
 }
 
 impl TaskSpec {
@@ -121,6 +126,7 @@ impl TaskSpec {
             max_failure_rate: None,
             failure_sample: default_failure_sample(),
             start_jitter_secs: 0,
+            cell_airtime_bytes_per_sec: None,
         }
     }
 }
@@ -267,6 +273,7 @@ mod tests {
                 max_failure_rate: None,
                 failure_sample: 1,
                 start_jitter_secs: 0,
+                cell_airtime_bytes_per_sec: None,
             },
             status,
             pause_reason: None,

@@ -3,7 +3,11 @@
 //! response into Block2 blocks, lives in the endpoint's response path; bodies sent in bursts,
 //! Q-Block1, in [`super::qblock1`].)
 
+use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use coap_lite::{CoapOption, Packet, ResponseType};
@@ -13,6 +17,34 @@ use super::endpoint::Endpoint;
 use super::error::CoapError;
 use super::message::{OutgoingRequest, PacketExt};
 use super::stats::WireMeter;
+
+/// Waits before a payload goes on the link, so a budget of bytes per second is kept (a cell's
+/// airtime, say). Cheap to clone.
+#[derive(Clone)]
+pub struct Pacer(Arc<PaceFn>);
+
+/// What a [`Pacer`] runs: the future that ends when `bytes` may go out.
+type PaceFn = dyn Fn(usize) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync;
+
+impl Pacer {
+    /// A pacer that waits as `wait` says for each payload's bytes.
+    pub fn new(
+        wait: impl Fn(usize) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync + 'static,
+    ) -> Self {
+        Pacer(Arc::new(wait))
+    }
+
+    /// Ends when `bytes` of payload may go out.
+    pub async fn before(&self, bytes: usize) {
+        (self.0)(bytes).await;
+    }
+}
+
+impl fmt::Debug for Pacer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pacer")
+    }
+}
 
 /// A body to send with Block1, possibly resuming part-way.
 #[derive(Debug, Clone)]
@@ -25,6 +57,9 @@ pub struct Block1Upload {
     pub block_size: usize,
     /// First byte to send: 0, or where a previous upload stopped (a multiple of the block size).
     pub start_offset: usize,
+    /// Waited on before each block's payload goes out (not before the endpoint's
+    /// retransmissions of it); `None`: no budget.
+    pub pacer: Option<Pacer>,
 }
 
 /// How a Block1 upload ended.
@@ -86,6 +121,9 @@ pub async fn send_block1(
         request.size1 = first.then_some(len as u32);
         request.payload = upload.body.slice(offset..end);
         first = false;
+        if let Some(pacer) = &upload.pacer {
+            pacer.before(end - offset).await;
+        }
         progress(Block1Progress::Sending {
             offset,
             len: end - offset,

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::airtime::Airtime;
 use super::job::{DeliveryConfig, DeliveryJob, Method, Stage};
 use super::outcome::{TransferOutcome, TransferReport};
 use super::resume::ResumeBook;
@@ -62,6 +63,8 @@ pub struct Delivery {
     steps: Steps,
     /// Where registrations and re-registrations are seen, and whether the device is awake.
     presence: Presence,
+    /// The cells' airtime budgets, shared by every delivery.
+    airtime: Arc<Airtime>,
 }
 
 impl Delivery {
@@ -75,6 +78,7 @@ impl Delivery {
         config: DeliveryConfig,
     ) -> Self {
         Delivery {
+            airtime: Airtime::new(config.cell_airtime),
             steps: Steps {
                 management,
                 book,
@@ -88,6 +92,11 @@ impl Delivery {
     /// Device management requests, for callers that read devices before delivering.
     pub fn management(&self) -> &DeviceManagement {
         &self.steps.management
+    }
+
+    /// The cells' airtime budgets, to pace a job's pushes with.
+    pub fn airtime(&self) -> &Arc<Airtime> {
+        &self.airtime
     }
 
     /// The timers in use.

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::outcome::WireCount;
 use super::shelf::ShelvedPackage;
+use crate::coap::blockwise::Pacer;
 use crate::lwm2m::firmware::ResetMethod;
 
 /// How the package reaches the device.
@@ -52,6 +53,8 @@ pub struct DeliveryJob {
     /// The version a survey just read: the first attempt in that registration takes it
     /// instead of reading /3/0/3 again.
     pub surveyed: Option<SurveyedVersion>,
+    /// The airtime budget a push's payloads wait on (its cell's, its task's); `None`: none.
+    pub pacer: Option<Pacer>,
 }
 
 /// The firmware version a survey read in one registration of the device.
@@ -90,6 +93,7 @@ impl DeliveryJob {
             },
             burst: 1,
             surveyed: None,
+            pacer: None,
         }
     }
 
@@ -146,6 +150,9 @@ pub struct DeliveryConfig {
     /// registration, instead of a second survey (its values are what a task started right
     /// after needs); zero: every attempt surveys.
     pub survey_max_age: Duration,
+    /// Package bytes per second a cell's downlink carries over every task
+    /// ([`super::Airtime`]); `None`: no cap.
+    pub cell_airtime: Option<u32>,
 }
 
 /// The largest package blocks the engine pushes, whatever a capability plugin allows: one
@@ -211,6 +218,7 @@ impl Default for DeliveryConfig {
             secure_package_authority: String::new(),
             blocks: BlockLimits::default(),
             survey_max_age: Duration::from_secs(60),
+            cell_airtime: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! Firmware Update state machine seen from the server, Update, and the version check after the
 //! device comes back.
 
+pub mod airtime;
 mod continuation;
 pub mod delivery;
 mod install;
@@ -16,6 +17,7 @@ pub mod shelf;
 mod steps;
 pub mod watch;
 
+pub use airtime::Airtime;
 pub use delivery::Delivery;
 pub use job::{
     BlockLimits, DeliveryConfig, DeliveryJob, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, Method, Stage,

@@ -268,6 +268,7 @@ impl Steps {
             body: job.package.bytes.clone(),
             block_size: attempt.block_size,
             start_offset: start,
+            pacer: job.pacer.clone(),
         };
         let wire = &mut attempt.wire;
         let size_answered = &mut attempt.block_size_answered;

@@ -373,6 +373,7 @@ async fn block1_restarts_with_the_size_a_small_peer_asks_for() {
         body: body.clone(),
         block_size: 256,
         start_offset: 0,
+        pacer: None,
     };
     let addr = peer.addr();
     let task = tokio::spawn({

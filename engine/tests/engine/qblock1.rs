@@ -52,6 +52,7 @@ fn upload() -> Block1Upload {
         body: Bytes::from(vec![7u8; 10 * SIZE - 20]),
         block_size: SIZE,
         start_offset: 0,
+        pacer: None,
     }
 }
 

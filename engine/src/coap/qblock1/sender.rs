@@ -209,7 +209,7 @@ impl<P: FnMut(Block1Progress)> Sending<'_, P> {
 
     /// Sends `block` non-confirmable.
     async fn send(&mut self, block: u32) -> Result<(), CoapError> {
-        let request = self.payload(block)?;
+        let request = self.payload(block).await?;
         let token = self.burst.send(&request, self.meter).await?;
         self.set.sent(block, Some(token));
         Ok(())
@@ -218,7 +218,7 @@ impl<P: FnMut(Block1Progress)> Sending<'_, P> {
     /// Sends `block` confirmable and waits for its answer: the first payload of the upload,
     /// and the probe of a set whose answer did not come.
     async fn probe(&mut self, block: u32) -> Result<Answer, CoapError> {
-        let mut request = self.payload(block)?;
+        let mut request = self.payload(block).await?;
         request.confirmable = true;
         let seq = self.set.sent(block, None);
         let packet = self.burst.request(&request, self.meter).await?;
@@ -229,11 +229,16 @@ impl<P: FnMut(Block1Progress)> Sending<'_, P> {
         })
     }
 
-    /// The request carrying `block`, told to `progress` as it goes out.
-    fn payload(&mut self, block: u32) -> Result<OutgoingRequest, CoapError> {
+    /// The request carrying `block`, once the upload's pacer lets its bytes go, told to
+    /// `progress` as it goes out.
+    async fn payload(&mut self, block: u32) -> Result<OutgoingRequest, CoapError> {
         let (size, body) = (self.set.size(), &self.upload.body);
         let offset = block as usize * size;
         let end = (offset + size).min(body.len());
+        if let Some(pacer) = &self.upload.pacer {
+            pacer.before(end.saturating_sub(offset)).await;
+        }
+        let body = &self.upload.body;
         let option = BlockOption::new(block, end < body.len(), size)
             .map_err(|e| self.fail(e.to_string()))?;
         let mut request = self.request.clone();
