@@ -89,7 +89,11 @@ fn every_operation_answers_as_the_served_document_says_and_never_with_a_server_e
         .args(["--exclude-path-regex", STREAMS])
         .args(["--max-examples", EXAMPLES, "--seed", &seed])
         .args(["--max-time", &MAX_TIME_SECS.to_string()])
-        .args(["--workers", "2", "--request-timeout", "30", "--no-color"])
+        // One worker: CPython 3.11's AST validator keeps its recursion depth where every
+        // thread shares it, so hypothesis describing strategies (ast.parse) in two workers at
+        // once fails now and then with "AST constructor recursion depth mismatch", an error
+        // of the fuzzer's, not an answer of the engine's (seen in CI on 3.11.7).
+        .args(["--workers", "1", "--request-timeout", "30", "--no-color"])
         .current_dir(&dir)
         .stdout(out.try_clone().expect("the log file"))
         .stderr(out)

@@ -927,6 +927,24 @@ fn catalog_schemas() -> Value {
 /// Tasks and their specs.
 fn task_schemas() -> Value {
     json!({
+        "DailyWindow": closed(
+            &["start", "end"],
+            json!({
+                "start": { "type": "string", "pattern": "^[0-9]{2}:[0-9]{2}$" },
+                "end": { "type": "string", "pattern": "^[0-9]{2}:[0-9]{2}$" },
+            }),
+        ),
+        "MaintenanceWindows": closed(
+            &["time_zone"],
+            json!({
+                "time_zone": {
+                    "type": "string",
+                    "description": "An IANA time zone name, e.g. Asia/Shanghai.",
+                },
+                "download": array(reference("DailyWindow")),
+                "update": array(reference("DailyWindow")),
+            }),
+        ),
         "Pacing": object(
             &["max_concurrent", "max_per_cell"],
             json!({
@@ -966,6 +984,9 @@ fn task_schemas() -> Value {
                     "minimum": 1,
                     "maximum": u32::MAX,
                     "description": "Package bytes per second this task may put on each cell's downlink.",
+                },
+                "windows": {
+                    "oneOf": [reference("MaintenanceWindows"), { "type": "null" }],
                 },
             }),
         ),

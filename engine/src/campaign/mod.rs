@@ -12,6 +12,7 @@ mod joining;
 pub mod progress;
 mod schedule;
 pub mod task;
+mod window;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ pub use progress::{DeviceProgress, DeviceResult, DownloadStatus, Phase, UpgradeS
 pub use task::{
     Action, CellPause, DEFAULT_CELL_PAUSE_SECS, Pacing, Refused, Task, TaskSpec, TaskStatus,
 };
+pub use window::{DailyWindow, MaintenanceWindows};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -475,6 +477,9 @@ impl Campaigns {
                 task::MAX_WAIT_SECS
             )));
         }
+        if let Some(windows) = &spec.windows {
+            windows.check().map_err(CampaignError::Invalid)?;
+        }
         if spec.cell_airtime_bytes_per_sec == Some(0) {
             return Err(CampaignError::Invalid(
                 "a cell's airtime is at least 1 byte per second".into(),
@@ -512,7 +517,7 @@ impl Campaigns {
         self.inner.write(batch, &events)?;
         self.inner.store.flush()?;
         running.task = task;
-        running.apply_status();
+        running.apply_status(now);
         self.inner.announce(events);
         drop(tasks);
         self.inner.wake.notify_one();
@@ -548,10 +553,14 @@ impl Running {
         }
     }
 
-    /// Opens or closes the install gate, and stops attempts of a stopped task.
-    pub(crate) fn apply_status(&mut self) {
+    /// Opens or closes the install gate (open while the task upgrades, within its update
+    /// windows at `now`), and stops attempts of a stopped task.
+    pub(crate) fn apply_status(&mut self, now: UnixMillis) {
+        let windows = self.task.spec.windows.as_ref();
+        let open = self.task.status == TaskStatus::Upgrading
+            && windows.is_none_or(|windows| windows.updates_open(now));
         self.gate
-            .send_replace(self.task.status == TaskStatus::Upgrading);
+            .send_if_modified(|gate| std::mem::replace(gate, open) != open);
         if self.task.status == TaskStatus::Stopped {
             for (_, attempt) in self.active.drain() {
                 attempt.abort();
@@ -673,7 +682,7 @@ impl Inner {
         running.subject = subject;
         running.package_size = self.package_size(&running.task.spec.package_id);
         running.task = task;
-        running.apply_status();
+        running.apply_status(now);
         self.announce(events);
         Ok(())
     }

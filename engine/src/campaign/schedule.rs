@@ -63,20 +63,34 @@ fn tick(inner: &Arc<Inner>) {
         if running.task.status == TaskStatus::Upgrading {
             pause_on_failure_rate(inner, running);
         }
-        if running.task.status == TaskStatus::Upgrading {
+        if running.task.spec.windows.is_some() {
+            // An update window opens or closes with the clock, not with a status.
+            running.apply_status(now);
+        }
+        let downloads_open =
+            (running.task.spec.windows.as_ref()).is_none_or(|windows| windows.downloads_open(now));
+        if running.task.status == TaskStatus::Upgrading && downloads_open {
             launch_due(inner, running, now, &mut cells);
         }
         complete_if_done(inner, running, now);
     }
 }
 
-/// Attempts under way in each cell, over every task: a cell's downlink is shared by all.
+/// Whether a device's attempt is using the link: under way, and not holding the package
+/// while it waits to be told to install (in a paused task, or outside an update window).
+fn transferring(progress: &DeviceProgress) -> bool {
+    let holding = progress.download == DownloadStatus::Downloaded
+        && progress.upgrade == UpgradeStatus::NotStarted;
+    progress.phase == Phase::Active && !holding
+}
+
+/// Attempts transferring in each cell, over every task: a cell's downlink is shared by all.
 fn transfers_per_cell(tasks: &BTreeMap<String, Running>) -> HashMap<u32, usize> {
     let mut cells: HashMap<u32, usize> = HashMap::new();
     let active = tasks
         .values()
         .flat_map(|running| running.devices.values())
-        .filter(|p| p.phase == Phase::Active);
+        .filter(|p| transferring(p));
     for cell in active.filter_map(|p| p.cell_id) {
         *cells.entry(cell).or_default() += 1;
     }
@@ -144,7 +158,7 @@ fn pause_on_failure_rate(inner: &Inner, running: &mut Running) {
             rate * 100.0,
             max_rate * 100.0
         ));
-        running.apply_status();
+        running.apply_status(inner.clock.now());
         let alarm = FailureRateAlarm {
             task_id: running.task.id.clone(),
             finished: sample,
@@ -173,9 +187,12 @@ fn launch_due(
         .filter(|p| !running.task.cell_paused(p.cell_id, now))
         .map(|p| (p.endpoint.clone(), p.cell_id))
         .collect();
+    let mut transfers = (running.active.keys())
+        .filter(|endpoint| transferring(&running.devices[endpoint.as_str()]))
+        .count();
     for reachable_only in [true, false] {
         for (endpoint, cell) in &due {
-            if running.active.len() >= pacing.max_concurrent {
+            if transfers >= pacing.max_concurrent {
                 return;
             }
             let cell_has_room =
@@ -189,6 +206,7 @@ fn launch_due(
                     *cells.entry(*cell).or_default() += 1;
                 }
                 launch(inner, running, endpoint);
+                transfers += 1;
             }
         }
     }
@@ -427,7 +445,7 @@ fn complete_if_done(inner: &Inner, running: &mut Running, now: UnixMillis) {
     if live && running.active.is_empty() && running.devices.values().all(DeviceProgress::is_done) {
         running.task.status = TaskStatus::Completed;
         running.task.finished_at = Some(now);
-        running.apply_status();
+        running.apply_status(now);
         inner.save_task(running, Vec::new());
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::window::MaintenanceWindows;
 use crate::clock::UnixMillis;
 
 /// Where a task stands.
@@ -106,6 +107,9 @@ pub struct TaskSpec {
     /// platform's only.
     #[serde(default)]
     pub cell_airtime_bytes_per_sec: Option<u32>,
+    /// When downloads may start and when devices may be told to install; `None`: any time.
+    #[serde(default)]
+    pub windows: Option<MaintenanceWindows>,
 }
 
 impl TaskSpec {
@@ -127,6 +131,7 @@ impl TaskSpec {
             failure_sample: default_failure_sample(),
             start_jitter_secs: 0,
             cell_airtime_bytes_per_sec: None,
+            windows: None,
         }
     }
 }
@@ -274,6 +279,7 @@ mod tests {
                 failure_sample: 1,
                 start_jitter_secs: 0,
                 cell_airtime_bytes_per_sec: None,
+                windows: None,
             },
             status,
             pause_reason: None,

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fota_engine::campaign::{
-    AttemptOutcome, AttemptRequest, Attempts, CampaignError, Campaigns, DeviceResult, Phase, Task,
-    TaskSpec, TaskStatus,
+    AttemptOutcome, AttemptRequest, Attempts, CampaignError, Campaigns, DailyWindow, DeviceResult,
+    MaintenanceWindows, Phase, Task, TaskSpec, TaskStatus,
 };
 use fota_engine::catalog::Catalog;
 use fota_engine::catalog::devices::Survey;
@@ -152,6 +152,9 @@ impl Attempts for Script {
                 }
                 Step::HeldAtGate => {
                     tokio::time::sleep(Duration::from_secs(10)).await;
+                    // As a delivery does before it waits at the gate.
+                    let downloaded = (request.endpoint.clone(), Stage::Downloaded);
+                    let _ = request.stages.send(downloaded);
                     let mut gate = request.install_gate.clone();
                     let _ = gate.wait_for(|open| *open).await;
                     success()
@@ -985,4 +988,74 @@ async fn start_jitter_spreads_first_attempts_within_its_bound() {
         latest - earliest >= 50_000,
         "spread over the 100 s: {firsts:?}"
     );
+}
+
+fn daily(start: &str, end: &str) -> DailyWindow {
+    DailyWindow {
+        start: start.into(),
+        end: end.into(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn downloads_start_in_their_window_and_installs_wait_for_theirs_holding_no_slot() {
+    const HOUR: UnixMillis = 3_600_000;
+    let b = bench(4).await;
+    for i in 0..4 {
+        b.script.plan(&endpoint(i), vec![Step::HeldAtGate]);
+    }
+    let mut spec = b.spec();
+    spec.pacing.max_concurrent = 2;
+    // T0 is 08:00 UTC: downloads from 10:00 to 11:00, installs from 02:00 to 03:00.
+    spec.windows = Some(MaintenanceWindows {
+        time_zone: "UTC".into(),
+        download: vec![daily("10:00", "11:00")],
+        update: vec![daily("02:00", "03:00")],
+    });
+    let task = b.campaigns.create(spec).unwrap();
+    for _ in 0..20_000 {
+        if b.campaigns.task(&task.id).unwrap().status.is_final() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    let done = b.campaigns.task(&task.id).unwrap();
+    assert_eq!(done.status, TaskStatus::Completed);
+    for i in 0..4 {
+        let starts = b.script.starts_of(&endpoint(i));
+        // Two at a time, yet all four within the window: a device holding the package takes
+        // no download slot while it waits for the night.
+        assert!(
+            starts.len() == 1 && (T0 + 2 * HOUR..T0 + 3 * HOUR).contains(&starts[0]),
+            "device {i} started at {starts:?}"
+        );
+        let device = b.device(&task.id, i);
+        assert_eq!(device.result, Some(DeviceResult::Successful));
+        let installed = device.finished_at.unwrap();
+        assert!(
+            (T0 + 18 * HOUR..T0 + 19 * HOUR).contains(&installed),
+            "device {i} installed at {}",
+            installed - T0
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn windows_in_an_unknown_zone_or_at_no_time_of_day_are_refused() {
+    let b = bench(1).await;
+    for (zone, window) in [
+        ("Mars/Olympus", daily("01:00", "02:00")),
+        ("UTC", daily("1am", "02:00")),
+    ] {
+        let mut spec = b.spec();
+        spec.windows = Some(MaintenanceWindows {
+            time_zone: zone.into(),
+            download: vec![],
+            update: vec![window],
+        });
+        assert!(matches!(
+            b.campaigns.create(spec),
+            Err(CampaignError::Invalid(_))
+        ));
+    }
 }
