@@ -109,7 +109,7 @@ pub struct TaskSpec {
     pub cell_airtime_bytes_per_sec: Option<u32>,
     /// When downloads may start and when devices may be told to install; `None`: any time.
     #[serde(default)]
-    pub windows: Option<MaintenanceWindows>,
+    pub windows: Option<Box<MaintenanceWindows>>,
 }
 
 impl TaskSpec {

@@ -1007,11 +1007,11 @@ async fn downloads_start_in_their_window_and_installs_wait_for_theirs_holding_no
     let mut spec = b.spec();
     spec.pacing.max_concurrent = 2;
     // T0 is 08:00 UTC: downloads from 10:00 to 11:00, installs from 02:00 to 03:00.
-    spec.windows = Some(MaintenanceWindows {
+    spec.windows = Some(Box::new(MaintenanceWindows {
         time_zone: "UTC".into(),
         download: vec![daily("10:00", "11:00")],
         update: vec![daily("02:00", "03:00")],
-    });
+    }));
     let task = b.campaigns.create(spec).unwrap();
     for _ in 0..20_000 {
         if b.campaigns.task(&task.id).unwrap().status.is_final() {
@@ -1048,11 +1048,11 @@ async fn windows_in_an_unknown_zone_or_at_no_time_of_day_are_refused() {
         ("UTC", daily("1am", "02:00")),
     ] {
         let mut spec = b.spec();
-        spec.windows = Some(MaintenanceWindows {
+        spec.windows = Some(Box::new(MaintenanceWindows {
             time_zone: zone.into(),
             download: vec![],
             update: vec![window],
-        });
+        }));
         assert!(matches!(
             b.campaigns.create(spec),
             Err(CampaignError::Invalid(_))
