@@ -30,7 +30,7 @@ pub struct NewGroup {
     auto_join: bool,
 }
 
-/// Body of `PATCH /v1/groups/{id}`: what is given changes.
+/// Body of `PATCH /v1/groups/{id}`: what is given changes (absent or null: unchanged).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupChange {

@@ -837,7 +837,14 @@ fn catalog_schemas() -> Value {
                 "auto_join": boolean(),
             }),
         ),
-        "GroupChange": closed(&[], json!({ "name": not_blank(), "auto_join": boolean() })),
+        // What is absent or null stays as it is.
+        "GroupChange": closed(
+            &[],
+            json!({
+                "name": { "anyOf": [not_blank(), { "type": "null" }] },
+                "auto_join": nullable("boolean"),
+            }),
+        ),
         "Members": closed(&["endpoints"], json!({ "endpoints": array(string()) })),
         "Firmware": object(
             &["id", "vendor", "model", "version", "sha256", "size", "created_at"],
