@@ -2,9 +2,10 @@
 //! (0.0.4): the build, devices registered, attempts (transfers) under way, the CoAP endpoint's
 //! datagrams, bytes, retransmissions, timeouts, malformed and duplicate messages,
 //! duplicate-cache evictions and round trips, what the edge's defences did, DTLS sessions and
-//! what coaps did, package blocks sent, plugin calls, failures and call times, tasks per
-//! status, the HTTP API's request times and its own defences at work (connections open,
-//! requests and connections refused, idle connections closed). Owns the exposition only (and
+//! what coaps did, package blocks sent, what the cells' airtime budgets paced, plugin calls,
+//! failures and call times, tasks per status, the HTTP API's request times and its own
+//! defences at work (connections open, requests and connections refused, idle connections
+//! closed). Owns the exposition only (and
 //! the scrape address's one-route router); the numbers are read from the registry, the
 //! endpoint, the plugin host, the campaigns, the connections and the request times.
 
@@ -169,6 +170,19 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
             (Some(("method", "pull")), blocks.served_bytes),
         ],
     );
+    let airtime = platform.server.delivery.airtime().taken();
+    out.counter(
+        "fota_airtime_paced_bytes_total",
+        "Package payload bytes pushes took from the cells' airtime budgets (cell_airtime_bytes_per_sec).",
+        [(None, airtime.bytes)],
+    );
+    let waited = "fota_airtime_wait_seconds_total";
+    out.header(
+        waited,
+        "counter",
+        "Time pushes waited for their cells' airtime budgets, summed.",
+    );
+    out.sample(waited, &[], None, airtime.waited.as_secs_f64());
     let plugin_calls = platform.plugins.host().counters().snapshot();
     out.counter(
         "fota_plugin_calls_total",

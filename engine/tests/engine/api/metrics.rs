@@ -43,6 +43,8 @@ async fn a_transfer_under_way_and_its_retransmissions_show_in_the_metrics() {
         "package_id": package,
         "retries": 2,
         "retry_interval_secs": 1,
+        // Paced, so the airtime counters move (50 KB/s: no slower here).
+        "cell_airtime_bytes_per_sec": 50_000,
     });
     let task = api
         .post("/v1/tasks", &spec)
@@ -78,6 +80,9 @@ async fn a_transfer_under_way_and_its_retransmissions_show_in_the_metrics() {
     assert!(bed.metric(RETRANSMISSIONS).await >= during);
     let devices = api.get(&format!("{path}/devices")).await.json();
     assert_eq!(devices["items"][0]["result"], "successful", "{devices}");
+    let paced = bed.metric("fota_airtime_paced_bytes_total").await;
+    let package_bytes = devices["items"][0]["bytes_first"].as_u64().unwrap();
+    assert!(paced >= package_bytes, "{paced} B paced of {package_bytes}");
 }
 
 /// One histogram series of an exposition: its cumulative buckets by `le`, in the order
