@@ -695,10 +695,7 @@ impl<S: DeviceSystem> Shared<S> {
         if records.is_empty() {
             return Response::error(ResponseType::NotFound, "none of the paths");
         }
-        match content::encode(format, &LwM2mPath::ROOT, &records) {
-            Ok(payload) => Response::content(format.number(), payload),
-            Err(error) => Response::error(ResponseType::InternalServerError, error.to_string()),
-        }
+        encoded(format, LwM2mPath::ROOT, &records)
     }
 
     fn write_package(self: &Arc<Self>, request: &IncomingRequest) -> Response {
@@ -1011,6 +1008,11 @@ fn encode(path: LwM2mPath, records: &[Record]) -> Response {
     } else {
         ContentFormat::Tlv
     };
+    encoded(format, path, records)
+}
+
+/// `records` under `path` as a 2.05 Content in `format`.
+fn encoded(format: ContentFormat, path: LwM2mPath, records: &[Record]) -> Response {
     match content::encode(format, &path, records) {
         Ok(payload) => Response::content(format.number(), payload),
         Err(error) => Response::error(ResponseType::InternalServerError, error.to_string()),

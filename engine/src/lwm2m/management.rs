@@ -180,8 +180,8 @@ impl DeviceManagement {
         let root = LwM2mPath::ROOT;
         let body = content::encode_paths(format, paths)
             .map_err(|source| ManagementError::Content { path: root, source })?;
-        let mut request =
-            OutgoingRequest::new(RequestType::Fetch, &[""; 0]).with_payload(format.number(), body);
+        let mut request = OutgoingRequest::new(RequestType::Fetch, &root.segments())
+            .with_payload(format.number(), body);
         request.accept = Some(format.number());
         let response = self.read_whole(device, &request).await?;
         expect_success("Read-Composite", root, &response)?;

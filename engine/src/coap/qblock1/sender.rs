@@ -232,13 +232,13 @@ impl<P: FnMut(Block1Progress)> Sending<'_, P> {
     /// The request carrying `block`, once the upload's pacer lets its bytes go, told to
     /// `progress` as it goes out.
     async fn payload(&mut self, block: u32) -> Result<OutgoingRequest, CoapError> {
-        let (size, body) = (self.set.size(), &self.upload.body);
+        let (size, upload) = (self.set.size(), self.upload);
+        let body = &upload.body;
         let offset = block as usize * size;
         let end = (offset + size).min(body.len());
-        if let Some(pacer) = &self.upload.pacer {
+        if let Some(pacer) = &upload.pacer {
             pacer.before(end.saturating_sub(offset)).await;
         }
-        let body = &self.upload.body;
         let option = BlockOption::new(block, end < body.len(), size)
             .map_err(|e| self.fail(e.to_string()))?;
         let mut request = self.request.clone();
