@@ -15,19 +15,24 @@ use crate::support::within;
 
 const BOUND: Duration = Duration::from_secs(30);
 
-#[tokio::test]
-async fn read_write_execute_observe_and_cancel_on_the_reference_device() {
-    let server = Server::start(ServerConfig::loopback()).await.unwrap();
-    let mut events = server.registry.subscribe();
+/// One reference device, an Acme NB-1 at 1.0, registering to `server`.
+async fn one_device(server: &Server) -> Fleet {
     let model = ModelSpec {
         manufacturer: "Acme".into(),
         model: "NB-1".into(),
         image: vec![1, 2, 3],
         version: "1.0".into(),
     };
-    let fleet = Fleet::start(&FleetSpec::uniform(1, server.coap_addr(), model))
+    Fleet::start(&FleetSpec::uniform(1, server.coap_addr(), model))
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn read_write_execute_observe_and_cancel_on_the_reference_device() {
+    let server = Server::start(ServerConfig::loopback()).await.unwrap();
+    let mut events = server.registry.subscribe();
+    let fleet = one_device(&server).await;
     let registration = within(BOUND, "the Register", registered(&mut events)).await;
     assert_eq!(registration.endpoint, fleet.devices[0].config().endpoint);
     assert!(registration.has_object(5));
@@ -99,15 +104,7 @@ async fn a_device_back_on_another_port_keeps_its_measured_rto() {
     };
     let server = Server::start(config).await.unwrap();
     let mut events = server.registry.subscribe();
-    let model = ModelSpec {
-        manufacturer: "Acme".into(),
-        model: "NB-1".into(),
-        image: vec![1, 2, 3],
-        version: "1.0".into(),
-    };
-    let fleet = Fleet::start(&FleetSpec::uniform(1, server.coap_addr(), model))
-        .await
-        .unwrap();
+    let fleet = one_device(&server).await;
     let first = within(BOUND, "the Register", registered(&mut events)).await;
     server
         .management

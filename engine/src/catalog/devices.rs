@@ -393,29 +393,15 @@ mod tests {
     use super::*;
     use crate::catalog::test_catalog;
     use crate::clock::Clock;
-    use crate::lwm2m::Binding;
 
     const T0: UnixMillis = 1_800_000_000_000;
     const IMEI: &str = "urn:imei:356938035643809";
 
     fn registration(endpoint: &str) -> Registration {
-        let now = tokio::time::Instant::now();
         Registration {
             id: "r1".into(),
-            endpoint: endpoint.into(),
-            address: "127.0.0.1:5684".parse().unwrap(),
             lifetime: Duration::from_secs(300),
-            lwm2m_version: "1.1".into(),
-            binding: Binding {
-                udp: true,
-                queue_mode: false,
-            },
-            objects: vec![],
-            announced_format: None,
-            registered_at: now,
-            last_update: now,
-            proven: true,
-            identity: None,
+            ..Registration::for_tests(endpoint, "127.0.0.1:5684".parse().unwrap())
         }
     }
 

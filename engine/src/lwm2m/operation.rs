@@ -157,30 +157,13 @@ fn write_format(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use tokio::time::Instant;
 
     use super::*;
-    use crate::lwm2m::Binding;
 
     fn registration(announced_format: Option<ContentFormat>) -> Registration {
         Registration {
-            id: "a".into(),
-            endpoint: "dev".into(),
-            address: ([127, 0, 0, 1], 1000).into(),
-            lifetime: Duration::from_secs(60),
-            lwm2m_version: "1.1".into(),
-            binding: Binding {
-                udp: true,
-                queue_mode: false,
-            },
-            objects: vec![],
             announced_format,
-            registered_at: Instant::now(),
-            last_update: Instant::now(),
-            proven: true,
-            identity: None,
+            ..Registration::for_tests("dev", ([127, 0, 0, 1], 1000).into())
         }
     }
 

@@ -102,21 +102,14 @@ mod tests {
     fn registration(queue_mode: bool, updated_ago: Duration) -> Registration {
         let last_update = Instant::now() - updated_ago;
         Registration {
-            id: "a".into(),
-            endpoint: "dev".into(),
-            address: ([127, 0, 0, 1], 1000).into(),
             lifetime: Duration::from_secs(3600),
-            lwm2m_version: "1.1".into(),
             binding: Binding {
                 udp: true,
                 queue_mode,
             },
-            objects: vec![],
-            announced_format: None,
             registered_at: last_update,
             last_update,
-            proven: true,
-            identity: None,
+            ..Registration::for_tests("dev", ([127, 0, 0, 1], 1000).into())
         }
     }
 

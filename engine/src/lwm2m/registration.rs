@@ -62,6 +62,32 @@ pub struct Registration {
     pub identity: Option<Arc<str>>,
 }
 
+#[cfg(test)]
+impl Registration {
+    /// A proven registration of `endpoint` at `address` made now: LwM2M 1.1, binding U, a
+    /// minute's lifetime, no objects: what unit tests start from, changing what they test.
+    pub(crate) fn for_tests(endpoint: &str, address: SocketAddr) -> Self {
+        let now = Instant::now();
+        Registration {
+            id: "a".into(),
+            endpoint: endpoint.into(),
+            address,
+            lifetime: Duration::from_secs(60),
+            lwm2m_version: "1.1".into(),
+            binding: Binding {
+                udp: true,
+                queue_mode: false,
+            },
+            objects: vec![],
+            announced_format: None,
+            registered_at: now,
+            last_update: now,
+            proven: true,
+            identity: None,
+        }
+    }
+}
+
 impl Registration {
     /// When the registration expires without another Update.
     pub fn expires_at(&self) -> Instant {

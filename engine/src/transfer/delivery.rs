@@ -417,26 +417,12 @@ fn log_end(job: &DeliveryJob, outcome: &TransferOutcome, attempt: &Attempt<'_>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lwm2m::Binding;
     use std::net::SocketAddr;
 
     fn registration(id: &str, port: u16) -> Registration {
         Registration {
             id: id.into(),
-            endpoint: "dev".into(),
-            address: SocketAddr::from(([127, 0, 0, 1], port)),
-            lifetime: Duration::from_secs(60),
-            lwm2m_version: "1.1".into(),
-            binding: Binding {
-                udp: true,
-                queue_mode: false,
-            },
-            objects: vec![],
-            announced_format: None,
-            registered_at: Instant::now(),
-            last_update: Instant::now(),
-            proven: true,
-            identity: None,
+            ..Registration::for_tests("dev", SocketAddr::from(([127, 0, 0, 1], port)))
         }
     }
 

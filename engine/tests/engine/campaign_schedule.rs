@@ -240,13 +240,7 @@ fn group_of(catalog: &Catalog, name: &str, indexes: std::ops::Range<usize>) -> S
     let group = catalog.create_group(name, "Acme", "NB-1").unwrap();
     let endpoints: Vec<String> = indexes.map(endpoint).collect();
     for e in &endpoints {
-        let survey = Survey {
-            manufacturer: Some("Acme".into()),
-            model: Some("NB-1".into()),
-            cell_id: Some(cell_of(e)),
-            ..Survey::default()
-        };
-        catalog.device_surveyed(e, &survey).unwrap();
+        surveyed(catalog, e);
     }
     catalog.add_to_group(&group.id, &endpoints).unwrap();
     group.id
@@ -256,15 +250,20 @@ fn endpoint(i: usize) -> String {
     format!("dev-{i}")
 }
 
-/// Device `i`, surveyed as an Acme NB-1 in cell `i % 4`, joins group `group`.
-fn join(catalog: &Catalog, group: &str, i: usize) {
+/// Records device `e` as surveyed: an Acme NB-1 in its cell.
+fn surveyed(catalog: &Catalog, e: &str) {
     let survey = Survey {
         manufacturer: Some("Acme".into()),
         model: Some("NB-1".into()),
-        cell_id: Some(cell_of(&endpoint(i))),
+        cell_id: Some(cell_of(e)),
         ..Survey::default()
     };
-    catalog.device_surveyed(&endpoint(i), &survey).unwrap();
+    catalog.device_surveyed(e, &survey).unwrap();
+}
+
+/// Device `i`, surveyed, joins group `group`.
+fn join(catalog: &Catalog, group: &str, i: usize) {
+    surveyed(catalog, &endpoint(i));
     catalog.add_to_group(group, &[endpoint(i)]).unwrap();
 }
 
@@ -917,13 +916,20 @@ async fn deleting_a_task_forgets_its_deliveries_but_not_those_another_task_still
     assert_eq!(forgotten, [(b.package.clone(), vec![endpoint(0)])]);
 }
 
-#[tokio::test(start_paused = true)]
-async fn devices_that_join_the_group_of_a_running_task_are_upgraded_and_counted_once() {
-    let b = bench(2).await;
-    b.script.each_succeeds_after(0..2, Duration::from_secs(600));
+/// A bench of `devices` and a task upgrading them, each attempt taking ten minutes.
+async fn upgrading_for_ten_minutes(devices: usize) -> (Bench, Task) {
+    let b = bench(devices).await;
+    b.script
+        .each_succeeds_after(0..devices, Duration::from_secs(600));
     let task = b.campaigns.create(b.spec()).unwrap();
     b.until(&task.id, "upgrading", |t| t.status == TaskStatus::Upgrading)
         .await;
+    (b, task)
+}
+
+#[tokio::test(start_paused = true)]
+async fn devices_that_join_the_group_of_a_running_task_are_upgraded_and_counted_once() {
+    let (b, task) = upgrading_for_ten_minutes(2).await;
     join(&b.catalog, &b.group, 5);
     // Added again: already a member, no second enrolment.
     b.catalog.add_to_group(&b.group, &[endpoint(5)]).unwrap();
@@ -950,11 +956,7 @@ async fn devices_that_join_the_group_of_a_running_task_are_upgraded_and_counted_
 
 #[tokio::test(start_paused = true)]
 async fn a_follower_that_falls_behind_the_joins_still_enrols_every_device() {
-    let b = bench(1).await;
-    b.script.each_succeeds_after(0..1, Duration::from_secs(600));
-    let task = b.campaigns.create(b.spec()).unwrap();
-    b.until(&task.id, "upgrading", |t| t.status == TaskStatus::Upgrading)
-        .await;
+    let (b, task) = upgrading_for_ten_minutes(1).await;
     // More joins than the catalog queues, with no await between them: the follower cannot
     // read them as they come, lags, and looks at the whole group instead.
     for i in 1..=1_100 {
