@@ -12,11 +12,13 @@
 //! connection. The watchdog knows what a connection is doing (waiting for a head, receiving
 //! one, answering) from the bytes it reads and the answers under way, and closes it when the
 //! phase it is in has lasted too long. An answer under way is never cut: a long download or
-//! the event stream takes what it takes.
+//! the event stream takes what it takes. A handler that panics (a bug) is answered 500 and
+//! logged rather than cutting the connection without an answer.
 
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,7 +28,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -38,6 +41,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+use super::problem::Problem;
 use crate::sync::lock;
 
 /// How long a connection the server ends after an answer keeps reading (and dropping) what the
@@ -209,9 +213,12 @@ impl Connection {
         let (app, answering) = (self.app.clone(), activity.clone());
         let service = service_fn(move |request: Request<Incoming>| {
             let busy = Answering::begin(&answering);
-            let answer = app.clone().oneshot(request);
+            let answer = AssertUnwindSafe(app.clone().oneshot(request)).catch_unwind();
             let answered: Answer = Box::pin(async move {
-                let response = answer.await?;
+                let response = match answer.await {
+                    Ok(answered) => answered?,
+                    Err(_) => Problem::internal(&"a request handler panicked").into_response(),
+                };
                 // The answer is under way until hyper drops its body: after its last byte, or
                 // when the connection goes (an event stream lasts until then).
                 Ok(response.map(|body| {
@@ -437,5 +444,51 @@ impl AsyncWrite for Watched {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::get;
+
+    use super::*;
+
+    /// Sends `request` on `stream` and reads one answer (heads only: the bodies are short).
+    async fn exchange(stream: &mut TcpStream, request: &str) -> String {
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let read = stream.read(&mut answer).await.unwrap();
+        String::from_utf8_lossy(&answer[..read]).into_owned()
+    }
+
+    async fn panicking() -> &'static str {
+        panic!("a bug in a handler")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_answered_500_and_the_connection_goes_on() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new()
+            .route("/boom", get(panicking))
+            .route("/ok", get(|| async { "fine" }));
+        let limits = Limits {
+            max_connections: 4,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        };
+        let (stop, stopped) = watch::channel(false);
+        let counters = Arc::new(HttpCounters::default());
+        let stopping = async move {
+            let _ = stop.closed().await;
+        };
+        tokio::spawn(serve(listener, app, limits, counters, stopped, stopping));
+
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let boom = exchange(&mut stream, "GET /boom HTTP/1.1\r\nhost: a\r\n\r\n").await;
+        assert!(boom.starts_with("HTTP/1.1 500"), "{boom}");
+        assert!(boom.contains("application/problem+json"), "{boom}");
+        let ok = exchange(&mut stream, "GET /ok HTTP/1.1\r\nhost: a\r\n\r\n").await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
     }
 }

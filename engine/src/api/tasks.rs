@@ -184,7 +184,7 @@ pub async fn devices(
     let platform = &state.platform;
     let task = platform.campaigns.task(&id)?;
     let devices = platform.campaigns.devices(&id)?;
-    let allowed = task.spec.retries + 1;
+    let allowed = u64::from(task.spec.retries) + 1;
     let page = paging
         .page(devices, &DEVICE_ORDERS)?
         .map(|progress| TaskDevice {

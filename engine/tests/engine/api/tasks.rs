@@ -304,10 +304,11 @@ async fn a_task_runs_over_http_and_its_events_arrive_in_order() {
 }
 
 /// The spec of a task that stays upgrading: every device reports a signal under 0 dBm, so each
-/// one's cell is paused and the device waits, over and over.
+/// one's cell is paused and the device waits, over and over, with every retry there is.
 fn never_ending(group: &str, package: &str) -> Value {
     let mut spec = spec("held by weak cells", group, package);
     spec["min_signal_dbm"] = json!(0);
+    spec["retries"] = json!(u32::MAX);
     spec
 }
 
@@ -329,6 +330,15 @@ async fn a_due_task_is_started_by_hand_and_while_upgrading_refuses_edits_and_del
         }
     })
     .await;
+    let devices = api
+        .get(&format!("{path}/devices"))
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    for device in devices["items"].as_array().unwrap() {
+        let retry = device["retry"].as_str().unwrap();
+        assert!(retry.ends_with("/4294967296"), "{device}");
+    }
 
     // Upgrading: neither edited nor deleted nor started again, and left as it was.
     let upgrading = api.get(&path).await.json();
