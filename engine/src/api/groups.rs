@@ -1,7 +1,7 @@
 //! Groups routes: create (vendor and model locked), list, read, rename or set whether devices
-//! join by themselves, delete (refused while
-//! a task that is not final uses the group), and add or remove devices (refused, naming the
-//! device, when one is unknown or of another vendor or model).
+//! join by themselves, delete (refused while a task that is not final uses the group), add or
+//! remove devices (refused, naming the device, when one is unknown or of another vendor or
+//! model), and mark or unmark its test devices.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -167,6 +167,32 @@ pub async fn remove_devices(
 ) -> ApiResult<Response> {
     revise(&state, &id, &conditions, |catalog| {
         catalog.remove_from_group(&id, &members.endpoints)
+    })
+    .await
+}
+
+/// `POST /v1/groups/{id}/test-devices`.
+pub async fn mark_test_devices(
+    State(state): State<ApiState>,
+    Checked(Path(id)): Checked<Path<String>>,
+    conditions: Conditions,
+    JsonBody(members): JsonBody<Members>,
+) -> ApiResult<Response> {
+    revise(&state, &id, &conditions, |catalog| {
+        catalog.mark_test_devices(&id, &members.endpoints, true)
+    })
+    .await
+}
+
+/// `DELETE /v1/groups/{id}/test-devices`.
+pub async fn unmark_test_devices(
+    State(state): State<ApiState>,
+    Checked(Path(id)): Checked<Path<String>>,
+    conditions: Conditions,
+    JsonBody(members): JsonBody<Members>,
+) -> ApiResult<Response> {
+    revise(&state, &id, &conditions, |catalog| {
+        catalog.mark_test_devices(&id, &members.endpoints, false)
     })
     .await
 }

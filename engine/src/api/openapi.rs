@@ -651,6 +651,11 @@ fn device_schemas() -> Value {
                 "interruptions": integer(),
                 "wire_bytes": integer(),
                 "finished_at": nullable_millis(),
+                "stage": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "The index of the task's stage the device is in.",
+                },
             }),
         ),
         "TaskDevice": { "allOf": [
@@ -817,7 +822,7 @@ fn credential_schemas() -> Value {
 fn catalog_schemas() -> Value {
     json!({
         "Group": object(
-            &["id", "name", "vendor", "model", "devices", "auto_join", "created_at"],
+            &["id", "name", "vendor", "model", "devices", "auto_join", "test_devices", "created_at"],
             json!({
                 "id": string(),
                 "name": string(),
@@ -825,6 +830,11 @@ fn catalog_schemas() -> Value {
                 "model": string(),
                 "devices": array(string()),
                 "auto_join": boolean(),
+                "test_devices": {
+                    "type": "array",
+                    "items": string(),
+                    "description": "Those of its devices marked as test devices: a task's test stage runs on them.",
+                },
                 "created_at": millis(),
             }),
         ),
@@ -995,7 +1005,73 @@ fn task_schemas() -> Value {
                 "windows": {
                     "oneOf": [reference("MaintenanceWindows"), { "type": "null" }],
                 },
+                "stages": {
+                    "type": "array",
+                    "maxItems": crate::campaign::stages::MAX_STAGES,
+                    "items": reference("RolloutStage"),
+                    "description": "The rollout's stages in order: the group's test devices \
+                        (first only), then rising shares of the other devices up to 100 \
+                        percent. None: one stage over the whole group.",
+                },
             }),
+        ),
+        "RolloutStage": closed(
+            &["name", "devices"],
+            json!({
+                "name": not_blank(),
+                "devices": { "oneOf": [
+                    { "type": "string", "enum": ["test_devices"] },
+                    closed(&["up_to_percent"], json!({
+                        "up_to_percent": {
+                            "type": "number",
+                            "exclusiveMinimum": 0,
+                            "maximum": 100,
+                            "description": "The other devices up to this share of them, \
+                                counted over the stages so far.",
+                        },
+                    })),
+                ] },
+                "success_threshold": {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": 1,
+                    "description": "Share of the stage's devices upgraded before the next \
+                        stage opens (default 1).",
+                },
+                "max_failure_rate": {
+                    "type": ["number", "null"],
+                    "minimum": 0,
+                    "maximum": 1,
+                    "description": "The task pauses when this share of the stage's devices \
+                        finished since the last resume failed (default: the task's).",
+                },
+                "failure_sample": {
+                    "type": ["integer", "null"],
+                    "minimum": 0,
+                    "maximum": u32::MAX,
+                    "description": "...once this many finished (default: the task's).",
+                },
+                "manual_approval": {
+                    "type": ["boolean", "null"],
+                    "description": "Whether the next stage waits for POST \
+                        /v1/tasks/{id}/approve once this one succeeded (default: after the \
+                        test devices only).",
+                },
+            }),
+        ),
+        "StageProgress": object(
+            &["name", "open", "devices", "upgraded", "failed"],
+            json!({
+                "name": string(),
+                "open": boolean(),
+                "devices": integer(),
+                "upgraded": integer(),
+                "failed": integer(),
+            }),
+        ),
+        "Finished": object(
+            &["upgraded", "failed"],
+            json!({ "upgraded": integer(), "failed": integer() }),
         ),
         "TaskPage": page("Task"),
         "CellPause": object(&["reason", "until"], json!({ "reason": string(), "until": millis() })),
@@ -1017,6 +1093,18 @@ fn task_schemas() -> Value {
                     "maximum": 1,
                     "description": "Share of the task's devices (removed ones excluded) upgraded so far.",
                 },
+                "stage": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "The furthest stage open: its devices and those of the \
+                        stages before it may start.",
+                },
+                "awaiting_approval": {
+                    "type": ["string", "null"],
+                    "description": "Why the next stage waits for POST /v1/tasks/{id}/approve.",
+                },
+                "failure_baseline": array(reference("Finished")),
+                "stage_progress": array(reference("StageProgress")),
                 "created_at": millis(),
                 "started_at": nullable_millis(),
                 "finished_at": nullable_millis(),
@@ -1072,9 +1160,10 @@ fn event_schemas() -> Value {
             }),
         ),
         "FailureRateAlarm": object(
-            &["task_id", "finished", "failed", "failure_rate", "threshold"],
+            &["task_id", "stage", "finished", "failed", "failure_rate", "threshold"],
             json!({
                 "task_id": string(),
+                "stage": string(),
                 "finished": integer(),
                 "failed": integer(),
                 "failure_rate": { "type": "number", "minimum": 0, "maximum": 1 },

@@ -774,6 +774,24 @@ pub static ROUTES: &[Route] = &[
     .conditional(),
     Route::new(
         Post,
+        "/v1/groups/{id}/test-devices",
+        "Marks devices of the group as test devices; 422 naming one that is not in the group.",
+        Json("Group"),
+        |m| on(m, groups::mark_test_devices),
+    )
+    .payload(Payload::Json("Members"))
+    .conditional(),
+    Route::new(
+        Delete,
+        "/v1/groups/{id}/test-devices",
+        "Unmarks test devices of the group (they stay in it).",
+        Json("Group"),
+        |m| on(m, groups::unmark_test_devices),
+    )
+    .payload(Payload::Json("Members"))
+    .conditional(),
+    Route::new(
+        Post,
         "/v1/firmware",
         "Uploads a firmware image (the body); 409 when the model has that version.",
         Json("Firmware"),
@@ -949,6 +967,16 @@ pub static ROUTES: &[Route] = &[
         "Resumes a paused task.",
         Json("Task"),
         |m| on(m, tasks::resume),
+    )
+    .refusals(&[Conflict])
+    .conditional(),
+    Route::new(
+        Post,
+        "/v1/tasks/{id}/approve",
+        "Opens the next stage of a task that waits for an operator's approval \
+         (awaiting_approval says why); 409 when none waits.",
+        Json("Task"),
+        |m| on(m, tasks::approve),
     )
     .refusals(&[Conflict])
     .conditional(),

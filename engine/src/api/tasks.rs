@@ -1,5 +1,5 @@
 //! Tasks routes: create, list, read, edit (only before it starts), the operator's actions
-//! (start, pause, resume, cancel) under the status rules, delete, and a task's devices with
+//! (start, pause, resume, approve the next stage, cancel) under the status rules, delete, and a task's devices with
 //! retry X/XX, online, download and upgrade status and result.
 
 use axum::extract::{Path, Query, State};
@@ -130,6 +130,15 @@ pub async fn resume(
     conditions: Conditions,
 ) -> ApiResult<Response> {
     operate(state, id, conditions, Campaigns::resume).await
+}
+
+/// `POST /v1/tasks/{id}/approve`.
+pub async fn approve(
+    State(state): State<ApiState>,
+    Checked(Path(id)): Checked<Path<String>>,
+    conditions: Conditions,
+) -> ApiResult<Response> {
+    operate(state, id, conditions, Campaigns::approve).await
 }
 
 /// `POST /v1/tasks/{id}/cancel`.

@@ -1,14 +1,16 @@
 //! Devices that join a task's group while the task runs: the follower of the catalog's joins
 //! enrols each in every running or paused task of its group, due after the task's start
-//! jitter; after the engine starts, and when the follower fell behind the joins, every such
+//! jitter, in the task's test stage if it is a test device and its last stage otherwise; after the engine starts, and when the follower fell behind the joins, every such
 //! task takes the devices of its group it does not hold yet, so a join is never lost.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
 
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::progress::DeviceProgress;
+use super::stages::Placement;
 use super::task::TaskStatus;
 use super::{CampaignEvent, Inner, Running, TICK, progress_key};
 use crate::catalog::GroupJoin;
@@ -49,12 +51,16 @@ fn takes_joins(running: &Running) -> bool {
 impl Inner {
     /// Enrols the devices of `join` in every task of their group that takes them.
     fn enrol_joined(self: &Arc<Self>, join: &GroupJoin) {
+        let test_devices = match self.catalog.group(&join.group_id) {
+            Ok(group) => group.test_devices,
+            Err(_gone) => return,
+        };
         let mut tasks = lock(&self.tasks);
         let of_group = tasks
             .values_mut()
             .filter(|running| running.task.spec.group_id == join.group_id);
         for running in of_group.filter(|running| takes_joins(running)) {
-            self.enrol(running, &join.endpoints);
+            self.enrol(running, &join.endpoints, &test_devices);
         }
         self.wake.notify_one();
     }
@@ -66,7 +72,7 @@ impl Inner {
             match self.catalog.group(&running.task.spec.group_id) {
                 Ok(group) => {
                     let members: Vec<String> = group.devices.into_iter().collect();
-                    self.enrol(running, &members);
+                    self.enrol(running, &members, &group.test_devices);
                 }
                 Err(error) => {
                     tracing::warn!(task = %running.task.id, %error, "the task's group is gone");
@@ -77,13 +83,17 @@ impl Inner {
     }
 
     /// Adds those of `endpoints` the task does not hold, with their progress, their share of
-    /// the statistics and their events, in one batch.
-    fn enrol(&self, running: &mut Running, endpoints: &[String]) {
+    /// the statistics and their events, in one batch; `test_devices` are the group's.
+    fn enrol(&self, running: &mut Running, endpoints: &[String], test_devices: &BTreeSet<String>) {
         let now = self.clock.now();
+        let placement = Placement::new(&running.task, test_devices);
         let newcomers: Vec<DeviceProgress> = endpoints
             .iter()
             .filter(|endpoint| !running.devices.contains_key(*endpoint))
-            .map(|endpoint| self.first_progress(&running.task, endpoint, now))
+            .map(|endpoint| {
+                let stage = placement.of_joiner(endpoint);
+                self.first_progress(&running.task, endpoint, stage, now)
+            })
             .collect();
         if newcomers.is_empty() {
             return;
@@ -112,9 +122,9 @@ impl Inner {
         }
         tracing::info!(task = %running.task.id, devices = newcomers.len(), "devices joined the task");
         for progress in newcomers {
-            running
-                .counted
-                .insert(progress.endpoint.clone(), progress.share());
+            let share = progress.share();
+            running.tally(progress.stage, &Counters::default(), &share);
+            running.counted.insert(progress.endpoint.clone(), share);
             running.devices.insert(progress.endpoint.clone(), progress);
         }
         self.announce(events);

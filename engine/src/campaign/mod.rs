@@ -2,8 +2,9 @@
 //! under the status rules, the scheduler that starts tasks at their execution time, runs
 //! attempts within the pacing limits (per task, and per cell over every task), retries failed
 //! devices after the retry interval until the retries or the deadline run out, pauses cells
-//! with a weak signal and whole tasks whose failure rate crosses their threshold, holds
-//! downloaded devices while a task is paused, and completes tasks. Every change is in the
+//! with a weak signal and whole tasks when a stage's failure rate crosses its threshold, moves
+//! tasks through their stages, holds downloaded devices while a task is paused, and completes
+//! tasks. Every change is in the
 //! store, with the statistics it moves in the same batch, so a restarted engine resumes every
 //! task and the statistics stay whole.
 
@@ -11,6 +12,7 @@ pub mod attempt;
 mod joining;
 pub mod progress;
 mod schedule;
+pub mod stages;
 pub mod task;
 mod window;
 
@@ -23,6 +25,7 @@ use tokio::sync::{Notify, watch};
 
 pub use attempt::{AttemptOutcome, AttemptRequest, Attempts, DeviceAttempts};
 pub use progress::{DeviceProgress, DeviceResult, DownloadStatus, Phase, UpgradeStatus};
+pub use stages::{Finished, RolloutStage, StageDevices, StageProgress};
 pub use task::{
     Action, CellPause, DEFAULT_CELL_PAUSE_SECS, Pacing, Refused, Task, TaskSpec, TaskStatus,
 };
@@ -82,6 +85,9 @@ pub(crate) struct Running {
     /// Size of the task's package: a device's first-time bytes stop there (`u64::MAX` while
     /// unknown).
     pub package_size: u64,
+    /// Each stage's share of the statistics (its devices, upgraded, failed, bytes), moved
+    /// with every progress record: a task's counts are read without looking at its devices.
+    pub tallies: Vec<Counters>,
 }
 
 /// Shared state of the campaign service.
@@ -133,13 +139,15 @@ pub enum CampaignEvent {
 pub struct FailureRateAlarm {
     /// The task, now paused.
     pub task_id: String,
-    /// Devices finished since the task last resumed.
-    pub finished: usize,
+    /// The stage whose devices failed ("all" for a task without stages).
+    pub stage: String,
+    /// Devices of the stage finished since the task last resumed.
+    pub finished: u64,
     /// Of them, those not upgraded.
-    pub failed: usize,
+    pub failed: u64,
     /// `failed / finished`.
     pub failure_rate: f64,
-    /// The task's `max_failure_rate`.
+    /// The stage's `max_failure_rate` (by default the task's).
     pub threshold: f64,
 }
 
@@ -250,28 +258,20 @@ impl Campaigns {
     /// Creates a task; it starts at its execution time (now when unset).
     pub fn create(&self, spec: TaskSpec) -> Result<Task, CampaignError> {
         self.validate(&spec)?;
-        let task = Task {
-            id: crate::catalog::new_id("task"),
-            spec,
-            status: TaskStatus::NotStarted,
-            pause_reason: None,
-            paused_cells: BTreeMap::new(),
-            failures_counted_since: 0,
-            success_rate: None,
-            created_at: self.inner.clock.now(),
-            started_at: None,
-            finished_at: None,
-        };
+        let id = crate::catalog::new_id("task");
+        let task = Task::new(id, spec, self.inner.clock.now(), TaskStatus::NotStarted);
         self.inner.store.put_durable(&task_key(&task.id), &task)?;
-        lock(&self.inner.tasks).insert(task.id.clone(), Running::new(task.clone()));
+        let running = Running::new(task);
+        let shown = running.view();
+        lock(&self.inner.tasks).insert(shown.id.clone(), running);
         self.inner.wake.notify_one();
-        Ok(task)
+        Ok(shown)
     }
 
     /// Changes a task that has not started.
     pub fn edit(&self, id: &str, spec: TaskSpec) -> Result<Task, CampaignError> {
         self.validate(&spec)?;
-        self.act(id, Action::Edit, |task| task.spec = spec)
+        self.act(id, Action::Edit, |task, _| task.spec = spec)
     }
 
     /// Starts a not-started task whose execution time has come (or is unset) now. A task the
@@ -296,7 +296,7 @@ impl Campaigns {
 
     /// Pauses an upgrading task.
     pub fn pause(&self, id: &str) -> Result<Task, CampaignError> {
-        self.act(id, Action::Pause, |task| {
+        self.act(id, Action::Pause, |task, _| {
             task.status = TaskStatus::Paused;
             task.pause_reason = Some("paused by an operator".into());
         })
@@ -306,18 +306,27 @@ impl Campaigns {
     /// counts afresh from now: the results that paused the task do not pause it again.
     pub fn resume(&self, id: &str) -> Result<Task, CampaignError> {
         let now = self.inner.clock.now();
-        self.act(id, Action::Resume, |task| {
+        self.act(id, Action::Resume, |task, running| {
             task.status = TaskStatus::Upgrading;
             task.pause_reason = None;
             task.paused_cells.clear();
             task.failures_counted_since = now;
+            task.failure_baseline = running.tallies.iter().map(Finished::of).collect();
+        })
+    }
+
+    /// Opens the next stage of a task that waits for an operator's approval to do so.
+    pub fn approve(&self, id: &str) -> Result<Task, CampaignError> {
+        self.act(id, Action::Approve, |task, _| {
+            task.awaiting_approval = None;
+            task.stage = (task.stage + 1).min(task.spec.rollout().len() - 1);
         })
     }
 
     /// Cancels a task: attempts under way stop; the task is final.
     pub fn cancel(&self, id: &str) -> Result<Task, CampaignError> {
         let now = self.inner.clock.now();
-        self.act(id, Action::Cancel, |task| {
+        self.act(id, Action::Cancel, |task, _| {
             task.status = TaskStatus::Stopped;
             task.finished_at = Some(now);
         })
@@ -485,6 +494,15 @@ impl Campaigns {
                 "a cell's airtime is at least 1 byte per second".into(),
             ));
         }
+        stages::check(&spec.stages).map_err(CampaignError::Invalid)?;
+        let test_stage = spec.stages.first().map(|stage| stage.devices);
+        if test_stage == Some(StageDevices::TestDevices) && group.test_devices.is_empty() {
+            return Err(CampaignError::Invalid(format!(
+                "group {} has no test devices for the test stage: mark some first \
+                 (POST /v1/groups/{}/test-devices)",
+                group.id, group.id
+            )));
+        }
         if let (Some(start), Some(deadline)) = (spec.execution_time, spec.deadline)
             && deadline <= start
         {
@@ -495,12 +513,12 @@ impl Campaigns {
         Ok(())
     }
 
-    /// Checks `action` and applies `change` to the task, durably.
+    /// Checks `action` and applies `change` to the task (seeing it as it runs), durably.
     fn act(
         &self,
         id: &str,
         action: Action,
-        change: impl FnOnce(&mut Task),
+        change: impl FnOnce(&mut Task, &Running),
     ) -> Result<Task, CampaignError> {
         let now = self.inner.clock.now();
         let mut tasks = lock(&self.inner.tasks);
@@ -509,7 +527,7 @@ impl Campaigns {
             .ok_or_else(|| CampaignError::NotFound(id.into()))?;
         running.task.check(action, now)?;
         let mut task = running.task.clone();
-        change(&mut task);
+        change(&mut task, running);
         let shown = running.shown(&task);
         let mut batch = Batch::new();
         batch.put(task_key(id), &task);
@@ -537,6 +555,7 @@ impl Running {
             counted: HashMap::new(),
             attempt_wire: HashMap::new(),
             package_size: u64::MAX,
+            tallies: Vec::new(),
         }
     }
 
@@ -545,12 +564,38 @@ impl Running {
         self.shown(&self.task)
     }
 
-    /// `task` (this one, changed) as shown, with the success rate of this task's devices.
+    /// `task` (this one, changed) as shown, with its success rate and its stages' progress
+    /// from the stages' tallies.
     fn shown(&self, task: &Task) -> Task {
+        let (devices, upgraded) = (self.tallies.iter()).fold((0, 0), |(d, u), tally| {
+            (d + tally.devices, u + tally.successes)
+        });
+        let stages = task.spec.rollout();
+        let stage_progress = (stages.iter().enumerate())
+            .map(|(index, stage)| {
+                let tally = self.tallies.get(index).cloned().unwrap_or_default();
+                StageProgress {
+                    name: stage.name.clone(),
+                    open: task.status != TaskStatus::NotStarted && index <= task.stage,
+                    devices: tally.devices,
+                    upgraded: tally.successes,
+                    failed: tally.failures,
+                }
+            })
+            .collect();
         Task {
-            success_rate: success_rate(&self.devices),
+            success_rate: (devices > 0).then(|| upgraded as f64 / devices as f64),
+            stage_progress,
             ..task.clone()
         }
+    }
+
+    /// Adds (or, with `before`, moves) a device's share in its stage's tally.
+    pub(crate) fn tally(&mut self, stage: usize, before: &Counters, after: &Counters) {
+        if self.tallies.len() <= stage {
+            self.tallies.resize(stage + 1, Counters::default());
+        }
+        self.tallies[stage].shift(before, after);
     }
 
     /// Opens or closes the install gate (open while the task upgrades, within its update
@@ -567,19 +612,6 @@ impl Running {
             }
         }
     }
-}
-
-/// Share of `devices` (removed ones excluded) upgraded; `None` while there are none.
-fn success_rate(devices: &BTreeMap<String, DeviceProgress>) -> Option<f64> {
-    let taken: Vec<&DeviceProgress> = devices
-        .values()
-        .filter(|p| p.phase != Phase::Removed)
-        .collect();
-    let upgraded = taken
-        .iter()
-        .filter(|p| p.phase == Phase::Finished && p.result == Some(DeviceResult::Successful))
-        .count();
-    (!taken.is_empty()).then(|| upgraded as f64 / taken.len() as f64)
 }
 
 impl Inner {
@@ -610,9 +642,9 @@ impl Inner {
                 .store
                 .scan(&format!("{PROGRESS}{}/", running.task.id))?;
             for mut progress in devices {
-                running
-                    .counted
-                    .insert(progress.endpoint.clone(), progress.share());
+                let share = progress.share();
+                running.tally(progress.stage, &Counters::default(), &share);
+                running.counted.insert(progress.endpoint.clone(), share);
                 if progress.phase == Phase::Active {
                     // Stopped mid-attempt: tried again, the retry given back.
                     progress.phase = Phase::Waiting;
@@ -644,8 +676,8 @@ impl Inner {
             .map_or(u64::MAX, |package| package.size)
     }
 
-    /// Moves a task to Upgrading with a progress record for each device of its group, and
-    /// counts those devices in the statistics, in one batch.
+    /// Moves a task to Upgrading with a progress record for each device of its group, each in
+    /// its stage, and counts those devices in the statistics, in one batch.
     pub(crate) fn begin(&self, running: &mut Running) -> Result<(), CampaignError> {
         let now = self.clock.now();
         let group = self.catalog.group(&running.task.spec.group_id)?;
@@ -654,30 +686,29 @@ impl Inner {
         task.status = TaskStatus::Upgrading;
         task.started_at = Some(now);
         let mut batch = Batch::new();
-        batch.put(task_key(&task.id), &task);
         let mut devices = BTreeMap::new();
         let mut added = Counters::default();
-        for endpoint in &group.devices {
-            let progress = self.first_progress(&task, endpoint, now);
+        let mut started = Running::new(task.clone());
+        let placement = stages::Placement::new(&task, &group.test_devices);
+        for (endpoint, stage) in placement.place(group.devices.iter()) {
+            let progress = self.first_progress(&task, endpoint, stage, now);
             batch.put(progress_key(&task.id, endpoint), &progress);
-            added.shift(&Counters::default(), &progress.share());
-            devices.insert(endpoint.clone(), progress);
+            let share = progress.share();
+            added.shift(&Counters::default(), &share);
+            started.tally(stage, &Counters::default(), &share);
+            started.counted.insert(endpoint.to_string(), share);
+            devices.insert(endpoint.to_string(), progress);
         }
+        batch.put(task_key(&task.id), &task);
         if let Some(subject) = &subject {
             self.ledger
                 .shift(&mut batch, subject, &Counters::default(), &added);
         }
-        let shown = Task {
-            success_rate: success_rate(&devices),
-            ..task.clone()
-        };
-        let events = [CampaignEvent::Task(shown)];
+        let events = [CampaignEvent::Task(started.shown(&task))];
         self.write(batch, &events)?;
         self.store.flush()?;
-        running.counted = devices
-            .iter()
-            .map(|(endpoint, progress)| (endpoint.clone(), progress.share()))
-            .collect();
+        running.counted = std::mem::take(&mut started.counted);
+        running.tallies = std::mem::take(&mut started.tallies);
         running.devices = devices;
         running.subject = subject;
         running.package_size = self.package_size(&running.task.spec.package_id);
@@ -687,15 +718,17 @@ impl Inner {
         Ok(())
     }
 
-    /// The progress of `endpoint` entering `task` at `now`: waiting, due after the task's
-    /// start jitter, in the cell the catalog last knew it in.
+    /// The progress of `endpoint` entering `task` in `stage` at `now`: waiting, due after the
+    /// task's start jitter, in the cell the catalog last knew it in.
     pub(crate) fn first_progress(
         &self,
         task: &Task,
         endpoint: &str,
+        stage: usize,
         now: UnixMillis,
     ) -> DeviceProgress {
         let mut progress = DeviceProgress::new(&task.id, endpoint, now);
+        progress.stage = stage;
         let jitter_ms = task.spec.start_jitter_secs.saturating_mul(1000);
         progress.next_try_at = now + rand::rng().random_range(0..=jitter_ms);
         progress.cell_id = self.catalog.device(endpoint).ok().and_then(|d| d.cell_id);
@@ -730,10 +763,15 @@ impl Inner {
             return;
         };
         let share = progress.share();
+        let stage = progress.stage;
         let before = running
             .counted
             .insert(endpoint.to_string(), share)
             .unwrap_or_default();
+        running.tally(stage, &before, &share);
+        let Some(progress) = running.devices.get(endpoint) else {
+            return;
+        };
         if let Some(subject) = &running.subject {
             self.ledger.shift(&mut batch, subject, &before, &share);
         }

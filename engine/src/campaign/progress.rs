@@ -139,9 +139,12 @@ pub struct DeviceProgress {
     pub interruptions: u32,
     /// CoAP bytes on the wire.
     pub wire_bytes: u64,
-    /// When the device finished (the failure-rate window counts devices by it).
+    /// When the device finished.
     #[serde(default)]
     pub finished_at: Option<UnixMillis>,
+    /// The stage of the task's rollout the device is in (0 when the task has none).
+    #[serde(default)]
+    pub stage: usize,
 }
 
 impl DeviceProgress {
@@ -163,6 +166,7 @@ impl DeviceProgress {
             interruptions: 0,
             wire_bytes: 0,
             finished_at: None,
+            stage: 0,
         }
     }
 

@@ -1,8 +1,8 @@
 //! The scheduler: every tick (or when woken) it starts tasks at their execution time, expires
-//! devices past the deadline, pauses tasks whose failure rate crosses their threshold, starts
-//! due attempts within the pacing limits, follows each attempt's stages, applies its outcome
-//! (retry, postpone, pause a cell, remove, finish), and completes tasks whose devices are all
-//! done.
+//! devices past the deadline, applies the rollout stages' rules (pause on a stage's failure
+//! rate, open the next stage or wait for approval), starts due attempts of the open stages
+//! within the pacing limits, follows each attempt's stages, applies its outcome (retry,
+//! postpone, pause a cell, remove, finish), and completes tasks whose devices are all done.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::attempt::{AttemptOutcome, AttemptRequest};
 use super::progress::{DeviceProgress, DeviceResult, DownloadStatus, Phase, UpgradeStatus};
+use super::stages::{StageOutcome, TooManyFailures};
 use super::task::{CellPause, TaskStatus};
 use super::{CampaignEvent, CellPaused, FailureRateAlarm, Inner, Running, TICK, task_key};
 use crate::clock::UnixMillis;
@@ -61,7 +62,7 @@ fn tick(inner: &Arc<Inner>) {
             expire_past_deadline(inner, running, now);
         }
         if running.task.status == TaskStatus::Upgrading {
-            pause_on_failure_rate(inner, running);
+            follow_stages(inner, running);
         }
         if running.task.spec.windows.is_some() {
             // An update window opens or closes with the clock, not with a status.
@@ -131,48 +132,79 @@ fn expire_past_deadline(inner: &Inner, running: &mut Running, now: UnixMillis) {
     }
 }
 
-/// Pauses the task when too many of the devices finished since it last resumed failed.
-fn pause_on_failure_rate(inner: &Inner, running: &mut Running) {
-    let Some(max_rate) = running.task.spec.max_failure_rate else {
-        return;
-    };
-    let since = running.task.failures_counted_since;
-    let finished: Vec<_> = running
-        .devices
-        .values()
-        .filter(|p| p.phase == Phase::Finished && p.finished_at.unwrap_or(0) >= since)
-        .collect();
-    let failed = finished
-        .iter()
-        .filter(|p| p.result != Some(DeviceResult::Successful))
-        .count();
-    let sample = finished.len();
-    if sample == 0 || sample < running.task.spec.failure_sample as usize {
-        return;
+/// Applies the rollout stages' rules to an upgrading task: it pauses when an open stage's
+/// failure rate crosses its threshold; otherwise, when its furthest open stage succeeded, the
+/// next one opens, or the task waits for an operator's approval (the stage asks for it, or
+/// ended short of its success threshold).
+fn follow_stages(inner: &Inner, running: &mut Running) {
+    let stages = running.task.spec.rollout().into_owned();
+    let tally =
+        |running: &Running, index: usize| running.tallies.get(index).cloned().unwrap_or_default();
+    for (index, stage) in stages.iter().enumerate().take(running.task.stage + 1) {
+        let baseline = (running.task.failure_baseline.get(index).copied()).unwrap_or_default();
+        let counted = tally(running, index);
+        if let Some(failures) = stage.failures(&running.task.spec, &counted, baseline) {
+            pause_on_failures(inner, running, &stage.name, failures);
+            return;
+        }
     }
-    let rate = failed as f64 / sample as f64;
-    if rate >= max_rate {
-        running.task.status = TaskStatus::Paused;
-        running.task.pause_reason = Some(format!(
-            "failure rate {:.0}% of {sample} finished devices reached {:.0}%",
-            rate * 100.0,
-            max_rate * 100.0
-        ));
-        running.apply_status(inner.clock.now());
-        let alarm = FailureRateAlarm {
-            task_id: running.task.id.clone(),
-            finished: sample,
-            failed,
-            failure_rate: rate,
-            threshold: max_rate,
+    let mut moved = false;
+    while running.task.awaiting_approval.is_none() && running.task.stage + 1 < stages.len() {
+        let stage = &stages[running.task.stage];
+        let counted = tally(running, running.task.stage);
+        let (name, upgraded, devices) = (&stage.name, counted.successes, counted.devices);
+        running.task.awaiting_approval = match stage.outcome(&counted) {
+            StageOutcome::UnderWay => break,
+            StageOutcome::Succeeded if devices > 0 && stage.asks_approval() => Some(format!(
+                "stage {name:?} upgraded {upgraded} of {devices} devices: the next stage \
+                 opens when an operator approves"
+            )),
+            StageOutcome::Succeeded => {
+                running.task.stage += 1;
+                None
+            }
+            StageOutcome::FellShort => Some(format!(
+                "stage {name:?} ended with {upgraded} of {devices} devices upgraded, short of \
+                 its success threshold ({}%): approve to go on anyway, or cancel",
+                stage.success_threshold * 100.0
+            )),
         };
-        inner.save_task(running, vec![CampaignEvent::FailureRateAlarm(alarm)]);
+        moved = true;
+    }
+    if moved {
+        inner.save_task(running, Vec::new());
     }
 }
 
-/// Starts every due device the pacing limits allow: the task's own, and each cell's over
-/// every task (`cells` counts the attempts under way per cell). Devices that can be reached now
-/// go first: a device asleep in PSM would hold its slot until it wakes.
+/// Pauses the task: too many devices of stage `stage` failed since it last resumed.
+fn pause_on_failures(inner: &Inner, running: &mut Running, stage: &str, failures: TooManyFailures) {
+    let TooManyFailures {
+        finished,
+        failed,
+        threshold,
+    } = failures;
+    let rate = failed as f64 / finished as f64;
+    running.task.status = TaskStatus::Paused;
+    running.task.pause_reason = Some(format!(
+        "stage {stage:?}: failure rate {:.0}% of {finished} finished devices reached {:.0}%",
+        rate * 100.0,
+        threshold * 100.0
+    ));
+    running.apply_status(inner.clock.now());
+    let alarm = FailureRateAlarm {
+        task_id: running.task.id.clone(),
+        stage: stage.to_string(),
+        finished,
+        failed,
+        failure_rate: rate,
+        threshold,
+    };
+    inner.save_task(running, vec![CampaignEvent::FailureRateAlarm(alarm)]);
+}
+
+/// Starts every due device of the open stages the pacing limits allow: the task's own, and
+/// each cell's over every task (`cells` counts the attempts under way per cell). Devices that
+/// can be reached now go first: a device asleep in PSM would hold its slot until it wakes.
 fn launch_due(
     inner: &Arc<Inner>,
     running: &mut Running,
@@ -184,6 +216,7 @@ fn launch_due(
         .devices
         .values()
         .filter(|p| p.phase == Phase::Waiting && p.next_try_at <= now)
+        .filter(|p| p.stage <= running.task.stage)
         .filter(|p| !running.task.cell_paused(p.cell_id, now))
         .map(|p| (p.endpoint.clone(), p.cell_id))
         .collect();

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::stages::{Finished, RolloutStage, StageProgress};
 use super::window::MaintenanceWindows;
 use crate::clock::UnixMillis;
 
@@ -44,6 +45,8 @@ pub enum Action {
     Cancel,
     /// Change name, retries, times or limits (only before it starts).
     Edit,
+    /// Open the next stage, which waits for an operator's approval.
+    Approve,
     /// Delete (not while upgrading or paused).
     Delete,
 }
@@ -110,6 +113,10 @@ pub struct TaskSpec {
     /// When downloads may start and when devices may be told to install; `None`: any time.
     #[serde(default)]
     pub windows: Option<Box<MaintenanceWindows>>,
+    /// The rollout's stages, in order (test devices, then rising shares of the group); none:
+    /// one stage over the whole group.
+    #[serde(default)]
+    pub stages: Vec<RolloutStage>,
 }
 
 impl TaskSpec {
@@ -132,6 +139,7 @@ impl TaskSpec {
             start_jitter_secs: 0,
             cell_airtime_bytes_per_sec: None,
             windows: None,
+            stages: Vec::new(),
         }
     }
 }
@@ -181,6 +189,21 @@ pub struct Task {
     /// has none. Derived from the devices' progress each time the task is shown.
     #[serde(default)]
     pub success_rate: Option<f64>,
+    /// The furthest stage open: devices of it and of the stages before it may start.
+    #[serde(default)]
+    pub stage: usize,
+    /// Why the task waits for an operator's approval before it opens its next stage; `None`
+    /// when it does not.
+    #[serde(default)]
+    pub awaiting_approval: Option<String>,
+    /// Each stage's finished devices when the task last resumed (none: zero): the failure
+    /// threshold judges the devices finished since.
+    #[serde(default)]
+    pub failure_baseline: Vec<Finished>,
+    /// Each stage's devices and results. Derived from the stages' running tallies each time
+    /// the task is shown.
+    #[serde(default)]
+    pub stage_progress: Vec<StageProgress>,
     /// Creation time.
     pub created_at: UnixMillis,
     /// When it started upgrading.
@@ -202,6 +225,26 @@ pub struct Refused {
 }
 
 impl Task {
+    /// A task `id` doing `spec`, created at `now` with `status`.
+    pub fn new(id: String, spec: TaskSpec, now: UnixMillis, status: TaskStatus) -> Task {
+        Task {
+            id,
+            spec,
+            status,
+            pause_reason: None,
+            paused_cells: BTreeMap::new(),
+            failures_counted_since: 0,
+            success_rate: None,
+            stage: 0,
+            awaiting_approval: None,
+            failure_baseline: Vec::new(),
+            stage_progress: Vec::new(),
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
     /// Checks an operator's action against the status rules; `now` decides whether a
     /// not-started task may be started.
     pub fn check(&self, action: Action, now: UnixMillis) -> Result<(), Refused> {
@@ -221,6 +264,8 @@ impl Task {
             (Cancel, NotStarted) => refuse("a task that has not started is deleted, not cancelled"),
             (Edit, NotStarted) => Ok(()),
             (Edit, _) => refuse("only a task that has not started can be edited"),
+            (Approve, Upgrading | Paused) if self.awaiting_approval.is_some() => Ok(()),
+            (Approve, Upgrading | Paused) => refuse("no stage waits for approval"),
             (Delete, NotStarted | Stopped | Completed) => Ok(()),
             (Delete, _) => refuse("cancel it first"),
             (_, Stopped | Completed) => refuse("it is finished"),
@@ -243,6 +288,7 @@ fn action_name(action: Action) -> &'static str {
         Action::Cancel => "cancel",
         Action::Edit => "edit",
         Action::Delete => "delete",
+        Action::Approve => "approve",
     }
 }
 
@@ -262,34 +308,12 @@ mod tests {
     use super::*;
 
     fn task(status: TaskStatus, execution_time: Option<UnixMillis>) -> Task {
-        Task {
-            id: "t".into(),
-            spec: TaskSpec {
-                name: "t".into(),
-                group_id: "g".into(),
-                package_id: "p".into(),
-                retries: 0,
-                retry_interval_secs: 0,
-                execution_time,
-                deadline: None,
-                pacing: Pacing::default(),
-                min_signal_dbm: None,
-                cell_pause_secs: DEFAULT_CELL_PAUSE_SECS,
-                max_failure_rate: None,
-                failure_sample: 1,
-                start_jitter_secs: 0,
-                cell_airtime_bytes_per_sec: None,
-                windows: None,
-            },
-            status,
-            pause_reason: None,
-            paused_cells: BTreeMap::new(),
-            failures_counted_since: 0,
-            success_rate: None,
-            created_at: 0,
-            started_at: None,
-            finished_at: None,
-        }
+        let mut spec = TaskSpec::new("t", "g", "p");
+        spec.retries = 0;
+        spec.retry_interval_secs = 0;
+        spec.execution_time = execution_time;
+        spec.failure_sample = 1;
+        Task::new("t".into(), spec, 0, status)
     }
 
     #[test]
@@ -301,27 +325,27 @@ mod tests {
             (
                 NotStarted,
                 [Start, Edit, Delete],
-                [Pause, Resume, Cancel].as_slice(),
+                [Pause, Resume, Cancel, Approve].as_slice(),
             ),
             (
                 Upgrading,
                 [Pause, Cancel, Cancel],
-                [Start, Resume, Edit, Delete].as_slice(),
+                [Start, Resume, Edit, Delete, Approve].as_slice(),
             ),
             (
                 Paused,
                 [Resume, Cancel, Cancel],
-                [Start, Pause, Edit, Delete].as_slice(),
+                [Start, Pause, Edit, Delete, Approve].as_slice(),
             ),
             (
                 Stopped,
                 [Delete, Delete, Delete],
-                [Start, Pause, Resume, Cancel, Edit].as_slice(),
+                [Start, Pause, Resume, Cancel, Edit, Approve].as_slice(),
             ),
             (
                 Completed,
                 [Delete, Delete, Delete],
-                [Start, Pause, Resume, Cancel, Edit].as_slice(),
+                [Start, Pause, Resume, Cancel, Edit, Approve].as_slice(),
             ),
         ];
         for (status, yes, no) in table {
@@ -340,6 +364,19 @@ mod tests {
         let refused = waiting.check(Action::Start, 999).unwrap_err();
         assert!(refused.to_string().contains("execution time"), "{refused}");
         assert!(waiting.check(Action::Start, 1_000).is_ok());
+    }
+
+    #[test]
+    fn only_a_task_whose_stage_waits_for_approval_can_be_approved() {
+        let mut waiting = task(TaskStatus::Upgrading, None);
+        let refused = waiting.check(Action::Approve, 0).unwrap_err();
+        assert!(refused.to_string().contains("approval"), "{refused}");
+        waiting.awaiting_approval = Some("stage test succeeded".into());
+        assert!(waiting.check(Action::Approve, 0).is_ok());
+        waiting.status = TaskStatus::Paused;
+        assert!(waiting.check(Action::Approve, 0).is_ok());
+        waiting.status = TaskStatus::Stopped;
+        assert!(waiting.check(Action::Approve, 0).is_err());
     }
 
     #[test]
@@ -365,7 +402,15 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .remove("cell_pause_secs");
-        for field in ["failures_counted_since", "success_rate"] {
+        recorded["spec"].as_object_mut().unwrap().remove("stages");
+        for field in [
+            "failures_counted_since",
+            "success_rate",
+            "stage",
+            "awaiting_approval",
+            "failure_baseline",
+            "stage_progress",
+        ] {
             recorded.as_object_mut().unwrap().remove(field);
         }
         let read: Task = serde_json::from_value(recorded).unwrap();

@@ -322,7 +322,7 @@ impl Catalog {
         let mut batch = Batch::new();
         batch.remove(device_key(endpoint));
         for mut group in self.groups()? {
-            if group.devices.remove(endpoint) {
+            if group.leave(endpoint) {
                 batch.put(groups::group_key(&group.id), &group);
             }
         }

@@ -34,8 +34,20 @@ pub struct Group {
     /// learns them (a device the operator removes later stays out).
     #[serde(default)]
     pub auto_join: bool,
+    /// Those of its devices marked as test devices (white paper section 9): a task can run on
+    /// them first, in a stage of their own. Always members; leaving the group unmarks them.
+    #[serde(default)]
+    pub test_devices: BTreeSet<String>,
     /// Creation time.
     pub created_at: UnixMillis,
+}
+
+impl Group {
+    /// Takes `endpoint` out of the group (and its test devices); true when it was in.
+    pub fn leave(&mut self, endpoint: &str) -> bool {
+        self.test_devices.remove(endpoint);
+        self.devices.remove(endpoint)
+    }
 }
 
 /// Devices that joined a group (announced after the group was saved).
@@ -67,6 +79,7 @@ impl Catalog {
             model: model.to_string(),
             devices: BTreeSet::new(),
             auto_join: false,
+            test_devices: BTreeSet::new(),
             created_at: self.clock.now(),
         };
         self.save_group(&group)?;
@@ -178,7 +191,35 @@ impl Catalog {
         let _serialized = lock(&self.group_writes);
         let mut group = self.group(id)?;
         for endpoint in endpoints {
-            group.devices.remove(endpoint);
+            group.leave(endpoint);
+        }
+        self.save_group(&group)?;
+        Ok(group)
+    }
+
+    /// Marks devices of group `id` as test devices (`test`) or as ordinary ones (absent ones
+    /// are ignored); marking refuses the whole request, naming the device, if one is not in
+    /// the group.
+    pub fn mark_test_devices(
+        &self,
+        id: &str,
+        endpoints: &[String],
+        test: bool,
+    ) -> Result<Group, CatalogError> {
+        let _serialized = lock(&self.group_writes);
+        let mut group = self.group(id)?;
+        let outsider = endpoints.iter().find(|e| !group.devices.contains(*e));
+        if let Some(outsider) = outsider.filter(|_| test) {
+            return Err(CatalogError::Invalid(format!(
+                "device {outsider} is not in group {id}: add it to the group first"
+            )));
+        }
+        for endpoint in endpoints {
+            if test {
+                group.test_devices.insert(endpoint.clone());
+            } else {
+                group.test_devices.remove(endpoint);
+            }
         }
         self.save_group(&group)?;
         Ok(group)

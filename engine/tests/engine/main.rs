@@ -6,7 +6,9 @@
 mod api;
 mod common;
 
+mod campaign_bench;
 mod campaign_schedule;
+mod campaign_stages;
 mod coap;
 mod plugin_hostile;
 mod plugin_reference;

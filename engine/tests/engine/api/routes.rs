@@ -6,6 +6,7 @@
 //! each answer held to the document's schemas by the test client.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use bytes::Bytes;
 use fota_engine::api::{Operation, operations};
@@ -14,7 +15,7 @@ use hyper::header::WWW_AUTHENTICATE;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::api::bed::{Bed, VIEWER, image, model};
+use crate::api::bed::{BOUND, Bed, VIEWER, image, model, within};
 use crate::api::client::{Answer, Client, read};
 
 /// Methods probed on every path of the table.
@@ -306,6 +307,9 @@ async fn every_operation_answers_its_documented_success() {
     let members_path = format!("{group_path}/devices");
     let answer = api.post(&members_path, &members).await;
     tour.saw(Method::POST, "/v1/groups/{id}/devices", answer);
+    let tests_path = format!("{group_path}/test-devices");
+    let answer = api.post(&tests_path, &members).await;
+    tour.saw(Method::POST, "/v1/groups/{id}/test-devices", answer);
     tour.saw(Method::GET, "/v1/groups", api.get("/v1/groups").await);
     tour.saw(Method::GET, "/v1/groups/{id}", api.get(&group_path).await);
     let answer = api
@@ -371,8 +375,9 @@ async fn every_operation_answers_its_documented_success() {
     let answer = api.delete("/v1/formats/Acme/NB-1").await;
     tour.saw(Method::DELETE, "/v1/formats/{vendor}/{model}", answer);
 
-    // Tasks: one edited and deleted before it starts; one started by hand, paused, resumed,
-    // cancelled and deleted (weak cells keep it upgrading).
+    // Tasks: one edited and deleted before it starts; one started by hand, approved past its
+    // test stage (which asks for no upgrade), paused, resumed, cancelled and deleted (weak
+    // cells keep it upgrading).
     let mut spec = json!({
         "name": "t",
         "group_id": group["id"],
@@ -396,9 +401,23 @@ async fn every_operation_answers_its_documented_success() {
         "/v1/tasks/{id}",
         api.delete(&task_path).await,
     );
+    spec["stages"] = json!([
+        { "name": "test", "devices": "test_devices", "success_threshold": 0 },
+        { "name": "rest", "devices": { "up_to_percent": 100 } },
+    ]);
     let task = bed.start_by_hand(spec).await;
     tour.seen.insert(("POST".into(), "/v1/tasks/{id}/start"));
     let task_path = format!("/v1/tasks/{}", id(&task));
+    within(BOUND, "the test stage waits for approval", async {
+        while api.get(&task_path).await.json()["awaiting_approval"].is_null() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let answer = api
+        .send(Method::POST, &format!("{task_path}/approve"), None)
+        .await;
+    tour.saw(Method::POST, "/v1/tasks/{id}/approve", answer);
     for action in ["pause", "resume", "cancel"] {
         let path = format!("{task_path}/{action}");
         let answer = api.send(Method::POST, &path, None).await;
@@ -481,6 +500,10 @@ async fn every_operation_answers_its_documented_success() {
         .send(Method::DELETE, &members_path, Some(members_body(&members)))
         .await;
     tour.saw(Method::DELETE, "/v1/groups/{id}/devices", answer);
+    let answer = api
+        .send(Method::DELETE, &tests_path, Some(members_body(&members)))
+        .await;
+    tour.saw(Method::DELETE, "/v1/groups/{id}/test-devices", answer);
     tour.saw(
         Method::DELETE,
         "/v1/groups/{id}",

@@ -1,7 +1,7 @@
 //! A validator for the subset of JSON Schema (2020-12) the API's OpenAPI document uses: `$ref`
 //! into the document, `type` (one or a list), `enum`, `const`, `properties`, `required`,
-//! `additionalProperties`, `items`, `allOf`, `oneOf`, `minimum`, `maximum`, `minLength`,
-//! `maxLength` (in characters) and `pattern` (only the document's one pattern of answers: a
+//! `additionalProperties`, `items`, `allOf`, `oneOf`, `minimum`, `maximum`,
+//! `exclusiveMinimum`, `minItems`, `maxItems`, `minLength`, `maxLength` (in characters) and `pattern` (only the document's one pattern of answers: a
 //! character that is not white space); `description`, `format` and `contentMediaType` are
 //! annotations. A keyword outside the subset is an error, never ignored, so the document
 //! cannot grow a rule this validator would not check.
@@ -51,7 +51,7 @@ impl Validator<'_> {
                 "const" if value != rule => {
                     return Err(format!("{at}: {value} is not {rule}"));
                 }
-                "minimum" | "maximum" => {
+                "minimum" | "maximum" | "exclusiveMinimum" => {
                     let (Some(number), Some(bound)) = (value.as_f64(), rule.as_f64()) else {
                         continue; // `type` decides what a non-number may be.
                     };
@@ -60,6 +60,20 @@ impl Validator<'_> {
                     }
                     if keyword == "maximum" && number > bound {
                         return Err(format!("{at}: {value} is over the maximum {rule}"));
+                    }
+                    if keyword == "exclusiveMinimum" && number <= bound {
+                        return Err(format!("{at}: {value} is not over {rule}"));
+                    }
+                }
+                "minItems" | "maxItems" => {
+                    let (Some(items), Some(bound)) = (value.as_array(), rule.as_u64()) else {
+                        continue; // `type` decides what a non-array may be.
+                    };
+                    let count = items.len() as u64;
+                    if (keyword == "minItems" && count < bound)
+                        || (keyword == "maxItems" && count > bound)
+                    {
+                        return Err(format!("{at}: {count} items, against {keyword} {rule}"));
                     }
                 }
                 "minLength" | "maxLength" => {
