@@ -122,7 +122,7 @@ impl Drop for Inner {
 #[derive(Debug, Clone, PartialEq)]
 pub enum CampaignEvent {
     /// A task's status changed (or its paused cells).
-    Task(Task),
+    Task(Box<Task>),
     /// A device's progress in a task changed.
     Device(DeviceProgress),
     /// A device ended in a task without being upgraded; its result and note say why.
@@ -531,7 +531,7 @@ impl Campaigns {
         let shown = running.shown(&task);
         let mut batch = Batch::new();
         batch.put(task_key(id), &task);
-        let events = [CampaignEvent::Task(shown.clone())];
+        let events = [CampaignEvent::Task(Box::new(shown.clone()))];
         self.inner.write(batch, &events)?;
         self.inner.store.flush()?;
         running.task = task;
@@ -704,7 +704,7 @@ impl Inner {
             self.ledger
                 .shift(&mut batch, subject, &Counters::default(), &added);
         }
-        let events = [CampaignEvent::Task(started.shown(&task))];
+        let events = [CampaignEvent::Task(Box::new(started.shown(&task)))];
         self.write(batch, &events)?;
         self.store.flush()?;
         running.counted = std::mem::take(&mut started.counted);
@@ -741,7 +741,7 @@ impl Inner {
         let task = &running.task;
         let mut batch = Batch::new();
         batch.put(task_key(&task.id), task);
-        let mut events = vec![CampaignEvent::Task(running.view())];
+        let mut events = vec![CampaignEvent::Task(Box::new(running.view()))];
         events.extend(also);
         if let Err(error) = self.write(batch, &events).and_then(|()| self.store.flush()) {
             tracing::error!(task = %task.id, %error, "task not saved");

@@ -418,7 +418,7 @@ fn finish_attempt(inner: &Inner, task_id: &str, endpoint: &str, outcome: Attempt
     // Saved (and announced) under the lock, so events leave in the order the changes happened.
     let also = match cell_paused {
         Some(paused) => vec![
-            CampaignEvent::Task(running.view()),
+            CampaignEvent::Task(Box::new(running.view())),
             CampaignEvent::CellPaused(paused),
         ],
         None => Vec::new(),
