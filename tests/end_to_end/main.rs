@@ -26,6 +26,7 @@ mod push_upgrade;
 mod qblock1_delivery;
 mod resilient_delivery;
 mod restart;
+mod rollout_stages;
 mod signed_packages;
 mod stock_clients;
 mod store_refusal;
