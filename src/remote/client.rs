@@ -52,6 +52,11 @@ impl Api {
         self.send(self.request("POST", path), Some(Body::Json(body)))
     }
 
+    /// `DELETE path` with a JSON body.
+    pub fn delete_with(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(self.request("DELETE", path), Some(Body::Json(body)))
+    }
+
     /// `POST path?query` with raw bytes (firmware images, plugin components).
     pub fn upload(
         &self,

@@ -86,6 +86,14 @@ pub enum GroupCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Marks devices of a group as test devices (a task's test stage runs on them), or with
+    /// `--unmark` as ordinary devices again.
+    TestDevices {
+        group: String,
+        endpoints: Vec<String>,
+        #[arg(long)]
+        unmark: bool,
+    },
     /// Lists groups.
     List,
 }
@@ -101,6 +109,8 @@ pub enum TaskCommand {
     Pause { id: String },
     /// Resumes a paused task.
     Resume { id: String },
+    /// Opens the next stage of a task waiting for approval.
+    Approve { id: String },
     /// Cancels for good.
     Cancel { id: String },
     /// Shows a task's progress live until it ends.
@@ -139,6 +149,15 @@ pub struct TaskArgs {
     /// Pause the task when this share of finished devices failed.
     #[arg(long)]
     max_failure_rate: Option<f64>,
+    /// The rollout's stages, as the API's JSON array, e.g. '[{"name": "test", "devices":
+    /// "test_devices"}, {"name": "rest", "devices": {"up_to_percent": 100}}]'.
+    #[arg(long, value_parser = parse_json)]
+    stages: Option<Value>,
+}
+
+/// A JSON argument.
+fn parse_json(text: &str) -> Result<Value, String> {
+    serde_json::from_str(text).map_err(|error| format!("not JSON: {error}"))
 }
 
 /// `fota plugin add`
@@ -229,6 +248,22 @@ pub fn group(api: &Api, command: GroupCommand) -> anyhow::Result<()> {
             let body = json!({ "endpoints": endpoints });
             print(api.post(&format!("/v1/groups/{group}/devices"), &body)?)
         }
+        GroupCommand::TestDevices {
+            group,
+            endpoints,
+            unmark,
+        } => {
+            let (path, body) = (
+                format!("/v1/groups/{group}/test-devices"),
+                json!({ "endpoints": endpoints }),
+            );
+            let group = if unmark {
+                api.delete_with(&path, &body)?
+            } else {
+                api.post(&path, &body)?
+            };
+            print(group)
+        }
         GroupCommand::List => print(api.get("/v1/groups")?),
     }
 }
@@ -249,6 +284,7 @@ pub fn task(api: &Api, command: TaskCommand) -> anyhow::Result<()> {
         TaskCommand::Start { id } => print(act(&id, "start")?),
         TaskCommand::Pause { id } => print(act(&id, "pause")?),
         TaskCommand::Resume { id } => print(act(&id, "resume")?),
+        TaskCommand::Approve { id } => print(act(&id, "approve")?),
         TaskCommand::Cancel { id } => print(act(&id, "cancel")?),
         TaskCommand::Watch { id } => watch::watch(api, &id),
         TaskCommand::List => print(Value::Array(api.get_all("/v1/tasks", &[])?)),
@@ -271,6 +307,7 @@ fn task_spec(args: &TaskArgs) -> Value {
         "min_signal_dbm": args.min_signal,
         "max_failure_rate": args.max_failure_rate,
         "failure_sample": 20,
+        "stages": args.stages.clone().unwrap_or_else(|| json!([])),
     })
 }
 
