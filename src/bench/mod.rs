@@ -13,6 +13,7 @@ mod probe;
 mod procfs;
 mod registrar;
 mod scale;
+mod scheduler;
 mod stats;
 mod stock;
 mod throughput;
@@ -49,6 +50,10 @@ pub enum BenchCommand {
     /// What coaps costs: full and resumed DTLS handshakes per second, resident memory per idle
     /// session, and Block2 blocks per second over coaps against plain CoAP.
     Dtls(dtls::DtlsArgs),
+    /// The task scheduler alone over one task of up to 3,000,000 devices with scripted
+    /// attempts (no UDP): CPU per device attempt, heap per device in a task, the time to read
+    /// the task and a page of its devices, and how each grows with the fleet.
+    Campaign(scheduler::CampaignArgs),
 }
 
 /// Runs one bench subcommand.
@@ -61,5 +66,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Nbiot(args) => nbiot::run(args).await,
         BenchCommand::Stock(args) => stock::run(args).await,
         BenchCommand::Dtls(args) => dtls::run(args).await,
+        BenchCommand::Campaign(args) => scheduler::run(args).await,
     }
 }

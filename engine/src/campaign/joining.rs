@@ -125,7 +125,9 @@ impl Inner {
             let share = progress.share();
             running.tally(progress.stage, &Counters::default(), &share);
             running.counted.insert(progress.endpoint.clone(), share);
-            running.devices.insert(progress.endpoint.clone(), progress);
+            let endpoint = progress.endpoint.clone();
+            running.devices.insert(endpoint.clone(), progress);
+            running.enqueue(&endpoint);
         }
         self.announce(events);
     }

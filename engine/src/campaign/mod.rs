@@ -16,7 +16,7 @@ pub mod stages;
 pub mod task;
 mod window;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -88,6 +88,10 @@ pub(crate) struct Running {
     /// Each stage's share of the statistics (its devices, upgraded, failed, bytes), moved
     /// with every progress record: a task's counts are read without looking at its devices.
     pub tallies: Vec<Counters>,
+    /// Waiting devices by when they are due, per stage: `(next_try_at, endpoint)`, so the
+    /// scheduler looks at the due ones only. An entry whose device moved on since (launched,
+    /// finished, due at another time) is dropped when it comes up.
+    pub due: Vec<BTreeSet<(UnixMillis, String)>>,
 }
 
 /// Shared state of the campaign service.
@@ -396,6 +400,27 @@ impl Campaigns {
         Ok(running.devices.values().cloned().collect())
     }
 
+    /// Up to `limit` devices of task `id` in endpoint order, after endpoint `after` when given:
+    /// a page read through the task's index, without a look at the other devices.
+    pub fn devices_page(
+        &self,
+        id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeviceProgress>, CampaignError> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let tasks = lock(&self.inner.tasks);
+        let running = tasks
+            .get(id)
+            .ok_or_else(|| CampaignError::NotFound(id.into()))?;
+        let from = after.map_or(Unbounded, Excluded);
+        let page = running.devices.range::<str, _>((from, Unbounded));
+        Ok(page
+            .take(limit)
+            .map(|(_, progress)| progress.clone())
+            .collect())
+    }
+
     /// The progress of device `endpoint` in every task it is in.
     pub fn progress_of(&self, endpoint: &str) -> Vec<DeviceProgress> {
         let tasks = lock(&self.inner.tasks);
@@ -556,6 +581,7 @@ impl Running {
             attempt_wire: HashMap::new(),
             package_size: u64::MAX,
             tallies: Vec::new(),
+            due: Vec::new(),
         }
     }
 
@@ -588,6 +614,23 @@ impl Running {
             stage_progress,
             ..task.clone()
         }
+    }
+
+    /// Queues device `endpoint`, waiting, for when it is due.
+    pub(crate) fn enqueue(&mut self, endpoint: &str) {
+        let Some(progress) = self.devices.get(endpoint) else {
+            return;
+        };
+        let (stage, at) = (progress.stage, progress.next_try_at);
+        if self.due.len() <= stage {
+            self.due.resize_with(stage + 1, BTreeSet::new);
+        }
+        self.due[stage].insert((at, endpoint.to_string()));
+    }
+
+    /// True when every device of the task is done (finished or removed), by the tallies.
+    pub(crate) fn all_done(&self) -> bool {
+        (self.tallies.iter()).all(|tally| tally.successes + tally.failures >= tally.devices)
     }
 
     /// Adds (or, with `before`, moves) a device's share in its stage's tally.
@@ -651,7 +694,12 @@ impl Inner {
                     progress.attempts = progress.attempts.saturating_sub(1);
                     progress.interruptions += 1;
                 }
-                running.devices.insert(progress.endpoint.clone(), progress);
+                let (endpoint, waiting) =
+                    (progress.endpoint.clone(), progress.phase == Phase::Waiting);
+                running.devices.insert(endpoint.clone(), progress);
+                if waiting {
+                    running.enqueue(&endpoint);
+                }
             }
             loaded.insert(running.task.id.clone(), running);
         }
@@ -710,6 +758,10 @@ impl Inner {
         running.counted = std::mem::take(&mut started.counted);
         running.tallies = std::mem::take(&mut started.tallies);
         running.devices = devices;
+        let endpoints: Vec<String> = running.devices.keys().cloned().collect();
+        for endpoint in &endpoints {
+            running.enqueue(endpoint);
+        }
         running.subject = subject;
         running.package_size = self.package_size(&running.task.spec.package_id);
         running.task = task;

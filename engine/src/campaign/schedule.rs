@@ -86,11 +86,11 @@ fn transferring(progress: &DeviceProgress) -> bool {
 }
 
 /// Attempts transferring in each cell, over every task: a cell's downlink is shared by all.
+/// Only the attempts under way are looked at.
 fn transfers_per_cell(tasks: &BTreeMap<String, Running>) -> HashMap<u32, usize> {
     let mut cells: HashMap<u32, usize> = HashMap::new();
-    let active = tasks
-        .values()
-        .flat_map(|running| running.devices.values())
+    let active = (tasks.values())
+        .flat_map(|running| running.active.keys().map(|e| &running.devices[e.as_str()]))
         .filter(|p| transferring(p));
     for cell in active.filter_map(|p| p.cell_id) {
         *cells.entry(cell).or_default() += 1;
@@ -205,6 +205,7 @@ fn pause_on_failures(inner: &Inner, running: &mut Running, stage: &str, failures
 /// Starts every due device of the open stages the pacing limits allow: the task's own, and
 /// each cell's over every task (`cells` counts the attempts under way per cell). Devices that
 /// can be reached now go first: a device asleep in PSM would hold its slot until it wakes.
+/// Only due devices are looked at, earliest first, at most [`SCAN_PER_SLOT`] per free slot.
 fn launch_due(
     inner: &Arc<Inner>,
     running: &mut Running,
@@ -212,22 +213,20 @@ fn launch_due(
     cells: &mut HashMap<u32, usize>,
 ) {
     let pacing = running.task.spec.pacing;
-    let due: Vec<(String, Option<u32>)> = running
-        .devices
-        .values()
-        .filter(|p| p.phase == Phase::Waiting && p.next_try_at <= now)
-        .filter(|p| p.stage <= running.task.stage)
-        .filter(|p| !running.task.cell_paused(p.cell_id, now))
-        .map(|p| (p.endpoint.clone(), p.cell_id))
-        .collect();
     let mut transfers = (running.active.keys())
         .filter(|endpoint| transferring(&running.devices[endpoint.as_str()]))
         .count();
+    let free = pacing.max_concurrent.saturating_sub(transfers);
+    if free == 0 {
+        return;
+    }
+    let due = due_now(running, now, free.saturating_mul(SCAN_PER_SLOT));
     for reachable_only in [true, false] {
-        for (endpoint, cell) in &due {
+        for (stage, entry, cell) in &due {
             if transfers >= pacing.max_concurrent {
                 return;
             }
+            let endpoint = entry.1.as_str();
             let cell_has_room =
                 cell.is_none_or(|c| cells.get(&c).copied().unwrap_or(0) < pacing.max_per_cell);
             let not_launched_yet = running.devices[endpoint].phase == Phase::Waiting;
@@ -238,11 +237,47 @@ fn launch_due(
                 if let Some(cell) = cell {
                     *cells.entry(*cell).or_default() += 1;
                 }
+                running.due[*stage].remove(entry);
                 launch(inner, running, endpoint);
                 transfers += 1;
             }
         }
     }
+}
+
+/// Due devices looked at per free slot of the task, at most, in one tick: enough to pass over
+/// devices whose cell is full or paused, without a look at every device of a large task.
+const SCAN_PER_SLOT: usize = 16;
+
+/// Up to `most` devices of the open stages due at `now`, earliest first, with their stage,
+/// queue entry and cell, skipping paused cells; entries whose device moved on are dropped.
+fn due_now(
+    running: &mut Running,
+    now: UnixMillis,
+    most: usize,
+) -> Vec<(usize, (UnixMillis, String), Option<u32>)> {
+    let (mut due, mut stale, mut looked) = (Vec::new(), Vec::new(), 0);
+    let open = running.due.len().min(running.task.stage + 1);
+    'stages: for (stage, queue) in running.due[..open].iter().enumerate() {
+        for entry in queue.iter().take_while(|(at, _)| *at <= now) {
+            if looked >= most {
+                break 'stages;
+            }
+            looked += 1;
+            match running.devices.get(&entry.1) {
+                Some(p) if p.phase == Phase::Waiting && p.next_try_at == entry.0 => {
+                    if !running.task.cell_paused(p.cell_id, now) {
+                        due.push((stage, entry.clone(), p.cell_id));
+                    }
+                }
+                _ => stale.push((stage, entry.clone())),
+            }
+        }
+    }
+    for (stage, entry) in stale {
+        running.due[stage].remove(&entry);
+    }
+    due
 }
 
 /// Starts one attempt, and follows its stages until its outcome.
@@ -415,6 +450,9 @@ fn finish_attempt(inner: &Inner, task_id: &str, endpoint: &str, outcome: Attempt
             settle(progress, result, note, now, interval, retries, deadline);
         }
     }
+    if progress.phase == Phase::Waiting {
+        running.enqueue(endpoint);
+    }
     // Saved (and announced) under the lock, so events leave in the order the changes happened.
     let also = match cell_paused {
         Some(paused) => vec![
@@ -475,7 +513,7 @@ fn complete_if_done(inner: &Inner, running: &mut Running, now: UnixMillis) {
         running.task.status,
         TaskStatus::Upgrading | TaskStatus::Paused
     );
-    if live && running.active.is_empty() && running.devices.values().all(DeviceProgress::is_done) {
+    if live && running.active.is_empty() && running.all_done() {
         running.task.status = TaskStatus::Completed;
         running.task.finished_at = Some(now);
         running.apply_status(now);

@@ -1,0 +1,228 @@
+//! `fota bench campaign`: the task scheduler alone at fleet scale (issue 20). One task over a
+//! group of N devices, on a temporary sled store, with attempts scripted to succeed at once (no
+//! UDP, no plugin): the scheduler's CPU per device attempt (on the thread it runs on, and the
+//! whole process's, sled's threads included), the heap one device takes in a task, the time to
+//! read the task and one page of its devices, for each N given.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use fota_engine::campaign::{
+    AttemptOutcome, AttemptRequest, Attempts, Campaigns, DeviceResult, TaskSpec, TaskStatus,
+};
+use fota_engine::catalog::Catalog;
+use fota_engine::catalog::devices::Survey;
+use fota_engine::clock::Clock;
+use fota_engine::journal::Journal;
+use fota_engine::plugin::{HostConfig, PluginHost, PluginRegistry};
+use fota_engine::store::{SledStore, Store, StoreExt};
+use fota_engine::transfer::{PackageShelf, WireCount};
+
+use super::stats::figure;
+use super::{alloc, procfs};
+
+/// Options of `fota bench campaign`.
+#[derive(Args)]
+pub struct CampaignArgs {
+    /// Devices in the task, one run per figure.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100000,300000,1000000,3000000"
+    )]
+    devices: Vec<usize>,
+    /// Devices of the task attempting at once (`pacing.max_concurrent`).
+    #[arg(long, default_value_t = 1000)]
+    concurrent: usize,
+    /// Seconds: 2,000 and 6,000 devices.
+    #[arg(long)]
+    quick: bool,
+}
+
+/// The name of the thread the scheduler runs on, to read its CPU time.
+const THREAD: &str = "fota-scheduler";
+
+/// Runs the bench for each fleet size.
+pub async fn run(args: CampaignArgs) -> anyhow::Result<()> {
+    let sizes = if args.quick {
+        vec![2_000, 6_000]
+    } else {
+        args.devices.clone()
+    };
+    alloc::enable();
+    for devices in sizes {
+        let concurrent = args.concurrent;
+        let run = std::thread::Builder::new()
+            .name(THREAD.into())
+            .spawn(move || one_size(devices, concurrent))?;
+        let figures = run.join().expect("the bench thread")?;
+        figures.print(devices);
+    }
+    Ok(())
+}
+
+/// What one run measured.
+struct Figures {
+    scheduler_cpu_per_attempt: Duration,
+    process_cpu_per_attempt: Duration,
+    heap_per_device: f64,
+    read_task: Duration,
+    read_page: Duration,
+    wall: Duration,
+}
+
+impl Figures {
+    fn print(&self, devices: usize) {
+        let micros = |d: Duration| d.as_secs_f64() * 1e6;
+        let name = |what: &str| format!("campaign.{devices}.{what}");
+        figure(
+            &name("scheduler_cpu_per_attempt"),
+            micros(self.scheduler_cpu_per_attempt),
+            "us",
+        );
+        figure(
+            &name("process_cpu_per_attempt"),
+            micros(self.process_cpu_per_attempt),
+            "us",
+        );
+        figure(&name("heap_per_device"), self.heap_per_device, "bytes");
+        figure(&name("read_task"), micros(self.read_task), "us");
+        figure(&name("read_page_of_100"), micros(self.read_page), "us");
+        figure(&name("wall"), self.wall.as_secs_f64(), "s");
+    }
+}
+
+/// One task over `devices` devices, on a current-thread runtime on this (marked) thread.
+fn one_size(devices: usize, concurrent: usize) -> anyhow::Result<Figures> {
+    alloc::mark_engine_thread();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(campaign(devices, concurrent))
+}
+
+/// Attempts that succeed at once, after one yield (as an attempt's first await would).
+struct Succeeding;
+
+impl Attempts for Succeeding {
+    fn reachable_now(&self, _endpoint: &str) -> bool {
+        true
+    }
+
+    fn forget_deliveries(&self, _package_id: &str, _endpoints: &[String]) {}
+
+    fn attempt(
+        &self,
+        _request: AttemptRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = AttemptOutcome> + Send>> {
+        Box::pin(async {
+            tokio::task::yield_now().await;
+            AttemptOutcome::Ran {
+                result: DeviceResult::Successful,
+                note: None,
+                wire: WireCount::default(),
+                cell: None,
+            }
+        })
+    }
+}
+
+async fn campaign(devices: usize, concurrent: usize) -> anyhow::Result<Figures> {
+    let clock = Clock::system();
+    let store: Arc<dyn Store> = Arc::new(SledStore::temporary()?);
+    let plugins = Arc::new(PluginRegistry::new(
+        PluginHost::new(HostConfig::default())?,
+    )?);
+    let catalog = Catalog::open(store.clone(), PackageShelf::new(), plugins, clock)?;
+    let firmware = catalog.add_firmware("Acme", "NB-1", "2.0", &[7; 4096])?;
+    let package = catalog.create_full_package(&firmware.id, None).await?;
+    let group = catalog.create_group("fleet", "Acme", "NB-1")?;
+    let endpoints: Vec<String> = (0..devices).map(|i| format!("urn:imei:{i:015}")).collect();
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        let survey = Survey {
+            manufacturer: Some("Acme".into()),
+            model: Some("NB-1".into()),
+            cell_id: Some((i % 2_000) as u32),
+            ..Survey::default()
+        };
+        catalog.device_surveyed(endpoint, &survey)?;
+    }
+    catalog.add_to_group(&group.id, &endpoints)?;
+    drop(endpoints);
+    let start = || {
+        let journal = Journal::open(store.clone(), clock)?;
+        let attempts = Arc::new(Succeeding);
+        anyhow::Ok(Campaigns::start(
+            store.clone(),
+            catalog.clone(),
+            attempts,
+            clock,
+            journal,
+        )?)
+    };
+    let campaigns = start()?;
+    let mut spec = TaskSpec::new("bench", &group.id, &package.id);
+    spec.pacing.max_concurrent = concurrent;
+    spec.pacing.max_per_cell = concurrent;
+
+    let (scheduler_before, process_before) = cpu()?;
+    let started = Instant::now();
+    let task = campaigns.create(spec)?;
+    loop {
+        let now = campaigns.task(&task.id)?;
+        if now.status == TaskStatus::Completed {
+            break;
+        }
+        anyhow::ensure!(!now.status.is_final(), "the task ended {:?}", now.status);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let wall = started.elapsed();
+    let (scheduler_after, process_after) = cpu()?;
+    let per_attempt = |cpu: Duration| cpu / devices as u32;
+
+    // The heap a device takes in a task: what loading the task adds, the store's own cache of
+    // the records warmed (and counted) before.
+    drop(campaigns);
+    let records: Vec<serde_json::Value> = store.scan("prog/")?;
+    anyhow::ensure!(records.len() == devices, "every device has its record");
+    drop(records);
+    let heap_before = alloc::engine_net_bytes();
+    let campaigns = start()?;
+    let heap_per_device = (alloc::engine_net_bytes() - heap_before) as f64 / devices as f64;
+    let (read_task, read_page) = reads(&campaigns, &task.id)?;
+    Ok(Figures {
+        scheduler_cpu_per_attempt: per_attempt(scheduler_after - scheduler_before),
+        process_cpu_per_attempt: per_attempt(process_after - process_before),
+        heap_per_device,
+        read_task,
+        read_page,
+        wall,
+    })
+}
+
+/// CPU time so far of the scheduler's thread and of the whole process.
+fn cpu() -> anyhow::Result<(Duration, Duration)> {
+    let scheduler = procfs::threads_times("self", |name| name == THREAD)?.cpu;
+    Ok((scheduler, procfs::process_times("self")?.cpu))
+}
+
+/// The median time to read task `id`, and one page of 100 of its devices, over 21 reads.
+fn reads(campaigns: &Campaigns, id: &str) -> anyhow::Result<(Duration, Duration)> {
+    let median = |mut times: Vec<Duration>| {
+        times.sort();
+        times[times.len() / 2]
+    };
+    let mut task = Vec::new();
+    let mut page = Vec::new();
+    for _ in 0..21 {
+        let start = Instant::now();
+        campaigns.task(id)?;
+        task.push(start.elapsed());
+        let start = Instant::now();
+        let first = campaigns.devices_page(id, None, 100)?;
+        anyhow::ensure!(first.len() == 100.min(first.len()), "a page");
+        page.push(start.elapsed());
+    }
+    Ok((median(task), median(page)))
+}
