@@ -197,3 +197,25 @@ fn wire_quick_prints_a_row_of_numbers() {
     assert_eq!(numbers.len(), 9, "{stdout}");
     assert_eq!(numbers[0], 256.0);
 }
+
+#[test]
+fn campaign_quick_measures_the_scheduler_at_two_sizes() {
+    let figures = bench(&["campaign", "--quick"]);
+    for size in [2_000, 6_000] {
+        let name = |what: &str| format!("campaign.{size}.{what}");
+        let names = [
+            "scheduler_cpu_per_attempt",
+            "process_cpu_per_attempt",
+            "heap_per_device",
+            "read_task",
+            "read_page_of_100",
+        ]
+        .map(name);
+        assert_figures(&figures, &names.each_ref().map(String::as_str));
+        assert!(figures[&name("heap_per_device")] > 0.0, "{figures:?}");
+        assert!(
+            figures[&name("scheduler_cpu_per_attempt")] > 0.0,
+            "{figures:?}"
+        );
+    }
+}
