@@ -116,19 +116,16 @@ impl Inner {
             .cloned()
             .map(CampaignEvent::Device)
             .collect();
-        if let Err(error) = self.write(batch, &events) {
+        if let Err(error) = self.write_now(batch, events, false) {
             tracing::error!(task = %running.task.id, %error, "joined devices not enrolled");
             return;
         }
         tracing::info!(task = %running.task.id, devices = newcomers.len(), "devices joined the task");
         for progress in newcomers {
-            let share = progress.share();
-            running.tally(progress.stage, &Counters::default(), &share);
-            running.counted.insert(progress.endpoint.clone(), share);
+            running.tally(progress.stage, &Counters::default(), &progress.share());
             let endpoint = progress.endpoint.clone();
             running.devices.insert(endpoint.clone(), progress);
             running.enqueue(&endpoint);
         }
-        self.announce(events);
     }
 }

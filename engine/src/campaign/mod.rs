@@ -15,6 +15,7 @@ mod schedule;
 pub mod stages;
 pub mod task;
 mod window;
+mod writes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -76,9 +77,6 @@ pub(crate) struct Running {
     /// Where the task's devices are counted in the statistics (its package, vendor and
     /// model); `None` before it starts, or when its package is gone.
     pub subject: Option<Subject>,
-    /// Each device's share of the statistics as last written with its progress record, so a
-    /// change moves the counters by exactly its difference.
-    pub counted: HashMap<String, Counters>,
     /// Bytes each attempt under way reported so far (at its suspensions) and that are
     /// already in its device's progress: the attempt's final count adds only the rest.
     pub attempt_wire: HashMap<String, WireCount>,
@@ -109,16 +107,21 @@ pub(crate) struct Inner {
     pub journal: Journal,
     /// The cumulative statistics, moved with every progress record.
     pub ledger: Ledger,
+    /// Device changes waiting to be written, and the order of writes.
+    pub writes: writes::Writes,
 }
 
 impl Drop for Inner {
     /// The campaign service is gone (the engine stops): its attempts stop with it, so none
-    /// talks to a device or writes the store on behalf of a scheduler that no longer exists.
+    /// talks to a device or writes the store on behalf of a scheduler that no longer exists,
+    /// and what waits to be written is written.
     fn drop(&mut self) {
         let tasks = crate::sync::lock(&self.tasks);
         for attempt in tasks.values().flat_map(|running| running.active.values()) {
             attempt.abort();
         }
+        drop(tasks);
+        self.write_queued();
     }
 }
 
@@ -244,6 +247,7 @@ impl Campaigns {
             events,
             journal,
             ledger,
+            writes: writes::Writes::default(),
         });
         let joins = inner.catalog.subscribe_joins();
         inner.load()?;
@@ -251,6 +255,7 @@ impl Campaigns {
         inner.enrol_missing();
         tokio::spawn(joining::follow(Arc::downgrade(&inner), joins));
         tokio::spawn(schedule::run(Arc::downgrade(&inner)));
+        tokio::spawn(writes::run(Arc::downgrade(&inner)));
         Ok(Campaigns { inner })
     }
 
@@ -350,8 +355,8 @@ impl Campaigns {
         for endpoint in running.devices.keys() {
             batch.remove(progress_key(id, endpoint));
         }
-        self.inner.store.apply(batch)?;
-        self.inner.store.flush()?;
+        // After what is queued: a queued record of the task's does not come back.
+        self.inner.write_now(batch, Vec::new(), true)?;
         let Some(deleted) = tasks.remove(id) else {
             return Ok(());
         };
@@ -556,12 +561,10 @@ impl Campaigns {
         let shown = running.shown(&task);
         let mut batch = Batch::new();
         batch.put(task_key(id), &task);
-        let events = [CampaignEvent::Task(Box::new(shown.clone()))];
-        self.inner.write(batch, &events)?;
-        self.inner.store.flush()?;
+        let events = vec![CampaignEvent::Task(Box::new(shown.clone()))];
+        self.inner.write_now(batch, events, true)?;
         running.task = task;
         running.apply_status(now);
-        self.inner.announce(events);
         drop(tasks);
         self.inner.wake.notify_one();
         Ok(shown)
@@ -577,7 +580,6 @@ impl Running {
             active: HashMap::new(),
             gate,
             subject: None,
-            counted: HashMap::new(),
             attempt_wire: HashMap::new(),
             package_size: u64::MAX,
             tallies: Vec::new(),
@@ -685,9 +687,7 @@ impl Inner {
                 .store
                 .scan(&format!("{PROGRESS}{}/", running.task.id))?;
             for mut progress in devices {
-                let share = progress.share();
-                running.tally(progress.stage, &Counters::default(), &share);
-                running.counted.insert(progress.endpoint.clone(), share);
+                running.tally(progress.stage, &Counters::default(), &progress.share());
                 if progress.phase == Phase::Active {
                     // Stopped mid-attempt: tried again, the retry given back.
                     progress.phase = Phase::Waiting;
@@ -744,7 +744,6 @@ impl Inner {
             let share = progress.share();
             added.shift(&Counters::default(), &share);
             started.tally(stage, &Counters::default(), &share);
-            started.counted.insert(endpoint.to_string(), share);
             devices.insert(endpoint.to_string(), progress);
         }
         batch.put(task_key(&task.id), &task);
@@ -752,10 +751,8 @@ impl Inner {
             self.ledger
                 .shift(&mut batch, subject, &Counters::default(), &added);
         }
-        let events = [CampaignEvent::Task(Box::new(started.shown(&task)))];
-        self.write(batch, &events)?;
-        self.store.flush()?;
-        running.counted = std::mem::take(&mut started.counted);
+        let events = vec![CampaignEvent::Task(Box::new(started.shown(&task)))];
+        self.write_now(batch, events, true)?;
         running.tallies = std::mem::take(&mut started.tallies);
         running.devices = devices;
         let endpoints: Vec<String> = running.devices.keys().cloned().collect();
@@ -766,7 +763,6 @@ impl Inner {
         running.package_size = self.package_size(&running.task.spec.package_id);
         running.task = task;
         running.apply_status(now);
-        self.announce(events);
         Ok(())
     }
 
@@ -795,19 +791,19 @@ impl Inner {
         batch.put(task_key(&task.id), task);
         let mut events = vec![CampaignEvent::Task(Box::new(running.view()))];
         events.extend(also);
-        if let Err(error) = self.write(batch, &events).and_then(|()| self.store.flush()) {
+        if let Err(error) = self.write_now(batch, events, true) {
             tracing::error!(task = %task.id, %error, "task not saved");
         }
-        self.announce(events);
     }
 
-    /// Saves a device's progress with what it changed in the statistics, and whatever else
-    /// `batch` holds, in one batch, with the events of its progress (and of its failure when
-    /// it just ended not upgraded) and `also`.
+    /// Queues a device's progress with what it changed in the statistics since its share was
+    /// `before`, and whatever else `batch` holds, for one batch, with the events of its
+    /// progress (and of its failure when it just ended not upgraded) and `also`.
     pub(crate) fn save_device(
         &self,
         running: &mut Running,
         endpoint: &str,
+        before: Counters,
         mut batch: Batch,
         also: Vec<CampaignEvent>,
     ) {
@@ -816,10 +812,6 @@ impl Inner {
         };
         let share = progress.share();
         let stage = progress.stage;
-        let before = running
-            .counted
-            .insert(endpoint.to_string(), share)
-            .unwrap_or_default();
         running.tally(stage, &before, &share);
         let Some(progress) = running.devices.get(endpoint) else {
             return;
@@ -834,10 +826,7 @@ impl Inner {
             events.push(CampaignEvent::DeviceFailed(progress.clone()));
         }
         events.extend(also);
-        if let Err(error) = self.write(batch, &events) {
-            tracing::error!(%key, %error, "progress not saved");
-        }
-        self.announce(events);
+        self.queue(batch, events);
     }
 }
 

@@ -126,9 +126,10 @@ fn expire_past_deadline(inner: &Inner, running: &mut Running, now: UnixMillis) {
             .devices
             .get_mut(&endpoint)
             .expect("expiring a device of the task");
+        let before = progress.share();
         let note = progress.note.take();
         progress.finish(DeviceResult::TaskExpired, note, now);
-        inner.save_device(running, &endpoint, Batch::new(), Vec::new());
+        inner.save_device(running, &endpoint, before, Batch::new(), Vec::new());
     }
 }
 
@@ -286,10 +287,11 @@ fn launch(inner: &Arc<Inner>, running: &mut Running, endpoint: &str) {
         .devices
         .get_mut(endpoint)
         .expect("launching a device of the task");
+    let before = progress.share();
     progress.phase = Phase::Active;
     progress.attempts += 1;
     let attempt_number = progress.attempts - 1;
-    inner.save_device(running, endpoint, Batch::new(), Vec::new());
+    inner.save_device(running, endpoint, before, Batch::new(), Vec::new());
     running
         .attempt_wire
         .insert(endpoint.to_string(), WireCount::default());
@@ -354,6 +356,7 @@ fn show_stage(inner: &Inner, task_id: &str, endpoint: &str, stage: Stage) {
     let Some(progress) = running.devices.get_mut(endpoint) else {
         return;
     };
+    let before = progress.share();
     match stage {
         Stage::Downloading => progress.download = DownloadStatus::Downloading,
         Stage::Downloaded => progress.download = DownloadStatus::Downloaded,
@@ -368,7 +371,7 @@ fn show_stage(inner: &Inner, task_id: &str, endpoint: &str, stage: Stage) {
             *counted = wire;
         }
     }
-    inner.save_device(running, endpoint, Batch::new(), Vec::new());
+    inner.save_device(running, endpoint, before, Batch::new(), Vec::new());
 }
 
 /// What `now` counts beyond `before` (both counts of one delivery, `now` the later).
@@ -404,6 +407,7 @@ fn finish_attempt(inner: &Inner, task_id: &str, endpoint: &str, outcome: Attempt
     let Some(progress) = running.devices.get_mut(endpoint) else {
         return;
     };
+    let before = progress.share();
     let mut batch = Batch::new();
     let mut cell_paused = None;
     match outcome {
@@ -461,7 +465,7 @@ fn finish_attempt(inner: &Inner, task_id: &str, endpoint: &str, outcome: Attempt
         ],
         None => Vec::new(),
     };
-    inner.save_device(running, endpoint, batch, also);
+    inner.save_device(running, endpoint, before, batch, also);
     drop(tasks);
     inner.wake.notify_one();
 }

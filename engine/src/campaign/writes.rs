@@ -1,0 +1,111 @@
+//! The campaign service's writes to the store. A device's progress (with the statistics it
+//! moves and the events it makes) waits in a queue and is written with the others in one batch
+//! every [`WRITE_EVERY`], or as soon as [`WRITE_AT`] changes wait, by a task of its own: not
+//! under the scheduler's lock, and not one store write per change. A task's change (and a
+//! batch of enrolments) is written at once, after everything queued before it, and durably
+//! when asked: the journal keeps the order in which things happened. Events are announced
+//! once written.
+//!
+//! What a crash can lose is the last interval's device changes, as sled's own flush interval
+//! already allows: a device whose launch is lost is tried again as if it had not started, one
+//! whose end is lost is tried again and found upgraded. The statistics are written in the
+//! same batch as the progress they count, so they never disagree with it.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::{CampaignEvent, Inner};
+use crate::store::{Batch, StoreError};
+use crate::sync::lock;
+
+/// How long a device's change waits to be written, at most.
+pub const WRITE_EVERY: Duration = Duration::from_millis(50);
+
+/// Changes waiting that make the writer write at once.
+const WRITE_AT: usize = 4096;
+
+/// Changes waiting for the next batch.
+#[derive(Default)]
+pub(crate) struct Queued {
+    batch: Batch,
+    events: Vec<CampaignEvent>,
+    changes: usize,
+}
+
+/// The queue and what serializes the writes.
+#[derive(Default)]
+pub(crate) struct Writes {
+    /// What waits.
+    queued: Mutex<Queued>,
+    /// Held while a batch is written: batches are written in the order they were taken.
+    writing: Mutex<()>,
+    /// Wakes the writer when the queue is long; its own `Arc`, so the waiting writer holds no
+    /// `Inner`.
+    full: Arc<Notify>,
+}
+
+impl Inner {
+    /// Queues a device's change: `batch` and the `events` it makes.
+    pub(crate) fn queue(&self, batch: Batch, events: Vec<CampaignEvent>) {
+        let mut queued = lock(&self.writes.queued);
+        queued.batch.puts.extend(batch.puts);
+        queued.batch.removes.extend(batch.removes);
+        queued.events.extend(events);
+        queued.changes += 1;
+        if queued.changes == WRITE_AT {
+            self.writes.full.notify_one();
+        }
+    }
+
+    /// Writes what is queued, then `batch` with the journal's record of `events`, in one
+    /// batch (flushed to disk when `durable`), and announces the events.
+    pub(crate) fn write_now(
+        &self,
+        batch: Batch,
+        events: Vec<CampaignEvent>,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        let _writing = lock(&self.writes.writing);
+        let mut all = std::mem::take(&mut *lock(&self.writes.queued));
+        all.batch.puts.extend(batch.puts);
+        all.batch.removes.extend(batch.removes);
+        all.events.extend(events);
+        self.write(all.batch, &all.events)?;
+        if durable {
+            self.store.flush()?;
+        }
+        self.announce(all.events);
+        Ok(())
+    }
+
+    /// Writes what is queued, if anything is.
+    pub(crate) fn write_queued(&self) {
+        let _writing = lock(&self.writes.writing);
+        let queued = std::mem::take(&mut *lock(&self.writes.queued));
+        if queued.changes == 0 {
+            return;
+        }
+        if let Err(error) = self.write(queued.batch, &queued.events) {
+            tracing::error!(%error, changes = queued.changes, "device progress not saved");
+        }
+        self.announce(queued.events);
+    }
+}
+
+/// Writes what the campaign service queues, every [`WRITE_EVERY`] or when the queue is long,
+/// until the service is dropped (which writes what is left).
+pub(super) async fn run(inner: Weak<Inner>) {
+    loop {
+        let full = {
+            let Some(inner) = inner.upgrade() else { return };
+            inner.write_queued();
+            inner.writes.full.clone()
+        };
+        tokio::select! {
+            () = full.notified() => {}
+            () = tokio::time::sleep(WRITE_EVERY) => {}
+        }
+    }
+}
