@@ -116,11 +116,58 @@ pub struct Page<T> {
     pub items: Vec<T>,
 }
 
+/// Where a page starts, as asked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PageStart {
+    /// After this many items.
+    Offset(usize),
+    /// After the item of this key (a cursor's).
+    After(SortKey),
+}
+
+/// A page as asked, before the list is read: its order, where it starts, how many items.
+pub struct Plan<'a, T> {
+    order: Order<'a, T>,
+    /// Where it starts.
+    pub start: PageStart,
+    /// Most items on it.
+    pub limit: usize,
+}
+
+impl<T> Plan<'_, T> {
+    /// True when the list is read from its end.
+    pub fn descending(&self) -> bool {
+        self.order.descending
+    }
+
+    /// The page of `read`: the items from where it starts, in its order (up to `limit + 1`:
+    /// one more says there is a next page), `offset` of them before it in a list of `total`.
+    pub fn page(&self, mut read: Vec<T>, offset: usize, total: usize) -> Page<T> {
+        let more = read.len() > self.limit;
+        read.truncate(self.limit);
+        let key = self.order.by.key;
+        let next_cursor = (more && !read.is_empty()).then(|| {
+            Cursor {
+                sort: self.order.name(),
+                after: key(&read[read.len() - 1]),
+            }
+            .encode()
+        });
+        Page {
+            total,
+            offset,
+            limit: self.limit,
+            next_cursor,
+            items: read,
+        }
+    }
+}
+
 impl Paging {
-    /// The page of `items` this paging asks for, sorted by one of `sorts` (the first by
-    /// default); a limit out of range, an unknown order or a cursor this list did not give
-    /// (or gave for another order) is refused.
-    pub fn page<T>(&self, mut items: Vec<T>, sorts: &[SortBy<T>]) -> Result<Page<T>, Problem> {
+    /// The page this paging asks for, in one of `sorts` (the first by default); a limit out
+    /// of range, an unknown order or a cursor this list did not give (or gave for another
+    /// order) is refused.
+    pub fn plan<'a, T>(&self, sorts: &'a [SortBy<T>]) -> Result<Plan<'a, T>, Problem> {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
             return Err(bad(format!("limit must be from 1 to {MAX_LIMIT}")));
@@ -131,36 +178,39 @@ impl Paging {
             .as_deref()
             .or(cursor.as_ref().map(|c| c.sort.as_str()));
         let order = order(asked, sorts)?;
-        let key = order.by.key;
-        items.sort_by(|a, b| order.compare(&key(a), &key(b)));
-        let start = match (&cursor, self.offset) {
+        let start = match (cursor, self.offset) {
             (Some(_), Some(_)) => return Err(bad("give a cursor or an offset, not both")),
             (Some(cursor), None) if cursor.sort != order.name() => {
                 return Err(bad("the cursor is of another sort order"));
             }
-            (Some(cursor), None) => items.partition_point(|item| {
-                order.compare(&key(item), &cursor.after) != Ordering::Greater
-            }),
-            (None, offset) => offset.unwrap_or(0).min(items.len()),
+            (Some(cursor), None) => PageStart::After(cursor.after),
+            (None, offset) => PageStart::Offset(offset.unwrap_or(0)),
+        };
+        Ok(Plan {
+            order,
+            start,
+            limit,
+        })
+    }
+
+    /// The page of `items` this paging asks for, sorted by one of `sorts` (the first by
+    /// default), refused as [`Paging::plan`] refuses.
+    pub fn page<T>(&self, mut items: Vec<T>, sorts: &[SortBy<T>]) -> Result<Page<T>, Problem> {
+        let plan = self.plan(sorts)?;
+        let key = plan.order.by.key;
+        items.sort_by(|a, b| plan.order.compare(&key(a), &key(b)));
+        let start = match &plan.start {
+            PageStart::After(after) => items
+                .partition_point(|item| plan.order.compare(&key(item), after) != Ordering::Greater),
+            PageStart::Offset(offset) => (*offset).min(items.len()),
         };
         let total = items.len();
-        let end = start.saturating_add(limit).min(total);
-        let next_cursor = (end < total && end > start).then(|| {
-            let after = key(&items[end - 1]);
-            Cursor {
-                sort: order.name(),
-                after,
-            }
-            .encode()
-        });
+        let end = start
+            .saturating_add(plan.limit)
+            .saturating_add(1)
+            .min(total);
         items.truncate(end);
-        Ok(Page {
-            total,
-            offset: start,
-            limit,
-            next_cursor,
-            items: items.split_off(start),
-        })
+        Ok(plan.page(items.split_off(start), start, total))
     }
 }
 

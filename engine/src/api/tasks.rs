@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::ApiState;
 use super::extract::{Checked, JsonBody};
-use super::paging::{Paging, SortBy, SortKey};
+use super::paging::{PageStart, Paging, SortBy, SortKey};
 use super::problem::{ApiResult, Problem};
 use super::representation::{self, Conditions, created, tagged};
 use crate::campaign::{Action, CampaignError, Campaigns, DeviceProgress, Task, TaskSpec};
@@ -192,10 +192,16 @@ pub async fn devices(
 ) -> ApiResult<Response> {
     let platform = &state.platform;
     let task = platform.campaigns.task(&id)?;
-    let devices = platform.campaigns.devices(&id)?;
+    let plan = paging.plan(&DEVICE_ORDERS)?;
+    let (after, skip) = match &plan.start {
+        PageStart::After(SortKey(_, endpoint)) => (Some(endpoint.as_str()), 0),
+        PageStart::Offset(skip) => (None, *skip),
+    };
+    let window =
+        (platform.campaigns).devices_window(&id, after, skip, plan.descending(), plan.limit + 1)?;
     let allowed = u64::from(task.spec.retries) + 1;
-    let page = paging
-        .page(devices, &DEVICE_ORDERS)?
+    let page = plan
+        .page(window.devices, window.before, window.total)
         .map(|progress| TaskDevice {
             retry: format!("{}/{allowed}", progress.attempts),
             online: platform.server.registry.get(&progress.endpoint).is_some(),

@@ -125,6 +125,17 @@ impl Drop for Inner {
     }
 }
 
+/// A window of a task's devices in endpoint order.
+#[derive(Debug, Clone)]
+pub struct DeviceWindow {
+    /// The devices.
+    pub devices: Vec<DeviceProgress>,
+    /// How many come before them, in the order read.
+    pub before: usize,
+    /// How many the task has.
+    pub total: usize,
+}
+
 /// Something that changed in a task, for live progress.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CampaignEvent {
@@ -405,25 +416,61 @@ impl Campaigns {
         Ok(running.devices.values().cloned().collect())
     }
 
-    /// Up to `limit` devices of task `id` in endpoint order, after endpoint `after` when given:
-    /// a page read through the task's index, without a look at the other devices.
-    pub fn devices_page(
+    /// Up to `take` devices of task `id` in endpoint order (from the last when `descending`),
+    /// after endpoint `after` when given, else after `skip` devices; with how many come before
+    /// them and how many the task has. Read through the task's index, not by a copy of every
+    /// device (counting those before a cursor still walks them).
+    pub fn devices_window(
         &self,
         id: &str,
         after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<DeviceProgress>, CampaignError> {
-        use std::ops::Bound::{Excluded, Unbounded};
+        skip: usize,
+        descending: bool,
+        take: usize,
+    ) -> Result<DeviceWindow, CampaignError> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
         let tasks = lock(&self.inner.tasks);
         let running = tasks
             .get(id)
             .ok_or_else(|| CampaignError::NotFound(id.into()))?;
-        let from = after.map_or(Unbounded, Excluded);
-        let page = running.devices.range::<str, _>((from, Unbounded));
-        Ok(page
-            .take(limit)
-            .map(|(_, progress)| progress.clone())
-            .collect())
+        let devices = &running.devices;
+        let total = devices.len();
+        let (before, window): (usize, Vec<&DeviceProgress>) = match (after, descending) {
+            (Some(after), false) => (
+                devices
+                    .range::<str, _>((Unbounded, Included(after)))
+                    .count(),
+                devices
+                    .range::<str, _>((Excluded(after), Unbounded))
+                    .map(|(_, p)| p)
+                    .take(take)
+                    .collect(),
+            ),
+            (Some(after), true) => (
+                devices
+                    .range::<str, _>((Included(after), Unbounded))
+                    .count(),
+                devices
+                    .range::<str, _>((Unbounded, Excluded(after)))
+                    .rev()
+                    .map(|(_, p)| p)
+                    .take(take)
+                    .collect(),
+            ),
+            (None, false) => (
+                skip.min(total),
+                devices.values().skip(skip).take(take).collect(),
+            ),
+            (None, true) => (
+                skip.min(total),
+                devices.values().rev().skip(skip).take(take).collect(),
+            ),
+        };
+        Ok(DeviceWindow {
+            devices: window.into_iter().cloned().collect(),
+            before,
+            total,
+        })
     }
 
     /// The progress of device `endpoint` in every task it is in.

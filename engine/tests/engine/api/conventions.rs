@@ -383,7 +383,12 @@ fn next_link(answer: &Answer) -> Option<String> {
 
 /// Walks the list at `first` by its `Link`s (every page's next_cursor checked against it),
 /// calling `grow` between pages; every item's `field`, in the order seen.
-async fn walk(api: &Client, first: &str, field: &str, mut grow: impl AsyncFnMut()) -> Vec<Value> {
+pub(crate) async fn walk(
+    api: &Client,
+    first: &str,
+    field: &str,
+    mut grow: impl AsyncFnMut(),
+) -> Vec<Value> {
     let (mut seen, mut next) = (Vec::new(), Some(first.to_string()));
     while let Some(url) = next {
         let page = api.get(&url).await.expect(StatusCode::OK);

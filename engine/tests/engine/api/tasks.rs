@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::api::bed::{BOUND, Bed, model, within};
 use crate::api::client::{Client, EventStream, SseEvent};
+use crate::api::conventions::walk;
 
 const DEVICES: usize = 3;
 /// Longest between two events of a running task.
@@ -213,6 +214,21 @@ async fn a_task_runs_over_http_and_its_events_arrive_in_order() {
         assert_eq!(device["result"], "successful");
         assert_eq!(device["online"], true);
     }
+    // Paged through the task's index, both ways, by cursors and by offset.
+    for sort in ["endpoint", "-endpoint"] {
+        let first = format!("{task_path}/devices?limit=1&sort={sort}");
+        let seen = walk(api, &first, "endpoint", async || {}).await;
+        let mut expected: Vec<Value> = endpoints.iter().map(|e| json!(e)).collect();
+        if sort == "-endpoint" {
+            expected.reverse();
+        }
+        assert_eq!(seen, expected, "{sort}");
+    }
+    let path = format!("{task_path}/devices?limit=1&offset=2&sort=-endpoint");
+    let last = api.get(&path).await.expect(StatusCode::OK).json();
+    assert_eq!(last["offset"], 2);
+    assert_eq!(last["items"][0]["endpoint"], endpoints[0]);
+    assert_eq!(last["next_cursor"], Value::Null);
     api.get("/v1/tasks/task-none/devices")
         .await
         .problem(StatusCode::NOT_FOUND, "not-found");
