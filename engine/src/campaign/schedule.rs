@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -19,6 +20,9 @@ use crate::clock::UnixMillis;
 use crate::store::Batch;
 use crate::sync::lock;
 use crate::transfer::{Stage, WireCount};
+
+/// Shortest time between two ticks.
+const TICK_GAP: Duration = Duration::from_millis(10);
 
 /// How soon an offline device is looked at again, at most.
 const OFFLINE_RECHECK_MS: u64 = 5_000;
@@ -33,6 +37,10 @@ pub(super) async fn run(inner: Weak<Inner>) {
             tick(&inner);
             inner.wake.clone()
         };
+        // Wakes that come meanwhile (an attempt ends, an operator acts) are served together
+        // by the next tick: a tick looks at every attempt under way of a task, so one per
+        // ended attempt would cost the task's concurrency for each.
+        tokio::time::sleep(TICK_GAP).await;
         tokio::select! {
             biased;
             () = wake.notified() => {}
