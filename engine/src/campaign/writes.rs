@@ -11,6 +11,7 @@
 //! whose end is lost is tried again and found upgraded. The statistics are written in the
 //! same batch as the progress they count, so they never disagree with it.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -26,12 +27,25 @@ pub const WRITE_EVERY: Duration = Duration::from_millis(50);
 /// Changes waiting that make the writer write at once.
 const WRITE_AT: usize = 4096;
 
-/// Changes waiting for the next batch.
+/// Changes waiting for the next batch: the last value of each key (a device changed twice,
+/// the statistics moved by many devices, are written once), and the events in order.
 #[derive(Default)]
 pub(crate) struct Queued {
-    batch: Batch,
+    puts: HashMap<String, Vec<u8>>,
     events: Vec<CampaignEvent>,
     changes: usize,
+}
+
+impl Queued {
+    /// Everything queued, then `batch`: one batch.
+    fn then(self, batch: Batch) -> Batch {
+        let mut puts: Vec<(String, Vec<u8>)> = self.puts.into_iter().collect();
+        puts.extend(batch.puts);
+        Batch {
+            puts,
+            removes: batch.removes,
+        }
+    }
 }
 
 /// The queue and what serializes the writes.
@@ -47,11 +61,11 @@ pub(crate) struct Writes {
 }
 
 impl Inner {
-    /// Queues a device's change: `batch` and the `events` it makes.
+    /// Queues a device's change: `batch` (puts only) and the `events` it makes.
     pub(crate) fn queue(&self, batch: Batch, events: Vec<CampaignEvent>) {
+        debug_assert!(batch.removes.is_empty(), "a queued change only puts");
         let mut queued = lock(&self.writes.queued);
-        queued.batch.puts.extend(batch.puts);
-        queued.batch.removes.extend(batch.removes);
+        queued.puts.extend(batch.puts);
         queued.events.extend(events);
         queued.changes += 1;
         if queued.changes == WRITE_AT {
@@ -68,29 +82,29 @@ impl Inner {
         durable: bool,
     ) -> Result<(), StoreError> {
         let _writing = lock(&self.writes.writing);
-        let mut all = std::mem::take(&mut *lock(&self.writes.queued));
-        all.batch.puts.extend(batch.puts);
-        all.batch.removes.extend(batch.removes);
-        all.events.extend(events);
-        self.write(all.batch, &all.events)?;
+        let mut queued = std::mem::take(&mut *lock(&self.writes.queued));
+        let mut all_events = std::mem::take(&mut queued.events);
+        all_events.extend(events);
+        self.write(queued.then(batch), &all_events)?;
         if durable {
             self.store.flush()?;
         }
-        self.announce(all.events);
+        self.announce(all_events);
         Ok(())
     }
 
     /// Writes what is queued, if anything is.
     pub(crate) fn write_queued(&self) {
         let _writing = lock(&self.writes.writing);
-        let queued = std::mem::take(&mut *lock(&self.writes.queued));
+        let mut queued = std::mem::take(&mut *lock(&self.writes.queued));
         if queued.changes == 0 {
             return;
         }
-        if let Err(error) = self.write(queued.batch, &queued.events) {
-            tracing::error!(%error, changes = queued.changes, "device progress not saved");
+        let (events, changes) = (std::mem::take(&mut queued.events), queued.changes);
+        if let Err(error) = self.write(queued.then(Batch::new()), &events) {
+            tracing::error!(%error, changes, "device progress not saved");
         }
-        self.announce(queued.events);
+        self.announce(events);
     }
 }
 
