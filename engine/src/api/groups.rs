@@ -178,10 +178,7 @@ pub async fn mark_test_devices(
     conditions: Conditions,
     JsonBody(members): JsonBody<Members>,
 ) -> ApiResult<Response> {
-    revise(&state, &id, &conditions, |catalog| {
-        catalog.mark_test_devices(&id, &members.endpoints, true)
-    })
-    .await
+    set_test_devices(&state, &id, &conditions, &members, true).await
 }
 
 /// `DELETE /v1/groups/{id}/test-devices`.
@@ -191,8 +188,19 @@ pub async fn unmark_test_devices(
     conditions: Conditions,
     JsonBody(members): JsonBody<Members>,
 ) -> ApiResult<Response> {
-    revise(&state, &id, &conditions, |catalog| {
-        catalog.mark_test_devices(&id, &members.endpoints, false)
+    set_test_devices(&state, &id, &conditions, &members, false).await
+}
+
+/// Marks `members` of group `id` as test devices (`test`) or as ordinary ones.
+async fn set_test_devices(
+    state: &ApiState,
+    id: &str,
+    conditions: &Conditions,
+    members: &Members,
+    test: bool,
+) -> ApiResult<Response> {
+    revise(state, id, conditions, |catalog| {
+        catalog.mark_test_devices(id, &members.endpoints, test)
     })
     .await
 }

@@ -58,15 +58,24 @@ fn all_of_them() -> f64 {
 }
 
 impl RolloutStage {
-    /// The single stage of a task without stages: its whole group.
-    fn whole_group() -> RolloutStage {
+    /// A stage `name` of `devices`, with the defaults: every device upgraded to move on, the
+    /// task's failure threshold, approval asked only after the test devices.
+    pub fn new(name: &str, devices: StageDevices) -> RolloutStage {
         RolloutStage {
-            name: "all".into(),
-            devices: StageDevices::UpToPercent(100.0),
+            name: name.into(),
+            devices,
             success_threshold: all_of_them(),
             max_failure_rate: None,
             failure_sample: None,
+            manual_approval: None,
+        }
+    }
+
+    /// The single stage of a task without stages: its whole group.
+    fn whole_group() -> RolloutStage {
+        RolloutStage {
             manual_approval: Some(false),
+            ..RolloutStage::new("all", StageDevices::UpToPercent(100.0))
         }
     }
 
@@ -299,14 +308,7 @@ mod tests {
     use crate::campaign::task::TaskStatus;
 
     fn stage(name: &str, devices: StageDevices) -> RolloutStage {
-        RolloutStage {
-            name: name.into(),
-            devices,
-            success_threshold: 1.0,
-            max_failure_rate: None,
-            failure_sample: None,
-            manual_approval: None,
-        }
+        RolloutStage::new(name, devices)
     }
 
     fn waves() -> Vec<RolloutStage> {

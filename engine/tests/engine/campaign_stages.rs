@@ -16,14 +16,7 @@ use crate::campaign_bench::*;
 
 /// A stage of `devices` with the defaults.
 fn stage(name: &str, devices: StageDevices) -> RolloutStage {
-    RolloutStage {
-        name: name.into(),
-        devices,
-        success_threshold: 1.0,
-        max_failure_rate: None,
-        failure_sample: None,
-        manual_approval: None,
-    }
+    RolloutStage::new(name, devices)
 }
 
 /// The group's test devices, then everything else.
