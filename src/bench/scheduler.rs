@@ -1,9 +1,10 @@
 //! `fota bench campaign`: the task scheduler alone at fleet scale (issue 20). One task over a
-//! group of N devices, on a temporary sled store, with attempts scripted to succeed at once (no
+//! group of N devices, on a sled store in a scratch directory on disk, with attempts scripted to succeed at once (no
 //! UDP, no plugin): the scheduler's CPU per device attempt (on the thread it runs on, and the
 //! whole process's, sled's threads included), the heap one device takes in a task, the time to
 //! read the task and one page of its devices, for each N given.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -128,9 +129,31 @@ impl Attempts for Succeeding {
     }
 }
 
+/// A store in a scratch directory on disk (sled's temporary stores live in /dev/shm, that is in
+/// memory, and a large task's log outgrows it), removed when dropped.
+struct ScratchStore {
+    dir: PathBuf,
+}
+
+impl ScratchStore {
+    fn open(devices: usize) -> anyhow::Result<(ScratchStore, Arc<dyn Store>)> {
+        let name = format!("fota-bench-campaign-{}-{devices}", std::process::id());
+        let dir = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir)?);
+        Ok((ScratchStore { dir }, store))
+    }
+}
+
+impl Drop for ScratchStore {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 async fn campaign(devices: usize, concurrent: usize) -> anyhow::Result<Figures> {
     let clock = Clock::system();
-    let store: Arc<dyn Store> = Arc::new(SledStore::temporary()?);
+    let (_scratch, store) = ScratchStore::open(devices)?;
     let plugins = Arc::new(PluginRegistry::new(
         PluginHost::new(HostConfig::default())?,
     )?);
