@@ -4,9 +4,9 @@
 //! devices after the retry interval until the retries or the deadline run out, pauses cells
 //! with a weak signal and whole tasks when a stage's failure rate crosses its threshold, moves
 //! tasks through their stages, holds downloaded devices while a task is paused, and completes
-//! tasks. Every change is in the
-//! store, with the statistics it moves in the same batch, so a restarted engine resumes every
-//! task and the statistics stay whole.
+//! tasks. Every change goes to the store with the statistics it moves in the same batch
+//! (`writes`: a task's change at once, a device's with others within 50 ms), so a restarted
+//! engine resumes every task and the statistics stay whole.
 
 pub mod attempt;
 mod joining;
