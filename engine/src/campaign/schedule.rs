@@ -175,7 +175,8 @@ fn follow_stages(inner: &Inner, running: &mut Running) {
             StageOutcome::FellShort => Some(format!(
                 "stage {name:?} ended with {upgraded} of {devices} devices upgraded, short of \
                  its success threshold ({}%): approve to go on anyway, or cancel",
-                stage.success_threshold * 100.0
+                // To a tenth of a percent: 0.9 × 100 is 90.00000000000001 in binary.
+                (stage.success_threshold * 1000.0).round() / 10.0
             )),
         };
         moved = true;

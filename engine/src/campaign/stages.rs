@@ -291,7 +291,8 @@ impl RolloutStage {
 
     /// Where this stage stands by its success threshold, from its `tally`.
     pub fn outcome(&self, tally: &Counters) -> StageOutcome {
-        let needed = (self.success_threshold * tally.devices as f64).ceil();
+        // Less a millionth of a device: 0.7 × 10 is 7.000000000000001 in binary.
+        let needed = (self.success_threshold * tally.devices as f64 - 1e-6).ceil();
         if tally.successes as f64 >= needed {
             StageOutcome::Succeeded
         } else if tally.successes + tally.failures >= tally.devices {
@@ -424,6 +425,11 @@ mod tests {
         assert_eq!(pilot.outcome(&tally(10, 3, 2)), StageOutcome::UnderWay);
         assert_eq!(pilot.outcome(&tally(10, 8, 1)), StageOutcome::Succeeded);
         assert_eq!(pilot.outcome(&tally(10, 7, 3)), StageOutcome::FellShort);
+        // A share that binary floating point cannot hold exactly still means what it says.
+        let mut seventy = stage("70%", StageDevices::UpToPercent(100.0));
+        seventy.success_threshold = 0.7;
+        assert_eq!(seventy.outcome(&tally(10, 7, 3)), StageOutcome::Succeeded);
+        assert_eq!(seventy.outcome(&tally(10, 6, 4)), StageOutcome::FellShort);
         // An empty stage has nothing to wait for.
         assert_eq!(pilot.outcome(&tally(0, 0, 0)), StageOutcome::Succeeded);
         // Without a rate of its own, the task's.

@@ -225,14 +225,13 @@ async fn a_stage_opens_the_next_at_its_success_threshold() {
 
 #[tokio::test(start_paused = true)]
 async fn a_stage_that_ends_short_of_its_threshold_waits_for_the_operator() {
-    let pilot = stage("pilot", StageDevices::UpToPercent(10.0));
+    let mut pilot = stage("pilot", StageDevices::UpToPercent(10.0));
+    pilot.success_threshold = 0.95;
     let (b, task) = pilot_with_failures(pilot, 1).await;
     let short = waiting_for_approval(&b, &task.id).await;
     let reason = short.awaiting_approval.clone().unwrap();
-    assert!(
-        reason.contains("9 of 10 devices upgraded, short of"),
-        "{reason}"
-    );
+    let said = "9 of 10 devices upgraded, short of its success threshold (95%)";
+    assert!(reason.contains(said), "{reason}");
     assert_eq!(short.status, TaskStatus::Upgrading);
     tokio::time::sleep(Duration::from_secs(3_600)).await;
     assert!(
