@@ -1,9 +1,9 @@
 //! `fota bench campaign`: the task scheduler alone at fleet scale (issue 20). One task over a
-//! group of N devices, on a sled store in a scratch directory on disk, with attempts scripted to succeed at once (no
-//! UDP, no plugin): the scheduler's CPU per device attempt (on the thread it runs on, and the
-//! whole process's, sled's threads included), the heap one device takes in a task (what the
-//! service, loaded again from the store, frees when dropped), the time to read the task and one
-//! page of its devices, for each N given.
+//! group of N devices, on a sled store in a scratch directory on disk, with attempts scripted
+//! to succeed at once (no UDP, no plugin): the scheduler's CPU per device attempt (on the
+//! thread it runs on, and the whole process's, sled's threads included), the heap one device
+//! takes in a task (what the service, loaded again from the store, frees when dropped), the
+//! time to read the task and one page of its devices, for each N given.
 
 use std::path::PathBuf;
 use std::sync::Arc;
