@@ -162,7 +162,7 @@ async fn campaign(devices: usize, concurrent: usize) -> anyhow::Result<Figures> 
     let firmware = catalog.add_firmware("Acme", "NB-1", "2.0", &[7; 4096])?;
     let package = catalog.create_full_package(&firmware.id, None).await?;
     let group = catalog.create_group("fleet", "Acme", "NB-1")?;
-    let endpoints: Vec<String> = (0..devices).map(|i| format!("urn:imei:{i:015}")).collect();
+    let endpoints: Vec<String> = (0..devices).map(endpoint).collect();
     for (i, endpoint) in endpoints.iter().enumerate() {
         let survey = Survey {
             manufacturer: Some("Acme".into()),
@@ -209,7 +209,7 @@ async fn campaign(devices: usize, concurrent: usize) -> anyhow::Result<Figures> 
     // as its drop frees it (all on this thread; the store's cache is not the service's).
     drop(campaigns);
     let campaigns = start()?;
-    let (read_task, read_page) = reads(&campaigns, &task.id)?;
+    let (read_task, read_page) = reads(&campaigns, &task.id, devices)?;
     let held = alloc::engine_net_bytes();
     drop(campaigns);
     // The service's own tasks (scheduler, writer, joins) notice it went and end.
@@ -225,19 +225,25 @@ async fn campaign(devices: usize, concurrent: usize) -> anyhow::Result<Figures> 
     })
 }
 
+/// The endpoint of the bench's device `i`.
+fn endpoint(i: usize) -> String {
+    format!("urn:imei:{i:015}")
+}
+
 /// CPU time so far of the scheduler's thread and of the whole process.
 fn cpu() -> anyhow::Result<(Duration, Duration)> {
     let scheduler = procfs::threads_times("self", |name| name == THREAD)?.cpu;
     Ok((scheduler, procfs::process_times("self")?.cpu))
 }
 
-/// The median time to read task `id`, and the page of 100 of its devices after the middle
+/// The median time to read task `id`, and the page of 100 of its `devices` after the middle
 /// one (a cursor's), over 21 reads.
-fn reads(campaigns: &Campaigns, id: &str) -> anyhow::Result<(Duration, Duration)> {
+fn reads(campaigns: &Campaigns, id: &str, devices: usize) -> anyhow::Result<(Duration, Duration)> {
     let median = |mut times: Vec<Duration>| {
         times.sort();
         times[times.len() / 2]
     };
+    let middle = endpoint(devices / 2);
     let mut task = Vec::new();
     let mut page = Vec::new();
     for _ in 0..21 {
@@ -245,11 +251,9 @@ fn reads(campaigns: &Campaigns, id: &str) -> anyhow::Result<(Duration, Duration)
         campaigns.task(id)?;
         task.push(start.elapsed());
         let start = Instant::now();
-        let total = campaigns.task(id)?.stage_progress[0].devices as usize;
-        let middle = format!("urn:imei:{:015}", total / 2);
         let window = campaigns.devices_window(id, Some(&middle), 0, false, 100)?;
-        anyhow::ensure!(window.devices.len() == 100.min(total / 2), "a page");
         page.push(start.elapsed());
+        anyhow::ensure!(window.devices.len() == 100.min(devices / 2), "a page");
     }
     Ok((median(task), median(page)))
 }

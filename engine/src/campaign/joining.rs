@@ -1,7 +1,8 @@
 //! Devices that join a task's group while the task runs: the follower of the catalog's joins
 //! enrols each in every running or paused task of its group, due after the task's start
-//! jitter, in the task's test stage if it is a test device and its last stage otherwise; after the engine starts, and when the follower fell behind the joins, every such
-//! task takes the devices of its group it does not hold yet, so a join is never lost.
+//! jitter, in the task's test stage if it is a test device and its last stage otherwise;
+//! after the engine starts, and when the follower fell behind the joins, every such task takes
+//! the devices of its group it does not hold yet, so a join is never lost.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
@@ -12,7 +13,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::progress::DeviceProgress;
 use super::stages::Placement;
 use super::task::TaskStatus;
-use super::{CampaignEvent, Inner, Running, TICK, progress_key};
+use super::{CampaignEvent, Inner, Running, TICK, progress_key, queue_due};
 use crate::catalog::GroupJoin;
 use crate::stats::Counters;
 use crate::store::Batch;
@@ -123,9 +124,8 @@ impl Inner {
         tracing::info!(task = %running.task.id, devices = newcomers.len(), "devices joined the task");
         for progress in newcomers {
             running.tally(progress.stage, &Counters::default(), &progress.share());
-            let endpoint = progress.endpoint.clone();
-            running.devices.insert(endpoint.clone(), progress);
-            running.enqueue(&endpoint);
+            queue_due(&mut running.due, &progress);
+            running.devices.insert(progress.endpoint.clone(), progress);
         }
     }
 }

@@ -639,42 +639,14 @@ impl Running {
         self.shown(&self.task)
     }
 
-    /// `task` (this one, changed) as shown, with its success rate and its stages' progress
-    /// from the stages' tallies.
+    /// `task` (this one, changed) as shown, with its success rate and its stages' progress.
     fn shown(&self, task: &Task) -> Task {
-        let (devices, upgraded) = (self.tallies.iter()).fold((0, 0), |(d, u), tally| {
-            (d + tally.devices, u + tally.successes)
-        });
-        let stages = task.spec.rollout();
-        let stage_progress = (stages.iter().enumerate())
-            .map(|(index, stage)| {
-                let tally = self.tallies.get(index).cloned().unwrap_or_default();
-                StageProgress {
-                    name: stage.name.clone(),
-                    open: task.status != TaskStatus::NotStarted && index <= task.stage,
-                    devices: tally.devices,
-                    upgraded: tally.successes,
-                    failed: tally.failures,
-                }
-            })
-            .collect();
-        Task {
-            success_rate: (devices > 0).then(|| upgraded as f64 / devices as f64),
-            stage_progress,
-            ..task.clone()
-        }
+        shown(&self.tallies, task)
     }
 
-    /// Queues device `endpoint`, waiting, for when it is due.
-    pub(crate) fn enqueue(&mut self, endpoint: &str) {
-        let Some(progress) = self.devices.get(endpoint) else {
-            return;
-        };
-        let (stage, at) = (progress.stage, progress.next_try_at);
-        if self.due.len() <= stage {
-            self.due.resize_with(stage + 1, BTreeSet::new);
-        }
-        self.due[stage].insert((at, endpoint.to_string()));
+    /// Stage `stage`'s tally (empty for a stage no device is in).
+    pub(crate) fn stage_tally(&self, stage: usize) -> Counters {
+        stage_tally(&self.tallies, stage)
     }
 
     /// True when every device of the task is done (finished or removed), by the tallies.
@@ -684,10 +656,7 @@ impl Running {
 
     /// Adds (or, with `before`, moves) a device's share in its stage's tally.
     pub(crate) fn tally(&mut self, stage: usize, before: &Counters, after: &Counters) {
-        if self.tallies.len() <= stage {
-            self.tallies.resize(stage + 1, Counters::default());
-        }
-        self.tallies[stage].shift(before, after);
+        shift_tally(&mut self.tallies, stage, before, after);
     }
 
     /// Opens or closes the install gate (open while the task upgrades, within its update
@@ -706,20 +675,53 @@ impl Running {
     }
 }
 
+/// `task` as shown, with its success rate and its stages' progress from its stages' `tallies`.
+fn shown(tallies: &[Counters], task: &Task) -> Task {
+    let (devices, upgraded) = (tallies.iter()).fold((0, 0), |(d, u), tally| {
+        (d + tally.devices, u + tally.successes)
+    });
+    let stages = task.spec.rollout();
+    let stage_progress = (stages.iter().enumerate())
+        .map(|(index, stage)| {
+            let tally = stage_tally(tallies, index);
+            StageProgress {
+                name: stage.name.clone(),
+                open: task.status != TaskStatus::NotStarted && index <= task.stage,
+                devices: tally.devices,
+                upgraded: tally.successes,
+                failed: tally.failures,
+            }
+        })
+        .collect();
+    Task {
+        success_rate: (devices > 0).then(|| upgraded as f64 / devices as f64),
+        stage_progress,
+        ..task.clone()
+    }
+}
+
+/// Stage `stage`'s tally in `tallies` (empty for a stage no device is in).
+fn stage_tally(tallies: &[Counters], stage: usize) -> Counters {
+    tallies.get(stage).cloned().unwrap_or_default()
+}
+
+/// Moves stage `stage`'s tally in `tallies` by a device's share going from `before` to `after`.
+fn shift_tally(tallies: &mut Vec<Counters>, stage: usize, before: &Counters, after: &Counters) {
+    if tallies.len() <= stage {
+        tallies.resize(stage + 1, Counters::default());
+    }
+    tallies[stage].shift(before, after);
+}
+
+/// Puts a waiting device in `due`, its stage's queue, at when it is due.
+fn queue_due(due: &mut Vec<BTreeSet<(UnixMillis, String)>>, progress: &DeviceProgress) {
+    if due.len() <= progress.stage {
+        due.resize_with(progress.stage + 1, BTreeSet::new);
+    }
+    due[progress.stage].insert((progress.next_try_at, progress.endpoint.clone()));
+}
+
 impl Inner {
-    /// Writes `batch` with the journal's record of `events`, in one batch.
-    pub(crate) fn write(&self, batch: Batch, events: &[CampaignEvent]) -> Result<(), StoreError> {
-        let journaled = events.iter().map(CampaignEvent::journaled).collect();
-        self.journal.append(batch, journaled)
-    }
-
-    /// Tells the engine's own followers of `events` (after they are written).
-    pub(crate) fn announce(&self, events: impl IntoIterator<Item = CampaignEvent>) {
-        for event in events {
-            let _ = self.events.send(event);
-        }
-    }
-
     /// Reads every task and its devices back; attempts cut by a stop are due again.
     fn load(&self) -> Result<(), CampaignError> {
         let tasks: Vec<Task> = self.store.scan(TASKS)?;
@@ -741,12 +743,10 @@ impl Inner {
                     progress.attempts = progress.attempts.saturating_sub(1);
                     progress.interruptions += 1;
                 }
-                let (endpoint, waiting) =
-                    (progress.endpoint.clone(), progress.phase == Phase::Waiting);
-                running.devices.insert(endpoint.clone(), progress);
-                if waiting {
-                    running.enqueue(&endpoint);
+                if progress.phase == Phase::Waiting {
+                    queue_due(&mut running.due, &progress);
                 }
+                running.devices.insert(progress.endpoint.clone(), progress);
             }
             loaded.insert(running.task.id.clone(), running);
         }
@@ -781,16 +781,16 @@ impl Inner {
         task.status = TaskStatus::Upgrading;
         task.started_at = Some(now);
         let mut batch = Batch::new();
-        let mut devices = BTreeMap::new();
+        let (mut devices, mut tallies, mut due) = (BTreeMap::new(), Vec::new(), Vec::new());
         let mut added = Counters::default();
-        let mut started = Running::new(task.clone());
         let placement = stages::Placement::new(&task, &group.test_devices);
         for (endpoint, stage) in placement.place(group.devices.iter()) {
             let progress = self.first_progress(&task, endpoint, stage, now);
             batch.put(progress_key(&task.id, endpoint), &progress);
             let share = progress.share();
             added.shift(&Counters::default(), &share);
-            started.tally(stage, &Counters::default(), &share);
+            shift_tally(&mut tallies, stage, &Counters::default(), &share);
+            queue_due(&mut due, &progress);
             devices.insert(endpoint.to_string(), progress);
         }
         batch.put(task_key(&task.id), &task);
@@ -798,14 +798,11 @@ impl Inner {
             self.ledger
                 .shift(&mut batch, subject, &Counters::default(), &added);
         }
-        let events = vec![CampaignEvent::Task(Box::new(started.shown(&task)))];
-        self.write_now(batch, events, true)?;
-        running.tallies = std::mem::take(&mut started.tallies);
+        let started = shown(&tallies, &task);
+        self.write_now(batch, vec![CampaignEvent::Task(Box::new(started))], true)?;
+        running.tallies = tallies;
+        running.due = due;
         running.devices = devices;
-        let endpoints: Vec<String> = running.devices.keys().cloned().collect();
-        for endpoint in &endpoints {
-            running.enqueue(endpoint);
-        }
         running.subject = subject;
         running.package_size = self.package_size(&running.task.spec.package_id);
         running.task = task;
@@ -857,12 +854,7 @@ impl Inner {
         let Some(progress) = running.devices.get(endpoint) else {
             return;
         };
-        let share = progress.share();
-        let stage = progress.stage;
-        running.tally(stage, &before, &share);
-        let Some(progress) = running.devices.get(endpoint) else {
-            return;
-        };
+        let (share, stage) = (progress.share(), progress.stage);
         if let Some(subject) = &running.subject {
             self.ledger.shift(&mut batch, subject, &before, &share);
         }
@@ -873,6 +865,7 @@ impl Inner {
             events.push(CampaignEvent::DeviceFailed(progress.clone()));
         }
         events.extend(also);
+        running.tally(stage, &before, &share);
         self.queue(batch, events);
     }
 }

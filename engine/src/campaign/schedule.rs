@@ -15,7 +15,9 @@ use super::attempt::{AttemptOutcome, AttemptRequest};
 use super::progress::{DeviceProgress, DeviceResult, DownloadStatus, Phase, UpgradeStatus};
 use super::stages::{StageOutcome, TooManyFailures};
 use super::task::{CellPause, TaskStatus};
-use super::{CampaignEvent, CellPaused, FailureRateAlarm, Inner, Running, TICK, task_key};
+use super::{
+    CampaignEvent, CellPaused, FailureRateAlarm, Inner, Running, TICK, queue_due, task_key,
+};
 use crate::clock::UnixMillis;
 use crate::store::Batch;
 use crate::sync::lock;
@@ -147,11 +149,9 @@ fn expire_past_deadline(inner: &Inner, running: &mut Running, now: UnixMillis) {
 /// ended short of its success threshold).
 fn follow_stages(inner: &Inner, running: &mut Running) {
     let stages = running.task.spec.rollout().into_owned();
-    let tally =
-        |running: &Running, index: usize| running.tallies.get(index).cloned().unwrap_or_default();
     for (index, stage) in stages.iter().enumerate().take(running.task.stage + 1) {
         let baseline = (running.task.failure_baseline.get(index).copied()).unwrap_or_default();
-        let counted = tally(running, index);
+        let counted = running.stage_tally(index);
         if let Some(failures) = stage.failures(&running.task.spec, &counted, baseline) {
             pause_on_failures(inner, running, &stage.name, failures);
             return;
@@ -160,7 +160,7 @@ fn follow_stages(inner: &Inner, running: &mut Running) {
     let mut moved = false;
     while running.task.awaiting_approval.is_none() && running.task.stage + 1 < stages.len() {
         let stage = &stages[running.task.stage];
-        let counted = tally(running, running.task.stage);
+        let counted = running.stage_tally(running.task.stage);
         let (name, upgraded, devices) = (&stage.name, counted.successes, counted.devices);
         running.task.awaiting_approval = match stage.outcome(&counted) {
             StageOutcome::UnderWay => break,
@@ -464,7 +464,7 @@ fn finish_attempt(inner: &Inner, task_id: &str, endpoint: &str, outcome: Attempt
         }
     }
     if progress.phase == Phase::Waiting {
-        running.enqueue(endpoint);
+        queue_due(&mut running.due, progress);
     }
     // Saved (and announced) under the lock, so events leave in the order the changes happened.
     let also = match cell_paused {

@@ -182,11 +182,12 @@ impl<'a> Placement<'a> {
         let mut placed: Vec<(&str, usize)> = (tests.into_iter())
             .map(|endpoint| (endpoint, test_stage.unwrap_or(0)))
             .collect();
+        // The shares rise (`check`), so each stage takes up from where the last one stopped.
         let mut next = 0;
         for (stage, percent) in shares {
             let up_to = ((count as f64 * percent / 100.0).ceil() as usize).min(count);
-            placed.extend(others[next.min(up_to)..up_to].iter().map(|e| (*e, stage)));
-            next = next.max(up_to);
+            placed.extend(others[next..up_to].iter().map(|e| (*e, stage)));
+            next = up_to;
         }
         placed
     }
@@ -308,16 +309,12 @@ mod tests {
     use super::*;
     use crate::campaign::task::TaskStatus;
 
-    fn stage(name: &str, devices: StageDevices) -> RolloutStage {
-        RolloutStage::new(name, devices)
-    }
-
     fn waves() -> Vec<RolloutStage> {
         vec![
-            stage("test", StageDevices::TestDevices),
-            stage("1%", StageDevices::UpToPercent(1.0)),
-            stage("10%", StageDevices::UpToPercent(10.0)),
-            stage("rest", StageDevices::UpToPercent(100.0)),
+            RolloutStage::new("test", StageDevices::TestDevices),
+            RolloutStage::new("1%", StageDevices::UpToPercent(1.0)),
+            RolloutStage::new("10%", StageDevices::UpToPercent(10.0)),
+            RolloutStage::new("rest", StageDevices::UpToPercent(100.0)),
         ]
     }
 
@@ -396,7 +393,7 @@ mod tests {
     #[test]
     fn a_stage_pauses_on_failures_since_the_resume_and_advances_at_its_threshold() {
         let spec = TaskSpec::new("t", "g", "p");
-        let mut pilot = stage("pilot", StageDevices::UpToPercent(10.0));
+        let mut pilot = RolloutStage::new("pilot", StageDevices::UpToPercent(10.0));
         pilot.success_threshold = 0.8;
         pilot.max_failure_rate = Some(0.3);
         pilot.failure_sample = Some(3);
@@ -426,14 +423,14 @@ mod tests {
         assert_eq!(pilot.outcome(&tally(10, 8, 1)), StageOutcome::Succeeded);
         assert_eq!(pilot.outcome(&tally(10, 7, 3)), StageOutcome::FellShort);
         // A share that binary floating point cannot hold exactly still means what it says.
-        let mut seventy = stage("70%", StageDevices::UpToPercent(100.0));
+        let mut seventy = RolloutStage::new("70%", StageDevices::UpToPercent(100.0));
         seventy.success_threshold = 0.7;
         assert_eq!(seventy.outcome(&tally(10, 7, 3)), StageOutcome::Succeeded);
         assert_eq!(seventy.outcome(&tally(10, 6, 4)), StageOutcome::FellShort);
         // An empty stage has nothing to wait for.
         assert_eq!(pilot.outcome(&tally(0, 0, 0)), StageOutcome::Succeeded);
         // Without a rate of its own, the task's.
-        let mut plain = stage("rest", StageDevices::UpToPercent(100.0));
+        let mut plain = RolloutStage::new("rest", StageDevices::UpToPercent(100.0));
         assert_eq!(plain.failures(&spec, &tally(30, 0, 30), none), None);
         plain.failure_sample = Some(1);
         let strict = TaskSpec {
@@ -445,11 +442,11 @@ mod tests {
 
     #[test]
     fn the_test_stage_asks_approval_unless_told_otherwise() {
-        let mut tests = stage("test", StageDevices::TestDevices);
+        let mut tests = RolloutStage::new("test", StageDevices::TestDevices);
         assert!(tests.asks_approval());
         tests.manual_approval = Some(false);
         assert!(!tests.asks_approval());
-        let mut wave = stage("1%", StageDevices::UpToPercent(1.0));
+        let mut wave = RolloutStage::new("1%", StageDevices::UpToPercent(1.0));
         assert!(!wave.asks_approval());
         wave.manual_approval = Some(true);
         assert!(wave.asks_approval());

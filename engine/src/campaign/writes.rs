@@ -108,6 +108,21 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Writes `batch` with the journal's record of `events`, in one batch.
+    fn write(&self, batch: Batch, events: &[CampaignEvent]) -> Result<(), StoreError> {
+        let journaled = events.iter().map(CampaignEvent::journaled).collect();
+        self.journal.append(batch, journaled)
+    }
+
+    /// Tells the engine's own followers of `events` (after they are written).
+    fn announce(&self, events: Vec<CampaignEvent>) {
+        for event in events {
+            let _ = self.events.send(event);
+        }
+    }
+}
+
 /// Writes what the campaign service queues, every [`WRITE_EVERY`] or when the queue is long,
 /// until the service is dropped (which writes what is left).
 pub(super) async fn run(inner: Weak<Inner>) {

@@ -14,16 +14,11 @@ use fota_engine::clock::UnixMillis;
 
 use crate::campaign_bench::*;
 
-/// A stage of `devices` with the defaults.
-fn stage(name: &str, devices: StageDevices) -> RolloutStage {
-    RolloutStage::new(name, devices)
-}
-
 /// The group's test devices, then everything else.
 fn tests_then_rest() -> Vec<RolloutStage> {
     vec![
-        stage("test", StageDevices::TestDevices),
-        stage("rest", StageDevices::UpToPercent(100.0)),
+        RolloutStage::new("test", StageDevices::TestDevices),
+        RolloutStage::new("rest", StageDevices::UpToPercent(100.0)),
     ]
 }
 
@@ -150,7 +145,10 @@ async fn a_task_that_says_so_goes_on_from_its_test_devices_by_itself() {
 
 /// Waves over 100 devices: a pilot of 10 %, then the rest.
 fn pilot_then_rest(pilot: RolloutStage) -> Vec<RolloutStage> {
-    vec![pilot, stage("rest", StageDevices::UpToPercent(100.0))]
+    vec![
+        pilot,
+        RolloutStage::new("rest", StageDevices::UpToPercent(100.0)),
+    ]
 }
 
 #[tokio::test(start_paused = true)]
@@ -159,7 +157,7 @@ async fn a_stages_failure_threshold_pauses_the_task_before_the_next_stage_opens(
     for i in 0..100 {
         b.script.plan(&endpoint(i), vec![fail()]);
     }
-    let mut pilot = stage("pilot", StageDevices::UpToPercent(10.0));
+    let mut pilot = RolloutStage::new("pilot", StageDevices::UpToPercent(10.0));
     pilot.max_failure_rate = Some(0.5);
     pilot.failure_sample = Some(4);
     let mut spec = b.staged(pilot_then_rest(pilot));
@@ -207,7 +205,7 @@ async fn pilot_with_failures(pilot: RolloutStage, failing: usize) -> (Bench, Tas
 
 #[tokio::test(start_paused = true)]
 async fn a_stage_opens_the_next_at_its_success_threshold() {
-    let mut pilot = stage("pilot", StageDevices::UpToPercent(10.0));
+    let mut pilot = RolloutStage::new("pilot", StageDevices::UpToPercent(10.0));
     pilot.success_threshold = 0.8;
     let (b, task) = pilot_with_failures(pilot, 2).await;
     let done = b.finished(&task.id).await;
@@ -225,7 +223,7 @@ async fn a_stage_opens_the_next_at_its_success_threshold() {
 
 #[tokio::test(start_paused = true)]
 async fn a_stage_that_ends_short_of_its_threshold_waits_for_the_operator() {
-    let mut pilot = stage("pilot", StageDevices::UpToPercent(10.0));
+    let mut pilot = RolloutStage::new("pilot", StageDevices::UpToPercent(10.0));
     pilot.success_threshold = 0.95;
     let (b, task) = pilot_with_failures(pilot, 1).await;
     let short = waiting_for_approval(&b, &task.id).await;
@@ -294,7 +292,7 @@ async fn stages_are_checked_when_the_task_is_made() {
     backwards.swap(0, 1);
     let refused = b.campaigns.create(b.staged(backwards)).unwrap_err();
     assert!(refused.to_string().contains("come first"), "{refused}");
-    let short = vec![stage("half", StageDevices::UpToPercent(50.0))];
+    let short = vec![RolloutStage::new("half", StageDevices::UpToPercent(50.0))];
     let refused = b.campaigns.create(b.staged(short)).unwrap_err();
     assert!(refused.to_string().contains("100"), "{refused}");
     assert!(b.campaigns.create(b.staged(tests_then_rest())).is_ok());
