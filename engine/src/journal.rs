@@ -4,27 +4,34 @@
 //! holds one without the other; its number is its id everywhere (the SSE id of `/v1/events`,
 //! the `id` of a webhook delivery), and stays valid across a restart: an event is shown to
 //! nobody before it is on disk ([`Journal::make_durable`]), so a number once shown is never
-//! given to another event, even after a kill. The last [`DEFAULT_RETAINED`] events are kept;
-//! each append removes the one that falls out.
+//! given to another event, even after a kill. The last [`DEFAULT_RETAINED`] events are shown;
+//! an append's events are kept together, up to [`EVENTS_PER_RECORD`] in one store record (one
+//! write for many events, not one each), and a record goes once all its events fall out.
 //!
 //! Owns numbering, retention and reading back; not what the events mean (their kinds and data
 //! are their writers'). Taps ([`Tap`]) add their own writes to an append's batch (the webhooks'
 //! outboxes), so what they keep is as durable as the event.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::watch;
 
 use crate::clock::{Clock, UnixMillis};
-use crate::store::{Batch, Store, StoreError, StoreExt};
+use crate::store::{Batch, Store, StoreError, decode, encode};
 use crate::sync::{lock, read, write};
 
 /// Events kept by default, for clients that reconnect.
 pub const DEFAULT_RETAINED: u64 = 10_000;
-/// Key prefix of the journal's events.
+/// Events in one store record, at most: an append of more writes several.
+pub const EVENTS_PER_RECORD: usize = 64;
+/// Key prefix of the journal's records.
 const EVENTS: &str = "journal/";
+/// Records read from the store at once.
+const READ_RECORDS: usize = 8;
 
 /// One event, as the journal keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,7 +43,51 @@ pub struct Event {
     /// When it was written.
     pub time: UnixMillis,
     /// What its writer says of it (a task, a device's progress, ...).
-    pub data: Value,
+    pub data: EventData,
+}
+
+/// What an event says: JSON text, serialized once by its writer and kept as it is (clients
+/// read it as text; the engine never looks into it).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventData(Box<RawValue>);
+
+impl EventData {
+    /// `value` as an event's data.
+    pub fn of(value: &impl Serialize) -> EventData {
+        EventData(serde_json::value::to_raw_value(value).expect("event data serializes to JSON"))
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The JSON, parsed.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.as_str()).expect("event data is JSON")
+    }
+}
+
+impl PartialEq for EventData {
+    fn eq(&self, other: &EventData) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl std::fmt::Debug for EventData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The events of the record at `key` (the first event's): many, or one alone, as releases
+/// before records of many wrote.
+fn stored_events(key: &str, bytes: &[u8]) -> Result<Vec<Event>, StoreError> {
+    decode::<Vec<Event>>(key, bytes).or_else(|many| match decode::<Event>(key, bytes) {
+        Ok(one) => Ok(vec![one]),
+        Err(_) => Err(many),
+    })
 }
 
 /// An event to write: its kind and data; the journal gives it its number and time.
@@ -45,7 +96,7 @@ pub struct NewEvent {
     /// What happened.
     pub kind: &'static str,
     /// What its writer says of it.
-    pub data: Value,
+    pub data: EventData,
 }
 
 /// Something that writes with every append, in the same batch (the webhooks' outboxes).
@@ -65,10 +116,12 @@ pub struct Journal {
 struct Inner {
     store: Arc<dyn Store>,
     clock: Clock,
-    /// Events kept: an append removes the one this many before it.
+    /// Events shown: those this many before the last written are not, and a record goes once
+    /// all of its are out.
     retained: u64,
-    /// The last id given, held while an append is applied, so ids reach the store in order.
-    last: Mutex<u64>,
+    /// The ids given and the records holding them, held while an append is applied, so ids
+    /// reach the store in order.
+    given: Mutex<Given>,
     /// The last id written, for followers to wait on.
     written: watch::Sender<u64>,
     /// The last id known to be on disk, held while the store flushes (one flush serves every
@@ -76,6 +129,24 @@ struct Inner {
     durable: Mutex<u64>,
     /// Writers riding along with every append.
     taps: RwLock<Vec<Arc<dyn Tap>>>,
+}
+
+/// The ids given so far and where they are kept.
+struct Given {
+    /// The last id given.
+    last: u64,
+    /// The first and last id of each record in the store, oldest first.
+    records: VecDeque<(u64, u64)>,
+}
+
+impl Given {
+    /// How many of the oldest records hold only events out of retention once `newest` is
+    /// written.
+    fn out_of_retention(&self, newest: u64, retained: u64) -> usize {
+        (self.records.iter())
+            .take_while(|(_, last)| last + retained <= newest)
+            .count()
+    }
 }
 
 impl Journal {
@@ -92,16 +163,21 @@ impl Journal {
         retained: u64,
     ) -> Result<Journal, StoreError> {
         let retained = retained.max(1);
-        let last = store
-            .last::<Event>(EVENTS)?
-            .map_or(0, |(_, event)| event.id);
-        let mut batch = Batch::new();
-        for (key, _) in store.scan_after::<Event>(EVENTS, None, usize::MAX)? {
-            if event_id(&key).is_some_and(|id| id + retained <= last) {
-                batch.remove(key);
+        let mut records = VecDeque::new();
+        for (key, bytes) in store.scan_raw(EVENTS)? {
+            let events = stored_events(&key, &bytes)?;
+            if let (Some(first), Some(last)) = (events.first(), events.last()) {
+                records.push_back((first.id, last.id));
             }
         }
-        if !batch.removes.is_empty() {
+        let last = records.back().map_or(0, |(_, last)| *last);
+        let mut given = Given { last, records };
+        let out = given.out_of_retention(last, retained);
+        if out > 0 {
+            let mut batch = Batch::new();
+            for (first, _) in given.records.drain(..out) {
+                batch.remove(event_key(first));
+            }
             store.apply(batch)?;
         }
         Ok(Journal {
@@ -109,7 +185,7 @@ impl Journal {
                 store,
                 clock,
                 retained,
-                last: Mutex::new(last),
+                given: Mutex::new(given),
                 written: watch::channel(last).0,
                 durable: Mutex::new(last),
                 taps: RwLock::new(Vec::new()),
@@ -123,13 +199,13 @@ impl Journal {
     }
 
     /// Numbers `events` and writes them with `batch` (the change they report) in one batch,
-    /// with what the taps add and the removal of the events that fall out of retention. When
-    /// the store refuses, nothing is written and no number is used.
+    /// with what the taps add and the removal of the records whose events all fall out of
+    /// retention. When the store refuses, nothing is written and no number is used.
     pub fn append(&self, mut batch: Batch, events: Vec<NewEvent>) -> Result<(), StoreError> {
         let inner = &self.inner;
-        let mut last = lock(&inner.last);
+        let mut given = lock(&inner.given);
         let time = inner.clock.now();
-        let events: Vec<Event> = (*last + 1..)
+        let events: Vec<Event> = (given.last + 1..)
             .zip(events)
             .map(|(id, new)| Event {
                 id,
@@ -141,18 +217,26 @@ impl Journal {
         let Some(newest) = events.last().map(|event| event.id) else {
             return inner.store.apply(batch);
         };
-        for event in &events {
-            batch.put(event_key(event.id), event);
-            if event.id > inner.retained {
-                batch.remove(event_key(event.id - inner.retained));
+        let mut records = Vec::new();
+        for chunk in events.chunks(EVENTS_PER_RECORD) {
+            let (first, last) = (chunk[0].id, chunk[chunk.len() - 1].id);
+            if last + inner.retained > newest {
+                batch.put_bytes(event_key(first), encode(chunk));
+                records.push((first, last));
             }
+        }
+        let out = given.out_of_retention(newest, inner.retained);
+        for (first, _) in given.records.range(..out) {
+            batch.remove(event_key(*first));
         }
         let taps = read(&inner.taps).clone();
         for tap in &taps {
             tap.write(&events, &mut batch);
         }
         inner.store.apply(batch)?;
-        *last = newest;
+        given.records.drain(..out);
+        given.records.extend(records);
+        given.last = newest;
         for tap in &taps {
             tap.written(&events);
         }
@@ -181,16 +265,33 @@ impl Journal {
     /// first may come later than `after + 1`: the ones between fell out of retention.
     pub fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let durable = self.make_durable(self.last_id())?;
-        let from = event_key(after);
-        let events = self
-            .inner
-            .store
-            .scan_after::<Event>(EVENTS, Some(&from), limit)?;
-        Ok(events
-            .into_iter()
-            .map(|(_, event)| event)
-            .take_while(|event| event.id <= durable)
-            .collect())
+        let after = after.max(self.last_id().saturating_sub(self.inner.retained));
+        // The record holding `after + 1` starts at most EVENTS_PER_RECORD - 1 before it.
+        let mut from = (after + 1)
+            .checked_sub(EVENTS_PER_RECORD as u64)
+            .filter(|start| *start > 0)
+            .map(event_key);
+        let mut events = Vec::new();
+        loop {
+            let records =
+                (self.inner.store).scan_after_raw(EVENTS, from.as_deref(), READ_RECORDS)?;
+            let last_read = records.len() < READ_RECORDS;
+            for (key, bytes) in records {
+                let record = stored_events(&key, &bytes)?;
+                from = Some(key);
+                for event in record {
+                    if event.id > durable || events.len() == limit {
+                        return Ok(events);
+                    }
+                    if event.id > after {
+                        events.push(event);
+                    }
+                }
+            }
+            if last_read {
+                return Ok(events);
+            }
+        }
     }
 
     /// Waits until an event after `after` is written.
@@ -200,14 +301,9 @@ impl Journal {
     }
 }
 
-/// The key of event `id`: fixed width, so keys sort as ids do.
+/// The key of the record whose first event is `id`: fixed width, so keys sort as ids do.
 fn event_key(id: u64) -> String {
     format!("{EVENTS}{id:020}")
-}
-
-/// The id a journal key holds.
-fn event_id(key: &str) -> Option<u64> {
-    key.strip_prefix(EVENTS)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -215,12 +311,12 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::store::SledStore;
+    use crate::store::{SledStore, StoreExt};
 
     fn event(n: u64) -> NewEvent {
         NewEvent {
             kind: "test",
-            data: json!({ "n": n }),
+            data: EventData::of(&json!({ "n": n })),
         }
     }
 
@@ -244,8 +340,11 @@ mod tests {
         journal.append(Batch::new(), vec![event(3)]).unwrap();
         let events = journal.read_after(0, 10).unwrap();
         assert_eq!(ids(&events), [1, 2, 3]);
-        assert_eq!((events[0].time, &events[0].kind), (5, &"test".to_string()));
-        assert_eq!(events[2].data, json!({ "n": 3 }));
+        // The clock goes on from 5 with real time: one append, one time.
+        assert!(events[0].time >= 5, "{}", events[0].time);
+        assert_eq!(events[0].time, events[1].time);
+        assert_eq!(events[0].kind, "test");
+        assert_eq!(events[2].data.to_value(), json!({ "n": 3 }));
         assert_eq!(ids(&journal.read_after(1, 1).unwrap()), [2]);
         assert_eq!(store.get::<String>("thing/a").unwrap().unwrap(), "changed");
     }
@@ -269,6 +368,82 @@ mod tests {
         assert_eq!(ids(&journal.read_after(2, 10).unwrap()), [5, 6]);
         drop((journal, store));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_long_append_is_kept_in_records_of_many_and_read_from_any_event() {
+        let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+        let journal = Journal::keeping(store.clone(), Clock::starting_at(0), 1_000).unwrap();
+        let many = (1..=150).map(event).collect();
+        journal.append(Batch::new(), many).unwrap();
+        journal.append(Batch::new(), vec![event(151)]).unwrap();
+        assert_eq!(
+            store.scan_raw(EVENTS).unwrap().len(),
+            4,
+            "64 + 64 + 22, then 1"
+        );
+        for after in [0, 1, 63, 64, 65, 127, 128, 149, 150] {
+            let read = journal.read_after(after, 5).unwrap();
+            let expected: Vec<u64> = (after + 1..=151).take(5).collect();
+            assert_eq!(ids(&read), expected, "after {after}");
+        }
+        assert_eq!(ids(&journal.read_after(0, 200).unwrap()).len(), 151);
+        let read = journal.read_after(10, 1).unwrap();
+        assert_eq!(read[0].data.to_value(), json!({ "n": 11 }));
+    }
+
+    #[test]
+    fn records_go_once_all_their_events_fall_out_and_a_reopen_finds_them() {
+        let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+        let journal = Journal::keeping(store.clone(), Clock::starting_at(0), 100).unwrap();
+        journal
+            .append(Batch::new(), (1..=100).map(event).collect())
+            .unwrap();
+        journal
+            .append(Batch::new(), (101..=164).map(event).collect())
+            .unwrap();
+        assert_eq!(
+            ids(&journal.read_after(0, 1).unwrap()),
+            [65],
+            "shown: the last 100"
+        );
+        assert_eq!(
+            store.scan_raw(EVENTS).unwrap().len(),
+            2,
+            "1-64 went, 65-100 stays"
+        );
+        drop(journal);
+        let journal = Journal::keeping(store.clone(), Clock::starting_at(0), 10).unwrap();
+        assert_eq!(journal.last_id(), 164);
+        assert_eq!(
+            store.scan_raw(EVENTS).unwrap().len(),
+            1,
+            "only 101-164 holds the last 10"
+        );
+        journal.append(Batch::new(), vec![event(165)]).unwrap();
+        assert_eq!(
+            ids(&journal.read_after(0, 100).unwrap()),
+            (156..=165).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn events_written_one_per_record_by_an_earlier_release_are_read() {
+        let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+        let mut batch = Batch::new();
+        for n in 1..=3 {
+            let old = Event {
+                id: n,
+                kind: "test".into(),
+                time: 0,
+                data: EventData::of(&json!({ "n": n })),
+            };
+            batch.put(event_key(n), &old);
+        }
+        store.apply(batch).unwrap();
+        let journal = Journal::open(store, Clock::starting_at(0)).unwrap();
+        journal.append(Batch::new(), vec![event(4)]).unwrap();
+        assert_eq!(ids(&journal.read_after(1, 10).unwrap()), [2, 3, 4]);
     }
 
     /// A store whose writes all fail.

@@ -115,7 +115,7 @@ impl Next {
             Next::Event(event) => SseEvent::default()
                 .id(event.id.to_string())
                 .event(&event.kind)
-                .data(event.data.to_string()),
+                .data(event.data.as_str()),
             Next::Lagged(missed) => SseEvent::default()
                 .event(LAGGED)
                 .data(format!("{{\"missed\":{missed}}}")),
@@ -135,7 +135,7 @@ mod tests {
 
     use super::*;
     use crate::clock::Clock;
-    use crate::journal::NewEvent;
+    use crate::journal::{EventData, NewEvent};
     use crate::store::{Batch, SledStore, Store};
 
     fn ids(nexts: &[Next]) -> Vec<String> {
@@ -155,7 +155,7 @@ mod tests {
         for n in 0..6 {
             let event = NewEvent {
                 kind: "task",
-                data: json!({ "n": n }),
+                data: EventData::of(&json!({ "n": n })),
             };
             journal.append(Batch::new(), vec![event]).unwrap();
         }

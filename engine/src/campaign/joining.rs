@@ -13,7 +13,8 @@ use tokio::sync::broadcast::error::RecvError;
 use super::progress::DeviceProgress;
 use super::stages::Placement;
 use super::task::TaskStatus;
-use super::{CampaignEvent, Inner, Running, TICK, progress_key, queue_due};
+use super::writes::Changes;
+use super::{Inner, Running, TICK, progress_key, queue_due};
 use crate::catalog::GroupJoin;
 use crate::stats::Counters;
 use crate::store::Batch;
@@ -99,25 +100,15 @@ impl Inner {
         if newcomers.is_empty() {
             return;
         }
-        let mut batch = Batch::new();
-        let mut added = Counters::default();
+        let mut changes = Changes::default();
         for progress in &newcomers {
-            batch.put(
-                progress_key(&progress.task_id, &progress.endpoint),
-                progress,
-            );
-            added.shift(&Counters::default(), &progress.share());
+            if let Some(subject) = &running.subject {
+                changes.shift(subject, &Counters::default(), &progress.share());
+            }
+            let key = progress_key(&progress.task_id, &progress.endpoint);
+            changes.device(key, progress.clone());
         }
-        if let Some(subject) = &running.subject {
-            self.ledger
-                .shift(&mut batch, subject, &Counters::default(), &added);
-        }
-        let events: Vec<CampaignEvent> = newcomers
-            .iter()
-            .cloned()
-            .map(CampaignEvent::Device)
-            .collect();
-        if let Err(error) = self.write_now(batch, events, false) {
+        if let Err(error) = self.write_now(Batch::new(), changes, false) {
             tracing::error!(task = %running.task.id, %error, "joined devices not enrolled");
             return;
         }

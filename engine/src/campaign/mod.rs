@@ -33,15 +33,15 @@ pub use task::{
 pub use window::{DailyWindow, MaintenanceWindows};
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::clock::{Clock, UnixMillis};
-use crate::journal::{Journal, NewEvent};
+use crate::journal::{EventData, Journal, NewEvent};
 use crate::stats::{Counters, Ledger, Statistics, Subject};
 use crate::store::{Batch, Store, StoreError, StoreExt};
 use crate::sync::lock;
 use crate::transfer::WireCount;
+use writes::Changes;
 
 /// Why a task operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,16 +70,13 @@ const TICK: Duration = Duration::from_millis(500);
 pub(crate) struct Running {
     pub task: Task,
     pub devices: BTreeMap<String, DeviceProgress>,
-    /// Attempts under way, to abort on cancel.
-    pub active: HashMap<String, tokio::task::AbortHandle>,
+    /// Attempts under way, by endpoint.
+    pub active: HashMap<String, Attempt>,
     /// Open while the task may enter the update step.
     pub gate: watch::Sender<bool>,
     /// Where the task's devices are counted in the statistics (its package, vendor and
     /// model); `None` before it starts, or when its package is gone.
     pub subject: Option<Subject>,
-    /// Bytes each attempt under way reported so far (at its suspensions) and that are
-    /// already in its device's progress: the attempt's final count adds only the rest.
-    pub attempt_wire: HashMap<String, WireCount>,
     /// Size of the task's package: a device's first-time bytes stop there (`u64::MAX` while
     /// unknown).
     pub package_size: u64,
@@ -90,6 +87,19 @@ pub(crate) struct Running {
     /// scheduler looks at the due ones only. An entry whose device moved on since (launched,
     /// finished, due at another time) is dropped when it comes up.
     pub due: Vec<BTreeSet<(UnixMillis, String)>>,
+}
+
+/// An attempt under way.
+pub(crate) struct Attempt {
+    /// Stops it (cancel, deadline, the service's drop).
+    pub abort: tokio::task::AbortHandle,
+    /// Bytes it reported so far (at its suspensions), already in its device's progress: its
+    /// final count adds only the rest.
+    pub wire: WireCount,
+    /// Its device's cell as it started.
+    pub cell: Option<u32>,
+    /// Using the link: not holding the package while it waits to be told to install.
+    pub transferring: bool,
 }
 
 /// Shared state of the campaign service.
@@ -118,7 +128,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let tasks = crate::sync::lock(&self.tasks);
         for attempt in tasks.values().flat_map(|running| running.active.values()) {
-            attempt.abort();
+            attempt.abort.abort();
         }
         drop(tasks);
         self.write_queued();
@@ -204,16 +214,15 @@ impl CampaignEvent {
     }
 
     /// What it says, as JSON.
-    pub fn data(&self) -> Value {
-        let data = match self {
-            CampaignEvent::Task(task) => serde_json::to_value(task),
+    pub fn data(&self) -> EventData {
+        match self {
+            CampaignEvent::Task(task) => EventData::of(task),
             CampaignEvent::Device(progress) | CampaignEvent::DeviceFailed(progress) => {
-                serde_json::to_value(progress)
+                EventData::of(progress)
             }
-            CampaignEvent::FailureRateAlarm(alarm) => serde_json::to_value(alarm),
-            CampaignEvent::CellPaused(pause) => serde_json::to_value(pause),
-        };
-        data.expect("campaign events serialize")
+            CampaignEvent::FailureRateAlarm(alarm) => EventData::of(alarm),
+            CampaignEvent::CellPaused(pause) => EventData::of(pause),
+        }
     }
 
     fn journaled(&self) -> NewEvent {
@@ -367,7 +376,7 @@ impl Campaigns {
             batch.remove(progress_key(id, endpoint));
         }
         // After what is queued: a queued record of the task's does not come back.
-        self.inner.write_now(batch, Vec::new(), true)?;
+        self.inner.write_now(batch, Changes::default(), true)?;
         let Some(deleted) = tasks.remove(id) else {
             return Ok(());
         };
@@ -608,8 +617,9 @@ impl Campaigns {
         let shown = running.shown(&task);
         let mut batch = Batch::new();
         batch.put(task_key(id), &task);
-        let events = vec![CampaignEvent::Task(Box::new(shown.clone()))];
-        self.inner.write_now(batch, events, true)?;
+        let mut changes = Changes::default();
+        changes.event(CampaignEvent::Task(Box::new(shown.clone())));
+        self.inner.write_now(batch, changes, true)?;
         running.task = task;
         running.apply_status(now);
         drop(tasks);
@@ -627,7 +637,6 @@ impl Running {
             active: HashMap::new(),
             gate,
             subject: None,
-            attempt_wire: HashMap::new(),
             package_size: u64::MAX,
             tallies: Vec::new(),
             due: Vec::new(),
@@ -669,7 +678,7 @@ impl Running {
             .send_if_modified(|gate| std::mem::replace(gate, open) != open);
         if self.task.status == TaskStatus::Stopped {
             for (_, attempt) in self.active.drain() {
-                attempt.abort();
+                attempt.abort.abort();
             }
         }
     }
@@ -794,12 +803,12 @@ impl Inner {
             devices.insert(endpoint.to_string(), progress);
         }
         batch.put(task_key(&task.id), &task);
+        let mut changes = Changes::default();
         if let Some(subject) = &subject {
-            self.ledger
-                .shift(&mut batch, subject, &Counters::default(), &added);
+            changes.shift(subject, &Counters::default(), &added);
         }
-        let started = shown(&tallies, &task);
-        self.write_now(batch, vec![CampaignEvent::Task(Box::new(started))], true)?;
+        changes.event(CampaignEvent::Task(Box::new(shown(&tallies, &task))));
+        self.write_now(batch, changes, true)?;
         running.tallies = tallies;
         running.due = due;
         running.devices = devices;
@@ -833,40 +842,40 @@ impl Inner {
         let task = &running.task;
         let mut batch = Batch::new();
         batch.put(task_key(&task.id), task);
-        let mut events = vec![CampaignEvent::Task(Box::new(running.view()))];
-        events.extend(also);
-        if let Err(error) = self.write_now(batch, events, true) {
+        let mut changes = Changes::default();
+        changes.event(CampaignEvent::Task(Box::new(running.view())));
+        also.into_iter().for_each(|event| changes.event(event));
+        if let Err(error) = self.write_now(batch, changes, true) {
             tracing::error!(task = %task.id, %error, "task not saved");
         }
     }
 
     /// Queues a device's progress with what it changed in the statistics since its share was
-    /// `before`, and whatever else `batch` holds, for one batch, with the events of its
-    /// progress (and of its failure when it just ended not upgraded) and `also`.
+    /// `before`, and the event of its progress (and of its failure when it just ended not
+    /// upgraded), then `also`, for one batch.
     pub(crate) fn save_device(
         &self,
         running: &mut Running,
         endpoint: &str,
         before: Counters,
-        mut batch: Batch,
-        also: Vec<CampaignEvent>,
+        also: Changes,
     ) {
         let Some(progress) = running.devices.get(endpoint) else {
             return;
         };
         let (share, stage) = (progress.share(), progress.stage);
-        if let Some(subject) = &running.subject {
-            self.ledger.shift(&mut batch, subject, &before, &share);
-        }
-        let key = progress_key(&progress.task_id, &progress.endpoint);
-        batch.put(key.as_str(), progress);
-        let mut events = vec![CampaignEvent::Device(progress.clone())];
-        if share.failures > before.failures {
-            events.push(CampaignEvent::DeviceFailed(progress.clone()));
-        }
-        events.extend(also);
+        self.queue(|changes| {
+            if let Some(subject) = &running.subject {
+                changes.shift(subject, &before, &share);
+            }
+            let key = progress_key(&progress.task_id, &progress.endpoint);
+            changes.device(key, progress.clone());
+            if share.failures > before.failures {
+                changes.event(CampaignEvent::DeviceFailed(progress.clone()));
+            }
+            changes.then(also);
+        });
         running.tally(stage, &before, &share);
-        self.queue(batch, events);
     }
 }
 

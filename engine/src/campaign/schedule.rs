@@ -15,11 +15,11 @@ use super::attempt::{AttemptOutcome, AttemptRequest};
 use super::progress::{DeviceProgress, DeviceResult, DownloadStatus, Phase, UpgradeStatus};
 use super::stages::{StageOutcome, TooManyFailures};
 use super::task::{CellPause, TaskStatus};
+use super::writes::Changes;
 use super::{
-    CampaignEvent, CellPaused, FailureRateAlarm, Inner, Running, TICK, queue_due, task_key,
+    Attempt, CampaignEvent, CellPaused, FailureRateAlarm, Inner, Running, TICK, queue_due, task_key,
 };
 use crate::clock::UnixMillis;
-use crate::store::Batch;
 use crate::sync::lock;
 use crate::transfer::{Stage, WireCount};
 
@@ -99,10 +99,8 @@ fn transferring(progress: &DeviceProgress) -> bool {
 /// Only the attempts under way are looked at.
 fn transfers_per_cell(tasks: &BTreeMap<String, Running>) -> HashMap<u32, usize> {
     let mut cells: HashMap<u32, usize> = HashMap::new();
-    let active = (tasks.values())
-        .flat_map(|running| running.active.keys().map(|e| &running.devices[e.as_str()]))
-        .filter(|p| transferring(p));
-    for cell in active.filter_map(|p| p.cell_id) {
+    let active = (tasks.values()).flat_map(|running| running.active.values());
+    for cell in active.filter(|a| a.transferring).filter_map(|a| a.cell) {
         *cells.entry(cell).or_default() += 1;
     }
     cells
@@ -129,9 +127,8 @@ fn expire_past_deadline(inner: &Inner, running: &mut Running, now: UnixMillis) {
         .collect();
     for endpoint in expiring {
         if let Some(attempt) = running.active.remove(&endpoint) {
-            attempt.abort();
+            attempt.abort.abort();
         }
-        running.attempt_wire.remove(&endpoint);
         let progress = running
             .devices
             .get_mut(&endpoint)
@@ -139,7 +136,7 @@ fn expire_past_deadline(inner: &Inner, running: &mut Running, now: UnixMillis) {
         let before = progress.share();
         let note = progress.note.take();
         progress.finish(DeviceResult::TaskExpired, note, now);
-        inner.save_device(running, &endpoint, before, Batch::new(), Vec::new());
+        inner.save_device(running, &endpoint, before, Changes::default());
     }
 }
 
@@ -215,7 +212,7 @@ fn pause_on_failures(inner: &Inner, running: &mut Running, stage: &str, failures
 /// Starts every due device of the open stages the pacing limits allow: the task's own, and
 /// each cell's over every task (`cells` counts the attempts under way per cell). Devices that
 /// can be reached now go first: a device asleep in PSM would hold its slot until it wakes.
-/// Only due devices are looked at, earliest first, at most [`SCAN_PER_SLOT`] per free slot.
+/// Starts due attempts of the open stages while the task's pacing allows.
 fn launch_due(
     inner: &Arc<Inner>,
     running: &mut Running,
@@ -223,35 +220,17 @@ fn launch_due(
     cells: &mut HashMap<u32, usize>,
 ) {
     let pacing = running.task.spec.pacing;
-    let mut transfers = (running.active.keys())
-        .filter(|endpoint| transferring(&running.devices[endpoint.as_str()]))
-        .count();
+    let transfers = (running.active.values()).filter(|a| a.transferring).count();
     let free = pacing.max_concurrent.saturating_sub(transfers);
     if free == 0 {
         return;
     }
-    let due = due_now(running, now, free.saturating_mul(SCAN_PER_SLOT));
-    for reachable_only in [true, false] {
-        for (stage, entry, cell) in &due {
-            if transfers >= pacing.max_concurrent {
-                return;
-            }
-            let endpoint = entry.1.as_str();
-            let cell_has_room =
-                cell.is_none_or(|c| cells.get(&c).copied().unwrap_or(0) < pacing.max_per_cell);
-            let not_launched_yet = running.devices[endpoint].phase == Phase::Waiting;
-            if not_launched_yet
-                && cell_has_room
-                && (!reachable_only || inner.attempts.reachable_now(endpoint))
-            {
-                if let Some(cell) = cell {
-                    *cells.entry(*cell).or_default() += 1;
-                }
-                running.due[*stage].remove(entry);
-                launch(inner, running, endpoint);
-                transfers += 1;
-            }
-        }
+    let cells = CellRoom {
+        counts: cells,
+        most: pacing.max_per_cell,
+    };
+    for endpoint in pick_due(inner, running, now, free, cells) {
+        launch(inner, running, &endpoint);
     }
 }
 
@@ -259,35 +238,77 @@ fn launch_due(
 /// devices whose cell is full or paused, without a look at every device of a large task.
 const SCAN_PER_SLOT: usize = 16;
 
-/// Up to `most` devices of the open stages due at `now`, earliest first, with their stage,
-/// queue entry and cell, skipping paused cells; entries whose device moved on are dropped.
-fn due_now(
+/// The attempts transferring in each cell, against the most a cell may have.
+struct CellRoom<'a> {
+    counts: &'a mut HashMap<u32, usize>,
+    most: usize,
+}
+
+impl CellRoom<'_> {
+    /// Whether `cell` (a device's, when known) has room for one more.
+    fn has_room(&self, cell: Option<u32>) -> bool {
+        cell.is_none_or(|c| self.counts.get(&c).copied().unwrap_or(0) < self.most)
+    }
+
+    /// Takes one place in `cell`.
+    fn take(&mut self, cell: Option<u32>) {
+        if let Some(cell) = cell {
+            *self.counts.entry(cell).or_default() += 1;
+        }
+    }
+}
+
+/// Up to `free` devices of the open stages to start at `now`: due, earliest first, in cells
+/// not paused and with room (taken as they are picked), those reachable now before those that
+/// are not; looking at `free * SCAN_PER_SLOT` queue entries at most. Their entries leave the
+/// queues, and so do those of devices that moved on.
+fn pick_due(
+    inner: &Inner,
     running: &mut Running,
     now: UnixMillis,
-    most: usize,
-) -> Vec<(usize, (UnixMillis, String), Option<u32>)> {
-    let (mut due, mut stale, mut looked) = (Vec::new(), Vec::new(), 0);
+    free: usize,
+    mut cells: CellRoom,
+) -> Vec<String> {
+    let most = free.saturating_mul(SCAN_PER_SLOT);
+    let (mut picked, mut asleep, mut stale, mut looked) = (vec![], vec![], vec![], 0);
     let open = running.due.len().min(running.task.stage + 1);
     'stages: for (stage, queue) in running.due[..open].iter().enumerate() {
         for entry in queue.iter().take_while(|(at, _)| *at <= now) {
-            if looked >= most {
+            if looked >= most || picked.len() >= free {
                 break 'stages;
             }
             looked += 1;
-            match running.devices.get(&entry.1) {
-                Some(p) if p.phase == Phase::Waiting && p.next_try_at == entry.0 => {
-                    if !running.task.cell_paused(p.cell_id, now) {
-                        due.push((stage, entry.clone(), p.cell_id));
-                    }
-                }
-                _ => stale.push((stage, entry.clone())),
+            let waiting = (running.devices.get(&entry.1))
+                .filter(|p| p.phase == Phase::Waiting && p.next_try_at == entry.0);
+            let Some(progress) = waiting else {
+                stale.push((stage, entry.clone()));
+                continue;
+            };
+            let cell = progress.cell_id;
+            if running.task.cell_paused(cell, now) || !cells.has_room(cell) {
+                continue;
+            }
+            if inner.attempts.reachable_now(&entry.1) {
+                cells.take(cell);
+                picked.push((stage, entry.clone()));
+            } else if asleep.len() < free {
+                asleep.push((stage, entry.clone(), cell));
             }
         }
     }
-    for (stage, entry) in stale {
-        running.due[stage].remove(&entry);
+    for (stage, entry, cell) in asleep {
+        if picked.len() < free && cells.has_room(cell) {
+            cells.take(cell);
+            picked.push((stage, entry));
+        }
     }
-    due
+    for (stage, entry) in stale.iter().chain(&picked) {
+        running.due[*stage].remove(entry);
+    }
+    picked
+        .into_iter()
+        .map(|(_, (_, endpoint))| endpoint)
+        .collect()
 }
 
 /// Starts one attempt, and follows its stages until its outcome.
@@ -300,10 +321,8 @@ fn launch(inner: &Arc<Inner>, running: &mut Running, endpoint: &str) {
     progress.phase = Phase::Active;
     progress.attempts += 1;
     let attempt_number = progress.attempts - 1;
-    inner.save_device(running, endpoint, before, Batch::new(), Vec::new());
-    running
-        .attempt_wire
-        .insert(endpoint.to_string(), WireCount::default());
+    let (cell, transferring) = (progress.cell_id, transferring(progress));
+    inner.save_device(running, endpoint, before, Changes::default());
     let (stages, reported) = mpsc::unbounded_channel();
     let request = AttemptRequest {
         task: running.task.clone(),
@@ -326,9 +345,13 @@ fn launch(inner: &Arc<Inner>, running: &mut Running, endpoint: &str) {
             finish_attempt(&inner, &task_id, &device, outcome);
         }
     });
-    running
-        .active
-        .insert(endpoint.to_string(), handle.abort_handle());
+    let attempt = Attempt {
+        abort: handle.abort_handle(),
+        wire: WireCount::default(),
+        cell,
+        transferring,
+    };
+    running.active.insert(endpoint.to_string(), attempt);
 }
 
 /// Runs `attempt`, handing each stage it reports to `show` in order, the last ones before
@@ -359,10 +382,10 @@ fn show_stage(inner: &Inner, task_id: &str, endpoint: &str, stage: Stage) {
     let Some(running) = tasks.get_mut(task_id) else {
         return;
     };
-    if !running.active.contains_key(endpoint) {
-        return;
-    }
-    let Some(progress) = running.devices.get_mut(endpoint) else {
+    let (Some(attempt), Some(progress)) = (
+        running.active.get_mut(endpoint),
+        running.devices.get_mut(endpoint),
+    ) else {
         return;
     };
     let before = progress.share();
@@ -372,15 +395,12 @@ fn show_stage(inner: &Inner, task_id: &str, endpoint: &str, stage: Stage) {
         Stage::Installing => progress.upgrade = UpgradeStatus::Upgrading,
         Stage::Suspended { wire } => {
             progress.interruptions += 1;
-            let counted = running
-                .attempt_wire
-                .entry(endpoint.to_string())
-                .or_default();
-            progress.add_wire(&wire_since(&wire, counted), running.package_size);
-            *counted = wire;
+            progress.add_wire(&wire_since(&wire, &attempt.wire), running.package_size);
+            attempt.wire = wire;
         }
     }
-    inner.save_device(running, endpoint, before, Batch::new(), Vec::new());
+    attempt.transferring = transferring(progress);
+    inner.save_device(running, endpoint, before, Changes::default());
 }
 
 /// What `now` counts beyond `before` (both counts of one delivery, `now` the later).
@@ -405,10 +425,9 @@ fn finish_attempt(inner: &Inner, task_id: &str, endpoint: &str, outcome: Attempt
     let Some(running) = tasks.get_mut(task_id) else {
         return;
     };
-    if running.active.remove(endpoint).is_none() {
+    let Some(Attempt { wire: counted, .. }) = running.active.remove(endpoint) else {
         return;
-    }
-    let counted = running.attempt_wire.remove(endpoint).unwrap_or_default();
+    };
     let package_size = running.package_size;
     let spec = &running.task.spec;
     let interval = spec.retry_interval_secs * 1000;
@@ -417,7 +436,6 @@ fn finish_attempt(inner: &Inner, task_id: &str, endpoint: &str, outcome: Attempt
         return;
     };
     let before = progress.share();
-    let mut batch = Batch::new();
     let mut cell_paused = None;
     match outcome {
         AttemptOutcome::Offline => {
@@ -434,7 +452,6 @@ fn finish_attempt(inner: &Inner, task_id: &str, endpoint: &str, outcome: Attempt
                 until,
             };
             running.task.paused_cells.insert(cell, pause.clone());
-            batch.put(task_key(task_id), &running.task);
             cell_paused = Some(CellPaused {
                 task_id: task_id.to_string(),
                 cell_id: cell,
@@ -466,15 +483,14 @@ fn finish_attempt(inner: &Inner, task_id: &str, endpoint: &str, outcome: Attempt
     if progress.phase == Phase::Waiting {
         queue_due(&mut running.due, progress);
     }
-    // Saved (and announced) under the lock, so events leave in the order the changes happened.
-    let also = match cell_paused {
-        Some(paused) => vec![
-            CampaignEvent::Task(Box::new(running.view())),
-            CampaignEvent::CellPaused(paused),
-        ],
-        None => Vec::new(),
-    };
-    inner.save_device(running, endpoint, before, batch, also);
+    let mut also = Changes::default();
+    if let Some(paused) = cell_paused {
+        also.put(task_key(task_id), &running.task);
+        also.event(CampaignEvent::Task(Box::new(running.view())));
+        also.event(CampaignEvent::CellPaused(paused));
+    }
+    // Queued under the lock, so events leave in the order the changes happened.
+    inner.save_device(running, endpoint, before, also);
     drop(tasks);
     inner.wake.notify_one();
 }

@@ -6,6 +6,11 @@
 //! when asked: the journal keeps the order in which things happened. Events are announced
 //! once written.
 //!
+//! Each change is serialized once, as it is written: a device's progress record is the data
+//! of its last event in the batch, and the statistics' records are written once per batch,
+//! moved by every change in it. The statistics in memory move as they are written, so they
+//! never count what the store does not hold.
+//!
 //! What a crash can lose is the last interval's device changes, as sled's own flush interval
 //! already allows: a device whose launch is lost is tried again as if it had not started, one
 //! whose end is lost is tried again and found upgraded. The statistics are written in the
@@ -17,8 +22,11 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::progress::DeviceProgress;
 use super::{CampaignEvent, Inner};
-use crate::store::{Batch, StoreError};
+use crate::journal::NewEvent;
+use crate::stats::{Counters, Shifts, Subject};
+use crate::store::{Batch, Record, StoreError, encode, encode_json};
 use crate::sync::lock;
 
 /// How long a device's change waits to be written, at most.
@@ -27,32 +35,57 @@ pub const WRITE_EVERY: Duration = Duration::from_millis(50);
 /// Changes waiting that make the writer write at once.
 const WRITE_AT: usize = 4096;
 
-/// Changes waiting for the next batch: the last value of each key (a device changed twice,
-/// the statistics moved by many devices, are written once), and the events in order.
+/// Changes written together: records, the statistics they move, and the events they make.
 #[derive(Default)]
-pub(crate) struct Queued {
+pub(crate) struct Changes {
+    /// Records, the last value of each key.
     puts: HashMap<String, Vec<u8>>,
+    /// Device progress records, each the data of its device's last `Device` event: that
+    /// event's index in `events`, by key.
+    progress: HashMap<String, usize>,
+    /// How the statistics move.
+    shifts: Shifts,
+    /// The events, in order.
     events: Vec<CampaignEvent>,
-    changes: usize,
 }
 
-impl Queued {
-    /// Everything queued, then `batch`: one batch.
-    fn then(self, batch: Batch) -> Batch {
-        let mut puts: Vec<(String, Vec<u8>)> = self.puts.into_iter().collect();
-        puts.extend(batch.puts);
-        Batch {
-            puts,
-            removes: batch.removes,
-        }
+impl Changes {
+    /// Sets `key` to `value`.
+    pub(crate) fn put(&mut self, key: String, value: &impl Record) {
+        self.puts.insert(key, encode(value));
+    }
+
+    /// A device's progress, kept at `key`, and its event.
+    pub(crate) fn device(&mut self, key: String, progress: DeviceProgress) {
+        self.progress.insert(key, self.events.len());
+        self.events.push(CampaignEvent::Device(progress));
+    }
+
+    /// An event.
+    pub(crate) fn event(&mut self, event: CampaignEvent) {
+        self.events.push(event);
+    }
+
+    /// A device's share of `subject`'s statistics going from `before` to `after`.
+    pub(crate) fn shift(&mut self, subject: &Subject, before: &Counters, after: &Counters) {
+        self.shifts.add(subject, before, after);
+    }
+
+    /// These changes, then `later`.
+    pub(crate) fn then(&mut self, later: Changes) {
+        self.puts.extend(later.puts);
+        let offset = self.events.len();
+        (self.progress).extend(later.progress.into_iter().map(|(k, i)| (k, i + offset)));
+        self.shifts.extend(later.shifts);
+        self.events.extend(later.events);
     }
 }
 
 /// The queue and what serializes the writes.
 #[derive(Default)]
 pub(crate) struct Writes {
-    /// What waits.
-    queued: Mutex<Queued>,
+    /// What waits, and how many changes made it.
+    queued: Mutex<(Changes, usize)>,
     /// Held while a batch is written: batches are written in the order they were taken.
     writing: Mutex<()>,
     /// Wakes the writer when the queue is long; its own `Arc`, so the waiting writer holds no
@@ -61,58 +94,68 @@ pub(crate) struct Writes {
 }
 
 impl Inner {
-    /// Queues a device's change: `batch` (puts only) and the `events` it makes.
-    pub(crate) fn queue(&self, batch: Batch, events: Vec<CampaignEvent>) {
-        debug_assert!(batch.removes.is_empty(), "a queued change only puts");
+    /// Queues one change: what `change` adds to the queue.
+    pub(crate) fn queue(&self, change: impl FnOnce(&mut Changes)) {
         let mut queued = lock(&self.writes.queued);
-        queued.puts.extend(batch.puts);
-        queued.events.extend(events);
-        queued.changes += 1;
-        if queued.changes == WRITE_AT {
+        change(&mut queued.0);
+        queued.1 += 1;
+        if queued.1 == WRITE_AT {
             self.writes.full.notify_one();
         }
     }
 
-    /// Writes what is queued, then `batch` with the journal's record of `events`, in one
-    /// batch (flushed to disk when `durable`), and announces the events.
+    /// Writes what is queued, then `changes`, then `batch`, in one batch (flushed to disk
+    /// when `durable`), and announces the events.
     pub(crate) fn write_now(
         &self,
         batch: Batch,
-        events: Vec<CampaignEvent>,
+        changes: Changes,
         durable: bool,
     ) -> Result<(), StoreError> {
         let _writing = lock(&self.writes.writing);
-        let mut queued = std::mem::take(&mut *lock(&self.writes.queued));
-        let mut all_events = std::mem::take(&mut queued.events);
-        all_events.extend(events);
-        self.write(queued.then(batch), &all_events)?;
+        let (mut all, _) = std::mem::take(&mut *lock(&self.writes.queued));
+        all.then(changes);
+        let events = self.write(all, batch)?;
         if durable {
             self.store.flush()?;
         }
-        self.announce(all_events);
+        self.announce(events);
         Ok(())
     }
 
     /// Writes what is queued, if anything is.
     pub(crate) fn write_queued(&self) {
         let _writing = lock(&self.writes.writing);
-        let mut queued = std::mem::take(&mut *lock(&self.writes.queued));
-        if queued.changes == 0 {
+        let (queued, changes) = std::mem::take(&mut *lock(&self.writes.queued));
+        if changes == 0 {
             return;
         }
-        let (events, changes) = (std::mem::take(&mut queued.events), queued.changes);
-        if let Err(error) = self.write(queued.then(Batch::new()), &events) {
-            tracing::error!(%error, changes, "device progress not saved");
+        match self.write(queued, Batch::new()) {
+            Ok(events) => self.announce(events),
+            Err(error) => tracing::error!(%error, changes, "device progress not saved"),
         }
-        self.announce(events);
     }
 }
 
 impl Inner {
-    /// Writes `batch` with the journal's record of `events`, in one batch.
-    fn write(&self, batch: Batch, events: &[CampaignEvent]) -> Result<(), StoreError> {
-        let journaled = events.iter().map(CampaignEvent::journaled).collect();
-        self.journal.append(batch, journaled)
+    /// Writes `changes`, then `batch`, with the journal's record of the events, in one batch;
+    /// the events written.
+    fn write(&self, changes: Changes, batch: Batch) -> Result<Vec<CampaignEvent>, StoreError> {
+        let journaled: Vec<NewEvent> = changes.events.iter().map(|e| e.journaled()).collect();
+        let mut all = Batch::new();
+        all.puts.extend(changes.puts);
+        for (key, index) in changes.progress {
+            all.put_bytes(key, encode_json(journaled[index].data.as_str()));
+        }
+        all.puts.extend(batch.puts);
+        all.removes = batch.removes;
+        let undo = changes.shifts.reversed();
+        self.ledger.count(&mut all, changes.shifts);
+        if let Err(error) = self.journal.append(all, journaled) {
+            self.ledger.count(&mut Batch::new(), undo);
+            return Err(error);
+        }
+        Ok(changes.events)
     }
 
     /// Tells the engine's own followers of `events` (after they are written).

@@ -5,7 +5,7 @@
 //! packages, and always add up to what the tasks showed. Owns the counter records and their
 //! arithmetic; what one device's progress counts for is the campaign's to say.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -53,6 +53,43 @@ impl Counters {
             before.downloads_not_installed,
             after.downloads_not_installed,
         );
+    }
+}
+
+/// Changes of devices' shares not yet counted, summed per package: counted together, each
+/// package's and model's record is written once.
+#[derive(Debug, Default, Clone)]
+pub struct Shifts(HashMap<String, (Subject, Counters, Counters)>);
+
+impl Shifts {
+    /// Adds the change of one share of `subject`'s from `before` to `after`.
+    pub fn add(&mut self, subject: &Subject, before: &Counters, after: &Counters) {
+        if before == after {
+            return;
+        }
+        let zero = Counters::default();
+        let (_, befores, afters) = match self.0.get_mut(&subject.package_id) {
+            Some(sums) => sums,
+            None => (self.0)
+                .entry(subject.package_id.clone())
+                .or_insert_with(|| (subject.clone(), zero, zero)),
+        };
+        befores.shift(&zero, before);
+        afters.shift(&zero, after);
+    }
+
+    /// The changes undoing these.
+    pub fn reversed(&self) -> Shifts {
+        let undo = (self.0.iter())
+            .map(|(id, (subject, before, after))| (id.clone(), (subject.clone(), *after, *before)));
+        Shifts(undo.collect())
+    }
+
+    /// Adds `other`'s changes.
+    pub fn extend(&mut self, other: Shifts) {
+        for (subject, before, after) in other.0.into_values() {
+            self.add(&subject, &before, &after);
+        }
     }
 }
 
@@ -138,34 +175,40 @@ impl Ledger {
         })
     }
 
-    /// Moves the counters of `subject`'s package and of its vendor and model by one share's
-    /// change from `before` to `after`, and puts the new records in `batch`: the caller
-    /// applies it with the record the change comes from.
-    pub fn shift(&self, batch: &mut Batch, subject: &Subject, before: &Counters, after: &Counters) {
-        if before == after {
-            return;
-        }
+    /// Moves the counters of each package in `shifts`, and of its vendor and model, by the
+    /// changes of shares summed there, and puts the new records in `batch`: the caller
+    /// applies it with the records the changes come from.
+    pub fn count(&self, batch: &mut Batch, shifts: Shifts) {
         let mut kept = lock(&self.kept);
-        let package = kept
-            .packages
-            .entry(subject.package_id.clone())
-            .or_insert_with(|| PackageStats {
-                package_id: subject.package_id.clone(),
-                vendor: subject.vendor.clone(),
-                model: subject.model.clone(),
-                to_version: subject.to_version.clone(),
-                counters: Counters::default(),
-            });
-        package.counters.shift(before, after);
-        batch.put(package_key(&subject.package_id), &*package);
-        let model_id = (subject.vendor.clone(), subject.model.clone());
-        let model = kept.models.entry(model_id).or_insert_with(|| ModelStats {
-            vendor: subject.vendor.clone(),
-            model: subject.model.clone(),
-            counters: Counters::default(),
-        });
-        model.counters.shift(before, after);
-        batch.put(model_key(&subject.vendor, &subject.model), &*model);
+        let mut models = BTreeMap::new();
+        for (subject, before, after) in shifts.0.into_values() {
+            let package = kept
+                .packages
+                .entry(subject.package_id.clone())
+                .or_insert_with(|| PackageStats {
+                    package_id: subject.package_id.clone(),
+                    vendor: subject.vendor.clone(),
+                    model: subject.model.clone(),
+                    to_version: subject.to_version.clone(),
+                    counters: Counters::default(),
+                });
+            package.counters.shift(&before, &after);
+            batch.put(package_key(&subject.package_id), &*package);
+            let model_id = (subject.vendor.clone(), subject.model.clone());
+            let model = kept
+                .models
+                .entry(model_id.clone())
+                .or_insert_with(|| ModelStats {
+                    vendor: subject.vendor,
+                    model: subject.model,
+                    counters: Counters::default(),
+                });
+            model.counters.shift(&before, &after);
+            models.insert(model_id, model.clone());
+        }
+        for ((vendor, model), stats) in models {
+            batch.put(model_key(&vendor, &model), &stats);
+        }
     }
 
     /// Every counter now.
@@ -224,24 +267,18 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
         let ledger = Ledger::open(store.as_ref()).unwrap();
         let zero = Counters::default();
+        let mut shifts = Shifts::default();
+        shifts.add(&subject("p1", "Acme", "NB-1"), &zero, &share(1, 1, 50));
+        shifts.add(&subject("p2", "Acme", "NB-1"), &zero, &share(2, 0, 70));
+        shifts.add(&subject("p3", "Acme", "NB-2"), &zero, &share(1, 0, 5));
+        shifts.add(&subject("p3", "Acme", "NB-2"), &zero, &share(1, 0, 5));
+        shifts.add(&subject("p3", "Acme", "NB-2"), &share(1, 0, 5), &zero);
         let mut batch = Batch::new();
-        ledger.shift(
-            &mut batch,
-            &subject("p1", "Acme", "NB-1"),
-            &zero,
-            &share(1, 1, 50),
-        );
-        ledger.shift(
-            &mut batch,
-            &subject("p2", "Acme", "NB-1"),
-            &zero,
-            &share(2, 0, 70),
-        );
-        ledger.shift(
-            &mut batch,
-            &subject("p3", "Acme", "NB-2"),
-            &zero,
-            &share(1, 0, 5),
+        ledger.count(&mut batch, shifts);
+        assert_eq!(
+            batch.puts.len(),
+            5,
+            "each package's and model's record once"
         );
         store.apply(batch).unwrap();
         let reopened = Ledger::open(store.as_ref()).unwrap().statistics();
@@ -263,13 +300,10 @@ mod tests {
     fn an_unchanged_share_writes_nothing_and_model_keys_do_not_collide() {
         let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
         let ledger = Ledger::open(store.as_ref()).unwrap();
+        let mut shifts = Shifts::default();
+        shifts.add(&subject("p", "A", "B"), &share(1, 0, 0), &share(1, 0, 0));
         let mut batch = Batch::new();
-        ledger.shift(
-            &mut batch,
-            &subject("p", "A", "B"),
-            &share(1, 0, 0),
-            &share(1, 0, 0),
-        );
+        ledger.count(&mut batch, shifts);
         assert!(batch.puts.is_empty());
         assert_ne!(model_key("a/b", "c"), model_key("a", "b/c"));
     }

@@ -5,7 +5,7 @@
 mod record;
 mod sled_store;
 
-pub use record::{FORMAT_VERSION, Record, decode, encode};
+pub use record::{FORMAT_VERSION, Record, decode, encode, encode_json};
 pub use sled_store::SledStore;
 
 /// `text` with `%` and `/` percent-encoded, to stand as one segment of a key: no name a client

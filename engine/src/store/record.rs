@@ -15,9 +15,17 @@ pub trait Record: Serialize + DeserializeOwned {}
 impl<T: Serialize + DeserializeOwned> Record for T {}
 
 /// `value` in its envelope.
-pub fn encode<T: Record>(value: &T) -> Vec<u8> {
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     let mut bytes = vec![FORMAT_VERSION];
     serde_json::to_writer(&mut bytes, value).expect("records serialize to JSON");
+    bytes
+}
+
+/// A record already serialized to `json` (as [`encode`] would), in its envelope.
+pub fn encode_json(json: &str) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(1 + json.len());
+    bytes.push(FORMAT_VERSION);
+    bytes.extend_from_slice(json.as_bytes());
     bytes
 }
 

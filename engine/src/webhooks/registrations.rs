@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{REGISTRATION, Webhooks};
-use crate::journal::{Journal, NewEvent};
+use crate::journal::{EventData, Journal, NewEvent};
 use crate::lwm2m::{RegistrationEvent, Registry};
 use crate::store::Batch;
 
@@ -33,7 +33,7 @@ pub async fn journal_registrations(registry: Arc<Registry>, journal: Journal, we
             Batch::new(),
             vec![NewEvent {
                 kind: REGISTRATION,
-                data,
+                data: EventData::of(&data),
             }],
         );
         if let Err(error) = written {
