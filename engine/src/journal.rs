@@ -26,8 +26,10 @@ use crate::sync::{lock, read, write};
 
 /// Events kept by default, for clients that reconnect.
 pub const DEFAULT_RETAINED: u64 = 10_000;
-/// Events in one store record, at most: an append of more writes several.
-pub const EVENTS_PER_RECORD: usize = 64;
+/// Events in one store record, at most: an append of more writes several. Small enough that a
+/// sled leaf of such records (16 at most) stays under sled's blob threshold (128 KiB), which
+/// a leaf of larger records crosses, making each rewrite of it a file of its own.
+pub const EVENTS_PER_RECORD: usize = 8;
 /// Key prefix of the journal's records.
 const EVENTS: &str = "journal/";
 /// Records read from the store at once.
@@ -370,61 +372,61 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    const R: u64 = EVENTS_PER_RECORD as u64;
+
+    fn records(store: &Arc<dyn Store>) -> usize {
+        store.scan_raw(EVENTS).unwrap().len()
+    }
+
     #[test]
     fn a_long_append_is_kept_in_records_of_many_and_read_from_any_event() {
         let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
         let journal = Journal::keeping(store.clone(), Clock::starting_at(0), 1_000).unwrap();
-        let many = (1..=150).map(event).collect();
-        journal.append(Batch::new(), many).unwrap();
-        journal.append(Batch::new(), vec![event(151)]).unwrap();
-        assert_eq!(
-            store.scan_raw(EVENTS).unwrap().len(),
-            4,
-            "64 + 64 + 22, then 1"
-        );
-        for after in [0, 1, 63, 64, 65, 127, 128, 149, 150] {
+        let last = 2 * R + R / 2;
+        journal
+            .append(Batch::new(), (1..=last).map(event).collect())
+            .unwrap();
+        journal.append(Batch::new(), vec![event(last + 1)]).unwrap();
+        assert_eq!(records(&store), 4, "R, R, R/2, then 1");
+        for after in [0, 1, R - 1, R, R + 1, 2 * R, last - 1, last, last + 1] {
             let read = journal.read_after(after, 5).unwrap();
-            let expected: Vec<u64> = (after + 1..=151).take(5).collect();
+            let expected: Vec<u64> = (after + 1..=last + 1).take(5).collect();
             assert_eq!(ids(&read), expected, "after {after}");
         }
-        assert_eq!(ids(&journal.read_after(0, 200).unwrap()).len(), 151);
-        let read = journal.read_after(10, 1).unwrap();
-        assert_eq!(read[0].data.to_value(), json!({ "n": 11 }));
+        assert_eq!(journal.read_after(0, 1_000).unwrap().len() as u64, last + 1);
+        let read = journal.read_after(R + 2, 1).unwrap();
+        assert_eq!(read[0].data.to_value(), json!({ "n": R + 3 }));
     }
 
     #[test]
     fn records_go_once_all_their_events_fall_out_and_a_reopen_finds_them() {
         let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
-        let journal = Journal::keeping(store.clone(), Clock::starting_at(0), 100).unwrap();
+        let journal = Journal::keeping(store.clone(), Clock::starting_at(0), 2 * R).unwrap();
         journal
-            .append(Batch::new(), (1..=100).map(event).collect())
-            .unwrap();
-        journal
-            .append(Batch::new(), (101..=164).map(event).collect())
+            .append(Batch::new(), (1..=3 * R).map(event).collect())
             .unwrap();
         assert_eq!(
             ids(&journal.read_after(0, 1).unwrap()),
-            [65],
-            "shown: the last 100"
+            [R + 1],
+            "the last 2R"
         );
-        assert_eq!(
-            store.scan_raw(EVENTS).unwrap().len(),
-            2,
-            "1-64 went, 65-100 stays"
-        );
+        assert_eq!(records(&store), 2, "the first record was out as it came");
+        journal
+            .append(Batch::new(), vec![event(3 * R + 1)])
+            .unwrap();
+        assert_eq!(records(&store), 3, "R+1..2R holds 2 shown events");
+        journal
+            .append(Batch::new(), (3 * R + 2..=4 * R + 1).map(event).collect())
+            .unwrap();
+        assert_eq!(records(&store), 3, "R+1..2R went, 4R+1 made one more");
         drop(journal);
-        let journal = Journal::keeping(store.clone(), Clock::starting_at(0), 10).unwrap();
-        assert_eq!(journal.last_id(), 164);
-        assert_eq!(
-            store.scan_raw(EVENTS).unwrap().len(),
-            1,
-            "only 101-164 holds the last 10"
-        );
-        journal.append(Batch::new(), vec![event(165)]).unwrap();
-        assert_eq!(
-            ids(&journal.read_after(0, 100).unwrap()),
-            (156..=165).collect::<Vec<_>>()
-        );
+        let journal = Journal::keeping(store.clone(), Clock::starting_at(0), 1).unwrap();
+        assert_eq!(journal.last_id(), 4 * R + 1);
+        assert_eq!(records(&store), 1, "only the record holding the last event");
+        journal
+            .append(Batch::new(), vec![event(4 * R + 2)])
+            .unwrap();
+        assert_eq!(ids(&journal.read_after(0, 100).unwrap()), [4 * R + 2]);
     }
 
     #[test]

@@ -270,7 +270,8 @@ fn pick_due(
     mut cells: CellRoom,
 ) -> Vec<String> {
     let most = free.saturating_mul(SCAN_PER_SLOT);
-    let (mut picked, mut asleep, mut stale, mut looked) = (vec![], vec![], vec![], 0);
+    let (mut picked, mut asleep) = (Vec::with_capacity(free), Vec::new());
+    let (mut stale, mut looked) = (Vec::new(), 0);
     let open = running.due.len().min(running.task.stage + 1);
     'stages: for (stage, queue) in running.due[..open].iter().enumerate() {
         for entry in queue.iter().take_while(|(at, _)| *at <= now) {

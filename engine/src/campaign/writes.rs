@@ -126,10 +126,13 @@ impl Inner {
     /// Writes what is queued, if anything is.
     pub(crate) fn write_queued(&self) {
         let _writing = lock(&self.writes.writing);
-        let (queued, changes) = std::mem::take(&mut *lock(&self.writes.queued));
-        if changes == 0 {
-            return;
-        }
+        let (queued, changes) = {
+            let mut queued = lock(&self.writes.queued);
+            if queued.1 == 0 {
+                return;
+            }
+            std::mem::take(&mut *queued)
+        };
         match self.write(queued, Batch::new()) {
             Ok(events) => self.announce(events),
             Err(error) => tracing::error!(%error, changes, "device progress not saved"),
