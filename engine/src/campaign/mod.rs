@@ -11,6 +11,7 @@
 pub mod attempt;
 mod joining;
 pub mod progress;
+mod ranks;
 mod schedule;
 pub mod stages;
 pub mod task;
@@ -87,6 +88,8 @@ pub(crate) struct Running {
     /// scheduler looks at the due ones only. An entry whose device moved on since (launched,
     /// finished, due at another time) is dropped when it comes up.
     pub due: Vec<BTreeSet<(UnixMillis, String)>>,
+    /// Where a device stands among the others, for a page's offset.
+    pub ranks: ranks::Ranks,
 }
 
 /// An attempt under way.
@@ -428,7 +431,8 @@ impl Campaigns {
     /// Up to `take` devices of task `id` in endpoint order (from the last when `descending`),
     /// after endpoint `after` when given, else after `skip` devices; with how many come before
     /// them and how many the task has. Read through the task's index, not by a copy of every
-    /// device (counting those before a cursor still walks them).
+    /// device; a cursor's offset, and the device at an offset, found from the nearest mark of
+    /// [`ranks::Ranks`].
     pub fn devices_window(
         &self,
         id: &str,
@@ -438,42 +442,57 @@ impl Campaigns {
         take: usize,
     ) -> Result<DeviceWindow, CampaignError> {
         use std::ops::Bound::{Excluded, Included, Unbounded};
-        let tasks = lock(&self.inner.tasks);
+        let mut tasks = lock(&self.inner.tasks);
         let running = tasks
-            .get(id)
+            .get_mut(id)
             .ok_or_else(|| CampaignError::NotFound(id.into()))?;
         let devices = &running.devices;
         let total = devices.len();
         let (before, window): (usize, Vec<&DeviceProgress>) = match (after, descending) {
             (Some(after), false) => (
-                devices
-                    .range::<str, _>((Unbounded, Included(after)))
-                    .count(),
+                running.ranks.at_or_before(devices, after),
                 devices
                     .range::<str, _>((Excluded(after), Unbounded))
                     .map(|(_, p)| p)
                     .take(take)
                     .collect(),
             ),
-            (Some(after), true) => (
-                devices
-                    .range::<str, _>((Included(after), Unbounded))
-                    .count(),
-                devices
-                    .range::<str, _>((Unbounded, Excluded(after)))
-                    .rev()
-                    .map(|(_, p)| p)
-                    .take(take)
-                    .collect(),
-            ),
-            (None, false) => (
-                skip.min(total),
-                devices.values().skip(skip).take(take).collect(),
-            ),
-            (None, true) => (
-                skip.min(total),
-                devices.values().rev().skip(skip).take(take).collect(),
-            ),
+            (Some(after), true) => {
+                let at_or_before = running.ranks.at_or_before(devices, after);
+                let below = at_or_before - usize::from(devices.contains_key(after));
+                (
+                    total - below,
+                    devices
+                        .range::<str, _>((Unbounded, Excluded(after)))
+                        .rev()
+                        .map(|(_, p)| p)
+                        .take(take)
+                        .collect(),
+                )
+            }
+            (None, false) => {
+                let window = match running.ranks.endpoint_at(devices, skip) {
+                    Some(first) => (devices.range::<str, _>((Included(first), Unbounded)))
+                        .map(|(_, p)| p)
+                        .take(take)
+                        .collect(),
+                    None => Vec::new(),
+                };
+                (skip.min(total), window)
+            }
+            (None, true) => {
+                let last = (total.checked_sub(skip + 1))
+                    .and_then(|position| running.ranks.endpoint_at(devices, position));
+                let window = match last {
+                    Some(last) => (devices.range::<str, _>((Unbounded, Included(last))))
+                        .rev()
+                        .map(|(_, p)| p)
+                        .take(take)
+                        .collect(),
+                    None => Vec::new(),
+                };
+                (skip.min(total), window)
+            }
         };
         Ok(DeviceWindow {
             devices: window.into_iter().cloned().collect(),
@@ -640,6 +659,7 @@ impl Running {
             package_size: u64::MAX,
             tallies: Vec::new(),
             due: Vec::new(),
+            ranks: ranks::Ranks::default(),
         }
     }
 
