@@ -764,6 +764,12 @@ impl Inner {
             let devices: Vec<DeviceProgress> = self
                 .store
                 .scan(&format!("{PROGRESS}{}/", running.task.id))?;
+            if running.task.status == TaskStatus::NotStarted {
+                // Parts of a start cut by a crash: the start is made again.
+                self.forget_progress(&running.task.id, &devices)?;
+                loaded.insert(running.task.id.clone(), running);
+                continue;
+            }
             for mut progress in devices {
                 running.tally(progress.stage, &Counters::default(), &progress.share());
                 if progress.phase == Phase::Active {
@@ -780,6 +786,18 @@ impl Inner {
             loaded.insert(running.task.id.clone(), running);
         }
         Ok(())
+    }
+
+    /// Removes the progress records of `devices` in task `task_id`.
+    fn forget_progress(&self, task_id: &str, devices: &[DeviceProgress]) -> Result<(), StoreError> {
+        if devices.is_empty() {
+            return Ok(());
+        }
+        let mut batch = Batch::new();
+        for progress in devices {
+            batch.remove(progress_key(task_id, &progress.endpoint));
+        }
+        self.store.apply(batch)
     }
 
     /// Where the devices of a task delivering `package_id` are counted.
@@ -801,7 +819,8 @@ impl Inner {
     }
 
     /// Moves a task to Upgrading with a progress record for each device of its group, each in
-    /// its stage, and counts those devices in the statistics, in one batch.
+    /// its stage, and counts those devices in the statistics, in the same batch as the task's
+    /// record (a large group's records before it, in parts).
     pub(crate) fn begin(&self, running: &mut Running) -> Result<(), CampaignError> {
         let now = self.clock.now();
         let group = self.catalog.group(&running.task.spec.group_id)?;
@@ -815,6 +834,11 @@ impl Inner {
         let placement = stages::Placement::new(&task, &group.test_devices);
         for (endpoint, stage) in placement.place(group.devices.iter()) {
             let progress = self.first_progress(&task, endpoint, stage, now);
+            if batch.puts.len() == BEGIN_BATCH {
+                // A task of millions is written in parts, the task's record and statistics
+                // last: a crash before them leaves a task not started, begun again after.
+                self.store.apply(std::mem::take(&mut batch))?;
+            }
             batch.put(progress_key(&task.id, endpoint), &progress);
             let share = progress.share();
             added.shift(&Counters::default(), &share);
@@ -898,6 +922,9 @@ impl Inner {
         running.tally(stage, &before, &share);
     }
 }
+
+/// Progress records a task's start writes in one store batch, at most.
+const BEGIN_BATCH: usize = 50_000;
 
 /// Key prefix of tasks.
 const TASKS: &str = "task/";

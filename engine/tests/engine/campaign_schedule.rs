@@ -722,3 +722,33 @@ async fn windows_in_an_unknown_zone_or_at_no_time_of_day_are_refused() {
         ));
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn progress_records_of_a_start_cut_by_a_crash_are_dropped_and_the_start_made_again() {
+    let mut b = bench(3).await;
+    let mut spec = b.spec();
+    spec.execution_time = Some(T0 + 3_600_000);
+    let task = b.campaigns.create(spec).unwrap();
+    // What a crash leaves between the parts of a large task's start and its task record:
+    // progress records (here of a device no longer in the group) of a task not started.
+    let stray = fota_engine::campaign::DeviceProgress::new(&task.id, "urn:imei:gone", T0);
+    let key = format!("prog/{}/urn:imei:gone", task.id);
+    fota_engine::store::StoreExt::put(b.store.as_ref(), &key, &stray).unwrap();
+    b.restart();
+    assert!(b.campaigns.devices(&task.id).unwrap().is_empty());
+    let kept: Option<fota_engine::campaign::DeviceProgress> =
+        fota_engine::store::StoreExt::get(b.store.as_ref(), &key).unwrap();
+    assert!(kept.is_none(), "the stray record is gone from the store");
+    let done = b.finished(&task.id).await;
+    assert_eq!(done.status, TaskStatus::Completed);
+    let endpoints: Vec<String> = (b.campaigns.devices(&task.id).unwrap().into_iter())
+        .map(|p| p.endpoint)
+        .collect();
+    assert_eq!(endpoints, (0..3).map(endpoint).collect::<Vec<_>>());
+    let counted = b.counters();
+    assert_eq!(
+        (counted.devices, counted.successes),
+        (3, 3),
+        "each device once"
+    );
+}
