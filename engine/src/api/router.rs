@@ -20,8 +20,8 @@ use super::paging::MAX_LIMIT;
 use super::problem::{Kind, method_not_allowed, no_such_route};
 use super::{
     ApiConfig, ApiState, credentials, device_ops, devices, events, firmware, formats, groups,
-    health, idempotency, metrics, openapi, packages, plugins, request_times, statistics, tasks,
-    webhooks,
+    health, idempotency, metrics, models, openapi, packages, plugins, request_times, session,
+    statistics, task_summary, tasks, webhooks,
 };
 use crate::catalog::firmware::MAX_VERSION_BYTES;
 
@@ -388,7 +388,7 @@ const fn required(name: &'static str, accepts: Accepts, description: &'static st
     }
 }
 
-const DEVICE_QUERY: [Param; 8] = [
+const DEVICE_QUERY: [Param; 10] = [
     param(
         "vendor",
         Accepts::Text,
@@ -408,6 +408,19 @@ const DEVICE_QUERY: [Param; 8] = [
         "version",
         Accepts::Text,
         "Only devices on this firmware version (/3/0/3).",
+    ),
+    param(
+        "cell",
+        Accepts::Integer {
+            min: 0,
+            max: u32::MAX as u64,
+        },
+        "Only devices last surveyed in this radio cell (/4/0/8).",
+    ),
+    param(
+        "group",
+        Accepts::Text,
+        "Only devices of this group (its id): only its members are read.",
     ),
     ENDPOINT_PAGING[0],
     ENDPOINT_PAGING[1],
@@ -552,6 +565,13 @@ pub static ROUTES: &[Route] = &[
         "This document.",
         Json("OpenApi"),
         |m| on(m, openapi::serve),
+    ),
+    Route::new(
+        Get,
+        "/v1/session",
+        "The role of the request's token: operator (everything) or viewer (reads only).",
+        Json("Session"),
+        |m| on(m, session::session),
     ),
     Route::new(
         Get,
@@ -719,6 +739,14 @@ pub static ROUTES: &[Route] = &[
     )
     .payload(Payload::Batch("CredentialRow"))
     .refusals(&[Conflict]),
+    Route::new(
+        Get,
+        "/v1/models",
+        "The vendors and module models known (from devices and firmware): what a group is \
+         made for.",
+        JsonList("KnownModel"),
+        |m| on(m, models::list),
+    ),
     Route::new(
         Post,
         "/v1/groups",
@@ -1001,8 +1029,16 @@ pub static ROUTES: &[Route] = &[
     .conditional(),
     Route::new(
         Get,
+        "/v1/tasks/{id}/summary",
+        "A task's devices counted: per phase, download and upgrade status, result, the \
+         busiest cells, and upgrades and failures over time.",
+        Json("TaskSummary"),
+        |m| on(m, task_summary::summary),
+    ),
+    Route::new(
+        Get,
         "/v1/tasks/{id}/devices",
-        "A task's devices: retry X/XX, online, download and upgrade status, result.",
+        "A task's devices: name, IMEI, retry X/XX, online, download and upgrade status, result.",
         Json("TaskDevicePage"),
         |m| on(m, tasks::devices),
     )

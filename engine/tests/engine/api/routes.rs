@@ -219,6 +219,8 @@ async fn every_operation_answers_its_documented_success() {
         "/v1/openapi.json",
         "/v1/stats",
         "/v1/devices",
+        "/v1/session",
+        "/v1/models",
     ] {
         tour.saw(Method::GET, path, api.get(path).await);
     }
@@ -432,6 +434,8 @@ async fn every_operation_answers_its_documented_success() {
     tour.saw(Method::GET, "/v1/tasks/{id}", api.get(&task_path).await);
     let answer = api.get(&format!("{task_path}/devices")).await;
     tour.saw(Method::GET, "/v1/tasks/{id}/devices", answer);
+    let answer = api.get(&format!("{task_path}/summary")).await;
+    tour.saw(Method::GET, "/v1/tasks/{id}/summary", answer);
     tour.saw(
         Method::DELETE,
         "/v1/tasks/{id}",
@@ -589,6 +593,7 @@ async fn the_integer_bounds_the_document_gives_are_the_servers() {
         [
             "/v1/credentials?limit",
             "/v1/credentials?offset",
+            "/v1/devices?cell",
             "/v1/devices?limit",
             "/v1/devices?offset",
             "/v1/tasks?limit",
