@@ -1,7 +1,8 @@
 //! The HTTP API for integrators (DESIGN.md, "Who uses it"): devices, their data (LwM2M
 //! operations) and their DTLS credentials, groups, firmware, packages, upgrade tasks,
 //! statistics, plugins, webhook subscriptions, live progress as server-sent events, metrics and
-//! the OpenAPI document, versioned under `/v1`, JSON in and out, on axum.
+//! the OpenAPI document, versioned under `/v1`, JSON in and out, on axum; and the web console
+//! that drives it (`console`: its files, served at `/` without a token).
 //!
 //! Owns: the connections and their limits (`connections`), the route table and router
 //! (`router`), one module of handlers per resource (`devices`, `device_ops` (a device's data:
@@ -29,6 +30,7 @@
 
 mod auth;
 mod connections;
+mod console;
 mod credentials;
 mod device_data;
 mod device_ops;

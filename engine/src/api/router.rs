@@ -19,9 +19,9 @@ use super::openapi::{PACKAGE_KINDS, PLUGIN_KINDS};
 use super::paging::MAX_LIMIT;
 use super::problem::{Kind, method_not_allowed, no_such_route};
 use super::{
-    ApiConfig, ApiState, credentials, device_ops, devices, events, firmware, formats, groups,
-    health, idempotency, metrics, models, openapi, packages, plugins, request_times, session,
-    statistics, task_summary, tasks, webhooks,
+    ApiConfig, ApiState, console, credentials, device_ops, devices, events, firmware, formats,
+    groups, health, idempotency, metrics, models, openapi, packages, plugins, request_times,
+    session, statistics, task_summary, tasks, webhooks,
 };
 use crate::catalog::firmware::MAX_VERSION_BYTES;
 
@@ -1209,7 +1209,7 @@ pub fn operations() -> Vec<Operation> {
 }
 
 /// The API's router over `state`: every route of [`ROUTES`], those needing a token behind
-/// [`authorize`], and problem answers for unknown paths and methods, given only to a request
+/// [`authorize`], the console's files (no token: they hold no data), and problem answers for unknown paths and methods, given only to a request
 /// with a valid token (so without one, nothing says which paths exist).
 ///
 /// The token checks run before anything reads the body: `authorize` is a route layer, outside
@@ -1231,6 +1231,7 @@ pub(super) fn router(state: ApiState, config: &ApiConfig, counters: Arc<HttpCoun
         .route_layer(from_fn_with_state(guard.clone(), authorize));
     let authenticated = || from_fn_with_state(guard.clone(), authenticate);
     open.merge(guarded)
+        .merge(console::router())
         .method_not_allowed_fallback(method_not_allowed.layer(authenticated()))
         .fallback(no_such_route.layer(authenticated()))
         .layer(from_fn_with_state(

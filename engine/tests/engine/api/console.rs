@@ -1,12 +1,53 @@
-//! What a console (a person's view of the engine) needs of the API, over real HTTP: the
-//! token's role; the vendors and models known; devices filtered by cell and by group; a task's
-//! devices with their name and IMEI, and its summary (per result, per cell, over time) once it
-//! completed.
+//! What the web console needs of the API, over real HTTP: its files served at `/` and
+//! `/console/...` without a token, with their content types, ETags (304 when unchanged) and a
+//! strict Content-Security-Policy, while the API still asks for one; the token's role; the
+//! vendors and models known; devices filtered by cell and by group; a task's devices with
+//! their name and IMEI, and its summary (per result, per cell, over time) once it completed.
 
 use hyper::StatusCode;
+use hyper::header::IF_NONE_MATCH;
 use serde_json::{Value, json};
 
 use crate::api::bed::{BOUND, Bed, VIEWER, model, within};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_is_served_without_a_token_under_a_strict_policy() {
+    let bed = Bed::start().await;
+    let anonymous = bed.api.with_token(None);
+    let page = anonymous.get("/").await.expect(StatusCode::OK);
+    assert_eq!(page.content_type(), "text/html; charset=utf-8");
+    let policy = page.header("content-security-policy");
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    assert!(!policy.contains("unsafe-inline"), "{policy}");
+    assert_eq!(page.header("cache-control"), "no-cache");
+    assert!(String::from_utf8_lossy(&page.body).contains("/console/app.js"));
+    let etag = page.header("etag").to_string();
+    let again = anonymous
+        .send_with(hyper::Method::GET, "/", None, &[(IF_NONE_MATCH, &etag)])
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+    assert!(again.body.is_empty());
+
+    let script = anonymous
+        .get("/console/app.js")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(script.content_type(), "text/javascript; charset=utf-8");
+    let style = anonymous
+        .get("/console/style.css")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(style.content_type(), "text/css; charset=utf-8");
+    anonymous
+        .get("/console/nothing.js")
+        .await
+        .expect(StatusCode::NOT_FOUND);
+    // The data is still behind a token.
+    anonymous
+        .get("/v1/devices")
+        .await
+        .problem(StatusCode::UNAUTHORIZED, "unauthorized");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_says_its_role_and_the_models_known_are_listed() {

@@ -166,13 +166,7 @@ async fn the_table_the_document_and_the_router_agree_and_every_route_needs_a_tok
             answer.problem(StatusCode::UNAUTHORIZED, "unauthorized");
         }
     }
-    for path in [
-        "/v1/nothing-here",
-        "/v1",
-        "/v2/groups",
-        "/v1/groups/a/b/c",
-        "/",
-    ] {
+    for path in ["/v1/nothing-here", "/v1", "/v2/groups", "/v1/groups/a/b/c"] {
         bed.api
             .get(path)
             .await

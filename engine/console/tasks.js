@@ -1,0 +1,277 @@
+// Upgrade tasks: the list (paged on the server, newest first), a form with every field of a
+// task (retries, retry interval, execution time, deadline, pacing, weak-signal pause, failure
+// rate, start jitter, airtime, maintenance windows, rollout stages), and a task's page: its
+// actions under the status rules, its figures and charts (progress over time, failures by
+// reason, progress per cell, from GET /v1/tasks/{id}/summary), its stages, and the devices
+// table of List 9-4 paged on the server; all kept live from /v1/events.
+
+import { api, get } from "./api.js";
+import { action, badge, fill, form, h, link, notify, pager, percent, select, table, tableRow, time } from "./ui.js";
+import { bars, legend, progressOverTime, stacked } from "./charts.js";
+
+const PAGE = 50;
+const taskPath = (id) => `/v1/tasks/${encodeURIComponent(id)}`;
+/** Shortest time between two reads of a task's summary while events come. */
+const SUMMARY_EVERY_MS = 1000;
+
+export async function render(view, [id], { onEvent }) {
+  if (id === "new") return renderNew(view);
+  if (id) return renderTask(view, id, onEvent);
+  const list = h("div");
+  const columns = [
+    ["Name", (t) => link(`#/tasks/${encodeURIComponent(t.id)}`, t.spec.name)],
+    ["Status", (t) => badge(t.status)], ["Success rate", (t) => percent(t.success_rate)],
+    ["Retries", (t) => t.spec.retries], ["Execution time", (t) => time(t.spec.execution_time) || "--"],
+    ["Deadline", (t) => time(t.spec.deadline)], ["Created", (t) => time(t.created_at)],
+    ["Finished", (t) => time(t.finished_at)],
+  ];
+  const pages = pager(
+    (cursor) => get("/v1/tasks", { sort: "-created_at", limit: PAGE, cursor }),
+    (page) => fill(list, table(columns, page.items, (t) => t.id)),
+  );
+  onEvent((event) => { if (event.name === "task") pages.reload(); });
+  fill(view, h("h1", {}, "Upgrade tasks"),
+    h("div", { class: "actions" }, link("#/tasks/new", "New task")), list, pages.bar);
+  await pages.go(null);
+}
+
+/** Milliseconds of a datetime-local input's value (local time), or null. */
+function millis(value) {
+  return value ? new Date(value).getTime() : null;
+}
+
+function number(values, name) {
+  const text = values.get(name);
+  return text === null || text === "" ? null : Number(text);
+}
+
+/** "22:00-06:00, 12:00-13:00" as daily windows. */
+function windows(text) {
+  return (text || "").split(",").map((w) => w.trim()).filter(Boolean).map((w) => {
+    const [start, end] = w.split("-").map((t) => t.trim());
+    if (!start || !end) throw new Error(`a window is HH:MM-HH:MM, not "${w}"`);
+    return { start, end };
+  });
+}
+
+function stageRow() {
+  const row = h("fieldset", { class: "stage" }, h("legend", {}, "Stage"),
+    h("label", {}, "Name", h("input", { name: "stage_name", required: true })),
+    select("Devices", "stage_devices", [["percent", "up to % of the group"], ["test_devices", "test devices"]]),
+    h("label", {}, "Up to %", h("input", { name: "stage_percent", type: "number", min: 0, max: 100, step: "any", value: 100 })),
+    h("label", {}, "Success threshold", h("input", { name: "stage_success", type: "number", min: 0, max: 1, step: "any", value: 1 })),
+    h("label", {}, "Max failure rate", h("input", { name: "stage_failure", type: "number", min: 0, max: 1, step: "any" })),
+    select("Approval before next", "stage_approval", [["", "default"], ["true", "yes"], ["false", "no"]]),
+  );
+  row.append(h("button", { type: "button", class: "danger", onclick: () => row.remove() }, "Remove"));
+  return row;
+}
+
+function stageOf(row) {
+  const value = (name) => row.querySelector(`[name=${name}]`).value;
+  const stage = {
+    name: value("stage_name"),
+    devices: value("stage_devices") === "test_devices" ? "test_devices" : { up_to_percent: Number(value("stage_percent")) },
+    success_threshold: Number(value("stage_success")),
+  };
+  if (value("stage_failure") !== "") stage.max_failure_rate = Number(value("stage_failure"));
+  if (value("stage_approval") !== "") stage.manual_approval = value("stage_approval") === "true";
+  return stage;
+}
+
+function specOf(values, stages) {
+  const spec = {
+    name: values.get("name"), group_id: values.get("group_id"), package_id: values.get("package_id"),
+    retries: number(values, "retries"), retry_interval_secs: number(values, "retry_interval_secs"),
+    execution_time: millis(values.get("execution_time")), deadline: millis(values.get("deadline")),
+    pacing: { max_concurrent: number(values, "max_concurrent"), max_per_cell: number(values, "max_per_cell") },
+    min_signal_dbm: number(values, "min_signal_dbm"), cell_pause_secs: number(values, "cell_pause_secs"),
+    max_failure_rate: number(values, "max_failure_rate"), failure_sample: number(values, "failure_sample"),
+    start_jitter_secs: number(values, "start_jitter_secs"),
+    cell_airtime_bytes_per_sec: number(values, "cell_airtime_bytes_per_sec"),
+    stages: [...stages.querySelectorAll("fieldset.stage")].map(stageOf),
+  };
+  const download = windows(values.get("download_windows"));
+  const update = windows(values.get("update_windows"));
+  if (download.length || update.length) {
+    spec.windows = { time_zone: values.get("time_zone") || "UTC", download, update };
+  }
+  return spec;
+}
+
+async function renderNew(view) {
+  const [groups, packages] = await Promise.all([get("/v1/groups"), get("/v1/packages")]);
+  const num = (label, name, value, props = {}) => h("label", {}, label, h("input", { name, type: "number", value, ...props }));
+  const stages = h("div");
+  const el = form({ id: "new-task" }, [
+    h("fieldset", {}, h("legend", {}, "Task"),
+      h("label", {}, "Name", h("input", { name: "name", required: true })),
+      select("Group", "group_id", groups.map((g) => [g.id, `${g.name} (${g.vendor} ${g.model}, ${g.devices.length})`]), { required: true }),
+      select("Package", "package_id", packages.map((p) => [p.id,
+        `${p.vendor} ${p.model} ${p.kind} ${p.from_version ? `${p.from_version}→` : ""}${p.to_version}`]), { required: true })),
+    h("fieldset", {}, h("legend", {}, "Retries and times"),
+      num("Retries", "retries", 3, { min: 0 }), num("Retry interval (s)", "retry_interval_secs", 60, { min: 0 }),
+      h("label", {}, "Execution time (empty: now)", h("input", { name: "execution_time", type: "datetime-local" })),
+      h("label", {}, "Deadline", h("input", { name: "deadline", type: "datetime-local" })),
+      num("Start jitter (s)", "start_jitter_secs", 0, { min: 0 })),
+    h("fieldset", {}, h("legend", {}, "Pacing and automatic pauses"),
+      num("Devices at once", "max_concurrent", 1000, { min: 1 }), num("Per cell at once", "max_per_cell", 50, { min: 1 }),
+      num("Cell airtime (B/s)", "cell_airtime_bytes_per_sec", "", { min: 1 }),
+      num("Weak signal below (dBm)", "min_signal_dbm", ""), num("Cell pause (s)", "cell_pause_secs", 600, { min: 0 }),
+      num("Pause at failure rate (0–1)", "max_failure_rate", "", { min: 0, max: 1, step: "any" }),
+      num("…after devices finished", "failure_sample", 20, { min: 1 })),
+    h("fieldset", {}, h("legend", {}, "Maintenance windows (daily, HH:MM-HH:MM, comma separated)"),
+      h("label", {}, "Time zone", h("input", { name: "time_zone", value: "UTC" })),
+      h("label", {}, "Downloads", h("input", { name: "download_windows", placeholder: "22:00-06:00" })),
+      h("label", {}, "Installs", h("input", { name: "update_windows", placeholder: "02:00-04:00" }))),
+    h("fieldset", {}, h("legend", {}, "Rollout stages (none: the whole group at once)"), stages,
+      h("button", { type: "button", class: "secondary", onclick: () => stages.append(stageRow()) }, "Add stage")),
+    h("button", { type: "submit" }, "Create task"),
+  ], async (values) => {
+    const task = await api("POST", "/v1/tasks", specOf(values, stages));
+    notify(`Task ${task.spec.name} created.`, "ok");
+    location.hash = `#/tasks/${encodeURIComponent(task.id)}`;
+  });
+  fill(view, h("h1", {}, "New upgrade task"), h("div", { class: "card" }, el));
+}
+
+/** Which actions the status rules allow (the engine checks them again). */
+function allowed(task) {
+  const s = task.status;
+  return {
+    start: s === "not_started", pause: s === "upgrading", resume: s === "paused",
+    approve: !!task.awaiting_approval, cancel: s === "upgrading" || s === "paused",
+    delete: s !== "upgrading" && s !== "paused",
+  };
+}
+
+/** List 9-4's columns. */
+const DEVICE_COLUMNS = [
+  ["Device name", (d) => link(`#/devices/${encodeURIComponent(d.endpoint)}`, d.name)],
+  ["IMEI", (d) => d.imei], ["Retry", (d) => d.retry],
+  ["Online", (d) => badge(d.online ? "online" : "offline")],
+  ["Download", (d) => badge(d.download)], ["Upgrade", (d) => badge(d.upgrade)],
+  ["State", (d) => badge(d.result ?? d.phase)], ["Cell", (d) => d.cell_id],
+  ["Note", (d) => d.note],
+];
+
+const RESULTS_FAILED = (results) => Object.entries(results).filter(([name]) => name !== "successful");
+
+function figure(label, value, id) {
+  return h("div", { class: "figure" }, h("b", { id }, value), label);
+}
+
+function drawSummary(el, summary) {
+  const phases = summary.phases;
+  const upgraded = summary.results.successful ?? 0;
+  const failed = RESULTS_FAILED(summary.results).reduce((sum, [, n]) => sum + n, 0);
+  const finished = upgraded + failed;
+  fill(el,
+    h("div", { class: "figures" },
+      figure("devices", summary.devices, "fig-devices"), figure("upgraded", upgraded, "fig-upgraded"),
+      figure("failed", failed, "fig-failed"), figure("in an attempt", phases.active ?? 0, "fig-active"),
+      figure("waiting", phases.waiting ?? 0, "fig-waiting"), figure("removed", phases.removed ?? 0, "fig-removed")),
+    h("progress", { id: "task-progress", max: Math.max(1, summary.devices - (phases.removed ?? 0)), value: finished }),
+    h("div", { class: "row" },
+      h("div", { class: "card" }, h("h2", {}, "Progress over time"),
+        legend([["up", "upgraded"], ["down", "failed"]]),
+        progressOverTime(summary.timeline, summary.devices)),
+      h("div", { class: "card" }, h("h2", {}, "Failures by reason"),
+        bars(RESULTS_FAILED(summary.results).sort((a, b) => b[1] - a[1]), "failures by reason"))),
+    h("div", { class: "card" }, h("h2", {}, "Progress per cell (busiest first)"),
+      legend([["up", "upgraded"], ["down", "failed"], ["busy", "in an attempt"], ["rest", "to do"]]),
+      stacked(summary.cells.map((c) => ({
+        label: c.cell_id === null ? "unknown" : `cell ${c.cell_id}`,
+        parts: [["up", c.upgraded], ["down", c.failed], ["busy", c.active],
+          ["rest", c.devices - c.upgraded - c.failed - c.active]],
+      })), "progress per cell"),
+      summary.other_cells_devices ? h("p", { class: "muted" }, `${summary.other_cells_devices} devices in other cells.`) : null));
+}
+
+function drawHead(el, task, reload) {
+  const can = allowed(task);
+  const act = (label, path, ok, props = {}) => action(label, async () => {
+    await api("POST", `${taskPath(task.id)}/${path}`);
+    await reload();
+  }, { disabled: !ok, id: `task-${path}`, ...props });
+  const spec = task.spec;
+  fill(el,
+    h("h1", {}, `Task ${spec.name} `, h("span", { id: "task-status", class: `badge ${task.status}` }, task.status)),
+    task.pause_reason ? h("p", { class: "error" }, `Paused: ${task.pause_reason}`) : null,
+    task.awaiting_approval ? h("p", {}, `Waiting for approval: ${task.awaiting_approval}`) : null,
+    h("div", { class: "actions" },
+      act("Start", "start", can.start), act("Pause", "pause", can.pause), act("Resume", "resume", can.resume),
+      act("Approve next stage", "approve", can.approve), act("Cancel", "cancel", can.cancel, { class: "danger" }),
+      action("Delete", async () => {
+        if (!confirm(`Delete task ${spec.name}?`)) return;
+        await api("DELETE", taskPath(task.id));
+        location.hash = "#/tasks";
+      }, { disabled: !can.delete, class: "danger", id: "task-delete" })),
+    h("dl", { class: "fields wide" }, [
+      ["Success rate", percent(task.success_rate)], ["Group", link(`#/groups/${encodeURIComponent(spec.group_id)}`, spec.group_id)],
+      ["Package", spec.package_id], ["Retries / interval", `${spec.retries} / ${spec.retry_interval_secs} s`],
+      ["Execution time", spec.execution_time ? time(spec.execution_time) : "--"], ["Deadline", time(spec.deadline)],
+      ["Pacing", `${spec.pacing.max_concurrent} at once, ${spec.pacing.max_per_cell} per cell`],
+      ["Weak-signal pause", spec.min_signal_dbm === null ? "—" : `below ${spec.min_signal_dbm} dBm for ${spec.cell_pause_secs} s`],
+      ["Failure-rate pause", spec.max_failure_rate === null ? "—" : `${percent(spec.max_failure_rate)} after ${spec.failure_sample}`],
+      ["Paused cells", Object.keys(task.paused_cells).join(", ") || "—"],
+      ["Created / started / finished", `${time(task.created_at)} / ${time(task.started_at)} / ${time(task.finished_at)}`],
+    ].flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+    spec.stages.length ? table([
+      ["Stage", (s) => s.name], ["Open", (s) => (s.open ? "yes" : "no")], ["Devices", (s) => s.devices],
+      ["Upgraded", (s) => s.upgraded], ["Failed", (s) => s.failed],
+    ], task.stage_progress) : null);
+}
+
+async function renderTask(view, id, onEvent) {
+  const head = h("div", { class: "card", id: "task-head" });
+  const summaryEl = h("div", { id: "task-summary" });
+  const list = h("div", { id: "task-devices" });
+  let rows = new Map();
+  const reloadHead = async () => drawHead(head, await get(taskPath(id)), reloadHead);
+  const pages = pager(
+    (cursor) => get(`${taskPath(id)}/devices`, { limit: PAGE, cursor }),
+    (page) => {
+      rows = new Map(page.items.map((d) => [d.endpoint, d]));
+      fill(list, table(DEVICE_COLUMNS, page.items, (d) => d.endpoint));
+    },
+  );
+  let summaryDue = null;
+  const refreshSummary = () => {
+    if (summaryDue) return;
+    summaryDue = setTimeout(async () => {
+      summaryDue = null;
+      try { drawSummary(summaryEl, await get(`${taskPath(id)}/summary`)); } catch (error) { notify(error); }
+    }, SUMMARY_EVERY_MS);
+  };
+  onEvent((event) => {
+    const data = event.data || {};
+    if (data.id === id || data.task_id === id) head.dataset.liveEvents = Number(head.dataset.liveEvents || 0) + 1;
+    if (event.name === "task" && data.id === id) {
+      drawHead(head, data, reloadHead);
+      refreshSummary();
+    } else if ((event.name === "device" || event.name === "device_failed") && data.task_id === id) {
+      updateRow(list, rows, data);
+      refreshSummary();
+    } else if ((event.name === "failure_rate_alarm" || event.name === "cell_paused") && data.task_id === id) {
+      notify(event.name === "cell_paused" ? `Cell ${data.cell_id} paused: ${data.reason}`
+        : `Paused: ${percent(data.failure_rate)} of stage ${data.stage} failed`);
+    }
+  });
+  fill(view, head, summaryEl, h("div", { class: "card" }, h("h2", {}, "Devices"), list, pages.bar));
+  const [task, summary] = await Promise.all([get(taskPath(id)), get(`${taskPath(id)}/summary`)]);
+  drawHead(head, task, reloadHead);
+  drawSummary(summaryEl, summary);
+  await pages.go(null);
+}
+
+/** Redraws a device's row of the page shown when its progress changed. */
+function updateRow(list, rows, progress) {
+  const shown = rows.get(progress.endpoint);
+  if (!shown) return;
+  const retries = shown.retry.split("/")[1];
+  const merged = { ...shown, ...progress, retry: `${progress.attempts}/${retries}` };
+  rows.set(progress.endpoint, merged);
+  const old = list.querySelector(`tr[data-key="${CSS.escape(progress.endpoint)}"]`);
+  old?.replaceWith(tableRow(DEVICE_COLUMNS, merged, (d) => d.endpoint));
+}
