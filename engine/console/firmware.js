@@ -5,14 +5,14 @@
 // uses, and says so).
 
 import { api, get, upload, withQuery } from "./api.js";
-import { action, badge, bytes, fill, form, h, notify, percent, select, table, time, uploader } from "./ui.js";
+import { action, badge, bytes, fill, form, h, notify, percent, redrawer, select, table, time, uploader } from "./ui.js";
 
 const version = (f) => `${f.vendor} · ${f.model} · ${f.version}`;
 
 export async function render(view) {
   const [firmware, packages] = await Promise.all([get("/v1/firmware"), get("/v1/packages")]);
   const byId = new Map(firmware.map((f) => [f.id, f]));
-  const redraw = () => render(view);
+  const redraw = redrawer(() => render(view));
   fill(view, h("h1", {}, "Firmware and packages"),
     h("div", { class: "row" },
       h("div", { class: "card" }, h("h2", {}, "Upload firmware"), firmwareForm(redraw)),

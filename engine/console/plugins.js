@@ -3,7 +3,7 @@
 // reset to the embedded one. And the package format bound to each model.
 
 import { api, get, upload, withQuery } from "./api.js";
-import { action, fill, form, h, notify, select, table, uploader } from "./ui.js";
+import { action, fill, form, h, notify, redrawer, select, table, uploader } from "./ui.js";
 
 const KINDS = ["policy", "capability", "differ", "packager"];
 
@@ -39,7 +39,7 @@ function settingsEditor(binding, done) {
 
 export async function render(view) {
   const [bindings, formats] = await Promise.all([get("/v1/plugins"), get("/v1/formats")]);
-  const redraw = () => render(view);
+  const redraw = redrawer(() => render(view));
   const file = uploader("component", "Component (.wasm)");
   const install = form({ id: "upload-plugin" }, [
     select("Kind", "kind", KINDS.map((k) => [k, k])),

@@ -3,7 +3,7 @@
 // installed; with the outcome per model and per package as bars.
 
 import { get } from "./api.js";
-import { bytes, fill, h, percent, table } from "./ui.js";
+import { bytes, fill, h, percent, redrawer, table } from "./ui.js";
 import { legend, stacked } from "./charts.js";
 
 const COUNTERS = [
@@ -21,6 +21,17 @@ function outcomes(items, label) {
 }
 
 export async function render(view, _args, { onEvent }) {
+  // Drawn again, at most every two seconds, while progress comes and this view is shown.
+  const redraw = redrawer(() => draw(view));
+  let due = null;
+  onEvent((event) => {
+    if (!["task", "device", "device_failed"].includes(event.name) || due) return;
+    due = setTimeout(() => { due = null; redraw(); }, 2000);
+  });
+  await draw(view);
+}
+
+async function draw(view) {
   const statistics = await get("/v1/stats");
   const models = statistics.models;
   const packages = statistics.packages;
@@ -36,9 +47,4 @@ export async function render(view, _args, { onEvent }) {
     h("div", { class: "card", id: "stats-packages" }, h("h2", {}, "Packages"),
       table([["Package", (p) => h("code", {}, p.package_id)], ["Vendor", (p) => p.vendor], ["Model", (p) => p.model],
         ["To version", (p) => p.to_version], ...COUNTERS], packages, (p) => p.package_id)));
-  let due = null;
-  onEvent((event) => {
-    if (event.name !== "task" || due) return;
-    due = setTimeout(() => { due = null; render(view, _args, { onEvent }); }, 2000);
-  });
 }

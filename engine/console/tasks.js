@@ -188,7 +188,19 @@ function drawSummary(el, summary) {
       summary.other_cells_devices ? h("p", { class: "muted" }, `${summary.other_cells_devices} devices in other cells.`) : null));
 }
 
-function drawHead(el, task, reload) {
+/** The names a task's page shows for its group and package (their ids when gone). */
+async function labelsOf(spec) {
+  const [group, pkg] = await Promise.all([
+    get(`/v1/groups/${encodeURIComponent(spec.group_id)}`).catch(() => null),
+    get(`/v1/packages/${encodeURIComponent(spec.package_id)}`).catch(() => null),
+  ]);
+  return {
+    group: group ? `${group.name} (${group.vendor} ${group.model})` : spec.group_id,
+    package: pkg ? `${pkg.kind} ${pkg.from_version ? `${pkg.from_version} → ` : ""}${pkg.to_version} (${pkg.id})` : spec.package_id,
+  };
+}
+
+function drawHead(el, task, reload, labels) {
   const can = allowed(task);
   const act = (label, path, ok, props = {}) => action(label, async () => {
     await api("POST", `${taskPath(task.id)}/${path}`);
@@ -208,8 +220,8 @@ function drawHead(el, task, reload) {
         location.hash = "#/tasks";
       }, { disabled: !can.delete, class: "danger", id: "task-delete" })),
     h("dl", { class: "fields wide" }, [
-      ["Success rate", percent(task.success_rate)], ["Group", link(`#/groups/${encodeURIComponent(spec.group_id)}`, spec.group_id)],
-      ["Package", spec.package_id], ["Retries / interval", `${spec.retries} / ${spec.retry_interval_secs} s`],
+      ["Success rate", percent(task.success_rate)], ["Group", link(`#/groups/${encodeURIComponent(spec.group_id)}`, labels.group)],
+      ["Package", labels.package], ["Retries / interval", `${spec.retries} / ${spec.retry_interval_secs} s`],
       ["Execution time", spec.execution_time ? time(spec.execution_time) : "--"], ["Deadline", time(spec.deadline)],
       ["Pacing", `${spec.pacing.max_concurrent} at once, ${spec.pacing.max_per_cell} per cell`],
       ["Weak-signal pause", spec.min_signal_dbm === null ? "—" : `below ${spec.min_signal_dbm} dBm for ${spec.cell_pause_secs} s`],
@@ -228,12 +240,31 @@ async function renderTask(view, id, onEvent) {
   const summaryEl = h("div", { id: "task-summary" });
   const list = h("div", { id: "task-devices" });
   let rows = new Map();
-  const reloadHead = async () => drawHead(head, await get(taskPath(id)), reloadHead);
+  let labels = { group: "", package: "" };
+  // Task events come in order, so the last one drawn is the newest state; a task read by GET
+  // is drawn only when no event was drawn since the GET went out (else it may be older).
+  let eventsDrawn = 0;
+  const reloadHead = async () => {
+    const before = eventsDrawn;
+    const task = await get(taskPath(id));
+    if (eventsDrawn === before) drawHead(head, task, reloadHead, labels);
+  };
+  // A device's event that came while its page was read may be older or newer than the page:
+  // such a page is read again a moment later (events then update its rows as they come).
+  let deviceEvents = 0;
+  let pageDue = null;
   const pages = pager(
-    (cursor) => get(`${taskPath(id)}/devices`, { limit: PAGE, cursor }),
+    async (cursor) => {
+      const before = deviceEvents;
+      const page = await get(`${taskPath(id)}/devices`, { limit: PAGE, cursor });
+      return { ...page, stale: deviceEvents !== before };
+    },
     (page) => {
       rows = new Map(page.items.map((d) => [d.endpoint, d]));
       fill(list, table(DEVICE_COLUMNS, page.items, (d) => d.endpoint));
+      if (page.stale && !pageDue) {
+        pageDue = setTimeout(() => { pageDue = null; pages.reload(); }, SUMMARY_EVERY_MS);
+      }
     },
   );
   let summaryDue = null;
@@ -248,9 +279,11 @@ async function renderTask(view, id, onEvent) {
     const data = event.data || {};
     if (data.id === id || data.task_id === id) head.dataset.liveEvents = Number(head.dataset.liveEvents || 0) + 1;
     if (event.name === "task" && data.id === id) {
-      drawHead(head, data, reloadHead);
+      eventsDrawn += 1;
+      drawHead(head, data, reloadHead, labels);
       refreshSummary();
     } else if ((event.name === "device" || event.name === "device_failed") && data.task_id === id) {
+      deviceEvents += 1;
       updateRow(list, rows, data);
       refreshSummary();
     } else if ((event.name === "failure_rate_alarm" || event.name === "cell_paused") && data.task_id === id) {
@@ -259,9 +292,10 @@ async function renderTask(view, id, onEvent) {
     }
   });
   fill(view, head, summaryEl, h("div", { class: "card" }, h("h2", {}, "Devices"), list, pages.bar));
-  const [task, summary] = await Promise.all([get(taskPath(id)), get(`${taskPath(id)}/summary`)]);
-  drawHead(head, task, reloadHead);
-  drawSummary(summaryEl, summary);
+  labels = await labelsOf((await get(taskPath(id))).spec);
+  await reloadHead();
+  drawSummary(summaryEl, await get(`${taskPath(id)}/summary`));
+  refreshSummary(); // again once the events that came while the page loaded are counted
   await pages.go(null);
 }
 

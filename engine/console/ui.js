@@ -86,6 +86,12 @@ export function pager(load, render) {
   return { bar, go, reload: () => go(current, false) };
 }
 
+/** A function drawing the view again with `draw`, unless another view is shown by then. */
+export function redrawer(draw) {
+  const shown = location.hash;
+  return () => (location.hash === shown ? draw() : undefined);
+}
+
 let noticeTimer = null;
 /** Shows an error (or a message) at the top of the page. */
 export function notify(message, kind = "error") {

@@ -332,6 +332,12 @@ async fn the_demos_campaign_shows_live_in_the_console_it_prints() {
             s == "completed"
         })
         .await;
+    // The figures follow: every device finished.
+    for figure in ["#fig-waiting", "#fig-active"] {
+        browser
+            .wait_text(figure, "every device finished", |n| n == "0")
+            .await;
+    }
     assert_live(&browser).await;
     browser.screenshot("demo-task").await;
     demo.ask_to_stop();
