@@ -25,7 +25,7 @@ const COLUMNS = [
 
 export async function render(view, [endpoint]) {
   if (endpoint) return renderDevice(view, endpoint);
-  const groups = await get("/v1/groups");
+  const groups = await get("/v1/groups", { members: false });
   const filters = h("form", { class: "inline", id: "device-filters" },
     h("label", {}, "Vendor", h("input", { name: "vendor" })),
     h("label", {}, "Model", h("input", { name: "model" })),

@@ -100,13 +100,13 @@ function specOf(values, stages) {
 }
 
 async function renderNew(view) {
-  const [groups, packages] = await Promise.all([get("/v1/groups"), get("/v1/packages")]);
+  const [groups, packages] = await Promise.all([get("/v1/groups", { members: false }), get("/v1/packages")]);
   const num = (label, name, value, props = {}) => h("label", {}, label, h("input", { name, type: "number", value, ...props }));
   const stages = h("div");
   const el = form({ id: "new-task" }, [
     h("fieldset", {}, h("legend", {}, "Task"),
       h("label", {}, "Name", h("input", { name: "name", required: true })),
-      select("Group", "group_id", groups.map((g) => [g.id, `${g.name} (${g.vendor} ${g.model}, ${g.devices.length})`]), { required: true }),
+      select("Group", "group_id", groups.map((g) => [g.id, `${g.name} (${g.vendor} ${g.model}, ${g.device_count} devices)`]), { required: true }),
       select("Package", "package_id", packages.map((p) => [p.id,
         `${p.vendor} ${p.model} ${p.kind} ${p.from_version ? `${p.from_version}→` : ""}${p.to_version}`]), { required: true })),
     h("fieldset", {}, h("legend", {}, "Retries and times"),

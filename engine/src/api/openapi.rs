@@ -850,6 +850,19 @@ fn catalog_schemas() -> Value {
                 "created_at": millis(),
             }),
         ),
+        "GroupListing": { "allOf": [
+            reference("Group"),
+            {
+                "type": "object",
+                "properties": {
+                    "device_count": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "The group's devices, when the list left them out.",
+                    },
+                },
+            },
+        ] },
         "NewGroup": closed(
             &["name", "vendor", "model"],
             json!({

@@ -428,6 +428,13 @@ const DEVICE_QUERY: [Param; 10] = [
     ENDPOINT_PAGING[3],
 ];
 
+const GROUP_LIST_QUERY: [Param; 1] = [param(
+    "members",
+    Accepts::Boolean,
+    "false: each group's devices are left out (an empty list) and counted in device_count; \
+     true (the default): every group whole.",
+)];
+
 const FIRMWARE_QUERY: [Param; 4] = [
     required("vendor", NAME, "Manufacturer (/3/0/0)."),
     required("model", NAME, "Module model (/3/0/1)."),
@@ -756,9 +763,14 @@ pub static ROUTES: &[Route] = &[
     )
     .payload(Payload::Json("NewGroup"))
     .creates(),
-    Route::new(Get, "/v1/groups", "Every group.", JsonList("Group"), |m| {
-        on(m, groups::list)
-    }),
+    Route::new(
+        Get,
+        "/v1/groups",
+        "Every group (with members=false, without each group's devices: their number).",
+        JsonList("GroupListing"),
+        |m| on(m, groups::list),
+    )
+    .query(&GROUP_LIST_QUERY),
     Route::new(Get, "/v1/groups/{id}", "A group.", Json("Group"), |m| {
         on(m, groups::one)
     })

@@ -1,8 +1,9 @@
 //! What the web console needs of the API, over real HTTP: its files served at `/` and
 //! `/console/...` without a token, with their content types, ETags (304 when unchanged) and a
 //! strict Content-Security-Policy, while the API still asks for one; the token's role; the
-//! vendors and models known; devices filtered by cell and by group; a task's devices with
-//! their name and IMEI, and its summary (per result, per cell, over time) once it completed.
+//! vendors and models known; devices filtered by cell and by group, groups listed without
+//! their devices; a task's devices with their name and IMEI, and its summary (per result, per
+//! cell, over time) once it completed.
 
 use hyper::StatusCode;
 use hyper::header::IF_NONE_MATCH;
@@ -98,6 +99,14 @@ async fn devices_are_filtered_by_cell_and_by_group() {
         .json();
     assert_eq!(next["items"][0]["endpoint"], endpoints[1].as_str());
     assert_eq!(total(&api.get("/v1/devices?group=none").await.json()), 0);
+    let whole = api.get("/v1/groups").await.json();
+    assert_eq!(whole[0]["devices"].as_array().unwrap().len(), 2);
+    assert!(whole[0].get("device_count").is_none(), "{whole}");
+    let counted = api.get("/v1/groups?members=false").await.json();
+    assert_eq!(
+        (&counted[0]["devices"], &counted[0]["device_count"]),
+        (&json!([]), &json!(2))
+    );
 
     let cell = all["items"][0]["cell_id"]
         .as_u64()
