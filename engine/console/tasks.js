@@ -11,8 +11,13 @@ import { bars, legend, progressOverTime, stacked } from "./charts.js";
 
 const PAGE = 50;
 const taskPath = (id) => `/v1/tasks/${encodeURIComponent(id)}`;
-/** Shortest time between two reads of a task's summary while events come. */
-const SUMMARY_EVERY_MS = 1000;
+/**
+ * Shortest time between two reads of a task's summary while events come: a second, and a
+ * second more per 100,000 devices (the engine counts every device of the task for it).
+ */
+const summaryEveryMs = (devices) => 1000 * (1 + Math.floor((devices || 0) / 100000));
+/** Shortest time between two reads of a page of devices whose events came while it was read. */
+const PAGE_AGAIN_MS = 1000;
 
 export async function render(view, [id], { onEvent }) {
   if (id === "new") return renderNew(view);
@@ -263,17 +268,23 @@ async function renderTask(view, id, onEvent) {
       rows = new Map(page.items.map((d) => [d.endpoint, d]));
       fill(list, table(DEVICE_COLUMNS, page.items, (d) => d.endpoint));
       if (page.stale && !pageDue) {
-        pageDue = setTimeout(() => { pageDue = null; pages.reload(); }, SUMMARY_EVERY_MS);
+        pageDue = setTimeout(() => { pageDue = null; pages.reload(); }, PAGE_AGAIN_MS);
       }
     },
   );
   let summaryDue = null;
+  let devices = 0;
+  const readSummary = async () => {
+    const summary = await get(`${taskPath(id)}/summary`);
+    devices = summary.devices;
+    drawSummary(summaryEl, summary);
+  };
   const refreshSummary = () => {
     if (summaryDue) return;
-    summaryDue = setTimeout(async () => {
+    summaryDue = setTimeout(() => {
       summaryDue = null;
-      try { drawSummary(summaryEl, await get(`${taskPath(id)}/summary`)); } catch (error) { notify(error); }
-    }, SUMMARY_EVERY_MS);
+      readSummary().catch(notify);
+    }, summaryEveryMs(devices));
   };
   onEvent((event) => {
     const data = event.data || {};
@@ -294,7 +305,7 @@ async function renderTask(view, id, onEvent) {
   fill(view, head, summaryEl, h("div", { class: "card" }, h("h2", {}, "Devices"), list, pages.bar));
   labels = await labelsOf((await get(taskPath(id))).spec);
   await reloadHead();
-  drawSummary(summaryEl, await get(`${taskPath(id)}/summary`));
+  await readSummary();
   refreshSummary(); // again once the events that came while the page loaded are counted
   await pages.go(null);
 }

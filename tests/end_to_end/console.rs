@@ -2,9 +2,10 @@
 //! `fota sim` fleet over loopback UDP. An operator logs in, sees the fleet and a device's
 //! objects, makes a group of it, uploads two firmware versions (and is told clearly why a
 //! third upload is refused), makes a delta package, creates a task and watches it complete
-//! live (the page is never reloaded: the figures move with `/v1/events`), then reads the
-//! statistics. `fota demo` prints the console's address, and its campaign shows there live.
-//! A viewer sees the same screens with every change disabled, and the engine
+//! live (the page is never reloaded: the figures move with `/v1/events`), reads the
+//! statistics, is refused the start of a task not due yet (and told why) and deletes it, and
+//! changes a plugin's settings. `fota demo` prints the console's address, and its campaign
+//! shows there live. A viewer sees the same screens with every change disabled, and the engine
 //! refuses the one the test forces through, with the reason shown. With
 //! `FOTA_CONSOLE_SCREENSHOTS=docs/console` the tests save the screenshots the README shows.
 
@@ -15,7 +16,7 @@ use serde_json::json;
 use crate::support::browser::Browser;
 use crate::support::image;
 use crate::support::process::FotaProcess;
-use crate::support::served::{BOUND, OPERATOR, VIEWER, scratch, serve};
+use crate::support::served::{BOUND, OPERATOR, Served, VIEWER, scratch, serve};
 
 /// Devices of the fleet.
 const DEVICES: usize = 12;
@@ -220,10 +221,67 @@ async fn an_operator_runs_a_delta_campaign_from_the_console_and_watches_it_live(
     assert!(row.contains(&DEVICES.to_string()), "{row}");
     assert!(row.contains("100.0 %"), "every device upgraded: {row}");
     browser.screenshot("stats").await;
+    refuse_and_delete_a_task_not_due(&browser, &served).await;
+
+    // A plugin's settings, changed in place.
     go(&browser, &served.http, "#/plugins", "Plugins").await;
     browser.wait_for_text("main table", "builtin/").await;
+    let policy = r#"tr[data-key="/v1/plugins/policy"]"#;
+    browser
+        .type_into(&format!("{policy} textarea"), "min-battery=30")
+        .await;
+    browser
+        .click(&format!("{policy} button[type=submit]"))
+        .await;
+    browser.wait_for_text("#notice", "Settings saved").await;
+    let binding = served.get("/v1/plugins/policy");
+    assert_eq!(
+        binding["settings"],
+        json!({ "min-battery": "30" }),
+        "{binding}"
+    );
     browser.screenshot("plugins").await;
     browser.close().await;
+}
+
+/// A task due tomorrow: started by hand, the engine refuses (the status rules) and the console
+/// says why; then it is deleted from its page.
+async fn refuse_and_delete_a_task_not_due(browser: &Browser, served: &Served) {
+    let tomorrow = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 86_400_000;
+    let spec = json!({
+        "name": "later",
+        "group_id": served.get("/v1/groups")[0]["id"],
+        "package_id": served.get("/v1/packages")[0]["id"],
+        "retries": 1, "retry_interval_secs": 1, "execution_time": tomorrow,
+    });
+    let later = served.ok("POST", "/v1/tasks", Some(&spec));
+    let path = format!("/v1/tasks/{}", later["id"].as_str().unwrap());
+    go(
+        browser,
+        &served.http,
+        &format!("#{}", &path[3..]),
+        "Task later",
+    )
+    .await;
+    browser.wait_for_text("#task-status", "not_started").await;
+    browser.click("#task-start").await;
+    browser.wait_for_text("#notice.error", "(409)").await;
+    browser.click("#task-delete").await;
+    browser
+        .client
+        .accept_alert()
+        .await
+        .expect("the confirmation");
+    browser.wait_for_text("main h1", "Upgrade tasks").await;
+    assert_eq!(
+        served.call("GET", &path, None).0,
+        404,
+        "the task is deleted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
