@@ -25,7 +25,11 @@ function startEvents() {
   stream = new AbortController();
   const live = document.getElementById("live");
   follow(
-    (event) => { for (const listener of listeners) listener(event); },
+    (event) => {
+      // Events the engine no longer kept were missed: the view is read again whole.
+      if (event.name === "lagged") return show();
+      for (const listener of listeners) listener(event);
+    },
     (on) => { live.className = `live ${on ? "on" : "off"}`; live.dataset.state = on ? "on" : "off"; },
     stream.signal,
   );

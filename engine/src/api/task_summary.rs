@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::ApiState;
 use super::extract::Checked;
 use super::problem::ApiResult;
-use crate::campaign::{DeviceProgress, DeviceResult, Phase, Task};
+use crate::campaign::{DeviceProgress, DeviceResult, DownloadStatus, Phase, Task, UpgradeStatus};
 use crate::clock::UnixMillis;
 
 /// Most cells listed, the busiest first; the others are counted together.
@@ -95,6 +95,55 @@ fn name_of(value: impl Serialize) -> String {
     }
 }
 
+/// Devices per value of one of their statuses, in the order the values first came (a
+/// status has a handful of values: a scan is cheaper than a map, and no name is made per
+/// device).
+struct Counts<T>(Vec<(T, u64)>);
+
+impl<T> Default for Counts<T> {
+    fn default() -> Self {
+        Counts(Vec::new())
+    }
+}
+
+impl<T: PartialEq> Counts<T> {
+    fn add(&mut self, value: T) {
+        match self.0.iter_mut().find(|(seen, _)| *seen == value) {
+            Some((_, count)) => *count += 1,
+            None => self.0.push((value, 1)),
+        }
+    }
+}
+
+/// The counts by name, as the summary shows them.
+fn named<T: Serialize>(counts: Counts<T>) -> BTreeMap<String, u64> {
+    counts
+        .0
+        .into_iter()
+        .map(|(value, count)| (name_of(value), count))
+        .collect()
+}
+
+/// A task's devices counted per phase, download and upgrade status, and result.
+#[derive(Default)]
+struct Tally {
+    phases: Counts<Phase>,
+    downloads: Counts<DownloadStatus>,
+    upgrades: Counts<UpgradeStatus>,
+    results: Counts<DeviceResult>,
+}
+
+impl Tally {
+    fn count(&mut self, device: &DeviceProgress) {
+        self.phases.add(device.phase);
+        self.downloads.add(device.download);
+        self.upgrades.add(device.upgrade);
+        if let (true, Some(result)) = (finished(device), device.result) {
+            self.results.add(result);
+        }
+    }
+}
+
 impl TaskSummary {
     /// The summary of `task` over its `devices`, at `now`.
     pub fn of(task: &Task, devices: &[DeviceProgress], now: UnixMillis) -> TaskSummary {
@@ -109,23 +158,19 @@ impl TaskSummary {
             other_cells_devices: 0,
             timeline: Vec::new(),
         };
+        let mut tally = Tally::default();
         let mut cells: BTreeMap<Option<u32>, CellSummary> = BTreeMap::new();
         for device in devices {
-            summary.count(device);
+            tally.count(device);
             cells.entry(device.cell_id).or_default().count(device);
         }
+        summary.phases = named(tally.phases);
+        summary.downloads = named(tally.downloads);
+        summary.upgrades = named(tally.upgrades);
+        summary.results = named(tally.results);
         summary.keep_busiest(cells);
         summary.timeline = timeline(task, devices, now);
         summary
-    }
-
-    fn count(&mut self, device: &DeviceProgress) {
-        *self.phases.entry(name_of(device.phase)).or_default() += 1;
-        *self.downloads.entry(name_of(device.download)).or_default() += 1;
-        *self.upgrades.entry(name_of(device.upgrade)).or_default() += 1;
-        if let (true, Some(result)) = (finished(device), device.result) {
-            *self.results.entry(name_of(result)).or_default() += 1;
-        }
     }
 
     fn keep_busiest(&mut self, cells: BTreeMap<Option<u32>, CellSummary>) {
