@@ -130,7 +130,7 @@ async function renderNew(view) {
       h("label", {}, "Downloads", h("input", { name: "download_windows", placeholder: "22:00-06:00" })),
       h("label", {}, "Installs", h("input", { name: "update_windows", placeholder: "02:00-04:00" }))),
     h("fieldset", {}, h("legend", {}, "Rollout stages (none: the whole group at once)"), stages,
-      h("button", { type: "button", class: "secondary", onclick: () => stages.append(stageRow()) }, "Add stage")),
+      h("button", { type: "button", class: "secondary", id: "add-stage", onclick: () => stages.append(stageRow()) }, "Add stage")),
     h("button", { type: "submit" }, "Create task"),
   ], async (values) => {
     const task = await api("POST", "/v1/tasks", specOf(values, stages));

@@ -189,15 +189,7 @@ async fn an_operator_runs_a_delta_campaign_from_the_console_and_watches_it_live(
 
     // A task, created and started (its execution time left empty: now), followed live.
     go(&browser, &served.http, "#/tasks/new", "New upgrade task").await;
-    browser
-        .type_into("#new-task input[name=name]", "to 0.9.0")
-        .await;
-    browser
-        .type_into("#new-task input[name=retries]", "2")
-        .await;
-    browser
-        .type_into("#new-task input[name=retry_interval_secs]", "1")
-        .await;
+    fill_new_task(&browser).await;
     browser.screenshot("new-task").await;
     browser.click("#new-task button[type=submit]").await;
     browser.wait_for_text("main h1", "Task to 0.9.0").await;
@@ -213,7 +205,31 @@ async fn an_operator_runs_a_delta_campaign_from_the_console_and_watches_it_live(
     assert_live(&browser).await;
     browser.screenshot("task").await;
     let tasks = served.get("/v1/tasks");
-    assert_eq!(tasks["items"][0]["status"], "completed", "{tasks}");
+    let task = &tasks["items"][0];
+    assert_eq!(task["status"], "completed", "{tasks}");
+    let spec = &task["spec"];
+    assert_eq!(
+        (
+            &spec["retries"],
+            &spec["retry_interval_secs"],
+            &spec["min_signal_dbm"]
+        ),
+        (&json!(2), &json!(1), &json!(-140)),
+        "{spec}"
+    );
+    assert_eq!(spec["pacing"]["max_per_cell"], 8, "{spec}");
+    assert_eq!(spec["max_failure_rate"], 0.5, "{spec}");
+    assert_eq!(
+        spec["windows"]["download"],
+        json!([{ "start": "00:00", "end": "12:00" }, { "start": "12:00", "end": "00:00" }]),
+        "{spec}"
+    );
+    assert_eq!(
+        spec["stages"],
+        json!([{ "name": "all", "devices": { "up_to_percent": 100.0 }, "success_threshold": 1.0,
+                 "max_failure_rate": null, "failure_sample": null, "manual_approval": false }]),
+        "{spec}"
+    );
 
     // The statistics count the fleet.
     go(&browser, &served.http, "#/stats", "Statistics").await;
@@ -242,6 +258,31 @@ async fn an_operator_runs_a_delta_campaign_from_the_console_and_watches_it_live(
     );
     browser.screenshot("plugins").await;
     browser.close().await;
+}
+
+/// Fills the new task form: retries, pacing, the weak-signal and failure-rate pauses, download
+/// windows covering the whole day, and one stage of every device with no approval asked.
+async fn fill_new_task(browser: &Browser) {
+    let fields = [
+        ("name", "to 0.9.0"),
+        ("retries", "2"),
+        ("retry_interval_secs", "1"),
+        ("max_per_cell", "8"),
+        ("min_signal_dbm", "-140"),
+        ("max_failure_rate", "0.5"),
+        ("download_windows", "00:00-12:00, 12:00-00:00"),
+    ];
+    for (name, value) in fields {
+        let css = format!("#new-task input[name={name}]");
+        browser.type_into(&css, value).await;
+    }
+    browser.click("#add-stage").await;
+    browser
+        .type_into("#new-task input[name=stage_name]", "all")
+        .await;
+    browser
+        .choose("#new-task select[name=stage_approval]", "no")
+        .await;
 }
 
 /// A task due tomorrow: started by hand, the engine refuses (the status rules) and the console
