@@ -83,9 +83,10 @@ async function renderGroup(view, id) {
   const addMany = form({ id: "add-devices" }, [
     h("label", {}, "Endpoints (one a line)", h("textarea", { name: "endpoints" })),
     h("button", { type: "submit" }, "Add these"),
-  ], async (values) => {
+  ], async (values, el) => {
     const endpoints = values.get("endpoints").split(/\s+/).filter(Boolean);
     group = await api("POST", `${groupPath(id)}/devices`, { endpoints });
+    el.reset();
     notify(`${endpoints.length} added.`, "ok");
     members.reload();
     candidates.reload();

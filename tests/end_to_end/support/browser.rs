@@ -192,6 +192,7 @@ impl Browser {
         };
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir);
         std::fs::create_dir_all(&dir).unwrap();
+        self.run("window.scrollTo(0, 0); return true").await;
         let png = self.client.screenshot().await.expect("a screenshot");
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
     }
