@@ -1,9 +1,10 @@
 // Upgrade tasks: the list (paged on the server, newest first), a form with every field of a
 // task (retries, retry interval, execution time, deadline, pacing, weak-signal pause, failure
-// rate, start jitter, airtime, maintenance windows, rollout stages), and a task's page: its
-// actions under the status rules, its figures and charts (progress over time, failures by
-// reason, progress per cell, from GET /v1/tasks/{id}/summary), its stages, and the devices
-// table of List 9-4 paged on the server; all kept live from /v1/events.
+// rate, start jitter, airtime, maintenance windows, rollout stages), to create one or edit one
+// that has not started, and a task's page: its actions under the status rules, its figures
+// and charts (progress over time, failures by reason, progress per cell, from
+// GET /v1/tasks/{id}/summary), its stages, and the devices table of List 9-4 paged on the
+// server; all kept live from /v1/events.
 
 import { api, get } from "./api.js";
 import { action, badge, fill, form, h, link, notify, pager, percent, select, table, tableRow, time } from "./ui.js";
@@ -19,8 +20,9 @@ const summaryEveryMs = (devices) => 1000 * (1 + Math.floor((devices || 0) / 1000
 /** Shortest time between two reads of a page of devices whose events came while it was read. */
 const PAGE_AGAIN_MS = 1000;
 
-export async function render(view, [id], { onEvent }) {
-  if (id === "new") return renderNew(view);
+export async function render(view, [id, verb], { onEvent }) {
+  if (id === "new") return renderForm(view, null);
+  if (id && verb === "edit") return renderForm(view, await get(taskPath(id)));
   if (id) return renderTask(view, id, onEvent);
   const list = h("div");
   const columns = [
@@ -59,15 +61,21 @@ function windows(text) {
   });
 }
 
-function stageRow() {
+/** A stage's fields, holding `stage` (a task's, when it is edited) or the defaults. */
+function stageRow(stage = null) {
+  const percent = stage?.devices?.up_to_percent;
   const row = h("fieldset", { class: "stage" }, h("legend", {}, "Stage"),
-    h("label", {}, "Name", h("input", { name: "stage_name", required: true })),
+    h("label", {}, "Name", h("input", { name: "stage_name", required: true, value: stage?.name ?? "" })),
     select("Devices", "stage_devices", [["percent", "up to % of the group"], ["test_devices", "test devices"]]),
-    h("label", {}, "Up to %", h("input", { name: "stage_percent", type: "number", min: 0, max: 100, step: "any", value: 100 })),
-    h("label", {}, "Success threshold", h("input", { name: "stage_success", type: "number", min: 0, max: 1, step: "any", value: 1 })),
-    h("label", {}, "Max failure rate", h("input", { name: "stage_failure", type: "number", min: 0, max: 1, step: "any" })),
+    h("label", {}, "Up to %", h("input", { name: "stage_percent", type: "number", min: 0, max: 100, step: "any", value: percent ?? 100 })),
+    h("label", {}, "Success threshold", h("input", { name: "stage_success", type: "number", min: 0, max: 1, step: "any", value: stage?.success_threshold ?? 1 })),
+    h("label", {}, "Max failure rate", h("input", { name: "stage_failure", type: "number", min: 0, max: 1, step: "any", value: stage?.max_failure_rate ?? "" })),
     select("Approval before next", "stage_approval", [["", "default"], ["true", "yes"], ["false", "no"]]),
   );
+  if (stage) {
+    row.querySelector("[name=stage_devices]").value = stage.devices === "test_devices" ? "test_devices" : "percent";
+    row.querySelector("[name=stage_approval]").value = stage.manual_approval === null || stage.manual_approval === undefined ? "" : String(stage.manual_approval);
+  }
   row.append(h("button", { type: "button", class: "danger", onclick: () => row.remove() }, "Remove"));
   return row;
 }
@@ -104,7 +112,35 @@ function specOf(values, stages) {
   return spec;
 }
 
-async function renderNew(view) {
+/** A datetime-local input's value (local time, to the second) for `millis`; empty for none. */
+function localTime(millis) {
+  if (!millis) return "";
+  const offset = new Date(millis).getTimezoneOffset() * 60000;
+  return new Date(millis - offset).toISOString().slice(0, 19);
+}
+
+/** Puts `spec` (the task being edited) into the form's fields and stage rows. */
+function prefill(el, stages, spec) {
+  const set = (name, value) => { el.elements[name].value = value ?? ""; };
+  const windowText = (list) => (list || []).map((w) => `${w.start}-${w.end}`).join(", ");
+  for (const name of ["name", "group_id", "package_id", "retries", "retry_interval_secs", "start_jitter_secs",
+    "cell_airtime_bytes_per_sec", "min_signal_dbm", "cell_pause_secs", "max_failure_rate", "failure_sample"]) {
+    set(name, spec[name]);
+  }
+  set("execution_time", localTime(spec.execution_time));
+  set("deadline", localTime(spec.deadline));
+  set("max_concurrent", spec.pacing.max_concurrent);
+  set("max_per_cell", spec.pacing.max_per_cell);
+  if (spec.windows) {
+    set("time_zone", spec.windows.time_zone);
+    set("download_windows", windowText(spec.windows.download));
+    set("update_windows", windowText(spec.windows.update));
+  }
+  for (const stage of spec.stages) stages.append(stageRow(stage));
+}
+
+/** The form of a new task, or of `task` (not started yet) to edit. */
+async function renderForm(view, task) {
   const [groups, packages] = await Promise.all([get("/v1/groups", { members: false }), get("/v1/packages")]);
   const num = (label, name, value, props = {}) => h("label", {}, label, h("input", { name, type: "number", value, ...props }));
   const stages = h("div");
@@ -116,8 +152,8 @@ async function renderNew(view) {
         `${p.vendor} ${p.model} ${p.kind} ${p.from_version ? `${p.from_version}→` : ""}${p.to_version}`]), { required: true })),
     h("fieldset", {}, h("legend", {}, "Retries and times"),
       num("Retries", "retries", 3, { min: 0 }), num("Retry interval (s)", "retry_interval_secs", 60, { min: 0 }),
-      h("label", {}, "Execution time (empty: now)", h("input", { name: "execution_time", type: "datetime-local" })),
-      h("label", {}, "Deadline", h("input", { name: "deadline", type: "datetime-local" })),
+      h("label", {}, "Execution time (empty: now)", h("input", { name: "execution_time", type: "datetime-local", step: 1 })),
+      h("label", {}, "Deadline", h("input", { name: "deadline", type: "datetime-local", step: 1 })),
       num("Start jitter (s)", "start_jitter_secs", 0, { min: 0 })),
     h("fieldset", {}, h("legend", {}, "Pacing and automatic pauses"),
       num("Devices at once", "max_concurrent", 1000, { min: 1 }), num("Per cell at once", "max_per_cell", 50, { min: 1 }),
@@ -131,20 +167,22 @@ async function renderNew(view) {
       h("label", {}, "Installs", h("input", { name: "update_windows", placeholder: "02:00-04:00" }))),
     h("fieldset", {}, h("legend", {}, "Rollout stages (none: the whole group at once)"), stages,
       h("button", { type: "button", class: "secondary", id: "add-stage", onclick: () => stages.append(stageRow()) }, "Add stage")),
-    h("button", { type: "submit" }, "Create task"),
+    h("button", { type: "submit" }, task ? "Save task" : "Create task"),
   ], async (values) => {
-    const task = await api("POST", "/v1/tasks", specOf(values, stages));
-    notify(`Task ${task.spec.name} created.`, "ok");
-    location.hash = `#/tasks/${encodeURIComponent(task.id)}`;
+    const spec = specOf(values, stages);
+    const saved = task ? await api("PATCH", taskPath(task.id), spec) : await api("POST", "/v1/tasks", spec);
+    notify(`Task ${saved.spec.name} ${task ? "saved" : "created"}.`, "ok");
+    location.hash = `#/tasks/${encodeURIComponent(saved.id)}`;
   });
-  fill(view, h("h1", {}, "New upgrade task"), h("div", { class: "card" }, el));
+  if (task) prefill(el, stages, task.spec);
+  fill(view, h("h1", {}, task ? `Edit task ${task.spec.name}` : "New upgrade task"), h("div", { class: "card" }, el));
 }
 
 /** Which actions the status rules allow (the engine checks them again). */
 function allowed(task) {
   const s = task.status;
   return {
-    start: s === "not_started", pause: s === "upgrading", resume: s === "paused",
+    edit: s === "not_started", start: s === "not_started", pause: s === "upgrading", resume: s === "paused",
     approve: !!task.awaiting_approval, cancel: s === "upgrading" || s === "paused",
     delete: s !== "upgrading" && s !== "paused",
   };
@@ -217,6 +255,8 @@ function drawHead(el, task, reload, labels) {
     task.pause_reason ? h("p", { class: "error" }, `Paused: ${task.pause_reason}`) : null,
     task.awaiting_approval ? h("p", {}, `Waiting for approval: ${task.awaiting_approval}`) : null,
     h("div", { class: "actions" },
+      action("Edit", () => { location.hash = `#/tasks/${encodeURIComponent(task.id)}/edit`; },
+        { disabled: !can.edit, class: "secondary", id: "task-edit" }),
       act("Start", "start", can.start), act("Pause", "pause", can.pause), act("Resume", "resume", can.resume),
       act("Approve next stage", "approve", can.approve), act("Cancel", "cancel", can.cancel, { class: "danger" }),
       action("Delete", async () => {

@@ -3,10 +3,10 @@
 //! objects, makes a group of it, uploads two firmware versions (and is told clearly why a
 //! third upload is refused), makes a delta package, creates a task and watches it complete
 //! live (the page is never reloaded: the figures move with `/v1/events`), reads the
-//! statistics, is refused the start of a task not due yet (and told why) and deletes it, and
-//! changes a plugin's settings. `fota demo` prints the console's address, and its campaign
-//! shows there live. A viewer sees the same screens with every change disabled, and the engine
-//! refuses the one the test forces through, with the reason shown. With
+//! statistics, is refused the start of a task not due yet (and told why), edits it and deletes
+//! it, and changes a plugin's settings. `fota demo` prints the console's address, and its
+//! campaign shows there live. A viewer sees the same screens with every change disabled, and
+//! the engine refuses the one the test forces through, with the reason shown. With
 //! `FOTA_CONSOLE_SCREENSHOTS=docs/console` the tests save the screenshots the README shows.
 
 use std::path::{Path, PathBuf};
@@ -286,7 +286,7 @@ async fn fill_new_task(browser: &Browser) {
 }
 
 /// A task due tomorrow: started by hand, the engine refuses (the status rules) and the console
-/// says why; then it is deleted from its page.
+/// says why; it is edited, then deleted from its page.
 async fn refuse_and_delete_a_task_not_due(browser: &Browser, served: &Served) {
     let tomorrow = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -311,6 +311,21 @@ async fn refuse_and_delete_a_task_not_due(browser: &Browser, served: &Served) {
     browser.wait_for_text("#task-status", "not_started").await;
     browser.click("#task-start").await;
     browser.wait_for_text("#notice.error", "(409)").await;
+
+    // Not started yet, it may be edited: its form holds its spec, and keeps what is not changed.
+    browser.click("#task-edit").await;
+    browser.wait_for_text("main h1", "Edit task later").await;
+    browser
+        .type_into("#new-task input[name=name]", "later, edited")
+        .await;
+    browser.click("#new-task button[type=submit]").await;
+    browser.wait_for_text("main h1", "Task later, edited").await;
+    let edited = served.get(&path);
+    assert_eq!(edited["spec"]["name"], "later, edited", "{edited}");
+    let kept = edited["spec"]["execution_time"].as_u64().unwrap();
+    assert!(kept.abs_diff(tomorrow) < 1_000, "{kept} for {tomorrow}");
+    assert_eq!(edited["spec"]["retries"], 1, "{edited}");
+
     browser.click("#task-delete").await;
     browser
         .client
