@@ -2,8 +2,9 @@
 //! devices with a low battery or a weak signal (they wait, and recover as the simulation goes
 //! on), some behind lossy links; two firmware versions per model, delta packages made by the
 //! bsdiff plugin, one upgrade task per model with live progress, and the statistics at the end.
-//! The HTTP API is served the whole time (and after the end with `--keep-serving`), so the demo
-//! can be explored with curl or the `fota` client commands while it runs.
+//! The HTTP API and the web console are served the whole time (and after the end with
+//! `--keep-serving`), so the demo can be followed in a browser, or explored with curl or the
+//! `fota` client commands, while it runs.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -66,6 +67,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "HTTP API on http://{http}/v1, token {:?}; try: curl -H 'Authorization: Bearer {}' \
          http://{http}/v1/tasks",
         args.token, args.token
+    );
+    println!(
+        "console on http://{http}/ (log in with the token {:?}): the campaign shows live \
+         under Upgrade tasks",
+        args.token
     );
     let fleet = start_fleet(&platform, &models, &args).await?;
     println!("fleet: {} devices registered and surveyed", fleet.len());

@@ -172,6 +172,11 @@ fn announce(
         "HTTP API on http://{}/v1 (OpenAPI document at /v1/openapi.json)",
         listeners.api.local_addr()?
     );
+    tracing::info!(
+        target: CONSOLE,
+        "console on http://{}/ (log in with a token of the configuration)",
+        listeners.api.local_addr()?
+    );
     if let Some(metrics) = &listeners.metrics {
         tracing::info!(
             target: CONSOLE,

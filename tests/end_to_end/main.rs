@@ -10,6 +10,7 @@ mod api_fuzz;
 mod bench_quick;
 mod campaign_attempts;
 mod campaign_end_to_end;
+mod console;
 mod demo;
 mod device_management;
 mod device_survey;

@@ -141,15 +141,16 @@ const CHALLENGE_INVALID: &str = "Bearer realm=\"fota\", error=\"invalid_token\""
 pub struct Caller(pub String);
 
 /// Middleware: lets the request through when its token's role allows its method, with its
-/// [`Caller`].
+/// [`Caller`] and [`Role`].
 pub async fn authorize(
     State(guard): State<Arc<Guard>>,
     mut request: Request,
     next: Next,
 ) -> Response {
     match check(&guard.tokens, &request) {
-        Ok(caller) => {
+        Ok((caller, role)) => {
             request.extensions_mut().insert(caller);
+            request.extensions_mut().insert(role);
             next.run(request).await
         }
         Err(problem) => guard.refuse(problem, request),
@@ -185,8 +186,8 @@ fn identify(tokens: &Tokens, request: &Request) -> Result<Role, Problem> {
     })
 }
 
-/// The caller of a request its token's role allows; a 401 or 403 otherwise.
-fn check(tokens: &Tokens, request: &Request) -> Result<Caller, Problem> {
+/// The caller of a request its token's role allows, and the role; a 401 or 403 otherwise.
+fn check(tokens: &Tokens, request: &Request) -> Result<(Caller, Role), Problem> {
     let role = identify(tokens, request)?;
     if !role.allows(request.method()) {
         return Err(Problem::new(
@@ -198,7 +199,7 @@ fn check(tokens: &Tokens, request: &Request) -> Result<Caller, Problem> {
         ));
     }
     let token = bearer(request).unwrap_or_default();
-    Ok(Caller(hex::encode(Sha256::digest(token.as_bytes()))))
+    Ok((Caller(hex::encode(Sha256::digest(token.as_bytes()))), role))
 }
 
 /// The token of an `Authorization: Bearer` header (the scheme is case-insensitive).

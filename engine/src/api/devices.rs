@@ -20,7 +20,7 @@ use super::extract::Checked;
 use super::paging::{Paging, SortBy, SortKey};
 use super::problem::{ApiResult, Problem};
 use crate::campaign::DeviceProgress;
-use crate::catalog::DeviceRecord;
+use crate::catalog::{Catalog, CatalogError, DeviceRecord};
 use crate::clock::{Clock, UnixMillis};
 use crate::lwm2m::Registration;
 
@@ -35,6 +35,10 @@ pub struct DeviceFilter {
     online: Option<bool>,
     /// Firmware version (/3/0/3).
     version: Option<String>,
+    /// Radio cell (/4/0/8), as last surveyed.
+    cell: Option<u32>,
+    /// A group the device is in (its id): only its members are read.
+    group: Option<String>,
 }
 
 impl DeviceFilter {
@@ -46,6 +50,30 @@ impl DeviceFilter {
             && same(&self.model, &device.model)
             && same(&self.version, &device.firmware_version)
             && self.online.is_none_or(|online| online == device.online)
+            && self.cell.is_none_or(|cell| device.cell_id == Some(cell))
+    }
+
+    /// The devices the filter's other conditions are tried on: a group's members (none for
+    /// a group that does not exist, as any filter no record has; a device recorded in it and
+    /// since forgotten is skipped), else every device.
+    fn candidates(&self, catalog: &Catalog) -> ApiResult<Vec<DeviceRecord>> {
+        let Some(group) = &self.group else {
+            return Ok(catalog.devices()?);
+        };
+        let members = match catalog.group(group) {
+            Ok(group) => group.devices,
+            Err(CatalogError::NotFound { .. }) => return Ok(Vec::new()),
+            Err(error) => return Err(error.into()),
+        };
+        let mut devices = Vec::with_capacity(members.len());
+        for endpoint in &members {
+            match catalog.device(endpoint) {
+                Ok(device) => devices.push(device),
+                Err(CatalogError::NotFound { .. }) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(devices)
     }
 }
 
@@ -62,10 +90,8 @@ pub async fn list(
     Checked(Query(paging)): Checked<Query<Paging>>,
     uri: Uri,
 ) -> ApiResult<Response> {
-    let devices: Vec<_> = state
-        .platform
-        .catalog
-        .devices()?
+    let devices: Vec<_> = filter
+        .candidates(&state.platform.catalog)?
         .into_iter()
         .filter(|device| filter.matches(device))
         .collect();

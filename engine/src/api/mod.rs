@@ -1,16 +1,18 @@
 //! The HTTP API for integrators (DESIGN.md, "Who uses it"): devices, their data (LwM2M
 //! operations) and their DTLS credentials, groups, firmware, packages, upgrade tasks,
 //! statistics, plugins, webhook subscriptions, live progress as server-sent events, metrics and
-//! the OpenAPI document, versioned under `/v1`, JSON in and out, on axum.
+//! the OpenAPI document, versioned under `/v1`, JSON in and out, on axum; and the web console
+//! that drives it (`console`: its files, served at `/` without a token).
 //!
 //! Owns: the connections and their limits (`connections`), the route table and router
 //! (`router`), one module of handlers per resource (`devices`, `device_ops` (a device's data:
 //! read, write, execute, observe, queued operations) with `device_data` (their JSON),
-//! `credentials`, `groups`, `firmware`, `formats`, `packages`, `tasks`, `plugins`,
-//! `statistics`, `webhooks`), authentication (`auth`), problem details (`problem`), the event
-//! stream (`events`), the Prometheus exposition (`metrics`, also served without a token on a
-//! scrape address of its own when one is given), the time each request took
-//! (`request_times`) and the OpenAPI document (`openapi`).
+//! `credentials`, `groups`, `firmware`, `formats`, `models` (the vendors and models known),
+//! `packages`, `tasks` with `task_summary` (a task's devices counted), `plugins`,
+//! `statistics`, `webhooks`), authentication (`auth`) and the token's role (`session`),
+//! problem details (`problem`), the event stream (`events`), the Prometheus exposition
+//! (`metrics`, also served without a token on a scrape address of its own when one is given),
+//! the time each request took (`request_times`) and the OpenAPI document (`openapi`).
 //!
 //! The conventions every resource follows: a `Location` on every 201, ETags with `If-Match`
 //! and `If-None-Match` (`representation`, over `keyed_lock`), `Idempotency-Key` on creating
@@ -28,6 +30,7 @@
 
 mod auth;
 mod connections;
+mod console;
 mod credentials;
 mod device_data;
 mod device_ops;
@@ -41,6 +44,7 @@ mod health;
 mod idempotency;
 mod keyed_lock;
 mod metrics;
+mod models;
 mod openapi;
 mod packages;
 mod paging;
@@ -49,7 +53,9 @@ mod problem;
 mod representation;
 mod request_times;
 mod router;
+mod session;
 mod statistics;
+mod task_summary;
 mod tasks;
 mod webhooks;
 

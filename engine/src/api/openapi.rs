@@ -526,6 +526,7 @@ fn general_schemas() -> Value {
     json!({
         "Health": object(&["status"], json!({ "status": one_of(&["ok"]) })),
         "OpenApi": { "type": "object", "description": "An OpenAPI 3.1 document." },
+        "Session": object(&["role"], json!({ "role": one_of(&["operator", "viewer"]) })),
         "Problem": object(
             &["type", "title", "status", "detail"],
             json!({
@@ -661,17 +662,28 @@ fn device_schemas() -> Value {
         "TaskDevice": { "allOf": [
             reference("DeviceProgress"),
             object(
-                &["retry", "online"],
+                &["retry", "online", "name", "imei"],
                 json!({
                     "retry": {
                         "type": "string",
                         "description": "Attempts made / attempts allowed (retries + 1).",
                     },
                     "online": { "type": "boolean" },
+                    "name": string(),
+                    "imei": nullable("string"),
                 }),
             ),
         ] },
         "TaskDevicePage": page("TaskDevice"),
+        "KnownModel": object(
+            &["vendor", "model", "devices", "firmware"],
+            json!({
+                "vendor": string(),
+                "model": string(),
+                "devices": integer(),
+                "firmware": integer(),
+            }),
+        ),
     })
 }
 
@@ -838,6 +850,19 @@ fn catalog_schemas() -> Value {
                 "created_at": millis(),
             }),
         ),
+        "GroupListing": { "allOf": [
+            reference("Group"),
+            {
+                "type": "object",
+                "properties": {
+                    "device_count": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "The group's devices, when the list left them out.",
+                    },
+                },
+            },
+        ] },
         "NewGroup": closed(
             &["name", "vendor", "model"],
             json!({
@@ -1074,6 +1099,7 @@ fn task_schemas() -> Value {
             json!({ "upgraded": integer(), "failed": integer() }),
         ),
         "TaskPage": page("Task"),
+        "TaskSummary": task_summary_schema(),
         "CellPause": object(&["reason", "until"], json!({ "reason": string(), "until": millis() })),
         "Task": object(
             &["id", "spec", "status", "paused_cells", "created_at"],
@@ -1111,6 +1137,49 @@ fn task_schemas() -> Value {
             }),
         ),
     })
+}
+
+/// What `GET /v1/tasks/{id}/summary` answers.
+fn task_summary_schema() -> Value {
+    let counts = json!({ "type": "object", "additionalProperties": integer() });
+    let cell = object(
+        &["cell_id", "devices", "upgraded", "failed", "active"],
+        json!({
+            "cell_id": nullable("integer"),
+            "devices": integer(),
+            "upgraded": integer(),
+            "failed": integer(),
+            "active": integer(),
+        }),
+    );
+    let point = object(
+        &["at", "upgraded", "failed"],
+        json!({ "at": millis(), "upgraded": integer(), "failed": integer() }),
+    );
+    object(
+        &[
+            "task_id",
+            "devices",
+            "phases",
+            "downloads",
+            "upgrades",
+            "results",
+            "cells",
+            "other_cells_devices",
+            "timeline",
+        ],
+        json!({
+            "task_id": string(),
+            "devices": integer(),
+            "phases": counts,
+            "downloads": counts,
+            "upgrades": counts,
+            "results": counts,
+            "cells": array(cell),
+            "other_cells_devices": integer(),
+            "timeline": array(point),
+        }),
+    )
 }
 
 /// The kinds of events, as the journal names them.

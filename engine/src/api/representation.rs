@@ -332,7 +332,10 @@ mod tests {
                         std::thread::sleep(std::time::Duration::from_millis(50));
                         Ok(read)
                     };
-                    let change = || Ok(*value.lock().unwrap() = new.into());
+                    let change = || {
+                        *value.lock().unwrap() = new.into();
+                        Ok(())
+                    };
                     change_under(&writes, "/v1/x", &conditions, current, change).await
                 })
             })
@@ -350,7 +353,7 @@ mod tests {
     #[test]
     fn malformed_tags_are_refused() {
         for bad in ["abc", "\"unterminated", "W/abc", ",", "\"a\"b\""] {
-            let refused = conditions(bad, "").err().expect(bad);
+            let refused = conditions(bad, "").expect_err(bad);
             assert_eq!(refused.kind, Kind::BadRequest, "{bad}");
         }
     }

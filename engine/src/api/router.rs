@@ -19,9 +19,9 @@ use super::openapi::{PACKAGE_KINDS, PLUGIN_KINDS};
 use super::paging::MAX_LIMIT;
 use super::problem::{Kind, method_not_allowed, no_such_route};
 use super::{
-    ApiConfig, ApiState, credentials, device_ops, devices, events, firmware, formats, groups,
-    health, idempotency, metrics, openapi, packages, plugins, request_times, statistics, tasks,
-    webhooks,
+    ApiConfig, ApiState, console, credentials, device_ops, devices, events, firmware, formats,
+    groups, health, idempotency, metrics, models, openapi, packages, plugins, request_times,
+    session, statistics, task_summary, tasks, webhooks,
 };
 use crate::catalog::firmware::MAX_VERSION_BYTES;
 
@@ -388,7 +388,7 @@ const fn required(name: &'static str, accepts: Accepts, description: &'static st
     }
 }
 
-const DEVICE_QUERY: [Param; 8] = [
+const DEVICE_QUERY: [Param; 10] = [
     param(
         "vendor",
         Accepts::Text,
@@ -409,11 +409,31 @@ const DEVICE_QUERY: [Param; 8] = [
         Accepts::Text,
         "Only devices on this firmware version (/3/0/3).",
     ),
+    param(
+        "cell",
+        Accepts::Integer {
+            min: 0,
+            max: u32::MAX as u64,
+        },
+        "Only devices last surveyed in this radio cell (/4/0/8).",
+    ),
+    param(
+        "group",
+        Accepts::Text,
+        "Only devices of this group (its id): only its members are read.",
+    ),
     ENDPOINT_PAGING[0],
     ENDPOINT_PAGING[1],
     ENDPOINT_PAGING[2],
     ENDPOINT_PAGING[3],
 ];
+
+const GROUP_LIST_QUERY: [Param; 1] = [param(
+    "members",
+    Accepts::Boolean,
+    "false: each group's devices are left out (an empty list) and counted in device_count; \
+     true (the default): every group whole.",
+)];
 
 const FIRMWARE_QUERY: [Param; 4] = [
     required("vendor", NAME, "Manufacturer (/3/0/0)."),
@@ -552,6 +572,13 @@ pub static ROUTES: &[Route] = &[
         "This document.",
         Json("OpenApi"),
         |m| on(m, openapi::serve),
+    ),
+    Route::new(
+        Get,
+        "/v1/session",
+        "The role of the request's token: operator (everything) or viewer (reads only).",
+        Json("Session"),
+        |m| on(m, session::session),
     ),
     Route::new(
         Get,
@@ -720,6 +747,14 @@ pub static ROUTES: &[Route] = &[
     .payload(Payload::Batch("CredentialRow"))
     .refusals(&[Conflict]),
     Route::new(
+        Get,
+        "/v1/models",
+        "The vendors and module models known (from devices and firmware): what a group is \
+         made for.",
+        JsonList("KnownModel"),
+        |m| on(m, models::list),
+    ),
+    Route::new(
         Post,
         "/v1/groups",
         "Creates a group; its vendor and model are locked.",
@@ -728,9 +763,14 @@ pub static ROUTES: &[Route] = &[
     )
     .payload(Payload::Json("NewGroup"))
     .creates(),
-    Route::new(Get, "/v1/groups", "Every group.", JsonList("Group"), |m| {
-        on(m, groups::list)
-    }),
+    Route::new(
+        Get,
+        "/v1/groups",
+        "Every group (with members=false, without each group's devices: their number).",
+        JsonList("GroupListing"),
+        |m| on(m, groups::list),
+    )
+    .query(&GROUP_LIST_QUERY),
     Route::new(Get, "/v1/groups/{id}", "A group.", Json("Group"), |m| {
         on(m, groups::one)
     })
@@ -1001,8 +1041,16 @@ pub static ROUTES: &[Route] = &[
     .conditional(),
     Route::new(
         Get,
+        "/v1/tasks/{id}/summary",
+        "A task's devices counted: per phase, download and upgrade status, result, the \
+         busiest cells, and upgrades and failures over time.",
+        Json("TaskSummary"),
+        |m| on(m, task_summary::summary),
+    ),
+    Route::new(
+        Get,
         "/v1/tasks/{id}/devices",
-        "A task's devices: retry X/XX, online, download and upgrade status, result.",
+        "A task's devices: name, IMEI, retry X/XX, online, download and upgrade status, result.",
         Json("TaskDevicePage"),
         |m| on(m, tasks::devices),
     )
@@ -1173,7 +1221,7 @@ pub fn operations() -> Vec<Operation> {
 }
 
 /// The API's router over `state`: every route of [`ROUTES`], those needing a token behind
-/// [`authorize`], and problem answers for unknown paths and methods, given only to a request
+/// [`authorize`], the console's files (no token: they hold no data), and problem answers for unknown paths and methods, given only to a request
 /// with a valid token (so without one, nothing says which paths exist).
 ///
 /// The token checks run before anything reads the body: `authorize` is a route layer, outside
@@ -1195,6 +1243,7 @@ pub(super) fn router(state: ApiState, config: &ApiConfig, counters: Arc<HttpCoun
         .route_layer(from_fn_with_state(guard.clone(), authorize));
     let authenticated = || from_fn_with_state(guard.clone(), authenticate);
     open.merge(guarded)
+        .merge(console::router())
         .method_not_allowed_fallback(method_not_allowed.layer(authenticated()))
         .fallback(no_such_route.layer(authenticated()))
         .layer(from_fn_with_state(

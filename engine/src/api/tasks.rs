@@ -1,6 +1,6 @@
 //! Tasks routes: create, list, read, edit (only before it starts), the operator's actions
 //! (start, pause, resume, approve the next stage, cancel) under the status rules, delete, and a task's devices with
-//! retry X/XX, online, download and upgrade status and result.
+//! device name, IMEI, retry X/XX, online, download and upgrade status and result.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri};
@@ -175,6 +175,11 @@ pub struct TaskDevice {
     retry: String,
     /// True while the device has a live registration.
     online: bool,
+    /// The device's name (List 9-4's device name), as the catalog has it; the endpoint when
+    /// the catalog no longer has the device.
+    name: String,
+    /// The device's IMEI, from a `urn:imei:` endpoint name.
+    imei: Option<String>,
 }
 
 /// The orders a task's devices sort in: by endpoint name.
@@ -202,10 +207,17 @@ pub async fn devices(
     let allowed = u64::from(task.spec.retries) + 1;
     let page = plan
         .page(window.devices, window.before, window.total)
-        .map(|progress| TaskDevice {
-            retry: format!("{}/{allowed}", progress.attempts),
-            online: platform.server.registry.get(&progress.endpoint).is_some(),
-            progress,
+        .map(|progress| {
+            let device = platform.catalog.device(&progress.endpoint).ok();
+            TaskDevice {
+                retry: format!("{}/{allowed}", progress.attempts),
+                online: platform.server.registry.get(&progress.endpoint).is_some(),
+                name: device
+                    .as_ref()
+                    .map_or(progress.endpoint.clone(), |d| d.name.clone()),
+                imei: device.and_then(|d| d.imei),
+                progress,
+            }
         });
     Ok(page.linked(&uri))
 }

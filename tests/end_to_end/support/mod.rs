@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test file uses its own part
 
+pub mod browser;
 pub mod libcoap;
 pub mod process;
 pub mod receiver;

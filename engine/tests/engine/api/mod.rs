@@ -13,6 +13,7 @@ mod auth;
 mod bed;
 mod catalog;
 mod client;
+mod console;
 mod contract;
 mod conventions;
 mod credentials;
