@@ -80,11 +80,10 @@ pub async fn summary(
     State(state): State<ApiState>,
     Checked(Path(id)): Checked<Path<String>>,
 ) -> ApiResult<Json<TaskSummary>> {
-    let campaigns = &state.platform.campaigns;
-    let task = campaigns.task(&id)?;
-    let devices = campaigns.devices(&id)?;
     let now = state.platform.catalog.clock.now();
-    Ok(Json(TaskSummary::of(&task, &devices, now)))
+    let summary = (state.platform.campaigns)
+        .read_devices(&id, |task, devices| TaskSummary::of(task, devices, now))?;
+    Ok(Json(summary))
 }
 
 /// The name serde gives an enum's variant (`link_broke`), for a map key.
@@ -146,7 +145,11 @@ impl Tally {
 
 impl TaskSummary {
     /// The summary of `task` over its `devices`, at `now`.
-    pub fn of(task: &Task, devices: &[DeviceProgress], now: UnixMillis) -> TaskSummary {
+    pub fn of<'a>(
+        task: &Task,
+        devices: impl ExactSizeIterator<Item = &'a DeviceProgress> + Clone,
+        now: UnixMillis,
+    ) -> TaskSummary {
         let mut summary = TaskSummary {
             task_id: task.id.clone(),
             devices: devices.len() as u64,
@@ -160,7 +163,7 @@ impl TaskSummary {
         };
         let mut tally = Tally::default();
         let mut cells: BTreeMap<Option<u32>, CellSummary> = BTreeMap::new();
-        for device in devices {
+        for device in devices.clone() {
             tally.count(device);
             cells.entry(device.cell_id).or_default().count(device);
         }
@@ -209,11 +212,15 @@ fn outcome(device: &DeviceProgress) -> Option<bool> {
 
 /// Upgraded and failed devices by each of up to [`TIME_SLOTS`] moments from the task's start
 /// to its last finished device, or to `now` while it runs.
-fn timeline(task: &Task, devices: &[DeviceProgress], now: UnixMillis) -> Vec<TimePoint> {
+fn timeline<'a>(
+    task: &Task,
+    devices: impl ExactSizeIterator<Item = &'a DeviceProgress> + Clone,
+    now: UnixMillis,
+) -> Vec<TimePoint> {
     let Some(start) = task.started_at else {
         return Vec::new();
     };
-    let last_finish = devices.iter().filter_map(|d| d.finished_at).max();
+    let last_finish = devices.clone().filter_map(|d| d.finished_at).max();
     let end = match (task.status.is_final(), last_finish) {
         (true, Some(last)) => last.max(task.finished_at.unwrap_or(last)),
         _ => now,
@@ -283,7 +290,7 @@ mod tests {
             device("c", 2, None, 0),
             device("d", 1, Some(DeviceResult::Successful), 3_000),
         ];
-        let summary = TaskSummary::of(&task(Some(0)), &devices, 4_000);
+        let summary = TaskSummary::of(&task(Some(0)), devices.iter(), 4_000);
         assert_eq!(summary.devices, 4);
         assert_eq!(summary.results["successful"], 2);
         assert_eq!(summary.results["link_broke"], 1);
@@ -308,7 +315,7 @@ mod tests {
             device("b", 1, Some(DeviceResult::UpgradeFailed), 50_000),
             device("c", 1, Some(DeviceResult::Successful), 120_000),
         ];
-        let timeline = timeline(&task(Some(0)), &devices, 120_000);
+        let timeline = timeline(&task(Some(0)), devices.iter(), 120_000);
         assert!(timeline.len() as u64 <= TIME_SLOTS + 1);
         assert_eq!(timeline[0].at, 0);
         let last = timeline.last().unwrap();
@@ -322,7 +329,7 @@ mod tests {
         let devices: Vec<_> = (0..MAX_CELLS as u32 + 3)
             .map(|cell| device(&format!("d{cell}"), cell, None, 0))
             .collect();
-        let summary = TaskSummary::of(&task(None), &devices, 0);
+        let summary = TaskSummary::of(&task(None), devices.iter(), 0);
         assert!(summary.timeline.is_empty());
         assert_eq!(summary.cells.len(), MAX_CELLS);
         assert_eq!(summary.other_cells_devices, 3);

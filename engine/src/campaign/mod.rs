@@ -428,6 +428,20 @@ impl Campaigns {
         Ok(running.devices.values().cloned().collect())
     }
 
+    /// What `read` makes of task `id` (as shown) and its devices in endpoint order, read in
+    /// place: nothing is copied, and the scheduler waits meanwhile (keep `read` short).
+    pub fn read_devices<R>(
+        &self,
+        id: &str,
+        read: impl FnOnce(&Task, std::collections::btree_map::Values<'_, String, DeviceProgress>) -> R,
+    ) -> Result<R, CampaignError> {
+        let tasks = lock(&self.inner.tasks);
+        let running = tasks
+            .get(id)
+            .ok_or_else(|| CampaignError::NotFound(id.into()))?;
+        Ok(read(&running.view(), running.devices.values()))
+    }
+
     /// Up to `take` devices of task `id` in endpoint order (from the last when `descending`),
     /// after endpoint `after` when given, else after `skip` devices; with how many come before
     /// them and how many the task has. Read through the task's index, not by a copy of every
