@@ -9,6 +9,9 @@
 //! answered 4.04, so it registers again and is created again, as new. A device a task that is
 //! not final holds (in its group, or among its devices once started) is not deleted (409).
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri};
@@ -17,9 +20,10 @@ use serde::{Deserialize, Serialize};
 
 use super::ApiState;
 use super::extract::Checked;
-use super::paging::{Paging, SortBy, SortKey};
+use super::paging::{PageStart, Paging, SortBy, SortKey};
 use super::problem::{ApiResult, Problem};
 use crate::campaign::DeviceProgress;
+use crate::catalog::device_index::{Indexed, WindowStart};
 use crate::catalog::{Catalog, CatalogError, DeviceRecord};
 use crate::clock::{Clock, UnixMillis};
 use crate::lwm2m::Registration;
@@ -42,8 +46,15 @@ pub struct DeviceFilter {
 }
 
 impl DeviceFilter {
-    fn matches(&self, device: &DeviceRecord) -> bool {
-        let same = |wanted: &Option<String>, value: &Option<String>| {
+    /// Whether a device, as the catalog's index holds it, passes the filter; `members` are
+    /// the asked group's (none when no group is asked).
+    fn matches(
+        &self,
+        endpoint: &str,
+        device: &Indexed,
+        members: Option<&BTreeSet<String>>,
+    ) -> bool {
+        let same = |wanted: &Option<String>, value: &Option<Arc<str>>| {
             wanted.is_none() || wanted.as_deref() == value.as_deref()
         };
         same(&self.vendor, &device.manufacturer)
@@ -51,29 +62,20 @@ impl DeviceFilter {
             && same(&self.version, &device.firmware_version)
             && self.online.is_none_or(|online| online == device.online)
             && self.cell.is_none_or(|cell| device.cell_id == Some(cell))
+            && members.is_none_or(|members| members.contains(endpoint))
     }
 
-    /// The devices the filter's other conditions are tried on: a group's members (none for
-    /// a group that does not exist, as any filter no record has; a device recorded in it and
-    /// since forgotten is skipped), else every device.
-    fn candidates(&self, catalog: &Catalog) -> ApiResult<Vec<DeviceRecord>> {
+    /// The members of the asked group (none for a group that does not exist, as any filter
+    /// no device passes); `None` when no group is asked.
+    fn members(&self, catalog: &Catalog) -> ApiResult<Option<BTreeSet<String>>> {
         let Some(group) = &self.group else {
-            return Ok(catalog.devices()?);
+            return Ok(None);
         };
-        let members = match catalog.group(group) {
-            Ok(group) => group.devices,
-            Err(CatalogError::NotFound { .. }) => return Ok(Vec::new()),
-            Err(error) => return Err(error.into()),
-        };
-        let mut devices = Vec::with_capacity(members.len());
-        for endpoint in &members {
-            match catalog.device(endpoint) {
-                Ok(device) => devices.push(device),
-                Err(CatalogError::NotFound { .. }) => {}
-                Err(error) => return Err(error.into()),
-            }
+        match catalog.group(group) {
+            Ok(group) => Ok(Some(group.devices)),
+            Err(CatalogError::NotFound { .. }) => Ok(Some(BTreeSet::new())),
+            Err(error) => Err(error.into()),
         }
-        Ok(devices)
     }
 }
 
@@ -83,19 +85,34 @@ const ORDERS: [SortBy<DeviceRecord>; 1] = [SortBy {
     key: |device| SortKey(0, device.endpoint.clone()),
 }];
 
-/// `GET /v1/devices`.
+/// `GET /v1/devices`: the page is found in the catalog's index of devices, and only its own
+/// records are read.
 pub async fn list(
     State(state): State<ApiState>,
     Checked(Query(filter)): Checked<Query<DeviceFilter>>,
     Checked(Query(paging)): Checked<Query<Paging>>,
     uri: Uri,
 ) -> ApiResult<Response> {
-    let devices: Vec<_> = filter
-        .candidates(&state.platform.catalog)?
-        .into_iter()
-        .filter(|device| filter.matches(device))
-        .collect();
-    Ok(paging.page(devices, &ORDERS)?.linked(&uri))
+    let catalog = &state.platform.catalog;
+    let plan = paging.plan(&ORDERS)?;
+    let members = filter.members(catalog)?;
+    let start = match &plan.start {
+        PageStart::Offset(skip) => WindowStart::Offset(*skip),
+        PageStart::After(key) => WindowStart::After(&key.1),
+    };
+    let keep =
+        |endpoint: &str, device: &Indexed| filter.matches(endpoint, device, members.as_ref());
+    let window = (catalog.device_index()).window(keep, start, plan.descending(), plan.limit + 1);
+    let mut devices = Vec::with_capacity(window.endpoints.len());
+    for endpoint in &window.endpoints {
+        match catalog.device(endpoint) {
+            Ok(device) => devices.push(device),
+            // Deleted since the index was read.
+            Err(CatalogError::NotFound { .. }) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(plan.page(devices, window.before, window.total).linked(&uri))
 }
 
 /// One device, as `GET /v1/devices/{endpoint}` shows it.

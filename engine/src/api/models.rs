@@ -31,11 +31,11 @@ pub struct KnownModel {
 pub async fn list(State(state): State<ApiState>) -> ApiResult<Json<Vec<KnownModel>>> {
     let catalog = &state.platform.catalog;
     let mut known = BTreeMap::new();
-    for device in catalog.devices()? {
+    catalog.device_index().each(|_, device| {
         if let (Some(vendor), Some(model)) = (&device.manufacturer, &device.model) {
             count(&mut known, vendor, model).devices += 1;
         }
-    }
+    });
     for firmware in catalog.firmwares()? {
         count(&mut known, &firmware.vendor, &firmware.model).firmware += 1;
     }

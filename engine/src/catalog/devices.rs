@@ -18,7 +18,7 @@ use crate::store::{Batch, StoreExt};
 use crate::sync::lock;
 
 /// Key prefix of device records.
-const PREFIX: &str = "dev/";
+pub(crate) const PREFIX: &str = "dev/";
 
 /// One device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,7 +61,8 @@ pub struct DeviceRecord {
 }
 
 impl DeviceRecord {
-    fn new(endpoint: &str, now: UnixMillis) -> Self {
+    /// A device just learned of at `now`: nothing known of it but its endpoint.
+    pub(crate) fn new(endpoint: &str, now: UnixMillis) -> Self {
         DeviceRecord {
             endpoint: endpoint.to_string(),
             name: endpoint.to_string(),
@@ -215,6 +216,11 @@ impl Catalog {
         Ok(self.store.scan(PREFIX)?)
     }
 
+    /// The devices as lists filter them, in endpoint order.
+    pub fn device_index(&self) -> &super::device_index::DeviceIndex {
+        &self.index
+    }
+
     /// A registration or an Update arrived: the device exists, is online, and was seen now.
     pub fn device_seen(&self, registration: &Registration) -> Result<DeviceRecord, CatalogError> {
         let now = self.clock.now();
@@ -244,6 +250,7 @@ impl Catalog {
             let mut batch = Batch::new();
             batch.remove(key);
             self.store.apply(batch)?;
+            self.index.remove(endpoint);
         }
         Ok(unsurveyed)
     }
@@ -327,6 +334,7 @@ impl Catalog {
             }
         }
         self.store.apply(batch)?;
+        self.index.remove(endpoint);
         self.store.flush()?;
         Ok(())
     }
@@ -359,6 +367,7 @@ impl Catalog {
         let mut batch = Batch::new();
         batch.put(key, &device);
         self.store.apply(batch)?;
+        self.index.put(&device);
         Ok(Some(device))
     }
 
@@ -378,6 +387,7 @@ impl Catalog {
         let mut batch = Batch::new();
         batch.put(key, &device);
         self.store.apply(batch)?;
+        self.index.put(&device);
         Ok(device)
     }
 }

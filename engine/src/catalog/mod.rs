@@ -6,6 +6,7 @@
 //! transfer's.
 
 pub mod credentials;
+pub mod device_index;
 pub mod devices;
 pub mod firmware;
 pub mod formats;
@@ -80,6 +81,8 @@ pub struct Catalog {
     pub(crate) group_writes: Arc<std::sync::Mutex<()>>,
     /// Announces devices joining groups, so running tasks take them.
     pub(crate) joins: tokio::sync::broadcast::Sender<GroupJoin>,
+    /// The devices as lists filter them, kept with every write of a device record.
+    pub(crate) index: Arc<device_index::DeviceIndex>,
 }
 
 impl Catalog {
@@ -105,6 +108,7 @@ impl Catalog {
         credentials: Credentials,
     ) -> Result<Self, CatalogError> {
         let key = Arc::new(platform_key(store.as_ref())?);
+        let index = device_index::DeviceIndex::of(store.scan::<DeviceRecord>(devices::PREFIX)?);
         let catalog = Catalog {
             store,
             shelf,
@@ -115,6 +119,7 @@ impl Catalog {
             credentials,
             group_writes: Arc::default(),
             joins: tokio::sync::broadcast::channel(JOINS_QUEUED).0,
+            index: Arc::new(index),
         };
         catalog.shelve_all()?;
         Ok(catalog)

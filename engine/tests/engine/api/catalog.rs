@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::api::bed::{Bed, MAX_UPLOAD, image, model, now_millis};
+use crate::api::conventions::walk;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_are_filtered_paged_and_shown_live() {
@@ -44,6 +45,20 @@ async fn devices_are_filtered_paged_and_shown_live() {
         page["items"][0], all["items"][1],
         "the page starts after the offset"
     );
+    // Cursors through the catalog's index of devices, both ways, with a filter.
+    let nb1: Vec<Value> = (all["items"].as_array().unwrap().iter())
+        .filter(|device| device["model"] == "NB-1")
+        .map(|device| device["endpoint"].clone())
+        .collect();
+    for sort in ["endpoint", "-endpoint"] {
+        let first = format!("/v1/devices?limit=1&model=NB-1&sort={sort}");
+        let seen = walk(api, &first, "endpoint", async || {}).await;
+        let mut expected = nb1.clone();
+        if sort == "-endpoint" {
+            expected.reverse();
+        }
+        assert_eq!(seen, expected, "{sort}");
+    }
     api.get("/v1/devices?limit=0")
         .await
         .problem(StatusCode::BAD_REQUEST, "bad-request");
