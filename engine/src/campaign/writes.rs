@@ -8,8 +8,8 @@
 //!
 //! Each change is serialized once, as it is written: a device's progress record is the data
 //! of its last event in the batch, and the statistics' records are written once per batch,
-//! moved by every change in it. The statistics in memory move as they are written, so they
-//! never count what the store does not hold.
+//! moved by every change in it. The statistics in memory move as they are written (and back
+//! when the store refuses), so they never count what the store does not hold.
 //!
 //! What a crash can lose is the last interval's device changes, as sled's own flush interval
 //! already allows: a device whose launch is lost is tried again as if it had not started, one
