@@ -22,6 +22,8 @@ use fota_engine::server::ServerConfig;
 use fota_engine::webhooks::WebhookConfig;
 use fota_impair::Impairment;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use crate::stop_signals::StopSignals;
 use tokio::net::TcpListener;
 
 /// Options of `fota demo`.
@@ -82,8 +84,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     recovery.abort();
     print_statistics(&platform, started.elapsed())?;
     if args.keep_serving {
+        // Listening before saying so: a signal sent on reading the line is not lost.
+        let mut stop = StopSignals::listen()?;
         println!("the HTTP API stays up on http://{http}/v1 until SIGINT or SIGTERM");
-        stopped().await?;
+        stop.stopped().await;
     }
     for task in &tasks {
         let task = platform.campaigns.task(&task.id)?;
@@ -117,16 +121,6 @@ async fn serve_api(platform: &Arc<Platform>, args: &DemoArgs) -> anyhow::Result<
     let forever = std::future::pending::<()>();
     tokio::spawn(api::serve(listener, platform.clone(), config, forever));
     Ok(addr)
-}
-
-/// Waits for SIGINT or SIGTERM.
-async fn stopped() -> anyhow::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        interrupted = tokio::signal::ctrl_c() => interrupted?,
-        _ = terminate.recv() => {}
-    }
-    Ok(())
 }
 
 /// The corpus pair `name` if present, otherwise two generated images.

@@ -12,6 +12,7 @@ mod plugin_cmd;
 mod remote;
 mod serve;
 mod sim;
+mod stop_signals;
 
 use std::path::PathBuf;
 

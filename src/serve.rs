@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 
 use crate::config::{ConfigFile, Overrides, Settings};
 use crate::logging::CONSOLE;
+use crate::stop_signals::StopSignals;
 
 /// How long requests under way may take to finish once the engine is asked to stop.
 const API_DRAIN: Duration = Duration::from_secs(5);
@@ -105,6 +106,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             None => None,
         },
     };
+    // Listening before announcing: a signal sent on reading the announcement is not lost.
+    let mut stop = StopSignals::listen()?;
     announce(&platform, &listeners, &settings, read)?;
     let (stop_api, api_stopped) = oneshot::channel::<()>();
     let mut api = tokio::spawn(api::serve(
@@ -117,11 +120,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     ));
     let mut events = platform.server.registry.subscribe();
     let mut tasks = platform.campaigns.subscribe();
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = terminate.recv() => break,
+            () = stop.stopped() => break,
             served = &mut api => {
                 served??;
                 anyhow::bail!("the HTTP API stopped");

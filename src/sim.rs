@@ -16,6 +16,8 @@ use fota_device::fleet::{Fleet, FleetSpec, ModelSpec};
 use fota_engine::coap::TransmissionParams;
 use fota_impair::{GilbertElliott, Impairment, Rate};
 
+use crate::stop_signals::StopSignals;
+
 /// Options of `fota sim`.
 #[derive(Args)]
 pub struct SimArgs {
@@ -208,6 +210,8 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         "starting the devices: each takes a UDP port (three behind a link), so a large fleet \
          may need a wider net.ipv4.ip_local_port_range",
     )?;
+    // Listening before saying so: a signal sent on reading the line is not lost.
+    let mut stop = StopSignals::listen()?;
     eprintln!(
         "fota sim: {} {} {} devices on {} talking to {}://{}",
         fleet.len(),
@@ -221,11 +225,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         },
         args.server
     );
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
+    stop.stopped().await;
     let mut versions: BTreeMap<String, usize> = BTreeMap::new();
     for device in &fleet.devices {
         *versions
