@@ -266,8 +266,9 @@ impl Journal {
     /// Up to `limit` events after `after`, in order, every one on disk (made so first). The
     /// first may come later than `after + 1`: the ones between fell out of retention.
     pub fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let durable = self.make_durable(self.last_id())?;
-        let after = after.max(self.last_id().saturating_sub(self.inner.retained));
+        let last = self.last_id();
+        let durable = self.make_durable(last)?;
+        let after = after.max(last.saturating_sub(self.inner.retained));
         // The record holding `after + 1` starts at most EVENTS_PER_RECORD - 1 before it.
         let mut from = (after + 1)
             .checked_sub(EVENTS_PER_RECORD as u64)

@@ -460,53 +460,37 @@ impl Campaigns {
         let running = tasks
             .get_mut(id)
             .ok_or_else(|| CampaignError::NotFound(id.into()))?;
-        let devices = &running.devices;
+        let (devices, ranks) = (&running.devices, &mut running.ranks);
         let total = devices.len();
-        let (before, window): (usize, Vec<&DeviceProgress>) = match (after, descending) {
-            (Some(after), false) => (
-                running.ranks.at_or_before(devices, after),
-                devices
-                    .range::<str, _>((Excluded(after), Unbounded))
-                    .map(|(_, p)| p)
-                    .take(take)
-                    .collect(),
-            ),
+        // Where the window starts (none past the end), and how many come before it.
+        let (before, from) = match (after, descending) {
+            (Some(after), false) => (ranks.at_or_before(devices, after), Some(Excluded(after))),
             (Some(after), true) => {
-                let at_or_before = running.ranks.at_or_before(devices, after);
-                let below = at_or_before - usize::from(devices.contains_key(after));
-                (
-                    total - below,
-                    devices
-                        .range::<str, _>((Unbounded, Excluded(after)))
-                        .rev()
-                        .map(|(_, p)| p)
-                        .take(take)
-                        .collect(),
-                )
+                let below =
+                    ranks.at_or_before(devices, after) - usize::from(devices.contains_key(after));
+                (total - below, Some(Excluded(after)))
             }
-            (None, false) => {
-                let window = match running.ranks.endpoint_at(devices, skip) {
-                    Some(first) => (devices.range::<str, _>((Included(first), Unbounded)))
-                        .map(|(_, p)| p)
-                        .take(take)
-                        .collect(),
-                    None => Vec::new(),
-                };
-                (skip.min(total), window)
-            }
+            (None, false) => (
+                skip.min(total),
+                ranks.endpoint_at(devices, skip).map(Included),
+            ),
             (None, true) => {
                 let last = (total.checked_sub(skip + 1))
-                    .and_then(|position| running.ranks.endpoint_at(devices, position));
-                let window = match last {
-                    Some(last) => (devices.range::<str, _>((Unbounded, Included(last))))
-                        .rev()
-                        .map(|(_, p)| p)
-                        .take(take)
-                        .collect(),
-                    None => Vec::new(),
-                };
-                (skip.min(total), window)
+                    .and_then(|position| ranks.endpoint_at(devices, position));
+                (skip.min(total), last.map(Included))
             }
+        };
+        let window: Vec<&DeviceProgress> = match (from, descending) {
+            (None, _) => Vec::new(),
+            (Some(from), false) => (devices.range::<str, _>((from, Unbounded)))
+                .map(|(_, p)| p)
+                .take(take)
+                .collect(),
+            (Some(from), true) => (devices.range::<str, _>((Unbounded, from)))
+                .rev()
+                .map(|(_, p)| p)
+                .take(take)
+                .collect(),
         };
         Ok(DeviceWindow {
             devices: window.into_iter().cloned().collect(),

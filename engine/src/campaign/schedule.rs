@@ -212,7 +212,7 @@ fn pause_on_failures(inner: &Inner, running: &mut Running, stage: &str, failures
 /// Starts every due device of the open stages the pacing limits allow: the task's own, and
 /// each cell's over every task (`cells` counts the attempts under way per cell). Devices that
 /// can be reached now go first: a device asleep in PSM would hold its slot until it wakes.
-/// Starts due attempts of the open stages while the task's pacing allows.
+/// Only due devices are looked at, earliest first, at most [`SCAN_PER_SLOT`] per free slot.
 fn launch_due(
     inner: &Arc<Inner>,
     running: &mut Running,

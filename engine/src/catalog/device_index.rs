@@ -94,27 +94,35 @@ impl DeviceIndex {
     ) -> IndexWindow {
         let entries = read(&self.entries);
         let kept = |(endpoint, indexed): &(&String, &Indexed)| keep(endpoint, indexed);
-        let total = entries.iter().filter(kept).count();
-        let (before, endpoints): (usize, Vec<&String>) = match (start, descending) {
+        // One pass counts the list and, for a cursor, those on its near side.
+        let before_cursor = |endpoint: &str| match start {
+            WindowStart::After(after) if descending => endpoint >= after,
+            WindowStart::After(after) => endpoint <= after,
+            WindowStart::Offset(_) => false,
+        };
+        let (mut total, mut before) = (0, 0);
+        for entry in entries.iter().filter(kept) {
+            total += 1;
+            before += usize::from(before_cursor(entry.0));
+        }
+        let endpoints: Vec<&String> = match (start, descending) {
             (WindowStart::Offset(skip), false) => {
+                before = skip.min(total);
                 let page = entries.iter().filter(kept).skip(skip).take(take);
-                (skip.min(total), page.map(|(e, _)| e).collect())
+                page.map(|(e, _)| e).collect()
             }
             (WindowStart::Offset(skip), true) => {
+                before = skip.min(total);
                 let page = entries.iter().rev().filter(kept).skip(skip).take(take);
-                (skip.min(total), page.map(|(e, _)| e).collect())
+                page.map(|(e, _)| e).collect()
             }
             (WindowStart::After(after), false) => {
                 let rest = entries.range::<str, _>((Excluded(after), Unbounded));
-                let page: Vec<_> = rest.filter(kept).take(take).map(|(e, _)| e).collect();
-                let after_it = entries.range::<str, _>((Excluded(after), Unbounded));
-                (total - after_it.filter(kept).count(), page)
+                rest.filter(kept).take(take).map(|(e, _)| e).collect()
             }
             (WindowStart::After(after), true) => {
                 let rest = entries.range::<str, _>((Unbounded, Excluded(after)));
-                let page: Vec<_> = rest.rev().filter(kept).take(take).map(|(e, _)| e).collect();
-                let before_it = entries.range::<str, _>((Unbounded, Excluded(after)));
-                (total - before_it.filter(kept).count(), page)
+                rest.rev().filter(kept).take(take).map(|(e, _)| e).collect()
             }
         };
         IndexWindow {
