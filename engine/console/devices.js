@@ -25,7 +25,7 @@ const COLUMNS = [
 
 export async function render(view, [endpoint]) {
   if (endpoint) return renderDevice(view, endpoint);
-  const groups = await get("/v1/groups", { members: false });
+  const groups = await get("/v1/groups");
   const filters = h("form", { class: "inline", id: "device-filters" },
     h("label", {}, "Vendor", h("input", { name: "vendor" })),
     h("label", {}, "Model", h("input", { name: "model" })),
@@ -104,6 +104,8 @@ async function renderDevice(view, endpoint) {
         ["Binding", registration?.binding], ["Address", registration?.address],
         ["LwM2M", registration?.lwm2m_version],
         ["Objects", registration?.objects?.join(" ")],
+        ["Groups", d.groups.length ? h("span", {}, ...d.groups.map((g) =>
+          h("span", {}, link(`#/groups/${encodeURIComponent(g.id)}`, g.id), g.test ? " (test) " : " "))) : null],
       ])),
       h("div", { class: "card" }, h("h2", {}, "Object 3 · Device"), fields([
         ["Manufacturer /3/0/0", d.manufacturer], ["Model /3/0/1", d.model],

@@ -141,7 +141,7 @@ function prefill(el, stages, spec) {
 
 /** The form of a new task, or of `task` (not started yet) to edit. */
 async function renderForm(view, task) {
-  const [groups, packages] = await Promise.all([get("/v1/groups", { members: false }), get("/v1/packages")]);
+  const [groups, packages] = await Promise.all([get("/v1/groups"), get("/v1/packages")]);
   const num = (label, name, value, props = {}) => h("label", {}, label, h("input", { name, type: "number", value, ...props }));
   const stages = h("div");
   const el = form({ id: "new-task" }, [

@@ -4,6 +4,7 @@
 mod alloc;
 mod campaign;
 mod clients;
+mod console;
 mod dtls;
 mod exchanges;
 mod harness;
@@ -14,6 +15,7 @@ mod procfs;
 mod registrar;
 mod scale;
 mod scheduler;
+mod scratch;
 mod stats;
 mod stock;
 mod throughput;
@@ -54,6 +56,10 @@ pub enum BenchCommand {
     /// attempts (no UDP): CPU per device attempt, heap per device in a task, the time to read
     /// the task and a page of its devices, and how each grows with the fleet.
     Campaign(scheduler::CampaignArgs),
+    /// The HTTP API behind each screen of the web console over a fleet of up to 1,000,000
+    /// devices in one group and one task under way: median answer time and body size of
+    /// every request a screen makes, and of a change to the group.
+    Console(console::ConsoleArgs),
 }
 
 /// Runs one bench subcommand.
@@ -67,5 +73,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Stock(args) => stock::run(args).await,
         BenchCommand::Dtls(args) => dtls::run(args).await,
         BenchCommand::Campaign(args) => scheduler::run(args).await,
+        BenchCommand::Console(args) => console::run(args).await,
     }
 }

@@ -6,7 +6,6 @@
 //! takes in a task (what the service, loaded again from the store, frees when dropped), the
 //! time to read the task and one page of its devices, for each N given.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,6 +22,7 @@ use fota_engine::plugin::{HostConfig, PluginHost, PluginRegistry};
 use fota_engine::store::{Batch, SledStore, Store, StoreError};
 use fota_engine::transfer::{PackageShelf, WireCount};
 
+use super::scratch::ScratchDir;
 use super::stats::figure;
 use super::{alloc, procfs};
 
@@ -140,25 +140,6 @@ impl Attempts for Succeeding {
     }
 }
 
-/// A store in a scratch directory on disk (sled's temporary stores live in /dev/shm, that is in
-/// memory, and a large task's log outgrows it), removed when dropped.
-struct ScratchStore {
-    dir: PathBuf,
-}
-
-impl ScratchStore {
-    fn open(devices: usize) -> anyhow::Result<(ScratchStore, Arc<Metered>)> {
-        let name = format!("fota-bench-campaign-{}-{devices}", std::process::id());
-        let dir = std::env::temp_dir().join(name);
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = Arc::new(Metered {
-            store: SledStore::open(&dir)?,
-            cpu_nanos: AtomicU64::new(0),
-        });
-        Ok((ScratchStore { dir }, store))
-    }
-}
-
 /// The store, with the CPU time its callers spend inside it counted (sled's own threads are
 /// not callers): what the scheduler's thread spends writing and reading the store, told from
 /// what it spends scheduling.
@@ -224,15 +205,13 @@ fn thread_cpu() -> Duration {
     Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
-impl Drop for ScratchStore {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 async fn campaign(devices: usize, concurrent: usize) -> anyhow::Result<Figures> {
     let clock = Clock::system();
-    let (_scratch, metered) = ScratchStore::open(devices)?;
+    let scratch = ScratchDir::new(&format!("campaign-{devices}"));
+    let metered = Arc::new(Metered {
+        store: SledStore::open(&scratch.path)?,
+        cpu_nanos: AtomicU64::new(0),
+    });
     let store: Arc<dyn Store> = metered.clone();
     let plugins = Arc::new(PluginRegistry::new(
         PluginHost::new(HostConfig::default())?,

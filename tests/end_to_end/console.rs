@@ -144,6 +144,14 @@ async fn an_operator_runs_a_delta_campaign_from_the_console_and_watches_it_live(
     browser
         .wait_for_text(".pager", &format!("of {DEVICES}"))
         .await;
+    // The first device made a test device: its row says so (each listed device names its
+    // groups), and the group counts it.
+    browser
+        .click("#group-members .actions button.secondary")
+        .await;
+    browser.wait_for_text("#group-members", "Unmark test").await;
+    let group = &served.get("/v1/groups")[0];
+    assert_eq!(group["test_device_count"], 1, "{group}");
     browser.screenshot("group").await;
 
     // Two firmware versions, a refused third upload, a delta package.
@@ -155,12 +163,12 @@ async fn an_operator_runs_a_delta_campaign_from_the_console_and_watches_it_live(
     )
     .await;
     upload_firmware(&browser, "0.8.0", &old).await;
-    browser.wait_for_text("#notice", "0.8.0 uploaded").await;
+    browser.wait_for_notice("0.8.0 uploaded").await;
     browser
         .wait_for_text("#make-package select[name=to_firmware]", "0.8.0")
         .await;
     upload_firmware(&browser, "0.9.0", &new).await;
-    browser.wait_for_text("#notice", "0.9.0 uploaded").await;
+    browser.wait_for_notice("0.9.0 uploaded").await;
     browser
         .wait_for_text("#make-package select[name=to_firmware]", "0.9.0")
         .await;
@@ -183,7 +191,7 @@ async fn an_operator_runs_a_delta_campaign_from_the_console_and_watches_it_live(
         .choose("#make-package select[name=format]", "signed")
         .await;
     browser.click("#make-package button[type=submit]").await;
-    browser.wait_for_text("#notice", "made").await;
+    browser.wait_for_notice("made").await;
     browser.wait_for_text("#packages table", "delta").await;
     browser.screenshot("firmware").await;
 
@@ -249,7 +257,7 @@ async fn an_operator_runs_a_delta_campaign_from_the_console_and_watches_it_live(
     browser
         .click(&format!("{policy} button[type=submit]"))
         .await;
-    browser.wait_for_text("#notice", "Settings saved").await;
+    browser.wait_for_notice("Settings saved").await;
     let binding = served.get("/v1/plugins/policy");
     assert_eq!(
         binding["settings"],

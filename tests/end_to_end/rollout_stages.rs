@@ -46,9 +46,14 @@ fn group(served: &Served) -> (String, Vec<String>) {
     served.ok("POST", &format!("{path}/devices"), Some(&all));
     let tests = json!({ "endpoints": endpoints[..TESTS] });
     let marked = served.ok("POST", &format!("{path}/test-devices"), Some(&tests));
-    let marked: Vec<String> = serde_json::from_value(marked["test_devices"].clone()).unwrap();
+    assert_eq!(marked["test_device_count"], TESTS);
+    let id = group["id"].as_str().unwrap().to_string();
+    let listed = served.get(&format!("/v1/devices?group={id}&test=true&limit=1000"));
+    let marked: Vec<String> = (listed["items"].as_array().unwrap().iter())
+        .map(|device| device["endpoint"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(marked.len(), TESTS);
-    (group["id"].as_str().unwrap().to_string(), marked)
+    (id, marked)
 }
 
 /// Follows the journal from its start to task `id`'s completion and checks the rollout's

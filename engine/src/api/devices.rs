@@ -9,7 +9,6 @@
 //! answered 4.04, so it registers again and is created again, as new. A device a task that is
 //! not final holds (in its group, or among its devices once started) is not deleted (409).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::Json;
@@ -21,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::ApiState;
 use super::extract::Checked;
 use super::paging::{PageStart, Paging, SortBy, SortKey};
-use super::problem::{ApiResult, Problem};
+use super::problem::{ApiResult, Kind, Problem};
 use crate::campaign::DeviceProgress;
 use crate::catalog::device_index::{Indexed, WindowStart};
 use crate::catalog::{Catalog, CatalogError, DeviceRecord};
@@ -41,48 +40,77 @@ pub struct DeviceFilter {
     version: Option<String>,
     /// Radio cell (/4/0/8), as last surveyed.
     cell: Option<u32>,
-    /// A group the device is in (its id): only its members are read.
+    /// A group the device is in (its id).
     group: Option<String>,
+    /// With `group`: whether it is one of the group's test devices.
+    test: Option<bool>,
 }
 
 impl DeviceFilter {
-    /// Whether a device, as the catalog's index holds it, passes the filter; `members` are
-    /// the asked group's (none when no group is asked).
-    fn matches(
-        &self,
-        endpoint: &str,
-        device: &Indexed,
-        members: Option<&BTreeSet<String>>,
-    ) -> bool {
+    /// A 400 for a filter that asks for test devices without saying of which group.
+    fn check(&self) -> ApiResult<()> {
+        if self.test.is_some() && self.group.is_none() {
+            return Err(Problem::new(
+                Kind::BadRequest,
+                "test filters a group's devices: give its group too",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a device, as the catalog's index holds it, passes the filter.
+    fn matches(&self, device: &Indexed) -> bool {
         let same = |wanted: &Option<String>, value: &Option<Arc<str>>| {
             wanted.is_none() || wanted.as_deref() == value.as_deref()
+        };
+        let in_group = |group: &str| {
+            let place = device.membership(group);
+            place.is_some_and(|place| self.test.is_none_or(|test| place.test == test))
         };
         same(&self.vendor, &device.manufacturer)
             && same(&self.model, &device.model)
             && same(&self.version, &device.firmware_version)
             && self.online.is_none_or(|online| online == device.online)
             && self.cell.is_none_or(|cell| device.cell_id == Some(cell))
-            && members.is_none_or(|members| members.contains(endpoint))
-    }
-
-    /// The members of the asked group (none for a group that does not exist, as any filter
-    /// no device passes); `None` when no group is asked.
-    fn members(&self, catalog: &Catalog) -> ApiResult<Option<BTreeSet<String>>> {
-        let Some(group) = &self.group else {
-            return Ok(None);
-        };
-        match catalog.group(group) {
-            Ok(group) => Ok(Some(group.devices)),
-            Err(CatalogError::NotFound { .. }) => Ok(Some(BTreeSet::new())),
-            Err(error) => Err(error.into()),
-        }
+            && self.group.as_deref().is_none_or(in_group)
     }
 }
 
+/// A device's place in a group, as a device is shown with it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupPlace {
+    /// The group's id.
+    id: String,
+    /// Whether it is one of the group's test devices.
+    test: bool,
+}
+
+/// The groups device `endpoint` is in, as the catalog's index holds them.
+fn places(catalog: &Catalog, endpoint: &str) -> Vec<GroupPlace> {
+    let indexed = catalog.device_index().get(endpoint);
+    let groups = indexed.map(|device| device.groups).unwrap_or_default();
+    (groups.iter())
+        .map(|place| GroupPlace {
+            id: place.group.to_string(),
+            test: place.test,
+        })
+        .collect()
+}
+
+/// A device as lists show it: its record and its groups.
+#[derive(Debug, Serialize)]
+pub struct ListedDevice {
+    /// The catalog's record.
+    #[serde(flatten)]
+    device: DeviceRecord,
+    /// The groups it is in.
+    groups: Vec<GroupPlace>,
+}
+
 /// The orders `GET /v1/devices` sorts in: by endpoint name.
-const ORDERS: [SortBy<DeviceRecord>; 1] = [SortBy {
+const ORDERS: [SortBy<ListedDevice>; 1] = [SortBy {
     name: "endpoint",
-    key: |device| SortKey(0, device.endpoint.clone()),
+    key: |listed| SortKey(0, listed.device.endpoint.clone()),
 }];
 
 /// `GET /v1/devices`: the page is found in the catalog's index of devices, and only its own
@@ -93,20 +121,22 @@ pub async fn list(
     Checked(Query(paging)): Checked<Query<Paging>>,
     uri: Uri,
 ) -> ApiResult<Response> {
+    filter.check()?;
     let catalog = &state.platform.catalog;
     let plan = paging.plan(&ORDERS)?;
-    let members = filter.members(catalog)?;
     let start = match &plan.start {
         PageStart::Offset(skip) => WindowStart::Offset(*skip),
         PageStart::After(key) => WindowStart::After(&key.1),
     };
-    let keep =
-        |endpoint: &str, device: &Indexed| filter.matches(endpoint, device, members.as_ref());
+    let keep = |_: &str, device: &Indexed| filter.matches(device);
     let window = (catalog.device_index()).window(keep, start, plan.descending(), plan.limit + 1);
     let mut devices = Vec::with_capacity(window.endpoints.len());
     for endpoint in &window.endpoints {
         match catalog.device(endpoint) {
-            Ok(device) => devices.push(device),
+            Ok(device) => devices.push(ListedDevice {
+                groups: places(catalog, endpoint),
+                device,
+            }),
             // Deleted since the index was read.
             Err(CatalogError::NotFound { .. }) => {}
             Err(error) => return Err(error.into()),
@@ -118,9 +148,9 @@ pub async fn list(
 /// One device, as `GET /v1/devices/{endpoint}` shows it.
 #[derive(Debug, Serialize)]
 pub struct DeviceDetail {
-    /// The catalog's record.
+    /// The catalog's record and its groups.
     #[serde(flatten)]
-    device: DeviceRecord,
+    device: ListedDevice,
     /// True while the device has a live registration.
     registered: bool,
     /// Its live registration.
@@ -190,7 +220,10 @@ pub async fn one(
         .get(&endpoint)
         .map(|r| RegistrationView::new(&r, platform.catalog.clock));
     Ok(Json(DeviceDetail {
-        device,
+        device: ListedDevice {
+            groups: places(&platform.catalog, &endpoint),
+            device,
+        },
         registered: registration.is_some(),
         registration,
         tasks: platform.campaigns.progress_of(&endpoint),

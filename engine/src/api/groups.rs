@@ -1,14 +1,14 @@
-//! Groups routes: create (vendor and model locked), list (with or without each group's devices),
-//! read, rename or set whether devices
+//! Groups routes: create (vendor and model locked), list, read, rename or set whether devices
 //! join by themselves, delete (refused while a task that is not final uses the group), add or
 //! remove devices (refused, naming the device, when one is unknown or of another vendor or
-//! model), and mark or unmark its test devices.
+//! model), and mark or unmark its test devices. A group is answered with how many devices it
+//! has, never with the devices: `GET /v1/devices?group=` pages them.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::ApiState;
 use super::extract::{Checked, JsonBody};
@@ -67,55 +67,10 @@ pub async fn create(
     Ok(created(&location(&group.id), &group))
 }
 
-/// Query of `GET /v1/groups`.
-#[derive(Debug, Default, Deserialize)]
-pub struct GroupList {
-    /// False: each group's `devices` left out (empty), their number in `device_count`, so a
-    /// list of groups of a million devices stays small. True (the default): the groups whole.
-    members: Option<bool>,
-}
-
-/// A group as `GET /v1/groups` lists it.
-#[derive(Debug, Serialize)]
-pub struct GroupListing {
-    /// The group, its `devices` emptied when the list was asked without members.
-    #[serde(flatten)]
-    group: Group,
-    /// How many devices it has, when its `devices` were left out.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    device_count: Option<usize>,
-}
-
-impl GroupListing {
-    fn of(mut group: Group, members: bool) -> Self {
-        if members {
-            return GroupListing {
-                group,
-                device_count: None,
-            };
-        }
-        let count = group.devices.len();
-        group.devices.clear();
-        GroupListing {
-            group,
-            device_count: Some(count),
-        }
-    }
-}
-
-/// `GET /v1/groups`.
-pub async fn list(
-    State(state): State<ApiState>,
-    Checked(Query(query)): Checked<Query<GroupList>>,
-) -> ApiResult<Json<Vec<GroupListing>>> {
-    let members = query.members.unwrap_or(true);
-    let groups = state.platform.catalog.groups()?;
-    Ok(Json(
-        groups
-            .into_iter()
-            .map(|group| GroupListing::of(group, members))
-            .collect(),
-    ))
+/// `GET /v1/groups`: each group with its number of devices, not the devices themselves
+/// (`GET /v1/devices?group=` pages them).
+pub async fn list(State(state): State<ApiState>) -> ApiResult<Json<Vec<Group>>> {
+    Ok(Json(state.platform.catalog.groups()?))
 }
 
 /// `GET /v1/groups/{id}`.

@@ -568,7 +568,7 @@ fn general_schemas() -> Value {
 fn device_schemas() -> Value {
     json!({
         "Device": object(
-            &["endpoint", "name", "last_seen", "online"],
+            &["endpoint", "name", "last_seen", "online", "groups"],
             json!({
                 "endpoint": string(),
                 "name": string(),
@@ -586,7 +586,12 @@ fn device_schemas() -> Value {
                 "delivery": nullable_one_of(&["Pull", "Push", "Both"]),
                 "last_surveyed": nullable("integer"),
                 "surveyed_registration": nullable("string"),
+                "groups": array(reference("GroupPlace")),
             }),
+        ),
+        "GroupPlace": object(
+            &["id", "test"],
+            json!({ "id": string(), "test": { "type": "boolean" } }),
         ),
         "DevicePage": page("Device"),
         "Registration": object(
@@ -834,35 +839,41 @@ fn credential_schemas() -> Value {
 fn catalog_schemas() -> Value {
     json!({
         "Group": object(
-            &["id", "name", "vendor", "model", "devices", "auto_join", "test_devices", "created_at"],
+            &[
+                "id",
+                "name",
+                "vendor",
+                "model",
+                "auto_join",
+                "device_count",
+                "test_device_count",
+                "revision",
+                "created_at",
+            ],
             json!({
                 "id": string(),
                 "name": string(),
                 "vendor": string(),
                 "model": string(),
-                "devices": array(string()),
                 "auto_join": boolean(),
-                "test_devices": {
-                    "type": "array",
-                    "items": string(),
-                    "description": "Those of its devices marked as test devices: a task's test stage runs on them.",
+                "device_count": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Its devices (GET /v1/devices?group= pages them).",
+                },
+                "test_device_count": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Those of its devices marked as test devices: a task's test stage runs on them (GET /v1/devices?group=&test=true pages them).",
+                },
+                "revision": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Moves with every change of the group or of its devices.",
                 },
                 "created_at": millis(),
             }),
         ),
-        "GroupListing": { "allOf": [
-            reference("Group"),
-            {
-                "type": "object",
-                "properties": {
-                    "device_count": {
-                        "type": "integer",
-                        "minimum": 0,
-                        "description": "The group's devices, when the list left them out.",
-                    },
-                },
-            },
-        ] },
         "NewGroup": closed(
             &["name", "vendor", "model"],
             json!({

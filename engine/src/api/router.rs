@@ -388,7 +388,7 @@ const fn required(name: &'static str, accepts: Accepts, description: &'static st
     }
 }
 
-const DEVICE_QUERY: [Param; 10] = [
+const DEVICE_QUERY: [Param; 11] = [
     param(
         "vendor",
         Accepts::Text,
@@ -420,20 +420,18 @@ const DEVICE_QUERY: [Param; 10] = [
     param(
         "group",
         Accepts::Text,
-        "Only devices of this group (its id): only its members are read.",
+        "Only devices of this group (its id).",
+    ),
+    param(
+        "test",
+        Accepts::Boolean,
+        "With group: only its test devices (true) or only its other devices (false).",
     ),
     ENDPOINT_PAGING[0],
     ENDPOINT_PAGING[1],
     ENDPOINT_PAGING[2],
     ENDPOINT_PAGING[3],
 ];
-
-const GROUP_LIST_QUERY: [Param; 1] = [param(
-    "members",
-    Accepts::Boolean,
-    "false: each group's devices are left out (an empty list) and counted in device_count; \
-     true (the default): every group whole.",
-)];
 
 const FIRMWARE_QUERY: [Param; 4] = [
     required("vendor", NAME, "Manufacturer (/3/0/0)."),
@@ -766,11 +764,10 @@ pub static ROUTES: &[Route] = &[
     Route::new(
         Get,
         "/v1/groups",
-        "Every group (with members=false, without each group's devices: their number).",
-        JsonList("GroupListing"),
+        "Every group, with its number of devices (GET /v1/devices?group= pages them).",
+        JsonList("Group"),
         |m| on(m, groups::list),
-    )
-    .query(&GROUP_LIST_QUERY),
+    ),
     Route::new(Get, "/v1/groups/{id}", "A group.", Json("Group"), |m| {
         on(m, groups::one)
     })

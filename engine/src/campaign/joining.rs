@@ -53,10 +53,7 @@ fn takes_joins(running: &Running) -> bool {
 impl Inner {
     /// Enrols the devices of `join` in every task of their group that takes them.
     fn enrol_joined(self: &Arc<Self>, join: &GroupJoin) {
-        let test_devices = match self.catalog.group(&join.group_id) {
-            Ok(group) => group.test_devices,
-            Err(_gone) => return,
-        };
+        let test_devices = (self.catalog).test_devices_among(&join.group_id, &join.endpoints);
         let mut tasks = lock(&self.tasks);
         let of_group = tasks
             .values_mut()
@@ -71,11 +68,8 @@ impl Inner {
     pub(super) fn enrol_missing(self: &Arc<Self>) {
         let mut tasks = lock(&self.tasks);
         for running in tasks.values_mut().filter(|running| takes_joins(running)) {
-            match self.catalog.group(&running.task.spec.group_id) {
-                Ok(group) => {
-                    let members: Vec<String> = group.devices.into_iter().collect();
-                    self.enrol(running, &members, &group.test_devices);
-                }
+            match self.catalog.group_members(&running.task.spec.group_id) {
+                Ok(group) => self.enrol(running, &group.devices, &group.test_devices),
                 Err(error) => {
                     tracing::warn!(task = %running.task.id, %error, "the task's group is gone");
                 }

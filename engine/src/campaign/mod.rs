@@ -599,7 +599,7 @@ impl Campaigns {
         }
         stages::check(&spec.stages).map_err(CampaignError::Invalid)?;
         let test_stage = spec.stages.first().map(|stage| stage.devices);
-        if test_stage == Some(StageDevices::TestDevices) && group.test_devices.is_empty() {
+        if test_stage == Some(StageDevices::TestDevices) && group.test_device_count == 0 {
             return Err(CampaignError::Invalid(format!(
                 "group {} has no test devices for the test stage: mark some first \
                  (POST /v1/groups/{}/test-devices)",
@@ -821,7 +821,7 @@ impl Inner {
     /// record (a large group's records before it, in parts).
     pub(crate) fn begin(&self, running: &mut Running) -> Result<(), CampaignError> {
         let now = self.clock.now();
-        let group = self.catalog.group(&running.task.spec.group_id)?;
+        let group = self.catalog.group_members(&running.task.spec.group_id)?;
         let subject = self.subject(&running.task.spec.package_id);
         let mut task = running.task.clone();
         task.status = TaskStatus::Upgrading;

@@ -1,6 +1,7 @@
 //! The devices as lists filter them: every device record's endpoint with the fields
-//! `GET /v1/devices` filters on (manufacturer, model, firmware version, online, cell), in
-//! memory and in endpoint order, kept with each write of a record. A page of a filtered list
+//! `GET /v1/devices` filters on (manufacturer, model, firmware version, online, cell, the
+//! groups it is in and whether it is a test device there), in memory and in endpoint order,
+//! kept with each write of a device record or of a group's members. A page of a filtered list
 //! is found here, and only its own records are read from the store: a list of a million
 //! devices costs a pass over this index, not a million records decoded. Owns the index; the
 //! records are the catalog's.
@@ -25,6 +26,24 @@ pub struct Indexed {
     pub online: bool,
     /// Radio cell (/4/0/8).
     pub cell_id: Option<u32>,
+    /// The groups it is in.
+    pub groups: Box<[Membership]>,
+}
+
+/// A device's place in one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// The group's id.
+    pub group: Arc<str>,
+    /// Whether it is one of the group's test devices.
+    pub test: bool,
+}
+
+impl Indexed {
+    /// Its place in group `group`, if it is in it.
+    pub fn membership(&self, group: &str) -> Option<&Membership> {
+        self.groups.iter().find(|m| &*m.group == group)
+    }
 }
 
 /// A page's worth of endpoints, where it stands in the filtered list, and the list's length.
@@ -65,16 +84,54 @@ impl DeviceIndex {
         index
     }
 
-    /// `device`'s record was written.
+    /// `device`'s record was written (its groups stay as they were).
     pub fn put(&self, device: &DeviceRecord) {
-        let indexed = Indexed {
-            manufacturer: self.name(&device.manufacturer),
-            model: self.name(&device.model),
-            firmware_version: self.name(&device.firmware_version),
-            online: device.online,
-            cell_id: device.cell_id,
+        let (manufacturer, model) = (self.name(&device.manufacturer), self.name(&device.model));
+        let firmware_version = self.name(&device.firmware_version);
+        let mut entries = write(&self.entries);
+        let entry = entries.entry(device.endpoint.clone()).or_insert(Indexed {
+            manufacturer: None,
+            model: None,
+            firmware_version: None,
+            online: false,
+            cell_id: None,
+            groups: Box::default(),
+        });
+        entry.manufacturer = manufacturer;
+        entry.model = model;
+        entry.firmware_version = firmware_version;
+        entry.online = device.online;
+        entry.cell_id = device.cell_id;
+    }
+
+    /// The device `endpoint` as indexed.
+    pub fn get(&self, endpoint: &str) -> Option<Indexed> {
+        read(&self.entries).get(endpoint).cloned()
+    }
+
+    /// Whether device `endpoint` is in group `group` (`None`) and, if it is, whether it is a
+    /// test device there.
+    pub fn placed(&self, endpoint: &str, group: &str) -> Option<bool> {
+        let entries = read(&self.entries);
+        Some(entries.get(endpoint)?.membership(group)?.test)
+    }
+
+    /// Device `endpoint` is now in group `group` (a test device there when `test`), or out of
+    /// it (`None`). Nothing for a device the index does not hold.
+    pub fn place(&self, endpoint: &str, group: &str, test: Option<bool>) {
+        let shared = self.name(&Some(group.to_string()));
+        let mut entries = write(&self.entries);
+        let Some(entry) = entries.get_mut(endpoint) else {
+            return;
         };
-        write(&self.entries).insert(device.endpoint.clone(), indexed);
+        let mut groups: Vec<Membership> = (entry.groups.iter())
+            .filter(|m| &*m.group != group)
+            .cloned()
+            .collect();
+        if let (Some(test), Some(group)) = (test, shared) {
+            groups.push(Membership { group, test });
+        }
+        entry.groups = groups.into_boxed_slice();
     }
 
     /// `endpoint`'s record was removed.

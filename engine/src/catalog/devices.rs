@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::groups::{self, Group};
 use super::{Catalog, CatalogError};
 use crate::clock::UnixMillis;
 use crate::lwm2m::firmware::{self, DeliveryMethod};
@@ -326,24 +325,14 @@ impl Catalog {
     pub fn delete_device(&self, endpoint: &str) -> Result<(), CatalogError> {
         let _serialized = lock(&self.device_writes);
         self.device(endpoint)?;
+        let _groups = lock(&self.group_writes);
         let mut batch = Batch::new();
         batch.remove(device_key(endpoint));
-        for mut group in self.groups()? {
-            if group.leave(endpoint) {
-                batch.put(groups::group_key(&group.id), &group);
-            }
-        }
+        self.leave_every_group(endpoint, &mut batch)?;
         self.store.apply(batch)?;
         self.index.remove(endpoint);
         self.store.flush()?;
         Ok(())
-    }
-
-    /// The groups device `endpoint` is in.
-    pub fn groups_of(&self, endpoint: &str) -> Result<Vec<Group>, CatalogError> {
-        let mut groups = self.groups()?;
-        groups.retain(|group| group.devices.contains(endpoint));
-        Ok(groups)
     }
 
     /// Renames a device.
@@ -513,7 +502,8 @@ mod tests {
             catalog.device(IMEI),
             Err(CatalogError::NotFound { .. })
         ));
-        assert!(catalog.group(&group.id).unwrap().devices.is_empty());
+        assert_eq!(catalog.group(&group.id).unwrap().device_count, 0);
+        assert!(catalog.group_members(&group.id).unwrap().devices.is_empty());
         assert!(catalog.groups_of(IMEI).unwrap().is_empty());
         assert!(matches!(
             catalog.delete_device(IMEI),
@@ -563,7 +553,8 @@ mod tests {
             (takes.id.clone(), vec![IMEI.to_string()])
         );
         assert!(joins.try_recv().is_err(), "one join only");
-        let member = |id: &str| catalog.group(id).unwrap().devices.contains(IMEI);
+        let member =
+            |id: &str| (catalog.group_members(id).unwrap().devices).contains(&IMEI.to_string());
         assert!(member(&takes.id) && !member(&manual.id) && !member(&other.id));
 
         // Taken out by the operator, it stays out when surveyed again.

@@ -25,7 +25,7 @@ pub use credentials::{CredentialSummary, Credentials, NewCredential};
 pub use devices::DeviceRecord;
 pub use firmware::Firmware;
 pub use formats::{ModelFormat, PackageFormat};
-pub use groups::{Group, GroupJoin};
+pub use groups::{Group, GroupJoin, GroupMembers};
 pub use packages::{PackageKind, PackageRecord, UploadCheck, UploadedPackage};
 
 /// Why a catalog operation was refused.
@@ -109,6 +109,7 @@ impl Catalog {
     ) -> Result<Self, CatalogError> {
         let key = Arc::new(platform_key(store.as_ref())?);
         let index = device_index::DeviceIndex::of(store.scan::<DeviceRecord>(devices::PREFIX)?);
+        groups::load_members(store.as_ref(), &index)?;
         let catalog = Catalog {
             store,
             shelf,

@@ -188,7 +188,7 @@ async fn pilot_with_failures(pilot: RolloutStage, failing: usize) -> (Bench, Tas
     spec.execution_time = Some(T0 + 60_000);
     let task = b.campaigns.create(spec).unwrap();
     // Where the devices will go is the task's own order, known before it starts.
-    let group = b.catalog.group(&b.group).unwrap();
+    let group = b.catalog.group_members(&b.group).unwrap();
     let placement = Placement::new(&task, &group.test_devices);
     let placed = placement.place(group.devices.iter());
     let mut pilots: Vec<&str> = (placed.iter())

@@ -176,6 +176,26 @@ impl Browser {
             .await
     }
 
+    /// Waits until the console's notice says `text`: its last message, read whether it still
+    /// shows or hid itself again (a notice of success hides after 4 s, which the polls of a
+    /// loaded machine can miss; WebDriver reads a hidden element's text as empty).
+    pub async fn wait_for_notice(&self, text: &str) {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let said = self
+                .run("return document.getElementById('notice').textContent")
+                .await;
+            if said.as_str().is_some_and(|said| said.contains(text)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{text:?} in the notice: not within {BOUND:?}; it reads {said}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Runs `script` in the page; its value.
     pub async fn run(&self, script: &str) -> serde_json::Value {
         self.client

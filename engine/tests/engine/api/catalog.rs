@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::api::bed::{Bed, MAX_UPLOAD, image, model, now_millis};
+use crate::api::client::Client;
 use crate::api::conventions::walk;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,8 +155,8 @@ async fn groups_take_devices_of_their_model_only() {
         "{detail}"
     );
     assert_eq!(
-        api.get(&path).await.json()["devices"],
-        json!([]),
+        api.get(&path).await.json()["device_count"],
+        0,
         "refused as a whole"
     );
     let unknown = json!({ "endpoints": ["urn:imei:nobody"] });
@@ -172,13 +173,20 @@ async fn groups_take_devices_of_their_model_only() {
         .await
         .expect(StatusCode::OK)
         .json();
-    assert_eq!(added["devices"], json!(nb1));
+    assert_eq!(added["device_count"], 2);
+    assert!(
+        added.get("devices").is_none(),
+        "a group is answered without its devices"
+    );
+    assert_eq!(endpoints_of(api, &id).await, json!(nb1));
     let removed = api
         .json(Method::DELETE, &members, &json!({ "endpoints": [nb1[0]] }))
         .await
         .expect(StatusCode::OK)
         .json();
-    assert_eq!(removed["devices"], json!([nb1[1]]));
+    assert_eq!(removed["device_count"], 1);
+    assert_ne!(removed["revision"], added["revision"]);
+    assert_eq!(endpoints_of(api, &id).await, json!([nb1[1]]));
 
     // Rename, read, list, delete.
     let renamed = api
@@ -361,7 +369,8 @@ async fn a_device_is_deleted_unless_a_task_that_is_not_final_holds_it() {
         .problem(StatusCode::NOT_FOUND, "not-found");
     assert!(registry.get(&loose).is_none(), "de-registered");
     let group = api.get(&format!("/v1/groups/{spare}")).await.json();
-    assert_eq!(group["devices"], json!([]));
+    assert_eq!(group["device_count"], 0);
+    assert_eq!(endpoints_of(api, &spare).await, json!([]));
     assert_eq!(api.get("/v1/devices").await.json()["total"], 2);
 
     // A task that has not started holds the devices of its group.
@@ -437,6 +446,13 @@ async fn a_device_is_deleted_unless_a_task_that_is_not_final_holds_it() {
         .await
         .expect(StatusCode::NO_CONTENT);
     let group = api.get(&format!("/v1/groups/{later_group}")).await.json();
-    assert_eq!(group["devices"], json!([]));
+    assert_eq!(group["device_count"], 0);
     assert_eq!(api.get("/v1/devices").await.json()["total"], 0);
+}
+
+/// The endpoints of group `id`'s devices, as `GET /v1/devices?group=` pages them.
+async fn endpoints_of(api: &Client, id: &str) -> Value {
+    let page = api.get(&format!("/v1/devices?group={id}")).await.json();
+    let items = page["items"].as_array().unwrap().iter();
+    items.map(|device| device["endpoint"].clone()).collect()
 }

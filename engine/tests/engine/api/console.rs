@@ -99,14 +99,35 @@ async fn devices_are_filtered_by_cell_and_by_group() {
         .json();
     assert_eq!(next["items"][0]["endpoint"], endpoints[1].as_str());
     assert_eq!(total(&api.get("/v1/devices?group=none").await.json()), 0);
-    let whole = api.get("/v1/groups").await.json();
-    assert_eq!(whole[0]["devices"].as_array().unwrap().len(), 2);
-    assert!(whole[0].get("device_count").is_none(), "{whole}");
-    let counted = api.get("/v1/groups?members=false").await.json();
+    let groups = api.get("/v1/groups").await.json();
+    assert_eq!(groups[0]["device_count"], 2);
+    assert!(groups[0].get("devices").is_none(), "{groups}");
+    // Test devices are a filter of the group's, and each device says where it is one.
+    let marked = json!({ "endpoints": [endpoints[1]] });
+    (api.post(&format!("/v1/groups/{group}/test-devices"), &marked)
+        .await)
+        .expect(StatusCode::OK);
+    let tests = api
+        .get(&format!("/v1/devices?group={group}&test=true"))
+        .await
+        .json();
     assert_eq!(
-        (&counted[0]["devices"], &counted[0]["device_count"]),
-        (&json!([]), &json!(2))
+        (total(&tests), &tests["items"][0]["groups"]),
+        (1, &json!([{ "id": group, "test": true }]))
     );
+    let others = api
+        .get(&format!("/v1/devices?group={group}&test=false"))
+        .await
+        .json();
+    assert_eq!(others["items"][0]["endpoint"], endpoints[0].as_str());
+    let outside = api
+        .get(&format!("/v1/devices/{}", endpoints[2]))
+        .await
+        .json();
+    assert_eq!(outside["groups"], json!([]));
+    api.get("/v1/devices?test=true")
+        .await
+        .problem(StatusCode::BAD_REQUEST, "bad-request");
 
     let cell = all["items"][0]["cell_id"]
         .as_u64()
