@@ -22,7 +22,7 @@ use super::extract::Checked;
 use super::paging::{PageStart, Paging, SortBy, SortKey};
 use super::problem::{ApiResult, Kind, Problem};
 use crate::campaign::DeviceProgress;
-use crate::catalog::device_index::{Indexed, WindowStart};
+use crate::catalog::device_index::{DeviceIndex, Indexed, WindowStart};
 use crate::catalog::{Catalog, CatalogError, DeviceRecord};
 use crate::clock::{Clock, UnixMillis};
 use crate::lwm2m::Registration;
@@ -58,21 +58,58 @@ impl DeviceFilter {
         Ok(())
     }
 
+    /// The filter with its names as `index` shares them.
+    fn resolve(&self, index: &DeviceIndex) -> ResolvedFilter {
+        let name = |wanted: &Option<String>| wanted.as_deref().map(|name| index.interned(name));
+        ResolvedFilter {
+            vendor: name(&self.vendor),
+            model: name(&self.model),
+            version: name(&self.version),
+            group: name(&self.group),
+            online: self.online,
+            cell: self.cell,
+            test: self.test,
+        }
+    }
+}
+
+/// A name a filter asks for: `None` for any; `Some(None)` for one no device has.
+type WantedName = Option<Option<Arc<str>>>;
+
+/// A [`DeviceFilter`] whose names are the index's own, compared by address: a pass over a
+/// million devices compares no text.
+struct ResolvedFilter {
+    vendor: WantedName,
+    model: WantedName,
+    version: WantedName,
+    group: WantedName,
+    online: Option<bool>,
+    cell: Option<u32>,
+    test: Option<bool>,
+}
+
+impl ResolvedFilter {
     /// Whether a device, as the catalog's index holds it, passes the filter.
     fn matches(&self, device: &Indexed) -> bool {
-        let same = |wanted: &Option<String>, value: &Option<Arc<str>>| {
-            wanted.is_none() || wanted.as_deref() == value.as_deref()
+        let same = |wanted: &Option<Arc<str>>, value: &Option<Arc<str>>| match (wanted, value) {
+            (Some(wanted), Some(value)) => Arc::ptr_eq(wanted, value),
+            _ => false,
         };
-        let in_group = |group: &str| {
-            let place = device.membership(group);
+        let named = |wanted: &WantedName, value: &Option<Arc<str>>| {
+            wanted.as_ref().is_none_or(|wanted| same(wanted, value))
+        };
+        let in_group = |group: &Option<Arc<str>>| {
+            let group = group.as_ref();
+            let place = (device.groups.iter())
+                .find(|place| group.is_some_and(|group| Arc::ptr_eq(&place.group, group)));
             place.is_some_and(|place| self.test.is_none_or(|test| place.test == test))
         };
-        same(&self.vendor, &device.manufacturer)
-            && same(&self.model, &device.model)
-            && same(&self.version, &device.firmware_version)
+        named(&self.vendor, &device.manufacturer)
+            && named(&self.model, &device.model)
+            && named(&self.version, &device.firmware_version)
             && self.online.is_none_or(|online| online == device.online)
             && self.cell.is_none_or(|cell| device.cell_id == Some(cell))
-            && self.group.as_deref().is_none_or(in_group)
+            && self.group.as_ref().is_none_or(in_group)
     }
 }
 
@@ -128,8 +165,10 @@ pub async fn list(
         PageStart::Offset(skip) => WindowStart::Offset(*skip),
         PageStart::After(key) => WindowStart::After(&key.1),
     };
+    let index = catalog.device_index();
+    let filter = filter.resolve(index);
     let keep = |_: &str, device: &Indexed| filter.matches(device);
-    let window = (catalog.device_index()).window(keep, start, plan.descending(), plan.limit + 1);
+    let window = index.window(keep, start, plan.descending(), plan.limit + 1);
     let mut devices = Vec::with_capacity(window.endpoints.len());
     for endpoint in &window.endpoints {
         match catalog.device(endpoint) {

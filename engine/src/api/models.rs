@@ -1,8 +1,8 @@
 //! `GET /v1/models`: the vendors and module models the engine knows, with how many devices of
 //! each are in the catalog and whether firmware was uploaded for it: what a group's vendor and
 //! model are chosen from (white paper section 9: chosen from what is known, then locked).
-//! Read from the devices' surveys and the firmware catalog each time it is asked. Owns the
-//! listing only.
+//! The devices are counted by the device index as their records are written; the firmware is
+//! read from the catalog each time. Owns the listing only.
 
 use std::collections::BTreeMap;
 
@@ -31,11 +31,9 @@ pub struct KnownModel {
 pub async fn list(State(state): State<ApiState>) -> ApiResult<Json<Vec<KnownModel>>> {
     let catalog = &state.platform.catalog;
     let mut known = BTreeMap::new();
-    catalog.device_index().each(|_, device| {
-        if let (Some(vendor), Some(model)) = (&device.manufacturer, &device.model) {
-            count(&mut known, vendor, model).devices += 1;
-        }
-    });
+    for ((vendor, model), devices) in catalog.device_index().models() {
+        count(&mut known, &vendor, &model).devices = devices as u64;
+    }
     for firmware in catalog.firmwares()? {
         count(&mut known, &firmware.vendor, &firmware.model).firmware += 1;
     }

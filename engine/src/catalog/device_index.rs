@@ -66,12 +66,38 @@ pub enum WindowStart<'a> {
     After(&'a str),
 }
 
+/// A manufacturer and a module model, as the index names them.
+pub type ModelName = (Arc<str>, Arc<str>);
+
 /// The index. Cheap to share.
 #[derive(Default)]
 pub struct DeviceIndex {
-    entries: RwLock<BTreeMap<String, Indexed>>,
-    /// Each manufacturer, model and version once, shared by the devices naming it.
+    entries: RwLock<Entries>,
+    /// Each manufacturer, model, version and group id once, shared by the devices naming it:
+    /// a filter compares them by address.
     names: Mutex<HashSet<Arc<str>>>,
+}
+
+/// The indexed devices, and how many there are of each model.
+#[derive(Default)]
+struct Entries {
+    devices: BTreeMap<String, Indexed>,
+    models: BTreeMap<ModelName, usize>,
+}
+
+impl Entries {
+    /// Moves a device of `named` model out of its count (`-1`) or into it (`+1`).
+    fn count_model(&mut self, named: &(Option<Arc<str>>, Option<Arc<str>>), step: isize) {
+        let (Some(vendor), Some(model)) = named else {
+            return;
+        };
+        let key = (vendor.clone(), model.clone());
+        let count = self.models.entry(key.clone()).or_default();
+        *count = count.saturating_add_signed(step);
+        if *count == 0 {
+            self.models.remove(&key);
+        }
+    }
 }
 
 impl DeviceIndex {
@@ -89,31 +115,52 @@ impl DeviceIndex {
         let (manufacturer, model) = (self.name(&device.manufacturer), self.name(&device.model));
         let firmware_version = self.name(&device.firmware_version);
         let mut entries = write(&self.entries);
-        let entry = entries.entry(device.endpoint.clone()).or_insert(Indexed {
-            manufacturer: None,
-            model: None,
-            firmware_version: None,
-            online: false,
-            cell_id: None,
-            groups: Box::default(),
-        });
+        let entries = &mut *entries;
+        let entry = entries
+            .devices
+            .entry(device.endpoint.clone())
+            .or_insert(Indexed {
+                manufacturer: None,
+                model: None,
+                firmware_version: None,
+                online: false,
+                cell_id: None,
+                groups: Box::default(),
+            });
+        let was = (entry.manufacturer.clone(), entry.model.clone());
         entry.manufacturer = manufacturer;
         entry.model = model;
         entry.firmware_version = firmware_version;
         entry.online = device.online;
         entry.cell_id = device.cell_id;
+        let now = (entry.manufacturer.clone(), entry.model.clone());
+        if was != now {
+            entries.count_model(&was, -1);
+            entries.count_model(&now, 1);
+        }
+    }
+
+    /// How many devices there are of each model, by manufacturer and model.
+    pub fn models(&self) -> BTreeMap<ModelName, usize> {
+        read(&self.entries).models.clone()
+    }
+
+    /// The shared copy of `name` (a manufacturer, model, version or group id), if a device
+    /// names it: a filter that asks for a name no device has matches nothing.
+    pub fn interned(&self, name: &str) -> Option<Arc<str>> {
+        lock(&self.names).get(name).cloned()
     }
 
     /// The device `endpoint` as indexed.
     pub fn get(&self, endpoint: &str) -> Option<Indexed> {
-        read(&self.entries).get(endpoint).cloned()
+        read(&self.entries).devices.get(endpoint).cloned()
     }
 
     /// Whether device `endpoint` is in group `group` (`None`) and, if it is, whether it is a
     /// test device there.
     pub fn placed(&self, endpoint: &str, group: &str) -> Option<bool> {
         let entries = read(&self.entries);
-        Some(entries.get(endpoint)?.membership(group)?.test)
+        Some(entries.devices.get(endpoint)?.membership(group)?.test)
     }
 
     /// Device `endpoint` is now in group `group` (a test device there when `test`), or out of
@@ -121,7 +168,7 @@ impl DeviceIndex {
     pub fn place(&self, endpoint: &str, group: &str, test: Option<bool>) {
         let shared = self.name(&Some(group.to_string()));
         let mut entries = write(&self.entries);
-        let Some(entry) = entries.get_mut(endpoint) else {
+        let Some(entry) = entries.devices.get_mut(endpoint) else {
             return;
         };
         let mut groups: Vec<Membership> = (entry.groups.iter())
@@ -136,7 +183,10 @@ impl DeviceIndex {
 
     /// `endpoint`'s record was removed.
     pub fn remove(&self, endpoint: &str) {
-        write(&self.entries).remove(endpoint);
+        let mut entries = write(&self.entries);
+        if let Some(gone) = entries.devices.remove(endpoint) {
+            entries.count_model(&(gone.manufacturer, gone.model), -1);
+        }
     }
 
     /// Up to `take` endpoints of the devices `keep` accepts, in endpoint order (from the last
@@ -149,19 +199,21 @@ impl DeviceIndex {
         descending: bool,
         take: usize,
     ) -> IndexWindow {
-        let entries = read(&self.entries);
+        let guard = read(&self.entries);
+        let entries = &guard.devices;
         let kept = |(endpoint, indexed): &(&String, &Indexed)| keep(endpoint, indexed);
-        // One pass counts the list and, for a cursor, those on its near side.
-        let before_cursor = |endpoint: &str| match start {
-            WindowStart::After(after) if descending => endpoint >= after,
-            WindowStart::After(after) => endpoint <= after,
-            WindowStart::Offset(_) => false,
+        // The list is counted on each side of a cursor, so no endpoint is compared with it.
+        let (mut before, total) = match start {
+            WindowStart::Offset(_) => (0, entries.iter().filter(kept).count()),
+            WindowStart::After(after) => {
+                let below = entries.range::<str, _>((Unbounded, Excluded(after)));
+                let above = entries.range::<str, _>((Excluded(after), Unbounded));
+                let (below, above) = (below.filter(kept).count(), above.filter(kept).count());
+                let at = usize::from(entries.get_key_value(after).is_some_and(|e| kept(&e)));
+                let near = if descending { above } else { below };
+                (near + at, below + at + above)
+            }
         };
-        let (mut total, mut before) = (0, 0);
-        for entry in entries.iter().filter(kept) {
-            total += 1;
-            before += usize::from(before_cursor(entry.0));
-        }
         let endpoints: Vec<&String> = match (start, descending) {
             (WindowStart::Offset(skip), false) => {
                 before = skip.min(total);
@@ -186,13 +238,6 @@ impl DeviceIndex {
             endpoints: endpoints.into_iter().cloned().collect(),
             before,
             total,
-        }
-    }
-
-    /// Every device, as indexed, for a count over all of them.
-    pub fn each(&self, mut visit: impl FnMut(&str, &Indexed)) {
-        for (endpoint, indexed) in read(&self.entries).iter() {
-            visit(endpoint, indexed);
         }
     }
 
@@ -300,5 +345,34 @@ mod tests {
         let gone = devices.remove(10);
         index.remove(&gone.endpoint);
         check(&index, &devices);
+    }
+
+    #[test]
+    fn models_are_counted_as_devices_are_written_and_removed() {
+        let acme = |endpoint: &str, model: &str| {
+            let mut device = device(endpoint, model, true);
+            device.manufacturer = Some("Acme".into());
+            device
+        };
+        let index = DeviceIndex::of([acme("a", "NB-1"), acme("b", "NB-1"), acme("c", "NB-2")]);
+        index.put(&device("unknown-vendor", "NB-1", false));
+        let counted = |index: &DeviceIndex| -> Vec<(String, String, usize)> {
+            (index.models().into_iter())
+                .map(|((vendor, model), n)| (vendor.to_string(), model.to_string(), n))
+                .collect()
+        };
+        let count = |model: &str, n| ("Acme".to_string(), model.to_string(), n);
+        assert_eq!(counted(&index), vec![count("NB-1", 2), count("NB-2", 1)]);
+        index.put(&acme("b", "NB-2"));
+        index.put(&acme("b", "NB-2"));
+        index.remove("c");
+        index.remove("c");
+        assert_eq!(counted(&index), vec![count("NB-1", 1), count("NB-2", 1)]);
+        index.remove("a");
+        assert_eq!(
+            counted(&index),
+            vec![count("NB-2", 1)],
+            "a model none has is gone"
+        );
     }
 }

@@ -509,9 +509,7 @@ mod tests {
         };
         let endpoints: Vec<String> = (0..n).map(|i| format!("ep{i}")).collect();
         for endpoint in &endpoints {
-            catalog
-                .update_device(endpoint, |d| d.apply(&survey))
-                .unwrap();
+            catalog.device_surveyed(endpoint, &survey).unwrap();
         }
         (store, catalog, endpoints)
     }
