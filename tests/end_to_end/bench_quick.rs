@@ -219,3 +219,25 @@ fn campaign_quick_measures_the_scheduler_at_two_sizes() {
         );
     }
 }
+
+#[test]
+fn console_quick_measures_every_screens_request() {
+    let figures = bench(&["console", "--quick"]);
+    let name = |what: &str| format!("console.2000.{what}");
+    let names = [
+        "devices_page.median",
+        "test_devices_of_the_group.median",
+        "group.bytes",
+        "task_summary.median",
+        "task_devices_middle_page.median",
+        "group_mark_and_unmark_a_test_device.median",
+    ]
+    .map(name);
+    assert_figures(&figures, &names.each_ref().map(String::as_str));
+    // A group is answered with its counts, never its 2,000 devices; a page with 50 devices.
+    assert!(figures[&name("group.bytes")] < 1_000.0, "{figures:?}");
+    assert!(
+        figures[&name("devices_page.bytes")] < 40_000.0,
+        "{figures:?}"
+    );
+}
