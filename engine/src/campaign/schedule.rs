@@ -115,16 +115,27 @@ fn expire_past_deadline(inner: &Inner, running: &mut Running, now: UnixMillis) {
         return;
     }
     let paused = running.task.status == TaskStatus::Paused;
-    let expiring: Vec<String> = running
-        .devices
-        .values()
-        .filter(|p| match p.phase {
-            Phase::Waiting => true,
-            Phase::Active => paused && p.upgrade != UpgradeStatus::Upgrading,
-            Phase::Finished | Phase::Removed => false,
-        })
-        .map(|p| p.endpoint.clone())
-        .collect();
+    let expires = |p: &DeviceProgress| match p.phase {
+        Phase::Waiting => true,
+        Phase::Active => paused && p.upgrade != UpgradeStatus::Upgrading,
+        Phase::Finished | Phase::Removed => false,
+    };
+    // Once the waiting devices have expired (the first tick past the deadline), only attempts
+    // under way are left: the next ticks look at those, not at every device of the task.
+    let unfinished: u64 = (running.tallies.iter())
+        .map(|t| t.devices.saturating_sub(t.successes + t.failures))
+        .sum();
+    let expiring: Vec<String> = if unfinished <= running.active.len() as u64 {
+        (running.active.keys())
+            .filter(|endpoint| running.devices.get(*endpoint).is_some_and(expires))
+            .cloned()
+            .collect()
+    } else {
+        (running.devices.values())
+            .filter(|p| expires(p))
+            .map(|p| p.endpoint.clone())
+            .collect()
+    };
     for endpoint in expiring {
         if let Some(attempt) = running.active.remove(&endpoint) {
             attempt.abort.abort();
