@@ -163,16 +163,20 @@ impl TaskSummary {
         };
         let mut tally = Tally::default();
         let mut cells: BTreeMap<Option<u32>, CellSummary> = BTreeMap::new();
-        for device in devices.clone() {
+        let mut slots = Slots::of(task, devices.clone(), now);
+        for device in devices {
             tally.count(device);
             cells.entry(device.cell_id).or_default().count(device);
+            if let Some(slots) = &mut slots {
+                slots.count(device);
+            }
         }
         summary.phases = named(tally.phases);
         summary.downloads = named(tally.downloads);
         summary.upgrades = named(tally.upgrades);
         summary.results = named(tally.results);
         summary.keep_busiest(cells);
-        summary.timeline = timeline(task, devices, now);
+        summary.timeline = slots.map(Slots::points).unwrap_or_default();
         summary
     }
 
@@ -210,49 +214,70 @@ fn outcome(device: &DeviceProgress) -> Option<bool> {
     finished(device).then(|| device.result == Some(DeviceResult::Successful))
 }
 
-/// Upgraded and failed devices by each of up to [`TIME_SLOTS`] moments from the task's start
-/// to its last finished device, or to `now` while it runs.
-fn timeline<'a>(
-    task: &Task,
-    devices: impl ExactSizeIterator<Item = &'a DeviceProgress> + Clone,
-    now: UnixMillis,
-) -> Vec<TimePoint> {
-    let Some(start) = task.started_at else {
-        return Vec::new();
-    };
-    let last_finish = devices.clone().filter_map(|d| d.finished_at).max();
-    let end = match (task.status.is_final(), last_finish) {
-        (true, Some(last)) => last.max(task.finished_at.unwrap_or(last)),
-        _ => now,
-    }
-    .max(start + 1);
-    let step = (end - start).div_ceil(TIME_SLOTS).max(1);
-    let slots = (end - start).div_ceil(step) as usize;
-    let mut upgraded = vec![0u64; slots + 1];
-    let mut failed = vec![0u64; slots + 1];
-    for device in devices {
-        let (Some(at), Some(ok)) = (device.finished_at, outcome(device)) else {
-            continue;
-        };
-        let slot = (at.saturating_sub(start).div_ceil(step) as usize).min(slots);
-        if ok {
-            upgraded[slot] += 1;
-        } else {
-            failed[slot] += 1;
+/// The moments a task's timeline counts at: from its start in equal steps up to its end.
+struct Slots {
+    start: UnixMillis,
+    step: u64,
+    /// Devices upgraded and failed in each step (the first holds those finished at the start).
+    upgraded: Vec<u64>,
+    failed: Vec<u64>,
+}
+
+impl Slots {
+    /// The slots of `task`'s timeline: up to now while it runs, up to the last device that
+    /// finished (or the task's end) once it is over; none before it starts. Only a task that
+    /// is over needs a pass over its devices for that.
+    fn of<'a>(
+        task: &Task,
+        devices: impl Iterator<Item = &'a DeviceProgress>,
+        now: UnixMillis,
+    ) -> Option<Slots> {
+        let start = task.started_at?;
+        let last_finish = || devices.filter_map(|d| d.finished_at).max();
+        let end = match task.status.is_final().then(last_finish).flatten() {
+            Some(last) => last.max(task.finished_at.unwrap_or(last)),
+            None => now,
         }
-    }
-    let (mut ups, mut downs) = (0, 0);
-    (0..=slots)
-        .map(|slot| {
-            ups += upgraded[slot];
-            downs += failed[slot];
-            TimePoint {
-                at: start + slot as u64 * step,
-                upgraded: ups,
-                failed: downs,
-            }
+        .max(start + 1);
+        let step = (end - start).div_ceil(TIME_SLOTS).max(1);
+        let slots = (end - start).div_ceil(step) as usize + 1;
+        Some(Slots {
+            start,
+            step,
+            upgraded: vec![0; slots],
+            failed: vec![0; slots],
         })
-        .collect()
+    }
+
+    fn count(&mut self, device: &DeviceProgress) {
+        let (Some(at), Some(ok)) = (device.finished_at, outcome(device)) else {
+            return;
+        };
+        let slot = at.saturating_sub(self.start).div_ceil(self.step) as usize;
+        let slot = slot.min(self.upgraded.len() - 1);
+        let counts = if ok {
+            &mut self.upgraded
+        } else {
+            &mut self.failed
+        };
+        counts[slot] += 1;
+    }
+
+    /// Devices upgraded and failed by each moment.
+    fn points(self) -> Vec<TimePoint> {
+        let (mut ups, mut downs) = (0, 0);
+        (self.upgraded.iter().zip(&self.failed).enumerate())
+            .map(|(slot, (upgraded, failed))| {
+                ups += upgraded;
+                downs += failed;
+                TimePoint {
+                    at: self.start + slot as u64 * self.step,
+                    upgraded: ups,
+                    failed: downs,
+                }
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -315,13 +340,32 @@ mod tests {
             device("b", 1, Some(DeviceResult::UpgradeFailed), 50_000),
             device("c", 1, Some(DeviceResult::Successful), 120_000),
         ];
-        let timeline = timeline(&task(Some(0)), devices.iter(), 120_000);
+        let timeline = TaskSummary::of(&task(Some(0)), devices.iter(), 120_000).timeline;
         assert!(timeline.len() as u64 <= TIME_SLOTS + 1);
         assert_eq!(timeline[0].at, 0);
         let last = timeline.last().unwrap();
         assert_eq!((last.upgraded, last.failed), (2, 1));
         assert!(timeline.windows(2).all(|w| w[0].upgraded <= w[1].upgraded));
         assert!(timeline.iter().any(|p| (p.upgraded, p.failed) == (1, 0)));
+    }
+
+    #[test]
+    fn a_task_that_is_over_has_its_timeline_end_at_its_last_finished_device() {
+        let devices = [
+            device("a", 1, Some(DeviceResult::Successful), 10_000),
+            device("b", 1, Some(DeviceResult::UpgradeFailed), 60_000),
+        ];
+        let mut over = task(Some(0));
+        over.status = TaskStatus::Completed;
+        let timeline = TaskSummary::of(&over, devices.iter(), 3_600_000).timeline;
+        let last = timeline.last().unwrap();
+        assert_eq!((last.at, last.upgraded, last.failed), (60_000, 1, 1));
+        let running = TaskSummary::of(&task(Some(0)), devices.iter(), 3_600_000).timeline;
+        assert_eq!(
+            running.last().unwrap().at,
+            3_600_000,
+            "a running task's ends now"
+        );
     }
 
     #[test]
