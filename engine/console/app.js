@@ -3,7 +3,7 @@
 // secret in it), and one /v1/events stream per tab shared by the views that listen.
 
 import { ApiError, follow, get, session } from "./api.js";
-import { clearNotice, fill, h, notify } from "./ui.js";
+import { clearNotice, fill, h, notify, showingNewView } from "./ui.js";
 import * as devices from "./devices.js";
 import * as groups from "./groups.js";
 import * as firmware from "./firmware.js";
@@ -73,6 +73,7 @@ function showLogin(message) {
 /** Draws the view the hash names (#/name/arg...). */
 async function show() {
   if (!session.role) return;
+  showingNewView();
   clearNotice();
   listeners.clear();
   const [name, ...args] = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);

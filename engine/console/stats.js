@@ -3,7 +3,7 @@
 // installed; with the outcome per model and per package as bars.
 
 import { get } from "./api.js";
-import { bytes, fill, h, percent, redrawer, table } from "./ui.js";
+import { bytes, fill, h, later, percent, redrawer, table } from "./ui.js";
 import { legend, stacked } from "./charts.js";
 
 const COUNTERS = [
@@ -26,7 +26,7 @@ export async function render(view, _args, { onEvent }) {
   let due = null;
   onEvent((event) => {
     if (!["task", "device", "device_failed"].includes(event.name) || due) return;
-    due = setTimeout(() => { due = null; redraw(); }, 2000);
+    due = later(() => { due = null; return redraw(); }, 2000);
   });
   await draw(view);
 }

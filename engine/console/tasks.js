@@ -7,7 +7,7 @@
 // server; all kept live from /v1/events.
 
 import { api, get } from "./api.js";
-import { action, badge, fill, form, h, link, notify, pager, percent, select, table, tableRow, time } from "./ui.js";
+import { action, badge, fill, form, h, later, link, notify, pager, percent, select, table, tableRow, time } from "./ui.js";
 import { bars, legend, progressOverTime, stacked } from "./charts.js";
 
 const PAGE = 50;
@@ -308,7 +308,7 @@ async function renderTask(view, id, onEvent) {
       rows = new Map(page.items.map((d) => [d.endpoint, d]));
       fill(list, table(DEVICE_COLUMNS, page.items, (d) => d.endpoint));
       if (page.stale && !pageDue) {
-        pageDue = setTimeout(() => { pageDue = null; pages.reload(); }, PAGE_AGAIN_MS);
+        pageDue = later(() => { pageDue = null; return pages.reload(); }, PAGE_AGAIN_MS);
       }
     },
   );
@@ -321,9 +321,9 @@ async function renderTask(view, id, onEvent) {
   };
   const refreshSummary = () => {
     if (summaryDue) return;
-    summaryDue = setTimeout(() => {
+    summaryDue = later(() => {
       summaryDue = null;
-      readSummary().catch(notify);
+      return readSummary();
     }, summaryEveryMs(devices));
   };
   onEvent((event) => {

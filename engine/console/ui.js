@@ -86,10 +86,40 @@ export function pager(load, render) {
   return { bar, go, reload: () => go(current, false) };
 }
 
+/** Views shown so far: what a view left behind (a timer, a redraw) stops once another shows. */
+let viewsShown = 0;
+
+/** Another view is being shown. */
+export function showingNewView() {
+  viewsShown += 1;
+}
+
+/** Whether the view shown now is still the one shown, asked later. */
+function stillShown() {
+  const view = viewsShown;
+  return () => view === viewsShown;
+}
+
 /** A function drawing the view again with `draw`, unless another view is shown by then. */
 export function redrawer(draw) {
-  const shown = location.hash;
-  return () => (location.hash === shown ? draw() : undefined);
+  const shown = stillShown();
+  return () => (shown() ? draw() : undefined);
+}
+
+/**
+ * Runs `task` in `ms` if the view shown now is still shown then, and tells its error only if
+ * it still is: a view left (a task just deleted) does not read again or report.
+ */
+export function later(task, ms) {
+  const shown = stillShown();
+  return setTimeout(async () => {
+    if (!shown()) return;
+    try {
+      await task();
+    } catch (error) {
+      if (shown()) notify(error);
+    }
+  }, ms);
 }
 
 let noticeTimer = null;
