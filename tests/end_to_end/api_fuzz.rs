@@ -110,7 +110,9 @@ fn every_operation_answers_as_the_served_document_says_and_never_with_a_server_e
     let said = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         status.success(),
-        "schemathesis found answers the document does not allow (seed {seed}):\n{said}"
+        "schemathesis found answers the document does not allow (seed {seed}):\n{said}\n\
+         the engine's last lines:\n{}",
+        engine.process.recent_lines(200).join("\n")
     );
     eprintln!("{said}");
 }

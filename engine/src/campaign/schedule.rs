@@ -281,7 +281,8 @@ fn pick_due(
     mut cells: CellRoom,
 ) -> Vec<String> {
     let most = free.saturating_mul(SCAN_PER_SLOT);
-    let (mut picked, mut asleep) = (Vec::with_capacity(free), Vec::new());
+    // Not sized by `free`: it is the task's pacing, which an operator may set to billions.
+    let (mut picked, mut asleep) = (Vec::new(), Vec::new());
     let (mut stale, mut looked) = (Vec::new(), 0);
     let open = running.due.len().min(running.task.stage + 1);
     'stages: for (stage, queue) in running.due[..open].iter().enumerate() {

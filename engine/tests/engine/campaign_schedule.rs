@@ -67,6 +67,20 @@ async fn when_retries_are_spent_the_last_failure_is_the_result() {
     assert_eq!(device.phase, Phase::Finished);
 }
 
+/// Pacing is the operator's to set, up to the API's bound (any positive integer): a limit of
+/// billions only means no limit. Before, a tick reserved room for that many devices at once and
+/// the allocation of terabytes aborted the engine (a fuzzed POST /v1/tasks found it in CI).
+#[tokio::test(start_paused = true)]
+async fn a_pacing_limit_of_billions_is_no_limit_and_reserves_nothing() {
+    let b = bench(3).await;
+    let mut spec = b.spec();
+    spec.pacing.max_concurrent = 100_000_000_000;
+    spec.pacing.max_per_cell = usize::MAX;
+    let task = b.campaigns.create(spec).unwrap();
+    assert_eq!(b.finished(&task.id).await.status, TaskStatus::Completed);
+    assert_eq!(b.counters().successes, 3);
+}
+
 #[tokio::test(start_paused = true)]
 async fn past_the_deadline_a_failing_device_ends_as_task_expired() {
     let b = bench(1).await;

@@ -79,6 +79,13 @@ impl FotaProcess {
         }
     }
 
+    /// The last `most` lines printed since the last wait on its lines: what a failed test
+    /// shows of the engine's log.
+    pub fn recent_lines(&self, most: usize) -> Vec<String> {
+        let lines: Vec<String> = self.lines.try_iter().collect();
+        lines[lines.len().saturating_sub(most)..].to_vec()
+    }
+
     /// Asks the process to stop (SIGTERM); returns how it exited.
     pub fn terminate(mut self) -> ExitStatus {
         self.ask_to_stop();

@@ -169,7 +169,8 @@ impl Served {
             }
             assert!(
                 Instant::now() < deadline,
-                "{what}: not within {BOUND:?}; last answer {answer}"
+                "{what}: not within {BOUND:?}; last answer {answer}\nthe engine's last lines:\n{}",
+                self.process.recent_lines(200).join("\n")
             );
             std::thread::sleep(Duration::from_millis(100));
         }
