@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use fota_engine::api::{self, ApiConfig, Role, Token};
 use fota_engine::campaign::{TaskSpec, TaskStatus};
-use fota_engine::catalog::devices::Survey;
 use fota_engine::clock::Clock;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{HostConfig, PluginHost};
@@ -22,6 +21,7 @@ use fota_engine::webhooks::WebhookConfig;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use super::fleet_catalog::fill;
 use super::scratch::ScratchDir;
 use super::stats::figure;
 use crate::remote::Api;
@@ -105,27 +105,12 @@ async fn one_size(devices: usize, reads: usize) -> anyhow::Result<()> {
 /// The engine's catalog and a task under way over `devices` devices.
 async fn populate(platform: &Platform, devices: usize) -> anyhow::Result<Fleet> {
     let catalog = &platform.catalog;
-    let firmware = catalog.add_firmware("Acme", "NB-1", "2.0", &[7; 4096])?;
-    let package = catalog.create_full_package(&firmware.id, None).await?;
-    let group = catalog.create_group("fleet", "Acme", "NB-1")?;
-    let endpoints: Vec<String> = (0..devices).map(endpoint).collect();
-    for (i, endpoint) in endpoints.iter().enumerate() {
-        let survey = Survey {
-            manufacturer: Some("Acme".into()),
-            model: Some("NB-1".into()),
-            firmware_version: Some(if i % 10 == 0 { "1.1" } else { "1.0" }.into()),
-            battery: Some(80),
-            signal_dbm: Some(-90),
-            cell_id: Some((i % 2_000) as u32),
-            ..Survey::default()
-        };
-        catalog.device_surveyed(endpoint, &survey)?;
-    }
-    catalog.add_to_group(&group.id, &endpoints)?;
-    catalog.mark_test_devices(&group.id, &endpoints[..10.min(devices)], true)?;
+    let fleet = fill(catalog, devices).await?;
+    let endpoints = &fleet.endpoints;
+    catalog.mark_test_devices(&fleet.group, &endpoints[..10.min(devices)], true)?;
     let task = platform
         .campaigns
-        .create(TaskSpec::new("bench", &group.id, &package.id))?;
+        .create(TaskSpec::new("bench", &fleet.group, &fleet.package))?;
     let deadline = Instant::now() + Duration::from_secs(600);
     while platform.campaigns.task(&task.id)?.status != TaskStatus::Upgrading {
         anyhow::ensure!(Instant::now() < deadline, "the task did not start");
@@ -133,7 +118,7 @@ async fn populate(platform: &Platform, devices: usize) -> anyhow::Result<Fleet> 
     }
     Ok(Fleet {
         devices,
-        group: group.id,
+        group: fleet.group.clone(),
         task: task.id,
         device: endpoints[devices / 2].clone(),
     })
@@ -231,9 +216,4 @@ fn print(devices: usize, name: &str, time: Duration, bytes: usize) {
     let name = format!("console.{devices}.{name}");
     figure(&format!("{name}.median"), time.as_secs_f64() * 1e3, "ms");
     figure(&format!("{name}.bytes"), bytes as f64, "bytes");
-}
-
-/// The endpoint of the bench's device `i`.
-fn endpoint(i: usize) -> String {
-    format!("urn:imei:{i:015}")
 }

@@ -7,6 +7,7 @@ mod clients;
 mod console;
 mod dtls;
 mod exchanges;
+mod fleet_catalog;
 mod harness;
 mod nbiot;
 mod peer;

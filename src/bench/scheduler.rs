@@ -15,13 +15,13 @@ use fota_engine::campaign::{
     AttemptOutcome, AttemptRequest, Attempts, Campaigns, DeviceResult, TaskSpec, TaskStatus,
 };
 use fota_engine::catalog::Catalog;
-use fota_engine::catalog::devices::Survey;
 use fota_engine::clock::Clock;
 use fota_engine::journal::Journal;
 use fota_engine::plugin::{HostConfig, PluginHost, PluginRegistry};
 use fota_engine::store::{Batch, SledStore, Store, StoreError};
 use fota_engine::transfer::{PackageShelf, WireCount};
 
+use super::fleet_catalog::{endpoint, fill};
 use super::scratch::ScratchDir;
 use super::stats::figure;
 use super::{alloc, procfs};
@@ -217,21 +217,8 @@ async fn campaign(devices: usize, concurrent: usize) -> anyhow::Result<Figures> 
         PluginHost::new(HostConfig::default())?,
     )?);
     let catalog = Catalog::open(store.clone(), PackageShelf::new(), plugins, clock)?;
-    let firmware = catalog.add_firmware("Acme", "NB-1", "2.0", &[7; 4096])?;
-    let package = catalog.create_full_package(&firmware.id, None).await?;
-    let group = catalog.create_group("fleet", "Acme", "NB-1")?;
-    let endpoints: Vec<String> = (0..devices).map(endpoint).collect();
-    for (i, endpoint) in endpoints.iter().enumerate() {
-        let survey = Survey {
-            manufacturer: Some("Acme".into()),
-            model: Some("NB-1".into()),
-            cell_id: Some((i % 2_000) as u32),
-            ..Survey::default()
-        };
-        catalog.device_surveyed(endpoint, &survey)?;
-    }
-    catalog.add_to_group(&group.id, &endpoints)?;
-    drop(endpoints);
+    let fleet = fill(&catalog, devices).await?;
+    drop(fleet.endpoints);
     let start = || {
         let journal = Journal::open(store.clone(), clock)?;
         let attempts = Arc::new(Succeeding);
@@ -244,7 +231,7 @@ async fn campaign(devices: usize, concurrent: usize) -> anyhow::Result<Figures> 
         )?)
     };
     let campaigns = start()?;
-    let mut spec = TaskSpec::new("bench", &group.id, &package.id);
+    let mut spec = TaskSpec::new("bench", &fleet.group, &fleet.package);
     spec.pacing.max_concurrent = concurrent;
     spec.pacing.max_per_cell = concurrent;
 
@@ -286,11 +273,6 @@ async fn campaign(devices: usize, concurrent: usize) -> anyhow::Result<Figures> 
         read_page,
         wall,
     })
-}
-
-/// The endpoint of the bench's device `i`.
-fn endpoint(i: usize) -> String {
-    format!("urn:imei:{i:015}")
 }
 
 /// CPU time so far of the scheduler's thread and of the whole process.
