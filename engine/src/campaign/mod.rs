@@ -874,7 +874,7 @@ impl Inner {
         progress.stage = stage;
         let jitter_ms = task.spec.start_jitter_secs.saturating_mul(1000);
         progress.next_try_at = now + rand::rng().random_range(0..=jitter_ms);
-        progress.cell_id = self.catalog.device(endpoint).ok().and_then(|d| d.cell_id);
+        progress.cell_id = self.catalog.device_index().cell_of(endpoint);
         progress
     }
 

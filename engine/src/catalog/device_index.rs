@@ -156,8 +156,13 @@ impl DeviceIndex {
         read(&self.entries).devices.get(endpoint).cloned()
     }
 
-    /// Whether device `endpoint` is in group `group` (`None`) and, if it is, whether it is a
-    /// test device there.
+    /// The radio cell device `endpoint` was last surveyed in.
+    pub fn cell_of(&self, endpoint: &str) -> Option<u32> {
+        read(&self.entries).devices.get(endpoint)?.cell_id
+    }
+
+    /// Whether device `endpoint` is one of group `group`'s test devices; `None` when it is not
+    /// in the group.
     pub fn placed(&self, endpoint: &str, group: &str) -> Option<bool> {
         let entries = read(&self.entries);
         Some(entries.devices.get(endpoint)?.membership(group)?.test)
