@@ -89,6 +89,13 @@ struct ResolvedFilter {
 }
 
 impl ResolvedFilter {
+    /// Whether every device passes (nothing is filtered on).
+    fn takes_all(&self) -> bool {
+        let names = [&self.vendor, &self.model, &self.version, &self.group];
+        names.iter().all(|name| name.is_none())
+            && (self.online, self.cell, self.test) == (None, None, None)
+    }
+
     /// Whether a device, as the catalog's index holds it, passes the filter.
     fn matches(&self, device: &Indexed) -> bool {
         let same = |wanted: &Option<Arc<str>>, value: &Option<Arc<str>>| match (wanted, value) {
@@ -167,8 +174,13 @@ pub async fn list(
     };
     let index = catalog.device_index();
     let filter = filter.resolve(index);
-    let keep = |_: &str, device: &Indexed| filter.matches(device);
-    let window = index.window(keep, start, plan.descending(), plan.limit + 1);
+    let (descending, take) = (plan.descending(), plan.limit + 1);
+    let window = if filter.takes_all() {
+        index.window_of_all(start, descending, take)
+    } else {
+        let keep = |_: &str, device: &Indexed| filter.matches(device);
+        index.window(keep, start, descending, take)
+    };
     let mut devices = Vec::with_capacity(window.endpoints.len());
     for endpoint in &window.endpoints {
         match catalog.device(endpoint) {

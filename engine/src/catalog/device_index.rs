@@ -7,7 +7,7 @@
 //! records are the catalog's.
 
 use std::collections::{BTreeMap, HashSet};
-use std::ops::Bound::{Excluded, Unbounded};
+use std::ops::Bound::{Excluded, Included, Unbounded};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::DeviceRecord;
@@ -219,28 +219,34 @@ impl DeviceIndex {
                 (near + at, below + at + above)
             }
         };
-        let endpoints: Vec<&String> = match (start, descending) {
-            (WindowStart::Offset(skip), false) => {
-                before = skip.min(total);
-                let page = entries.iter().filter(kept).skip(skip).take(take);
-                page.map(|(e, _)| e).collect()
-            }
-            (WindowStart::Offset(skip), true) => {
-                before = skip.min(total);
-                let page = entries.iter().rev().filter(kept).skip(skip).take(take);
-                page.map(|(e, _)| e).collect()
-            }
-            (WindowStart::After(after), false) => {
-                let rest = entries.range::<str, _>((Excluded(after), Unbounded));
-                rest.filter(kept).take(take).map(|(e, _)| e).collect()
-            }
-            (WindowStart::After(after), true) => {
-                let rest = entries.range::<str, _>((Unbounded, Excluded(after)));
-                rest.rev().filter(kept).take(take).map(|(e, _)| e).collect()
-            }
+        if let WindowStart::Offset(skip) = start {
+            before = skip.min(total);
+        }
+        IndexWindow {
+            endpoints: page(entries, kept, start, descending, take),
+            before,
+            total,
+        }
+    }
+
+    /// Like [`DeviceIndex::window`] over every device, counted without a pass: the list is
+    /// as long as the index, and a cursor's place is counted from its near end (the first
+    /// pages cost a page).
+    pub fn window_of_all(&self, start: WindowStart, descending: bool, take: usize) -> IndexWindow {
+        let guard = read(&self.entries);
+        let entries = &guard.devices;
+        let total = entries.len();
+        let before = match start {
+            WindowStart::Offset(skip) => skip.min(total),
+            WindowStart::After(after) if descending => entries
+                .range::<str, _>((Included(after), Unbounded))
+                .count(),
+            WindowStart::After(after) => entries
+                .range::<str, _>((Unbounded, Included(after)))
+                .count(),
         };
         IndexWindow {
-            endpoints: endpoints.into_iter().cloned().collect(),
+            endpoints: page(entries, |_| true, start, descending, take),
             before,
             total,
         }
@@ -257,6 +263,36 @@ impl DeviceIndex {
         names.insert(shared.clone());
         Some(shared)
     }
+}
+
+/// Up to `take` endpoints of `entries` that `kept` accepts, in endpoint order (from the last
+/// when `descending`), from `start`.
+fn page(
+    entries: &BTreeMap<String, Indexed>,
+    kept: impl Fn(&(&String, &Indexed)) -> bool,
+    start: WindowStart,
+    descending: bool,
+    take: usize,
+) -> Vec<String> {
+    let endpoints: Vec<&String> = match (start, descending) {
+        (WindowStart::Offset(skip), false) => {
+            let page = entries.iter().filter(kept).skip(skip).take(take);
+            page.map(|(e, _)| e).collect()
+        }
+        (WindowStart::Offset(skip), true) => {
+            let page = entries.iter().rev().filter(kept).skip(skip).take(take);
+            page.map(|(e, _)| e).collect()
+        }
+        (WindowStart::After(after), false) => {
+            let rest = entries.range::<str, _>((Excluded(after), Unbounded));
+            rest.filter(kept).take(take).map(|(e, _)| e).collect()
+        }
+        (WindowStart::After(after), true) => {
+            let rest = entries.range::<str, _>((Unbounded, Excluded(after)));
+            rest.rev().filter(kept).take(take).map(|(e, _)| e).collect()
+        }
+    };
+    endpoints.into_iter().cloned().collect()
 }
 
 #[cfg(test)]
@@ -345,11 +381,32 @@ mod tests {
             }
         };
         check(&index, &devices);
+        check_all(&index, &devices);
         devices[3].online = !devices[3].online;
         index.put(&devices[3]);
         let gone = devices.remove(10);
         index.remove(&gone.endpoint);
         check(&index, &devices);
+        check_all(&index, &devices);
+    }
+
+    /// [`DeviceIndex::window_of_all`] against a walk of every device.
+    fn check_all(index: &DeviceIndex, devices: &[DeviceRecord]) {
+        for descending in [false, true] {
+            for start in [
+                WindowStart::Offset(0),
+                WindowStart::Offset(7),
+                WindowStart::Offset(500),
+                WindowStart::After("ep050"),
+                WindowStart::After("ep0505"),
+                WindowStart::After(""),
+                WindowStart::After("zz"),
+            ] {
+                let got = index.window_of_all(start, descending, 10);
+                let expected = walked(devices, |_| true, start, descending, 10);
+                assert_eq!(got, expected, "{start:?} descending {descending}");
+            }
+        }
     }
 
     #[test]
