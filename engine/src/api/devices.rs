@@ -131,9 +131,7 @@ pub struct GroupPlace {
 
 /// The groups device `endpoint` is in, as the catalog's index holds them.
 fn places(catalog: &Catalog, endpoint: &str) -> Vec<GroupPlace> {
-    let indexed = catalog.device_index().get(endpoint);
-    let groups = indexed.map(|device| device.groups).unwrap_or_default();
-    (groups.iter())
+    (catalog.device_index().memberships(endpoint).iter())
         .map(|place| GroupPlace {
             id: place.group.to_string(),
             test: place.test,

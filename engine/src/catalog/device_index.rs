@@ -112,8 +112,9 @@ impl DeviceIndex {
 
     /// `device`'s record was written (its groups stay as they were).
     pub fn put(&self, device: &DeviceRecord) {
-        let (manufacturer, model) = (self.name(&device.manufacturer), self.name(&device.model));
-        let firmware_version = self.name(&device.firmware_version);
+        let manufacturer = self.name(device.manufacturer.as_deref());
+        let model = self.name(device.model.as_deref());
+        let firmware_version = self.name(device.firmware_version.as_deref());
         let mut entries = write(&self.entries);
         let entries = &mut *entries;
         let entry = entries
@@ -156,6 +157,12 @@ impl DeviceIndex {
         read(&self.entries).devices.get(endpoint).cloned()
     }
 
+    /// The groups device `endpoint` is in (none for a device the index does not hold).
+    pub fn memberships(&self, endpoint: &str) -> Box<[Membership]> {
+        let entries = read(&self.entries);
+        (entries.devices.get(endpoint)).map_or_else(Box::default, |d| d.groups.clone())
+    }
+
     /// The radio cell device `endpoint` was last surveyed in.
     pub fn cell_of(&self, endpoint: &str) -> Option<u32> {
         read(&self.entries).devices.get(endpoint)?.cell_id
@@ -171,7 +178,7 @@ impl DeviceIndex {
     /// Device `endpoint` is now in group `group` (a test device there when `test`), or out of
     /// it (`None`). Nothing for a device the index does not hold.
     pub fn place(&self, endpoint: &str, group: &str, test: Option<bool>) {
-        let shared = self.name(&Some(group.to_string()));
+        let shared = test.and_then(|test| Some((self.name(Some(group))?, test)));
         let mut entries = write(&self.entries);
         let Some(entry) = entries.devices.get_mut(endpoint) else {
             return;
@@ -180,7 +187,7 @@ impl DeviceIndex {
             .filter(|m| &*m.group != group)
             .cloned()
             .collect();
-        if let (Some(test), Some(group)) = (test, shared) {
+        if let Some((group, test)) = shared {
             groups.push(Membership { group, test });
         }
         entry.groups = groups.into_boxed_slice();
@@ -253,8 +260,8 @@ impl DeviceIndex {
     }
 
     /// `name`, shared with every other device naming it.
-    fn name(&self, name: &Option<String>) -> Option<Arc<str>> {
-        let name = name.as_deref()?;
+    fn name(&self, name: Option<&str>) -> Option<Arc<str>> {
+        let name = name?;
         let mut names = lock(&self.names);
         if let Some(known) = names.get(name) {
             return Some(known.clone());
@@ -339,6 +346,18 @@ mod tests {
         }
     }
 
+    /// Where the windows of the tests start: offsets within and past the list, cursors on an
+    /// endpoint, between two, and before and after every one.
+    const STARTS: [WindowStart<'static>; 7] = [
+        WindowStart::Offset(0),
+        WindowStart::Offset(7),
+        WindowStart::Offset(500),
+        WindowStart::After("ep050"),
+        WindowStart::After("ep0505"),
+        WindowStart::After(""),
+        WindowStart::After("zz"),
+    ];
+
     #[test]
     fn windows_match_a_filtered_sorted_walk_and_follow_writes() {
         let mut devices: Vec<DeviceRecord> = (0..200)
@@ -354,15 +373,7 @@ mod tests {
         let check = |index: &DeviceIndex, devices: &[DeviceRecord]| {
             let wanted: Arc<str> = Arc::from("A");
             for descending in [false, true] {
-                for start in [
-                    WindowStart::Offset(0),
-                    WindowStart::Offset(7),
-                    WindowStart::Offset(500),
-                    WindowStart::After("ep050"),
-                    WindowStart::After("ep0505"),
-                    WindowStart::After(""),
-                    WindowStart::After("zz"),
-                ] {
+                for start in STARTS {
                     let got = index.window(
                         |_, d| d.model.as_ref() == Some(&wanted) && d.online,
                         start,
@@ -393,15 +404,7 @@ mod tests {
     /// [`DeviceIndex::window_of_all`] against a walk of every device.
     fn check_all(index: &DeviceIndex, devices: &[DeviceRecord]) {
         for descending in [false, true] {
-            for start in [
-                WindowStart::Offset(0),
-                WindowStart::Offset(7),
-                WindowStart::Offset(500),
-                WindowStart::After("ep050"),
-                WindowStart::After("ep0505"),
-                WindowStart::After(""),
-                WindowStart::After("zz"),
-            ] {
+            for start in STARTS {
                 let got = index.window_of_all(start, descending, 10);
                 let expected = walked(devices, |_| true, start, descending, 10);
                 assert_eq!(got, expected, "{start:?} descending {descending}");

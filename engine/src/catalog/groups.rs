@@ -162,8 +162,7 @@ impl Catalog {
 
     /// The groups device `endpoint` is in.
     pub fn groups_of(&self, endpoint: &str) -> Result<Vec<Group>, CatalogError> {
-        let memberships = self.index.get(endpoint).map(|d| d.groups);
-        (memberships.unwrap_or_default().iter())
+        (self.index.memberships(endpoint).iter())
             .map(|membership| self.group(&membership.group))
             .collect()
     }
@@ -299,8 +298,7 @@ impl Catalog {
         endpoint: &str,
         batch: &mut Batch,
     ) -> Result<(), CatalogError> {
-        let memberships = self.index.get(endpoint).map(|d| d.groups);
-        for membership in memberships.unwrap_or_default().iter() {
+        for membership in self.index.memberships(endpoint).iter() {
             let mut group = self.group(&membership.group)?;
             leave(&mut group, endpoint, membership.test, batch);
             next_revision(&mut group, batch);
