@@ -494,7 +494,7 @@ impl EndpointCore {
         let message_id = packet.header.message_id;
         let confirmable = packet.header.get_type() == MessageType::Confirmable;
         if confirmable {
-            let seen = self.arrive(now, (peer, message_id));
+            let seen = self.arrive(now, peer, &packet);
             if seen != Seen::New {
                 bump(&self.stats.duplicates);
                 let answer = match seen {
@@ -507,10 +507,6 @@ impl EndpointCore {
             }
         }
         let delivered = self.exchanges.on_response(peer, &packet, len);
-        if let Some(id) = delivered {
-            let event = ExchangeEvent::Response(packet, len);
-            self.events.push_back(Event::Exchange(id, event));
-        }
         let answer_type = if delivered.is_some() {
             MessageType::Acknowledgement
         } else {
@@ -520,16 +516,20 @@ impl EndpointCore {
         if confirmable || delivered.is_none() {
             let answer = empty_message(answer_type, message_id);
             if confirmable {
-                self.duplicates.answer((peer, message_id), answer.clone());
+                self.duplicates.answer(peer, &packet, answer.clone());
             }
             self.send(peer, answer);
+        }
+        if let Some(id) = delivered {
+            let event = ExchangeEvent::Response(packet, len);
+            self.events.push_back(Event::Exchange(id, event));
         }
     }
 
     /// A request that came in a datagram of `len` bytes: answered from the duplicate cache,
     /// refused for its options, or handed on as an [`Event::Request`].
     fn on_request(&mut self, now: Instant, packet: Packet, peer: SocketAddr, len: usize) {
-        match self.arrive(now, (peer, packet.header.message_id)) {
+        match self.arrive(now, peer, &packet) {
             Seen::New => {}
             Seen::InProgress => {
                 bump(&self.stats.duplicates);
@@ -557,8 +557,8 @@ impl EndpointCore {
 
     /// Records the arrival of a confirmable message in the duplicate cache, counting the
     /// entries its budget pushed out.
-    fn arrive(&mut self, now: Instant, key: MessageKey) -> Seen {
-        let seen = self.duplicates.arrive(key, now);
+    fn arrive(&mut self, now: Instant, peer: SocketAddr, packet: &Packet) -> Seen {
+        let seen = self.duplicates.arrive(peer, packet, now);
         let evicted = self.duplicates.take_evicted();
         self.stats
             .dedup_evicted
@@ -581,7 +581,6 @@ impl EndpointCore {
         request_len: usize,
         response: &Response,
     ) -> Option<Transmit> {
-        let key = (peer, request.header.message_id);
         if response.silent {
             return self.silence(request, peer, request_len, response);
         }
@@ -590,14 +589,14 @@ impl EndpointCore {
             cut_diagnostic(&mut packet, request_len);
         }
         let Ok(datagram) = encode(&packet) else {
-            self.duplicates.forget(&key);
+            self.duplicates.forget(peer, request);
             tracing::warn!(%peer, "response does not fit in a datagram; dropped");
             return None;
         };
         if request.request_method() == Some(RequestType::Get) {
-            self.duplicates.forget(&key);
+            self.duplicates.forget(peer, request);
         } else {
-            self.duplicates.answer(key, datagram.clone());
+            self.duplicates.answer(peer, request, datagram.clone());
         }
         let charge = response.charge.as_ref().map(|Charge(meter)| {
             meter.add_received(request_len);
@@ -627,7 +626,7 @@ impl EndpointCore {
         }
         let message_id = request.header.message_id;
         let datagram = empty_message(MessageType::Acknowledgement, message_id);
-        self.duplicates.answer((peer, message_id), datagram.clone());
+        self.duplicates.answer(peer, request, datagram.clone());
         Some(Transmit {
             peer,
             datagram,

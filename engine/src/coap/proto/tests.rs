@@ -467,6 +467,31 @@ fn a_duplicate_con_request_is_answered_from_the_cache_and_dispatched_once() {
 
 #[test]
 #[rustfmt::skip]
+fn a_restarted_peer_reusing_a_message_id_gets_its_new_request_handled_not_the_old_answer() {
+    // A client started again on the same port counts its message ids from where a new seed
+    // puts them: the id of its Register, now on a GET with a new token.
+    fn get_same_id(_: &Ids) -> Vec<u8> {
+        let code = MessageClass::Request(RequestType::Get);
+        bytes(message(MessageType::Confirmable, code, 0x0007, &[0x02]))
+    }
+    fn content() -> Response {
+        Response::new(ResponseType::Content)
+    }
+    let mut core = Harness::new(config(), 10);
+    core.run(&[
+        Row { at: 0, input: Input::Datagram(post), sent: &[], events: &["Request CON 0.02 mid=0007 tok=01"], deadline: IDLE },
+        Row { at: 100, input: Input::Answer(changed), sent: &["ACK 2.04 mid=0007 tok=01"], events: &[], deadline: IDLE },
+        Row { at: 200, input: Input::Datagram(get_same_id), sent: &[], events: &["Request CON 0.01 mid=0007 tok=02"], deadline: IDLE },
+        Row { at: 300, input: Input::Answer(content), sent: &["ACK 2.05 mid=0007 tok=02"], events: &[], deadline: IDLE },
+        // The first request's retransmission, late: the new one took its id, so it is new too.
+        Row { at: 400, input: Input::Datagram(post), sent: &[], events: &["Request CON 0.02 mid=0007 tok=01"], deadline: IDLE },
+    ]);
+    let stats = core.core.stats().snapshot();
+    assert_eq!((stats.duplicates, stats.requests_handled), (0, 3));
+}
+
+#[test]
+#[rustfmt::skip]
 fn what_nobody_waits_for_is_reset_and_pings_are_answered_with_reset() {
     fn unknown_con(_: &Ids) -> Vec<u8> {
         bytes(message(MessageType::Confirmable, CONTENT, 0x0009, b"dead"))

@@ -178,7 +178,7 @@ async fn groups_take_devices_of_their_model_only() {
         added.get("devices").is_none(),
         "a group is answered without its devices"
     );
-    assert_eq!(endpoints_of(api, &id).await, json!(nb1));
+    assert_eq!(endpoints_of(api, id).await, json!(nb1));
     let removed = api
         .json(Method::DELETE, &members, &json!({ "endpoints": [nb1[0]] }))
         .await
@@ -186,7 +186,7 @@ async fn groups_take_devices_of_their_model_only() {
         .json();
     assert_eq!(removed["device_count"], 1);
     assert_ne!(removed["revision"], added["revision"]);
-    assert_eq!(endpoints_of(api, &id).await, json!([nb1[1]]));
+    assert_eq!(endpoints_of(api, id).await, json!([nb1[1]]));
 
     // Rename, read, list, delete.
     let renamed = api
