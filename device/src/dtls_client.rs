@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use coap_lite::Packet;
-use fota_engine::coap::dtls::Pipe;
+use fota_engine::coap::dtls::{Pipe, record};
 use openssl::ssl::{
     ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslSession, SslStream, SslVersion,
 };
@@ -79,7 +79,13 @@ impl DtlsClient {
 
     /// Sends what OpenSSL wrote.
     fn flush(&mut self) {
-        for datagram in self.stream.get_mut().take_sent() {
+        let written = self.stream.get_mut().take_sent();
+        self.send(written);
+    }
+
+    /// Sends `datagrams`, in order, and keeps them in `sent`.
+    fn send(&mut self, datagrams: Vec<Vec<u8>>) {
+        for datagram in datagrams {
             self.socket.send(&datagram).unwrap();
             self.sent.push(datagram);
         }
@@ -138,6 +144,21 @@ impl DtlsClient {
         );
         let _ = self.stream.connect();
         self.flush();
+    }
+
+    /// Runs the handshake up to the client's last flight (ClientKeyExchange, ChangeCipherSpec
+    /// and the sealed Finished) and returns that flight unsent: to deliver late with
+    /// [`DtlsClient::send_raw`], then finish with [`DtlsClient::connect`], or never.
+    pub fn hold_last_flight(&mut self) -> Vec<Vec<u8>> {
+        loop {
+            let _ = self.stream.connect();
+            let written = self.stream.get_mut().take_sent();
+            if written.iter().any(|d| record::has_sealed_handshake(d)) {
+                return written;
+            }
+            self.send(written);
+            assert!(self.take_one(), "the server answers the handshake");
+        }
     }
 
     /// Sends `request` sealed, and the CoAP answer to it.

@@ -213,7 +213,12 @@ async fn dtls_refuses_a_wrong_key_an_unknown_identity_and_another_endpoints_name
     if !libcoap::present(client) {
         return;
     }
-    let server = engine(false).await;
+    // A wrong key's Finished never authenticates: its handshake ends at the handshake timeout.
+    let dtls = DtlsConfig {
+        handshake_timeout: Duration::from_secs(1),
+        ..DtlsConfig::default()
+    };
+    let server = engine_with(false, dtls).await;
     let counters = server.dtls_counters().unwrap();
     let coaps = format!("coaps://{}", server.coaps_addr().unwrap());
 
@@ -221,6 +226,7 @@ async fn dtls_refuses_a_wrong_key_an_unknown_identity_and_another_endpoints_name
     let args = ["-m", "post", "-t", "40", "-e", "</5/0>", &rd];
     let wrong_key = ("id-openssl", "not-the-key-0000");
     dtls_client(client, free_port(), wrong_key, &args).await;
+    counted(&counters.finished_unauthenticated, 1).await;
     counted(&counters.handshakes_failed, 1).await;
     let stranger = ("id-stranger", "secret-openssl-1");
     dtls_client(client, free_port(), stranger, &args).await;
@@ -461,6 +467,36 @@ async fn a_device_that_gave_up_a_handshake_starts_another_at_once() {
     });
     again.await.unwrap().expect("the new handshake completes");
     assert_eq!(server.dtls.as_ref().unwrap().sessions(), 1);
+}
+
+/// A Finished that does not authenticate ends no handshake: a device that started over sees
+/// its earlier handshake's last flight (its Finished sealed with that handshake's randoms)
+/// arrive at the new one, twice, before its own; anyone who can send from its address can do
+/// the same. The new handshake completes, and the dropped records are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_finished_records_of_a_handshake_given_up_do_not_end_the_next() {
+    let server = engine(false).await;
+    let counters = server.dtls_counters().unwrap();
+    let coaps = server.coaps_addr().unwrap();
+    let own = ("id-openssl", b"secret-openssl-1".as_slice());
+    let completed = tokio::task::spawn_blocking(move || {
+        let mut given_up = DtlsClient::new(coaps, own, None);
+        let stale = given_up.hold_last_flight();
+        let mut again = DtlsClient::on_socket(given_up.into_socket(), coaps, own, None);
+        let last = again.hold_last_flight();
+        for _ in 0..2 {
+            stale.iter().for_each(|datagram| again.send_raw(datagram));
+        }
+        last.iter().for_each(|datagram| again.send_raw(datagram));
+        again.connect()
+    });
+    completed
+        .await
+        .unwrap()
+        .expect("the new handshake completes");
+    assert!(counters.finished_unauthenticated.load(Ordering::Relaxed) >= 1);
+    assert_eq!(counters.handshakes_failed.load(Ordering::Relaxed), 0);
+    assert_eq!(counters.handshakes.load(Ordering::Relaxed), 1);
 }
 
 /// A device registers over DTLS and closes its session (as aiocoap's tinydtls client does when

@@ -3,9 +3,9 @@
 //! that serves every peer on its one port, so the CoAP endpoint above sees plaintext CoAP
 //! datagrams and, per peer, the PSK identity it proved. Owns the peers' sessions: cookies
 //! before any state (the stateless front in `listen`), the handshake and records (OpenSSL, in
-//! `session`), resumption by session tickets (nothing kept per idle device), and the limits: how
-//! many handshakes and sessions, and when an idle session is freed (the device's next datagram
-//! resumes it). Where keys come from is [`PskKeys`]'s to say.
+//! `session`), resumption by session tickets (nothing kept per idle device), and the limits
+//! (in `peers`): how many handshakes and sessions, and when an idle session is freed (the
+//! device's next datagram resumes it). Where keys come from is [`PskKeys`]'s to say.
 //!
 //! OpenSSL was chosen on evidence: the most deployed DTLS 1.2 server there is (libcoap, the
 //! LwM2M stacks built on it), PSK with CCM_8, CCM, GCM and CBC suites, RFC 5077 tickets, and a
@@ -15,13 +15,14 @@
 
 mod dual;
 mod listen;
+mod peers;
 mod pipe;
 mod session;
 mod timer;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -35,6 +36,7 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use self::listen::{CookieKey, Listened, PEER};
+use self::peers::Peers;
 use self::session::{Session, Step};
 use super::stats::bump;
 use super::transport::{DatagramSocket, IoFuture};
@@ -115,6 +117,9 @@ pub struct DtlsCounters {
     pub resumed: AtomicU64,
     /// Handshakes that failed (wrong key, unknown identity, bad messages) or stalled.
     pub handshakes_failed: AtomicU64,
+    /// Finished records that did not authenticate (a wrong key, or a stale or forged record),
+    /// dropped without ending their handshake.
+    pub finished_unauthenticated: AtomicU64,
     /// Handshakes refused for an identity the engine does not know.
     pub unknown_identities: AtomicU64,
     /// Handshakes dropped to make room for a new one (at the handshake limit).
@@ -134,13 +139,17 @@ pub struct DtlsCounters {
 
 impl DtlsCounters {
     /// Every counter with its name, for `/metrics`.
-    pub fn snapshot(&self) -> [(&'static str, u64); 11] {
+    pub fn snapshot(&self) -> [(&'static str, u64); 12] {
         let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("challenges", read(&self.challenges)),
             ("handshakes", read(&self.handshakes)),
             ("resumed", read(&self.resumed)),
             ("handshakes_failed", read(&self.handshakes_failed)),
+            (
+                "finished_unauthenticated",
+                read(&self.finished_unauthenticated),
+            ),
             ("unknown_identities", read(&self.unknown_identities)),
             ("handshakes_evicted", read(&self.handshakes_evicted)),
             ("dropped", read(&self.dropped)),
@@ -152,10 +161,10 @@ impl DtlsCounters {
     }
 }
 
-/// Peers' sessions, records opened but not yet read by the endpoint, and the OpenSSL context
-/// new handshakes start from, made at the keys' `generation`.
+/// Peers' handshakes and sessions, records opened but not yet read by the endpoint, and the
+/// OpenSSL context new handshakes start from, made at the keys' `generation`.
 struct State {
-    sessions: HashMap<SocketAddr, Session>,
+    peers: Peers,
     opened: VecDeque<(SocketAddr, Vec<u8>)>,
     next_sweep: Instant,
     context: SslContext,
@@ -182,12 +191,13 @@ impl DtlsSocket {
         let generation = keys.generation();
         let context = server_context(&config, keys.clone(), counters.clone())
             .map_err(|error| io::Error::other(format!("DTLS server context: {error}")))?;
+        let peers = Peers::new(config.clone(), counters.clone());
         Ok(DtlsSocket {
             raw,
             config,
             keys,
             state: Mutex::new(State {
-                sessions: HashMap::new(),
+                peers,
                 opened: VecDeque::new(),
                 next_sweep: Instant::now(),
                 context,
@@ -204,12 +214,12 @@ impl DtlsSocket {
 
     /// Sessions held now (established or handshaking).
     pub fn sessions(&self) -> usize {
-        self.lock().sessions.len()
+        self.lock().peers.len()
     }
 
     /// Whether `peer` has a session (established or handshaking).
     pub fn has_session(&self, peer: SocketAddr) -> bool {
-        self.lock().sessions.contains_key(&peer)
+        self.lock().peers.contains(peer)
     }
 
     /// Frees idle sessions, drops stalled handshakes and the sessions of replaced keys now
@@ -218,7 +228,7 @@ impl DtlsSocket {
         let now = Instant::now();
         let mut state = self.lock();
         state.next_sweep = now + SWEEP_EVERY;
-        self.sweep_sessions(&mut state.sessions, now);
+        state.peers.sweep(now);
         self.follow_key_changes(&mut state);
     }
 
@@ -234,7 +244,7 @@ impl DtlsSocket {
         let state = &mut *guard;
         if now >= state.next_sweep {
             state.next_sweep = now + SWEEP_EVERY;
-            self.sweep_sessions(&mut state.sessions, now);
+            state.peers.sweep(now);
         }
         self.follow_key_changes(state);
         if !record::is_dtls(datagram) {
@@ -243,14 +253,13 @@ impl DtlsSocket {
         }
         // A ClientHello goes on with the handshake it started (sent again: the server's flight
         // was lost); any other starts anew (the device restarted, or gave up a handshake).
-        if record::is_initial_client_hello(datagram) {
-            let started_it = |s: &Session| !s.established() && s.started_by(datagram);
-            if !state.sessions.get(&peer).is_some_and(started_it) {
-                let ssl = self.new_ssl(&state.context);
-                return self.hello(&mut state.sessions, ssl, datagram, peer, now);
-            }
+        if record::is_initial_client_hello(datagram)
+            && !state.peers.handshake_started_by(peer, datagram)
+        {
+            let ssl = self.new_ssl(&state.context);
+            return self.hello(&mut state.peers, ssl, datagram, peer, now);
         }
-        let Some(session) = state.sessions.get_mut(&peer) else {
+        let Some(session) = state.peers.get_mut(peer) else {
             bump(&self.counters.dropped);
             tracing::trace!(%peer, len = datagram.len(), first = datagram[0], "DTLS record from a peer without a session dropped");
             return Vec::new();
@@ -259,7 +268,7 @@ impl DtlsSocket {
         let sealed_handshake = record::has_sealed_handshake(datagram);
         let step = session.receive(datagram, sealed_handshake, now, &mut opened);
         let replies = session.take_sent();
-        self.after(&mut state.sessions, peer, step);
+        self.after(&mut state.peers, peer, step);
         state.opened.extend(opened.into_iter().map(|d| (peer, d)));
         replies
     }
@@ -269,7 +278,7 @@ impl DtlsSocket {
     /// restarted, RFC 6347 section 4.2.8, or gave up a handshake it began before it slept).
     fn hello(
         &self,
-        sessions: &mut HashMap<SocketAddr, Session>,
+        peers: &mut Peers,
         ssl: Result<Ssl, ErrorStack>,
         datagram: &[u8],
         peer: SocketAddr,
@@ -302,18 +311,11 @@ impl DtlsSocket {
                 return Vec::new();
             }
         };
-        let handshaking = sessions.values().filter(|s| !s.established()).count();
-        if handshaking >= self.config.max_handshakes {
-            self.evict_handshake(sessions);
-        }
-        if sessions.remove(&peer).is_none() && sessions.len() >= self.config.max_sessions {
-            self.free_least_recent(sessions);
-        }
-        let mut session = Session::accept(stream, record::client_random(datagram), now);
-        let step = session.handshake();
-        let replies = session.take_sent();
-        sessions.insert(peer, session);
-        self.after(sessions, peer, step);
+        let mut handshake = Session::accept(stream, record::client_random(datagram), now);
+        let step = handshake.handshake();
+        let replies = handshake.take_sent();
+        peers.start_handshake(peer, handshake);
+        self.after(peers, peer, step);
         replies
     }
 
@@ -325,23 +327,26 @@ impl DtlsSocket {
         Ok(ssl)
     }
 
-    /// Acts on what a datagram did to `peer`'s session.
-    fn after(&self, sessions: &mut HashMap<SocketAddr, Session>, peer: SocketAddr, step: Step) {
-        let Some(session) = sessions.get(&peer) else {
-            return;
-        };
+    /// Acts on what a datagram did to `peer`'s handshake or session.
+    fn after(&self, peers: &mut Peers, peer: SocketAddr, step: Step) {
         match step {
             Step::Continue => {}
-            Step::Established => self.established(sessions, peer),
+            Step::Established => self.established(peers, peer),
+            Step::Unauthenticated => {
+                bump(&self.counters.finished_unauthenticated);
+                let first = peers.get_mut(peer).is_some_and(|h| h.unauthenticated == 1);
+                if first {
+                    tracing::warn!(%peer, "DTLS: the client's Finished does not authenticate (its key is not the one its identity has, or the record is stale or forged); dropped, the handshake waits for one that does");
+                }
+            }
             Step::Closed => {
                 tracing::debug!(%peer, "DTLS session closed by the peer");
-                sessions.remove(&peer);
+                peers.remove(peer);
             }
             Step::Failed(reason) => {
                 bump(&self.counters.handshakes_failed);
-                let identity = session.identity().cloned();
+                let identity = peers.remove(peer).and_then(|s| s.identity().cloned());
                 tracing::warn!(%peer, ?identity, %reason, "DTLS session failed and was dropped");
-                sessions.remove(&peer);
             }
         }
     }
@@ -365,7 +370,7 @@ impl DtlsSocket {
             }
         }
         state.generation = generation;
-        state.sessions.retain(|peer, session| {
+        state.peers.retain_sessions(|peer, session| {
             let Some(identity) = session.identity() else {
                 return true;
             };
@@ -381,8 +386,8 @@ impl DtlsSocket {
     /// A completed handshake. A resumed one proves the identity's key as it stood when the
     /// ticket was issued (tickets from before a key changed do not resume): it stands only
     /// while the identity still has a key.
-    fn established(&self, sessions: &mut HashMap<SocketAddr, Session>, peer: SocketAddr) {
-        let Some(session) = sessions.get_mut(&peer) else {
+    fn established(&self, peers: &mut Peers, peer: SocketAddr) {
+        let Some(session) = peers.establish(peer) else {
             return;
         };
         let identity = session.identity().cloned().unwrap_or_default();
@@ -390,7 +395,7 @@ impl DtlsSocket {
         if session.resumed() && session.key_digest.is_none() {
             bump(&self.counters.handshakes_failed);
             tracing::warn!(%peer, ?identity, "DTLS resumption refused: the identity no longer has a key");
-            sessions.remove(&peer);
+            peers.remove(peer);
             return;
         }
         bump(&self.counters.handshakes);
@@ -403,69 +408,11 @@ impl DtlsSocket {
         );
     }
 
-    /// Frees idle sessions and drops stalled handshakes.
-    fn sweep_sessions(&self, sessions: &mut HashMap<SocketAddr, Session>, now: Instant) {
-        sessions.retain(|peer, session| {
-            if session.established() {
-                let idle = now.duration_since(session.last_active) < self.config.idle_timeout;
-                if !idle {
-                    bump(&self.counters.sessions_freed);
-                    tracing::debug!(%peer, "idle DTLS session freed");
-                }
-                return idle;
-            }
-            let live = now.duration_since(session.started) < self.config.handshake_timeout;
-            if !live {
-                bump(&self.counters.handshakes_failed);
-                tracing::warn!(
-                    %peer,
-                    "DTLS handshake did not complete in time and was dropped (a wrong key \
-                     shows so with clients that do not send an alert)"
-                );
-            }
-            live
-        });
-    }
-
-    /// Drops the least recently active handshake of the source address that holds the most.
-    fn evict_handshake(&self, sessions: &mut HashMap<SocketAddr, Session>) {
-        let mut per_source: HashMap<IpAddr, usize> = HashMap::new();
-        for (peer, _) in sessions.iter().filter(|(_, s)| !s.established()) {
-            *per_source.entry(peer.ip()).or_default() += 1;
-        }
-        let Some((busiest, _)) = per_source.into_iter().max_by_key(|(_, count)| *count) else {
-            return;
-        };
-        let victim = sessions
-            .iter()
-            .filter(|(peer, s)| !s.established() && peer.ip() == busiest)
-            .min_by_key(|(_, s)| s.last_active)
-            .map(|(peer, _)| *peer);
-        if let Some(peer) = victim {
-            sessions.remove(&peer);
-            bump(&self.counters.handshakes_evicted);
-            tracing::debug!(%peer, "DTLS handshake dropped for a newer one (handshake limit)");
-        }
-    }
-
-    /// Frees the established session that was active least recently.
-    fn free_least_recent(&self, sessions: &mut HashMap<SocketAddr, Session>) {
-        let oldest = sessions
-            .iter()
-            .filter(|(_, session)| session.established())
-            .min_by_key(|(_, session)| session.last_active)
-            .map(|(peer, _)| *peer);
-        if let Some(peer) = oldest {
-            sessions.remove(&peer);
-            bump(&self.counters.sessions_freed);
-        }
-    }
-
     /// Seals `datagram` for `to`: the records to send.
     fn seal(&self, datagram: &[u8], to: SocketAddr) -> io::Result<Vec<Vec<u8>>> {
         let now = Instant::now();
         let mut state = self.lock();
-        let Some(session) = state.sessions.get_mut(&to).filter(|s| s.established()) else {
+        let Some(session) = state.peers.session_mut(to) else {
             return Err(io::Error::new(
                 io::ErrorKind::NotConnected,
                 format!("no DTLS session with {to}: the device must connect first"),
@@ -540,7 +487,7 @@ impl DatagramSocket for DtlsSocket {
     }
 
     fn peer_identity(&self, peer: SocketAddr) -> Option<Arc<str>> {
-        self.lock().sessions.get(&peer)?.identity().cloned()
+        self.lock().peers.session(peer)?.identity().cloned()
     }
 }
 
@@ -599,7 +546,7 @@ fn psk_of(
 }
 
 /// Just enough of the DTLS record format (RFC 6347 section 4.1) to route a datagram.
-mod record {
+pub mod record {
     /// Content types: change_cipher_spec 20, alert 21, handshake 22, application_data 23,
     /// heartbeat 24, tls12_cid 25.
     const CONTENT_TYPES: std::ops::RangeInclusive<u8> = 20..=25;

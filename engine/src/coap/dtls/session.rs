@@ -20,14 +20,14 @@ const MAX_PLAINTEXT: usize = 2048;
 /// the server in this state. A Finished that overtook its ClientKeyExchange (or came after
 /// the client's first flight was lost in part) arrives before this state and is kept by
 /// OpenSSL for its epoch; application data sent by a client whose Finished was lost is not a
-/// handshake record: neither is taken for a wrong key.
+/// handshake record: neither is taken for a Finished that failed.
+///
+/// A Finished that fails proves nothing against the handshake, so it never ends one: it may
+/// be a stale flight of a handshake the device gave up at the same address (sealed with that
+/// handshake's randoms), or forged by anyone who can send from the device's address. The
+/// handshake waits for a Finished that authenticates; with a wrong key none comes, and it ends
+/// when the device starts over, at the handshake limit (first) or at the handshake timeout.
 const READ_CHANGE_CIPHER_SPEC: &str = "TRCCS";
-
-/// Finished records that failed so before the handshake fails: the first may be a stale
-/// flight of an earlier handshake from the same address (the device started over while it was
-/// on its way, and its Finished was sealed with that handshake's randoms); a wrong key fails
-/// again when the client sends its flight once more.
-const UNAUTHENTICATED_FINISHED: u32 = 2;
 
 /// What a datagram did to a session.
 #[derive(Debug, PartialEq)]
@@ -36,6 +36,8 @@ pub(super) enum Step {
     Continue,
     /// The handshake just completed.
     Established,
+    /// A Finished record did not authenticate and was dropped; the handshake goes on.
+    Unauthenticated,
     /// The peer closed the connection (close_notify).
     Closed,
     /// The handshake or the connection failed: the session is over.
@@ -55,7 +57,7 @@ pub(super) struct Session {
     /// The random of the ClientHello that started the handshake, to know it when it comes again.
     client_random: [u8; 32],
     /// Finished records that did not authenticate.
-    unauthenticated: u32,
+    pub unauthenticated: u32,
     /// SHA-256 of the identity's key when the handshake completed: a session whose identity's
     /// key changed since is dropped.
     pub key_digest: Option<[u8; 32]>,
@@ -122,13 +124,7 @@ impl Session {
         let waiting_for_finished = self.stream.ssl().state_string() == READ_CHANGE_CIPHER_SPEC;
         if step == Step::Continue && sealed_handshake && waiting_for_finished {
             self.unauthenticated += 1;
-            if self.unauthenticated >= UNAUTHENTICATED_FINISHED {
-                return Step::Failed(
-                    "the client's Finished does not authenticate, twice: its key is not the \
-                     one its identity has"
-                        .into(),
-                );
-            }
+            return Step::Unauthenticated;
         }
         step
     }
