@@ -148,16 +148,19 @@ impl DtlsClient {
 
     /// Runs the handshake up to the client's last flight (ClientKeyExchange, ChangeCipherSpec
     /// and the sealed Finished) and returns that flight unsent: to deliver late with
-    /// [`DtlsClient::send_raw`], then finish with [`DtlsClient::connect`], or never.
-    pub fn hold_last_flight(&mut self) -> Vec<Vec<u8>> {
+    /// [`DtlsClient::send_raw`], then finish with [`DtlsClient::connect`], or never (the
+    /// server holds a handshake for it meanwhile). An error when the server stops answering.
+    pub fn hold_last_flight(&mut self) -> Result<Vec<Vec<u8>>, String> {
         loop {
             let _ = self.stream.connect();
             let written = self.stream.get_mut().take_sent();
             if written.iter().any(|d| record::has_sealed_handshake(d)) {
-                return written;
+                return Ok(written);
             }
             self.send(written);
-            assert!(self.take_one(), "the server answers the handshake");
+            if !self.take_one() {
+                return Err("the server stopped answering the handshake".into());
+            }
         }
     }
 

@@ -2,14 +2,17 @@
 //! (issue 17's probe): a survey-starving Register flood, guessed registration locations, a
 //! registration flood with huge lifetimes and object lists, amplification by package requests
 //! and Registers, log injection in endpoint names, a duplicate-cache flood, and, when given the
-//! HTTP address, unauthenticated bodies and slow connections. After each attack a probe device
-//! registers from another address and the time until the engine surveyed it is measured.
+//! HTTP address, unauthenticated bodies and slow connections, and when given the coaps address,
+//! what a stranger without a key can send to DTLS (`dtls_attacks`). After each attack a probe
+//! device registers from another address and the time until the engine surveyed it is
+//! measured (on coaps: until a new handshake was served).
 //! Prints a table (attack, sent, effect) and `attack.NAME.FIGURE = value` lines.
 //!
 //! Attacks come from 127.0.0.2 and up, the probe from 127.0.0.1: loopback, so run it on the
 //! engine's machine (`--coap 127.0.0.1:5683`).
 
 mod coap_attacks;
+mod dtls_attacks;
 mod http_attacks;
 mod probe_device;
 
@@ -30,6 +33,9 @@ pub struct AttackArgs {
     /// The engine's HTTP address (host:port); without it the HTTP attacks are left out.
     #[arg(long)]
     http: Option<SocketAddr>,
+    /// The engine's coaps address (on this machine); without it the DTLS attacks are left out.
+    #[arg(long)]
+    coaps: Option<SocketAddr>,
     /// The engine's process id, to measure its memory (VmRSS) around each attack.
     #[arg(long)]
     pid: Option<u32>,
@@ -64,6 +70,17 @@ pub async fn run(args: AttackArgs) -> anyhow::Result<()> {
     if let Some(http) = args.http {
         rows.push(http_attacks::unauthenticated_bodies(http, args.pid).await?);
         rows.push(http_attacks::slow_connections(http, if args.quick { 20 } else { 50 }).await?);
+    }
+    if let Some(coaps) = args.coaps {
+        let pid = args.pid;
+        let dtls = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Row>> {
+            Ok(vec![
+                dtls_attacks::hello_flood(coaps, 50 * scale, pid)?,
+                dtls_attacks::half_open(coaps, 300 * scale, pid)?,
+                dtls_attacks::garbage(coaps, 500 * scale, pid)?,
+            ])
+        });
+        rows.extend(dtls.await??);
     }
     print(&rows);
     Ok(())

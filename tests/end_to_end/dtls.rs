@@ -481,9 +481,9 @@ async fn stale_finished_records_of_a_handshake_given_up_do_not_end_the_next() {
     let own = ("id-openssl", b"secret-openssl-1".as_slice());
     let completed = tokio::task::spawn_blocking(move || {
         let mut given_up = DtlsClient::new(coaps, own, None);
-        let stale = given_up.hold_last_flight();
+        let stale = given_up.hold_last_flight().unwrap();
         let mut again = DtlsClient::on_socket(given_up.into_socket(), coaps, own, None);
-        let last = again.hold_last_flight();
+        let last = again.hold_last_flight().unwrap();
         for _ in 0..2 {
             stale.iter().for_each(|datagram| again.send_raw(datagram));
         }

@@ -4,8 +4,10 @@
 //! from other loopback addresses. Each attack must fail: a new device is still surveyed during
 //! each, guessed registration locations are refused, floods are refused or cut, package
 //! requests amplify nothing, forged log lines are refused, the duplicate cache stays in its
-//! budget, unauthenticated uploads are answered before their body, and half-sent request heads
-//! are closed; and the fleet registers, is surveyed and upgrades as before.
+//! budget, unauthenticated uploads are answered before their body, half-sent request heads
+//! are closed, and on coaps (issue 27) ClientHello floods, handshakes left past the cookie and
+//! garbage keep no more than the handshake limit and a new handshake is still served; and the
+//! fleet registers, is surveyed and upgrades as before.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -99,7 +101,8 @@ fn fleet_and_task(engine: &Served, dir: &std::path::Path) -> (FotaProcess, Strin
 fn every_attack_fails_while_a_fleet_beside_it_upgrades() {
     let dir = scratch("edge-attacks");
     // Half-sent heads are closed after 2 s instead of the default 10: the same cut, sooner.
-    let config = "http_header_timeout_secs = 2\n[edge]\ndedup_cache_bytes = 65536\n";
+    let config = "http_header_timeout_secs = 2\n[edge]\ndedup_cache_bytes = 65536\n\
+                  [coaps]\naddr = \"127.0.0.1:0\"\nmax_handshakes = 64\n";
     let engine = serve_with(&dir, &[], config);
     let (fleet, task) = fleet_and_task(&engine, &dir);
 
@@ -107,6 +110,7 @@ fn every_attack_fails_while_a_fleet_beside_it_upgrades() {
         .args(["attack", "--quick", "--coap", &engine.coap.to_string()])
         .args(["--http", engine.http.trim_start_matches("http://")])
         .args(["--pid", &engine.process.child.id().to_string()])
+        .args(["--coaps", &engine.coaps.expect("coaps is on").to_string()])
         .output()
         .expect("fota attack runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -157,6 +161,23 @@ fn every_attack_fails_while_a_fleet_beside_it_upgrades() {
     assert!(evicted.expect("the eviction counter") > 0);
     let refused = engine.metric("fota_edge_defences_total{defence=\"registers_refused\"}");
     assert!(refused.is_some());
+
+    // 8: on coaps, a new handshake is served after each attack; handshakes left past the
+    // cookie beyond the limit gave way to newer ones, and no stranger got a session.
+    for attack in ["dtls_hello_flood", "dtls_half_open", "dtls_garbage"] {
+        let took = figure(&format!("attack.{attack}.probe_handshake_ms"));
+        assert!(took.is_finite(), "{attack}: no handshake served");
+    }
+    let dtls = |event: &str| {
+        let name = format!("fota_dtls_events_total{{event=\"{event}\"}}");
+        engine.metric(&name).unwrap_or_else(|| panic!("no {name}"))
+    };
+    assert!(dtls("handshakes_evicted") > 0);
+    assert_eq!(dtls("handshakes"), 0);
+    let held = engine
+        .metric("fota_dtls_sessions")
+        .expect("the sessions gauge");
+    assert!(held <= 64, "{held} handshakes held, the limit is 64");
 
     // And the fleet beside it upgraded as before.
     let done = engine.wait_for(&format!("/v1/tasks/{task}"), "the task completed", |t| {
