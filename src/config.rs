@@ -52,7 +52,9 @@
 //! addr = "0.0.0.0:5684"              # keys: PUT /v1/devices/{endpoint}/credentials)
 //! require = false                    # true: every plain CoAP Register is refused (4.01)
 //! package_authority = "fota.example.net:5684"  # host:port in coaps Package URIs
-//! idle_timeout_secs = 600            # a session idle this long is freed (resumed by ticket)
+//! idle_timeout_secs = 86400          # a session idle this long is freed (resumed by ticket)
+//! compact_after_secs = 30            # an idle session keeps its keys alone (a few hundred
+//!                                    # bytes, not OpenSSL's 22 KiB), on AEAD suites
 //! handshake_timeout_secs = 60        # a handshake not done by then is dropped
 //! max_handshakes = 1024              # handshakes past the cookie at once
 //! max_sessions = 100000              # sessions kept; the least recently active goes first
@@ -266,6 +268,7 @@ pub struct CoapsFile {
     require: Option<bool>,
     package_authority: Option<String>,
     idle_timeout_secs: Option<u64>,
+    compact_after_secs: Option<u64>,
     handshake_timeout_secs: Option<u64>,
     max_handshakes: Option<usize>,
     max_sessions: Option<usize>,
@@ -287,6 +290,7 @@ impl CoapsFile {
                 .unwrap_or(d.package_authority),
             dtls: DtlsConfig {
                 idle_timeout: seconds(self.idle_timeout_secs, dtls.idle_timeout),
+                compact_after: seconds(self.compact_after_secs, dtls.compact_after),
                 handshake_timeout: seconds(self.handshake_timeout_secs, dtls.handshake_timeout),
                 max_handshakes: self.max_handshakes.unwrap_or(dtls.max_handshakes),
                 max_sessions: self.max_sessions.unwrap_or(dtls.max_sessions),

@@ -7,7 +7,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use coap_lite::Packet;
+use coap_lite::{ContentFormat, MessageClass, MessageType, Packet, ResponseType};
 use fota_engine::coap::dtls::{Pipe, record};
 use openssl::ssl::{
     ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslSession, SslStream, SslVersion,
@@ -166,8 +166,35 @@ impl DtlsClient {
 
     /// Sends `request` sealed, and the CoAP answer to it.
     pub fn exchange(&mut self, request: &Packet) -> Option<Packet> {
-        self.stream.ssl_write(&request.to_bytes().unwrap()).unwrap();
+        self.send_sealed(request);
+        self.read_packet()
+    }
+
+    /// Waits for a request from the server and answers it with `code` and a text `payload`,
+    /// piggybacked; false when no request came.
+    pub fn answer_one(&mut self, code: ResponseType, payload: &[u8]) -> bool {
+        let Some(request) = self.read_packet() else {
+            return false;
+        };
+        let mut answer = Packet::new();
+        answer.header.set_type(MessageType::Acknowledgement);
+        answer.header.code = MessageClass::Response(code);
+        answer.header.message_id = request.header.message_id;
+        answer.set_token(request.get_token().to_vec());
+        answer.set_content_format(ContentFormat::TextPlain);
+        answer.payload = payload.to_vec();
+        self.send_sealed(&answer);
+        true
+    }
+
+    /// Sends `packet` sealed.
+    fn send_sealed(&mut self, packet: &Packet) {
+        self.stream.ssl_write(&packet.to_bytes().unwrap()).unwrap();
         self.flush();
+    }
+
+    /// The next CoAP message from the server.
+    fn read_packet(&mut self) -> Option<Packet> {
         let mut plaintext = [0u8; 2048];
         loop {
             match self.stream.ssl_read(&mut plaintext) {

@@ -1,7 +1,8 @@
 //! `fota bench dtls`: what coaps costs. Full and resumed handshakes per second against the
-//! engine's DTLS server, the resident memory per idle DTLS session it holds, whether it keeps
-//! anything per resumable device once idle sessions are freed, and Block2 blocks per second
-//! over coaps against plain CoAP, in the same run.
+//! engine's DTLS server, the resident memory per DTLS session it holds with OpenSSL's
+//! connection, the heap per session once idle sessions went compact (their keys alone),
+//! whether it keeps anything per resumable device once idle sessions are freed, and Block2
+//! blocks per second over coaps against plain CoAP, in the same run.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use fota_engine::server::{CoapsConfig, DeviceKeys, ServerConfig};
 use openssl::ssl::SslSession;
 use zeroize::Zeroizing;
 
+use super::alloc;
 use super::harness::{self, Engine};
 use super::procfs;
 use super::stats::figure;
@@ -46,8 +48,11 @@ const KEY: &[u8] = b"0123456789abcdef";
 const BLOCK: usize = 1024;
 
 /// Idle time after which the server frees a session, in this benchmark: longer than holding
-/// the sessions of the memory figure takes.
-const IDLE: Duration = Duration::from_secs(10);
+/// the sessions of the memory figure and their going compact take.
+const IDLE: Duration = Duration::from_secs(15);
+
+/// Idle time after which a session goes compact, in this benchmark.
+const COMPACT_AFTER: Duration = Duration::from_secs(3);
 
 /// Every identity `bench-N` is device `bench-N`, with [`KEY`].
 struct BenchKeys;
@@ -81,6 +86,7 @@ pub async fn run(args: DtlsArgs) -> anyhow::Result<()> {
         addr: "127.0.0.1:0".parse()?,
         dtls: DtlsConfig {
             idle_timeout: IDLE,
+            compact_after: COMPACT_AFTER,
             max_sessions: sessions * 2,
             ..DtlsConfig::default()
         },
@@ -92,9 +98,10 @@ pub async fn run(args: DtlsArgs) -> anyhow::Result<()> {
     let plain = engine.server.coap_addr();
     println!("# fota bench dtls: {handshakes} handshakes, {sessions} idle sessions");
 
+    // Memory first: the sessions' tables start empty, so what they grow by is counted.
+    idle_memory(&engine, coaps, sessions).await?;
     let tickets = tokio::task::spawn_blocking(move || handshake_rate(coaps, handshakes)).await??;
     tokio::task::spawn_blocking(move || resumption_rate(coaps, &tickets)).await??;
-    idle_memory(&engine, coaps, sessions).await?;
     let package = harness::package(args.package_kib)?;
     let uri_path = engine.server.shelf.put(package).uri("coap", "x");
     let path = uri_path.trim_start_matches("coap://x/").to_string();
@@ -131,10 +138,16 @@ fn resumption_rate(coaps: SocketAddr, tickets: &[SslSession]) -> anyhow::Result<
     Ok(())
 }
 
-/// Resident bytes per idle session the server holds, and what is left once it freed them.
+/// Resident bytes per idle session the server holds with OpenSSL's connection, the engine's
+/// heap per session once they went compact (every byte of a compact session is the engine's
+/// heap; OpenSSL's connection is not), and what is left once it freed them.
 async fn idle_memory(engine: &Engine, coaps: SocketAddr, count: usize) -> anyhow::Result<()> {
     let dtls = engine.server.dtls.clone().expect("coaps is on");
     harness::poll_until(IDLE * 10, "sessions freed", || dtls.sessions() == 0).await?;
+    alloc::enable();
+    let heap_before = alloc::engine_net_bytes();
+    let counters = engine.server.dtls_counters().expect("coaps is on");
+    let compacted_before = counters.sessions_compacted.load(Ordering::Relaxed) as usize;
     let before = procfs::resident_bytes()?;
     let sockets = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<UdpSocket>> {
         (0..count)
@@ -151,6 +164,13 @@ async fn idle_memory(engine: &Engine, coaps: SocketAddr, count: usize) -> anyhow
     let per_session = (after as f64 - before as f64) / held.max(1) as f64;
     figure("dtls.idle_sessions_held", held as f64, "");
     figure("dtls.resident_bytes_per_idle_session", per_session, "B");
+    let compacted = || {
+        let compacted = counters.sessions_compacted.load(Ordering::Relaxed) as usize;
+        compacted - compacted_before >= held
+    };
+    harness::poll_until(IDLE, "idle sessions compact", compacted).await?;
+    let heap = (alloc::engine_net_bytes() - heap_before) as f64 / held.max(1) as f64;
+    figure("dtls.heap_bytes_per_compact_session", heap, "B");
     harness::poll_until(IDLE * 10, "idle sessions freed", || dtls.sessions() == 0).await?;
     figure(
         "dtls.sessions_left_after_idle_timeout",

@@ -158,7 +158,13 @@ async fn libcoap_over_dtls_registers_and_downloads_a_package_with_block2() {
     if !clients.iter().all(|client| libcoap::present(client)) {
         return;
     }
-    let server = engine(false).await;
+    // Every session goes compact as its handshake completes: the Register and the download
+    // are sealed and opened by the engine's own record layer, not OpenSSL's connection.
+    let at_once = DtlsConfig {
+        compact_after: Duration::ZERO,
+        ..DtlsConfig::default()
+    };
+    let server = engine_with(false, at_once).await;
     let coaps = format!("coaps://{}", server.coaps_addr().unwrap());
     let image: Vec<u8> = (0..48 * 1024u32)
         .map(|i| (i * 13 + (i >> 7)) as u8)
@@ -204,7 +210,12 @@ async fn libcoap_over_dtls_registers_and_downloads_a_package_with_block2() {
         counters.challenges.load(Ordering::Relaxed) >= 4,
         "a cookie before every handshake"
     );
-    assert!(counters.handshakes.load(Ordering::Relaxed) >= 4);
+    let handshakes = counters.handshakes.load(Ordering::Relaxed);
+    assert!(handshakes >= 4);
+    assert_eq!(
+        counters.sessions_compacted.load(Ordering::Relaxed),
+        handshakes
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -467,6 +478,91 @@ async fn a_device_that_gave_up_a_handshake_starts_another_at_once() {
     });
     again.await.unwrap().expect("the new handshake completes");
     assert_eq!(server.dtls.as_ref().unwrap().sessions(), 1);
+}
+
+/// An idle session lets OpenSSL's connection go and keeps its keys alone: the device goes on
+/// with the same session, its records opened and its answers sealed by the engine; records
+/// from before and after are not taken twice; its close_notify ends the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_goes_on_compact_with_its_keys_alone() {
+    let dtls = DtlsConfig {
+        compact_after: Duration::ZERO,
+        ..DtlsConfig::default()
+    };
+    let server = engine_with(false, dtls).await;
+    let counters = server.dtls_counters().unwrap();
+    let coaps = server.coaps_addr().unwrap();
+    let own = ("id-openssl", b"secret-openssl-1".as_slice());
+    let mut device = DtlsClient::new(coaps, own, None);
+    let register = request(RequestType::Post, &["rd"], &["ep=dev-openssl", "lt=120"], 1);
+    let (mut device, created) = tokio::task::spawn_blocking(move || {
+        device.connect().expect("the handshake completes");
+        let created = device.exchange(&register);
+        (device, created)
+    })
+    .await
+    .unwrap();
+    let created = created.expect("an answer to the Register");
+    assert_eq!(created.response_code(), Some(ResponseType::Created));
+    let location = created.location_path();
+    let registered_record = device.sent.last().unwrap().clone();
+
+    server.dtls.as_ref().unwrap().sweep();
+    assert_eq!(counters.sessions_compacted.load(Ordering::Relaxed), 1);
+    let (device, answers) = tokio::task::spawn_blocking(move || {
+        let location: Vec<&str> = location.iter().map(String::as_str).collect();
+        // A record OpenSSL opened, replayed, then two Updates over the compact session, the
+        // first replayed too.
+        device.send_raw(&registered_record);
+        let first = device.exchange(&request(RequestType::Post, &location, &[], 2));
+        let update_record = device.sent.last().unwrap().clone();
+        device.send_raw(&update_record);
+        let second = device.exchange(&request(RequestType::Post, &location, &[], 3));
+        (device, [first, second])
+    })
+    .await
+    .unwrap();
+    for (answer, token) in answers.iter().zip([2u16, 3]) {
+        let answer = answer.as_ref().expect("an answer over the compact session");
+        assert_eq!(answer.response_code(), Some(ResponseType::Changed));
+        assert_eq!(
+            answer.get_token(),
+            &token.to_be_bytes(),
+            "no replay reached CoAP"
+        );
+    }
+    assert_eq!(
+        counters.handshakes.load(Ordering::Relaxed),
+        1,
+        "no new handshake"
+    );
+
+    // The engine's requests go out sealed by it, and the device's answers come back.
+    let address = server.registry.get("dev-openssl").unwrap().address;
+    let read = server
+        .management
+        .read(address, LwM2mPath::resource(3, 0, 0));
+    let mut device = device;
+    let answered = tokio::task::spawn_blocking(move || {
+        let answered = device.answer_one(ResponseType::Content, b"Acme");
+        device.close();
+        answered
+    });
+    let (read, answered) = tokio::join!(read, answered);
+    assert!(answered.unwrap(), "the device opened the engine's request");
+    assert!(
+        read.is_ok(),
+        "the engine opened the device's answer: {read:?}"
+    );
+    let dtls = server.dtls.as_ref().unwrap();
+    let closed = async {
+        while dtls.sessions() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(BOUND, closed)
+        .await
+        .expect("the close_notify ended the compact session");
 }
 
 /// A Finished that does not authenticate ends no handshake: a device that started over sees

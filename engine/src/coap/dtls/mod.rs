@@ -13,6 +13,7 @@
 //! (RFC 9146): a device whose NAT binding moved after sleep resumes its session with an
 //! abbreviated handshake (one round trip, no key exchange) instead.
 
+mod compact;
 mod dual;
 mod listen;
 mod peers;
@@ -73,6 +74,12 @@ pub struct DtlsConfig {
     /// A session with no datagram either way for this long is freed; the device's next
     /// handshake resumes it from its ticket.
     pub idle_timeout: Duration,
+    /// A session on an AEAD suite with no datagram either way for this long lets OpenSSL's
+    /// connection go (about 22 KiB) and keeps only its keys and sequence numbers (a few
+    /// hundred bytes); the engine seals and opens its records from then on. Zero: as the
+    /// handshake completes (then a client whose copy of the server's last flight was lost
+    /// must start over: OpenSSL's connection would have sent that flight again).
+    pub compact_after: Duration,
     /// A handshake not complete this long after its verified ClientHello is dropped.
     pub handshake_timeout: Duration,
     /// Handshakes going on at once (past the cookie). A new one past the limit takes the
@@ -97,7 +104,8 @@ impl Default for DtlsConfig {
                 "PSK-AES256-CCM8",
             ]
             .join(":"),
-            idle_timeout: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(86_400),
+            compact_after: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(60),
             max_handshakes: 1024,
             max_sessions: 100_000,
@@ -128,6 +136,8 @@ pub struct DtlsCounters {
     pub dropped: AtomicU64,
     /// Sessions freed for idleness or to make room.
     pub sessions_freed: AtomicU64,
+    /// Idle sessions whose OpenSSL connection was let go for their keys alone.
+    pub sessions_compacted: AtomicU64,
     /// Plain CoAP datagrams dropped because their source address speaks DTLS (it has a
     /// session, or a device registered from it over coaps).
     pub plain_refused: AtomicU64,
@@ -139,7 +149,7 @@ pub struct DtlsCounters {
 
 impl DtlsCounters {
     /// Every counter with its name, for `/metrics`.
-    pub fn snapshot(&self) -> [(&'static str, u64); 12] {
+    pub fn snapshot(&self) -> [(&'static str, u64); 13] {
         let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("challenges", read(&self.challenges)),
@@ -154,6 +164,7 @@ impl DtlsCounters {
             ("handshakes_evicted", read(&self.handshakes_evicted)),
             ("dropped", read(&self.dropped)),
             ("sessions_freed", read(&self.sessions_freed)),
+            ("sessions_compacted", read(&self.sessions_compacted)),
             ("plain_refused", read(&self.plain_refused)),
             ("sends_refused", read(&self.sends_refused)),
             ("revoked", read(&self.revoked)),
@@ -311,7 +322,7 @@ impl DtlsSocket {
                 return Vec::new();
             }
         };
-        let mut handshake = Session::accept(stream, record::client_random(datagram), now);
+        let mut handshake = Session::accept(*stream, record::client_random(datagram), now);
         let step = handshake.handshake();
         let replies = handshake.take_sent();
         peers.start_handshake(peer, handshake);
@@ -334,7 +345,9 @@ impl DtlsSocket {
             Step::Established => self.established(peers, peer),
             Step::Unauthenticated => {
                 bump(&self.counters.finished_unauthenticated);
-                let first = peers.get_mut(peer).is_some_and(|h| h.unauthenticated == 1);
+                let first = peers
+                    .get_mut(peer)
+                    .is_some_and(|h| h.unauthenticated() == 1);
                 if first {
                     tracing::warn!(%peer, "DTLS: the client's Finished does not authenticate (its key is not the one its identity has, or the record is stale or forged); dropped, the handshake waits for one that does");
                 }
@@ -406,6 +419,9 @@ impl DtlsSocket {
             %peer, ?identity, cipher = session.cipher(), resumed = session.resumed(),
             "DTLS session established"
         );
+        if self.config.compact_after.is_zero() && session.compact() {
+            bump(&self.counters.sessions_compacted);
+        }
     }
 
     /// Seals `datagram` for `to`: the records to send.
@@ -418,8 +434,7 @@ impl DtlsSocket {
                 format!("no DTLS session with {to}: the device must connect first"),
             ));
         };
-        session.seal(datagram, now)?;
-        Ok(session.take_sent())
+        session.seal(datagram, now)
     }
 
     /// Reads raw datagrams until one opens into a CoAP datagram for the endpoint.
@@ -507,8 +522,13 @@ fn server_context(
     let mut builder = SslContext::builder(SslMethod::dtls_server())?;
     builder.set_min_proto_version(Some(SslVersion::DTLS1_2))?;
     builder.set_cipher_list(&config.ciphers)?;
+    // The server's order of suites wins: LwM2M's CCM_8 when the client offers it (an AEAD
+    // suite's session can go compact when idle; its 8-byte tag is the cheapest on the air).
     builder.set_options(
-        SslOptions::NO_RENEGOTIATION | SslOptions::NO_QUERY_MTU | SslOptions::COOKIE_EXCHANGE,
+        SslOptions::NO_RENEGOTIATION
+            | SslOptions::NO_QUERY_MTU
+            | SslOptions::COOKIE_EXCHANGE
+            | SslOptions::CIPHER_SERVER_PREFERENCE,
     );
     builder.set_mode(SslMode::RELEASE_BUFFERS);
     builder.set_session_cache_mode(SslSessionCacheMode::OFF);
@@ -558,18 +578,45 @@ pub mod record {
         datagram.len() >= HEADER && CONTENT_TYPES.contains(&datagram[0]) && datagram[1] == 0xfe
     }
 
+    /// One record of a datagram.
+    pub struct Record<'a> {
+        /// Its content type (see [`CONTENT_TYPES`]).
+        pub content_type: u8,
+        /// Its epoch: 0 in the clear, 1 and up sealed with the keys of a handshake.
+        pub epoch: u16,
+        /// Its sequence number within the epoch (48 bits).
+        pub sequence: u64,
+        /// Its body (the fragment), whole.
+        pub body: &'a [u8],
+    }
+
+    /// The whole records `datagram` holds, in order, up to the first that is not DTLS or
+    /// not whole.
+    pub fn records(datagram: &[u8]) -> impl Iterator<Item = Record<'_>> {
+        let mut rest = datagram;
+        std::iter::from_fn(move || {
+            if !is_dtls(rest) {
+                return None;
+            }
+            let len = usize::from(u16::from_be_bytes([rest[11], rest[12]]));
+            let body = rest.get(HEADER..HEADER + len)?;
+            let mut sequence = [0u8; 8];
+            sequence[2..].copy_from_slice(&rest[5..11]);
+            let record = Record {
+                content_type: rest[0],
+                epoch: u16::from_be_bytes([rest[3], rest[4]]),
+                sequence: u64::from_be_bytes(sequence),
+                body,
+            };
+            rest = &rest[HEADER + len..];
+            Some(record)
+        })
+    }
+
     /// Whether any record of `datagram` is a handshake record of an epoch after 0 (sealed: a
     /// Finished).
     pub fn has_sealed_handshake(datagram: &[u8]) -> bool {
-        let mut rest = datagram;
-        while is_dtls(rest) {
-            if rest[0] == 22 && rest[3..5] != [0, 0] {
-                return true;
-            }
-            let len = usize::from(u16::from_be_bytes([rest[11], rest[12]]));
-            rest = rest.get(HEADER + len..).unwrap_or_default();
-        }
-        false
+        records(datagram).any(|r| r.content_type == 22 && r.epoch != 0)
     }
 
     /// The client random of the ClientHello `datagram` starts with (after the record header,

@@ -101,26 +101,34 @@ impl Peers {
     }
 
     /// Frees the sessions idle since `idle_timeout` before `now` (the device's next
-    /// handshake resumes from its ticket) and drops the handshakes older than
-    /// `handshake_timeout`.
+    /// handshake resumes from its ticket), makes those idle since `compact_after` compact,
+    /// and drops the handshakes older than `handshake_timeout`.
     pub fn sweep(&mut self, now: Instant) {
         let counters = &self.counters;
-        let idle_timeout = self.config.idle_timeout;
+        let DtlsConfig {
+            idle_timeout,
+            compact_after,
+            ..
+        } = self.config;
         self.sessions.retain(|peer, session| {
-            let active = now.duration_since(session.last_active) < idle_timeout;
-            if !active {
+            let idle = now.duration_since(session.last_active);
+            if idle >= idle_timeout {
                 bump(&counters.sessions_freed);
                 tracing::debug!(%peer, "idle DTLS session freed");
+                return false;
             }
-            active
+            if idle >= compact_after && !session.is_compact() && session.compact() {
+                bump(&counters.sessions_compacted);
+            }
+            true
         });
         let handshake_timeout = self.config.handshake_timeout;
         self.handshakes.retain(|peer, handshake| {
             let live = now.duration_since(handshake.started) < handshake_timeout;
             if !live {
                 bump(&counters.handshakes_failed);
-                if handshake.unauthenticated > 0 {
-                    tracing::warn!(%peer, finished = handshake.unauthenticated, "DTLS handshake dropped: the client's Finished never authenticated, so its key is not the one its identity has");
+                if handshake.unauthenticated() > 0 {
+                    tracing::warn!(%peer, finished = handshake.unauthenticated(), "DTLS handshake dropped: the client's Finished never authenticated, so its key is not the one its identity has");
                 } else {
                     tracing::warn!(%peer, "DTLS handshake did not complete in time and was dropped");
                 }
@@ -135,7 +143,7 @@ impl Peers {
         let failed = self
             .handshakes
             .iter()
-            .filter(|(_, h)| h.unauthenticated > 0);
+            .filter(|(_, h)| h.unauthenticated() > 0);
         let victim = match least_recent(failed) {
             Some(peer) => Some(peer),
             None => self.least_recent_of_busiest_source(),
@@ -192,7 +200,7 @@ mod tests {
     fn handshake(at: Instant) -> Session {
         let context = SslContext::builder(SslMethod::dtls()).unwrap().build();
         let stream = SslStream::new(Ssl::new(&context).unwrap(), Pipe::default()).unwrap();
-        Session::accept(Box::new(stream), [0; 32], at)
+        Session::accept(stream, [0; 32], at)
     }
 
     fn peers(max_handshakes: usize, max_sessions: usize) -> Peers {
@@ -216,7 +224,7 @@ mod tests {
         let t0 = Instant::now();
         let second = Duration::from_secs(1);
         let mut wrong_key = handshake(t0 + second);
-        wrong_key.unauthenticated = 1;
+        wrong_key.mark_unauthenticated();
         peers.start_handshake(at(1, 1), wrong_key);
         peers.start_handshake(at(2, 1), handshake(t0));
         peers.start_handshake(at(2, 2), handshake(t0 + 2 * second));

@@ -5,10 +5,12 @@
 use std::io;
 use std::sync::Arc;
 
-use openssl::ssl::{ErrorCode, SslStream};
+use openssl::ssl::{ErrorCode, SslRef, SslStream};
 use tokio::time::Instant;
 
+use super::compact::{Compact, Opened};
 use super::pipe::Pipe;
+use super::record;
 
 /// Largest plaintext of one record the engine reads (a CoAP datagram is at most 1,152 B).
 const MAX_PLAINTEXT: usize = 2048;
@@ -44,104 +46,47 @@ pub(super) enum Step {
     Failed(String),
 }
 
-/// One peer's connection.
-pub(super) struct Session {
-    /// OpenSSL's connection over the peer's pipe.
-    stream: Box<SslStream<Pipe>>,
-    /// The PSK identity the peer proved, once the handshake completed.
-    identity: Option<Arc<str>>,
-    /// When the handshake started.
-    pub started: Instant,
-    /// When the last datagram came from the peer or went to it.
-    pub last_active: Instant,
+/// How a session's records are sealed and opened.
+enum Link {
+    /// By OpenSSL: the handshake, and the session while it is active.
+    OpenSsl(Box<OpenSslLink>),
+    /// By the engine, from the session's keys: an idle session on an AEAD suite.
+    Compact(Box<Compact>),
+}
+
+/// OpenSSL's connection over the peer's pipe, and how far its sealed records went each way
+/// (where a compact record layer takes over).
+struct OpenSslLink {
+    stream: SslStream<Pipe>,
     /// The random of the ClientHello that started the handshake, to know it when it comes again.
     client_random: [u8; 32],
     /// Finished records that did not authenticate.
-    pub unauthenticated: u32,
-    /// SHA-256 of the identity's key when the handshake completed: a session whose identity's
-    /// key changed since is dropped.
-    pub key_digest: Option<[u8; 32]>,
+    unauthenticated: u32,
+    /// The epoch and the highest sequence number of the sealed records OpenSSL sent.
+    sent_top: Option<(u16, u64)>,
+    /// The highest sequence number of the peer's sealed records that completed the handshake
+    /// or opened into data.
+    received_top: Option<u64>,
 }
 
-impl Session {
-    /// A handshake going on from a verified ClientHello (already in `stream`'s pipe) whose
-    /// random is `client_random`.
-    pub fn accept(stream: Box<SslStream<Pipe>>, client_random: [u8; 32], now: Instant) -> Session {
-        Session {
-            stream,
-            identity: None,
-            started: now,
-            last_active: now,
-            client_random,
-            unauthenticated: 0,
-            key_digest: None,
+impl OpenSslLink {
+    /// Notes the sealed records of `datagram`, which completed the handshake or opened.
+    fn note_received(&mut self, datagram: &[u8]) {
+        let sealed = record::records(datagram).filter(|r| r.epoch != 0);
+        let top = sealed.map(|r| r.sequence).max();
+        self.received_top = self.received_top.max(top);
+    }
+
+    /// The datagrams OpenSSL wrote for the peer since the last call, their sealed records
+    /// noted.
+    fn take_sent(&mut self) -> Vec<Vec<u8>> {
+        let sent = self.stream.get_mut().take_sent();
+        for datagram in &sent {
+            let sealed = record::records(datagram).filter(|r| r.epoch != 0);
+            let top = sealed.map(|r| (r.epoch, r.sequence)).max();
+            self.sent_top = self.sent_top.max(top);
         }
-    }
-
-    /// Whether the ClientHello `datagram` starts with is the one that started this handshake.
-    pub fn started_by(&self, datagram: &[u8]) -> bool {
-        super::record::client_random(datagram) == self.client_random
-    }
-
-    /// Whether the handshake completed.
-    pub fn established(&self) -> bool {
-        self.identity.is_some()
-    }
-
-    /// The identity the peer proved, once established.
-    pub fn identity(&self) -> Option<&Arc<str>> {
-        self.identity.as_ref()
-    }
-
-    /// Whether the session was resumed (abbreviated handshake).
-    pub fn resumed(&self) -> bool {
-        self.stream.ssl().session_reused()
-    }
-
-    /// The suite in use.
-    pub fn cipher(&self) -> &'static str {
-        self.stream
-            .ssl()
-            .current_cipher()
-            .map_or("none", |cipher| cipher.name())
-    }
-
-    /// Takes one datagram from the peer; CoAP datagrams it carried go to `opened`.
-    /// `sealed_handshake`: the datagram holds a handshake record of a later epoch than 0.
-    pub fn receive(
-        &mut self,
-        datagram: &[u8],
-        sealed_handshake: bool,
-        now: Instant,
-        opened: &mut Vec<Vec<u8>>,
-    ) -> Step {
-        self.last_active = now;
-        self.stream.get_mut().push(datagram);
-        if self.established() {
-            return self.open(opened);
-        }
-        let step = self.handshake();
-        let waiting_for_finished = self.stream.ssl().state_string() == READ_CHANGE_CIPHER_SPEC;
-        if step == Step::Continue && sealed_handshake && waiting_for_finished {
-            self.unauthenticated += 1;
-            return Step::Unauthenticated;
-        }
-        step
-    }
-
-    /// Drives the handshake with what OpenSSL and the pipe hold.
-    pub fn handshake(&mut self) -> Step {
-        match self.stream.accept() {
-            Ok(()) => match self.stream.ssl().psk_identity() {
-                Some(identity) => {
-                    self.identity = Some(String::from_utf8_lossy(identity).into());
-                    Step::Established
-                }
-                None => Step::Failed("the handshake named no PSK identity".into()),
-            },
-            Err(error) if error.code() == ErrorCode::WANT_READ => Step::Continue,
-            Err(error) => Step::Failed(error.to_string()),
-        }
+        sent
     }
 
     /// Opens every record the pipe holds. OpenSSL drops records that fail authentication or
@@ -161,17 +106,212 @@ impl Session {
         }
     }
 
-    /// Seals one CoAP datagram; the records to send come from [`Session::take_sent`].
-    pub fn seal(&mut self, datagram: &[u8], now: Instant) -> io::Result<()> {
-        self.last_active = now;
-        self.stream
-            .ssl_write(datagram)
-            .map(drop)
-            .map_err(|error| io::Error::other(error.to_string()))
+    /// The compact record layer that can take over from here, if the suite allows.
+    fn compact(&self) -> Option<Compact> {
+        let (epoch, sent) = self.sent_top?;
+        Compact::of(self.stream.ssl(), epoch, sent + 1, self.received_top)
+    }
+}
+
+/// One peer's connection: what the handshake alone needs is in OpenSSL's link, so a compact
+/// session is this and its keys.
+pub(super) struct Session {
+    /// How its records are sealed and opened.
+    link: Link,
+    /// The PSK identity the peer proved, once the handshake completed.
+    identity: Option<Arc<str>>,
+    /// When the handshake started.
+    pub started: Instant,
+    /// When the last datagram came from the peer or went to it.
+    pub last_active: Instant,
+    /// SHA-256 of the identity's key when the handshake completed: a session whose identity's
+    /// key changed since is dropped.
+    pub key_digest: Option<[u8; 32]>,
+}
+
+impl Session {
+    /// A handshake going on from a verified ClientHello (already in `stream`'s pipe) whose
+    /// random is `client_random`.
+    pub fn accept(stream: SslStream<Pipe>, client_random: [u8; 32], now: Instant) -> Session {
+        let link = OpenSslLink {
+            stream,
+            client_random,
+            unauthenticated: 0,
+            sent_top: None,
+            received_top: None,
+        };
+        Session {
+            link: Link::OpenSsl(Box::new(link)),
+            identity: None,
+            started: now,
+            last_active: now,
+            key_digest: None,
+        }
     }
 
-    /// The datagrams OpenSSL wrote for the peer since the last call.
+    /// Whether the ClientHello `datagram` starts with is the one that started this handshake.
+    pub fn started_by(&self, datagram: &[u8]) -> bool {
+        let Link::OpenSsl(link) = &self.link else {
+            return false;
+        };
+        record::client_random(datagram) == link.client_random
+    }
+
+    /// Finished records of the handshake that did not authenticate.
+    pub fn unauthenticated(&self) -> u32 {
+        match &self.link {
+            Link::OpenSsl(link) => link.unauthenticated,
+            Link::Compact(_) => 0,
+        }
+    }
+
+    /// Whether the handshake completed.
+    pub fn established(&self) -> bool {
+        self.identity.is_some()
+    }
+
+    /// The identity the peer proved, once established.
+    pub fn identity(&self) -> Option<&Arc<str>> {
+        self.identity.as_ref()
+    }
+
+    /// OpenSSL's connection, while it has the session.
+    fn ssl(&self) -> Option<&SslRef> {
+        match &self.link {
+            Link::OpenSsl(link) => Some(link.stream.ssl()),
+            Link::Compact(_) => None,
+        }
+    }
+
+    /// Whether the session was resumed (abbreviated handshake), as OpenSSL tells.
+    pub fn resumed(&self) -> bool {
+        self.ssl().is_some_and(SslRef::session_reused)
+    }
+
+    /// The suite in use, as OpenSSL tells.
+    pub fn cipher(&self) -> &'static str {
+        let cipher = self.ssl().and_then(SslRef::current_cipher);
+        cipher.map_or("none", |cipher| cipher.name())
+    }
+
+    /// Counts a Finished that did not authenticate, as a datagram would.
+    #[cfg(test)]
+    pub fn mark_unauthenticated(&mut self) {
+        if let Link::OpenSsl(link) = &mut self.link {
+            link.unauthenticated += 1;
+        }
+    }
+
+    /// Whether the engine seals and opens the session's records itself.
+    pub fn is_compact(&self) -> bool {
+        matches!(self.link, Link::Compact(_))
+    }
+
+    /// Takes one datagram from the peer; CoAP datagrams it carried go to `opened`.
+    /// `sealed_handshake`: the datagram holds a handshake record of a later epoch than 0.
+    pub fn receive(
+        &mut self,
+        datagram: &[u8],
+        sealed_handshake: bool,
+        now: Instant,
+        opened: &mut Vec<Vec<u8>>,
+    ) -> Step {
+        self.last_active = now;
+        let established = self.established();
+        let link = match &mut self.link {
+            Link::Compact(compact) => return open_compact(compact, datagram, opened),
+            Link::OpenSsl(link) => link,
+        };
+        link.stream.get_mut().push(datagram);
+        if established {
+            let before = opened.len();
+            let step = link.open(opened);
+            if opened.len() > before {
+                link.note_received(datagram);
+            }
+            return step;
+        }
+        let step = self.handshake();
+        let Link::OpenSsl(link) = &mut self.link else {
+            return step;
+        };
+        if step == Step::Established {
+            link.note_received(datagram);
+        }
+        let waiting_for_finished = link.stream.ssl().state_string() == READ_CHANGE_CIPHER_SPEC;
+        if step == Step::Continue && sealed_handshake && waiting_for_finished {
+            link.unauthenticated += 1;
+            return Step::Unauthenticated;
+        }
+        step
+    }
+
+    /// Drives the handshake with what OpenSSL and the pipe hold.
+    pub fn handshake(&mut self) -> Step {
+        let Link::OpenSsl(link) = &mut self.link else {
+            return Step::Continue;
+        };
+        match link.stream.accept() {
+            Ok(()) => match link.stream.ssl().psk_identity() {
+                Some(identity) => {
+                    self.identity = Some(String::from_utf8_lossy(identity).into());
+                    Step::Established
+                }
+                None => Step::Failed("the handshake named no PSK identity".into()),
+            },
+            Err(error) if error.code() == ErrorCode::WANT_READ => Step::Continue,
+            Err(error) => Step::Failed(error.to_string()),
+        }
+    }
+
+    /// Seals one CoAP datagram: the datagrams to send.
+    pub fn seal(&mut self, datagram: &[u8], now: Instant) -> io::Result<Vec<Vec<u8>>> {
+        self.last_active = now;
+        match &mut self.link {
+            Link::Compact(compact) => Ok(vec![compact.seal(datagram)?]),
+            Link::OpenSsl(link) => {
+                link.stream
+                    .ssl_write(datagram)
+                    .map_err(|error| io::Error::other(error.to_string()))?;
+                Ok(link.take_sent())
+            }
+        }
+    }
+
+    /// The datagrams OpenSSL wrote for the peer since the last call (handshake flights).
     pub fn take_sent(&mut self) -> Vec<Vec<u8>> {
-        self.stream.get_mut().take_sent()
+        match &mut self.link {
+            Link::OpenSsl(link) => link.take_sent(),
+            Link::Compact(_) => Vec::new(),
+        }
+    }
+
+    /// Lets OpenSSL's connection go and keeps only what the records need, if the session is
+    /// established on an AEAD suite; whether it is compact now.
+    pub fn compact(&mut self) -> bool {
+        let Link::OpenSsl(link) = &self.link else {
+            return true;
+        };
+        if !self.established() {
+            return false;
+        }
+        match link.compact() {
+            Some(compact) => {
+                self.link = Link::Compact(Box::new(compact));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Opens `datagram` with a compact session's record layer.
+fn open_compact(compact: &mut Compact, datagram: &[u8], opened: &mut Vec<Vec<u8>>) -> Step {
+    match compact.open(datagram) {
+        Opened::Data(data) => {
+            opened.extend(data);
+            Step::Continue
+        }
+        Opened::Ended => Step::Closed,
     }
 }
