@@ -190,8 +190,9 @@ impl DtlsClientSocket {
         let Some((server, stream)) = connection.as_mut().filter(|(peer, _)| *peer == from) else {
             return Vec::new();
         };
-        *unanswered = 0;
         let server = *server;
+        let opened_before = opened.len();
+        let was_up = *up;
         stream.get_mut().push(datagram);
         if !*up {
             match handshake_step(stream) {
@@ -214,7 +215,14 @@ impl DtlsClientSocket {
         if *up {
             open_all(stream, opened);
         }
-        stream.get_mut().take_sent()
+        let sent = stream.get_mut().take_sent();
+        // Only a datagram that moved the handshake on or opened is an answer: records the
+        // connection cannot open (of a session the server holds and the device does not) are
+        // silence, so the device still starts over after its patience.
+        if *up != was_up || opened.len() > opened_before || !sent.is_empty() {
+            *unanswered = 0;
+        }
+        sent
     }
 
     /// Reads raw datagrams until one opens into a CoAP datagram.

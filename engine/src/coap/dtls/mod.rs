@@ -76,9 +76,9 @@ pub struct DtlsConfig {
     pub idle_timeout: Duration,
     /// A session on an AEAD suite with no datagram either way for this long lets OpenSSL's
     /// connection go (about 22 KiB) and keeps only its keys and sequence numbers (a few
-    /// hundred bytes); the engine seals and opens its records from then on. Zero: as the
-    /// handshake completes (then a client whose copy of the server's last flight was lost
-    /// must start over: OpenSSL's connection would have sent that flight again).
+    /// hundred bytes); the engine seals and opens its records from then on. Only once the
+    /// peer sent data over the session (or resumed it): until then it may still need OpenSSL
+    /// to send the server's last flight again. Zero: as soon as that is so.
     pub compact_after: Duration,
     /// A handshake not complete this long after its verified ClientHello is dropped.
     pub handshake_timeout: Duration,
@@ -280,6 +280,9 @@ impl DtlsSocket {
         let step = session.receive(datagram, sealed_handshake, now, &mut opened);
         let replies = session.take_sent();
         self.after(&mut state.peers, peer, step);
+        if self.config.compact_after.is_zero() {
+            self.compact_now(&mut state.peers, peer);
+        }
         state.opened.extend(opened.into_iter().map(|d| (peer, d)));
         replies
     }
@@ -419,7 +422,15 @@ impl DtlsSocket {
             %peer, ?identity, cipher = session.cipher(), resumed = session.resumed(),
             "DTLS session established"
         );
-        if self.config.compact_after.is_zero() && session.compact() {
+    }
+
+    /// Makes `peer`'s session compact if it can be (a `compact_after` of zero: as soon as the
+    /// peer sent data over it).
+    fn compact_now(&self, peers: &mut Peers, peer: SocketAddr) {
+        let Some(session) = peers.session_mut(peer) else {
+            return;
+        };
+        if !session.is_compact() && session.compact() {
             bump(&self.counters.sessions_compacted);
         }
     }

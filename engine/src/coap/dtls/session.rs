@@ -67,6 +67,10 @@ struct OpenSslLink {
     /// The highest sequence number of the peer's sealed records that completed the handshake
     /// or opened into data.
     received_top: Option<u64>,
+    /// Whether the peer sent data over the session: it has the server's last flight. Until
+    /// then OpenSSL's connection stays, as only it can send that flight again when the peer
+    /// repeats its own (a lost Finished of a full handshake).
+    data_received: bool,
 }
 
 impl OpenSslLink {
@@ -106,8 +110,13 @@ impl OpenSslLink {
         }
     }
 
-    /// The compact record layer that can take over from here, if the suite allows.
+    /// The compact record layer that can take over from here, if the suite allows and the
+    /// peer is known to have completed the handshake (it sent data, or the handshake was
+    /// abbreviated: then the peer's Finished was its last message).
     fn compact(&self) -> Option<Compact> {
+        if !self.data_received && !self.stream.ssl().session_reused() {
+            return None;
+        }
         let (epoch, sent) = self.sent_top?;
         Compact::of(self.stream.ssl(), epoch, sent + 1, self.received_top)
     }
@@ -139,6 +148,7 @@ impl Session {
             unauthenticated: 0,
             sent_top: None,
             received_top: None,
+            data_received: false,
         };
         Session {
             link: Link::OpenSsl(Box::new(link)),
@@ -228,6 +238,7 @@ impl Session {
             let step = link.open(opened);
             if opened.len() > before {
                 link.note_received(datagram);
+                link.data_received = true;
             }
             return step;
         }
