@@ -54,7 +54,7 @@
 //! package_authority = "fota.example.net:5684"  # host:port in coaps Package URIs
 //! idle_timeout_secs = 86400          # a session idle this long is freed (resumed by ticket)
 //! compact_after_secs = 30            # an idle session keeps its keys alone (a few hundred
-//!                                    # bytes, not OpenSSL's 22 KiB), on AEAD suites
+//!                                    # bytes, not OpenSSL's 44 KB), on AEAD suites
 //! handshake_timeout_secs = 60        # a handshake not done by then is dropped
 //! max_handshakes = 1024              # handshakes past the cookie at once
 //! max_sessions = 100000              # sessions kept; the least recently active goes first

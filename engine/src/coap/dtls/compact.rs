@@ -1,5 +1,5 @@
-//! `Compact`: an established DTLS 1.2 session kept as what its records need, about 200 bytes
-//! in place of OpenSSL's connection object (about 22 KiB): the suite's AEAD keys and implicit
+//! `Compact`: an established DTLS 1.2 session kept as what its records need, a few hundred bytes
+//! in place of OpenSSL's connection object (about 44 KB): the suite's AEAD keys and implicit
 //! nonces, the epoch, the next sequence number to send and the window of those received (RFC
 //! 6347 section 4.1.2.6). The engine then seals and opens the session's records itself, as RFC
 //! 5288 and RFC 6655 define AEAD records (AES through OpenSSL's EVP). The keys come from the

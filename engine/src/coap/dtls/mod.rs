@@ -75,7 +75,7 @@ pub struct DtlsConfig {
     /// handshake resumes it from its ticket.
     pub idle_timeout: Duration,
     /// A session on an AEAD suite with no datagram either way for this long lets OpenSSL's
-    /// connection go (about 22 KiB) and keeps only its keys and sequence numbers (a few
+    /// connection go (about 44 KB) and keeps only its keys and sequence numbers (a few
     /// hundred bytes); the engine seals and opens its records from then on. Only once the
     /// peer sent data over the session (or resumed it): until then it may still need OpenSSL
     /// to send the server's last flight again. Zero: as soon as that is so.

@@ -1,6 +1,7 @@
 //! `Session`: one peer's DTLS connection on the shared socket, from the verified ClientHello
 //! to its end: the handshake, then records opened into CoAP datagrams and CoAP datagrams
-//! sealed into records. Knows nothing of other peers or of the socket.
+//! sealed into records, by OpenSSL's connection, or once the session is made compact by the
+//! engine's own record layer (`compact`). Knows nothing of other peers or of the socket.
 
 use std::io;
 use std::sync::Arc;
