@@ -750,13 +750,19 @@ async fn sleeping_devices_keep_their_session_through_psm_and_resume_it_once_free
         awake: Duration::from_millis(300),
         asleep: Duration::from_millis(700),
     };
-    // Sessions outlive a sleep: every wake-up's Update goes over the session made at first.
-    let server = fleet_engine(DtlsConfig::default()).await;
+    // Sessions outlive a sleep: every wake-up's Update goes over the session made at first,
+    // compact on the engine's side while the device sleeps (idle 200 ms here).
+    let compact = DtlsConfig {
+        compact_after: Duration::from_millis(200),
+        ..DtlsConfig::default()
+    };
+    let server = fleet_engine(compact).await;
     let mut events = server.registry.subscribe();
     let _fleet = coaps_fleet(&server, 5, Some(cycle)).await;
     updates(&mut events, 15).await;
     let counters = server.dtls_counters().unwrap();
     assert_eq!(counters.handshakes.load(Ordering::Relaxed), 5, "one each");
+    assert!(counters.sessions_compacted.load(Ordering::Relaxed) >= 5);
 
     // Sessions freed while the devices sleep: each finds its records unanswered and resumes
     // its session from its ticket, then goes on updating.
@@ -778,7 +784,13 @@ async fn sleeping_devices_keep_their_session_through_psm_and_resume_it_once_free
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reference_fleet_registers_over_coaps_and_takes_a_push() {
-    let server = fleet_engine(DtlsConfig::default()).await;
+    // Sessions go compact once the device sent data: the push goes over the engine's own
+    // record layer, and the devices' new sessions after their install's reboot too.
+    let at_once = DtlsConfig {
+        compact_after: Duration::ZERO,
+        ..DtlsConfig::default()
+    };
+    let server = fleet_engine(at_once).await;
     let fleet = coaps_fleet(&server, 10, None).await;
     let (package, new_image) = package_80k();
     let jobs = push_jobs(&server, &fleet, &package, 512);
@@ -791,6 +803,7 @@ async fn the_reference_fleet_registers_over_coaps_and_takes_a_push() {
     }
     let counters = server.dtls_counters().unwrap();
     assert!(counters.handshakes.load(Ordering::Relaxed) >= 10);
+    assert!(counters.sessions_compacted.load(Ordering::Relaxed) >= 10);
 }
 
 #[test]
