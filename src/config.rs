@@ -52,7 +52,8 @@
 //! addr = "0.0.0.0:5684"              # keys: PUT /v1/devices/{endpoint}/credentials)
 //! require = false                    # true: every plain CoAP Register is refused (4.01)
 //! package_authority = "fota.example.net:5684"  # host:port in coaps Package URIs
-//! idle_timeout_secs = 86400          # a session idle this long is freed (resumed by ticket)
+//! idle_timeout_secs = 86400          # a compact session idle this long is freed (resumed
+//!                                    # by ticket; one holding OpenSSL's: after 600 s)
 //! compact_after_secs = 30            # an idle session keeps its keys alone (a few hundred
 //!                                    # bytes, not OpenSSL's 44 KB), on AEAD suites
 //! handshake_timeout_secs = 60        # a handshake not done by then is dropped

@@ -8,12 +8,18 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::session::Session;
 use super::{DtlsConfig, DtlsCounters};
 use crate::coap::stats::bump;
+
+/// Longest a session that did not go compact (a CBC suite, or a peer that never sent data)
+/// stays idle: it holds OpenSSL's connection, about 44 KB, so it is freed as every session
+/// was before sessions went compact, whatever longer `idle_timeout` compact ones have.
+const HELD_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The peers' handshakes and sessions, within `config`'s limits.
 pub(super) struct Peers {
@@ -100,9 +106,10 @@ impl Peers {
         self.sessions.retain(keep);
     }
 
-    /// Frees the sessions idle since `idle_timeout` before `now` (the device's next
-    /// handshake resumes from its ticket), makes those idle since `compact_after` compact,
-    /// and drops the handshakes older than `handshake_timeout`.
+    /// Makes the sessions idle since `compact_after` before `now` compact, frees those idle
+    /// since `idle_timeout` (since [`HELD_IDLE_TIMEOUT`] if they are not compact; the
+    /// device's next handshake resumes from its ticket), and drops the handshakes older than
+    /// `handshake_timeout`.
     pub fn sweep(&mut self, now: Instant) {
         let counters = &self.counters;
         let DtlsConfig {
@@ -112,13 +119,17 @@ impl Peers {
         } = self.config;
         self.sessions.retain(|peer, session| {
             let idle = now.duration_since(session.last_active);
-            if idle >= idle_timeout {
+            if idle >= compact_after && !session.is_compact() && session.compact() {
+                bump(&counters.sessions_compacted);
+            }
+            let limit = match session.is_compact() {
+                true => idle_timeout,
+                false => idle_timeout.min(HELD_IDLE_TIMEOUT),
+            };
+            if idle >= limit {
                 bump(&counters.sessions_freed);
                 tracing::debug!(%peer, "idle DTLS session freed");
                 return false;
-            }
-            if idle >= compact_after && !session.is_compact() && session.compact() {
-                bump(&counters.sessions_compacted);
             }
             true
         });
@@ -284,5 +295,22 @@ mod tests {
         let counters = &peers.counters;
         assert_eq!(counters.handshakes_failed.load(Ordering::Relaxed), 1);
         assert_eq!(counters.sessions_freed.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_session_holding_openssls_connection_is_freed_after_ten_minutes_idle() {
+        let mut held = peers(10, 10);
+        held.config.idle_timeout = Duration::from_secs(86_400);
+        let t0 = Instant::now();
+        held.start_handshake(at(3, 1), handshake(t0));
+        held.establish(at(3, 1));
+        held.sweep(t0 + HELD_IDLE_TIMEOUT - Duration::from_secs(1));
+        assert_eq!(held.len(), 1);
+        held.sweep(t0 + HELD_IDLE_TIMEOUT);
+        assert_eq!(
+            held.len(),
+            0,
+            "not compact: freed though compact ones stay a day"
+        );
     }
 }
