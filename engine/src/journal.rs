@@ -363,7 +363,7 @@ mod tests {
             }
             assert_eq!(ids(&journal.read_after(0, 10).unwrap()), [3, 4, 5]);
         }
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir).unwrap());
+        let store: Arc<dyn Store> = Arc::new(SledStore::reopen(&dir).unwrap());
         let journal = Journal::keeping(store.clone(), Clock::starting_at(0), 2).unwrap();
         assert_eq!(journal.last_id(), 5);
         assert_eq!(ids(&journal.read_after(0, 10).unwrap()), [4, 5], "trimmed");

@@ -718,7 +718,7 @@ mod tests {
                 .unwrap();
             credentials.remove("urn:imei:3").unwrap();
         }
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir).unwrap());
+        let store: Arc<dyn Store> = Arc::new(SledStore::reopen(&dir).unwrap());
         let again = open(&store);
         assert_eq!(again.psk("id-1b"), Some(key(4)));
         assert_eq!(again.psk("id-1"), None);

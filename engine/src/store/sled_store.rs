@@ -28,6 +28,24 @@ impl SledStore {
         Ok(store)
     }
 
+    /// Opens the store at `dir` again in the process that dropped it (tests): sled's
+    /// background flusher lets go of the directory's lock a moment after the last handle is
+    /// dropped, so this waits for the lock, within a bound.
+    pub fn reopen(dir: &Path) -> Result<SledStore, StoreError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match SledStore::open(dir) {
+                Err(StoreError::Io(error))
+                    if error.contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                opened => return opened,
+            }
+        }
+    }
+
     /// A store that lives only as long as the process (tests).
     pub fn temporary() -> Result<SledStore, StoreError> {
         let db = sled::Config::new().temporary(true).open().map_err(io)?;
@@ -143,7 +161,7 @@ mod tests {
             store.put_durable("thing/a", &thing("a", 1)).unwrap();
             store.put_durable("other/x", &thing("x", 9)).unwrap();
         }
-        let store = SledStore::open(&dir).unwrap();
+        let store = SledStore::reopen(&dir).unwrap();
         assert_eq!(store.get::<Thing>("thing/a").unwrap(), Some(thing("a", 1)));
         let things: Vec<Thing> = store.scan("thing/").unwrap();
         assert_eq!(things, vec![thing("a", 1), thing("b", 2)]);
