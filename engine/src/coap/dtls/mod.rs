@@ -280,8 +280,9 @@ impl DtlsSocket {
         let step = session.receive(datagram, sealed_handshake, now, &mut opened);
         let replies = session.take_sent();
         self.after(&mut state.peers, peer, step);
+        // A `compact_after` of zero: as soon as the peer sent data over its session.
         if self.config.compact_after.is_zero() {
-            self.compact_now(&mut state.peers, peer);
+            state.peers.compact(peer);
         }
         state.opened.extend(opened.into_iter().map(|d| (peer, d)));
         replies
@@ -422,17 +423,6 @@ impl DtlsSocket {
             %peer, ?identity, cipher = session.cipher(), resumed = session.resumed(),
             "DTLS session established"
         );
-    }
-
-    /// Makes `peer`'s session compact if it can be (a `compact_after` of zero: as soon as the
-    /// peer sent data over it).
-    fn compact_now(&self, peers: &mut Peers, peer: SocketAddr) {
-        let Some(session) = peers.session_mut(peer) else {
-            return;
-        };
-        if !session.is_compact() && session.compact() {
-            bump(&self.counters.sessions_compacted);
-        }
     }
 
     /// Seals `datagram` for `to`: the records to send.

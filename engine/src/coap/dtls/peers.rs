@@ -101,6 +101,14 @@ impl Peers {
         Some(self.sessions.entry(peer).insert_entry(session).into_mut())
     }
 
+    /// Makes `peer`'s session compact if it can be (see [`Session::compact`]).
+    pub fn compact(&mut self, peer: SocketAddr) {
+        let session = self.sessions.get_mut(&peer);
+        if session.is_some_and(Session::compact) {
+            bump(&self.counters.sessions_compacted);
+        }
+    }
+
     /// Keeps only the sessions `keep` says stand (handshakes have proved no identity yet).
     pub fn retain_sessions(&mut self, keep: impl FnMut(&SocketAddr, &mut Session) -> bool) {
         self.sessions.retain(keep);
@@ -119,7 +127,7 @@ impl Peers {
         } = self.config;
         self.sessions.retain(|peer, session| {
             let idle = now.duration_since(session.last_active);
-            if idle >= compact_after && !session.is_compact() && session.compact() {
+            if idle >= compact_after && session.compact() {
                 bump(&counters.sessions_compacted);
             }
             let limit = match session.is_compact() {

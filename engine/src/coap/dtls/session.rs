@@ -299,10 +299,10 @@ impl Session {
     }
 
     /// Lets OpenSSL's connection go and keeps only what the records need, if the session is
-    /// established on an AEAD suite; whether it is compact now.
+    /// established on an AEAD suite and not compact yet; whether it went compact.
     pub fn compact(&mut self) -> bool {
         let Link::OpenSsl(link) = &self.link else {
-            return true;
+            return false;
         };
         if !self.established() {
             return false;

@@ -139,10 +139,9 @@ impl DuplicateCache {
         let Some(entry) = self.entry_of(peer, packet) else {
             return;
         };
-        let before = entry.answer.as_ref().map_or(0, Bytes::len);
-        entry.answer = Some(bytes);
-        let after = entry.answer.as_ref().map_or(0, Bytes::len);
-        self.bytes = self.bytes + after - before;
+        let added = bytes.len();
+        let replaced = entry.answer.replace(bytes).map_or(0, |old| old.len());
+        self.bytes = self.bytes + added - replaced;
         self.stay_within_budget();
     }
 
