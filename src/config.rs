@@ -6,7 +6,9 @@
 //! http_addr = "0.0.0.0:8080"         # TCP address of the HTTP API
 //! metrics_addr = "127.0.0.1:9464"    # GET /metrics without a token, for a scraper (unset:
 //!                                    # none; the API's /metrics, with a token, stays)
-//! data_dir = "./fota-data"           # where the store lives
+//! data_dir = "./fota-data"           # where the store lives (sled, one node) ...
+//! store = "postgres://fota@db.example.net/fota"  # ... or a PostgreSQL database (one node or
+//!                                    # several sharing a fleet); set, it is used, not data_dir
 //! max_upload_bytes = 33554432        # largest image, plugin or credential batch (413 above)
 //! package_authority = "fota.example.net:5683"  # host:port in Package URIs (pulling devices)
 //! http_max_connections = 256         # HTTP connections served at once (503 and closed above)
@@ -86,6 +88,7 @@ use fota_engine::coap::dtls::DtlsConfig;
 use fota_engine::coap::{Congestion, DEFAULT_MIN_RTO, TransmissionParams};
 use fota_engine::edge::EdgeLimits;
 use fota_engine::server::CoapsConfig;
+use fota_engine::store::StoreLocation;
 use fota_engine::transfer::BlockLimits;
 use fota_engine::webhooks::WebhookConfig;
 use fota_engine::webhooks::backoff::Backoff;
@@ -111,8 +114,10 @@ pub struct ConfigFile {
     pub http_addr: Option<SocketAddr>,
     /// TCP address serving `/metrics` without a token.
     pub metrics_addr: Option<SocketAddr>,
-    /// Where the store lives.
+    /// Where the store lives, with sled.
     pub data_dir: Option<PathBuf>,
+    /// A PostgreSQL database's URL, for the store instead of `data_dir`.
+    pub store: Option<String>,
     /// Largest firmware image, plugin component or credential batch the API accepts.
     pub max_upload_bytes: Option<usize>,
     /// The `host:port` devices reach the engine at, put in Package URIs.
@@ -402,6 +407,8 @@ pub struct Overrides {
     pub metrics_addr: Option<SocketAddr>,
     /// `--data-dir` or `FOTA_DATA_DIR`.
     pub data_dir: Option<PathBuf>,
+    /// `--store` or `FOTA_STORE`.
+    pub store: Option<String>,
     /// `--max-upload-bytes` or `FOTA_MAX_UPLOAD_BYTES`.
     pub max_upload_bytes: Option<usize>,
     /// `--package-authority` or `FOTA_PACKAGE_AUTHORITY`.
@@ -418,7 +425,7 @@ pub struct Settings {
     /// TCP address serving `/metrics` without a token; `None`: only the API's, with one.
     pub metrics_addr: Option<SocketAddr>,
     /// Where the store lives.
-    pub data_dir: PathBuf,
+    pub store: StoreLocation,
     /// The `host:port` in Package URIs; `None`: the CoAP address bound.
     pub package_authority: Option<String>,
     /// Tokens and limits of the HTTP API.
@@ -451,10 +458,15 @@ impl Settings {
                 .or(file.http_addr)
                 .unwrap_or_else(|| address(DEFAULT_HTTP_ADDR)),
             metrics_addr: overrides.metrics_addr.or(file.metrics_addr),
-            data_dir: overrides
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            store: match overrides.store.or(file.store) {
+                Some(url) => StoreLocation::parse(&url),
+                None => StoreLocation::Directory(
+                    overrides
+                        .data_dir
+                        .or(file.data_dir)
+                        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+                ),
+            },
             package_authority: overrides.package_authority.or(file.package_authority),
             edge: file.edge.limits(),
             coap: file.coap.clone(),
@@ -540,7 +552,10 @@ mod tests {
             settings.metrics_addr,
             Some("127.0.0.1:9464".parse().unwrap())
         );
-        assert_eq!(settings.data_dir, PathBuf::from("/var/lib/fota"));
+        assert_eq!(
+            settings.store,
+            StoreLocation::Directory(PathBuf::from("/var/lib/fota"))
+        );
         assert_eq!(settings.api.max_upload_bytes, 1024);
         assert_eq!(
             settings.package_authority.as_deref(),
@@ -588,6 +603,28 @@ mod tests {
     }
 
     #[test]
+    fn a_database_url_takes_the_store_from_the_data_directory_and_the_flag_wins() {
+        let file = ConfigFile::parse(
+            "data_dir = \"/srv/fota\"\nstore = \"postgres://fota@db.example.net/fota\"",
+        )
+        .unwrap();
+        let settings = Settings::resolve(Overrides::default(), file);
+        assert_eq!(
+            settings.store,
+            StoreLocation::Postgres("postgres://fota@db.example.net/fota".into())
+        );
+        let overrides = Overrides {
+            store: Some("postgresql://fota@other/fota".into()),
+            ..Overrides::default()
+        };
+        let settings = Settings::resolve(overrides, ConfigFile::default());
+        assert_eq!(
+            settings.store,
+            StoreLocation::Postgres("postgresql://fota@other/fota".into())
+        );
+    }
+
+    #[test]
     fn flags_and_environment_override_the_file_and_defaults_fill_the_rest() {
         let overrides = Overrides {
             http_addr: Some("127.0.0.1:9000".parse().unwrap()),
@@ -598,7 +635,10 @@ mod tests {
         let settings = Settings::resolve(overrides, file);
         assert_eq!(settings.http_addr, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(settings.api.max_upload_bytes, 10);
-        assert_eq!(settings.data_dir, PathBuf::from("/srv/fota"));
+        assert_eq!(
+            settings.store,
+            StoreLocation::Directory(PathBuf::from("/srv/fota"))
+        );
         assert_eq!(settings.coap_addr, DEFAULT_COAP_ADDR.parse().unwrap());
         assert!(settings.api.tokens.is_empty());
         assert_eq!(settings.package_authority, None);

@@ -19,6 +19,7 @@ use fota_engine::catalog::PackageFormat;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{Binding, HostConfig, PluginKind, embedded};
 use fota_engine::server::ServerConfig;
+use fota_engine::store::StoreLocation;
 use fota_engine::webhooks::WebhookConfig;
 use fota_impair::Impairment;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -148,7 +149,7 @@ fn model(name: &'static str, corpus: &Path, pair: &str, seed: u8) -> Model {
 async fn start_platform() -> anyhow::Result<Platform> {
     let platform = Platform::start(PlatformConfig {
         server: ServerConfig::loopback(),
-        data_dir: None,
+        store: StoreLocation::Temporary,
         plugins: HostConfig::default(),
         webhooks: WebhookConfig::default(),
     })

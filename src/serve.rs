@@ -44,9 +44,13 @@ pub struct ServeArgs {
     /// none].
     #[arg(long, env = "FOTA_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
-    /// Where the store lives [default: ./fota-data].
+    /// Where the store lives, with sled [default: ./fota-data].
     #[arg(long, env = "FOTA_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// A PostgreSQL database for the store instead of the data directory
+    /// (postgres://user:password@host:port/database); several nodes may share one.
+    #[arg(long, env = "FOTA_STORE")]
+    store: Option<String>,
     /// Largest firmware image, plugin or credential batch the API accepts [default: 33554432].
     #[arg(long, env = "FOTA_MAX_UPLOAD_BYTES")]
     max_upload_bytes: Option<usize>,
@@ -66,6 +70,7 @@ impl ServeArgs {
             http_addr: self.http_addr,
             metrics_addr: self.metrics_addr,
             data_dir: self.data_dir.clone(),
+            store: self.store.clone(),
             max_upload_bytes: self.max_upload_bytes,
             package_authority: self.package_authority.clone(),
         }
@@ -93,7 +98,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let platform = Arc::new(
         Platform::start(PlatformConfig {
             server,
-            data_dir: Some(settings.data_dir.clone()),
+            store: settings.store.clone(),
             plugins: HostConfig::default(),
             webhooks: settings.webhooks.clone(),
         })
@@ -161,9 +166,9 @@ fn announce(
     }
     tracing::info!(
         target: CONSOLE,
-        "CoAP on udp://{}, data in {}",
+        "CoAP on udp://{}, store: {}",
         platform.server.coap_addr(),
-        settings.data_dir.display()
+        settings.store.describe()
     );
     if let Some(coaps) = platform.server.coaps_addr() {
         tracing::info!(target: CONSOLE, "coaps (DTLS 1.2, pre-shared keys) on udp://{coaps}");

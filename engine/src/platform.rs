@@ -1,9 +1,8 @@
-//! `Platform`: the whole engine a host runs: the CoAP server, the store in the data directory,
+//! `Platform`: the whole engine a host runs: the CoAP server, the store (sled or PostgreSQL),
 //! the plugin registry, the catalog, the campaign scheduler, the operations queued for devices
 //! and the shared observations, and onboarding (the follower that keeps the catalog's devices
 //! current from registrations).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::campaign::{CampaignError, Campaigns, DeviceAttempts};
@@ -16,7 +15,7 @@ use crate::plugin::{
     HostConfig, KeptPlugins, PluginError, PluginHost, PluginRegistry, RestoreError,
 };
 use crate::server::{DeviceKeys, Server, ServerConfig};
-use crate::store::{SledStore, Store, StoreError, StoreExt};
+use crate::store::{Store, StoreError, StoreExt, StoreLocation};
 use crate::transfer::ResumeBook;
 use crate::webhooks::registrations::journal_registrations;
 use crate::webhooks::{WebhookConfig, Webhooks};
@@ -26,8 +25,9 @@ use crate::webhooks::{WebhookConfig, Webhooks};
 pub struct PlatformConfig {
     /// The CoAP side.
     pub server: ServerConfig,
-    /// Where the store lives; `None` keeps everything in a temporary store (tests, demo).
-    pub data_dir: Option<PathBuf>,
+    /// Where the store lives: a temporary one (tests, demo), sled in a directory, or
+    /// PostgreSQL.
+    pub store: StoreLocation,
     /// Plugin limits.
     pub plugins: HostConfig,
     /// Webhook deliveries.
@@ -86,17 +86,14 @@ impl Platform {
     pub async fn start(config: PlatformConfig) -> Result<Platform, PlatformError> {
         let host = PluginHost::new(config.plugins.clone())
             .map_err(|e| PlatformError::Host(e.to_string()))?;
-        let store: Arc<dyn Store> = Arc::new(match &config.data_dir {
-            Some(dir) => SledStore::open(dir)?,
-            None => SledStore::temporary()?,
-        });
+        let store = config.store.open()?;
         Platform::start_on(host, Clock::system(), store, config).await
     }
 
     /// Like [`Platform::start`], with plugins compiled by `host` (which compiles each
     /// component once: an engine started again on the same host starts at once), the wall
     /// time read from `clock` (a simulation pins the date, so a run does not depend on when it
-    /// is made) and `store` in place of `config.data_dir`. The host's own limits apply, not
+    /// is made) and `store` in place of `config.store`. The host's own limits apply, not
     /// `config.plugins`.
     pub async fn start_on(
         host: PluginHost,

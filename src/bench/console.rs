@@ -16,7 +16,7 @@ use fota_engine::clock::Clock;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{HostConfig, PluginHost};
 use fota_engine::server::ServerConfig;
-use fota_engine::store::{SledStore, Store};
+use fota_engine::store::{SledStore, Store, StoreLocation};
 use fota_engine::webhooks::WebhookConfig;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -69,7 +69,7 @@ async fn one_size(devices: usize, reads: usize) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&scratch.path)?);
     let config = PlatformConfig {
         server: ServerConfig::loopback(),
-        data_dir: None,
+        store: StoreLocation::Temporary,
         plugins: HostConfig::default(),
         webhooks: WebhookConfig::default(),
     };

@@ -37,6 +37,7 @@ use fota_engine::coap::{Congestion, TransmissionParams};
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{HostConfig, PluginKind};
 use fota_engine::server::{CoapsConfig, ServerConfig};
+use fota_engine::store::StoreLocation;
 use fota_engine::webhooks::WebhookConfig;
 use rand::{Rng, SeedableRng};
 
@@ -243,7 +244,7 @@ async fn start_platform(args: &NbIotArgs) -> anyhow::Result<Platform> {
     server.queue_window = Duration::from_secs(args.awake_secs);
     let platform = Platform::start(PlatformConfig {
         server,
-        data_dir: None,
+        store: StoreLocation::Temporary,
         plugins: HostConfig::default(),
         webhooks: WebhookConfig::default(),
     })

@@ -48,6 +48,7 @@ use fota_engine::edge::EdgeLimits;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{HostConfig, PluginKind};
 use fota_engine::server::ServerConfig;
+use fota_engine::store::StoreLocation;
 use fota_engine::webhooks::WebhookConfig;
 use fota_impair::{DATAGRAM_OVERHEAD, DirectionStats, Impairment, Link, LinkStats};
 use rand::{Rng, SeedableRng};
@@ -314,7 +315,7 @@ async fn start_platform(args: &StockArgs) -> anyhow::Result<Platform> {
     server.coap.params = args.timers.over(server.coap.params);
     let platform = Platform::start(PlatformConfig {
         server,
-        data_dir: None,
+        store: StoreLocation::Temporary,
         plugins: HostConfig::default(),
         webhooks: WebhookConfig::default(),
     })

@@ -15,6 +15,7 @@ use fota_engine::coap::TransmissionParams;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::HostConfig;
 use fota_engine::server::ServerConfig;
+use fota_engine::store::StoreLocation;
 use fota_engine::webhooks::WebhookConfig;
 use fota_impair::Impairment;
 
@@ -22,7 +23,7 @@ use fota_impair::Impairment;
 async fn platform(server: ServerConfig) -> Platform {
     let config = PlatformConfig {
         server,
-        data_dir: None,
+        store: StoreLocation::Temporary,
         plugins: HostConfig::default(),
         webhooks: WebhookConfig::default(),
     };

@@ -22,6 +22,7 @@ use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{Binding, HostConfig, PluginKind, embedded};
 use fota_engine::server::ServerConfig;
 use fota_engine::signing::PlatformKey;
+use fota_engine::store::StoreLocation;
 use fota_engine::webhooks::WebhookConfig;
 use fota_impair::Impairment;
 use sha2::{Digest, Sha256};
@@ -67,7 +68,7 @@ async fn platform() -> Platform {
     server.delivery.survey_max_age = Duration::ZERO;
     let config = PlatformConfig {
         server,
-        data_dir: None,
+        store: StoreLocation::Temporary,
         plugins: HostConfig::default(),
         webhooks: WebhookConfig::default(),
     };

@@ -13,6 +13,7 @@ use fota_engine::lwm2m::RegistrationEvent;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::HostConfig;
 use fota_engine::server::ServerConfig;
+use fota_engine::store::StoreLocation;
 use fota_engine::webhooks::WebhookConfig;
 use fota_impair::Impairment;
 
@@ -29,7 +30,7 @@ async fn a_device_whose_survey_failed_is_surveyed_at_its_next_update() {
     };
     let platform = Platform::start(PlatformConfig {
         server,
-        data_dir: None,
+        store: StoreLocation::Temporary,
         plugins: HostConfig::default(),
         webhooks: WebhookConfig::default(),
     })
@@ -94,7 +95,7 @@ async fn a_device_whose_survey_failed_is_surveyed_at_its_next_update() {
 async fn a_lwm2m_1_1_device_is_surveyed_in_one_read_composite() {
     let platform = Platform::start(PlatformConfig {
         server: ServerConfig::loopback(),
-        data_dir: None,
+        store: StoreLocation::Temporary,
         plugins: HostConfig::default(),
         webhooks: WebhookConfig::default(),
     })

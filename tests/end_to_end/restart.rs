@@ -2,12 +2,13 @@
 //! directory. The task completes, no device is sent again bytes it had stored, beyond one
 //! block per interruption, and the statistics count every device once. Once in simulated
 //! time (the whole engine crashed and started again on a simulated network, run twice from
-//! its seed with the same trace), and once as a real `fota serve` process killed with SIGKILL,
-//! which no simulation stands in for: only a real kill loses what the store had not synced.
+//! its seed with the same trace), and as a real `fota serve` process killed with SIGKILL, which
+//! no simulation stands in for: only a real kill loses what the store had not synced. The kill
+//! is made on each store: sled in a data directory, and a throwaway PostgreSQL.
 
 use std::ffi::OsStr;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +28,8 @@ use fota_engine::platform::PlatformConfig;
 use fota_engine::plugin::{HostConfig, PluginHost, PluginRegistry};
 use fota_engine::server::ServerConfig;
 use fota_engine::signing::PlatformPublicKey;
-use fota_engine::store::{SledStore, Store};
+use fota_engine::store::throwaway_postgres::ThrowawayPostgres;
+use fota_engine::store::{SledStore, Store, StoreLocation};
 use fota_engine::transfer::PackageShelf;
 use fota_engine::webhooks::WebhookConfig;
 use fota_impair::Impairment;
@@ -46,9 +48,9 @@ impl Attempts for NotHere {
     }
 }
 
-/// Opens the catalog and the task service on `dir`, as the engine would.
-fn open(dir: &Path) -> (Arc<dyn Store>, Catalog, Campaigns) {
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir).unwrap());
+/// Opens the catalog and the task service on `location`, as the engine would.
+fn open(location: &StoreLocation) -> (Arc<dyn Store>, Catalog, Campaigns) {
+    let store = location.open().unwrap();
     let plugins = PluginRegistry::new(PluginHost::new(HostConfig::default()).unwrap()).unwrap();
     let clock = Clock::system();
     let catalog =
@@ -66,8 +68,8 @@ fn open(dir: &Path) -> (Arc<dyn Store>, Catalog, Campaigns) {
 
 /// Records firmware 2.0, a full package, the devices, a group and a task starting in 3 s;
 /// returns the task, the package size and the key the package is signed with.
-async fn set_up(dir: &Path, image: &[u8]) -> (String, u64, PlatformPublicKey) {
-    let (_store, catalog, campaigns) = open(dir);
+async fn set_up(location: &StoreLocation, image: &[u8]) -> (String, u64, PlatformPublicKey) {
+    let (_store, catalog, campaigns) = open(location);
     let firmware = catalog.add_firmware("Acme", "NB-1", "2.0", image).unwrap();
     let package = catalog
         .create_full_package(&firmware.id, Some(PackageFormat::Signed))
@@ -94,15 +96,20 @@ async fn set_up(dir: &Path, image: &[u8]) -> (String, u64, PlatformPublicKey) {
     (task.id, package.size, catalog.public_key())
 }
 
-/// Waits until nothing holds the store's lock any more.
-async fn store_released(dir: &Path) {
-    while SledStore::open(dir).is_err() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Waits until nothing holds a data directory's lock any more (a database has none).
+async fn store_released(location: &StoreLocation) {
+    let wait = async {
+        if let StoreLocation::Directory(dir) = location {
+            while SledStore::open(dir).is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    within(Duration::from_secs(30), "the store is released", wait).await;
 }
 
-/// Starts `fota serve` on `dir` with CoAP on `port`.
-fn serve(dir: &Path, port: u16) -> FotaProcess {
+/// Starts `fota serve` on `location` with CoAP on `port`.
+fn serve(location: &StoreLocation, port: u16) -> FotaProcess {
     let coap = format!("127.0.0.1:{port}");
     let args = [
         "serve",
@@ -111,12 +118,16 @@ fn serve(dir: &Path, port: u16) -> FotaProcess {
         "127.0.0.1:0",
         "--coap-addr",
     ];
+    let store = match location {
+        StoreLocation::Directory(dir) => [OsStr::new("--data-dir"), dir.as_os_str()],
+        StoreLocation::Postgres(url) => [OsStr::new("--store"), OsStr::new(url)],
+        StoreLocation::Temporary => unreachable!("a process's store outlives it"),
+    };
     FotaProcess::spawn(
-        args.iter().map(OsStr::new).chain([
-            OsStr::new(&coap),
-            OsStr::new("--data-dir"),
-            dir.as_os_str(),
-        ]),
+        args.iter()
+            .map(OsStr::new)
+            .chain([OsStr::new(&coap)])
+            .chain(store),
         &[],
     )
 }
@@ -130,17 +141,28 @@ fn free_port() -> u16 {
 async fn a_task_survives_sigkill_and_resumes_from_the_stored_offsets() {
     let dir: PathBuf = std::env::temp_dir().join(format!("fota-restart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    survives_sigkill(&StoreLocation::Directory(dir.clone())).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_on_postgres_survives_sigkill_and_resumes_from_the_stored_offsets() {
+    let Some(server) = ThrowawayPostgres::for_test() else {
+        return;
+    };
+    let url = server.create_database("restart").unwrap();
+    survives_sigkill(&StoreLocation::Postgres(url)).await;
+}
+
+/// A task over a real fleet, its engine killed with SIGKILL while transfers are under way and
+/// started again on `location`.
+async fn survives_sigkill(location: &StoreLocation) {
     let new_image = image(80_000, 5);
-    let (task_id, package_size, key) = set_up(&dir, &new_image).await;
-    within(
-        Duration::from_secs(30),
-        "the store is released",
-        store_released(&dir),
-    )
-    .await;
+    let (task_id, package_size, key) = set_up(location, &new_image).await;
+    store_released(location).await;
 
     let port = free_port();
-    let mut engine = serve(&dir, port);
+    let mut engine = serve(location, port);
     let mut spec = FleetSpec::uniform(
         DEVICES,
         format!("127.0.0.1:{port}").parse().unwrap(),
@@ -162,7 +184,7 @@ async fn a_task_survives_sigkill_and_resumes_from_the_stored_offsets() {
     engine.child.kill().unwrap(); // SIGKILL
     engine.child.wait().unwrap();
     let cut = partly(&fleet);
-    let mut engine = serve(&dir, port);
+    let mut engine = serve(location, port);
 
     within(Duration::from_secs(180), "every device on 2.0", async {
         while fleet
@@ -188,13 +210,8 @@ async fn a_task_survives_sigkill_and_resumes_from_the_stored_offsets() {
     let completed = format!("task {task_id} is completed");
     tokio::task::block_in_place(|| engine.logged(&completed, Duration::from_secs(60)));
     engine.terminate();
-    within(
-        Duration::from_secs(30),
-        "the store is released",
-        store_released(&dir),
-    )
-    .await;
-    let (_store, _catalog, campaigns) = open(&dir);
+    store_released(location).await;
+    let (_store, _catalog, campaigns) = open(location);
     let task = campaigns.task(&task_id).unwrap();
     assert_eq!(task.status, TaskStatus::Completed, "{task:?}");
     assert_eq!(task.success_rate, Some(1.0));
@@ -206,8 +223,6 @@ async fn a_task_survives_sigkill_and_resumes_from_the_stored_offsets() {
         "{counted:?}"
     );
     assert!(cut > 0, "the kill cut transfers");
-    drop(campaigns);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The devices that hold part of the package and still run 1.0.
@@ -226,7 +241,7 @@ fn a_task_survives_an_engine_crash_in_simulated_time() {
         let host = replay::plugin_host();
         let config = PlatformConfig {
             server: ServerConfig::loopback(),
-            data_dir: None,
+            store: StoreLocation::Temporary,
             plugins: host.config().clone(),
             webhooks: WebhookConfig::default(),
         };

@@ -8,7 +8,7 @@ use std::process::Command;
 use fota_engine::platform::{Platform, PlatformConfig, PlatformError};
 use fota_engine::plugin::HostConfig;
 use fota_engine::server::ServerConfig;
-use fota_engine::store::{Batch, FORMAT_VERSION, SledStore, Store};
+use fota_engine::store::{Batch, FORMAT_VERSION, SledStore, Store, StoreLocation};
 use fota_engine::webhooks::WebhookConfig;
 
 /// A fresh path under the temporary directory.
@@ -23,7 +23,7 @@ fn scratch(name: &str) -> PathBuf {
 async fn refusal(dir: &std::path::Path) -> String {
     let config = PlatformConfig {
         server: ServerConfig::loopback(),
-        data_dir: Some(dir.to_path_buf()),
+        store: StoreLocation::Directory(dir.to_path_buf()),
         plugins: HostConfig::default(),
         webhooks: WebhookConfig::default(),
     };

@@ -1,12 +1,90 @@
 //! Persistence behind a trait: typed records under namespaced keys, written alone or in atomic
-//! batches, with sled as the embedded default. Owns the on-disk layout (namespaces, the value
-//! envelope with its format version, the schema check at open); not what the records mean.
+//! batches: sled as the embedded default for one node, PostgreSQL for one node or several
+//! ([`StoreLocation`] says which). Owns the layout (namespaces, the value envelope with its
+//! format version, the format check at open); not what the records mean.
 
+#[cfg(test)]
+mod conformance;
+mod postgres_store;
 mod record;
 mod sled_store;
+pub mod throwaway_postgres;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use postgres_store::{DEFAULT_CONNECTIONS, PostgresStore};
 pub use record::{FORMAT_VERSION, Record, decode, encode, encode_json};
 pub use sled_store::SledStore;
+
+/// Key of the records' format version.
+const FORMAT_KEY: &str = "meta/schema";
+
+/// Where the engine's store lives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreLocation {
+    /// In memory, gone with the process (tests, the demo).
+    Temporary,
+    /// A sled database in this directory: the embedded default, for one node.
+    Directory(PathBuf),
+    /// A PostgreSQL database at this URL (`postgres://user:password@host:port/database`),
+    /// which several nodes may share.
+    Postgres(String),
+}
+
+impl StoreLocation {
+    /// `postgres://...` (or `postgresql://...`) is a database; anything else a directory.
+    pub fn parse(text: &str) -> StoreLocation {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            StoreLocation::Postgres(text.to_string())
+        } else {
+            StoreLocation::Directory(PathBuf::from(text))
+        }
+    }
+
+    /// Opens the store (creating it, or migrating a database's schema, when needed).
+    pub fn open(&self) -> Result<Arc<dyn Store>, StoreError> {
+        Ok(match self {
+            StoreLocation::Temporary => Arc::new(SledStore::temporary()?),
+            StoreLocation::Directory(dir) => Arc::new(SledStore::open(dir)?),
+            StoreLocation::Postgres(url) => {
+                Arc::new(PostgresStore::open(url, DEFAULT_CONNECTIONS)?)
+            }
+        })
+    }
+
+    /// Where it is, for a log line: a database's host and name, never its password.
+    pub fn describe(&self) -> String {
+        match self {
+            StoreLocation::Temporary => "a temporary store".into(),
+            StoreLocation::Directory(dir) => format!("sled, in {}", dir.display()),
+            StoreLocation::Postgres(url) => match url.parse::<postgres::Config>() {
+                Ok(config) => format!(
+                    "PostgreSQL database {} on {:?}",
+                    config.get_dbname().unwrap_or("(the user's)"),
+                    config.get_hosts()
+                ),
+                Err(_) => "PostgreSQL (a URL that does not parse)".into(),
+            },
+        }
+    }
+}
+
+/// A new store is stamped with this release's format version; an existing one must carry it.
+fn check_format(store: &dyn Store) -> Result<(), StoreError> {
+    match store.get_raw(FORMAT_KEY)? {
+        None => {
+            let mut batch = Batch::new();
+            batch.put_bytes(FORMAT_KEY, vec![FORMAT_VERSION]);
+            store.apply(batch)?;
+            store.flush()
+        }
+        Some(version) if version == [FORMAT_VERSION] => Ok(()),
+        Some(version) => Err(StoreError::UnknownVersion {
+            found: version.first().copied().unwrap_or(0),
+        }),
+    }
+}
 
 /// `text` with `%` and `/` percent-encoded, to stand as one segment of a key: no name a client
 /// gives (a vendor, a model) can reach another key by holding a `/`.
@@ -28,6 +106,17 @@ pub enum StoreError {
     UnknownVersion {
         /// The version found.
         found: u8,
+    },
+    /// The database's schema was migrated by a newer release.
+    #[error(
+        "the database's schema is at version {found}, this release knows up to {known}: \
+         use the release that migrated it"
+    )]
+    NewerSchema {
+        /// The newest migration the database has.
+        found: i32,
+        /// The newest this release has.
+        known: i32,
     },
     /// A value did not decode.
     #[error("store: record {key} is corrupt: {reason}")]

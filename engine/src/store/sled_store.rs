@@ -1,13 +1,10 @@
 //! `SledStore`: the embedded default store, one sled database in a data directory. Opening it
-//! checks the schema version kept under `meta/schema` and refuses data it cannot read.
+//! checks the format version kept under `meta/schema` and refuses data it cannot read.
 
 use std::ops::Bound;
 use std::path::Path;
 
-use super::{Batch, FORMAT_VERSION, Store, StoreError};
-
-/// Key of the schema version.
-const SCHEMA_KEY: &str = "meta/schema";
+use super::{Batch, Store, StoreError};
 
 /// A sled database.
 pub struct SledStore {
@@ -24,7 +21,7 @@ impl SledStore {
             ))
         })?;
         let store = SledStore { db };
-        store.check_schema()?;
+        super::check_format(&store)?;
         Ok(store)
     }
 
@@ -50,22 +47,8 @@ impl SledStore {
     pub fn temporary() -> Result<SledStore, StoreError> {
         let db = sled::Config::new().temporary(true).open().map_err(io)?;
         let store = SledStore { db };
-        store.check_schema()?;
+        super::check_format(&store)?;
         Ok(store)
-    }
-
-    /// A new store is stamped with this release's version; an existing one must carry it.
-    fn check_schema(&self) -> Result<(), StoreError> {
-        match self.db.get(SCHEMA_KEY).map_err(io)? {
-            None => {
-                self.db.insert(SCHEMA_KEY, &[FORMAT_VERSION]).map_err(io)?;
-                self.flush()
-            }
-            Some(version) if version.as_ref() == [FORMAT_VERSION] => Ok(()),
-            Some(version) => Err(StoreError::UnknownVersion {
-                found: version.first().copied().unwrap_or(0),
-            }),
-        }
     }
 }
 
@@ -136,93 +119,18 @@ fn io(error: sled::Error) -> StoreError {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
-    use crate::store::StoreExt;
-
-    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-    struct Thing {
-        name: String,
-        count: u32,
-    }
-
-    fn thing(name: &str, count: u32) -> Thing {
-        Thing {
-            name: name.into(),
-            count,
-        }
-    }
 
     #[test]
-    fn records_survive_a_reopen_and_scan_in_key_order() {
-        let dir = tempdir("reopen");
-        {
-            let store = SledStore::open(&dir).unwrap();
-            store.put_durable("thing/b", &thing("b", 2)).unwrap();
-            store.put_durable("thing/a", &thing("a", 1)).unwrap();
-            store.put_durable("other/x", &thing("x", 9)).unwrap();
-        }
-        let store = SledStore::reopen(&dir).unwrap();
-        assert_eq!(store.get::<Thing>("thing/a").unwrap(), Some(thing("a", 1)));
-        let things: Vec<Thing> = store.scan("thing/").unwrap();
-        assert_eq!(things, vec![thing("a", 1), thing("b", 2)]);
+    fn the_store_contract_holds_on_sled() {
+        let dir = tempdir("contract");
+        crate::store::conformance::suite(&|| {
+            let store: Arc<dyn Store> = Arc::new(SledStore::reopen(&dir)?);
+            Ok(store)
+        });
         std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn a_batch_is_applied_whole() {
-        let store = SledStore::temporary().unwrap();
-        store.put("thing/old", &thing("old", 0)).unwrap();
-        let mut batch = Batch::new();
-        batch.put("thing/new", &thing("new", 1)).remove("thing/old");
-        store.apply(batch).unwrap();
-        let things: Vec<Thing> = store.scan("thing/").unwrap();
-        assert_eq!(things, vec![thing("new", 1)]);
-    }
-
-    #[test]
-    fn a_page_after_a_key_and_the_last_key_stay_under_their_prefix() {
-        let store = SledStore::temporary().unwrap();
-        for (key, count) in [("a/1", 1), ("b/1", 2), ("b/2", 3), ("b/3", 4), ("c/1", 5)] {
-            store.put(key, &thing(key, count)).unwrap();
-        }
-        let page: Vec<(String, Thing)> = store.scan_after("b/", Some("b/1"), 5).unwrap();
-        let keys: Vec<&str> = page.iter().map(|(key, _)| key.as_str()).collect();
-        assert_eq!(keys, ["b/2", "b/3"]);
-        let first: Vec<(String, Thing)> = store.scan_after("b/", None, 1).unwrap();
-        assert_eq!(first[0].1, thing("b/1", 2));
-        let last: Option<(String, Thing)> = store.last("b/").unwrap();
-        assert_eq!(last.map(|(key, _)| key).as_deref(), Some("b/3"));
-        assert!(store.last::<Thing>("d/").unwrap().is_none());
-    }
-
-    #[test]
-    fn data_of_an_unknown_version_is_refused_with_a_clear_error() {
-        let dir = tempdir("version");
-        {
-            let db = sled::open(&dir).unwrap();
-            db.insert(SCHEMA_KEY, &[FORMAT_VERSION + 1]).unwrap();
-            db.flush().unwrap();
-        }
-        let error = SledStore::open(&dir).err().expect("refused");
-        assert!(error.to_string().contains("format version 2"), "{error}");
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn a_record_of_an_unknown_version_or_garbage_is_an_error_not_a_panic() {
-        let store = SledStore::temporary().unwrap();
-        let mut batch = Batch::new();
-        batch.put_bytes("thing/future", vec![FORMAT_VERSION + 1, b'{', b'}']);
-        batch.put_bytes("thing/garbage", vec![FORMAT_VERSION, 0xFF]);
-        store.apply(batch).unwrap();
-        assert!(matches!(
-            store.get::<Thing>("thing/future"),
-            Err(StoreError::UnknownVersion { .. })
-        ));
-        assert!(matches!(
-            store.get::<Thing>("thing/garbage"),
-            Err(StoreError::Corrupt { .. })
-        ));
     }
 
     #[test]

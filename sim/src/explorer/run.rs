@@ -10,6 +10,7 @@ use fota_engine::coap::TransmissionParams;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::{Binding, PluginHost, PluginKind};
 use fota_engine::server::ServerConfig;
+use fota_engine::store::StoreLocation;
 use fota_engine::webhooks::WebhookConfig;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
@@ -144,7 +145,7 @@ async fn start_engine(engine: &Engine<'_>) -> Result<Platform, String> {
     server.delivery.suspend_limit = Duration::from_secs(1800);
     let config = PlatformConfig {
         server,
-        data_dir: None,
+        store: StoreLocation::Temporary,
         plugins: engine.host.config().clone(),
         webhooks: WebhookConfig::default(),
     };

@@ -11,7 +11,7 @@ use fota_engine::clock::Clock;
 use fota_engine::platform::{Platform, PlatformConfig, PlatformError};
 use fota_engine::plugin::{HostConfig, PluginHost};
 use fota_engine::server::ServerConfig;
-use fota_engine::store::Store;
+use fota_engine::store::{Store, StoreLocation};
 use fota_engine::webhooks::WebhookConfig;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -59,7 +59,7 @@ pub struct Bed {
 fn platform_config() -> PlatformConfig {
     PlatformConfig {
         server: ServerConfig::loopback(),
-        data_dir: None,
+        store: StoreLocation::Temporary,
         plugins: HostConfig::default(),
         webhooks: WebhookConfig::default(),
     }
