@@ -1,10 +1,12 @@
 //! `fota bench campaign`: the task scheduler alone at fleet scale (issue 20). One task over a
-//! group of N devices, on a sled store in a scratch directory on disk, with attempts scripted
-//! to succeed at once (no UDP, no plugin): the CPU per device attempt of the scheduler (on the
-//! thread it runs on, outside the store's calls), of the store's calls (the campaign service's
-//! batched writes and its reads), and of the whole process (sled's threads included), the heap one device
-//! takes in a task (what the service, loaded again from the store, frees when dropped), the
-//! time to read the task and one page of its devices, for each N given.
+//! group of N devices, on a sled store in a scratch directory on disk (or `--store postgres`:
+//! a throwaway PostgreSQL cluster on this machine), with attempts scripted to succeed at once
+//! (no UDP, no plugin): the CPU per device attempt of the scheduler (on the thread it runs on,
+//! outside the store's calls), of the store's calls (the campaign service's batched writes and
+//! its reads), and of the whole process (sled's threads, or the PostgreSQL client's, included;
+//! not the PostgreSQL server's), the store's writes per attempt (batches and records), the
+//! heap one device takes in a task (what the service, loaded again from the store, frees when
+//! dropped), the time to read the task and one page of its devices, for each N given.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +20,8 @@ use fota_engine::catalog::Catalog;
 use fota_engine::clock::Clock;
 use fota_engine::journal::Journal;
 use fota_engine::plugin::{HostConfig, PluginHost, PluginRegistry};
-use fota_engine::store::{Batch, SledStore, Store, StoreError};
+use fota_engine::store::throwaway_postgres::ThrowawayPostgres;
+use fota_engine::store::{Batch, DEFAULT_CONNECTIONS, PostgresStore, SledStore, Store, StoreError};
 use fota_engine::transfer::{PackageShelf, WireCount};
 
 use super::fleet_catalog::{endpoint, fill};
@@ -42,6 +45,18 @@ pub struct CampaignArgs {
     /// Seconds: 2,000 and 6,000 devices.
     #[arg(long)]
     quick: bool,
+    /// The store the task runs on.
+    #[arg(long, value_enum, default_value_t = StoreKind::Sled)]
+    store: StoreKind,
+}
+
+/// Which store a run is on.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// sled in a scratch directory on disk.
+    Sled,
+    /// A throwaway PostgreSQL cluster on this machine (its programs must be installed).
+    Postgres,
 }
 
 /// The name of the thread the scheduler runs on, to read its CPU time.
@@ -57,9 +72,10 @@ pub async fn run(args: CampaignArgs) -> anyhow::Result<()> {
     alloc::enable();
     for devices in sizes {
         let concurrent = args.concurrent;
+        let kind = args.store;
         let run = std::thread::Builder::new()
             .name(THREAD.into())
-            .spawn(move || one_size(devices, concurrent))?;
+            .spawn(move || one_size(devices, concurrent, kind))?;
         let figures = run.join().expect("the bench thread")?;
         figures.print(devices);
     }
@@ -73,6 +89,10 @@ struct Figures {
     /// Inside the store's calls (reads and writes, by any thread but sled's own).
     store_cpu_per_attempt: Duration,
     process_cpu_per_attempt: Duration,
+    /// Batches the store applied, per attempt.
+    batches_per_attempt: f64,
+    /// Records the store set or removed, per attempt.
+    records_per_attempt: f64,
     heap_per_device: f64,
     read_task: Duration,
     read_page: Duration,
@@ -98,6 +118,16 @@ impl Figures {
             micros(self.process_cpu_per_attempt),
             "us",
         );
+        figure(
+            &name("store_batches_per_attempt"),
+            self.batches_per_attempt,
+            "batches",
+        );
+        figure(
+            &name("store_records_written_per_attempt"),
+            self.records_per_attempt,
+            "records",
+        );
         figure(&name("heap_per_device"), self.heap_per_device, "bytes");
         figure(&name("read_task"), micros(self.read_task), "us");
         figure(&name("read_page_of_100"), micros(self.read_page), "us");
@@ -106,12 +136,24 @@ impl Figures {
 }
 
 /// One task over `devices` devices, on a current-thread runtime on this (marked) thread.
-fn one_size(devices: usize, concurrent: usize) -> anyhow::Result<Figures> {
+fn one_size(devices: usize, concurrent: usize, kind: StoreKind) -> anyhow::Result<Figures> {
     alloc::mark_engine_thread();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(campaign(devices, concurrent))
+    let scratch = ScratchDir::new(&format!("campaign-{devices}"));
+    let (store, _server): (Box<dyn Store>, _) = match kind {
+        StoreKind::Sled => (Box::new(SledStore::open(&scratch.path)?), None),
+        StoreKind::Postgres => {
+            let server = ThrowawayPostgres::start().map_err(anyhow::Error::msg)?;
+            let url = server
+                .create_database("bench")
+                .map_err(anyhow::Error::msg)?;
+            let store = PostgresStore::open(&url, DEFAULT_CONNECTIONS)?;
+            (Box::new(store), Some(server))
+        }
+    };
+    runtime.block_on(campaign(store, devices, concurrent))
 }
 
 /// Attempts that succeed at once, after one yield (as an attempt's first await would).
@@ -144,19 +186,29 @@ impl Attempts for Succeeding {
 /// not callers): what the scheduler's thread spends writing and reading the store, told from
 /// what it spends scheduling.
 struct Metered {
-    store: SledStore,
+    store: Box<dyn Store>,
     cpu_nanos: AtomicU64,
+    batches: AtomicU64,
+    records: AtomicU64,
 }
 
 impl Metered {
+    /// Batches applied and records they set or removed, so far.
+    fn writes(&self) -> (u64, u64) {
+        (
+            self.batches.load(Ordering::Relaxed),
+            self.records.load(Ordering::Relaxed),
+        )
+    }
+
     /// CPU time spent in the store's calls so far.
     fn cpu(&self) -> Duration {
         Duration::from_nanos(self.cpu_nanos.load(Ordering::Relaxed))
     }
 
-    fn timed<T>(&self, call: impl FnOnce(&SledStore) -> T) -> T {
+    fn timed<T>(&self, call: impl FnOnce(&dyn Store) -> T) -> T {
         let start = thread_cpu();
-        let result = call(&self.store);
+        let result = call(self.store.as_ref());
         let spent = thread_cpu().saturating_sub(start).as_nanos();
         (self.cpu_nanos).fetch_add(spent as u64, Ordering::Relaxed);
         result
@@ -186,6 +238,9 @@ impl Store for Metered {
     }
 
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        let records = batch.puts.len() + batch.removes.len();
+        self.records.fetch_add(records as u64, Ordering::Relaxed);
         self.timed(|store| store.apply(batch))
     }
 
@@ -205,12 +260,17 @@ fn thread_cpu() -> Duration {
     Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
-async fn campaign(devices: usize, concurrent: usize) -> anyhow::Result<Figures> {
+async fn campaign(
+    store: Box<dyn Store>,
+    devices: usize,
+    concurrent: usize,
+) -> anyhow::Result<Figures> {
     let clock = Clock::system();
-    let scratch = ScratchDir::new(&format!("campaign-{devices}"));
     let metered = Arc::new(Metered {
-        store: SledStore::open(&scratch.path)?,
+        store,
         cpu_nanos: AtomicU64::new(0),
+        batches: AtomicU64::new(0),
+        records: AtomicU64::new(0),
     });
     let store: Arc<dyn Store> = metered.clone();
     let plugins = Arc::new(PluginRegistry::new(
@@ -237,6 +297,7 @@ async fn campaign(devices: usize, concurrent: usize) -> anyhow::Result<Figures> 
 
     let (scheduler_before, process_before) = cpu()?;
     let store_before = metered.cpu();
+    let writes_before = metered.writes();
     let started = Instant::now();
     let task = campaigns.create(spec)?;
     loop {
@@ -250,7 +311,9 @@ async fn campaign(devices: usize, concurrent: usize) -> anyhow::Result<Figures> 
     let wall = started.elapsed();
     let (scheduler_after, process_after) = cpu()?;
     let store_cpu = metered.cpu() - store_before;
+    let writes = metered.writes();
     let per_attempt = |cpu: Duration| cpu / devices as u32;
+    let count_per_attempt = |count: u64| count as f64 / devices as f64;
 
     // The heap a device takes in a task: what the service loaded again from the store holds,
     // as its drop frees it (all on this thread; the store's cache is not the service's).
@@ -268,6 +331,8 @@ async fn campaign(devices: usize, concurrent: usize) -> anyhow::Result<Figures> 
         ),
         store_cpu_per_attempt: per_attempt(store_cpu),
         process_cpu_per_attempt: per_attempt(process_after - process_before),
+        batches_per_attempt: count_per_attempt(writes.0 - writes_before.0),
+        records_per_attempt: count_per_attempt(writes.1 - writes_before.1),
         heap_per_device,
         read_task,
         read_page,

@@ -7,6 +7,7 @@
 mod support;
 
 mod api_fuzz;
+mod balancer;
 mod bench_quick;
 mod campaign_attempts;
 mod campaign_end_to_end;

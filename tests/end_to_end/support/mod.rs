@@ -6,6 +6,7 @@
 
 pub mod browser;
 pub mod libcoap;
+pub mod nginx;
 pub mod process;
 pub mod receiver;
 pub mod served;
