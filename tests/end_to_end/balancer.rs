@@ -20,14 +20,7 @@ const DEVICES: usize = 20;
 
 /// A task upgrading every device to a signed full package of firmware 0.9.0; its path.
 fn upgrade_all(served: &Served) -> String {
-    let query = [
-        ("vendor", "Acme"),
-        ("model", "NB-IoT-A"),
-        ("version", "0.9.0"),
-    ];
-    let firmware = served.upload("/v1/firmware", &query, &image(24_000, 9));
-    let body = json!({ "kind": "full", "to_firmware": firmware["id"], "format": "signed" });
-    let package = served.ok("POST", "/v1/packages", Some(&body));
+    let package = served.signed_full_package("0.9.0", &image(24_000, 9));
     let body = json!({ "name": "behind nginx", "vendor": "Acme", "model": "NB-IoT-A" });
     let group = served.ok("POST", "/v1/groups", Some(&body));
     let devices = served.get("/v1/devices?limit=100");
@@ -37,7 +30,7 @@ fn upgrade_all(served: &Served) -> String {
     let members = format!("/v1/groups/{}/devices", group["id"].as_str().unwrap());
     served.ok("POST", &members, Some(&json!({ "endpoints": endpoints })));
     let spec = json!({
-        "name": "through nginx", "group_id": group["id"], "package_id": package["id"],
+        "name": "through nginx", "group_id": group["id"], "package_id": package,
         "retries": 5, "retry_interval_secs": 1,
     });
     let task = served.ok("POST", "/v1/tasks", Some(&spec));

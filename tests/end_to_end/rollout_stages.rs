@@ -17,19 +17,6 @@ use crate::support::served::{Served, scratch, serve};
 const TESTS: usize = 3;
 const OTHERS: usize = 200;
 
-/// Uploads firmware 0.9.0 for the simulator's model and makes a signed full package of it.
-fn package(served: &Served) -> String {
-    let query = [
-        ("vendor", "Acme"),
-        ("model", "NB-IoT-A"),
-        ("version", "0.9.0"),
-    ];
-    let firmware = served.upload("/v1/firmware", &query, &image(12_000, 5));
-    let body = json!({ "kind": "full", "to_firmware": firmware["id"], "format": "signed" });
-    let package = served.ok("POST", "/v1/packages", Some(&body));
-    package["id"].as_str().unwrap().to_string()
-}
-
 /// A group of every device, the first [`TESTS`] (in endpoint order) marked as test devices.
 fn group(served: &Served) -> (String, Vec<String>) {
     let devices = served.get("/v1/devices?limit=1000");
@@ -112,7 +99,7 @@ fn test_devices_then_ten_percent_then_the_rest_over_udp() {
     served.wait_for(surveyed, "the fleet surveyed", |page| {
         page["total"] == TESTS + OTHERS
     });
-    let package = package(&served);
+    let package = served.signed_full_package("0.9.0", &image(12_000, 5));
     let (group, tests) = group(&served);
     let spec = json!({
         "name": "staged", "group_id": group, "package_id": package,

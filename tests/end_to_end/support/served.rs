@@ -134,6 +134,22 @@ impl Served {
         json
     }
 
+    /// Uploads `image` as firmware `version` of the simulator's model (Acme NB-IoT-A) and makes
+    /// a signed full package of it; the package's id.
+    pub fn signed_full_package(&self, version: &str, image: &[u8]) -> String {
+        let query = [
+            ("vendor", "Acme"),
+            ("model", "NB-IoT-A"),
+            ("version", version),
+        ];
+        let firmware = self.upload("/v1/firmware", &query, image);
+        let body = serde_json::json!({
+            "kind": "full", "to_firmware": firmware["id"], "format": "signed"
+        });
+        let package = self.ok("POST", "/v1/packages", Some(&body));
+        package["id"].as_str().unwrap().to_string()
+    }
+
     /// GET `path` as the viewer; its JSON.
     pub fn get(&self, path: &str) -> Value {
         let answer = ureq::get(&self.url(path))
