@@ -277,8 +277,15 @@ async fn campaign(
         PluginHost::new(HostConfig::default())?,
     )?);
     let catalog = Catalog::open(store.clone(), PackageShelf::new(), plugins, clock)?;
+    let setting_up = Instant::now();
     let fleet = fill(&catalog, devices).await?;
     drop(fleet.endpoints);
+    // Before the task: a profiler attached now sees the scheduler alone.
+    figure(
+        &format!("campaign.{devices}.setup"),
+        setting_up.elapsed().as_secs_f64(),
+        "s",
+    );
     let start = || {
         let journal = Journal::open(store.clone(), clock)?;
         let attempts = Arc::new(Succeeding);
