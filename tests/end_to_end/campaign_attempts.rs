@@ -2,18 +2,25 @@
 //! over loopback UDP): a sleeping queue-mode device is surveyed in the window after its next
 //! Update and spends no retry for being asleep; a device still being surveyed when its task is
 //! paused starts no download until the task resumes; a device its Register just surveyed is
-//! not asked the same again; a task capped in a cell's airtime paces its pushes.
+//! not asked the same again; a task capped in a cell's airtime paces its pushes; devices
+//! download by day and install in the night's update window, no attempt held between.
 
 use std::time::Duration;
 
 use crate::support::{REGISTER_BOUND, image, model, wait_surveyed, within};
 use fota_device::client::SleepCycle;
 use fota_device::fleet::{Fleet, FleetSpec, wait_registered};
-use fota_engine::campaign::{Campaigns, DeviceProgress, DeviceResult, Phase, TaskSpec, TaskStatus};
+use fota_engine::campaign::{
+    Campaigns, DailyWindow, DeviceProgress, DeviceResult, DownloadStatus, MaintenanceWindows,
+    Phase, TaskSpec, TaskStatus,
+};
 use fota_engine::catalog::PackageFormat;
+use fota_engine::clock::{Clock, UnixMillis};
 use fota_engine::coap::TransmissionParams;
+use fota_engine::lwm2m::firmware::FirmwareState;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::HostConfig;
+use fota_engine::plugin::PluginHost;
 use fota_engine::server::ServerConfig;
 use fota_engine::store::StoreLocation;
 use fota_engine::webhooks::WebhookConfig;
@@ -248,4 +255,113 @@ async fn a_task_capped_in_a_cells_airtime_paces_its_pushes() {
         "{taken:?} for {package_bytes} B"
     );
     assert!(taken.waited >= Duration::from_secs(2), "{taken:?}");
+}
+
+/// Download by day, install at night, with real devices: a task whose only update window
+/// opens 10 s after the engine's clock starts (at 21:59:50 UTC). The devices download at once
+/// (the closed update window does not hold the download back), then their attempts end with
+/// the package held (no attempt waits at the gate: a task of millions would hold millions);
+/// when the window opens each device's next attempt installs what it holds, nothing sent
+/// twice, no retry spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_download_by_day_and_install_in_the_night_window_holding_no_attempt_between() {
+    const DEVICES: usize = 3;
+    // 2026-12-05T21:59:50Z.
+    const BEFORE_NIGHT: UnixMillis = 1_796_507_990_000;
+    let config = PlatformConfig {
+        server: ServerConfig::loopback(),
+        store: StoreLocation::Temporary,
+        plugins: HostConfig::default(),
+        webhooks: WebhookConfig::default(),
+    };
+    let host = PluginHost::new(HostConfig::default()).unwrap();
+    let store = config.store.open().unwrap();
+    let clock = Clock::starting_at(BEFORE_NIGHT);
+    let platform = Platform::start_on(host, clock, store, config)
+        .await
+        .unwrap();
+    let (fleet, mut task) = fleet_and_task(&platform, DEVICES, |_| {}).await;
+    task.windows = Some(Box::new(MaintenanceWindows {
+        time_zone: "UTC".into(),
+        download: vec![],
+        update: vec![DailyWindow {
+            start: "22:00".into(),
+            end: "23:00".into(),
+        }],
+    }));
+    let campaigns = &platform.campaigns;
+    let task = campaigns.create(task).unwrap().id;
+
+    within(
+        Duration::from_secs(30),
+        "every device holding the package",
+        async {
+            let holding = |d: &DeviceProgress| {
+                d.download == DownloadStatus::Downloaded && d.phase == Phase::Waiting
+            };
+            while campaigns
+                .devices(&task)
+                .unwrap()
+                .iter()
+                .filter(|d| holding(d))
+                .count()
+                < DEVICES
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        },
+    )
+    .await;
+    assert!(
+        clock.now() < BEFORE_NIGHT + 10_000,
+        "held before the window"
+    );
+    for device in &fleet.devices {
+        assert_eq!(device.firmware_state(), FirmwareState::Downloaded);
+    }
+    // The statistics follow the progress as it is written (within 50 ms).
+    within(
+        Duration::from_secs(5),
+        "three downloads not installed",
+        async {
+            while campaigns.statistics().packages[0]
+                .counters
+                .downloads_not_installed
+                < 3
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        },
+    )
+    .await;
+
+    completed(campaigns, &task).await;
+    assert!(
+        clock.now() >= BEFORE_NIGHT + 10_000,
+        "installed in the window"
+    );
+    let package_size = platform.catalog.packages().unwrap()[0].size;
+    for progress in campaigns.devices(&task).unwrap() {
+        assert_eq!(
+            progress.result,
+            Some(DeviceResult::Successful),
+            "{progress:?}"
+        );
+        assert_eq!(progress.attempts, 1, "holding spent no retry: {progress:?}");
+        assert_eq!(progress.bytes_resent, 0, "{progress:?}");
+    }
+    for device in &fleet.devices {
+        assert!(device.with_system(|s| s.version == "2.0"));
+        assert_eq!(device.with_system(|s| s.received), package_size);
+    }
+    within(Duration::from_secs(5), "three upgrades counted", async {
+        loop {
+            let counted = campaigns.statistics().packages[0].counters;
+            if (counted.successes, counted.downloads_not_installed) == (DEVICES as u64, 0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
 }

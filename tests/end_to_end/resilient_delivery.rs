@@ -27,7 +27,7 @@ use fota_engine::coap::{
 use fota_engine::lwm2m::firmware::{self, DeliveryMethod, FirmwareState, UpdateResult};
 use fota_engine::lwm2m::{Registration, RegistrationEvent, Registry};
 use fota_engine::server::{Server, ServerConfig};
-use fota_engine::transfer::{Method, Stage, TransferOutcome, TransferReport};
+use fota_engine::transfer::{DeliveryJob, Gate, Method, Stage, TransferOutcome, TransferReport};
 use fota_impair::Impairment;
 use fota_sim::{SimNetwork, replay};
 
@@ -302,8 +302,8 @@ async fn next_event(events: &mut tokio::sync::broadcast::Receiver<McuEvent>, wan
 }
 
 /// A late duplicate of an old write of block 0 (its message id forgotten by the device) can
-/// restart a download after the device reported Downloaded; Update then answers 4.05. The
-/// engine reads State, sees the package is gone, and the next attempt brings it back.
+/// restart a download after the device reported Downloaded, while it waits to be told to
+/// install: the next delivery sees the package is gone and brings it back before the update.
 #[test]
 fn a_device_that_lost_its_package_before_update_gets_it_again() {
     replay::twice(4, |network| async move {
@@ -312,18 +312,8 @@ fn a_device_that_lost_its_package_before_update_gets_it_again() {
         let device = &fleet.devices[0];
         let (pkg, new) = package_80k();
         let package = server.shelf.put(pkg.clone());
-        let mut job = fleet.jobs(&package, "2.0", 128, Method::Push).remove(0);
-        let (gate, closed) = tokio::sync::watch::channel(false);
-        job.install_gate = Some(closed);
-        let (stages, mut reached) = tokio::sync::mpsc::unbounded_channel();
-        job.stages = Some(stages);
-        let delivery = server.delivery.clone();
-        let run = tokio::spawn(async move { delivery.run(&job).await });
-        // The engine saw Downloaded (the stray write must not come before it did).
-        within(BOUND, "Downloaded", async {
-            while reached.recv().await.expect("the delivery runs").1 != Stage::Downloaded {}
-        })
-        .await;
+        let job = fleet.jobs(&package, "2.0", 128, Method::Push).remove(0);
+        let job = downloaded_and_held(&server, job).await;
 
         let stray = Endpoint::bind_on(
             &server.network,
@@ -342,14 +332,17 @@ fn a_device_that_lost_its_package_before_update_gets_it_again() {
             .address;
         let answer = stray.request(device_addr, &write).await.unwrap();
         assert_eq!(answer.response_code(), Some(ResponseType::Continue));
-        gate.send(true).unwrap();
+        assert_ne!(device.firmware_state(), FirmwareState::Downloaded);
 
-        let report = within(BOUND, "the delivery", run).await.unwrap();
+        let report = within(BOUND, "the delivery", server.delivery.run(&job)).await;
         assert!(
             matches!(report.outcome, TransferOutcome::Upgraded { .. }),
             "{report:?}"
         );
-        assert!(report.interruptions >= 1, "{report:?}");
+        assert!(
+            report.wire.package_resent > 0,
+            "the package came again: {report:?}"
+        );
         assert_all_upgraded(&fleet, std::slice::from_ref(&report), &new);
     });
 }
@@ -365,24 +358,16 @@ fn a_lost_answer_to_update_does_not_hold_the_delivery() {
         let device = &fleet.devices[0];
         let (pkg, new) = package_80k();
         let package = server.shelf.put(pkg);
-        let mut job = fleet.jobs(&package, "2.0", 512, Method::Push).remove(0);
-        let (gate, closed) = tokio::sync::watch::channel(false);
-        job.install_gate = Some(closed);
-        let mut events = device.events();
-        let delivery = server.delivery.clone();
-        let run = tokio::spawn(async move { delivery.run(&job).await });
-        within(
-            BOUND,
-            "Downloaded",
-            next_event(&mut events, McuEvent::Downloaded),
-        )
-        .await;
+        let job = fleet.jobs(&package, "2.0", 512, Method::Push).remove(0);
+        let job = downloaded_and_held(&server, job).await;
 
         // 200 ms each way: the answer to Execute is due out of the link 200 ms after the device
         // took the Execute, and the link is down by then.
         let one_way = Duration::from_millis(200);
         network.set_impairment(Impairment::none().with_delay(one_way, Duration::ZERO));
-        gate.send(true).unwrap();
+        let mut events = device.events();
+        let delivery = server.delivery.clone();
+        let run = tokio::spawn(async move { delivery.run(&job).await });
         within(
             BOUND,
             "Updating",
@@ -412,23 +397,21 @@ fn a_lost_update_request_is_sent_again() {
         let fleet = registered_fleet(&server, 1, |_| {}).await;
         let (pkg, new) = package_80k();
         let package = server.shelf.put(pkg);
-        let mut job = fleet.jobs(&package, "2.0", 512, Method::Push).remove(0);
-        let (gate, closed) = tokio::sync::watch::channel(false);
-        job.install_gate = Some(closed);
+        let job = fleet.jobs(&package, "2.0", 512, Method::Push).remove(0);
+        let mut job = downloaded_and_held(&server, job).await;
         let (stages, mut reached) = tokio::sync::mpsc::unbounded_channel();
         job.stages = Some(stages);
         let delivery = server.delivery.clone();
         let run = tokio::spawn(async move { delivery.run(&job).await });
-        // The engine saw Downloaded: the package write is over, Update comes next.
+        // The delivery found the package on the device: Update comes next, and is lost (a
+        // datagram arriving while the device's link is down is lost, one in flight too).
         within(BOUND, "Downloaded", async {
             while reached.recv().await.expect("the delivery runs").1 != Stage::Downloaded {}
         })
         .await;
-
         let params = TransmissionParams::fast();
         let length = params.max_transmit_span() + Duration::from_millis(500);
         black_out(&network, &fleet.devices[0], length);
-        gate.send(true).unwrap();
 
         let report = within(BOUND, "the delivery", run).await.unwrap();
         assert_all_upgraded(&fleet, std::slice::from_ref(&report), &new);
@@ -600,32 +583,30 @@ fn reset_then_upgraded() -> Vec<McuEvent> {
     ]
 }
 
-/// Starts delivering `package` (version 1.5) to the fleet's one device with the install
-/// step held, and waits until the device holds it (State Downloaded). Opening the returned
-/// gate lets the delivery go on.
-async fn downloaded_and_held(
+/// Runs `job` with its task's gate letting it download, not install (outside the update
+/// windows): the delivery ends held, the device holding the package (State Downloaded).
+/// Returns the job, its gate now open, for the delivery that installs it.
+async fn downloaded_and_held(server: &Server, mut job: DeliveryJob) -> DeliveryJob {
+    let (_gate, download_only) = tokio::sync::watch::channel(Gate::DownloadOnly);
+    job.gate = Some(download_only);
+    let report = within(BOUND, "the held delivery", server.delivery.run(&job)).await;
+    assert_eq!(report.outcome, TransferOutcome::Held, "{report:?}");
+    job.gate = None;
+    job
+}
+
+/// [`downloaded_and_held`] of `package` (version 1.5) to the fleet's one device.
+async fn other_package_held(
     server: &Server,
     fleet: &Fleet,
     package: Bytes,
     method: Method,
-) -> (
-    tokio::sync::watch::Sender<bool>,
-    tokio::task::JoinHandle<TransferReport>,
-) {
+) -> DeliveryJob {
     let package = server.shelf.put(package);
-    let mut job = fleet.jobs(&package, "1.5", 512, method).remove(0);
-    let (gate, closed) = tokio::sync::watch::channel(false);
-    job.install_gate = Some(closed);
-    let mut events = fleet.devices[0].events();
-    let delivery = server.delivery.clone();
-    let run = tokio::spawn(async move { delivery.run(&job).await });
-    within(
-        BOUND,
-        "Downloaded",
-        next_event(&mut events, McuEvent::Downloaded),
-    )
-    .await;
-    (gate, run)
+    let job = fleet.jobs(&package, "1.5", 512, method).remove(0);
+    let job = downloaded_and_held(server, job).await;
+    assert_eq!(fleet.devices[0].firmware_state(), FirmwareState::Downloaded);
+    job
 }
 
 #[test]
@@ -636,9 +617,7 @@ fn a_device_holding_another_package_is_reset_before_the_push() {
         let device = &fleet.devices[0];
         // An earlier delivery of another package stopped with the device holding it.
         let (other, _) = full_package(20_000, 5, "1.5");
-        let (_gate, earlier) = downloaded_and_held(&server, &fleet, other, Method::Push).await;
-        earlier.abort();
-        assert_eq!(device.firmware_state(), FirmwareState::Downloaded);
+        other_package_held(&server, &fleet, other, Method::Push).await;
         let given_before = device.with_system(|flash| flash.received);
         let mut events = device.events();
 
@@ -665,10 +644,9 @@ fn a_device_whose_last_update_failed_is_reset_before_the_pull() {
         let device = &fleet.devices[0];
         // An earlier upgrade failed while installing: Update Result 8.
         let (other, _) = full_package(20_000, 5, "1.5");
-        let (gate, earlier) = downloaded_and_held(&server, &fleet, other, Method::Pull).await;
+        let earlier = other_package_held(&server, &fleet, other, Method::Pull).await;
         device.with_system(|flash| flash.download[200] ^= 0xFF);
-        gate.send(true).unwrap();
-        let failed = within(BOUND, "the failed upgrade", earlier).await.unwrap();
+        let failed = within(BOUND, "the failed upgrade", server.delivery.run(&earlier)).await;
         assert_eq!(
             failed.outcome,
             TransferOutcome::DeviceFailure(UpdateResult::UpdateFailed)

@@ -21,8 +21,8 @@ use crate::lwm2m::Presence;
 use crate::lwm2m::firmware::{DeliveryMethod, ResetMethod};
 use crate::plugin::{self, Decision, PluginRegistry, SkipReason, TransferMethod};
 use crate::transfer::{
-    Delivery, DeliveryJob, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, Method, ResumeBook, Stage,
-    SurveyedVersion, WireCount,
+    Delivery, DeliveryJob, Gate, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, Method, ResumeBook, Stage,
+    SurveyedVersion, TransferOutcome, WireCount,
 };
 
 /// How one attempt ended, for the scheduler.
@@ -47,6 +47,17 @@ pub enum AttemptOutcome {
     },
     /// The device does not belong in the task (its version is not the delta's base).
     Removed(String),
+    /// The device holds the package, and its task's gate did not let it install (outside
+    /// the update windows, or paused): the attempt ends instead of waiting, and the device is
+    /// tried again at `until`, where it installs what it holds; no retry used.
+    Held {
+        /// When to try again: the update windows' next opening.
+        until: UnixMillis,
+        /// Bytes it cost.
+        wire: WireCount,
+        /// The device's cell, as surveyed.
+        cell: Option<u32>,
+    },
     /// The attempt ran: `result` is final if it succeeded, otherwise it uses a retry.
     Ran {
         /// How it ended.
@@ -69,8 +80,8 @@ pub struct AttemptRequest {
     pub endpoint: String,
     /// Retries used so far (the plugins' `attempt`).
     pub attempt: u32,
-    /// Open while the task may enter the update step.
-    pub install_gate: watch::Receiver<bool>,
+    /// What the task lets the attempt do now (download; install).
+    pub gate: watch::Receiver<Gate>,
     /// Where the delivery reports its stages.
     pub stages: mpsc::UnboundedSender<(String, Stage)>,
 }
@@ -199,7 +210,7 @@ impl DeviceAttempts {
                 return self.postpone(&request, error.to_string());
             }
         }
-        if !*request.install_gate.borrow() {
+        if !request.gate.borrow().downloads() {
             // Paused while the device was surveyed: nothing starts downloading; the device is
             // surveyed again when the task resumes.
             return AttemptOutcome::Postponed {
@@ -290,7 +301,7 @@ impl DeviceAttempts {
             self.block_size(plan, cell),
             method,
         );
-        job.install_gate = Some(request.install_gate.clone());
+        job.gate = Some(request.gate.clone());
         job.give_up_at = request.task.spec.deadline.map(|d| self.clock.instant_at(d));
         job.stages = Some(request.stages.clone());
         job.resume = plan.resume;
@@ -308,6 +319,15 @@ impl DeviceAttempts {
             plugin::ResetMethod::EmptyWrite => ResetMethod::EmptyWrite,
         };
         let report = self.delivery.run(&job).await;
+        if report.outcome == TransferOutcome::Held {
+            let now = self.clock.now();
+            let windows = request.task.spec.windows.as_ref();
+            return AttemptOutcome::Held {
+                until: windows.map_or(now, |windows| windows.next_update_opening(now)),
+                wire: report.wire,
+                cell,
+            };
+        }
         let result = DeviceResult::of(&report.outcome);
         AttemptOutcome::Ran {
             result,

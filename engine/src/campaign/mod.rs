@@ -41,7 +41,7 @@ use crate::journal::{EventData, Journal, NewEvent};
 use crate::stats::{Counters, Ledger, Statistics, Subject};
 use crate::store::{Batch, Store, StoreError, StoreExt};
 use crate::sync::lock;
-use crate::transfer::WireCount;
+use crate::transfer::{Gate, WireCount};
 use writes::Changes;
 
 /// Why a task operation failed.
@@ -73,8 +73,8 @@ pub(crate) struct Running {
     pub devices: BTreeMap<String, DeviceProgress>,
     /// Attempts under way, by endpoint.
     pub active: HashMap<String, Attempt>,
-    /// Open while the task may enter the update step.
-    pub gate: watch::Sender<bool>,
+    /// What the task lets its attempts do now (download; install).
+    pub gate: watch::Sender<Gate>,
     /// Where the task's devices are counted in the statistics (its package, vendor and
     /// model); `None` before it starts, or when its package is gone.
     pub subject: Option<Subject>,
@@ -647,7 +647,9 @@ impl Campaigns {
 
 impl Running {
     fn new(task: Task) -> Self {
-        let (gate, _) = watch::channel(task.status == TaskStatus::Upgrading);
+        // Its windows, if any, apply at the next tick, before it launches anything.
+        let open = task.status == TaskStatus::Upgrading;
+        let (gate, _) = watch::channel(if open { Gate::Open } else { Gate::Closed });
         Running {
             task,
             devices: BTreeMap::new(),
@@ -686,14 +688,17 @@ impl Running {
         shift_tally(&mut self.tallies, stage, before, after);
     }
 
-    /// Opens or closes the install gate (open while the task upgrades, within its update
+    /// Sets the gate (downloads while the task upgrades; installs too within its update
     /// windows at `now`), and stops attempts of a stopped task.
     pub(crate) fn apply_status(&mut self, now: UnixMillis) {
         let windows = self.task.spec.windows.as_ref();
-        let open = self.task.status == TaskStatus::Upgrading
-            && windows.is_none_or(|windows| windows.updates_open(now));
+        let gate = match self.task.status {
+            TaskStatus::Upgrading if windows.is_none_or(|w| w.updates_open(now)) => Gate::Open,
+            TaskStatus::Upgrading => Gate::DownloadOnly,
+            _ => Gate::Closed,
+        };
         self.gate
-            .send_if_modified(|gate| std::mem::replace(gate, open) != open);
+            .send_if_modified(|now| std::mem::replace(now, gate) != gate);
         if self.task.status == TaskStatus::Stopped {
             for (_, attempt) in self.active.drain() {
                 attempt.abort.abort();

@@ -45,7 +45,8 @@ impl DeviceResult {
             TransferOutcome::UnexpectedVersion { .. } => DeviceResult::UnexpectedVersion,
             TransferOutcome::WrongVersion { .. } => DeviceResult::UpgradeFailed,
             TransferOutcome::Refused(_) => DeviceResult::DownloadFailed,
-            TransferOutcome::Interrupted(_) => DeviceResult::LinkBroke,
+            // Not a result: an attempt that ends held is postponed, not settled.
+            TransferOutcome::Interrupted(_) | TransferOutcome::Held => DeviceResult::LinkBroke,
         }
     }
 

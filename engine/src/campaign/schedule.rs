@@ -78,10 +78,11 @@ fn tick(inner: &Arc<Inner>) {
             // An update window opens or closes with the clock, not with a status.
             running.apply_status(now);
         }
-        let downloads_open =
-            (running.task.spec.windows.as_ref()).is_none_or(|windows| windows.downloads_open(now));
-        if running.task.status == TaskStatus::Upgrading && downloads_open {
-            launch_due(inner, running, now, &mut cells);
+        let windows = running.task.spec.windows.as_ref();
+        let downloads_open = windows.is_none_or(|windows| windows.downloads_open(now));
+        let installs_open = windows.is_none_or(|windows| windows.updates_open(now));
+        if running.task.status == TaskStatus::Upgrading && (downloads_open || installs_open) {
+            launch_due(inner, running, now, &mut cells, downloads_open);
         }
         complete_if_done(inner, running, now);
     }
@@ -90,9 +91,12 @@ fn tick(inner: &Arc<Inner>) {
 /// Whether a device's attempt is using the link: under way, and not holding the package
 /// while it waits to be told to install (in a paused task, or outside an update window).
 fn transferring(progress: &DeviceProgress) -> bool {
-    let holding = progress.download == DownloadStatus::Downloaded
-        && progress.upgrade == UpgradeStatus::NotStarted;
-    progress.phase == Phase::Active && !holding
+    progress.phase == Phase::Active && !holds_package(progress)
+}
+
+/// Whether the device holds the package and was not told to install it yet.
+fn holds_package(progress: &DeviceProgress) -> bool {
+    progress.download == DownloadStatus::Downloaded && progress.upgrade == UpgradeStatus::NotStarted
 }
 
 /// Attempts transferring in each cell, over every task: a cell's downlink is shared by all.
@@ -224,11 +228,14 @@ fn pause_on_failures(inner: &Inner, running: &mut Running, stage: &str, failures
 /// each cell's over every task (`cells` counts the attempts under way per cell). Devices that
 /// can be reached now go first: a device asleep in PSM would hold its slot until it wakes.
 /// Only due devices are looked at, earliest first, at most [`SCAN_PER_SLOT`] per free slot.
+/// Outside the download windows (`downloads_open` false, in an update window) only devices
+/// holding the package start, to install it.
 fn launch_due(
     inner: &Arc<Inner>,
     running: &mut Running,
     now: UnixMillis,
     cells: &mut HashMap<u32, usize>,
+    downloads_open: bool,
 ) {
     let pacing = running.task.spec.pacing;
     let transfers = (running.active.values()).filter(|a| a.transferring).count();
@@ -240,7 +247,7 @@ fn launch_due(
         counts: cells,
         most: pacing.max_per_cell,
     };
-    for endpoint in pick_due(inner, running, now, free, cells) {
+    for endpoint in pick_due(inner, running, now, free, cells, downloads_open) {
         launch(inner, running, &endpoint);
     }
 }
@@ -272,18 +279,20 @@ impl CellRoom<'_> {
 /// Up to `free` devices of the open stages to start at `now`: due, earliest first, in cells
 /// not paused and with room (taken as they are picked), those reachable now before those that
 /// are not; looking at `free * SCAN_PER_SLOT` queue entries at most. Their entries leave the
-/// queues, and so do those of devices that moved on.
+/// queues, and so do those of devices that moved on. Without `downloads_open`, a device that
+/// does not hold the package is due again at the download windows' next opening instead.
 fn pick_due(
     inner: &Inner,
     running: &mut Running,
     now: UnixMillis,
     free: usize,
     mut cells: CellRoom,
+    downloads_open: bool,
 ) -> Vec<String> {
     let most = free.saturating_mul(SCAN_PER_SLOT);
     // Not sized by `free`: it is the task's pacing, which an operator may set to billions.
     let (mut picked, mut asleep) = (Vec::new(), Vec::new());
-    let (mut stale, mut looked) = (Vec::new(), 0);
+    let (mut stale, mut looked, mut deferred) = (Vec::new(), 0, Vec::new());
     let open = running.due.len().min(running.task.stage + 1);
     'stages: for (stage, queue) in running.due[..open].iter().enumerate() {
         for entry in queue.iter().take_while(|(at, _)| *at <= now) {
@@ -297,6 +306,10 @@ fn pick_due(
                 stale.push((stage, entry.clone()));
                 continue;
             };
+            if !downloads_open && !holds_package(progress) {
+                deferred.push((stage, entry.clone()));
+                continue;
+            }
             let cell = progress.cell_id;
             if running.task.cell_paused(cell, now) || !cells.has_room(cell) {
                 continue;
@@ -315,13 +328,31 @@ fn pick_due(
             picked.push((stage, entry));
         }
     }
-    for (stage, entry) in stale.iter().chain(&picked) {
+    for (stage, entry) in stale.iter().chain(&picked).chain(&deferred) {
         running.due[*stage].remove(entry);
     }
+    defer_to_download_window(running, deferred, now);
     picked
         .into_iter()
         .map(|(_, (_, endpoint))| endpoint)
         .collect()
+}
+
+/// Devices that may not start a download now are due again when the download windows next
+/// open (in memory: a restart looks at them once more and defers them again).
+fn defer_to_download_window(
+    running: &mut Running,
+    deferred: Vec<(usize, (UnixMillis, String))>,
+    now: UnixMillis,
+) {
+    let windows = running.task.spec.windows.as_ref();
+    let reopens = windows.map_or(now, |windows| windows.next_download_opening(now));
+    for (_, (_, endpoint)) in deferred {
+        if let Some(progress) = running.devices.get_mut(&endpoint) {
+            progress.next_try_at = reopens;
+            queue_due(&mut running.due, progress);
+        }
+    }
 }
 
 /// Starts one attempt, and follows its stages until its outcome.
@@ -341,7 +372,7 @@ fn launch(inner: &Arc<Inner>, running: &mut Running, endpoint: &str) {
         task: running.task.clone(),
         endpoint: endpoint.to_string(),
         attempt: attempt_number,
-        install_gate: running.gate.subscribe(),
+        gate: running.gate.subscribe(),
         stages,
     };
     let attempt = inner.attempts.attempt(request);
@@ -456,6 +487,12 @@ fn finish_attempt(inner: &Inner, task_id: &str, endpoint: &str, outcome: Attempt
             postpone(progress, now + recheck, "offline".into());
         }
         AttemptOutcome::Postponed { until, note } => postpone(progress, until, note),
+        AttemptOutcome::Held { until, wire, cell } => {
+            progress.add_wire(&wire_since(&wire, &counted), package_size);
+            progress.cell_id = cell.or(progress.cell_id);
+            let note = "holds the package; installs once the task lets it (its update window)";
+            postpone(progress, until, note.into());
+        }
         AttemptOutcome::WeakCell { cell, note } => {
             let until = now + cell_pause * 1000;
             progress.cell_id = Some(cell);

@@ -61,6 +61,32 @@ impl MaintenanceWindows {
         self.open(&self.update, now)
     }
 
+    /// When Execute Update may be sent, from `now` on: `now` if it may be now, else the
+    /// soonest opening of an update window.
+    pub fn next_update_opening(&self, now: UnixMillis) -> UnixMillis {
+        self.next_opening(&self.update, now)
+    }
+
+    /// When a download may start, from `now` on, as [`Self::next_update_opening`].
+    pub fn next_download_opening(&self, now: UnixMillis) -> UnixMillis {
+        self.next_opening(&self.download, now)
+    }
+
+    /// `now` if one of `windows` is open (or there is none), else the soonest opening of one
+    /// (within a day: every window opens daily).
+    fn next_opening(&self, windows: &[DailyWindow], now: UnixMillis) -> UnixMillis {
+        if self.open(windows, now) {
+            return now;
+        }
+        let Some(zoned) = self.zoned(now) else {
+            return now;
+        };
+        (windows.iter())
+            .filter_map(|window| window.next_start(&zoned))
+            .min()
+            .unwrap_or(now)
+    }
+
     fn open(&self, windows: &[DailyWindow], now: UnixMillis) -> bool {
         if windows.is_empty() {
             return true;
@@ -74,9 +100,14 @@ impl MaintenanceWindows {
     /// The time of day at `now` in the windows' zone (`None`: a zone or an instant out of
     /// range, which [`MaintenanceWindows::check`] keeps out).
     fn local_time(&self, now: UnixMillis) -> Option<Time> {
+        Some(self.zoned(now)?.time())
+    }
+
+    /// `now` in the windows' zone.
+    fn zoned(&self, now: UnixMillis) -> Option<ZonedDateTime> {
         let zone = TimeZone::get(&self.time_zone).ok()?;
         let instant = Timestamp::from_millisecond(i64::try_from(now).ok()?).ok()?;
-        Some(ZonedDateTime::new(instant, zone).time())
+        Some(ZonedDateTime::new(instant, zone))
     }
 }
 
@@ -90,6 +121,16 @@ impl DailyWindow {
                 .ok_or_else(|| format!("{text:?} is not a time of day as HH:MM"))
         };
         Ok((parse(&self.start)?, parse(&self.end)?))
+    }
+
+    /// When it next opens after `now` (today's opening if still to come, else tomorrow's).
+    fn next_start(&self, now: &ZonedDateTime) -> Option<UnixMillis> {
+        let (start, _) = self.times().ok()?;
+        let mut opening = now.with().time(start).build().ok()?;
+        if opening <= *now {
+            opening = opening.tomorrow().ok()?;
+        }
+        UnixMillis::try_from(opening.timestamp().as_millisecond()).ok()
     }
 
     fn contains(&self, time: Time) -> bool {
@@ -138,6 +179,30 @@ mod tests {
         let afternoon = windows("Asia/Shanghai", &[window("16:00", "17:00")], &[]);
         assert!(afternoon.downloads_open(T0));
         assert!(!afternoon.downloads_open(T0 + HOUR));
+    }
+
+    #[test]
+    fn the_next_update_opening_is_the_soonest_window_start_to_come() {
+        let night = windows(
+            "Europe/Berlin",
+            &[],
+            &[window("22:00", "05:30"), window("13:00", "14:00")],
+        );
+        // 09:00 in Berlin: 13:00 comes first, then 22:00.
+        assert_eq!(night.next_update_opening(T0), T0 + 4 * HOUR);
+        assert_eq!(night.next_update_opening(T0 + 5 * HOUR), T0 + 13 * HOUR);
+        // Inside a window: now.
+        assert_eq!(night.next_update_opening(T0 + 4 * HOUR), T0 + 4 * HOUR);
+        // 06:00 the next day: 13:00 that day.
+        assert_eq!(night.next_update_opening(T0 + 21 * HOUR), T0 + 28 * HOUR);
+        let any_time = windows("UTC", &[window("01:00", "02:00")], &[]);
+        assert_eq!(
+            any_time.next_update_opening(T0),
+            T0,
+            "no update window: now"
+        );
+        // 08:00 UTC: the download window opens at 01:00 the next day.
+        assert_eq!(any_time.next_download_opening(T0), T0 + 17 * HOUR);
     }
 
     #[test]

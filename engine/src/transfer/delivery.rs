@@ -145,7 +145,11 @@ impl Delivery {
             let _ = tokio::time::timeout(backoff, contacts.next_contact()).await;
             backoff = (backoff * 2).min(self.steps.config.retry_backoff.1);
         };
-        if !matches!(outcome, TransferOutcome::Interrupted(_)) {
+        // A delivery interrupted or held resumes from its point, or installs what it wrote.
+        if !matches!(
+            outcome,
+            TransferOutcome::Interrupted(_) | TransferOutcome::Held
+        ) {
             self.steps.book.clear(&job.endpoint);
         }
         delivery.release(&job.endpoint, attempt.watch.take()).await;
@@ -325,7 +329,9 @@ impl Delivery {
 
     /// Everything before Update: checks the version, watches State and Update Result (with
     /// the watch of an earlier attempt in the same registration, read again, or a new one),
-    /// brings the package onto the device unless it holds it, and waits for the install gate.
+    /// brings the package onto the device unless it holds it, and ends there, held, unless
+    /// the task's gate lets it install now (a delivery never waits at a closed gate: a task
+    /// of millions would hold millions of them).
     async fn prepare(
         &self,
         attempt: &mut Attempt<'_>,
@@ -366,7 +372,9 @@ impl Delivery {
         }
         job.report(Stage::Downloaded);
         tracing::info!(endpoint = %job.endpoint, "the device holds the package");
-        job.wait_for_install_gate().await;
+        if !job.may_install() {
+            return Ok(Prepared::Finished(TransferOutcome::Held));
+        }
         Ok(Prepared::Install)
     }
 

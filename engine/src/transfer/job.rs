@@ -35,9 +35,10 @@ pub struct DeliveryJob {
     pub block_size: usize,
     /// Push or pull.
     pub method: Method,
-    /// While it reads false, a device holding the package waits before the update step (a
-    /// paused task); `None`: never held.
-    pub install_gate: Option<watch::Receiver<bool>>,
+    /// What the delivery's task lets it do now: a device holding the package is told to
+    /// install only while it reads [`Gate::Open`]; otherwise the delivery ends there,
+    /// [`TransferOutcome::Held`](super::TransferOutcome::Held). `None`: always open.
+    pub gate: Option<watch::Receiver<Gate>>,
     /// Stop resuming after this instant (a task's deadline); `None`: the suspend limit.
     pub give_up_at: Option<Instant>,
     /// Told each stage the delivery reaches, for live progress.
@@ -83,7 +84,7 @@ impl DeliveryJob {
             target_version: target_version.to_string(),
             block_size,
             method,
-            install_gate: None,
+            gate: None,
             give_up_at: None,
             stages: None,
             resume: true,
@@ -103,12 +104,27 @@ impl DeliveryJob {
         }
     }
 
-    /// Waits until the update step is allowed.
-    pub(super) async fn wait_for_install_gate(&self) {
-        if let Some(gate) = &self.install_gate {
-            let mut gate = gate.clone();
-            let _ = gate.wait_for(|open| *open).await;
-        }
+    /// Whether the device may be told to install now.
+    pub(super) fn may_install(&self) -> bool {
+        (self.gate.as_ref()).is_none_or(|gate| *gate.borrow() == Gate::Open)
+    }
+}
+
+/// What a task lets its deliveries do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Nothing new: the task is not upgrading (paused, stopped).
+    Closed,
+    /// Download, not install: the task upgrades, outside its update windows.
+    DownloadOnly,
+    /// Download and install.
+    Open,
+}
+
+impl Gate {
+    /// Whether a download may start.
+    pub fn downloads(self) -> bool {
+        self != Gate::Closed
     }
 }
 

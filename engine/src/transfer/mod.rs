@@ -20,7 +20,7 @@ pub mod watch;
 pub use airtime::Airtime;
 pub use delivery::Delivery;
 pub use job::{
-    BlockLimits, DeliveryConfig, DeliveryJob, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, Method, Stage,
+    BlockLimits, DeliveryConfig, DeliveryJob, Gate, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, Method, Stage,
     SurveyedVersion,
 };
 pub use outcome::{TransferOutcome, TransferReport, WireCount};

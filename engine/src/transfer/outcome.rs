@@ -37,6 +37,9 @@ pub enum TransferOutcome {
     Refused(String),
     /// The link broke (timeouts, not registered, device silent): resume or retry later.
     Interrupted(String),
+    /// The device holds the package and was not told to install: its task's gate was not
+    /// open (a paused task, outside the update windows). A later attempt installs it.
+    Held,
 }
 
 impl std::fmt::Display for TransferOutcome {
@@ -56,6 +59,7 @@ impl std::fmt::Display for TransferOutcome {
             ),
             TransferOutcome::Refused(reason) => write!(f, "refused: {reason}"),
             TransferOutcome::Interrupted(reason) => write!(f, "interrupted: {reason}"),
+            TransferOutcome::Held => write!(f, "holds the package, not told to install yet"),
         }
     }
 }

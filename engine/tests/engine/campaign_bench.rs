@@ -19,7 +19,7 @@ use fota_engine::journal::Journal;
 use fota_engine::plugin::{HostConfig, PluginHost, PluginRegistry};
 use fota_engine::stats::Counters;
 use fota_engine::store::{SledStore, Store};
-use fota_engine::transfer::{PackageShelf, Stage, WireCount};
+use fota_engine::transfer::{Gate, PackageShelf, Stage, WireCount};
 
 pub const T0: UnixMillis = 1_800_000_000_000;
 
@@ -28,7 +28,9 @@ pub const T0: UnixMillis = 1_800_000_000_000;
 pub enum Step {
     /// The attempt ends with this outcome after `took`.
     End(Duration, AttemptOutcome),
-    /// The attempt "downloads" for 10 s, then waits for the install gate, then succeeds.
+    /// The attempt "downloads" for 10 s, then, as a delivery does, succeeds if the task's
+    /// gate lets it install, and otherwise ends held until the update windows open (the
+    /// device's next attempt is its next step, or a success).
     HeldAtGate,
     /// The delivery is suspended after 1 s having cost `wire`, and never comes back.
     SuspendedForever(WireCount),
@@ -141,6 +143,7 @@ impl Attempts for Script {
             .and_then(VecDeque::pop_front)
             .unwrap_or(Step::End(Duration::from_secs(1), success()));
         let in_cell = InCell::enter(&self.cells, &request.endpoint);
+        let clock = self.clock.lock().unwrap().expect("clock set");
         Box::pin(async move {
             let _in_cell = in_cell;
             match step {
@@ -150,12 +153,19 @@ impl Attempts for Script {
                 }
                 Step::HeldAtGate => {
                     tokio::time::sleep(Duration::from_secs(10)).await;
-                    // As a delivery does before it waits at the gate.
+                    // As a delivery does once the device holds the package.
                     let downloaded = (request.endpoint.clone(), Stage::Downloaded);
                     let _ = request.stages.send(downloaded);
-                    let mut gate = request.install_gate.clone();
-                    let _ = gate.wait_for(|open| *open).await;
-                    success()
+                    if *request.gate.borrow() == Gate::Open {
+                        return success();
+                    }
+                    let now = clock.now();
+                    let windows = request.task.spec.windows.as_ref();
+                    AttemptOutcome::Held {
+                        until: windows.map_or(now, |w| w.next_update_opening(now)),
+                        wire: WireCount::default(),
+                        cell: None,
+                    }
                 }
                 Step::SuspendedForever(wire) => {
                     tokio::time::sleep(Duration::from_secs(1)).await;

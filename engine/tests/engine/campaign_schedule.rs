@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use fota_engine::campaign::{
-    AttemptOutcome, CampaignError, DailyWindow, DeviceResult, MaintenanceWindows, Phase, Task,
-    TaskStatus,
+    AttemptOutcome, CampaignError, DailyWindow, DeviceResult, DownloadStatus, MaintenanceWindows,
+    Phase, Task, TaskStatus,
 };
 use fota_engine::clock::UnixMillis;
 use fota_engine::stats::Counters;
@@ -167,6 +167,9 @@ async fn every_status_allows_exactly_its_transitions() {
     ));
 }
 
+/// A device holding the package when its task is paused is not told to install, and its
+/// attempt ends (a task of millions would hold millions of them): it waits, holding the
+/// package, and installs in an attempt after the resume.
 #[tokio::test(start_paused = true)]
 async fn a_paused_task_holds_downloaded_devices_before_the_update_and_starts_no_others() {
     let b = bench(3).await;
@@ -183,11 +186,12 @@ async fn a_paused_task_holds_downloaded_devices_before_the_update_and_starts_no_
     b.until(&task.id, "device 0 active", active).await;
     b.campaigns.pause(&task.id).unwrap();
     tokio::time::sleep(Duration::from_secs(3600)).await;
-    assert_eq!(
-        b.device(&task.id, 0).phase,
-        Phase::Active,
-        "held before the update step"
-    );
+    let held = b.device(&task.id, 0);
+    assert_eq!(held.phase, Phase::Waiting, "not told to install: {held:?}");
+    assert_eq!(held.download, DownloadStatus::Downloaded, "{held:?}");
+    assert_eq!(held.attempts, 0, "holding uses no retry: {held:?}");
+    let counted = b.campaigns.statistics().packages[0].counters;
+    assert_eq!(counted.downloads_not_installed, 1, "{counted:?}");
     assert!(
         b.script.starts_of(&endpoint(1)).is_empty(),
         "nothing new starts while paused"
@@ -197,6 +201,11 @@ async fn a_paused_task_holds_downloaded_devices_before_the_update_and_starts_no_
     for i in 0..3 {
         assert_eq!(b.device(&task.id, i).result, Some(DeviceResult::Successful));
     }
+    assert_eq!(
+        b.script.starts_of(&endpoint(0)).len(),
+        2,
+        "held, then installed"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -701,9 +710,12 @@ async fn downloads_start_in_their_window_and_installs_wait_for_theirs_holding_no
     for i in 0..4 {
         let starts = b.script.starts_of(&endpoint(i));
         // Two at a time, yet all four within the window: a device holding the package takes
-        // no download slot while it waits for the night.
+        // no download slot, and no attempt, while it waits for the night; its next attempt,
+        // at the update window's opening, installs.
         assert!(
-            starts.len() == 1 && (T0 + 2 * HOUR..T0 + 3 * HOUR).contains(&starts[0]),
+            starts.len() == 2
+                && (T0 + 2 * HOUR..T0 + 3 * HOUR).contains(&starts[0])
+                && (T0 + 18 * HOUR..T0 + 19 * HOUR).contains(&starts[1]),
             "device {i} started at {starts:?}"
         );
         let device = b.device(&task.id, i);
