@@ -698,7 +698,7 @@ impl Running {
             _ => Gate::Closed,
         };
         self.gate
-            .send_if_modified(|now| std::mem::replace(now, gate) != gate);
+            .send_if_modified(|current| std::mem::replace(current, gate) != gate);
         if self.task.status == TaskStatus::Stopped {
             for (_, attempt) in self.active.drain() {
                 attempt.abort.abort();
