@@ -459,7 +459,7 @@ impl Settings {
                 .unwrap_or_else(|| address(DEFAULT_HTTP_ADDR)),
             metrics_addr: overrides.metrics_addr.or(file.metrics_addr),
             store: match overrides.store.or(file.store) {
-                Some(url) => StoreLocation::parse(&url),
+                Some(url) => StoreLocation::Postgres(url),
                 None => StoreLocation::Directory(
                     overrides
                         .data_dir

@@ -33,15 +33,6 @@ pub enum StoreLocation {
 }
 
 impl StoreLocation {
-    /// `postgres://...` (or `postgresql://...`) is a database; anything else a directory.
-    pub fn parse(text: &str) -> StoreLocation {
-        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            StoreLocation::Postgres(text.to_string())
-        } else {
-            StoreLocation::Directory(PathBuf::from(text))
-        }
-    }
-
     /// Opens the store (creating it, or migrating a database's schema, when needed).
     pub fn open(&self) -> Result<Arc<dyn Store>, StoreError> {
         Ok(match self {

@@ -149,17 +149,11 @@ impl Store for PostgresStore {
     }
 
     fn scan_raw(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let start = bytes(prefix.as_bytes());
-        match prefix_end(prefix.as_bytes()) {
-            Some(end) => self.rows(
-                "SELECT key, value FROM records WHERE key >= $1 AND key < $2 ORDER BY key",
-                vec![start, bytes(&end)],
-            ),
-            None => self.rows(
-                "SELECT key, value FROM records WHERE key >= $1 ORDER BY key",
-                vec![start],
-            ),
-        }
+        let (start, end) = key_range(prefix);
+        self.rows(
+            "SELECT key, value FROM records WHERE key >= $1 AND key < $2 ORDER BY key",
+            vec![start, end],
+        )
     }
 
     fn scan_after_raw(
@@ -168,34 +162,27 @@ impl Store for PostgresStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        // The bound past the prefix: the prefix's end, or no key at all sorts after it.
-        let end = prefix_end(prefix.as_bytes()).unwrap_or_else(|| vec![0xFF; 1 + prefix.len()]);
+        let (start, end) = key_range(prefix);
         let after = after.map_or(&[][..], str::as_bytes);
         self.rows(
-            "SELECT key, value FROM records WHERE key >= $1 AND key > $2 AND key < $3 \
+            "SELECT key, value FROM records WHERE key >= $1 AND key < $2 AND key > $3 \
              ORDER BY key LIMIT $4",
             vec![
-                bytes(prefix.as_bytes()),
+                start,
+                end,
                 bytes(after),
-                bytes(&end),
                 Box::new(i64::try_from(limit).unwrap_or(i64::MAX)),
             ],
         )
     }
 
     fn last_raw(&self, prefix: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
-        let start = bytes(prefix.as_bytes());
-        let rows = match prefix_end(prefix.as_bytes()) {
-            Some(end) => self.rows(
-                "SELECT key, value FROM records WHERE key >= $1 AND key < $2 \
-                 ORDER BY key DESC LIMIT 1",
-                vec![start, bytes(&end)],
-            ),
-            None => self.rows(
-                "SELECT key, value FROM records WHERE key >= $1 ORDER BY key DESC LIMIT 1",
-                vec![start],
-            ),
-        }?;
+        let (start, end) = key_range(prefix);
+        let rows = self.rows(
+            "SELECT key, value FROM records WHERE key >= $1 AND key < $2 \
+             ORDER BY key DESC LIMIT 1",
+            vec![start, end],
+        )?;
         Ok(rows.into_iter().next())
     }
 
@@ -230,6 +217,13 @@ fn settle(batch: Batch) -> (Vec<Put>, Vec<Vec<u8>>) {
         }
     }
     (last.into_iter().collect(), removes)
+}
+
+/// The keys starting with `prefix`, as the parameters `[start, end)` of a range query.
+fn key_range(prefix: &str) -> (Param, Param) {
+    // Keys are UTF-8, which never holds the byte 0xFF: every key sorts before it.
+    let end = prefix_end(prefix.as_bytes()).unwrap_or_else(|| vec![0xFF]);
+    (bytes(prefix.as_bytes()), bytes(&end))
 }
 
 /// The first key past every key starting with `prefix`; `None` when no key is (the prefix is
