@@ -85,7 +85,7 @@ impl Inner {
         let placement = Placement::new(&running.task, test_devices);
         let newcomers: Vec<DeviceProgress> = endpoints
             .iter()
-            .filter(|endpoint| !running.devices.contains_key(*endpoint))
+            .filter(|endpoint| !running.devices.contains(endpoint))
             .map(|endpoint| {
                 let stage = placement.of_joiner(endpoint);
                 self.first_progress(&running.task, endpoint, stage, now)
@@ -109,8 +109,8 @@ impl Inner {
         tracing::info!(task = %running.task.id, devices = newcomers.len(), "devices joined the task");
         for progress in newcomers {
             running.tally(progress.stage, &Counters::default(), &progress.share());
-            queue_due(&mut running.due, &progress);
-            running.devices.insert(progress.endpoint.clone(), progress);
+            let (slot, progress) = running.devices.insert(progress);
+            queue_due(&mut running.due, slot, progress);
         }
     }
 }

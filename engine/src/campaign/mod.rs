@@ -12,6 +12,7 @@ pub mod attempt;
 mod joining;
 pub mod progress;
 mod ranks;
+mod roster;
 mod schedule;
 pub mod stages;
 pub mod task;
@@ -42,6 +43,7 @@ use crate::stats::{Counters, Ledger, Statistics, Subject};
 use crate::store::{Batch, Store, StoreError, StoreExt};
 use crate::sync::lock;
 use crate::transfer::{Gate, WireCount};
+use roster::{Roster, Slot};
 use writes::Changes;
 
 /// Why a task operation failed.
@@ -70,9 +72,10 @@ const TICK: Duration = Duration::from_millis(500);
 /// A task with its devices, as the scheduler holds it.
 pub(crate) struct Running {
     pub task: Task,
-    pub devices: BTreeMap<String, DeviceProgress>,
-    /// Attempts under way, by endpoint.
-    pub active: HashMap<String, Attempt>,
+    /// Its devices and their progress.
+    pub devices: Roster,
+    /// Attempts under way, by their device's slot.
+    pub active: HashMap<Slot, Attempt>,
     /// What the task lets its attempts do now (download; install).
     pub gate: watch::Sender<Gate>,
     /// Where the task's devices are counted in the statistics (its package, vendor and
@@ -84,12 +87,10 @@ pub(crate) struct Running {
     /// Each stage's share of the statistics (its devices, upgraded, failed, bytes), moved
     /// with every progress record: a task's counts are read without looking at its devices.
     pub tallies: Vec<Counters>,
-    /// Waiting devices by when they are due, per stage: `(next_try_at, endpoint)`, so the
+    /// Waiting devices by when they are due, per stage: `(next_try_at, slot)`, so the
     /// scheduler looks at the due ones only. An entry whose device moved on since (launched,
     /// finished, due at another time) is dropped when it comes up.
-    pub due: Vec<BTreeSet<(UnixMillis, String)>>,
-    /// Where a device stands among the others, for a page's offset.
-    pub ranks: ranks::Ranks,
+    pub due: Vec<BTreeSet<(UnixMillis, Slot)>>,
 }
 
 /// An attempt under way.
@@ -375,7 +376,7 @@ impl Campaigns {
         running.task.check(Action::Delete, now)?;
         let mut batch = Batch::new();
         batch.remove(task_key(id));
-        for endpoint in running.devices.keys() {
+        for endpoint in running.devices.endpoints() {
             batch.remove(progress_key(id, endpoint));
         }
         // After what is queued: a queued record of the task's does not come back.
@@ -384,18 +385,16 @@ impl Campaigns {
             return Ok(());
         };
         let package = &deleted.task.spec.package_id;
-        let delivered_elsewhere = |endpoint: &String| {
+        let delivered_elsewhere = |endpoint: &str| {
             tasks.values().any(|other| {
                 !other.task.status.is_final()
                     && &other.task.spec.package_id == package
-                    && other.devices.contains_key(endpoint)
+                    && other.devices.contains(endpoint)
             })
         };
-        let endpoints: Vec<String> = deleted
-            .devices
-            .keys()
+        let endpoints: Vec<String> = (deleted.devices.endpoints())
             .filter(|e| !delivered_elsewhere(e))
-            .cloned()
+            .map(str::to_string)
             .collect();
         drop(tasks);
         self.inner.attempts.forget_deliveries(package, &endpoints);
@@ -425,21 +424,21 @@ impl Campaigns {
         let running = tasks
             .get(id)
             .ok_or_else(|| CampaignError::NotFound(id.into()))?;
-        Ok(running.devices.values().cloned().collect())
+        Ok(running.devices.in_order().cloned().collect())
     }
 
-    /// What `read` makes of task `id` (as shown) and its devices in endpoint order, read in
-    /// place: nothing is copied, and the scheduler waits meanwhile (keep `read` short).
+    /// What `read` makes of task `id` (as shown) and its devices in no particular order, read
+    /// in place: nothing is copied, and the scheduler waits meanwhile (keep `read` short).
     pub fn read_devices<R>(
         &self,
         id: &str,
-        read: impl FnOnce(&Task, std::collections::btree_map::Values<'_, String, DeviceProgress>) -> R,
+        read: impl FnOnce(&Task, std::slice::Iter<'_, DeviceProgress>) -> R,
     ) -> Result<R, CampaignError> {
         let tasks = lock(&self.inner.tasks);
         let running = tasks
             .get(id)
             .ok_or_else(|| CampaignError::NotFound(id.into()))?;
-        Ok(read(&running.view(), running.devices.values()))
+        Ok(read(&running.view(), running.devices.all()))
     }
 
     /// Up to `take` devices of task `id` in endpoint order (from the last when `descending`),
@@ -455,42 +454,30 @@ impl Campaigns {
         descending: bool,
         take: usize,
     ) -> Result<DeviceWindow, CampaignError> {
-        use std::ops::Bound::{Excluded, Included, Unbounded};
+        use std::ops::Bound::{Excluded, Included};
         let mut tasks = lock(&self.inner.tasks);
-        let running = tasks
+        let devices = &mut tasks
             .get_mut(id)
-            .ok_or_else(|| CampaignError::NotFound(id.into()))?;
-        let (devices, ranks) = (&running.devices, &mut running.ranks);
+            .ok_or_else(|| CampaignError::NotFound(id.into()))?
+            .devices;
         let total = devices.len();
         // Where the window starts (none past the end), and how many come before it.
         let (before, from) = match (after, descending) {
-            (Some(after), false) => (ranks.at_or_before(devices, after), Some(Excluded(after))),
+            (Some(after), false) => (devices.at_or_before(after), Some(Excluded(after.into()))),
             (Some(after), true) => {
-                let below =
-                    ranks.at_or_before(devices, after) - usize::from(devices.contains_key(after));
-                (total - below, Some(Excluded(after)))
+                let below = devices.at_or_before(after) - usize::from(devices.contains(after));
+                (total - below, Some(Excluded(after.into())))
             }
-            (None, false) => (
-                skip.min(total),
-                ranks.endpoint_at(devices, skip).map(Included),
-            ),
+            (None, false) => (skip.min(total), devices.endpoint_at(skip).map(Included)),
             (None, true) => {
                 let last = (total.checked_sub(skip + 1))
-                    .and_then(|position| ranks.endpoint_at(devices, position));
+                    .and_then(|position| devices.endpoint_at(position));
                 (skip.min(total), last.map(Included))
             }
         };
-        let window: Vec<&DeviceProgress> = match (from, descending) {
-            (None, _) => Vec::new(),
-            (Some(from), false) => (devices.range::<str, _>((from, Unbounded)))
-                .map(|(_, p)| p)
-                .take(take)
-                .collect(),
-            (Some(from), true) => (devices.range::<str, _>((Unbounded, from)))
-                .rev()
-                .map(|(_, p)| p)
-                .take(take)
-                .collect(),
+        let window = match &from {
+            None => Vec::new(),
+            Some(from) => devices.page(from.as_ref().map(String::as_str), descending, take),
         };
         Ok(DeviceWindow {
             devices: window.into_iter().cloned().collect(),
@@ -504,7 +491,7 @@ impl Campaigns {
         let tasks = lock(&self.inner.tasks);
         tasks
             .values()
-            .filter_map(|running| running.devices.get(endpoint).cloned())
+            .filter_map(|running| running.devices.of(endpoint).cloned())
             .collect()
     }
 
@@ -532,23 +519,23 @@ impl Campaigns {
     pub fn holds_device(&self, endpoint: &str, groups: &[String]) -> bool {
         lock(&self.inner.tasks).values().any(|running| {
             !running.task.status.is_final()
-                && (running.devices.contains_key(endpoint)
+                && (running.devices.contains(endpoint)
                     || groups.contains(&running.task.spec.group_id))
         })
     }
 
     /// True while an attempt of a task upgrades device `endpoint`.
     pub fn upgrading(&self, endpoint: &str) -> bool {
-        lock(&self.inner.tasks)
-            .values()
-            .any(|running| running.active.contains_key(endpoint))
+        lock(&self.inner.tasks).values().any(|running| {
+            (running.devices.slot(endpoint)).is_some_and(|slot| running.active.contains_key(&slot))
+        })
     }
 
     /// Every device progress of every task.
     pub fn all_progress(&self) -> Vec<(Task, Vec<DeviceProgress>)> {
         lock(&self.inner.tasks)
             .values()
-            .map(|r| (r.view(), r.devices.values().cloned().collect()))
+            .map(|r| (r.view(), r.devices.in_order().cloned().collect()))
             .collect()
     }
 
@@ -652,14 +639,13 @@ impl Running {
         let (gate, _) = watch::channel(if open { Gate::Open } else { Gate::Closed });
         Running {
             task,
-            devices: BTreeMap::new(),
+            devices: Roster::default(),
             active: HashMap::new(),
             gate,
             subject: None,
             package_size: u64::MAX,
             tallies: Vec::new(),
             due: Vec::new(),
-            ranks: ranks::Ranks::default(),
         }
     }
 
@@ -745,12 +731,12 @@ fn shift_tally(tallies: &mut Vec<Counters>, stage: usize, before: &Counters, aft
     tallies[stage].shift(before, after);
 }
 
-/// Puts a waiting device in `due`, its stage's queue, at when it is due.
-fn queue_due(due: &mut Vec<BTreeSet<(UnixMillis, String)>>, progress: &DeviceProgress) {
+/// Puts a waiting device (at `slot`) in `due`, its stage's queue, at when it is due.
+fn queue_due(due: &mut Vec<BTreeSet<(UnixMillis, Slot)>>, slot: Slot, progress: &DeviceProgress) {
     if due.len() <= progress.stage {
         due.resize_with(progress.stage + 1, BTreeSet::new);
     }
-    due[progress.stage].insert((progress.next_try_at, progress.endpoint.clone()));
+    due[progress.stage].insert((progress.next_try_at, slot));
 }
 
 impl Inner {
@@ -773,6 +759,7 @@ impl Inner {
                 loaded.insert(running.task.id.clone(), running);
                 continue;
             }
+            running.devices.reserve(devices.len());
             for mut progress in devices {
                 running.tally(progress.stage, &Counters::default(), &progress.share());
                 if progress.phase == Phase::Active {
@@ -781,10 +768,10 @@ impl Inner {
                     progress.attempts = progress.attempts.saturating_sub(1);
                     progress.interruptions += 1;
                 }
+                let (slot, progress) = running.devices.insert(progress);
                 if progress.phase == Phase::Waiting {
-                    queue_due(&mut running.due, &progress);
+                    queue_due(&mut running.due, slot, progress);
                 }
-                running.devices.insert(progress.endpoint.clone(), progress);
             }
             loaded.insert(running.task.id.clone(), running);
         }
@@ -832,10 +819,11 @@ impl Inner {
         task.status = TaskStatus::Upgrading;
         task.started_at = Some(now);
         let mut batch = Batch::new();
-        let (mut devices, mut tallies, mut due) = (BTreeMap::new(), Vec::new(), Vec::new());
+        let (mut devices, mut tallies, mut due) = (Roster::default(), Vec::new(), Vec::new());
+        devices.reserve(group.devices.len());
         let mut added = Counters::default();
         let placement = stages::Placement::new(&task, &group.test_devices);
-        for (endpoint, stage) in placement.place(group.devices.iter()) {
+        for (endpoint, stage) in placement.place(&group.devices) {
             let progress = self.first_progress(&task, endpoint, stage, now);
             if batch.puts.len() == BEGIN_BATCH {
                 // A task of millions is written in parts, the task's record and statistics
@@ -846,8 +834,8 @@ impl Inner {
             let share = progress.share();
             added.shift(&Counters::default(), &share);
             shift_tally(&mut tallies, stage, &Counters::default(), &share);
-            queue_due(&mut due, &progress);
-            devices.insert(endpoint.to_string(), progress);
+            let (slot, progress) = devices.insert(progress);
+            queue_due(&mut due, slot, progress);
         }
         batch.put(task_key(&task.id), &task);
         let mut changes = Changes::default();
@@ -897,17 +885,17 @@ impl Inner {
         }
     }
 
-    /// Queues a device's progress with what it changed in the statistics since its share was
-    /// `before`, and the event of its progress (and of its failure when it just ended not
-    /// upgraded), then `also`, for one batch.
+    /// Queues the progress of the device at `slot` with what it changed in the statistics
+    /// since its share was `before`, and the event of its progress (and of its failure when it
+    /// just ended not upgraded), then `also`, for one batch.
     pub(crate) fn save_device(
         &self,
         running: &mut Running,
-        endpoint: &str,
+        slot: Slot,
         before: Counters,
         also: Changes,
     ) {
-        let Some(progress) = running.devices.get(endpoint) else {
+        let Some(progress) = running.devices.at(slot) else {
             return;
         };
         let (share, stage) = (progress.share(), progress.stage);

@@ -17,7 +17,8 @@ use super::stages::{StageOutcome, TooManyFailures};
 use super::task::{CellPause, TaskStatus};
 use super::writes::Changes;
 use super::{
-    Attempt, CampaignEvent, CellPaused, FailureRateAlarm, Inner, Running, TICK, queue_due, task_key,
+    Attempt, CampaignEvent, CellPaused, FailureRateAlarm, Inner, Running, Slot, TICK, queue_due,
+    task_key,
 };
 use crate::clock::UnixMillis;
 use crate::sync::lock;
@@ -129,29 +130,27 @@ fn expire_past_deadline(inner: &Inner, running: &mut Running, now: UnixMillis) {
     let unfinished: u64 = (running.tallies.iter())
         .map(|t| t.devices.saturating_sub(t.successes + t.failures))
         .sum();
-    let expiring: Vec<String> = if unfinished <= running.active.len() as u64 {
-        (running.active.keys())
-            .filter(|endpoint| running.devices.get(*endpoint).is_some_and(expires))
-            .cloned()
+    let expiring: Vec<Slot> = if unfinished <= running.active.len() as u64 {
+        (running.active.keys().copied())
+            .filter(|&slot| running.devices.at(slot).is_some_and(expires))
             .collect()
     } else {
-        (running.devices.values())
-            .filter(|p| expires(p))
-            .map(|p| p.endpoint.clone())
+        (running.devices.iter())
+            .filter(|(_, p)| expires(p))
+            .map(|(slot, _)| slot)
             .collect()
     };
-    for endpoint in expiring {
-        if let Some(attempt) = running.active.remove(&endpoint) {
+    for slot in expiring {
+        if let Some(attempt) = running.active.remove(&slot) {
             attempt.abort.abort();
         }
-        let progress = running
-            .devices
-            .get_mut(&endpoint)
-            .expect("expiring a device of the task");
+        let Some(progress) = running.devices.at_mut(slot) else {
+            continue;
+        };
         let before = progress.share();
         let note = progress.note.take();
         progress.finish(DeviceResult::TaskExpired, note, now);
-        inner.save_device(running, &endpoint, before, Changes::default());
+        inner.save_device(running, slot, before, Changes::default());
     }
 }
 
@@ -247,8 +246,8 @@ fn launch_due(
         counts: cells,
         most: pacing.max_per_cell,
     };
-    for endpoint in pick_due(inner, running, now, free, cells, downloads_open) {
-        launch(inner, running, &endpoint);
+    for slot in pick_due(inner, running, now, free, cells, downloads_open) {
+        launch(inner, running, slot);
     }
 }
 
@@ -288,7 +287,7 @@ fn pick_due(
     free: usize,
     mut cells: CellRoom,
     downloads_open: bool,
-) -> Vec<String> {
+) -> Vec<Slot> {
     let most = free.saturating_mul(SCAN_PER_SLOT);
     // Not sized by `free`: it is the task's pacing, which an operator may set to billions.
     let (mut picked, mut asleep) = (Vec::new(), Vec::new());
@@ -300,25 +299,25 @@ fn pick_due(
                 break 'stages;
             }
             looked += 1;
-            let waiting = (running.devices.get(&entry.1))
+            let waiting = (running.devices.at(entry.1))
                 .filter(|p| p.phase == Phase::Waiting && p.next_try_at == entry.0);
             let Some(progress) = waiting else {
-                stale.push((stage, entry.clone()));
+                stale.push((stage, *entry));
                 continue;
             };
             if !downloads_open && !holds_package(progress) {
-                deferred.push((stage, entry.clone()));
+                deferred.push((stage, *entry));
                 continue;
             }
             let cell = progress.cell_id;
             if running.task.cell_paused(cell, now) || !cells.has_room(cell) {
                 continue;
             }
-            if inner.attempts.reachable_now(&entry.1) {
+            if inner.attempts.reachable_now(&progress.endpoint) {
                 cells.take(cell);
-                picked.push((stage, entry.clone()));
+                picked.push((stage, *entry));
             } else if asleep.len() < free {
-                asleep.push((stage, entry.clone(), cell));
+                asleep.push((stage, *entry, cell));
             }
         }
     }
@@ -332,61 +331,58 @@ fn pick_due(
         running.due[*stage].remove(entry);
     }
     defer_to_download_window(running, deferred, now);
-    picked
-        .into_iter()
-        .map(|(_, (_, endpoint))| endpoint)
-        .collect()
+    picked.into_iter().map(|(_, (_, slot))| slot).collect()
 }
 
 /// Devices that may not start a download now are due again when the download windows next
 /// open (in memory: a restart looks at them once more and defers them again).
 fn defer_to_download_window(
     running: &mut Running,
-    deferred: Vec<(usize, (UnixMillis, String))>,
+    deferred: Vec<(usize, (UnixMillis, Slot))>,
     now: UnixMillis,
 ) {
     let windows = running.task.spec.windows.as_ref();
     let reopens = windows.map_or(now, |windows| windows.next_download_opening(now));
-    for (_, (_, endpoint)) in deferred {
-        if let Some(progress) = running.devices.get_mut(&endpoint) {
+    for (_, (_, slot)) in deferred {
+        if let Some(progress) = running.devices.at_mut(slot) {
             progress.next_try_at = reopens;
-            queue_due(&mut running.due, progress);
+            queue_due(&mut running.due, slot, progress);
         }
     }
 }
 
-/// Starts one attempt, and follows its stages until its outcome.
-fn launch(inner: &Arc<Inner>, running: &mut Running, endpoint: &str) {
-    let progress = running
-        .devices
-        .get_mut(endpoint)
-        .expect("launching a device of the task");
+/// Starts an attempt of the device at `slot`, and follows its stages until its outcome.
+fn launch(inner: &Arc<Inner>, running: &mut Running, slot: Slot) {
+    let Some(progress) = running.devices.at_mut(slot) else {
+        return;
+    };
     let before = progress.share();
     progress.phase = Phase::Active;
     progress.attempts += 1;
     let attempt_number = progress.attempts - 1;
     let (cell, transferring) = (progress.cell_id, transferring(progress));
-    inner.save_device(running, endpoint, before, Changes::default());
+    let endpoint = progress.endpoint.clone();
+    inner.save_device(running, slot, before, Changes::default());
     let (stages, reported) = mpsc::unbounded_channel();
     let request = AttemptRequest {
         task: running.task.clone(),
-        endpoint: endpoint.to_string(),
+        endpoint,
         attempt: attempt_number,
         gate: running.gate.subscribe(),
         stages,
     };
     let attempt = inner.attempts.attempt(request);
     let weak = Arc::downgrade(inner);
-    let (task_id, device) = (running.task.id.clone(), endpoint.to_string());
+    let task_id = running.task.id.clone();
     let handle = tokio::spawn(async move {
         let outcome = follow(attempt, reported, |stage| {
             if let Some(inner) = weak.upgrade() {
-                show_stage(&inner, &task_id, &device, stage);
+                show_stage(&inner, &task_id, slot, stage);
             }
         })
         .await;
         if let Some(inner) = weak.upgrade() {
-            finish_attempt(&inner, &task_id, &device, outcome);
+            finish_attempt(&inner, &task_id, slot, outcome);
         }
     });
     let attempt = Attempt {
@@ -395,7 +391,7 @@ fn launch(inner: &Arc<Inner>, running: &mut Running, endpoint: &str) {
         cell,
         transferring,
     };
-    running.active.insert(endpoint.to_string(), attempt);
+    running.active.insert(slot, attempt);
 }
 
 /// Runs `attempt`, handing each stage it reports to `show` in order, the last ones before
@@ -421,15 +417,14 @@ async fn follow(
 
 /// Shows a delivery's stage in its device's progress; a suspended delivery's bytes are
 /// counted at once, so they stay counted if the attempt never ends (cancel, kill).
-fn show_stage(inner: &Inner, task_id: &str, endpoint: &str, stage: Stage) {
+fn show_stage(inner: &Inner, task_id: &str, slot: Slot, stage: Stage) {
     let mut tasks = lock(&inner.tasks);
     let Some(running) = tasks.get_mut(task_id) else {
         return;
     };
-    let (Some(attempt), Some(progress)) = (
-        running.active.get_mut(endpoint),
-        running.devices.get_mut(endpoint),
-    ) else {
+    let (Some(attempt), Some(progress)) =
+        (running.active.get_mut(&slot), running.devices.at_mut(slot))
+    else {
         return;
     };
     let before = progress.share();
@@ -444,7 +439,7 @@ fn show_stage(inner: &Inner, task_id: &str, endpoint: &str, stage: Stage) {
         }
     }
     attempt.transferring = transferring(progress);
-    inner.save_device(running, endpoint, before, Changes::default());
+    inner.save_device(running, slot, before, Changes::default());
 }
 
 /// What `now` counts beyond `before` (both counts of one delivery, `now` the later).
@@ -461,22 +456,23 @@ fn wire_since(now: &WireCount, before: &WireCount) -> WireCount {
     }
 }
 
-/// Applies an attempt's outcome to the device and, for a weak cell, to the task, in one
-/// batch. An attempt that was aborted (the task stopped, or it expired) changes nothing.
-fn finish_attempt(inner: &Inner, task_id: &str, endpoint: &str, outcome: AttemptOutcome) {
+/// Applies an attempt's outcome to the device (at `slot`) and, for a weak cell, to the task,
+/// in one batch. An attempt that was aborted (the task stopped, or it expired) changes
+/// nothing.
+fn finish_attempt(inner: &Inner, task_id: &str, slot: Slot, outcome: AttemptOutcome) {
     let now = inner.clock.now();
     let mut tasks = lock(&inner.tasks);
     let Some(running) = tasks.get_mut(task_id) else {
         return;
     };
-    let Some(Attempt { wire: counted, .. }) = running.active.remove(endpoint) else {
+    let Some(Attempt { wire: counted, .. }) = running.active.remove(&slot) else {
         return;
     };
     let package_size = running.package_size;
     let spec = &running.task.spec;
     let interval = spec.retry_interval_secs * 1000;
     let (retries, deadline, cell_pause) = (spec.retries, spec.deadline, spec.cell_pause_secs);
-    let Some(progress) = running.devices.get_mut(endpoint) else {
+    let Some(progress) = running.devices.at_mut(slot) else {
         return;
     };
     let before = progress.share();
@@ -531,7 +527,7 @@ fn finish_attempt(inner: &Inner, task_id: &str, endpoint: &str, outcome: Attempt
         }
     }
     if progress.phase == Phase::Waiting {
-        queue_due(&mut running.due, progress);
+        queue_due(&mut running.due, slot, progress);
     }
     let mut also = Changes::default();
     if let Some(paused) = cell_paused {
@@ -540,7 +536,7 @@ fn finish_attempt(inner: &Inner, task_id: &str, endpoint: &str, outcome: Attempt
         also.event(CampaignEvent::CellPaused(paused));
     }
     // Queued under the lock, so events leave in the order the changes happened.
-    inner.save_device(running, endpoint, before, also);
+    inner.save_device(running, slot, before, also);
     drop(tasks);
     inner.wake.notify_one();
 }

@@ -165,28 +165,30 @@ impl<'a> Placement<'a> {
         (first.devices == StageDevices::TestDevices).then_some(0)
     }
 
-    /// The stage of each of `endpoints`, the devices of the task's group when it starts.
-    pub fn place<'e>(&self, endpoints: impl Iterator<Item = &'e String>) -> Vec<(&'e str, usize)> {
+    /// The stage of each of `endpoints` (the devices of the task's group when it starts), in
+    /// their order.
+    pub fn place<'e>(&self, endpoints: &'e [String]) -> Vec<(&'e str, usize)> {
         let test_stage = self.test_stage();
-        let (tests, mut others): (Vec<&str>, Vec<&str>) = endpoints
-            .map(String::as_str)
-            .partition(|endpoint| test_stage.is_some() && self.test_devices.contains(*endpoint));
-        others.sort_by_cached_key(|endpoint| self.rank(endpoint));
-        let shares: Vec<(usize, f64)> = (self.stages.iter().enumerate())
-            .filter_map(|(index, stage)| match stage.devices {
+        let mut placed: Vec<(&str, usize)> = (endpoints.iter())
+            .map(|endpoint| (endpoint.as_str(), test_stage.unwrap_or(0)))
+            .collect();
+        let mut others: Vec<usize> = (0..endpoints.len())
+            .filter(|&i| test_stage.is_none() || !self.test_devices.contains(&endpoints[i]))
+            .collect();
+        others.sort_by_cached_key(|&i| self.rank(&endpoints[i]));
+        let shares =
+            (self.stages.iter().enumerate()).filter_map(|(index, stage)| match stage.devices {
                 StageDevices::UpToPercent(percent) => Some((index, percent)),
                 StageDevices::TestDevices => None,
-            })
-            .collect();
+            });
         let count = others.len();
-        let mut placed: Vec<(&str, usize)> = (tests.into_iter())
-            .map(|endpoint| (endpoint, test_stage.unwrap_or(0)))
-            .collect();
         // The shares rise (`check`), so each stage takes up from where the last one stopped.
         let mut next = 0;
         for (stage, percent) in shares {
             let up_to = ((count as f64 * percent / 100.0).ceil() as usize).min(count);
-            placed.extend(others[next..up_to].iter().map(|e| (*e, stage)));
+            for &i in &others[next..up_to] {
+                placed[i].1 = stage;
+            }
             next = up_to;
         }
         placed
@@ -357,7 +359,7 @@ mod tests {
         let endpoints: Vec<String> = (0..1000).map(|i| format!("dev-{i:04}")).collect();
         let tests: BTreeSet<String> = endpoints[..3].iter().cloned().collect();
         let placement = Placement::new(&task, &tests);
-        let placed = placement.place(endpoints.iter());
+        let placed = placement.place(&endpoints);
         assert_eq!(placed.len(), 1000, "each device once");
         let per_stage = |stage| placed.iter().filter(|(_, s)| *s == stage).count();
         // 997 others: 1 % is 10 (rounded up), 10 % is 100 in all, so 90 more.
@@ -365,10 +367,10 @@ mod tests {
         assert_eq!(per_stage(3), 897);
         assert!(placed.iter().all(|(e, s)| (*s == 0) == tests.contains(*e)));
         // Stable for the task, different for another.
-        assert_eq!(placement.place(endpoints.iter()), placed);
+        assert_eq!(placement.place(&endpoints), placed);
         let mut other = task.clone();
         other.id = "task-2".into();
-        let elsewhere = Placement::new(&other, &tests).place(endpoints.iter());
+        let elsewhere = Placement::new(&other, &tests).place(&endpoints);
         assert_ne!(elsewhere, placed);
         // Joiners: a test device to the test stage, any other to the last.
         assert_eq!(placement.of_joiner("dev-0001"), 0);
@@ -381,12 +383,7 @@ mod tests {
         let endpoints: Vec<String> = (0..5).map(|i| format!("dev-{i}")).collect();
         let tests: BTreeSet<String> = endpoints[..2].iter().cloned().collect();
         let placement = Placement::new(&task, &tests);
-        assert!(
-            placement
-                .place(endpoints.iter())
-                .iter()
-                .all(|(_, s)| *s == 0)
-        );
+        assert!(placement.place(&endpoints).iter().all(|(_, s)| *s == 0));
         assert_eq!(placement.of_joiner("dev-0"), 0);
     }
 

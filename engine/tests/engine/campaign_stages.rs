@@ -190,7 +190,7 @@ async fn pilot_with_failures(pilot: RolloutStage, failing: usize) -> (Bench, Tas
     // Where the devices will go is the task's own order, known before it starts.
     let group = b.catalog.group_members(&b.group).unwrap();
     let placement = Placement::new(&task, &group.test_devices);
-    let placed = placement.place(group.devices.iter());
+    let placed = placement.place(&group.devices);
     let mut pilots: Vec<&str> = (placed.iter())
         .filter(|(_, stage)| *stage == 0)
         .map(|(endpoint, _)| *endpoint)
