@@ -13,6 +13,7 @@ pub mod campaign;
 pub mod catalog;
 pub mod clock;
 pub mod coap;
+pub mod cpu_time;
 pub mod edge;
 pub mod entropy;
 pub mod histogram;

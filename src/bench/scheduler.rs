@@ -18,6 +18,7 @@ use fota_engine::campaign::{
 };
 use fota_engine::catalog::Catalog;
 use fota_engine::clock::Clock;
+use fota_engine::cpu_time::thread_cpu;
 use fota_engine::journal::Journal;
 use fota_engine::plugin::{HostConfig, PluginHost, PluginRegistry};
 use fota_engine::store::throwaway_postgres::ThrowawayPostgres;
@@ -247,17 +248,6 @@ impl Store for Metered {
     fn flush(&self) -> Result<(), StoreError> {
         self.timed(|store| store.flush())
     }
-}
-
-/// CPU time of the calling thread so far.
-fn thread_cpu() -> Duration {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid timespec to write; the clock id is a constant Linux knows.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
-    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 async fn campaign(

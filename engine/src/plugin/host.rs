@@ -7,6 +7,7 @@
 //! are set.
 
 use super::bindings::{host_log, types};
+use super::budget::CallBudget;
 use super::counters::CallCounters;
 use super::{PluginError, PluginKind};
 use crate::sync::lock;
@@ -16,7 +17,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::thread;
 use std::time::Duration;
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
-use wasmtime::{Config, Engine, ResourceLimiter, Store};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -243,25 +244,33 @@ impl PluginHost {
             wasi,
             table: ResourceTable::new(),
             stderr,
+            budget: CallBudget::starting(limits.time),
         };
         let mut store = Store::new(self.engine(), state);
         store.limiter(|s| &mut s.limiter);
+        let tick = self.inner.config.epoch_tick;
+        store.epoch_deadline_callback(move |store| {
+            Ok(match store.data().budget.left() {
+                Some(left) => UpdateDeadline::Continue(ticks_in(left, tick)),
+                None => UpdateDeadline::Interrupt,
+            })
+        });
         store
     }
 
-    /// Sets the store's deadline to the kind's time limit from now, in epoch ticks.
+    /// Starts a call's time budget: the kind's time limit from now, counted in the CPU time
+    /// of this thread ([`CallBudget`]); first looked at once that much wall time passed.
     pub(crate) fn arm_deadline(&self, store: &mut Store<HostState>, kind: PluginKind) {
-        let tick = self.inner.config.epoch_tick.as_nanos().max(1);
-        let ticks = self
-            .inner
-            .config
-            .limits(kind)
-            .time
-            .as_nanos()
-            .div_ceil(tick);
+        let limit = self.inner.config.limits(kind).time;
+        store.data_mut().budget = CallBudget::starting(limit);
         // One more tick: the current one may be about to end.
-        store.set_epoch_deadline(ticks as u64 + 1);
+        store.set_epoch_deadline(ticks_in(limit, self.inner.config.epoch_tick) + 1);
     }
+}
+
+/// Epoch ticks of `tick` in `span`, rounded up.
+fn ticks_in(span: Duration, tick: Duration) -> u64 {
+    span.as_nanos().div_ceil(tick.as_nanos().max(1)) as u64
 }
 
 /// Advances the engine's epoch every `tick`, for as long as the process runs.
@@ -289,6 +298,8 @@ pub struct HostState {
     table: ResourceTable,
     /// The plugin's stderr, where a Rust panic message lands: quoted when the call traps.
     stderr: MemoryOutputPipe,
+    /// The running call's time limit.
+    budget: CallBudget,
 }
 
 impl HostState {

@@ -18,6 +18,7 @@
 //! return `Result<Result<T, String>, PluginError>`.
 
 mod bindings;
+mod budget;
 pub mod capability;
 mod check;
 pub mod component;
