@@ -20,7 +20,7 @@ use super::problem::{Kind, PROBLEM_JSON};
 use super::router::{Accepts, Content, Payload, ROUTES, Route, Verb};
 use crate::campaign::task::MAX_WAIT_SECS;
 use crate::catalog::credentials::{MAX_ENDPOINT_BYTES, MAX_IDENTITY_BYTES};
-use crate::catalog::firmware::MAX_VERSION_BYTES;
+use crate::catalog::firmware::{MAX_NAME_BYTES, MAX_VERSION_BYTES};
 use crate::webhooks::{MAX_SECRET_BYTES, MAX_URL_BYTES, MIN_SECRET_CHARS};
 
 /// `GET /v1/openapi.json`.
@@ -368,10 +368,20 @@ fn not_blank() -> Value {
 
 /// A version: not blank, at most 255 bytes (of UTF-8: the schema can only count characters).
 fn version() -> Value {
-    let mut version = not_blank();
-    version["maxLength"] = json!(MAX_VERSION_BYTES);
-    version["description"] = json!("1 to 255 bytes of UTF-8.");
-    version
+    not_blank_of_at_most(MAX_VERSION_BYTES)
+}
+
+/// A vendor, model or name: not blank, at most 255 bytes.
+fn name() -> Value {
+    not_blank_of_at_most(MAX_NAME_BYTES)
+}
+
+/// Not blank, at most `max` bytes (of UTF-8: the schema can only count characters).
+fn not_blank_of_at_most(max: usize) -> Value {
+    let mut text = not_blank();
+    text["maxLength"] = json!(max);
+    text["description"] = json!(format!("1 to {max} bytes of UTF-8."));
+    text
 }
 
 /// An integer from `min` to `max`.
@@ -877,9 +887,9 @@ fn catalog_schemas() -> Value {
         "NewGroup": closed(
             &["name", "vendor", "model"],
             json!({
-                "name": not_blank(),
-                "vendor": not_blank(),
-                "model": not_blank(),
+                "name": name(),
+                "vendor": name(),
+                "model": name(),
                 "auto_join": boolean(),
             }),
         ),
@@ -887,7 +897,7 @@ fn catalog_schemas() -> Value {
         "GroupChange": closed(
             &[],
             json!({
-                "name": { "anyOf": [not_blank(), { "type": "null" }] },
+                "name": { "anyOf": [name(), { "type": "null" }] },
                 "auto_join": nullable("boolean"),
             }),
         ),

@@ -18,6 +18,7 @@ use super::ApiState;
 use super::extract::{Checked, JsonBody};
 use super::problem::{ApiResult, Kind, Problem};
 use super::representation::{self, Conditions, created, made_if_absent, tagged};
+use crate::catalog::firmware::name_ok;
 use crate::plugin::{Binding, InstallError, PluginKind, Settings};
 
 /// A plugin bound to devices, as the API shows it.
@@ -84,7 +85,12 @@ impl Installation {
             }
         }
         let binding = match (vendor, model) {
-            (Some(vendor), Some(model)) => Binding::Model { vendor, model },
+            (Some(vendor), Some(model)) if name_ok(&vendor) && name_ok(&model) => {
+                Binding::Model { vendor, model }
+            }
+            (Some(_), Some(_)) => {
+                return Err(bad("a vendor and a model have 1 to 255 bytes each".into()));
+            }
             (None, None) => Binding::Default,
             _ => {
                 return Err(bad(
@@ -98,8 +104,8 @@ impl Installation {
             })?,
             binding,
             name: name
-                .filter(|n| !n.trim().is_empty())
-                .ok_or_else(|| bad("the query needs a name".into()))?,
+                .filter(|n| name_ok(n))
+                .ok_or_else(|| bad("the query needs a name of 1 to 255 bytes".into()))?,
             settings,
         })
     }

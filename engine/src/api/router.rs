@@ -23,7 +23,7 @@ use super::{
     groups, health, idempotency, metrics, models, openapi, packages, plugins, request_times,
     session, statistics, task_summary, tasks, webhooks,
 };
-use crate::catalog::firmware::MAX_VERSION_BYTES;
+use crate::catalog::firmware::{MAX_NAME_BYTES, MAX_VERSION_BYTES};
 
 /// An HTTP method the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -323,7 +323,9 @@ const VERSION: Accepts = Accepts::Name {
     max_bytes: Some(MAX_VERSION_BYTES as u64),
 };
 /// A vendor, model or name.
-const NAME: Accepts = Accepts::Name { max_bytes: None };
+const NAME: Accepts = Accepts::Name {
+    max_bytes: Some(MAX_NAME_BYTES as u64),
+};
 
 /// `limit`, `offset`, `cursor` and `sort` of a list sorted in one of `sorts` (each also
 /// descending, `-` before it; the first ascending is the default).

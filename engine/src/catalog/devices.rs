@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::firmware::{MAX_NAME_BYTES, MAX_VERSION_BYTES};
 use super::{Catalog, CatalogError};
 use crate::clock::UnixMillis;
 use crate::lwm2m::firmware::{self, DeliveryMethod};
@@ -178,12 +179,16 @@ impl Survey {
 
     fn from_records(records: &[Record]) -> Self {
         let find = |path: LwM2mPath| records.iter().find(|r| r.path == path).map(|r| &r.value);
-        let text = |path| find(path).and_then(|v| v.as_string().ok());
+        // A text longer than the API takes for it is not kept: unknown, as if not reported
+        // (a device's names become parts of store keys, and are shown in every listing).
+        let text = |path, max: usize| {
+            (find(path).and_then(|v| v.as_string().ok())).filter(|text| text.len() <= max)
+        };
         let number = |path| find(path).and_then(|v| v.as_i64().ok());
         Survey {
-            manufacturer: text(firmware::MANUFACTURER),
-            model: text(firmware::MODEL_NUMBER),
-            firmware_version: text(firmware::FIRMWARE_VERSION),
+            manufacturer: text(firmware::MANUFACTURER, MAX_NAME_BYTES),
+            model: text(firmware::MODEL_NUMBER, MAX_NAME_BYTES),
+            firmware_version: text(firmware::FIRMWARE_VERSION, MAX_VERSION_BYTES),
             battery: number(firmware::BATTERY_LEVEL).and_then(|n| u8::try_from(n).ok()),
             power_sources: records
                 .iter()
@@ -566,5 +571,31 @@ mod tests {
             .unwrap();
         assert!(!member(&takes.id));
         assert!(joins.try_recv().is_err());
+    }
+
+    #[test]
+    fn names_and_versions_longer_than_the_api_takes_are_not_kept_from_a_survey() {
+        use crate::lwm2m::{Record, Value};
+        let text = |path, length| Record::new(path, Value::String("n".repeat(length)));
+        let fits = Survey::from_records(&[
+            text(firmware::MANUFACTURER, MAX_NAME_BYTES),
+            text(firmware::MODEL_NUMBER, MAX_NAME_BYTES),
+            text(firmware::FIRMWARE_VERSION, MAX_VERSION_BYTES),
+        ]);
+        assert_eq!(fits.manufacturer.map(|m| m.len()), Some(MAX_NAME_BYTES));
+        assert_eq!(fits.model.map(|m| m.len()), Some(MAX_NAME_BYTES));
+        assert_eq!(
+            fits.firmware_version.map(|v| v.len()),
+            Some(MAX_VERSION_BYTES)
+        );
+        let long = Survey::from_records(&[
+            text(firmware::MANUFACTURER, 10_000),
+            text(firmware::MODEL_NUMBER, MAX_NAME_BYTES + 1),
+            text(firmware::FIRMWARE_VERSION, MAX_VERSION_BYTES + 1),
+        ]);
+        assert_eq!(
+            (long.manufacturer, long.model, long.firmware_version),
+            (None, None, None)
+        );
     }
 }

@@ -52,10 +52,10 @@ impl Catalog {
         version: &str,
         image: &[u8],
     ) -> Result<Firmware, CatalogError> {
-        if image.is_empty() || !version_ok(version) || is_blank(vendor) || is_blank(model) {
+        if image.is_empty() || !version_ok(version) || !name_ok(vendor) || !name_ok(model) {
             return Err(CatalogError::Invalid(
-                "firmware needs a non-empty image, a vendor, a model and a version of 1 to 255 \
-                 bytes"
+                "firmware needs a non-empty image, a vendor and a model of 1 to 255 bytes, and a \
+                 version of 1 to 255 bytes"
                     .into(),
             ));
         }
@@ -168,6 +168,16 @@ pub const MAX_VERSION_BYTES: usize = 255;
 /// True for a version string the catalog takes: not blank, at most [`MAX_VERSION_BYTES`].
 pub fn version_ok(version: &str) -> bool {
     !is_blank(version) && version.len() <= MAX_VERSION_BYTES
+}
+
+/// Longest vendor, model or name, in bytes. They become parts of store keys (a model's
+/// statistics, format, plugins), and PostgreSQL's index refuses a key of more than about
+/// 2,700 bytes: a longer name would be taken, then fail every write that names it.
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// True for a vendor, model or name the catalog takes: not blank, at most [`MAX_NAME_BYTES`].
+pub fn name_ok(name: &str) -> bool {
+    !is_blank(name) && name.len() <= MAX_NAME_BYTES
 }
 
 /// True for a string with nothing but white space (or nothing at all).

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::firmware::name_ok;
 use super::{Catalog, CatalogError};
 use crate::package::{self, PackageHeader};
 use crate::plugin::{self, PackageContents};
@@ -90,9 +91,9 @@ impl Catalog {
         model: &str,
         format: PackageFormat,
     ) -> Result<ModelFormat, CatalogError> {
-        if vendor.is_empty() || model.is_empty() {
+        if !name_ok(vendor) || !name_ok(model) {
             return Err(CatalogError::Invalid(
-                "a format is bound to a vendor and a model".into(),
+                "a format is bound to a vendor and a model (1 to 255 bytes each)".into(),
             ));
         }
         let bound = ModelFormat {

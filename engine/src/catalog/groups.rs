@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::device_index::DeviceIndex;
+use super::firmware::name_ok;
 use super::{Catalog, CatalogError, DeviceRecord, new_id};
 use crate::clock::UnixMillis;
 use crate::store::{Batch, Store, StoreError, StoreExt};
@@ -104,9 +105,9 @@ impl Catalog {
         vendor: &str,
         model: &str,
     ) -> Result<Group, CatalogError> {
-        if name.trim().is_empty() || vendor.trim().is_empty() || model.trim().is_empty() {
+        if !name_ok(name) || !name_ok(vendor) || !name_ok(model) {
             return Err(CatalogError::Invalid(
-                "a group needs a name, a vendor and a model".into(),
+                "a group needs a name, a vendor and a model (1 to 255 bytes each)".into(),
             ));
         }
         let group = Group {
@@ -169,8 +170,10 @@ impl Catalog {
 
     /// Renames a group (vendor and model stay).
     pub fn rename_group(&self, id: &str, name: &str) -> Result<Group, CatalogError> {
-        if name.trim().is_empty() {
-            return Err(CatalogError::Invalid("a group needs a name".into()));
+        if !name_ok(name) {
+            return Err(CatalogError::Invalid(
+                "a group needs a name of 1 to 255 bytes".into(),
+            ));
         }
         self.revise_group(id, |group| group.name = name.to_string())
     }
@@ -477,6 +480,7 @@ mod tests {
 
     use super::*;
     use crate::catalog::devices::Survey;
+    use crate::catalog::firmware::MAX_NAME_BYTES;
     use crate::clock::Clock;
     use crate::plugin::{HostConfig, PluginHost, PluginRegistry};
     use crate::store::SledStore;
@@ -516,6 +520,35 @@ mod tests {
         (endpoints.iter())
             .map(|endpoint| catalog.index.placed(endpoint, group))
             .collect()
+    }
+
+    #[test]
+    fn names_vendors_and_models_are_1_to_255_bytes() {
+        let (_, catalog, _) = with_devices(0);
+        let (fits, long) = ("n".repeat(MAX_NAME_BYTES), "n".repeat(MAX_NAME_BYTES + 1));
+        let long = long.as_str();
+        let group = catalog.create_group(&fits, &fits, &fits).unwrap();
+        for (name, vendor, model) in [
+            (long, "Acme", "NB-1"),
+            ("g", long, "NB-1"),
+            ("g", "Acme", long),
+            (" ", "Acme", "NB-1"),
+        ] {
+            let refused = catalog.create_group(name, vendor, model);
+            assert!(
+                matches!(refused, Err(CatalogError::Invalid(_))),
+                "{refused:?}"
+            );
+        }
+        assert!(matches!(
+            catalog.rename_group(&group.id, long),
+            Err(CatalogError::Invalid(_))
+        ));
+        let refused = catalog.add_firmware("Acme", long, "1.0", b"image");
+        assert!(
+            matches!(refused, Err(CatalogError::Invalid(_))),
+            "{refused:?}"
+        );
     }
 
     #[test]

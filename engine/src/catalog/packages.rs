@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::firmware::{is_blank, version_ok};
+use super::firmware::{name_ok, version_ok};
 use super::formats::{Framing, PackageFormat};
 use super::{Catalog, CatalogError, Firmware, new_id};
 use crate::clock::UnixMillis;
@@ -445,8 +445,8 @@ fn validate_upload(upload: &UploadedPackage, bytes: &[u8]) -> Result<(), Catalog
     if bytes.is_empty() {
         return invalid("an uploaded package needs its bytes");
     }
-    if is_blank(&upload.vendor) || is_blank(&upload.model) {
-        return invalid("an uploaded package names its vendor and model");
+    if !name_ok(&upload.vendor) || !name_ok(&upload.model) {
+        return invalid("an uploaded package names its vendor and model (1 to 255 bytes each)");
     }
     if !version_ok(&upload.to_version)
         || upload
