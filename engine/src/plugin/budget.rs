@@ -1,9 +1,10 @@
 //! A plugin call's time limit, counted in the CPU time of the thread running it: on a busy
 //! machine a call waiting for a core is not stopped for the time other threads took (a start
 //! under a full CI machine timed out a 100 ms policy call that way); wall time counts too, up
-//! to [`WALL_FACTOR`] times the limit. Both are looked at only while the plugin's own code
-//! runs: the epoch ticker interrupts the call once its limit passed in wall time, and the
-//! store's deadline callback then gives it more ticks while it has CPU time left.
+//! to [`WALL_FACTOR`] times the limit. The epoch ticker interrupts the plugin's code once its
+//! limit passed in wall time, and the store's deadline callback then gives it more ticks
+//! while it has CPU time left; a wait on the plugin's clock ends when its wall time does
+//! (`waits`).
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,11 @@ impl CallBudget {
             cpu_at_start: thread_cpu(),
             wall_at_start: Instant::now(),
         }
+    }
+
+    /// What is left of the call's wall time (its waits on a clock end by then).
+    pub(crate) fn wall_left(&self) -> Duration {
+        (self.limit.saturating_mul(WALL_FACTOR)).saturating_sub(self.wall_at_start.elapsed())
     }
 
     /// At the call's deadline (on its thread): `None` to stop it, or how long it may still run

@@ -9,6 +9,7 @@
 use super::bindings::{host_log, types};
 use super::budget::CallBudget;
 use super::counters::CallCounters;
+use super::waits::{PluginClock, cut_waits};
 use super::{PluginError, PluginKind};
 use crate::sync::lock;
 use sha2::{Digest, Sha256};
@@ -165,6 +166,7 @@ impl PluginHost {
         let shared = shared_engine(config.epoch_tick)?;
         let mut linker = Linker::new(&shared.engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        cut_waits(&mut linker)?;
         type Data = wasmtime::component::HasSelf<HostState>;
         host_log::add_to_linker::<HostState, Data>(&mut linker, |s| s)?;
         types::add_to_linker::<HostState, Data>(&mut linker, |s| s)?;
@@ -233,7 +235,9 @@ impl PluginHost {
     pub(crate) fn new_store(&self, plugin: &Arc<str>, kind: PluginKind) -> Store<HostState> {
         let limits = self.inner.config.limits(kind);
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
-        let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
+        let wasi = (WasiCtxBuilder::new().stderr(stderr.clone()))
+            .monotonic_clock(PluginClock)
+            .build();
         let state = HostState {
             plugin: plugin.clone(),
             limiter: MemoryLimiter {
@@ -294,12 +298,12 @@ pub struct HostState {
     pub(crate) limiter: MemoryLimiter,
     /// WASI for Rust's std on wasip2: no files, no network, no environment.
     wasi: WasiCtx,
-    /// WASI's resource handles (streams).
-    table: ResourceTable,
+    /// WASI's resource handles (streams, pollables).
+    pub(super) table: ResourceTable,
     /// The plugin's stderr, where a Rust panic message lands: quoted when the call traps.
     stderr: MemoryOutputPipe,
     /// The running call's time limit.
-    budget: CallBudget,
+    pub(super) budget: CallBudget,
 }
 
 impl HostState {

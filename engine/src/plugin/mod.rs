@@ -32,6 +32,7 @@ mod kind;
 pub mod packager;
 pub mod policy;
 pub mod registry;
+mod waits;
 
 pub use bindings::types::{
     Decision, DeliveryMethod, DeliveryPlan, Device, FirmwarePackage, PackageContents, PackageKind,

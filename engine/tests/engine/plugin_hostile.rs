@@ -44,6 +44,22 @@ async fn hostile_call_beside_healthy_ones(host: PluginHost, name: &str) -> Plugi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_sleeping_on_a_wasi_clock_is_stopped_within_ten_times_its_limit() {
+    let limit = Duration::from_millis(200);
+    // Bounded: a sleep the engine does not cut would hold the call for an hour.
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(60),
+        hostile_call_beside_healthy_ones(host_with_policy_time(limit), "sleep"),
+    )
+    .await
+    .expect("the sleeping call was not stopped");
+    assert!(
+        matches!(stopped, PluginError::Timeout { limit: l, .. } if l == limit),
+        "{stopped}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_loop_is_stopped_by_the_time_limit() {
     let limit = Duration::from_secs(3);
     let err = hostile_call_beside_healthy_ones(host_with_policy_time(limit), "spin").await;
