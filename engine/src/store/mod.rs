@@ -5,6 +5,7 @@
 
 #[cfg(test)]
 mod conformance;
+mod database_claim;
 mod postgres_store;
 mod record;
 mod sled_store;
@@ -12,6 +13,7 @@ pub mod throwaway_postgres;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use postgres_store::{DEFAULT_CONNECTIONS, PostgresStore};
 pub use record::{FORMAT_VERSION, Record, decode, encode, encode_json};
@@ -32,15 +34,21 @@ pub enum StoreLocation {
     Postgres(String),
 }
 
+/// How long an engine starting on a PostgreSQL database waits for another engine to let it
+/// go (one killed just before, whose connection the server has not seen close yet).
+const WAIT_FOR_DATABASE: Duration = Duration::from_secs(15);
+
 impl StoreLocation {
     /// Opens the store (creating it, or migrating a database's schema, when needed).
     pub fn open(&self) -> Result<Arc<dyn Store>, StoreError> {
         Ok(match self {
             StoreLocation::Temporary => Arc::new(SledStore::temporary()?),
             StoreLocation::Directory(dir) => Arc::new(SledStore::open(dir)?),
-            StoreLocation::Postgres(url) => {
-                Arc::new(PostgresStore::open(url, DEFAULT_CONNECTIONS)?)
-            }
+            StoreLocation::Postgres(url) => Arc::new(PostgresStore::open_held(
+                url,
+                DEFAULT_CONNECTIONS,
+                WAIT_FOR_DATABASE,
+            )?),
         })
     }
 

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use postgres::{Client, NoTls, Statement};
 
+use super::database_claim::DatabaseClaim;
 use super::{Batch, Store, StoreError};
 
 /// The schema's migrations, in order: `(version, name, SQL)`.
@@ -50,6 +51,8 @@ type Job = Box<dyn FnOnce(&mut Link) + Send>;
 pub struct PostgresStore {
     jobs: Option<mpsc::Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
+    /// The database, held for this engine alone ([`PostgresStore::open_held`]).
+    claim: Option<DatabaseClaim>,
 }
 
 impl PostgresStore {
@@ -57,12 +60,26 @@ impl PostgresStore {
     /// libpq's `key=value` form) with `connections` connections, migrates its schema and checks
     /// the records' format.
     pub fn open(url: &str, connections: usize) -> Result<PostgresStore, StoreError> {
-        let mut config: postgres::Config = url
-            .parse()
-            .map_err(|error| StoreError::Io(format!("the store's URL does not parse: {error}")))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
+        PostgresStore::open_with(config_of(url)?, connections, None)
+    }
+
+    /// Like [`PostgresStore::open`], for one engine alone: another engine on the database is
+    /// refused, once it held it for `wait` more ([`DatabaseClaim`]).
+    pub fn open_held(
+        url: &str,
+        connections: usize,
+        wait: Duration,
+    ) -> Result<PostgresStore, StoreError> {
+        let config = config_of(url)?;
+        let claim = DatabaseClaim::take(config.clone(), wait)?;
+        PostgresStore::open_with(config, connections, Some(claim))
+    }
+
+    fn open_with(
+        config: postgres::Config,
+        connections: usize,
+        claim: Option<DatabaseClaim>,
+    ) -> Result<PostgresStore, StoreError> {
         let (sender, receiver) = mpsc::channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
         let threads = (0..connections.max(1))
@@ -78,6 +95,7 @@ impl PostgresStore {
         let store = PostgresStore {
             jobs: Some(sender),
             threads,
+            claim,
         };
         store.call(migrate)??;
         super::check_format(&store)?;
@@ -136,7 +154,20 @@ impl Drop for PostgresStore {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        // The database is let go last, once nothing of this store writes it.
+        self.claim = None;
     }
+}
+
+/// The connection settings in `url`, with a connect timeout unless it gives one.
+fn config_of(url: &str) -> Result<postgres::Config, StoreError> {
+    let mut config: postgres::Config = url
+        .parse()
+        .map_err(|error| StoreError::Io(format!("the store's URL does not parse: {error}")))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    Ok(config)
 }
 
 impl Store for PostgresStore {
@@ -423,7 +454,7 @@ fn connection_lost(error: &postgres::Error) -> bool {
         })
 }
 
-fn database(error: postgres::Error) -> StoreError {
+pub(super) fn database(error: postgres::Error) -> StoreError {
     match error.as_db_error() {
         Some(db) => StoreError::Io(format!("database: {}: {}", db.code().code(), db.message())),
         None => StoreError::Io(format!("database: {error}")),
@@ -481,6 +512,31 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(migrations.get::<_, i64>(0), MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn a_second_engine_on_a_held_database_is_refused_until_the_first_lets_it_go() {
+        let Some(server) = ThrowawayPostgres::for_test() else {
+            return;
+        };
+        let url = database(&server, "held");
+        let first = PostgresStore::open_held(&url, 1, Duration::ZERO).expect("the first engine");
+        let refused = PostgresStore::open_held(&url, 1, Duration::from_millis(300));
+        let Err(StoreError::Io(why)) = refused else {
+            panic!("a second engine took a held database");
+        };
+        assert!(
+            why.contains("another engine is serving from this database"),
+            "{why}"
+        );
+        // A store that does not hold the database (a tool, a test) still opens beside it.
+        PostgresStore::open(&url, 1).expect("an unheld store");
+        first.put("kept", &1u32).unwrap();
+        drop(first);
+        // Taken at once, or as soon as the server has seen the first connection close.
+        let second = PostgresStore::open_held(&url, 1, Duration::from_secs(30))
+            .expect("the database, once the first engine let it go");
+        assert_eq!(second.get::<u32>("kept").unwrap(), Some(1));
     }
 
     #[test]
