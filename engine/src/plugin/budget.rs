@@ -34,7 +34,7 @@ impl CallBudget {
 
     /// What is left of the call's wall time (its waits on a clock end by then).
     pub(crate) fn wall_left(&self) -> Duration {
-        (self.limit.saturating_mul(WALL_FACTOR)).saturating_sub(self.wall_at_start.elapsed())
+        wall_limit(self.limit).saturating_sub(self.wall_at_start.elapsed())
     }
 
     /// At the call's deadline (on its thread): `None` to stop it, or how long it may still run
@@ -48,11 +48,16 @@ impl CallBudget {
 /// What a call limited to `limit` may still run, having used `used` of CPU time in `waited`
 /// of wall time; `None` once either is spent.
 fn remaining(limit: Duration, used: Duration, waited: Duration) -> Option<Duration> {
-    let wall_limit = limit.saturating_mul(WALL_FACTOR);
-    if used >= limit || waited >= wall_limit {
+    let wall = wall_limit(limit);
+    if used >= limit || waited >= wall {
         return None;
     }
-    Some((limit - used).min(wall_limit - waited))
+    Some((limit - used).min(wall - waited))
+}
+
+/// The wall time a call limited to `limit` may take.
+fn wall_limit(limit: Duration) -> Duration {
+    limit.saturating_mul(WALL_FACTOR)
 }
 
 #[cfg(test)]

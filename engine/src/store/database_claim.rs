@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use postgres::{Client, NoTls};
 
 use super::StoreError;
+use super::postgres_store::database;
 
 /// The advisory lock an engine holds on its database ("fotaengn" in ASCII; the migrations'
 /// lock is another).
@@ -70,13 +71,11 @@ impl Drop for DatabaseClaim {
 
 /// A connection holding the engine's lock, taken within `wait`.
 fn lock(config: &postgres::Config, wait: Duration) -> Result<Client, StoreError> {
-    let mut client = config
-        .connect(NoTls)
-        .map_err(super::postgres_store::database)?;
+    let mut client = config.connect(NoTls).map_err(database)?;
     let give_up = Instant::now() + wait;
     loop {
         let row = (client.query_one("SELECT pg_try_advisory_lock($1)", &[&ENGINE_LOCK]))
-            .map_err(super::postgres_store::database)?;
+            .map_err(database)?;
         if row.get::<_, bool>(0) {
             return Ok(client);
         }
