@@ -72,6 +72,13 @@
 //! forbid_private = false             # true: never connect to loopback, private, link-local
 //!                                    # or unique-local addresses (wherever a name resolves)
 //! max_pending = 100000               # events waiting per subscription; more: dead-lettered
+//!
+//! [cluster]                          # one of several nodes on the PostgreSQL `store`
+//! node = "fota-1"                    # this node's name, unique in the cluster
+//! addr = "10.0.0.11:5690"            # TCP address of the nodes' internal link (keep it on
+//!                                    # their private network)
+//! advertise = "10.0.0.11:5690"       # host:port the others reach it at (default: addr)
+//! secret = "a long random secret"    # the same on every node; proven on the internal link
 //! ```
 
 use std::collections::BTreeMap;
@@ -84,6 +91,7 @@ use fota_engine::api::{
     ApiConfig, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_UPLOAD_BYTES, Token,
 };
+use fota_engine::cluster::ClusterConfig;
 use fota_engine::coap::dtls::DtlsConfig;
 use fota_engine::coap::{Congestion, DEFAULT_MIN_RTO, TransmissionParams};
 use fota_engine::edge::EdgeLimits;
@@ -147,6 +155,9 @@ pub struct ConfigFile {
     /// Webhook deliveries; unset keys keep their default.
     #[serde(default)]
     pub webhooks: WebhooksFile,
+    /// The `[cluster]` table: this engine is a node of several.
+    #[serde(default)]
+    pub cluster: Option<ClusterFile>,
 }
 
 /// The `[webhooks]` table: [`WebhookConfig`] as keys, each optional.
@@ -263,6 +274,46 @@ impl CoapFile {
             congestion,
             ..base
         }
+    }
+}
+
+/// The `[cluster]` table.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    node: String,
+    addr: SocketAddr,
+    advertise: Option<String>,
+    secret: String,
+}
+
+/// Shortest cluster secret taken.
+const MIN_SECRET_BYTES: usize = 16;
+
+impl ClusterFile {
+    /// The node's settings, or why they cannot be used.
+    pub fn config(&self) -> anyhow::Result<ClusterConfig> {
+        anyhow::ensure!(
+            fota_engine::catalog::firmware::name_ok(&self.node),
+            "[cluster] node: a name of 1 to 255 bytes"
+        );
+        anyhow::ensure!(
+            self.secret.len() >= MIN_SECRET_BYTES,
+            "[cluster] secret: at least {MIN_SECRET_BYTES} bytes"
+        );
+        let advertise = match &self.advertise {
+            Some(advertise) => advertise.clone(),
+            None if self.addr.ip().is_unspecified() => {
+                anyhow::bail!("[cluster] advertise: needed when addr is {}", self.addr)
+            }
+            None => self.addr.to_string(),
+        };
+        Ok(ClusterConfig {
+            node: self.node.clone(),
+            internal_addr: self.addr,
+            advertise,
+            secret: self.secret.as_bytes().into(),
+        })
     }
 }
 
@@ -442,6 +493,8 @@ pub struct Settings {
     pub cell_airtime_bytes_per_sec: Option<u32>,
     /// Webhook deliveries.
     pub webhooks: WebhookConfig,
+    /// This engine's place in a cluster, as the file says it.
+    pub cluster: Option<ClusterFile>,
 }
 
 impl Settings {
@@ -474,6 +527,7 @@ impl Settings {
             blocks: file.blocks.limits().unwrap_or_default(),
             cell_airtime_bytes_per_sec: file.cell_airtime_bytes_per_sec,
             webhooks: file.webhooks.config(),
+            cluster: file.cluster,
             api: ApiConfig {
                 tokens: file.tokens,
                 max_upload_bytes: overrides

@@ -13,10 +13,13 @@ use clap::Args;
 use fota_engine::api;
 use fota_engine::campaign::CampaignEvent;
 use fota_engine::campaign::task::status_name;
+use fota_engine::cluster::ClusterConfig;
+use fota_engine::cluster::member::{Member, coordinator_gone};
 use fota_engine::lwm2m::RegistrationEvent;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::HostConfig;
 use fota_engine::server::ServerConfig;
+use fota_engine::store::StoreLocation;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -95,15 +98,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(authority) = &settings.package_authority {
         server.delivery.package_authority = authority.clone();
     }
-    let platform = Arc::new(
-        Platform::start(PlatformConfig {
-            server,
-            store: settings.store.clone(),
-            plugins: HostConfig::default(),
-            webhooks: settings.webhooks.clone(),
-        })
-        .await?,
-    );
+    let config = PlatformConfig {
+        server,
+        store: settings.store.clone(),
+        plugins: HostConfig::default(),
+        webhooks: settings.webhooks.clone(),
+    };
+    let platform = match &settings.cluster {
+        None => Platform::start(config).await?,
+        Some(cluster) => match start_node(config, &settings, cluster.config()?).await? {
+            Node::Coordinator(platform) => *platform,
+            Node::Member(member, cluster) => {
+                return serve_member(*member, &cluster, &settings).await;
+            }
+        },
+    };
+    let platform = Arc::new(platform);
     let listeners = api::Listeners {
         api: TcpListener::bind(settings.http_addr).await?,
         metrics: match settings.metrics_addr {
@@ -152,6 +162,85 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     platform.store.flush()?;
     tracing::info!(target: CONSOLE, "stopped");
     Ok(())
+}
+
+/// What a node of a cluster started as.
+enum Node {
+    /// It holds the database: it runs the scheduler and the API.
+    Coordinator(Box<Platform>),
+    /// Another node does.
+    Member(Box<Member>, ClusterConfig),
+}
+
+/// Starts this engine as a node of `cluster`: the coordinator if no other engine holds the
+/// database, a member otherwise.
+async fn start_node(
+    config: PlatformConfig,
+    settings: &Settings,
+    cluster: ClusterConfig,
+) -> anyhow::Result<Node> {
+    let (store, coordinates) = settings.store.open_for_cluster()?;
+    let listener = TcpListener::bind(cluster.internal_addr).await?;
+    if coordinates {
+        let platform = Platform::start_coordinator(config, store, &cluster, listener).await?;
+        return Ok(Node::Coordinator(Box::new(platform)));
+    }
+    let member = Member::start(config, store, &cluster, listener).await?;
+    Ok(Node::Member(Box::new(member), cluster))
+}
+
+/// Serves as a member until asked to stop, or until the coordinator dies: then this node
+/// starts again in its place (the same program and arguments), as the coordinator if it is
+/// the first to take the database.
+async fn serve_member(
+    member: Member,
+    cluster: &ClusterConfig,
+    settings: &Settings,
+) -> anyhow::Result<()> {
+    let mut stop = StopSignals::listen()?;
+    tracing::info!(
+        target: CONSOLE,
+        "CoAP on udp://{}, store: {}",
+        member.server.coap_addr(),
+        settings.store.describe()
+    );
+    tracing::info!(
+        target: CONSOLE,
+        "node {} is a member of the cluster (internal link on {}); the coordinator serves the \
+         HTTP API",
+        cluster.node,
+        cluster.advertise
+    );
+    let StoreLocation::Postgres(url) = &settings.store else {
+        anyhow::bail!("a cluster's nodes share a PostgreSQL store");
+    };
+    tokio::select! {
+        () = stop.stopped() => {
+            member.store.flush()?;
+            tracing::info!(target: CONSOLE, "stopped");
+            Ok(())
+        }
+        gone = coordinator_gone(url.clone()) => {
+            gone?;
+            tracing::info!(target: CONSOLE, "the coordinator is gone: node {} takes over", cluster.node);
+            member.store.flush()?;
+            drop(member);
+            take_over()
+        }
+    }
+}
+
+/// Starts this program again with its arguments, in this process: its sockets close (each is
+/// opened close-on-exec) and the new image binds them again.
+fn take_over() -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let program = std::env::current_exe()?;
+    let error = std::process::Command::new(program)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    Err(anyhow::anyhow!(
+        "could not start again as the coordinator: {error}"
+    ))
 }
 
 /// Says where the engine listens and what it read.

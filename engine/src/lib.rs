@@ -12,6 +12,7 @@ pub mod api;
 pub mod campaign;
 pub mod catalog;
 pub mod clock;
+pub mod cluster;
 pub mod coap;
 pub mod cpu_time;
 pub mod edge;

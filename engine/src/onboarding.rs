@@ -26,6 +26,15 @@ use crate::sync::lock;
 /// lets thousands of devices be surveyed inside their first awake window.
 const SURVEYS_AT_ONCE: usize = 1024;
 
+/// What onboarding asks of the other nodes of a cluster.
+pub trait Neighbours: Send + Sync + 'static {
+    /// `endpoint`'s record was written here.
+    fn wrote(&self, endpoint: &str);
+    /// Whether a registration of `endpoint` that ended here was its last: no other node
+    /// received a Register or Update of the device since.
+    fn still_ours(&self, endpoint: &str) -> bool;
+}
+
 /// Who surveys, within which bounds.
 struct Surveyor {
     catalog: Catalog,
@@ -40,16 +49,19 @@ struct Surveyor {
     limits: EdgeLimits,
     /// Where skipped surveys and forgotten devices are counted.
     counters: Arc<EdgeCounters>,
+    /// The cluster's other nodes; none on one node.
+    neighbours: Option<Arc<dyn Neighbours>>,
 }
 
 /// Keeps the catalog's devices current from `registry`'s events, surveying through
-/// `management` within `limits`, until the registry closes.
+/// `management` within `limits`, until the registry closes; in a cluster, telling
+/// `neighbours` of each write.
 pub async fn follow_registrations(
     registry: Arc<Registry>,
     catalog: Catalog,
     management: DeviceManagement,
-    limits: EdgeLimits,
-    counters: Arc<EdgeCounters>,
+    (limits, counters): (EdgeLimits, Arc<EdgeCounters>),
+    neighbours: Option<Arc<dyn Neighbours>>,
 ) {
     let mut events = registry.subscribe();
     let surveyor = Arc::new(Surveyor {
@@ -60,6 +72,7 @@ pub async fn follow_registrations(
         per_source: Mutex::new(HashMap::new()),
         limits,
         counters,
+        neighbours,
     });
     // The surveys under way: dropped with the follower (the platform stops), they stop too,
     // instead of holding the catalog and the store for as long as their exchanges last.
@@ -74,9 +87,10 @@ pub async fn follow_registrations(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        let registration = event.registration();
-        if let Err(error) = surveyor.record(&event, &mut surveys) {
-            tracing::error!(endpoint = %registration.endpoint, %error, "device not recorded");
+        let endpoint = &event.registration().endpoint;
+        match surveyor.record(&event, &mut surveys) {
+            Ok(()) => surveyor.wrote(endpoint),
+            Err(error) => tracing::error!(%endpoint, %error, "device not recorded"),
         }
     }
 }
@@ -104,6 +118,10 @@ impl Surveyor {
                 }
             }
             RegistrationEvent::Deregistered(_) | RegistrationEvent::Expired(_) => {
+                if !self.still_ours(&registration.endpoint) {
+                    // The device went on at another node: its record is that node's now.
+                    return Ok(());
+                }
                 if catalog.forget_unsurveyed_device(&registration.endpoint)? {
                     bump(&self.counters.unsurveyed_forgotten);
                 } else {
@@ -152,15 +170,28 @@ impl Surveyor {
         match survey(&management, registration).await {
             Ok(found) => {
                 self.registry.prove(endpoint);
-                if let Err(error) = self
+                match self
                     .catalog
                     .registered_device_surveyed(registration, &found)
                 {
-                    tracing::error!(?endpoint, %error, "survey not recorded");
+                    Ok(_) => self.wrote(endpoint),
+                    Err(error) => tracing::error!(?endpoint, %error, "survey not recorded"),
                 }
             }
             Err(error) => tracing::debug!(?endpoint, %error, "survey failed"),
         }
+    }
+
+    /// Tells the cluster `endpoint`'s record was written here.
+    fn wrote(&self, endpoint: &str) {
+        if let Some(neighbours) = &self.neighbours {
+            neighbours.wrote(endpoint);
+        }
+    }
+
+    /// Whether a registration of `endpoint` that ended here was its last.
+    fn still_ours(&self, endpoint: &str) -> bool {
+        (self.neighbours.as_ref()).is_none_or(|neighbours| neighbours.still_ours(endpoint))
     }
 
     /// Counts a survey of `source` in, unless it has its share; how many it has then.

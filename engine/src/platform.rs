@@ -5,12 +5,13 @@
 
 use std::sync::Arc;
 
-use crate::campaign::{CampaignError, Campaigns, DeviceAttempts};
+use crate::campaign::{Attempts, CampaignError, Campaigns, DeviceAttempts};
 use crate::catalog::{Catalog, CatalogError, Credentials};
 use crate::clock::Clock;
+use crate::cluster::{self, ClusterConfig, ClusterNeighbours};
 use crate::journal::Journal;
 use crate::lwm2m::{Observations, OperationQueue};
-use crate::onboarding::follow_registrations;
+use crate::onboarding::{Neighbours, follow_registrations};
 use crate::plugin::{
     HostConfig, KeptPlugins, PluginError, PluginHost, PluginRegistry, RestoreError,
 };
@@ -75,9 +76,9 @@ pub struct Platform {
     pub journal: Journal,
     /// Integrators' subscriptions to the journal, and their deliveries.
     pub webhooks: Webhooks,
-    /// Stop with the platform: the registration follower (onboarding) and the one that
-    /// journals registrations.
-    followers: [tokio::task::AbortHandle; 2],
+    /// Stop with the platform: the registration follower (onboarding), the one that
+    /// journals registrations, and in a cluster the node's own ([`cluster::Node`]).
+    followers: Vec<tokio::task::AbortHandle>,
 }
 
 impl Platform {
@@ -101,24 +102,51 @@ impl Platform {
         store: Arc<dyn Store>,
         config: PlatformConfig,
     ) -> Result<Platform, PlatformError> {
-        let book = ResumeBook::kept_in(store.clone())?;
-        let credentials = Credentials::open(store.clone(), clock)?;
-        let mut server_config = config.server;
-        server_config.package_uri_secret = Some(package_uri_secret(store.as_ref())?);
-        server_config.credentials = Some(DeviceKeys(Arc::new(credentials.clone())));
-        let server = Server::start_with_book(server_config, book.clone()).await?;
-        let kept_plugins = KeptPlugins::new(store.clone());
-        let plugins = load_plugins(host, kept_plugins.clone()).await?;
-        let shelf = server.shelf.clone();
-        let catalog =
-            Catalog::open_with(store.clone(), shelf, plugins.clone(), clock, credentials)?;
-        let attempts = DeviceAttempts {
-            catalog: catalog.clone(),
-            presence: server.presence.clone(),
-            delivery: server.delivery.clone(),
-            book,
-            plugins: plugins.clone(),
-            clock,
+        Platform::assemble(host, clock, store, config, None).await
+    }
+
+    /// Like [`Platform::start`] on `store`, as the coordinator of a cluster: the scheduler's
+    /// attempts run on each device's owner, and the other nodes are served on the internal
+    /// link (`listener`).
+    pub async fn start_coordinator(
+        config: PlatformConfig,
+        store: Arc<dyn Store>,
+        cluster: &ClusterConfig,
+        listener: tokio::net::TcpListener,
+    ) -> Result<Platform, PlatformError> {
+        let host = PluginHost::new(config.plugins.clone())
+            .map_err(|e| PlatformError::Host(e.to_string()))?;
+        let clustered = Some((cluster, listener));
+        Platform::assemble(host, Clock::system(), store, config, clustered).await
+    }
+
+    async fn assemble(
+        host: PluginHost,
+        clock: Clock,
+        store: Arc<dyn Store>,
+        config: PlatformConfig,
+        cluster: Option<(&ClusterConfig, tokio::net::TcpListener)>,
+    ) -> Result<Platform, PlatformError> {
+        let Foundation {
+            server,
+            kept_plugins,
+            plugins,
+            catalog,
+            attempts,
+        } = Foundation::start(host, clock, &store, config.server).await?;
+        let mut followers = Vec::new();
+        let (attempts, neighbours): (Arc<dyn Attempts>, _) = match cluster {
+            None => (Arc::new(attempts), None),
+            Some((cluster, listener)) => {
+                let node = cluster::Node::start(cluster, &store, listener, attempts);
+                node.membership.crown()?;
+                tracing::info!(node = %cluster.node, "this node coordinates the cluster");
+                let neighbours: Arc<dyn Neighbours> =
+                    ClusterNeighbours::coordinator(node.membership.clone());
+                let routed = node.routed_attempts();
+                followers.extend(node.handles);
+                (routed, Some(neighbours))
+            }
         };
         let journal = Journal::open(store.clone(), clock)?;
         // Before anything can write an event: every one goes to the outboxes that want it.
@@ -126,7 +154,7 @@ impl Platform {
         let campaigns = Campaigns::start(
             store.clone(),
             catalog.clone(),
-            Arc::new(attempts),
+            attempts,
             clock,
             journal.clone(),
         )?;
@@ -148,10 +176,11 @@ impl Platform {
             server.registry.clone(),
             catalog.clone(),
             server.management.clone(),
-            server.edge_limits.clone(),
-            server.edge.clone(),
+            (server.edge_limits.clone(), server.edge.clone()),
+            neighbours,
         ))
         .abort_handle();
+        followers.extend([follower, journaling]);
         Ok(Platform {
             server,
             store,
@@ -163,7 +192,59 @@ impl Platform {
             observations,
             journal,
             webhooks,
-            followers: [follower, journaling],
+            followers,
+        })
+    }
+}
+
+/// What every node runs: CoAP, the plugins, the catalog, and attempts on the devices
+/// registered to it.
+pub struct Foundation {
+    /// CoAP: registrations, device management, delivery.
+    pub server: Server,
+    /// The plugins installed at run time, bound again at every start.
+    pub kept_plugins: KeptPlugins,
+    /// Plugins per vendor and model.
+    pub plugins: Arc<PluginRegistry>,
+    /// Devices, groups, firmware, packages.
+    pub catalog: Catalog,
+    /// Attempts on devices registered here.
+    pub attempts: DeviceAttempts,
+}
+
+impl Foundation {
+    /// Binds CoAP on `store` (its resume points, credentials and Package URI secret), loads
+    /// the plugins and opens the catalog.
+    pub async fn start(
+        host: PluginHost,
+        clock: Clock,
+        store: &Arc<dyn Store>,
+        mut server_config: ServerConfig,
+    ) -> Result<Foundation, PlatformError> {
+        let book = ResumeBook::kept_in(store.clone())?;
+        let credentials = Credentials::open(store.clone(), clock)?;
+        server_config.package_uri_secret = Some(package_uri_secret(store.as_ref())?);
+        server_config.credentials = Some(DeviceKeys(Arc::new(credentials.clone())));
+        let server = Server::start_with_book(server_config, book.clone()).await?;
+        let kept_plugins = KeptPlugins::new(store.clone());
+        let plugins = load_plugins(host, kept_plugins.clone()).await?;
+        let shelf = server.shelf.clone();
+        let catalog =
+            Catalog::open_with(store.clone(), shelf, plugins.clone(), clock, credentials)?;
+        let attempts = DeviceAttempts {
+            catalog: catalog.clone(),
+            presence: server.presence.clone(),
+            delivery: server.delivery.clone(),
+            book,
+            plugins: plugins.clone(),
+            clock,
+        };
+        Ok(Foundation {
+            server,
+            kept_plugins,
+            plugins,
+            catalog,
+            attempts,
         })
     }
 }

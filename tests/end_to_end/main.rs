@@ -11,6 +11,7 @@ mod balancer;
 mod bench_quick;
 mod campaign_attempts;
 mod campaign_end_to_end;
+mod cluster;
 mod console;
 mod demo;
 mod device_management;

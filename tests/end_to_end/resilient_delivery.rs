@@ -406,7 +406,10 @@ fn a_lost_update_request_is_sent_again() {
         // The delivery found the package on the device: Update comes next, and is lost (a
         // datagram arriving while the device's link is down is lost, one in flight too).
         within(BOUND, "Downloaded", async {
-            while reached.recv().await.expect("the delivery runs").1 != Stage::Downloaded {}
+            while !matches!(
+                reached.recv().await.expect("the delivery runs").1,
+                Stage::Downloaded { .. }
+            ) {}
         })
         .await;
         let params = TransmissionParams::fast();

@@ -25,8 +25,9 @@ use crate::transfer::{
     SurveyedVersion, TransferOutcome, WireCount,
 };
 
-/// How one attempt ended, for the scheduler.
-#[derive(Debug, Clone, PartialEq)]
+/// How one attempt ended, for the scheduler (and, between nodes, on the wire).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
     /// The device is not registered: tried again once it is; no retry used.
     Offline,

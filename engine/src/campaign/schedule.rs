@@ -428,14 +428,20 @@ fn show_stage(inner: &Inner, task_id: &str, slot: Slot, stage: Stage) {
         return;
     };
     let before = progress.share();
+    let mut count = |progress: &mut DeviceProgress, wire: WireCount| {
+        progress.add_wire(&wire_since(&wire, &attempt.wire), running.package_size);
+        attempt.wire = wire;
+    };
     match stage {
         Stage::Downloading => progress.download = DownloadStatus::Downloading,
-        Stage::Downloaded => progress.download = DownloadStatus::Downloaded,
+        Stage::Downloaded { wire } => {
+            progress.download = DownloadStatus::Downloaded;
+            count(progress, wire);
+        }
         Stage::Installing => progress.upgrade = UpgradeStatus::Upgrading,
         Stage::Suspended { wire } => {
             progress.interruptions += 1;
-            progress.add_wire(&wire_since(&wire, &attempt.wire), running.package_size);
-            attempt.wire = wire;
+            count(progress, wire);
         }
     }
     attempt.transferring = transferring(progress);

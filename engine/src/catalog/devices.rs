@@ -296,10 +296,31 @@ impl Catalog {
             device.last_surveyed = Some(now);
             device.surveyed_registration = Some(registration.id.clone());
         })?;
-        if first_learned {
+        if first_learned && self.joins_groups {
             self.auto_join(&device)?;
         }
         Ok(device)
+    }
+
+    /// Another node of a cluster wrote `endpoint`'s record: the index takes it again, and a
+    /// device whose vendor and model it knows now and did not before joins the groups that
+    /// take such devices by themselves.
+    pub fn learn_device(&self, endpoint: &str) -> Result<(), CatalogError> {
+        let serialized = lock(&self.device_writes);
+        let Some(device) = self.store.get::<DeviceRecord>(&device_key(endpoint))? else {
+            self.index.remove(endpoint);
+            return Ok(());
+        };
+        let modelled = |indexed: &super::device_index::Indexed| {
+            indexed.manufacturer.is_some() && indexed.model.is_some()
+        };
+        let known_before = self.index.get(endpoint).is_some_and(|i| modelled(&i));
+        self.index.put(&device);
+        drop(serialized);
+        if !known_before {
+            self.auto_join(&device)?;
+        }
+        Ok(())
     }
 
     /// The values the survey a Register started read, if it was of `registration` and made

@@ -83,6 +83,10 @@ pub struct Catalog {
     pub(crate) joins: tokio::sync::broadcast::Sender<GroupJoin>,
     /// The devices as lists filter them, kept with every write of a device record.
     pub(crate) index: Arc<device_index::DeviceIndex>,
+    /// Whether a device whose model a survey learned joins the groups taking such devices
+    /// here; false on a cluster's member node, whose coordinator does it
+    /// ([`Catalog::learn_device`]).
+    pub(crate) joins_groups: bool,
 }
 
 impl Catalog {
@@ -121,9 +125,17 @@ impl Catalog {
             group_writes: Arc::default(),
             joins: tokio::sync::broadcast::channel(JOINS_QUEUED).0,
             index: Arc::new(index),
+            joins_groups: true,
         };
         catalog.shelve_all()?;
         Ok(catalog)
+    }
+
+    /// This catalog on a cluster's member node: devices join groups on the coordinator, the
+    /// one writer of group records, when it learns of them.
+    pub fn leaving_group_joins_to_the_coordinator(mut self) -> Self {
+        self.joins_groups = false;
+        self
     }
 
     /// The key devices must trust: every package is signed with its private half.

@@ -298,15 +298,22 @@ impl Catalog {
         Ok(self.store.scan(PREFIX)?)
     }
 
-    /// The bytes of package `id`, as delivered.
+    /// The bytes of package `id`, as delivered. The shelf is a cache of the store: a package
+    /// another node added since this one started is shelved at its first use here.
     pub fn package_bytes(&self, id: &str) -> Result<Arc<ShelvedPackage>, CatalogError> {
         let record = self.package(id)?;
-        self.shelf
-            .get(record.shelf_id())
+        if let Some(shelved) = self.shelf.get(record.shelf_id()) {
+            return Ok(shelved);
+        }
+        let key = format!("{BYTES}{}", record.shelf_id());
+        let bytes = self
+            .store
+            .get_raw(&key)?
             .ok_or_else(|| CatalogError::NotFound {
                 kind: "package bytes",
                 id: id.to_string(),
-            })
+            })?;
+        self.shelve(key, bytes)
     }
 
     /// The /3/0/3 string a device reports once it runs `package`'s version: its target
@@ -383,15 +390,21 @@ impl Catalog {
     /// Puts every stored package on the shelf (at start).
     pub(super) fn shelve_all(&self) -> Result<(), CatalogError> {
         for (key, bytes) in self.store.scan_raw(BYTES)? {
-            let shelved = self.shelf.put(Bytes::from(bytes));
-            if key[BYTES.len()..] != shelved.id {
-                return Err(CatalogError::Store(crate::store::StoreError::Corrupt {
-                    key,
-                    reason: "package bytes do not match their id".into(),
-                }));
-            }
+            self.shelve(key, bytes)?;
         }
         Ok(())
+    }
+
+    /// Shelves the package bytes stored at `key`, which names their hash.
+    fn shelve(&self, key: String, bytes: Vec<u8>) -> Result<Arc<ShelvedPackage>, CatalogError> {
+        let shelved = self.shelf.put(Bytes::from(bytes));
+        if key[BYTES.len()..] != shelved.id {
+            return Err(CatalogError::Store(crate::store::StoreError::Corrupt {
+                key,
+                reason: "package bytes do not match their id".into(),
+            }));
+        }
+        Ok(shelved)
     }
 }
 

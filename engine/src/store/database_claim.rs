@@ -69,22 +69,24 @@ impl Drop for DatabaseClaim {
     }
 }
 
+/// Returns once no engine holds the database (a cluster's member waits for its coordinator
+/// to die so), without holding it: whichever node takes it first is the next coordinator.
+pub(crate) fn wait_until_free(config: &postgres::Config) -> Result<(), StoreError> {
+    lock(config, Duration::MAX).map(drop)
+}
+
 /// A connection holding the engine's lock, taken within `wait`.
 fn lock(config: &postgres::Config, wait: Duration) -> Result<Client, StoreError> {
     let mut client = config.connect(NoTls).map_err(database)?;
-    let give_up = Instant::now() + wait;
+    let give_up = Instant::now().checked_add(wait);
     loop {
         let row = (client.query_one("SELECT pg_try_advisory_lock($1)", &[&ENGINE_LOCK]))
             .map_err(database)?;
         if row.get::<_, bool>(0) {
             return Ok(client);
         }
-        if Instant::now() >= give_up {
-            return Err(StoreError::Io(format!(
-                "another engine is serving from this database (waited {wait:?} for it to \
-                 stop): one engine per database until several nodes can share one \
-                 (docs/deployment.md)"
-            )));
+        if give_up.is_some_and(|give_up| Instant::now() >= give_up) {
+            return Err(StoreError::Held { waited: wait });
         }
         thread::sleep(LOOK_AGAIN);
     }

@@ -52,6 +52,26 @@ impl StoreLocation {
         })
     }
 
+    /// Opens the store for a node of a cluster (PostgreSQL only): holding the database when
+    /// no other engine does (this node coordinates: `true`), shared with the one that does
+    /// otherwise.
+    pub fn open_for_cluster(&self) -> Result<(Arc<dyn Store>, bool), StoreError> {
+        let StoreLocation::Postgres(url) = self else {
+            return Err(StoreError::Io(
+                "the nodes of a cluster share a PostgreSQL store (store = \"postgres://...\")"
+                    .into(),
+            ));
+        };
+        match PostgresStore::open_held(url, DEFAULT_CONNECTIONS, Duration::ZERO) {
+            Ok(store) => Ok((Arc::new(store), true)),
+            Err(StoreError::Held { .. }) => Ok((
+                Arc::new(PostgresStore::open(url, DEFAULT_CONNECTIONS)?),
+                false,
+            )),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Where it is, for a log line: a database's host and name, never its password.
     pub fn describe(&self) -> String {
         match self {
@@ -97,6 +117,16 @@ pub enum StoreError {
     /// The database could not be opened or written.
     #[error("store: {0}")]
     Io(String),
+    /// Another engine serves from the database, and this one is not a node of its cluster.
+    #[error(
+        "another engine is serving from this database (waited {waited:?} for it to stop): \
+         several engines share one only as the nodes of a cluster ([cluster] in fota.toml, \
+         docs/deployment.md)"
+    )]
+    Held {
+        /// How long this engine waited for the other to stop.
+        waited: Duration,
+    },
     /// The data was written by a release this one cannot read.
     #[error(
         "store holds data of format version {found}, this release reads version {FORMAT_VERSION}: \

@@ -75,6 +75,12 @@ impl PostgresStore {
         PostgresStore::open_with(config, connections, Some(claim))
     }
 
+    /// Returns once no engine holds the database at `url` (its coordinator died), without
+    /// holding it.
+    pub fn wait_until_free(url: &str) -> Result<(), StoreError> {
+        super::database_claim::wait_until_free(&config_of(url)?)
+    }
+
     fn open_with(
         config: postgres::Config,
         connections: usize,
@@ -522,9 +528,10 @@ mod tests {
         let url = database(&server, "held");
         let first = PostgresStore::open_held(&url, 1, Duration::ZERO).expect("the first engine");
         let refused = PostgresStore::open_held(&url, 1, Duration::from_millis(300));
-        let Err(StoreError::Io(why)) = refused else {
+        let Err(refusal @ StoreError::Held { .. }) = refused else {
             panic!("a second engine took a held database");
         };
+        let why = refusal.to_string();
         assert!(
             why.contains("another engine is serving from this database"),
             "{why}"

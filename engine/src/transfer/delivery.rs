@@ -370,7 +370,9 @@ impl Delivery {
                 return Ok(Prepared::Finished(failure));
             }
         }
-        job.report(Stage::Downloaded);
+        job.report(Stage::Downloaded {
+            wire: attempt.wire_count(),
+        });
         tracing::info!(endpoint = %job.endpoint, "the device holds the package");
         if !job.may_install() {
             return Ok(Prepared::Finished(TransferOutcome::Held));

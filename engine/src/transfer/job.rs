@@ -111,7 +111,8 @@ impl DeliveryJob {
 }
 
 /// What a task lets its deliveries do now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Gate {
     /// Nothing new: the task is not upgrading (paused, stopped).
     Closed,
@@ -129,12 +130,15 @@ impl Gate {
 }
 
 /// Stages of a delivery, as reported to [`DeliveryJob::stages`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// Package bytes are on their way.
     Downloading,
-    /// The device holds and verified the package.
-    Downloaded,
+    /// The device holds and verified the package. `wire`: what the delivery cost so far, so
+    /// a caller counts the transfer even if the attempt is cut while the device installs
+    /// (in a cluster, it may come back from its reboot through another node).
+    Downloaded { wire: WireCount },
     /// Update executed; waiting for the device to come back.
     Installing,
     /// The link broke: the delivery waits to resume, or (a device without 26500) goes on

@@ -72,7 +72,7 @@ impl TransferOutcome {
 }
 
 /// Bytes one delivery cost.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WireCount {
     /// Package bytes sent for the first time (each block counted once, however often the
     /// message layer retransmitted it).

@@ -154,7 +154,10 @@ impl Attempts for Script {
                 Step::HeldAtGate => {
                     tokio::time::sleep(Duration::from_secs(10)).await;
                     // As a delivery does once the device holds the package.
-                    let downloaded = (request.endpoint.clone(), Stage::Downloaded);
+                    let stage = Stage::Downloaded {
+                        wire: Default::default(),
+                    };
+                    let downloaded = (request.endpoint.clone(), stage);
                     let _ = request.stages.send(downloaded);
                     if *request.gate.borrow() == Gate::Open {
                         return success();

@@ -40,6 +40,17 @@ impl Nginx {
     /// Starts nginx in `dir` balancing CoAP over `nodes` (the example's three nodes replaced
     /// by them), sessions ending `session_timeout` after their last datagram.
     pub fn start(dir: &Path, nodes: &[SocketAddr], session_timeout: Duration) -> Nginx {
+        Nginx::start_hashing(dir, nodes, session_timeout, "$remote_addr")
+    }
+
+    /// [`Nginx::start`], choosing each session's node by a consistent hash of `key` instead
+    /// of the device's address (a fleet on one host spreads over the nodes by its ports).
+    pub fn start_hashing(
+        dir: &Path,
+        nodes: &[SocketAddr],
+        session_timeout: Duration,
+        key: &str,
+    ) -> Nginx {
         let coap = free_udp_port();
         let coaps = free_udp_port();
         let servers: String = nodes
@@ -69,6 +80,10 @@ impl Nginx {
             (
                 "proxy_timeout 300s;",
                 format!("proxy_timeout {}ms;", session_timeout.as_millis()),
+            ),
+            (
+                "hash $remote_addr consistent;",
+                format!("hash {key} consistent;"),
             ),
         ] {
             assert!(config.contains(old), "the example has {old:?}");

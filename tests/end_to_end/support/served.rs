@@ -53,6 +53,29 @@ pub fn serve_with(dir: &Path, envs: &[(&str, &str)], settings: &str) -> Served {
 /// [`serve_with`], with `args` added to `fota serve`'s command line (before `serve`, so global
 /// flags such as `--log-format` go there too).
 pub fn serve_with_args(dir: &Path, envs: &[(&str, &str)], settings: &str, args: &[&str]) -> Served {
+    let (mut process, coap) = spawn_serve(dir, envs, settings, args);
+    let coaps = settings.contains("[coaps]").then(|| {
+        let line = process.logged("coaps (DTLS 1.2, pre-shared keys) on udp://", BOUND);
+        let rest = &line[line.find("udp://").expect("the marker") + "udp://".len()..];
+        rest.trim().parse().expect("a socket address")
+    });
+    let http = between(&process.logged("HTTP API on http://", BOUND), "on ", "/v1");
+    Served {
+        process,
+        http,
+        coap,
+        coaps,
+    }
+}
+
+/// Starts `fota serve --loopback-timers` as [`serve_with_args`] does, without waiting for its
+/// HTTP API (a cluster's member serves none); the process and its CoAP address, once bound.
+pub fn spawn_serve(
+    dir: &Path,
+    envs: &[(&str, &str)],
+    settings: &str,
+    args: &[&str],
+) -> (FotaProcess, SocketAddr) {
     let config = dir.join("fota.toml");
     let data = dir.join("data");
     std::fs::write(
@@ -74,18 +97,7 @@ pub fn serve_with_args(dir: &Path, envs: &[(&str, &str)], settings: &str, args: 
     let args = args.iter().map(OsStr::new).chain(serve);
     let mut process = FotaProcess::spawn(args, envs);
     let coap = between(&process.logged("CoAP on udp://", BOUND), "udp://", ",");
-    let coaps = settings.contains("[coaps]").then(|| {
-        let line = process.logged("coaps (DTLS 1.2, pre-shared keys) on udp://", BOUND);
-        let rest = &line[line.find("udp://").expect("the marker") + "udp://".len()..];
-        rest.trim().parse().expect("a socket address")
-    });
-    let http = between(&process.logged("HTTP API on http://", BOUND), "on ", "/v1");
-    Served {
-        process,
-        http,
-        coap: coap.parse().expect("a socket address"),
-        coaps,
-    }
+    (process, coap.parse().expect("a socket address"))
 }
 
 /// The text of `line` between `start` and the next `end`.

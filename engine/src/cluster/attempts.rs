@@ -1,0 +1,130 @@
+//! The coordinator's attempts: each runs on the device's owner, here when the device is this
+//! node's, otherwise on its node over the internal link (the task's gate sent along as it
+//! changes, the delivery's stages and the outcome sent back). A device whose node stopped
+//! beating, or whose conversation broke (either node died), is offline to the scheduler until
+//! it comes back through a node; its resume point and /5/0/26500 then send at most one block
+//! again.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::link::{Conversation, Frame, LinkError, RemoteAttempt};
+use super::members::{Membership, Owner};
+use super::service::until_moved;
+use crate::campaign::{AttemptOutcome, AttemptRequest, Attempts};
+use crate::catalog::Catalog;
+use crate::lwm2m::Presence;
+
+/// Longest wait for an owner to accept a conversation.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Attempts routed to each device's owner.
+pub struct ClusterAttempts {
+    /// This node's attempts (on devices registered here).
+    pub local: Arc<dyn Attempts>,
+    /// Who owns what.
+    pub membership: Membership,
+    /// The cluster's secret.
+    pub secret: Arc<[u8]>,
+    /// The devices registered here.
+    pub presence: Presence,
+    /// Indexes again what the owner wrote of a device in an attempt there (its survey).
+    pub catalog: Catalog,
+}
+
+impl Attempts for ClusterAttempts {
+    fn attempt(
+        &self,
+        request: AttemptRequest,
+    ) -> Pin<Box<dyn Future<Output = AttemptOutcome> + Send>> {
+        let owner = self.membership.owner(&request.endpoint);
+        match owner {
+            Ok(Owner::Here) => {
+                let endpoint = request.endpoint.clone();
+                let attempt = self.local.attempt(request);
+                Box::pin(until_moved(self.membership.clone(), endpoint, attempt))
+            }
+            Ok(Owner::Lost) => Box::pin(std::future::ready(AttemptOutcome::Offline)),
+            Ok(Owner::Node { node, internal }) => {
+                let (me, secret) = (self.membership.node().to_string(), self.secret.clone());
+                let catalog = self.catalog.clone();
+                Box::pin(async move {
+                    let endpoint = request.endpoint.clone();
+                    let outcome = match remote(&internal, &me, &secret, request).await {
+                        Ok(outcome) => outcome,
+                        Err(error) => {
+                            tracing::info!(%node, %error, "an attempt on another node broke off");
+                            AttemptOutcome::Offline
+                        }
+                    };
+                    if let Err(error) = catalog.learn_device(&endpoint) {
+                        tracing::error!(%endpoint, %error, "the device's record not indexed");
+                    }
+                    outcome
+                })
+            }
+            Err(error) => {
+                tracing::error!(%error, "the device's owner is not known: tried again later");
+                Box::pin(std::future::ready(AttemptOutcome::Offline))
+            }
+        }
+    }
+
+    fn forget_deliveries(&self, package_id: &str, endpoints: &[String]) {
+        self.local.forget_deliveries(package_id, endpoints);
+    }
+
+    /// A device registered here as this node says; one registered elsewhere as its owner
+    /// finds it when the attempt starts (the scheduler asks this of every candidate for a
+    /// slot, so it reads no record).
+    fn reachable_now(&self, endpoint: &str) -> bool {
+        if self.presence.registry().get(endpoint).is_some() {
+            return self.local.reachable_now(endpoint);
+        }
+        true
+    }
+}
+
+/// Runs `request` on the node at `internal`.
+async fn remote(
+    internal: &str,
+    me: &str,
+    secret: &[u8],
+    request: AttemptRequest,
+) -> Result<AttemptOutcome, LinkError> {
+    let opening = Conversation::open(internal, me, secret);
+    let mut conversation = tokio::time::timeout(CONNECT_TIMEOUT, opening)
+        .await
+        .map_err(|_| LinkError::Io(std::io::ErrorKind::TimedOut.into()))??;
+    let mut gate = request.gate.clone();
+    let attempt = RemoteAttempt {
+        task: request.task.clone(),
+        endpoint: request.endpoint.clone(),
+        attempt: request.attempt,
+        gate: *gate.borrow_and_update(),
+    };
+    conversation
+        .send(&Frame::Attempt(Box::new(attempt)))
+        .await?;
+    loop {
+        tokio::select! {
+            changed = gate.changed() => {
+                if changed.is_err() {
+                    // The task is gone: ending the conversation ends the attempt there.
+                    return Ok(AttemptOutcome::Offline);
+                }
+                let now = *gate.borrow_and_update();
+                conversation.send(&Frame::Gate(now)).await?;
+            }
+            frame = conversation.receive() => match frame? {
+                Frame::Stage(stage) => {
+                    let _ = request.stages.send((request.endpoint.clone(), stage));
+                }
+                Frame::Outcome(outcome) => return Ok(outcome),
+                _ => return Err(LinkError::Unexpected("another frame")),
+            },
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! Who is in the cluster and which node owns which device: each node's record with its
+//! heartbeat (a node is alive while its last beat is younger than [`LEASE`]), and each
+//! device's owner, the node that received its last Register or Update. Both live in the
+//! shared store, so every node reads the same answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::clock::{Clock, UnixMillis};
+use crate::lwm2m::{RegistrationEvent, Registry};
+use crate::store::{Store, StoreError, StoreExt, key_segment};
+
+/// How often a node writes its heartbeat.
+pub const BEAT: Duration = Duration::from_secs(1);
+
+/// How long a node is taken for alive after its last heartbeat: its devices are offline to
+/// the scheduler once it is over, until they come back through another node.
+pub const LEASE: Duration = Duration::from_secs(5);
+
+const NODES: &str = "node/";
+const OWNERS: &str = "owner/";
+/// Names the coordinator, written by each node that becomes it.
+const COORDINATOR: &str = "cluster/coordinator";
+
+/// A node, as the others find it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct NodeRecord {
+    /// host:port of its internal link.
+    internal: String,
+    /// Its last heartbeat.
+    beat_at: UnixMillis,
+}
+
+/// Which node a device belongs to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OwnerRecord {
+    node: String,
+    /// When that node received the Register or Update that made it the owner.
+    since: UnixMillis,
+}
+
+/// Who runs a device's attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// This node: the device's registration is here (or no other node claimed it).
+    Here,
+    /// Another node, alive, reached on its internal link at `internal`.
+    Node {
+        /// Its name.
+        node: String,
+        /// host:port of its internal link.
+        internal: String,
+    },
+    /// Another node whose lease ran out: the device is offline until it comes back.
+    Lost,
+}
+
+/// This node's view of the cluster's records. Cheap to clone.
+#[derive(Clone)]
+pub struct Membership {
+    store: Arc<dyn Store>,
+    clock: Clock,
+    node: Arc<str>,
+    internal: Arc<str>,
+}
+
+impl Membership {
+    /// Node `node`, reached by the others at `internal`, on `store`.
+    pub fn new(store: Arc<dyn Store>, clock: Clock, node: &str, internal: &str) -> Membership {
+        Membership {
+            store,
+            clock,
+            node: node.into(),
+            internal: internal.into(),
+        }
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Writes this node's heartbeat.
+    pub fn beat(&self) -> Result<(), StoreError> {
+        let record = NodeRecord {
+            internal: self.internal.to_string(),
+            beat_at: self.clock.now(),
+        };
+        self.store.put(&node_key(&self.node), &record)
+    }
+
+    /// `endpoint` registered or sent an Update here: it is this node's from now on.
+    pub fn claim(&self, endpoint: &str) -> Result<(), StoreError> {
+        let key = owner_key(endpoint);
+        let current = self.store.get::<OwnerRecord>(&key)?;
+        if current.is_some_and(|owner| *owner.node == *self.node) {
+            return Ok(());
+        }
+        let record = OwnerRecord {
+            node: self.node.to_string(),
+            since: self.clock.now(),
+        };
+        self.store.put(&key, &record)
+    }
+
+    /// Whether no other node claimed `endpoint` since this one did: a registration that
+    /// ended here is the device's last only then.
+    pub fn owns(&self, endpoint: &str) -> Result<bool, StoreError> {
+        let owner = self.store.get::<OwnerRecord>(&owner_key(endpoint))?;
+        Ok(owner.is_none_or(|owner| *owner.node == *self.node))
+    }
+
+    /// This node runs the scheduler from now on: the others send it what they learn.
+    pub fn crown(&self) -> Result<(), StoreError> {
+        self.beat()?;
+        self.store.put(COORDINATOR, &self.node.to_string())
+    }
+
+    /// The coordinator's internal link (host:port), once one was crowned and while it beats.
+    pub fn coordinator(&self) -> Result<Option<String>, StoreError> {
+        let Some(node) = self.store.get::<String>(COORDINATOR)? else {
+            return Ok(None);
+        };
+        Ok(self.alive(&node)?.map(|record| record.internal))
+    }
+
+    /// `node`'s record while its lease holds.
+    fn alive(&self, node: &str) -> Result<Option<NodeRecord>, StoreError> {
+        let record = self.store.get::<NodeRecord>(&node_key(node))?;
+        let lease = u64::try_from(LEASE.as_millis()).unwrap_or(u64::MAX);
+        let now = self.clock.now();
+        Ok(record.filter(|record| now.saturating_sub(record.beat_at) < lease))
+    }
+
+    /// Who runs `endpoint`'s attempts now.
+    pub fn owner(&self, endpoint: &str) -> Result<Owner, StoreError> {
+        let Some(owner) = self.store.get::<OwnerRecord>(&owner_key(endpoint))? else {
+            return Ok(Owner::Here);
+        };
+        if *owner.node == *self.node {
+            return Ok(Owner::Here);
+        }
+        Ok(match self.alive(&owner.node)? {
+            Some(node) => Owner::Node {
+                node: owner.node,
+                internal: node.internal,
+            },
+            None => Owner::Lost,
+        })
+    }
+}
+
+fn node_key(node: &str) -> String {
+    format!("{NODES}{}", key_segment(node))
+}
+
+fn owner_key(endpoint: &str) -> String {
+    format!("{OWNERS}{}", key_segment(endpoint))
+}
+
+/// Writes `membership`'s heartbeat every [`BEAT`], until aborted.
+pub fn spawn_heartbeat(membership: Membership) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(BEAT);
+        loop {
+            tick.tick().await;
+            let beating = membership.clone();
+            let beat = tokio::task::spawn_blocking(move || beating.beat()).await;
+            if let Ok(Err(error)) = beat {
+                tracing::error!(%error, "heartbeat not written");
+            }
+        }
+    })
+}
+
+/// Claims every device that registers or sends an Update to `registry`, until it closes.
+pub async fn follow_ownership(registry: Arc<Registry>, membership: Membership) {
+    let mut events = registry.subscribe();
+    loop {
+        let event = match events.recv().await {
+            Ok(event) => event,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "registration events missed by ownership");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if let RegistrationEvent::Registered(r) | RegistrationEvent::Updated(r) = &event
+            && let Err(error) = membership.claim(&r.endpoint)
+        {
+            tracing::error!(endpoint = %r.endpoint, %error, "ownership not written");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SledStore;
+
+    fn store() -> Arc<dyn Store> {
+        Arc::new(SledStore::temporary().unwrap())
+    }
+
+    #[test]
+    fn a_device_belongs_to_the_node_that_claimed_it_last_while_that_node_beats() {
+        let store = store();
+        let clock = Clock::starting_at(1_000_000);
+        let a = Membership::new(store.clone(), clock, "a", "10.0.0.1:7000");
+        let b = Membership::new(store.clone(), clock, "b", "10.0.0.2:7000");
+        a.beat().unwrap();
+        b.beat().unwrap();
+        assert_eq!(a.owner("dev").unwrap(), Owner::Here, "nobody claimed it");
+        a.claim("dev").unwrap();
+        let at_a = Owner::Node {
+            node: "a".into(),
+            internal: "10.0.0.1:7000".into(),
+        };
+        assert_eq!(b.owner("dev").unwrap(), at_a);
+        assert!(a.owns("dev").unwrap() && !b.owns("dev").unwrap());
+        b.claim("dev").unwrap();
+        assert_eq!(b.owner("dev").unwrap(), Owner::Here);
+        assert!(
+            !a.owns("dev").unwrap(),
+            "a's registration that ends is not the last"
+        );
+    }
+
+    #[test]
+    fn a_device_of_a_node_that_stopped_beating_is_lost_until_it_comes_back() {
+        let store = store();
+        let start = 1_000_000;
+        let a = Membership::new(store.clone(), Clock::starting_at(start), "a", "x:1");
+        a.beat().unwrap();
+        a.claim("dev").unwrap();
+        let later = start + u64::try_from(LEASE.as_millis()).unwrap() + 1_000;
+        let b = Membership::new(store.clone(), Clock::starting_at(later), "b", "y:1");
+        assert_eq!(b.owner("dev").unwrap(), Owner::Lost);
+        b.claim("dev").unwrap();
+        assert_eq!(b.owner("dev").unwrap(), Owner::Here);
+    }
+}

@@ -1,0 +1,224 @@
+//! Three `fota serve` nodes on one throwaway PostgreSQL, behind nginx's stream module (the
+//! shipped `examples/nginx/fota-stream.conf`). A fleet of reference devices in queue mode
+//! registers through nginx; the first node holds the database and coordinates (scheduler,
+//! API), the others are members. nginx hashes each session's source address and port (the
+//! fleet shares one host, so its ports spread it over the nodes; a wake-up on a new port, as
+//! after a NAT rebinding, may land on another node, whose Update then takes the device over).
+//! A task upgrades the fleet; a member is killed with SIGKILL mid-campaign. Its devices come
+//! back through the other nodes, resume from /5/0/26500, and every device ends on the new
+//! version, no write starting more than one block before what the device had stored.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fota_device::client::SleepCycle;
+use fota_device::fleet::{Fleet, FleetSpec, ModelSpec};
+use fota_engine::clock::Clock;
+use fota_engine::cluster::{Membership, Owner};
+use fota_engine::store::throwaway_postgres::ThrowawayPostgres;
+use fota_engine::store::{PostgresStore, Store};
+use fota_impair::Impairment;
+use serde_json::{Value, json};
+
+use crate::support::image;
+use crate::support::nginx::{self, Nginx};
+use crate::support::process::FotaProcess;
+use crate::support::served::{BOUND, Served, scratch, serve_with, spawn_serve};
+
+const DEVICES: usize = 24;
+const SECRET: &str = "a cluster secret for the test";
+/// The largest block the engine pushes.
+const BLOCK: usize = 1024;
+
+/// The settings of node `name` on the database at `url`.
+fn node(url: &str, name: &str) -> String {
+    let internal = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = internal.local_addr().unwrap().port();
+    drop(internal);
+    format!(
+        "store = {url:?}\n[cluster]\nnode = \"{name}\"\naddr = \"127.0.0.1:{port}\"\n\
+         secret = \"{SECRET}\"\n"
+    )
+}
+
+/// Starts member `name`; the process and its CoAP address.
+fn member(url: &str, name: &str) -> (FotaProcess, SocketAddr) {
+    let (mut process, coap) = spawn_serve(
+        &scratch(&format!("cluster-{name}")),
+        &[],
+        &node(url, name),
+        &[],
+    );
+    process.logged("is a member of the cluster", BOUND);
+    (process, coap)
+}
+
+fn model() -> ModelSpec {
+    ModelSpec {
+        manufacturer: "Acme".into(),
+        model: "NB-IoT-A".into(),
+        image: image(20_000, 3),
+        version: "0.8.0".into(),
+    }
+}
+
+/// A task upgrading every device to a signed full package of `image`; its path.
+fn upgrade_all(coordinator: &Served, image: &[u8]) -> String {
+    let package = coordinator.signed_full_package("0.9.0", image);
+    let body = json!({ "name": "cluster", "vendor": "Acme", "model": "NB-IoT-A" });
+    let group = coordinator.ok("POST", "/v1/groups", Some(&body));
+    let devices = coordinator.get("/v1/devices?vendor=Acme&model=NB-IoT-A&limit=100");
+    let endpoints: Vec<_> = (devices["items"].as_array().unwrap().iter())
+        .map(|device| device["endpoint"].clone())
+        .collect();
+    let members = format!("/v1/groups/{}/devices", group["id"].as_str().unwrap());
+    coordinator.ok("POST", &members, Some(&json!({ "endpoints": endpoints })));
+    let spec = json!({
+        "name": "across nodes", "group_id": group["id"], "package_id": package,
+        "retries": 10, "retry_interval_secs": 1,
+    });
+    let task = coordinator.ok("POST", "/v1/tasks", Some(&spec));
+    format!("/v1/tasks/{}", task["id"].as_str().unwrap())
+}
+
+#[test]
+fn a_fleet_upgrades_through_three_nodes_while_a_member_is_killed() {
+    if !nginx::present() {
+        return;
+    }
+    let Some(postgres) = ThrowawayPostgres::for_test() else {
+        return;
+    };
+    let url = postgres.create_database("cluster").unwrap();
+    let coordinator = serve_with(&scratch("cluster-n1"), &[], &node(&url, "n1"));
+    let (mut doomed, doomed_coap) = member(&url, "n2");
+    let (_survivor, survivor_coap) = member(&url, "n3");
+    let nodes = [coordinator.coap, doomed_coap, survivor_coap];
+    let balancer = Nginx::start_hashing(
+        &scratch("cluster-nginx"),
+        &nodes,
+        Duration::from_millis(1_500),
+        "$remote_addr$remote_port",
+    );
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut spec = FleetSpec::uniform(DEVICES, balancer.coap, model());
+    spec.sleep = Some(SleepCycle {
+        awake: Duration::from_secs(3),
+        asleep: Duration::from_secs(2),
+    });
+    spec.lifetime = Duration::from_secs(30);
+    // Round trips of 40 ms or so, so a transfer spans the kill.
+    spec.link =
+        Some(Impairment::none().with_delay(Duration::from_millis(20), Duration::from_millis(5)));
+    let fleet = runtime.block_on(Fleet::start(&spec)).unwrap();
+    let surveyed = "/v1/devices?vendor=Acme&model=NB-IoT-A&limit=1";
+    coordinator.wait_for(surveyed, "the fleet surveyed through every node", |page| {
+        page["total"] == DEVICES
+    });
+
+    let new_image = image(60_000, 9);
+    let task = upgrade_all(&coordinator, &new_image);
+    let devices = format!("{task}/devices?limit=100");
+    let page = coordinator.wait_for(&devices, "a third of the fleet downloading", |page| {
+        downloading(page) >= DEVICES / 3
+    });
+    let owners = Owners::of(&url);
+    let cut: Vec<String> = unfinished(&page)
+        .filter(|endpoint| owners.node_of(endpoint).as_deref() == Some("n2"))
+        .collect();
+    doomed.child.kill().unwrap();
+    let _ = doomed.child.wait();
+    assert!(
+        !cut.is_empty(),
+        "the killed node was upgrading none of the devices"
+    );
+
+    let done = coordinator.wait_for(&task, "the task completed", |t| t["status"] == "completed");
+    assert_eq!(done["success_rate"], 1.0, "{done}");
+    let upgraded = "/v1/devices?version=0.9.0&limit=1";
+    coordinator.wait_for(upgraded, "every device on the new version", |page| {
+        page["total"] == DEVICES
+    });
+    // Two nodes writing one device at once would interleave their writes, each starting
+    // where its own transfer stood: a rewind of more than a block.
+    for device in &fleet.devices {
+        let (version, rewind, erased) =
+            device.with_system(|s| (s.version.clone(), s.largest_rewind, s.whole_packages_erased));
+        assert_eq!(version, "0.9.0");
+        assert!(rewind <= BLOCK, "a resume sent {rewind} bytes again");
+        assert_eq!(erased, 0, "no package sent again from its start");
+    }
+    // The devices the killed node was upgrading went on through the others.
+    for endpoint in &cut {
+        let owner = owners.node_of(endpoint);
+        assert!(
+            matches!(owner.as_deref(), Some("n1" | "n3")),
+            "{endpoint}: {owner:?}"
+        );
+    }
+    let summary = coordinator.get(&format!("{task}/summary"));
+    statistics_add_up(&coordinator.get(&devices), &summary);
+
+    // The killed node carried devices: nginx logged their sessions to it.
+    drop(fleet);
+    drop(runtime);
+    let to_doomed = balancer
+        .ended_sessions()
+        .into_iter()
+        .filter(|(_, node, _, sent)| node == &doomed_coap.to_string() && *sent > 0)
+        .count();
+    assert!(to_doomed > 0, "no session went to the killed node");
+}
+
+/// Which node owns each device, read from the cluster's records in the database.
+struct Owners(Membership);
+
+impl Owners {
+    fn of(url: &str) -> Owners {
+        let store: Arc<dyn Store> = Arc::new(PostgresStore::open(url, 1).unwrap());
+        Owners(Membership::new(store, Clock::system(), "test-observer", ""))
+    }
+
+    /// The node owning `endpoint`, while that node is alive.
+    fn node_of(&self, endpoint: &str) -> Option<String> {
+        match self.0.owner(endpoint).unwrap() {
+            Owner::Node { node, .. } => Some(node),
+            Owner::Here | Owner::Lost => None,
+        }
+    }
+}
+
+/// The devices of a task's page without a result yet.
+fn unfinished(page: &Value) -> impl Iterator<Item = String> + '_ {
+    (page["items"].as_array().unwrap().iter())
+        .filter(|d| d["result"].is_null())
+        .map(|d| d["endpoint"].as_str().unwrap().to_string())
+}
+
+/// Devices of a task's page that began their download.
+fn downloading(page: &Value) -> usize {
+    let items = page["items"].as_array().cloned().unwrap_or_default();
+    let began = |d: &&Value| d["download"] == "downloading" || d["download"] == "downloaded";
+    items.iter().filter(began).count()
+}
+
+/// The task's summary counts what its devices say.
+fn statistics_add_up(page: &Value, summary: &Value) {
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), DEVICES, "{page}");
+    let successes = items.iter().filter(|d| d["result"] == "successful").count();
+    assert_eq!(successes, DEVICES, "{page}");
+    assert_eq!(summary["devices"], DEVICES, "{summary}");
+    assert_eq!(summary["results"]["successful"], DEVICES, "{summary}");
+    assert_eq!(summary["phases"]["finished"], DEVICES, "{summary}");
+    let in_cells: u64 = (summary["cells"].as_array().unwrap().iter())
+        .map(|cell| cell["upgraded"].as_u64().unwrap())
+        .sum();
+    assert_eq!(in_cells, DEVICES as u64, "{summary}");
+    // Each device's transfer is counted once it held the package, whichever node ran it.
+    for device in items {
+        assert!(device["bytes_first"].as_u64().unwrap() > 0, "{device}");
+    }
+}
