@@ -19,7 +19,7 @@ use fota_engine::lwm2m::RegistrationEvent;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::HostConfig;
 use fota_engine::server::ServerConfig;
-use fota_engine::store::StoreLocation;
+use fota_engine::store::{DatabaseHeld, StoreLocation};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -104,14 +104,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         plugins: HostConfig::default(),
         webhooks: settings.webhooks.clone(),
     };
+    // A member that took the coordinator's place holds the database until it stops.
+    let mut _held = None;
     let platform = match &settings.cluster {
         None => Platform::start(config).await?,
-        Some(cluster) => match start_node(config, &settings, cluster.config()?).await? {
-            Node::Coordinator(platform) => *platform,
-            Node::Member(member, cluster) => {
-                return serve_member(*member, &cluster, &settings).await;
+        Some(file) => {
+            let cluster = file.config()?;
+            match start_node(config, &settings, &cluster).await? {
+                Node::Coordinator(platform) => *platform,
+                Node::Member(member) => match serve_member(*member, &cluster, &settings).await? {
+                    None => return Ok(()),
+                    Some((platform, held)) => {
+                        _held = Some(held);
+                        platform
+                    }
+                },
             }
-        },
+        }
     };
     let platform = Arc::new(platform);
     let listeners = api::Listeners {
@@ -169,7 +178,7 @@ enum Node {
     /// It holds the database: it runs the scheduler and the API.
     Coordinator(Box<Platform>),
     /// Another node does.
-    Member(Box<Member>, ClusterConfig),
+    Member(Box<Member>),
 }
 
 /// Starts this engine as a node of `cluster`: the coordinator if no other engine holds the
@@ -177,31 +186,30 @@ enum Node {
 async fn start_node(
     config: PlatformConfig,
     settings: &Settings,
-    cluster: ClusterConfig,
+    cluster: &ClusterConfig,
 ) -> anyhow::Result<Node> {
     let (store, coordinates) = settings.store.open_for_cluster()?;
     let listener = TcpListener::bind(cluster.internal_addr).await?;
     if coordinates {
-        let platform = Platform::start_coordinator(config, store, &cluster, listener).await?;
+        let platform = Platform::start_coordinator(config, store, cluster, listener).await?;
         return Ok(Node::Coordinator(Box::new(platform)));
     }
-    let member = Member::start(config, store, &cluster, listener).await?;
-    Ok(Node::Member(Box::new(member), cluster))
+    let member = Member::start(config, store, cluster, listener).await?;
+    Ok(Node::Member(Box::new(member)))
 }
 
-/// Serves as a member until asked to stop, or until the coordinator dies: then this node
-/// starts again in its place (the same program and arguments), as the coordinator if it is
-/// the first to take the database.
+/// Serves as a member until asked to stop (`None`), or until the coordinator dies and this
+/// node takes its place: the platform it runs from then on, and its hold on the database.
 async fn serve_member(
     member: Member,
     cluster: &ClusterConfig,
     settings: &Settings,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<(Platform, DatabaseHeld)>> {
     let mut stop = StopSignals::listen()?;
     tracing::info!(
         target: CONSOLE,
         "CoAP on udp://{}, store: {}",
-        member.server.coap_addr(),
+        member.server().coap_addr(),
         settings.store.describe()
     );
     tracing::info!(
@@ -218,29 +226,15 @@ async fn serve_member(
         () = stop.stopped() => {
             member.store.flush()?;
             tracing::info!(target: CONSOLE, "stopped");
-            Ok(())
+            Ok(None)
         }
-        gone = coordinator_gone(url.clone()) => {
-            gone?;
+        held = coordinator_gone(url.clone()) => {
+            let held = held?;
             tracing::info!(target: CONSOLE, "the coordinator is gone: node {} takes over", cluster.node);
-            member.store.flush()?;
-            drop(member);
-            take_over()
+            let platform = member.promote(cluster, settings.webhooks.clone()).await?;
+            Ok(Some((platform, held)))
         }
     }
-}
-
-/// Starts this program again with its arguments, in this process: its sockets close (each is
-/// opened close-on-exec) and the new image binds them again.
-fn take_over() -> anyhow::Result<()> {
-    use std::os::unix::process::CommandExt;
-    let program = std::env::current_exe()?;
-    let error = std::process::Command::new(program)
-        .args(std::env::args_os().skip(1))
-        .exec();
-    Err(anyhow::anyhow!(
-        "could not start again as the coordinator: {error}"
-    ))
 }
 
 /// Says where the engine listens and what it read.

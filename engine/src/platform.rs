@@ -102,7 +102,8 @@ impl Platform {
         store: Arc<dyn Store>,
         config: PlatformConfig,
     ) -> Result<Platform, PlatformError> {
-        Platform::assemble(host, clock, store, config, None).await
+        let foundation = Foundation::start(host, clock, &store, config.server).await?;
+        Platform::assemble(foundation, store, config.webhooks, None)
     }
 
     /// Like [`Platform::start`] on `store`, as the coordinator of a cluster: the scheduler's
@@ -116,15 +117,21 @@ impl Platform {
     ) -> Result<Platform, PlatformError> {
         let host = PluginHost::new(config.plugins.clone())
             .map_err(|e| PlatformError::Host(e.to_string()))?;
-        let clustered = Some((cluster, listener));
-        Platform::assemble(host, Clock::system(), store, config, clustered).await
+        let foundation = Foundation::start(host, Clock::system(), &store, config.server).await?;
+        Platform::assemble(
+            foundation,
+            store,
+            config.webhooks,
+            Some((cluster, listener)),
+        )
     }
 
-    async fn assemble(
-        host: PluginHost,
-        clock: Clock,
+    /// The platform on `foundation`: journal, webhooks, tasks, operations, observations and
+    /// onboarding; in a cluster, as its coordinator.
+    pub(crate) fn assemble(
+        foundation: Foundation,
         store: Arc<dyn Store>,
-        config: PlatformConfig,
+        webhooks: WebhookConfig,
         cluster: Option<(&ClusterConfig, tokio::net::TcpListener)>,
     ) -> Result<Platform, PlatformError> {
         let Foundation {
@@ -133,7 +140,8 @@ impl Platform {
             plugins,
             catalog,
             attempts,
-        } = Foundation::start(host, clock, &store, config.server).await?;
+        } = foundation;
+        let clock = attempts.clock;
         let mut followers = Vec::new();
         let (attempts, neighbours): (Arc<dyn Attempts>, _) = match cluster {
             None => (Arc::new(attempts), None),
@@ -144,13 +152,13 @@ impl Platform {
                 let neighbours: Arc<dyn Neighbours> =
                     ClusterNeighbours::coordinator(node.membership.clone());
                 let routed = node.routed_attempts();
-                followers.extend(node.handles);
+                followers.extend(node.handles.iter().map(|handle| handle.abort_handle()));
                 (routed, Some(neighbours))
             }
         };
         let journal = Journal::open(store.clone(), clock)?;
         // Before anything can write an event: every one goes to the outboxes that want it.
-        let webhooks = Webhooks::start(store.clone(), journal.clone(), clock, config.webhooks)?;
+        let webhooks = Webhooks::start(store.clone(), journal.clone(), clock, webhooks)?;
         let campaigns = Campaigns::start(
             store.clone(),
             catalog.clone(),
@@ -228,9 +236,51 @@ impl Foundation {
         let server = Server::start_with_book(server_config, book.clone()).await?;
         let kept_plugins = KeptPlugins::new(store.clone());
         let plugins = load_plugins(host, kept_plugins.clone()).await?;
-        let shelf = server.shelf.clone();
-        let catalog =
-            Catalog::open_with(store.clone(), shelf, plugins.clone(), clock, credentials)?;
+        let catalog = Catalog::open_with(
+            store.clone(),
+            server.shelf.clone(),
+            plugins.clone(),
+            clock,
+            credentials,
+        )?;
+        Ok(Foundation::around(
+            server,
+            (kept_plugins, plugins),
+            catalog,
+            book,
+            clock,
+        ))
+    }
+
+    /// The same CoAP side (its registrations, its deliveries' resume points) and plugins, with
+    /// the catalog read again from `store`: what other nodes wrote since this one started (a
+    /// member taking the coordinator's place).
+    pub fn reopened(self, store: &Arc<dyn Store>) -> Result<Foundation, PlatformError> {
+        let (book, clock) = (self.attempts.book.clone(), self.attempts.clock);
+        let catalog = Catalog::open_with(
+            store.clone(),
+            self.server.shelf.clone(),
+            self.plugins.clone(),
+            clock,
+            self.catalog.credentials().clone(),
+        )?;
+        let plugins = (self.kept_plugins, self.plugins);
+        Ok(Foundation::around(
+            self.server,
+            plugins,
+            catalog,
+            book,
+            clock,
+        ))
+    }
+
+    fn around(
+        server: Server,
+        (kept_plugins, plugins): (KeptPlugins, Arc<PluginRegistry>),
+        catalog: Catalog,
+        book: ResumeBook,
+        clock: Clock,
+    ) -> Foundation {
         let attempts = DeviceAttempts {
             catalog: catalog.clone(),
             presence: server.presence.clone(),
@@ -239,13 +289,13 @@ impl Foundation {
             plugins: plugins.clone(),
             clock,
         };
-        Ok(Foundation {
+        Foundation {
             server,
             kept_plugins,
             plugins,
             catalog,
             attempts,
-        })
+        }
     }
 }
 

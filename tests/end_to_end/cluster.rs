@@ -4,9 +4,11 @@
 //! API), the others are members. nginx hashes each session's source address and port (the
 //! fleet shares one host, so its ports spread it over the nodes; a wake-up on a new port, as
 //! after a NAT rebinding, may land on another node, whose Update then takes the device over).
-//! A task upgrades the fleet; a member is killed with SIGKILL mid-campaign. Its devices come
-//! back through the other nodes, resume from /5/0/26500, and every device ends on the new
-//! version, no write starting more than one block before what the device had stored.
+//! A task upgrades the fleet, and one node is killed with SIGKILL mid-campaign: a member
+//! (its devices come back through the other nodes and resume from /5/0/26500), or the
+//! coordinator (a member takes the database and starts again in its place, resuming the
+//! task). Every device ends on the new version, no write starting more than one block before
+//! what the device had stored, and the task's summary counts what its devices say.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,25 +33,23 @@ const SECRET: &str = "a cluster secret for the test";
 /// The largest block the engine pushes.
 const BLOCK: usize = 1024;
 
-/// The settings of node `name` on the database at `url`.
+/// The settings of node `name` on the database at `url`, on fixed ports (a node started
+/// again binds the same ones, behind the balancer).
 fn node(url: &str, name: &str) -> String {
+    let coap = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let internal = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = internal.local_addr().unwrap().port();
-    drop(internal);
     format!(
-        "store = {url:?}\n[cluster]\nnode = \"{name}\"\naddr = \"127.0.0.1:{port}\"\n\
-         secret = \"{SECRET}\"\n"
+        "coap_addr = \"{}\"\nstore = {url:?}\n[cluster]\nnode = \"{name}\"\naddr = \"{}\"\n\
+         secret = \"{SECRET}\"\n",
+        coap.local_addr().unwrap(),
+        internal.local_addr().unwrap(),
     )
 }
 
-/// Starts member `name`; the process and its CoAP address.
-fn member(url: &str, name: &str) -> (FotaProcess, SocketAddr) {
-    let (mut process, coap) = spawn_serve(
-        &scratch(&format!("cluster-{name}")),
-        &[],
-        &node(url, name),
-        &[],
-    );
+/// Starts member `name` of `cluster`; the process and its CoAP address.
+fn member(cluster: &str, url: &str, name: &str) -> (FotaProcess, SocketAddr) {
+    let dir = scratch(&format!("{cluster}-{name}"));
+    let (mut process, coap) = spawn_serve(&dir, &[], &node(url, name), &[]);
     process.logged("is a member of the cluster", BOUND);
     (process, coap)
 }
@@ -60,6 +60,92 @@ fn model() -> ModelSpec {
         model: "NB-IoT-A".into(),
         image: image(20_000, 3),
         version: "0.8.0".into(),
+    }
+}
+
+/// Three nodes on a throwaway database behind nginx, and a fleet registered through it.
+struct Cluster {
+    url: String,
+    coordinator: Served,
+    /// The members: n2, n3.
+    members: Vec<(FotaProcess, SocketAddr)>,
+    balancer: Nginx,
+    fleet: Fleet,
+    /// Runs the fleet; dropped after it.
+    _runtime: tokio::runtime::Runtime,
+    _postgres: ThrowawayPostgres,
+}
+
+impl Cluster {
+    /// `None` where nginx or PostgreSQL is missing (and CI does not require them).
+    fn start(name: &str) -> Option<Cluster> {
+        if !nginx::present() {
+            return None;
+        }
+        let postgres = ThrowawayPostgres::for_test()?;
+        let url = postgres.create_database(name).unwrap();
+        let coordinator = serve_with(&scratch(&format!("{name}-n1")), &[], &node(&url, "n1"));
+        let members = vec![member(name, &url, "n2"), member(name, &url, "n3")];
+        let nodes: Vec<SocketAddr> = std::iter::once(coordinator.coap)
+            .chain(members.iter().map(|(_, coap)| *coap))
+            .collect();
+        let balancer = Nginx::start_hashing(
+            &scratch(&format!("{name}-nginx")),
+            &nodes,
+            Duration::from_millis(1_500),
+            "$remote_addr$remote_port",
+        );
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let mut spec = FleetSpec::uniform(DEVICES, balancer.coap, model());
+        spec.sleep = Some(SleepCycle {
+            awake: Duration::from_secs(3),
+            asleep: Duration::from_secs(2),
+        });
+        spec.lifetime = Duration::from_secs(30);
+        // Round trips of 40 ms or so, so a transfer spans the kill.
+        spec.link = Some(
+            Impairment::none().with_delay(Duration::from_millis(20), Duration::from_millis(5)),
+        );
+        let fleet = runtime.block_on(Fleet::start(&spec)).unwrap();
+        let surveyed = "/v1/devices?vendor=Acme&model=NB-IoT-A&limit=1";
+        coordinator.wait_for(surveyed, "the fleet surveyed through every node", |page| {
+            page["total"] == DEVICES
+        });
+        Some(Cluster {
+            url,
+            coordinator,
+            members,
+            balancer,
+            fleet,
+            _runtime: runtime,
+            _postgres: postgres,
+        })
+    }
+
+    /// Starts a task upgrading every device, and waits for a third of them to download; the
+    /// task's path, and the page of its devices then.
+    fn upgrade_until_a_third_downloads(&self) -> (String, Value) {
+        let task = upgrade_all(&self.coordinator, &image(60_000, 9));
+        let devices = format!("{task}/devices?limit=100");
+        let page =
+            self.coordinator
+                .wait_for(&devices, "a third of the fleet downloading", |page| {
+                    downloading(page) >= DEVICES / 3
+                });
+        (task, page)
+    }
+
+    /// Every device runs the new version, and no write started more than a block before
+    /// what the device had stored: two nodes writing one device at once would interleave
+    /// their writes, each starting where its own transfer stood.
+    fn check_devices(&self) {
+        for device in &self.fleet.devices {
+            let (version, rewind, erased) = device
+                .with_system(|s| (s.version.clone(), s.largest_rewind, s.whole_packages_erased));
+            assert_eq!(version, "0.9.0");
+            assert!(rewind <= BLOCK, "a resume sent {rewind} bytes again");
+            assert_eq!(erased, 0, "no package sent again from its start");
+        }
     }
 }
 
@@ -84,50 +170,16 @@ fn upgrade_all(coordinator: &Served, image: &[u8]) -> String {
 
 #[test]
 fn a_fleet_upgrades_through_three_nodes_while_a_member_is_killed() {
-    if !nginx::present() {
-        return;
-    }
-    let Some(postgres) = ThrowawayPostgres::for_test() else {
+    let Some(mut cluster) = Cluster::start("cluster-member") else {
         return;
     };
-    let url = postgres.create_database("cluster").unwrap();
-    let coordinator = serve_with(&scratch("cluster-n1"), &[], &node(&url, "n1"));
-    let (mut doomed, doomed_coap) = member(&url, "n2");
-    let (_survivor, survivor_coap) = member(&url, "n3");
-    let nodes = [coordinator.coap, doomed_coap, survivor_coap];
-    let balancer = Nginx::start_hashing(
-        &scratch("cluster-nginx"),
-        &nodes,
-        Duration::from_millis(1_500),
-        "$remote_addr$remote_port",
-    );
-
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mut spec = FleetSpec::uniform(DEVICES, balancer.coap, model());
-    spec.sleep = Some(SleepCycle {
-        awake: Duration::from_secs(3),
-        asleep: Duration::from_secs(2),
-    });
-    spec.lifetime = Duration::from_secs(30);
-    // Round trips of 40 ms or so, so a transfer spans the kill.
-    spec.link =
-        Some(Impairment::none().with_delay(Duration::from_millis(20), Duration::from_millis(5)));
-    let fleet = runtime.block_on(Fleet::start(&spec)).unwrap();
-    let surveyed = "/v1/devices?vendor=Acme&model=NB-IoT-A&limit=1";
-    coordinator.wait_for(surveyed, "the fleet surveyed through every node", |page| {
-        page["total"] == DEVICES
-    });
-
-    let new_image = image(60_000, 9);
-    let task = upgrade_all(&coordinator, &new_image);
-    let devices = format!("{task}/devices?limit=100");
-    let page = coordinator.wait_for(&devices, "a third of the fleet downloading", |page| {
-        downloading(page) >= DEVICES / 3
-    });
-    let owners = Owners::of(&url);
+    let (task, page) = cluster.upgrade_until_a_third_downloads();
+    let owners = Owners::of(&cluster.url);
     let cut: Vec<String> = unfinished(&page)
         .filter(|endpoint| owners.node_of(endpoint).as_deref() == Some("n2"))
         .collect();
+    let (doomed, doomed_coap) = &mut cluster.members[0];
+    let doomed_coap = *doomed_coap;
     doomed.child.kill().unwrap();
     let _ = doomed.child.wait();
     assert!(
@@ -135,21 +187,14 @@ fn a_fleet_upgrades_through_three_nodes_while_a_member_is_killed() {
         "the killed node was upgrading none of the devices"
     );
 
+    let coordinator = &cluster.coordinator;
     let done = coordinator.wait_for(&task, "the task completed", |t| t["status"] == "completed");
     assert_eq!(done["success_rate"], 1.0, "{done}");
     let upgraded = "/v1/devices?version=0.9.0&limit=1";
     coordinator.wait_for(upgraded, "every device on the new version", |page| {
         page["total"] == DEVICES
     });
-    // Two nodes writing one device at once would interleave their writes, each starting
-    // where its own transfer stood: a rewind of more than a block.
-    for device in &fleet.devices {
-        let (version, rewind, erased) =
-            device.with_system(|s| (s.version.clone(), s.largest_rewind, s.whole_packages_erased));
-        assert_eq!(version, "0.9.0");
-        assert!(rewind <= BLOCK, "a resume sent {rewind} bytes again");
-        assert_eq!(erased, 0, "no package sent again from its start");
-    }
+    cluster.check_devices();
     // The devices the killed node was upgrading went on through the others.
     for endpoint in &cut {
         let owner = owners.node_of(endpoint);
@@ -158,18 +203,58 @@ fn a_fleet_upgrades_through_three_nodes_while_a_member_is_killed() {
             "{endpoint}: {owner:?}"
         );
     }
+    let devices = coordinator.get(&format!("{task}/devices?limit=100"));
     let summary = coordinator.get(&format!("{task}/summary"));
-    statistics_add_up(&coordinator.get(&devices), &summary);
+    statistics_add_up(&devices, &summary);
 
     // The killed node carried devices: nginx logged their sessions to it.
-    drop(fleet);
-    drop(runtime);
-    let to_doomed = balancer
-        .ended_sessions()
-        .into_iter()
+    let to_doomed = (cluster.balancer.ended_sessions().into_iter())
         .filter(|(_, node, _, sent)| node == &doomed_coap.to_string() && *sent > 0)
         .count();
     assert!(to_doomed > 0, "no session went to the killed node");
+}
+
+#[test]
+fn a_member_takes_the_place_of_the_coordinator_killed_mid_campaign() {
+    let Some(mut cluster) = Cluster::start("cluster-coordinator") else {
+        return;
+    };
+    let (task, _) = cluster.upgrade_until_a_third_downloads();
+    cluster.coordinator.process.child.kill().unwrap();
+    let _ = cluster.coordinator.process.child.wait();
+
+    // One member takes the database and starts again as the coordinator; it serves the API.
+    let deadline = std::time::Instant::now() + BOUND;
+    let (heir, coap) = loop {
+        assert!(std::time::Instant::now() < deadline, "no member took over");
+        let heir = (cluster.members.iter_mut().enumerate()).find_map(|(i, (process, _))| {
+            process
+                .printed("takes over", Duration::from_millis(100))
+                .map(|_| i)
+        });
+        if let Some(heir) = heir {
+            break cluster.members.swap_remove(heir);
+        }
+    };
+    let mut process = heir;
+    let api = process.logged("HTTP API on http://", BOUND);
+    let http = api[api.find("on ").unwrap() + 3..api.find("/v1").unwrap()].to_string();
+    let coordinator = Served {
+        process,
+        http,
+        coap,
+        coaps: None,
+    };
+    let done = coordinator.wait_for(&task, "the task completed", |t| t["status"] == "completed");
+    assert_eq!(done["success_rate"], 1.0, "{done}");
+    let upgraded = "/v1/devices?version=0.9.0&limit=1";
+    coordinator.wait_for(upgraded, "every device on the new version", |page| {
+        page["total"] == DEVICES
+    });
+    cluster.check_devices();
+    let devices = coordinator.get(&format!("{task}/devices?limit=100"));
+    let summary = coordinator.get(&format!("{task}/summary"));
+    statistics_add_up(&devices, &summary);
 }
 
 /// Which node owns each device, read from the cluster's records in the database.

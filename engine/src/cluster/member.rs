@@ -1,33 +1,42 @@
 //! A member node: CoAP for the devices the balancer sends it, the attempts the coordinator
 //! sends for them, its writes of device records told to the coordinator; no scheduler,
 //! journal or webhooks (those are the coordinator's). When the coordinator dies the database's
-//! lock comes free ([`coordinator_gone`]) and the member takes over by starting again as the
-//! coordinator.
+//! lock comes free ([`coordinator_gone`]): the member that takes it becomes the coordinator
+//! in place ([`Member::promote`]), keeping its devices' registrations.
 
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 
 use super::{ClusterConfig, ClusterNeighbours, Node};
-use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::onboarding::{Neighbours, follow_registrations};
-use crate::platform::{Foundation, PlatformConfig, PlatformError};
+use crate::platform::{Foundation, Platform, PlatformConfig, PlatformError};
 use crate::plugin::PluginHost;
 use crate::server::Server;
-use crate::store::{PostgresStore, Store, StoreError};
+use crate::store::{DatabaseHeld, PostgresStore, Store, StoreError};
+use crate::webhooks::WebhookConfig;
 
 /// A running member.
 pub struct Member {
-    /// CoAP: registrations, device management, delivery.
-    pub server: Server,
+    /// CoAP, plugins, this node's view of the catalog, attempts on its devices.
+    foundation: Foundation,
     /// The shared store.
     pub store: Arc<dyn Store>,
-    /// Devices, packages: this node's view of the store.
-    pub catalog: Catalog,
-    /// Stop with the member.
-    handles: Vec<AbortHandle>,
+    /// Its node's tasks and its onboarding: ended when it stops or takes over.
+    handles: Running,
+}
+
+/// Tasks aborted when dropped.
+struct Running(Vec<JoinHandle<()>>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for handle in &self.0 {
+            handle.abort();
+        }
+    }
 }
 
 impl Member {
@@ -40,53 +49,68 @@ impl Member {
     ) -> Result<Member, PlatformError> {
         let host = PluginHost::new(config.plugins.clone())
             .map_err(|e| PlatformError::Host(e.to_string()))?;
-        let foundation = Foundation::start(host, Clock::system(), &store, config.server).await?;
-        let Foundation {
-            server,
-            catalog,
-            mut attempts,
-            ..
-        } = foundation;
-        let catalog = catalog.leaving_group_joins_to_the_coordinator();
-        attempts.catalog = catalog.clone();
-        let node = Node::start(cluster, &store, listener, attempts);
+        let mut foundation =
+            Foundation::start(host, Clock::system(), &store, config.server).await?;
+        let catalog = foundation.catalog.clone();
+        foundation.catalog = catalog.leaving_group_joins_to_the_coordinator();
+        foundation.attempts.catalog = foundation.catalog.clone();
+        let node = Node::start(cluster, &store, listener, foundation.attempts.clone());
         let neighbours: Arc<dyn Neighbours> =
             ClusterNeighbours::member(node.membership.clone(), cluster.secret.clone());
+        let server = &foundation.server;
         let onboarding = tokio::spawn(follow_registrations(
             server.registry.clone(),
-            catalog.clone(),
+            foundation.catalog.clone(),
             server.management.clone(),
             (server.edge_limits.clone(), server.edge.clone()),
             Some(neighbours),
         ));
         let mut handles = node.handles;
-        handles.push(onboarding.abort_handle());
+        handles.push(onboarding);
         tracing::info!(node = %cluster.node, "this node is a member of the cluster");
         Ok(Member {
-            server,
+            foundation,
             store,
-            catalog,
-            handles,
+            handles: Running(handles),
         })
     }
-}
 
-impl Drop for Member {
-    fn drop(&mut self) {
-        for handle in &self.handles {
+    /// Its CoAP side.
+    pub fn server(&self) -> &Server {
+        &self.foundation.server
+    }
+
+    /// Takes the place of the coordinator, which died (this node holds the database now):
+    /// its own tasks end, the catalog is read again from the store, and the platform starts
+    /// on the same CoAP side (the devices registered here stay registered), serving the
+    /// internal link on `cluster`'s address again and delivering webhooks as `webhooks` says.
+    pub async fn promote(
+        mut self,
+        cluster: &ClusterConfig,
+        webhooks: WebhookConfig,
+    ) -> Result<Platform, PlatformError> {
+        for handle in std::mem::take(&mut self.handles.0) {
             handle.abort();
+            // Ended, its listener is closed: the coordinator binds the address again.
+            let _ = handle.await;
         }
+        let listener = TcpListener::bind(cluster.internal_addr).await?;
+        let store = self.store.clone();
+        let foundation = self.foundation.reopened(&store)?;
+        Platform::assemble(foundation, store, webhooks, Some((cluster, listener)))
     }
 }
 
-/// Returns once no engine holds the database at `url`: its coordinator died. The watch runs
-/// on a thread of its own, left behind when the member stops.
-pub async fn coordinator_gone(url: String) -> Result<(), StoreError> {
+/// Returns once no engine holds the database at `url` (its coordinator died) and this node
+/// took it: holding it until the returned hold is dropped, this node is the one to take the
+/// coordinator's place. The watch runs on a thread of its own, left behind when the member
+/// stops.
+pub async fn coordinator_gone(url: String) -> Result<DatabaseHeld, StoreError> {
     let (gone, told) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("fota-coordinator-watch".into())
         .spawn(move || {
-            let _ = gone.send(PostgresStore::wait_until_free(&url));
+            let _ = gone.send(PostgresStore::wait_to_hold(&url));
         })
         .map_err(|error| StoreError::Io(format!("no watcher thread: {error}")))?;
     told.await

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 
 pub use attempts::ClusterAttempts;
 pub use members::{Membership, Owner};
@@ -43,7 +43,7 @@ pub struct Node {
     /// Its records.
     pub membership: Membership,
     /// Its heartbeat, its ownership follower and its internal service.
-    pub handles: Vec<AbortHandle>,
+    pub handles: Vec<JoinHandle<()>>,
     /// Its attempts on its devices.
     local: Arc<DeviceAttempts>,
     secret: Arc<[u8]>,
@@ -75,11 +75,7 @@ impl Node {
         let serving = tokio::spawn(service::serve(listener, service));
         Node {
             membership,
-            handles: vec![
-                heartbeat.abort_handle(),
-                ownership.abort_handle(),
-                serving.abort_handle(),
-            ],
+            handles: vec![heartbeat, ownership, serving],
             local,
             secret: config.secret.clone(),
         }

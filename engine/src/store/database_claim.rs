@@ -69,12 +69,6 @@ impl Drop for DatabaseClaim {
     }
 }
 
-/// Returns once no engine holds the database (a cluster's member waits for its coordinator
-/// to die so), without holding it: whichever node takes it first is the next coordinator.
-pub(crate) fn wait_until_free(config: &postgres::Config) -> Result<(), StoreError> {
-    lock(config, Duration::MAX).map(drop)
-}
-
 /// A connection holding the engine's lock, taken within `wait`.
 fn lock(config: &postgres::Config, wait: Duration) -> Result<Client, StoreError> {
     let mut client = config.connect(NoTls).map_err(database)?;

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use postgres_store::{DEFAULT_CONNECTIONS, PostgresStore};
+pub use postgres_store::{DEFAULT_CONNECTIONS, DatabaseHeld, PostgresStore};
 pub use record::{FORMAT_VERSION, Record, decode, encode, encode_json};
 pub use sled_store::SledStore;
 
@@ -53,8 +53,8 @@ impl StoreLocation {
     }
 
     /// Opens the store for a node of a cluster (PostgreSQL only): holding the database when
-    /// no other engine does (this node coordinates: `true`), shared with the one that does
-    /// otherwise.
+    /// no other engine does (this node coordinates: `true`), shared with the one that holds
+    /// it otherwise.
     pub fn open_for_cluster(&self) -> Result<(Arc<dyn Store>, bool), StoreError> {
         let StoreLocation::Postgres(url) = self else {
             return Err(StoreError::Io(

@@ -47,6 +47,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A query handed to a connection thread.
 type Job = Box<dyn FnOnce(&mut Link) + Send>;
 
+/// A database held by this process, not by a store of it ([`PostgresStore::wait_to_hold`]).
+pub struct DatabaseHeld {
+    _claim: DatabaseClaim,
+}
+
 /// A PostgreSQL database reached through a few connections.
 pub struct PostgresStore {
     jobs: Option<mpsc::Sender<Job>>,
@@ -75,10 +80,12 @@ impl PostgresStore {
         PostgresStore::open_with(config, connections, Some(claim))
     }
 
-    /// Returns once no engine holds the database at `url` (its coordinator died), without
-    /// holding it.
-    pub fn wait_until_free(url: &str) -> Result<(), StoreError> {
-        super::database_claim::wait_until_free(&config_of(url)?)
+    /// Waits for no engine to hold the database at `url` (a cluster's coordinator died),
+    /// then holds it until the claim is dropped (or this process ends): of the members
+    /// waiting so, one takes the coordinator's place.
+    pub fn wait_to_hold(url: &str) -> Result<DatabaseHeld, StoreError> {
+        let claim = DatabaseClaim::take(config_of(url)?, Duration::MAX)?;
+        Ok(DatabaseHeld { _claim: claim })
     }
 
     fn open_with(
@@ -463,7 +470,10 @@ fn connection_lost(error: &postgres::Error) -> bool {
 pub(super) fn database(error: postgres::Error) -> StoreError {
     match error.as_db_error() {
         Some(db) => StoreError::Io(format!("database: {}: {}", db.code().code(), db.message())),
-        None => StoreError::Io(format!("database: {error}")),
+        None => match std::error::Error::source(&error) {
+            Some(cause) => StoreError::Io(format!("database: {error}: {cause}")),
+            None => StoreError::Io(format!("database: {error}")),
+        },
     }
 }
 

@@ -79,6 +79,20 @@ impl FotaProcess {
         }
     }
 
+    /// The first line containing `text` printed within `bound`, if one is (the lines before
+    /// it are passed over).
+    pub fn printed(&mut self, text: &str, bound: Duration) -> Option<String> {
+        let deadline = Instant::now() + bound;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// The last `most` lines printed since the last wait on its lines: what a failed test
     /// shows of the engine's log.
     pub fn recent_lines(&self, most: usize) -> Vec<String> {
