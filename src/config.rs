@@ -78,6 +78,9 @@
 //! addr = "10.0.0.11:5690"            # TCP address of the nodes' internal link (keep it on
 //!                                    # their private network)
 //! advertise = "10.0.0.11:5690"       # host:port the others reach it at (default: addr)
+//! api = "10.0.0.11:8080"             # host:port the others reach its HTTP API at, where
+//!                                    # they pass the API on to while it coordinates (default:
+//!                                    # http_addr)
 //! secret = "a long random secret"    # the same on every node; proven on the internal link
 //! ```
 
@@ -284,6 +287,7 @@ pub struct ClusterFile {
     node: String,
     addr: SocketAddr,
     advertise: Option<String>,
+    api: Option<String>,
     secret: String,
 }
 
@@ -291,8 +295,14 @@ pub struct ClusterFile {
 const MIN_SECRET_BYTES: usize = 16;
 
 impl ClusterFile {
-    /// The node's settings, or why they cannot be used.
-    pub fn config(&self) -> anyhow::Result<ClusterConfig> {
+    /// The TCP address the internal link is to be bound on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The node's settings (its HTTP API bound on `http`, its internal link on `internal`),
+    /// or why they cannot be used.
+    pub fn config(&self, http: SocketAddr, internal: SocketAddr) -> anyhow::Result<ClusterConfig> {
         anyhow::ensure!(
             fota_engine::catalog::firmware::name_ok(&self.node),
             "[cluster] node: a name of 1 to 255 bytes"
@@ -301,19 +311,30 @@ impl ClusterFile {
             self.secret.len() >= MIN_SECRET_BYTES,
             "[cluster] secret: at least {MIN_SECRET_BYTES} bytes"
         );
-        let advertise = match &self.advertise {
-            Some(advertise) => advertise.clone(),
-            None if self.addr.ip().is_unspecified() => {
-                anyhow::bail!("[cluster] advertise: needed when addr is {}", self.addr)
-            }
-            None => self.addr.to_string(),
-        };
         Ok(ClusterConfig {
             node: self.node.clone(),
-            internal_addr: self.addr,
-            advertise,
+            internal_addr: internal,
+            advertise: reached_at(self.advertise.as_ref(), internal, "advertise", "addr")?,
+            api: reached_at(self.api.as_ref(), http, "api", "http_addr")?,
             secret: self.secret.as_bytes().into(),
         })
+    }
+}
+
+/// Where the other nodes reach what is bound on `bound`: `given`, else `bound` itself unless
+/// it is a wildcard address.
+fn reached_at(
+    given: Option<&String>,
+    bound: SocketAddr,
+    key: &str,
+    bound_key: &str,
+) -> anyhow::Result<String> {
+    match given {
+        Some(given) => Ok(given.clone()),
+        None if bound.ip().is_unspecified() => {
+            anyhow::bail!("[cluster] {key}: needed when {bound_key} is {bound}")
+        }
+        None => Ok(bound.to_string()),
     }
 }
 

@@ -104,27 +104,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         plugins: HostConfig::default(),
         webhooks: settings.webhooks.clone(),
     };
+    let mut api_listener = TcpListener::bind(settings.http_addr).await?;
     // A member that took the coordinator's place holds the database until it stops.
     let mut _held = None;
     let platform = match &settings.cluster {
         None => Platform::start(config).await?,
         Some(file) => {
-            let cluster = file.config()?;
-            match start_node(config, &settings, &cluster).await? {
+            let internal = TcpListener::bind(file.addr()).await?;
+            let cluster = file.config(api_listener.local_addr()?, internal.local_addr()?)?;
+            match start_node(config, &settings, &cluster, internal).await? {
                 Node::Coordinator(platform) => *platform,
-                Node::Member(member) => match serve_member(*member, &cluster, &settings).await? {
-                    None => return Ok(()),
-                    Some((platform, held)) => {
-                        _held = Some(held);
-                        platform
-                    }
-                },
+                Node::Member(member) => {
+                    let serving = serve_member(*member, &cluster, &settings, api_listener);
+                    let Some(promoted) = serving.await? else {
+                        return Ok(());
+                    };
+                    _held = Some(promoted.held);
+                    api_listener = promoted.api;
+                    promoted.platform
+                }
             }
         }
     };
     let platform = Arc::new(platform);
     let listeners = api::Listeners {
-        api: TcpListener::bind(settings.http_addr).await?,
+        api: api_listener,
         metrics: match settings.metrics_addr {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
@@ -187,9 +191,9 @@ async fn start_node(
     config: PlatformConfig,
     settings: &Settings,
     cluster: &ClusterConfig,
+    listener: TcpListener,
 ) -> anyhow::Result<Node> {
     let (store, coordinates) = settings.store.open_for_cluster()?;
-    let listener = TcpListener::bind(cluster.internal_addr).await?;
     if coordinates {
         let platform = Platform::start_coordinator(config, store, cluster, listener).await?;
         return Ok(Node::Coordinator(Box::new(platform)));
@@ -198,14 +202,38 @@ async fn start_node(
     Ok(Node::Member(Box::new(member)))
 }
 
-/// Serves as a member until asked to stop (`None`), or until the coordinator dies and this
-/// node takes its place: the platform it runs from then on, and its hold on the database.
+/// A member that took the coordinator's place.
+struct Promoted {
+    /// What it runs from now on.
+    platform: Platform,
+    /// Its hold on the database.
+    held: DatabaseHeld,
+    /// Its HTTP address, for the API now.
+    api: TcpListener,
+}
+
+/// How long a member taking over lets the requests it passed on finish.
+const FORWARDING_DRAIN: Duration = Duration::from_secs(5);
+
+/// Serves as a member (the HTTP API passed on to the coordinator, on `api`) until asked to
+/// stop (`None`), or until the coordinator dies and this node takes its place.
 async fn serve_member(
     member: Member,
     cluster: &ClusterConfig,
     settings: &Settings,
-) -> anyhow::Result<Option<(Platform, DatabaseHeld)>> {
+    api: TcpListener,
+) -> anyhow::Result<Option<Promoted>> {
     let mut stop = StopSignals::listen()?;
+    let api_addr = api.local_addr()?;
+    let (stop_forwarding, forwarding_stopped) = oneshot::channel::<()>();
+    let forwarding = tokio::spawn(api::serve_app(
+        api,
+        member.forwarding(),
+        &settings.api,
+        async move {
+            let _ = forwarding_stopped.await;
+        },
+    ));
     tracing::info!(
         target: CONSOLE,
         "CoAP on udp://{}, store: {}",
@@ -214,8 +242,8 @@ async fn serve_member(
     );
     tracing::info!(
         target: CONSOLE,
-        "node {} is a member of the cluster (internal link on {}); the coordinator serves the \
-         HTTP API",
+        "node {} is a member of the cluster (internal link on {}); HTTP API on http://{api_addr} \
+         passed on to the coordinator's",
         cluster.node,
         cluster.advertise
     );
@@ -231,8 +259,13 @@ async fn serve_member(
         held = coordinator_gone(url.clone()) => {
             let held = held?;
             tracing::info!(target: CONSOLE, "the coordinator is gone: node {} takes over", cluster.node);
+            let _ = stop_forwarding.send(());
+            if tokio::time::timeout(FORWARDING_DRAIN, forwarding).await.is_err() {
+                tracing::warn!("requests passed on still under way; the API starts anyway");
+            }
             let platform = member.promote(cluster, settings.webhooks.clone()).await?;
-            Ok(Some((platform, held)))
+            let api = TcpListener::bind(api_addr).await?;
+            Ok(Some(Promoted { platform, held, api }))
         }
     }
 }

@@ -142,11 +142,15 @@ impl Platform {
             attempts,
         } = foundation;
         let clock = attempts.clock;
+        let journal = Journal::open(store.clone(), clock)?;
+        // Before anything can write an event: every one goes to the outboxes that want it.
+        let webhooks = Webhooks::start(store.clone(), journal.clone(), clock, webhooks)?;
         let mut followers = Vec::new();
         let (attempts, neighbours): (Arc<dyn Attempts>, _) = match cluster {
             None => (Arc::new(attempts), None),
             Some((cluster, listener)) => {
-                let node = cluster::Node::start(cluster, &store, listener, attempts);
+                let journaled = Some((journal.clone(), webhooks.clone()));
+                let node = cluster::Node::start(cluster, &store, listener, attempts, journaled);
                 node.membership.crown()?;
                 tracing::info!(node = %cluster.node, "this node coordinates the cluster");
                 let neighbours: Arc<dyn Neighbours> =
@@ -156,9 +160,6 @@ impl Platform {
                 (routed, Some(neighbours))
             }
         };
-        let journal = Journal::open(store.clone(), clock)?;
-        // Before anything can write an event: every one goes to the outboxes that want it.
-        let webhooks = Webhooks::start(store.clone(), journal.clone(), clock, webhooks)?;
         let campaigns = Campaigns::start(
             store.clone(),
             catalog.clone(),

@@ -10,6 +10,7 @@
 //! task). Every device ends on the new version, no write starting more than one block before
 //! what the device had stored, and the task's summary counts what its devices say.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +26,6 @@ use serde_json::{Value, json};
 
 use crate::support::image;
 use crate::support::nginx::{self, Nginx};
-use crate::support::process::FotaProcess;
 use crate::support::served::{BOUND, Served, scratch, serve_with, spawn_serve};
 
 const DEVICES: usize = 24;
@@ -33,25 +33,27 @@ const SECRET: &str = "a cluster secret for the test";
 /// The largest block the engine pushes.
 const BLOCK: usize = 1024;
 
-/// The settings of node `name` on the database at `url`, on fixed ports (a node started
-/// again binds the same ones, behind the balancer).
+/// The settings of node `name` on the database at `url`.
 fn node(url: &str, name: &str) -> String {
-    let coap = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let internal = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     format!(
-        "coap_addr = \"{}\"\nstore = {url:?}\n[cluster]\nnode = \"{name}\"\naddr = \"{}\"\n\
-         secret = \"{SECRET}\"\n",
-        coap.local_addr().unwrap(),
-        internal.local_addr().unwrap(),
+        "store = {url:?}\n[cluster]\nnode = \"{name}\"\naddr = \"127.0.0.1:0\"\n\
+         secret = \"{SECRET}\"\n"
     )
 }
 
-/// Starts member `name` of `cluster`; the process and its CoAP address.
-fn member(cluster: &str, url: &str, name: &str) -> (FotaProcess, SocketAddr) {
+/// Starts member `name` of `cluster`; its HTTP address passes the API on to the
+/// coordinator's.
+fn member(cluster: &str, url: &str, name: &str) -> Served {
     let dir = scratch(&format!("{cluster}-{name}"));
     let (mut process, coap) = spawn_serve(&dir, &[], &node(url, name), &[]);
-    process.logged("is a member of the cluster", BOUND);
-    (process, coap)
+    let line = process.logged("is a member of the cluster", BOUND);
+    let http = line[line.find("http://").unwrap()..line.find(" passed on").unwrap()].to_string();
+    Served {
+        process,
+        http,
+        coap,
+        coaps: None,
+    }
 }
 
 fn model() -> ModelSpec {
@@ -68,7 +70,7 @@ struct Cluster {
     url: String,
     coordinator: Served,
     /// The members: n2, n3.
-    members: Vec<(FotaProcess, SocketAddr)>,
+    members: Vec<Served>,
     balancer: Nginx,
     fleet: Fleet,
     /// Runs the fleet; dropped after it.
@@ -85,9 +87,12 @@ impl Cluster {
         let postgres = ThrowawayPostgres::for_test()?;
         let url = postgres.create_database(name).unwrap();
         let coordinator = serve_with(&scratch(&format!("{name}-n1")), &[], &node(&url, "n1"));
+        // Registrations are journaled while a subscription asks for them.
+        let hook = json!({ "url": "http://127.0.0.1:9/hook", "secret": SECRET, "kinds": ["registration"] });
+        coordinator.ok("POST", "/v1/webhooks", Some(&hook));
         let members = vec![member(name, &url, "n2"), member(name, &url, "n3")];
         let nodes: Vec<SocketAddr> = std::iter::once(coordinator.coap)
-            .chain(members.iter().map(|(_, coap)| *coap))
+            .chain(members.iter().map(|member| member.coap))
             .collect();
         let balancer = Nginx::start_hashing(
             &scratch(&format!("{name}-nginx")),
@@ -178,10 +183,10 @@ fn a_fleet_upgrades_through_three_nodes_while_a_member_is_killed() {
     let cut: Vec<String> = unfinished(&page)
         .filter(|endpoint| owners.node_of(endpoint).as_deref() == Some("n2"))
         .collect();
-    let (doomed, doomed_coap) = &mut cluster.members[0];
-    let doomed_coap = *doomed_coap;
-    doomed.child.kill().unwrap();
-    let _ = doomed.child.wait();
+    let doomed = &mut cluster.members[0];
+    let doomed_coap = doomed.coap;
+    doomed.process.child.kill().unwrap();
+    let _ = doomed.process.child.wait();
     assert!(
         !cut.is_empty(),
         "the killed node was upgrading none of the devices"
@@ -212,6 +217,27 @@ fn a_fleet_upgrades_through_three_nodes_while_a_member_is_killed() {
         .filter(|(_, node, _, sent)| node == &doomed_coap.to_string() && *sent > 0)
         .count();
     assert!(to_doomed > 0, "no session went to the killed node");
+
+    // The API on the surviving member is the coordinator's, events included: they carry the
+    // registrations the members received.
+    let survivor = &cluster.members[1];
+    assert_eq!(survivor.get(&task)["status"], "completed");
+    let at_survivor: BTreeSet<String> = (cluster.fleet.devices.iter())
+        .map(|device| device.config().endpoint.clone())
+        .filter(|endpoint| owners.node_of(endpoint).as_deref() == Some("n3"))
+        .collect();
+    assert!(
+        !at_survivor.is_empty(),
+        "no device ended at the surviving member"
+    );
+    let mut events = survivor.events(Some(0));
+    let mut registered = BTreeSet::new();
+    while !at_survivor.is_subset(&registered) {
+        let event = events.next();
+        if event.name == "registration" && event.data["event"] == "registered" {
+            registered.insert(event.data["endpoint"].as_str().unwrap().to_string());
+        }
+    }
 }
 
 #[test]
@@ -225,10 +251,10 @@ fn a_member_takes_the_place_of_the_coordinator_killed_mid_campaign() {
 
     // One member takes the database and starts again as the coordinator; it serves the API.
     let deadline = std::time::Instant::now() + BOUND;
-    let (heir, coap) = loop {
+    let mut coordinator = loop {
         assert!(std::time::Instant::now() < deadline, "no member took over");
-        let heir = (cluster.members.iter_mut().enumerate()).find_map(|(i, (process, _))| {
-            process
+        let heir = (cluster.members.iter_mut().enumerate()).find_map(|(i, member)| {
+            (member.process)
                 .printed("takes over", Duration::from_millis(100))
                 .map(|_| i)
         });
@@ -236,15 +262,9 @@ fn a_member_takes_the_place_of_the_coordinator_killed_mid_campaign() {
             break cluster.members.swap_remove(heir);
         }
     };
-    let mut process = heir;
-    let api = process.logged("HTTP API on http://", BOUND);
-    let http = api[api.find("on ").unwrap() + 3..api.find("/v1").unwrap()].to_string();
-    let coordinator = Served {
-        process,
-        http,
-        coap,
-        coaps: None,
-    };
+    // It serves the API on the address it passed the API on from.
+    let api = coordinator.process.logged("HTTP API on http://", BOUND);
+    assert!(api.contains(&coordinator.http), "{api}");
     let done = coordinator.wait_for(&task, "the task completed", |t| t["status"] == "completed");
     assert_eq!(done["success_rate"], 1.0, "{done}");
     let upgraded = "/v1/devices?version=0.9.0&limit=1";
@@ -263,7 +283,12 @@ struct Owners(Membership);
 impl Owners {
     fn of(url: &str) -> Owners {
         let store: Arc<dyn Store> = Arc::new(PostgresStore::open(url, 1).unwrap());
-        Owners(Membership::new(store, Clock::system(), "test-observer", ""))
+        Owners(Membership::new(
+            store,
+            Clock::system(),
+            "test-observer",
+            ("", ""),
+        ))
     }
 
     /// The node owning `endpoint`, while that node is alive.

@@ -68,6 +68,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use auth::{Role, Token};
+pub use problem::{Kind as ProblemKind, Problem};
 pub use router::{Operation, operations};
 
 use crate::platform::Platform;
@@ -181,11 +182,7 @@ pub async fn serve(
         idempotency: Arc::new(idempotency),
         request_times: Arc::new(RequestTimes::new(&operations())),
     };
-    let limits = Limits {
-        max_connections: config.max_connections,
-        header_timeout: config.header_timeout,
-        idle_timeout: config.idle_timeout,
-    };
+    let limits = Limits::of(&config);
     let scrape = listeners.metrics.map(|listener| {
         let limits = Limits {
             max_connections: limits.max_connections.min(SCRAPE_CONNECTIONS),
@@ -210,4 +207,33 @@ pub async fn serve(
         Some(scrape) => tokio::try_join!(api, scrape).map(|_| ()),
         None => api.await,
     }
+}
+
+impl Limits {
+    /// The connection limits `config` sets.
+    fn of(config: &ApiConfig) -> Limits {
+        Limits {
+            max_connections: config.max_connections,
+            header_timeout: config.header_timeout,
+            idle_timeout: config.idle_timeout,
+        }
+    }
+}
+
+/// Serves `app` (what a cluster's member answers in the API's place) on `listener` under
+/// `config`'s connection limits until `shutdown` completes.
+pub fn serve_app(
+    listener: TcpListener,
+    app: axum::Router,
+    config: &ApiConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
+    let (stop, stopped) = watch::channel(false);
+    let limits = Limits::of(config);
+    let stopping = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let counters = Arc::new(HttpCounters::default());
+    connections::serve(listener, app, limits, counters, stopped, stopping)
 }

@@ -58,11 +58,14 @@ pub enum Kind {
     PreconditionFailed,
     /// The request's `Idempotency-Key` was used before with another request.
     KeyReused,
+    /// A cluster's member passes the API on to the coordinator, and none answers now (one
+    /// dead, another taking its place).
+    NoCoordinator,
 }
 
 impl Kind {
     /// Every kind, for the OpenAPI document.
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 17] = [
         Kind::BadRequest,
         Kind::Unauthorized,
         Kind::Forbidden,
@@ -79,6 +82,7 @@ impl Kind {
         Kind::DeviceUnreachable,
         Kind::PreconditionFailed,
         Kind::KeyReused,
+        Kind::NoCoordinator,
     ];
 
     /// The HTTP status.
@@ -97,6 +101,7 @@ impl Kind {
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Kind::DeviceFailed => StatusCode::BAD_GATEWAY,
             Kind::DeviceUnreachable => StatusCode::GATEWAY_TIMEOUT,
+            Kind::NoCoordinator => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -119,6 +124,7 @@ impl Kind {
             Kind::DeviceUnreachable => "device-unreachable",
             Kind::PreconditionFailed => "precondition-failed",
             Kind::KeyReused => "idempotency-key-reused",
+            Kind::NoCoordinator => "no-coordinator",
         }
     }
 
@@ -145,6 +151,7 @@ impl Kind {
             Kind::DeviceUnreachable => "The device did not answer in time",
             Kind::PreconditionFailed => "The resource changed since the client read it",
             Kind::KeyReused => "The Idempotency-Key was used with another request",
+            Kind::NoCoordinator => "No node coordinates the cluster now",
         }
     }
 

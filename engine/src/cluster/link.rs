@@ -41,6 +41,9 @@ pub enum Frame {
     Outcome(AttemptOutcome),
     /// Member to coordinator: this device's record was written; index it again.
     Learned(String),
+    /// Member to coordinator: a registration event, for the journal (what
+    /// [`crate::webhooks::registrations::data`] says of it).
+    Registration(serde_json::Value),
 }
 
 /// An attempt sent to the device's owner.

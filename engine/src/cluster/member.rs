@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use super::{ClusterConfig, ClusterNeighbours, Node};
+use super::{ClusterConfig, ClusterNeighbours, Membership, Node};
 use crate::clock::Clock;
 use crate::onboarding::{Neighbours, follow_registrations};
 use crate::platform::{Foundation, Platform, PlatformConfig, PlatformError};
@@ -24,6 +24,8 @@ pub struct Member {
     foundation: Foundation,
     /// The shared store.
     pub store: Arc<dyn Store>,
+    /// Its records in the cluster.
+    membership: Membership,
     /// Its node's tasks and its onboarding: ended when it stops or takes over.
     handles: Running,
 }
@@ -54,10 +56,13 @@ impl Member {
         let catalog = foundation.catalog.clone();
         foundation.catalog = catalog.leaving_group_joins_to_the_coordinator();
         foundation.attempts.catalog = foundation.catalog.clone();
-        let node = Node::start(cluster, &store, listener, foundation.attempts.clone());
-        let neighbours: Arc<dyn Neighbours> =
-            ClusterNeighbours::member(node.membership.clone(), cluster.secret.clone());
+        let node = Node::start(cluster, &store, listener, foundation.attempts.clone(), None);
         let server = &foundation.server;
+        let neighbours: Arc<dyn Neighbours> = ClusterNeighbours::member(
+            node.membership.clone(),
+            cluster.secret.clone(),
+            &server.registry,
+        );
         let onboarding = tokio::spawn(follow_registrations(
             server.registry.clone(),
             foundation.catalog.clone(),
@@ -71,6 +76,7 @@ impl Member {
         Ok(Member {
             foundation,
             store,
+            membership: node.membership.clone(),
             handles: Running(handles),
         })
     }
@@ -78,6 +84,11 @@ impl Member {
     /// Its CoAP side.
     pub fn server(&self) -> &Server {
         &self.foundation.server
+    }
+
+    /// What it answers on its HTTP address: the API, passed on to the coordinator's.
+    pub fn forwarding(&self) -> axum::Router {
+        super::forward::router(self.membership.clone())
     }
 
     /// Takes the place of the coordinator, which died (this node holds the database now):

@@ -30,6 +30,8 @@ const COORDINATOR: &str = "cluster/coordinator";
 struct NodeRecord {
     /// host:port of its internal link.
     internal: String,
+    /// host:port of its HTTP API.
+    api: String,
     /// Its last heartbeat.
     beat_at: UnixMillis,
 }
@@ -65,16 +67,24 @@ pub struct Membership {
     clock: Clock,
     node: Arc<str>,
     internal: Arc<str>,
+    api: Arc<str>,
 }
 
 impl Membership {
-    /// Node `node`, reached by the others at `internal`, on `store`.
-    pub fn new(store: Arc<dyn Store>, clock: Clock, node: &str, internal: &str) -> Membership {
+    /// Node `node` on `store`, reached by the others at `internal` (host:port of its
+    /// internal link, and of its HTTP API).
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Clock,
+        node: &str,
+        (internal, api): (&str, &str),
+    ) -> Membership {
         Membership {
             store,
             clock,
             node: node.into(),
             internal: internal.into(),
+            api: api.into(),
         }
     }
 
@@ -87,6 +97,7 @@ impl Membership {
     pub fn beat(&self) -> Result<(), StoreError> {
         let record = NodeRecord {
             internal: self.internal.to_string(),
+            api: self.api.to_string(),
             beat_at: self.clock.now(),
         };
         self.store.put(&node_key(&self.node), &record)
@@ -121,10 +132,19 @@ impl Membership {
 
     /// The coordinator's internal link (host:port), once one was crowned and while it beats.
     pub fn coordinator(&self) -> Result<Option<String>, StoreError> {
-        let Some(node) = self.store.get::<String>(COORDINATOR)? else {
-            return Ok(None);
-        };
-        Ok(self.alive(&node)?.map(|record| record.internal))
+        Ok(self.coordinator_record()?.map(|record| record.internal))
+    }
+
+    /// The coordinator's HTTP API (host:port), once one was crowned and while it beats.
+    pub fn coordinator_api(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.coordinator_record()?.map(|record| record.api))
+    }
+
+    fn coordinator_record(&self) -> Result<Option<NodeRecord>, StoreError> {
+        match self.store.get::<String>(COORDINATOR)? {
+            Some(node) => self.alive(&node),
+            None => Ok(None),
+        }
     }
 
     /// `node`'s record while its lease holds.
@@ -209,8 +229,8 @@ mod tests {
     fn a_device_belongs_to_the_node_that_claimed_it_last_while_that_node_beats() {
         let store = store();
         let clock = Clock::starting_at(1_000_000);
-        let a = Membership::new(store.clone(), clock, "a", "10.0.0.1:7000");
-        let b = Membership::new(store.clone(), clock, "b", "10.0.0.2:7000");
+        let a = Membership::new(store.clone(), clock, "a", ("10.0.0.1:7000", "10.0.0.1:80"));
+        let b = Membership::new(store.clone(), clock, "b", ("10.0.0.2:7000", "10.0.0.2:80"));
         a.beat().unwrap();
         b.beat().unwrap();
         assert_eq!(a.owner("dev").unwrap(), Owner::Here, "nobody claimed it");
@@ -233,11 +253,21 @@ mod tests {
     fn a_device_of_a_node_that_stopped_beating_is_lost_until_it_comes_back() {
         let store = store();
         let start = 1_000_000;
-        let a = Membership::new(store.clone(), Clock::starting_at(start), "a", "x:1");
+        let a = Membership::new(
+            store.clone(),
+            Clock::starting_at(start),
+            "a",
+            ("x:1", "x:2"),
+        );
         a.beat().unwrap();
         a.claim("dev").unwrap();
         let later = start + u64::try_from(LEASE.as_millis()).unwrap() + 1_000;
-        let b = Membership::new(store.clone(), Clock::starting_at(later), "b", "y:1");
+        let b = Membership::new(
+            store.clone(),
+            Clock::starting_at(later),
+            "b",
+            ("y:1", "y:2"),
+        );
         assert_eq!(b.owner("dev").unwrap(), Owner::Lost);
         b.claim("dev").unwrap();
         assert_eq!(b.owner("dev").unwrap(), Owner::Here);

@@ -6,6 +6,7 @@
 //! devices they learn of ([`notices`]) and take over when it dies ([`member`]).
 
 pub mod attempts;
+pub mod forward;
 pub mod link;
 pub mod member;
 pub mod members;
@@ -23,17 +24,21 @@ pub use members::{Membership, Owner};
 pub use notices::ClusterNeighbours;
 
 use crate::campaign::{Attempts, DeviceAttempts};
+use crate::journal::Journal;
 use crate::store::Store;
+use crate::webhooks::Webhooks;
 
 /// A node's place in a cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterConfig {
     /// This node's name, unique in the cluster.
     pub node: String,
-    /// TCP address the internal link is bound on.
+    /// TCP address the internal link is bound on (its port, once bound).
     pub internal_addr: SocketAddr,
     /// host:port the other nodes reach the internal link at.
     pub advertise: String,
+    /// host:port the other nodes reach this node's HTTP API at (when it coordinates).
+    pub api: String,
     /// The secret every node proves on the internal link.
     pub secret: Arc<[u8]>,
 }
@@ -52,26 +57,32 @@ pub struct Node {
 impl Node {
     /// Joins the cluster: beats, claims the devices registering here, and serves the
     /// internal link on `listener` (attempts on this node's devices with `attempts`; devices
-    /// other nodes learned of, indexed into its catalog).
+    /// other nodes learned of, indexed into its catalog; on the coordinator, their
+    /// registration events, written to `journal`).
     pub fn start(
         config: &ClusterConfig,
         store: &Arc<dyn Store>,
         listener: TcpListener,
         attempts: DeviceAttempts,
+        journal: Option<(Journal, Webhooks)>,
     ) -> Node {
         let clock = attempts.clock;
-        let membership = Membership::new(store.clone(), clock, &config.node, &config.advertise);
+        let addresses = (config.advertise.as_str(), config.api.as_str());
+        let membership = Membership::new(store.clone(), clock, &config.node, addresses);
         let heartbeat = members::spawn_heartbeat(membership.clone());
         let registry = attempts.presence.registry().clone();
         let ownership = tokio::spawn(members::follow_ownership(registry, membership.clone()));
         let catalog = attempts.catalog.clone();
         let local = Arc::new(attempts);
-        let service = service::Service::new(
-            config.secret.clone(),
-            membership.clone(),
-            local.clone(),
+        let service = service::Service {
+            secret: config.secret.clone(),
+            membership: membership.clone(),
+            attempts: local.clone(),
             catalog,
-        );
+            journal,
+            running: Default::default(),
+        };
+        let service = Arc::new(service);
         let serving = tokio::spawn(service::serve(listener, service));
         Node {
             membership,

@@ -1,27 +1,39 @@
-//! What onboarding tells the rest of a cluster. A member tells the coordinator each device
-//! whose record it wrote (over one internal conversation, kept open, opened again when it
-//! breaks; endpoints written meanwhile are sent once each), so the coordinator's device index
-//! and group joins follow the whole fleet. Every node keeps a registration that ended from
-//! marking offline a device that went on at another node.
+//! What a node tells the rest of its cluster. A member tells the coordinator each device
+//! whose record it wrote, so the coordinator's device index and group joins follow the whole
+//! fleet, and each registration event, for the journal (`/v1/events`, webhooks). One internal
+//! conversation carries them, kept open and opened again when it breaks; endpoints written
+//! meanwhile are sent once each, registration events in order. Every node keeps a
+//! registration that ended from marking offline a device that went on at another node.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc};
 
 use super::link::{Conversation, Frame, LinkError};
 use super::members::Membership;
+use crate::lwm2m::Registry;
 use crate::onboarding::Neighbours;
+use crate::webhooks::registrations;
 
 /// How long a member waits before trying the coordinator again.
 const TRY_AGAIN: Duration = Duration::from_secs(1);
+
+/// What a member tells the coordinator.
+enum Notice {
+    /// This device's record was written here.
+    Learned(String),
+    /// A registration event here, as the journal words it.
+    Registration(Value),
+}
 
 /// A node's side of onboarding in a cluster.
 pub struct ClusterNeighbours {
     membership: Membership,
     /// Towards the coordinator; `None` on the coordinator itself.
-    coordinator: Option<mpsc::UnboundedSender<String>>,
+    coordinator: Option<mpsc::UnboundedSender<Notice>>,
 }
 
 impl ClusterNeighbours {
@@ -33,11 +45,17 @@ impl ClusterNeighbours {
         })
     }
 
-    /// On a member: writes are sent to the coordinator, proving `secret`, until the sender
-    /// is dropped.
-    pub fn member(membership: Membership, secret: Arc<[u8]>) -> Arc<ClusterNeighbours> {
-        let (sender, written) = mpsc::unbounded_channel();
-        tokio::spawn(send_to_coordinator(written, membership.clone(), secret));
+    /// On a member: its writes and `registry`'s registration events are sent to the
+    /// coordinator, proving `secret`, until the registry closes and the neighbours are
+    /// dropped.
+    pub fn member(
+        membership: Membership,
+        secret: Arc<[u8]>,
+        registry: &Registry,
+    ) -> Arc<ClusterNeighbours> {
+        let (sender, notices) = mpsc::unbounded_channel();
+        tokio::spawn(send_to_coordinator(notices, membership.clone(), secret));
+        tokio::spawn(pass_on_registrations(registry.subscribe(), sender.clone()));
         Arc::new(ClusterNeighbours {
             membership,
             coordinator: Some(sender),
@@ -48,7 +66,7 @@ impl ClusterNeighbours {
 impl Neighbours for ClusterNeighbours {
     fn wrote(&self, endpoint: &str) {
         if let Some(coordinator) = &self.coordinator {
-            let _ = coordinator.send(endpoint.to_string());
+            let _ = coordinator.send(Notice::Learned(endpoint.to_string()));
         }
     }
 
@@ -57,24 +75,83 @@ impl Neighbours for ClusterNeighbours {
     }
 }
 
-/// Sends each endpoint of `written` to the coordinator, until its senders are dropped.
+/// Sends the journal's words of each registration event to `notices`.
+async fn pass_on_registrations(
+    mut events: broadcast::Receiver<crate::lwm2m::RegistrationEvent>,
+    notices: mpsc::UnboundedSender<Notice>,
+) {
+    loop {
+        match events.recv().await {
+            Ok(event) => {
+                let Some(data) = registrations::data(&event) else {
+                    continue;
+                };
+                if notices.send(Notice::Registration(data)).is_err() {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "registration events missed by the cluster's journal"
+                );
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// What waits to be sent: each endpoint once, registration events in order.
+#[derive(Default)]
+struct Pending {
+    learned: BTreeSet<String>,
+    registrations: Vec<Value>,
+}
+
+impl Pending {
+    fn add(&mut self, notice: Notice) {
+        match notice {
+            Notice::Learned(endpoint) => {
+                self.learned.insert(endpoint);
+            }
+            Notice::Registration(data) => self.registrations.push(data),
+        }
+    }
+
+    async fn send(&mut self, conversation: &mut Conversation) -> Result<(), LinkError> {
+        while let Some(data) = self.registrations.first() {
+            conversation
+                .send(&Frame::Registration(data.clone()))
+                .await?;
+            self.registrations.remove(0);
+        }
+        while let Some(endpoint) = self.learned.first() {
+            conversation.send(&Frame::Learned(endpoint.clone())).await?;
+            self.learned.pop_first();
+        }
+        Ok(())
+    }
+}
+
+/// Sends each notice of `notices` to the coordinator, until its senders are dropped.
 async fn send_to_coordinator(
-    mut written: mpsc::UnboundedReceiver<String>,
+    mut notices: mpsc::UnboundedReceiver<Notice>,
     membership: Membership,
     secret: Arc<[u8]>,
 ) {
     let mut conversation = None;
-    while let Some(endpoint) = written.recv().await {
-        let mut pending = BTreeSet::from([endpoint]);
+    let mut pending = Pending::default();
+    while let Some(notice) = notices.recv().await {
+        pending.add(notice);
         loop {
-            while let Ok(endpoint) = written.try_recv() {
-                pending.insert(endpoint);
+            while let Ok(notice) = notices.try_recv() {
+                pending.add(notice);
             }
             if conversation.is_none() {
                 conversation = open(&membership, &secret).await;
             }
             if let Some(open) = &mut conversation {
-                match send_all(open, &pending).await {
+                match pending.send(open).await {
                     Ok(()) => break,
                     Err(error) => tracing::debug!(%error, "the coordinator's link broke"),
                 }
@@ -94,14 +171,4 @@ async fn open(membership: &Membership, secret: &[u8]) -> Option<Conversation> {
             None
         }
     }
-}
-
-async fn send_all(
-    conversation: &mut Conversation,
-    endpoints: &BTreeSet<String>,
-) -> Result<(), LinkError> {
-    for endpoint in endpoints {
-        conversation.send(&Frame::Learned(endpoint.clone())).await?;
-    }
-    Ok(())
 }

@@ -17,7 +17,9 @@ use super::link::{Conversation, Frame, LinkError, RemoteAttempt};
 use super::members::Membership;
 use crate::campaign::{AttemptOutcome, AttemptRequest, Attempts};
 use crate::catalog::Catalog;
+use crate::journal::Journal;
 use crate::sync::lock;
+use crate::webhooks::Webhooks;
 
 /// How often an attempt under way checks that its device is still this node's.
 const OWNERSHIP_CHECK: Duration = Duration::from_secs(2);
@@ -32,27 +34,10 @@ pub struct Service {
     pub attempts: Arc<dyn Attempts>,
     /// The catalog members' writes are indexed into (the coordinator's).
     pub catalog: Catalog,
+    /// Where members' registration events are written (the coordinator's journal).
+    pub journal: Option<(Journal, Webhooks)>,
     /// The attempt under way per device, ended by a newer one.
-    running: Mutex<HashMap<String, AbortHandle>>,
-}
-
-impl Service {
-    /// A service running `attempts` as node `membership`, indexing learned devices into
-    /// `catalog`.
-    pub fn new(
-        secret: Arc<[u8]>,
-        membership: Membership,
-        attempts: Arc<dyn Attempts>,
-        catalog: Catalog,
-    ) -> Arc<Service> {
-        Arc::new(Service {
-            secret,
-            membership,
-            attempts,
-            catalog,
-            running: Mutex::default(),
-        })
-    }
+    pub running: Mutex<HashMap<String, AbortHandle>>,
 }
 
 /// Serves `listener` until aborted.
@@ -74,19 +59,27 @@ async fn converse(stream: TcpStream, service: &Arc<Service>) -> Result<(), LinkE
     let (mut conversation, node) = Conversation::accept(stream, &service.secret).await?;
     match conversation.receive().await? {
         Frame::Attempt(attempt) => run_attempt(conversation, service, *attempt).await,
-        Frame::Learned(endpoint) => {
-            learn(service, &endpoint);
+        first @ (Frame::Learned(_) | Frame::Registration(_)) => {
+            let mut notice = first;
             loop {
-                match conversation.receive().await? {
+                match notice {
                     Frame::Learned(endpoint) => learn(service, &endpoint),
+                    Frame::Registration(data) => journal(service, &data),
                     _ => return Err(LinkError::Unexpected("another frame")),
                 }
+                notice = conversation.receive().await?;
             }
         }
         _ => {
             tracing::warn!(%node, "a frame that opens no conversation");
             Err(LinkError::Unexpected("another frame"))
         }
+    }
+}
+
+fn journal(service: &Service, data: &serde_json::Value) {
+    if let Some((journal, webhooks)) = &service.journal {
+        crate::webhooks::registrations::record(journal, webhooks, data);
     }
 }
 

@@ -26,24 +26,32 @@ pub async fn journal_registrations(registry: Arc<Registry>, journal: Journal, we
             }
             Err(RecvError::Closed) => return,
         };
-        let Some(data) = data(&event).filter(|_| webhooks.wanted(REGISTRATION)) else {
-            continue;
-        };
-        let written = journal.append(
-            Batch::new(),
-            vec![NewEvent {
-                kind: REGISTRATION,
-                data: EventData::of(&data),
-            }],
-        );
-        if let Err(error) = written {
-            tracing::error!(%error, "registration event not written");
+        if let Some(data) = data(&event) {
+            record(&journal, &webhooks, &data);
         }
     }
 }
 
+/// Writes a registration event (`data`, what [`data`] says of it; a cluster's member sends
+/// its own to the coordinator) while `webhooks` asks for them.
+pub fn record(journal: &Journal, webhooks: &Webhooks, data: &Value) {
+    if !webhooks.wanted(REGISTRATION) {
+        return;
+    }
+    let written = journal.append(
+        Batch::new(),
+        vec![NewEvent {
+            kind: REGISTRATION,
+            data: EventData::of(data),
+        }],
+    );
+    if let Err(error) = written {
+        tracing::error!(%error, "registration event not written");
+    }
+}
+
 /// What a registration event says; `None` for an Update.
-fn data(event: &RegistrationEvent) -> Option<Value> {
+pub fn data(event: &RegistrationEvent) -> Option<Value> {
     let what = match event {
         RegistrationEvent::Registered(_) => "registered",
         RegistrationEvent::Deregistered(_) => "deregistered",

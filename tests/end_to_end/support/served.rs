@@ -78,15 +78,10 @@ pub fn spawn_serve(
 ) -> (FotaProcess, SocketAddr) {
     let config = dir.join("fota.toml");
     let data = dir.join("data");
-    // A free port unless the settings name one.
-    let coap_addr = match settings.contains("coap_addr =") {
-        true => "",
-        false => "coap_addr = \"127.0.0.1:0\"\n",
-    };
     std::fs::write(
         &config,
         format!(
-            "{coap_addr}http_addr = \"127.0.0.1:0\"\ndata_dir = {data:?}\n\
+            "coap_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ndata_dir = {data:?}\n\
              {settings}\n\
              [[tokens]]\ntoken = \"{OPERATOR}\"\nrole = \"operator\"\n\
              [[tokens]]\ntoken = \"{VIEWER}\"\nrole = \"viewer\"\n"
