@@ -74,10 +74,14 @@ impl Drop for Engine {
 
 /// The package every figure delivers: a full package of a generated image of `kib` KiB.
 pub fn package(kib: usize) -> anyhow::Result<Bytes> {
-    let image: Vec<u8> = (0..kib * 1024)
+    Ok(Bytes::from(package::full(&image(kib), "2.0")?))
+}
+
+/// A firmware image of `kib` KiB.
+pub fn image(kib: usize) -> Vec<u8> {
+    (0..kib * 1024)
         .map(|i| (i as u8).wrapping_mul(13) ^ (i >> 9) as u8)
-        .collect();
-    Ok(Bytes::from(package::full(&image, "2.0")?))
+        .collect()
 }
 
 /// The model of every simulated device: a small image, version 1.0.

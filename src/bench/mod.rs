@@ -4,6 +4,7 @@
 mod alloc;
 mod campaign;
 mod clients;
+mod cluster;
 mod console;
 mod dtls;
 mod exchanges;
@@ -57,6 +58,10 @@ pub enum BenchCommand {
     /// attempts (no UDP): CPU per device attempt, heap per device in a task, the time to read
     /// the task and a page of its devices, and how each grows with the fleet.
     Campaign(scheduler::CampaignArgs),
+    /// One, two and three `fota serve` nodes on one throwaway PostgreSQL: blocks per second
+    /// of a task over a fleet spread over them, database row writes per device attempt, and
+    /// registrations per second of a storm spread over them (issue 23).
+    Cluster(cluster::ClusterArgs),
     /// The HTTP API behind each screen of the web console over a fleet of up to 1,000,000
     /// devices in one group and one task under way: median answer time and body size of
     /// every request a screen makes, and of a change to the group.
@@ -75,5 +80,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Dtls(args) => dtls::run(args).await,
         BenchCommand::Campaign(args) => scheduler::run(args).await,
         BenchCommand::Console(args) => console::run(args).await,
+        BenchCommand::Cluster(args) => cluster::run(args).await,
     }
 }

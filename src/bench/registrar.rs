@@ -6,6 +6,7 @@
 //! device's NB-IoT timers (3 s ACK timeout) when the engine drops or delays them.
 
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -62,10 +63,11 @@ impl Registrar {
         })
     }
 
-    /// Registers devices `0..count` (endpoint names as the fleet simulator's) with `server`,
-    /// every socket keeping its requests outstanding until all are answered.
-    pub async fn register_all(&self, server: SocketAddr, count: usize) -> StormReport {
-        let next = Arc::new(AtomicUsize::new(0));
+    /// Registers `devices` (numbers, named as the fleet simulator's) with `server`, every
+    /// socket keeping its requests outstanding until all are answered.
+    pub async fn register_all(&self, server: SocketAddr, devices: Range<usize>) -> StormReport {
+        let count = devices.end;
+        let next = Arc::new(AtomicUsize::new(devices.start));
         let retransmitted_before = self.retransmissions();
         let started = Instant::now();
         let mut workers = tokio::task::JoinSet::new();

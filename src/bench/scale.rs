@@ -108,7 +108,7 @@ async fn idle_devices(args: &ScaleArgs) -> anyhow::Result<()> {
     let before = Memory::now()?;
     let times = engine.times()?;
     let storm = registrar
-        .register_all(engine.server.coap_addr(), args.devices)
+        .register_all(engine.server.coap_addr(), 0..args.devices)
         .await;
     let times = engine.times()? - times;
     let during_storm = Memory::now()?;
