@@ -5,6 +5,7 @@
 //! in place ([`Member::promote`]), keeping its devices' registrations.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -13,7 +14,7 @@ use super::{ClusterConfig, ClusterNeighbours, Membership, Node};
 use crate::clock::Clock;
 use crate::onboarding::{Neighbours, follow_registrations};
 use crate::platform::{Foundation, Platform, PlatformConfig, PlatformError};
-use crate::plugin::PluginHost;
+use crate::plugin::{KeptPlugins, PluginHost, PluginRegistry, RestoreError};
 use crate::server::Server;
 use crate::store::{DatabaseHeld, PostgresStore, Store, StoreError};
 use crate::webhooks::WebhookConfig;
@@ -70,8 +71,9 @@ impl Member {
             (server.edge_limits.clone(), server.edge.clone()),
             Some(neighbours),
         ));
+        let plugins = (foundation.kept_plugins.clone(), foundation.plugins.clone());
         let mut handles = node.handles;
-        handles.push(onboarding);
+        handles.extend([onboarding, tokio::spawn(follow_plugins(plugins))]);
         tracing::info!(node = %cluster.node, "this node is a member of the cluster");
         Ok(Member {
             foundation,
@@ -109,6 +111,38 @@ impl Member {
         let store = self.store.clone();
         let foundation = self.foundation.reopened(&store)?;
         Platform::assemble(foundation, store, webhooks, Some((cluster, listener)))
+    }
+}
+
+/// How often a member looks whether the kept plugins changed.
+const PLUGINS_LOOK: Duration = Duration::from_secs(1);
+
+/// Binds the plugins the coordinator's API installed, configured or unbound (kept in the
+/// store), within [`PLUGINS_LOOK`] of the change, until aborted.
+async fn follow_plugins((kept, registry): (KeptPlugins, Arc<PluginRegistry>)) {
+    let mut bound = None;
+    let mut look = tokio::time::interval(PLUGINS_LOOK);
+    loop {
+        look.tick().await;
+        let (kept, registry, last) = (kept.clone(), registry.clone(), bound);
+        let synced = tokio::task::spawn_blocking(move || {
+            let now = kept.digest()?;
+            if last == Some(now) {
+                return Ok::<_, RestoreError>(now);
+            }
+            // At the first look, what the start bound; later, another node's change.
+            if last.is_some() {
+                let count = kept.sync(&registry)?;
+                tracing::info!(count, "plugins changed on another node: bound again");
+            }
+            Ok(now)
+        })
+        .await;
+        match synced {
+            Ok(Ok(now)) => bound = Some(now),
+            Ok(Err(error)) => tracing::error!(%error, "plugins changed on another node not bound"),
+            Err(error) => tracing::error!(%error, "the plugins' follower failed"),
+        }
     }
 }
 

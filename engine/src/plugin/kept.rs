@@ -250,6 +250,41 @@ impl KeptPlugins {
         Ok(kept.len())
     }
 
+    /// The kept bindings in a few bytes: changes with every install, configuration, unbinding
+    /// or reset (another node of a cluster may make them).
+    pub fn digest(&self) -> Result<[u8; 32], StoreError> {
+        let mut digest = Sha256::new();
+        for (key, value) in self.store.scan_raw(BINDINGS)? {
+            digest.update(key.as_bytes());
+            digest.update((value.len() as u64).to_be_bytes());
+            digest.update(&value);
+        }
+        Ok(digest.finalize().into())
+    }
+
+    /// Makes `registry` bind the kept plugins and no others: what another node changed (a
+    /// cluster's coordinator serves the API that installs them). Compiles: blocks.
+    pub fn sync(&self, registry: &PluginRegistry) -> Result<usize, RestoreError> {
+        let kept: Vec<KeptBinding> = self.store.scan(BINDINGS)?;
+        for (kind, binding, _, _) in registry.bindings() {
+            let (vendor, model) = match &binding {
+                Binding::Default => (None, None),
+                Binding::Model { vendor, model } => (Some(vendor), Some(model)),
+            };
+            let still_kept = kept.iter().any(|k| {
+                k.kind == kind.world() && k.vendor.as_ref() == vendor && k.model.as_ref() == model
+            });
+            match (still_kept, vendor.zip(model)) {
+                (true, _) => {}
+                (false, None) => registry.reset_default(kind),
+                (false, Some((vendor, model))) => {
+                    registry.unbind(kind, vendor, model);
+                }
+            }
+        }
+        self.restore(registry)
+    }
+
     /// Removes components no binding refers to any more.
     fn collect_unused(&self) -> Result<(), StoreError> {
         let used: Vec<String> = self
@@ -326,6 +361,38 @@ mod tests {
         kept.forget(PluginKind::Policy, &acme).unwrap();
         assert_eq!(kept.restore(&registry()).unwrap(), 1);
         assert_eq!(store.scan_raw(COMPONENTS).unwrap().len(), 1, "still used");
+    }
+
+    #[test]
+    fn another_node_binds_what_one_node_installed_and_unbinds_what_it_unbound() {
+        let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+        let kept = KeptPlugins::new(store.clone());
+        let (coordinator, member) = (registry(), registry());
+        let before = kept.digest().unwrap();
+        let acme = Binding::Model {
+            vendor: "Acme".into(),
+            model: "NB-1".into(),
+        };
+        let policy = embedded::THRESHOLD_POLICY;
+        (kept.install(
+            &coordinator,
+            PluginKind::Policy,
+            acme,
+            "strict",
+            policy,
+            Vec::new(),
+        ))
+        .unwrap();
+        let installed = kept.digest().unwrap();
+        assert_ne!(before, installed, "the digest follows the bindings");
+        assert!(!member.is_bound(PluginKind::Policy, "Acme", "NB-1"));
+        kept.sync(&member).unwrap();
+        assert!(member.is_bound(PluginKind::Policy, "Acme", "NB-1"));
+
+        (kept.unbind(&coordinator, PluginKind::Policy, "Acme", "NB-1")).unwrap();
+        assert_ne!(kept.digest().unwrap(), installed);
+        kept.sync(&member).unwrap();
+        assert!(!member.is_bound(PluginKind::Policy, "Acme", "NB-1"));
     }
 
     /// A store whose writes fail while `failing` is set.
