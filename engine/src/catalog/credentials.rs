@@ -27,6 +27,8 @@ use crate::sync::{lock, read, write};
 
 /// Key prefix of credential records.
 const PREFIX: &str = "cred/";
+/// Counts the writes of credentials, so another node of a cluster sees they changed.
+const REVISION: &str = "cred-revision";
 
 /// Longest endpoint name a credential is kept for, in bytes.
 pub const MAX_ENDPOINT_BYTES: usize = 255;
@@ -244,19 +246,7 @@ struct Shared {
 impl Credentials {
     /// Every credential kept in `store`, loaded into the index.
     pub fn open(store: Arc<dyn Store>, clock: Clock) -> Result<Credentials, CatalogError> {
-        let mut index = Index::default();
-        for stored in store.scan::<StoredCredential>(PREFIX)? {
-            let key = decode_key(&stored.key_hex).ok_or_else(|| StoreError::Corrupt {
-                key: credential_key(&stored.endpoint),
-                reason: "the key is not hex".into(),
-            })?;
-            let entry = Entry {
-                identity: stored.identity,
-                key,
-                updated_at: stored.updated_at,
-            };
-            index.insert(stored.endpoint, entry);
-        }
+        let index = load(store.as_ref())?;
         Ok(Credentials {
             shared: Arc::new(Shared {
                 store,
@@ -266,6 +256,26 @@ impl Credentials {
                 generation: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// How many times credentials were written, on any node.
+    pub fn revision(&self) -> Result<u64, CatalogError> {
+        Ok(self.shared.store.get(REVISION)?.unwrap_or(0))
+    }
+
+    /// Reads every credential again from the store (another node of a cluster changed them);
+    /// sessions made with a key that changed need a new handshake.
+    pub fn reload(&self) -> Result<(), CatalogError> {
+        let index = load(self.shared.store.as_ref())?;
+        *write(&self.shared.index) = index;
+        self.shared.generation.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Adds the count of credential writes to `batch`.
+    fn count_write(&self, batch: &mut Batch) -> Result<(), CatalogError> {
+        batch.put(REVISION, &(self.revision()? + 1));
+        Ok(())
     }
 
     /// The key of the device whose PSK identity is `identity`. In memory only: for the DTLS
@@ -343,6 +353,7 @@ impl Credentials {
         self.summary(endpoint)?;
         let mut batch = Batch::new();
         batch.remove(credential_key(endpoint));
+        self.count_write(&mut batch)?;
         self.shared.store.apply(batch)?;
         self.shared.store.flush()?;
         write(&self.shared.index).remove(endpoint);
@@ -372,6 +383,8 @@ impl Credentials {
             };
             records.put(credential_key(&credential.endpoint), &stored);
         }
+        self.count_write(&mut records)
+            .map_err(|error| (None, error))?;
         let store = &self.shared.store;
         store
             .apply(records)
@@ -432,6 +445,24 @@ fn decode_key(hex: &str) -> Option<Zeroizing<Vec<u8>>> {
 }
 
 /// `cred/{endpoint}`, escaped so no name reaches another key.
+/// Every credential kept in `store`.
+fn load(store: &dyn Store) -> Result<Index, CatalogError> {
+    let mut index = Index::default();
+    for stored in store.scan::<StoredCredential>(PREFIX)? {
+        let key = decode_key(&stored.key_hex).ok_or_else(|| StoreError::Corrupt {
+            key: credential_key(&stored.endpoint),
+            reason: "the key is not hex".into(),
+        })?;
+        let entry = Entry {
+            identity: stored.identity,
+            key,
+            updated_at: stored.updated_at,
+        };
+        index.insert(stored.endpoint, entry);
+    }
+    Ok(index)
+}
+
 fn credential_key(endpoint: &str) -> String {
     format!("{PREFIX}{}", key_segment(endpoint))
 }
@@ -547,6 +578,29 @@ mod tests {
         for leak in ["SECRET", "83, 69, 67", &hex::encode(secret.as_slice())] {
             assert!(!printed.contains(leak), "{leak} in {printed}");
         }
+    }
+
+    #[test]
+    fn another_node_sees_the_revision_move_and_reads_the_credentials_again() {
+        let (store, coordinator) = temporary();
+        let member = open(&store);
+        let (before, generation) = (member.revision().unwrap(), member.generation());
+        coordinator
+            .set(credential("urn:imei:1", "id-1", 0xA1))
+            .unwrap();
+        let set = member.revision().unwrap();
+        assert!(set > before, "a write moves the revision");
+        assert_eq!(member.psk("id-1"), None, "not read yet");
+        member.reload().unwrap();
+        assert_eq!(member.psk("id-1"), Some(key(0xA1)));
+        assert!(
+            member.generation() > generation,
+            "sessions check their keys again"
+        );
+        coordinator.remove("urn:imei:1").unwrap();
+        assert!(member.revision().unwrap() > set);
+        member.reload().unwrap();
+        assert_eq!(member.psk("id-1"), None);
     }
 
     #[test]

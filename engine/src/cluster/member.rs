@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::{ClusterConfig, ClusterNeighbours, Membership, Node};
+use crate::catalog::Credentials;
 use crate::clock::Clock;
 use crate::onboarding::{Neighbours, follow_registrations};
 use crate::platform::{Foundation, Platform, PlatformConfig, PlatformError};
@@ -73,7 +74,12 @@ impl Member {
         ));
         let plugins = (foundation.kept_plugins.clone(), foundation.plugins.clone());
         let mut handles = node.handles;
-        handles.extend([onboarding, tokio::spawn(follow_plugins(plugins))]);
+        let credentials = foundation.catalog.credentials().clone();
+        handles.extend([
+            onboarding,
+            tokio::spawn(follow_plugins(plugins)),
+            tokio::spawn(follow_credentials(credentials)),
+        ]);
         tracing::info!(node = %cluster.node, "this node is a member of the cluster");
         Ok(Member {
             foundation,
@@ -114,34 +120,66 @@ impl Member {
     }
 }
 
-/// How often a member looks whether the kept plugins changed.
-const PLUGINS_LOOK: Duration = Duration::from_secs(1);
+/// How often a member looks whether the coordinator changed plugins or credentials.
+const LOOK: Duration = Duration::from_secs(1);
 
 /// Binds the plugins the coordinator's API installed, configured or unbound (kept in the
-/// store), within [`PLUGINS_LOOK`] of the change, until aborted.
+/// store), within [`LOOK`] of the change, until aborted.
 async fn follow_plugins((kept, registry): (KeptPlugins, Arc<PluginRegistry>)) {
-    let mut bound = None;
-    let mut look = tokio::time::interval(PLUGINS_LOOK);
+    let digest = kept.clone();
+    let catch_up = move || {
+        let count = kept.sync(&registry)?;
+        tracing::info!(count, "plugins changed on another node: bound again");
+        Ok(())
+    };
+    follow(
+        "plugins",
+        move || digest.digest().map_err(RestoreError::from),
+        catch_up,
+    )
+    .await;
+}
+
+/// Reads the devices' credentials again once the coordinator's API changed them (imported,
+/// set, removed: a device registering here over coaps is known at once), until aborted.
+async fn follow_credentials(credentials: Credentials) {
+    let revision = credentials.clone();
+    let catch_up = move || {
+        credentials.reload()?;
+        tracing::info!("credentials changed on another node: read again");
+        Ok(())
+    };
+    follow("credentials", move || revision.revision(), catch_up).await;
+}
+
+/// Every [`LOOK`], reads `state`; when it differs from the last reading, calls `catch_up`
+/// (the first reading is what the member started with). Both block: run off the runtime.
+async fn follow<S, E>(
+    what: &'static str,
+    state: impl Fn() -> Result<S, E> + Send + Sync + 'static,
+    catch_up: impl Fn() -> Result<(), E> + Send + Sync + 'static,
+) where
+    S: PartialEq + Clone + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let (state, catch_up) = (Arc::new(state), Arc::new(catch_up));
+    let mut last: Option<S> = None;
+    let mut look = tokio::time::interval(LOOK);
     loop {
         look.tick().await;
-        let (kept, registry, last) = (kept.clone(), registry.clone(), bound);
-        let synced = tokio::task::spawn_blocking(move || {
-            let now = kept.digest()?;
-            if last == Some(now) {
-                return Ok::<_, RestoreError>(now);
+        let (state, catch_up, seen) = (state.clone(), catch_up.clone(), last.clone());
+        let looked = tokio::task::spawn_blocking(move || {
+            let now = state()?;
+            if seen.is_some_and(|seen| seen != now) {
+                catch_up()?;
             }
-            // At the first look, what the start bound; later, another node's change.
-            if last.is_some() {
-                let count = kept.sync(&registry)?;
-                tracing::info!(count, "plugins changed on another node: bound again");
-            }
-            Ok(now)
+            Ok::<_, E>(now)
         })
         .await;
-        match synced {
-            Ok(Ok(now)) => bound = Some(now),
-            Ok(Err(error)) => tracing::error!(%error, "plugins changed on another node not bound"),
-            Err(error) => tracing::error!(%error, "the plugins' follower failed"),
+        match looked {
+            Ok(Ok(now)) => last = Some(now),
+            Ok(Err(error)) => tracing::error!(what, %error, "a change on another node not taken"),
+            Err(error) => tracing::error!(what, %error, "the follower of changes failed"),
         }
     }
 }
