@@ -19,6 +19,7 @@ use crate::catalog::devices::survey;
 use crate::coap::stats::bump;
 use crate::edge::{EdgeCounters, EdgeLimits};
 use crate::lwm2m::{DeviceManagement, Registration, RegistrationEvent, Registry};
+use crate::store::waiting;
 use crate::sync::lock;
 
 /// Surveys of newly registered devices running at once. A survey is a few round trips, which
@@ -88,7 +89,7 @@ pub async fn follow_registrations(
             Err(broadcast::error::RecvError::Closed) => return,
         };
         let endpoint = &event.registration().endpoint;
-        match surveyor.record(&event, &mut surveys) {
+        match waiting(|| surveyor.record(&event, &mut surveys)) {
             Ok(()) => surveyor.wrote(endpoint),
             Err(error) => tracing::error!(%endpoint, %error, "device not recorded"),
         }
@@ -170,10 +171,9 @@ impl Surveyor {
         match survey(&management, registration).await {
             Ok(found) => {
                 self.registry.prove(endpoint);
-                match self
-                    .catalog
-                    .registered_device_surveyed(registration, &found)
-                {
+                let recorded =
+                    waiting(|| self.catalog.registered_device_surveyed(registration, &found));
+                match recorded {
                     Ok(_) => self.wrote(endpoint),
                     Err(error) => tracing::error!(?endpoint, %error, "survey not recorded"),
                 }

@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 
 use crate::clock::{Clock, UnixMillis};
 use crate::lwm2m::{RegistrationEvent, Registry};
-use crate::store::{Store, StoreError, StoreExt, key_segment};
+use crate::store::{Store, StoreError, StoreExt, key_segment, waiting};
 
 /// How often a node writes its heartbeat.
 pub const BEAT: Duration = Duration::from_secs(1);
@@ -209,7 +209,7 @@ pub async fn follow_ownership(registry: Arc<Registry>, membership: Membership) {
             Err(broadcast::error::RecvError::Closed) => return,
         };
         if let RegistrationEvent::Registered(r) | RegistrationEvent::Updated(r) = &event
-            && let Err(error) = membership.claim(&r.endpoint)
+            && let Err(error) = waiting(|| membership.claim(&r.endpoint))
         {
             tracing::error!(endpoint = %r.endpoint, %error, "ownership not written");
         }

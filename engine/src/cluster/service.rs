@@ -17,6 +17,7 @@ use super::link::{Conversation, Frame, LinkError, RemoteAttempt};
 use super::members::Membership;
 use crate::campaign::{AttemptOutcome, AttemptRequest, Attempts};
 use crate::catalog::Catalog;
+use crate::store::waiting;
 use crate::journal::Journal;
 use crate::sync::lock;
 use crate::webhooks::Webhooks;
@@ -63,8 +64,8 @@ async fn converse(stream: TcpStream, service: &Arc<Service>) -> Result<(), LinkE
             let mut notice = first;
             loop {
                 match notice {
-                    Frame::Learned(endpoint) => learn(service, &endpoint),
-                    Frame::Registration(data) => journal(service, &data),
+                    Frame::Learned(endpoint) => waiting(|| learn(service, &endpoint)),
+                    Frame::Registration(data) => waiting(|| journal(service, &data)),
                     _ => return Err(LinkError::Unexpected("another frame")),
                 }
                 notice = conversation.receive().await?;

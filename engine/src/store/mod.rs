@@ -89,6 +89,20 @@ impl StoreLocation {
     }
 }
 
+/// Runs `calls` to the store from async code. The store's calls are synchronous: sled's take
+/// microseconds, PostgreSQL's a round trip to the database, during which the calling thread
+/// waits. On a multi-threaded runtime the thread hands its other tasks to another worker
+/// meanwhile (tokio's `block_in_place`), so a burst of writes (a registration storm's) does
+/// not hold the threads that answer devices; on a single-threaded one (the deterministic
+/// simulation, some tests) the calls run as they are.
+pub fn waiting<R>(calls: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|runtime| runtime.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(calls),
+        _ => calls(),
+    }
+}
+
 /// A new store is stamped with this release's format version; an existing one must carry it.
 fn check_format(store: &dyn Store) -> Result<(), StoreError> {
     match store.get_raw(FORMAT_KEY)? {
