@@ -171,8 +171,10 @@ impl Surveyor {
         match survey(&management, registration).await {
             Ok(found) => {
                 self.registry.prove(endpoint);
-                let recorded =
-                    waiting(|| self.catalog.registered_device_surveyed(registration, &found));
+                let recorded = waiting(|| {
+                    self.catalog
+                        .registered_device_surveyed(registration, &found)
+                });
                 match recorded {
                     Ok(_) => self.wrote(endpoint),
                     Err(error) => tracing::error!(?endpoint, %error, "survey not recorded"),

@@ -85,20 +85,24 @@ async fn measure(args: &ClusterArgs, count: usize, url: &str) -> anyhow::Result<
         nodes.push(Node::start(&scratch, url, index).await?);
     }
     let api = nodes[0].http.clone();
+    // Devices join it as they are surveyed, on whichever node.
+    let body = json!({ "name": "bench", "vendor": "Acme", "model": "NB-1", "auto_join": true });
+    let group = call(&api, "POST", "/v1/groups", Some(body)).await?;
+    let group_path = format!("/v1/groups/{}", group["id"].as_str().unwrap_or_default());
     let fleet = spread_fleet(&nodes, args.devices).await?;
-    wait_until(&api, "/v1/devices?vendor=Acme&model=NB-1&limit=1", |page| {
-        page["total"] == args.devices
+    wait_until(&api, &group_path, |group| {
+        group["device_count"] == args.devices
     })
     .await?;
     let writes_before = row_writes(url).await?;
     let cpu_before = nodes_cpu(&nodes)?;
     let started = Instant::now();
-    let task = upgrade_all(&api, args).await?;
+    let task = upgrade_all(&api, &group["id"], args).await?;
     wait_until(&api, &task, |task| task["status"] == "completed").await?;
     let elapsed = started.elapsed().as_secs_f64();
     let writes = row_writes(url).await? - writes_before;
     let cpu = nodes_cpu(&nodes)? - cpu_before;
-    let attempts = attempts_of(&api, &task, args.devices).await?;
+    let attempts = attempts_of(&api, &task).await?;
     drop(fleet);
     // The engine's default block (1 KiB) and the devices' largest.
     let blocks = args.devices * (args.package_kib * 1024).div_ceil(1024);
@@ -154,8 +158,8 @@ async fn spread_fleet(nodes: &[Node], devices: usize) -> anyhow::Result<Vec<Flee
     Ok(fleets)
 }
 
-/// A task upgrading every device to a signed full package; its path.
-async fn upgrade_all(api: &str, args: &ClusterArgs) -> anyhow::Result<String> {
+/// A task upgrading every device of `group` to a signed full package; its path.
+async fn upgrade_all(api: &str, group: &Value, args: &ClusterArgs) -> anyhow::Result<String> {
     let query = "vendor=Acme&model=NB-1&version=2.0";
     let firmware = upload(
         api,
@@ -165,26 +169,8 @@ async fn upgrade_all(api: &str, args: &ClusterArgs) -> anyhow::Result<String> {
     .await?;
     let body = json!({ "kind": "full", "to_firmware": firmware["id"], "format": "signed" });
     let package = call(api, "POST", "/v1/packages", Some(body)).await?;
-    let body = json!({ "name": "bench", "vendor": "Acme", "model": "NB-1" });
-    let group = call(api, "POST", "/v1/groups", Some(body)).await?;
-    let path = format!("/v1/devices?vendor=Acme&model=NB-1&limit={}", args.devices);
-    let devices = call(api, "GET", &path, None).await?;
-    let endpoints: Vec<Value> = (devices["items"].as_array().into_iter().flatten())
-        .map(|device| device["endpoint"].clone())
-        .collect();
-    let members = format!(
-        "/v1/groups/{}/devices",
-        group["id"].as_str().unwrap_or_default()
-    );
-    call(
-        api,
-        "POST",
-        &members,
-        Some(json!({ "endpoints": endpoints })),
-    )
-    .await?;
     let spec = json!({
-        "name": "across nodes", "group_id": group["id"], "package_id": package["id"],
+        "name": "across nodes", "group_id": group, "package_id": package["id"],
         "retries": 5, "retry_interval_secs": 1,
     });
     let task = call(api, "POST", "/v1/tasks", Some(spec)).await?;
@@ -194,12 +180,23 @@ async fn upgrade_all(api: &str, args: &ClusterArgs) -> anyhow::Result<String> {
     ))
 }
 
-/// Attempts the task made over its devices (each device's, failed ones included).
-async fn attempts_of(api: &str, task: &str, devices: usize) -> anyhow::Result<u64> {
-    let path = format!("{task}/devices?limit={devices}");
-    let page = call(api, "GET", &path, None).await?;
-    let items = page["items"].as_array().cloned().unwrap_or_default();
-    Ok(items.iter().filter_map(|d| d["attempts"].as_u64()).sum())
+/// Attempts the task made over its devices (each device's, failed ones included), page by
+/// page.
+async fn attempts_of(api: &str, task: &str) -> anyhow::Result<u64> {
+    let (mut attempts, mut offset) = (0, 0);
+    loop {
+        let path = format!("{task}/devices?limit=1000&offset={offset}");
+        let page = call(api, "GET", &path, None).await?;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            return Ok(attempts);
+        }
+        attempts += items
+            .iter()
+            .filter_map(|d| d["attempts"].as_u64())
+            .sum::<u64>();
+        offset += items.len();
+    }
 }
 
 /// Rows inserted, updated and deleted in the database at `url` so far (once every

@@ -140,6 +140,20 @@ impl Cluster {
         (task, page)
     }
 
+    /// `task` completes on `coordinator`, every device upgraded, and its summary adds up.
+    fn check_finished(&self, coordinator: &Served, task: &str) {
+        let done = coordinator.wait_for(task, "the task completed", |t| t["status"] == "completed");
+        assert_eq!(done["success_rate"], 1.0, "{done}");
+        let upgraded = "/v1/devices?version=0.9.0&limit=1";
+        coordinator.wait_for(upgraded, "every device on the new version", |page| {
+            page["total"] == DEVICES
+        });
+        self.check_devices();
+        let devices = coordinator.get(&format!("{task}/devices?limit=100"));
+        let summary = coordinator.get(&format!("{task}/summary"));
+        statistics_add_up(&devices, &summary);
+    }
+
     /// Every device runs the new version, and no write started more than a block before
     /// what the device had stored: two nodes writing one device at once would interleave
     /// their writes, each starting where its own transfer stood.
@@ -192,14 +206,7 @@ fn a_fleet_upgrades_through_three_nodes_while_a_member_is_killed() {
         "the killed node was upgrading none of the devices"
     );
 
-    let coordinator = &cluster.coordinator;
-    let done = coordinator.wait_for(&task, "the task completed", |t| t["status"] == "completed");
-    assert_eq!(done["success_rate"], 1.0, "{done}");
-    let upgraded = "/v1/devices?version=0.9.0&limit=1";
-    coordinator.wait_for(upgraded, "every device on the new version", |page| {
-        page["total"] == DEVICES
-    });
-    cluster.check_devices();
+    cluster.check_finished(&cluster.coordinator, &task);
     // The devices the killed node was upgrading went on through the others.
     for endpoint in &cut {
         let owner = owners.node_of(endpoint);
@@ -208,9 +215,6 @@ fn a_fleet_upgrades_through_three_nodes_while_a_member_is_killed() {
             "{endpoint}: {owner:?}"
         );
     }
-    let devices = coordinator.get(&format!("{task}/devices?limit=100"));
-    let summary = coordinator.get(&format!("{task}/summary"));
-    statistics_add_up(&devices, &summary);
 
     // The killed node carried devices: nginx logged their sessions to it.
     let to_doomed = (cluster.balancer.ended_sessions().into_iter())
@@ -265,16 +269,7 @@ fn a_member_takes_the_place_of_the_coordinator_killed_mid_campaign() {
     // It serves the API on the address it passed the API on from.
     let api = coordinator.process.logged("HTTP API on http://", BOUND);
     assert!(api.contains(&coordinator.http), "{api}");
-    let done = coordinator.wait_for(&task, "the task completed", |t| t["status"] == "completed");
-    assert_eq!(done["success_rate"], 1.0, "{done}");
-    let upgraded = "/v1/devices?version=0.9.0&limit=1";
-    coordinator.wait_for(upgraded, "every device on the new version", |page| {
-        page["total"] == DEVICES
-    });
-    cluster.check_devices();
-    let devices = coordinator.get(&format!("{task}/devices?limit=100"));
-    let summary = coordinator.get(&format!("{task}/summary"));
-    statistics_add_up(&devices, &summary);
+    cluster.check_finished(&coordinator, &task);
 }
 
 /// Which node owns each device, read from the cluster's records in the database.

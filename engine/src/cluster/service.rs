@@ -17,8 +17,8 @@ use super::link::{Conversation, Frame, LinkError, RemoteAttempt};
 use super::members::Membership;
 use crate::campaign::{AttemptOutcome, AttemptRequest, Attempts};
 use crate::catalog::Catalog;
-use crate::store::waiting;
 use crate::journal::Journal;
+use crate::store::waiting;
 use crate::sync::lock;
 use crate::webhooks::Webhooks;
 
