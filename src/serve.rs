@@ -19,7 +19,7 @@ use fota_engine::lwm2m::RegistrationEvent;
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::HostConfig;
 use fota_engine::server::ServerConfig;
-use fota_engine::store::{DatabaseHeld, StoreLocation};
+use fota_engine::store::{DatabaseHeld, HoldLost, StoreLocation};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -107,18 +107,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut api_listener = TcpListener::bind(settings.http_addr).await?;
     // A member that took the coordinator's place holds the database until it stops.
     let mut _held = None;
+    // A cluster's coordinator stops if its hold on the database is lost: another node takes
+    // its place, and two would schedule the same tasks.
+    let mut hold = None;
     let platform = match &settings.cluster {
         None => Platform::start(config).await?,
         Some(file) => {
             let internal = TcpListener::bind(file.addr()).await?;
             let cluster = file.config(api_listener.local_addr()?, internal.local_addr()?)?;
             match start_node(config, &settings, &cluster, internal).await? {
-                Node::Coordinator(platform) => *platform,
+                Node::Coordinator(platform, lost) => {
+                    hold = Some(lost);
+                    *platform
+                }
                 Node::Member(member) => {
                     let serving = serve_member(*member, &cluster, &settings, api_listener);
                     let Some(promoted) = serving.await? else {
                         return Ok(());
                     };
+                    hold = Some(promoted.held.lost());
                     _held = Some(promoted.held);
                     api_listener = promoted.api;
                     promoted.platform
@@ -151,6 +158,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             () = stop.stopped() => break,
+            () = hold_lost(&mut hold) => {
+                anyhow::bail!(
+                    "this node lost its hold on the database, so another node may coordinate \
+                     now: it stops (started again, it joins as a member)"
+                );
+            }
             served = &mut api => {
                 served??;
                 anyhow::bail!("the HTTP API stopped");
@@ -180,9 +193,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// What a node of a cluster started as.
 enum Node {
     /// It holds the database: it runs the scheduler and the API.
-    Coordinator(Box<Platform>),
+    Coordinator(Box<Platform>, HoldLost),
     /// Another node does.
     Member(Box<Member>),
+}
+
+/// Completes once `hold` says the database's hold is lost; never without one (one node, or
+/// a hold let go as the engine stops).
+async fn hold_lost(hold: &mut Option<HoldLost>) {
+    if let Some(hold) = hold
+        && hold.wait_for(|lost| *lost).await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }
 
 /// Starts this engine as a node of `cluster`: the coordinator if no other engine holds the
@@ -193,10 +217,10 @@ async fn start_node(
     cluster: &ClusterConfig,
     listener: TcpListener,
 ) -> anyhow::Result<Node> {
-    let (store, coordinates) = settings.store.open_for_cluster()?;
-    if coordinates {
+    let (store, hold) = settings.store.open_for_cluster()?;
+    if let Some(lost) = hold {
         let platform = Platform::start_coordinator(config, store, cluster, listener).await?;
-        return Ok(Node::Coordinator(Box::new(platform)));
+        return Ok(Node::Coordinator(Box::new(platform), lost));
     }
     let member = Member::start(config, store, cluster, listener).await?;
     Ok(Node::Member(Box::new(member)))

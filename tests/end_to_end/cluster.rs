@@ -327,3 +327,28 @@ fn statistics_add_up(page: &Value, summary: &Value) {
         assert!(device["bytes_first"].as_u64().unwrap() > 0, "{device}");
     }
 }
+
+#[test]
+fn a_coordinator_that_loses_its_hold_on_the_database_stops() {
+    let Some(postgres) = ThrowawayPostgres::for_test() else {
+        return;
+    };
+    let url = postgres.create_database("cluster-hold").unwrap();
+    let mut coordinator = serve_with(&scratch("cluster-hold-n1"), &[], &node(&url, "n1"));
+    // The database ends the session holding the lock (a network cut, a restart would too).
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let ended = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(ended.len(), 1, "one session holds the lock");
+    // Another node may coordinate now: this one stops rather than schedule beside it.
+    coordinator
+        .process
+        .logged("lost its hold on the database", BOUND);
+    let status = coordinator.process.child.wait().unwrap();
+    assert!(!status.success(), "{status}");
+}

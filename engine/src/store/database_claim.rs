@@ -21,12 +21,21 @@ const ENGINE_LOCK: i64 = 0x666f_7461_656e_676e;
 /// How often a claim looks again while another engine holds the database.
 const LOOK_AGAIN: Duration = Duration::from_millis(100);
 
+/// How often a held claim checks that its connection (and so the lock) is still there.
+const CHECK: Duration = Duration::from_secs(1);
+
+/// How long that check waits for the database.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The database, held by this engine until dropped.
 pub(crate) struct DatabaseClaim {
     /// Dropped to let the holder go.
     release: Option<mpsc::Sender<()>>,
     /// The thread holding the lock's connection.
     holder: Option<JoinHandle<()>>,
+    /// Turns true if the lock's connection is lost: the lock went with it, and another engine
+    /// may take the database.
+    lost: tokio::sync::watch::Receiver<bool>,
 }
 
 impl DatabaseClaim {
@@ -34,15 +43,14 @@ impl DatabaseClaim {
     pub(crate) fn take(config: postgres::Config, wait: Duration) -> Result<Self, StoreError> {
         let (claimed, outcome) = mpsc::sync_channel(1);
         let (release, released) = mpsc::channel::<()>();
+        let (lose, lost) = tokio::sync::watch::channel(false);
         // A thread of its own: the `postgres` client runs a runtime, never inside the engine's.
         let holder = thread::Builder::new()
             .name("fota-postgres-claim".into())
             .spawn(move || match lock(&config, wait) {
                 Ok(client) => {
                     let _ = claimed.send(Ok(()));
-                    // Held until the claim is dropped (its sender with it).
-                    let _ = released.recv();
-                    drop(client);
+                    hold(client, &released, &lose);
                 }
                 Err(error) => {
                     let _ = claimed.send(Err(error));
@@ -55,8 +63,35 @@ impl DatabaseClaim {
         let claim = DatabaseClaim {
             release: Some(release),
             holder: Some(holder),
+            lost,
         };
         taken.map(|()| claim)
+    }
+
+    /// Turns true if the lock is lost with its connection (a network cut, the server
+    /// restarted, the session terminated).
+    pub(crate) fn lost(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.lost.clone()
+    }
+}
+
+/// Holds `client`'s lock until the claim is dropped (`released` then disconnects), checking
+/// every [`CHECK`] that the connection lives; says on `lose` when it does not.
+fn hold(
+    mut client: Client,
+    released: &mpsc::Receiver<()>,
+    lose: &tokio::sync::watch::Sender<bool>,
+) {
+    loop {
+        match released.recv_timeout(CHECK) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        if client.is_valid(CHECK_TIMEOUT).is_err() {
+            tracing::error!("the connection holding the database's lock is lost");
+            let _ = lose.send(true);
+            return;
+        }
     }
 }
 

@@ -34,6 +34,9 @@ pub enum StoreLocation {
     Postgres(String),
 }
 
+/// Turns true if this engine's hold on its database is lost with the connection that held it.
+pub type HoldLost = tokio::sync::watch::Receiver<bool>;
+
 /// How long an engine starting on a PostgreSQL database waits for another engine to let it
 /// go (one killed just before, whose connection the server has not seen close yet).
 const WAIT_FOR_DATABASE: Duration = Duration::from_secs(15);
@@ -53,9 +56,9 @@ impl StoreLocation {
     }
 
     /// Opens the store for a node of a cluster (PostgreSQL only): holding the database when
-    /// no other engine does (this node coordinates: `true`), shared with the one that holds
-    /// it otherwise.
-    pub fn open_for_cluster(&self) -> Result<(Arc<dyn Store>, bool), StoreError> {
+    /// no other engine does (this node coordinates: with what turns true if the hold is
+    /// lost), shared with the one that holds it otherwise (`None`).
+    pub fn open_for_cluster(&self) -> Result<(Arc<dyn Store>, Option<HoldLost>), StoreError> {
         let StoreLocation::Postgres(url) = self else {
             return Err(StoreError::Io(
                 "the nodes of a cluster share a PostgreSQL store (store = \"postgres://...\")"
@@ -63,10 +66,13 @@ impl StoreLocation {
             ));
         };
         match PostgresStore::open_held(url, DEFAULT_CONNECTIONS, Duration::ZERO) {
-            Ok(store) => Ok((Arc::new(store), true)),
+            Ok(store) => {
+                let lost = store.hold_lost();
+                Ok((Arc::new(store), lost))
+            }
             Err(StoreError::Held { .. }) => Ok((
                 Arc::new(PostgresStore::open(url, DEFAULT_CONNECTIONS)?),
-                false,
+                None,
             )),
             Err(error) => Err(error),
         }

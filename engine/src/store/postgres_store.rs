@@ -49,7 +49,14 @@ type Job = Box<dyn FnOnce(&mut Link) + Send>;
 
 /// A database held by this process, not by a store of it ([`PostgresStore::wait_to_hold`]).
 pub struct DatabaseHeld {
-    _claim: DatabaseClaim,
+    claim: DatabaseClaim,
+}
+
+impl DatabaseHeld {
+    /// Turns true if the hold is lost with its connection.
+    pub fn lost(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.claim.lost()
+    }
 }
 
 /// A PostgreSQL database reached through a few connections.
@@ -80,12 +87,18 @@ impl PostgresStore {
         PostgresStore::open_with(config, connections, Some(claim))
     }
 
+    /// For a store opened by [`PostgresStore::open_held`]: turns true if the hold is lost
+    /// with its connection.
+    pub fn hold_lost(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        self.claim.as_ref().map(DatabaseClaim::lost)
+    }
+
     /// Waits for no engine to hold the database at `url` (a cluster's coordinator died),
     /// then holds it until the claim is dropped (or this process ends): of the members
     /// waiting so, one takes the coordinator's place.
     pub fn wait_to_hold(url: &str) -> Result<DatabaseHeld, StoreError> {
         let claim = DatabaseClaim::take(config_of(url)?, Duration::MAX)?;
-        Ok(DatabaseHeld { _claim: claim })
+        Ok(DatabaseHeld { claim })
     }
 
     fn open_with(
@@ -554,6 +567,39 @@ mod tests {
         let second = PostgresStore::open_held(&url, 1, Duration::from_secs(30))
             .expect("the database, once the first engine let it go");
         assert_eq!(second.get::<u32>("kept").unwrap(), Some(1));
+    }
+
+    #[test]
+    fn a_hold_whose_connection_the_server_ends_says_it_is_lost() {
+        let Some(server) = ThrowawayPostgres::for_test() else {
+            return;
+        };
+        let url = database(&server, "hold-lost");
+        let held = PostgresStore::open_held(&url, 1, Duration::ZERO).expect("the database");
+        let lost = held
+            .hold_lost()
+            .expect("a held store says when it loses its hold");
+        assert!(!*lost.borrow(), "held");
+        let mut admin = postgres::Client::connect(&url, NoTls).unwrap();
+        let ended = admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks \
+                 WHERE locktype = 'advisory' AND database = \
+                 (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[],
+            )
+            .unwrap();
+        assert_eq!(ended.len(), 1, "one session holds the lock");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !*lost.borrow() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the loss was not noticed"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The lock went with the connection: another engine takes the database.
+        PostgresStore::open_held(&url, 1, Duration::from_secs(10)).expect("the database, free");
     }
 
     #[test]
