@@ -9,33 +9,12 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use crate::support::image;
 use crate::support::nginx::{self, Nginx};
 use crate::support::process::FotaProcess;
 use crate::support::served::{Served, scratch, serve};
 
 const DEVICES: usize = 20;
-
-/// A task upgrading every device to a signed full package of firmware 0.9.0; its path.
-fn upgrade_all(served: &Served) -> String {
-    let package = served.signed_full_package("0.9.0", &image(24_000, 9));
-    let body = json!({ "name": "behind nginx", "vendor": "Acme", "model": "NB-IoT-A" });
-    let group = served.ok("POST", "/v1/groups", Some(&body));
-    let devices = served.get("/v1/devices?limit=100");
-    let endpoints: Vec<_> = (devices["items"].as_array().unwrap().iter())
-        .map(|device| device["endpoint"].clone())
-        .collect();
-    let members = format!("/v1/groups/{}/devices", group["id"].as_str().unwrap());
-    served.ok("POST", &members, Some(&json!({ "endpoints": endpoints })));
-    let spec = json!({
-        "name": "through nginx", "group_id": group["id"], "package_id": package,
-        "retries": 5, "retry_interval_secs": 1,
-    });
-    let task = served.ok("POST", "/v1/tasks", Some(&spec));
-    format!("/v1/tasks/{}", task["id"].as_str().unwrap())
-}
 
 #[test]
 fn a_sleeping_fleet_behind_nginx_upgrades_through_a_new_session_at_each_wake_up() {
@@ -66,7 +45,7 @@ fn a_sleeping_fleet_behind_nginx_upgrades_through_a_new_session_at_each_wake_up(
         page["total"] == DEVICES
     });
 
-    let task = upgrade_all(&served);
+    let task = served.upgrade_all("through nginx", &image(24_000, 9));
     let done = served.wait_for(&task, "the task completed", |t| t["status"] == "completed");
     assert_eq!(done["success_rate"], 1.0, "{done}");
     // The catalog learns each version from the survey of the device's new registration.

@@ -130,7 +130,9 @@ impl Cluster {
     /// Starts a task upgrading every device, and waits for a third of them to download; the
     /// task's path, and the page of its devices then.
     fn upgrade_until_a_third_downloads(&self) -> (String, Value) {
-        let task = upgrade_all(&self.coordinator, &image(60_000, 9));
+        let task = self
+            .coordinator
+            .upgrade_all("across nodes", &image(60_000, 9));
         let devices = format!("{task}/devices?limit=100");
         let page =
             self.coordinator
@@ -166,25 +168,6 @@ impl Cluster {
             assert_eq!(erased, 0, "no package sent again from its start");
         }
     }
-}
-
-/// A task upgrading every device to a signed full package of `image`; its path.
-fn upgrade_all(coordinator: &Served, image: &[u8]) -> String {
-    let package = coordinator.signed_full_package("0.9.0", image);
-    let body = json!({ "name": "cluster", "vendor": "Acme", "model": "NB-IoT-A" });
-    let group = coordinator.ok("POST", "/v1/groups", Some(&body));
-    let devices = coordinator.get("/v1/devices?vendor=Acme&model=NB-IoT-A&limit=100");
-    let endpoints: Vec<_> = (devices["items"].as_array().unwrap().iter())
-        .map(|device| device["endpoint"].clone())
-        .collect();
-    let members = format!("/v1/groups/{}/devices", group["id"].as_str().unwrap());
-    coordinator.ok("POST", &members, Some(&json!({ "endpoints": endpoints })));
-    let spec = json!({
-        "name": "across nodes", "group_id": group["id"], "package_id": package,
-        "retries": 10, "retry_interval_secs": 1,
-    });
-    let task = coordinator.ok("POST", "/v1/tasks", Some(&spec));
-    format!("/v1/tasks/{}", task["id"].as_str().unwrap())
 }
 
 #[test]

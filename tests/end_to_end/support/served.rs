@@ -162,6 +162,31 @@ impl Served {
         package["id"].as_str().unwrap().to_string()
     }
 
+    /// A task named `name` upgrading every device (at most 100, all of the simulator's model)
+    /// to a signed full package of `image` as firmware 0.9.0, in a group of their own; its
+    /// path.
+    pub fn upgrade_all(&self, name: &str, image: &[u8]) -> String {
+        let package = self.signed_full_package("0.9.0", image);
+        let body = serde_json::json!({ "name": name, "vendor": "Acme", "model": "NB-IoT-A" });
+        let group = self.ok("POST", "/v1/groups", Some(&body));
+        let devices = self.get("/v1/devices?vendor=Acme&model=NB-IoT-A&limit=100");
+        let endpoints: Vec<_> = (devices["items"].as_array().unwrap().iter())
+            .map(|device| device["endpoint"].clone())
+            .collect();
+        let members = format!("/v1/groups/{}/devices", group["id"].as_str().unwrap());
+        self.ok(
+            "POST",
+            &members,
+            Some(&serde_json::json!({ "endpoints": endpoints })),
+        );
+        let spec = serde_json::json!({
+            "name": name, "group_id": group["id"], "package_id": package,
+            "retries": 10, "retry_interval_secs": 1,
+        });
+        let task = self.ok("POST", "/v1/tasks", Some(&spec));
+        format!("/v1/tasks/{}", task["id"].as_str().unwrap())
+    }
+
     /// GET `path` as the viewer; its JSON.
     pub fn get(&self, path: &str) -> Value {
         let answer = ureq::get(&self.url(path))
