@@ -80,6 +80,9 @@ pub enum LinkError {
 pub struct Conversation {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
+    /// What was read of the next frame: kept across calls, so a [`Conversation::receive`]
+    /// dropped in a `select!` for another branch loses nothing.
+    partial: Vec<u8>,
 }
 
 impl Conversation {
@@ -89,6 +92,7 @@ impl Conversation {
         Conversation {
             reader: BufReader::new(read),
             writer,
+            partial: Vec::new(),
         }
     }
 
@@ -135,32 +139,31 @@ impl Conversation {
         Ok(())
     }
 
-    /// Receives one frame.
+    /// Receives one frame. Cancel-safe: what a dropped call read is kept for the next.
     pub async fn receive(&mut self) -> Result<Frame, LinkError> {
-        let line = read_line(&mut self.reader).await?;
-        Ok(serde_json::from_slice(&line)?)
+        read_line(&mut self.reader, &mut self.partial).await?;
+        let frame = serde_json::from_slice(&self.partial[..self.partial.len() - 1]);
+        self.partial.clear();
+        Ok(frame?)
     }
 }
 
-/// One line of at most [`MAX_FRAME`] bytes, without its newline.
-async fn read_line<R: AsyncRead + Unpin>(reader: &mut BufReader<R>) -> Result<Vec<u8>, LinkError> {
-    let mut line = Vec::new();
-    let read = (&mut *reader)
-        .take(MAX_FRAME + 1)
-        .read_until(b'\n', &mut line)
-        .await?;
-    if read == 0 {
-        return Err(LinkError::Closed);
+/// Reads into `line` up to and with its newline, at most [`MAX_FRAME`] bytes before it.
+async fn read_line<R: AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
+    line: &mut Vec<u8>,
+) -> Result<(), LinkError> {
+    let room = (MAX_FRAME + 1).saturating_sub(line.len() as u64);
+    (&mut *reader).take(room).read_until(b'\n', line).await?;
+    if line.last() == Some(&b'\n') {
+        return Ok(());
     }
-    if line.last() != Some(&b'\n') {
-        return Err(if read as u64 > MAX_FRAME {
-            LinkError::TooLong
-        } else {
-            LinkError::Closed
-        });
-    }
-    line.pop();
-    Ok(line)
+    // No newline: the room ran out (a frame over the limit), or the stream ended.
+    Err(if line.len() as u64 > MAX_FRAME {
+        LinkError::TooLong
+    } else {
+        LinkError::Closed
+    })
 }
 
 fn mac(secret: &[u8], message: &[u8]) -> Hmac<Sha256> {
@@ -213,6 +216,32 @@ mod tests {
     async fn a_node_without_the_secret_is_refused() {
         let (_, accepted) = pair(b"cluster secret", b"a guess").await;
         assert!(matches!(accepted, Err(LinkError::Refused)));
+    }
+
+    #[tokio::test]
+    async fn a_frame_half_read_when_another_branch_won_is_read_whole_later() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let writing = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            stream.write_all(b"{\"learned\":").await.unwrap();
+            stream.flush().await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            stream.write_all(b"\"dev-1\"}\n").await.unwrap();
+            stream
+        });
+        let mut conversation = Conversation::of(TcpStream::connect(addr).await.unwrap());
+        // The first half arrives; a timer wins the select and drops the receive.
+        let cut = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            conversation.receive(),
+        );
+        assert!(cut.await.is_err(), "nothing whole yet");
+        let Frame::Learned(endpoint) = conversation.receive().await.unwrap() else {
+            panic!("another frame");
+        };
+        assert_eq!(endpoint, "dev-1");
+        drop(writing.await.unwrap());
     }
 
     #[tokio::test]
