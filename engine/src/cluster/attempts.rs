@@ -16,6 +16,7 @@ use super::service::until_moved;
 use crate::campaign::{AttemptOutcome, AttemptRequest, Attempts};
 use crate::catalog::Catalog;
 use crate::lwm2m::Presence;
+use crate::store::waiting;
 
 /// Longest wait for an owner to accept a conversation.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,23 +36,21 @@ pub struct ClusterAttempts {
 }
 
 impl Attempts for ClusterAttempts {
+    /// Finds the device's owner when the attempt starts (a read of the store, off the
+    /// scheduler's call), then runs the attempt there.
     fn attempt(
         &self,
         request: AttemptRequest,
     ) -> Pin<Box<dyn Future<Output = AttemptOutcome> + Send>> {
-        let owner = self.membership.owner(&request.endpoint);
-        match owner {
-            Ok(Owner::Here) => {
-                let endpoint = request.endpoint.clone();
-                let attempt = self.local.attempt(request);
-                Box::pin(until_moved(self.membership.clone(), endpoint, attempt))
-            }
-            Ok(Owner::Lost) => Box::pin(std::future::ready(AttemptOutcome::Offline)),
-            Ok(Owner::Node { node, internal }) => {
-                let (me, secret) = (self.membership.node().to_string(), self.secret.clone());
-                let catalog = self.catalog.clone();
-                Box::pin(async move {
-                    let endpoint = request.endpoint.clone();
+        let (local, membership) = (self.local.clone(), self.membership.clone());
+        let (secret, catalog) = (self.secret.clone(), self.catalog.clone());
+        Box::pin(async move {
+            let endpoint = request.endpoint.clone();
+            match waiting(|| membership.owner(&endpoint)) {
+                Ok(Owner::Here) => until_moved(membership, endpoint, local.attempt(request)).await,
+                Ok(Owner::Lost) => AttemptOutcome::Offline,
+                Ok(Owner::Node { node, internal }) => {
+                    let me = membership.node().to_string();
                     let outcome = match remote(&internal, &me, &secret, request).await {
                         Ok(outcome) => outcome,
                         Err(error) => {
@@ -59,17 +58,17 @@ impl Attempts for ClusterAttempts {
                             AttemptOutcome::Offline
                         }
                     };
-                    if let Err(error) = catalog.learn_device(&endpoint) {
+                    if let Err(error) = waiting(|| catalog.learn_device(&endpoint)) {
                         tracing::error!(%endpoint, %error, "the device's record not indexed");
                     }
                     outcome
-                })
+                }
+                Err(error) => {
+                    tracing::error!(%error, "the device's owner is not known: tried again later");
+                    AttemptOutcome::Offline
+                }
             }
-            Err(error) => {
-                tracing::error!(%error, "the device's owner is not known: tried again later");
-                Box::pin(std::future::ready(AttemptOutcome::Offline))
-            }
-        }
+        })
     }
 
     fn forget_deliveries(&self, package_id: &str, endpoints: &[String]) {
