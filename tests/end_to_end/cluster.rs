@@ -319,15 +319,8 @@ fn a_coordinator_that_loses_its_hold_on_the_database_stops() {
     let url = postgres.create_database("cluster-hold").unwrap();
     let mut coordinator = serve_with(&scratch("cluster-hold-n1"), &[], &node(&url, "n1"));
     // The database ends the session holding the lock (a network cut, a restart would too).
-    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    let ended = admin
-        .query(
-            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' \
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            &[],
-        )
-        .unwrap();
-    assert_eq!(ended.len(), 1, "one session holds the lock");
+    let ended = ThrowawayPostgres::end_lock_holders(&url).unwrap();
+    assert_eq!(ended, 1, "one session holds the lock");
     // Another node may coordinate now: this one stops rather than schedule beside it.
     coordinator
         .process

@@ -111,15 +111,7 @@ pub async fn serve(
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut stopping => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) if is_connection_error(&error) => continue,
-                Err(error) => {
-                    tracing::error!(%error, "the HTTP API cannot accept connections");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
+            accepted = accept(&listener) => accepted,
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             HttpCounters::count(&counters.connection_limit);
@@ -143,6 +135,23 @@ pub async fn serve(
 }
 
 /// Errors of one connection that was being accepted, after which the next one can be.
+/// The next connection `listener` accepts. A connection that failed before it was accepted is
+/// passed over; any other error (out of file descriptors, most often) is logged and waited
+/// out for [`ACCEPT_BACKOFF`] rather than tried again at once. Cancel-safe.
+pub(crate) async fn accept(listener: &TcpListener) -> (TcpStream, std::net::SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(error) if is_connection_error(&error) => {}
+            Err(error) => {
+                let address = listener.local_addr().ok();
+                tracing::error!(?address, %error, "cannot accept connections");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
 fn is_connection_error(error: &io::Error) -> bool {
     matches!(
         error.kind(),

@@ -29,7 +29,7 @@
 //! API. A refused request changes nothing: every check runs before the one call that writes.
 
 mod auth;
-mod connections;
+pub(crate) mod connections;
 mod console;
 mod credentials;
 mod device_data;

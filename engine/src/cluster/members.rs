@@ -36,12 +36,10 @@ struct NodeRecord {
     beat_at: UnixMillis,
 }
 
-/// Which node a device belongs to.
+/// Which node a device belongs to: the one that received its last Register or Update.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct OwnerRecord {
     node: String,
-    /// When that node received the Register or Update that made it the owner.
-    since: UnixMillis,
 }
 
 /// Who runs a device's attempts.
@@ -112,7 +110,6 @@ impl Membership {
         }
         let record = OwnerRecord {
             node: self.node.to_string(),
-            since: self.clock.now(),
         };
         self.store.put(&key, &record)
     }

@@ -5,7 +5,7 @@
 //! meanwhile are sent once each, registration events in order. Every node keeps a
 //! registration that ended from marking offline a device that went on at another node.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -105,7 +105,7 @@ async fn pass_on_registrations(
 #[derive(Default)]
 struct Pending {
     learned: BTreeSet<String>,
-    registrations: Vec<Value>,
+    registrations: VecDeque<Value>,
 }
 
 impl Pending {
@@ -114,16 +114,16 @@ impl Pending {
             Notice::Learned(endpoint) => {
                 self.learned.insert(endpoint);
             }
-            Notice::Registration(data) => self.registrations.push(data),
+            Notice::Registration(data) => self.registrations.push_back(data),
         }
     }
 
     async fn send(&mut self, conversation: &mut Conversation) -> Result<(), LinkError> {
-        while let Some(data) = self.registrations.first() {
+        while let Some(data) = self.registrations.front() {
             conversation
                 .send(&Frame::Registration(data.clone()))
                 .await?;
-            self.registrations.remove(0);
+            self.registrations.pop_front();
         }
         while let Some(endpoint) = self.learned.first() {
             conversation.send(&Frame::Learned(endpoint.clone())).await?;

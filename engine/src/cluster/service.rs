@@ -15,6 +15,7 @@ use tokio::task::AbortHandle;
 
 use super::link::{Conversation, Frame, LinkError, RemoteAttempt};
 use super::members::Membership;
+use crate::api::connections::accept;
 use crate::campaign::{AttemptOutcome, AttemptRequest, Attempts};
 use crate::catalog::Catalog;
 use crate::journal::Journal;
@@ -44,9 +45,7 @@ pub struct Service {
 /// Serves `listener` until aborted.
 pub async fn serve(listener: TcpListener, service: Arc<Service>) {
     loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
-        };
+        let (stream, peer) = accept(&listener).await;
         let service = service.clone();
         tokio::spawn(async move {
             if let Err(error) = converse(stream, &service).await {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls};
 
-use super::StoreError;
 use super::postgres_store::database;
+use super::{HoldLost, StoreError};
 
 /// The advisory lock an engine holds on its database ("fotaengn" in ASCII; the migrations'
 /// lock is another).
@@ -35,7 +35,7 @@ pub(crate) struct DatabaseClaim {
     holder: Option<JoinHandle<()>>,
     /// Turns true if the lock's connection is lost: the lock went with it, and another engine
     /// may take the database.
-    lost: tokio::sync::watch::Receiver<bool>,
+    lost: HoldLost,
 }
 
 impl DatabaseClaim {
@@ -70,7 +70,7 @@ impl DatabaseClaim {
 
     /// Turns true if the lock is lost with its connection (a network cut, the server
     /// restarted, the session terminated).
-    pub(crate) fn lost(&self) -> tokio::sync::watch::Receiver<bool> {
+    pub(crate) fn lost(&self) -> HoldLost {
         self.lost.clone()
     }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use postgres::{Client, NoTls, Statement};
 
 use super::database_claim::DatabaseClaim;
-use super::{Batch, Store, StoreError};
+use super::{Batch, HoldLost, Store, StoreError};
 
 /// The schema's migrations, in order: `(version, name, SQL)`.
 const MIGRATIONS: &[(i32, &str, &str)] = &[(
@@ -54,7 +54,7 @@ pub struct DatabaseHeld {
 
 impl DatabaseHeld {
     /// Turns true if the hold is lost with its connection.
-    pub fn lost(&self) -> tokio::sync::watch::Receiver<bool> {
+    pub fn lost(&self) -> HoldLost {
         self.claim.lost()
     }
 }
@@ -89,7 +89,7 @@ impl PostgresStore {
 
     /// For a store opened by [`PostgresStore::open_held`]: turns true if the hold is lost
     /// with its connection.
-    pub fn hold_lost(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+    pub fn hold_lost(&self) -> Option<HoldLost> {
         self.claim.as_ref().map(DatabaseClaim::lost)
     }
 
@@ -580,16 +580,8 @@ mod tests {
             .hold_lost()
             .expect("a held store says when it loses its hold");
         assert!(!*lost.borrow(), "held");
-        let mut admin = postgres::Client::connect(&url, NoTls).unwrap();
-        let ended = admin
-            .query(
-                "SELECT pg_terminate_backend(pid) FROM pg_locks \
-                 WHERE locktype = 'advisory' AND database = \
-                 (SELECT oid FROM pg_database WHERE datname = current_database())",
-                &[],
-            )
-            .unwrap();
-        assert_eq!(ended.len(), 1, "one session holds the lock");
+        let ended = ThrowawayPostgres::end_lock_holders(&url).unwrap();
+        assert_eq!(ended, 1, "one session holds the lock");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while !*lost.borrow() {
             assert!(

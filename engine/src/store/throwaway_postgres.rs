@@ -91,20 +91,25 @@ impl ThrowawayPostgres {
         format!("postgres://{USER}@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// Ends every session holding an advisory lock on the database at `url` (an engine's
+    /// hold on it), as a network cut or a server restart would; how many it ended.
+    pub fn end_lock_holders(url: &str) -> Result<usize, String> {
+        let ended = with_client(url, |client| {
+            client.query(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' \
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[],
+            )
+        })?;
+        Ok(ended.len())
+    }
+
     /// Creates the database `name` (empty) and returns its URL.
     pub fn create_database(&self, name: &str) -> Result<String, String> {
-        let url = self.url("postgres");
         let statement = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
-        // The client runs a runtime of its own: not on a thread already inside the engine's.
-        std::thread::spawn(move || {
-            let mut client = postgres::Client::connect(&url, postgres::NoTls)
-                .map_err(|error| error.to_string())?;
-            client
-                .batch_execute(&statement)
-                .map_err(|error| error.to_string())
-        })
-        .join()
-        .map_err(|_| "the client's thread panicked".to_string())??;
+        with_client(&self.url("postgres"), move |client| {
+            client.batch_execute(&statement)
+        })?;
         Ok(self.url(name))
     }
 
@@ -125,6 +130,22 @@ impl ThrowawayPostgres {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Runs `work` with a client of the database at `url`, on a thread of its own: the client runs
+/// a runtime of its own, never on a thread already inside the engine's.
+fn with_client<T: Send + 'static>(
+    url: &str,
+    work: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error> + Send + 'static,
+) -> Result<T, String> {
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        let mut client =
+            postgres::Client::connect(&url, postgres::NoTls).map_err(|error| error.to_string())?;
+        work(&mut client).map_err(|error| error.to_string())
+    })
+    .join()
+    .map_err(|_| "the client's thread panicked".to_string())?
 }
 
 impl Drop for ThrowawayPostgres {
