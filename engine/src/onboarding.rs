@@ -11,13 +11,14 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::catalog::Catalog;
 use crate::catalog::devices::survey;
 use crate::coap::stats::bump;
 use crate::edge::{EdgeCounters, EdgeLimits};
+use crate::lwm2m::registry::next_event;
 use crate::lwm2m::{DeviceManagement, Registration, RegistrationEvent, Registry};
 use crate::store::waiting;
 use crate::sync::lock;
@@ -80,13 +81,8 @@ pub async fn follow_registrations(
     let mut surveys = JoinSet::new();
     loop {
         while surveys.try_join_next().is_some() {}
-        let event = match events.recv().await {
-            Ok(event) => event,
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "registration events missed by the catalog");
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
+        let Some(event) = next_event(&mut events, "the catalog").await else {
+            return;
         };
         let endpoint = &event.registration().endpoint;
         match waiting(|| surveyor.record(&event, &mut surveys)) {

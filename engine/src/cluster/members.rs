@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
 
 use crate::clock::{Clock, UnixMillis};
+use crate::lwm2m::registry::next_event;
 use crate::lwm2m::{RegistrationEvent, Registry};
 use crate::store::{Store, StoreError, StoreExt, key_segment, waiting};
 
@@ -196,15 +196,7 @@ pub fn spawn_heartbeat(membership: Membership) -> tokio::task::JoinHandle<()> {
 /// Claims every device that registers or sends an Update to `registry`, until it closes.
 pub async fn follow_ownership(registry: Arc<Registry>, membership: Membership) {
     let mut events = registry.subscribe();
-    loop {
-        let event = match events.recv().await {
-            Ok(event) => event,
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "registration events missed by ownership");
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
+    while let Some(event) = next_event(&mut events, "ownership").await {
         if let RegistrationEvent::Registered(r) | RegistrationEvent::Updated(r) = &event
             && let Err(error) = waiting(|| membership.claim(&r.endpoint))
         {

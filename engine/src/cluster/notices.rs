@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::link::{Conversation, Frame, LinkError};
 use super::members::Membership;
 use crate::lwm2m::Registry;
+use crate::lwm2m::registry::next_event;
 use crate::onboarding::Neighbours;
 use crate::webhooks::registrations;
 
@@ -80,23 +81,12 @@ async fn pass_on_registrations(
     mut events: broadcast::Receiver<crate::lwm2m::RegistrationEvent>,
     notices: mpsc::UnboundedSender<Notice>,
 ) {
-    loop {
-        match events.recv().await {
-            Ok(event) => {
-                let Some(data) = registrations::data(&event) else {
-                    continue;
-                };
-                if notices.send(Notice::Registration(data)).is_err() {
-                    return;
-                }
-            }
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::warn!(
-                    missed,
-                    "registration events missed by the cluster's journal"
-                );
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
+    while let Some(event) = next_event(&mut events, "the cluster's journal").await {
+        let Some(data) = registrations::data(&event) else {
+            continue;
+        };
+        if notices.send(Notice::Registration(data)).is_err() {
+            return;
         }
     }
 }

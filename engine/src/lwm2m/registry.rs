@@ -187,7 +187,26 @@ impl Registry {
     pub fn subscribe(&self) -> broadcast::Receiver<RegistrationEvent> {
         self.events.subscribe()
     }
+}
 
+/// The next of `events` for `follower`: the events it fell behind on are passed over with a
+/// warning naming it; `None` once the registry is gone.
+pub async fn next_event(
+    events: &mut broadcast::Receiver<RegistrationEvent>,
+    follower: &str,
+) -> Option<RegistrationEvent> {
+    loop {
+        match events.recv().await {
+            Ok(event) => return Some(event),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, follower, "registration events missed");
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        }
+    }
+}
+
+impl Registry {
     /// Follows every event of `endpoint` from now on.
     pub fn follow(self: &Arc<Self>, endpoint: &str) -> EndpointEvents {
         let (sender, events) = mpsc::unbounded_channel();

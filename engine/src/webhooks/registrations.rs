@@ -6,10 +6,10 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
 
 use super::{REGISTRATION, Webhooks};
 use crate::journal::{EventData, Journal, NewEvent};
+use crate::lwm2m::registry::next_event;
 use crate::lwm2m::{RegistrationEvent, Registry};
 use crate::store::Batch;
 
@@ -18,13 +18,8 @@ use crate::store::Batch;
 pub async fn journal_registrations(registry: Arc<Registry>, journal: Journal, webhooks: Webhooks) {
     let mut events = registry.subscribe();
     loop {
-        let event = match events.recv().await {
-            Ok(event) => event,
-            Err(RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "registration events missed by the journal");
-                continue;
-            }
-            Err(RecvError::Closed) => return,
+        let Some(event) = next_event(&mut events, "the journal").await else {
+            return;
         };
         if let Some(data) = data(&event) {
             record(&journal, &webhooks, &data);
