@@ -17,6 +17,9 @@
 //! cell_airtime_bytes_per_sec = 6250  # package bytes a second each cell's downlink carries,
 //!                                    # over every task (unset: no cap; 6250 is a quarter of
 //!                                    # 200 kbit/s); a task may set a lower one for itself
+//! queue_window_secs = 93             # how long a device in queue mode (PSM, eDRX) is taken
+//!                                    # for reachable after its Register or Update: its
+//!                                    # active time (T3324) on the network
 //!
 //! [[tokens]]                         # bearer tokens of the HTTP API, one table each
 //! token = "a long random secret"
@@ -141,6 +144,8 @@ pub struct ConfigFile {
     pub http_idle_timeout_secs: Option<u64>,
     /// Package bytes per second each cell's downlink carries, over every task.
     pub cell_airtime_bytes_per_sec: Option<u32>,
+    /// Seconds a device in queue mode is reachable after its Register or Update.
+    pub queue_window_secs: Option<u64>,
     /// Bearer tokens of the HTTP API (only here: a secret on a command line shows in `ps`).
     #[serde(default)]
     pub tokens: Vec<Token>,
@@ -459,6 +464,7 @@ impl ConfigFile {
                 "cell_airtime_bytes_per_sec",
                 file.cell_airtime_bytes_per_sec == Some(0),
             ),
+            ("queue_window_secs", file.queue_window_secs == Some(0)),
         ];
         if let Some((key, _)) = zero.iter().find(|(_, zero)| *zero) {
             anyhow::bail!("{key} must be at least 1");
@@ -512,6 +518,9 @@ pub struct Settings {
     pub blocks: BlockLimits,
     /// Package bytes per second each cell carries over every task; `None`: no cap.
     pub cell_airtime_bytes_per_sec: Option<u32>,
+    /// How long a device in queue mode is reachable after its Register or Update; `None`: the
+    /// engine's default.
+    pub queue_window: Option<Duration>,
     /// Webhook deliveries.
     pub webhooks: WebhookConfig,
     /// This engine's place in a cluster, as the file says it.
@@ -547,6 +556,7 @@ impl Settings {
             coaps: file.coaps.as_ref().map(CoapsFile::config),
             blocks: file.blocks.limits().unwrap_or_default(),
             cell_airtime_bytes_per_sec: file.cell_airtime_bytes_per_sec,
+            queue_window: file.queue_window_secs.map(Duration::from_secs),
             webhooks: file.webhooks.config(),
             cluster: file.cluster,
             api: ApiConfig {
@@ -585,6 +595,7 @@ mod tests {
         http_header_timeout_secs = 5
         http_idle_timeout_secs = 30
         cell_airtime_bytes_per_sec = 6250
+        queue_window_secs = 20
 
         [[tokens]]
         token = "op"
@@ -647,6 +658,7 @@ mod tests {
         );
         assert_eq!(settings.api.max_connections, 32);
         assert_eq!(settings.cell_airtime_bytes_per_sec, Some(6250));
+        assert_eq!(settings.queue_window, Some(Duration::from_secs(20)));
         assert_eq!(settings.api.header_timeout, Duration::from_secs(5));
         assert_eq!(settings.api.idle_timeout, Duration::from_secs(30));
         let coap = settings.coap.params(TransmissionParams::default());
@@ -747,6 +759,7 @@ mod tests {
             "http_header_timeout_secs",
             "http_idle_timeout_secs",
             "cell_airtime_bytes_per_sec",
+            "queue_window_secs",
         ] {
             let error = ConfigFile::parse(&format!("{key} = 0")).unwrap_err();
             assert!(error.to_string().contains(key), "{error}");

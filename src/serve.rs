@@ -95,6 +95,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     server.coaps = settings.coaps.clone();
     server.delivery.blocks = settings.blocks.clone();
     server.delivery.cell_airtime = settings.cell_airtime_bytes_per_sec;
+    if let Some(window) = settings.queue_window {
+        server.queue_window = window;
+    }
     if let Some(authority) = &settings.package_authority {
         server.delivery.package_authority = authority.clone();
     }

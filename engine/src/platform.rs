@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use crate::campaign::{Attempts, CampaignError, Campaigns, DeviceAttempts};
+use crate::campaign::{CampaignError, Campaigns, DeviceAttempts};
 use crate::catalog::{Catalog, CatalogError, Credentials};
 use crate::clock::Clock;
-use crate::cluster::{self, ClusterConfig, ClusterNeighbours};
+use crate::cluster::{self, ClusterConfig, ClusterNeighbours, Reach};
 use crate::journal::Journal;
-use crate::lwm2m::{Observations, OperationQueue};
+use crate::lwm2m::{DeviceAccess, LocalDevices, OperationQueue};
 use crate::onboarding::{Neighbours, follow_registrations};
 use crate::plugin::{
     HostConfig, KeptPlugins, PluginError, PluginHost, PluginRegistry, RestoreError,
@@ -70,8 +70,8 @@ pub struct Platform {
     pub campaigns: Campaigns,
     /// Operations integrators queued for devices.
     pub operations: OperationQueue,
-    /// Observations integrators watch.
-    pub observations: Observations,
+    /// Integrators' operations on devices, wherever they are registered.
+    pub devices: Arc<dyn DeviceAccess>,
     /// The numbered events integrators read (`/v1/events`, webhooks).
     pub journal: Journal,
     /// Integrators' subscriptions to the journal, and their deliveries.
@@ -140,24 +140,25 @@ impl Platform {
             plugins,
             catalog,
             attempts,
+            devices,
         } = foundation;
         let clock = attempts.clock;
         let journal = Journal::open(store.clone(), clock)?;
         // Before anything can write an event: every one goes to the outboxes that want it.
         let webhooks = Webhooks::start(store.clone(), journal.clone(), clock, webhooks)?;
         let mut followers = Vec::new();
-        let (attempts, neighbours): (Arc<dyn Attempts>, _) = match cluster {
-            None => (Arc::new(attempts), None),
+        let ((attempts, devices), neighbours): (Reach, _) = match cluster {
+            None => ((Arc::new(attempts), Arc::new(devices)), None),
             Some((cluster, listener)) => {
                 let journaled = Some((journal.clone(), webhooks.clone()));
-                let node = cluster::Node::start(cluster, &store, listener, attempts, journaled);
-                node.membership.crown()?;
-                tracing::info!(node = %cluster.node, "this node coordinates the cluster");
+                let local = cluster::Local { attempts, devices };
+                let node = cluster::Node::start(cluster, &store, listener, local, journaled);
+                let epoch = node.membership.crown()?;
+                tracing::info!(node = %cluster.node, epoch, "this node coordinates the cluster");
                 let neighbours: Arc<dyn Neighbours> =
                     ClusterNeighbours::coordinator(node.membership.clone());
-                let routed = node.routed_attempts();
                 followers.extend(node.handles.iter().map(|handle| handle.abort_handle()));
-                (routed, Some(neighbours))
+                (node.routed(epoch), Some(neighbours))
             }
         };
         let campaigns = Campaigns::start(
@@ -167,14 +168,8 @@ impl Platform {
             clock,
             journal.clone(),
         )?;
-        let operations = OperationQueue::open(
-            store.clone(),
-            server.management.clone(),
-            server.presence.clone(),
-            Arc::new(campaigns.clone()),
-            clock,
-        )?;
-        let observations = Observations::new(server.management.clone(), server.presence.clone());
+        let upgrades = Arc::new(campaigns.clone());
+        let operations = OperationQueue::open(store.clone(), devices.clone(), upgrades, clock)?;
         let journaling = tokio::spawn(journal_registrations(
             server.registry.clone(),
             journal.clone(),
@@ -198,7 +193,7 @@ impl Platform {
             catalog,
             campaigns,
             operations,
-            observations,
+            devices,
             journal,
             webhooks,
             followers,
@@ -219,6 +214,8 @@ pub struct Foundation {
     pub catalog: Catalog,
     /// Attempts on devices registered here.
     pub attempts: DeviceAttempts,
+    /// Integrators' operations on devices registered here.
+    pub devices: LocalDevices,
 }
 
 impl Foundation {
@@ -290,12 +287,14 @@ impl Foundation {
             plugins: plugins.clone(),
             clock,
         };
+        let devices = LocalDevices::new(server.presence.clone(), server.management.clone());
         Foundation {
             server,
             kept_plugins,
             plugins,
             catalog,
             attempts,
+            devices,
         }
     }
 }

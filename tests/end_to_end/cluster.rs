@@ -33,19 +33,19 @@ const SECRET: &str = "a cluster secret for the test";
 /// The largest block the engine pushes.
 const BLOCK: usize = 1024;
 
-/// The settings of node `name` on the database at `url`.
-fn node(url: &str, name: &str) -> String {
+/// The settings of node `name` on the database at `url`, after the top-level keys `extra`.
+fn node(url: &str, name: &str, extra: &str) -> String {
     format!(
-        "store = {url:?}\n[cluster]\nnode = \"{name}\"\naddr = \"127.0.0.1:0\"\n\
+        "store = {url:?}\n{extra}[cluster]\nnode = \"{name}\"\naddr = \"127.0.0.1:0\"\n\
          secret = \"{SECRET}\"\n"
     )
 }
 
-/// Starts member `name` of `cluster`; its HTTP address passes the API on to the
-/// coordinator's.
-fn member(cluster: &str, url: &str, name: &str) -> Served {
+/// Starts member `name` of `cluster` with the top-level keys `extra`; its HTTP address
+/// passes the API on to the coordinator's.
+fn member(cluster: &str, url: &str, name: &str, extra: &str) -> Served {
     let dir = scratch(&format!("{cluster}-{name}"));
-    let (mut process, coap) = spawn_serve(&dir, &[], &node(url, name), &[]);
+    let (mut process, coap) = spawn_serve(&dir, &[], &node(url, name, extra), &[]);
     let line = process.logged("is a member of the cluster", BOUND);
     let http = line[line.find("http://").unwrap()..line.find(" passed on").unwrap()].to_string();
     Served {
@@ -81,16 +81,25 @@ struct Cluster {
 impl Cluster {
     /// `None` where nginx or PostgreSQL is missing (and CI does not require them).
     fn start(name: &str) -> Option<Cluster> {
+        Cluster::start_with(name, "")
+    }
+
+    /// [`Cluster::start`], every node with the top-level keys `extra`.
+    fn start_with(name: &str, extra: &str) -> Option<Cluster> {
         if !nginx::present() {
             return None;
         }
         let postgres = ThrowawayPostgres::for_test()?;
         let url = postgres.create_database(name).unwrap();
-        let coordinator = serve_with(&scratch(&format!("{name}-n1")), &[], &node(&url, "n1"));
+        let settings = node(&url, "n1", extra);
+        let coordinator = serve_with(&scratch(&format!("{name}-n1")), &[], &settings);
         // Registrations are journaled while a subscription asks for them.
         let hook = json!({ "url": "http://127.0.0.1:9/hook", "secret": SECRET, "kinds": ["registration"] });
         coordinator.ok("POST", "/v1/webhooks", Some(&hook));
-        let members = vec![member(name, &url, "n2"), member(name, &url, "n3")];
+        let members = vec![
+            member(name, &url, "n2", extra),
+            member(name, &url, "n3", extra),
+        ];
         let nodes: Vec<SocketAddr> = std::iter::once(coordinator.coap)
             .chain(members.iter().map(|member| member.coap))
             .collect();
@@ -255,6 +264,72 @@ fn a_member_takes_the_place_of_the_coordinator_killed_mid_campaign() {
     cluster.check_finished(&coordinator, &task);
 }
 
+/// An integrator's operations on devices registered to members, asked of any node's HTTP
+/// address (a member passes the API on to the coordinator, which sends each operation to the
+/// device's node): a device's objects, a read, a write read back, an observation's value, and
+/// queued operations that run at the device's next wake-up, wherever it wakes up. The devices
+/// sleep and wake up on new ports, so they move between nodes while this runs; the engine
+/// takes them for reachable 2 s after each Update, within their 3 s awake.
+#[test]
+fn operations_on_devices_of_members_run_on_the_node_they_are_registered_to() {
+    let Some(cluster) = Cluster::start_with("cluster-operations", "queue_window_secs = 2\n") else {
+        return;
+    };
+    let owners = Owners::of(&cluster.url);
+    let endpoints = cluster
+        .fleet
+        .devices
+        .iter()
+        .map(|d| d.config().endpoint.clone());
+    let on_members: Vec<String> = endpoints
+        .filter(|endpoint| owners.node_of(endpoint).is_some_and(|node| node != "n1"))
+        .collect();
+    assert!(on_members.len() >= 2, "devices registered to members");
+    let (first, second) = (&on_members[0], &on_members[1]);
+    let (member, coordinator) = (&cluster.members[0], &cluster.coordinator);
+
+    let objects = member.ok("GET", &format!("/v1/devices/{first}/objects"), None);
+    assert_eq!(objects["binding"], "UQ", "{objects}");
+    let ids: Vec<&Value> = (objects["objects"].as_array().unwrap().iter())
+        .map(|object| &object["id"])
+        .collect();
+    assert!(ids.contains(&&json!(5)), "{objects}");
+
+    let data =
+        |endpoint: &str, path: &str| format!("/v1/devices/{endpoint}/data?path={path}&timeout=60");
+    let manufacturer = member.ok("GET", &data(first, "/3/0/0"), None);
+    assert_eq!(manufacturer["value"], "Acme", "{manufacturer}");
+    let berlin = json!({ "value": "Europe/Berlin" });
+    let (status, _) = coordinator.call("PUT", &data(first, "/3/0/15"), Some(&berlin));
+    assert_eq!(status, 204);
+    let timezone = cluster.members[1].ok("GET", &data(first, "/3/0/15"), None);
+    assert_eq!(timezone["value"], "Europe/Berlin");
+
+    let observe = format!("/v1/devices/{first}/observe?path=/3/0/15&timeout=60");
+    let mut observed = member.stream(&observe, None);
+    let now = observed.next();
+    assert_eq!(now.name, "notification");
+    assert_eq!(now.data["value"], "Europe/Berlin");
+    drop(observed);
+
+    // Queued while the device may sleep: run at a wake-up, on whichever node it wakes at.
+    let operations = format!("/v1/devices/{second}/operations");
+    let lima =
+        json!({ "kind": "write", "path": "/3/0/15", "content": { "value": "America/Lima" } });
+    let written = member.ok("POST", &operations, Some(&lima));
+    let read = json!({ "kind": "read", "path": "/3/0/15" });
+    let read = coordinator.ok("POST", &operations, Some(&read));
+    for queued in [&written, &read] {
+        let one = format!("{operations}/{}", queued["id"].as_str().unwrap());
+        let done = coordinator.wait_for(&one, "the queued operation ran", |op| {
+            op["status"] != "pending"
+        });
+        assert_eq!(done["status"], "succeeded", "{done}");
+    }
+    let read = coordinator.get(&format!("{operations}/{}", read["id"].as_str().unwrap()));
+    assert_eq!(read["result"]["value"], "America/Lima", "{read}");
+}
+
 /// Which node owns each device, read from the cluster's records in the database.
 struct Owners(Membership);
 
@@ -317,7 +392,7 @@ fn a_coordinator_that_loses_its_hold_on_the_database_stops() {
         return;
     };
     let url = postgres.create_database("cluster-hold").unwrap();
-    let mut coordinator = serve_with(&scratch("cluster-hold-n1"), &[], &node(&url, "n1"));
+    let mut coordinator = serve_with(&scratch("cluster-hold-n1"), &[], &node(&url, "n1", ""));
     // The database ends the session holding the lock (a network cut, a restart would too).
     let ended = ThrowawayPostgres::end_lock_holders(&url).unwrap();
     assert_eq!(ended, 1, "one session holds the lock");

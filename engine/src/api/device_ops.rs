@@ -4,11 +4,12 @@
 //! cancelled). A synchronous operation waits for a device that is asleep (queue mode) or not
 //! registered now, up to the caller's `timeout`; a device being upgraded takes no write or
 //! execute on object 5 (409). Owns the routes' handlers; the operations, the queue and the
-//! observations are `lwm2m`'s, the JSON of the data is `device_data`'s.
+//! observations are `lwm2m`'s (where they run, this node or in a cluster the device's,
+//! `Platform::devices`'), the JSON of the data is `device_data`'s.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -16,6 +17,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -26,8 +29,7 @@ use super::problem::{ApiResult, Kind, Problem};
 use super::representation::{Conditions, accepted, location};
 use crate::clock::UnixMillis;
 use crate::lwm2m::{
-    DeviceOperation, LwM2mPath, ManagementError, Observed, OperationStatus, QueuedOperation,
-    Record, Registration, Watcher,
+    DeviceOperation, FailureClass, LwM2mPath, Observed, OperationStatus, QueuedOperation, Record,
 };
 use crate::platform::Platform;
 
@@ -102,7 +104,7 @@ pub struct DeviceObjects {
     /// Whether it can be reached now (a queue-mode device only after a Register or Update).
     awake: bool,
     /// The format several values are written to it in.
-    multi_value_format: &'static str,
+    multi_value_format: String,
     /// Its objects, each with its instances.
     objects: Vec<ObjectView>,
 }
@@ -121,15 +123,16 @@ pub async fn objects(
     State(state): State<ApiState>,
     Checked(Path(endpoint)): Checked<Path<String>>,
 ) -> ApiResult<Json<DeviceObjects>> {
-    let platform = &state.platform;
-    let registration = platform.server.registry.get(&endpoint).ok_or_else(|| {
+    let outline = state.platform.devices.outline(&endpoint).await;
+    let outline = outline.map_err(|failure| Problem::from(&failure))?;
+    let outline = outline.ok_or_else(|| {
         Problem::new(
             Kind::NotFound,
             format!("{endpoint} is not registered now: its objects are those it registers"),
         )
     })?;
     let mut instances: BTreeMap<u16, Vec<u16>> = BTreeMap::new();
-    for path in &registration.objects {
+    for path in &outline.objects {
         if let Some(id) = path.object_id() {
             instances.entry(id).or_default().extend(path.instance_id());
         }
@@ -139,14 +142,10 @@ pub async fn objects(
         .map(|(id, instances)| ObjectView { id, instances })
         .collect();
     Ok(Json(DeviceObjects {
-        lwm2m_version: registration.lwm2m_version.clone(),
-        binding: if registration.binding.queue_mode {
-            "UQ"
-        } else {
-            "U"
-        },
-        awake: platform.server.presence.awake(&registration),
-        multi_value_format: registration.multi_value_format().media_type(),
+        lwm2m_version: outline.lwm2m_version,
+        binding: if outline.queue_mode { "UQ" } else { "U" },
+        awake: outline.awake,
+        multi_value_format: outline.multi_value_format,
         objects,
         endpoint,
     }))
@@ -160,7 +159,7 @@ pub async fn read(
 ) -> ApiResult<Json<Value>> {
     let path = target.path()?;
     let operation = DeviceOperation::Read { path };
-    let records = run(&state.platform, &endpoint, &operation, target.wait()?).await?;
+    let records = run(&state.platform, &endpoint, operation, target.wait()?).await?;
     Ok(Json(to_json(path, &records)))
 }
 
@@ -174,7 +173,7 @@ pub async fn write(
     let path = target.path()?;
     let records = from_json(path, &body).map_err(|reason| Problem::new(Kind::Invalid, reason))?;
     let operation = DeviceOperation::Write { path, records };
-    run(&state.platform, &endpoint, &operation, target.wait()?).await?;
+    run(&state.platform, &endpoint, operation, target.wait()?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -188,23 +187,24 @@ pub async fn execute(
         path: executable(target.path()?)?,
         arguments: target.arguments.clone(),
     };
-    run(&state.platform, &endpoint, &operation, target.wait()?).await?;
+    run(&state.platform, &endpoint, operation, target.wait()?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Runs `operation` on `endpoint` once it is reachable, within `wait`.
+/// Runs `operation` on `endpoint` once it is reachable, within `wait` (on the node it is
+/// registered to, in a cluster).
 async fn run(
     platform: &Platform,
     endpoint: &str,
-    operation: &DeviceOperation,
+    operation: DeviceOperation,
     wait: Duration,
 ) -> ApiResult<Vec<Record>> {
-    admit(platform, endpoint, operation)?;
-    let management = &platform.server.management;
-    when_reachable(platform, endpoint, wait, |registration| async move {
-        operation.run(management, &registration).await
+    admit(platform, endpoint, &operation)?;
+    let done = platform.devices.operate(endpoint, operation, wait).await;
+    done.map_err(|failure| match failure.class {
+        FailureClass::Asleep => asleep(endpoint, wait),
+        _ => Problem::from(&failure),
     })
-    .await
 }
 
 /// Refuses an operation for a device nobody knows, and a write or execute on object 5 of a
@@ -222,28 +222,6 @@ fn known(platform: &Platform, endpoint: &str) -> ApiResult<()> {
         platform.catalog.device(endpoint)?;
     }
     Ok(())
-}
-
-/// What `act` makes of `endpoint`'s registration once the device is reachable, waiting up to
-/// `wait` for it (the exchange itself is bounded by CoAP's retransmissions).
-async fn when_reachable<T, F>(
-    platform: &Platform,
-    endpoint: &str,
-    wait: Duration,
-    act: impl FnOnce(Registration) -> F,
-) -> ApiResult<T>
-where
-    F: Future<Output = Result<T, ManagementError>>,
-{
-    let give_up = tokio::time::Instant::now() + wait;
-    let presence = &platform.server.presence;
-    let registration = presence
-        .when_reachable(endpoint, give_up)
-        .await
-        .ok_or_else(|| asleep(endpoint, wait))?;
-    act(registration)
-        .await
-        .map_err(|error| Problem::from(&error))
 }
 
 /// The 504 of a device that did not wake up (or register) within `wait`.
@@ -269,7 +247,7 @@ pub async fn observe(
     let path = target.path()?;
     let wait = target.wait()?;
     admit(&state.platform, &endpoint, &DeviceOperation::Read { path })?;
-    let mut watcher = state.platform.observations.watch(&endpoint, path);
+    let mut watcher = state.platform.devices.observe(&endpoint, path);
     let first = tokio::time::timeout(wait, watcher.next()).await;
     let first = match first.ok().flatten() {
         Some(first) => first,
@@ -306,9 +284,9 @@ struct ObservationStream {
     /// The path observed.
     path: LwM2mPath,
     /// The value the stream starts with.
-    first: Option<std::sync::Arc<Observed>>,
+    first: Option<Arc<Observed>>,
     /// The observation.
-    watcher: Watcher,
+    watcher: BoxStream<'static, Arc<Observed>>,
     /// Turns true when the API stops.
     shutdown: tokio::sync::watch::Receiver<bool>,
     /// True once the `error` event was sent.

@@ -7,14 +7,11 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use coap_lite::ResponseType;
 use serde::Serialize;
 
 use crate::campaign::CampaignError;
 use crate::catalog::CatalogError;
-use crate::coap::CoapError;
-use crate::coap::message::code_name;
-use crate::lwm2m::{ContentError, ManagementError, QueueError};
+use crate::lwm2m::{DeviceFailure, FailureClass, QueueError};
 use crate::plugin::PluginError;
 use crate::store::StoreError;
 
@@ -270,31 +267,17 @@ impl From<CampaignError> for Problem {
     }
 }
 
-impl From<&ManagementError> for Problem {
-    fn from(error: &ManagementError) -> Self {
-        let kind = match error {
-            ManagementError::Status {
-                code: ResponseType::NotFound,
-                ..
-            } => Kind::NotFound,
-            ManagementError::Status { code, .. } if code_name(*code).starts_with('4') => {
-                Kind::DeviceRefused
-            }
-            ManagementError::Coap(
-                CoapError::Timeout { .. }
-                | CoapError::ResponseTimeout { .. }
-                | CoapError::Reset { .. },
-            ) => Kind::DeviceUnreachable,
-            ManagementError::Coap(CoapError::Encode(_) | CoapError::Io(_) | CoapError::Closed) => {
-                return Problem::internal(error);
-            }
-            ManagementError::Content {
-                source: ContentError::Encode { .. },
-                ..
-            } => Kind::Invalid,
-            _ => Kind::DeviceFailed,
+impl From<&DeviceFailure> for Problem {
+    fn from(failure: &DeviceFailure) -> Self {
+        let kind = match failure.class {
+            FailureClass::NotFound => Kind::NotFound,
+            FailureClass::Refused => Kind::DeviceRefused,
+            FailureClass::Asleep | FailureClass::Silent => Kind::DeviceUnreachable,
+            FailureClass::Engine => return Problem::internal(failure),
+            FailureClass::Unwritable => Kind::Invalid,
+            FailureClass::Failed => Kind::DeviceFailed,
         };
-        Problem::new(kind, error.to_string())
+        Problem::new(kind, failure.detail.clone())
     }
 }
 

@@ -3,28 +3,28 @@
 //! changes, the delivery's stages and the outcome sent back). A device whose node stopped
 //! beating, or whose conversation broke (either node died), is offline to the scheduler until
 //! it comes back through a node; its resume point and /5/0/26500 then send at most one block
-//! again.
+//! again. Every attempt carries this coordinator's epoch ([`super::underway`]).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::link::{Conversation, Frame, LinkError, RemoteAttempt};
 use super::members::{Membership, Owner};
-use super::service::until_moved;
+use super::underway::Underway;
 use crate::campaign::{AttemptOutcome, AttemptRequest, Attempts};
 use crate::catalog::Catalog;
 use crate::lwm2m::Presence;
 use crate::store::waiting;
 
-/// Longest wait for an owner to accept a conversation.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Attempts routed to each device's owner.
+/// Attempts routed to each device's owner, under this coordinator's epoch.
 pub struct ClusterAttempts {
     /// This node's attempts (on devices registered here).
     pub local: Arc<dyn Attempts>,
+    /// The attempts under way here.
+    pub underway: Arc<Underway>,
+    /// This coordinator's epoch.
+    pub epoch: u64,
     /// Who owns what.
     pub membership: Membership,
     /// The cluster's secret.
@@ -42,16 +42,19 @@ impl Attempts for ClusterAttempts {
         &self,
         request: AttemptRequest,
     ) -> Pin<Box<dyn Future<Output = AttemptOutcome> + Send>> {
-        let (local, membership) = (self.local.clone(), self.membership.clone());
-        let (secret, catalog) = (self.secret.clone(), self.catalog.clone());
+        let (underway, membership) = (self.underway.clone(), self.membership.clone());
+        let (secret, catalog, epoch) = (self.secret.clone(), self.catalog.clone(), self.epoch);
         Box::pin(async move {
             let endpoint = request.endpoint.clone();
             match waiting(|| membership.owner(&endpoint)) {
-                Ok(Owner::Here) => until_moved(membership, endpoint, local.attempt(request)).await,
+                Ok(Owner::Here) => match underway.start(request, epoch) {
+                    Some(mut running) => running.outcome().await,
+                    None => AttemptOutcome::Offline,
+                },
                 Ok(Owner::Lost) => AttemptOutcome::Offline,
                 Ok(Owner::Node { node, internal }) => {
                     let me = membership.node().to_string();
-                    let outcome = match remote(&internal, &me, &secret, request).await {
+                    let outcome = match remote(&internal, &me, &secret, request, epoch).await {
                         Ok(outcome) => outcome,
                         Err(error) => {
                             tracing::info!(%node, %error, "an attempt on another node broke off");
@@ -86,23 +89,23 @@ impl Attempts for ClusterAttempts {
     }
 }
 
-/// Runs `request` on the node at `internal`.
+/// Runs `request` on the node at `internal`, for the coordinator of `epoch` (`me`, proving
+/// `secret`).
 async fn remote(
     internal: &str,
     me: &str,
     secret: &[u8],
     request: AttemptRequest,
+    epoch: u64,
 ) -> Result<AttemptOutcome, LinkError> {
-    let opening = Conversation::open(internal, me, secret);
-    let mut conversation = tokio::time::timeout(CONNECT_TIMEOUT, opening)
-        .await
-        .map_err(|_| LinkError::Io(std::io::ErrorKind::TimedOut.into()))??;
+    let mut conversation = Conversation::open_within(internal, me, secret).await?;
     let mut gate = request.gate.clone();
     let attempt = RemoteAttempt {
         task: request.task.clone(),
         endpoint: request.endpoint.clone(),
         attempt: request.attempt,
         gate: *gate.borrow_and_update(),
+        epoch,
     };
     conversation
         .send(&Frame::Attempt(Box::new(attempt)))

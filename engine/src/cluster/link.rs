@@ -4,6 +4,8 @@
 //! stranger who can reach the port (or read an earlier conversation) cannot start attempts.
 //! The frames that follow are not encrypted: the link belongs on the nodes' private network.
 
+use std::time::Duration;
+
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -13,10 +15,14 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::campaign::AttemptOutcome;
 use crate::campaign::task::Task;
+use crate::lwm2m::{DeviceFailure, DeviceOperation, DeviceOutline, LwM2mPath, Observed, Record};
 use crate::transfer::{Gate, Stage};
 
 /// Longest frame either side reads.
 pub const MAX_FRAME: u64 = 1 << 20;
+
+/// Longest wait for a node to accept a conversation.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the nodes say to each other.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,6 +50,38 @@ pub enum Frame {
     /// Member to coordinator: a registration event, for the journal (what
     /// [`crate::webhooks::registrations::data`] says of it).
     Registration(serde_json::Value),
+    /// Member to coordinator: this device registered or sent an Update here (operations
+    /// queued for it may run now).
+    Woke(String),
+    /// Coordinator to owner: what does this device register?
+    Describe(String),
+    /// Owner to coordinator: what it registers, while it is registered.
+    Outline(Option<DeviceOutline>),
+    /// Coordinator to owner: run this operation on a device of yours.
+    Operate(Box<RemoteOperation>),
+    /// Owner to coordinator: what the operation read, or why it failed.
+    Operated(Result<Vec<Record>, DeviceFailure>),
+    /// Coordinator to owner: observe this path of a device of yours (until the conversation
+    /// ends).
+    Observe {
+        /// The device.
+        endpoint: String,
+        /// What to observe.
+        path: LwM2mPath,
+    },
+    /// Owner to coordinator: the observation's value now.
+    Observed(Observed),
+}
+
+/// An integrator's operation sent to the device's owner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoteOperation {
+    /// The device.
+    pub endpoint: String,
+    /// What to do.
+    pub operation: DeviceOperation,
+    /// How long to wait for the device to be reachable, in milliseconds.
+    pub wait_ms: u64,
 }
 
 /// An attempt sent to the device's owner.
@@ -57,6 +95,9 @@ pub struct RemoteAttempt {
     pub attempt: u32,
     /// What the task lets it do at the start.
     pub gate: Gate,
+    /// The epoch of the coordinator that sends it: an owner that has seen a newer one
+    /// refuses it.
+    pub epoch: u64,
 }
 
 /// Why a conversation ended.
@@ -109,6 +150,17 @@ impl Conversation {
         };
         conversation.send(&hello).await?;
         Ok(conversation)
+    }
+
+    /// [`Conversation::open`], given up after [`CONNECT_TIMEOUT`].
+    pub async fn open_within(
+        addr: &str,
+        node: &str,
+        secret: &[u8],
+    ) -> Result<Conversation, LinkError> {
+        tokio::time::timeout(CONNECT_TIMEOUT, Conversation::open(addr, node, secret))
+            .await
+            .map_err(|_| LinkError::Io(std::io::ErrorKind::TimedOut.into()))?
     }
 
     /// Accepts `stream` if its node proves it holds `secret`; the node's name.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use super::{ClusterConfig, ClusterNeighbours, Membership, Node};
+use super::{ClusterConfig, ClusterNeighbours, Local, Membership, Node};
 use crate::catalog::Credentials;
 use crate::clock::Clock;
 use crate::onboarding::{Neighbours, follow_registrations};
@@ -58,12 +58,16 @@ impl Member {
         let catalog = foundation.catalog.clone();
         foundation.catalog = catalog.leaving_group_joins_to_the_coordinator();
         foundation.attempts.catalog = foundation.catalog.clone();
-        let node = Node::start(cluster, &store, listener, foundation.attempts.clone(), None);
+        let local = Local {
+            attempts: foundation.attempts.clone(),
+            devices: foundation.devices.clone(),
+        };
+        let node = Node::start(cluster, &store, listener, local, None);
         let server = &foundation.server;
         let neighbours: Arc<dyn Neighbours> = ClusterNeighbours::member(
             node.membership.clone(),
             cluster.secret.clone(),
-            &server.registry,
+            node.claimed.subscribe(),
         );
         let onboarding = tokio::spawn(follow_registrations(
             server.registry.clone(),

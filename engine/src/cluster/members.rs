@@ -1,17 +1,19 @@
 //! Who is in the cluster and which node owns which device: each node's record with its
-//! heartbeat (a node is alive while its last beat is younger than [`LEASE`]), and each
-//! device's owner, the node that received its last Register or Update. Both live in the
-//! shared store, so every node reads the same answer.
+//! heartbeat (a node is alive while its last beat is younger than [`LEASE`]), each device's
+//! owner, the node that received its last Register or Update, and the coordinator with its
+//! epoch (raised by each node that becomes it; every node reads it with its heartbeat). All
+//! live in the shared store, so every node reads the same answer.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
 
 use crate::clock::{Clock, UnixMillis};
 use crate::lwm2m::registry::next_event;
 use crate::lwm2m::{RegistrationEvent, Registry};
-use crate::store::{Store, StoreError, StoreExt, key_segment, waiting};
+use crate::store::{Batch, Store, StoreError, StoreExt, key_segment, waiting};
 
 /// How often a node writes its heartbeat.
 pub const BEAT: Duration = Duration::from_secs(1);
@@ -24,6 +26,8 @@ const NODES: &str = "node/";
 const OWNERS: &str = "owner/";
 /// Names the coordinator, written by each node that becomes it.
 const COORDINATOR: &str = "cluster/coordinator";
+/// The coordinator's epoch: one more than its predecessor's.
+const EPOCH: &str = "cluster/epoch";
 
 /// A node, as the others find it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,6 +70,8 @@ pub struct Membership {
     node: Arc<str>,
     internal: Arc<str>,
     api: Arc<str>,
+    /// The newest coordinator's epoch this node has seen (0: none yet).
+    epoch: Arc<watch::Sender<u64>>,
 }
 
 impl Membership {
@@ -83,6 +89,7 @@ impl Membership {
             node: node.into(),
             internal: internal.into(),
             api: api.into(),
+            epoch: Arc::new(watch::Sender::new(0)),
         }
     }
 
@@ -91,14 +98,37 @@ impl Membership {
         &self.node
     }
 
-    /// Writes this node's heartbeat.
+    /// Writes this node's heartbeat, and reads the coordinator's epoch.
     pub fn beat(&self) -> Result<(), StoreError> {
         let record = NodeRecord {
             internal: self.internal.to_string(),
             api: self.api.to_string(),
             beat_at: self.clock.now(),
         };
-        self.store.put(&node_key(&self.node), &record)
+        self.store.put(&node_key(&self.node), &record)?;
+        self.saw_epoch(self.store.get(EPOCH)?.unwrap_or_default());
+        Ok(())
+    }
+
+    /// The newest coordinator's epoch this node has seen (0: none yet).
+    pub fn epoch(&self) -> u64 {
+        *self.epoch.borrow()
+    }
+
+    /// Follows [`Membership::epoch`].
+    pub fn epochs(&self) -> watch::Receiver<u64> {
+        self.epoch.subscribe()
+    }
+
+    /// A coordinator of `epoch` exists (its attempt came, or the store says so).
+    pub fn saw_epoch(&self, epoch: u64) {
+        self.epoch.send_if_modified(|newest| {
+            let newer = epoch > *newest;
+            if newer {
+                *newest = epoch;
+            }
+            newer
+        });
     }
 
     /// `endpoint` registered or sent an Update here: it is this node's from now on.
@@ -121,10 +151,18 @@ impl Membership {
         Ok(owner.is_none_or(|owner| *owner.node == *self.node))
     }
 
-    /// This node runs the scheduler from now on: the others send it what they learn.
-    pub fn crown(&self) -> Result<(), StoreError> {
+    /// This node runs the scheduler from now on: the others send it what they learn, and
+    /// refuse its predecessors' attempts once they see its epoch (returned).
+    pub fn crown(&self) -> Result<u64, StoreError> {
         self.beat()?;
-        self.store.put(COORDINATOR, &self.node.to_string())
+        let epoch = self.store.get::<u64>(EPOCH)?.unwrap_or_default() + 1;
+        let mut batch = Batch::new();
+        batch
+            .put(EPOCH, &epoch)
+            .put(COORDINATOR, &self.node.to_string());
+        self.store.apply(batch)?;
+        self.saw_epoch(epoch);
+        Ok(epoch)
     }
 
     /// The coordinator's internal link (host:port), once one was crowned and while it beats.
@@ -193,8 +231,14 @@ pub fn spawn_heartbeat(membership: Membership) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Claims every device that registers or sends an Update to `registry`, until it closes.
-pub async fn follow_ownership(registry: Arc<Registry>, membership: Membership) {
+/// Claims every device that registers or sends an Update to `registry`, until it closes;
+/// passes each of the registry's events on to `claimed` once that is written (what follows it
+/// there finds the device at this node).
+pub async fn follow_ownership(
+    registry: Arc<Registry>,
+    membership: Membership,
+    claimed: broadcast::Sender<RegistrationEvent>,
+) {
     let mut events = registry.subscribe();
     while let Some(event) = next_event(&mut events, "ownership").await {
         if let RegistrationEvent::Registered(r) | RegistrationEvent::Updated(r) = &event
@@ -202,6 +246,7 @@ pub async fn follow_ownership(registry: Arc<Registry>, membership: Membership) {
         {
             tracing::error!(endpoint = %r.endpoint, %error, "ownership not written");
         }
+        let _ = claimed.send(event);
     }
 }
 
@@ -260,5 +305,24 @@ mod tests {
         assert_eq!(b.owner("dev").unwrap(), Owner::Lost);
         b.claim("dev").unwrap();
         assert_eq!(b.owner("dev").unwrap(), Owner::Here);
+    }
+
+    #[test]
+    fn each_coordinator_has_a_newer_epoch_that_the_other_nodes_read_with_their_beat() {
+        let store = store();
+        let clock = Clock::starting_at(1_000_000);
+        let a = Membership::new(store.clone(), clock, "a", ("x:1", "x:2"));
+        let b = Membership::new(store.clone(), clock, "b", ("y:1", "y:2"));
+        assert_eq!(a.crown().unwrap(), 1);
+        assert_eq!(b.epoch(), 0, "not read yet");
+        b.beat().unwrap();
+        assert_eq!(b.epoch(), 1);
+        assert_eq!(b.crown().unwrap(), 2, "b takes a's place");
+        assert_eq!(a.epoch(), 1);
+        a.beat().unwrap();
+        assert_eq!(a.epoch(), 2, "a learns it was deposed");
+        a.saw_epoch(1);
+        assert_eq!(a.epoch(), 2, "an older epoch lowers nothing");
+        assert_eq!(b.coordinator().unwrap().as_deref(), Some("y:1"));
     }
 }

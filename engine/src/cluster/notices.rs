@@ -1,8 +1,10 @@
 //! What a node tells the rest of its cluster. A member tells the coordinator each device
 //! whose record it wrote, so the coordinator's device index and group joins follow the whole
-//! fleet, and each registration event, for the journal (`/v1/events`, webhooks). One internal
-//! conversation carries them, kept open and opened again when it breaks; endpoints written
-//! meanwhile are sent once each, registration events in order. Every node keeps a
+//! fleet, each registration event, for the journal (`/v1/events`, webhooks), and each device
+//! that registered or sent an Update, for the queue of operations (once its ownership is
+//! written, so the coordinator finds it here). One internal conversation carries them, kept
+//! open and opened again when it breaks; endpoints written or woken meanwhile are sent once
+//! each, registration events in order. Every node keeps a
 //! registration that ended from marking offline a device that went on at another node.
 
 use std::collections::{BTreeSet, VecDeque};
@@ -14,7 +16,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::link::{Conversation, Frame, LinkError};
 use super::members::Membership;
-use crate::lwm2m::Registry;
+use crate::lwm2m::RegistrationEvent;
 use crate::lwm2m::registry::next_event;
 use crate::onboarding::Neighbours;
 use crate::webhooks::registrations;
@@ -28,6 +30,8 @@ enum Notice {
     Learned(String),
     /// A registration event here, as the journal words it.
     Registration(Value),
+    /// This device registered or sent an Update here.
+    Woke(String),
 }
 
 /// A node's side of onboarding in a cluster.
@@ -46,17 +50,17 @@ impl ClusterNeighbours {
         })
     }
 
-    /// On a member: its writes and `registry`'s registration events are sent to the
-    /// coordinator, proving `secret`, until the registry closes and the neighbours are
-    /// dropped.
+    /// On a member: its writes and its registration events (`claimed`: each once the
+    /// device's ownership is written) are sent to the coordinator, proving `secret`, until the
+    /// events end and the neighbours are dropped.
     pub fn member(
         membership: Membership,
         secret: Arc<[u8]>,
-        registry: &Registry,
+        claimed: broadcast::Receiver<RegistrationEvent>,
     ) -> Arc<ClusterNeighbours> {
         let (sender, notices) = mpsc::unbounded_channel();
         tokio::spawn(send_to_coordinator(notices, membership.clone(), secret));
-        tokio::spawn(pass_on_registrations(registry.subscribe(), sender.clone()));
+        tokio::spawn(pass_on_registrations(claimed, sender.clone()));
         Arc::new(ClusterNeighbours {
             membership,
             coordinator: Some(sender),
@@ -76,16 +80,21 @@ impl Neighbours for ClusterNeighbours {
     }
 }
 
-/// Sends the journal's words of each registration event to `notices`.
+/// Sends the journal's words of each registration event to `notices`, and the device of
+/// each Register or Update.
 async fn pass_on_registrations(
-    mut events: broadcast::Receiver<crate::lwm2m::RegistrationEvent>,
+    mut events: broadcast::Receiver<RegistrationEvent>,
     notices: mpsc::UnboundedSender<Notice>,
 ) {
     while let Some(event) = next_event(&mut events, "the cluster's journal").await {
-        let Some(data) = registrations::data(&event) else {
-            continue;
-        };
-        if notices.send(Notice::Registration(data)).is_err() {
+        if let Some(data) = registrations::data(&event)
+            && notices.send(Notice::Registration(data)).is_err()
+        {
+            return;
+        }
+        if let RegistrationEvent::Registered(r) | RegistrationEvent::Updated(r) = &event
+            && notices.send(Notice::Woke(r.endpoint.clone())).is_err()
+        {
             return;
         }
     }
@@ -96,6 +105,7 @@ async fn pass_on_registrations(
 struct Pending {
     learned: BTreeSet<String>,
     registrations: VecDeque<Value>,
+    woke: BTreeSet<String>,
 }
 
 impl Pending {
@@ -105,6 +115,9 @@ impl Pending {
                 self.learned.insert(endpoint);
             }
             Notice::Registration(data) => self.registrations.push_back(data),
+            Notice::Woke(endpoint) => {
+                self.woke.insert(endpoint);
+            }
         }
     }
 
@@ -115,9 +128,14 @@ impl Pending {
                 .await?;
             self.registrations.pop_front();
         }
-        while let Some(endpoint) = self.learned.first() {
-            conversation.send(&Frame::Learned(endpoint.clone())).await?;
-            self.learned.pop_first();
+        for (endpoints, frame) in [
+            (&mut self.woke, Frame::Woke as fn(String) -> Frame),
+            (&mut self.learned, Frame::Learned),
+        ] {
+            while let Some(endpoint) = endpoints.first() {
+                conversation.send(&frame(endpoint.clone())).await?;
+                endpoints.pop_first();
+            }
         }
         Ok(())
     }

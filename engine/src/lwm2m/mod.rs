@@ -4,6 +4,7 @@
 //! types of the resources of the objects it knows, and the content formats devices speak.
 //! Knows CoAP messages, not UDP or retransmission.
 
+pub mod access;
 pub mod admission;
 pub mod content;
 pub mod firmware;
@@ -18,6 +19,9 @@ pub mod registration;
 pub mod registry;
 pub mod server;
 
+pub use access::{
+    DeviceAccess, DeviceFailure, DeviceOutline, FailureClass, LocalDevices, WakeUps, WokeUp,
+};
 pub use admission::{Admission, IdentityBinding};
 pub use content::{ContentError, ContentFormat, Record, Value};
 pub use management::{DeviceManagement, ManagementError};

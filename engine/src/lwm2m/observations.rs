@@ -9,9 +9,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use super::access::DeviceFailure;
 use super::content::Record;
 use super::management::{DeviceManagement, ManagementError, notification};
 use super::operation::typed_records;
@@ -26,7 +28,8 @@ use crate::sync::lock;
 const LONG_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// What watchers of an observation see.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Observed {
     /// The value now (typed), first as the device answered the Observe, then as notified.
     Value(Vec<Record>),
@@ -34,7 +37,7 @@ pub enum Observed {
     NotObservable(Vec<Record>),
     /// The device refused the Observe or a notification carried an error: the observation
     /// is over.
-    Failed(ManagementError),
+    Failed(DeviceFailure),
 }
 
 /// The latest of an observation, shared by its watchers.
@@ -203,7 +206,7 @@ impl Observer {
                     }
                 }
                 Err(error) => {
-                    self.publish(Observed::Failed(error));
+                    self.publish(Observed::Failed(DeviceFailure::from(&error)));
                     Lost::Over
                 }
             };
@@ -246,7 +249,7 @@ impl Observer {
                     match notification(self.path, &packet) {
                         Ok(records) => self.publish(Observed::Value(typed_records(records))),
                         Err(error) => {
-                            self.publish(Observed::Failed(error));
+                            self.publish(Observed::Failed(DeviceFailure::from(&error)));
                             return Lost::Over;
                         }
                     }

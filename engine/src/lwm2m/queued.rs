@@ -3,20 +3,18 @@
 //! device's next Register or Update, also after an engine restart; each keeps its status and
 //! its result or error until the integrator deletes it. A device that does not answer keeps
 //! its operation for its next wake-up, [`MAX_ATTEMPTS`] times. Owns the queue, its records and
-//! when they run; what an operation does is [`DeviceOperation`]'s.
+//! when they run; what an operation does is [`DeviceOperation`]'s, and where it runs (this
+//! node, or the node the device is registered to) [`DeviceAccess`]'s.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
 
+use super::access::{DeviceAccess, FailureClass, WakeUps, WokeUp};
 use super::content::Record;
-use super::management::{DeviceManagement, ManagementError};
 use super::operation::{DeviceOperation, Upgrades};
-use super::presence::Presence;
-use super::registration::Registration;
-use super::registry::RegistrationEvent;
 use crate::clock::{Clock, UnixMillis};
 use crate::store::{Batch, Store, StoreError, StoreExt, key_segment};
 use crate::sync::lock;
@@ -87,10 +85,8 @@ pub struct OperationQueue {
 struct Inner {
     /// Where operations are kept.
     store: Arc<dyn Store>,
-    /// Sends them.
-    management: DeviceManagement,
-    /// Whether a device is awake, and its registration events.
-    presence: Presence,
+    /// Sends them, to devices awake now.
+    devices: Arc<dyn DeviceAccess>,
     /// Which devices are being upgraded (object 5 is the delivery's then).
     upgrades: Arc<dyn Upgrades>,
     /// Creation and finishing times.
@@ -109,6 +105,9 @@ struct QueueState {
     pending: HashMap<String, usize>,
     /// Devices whose operations are being run now.
     draining: HashSet<String>,
+    /// Devices among those that woke up again meanwhile: looked at again before their
+    /// draining ends.
+    woke_again: HashSet<String>,
 }
 
 impl Drop for Inner {
@@ -128,12 +127,11 @@ enum Next {
 }
 
 impl OperationQueue {
-    /// The queue kept in `store`, running operations through `management` when `presence`
-    /// says their device is awake; starts following registrations.
+    /// The queue kept in `store`, running operations through `devices` when they wake up;
+    /// starts following their wake-ups.
     pub fn open(
         store: Arc<dyn Store>,
-        management: DeviceManagement,
-        presence: Presence,
+        devices: Arc<dyn DeviceAccess>,
         upgrades: Arc<dyn Upgrades>,
         clock: Clock,
     ) -> Result<OperationQueue, StoreError> {
@@ -145,17 +143,16 @@ impl OperationQueue {
                 *state.pending.entry(operation.endpoint).or_default() += 1;
             }
         }
-        let events = presence.registry().subscribe();
+        let wake_ups = devices.wake_ups();
         let inner = Arc::new(Inner {
             store,
-            management,
-            presence,
+            devices,
             upgrades,
             clock,
             state: Mutex::new(state),
             follower: Mutex::new(None),
         });
-        let follower = tokio::spawn(follow(Arc::downgrade(&inner), events));
+        let follower = tokio::spawn(follow(Arc::downgrade(&inner), wake_ups));
         *lock(&inner.follower) = Some(follower.abort_handle());
         Ok(OperationQueue { inner })
     }
@@ -230,14 +227,16 @@ impl OperationQueue {
 }
 
 impl Inner {
-    /// Starts running `endpoint`'s pending operations if it is awake and nobody does yet.
+    /// Starts running `endpoint`'s pending operations, unless it has none; if they are being
+    /// run, they are looked at again before that ends (the device woke up again).
     fn serve(self: &Arc<Self>, endpoint: &str) {
         {
             let mut state = lock(&self.state);
-            if !state.pending.contains_key(endpoint) || !self.presence.reachable_now(endpoint) {
+            if !state.pending.contains_key(endpoint) {
                 return;
             }
             if !state.draining.insert(endpoint.to_string()) {
+                state.woke_again.insert(endpoint.to_string());
                 return;
             }
         }
@@ -247,30 +246,25 @@ impl Inner {
     /// Runs `endpoint`'s pending operations in order while it is awake.
     async fn drain(self: Arc<Self>, endpoint: String) {
         loop {
-            let (operation, registration) = {
+            let operation = {
                 let mut state = lock(&self.state);
-                let registration = self
-                    .presence
-                    .registry()
-                    .get(&endpoint)
-                    .filter(|registration| self.presence.awake(registration));
-                match (self.first_pending(&endpoint), registration) {
-                    (Ok(Some(operation)), Some(registration)) => (operation, registration),
-                    (Err(error), _) => {
-                        tracing::error!(%endpoint, %error, "queued operations unreadable");
+                let first = self.first_pending(&endpoint);
+                if let Err(error) = &first {
+                    tracing::error!(%endpoint, %error, "queued operations unreadable");
+                }
+                match first {
+                    Ok(Some(operation)) => operation,
+                    Ok(None) | Err(_) => {
                         state.draining.remove(&endpoint);
-                        return;
-                    }
-                    _ => {
-                        state.draining.remove(&endpoint);
+                        state.woke_again.remove(&endpoint);
                         return;
                     }
                 }
             };
-            match self.run(operation, &registration).await {
-                Next::Continue => {}
-                Next::WaitForWakeUp => {
-                    lock(&self.state).draining.remove(&endpoint);
+            if let Next::WaitForWakeUp = self.run(operation).await {
+                let mut state = lock(&self.state);
+                if !state.woke_again.remove(&endpoint) {
+                    state.draining.remove(&endpoint);
                     return;
                 }
             }
@@ -285,27 +279,35 @@ impl Inner {
             .find(|operation| operation.status == OperationStatus::Pending))
     }
 
-    /// Sends `queued` to the device of `registration` and keeps what came of it.
-    async fn run(&self, mut queued: QueuedOperation, registration: &Registration) -> Next {
+    /// Sends `queued` to its device if it is awake now, and keeps what came of it.
+    async fn run(&self, mut queued: QueuedOperation) -> Next {
         let endpoint = queued.endpoint.clone();
-        queued.attempts += 1;
         let outcome = match queued
             .operation
             .check_upgrade(&endpoint, self.upgrades.as_ref())
         {
             Err(refused) => Err(refused.to_string()),
-            Ok(()) => match queued.operation.run(&self.management, registration).await {
-                Ok(records) => Ok(records),
-                Err(ManagementError::Coap(error)) if queued.attempts < MAX_ATTEMPTS => {
-                    tracing::debug!(%endpoint, %error, "queued operation unanswered");
-                    if let Err(error) = self.keep(&queued) {
-                        tracing::error!(%endpoint, %error, "queued operation not kept");
+            Ok(()) => {
+                let operation = queued.operation.clone();
+                let now = self.devices.operate(&endpoint, operation, Duration::ZERO);
+                match now.await {
+                    Ok(records) => Ok(records),
+                    Err(failure) if failure.class == FailureClass::Asleep => {
+                        return Next::WaitForWakeUp;
                     }
-                    return Next::WaitForWakeUp;
+                    Err(failure) if failure.may_pass() && queued.attempts + 1 < MAX_ATTEMPTS => {
+                        tracing::debug!(%endpoint, %failure, "queued operation unanswered");
+                        queued.attempts += 1;
+                        if let Err(error) = self.keep(&queued) {
+                            tracing::error!(%endpoint, %error, "queued operation not kept");
+                        }
+                        return Next::WaitForWakeUp;
+                    }
+                    Err(failure) => Err(failure.detail),
                 }
-                Err(error) => Err(error.to_string()),
-            },
+            }
         };
+        queued.attempts += 1;
         match outcome {
             Ok(records) => {
                 queued.status = OperationStatus::Succeeded;
@@ -371,8 +373,8 @@ impl Inner {
         }
     }
 
-    /// Every device with pending operations that is awake now is served.
-    fn serve_everyone_awake(self: &Arc<Self>) {
+    /// Every device with pending operations is served (those awake now run them).
+    fn serve_everyone(self: &Arc<Self>) {
         let endpoints: Vec<String> = lock(&self.state).pending.keys().cloned().collect();
         for endpoint in endpoints {
             self.serve(&endpoint);
@@ -382,16 +384,12 @@ impl Inner {
 
 /// Serves each device with pending operations when it registers or sends an Update, until
 /// the queue goes.
-async fn follow(queue: Weak<Inner>, mut events: broadcast::Receiver<RegistrationEvent>) {
-    loop {
-        let received = events.recv().await;
+async fn follow(queue: Weak<Inner>, mut wake_ups: WakeUps) {
+    while let Some(woke) = wake_ups.next().await {
         let Some(queue) = queue.upgrade() else { return };
-        match received {
-            Ok(RegistrationEvent::Registered(registration))
-            | Ok(RegistrationEvent::Updated(registration)) => queue.serve(&registration.endpoint),
-            Ok(_) => {}
-            Err(broadcast::error::RecvError::Lagged(_)) => queue.serve_everyone_awake(),
-            Err(broadcast::error::RecvError::Closed) => return,
+        match woke {
+            WokeUp::Device(endpoint) => queue.serve(&endpoint),
+            WokeUp::Missed => queue.serve_everyone(),
         }
     }
 }

@@ -242,7 +242,7 @@ fn read(answer: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-/// One server-sent event of `/v1/events`.
+/// One server-sent event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SseEvent {
     /// Its id (`lagged` has none).
@@ -253,7 +253,8 @@ pub struct SseEvent {
     pub data: Value,
 }
 
-/// An open `/v1/events` stream, read with a bound on every wait.
+/// An open stream of server-sent events (`/v1/events`, an observation), read with a bound on
+/// every wait.
 pub struct EventStream {
     lines: Lines<BufReader<Box<dyn Read + Send + Sync>>>,
 }
@@ -261,9 +262,15 @@ pub struct EventStream {
 impl Served {
     /// Follows `/v1/events` as the viewer, after `last_event_id` when given.
     pub fn events(&self, last_event_id: Option<u64>) -> EventStream {
+        self.stream("/v1/events", last_event_id)
+    }
+
+    /// Follows the server-sent events of GET `path` as the viewer, after `last_event_id` when
+    /// given.
+    pub fn stream(&self, path: &str, last_event_id: Option<u64>) -> EventStream {
         let agent = ureq::AgentBuilder::new().timeout_read(BOUND).build();
         let mut request = agent
-            .get(&self.url("/v1/events"))
+            .get(&self.url(path))
             .set("Authorization", &format!("Bearer {VIEWER}"));
         if let Some(id) = last_event_id {
             request = request.set("Last-Event-ID", &id.to_string());
