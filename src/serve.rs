@@ -167,6 +167,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                      now: it stops (started again, it joins as a member)"
                 );
             }
+            () = platform.deposed() => {
+                anyhow::bail!(
+                    "another node coordinates the cluster now (its epoch is newer): this node \
+                     stops (started again, it joins as a member)"
+                );
+            }
             served = &mut api => {
                 served??;
                 anyhow::bail!("the HTTP API stopped");

@@ -79,6 +79,8 @@ pub struct Platform {
     /// Stop with the platform: the registration follower (onboarding), the one that
     /// journals registrations, and in a cluster the node's own ([`cluster::Node`]).
     followers: Vec<tokio::task::AbortHandle>,
+    /// In a cluster, this coordinator's epoch and the newest this node has seen.
+    epoch: Option<(u64, tokio::sync::watch::Receiver<u64>)>,
 }
 
 impl Platform {
@@ -147,6 +149,7 @@ impl Platform {
         // Before anything can write an event: every one goes to the outboxes that want it.
         let webhooks = Webhooks::start(store.clone(), journal.clone(), clock, webhooks)?;
         let mut followers = Vec::new();
+        let mut coordinated = None;
         let ((attempts, devices), neighbours): (Reach, _) = match cluster {
             None => ((Arc::new(attempts), Arc::new(devices)), None),
             Some((cluster, listener)) => {
@@ -154,6 +157,7 @@ impl Platform {
                 let local = cluster::Local { attempts, devices };
                 let node = cluster::Node::start(cluster, &store, listener, local, journaled);
                 let epoch = node.membership.crown()?;
+                coordinated = Some((epoch, node.membership.epochs()));
                 tracing::info!(node = %cluster.node, epoch, "this node coordinates the cluster");
                 let neighbours: Arc<dyn Neighbours> =
                     ClusterNeighbours::coordinator(node.membership.clone());
@@ -197,7 +201,17 @@ impl Platform {
             journal,
             webhooks,
             followers,
+            epoch: coordinated,
         })
+    }
+
+    /// Completes once another node coordinates the cluster (this node saw a newer
+    /// coordinator's epoch); never outside a cluster.
+    pub async fn deposed(&self) {
+        match &self.epoch {
+            Some((epoch, epochs)) => cluster::underway::deposed(epochs.clone(), *epoch).await,
+            None => std::future::pending().await,
+        }
     }
 }
 

@@ -403,3 +403,26 @@ fn a_coordinator_that_loses_its_hold_on_the_database_stops() {
     let status = coordinator.process.child.wait().unwrap();
     assert!(!status.success(), "{status}");
 }
+
+#[test]
+fn a_coordinator_that_sees_a_newer_coordinator_stops() {
+    let Some(postgres) = ThrowawayPostgres::for_test() else {
+        return;
+    };
+    let url = postgres.create_database("cluster-deposed").unwrap();
+    let mut coordinator = serve_with(&scratch("cluster-deposed-n1"), &[], &node(&url, "n1", ""));
+    // A successor crowned (as a node that took the database would be): the cluster's epoch
+    // moves on, and n1 reads it with its next heartbeat.
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::open(&url, 1).unwrap());
+    let successor = Membership::new(store, Clock::system(), "n2", ("127.0.0.1:9", "127.0.0.1:9"));
+    assert_eq!(
+        successor.crown().unwrap(),
+        2,
+        "n1 was the first coordinator"
+    );
+    coordinator
+        .process
+        .logged("another node coordinates the cluster now", BOUND);
+    let status = coordinator.process.child.wait().unwrap();
+    assert!(!status.success(), "{status}");
+}

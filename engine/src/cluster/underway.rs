@@ -109,7 +109,7 @@ impl Drop for Running {
 }
 
 /// Returns once this node has seen a coordinator newer than `epoch`.
-async fn deposed(mut epochs: watch::Receiver<u64>, epoch: u64) {
+pub async fn deposed(mut epochs: watch::Receiver<u64>, epoch: u64) {
     if epochs.wait_for(|newest| *newest > epoch).await.is_err() {
         // This node's records are gone: nothing newer will be seen.
         std::future::pending::<()>().await;
