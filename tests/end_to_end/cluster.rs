@@ -386,31 +386,39 @@ fn statistics_add_up(page: &Value, summary: &Value) {
     }
 }
 
-#[test]
-fn a_coordinator_that_loses_its_hold_on_the_database_stops() {
-    let Some(postgres) = ThrowawayPostgres::for_test() else {
-        return;
-    };
-    let url = postgres.create_database("cluster-hold").unwrap();
-    let mut coordinator = serve_with(&scratch("cluster-hold-n1"), &[], &node(&url, "n1", ""));
-    // The database ends the session holding the lock (a network cut, a restart would too).
-    let ended = ThrowawayPostgres::end_lock_holders(&url).unwrap();
-    assert_eq!(ended, 1, "one session holds the lock");
-    // Another node may coordinate now: this one stops rather than schedule beside it.
-    coordinator
-        .process
-        .logged("lost its hold on the database", BOUND);
+/// A lone coordinator on a database of its own, named `name`; `None` without PostgreSQL
+/// (and CI does not require it).
+fn lone_coordinator(name: &str) -> Option<(ThrowawayPostgres, String, Served)> {
+    let postgres = ThrowawayPostgres::for_test()?;
+    let url = postgres.create_database(name).unwrap();
+    let coordinator = serve_with(&scratch(&format!("{name}-n1")), &[], &node(&url, "n1", ""));
+    Some((postgres, url, coordinator))
+}
+
+/// `coordinator` stops, saying `why`, and not successfully.
+fn stops(mut coordinator: Served, why: &str) {
+    coordinator.process.logged(why, BOUND);
     let status = coordinator.process.child.wait().unwrap();
     assert!(!status.success(), "{status}");
 }
 
 #[test]
-fn a_coordinator_that_sees_a_newer_coordinator_stops() {
-    let Some(postgres) = ThrowawayPostgres::for_test() else {
+fn a_coordinator_that_loses_its_hold_on_the_database_stops() {
+    let Some((_postgres, url, coordinator)) = lone_coordinator("cluster-hold") else {
         return;
     };
-    let url = postgres.create_database("cluster-deposed").unwrap();
-    let mut coordinator = serve_with(&scratch("cluster-deposed-n1"), &[], &node(&url, "n1", ""));
+    // The database ends the session holding the lock (a network cut, a restart would too).
+    let ended = ThrowawayPostgres::end_lock_holders(&url).unwrap();
+    assert_eq!(ended, 1, "one session holds the lock");
+    // Another node may coordinate now: this one stops rather than schedule beside it.
+    stops(coordinator, "lost its hold on the database");
+}
+
+#[test]
+fn a_coordinator_that_sees_a_newer_coordinator_stops() {
+    let Some((_postgres, url, coordinator)) = lone_coordinator("cluster-deposed") else {
+        return;
+    };
     // A successor crowned (as a node that took the database would be): the cluster's epoch
     // moves on, and n1 reads it with its next heartbeat.
     let store: Arc<dyn Store> = Arc::new(PostgresStore::open(&url, 1).unwrap());
@@ -420,9 +428,5 @@ fn a_coordinator_that_sees_a_newer_coordinator_stops() {
         2,
         "n1 was the first coordinator"
     );
-    coordinator
-        .process
-        .logged("another node coordinates the cluster now", BOUND);
-    let status = coordinator.process.child.wait().unwrap();
-    assert!(!status.success(), "{status}");
+    stops(coordinator, "another node coordinates the cluster now");
 }
