@@ -297,6 +297,8 @@ fn operations_on_devices_of_members_run_on_the_node_they_are_registered_to() {
 
     let data =
         |endpoint: &str, path: &str| format!("/v1/devices/{endpoint}/data?path={path}&timeout=60");
+    // Asked while the device sleeps: answered at its next wake-up, wherever it wakes.
+    until_asleep(member, first);
     let manufacturer = member.ok("GET", &data(first, "/3/0/0"), None);
     assert_eq!(manufacturer["value"], "Acme", "{manufacturer}");
     let berlin = json!({ "value": "Europe/Berlin" });
@@ -312,7 +314,8 @@ fn operations_on_devices_of_members_run_on_the_node_they_are_registered_to() {
     assert_eq!(now.data["value"], "Europe/Berlin");
     drop(observed);
 
-    // Queued while the device may sleep: run at a wake-up, on whichever node it wakes at.
+    // Queued while the device sleeps: run at its next wake-up, on whichever node it wakes at.
+    until_asleep(coordinator, second);
     let operations = format!("/v1/devices/{second}/operations");
     let lima =
         json!({ "kind": "write", "path": "/3/0/15", "content": { "value": "America/Lima" } });
@@ -328,6 +331,14 @@ fn operations_on_devices_of_members_run_on_the_node_they_are_registered_to() {
     }
     let read = coordinator.get(&format!("{operations}/{}", read["id"].as_str().unwrap()));
     assert_eq!(read["result"]["value"], "America/Lima", "{read}");
+}
+
+/// Waits until the API (asked of `node`) says `endpoint` sleeps.
+fn until_asleep(node: &Served, endpoint: &str) {
+    let objects = format!("/v1/devices/{endpoint}/objects");
+    node.wait_for(&objects, "the device asleep", |objects| {
+        objects["awake"] == false
+    });
 }
 
 /// Which node owns each device, read from the cluster's records in the database.
