@@ -30,13 +30,11 @@ pub use notices::ClusterNeighbours;
 
 use crate::campaign::{Attempts, DeviceAttempts};
 use crate::journal::Journal;
+use crate::lwm2m::registry::EVENTS;
 use crate::lwm2m::{DeviceAccess, LocalDevices, RegistrationEvent};
 use crate::store::Store;
 use crate::webhooks::Webhooks;
 use underway::Underway;
-
-/// Registration events and wake-ups a follower may fall behind by before it misses some.
-const EVENTS: usize = 4096;
 
 /// A node's place in a cluster.
 #[derive(Debug, Clone, PartialEq)]

@@ -143,6 +143,12 @@ impl Drop for EndpointEvents {
     }
 }
 
+/// Registration events a follower may fall behind by before it misses some (and repairs a
+/// device at its next Update). A storm of this many Registers, such as a cell's devices coming
+/// back at once, reaches every follower whole, however slowly its store writes; the channel
+/// holds a slot per event, about 240 bytes each (15 MiB).
+pub const EVENTS: usize = 1 << 16;
+
 impl Default for Registry {
     fn default() -> Self {
         Registry::new()
@@ -158,7 +164,7 @@ impl Registry {
     /// An empty registry whose registrations live at most `ttl` until their device proves
     /// its address (see [`Registration::proven`]).
     pub fn with_unproven_ttl(ttl: std::time::Duration) -> Self {
-        let (events, _) = broadcast::channel(4096);
+        let (events, _) = broadcast::channel(EVENTS);
         Registry {
             state: Mutex::new(RegistryState {
                 unproven_ttl: ttl,
@@ -610,5 +616,22 @@ mod tests {
         );
         drop(events);
         assert!(lock(&registry.state).followers.is_empty(), "unsubscribed");
+    }
+
+    #[test]
+    fn a_follower_that_reads_after_a_storm_of_registers_misses_none() {
+        let registry = Registry::new();
+        let mut events = registry.subscribe();
+        let storm = 50_000;
+        let now = Instant::now();
+        for n in 0..storm {
+            registry.register(request(&format!("dev-{n}"), 60), addr(), now);
+        }
+        for n in 0..storm {
+            match events.try_recv() {
+                Ok(RegistrationEvent::Registered(r)) => assert_eq!(r.endpoint, format!("dev-{n}")),
+                other => panic!("event {n}: {other:?}"),
+            }
+        }
     }
 }
