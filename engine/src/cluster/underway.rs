@@ -82,7 +82,8 @@ impl Underway {
     }
 
     /// The number of attempts under way.
-    pub fn count(&self) -> usize {
+    #[cfg(test)]
+    fn count(&self) -> usize {
         lock(&self.running).len()
     }
 }
