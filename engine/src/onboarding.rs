@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::catalog::Catalog;
 use crate::catalog::devices::survey;
+use crate::catalog::{Catalog, CatalogError};
 use crate::coap::stats::bump;
 use crate::edge::{EdgeCounters, EdgeLimits};
-use crate::lwm2m::registry::next_event;
+use crate::lwm2m::registry::{BATCH, Followed, next_events};
 use crate::lwm2m::{DeviceManagement, Registration, RegistrationEvent, Registry};
 use crate::store::waiting;
 use crate::sync::lock;
@@ -81,52 +81,82 @@ pub async fn follow_registrations(
     let mut surveys = JoinSet::new();
     loop {
         while surveys.try_join_next().is_some() {}
-        let Some(event) = next_event(&mut events, "the catalog").await else {
-            return;
+        let events = match next_events(&mut events).await {
+            None => return,
+            Some(Followed::Events(events)) => events,
+            Some(Followed::Missed(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "registration events missed: recording every device registered here"
+                );
+                surveyor.registry.as_updates()
+            }
         };
-        let endpoint = &event.registration().endpoint;
-        match waiting(|| surveyor.record(&event, &mut surveys)) {
-            Ok(()) => surveyor.wrote(endpoint),
-            Err(error) => tracing::error!(%endpoint, %error, "device not recorded"),
+        for batch in events.chunks(BATCH) {
+            surveyor.record_all(batch, &mut surveys);
         }
     }
 }
 
 impl Surveyor {
-    /// What `event` changes in the catalog, and the survey it starts.
-    fn record(
-        self: &Arc<Self>,
-        event: &RegistrationEvent,
-        surveys: &mut JoinSet<()>,
-    ) -> Result<(), crate::catalog::CatalogError> {
-        let registration = event.registration();
-        let catalog = &self.catalog;
-        match event {
-            RegistrationEvent::Registered(_) => {
-                let device = catalog.device_seen(registration)?;
-                self.spawn(registration, device.model.is_none(), surveys);
-            }
-            // A device whose survey failed (asleep before it ran, a lost answer) or whose
-            // Register this follower missed is surveyed at its next Update, in its window.
-            RegistrationEvent::Updated(_) => {
-                let device = catalog.device_seen(registration)?;
-                if device.model.is_none() {
-                    self.spawn(registration, true, surveys);
-                }
-            }
-            RegistrationEvent::Deregistered(_) | RegistrationEvent::Expired(_) => {
-                if !self.still_ours(&registration.endpoint) {
-                    // The device went on at another node: its record is that node's now.
-                    return Ok(());
-                }
-                if catalog.forget_unsurveyed_device(&registration.endpoint)? {
-                    bump(&self.counters.unsurveyed_forgotten);
-                } else {
-                    catalog.device_gone(&registration.endpoint)?;
-                }
+    /// What `events` change in the catalog, in order, and the surveys they start: each run of
+    /// Registers and Updates in one read and one write of the store.
+    fn record_all(self: &Arc<Self>, events: &[RegistrationEvent], surveys: &mut JoinSet<()>) {
+        for run in events.chunk_by(|a, b| is_seen(a) == is_seen(b)) {
+            if is_seen(&run[0]) {
+                self.record_seen(run, surveys);
+            } else {
+                run.iter()
+                    .for_each(|event| self.record_ended(event.registration()));
             }
         }
-        Ok(())
+    }
+
+    /// Registers and Updates: the devices are seen, and surveyed unless known. A device
+    /// whose survey failed (asleep before it ran, a lost answer) or whose Register this
+    /// follower missed is surveyed at its next Update, in its window.
+    fn record_seen(self: &Arc<Self>, events: &[RegistrationEvent], surveys: &mut JoinSet<()>) {
+        let endpoints: Vec<&str> = (events.iter())
+            .map(|event| event.registration().endpoint.as_str())
+            .collect();
+        let devices = match waiting(|| self.catalog.devices_seen(&endpoints)) {
+            Ok(devices) => devices,
+            Err(error) => {
+                tracing::error!(devices = endpoints.len(), %error, "devices not recorded");
+                return;
+            }
+        };
+        for (event, device) in events.iter().zip(devices) {
+            let unknown = device.model.is_none();
+            match event {
+                RegistrationEvent::Registered(r) => self.spawn(r, unknown, surveys),
+                RegistrationEvent::Updated(r) if unknown => self.spawn(r, true, surveys),
+                _ => {}
+            }
+            self.wrote(&device.endpoint);
+        }
+    }
+
+    /// A registration that ended: its device is offline, or forgotten if it never answered a
+    /// survey; unless the device went on at another node, whose record it is now.
+    fn record_ended(&self, registration: &Registration) {
+        let endpoint = &registration.endpoint;
+        if !self.still_ours(endpoint) {
+            return;
+        }
+        let catalog = &self.catalog;
+        let ended = waiting(|| {
+            if catalog.forget_unsurveyed_device(endpoint)? {
+                bump(&self.counters.unsurveyed_forgotten);
+            } else {
+                catalog.device_gone(endpoint)?;
+            }
+            Ok::<_, CatalogError>(())
+        });
+        match ended {
+            Ok(()) => self.wrote(endpoint),
+            Err(error) => tracing::error!(%endpoint, %error, "device not recorded"),
+        }
     }
 
     /// Surveys `registration`'s device unless its source has enough surveys under way; a
@@ -212,5 +242,71 @@ impl Surveyor {
                 per_source.remove(&source);
             }
         }
+    }
+}
+
+/// Whether `event` says the device is registered (a Register or an Update), not that its
+/// registration ended.
+fn is_seen(event: &RegistrationEvent) -> bool {
+    matches!(
+        event,
+        RegistrationEvent::Registered(_) | RegistrationEvent::Updated(_)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::catalog::test_catalog;
+    use crate::clock::Clock;
+    use crate::coap::{Endpoint, EndpointConfig};
+    use crate::lwm2m::registration::RegisterRequest;
+    use crate::lwm2m::registry::EVENTS;
+
+    #[tokio::test]
+    async fn a_follower_that_missed_registrations_records_every_device_registered() {
+        let registry = Arc::new(Registry::new());
+        let catalog = test_catalog(Clock::system());
+        let loopback = "127.0.0.1:0".parse().unwrap();
+        let endpoint = Endpoint::bind(loopback, EndpointConfig::default())
+            .await
+            .unwrap();
+        // No surveys: the devices of this storm do not exist.
+        let limits = EdgeLimits {
+            surveys_per_source: 0,
+            ..EdgeLimits::default()
+        };
+        let follower = tokio::spawn(follow_registrations(
+            registry.clone(),
+            catalog.clone(),
+            DeviceManagement::new(endpoint),
+            (limits, Arc::new(EdgeCounters::default())),
+            None,
+        ));
+        // It subscribes, then waits for the first event.
+        tokio::task::yield_now().await;
+        let storm = EVENTS + 100;
+        let now = tokio::time::Instant::now();
+        for n in 0..storm {
+            let request = RegisterRequest::for_tests(&format!("dev-{n}"), 600);
+            registry.register(request, "127.0.0.1:9".parse().unwrap(), now);
+        }
+        // Without yielding: the follower's first read finds it fell behind by the oldest 100.
+        let bound = tokio::time::Instant::now() + Duration::from_secs(120);
+        while catalog.devices().unwrap().len() < storm {
+            assert!(
+                tokio::time::Instant::now() < bound,
+                "not every device was recorded"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let first = catalog.device("dev-0").unwrap();
+        assert!(
+            first.online,
+            "a device whose Register was missed is recorded online"
+        );
+        follower.abort();
     }
 }

@@ -3,7 +3,9 @@
 //! its cores. For each node count: blocks per second of a task upgrading a fleet of reference
 //! devices spread evenly over the nodes (as a balancer spreads them; the devices run in this
 //! process), the database's row writes per device attempt over that task, then a registration
-//! storm spread the same way: registrations per second across the nodes.
+//! storm spread the same way: registrations per second across the nodes, and how long until
+//! the database holds every device's record and ownership (what each node's followers of its
+//! registrations write).
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -136,7 +138,50 @@ async fn measure(args: &ClusterArgs, count: usize, url: &str) -> anyhow::Result<
         "/s",
     );
     figure(&name("registrations_lost"), lost as f64, "");
+    // The storm's endpoints start where the fleet's do: each device once.
+    let devices = created.max(args.devices) as i64;
+    for (what, prefix) in [("devices", "dev/"), ("owners", "owner/")] {
+        let after = recorded(url, prefix, devices, started).await?;
+        figure(
+            &name(&format!("registrations_{what}_recorded_after")),
+            after,
+            "s",
+        );
+    }
     Ok(())
+}
+
+/// Seconds from `started` until the database at `url` holds `devices` records under `prefix`
+/// (what the nodes' followers of their registrations write), within [`BOUND`].
+async fn recorded(url: &str, prefix: &str, devices: i64, started: Instant) -> anyhow::Result<f64> {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let held = records_under(url, prefix).await?;
+        if held >= devices {
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{held} of {devices} records under {prefix} after {BOUND:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Records under `prefix` in the database at `url`.
+async fn records_under(url: &str, prefix: &str) -> anyhow::Result<i64> {
+    let (url, prefix) = (url.to_string(), prefix.as_bytes().to_vec());
+    tokio::task::spawn_blocking(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls)?;
+        // Keys are UTF-8: none holds 0xFF, so every key under the prefix sorts before this.
+        let end = [prefix.as_slice(), &[0xFF]].concat();
+        let row = client.query_one(
+            "SELECT count(*) FROM records WHERE key >= $1 AND key < $2",
+            &[&prefix, &end],
+        )?;
+        Ok(row.get::<_, i64>(0))
+    })
+    .await?
 }
 
 /// The devices `index` of `count` nodes takes of `total`: an even split, from `first`.

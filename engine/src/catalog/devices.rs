@@ -3,6 +3,7 @@
 //! registration ends, and forgotten when an operator deletes them (a device that registers
 //! again is created again).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -227,8 +228,15 @@ impl Catalog {
 
     /// A registration or an Update arrived: the device exists, is online, and was seen now.
     pub fn device_seen(&self, registration: &Registration) -> Result<DeviceRecord, CatalogError> {
+        let mut seen = self.devices_seen(&[&registration.endpoint])?;
+        Ok(seen.remove(0))
+    }
+
+    /// Registrations or Updates of each of `endpoints` arrived: [`Catalog::device_seen`] of
+    /// each, in one read and one write of the store. Their records, in the same order.
+    pub fn devices_seen(&self, endpoints: &[&str]) -> Result<Vec<DeviceRecord>, CatalogError> {
         let now = self.clock.now();
-        self.update_device(&registration.endpoint, |device| {
+        self.update_devices(endpoints, |device| {
             device.online = true;
             device.last_seen = now;
         })
@@ -390,20 +398,45 @@ impl Catalog {
     fn update_device(
         &self,
         endpoint: &str,
-        change: impl FnOnce(&mut DeviceRecord),
+        change: impl FnMut(&mut DeviceRecord),
     ) -> Result<DeviceRecord, CatalogError> {
+        let mut changed = self.update_devices(&[endpoint], change)?;
+        Ok(changed.remove(0))
+    }
+
+    /// Makes one `change` to each of `endpoints`' devices (twice to one named twice), creating
+    /// those the catalog does not know, in one read and one write of the store: the devices
+    /// as changed, in the order of `endpoints`.
+    fn update_devices(
+        &self,
+        endpoints: &[&str],
+        mut change: impl FnMut(&mut DeviceRecord),
+    ) -> Result<Vec<DeviceRecord>, CatalogError> {
         let _serialized = lock(&self.device_writes);
-        let key = device_key(endpoint);
-        let mut device = self
-            .store
-            .get(&key)?
-            .unwrap_or_else(|| DeviceRecord::new(endpoint, self.clock.now()));
-        change(&mut device);
+        let keys: Vec<String> = endpoints
+            .iter()
+            .map(|endpoint| device_key(endpoint))
+            .collect();
+        let stored = self.store.get_many::<DeviceRecord>(&keys)?;
+        let now = self.clock.now();
+        let mut latest: HashMap<&str, DeviceRecord> = HashMap::new();
+        let mut changed = Vec::with_capacity(endpoints.len());
+        for (&endpoint, stored) in endpoints.iter().zip(stored) {
+            let mut device = (latest.remove(endpoint).or(stored))
+                .unwrap_or_else(|| DeviceRecord::new(endpoint, now));
+            change(&mut device);
+            latest.insert(endpoint, device.clone());
+            changed.push(device);
+        }
         let mut batch = Batch::new();
-        batch.put(key, &device);
+        for device in latest.values() {
+            batch.put(device_key(&device.endpoint), device);
+        }
         self.store.apply(batch)?;
-        self.index.put(&device);
-        Ok(device)
+        for device in latest.values() {
+            self.index.put(device);
+        }
+        Ok(changed)
     }
 }
 
@@ -476,6 +509,44 @@ mod tests {
         let again = catalog.device_surveyed(IMEI, &partial).unwrap();
         assert_eq!((again.battery, again.cell_id), (Some(40), Some(4_711)));
         assert_eq!(catalog.device(IMEI).unwrap(), again, "it is in the store");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn devices_seen_together_are_each_recorded_as_if_seen_alone() {
+        let catalog = test_catalog(Clock::starting_at(T0));
+        catalog.device_seen(&registration("known")).unwrap();
+        catalog.rename_device("known", "pump 7").unwrap();
+        catalog.device_gone("known").unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let seen = catalog
+            .devices_seen(&["new", "known", IMEI, "new"])
+            .unwrap();
+        let what = |device: &DeviceRecord| {
+            (
+                device.endpoint.clone(),
+                device.name.clone(),
+                device.online,
+                device.last_seen,
+            )
+        };
+        let later = T0 + 10_000;
+        assert_eq!(
+            seen.iter().map(what).collect::<Vec<_>>(),
+            vec![
+                ("new".into(), "new".into(), true, later),
+                ("known".into(), "pump 7".into(), true, later),
+                (IMEI.into(), IMEI.into(), true, later),
+                ("new".into(), "new".into(), true, later),
+            ],
+            "in the order asked; a known device keeps what it had"
+        );
+        assert_eq!(seen[2].imei.as_deref(), Some("356938035643809"));
+        for device in &seen {
+            assert_eq!(&catalog.device(&device.endpoint).unwrap(), device, "stored");
+            let indexed = catalog.device_index().get(&device.endpoint);
+            assert!(indexed.is_some_and(|d| d.online), "indexed as online");
+        }
+        assert_eq!(catalog.devices().unwrap().len(), 3);
     }
 
     #[tokio::test(start_paused = true)]

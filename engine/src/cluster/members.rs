@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
 use crate::clock::{Clock, UnixMillis};
-use crate::lwm2m::registry::next_event;
+use crate::lwm2m::registry::{BATCH, Followed, next_events};
 use crate::lwm2m::{RegistrationEvent, Registry};
 use crate::store::{Batch, Store, StoreError, StoreExt, key_segment, waiting};
 
@@ -133,15 +133,33 @@ impl Membership {
 
     /// `endpoint` registered or sent an Update here: it is this node's from now on.
     pub fn claim(&self, endpoint: &str) -> Result<(), StoreError> {
-        let key = owner_key(endpoint);
-        let current = self.store.get::<OwnerRecord>(&key)?;
-        if current.is_some_and(|owner| *owner.node == *self.node) {
+        self.claim_all(&[endpoint])
+    }
+
+    /// Claims each of `endpoints` for this node, in one read of their owners and one write of
+    /// those this node did not hold already.
+    pub fn claim_all(&self, endpoints: &[&str]) -> Result<(), StoreError> {
+        if endpoints.is_empty() {
             return Ok(());
         }
+        let keys: Vec<String> = endpoints
+            .iter()
+            .map(|endpoint| owner_key(endpoint))
+            .collect();
+        let owners = self.store.get_many::<OwnerRecord>(&keys)?;
         let record = OwnerRecord {
             node: self.node.to_string(),
         };
-        self.store.put(&key, &record)
+        let mut batch = Batch::new();
+        for (key, owner) in keys.into_iter().zip(owners) {
+            if owner.is_none_or(|owner| *owner.node != *self.node) {
+                batch.put(key, &record);
+            }
+        }
+        match batch.puts.is_empty() {
+            true => Ok(()),
+            false => self.store.apply(batch),
+        }
     }
 
     /// Whether no other node claimed `endpoint` since this one did: a registration that
@@ -233,20 +251,49 @@ pub fn spawn_heartbeat(membership: Membership) -> tokio::task::JoinHandle<()> {
 
 /// Claims every device that registers or sends an Update to `registry`, until it closes;
 /// passes each of the registry's events on to `claimed` once that is written (what follows it
-/// there finds the device at this node).
+/// there finds the device at this node). The events queued are claimed together, so a storm of
+/// Registers costs a round trip to the store per batch, not per device; a follower that fell
+/// so far behind that it missed some claims every device registered here.
 pub async fn follow_ownership(
     registry: Arc<Registry>,
     membership: Membership,
     claimed: broadcast::Sender<RegistrationEvent>,
 ) {
     let mut events = registry.subscribe();
-    while let Some(event) = next_event(&mut events, "ownership").await {
-        if let RegistrationEvent::Registered(r) | RegistrationEvent::Updated(r) = &event
-            && let Err(error) = waiting(|| membership.claim(&r.endpoint))
-        {
-            tracing::error!(endpoint = %r.endpoint, %error, "ownership not written");
+    while let Some(followed) = next_events(&mut events).await {
+        let events = match followed {
+            Followed::Events(events) => events,
+            Followed::Missed(missed) => {
+                tracing::warn!(
+                    missed,
+                    "registration events missed: claiming every device registered here"
+                );
+                registry.as_updates()
+            }
+        };
+        for batch in events.chunks(BATCH) {
+            claim_registered(&membership, batch);
+            for event in batch {
+                let _ = claimed.send(event.clone());
+            }
+            // What follows `claimed` takes its share between batches.
+            tokio::task::yield_now().await;
         }
-        let _ = claimed.send(event);
+    }
+}
+
+/// Claims the devices that registered or sent an Update in `events`.
+fn claim_registered(membership: &Membership, events: &[RegistrationEvent]) {
+    let endpoints: Vec<&str> = (events.iter())
+        .filter_map(|event| match event {
+            RegistrationEvent::Registered(r) | RegistrationEvent::Updated(r) => {
+                Some(r.endpoint.as_str())
+            }
+            RegistrationEvent::Deregistered(_) | RegistrationEvent::Expired(_) => None,
+        })
+        .collect();
+    if let Err(error) = waiting(|| membership.claim_all(&endpoints)) {
+        tracing::error!(devices = endpoints.len(), %error, "ownership not written");
     }
 }
 
@@ -257,6 +304,39 @@ mod tests {
 
     fn store() -> Arc<dyn Store> {
         Arc::new(SledStore::temporary().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_storm_of_registers_is_claimed_whole_even_past_what_the_follower_was_given() {
+        use crate::lwm2m::registration::RegisterRequest;
+        use crate::lwm2m::registry::EVENTS;
+        let store = store();
+        let clock = Clock::starting_at(1_000_000);
+        let a = Membership::new(store.clone(), clock, "a", ("x:1", "x:2"));
+        a.beat().unwrap();
+        let registry = Arc::new(Registry::new());
+        let (claimed, _) = broadcast::channel(16);
+        let follower = tokio::spawn(follow_ownership(registry.clone(), a.clone(), claimed));
+        // It subscribes, then waits for the first event.
+        tokio::task::yield_now().await;
+        let storm = EVENTS + 100;
+        let now = tokio::time::Instant::now();
+        for n in 0..storm {
+            let request = RegisterRequest::for_tests(&format!("dev-{n}"), 600);
+            registry.register(request, "127.0.0.1:9".parse().unwrap(), now);
+        }
+        // Without yielding: its first read finds it fell behind by the oldest 100, so it
+        // claims every registration held.
+        let bound = tokio::time::Instant::now() + Duration::from_secs(60);
+        while store.scan_raw(OWNERS).unwrap().len() < storm {
+            assert!(
+                tokio::time::Instant::now() < bound,
+                "not every device was claimed"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(a.owns("dev-0").unwrap());
+        follower.abort();
     }
 
     #[test]

@@ -79,7 +79,7 @@ async fn converse(stream: TcpStream, service: &Arc<Service>) -> Result<(), LinkE
 
 fn journal(service: &Service, data: &serde_json::Value) {
     if let Some((journal, webhooks)) = &service.journal {
-        crate::webhooks::registrations::record(journal, webhooks, data);
+        crate::webhooks::registrations::record(journal, webhooks, std::slice::from_ref(data));
     }
 }
 

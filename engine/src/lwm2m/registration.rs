@@ -63,6 +63,25 @@ pub struct Registration {
 }
 
 #[cfg(test)]
+impl RegisterRequest {
+    /// A Register of `endpoint` for `lifetime` seconds: LwM2M 1.1, binding U, no objects.
+    pub(crate) fn for_tests(endpoint: &str, lifetime: u64) -> Self {
+        RegisterRequest {
+            endpoint: endpoint.into(),
+            lifetime: Duration::from_secs(lifetime),
+            lwm2m_version: "1.1".into(),
+            binding: Binding {
+                udp: true,
+                queue_mode: false,
+            },
+            objects: vec![],
+            announced_format: None,
+            identity: None,
+        }
+    }
+}
+
+#[cfg(test)]
 impl Registration {
     /// A proven registration of `endpoint` at `address` made now: LwM2M 1.1, binding U, a
     /// minute's lifetime, no objects: what unit tests start from, changing what they test.

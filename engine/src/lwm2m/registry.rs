@@ -195,6 +195,41 @@ impl Registry {
     }
 }
 
+/// Registration events a follower takes at once: what it writes in one store call when it
+/// fell behind (a storm of Registers), and what a follower that missed events goes over at
+/// a time of the registrations held.
+pub const BATCH: usize = 1024;
+
+/// What a follower of the registry's events reads next.
+#[derive(Debug)]
+pub enum Followed {
+    /// The events queued for it, in order: at least one, [`BATCH`] at most.
+    Events(Vec<RegistrationEvent>),
+    /// It fell behind by more than [`EVENTS`] and missed this many: what it keeps of the
+    /// devices is current again only from [`Registry::as_updates`].
+    Missed(u64),
+}
+
+/// What `events` holds for its follower now, waiting for one event at least; `None` once the
+/// registry is gone. A follower whose store calls are round trips writes what it was given at
+/// once, so it keeps up with a storm that would take one round trip per event.
+pub async fn next_events(events: &mut broadcast::Receiver<RegistrationEvent>) -> Option<Followed> {
+    let first = match events.recv().await {
+        Ok(event) => event,
+        Err(broadcast::error::RecvError::Lagged(missed)) => return Some(Followed::Missed(missed)),
+        Err(broadcast::error::RecvError::Closed) => return None,
+    };
+    let mut taken = vec![first];
+    while taken.len() < BATCH {
+        match events.try_recv() {
+            Ok(event) => taken.push(event),
+            // What lagged or closed meanwhile is told at the next call.
+            Err(_) => break,
+        }
+    }
+    Some(Followed::Events(taken))
+}
+
 /// The next of `events` for `follower`: the events it fell behind on are passed over with a
 /// warning naming it; `None` once the registry is gone.
 pub async fn next_event(
@@ -347,6 +382,16 @@ impl Registry {
         state.by_id.get(&number).map(|r| (**r).clone())
     }
 
+    /// Every registration held now, each as an Update, in no order: what a follower that
+    /// missed events goes on from (a device's last Register or Update, without the ones that
+    /// ended meanwhile).
+    pub fn as_updates(&self) -> Vec<RegistrationEvent> {
+        let state = lock(&self.state);
+        (state.by_id.values())
+            .map(|registration| RegistrationEvent::Updated((**registration).clone()))
+            .collect()
+    }
+
     /// Number of live registrations.
     pub fn len(&self) -> usize {
         lock(&self.state).by_id.len()
@@ -442,21 +487,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::lwm2m::registration::Binding;
 
     fn request(endpoint: &str, lifetime: u64) -> RegisterRequest {
-        RegisterRequest {
-            endpoint: endpoint.into(),
-            lifetime: Duration::from_secs(lifetime),
-            lwm2m_version: "1.1".into(),
-            binding: Binding {
-                udp: true,
-                queue_mode: false,
-            },
-            objects: vec![],
-            announced_format: None,
-            identity: None,
-        }
+        RegisterRequest::for_tests(endpoint, lifetime)
     }
 
     fn addr() -> SocketAddr {
@@ -633,5 +666,55 @@ mod tests {
                 other => panic!("event {n}: {other:?}"),
             }
         }
+    }
+
+    fn endpoints(followed: Option<Followed>) -> Vec<String> {
+        match followed {
+            Some(Followed::Events(events)) => (events.iter())
+                .map(|event| event.registration().endpoint.clone())
+                .collect(),
+            other => panic!("events expected, not {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follower_takes_what_is_queued_at_once_and_is_told_what_it_missed() {
+        let registry = Registry::new();
+        let mut events = registry.subscribe();
+        let now = Instant::now();
+        let name = |n: usize| format!("dev-{n}");
+        for n in 0..BATCH + 5 {
+            registry.register(request(&name(n), 60), addr(), now);
+        }
+        let first = endpoints(next_events(&mut events).await);
+        assert_eq!(
+            first,
+            (0..BATCH).map(name).collect::<Vec<_>>(),
+            "a batch, in order"
+        );
+        let rest = endpoints(next_events(&mut events).await);
+        assert_eq!(rest, (BATCH..BATCH + 5).map(name).collect::<Vec<_>>());
+
+        let storm = EVENTS + 10;
+        for n in BATCH + 5..BATCH + 5 + storm {
+            registry.register(request(&name(n), 60), addr(), now);
+        }
+        assert!(
+            matches!(next_events(&mut events).await, Some(Followed::Missed(10))),
+            "the follower is told it missed the oldest ten"
+        );
+        let after = endpoints(next_events(&mut events).await);
+        assert_eq!(
+            after[0],
+            name(BATCH + 5 + 10),
+            "then goes on from the oldest held"
+        );
+
+        let updates = registry.as_updates();
+        assert_eq!(updates.len(), BATCH + 5 + storm, "every registration held");
+        assert!(
+            (updates.iter()).all(|event| matches!(event, RegistrationEvent::Updated(_))),
+            "each as an Update"
+        );
     }
 }

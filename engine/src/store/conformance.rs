@@ -26,6 +26,7 @@ pub(super) fn suite(open: Open) {
     let store = open().expect("the store opens");
     records_scan_in_key_order_under_their_prefix(store.as_ref());
     a_batch_is_applied_whole(store.as_ref());
+    many_records_are_read_at_once_in_the_order_asked(store.as_ref());
     a_page_after_a_key_and_the_last_key_stay_under_their_prefix(store.as_ref());
     keys_sort_by_their_bytes(store.as_ref());
     a_record_of_an_unknown_version_or_garbage_is_an_error_not_a_panic(store.as_ref());
@@ -50,6 +51,23 @@ fn records_scan_in_key_order_under_their_prefix(store: &dyn Store) {
     let things: Vec<Thing> = store.scan("scan/thing/").unwrap();
     assert_eq!(things, vec![thing("a", 1), thing("b", 2)]);
     assert!(store.scan_raw("scan/none/").unwrap().is_empty());
+}
+
+fn many_records_are_read_at_once_in_the_order_asked(store: &dyn Store) {
+    store.put("many/a", &thing("a", 1)).unwrap();
+    store.put("many/b", &thing("b", 2)).unwrap();
+    let keys = ["many/b", "many/none", "many/a", "many/b"].map(String::from);
+    assert_eq!(
+        store.get_many::<Thing>(&keys).unwrap(),
+        vec![
+            Some(thing("b", 2)),
+            None,
+            Some(thing("a", 1)),
+            Some(thing("b", 2))
+        ],
+        "each key's record or none, in the order asked, a key asked twice given twice"
+    );
+    assert!(store.get_many::<Thing>(&[]).unwrap().is_empty());
 }
 
 fn a_batch_is_applied_whole(store: &dyn Store) {

@@ -215,6 +215,11 @@ impl Batch {
 pub trait Store: Send + Sync + 'static {
     /// The raw value at `key`.
     fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The raw value at each of `keys`, in their order: one call for many records where a
+    /// store's call is a round trip (a follower catching up on a storm of registrations).
+    fn get_many_raw(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        keys.iter().map(|key| self.get_raw(key)).collect()
+    }
     /// Every `(key, raw value)` whose key starts with `prefix`, in key order.
     fn scan_raw(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// Up to `limit` `(key, raw value)` whose key starts with `prefix` and sorts after `after`
@@ -247,6 +252,14 @@ pub trait StoreExt: Store {
         self.get_raw(key)?
             .map(|bytes| decode(key, &bytes))
             .transpose()
+    }
+
+    /// The record at each of `keys`, in their order.
+    fn get_many<T: Record>(&self, keys: &[String]) -> Result<Vec<Option<T>>, StoreError> {
+        let values = self.get_many_raw(keys)?;
+        (keys.iter().zip(values))
+            .map(|(key, bytes)| bytes.map(|bytes| decode(key, &bytes)).transpose())
+            .collect()
     }
 
     /// Every record under `prefix`, in key order.

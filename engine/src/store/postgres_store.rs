@@ -205,6 +205,16 @@ impl Store for PostgresStore {
         Ok(rows.into_iter().next().map(|(_, value)| value))
     }
 
+    fn get_many_raw(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let wanted: Vec<Vec<u8>> = keys.iter().map(|key| key.as_bytes().to_vec()).collect();
+        let rows = self.rows(
+            "SELECT key, value FROM records WHERE key = ANY($1)",
+            vec![Box::new(wanted)],
+        )?;
+        let found: HashMap<String, Vec<u8>> = rows.into_iter().collect();
+        Ok(keys.iter().map(|key| found.get(key).cloned()).collect())
+    }
+
     fn scan_raw(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let (start, end) = key_range(prefix);
         self.rows(

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::{REGISTRATION, Webhooks};
 use crate::journal::{EventData, Journal, NewEvent};
-use crate::lwm2m::registry::next_event;
+use crate::lwm2m::registry::{Followed, next_events};
 use crate::lwm2m::{RegistrationEvent, Registry};
 use crate::store::Batch;
 
@@ -17,31 +17,33 @@ use crate::store::Batch;
 /// registry closes.
 pub async fn journal_registrations(registry: Arc<Registry>, journal: Journal, webhooks: Webhooks) {
     let mut events = registry.subscribe();
-    loop {
-        let Some(event) = next_event(&mut events, "the journal").await else {
-            return;
-        };
-        if let Some(data) = data(&event) {
-            record(&journal, &webhooks, &data);
+    while let Some(followed) = next_events(&mut events).await {
+        match followed {
+            Followed::Events(events) => {
+                let data: Vec<Value> = events.iter().filter_map(data).collect();
+                record(&journal, &webhooks, &data);
+            }
+            Followed::Missed(missed) => {
+                tracing::warn!(missed, "registration events missed by the journal");
+            }
         }
     }
 }
 
-/// Writes a registration event (`data`, what [`data`] says of it; a cluster's member sends
-/// its own to the coordinator) while `webhooks` asks for them.
-pub fn record(journal: &Journal, webhooks: &Webhooks, data: &Value) {
-    if !webhooks.wanted(REGISTRATION) {
+/// Writes registration events (`data`, what [`data`] says of each; a cluster's member sends
+/// its own to the coordinator), in one append, while `webhooks` asks for them.
+pub fn record(journal: &Journal, webhooks: &Webhooks, data: &[Value]) {
+    if data.is_empty() || !webhooks.wanted(REGISTRATION) {
         return;
     }
-    let written = journal.append(
-        Batch::new(),
-        vec![NewEvent {
+    let events = (data.iter())
+        .map(|data| NewEvent {
             kind: REGISTRATION,
             data: EventData::of(data),
-        }],
-    );
-    if let Err(error) = written {
-        tracing::error!(%error, "registration event not written");
+        })
+        .collect();
+    if let Err(error) = journal.append(Batch::new(), events) {
+        tracing::error!(%error, "registration events not written");
     }
 }
 
