@@ -62,6 +62,10 @@ pub struct DeviceConfig {
     pub q_block1: Option<QBlock1Config>,
     /// How long installing takes.
     pub install_time: Duration,
+    /// Whether the device keeps its registration across a reboot: back, it sends an Update
+    /// to the registration it had (from its new address), as clients that store their
+    /// registration in flash do, and registers anew only if the server no longer knows it.
+    pub keeps_registration: bool,
     /// CoAP timers of the device.
     pub coap: EndpointConfig,
     /// The network its sockets are bound on: real UDP, or a simulated one.
@@ -287,6 +291,8 @@ async fn run<S: DeviceSystem>(
     shared: std::sync::Weak<Shared<S>>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
+    // The registration a device that keeps it across reboots goes on with.
+    let mut kept: Option<Vec<String>> = None;
     loop {
         let Some(device) = shared.upgrade() else {
             return;
@@ -298,12 +304,19 @@ async fn run<S: DeviceSystem>(
             return;
         };
         let next = loop {
-            let Some(location) = register(&endpoint, &config).await else {
-                return;
+            let location = match kept.take() {
+                Some(location) if still_registered(&endpoint, &config, &location).await => location,
+                _ => match register(&endpoint, &config).await {
+                    Some(location) => location,
+                    None => return,
+                },
             };
             match stay_registered(&shared, endpoint, &location, &mut commands).await {
                 Next::Register(same) => endpoint = same,
-                other => break other,
+                other => {
+                    kept = config.keeps_registration.then_some(location);
+                    break other;
+                }
             }
         };
         let Some(device) = shared.upgrade() else {
@@ -386,6 +399,13 @@ const MISSING_LIST_REPEATS: u32 = 3;
 
 /// Binds of a just-closed port tried (10 ms apart) before the device takes another port.
 const REBIND_TRIES: u32 = 300;
+
+/// Sends an Update to the registration at `location`: whether the server still knows it.
+async fn still_registered(endpoint: &Endpoint, config: &DeviceConfig, location: &[String]) -> bool {
+    let update = OutgoingRequest::new(RequestType::Post, location);
+    let answer = endpoint.request(config.server, &update).await;
+    answer.is_ok_and(|response| response.response_code() == Some(ResponseType::Changed))
+}
 
 /// Registers, retrying with back-off until the server accepts; the Location-Path comes back.
 async fn register(endpoint: &Endpoint, config: &DeviceConfig) -> Option<Vec<String>> {

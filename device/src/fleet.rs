@@ -83,6 +83,9 @@ pub struct FleetSpec {
     /// When set, every device speaks coaps to `server` with the key [`Psk::derived`] gives it
     /// from this secret (its endpoint name as identity).
     pub psk_secret: Option<Vec<u8>>,
+    /// Every device keeps its registration across reboots (an Update after an install, not
+    /// a Register).
+    pub keeps_registration: bool,
 }
 
 impl FleetSpec {
@@ -109,6 +112,7 @@ impl FleetSpec {
             link: None,
             trusted_key: None,
             psk_secret: None,
+            keeps_registration: false,
         }
     }
 
@@ -282,6 +286,7 @@ fn device_of(
         max_block_size: spec.max_block_size,
         q_block1: None,
         install_time: Duration::from_millis(20),
+        keeps_registration: spec.keeps_registration,
         coap: EndpointConfig {
             params: spec.coap,
             max_block_size: 1024,

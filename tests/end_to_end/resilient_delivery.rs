@@ -386,6 +386,32 @@ fn a_lost_answer_to_update_does_not_hold_the_delivery() {
     });
 }
 
+/// A device that keeps its registration across the reboot of its install comes back with an
+/// Update from its new address, not a Register: the delivery ends then, upgraded, instead of
+/// waiting out the install timeout for a Register that never comes.
+#[test]
+fn a_device_back_from_its_install_in_the_same_registration_is_confirmed_at_its_update() {
+    replay::twice(8, |network| async move {
+        let server = engine_on(&network, ServerConfig::loopback()).await;
+        let fleet = registered_fleet(&server, 1, |spec| spec.keeps_registration = true).await;
+        let registered = server.registry.get(&fleet.devices[0].config().endpoint);
+        let (pkg, new) = package_80k();
+        let package = server.shelf.put(pkg);
+        let job = fleet.jobs(&package, "2.0", 512, Method::Push).remove(0);
+        let delivery = server.delivery.clone();
+        let report = within(BOUND, "the delivery", delivery.run(&job)).await;
+        assert_all_upgraded(&fleet, std::slice::from_ref(&report), &new);
+        let now = server.registry.get(&fleet.devices[0].config().endpoint);
+        let (before, after) = (registered.unwrap(), now.unwrap());
+        assert_eq!(before.id, after.id, "the device kept its registration");
+        assert_ne!(before.address, after.address, "from its new address");
+        assert!(
+            report.elapsed < server.delivery.config().install_timeout,
+            "{report:?}"
+        );
+    });
+}
+
 /// Execute Update is lost on its way, every transmission of it (the link is down longer than
 /// the exchange's retransmission span): the device, still Downloaded when the engine asks, gets
 /// it again, instead of the delivery waiting out the install timeout for a reboot that never

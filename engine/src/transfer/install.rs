@@ -8,7 +8,7 @@ use coap_lite::ResponseType;
 use super::job::DeliveryJob;
 use super::outcome::TransferOutcome;
 use super::steps::{StageError, Steps, at};
-use super::watch::{FirmwareWatch, read_result};
+use super::watch::{FirmwareWatch, read_result, read_state};
 use crate::coap::CoapError;
 use crate::lwm2m::firmware::{self, FirmwareState, UpdateResult};
 use crate::lwm2m::{EndpointEvents, ManagementError, Registration};
@@ -76,8 +76,40 @@ impl Steps {
         }
     }
 
-    /// Waits for the device to register again after installing (unless it already did: `back`),
-    /// then checks its version as devices report it: the target's /3/0/3 string is an upgrade;
+    /// The device's next contact that shows it is back from the install it took in `left`:
+    /// a registration other than `left` (it rebooted and registered anew, or this is an Update
+    /// of such a registration), or an Update of `left` itself once its State is no longer
+    /// Updating. Some clients keep their registration across the reboot of a firmware update,
+    /// or install without rebooting, and only send an Update: waiting for a Register alone
+    /// would hold them until the install timeout.
+    async fn back_from_install(
+        &self,
+        contacts: &mut EndpointEvents,
+        left: &Registration,
+    ) -> Registration {
+        loop {
+            let contact = contacts.next_contact().await;
+            if contact.id != left.id {
+                return contact;
+            }
+            match read_state(&self.management, contact.address).await {
+                Ok(FirmwareState::Updating) => {}
+                Ok(state) => {
+                    tracing::info!(
+                        endpoint = %contact.endpoint, ?state,
+                        "back from the install in the same registration"
+                    );
+                    return contact;
+                }
+                Err(error) => {
+                    tracing::debug!(endpoint = %contact.endpoint, %error, "State not read after the install");
+                }
+            }
+        }
+    }
+
+    /// Waits for the device to be back from its install (unless it already is: `back`), then
+    /// checks its version as devices report it: the target's /3/0/3 string is an upgrade;
     /// Update Result 1 (success) with another string, or a version that moved to something else,
     /// is an upgrade to an unexpected version (never to be pushed again blindly); a failure in
     /// Update Result is the device's failure; the old version back with no result is an install
@@ -95,7 +127,7 @@ impl Steps {
             Some(registration) => registration,
             None => {
                 let timeout = self.config.install_timeout;
-                match tokio::time::timeout(timeout, contacts.registered_anew(&left.id)).await {
+                match tokio::time::timeout(timeout, self.back_from_install(contacts, left)).await {
                     Ok(registration) => registration,
                     Err(_) => {
                         return Ok(TransferOutcome::Interrupted(

@@ -309,12 +309,27 @@ pub(super) async fn read_result(
     management: &DeviceManagement,
     device: SocketAddr,
 ) -> Result<UpdateResult, ManagementError> {
-    let value = management
-        .read_value(device, firmware::UPDATE_RESULT)
-        .await?;
-    let number = value.as_i64().map_err(|source| ManagementError::Content {
-        path: firmware::UPDATE_RESULT,
-        source,
-    })?;
+    let number = read_number(management, device, firmware::UPDATE_RESULT).await?;
     UpdateResult::from_number(number).ok_or(ManagementError::Missing(firmware::UPDATE_RESULT))
+}
+
+/// Reads /5/0/3.
+pub(super) async fn read_state(
+    management: &DeviceManagement,
+    device: SocketAddr,
+) -> Result<FirmwareState, ManagementError> {
+    let number = read_number(management, device, firmware::STATE).await?;
+    FirmwareState::from_number(number).ok_or(ManagementError::Missing(firmware::STATE))
+}
+
+/// Reads the integer resource at `path`.
+async fn read_number(
+    management: &DeviceManagement,
+    device: SocketAddr,
+    path: LwM2mPath,
+) -> Result<i64, ManagementError> {
+    let value = management.read_value(device, path).await?;
+    value
+        .as_i64()
+        .map_err(|source| ManagementError::Content { path, source })
 }
