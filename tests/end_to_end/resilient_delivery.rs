@@ -386,6 +386,42 @@ fn a_lost_answer_to_update_does_not_hold_the_delivery() {
     });
 }
 
+/// Execute Update is lost, and the read of State after it too (the link is down for both
+/// exchanges): the engine cannot tell whether the device took it, and waits for it to come
+/// back. At the device's next Update, still Downloaded with no result, it never took it: the
+/// delivery goes on and sends Update again then, instead of waiting out the install timeout.
+#[test]
+fn a_device_found_still_downloaded_after_update_is_sent_update_again_at_its_next_contact() {
+    replay::twice(9, |network| async move {
+        let server = engine_on(&network, ServerConfig::loopback()).await;
+        let fleet = registered_fleet(&server, 1, |_| {}).await;
+        let (pkg, new) = package_80k();
+        let package = server.shelf.put(pkg);
+        let job = fleet.jobs(&package, "2.0", 512, Method::Push).remove(0);
+        let mut job = downloaded_and_held(&server, job).await;
+        let (stages, mut reached) = tokio::sync::mpsc::unbounded_channel();
+        job.stages = Some(stages);
+        let delivery = server.delivery.clone();
+        let run = tokio::spawn(async move { delivery.run(&job).await });
+        within(BOUND, "Downloaded", async {
+            while !matches!(
+                reached.recv().await.expect("the delivery runs").1,
+                Stage::Downloaded { .. }
+            ) {}
+        })
+        .await;
+        let params = TransmissionParams::fast();
+        let length = 2 * params.max_transmit_wait() + Duration::from_secs(1);
+        black_out(&network, &fleet.devices[0], length);
+
+        let install_timeout = server.delivery.config().install_timeout;
+        let report = within(install_timeout, "the delivery", run).await.unwrap();
+        assert_all_upgraded(&fleet, std::slice::from_ref(&report), &new);
+        assert!(report.elapsed < install_timeout, "{report:?}");
+        assert_eq!(report.interruptions, 1, "{report:?}");
+    });
+}
+
 /// A device that keeps its registration across the reboot of its install comes back with an
 /// Update from its new address, not a Register: the delivery ends then, upgraded, instead of
 /// waiting out the install timeout for a Register that never comes.

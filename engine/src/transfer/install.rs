@@ -21,8 +21,9 @@ impl Steps {
     /// Executes Update; `Some` when the attempt ends here. The answer can be lost while the device
     /// already reboots into the new firmware: whether it installed shows when it registers again,
     /// so a timeout is no error. After a timeout State tells which was lost: a device still
-    /// Downloaded never took the request, and gets it again; one that does not answer (rebooting)
-    /// or answers Updating took it. A device that refuses (4.05) is asked its State too.
+    /// Downloaded never took the request, and gets it again ([`EXECUTE_TRIES`] times in all, then
+    /// at its next contact); one that does not answer (rebooting) or answers Updating took it,
+    /// it seems. A device that refuses (4.05) is asked its State too.
     pub(super) async fn execute_update(
         &self,
         watch: &mut FirmwareWatch,
@@ -52,7 +53,9 @@ impl Steps {
                 Err(error) => return Err(at("executing Update")(error)),
             }
         }
-        Ok(None)
+        Ok(Some(TransferOutcome::Interrupted(format!(
+            "Update lost {EXECUTE_TRIES} times: the device still holds the package untouched"
+        ))))
     }
 
     /// The device refused Update: Updating means an earlier Update got through; anything but
@@ -76,30 +79,30 @@ impl Steps {
         }
     }
 
-    /// The device's next contact that shows it is back from the install it took in `left`:
-    /// a registration other than `left` (it rebooted and registered anew, or this is an Update
-    /// of such a registration), or an Update of `left` itself once its State is no longer
-    /// Updating. Some clients keep their registration across the reboot of a firmware update,
-    /// or install without rebooting, and only send an Update: waiting for a Register alone
-    /// would hold them until the install timeout.
-    async fn back_from_install(
-        &self,
-        contacts: &mut EndpointEvents,
-        left: &Registration,
-    ) -> Registration {
+    /// The device's next contact that shows it is back from the install it was asked for in
+    /// `left`: a registration other than `left` (it rebooted and registered anew, or this is
+    /// an Update of such a registration), or an Update of `left` itself once its State is no
+    /// longer Updating. Some clients keep their registration across the reboot of a firmware
+    /// update, or install without rebooting, and only send an Update: waiting for a Register
+    /// alone would hold them until the install timeout. A device still Downloaded with no
+    /// result then never took Update (every request of it lost, or its answer to State).
+    async fn back_from_install(&self, contacts: &mut EndpointEvents, left: &Registration) -> Back {
         loop {
             let contact = contacts.next_contact().await;
             if contact.id != left.id {
-                return contact;
+                return Back::In(contact);
             }
             match read_state(&self.management, contact.address).await {
                 Ok(FirmwareState::Updating) => {}
+                Ok(FirmwareState::Downloaded) if self.never_tried(contact.address).await => {
+                    return Back::NotTaken;
+                }
                 Ok(state) => {
                     tracing::info!(
                         endpoint = %contact.endpoint, ?state,
                         "back from the install in the same registration"
                     );
-                    return contact;
+                    return Back::In(contact);
                 }
                 Err(error) => {
                     tracing::debug!(endpoint = %contact.endpoint, %error, "State not read after the install");
@@ -128,7 +131,13 @@ impl Steps {
             None => {
                 let timeout = self.config.install_timeout;
                 match tokio::time::timeout(timeout, self.back_from_install(contacts, left)).await {
-                    Ok(registration) => registration,
+                    Ok(Back::In(registration)) => registration,
+                    Ok(Back::NotTaken) => {
+                        return Ok(TransferOutcome::Interrupted(
+                            "the device never took Update: it still holds the package untouched"
+                                .into(),
+                        ));
+                    }
                     Err(_) => {
                         return Ok(TransferOutcome::Interrupted(
                             "device did not come back after the update".into(),
@@ -163,4 +172,20 @@ impl Steps {
             failure => TransferOutcome::DeviceFailure(failure),
         })
     }
+
+    /// Whether Update Result says no install was tried since the download (Initial): a device
+    /// back in Downloaded with a failure there (some clients keep the package after a failed
+    /// install) tried it.
+    async fn never_tried(&self, device: SocketAddr) -> bool {
+        let result = read_result(&self.management, device).await;
+        result.is_ok_and(|result| result == UpdateResult::Initial)
+    }
+}
+
+/// How a device that was asked to install came back.
+enum Back {
+    /// In this registration: anew after its reboot, or its own once the install is over.
+    In(Registration),
+    /// Still holding the package untouched (Downloaded): it never took Update.
+    NotTaken,
 }
