@@ -262,7 +262,6 @@ mod tests {
     use crate::catalog::test_catalog;
     use crate::clock::Clock;
     use crate::coap::{Endpoint, EndpointConfig};
-    use crate::lwm2m::registration::RegisterRequest;
     use crate::lwm2m::registry::EVENTS;
 
     #[tokio::test]
@@ -288,11 +287,7 @@ mod tests {
         // It subscribes, then waits for the first event.
         tokio::task::yield_now().await;
         let storm = EVENTS + 100;
-        let now = tokio::time::Instant::now();
-        for n in 0..storm {
-            let request = RegisterRequest::for_tests(&format!("dev-{n}"), 600);
-            registry.register(request, "127.0.0.1:9".parse().unwrap(), now);
-        }
+        registry.register_storm(storm);
         // Without yielding: the follower's first read finds it fell behind by the oldest 100.
         let bound = tokio::time::Instant::now() + Duration::from_secs(120);
         while catalog.devices().unwrap().len() < storm {

@@ -386,6 +386,30 @@ fn a_lost_answer_to_update_does_not_hold_the_delivery() {
     });
 }
 
+/// One device holding the whole package, and its delivery under way, which found it
+/// Downloaded: Update is what it sends next. The fleet, the delivery, and the new image.
+async fn delivery_at_update(
+    server: &Server,
+) -> (Fleet, tokio::task::JoinHandle<TransferReport>, Vec<u8>) {
+    let fleet = registered_fleet(server, 1, |_| {}).await;
+    let (pkg, new) = package_80k();
+    let package = server.shelf.put(pkg);
+    let job = fleet.jobs(&package, "2.0", 512, Method::Push).remove(0);
+    let mut job = downloaded_and_held(server, job).await;
+    let (stages, mut reached) = tokio::sync::mpsc::unbounded_channel();
+    job.stages = Some(stages);
+    let delivery = server.delivery.clone();
+    let run = tokio::spawn(async move { delivery.run(&job).await });
+    within(BOUND, "Downloaded", async {
+        while !matches!(
+            reached.recv().await.expect("the delivery runs").1,
+            Stage::Downloaded { .. }
+        ) {}
+    })
+    .await;
+    (fleet, run, new)
+}
+
 /// Execute Update is lost, and the read of State after it too (the link is down for both
 /// exchanges): the engine cannot tell whether the device took it, and waits for it to come
 /// back. At the device's next Update, still Downloaded with no result, it never took it: the
@@ -394,22 +418,7 @@ fn a_lost_answer_to_update_does_not_hold_the_delivery() {
 fn a_device_found_still_downloaded_after_update_is_sent_update_again_at_its_next_contact() {
     replay::twice(9, |network| async move {
         let server = engine_on(&network, ServerConfig::loopback()).await;
-        let fleet = registered_fleet(&server, 1, |_| {}).await;
-        let (pkg, new) = package_80k();
-        let package = server.shelf.put(pkg);
-        let job = fleet.jobs(&package, "2.0", 512, Method::Push).remove(0);
-        let mut job = downloaded_and_held(&server, job).await;
-        let (stages, mut reached) = tokio::sync::mpsc::unbounded_channel();
-        job.stages = Some(stages);
-        let delivery = server.delivery.clone();
-        let run = tokio::spawn(async move { delivery.run(&job).await });
-        within(BOUND, "Downloaded", async {
-            while !matches!(
-                reached.recv().await.expect("the delivery runs").1,
-                Stage::Downloaded { .. }
-            ) {}
-        })
-        .await;
+        let (fleet, run, new) = delivery_at_update(&server).await;
         let params = TransmissionParams::fast();
         let length = 2 * params.max_transmit_wait() + Duration::from_secs(1);
         black_out(&network, &fleet.devices[0], length);
@@ -456,24 +465,9 @@ fn a_device_back_from_its_install_in_the_same_registration_is_confirmed_at_its_u
 fn a_lost_update_request_is_sent_again() {
     replay::twice(6, |network| async move {
         let server = engine_on(&network, ServerConfig::loopback()).await;
-        let fleet = registered_fleet(&server, 1, |_| {}).await;
-        let (pkg, new) = package_80k();
-        let package = server.shelf.put(pkg);
-        let job = fleet.jobs(&package, "2.0", 512, Method::Push).remove(0);
-        let mut job = downloaded_and_held(&server, job).await;
-        let (stages, mut reached) = tokio::sync::mpsc::unbounded_channel();
-        job.stages = Some(stages);
-        let delivery = server.delivery.clone();
-        let run = tokio::spawn(async move { delivery.run(&job).await });
         // The delivery found the package on the device: Update comes next, and is lost (a
         // datagram arriving while the device's link is down is lost, one in flight too).
-        within(BOUND, "Downloaded", async {
-            while !matches!(
-                reached.recv().await.expect("the delivery runs").1,
-                Stage::Downloaded { .. }
-            ) {}
-        })
-        .await;
+        let (fleet, run, new) = delivery_at_update(&server).await;
         let params = TransmissionParams::fast();
         let length = params.max_transmit_span() + Duration::from_millis(500);
         black_out(&network, &fleet.devices[0], length);

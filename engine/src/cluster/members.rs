@@ -308,7 +308,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_storm_of_registers_is_claimed_whole_even_past_what_the_follower_was_given() {
-        use crate::lwm2m::registration::RegisterRequest;
         use crate::lwm2m::registry::EVENTS;
         let store = store();
         let clock = Clock::starting_at(1_000_000);
@@ -320,11 +319,7 @@ mod tests {
         // It subscribes, then waits for the first event.
         tokio::task::yield_now().await;
         let storm = EVENTS + 100;
-        let now = tokio::time::Instant::now();
-        for n in 0..storm {
-            let request = RegisterRequest::for_tests(&format!("dev-{n}"), 600);
-            registry.register(request, "127.0.0.1:9".parse().unwrap(), now);
-        }
+        registry.register_storm(storm);
         // Without yielding: its first read finds it fell behind by the oldest 100, so it
         // claims every registration held.
         let bound = tokio::time::Instant::now() + Duration::from_secs(60);

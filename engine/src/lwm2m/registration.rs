@@ -86,28 +86,33 @@ impl Registration {
     /// A proven registration of `endpoint` at `address` made now: LwM2M 1.1, binding U, a
     /// minute's lifetime, no objects: what unit tests start from, changing what they test.
     pub(crate) fn for_tests(endpoint: &str, address: SocketAddr) -> Self {
-        let now = Instant::now();
+        let request = RegisterRequest::for_tests(endpoint, 60);
         Registration {
-            id: "a".into(),
-            endpoint: endpoint.into(),
-            address,
-            lifetime: Duration::from_secs(60),
-            lwm2m_version: "1.1".into(),
-            binding: Binding {
-                udp: true,
-                queue_mode: false,
-            },
-            objects: vec![],
-            announced_format: None,
-            registered_at: now,
-            last_update: now,
             proven: true,
-            identity: None,
+            ..Registration::new("a".into(), request, address, Instant::now())
         }
     }
 }
 
 impl Registration {
+    /// The registration `request` made from `address` at `now`, under `id`; not proven yet.
+    pub fn new(id: String, request: RegisterRequest, address: SocketAddr, now: Instant) -> Self {
+        Registration {
+            id,
+            endpoint: request.endpoint,
+            address,
+            lifetime: request.lifetime,
+            lwm2m_version: request.lwm2m_version,
+            binding: request.binding,
+            objects: request.objects,
+            announced_format: request.announced_format,
+            registered_at: now,
+            last_update: now,
+            proven: false,
+            identity: request.identity,
+        }
+    }
+
     /// When the registration expires without another Update.
     pub fn expires_at(&self) -> Instant {
         self.last_update + self.lifetime

@@ -279,20 +279,7 @@ impl Registry {
             state.remove(old);
         }
         let number = state.new_number();
-        let registration = Registration {
-            id: format!("{number:032x}"),
-            endpoint: request.endpoint,
-            address,
-            lifetime: request.lifetime,
-            lwm2m_version: request.lwm2m_version,
-            binding: request.binding,
-            objects: request.objects,
-            announced_format: request.announced_format,
-            registered_at: now,
-            last_update: now,
-            proven: false,
-            identity: request.identity,
-        };
+        let registration = Registration::new(format!("{number:032x}"), request, address, now);
         state.insert(number, registration.clone());
         self.emit(
             &mut state,
@@ -380,6 +367,21 @@ impl Registry {
         let state = lock(&self.state);
         let number = state.number(id)?;
         state.by_id.get(&number).map(|r| (**r).clone())
+    }
+
+    /// Registers `count` devices `dev-0`, `dev-1`… for ten minutes from one address, now: a
+    /// storm, in tests.
+    #[cfg(test)]
+    pub(crate) fn register_storm(&self, count: usize) {
+        let now = Instant::now();
+        let address = "127.0.0.1:9".parse().expect("an address");
+        for n in 0..count {
+            self.register(
+                RegisterRequest::for_tests(&format!("dev-{n}"), 600),
+                address,
+                now,
+            );
+        }
     }
 
     /// Every registration held now, each as an Update, in no order: what a follower that
@@ -656,10 +658,7 @@ mod tests {
         let registry = Registry::new();
         let mut events = registry.subscribe();
         let storm = 50_000;
-        let now = Instant::now();
-        for n in 0..storm {
-            registry.register(request(&format!("dev-{n}"), 60), addr(), now);
-        }
+        registry.register_storm(storm);
         for n in 0..storm {
             match events.try_recv() {
                 Ok(RegistrationEvent::Registered(r)) => assert_eq!(r.endpoint, format!("dev-{n}")),
@@ -681,11 +680,8 @@ mod tests {
     async fn a_follower_takes_what_is_queued_at_once_and_is_told_what_it_missed() {
         let registry = Registry::new();
         let mut events = registry.subscribe();
-        let now = Instant::now();
         let name = |n: usize| format!("dev-{n}");
-        for n in 0..BATCH + 5 {
-            registry.register(request(&name(n), 60), addr(), now);
-        }
+        registry.register_storm(BATCH + 5);
         let first = endpoints(next_events(&mut events).await);
         assert_eq!(
             first,
@@ -695,23 +691,18 @@ mod tests {
         let rest = endpoints(next_events(&mut events).await);
         assert_eq!(rest, (BATCH..BATCH + 5).map(name).collect::<Vec<_>>());
 
+        // The same devices again and more: ten events past what the broadcast holds.
         let storm = EVENTS + 10;
-        for n in BATCH + 5..BATCH + 5 + storm {
-            registry.register(request(&name(n), 60), addr(), now);
-        }
+        registry.register_storm(storm);
         assert!(
             matches!(next_events(&mut events).await, Some(Followed::Missed(10))),
             "the follower is told it missed the oldest ten"
         );
         let after = endpoints(next_events(&mut events).await);
-        assert_eq!(
-            after[0],
-            name(BATCH + 5 + 10),
-            "then goes on from the oldest held"
-        );
+        assert_eq!(after[0], name(10), "then goes on from the oldest held");
 
         let updates = registry.as_updates();
-        assert_eq!(updates.len(), BATCH + 5 + storm, "every registration held");
+        assert_eq!(updates.len(), storm, "every registration held");
         assert!(
             (updates.iter()).all(|event| matches!(event, RegistrationEvent::Updated(_))),
             "each as an Update"
