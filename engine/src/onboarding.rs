@@ -141,20 +141,21 @@ impl Surveyor {
     /// survey; unless the device went on at another node, whose record it is now.
     fn record_ended(&self, registration: &Registration) {
         let endpoint = &registration.endpoint;
-        if !self.still_ours(endpoint) {
-            return;
-        }
         let catalog = &self.catalog;
         let ended = waiting(|| {
+            if !self.still_ours(endpoint) {
+                return Ok(false);
+            }
             if catalog.forget_unsurveyed_device(endpoint)? {
                 bump(&self.counters.unsurveyed_forgotten);
             } else {
                 catalog.device_gone(endpoint)?;
             }
-            Ok::<_, CatalogError>(())
+            Ok::<_, CatalogError>(true)
         });
         match ended {
-            Ok(()) => self.wrote(endpoint),
+            Ok(true) => self.wrote(endpoint),
+            Ok(false) => {}
             Err(error) => tracing::error!(%endpoint, %error, "device not recorded"),
         }
     }
