@@ -102,8 +102,9 @@ impl Surveyor {
     /// What `events` change in the catalog, in order, and the surveys they start: each run of
     /// Registers and Updates in one read and one write of the store.
     fn record_all(self: &Arc<Self>, events: &[RegistrationEvent], surveys: &mut JoinSet<()>) {
-        for run in events.chunk_by(|a, b| is_seen(a) == is_seen(b)) {
-            if is_seen(&run[0]) {
+        let seen = |event: &RegistrationEvent| event.contact().is_some();
+        for run in events.chunk_by(|a, b| seen(a) == seen(b)) {
+            if seen(&run[0]) {
                 self.record_seen(run, surveys);
             } else {
                 run.iter()
@@ -244,15 +245,6 @@ impl Surveyor {
             }
         }
     }
-}
-
-/// Whether `event` says the device is registered (a Register or an Update), not that its
-/// registration ended.
-fn is_seen(event: &RegistrationEvent) -> bool {
-    matches!(
-        event,
-        RegistrationEvent::Registered(_) | RegistrationEvent::Updated(_)
-    )
 }
 
 #[cfg(test)]

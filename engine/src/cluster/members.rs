@@ -285,12 +285,7 @@ pub async fn follow_ownership(
 /// Claims the devices that registered or sent an Update in `events`.
 fn claim_registered(membership: &Membership, events: &[RegistrationEvent]) {
     let endpoints: Vec<&str> = (events.iter())
-        .filter_map(|event| match event {
-            RegistrationEvent::Registered(r) | RegistrationEvent::Updated(r) => {
-                Some(r.endpoint.as_str())
-            }
-            RegistrationEvent::Deregistered(_) | RegistrationEvent::Expired(_) => None,
-        })
+        .filter_map(|event| Some(event.contact()?.endpoint.as_str()))
         .collect();
     if let Err(error) = waiting(|| membership.claim_all(&endpoints)) {
         tracing::error!(devices = endpoints.len(), %error, "ownership not written");

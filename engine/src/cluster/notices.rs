@@ -92,7 +92,7 @@ async fn pass_on_registrations(
         {
             return;
         }
-        if let RegistrationEvent::Registered(r) | RegistrationEvent::Updated(r) = &event
+        if let Some(r) = event.contact()
             && notices.send(Notice::Woke(r.endpoint.clone())).is_err()
         {
             return;

@@ -28,6 +28,15 @@ pub enum RegistrationEvent {
 }
 
 impl RegistrationEvent {
+    /// The registration of a Register or an Update (the device is reachable now); `None` when
+    /// the registration ended.
+    pub fn contact(&self) -> Option<&Registration> {
+        match self {
+            RegistrationEvent::Registered(r) | RegistrationEvent::Updated(r) => Some(r),
+            RegistrationEvent::Deregistered(_) | RegistrationEvent::Expired(_) => None,
+        }
+    }
+
     /// The registration the event is about.
     pub fn registration(&self) -> &Registration {
         match self {
