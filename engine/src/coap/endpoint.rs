@@ -30,7 +30,7 @@ use super::message::{IncomingRequest, OutgoingRequest, PacketExt, Response};
 use super::params::EndpointConfig;
 use super::probe::WireProbe;
 use super::proto::exchange::{ExchangeEvent, ExchangeId, ExchangeKey, Token};
-use super::proto::{EndpointCore, Event, MAX_DATAGRAM, Started, Transmit};
+use super::proto::{EndpointCore, Event, MAX_DATAGRAM, RoundTripEstimate, Started, Transmit};
 use super::stats::{EMPTY_MESSAGE_LEN, EndpointStats, RoundTrips, StatsSnapshot, WireMeter, bump};
 use super::transport::{DatagramSocket, Network};
 use crate::sync::lock;
@@ -211,6 +211,12 @@ impl Endpoint {
     /// and always under RFC 7252's timers.
     pub fn rto(&self, peer: SocketAddr) -> Option<Duration> {
         lock(&self.inner.state).core.rto(peer, Instant::now())
+    }
+
+    /// The smoothed round trips of `peer`'s messages answered without retransmission; empty
+    /// before one was measured, and always under RFC 7252's timers.
+    pub fn peer_round_trips(&self, peer: SocketAddr) -> RoundTripEstimate {
+        lock(&self.inner.state).core.peer_round_trips(peer)
     }
 
     /// Starts the RTO estimate of `to` from that of `from`, when `to` has none: the same

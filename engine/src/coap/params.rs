@@ -97,6 +97,14 @@ impl Congestion {
             (unchanged, _) => unchanged,
         }
     }
+
+    /// The floor under measured RTOs; none under RFC 7252's timers, which measure nothing.
+    pub fn min_rto(self) -> Duration {
+        match self {
+            Congestion::Rfc7252 => Duration::ZERO,
+            Congestion::Cocoa { min_rto } | Congestion::RoundTrip { min_rto } => min_rto,
+        }
+    }
 }
 
 /// The floor under a measured RTO by default: below any NB-IoT or LTE-M round trip, so it only

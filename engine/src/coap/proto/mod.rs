@@ -153,6 +153,11 @@ impl EndpointCore {
         self.peers.rto(peer, now)
     }
 
+    /// The smoothed round trips of `peer`'s messages (see [`Peers::round_trips`]).
+    pub fn peer_round_trips(&self, peer: SocketAddr) -> RoundTripEstimate {
+        self.peers.round_trips(peer)
+    }
+
     /// Starts the RTO estimate of `to` from `from`'s (see [`Peers::carry_estimate`]).
     pub fn carry_estimate(&mut self, from: SocketAddr, to: SocketAddr, now: Instant) {
         self.peers.carry_estimate(from, to, now);

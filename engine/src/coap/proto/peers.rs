@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::rto::{Estimation, RoundTrip, RtoEstimator};
+use super::rto::{Estimation, RoundTrip, RoundTripEstimate, RtoEstimator};
 
 /// What this endpoint keeps about one peer it sends to.
 #[derive(Debug)]
@@ -84,6 +84,13 @@ impl Peers {
     pub fn rto(&self, peer: SocketAddr, now: Instant) -> Option<Duration> {
         let estimator = self.states.get(&peer)?.rto.as_ref()?;
         Some(estimator.rto(now))
+    }
+
+    /// The smoothed round trips of `peer`'s messages answered without retransmission (empty
+    /// before one was measured, and under RFC 7252's timers).
+    pub fn round_trips(&self, peer: SocketAddr) -> RoundTripEstimate {
+        let estimator = self.states.get(&peer).and_then(|state| state.rto.as_ref());
+        estimator.map(|rto| rto.round_trips()).unwrap_or_default()
     }
 
     /// The RTO to send to `peer` with: its own estimate, or before it has one, that of the

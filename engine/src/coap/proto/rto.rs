@@ -202,6 +202,12 @@ impl RtoEstimator {
         self.updated = now;
     }
 
+    /// The round trips of the messages answered without retransmission, smoothed: where an
+    /// estimate of a longer round trip over the same link may start.
+    pub fn round_trips(&self) -> RoundTripEstimate {
+        RoundTripEstimate(self.strong)
+    }
+
     /// The RTO at `now`.
     pub fn rto(&self, now: Instant) -> Duration {
         Duration::from_micros((f64::from(self.aged(now)) * 1e6).round() as u64)
@@ -233,7 +239,9 @@ impl RtoEstimator {
 
 /// One RFC 6298 estimator on its own, for a round trip that is not one message's (a Q-Block1
 /// set's, from its last payload to the peer's answer): the strong estimator's arithmetic,
-/// without CoCoA's blending and aging.
+/// without CoCoA's blending and aging. It starts empty (its first sample sets RTTVAR to half
+/// of it, as RFC 6298 says when nothing is known), or from the peer's message round trips
+/// ([`RtoEstimator::round_trips`]), which its samples then move.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RoundTripEstimate(Option<Smoothed>);
 
@@ -292,6 +300,24 @@ mod tests {
         estimate.sample(secs(1.0));
         // RTTVAR 0.375, SRTT 1.
         assert_rto(estimate.timeout().unwrap(), 2.5);
+    }
+
+    #[test]
+    fn an_estimate_started_from_a_peers_messages_goes_on_from_their_srtt_and_rttvar() {
+        let t0 = Instant::now();
+        let mut estimator = RtoEstimator::new(secs(3.0), t0, Estimation::Karn);
+        assert_eq!(estimator.round_trips().timeout(), None, "nothing measured");
+        for _ in 0..2 {
+            estimator.on_round_trip(trip(0.4, 0), t0);
+        }
+        // SRTT 0.4, RTTVAR 0.15: the messages' own RTO.
+        let mut longer = estimator.round_trips();
+        assert_rto(longer.timeout().unwrap(), 0.4 + 4.0 * 0.15);
+        // A round trip of 1.2 s (a set queued behind its payloads): RTTVAR from the old SRTT.
+        longer.sample(secs(1.2));
+        let (rttvar, srtt) = (0.75 * 0.15 + 0.25 * 0.8, 0.875 * 0.4 + 0.125 * 1.2);
+        assert_rto(longer.timeout().unwrap(), srtt + 4.0 * rttvar);
+        assert_rto(estimator.rto(t0), 0.4 + 4.0 * 0.15);
     }
 
     #[test]

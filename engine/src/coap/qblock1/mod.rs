@@ -20,7 +20,8 @@
 //!   missing blocks (Content-Format 272, a CBOR Sequence of block numbers); and at once to a
 //!   confirmable payload;
 //! - the engine sends the listed blocks again, each once for each list that was made after it
-//!   last went out (a list carries the token of the last payload the device had seen), and
+//!   last went out (a list carries the token of a payload the device had seen, made after
+//!   the reorder wait for the rest of that payload's round: `set` keeps the rounds), and
 //!   goes on to the next set only after the 2.31 for this one: one set at most is ever on the
 //!   link beyond what the device confirmed, so an interruption costs at most one set again.
 //!
@@ -29,13 +30,17 @@
 //!   default is 10; a plan above [`MAX_BURST`] is refused): the device buffers a set's
 //!   payloads ahead of what its flash holds, so the set may not be larger than its RAM takes.
 //!   One set outstanding at a time keeps the link's queue to one set.
-//! - NON_TIMEOUT, the wait for a set's answer after its last payload: at least what a
-//!   confirmable request to this device waits first (its CoCoA RTO, measured per device, or
-//!   ACK_TIMEOUT when there is none; RFC 9177's default NON_TIMEOUT is ACK_TIMEOUT too), and
-//!   at least SRTT + 4 RTTVAR of the set answers measured so far (RFC 6298 over this upload's
-//!   sets): on a rate-limited NB-IoT downlink the last payload of a set queues behind the
-//!   others (10 blocks of 512 bytes take 1.7 s at 26 kbit/s), which a one-message RTO does not
-//!   see. Drawn up to ACK_RANDOM_FACTOR times that (NON_TIMEOUT_RANDOM).
+//! - NON_TIMEOUT, the wait for a round's answer after its last payload: SRTT + 4 RTTVAR of
+//!   the answers measured so far, RFC 6298's estimate over this upload's rounds, fed only by
+//!   answers to the round just sent (a list the device repeats on its own timer answers an
+//!   older one). It starts from the device's message round trips where those are measured
+//!   (RFC 6298's start from nothing, RTTVAR half the first sample, would wait three round trips
+//!   for the first sets of every upload), above the floor of measured RTOs; for a device not
+//!   measured yet, or under RFC 7252's timers, no less than what a confirmable request to it
+//!   waits first (ACK_TIMEOUT, RFC 9177's default NON_TIMEOUT, or its CoCoA RTO). The answers
+//!   teach it what one message's round trip does not show: on a rate-limited NB-IoT downlink
+//!   the last payload of a set queues behind the others (10 blocks of 512 bytes take 1.7 s at
+//!   26 kbit/s). Drawn up to ACK_RANDOM_FACTOR times that (NON_TIMEOUT_RANDOM).
 //! - A set left unanswered that long is probed with a confirmable request (its last payload
 //!   again), never with more non-confirmable ones: from there RFC 7252's (or CoCoA's)
 //!   retransmission, NSTART and MAX_RETRANSMIT govern, so a device that fell silent (asleep in

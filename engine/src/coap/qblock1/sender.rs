@@ -103,14 +103,24 @@ struct Sending<'a, P> {
     rounds: u32,
 }
 
+/// The payloads last sent, whose answer is waited for.
+struct Round {
+    /// Its number ([`Set::start_round`]).
+    number: u64,
+    /// When its last payload went out.
+    sent: Instant,
+    /// When its answer is given up on and the set probed (NON_TIMEOUT after `sent`).
+    deadline: Instant,
+}
+
 /// An answer of the device.
 struct Answer {
     /// The response.
     packet: Packet,
-    /// The sequence number of the payload it answers.
-    seq: u64,
-    /// How long after the payloads last sent it came, when it came to them (not to a probe,
-    /// whose round trip is one message's).
+    /// The round of the payload it answers.
+    round: u64,
+    /// How long after the payloads last sent it came, when it answers one of them (not a
+    /// probe, whose round trip is one message's, nor a payload of an earlier round).
     took: Option<Duration>,
 }
 
@@ -119,10 +129,15 @@ impl<P: FnMut(Block1Progress)> Sending<'_, P> {
     async fn run(&mut self) -> Result<Block1Outcome, CoapError> {
         let mut answer = Some(self.probe(self.set.first()).await?);
         let mut due: Vec<u32> = Vec::new();
-        let mut waiting: Option<(Instant, Instant)> = None;
+        let mut waiting: Option<Round> = None;
         loop {
-            if let Some(Answer { packet, seq, took }) = answer.take() {
-                let reaction = self.set.react(&packet, seq).map_err(|r| self.fail(r))?;
+            if let Some(Answer {
+                packet,
+                round,
+                took,
+            }) = answer.take()
+            {
+                let reaction = self.set.react(&packet, round).map_err(|r| self.fail(r))?;
                 if let Some(took) = took.filter(|_| reaction != Reaction::Stale) {
                     self.timing.answers.sample(took);
                 }
@@ -143,18 +158,30 @@ impl<P: FnMut(Block1Progress)> Sending<'_, P> {
                 }
             }
             if !due.is_empty() || waiting.is_none() {
+                let number = self.set.start_round();
                 for block in std::mem::take(&mut due) {
                     self.send(block).await?;
                 }
                 let sent = Instant::now();
-                waiting = Some((sent, sent + self.timing.non_timeout()));
+                let deadline = sent + self.timing.non_timeout();
+                waiting = Some(Round {
+                    number,
+                    sent,
+                    deadline,
+                });
             }
-            let (sent, deadline) = waiting.expect("set just above");
-            answer = match self.burst.next_response(deadline, self.meter).await? {
+            let round = waiting.as_ref().expect("set just above");
+            answer = match self.burst.next_response(round.deadline, self.meter).await? {
                 Some(packet) => {
-                    let seq = self.set.seq_of(&packet);
-                    let took = Some(sent.elapsed());
-                    Some(Answer { packet, seq, took })
+                    let answered = self.set.round_of(&packet);
+                    // An answer to a payload of an earlier round (a list the device made again
+                    // on its own timer) did not take this round's time.
+                    let took = (answered == round.number).then(|| round.sent.elapsed());
+                    Some(Answer {
+                        packet,
+                        round: answered,
+                        took,
+                    })
                 }
                 None => {
                     self.recovery_round()?;
@@ -220,11 +247,12 @@ impl<P: FnMut(Block1Progress)> Sending<'_, P> {
     async fn probe(&mut self, block: u32) -> Result<Answer, CoapError> {
         let mut request = self.payload(block).await?;
         request.confirmable = true;
-        let seq = self.set.sent(block, None);
+        self.set.start_round();
+        let round = self.set.sent(block, None);
         let packet = self.burst.request(&request, self.meter).await?;
         Ok(Answer {
             packet,
-            seq,
+            round,
             took: None,
         })
     }
@@ -279,32 +307,40 @@ impl<P: FnMut(Block1Progress)> Sending<'_, P> {
 
 /// NON_TIMEOUT: how long a set's answer is waited for after its last payload went out.
 struct Timing {
-    /// The wait a confirmable request to this peer starts with: its CoCoA RTO when measured,
-    /// ACK_TIMEOUT otherwise.
-    base: Duration,
+    /// The least wait: while the peer's round trips are unmeasured, what a confirmable request
+    /// to it waits first (ACK_TIMEOUT, or its CoCoA RTO from ambiguous round trips); once
+    /// they are, the floor under measured RTOs.
+    floor: Duration,
     /// ACK_RANDOM_FACTOR, which spreads each wait.
     random_factor: f64,
-    /// The round trips of this upload's set answers, from the last payload sent.
+    /// The round trips of this upload's set answers, from the last payload sent, starting
+    /// from those of the peer's messages: an estimate started from nothing, its variation
+    /// half its first sample, would wait about three round trips for the first sets.
     answers: RoundTripEstimate,
 }
 
 impl Timing {
     fn new(endpoint: &Endpoint, peer: SocketAddr) -> Self {
         let params = endpoint.config().params;
+        let answers = endpoint.peer_round_trips(peer);
+        let floor = match answers.timeout() {
+            Some(_) => params.congestion.min_rto(),
+            None => endpoint.rto(peer).unwrap_or(params.ack_timeout),
+        };
         Timing {
-            base: endpoint.rto(peer).unwrap_or(params.ack_timeout),
+            floor,
             random_factor: params.ack_random_factor.max(1.0),
-            answers: RoundTripEstimate::default(),
+            answers,
         }
     }
 
-    /// The next wait: the larger of the base and SRTT + 4 RTTVAR of the answers so far, drawn
-    /// up to ACK_RANDOM_FACTOR times that (NON_TIMEOUT_RANDOM).
+    /// The next wait: SRTT + 4 RTTVAR of the answers so far, no less than the floor, drawn up
+    /// to ACK_RANDOM_FACTOR times that (NON_TIMEOUT_RANDOM).
     fn non_timeout(&self) -> Duration {
         let wait = self
             .answers
             .timeout()
-            .map_or(self.base, |t| t.max(self.base));
+            .map_or(self.floor, |t| t.max(self.floor));
         let spread = crate::entropy::random::<f64>() * (self.random_factor - 1.0);
         wait.mul_f64(1.0 + spread)
     }

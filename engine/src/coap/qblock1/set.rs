@@ -2,10 +2,14 @@
 //! and what each of the device's answers means for them ([`Set::react`]). Pure bookkeeping:
 //! the sender (`super::sender`) sends and waits; this decides.
 //!
-//! Every payload sent gets a sequence number, and the set remembers the number each of its
-//! blocks last went out with and each payload's token. A list of missing blocks carries the
-//! token of the last payload the device had got when it made the list, so a block sent again
-//! after that payload is on its way already and is not sent a second time for the same list.
+//! Payloads go in rounds (a set, the blocks a list named, a probe), back to back, and the set
+//! remembers the round each of its blocks last went out in and each payload's token. A list of
+//! missing blocks carries the token of a payload the device had got when it made the list, and
+//! it made the list only after waiting for the payloads of that payload's round that may have
+//! been overtaken: a block of that round or an earlier one that it lists was lost and goes
+//! again, while a block sent again in a later round is on its way and is not sent a second
+//! time for the same list. (The payloads of one round arrive in any order: a list answering
+//! one overtaken by the others still speaks for the whole round.)
 
 use std::collections::HashMap;
 
@@ -51,12 +55,12 @@ pub struct Set {
     first: u32,
     /// One past the last block of the set `first` belongs to.
     end: u32,
-    /// The sequence number each block of the set last went out with.
+    /// The round each block of the set last went out in.
     sent: HashMap<u32, u64>,
-    /// The sequence number of each payload's token.
+    /// The round of each payload's token.
     tokens: HashMap<Token, u64>,
-    /// The sequence number of the next payload.
-    next_seq: u64,
+    /// The round payloads go out in now.
+    round: u64,
 }
 
 impl Set {
@@ -71,7 +75,7 @@ impl Set {
             end: set_end(first, max_payloads, blocks),
             sent: HashMap::new(),
             tokens: HashMap::new(),
-            next_seq: 0,
+            round: 0,
         }
     }
 
@@ -113,17 +117,22 @@ impl Set {
         self.advance(first);
     }
 
-    /// Notes that block `block` went out, on `token` when it was non-confirmable (a
-    /// confirmable one's answer comes back with it: [`Set::react`] is told its sequence).
-    /// Its sequence number.
+    /// Starts a round: the payloads sent from now on go back to back, answered together. Its
+    /// number.
+    pub fn start_round(&mut self) -> u64 {
+        self.round += 1;
+        self.round
+    }
+
+    /// Notes that block `block` went out in this round, on `token` when it was
+    /// non-confirmable (a confirmable one's answer comes back with it: [`Set::react`] is told
+    /// its round). The round's number.
     pub fn sent(&mut self, block: u32, token: Option<Token>) -> u64 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.sent.insert(block, seq);
+        self.sent.insert(block, self.round);
         if let Some(token) = token {
-            self.tokens.insert(token, seq);
+            self.tokens.insert(token, self.round);
         }
-        seq
+        self.round
     }
 
     /// Whether `block` of this set went out already.
@@ -131,26 +140,26 @@ impl Set {
         self.sent.contains_key(&block)
     }
 
-    /// The sequence number of the payload a response carrying `packet`'s token answers; the
-    /// latest when the token is not one of this set's.
-    pub fn seq_of(&self, packet: &Packet) -> u64 {
+    /// The round of the payload a response carrying `packet`'s token answers; this one when
+    /// the token is not one of this set's.
+    pub fn round_of(&self, packet: &Packet) -> u64 {
         Token::try_from(packet.get_token())
             .ok()
             .and_then(|token| self.tokens.get(&token).copied())
-            .unwrap_or(self.next_seq.saturating_sub(1))
+            .unwrap_or(self.round)
     }
 
-    /// What `packet`, the answer to the payload sent with sequence number `seq`, means.
+    /// What `packet`, the answer to a payload sent in round `round`, means.
     /// `Err` with the reason when it breaks RFC 9177: it names blocks the body does not have
     /// or that were never sent, or its options or list do not read.
-    pub fn react(&self, packet: &Packet, seq: u64) -> Result<Reaction, String> {
+    pub fn react(&self, packet: &Packet, round: u64) -> Result<Reaction, String> {
         let code = packet.response_code().unwrap_or(ResponseType::UnKnown);
         match code {
             ResponseType::Continue => self.continued(packet),
             ResponseType::RequestEntityIncomplete
                 if packet.content_format_number() == Some(MISSING_BLOCKS_CBOR_SEQ) =>
             {
-                self.missing(packet, seq)
+                self.missing(packet, round)
             }
             ResponseType::RequestEntityTooLarge => Ok(self.too_large(packet)),
             code if code.is_error() || code == ResponseType::UnKnown => Ok(Reaction::Stop),
@@ -182,9 +191,10 @@ impl Set {
         Ok(Reaction::Continue(held))
     }
 
-    /// 4.08 with the missing blocks: those of this set that went out before the payload the
-    /// list answers are sent again; blocks confirmed since, or not sent yet, are not.
-    fn missing(&self, packet: &Packet, seq: u64) -> Result<Reaction, String> {
+    /// 4.08 with the missing blocks: those of this set that last went out in the round of the
+    /// payload the list answers, or before, are sent again; blocks sent again since (on their
+    /// way), confirmed since, or not sent yet, are not.
+    fn missing(&self, packet: &Packet, round: u64) -> Result<Reaction, String> {
         let listed = missing::decode(&packet.payload)
             .map_err(|error| format!("4.08 with a bad list of missing blocks: {error}"))?;
         if let Some(past) = listed.iter().find(|b| **b >= self.blocks) {
@@ -195,7 +205,7 @@ impl Set {
         }
         let mut again: Vec<u32> = listed
             .into_iter()
-            .filter(|block| self.sent.get(block).is_some_and(|at| *at <= seq))
+            .filter(|block| self.sent.get(block).is_some_and(|at| *at <= round))
             .collect();
         again.sort_unstable();
         again.dedup();
@@ -258,6 +268,7 @@ mod tests {
     fn first_set_sent() -> (Set, Vec<Token>) {
         let mut set = Set::new(0, 41, 512, 10);
         let tokens: Vec<Token> = (0..10u8).map(|i| [i, 0, 0, 1]).collect();
+        set.start_round();
         for (block, token) in tokens.iter().enumerate() {
             set.sent(block as u32, Some(*token));
         }
@@ -287,7 +298,7 @@ mod tests {
     }
 
     fn react(set: &Set, packet: &Packet) -> Result<Reaction, String> {
-        set.react(packet, set.seq_of(packet))
+        set.react(packet, set.round_of(packet))
     }
 
     #[test]
@@ -308,22 +319,30 @@ mod tests {
         // The device got up to block 9 (its token) without 3 and 7.
         let list = missing(&[3, 7], tokens[9]);
         assert_eq!(react(&set, &list), Ok(Reaction::Resend(vec![3, 7])));
-        let resent_3 = set.sent(3, Some([3, 0, 0, 2]));
+        let resent = set.start_round();
+        set.sent(3, Some([3, 0, 0, 2]));
         set.sent(7, Some([7, 0, 0, 2]));
         // The same list again (the device's timer, or a duplicate): both are on their way.
         assert_eq!(react(&set, &list), Ok(Reaction::Stale));
-        // A list made after block 3 came again, still without 7: 7 only... once it was
-        // sent before the payload that list answers.
+        // A list made after block 3 came again, still without 7: 7 went in the same round,
+        // so it was lost too.
         let later = missing(&[7], [3, 0, 0, 2]);
-        assert_eq!(set.seq_of(&later), resent_3);
-        assert_eq!(react(&set, &later), Ok(Reaction::Stale), "7 went after 3");
-        let after_both = missing(&[7], [7, 0, 0, 2]);
-        assert_eq!(react(&set, &after_both), Ok(Reaction::Resend(vec![7])));
+        assert_eq!(set.round_of(&later), resent);
+        assert_eq!(react(&set, &later), Ok(Reaction::Resend(vec![7])));
+    }
+
+    #[test]
+    fn a_list_answering_a_payload_overtaken_by_later_ones_speaks_for_its_whole_round() {
+        let (set, tokens) = first_set_sent();
+        // Block 5 came last, overtaken by 6, 8 and 9; 7 never came.
+        let list = missing(&[7], tokens[5]);
+        assert_eq!(react(&set, &list), Ok(Reaction::Resend(vec![7])));
     }
 
     #[test]
     fn blocks_not_sent_yet_or_confirmed_are_not_sent_again_and_duplicates_once() {
         let mut set = Set::new(10, 41, 512, 10);
+        set.start_round();
         set.sent(10, Some([1; 4]));
         set.sent(11, Some([2; 4]));
         let list = missing(&[5, 11, 11, 12, 19], [2; 4]);
