@@ -138,6 +138,14 @@ impl LinkShape {
     }
 }
 
+/// Each way's jitter: uniform, up to this share of the one-way delay.
+const JITTER_OF_ONE_WAY: f64 = 0.2;
+
+/// The mean round trip of a device's link made for `rtt`: `rtt` and each way's mean jitter.
+pub fn mean_round_trip(rtt: Duration) -> Duration {
+    rtt.mul_f64(1.0 + JITTER_OF_ONE_WAY / 2.0)
+}
+
 /// Each device's link, when anything impairs it.
 fn link(args: &SimArgs) -> anyhow::Result<Option<Impairment>> {
     if args.loss == 0.0 && args.rtt_ms == 0 && !args.shape.limited() {
@@ -145,7 +153,7 @@ fn link(args: &SimArgs) -> anyhow::Result<Option<Impairment>> {
     }
     let one_way = Duration::from_millis(args.rtt_ms) / 2;
     let link = args.shape.impairment(args.loss)?;
-    Ok(Some(link.with_delay(one_way, one_way / 5)))
+    Ok(Some(link.with_delay(one_way, one_way.mul_f64(JITTER_OF_ONE_WAY))))
 }
 
 /// `credentials` as a batch for `POST /v1/credentials/import`. Endpoint names of a simulated

@@ -5,7 +5,9 @@
 //! the pacing allow.
 //!
 //! The lower bound: a push is stop-and-wait (one Block1 exchange per round trip), so a device
-//! needs at least `blocks × rtt` of awake time, which takes `blocks × rtt / duty` of wall time
+//! needs at least `blocks × rtt` of awake time (`rtt` the link's mean round trip: `--rtt-ms`
+//! and each way's mean jitter, 1.1 s for the default 1 s; the bench also prints the ratio to the
+//! bound without the jitter), which takes `blocks × rtt / duty` of wall time
 //! when it is awake `duty` of the time; a cell takes its devices `max_per_cell` at a time, so the
 //! busiest cell needs `ceil(devices / max_per_cell)` such rounds. At a loss `p` each way an
 //! exchange gets through only when its request and its answer both do, so a block takes at least
@@ -117,6 +119,11 @@ impl NbIotArgs {
         Duration::from_millis(self.rtt_ms)
     }
 
+    /// The link's mean round trip: [`Self::rtt`] and its jitter's mean each way.
+    fn mean_rtt(&self) -> Duration {
+        crate::sim::mean_round_trip(self.rtt())
+    }
+
     fn scheme(&self) -> &'static str {
         if self.coaps { "coaps" } else { "coap" }
     }
@@ -180,10 +187,12 @@ pub async fn run(mut args: NbIotArgs) -> anyhow::Result<()> {
     let rounds = busiest_cell.div_ceil(args.max_per_cell) as f64;
     // What the campaign takes when every block takes `per_block` of awake time.
     let campaign = |per_block: f64| rounds * blocks * per_block / args.duty();
-    let rtt = exchange_time(&args);
+    let tries_per_block = 1.0 / (1.0 - args.loss).powi(2);
+    let rtt = exchange_time(&args, args.mean_rtt());
     let bound = campaign(rtt);
-    let try_at_loss = rtt / (1.0 - args.loss).powi(2);
+    let try_at_loss = rtt * tries_per_block;
     let bound_at_loss = campaign(try_at_loss);
+    let without_jitter = campaign(exchange_time(&args, args.rtt()) * tries_per_block);
     // The same, with the exchanges no attempt goes without, each a round trip at this loss.
     let least_exchanges = campaign(LEAST_EXCHANGES * try_at_loss / blocks);
     let with_timers = campaign(block_time_with_timers(&args));
@@ -195,11 +204,17 @@ pub async fn run(mut args: NbIotArgs) -> anyhow::Result<()> {
     figure("package_bytes", package.size as f64, "B");
     figure("lower_bound", bound, "s");
     figure("time_to_finish", elapsed, "s");
+    figure("mean_round_trip", args.mean_rtt().as_secs_f64(), "s");
     figure("lower_bound_at_loss", bound_at_loss, "s");
     figure("time_to_finish_over_bound", elapsed / bound, "");
     figure(
         "time_to_finish_over_bound_at_loss",
         elapsed / bound_at_loss,
+        "",
+    );
+    figure(
+        "time_to_finish_over_bound_at_loss_without_jitter",
+        elapsed / without_jitter,
         "",
     );
     figure(
@@ -308,7 +323,7 @@ fn block_time_with_timers(args: &NbIotArgs) -> f64 {
     let timers = nb_iot_timers(args);
     let mean_timeout = timers.ack_timeout.as_secs_f64() * (1.0 + timers.ack_random_factor) / 2.0;
     let q = 1.0 - (1.0 - args.loss).powi(2);
-    exchange_time(args) + mean_timeout * q / (1.0 - 2.0 * q).max(f64::EPSILON)
+    exchange_time(args, args.mean_rtt()) + mean_timeout * q / (1.0 - 2.0 * q).max(f64::EPSILON)
 }
 
 /// Bytes a Block1 request carries besides its block: CoAP header, token, Uri-Path, Block1,
@@ -322,9 +337,9 @@ const DTLS_RECORD_OVERHEAD: f64 = 29.0;
 
 /// One Block1 exchange on the link when nothing is lost: the round trip, and the time the
 /// request and its answer take at the link's rates (with UDP/IP headers).
-fn exchange_time(args: &NbIotArgs) -> f64 {
+fn exchange_time(args: &NbIotArgs, round_trip: Duration) -> f64 {
     let request = args.block_size as f64 + BLOCK_REQUEST_OVERHEAD + headers(args);
-    args.rtt().as_secs_f64()
+    round_trip.as_secs_f64()
         + on_link(request, args.shape.down_kbps)
         + on_link(BLOCK_ANSWER + headers(args), args.shape.up_kbps)
 }
@@ -374,7 +389,7 @@ fn print_burst_bound(
     let downlink =
         blocks * on_link(payload + headers(args), args.shape.down_kbps) / (1.0 - args.loss);
     let sets = (blocks / args.qblock1 as f64).ceil();
-    let round_trips = sets * args.rtt().as_secs_f64();
+    let round_trips = sets * args.mean_rtt().as_secs_f64();
     let bound = campaign(downlink.max(round_trips) / blocks);
     figure("burst_payloads_per_set", args.qblock1 as f64, "");
     figure("burst_bound_downlink", campaign(downlink / blocks), "s");
