@@ -153,7 +153,9 @@ fn link(args: &SimArgs) -> anyhow::Result<Option<Impairment>> {
     }
     let one_way = Duration::from_millis(args.rtt_ms) / 2;
     let link = args.shape.impairment(args.loss)?;
-    Ok(Some(link.with_delay(one_way, one_way.mul_f64(JITTER_OF_ONE_WAY))))
+    Ok(Some(
+        link.with_delay(one_way, one_way.mul_f64(JITTER_OF_ONE_WAY)),
+    ))
 }
 
 /// `credentials` as a batch for `POST /v1/credentials/import`. Endpoint names of a simulated

@@ -377,7 +377,10 @@ const LEAST_EXCHANGES: f64 = 3.0;
 /// `p`, at the link's rate (nothing without one); and a set takes a round trip at least
 /// (`ceil(blocks / burst)` of them: one set is outstanding at a time). The longer of the two,
 /// over the campaign (`campaign` takes a time per block), and the time to finish over it;
-/// then with the campaign's share of the attempt's least `exchanges` added.
+/// then with the campaign's share of the attempt's least `exchanges` added. With losses one
+/// at a time (no `--burst`), also the bound at this loss: a set then takes as many rounds as
+/// its payload that needed the most tries ([`rounds_per_set`]), even for a sender that knew
+/// which payloads arrived without waiting for the answer.
 fn print_burst_bound(
     args: &NbIotArgs,
     blocks: f64,
@@ -389,7 +392,8 @@ fn print_burst_bound(
     let downlink =
         blocks * on_link(payload + headers(args), args.shape.down_kbps) / (1.0 - args.loss);
     let sets = (blocks / args.qblock1 as f64).ceil();
-    let round_trips = sets * args.mean_rtt().as_secs_f64();
+    let rtt = args.mean_rtt().as_secs_f64();
+    let round_trips = sets * rtt;
     let bound = campaign(downlink.max(round_trips) / blocks);
     figure("burst_payloads_per_set", args.qblock1 as f64, "");
     figure("burst_bound_downlink", campaign(downlink / blocks), "s");
@@ -406,6 +410,58 @@ fn print_burst_bound(
         elapsed / (bound + exchanges),
         "",
     );
+    if args.shape.burst <= 1.0 {
+        let (full, last) = (args.qblock1, blocks as usize % args.qblock1);
+        let mut rounds = (blocks as usize / full) as f64 * rounds_per_set(full, args.loss);
+        if last > 0 {
+            rounds += rounds_per_set(last, args.loss);
+        }
+        let at_loss = campaign(downlink.max(rounds * rtt) / blocks);
+        figure("burst_rounds_per_set_at_loss", rounds / sets, "");
+        figure("burst_bound_at_loss", at_loss, "s");
+        figure(
+            "time_to_finish_over_burst_bound_at_loss",
+            elapsed / at_loss,
+            "",
+        );
+    }
+}
+
+/// Expected rounds a set of `payloads` takes when each transmission of a payload is lost with
+/// probability `loss` on its own and every round sends again what is missing: the expected
+/// most tries any one payload needed, `Σ_{k≥0} 1 - (1 - loss^k)^payloads`.
+/// (Summed until a term is below 1e-12, or over 10,000 terms at a loss near 1.)
+fn rounds_per_set(payloads: usize, loss: f64) -> f64 {
+    let mut rounds = 0.0;
+    let mut lost_k_times: f64 = 1.0;
+    for _ in 0..10_000 {
+        let term = 1.0 - (1.0 - lost_k_times).powi(payloads as i32);
+        rounds += term;
+        if term < 1e-12 {
+            break;
+        }
+        lost_k_times *= loss;
+    }
+    rounds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rounds_per_set;
+
+    #[test]
+    fn a_set_takes_the_rounds_its_unluckiest_payload_needs() {
+        assert_eq!(rounds_per_set(10, 0.0), 1.0, "nothing lost: one round");
+        let one = rounds_per_set(1, 0.1);
+        assert!(
+            (one - 1.0 / 0.9).abs() < 1e-9,
+            "one payload: 1 / (1 - p), {one}"
+        );
+        // 1 + (1 - 0.9^10) + (1 - 0.99^10) + (1 - 0.999^10) + ...
+        let ten = rounds_per_set(10, 0.1);
+        assert!((ten - 1.7582).abs() < 1e-3, "{ten}");
+        assert!(rounds_per_set(20, 0.1) > ten, "more payloads, more rounds");
+    }
 }
 
 /// An old image and a new one that keeps it and adds `delta_bytes` of new (incompressible)

@@ -95,8 +95,10 @@ fn nbiot_quick_upgrades_every_sleeping_device_and_compares_with_the_bound() {
         &[
             "lower_bound",
             "lower_bound_at_loss",
+            "mean_round_trip",
             "time_to_finish",
             "time_to_finish_over_bound_at_loss",
+            "time_to_finish_over_bound_at_loss_without_jitter",
         ],
     );
     assert_eq!(figures["devices_upgraded"], figures["devices"]);
@@ -162,6 +164,8 @@ fn nbiot_quick_with_q_block1_pushes_in_bursts_and_compares_with_their_bound() {
             "burst_bound_downlink",
             "burst_bound_round_trips",
             "time_to_finish_over_burst_bound",
+            "burst_bound_at_loss",
+            "time_to_finish_over_burst_bound_at_loss",
         ],
     );
     assert_eq!(figures["devices_upgraded"], figures["devices"]);
@@ -173,6 +177,10 @@ fn nbiot_quick_with_q_block1_pushes_in_bursts_and_compares_with_their_bound() {
     assert!(
         figures["time_to_finish_over_burst_bound"] >= 1.0,
         "{figures:?}"
+    );
+    assert!(
+        figures["burst_bound_at_loss"] > figures["burst_bound"],
+        "lost payloads take rounds again: {figures:?}"
     );
 }
 
