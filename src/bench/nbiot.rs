@@ -445,25 +445,6 @@ fn rounds_per_set(payloads: usize, loss: f64) -> f64 {
     rounds
 }
 
-#[cfg(test)]
-mod tests {
-    use super::rounds_per_set;
-
-    #[test]
-    fn a_set_takes_the_rounds_its_unluckiest_payload_needs() {
-        assert_eq!(rounds_per_set(10, 0.0), 1.0, "nothing lost: one round");
-        let one = rounds_per_set(1, 0.1);
-        assert!(
-            (one - 1.0 / 0.9).abs() < 1e-9,
-            "one payload: 1 / (1 - p), {one}"
-        );
-        // 1 + (1 - 0.9^10) + (1 - 0.99^10) + (1 - 0.999^10) + ...
-        let ten = rounds_per_set(10, 0.1);
-        assert!((ten - 1.7582).abs() < 1e-3, "{ten}");
-        assert!(rounds_per_set(20, 0.1) > ten, "more payloads, more rounds");
-    }
-}
-
 /// An old image and a new one that keeps it and adds `delta_bytes` of new (incompressible)
 /// code in the middle, so the delta package is about that size.
 fn images(delta_bytes: usize) -> (Vec<u8>, Vec<u8>) {
@@ -634,5 +615,24 @@ fn task_spec(args: &NbIotArgs, group_id: String, package_id: String) -> TaskSpec
             max_per_cell: args.max_per_cell,
         },
         ..TaskSpec::new("NB-IoT fleet to 2.0", &group_id, &package_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rounds_per_set;
+
+    #[test]
+    fn a_set_takes_the_rounds_its_unluckiest_payload_needs() {
+        assert_eq!(rounds_per_set(10, 0.0), 1.0, "nothing lost: one round");
+        let one = rounds_per_set(1, 0.1);
+        assert!(
+            (one - 1.0 / 0.9).abs() < 1e-9,
+            "one payload: 1 / (1 - p), {one}"
+        );
+        // 1 + (1 - 0.9^10) + (1 - 0.99^10) + (1 - 0.999^10) + ...
+        let ten = rounds_per_set(10, 0.1);
+        assert!((ten - 1.7582).abs() < 1e-3, "{ten}");
+        assert!(rounds_per_set(20, 0.1) > ten, "more payloads, more rounds");
     }
 }
