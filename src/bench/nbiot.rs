@@ -49,7 +49,7 @@ use super::stats::{figure, figure_spread, summarize};
 use super::timers::EngineTimers;
 use super::{harness, procfs};
 use crate::open_files;
-use crate::sim::LinkShape;
+use crate::sim::{LinkShape, SOCKETS_PER_LINKED_DEVICE};
 
 /// The secret the fleet's keys are derived from over coaps.
 const PSK_SECRET: &str = "fota bench nbiot";
@@ -458,22 +458,19 @@ fn images(delta_bytes: usize) -> (Vec<u8>, Vec<u8>) {
 
 /// The fleet, run by `fota sim` processes: every device sleeps in PSM and sits behind its own
 /// NB-IoT link, so one process's open-files limit caps the devices it can run
-/// ([`SOCKETS_PER_DEVICE`]). Dropping it stops them.
+/// ([`SOCKETS_PER_LINKED_DEVICE`]). Dropping it, or this process ending however it ends (their
+/// standard input closes), stops them.
 struct SimulatedFleet {
     /// Every device's endpoint name.
     endpoints: Vec<String>,
     /// The `fota sim` processes, killed on drop.
     processes: Vec<tokio::process::Child>,
+    /// Their standard inputs, held open: taken out of the processes, as waiting for one closes
+    /// its input first.
+    _inputs: Vec<tokio::process::ChildStdin>,
     /// The image file they were started from, removed on drop.
     image: PathBuf,
 }
-
-/// Sockets a simulated device holds at most: its own, and its link's two (one facing the
-/// device, one towards the engine), and after a reboot (a new socket, so a new flow of the
-/// link, as a NAT gives) the old flow's until it goes idle. Counting three, a wave of installs
-/// took a process of 5,000 devices to 19,627 of its 20,000 files: a link that cannot open a
-/// flow loses the device's Register.
-const SOCKETS_PER_DEVICE: u64 = 4;
 
 impl SimulatedFleet {
     /// Starts the fleet in as many processes as the open-files limit needs, and waits until
@@ -482,7 +479,7 @@ impl SimulatedFleet {
         let image = std::env::temp_dir().join(format!("fota-nbiot-{}.bin", std::process::id()));
         std::fs::write(&image, old)?;
         let per_process = (open_files::hard_limit()?.saturating_sub(open_files::SPARE)
-            / SOCKETS_PER_DEVICE)
+            / SOCKETS_PER_LINKED_DEVICE)
             .max(1);
         let processes = args.devices.div_ceil(per_process as usize);
         let registrations = platform.server.registry.subscribe();
@@ -492,9 +489,11 @@ impl SimulatedFleet {
             let count = (part + 1) * args.devices / processes - first;
             children.push(sim_process(platform, args, &image, part, first, count)?);
         }
+        let inputs = children.iter_mut().filter_map(|c| c.stdin.take()).collect();
         let mut fleet = SimulatedFleet {
             endpoints: (0..args.devices).map(endpoint_name).collect(),
             processes: children,
+            _inputs: inputs,
             image,
         };
         let bound = Duration::from_secs(600);
@@ -583,12 +582,12 @@ fn sim_process(
         flags.push(("--qblock1", args.qblock1.to_string()));
     }
     let mut command = tokio::process::Command::new(std::env::current_exe()?);
-    command.arg("sim");
+    command.args(["sim", "--until-stdin-closes"]);
     for (flag, value) in flags {
         command.args([flag, &value]);
     }
     command
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()

@@ -1,9 +1,12 @@
 //! `fota bench` kept working: the real binary runs every figure in quick mode (seconds, a small
 //! fleet), exits 0, and prints `name = value unit` lines whose values are numbers, including the
-//! figures BENCHMARKS.md quotes (`wire` prints its table of numbers).
+//! figures BENCHMARKS.md quotes (`wire` prints its table of numbers); and the `fota sim`
+//! processes a bench runs its fleet in end with it, however it ends.
 
 use std::collections::HashMap;
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::support::stock_device::{aiocoap_present, script};
 
@@ -110,6 +113,52 @@ fn nbiot_quick_upgrades_every_sleeping_device_and_compares_with_the_bound() {
         figures["time_to_finish_over_bound_at_loss"] >= 1.0,
         "{figures:?}"
     );
+}
+
+#[test]
+fn a_fleet_run_until_its_input_closes_ends_when_the_process_holding_it_goes() {
+    // What `fota bench nbiot` starts its fleet with; no engine: the devices keep trying.
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_fota"))
+        .args(["sim", "--devices", "2", "--server", "127.0.0.1:9"])
+        .arg("--until-stdin-closes")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("fota sim starts");
+    let stderr = BufReader::new(sim.stderr.take().expect("piped"));
+    let (said, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = said.send(line);
+        }
+    });
+    let bound = Duration::from_secs(30);
+    let deadline = Instant::now() + bound;
+    let up = std::iter::from_fn(|| {
+        lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .ok()
+    })
+    .any(|line| line.contains("devices on"));
+    assert!(up, "fota sim said its devices are up within {bound:?}");
+    assert!(
+        sim.try_wait().expect("waits").is_none(),
+        "it runs while its input is open"
+    );
+    drop(sim.stdin.take());
+    let deadline = Instant::now() + bound;
+    let status = loop {
+        if let Some(status) = sim.try_wait().expect("waits") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fota sim runs {bound:?} after its input closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
 }
 
 /// The figures `fota bench stock` must print, for BENCHMARKS.md.
