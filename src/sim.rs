@@ -243,7 +243,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     };
     crate::open_files::raise(sockets_each * args.devices as u64)?;
     let fleet = Fleet::start(&spec).await.context(
-        "starting the devices: each takes a UDP port (three behind a link), so a large fleet \
+        "starting the devices: each takes a UDP port (up to four behind a link), so a large fleet \
          may need a wider net.ipv4.ip_local_port_range",
     )?;
     // Listening before saying so: a signal sent on reading the line is not lost.
@@ -261,10 +261,16 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         },
         args.server
     );
-    let stdin_closed = args.until_stdin_closes.then(stdin_closed);
+    let input_ends = async {
+        if args.until_stdin_closes {
+            let _ = stdin_closed().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         () = stop.stopped() => {}
-        Some(_) = async { Some(stdin_closed?.await) } => {}
+        () = input_ends => {}
     }
     let mut versions: BTreeMap<String, usize> = BTreeMap::new();
     for device in &fleet.devices {
