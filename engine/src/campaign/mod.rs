@@ -102,7 +102,7 @@ pub(crate) struct Attempt {
     pub wire: WireCount,
     /// Its device's cell as it started.
     pub cell: Option<u32>,
-    /// Using the link: not holding the package while it waits to be told to install.
+    /// Using the link: not past its download (holding the package, or installing it).
     pub transferring: bool,
 }
 

@@ -89,10 +89,11 @@ fn tick(inner: &Arc<Inner>) {
     }
 }
 
-/// Whether a device's attempt is using the link: under way, and not holding the package
-/// while it waits to be told to install (in a paused task, or outside an update window).
+/// Whether a device's attempt is using the link: under way, and not past its download.
+/// A device holding the package (waiting to be told to install, in a paused task or outside
+/// an update window) or installing it sends no block: the cell's next device may start.
 fn transferring(progress: &DeviceProgress) -> bool {
-    progress.phase == Phase::Active && !holds_package(progress)
+    progress.phase == Phase::Active && progress.download != DownloadStatus::Downloaded
 }
 
 /// Whether the device holds the package and was not told to install it yet.

@@ -51,7 +51,8 @@ pub enum Action {
     Delete,
 }
 
-/// Limits on how many devices transfer at once.
+/// Limits on how many devices transfer at once: a device holding the package (told to install
+/// later) or installing it transfers nothing and does not count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pacing {
     /// Devices of the task transferring at once.

@@ -34,6 +34,12 @@ pub enum Step {
     HeldAtGate,
     /// The delivery is suspended after 1 s having cost `wire`, and never comes back.
     SuspendedForever(WireCount),
+    /// The attempt downloads for `download`, then installs for `install` (telling both, as a
+    /// delivery does), and succeeds.
+    Installs {
+        download: Duration,
+        install: Duration,
+    },
 }
 
 /// Attempts that follow a script per device and record when each started, and how many ran
@@ -169,6 +175,15 @@ impl Attempts for Script {
                         wire: WireCount::default(),
                         cell: None,
                     }
+                }
+                Step::Installs { download, install } => {
+                    tokio::time::sleep(download).await;
+                    let wire = WireCount::default();
+                    for stage in [Stage::Downloaded { wire }, Stage::Installing] {
+                        let _ = request.stages.send((request.endpoint.clone(), stage));
+                    }
+                    tokio::time::sleep(install).await;
+                    success()
                 }
                 Step::SuspendedForever(wire) => {
                     tokio::time::sleep(Duration::from_secs(1)).await;

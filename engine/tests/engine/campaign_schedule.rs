@@ -374,6 +374,35 @@ async fn a_free_slot_goes_to_a_device_awake_now_before_a_sleeping_one() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_device_installing_leaves_its_cells_slot_to_the_next() {
+    // Cell 0 holds dev-0 and dev-4, one transfer at a time: each downloads for 10 s and
+    // installs for 10 minutes.
+    let b = bench(8).await;
+    let installs = Step::Installs {
+        download: Duration::from_secs(10),
+        install: Duration::from_secs(600),
+    };
+    for i in [0, 4] {
+        b.script.plan(&endpoint(i), vec![installs.clone()]);
+    }
+    let mut spec = b.spec();
+    spec.pacing.max_per_cell = 1;
+    let task = b.campaigns.create(spec).unwrap();
+    let task = b.finished(&task.id).await;
+    assert_eq!(task.success_rate, Some(1.0));
+    let (first, second) = (
+        b.script.starts_of(&endpoint(0))[0],
+        b.script.starts_of(&endpoint(4))[0],
+    );
+    let (first, second) = (first.min(second), first.max(second));
+    assert!(
+        second - first < 60_000,
+        "the second starts once the first downloaded ({first}, {second}), not after its install"
+    );
+    assert!(second - first >= 10_000, "not before: {first}, {second}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_paused_task_past_its_deadline_ends_its_devices_as_task_expired() {
     let b = bench(3).await;
     b.script.plan(&endpoint(0), vec![Step::HeldAtGate]);
