@@ -802,6 +802,7 @@ impl<S: DeviceSystem> Shared<S> {
             confirmable: packet.header.get_type() == coap_lite::MessageType::Confirmable,
             peer: request.peer,
             token: packet.get_token(),
+            arrived: tokio::time::Instant::now(),
         };
         let mut core = lock(&self.core);
         let Core {

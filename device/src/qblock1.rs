@@ -15,9 +15,13 @@
 //!   to the highest one seen (a CBOR Sequence, Content-Format 272), or 2.31 if none are;
 //! - nothing to the other payloads. If nothing new comes for a while after one of them, it
 //!   lists the set's missing blocks in a separate 4.08 ([`QBlock1Receiver::timed_out`]), on
-//!   the token of the last payload it got, a few times with back-off: NON_RECEIVE_TIMEOUT
-//!   while the set's last payload has not come, a short reorder wait once it has (payloads
-//!   overtaken by the last one are not reported missing before they had a chance).
+//!   the token of the last payload it got, a few times with back-off: a short reorder wait
+//!   once the set's last payload has come (payloads overtaken by the last one are not
+//!   reported missing before they had a chance); while it has not, the reorder wait and
+//!   twice the gap between the last two new payloads, NON_RECEIVE_TIMEOUT at most (a sender
+//!   that sends a set back to back is done with it once nothing came for longer than its
+//!   payloads' spacing, so a lost tail costs about a round trip, not a timeout; one that
+//!   paces its payloads spaces them wider, and is waited for longer).
 //!
 //! A payload of another body (another Request-Tag or block size) drops what waits in RAM. A
 //! payload past the end its Size1 gives the body, or whose length does not fit its block, is
@@ -34,6 +38,7 @@ use coap_lite::ResponseType;
 use fota_engine::coap::qblock1::{self, MISSING_BLOCKS_CBOR_SEQ, missing, set_end};
 use fota_engine::coap::{BlockOption, Response};
 use fota_engine::lwm2m::firmware::FirmwareState;
+use tokio::time::Instant;
 
 use crate::events::McuEvent;
 use crate::firmware_update::{FirmwareUpdate, WriteAnswer};
@@ -45,8 +50,9 @@ pub struct QBlock1Config {
     /// MAX_PAYLOADS: blocks per set, and the blocks the device can hold in RAM ahead of its
     /// flash.
     pub max_payloads: usize,
-    /// NON_RECEIVE_TIMEOUT: how long after the last new payload it lists what a set misses,
-    /// while the set's last payload has not come (the set's tail may be lost).
+    /// NON_RECEIVE_TIMEOUT: the longest it waits after the last new payload before listing
+    /// what a set misses while the set's last payload has not come (the set's tail may be
+    /// lost).
     pub receive_timeout: Duration,
     /// How long after the last new payload it lists what a set misses once the set's last
     /// payload came: payloads sent before it may still be on their way, overtaken.
@@ -81,6 +87,11 @@ pub struct QBlock1Stats {
     pub blocks_listed: u64,
     /// Payloads refused as malformed (4.00).
     pub refused: u64,
+    /// Bodies whose payloads came (Request-Tags, or block sizes, in turn).
+    pub bodies: u64,
+    /// Bodies whose first payload came confirmable (a client asking whether the device takes
+    /// Q-Block1, and where it stands).
+    pub opened_confirmable: u64,
 }
 
 /// A Q-Block1 payload as the device got it.
@@ -100,6 +111,8 @@ pub struct Payload<'a> {
     pub peer: SocketAddr,
     /// Its token: a late 4.08 carries the last payload's.
     pub token: &'a [u8],
+    /// When it came.
+    pub arrived: Instant,
 }
 
 /// What the client does with a payload.
@@ -141,6 +154,10 @@ pub struct QBlock1Receiver {
     last: Option<(SocketAddr, Vec<u8>)>,
     /// Counts new payloads: a receive timer armed before the latest does nothing.
     generation: u64,
+    /// When the last new payload came.
+    last_arrival: Option<Instant>,
+    /// The time between the last two new payloads: how the sender spaces them.
+    spacing: Option<Duration>,
     /// What was counted.
     stats: QBlock1Stats,
 }
@@ -157,6 +174,8 @@ impl QBlock1Receiver {
             highest: None,
             last: None,
             generation: 0,
+            last_arrival: None,
+            spacing: None,
             stats: QBlock1Stats::default(),
         }
     }
@@ -216,6 +235,8 @@ impl QBlock1Receiver {
         };
         if new {
             self.generation += 1;
+            let before = self.last_arrival.replace(payload.arrived);
+            self.spacing = before.map(|at| payload.arrived.saturating_duration_since(at));
             self.highest = Some(self.highest.map_or(block.num, |h| h.max(block.num)));
             self.last = Some((payload.peer, payload.token.to_vec()));
         }
@@ -250,6 +271,8 @@ impl QBlock1Receiver {
     /// drops what RAM holds of the last.
     fn follow_body(&mut self, payload: &Payload<'_>, same_body: bool, total: Option<usize>) {
         if !same_body {
+            self.stats.bodies += 1;
+            self.stats.opened_confirmable += u64::from(payload.confirmable);
             self.ahead.clear();
             self.highest = None;
             self.tag = payload.request_tag.map(<[u8]>::to_vec);
@@ -328,7 +351,7 @@ impl QBlock1Receiver {
             let last_came = self.highest.is_some_and(|h| h + 1 >= end);
             let wait = match last_came {
                 true => self.config.reorder_wait,
-                false => self.config.receive_timeout,
+                false => self.tail_wait(),
             };
             let generation = self.generation;
             return Verdict::Silent(new.then_some(ReceiveTimer { generation, wait }));
@@ -338,6 +361,16 @@ impl QBlock1Receiver {
             Some(list) => Verdict::Answer(list),
             None => Verdict::Answer(self.continue_from(held)),
         }
+    }
+
+    /// How long to wait for the rest of a set whose last payload has not come before listing
+    /// what it misses: the reorder wait and twice the spacing of the last two new payloads,
+    /// NON_RECEIVE_TIMEOUT at most (and while the spacing is not known).
+    fn tail_wait(&self) -> Duration {
+        let timeout = self.config.receive_timeout;
+        self.spacing.map_or(timeout, |gap| {
+            (self.config.reorder_wait + gap * 2).min(timeout)
+        })
     }
 
     /// 2.31 Continue naming the last block held with every block before it.
@@ -441,6 +474,10 @@ mod tests {
         firmware: FirmwareUpdate,
         flash: SimulatedFlash,
         body: Vec<u8>,
+        /// When the last payload came.
+        clock: Instant,
+        /// How long after the last one each payload comes.
+        spacing: Duration,
     }
 
     impl Bench {
@@ -455,6 +492,8 @@ mod tests {
                 firmware: FirmwareUpdate::default(),
                 flash: SimulatedFlash::new(vec![], "1.0", 1 << 20),
                 body: body(),
+                clock: Instant::now(),
+                spacing: Duration::ZERO,
             }
         }
 
@@ -474,6 +513,7 @@ mod tests {
             confirmable: bool,
             tag: &[u8],
         ) -> Verdict {
+            self.clock += self.spacing;
             let payload = Payload {
                 block: BlockOption::new(num, more, SIZE).unwrap(),
                 bytes,
@@ -482,6 +522,7 @@ mod tests {
                 confirmable,
                 peer: "127.0.0.1:5683".parse().unwrap(),
                 token: &[num as u8],
+                arrived: self.clock,
             };
             let mut events = Vec::new();
             self.receiver
@@ -490,6 +531,22 @@ mod tests {
 
         fn held(&self) -> usize {
             self.flash.saved_bytes()
+        }
+
+        /// Sends block `num` non-confirmable: it is new, so it arms a receive timer.
+        fn timer(&mut self, num: u32) -> ReceiveTimer {
+            match self.send(num, false) {
+                Verdict::Silent(Some(timer)) => timer,
+                other => panic!("block {num}: not silent with a timer: {other:?}"),
+            }
+        }
+
+        /// What `timer` running out makes the device send: the token it answers, and the
+        /// blocks it lists (`None`: nothing).
+        fn late_list(&mut self, timer: ReceiveTimer) -> Option<(Vec<u8>, Vec<u32>)> {
+            let (firmware, flash) = (&self.firmware, &self.flash);
+            let (_, token, late) = self.receiver.timed_out(timer.generation, firmware, flash)?;
+            Some((token, listed(&Verdict::Answer(late))))
         }
     }
 
@@ -548,24 +605,14 @@ mod tests {
     fn a_set_with_gaps_is_listed_soon_after_its_last_payload_and_the_body_end_gets_2_04() {
         let mut bench = Bench::new();
         bench.send(0, true);
-        let Verdict::Silent(Some(timer)) = bench.send(3, false) else {
-            panic!("silent")
-        };
+        let timer = bench.timer(3);
         assert_eq!(
             timer.wait,
             Duration::from_millis(10),
             "the set's last came: reorder wait"
         );
-        let (firmware, flash) = (&bench.firmware, &bench.flash);
-        let (_, _, list) = bench
-            .receiver
-            .timed_out(timer.generation, firmware, flash)
-            .unwrap();
-        assert_eq!(listed(&Verdict::Answer(list)), vec![1, 2]);
-        let Verdict::Silent(Some(timer)) = bench.send(1, false) else {
-            panic!("silent")
-        };
-        assert_eq!(timer.wait, Duration::from_millis(10));
+        assert_eq!(bench.late_list(timer).unwrap().1, vec![1, 2]);
+        assert_eq!(bench.timer(1).wait, Duration::from_millis(10));
         assert_eq!(continued_at(&bench.send(2, false)), 3);
         for num in [4, 5, 6, 7, 8] {
             bench.send(num, false);
@@ -597,34 +644,52 @@ mod tests {
     #[test]
     fn a_set_whose_tail_was_lost_is_listed_after_the_receive_timeout_once_per_payload() {
         let mut bench = Bench::new();
+        // Payloads 60 ms apart: the reorder wait and twice that (130 ms) is past
+        // NON_RECEIVE_TIMEOUT (100 ms).
+        bench.spacing = Duration::from_millis(60);
         bench.send(0, true);
-        let Verdict::Silent(Some(first)) = bench.send(1, false) else {
-            panic!("silent")
-        };
-        let Verdict::Silent(Some(latest)) = bench.send(2, false) else {
-            panic!("silent")
-        };
+        let first = bench.timer(1);
+        let latest = bench.timer(2);
         assert_eq!(
             latest.wait,
             Duration::from_millis(100),
             "NON_RECEIVE_TIMEOUT"
         );
-        let (firmware, flash) = (&bench.firmware, &bench.flash);
-        assert!(
-            bench
-                .receiver
-                .timed_out(first.generation, firmware, flash)
-                .is_none()
-        );
-        let (_, token, late) = bench
-            .receiver
-            .timed_out(latest.generation, firmware, flash)
-            .unwrap();
+        assert_eq!(bench.late_list(first), None, "a payload came since");
+        let (token, late) = bench.late_list(latest).unwrap();
         assert_eq!(token, vec![2], "on the last payload's token");
-        assert_eq!(listed(&Verdict::Answer(late)), vec![3]);
+        assert_eq!(late, vec![3]);
         assert!(
             matches!(bench.send(2, false), Verdict::Silent(None)),
             "held again: no new timer"
+        );
+    }
+
+    #[test]
+    fn a_set_sent_back_to_back_is_listed_sooner_than_the_receive_timeout_when_its_tail_is_lost() {
+        let mut bench = Bench::new();
+        bench.spacing = Duration::from_millis(5);
+        assert_eq!(
+            bench.timer(0).wait,
+            Duration::from_millis(100),
+            "no spacing known yet: NON_RECEIVE_TIMEOUT"
+        );
+        let timer = bench.timer(1);
+        assert_eq!(
+            timer.wait,
+            Duration::from_millis(20),
+            "the reorder wait (10 ms) and twice the spacing (5 ms)"
+        );
+        assert_eq!(
+            bench.late_list(timer),
+            Some((vec![1], vec![2, 3])),
+            "the lost tail, on the last payload's token"
+        );
+        bench.spacing = Duration::from_secs(1);
+        assert_eq!(
+            bench.timer(2).wait,
+            Duration::from_millis(100),
+            "payloads paced wider: NON_RECEIVE_TIMEOUT"
         );
     }
 

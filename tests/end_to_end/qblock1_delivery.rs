@@ -298,7 +298,8 @@ where
 
 /// Devices rebooted twice in the middle of bursts (what waited in their RAM lost): each
 /// delivery resumes from 26500 and is sent at most one set again per interruption; each
-/// flash is given every byte once.
+/// flash is given every byte once. Only the delivery's first upload opens with a payload alone
+/// and confirmable: the device took Q-Block1 then, and each later one starts where 26500 says.
 #[test]
 fn q_block1_devices_rebooted_mid_burst_resume_from_26500_within_one_set_each_time() {
     replay::twice(41, |network| async move {
@@ -311,9 +312,12 @@ fn q_block1_devices_rebooted_mid_burst_resume_from_26500_within_one_set_each_tim
         .await;
         assert_all_upgraded(&fleet, &reports, &new);
         assert_one_set_per_interruption(&fleet, &reports, len);
-        for report in &reports {
+        for (device, report) in fleet.devices.iter().zip(&reports) {
             assert!(report.interruptions >= 2, "{report:?}");
             assert_eq!(report.wire.package_recovered, 0, "no loss: {report:?}");
+            let stats = device.q_block1_stats().expect("a Q-Block1 device");
+            assert!(stats.bodies >= 3, "an upload per attempt: {stats:?}");
+            assert_eq!(stats.opened_confirmable, 1, "{stats:?}");
         }
     });
 }

@@ -16,7 +16,7 @@ use super::steps::{Attempt, StageError, Steps, at, device_failure};
 use super::watch::FirmwareWatch;
 use crate::coap::blockwise::{Block1Outcome, Block1Progress, Block1Upload, send_block1};
 use crate::coap::message::code_name;
-use crate::coap::qblock1::send_q_block1;
+use crate::coap::qblock1::{Opening, send_q_block1};
 use crate::coap::{CoapError, OutgoingRequest, PacketExt};
 use crate::lwm2m::firmware::{self, FirmwareState, UpdateResult};
 use crate::lwm2m::{ContentFormat, ManagementError};
@@ -168,9 +168,7 @@ impl Steps {
                 self.reset_for_download(attempt).await?;
             }
             attempt.sequence_cut = true;
-            let written = self
-                .send_package(attempt, point, device, start.offset())
-                .await;
+            let written = self.send_package(attempt, point, device, start).await;
             let gave_up = matches!(&written, Err((_, error)) if exchange_gave_up(error));
             attempt.sequence_cut = gave_up;
             if gave_up {
@@ -245,19 +243,26 @@ impl Steps {
         Ok(())
     }
 
-    /// Writes the package from `start` with Block1, or with Q-Block1 in sets of the
+    /// Writes the package from `from` with Block1, or with Q-Block1 in sets of the
     /// delivery's burst (a device that answers its first payload 4.02 Bad Option has no
     /// Q-Block1: it is sent the same bytes with Block1 at once, and stop-and-wait for the rest
-    /// of the delivery), keeping the wire account and the resume point current after every
-    /// block. Returns the code of the device's last answer.
+    /// of the delivery; one that confirmed Q-Block1 payloads before is sent a whole set at
+    /// once from where it is known to stand), keeping the wire account and the resume point
+    /// current after every block. Returns the code of the device's last answer.
     async fn send_package(
         &self,
         attempt: &mut Attempt<'_>,
         point: &mut ResumePoint,
         device: SocketAddr,
-        start: usize,
+        from: Start,
     ) -> Result<Option<ResponseType>, StageError> {
         let job = attempt.job;
+        let start = from.offset();
+        let known = matches!(from, Start::Over | Start::Resumed(_));
+        let opening = match attempt.takes_q_block1 && known {
+            true => Opening::Set,
+            false => Opening::Ask,
+        };
         attempt.shrink_suspect_block_size();
         point.acknowledged = start;
         point.block_size = attempt.block_size;
@@ -272,6 +277,7 @@ impl Steps {
         };
         let wire = &mut attempt.wire;
         let size_answered = &mut attempt.block_size_answered;
+        let (takes_q_block1, bursts) = (&mut attempt.takes_q_block1, attempt.burst > 1);
         let mut record = |progress| match progress {
             Block1Progress::Sending { offset, len, again } => {
                 self.shelf.record_pushed(len);
@@ -289,6 +295,7 @@ impl Steps {
             }
             Block1Progress::Acknowledged(acked) => {
                 *size_answered = true;
+                *takes_q_block1 |= bursts;
                 point.acknowledged = acked;
                 self.book.record(&job.endpoint, *point);
             }
@@ -298,8 +305,16 @@ impl Steps {
         let result = match attempt.burst {
             1 => send_block1(endpoint, device, &upload, meter, &mut record).await,
             burst => {
-                let sent =
-                    send_q_block1(endpoint, device, &upload, burst, meter, &mut record).await;
+                let sent = send_q_block1(
+                    endpoint,
+                    device,
+                    &upload,
+                    burst,
+                    opening,
+                    meter,
+                    &mut record,
+                )
+                .await;
                 match sent {
                     Ok(outcome) if refuses_q_block1(&outcome, start) => {
                         let endpoint_name = &job.endpoint;

@@ -74,6 +74,11 @@ pub(super) struct Attempt<'a> {
     /// Payloads per Q-Block1 set; 1: stop-and-wait. The job's, until the device refuses
     /// Q-Block1 (4.02): then 1 for the rest of the delivery.
     pub burst: usize,
+    /// The device confirmed Q-Block1 payloads of this delivery: it takes them, and a write
+    /// from where it is known to stand opens with a whole set. (Set by any confirmation while
+    /// `burst` is above 1, so also by the Block1 write that follows a refusal; read only
+    /// while `burst` is above 1, which that refusal ends.)
+    pub takes_q_block1: bool,
     /// Package writes that gave up on a block of `block_size` before the device ever answered
     /// one: from [`GIVE_UPS_BEFORE_SMALLER_BLOCKS`] on, it may drop datagrams that large, and
     /// the next write, once the device has answered smaller requests since, sends half.
@@ -120,6 +125,7 @@ impl<'a> Attempt<'a> {
             block_size: job.block_size,
             block_size_answered: false,
             burst: job.burst.max(1),
+            takes_q_block1: false,
             block_size_give_ups: 0,
             interruptions: 0,
             lacks_26500: !job.resume,

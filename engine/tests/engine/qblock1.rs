@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
 use fota_engine::coap::blockwise::{Block1Progress, Block1Upload};
-use fota_engine::coap::qblock1::{MISSING_BLOCKS_CBOR_SEQ, missing, send_q_block1};
+use fota_engine::coap::qblock1::{MISSING_BLOCKS_CBOR_SEQ, Opening, missing, send_q_block1};
 use fota_engine::coap::{
     BlockOption, CoapError, Endpoint, EndpointConfig, HandlerFuture, IncomingRequest,
     OutgoingRequest, PacketExt, RequestHandler, Response, TransmissionParams, WireMeter,
@@ -59,14 +59,28 @@ fn upload() -> Block1Upload {
 /// Sends [`upload`] to `peer` in sets of [`BURST`]; the result and every byte count the
 /// upload reported as confirmed.
 async fn send(client: &Endpoint, peer: SocketAddr) -> (Result<Packet, CoapError>, Vec<usize>) {
+    send_from(client, peer, 0, Opening::Ask).await
+}
+
+/// [`send`] from byte `start`, opening as `opening` says.
+async fn send_from(
+    client: &Endpoint,
+    peer: SocketAddr,
+    start: usize,
+    opening: Opening,
+) -> (Result<Packet, CoapError>, Vec<usize>) {
     let confirmed = Mutex::new(Vec::new());
     let record = |progress| {
         if let Block1Progress::Acknowledged(bytes) = progress {
             confirmed.lock().unwrap().push(bytes);
         }
     };
-    let (meter, upload) = (WireMeter::default(), upload());
-    let sent = send_q_block1(client, peer, &upload, BURST, &meter, record);
+    let meter = WireMeter::default();
+    let upload = Block1Upload {
+        start_offset: start,
+        ..upload()
+    };
+    let sent = send_q_block1(client, peer, &upload, BURST, opening, &meter, record);
     let result = timeout(BOUND, sent).await.expect("the upload ends");
     (result.map(|o| o.response), confirmed.into_inner().unwrap())
 }
@@ -94,6 +108,33 @@ fn continued(num: u32) -> Response {
     let mut answer = Response::new(ResponseType::Continue);
     answer.q_block1 = Some(BlockOption::new(num, true, SIZE).unwrap());
     answer
+}
+
+/// 2.04 Changed for the body's last block, `num`.
+fn changed(num: u32) -> Response {
+    let mut done = Response::new(ResponseType::Changed);
+    done.q_block1 = Some(BlockOption::new(num, false, SIZE).unwrap());
+    done
+}
+
+/// Payloads a server got, in order: block number, and whether it came confirmable.
+type Seen = Arc<Mutex<Vec<(u32, bool)>>>;
+
+/// A server that notes every payload it gets, then answers it as `script` says from what it
+/// got so far (that payload last).
+async fn noting(
+    script: impl Fn(&[(u32, bool)]) -> Option<Response> + Send + Sync + 'static,
+) -> (Endpoint, Seen) {
+    let server = endpoint(true).await;
+    let seen = Seen::default();
+    let log = seen.clone();
+    server.set_handler(Arc::new(Scripted(Box::new(move |packet, block| {
+        let confirmable = packet.header.get_type() == MessageType::Confirmable;
+        let mut seen = log.lock().unwrap();
+        seen.push((block.num, confirmable));
+        script(&seen)
+    }))));
+    (server, seen)
 }
 
 /// A server that confirms the first payload, then answers the last payload of the first set
@@ -138,6 +179,32 @@ async fn a_server_without_q_block1_answers_4_02_and_the_upload_ends_with_nothing
 }
 
 #[tokio::test]
+async fn an_upload_opening_with_a_set_sends_its_first_set_at_once_and_nothing_confirmable() {
+    let client = endpoint(false).await;
+    let (server, seen) = noting(|seen| match seen.last()?.0 {
+        7 => Some(continued(7)),
+        9 => Some(changed(9)),
+        _ => None,
+    })
+    .await;
+    let (result, confirmed) = send_from(&client, server.local_addr(), 4 * SIZE, Opening::Set).await;
+    assert_eq!(result.unwrap().response_code(), Some(ResponseType::Changed));
+    let mut seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().all(|(_, confirmable)| !confirmable),
+        "no payload alone and confirmable first: {seen:?}"
+    );
+    seen.sort_unstable();
+    let blocks: Vec<u32> = seen.iter().map(|(num, _)| *num).collect();
+    assert_eq!(
+        blocks,
+        [4, 5, 6, 7, 8, 9],
+        "from the start, each block once"
+    );
+    assert_eq!(confirmed, vec![8 * SIZE, 10 * SIZE - 20]);
+}
+
+#[tokio::test]
 async fn a_list_of_missing_blocks_that_is_not_cbor_ends_the_upload_with_why() {
     let client = endpoint(false).await;
     let server = listing(b"\xff\xfe garbage").await;
@@ -171,33 +238,24 @@ async fn a_list_naming_a_block_past_the_body_ends_the_upload_with_why() {
 #[tokio::test]
 async fn a_list_of_blocks_sent_is_answered_with_those_blocks_and_the_set_confirmed_after() {
     let client = endpoint(false).await;
-    let server = endpoint(true).await;
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    server.set_handler(Arc::new(Scripted(Box::new(move |packet, block| {
-        let confirmable = packet.header.get_type() == MessageType::Confirmable;
-        let mut seen = log.lock().unwrap();
-        seen.push((block.num, confirmable));
+    let (server, seen) = noting(|seen| {
         let resent_2 = seen.iter().filter(|(num, _)| *num == 2).count() == 2;
-        match block.num {
-            0 if confirmable => Some(continued(0)),
+        match *seen.last()? {
+            (0, true) => Some(continued(0)),
             // The first time round, 1 and 2 "did not come".
-            3 if !resent_2 => {
+            (3, _) if !resent_2 => {
                 let mut incomplete = Response::new(ResponseType::RequestEntityIncomplete);
                 incomplete.content_format = Some(MISSING_BLOCKS_CBOR_SEQ);
                 incomplete.payload = missing::encode(&[1, 2]).into();
                 Some(incomplete)
             }
-            2 if resent_2 => Some(continued(3)),
-            7 => Some(continued(7)),
-            9 => {
-                let mut done = Response::new(ResponseType::Changed);
-                done.q_block1 = Some(BlockOption::new(9, false, SIZE).unwrap());
-                Some(done)
-            }
+            (2, _) if resent_2 => Some(continued(3)),
+            (7, _) => Some(continued(7)),
+            (9, _) => Some(changed(9)),
             _ => None,
         }
-    }))));
+    })
+    .await;
     let (result, confirmed) = send(&client, server.local_addr()).await;
     assert_eq!(result.unwrap().response_code(), Some(ResponseType::Changed));
     assert_eq!(confirmed, vec![SIZE, 4 * SIZE, 8 * SIZE, 10 * SIZE - 20]);

@@ -9,7 +9,9 @@
 //!   body's end from any payload) and the body's Request-Tag;
 //! - the first payload of an upload goes alone and confirmable: its answer says whether the
 //!   device takes Q-Block1 at all (4.02 Bad Option: it does not; the caller falls back to
-//!   Block1) and where it stands (2.31 Continue with the last block it holds);
+//!   Block1) and where it stands (2.31 Continue with the last block it holds). A caller that
+//!   knows both (the device took this body's payloads before, and said what it holds since)
+//!   opens with a whole set instead ([`Opening::Set`]), a round trip less;
 //! - then sets: the payloads from the first block the device has not confirmed to the end of
 //!   its set, back to back, non-confirmable. Sets are aligned on block numbers (set `k` is
 //!   blocks `k * MAX_PAYLOADS ..`), so both ends agree where one ends without saying so;
@@ -48,9 +50,12 @@
 //!   below PROBING_RATE over NON_PROBING_WAIT, and the upload ends as any exchange that gives
 //!   up does (an interruption the delivery resumes from 26500).
 //! - NON_RECEIVE_TIMEOUT, the device's: twice its ACK_TIMEOUT, the ratio of RFC 9177's
-//!   defaults (4 s and 2 s), for a set whose tail was lost (the client's probe usually comes
-//!   first); after the set's last payload the device waits far less (an eighth of its
-//!   ACK_TIMEOUT) for payloads it overtook, so a loss costs about a round trip, not a timeout.
+//!   defaults (4 s and 2 s), the longest the reference device waits for the rest of a set
+//!   before listing what it misses. It waits far less where it can tell: after the set's last
+//!   payload, an eighth of its ACK_TIMEOUT for payloads it overtook; before it, that and twice
+//!   the spacing of the last two payloads (a set goes back to back, so a lost tail shows as
+//!   silence). A loss costs about a round trip, not a timeout; a device that waits out
+//!   NON_RECEIVE_TIMEOUT is probed first.
 //! - NSTART: the upload holds one of the device's permits from its first payload to its last
 //!   answer ([`super::Burst`]).
 //!
@@ -64,6 +69,18 @@ mod sender;
 mod set;
 
 pub use sender::send_q_block1;
+
+/// How an upload opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// With its first payload alone and confirmable, whose answer says whether the device
+    /// takes Q-Block1 and where it stands.
+    Ask,
+    /// With the whole first set: the device answered Q-Block1 payloads of this body before,
+    /// and holds every block before the upload's start (it said so since: 26500, or a reset
+    /// for a start from 0).
+    Set,
+}
 
 /// RFC 9177's default MAX_PAYLOADS: what the capability plugin's `burst` setting suggests
 /// and the reference device takes unless told otherwise.

@@ -9,7 +9,7 @@ use coap_lite::Packet;
 use tokio::time::Instant;
 
 use super::set::{Reaction, Set};
-use super::{MAX_RECOVERY_ROUNDS, blocks_of};
+use super::{MAX_RECOVERY_ROUNDS, Opening, blocks_of};
 use crate::coap::block::{BlockOption, size_exponent};
 use crate::coap::blockwise::{Block1Outcome, Block1Progress, Block1Upload};
 use crate::coap::endpoint::{Burst, Endpoint};
@@ -18,19 +18,21 @@ use crate::coap::message::OutgoingRequest;
 use crate::coap::proto::RoundTripEstimate;
 use crate::coap::stats::WireMeter;
 
-/// Sends `upload` to `peer` with Q-Block1 in sets of `max_payloads` (at least 2), telling
-/// `progress` every payload that goes out (`again` for a block this upload sent before: one
-/// the device listed missing, or the probe of a set left unanswered) and every block the
-/// device confirmed with every block before it. Ends at 2.04, or at the first answer that is
-/// not Q-Block1's to handle (4.02 Bad Option from a device without it, 4.08 without a list,
-/// 5.03, ...), which is returned for the caller to decide, as [`crate::coap::blockwise::send_block1`]
-/// does. `Err` when the device breaks the protocol (the reason says how), an exchange gives
-/// up, or [`MAX_RECOVERY_ROUNDS`] pass without progress.
+/// Sends `upload` to `peer` with Q-Block1 in sets of `max_payloads` (at least 2), opening as
+/// `opening` says, telling `progress` every payload that goes out (`again` for a block this
+/// upload sent before: one the device listed missing, or the probe of a set left unanswered)
+/// and every block the device confirmed with every block before it. Ends at 2.04, or at the
+/// first answer that is not Q-Block1's to handle (4.02 Bad Option from a device without it,
+/// 4.08 without a list, 5.03, ...), which is returned for the caller to decide, as
+/// [`crate::coap::blockwise::send_block1`] does. `Err` when the device breaks the protocol
+/// (the reason says how), an exchange gives up, or [`MAX_RECOVERY_ROUNDS`] pass without
+/// progress.
 pub async fn send_q_block1(
     endpoint: &Endpoint,
     peer: SocketAddr,
     upload: &Block1Upload,
     max_payloads: usize,
+    opening: Opening,
     meter: &WireMeter,
     progress: impl FnMut(Block1Progress),
 ) -> Result<Block1Outcome, CoapError> {
@@ -63,7 +65,7 @@ pub async fn send_q_block1(
         timing: Timing::new(endpoint, peer),
         rounds: 0,
     };
-    sending.run().await
+    sending.run(opening).await
 }
 
 /// The request every payload is made from: non-confirmable, Size1 the whole body, a fresh
@@ -125,10 +127,13 @@ struct Answer {
 }
 
 impl<P: FnMut(Block1Progress)> Sending<'_, P> {
-    /// The first payload alone and confirmable, then set after set until the body is done.
-    async fn run(&mut self) -> Result<Block1Outcome, CoapError> {
-        let mut answer = Some(self.probe(self.set.first()).await?);
-        let mut due: Vec<u32> = Vec::new();
+    /// The opening (the first payload alone and confirmable, or the first set), then set after
+    /// set until the body is done.
+    async fn run(&mut self, opening: Opening) -> Result<Block1Outcome, CoapError> {
+        let (mut answer, mut due) = match opening {
+            Opening::Ask => (Some(self.probe(self.set.first()).await?), Vec::new()),
+            Opening::Set => (None, (self.set.first()..self.set.end()).collect()),
+        };
         let mut waiting: Option<Round> = None;
         loop {
             if let Some(Answer {
