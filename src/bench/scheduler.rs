@@ -161,10 +161,6 @@ fn one_size(devices: usize, concurrent: usize, kind: StoreKind) -> anyhow::Resul
 struct Succeeding;
 
 impl Attempts for Succeeding {
-    fn reachable_now(&self, _endpoint: &str) -> bool {
-        true
-    }
-
     fn forget_deliveries(&self, _package_id: &str, _endpoints: &[String]) {}
 
     fn attempt(

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -99,10 +100,12 @@ pub trait Attempts: Send + Sync + 'static {
     /// resume those deliveries.
     fn forget_deliveries(&self, _package_id: &str, _endpoints: &[String]) {}
 
-    /// Whether `endpoint` can be talked to now (not asleep in PSM, not away): the scheduler
-    /// gives a free slot to such a device before one that would hold it until it wakes.
-    fn reachable_now(&self, _endpoint: &str) -> bool {
-        true
+    /// How much longer `endpoint` can be talked to from now: `None` when it cannot now
+    /// (asleep in PSM, away), `Duration::MAX` for as long as it stays registered (UDP
+    /// binding). The scheduler gives a free slot to the device with the most left: a device
+    /// about to sleep would hold it through its sleep, one asleep until it wakes.
+    fn reachable_for(&self, _endpoint: &str) -> Option<Duration> {
+        Some(Duration::MAX)
     }
 }
 
@@ -140,8 +143,8 @@ impl Attempts for DeviceAttempts {
     }
 
     /// Registered, and in UDP binding or inside its queue-mode window.
-    fn reachable_now(&self, endpoint: &str) -> bool {
-        self.presence.reachable_now(endpoint)
+    fn reachable_for(&self, endpoint: &str) -> Option<Duration> {
+        self.presence.reachable_for(endpoint)
     }
 
     fn forget_deliveries(&self, package_id: &str, endpoints: &[String]) {

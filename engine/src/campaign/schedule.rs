@@ -226,7 +226,9 @@ fn pause_on_failures(inner: &Inner, running: &mut Running, stage: &str, failures
 
 /// Starts every due device of the open stages the pacing limits allow: the task's own, and
 /// each cell's over every task (`cells` counts the attempts under way per cell). Devices that
-/// can be reached now go first: a device asleep in PSM would hold its slot until it wakes.
+/// can be reached now go first, those with the most of their awake window left before the
+/// others: a device asleep in PSM would hold its slot until it wakes, one about to sleep
+/// through its sleep.
 /// Only due devices are looked at, earliest first, at most [`SCAN_PER_SLOT`] per free slot.
 /// Outside the download windows (`downloads_open` false, in an update window) only devices
 /// holding the package start, to install it.
@@ -276,10 +278,10 @@ impl CellRoom<'_> {
     }
 }
 
-/// Up to `free` devices of the open stages to start at `now`: due, earliest first, in cells
-/// not paused and with room (taken as they are picked), those reachable now before those that
-/// are not; looking at `free * SCAN_PER_SLOT` queue entries at most. Their entries leave the
-/// queues, and so do those of devices that moved on. Without `downloads_open`, a device that
+/// Up to `free` devices of the open stages to start at `now`: due, in cells not paused and
+/// with room (taken as they are picked), those reachable now before those that are not, the
+/// longest reachable first, then the earliest due; looking at `free * SCAN_PER_SLOT` queue
+/// entries at most. Their entries leave the queues, and so do those of devices that moved on. Without `downloads_open`, a device that
 /// does not hold the package is due again at the download windows' next opening instead.
 fn pick_due(
     inner: &Inner,
@@ -291,7 +293,7 @@ fn pick_due(
 ) -> Vec<Slot> {
     let most = free.saturating_mul(SCAN_PER_SLOT);
     // Not sized by `free`: it is the task's pacing, which an operator may set to billions.
-    let (mut picked, mut asleep) = (Vec::new(), Vec::new());
+    let (mut picked, mut windowed, mut asleep) = (Vec::new(), Vec::new(), Vec::new());
     let (mut stale, mut looked, mut deferred) = (Vec::new(), 0, Vec::new());
     let open = running.due.len().min(running.task.stage + 1);
     'stages: for (stage, queue) in running.due[..open].iter().enumerate() {
@@ -314,15 +316,21 @@ fn pick_due(
             if running.task.cell_paused(cell, now) || !cells.has_room(cell) {
                 continue;
             }
-            if inner.attempts.reachable_now(&progress.endpoint) {
-                cells.take(cell);
-                picked.push((stage, *entry));
-            } else if asleep.len() < free {
-                asleep.push((stage, *entry, cell));
+            match inner.attempts.reachable_for(&progress.endpoint) {
+                // Reachable for as long as it stays registered: none is better.
+                Some(Duration::MAX) => {
+                    cells.take(cell);
+                    picked.push((stage, *entry));
+                }
+                Some(left) => windowed.push((left, stage, *entry, cell)),
+                None if asleep.len() < free => asleep.push((Duration::ZERO, stage, *entry, cell)),
+                None => {}
             }
         }
     }
-    for (stage, entry, cell) in asleep {
+    // Stable: among devices with as long left, the earliest due first.
+    windowed.sort_by_key(|(left, ..)| std::cmp::Reverse(*left));
+    for (_, stage, entry, cell) in windowed.into_iter().chain(asleep) {
         if picked.len() < free && cells.has_room(cell) {
             cells.take(cell);
             picked.push((stage, entry));

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::link::{Conversation, Frame, LinkError, RemoteAttempt};
 use super::members::{Membership, Owner};
@@ -81,11 +82,11 @@ impl Attempts for ClusterAttempts {
     /// A device registered here as this node says; one registered elsewhere as its owner
     /// finds it when the attempt starts (the scheduler asks this of every candidate for a
     /// slot, so it reads no record).
-    fn reachable_now(&self, endpoint: &str) -> bool {
+    fn reachable_for(&self, endpoint: &str) -> Option<Duration> {
         if self.presence.registry().get(endpoint).is_some() {
-            return self.local.reachable_now(endpoint);
+            return self.local.reachable_for(endpoint);
         }
-        true
+        Some(Duration::MAX)
     }
 }
 

@@ -41,11 +41,17 @@ impl Presence {
         &self.registry
     }
 
-    /// Whether `endpoint` is registered and can be reached now.
-    pub fn reachable_now(&self, endpoint: &str) -> bool {
-        self.registry
-            .get(endpoint)
-            .is_some_and(|registration| self.awake(&registration))
+    /// How much longer `endpoint` can be reached from now: `None` when it is not registered
+    /// or is asleep, `Duration::MAX` in UDP binding, else what is left of its queue-mode
+    /// window.
+    pub fn reachable_for(&self, endpoint: &str) -> Option<Duration> {
+        let registration = self.registry.get(endpoint)?;
+        match self.window_end(&registration) {
+            None => Some(Duration::MAX),
+            Some(end) => end
+                .checked_duration_since(Instant::now())
+                .filter(|left| !left.is_zero()),
+        }
     }
 
     /// Whether the device of `registration` can be reached now: in UDP binding, or inside its

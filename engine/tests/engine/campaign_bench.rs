@@ -54,6 +54,9 @@ pub struct Script {
     pub forgotten: Mutex<Vec<(String, Vec<String>)>>,
     /// Devices that cannot be reached now (asleep).
     pub asleep: Mutex<HashSet<String>>,
+    /// What is left of awake devices' queue-mode windows (the others: reachable for as long
+    /// as they stay registered).
+    pub windows: Mutex<HashMap<String, Duration>>,
 }
 
 /// Attempts under way per cell, and the most there ever were.
@@ -121,8 +124,12 @@ impl Script {
 }
 
 impl Attempts for Script {
-    fn reachable_now(&self, endpoint: &str) -> bool {
-        !self.asleep.lock().unwrap().contains(endpoint)
+    fn reachable_for(&self, endpoint: &str) -> Option<Duration> {
+        if self.asleep.lock().unwrap().contains(endpoint) {
+            return None;
+        }
+        let windows = self.windows.lock().unwrap();
+        Some(windows.get(endpoint).copied().unwrap_or(Duration::MAX))
     }
 
     fn forget_deliveries(&self, package_id: &str, endpoints: &[String]) {

@@ -403,6 +403,33 @@ async fn a_device_installing_leaves_its_cells_slot_to_the_next() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_free_slot_goes_to_the_device_with_the_most_of_its_awake_window_left() {
+    // Cell c holds dev-c (5 s of its window left, first in order) and dev-(c+4) (50 s);
+    // one at a time per cell.
+    let b = bench(8).await;
+    b.script.each_succeeds_after(0..8, Duration::from_secs(5));
+    b.script.windows.lock().unwrap().extend((0..8).map(|i| {
+        let left = if i < 4 { 5 } else { 50 };
+        (endpoint(i), Duration::from_secs(left))
+    }));
+    let mut spec = b.spec();
+    spec.pacing.max_per_cell = 1;
+    let task = b.campaigns.create(spec).unwrap();
+    assert_eq!(b.finished(&task.id).await.success_rate, Some(1.0));
+    for cell in 0..4 {
+        let (closing, open) = (
+            b.script.starts_of(&endpoint(cell)),
+            b.script.starts_of(&endpoint(cell + 4)),
+        );
+        assert!(
+            open[0] < closing[0],
+            "cell {cell}: the device with 50 s left started at {open:?}, the one with 5 s at \
+             {closing:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_paused_task_past_its_deadline_ends_its_devices_as_task_expired() {
     let b = bench(3).await;
     b.script.plan(&endpoint(0), vec![Step::HeldAtGate]);
