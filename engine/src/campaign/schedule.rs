@@ -281,8 +281,9 @@ impl CellRoom<'_> {
 /// Up to `free` devices of the open stages to start at `now`: due, in cells not paused and
 /// with room (taken as they are picked), those reachable now before those that are not, the
 /// longest reachable first, then the earliest due; looking at `free * SCAN_PER_SLOT` queue
-/// entries at most. Their entries leave the queues, and so do those of devices that moved on. Without `downloads_open`, a device that
-/// does not hold the package is due again at the download windows' next opening instead.
+/// entries at most. Their entries leave the queues, and so do those of devices that moved on.
+/// Without `downloads_open`, a device that does not hold the package is due again at the
+/// download windows' next opening instead.
 fn pick_due(
     inner: &Inner,
     running: &mut Running,
