@@ -81,8 +81,10 @@ async function show() {
   for (const a of document.querySelectorAll("#nav a")) {
     a.classList.toggle("current", a.dataset.view === route);
   }
-  const view = document.getElementById("view");
-  fill(view, h("p", { class: "muted" }, "Loading…"));
+  // Each view draws into its own page: one still loading when another is shown (the first
+  // view after logging in, left at once) draws into a page no longer in the document.
+  const view = h("div", { class: "page" }, h("p", { class: "muted" }, "Loading…"));
+  fill(document.getElementById("view"), view);
   try {
     await routes[route].render(view, args, { onEvent });
   } catch (error) {
