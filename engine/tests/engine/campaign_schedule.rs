@@ -361,14 +361,20 @@ async fn a_free_slot_goes_to_a_device_awake_now_before_a_sleeping_one() {
         Some(1.0),
         "the sleeping devices are upgraded too"
     );
+    started_first_in_each_cell(&b, "the awake device", "the sleeping one");
+}
+
+/// Asserts that in each cell c of the four, dev-(c+4) (`first`) started before dev-c
+/// (`second`).
+fn started_first_in_each_cell(b: &Bench, first: &str, second: &str) {
     for cell in 0..4 {
-        let (asleep, awake) = (
+        let (seconds, firsts) = (
             b.script.starts_of(&endpoint(cell)),
             b.script.starts_of(&endpoint(cell + 4)),
         );
         assert!(
-            awake[0] < asleep[0],
-            "cell {cell}: the awake device started at {awake:?}, the sleeping one at {asleep:?}"
+            firsts[0] < seconds[0],
+            "cell {cell}: {first} started at {firsts:?}, {second} at {seconds:?}"
         );
     }
 }
@@ -416,17 +422,7 @@ async fn a_free_slot_goes_to_the_device_with_the_most_of_its_awake_window_left()
     spec.pacing.max_per_cell = 1;
     let task = b.campaigns.create(spec).unwrap();
     assert_eq!(b.finished(&task.id).await.success_rate, Some(1.0));
-    for cell in 0..4 {
-        let (closing, open) = (
-            b.script.starts_of(&endpoint(cell)),
-            b.script.starts_of(&endpoint(cell + 4)),
-        );
-        assert!(
-            open[0] < closing[0],
-            "cell {cell}: the device with 50 s left started at {open:?}, the one with 5 s at \
-             {closing:?}"
-        );
-    }
+    started_first_in_each_cell(&b, "the device with 50 s left", "the one with 5 s");
 }
 
 #[tokio::test(start_paused = true)]
