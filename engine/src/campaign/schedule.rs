@@ -324,14 +324,17 @@ fn pick_due(
                     picked.push((stage, *entry));
                 }
                 Some(left) => windowed.push((left, stage, *entry, cell)),
-                None if asleep.len() < free => asleep.push((Duration::ZERO, stage, *entry, cell)),
+                None if asleep.len() < free => asleep.push((stage, *entry, cell)),
                 None => {}
             }
         }
     }
     // Stable: among devices with as long left, the earliest due first.
     windowed.sort_by_key(|(left, ..)| std::cmp::Reverse(*left));
-    for (_, stage, entry, cell) in windowed.into_iter().chain(asleep) {
+    let reachable = windowed
+        .into_iter()
+        .map(|(_, stage, entry, cell)| (stage, entry, cell));
+    for (stage, entry, cell) in reachable.chain(asleep) {
         if picked.len() < free && cells.has_room(cell) {
             cells.take(cell);
             picked.push((stage, entry));

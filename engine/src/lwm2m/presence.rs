@@ -45,20 +45,24 @@ impl Presence {
     /// or is asleep, `Duration::MAX` in UDP binding, else what is left of its queue-mode
     /// window.
     pub fn reachable_for(&self, endpoint: &str) -> Option<Duration> {
-        let registration = self.registry.get(endpoint)?;
-        match self.window_end(&registration) {
-            None => Some(Duration::MAX),
-            Some(end) => end
-                .checked_duration_since(Instant::now())
-                .filter(|left| !left.is_zero()),
-        }
+        self.time_left(&self.registry.get(endpoint)?)
     }
 
     /// Whether the device of `registration` can be reached now: in UDP binding, or inside its
     /// queue-mode window.
     pub fn awake(&self, registration: &Registration) -> bool {
-        self.window_end(registration)
-            .is_none_or(|end| end > Instant::now())
+        self.time_left(registration).is_some()
+    }
+
+    /// How much longer the device of `registration` can be reached from now: `Duration::MAX`
+    /// in UDP binding, what is left of its queue-mode window, `None` once that is over.
+    fn time_left(&self, registration: &Registration) -> Option<Duration> {
+        match self.window_end(registration) {
+            None => Some(Duration::MAX),
+            Some(end) => end
+                .checked_duration_since(Instant::now())
+                .filter(|left| !left.is_zero()),
+        }
     }
 
     /// Until when a device can be reached: the end of its queue-mode window, or `None`

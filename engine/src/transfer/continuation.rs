@@ -50,6 +50,12 @@ impl Start {
         }
     }
 
+    /// Whether the device is known to hold every byte before [`Self::offset`]: it was reset
+    /// (a start over) or said so (26500). A continuation only infers it.
+    pub fn starts_where_device_stands(self) -> bool {
+        matches!(self, Start::Over | Start::Resumed(_))
+    }
+
     /// Where to go on when the device refused the first block written from here (see
     /// [`refuses_block`]), in `block_size` blocks of a `package_len` package. The block in
     /// flight refused: the one after it, if there is one. That one refused too: the device

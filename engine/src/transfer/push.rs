@@ -258,8 +258,7 @@ impl Steps {
     ) -> Result<Option<ResponseType>, StageError> {
         let job = attempt.job;
         let start = from.offset();
-        let known = matches!(from, Start::Over | Start::Resumed(_));
-        let opening = match attempt.takes_q_block1 && known {
+        let opening = match attempt.takes_q_block1 && from.starts_where_device_stands() {
             true => Opening::Set,
             false => Opening::Ask,
         };
