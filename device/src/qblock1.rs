@@ -18,10 +18,12 @@
 //!   the token of the last payload it got, a few times with back-off: a short reorder wait
 //!   once the set's last payload has come (payloads overtaken by the last one are not
 //!   reported missing before they had a chance); while it has not, the reorder wait and
-//!   twice the gap between the last two new payloads, NON_RECEIVE_TIMEOUT at most (a sender
-//!   that sends a set back to back is done with it once nothing came for longer than its
-//!   payloads' spacing, so a lost tail costs about a round trip, not a timeout; one that
-//!   paces its payloads spaces them wider, and is waited for longer).
+//!   the time the set's payloads still to come take at the gap between the last two new
+//!   payloads, with one gap more, NON_RECEIVE_TIMEOUT at most (a set sent back to back is
+//!   done once nothing came for longer than that, so a lost tail costs about a round trip,
+//!   not a timeout; a set slowed by a link of a few kbit/s, or paced by its sender, comes
+//!   with wider gaps and is waited for longer, so a run of payloads lost mid-set is not
+//!   taken for a lost tail).
 //!
 //! A payload of another body (another Request-Tag or block size) drops what waits in RAM. A
 //! payload past the end its Size1 gives the body, or whose length does not fit its block, is
@@ -348,10 +350,11 @@ impl QBlock1Receiver {
             return Verdict::Answer(self.continue_from(held));
         }
         if !payload.confirmable {
-            let last_came = self.highest.is_some_and(|h| h + 1 >= end);
-            let wait = match last_came {
-                true => self.config.reorder_wait,
-                false => self.tail_wait(),
+            let highest = self.highest.unwrap_or(block.num);
+            let to_come = end.saturating_sub(highest.saturating_add(1));
+            let wait = match to_come {
+                0 => self.config.reorder_wait,
+                to_come => self.tail_wait(to_come),
             };
             let generation = self.generation;
             return Verdict::Silent(new.then_some(ReceiveTimer { generation, wait }));
@@ -363,13 +366,17 @@ impl QBlock1Receiver {
         }
     }
 
-    /// How long to wait for the rest of a set whose last payload has not come before listing
-    /// what it misses: the reorder wait and twice the spacing of the last two new payloads,
-    /// NON_RECEIVE_TIMEOUT at most (and while the spacing is not known).
-    fn tail_wait(&self) -> Duration {
+    /// How long to wait for the rest of a set whose last `to_come` payloads have not come
+    /// before listing what it misses: the reorder wait, and the time those payloads take at
+    /// the spacing of the last two new payloads with one spacing more; NON_RECEIVE_TIMEOUT at
+    /// most (and while the spacing is not known). A set sent back to back whose tail is lost
+    /// is listed within a round trip; one slowed by the link (a few kbit/s) is given the time
+    /// its rest needs, so a run of payloads lost mid-set is not taken for a lost tail and
+    /// payloads still on their way are not listed.
+    fn tail_wait(&self, to_come: u32) -> Duration {
         let timeout = self.config.receive_timeout;
         self.spacing.map_or(timeout, |gap| {
-            (self.config.reorder_wait + gap * 2).min(timeout)
+            (self.config.reorder_wait + gap.saturating_mul(to_come.saturating_add(1))).min(timeout)
         })
     }
 
@@ -677,8 +684,9 @@ mod tests {
         let timer = bench.timer(1);
         assert_eq!(
             timer.wait,
-            Duration::from_millis(20),
-            "the reorder wait (10 ms) and twice the spacing (5 ms)"
+            Duration::from_millis(25),
+            "the reorder wait (10 ms), and the spacing (5 ms) for each of the two payloads to \
+             come and one more"
         );
         assert_eq!(
             bench.late_list(timer),
@@ -691,6 +699,28 @@ mod tests {
             Duration::from_millis(100),
             "payloads paced wider: NON_RECEIVE_TIMEOUT"
         );
+    }
+
+    #[test]
+    fn a_set_slowed_by_the_link_is_waited_for_as_long_as_its_rest_takes() {
+        let mut bench = Bench::new();
+        bench.spacing = Duration::from_millis(20);
+        bench.send(0, true);
+        bench.send(1, false);
+        bench.send(2, false);
+        assert_eq!(code(&bench.send(3, false)), Some(ResponseType::Continue));
+        bench.send(4, true);
+        let after_first = bench.timer(5);
+        assert_eq!(
+            after_first.wait,
+            Duration::from_millis(70),
+            "the reorder wait and the spacing for each of the two payloads to come and one more"
+        );
+        // 6 is lost: a silence of two spacings is not taken for a lost tail.
+        bench.spacing = Duration::from_millis(40);
+        let after_last = bench.timer(7);
+        assert_eq!(bench.late_list(after_first), None, "a payload came since");
+        assert_eq!(bench.late_list(after_last), Some((vec![7], vec![6])));
     }
 
     #[test]

@@ -377,7 +377,10 @@ const LEAST_EXCHANGES: f64 = 3.0;
 /// `p`, at the link's rate (nothing without one); and a set takes a round trip at least
 /// (`ceil(blocks / burst)` of them: one set is outstanding at a time). The longer of the two,
 /// over the campaign (`campaign` takes a time per block), and the time to finish over it;
-/// then with the campaign's share of the attempt's least `exchanges` added. With losses one
+/// then with the campaign's share of the attempt's least `exchanges` added. On a link with a
+/// rate, also the bound of a sender that waits for each set's answer before it sends the
+/// next, as RFC 9177's congestion control has it: the downlink then idles for a round trip
+/// after every set, so the two times add rather than overlap. With losses one
 /// at a time (no `--burst`), also the bound at this loss: a set then takes as many rounds as
 /// its payload that needed the most tries ([`rounds_per_set`]), even for a sender that knew
 /// which payloads arrived without waiting for the answer.
@@ -410,6 +413,15 @@ fn print_burst_bound(
         elapsed / (bound + exchanges),
         "",
     );
+    if downlink > 0.0 {
+        let one_set_at_a_time = campaign((downlink + round_trips) / blocks);
+        figure("burst_bound_one_set_at_a_time", one_set_at_a_time, "s");
+        figure(
+            "time_to_finish_over_burst_bound_one_set_at_a_time",
+            elapsed / one_set_at_a_time,
+            "",
+        );
+    }
     if args.shape.burst <= 1.0 {
         let (full, last) = (args.qblock1, blocks as usize % args.qblock1);
         let mut rounds = (blocks as usize / full) as f64 * rounds_per_set(full, args.loss);

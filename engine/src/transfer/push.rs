@@ -16,7 +16,7 @@ use super::steps::{Attempt, StageError, Steps, at, device_failure};
 use super::watch::FirmwareWatch;
 use crate::coap::blockwise::{Block1Outcome, Block1Progress, Block1Upload, send_block1};
 use crate::coap::message::code_name;
-use crate::coap::qblock1::{Opening, send_q_block1};
+use crate::coap::qblock1::{Opening, SetPlan, send_q_block1};
 use crate::coap::{CoapError, OutgoingRequest, PacketExt};
 use crate::lwm2m::firmware::{self, FirmwareState, UpdateResult};
 use crate::lwm2m::{ContentFormat, ManagementError};
@@ -274,6 +274,7 @@ impl Steps {
             start_offset: start,
             pacer: job.pacer.clone(),
         };
+        let answers = &mut attempt.q_block1_answers;
         let wire = &mut attempt.wire;
         let size_answered = &mut attempt.block_size_answered;
         let (takes_q_block1, bursts) = (&mut attempt.takes_q_block1, attempt.burst > 1);
@@ -304,16 +305,12 @@ impl Steps {
         let result = match attempt.burst {
             1 => send_block1(endpoint, device, &upload, meter, &mut record).await,
             burst => {
-                let sent = send_q_block1(
-                    endpoint,
-                    device,
-                    &upload,
-                    burst,
+                let plan = SetPlan {
+                    max_payloads: burst,
                     opening,
-                    meter,
-                    &mut record,
-                )
-                .await;
+                    answers,
+                };
+                let sent = send_q_block1(endpoint, device, &upload, plan, meter, &mut record).await;
                 match sent {
                     Ok(outcome) if refuses_q_block1(&outcome, start) => {
                         let endpoint_name = &job.endpoint;

@@ -14,6 +14,7 @@ use super::resume::ResumeBook;
 use super::shelf::{PackageShelf, PullAccount};
 use super::watch::FirmwareWatch;
 use crate::coap::WireMeter;
+use crate::coap::qblock1::AnswerTimes;
 use crate::lwm2m::firmware::{self, UpdateResult};
 use crate::lwm2m::{DeviceManagement, ManagementError, Registration};
 
@@ -79,6 +80,9 @@ pub(super) struct Attempt<'a> {
     /// `burst` is above 1, so also by the Block1 write that follows a refusal; read only
     /// while `burst` is above 1, which that refusal ends.)
     pub takes_q_block1: bool,
+    /// What the device's answers to rounds of Q-Block1 payloads took, across this delivery's
+    /// uploads: each upload's NON_TIMEOUT starts from what the ones before it learned.
+    pub q_block1_answers: AnswerTimes,
     /// Package writes that gave up on a block of `block_size` before the device ever answered
     /// one: from [`GIVE_UPS_BEFORE_SMALLER_BLOCKS`] on, it may drop datagrams that large, and
     /// the next write, once the device has answered smaller requests since, sends half.
@@ -126,6 +130,7 @@ impl<'a> Attempt<'a> {
             block_size_answered: false,
             burst: job.burst.max(1),
             takes_q_block1: false,
+            q_block1_answers: AnswerTimes::default(),
             block_size_give_ups: 0,
             interruptions: 0,
             lacks_26500: !job.resume,

@@ -2,7 +2,8 @@
 //! a server without Q-Block1 (4.02, nothing taken), a list of missing blocks that is not a CBOR
 //! Sequence of block numbers or names blocks the body does not have, a 2.31 whose Q-Block1
 //! does not read. Each ends the upload with the reason, never a panic, and with what the peer
-//! confirmed before, so nothing it holds is lost.
+//! confirmed before, so nothing it holds is lost. And against peers that follow it: how a
+//! set opens, a list answered, and a peer slower to answer a set than the first waits.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
 use fota_engine::coap::blockwise::{Block1Progress, Block1Upload};
-use fota_engine::coap::qblock1::{MISSING_BLOCKS_CBOR_SEQ, Opening, missing, send_q_block1};
+use fota_engine::coap::qblock1::{
+    AnswerTimes, MISSING_BLOCKS_CBOR_SEQ, Opening, SetPlan, missing, send_q_block1,
+};
 use fota_engine::coap::{
     BlockOption, CoapError, Endpoint, EndpointConfig, HandlerFuture, IncomingRequest,
     OutgoingRequest, PacketExt, RequestHandler, Response, TransmissionParams, WireMeter,
@@ -69,6 +72,21 @@ async fn send_from(
     start: usize,
     opening: Opening,
 ) -> (Result<Packet, CoapError>, Vec<usize>) {
+    let upload = Block1Upload {
+        start_offset: start,
+        ..upload()
+    };
+    send_upload(client, peer, &upload, opening).await
+}
+
+/// Sends `upload` to `peer` in sets of [`BURST`], opening as `opening` says; the result and
+/// every byte count the upload reported as confirmed.
+async fn send_upload(
+    client: &Endpoint,
+    peer: SocketAddr,
+    upload: &Block1Upload,
+    opening: Opening,
+) -> (Result<Packet, CoapError>, Vec<usize>) {
     let confirmed = Mutex::new(Vec::new());
     let record = |progress| {
         if let Block1Progress::Acknowledged(bytes) = progress {
@@ -76,11 +94,13 @@ async fn send_from(
         }
     };
     let meter = WireMeter::default();
-    let upload = Block1Upload {
-        start_offset: start,
-        ..upload()
+    let mut answers = AnswerTimes::default();
+    let plan = SetPlan {
+        max_payloads: BURST,
+        opening,
+        answers: &mut answers,
     };
-    let sent = send_q_block1(client, peer, &upload, BURST, opening, &meter, record);
+    let sent = send_q_block1(client, peer, upload, plan, &meter, record);
     let result = timeout(BOUND, sent).await.expect("the upload ends");
     (result.map(|o| o.response), confirmed.into_inner().unwrap())
 }
@@ -135,6 +155,39 @@ async fn noting(
         script(&seen)
     }))));
     (server, seen)
+}
+
+/// A server that notes every payload it gets and answers a set only `delay` after its last
+/// payload came (its link is slow), a confirmable payload at once: 2.31 up to that payload's
+/// block, or 2.04 for the body's `last` block.
+struct Slow {
+    delay: Duration,
+    last: u32,
+    seen: Seen,
+}
+
+impl RequestHandler for Slow {
+    fn handle(&self, request: IncomingRequest) -> HandlerFuture {
+        let num = request.packet.q_block1().unwrap().unwrap().num;
+        let confirmable = request.packet.header.get_type() == MessageType::Confirmable;
+        self.seen.lock().unwrap().push((num, confirmable));
+        let answer = match num == self.last {
+            true => changed(num),
+            false => continued(num),
+        };
+        let ends_set = num == self.last || num as usize % BURST == BURST - 1;
+        let delay = self.delay;
+        Box::pin(async move {
+            match (confirmable, ends_set) {
+                (true, _) => answer,
+                (false, true) => {
+                    tokio::time::sleep(delay).await;
+                    answer
+                }
+                (false, false) => Response::silence(),
+            }
+        })
+    }
 }
 
 /// A server that confirms the first payload, then answers the last payload of the first set
@@ -297,4 +350,34 @@ async fn a_continue_whose_q_block1_does_not_read_ends_the_upload_with_why() {
     );
     assert!(confirmed.is_empty());
     answering.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_peer_slower_to_answer_a_set_than_the_first_waits_is_probed_only_until_the_waits_grew() {
+    let client = endpoint(false).await;
+    let server = endpoint(true).await;
+    // Forty blocks, ten sets; each set answered 400 ms after its last payload, where the first
+    // waits are 100 to 150 ms (ACK_TIMEOUT, nothing measured yet).
+    let seen = Seen::default();
+    server.set_handler(Arc::new(Slow {
+        delay: Duration::from_millis(400),
+        last: 39,
+        seen: seen.clone(),
+    }));
+    let upload = Block1Upload {
+        body: Bytes::from(vec![7u8; 40 * SIZE]),
+        ..upload()
+    };
+    let sent = send_upload(&client, server.local_addr(), &upload, Opening::Set);
+    let (result, _) = timeout(Duration::from_secs(60), sent).await.unwrap();
+    assert_eq!(result.unwrap().response_code(), Some(ResponseType::Changed));
+    let probes = seen.lock().unwrap().iter().filter(|(_, con)| *con).count();
+    // Each set left unanswered doubles the waits until an answer is measured: from then on
+    // the sets are waited for. Without that, every set is probed (its answer comes after the
+    // probe's, and is never measured).
+    assert!(
+        (1..=4).contains(&probes),
+        "{probes} of ten sets probed: {:?}",
+        seen.lock().unwrap()
+    );
 }

@@ -251,6 +251,11 @@ impl RoundTripEstimate {
         sample(&mut self.0, rtt.as_secs_f32());
     }
 
+    /// SRTT; `None` before a sample.
+    pub fn smoothed(&self) -> Option<Duration> {
+        self.0.map(|s| Duration::from_secs_f32(s.srtt.max(0.0)))
+    }
+
     /// SRTT + max(G, 4 RTTVAR), within RFC 6298's 60 s ceiling; `None` before a sample.
     pub fn timeout(&self) -> Option<Duration> {
         let seconds = self.0?.estimate(K_STRONG).clamp(GRANULARITY, MAX_RTO);

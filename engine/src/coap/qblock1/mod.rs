@@ -32,17 +32,21 @@
 //!   default is 10; a plan above [`MAX_BURST`] is refused): the device buffers a set's
 //!   payloads ahead of what its flash holds, so the set may not be larger than its RAM takes.
 //!   One set outstanding at a time keeps the link's queue to one set.
-//! - NON_TIMEOUT, the wait for a round's answer after its last payload: SRTT + 4 RTTVAR of
-//!   the answers measured so far, RFC 6298's estimate over this upload's rounds, fed only by
-//!   answers to the round just sent (a list the device repeats on its own timer answers an
-//!   older one). It starts from the device's message round trips where those are measured
-//!   (RFC 6298's start from nothing, RTTVAR half the first sample, would wait three round trips
-//!   for the first sets of every upload), above the floor of measured RTOs; for a device not
-//!   measured yet, or under RFC 7252's timers, no less than what a confirmable request to it
-//!   waits first (ACK_TIMEOUT, RFC 9177's default NON_TIMEOUT, or its CoCoA RTO). The answers
-//!   teach it what one message's round trip does not show: on a rate-limited NB-IoT downlink
-//!   the last payload of a set queues behind the others (10 blocks of 512 bytes take 1.7 s at
-//!   26 kbit/s). Drawn up to ACK_RANDOM_FACTOR times that (NON_TIMEOUT_RANDOM).
+//! - NON_TIMEOUT, the wait for a round's answer after its last payload ([`timing`]): RFC
+//!   6298's SRTT + 4 RTTVAR of the answers' round trips, and the time the round's payloads
+//!   beyond its first take on the link, both fitted from the rounds answered so far (fed
+//!   only by answers to the round just sent: a list the device repeats on its own timer
+//!   answers an older one), and kept across the uploads of a delivery ([`AnswerTimes`]). On
+//!   a rate-limited NB-IoT downlink the last payload of a set queues behind the others (10
+//!   blocks of 512 bytes take 1.7 s at 26 kbit/s), so a set's answer takes far longer than a
+//!   recovery round's of one payload: one estimate for both would wait for a recovery as long
+//!   as for a set, or probe a set that is still arriving. The round trips start from the
+//!   device's message round trips where those are measured (RFC 6298's start from nothing,
+//!   RTTVAR half the first sample, would wait three round trips for the first sets), above the
+//!   floor of measured RTOs; for a device not measured yet, or under RFC 7252's timers, no less
+//!   than what a confirmable request to it waits first (ACK_TIMEOUT, RFC 9177's default
+//!   NON_TIMEOUT, or its CoCoA RTO). Drawn up to ACK_RANDOM_FACTOR times that
+//!   (NON_TIMEOUT_RANDOM).
 //! - A set left unanswered that long is probed with a confirmable request (its last payload
 //!   again), never with more non-confirmable ones: from there RFC 7252's (or CoCoA's)
 //!   retransmission, NSTART and MAX_RETRANSMIT govern, so a device that fell silent (asleep in
@@ -67,8 +71,22 @@
 pub mod missing;
 mod sender;
 mod set;
+mod timing;
 
 pub use sender::send_q_block1;
+pub use timing::AnswerTimes;
+
+/// How an upload goes in sets.
+#[derive(Debug)]
+pub struct SetPlan<'a> {
+    /// MAX_PAYLOADS: the payloads of a set.
+    pub max_payloads: usize,
+    /// How it opens.
+    pub opening: Opening,
+    /// What the device's answers to rounds took so far: NON_TIMEOUT comes from them, and the
+    /// upload's rounds add to them for the next upload to the device.
+    pub answers: &'a mut AnswerTimes,
+}
 
 /// How an upload opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,30 +9,30 @@ use coap_lite::Packet;
 use tokio::time::Instant;
 
 use super::set::{Reaction, Set};
-use super::{MAX_RECOVERY_ROUNDS, Opening, blocks_of};
+use super::timing::Timing;
+use super::{MAX_RECOVERY_ROUNDS, Opening, SetPlan, blocks_of};
 use crate::coap::block::{BlockOption, size_exponent};
 use crate::coap::blockwise::{Block1Outcome, Block1Progress, Block1Upload};
 use crate::coap::endpoint::{Burst, Endpoint};
 use crate::coap::error::CoapError;
 use crate::coap::message::OutgoingRequest;
-use crate::coap::proto::RoundTripEstimate;
 use crate::coap::stats::WireMeter;
 
-/// Sends `upload` to `peer` with Q-Block1 in sets of `max_payloads` (at least 2), opening as
-/// `opening` says, telling `progress` every payload that goes out (`again` for a block this
-/// upload sent before: one the device listed missing, or the probe of a set left unanswered)
-/// and every block the device confirmed with every block before it. Ends at 2.04, or at the
-/// first answer that is not Q-Block1's to handle (4.02 Bad Option from a device without it,
-/// 4.08 without a list, 5.03, ...), which is returned for the caller to decide, as
-/// [`crate::coap::blockwise::send_block1`] does. `Err` when the device breaks the protocol
+/// Sends `upload` to `peer` with Q-Block1 as `plan` says: in sets of its `max_payloads` (at
+/// least 2), opening as its `opening` says, waiting for answers as long as its `answers` (which
+/// the upload keeps teaching) say they take; telling `progress` every payload that goes out
+/// (`again` for a block this upload sent before: one the device listed missing, or the probe
+/// of a set left unanswered) and every block the device confirmed with every block before it.
+/// Ends at 2.04, or at the first answer that is not Q-Block1's to handle (4.02 Bad Option from
+/// a device without it, 4.08 without a list, 5.03, ...), which is returned for the caller to
+/// decide, as [`crate::coap::blockwise::send_block1`] does. `Err` when the device breaks the protocol
 /// (the reason says how), an exchange gives up, or [`MAX_RECOVERY_ROUNDS`] pass without
 /// progress.
 pub async fn send_q_block1(
     endpoint: &Endpoint,
     peer: SocketAddr,
     upload: &Block1Upload,
-    max_payloads: usize,
-    opening: Opening,
+    plan: SetPlan<'_>,
     meter: &WireMeter,
     progress: impl FnMut(Block1Progress),
 ) -> Result<Block1Outcome, CoapError> {
@@ -45,6 +45,11 @@ pub async fn send_q_block1(
             "start offset {start} is not a multiple of {size}"
         )));
     }
+    let SetPlan {
+        max_payloads,
+        opening,
+        answers,
+    } = plan;
     if max_payloads < 2 {
         return Err(fail(format!(
             "sets of {max_payloads} payload are no bursts"
@@ -62,7 +67,7 @@ pub async fn send_q_block1(
         progress,
         acknowledged: start,
         sent_to: start,
-        timing: Timing::new(endpoint, peer),
+        timing: Timing::new(endpoint, peer, answers),
         rounds: 0,
     };
     sending.run(opening).await
@@ -80,7 +85,7 @@ fn tagged(request: &OutgoingRequest, len: usize) -> OutgoingRequest {
 }
 
 /// One upload under way.
-struct Sending<'a, P> {
+struct Sending<'a, 't, P> {
     /// The device.
     peer: SocketAddr,
     /// The payloads' requests and their answers.
@@ -100,7 +105,7 @@ struct Sending<'a, P> {
     /// One past the last byte this upload sent: a block below it goes out again.
     sent_to: usize,
     /// NON_TIMEOUT.
-    timing: Timing,
+    timing: Timing<'t>,
     /// Recovery rounds since the device last confirmed a block.
     rounds: u32,
 }
@@ -109,6 +114,8 @@ struct Sending<'a, P> {
 struct Round {
     /// Its number ([`Set::start_round`]).
     number: u64,
+    /// How many payloads it sent.
+    payloads: usize,
     /// When its last payload went out.
     sent: Instant,
     /// When its answer is given up on and the set probed (NON_TIMEOUT after `sent`).
@@ -121,12 +128,13 @@ struct Answer {
     packet: Packet,
     /// The round of the payload it answers.
     round: u64,
-    /// How long after the payloads last sent it came, when it answers one of them (not a
-    /// probe, whose round trip is one message's, nor a payload of an earlier round).
-    took: Option<Duration>,
+    /// How many payloads the round it answers sent, and how long after the last of them it
+    /// came, when it answers the round last sent (not a probe, whose round trip is one
+    /// message's, nor a payload of an earlier round).
+    took: Option<(usize, Duration)>,
 }
 
-impl<P: FnMut(Block1Progress)> Sending<'_, P> {
+impl<P: FnMut(Block1Progress)> Sending<'_, '_, P> {
     /// The opening (the first payload alone and confirmable, or the first set), then set after
     /// set until the body is done.
     async fn run(&mut self, opening: Opening) -> Result<Block1Outcome, CoapError> {
@@ -143,8 +151,8 @@ impl<P: FnMut(Block1Progress)> Sending<'_, P> {
             }) = answer.take()
             {
                 let reaction = self.set.react(&packet, round).map_err(|r| self.fail(r))?;
-                if let Some(took) = took.filter(|_| reaction != Reaction::Stale) {
-                    self.timing.answers.sample(took);
+                if let Some((payloads, took)) = took.filter(|_| reaction != Reaction::Stale) {
+                    self.timing.answered(payloads, took);
                 }
                 match reaction {
                     Reaction::Done => return Ok(self.done(packet)),
@@ -164,13 +172,15 @@ impl<P: FnMut(Block1Progress)> Sending<'_, P> {
             }
             if !due.is_empty() || waiting.is_none() {
                 let number = self.set.start_round();
+                let payloads = due.len();
                 for block in std::mem::take(&mut due) {
                     self.send(block).await?;
                 }
                 let sent = Instant::now();
-                let deadline = sent + self.timing.non_timeout();
+                let deadline = sent + self.timing.non_timeout(payloads);
                 waiting = Some(Round {
                     number,
+                    payloads,
                     sent,
                     deadline,
                 });
@@ -181,7 +191,8 @@ impl<P: FnMut(Block1Progress)> Sending<'_, P> {
                     let answered = self.set.round_of(&packet);
                     // An answer to a payload of an earlier round (a list the device made again
                     // on its own timer) did not take this round's time.
-                    let took = (answered == round.number).then(|| round.sent.elapsed());
+                    let took =
+                        (answered == round.number).then(|| (round.payloads, round.sent.elapsed()));
                     Some(Answer {
                         packet,
                         round: answered,
@@ -189,6 +200,7 @@ impl<P: FnMut(Block1Progress)> Sending<'_, P> {
                     })
                 }
                 None => {
+                    self.timing.timed_out();
                     self.recovery_round()?;
                     waiting = None;
                     Some(self.probe(self.set.end() - 1).await?)
@@ -307,46 +319,5 @@ impl<P: FnMut(Block1Progress)> Sending<'_, P> {
             peer: self.peer,
             reason: format!("Q-Block1: {reason}"),
         }
-    }
-}
-
-/// NON_TIMEOUT: how long a set's answer is waited for after its last payload went out.
-struct Timing {
-    /// The least wait: while the peer's round trips are unmeasured, what a confirmable request
-    /// to it waits first (ACK_TIMEOUT, or its CoCoA RTO from ambiguous round trips); once
-    /// they are, the floor under measured RTOs.
-    floor: Duration,
-    /// ACK_RANDOM_FACTOR, which spreads each wait.
-    random_factor: f64,
-    /// The round trips of this upload's set answers, from the last payload sent, starting
-    /// from those of the peer's messages: an estimate started from nothing, its variation
-    /// half its first sample, would wait about three round trips for the first sets.
-    answers: RoundTripEstimate,
-}
-
-impl Timing {
-    fn new(endpoint: &Endpoint, peer: SocketAddr) -> Self {
-        let params = endpoint.config().params;
-        let answers = endpoint.peer_round_trips(peer);
-        let floor = match answers.timeout() {
-            Some(_) => params.congestion.min_rto(),
-            None => endpoint.rto(peer).unwrap_or(params.ack_timeout),
-        };
-        Timing {
-            floor,
-            random_factor: params.ack_random_factor.max(1.0),
-            answers,
-        }
-    }
-
-    /// The next wait: SRTT + 4 RTTVAR of the answers so far, no less than the floor, drawn up
-    /// to ACK_RANDOM_FACTOR times that (NON_TIMEOUT_RANDOM).
-    fn non_timeout(&self) -> Duration {
-        let wait = self
-            .answers
-            .timeout()
-            .map_or(self.floor, |t| t.max(self.floor));
-        let spread = crate::entropy::random::<f64>() * (self.random_factor - 1.0);
-        wait.mul_f64(1.0 + spread)
     }
 }
