@@ -6,6 +6,7 @@
 //! never writes into the checkout. Without chromium or chromedriver a test skips with the
 //! reason printed, unless `FOTA_REQUIRE_CHROMIUM` is set (`.ci/run` sets it and installs them).
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,7 +29,8 @@ const WINDOW: (u32, u32) = (1280, 860);
 pub struct Browser {
     /// The session.
     pub client: Client,
-    /// chromedriver, killed on drop.
+    /// chromedriver, leading its own process group (with the Chromium it starts): the group is
+    /// killed on drop, so a test that fails leaves no browser behind.
     driver: Child,
 }
 
@@ -67,6 +69,7 @@ impl Browser {
             .args([format!("--port={port}"), "--log-level=WARNING".into()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("chromedriver starts");
         let mut browser_args = vec![
@@ -227,6 +230,11 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // SAFETY: kill(2) with a negative pid signals that process group only: chromedriver
+        // and the Chromium it started, which killing chromedriver alone leaves running.
+        unsafe {
+            libc::kill(-(self.driver.id() as libc::pid_t), libc::SIGKILL);
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
