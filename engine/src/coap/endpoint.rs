@@ -413,32 +413,48 @@ impl Endpoint {
         meter: &WireMeter,
     ) -> Result<Option<Packet>, CoapError> {
         loop {
-            match exchange.events.recv().await.ok_or(CoapError::Closed)? {
-                ExchangeEvent::Retransmit(datagram) => {
-                    bump(&meter.retransmissions);
-                    self.send(&datagram, peer, meter).await?;
-                }
-                ExchangeEvent::Acknowledged => {
-                    meter.add_received(EMPTY_MESSAGE_LEN);
-                    return Ok(None);
-                }
-                ExchangeEvent::Response(packet, len) => {
-                    meter.add_response(&packet, len);
-                    return Ok(Some(packet));
-                }
-                ExchangeEvent::Reset => {
-                    meter.add_received(EMPTY_MESSAGE_LEN);
-                    return Err(CoapError::Reset { peer });
-                }
-                ExchangeEvent::TimedOut { transmissions } => {
-                    return Err(CoapError::Timeout {
-                        peer,
-                        transmissions,
-                    });
-                }
-                ExchangeEvent::ResponseTimedOut { waited } => {
-                    return Err(CoapError::ResponseTimeout { peer, waited });
-                }
+            let event = exchange.events.recv().await.ok_or(CoapError::Closed)?;
+            match self.hear(peer, event, meter).await? {
+                Some(Heard::Response(packet)) => return Ok(Some(packet)),
+                Some(Heard::Acknowledged) => return Ok(None),
+                None => {}
+            }
+        }
+    }
+
+    /// What an event of a request's exchange with `peer` says, its bytes added to `meter`: a
+    /// response or an empty ACK; nothing (`None`) for a retransmission the core asked for,
+    /// which goes out on the way; `Err` when the exchange ended without an answer.
+    async fn hear(
+        &self,
+        peer: SocketAddr,
+        event: ExchangeEvent,
+        meter: &WireMeter,
+    ) -> Result<Option<Heard>, CoapError> {
+        match event {
+            ExchangeEvent::Retransmit(datagram) => {
+                bump(&meter.retransmissions);
+                self.send(&datagram, peer, meter).await?;
+                Ok(None)
+            }
+            ExchangeEvent::Acknowledged => {
+                meter.add_received(EMPTY_MESSAGE_LEN);
+                Ok(Some(Heard::Acknowledged))
+            }
+            ExchangeEvent::Response(packet, len) => {
+                meter.add_response(&packet, len);
+                Ok(Some(Heard::Response(packet)))
+            }
+            ExchangeEvent::Reset => {
+                meter.add_received(EMPTY_MESSAGE_LEN);
+                Err(CoapError::Reset { peer })
+            }
+            ExchangeEvent::TimedOut { transmissions } => Err(CoapError::Timeout {
+                peer,
+                transmissions,
+            }),
+            ExchangeEvent::ResponseTimedOut { waited } => {
+                Err(CoapError::ResponseTimeout { peer, waited })
             }
         }
     }
@@ -482,9 +498,10 @@ impl Endpoint {
 /// Non-confirmable requests to one peer sent back to back, without waiting for each other's
 /// answers, each on a token of its own, whose responses all come out of here in the order they
 /// arrive: the sets of payloads of a Q-Block1 body (RFC 9177). Holds one of the peer's NSTART
-/// permits while it lives (the body is one interaction with the peer), under which it may also
-/// send a confirmable request and wait for it ([`Burst::request`]). Dropping it ends every
-/// route, so late answers are refused as answers to nothing.
+/// permits while it lives (the body is one interaction with the peer). A confirmable request
+/// among them (the probe of a set whose answer did not come) is sent again while the burst
+/// waits, as any confirmable request is, until its answer comes or it gives up. Dropping it
+/// ends every route, so late answers are refused as answers to nothing.
 pub struct Burst {
     /// Where the requests go out.
     endpoint: Endpoint,
@@ -501,21 +518,20 @@ pub struct Burst {
 }
 
 impl Burst {
-    /// Sends non-confirmable `request` on a fresh token, which it returns: the token tells
-    /// which request a response answers. Its bytes go to `meter`.
+    /// Sends `request` on a fresh token, which it returns: the token tells which request a
+    /// response answers. A confirmable one is sent again from [`Burst::next_response`] until
+    /// it is answered, forgotten ([`Burst::forget`]) or gives up. Its bytes go to `meter`.
     pub async fn send(
         &mut self,
         request: &OutgoingRequest,
         meter: &WireMeter,
     ) -> Result<Token, CoapError> {
-        let mut request = request.clone();
-        request.confirmable = false;
         let inner = &self.endpoint.inner;
         let started = {
             let mut state = lock(&inner.state);
             let started = state
                 .core
-                .join_request(Instant::now(), self.peer, &request, self.id)?;
+                .join_request(Instant::now(), self.peer, request, self.id)?;
             inner.wake_if_sooner(&mut state);
             started
         };
@@ -527,25 +543,10 @@ impl Burst {
         Ok(started.exchange.token.unwrap_or_default())
     }
 
-    /// Sends a confirmable `request` under the burst's permit and waits for its response,
-    /// retransmitted as any confirmable request is; responses to the burst's other requests
-    /// wait meanwhile. Its bytes go to `meter`.
-    pub async fn request(
-        &mut self,
-        request: &OutgoingRequest,
-        meter: &WireMeter,
-    ) -> Result<Packet, CoapError> {
-        let mut request = request.clone();
-        request.confirmable = true;
-        let endpoint = &self.endpoint;
-        let (response, _exchange) = endpoint
-            .exchange_permitted(self.peer, &request, meter, None)
-            .await?;
-        Ok(response)
-    }
-
-    /// The next response to one of the burst's non-confirmable requests, its bytes added to
-    /// `meter`; `None` when none came by `deadline`.
+    /// The next response to one of the burst's requests, its bytes added to `meter`; `None`
+    /// when none came by `deadline`. Sends the retransmissions of a confirmable request
+    /// meanwhile; `Err` when one gave up (or was reset). A non-confirmable request's wait for
+    /// a response ends at EXCHANGE_LIFETIME, which the caller's own deadline makes moot.
     pub async fn next_response(
         &mut self,
         deadline: Instant,
@@ -557,12 +558,29 @@ impl Burst {
                 event = self.events.recv() => event.ok_or(CoapError::Closed)?,
                 () = tokio::time::sleep_until(deadline) => return Ok(None),
             };
-            // Non-confirmable requests wait for no ACK: only responses, and the end of a
-            // route's wait (EXCHANGE_LIFETIME), which the caller's own deadline makes moot.
-            if let ExchangeEvent::Response(packet, len) = event {
-                meter.add_response(&packet, len);
+            if let ExchangeEvent::ResponseTimedOut { .. } = event {
+                continue;
+            }
+            if let Some(Heard::Response(packet)) =
+                self.endpoint.hear(self.peer, event, meter).await?
+            {
                 return Ok(Some(packet));
             }
+        }
+    }
+
+    /// Ends the route of the request sent on `token`: its answer is no longer waited for and,
+    /// confirmable, it is not sent again.
+    pub fn forget(&mut self, token: &Token) {
+        let Some(at) = self
+            .routes
+            .iter()
+            .position(|k| k.token.as_ref() == Some(token))
+        else {
+            return;
+        };
+        if let Some(key) = self.routes.remove(at) {
+            lock(&self.endpoint.inner.state).core.end(&key);
         }
     }
 
@@ -610,6 +628,14 @@ impl Drop for Exchange {
             state.waiters.remove(&self.key.id);
         }
     }
+}
+
+/// What a request's exchange heard from the peer.
+enum Heard {
+    /// An empty ACK: the response comes separately.
+    Acknowledged,
+    /// A response.
+    Response(Packet),
 }
 
 /// An active observation: notifications from the peer, freshest first filtered for order.

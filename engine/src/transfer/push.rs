@@ -244,11 +244,13 @@ impl Steps {
     }
 
     /// Writes the package from `from` with Block1, or with Q-Block1 in sets of the
-    /// delivery's burst (a device that answers its first payload 4.02 Bad Option has no
-    /// Q-Block1: it is sent the same bytes with Block1 at once, and stop-and-wait for the rest
-    /// of the delivery; one that confirmed Q-Block1 payloads before is sent a whole set at
-    /// once from where it is known to stand), keeping the wire account and the resume point
-    /// current after every block. Returns the code of the device's last answer.
+    /// delivery's burst, keeping the wire account and the resume point current after every
+    /// block. Returns the code of the device's last answer. The burst is the capability
+    /// plan's word that the device takes Q-Block1, so a write from where the device is known
+    /// to stand (reset, or 26500) opens with a whole set; one from where it is only inferred to
+    /// stand asks with a payload alone first. A device that answers 4.02 Bad Option (the plan
+    /// was wrong) has no Q-Block1: it is sent the same bytes with Block1 at once, and
+    /// stop-and-wait for the rest of the delivery.
     async fn send_package(
         &self,
         attempt: &mut Attempt<'_>,
@@ -258,7 +260,7 @@ impl Steps {
     ) -> Result<Option<ResponseType>, StageError> {
         let job = attempt.job;
         let start = from.offset();
-        let opening = match attempt.takes_q_block1 && from.starts_where_device_stands() {
+        let opening = match from.starts_where_device_stands() {
             true => Opening::Set,
             false => Opening::Ask,
         };
@@ -277,7 +279,6 @@ impl Steps {
         let answers = &mut attempt.q_block1_answers;
         let wire = &mut attempt.wire;
         let size_answered = &mut attempt.block_size_answered;
-        let (takes_q_block1, bursts) = (&mut attempt.takes_q_block1, attempt.burst > 1);
         let mut record = |progress| match progress {
             Block1Progress::Sending { offset, len, again } => {
                 self.shelf.record_pushed(len);
@@ -295,7 +296,6 @@ impl Steps {
             }
             Block1Progress::Acknowledged(acked) => {
                 *size_answered = true;
-                *takes_q_block1 |= bursts;
                 point.acknowledged = acked;
                 self.book.record(&job.endpoint, *point);
             }

@@ -75,11 +75,6 @@ pub(super) struct Attempt<'a> {
     /// Payloads per Q-Block1 set; 1: stop-and-wait. The job's, until the device refuses
     /// Q-Block1 (4.02): then 1 for the rest of the delivery.
     pub burst: usize,
-    /// The device confirmed Q-Block1 payloads of this delivery: it takes them, and a write
-    /// from where it is known to stand opens with a whole set. (Set by any confirmation while
-    /// `burst` is above 1, so also by the Block1 write that follows a refusal; read only
-    /// while `burst` is above 1, which that refusal ends.)
-    pub takes_q_block1: bool,
     /// What the device's answers to rounds of Q-Block1 payloads took, across this delivery's
     /// uploads: each upload's NON_TIMEOUT starts from what the ones before it learned.
     pub q_block1_answers: AnswerTimes,
@@ -129,7 +124,6 @@ impl<'a> Attempt<'a> {
             block_size: job.block_size,
             block_size_answered: false,
             burst: job.burst.max(1),
-            takes_q_block1: false,
             q_block1_answers: AnswerTimes::default(),
             block_size_give_ups: 0,
             interruptions: 0,

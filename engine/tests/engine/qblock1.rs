@@ -3,7 +3,8 @@
 //! Sequence of block numbers or names blocks the body does not have, a 2.31 whose Q-Block1
 //! does not read. Each ends the upload with the reason, never a panic, and with what the peer
 //! confirmed before, so nothing it holds is lost. And against peers that follow it: how a
-//! set opens, a list answered, and a peer slower to answer a set than the first waits.
+//! set opens, a list answered, a peer slower to answer a set than the first waits, a set's
+//! late answer taken while its probe is out, and how a lost recovery round is probed.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -186,6 +187,44 @@ impl RequestHandler for Slow {
                 }
                 (false, false) => Response::silence(),
             }
+        })
+    }
+}
+
+/// A server that answers the last payload of each set `set_delay` after it came, and a
+/// confirmable payload (a probe) only `probe_delay` after it came, noting in `events` every
+/// payload as it comes (`"4"`, `"3 con"`) and every probe as it is answered (`"answered 3"`).
+struct LateSets {
+    set_delay: Duration,
+    probe_delay: Duration,
+    last: u32,
+    events: Arc<Mutex<Vec<String>>>,
+}
+
+impl RequestHandler for LateSets {
+    fn handle(&self, request: IncomingRequest) -> HandlerFuture {
+        let num = request.packet.q_block1().unwrap().unwrap().num;
+        let confirmable = request.packet.header.get_type() == MessageType::Confirmable;
+        let mut events = self.events.lock().unwrap();
+        events.push(format!("{num}{}", if confirmable { " con" } else { "" }));
+        let answer = match num == self.last {
+            true => changed(num),
+            false => continued(num),
+        };
+        let ends_set = num == self.last || num as usize % BURST == BURST - 1;
+        let (delay, noted) = match confirmable {
+            true => (self.probe_delay, Some(self.events.clone())),
+            false => (self.set_delay, None),
+        };
+        Box::pin(async move {
+            if !confirmable && !ends_set {
+                return Response::silence();
+            }
+            tokio::time::sleep(delay).await;
+            if let Some(events) = noted {
+                events.lock().unwrap().push(format!("answered {num}"));
+            }
+            answer
         })
     }
 }
@@ -380,4 +419,63 @@ async fn a_peer_slower_to_answer_a_set_than_the_first_waits_is_probed_only_until
         "{probes} of ten sets probed: {:?}",
         seen.lock().unwrap()
     );
+}
+
+#[tokio::test]
+async fn a_late_answer_to_a_probed_set_moves_the_upload_on_before_the_probe_is_answered() {
+    let client = endpoint(false).await;
+    let server = endpoint(true).await;
+    // Each set answered 300 ms after its last payload, where the first waits are 100 to
+    // 150 ms; a probe answered only after 2 s (its answer lost once, say).
+    let events = Arc::new(Mutex::new(Vec::new()));
+    server.set_handler(Arc::new(LateSets {
+        set_delay: Duration::from_millis(300),
+        probe_delay: Duration::from_secs(2),
+        last: 9,
+        events: events.clone(),
+    }));
+    let (result, confirmed) = send_from(&client, server.local_addr(), 0, Opening::Set).await;
+    assert_eq!(result.unwrap().response_code(), Some(ResponseType::Changed));
+    assert_eq!(confirmed, vec![4 * SIZE, 8 * SIZE, 10 * SIZE - 20]);
+    let events = events.lock().unwrap().clone();
+    let at = |event: &str| events.iter().position(|e| e == event);
+    let probe = at("3 con").expect("the first set, answered late, was probed");
+    assert!(
+        at("4").unwrap() > probe,
+        "the next set went out after the probe: {events:?}"
+    );
+    assert!(
+        at("answered 3").is_none_or(|answered| answered > at("4").unwrap()),
+        "the set's late answer moved the upload on; the probe's was not waited for: {events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_recovery_round_left_unanswered_is_probed_with_its_own_block() {
+    let client = endpoint(false).await;
+    let (server, seen) = noting(|seen| {
+        match *seen.last()? {
+            // The first time round, 1 "did not come"; block 1 sent again is lost too.
+            (3, false) => {
+                let mut incomplete = Response::new(ResponseType::RequestEntityIncomplete);
+                incomplete.content_format = Some(MISSING_BLOCKS_CBOR_SEQ);
+                incomplete.payload = missing::encode(&[1]).into();
+                Some(incomplete)
+            }
+            (1, true) => Some(continued(3)),
+            (7, _) => Some(continued(7)),
+            (9, _) => Some(changed(9)),
+            _ => None,
+        }
+    })
+    .await;
+    let (result, confirmed) = send_from(&client, server.local_addr(), 0, Opening::Set).await;
+    assert_eq!(result.unwrap().response_code(), Some(ResponseType::Changed));
+    assert_eq!(confirmed, vec![4 * SIZE, 8 * SIZE, 10 * SIZE - 20]);
+    let seen = seen.lock().unwrap().clone();
+    let order: Vec<u32> = seen.iter().map(|(num, _)| *num).collect();
+    // The probe asks with the block the round carried, which the device then has: not with
+    // the set's last block, which would only have the device list block 1 once more.
+    assert_eq!(order, [0, 1, 2, 3, 1, 1, 4, 5, 6, 7, 8, 9], "{seen:?}");
+    assert_eq!(seen[5], (1, true), "{seen:?}");
 }

@@ -7,11 +7,13 @@
 //! How a body goes (the client side, this engine):
 //! - every payload carries Q-Block1 (NUM, M, SZX, as Block1), Size1 (so a device learns the
 //!   body's end from any payload) and the body's Request-Tag;
-//! - the first payload of an upload goes alone and confirmable: its answer says whether the
-//!   device takes Q-Block1 at all (4.02 Bad Option: it does not; the caller falls back to
-//!   Block1) and where it stands (2.31 Continue with the last block it holds). A caller that
-//!   knows both (the device took this body's payloads before, and said what it holds since)
-//!   opens with a whole set instead ([`Opening::Set`]), a round trip less;
+//! - an upload opens with its first set ([`Opening::Set`]) when the caller knows where the
+//!   device stands (it was reset, or said what it holds) and takes the device model's plan
+//!   for its word that the device takes Q-Block1. Otherwise the first payload goes alone and
+//!   confirmable ([`Opening::Ask`]): its answer says where the device stands (2.31 Continue
+//!   with the last block it holds). Either way a device without Q-Block1 answers 4.02 Bad
+//!   Option (to a non-confirmable payload it may instead say nothing, RFC 7252 section
+//!   5.4.1, and the probe after NON_TIMEOUT gets the 4.02): the caller falls back to Block1;
 //! - then sets: the payloads from the first block the device has not confirmed to the end of
 //!   its set, back to back, non-confirmable. Sets are aligned on block numbers (set `k` is
 //!   blocks `k * MAX_PAYLOADS ..`), so both ends agree where one ends without saying so;
@@ -47,12 +49,15 @@
 //!   than what a confirmable request to it waits first (ACK_TIMEOUT, RFC 9177's default
 //!   NON_TIMEOUT, or its CoCoA RTO). Drawn up to ACK_RANDOM_FACTOR times that
 //!   (NON_TIMEOUT_RANDOM).
-//! - A set left unanswered that long is probed with a confirmable request (its last payload
-//!   again), never with more non-confirmable ones: from there RFC 7252's (or CoCoA's)
-//!   retransmission, NSTART and MAX_RETRANSMIT govern, so a device that fell silent (asleep in
-//!   PSM, out of coverage) is sent one set and one confirmable message's retransmissions, far
-//!   below PROBING_RATE over NON_PROBING_WAIT, and the upload ends as any exchange that gives
-//!   up does (an interruption the delivery resumes from 26500).
+//! - A round left unanswered that long is probed with a confirmable request (the round's last
+//!   block again: a recovery round's lost block goes again with the question), never with
+//!   more non-confirmable ones: from there RFC 7252's (or CoCoA's) retransmission, NSTART and
+//!   MAX_RETRANSMIT govern, so a device that fell silent (asleep in PSM, out of coverage) is
+//!   sent one set and one confirmable message's retransmissions, far below PROBING_RATE over
+//!   NON_PROBING_WAIT, and the upload ends as any exchange that gives up does (an
+//!   interruption the delivery resumes from 26500). The round's own answer, late, still
+//!   counts while the probe is out: the first to come moves the upload on, and a probe made
+//!   moot is forgotten, so a wait a little short costs a payload, not a round trip.
 //! - NON_RECEIVE_TIMEOUT, the device's: twice its ACK_TIMEOUT, the ratio of RFC 9177's
 //!   defaults (4 s and 2 s), the longest the reference device waits for the rest of a set
 //!   before listing what it misses. It waits far less where it can tell: after the set's last
@@ -91,11 +96,11 @@ pub struct SetPlan<'a> {
 /// How an upload opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opening {
-    /// With its first payload alone and confirmable, whose answer says whether the device
-    /// takes Q-Block1 and where it stands.
+    /// With its first payload alone and confirmable, whose answer says where the device stands
+    /// (and whether it takes Q-Block1 at all).
     Ask,
-    /// With the whole first set: the device answered Q-Block1 payloads of this body before,
-    /// and holds every block before the upload's start (it said so since: 26500, or a reset
+    /// With the whole first set: the device is taken to take Q-Block1 (its model's plan says
+    /// so), and holds every block before the upload's start (it said so: 26500, or a reset
     /// for a start from 0).
     Set,
 }

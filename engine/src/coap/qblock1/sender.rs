@@ -16,13 +16,14 @@ use crate::coap::blockwise::{Block1Outcome, Block1Progress, Block1Upload};
 use crate::coap::endpoint::{Burst, Endpoint};
 use crate::coap::error::CoapError;
 use crate::coap::message::OutgoingRequest;
+use crate::coap::proto::exchange::Token;
 use crate::coap::stats::WireMeter;
 
 /// Sends `upload` to `peer` with Q-Block1 as `plan` says: in sets of its `max_payloads` (at
 /// least 2), opening as its `opening` says, waiting for answers as long as its `answers` (which
 /// the upload keeps teaching) say they take; telling `progress` every payload that goes out
 /// (`again` for a block this upload sent before: one the device listed missing, or the probe
-/// of a set left unanswered) and every block the device confirmed with every block before it.
+/// of a round left unanswered) and every block the device confirmed with every block before it.
 /// Ends at 2.04, or at the first answer that is not Q-Block1's to handle (4.02 Bad Option from
 /// a device without it, 4.08 without a list, 5.03, ...), which is returned for the caller to
 /// decide, as [`crate::coap::blockwise::send_block1`] does. `Err` when the device breaks the protocol
@@ -69,6 +70,7 @@ pub async fn send_q_block1(
         sent_to: start,
         timing: Timing::new(endpoint, peer, answers),
         rounds: 0,
+        exchange_lifetime: endpoint.config().params.exchange_lifetime(),
     };
     sending.run(opening).await
 }
@@ -108,105 +110,157 @@ struct Sending<'a, 't, P> {
     timing: Timing<'t>,
     /// Recovery rounds since the device last confirmed a block.
     rounds: u32,
+    /// EXCHANGE_LIFETIME: the longest a probe's answer is waited for.
+    exchange_lifetime: Duration,
 }
 
-/// The payloads last sent, whose answer is waited for.
+/// A round of non-confirmable payloads (a set, or the blocks a list named), whose answer is
+/// waited for.
 struct Round {
     /// Its number ([`Set::start_round`]).
     number: u64,
     /// How many payloads it sent.
     payloads: usize,
+    /// Its last block: the one a probe sends again when the answer does not come.
+    last: u32,
     /// When its last payload went out.
     sent: Instant,
-    /// When its answer is given up on and the set probed (NON_TIMEOUT after `sent`).
+    /// When its answer is given up on and the round probed (NON_TIMEOUT after `sent`).
     deadline: Instant,
 }
 
-/// An answer of the device.
-struct Answer {
-    /// The response.
-    packet: Packet,
-    /// The round of the payload it answers.
-    round: u64,
-    /// How many payloads the round it answers sent, and how long after the last of them it
-    /// came, when it answers the round last sent (not a probe, whose round trip is one
-    /// message's, nor a payload of an earlier round).
-    took: Option<(usize, Duration)>,
+/// What the upload waits for.
+enum Awaiting {
+    /// Nothing: the next round goes out (so this is never waited on).
+    Nothing,
+    /// The answer to a round, until its deadline.
+    Round(Round),
+    /// The answer to a confirmable probe, sent again by the message layer until it comes or
+    /// the probe gives up (its deadline is EXCHANGE_LIFETIME, for a probe acknowledged empty
+    /// whose response never comes). An answer to an earlier payload that comes first (the
+    /// late answer of the round probed) is taken as well, and the probe is then forgotten.
+    Probe {
+        /// The probe's token.
+        token: Token,
+        /// Its round.
+        round: u64,
+        /// When it is given up on.
+        deadline: Instant,
+    },
+}
+
+impl Awaiting {
+    /// When the wait ends without an answer.
+    fn deadline(&self) -> Instant {
+        match self {
+            Awaiting::Nothing => Instant::now(),
+            Awaiting::Round(round) => round.deadline,
+            Awaiting::Probe { deadline, .. } => *deadline,
+        }
+    }
+
+    /// How many payloads the round waited for sent, and how long after the last of them its
+    /// answer came, when an answer to round `answered` answers it in time (not a probe, whose
+    /// round trip is one message's, nor a payload of an earlier round).
+    fn timed(&self, answered: u64) -> Option<(usize, Duration)> {
+        match self {
+            Awaiting::Round(round) if round.number == answered => {
+                Some((round.payloads, round.sent.elapsed()))
+            }
+            _ => None,
+        }
+    }
 }
 
 impl<P: FnMut(Block1Progress)> Sending<'_, '_, P> {
     /// The opening (the first payload alone and confirmable, or the first set), then set after
     /// set until the body is done.
     async fn run(&mut self, opening: Opening) -> Result<Block1Outcome, CoapError> {
-        let (mut answer, mut due) = match opening {
-            Opening::Ask => (Some(self.probe(self.set.first()).await?), Vec::new()),
-            Opening::Set => (None, (self.set.first()..self.set.end()).collect()),
+        let mut due = Vec::new();
+        let mut awaiting = match opening {
+            Opening::Ask => self.probe(self.set.first()).await?,
+            Opening::Set => {
+                due = (self.set.first()..self.set.end()).collect();
+                Awaiting::Nothing
+            }
         };
-        let mut waiting: Option<Round> = None;
         loop {
-            if let Some(Answer {
-                packet,
-                round,
-                took,
-            }) = answer.take()
-            {
-                let reaction = self.set.react(&packet, round).map_err(|r| self.fail(r))?;
-                if let Some((payloads, took)) = took.filter(|_| reaction != Reaction::Stale) {
-                    self.timing.answered(payloads, took);
-                }
-                match reaction {
-                    Reaction::Done => return Ok(self.done(packet)),
-                    Reaction::Stop => return Ok(self.outcome(packet)),
-                    Reaction::Stale => {}
-                    Reaction::Continue(held) => due = self.confirmed(held)?,
-                    Reaction::Resend(blocks) => {
-                        self.recovery_round()?;
-                        due = blocks;
-                    }
-                    Reaction::Smaller(size) => {
-                        self.resize(size);
-                        answer = Some(self.probe(self.set.first()).await?);
-                        continue;
-                    }
-                }
+            if !due.is_empty() || matches!(awaiting, Awaiting::Nothing) {
+                awaiting = self.send_round(std::mem::take(&mut due)).await?;
             }
-            if !due.is_empty() || waiting.is_none() {
-                let number = self.set.start_round();
-                let payloads = due.len();
-                for block in std::mem::take(&mut due) {
-                    self.send(block).await?;
-                }
-                let sent = Instant::now();
-                let deadline = sent + self.timing.non_timeout(payloads);
-                waiting = Some(Round {
-                    number,
-                    payloads,
-                    sent,
-                    deadline,
-                });
-            }
-            let round = waiting.as_ref().expect("set just above");
-            answer = match self.burst.next_response(round.deadline, self.meter).await? {
-                Some(packet) => {
-                    let answered = self.set.round_of(&packet);
-                    // An answer to a payload of an earlier round (a list the device made again
-                    // on its own timer) did not take this round's time.
-                    let took =
-                        (answered == round.number).then(|| (round.payloads, round.sent.elapsed()));
-                    Some(Answer {
-                        packet,
-                        round: answered,
-                        took,
-                    })
-                }
-                None => {
-                    self.timing.timed_out();
-                    self.recovery_round()?;
-                    waiting = None;
-                    Some(self.probe(self.set.end() - 1).await?)
-                }
+            let deadline = awaiting.deadline();
+            let Some(packet) = self.burst.next_response(deadline, self.meter).await? else {
+                awaiting = self.unanswered(awaiting).await?;
+                continue;
             };
+            let answered = self.set.round_of(&packet);
+            let reaction = self
+                .set
+                .react(&packet, answered)
+                .map_err(|r| self.fail(r))?;
+            if reaction != Reaction::Stale
+                && let Some((payloads, took)) = awaiting.timed(answered)
+            {
+                self.timing.answered(payloads, took);
+            }
+            match reaction {
+                Reaction::Done => return Ok(self.done(packet)),
+                Reaction::Stop => return Ok(self.outcome(packet)),
+                Reaction::Stale => {}
+                Reaction::Continue(held) => due = self.confirmed(held)?,
+                Reaction::Resend(blocks) => {
+                    self.recovery_round()?;
+                    due = blocks;
+                }
+                Reaction::Smaller(size) => {
+                    self.resize(size);
+                    awaiting = self.probe(self.set.first()).await?;
+                    continue;
+                }
+            }
+            if let Awaiting::Probe { token, round, .. } = awaiting {
+                if !due.is_empty() {
+                    // An earlier payload's answer said what to send: the probe is moot.
+                    self.burst.forget(&token);
+                } else if round == answered {
+                    awaiting = Awaiting::Nothing;
+                }
+            }
         }
+    }
+
+    /// Sends `blocks` back to back as a round, whose answer is then waited for NON_TIMEOUT.
+    async fn send_round(&mut self, blocks: Vec<u32>) -> Result<Awaiting, CoapError> {
+        let number = self.set.start_round();
+        let payloads = blocks.len();
+        let last = blocks.last().copied().unwrap_or(self.set.end() - 1);
+        for block in blocks {
+            self.send(block).await?;
+        }
+        let sent = Instant::now();
+        Ok(Awaiting::Round(Round {
+            number,
+            payloads,
+            last,
+            sent,
+            deadline: sent + self.timing.non_timeout(payloads),
+        }))
+    }
+
+    /// Nothing answered what the upload waited for by its deadline: a round is probed (its
+    /// last block again, confirmable: a recovery round's lost block goes again with the
+    /// question); a probe is given up on.
+    async fn unanswered(&mut self, awaiting: Awaiting) -> Result<Awaiting, CoapError> {
+        let Awaiting::Round(round) = awaiting else {
+            let waited = self.exchange_lifetime;
+            return Err(CoapError::ResponseTimeout {
+                peer: self.peer,
+                waited,
+            });
+        };
+        self.timing.timed_out();
+        self.recovery_round()?;
+        self.probe(round.last).await
     }
 
     /// The device holds every block before `held`: the account moves on, and the blocks of
@@ -259,18 +313,19 @@ impl<P: FnMut(Block1Progress)> Sending<'_, '_, P> {
         Ok(())
     }
 
-    /// Sends `block` confirmable and waits for its answer: the first payload of the upload,
-    /// and the probe of a set whose answer did not come.
-    async fn probe(&mut self, block: u32) -> Result<Answer, CoapError> {
+    /// Sends `block` alone and confirmable, whose answer is then waited for: the first payload
+    /// of the upload, and the probe of a round whose answer did not come.
+    async fn probe(&mut self, block: u32) -> Result<Awaiting, CoapError> {
         let mut request = self.payload(block).await?;
         request.confirmable = true;
-        self.set.start_round();
-        let round = self.set.sent(block, None);
-        let packet = self.burst.request(&request, self.meter).await?;
-        Ok(Answer {
-            packet,
+        let round = self.set.start_round();
+        let token = self.burst.send(&request, self.meter).await?;
+        self.set.sent(block, Some(token));
+        let deadline = Instant::now() + self.exchange_lifetime;
+        Ok(Awaiting::Probe {
+            token,
             round,
-            took: None,
+            deadline,
         })
     }
 
