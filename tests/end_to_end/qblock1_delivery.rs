@@ -3,7 +3,7 @@
 //! list what each set missed and the engine sends those blocks again, and only those (every
 //! other block it sends a second time is the probe of a set whose answer was lost), by what
 //! the engine's socket saw, by the devices' own counts and by the wire account. A device without
-//! Q-Block1 answers it 4.02 and gets Block1 after that one set. In simulated time, devices
+//! Q-Block1 answers it 4.02 and gets Block1 after that one payload. In simulated time, devices
 //! rebooted or out of coverage in the middle of a burst resume from 26500 and are sent at most
 //! one set again per interruption beyond what they listed missing, and their flash is given
 //! every byte once. Malformed input either way is refused with its reason and loses nothing.
@@ -298,8 +298,8 @@ where
 
 /// Devices rebooted twice in the middle of bursts (what waited in their RAM lost): each
 /// delivery resumes from 26500 and is sent at most one set again per interruption; each
-/// flash is given every byte once. No upload opens with a payload alone and confirmable: the
-/// plan says the device takes Q-Block1, and each upload starts where the reset or 26500 says.
+/// flash is given every byte once. Only the delivery's first upload, from block 0, opens with
+/// a payload alone and confirmable: each later one resumes where 26500 says with a whole set.
 #[test]
 fn q_block1_devices_rebooted_mid_burst_resume_from_26500_within_one_set_each_time() {
     replay::twice(41, |network| async move {
@@ -317,7 +317,7 @@ fn q_block1_devices_rebooted_mid_burst_resume_from_26500_within_one_set_each_tim
             assert_eq!(report.wire.package_recovered, 0, "no loss: {report:?}");
             let stats = device.q_block1_stats().expect("a Q-Block1 device");
             assert!(stats.bodies >= 3, "an upload per attempt: {stats:?}");
-            assert_eq!(stats.opened_confirmable, 0, "{stats:?}");
+            assert_eq!(stats.opened_confirmable, 1, "{stats:?}");
         }
     });
 }
@@ -395,11 +395,11 @@ fn a_q_block1_device_without_26500_out_of_reach_mid_burst_goes_on_from_what_it_h
     });
 }
 
-/// A device without Q-Block1 whose plan asks for bursts answers the first set 4.02: the
-/// engine sends those blocks again with Block1 and stays with Block1 for the whole delivery,
-/// through a reboot in the middle, so the device saw one set of Q-Block1 payloads in all.
+/// A device without Q-Block1 whose plan asks for bursts answers the first payload 4.02: the
+/// engine sends that block again with Block1 and stays with Block1 for the whole delivery,
+/// through a reboot in the middle, so the device saw one Q-Block1 payload in all.
 #[test]
-fn a_device_without_q_block1_gets_block1_after_one_refused_set_for_the_whole_delivery() {
+fn a_device_without_q_block1_gets_block1_after_one_refused_payload_for_the_whole_delivery() {
     replay::twice(43, |network| async move {
         let server = engine_on(&network, ServerConfig::loopback()).await;
         let traffic = Arc::new(QBlock1Traffic::default());
@@ -415,12 +415,12 @@ fn a_device_without_q_block1_gets_block1_after_one_refused_set_for_the_whole_del
         assert!(fleet.devices[0].q_block1_stats().is_none());
         let payloads: u64 = traffic.0.lock().unwrap().values().map(|d| d.payloads).sum();
         assert_eq!(
-            payloads, BURST as u64,
-            "one set of Q-Block1 payloads, refused, in the whole delivery"
+            payloads, 1,
+            "one Q-Block1 payload, refused, in the whole delivery"
         );
         assert_eq!(report.wire.package_recovered, 0, "{report:?}");
-        // The refused set, sent again with Block1, and one block per interruption.
-        let bound = (BURST as u64 + u64::from(report.interruptions)) * BLOCK as u64;
+        // The refused block, sent again with Block1, and one block per interruption.
+        let bound = (1 + u64::from(report.interruptions)) * BLOCK as u64;
         assert!(report.wire.package_resent <= bound, "{report:?}");
     });
 }

@@ -160,10 +160,10 @@ impl WakeUps {
             };
             let woke = tokio::select! {
                 event = self.registrations.recv() => match event {
-                    Ok(RegistrationEvent::Registered(r) | RegistrationEvent::Updated(r)) => {
-                        WokeUp::Device(r.endpoint)
-                    }
-                    Ok(_) => continue,
+                    Ok(event) => match event.contact() {
+                        Some(r) => WokeUp::Device(r.endpoint.clone()),
+                        None => continue,
+                    },
                     Err(broadcast::error::RecvError::Lagged(_)) => WokeUp::Missed,
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },

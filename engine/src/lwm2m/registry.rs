@@ -107,9 +107,8 @@ impl EndpointEvents {
     /// The next Register or Update: the device is reachable right now.
     pub async fn next_contact(&mut self) -> Registration {
         loop {
-            match self.next().await {
-                RegistrationEvent::Registered(r) | RegistrationEvent::Updated(r) => return r,
-                _ => {}
+            if let Some(registration) = self.next().await.contact() {
+                return registration.clone();
             }
         }
     }

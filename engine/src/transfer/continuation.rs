@@ -50,10 +50,13 @@ impl Start {
         }
     }
 
-    /// Whether the device is known to hold every byte before [`Self::offset`]: it was reset
-    /// (a start over) or said so (26500). A continuation only infers it.
-    pub fn starts_where_device_stands(self) -> bool {
-        matches!(self, Start::Over | Start::Resumed(_))
+    /// Whether the device is downloading and known to hold every byte before
+    /// [`Self::offset`]: it said so (26500) and was switched back to Downloading, so the
+    /// payloads of a set may reach it in any order. A continuation only infers where it
+    /// stands; a start over begins with the device Idle, whose download starts with block 0
+    /// (a device may refuse a later block before that, as the reference device does: 4.08).
+    pub fn resumes_download(self) -> bool {
+        matches!(self, Start::Resumed(_))
     }
 
     /// Where to go on when the device refused the first block written from here (see
@@ -124,6 +127,17 @@ mod tests {
             !refuses_block(ResponseType::ServiceUnavailable),
             "busy: as ever"
         );
+    }
+
+    #[test]
+    fn only_a_resume_where_the_device_said_it_stands_is_a_download_under_way_from_a_known_point() {
+        assert!(Start::Resumed(1024).resumes_download());
+        assert!(
+            !Start::Over.resumes_download(),
+            "the download starts with block 0"
+        );
+        assert!(!Start::InFlight(1024).resumes_download(), "only inferred");
+        assert!(!Start::AfterInFlight(1152).resumes_download());
     }
 
     #[test]

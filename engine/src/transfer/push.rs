@@ -246,11 +246,11 @@ impl Steps {
     /// Writes the package from `from` with Block1, or with Q-Block1 in sets of the
     /// delivery's burst, keeping the wire account and the resume point current after every
     /// block. Returns the code of the device's last answer. The burst is the capability
-    /// plan's word that the device takes Q-Block1, so a write from where the device is known
-    /// to stand (reset, or 26500) opens with a whole set; one from where it is only inferred to
-    /// stand asks with a payload alone first. A device that answers 4.02 Bad Option (the plan
-    /// was wrong) has no Q-Block1: it is sent the same bytes with Block1 at once, and
-    /// stop-and-wait for the rest of the delivery.
+    /// plan's word that the device takes Q-Block1, so a write resumed where the device says it
+    /// stands (26500) opens with a whole set; one from block 0, or from where the device is
+    /// only inferred to stand, opens with a payload alone and confirmable. A device that
+    /// answers 4.02 Bad Option (the plan was wrong) has no Q-Block1: it is sent the same bytes
+    /// with Block1 at once, and stop-and-wait for the rest of the delivery.
     async fn send_package(
         &self,
         attempt: &mut Attempt<'_>,
@@ -260,7 +260,7 @@ impl Steps {
     ) -> Result<Option<ResponseType>, StageError> {
         let job = attempt.job;
         let start = from.offset();
-        let opening = match from.starts_where_device_stands() {
+        let opening = match from.resumes_download() {
             true => Opening::Set,
             false => Opening::Ask,
         };
