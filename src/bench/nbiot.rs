@@ -383,7 +383,10 @@ const LEAST_EXCHANGES: f64 = 3.0;
 /// after every set, so the two times add rather than overlap. With losses one
 /// at a time (no `--burst`), also the bound at this loss: a set then takes as many rounds as
 /// its payload that needed the most tries ([`rounds_per_set`]), even for a sender that knew
-/// which payloads arrived without waiting for the answer.
+/// which payloads arrived without waiting for the answer; and the bound of a sender that must
+/// hear each round's answer, lost as often as any datagram, to know where the device stands
+/// ([`round_trips_to_hear`]: what stop-and-wait's bound counts too, a try of request and
+/// answer), with the attempt's least `exchanges`.
 fn print_burst_bound(
     args: &NbIotArgs,
     blocks: f64,
@@ -436,7 +439,28 @@ fn print_burst_bound(
             elapsed / at_loss,
             "",
         );
+        let heard = rounds * round_trips_to_hear(args.loss) * rtt;
+        let answers_heard = campaign(downlink.max(heard) / blocks) + exchanges;
+        figure(
+            "burst_bound_at_loss_answers_heard_with_exchanges",
+            answers_heard,
+            "s",
+        );
+        figure(
+            "time_to_finish_over_burst_bound_at_loss_answers_heard_with_exchanges",
+            elapsed / answers_heard,
+            "",
+        );
     }
+}
+
+/// Round trips a sender needs at least to hear a round's answer when each datagram is lost
+/// with probability `loss`: the round's own, and when its answer is lost (`loss`), a probe's
+/// round trip for each try until one gets through both ways (`1 / (1 - loss)²` of them), as
+/// stop-and-wait's bound counts a try. The probe goes at once, as if the loss were known
+/// without waiting: no sender does better, whatever its NON_TIMEOUT.
+fn round_trips_to_hear(loss: f64) -> f64 {
+    1.0 + loss / (1.0 - loss).powi(2)
 }
 
 /// Expected rounds a set of `payloads` takes when each transmission of a payload is lost with
@@ -631,7 +655,7 @@ fn task_spec(args: &NbIotArgs, group_id: String, package_id: String) -> TaskSpec
 
 #[cfg(test)]
 mod tests {
-    use super::rounds_per_set;
+    use super::{round_trips_to_hear, rounds_per_set};
 
     #[test]
     fn a_set_takes_the_rounds_its_unluckiest_payload_needs() {
@@ -645,5 +669,17 @@ mod tests {
         let ten = rounds_per_set(10, 0.1);
         assert!((ten - 1.7582).abs() < 1e-3, "{ten}");
         assert!(rounds_per_set(20, 0.1) > ten, "more payloads, more rounds");
+    }
+
+    #[test]
+    fn a_lost_answer_costs_a_round_trip_more_for_each_try_of_the_probe() {
+        assert_eq!(
+            round_trips_to_hear(0.0),
+            1.0,
+            "nothing lost: the round's own"
+        );
+        let at_10 = round_trips_to_hear(0.1);
+        assert!((at_10 - (1.0 + 0.1 / 0.81)).abs() < 1e-12, "{at_10}");
+        assert!(round_trips_to_hear(0.3) > at_10);
     }
 }
