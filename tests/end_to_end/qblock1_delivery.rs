@@ -1,12 +1,13 @@
 //! Q-Block1 bursts end to end (RFC 9177): a real engine pushes packages in sets of payloads to
 //! reference devices that take them. Over real UDP through seeded lossy links, the devices
 //! list what each set missed and the engine sends those blocks again, and only those (every
-//! other block it sends a second time is the probe of a set whose answer was lost), by what
-//! the engine's socket saw, by the devices' own counts and by the wire account. A device without
-//! Q-Block1 answers it 4.02 and gets Block1 after that one payload. In simulated time, devices
-//! rebooted or out of coverage in the middle of a burst resume from 26500 and are sent at most
-//! one set again per interruption beyond what they listed missing, and their flash is given
-//! every byte once. Malformed input either way is refused with its reason and loses nothing.
+//! other block it sends a second time is the probe of a round whose answer did not come), by
+//! what the engine's socket saw, by the devices' own counts and by the wire account. A device
+//! without Q-Block1 answers it 4.02 and gets Block1 after that one payload. In simulated time,
+//! devices rebooted or out of coverage in the middle of a burst resume from 26500 and are sent
+//! at most one set again per interruption beyond what they listed missing, and their flash is
+//! given every byte once. Malformed input either way is refused with its reason and loses
+//! nothing.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -67,7 +68,7 @@ struct DeviceTraffic {
     blocks_listed_received: u64,
     /// Non-confirmable payloads of blocks sent before in the upload that no list asked for.
     unasked: u64,
-    /// Confirmable payloads of blocks sent before in the upload (probes of unanswered sets).
+    /// Confirmable payloads of blocks sent before in the upload (probes of unanswered rounds).
     probes: u64,
     /// Bytes of every payload that went out a second (or later) time in its upload.
     again_bytes: u64,
@@ -172,7 +173,7 @@ fn lossy_link(loss: f64, delay: Duration) -> Impairment {
 /// Pushes the 80 KB package in bursts to every device of `fleet` (registered to `server`,
 /// whose socket `traffic` watches) and checks that every delivery completes, within one set
 /// per interruption; that the engine sent again no block but those the device listed missing
-/// and the probes of unanswered sets; that what it counted as recovered is exactly what its
+/// and the probes of unanswered rounds; that what it counted as recovered is exactly what its
 /// socket sent a second time within an upload; and that the devices sent at least the lists
 /// the engine got. `exact`: also that a device was given a block it held only by a probe (the
 /// lists it made were right: on real UDP a loaded machine may deliver a payload after the

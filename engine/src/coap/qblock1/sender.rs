@@ -23,12 +23,12 @@ use crate::coap::stats::WireMeter;
 /// least 2), opening as its `opening` says, waiting for answers as long as its `answers` (which
 /// the upload keeps teaching) say they take; telling `progress` every payload that goes out
 /// (`again` for a block this upload sent before: one the device listed missing, or the probe
-/// of a round left unanswered) and every block the device confirmed with every block before it.
-/// Ends at 2.04, or at the first answer that is not Q-Block1's to handle (4.02 Bad Option from
-/// a device without it, 4.08 without a list, 5.03, ...), which is returned for the caller to
-/// decide, as [`crate::coap::blockwise::send_block1`] does. `Err` when the device breaks the protocol
-/// (the reason says how), an exchange gives up, or [`MAX_RECOVERY_ROUNDS`] pass without
-/// progress.
+/// of a round left unanswered) and every block the device confirmed with every block before
+/// it. Ends at 2.04, or at the first answer that is not Q-Block1's to handle (4.02 Bad Option
+/// from a device without it, 4.08 without a list, 5.03, ...), which is returned for the caller
+/// to decide, as [`crate::coap::blockwise::send_block1`] does. `Err` when the device breaks
+/// the protocol (the reason says how), an exchange gives up, or [`MAX_RECOVERY_ROUNDS`] pass
+/// without progress.
 pub async fn send_q_block1(
     endpoint: &Endpoint,
     peer: SocketAddr,
