@@ -4,7 +4,9 @@
 //! does not read. Each ends the upload with the reason, never a panic, and with what the peer
 //! confirmed before, so nothing it holds is lost. And against peers that follow it: how a
 //! set opens, a list answered, a peer slower to answer a set than the first waits, a set's
-//! late answer taken while its probe is out, and how a lost recovery round is probed.
+//! late answer taken while its probe is out, how a lost recovery round is probed, a peer
+//! silent to non-confirmable Q-Block1 (its 4.02 comes from the probe), and a probe whose
+//! answer never comes after its empty ACK.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -478,4 +480,51 @@ async fn a_recovery_round_left_unanswered_is_probed_with_its_own_block() {
     // the set's last block, which would only have the device list block 1 once more.
     assert_eq!(order, [0, 1, 2, 3, 1, 1, 4, 5, 6, 7, 8, 9], "{seen:?}");
     assert_eq!(seen[5], (1, true), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_resume_to_a_device_silent_to_non_confirmable_q_block1_gets_its_4_02_from_the_probe() {
+    let client = endpoint(false).await;
+    // A device whose plan wrongly claims Q-Block1 and that rejects a non-confirmable request
+    // with an unknown critical option silently (RFC 7252 section 5.4.1), a confirmable one
+    // with 4.02.
+    let (server, seen) = noting(|seen| {
+        let (_, confirmable) = *seen.last()?;
+        confirmable.then(|| Response::error(ResponseType::BadOption, "unknown critical option 19"))
+    })
+    .await;
+    let (result, confirmed) = send_from(&client, server.local_addr(), 4 * SIZE, Opening::Set).await;
+    assert_eq!(
+        result.unwrap().response_code(),
+        Some(ResponseType::BadOption),
+        "the caller falls back to Block1 on it"
+    );
+    assert!(confirmed.is_empty(), "nothing taken: {confirmed:?}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [(4, false), (5, false), (6, false), (7, false), (7, true)],
+        "one set, then its probe"
+    );
+}
+
+#[tokio::test]
+async fn a_probe_acknowledged_empty_whose_answer_never_comes_ends_the_upload() {
+    let client = endpoint(false).await;
+    // Silent to every payload: the set goes unanswered, and its probe gets an empty ACK only.
+    let (server, seen) = noting(|_| None).await;
+    let (result, confirmed) = send_from(&client, server.local_addr(), 0, Opening::Set).await;
+    match result {
+        Err(CoapError::ResponseTimeout { waited, .. }) => {
+            assert_eq!(waited, config(false).params.exchange_lifetime());
+        }
+        other => panic!("the probe's answer is given up on: {other:?}"),
+    }
+    assert!(confirmed.is_empty());
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [(0, false), (1, false), (2, false), (3, false), (3, true)],
+        "one set and its probe, nothing more while the probe's answer was waited for"
+    );
 }
