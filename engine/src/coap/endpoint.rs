@@ -375,23 +375,6 @@ impl Endpoint {
         token: Option<Token>,
     ) -> Result<(Packet, Exchange), CoapError> {
         let _permit = self.permit(peer).await?;
-        self.exchange_permitted(peer, request, meter, token).await
-    }
-
-    /// One of `peer`'s NSTART permits, once one is free.
-    async fn permit(&self, peer: SocketAddr) -> Result<OwnedSemaphorePermit, CoapError> {
-        let permits = lock(&self.inner.state).core.permits(peer, Instant::now());
-        permits.acquire_owned().await.map_err(|_| CoapError::Closed)
-    }
-
-    /// [`Endpoint::exchange`] for a caller that holds one of the peer's permits already.
-    async fn exchange_permitted(
-        &self,
-        peer: SocketAddr,
-        request: &OutgoingRequest,
-        meter: &WireMeter,
-        token: Option<Token>,
-    ) -> Result<(Packet, Exchange), CoapError> {
         let (mut exchange, datagram) = self
             .inner
             .start(|core, now| core.start_request(now, peer, request, token))?;
@@ -402,6 +385,12 @@ impl Endpoint {
                 return Ok((response, exchange));
             }
         }
+    }
+
+    /// One of `peer`'s NSTART permits, once one is free.
+    async fn permit(&self, peer: SocketAddr) -> Result<OwnedSemaphorePermit, CoapError> {
+        let permits = lock(&self.inner.state).core.permits(peer, Instant::now());
+        permits.acquire_owned().await.map_err(|_| CoapError::Closed)
     }
 
     /// Waits for the next answer of the peer: a response, or `None` for an empty ACK. Sends
