@@ -72,6 +72,9 @@ pub struct FleetSpec {
     pub q_block1_share: f64,
     /// MAX_PAYLOADS of the devices that take Q-Block1.
     pub max_payloads: usize,
+    /// The devices that take Q-Block1 take a download only from block 0 on, refusing a
+    /// later block of its first set that comes before it (4.08).
+    pub q_block1_from_block_0: bool,
     /// Queue mode: every device sleeps in PSM on this cycle.
     pub sleep: Option<SleepCycle>,
     /// When set, every device reaches the engine through its own impaired link, seeded from
@@ -108,6 +111,7 @@ impl FleetSpec {
             resume_share: 1.0,
             q_block1_share: 0.0,
             max_payloads: fota_engine::coap::qblock1::DEFAULT_MAX_PAYLOADS,
+            q_block1_from_block_0: false,
             sleep: None,
             link: None,
             trusted_key: None,
@@ -151,6 +155,7 @@ impl Fleet {
                 .random_bool(spec.q_block1_share)
                 .then(|| QBlock1Config {
                     max_payloads: spec.max_payloads,
+                    first_set_before_block_0: !spec.q_block1_from_block_0,
                     ..QBlock1Config::for_ack_timeout(spec.coap.ack_timeout)
                 });
             if let Some(impairment) = &spec.link {

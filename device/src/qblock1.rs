@@ -28,8 +28,10 @@
 //! A payload of another body (another Request-Tag or block size) drops what waits in RAM. A
 //! payload past the end its Size1 gives the body, or whose length does not fit its block, is
 //! refused (4.00) and changes nothing; so is one while no download is under way (4.08 without
-//! a list: the device lost the body). Owns no I/O: the client (`crate::client`) answers and
-//! sends the late 4.08s.
+//! a list: the device lost the body), but for the first set of a body on a device Idle with
+//! nothing stored: its payloads wait in RAM for block 0, which may come after them, and
+//! block 0 starts the download. Owns no I/O: the client (`crate::client`) answers and sends
+//! the late 4.08s.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -59,6 +61,10 @@ pub struct QBlock1Config {
     /// How long after the last new payload it lists what a set misses once the set's last
     /// payload came: payloads sent before it may still be on their way, overtaken.
     pub reorder_wait: Duration,
+    /// Whether it holds payloads of a download's first set that come before its block 0 (a
+    /// set comes back to back, so in any order); `false`: a device that takes a download
+    /// only from block 0 on and refuses a later block before it (4.08).
+    pub first_set_before_block_0: bool,
 }
 
 impl QBlock1Config {
@@ -72,6 +78,7 @@ impl QBlock1Config {
             max_payloads: qblock1::DEFAULT_MAX_PAYLOADS,
             receive_timeout: ack_timeout * 2,
             reorder_wait: ack_timeout / 8,
+            first_set_before_block_0: true,
         }
     }
 }
@@ -223,7 +230,10 @@ impl QBlock1Receiver {
             self.stats.held_again += 1;
             return self.answer(firmware, system, &payload, false);
         }
-        if block.offset() > 0 && firmware.state != FirmwareState::Downloading {
+        if block.offset() > 0
+            && firmware.state != FirmwareState::Downloading
+            && !self.may_open_body(firmware, system, block)
+        {
             let state = firmware.state;
             let reason = format!("block {} while not downloading ({state:?})", block.num);
             return Verdict::Answer(Response::error(
@@ -254,7 +264,7 @@ impl QBlock1Receiver {
         firmware: &FirmwareUpdate,
         system: &dyn DeviceSystem,
     ) -> Option<(SocketAddr, Vec<u8>, Response)> {
-        if generation != self.generation || firmware.state != FirmwareState::Downloading {
+        if generation != self.generation || !self.receiving(firmware, system) {
             return None;
         }
         let highest = self.highest?;
@@ -337,7 +347,7 @@ impl QBlock1Receiver {
         new: bool,
     ) -> Verdict {
         let block = payload.block;
-        if firmware.state != FirmwareState::Downloading {
+        if !self.receiving(firmware, system) {
             // Downloaded (checked), or failed: either way the body is over.
             let last = self.blocks().saturating_sub(1);
             let mut done = Response::new(ResponseType::Changed);
@@ -363,6 +373,33 @@ impl QBlock1Receiver {
         match self.missing_list(system, up_to) {
             Some(list) => Verdict::Answer(list),
             None => Verdict::Answer(self.continue_from(held)),
+        }
+    }
+
+    /// Whether `block` may wait in RAM for the block 0 of a body not begun: the model does
+    /// that, the device is Idle with nothing stored (reset, or never downloading), and the
+    /// block is of the first set, whose payloads come back to back and so in any order. A
+    /// device Idle with bytes stored rebooted mid-download and lost the body: a block past 0
+    /// is refused there, so the client learns it (26500 says where to go on from).
+    fn may_open_body(
+        &self,
+        firmware: &FirmwareUpdate,
+        system: &dyn DeviceSystem,
+        block: BlockOption,
+    ) -> bool {
+        self.config.first_set_before_block_0
+            && firmware.state == FirmwareState::Idle
+            && system.saved_bytes() == 0
+            && (block.num as usize) < self.config.max_payloads
+    }
+
+    /// Whether a body is being received: the device is downloading, or Idle with nothing
+    /// stored while blocks of a body's first set wait in RAM for its block 0.
+    fn receiving(&self, firmware: &FirmwareUpdate, system: &dyn DeviceSystem) -> bool {
+        match firmware.state {
+            FirmwareState::Downloading => true,
+            FirmwareState::Idle => system.saved_bytes() == 0 && !self.ahead.is_empty(),
+            FirmwareState::Downloaded | FirmwareState::Updating => false,
         }
     }
 
@@ -493,6 +530,7 @@ mod tests {
                 max_payloads: 4,
                 receive_timeout: Duration::from_millis(100),
                 reorder_wait: Duration::from_millis(10),
+                first_set_before_block_0: true,
             };
             Bench {
                 receiver: QBlock1Receiver::new(config),
@@ -774,6 +812,51 @@ mod tests {
         assert_eq!(bench.receiver.stats().refused, 5);
         assert!(matches!(bench.send(1, false), Verdict::Silent(Some(_))));
         assert_eq!(bench.held(), 3 * SIZE, "block 2 was still in RAM");
+    }
+
+    #[test]
+    fn a_new_body_s_first_set_may_come_before_its_block_0_and_block_0_lost_is_listed() {
+        let mut bench = Bench::new();
+        assert!(matches!(bench.send(2, false), Verdict::Silent(Some(_))));
+        assert!(matches!(bench.send(3, false), Verdict::Silent(Some(_))));
+        assert_eq!(bench.held(), 0, "blocks 2 and 3 wait in RAM for block 0");
+        assert_eq!(bench.firmware.state, FirmwareState::Idle);
+        assert!(matches!(bench.send(1, false), Verdict::Silent(Some(_))));
+        assert_eq!(
+            continued_at(&bench.send(0, false)),
+            3,
+            "the set is complete"
+        );
+        assert_eq!(bench.held(), 4 * SIZE, "written in order");
+        assert_eq!(bench.firmware.state, FirmwareState::Downloading);
+
+        let mut bench = Bench::new();
+        bench.send(1, false);
+        let timer = bench.timer(3);
+        assert_eq!(
+            bench.late_list(timer),
+            Some((vec![3], vec![0, 2])),
+            "block 0 lost is listed with the set's other gap"
+        );
+        assert_eq!(listed(&bench.send(2, true)), vec![0], "and to a probe");
+        let beyond = bench.send(4, false);
+        assert_eq!(
+            code(&beyond),
+            Some(ResponseType::RequestEntityIncomplete),
+            "past the first set, a body not begun is refused"
+        );
+        assert_eq!(
+            continued_at(&bench.send(0, false)),
+            3,
+            "block 0 at last: the set"
+        );
+
+        let mut bench = Bench::new();
+        bench.receiver.config.first_set_before_block_0 = false;
+        let refused = bench.send(1, false);
+        assert_eq!(code(&refused), Some(ResponseType::RequestEntityIncomplete));
+        assert_eq!(bench.held(), 0);
+        assert_eq!(continued_at(&bench.send(0, true)), 0, "from block 0 on");
     }
 
     #[test]

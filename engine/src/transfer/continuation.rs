@@ -50,13 +50,14 @@ impl Start {
         }
     }
 
-    /// Whether the device is downloading and known to hold every byte before
-    /// [`Self::offset`]: it said so (26500) and was switched back to Downloading, so the
-    /// payloads of a set may reach it in any order. A continuation only infers where it
-    /// stands; a start over begins with the device Idle, whose download starts with block 0
-    /// (a device may refuse a later block before that, as the reference device does: 4.08).
-    pub fn resumes_download(self) -> bool {
-        matches!(self, Start::Resumed(_))
+    /// Whether the device's place is known, so that a Q-Block1 upload may open with a whole
+    /// set, whose payloads reach it in any order: a resume where it said it stands (26500,
+    /// switched back to Downloading), or a download from block 0 (the device Idle, reset if
+    /// it was not; a device that takes the set's later blocks only after block 0 refuses them
+    /// with 4.08, and `push` asks it block 0 alone then). A continuation only infers where
+    /// the device stands.
+    pub fn opens_with_set(self) -> bool {
+        matches!(self, Start::Resumed(_) | Start::Over)
     }
 
     /// Where to go on when the device refused the first block written from here (see
@@ -130,14 +131,14 @@ mod tests {
     }
 
     #[test]
-    fn only_a_resume_where_the_device_said_it_stands_is_a_download_under_way_from_a_known_point() {
-        assert!(Start::Resumed(1024).resumes_download());
+    fn a_set_opens_only_where_the_device_said_it_stands_or_at_block_0() {
+        assert!(Start::Resumed(1024).opens_with_set());
         assert!(
-            !Start::Over.resumes_download(),
-            "the download starts with block 0"
+            Start::Over.opens_with_set(),
+            "the download starts at block 0"
         );
-        assert!(!Start::InFlight(1024).resumes_download(), "only inferred");
-        assert!(!Start::AfterInFlight(1152).resumes_download());
+        assert!(!Start::InFlight(1024).opens_with_set(), "only inferred");
+        assert!(!Start::AfterInFlight(1152).opens_with_set());
     }
 
     #[test]

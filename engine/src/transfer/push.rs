@@ -246,11 +246,13 @@ impl Steps {
     /// Writes the package from `from` with Block1, or with Q-Block1 in sets of the
     /// delivery's burst, keeping the wire account and the resume point current after every
     /// block. Returns the code of the device's last answer. The burst is the capability
-    /// plan's word that the device takes Q-Block1, so a write resumed where the device says it
-    /// stands (26500) opens with a whole set; one from block 0, or from where the device is
-    /// only inferred to stand, opens with a payload alone and confirmable. A device that
+    /// plan's word that the device takes Q-Block1, so a write from block 0, or resumed where
+    /// the device says it stands (26500), opens with a whole set; one from where the device is
+    /// only inferred to stand opens with a payload alone and confirmable. A device that
     /// answers 4.02 Bad Option (the plan was wrong) has no Q-Block1: it is sent the same bytes
-    /// with Block1 at once, and stop-and-wait for the rest of the delivery.
+    /// with Block1 at once, and stop-and-wait for the rest of the delivery. One that refuses
+    /// a block of the opening set from block 0 with 4.08 (it takes none before block 0) is
+    /// sent the body again at once, opening with block 0 alone.
     async fn send_package(
         &self,
         attempt: &mut Attempt<'_>,
@@ -260,7 +262,7 @@ impl Steps {
     ) -> Result<Option<ResponseType>, StageError> {
         let job = attempt.job;
         let start = from.offset();
-        let opening = match from.resumes_download() {
+        let opening = match from.opens_with_set() {
             true => Opening::Set,
             false => Opening::Ask,
         };
@@ -308,7 +310,7 @@ impl Steps {
                 let plan = SetPlan {
                     max_payloads: burst,
                     opening,
-                    answers,
+                    answers: &mut *answers,
                 };
                 let sent = send_q_block1(endpoint, device, &upload, plan, meter, &mut record).await;
                 match sent {
@@ -320,6 +322,21 @@ impl Steps {
                         );
                         attempt.burst = 1;
                         send_block1(endpoint, device, &upload, meter, &mut record).await
+                    }
+                    Ok(outcome)
+                        if opening == Opening::Set && refuses_opening_set(&outcome, start) =>
+                    {
+                        let endpoint_name = &job.endpoint;
+                        tracing::info!(
+                            endpoint = %endpoint_name,
+                            "the device takes no block before block 0: opening with it alone"
+                        );
+                        let plan = SetPlan {
+                            max_payloads: burst,
+                            opening: Opening::Ask,
+                            answers,
+                        };
+                        send_q_block1(endpoint, device, &upload, plan, meter, &mut record).await
                     }
                     other => other,
                 }
@@ -374,6 +391,15 @@ impl Steps {
 fn refuses_q_block1(outcome: &Block1Outcome, start: usize) -> bool {
     outcome.acknowledged == start
         && outcome.response.response_code() == Some(ResponseType::BadOption)
+}
+
+/// Whether a Q-Block1 upload from block 0 that opened with a whole set ended because the
+/// device refuses a block before its download started: 4.08 without a list of missing blocks
+/// (RFC 7959 section 2.9.2: not in the order it requires), nothing taken.
+fn refuses_opening_set(outcome: &Block1Outcome, start: usize) -> bool {
+    start == 0
+        && outcome.acknowledged == 0
+        && outcome.response.response_code() == Some(ResponseType::RequestEntityIncomplete)
 }
 
 /// Whether a failed exchange gave up on the device's answer (RFC 7252's MAX_RETRANSMIT spent,

@@ -11,7 +11,7 @@
 //! | `prefer` | push | method when the device supports both (or does not say) |
 //! | `delta` | true | the model can install delta packages |
 //! | `reset` | auto | how the engine puts the model's Firmware Update object back to Idle: `null-byte` (a '\0' written to /5/0/0), `empty-uri` (an empty string written to /5/0/1), `empty-write` (zero bytes written to /5/0/0: only for models known to reset on it), or `auto`: `null-byte` for a push, `empty-uri` for a pull |
-//! | `burst` | 0 | payloads per Q-Block1 set (RFC 9177) the model takes, from 2 to 32 (10 is RFC 9177's default MAX_PAYLOADS): a push goes in sets sent back to back, and the device lists what it missed; 0 or 1: stop-and-wait Block1. Only for models that implement Q-Block1 (one that answers it with 4.02 gets Block1 anyway, after one refused payload) |
+//! | `burst` | 0 | payloads per Q-Block1 set (RFC 9177) the model takes, from 2 to 32 (10 is RFC 9177's default MAX_PAYLOADS): a push goes in sets sent back to back, and the device lists what it missed; 0 or 1: stop-and-wait Block1. Only for models that implement Q-Block1 (one that answers it with 4.02 gets Block1 anyway, after one refused set) |
 
 wit_bindgen::generate!({ world: "capability", path: "../../wit" });
 

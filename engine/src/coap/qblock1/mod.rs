@@ -7,15 +7,16 @@
 //! How a body goes (the client side, this engine):
 //! - every payload carries Q-Block1 (NUM, M, SZX, as Block1), Size1 (so a device learns the
 //!   body's end from any payload) and the body's Request-Tag;
-//! - the first payload of an upload goes alone and confirmable ([`Opening::Ask`]): its answer
-//!   says where the device stands (2.31 Continue with the last block it holds) and whether it
-//!   takes Q-Block1 at all (4.02 Bad Option: it does not; the caller falls back to Block1),
-//!   and a download from block 0 starts with block 0 (a device may refuse a later block
-//!   before its download started). A caller resuming a download where the device said it
-//!   stands opens with the whole set instead ([`Opening::Set`]), a round trip less, taking the
+//! - an upload whose start the device's place is known at (block 0 of a download, or where
+//!   the device said it stands) opens with the whole set ([`Opening::Set`]), taking the
 //!   device model's plan for its word that the device takes Q-Block1 (a device without it
 //!   answers 4.02, or says nothing to a non-confirmable payload, RFC 7252 section 5.4.1, and
-//!   the probe after NON_TIMEOUT gets the 4.02);
+//!   the probe after NON_TIMEOUT gets the 4.02); the payloads of a set arrive in any order,
+//!   block 0 among them. Otherwise the first payload goes alone and confirmable
+//!   ([`Opening::Ask`]), a round trip more: its answer says where the device stands (2.31
+//!   Continue with the last block it holds) and whether it takes Q-Block1 at all (4.02 Bad
+//!   Option: it does not; the caller falls back to Block1). The caller also asks where a
+//!   device refused a set before its block 0 (4.08: it takes a download in order);
 //! - then sets: the payloads from the first block the device has not confirmed to the end of
 //!   its set, back to back, non-confirmable. Sets are aligned on block numbers (set `k` is
 //!   blocks `k * MAX_PAYLOADS ..`), so both ends agree where one ends without saying so;
@@ -102,8 +103,8 @@ pub enum Opening {
     /// (and whether it takes Q-Block1 at all).
     Ask,
     /// With the whole first set: the device is taken to take Q-Block1 (its model's plan says
-    /// so), is downloading, and holds every block before the upload's start (it said so:
-    /// 26500).
+    /// so) and to hold every block before the upload's start and none after it: the upload
+    /// starts its download at block 0, or resumes it where the device said it stands (26500).
     Set,
 }
 
