@@ -3,11 +3,12 @@
 //! list what each set missed and the engine sends those blocks again, and only those (every
 //! other block it sends a second time is the probe of a round whose answer did not come), by
 //! what the engine's socket saw, by the devices' own counts and by the wire account. A device
-//! without Q-Block1 answers it 4.02 and gets Block1 after that one set. In simulated time,
-//! devices rebooted or out of coverage in the middle of a burst resume from 26500 and are sent
-//! at most one set again per interruption beyond what they listed missing, and their flash is
-//! given every byte once. Malformed input either way is refused with its reason and loses
-//! nothing.
+//! without Q-Block1 answers it 4.02 and gets Block1 after that one set; one that takes a
+//! download only from block 0 on refuses the opening set's blocks that come before block 0,
+//! and is sent block 0 alone. In simulated time, devices rebooted or out of coverage in the
+//! middle of a burst resume from 26500 and are sent at most one set again per interruption
+//! beyond what they listed missing, and their flash is given every byte once. Malformed input
+//! either way is refused with its reason and loses nothing.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
