@@ -388,19 +388,15 @@ impl QBlock1Receiver {
         block: BlockOption,
     ) -> bool {
         self.config.first_set_before_block_0
-            && firmware.state == FirmwareState::Idle
-            && system.saved_bytes() == 0
+            && not_begun(firmware, system)
             && (block.num as usize) < self.config.max_payloads
     }
 
     /// Whether a body is being received: the device is downloading, or Idle with nothing
     /// stored while blocks of a body's first set wait in RAM for its block 0.
     fn receiving(&self, firmware: &FirmwareUpdate, system: &dyn DeviceSystem) -> bool {
-        match firmware.state {
-            FirmwareState::Downloading => true,
-            FirmwareState::Idle => system.saved_bytes() == 0 && !self.ahead.is_empty(),
-            FirmwareState::Downloaded | FirmwareState::Updating => false,
-        }
+        firmware.state == FirmwareState::Downloading
+            || (not_begun(firmware, system) && !self.ahead.is_empty())
     }
 
     /// How long to wait for the rest of a set whose last `to_come` payloads have not come
@@ -450,6 +446,11 @@ impl QBlock1Receiver {
             qblock1::blocks_of(total, self.size.max(1))
         })
     }
+}
+
+/// Whether no download has begun: Idle with nothing stored (reset, or never downloading).
+fn not_begun(firmware: &FirmwareUpdate, system: &dyn DeviceSystem) -> bool {
+    firmware.state == FirmwareState::Idle && system.saved_bytes() == 0
 }
 
 /// Whether the payload fits a body of `total` bytes (when known): a block inside it, M set on

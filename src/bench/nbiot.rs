@@ -187,7 +187,7 @@ pub async fn run(mut args: NbIotArgs) -> anyhow::Result<()> {
     let rounds = busiest_cell.div_ceil(args.max_per_cell) as f64;
     // What the campaign takes when every block takes `per_block` of awake time.
     let campaign = |per_block: f64| rounds * blocks * per_block / args.duty();
-    let tries_per_block = 1.0 / (1.0 - args.loss).powi(2);
+    let tries_per_block = tries_to_get_through(args.loss);
     let rtt = exchange_time(&args, args.mean_rtt());
     let bound = campaign(rtt);
     let try_at_loss = rtt * tries_per_block;
@@ -460,7 +460,13 @@ fn print_burst_bound(
 /// stop-and-wait's bound counts a try. The probe goes at once, as if the loss were known
 /// without waiting: no sender does better, whatever its NON_TIMEOUT.
 fn round_trips_to_hear(loss: f64) -> f64 {
-    1.0 + loss / (1.0 - loss).powi(2)
+    1.0 + loss * tries_to_get_through(loss)
+}
+
+/// Tries of a request and its answer until one gets through both ways, each datagram lost
+/// with probability `loss`: `1 / (1 - loss)²`.
+fn tries_to_get_through(loss: f64) -> f64 {
+    1.0 / (1.0 - loss).powi(2)
 }
 
 /// Expected rounds a set of `payloads` takes when each transmission of a payload is lost with

@@ -314,7 +314,7 @@ impl Steps {
                 };
                 let sent = send_q_block1(endpoint, device, &upload, plan, meter, &mut record).await;
                 match sent {
-                    Ok(outcome) if refuses_q_block1(&outcome, start) => {
+                    Ok(outcome) if refused_at_start(&outcome, start, ResponseType::BadOption) => {
                         let endpoint_name = &job.endpoint;
                         tracing::info!(
                             endpoint = %endpoint_name,
@@ -323,8 +323,15 @@ impl Steps {
                         attempt.burst = 1;
                         send_block1(endpoint, device, &upload, meter, &mut record).await
                     }
+                    // From block 0: it takes no block before block 0 (RFC 7959 section 2.9.2).
                     Ok(outcome)
-                        if opening == Opening::Set && refuses_opening_set(&outcome, start) =>
+                        if opening == Opening::Set
+                            && start == 0
+                            && refused_at_start(
+                                &outcome,
+                                start,
+                                ResponseType::RequestEntityIncomplete,
+                            ) =>
                     {
                         let endpoint_name = &job.endpoint;
                         tracing::info!(
@@ -386,20 +393,11 @@ impl Steps {
     }
 }
 
-/// Whether a Q-Block1 upload from `start` ended because the device has no Q-Block1: it
-/// answered the first payload 4.02 Bad Option and took nothing.
-fn refuses_q_block1(outcome: &Block1Outcome, start: usize) -> bool {
-    outcome.acknowledged == start
-        && outcome.response.response_code() == Some(ResponseType::BadOption)
-}
-
-/// Whether a Q-Block1 upload from block 0 that opened with a whole set ended because the
-/// device refuses a block before its download started: 4.08 without a list of missing blocks
-/// (RFC 7959 section 2.9.2: not in the order it requires), nothing taken.
-fn refuses_opening_set(outcome: &Block1Outcome, start: usize) -> bool {
-    start == 0
-        && outcome.acknowledged == 0
-        && outcome.response.response_code() == Some(ResponseType::RequestEntityIncomplete)
+/// Whether a Q-Block1 upload from `start` ended with `code`, the device having taken nothing:
+/// 4.02 Bad Option, it has no Q-Block1; 4.08 (without a list: a list is Q-Block1's to
+/// handle) to an opening set, it refuses a block that comes before the one it expects.
+fn refused_at_start(outcome: &Block1Outcome, start: usize, code: ResponseType) -> bool {
+    outcome.acknowledged == start && outcome.response.response_code() == Some(code)
 }
 
 /// Whether a failed exchange gave up on the device's answer (RFC 7252's MAX_RETRANSMIT spent,
