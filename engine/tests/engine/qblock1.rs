@@ -453,6 +453,42 @@ async fn a_late_answer_to_a_probed_set_moves_the_upload_on_before_the_probe_is_a
 }
 
 #[tokio::test]
+async fn a_set_left_unanswered_is_followed_by_the_next_and_a_second_one_probed() {
+    let client = endpoint(false).await;
+    // Sixteen blocks, four sets. The device confirms the first set; the answers to the next
+    // two are lost; the probe of the third is answered, and so is the last set.
+    let (server, seen) = noting(|seen| match *seen.last()? {
+        (3, false) => Some(continued(3)),
+        (11, true) => Some(continued(11)),
+        (15, false) => Some(changed(15)),
+        _ => None,
+    })
+    .await;
+    let upload = Block1Upload {
+        body: Bytes::from(vec![7u8; 16 * SIZE]),
+        ..upload()
+    };
+    let (result, confirmed) =
+        send_upload(&client, server.local_addr(), &upload, Opening::Set).await;
+    assert_eq!(result.unwrap().response_code(), Some(ResponseType::Changed));
+    assert_eq!(confirmed, vec![4 * SIZE, 12 * SIZE, 16 * SIZE]);
+    let seen = seen.lock().unwrap().clone();
+    let order: Vec<u32> = seen.iter().map(|(num, _)| *num).collect();
+    // Set 1's answer missing, set 2 goes out as RFC 9177 has it, no probe; with two sets
+    // unconfirmed, set 2's missing answer is asked for.
+    assert_eq!(
+        order,
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 11, 12, 13, 14, 15],
+        "{seen:?}"
+    );
+    let probes: Vec<usize> = (seen.iter().enumerate())
+        .filter(|(_, (_, con))| *con)
+        .map(|(at, _)| at)
+        .collect();
+    assert_eq!(probes, [12], "{seen:?}");
+}
+
+#[tokio::test]
 async fn a_recovery_round_left_unanswered_is_probed_with_its_own_block() {
     let client = endpoint(false).await;
     let (server, seen) = noting(|seen| {
