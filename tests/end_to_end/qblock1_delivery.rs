@@ -6,9 +6,8 @@
 //! without Q-Block1 answers it 4.02 and gets Block1 after that one set; one that takes a
 //! download only from block 0 on refuses the opening set's blocks that come before block 0,
 //! and is sent block 0 alone. In simulated time, devices rebooted or out of coverage in the
-//! middle of a burst resume from 26500 and are sent at most two sets again per interruption
-//! beyond what they listed missing (one, and the next that went out when the answer to the
-//! first did not come), and their flash is given every byte once. Malformed input
+//! middle of a burst resume from 26500 and are sent at most one set again per interruption
+//! beyond what they listed missing, and their flash is given every byte once. Malformed input
 //! either way is refused with its reason and loses nothing.
 
 use std::collections::HashMap;
@@ -144,18 +143,17 @@ fn resent_for_interruptions(report: &TransferReport) -> u64 {
     report.wire.package_resent - report.wire.package_recovered
 }
 
-/// Every device took Q-Block1 and lost no more than two sets to each interruption (the set in
-/// flight, and the next one sent when its answer did not come): the bytes the engine sent
-/// again beyond the recovered ones, and the bytes each device's flash was given beyond the
-/// package (none: it writes in order, from what it holds).
-fn assert_two_sets_per_interruption(fleet: &Fleet, reports: &[TransferReport], len: usize) {
+/// Every device took Q-Block1 and lost no more than one set to each interruption: the bytes
+/// the engine sent again beyond the recovered ones, and the bytes each device's flash was
+/// given beyond the package (none: it writes in order, from what it holds).
+fn assert_one_set_per_interruption(fleet: &Fleet, reports: &[TransferReport], len: usize) {
     for (device, report) in fleet.devices.iter().zip(reports) {
         let set = (BURST * BLOCK) as u64;
-        let bound = u64::from(report.interruptions) * 2 * set;
+        let bound = u64::from(report.interruptions) * set;
         assert_eq!(report.wire.package_first, len as u64, "{report:?}");
         assert!(
             resent_for_interruptions(report) <= bound,
-            "more than two sets of {set} bytes again per interruption: {report:?}"
+            "more than one set of {set} bytes again per interruption: {report:?}"
         );
         let given = device.with_system(|flash| flash.received);
         assert_eq!(
@@ -174,7 +172,7 @@ fn lossy_link(loss: f64, delay: Duration) -> Impairment {
 }
 
 /// Pushes the 80 KB package in bursts to every device of `fleet` (registered to `server`,
-/// whose socket `traffic` watches) and checks that every delivery completes, within two sets
+/// whose socket `traffic` watches) and checks that every delivery completes, within one set
 /// per interruption; that the engine sent again no block but those the device listed missing
 /// and the probes of unanswered rounds; that what it counted as recovered is exactly what its
 /// socket sent a second time within an upload; and that the devices sent at least the lists
@@ -197,7 +195,7 @@ async fn push_through_loss(
         .collect();
     let reports = push_in_bursts(server, fleet, &pkg).await;
     assert_all_upgraded(fleet, &reports, &new);
-    assert_two_sets_per_interruption(fleet, &reports, pkg.len());
+    assert_one_set_per_interruption(fleet, &reports, pkg.len());
     let traffic = traffic.0.lock().unwrap();
     let (mut lists, mut probes, mut recovered) = (0, 0, 0);
     for ((device, report), address) in fleet.devices.iter().zip(&reports).zip(&addresses) {
@@ -301,12 +299,12 @@ where
 }
 
 /// Devices rebooted twice in the middle of bursts (what waited in their RAM lost): each
-/// delivery resumes from 26500 and is sent at most two sets again per interruption; each
+/// delivery resumes from 26500 and is sent at most one set again per interruption; each
 /// flash is given every byte once. Every upload opens with a whole set, the first from block
 /// 0 (the devices take its payloads in any order), each later one where 26500 says: no body
 /// is opened with a payload alone and confirmable.
 #[test]
-fn q_block1_devices_rebooted_mid_burst_resume_from_26500_within_two_sets_each_time() {
+fn q_block1_devices_rebooted_mid_burst_resume_from_26500_within_one_set_each_time() {
     replay::twice(41, |network| async move {
         let server = engine_on(&network, ServerConfig::loopback()).await;
         let fleet = Arc::new(registered_fleet(&server, 6, |spec| spec.q_block1_share = 1.0).await);
@@ -316,7 +314,7 @@ fn q_block1_devices_rebooted_mid_burst_resume_from_26500_within_two_sets_each_ti
         })
         .await;
         assert_all_upgraded(&fleet, &reports, &new);
-        assert_two_sets_per_interruption(&fleet, &reports, len);
+        assert_one_set_per_interruption(&fleet, &reports, len);
         for (device, report) in fleet.devices.iter().zip(&reports) {
             assert!(report.interruptions >= 2, "{report:?}");
             assert_eq!(report.wire.package_recovered, 0, "no loss: {report:?}");
@@ -328,10 +326,10 @@ fn q_block1_devices_rebooted_mid_burst_resume_from_26500_within_two_sets_each_ti
 }
 
 /// Devices out of coverage for 2 s in the middle of a burst: the set in flight goes
-/// unanswered, and so does the next, the engine's probe gives up, the attempt ends, and the
-/// next one resumes from 26500, sending at most those two sets again.
+/// unanswered, the engine's probe gives up, the attempt ends, and the next one resumes from
+/// 26500, sending at most one set again.
 #[test]
-fn q_block1_devices_blacked_out_mid_burst_resume_from_26500_within_two_sets() {
+fn q_block1_devices_blacked_out_mid_burst_resume_from_26500_within_one_set() {
     replay::twice(42, |network| async move {
         let mut config = ServerConfig::loopback();
         // Give up on a silent device within a second, so a 2 s blackout breaks the transfer.
@@ -354,7 +352,7 @@ fn q_block1_devices_blacked_out_mid_burst_resume_from_26500_within_two_sets() {
         })
         .await;
         assert_all_upgraded(&fleet, &reports, &new);
-        assert_two_sets_per_interruption(&fleet, &reports, len);
+        assert_one_set_per_interruption(&fleet, &reports, len);
         for report in &reports {
             assert!(report.interruptions >= 1, "{report:?}");
         }
@@ -365,7 +363,7 @@ fn q_block1_devices_blacked_out_mid_burst_resume_from_26500_within_two_sets() {
 /// it) out of coverage mid-burst long enough for the probe of the set in flight to give up,
 /// though not for its registration to end: the engine goes on, in the same attempt, from what
 /// the device confirmed; the device's first answer says it holds more, and the engine goes on
-/// from there. At most two sets are sent again, and the flash is given every byte once.
+/// from there. At most one set is sent again, and the flash is given every byte once.
 #[test]
 fn a_q_block1_device_without_26500_out_of_reach_mid_burst_goes_on_from_what_it_holds() {
     replay::twice(44, |network| async move {
@@ -395,7 +393,7 @@ fn a_q_block1_device_without_26500_out_of_reach_mid_burst_goes_on_from_what_it_h
         })
         .await;
         assert_all_upgraded(&fleet, &reports, &new);
-        assert_two_sets_per_interruption(&fleet, &reports, len);
+        assert_one_set_per_interruption(&fleet, &reports, len);
         assert!(reports[0].interruptions >= 1, "{:?}", reports[0]);
     });
 }

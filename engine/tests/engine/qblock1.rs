@@ -453,13 +453,14 @@ async fn a_late_answer_to_a_probed_set_moves_the_upload_on_before_the_probe_is_a
 }
 
 #[tokio::test]
-async fn a_set_left_unanswered_is_followed_by_the_next_and_a_second_one_probed() {
+async fn a_set_left_unanswered_is_probed_before_the_next_goes_out() {
     let client = endpoint(false).await;
-    // Sixteen blocks, four sets. The device confirms the first set; the answers to the next
-    // two are lost; the probe of the third is answered, and so is the last set.
+    // Sixteen blocks, four sets. The device confirms the first set; the answer to the second
+    // is lost, and its probe is answered.
     let (server, seen) = noting(|seen| match *seen.last()? {
         (3, false) => Some(continued(3)),
-        (11, true) => Some(continued(11)),
+        (7, true) => Some(continued(7)),
+        (11, false) => Some(continued(11)),
         (15, false) => Some(changed(15)),
         _ => None,
     })
@@ -471,21 +472,17 @@ async fn a_set_left_unanswered_is_followed_by_the_next_and_a_second_one_probed()
     let (result, confirmed) =
         send_upload(&client, server.local_addr(), &upload, Opening::Set).await;
     assert_eq!(result.unwrap().response_code(), Some(ResponseType::Changed));
-    assert_eq!(confirmed, vec![4 * SIZE, 12 * SIZE, 16 * SIZE]);
+    assert_eq!(confirmed, vec![4 * SIZE, 8 * SIZE, 12 * SIZE, 16 * SIZE]);
     let seen = seen.lock().unwrap().clone();
-    let order: Vec<u32> = seen.iter().map(|(num, _)| *num).collect();
-    // Set 1's answer missing, set 2 goes out as RFC 9177 has it, no probe; with two sets
-    // unconfirmed, set 2's missing answer is asked for.
-    assert_eq!(
-        order,
-        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 11, 12, 13, 14, 15],
-        "{seen:?}"
-    );
-    let probes: Vec<usize> = (seen.iter().enumerate())
-        .filter(|(_, (_, con))| *con)
-        .map(|(at, _)| at)
+    // Not RFC 9177's next set at once (the device's RAM holds one set: past a gap it would
+    // drop it): the set's last block again, confirmable, then the next set.
+    let expected: Vec<(u32, bool)> = (0..8)
+        .chain([7])
+        .chain(8..16)
+        .enumerate()
+        .map(|(at, num)| (num, at == 8))
         .collect();
-    assert_eq!(probes, [12], "{seen:?}");
+    assert_eq!(seen, expected);
 }
 
 #[tokio::test]

@@ -29,16 +29,14 @@
 //! - the engine sends the listed blocks again, each once for each list that was made after it
 //!   last went out (a list carries the token of a payload the device had seen, made after
 //!   the reorder wait for the rest of that payload's round: `set` keeps the rounds), and
-//!   goes on to the next set after the 2.31 for this one, or after NON_TIMEOUT without an
-//!   answer (below): two sets at most are ever on the link beyond what the device confirmed,
-//!   so an interruption costs at most one set again, two when the answer to the set before
-//!   the last went missing.
+//!   goes on to the next set only after the 2.31 for this one: one set at most is ever on the
+//!   link beyond what the device confirmed, so an interruption costs at most one set again.
 //!
 //! Congestion control (RFC 9177 section 7.2), set for NB-IoT:
 //! - MAX_PAYLOADS is the device model's, from the capability plugin's plan (RFC 9177's
 //!   default is 10; a plan above [`MAX_BURST`] is refused): the device buffers a set's
 //!   payloads ahead of what its flash holds, so the set may not be larger than its RAM takes.
-//!   One set outstanding at a time (two after a missing answer) keeps the link's queue short.
+//!   One set outstanding at a time keeps the link's queue to one set.
 //! - NON_TIMEOUT, the wait for a round's answer after its last payload ([`timing`]): RFC
 //!   6298's SRTT + 4 RTTVAR of the answers' round trips, and the time the round's payloads
 //!   beyond its first take on the link, both fitted from the rounds answered so far (fed
@@ -54,20 +52,21 @@
 //!   than what a confirmable request to it waits first (ACK_TIMEOUT, RFC 9177's default
 //!   NON_TIMEOUT, or its CoCoA RTO). Drawn up to ACK_RANDOM_FACTOR times that
 //!   (NON_TIMEOUT_RANDOM).
-//! - A round left unanswered that long is followed by the next set, as RFC 9177's client goes
-//!   on after NON_TIMEOUT, when the device took a payload of this upload (it takes Q-Block1: a
-//!   device without it gets no second set before its 4.02) and the blocks in flight are one
-//!   set's at most: the device's answer to that set says what it misses of both, so a lost
-//!   answer costs no round trip of its own. Otherwise (the body's last set, two sets in
-//!   flight, nothing confirmed yet) it is probed with a confirmable request (the round's last
+//! - A round left unanswered that long is probed with a confirmable request (the round's last
 //!   block again: a recovery round's lost block goes again with the question), never with
 //!   more non-confirmable ones: from there RFC 7252's (or CoCoA's) retransmission, NSTART and
 //!   MAX_RETRANSMIT govern, so a device that fell silent (asleep in PSM, out of coverage) is
-//!   sent two sets at most and one confirmable message's retransmissions, far below
-//!   PROBING_RATE over NON_PROBING_WAIT, and the upload ends as any exchange that gives up
-//!   does (an interruption the delivery resumes from 26500). The round's own answer, late, still
+//!   sent one set and one confirmable message's retransmissions, far below PROBING_RATE over
+//!   NON_PROBING_WAIT, and the upload ends as any exchange that gives up does (an
+//!   interruption the delivery resumes from 26500). The round's own answer, late, still
 //!   counts while the probe is out: the first to come moves the upload on, and a probe made
 //!   moot is forgotten, so a wait a little short costs a payload, not a round trip.
+//!   RFC 9177's own client sends the next set instead (section 7.2, its Figure 5), and the
+//!   server lists what both miss. Not done here: a device's RAM holds one set ahead of the
+//!   first block it misses (MAX_PAYLOADS is sized by it), so after a set with a gap, as most
+//!   sets of ten are at 10 % loss, the next set's payloads past that are dropped and must go
+//!   again. Measured (BENCHMARKS.md, stop 50): 7 % more bytes on the link, a device's time
+//!   1-4 % shorter, inside the spread between runs, and an interruption costing two sets.
 //! - NON_RECEIVE_TIMEOUT, the device's: twice its ACK_TIMEOUT, the ratio of RFC 9177's
 //!   defaults (4 s and 2 s), the longest the reference device waits for the rest of a set
 //!   before listing what it misses. It waits far less where it can tell: after the set's last
@@ -126,9 +125,9 @@ pub const MAX_BURST: usize = 32;
 /// Content-Format of a 4.08 listing missing blocks: application/missing-blocks+cbor-seq.
 pub const MISSING_BLOCKS_CBOR_SEQ: u16 = 272;
 
-/// Rounds of recovery (a 4.08 answered, or a round left unanswered) one set may take without
-/// the device confirming anything more before the upload gives up: a device that lists blocks
-/// again and again without ever taking them is not sent the set for ever.
+/// Rounds of recovery (a 4.08 answered, or a set probed) one set may take without the device
+/// confirming anything more before the upload gives up: a device that lists blocks again and
+/// again without ever taking them is not sent the set for ever.
 pub const MAX_RECOVERY_ROUNDS: u32 = 16;
 
 /// One past the last block of the set that block `num` belongs to, in a body of `blocks`

@@ -247,10 +247,9 @@ impl<P: FnMut(Block1Progress)> Sending<'_, '_, P> {
         }))
     }
 
-    /// Nothing answered what the upload waited for by its deadline: the next set goes out
-    /// when [`Set::next_set`] allows it (the device's answer to it says what it misses of
-    /// both), else the round is probed (its last block again, confirmable: a recovery round's
-    /// lost block goes again with the question); a probe is given up on.
+    /// Nothing answered what the upload waited for by its deadline: a round is probed (its
+    /// last block again, confirmable: a recovery round's lost block goes again with the
+    /// question); a probe is given up on.
     async fn unanswered(&mut self, awaiting: Awaiting) -> Result<Awaiting, CoapError> {
         let Awaiting::Round(round) = awaiting else {
             let waited = self.exchange_lifetime;
@@ -261,10 +260,7 @@ impl<P: FnMut(Block1Progress)> Sending<'_, '_, P> {
         };
         self.timing.timed_out();
         self.recovery_round()?;
-        match self.set.next_set() {
-            Some(next) => self.send_round(next.collect()).await,
-            None => self.probe(round.last).await,
-        }
+        self.probe(round.last).await
     }
 
     /// The device holds every block before `held`: the account moves on, and the blocks of

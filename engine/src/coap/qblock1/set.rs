@@ -42,8 +42,7 @@ pub enum Reaction {
     Stop,
 }
 
-/// The payloads in flight: the set holding the first block the device has not confirmed, and
-/// the next one when it went out before that set's answer came ([`Set::next_set`]).
+/// The set of payloads in flight.
 #[derive(Debug)]
 pub struct Set {
     /// Blocks in the body.
@@ -54,7 +53,7 @@ pub struct Set {
     size: usize,
     /// The first block the device has not confirmed.
     first: u32,
-    /// One past the last block in flight: of the set `first` belongs to, or of the next.
+    /// One past the last block of the set `first` belongs to.
     end: u32,
     /// The round each block of the set last went out in.
     sent: HashMap<u32, u64>,
@@ -90,7 +89,7 @@ impl Set {
         self.first
     }
 
-    /// One past the last block in flight.
+    /// One past the set's last block.
     pub fn end(&self) -> u32 {
         self.end
     }
@@ -105,30 +104,14 @@ impl Set {
         self.blocks
     }
 
-    /// Moves on to the set holding block `first`, the blocks before it confirmed (the next
-    /// set stays in flight when it went out already); what was sent before `first` is
-    /// forgotten, so a late answer about it alone is stale.
+    /// Moves on to the set holding block `first`, the blocks before it confirmed; what was
+    /// sent of the old set is forgotten, so a late answer about it is stale.
     pub fn advance(&mut self, first: u32) {
         self.confirmed = true;
         self.first = first;
-        self.end = set_end(first, self.max_payloads, self.blocks).max(self.end);
+        self.end = set_end(first, self.max_payloads, self.blocks);
         self.sent.retain(|block, _| *block >= first);
-        let oldest = self.sent.values().min().copied().unwrap_or(u64::MAX);
-        self.tokens.retain(|_, round| *round >= oldest);
-    }
-
-    /// Takes the next set into flight while this one's answer is missing, as RFC 9177's
-    /// congestion control has a client go on after NON_TIMEOUT, when the device took a payload
-    /// of this upload (it takes Q-Block1) and at most one set's blocks are in flight: the
-    /// next set's blocks, or `None` (the body's last set is in flight, or two sets are).
-    pub fn next_set(&mut self) -> Option<std::ops::Range<u32>> {
-        let in_flight = (self.end - self.first) as usize;
-        if !self.confirmed || self.end >= self.blocks || in_flight > self.max_payloads {
-            return None;
-        }
-        let from = self.end;
-        self.end = set_end(from, self.max_payloads, self.blocks);
-        Some(from..self.end)
+        self.tokens.clear();
     }
 
     /// Goes on in blocks of `size` from the same byte: a body of `blocks` blocks, the
@@ -137,7 +120,6 @@ impl Set {
         self.size = size;
         self.blocks = blocks;
         self.sent.clear();
-        self.end = 0;
         self.advance(first);
         self.confirmed = false;
     }
@@ -337,47 +319,6 @@ mod tests {
         assert_eq!((set.first(), set.end()), (10, 20));
         assert!(!set.was_sent(10));
         assert_eq!(react(&set, &done), Ok(Reaction::Stale));
-    }
-
-    /// Sends blocks `blocks` as a round, each on a token naming its block and the round.
-    fn send_round(set: &mut Set, blocks: std::ops::Range<u32>) -> u64 {
-        let round = set.start_round();
-        for block in blocks {
-            set.sent(block, Some([block as u8, round as u8, 0, 0]));
-        }
-        round
-    }
-
-    #[test]
-    fn the_next_set_goes_out_unanswered_only_to_a_device_that_confirmed_with_one_set_in_flight() {
-        let (mut set, _) = first_set_sent();
-        assert_eq!(
-            set.next_set(),
-            None,
-            "nothing confirmed yet: the device may not take Q-Block1"
-        );
-        set.advance(10);
-        send_round(&mut set, 10..20);
-        assert_eq!(set.next_set(), Some(20..30), "set 1's answer did not come");
-        let second = send_round(&mut set, 20..30);
-        assert_eq!(set.end(), 30);
-        assert_eq!(set.next_set(), None, "two sets in flight");
-        // The device's list after set 2 names what it misses of both.
-        let list = missing(&[13, 25], [29, second as u8, 0, 0]);
-        assert_eq!(react(&set, &list), Ok(Reaction::Resend(vec![13, 25])));
-        // Set 1's late 2.31 for part of it: set 2 stays in flight, its answers still its own.
-        set.advance(13);
-        assert_eq!((set.first(), set.end()), (13, 30));
-        assert!(set.was_sent(25));
-        assert_eq!(set.round_of(&list), second);
-        assert_eq!(react(&set, &list), Ok(Reaction::Resend(vec![13, 25])));
-        assert_eq!(set.next_set(), None, "17 blocks in flight");
-        set.advance(30);
-        assert_eq!((set.first(), set.end()), (30, 40));
-        send_round(&mut set, 30..40);
-        assert_eq!(set.next_set(), Some(40..41));
-        set.advance(40);
-        assert_eq!(set.next_set(), None, "the body's last set is in flight");
     }
 
     #[test]
