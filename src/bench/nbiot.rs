@@ -460,7 +460,7 @@ fn print_burst_bound(
 /// with probability `loss`: the round's own, and when its answer is lost (`loss`), a probe's
 /// round trip for each try until one gets through both ways (`1 / (1 - loss)²` of them), as
 /// stop-and-wait's bound counts a try. The probe goes at once, as if the loss were known
-/// without waiting: no sender does better, whatever its NON_TIMEOUT.
+/// without waiting: no sender that hears each answer does better, whatever its NON_TIMEOUT.
 fn round_trips_to_hear(loss: f64) -> f64 {
     1.0 + loss * tries_to_get_through(loss)
 }
