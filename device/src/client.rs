@@ -816,10 +816,15 @@ impl<S: DeviceSystem> Shared<S> {
         };
         let mut events = Vec::new();
         let verdict = receiver.take(firmware, system, payload, &mut events);
+        let again_after = receiver.config().answer_again_after;
         drop(core);
         self.emit(events);
         match verdict {
-            Verdict::Answer(response) => response,
+            Verdict::Answer(mut response) => {
+                // Sent again only as a NON: on an ACK the client's retransmission asks again.
+                response.again_after = again_after;
+                response
+            }
             Verdict::Silent(armed) => {
                 if let Some(timer) = armed {
                     self.arm_receive_timer(timer);
@@ -860,9 +865,10 @@ impl<S: DeviceSystem> Shared<S> {
                         .as_mut()
                         .and_then(|r| r.timed_out(generation, firmware, system))
                 };
-                let Some((peer, token, response)) = late else {
+                let Some((peer, token, mut response)) = late else {
                     return;
                 };
+                response.again_after = config.answer_again_after;
                 let Some(endpoint) = lock(&device.endpoint).clone() else {
                     return;
                 };

@@ -75,6 +75,9 @@ pub struct FleetSpec {
     /// The devices that take Q-Block1 take a download only from block 0 on, refusing a
     /// later block of its first set that comes before it (4.08).
     pub q_block1_from_block_0: bool,
+    /// The devices that take Q-Block1 answer each set once, not twice
+    /// ([`QBlock1Config::answer_again_after`]).
+    pub q_block1_answers_once: bool,
     /// Queue mode: every device sleeps in PSM on this cycle.
     pub sleep: Option<SleepCycle>,
     /// When set, every device reaches the engine through its own impaired link, seeded from
@@ -112,6 +115,7 @@ impl FleetSpec {
             q_block1_share: 0.0,
             max_payloads: fota_engine::coap::qblock1::DEFAULT_MAX_PAYLOADS,
             q_block1_from_block_0: false,
+            q_block1_answers_once: false,
             sleep: None,
             link: None,
             trusted_key: None,
@@ -151,13 +155,17 @@ impl Fleet {
         for i in 0..spec.devices {
             let model = &spec.models[i % spec.models.len()];
             let (mut config, flash) = device_of(spec, model, i, &mut rng);
-            config.q_block1 = q_block1
-                .random_bool(spec.q_block1_share)
-                .then(|| QBlock1Config {
+            config.q_block1 = q_block1.random_bool(spec.q_block1_share).then(|| {
+                let model = QBlock1Config::for_ack_timeout(spec.coap.ack_timeout);
+                QBlock1Config {
                     max_payloads: spec.max_payloads,
                     first_set_before_block_0: !spec.q_block1_from_block_0,
-                    ..QBlock1Config::for_ack_timeout(spec.coap.ack_timeout)
-                });
+                    answer_again_after: model
+                        .answer_again_after
+                        .filter(|_| !spec.q_block1_answers_once),
+                    ..model
+                }
+            });
             if let Some(impairment) = &spec.link {
                 let seed = spec.seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
                 let link = Link::start(spec.server, impairment.clone(), seed).await?;

@@ -25,6 +25,11 @@
 //!   with wider gaps and is waited for longer, so a run of payloads lost mid-set is not
 //!   taken for a lost tail).
 //!
+//! Every answer to a non-confirmable payload goes twice, a moment apart
+//! ([`QBlock1Config::answer_again_after`]; the same message, which the client drops as a
+//! duplicate when the first came): one answer lost in ten at 10 % loss would cost the client
+//! NON_TIMEOUT and a probe each, seconds awake.
+//!
 //! A payload of another body (another Request-Tag or block size) drops what waits in RAM. A
 //! payload past the end its Size1 gives the body, or whose length does not fit its block, is
 //! refused (4.00) and changes nothing; so is one while no download is under way (4.08 without
@@ -65,6 +70,12 @@ pub struct QBlock1Config {
     /// set comes back to back, so in any order); `false`: a device that takes a download
     /// only from block 0 on and refuses a later block before it (4.08).
     pub first_set_before_block_0: bool,
+    /// How long after an answer to a non-confirmable payload (2.31, 2.04, a 4.08 list) it sends
+    /// the same message again (`None`: once). RFC 7252 section 4.3 lets a sender repeat a
+    /// non-confirmable message, and the client drops the copy by its message id; a lost answer
+    /// costs the client NON_TIMEOUT and a probe's round trip, seconds awake on NB-IoT, where
+    /// the copy costs one small uplink datagram.
+    pub answer_again_after: Option<Duration>,
 }
 
 impl QBlock1Config {
@@ -72,13 +83,17 @@ impl QBlock1Config {
     /// ratio of RFC 9177's defaults (4 s to NON_TIMEOUT's 2 s); and an eighth of ACK_TIMEOUT
     /// for the payloads of a set overtaken by its last one (250 ms at NB-IoT's 2 s, more than
     /// the jitter of one radio link, less than the client's NON_TIMEOUT plus a round trip,
-    /// so the device's list comes before the client probes).
+    /// so the device's list comes before the client probes). Each answer to a set goes twice,
+    /// a 32nd of ACK_TIMEOUT apart (62 ms at NB-IoT's 2 s): the copy must come before the
+    /// client's NON_TIMEOUT, which on a steady link is little more than a round trip, and a
+    /// loss of one datagram's length (a collision, a queue overflowing) must not take both.
     pub fn for_ack_timeout(ack_timeout: Duration) -> Self {
         QBlock1Config {
             max_payloads: qblock1::DEFAULT_MAX_PAYLOADS,
             receive_timeout: ack_timeout * 2,
             reorder_wait: ack_timeout / 8,
             first_set_before_block_0: true,
+            answer_again_after: Some(ack_timeout / 32),
         }
     }
 }
@@ -532,6 +547,7 @@ mod tests {
                 receive_timeout: Duration::from_millis(100),
                 reorder_wait: Duration::from_millis(10),
                 first_set_before_block_0: true,
+                answer_again_after: None,
             };
             Bench {
                 receiver: QBlock1Receiver::new(config),

@@ -1,6 +1,8 @@
 //! How many requests a campaign cost the engine besides the package's blocks, per device and
 //! per attempt (each contact in which a delivery ran, first or resumed): the figure issue 22's
-//! "fewer round trips per attempt" is held to. Owns that count; the benches print it.
+//! "fewer round trips per attempt" is held to, and what came back: the datagrams and bytes the
+//! engine received, and the duplicates among them (copies a device sent of its answers).
+//! Owns those counts; the benches print them.
 
 use fota_engine::campaign::DeviceProgress;
 use fota_engine::platform::Platform;
@@ -11,22 +13,29 @@ use super::stats::figure;
 pub struct ExchangeCount {
     requests: u64,
     blocks: u64,
+    received: (u64, u64),
+    duplicates: u64,
 }
 
 impl ExchangeCount {
     /// The counters now, before the task is created.
     pub fn start(platform: &Platform) -> Self {
+        let stats = platform.server.endpoint.stats();
         ExchangeCount {
-            requests: platform.server.endpoint.stats().requests_sent,
+            requests: stats.requests_sent,
             blocks: platform.server.shelf.block_counts().pushed,
+            received: (stats.datagrams_received, stats.bytes_received),
+            duplicates: stats.duplicates,
         }
     }
 
     /// Prints the requests since [`ExchangeCount::start`]: all, the Block1 ones, and the
     /// others per device and per attempt (an attempt per device, plus one per interruption
-    /// it was resumed after).
+    /// it was resumed after); the datagrams and bytes received per device, and the duplicates
+    /// among them.
     pub fn print(&self, platform: &Platform, devices: &[DeviceProgress]) {
-        let requests = platform.server.endpoint.stats().requests_sent - self.requests;
+        let stats = platform.server.endpoint.stats();
+        let requests = stats.requests_sent - self.requests;
         let blocks = platform.server.shelf.block_counts().pushed - self.blocks;
         let others = requests.saturating_sub(blocks) as f64;
         let attempts: u64 = devices
@@ -41,6 +50,19 @@ impl ExchangeCount {
         figure(
             "other_requests_per_attempt",
             others / attempts.max(1) as f64,
+            "",
+        );
+        let datagrams = stats.datagrams_received - self.received.0;
+        let bytes = stats.bytes_received - self.received.1;
+        figure(
+            "datagrams_received_per_device",
+            datagrams as f64 / count,
+            "",
+        );
+        figure("bytes_received_per_device", bytes as f64 / count, "B");
+        figure(
+            "duplicates_received",
+            (stats.duplicates - self.duplicates) as f64,
             "",
         );
     }

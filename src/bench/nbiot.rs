@@ -386,9 +386,10 @@ const LEAST_EXCHANGES: f64 = 3.0;
 /// which payloads arrived without waiting for the answer; and the bound of a sender that must
 /// hear each round's answer, lost as often as any datagram, to know where the device stands
 /// ([`round_trips_to_hear`]: what stop-and-wait's bound counts too, a try of request and
-/// answer), with the attempt's least `exchanges`. (This engine is such a sender; RFC 9177
-/// lets a client go on with the next set when an answer does not come, so for another
-/// sender this is a reference, not a bound.)
+/// answer), with the attempt's least `exchanges`. (This engine is such a sender, but RFC 9177
+/// lets a client go on with the next set when an answer does not come, and the reference
+/// device sends each answer twice, so that both are lost one time in a hundred at 10 %: a
+/// reference, not a bound.)
 fn print_burst_bound(
     args: &NbIotArgs,
     blocks: f64,

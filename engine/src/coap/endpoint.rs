@@ -348,12 +348,17 @@ impl Endpoint {
     ) -> Result<(), CoapError> {
         let meter = WireMeter::default();
         if !confirmable {
-            let datagram = lock(&self.inner.state).core.non_confirmable_notification(
-                Instant::now(),
-                peer,
-                token,
-                response,
-            )?;
+            let datagram = {
+                let mut state = lock(&self.inner.state);
+                let datagram = state.core.non_confirmable_notification(
+                    Instant::now(),
+                    peer,
+                    token,
+                    response,
+                )?;
+                self.inner.wake_if_sooner(&mut state);
+                datagram
+            };
             return self.send(&datagram, peer, &meter).await;
         }
         let (mut exchange, datagram) = self
@@ -723,7 +728,7 @@ impl Inner {
     }
 
     /// Wakes the driver if the core's next deadline comes before the one it sleeps to (an
-    /// exchange just started).
+    /// exchange just started, an answer's copy kept).
     fn wake_if_sooner(&self, state: &mut State) {
         if state.core.poll_timeout() < state.armed {
             self.wake.notify_one();
@@ -771,10 +776,17 @@ impl Inner {
         });
     }
 
+    /// Sends the answer to `request`, and wakes the driver for its copy if it has one
+    /// ([`Response::again_after`]).
     fn answer(&self, request: &Packet, peer: SocketAddr, len: usize, response: &Response) {
-        let answer = lock(&self.state)
-            .core
-            .answer(Instant::now(), request, peer, len, response);
+        let answer = {
+            let mut state = lock(&self.state);
+            let answer = state
+                .core
+                .answer(Instant::now(), request, peer, len, response);
+            self.wake_if_sooner(&mut state);
+            answer
+        };
         if let Some(transmit) = answer {
             self.send_now(&transmit);
         }

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
@@ -155,6 +156,13 @@ pub struct Response {
     pub silent: bool,
     /// Max-Age in seconds: with 5.03, when the client may try again (RFC 7252 section 5.9.3.4).
     pub max_age: Option<u32>,
+    /// When set, a non-confirmable answer goes once more this long after the first, the same
+    /// message (id and all), which the client drops as a duplicate if it had the first: RFC
+    /// 7252 section 4.3 lets a sender repeat a non-confirmable message within
+    /// MAX_TRANSMIT_SPAN. For an answer whose loss costs the client far more than a datagram
+    /// (a Q-Block1 set's: NON_TIMEOUT and a probe's round trip). An answer piggybacked on an
+    /// ACK goes once: the client retransmits its confirmable request.
+    pub again_after: Option<Duration>,
     /// The whole representation; the endpoint slices it into Block2 blocks when needed.
     pub payload: Bytes,
     /// Whose wire account the request and this answer go to (a delivery's, for the blocks
@@ -175,6 +183,7 @@ impl Response {
             q_block1: None,
             silent: false,
             max_age: None,
+            again_after: None,
             payload: Bytes::new(),
             charge: None,
         }

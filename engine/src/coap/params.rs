@@ -169,6 +169,12 @@ impl TransmissionParams {
         // PROCESSING_DELAY is ACK_TIMEOUT, as RFC 7252 assumes.
         self.max_transmit_span() + self.max_latency * 2 + self.ack_timeout
     }
+
+    /// NON_LIFETIME: how long the message id of a non-confirmable message stays in use and
+    /// its duplicates (the network's, or copies its sender chose to send) must be recognised.
+    pub fn non_lifetime(&self) -> Duration {
+        self.max_transmit_span() + self.max_latency
+    }
 }
 
 #[cfg(test)]
@@ -184,6 +190,7 @@ mod tests {
         assert_eq!(rfc.max_transmit_span(), Duration::from_secs(45));
         assert_eq!(rfc.max_transmit_wait(), Duration::from_secs(93));
         assert_eq!(rfc.exchange_lifetime(), Duration::from_secs(247));
+        assert_eq!(rfc.non_lifetime(), Duration::from_secs(145));
     }
 
     #[test]

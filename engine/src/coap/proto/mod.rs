@@ -7,8 +7,9 @@
 //! outstanding exchange learns (ACK, response, Reset, a retransmission to send, a timeout) and
 //! the requests for the request handler. Owns exchange and token matching, confirmable
 //! retransmission with its timing and counters (RFC 7252's timers, or CoCoA's RTOs measured per
-//! peer: see `rto`), duplicate detection, message ids, the server-side rules for answers
-//! (piggybacking, Block2 slicing, option refusal) and the housekeeping of its tables. Its
+//! peer: see `rto`), duplicate detection (of confirmable messages, and of non-confirmable
+//! responses), message ids, the server-side rules for answers (piggybacking, Block2 slicing,
+//! option refusal, a non-confirmable answer's copy) and the housekeeping of its tables. Its
 //! randomness (initial timeouts, tokens, first message ids) comes from the generator it is
 //! given, so it is deterministic under test.
 
@@ -94,6 +95,12 @@ pub struct EndpointCore {
     peers: Peers,
     /// Recently received confirmables, so a retransmission is answered but not processed twice.
     duplicates: DuplicateCache,
+    /// Recently received non-confirmable responses, so a copy is not delivered twice (RFC 7252
+    /// section 4.5): kept apart, within a share of the budget, so a peer's stream of answers
+    /// does not push out the confirmables a retransmission must find.
+    non_confirmable: DuplicateCache,
+    /// Non-confirmable answers to send once more ([`Response::again_after`]), soonest first.
+    copies: VecDeque<(Instant, Transmit)>,
     /// Counters for metrics and tests; the driver counts what it sends in the same place.
     stats: Arc<EndpointStats>,
     /// Initial timeouts and tokens.
@@ -117,6 +124,11 @@ impl EndpointCore {
             exchanges: Exchanges::new(lifetime),
             peers: Peers::new(config.params.nstart, rng.random()),
             duplicates: DuplicateCache::new(lifetime, config.dedup_cache_bytes),
+            non_confirmable: DuplicateCache::new(
+                config.params.non_lifetime(),
+                config.dedup_cache_bytes / NON_CONFIRMABLE_SHARE,
+            ),
+            copies: VecDeque::new(),
             stats: Arc::default(),
             rng,
             next_exchange: 0,
@@ -262,6 +274,12 @@ impl EndpointCore {
     ) -> Result<Bytes, CoapError> {
         let message_type = MessageType::NonConfirmable;
         let (_, datagram) = self.notification(now, peer, token, response, message_type)?;
+        let transmit = Transmit {
+            peer,
+            datagram: datagram.clone(),
+            charge: None,
+        };
+        self.send_again(now, response, &transmit);
         Ok(datagram)
     }
 
@@ -375,9 +393,11 @@ impl EndpointCore {
     /// The earliest instant [`EndpointCore::handle_timeout`] has something to do.
     pub fn poll_timeout(&mut self) -> Instant {
         let housekeeping = self.housekeeping;
-        self.exchanges
-            .next_deadline()
-            .map_or(housekeeping, |deadline| deadline.min(housekeeping))
+        let copy = self.copies.front().map(|(due, _)| *due);
+        [self.exchanges.next_deadline(), copy]
+            .into_iter()
+            .flatten()
+            .fold(housekeeping, Instant::min)
     }
 
     /// Acts on every deadline that passed by `now`.
@@ -390,6 +410,10 @@ impl EndpointCore {
             }
             self.events.push_back(Event::Exchange(id, event));
         }
+        while self.copies.front().is_some_and(|(due, _)| *due <= now) {
+            let (_, copy) = self.copies.pop_front().expect("a copy is due");
+            self.transmits.push_back(copy);
+        }
         if now >= self.housekeeping {
             self.housekeep(now);
         }
@@ -400,6 +424,7 @@ impl EndpointCore {
         let lifetime = self.config.params.exchange_lifetime();
         self.peers.forget_idle(now, lifetime);
         self.duplicates.expire(now);
+        self.non_confirmable.expire(now);
         self.exchanges.sweep();
         self.housekeeping = now + housekeeping_period(lifetime);
     }
@@ -494,22 +519,25 @@ impl EndpointCore {
         }
     }
 
-    /// A separate response or a notification: acknowledged once per message id, delivered once.
+    /// A separate response or a notification: acknowledged once per message id, delivered once
+    /// (a non-confirmable one too).
     fn on_response(&mut self, now: Instant, packet: Packet, peer: SocketAddr, len: usize) {
         let message_id = packet.header.message_id;
         let confirmable = packet.header.get_type() == MessageType::Confirmable;
-        if confirmable {
-            let seen = self.arrive(now, peer, &packet);
-            if seen != Seen::New {
-                bump(&self.stats.duplicates);
+        let seen = self.arrive(now, peer, &packet);
+        if seen != Seen::New {
+            bump(&self.stats.duplicates);
+            self.exchanges.count_duplicate(peer, &packet, len);
+            if confirmable {
                 let answer = match seen {
                     Seen::Answered(bytes) => bytes,
                     _ => empty_message(MessageType::Acknowledgement, message_id),
                 };
-                self.exchanges.count_duplicate(peer, &packet, len);
                 self.send(peer, answer);
-                return;
             }
+            // A non-confirmable copy (the sender's, RFC 7252 section 4.3, or the network's):
+            // dropped, not Reset, though its exchange may be gone.
+            return;
         }
         let delivered = self.exchanges.on_response(peer, &packet, len);
         let answer_type = if delivered.is_some() {
@@ -560,11 +588,19 @@ impl EndpointCore {
         self.events.push_back(Event::Request { request, len });
     }
 
-    /// Records the arrival of a confirmable message in the duplicate cache, counting the
-    /// entries its budget pushed out.
+    /// Records the arrival of a message in its duplicate cache (a non-confirmable response's
+    /// own, a request's or a confirmable's the other), counting the entries its budget pushed
+    /// out.
     fn arrive(&mut self, now: Instant, peer: SocketAddr, packet: &Packet) -> Seen {
-        let seen = self.duplicates.arrive(peer, packet, now);
-        let evicted = self.duplicates.take_evicted();
+        let non_confirmable_response = packet.header.get_type() == MessageType::NonConfirmable
+            && matches!(packet.header.code, MessageClass::Response(_));
+        let cache = if non_confirmable_response {
+            &mut self.non_confirmable
+        } else {
+            &mut self.duplicates
+        };
+        let seen = cache.arrive(peer, packet, now);
+        let evicted = cache.take_evicted();
         self.stats
             .dedup_evicted
             .fetch_add(evicted, Ordering::Relaxed);
@@ -607,11 +643,26 @@ impl EndpointCore {
             meter.add_received(request_len);
             meter.clone()
         });
-        Some(Transmit {
+        let transmit = Transmit {
             peer,
             datagram,
             charge,
-        })
+        };
+        if request.header.get_type() != MessageType::Confirmable {
+            self.send_again(now, response, &transmit);
+        }
+        Some(transmit)
+    }
+
+    /// Keeps a copy of a non-confirmable `transmit` to send once more when `response` asks
+    /// for it ([`Response::again_after`]).
+    fn send_again(&mut self, now: Instant, response: &Response, transmit: &Transmit) {
+        let Some(after) = response.again_after else {
+            return;
+        };
+        let due = now + after;
+        let at = self.copies.partition_point(|(other, _)| *other <= due);
+        self.copies.insert(at, (due, transmit.clone()));
     }
 
     /// What a silent answer sends: the empty ACK of a confirmable request (remembered for its
@@ -677,6 +728,11 @@ impl EndpointCore {
         packet
     }
 }
+
+/// The share of the duplicate cache's budget that non-confirmable responses get
+/// ([`EndpointCore::non_confirmable`]): their copies come within a second or two of each
+/// other, so a few seconds of a busy server's answers is what needs remembering.
+const NON_CONFIRMABLE_SHARE: usize = 8;
 
 /// How often idle peers and expired duplicates are forgotten.
 fn housekeeping_period(lifetime: Duration) -> Duration {

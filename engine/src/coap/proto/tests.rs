@@ -492,6 +492,51 @@ fn a_restarted_peer_reusing_a_message_id_gets_its_new_request_handled_not_the_ol
 
 #[test]
 #[rustfmt::skip]
+fn a_non_confirmable_response_that_comes_twice_is_delivered_once_and_its_copy_not_reset() {
+    let mut core = Harness::new(config(), 4);
+    core.run(&[
+        Row { at: 0, input: Input::Start(non_get), sent: &["NON 0.01 mid={mid} tok={tok}"], events: &[], deadline: IDLE },
+        Row { at: 800, input: Input::Datagram(non_separate), sent: &[], events: &["Response 2.05"], deadline: IDLE },
+        // The sender's copy (RFC 7252 4.3), or the network's: the same message id, dropped.
+        Row { at: 1050, input: Input::Datagram(non_separate), sent: &[], events: &[], deadline: IDLE },
+        Row { at: 1051, input: Input::End, sent: &[], events: &[], deadline: IDLE },
+        Row { at: 1100, input: Input::Datagram(non_separate), sent: &[], events: &[], deadline: IDLE },
+    ]);
+    assert_eq!(core.core.stats().snapshot().duplicates, 2);
+}
+
+#[test]
+fn an_answer_to_a_non_request_asked_again_goes_once_more_as_the_same_message() {
+    fn non_post(_: &Ids) -> Vec<u8> {
+        let code = MessageClass::Request(RequestType::Post);
+        bytes(message(MessageType::NonConfirmable, code, 0x0008, &[0x01]))
+    }
+    fn changed_twice() -> Response {
+        Response {
+            again_after: Some(Duration::from_millis(250)),
+            ..changed()
+        }
+    }
+    let mut core = Harness::new(config(), 12);
+    core.step(0, &Input::Datagram(non_post));
+    let (first, _, deadline) = core.step(100, &Input::Answer(changed_twice));
+    assert_eq!(first.len(), 1);
+    assert!(first[0].starts_with("NON 2.04"), "{first:?}");
+    assert_eq!(deadline, 350, "the copy is due 250 ms after the answer");
+    let (early, _, _) = core.step(349, &Input::Tick);
+    assert!(early.is_empty(), "nothing before its time: {early:?}");
+    let (copy, _, deadline) = core.step(350, &Input::Tick);
+    assert_eq!(copy, first, "the same message, message id and all");
+    assert_eq!(deadline, IDLE, "once more, not again and again");
+    // A confirmable request's answer rides on its ACK: the client's retransmission asks again.
+    core.step(400, &Input::Datagram(post));
+    let (ack, _, deadline) = core.step(500, &Input::Answer(changed_twice));
+    assert_eq!(ack, ["ACK 2.04 mid=0007 tok=01"]);
+    assert_eq!(deadline, IDLE);
+}
+
+#[test]
+#[rustfmt::skip]
 fn what_nobody_waits_for_is_reset_and_pings_are_answered_with_reset() {
     fn unknown_con(_: &Ids) -> Vec<u8> {
         bytes(message(MessageType::Confirmable, CONTENT, 0x0009, b"dead"))

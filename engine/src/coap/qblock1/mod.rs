@@ -25,7 +25,10 @@
 //!   there. Otherwise, when nothing new came for a while (a short reorder wait after the set's
 //!   last payload, NON_RECEIVE_TIMEOUT without it), 4.08 Request Entity Incomplete with the
 //!   missing blocks (Content-Format 272, a CBOR Sequence of block numbers); and at once to a
-//!   confirmable payload;
+//!   confirmable payload. A device may send each answer to a set twice, a moment apart (RFC
+//!   7252 section 4.3 lets it repeat a non-confirmable message; the reference device does,
+//!   so a lost answer rarely costs NON_TIMEOUT and a probe): the message layer drops the copy
+//!   by its message id, so the upload hears an answer once, and sends no Reset for it;
 //! - the engine sends the listed blocks again, each once for each list that was made after it
 //!   last went out (a list carries the token of a payload the device had seen, made after
 //!   the reorder wait for the rest of that payload's round: `set` keeps the rounds), and
