@@ -5,27 +5,23 @@
 //! Owns those counts; the benches print them.
 
 use fota_engine::campaign::DeviceProgress;
+use fota_engine::coap::StatsSnapshot;
 use fota_engine::platform::Platform;
 
 use super::stats::figure;
 
 /// The engine's request and block counters when a campaign began.
 pub struct ExchangeCount {
-    requests: u64,
+    stats: StatsSnapshot,
     blocks: u64,
-    received: (u64, u64),
-    duplicates: u64,
 }
 
 impl ExchangeCount {
     /// The counters now, before the task is created.
     pub fn start(platform: &Platform) -> Self {
-        let stats = platform.server.endpoint.stats();
         ExchangeCount {
-            requests: stats.requests_sent,
+            stats: platform.server.endpoint.stats(),
             blocks: platform.server.shelf.block_counts().pushed,
-            received: (stats.datagrams_received, stats.bytes_received),
-            duplicates: stats.duplicates,
         }
     }
 
@@ -34,8 +30,8 @@ impl ExchangeCount {
     /// it was resumed after); the datagrams and bytes received per device, and the duplicates
     /// among them.
     pub fn print(&self, platform: &Platform, devices: &[DeviceProgress]) {
-        let stats = platform.server.endpoint.stats();
-        let requests = stats.requests_sent - self.requests;
+        let (now, then) = (platform.server.endpoint.stats(), &self.stats);
+        let requests = now.requests_sent - then.requests_sent;
         let blocks = platform.server.shelf.block_counts().pushed - self.blocks;
         let others = requests.saturating_sub(blocks) as f64;
         let attempts: u64 = devices
@@ -52,8 +48,8 @@ impl ExchangeCount {
             others / attempts.max(1) as f64,
             "",
         );
-        let datagrams = stats.datagrams_received - self.received.0;
-        let bytes = stats.bytes_received - self.received.1;
+        let datagrams = now.datagrams_received - then.datagrams_received;
+        let bytes = now.bytes_received - then.bytes_received;
         figure(
             "datagrams_received_per_device",
             datagrams as f64 / count,
@@ -62,7 +58,7 @@ impl ExchangeCount {
         figure("bytes_received_per_device", bytes as f64 / count, "B");
         figure(
             "duplicates_received",
-            (stats.duplicates - self.duplicates) as f64,
+            (now.duplicates - then.duplicates) as f64,
             "",
         );
     }
