@@ -59,6 +59,10 @@ pub struct SimArgs {
     /// ...and seconds it then spends in PSM, unreachable.
     #[arg(long, requires = "awake_secs")]
     asleep_secs: Option<u64>,
+    /// Each device's first sleep is longer by a random share of its cycle: the fleet wakes
+    /// at phases spread over the cycle rather than as it registered.
+    #[arg(long, requires = "awake_secs")]
+    spread_phases: bool,
     /// Cells the devices are spread over, at random.
     #[arg(long, default_value_t = 16)]
     cells: u32,
@@ -218,6 +222,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
             awake: Duration::from_secs(awake),
             asleep: Duration::from_secs(asleep),
         });
+        spec.spread_phases = args.spread_phases;
     }
     if let Some(ack_timeout) = args.ack_timeout_ms {
         spec.coap = TransmissionParams {

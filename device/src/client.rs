@@ -73,6 +73,9 @@ pub struct DeviceConfig {
     /// Queue mode (binding UQ): the device sleeps in PSM and is reachable only for a while
     /// after each Update. `None`: always reachable (binding U).
     pub sleep: Option<SleepCycle>,
+    /// In queue mode, how much longer its first sleep after each Register lasts: devices
+    /// that registered together then wake apart, as a fleet's modules do.
+    pub first_sleep_extra: Duration,
     /// When set, the device speaks coaps (DTLS with this pre-shared key) to the server.
     pub psk: Option<Psk>,
 }
@@ -450,6 +453,7 @@ async fn stay_registered<S: DeviceSystem>(
         return Next::Stop;
     };
     let update = OutgoingRequest::new(RequestType::Post, location);
+    let mut extra = config.first_sleep_extra;
     loop {
         let awake = config
             .sleep
@@ -478,7 +482,8 @@ async fn stay_registered<S: DeviceSystem>(
             if let Some(device) = shared.upgrade() {
                 *lock(&device.endpoint) = None;
             }
-            if let Some(next) = sleep_in_psm(shared, addr, cycle.asleep, commands).await {
+            let asleep = cycle.asleep + std::mem::take(&mut extra);
+            if let Some(next) = sleep_in_psm(shared, addr, asleep, commands).await {
                 return next;
             }
             let Some(woken) = radio_on(shared, addr).await else {

@@ -80,6 +80,10 @@ pub struct FleetSpec {
     pub q_block1_answers_once: bool,
     /// Queue mode: every device sleeps in PSM on this cycle.
     pub sleep: Option<SleepCycle>,
+    /// In queue mode, each device's first sleep after registering is longer by a random
+    /// share of the cycle: devices registered together wake at phases spread over the cycle,
+    /// as a fleet's do. `false`: they keep the phases of their registrations.
+    pub spread_phases: bool,
     /// When set, every device reaches the engine through its own impaired link, seeded from
     /// `seed` and the device's index.
     pub link: Option<Impairment>,
@@ -117,6 +121,7 @@ impl FleetSpec {
             q_block1_from_block_0: false,
             q_block1_answers_once: false,
             sleep: None,
+            spread_phases: false,
             link: None,
             trusted_key: None,
             psk_secret: None,
@@ -306,6 +311,10 @@ fn device_of(
             ..EndpointConfig::default()
         },
         sleep: spec.sleep,
+        first_sleep_extra: match spec.sleep {
+            Some(cycle) if spec.spread_phases => (cycle.awake + cycle.asleep).mul_f64(rng.random()),
+            _ => Duration::ZERO,
+        },
         network: spec.network.clone(),
     };
     (config, flash)

@@ -84,6 +84,15 @@ pub struct NbIotArgs {
     /// Seconds in PSM between two wake-ups.
     #[arg(long, default_value_t = 30)]
     asleep_secs: u64,
+    /// The devices wake at phases spread over their cycle (each one's first sleep longer by
+    /// a random share of it), as a fleet's modules do, rather than together as they
+    /// registered.
+    #[arg(long)]
+    spread_phases: bool,
+    /// How long the engine keeps a slot for a device asleep mid-download (its
+    /// `sleep_hold`); without it, the engine's default.
+    #[arg(long)]
+    sleep_hold_secs: Option<u64>,
     /// Bytes of new code in the new image (the delta package is about this size).
     #[arg(long, default_value_t = 80_000)]
     delta_bytes: usize,
@@ -270,6 +279,9 @@ async fn start_platform(args: &NbIotArgs) -> anyhow::Result<Platform> {
         });
     }
     server.queue_window = Duration::from_secs(args.awake_secs);
+    if let Some(hold) = args.sleep_hold_secs {
+        server.delivery.sleep_hold = Duration::from_secs(hold);
+    }
     let platform = Platform::start(PlatformConfig {
         server,
         store: StoreLocation::Temporary,
@@ -620,6 +632,10 @@ fn sim_process(
         ("--lifetime", lifetime.to_string()),
     ];
     flags.extend(args.shape.flags());
+    let mut switches = vec!["sim", "--until-stdin-closes"];
+    if args.spread_phases {
+        switches.push("--spread-phases");
+    }
     if args.coaps {
         flags.push(("--psk-secret", PSK_SECRET.to_string()));
     }
@@ -627,7 +643,7 @@ fn sim_process(
         flags.push(("--qblock1", args.qblock1.to_string()));
     }
     let mut command = tokio::process::Command::new(std::env::current_exe()?);
-    command.args(["sim", "--until-stdin-closes"]);
+    command.args(switches);
     for (flag, value) in flags {
         command.args([flag, &value]);
     }

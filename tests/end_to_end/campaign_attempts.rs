@@ -2,8 +2,10 @@
 //! over loopback UDP): a sleeping queue-mode device is surveyed in the window after its next
 //! Update and spends no retry for being asleep; a device still being surveyed when its task is
 //! paused starts no download until the task resumes; a device its Register just surveyed is
-//! not asked the same again; a task capped in a cell's airtime paces its pushes; devices
-//! download by day and install in the night's update window, no attempt held between.
+//! not asked the same again; a device asleep mid-download longer than the sleep hold lends
+//! its cell's slot and goes on from its point once awake, one back sooner keeps it; a task
+//! capped in a cell's airtime paces its pushes; devices download by day and install in the
+//! night's update window, no attempt held between.
 
 use std::time::Duration;
 
@@ -153,6 +155,82 @@ async fn sleeping_devices_are_surveyed_in_their_windows_and_spend_no_retry() {
     for device in &fleet.devices {
         assert_eq!(device.with_system(|s| s.version.clone()), "2.0");
     }
+}
+
+/// Three sleeping devices in a cell that takes one download at a time, each download longer
+/// than a window, sleeps of 1.5 s: with no sleep hold, a download its device's sleep cuts
+/// ends its attempt (spending no retry), another device of the cell downloads while it
+/// sleeps, and it goes on once awake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_asleep_longer_than_the_sleep_hold_lends_its_cells_slot() {
+    let lent = sleepers_in_one_cell(Duration::ZERO).await;
+    assert!(
+        lent,
+        "no device downloaded while another slept mid-download"
+    );
+}
+
+/// The same with a sleep hold longer than the sleeps: the delivery waits for its device, so
+/// no other device of the cell starts while it sleeps mid-download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_back_within_the_sleep_hold_keeps_its_cells_slot() {
+    let lent = sleepers_in_one_cell(Duration::from_secs(10)).await;
+    assert!(
+        !lent,
+        "a slot was lent while its device slept for less than the hold"
+    );
+}
+
+/// Upgrades three sleeping devices of one cell, one download at a time, a delivery keeping
+/// its slot `hold` for its sleeping device; checks every device was upgraded at its first
+/// try, one at least across a sleep; says whether a device ever downloaded while another
+/// waited asleep mid-download.
+async fn sleepers_in_one_cell(hold: Duration) -> bool {
+    let mut server = ServerConfig::loopback();
+    server.queue_window = Duration::from_millis(800);
+    server.delivery.sleep_hold = hold;
+    let platform = platform(server).await;
+    let cycle = SleepCycle {
+        awake: Duration::from_secs(1),
+        asleep: Duration::from_millis(1500),
+    };
+    // 157 blocks of 128 bytes at 10 ms a round trip: about two windows each.
+    let (fleet, mut task) = fleet_and_task(&platform, 3, |spec| {
+        spec.sleep = Some(cycle);
+        spec.cells = 1;
+        spec.max_block_size = 128;
+        let delay = Duration::from_millis(5);
+        spec.link = Some(Impairment::none().with_delay(delay, Duration::ZERO));
+    })
+    .await;
+    task.pacing.max_per_cell = 1;
+    let campaigns = &platform.campaigns;
+    let task = campaigns.create(task).unwrap().id;
+    let mut lent = false;
+    within(Duration::from_secs(60), "the task completes", async {
+        while campaigns.task(&task).unwrap().status != TaskStatus::Completed {
+            let devices = campaigns.devices(&task).unwrap();
+            let asleep = devices
+                .iter()
+                .any(|d| d.phase == Phase::Waiting && d.download == DownloadStatus::Downloading);
+            lent |= asleep && devices.iter().any(|d| d.phase == Phase::Active);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let devices = campaigns.devices(&task).unwrap();
+    assert!(devices.iter().any(|d| d.interruptions > 0), "{devices:?}");
+    for progress in devices {
+        assert_eq!(
+            (progress.result, progress.attempts),
+            (Some(DeviceResult::Successful), 1),
+            "no retry spent on a sleep: {progress:?}"
+        );
+    }
+    for device in &fleet.devices {
+        assert_eq!(device.with_system(|s| s.version.clone()), "2.0");
+    }
+    lent
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

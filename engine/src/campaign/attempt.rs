@@ -60,6 +60,15 @@ pub enum AttemptOutcome {
         /// The device's cell, as surveyed.
         cell: Option<u32>,
     },
+    /// The device went to sleep mid-download (queue mode): the attempt ends so that its
+    /// slot serves an awake device meanwhile, and the device is tried again once it wakes,
+    /// its download resumed from its point; no retry used.
+    Asleep {
+        /// Bytes it cost.
+        wire: WireCount,
+        /// The device's cell, as surveyed.
+        cell: Option<u32>,
+    },
     /// The attempt ran: `result` is final if it succeeded, otherwise it uses a retry.
     Ran {
         /// How it ended.
@@ -107,6 +116,13 @@ pub trait Attempts: Send + Sync + 'static {
     fn reachable_for(&self, _endpoint: &str) -> Option<Duration> {
         Some(Duration::MAX)
     }
+
+    /// Whether `endpoint` is asleep in queue mode, to be reached after its next Update: the
+    /// scheduler starts no attempt on it until then (the attempt would hold a slot through
+    /// the sleep), where one on a device it knows nothing of finds out by trying.
+    fn asleep(&self, _endpoint: &str) -> bool {
+        false
+    }
 }
 
 /// Attempts on real devices.
@@ -145,6 +161,10 @@ impl Attempts for DeviceAttempts {
     /// Registered, and in UDP binding or inside its queue-mode window.
     fn reachable_for(&self, endpoint: &str) -> Option<Duration> {
         self.presence.reachable_for(endpoint)
+    }
+
+    fn asleep(&self, endpoint: &str) -> bool {
+        self.presence.asleep(endpoint)
     }
 
     fn forget_deliveries(&self, package_id: &str, endpoints: &[String]) {
@@ -311,6 +331,7 @@ impl DeviceAttempts {
         job.resume = plan.resume;
         job.burst = usize::from(plan.burst).max(1);
         job.surveyed = surveyed;
+        job.yields_while_asleep = true;
         let task = &request.task;
         let task_rate = task.spec.cell_airtime_bytes_per_sec;
         job.pacer = cell.and_then(|cell| {
@@ -331,6 +352,10 @@ impl DeviceAttempts {
                 wire: report.wire,
                 cell,
             };
+        }
+        if report.outcome == TransferOutcome::Asleep {
+            let wire = report.wire;
+            return AttemptOutcome::Asleep { wire, cell };
         }
         let result = DeviceResult::of(&report.outcome);
         AttemptOutcome::Ran {

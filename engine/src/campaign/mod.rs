@@ -1,6 +1,7 @@
 //! Upgrade tasks over groups (DESIGN.md "Upgrade tasks"): creation and the operator's actions
 //! under the status rules, the scheduler that starts tasks at their execution time, runs
-//! attempts within the pacing limits (per task, and per cell over every task), retries failed
+//! attempts within the pacing limits (per task, and per cell over every task; a device asleep
+//! holds no slot unless it wakes within the sleep hold), retries failed
 //! devices after the retry interval until the retries or the deadline run out, pauses cells
 //! with a weak signal and whole tasks when a stage's failure rate crosses its threshold, moves
 //! tasks through their stages, holds downloaded devices while a task is paused, and completes
@@ -524,10 +525,20 @@ impl Campaigns {
         })
     }
 
-    /// True while an attempt of a task upgrades device `endpoint`.
+    /// True while a task upgrades device `endpoint`: an attempt of it is under way, or it
+    /// waits for one in a task started and not ended (asleep, perhaps mid-download, or
+    /// between tries). Its Firmware Update object is the task's until then.
     pub fn upgrading(&self, endpoint: &str) -> bool {
         lock(&self.inner.tasks).values().any(|running| {
-            (running.devices.slot(endpoint)).is_some_and(|slot| running.active.contains_key(&slot))
+            let Some(slot) = running.devices.slot(endpoint) else {
+                return false;
+            };
+            let started = matches!(
+                running.task.status,
+                TaskStatus::Upgrading | TaskStatus::Paused
+            );
+            let waiting = (running.devices.at(slot)).is_some_and(|p| p.phase == Phase::Waiting);
+            running.active.contains_key(&slot) || (started && waiting)
         })
     }
 

@@ -46,7 +46,9 @@ impl DeviceResult {
             TransferOutcome::WrongVersion { .. } => DeviceResult::UpgradeFailed,
             TransferOutcome::Refused(_) => DeviceResult::DownloadFailed,
             // Not a result: an attempt that ends held is postponed, not settled.
-            TransferOutcome::Interrupted(_) | TransferOutcome::Held => DeviceResult::LinkBroke,
+            TransferOutcome::Interrupted(_) | TransferOutcome::Held | TransferOutcome::Asleep => {
+                DeviceResult::LinkBroke
+            }
         }
     }
 

@@ -30,6 +30,10 @@ const TICK_GAP: Duration = Duration::from_millis(10);
 /// How soon an offline device is looked at again, at most.
 const OFFLINE_RECHECK_MS: u64 = 5_000;
 
+/// How soon a device asleep in PSM is looked at again: about twice a tick, so one that wakes
+/// (with an Update) starts within a second of its window.
+const ASLEEP_RECHECK_MS: u64 = 1_000;
+
 /// Runs the scheduler until the campaign service is dropped. It holds the service only while
 /// it looks at the tasks, never while it waits: the service's drop is what stops it (and its
 /// attempts).
@@ -226,9 +230,11 @@ fn pause_on_failures(inner: &Inner, running: &mut Running, stage: &str, failures
 
 /// Starts every due device of the open stages the pacing limits allow: the task's own, and
 /// each cell's over every task (`cells` counts the attempts under way per cell). Devices that
-/// can be reached now go first, those with the most of their awake window left before the
-/// others: a device asleep in PSM would hold its slot until it wakes, one about to sleep
-/// through its sleep.
+/// can be reached now go first: those with a download under way (it resumes from the device's
+/// point, and a device left waiting awake wastes its window), then those with the most of
+/// their awake window left (one about to sleep would stop before its end). A device known to
+/// be asleep in PSM starts nothing until it wakes: it would hold its slot through its sleep
+/// (a download its sleep cuts ends its attempt for the same reason, `AttemptOutcome::Asleep`).
 /// Only due devices are looked at, earliest first, at most [`SCAN_PER_SLOT`] per free slot.
 /// Outside the download windows (`downloads_open` false, in an update window) only devices
 /// holding the package start, to install it.
@@ -279,11 +285,14 @@ impl CellRoom<'_> {
 }
 
 /// Up to `free` devices of the open stages to start at `now`: due, in cells not paused and
-/// with room (taken as they are picked), those reachable now before those that are not, the
-/// longest reachable first, then the earliest due; looking at `free * SCAN_PER_SLOT` queue
-/// entries at most. Their entries leave the queues, and so do those of devices that moved on.
-/// Without `downloads_open`, a device that does not hold the package is due again at the
-/// download windows' next opening instead.
+/// with room (taken as they are picked), those reachable now before those whose reach is not
+/// known, among the reachable those resuming a download first, then the longest reachable,
+/// then the earliest due; looking at `free * SCAN_PER_SLOT` queue entries at most. Their
+/// entries leave the queues, and so do those of devices that moved on. A device asleep is
+/// looked at again [`ASLEEP_RECHECK_MS`] later, behind those due before then, so sleeping
+/// devices at the head of a queue do not hide awake ones behind them. Without
+/// `downloads_open`, a device that does not hold the package is due again at the download
+/// windows' next opening instead.
 fn pick_due(
     inner: &Inner,
     running: &mut Running,
@@ -296,6 +305,7 @@ fn pick_due(
     // Not sized by `free`: it is the task's pacing, which an operator may set to billions.
     let (mut picked, mut windowed, mut asleep) = (Vec::new(), Vec::new(), Vec::new());
     let (mut stale, mut looked, mut deferred) = (Vec::new(), 0, Vec::new());
+    let mut sleeping = Vec::new();
     let open = running.due.len().min(running.task.stage + 1);
     'stages: for (stage, queue) in running.due[..open].iter().enumerate() {
         for entry in queue.iter().take_while(|(at, _)| *at <= now) {
@@ -323,14 +333,20 @@ fn pick_due(
                     cells.take(cell);
                     picked.push((stage, *entry));
                 }
-                Some(left) => windowed.push((left, stage, *entry, cell)),
+                Some(left) => {
+                    let resuming = progress.download == DownloadStatus::Downloading;
+                    windowed.push(((resuming, left), stage, *entry, cell));
+                }
+                None if inner.attempts.asleep(&progress.endpoint) => {
+                    sleeping.push((stage, *entry));
+                }
                 None if asleep.len() < free => asleep.push((stage, *entry, cell)),
                 None => {}
             }
         }
     }
     // Stable: among devices with as long left, the earliest due first.
-    windowed.sort_by_key(|(left, ..)| std::cmp::Reverse(*left));
+    windowed.sort_by_key(|(rank, ..)| std::cmp::Reverse(*rank));
     let reachable = windowed
         .into_iter()
         .map(|(_, stage, entry, cell)| (stage, entry, cell));
@@ -340,10 +356,16 @@ fn pick_due(
             picked.push((stage, entry));
         }
     }
-    for (stage, entry) in stale.iter().chain(&picked).chain(&deferred) {
+    for (stage, entry) in stale
+        .iter()
+        .chain(&picked)
+        .chain(&deferred)
+        .chain(&sleeping)
+    {
         running.due[*stage].remove(entry);
     }
     defer_to_download_window(running, deferred, now);
+    due_again(running, sleeping, now + ASLEEP_RECHECK_MS);
     picked.into_iter().map(|(_, (_, slot))| slot).collect()
 }
 
@@ -356,9 +378,14 @@ fn defer_to_download_window(
 ) {
     let windows = running.task.spec.windows.as_ref();
     let reopens = windows.map_or(now, |windows| windows.next_download_opening(now));
-    for (_, (_, slot)) in deferred {
+    due_again(running, deferred, reopens);
+}
+
+/// The devices of `entries`, taken out of their queues, are due again `at` (in memory).
+fn due_again(running: &mut Running, entries: Vec<(usize, (UnixMillis, Slot))>, at: UnixMillis) {
+    for (_, (_, slot)) in entries {
         if let Some(progress) = running.devices.at_mut(slot) {
-            progress.next_try_at = reopens;
+            progress.next_try_at = at;
             queue_due(&mut running.due, slot, progress);
         }
     }
@@ -507,6 +534,12 @@ fn finish_attempt(inner: &Inner, task_id: &str, slot: Slot, outcome: AttemptOutc
             progress.cell_id = cell.or(progress.cell_id);
             let note = "holds the package; installs once the task lets it (its update window)";
             postpone(progress, until, note.into());
+        }
+        AttemptOutcome::Asleep { wire, cell } => {
+            progress.add_wire(&wire_since(&wire, &counted), package_size);
+            progress.cell_id = cell.or(progress.cell_id);
+            let note = "asleep mid-download: goes on from its point once awake";
+            postpone(progress, now, note.into());
         }
         AttemptOutcome::WeakCell { cell, note } => {
             let until = now + cell_pause * 1000;

@@ -88,6 +88,11 @@ impl Attempts for ClusterAttempts {
         }
         Some(Duration::MAX)
     }
+
+    /// Asleep as this node knows it; a device registered elsewhere is its owner's to know.
+    fn asleep(&self, endpoint: &str) -> bool {
+        self.local.asleep(endpoint)
+    }
 }
 
 /// Runs `request` on the node at `internal`, for the coordinator of `epoch` (`me`, proving

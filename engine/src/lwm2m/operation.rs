@@ -54,7 +54,8 @@ pub struct Upgrading {
 
 /// Whether devices are being upgraded now: the campaigns know, operations only ask.
 pub trait Upgrades: Send + Sync {
-    /// True while an upgrade attempt of `endpoint` is under way.
+    /// True while a task upgrades `endpoint`: an attempt is under way, or it waits for the
+    /// next in a task under way.
     fn upgrading(&self, endpoint: &str) -> bool;
 }
 

@@ -48,6 +48,24 @@ impl Presence {
         self.time_left(&self.registry.get(endpoint)?)
     }
 
+    /// Whether `endpoint` is registered in queue mode and asleep: its window after its last
+    /// Register or Update is over, and it is reached again after its next Update.
+    pub fn asleep(&self, endpoint: &str) -> bool {
+        self.registry
+            .get(endpoint)
+            .is_some_and(|registration| !self.awake(&registration))
+    }
+
+    /// When the device of `registration`, in queue mode, should wake next: a cycle after its
+    /// last contact, as its last two were apart; `None` in UDP binding or before its first
+    /// Update.
+    pub fn expected_wake(&self, registration: &Registration) -> Option<Instant> {
+        let cycle = registration
+            .cycle
+            .filter(|_| registration.binding.queue_mode)?;
+        Some(registration.last_update + cycle)
+    }
+
     /// Whether the device of `registration` can be reached now: in UDP binding, or inside its
     /// queue-mode window.
     pub fn awake(&self, registration: &Registration) -> bool {
@@ -108,6 +126,7 @@ impl Presence {
 mod tests {
     use super::*;
     use crate::lwm2m::Binding;
+    use crate::lwm2m::registration::{RegisterRequest, UpdateRequest};
 
     fn registration(queue_mode: bool, updated_ago: Duration) -> Registration {
         let last_update = Instant::now() - updated_ago;
@@ -119,6 +138,7 @@ mod tests {
             },
             registered_at: last_update,
             last_update,
+            cycle: None,
             ..Registration::for_tests("dev", ([127, 0, 0, 1], 1000).into())
         }
     }
@@ -136,5 +156,35 @@ mod tests {
         let always = registration(false, Duration::from_secs(3000));
         assert_eq!(presence.window_end(&always), None);
         assert!(presence.awake(&always));
+    }
+
+    #[test]
+    fn a_queue_mode_device_is_expected_awake_again_a_cycle_after_its_last_contact() {
+        let registry = Arc::new(Registry::new());
+        let presence = Presence::new(registry.clone(), Duration::from_secs(60));
+        let mut request = RegisterRequest::for_tests("dev", 3600);
+        request.binding.queue_mode = true;
+        let address = ([127, 0, 0, 1], 1000).into();
+        let start = Instant::now() - Duration::from_secs(400);
+        let registered = registry.register(request, address, start);
+        assert_eq!(
+            presence.expected_wake(&registered),
+            None,
+            "no cycle seen yet"
+        );
+        // It woke 300 s later with an Update, and has slept since its window closed.
+        let woke = start + Duration::from_secs(300);
+        let updated = (registry.update(&registered.id, UpdateRequest::default(), address, woke))
+            .expect("registered");
+        assert_eq!(updated.cycle, Some(Duration::from_secs(300)));
+        assert_eq!(
+            presence.expected_wake(&updated),
+            Some(woke + Duration::from_secs(300))
+        );
+        assert!(presence.asleep("dev"));
+        assert!(!presence.asleep("not registered"));
+        let mut always = updated;
+        always.binding.queue_mode = false;
+        assert_eq!(presence.expected_wake(&always), None, "UDP binding: awake");
     }
 }

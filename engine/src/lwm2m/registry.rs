@@ -308,6 +308,7 @@ impl Registry {
         let number = state.number(id)?;
         let mut registration = state.remove(number)?;
         registration.address = address;
+        registration.cycle = Some(now.saturating_duration_since(registration.last_update));
         registration.last_update = now;
         registration.proven = true;
         registration.lifetime = request.lifetime.unwrap_or(registration.lifetime);

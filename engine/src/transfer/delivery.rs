@@ -1,9 +1,11 @@
 //! `Delivery`: takes one package to one device, start to end, through every interruption. An
 //! attempt runs while the device is reachable; when the link breaks (timeouts, reboot,
 //! de-registration, lifetime expiry, PSM sleep) the delivery is suspended, not failed, and the
-//! next attempt resumes where the device stands. Owns the attempt loop, what ends an attempt
-//! (the device leaves its registration or address, or falls asleep), and the wire account of
-//! the whole delivery; whether a device is reachable is `lwm2m::Presence`'s to say, and the
+//! next attempt resumes where the device stands; a task's delivery whose device sleeps longer
+//! than the sleep hold ends instead (`TransferOutcome::Asleep`), so its slot serves an awake
+//! device, and the task's next delivery goes on from the device's point. Owns the attempt
+//! loop, what ends an attempt (the device leaves its registration or address, or falls
+//! asleep), and the wire account of the whole delivery; whether a device is reachable is `lwm2m::Presence`'s to say, and the
 //! steps of one attempt live in `push`, `pull` and `install`.
 
 use std::future::Future;
@@ -142,13 +144,19 @@ impl Delivery {
                 endpoint = %job.endpoint, %reason, interruptions = attempt.interruptions,
                 "delivery suspended"
             );
+            if self.yields_to_sleep(job, &attempt) {
+                if self.wakes_within_hold(&job.endpoint, &mut contacts).await {
+                    continue;
+                }
+                break TransferOutcome::Asleep;
+            }
             let _ = tokio::time::timeout(backoff, contacts.next_contact()).await;
             backoff = (backoff * 2).min(self.steps.config.retry_backoff.1);
         };
         // A delivery interrupted or held resumes from its point, or installs what it wrote.
         if !matches!(
             outcome,
-            TransferOutcome::Interrupted(_) | TransferOutcome::Held
+            TransferOutcome::Interrupted(_) | TransferOutcome::Held | TransferOutcome::Asleep
         ) {
             self.steps.book.clear(&job.endpoint);
         }
@@ -161,6 +169,31 @@ impl Delivery {
             interruptions: attempt.interruptions,
             elapsed: started.elapsed(),
         }
+    }
+
+    /// Whether the delivery of `job`, just interrupted, ends rather than waits: the job yields
+    /// while its device sleeps, the device was not told to install, and it is registered in
+    /// queue mode with its window over (a device gone or awake is waited for as before).
+    fn yields_to_sleep(&self, job: &DeliveryJob, attempt: &Attempt<'_>) -> bool {
+        job.yields_while_asleep
+            && attempt.confirm_by.is_none()
+            && self.presence.asleep(&job.endpoint)
+    }
+
+    /// Whether the device, asleep, is awake again within the sleep hold: waits for its next
+    /// contact that long, unless its cycle says it sleeps longer.
+    async fn wakes_within_hold(&self, endpoint: &str, contacts: &mut EndpointEvents) -> bool {
+        let hold = self.steps.config.sleep_hold;
+        let registration = self.presence.registry().get(endpoint);
+        let wake = registration.and_then(|r| self.presence.expected_wake(&r));
+        if wake.is_some_and(|at| at > Instant::now() + hold) {
+            return false;
+        }
+        contacts.clear();
+        if self.presence.asleep(endpoint) {
+            let _ = tokio::time::timeout(hold, contacts.next_contact()).await;
+        }
+        !self.presence.asleep(endpoint)
     }
 
     /// Cancels the observations of a delivery that is over, where the device still holds

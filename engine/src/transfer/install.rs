@@ -90,7 +90,7 @@ impl Steps {
         loop {
             let contact = contacts.next_contact().await;
             if contact.id != left.id {
-                return Back::In(contact);
+                return Back::In(Box::new(contact));
             }
             match read_state(&self.management, contact.address).await {
                 Ok(FirmwareState::Updating) => {}
@@ -102,7 +102,7 @@ impl Steps {
                         endpoint = %contact.endpoint, ?state,
                         "back from the install in the same registration"
                     );
-                    return Back::In(contact);
+                    return Back::In(Box::new(contact));
                 }
                 Err(error) => {
                     tracing::debug!(endpoint = %contact.endpoint, %error, "State not read after the install");
@@ -131,7 +131,7 @@ impl Steps {
             None => {
                 let timeout = self.config.install_timeout;
                 match tokio::time::timeout(timeout, self.back_from_install(contacts, left)).await {
-                    Ok(Back::In(registration)) => registration,
+                    Ok(Back::In(registration)) => *registration,
                     Ok(Back::NotTaken) => {
                         return Ok(TransferOutcome::Interrupted(
                             "the device never took Update: it still holds the package untouched"
@@ -185,7 +185,7 @@ impl Steps {
 /// How a device that was asked to install came back.
 enum Back {
     /// In this registration: anew after its reboot, or its own once the install is over.
-    In(Registration),
+    In(Box<Registration>),
     /// Still holding the package untouched (Downloaded): it never took Update.
     NotTaken,
 }

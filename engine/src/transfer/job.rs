@@ -56,6 +56,12 @@ pub struct DeliveryJob {
     pub surveyed: Option<SurveyedVersion>,
     /// The airtime budget a push's payloads wait on (its cell's, its task's); `None`: none.
     pub pacer: Option<Pacer>,
+    /// Whether a download cut by the device's sleep (queue mode, its window over) ends,
+    /// [`TransferOutcome::Asleep`](super::TransferOutcome::Asleep), rather than waiting for
+    /// the device to wake, once the device sleeps longer than [`DeliveryConfig::sleep_hold`]:
+    /// a task then lends the slot to an awake device meanwhile, and a later delivery resumes
+    /// from the device's point. `false`: it waits however long the device sleeps.
+    pub yields_while_asleep: bool,
 }
 
 /// The firmware version a survey read in one registration of the device.
@@ -70,7 +76,8 @@ pub struct SurveyedVersion {
 impl DeliveryJob {
     /// `package` to `endpoint`, never held, under the suspend limit, reporting to nobody,
     /// resuming where the device supports it, reset as OMA says (a '\0' to Package for a
-    /// push, an empty Package URI for a pull), pushed stop-and-wait.
+    /// push, an empty Package URI for a pull), pushed stop-and-wait, waiting through the
+    /// device's sleeps.
     pub fn new(
         endpoint: &str,
         package: Arc<ShelvedPackage>,
@@ -95,6 +102,7 @@ impl DeliveryJob {
             burst: 1,
             surveyed: None,
             pacer: None,
+            yields_while_asleep: false,
         }
     }
 
@@ -173,6 +181,13 @@ pub struct DeliveryConfig {
     /// Package bytes per second a cell's downlink carries over every task
     /// ([`super::Airtime`]); `None`: no cap.
     pub cell_airtime: Option<u32>,
+    /// How long a delivery that yields while its device sleeps
+    /// ([`DeliveryJob::yields_while_asleep`]: a task's) keeps its slot for a device gone to
+    /// sleep mid-download, waiting for it to wake. A device not awake by then, or known to
+    /// sleep longer (its cycle, from its Updates), ends the attempt and the slot serves an
+    /// awake device meanwhile. About one NB-IoT delivery: a device back sooner would find its
+    /// slot taken by one that started while it slept, one in PSM for an hour does not hold it.
+    pub sleep_hold: Duration,
 }
 
 /// The largest package blocks the engine pushes, whatever a capability plugin allows: one
@@ -239,6 +254,7 @@ impl Default for DeliveryConfig {
             blocks: BlockLimits::default(),
             survey_max_age: Duration::from_secs(60),
             cell_airtime: None,
+            sleep_hold: Duration::from_secs(60),
         }
     }
 }

@@ -40,6 +40,10 @@ pub enum TransferOutcome {
     /// The device holds the package and was not told to install: its task's gate was not
     /// open (a paused task, outside the update windows). A later attempt installs it.
     Held,
+    /// The device went to sleep (queue mode) before it held the package, and the job yields
+    /// while it sleeps ([`super::DeliveryJob::yields_while_asleep`]): a later delivery
+    /// resumes from the device's point once it is awake.
+    Asleep,
 }
 
 impl std::fmt::Display for TransferOutcome {
@@ -60,6 +64,7 @@ impl std::fmt::Display for TransferOutcome {
             TransferOutcome::Refused(reason) => write!(f, "refused: {reason}"),
             TransferOutcome::Interrupted(reason) => write!(f, "interrupted: {reason}"),
             TransferOutcome::Held => write!(f, "holds the package, not told to install yet"),
+            TransferOutcome::Asleep => write!(f, "asleep before the download's end"),
         }
     }
 }

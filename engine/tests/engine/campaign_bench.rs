@@ -34,6 +34,9 @@ pub enum Step {
     HeldAtGate,
     /// The delivery is suspended after 1 s having cost `wire`, and never comes back.
     SuspendedForever(WireCount),
+    /// The download goes on for `after`, then the device sleeps in PSM for `sleeps` and the
+    /// attempt ends [`AttemptOutcome::Asleep`], as a delivery cut by its device's sleep does.
+    FallsAsleep { after: Duration, sleeps: Duration },
     /// The attempt downloads for `download`, then installs for `install` (telling both, as a
     /// delivery does), and succeeds.
     Installs {
@@ -57,6 +60,8 @@ pub struct Script {
     /// What is left of awake devices' queue-mode windows (the others: reachable for as long
     /// as they stay registered).
     pub windows: Mutex<HashMap<String, Duration>>,
+    /// Devices known to sleep in PSM now ([`Attempts::asleep`]): reached after they wake.
+    pub in_psm: Arc<Mutex<HashSet<String>>>,
 }
 
 /// Attempts under way per cell, and the most there ever were.
@@ -106,6 +111,11 @@ impl Script {
             .insert(endpoint.into(), steps.into());
     }
 
+    /// `endpoint` sleeps in PSM from now for `sleeps`.
+    pub fn sleep_for(&self, endpoint: &str, sleeps: Duration) {
+        sleep_in_psm(&self.in_psm, endpoint, sleeps);
+    }
+
     /// Every device of `indexes` succeeds after `took`.
     pub fn each_succeeds_after(&self, indexes: impl IntoIterator<Item = usize>, took: Duration) {
         for i in indexes {
@@ -123,13 +133,27 @@ impl Script {
     }
 }
 
+/// Puts `endpoint` in `in_psm` for `sleeps` from now.
+fn sleep_in_psm(in_psm: &Arc<Mutex<HashSet<String>>>, endpoint: &str, sleeps: Duration) {
+    in_psm.lock().unwrap().insert(endpoint.to_string());
+    let (in_psm, endpoint) = (in_psm.clone(), endpoint.to_string());
+    tokio::spawn(async move {
+        tokio::time::sleep(sleeps).await;
+        in_psm.lock().unwrap().remove(&endpoint);
+    });
+}
+
 impl Attempts for Script {
     fn reachable_for(&self, endpoint: &str) -> Option<Duration> {
-        if self.asleep.lock().unwrap().contains(endpoint) {
+        if self.asleep.lock().unwrap().contains(endpoint) || self.asleep(endpoint) {
             return None;
         }
         let windows = self.windows.lock().unwrap();
         Some(windows.get(endpoint).copied().unwrap_or(Duration::MAX))
+    }
+
+    fn asleep(&self, endpoint: &str) -> bool {
+        self.in_psm.lock().unwrap().contains(endpoint)
     }
 
     fn forget_deliveries(&self, package_id: &str, endpoints: &[String]) {
@@ -157,6 +181,7 @@ impl Attempts for Script {
             .unwrap_or(Step::End(Duration::from_secs(1), success()));
         let in_cell = InCell::enter(&self.cells, &request.endpoint);
         let clock = self.clock.lock().unwrap().expect("clock set");
+        let in_psm = self.in_psm.clone();
         Box::pin(async move {
             let _in_cell = in_cell;
             match step {
@@ -191,6 +216,14 @@ impl Attempts for Script {
                     }
                     tokio::time::sleep(install).await;
                     success()
+                }
+                Step::FallsAsleep { after, sleeps } => {
+                    let downloading = (request.endpoint.clone(), Stage::Downloading);
+                    let _ = request.stages.send(downloading);
+                    tokio::time::sleep(after).await;
+                    sleep_in_psm(&in_psm, &request.endpoint, sleeps);
+                    let wire = WireCount::default();
+                    AttemptOutcome::Asleep { wire, cell: None }
                 }
                 Step::SuspendedForever(wire) => {
                     tokio::time::sleep(Duration::from_secs(1)).await;

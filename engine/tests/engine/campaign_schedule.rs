@@ -426,6 +426,61 @@ async fn a_free_slot_goes_to_the_device_with_the_most_of_its_awake_window_left()
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_device_asleep_holds_no_slot_and_resumes_before_new_devices_once_awake() {
+    // One transfer at a time per cell, every device with 50 s of its window left. Cell 0:
+    // dev-0 sleeps 20 s after 5 s of download, dev-4 then takes 30 s, dev-8 is due since the
+    // start. Cell 2: dev-2 sleeps the first 20 s, dev-6 and dev-10 take 1 s each.
+    let b = bench(12).await;
+    let falls_asleep = Step::FallsAsleep {
+        after: Duration::from_secs(5),
+        sleeps: Duration::from_secs(20),
+    };
+    b.script.plan(&endpoint(0), vec![falls_asleep]);
+    b.script.each_succeeds_after([4], Duration::from_secs(30));
+    b.script
+        .windows
+        .lock()
+        .unwrap()
+        .extend((0..12).map(|i| (endpoint(i), Duration::from_secs(50))));
+    b.script.sleep_for(&endpoint(2), Duration::from_secs(20));
+    let mut spec = b.spec();
+    spec.pacing.max_per_cell = 1;
+    let task = b.campaigns.create(spec).unwrap();
+    assert_eq!(b.finished(&task.id).await.success_rate, Some(1.0));
+    let starts = |i| -> Vec<u64> {
+        (b.script.starts_of(&endpoint(i)).iter())
+            .map(|t| (t - T0) / 1000)
+            .collect()
+    };
+    let (asleep, next, due) = (starts(0), starts(4), starts(8));
+    assert_eq!(
+        asleep.len(),
+        2,
+        "dev-0: its download, then its resume: {asleep:?}"
+    );
+    assert!(
+        (5..25).contains(&next[0]),
+        "dev-4 takes the slot while dev-0 sleeps: {next:?} (dev-0 {asleep:?})"
+    );
+    assert!(
+        asleep[1] >= 35 && asleep[1] < due[0],
+        "awake, dev-0 resumes once dev-4 is done, before dev-8, due since the start: dev-0 \
+         {asleep:?}, dev-4 {next:?}, dev-8 {due:?}"
+    );
+    let slept = starts(2);
+    assert!(
+        slept.len() == 1 && (20..22).contains(&slept[0]),
+        "dev-2 starts nothing while it sleeps, and starts once awake: {slept:?}"
+    );
+    let devices = b.campaigns.devices(&task.id).unwrap();
+    let resumed = devices.iter().find(|d| d.endpoint == endpoint(0)).unwrap();
+    assert_eq!(
+        resumed.attempts, 1,
+        "the attempt its sleep ended spent no retry: {resumed:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_paused_task_past_its_deadline_ends_its_devices_as_task_expired() {
     let b = bench(3).await;
     b.script.plan(&endpoint(0), vec![Step::HeldAtGate]);

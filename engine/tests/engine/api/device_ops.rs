@@ -387,7 +387,7 @@ async fn a_queued_write_outlasts_a_restart_and_lands_when_the_device_wakes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_5_takes_no_write_or_execute_from_the_api_while_the_device_upgrades() {
     let bed = Bed::start_platform(|server| server.queue_window = AWAKE).await;
-    // Asleep for long: the task's attempt waits for it, upgrading all along.
+    // Asleep for long: the task waits for it to wake, upgrading it all along.
     let bed = sleeping_bed(Duration::from_secs(120), bed).await;
     let api = &bed.api;
     let endpoint = bed.endpoints("NB-Q").await.remove(0);
@@ -402,7 +402,7 @@ async fn object_5_takes_no_write_or_execute_from_the_api_while_the_device_upgrad
         "retry_interval_secs": 1,
     }))
     .await;
-    within(BOUND, "the device's attempt starts", async {
+    within(BOUND, "the task takes the device", async {
         while !bed.platform.campaigns.upgrading(&endpoint) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
