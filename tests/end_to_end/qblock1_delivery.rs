@@ -64,9 +64,10 @@ struct DeviceTraffic {
     listed: HashMap<u32, u32>,
     /// Message ids seen: a repeat is the message layer's retransmission, not a new payload.
     message_ids: std::collections::HashSet<u16>,
-    /// Message ids of the lists received: a copy the device sent of one (RFC 7252 section
-    /// 4.3) is the same list.
-    list_ids: std::collections::HashSet<u16>,
+    /// Message ids of the lists received, with whether each came in an ACK (whose id is the
+    /// engine's probe's, not the device's own): a copy the device sent of one (RFC 7252
+    /// section 4.3) is the same list, a list of the other kind with the same id is not.
+    list_ids: std::collections::HashSet<(bool, u16)>,
     /// Resets the engine sent the device.
     resets: u64,
     /// 4.08s with missing blocks the engine received, and the blocks they named.
@@ -98,7 +99,11 @@ impl WireProbe for QBlock1Traffic {
         }
         let mut devices = self.0.lock().unwrap();
         let device = devices.entry(peer).or_default();
-        if !device.list_ids.insert(packet.header.message_id) {
+        let piggybacked = packet.header.get_type() == MessageType::Acknowledgement;
+        if !device
+            .list_ids
+            .insert((piggybacked, packet.header.message_id))
+        {
             return;
         }
         let blocks = missing::decode(&packet.payload).expect("the device's lists read");
