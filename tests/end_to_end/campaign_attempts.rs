@@ -197,6 +197,8 @@ async fn sleepers_in_one_cell(hold: Duration) -> bool {
     // 157 blocks of 128 bytes at 10 ms a round trip: about two windows each.
     let (fleet, mut task) = fleet_and_task(&platform, 3, |spec| {
         spec.sleep = Some(cycle);
+        // Registered together, they would sleep together: none awake to lend a slot to.
+        spec.spread_phases = true;
         spec.cells = 1;
         spec.max_block_size = 128;
         let delay = Duration::from_millis(5);
