@@ -1,8 +1,8 @@
 //! Upgrade tasks over groups (DESIGN.md "Upgrade tasks"): creation and the operator's actions
 //! under the status rules, the scheduler that starts tasks at their execution time, runs
 //! attempts within the pacing limits (per task, and per cell over every task; a device asleep
-//! holds no slot unless it wakes within the sleep hold), retries failed
-//! devices after the retry interval until the retries or the deadline run out, pauses cells
+//! holds no slot unless it wakes within the sleep hold), retries failed devices after the
+//! retry interval until the retries or the deadline run out, pauses cells
 //! with a weak signal and whole tasks when a stage's failure rate crosses its threshold, moves
 //! tasks through their stages, holds downloaded devices while a task is paused, and completes
 //! tasks. Every change goes to the store with the statistics it moves in the same batch

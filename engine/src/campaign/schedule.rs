@@ -30,8 +30,8 @@ const TICK_GAP: Duration = Duration::from_millis(10);
 /// How soon an offline device is looked at again, at most.
 const OFFLINE_RECHECK_MS: u64 = 5_000;
 
-/// How soon a device asleep in PSM is looked at again: about twice a tick, so one that wakes
-/// (with an Update) starts within a second of its window.
+/// How soon a device asleep in PSM is looked at again: every other tick, so one that wakes
+/// (with an Update) starts within a second or two of its window opening.
 const ASLEEP_RECHECK_MS: u64 = 1_000;
 
 /// Runs the scheduler until the campaign service is dropped. It holds the service only while
@@ -530,14 +530,12 @@ fn finish_attempt(inner: &Inner, task_id: &str, slot: Slot, outcome: AttemptOutc
         }
         AttemptOutcome::Postponed { until, note } => postpone(progress, until, note),
         AttemptOutcome::Held { until, wire, cell } => {
-            progress.add_wire(&wire_since(&wire, &counted), package_size);
-            progress.cell_id = cell.or(progress.cell_id);
+            took(progress, &wire, &counted, package_size, cell);
             let note = "holds the package; installs once the task lets it (its update window)";
             postpone(progress, until, note.into());
         }
         AttemptOutcome::Asleep { wire, cell } => {
-            progress.add_wire(&wire_since(&wire, &counted), package_size);
-            progress.cell_id = cell.or(progress.cell_id);
+            took(progress, &wire, &counted, package_size, cell);
             let note = "asleep mid-download: goes on from its point once awake";
             postpone(progress, now, note.into());
         }
@@ -573,8 +571,7 @@ fn finish_attempt(inner: &Inner, task_id: &str, slot: Slot, outcome: AttemptOutc
             {
                 progress.interruptions += 1;
             }
-            progress.add_wire(&wire_since(&wire, &counted), package_size);
-            progress.cell_id = cell.or(progress.cell_id);
+            took(progress, &wire, &counted, package_size, cell);
             settle(progress, result, note, now, interval, retries, deadline);
         }
     }
@@ -591,6 +588,19 @@ fn finish_attempt(inner: &Inner, task_id: &str, slot: Slot, outcome: AttemptOutc
     inner.save_device(running, slot, before, also);
     drop(tasks);
     inner.wake.notify_one();
+}
+
+/// What an attempt that reached the device took: its bytes beyond those its stages
+/// `counted` already, and the cell it was surveyed in (when it was).
+fn took(
+    progress: &mut DeviceProgress,
+    wire: &WireCount,
+    counted: &WireCount,
+    package_size: u64,
+    cell: Option<u32>,
+) {
+    progress.add_wire(&wire_since(wire, counted), package_size);
+    progress.cell_id = cell.or(progress.cell_id);
 }
 
 /// Not tried this time: the retry is given back.

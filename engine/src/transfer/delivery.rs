@@ -5,8 +5,9 @@
 //! than the sleep hold ends instead (`TransferOutcome::Asleep`), so its slot serves an awake
 //! device, and the task's next delivery goes on from the device's point. Owns the attempt
 //! loop, what ends an attempt (the device leaves its registration or address, or falls
-//! asleep), and the wire account of the whole delivery; whether a device is reachable is `lwm2m::Presence`'s to say, and the
-//! steps of one attempt live in `push`, `pull` and `install`.
+//! asleep), and the wire account of the whole delivery; whether a device is reachable is
+//! `lwm2m::Presence`'s to say, and the steps of one attempt live in `push`, `pull` and
+//! `install`.
 
 use std::future::Future;
 use std::sync::Arc;
