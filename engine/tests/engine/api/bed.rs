@@ -210,7 +210,7 @@ impl Bed {
         let fleet = Fleet::start(&spec).await.expect("the fleet starts");
         assert!(wait_registered(registered, devices, BOUND).await);
         within(BOUND, "every device surveyed", async {
-            while self.surveyed().await < devices {
+            while self.surveyed(&spec.models).await < devices {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -218,15 +218,14 @@ impl Bed {
         self.fleet = Some(fleet);
     }
 
-    /// Devices whose model the catalog knows, as the API shows them.
-    async fn surveyed(&self) -> usize {
-        let devices = self.api.get("/v1/devices?limit=1000").await.json();
-        devices["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|d| !d["model"].is_null())
-            .count()
+    /// Devices of `models` the API lists by their model: the catalog's index knows it (it
+    /// learns it a moment after the device's record, which a list without a filter shows).
+    async fn surveyed(&self, models: &[ModelSpec]) -> usize {
+        let mut surveyed = 0;
+        for model in models {
+            surveyed += self.endpoints(&model.model).await.len();
+        }
+        surveyed
     }
 
     /// Endpoints of the fleet's devices of `model`, in endpoint order.
