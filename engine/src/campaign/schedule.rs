@@ -402,6 +402,8 @@ fn launch(inner: &Arc<Inner>, running: &mut Running, slot: Slot) {
     let attempt_number = progress.attempts - 1;
     let (cell, transferring) = (progress.cell_id, transferring(progress));
     let endpoint = progress.endpoint.clone();
+    let (task, try_number) = (&running.task.id, progress.attempts);
+    tracing::debug!(%task, %endpoint, ?cell, try_number, "attempt starts");
     inner.save_device(running, slot, before, Changes::default());
     let (stages, reported) = mpsc::unbounded_channel();
     let request = AttemptRequest {
@@ -523,6 +525,7 @@ fn finish_attempt(inner: &Inner, task_id: &str, slot: Slot, outcome: AttemptOutc
     };
     let before = progress.share();
     let mut cell_paused = None;
+    tracing::debug!(task = %task_id, endpoint = %progress.endpoint, ?outcome, "attempt ends");
     match outcome {
         AttemptOutcome::Offline => {
             let recheck = interval.clamp(1, OFFLINE_RECHECK_MS);
