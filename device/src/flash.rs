@@ -6,6 +6,8 @@ use fota_engine::package::{self, PackageError, PackageHeader, PackageKind};
 use fota_engine::signing::PlatformPublicKey;
 use sha2::{Digest, Sha256};
 
+use crate::patch::DeltaError;
+use crate::rebuilt::RebuiltImages;
 use crate::system::{DeviceSystem, SystemError};
 
 /// A simulated module: firmware image, download partition, battery and radio.
@@ -17,6 +19,9 @@ pub struct SimulatedFlash {
     pub version: String,
     /// The download partition: package bytes received so far. Kept across reboots.
     pub download: Vec<u8>,
+    /// What the validated package rebuilds, written to the spare slot when the package was
+    /// validated (as an A/B module does), so Update installs it without rebuilding it.
+    staged: Option<Staged>,
     /// Size of the download partition.
     pub capacity: usize,
     /// Package bytes the device was given, repeats included: what a resume must keep small.
@@ -39,6 +44,21 @@ pub struct SimulatedFlash {
     /// When set, installing fails for this reason (a flash that cannot be written): the
     /// package checks out, the update does not (Update Result 8).
     pub install_fault: Option<String>,
+    /// Where the devices of a simulated fleet share the images they rebuild from delta
+    /// packages; `None`: this device rebuilds its own.
+    pub rebuilt: Option<RebuiltImages>,
+}
+
+/// The image a validated package rebuilds, in the spare slot.
+#[derive(Debug, Clone)]
+struct Staged {
+    /// sha256 of the package it was rebuilt from: a package changed in flash since (a bit
+    /// flipped) is rebuilt, and checked, again at Update.
+    package_sha256: [u8; 32],
+    /// The version it runs.
+    version: String,
+    /// The image.
+    image: Vec<u8>,
 }
 
 impl SimulatedFlash {
@@ -48,6 +68,7 @@ impl SimulatedFlash {
             image,
             version: version.to_string(),
             download: Vec::new(),
+            staged: None,
             capacity,
             received: 0,
             rewrites: 0,
@@ -57,6 +78,7 @@ impl SimulatedFlash {
             signal_dbm: -85,
             trusted_key: None,
             install_fault: None,
+            rebuilt: None,
         }
     }
 
@@ -74,6 +96,16 @@ impl SimulatedFlash {
         }
     }
 
+    /// The image a delta `patch` rebuilds from the running image.
+    fn rebuild(&self, patch: &[u8]) -> Result<Vec<u8>, DeltaError> {
+        match &self.rebuilt {
+            Some(rebuilt) => rebuilt
+                .apply(&self.image, patch)
+                .map(|image| image.to_vec()),
+            None => crate::patch::apply(&self.image, patch),
+        }
+    }
+
     /// The image the stored package produces, checked against its header.
     fn unpack(&self) -> Result<(String, Vec<u8>), SystemError> {
         let (header, payload) = self
@@ -88,7 +120,7 @@ impl SimulatedFlash {
                         header.from_version, self.version
                     )));
                 }
-                crate::patch::apply(&self.image, payload)
+                self.rebuild(payload)
                     .map_err(|e| SystemError::Integrity(e.to_string()))?
             }
         };
@@ -129,6 +161,7 @@ impl DeviceSystem for SimulatedFlash {
             self.whole_packages_erased += 1;
         }
         self.download.clear();
+        self.staged = None;
     }
 
     fn write_bytes(&mut self, offset: usize, bytes: &[u8]) -> Result<(), SystemError> {
@@ -152,6 +185,7 @@ impl DeviceSystem for SimulatedFlash {
         // already stored; only the part past the end is new.
         if end > saved {
             self.download.extend_from_slice(&bytes[saved - offset..]);
+            self.staged = None;
         }
         Ok(())
     }
@@ -160,17 +194,30 @@ impl DeviceSystem for SimulatedFlash {
         self.download.len()
     }
 
-    fn validate(&self) -> Result<(), SystemError> {
-        self.unpack().map(|_| ())
+    fn validate(&mut self) -> Result<(), SystemError> {
+        let (version, image) = self.unpack()?;
+        self.staged = Some(Staged {
+            package_sha256: Sha256::digest(&self.download).into(),
+            version,
+            image,
+        });
+        Ok(())
     }
 
     fn start_update(&mut self) -> Result<(), SystemError> {
         if let Some(fault) = &self.install_fault {
             return Err(SystemError::UpdateFailed(fault.clone()));
         }
-        let (version, image) = self
-            .unpack()
-            .map_err(|e| SystemError::UpdateFailed(e.to_string()))?;
+        let (version, image) = match self.staged.take() {
+            Some(staged)
+                if staged.package_sha256 == <[u8; 32]>::from(Sha256::digest(&self.download)) =>
+            {
+                (staged.version, staged.image)
+            }
+            _ => self
+                .unpack()
+                .map_err(|e| SystemError::UpdateFailed(e.to_string()))?,
+        };
         self.image = image;
         self.version = version;
         self.download.clear();
@@ -230,6 +277,40 @@ mod tests {
             other_base.validate().is_err(),
             "a patch for another image is refused"
         );
+    }
+
+    #[test]
+    fn update_installs_the_image_rebuilt_at_validation_unless_the_package_changed_since() {
+        let old: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        let mut new = old.clone();
+        new[5_000..5_100].fill(7);
+        let header = package::PackageHeader {
+            kind: PackageKind::Delta,
+            to_version: "1.1".into(),
+            from_version: Some("1.0".into()),
+            image_len: new.len() as u32,
+            image_sha256: Sha256::digest(&new).into(),
+        };
+        let pkg = package::build(&header, &fota_delta::make_patch(&old, &new)).unwrap();
+        let validated = |pkg: &[u8]| {
+            let mut flash = SimulatedFlash::new(old.clone(), "1.0", 1 << 20);
+            flash.write_bytes(0, pkg).unwrap();
+            flash.validate().unwrap();
+            // The patch no longer applies to what runs: only the staged image can install.
+            flash.image = vec![9; old.len()];
+            flash
+        };
+        let mut flash = validated(&pkg);
+        flash.start_update().unwrap();
+        assert_eq!((flash.version.as_str(), flash.image == new), ("1.1", true));
+
+        let mut flipped = validated(&pkg);
+        flipped.download[200] ^= 0xFF;
+        assert!(
+            matches!(flipped.start_update(), Err(SystemError::UpdateFailed(_))),
+            "a package changed in flash since it was validated is checked again"
+        );
+        assert_eq!(flipped.version, "1.0");
     }
 
     #[test]

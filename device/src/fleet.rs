@@ -1,6 +1,7 @@
 //! `Fleet`: many reference devices in one process, each with its own socket, endpoint name
 //! (urn:imei:...), battery, signal, free flash, cell and firmware, generated from a seed so a run
-//! can be replayed.
+//! can be replayed. Its devices rebuild an image from a delta package once between them
+//! ([`RebuiltImages`]): one process's CPU stands for thousands of modules'.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use crate::client::{Device, DeviceConfig, SleepCycle};
 use crate::dtls_socket::Psk;
 use crate::flash::SimulatedFlash;
 use crate::qblock1::QBlock1Config;
+use crate::rebuilt::RebuiltImages;
 
 /// A module model the fleet contains.
 #[derive(Debug, Clone)]
@@ -157,9 +159,11 @@ impl Fleet {
         let mut q_block1 = SmallRng::seed_from_u64(spec.seed ^ Q_BLOCK1_STREAM);
         let mut devices = Vec::with_capacity(spec.devices);
         let mut links = Vec::new();
+        let rebuilt = RebuiltImages::default();
         for i in 0..spec.devices {
             let model = &spec.models[i % spec.models.len()];
-            let (mut config, flash) = device_of(spec, model, i, &mut rng);
+            let (mut config, mut flash) = device_of(spec, model, i, &mut rng);
+            flash.rebuilt = Some(rebuilt.clone());
             config.q_block1 = q_block1.random_bool(spec.q_block1_share).then(|| {
                 let model = QBlock1Config::for_ack_timeout(spec.coap.ack_timeout);
                 QBlock1Config {

@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod patch;
 pub mod pull;
 pub mod qblock1;
+pub mod rebuilt;
 pub mod settings;
 pub mod system;
 

@@ -41,7 +41,7 @@ pub trait DeviceSystem: Send + 'static {
     /// Package bytes stored so far (/5/0/26500); survives a reboot.
     fn saved_bytes(&self) -> usize;
     /// Checks the stored package: format, size, hash (and, for a delta, the base image).
-    fn validate(&self) -> Result<(), SystemError>;
+    fn validate(&mut self) -> Result<(), SystemError>;
     /// Installs the validated package; the device runs the new version after its reboot.
     fn start_update(&mut self) -> Result<(), SystemError>;
 }
