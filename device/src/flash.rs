@@ -249,8 +249,8 @@ mod tests {
         assert_eq!(flash.saved_bytes(), 0);
     }
 
-    #[test]
-    fn a_delta_package_installs_on_its_base_and_is_refused_on_another() {
+    /// An image of 1.0, the image of 1.1 it becomes, and the delta package between them.
+    fn delta_package() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         let old: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
         let mut new = old.clone();
         new[5_000..5_100].fill(7);
@@ -262,6 +262,12 @@ mod tests {
             image_sha256: Sha256::digest(&new).into(),
         };
         let pkg = package::build(&header, &fota_delta::make_patch(&old, &new)).unwrap();
+        (old, new, pkg)
+    }
+
+    #[test]
+    fn a_delta_package_installs_on_its_base_and_is_refused_on_another() {
+        let (old, new, pkg) = delta_package();
         assert!(
             pkg.len() < new.len() / 10,
             "a delta is small: {} bytes",
@@ -281,17 +287,7 @@ mod tests {
 
     #[test]
     fn update_installs_the_image_rebuilt_at_validation_unless_the_package_changed_since() {
-        let old: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
-        let mut new = old.clone();
-        new[5_000..5_100].fill(7);
-        let header = package::PackageHeader {
-            kind: PackageKind::Delta,
-            to_version: "1.1".into(),
-            from_version: Some("1.0".into()),
-            image_len: new.len() as u32,
-            image_sha256: Sha256::digest(&new).into(),
-        };
-        let pkg = package::build(&header, &fota_delta::make_patch(&old, &new)).unwrap();
+        let (old, new, pkg) = delta_package();
         let validated = |pkg: &[u8]| {
             let mut flash = SimulatedFlash::new(old.clone(), "1.0", 1 << 20);
             flash.write_bytes(0, pkg).unwrap();
