@@ -2,6 +2,8 @@
 //! platform's signature when it trusts a key, then format, hashes and a delta's base), and
 //! installs it, so a test can read back the image a device ended with.
 
+use std::sync::Arc;
+
 use fota_engine::package::{self, PackageError, PackageHeader, PackageKind};
 use fota_engine::signing::PlatformPublicKey;
 use sha2::{Digest, Sha256};
@@ -57,8 +59,8 @@ struct Staged {
     package_sha256: [u8; 32],
     /// The version it runs.
     version: String,
-    /// The image.
-    image: Vec<u8>,
+    /// The image (the fleet's, when its devices share what they rebuild: copied at Update).
+    image: Arc<Vec<u8>>,
 }
 
 impl SimulatedFlash {
@@ -96,23 +98,22 @@ impl SimulatedFlash {
         }
     }
 
-    /// The image a delta `patch` rebuilds from the running image.
-    fn rebuild(&self, patch: &[u8]) -> Result<Vec<u8>, DeltaError> {
+    /// The image a delta `patch` rebuilds from the running image (shared with the fleet's
+    /// other devices, when they share).
+    fn rebuild(&self, patch: &[u8]) -> Result<Arc<Vec<u8>>, DeltaError> {
         match &self.rebuilt {
-            Some(rebuilt) => rebuilt
-                .apply(&self.image, patch)
-                .map(|image| image.to_vec()),
-            None => crate::patch::apply(&self.image, patch),
+            Some(rebuilt) => rebuilt.apply(&self.image, patch),
+            None => crate::patch::apply(&self.image, patch).map(Arc::new),
         }
     }
 
     /// The image the stored package produces, checked against its header.
-    fn unpack(&self) -> Result<(String, Vec<u8>), SystemError> {
+    fn unpack(&self) -> Result<(String, Arc<Vec<u8>>), SystemError> {
         let (header, payload) = self
             .open()
             .map_err(|e| SystemError::Integrity(e.to_string()))?;
         let image = match header.kind {
-            PackageKind::Full => payload.to_vec(),
+            PackageKind::Full => Arc::new(payload.to_vec()),
             PackageKind::Delta => {
                 if header.from_version.as_deref() != Some(self.version.as_str()) {
                     return Err(SystemError::Unsupported(format!(
@@ -125,7 +126,7 @@ impl SimulatedFlash {
             }
         };
         if image.len() != header.image_len as usize
-            || <[u8; 32]>::from(Sha256::digest(&image)) != header.image_sha256
+            || <[u8; 32]>::from(Sha256::digest(image.as_slice())) != header.image_sha256
         {
             return Err(SystemError::Integrity(
                 "image sha256 does not match the package".into(),
@@ -218,7 +219,7 @@ impl DeviceSystem for SimulatedFlash {
                 .unpack()
                 .map_err(|e| SystemError::UpdateFailed(e.to_string()))?,
         };
-        self.image = image;
+        self.image = Arc::unwrap_or_clone(image);
         self.version = version;
         self.download.clear();
         Ok(())
