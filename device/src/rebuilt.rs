@@ -48,6 +48,8 @@ impl RebuiltImages {
         Ok(image)
     }
 
+    /// The image kept under `key`. (Two devices rebuilding one image at once both rebuild
+    /// it; the first kept is found.)
     fn kept_image(&self, key: &Key) -> Option<Arc<Vec<u8>>> {
         let kept = lock(&self.kept);
         (kept.iter()).find_map(|(k, image)| (k == key).then(|| image.clone()))

@@ -40,7 +40,8 @@ pub trait DeviceSystem: Send + 'static {
     fn write_bytes(&mut self, offset: usize, bytes: &[u8]) -> Result<(), SystemError>;
     /// Package bytes stored so far (/5/0/26500); survives a reboot.
     fn saved_bytes(&self) -> usize;
-    /// Checks the stored package: format, size, hash (and, for a delta, the base image).
+    /// Checks the stored package: format, size, hash (and, for a delta, the base image). A
+    /// device may keep the image it rebuilt to check it, for Update to install.
     fn validate(&mut self) -> Result<(), SystemError>;
     /// Installs the validated package; the device runs the new version after its reboot.
     fn start_update(&mut self) -> Result<(), SystemError>;
