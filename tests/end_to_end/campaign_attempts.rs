@@ -40,6 +40,20 @@ async fn platform(server: ServerConfig) -> Platform {
     Platform::start(config).await.unwrap()
 }
 
+/// A loopback server whose requests wait `ack_timeout` for an answer, twice that after each
+/// of their `max_retransmit` retransmissions, with no random factor: a test knows when one
+/// gives up.
+fn loopback_with_timers(ack_timeout: Duration, max_retransmit: u32) -> ServerConfig {
+    let mut server = ServerConfig::loopback();
+    server.coap.params = TransmissionParams {
+        ack_timeout,
+        ack_random_factor: 1.0,
+        max_retransmit,
+        ..TransmissionParams::fast()
+    };
+    server
+}
+
 /// Starts the fleet `adjust` makes, waits until the catalog surveyed every device, and
 /// returns it with a task, no retries, taking them all to 2.0 with a full package.
 async fn fleet_and_task(
@@ -88,6 +102,21 @@ async fn completed(campaigns: &Campaigns, task: &str) {
     .await;
 }
 
+/// Asserts that every device of `task` was upgraded at its first try (`why` says what that
+/// shows) and runs 2.0.
+fn upgraded_at_first_try(campaigns: &Campaigns, task: &str, fleet: &Fleet, why: &str) {
+    for progress in campaigns.devices(task).unwrap() {
+        assert_eq!(
+            (progress.result, progress.attempts),
+            (Some(DeviceResult::Successful), 1),
+            "upgraded at the first try, {why}: {progress:?}"
+        );
+    }
+    for device in &fleet.devices {
+        assert_eq!(device.with_system(|s| s.version.clone()), "2.0");
+    }
+}
+
 /// Waits until the only device of `task` satisfies `test`, and returns its progress.
 async fn device_until(
     campaigns: &Campaigns,
@@ -113,16 +142,10 @@ async fn device_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sleeping_devices_are_surveyed_in_their_windows_and_spend_no_retry() {
-    let mut server = ServerConfig::loopback();
-    server.queue_window = Duration::from_millis(300);
     // A request gives up well within a sleep (350 ms of retransmissions against 900 ms), as
     // one to a module in PSM for hours does: nothing reaches a sleeping device by luck.
-    server.coap.params = TransmissionParams {
-        ack_timeout: Duration::from_millis(50),
-        ack_random_factor: 1.0,
-        max_retransmit: 2,
-        ..TransmissionParams::fast()
-    };
+    let mut server = loopback_with_timers(Duration::from_millis(50), 2);
+    server.queue_window = Duration::from_millis(300);
     let platform = platform(server).await;
     // Awake a quarter of the time, as long as the engine's queue window.
     let cycle = SleepCycle {
@@ -146,16 +169,7 @@ async fn sleeping_devices_are_surveyed_in_their_windows_and_spend_no_retry() {
     .await;
     let task = platform.campaigns.create(task).unwrap().id;
     completed(&platform.campaigns, &task).await;
-    for progress in platform.campaigns.devices(&task).unwrap() {
-        assert_eq!(
-            (progress.result, progress.attempts),
-            (Some(DeviceResult::Successful), 1),
-            "upgraded at the first try, retries 0: {progress:?}"
-        );
-    }
-    for device in &fleet.devices {
-        assert_eq!(device.with_system(|s| s.version.clone()), "2.0");
-    }
+    upgraded_at_first_try(&platform.campaigns, &task, &fleet, "retries 0");
 }
 
 /// Three sleeping devices in a cell that takes one download at a time, each download longer
@@ -223,29 +237,14 @@ async fn sleepers_in_one_cell(hold: Duration) -> bool {
     .await;
     let devices = campaigns.devices(&task).unwrap();
     assert!(devices.iter().any(|d| d.interruptions > 0), "{devices:?}");
-    for progress in devices {
-        assert_eq!(
-            (progress.result, progress.attempts),
-            (Some(DeviceResult::Successful), 1),
-            "no retry spent on a sleep: {progress:?}"
-        );
-    }
-    for device in &fleet.devices {
-        assert_eq!(device.with_system(|s| s.version.clone()), "2.0");
-    }
+    upgraded_at_first_try(campaigns, &task, &fleet, "no retry spent on a sleep");
     lent
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_being_surveyed_when_the_task_pauses_downloads_nothing_until_it_resumes() {
-    let mut server = ServerConfig::loopback();
     // Requests are retransmitted for several seconds: a survey outlives a short blackout.
-    server.coap.params = TransmissionParams {
-        ack_timeout: Duration::from_millis(500),
-        ack_random_factor: 1.0,
-        max_retransmit: 4,
-        ..TransmissionParams::fast()
-    };
+    let mut server = loopback_with_timers(Duration::from_millis(500), 4);
     // The attempt surveys the device itself, as it does once its Register's survey is old.
     server.delivery.survey_max_age = Duration::ZERO;
     let platform = platform(server).await;
@@ -319,15 +318,9 @@ async fn an_upgrade_right_after_the_register_asks_the_device_nothing_twice() {
 /// link and the device waited for a retry).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_survey_unanswered_while_the_device_is_awake_is_made_again_and_spends_no_retry() {
-    let mut server = ServerConfig::loopback();
     // A request gives up 150 ms after its first transmission; the survey is made again 3 s
     // after it failed, once the link is back (2 s of blackout from the task's creation).
-    server.coap.params = TransmissionParams {
-        ack_timeout: Duration::from_millis(50),
-        ack_random_factor: 1.0,
-        max_retransmit: 1,
-        ..TransmissionParams::fast()
-    };
+    let mut server = loopback_with_timers(Duration::from_millis(50), 1);
     server.delivery.survey_max_age = Duration::ZERO;
     server.delivery.retry_backoff = (Duration::from_secs(3), Duration::from_secs(3));
     let platform = platform(server).await;
@@ -336,18 +329,12 @@ async fn a_survey_unanswered_while_the_device_is_awake_is_made_again_and_spends_
     fleet.links[0].blackout(Duration::from_secs(2));
     let task = platform.campaigns.create(task).unwrap().id;
     completed(&platform.campaigns, &task).await;
-    let progress = &platform.campaigns.devices(&task).unwrap()[0];
-    assert_eq!(
-        (progress.result, progress.attempts),
-        (Some(DeviceResult::Successful), 1),
-        "upgraded at the first try, retries 0: {progress:?}"
-    );
+    upgraded_at_first_try(&platform.campaigns, &task, &fleet, "retries 0");
     assert!(
         fleet.links[0].stats().downlink.blacked_out > 0,
         "the first survey was lost: {:?}",
         fleet.links[0].stats()
     );
-    assert_eq!(fleet.devices[0].with_system(|s| s.version.clone()), "2.0");
 }
 
 /// Two devices in one cell, a task that may put 8 KB a second of package data on a cell: every
