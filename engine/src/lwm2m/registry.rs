@@ -113,18 +113,6 @@ impl EndpointEvents {
         }
     }
 
-    /// The next Register of a registration other than `id`: the device is back after a
-    /// reboot.
-    pub async fn registered_anew(&mut self, id: &str) -> Registration {
-        loop {
-            if let RegistrationEvent::Registered(r) = self.next().await
-                && r.id != id
-            {
-                return r;
-            }
-        }
-    }
-
     /// The endpoint followed.
     pub fn endpoint(&self) -> &str {
         &self.endpoint

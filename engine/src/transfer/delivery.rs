@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::airtime::Airtime;
+use super::install::{Installed, Sent};
 use super::job::{DeliveryConfig, DeliveryJob, Method, Stage};
 use super::outcome::{TransferOutcome, TransferReport};
 use super::resume::ResumeBook;
@@ -29,6 +30,10 @@ use crate::lwm2m::{DeviceManagement, EndpointEvents, Presence, Registration, Reg
 /// Longest the end of a delivery waits for the device to confirm its observations are
 /// cancelled: an exchange and a retransmission on an NB-IoT link.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
+
+/// Times an attempt sends Update to a device that made contact still holding the package
+/// untouched, each time at that contact; then the attempt ends as interrupted.
+const INSTALL_ROUNDS: usize = 3;
 
 /// Where an attempt stands when the device is ready for Update.
 enum Prepared {
@@ -182,8 +187,10 @@ impl Delivery {
     }
 
     /// Whether the device, asleep, is awake again within the sleep hold: waits for its next
-    /// contact that long, unless its cycle says it sleeps longer.
-    async fn wakes_within_hold(&self, endpoint: &str, contacts: &mut EndpointEvents) -> bool {
+    /// contact (on `contacts`, which forgets what it received before) that long, unless its
+    /// cycle says it sleeps longer. An attempt cut by the device's sleep that gets `false`
+    /// ends, and its slot serves an awake device meanwhile.
+    pub async fn wakes_within_hold(&self, endpoint: &str, contacts: &mut EndpointEvents) -> bool {
         let hold = self.steps.config.sleep_hold;
         let registration = self.presence.registry().get(endpoint);
         let wake = registration.and_then(|r| self.presence.expected_wake(&r));
@@ -338,27 +345,34 @@ impl Delivery {
         attempt
             .confirm_by
             .get_or_insert(Instant::now() + self.steps.config.install_timeout);
-        tracing::info!(endpoint = %job.endpoint, "executing Update");
-        let mut back = None;
-        if let (true, Some(watch)) = (install, attempt.watch.as_mut()) {
-            tokio::select! {
-                biased;
-                executed = self.steps.execute_update(watch, device) => {
-                    if let Some(outcome) = executed? {
-                        return Ok(outcome);
-                    }
+        let before = attempt.version_before.clone();
+        let mut execute = install;
+        for _ in 0..INSTALL_ROUNDS {
+            let sent = match (execute, attempt.watch.as_mut()) {
+                (true, Some(watch)) => {
+                    tracing::info!(endpoint = %job.endpoint, "executing Update");
+                    self.steps
+                        .send_update(watch, registration, contacts)
+                        .await?
                 }
-                // Back from the update before its answer came (the answer was lost): no need to
-                // wait out the exchange's timeout.
-                again = contacts.registered_anew(&registration.id) => back = Some(again),
+                _ => Sent::Quiet,
+            };
+            // The watch lives until the device is back: the notifications of its install still
+            // arrive on it (and are counted on the delivery's account).
+            let installed = self
+                .steps
+                .confirm(job, contacts, registration, sent, before.as_deref())
+                .await?;
+            match installed {
+                Installed::Over(outcome) => return Ok(outcome),
+                // Awake and where Update went: it gets Update again at once.
+                Installed::NotTaken(contact) if contact.address == device => execute = true,
+                Installed::NotTaken(_) => break,
             }
         }
-        // The watch lives until the device is back: the notifications of its install still
-        // arrive on it (and are counted on the delivery's account).
-        let before = attempt.version_before.clone();
-        self.steps
-            .confirm(job, contacts, registration, back, before.as_deref())
-            .await
+        Ok(TransferOutcome::Interrupted(
+            "the device never took Update: it still holds the package untouched".into(),
+        ))
     }
 
     /// Everything before Update: checks the version, watches State and Update Result (with

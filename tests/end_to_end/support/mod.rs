@@ -6,6 +6,7 @@
 
 pub mod browser;
 pub mod libcoap;
+pub mod lost_requests;
 pub mod nginx;
 pub mod process;
 pub mod receiver;
