@@ -6,10 +6,13 @@
 //! surveyed again in the same attempt, spending no retry; a device asleep mid-download longer than the sleep hold lends
 //! its cell's slot and goes on from its point once awake, one back sooner keeps it; a task
 //! capped in a cell's airtime paces its pushes; devices download by day and install in the
-//! night's update window, no attempt held between.
+//! night's update window, no attempt held between; a device asleep before its survey ended
+//! gives its slot back until it wakes (in simulated time).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::lost_requests::LostRequests;
 use crate::support::{REGISTER_BOUND, image, model, wait_surveyed, within};
 use fota_device::client::SleepCycle;
 use fota_device::fleet::{Fleet, FleetSpec, wait_registered};
@@ -28,6 +31,7 @@ use fota_engine::server::ServerConfig;
 use fota_engine::store::StoreLocation;
 use fota_engine::webhooks::WebhookConfig;
 use fota_impair::Impairment;
+use fota_sim::{SimStore, replay};
 
 /// A platform on loopback with `server`'s settings.
 async fn platform(server: ServerConfig) -> Platform {
@@ -335,6 +339,70 @@ async fn a_survey_unanswered_while_the_device_is_awake_is_made_again_and_spends_
         "the first survey was lost: {:?}",
         fleet.links[0].stats()
     );
+}
+
+/// A sleeping device whose survey its sleep cuts (every transmission of the survey's first
+/// request lost, the window over when it gives up), with no sleep hold: the attempt ends
+/// there, the device waiting for its wake-up and spending no retry, instead of the attempt
+/// holding its cell's slot through the sleep (a PSM cycle of hours on a real module). Once
+/// awake it is surveyed and upgraded. In simulated time, run twice from its seed.
+#[test]
+fn a_device_asleep_before_its_survey_ended_gives_its_slot_back_until_it_wakes() {
+    replay::twice(23, |network| async move {
+        let host = replay::plugin_host();
+        // A request gives up 350 ms after its first transmission, past the 300 ms window.
+        let mut server = loopback_with_timers(Duration::from_millis(50), 2);
+        server.queue_window = Duration::from_millis(300);
+        server.delivery.survey_max_age = Duration::ZERO;
+        server.delivery.sleep_hold = Duration::ZERO;
+        let config = PlatformConfig {
+            server,
+            store: StoreLocation::Temporary,
+            plugins: host.config().clone(),
+            webhooks: WebhookConfig::default(),
+        };
+        let store = SimStore::new();
+        let platform = replay::platform(&network, &host, &store, config)
+            .await
+            .unwrap();
+        let delay = Duration::from_millis(5);
+        network.set_impairment(Impairment::none().with_delay(delay, Duration::ZERO));
+        let cycle = SleepCycle {
+            awake: Duration::from_millis(300),
+            asleep: Duration::from_millis(900),
+        };
+        let (fleet, task) = fleet_and_task(&platform, 1, |spec| {
+            spec.network = network.handle();
+            spec.sleep = Some(cycle);
+        })
+        .await;
+        // The first request of the task is the survey's: all its transmissions are lost.
+        let transmissions = 1 + 2;
+        let lost = Arc::new(LostRequests::new(&network, transmissions, |_| true));
+        platform.server.endpoint.set_probe(lost.clone());
+        let campaigns = &platform.campaigns;
+        let task = campaigns.create(task).unwrap().id;
+        let (mut active, mut gave_back) = (false, false);
+        within(Duration::from_secs(60), "the task completes", async {
+            while campaigns.task(&task).unwrap().status != TaskStatus::Completed {
+                // (Listed once the task took in its group.)
+                if let Some(progress) = campaigns.devices(&task).unwrap().first() {
+                    let before_download = progress.download == DownloadStatus::NotStarted;
+                    gave_back |= active && before_download && progress.phase == Phase::Waiting;
+                    active |= progress.phase == Phase::Active;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(gave_back, "the attempt held on through the device's sleep");
+        // (Its download may be cut by a sleep too, and give the slot back likewise.)
+        upgraded_at_first_try(campaigns, &task, &fleet, "no retry spent on a sleep");
+        assert!(
+            network.counts().down >= transmissions,
+            "the survey was lost"
+        );
+    });
 }
 
 /// Two devices in one cell, a task that may put 8 KB a second of package data on a cell: every

@@ -257,7 +257,9 @@ impl DeviceAttempts {
     /// window after its next Update, however many windows that takes until the task's
     /// deadline. The survey its Register started stands instead, once, while it is younger
     /// than the delivery's `survey_max_age` and of the same registration. A survey cut
-    /// by the end of a window waits for the next one and spends no retry. One that fails
+    /// by the end of a window spends no retry: it waits for the next one if that opens within
+    /// the sleep hold, as a delivery cut by sleep does; otherwise the attempt ends, postponed,
+    /// and its slot serves an awake device until this one wakes. One that fails
     /// while the device should be awake (every transmission of a request lost: one exchange
     /// in 4,000 at 10 % loss each way) is made again after the delivery's first retry backoff
     /// or at the device's next contact, whichever comes first, as an interrupted delivery
@@ -292,6 +294,17 @@ impl DeviceAttempts {
                 }
                 Err(error) if !self.presence.awake(&registration) => {
                     tracing::debug!(endpoint = %request.endpoint, %error, "survey cut by sleep");
+                    let mut contacts = self.presence.registry().follow(&request.endpoint);
+                    let delivery = &self.delivery;
+                    if !delivery
+                        .wakes_within_hold(&request.endpoint, &mut contacts)
+                        .await
+                    {
+                        return Err(AttemptOutcome::Postponed {
+                            until: self.clock.now(),
+                            note: "asleep before its survey ended: surveyed once awake".into(),
+                        });
+                    }
                 }
                 Err(error) if failed_awake + 1 < SURVEY_TRIES => {
                     failed_awake += 1;
