@@ -15,6 +15,7 @@ mod peer;
 mod probe;
 mod procfs;
 mod registrar;
+mod saturation;
 mod scale;
 mod scheduler;
 mod scratch;

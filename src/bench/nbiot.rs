@@ -45,6 +45,7 @@ use rand::{Rng, SeedableRng};
 
 use super::campaign::{self, bind_reference};
 use super::exchanges::ExchangeCount;
+use super::saturation::Saturation;
 use super::stats::{figure, figure_spread, summarize};
 use super::timers::EngineTimers;
 use super::{harness, procfs};
@@ -180,6 +181,7 @@ pub async fn run(mut args: NbIotArgs) -> anyhow::Result<()> {
     catalog.add_to_group(&group.id, &endpoints)?;
     let started = Instant::now();
     let cpu_before = (procfs::process_times("self")?, fleet.times()?);
+    let saturation = Saturation::start();
     let exchanges = ExchangeCount::start(&platform);
     let task = platform
         .campaigns
@@ -191,6 +193,7 @@ pub async fn run(mut args: NbIotArgs) -> anyhow::Result<()> {
         .cpu
         .as_secs_f64();
     let fleet_cpu = (fleet.times()? - cpu_before.1).cpu.as_secs_f64();
+    let saturated = saturation.finish()?;
 
     let blocks = package.size.div_ceil(args.block_size as u64) as f64;
     let rounds = busiest_cell.div_ceil(args.max_per_cell) as f64;
@@ -245,6 +248,13 @@ pub async fn run(mut args: NbIotArgs) -> anyhow::Result<()> {
     figure("engine_cpu", engine_cpu, "s");
     figure("engine_busy", engine_cpu / elapsed, "cores");
     figure("fleet_busy", fleet_cpu / elapsed, "cores");
+    // The fleet shares the machine with the engine: seconds with no CPU to spare slow both.
+    figure("seconds_machine_saturated", saturated.saturated as f64, "s");
+    figure(
+        "machine_saturated_share",
+        saturated.saturated as f64 / saturated.sampled.max(1) as f64,
+        "",
+    );
     let mut each: Vec<f64> = finished.values().copied().collect();
     figure_spread("device_finished_after", &summarize(&mut each), "s");
     exchanges.print(&platform, &platform.campaigns.devices(&task.id)?);
