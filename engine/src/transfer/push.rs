@@ -44,9 +44,11 @@ impl Steps {
             high_water: 0,
             block_size: attempt.block_size,
         });
+        tracing::debug!(endpoint = %job.endpoint, ?start, "writing the package");
         let response = self
             .write_package(attempt, &mut point, device, start)
             .await?;
+        tracing::debug!(endpoint = %job.endpoint, ?response, "package written: waiting for Downloaded");
         let watch = attempt.watch();
         if let Some(code) = response.filter(|c| c.is_error()) {
             return self.refused_write(watch, code).await;
