@@ -7,13 +7,14 @@
 //! its cell's slot and goes on from its point once awake, one back sooner keeps it; a task
 //! capped in a cell's airtime paces its pushes; devices download by day and install in the
 //! night's update window, no attempt held between; a device asleep before its survey ended
-//! gives its slot back until it wakes (in simulated time).
+//! gives its slot back until it wakes (in simulated time); an attempt that surveyed the device
+//! observes State alone and still learns why a download failed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::lost_requests::LostRequests;
-use crate::support::{REGISTER_BOUND, image, model, wait_surveyed, within};
+use crate::support::{REGISTER_BOUND, image, model, stored_at_least, wait_surveyed, within};
 use fota_device::client::SleepCycle;
 use fota_device::fleet::{Fleet, FleetSpec, wait_registered};
 use fota_engine::campaign::{
@@ -23,11 +24,12 @@ use fota_engine::campaign::{
 use fota_engine::catalog::PackageFormat;
 use fota_engine::clock::{Clock, UnixMillis};
 use fota_engine::coap::TransmissionParams;
-use fota_engine::lwm2m::firmware::FirmwareState;
+use fota_engine::lwm2m::firmware::{self, FirmwareState};
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::HostConfig;
 use fota_engine::plugin::PluginHost;
 use fota_engine::server::ServerConfig;
+use fota_engine::signing::PlatformKey;
 use fota_engine::store::StoreLocation;
 use fota_engine::webhooks::WebhookConfig;
 use fota_impair::Impairment;
@@ -403,6 +405,45 @@ fn a_device_asleep_before_its_survey_ended_gives_its_slot_back_until_it_wakes() 
             "the survey was lost"
         );
     });
+}
+
+/// A device its attempt surveys (no Register's survey stands), sent a package signed by another
+/// key than the one it trusts: the delivery observes State alone, the survey having read Update
+/// Result, and still learns why the download failed once State is back at Idle (read then):
+/// the device ends as IntegrityFailed at its first try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_that_surveyed_observes_state_alone_and_still_learns_why_a_download_failed() {
+    let mut server = ServerConfig::loopback();
+    server.delivery.survey_max_age = Duration::ZERO;
+    let platform = platform(server).await;
+    let other = PlatformKey::generate().public();
+    // 5 ms each way: the download lasts long enough to be seen under way.
+    let link = Impairment::none().with_delay(Duration::from_millis(5), Duration::ZERO);
+    let (fleet, task) = fleet_and_task(&platform, 1, |spec| {
+        spec.trusted_key = Some(other);
+        spec.link = Some(link);
+    })
+    .await;
+    let task = platform.campaigns.create(task).unwrap().id;
+    let device = &fleet.devices[0];
+    within(
+        Duration::from_secs(30),
+        "the download",
+        stored_at_least(device, 1),
+    )
+    .await;
+    assert_eq!(
+        device.observed(),
+        [firmware::STATE],
+        "while the package goes down, the engine observes State alone"
+    );
+    completed(&platform.campaigns, &task).await;
+    let progress = platform.campaigns.devices(&task).unwrap().remove(0);
+    assert_eq!(
+        (progress.result, progress.attempts),
+        (Some(DeviceResult::IntegrityFailed), 1),
+        "{progress:?}"
+    );
 }
 
 /// Two devices in one cell, a task that may put 8 KB a second of package data on a cell: every

@@ -23,7 +23,7 @@ use crate::lwm2m::firmware::{DeliveryMethod, ResetMethod};
 use crate::plugin::{self, Decision, PluginRegistry, SkipReason, TransferMethod};
 use crate::transfer::{
     Delivery, DeliveryJob, Gate, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, Method, ResumeBook, Stage,
-    SurveyedVersion, TransferOutcome, WireCount,
+    SurveyedFirmware, TransferOutcome, WireCount,
 };
 
 /// How one attempt ended, for the scheduler (and, between nodes, on the wire).
@@ -245,9 +245,10 @@ impl DeviceAttempts {
         let surveyed = survey
             .firmware_version
             .clone()
-            .map(|version| SurveyedVersion {
+            .map(|version| SurveyedFirmware {
                 registration: surveyed_in,
                 version,
+                update_result: survey.update_result,
             });
         self.deliver(&request, &package, &reported, &plan, &survey, surveyed)
             .await
@@ -338,7 +339,7 @@ impl DeviceAttempts {
         reported: &str,
         plan: &plugin::DeliveryPlan,
         survey: &Survey,
-        surveyed: Option<SurveyedVersion>,
+        surveyed: Option<SurveyedFirmware>,
     ) -> AttemptOutcome {
         let cell = survey.cell_id;
         let Ok(shelved) = self.catalog.package_bytes(&package.id) else {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::firmware::{MAX_NAME_BYTES, MAX_VERSION_BYTES};
 use super::{Catalog, CatalogError};
 use crate::clock::UnixMillis;
-use crate::lwm2m::firmware::{self, DeliveryMethod};
+use crate::lwm2m::firmware::{self, DeliveryMethod, UpdateResult};
 use crate::lwm2m::{
     ContentFormat, DeviceManagement, LwM2mPath, ManagementError, Record, Registration,
 };
@@ -118,6 +118,9 @@ pub struct Survey {
     pub memory_free_kb: Option<u32>,
     pub cell_id: Option<u32>,
     pub delivery: Option<DeliveryMethod>,
+    /// /5/0/5, when the read brought it: a delivery that follows the survey at once need
+    /// not observe it to know it. Not kept in the device's record: it moves with every upgrade.
+    pub update_result: Option<UpdateResult>,
 }
 
 /// The resources a survey needs of each object, read one by one from a device that does not
@@ -175,6 +178,7 @@ impl Survey {
             memory_free_kb: device.memory_free_kb,
             cell_id: device.cell_id,
             delivery: device.delivery,
+            update_result: None,
         }
     }
 
@@ -201,6 +205,7 @@ impl Survey {
             memory_free_kb: number(firmware::MEMORY_FREE).and_then(|n| u32::try_from(n).ok()),
             cell_id: number(firmware::CELL_ID).and_then(|n| u32::try_from(n).ok()),
             delivery: number(firmware::DELIVERY_METHOD).and_then(DeliveryMethod::from_number),
+            update_result: number(firmware::UPDATE_RESULT).and_then(UpdateResult::from_number),
         }
     }
 }
@@ -474,6 +479,7 @@ mod tests {
             memory_free_kb: Some(512),
             cell_id: Some(4_711),
             delivery: Some(DeliveryMethod::Both),
+            update_result: None,
         }
     }
 

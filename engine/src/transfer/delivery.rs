@@ -24,7 +24,7 @@ use super::shelf::PackageShelf;
 use super::steps::{Attempt, StageError, Steps, at, interrupted};
 use super::watch::FirmwareWatch;
 use crate::coap::WireMeter;
-use crate::lwm2m::firmware::FirmwareState;
+use crate::lwm2m::firmware::{FirmwareState, UpdateResult};
 use crate::lwm2m::{DeviceManagement, EndpointEvents, Presence, Registration, RegistrationEvent};
 
 /// Longest the end of a delivery waits for the device to confirm its observations are
@@ -387,7 +387,10 @@ impl Delivery {
     ) -> Result<Prepared, StageError> {
         let job = attempt.job;
         let device = registration.address;
-        let version = match attempt.known_version(registration) {
+        let surveyed = attempt.take_survey(registration);
+        let known = (surveyed.as_ref().map(|surveyed| surveyed.version.clone()))
+            .or_else(|| attempt.version_this_boot(registration));
+        let version = match known {
             Some(version) => version,
             None => self.steps.read_version(device).await?,
         };
@@ -395,7 +398,8 @@ impl Delivery {
             return Ok(Prepared::Finished(TransferOutcome::Upgraded { version }));
         }
         attempt.version_before.get_or_insert(version);
-        let watch = self.watch(&mut attempt.watch, registration).await?;
+        let result = surveyed.and_then(|surveyed| surveyed.update_result);
+        let watch = self.watch(&mut attempt.watch, registration, result).await?;
         let state = watch.state();
         if state == FirmwareState::Updating {
             return Ok(Prepared::Installing);
@@ -431,11 +435,13 @@ impl Delivery {
     /// The watch of the device in `registration`: the one in `kept` when it serves that
     /// registration (read again: notifications may have been missed while the link was
     /// down), else a new one (the old one's observations are gone with the old registration,
-    /// or reach the engine from an address it no longer listens to).
+    /// or reach the engine from an address it no longer listens to), which takes Update
+    /// Result from `surveyed` when the survey just read it there.
     async fn watch<'w>(
         &self,
         kept: &'w mut Option<FirmwareWatch>,
         registration: &Registration,
+        surveyed: Option<UpdateResult>,
     ) -> Result<&'w mut FirmwareWatch, StageError> {
         match kept.take() {
             Some(mut watch) if watch.serves(registration) => {
@@ -446,7 +452,8 @@ impl Delivery {
                 Ok(kept.insert(watch))
             }
             _ => {
-                let watch = FirmwareWatch::start(&self.steps.management, registration)
+                let management = &self.steps.management;
+                let watch = FirmwareWatch::start(management, registration, surveyed)
                     .await
                     .map_err(at("observing State and Update Result"))?;
                 Ok(kept.insert(watch))

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::outcome::WireCount;
 use super::shelf::ShelvedPackage;
 use crate::coap::blockwise::Pacer;
-use crate::lwm2m::firmware::ResetMethod;
+use crate::lwm2m::firmware::{ResetMethod, UpdateResult};
 
 /// How the package reaches the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,9 +51,9 @@ pub struct DeliveryJob {
     /// Payloads per Q-Block1 set (RFC 9177's MAX_PAYLOADS, the device's) for a push; 1:
     /// stop-and-wait Block1. A device that answers Q-Block1 with 4.02 gets Block1 anyway.
     pub burst: usize,
-    /// The version a survey just read: the first attempt in that registration takes it
-    /// instead of reading /3/0/3 again.
-    pub surveyed: Option<SurveyedVersion>,
+    /// What a survey just read: the first attempt in that registration takes the version
+    /// instead of reading /3/0/3 again, and Update Result instead of observing it.
+    pub surveyed: Option<SurveyedFirmware>,
     /// The airtime budget a push's payloads wait on (its cell's, its task's); `None`: none.
     pub pacer: Option<Pacer>,
     /// Whether a download cut by the device's sleep (queue mode, its window over) ends,
@@ -64,13 +64,15 @@ pub struct DeliveryJob {
     pub yields_while_asleep: bool,
 }
 
-/// The firmware version a survey read in one registration of the device.
+/// What a survey read of the device's firmware in one of its registrations.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SurveyedVersion {
+pub struct SurveyedFirmware {
     /// The registration's id.
     pub registration: String,
     /// /3/0/3 as read.
     pub version: String,
+    /// /5/0/5 as read, when the survey brought it.
+    pub update_result: Option<UpdateResult>,
 }
 
 impl DeliveryJob {

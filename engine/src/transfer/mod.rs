@@ -21,7 +21,7 @@ pub use airtime::Airtime;
 pub use delivery::Delivery;
 pub use job::{
     BlockLimits, DeliveryConfig, DeliveryJob, Gate, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, Method, Stage,
-    SurveyedVersion,
+    SurveyedFirmware,
 };
 pub use outcome::{TransferOutcome, TransferReport, WireCount};
 pub use resume::{ResumeBook, ResumePoint};

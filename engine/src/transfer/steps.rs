@@ -8,7 +8,7 @@ use std::sync::Arc;
 use coap_lite::ResponseType;
 use tokio::time::Instant;
 
-use super::job::{DeliveryConfig, DeliveryJob, MIN_BLOCK_SIZE, Stage, SurveyedVersion};
+use super::job::{DeliveryConfig, DeliveryJob, MIN_BLOCK_SIZE, Stage, SurveyedFirmware};
 use super::outcome::{TransferOutcome, WireCount};
 use super::resume::ResumeBook;
 use super::shelf::{PackageShelf, PullAccount};
@@ -102,8 +102,8 @@ pub(super) struct Attempt<'a> {
     /// Set when the device first installs: until then the delivery waits for it to confirm
     /// its version, past the delivery's own end if need be.
     pub confirm_by: Option<Instant>,
-    /// The job's surveyed version, until the first attempt takes it.
-    surveyed: Option<SurveyedVersion>,
+    /// The job's survey, until the first attempt takes it.
+    surveyed: Option<SurveyedFirmware>,
 }
 
 /// Package writes that gave up before any block of the size in use was answered, after which
@@ -136,21 +136,17 @@ impl<'a> Attempt<'a> {
         }
     }
 
-    /// The version the device runs, when no reboot can have changed it since it was read:
-    /// the job's survey, to the first attempt, in the registration it was read in; the
-    /// version this delivery read, while the device stays in the registration (and at the
-    /// address) the attempt before watched it in. `None`: read it.
-    pub fn known_version(&mut self, registration: &Registration) -> Option<String> {
-        let surveyed = self
-            .surveyed
-            .take()
-            .filter(|surveyed| surveyed.registration == registration.id)
-            .map(|surveyed| surveyed.version);
-        let same_boot = self
-            .watch
-            .as_ref()
-            .is_some_and(|watch| watch.serves(registration));
-        surveyed.or_else(|| self.version_before.clone().filter(|_| same_boot))
+    /// The job's survey, to the first attempt, when it was read in `registration`: nothing
+    /// can have changed what it read since (a reboot registers anew).
+    pub fn take_survey(&mut self, registration: &Registration) -> Option<SurveyedFirmware> {
+        (self.surveyed.take()).filter(|surveyed| surveyed.registration == registration.id)
+    }
+
+    /// The version this delivery read, while the device stays in the registration (and at
+    /// the address) the attempt before watched it in. `None`: read it.
+    pub fn version_this_boot(&self, registration: &Registration) -> Option<String> {
+        let same_boot = (self.watch.as_ref()).is_some_and(|watch| watch.serves(registration));
+        self.version_before.clone().filter(|_| same_boot)
     }
 
     /// When the delivery gives up, ending `planned` unless the device installs: a device that

@@ -1,9 +1,9 @@
 //! `FirmwareWatch`: the server's view of a device's Firmware Update state machine, kept current
-//! by observing State (/5/0/3) and Update Result (/5/0/5), with reads as a fallback when a
-//! device does not notify; and the reset of that state machine to Idle. A watch is made once
-//! per registration of the device and re-used by the attempts that follow; it cancels its
-//! observations when the delivery is done with it, so a device never holds more than one of
-//! each from the engine.
+//! by observing State (/5/0/3) and Update Result (/5/0/5), or State alone when a survey just
+//! read Update Result, with reads as a fallback when a device does not notify; and the reset of
+//! that state machine to Idle. A watch is made once per registration of the device and re-used
+//! by the attempts that follow; it cancels its observations when the delivery is done with it,
+//! so a device never holds more than one of each from the engine.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -46,27 +46,34 @@ pub struct FirmwareWatch {
 
 impl FirmwareWatch {
     /// Observes State and Update Result of the device `registration` is of, learning their
-    /// current values.
+    /// current values; State alone when Update Result is `known` (a survey just read it in
+    /// this registration), one exchange less on a link where each is a second: a result worth
+    /// knowing comes with State back at Idle (a download that failed, an install over), and
+    /// is read then ([`FirmwareWatch::wait_until_settled`]; an install is checked by reads).
     pub async fn start(
         management: &DeviceManagement,
         registration: &Registration,
+        known: Option<UpdateResult>,
     ) -> Result<Self, ManagementError> {
         let device = registration.address;
         let (state_records, state_observation) =
             management.observe(device, firmware::STATE).await?;
-        let (result_records, result_observation) =
-            match management.observe(device, firmware::UPDATE_RESULT).await {
-                Ok(observed) => observed,
-                Err(error) => {
-                    cancel(management, device, firmware::STATE, state_observation).await;
-                    return Err(error);
-                }
-            };
+        let observed = match known {
+            Some(_) => Ok((Vec::new(), None)),
+            None => management.observe(device, firmware::UPDATE_RESULT).await,
+        };
+        let (result_records, result_observation) = match observed {
+            Ok(observed) => observed,
+            Err(error) => {
+                cancel(management, device, firmware::STATE, state_observation).await;
+                return Err(error);
+            }
+        };
         let mut watch = FirmwareWatch {
             device,
             registration: registration.id.clone(),
             state: FirmwareState::Idle,
-            result: UpdateResult::Initial,
+            result: known.unwrap_or(UpdateResult::Initial),
             state_observation,
             result_observation,
             transferred: None,
@@ -183,6 +190,10 @@ impl FirmwareWatch {
                     if let Ok(records) = decode(path, &packet) {
                         self.apply(&records);
                     }
+                    if self.result_unknown() {
+                        self.read_now(management).await?;
+                        poll_at = Instant::now() + POLL_EVERY;
+                    }
                 }
                 Ok(None) => {
                     // The device dropped an observation: read from now on.
@@ -198,6 +209,13 @@ impl FirmwareWatch {
             }
         }
         Ok(self.state)
+    }
+
+    /// Whether State is back at Idle while the result that says why is not observed: read it.
+    fn result_unknown(&self) -> bool {
+        self.state == FirmwareState::Idle
+            && self.result == UpdateResult::Initial
+            && self.result_observation.is_none()
     }
 
     fn settled(&self) -> bool {
