@@ -4,8 +4,9 @@
 //! from its seed and must leave the same network trace both times. A device that resumes is sent at most one
 //! block again per interruption, by the engine's count and by its own; so is a device without
 //! 26500 that keeps the sequence in RAM, the write going on from the block in flight in a new
-//! exchange, until it reboots. A device left in the middle of another upgrade is reset first. The wire account of a delivery holds every byte
-//! the engine exchanged with the device.
+//! exchange, until it reboots. A device left in the middle of another upgrade is reset first,
+//! and so is one Downloaded with a package the engine did not give it whole. The wire account
+//! of a delivery holds every byte the engine exchanged with the device.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,12 +22,13 @@ use fota_device::client::{Device, SleepCycle};
 use fota_device::events::McuEvent;
 use fota_device::flash::SimulatedFlash;
 use fota_device::fleet::Fleet;
+use fota_engine::coap::blockwise::{Block1Upload, send_block1};
 use fota_engine::coap::{
     BlockOption, Endpoint, EndpointConfig, OutgoingRequest, PacketExt, TransmissionParams,
-    WireProbe,
+    WireMeter, WireProbe,
 };
 use fota_engine::lwm2m::firmware::{self, DeliveryMethod, FirmwareState, UpdateResult};
-use fota_engine::lwm2m::{Registration, RegistrationEvent, Registry};
+use fota_engine::lwm2m::{ContentFormat, Registration, RegistrationEvent, Registry};
 use fota_engine::server::{Server, ServerConfig};
 use fota_engine::transfer::{DeliveryJob, Gate, Method, Stage, TransferOutcome, TransferReport};
 use fota_impair::Impairment;
@@ -933,5 +935,59 @@ fn the_wire_account_of_a_push_holds_every_byte_each_way() {
 fn the_wire_account_of_a_pull_holds_every_byte_each_way() {
     replay::twice(14, |network| async move {
         wire_account_holds_every_byte(network, Method::Pull).await;
+    });
+}
+
+/// Given a push cut short (the engine stopped mid-write) and then another writer's package
+/// written whole to the device, which verified it (State Downloaded), when the delivery runs
+/// again, then the engine does not take that package for its own: the device is reset and
+/// given the package from block 0, and installs it. (Before, a device Downloaded with any
+/// record of the package was sent Execute Update: it installed the other package.)
+#[test]
+fn a_device_downloaded_with_what_the_engine_did_not_give_it_whole_is_written_again() {
+    replay::twice(12, |network| async move {
+        let server = engine_on(&network, ServerConfig::loopback()).await;
+        let fleet = registered_fleet(&server, 1, |_| {}).await;
+        let device = &fleet.devices[0];
+        let (pkg, new) = package_80k();
+        let package = server.shelf.put(pkg.clone());
+        let job = fleet.jobs(&package, "2.0", 512, Method::Push).remove(0);
+        tokio::select! {
+            report = server.delivery.run(&job) => panic!("the push ended first: {report:?}"),
+            () = within(BOUND, "a quarter of the push", stored_at_least(device, 20 * 1024)) => {}
+        }
+        // Another writer resets the device and writes a whole package of its own.
+        let address = server.registry.get(&job.endpoint).unwrap().address;
+        let management = server.delivery.management();
+        let reset = management.write(
+            address,
+            firmware::PACKAGE,
+            ContentFormat::Opaque,
+            &b"\0"[..],
+        );
+        within(BOUND, "the reset", reset).await.unwrap();
+        let (other, _) = full_package(20_000, 5, "1.5");
+        let upload = Block1Upload {
+            request: OutgoingRequest::new(RequestType::Put, &firmware::PACKAGE.segments())
+                .with_payload(ContentFormat::Opaque.number(), Bytes::new()),
+            body: other,
+            block_size: 512,
+            start_offset: 0,
+            pacer: None,
+        };
+        let meter = WireMeter::default();
+        let written = send_block1(management.endpoint(), address, &upload, &meter, |_| {});
+        within(BOUND, "the other package", written).await.unwrap();
+        within(BOUND, "the device verifying it", async {
+            while device.firmware_state() != FirmwareState::Downloaded {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        let mut events = device.events();
+
+        let report = within(BOUND, "the delivery again", server.delivery.run(&job)).await;
+        assert_all_upgraded(&fleet, &[report], &new);
+        assert_eq!(told(&mut events), reset_then_upgraded());
     });
 }

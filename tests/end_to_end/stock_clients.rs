@@ -16,7 +16,10 @@
 //! pre-shared key (aiocoap's tinydtls transport) registers and takes a push upgrade. And given
 //! a device reassembling the push in RAM with aiocoap's own Block1 code, out of reach long
 //! enough for an exchange to give up (the engine in-process, on short timers), then the write
-//! goes on in a new exchange and only the block in flight is sent again.
+//! goes on in a new exchange and only the block in flight is sent again. And given a model
+//! whose plan says it takes Q-Block1 bursts when its stack knows option 19 but not Q-Block1
+//! (aiocoap), then the payload the device took as its whole package is reset and the package
+//! written with Block1 in the same attempt, the opening set the only bytes sent twice.
 
 use std::time::Duration;
 
@@ -573,4 +576,46 @@ async fn a_ram_device_out_of_reach_mid_push_takes_the_rest_in_new_exchanges() {
         .iter()
         .any(|line| line.contains("does not continue the package"));
     assert!(refused, "the block in flight, held already, was refused");
+}
+
+/// Given a model whose capability plan says it takes Q-Block1 bursts when its stack does not
+/// (aiocoap knows no option 19, as most LwM2M stacks), when a task pushes to it, then the
+/// device refuses the opening set (4.02 Bad Option), the engine goes on with Block1 for the
+/// rest of the delivery, and the device installs the image byte for byte, the refused set the
+/// only bytes sent twice.
+#[test]
+fn a_stock_client_a_plan_wrongly_gives_bursts_refuses_them_and_gets_block1() {
+    if !aiocoap_present() {
+        return;
+    }
+    let mut engine = engine("stock-burst-refused");
+    let profiles: [&[&str]; 2] = [
+        &["--profile", "blocks", "--delivery", "push"],
+        &["--profile", "ram", "--delivery", "push"],
+    ];
+    let devices = fleet(&engine, "noburst", &profiles);
+    let path = format!("/v1/plugins/capability/{VENDOR}/{MODEL}");
+    let bursts = json!({ "settings": { "burst": "10", "block-size": "512" } });
+    engine.ok("PATCH", &path, Some(&bursts));
+    let image = raw_image("2.0", 60_000, 21);
+    let to = firmware(&engine, MODEL, "2.0", &image);
+    let package = id(&full_package(&engine, &to, None));
+    let task = task(&engine, MODEL, &devices, &package, 1);
+    let results = completed(&engine, &task);
+    for device in &devices {
+        let done = progress(&results, device.endpoint());
+        assert_eq!(done["result"], "successful", "{done}");
+        assert_eq!(done["attempts"], 1, "{done}");
+        assert_eq!(done["bytes_first"], image.len(), "{done}");
+        assert!(
+            done["bytes_resent"].as_u64().unwrap() <= 10 * 512,
+            "no more sent twice than the opening set: {done}"
+        );
+        assert_eq!(device.stored_package().as_deref(), Some(&image[..]));
+        assert_eq!(device.firmware().as_deref(), Some(&image[..]));
+    }
+    let fallback = engine
+        .process
+        .logged("took a Q-Block1 payload as the whole package", BOUND);
+    assert!(fallback.contains("noburst-"), "{fallback}");
 }

@@ -404,12 +404,17 @@ impl Delivery {
         if state == FirmwareState::Updating {
             return Ok(Prepared::Installing);
         }
-        let known = self
-            .steps
-            .book
-            .get(&job.endpoint, &job.package.sha256)
-            .is_some();
-        if !(state == FirmwareState::Downloaded && known) {
+        let downloaded = state == FirmwareState::Downloaded;
+        let ours = downloaded && self.downloaded_ours(job);
+        if downloaded && !ours {
+            // Neither its 26500 nor its State speak of this package: written from block 0.
+            tracing::info!(
+                endpoint = %job.endpoint,
+                "the device holds a package this delivery did not give it whole: reset, and the package written from block 0"
+            );
+            self.steps.book.clear(&job.endpoint);
+        }
+        if !ours {
             job.report(Stage::Downloading);
             let failure = match job.method {
                 Method::Push => self.steps.push(attempt, device).await?,
@@ -430,6 +435,18 @@ impl Delivery {
             return Ok(Prepared::Finished(TransferOutcome::Held));
         }
         Ok(Prepared::Install)
+    }
+
+    /// Whether a device that says Downloaded holds `job`'s package as far as the engine can
+    /// tell: it was given the package's URI to pull, or every byte of the package was pushed
+    /// to it. One Downloaded with less pushed holds something else (a stack that took one
+    /// Q-Block1 payload as a whole body, or another writer's package) and is not told to
+    /// install it: the package is written again.
+    fn downloaded_ours(&self, job: &DeliveryJob) -> bool {
+        let point = self.steps.book.get(&job.endpoint, &job.package.sha256);
+        point.is_some_and(|point| {
+            job.method == Method::Pull || point.high_water >= job.package.len()
+        })
     }
 
     /// The watch of the device in `registration`: the one in `kept` when it serves that

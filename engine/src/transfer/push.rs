@@ -186,6 +186,22 @@ impl Steps {
                         None => return Ok(None),
                     }
                 }
+                Ok(Some(code))
+                    if took_a_payload_whole(
+                        code,
+                        point.acknowledged,
+                        attempt.job.package.len(),
+                    ) =>
+                {
+                    // Reset from what the device made of the payload, and the package again
+                    // with Block1 (`send_package` made the delivery's bursts stop).
+                    attempt
+                        .watch()
+                        .read_now(&self.management)
+                        .await
+                        .map_err(at("reading State after a payload taken whole"))?;
+                    Start::Over
+                }
                 Ok(Some(code)) if refuses_block(code) && point.acknowledged == start.offset() => {
                     let len = attempt.job.package.len();
                     let Some(next) = start.after_refusal(point.block_size, len) else {
@@ -252,7 +268,9 @@ impl Steps {
     /// the device says it stands (26500), opens with a whole set; one from where the device is
     /// only inferred to stand opens with a payload alone and confirmable. A device that
     /// answers 4.02 Bad Option (the plan was wrong) has no Q-Block1: it is sent the same bytes
-    /// with Block1 at once, and stop-and-wait for the rest of the delivery. One that refuses
+    /// with Block1 at once, and stop-and-wait for the rest of the delivery. So is one whose
+    /// stack knows option 19 but not Q-Block1 (aiocoap's) and answers a payload with a success
+    /// as if it were the whole package, once `write_package` has reset it. One that refuses
     /// a block of the opening set from block 0 with 4.08 (it takes none before block 0) is
     /// sent the body again at once, opening with block 0 alone.
     async fn send_package(
@@ -324,6 +342,20 @@ impl Steps {
                         );
                         attempt.burst = 1;
                         send_block1(endpoint, device, &upload, meter, &mut record).await
+                    }
+                    Ok(outcome)
+                        if outcome.response.response_code().is_some_and(|code| {
+                            took_a_payload_whole(code, outcome.acknowledged, upload.body.len())
+                        }) =>
+                    {
+                        let endpoint_name = &job.endpoint;
+                        tracing::warn!(
+                            endpoint = %endpoint_name,
+                            "the device took a Q-Block1 payload as the whole package (its stack \
+                             knows the option, not Q-Block1): stop-and-wait from block 0"
+                        );
+                        attempt.burst = 1;
+                        Ok(outcome)
                     }
                     // From block 0: it takes no block before block 0 (RFC 7959 section 2.9.2).
                     Ok(outcome)
@@ -400,6 +432,16 @@ impl Steps {
 /// handle) to an opening set, it refuses a block that comes before the one it expects.
 fn refused_at_start(outcome: &Block1Outcome, start: usize, code: ResponseType) -> bool {
     outcome.acknowledged == start && outcome.response.response_code() == Some(code)
+}
+
+/// Whether a write ended with `code`, a success other than 2.31 Continue, `acknowledged` bytes
+/// short of the package's `len`: the device took a Q-Block1 payload as a whole request body
+/// (its stack knows option 19 but does not implement Q-Block1), so it holds one block as its
+/// package, not the package.
+fn took_a_payload_whole(code: ResponseType, acknowledged: usize, len: usize) -> bool {
+    acknowledged < len
+        && !code.is_error()
+        && !matches!(code, ResponseType::Continue | ResponseType::UnKnown)
 }
 
 /// Whether a failed exchange gave up on the device's answer (RFC 7252's MAX_RETRANSMIT spent,

@@ -25,10 +25,12 @@ use crate::coap::stats::WireMeter;
 /// (`again` for a block this upload sent before: one the device listed missing, or the probe
 /// of a round left unanswered) and every block the device confirmed with every block before
 /// it. Ends at 2.04, or at the first answer that is not Q-Block1's to handle (4.02 Bad Option
-/// from a device without it, 4.08 without a list, 5.03, ...), which is returned for the caller
-/// to decide, as [`crate::coap::blockwise::send_block1`] does. `Err` when the device breaks
-/// the protocol (the reason says how), an exchange gives up, or [`MAX_RECOVERY_ROUNDS`] pass
-/// without progress.
+/// from a device without it, 4.08 without a list, 5.03, ...; a success without Q-Block1 before
+/// the last block went out, from a device that took one payload as the whole body), which is
+/// returned for the caller to decide, as [`crate::coap::blockwise::send_block1`] does. `Err`
+/// when the device breaks the protocol (the reason says how), an exchange gives up, or
+/// [`MAX_RECOVERY_ROUNDS`] pass without progress. Each round, answer and probe is traced
+/// (`fota_engine::coap::qblock1=trace`), to see where an upload's time goes.
 pub async fn send_q_block1(
     endpoint: &Endpoint,
     peer: SocketAddr,
@@ -198,6 +200,7 @@ impl<P: FnMut(Block1Progress)> Sending<'_, '_, P> {
                 .set
                 .react(&packet, answered)
                 .map_err(|r| self.fail(r))?;
+            tracing::trace!(peer = %self.peer, answered, ?reaction, "answer");
             if reaction != Reaction::Stale
                 && let Some((payloads, took)) = awaiting.timed(answered)
             {
@@ -238,12 +241,14 @@ impl<P: FnMut(Block1Progress)> Sending<'_, '_, P> {
             self.send(block).await?;
         }
         let sent = Instant::now();
+        let wait = self.timing.non_timeout(payloads);
+        tracing::trace!(peer = %self.peer, number, payloads, last, ?wait, "round sent");
         Ok(Awaiting::Round(Round {
             number,
             payloads,
             last,
             sent,
-            deadline: sent + self.timing.non_timeout(payloads),
+            deadline: sent + wait,
         }))
     }
 
@@ -259,6 +264,7 @@ impl<P: FnMut(Block1Progress)> Sending<'_, '_, P> {
             });
         };
         self.timing.timed_out();
+        tracing::trace!(peer = %self.peer, round = round.number, "round unanswered: probed");
         self.recovery_round()?;
         self.probe(round.last).await
     }

@@ -37,8 +37,9 @@ pub enum Reaction {
     /// body goes on from what it confirmed in blocks of that size.
     Smaller(usize),
     /// Any other answer (an error: 4.02 Bad Option from a device without Q-Block1, 4.08
-    /// without a list from one that lost the body, 5.03, ...): the upload ends with it, for
-    /// the caller to decide.
+    /// without a list from one that lost the body, 5.03, ...; or a success without Q-Block1
+    /// before the body's last block went out, from a device that took one payload as a whole
+    /// body): the upload ends with it, for the caller to decide.
     Stop,
 }
 
@@ -239,15 +240,21 @@ impl Set {
     }
 
     /// 2.04 (or another success): the device took the whole body, which it can only have if
-    /// its last block went out.
+    /// its last block went out. A success without Q-Block1 before that comes from a stack
+    /// that knows the option's number but not the option (aiocoap's): it took the payload it
+    /// answers as a whole request body, and the caller decides ([`Reaction::Stop`]).
     fn completed(&self, packet: &Packet) -> Result<Reaction, String> {
         let last = self.blocks - 1;
+        let answered = answered_block(packet)?;
         if !self.sent.contains_key(&last) {
-            return Err(format!(
-                "the device said the body is complete before block {last}, its last, was sent"
-            ));
+            return match answered {
+                None => Ok(Reaction::Stop),
+                Some(_) => Err(format!(
+                    "the device said the body is complete before block {last}, its last, was sent"
+                )),
+            };
         }
-        match answered_block(packet)? {
+        match answered {
             Some(block) if block.num != last && block.size() == self.size => Err(format!(
                 "the body completed at block {}, not at its last, {last}",
                 block.num
@@ -391,8 +398,20 @@ mod tests {
             unreadable.contains("Q-Block1 does not read"),
             "{unreadable}"
         );
-        let early = react(&set, &answer(ResponseType::Changed, tokens[9])).unwrap_err();
+        let mut early = answer(ResponseType::Changed, tokens[9]);
+        let claimed = BlockOption::new(9, false, 512).unwrap();
+        early.add_option(CoapOption::Unknown(19), claimed.encode());
+        let early = react(&set, &early).unwrap_err();
         assert!(early.contains("before block 40"), "{early}");
+    }
+
+    #[test]
+    fn a_success_without_q_block1_before_the_last_block_ends_the_upload_for_the_caller() {
+        // A stack that knows option 19 but not Q-Block1 took payload 0 as a whole body.
+        let (set, tokens) = first_set_sent();
+        for code in [ResponseType::Changed, ResponseType::Created] {
+            assert_eq!(react(&set, &answer(code, tokens[0])), Ok(Reaction::Stop));
+        }
     }
 
     #[test]
