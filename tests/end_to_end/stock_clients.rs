@@ -579,12 +579,15 @@ async fn a_ram_device_out_of_reach_mid_push_takes_the_rest_in_new_exchanges() {
 }
 
 /// Given a model whose capability plan says it takes Q-Block1 bursts when its stack does not
-/// (aiocoap knows no option 19, as most LwM2M stacks), when a task pushes to it, then the
-/// device refuses the opening set (4.02 Bad Option), the engine goes on with Block1 for the
-/// rest of the delivery, and the device installs the image byte for byte, the refused set the
-/// only bytes sent twice.
+/// (aiocoap knows option 19's number, so it refuses nothing, but not Q-Block1: it hands each
+/// payload to the resource as a whole PUT, and the device takes the first one as its package),
+/// when a task pushes to it, then the engine, answered 2.04 before its last block went out,
+/// resets the device and writes the package with Block1 for the rest of the delivery, in the
+/// same attempt, and the device installs the image byte for byte, the opening set the only
+/// bytes sent twice. (Before, the device installed one 512-byte block and was reported
+/// upgraded.)
 #[test]
-fn a_stock_client_a_plan_wrongly_gives_bursts_refuses_them_and_gets_block1() {
+fn a_stock_client_taking_a_q_block1_payload_as_its_package_is_reset_and_given_block1() {
     if !aiocoap_present() {
         return;
     }
