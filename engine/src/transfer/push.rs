@@ -469,3 +469,27 @@ fn log_continuation(attempt: &Attempt<'_>, start: Start, why: &str) {
         Start::Resumed(_) => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_success_short_of_the_package_is_a_payload_taken_whole_and_nothing_else_is() {
+        let len = 60_000;
+        for code in [ResponseType::Changed, ResponseType::Created] {
+            assert!(took_a_payload_whole(code, 0, len), "{code:?} at block 0");
+            assert!(took_a_payload_whole(code, 20_480, len), "{code:?} mid-way");
+            assert!(!took_a_payload_whole(code, len, len), "{code:?} at the end");
+        }
+        for code in [
+            ResponseType::Continue,
+            ResponseType::BadOption,
+            ResponseType::MethodNotAllowed,
+            ResponseType::RequestEntityIncomplete,
+            ResponseType::UnKnown,
+        ] {
+            assert!(!took_a_payload_whole(code, 0, len), "{code:?}");
+        }
+    }
+}
