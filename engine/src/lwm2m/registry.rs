@@ -7,6 +7,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 use tokio::time::Instant;
 
 use tokio::sync::{broadcast, mpsc};
@@ -296,7 +297,8 @@ impl Registry {
         let number = state.number(id)?;
         let mut registration = state.remove(number)?;
         registration.address = address;
-        registration.cycle = Some(now.saturating_duration_since(registration.last_update));
+        let interval = now.saturating_duration_since(registration.last_update);
+        registration.cycle = Some(next_cycle(registration.cycle, interval));
         registration.last_update = now;
         registration.proven = true;
         registration.lifetime = request.lifetime.unwrap_or(registration.lifetime);
@@ -481,10 +483,28 @@ impl crate::coap::dtls::SecurePeers for Registry {
     }
 }
 
+/// A queue-mode device's cycle once an Update came `interval` after its last contact, the
+/// cycle known so far being `known`: the interval, unless it is about a whole number of known
+/// cycles, two or more (within a quarter of one), as when the Updates in between were lost:
+/// then the known cycle stands. A cycle taken too long would end a delivery cut by the
+/// device's sleep at once, as if it slept past the sleep hold, when it is back in a cycle; one
+/// taken too short (a device whose cycle truly became a whole multiple of the old one) costs a
+/// wait of the sleep hold at most.
+fn next_cycle(known: Option<Duration>, interval: Duration) -> Duration {
+    let Some(known) = known.filter(|known| !known.is_zero()) else {
+        return interval;
+    };
+    let cycles = interval.as_secs_f64() / known.as_secs_f64();
+    let whole = cycles.round();
+    if whole >= 2.0 && (cycles - whole).abs() <= 0.25 {
+        known
+    } else {
+        interval
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn request(endpoint: &str, lifetime: u64) -> RegisterRequest {
@@ -704,5 +724,34 @@ mod tests {
             (updates.iter()).all(|event| matches!(event, RegistrationEvent::Updated(_))),
             "each as an Update"
         );
+    }
+
+    #[test]
+    fn an_update_after_lost_ones_leaves_the_cycle_as_it_was() {
+        let secs = Duration::from_secs;
+        assert_eq!(next_cycle(None, secs(90)), secs(90), "the first interval");
+        assert_eq!(
+            next_cycle(Some(secs(90)), secs(95)),
+            secs(95),
+            "a late Update"
+        );
+        assert_eq!(next_cycle(Some(secs(90)), secs(180)), secs(90), "one lost");
+        assert_eq!(
+            next_cycle(Some(secs(90)), secs(200)),
+            secs(90),
+            "one lost, late"
+        );
+        assert_eq!(next_cycle(Some(secs(90)), secs(270)), secs(90), "two lost");
+        assert_eq!(
+            next_cycle(Some(secs(90)), secs(140)),
+            secs(140),
+            "a longer cycle"
+        );
+        assert_eq!(
+            next_cycle(Some(secs(90)), secs(30)),
+            secs(30),
+            "a shorter one"
+        );
+        assert_eq!(next_cycle(Some(Duration::ZERO), secs(30)), secs(30));
     }
 }
