@@ -770,8 +770,9 @@ fn device_data_schemas() -> Value {
             json!({
                 "kind": one_of(OPERATION_KINDS),
                 "path": lwm2m_path(),
-                "content": reference("NewDeviceData"),
-                "arguments": string(),
+                // Null is the same as absent.
+                "content": { "oneOf": [reference("NewDeviceData"), { "type": "null" }] },
+                "arguments": nullable("string"),
             }),
         ),
         "QueuedOperation": object(

@@ -248,6 +248,7 @@ async fn bad_paths_and_bodies_are_problems_and_a_viewer_reads_but_does_not_write
         .problem(StatusCode::BAD_REQUEST, "bad-request");
     for operation in [
         json!({ "kind": "write", "path": "/3/0/15" }),
+        json!({ "kind": "write", "path": "/3/0/15", "content": null }),
         json!({ "kind": "read", "path": "/3/0/15", "content": { "value": "x" } }),
         json!({ "kind": "read", "path": "/3/0/15", "priority": 1 }),
         json!({ "kind": "execute", "path": "/3/0/4/0" }),
@@ -256,6 +257,11 @@ async fn bad_paths_and_bodies_are_problems_and_a_viewer_reads_but_does_not_write
             .await
             .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid");
     }
+    let nulls_are_absent =
+        json!({ "kind": "read", "path": "/3/0/1", "content": null, "arguments": null });
+    enqueue(api, &endpoint, nulls_are_absent)
+        .await
+        .expect(StatusCode::ACCEPTED);
     read(api, "urn:imei:nobody", "/3/0/0")
         .await
         .problem(StatusCode::NOT_FOUND, "not-found");
