@@ -1,7 +1,10 @@
 //! `Checked<X>`: any of axum's extractors (`Json`, `Query`, `Path`, `Bytes`) whose rejection
 //! is answered as a problem (400, 413, 415 or 422 with axum's explanation) instead of axum's
-//! plain text; `JsonBody<T>`: a JSON body read as JSON Schema reads numbers. Body size limits
-//! are set per route by the router; this only reports them.
+//! plain text; `JsonBody<T>`: a JSON body checked against its route's schema and read as JSON
+//! Schema reads numbers. Body size limits and schemas are set per route by the router; this
+//! only applies them.
+
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::to_bytes;
@@ -11,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::body_schema::BodySchema;
 use super::problem::{Kind, Problem};
 
 /// Longest explanation of a rejection kept in a problem's detail.
@@ -64,9 +68,10 @@ async fn as_problem(response: Response) -> Problem {
 }
 
 /// A JSON body of type `T`, read as `Json` reads it (media type, size limit, syntax: 415, 413,
-/// 400), with every integral number written as a float (`11.0`) taken as the integer it is
-/// before `T` is read from it (422 when it is not a `T`). JSON Schema, and so the OpenAPI
-/// document, counts `11.0` as an integer; serde does not.
+/// 400), checked against the schema the route gives it (a [`BodySchema`] among the request's
+/// extensions; 422 when it breaks it), with every integral number written as a float (`11.0`)
+/// taken as the integer it is before `T` is read from it (422 when it is not a `T`). JSON
+/// Schema, and so the OpenAPI document, counts `11.0` as an integer; serde does not.
 pub struct JsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
@@ -77,7 +82,11 @@ where
     type Rejection = Problem;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
+        let schema = request.extensions().get::<Arc<BodySchema>>().cloned();
         let Checked(Json(mut value)) = Checked::<Json<Value>>::from_request(request, state).await?;
+        if let Some(schema) = schema {
+            schema.check(&value)?;
+        }
         integral_floats_as_integers(&mut value);
         serde_path_to_error::deserialize(value)
             .map(JsonBody)

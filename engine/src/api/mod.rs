@@ -29,6 +29,7 @@
 //! API. A refused request changes nothing: every check runs before the one call that writes.
 
 mod auth;
+mod body_schema;
 pub(crate) mod connections;
 mod console;
 mod credentials;

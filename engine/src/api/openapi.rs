@@ -5,7 +5,8 @@
 //! The schemas of what a client sends say exactly what the server takes: bounds of integers,
 //! names that must not be blank, the enums, `additionalProperties: false` on the bodies whose
 //! structs deny unknown fields (and only on them), `null` where the server takes it. A request
-//! the document allows is then never refused as malformed, and one it forbids always is. What
+//! the document allows is then never refused as malformed, and one it forbids always is (the
+//! router checks every JSON body against its schema: [`super::body_schema`]). What
 //! a schema cannot say (a record the request names must exist, a delta needs its base, a
 //! deadline comes after the execution time, a plugin takes only its own settings) is a 409 or
 //! 422 the operation lists.

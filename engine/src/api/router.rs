@@ -5,14 +5,15 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::http::Method;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodFilter, MethodRouter, on};
+use axum::{Extension, Router};
 
 use super::auth::{Guard, authenticate, authorize};
+use super::body_schema::BodySchema;
 use super::connections::HttpCounters;
 use super::device_ops::MAX_TIMEOUT_SECS;
 use super::openapi::{PACKAGE_KINDS, PLUGIN_KINDS};
@@ -302,14 +303,19 @@ impl Route {
         kinds
     }
 
-    /// The handler, with the body limit of its payload, and the keeping of its answers per
-    /// `Idempotency-Key` when it creates.
+    /// The handler, with the body limit of its payload, the schema its JSON body is checked
+    /// against ([`JsonBody`](super::extract::JsonBody) checks it), and the keeping of its
+    /// answers per `Idempotency-Key` when it creates.
     fn method_router(&self, config: &ApiConfig, state: &ApiState) -> MethodRouter<ApiState> {
         let limit = match self.payload {
             Payload::Binary | Payload::Batch(_) => config.max_upload_bytes,
             Payload::Json(_) | Payload::None => config.max_json_bytes,
         };
-        let handler = (self.handler)(self.verb.filter()).layer(DefaultBodyLimit::max(limit));
+        let mut handler = (self.handler)(self.verb.filter()).layer(DefaultBodyLimit::max(limit));
+        if let Payload::Json(name) = self.payload {
+            let schema = BodySchema::of(&state.openapi, name);
+            handler = handler.layer(Extension(Arc::new(schema)));
+        }
         if !self.idempotent {
             return handler;
         }

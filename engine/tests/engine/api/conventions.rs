@@ -3,7 +3,8 @@
 //! nothing changes, also when writers race) and `If-None-Match` (304); `Idempotency-Key` on
 //! creating POSTs (one resource however often, or however concurrently, the request is sent,
 //! also after a crash of the engine; the key refused for another request; keys per token; a
-//! refusal not kept); cursor paging walking lists in both sort orders while they grow.
+//! refusal not kept); cursor paging walking lists in both sort orders while they grow; a body
+//! the document forbids (an array where it says object) refused before anything changes.
 
 use std::collections::BTreeSet;
 
@@ -208,6 +209,32 @@ async fn if_match_refuses_stale_writes_and_if_none_match_answers_304() {
         .send_with(Method::POST, &redeliver, None, &headers)
         .await;
     refused.problem(StatusCode::PRECONDITION_FAILED, "precondition-failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_the_document_forbids_is_refused_and_changes_nothing() {
+    let bed = Bed::start().await;
+    let api = &bed.api;
+    let (_, package) = group_and_package(api).await;
+    let firmware = package_firmware(api, &package).await;
+    let firmware = format!("/v1/firmware/{}", firmware.as_str().unwrap());
+    let before = api.get(&firmware).await.expect(StatusCode::OK).json();
+    // Serde reads a struct from an array as well: `[null]` would clear the reported version.
+    for body in [json!([null]), json!({ "reported_version": [] })] {
+        let detail = patch_if(api, &firmware, &body, "*")
+            .await
+            .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+        assert!(detail.contains("ReportedVersion"), "{body}: {detail}");
+    }
+    assert_eq!(api.get(&firmware).await.json(), before);
+    let groups_before = groups(api).await;
+    let as_array = json!(["second", "Acme", "NB-1"]);
+    let detail = api
+        .post("/v1/groups", &as_array)
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    assert!(detail.contains("is not of type \"object\""), "{detail}");
+    assert_eq!(groups(api).await, groups_before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
