@@ -165,17 +165,26 @@ mod tests {
         let mut request = RegisterRequest::for_tests("dev", 3600);
         request.binding.queue_mode = true;
         let address = ([127, 0, 0, 1], 1000).into();
-        let start = Instant::now() - Duration::from_secs(400);
+        let start = Instant::now() - Duration::from_secs(450);
         let registered = registry.register(request, address, start);
         assert_eq!(
             presence.expected_wake(&registered),
             None,
             "no cycle seen yet"
         );
-        // It woke 300 s later with an Update, and has slept since its window closed.
-        let woke = start + Duration::from_secs(300);
-        let updated = (registry.update(&registered.id, UpdateRequest::default(), address, woke))
-            .expect("registered");
+        // It woke 50 s after its Register, then 300 s later, and has slept since its window
+        // closed.
+        let first = start + Duration::from_secs(50);
+        let update = UpdateRequest::default;
+        let updated = registry.update(&registered.id, update(), address, first);
+        assert_eq!(
+            presence.expected_wake(&updated.expect("registered")),
+            None,
+            "no cycle from the Register"
+        );
+        let woke = first + Duration::from_secs(300);
+        let updated =
+            (registry.update(&registered.id, update(), address, woke)).expect("registered");
         assert_eq!(updated.cycle, Some(Duration::from_secs(300)));
         assert_eq!(
             presence.expected_wake(&updated),

@@ -53,9 +53,9 @@ pub struct Registration {
     pub registered_at: Instant,
     /// When the device was last heard from (Register or Update).
     pub last_update: Instant,
-    /// The time between its contacts (Register or Update), as its shortest intervals of late
-    /// say (`Registry::update`): a queue-mode device's cycle of waking and sleeping, as far as
-    /// it keeps one. `None` before its first Update.
+    /// The time between its Updates, as its shortest intervals of late say
+    /// (`Registry::update`): a queue-mode device's cycle of waking and sleeping, as far as it
+    /// keeps one. `None` before its second Update (the time from the Register is no cycle).
     pub cycle: Option<Duration>,
     /// Whether the device proved it receives at its address: it answered the engine, or sent
     /// an Update to the location only the Register's answer told it. Until then its source

@@ -297,8 +297,13 @@ impl Registry {
         let number = state.number(id)?;
         let mut registration = state.remove(number)?;
         registration.address = address;
-        let interval = now.saturating_duration_since(registration.last_update);
-        registration.cycle = Some(next_cycle(registration.cycle, interval));
+        // From its Register to its first Update is no cycle: a device registers when it boots
+        // or lost its registration, not at a wake-up of its cycle, and stays awake after it as
+        // long as it likes (a simulated fleet spreads its phases there).
+        if registration.last_update > registration.registered_at {
+            let interval = now.saturating_duration_since(registration.last_update);
+            registration.cycle = Some(next_cycle(registration.cycle, interval));
+        }
         registration.last_update = now;
         registration.proven = true;
         registration.lifetime = request.lifetime.unwrap_or(registration.lifetime);
@@ -483,7 +488,7 @@ impl crate::coap::dtls::SecurePeers for Registry {
     }
 }
 
-/// A queue-mode device's cycle once an Update came `interval` after its last contact, the
+/// A queue-mode device's cycle once an Update came `interval` after its last Update, the
 /// cycle known so far being `known`: a shorter interval is taken at once, a longer one only a
 /// quarter of the way (RFC 6298's gain). An interval is the cycle plus however late its Update
 /// came (retransmitted, or lost whole and the next one waited for), so the shortest are the
@@ -719,6 +724,24 @@ mod tests {
             (updates.iter()).all(|event| matches!(event, RegistrationEvent::Updated(_))),
             "each as an Update"
         );
+    }
+
+    #[test]
+    fn the_cycle_is_measured_between_updates_never_from_the_register() {
+        let registry = Registry::new();
+        let secs = Duration::from_secs;
+        let start = Instant::now();
+        let registered = registry.register(request("dev", 3600), addr(), start);
+        let update = |at: u64| {
+            let update = UpdateRequest::default();
+            (registry.update(&registered.id, update, addr(), start + secs(at)))
+                .expect("registered")
+                .cycle
+        };
+        // Awake 80 s longer after its Register than in its cycle of 90 s.
+        assert_eq!(update(170), None, "the Register's interval is no cycle");
+        assert_eq!(update(260), Some(secs(90)));
+        assert_eq!(update(350), Some(secs(90)));
     }
 
     #[test]
