@@ -57,11 +57,12 @@ impl Presence {
     }
 
     /// When the device of `registration`, in queue mode, should wake next: a cycle after its
-    /// last contact, as its last two were apart; `None` in UDP binding or before its first
-    /// Update.
+    /// last contact, the cycle as its recent Updates were apart; `None` in UDP binding or
+    /// before its second Update.
     pub fn expected_wake(&self, registration: &Registration) -> Option<Instant> {
         let cycle = registration
             .cycle
+            .estimate()
             .filter(|_| registration.binding.queue_mode)?;
         Some(registration.last_update + cycle)
     }
@@ -126,7 +127,7 @@ impl Presence {
 mod tests {
     use super::*;
     use crate::lwm2m::Binding;
-    use crate::lwm2m::registration::{RegisterRequest, UpdateRequest};
+    use crate::lwm2m::registration::{RegisterRequest, UpdateRequest, WakeCycle};
 
     fn registration(queue_mode: bool, updated_ago: Duration) -> Registration {
         let last_update = Instant::now() - updated_ago;
@@ -138,7 +139,7 @@ mod tests {
             },
             registered_at: last_update,
             last_update,
-            cycle: None,
+            cycle: WakeCycle::default(),
             ..Registration::for_tests("dev", ([127, 0, 0, 1], 1000).into())
         }
     }
@@ -185,7 +186,7 @@ mod tests {
         let woke = first + Duration::from_secs(300);
         let updated =
             (registry.update(&registered.id, update(), address, woke)).expect("registered");
-        assert_eq!(updated.cycle, Some(Duration::from_secs(300)));
+        assert_eq!(updated.cycle.estimate(), Some(Duration::from_secs(300)));
         assert_eq!(
             presence.expected_wake(&updated),
             Some(woke + Duration::from_secs(300))

@@ -3,6 +3,7 @@
 //! `RegistrationError` with a reason the device is told in its 4.00.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +30,41 @@ pub struct Binding {
     pub queue_mode: bool,
 }
 
+/// Intervals between a device's last Updates its cycle is taken from.
+const CYCLE_SAMPLES: usize = 6;
+
+/// A queue-mode device's cycle of waking and sleeping: the shortest of the intervals between
+/// its last [`CYCLE_SAMPLES`] Updates. An interval is the cycle plus however late its Update
+/// came (retransmitted, or lost whole and the next one waited for), never less, so the shortest
+/// is the truest, and a few late or lost Updates in a row do not lengthen it; a cycle that truly
+/// grew is followed once the shorter intervals are out of the window. Taken too long, the cycle
+/// would end a delivery cut by the device's sleep at once, as if the device slept past the
+/// sleep hold, when it is back within the cycle; taken too short, it costs a wait of the sleep
+/// hold at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WakeCycle {
+    /// The last intervals in milliseconds (at least 1, at most 49 days: a registration small
+    /// enough to copy), a ring whose next slot is `next`.
+    intervals: [Option<NonZeroU32>; CYCLE_SAMPLES],
+    next: u8,
+}
+
+impl WakeCycle {
+    /// Keeps `interval`, the time from the device's last Update to this one, in place of the
+    /// oldest.
+    pub fn record(&mut self, interval: Duration) {
+        let millis = u32::try_from(interval.as_millis()).unwrap_or(u32::MAX);
+        self.intervals[usize::from(self.next)] = NonZeroU32::new(millis.max(1));
+        self.next = (self.next + 1) % CYCLE_SAMPLES as u8;
+    }
+
+    /// The cycle: the shortest interval kept; `None` before the first.
+    pub fn estimate(&self) -> Option<Duration> {
+        let shortest = self.intervals.iter().flatten().min()?;
+        Some(Duration::from_millis(u64::from(shortest.get())))
+    }
+}
+
 /// A device's registration, as the Register and later Updates made it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Registration {
@@ -53,10 +89,10 @@ pub struct Registration {
     pub registered_at: Instant,
     /// When the device was last heard from (Register or Update).
     pub last_update: Instant,
-    /// The time between its Updates, as its shortest intervals of late say
-    /// (`Registry::update`): a queue-mode device's cycle of waking and sleeping, as far as it
-    /// keeps one. `None` before its second Update (the time from the Register is no cycle).
-    pub cycle: Option<Duration>,
+    /// The intervals between its Updates, and from them a queue-mode device's cycle of waking
+    /// and sleeping, as far as it keeps one (none before its second Update: the time from the
+    /// Register is no cycle).
+    pub cycle: WakeCycle,
     /// Whether the device proved it receives at its address: it answered the engine, or sent
     /// an Update to the location only the Register's answer told it. Until then its source
     /// may be forged, and the registration lives a short while only.
@@ -112,7 +148,7 @@ impl Registration {
             announced_format: request.announced_format,
             registered_at: now,
             last_update: now,
-            cycle: None,
+            cycle: WakeCycle::default(),
             proven: false,
             identity: request.identity,
         }
@@ -445,5 +481,29 @@ mod tests {
         let links: Vec<String> = (0..129).map(|i| format!("</{i}/0>")).collect();
         let err = parse(register(&["ep=a"], &links.join(","))).unwrap_err();
         assert!(err.0.contains("at most 128"), "{err}");
+    }
+
+    #[test]
+    fn the_cycle_is_the_shortest_recent_interval_so_late_and_lost_updates_do_not_lengthen_it() {
+        let secs = Duration::from_secs;
+        let mut cycle = WakeCycle::default();
+        assert_eq!(cycle.estimate(), None);
+        cycle.record(secs(90));
+        assert_eq!(cycle.estimate(), Some(secs(90)), "the first interval");
+        // An Update 40 s late, then two lost whole in a row.
+        for interval in [130, 180, 180] {
+            cycle.record(secs(interval));
+            assert_eq!(cycle.estimate(), Some(secs(90)), "{interval} s");
+        }
+        cycle.record(secs(85));
+        assert_eq!(cycle.estimate(), Some(secs(85)), "a shorter one at once");
+        // A cycle that truly grew to 300 s is followed once the short ones are out.
+        let mut grown = 0;
+        while cycle.estimate() != Some(secs(300)) {
+            cycle.record(secs(300));
+            grown += 1;
+            assert!(grown <= CYCLE_SAMPLES, "followed within the window");
+        }
+        assert_eq!(grown, CYCLE_SAMPLES);
     }
 }

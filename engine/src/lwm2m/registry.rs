@@ -7,7 +7,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 use tokio::time::Instant;
 
 use tokio::sync::{broadcast, mpsc};
@@ -302,7 +301,7 @@ impl Registry {
         // long as it likes (a simulated fleet spreads its phases there).
         if registration.last_update > registration.registered_at {
             let interval = now.saturating_duration_since(registration.last_update);
-            registration.cycle = Some(next_cycle(registration.cycle, interval));
+            registration.cycle.record(interval);
         }
         registration.last_update = now;
         registration.proven = true;
@@ -488,24 +487,10 @@ impl crate::coap::dtls::SecurePeers for Registry {
     }
 }
 
-/// A queue-mode device's cycle once an Update came `interval` after its last Update, the
-/// cycle known so far being `known`: a shorter interval is taken at once, a longer one only a
-/// quarter of the way (RFC 6298's gain). An interval is the cycle plus however late its Update
-/// came (retransmitted, or lost whole and the next one waited for), so the shortest are the
-/// truest: a cycle taken too long would end a delivery cut by the device's sleep at once, as if
-/// it slept past the sleep hold, when it is back within the cycle; one taken too short (the
-/// device's cycle truly grew, which the estimate follows over a few Updates) costs a wait of
-/// the sleep hold at most.
-fn next_cycle(known: Option<Duration>, interval: Duration) -> Duration {
-    match known {
-        Some(known) if interval > known => known + (interval - known) / 4,
-        _ => interval,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn request(endpoint: &str, lifetime: u64) -> RegisterRequest {
         RegisterRequest::for_tests(endpoint, lifetime)
@@ -737,37 +722,11 @@ mod tests {
             (registry.update(&registered.id, update, addr(), start + secs(at)))
                 .expect("registered")
                 .cycle
+                .estimate()
         };
         // Awake 80 s longer after its Register than in its cycle of 90 s.
         assert_eq!(update(170), None, "the Register's interval is no cycle");
         assert_eq!(update(260), Some(secs(90)));
         assert_eq!(update(350), Some(secs(90)));
-    }
-
-    #[test]
-    fn a_late_or_lost_update_lengthens_the_cycle_a_quarter_of_the_way_and_a_short_one_at_once() {
-        let secs = Duration::from_secs;
-        assert_eq!(next_cycle(None, secs(90)), secs(90), "the first interval");
-        assert_eq!(
-            next_cycle(Some(secs(90)), secs(130)),
-            secs(100),
-            "an Update 40 s late"
-        );
-        assert_eq!(
-            next_cycle(Some(secs(90)), secs(180)),
-            secs(112) + secs(1) / 2,
-            "one lost"
-        );
-        assert_eq!(
-            next_cycle(Some(secs(100)), secs(90)),
-            secs(90),
-            "back on time"
-        );
-        // A cycle that truly grew from 90 s to 300 s is followed within a few Updates.
-        let mut cycle = secs(90);
-        for _ in 0..8 {
-            cycle = next_cycle(Some(cycle), secs(300));
-        }
-        assert!(cycle > secs(270) && cycle <= secs(300), "{cycle:?}");
     }
 }

@@ -153,7 +153,11 @@ impl RegistrationInterface {
                 let before = self.registry.by_id(id).map(|r| r.address);
                 self.carry_estimate(before, request.peer);
                 match self.registry.update(id, update, request.peer, now) {
-                    Some(_) => Response::new(ResponseType::Changed),
+                    Some(updated) => {
+                        let endpoint = &updated.endpoint;
+                        tracing::debug!(%endpoint, cycle = ?updated.cycle.estimate(), "Update");
+                        Response::new(ResponseType::Changed)
+                    }
                     None => Response::error(ResponseType::NotFound, "unknown registration"),
                 }
             }
