@@ -166,15 +166,15 @@ mod tests {
         let mut request = RegisterRequest::for_tests("dev", 3600);
         request.binding.queue_mode = true;
         let address = ([127, 0, 0, 1], 1000).into();
-        let start = Instant::now() - Duration::from_secs(450);
+        let start = Instant::now() - Duration::from_secs(750);
         let registered = registry.register(request, address, start);
         assert_eq!(
             presence.expected_wake(&registered),
             None,
             "no cycle seen yet"
         );
-        // It woke 50 s after its Register, then 300 s later, and has slept since its window
-        // closed.
+        // It woke 50 s after its Register, then 300 s later twice, and has slept since its
+        // window closed.
         let first = start + Duration::from_secs(50);
         let update = UpdateRequest::default;
         let updated = registry.update(&registered.id, update(), address, first);
@@ -183,7 +183,11 @@ mod tests {
             None,
             "no cycle from the Register"
         );
-        let woke = first + Duration::from_secs(300);
+        let second = first + Duration::from_secs(300);
+        let updated = registry.update(&registered.id, update(), address, second);
+        let updated = updated.expect("registered");
+        assert_eq!(updated.cycle.estimate(), None, "one interval");
+        let woke = second + Duration::from_secs(300);
         let updated =
             (registry.update(&registered.id, update(), address, woke)).expect("registered");
         assert_eq!(updated.cycle.estimate(), Some(Duration::from_secs(300)));

@@ -34,7 +34,7 @@ pub struct Binding {
 const CYCLE_SAMPLES: usize = 6;
 
 /// A queue-mode device's cycle of waking and sleeping: the shortest of the intervals between
-/// its last [`CYCLE_SAMPLES`] Updates. An interval is the cycle plus however late its Update
+/// its last [`CYCLE_SAMPLES`] Updates, once there are two. An interval is the cycle plus however late its Update
 /// came (retransmitted, or lost whole and the next one waited for), never less, so the shortest
 /// is the truest, and a few late or lost Updates in a row do not lengthen it; a cycle that truly
 /// grew is followed once the shorter intervals are out of the window. Taken too long, the cycle
@@ -58,9 +58,14 @@ impl WakeCycle {
         self.next = (self.next + 1) % CYCLE_SAMPLES as u8;
     }
 
-    /// The cycle: the shortest interval kept; `None` before the first.
+    /// The cycle: the shortest interval kept; `None` before the second (one alone may be a
+    /// lost Update's two cycles, and nothing tells).
     pub fn estimate(&self) -> Option<Duration> {
-        let shortest = self.intervals.iter().flatten().min()?;
+        let kept = self.intervals.iter().flatten();
+        if kept.clone().count() < 2 {
+            return None;
+        }
+        let shortest = kept.min()?;
         Some(Duration::from_millis(u64::from(shortest.get())))
     }
 }
@@ -488,8 +493,10 @@ mod tests {
         let secs = Duration::from_secs;
         let mut cycle = WakeCycle::default();
         assert_eq!(cycle.estimate(), None);
+        cycle.record(secs(180));
+        assert_eq!(cycle.estimate(), None, "one interval, maybe an Update lost");
         cycle.record(secs(90));
-        assert_eq!(cycle.estimate(), Some(secs(90)), "the first interval");
+        assert_eq!(cycle.estimate(), Some(secs(90)), "the shorter of two");
         // An Update 40 s late, then two lost whole in a row.
         for interval in [130, 180, 180] {
             cycle.record(secs(interval));

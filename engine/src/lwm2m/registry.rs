@@ -726,7 +726,8 @@ mod tests {
         };
         // Awake 80 s longer after its Register than in its cycle of 90 s.
         assert_eq!(update(170), None, "the Register's interval is no cycle");
-        assert_eq!(update(260), Some(secs(90)));
+        assert_eq!(update(260), None, "one interval is not trusted alone");
         assert_eq!(update(350), Some(secs(90)));
+        assert_eq!(update(440), Some(secs(90)));
     }
 }
