@@ -34,13 +34,13 @@ pub struct Binding {
 const CYCLE_SAMPLES: usize = 6;
 
 /// A queue-mode device's cycle of waking and sleeping: the shortest of the intervals between
-/// its last [`CYCLE_SAMPLES`] Updates, once there are two. An interval is the cycle plus however late its Update
-/// came (retransmitted, or lost whole and the next one waited for), never less, so the shortest
-/// is the truest, and a few late or lost Updates in a row do not lengthen it; a cycle that truly
-/// grew is followed once the shorter intervals are out of the window. Taken too long, the cycle
-/// would end a delivery cut by the device's sleep at once, as if the device slept past the
-/// sleep hold, when it is back within the cycle; taken too short, it costs a wait of the sleep
-/// hold at most.
+/// its last [`CYCLE_SAMPLES`] Updates, once there are two. An interval is the cycle plus however
+/// late its Update came (retransmitted, or lost whole and the next one waited for), never less,
+/// so the shortest is the truest, and a few late or lost Updates in a row do not lengthen it; a
+/// cycle that truly grew is followed once the shorter intervals are out of the window. Taken
+/// too long, the cycle would end a delivery cut by the device's sleep at once, as if the device
+/// slept past the sleep hold, when it is back within the cycle; taken too short, it costs a
+/// wait of the sleep hold at most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct WakeCycle {
     /// The last intervals in milliseconds (at least 1, at most 49 days: a registration small
