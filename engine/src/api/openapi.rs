@@ -288,8 +288,14 @@ fn success(content: Content) -> Value {
     json!({ "description": "Done.", "content": { media: { "schema": schema } } })
 }
 
+/// The component schema `name`.
 fn reference(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+/// The component schema `name`, or null.
+fn nullable_reference(name: &str) -> Value {
+    json!({ "oneOf": [reference(name), { "type": "null" }] })
 }
 
 fn string() -> Value {
@@ -633,7 +639,7 @@ fn device_schemas() -> Value {
                 &["registered", "registration", "tasks"],
                 json!({
                     "registered": { "type": "boolean" },
-                    "registration": { "oneOf": [reference("Registration"), { "type": "null" }] },
+                    "registration": nullable_reference("Registration"),
                     "tasks": array(reference("DeviceProgress")),
                 }),
             ),
@@ -772,7 +778,7 @@ fn device_data_schemas() -> Value {
                 "kind": one_of(OPERATION_KINDS),
                 "path": lwm2m_path(),
                 // Null is the same as absent.
-                "content": { "oneOf": [reference("NewDeviceData"), { "type": "null" }] },
+                "content": nullable_reference("NewDeviceData"),
                 "arguments": nullable("string"),
             }),
         ),
@@ -798,7 +804,7 @@ fn device_data_schemas() -> Value {
                 "created_at": millis(),
                 "finished_at": nullable_millis(),
                 "attempts": integer(),
-                "result": { "oneOf": [reference("DeviceData"), { "type": "null" }] },
+                "result": nullable_reference("DeviceData"),
                 "error": nullable("string"),
             }),
         ),
@@ -1050,9 +1056,7 @@ fn task_schemas() -> Value {
                     "maximum": u32::MAX,
                     "description": "Package bytes per second this task may put on each cell's downlink.",
                 },
-                "windows": {
-                    "oneOf": [reference("MaintenanceWindows"), { "type": "null" }],
-                },
+                "windows": nullable_reference("MaintenanceWindows"),
                 "stages": {
                     "type": "array",
                     "maxItems": crate::campaign::stages::MAX_STAGES,
