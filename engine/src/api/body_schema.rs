@@ -9,8 +9,9 @@
 //! reads it, and the handler's own rules (those no schema can state) come after.
 
 use jsonschema::{Draft, Validator};
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use super::openapi;
 use super::problem::{Kind, Problem};
 
 /// Errors of a body quoted in its problem's detail, at most.
@@ -34,10 +35,8 @@ impl BodySchema {
             components["schemas"].get(name).is_some(),
             "the document has no schema {name}"
         );
-        let schema = json!({
-            "$ref": format!("#/components/schemas/{name}"),
-            "components": components,
-        });
+        let mut schema = openapi::reference(name);
+        schema["components"] = components.clone();
         let validator = jsonschema::options()
             .with_draft(Draft::Draft202012)
             .build(&schema)
@@ -71,7 +70,7 @@ impl BodySchema {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::openapi;
+    use serde_json::json;
 
     fn schema(name: &'static str) -> BodySchema {
         BodySchema::of(&openapi::document(), name)

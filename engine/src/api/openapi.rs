@@ -289,7 +289,7 @@ fn success(content: Content) -> Value {
 }
 
 /// The component schema `name`.
-fn reference(name: &str) -> Value {
+pub(super) fn reference(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
 
