@@ -105,6 +105,9 @@ pub struct QBlock1Stats {
     pub payloads: u64,
     /// Payloads of blocks it held already (in flash or in RAM).
     pub held_again: u64,
+    /// Payloads past what its RAM takes (MAX_PAYLOADS blocks past the first it misses),
+    /// dropped: the client sent further ahead than the device can hold.
+    pub beyond_ram: u64,
     /// 4.08 answers listing missing blocks it sent, at once or after NON_RECEIVE_TIMEOUT.
     pub missing_lists: u64,
     /// Block numbers those lists named, all lists together.
@@ -331,6 +334,8 @@ impl QBlock1Receiver {
             if block.num < window {
                 let bytes = Bytes::copy_from_slice(payload.bytes);
                 self.ahead.insert(block.num, (bytes, block.more));
+            } else {
+                self.stats.beyond_ram += 1;
             }
             return Ok(true);
         }

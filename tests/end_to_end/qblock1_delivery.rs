@@ -68,8 +68,10 @@ struct DeviceTraffic {
     /// engine's probe's, not the device's own): a copy the device sent of one (RFC 7252
     /// section 4.3) is the same list, a list of the other kind with the same id is not.
     list_ids: std::collections::HashSet<(bool, u16)>,
-    /// Resets the engine sent the device.
-    resets: u64,
+    /// Non-confirmable messages received, by message id: more than one is a copy.
+    non_confirmable: HashMap<u16, u32>,
+    /// Resets the engine sent to a non-confirmable message after a copy of it came.
+    resets_to_copies: u64,
     /// 4.08s with missing blocks the engine received, and the blocks they named.
     lists_received: u64,
     blocks_listed_received: u64,
@@ -92,13 +94,19 @@ impl WireProbe for QBlock1Traffic {
         let Ok(packet) = Packet::from_bytes(datagram) else {
             return;
         };
+        let mut devices = self.0.lock().unwrap();
+        let device = devices.entry(peer).or_default();
+        if packet.header.get_type() == MessageType::NonConfirmable {
+            *device
+                .non_confirmable
+                .entry(packet.header.message_id)
+                .or_default() += 1;
+        }
         let listed = packet.response_code() == Some(ResponseType::RequestEntityIncomplete)
             && packet.content_format_number() == Some(MISSING_BLOCKS_CBOR_SEQ);
         if !listed {
             return;
         }
-        let mut devices = self.0.lock().unwrap();
-        let device = devices.entry(peer).or_default();
         let piggybacked = packet.header.get_type() == MessageType::Acknowledgement;
         if !device
             .list_ids
@@ -120,8 +128,9 @@ impl WireProbe for QBlock1Traffic {
         };
         let mut devices = self.0.lock().unwrap();
         let device = devices.entry(peer).or_default();
-        if packet.header.get_type() == MessageType::Reset {
-            device.resets += 1;
+        let copies = device.non_confirmable.get(&packet.header.message_id);
+        if packet.header.get_type() == MessageType::Reset && copies.is_some_and(|n| *n > 1) {
+            device.resets_to_copies += 1;
         }
         let Some(Ok(block)) = packet.q_block1() else {
             return;
@@ -190,7 +199,8 @@ fn lossy_link(loss: f64, delay: Duration) -> Impairment {
 /// Pushes the 80 KB package in bursts to every device of `fleet` (registered to `server`,
 /// whose socket `traffic` watches) and checks that every delivery completes, within one set
 /// per interruption; that the engine sent again no block but those the device listed missing
-/// and the probes of unanswered rounds; that what it counted as recovered is exactly what its
+/// and the probes of unanswered rounds, and none past what the device's RAM takes (its window
+/// reaches MAX_PAYLOADS past the first block the device misses); that what it counted as recovered is exactly what its
 /// socket sent a second time within an upload; and that the devices sent at least the lists
 /// the engine got. `exact`: also that a device was given a block it held only by a probe (the
 /// lists it made were right: on real UDP a loaded machine may deliver a payload after the
@@ -220,6 +230,10 @@ async fn push_through_loss(
         assert_eq!(
             seen.unasked, 0,
             "a block sent again that no list named: {seen:?}"
+        );
+        assert_eq!(
+            stats.beyond_ram, 0,
+            "a block sent past what the device's RAM takes: {stats:?}"
         );
         assert_eq!(
             report.wire.package_recovered, seen.again_bytes,
@@ -281,9 +295,9 @@ fn q_block1_through_20_percent_loss_in_simulated_time_lists_and_sends_exactly_wh
 /// What the engine's socket saw of one fleet's pushes at 20 % loss each way in simulated time,
 /// 100 ms each way (a round trip far longer than the devices' reorder wait, as on NB-IoT, so
 /// a probe is what a lost answer costs, not a list slower than the engine's wait): probes
-/// sent, Resets sent, lists received (each once), and the duplicates its message layer
-/// dropped.
-fn probes_at_20_percent_loss(seed: u64, answers_once: bool) -> (u64, u64, u64, u64) {
+/// sent, Resets sent to a non-confirmable message after its copy came, lists received (each
+/// once), and the duplicates its message layer dropped.
+fn probes_at_20_percent_loss(seed: u64, answers_once: bool) -> [u64; 4] {
     replay::once(seed, |network| async move {
         network.set_impairment(lossy_link(0.2, Duration::from_millis(100)));
         let server = replay::engine(&network, ServerConfig::loopback()).await;
@@ -295,47 +309,62 @@ fn probes_at_20_percent_loss(seed: u64, answers_once: bool) -> (u64, u64, u64, u
         })
         .await;
         let (lists, probes, _) = push_through_loss(&server, &fleet, &traffic, true).await;
-        let resets = traffic.0.lock().unwrap().values().map(|d| d.resets).sum();
-        (probes, resets, lists, server.endpoint.stats().duplicates)
+        let devices = traffic.0.lock().unwrap();
+        let resets_to_copies = devices.values().map(|d| d.resets_to_copies).sum();
+        [
+            probes,
+            resets_to_copies,
+            lists,
+            server.endpoint.stats().duplicates,
+        ]
     })
     .0
 }
 
 /// Devices that send each answer to a set twice (the reference device's default, RFC 7252
 /// section 4.3's copies of a non-confirmable message) against the same devices answering
-/// once, through the same seeded 20 % loss each way: an answer lost costs the engine NON_TIMEOUT
-/// and a probe, and the copy spares most of those (both copies are lost one time in 25, a
-/// single answer one in 5). Not every probe: a round whose payloads were all lost (a recovery
-/// of one block, one time in five) has nothing to answer. The engine's message layer drops
-/// the copies it does not need as duplicates: none reaches the upload twice, and none is
-/// answered with a Reset, though the upload has moved on and forgotten the token by then
-/// (Resets go to answers that come after their upload forgot them, a device's late list:
-/// the copies add none).
+/// once, through the same seeded 20 % loss each way, over twelve seeds (a run in simulated
+/// time takes a fraction of a second; one seed's counts swing with where the losses fall): an
+/// answer lost costs the engine NON_TIMEOUT and a probe, and the copy spares many of those
+/// (both copies are lost one time in 25, a single answer one in 5). Not every probe: a round
+/// whose payloads were all lost (a recovery of one block, one time in five) has nothing to
+/// answer, and the window moves on at any of the device's answers, so a lost one is often made
+/// up by the next (272 probes answering once against 197 twice over these seeds, stop 57).
+/// The engine's message layer drops the copies it does not need as duplicates: none reaches
+/// the upload twice, and none is answered with a Reset (Resets go to answers that come after
+/// their upload forgot them, a device's late list; the copy of one is a duplicate).
 #[test]
 fn answers_sent_twice_spare_the_engine_probes_and_their_copies_are_dropped_quietly() {
-    let (probes_once, resets_once, _, _) = probes_at_20_percent_loss(43, true);
-    let (probes_twice, resets_twice, lists, duplicates) = probes_at_20_percent_loss(43, false);
+    let (mut once, mut twice) = ([0; 4], [0; 4]);
+    for seed in 40..52 {
+        let runs = [
+            (&mut once, probes_at_20_percent_loss(seed, true)),
+            (&mut twice, probes_at_20_percent_loss(seed, false)),
+        ];
+        for (sum, run) in runs {
+            sum.iter_mut().zip(run).for_each(|(total, n)| *total += n);
+        }
+    }
+    let [probes_once, ..] = once;
+    let [probes_twice, resets_to_copies, lists, duplicates] = twice;
     eprintln!(
-        "at 20 % loss each way, 5 devices: {probes_once} probes answering once, {probes_twice} \
-         answering twice ({lists} lists, {duplicates} duplicates dropped; Resets {resets_once} \
-         and {resets_twice})"
+        "at 20 % loss each way, 5 devices, 12 seeds: {probes_once} probes answering once, \
+         {probes_twice} answering twice ({lists} lists, {duplicates} duplicates dropped)"
     );
     assert!(
-        probes_once >= 10,
+        probes_once >= 100,
         "the loss took answers: {probes_once} probes"
     );
     assert!(
-        probes_twice * 4 <= probes_once * 3,
-        "copies spared a quarter of the probes at least: {probes_twice} against {probes_once}"
+        probes_twice * 5 <= probes_once * 4,
+        "copies spared a fifth of the probes at least: {probes_twice} against {probes_once}"
     );
+    // Both copies of an answer come 16 times in 25; lists are most of the answers.
     assert!(
-        duplicates > lists,
-        "the copies came and were dropped: {duplicates}"
+        duplicates * 2 > lists,
+        "the copies came and were dropped: {duplicates} against {lists} lists"
     );
-    assert!(
-        resets_twice <= resets_once,
-        "no Reset to a copy: {resets_twice} Resets against {resets_once} answering once"
-    );
+    assert_eq!(resets_to_copies, 0, "no Reset to a copy");
 }
 
 /// The engine on `network`, 5 ms from every device each way, so an interruption lands in the

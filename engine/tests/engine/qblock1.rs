@@ -355,7 +355,9 @@ async fn a_list_of_blocks_sent_is_answered_with_those_blocks_and_the_set_confirm
     assert_eq!(confirmed, vec![SIZE, 4 * SIZE, 8 * SIZE, 10 * SIZE - 20]);
     let seen = seen.lock().unwrap();
     let order: Vec<u32> = seen.iter().map(|(num, _)| *num).collect();
-    assert_eq!(order, [0, 1, 2, 3, 1, 2, 4, 5, 6, 7, 8, 9], "{seen:?}");
+    // Block 0 confirmed, the window reaches four blocks past it (1-4); the list's blocks go
+    // again, then the blocks up to four past the one the device confirmed next (5-7).
+    assert_eq!(order, [0, 1, 2, 3, 4, 1, 2, 5, 6, 7, 8, 9], "{seen:?}");
     assert_eq!(seen[0], (0, true), "the first payload alone, confirmable");
     assert!(
         seen[1..].iter().all(|(_, con)| !con),
@@ -509,10 +511,11 @@ async fn a_recovery_round_left_unanswered_is_probed_with_its_own_block() {
     assert_eq!(confirmed, vec![4 * SIZE, 8 * SIZE, 10 * SIZE - 20]);
     let seen = seen.lock().unwrap().clone();
     let order: Vec<u32> = seen.iter().map(|(num, _)| *num).collect();
-    // The probe asks with the block the round carried, which the device then has: not with
-    // the set's last block, which would only have the device list block 1 once more.
-    assert_eq!(order, [0, 1, 2, 3, 1, 1, 4, 5, 6, 7, 8, 9], "{seen:?}");
-    assert_eq!(seen[5], (1, true), "{seen:?}");
+    // The recovery round carries block 1 and, the device missing 1 first, block 4 (the window
+    // reaches four blocks past 1). The probe asks with the block the device listed, which it
+    // then has: not with the round's last block, which would only have it list 1 once more.
+    assert_eq!(order, [0, 1, 2, 3, 1, 4, 1, 5, 6, 7, 8, 9], "{seen:?}");
+    assert_eq!(seen[6], (1, true), "{seen:?}");
 }
 
 #[tokio::test]

@@ -17,9 +17,10 @@
 //!   Continue with the last block it holds) and whether it takes Q-Block1 at all (4.02 Bad
 //!   Option: it does not; the caller falls back to Block1). The caller also asks where a
 //!   device refused a set before its block 0 (4.08: it takes a download in order);
-//! - then sets: the payloads from the first block the device has not confirmed to the end of
-//!   its set, back to back, non-confirmable. Sets are aligned on block numbers (set `k` is
-//!   blocks `k * MAX_PAYLOADS ..`), so both ends agree where one ends without saying so;
+//! - then a window: the payloads from the first block the device has not confirmed up to
+//!   MAX_PAYLOADS blocks past it, back to back, non-confirmable. The device answers by sets,
+//!   aligned on block numbers (set `k` is blocks `k * MAX_PAYLOADS ..`), so both ends agree
+//!   where one ends without saying so;
 //! - the device answers a set once it is complete: 2.31 Continue with Q-Block1 naming the
 //!   last block it holds with every block before it, or 2.04 Changed once the whole body is
 //!   there. Otherwise, when nothing new came for a while (a short reorder wait after the set's
@@ -31,15 +32,24 @@
 //!   by its message id, so the upload hears an answer once, and sends no Reset for it;
 //! - the engine sends the listed blocks again, each once for each list that was made after it
 //!   last went out (a list carries the token of a payload the device had seen, made after
-//!   the reorder wait for the rest of that payload's round: `set` keeps the rounds), and
-//!   goes on to the next set only after the 2.31 for this one: one set at most is ever on the
-//!   link beyond what the device confirmed, so an interruption costs at most one set again.
+//!   the reorder wait for the rest of that payload's round: `window` keeps the rounds; a list on
+//!   a token of a round older than every block still unconfirmed is stale), and moves the
+//!   window on: to MAX_PAYLOADS blocks past the one a 2.31 confirms, or past the lowest block
+//!   a list names, the first the device misses (it holds every block before it, and those it
+//!   holds past it wait in its RAM, which takes MAX_PAYLOADS), sending the window's blocks not
+//!   sent yet after the listed ones. So the round that recovers a set's lost blocks carries
+//!   the next set's first blocks too, and each answer (a 2.31 as a set completes, a list after
+//!   the silence that ends a round) moves the window on at once: fewer round trips a body
+//!   than a set at a time, whose recovery rounds carry nothing new (BENCHMARKS.md, stop 57).
+//!   At most MAX_PAYLOADS blocks are ever on the link past the first the device was known to
+//!   miss, so an interruption costs at most that many again.
 //!
 //! Congestion control (RFC 9177 section 7.2), set for NB-IoT:
 //! - MAX_PAYLOADS is the device model's, from the capability plugin's plan (RFC 9177's
 //!   default is 10; a plan above [`MAX_BURST`] is refused): the device buffers a set's
 //!   payloads ahead of what its flash holds, so the set may not be larger than its RAM takes.
-//!   One set outstanding at a time keeps the link's queue to one set.
+//!   One window outstanding keeps the link's queue to MAX_PAYLOADS payloads (RFC 9177 counts
+//!   MAX_PAYLOADS as the payloads sent before an answer is waited for).
 //! - NON_TIMEOUT, the wait for a round's answer after its last payload ([`timing`]): RFC
 //!   6298's SRTT + 4 RTTVAR of the answers' round trips, and the time the round's payloads
 //!   beyond its first take on the link, both fitted from the rounds answered so far (fed
@@ -87,8 +97,8 @@
 
 pub mod missing;
 mod sender;
-mod set;
 mod timing;
+mod window;
 
 pub use sender::send_q_block1;
 pub use timing::AnswerTimes;

@@ -1,4 +1,4 @@
-//! `send_q_block1`: sends one body to a peer with Q-Block1, a [`Set`] at a time on a
+//! `send_q_block1`: sends one body to a peer with Q-Block1, a [`Window`] at a time on a
 //! [`Burst`], as the module documentation (`super`) describes, keeping the caller told what
 //! goes out and what the device confirmed ([`Block1Progress`]).
 
@@ -8,8 +8,8 @@ use std::time::Duration;
 use coap_lite::Packet;
 use tokio::time::Instant;
 
-use super::set::{Reaction, Set};
 use super::timing::Timing;
+use super::window::{Reaction, Window};
 use super::{MAX_RECOVERY_ROUNDS, Opening, SetPlan, blocks_of};
 use crate::coap::block::{BlockOption, size_exponent};
 use crate::coap::blockwise::{Block1Outcome, Block1Progress, Block1Upload};
@@ -59,13 +59,13 @@ pub async fn send_q_block1(
         )));
     }
     let first = (start / size) as u32;
-    let set = Set::new(first, blocks_of(len, size), size, max_payloads);
+    let window = Window::new(first, blocks_of(len, size), size, max_payloads);
     let mut sending = Sending {
         peer,
         burst: endpoint.burst(peer).await?,
         upload,
         request: tagged(&upload.request, len),
-        set,
+        window,
         meter,
         progress,
         acknowledged: start,
@@ -99,7 +99,7 @@ struct Sending<'a, 't, P> {
     /// What every payload's request is made from.
     request: OutgoingRequest,
     /// The payloads beyond what the device confirmed.
-    set: Set,
+    window: Window,
     /// Where every byte each way is counted.
     meter: &'a WireMeter,
     /// Told what goes out and what the device confirmed.
@@ -116,15 +116,19 @@ struct Sending<'a, 't, P> {
     exchange_lifetime: Duration,
 }
 
-/// A round of non-confirmable payloads (a set, or the blocks a list named), whose answer is
+/// A round of non-confirmable payloads (the window's new blocks, the blocks a list named with
+/// them), whose answer is
 /// waited for.
 struct Round {
-    /// Its number ([`Set::start_round`]).
+    /// Its number ([`Window::start_round`]).
     number: u64,
     /// How many payloads it sent.
     payloads: usize,
-    /// Its last block: the one a probe sends again when the answer does not come.
-    last: u32,
+    /// The block a probe sends again when the answer does not come: the first of a round
+    /// that opens with blocks the device listed missing (the one it misses first goes again
+    /// with the question), the last of one that sends blocks for the first time (the device's
+    /// answer to it then speaks for the whole round).
+    probed: u32,
     /// When its last payload went out.
     sent: Instant,
     /// When its answer is given up on and the round probed (NON_TIMEOUT after `sent`).
@@ -164,9 +168,9 @@ impl Awaiting {
     /// How many payloads the round waited for sent, and how long after the last of them its
     /// answer came, when an answer to round `answered` answers it in time (not a probe, whose
     /// round trip is one message's, nor a payload of an earlier round).
-    fn timed(&self, answered: u64) -> Option<(usize, Duration)> {
+    fn timed(&self, answered: Option<u64>) -> Option<(usize, Duration)> {
         match self {
-            Awaiting::Round(round) if round.number == answered => {
+            Awaiting::Round(round) if Some(round.number) == answered => {
                 Some((round.payloads, round.sent.elapsed()))
             }
             _ => None,
@@ -175,14 +179,14 @@ impl Awaiting {
 }
 
 impl<P: FnMut(Block1Progress)> Sending<'_, '_, P> {
-    /// The opening (the first payload alone and confirmable, or the first set), then set after
-    /// set until the body is done.
+    /// The opening (the first payload alone and confirmable, or the first window), then round
+    /// after round until the body is done.
     async fn run(&mut self, opening: Opening) -> Result<Block1Outcome, CoapError> {
         let mut due = Vec::new();
         let mut awaiting = match opening {
-            Opening::Ask => self.probe(self.set.first()).await?,
+            Opening::Ask => self.probe(self.window.first()).await?,
             Opening::Set => {
-                due = (self.set.first()..self.set.end()).collect();
+                due = self.window.unsent().collect();
                 Awaiting::Nothing
             }
         };
@@ -195,12 +199,12 @@ impl<P: FnMut(Block1Progress)> Sending<'_, '_, P> {
                 awaiting = self.unanswered(awaiting).await?;
                 continue;
             };
-            let answered = self.set.round_of(&packet);
+            let answered = self.window.round_of(&packet);
             let reaction = self
-                .set
+                .window
                 .react(&packet, answered)
                 .map_err(|r| self.fail(r))?;
-            tracing::trace!(peer = %self.peer, answered, ?reaction, "answer");
+            tracing::trace!(peer = %self.peer, ?answered, ?reaction, "answer");
             if reaction != Reaction::Stale
                 && let Some((payloads, took)) = awaiting.timed(answered)
             {
@@ -211,13 +215,14 @@ impl<P: FnMut(Block1Progress)> Sending<'_, '_, P> {
                 Reaction::Stop => return Ok(self.outcome(packet)),
                 Reaction::Stale => {}
                 Reaction::Continue(held) => due = self.confirmed(held)?,
-                Reaction::Resend(blocks) => {
+                Reaction::Resend { again, from } => {
                     self.recovery_round()?;
-                    due = blocks;
+                    self.window.slide(from);
+                    due = again.into_iter().chain(self.window.unsent()).collect();
                 }
                 Reaction::Smaller(size) => {
                     self.resize(size);
-                    awaiting = self.probe(self.set.first()).await?;
+                    awaiting = self.probe(self.window.first()).await?;
                     continue;
                 }
             }
@@ -225,7 +230,7 @@ impl<P: FnMut(Block1Progress)> Sending<'_, '_, P> {
                 if !due.is_empty() {
                     // An earlier payload's answer said what to send: the probe is moot.
                     self.burst.forget(&token);
-                } else if round == answered {
+                } else if Some(round) == answered {
                     awaiting = Awaiting::Nothing;
                 }
             }
@@ -234,27 +239,33 @@ impl<P: FnMut(Block1Progress)> Sending<'_, '_, P> {
 
     /// Sends `blocks` back to back as a round, whose answer is then waited for NON_TIMEOUT.
     async fn send_round(&mut self, blocks: Vec<u32>) -> Result<Awaiting, CoapError> {
-        let number = self.set.start_round();
+        let number = self.window.start_round();
         let payloads = blocks.len();
-        let last = blocks.last().copied().unwrap_or(self.set.end() - 1);
+        let again = blocks
+            .first()
+            .is_some_and(|first| (*first as usize * self.window.size()) < self.sent_to);
+        let probed = match again {
+            true => blocks.first(),
+            false => blocks.last(),
+        };
+        let probed = probed.copied().unwrap_or(self.window.end() - 1);
         for block in blocks {
             self.send(block).await?;
         }
         let sent = Instant::now();
         let wait = self.timing.non_timeout(payloads);
-        tracing::trace!(peer = %self.peer, number, payloads, last, ?wait, "round sent");
+        tracing::trace!(peer = %self.peer, number, payloads, probed, ?wait, "round sent");
         Ok(Awaiting::Round(Round {
             number,
             payloads,
-            last,
+            probed,
             sent,
             deadline: sent + wait,
         }))
     }
 
-    /// Nothing answered what the upload waited for by its deadline: a round is probed (its
-    /// last block again, confirmable: a recovery round's lost block goes again with the
-    /// question); a probe is given up on.
+    /// Nothing answered what the upload waited for by its deadline: a round is probed (one of
+    /// its blocks again, confirmable: [`Round::probed`]); a probe is given up on.
     async fn unanswered(&mut self, awaiting: Awaiting) -> Result<Awaiting, CoapError> {
         let Awaiting::Round(round) = awaiting else {
             let waited = self.exchange_lifetime;
@@ -266,28 +277,27 @@ impl<P: FnMut(Block1Progress)> Sending<'_, '_, P> {
         self.timing.timed_out();
         tracing::trace!(peer = %self.peer, round = round.number, "round unanswered: probed");
         self.recovery_round()?;
-        self.probe(round.last).await
+        self.probe(round.probed).await
     }
 
     /// The device holds every block before `held`: the account moves on, and the blocks of
-    /// the set `held` starts that were not sent yet are due.
+    /// the window from `held` that were not sent yet are due.
     fn confirmed(&mut self, held: u32) -> Result<Vec<u32>, CoapError> {
-        if held >= self.set.blocks() {
+        if held >= self.window.blocks() {
             return Err(self.fail(format!(
                 "2.31 Continue for block {}, the body's last: 2.04 was due",
                 held - 1
             )));
         }
         self.rounds = 0;
-        self.acknowledged = (held as usize * self.set.size()).min(self.upload.body.len());
+        self.acknowledged = (held as usize * self.window.size()).min(self.upload.body.len());
         (self.progress)(Block1Progress::Acknowledged(self.acknowledged));
-        if held >= self.set.end() {
-            // A new set: answers about the last one's payloads are no longer waited for.
+        if held >= self.window.end() {
+            // Every block sent is confirmed: answers about them are no longer waited for.
             self.burst.forget_all_but(0);
         }
-        self.set.advance(held);
-        let set = &self.set;
-        Ok((held..set.end()).filter(|b| !set.was_sent(*b)).collect())
+        self.window.advance(held);
+        Ok(self.window.unsent().collect())
     }
 
     /// Counts a round of recovery; `Err` past [`MAX_RECOVERY_ROUNDS`].
@@ -307,7 +317,7 @@ impl<P: FnMut(Block1Progress)> Sending<'_, '_, P> {
     fn resize(&mut self, size: usize) {
         let len = self.upload.body.len();
         let first = (self.acknowledged / size) as u32;
-        self.set.resize(size, first, blocks_of(len, size));
+        self.window.resize(size, first, blocks_of(len, size));
         self.burst.forget_all_but(0);
     }
 
@@ -315,7 +325,7 @@ impl<P: FnMut(Block1Progress)> Sending<'_, '_, P> {
     async fn send(&mut self, block: u32) -> Result<(), CoapError> {
         let request = self.payload(block).await?;
         let token = self.burst.send(&request, self.meter).await?;
-        self.set.sent(block, Some(token));
+        self.window.sent(block, Some(token));
         Ok(())
     }
 
@@ -324,9 +334,9 @@ impl<P: FnMut(Block1Progress)> Sending<'_, '_, P> {
     async fn probe(&mut self, block: u32) -> Result<Awaiting, CoapError> {
         let mut request = self.payload(block).await?;
         request.confirmable = true;
-        let round = self.set.start_round();
+        let round = self.window.start_round();
         let token = self.burst.send(&request, self.meter).await?;
-        self.set.sent(block, Some(token));
+        self.window.sent(block, Some(token));
         let deadline = Instant::now() + self.exchange_lifetime;
         Ok(Awaiting::Probe {
             token,
@@ -338,7 +348,7 @@ impl<P: FnMut(Block1Progress)> Sending<'_, '_, P> {
     /// The request carrying `block`, once the upload's pacer lets its bytes go, told to
     /// `progress` as it goes out.
     async fn payload(&mut self, block: u32) -> Result<OutgoingRequest, CoapError> {
-        let (size, upload) = (self.set.size(), self.upload);
+        let (size, upload) = (self.window.size(), self.upload);
         let body = &upload.body;
         let offset = block as usize * size;
         let end = (offset + size).min(body.len());
@@ -371,7 +381,7 @@ impl<P: FnMut(Block1Progress)> Sending<'_, '_, P> {
         Block1Outcome {
             response,
             acknowledged: self.acknowledged,
-            block_size: self.set.size(),
+            block_size: self.window.size(),
         }
     }
 

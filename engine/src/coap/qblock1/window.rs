@@ -1,21 +1,23 @@
-//! `Set`: the payloads of a Q-Block1 body the client has sent beyond what the device confirmed,
-//! and what each of the device's answers means for them ([`Set::react`]). Pure bookkeeping:
-//! the sender (`super::sender`) sends and waits; this decides.
+//! `Window`: the blocks of a Q-Block1 body the client may have on the link, from the first
+//! the device has not confirmed to MAX_PAYLOADS past the first it was last known to miss, and
+//! what each of the device's answers means for them ([`Window::react`]). Pure bookkeeping: the
+//! sender (`super::sender`) sends and waits; this decides.
 //!
-//! Payloads go in rounds (a set, the blocks a list named, a probe), back to back, and the set
-//! remembers the round each of its blocks last went out in and each payload's token. A list of
-//! missing blocks carries the token of a payload the device had got when it made the list, and
-//! it made the list only after waiting for the payloads of that payload's round that may have
-//! been overtaken: a block of that round or an earlier one that it lists was lost and goes
-//! again, while a block sent again in a later round is on its way and is not sent a second
-//! time for the same list. (The payloads of one round arrive in any order: a list answering
-//! one overtaken by the others still speaks for the whole round.)
+//! Payloads go in rounds (the window's new blocks, the blocks a list named with the new ones a
+//! list let in, a probe), back to back, and the window remembers the round each of its blocks
+//! last went out in and each payload's token. A list of missing blocks carries the token of a
+//! payload the device had got when it made the list, and it made the list only after waiting
+//! for the payloads of that payload's round that may have been overtaken: a block of that
+//! round or an earlier one that it lists was lost and goes again, while a block sent again in
+//! a later round is on its way and is not sent a second time for the same list. (The payloads
+//! of one round arrive in any order: a list answering one overtaken by the others still speaks
+//! for the whole round.)
 
 use std::collections::HashMap;
 
 use coap_lite::{Packet, ResponseType};
 
-use super::{MISSING_BLOCKS_CBOR_SEQ, missing, set_end};
+use super::{MISSING_BLOCKS_CBOR_SEQ, missing};
 use crate::coap::block::BlockOption;
 use crate::coap::message::PacketExt;
 use crate::coap::proto::exchange::Token;
@@ -25,11 +27,18 @@ use crate::coap::proto::exchange::Token;
 pub enum Reaction {
     /// The body is complete (2.04 Changed, or another success): the upload ends with it.
     Done,
-    /// The device holds every block before this one (2.31 Continue): the next set starts
-    /// here.
+    /// The device holds every block before this one (2.31 Continue): the window moves on
+    /// from here.
     Continue(u32),
-    /// Send these blocks again (4.08 with the missing blocks), then wait for the answer.
-    Resend(Vec<u32>),
+    /// 4.08 with the missing blocks: send `again` again, and let the window reach
+    /// MAX_PAYLOADS blocks past `from`, the first block the device misses (it holds every
+    /// block before it); then wait for the answer.
+    Resend {
+        /// The blocks to send again.
+        again: Vec<u32>,
+        /// The lowest block the list names.
+        from: u32,
+    },
     /// An answer about blocks the device confirmed since, or a list of blocks already sent
     /// again since it was made: nothing to do.
     Stale,
@@ -43,20 +52,21 @@ pub enum Reaction {
     Stop,
 }
 
-/// The set of payloads in flight.
+/// The window of payloads in flight.
 #[derive(Debug)]
-pub struct Set {
+pub struct Window {
     /// Blocks in the body.
     blocks: u32,
-    /// Payloads per set (MAX_PAYLOADS).
+    /// Payloads per window (MAX_PAYLOADS).
     max_payloads: usize,
     /// Block size of every payload.
     size: usize,
     /// The first block the device has not confirmed.
     first: u32,
-    /// One past the last block of the set `first` belongs to.
+    /// One past the last block the window lets go out: MAX_PAYLOADS past the first block the
+    /// device was last known to miss.
     end: u32,
-    /// The round each block of the set last went out in.
+    /// The round each block of the window last went out in.
     sent: HashMap<u32, u64>,
     /// The round of each payload's token.
     tokens: HashMap<Token, u64>,
@@ -68,16 +78,16 @@ pub struct Set {
     confirmed: bool,
 }
 
-impl Set {
-    /// The set from block `first` of a body of `blocks` blocks of `size` bytes, sent in sets
+impl Window {
+    /// The window from block `first` of a body of `blocks` blocks of `size` bytes, sent in sets
     /// of `max_payloads`; nothing sent yet.
     pub fn new(first: u32, blocks: u32, size: usize, max_payloads: usize) -> Self {
-        Set {
+        Window {
             blocks,
             max_payloads,
             size,
             first,
-            end: set_end(first, max_payloads, blocks),
+            end: window_end(first, max_payloads, blocks),
             sent: HashMap::new(),
             tokens: HashMap::new(),
             round: 0,
@@ -90,9 +100,14 @@ impl Set {
         self.first
     }
 
-    /// One past the set's last block.
+    /// One past the last block the window lets go out.
     pub fn end(&self) -> u32 {
         self.end
+    }
+
+    /// The blocks of the window not sent yet, in order.
+    pub fn unsent(&self) -> impl Iterator<Item = u32> + '_ {
+        (self.first..self.end).filter(|block| !self.sent.contains_key(block))
     }
 
     /// Block size in use.
@@ -105,14 +120,24 @@ impl Set {
         self.blocks
     }
 
-    /// Moves on to the set holding block `first`, the blocks before it confirmed; what was
-    /// sent of the old set is forgotten, so a late answer about it is stale.
+    /// Moves on to block `first`, the blocks before it confirmed, the window reaching
+    /// MAX_PAYLOADS past it; what was sent before it is forgotten, and so are the tokens of
+    /// rounds older than any block still unconfirmed: a late answer on one is stale.
     pub fn advance(&mut self, first: u32) {
         self.confirmed = true;
         self.first = first;
-        self.end = set_end(first, self.max_payloads, self.blocks);
+        self.slide(first);
         self.sent.retain(|block, _| *block >= first);
-        self.tokens.clear();
+        let oldest = self.sent.values().min().copied().unwrap_or(u64::MAX);
+        self.tokens.retain(|_, round| *round >= oldest);
+    }
+
+    /// Lets the window reach MAX_PAYLOADS past `missing`, a block the device lists as the
+    /// first it misses: what it holds past that waits in its RAM, which takes MAX_PAYLOADS.
+    pub fn slide(&mut self, missing: u32) {
+        self.end = self
+            .end
+            .max(window_end(missing, self.max_payloads, self.blocks));
     }
 
     /// Goes on in blocks of `size` from the same byte: a body of `blocks` blocks, the
@@ -121,6 +146,7 @@ impl Set {
         self.size = size;
         self.blocks = blocks;
         self.sent.clear();
+        self.end = first;
         self.advance(first);
         self.confirmed = false;
     }
@@ -133,7 +159,7 @@ impl Set {
     }
 
     /// Notes that block `block` went out in this round, on `token` when it was
-    /// non-confirmable (a confirmable one's answer comes back with it: [`Set::react`] is told
+    /// non-confirmable (a confirmable one's answer comes back with it: [`Window::react`] is told
     /// its round). The round's number.
     pub fn sent(&mut self, block: u32, token: Option<Token>) -> u64 {
         self.sent.insert(block, self.round);
@@ -143,24 +169,19 @@ impl Set {
         self.round
     }
 
-    /// Whether `block` of this set went out already.
-    pub fn was_sent(&self, block: u32) -> bool {
-        self.sent.contains_key(&block)
-    }
-
-    /// The round of the payload a response carrying `packet`'s token answers; this one when
-    /// the token is not one of this set's.
-    pub fn round_of(&self, packet: &Packet) -> u64 {
+    /// The round of the payload a response carrying `packet`'s token answers; `None` when the
+    /// token is not one of the window's (a payload confirmed since, or of another size).
+    pub fn round_of(&self, packet: &Packet) -> Option<u64> {
         Token::try_from(packet.get_token())
             .ok()
             .and_then(|token| self.tokens.get(&token).copied())
-            .unwrap_or(self.round)
     }
 
-    /// What `packet`, the answer to a payload sent in round `round`, means.
+    /// What `packet`, the answer to a payload sent in round `round` (`None`: not known),
+    /// means.
     /// `Err` with the reason when it breaks RFC 9177: it names blocks the body does not have
     /// or that were never sent, or its options or list do not read.
-    pub fn react(&self, packet: &Packet, round: u64) -> Result<Reaction, String> {
+    pub fn react(&self, packet: &Packet, round: Option<u64>) -> Result<Reaction, String> {
         let code = packet.response_code().unwrap_or(ResponseType::UnKnown);
         match code {
             ResponseType::Continue => self.continued(packet),
@@ -200,10 +221,12 @@ impl Set {
         Ok(Reaction::Continue(held))
     }
 
-    /// 4.08 with the missing blocks: those of this set that last went out in the round of the
-    /// payload the list answers, or before, are sent again; blocks sent again since (on their
-    /// way), confirmed since, or not sent yet, are not.
-    fn missing(&self, packet: &Packet, round: u64) -> Result<Reaction, String> {
+    /// 4.08 with the missing blocks: those of the window that last went out in the round of
+    /// the payload the list answers, or before, are sent again; blocks sent again since (on
+    /// their way), confirmed since, or not sent yet, are not. Its lowest block is the first
+    /// the device misses, which the window may now reach MAX_PAYLOADS past. A list on a token
+    /// the window no longer knows is stale: it was made before blocks it may name went again.
+    fn missing(&self, packet: &Packet, round: Option<u64>) -> Result<Reaction, String> {
         let listed = missing::decode(&packet.payload)
             .map_err(|error| format!("4.08 with a bad list of missing blocks: {error}"))?;
         if let Some(past) = listed.iter().find(|b| **b >= self.blocks) {
@@ -212,16 +235,20 @@ impl Set {
                 self.blocks
             ));
         }
+        let (Some(from), Some(round)) = (listed.iter().min().copied(), round) else {
+            return Ok(Reaction::Stale);
+        };
         let mut again: Vec<u32> = listed
             .into_iter()
             .filter(|block| self.sent.get(block).is_some_and(|at| *at <= round))
             .collect();
         again.sort_unstable();
         again.dedup();
-        Ok(if again.is_empty() {
+        let slides = window_end(from, self.max_payloads, self.blocks) > self.end;
+        Ok(if again.is_empty() && !slides {
             Reaction::Stale
         } else {
-            Reaction::Resend(again)
+            Reaction::Resend { again, from }
         })
     }
 
@@ -264,6 +291,13 @@ impl Set {
     }
 }
 
+/// One past the last block of a window from `first`: MAX_PAYLOADS blocks, the body's end at
+/// most.
+fn window_end(first: u32, max_payloads: usize, blocks: u32) -> u32 {
+    let end = u64::from(first) + max_payloads.max(1) as u64;
+    end.min(u64::from(blocks)) as u32
+}
+
 /// The Q-Block1 option of an answer; `Err` when it does not read.
 fn answered_block(packet: &Packet) -> Result<Option<BlockOption>, String> {
     packet
@@ -279,15 +313,15 @@ mod tests {
     use super::*;
     use crate::coap::message::encode_uint;
 
-    /// A 41-block body of 512-byte blocks in sets of 10, the first set sent whole.
-    fn first_set_sent() -> (Set, Vec<Token>) {
-        let mut set = Set::new(0, 41, 512, 10);
+    /// A 41-block body of 512-byte blocks in sets of 10, the first window sent whole.
+    fn first_set_sent() -> (Window, Vec<Token>) {
+        let mut window = Window::new(0, 41, 512, 10);
         let tokens: Vec<Token> = (0..10u8).map(|i| [i, 0, 0, 1]).collect();
-        set.start_round();
+        window.start_round();
         for (block, token) in tokens.iter().enumerate() {
-            set.sent(block as u32, Some(*token));
+            window.sent(block as u32, Some(*token));
         }
-        (set, tokens)
+        (window, tokens)
     }
 
     fn answer(code: ResponseType, token: Token) -> Packet {
@@ -312,88 +346,165 @@ mod tests {
         packet
     }
 
-    fn react(set: &Set, packet: &Packet) -> Result<Reaction, String> {
-        set.react(packet, set.round_of(packet))
+    fn react(window: &Window, packet: &Packet) -> Result<Reaction, String> {
+        window.react(packet, window.round_of(packet))
     }
 
     #[test]
     fn a_complete_set_confirmed_moves_on_to_the_next_and_a_late_copy_is_stale() {
-        let (mut set, tokens) = first_set_sent();
-        assert_eq!((set.first(), set.end()), (0, 10));
+        let (mut window, tokens) = first_set_sent();
+        assert_eq!((window.first(), window.end()), (0, 10));
         let done = continued(9, tokens[9]);
-        assert_eq!(react(&set, &done), Ok(Reaction::Continue(10)));
-        set.advance(10);
-        assert_eq!((set.first(), set.end()), (10, 20));
-        assert!(!set.was_sent(10));
-        assert_eq!(react(&set, &done), Ok(Reaction::Stale));
+        assert_eq!(react(&window, &done), Ok(Reaction::Continue(10)));
+        window.advance(10);
+        assert_eq!((window.first(), window.end()), (10, 20));
+        assert_eq!(
+            window.unsent().collect::<Vec<_>>(),
+            (10..20).collect::<Vec<_>>()
+        );
+        assert_eq!(react(&window, &done), Ok(Reaction::Stale));
     }
 
     #[test]
     fn listed_blocks_are_sent_again_once_per_list_made_after_they_went_out() {
-        let (mut set, tokens) = first_set_sent();
+        let (mut window, tokens) = first_set_sent();
         // The device got up to block 9 (its token) without 3 and 7.
         let list = missing(&[3, 7], tokens[9]);
-        assert_eq!(react(&set, &list), Ok(Reaction::Resend(vec![3, 7])));
-        let resent = set.start_round();
-        set.sent(3, Some([3, 0, 0, 2]));
-        set.sent(7, Some([7, 0, 0, 2]));
+        let again = Reaction::Resend {
+            again: vec![3, 7],
+            from: 3,
+        };
+        assert_eq!(react(&window, &list), Ok(again));
+        window.slide(3);
+        let resent = window.start_round();
+        window.sent(3, Some([3, 0, 0, 2]));
+        window.sent(7, Some([7, 0, 0, 2]));
         // The same list again (the device's timer, or a duplicate): both are on their way.
-        assert_eq!(react(&set, &list), Ok(Reaction::Stale));
+        assert_eq!(react(&window, &list), Ok(Reaction::Stale));
         // A list made after block 3 came again, still without 7: 7 went in the same round,
         // so it was lost too.
         let later = missing(&[7], [3, 0, 0, 2]);
-        assert_eq!(set.round_of(&later), resent);
-        assert_eq!(react(&set, &later), Ok(Reaction::Resend(vec![7])));
+        assert_eq!(window.round_of(&later), Some(resent));
+        let again = Reaction::Resend {
+            again: vec![7],
+            from: 7,
+        };
+        assert_eq!(react(&window, &later), Ok(again));
+    }
+
+    #[test]
+    fn the_window_reaches_max_payloads_past_the_first_block_the_device_misses_never_back() {
+        let (mut window, tokens) = first_set_sent();
+        // The device holds 0-5 and 7-9: the round that sends 6 again may carry 10-15 too,
+        // which its RAM takes with 7-9 while 6 is missing.
+        let list = missing(&[6], tokens[9]);
+        let again = Reaction::Resend {
+            again: vec![6],
+            from: 6,
+        };
+        assert_eq!(react(&window, &list), Ok(again));
+        window.slide(6);
+        assert_eq!(
+            window.unsent().collect::<Vec<_>>(),
+            (10..16).collect::<Vec<_>>()
+        );
+        window.slide(3);
+        assert_eq!(
+            window.end(),
+            16,
+            "an older list does not draw the window back"
+        );
+        window.start_round();
+        for block in [6, 10, 11, 12, 13, 14, 15] {
+            window.sent(block, Some([block as u8, 0, 0, 2]));
+        }
+        // 2.31 up to 11 (6 came, and 10-11 before the list that follows): up to 21.
+        window.advance(12);
+        assert_eq!(
+            window.unsent().collect::<Vec<_>>(),
+            (16..22).collect::<Vec<_>>()
+        );
+        // A list naming only blocks never sent still moves the window (a set's tail not sent
+        // yet: the device lists up to its set's end).
+        let mut window = Window::new(0, 41, 512, 10);
+        window.start_round();
+        window.sent(0, Some([0; 4]));
+        let ahead = missing(&[1, 2], [0; 4]);
+        let slides = Reaction::Resend {
+            again: vec![],
+            from: 1,
+        };
+        assert_eq!(react(&window, &ahead), Ok(slides));
+    }
+
+    #[test]
+    fn a_list_on_a_token_older_than_every_unconfirmed_block_is_stale() {
+        let (mut window, tokens) = first_set_sent();
+        window.advance(10);
+        window.start_round();
+        window.sent(12, Some([12, 0, 0, 2]));
+        // Made before 12 went out: naming it would send it twice.
+        let old = missing(&[12, 13], tokens[9]);
+        assert_eq!(window.round_of(&old), None);
+        assert_eq!(react(&window, &old), Ok(Reaction::Stale));
     }
 
     #[test]
     fn a_list_answering_a_payload_overtaken_by_later_ones_speaks_for_its_whole_round() {
-        let (set, tokens) = first_set_sent();
+        let (window, tokens) = first_set_sent();
         // Block 5 came last, overtaken by 6, 8 and 9; 7 never came.
         let list = missing(&[7], tokens[5]);
-        assert_eq!(react(&set, &list), Ok(Reaction::Resend(vec![7])));
+        let again = Reaction::Resend {
+            again: vec![7],
+            from: 7,
+        };
+        assert_eq!(react(&window, &list), Ok(again));
     }
 
     #[test]
     fn blocks_not_sent_yet_or_confirmed_are_not_sent_again_and_duplicates_once() {
-        let mut set = Set::new(10, 41, 512, 10);
-        set.start_round();
-        set.sent(10, Some([1; 4]));
-        set.sent(11, Some([2; 4]));
+        let mut window = Window::new(10, 41, 512, 10);
+        window.start_round();
+        window.sent(10, Some([1; 4]));
+        window.sent(11, Some([2; 4]));
         let list = missing(&[5, 11, 11, 12, 19], [2; 4]);
-        assert_eq!(react(&set, &list), Ok(Reaction::Resend(vec![11])));
+        let again = Reaction::Resend {
+            again: vec![11],
+            from: 5,
+        };
+        assert_eq!(react(&window, &list), Ok(again));
     }
 
     #[test]
     fn answers_that_break_the_protocol_are_errors_that_say_how() {
-        let (set, tokens) = first_set_sent();
-        let past = react(&set, &missing(&[41], tokens[9])).unwrap_err();
+        let (window, tokens) = first_set_sent();
+        let past = react(&window, &missing(&[41], tokens[9])).unwrap_err();
         assert!(
             past.contains("block 41") && past.contains("41 blocks"),
             "{past}"
         );
         let mut garbage = missing(&[1], tokens[9]);
         garbage.payload = b"not cbor".to_vec();
-        let bad = react(&set, &garbage).unwrap_err();
+        let bad = react(&window, &garbage).unwrap_err();
         assert!(
             bad.starts_with("4.08 with a bad list of missing blocks"),
             "{bad}"
         );
         let ahead = continued(12, tokens[9]);
         assert_eq!(
-            react(&set, &ahead),
+            react(&window, &ahead),
             Ok(Reaction::Continue(13)),
             "the first answer says where the device stands"
         );
-        let mut set = set;
-        set.advance(10);
-        let never = react(&set, &ahead).unwrap_err();
+        let mut window = window;
+        window.advance(10);
+        let never = react(&window, &ahead).unwrap_err();
         assert!(never.contains("never sent"), "{never}");
-        let bare = react(&set, &answer(ResponseType::Continue, tokens[9])).unwrap_err();
+        let bare = react(&window, &answer(ResponseType::Continue, tokens[9])).unwrap_err();
         assert!(bare.contains("without Q-Block1"), "{bare}");
         let mut unreadable = answer(ResponseType::Continue, tokens[9]);
         unreadable.add_option(CoapOption::Unknown(19), vec![0x07]);
-        let unreadable = react(&set, &unreadable).unwrap_err();
+        let unreadable = react(&window, &unreadable).unwrap_err();
         assert!(
             unreadable.contains("Q-Block1 does not read"),
             "{unreadable}"
@@ -401,42 +512,47 @@ mod tests {
         let mut early = answer(ResponseType::Changed, tokens[9]);
         let claimed = BlockOption::new(9, false, 512).unwrap();
         early.add_option(CoapOption::Unknown(19), claimed.encode());
-        let early = react(&set, &early).unwrap_err();
+        let early = react(&window, &early).unwrap_err();
         assert!(early.contains("before block 40"), "{early}");
     }
 
     #[test]
     fn a_success_without_q_block1_before_the_last_block_ends_the_upload_for_the_caller() {
         // A stack that knows option 19 but not Q-Block1 took payload 0 as a whole body.
-        let (set, tokens) = first_set_sent();
+        let (window, tokens) = first_set_sent();
         for code in [ResponseType::Changed, ResponseType::Created] {
-            assert_eq!(react(&set, &answer(code, tokens[0])), Ok(Reaction::Stop));
+            assert_eq!(react(&window, &answer(code, tokens[0])), Ok(Reaction::Stop));
         }
     }
 
     #[test]
     fn other_answers_end_the_upload_for_the_caller() {
-        let (mut set, tokens) = first_set_sent();
+        let (mut window, tokens) = first_set_sent();
         for code in [
             ResponseType::BadOption,
             ResponseType::ServiceUnavailable,
             ResponseType::RequestEntityIncomplete,
         ] {
-            assert_eq!(react(&set, &answer(code, tokens[0])), Ok(Reaction::Stop));
+            assert_eq!(react(&window, &answer(code, tokens[0])), Ok(Reaction::Stop));
         }
         let mut smaller = answer(ResponseType::RequestEntityTooLarge, tokens[0]);
         let hint = BlockOption::new(0, false, 128).unwrap();
         smaller.add_option(CoapOption::Unknown(19), hint.encode());
-        assert_eq!(react(&set, &smaller), Ok(Reaction::Smaller(128)));
-        set.resize(128, 0, 161);
+        assert_eq!(react(&window, &smaller), Ok(Reaction::Smaller(128)));
+        window.resize(128, 0, 161);
         assert_eq!(
-            react(&set, &smaller),
+            window.end(),
+            10,
+            "a window of the new size from the same byte"
+        );
+        assert_eq!(
+            react(&window, &smaller),
             Ok(Reaction::Stale),
             "already that size"
         );
-        set.sent(160, Some([9; 4]));
+        window.sent(160, Some([9; 4]));
         assert_eq!(
-            react(&set, &answer(ResponseType::Changed, [9; 4])),
+            react(&window, &answer(ResponseType::Changed, [9; 4])),
             Ok(Reaction::Done)
         );
     }
