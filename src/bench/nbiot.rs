@@ -537,8 +537,9 @@ fn rounds_in_a_window(blocks: usize, window: usize, loss: f64) -> f64 {
         let mut first = 0;
         while first < blocks {
             rounds += 1;
-            for block in first..(first + window.max(1)).min(blocks) {
-                held[block] |= rng.random::<f64>() >= loss;
+            let end = (first + window.max(1)).min(blocks);
+            for came in &mut held[first..end] {
+                *came |= rng.random::<f64>() >= loss;
             }
             while first < blocks && held[first] {
                 first += 1;
