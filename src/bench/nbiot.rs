@@ -459,23 +459,21 @@ fn print_burst_bound(
         if last > 0 {
             rounds += rounds_per_set(last, args.loss);
         }
-        let at_loss = campaign(downlink.max(rounds * rtt) / blocks);
-        figure("burst_rounds_per_set_at_loss", rounds / sets, "");
-        figure("burst_bound_at_loss", at_loss, "s");
-        figure(
-            "time_to_finish_over_burst_bound_at_loss",
-            elapsed / at_loss,
-            "",
-        );
+        // The bound of a sender that takes `rounds` for the body, named `at_loss{suffix}`.
+        let rounds_bound = |suffix: &str, rounds: f64| {
+            let bound = campaign(downlink.max(rounds * rtt) / blocks);
+            figure(
+                &format!("burst_rounds_per_set_at_loss{suffix}"),
+                rounds / sets,
+                "",
+            );
+            figure(&format!("burst_bound_at_loss{suffix}"), bound, "s");
+            let over = format!("time_to_finish_over_burst_bound_at_loss{suffix}");
+            figure(&over, elapsed / bound, "");
+        };
+        rounds_bound("", rounds);
         let window = rounds_in_a_window(blocks as usize, args.qblock1, args.loss);
-        let in_a_window = campaign(downlink.max(window * rtt) / blocks);
-        figure("burst_rounds_per_set_at_loss_window", window / sets, "");
-        figure("burst_bound_at_loss_window", in_a_window, "s");
-        figure(
-            "time_to_finish_over_burst_bound_at_loss_window",
-            elapsed / in_a_window,
-            "",
-        );
+        rounds_bound("_window", window);
         let heard = rounds * round_trips_to_hear(args.loss) * rtt;
         let answers_heard = campaign(downlink.max(heard) / blocks) + exchanges;
         figure(
