@@ -350,6 +350,11 @@ mod tests {
         window.react(packet, window.round_of(packet))
     }
 
+    fn resend(again: &[u32], from: u32) -> Reaction {
+        let again = again.to_vec();
+        Reaction::Resend { again, from }
+    }
+
     #[test]
     fn a_complete_set_confirmed_moves_on_to_the_next_and_a_late_copy_is_stale() {
         let (mut window, tokens) = first_set_sent();
@@ -370,11 +375,7 @@ mod tests {
         let (mut window, tokens) = first_set_sent();
         // The device got up to block 9 (its token) without 3 and 7.
         let list = missing(&[3, 7], tokens[9]);
-        let again = Reaction::Resend {
-            again: vec![3, 7],
-            from: 3,
-        };
-        assert_eq!(react(&window, &list), Ok(again));
+        assert_eq!(react(&window, &list), Ok(resend(&[3, 7], 3)));
         window.slide(3);
         let resent = window.start_round();
         window.sent(3, Some([3, 0, 0, 2]));
@@ -385,11 +386,7 @@ mod tests {
         // so it was lost too.
         let later = missing(&[7], [3, 0, 0, 2]);
         assert_eq!(window.round_of(&later), Some(resent));
-        let again = Reaction::Resend {
-            again: vec![7],
-            from: 7,
-        };
-        assert_eq!(react(&window, &later), Ok(again));
+        assert_eq!(react(&window, &later), Ok(resend(&[7], 7)));
     }
 
     #[test]
@@ -398,11 +395,7 @@ mod tests {
         // The device holds 0-5 and 7-9: the round that sends 6 again may carry 10-15 too,
         // which its RAM takes with 7-9 while 6 is missing.
         let list = missing(&[6], tokens[9]);
-        let again = Reaction::Resend {
-            again: vec![6],
-            from: 6,
-        };
-        assert_eq!(react(&window, &list), Ok(again));
+        assert_eq!(react(&window, &list), Ok(resend(&[6], 6)));
         window.slide(6);
         assert_eq!(
             window.unsent().collect::<Vec<_>>(),
@@ -430,11 +423,7 @@ mod tests {
         window.start_round();
         window.sent(0, Some([0; 4]));
         let ahead = missing(&[1, 2], [0; 4]);
-        let slides = Reaction::Resend {
-            again: vec![],
-            from: 1,
-        };
-        assert_eq!(react(&window, &ahead), Ok(slides));
+        assert_eq!(react(&window, &ahead), Ok(resend(&[], 1)));
     }
 
     #[test]
@@ -454,11 +443,7 @@ mod tests {
         let (window, tokens) = first_set_sent();
         // Block 5 came last, overtaken by 6, 8 and 9; 7 never came.
         let list = missing(&[7], tokens[5]);
-        let again = Reaction::Resend {
-            again: vec![7],
-            from: 7,
-        };
-        assert_eq!(react(&window, &list), Ok(again));
+        assert_eq!(react(&window, &list), Ok(resend(&[7], 7)));
     }
 
     #[test]
@@ -468,11 +453,7 @@ mod tests {
         window.sent(10, Some([1; 4]));
         window.sent(11, Some([2; 4]));
         let list = missing(&[5, 11, 11, 12, 19], [2; 4]);
-        let again = Reaction::Resend {
-            again: vec![11],
-            from: 5,
-        };
-        assert_eq!(react(&window, &list), Ok(again));
+        assert_eq!(react(&window, &list), Ok(resend(&[11], 5)));
     }
 
     #[test]
