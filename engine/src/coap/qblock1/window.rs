@@ -211,8 +211,7 @@ impl Window {
         if held <= self.first {
             return Ok(Reaction::Stale);
         }
-        let sent_to = self.sent.keys().max().map_or(self.first, |b| b + 1);
-        if held > sent_to && self.confirmed {
+        if held > self.sent_to() && self.confirmed {
             return Err(format!(
                 "2.31 Continue confirms block {}, which was never sent",
                 block.num
@@ -224,8 +223,10 @@ impl Window {
     /// 4.08 with the missing blocks: those of the window that last went out in the round of
     /// the payload the list answers, or before, are sent again; blocks sent again since (on
     /// their way), confirmed since, or not sent yet, are not. Its lowest block is the first
-    /// the device misses, which the window may now reach MAX_PAYLOADS past. A list on a token
-    /// the window no longer knows is stale: it was made before blocks it may name went again.
+    /// the device misses, which the window may now reach MAX_PAYLOADS past (past the first
+    /// block not sent at most: a device that claims to hold blocks never sent is wrong once it
+    /// confirmed a block, and may hold an earlier upload's before). A list on a token the
+    /// window no longer knows is stale: it was made before blocks it may name went again.
     fn missing(&self, packet: &Packet, round: Option<u64>) -> Result<Reaction, String> {
         let listed = missing::decode(&packet.payload)
             .map_err(|error| format!("4.08 with a bad list of missing blocks: {error}"))?;
@@ -238,6 +239,13 @@ impl Window {
         let (Some(from), Some(round)) = (listed.iter().min().copied(), round) else {
             return Ok(Reaction::Stale);
         };
+        let sent_to = self.sent_to();
+        if from > sent_to && self.confirmed {
+            return Err(format!(
+                "4.08 lists block {from} as the first missing, but none from {sent_to} on was sent"
+            ));
+        }
+        let from = from.min(sent_to);
         let mut again: Vec<u32> = listed
             .into_iter()
             .filter(|block| self.sent.get(block).is_some_and(|at| *at <= round))
@@ -250,6 +258,11 @@ impl Window {
         } else {
             Reaction::Resend { again, from }
         })
+    }
+
+    /// One past the highest block sent (the first block while none was).
+    fn sent_to(&self) -> u32 {
+        self.sent.keys().max().map_or(self.first, |b| b + 1)
     }
 
     /// 4.13: the size the device takes, from its Q-Block1 (or Block1) option.
@@ -424,6 +437,22 @@ mod tests {
         window.sent(0, Some([0; 4]));
         let ahead = missing(&[1, 2], [0; 4]);
         assert_eq!(react(&window, &ahead), Ok(resend(&[], 1)));
+    }
+
+    #[test]
+    fn a_list_claiming_blocks_never_sent_moves_the_window_no_further_than_the_first_unsent() {
+        // Before any confirmation the device may hold an earlier upload's blocks: the window
+        // still reaches MAX_PAYLOADS past the first block not sent, no further.
+        let (window, tokens) = first_set_sent();
+        let far = missing(&[35], tokens[9]);
+        assert_eq!(react(&window, &far), Ok(resend(&[], 10)));
+        let mut window = window;
+        window.advance(5);
+        let wrong = react(&window, &far).unwrap_err();
+        assert!(
+            wrong.contains("block 35") && wrong.contains("from 10"),
+            "{wrong}"
+        );
     }
 
     #[test]
