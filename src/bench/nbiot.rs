@@ -406,15 +406,15 @@ const LEAST_EXCHANGES: f64 = 3.0;
 /// after every set, so the two times add rather than overlap. With losses one
 /// at a time (no `--burst`), also the bound at this loss: a set then takes as many rounds as
 /// its payload that needed the most tries ([`rounds_per_set`]), even for a sender that knew
-/// which payloads arrived without waiting for the answer; and the bound of a sender that must
-/// hear each round's answer, lost as often as any datagram, to know where the device stands
+/// which payloads arrived without waiting for the answer; the bound at this loss of a sender
+/// that keeps a window rather than a set at a time ([`rounds_in_a_window`], as this engine
+/// does), which goes below the set's; and the bound of a sender that must hear each round's
+/// answer, lost as often as any datagram, to know where the device stands
 /// ([`round_trips_to_hear`]: what stop-and-wait's bound counts too, a try of request and
-/// answer), with the attempt's least `exchanges`; and the bound at this loss of a sender that
-/// keeps a window rather than a set at a time ([`rounds_in_a_window`], as this engine does),
-/// which goes below the set's. (This engine is such a sender, but RFC 9177
-/// lets a client go on with the next set when an answer does not come, and the reference
-/// device sends each answer twice, so that both are lost one time in a hundred at 10 %: a
-/// reference, not a bound.)
+/// answer), with the attempt's least `exchanges`. (This engine hears each answer it acts on,
+/// but RFC 9177 lets a client go on with the next set when an answer does not come, and the
+/// reference device sends each answer twice, so that both are lost one time in a hundred at
+/// 10 %: a reference, not a bound.)
 fn print_burst_bound(
     args: &NbIotArgs,
     blocks: f64,

@@ -1,4 +1,4 @@
-//! `send_q_block1`: sends one body to a peer with Q-Block1, a [`Window`] at a time on a
+//! `send_q_block1`: sends one body to a peer with Q-Block1, through a [`Window`] on a
 //! [`Burst`], as the module documentation (`super`) describes, keeping the caller told what
 //! goes out and what the device confirmed ([`Block1Progress`]).
 
