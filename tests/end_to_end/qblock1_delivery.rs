@@ -200,9 +200,9 @@ fn lossy_link(loss: f64, delay: Duration) -> Impairment {
 /// whose socket `traffic` watches) and checks that every delivery completes, within one set
 /// per interruption; that the engine sent again no block but those the device listed missing
 /// and the probes of unanswered rounds, and none past what the device's RAM takes (its window
-/// reaches MAX_PAYLOADS past the first block the device misses); that what it counted as recovered is exactly what its
-/// socket sent a second time within an upload; and that the devices sent at least the lists
-/// the engine got. `exact`: also that a device was given a block it held only by a probe (the
+/// reaches MAX_PAYLOADS past the first block the device misses); that what it counted as
+/// recovered is exactly what its socket sent a second time within an upload; and that the
+/// devices sent at least the lists the engine got. `exact`: also that a device was given a block it held only by a probe (the
 /// lists it made were right: on real UDP a loaded machine may deliver a payload after the
 /// device's reorder wait, and a block on its way is listed). Returns the lists, the probes and
 /// the bytes recovered, over the fleet.
