@@ -8,14 +8,21 @@
 //! capped in a cell's airtime paces its pushes; devices download by day and install in the
 //! night's update window, no attempt held between; a device asleep before its survey ended
 //! gives its slot back until it wakes (in simulated time); an attempt that surveyed the device
-//! observes State alone and still learns why a download failed.
+//! observes State alone and still learns why a download failed; the devices next in line in a
+//! full cell are surveyed while they wait, and their attempts survey nothing again (in
+//! simulated time).
 
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use coap_lite::{Packet, RequestType};
 
 use crate::support::lost_requests::LostRequests;
 use crate::support::{REGISTER_BOUND, image, model, stored_at_least, wait_surveyed, within};
-use fota_device::client::SleepCycle;
+use fota_device::client::{Device, SleepCycle};
+use fota_device::flash::SimulatedFlash;
 use fota_device::fleet::{Fleet, FleetSpec, wait_registered};
 use fota_engine::campaign::{
     Campaigns, DailyWindow, DeviceProgress, DeviceResult, DownloadStatus, MaintenanceWindows,
@@ -23,7 +30,7 @@ use fota_engine::campaign::{
 };
 use fota_engine::catalog::PackageFormat;
 use fota_engine::clock::{Clock, UnixMillis};
-use fota_engine::coap::TransmissionParams;
+use fota_engine::coap::{PacketExt, TransmissionParams, WireProbe};
 use fota_engine::lwm2m::firmware::{self, FirmwareState};
 use fota_engine::platform::{Platform, PlatformConfig};
 use fota_engine::plugin::HostConfig;
@@ -33,7 +40,7 @@ use fota_engine::signing::PlatformKey;
 use fota_engine::store::StoreLocation;
 use fota_engine::webhooks::WebhookConfig;
 use fota_impair::Impairment;
-use fota_sim::{SimStore, replay};
+use fota_sim::{SimNetwork, SimStore, replay};
 
 /// A platform on loopback with `server`'s settings.
 async fn platform(server: ServerConfig) -> Platform {
@@ -44,6 +51,23 @@ async fn platform(server: ServerConfig) -> Platform {
         webhooks: WebhookConfig::default(),
     };
     Platform::start(config).await.unwrap()
+}
+
+/// A platform with `server`'s settings on the simulated `network`, whose links take `delay`
+/// each way.
+async fn simulated(network: &SimNetwork, server: ServerConfig, delay: Duration) -> Platform {
+    let host = replay::plugin_host();
+    let config = PlatformConfig {
+        server,
+        store: StoreLocation::Temporary,
+        plugins: host.config().clone(),
+        webhooks: WebhookConfig::default(),
+    };
+    let platform = replay::platform(network, &host, &SimStore::new(), config)
+        .await
+        .unwrap();
+    network.set_impairment(Impairment::none().with_delay(delay, Duration::ZERO));
+    platform
 }
 
 /// A loopback server whose requests wait `ack_timeout` for an answer, twice that after each
@@ -121,6 +145,22 @@ fn upgraded_at_first_try(campaigns: &Campaigns, task: &str, fleet: &Fleet, why: 
     for device in &fleet.devices {
         assert_eq!(device.with_system(|s| s.version.clone()), "2.0");
     }
+}
+
+/// Asserts that while `device` downloads, the engine observes its State alone: `survey` read
+/// Update Result.
+async fn observes_state_alone_while_downloading(device: &Device<SimulatedFlash>, survey: &str) {
+    within(
+        Duration::from_secs(30),
+        "the download",
+        stored_at_least(device, 1),
+    )
+    .await;
+    assert_eq!(
+        device.observed(),
+        [firmware::STATE],
+        "{survey} read Update Result: the delivery observes State alone"
+    );
 }
 
 /// Waits until the only device of `task` satisfies `test`, and returns its progress.
@@ -293,16 +333,20 @@ async fn a_device_being_surveyed_when_the_task_pauses_downloads_nothing_until_it
 }
 
 /// A task started right after its device registered takes the survey the Register started,
-/// and the delivery reads nothing that survey or the observations already told: an upgrade
-/// costs its blocks and a handful of other requests (before: 12 or more).
+/// and the delivery reads nothing that survey or the observations already told (it observes
+/// State alone: that survey read Update Result): an upgrade costs its blocks and a handful of
+/// other requests (before: 12 or more).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_right_after_the_register_asks_the_device_nothing_twice() {
     let platform = platform(ServerConfig::loopback()).await;
-    let (fleet, task) = fleet_and_task(&platform, 1, |_| {}).await;
+    // 5 ms each way: the download lasts long enough to be seen under way.
+    let link = Impairment::none().with_delay(Duration::from_millis(5), Duration::ZERO);
+    let (fleet, task) = fleet_and_task(&platform, 1, |spec| spec.link = Some(link)).await;
     let requests = || platform.server.endpoint.stats().requests_sent;
     let blocks = || platform.server.shelf.block_counts().pushed;
     let before = (requests(), blocks());
     let task = platform.campaigns.create(task).unwrap().id;
+    observes_state_alone_while_downloading(&fleet.devices[0], "the Register's survey").await;
     completed(&platform.campaigns, &task).await;
     assert_eq!(fleet.devices[0].with_system(|s| s.version.clone()), "2.0");
     let (sent, pushed) = (requests() - before.0, blocks() - before.1);
@@ -310,11 +354,11 @@ async fn an_upgrade_right_after_the_register_asks_the_device_nothing_twice() {
         pushed, 20,
         "20,000 bytes in blocks of 1,024: the model's largest"
     );
-    // The observations of State and Update Result, Execute Update, the version read once the
-    // device is back, and the survey (three reads) its new Register starts; a read of State
-    // if its notification of Downloaded is slow.
+    // The observation of State (the Register's survey read Update Result), Execute Update,
+    // the version read once the device is back, and the survey (three reads) its new Register
+    // starts; a read of State if its notification of Downloaded is slow.
     let others = sent - pushed;
-    assert!(others <= 8, "{others} requests besides the blocks");
+    assert!(others <= 7, "{others} requests besides the blocks");
 }
 
 /// A device whose attempt's survey goes unanswered while it is awake (its link down for longer
@@ -351,24 +395,12 @@ async fn a_survey_unanswered_while_the_device_is_awake_is_made_again_and_spends_
 #[test]
 fn a_device_asleep_before_its_survey_ended_gives_its_slot_back_until_it_wakes() {
     replay::twice(23, |network| async move {
-        let host = replay::plugin_host();
         // A request gives up 350 ms after its first transmission, past the 300 ms window.
         let mut server = loopback_with_timers(Duration::from_millis(50), 2);
         server.queue_window = Duration::from_millis(300);
         server.delivery.survey_max_age = Duration::ZERO;
         server.delivery.sleep_hold = Duration::ZERO;
-        let config = PlatformConfig {
-            server,
-            store: StoreLocation::Temporary,
-            plugins: host.config().clone(),
-            webhooks: WebhookConfig::default(),
-        };
-        let store = SimStore::new();
-        let platform = replay::platform(&network, &host, &store, config)
-            .await
-            .unwrap();
-        let delay = Duration::from_millis(5);
-        network.set_impairment(Impairment::none().with_delay(delay, Duration::ZERO));
+        let platform = simulated(&network, server, Duration::from_millis(5)).await;
         let cycle = SleepCycle {
             awake: Duration::from_millis(300),
             asleep: Duration::from_millis(900),
@@ -407,6 +439,111 @@ fn a_device_asleep_before_its_survey_ended_gives_its_slot_back_until_it_wakes() 
     });
 }
 
+/// Three devices in one cell that takes one at a time, long after the surveys their Registers
+/// started (which no longer stand): the first is surveyed by its attempt, and each of the
+/// others while the device before it downloads (its survey's first request goes out before
+/// that device's last block), so a freed slot starts a download at once; each device is
+/// surveyed once before its download (its attempt takes the survey made ahead), half of them
+/// with three reads (LwM2M 1.0), half with one Read-Composite. In simulated time, run twice
+/// from its seed.
+#[test]
+fn the_next_devices_of_a_full_cell_are_surveyed_while_they_wait() {
+    replay::twice(31, |network| async move {
+        let server = ServerConfig::loopback();
+        let stands_for = server.delivery.survey_max_age;
+        let platform = simulated(&network, server, Duration::from_millis(20)).await;
+        let (fleet, mut task) = fleet_and_task(&platform, 3, |spec| {
+            spec.network = network.handle();
+            spec.cells = 1;
+        })
+        .await;
+        task.pacing.max_per_cell = 1;
+        // Simulated time: the Registers' surveys grow too old to stand for an attempt.
+        tokio::time::sleep(stands_for + Duration::from_secs(1)).await;
+        let requests = Arc::new(RequestLog::default());
+        platform.server.endpoint.set_probe(requests.clone());
+        let task = platform.campaigns.create(task).unwrap().id;
+        completed(&platform.campaigns, &task).await;
+        upgraded_at_first_try(&platform.campaigns, &task, &fleet, "surveyed ahead or not");
+        let log = requests.requests.lock().unwrap();
+        let blocks =
+            |device| (log.iter().enumerate()).filter(move |(_, r)| r.device == device && r.block);
+        let first_block = |device| blocks(device).next().map(|(at, _)| at);
+        // (A device sends its Register after the install from another port.)
+        let mut devices: Vec<SocketAddr> = (log.iter().filter(|r| r.block).map(|r| r.device))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        devices.sort_by_key(|&device| first_block(device));
+        assert_eq!(devices.len(), 3, "{devices:?}");
+        for (turn, &device) in devices.iter().enumerate() {
+            let first_block = first_block(device).expect("the device was sent the package");
+            let surveyed: Vec<usize> = (log[..first_block].iter().enumerate())
+                .filter(|(_, r)| r.device == device && r.survey)
+                .map(|(at, _)| at)
+                .collect();
+            let reads = surveyed.len();
+            assert!(
+                reads == 1 || reads == 3,
+                "device {turn}: surveyed once before its download (one Read-Composite or three \
+                 reads), not with {reads} requests"
+            );
+            if turn > 0 {
+                let last_block_before = blocks(devices[turn - 1]).next_back().unwrap().0;
+                assert!(
+                    surveyed[0] < last_block_before,
+                    "device {turn} surveyed only after the device before it downloaded"
+                );
+            }
+        }
+    });
+}
+
+/// One request the engine sent.
+struct Request {
+    device: SocketAddr,
+    /// It carries a block of the package.
+    block: bool,
+    /// A survey's: a Read-Composite, or a read of a Device, Connectivity Monitoring or
+    /// Firmware Update instance.
+    survey: bool,
+}
+
+/// The engine's requests in the order they went out, first transmissions only.
+#[derive(Default)]
+struct RequestLog {
+    requests: Mutex<Vec<Request>>,
+    /// Each request's device and message id.
+    seen: Mutex<HashSet<(SocketAddr, u16)>>,
+}
+
+impl WireProbe for RequestLog {
+    fn received(&self, _: SocketAddr, _: &[u8]) {}
+
+    fn sent(&self, device: SocketAddr, datagram: &[u8]) {
+        let Ok(packet) = Packet::from_bytes(datagram) else {
+            return;
+        };
+        let Some(method) = packet.request_method() else {
+            return;
+        };
+        let id = (device, packet.header.message_id);
+        if !self.seen.lock().unwrap().insert(id) {
+            return;
+        }
+        let path = packet.uri_path();
+        let block = method == RequestType::Put && path == ["5", "0", "0"];
+        let instance = path.len() == 2 && ["3", "4", "5"].contains(&path[0].as_str());
+        let survey = method == RequestType::Fetch || (method == RequestType::Get && instance);
+        let request = Request {
+            device,
+            block,
+            survey,
+        };
+        self.requests.lock().unwrap().push(request);
+    }
+}
+
 /// A device its attempt surveys (no Register's survey stands), sent a package signed by another
 /// key than the one it trusts: the delivery observes State alone, the survey having read Update
 /// Result, and still learns why the download failed once State is back at Idle (read then):
@@ -425,18 +562,7 @@ async fn an_attempt_that_surveyed_observes_state_alone_and_still_learns_why_a_do
     })
     .await;
     let task = platform.campaigns.create(task).unwrap().id;
-    let device = &fleet.devices[0];
-    within(
-        Duration::from_secs(30),
-        "the download",
-        stored_at_least(device, 1),
-    )
-    .await;
-    assert_eq!(
-        device.observed(),
-        [firmware::STATE],
-        "while the package goes down, the engine observes State alone"
-    );
+    observes_state_alone_while_downloading(&fleet.devices[0], "the attempt's survey").await;
     completed(&platform.campaigns, &task).await;
     let progress = platform.campaigns.devices(&task).unwrap().remove(0);
     assert_eq!(

@@ -603,6 +603,11 @@ fn device_schemas() -> Value {
                 "delivery": nullable_one_of(&["Pull", "Push", "Both"]),
                 "last_surveyed": nullable("integer"),
                 "surveyed_registration": nullable("string"),
+                "surveyed_update_result": nullable_one_of(&[
+                    "Initial", "Success", "NotEnoughFlash", "OutOfRam", "ConnectionLost",
+                    "IntegrityFailure", "UnsupportedPackageType", "InvalidUri", "UpdateFailed",
+                    "UnsupportedProtocol",
+                ]),
                 "groups": array(reference("GroupPlace")),
             }),
         ),

@@ -123,6 +123,42 @@ pub trait Attempts: Send + Sync + 'static {
     fn asleep(&self, _endpoint: &str) -> bool {
         false
     }
+
+    /// How long a survey made before an attempt stands for it (the delivery's
+    /// `survey_max_age`); zero: every attempt surveys, and the scheduler surveys no device
+    /// ahead.
+    fn surveys_stand_for(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    /// Surveys `endpoint` now, ahead of its attempt (its cell has no room yet), and records
+    /// what it read so the attempt takes it instead of a survey of its own. `None` where that
+    /// cannot be done now (the device is not registered here, or not reachable).
+    fn survey_ahead(&self, _endpoint: &str) -> Option<SurveyAhead> {
+        None
+    }
+}
+
+/// A survey ahead of an attempt, under way: once over, the survey that stands for the attempt
+/// (`None`: there is none).
+pub type SurveyAhead = Pin<Box<dyn Future<Output = Option<Standing>> + Send>>;
+
+/// The survey that stands for a device's attempt, as a survey ahead left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// The survey ahead read the device at this time.
+    Made(UnixMillis),
+    /// An earlier survey (its Register's), made at this time, still stood: none was made.
+    Earlier(UnixMillis),
+}
+
+impl Standing {
+    /// When the survey was made.
+    pub fn at(self) -> UnixMillis {
+        match self {
+            Standing::Made(at) | Standing::Earlier(at) => at,
+        }
+    }
 }
 
 /// Attempts on real devices.
@@ -165,6 +201,38 @@ impl Attempts for DeviceAttempts {
 
     fn asleep(&self, endpoint: &str) -> bool {
         self.presence.asleep(endpoint)
+    }
+
+    fn surveys_stand_for(&self) -> Duration {
+        self.delivery.config().survey_max_age
+    }
+
+    /// Surveys the device in its registration here while it is awake, recorded as the
+    /// survey a Register starts is ([`Catalog::registered_device_surveyed`]), so the
+    /// attempt's [`Catalog::take_fresh_survey`] finds it; a survey younger than half the time
+    /// a survey stands (its Register's, say) is not made again, and stands instead.
+    fn survey_ahead(&self, endpoint: &str) -> Option<SurveyAhead> {
+        let registration = self.presence.registry().get(endpoint)?;
+        if !self.presence.awake(&registration) {
+            return None;
+        }
+        let young = self.surveys_stand_for() / 2;
+        if let Some(at) = self.catalog.fresh_survey_at(&registration, young) {
+            return Some(Box::pin(std::future::ready(Some(Standing::Earlier(at)))));
+        }
+        let (management, catalog) = (self.delivery.management().clone(), self.catalog.clone());
+        Some(Box::pin(async move {
+            let endpoint = &registration.endpoint;
+            let found = survey(&management, &registration).await;
+            let found = found.inspect_err(|error| {
+                tracing::debug!(%endpoint, %error, "survey ahead failed");
+            });
+            let recorded = catalog.registered_device_surveyed(&registration, &found.ok()?);
+            let recorded = recorded.inspect_err(|error| {
+                tracing::error!(%endpoint, %error, "survey ahead not recorded");
+            });
+            recorded.ok()?.last_surveyed.map(Standing::Made)
+        }))
     }
 
     fn forget_deliveries(&self, package_id: &str, endpoints: &[String]) {

@@ -9,6 +9,7 @@
 //! (`writes`: a task's change at once, a device's with others within 50 ms), so a restarted
 //! engine resumes every task and the statistics stay whole.
 
+mod ahead;
 pub mod attempt;
 mod joining;
 pub mod progress;
@@ -27,7 +28,9 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::sync::{Notify, watch};
 
-pub use attempt::{AttemptOutcome, AttemptRequest, Attempts, DeviceAttempts};
+pub use attempt::{
+    AttemptOutcome, AttemptRequest, Attempts, DeviceAttempts, Standing, SurveyAhead,
+};
 pub use progress::{DeviceProgress, DeviceResult, DownloadStatus, Phase, UpgradeStatus};
 pub use stages::{Finished, RolloutStage, StageDevices, StageProgress};
 pub use task::{
@@ -44,6 +47,7 @@ use crate::stats::{Counters, Ledger, Statistics, Subject};
 use crate::store::{Batch, Store, StoreError, StoreExt};
 use crate::sync::lock;
 use crate::transfer::{Gate, WireCount};
+use ahead::SurveysAhead;
 use roster::{Roster, Slot};
 use writes::Changes;
 
@@ -92,6 +96,8 @@ pub(crate) struct Running {
     /// scheduler looks at the due ones only. An entry whose device moved on since (launched,
     /// finished, due at another time) is dropped when it comes up.
     pub due: Vec<BTreeSet<(UnixMillis, Slot)>>,
+    /// Devices surveyed ahead while their cells had no room.
+    pub ahead: SurveysAhead,
 }
 
 /// An attempt under way.
@@ -657,6 +663,7 @@ impl Running {
             package_size: u64::MAX,
             tallies: Vec::new(),
             due: Vec::new(),
+            ahead: SurveysAhead::default(),
         }
     }
 
@@ -700,6 +707,7 @@ impl Running {
             for (_, attempt) in self.active.drain() {
                 attempt.abort.abort();
             }
+            self.ahead.clear();
         }
     }
 }

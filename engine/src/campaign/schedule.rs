@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::ahead::{self, SurveysAhead};
 use super::attempt::{AttemptOutcome, AttemptRequest};
 use super::progress::{DeviceProgress, DeviceResult, DownloadStatus, Phase, UpgradeStatus};
 use super::stages::{StageOutcome, TooManyFailures};
@@ -255,8 +256,12 @@ fn launch_due(
         counts: cells,
         most: pacing.max_per_cell,
     };
-    for slot in pick_due(inner, running, now, free, cells, downloads_open) {
+    let picks = pick_due(inner, running, now, free, cells, downloads_open);
+    for slot in picks.launch {
         launch(inner, running, slot);
+    }
+    for (slot, cell) in picks.survey_ahead {
+        survey_ahead(inner, running, slot, cell);
     }
 }
 
@@ -284,15 +289,25 @@ impl CellRoom<'_> {
     }
 }
 
+/// What one look at a task's due devices decided.
+struct Picks {
+    /// Devices to start now.
+    launch: Vec<Slot>,
+    /// Devices to survey while they wait for room in their cell.
+    survey_ahead: Vec<(Slot, u32)>,
+}
+
 /// Up to `free` devices of the open stages to start at `now`: due, in cells not paused and
 /// with room (taken as they are picked), those reachable now before those whose reach is not
-/// known, among the reachable those resuming a download first, then the longest reachable,
-/// then the earliest due; looking at `free * SCAN_PER_SLOT` queue entries at most. Their
-/// entries leave the queues, and so do those of devices that moved on. A device asleep is
-/// looked at again [`ASLEEP_RECHECK_MS`] later, behind those due before then, so sleeping
-/// devices at the head of a queue do not hide awake ones behind them. Without
-/// `downloads_open`, a device that does not hold the package is due again at the download
-/// windows' next opening instead.
+/// known, among the reachable those surveyed ahead first, then those resuming a download,
+/// then the longest reachable, then the earliest due; looking at `free * SCAN_PER_SLOT` queue
+/// entries at most. Their entries leave the queues, and so do those of devices that moved on.
+/// A device asleep is looked at again [`ASLEEP_RECHECK_MS`] later, behind those due before
+/// then, so sleeping devices at the head of a queue do not hide awake ones behind them.
+/// Without `downloads_open`, a device that does not hold the package is due again at the
+/// download windows' next opening instead. Also the devices to survey ahead in cells with no
+/// room, ranked alike ([`ahead_to_survey`]); a device whose survey ahead is under way waits
+/// for it.
 fn pick_due(
     inner: &Inner,
     running: &mut Running,
@@ -300,12 +315,19 @@ fn pick_due(
     free: usize,
     mut cells: CellRoom,
     downloads_open: bool,
-) -> Vec<Slot> {
+) -> Picks {
     let most = free.saturating_mul(SCAN_PER_SLOT);
+    let stands_for = inner.attempts.surveys_stand_for();
+    let stands_for = u64::try_from(stands_for.as_millis()).unwrap_or(u64::MAX);
+    running.ahead.spend_stale(now, stands_for);
+    let ahead_most = match stands_for {
+        0 => 0,
+        _ => ahead::per_cell(cells.most),
+    };
     // Not sized by `free`: it is the task's pacing, which an operator may set to billions.
     let (mut picked, mut windowed, mut asleep) = (Vec::new(), Vec::new(), Vec::new());
     let (mut stale, mut looked, mut deferred) = (Vec::new(), 0, Vec::new());
-    let mut sleeping = Vec::new();
+    let (mut sleeping, mut waiting_for_room) = (Vec::new(), Vec::new());
     let open = running.due.len().min(running.task.stage + 1);
     'stages: for (stage, queue) in running.due[..open].iter().enumerate() {
         for entry in queue.iter().take_while(|(at, _)| *at <= now) {
@@ -323,8 +345,20 @@ fn pick_due(
                 deferred.push((stage, *entry));
                 continue;
             }
-            let cell = progress.cell_id;
-            if running.task.cell_paused(cell, now) || !cells.has_room(cell) {
+            let (cell, slot) = (progress.cell_id, entry.1);
+            if running.task.cell_paused(cell, now) || running.ahead.under_way(slot) {
+                continue;
+            }
+            let resuming = progress.download == DownloadStatus::Downloading;
+            if !cells.has_room(cell) {
+                let wants_more = |c| running.ahead.in_cell(c) < ahead_most;
+                if let Some(cell) = cell.filter(|&c| wants_more(c))
+                    && running.ahead.may_survey(slot)
+                    && let Some(left) = inner.attempts.reachable_for(&progress.endpoint)
+                    && left >= ahead::AWAKE_AT_LEAST
+                {
+                    waiting_for_room.push(((resuming, left), slot, cell));
+                }
                 continue;
             }
             match inner.attempts.reachable_for(&progress.endpoint) {
@@ -334,8 +368,8 @@ fn pick_due(
                     picked.push((stage, *entry));
                 }
                 Some(left) => {
-                    let resuming = progress.download == DownloadStatus::Downloading;
-                    windowed.push(((resuming, left), stage, *entry, cell));
+                    let ready = running.ahead.ready(slot);
+                    windowed.push(((ready, resuming, left), stage, *entry, cell));
                 }
                 None if inner.attempts.asleep(&progress.endpoint) => {
                     sleeping.push((stage, *entry));
@@ -366,7 +400,55 @@ fn pick_due(
     }
     defer_to_download_window(running, deferred, now);
     due_again(running, sleeping, now + ASLEEP_RECHECK_MS);
-    picked.into_iter().map(|(_, (_, slot))| slot).collect()
+    Picks {
+        launch: picked.into_iter().map(|(_, (_, slot))| slot).collect(),
+        survey_ahead: ahead_to_survey(&running.ahead, waiting_for_room, ahead_most),
+    }
+}
+
+/// Of the devices `waiting` for room in their cells (each with its rank: resuming a download,
+/// then how long it is reachable for), the best ranked of each cell, up to `most` surveyed
+/// ahead in a cell with those already.
+fn ahead_to_survey(
+    ahead: &SurveysAhead,
+    mut waiting: Vec<((bool, Duration), Slot, u32)>,
+    most: usize,
+) -> Vec<(Slot, u32)> {
+    // Stable: among devices ranked alike, the earliest due first.
+    waiting.sort_by_key(|(rank, ..)| std::cmp::Reverse(*rank));
+    let mut added: HashMap<u32, usize> = HashMap::new();
+    let mut chosen = Vec::new();
+    for (_, slot, cell) in waiting {
+        let count = added.entry(cell).or_default();
+        if ahead.in_cell(cell) + *count < most {
+            *count += 1;
+            chosen.push((slot, cell));
+        }
+    }
+    chosen
+}
+
+/// Surveys the device at `slot` while it waits for room in `cell`; once done, the survey
+/// stands for its attempt, which goes before its cell's other devices.
+fn survey_ahead(inner: &Arc<Inner>, running: &mut Running, slot: Slot, cell: u32) {
+    let Some(progress) = running.devices.at(slot) else {
+        return;
+    };
+    let Some(survey) = inner.attempts.survey_ahead(&progress.endpoint) else {
+        return;
+    };
+    let (task, endpoint) = (&running.task.id, &progress.endpoint);
+    tracing::debug!(%task, %endpoint, cell, "survey ahead");
+    let (weak, task_id) = (Arc::downgrade(inner), task.clone());
+    let handle = tokio::spawn(async move {
+        let surveyed = survey.await;
+        if let Some(inner) = weak.upgrade()
+            && let Some(running) = lock(&inner.tasks).get_mut(&task_id)
+        {
+            running.ahead.ended(slot, surveyed);
+        }
+    });
+    running.ahead.started(slot, cell, handle.abort_handle());
 }
 
 /// Devices that may not start a download now are due again when the download windows next
@@ -396,6 +478,7 @@ fn launch(inner: &Arc<Inner>, running: &mut Running, slot: Slot) {
     let Some(progress) = running.devices.at_mut(slot) else {
         return;
     };
+    running.ahead.take(slot);
     let before = progress.share();
     progress.phase = Phase::Active;
     progress.attempts += 1;

@@ -59,6 +59,10 @@ pub struct DeviceRecord {
     /// The registration that survey was made in: its values stand for that registration only.
     #[serde(default)]
     pub surveyed_registration: Option<String>,
+    /// /5/0/5 as that survey read it, given with it to the attempt that takes it (only then:
+    /// it moves with every upgrade), which then need not observe it to know it.
+    #[serde(default)]
+    pub surveyed_update_result: Option<UpdateResult>,
 }
 
 impl DeviceRecord {
@@ -81,6 +85,7 @@ impl DeviceRecord {
             delivery: None,
             last_surveyed: None,
             surveyed_registration: None,
+            surveyed_update_result: None,
         }
     }
 
@@ -119,7 +124,8 @@ pub struct Survey {
     pub cell_id: Option<u32>,
     pub delivery: Option<DeliveryMethod>,
     /// /5/0/5, when the read brought it: a delivery that follows the survey at once need
-    /// not observe it to know it. Not kept in the device's record: it moves with every upgrade.
+    /// not observe it to know it. Kept in the device's record only with a survey that stands
+    /// for an attempt (`surveyed_update_result`): it moves with every upgrade.
     pub update_result: Option<UpdateResult>,
 }
 
@@ -178,7 +184,7 @@ impl Survey {
             memory_free_kb: device.memory_free_kb,
             cell_id: device.cell_id,
             delivery: device.delivery,
-            update_result: None,
+            update_result: device.surveyed_update_result,
         }
     }
 
@@ -308,6 +314,7 @@ impl Catalog {
             first_learned = unknown && device.manufacturer.is_some() && device.model.is_some();
             device.last_surveyed = Some(now);
             device.surveyed_registration = Some(registration.id.clone());
+            device.surveyed_update_result = survey.update_result;
         })?;
         if first_learned && self.joins_groups {
             self.auto_join(&device)?;
@@ -346,17 +353,39 @@ impl Catalog {
         max_age: Duration,
     ) -> Option<Survey> {
         let device = self.device(&registration.endpoint).ok()?;
-        let surveyed = device.last_surveyed?;
-        let max_age = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
-        let fresh = self.clock.now().saturating_sub(surveyed) < max_age;
-        if !fresh || device.surveyed_registration.as_deref() != Some(registration.id.as_str()) {
-            return None;
-        }
+        self.fresh_survey(&device, registration, max_age)?;
         self.update_known_device(&registration.endpoint, |device| {
             device.last_surveyed = None;
+            device.surveyed_update_result = None;
         })
         .ok()?;
         Some(Survey::from_device(&device))
+    }
+
+    /// When the survey [`Catalog::take_fresh_survey`] would give for `registration` with
+    /// `max_age` was made, if there is one; it stays there.
+    pub fn fresh_survey_at(
+        &self,
+        registration: &Registration,
+        max_age: Duration,
+    ) -> Option<UnixMillis> {
+        let device = self.device(&registration.endpoint).ok()?;
+        self.fresh_survey(&device, registration, max_age)
+    }
+
+    /// When `device` was last surveyed, if that survey was of `registration`, made less than
+    /// `max_age` ago, and not taken yet.
+    fn fresh_survey(
+        &self,
+        device: &DeviceRecord,
+        registration: &Registration,
+        max_age: Duration,
+    ) -> Option<UnixMillis> {
+        let surveyed = device.last_surveyed?;
+        let max_age = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
+        let fresh = self.clock.now().saturating_sub(surveyed) < max_age;
+        let same = device.surveyed_registration.as_deref() == Some(registration.id.as_str());
+        (fresh && same).then_some(surveyed)
     }
 
     /// Forgets the device `endpoint` and takes it out of every group, in one write. The caller

@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::link::{Conversation, Frame, LinkError, RemoteAttempt};
 use super::members::{Membership, Owner};
 use super::underway::Underway;
-use crate::campaign::{AttemptOutcome, AttemptRequest, Attempts};
+use crate::campaign::{AttemptOutcome, AttemptRequest, Attempts, SurveyAhead};
 use crate::catalog::Catalog;
 use crate::lwm2m::Presence;
 use crate::store::waiting;
@@ -92,6 +92,16 @@ impl Attempts for ClusterAttempts {
     /// Asleep as this node knows it; a device registered elsewhere is its owner's to know.
     fn asleep(&self, endpoint: &str) -> bool {
         self.local.asleep(endpoint)
+    }
+
+    fn surveys_stand_for(&self) -> Duration {
+        self.local.surveys_stand_for()
+    }
+
+    /// Surveyed ahead here when registered here; one registered elsewhere is surveyed by its
+    /// attempt, on its owner.
+    fn survey_ahead(&self, endpoint: &str) -> Option<SurveyAhead> {
+        self.local.survey_ahead(endpoint)
     }
 }
 

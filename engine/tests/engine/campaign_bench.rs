@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fota_engine::campaign::{
-    AttemptOutcome, AttemptRequest, Attempts, Campaigns, DeviceResult, Task, TaskSpec,
+    AttemptOutcome, AttemptRequest, Attempts, Campaigns, DeviceResult, Standing, SurveyAhead, Task,
+    TaskSpec,
 };
 use fota_engine::catalog::Catalog;
 use fota_engine::catalog::devices::Survey;
@@ -62,6 +63,14 @@ pub struct Script {
     pub windows: Mutex<HashMap<String, Duration>>,
     /// Devices known to sleep in PSM now ([`Attempts::asleep`]): reached after they wake.
     pub in_psm: Arc<Mutex<HashSet<String>>>,
+    /// Surveys ahead ([`Attempts::survey_ahead`]), made only while this is not zero: each
+    /// stands this long, and takes [`Script::survey_takes`].
+    pub surveys_stand_for: Mutex<Duration>,
+    pub survey_takes: Mutex<Duration>,
+    /// Devices whose surveys ahead fail.
+    pub surveys_fail: Mutex<HashSet<String>>,
+    /// Surveys ahead started: the device, and when.
+    pub surveyed_ahead: Mutex<Vec<(String, UnixMillis)>>,
 }
 
 /// Attempts under way per cell, and the most there ever were.
@@ -124,13 +133,21 @@ impl Script {
     }
 
     pub fn starts_of(&self, endpoint: &str) -> Vec<UnixMillis> {
-        let started = self.started.lock().unwrap();
-        started
-            .iter()
-            .filter(|(e, _)| e == endpoint)
-            .map(|(_, t)| *t)
-            .collect()
+        times_of(&self.started, endpoint)
     }
+
+    /// When the surveys ahead of `endpoint` started.
+    pub fn surveys_ahead_of(&self, endpoint: &str) -> Vec<UnixMillis> {
+        times_of(&self.surveyed_ahead, endpoint)
+    }
+}
+
+/// The times `log` holds for `endpoint`.
+fn times_of(log: &Mutex<Vec<(String, UnixMillis)>>, endpoint: &str) -> Vec<UnixMillis> {
+    let log = log.lock().unwrap();
+    (log.iter().filter(|(e, _)| e == endpoint))
+        .map(|(_, t)| *t)
+        .collect()
 }
 
 /// Puts `endpoint` in `in_psm` for `sleeps` from now.
@@ -154,6 +171,22 @@ impl Attempts for Script {
 
     fn asleep(&self, endpoint: &str) -> bool {
         self.in_psm.lock().unwrap().contains(endpoint)
+    }
+
+    fn surveys_stand_for(&self) -> Duration {
+        *self.surveys_stand_for.lock().unwrap()
+    }
+
+    fn survey_ahead(&self, endpoint: &str) -> Option<SurveyAhead> {
+        let clock = self.clock.lock().unwrap().expect("clock set");
+        let started = (endpoint.to_string(), clock.now());
+        self.surveyed_ahead.lock().unwrap().push(started);
+        let takes = *self.survey_takes.lock().unwrap();
+        let fails = self.surveys_fail.lock().unwrap().contains(endpoint);
+        Some(Box::pin(async move {
+            tokio::time::sleep(takes).await;
+            (!fails).then(|| Standing::Made(clock.now()))
+        }))
     }
 
     fn forget_deliveries(&self, package_id: &str, endpoints: &[String]) {

@@ -364,6 +364,100 @@ async fn a_free_slot_goes_to_a_device_awake_now_before_a_sleeping_one() {
     started_first_in_each_cell(&b, "the awake device", "the sleeping one");
 }
 
+/// Each cell holds three devices ([`in_cell`]: the first due, the second, the third), one
+/// transfer at a time, each attempt 20 s; surveys ahead take 2 s and stand 60 s. While the
+/// first transfers, the next in line is surveyed (the third, the longest reachable), and only
+/// it (a fifth of one slot is one device); when the first ends, the third starts before the
+/// second, though the second is reachable longer by then; the second is surveyed while the
+/// third transfers. Each device is surveyed ahead once.
+#[tokio::test(start_paused = true)]
+async fn a_full_cells_next_device_is_surveyed_ahead_and_starts_first_when_a_slot_frees() {
+    let b = bench(12).await;
+    b.script.each_succeeds_after(0..12, Duration::from_secs(20));
+    *b.script.surveys_stand_for.lock().unwrap() = Duration::from_secs(60);
+    *b.script.survey_takes.lock().unwrap() = Duration::from_secs(2);
+    let windows = |second: u64, third: u64| {
+        let mut windows = b.script.windows.lock().unwrap();
+        for cell in 0..4 {
+            let [_, second_due, third_due] = in_cell(cell);
+            windows.insert(second_due, Duration::from_secs(second));
+            windows.insert(third_due, Duration::from_secs(third));
+        }
+    };
+    windows(100, 200);
+    let mut spec = b.spec();
+    spec.pacing.max_per_cell = 1;
+    let task = b.campaigns.create(spec).unwrap();
+    b.until(&task.id, "the first surveys ahead", |_| {
+        b.script.surveyed_ahead.lock().unwrap().len() == 4
+    })
+    .await;
+    windows(300, 200);
+    assert_eq!(b.finished(&task.id).await.success_rate, Some(1.0));
+    for cell in 0..4 {
+        let [first, third, second] = in_cell(cell);
+        let start = |e: &str| b.script.starts_of(e)[0];
+        let ahead = |e: &str| b.script.surveys_ahead_of(e);
+        assert!(
+            ahead(&first).is_empty(),
+            "cell {cell}: the first started at once"
+        );
+        assert_eq!(ahead(&second).len(), 1, "cell {cell}: surveyed ahead once");
+        assert!(ahead(&second)[0] < start(&first) + 20_000, "cell {cell}");
+        assert!(
+            start(&second) < start(&third),
+            "cell {cell}: the device surveyed goes first"
+        );
+        assert_eq!(ahead(&third).len(), 1, "cell {cell}: surveyed ahead once");
+        let third_ahead = ahead(&third)[0];
+        assert!(
+            start(&second) <= third_ahead && third_ahead < start(&third),
+            "cell {cell}"
+        );
+    }
+}
+
+/// Each cell holds three devices ([`in_cell`]), one transfer at a time, attempts of 20 s, all
+/// reachable alike; surveys ahead take 30 s, and the second due's fail. The second is
+/// surveyed while the first transfers; its survey is still under way when the first ends, so
+/// the third takes the slot (the second does not start before its survey ends); its survey
+/// fails, and it is not surveyed ahead again in that wait (its attempt surveys it).
+#[tokio::test(start_paused = true)]
+async fn a_survey_ahead_is_made_once_per_wait_and_its_device_waits_for_it() {
+    let b = bench(12).await;
+    b.script.each_succeeds_after(0..12, Duration::from_secs(20));
+    *b.script.surveys_stand_for.lock().unwrap() = Duration::from_secs(60);
+    *b.script.survey_takes.lock().unwrap() = Duration::from_secs(30);
+    (b.script.surveys_fail.lock().unwrap()).extend((0..4).map(|cell| in_cell(cell)[1].clone()));
+    let mut spec = b.spec();
+    spec.pacing.max_per_cell = 1;
+    let task = b.campaigns.create(spec).unwrap();
+    assert_eq!(b.finished(&task.id).await.success_rate, Some(1.0));
+    for cell in 0..4 {
+        let [first, failing, last] = in_cell(cell);
+        let start = |e: &str| b.script.starts_of(e)[0];
+        let ahead = |e: &str| b.script.surveys_ahead_of(e);
+        assert!(ahead(&first).is_empty(), "cell {cell}");
+        assert_eq!(
+            ahead(&failing).len(),
+            1,
+            "cell {cell}: its failed survey not made again"
+        );
+        assert!(
+            start(&last) < start(&failing),
+            "cell {cell}: its survey was under way"
+        );
+    }
+}
+
+/// The devices of cell `cell` of a 12-device bench, in the order they are due (their
+/// endpoints' order: dev-10 before dev-2).
+fn in_cell(cell: usize) -> [String; 3] {
+    let mut devices = [cell, cell + 4, cell + 8].map(endpoint);
+    devices.sort();
+    devices
+}
+
 /// Asserts that in each cell c of the four, dev-(c+4) (`first`) started before dev-c
 /// (`second`).
 fn started_first_in_each_cell(b: &Bench, first: &str, second: &str) {
