@@ -217,11 +217,12 @@ impl Attempts for DeviceAttempts {
             return None;
         }
         let young = self.surveys_stand_for() / 2;
-        if let Some(at) = self.catalog.fresh_survey_at(&registration, young) {
-            return Some(Box::pin(std::future::ready(Some(Standing::Earlier(at)))));
-        }
         let (management, catalog) = (self.delivery.management().clone(), self.catalog.clone());
+        // Off the scheduler's lock from here: the catalog's reads may be the database's.
         Some(Box::pin(async move {
+            if let Some(at) = catalog.fresh_survey_at(&registration, young) {
+                return Some(Standing::Earlier(at));
+            }
             let endpoint = &registration.endpoint;
             let found = survey(&management, &registration).await;
             let found = found.inspect_err(|error| {
