@@ -202,10 +202,10 @@ fn lossy_link(loss: f64, delay: Duration) -> Impairment {
 /// and the probes of unanswered rounds, and none past what the device's RAM takes (its window
 /// reaches MAX_PAYLOADS past the first block the device misses); that what it counted as
 /// recovered is exactly what its socket sent a second time within an upload; and that the
-/// devices sent at least the lists the engine got. `exact`: also that a device was given a block it held only by a probe (the
-/// lists it made were right: on real UDP a loaded machine may deliver a payload after the
-/// device's reorder wait, and a block on its way is listed). Returns the lists, the probes and
-/// the bytes recovered, over the fleet.
+/// devices sent at least the lists the engine got. `exact`: also that a device was given a
+/// block it held only by a probe (the lists it made were right: on real UDP a loaded machine
+/// may deliver a payload after the device's reorder wait, and a block on its way is listed).
+/// Returns the lists, the probes and the bytes recovered, over the fleet.
 async fn push_through_loss(
     server: &Server,
     fleet: &Fleet,

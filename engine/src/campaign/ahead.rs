@@ -11,7 +11,7 @@
 //! once that one stops standing). Owns which of a task's devices are surveyed ahead, in which
 //! cell, and where each survey stands; the scheduler picks them and starts the surveys.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::task::AbortHandle;
@@ -38,10 +38,14 @@ pub(crate) const AWAKE_AT_LEAST: Duration = Duration::from_secs(10);
 /// it stops the surveys still under way.
 #[derive(Default)]
 pub(crate) struct SurveysAhead {
-    /// Each device surveyed ahead in its current wait: its cell, and its survey.
+    /// Each device with a survey ahead under way or standing: its cell, and its survey. Only
+    /// these are looked at every tick.
     devices: HashMap<Slot, Ahead>,
-    /// How many of them each cell has under way or standing.
+    /// How many of them each cell has.
     per_cell: HashMap<u32, usize>,
+    /// Devices whose survey ahead failed or stopped standing in their current wait: not
+    /// surveyed ahead again until they start.
+    spent: HashSet<Slot>,
 }
 
 /// One device surveyed ahead.
@@ -58,8 +62,6 @@ enum Survey {
     UnderWay(AbortHandle),
     /// Standing: the device's attempt finds it.
     Done(Standing),
-    /// Failed, or no longer stands: not made again in this wait.
-    Spent,
 }
 
 impl SurveysAhead {
@@ -70,7 +72,7 @@ impl SurveysAhead {
 
     /// Whether the device at `slot` may be surveyed ahead: it was not in this wait.
     pub(crate) fn may_survey(&self, slot: Slot) -> bool {
-        !self.devices.contains_key(&slot)
+        !self.devices.contains_key(&slot) && !self.spent.contains(&slot)
     }
 
     /// Whether the survey of the device at `slot` is under way (it is not started meanwhile:
@@ -99,17 +101,18 @@ impl SurveysAhead {
     /// The survey of the device at `slot` ended, and `surveyed` stands for its attempt; with
     /// none, it is spent (the attempt surveys the device).
     pub(crate) fn ended(&mut self, slot: Slot, surveyed: Option<Standing>) {
-        match surveyed {
-            Some(standing) => self.set(slot, Survey::Done(standing)),
-            None => self.spend(slot),
+        match (self.devices.get_mut(&slot), surveyed) {
+            (Some(ahead), Some(standing)) => ahead.survey = Survey::Done(standing),
+            (Some(_), None) => self.spend(slot),
+            (None, _) => {}
         }
     }
 
     /// The device at `slot` starts (or will never wait again): its survey, if done, is its
     /// attempt's now; one under way is stopped. Its next wait may have a survey ahead again.
     pub(crate) fn take(&mut self, slot: Slot) {
-        self.spend(slot);
-        self.devices.remove(&slot);
+        self.drop_survey(slot);
+        self.spent.remove(&slot);
     }
 
     /// Spends the surveys made `stands_for` milliseconds or longer before `now` (they no
@@ -135,41 +138,38 @@ impl SurveysAhead {
     pub(crate) fn clear(&mut self) {
         let slots: Vec<Slot> = self.devices.keys().copied().collect();
         for slot in slots {
-            self.take(slot);
+            self.drop_survey(slot);
         }
+        self.spent.clear();
     }
 
     fn survey(&self, slot: Slot) -> Option<&Survey> {
         self.devices.get(&slot).map(|ahead| &ahead.survey)
     }
 
-    /// Sets the survey of the device at `slot`, if it has one under way or standing.
-    fn set(&mut self, slot: Slot, survey: Survey) {
-        if let Some(ahead) = self.devices.get_mut(&slot)
-            && !matches!(ahead.survey, Survey::Spent)
-        {
-            ahead.survey = survey;
+    /// Spends the survey of the device at `slot`: not made again in this wait.
+    fn spend(&mut self, slot: Slot) {
+        if self.drop_survey(slot) {
+            self.spent.insert(slot);
         }
     }
 
-    /// Spends the survey of the device at `slot` (stopped, if under way), counting it out of
-    /// its cell.
-    fn spend(&mut self, slot: Slot) {
-        let Some(ahead) = self.devices.get_mut(&slot) else {
-            return;
+    /// Drops the survey of the device at `slot` (stopped, if under way), counting it out of
+    /// its cell; whether it had one.
+    fn drop_survey(&mut self, slot: Slot) -> bool {
+        let Some(ahead) = self.devices.remove(&slot) else {
+            return false;
         };
-        match std::mem::replace(&mut ahead.survey, Survey::Spent) {
-            Survey::Spent => return,
-            Survey::UnderWay(abort) => abort.abort(),
-            Survey::Done(_) => {}
+        if let Survey::UnderWay(abort) = ahead.survey {
+            abort.abort();
         }
-        let cell = ahead.cell;
-        if let Some(count) = self.per_cell.get_mut(&cell) {
+        if let Some(count) = self.per_cell.get_mut(&ahead.cell) {
             *count -= 1;
             if *count == 0 {
-                self.per_cell.remove(&cell);
+                self.per_cell.remove(&ahead.cell);
             }
         }
+        true
     }
 }
 
